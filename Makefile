@@ -1,0 +1,36 @@
+# Two entry points: `make run` and `make test`. Everything else is what they need.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: run test setup lint unit clean
+
+run: setup
+	$(BIN)/peercall serve
+
+## Set up a virtualenv with the package (editable) and its test tools; redone when pyproject.toml changes.
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "peercall needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,dev]'
+	touch $@
+
+## Every test, the browser ones included, inside a network namespace that has only loopback.
+test: setup
+	scripts/install-system-deps
+	$(BIN)/ruff check src tests
+	scripts/loopback-only $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests
+
+## Fast inner loop: the tests that need neither a browser nor a namespace.
+unit: setup
+	$(BIN)/pytest tests/unit -q
+
+clean:
+	rm -rf $(VENV) test-artifacts .pytest_cache

@@ -1,0 +1,59 @@
+"""The `peercall` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="peercall", description="Peer-to-peer voice calls over WebRTC.")
+    parser.add_argument("--version", action="version", version=f"peercall {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the signaling server and the web client",
+        description="Run the signaling server. Every option can also be set as PEERCALL_<NAME> in the environment.",
+    )
+    serve.add_argument("--host", help="interface to listen on (default 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="TCP port (default 8080; 0 picks a free one)")
+    serve.add_argument(
+        "--ice-servers",
+        type=json.loads,
+        metavar="JSON",
+        help='ICE servers, e.g. \'[{"urls":"stun:host:3478"}]\'',
+    )
+    serve.add_argument(
+        "--max-message-size", type=int, metavar="BYTES", help="largest routed frame (default 65536)"
+    )
+    serve.add_argument("--cors-origins", metavar="LIST", help="comma-separated origins allowed by CORS")
+    serve.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="graceful shutdown bound")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        from .config import Settings
+        from .server.run import serve
+
+        overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+        try:
+            settings = Settings(**overrides)
+        except ValidationError as exc:
+            print(f"peercall: invalid settings:\n{exc}", file=sys.stderr)
+            return 2
+        return serve(settings)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

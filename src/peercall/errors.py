@@ -1,0 +1,40 @@
+"""The error tree. Every error the server reports to a client is a PeercallError with a stable wire code."""
+
+from __future__ import annotations
+
+from .protocol.codes import ErrorCode
+
+
+class PeercallError(Exception):
+    """Base of every peercall error; `code` is what the client sees in an `error` frame."""
+
+    code: ErrorCode = ErrorCode.BAD_MESSAGE
+    retryable: bool = False
+
+
+class ProtocolError(PeercallError):
+    """The peer sent something wrong. It gets an `error` frame; its connection stays open and keeps working.
+
+    `ref` is the `type` of the offending frame when it could be read, `to` and `call_id` are echoed back so that
+    a client can tell which of its requests failed.
+    """
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        ref: str | None = None,
+        to: str | None = None,
+        call_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+        self.to = to
+        self.call_id = call_id
+        self.retryable = code is ErrorCode.UNAVAILABLE
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"

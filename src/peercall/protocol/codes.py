@@ -1,0 +1,30 @@
+"""Stable error codes and WebSocket close codes of protocol v1 (docs/protocol.md lists them all).
+
+Close codes follow one rule that clients can rely on without a list: 4000-4499 means "you may reconnect"
+(with backoff), 4500-4999 means "do not reconnect as you are" (fix the id or the credentials first).
+"""
+
+from enum import IntEnum, StrEnum
+
+
+class ErrorCode(StrEnum):
+    """The `code` of an `error` frame. The connection stays open after every one of them."""
+
+    BAD_JSON = "bad-json"  # the frame is not valid JSON text
+    BAD_MESSAGE = "bad-message"  # valid JSON, but not a valid message (missing/invalid field, binary frame…)
+    UNKNOWN_TYPE = "unknown-type"  # `type` is not one a client may send
+    TOO_LARGE = "too-large"  # the frame is larger than the server's limit
+    UNAVAILABLE = "unavailable"  # the target user is not online
+    ID_TAKEN = "id-taken"  # another connection already uses this id (sent just before close 4509)
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the server uses."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # the server is shutting down or restarting: reconnect with backoff
+    MESSAGE_TOO_BIG = (
+        1009  # a frame above the hard limit (4 x max message size); smaller ones get `too-large`
+    )
+    INTERNAL_ERROR = 1011  # a bug on our side, logged with its traceback
+    ID_TAKEN = 4509  # terminal: choose another id, or close the other tab first

@@ -1,0 +1,180 @@
+"""Protocol v1 messages: parse and validate what a client sends, build what the server sends.
+
+Pure functions over bytes and str, no I/O. docs/protocol.md is the reference; keep the two in step.
+
+Client frames are decoded once, into a loose envelope whose `data` stays raw: SDP and candidates are checked for
+type and shape and then forwarded verbatim, never re-serialised. msgspec does both the JSON decoding and the
+validation in C, which keeps the per-message cost low (this is the server's hot path).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Final
+
+import msgspec
+from msgspec import UNSET, Meta, Raw, UnsetType
+
+from .. import PROTOCOL_VERSION
+from ..errors import ProtocolError
+from .codes import ErrorCode
+
+ID_RE: Final = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+"""A client id: 1-64 letters, digits, `_`, `-`, `.` or `@`."""
+
+ClientId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")]
+CallId = Annotated[str, Meta(min_length=1, max_length=128)]
+
+# The types a client may send. Each maps to the shape its `data` must have (None: anything, or nothing).
+ROUTED_TYPES: Final = (
+    "call-request",
+    "call-accept",
+    "call-reject",
+    "offer",
+    "answer",
+    "candidate",
+    "hangup",
+)
+
+
+def is_valid_id(value: str | None) -> bool:
+    """Whether `value` is a well-formed client id."""
+    return value is not None and ID_RE.fullmatch(value) is not None
+
+
+class Envelope(msgspec.Struct):
+    """What every client frame is decoded into first. Unknown fields are dropped, not forwarded."""
+
+    type: str
+    to: ClientId | None = None
+    callId: CallId | None = None
+    data: Raw | UnsetType = UNSET
+    from_: str | None = msgspec.field(default=None, name="from")
+
+
+class SessionDescription(msgspec.Struct):
+    """`data` of `offer` and `answer`: an RTCSessionDescriptionInit."""
+
+    type: str
+    sdp: str
+
+
+class IceCandidate(msgspec.Struct):
+    """`data` of `candidate`: an RTCIceCandidateInit (or `null` for end-of-candidates)."""
+
+    candidate: str
+    sdpMid: str | None = None
+    sdpMLineIndex: Annotated[int, Meta(ge=0)] | None = None
+    usernameFragment: str | None = None
+
+
+class Forward(msgspec.Struct, omit_defaults=True):
+    """A client frame as the server forwards it: `from` is always the sender's own id."""
+
+    type: str
+    from_: str = msgspec.field(name="from")
+    to: str = ""
+    callId: str | UnsetType = UNSET
+    data: Raw | UnsetType = UNSET
+
+
+_envelope = msgspec.json.Decoder(Envelope)
+_data_decoders: Final[dict[str, msgspec.json.Decoder[Any]]] = {
+    "offer": msgspec.json.Decoder(SessionDescription),
+    "answer": msgspec.json.Decoder(SessionDescription),
+    "candidate": msgspec.json.Decoder(IceCandidate | None),
+}
+_sdp_types: Final = {"offer": ("offer",), "answer": ("answer", "pranswer")}
+_encode = msgspec.json.Encoder().encode
+
+
+def parse(frame: str | bytes, sender: str) -> Envelope:
+    """Decode and validate one client frame from `sender`.
+
+    Returns:
+        The envelope, ready to be forwarded to `envelope.to`.
+
+    Raises:
+        ProtocolError: `bad-json`, `bad-message` or `unknown-type`, with a message that says what was expected.
+    """
+    try:
+        env = _envelope.decode(frame)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"invalid message: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(ErrorCode.BAD_JSON, f"frame is not valid JSON: {exc}") from None
+
+    kind = env.type
+    if kind not in ROUTED_TYPES:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_TYPE,
+            f"unknown message type {kind!r}; a client may send {', '.join(ROUTED_TYPES)}",
+            ref=kind[:64],
+        )
+    if env.to is None:
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE, f"{kind} needs a 'to' field naming the recipient", ref=kind
+        )
+    if env.to == sender:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"cannot send {kind} to yourself", ref=kind, to=env.to)
+    if env.from_ is not None and env.from_ != sender:
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE,
+            f"'from' is set by the server: you are {sender!r}, not {env.from_[:64]!r}",
+            ref=kind,
+            to=env.to,
+        )
+    decoder = _data_decoders.get(kind)
+    if decoder is not None:
+        _check_data(env, decoder)
+    return env
+
+
+def _check_data(env: Envelope, decoder: msgspec.json.Decoder[Any]) -> None:
+    kind = env.type
+    if env.data is UNSET:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{kind} needs a 'data' field", ref=kind, to=env.to)
+    try:
+        value = decoder.decode(env.data)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE, f"invalid 'data' for {kind}: {exc}", ref=kind, to=env.to
+        ) from None
+    allowed = _sdp_types.get(kind)
+    if allowed is not None and value.type not in allowed:
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE,
+            f"'data.type' of {kind} must be {' or '.join(map(repr, allowed))}, not {value.type[:32]!r}",
+            ref=kind,
+            to=env.to,
+        )
+
+
+def forward(env: Envelope, sender: str) -> str:
+    """The text frame that `env.to` receives: the sender's frame with `from` stamped by the server."""
+    out = Forward(env.type, sender, env.to or "", UNSET if env.callId is None else env.callId, env.data)
+    return _encode(out).decode()
+
+
+def welcome(client_id: str, online: list[str]) -> str:
+    """The first frame on every accepted connection."""
+    return _encode(
+        {"type": "welcome", "id": client_id, "online": online, "protocol": PROTOCOL_VERSION}
+    ).decode()
+
+
+def presence(client_id: str, status: str) -> str:
+    """Sent to everyone else when `client_id` comes online (`status="online"`) or leaves (`"offline"`)."""
+    return _encode({"type": "presence", "id": client_id, "status": status}).decode()
+
+
+def error(exc: ProtocolError) -> str:
+    """The `error` frame for `exc`, sent to the offending client only."""
+    body: dict[str, Any] = {"type": "error", "code": exc.code.value, "message": exc.message}
+    if exc.ref is not None:
+        body["ref"] = exc.ref
+    if exc.to is not None:
+        body["to"] = exc.to
+    if exc.call_id is not None:
+        body["callId"] = exc.call_id
+    return _encode(body).decode()

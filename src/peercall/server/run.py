@@ -1,0 +1,114 @@
+"""Run the app under uvicorn, with a startup banner and a graceful shutdown that says "going away" (1001)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+
+import uvicorn
+
+from .. import PROTOCOL_VERSION, __version__
+from ..config import Settings
+from ..hub.router import Hub
+from ..protocol.codes import CloseCode
+from .app import create_app
+
+log = logging.getLogger("peercall")
+
+LOG_FORMAT = "%(asctime)s %(levelname)-5s %(name)s: %(message)s"
+
+
+class PeercallServer(uvicorn.Server):
+    """uvicorn's server, plus: a banner once the port is bound, and 1001 to every client on shutdown.
+
+    uvicorn's own shutdown closes WebSockets with 1012 (service restart) and only then tells the app; we close
+    them first ourselves, so clients see 1001 "going away" and the hub refuses new ones meanwhile.
+    """
+
+    def __init__(self, config: uvicorn.Config, settings: Settings, hub: Hub) -> None:
+        super().__init__(config)
+        self.settings = settings
+        self.hub = hub
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            port = self.servers[0].sockets[0].getsockname()[1]
+            print(banner(self.settings, port), flush=True)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        count = len(self.hub)
+        if count:
+            log.info("closing %d connection(s) with 1001 going away", count)
+        try:
+            await asyncio.wait_for(
+                self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down"),
+                self.settings.shutdown_timeout,
+            )
+        except TimeoutError:
+            log.warning("some connections did not close within %.1fs", self.settings.shutdown_timeout)
+        await super().shutdown(sockets)
+
+
+def banner(settings: Settings, port: int) -> str:
+    host = settings.host
+    shown = "localhost" if host in ("0.0.0.0", "::", "") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    base = f"http://{shown}:{port}"
+    ice = ", ".join(
+        url
+        for server in settings.ice_servers
+        for url in ([server.urls] if isinstance(server.urls, str) else server.urls)
+    )
+    lines = [
+        f"peercall {__version__} (signaling protocol v{PROTOCOL_VERSION}) listening on {host}:{port}",
+        f"  web client    {base}/",
+        f"  two-tab demo  {base}/callerA.html and {base}/callerB.html",
+        f"  signaling     ws://{shown}:{port}/ws?id=<your-id>",
+        f"  ICE servers   {ice or 'none (host candidates only: fine on one machine or one LAN)'}",
+        "  auth          open: anyone may connect under any free id",
+    ]
+    if host in ("0.0.0.0", "::"):
+        lines.append("  note          browsers allow the microphone only on https or localhost")
+    return "\n".join(lines)
+
+
+class _QuietWebSocketLines(logging.Filter):
+    """Drop uvicorn's per-WebSocket lines: peercall.ws logs each connection once, with its id and outcome."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message in ("connection open", "connection closed") or '"WebSocket /ws' in message)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr, force=True)
+    logging.getLogger("uvicorn.error").addFilter(_QuietWebSocketLines())
+
+
+def serve(settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM. Returns the process exit code."""
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        ws_max_size=max(4 * settings.max_message_size, 1024 * 1024),
+        ws_per_message_deflate=settings.ws_per_message_deflate,
+        lifespan="off",
+        log_config=None,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+        server_header=False,
+    )
+    server = PeercallServer(config, settings, app.state.hub)
+    server.run()
+    return 0 if server.started else 1

@@ -1,0 +1,189 @@
+"""Signaling over real WebSockets against a real `peercall serve` process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+import websockets
+
+from tests.conftest import ServerProcess
+
+OFFER = {"type": "offer", "sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"}
+CANDIDATE = {
+    "candidate": "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host",
+    "sdpMid": "0",
+    "sdpMLineIndex": 0,
+}
+
+
+async def test_welcome_lists_who_is_online(connect, uid) -> None:
+    """A client is greeted with its id, protocol version and the others online, and others see it arrive."""
+    a, b = uid("alice"), uid("bob")
+    alice = await connect(a)
+    assert alice.welcome["id"] == a and alice.welcome["protocol"] == 1
+    bob = await connect(b)
+    assert a in bob.welcome["online"] and b not in bob.welcome["online"]
+    assert await alice.expect(type="presence", id=b) == {"type": "presence", "id": b, "status": "online"}
+
+
+async def test_full_seed_flow_is_routed_with_from(connect, uid) -> None:
+    """The seed's call flow passes through, each frame stamped with its sender's id and its callId kept."""
+    alice, bob = await connect(uid("alice")), await connect(uid("bob"))
+    flow = [
+        (alice, bob, {"type": "call-request", "to": bob.id, "callId": "k1"}),
+        (bob, alice, {"type": "call-accept", "to": alice.id, "callId": "k1"}),
+        (alice, bob, {"type": "offer", "to": bob.id, "data": OFFER}),
+        (bob, alice, {"type": "answer", "to": alice.id, "data": {"type": "answer", "sdp": "v=0\r\n"}}),
+        (alice, bob, {"type": "candidate", "to": bob.id, "data": CANDIDATE}),
+        (bob, alice, {"type": "candidate", "to": alice.id, "data": None}),
+        (alice, bob, {"type": "hangup", "to": bob.id}),
+    ]
+    for sender, receiver, message in flow:
+        await sender.send(message)
+        got = await receiver.expect(type=message["type"])
+        assert got == {**message, "from": sender.id}
+
+
+async def test_call_reject_reaches_the_caller(connect, uid) -> None:
+    """A rejection, with its reason, reaches the caller."""
+    alice, bob = await connect(uid("alice")), await connect(uid("bob"))
+    await alice.send({"type": "call-request", "to": bob.id})
+    await bob.expect(type="call-request")
+    await bob.send({"type": "call-reject", "to": alice.id, "data": {"reason": "busy"}})
+    assert (await alice.expect(type="call-reject"))["data"] == {"reason": "busy"}
+
+
+async def test_spoofed_from_is_refused_and_not_forwarded(connect, uid) -> None:
+    """A frame claiming another sender is refused; its target receives nothing."""
+    mallory, bob, alice = (
+        await connect(uid("mallory")),
+        await connect(uid("bob")),
+        await connect(uid("alice")),
+    )
+    await mallory.send({"type": "call-request", "to": bob.id, "from": alice.id})
+    err = await mallory.expect(type="error")
+    assert err["code"] == "bad-message" and alice.id in err["message"]
+    await bob.nothing(type="call-request")
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{not json", "bad-json"),
+        (b"\x00\x01binary", "bad-message"),
+        ('{"to":"someone"}', "bad-message"),
+        ('{"type":"offer","to":"someone","data":"v=0"}', "bad-message"),
+        ('{"type":"launch-missiles","to":"someone"}', "unknown-type"),
+        ('{"type":"hangup","to":"nobody-is-here"}', "unavailable"),
+        ("x" * 70_000, "too-large"),
+        ('{"type":"hangup","to":"' + "é" * 40_000 + '"}', "too-large"),
+    ],
+)
+async def test_every_error_leaves_the_connection_working(connect, uid, frame: str | bytes, code: str) -> None:
+    """Each bad frame gets its error code, and the same connection then routes normally."""
+    alice, bob = await connect(uid("alice")), await connect(uid("bob"))
+    await alice.send(frame)
+    assert (await alice.expect(type="error"))["code"] == code
+    await alice.send({"type": "call-request", "to": bob.id})
+    assert (await bob.expect(type="call-request"))["from"] == alice.id
+
+
+async def test_frame_beyond_hard_limit_closes_with_1009(connect, uid) -> None:
+    """A frame over the hard limit (4 x max message size, at least 1 MiB) closes that connection with 1009."""
+    alice, bob = await connect(uid("alice")), await connect(uid("bob"))
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        await alice.send("x" * (2 * 1024 * 1024))
+        await alice.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+    await bob.expect(type="presence", id=alice.id, status="offline")
+
+
+async def test_same_id_twice_is_refused(connect, uid, server: ServerProcess) -> None:
+    """A second connection with an id in use gets `id-taken` and close 4509; the first keeps working."""
+    a = uid("alice")
+    alice, bob = await connect(a), await connect(uid("bob"))
+    async with websockets.connect(f"{server.ws}?id={a}") as dup:
+        err = json.loads(await asyncio.wait_for(dup.recv(), 5))
+        assert err["type"] == "error" and err["code"] == "id-taken"
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            await asyncio.wait_for(dup.recv(), 5)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 4509
+    await bob.send({"type": "call-request", "to": a})
+    assert (await alice.expect(type="call-request"))["from"] == bob.id
+    await bob.nothing(type="presence", id=a, status="offline")
+
+
+@pytest.mark.parametrize(
+    "query", ["", "?id=", "?id=a%20b", "?id=" + "x" * 65, "?id=a&id=b", "?id=%C3%A9", "?name=a"]
+)
+async def test_bad_ids_are_refused_at_the_handshake(server: ServerProcess, query: str) -> None:
+    """A missing or malformed id is refused with HTTP 400 and a JSON body saying what an id may be."""
+    with pytest.raises(websockets.InvalidStatus) as info:
+        await websockets.connect(f"{server.ws}{query}")
+    response = info.value.response
+    assert response.status_code == 400
+    assert json.loads(response.body)["error"]["code"] == "bad-id"
+
+
+async def test_disconnect_is_announced_and_target_becomes_unavailable(connect, uid) -> None:
+    """When a client leaves, the others see it offline and frames to it get `unavailable`."""
+    alice, bob = await connect(uid("alice")), await connect(uid("bob"))
+    await bob.close()
+    await alice.expect(type="presence", id=bob.id, status="offline")
+    await alice.send({"type": "offer", "to": bob.id, "data": OFFER})
+    err = await alice.expect(type="error")
+    assert err["code"] == "unavailable" and err["to"] == bob.id and err["ref"] == "offer"
+
+
+async def test_garbage_burst_does_not_disturb_others(connect, uid) -> None:
+    """One client flooding garbage gets an error per frame while two others exchange 300 frames in order."""
+    mallory, alice, bob = (
+        await connect(uid("mallory")),
+        await connect(uid("alice")),
+        await connect(uid("bob")),
+    )
+    garbage = [
+        "{",
+        "[]",
+        "null",
+        '{"type":"x"}',
+        b"\xff" * 100,
+        "x" * 70_000,
+        '{"type":"hangup"}',
+        '{"type":"offer","to":"' + alice.id + '","data":{}}',
+        '{"type":"hangup","to":"' + bob.id + '","from":"' + alice.id + '"}',
+    ]
+    count = 300
+
+    async def flood() -> None:
+        for i in range(count):
+            await mallory.send(garbage[i % len(garbage)])
+
+    async def talk() -> None:
+        for i in range(count):
+            await alice.send({"type": "candidate", "to": bob.id, "data": {**CANDIDATE, "sdpMLineIndex": i}})
+
+    await asyncio.gather(flood(), talk())
+    for i in range(count):
+        msg = await bob.expect(type="candidate")
+        assert msg["from"] == alice.id and msg["data"]["sdpMLineIndex"] == i
+    errors = [await mallory.expect(type="error") for _ in range(count)]
+    assert {e["code"] for e in errors} == {"bad-json", "bad-message", "unknown-type", "too-large"}
+    await bob.nothing(type="hangup")
+    await alice.nothing(type="offer")
+
+
+async def test_http_endpoints(server: ServerProcess) -> None:
+    """Health, readiness, ICE servers and JSON errors over plain HTTP."""
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        assert (await http.get("/healthz")).json()["status"] == "ok"
+        assert (await http.get("/readyz")).json()["status"] == "ready"
+        assert (await http.get("/ice-servers")).json() == {"iceServers": []}
+        missing = await http.get("/no-such-page")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not-found"
+        for page in ("/", "/callerA.html", "/callerB.html"):
+            response = await http.get(page)
+            assert response.status_code == 200 and "text/html" in response.headers["content-type"]

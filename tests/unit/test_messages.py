@@ -1,0 +1,162 @@
+"""Message validation without sockets: what a client may send, and what each mistake is called."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from peercall.errors import ProtocolError
+from peercall.protocol import messages
+from peercall.protocol.codes import ErrorCode
+
+OFFER = {"type": "offer", "sdp": "v=0\r\n"}
+CANDIDATE = {
+    "candidate": "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host",
+    "sdpMid": "0",
+    "sdpMLineIndex": 0,
+}
+
+
+def frame(**fields: object) -> str:
+    return json.dumps(fields)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "call-request", "to": "bob"},
+        {"type": "call-request", "to": "bob", "callId": "c-1", "data": {"video": False}},
+        {"type": "call-accept", "to": "bob"},
+        {"type": "call-reject", "to": "bob", "data": {"reason": "busy"}},
+        {"type": "offer", "to": "bob", "data": OFFER},
+        {"type": "answer", "to": "bob", "data": {"type": "answer", "sdp": "v=0"}},
+        {"type": "answer", "to": "bob", "data": {"type": "pranswer", "sdp": "v=0"}},
+        {"type": "candidate", "to": "bob", "data": CANDIDATE},
+        {"type": "candidate", "to": "bob", "data": None},
+        {"type": "hangup", "to": "b.o-b_@x"},
+        {"type": "hangup", "to": "bob", "from": "alice"},
+    ],
+)
+def test_valid_frames_are_forwarded_with_from_stamped(message: dict[str, object]) -> None:
+    """Every valid client frame is forwarded with the sender's own id as `from`, its data untouched."""
+    out = json.loads(messages.forward(messages.parse(json.dumps(message), "alice"), "alice"))
+    assert out["from"] == "alice"
+    assert out["type"] == message["type"] and out["to"] == message["to"]
+    assert out.get("data", "absent") == message.get("data", "absent")
+    assert out.get("callId") == message.get("callId")
+
+
+def test_unknown_fields_are_dropped() -> None:
+    """Fields the protocol does not define never reach the other side."""
+    out = json.loads(
+        messages.forward(messages.parse(frame(type="hangup", to="bob", secret=1), "alice"), "alice")
+    )
+    assert "secret" not in out
+
+
+def test_data_is_forwarded_verbatim() -> None:
+    """SDP and candidates are forwarded byte for byte (key order, spacing, unicode escapes)."""
+    raw = '{"type":"offer","to":"bob","data":{ "sdp" : "v=0\\u000d\\n", "type" : "offer" }}'
+    out = messages.forward(messages.parse(raw, "alice"), "alice")
+    assert out.endswith('"data":{ "sdp" : "v=0\\u000d\\n", "type" : "offer" }}')
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "says"),
+    [
+        ("{", ErrorCode.BAD_JSON, "not valid JSON"),
+        ("", ErrorCode.BAD_JSON, "not valid JSON"),
+        ("hello", ErrorCode.BAD_JSON, "not valid JSON"),
+        ("[1,2]", ErrorCode.BAD_MESSAGE, "Expected `object`, got `array`"),
+        ("42", ErrorCode.BAD_MESSAGE, "Expected `object`"),
+        (frame(to="bob"), ErrorCode.BAD_MESSAGE, "missing required field `type`"),
+        (frame(type=7, to="bob"), ErrorCode.BAD_MESSAGE, "$.type"),
+        (frame(type="hangup"), ErrorCode.BAD_MESSAGE, "needs a 'to'"),
+        (frame(type="hangup", to="alice"), ErrorCode.BAD_MESSAGE, "to yourself"),
+        (frame(type="hangup", to="bad id"), ErrorCode.BAD_MESSAGE, "$.to"),
+        (frame(type="hangup", to="x" * 65), ErrorCode.BAD_MESSAGE, "$.to"),
+        (frame(type="hangup", to=""), ErrorCode.BAD_MESSAGE, "$.to"),
+        (frame(type="hangup", to="bob", callId=""), ErrorCode.BAD_MESSAGE, "$.callId"),
+        (frame(type="hangup", to="bob", callId="c" * 129), ErrorCode.BAD_MESSAGE, "$.callId"),
+        (frame(type="hangup", to="bob", callId=5), ErrorCode.BAD_MESSAGE, "$.callId"),
+        (
+            frame(type="hangup", to="bob", **{"from": "eve"}),
+            ErrorCode.BAD_MESSAGE,
+            "you are 'alice', not 'eve'",
+        ),
+        (frame(type="welcome", to="bob"), ErrorCode.UNKNOWN_TYPE, "unknown message type 'welcome'"),
+        (frame(type="OFFER", to="bob"), ErrorCode.UNKNOWN_TYPE, "a client may send call-request"),
+        (frame(type="offer", to="bob"), ErrorCode.BAD_MESSAGE, "offer needs a 'data' field"),
+        (frame(type="offer", to="bob", data="v=0"), ErrorCode.BAD_MESSAGE, "invalid 'data' for offer"),
+        (frame(type="offer", to="bob", data={"type": "offer"}), ErrorCode.BAD_MESSAGE, "`sdp`"),
+        (
+            frame(type="offer", to="bob", data={"type": "answer", "sdp": ""}),
+            ErrorCode.BAD_MESSAGE,
+            "must be 'offer'",
+        ),
+        (
+            frame(type="answer", to="bob", data={"type": "offer", "sdp": ""}),
+            ErrorCode.BAD_MESSAGE,
+            "'answer' or",
+        ),
+        (frame(type="candidate", to="bob"), ErrorCode.BAD_MESSAGE, "candidate needs a 'data'"),
+        (frame(type="candidate", to="bob", data={"candidate": 5}), ErrorCode.BAD_MESSAGE, "$.candidate"),
+        (
+            frame(type="candidate", to="bob", data={**CANDIDATE, "sdpMLineIndex": -1}),
+            ErrorCode.BAD_MESSAGE,
+            ">= 0",
+        ),
+        (frame(type="candidate", to="bob", data=[]), ErrorCode.BAD_MESSAGE, "Expected `object | null`"),
+    ],
+)
+def test_bad_frames_get_a_named_error(raw: str, code: ErrorCode, says: str) -> None:
+    """Each kind of bad frame gets its stable code and a message that says what was expected."""
+    with pytest.raises(ProtocolError) as info:
+        messages.parse(raw, "alice")
+    assert info.value.code is code
+    assert says in info.value.message
+
+
+def test_error_frame_echoes_what_failed() -> None:
+    """An error frame names the offending type and recipient, so the client knows which request failed."""
+    with pytest.raises(ProtocolError) as info:
+        messages.parse(frame(type="offer", to="bob", data=1), "alice")
+    out = json.loads(messages.error(info.value))
+    assert out["type"] == "error" and out["code"] == "bad-message"
+    assert out["ref"] == "offer" and out["to"] == "bob"
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("a", True),
+        ("A-z_0.9@x", True),
+        ("x" * 64, True),
+        ("", False),
+        ("x" * 65, False),
+        ("a b", False),
+        ("é", False),
+        ("a/b", False),
+        (None, False),
+        ("a\n", False),
+    ],
+)
+def test_client_id_rule(value: str | None, ok: bool) -> None:
+    """Ids are 1-64 letters, digits, `_ - . @`, nothing else."""
+    assert messages.is_valid_id(value) is ok
+
+
+def test_welcome_and_presence_shapes() -> None:
+    """The server's own frames have the documented shapes."""
+    assert json.loads(messages.welcome("alice", ["bob"])) == {
+        "type": "welcome",
+        "id": "alice",
+        "online": ["bob"],
+        "protocol": 1,
+    }
+    assert json.loads(messages.presence("bob", "offline")) == {
+        "type": "presence",
+        "id": "bob",
+        "status": "offline",
+    }
