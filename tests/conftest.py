@@ -7,9 +7,11 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -66,8 +68,10 @@ def run_server(**env: str | None) -> Iterator[ServerProcess]:
 
     `env` adds PEERCALL_* settings; a value of None removes that variable.
     """
+    workdir = tempfile.mkdtemp(prefix="peercall-test-")
     full_env: dict[str, str | None] = {
         **os.environ,
+        "PEERCALL_DATABASE_URL": f"sqlite:///{workdir}/history.sqlite3",
         "PEERCALL_HOST": "127.0.0.1",
         "PEERCALL_PORT": "0",
         "PEERCALL_ICE_SERVERS": "[]",
@@ -103,6 +107,7 @@ def run_server(**env: str | None) -> Iterator[ServerProcess]:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

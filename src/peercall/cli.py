@@ -30,12 +30,24 @@ def _parser() -> argparse.ArgumentParser:
         metavar="JSON",
         help='ICE servers, e.g. \'[{"urls":"stun:host:3478"}]\'',
     )
-    serve.add_argument(
-        "--max-message-size", type=int, metavar="BYTES", help="largest routed frame (default 65536)"
-    )
+    serve.add_argument("--max-message-size", type=int, metavar="BYTES", help="largest routed frame (default 65536)")
     serve.add_argument("--cors-origins", metavar="LIST", help="comma-separated origins allowed by CORS")
     serve.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="graceful shutdown bound")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    conformance = commands.add_parser(
+        "conformance",
+        help="check a server against the protocol (docs/protocol.md) with raw WebSocket clients",
+        description="Drive a signaling server through every call outcome and report which rules hold.",
+    )
+    conformance.add_argument("url", help="the server's WebSocket URL, e.g. ws://127.0.0.1:8080/ws")
+    conformance.add_argument("-k", dest="select", metavar="TEXT", help="only scenarios whose name contains TEXT")
+    conformance.add_argument(
+        "--max-wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="skip scenarios that must wait longer than this for a server timer (default 10)",
+    )
     return parser
 
 
@@ -52,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"peercall: invalid settings:\n{exc}", file=sys.stderr)
             return 2
         return serve(settings)
+    if args.command == "conformance":
+        from .conformance import main as conformance
+
+        return conformance(args.url, args.select, args.max_wait)
     return 2
 
 

@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed to call the HTTP API from other sites, comma-separated (`PEERCALL_CORS_ORIGINS`); `*`
     allows any. Empty (the default): same-origin only."""
+    ring_timeout: Annotated[float, Field(gt=0, le=600)] = 45.0
+    """Seconds a call rings before it ends as missed (`PEERCALL_RING_TIMEOUT`)."""
+    resume_grace: Annotated[float, Field(ge=0, le=600)] = 20.0
+    """Seconds a call waits for a party whose connection dropped to come back (`PEERCALL_RESUME_GRACE`);
+    the audio is peer-to-peer and usually keeps flowing meanwhile."""
+    database_url: str = "sqlite:///peercall.sqlite3"
+    """Call history store (`PEERCALL_DATABASE_URL`): `sqlite:///path` (default, relative to the working
+    directory), `postgresql://user:password@host/db` for several nodes, or `memory://` (lost at exit)."""
     shutdown_timeout: Annotated[float, Field(gt=0, le=300)] = 5.0
     """Seconds that a graceful shutdown waits for connections to close (`PEERCALL_SHUTDOWN_TIMEOUT`)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -31,9 +31,7 @@ def test_ice_servers_come_from_settings_and_banner_names_them() -> None:
 def test_default_ice_server_is_the_seeds_stun() -> None:
     """With nothing configured, `/ice-servers` offers the seed's public STUN server."""
     with run_server(PEERCALL_ICE_SERVERS=None) as srv:
-        assert httpx.get(f"{srv.http}/ice-servers").json() == {
-            "iceServers": [{"urls": "stun:stun.l.google.com:19302"}]
-        }
+        assert httpx.get(f"{srv.http}/ice-servers").json() == {"iceServers": [{"urls": "stun:stun.l.google.com:19302"}]}
 
 
 @pytest.mark.parametrize(

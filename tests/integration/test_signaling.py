@@ -30,30 +30,46 @@ async def test_welcome_lists_who_is_online(connect, uid) -> None:
 
 
 async def test_full_seed_flow_is_routed_with_from(connect, uid) -> None:
-    """The seed's call flow passes through, each frame stamped with its sender's id and its callId kept."""
+    """The seed's call flow passes through, each frame stamped with its sender's id and the server's callId."""
     alice, bob = await connect(uid("alice")), await connect(uid("bob"))
+    await alice.send({"type": "call-request", "to": bob.id})
+    call_id = (await alice.expect(type="call-ringing", to=bob.id))["callId"]
+    assert await bob.expect(type="call-request") == {
+        "type": "call-request",
+        "from": alice.id,
+        "to": bob.id,
+        "callId": call_id,
+    }
+    await bob.send({"type": "call-accept", "to": alice.id})
+    assert await alice.expect(type="call-accept") == {
+        "type": "call-accept",
+        "from": bob.id,
+        "to": alice.id,
+        "callId": call_id,
+        "polite": False,
+    }
     flow = [
-        (alice, bob, {"type": "call-request", "to": bob.id, "callId": "k1"}),
-        (bob, alice, {"type": "call-accept", "to": alice.id, "callId": "k1"}),
         (alice, bob, {"type": "offer", "to": bob.id, "data": OFFER}),
         (bob, alice, {"type": "answer", "to": alice.id, "data": {"type": "answer", "sdp": "v=0\r\n"}}),
         (alice, bob, {"type": "candidate", "to": bob.id, "data": CANDIDATE}),
-        (bob, alice, {"type": "candidate", "to": alice.id, "data": None}),
+        (bob, alice, {"type": "candidate", "to": alice.id, "data": None, "callId": call_id}),
         (alice, bob, {"type": "hangup", "to": bob.id}),
     ]
     for sender, receiver, message in flow:
         await sender.send(message)
         got = await receiver.expect(type=message["type"])
-        assert got == {**message, "from": sender.id}
+        assert got == {**message, "from": sender.id, "callId": call_id}
+    ended = {"type": "call-ended", "callId": call_id, "outcome": "answered", "reason": "user-hangup"}
+    assert await alice.expect(type="call-ended") == ended
 
 
 async def test_call_reject_reaches_the_caller(connect, uid) -> None:
-    """A rejection, with its reason, reaches the caller."""
+    """A rejection, with its data, reaches the caller."""
     alice, bob = await connect(uid("alice")), await connect(uid("bob"))
     await alice.send({"type": "call-request", "to": bob.id})
     await bob.expect(type="call-request")
-    await bob.send({"type": "call-reject", "to": alice.id, "data": {"reason": "busy"}})
-    assert (await alice.expect(type="call-reject"))["data"] == {"reason": "busy"}
+    await bob.send({"type": "call-reject", "to": alice.id, "data": {"note": "in a meeting"}})
+    assert (await alice.expect(type="call-reject"))["data"] == {"note": "in a meeting"}
 
 
 async def test_spoofed_from_is_refused_and_not_forwarded(connect, uid) -> None:
@@ -77,7 +93,8 @@ async def test_spoofed_from_is_refused_and_not_forwarded(connect, uid) -> None:
         ('{"to":"someone"}', "bad-message"),
         ('{"type":"offer","to":"someone","data":"v=0"}', "bad-message"),
         ('{"type":"launch-missiles","to":"someone"}', "unknown-type"),
-        ('{"type":"hangup","to":"nobody-is-here"}', "unavailable"),
+        ('{"type":"call-request","to":"nobody-is-here"}', "unavailable"),
+        ('{"type":"hangup","to":"nobody-is-here"}', "not-in-call"),
         ("x" * 70_000, "too-large"),
         ('{"type":"hangup","to":"' + "é" * 40_000 + '"}', "too-large"),
     ],
@@ -96,28 +113,44 @@ async def test_frame_beyond_hard_limit_closes_with_1009(connect, uid) -> None:
     alice, bob = await connect(uid("alice")), await connect(uid("bob"))
     with pytest.raises(websockets.ConnectionClosed) as info:
         await alice.send("x" * (2 * 1024 * 1024))
-        await alice.recv()
+        while True:
+            await alice.recv()
     assert info.value.rcvd is not None and info.value.rcvd.code == 1009
     await bob.expect(type="presence", id=alice.id, status="offline")
 
 
-async def test_same_id_twice_is_refused(connect, uid, server: ServerProcess) -> None:
-    """A second connection with an id in use gets `id-taken` and close 4509; the first keeps working."""
+async def test_one_id_on_two_devices(connect, uid, server: ServerProcess) -> None:
+    """One id may connect twice: both are welcomed, others see one presence, and a call rings both."""
     a = uid("alice")
-    alice, bob = await connect(a), await connect(uid("bob"))
-    async with websockets.connect(f"{server.ws}?id={a}") as dup:
-        err = json.loads(await asyncio.wait_for(dup.recv(), 5))
-        assert err["type"] == "error" and err["code"] == "id-taken"
-        with pytest.raises(websockets.ConnectionClosed) as info:
-            await asyncio.wait_for(dup.recv(), 5)
-        assert info.value.rcvd is not None and info.value.rcvd.code == 4509
+    bob = await connect(uid("bob"))
+    phone = await connect(a)
+    await bob.expect(type="presence", id=a, status="online")
+    laptop = await connect(a)
+    assert laptop.welcome["device"] != phone.welcome["device"]
+    await bob.nothing(type="presence", id=a)
     await bob.send({"type": "call-request", "to": a})
-    assert (await alice.expect(type="call-request"))["from"] == bob.id
+    call_id = (await bob.expect(type="call-ringing"))["callId"]
+    for device in (phone, laptop):
+        assert (await device.expect(type="call-request"))["callId"] == call_id
+    await phone.close()
     await bob.nothing(type="presence", id=a, status="offline")
+    await laptop.close()
+    await bob.expect(type="presence", id=a, status="offline")
 
 
 @pytest.mark.parametrize(
-    "query", ["", "?id=", "?id=a%20b", "?id=" + "x" * 65, "?id=a&id=b", "?id=%C3%A9", "?name=a"]
+    "query",
+    [
+        "",
+        "?id=",
+        "?id=a%20b",
+        "?id=" + "x" * 65,
+        "?id=a&id=b",
+        "?id=%C3%A9",
+        "?name=a",
+        "?id=a&device=b%2Fc",
+        "?id=a&device=",
+    ],
 )
 async def test_bad_ids_are_refused_at_the_handshake(server: ServerProcess, query: str) -> None:
     """A missing or malformed id is refused with HTTP 400 and a JSON body saying what an id may be."""
@@ -125,7 +158,7 @@ async def test_bad_ids_are_refused_at_the_handshake(server: ServerProcess, query
         await websockets.connect(f"{server.ws}{query}")
     response = info.value.response
     assert response.status_code == 400
-    assert json.loads(response.body)["error"]["code"] == "bad-id"
+    assert json.loads(response.body)["error"]["code"] == ("bad-device" if "device" in query else "bad-id")
 
 
 async def test_disconnect_is_announced_and_target_becomes_unavailable(connect, uid) -> None:
@@ -133,9 +166,9 @@ async def test_disconnect_is_announced_and_target_becomes_unavailable(connect, u
     alice, bob = await connect(uid("alice")), await connect(uid("bob"))
     await bob.close()
     await alice.expect(type="presence", id=bob.id, status="offline")
-    await alice.send({"type": "offer", "to": bob.id, "data": OFFER})
+    await alice.send({"type": "call-request", "to": bob.id})
     err = await alice.expect(type="error")
-    assert err["code"] == "unavailable" and err["to"] == bob.id and err["ref"] == "offer"
+    assert err["code"] == "unavailable" and err["to"] == bob.id and err["ref"] == "call-request"
 
 
 async def test_garbage_burst_does_not_disturb_others(connect, uid) -> None:
@@ -145,6 +178,10 @@ async def test_garbage_burst_does_not_disturb_others(connect, uid) -> None:
         await connect(uid("alice")),
         await connect(uid("bob")),
     )
+    await alice.send({"type": "call-request", "to": bob.id})
+    await bob.expect(type="call-request")
+    await bob.send({"type": "call-accept", "to": alice.id})
+    await alice.expect(type="call-accept")
     garbage = [
         "{",
         "[]",
@@ -155,6 +192,7 @@ async def test_garbage_burst_does_not_disturb_others(connect, uid) -> None:
         '{"type":"hangup"}',
         '{"type":"offer","to":"' + alice.id + '","data":{}}',
         '{"type":"hangup","to":"' + bob.id + '","from":"' + alice.id + '"}',
+        json.dumps({"type": "offer", "to": bob.id, "data": OFFER}),  # well-formed, but not mallory's call
     ]
     count = 300
 
@@ -171,7 +209,7 @@ async def test_garbage_burst_does_not_disturb_others(connect, uid) -> None:
         msg = await bob.expect(type="candidate")
         assert msg["from"] == alice.id and msg["data"]["sdpMLineIndex"] == i
     errors = [await mallory.expect(type="error") for _ in range(count)]
-    assert {e["code"] for e in errors} == {"bad-json", "bad-message", "unknown-type", "too-large"}
+    assert {e["code"] for e in errors} == {"bad-json", "bad-message", "unknown-type", "too-large", "not-in-call"}
     await bob.nothing(type="hangup")
     await alice.nothing(type="offer")
 

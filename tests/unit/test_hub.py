@@ -1,24 +1,30 @@
-"""Routing decisions of the hub, with in-memory connections instead of sockets."""
+"""The hub performs the switchboard's decisions on connections: in-memory connections, a real event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+from peercall.core.records import CallRecord, Outcome
 from peercall.hub.router import Hub
+from peercall.store.memory import MemoryHistory
 
 
 class FakeConnection:
-    def __init__(self, client_id: str) -> None:
+    def __init__(self, hub: Hub, client_id: str) -> None:
         self.id = client_id
+        self.cid = hub.new_cid()
         self.errors = 0
         self.sent: list[dict[str, Any]] = []
         self.closed: tuple[int, str] | None = None
+        self.arrived = asyncio.Event()
 
     async def send_text(self, text: str) -> bool:
         if self.closed:
             return False
         self.sent.append(json.loads(text))
+        self.arrived.set()
         return True
 
     async def close(self, code: int, reason: str) -> None:
@@ -27,12 +33,20 @@ class FakeConnection:
     def types(self) -> list[str]:
         return [m["type"] for m in self.sent]
 
+    async def wait_for(self, type: str, timeout: float = 2.0) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                for message in self.sent:
+                    if message["type"] == type:
+                        return message
+                self.arrived.clear()
+                await self.arrived.wait()
+
 
 async def online(hub: Hub, *ids: str) -> list[FakeConnection]:
     conns = []
     for cid in ids:
-        conn = FakeConnection(cid)
-        assert hub.claim(conn)
+        conn = FakeConnection(hub, cid)
         await hub.join(conn)
         conns.append(conn)
     return conns
@@ -42,29 +56,8 @@ async def test_join_greets_and_announces() -> None:
     """A newcomer is welcomed with who is online; the others learn it is online."""
     hub = Hub()
     alice, bob = await online(hub, "alice", "bob")
-    assert bob.sent[0] == {"type": "welcome", "id": "bob", "online": ["alice"], "protocol": 1}
+    assert bob.sent[0]["type"] == "welcome" and bob.sent[0]["online"] == ["alice"]
     assert alice.sent[-1] == {"type": "presence", "id": "bob", "status": "online"}
-    assert bob.types() == ["welcome"]
-
-
-async def test_forward_reaches_only_the_target() -> None:
-    """A frame goes to its `to` alone, stamped with the sender's id."""
-    hub = Hub()
-    alice, bob, carol = await online(hub, "alice", "bob", "carol")
-    before = len(carol.sent)
-    await hub.handle(alice, '{"type":"call-request","to":"bob"}')
-    assert bob.sent[-1] == {"type": "call-request", "from": "alice", "to": "bob"}
-    assert len(carol.sent) == before
-    assert alice.types()[-1] == "presence"
-
-
-async def test_offline_target_is_unavailable() -> None:
-    """Sending to someone who is not connected answers the sender with `unavailable`."""
-    hub = Hub()
-    (alice,) = await online(hub, "alice")
-    await hub.handle(alice, '{"type":"call-request","to":"zed","callId":"k1"}')
-    assert alice.sent[-1]["code"] == "unavailable"
-    assert alice.sent[-1]["to"] == "zed" and alice.sent[-1]["callId"] == "k1"
 
 
 async def test_bad_frame_reaches_nobody_else() -> None:
@@ -74,30 +67,60 @@ async def test_bad_frame_reaches_nobody_else() -> None:
     before = len(bob.sent)
     await hub.handle(alice, '{"type":"hangup","to":"bob","from":"carol"}')
     assert alice.sent[-1]["code"] == "bad-message"
-    assert len(bob.sent) == before
-    assert alice.errors == 1
+    assert len(bob.sent) == before and alice.errors == 1
 
 
-async def test_second_claim_of_an_id_fails() -> None:
-    """An id held by one connection cannot be claimed by another; leaving frees it."""
-    hub = Hub()
-    (first,) = await online(hub, "alice")
-    second = FakeConnection("alice")
-    assert not hub.claim(second)
-    await hub.leave(second)  # a refused connection leaving must not remove the real one
-    assert hub.online() == ["alice"]
-    await hub.leave(first)
-    assert hub.claim(second)
-
-
-async def test_leave_announces_offline() -> None:
-    """When someone leaves, everyone else is told, and frames to them are `unavailable`."""
-    hub = Hub()
+async def test_ring_timeout_fires_on_the_loop() -> None:
+    """The hub's timer ends a ringing call by the ring timeout, without any further frame."""
+    hub = Hub(ring_timeout=0.05)
     alice, bob = await online(hub, "alice", "bob")
-    await hub.leave(bob)
-    assert alice.sent[-1] == {"type": "presence", "id": "bob", "status": "offline"}
-    await hub.handle(alice, '{"type":"hangup","to":"bob"}')
-    assert alice.sent[-1]["code"] == "unavailable"
+    await hub.handle(alice, '{"type":"call-request","to":"bob"}')
+    ended = await alice.wait_for("call-ended")
+    assert ended["outcome"] == "missed"
+    assert (await bob.wait_for("call-ended"))["callId"] == ended["callId"]
+
+
+async def test_leave_starts_grace_and_peer_lost_follows() -> None:
+    """A party that leaves is given the grace period, then the other side hears peer-lost."""
+    hub = Hub(resume_grace=0.05)
+    alice, bob = await online(hub, "alice", "bob")
+    await hub.handle(alice, '{"type":"call-request","to":"bob"}')
+    await hub.handle(bob, '{"type":"call-accept","to":"alice"}')
+    await hub.leave(alice)
+    assert "call-ended" not in bob.types()
+    assert (await bob.wait_for("call-ended"))["reason"] == "peer-lost"
+
+
+class BrokenHistory(MemoryHistory):
+    async def record(self, rec: CallRecord, *, notified: bool = False) -> None:
+        raise OSError("disk full")
+
+
+async def test_history_failure_is_counted_and_calls_go_on() -> None:
+    """A history that cannot be written is logged and counted; calling keeps working."""
+    hub = Hub(history=BrokenHistory())
+    alice, bob = await online(hub, "alice", "bob")
+    for _ in range(2):
+        await hub.handle(alice, '{"type":"call-request","to":"bob"}')
+        await hub.handle(bob, '{"type":"call-reject","to":"alice"}')
+    await hub.drain()
+    assert hub.history_failures == 2
+    assert [m["outcome"] for m in alice.sent if m["type"] == "call-ended"] == ["rejected", "rejected"]
+
+
+async def test_history_records_and_missed_calls_on_connect() -> None:
+    """Each ended call is written once; a user who was offline is told of the calls they missed on connect."""
+    history = MemoryHistory()
+    hub = Hub(history=history)
+    (alice,) = await online(hub, "alice")
+    await hub.handle(alice, '{"type":"call-request","to":"bob"}')  # bob is offline: unavailable
+    await hub.drain()
+    (bob,) = await online(hub, "bob")
+    missed = await bob.wait_for("missed-calls")
+    assert [c["caller"] for c in missed["calls"]] == ["alice"]
+    assert missed["calls"][0]["outcome"] == Outcome.UNAVAILABLE.value
+    page, _ = await history.calls_for("alice")
+    assert [r.outcome for r in page] == [Outcome.UNAVAILABLE]
 
 
 async def test_close_all_closes_everyone_and_drains() -> None:

@@ -49,9 +49,7 @@ def test_valid_frames_are_forwarded_with_from_stamped(message: dict[str, object]
 
 def test_unknown_fields_are_dropped() -> None:
     """Fields the protocol does not define never reach the other side."""
-    out = json.loads(
-        messages.forward(messages.parse(frame(type="hangup", to="bob", secret=1), "alice"), "alice")
-    )
+    out = json.loads(messages.forward(messages.parse(frame(type="hangup", to="bob", secret=1), "alice"), "alice"))
     assert "secret" not in out
 
 

@@ -1,31 +1,41 @@
-"""The hub: registry of connected clients, presence, and per-message routing.
+"""The hub: the switchboard's hands. It owns the connections, performs the switchboard's effects, runs its timer,
+and hands ended calls to the history.
 
-No sockets here: a connection is anything with `id`, `send_text()` and `close()` (the WebSocket adapter in
-server/ws.py, or a list in the unit tests). `Hub.deliver()` is the seam for multi-node routing: today it only
-knows local connections; a broker takes over when the target is not on this node.
+No sockets here: a connection is anything with `id`, `cid`, `send_text()` and `close()` (the WebSocket adapter in
+server/ws.py, or a list in the unit tests). Deciding is the switchboard's job (core/switchboard.py); this module
+only decides nothing. `_deliver()` is the seam for multi-node routing: today it only knows local connections.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from typing import Protocol
+import secrets
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
+from ..core.records import CallRecord
+from ..core.switchboard import Close, Effect, Forward, Presence, Record, Send, Switchboard
 from ..errors import ProtocolError
 from ..protocol import messages
-from ..protocol.codes import ErrorCode
+
+if TYPE_CHECKING:
+    from ..store.base import CallHistory
 
 log = logging.getLogger("peercall.hub")
 
-# Call-control messages are rare and worth an INFO line; SDP and candidates are logged at DEBUG only.
-_CALL_CONTROL = frozenset({"call-request", "call-accept", "call-reject", "hangup"})
+# Frames that cannot change a call's state: they skip the timer bookkeeping (the hot path).
+_MEDIA = frozenset({"offer", "answer", "candidate"})
 _LOGGED_ERRORS = 5  # protocol errors logged per connection; the rest are counted
 
 
 class Connection(Protocol):
     """One client connection, as the hub sees it."""
 
-    id: str
+    id: str  # the user id
+    cid: str  # this connection's own id, unique in this server
     errors: int
 
     async def send_text(self, text: str) -> bool:
@@ -38,57 +48,67 @@ class Connection(Protocol):
 
 
 class Hub:
-    """Routes frames between the clients connected to this node."""
+    """Connections, the switchboard that rules them, and the history it writes to."""
 
-    def __init__(self) -> None:
-        self._clients: dict[str, Connection] = {}
+    def __init__(
+        self,
+        *,
+        ring_timeout: float = 45.0,
+        resume_grace: float = 20.0,
+        history: CallHistory | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.switchboard = Switchboard(
+            ring_timeout=ring_timeout, resume_grace=resume_grace, new_id=lambda: secrets.token_hex(8)
+        )
+        self.history = history
+        self.clock = clock
         self.draining = False
+        self.history_failures = 0
+        self._conns: dict[str, Connection] = {}
+        self._serial = itertools.count(1)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
-        return len(self._clients)
+        return len(self._conns)
 
-    def online(self, *, exclude: str | None = None) -> list[str]:
-        """Ids of everyone online, sorted, without `exclude`."""
-        return sorted(cid for cid in self._clients if cid != exclude)
+    def new_cid(self) -> str:
+        return f"c{next(self._serial)}"
 
-    def claim(self, conn: Connection) -> bool:
-        """Take `conn.id` for `conn`. False if another connection holds it. Synchronous, so it cannot race."""
-        if conn.id in self._clients:
-            return False
-        self._clients[conn.id] = conn
-        return True
+    # ------------------------------------------------------------------------------------- connections
 
-    async def join(self, conn: Connection) -> None:
-        """Greet a claimed connection and tell everyone else it is online."""
-        await conn.send_text(messages.welcome(conn.id, self.online(exclude=conn.id)))
-        await self._broadcast(messages.presence(conn.id, "online"), exclude=conn.id)
+    async def join(self, conn: Connection, device: str | None = None) -> None:
+        """Register an accepted connection: welcome it, announce it, resume or ring its calls."""
+        self._conns[conn.cid] = conn
+        await self._perform(self.switchboard.connect(conn.cid, conn.id, device, self.clock()))
+        self._reschedule()
+        if self.history is not None:
+            self._spawn(self._send_missed(conn))
 
     async def leave(self, conn: Connection) -> None:
-        """Forget `conn` and tell everyone else it went offline."""
-        if self._clients.get(conn.id) is not conn:
+        """Forget a connection that closed."""
+        if self._conns.pop(conn.cid, None) is None:
             return
-        del self._clients[conn.id]
-        await self._broadcast(messages.presence(conn.id, "offline"), exclude=conn.id)
+        await self._perform(self.switchboard.disconnect(conn.cid, self.clock()))
+        self._reschedule()
 
     async def handle(self, conn: Connection, frame: str | bytes) -> None:
-        """Route one frame from `conn`: forward it, or answer `conn` alone with an `error`."""
+        """One frame from `conn`: let the switchboard decide, then do what it says."""
         try:
             env = messages.parse(frame, conn.id)
-            if not await self.deliver(env.to, messages.forward(env, conn.id)):  # type: ignore[arg-type]
-                raise ProtocolError(
-                    ErrorCode.UNAVAILABLE,
-                    f"{env.to} is not online",
-                    ref=env.type,
-                    to=env.to,
-                    call_id=env.callId,
-                )
+            effects = self.switchboard.receive(conn.cid, env, self.clock())
         except ProtocolError as exc:
             await self.reject(conn, exc)
             return
-        if env.type in _CALL_CONTROL:
-            log.info("%s -> %s %s", conn.id, env.to, env.type)
-        elif log.isEnabledFor(logging.DEBUG):
-            log.debug("%s -> %s %s (%d chars)", conn.id, env.to, env.type, len(frame))
+        await self._perform(effects)
+        if env.type in _MEDIA:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s -> %s %s (%d chars)", conn.id, env.to, env.type, len(frame))
+            return
+        log.info("%s -> %s %s", conn.id, env.to, env.type)
+        self._reschedule()
 
     async def reject(self, conn: Connection, exc: ProtocolError) -> None:
         """Answer `conn` with an `error` frame, and log the first few of each connection."""
@@ -99,19 +119,101 @@ class Hub:
                 log.info("%s: further protocol errors on this connection are counted, not logged", conn.id)
         await conn.send_text(messages.error(exc))
 
-    async def deliver(self, to: str, text: str) -> bool:
-        """Send `text` to client `to`. False if it is not connected (here)."""
-        target = self._clients.get(to)
-        if target is None:
-            return False
-        return await target.send_text(text)
-
     async def close_all(self, code: int, reason: str) -> None:
         """Close every connection (graceful shutdown). New connections are refused from now on."""
         self.draining = True
-        await asyncio.gather(*(c.close(code, reason) for c in list(self._clients.values())))
+        if self._timer is not None:
+            self._timer.cancel()
+        await asyncio.gather(*(c.close(code, reason) for c in list(self._conns.values())))
 
-    async def _broadcast(self, text: str, *, exclude: str) -> None:
-        targets = [c for cid, c in self._clients.items() if cid != exclude]
-        if targets:
-            await asyncio.gather(*(c.send_text(text) for c in targets))
+    async def drain(self) -> None:
+        """Wait for pending history writes (at shutdown)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ----------------------------------------------------------------------------------------- effects
+
+    async def _perform(self, effects: list[Effect]) -> None:
+        conns = self._conns
+        for effect in effects:
+            if isinstance(effect, Forward):
+                target = conns.get(effect.conn)
+                if target is not None:
+                    await target.send_text(messages.forward(effect.env, effect.sender, effect.call_id, effect.polite))
+            elif isinstance(effect, Send):
+                target = conns.get(effect.conn)
+                if target is not None:
+                    await target.send_text(messages.encode(effect.message))
+            elif isinstance(effect, Presence):
+                text = messages.presence(effect.user, effect.status)
+                targets = [c for c in conns.values() if c.id != effect.user]
+                if targets:
+                    await asyncio.gather(*(c.send_text(text) for c in targets))
+            elif isinstance(effect, Close):
+                target = conns.get(effect.conn)
+                if target is not None:
+                    log.info("%s: closing an older connection of the same device (%s)", target.id, target.cid)
+                    await target.close(effect.code, effect.reason)
+            elif isinstance(effect, Record):
+                self._ended(effect.record)
+
+    def _ended(self, record: CallRecord) -> None:
+        log.info(
+            "call %s %s -> %s ended: %s (%s)",
+            record.call_id,
+            record.caller,
+            record.callee,
+            record.outcome.value,
+            record.reason.value,
+        )
+        if self.history is not None:
+            # A callee who was online saw a missed call ring; only calls missed while away are reported later.
+            notified = record.callee in self.switchboard.users
+            self._spawn(self._write(record, notified))
+
+    async def _write(self, record: CallRecord, notified: bool) -> None:
+        assert self.history is not None
+        try:
+            await self.history.record(record, notified=notified)
+        except Exception:
+            self.history_failures += 1
+            log.exception("could not write call %s to the history (calls go on)", record.call_id)
+
+    async def _send_missed(self, conn: Connection) -> None:
+        assert self.history is not None
+        try:
+            missed = await self.history.take_missed(conn.id)
+        except Exception:
+            self.history_failures += 1
+            log.exception("could not read the missed calls of %s", conn.id)
+            return
+        if missed:
+            await conn.send_text(messages.encode({"type": "missed-calls", "calls": [r.to_json() for r in missed]}))
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------------------------------ timer
+
+    def _reschedule(self) -> None:
+        """Arm one loop timer for the switchboard's next deadline (ring timeout or resume grace)."""
+        deadline = self.switchboard.next_deadline()
+        if deadline == self._timer_at or self.draining:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(loop.time() + max(0.0, deadline - self.clock()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        self._spawn(self._tick())
+
+    async def _tick(self) -> None:
+        await self._perform(self.switchboard.tick(self.clock()))
+        self._reschedule()

@@ -15,6 +15,8 @@ class ErrorCode(StrEnum):
     UNKNOWN_TYPE = "unknown-type"  # `type` is not one a client may send
     TOO_LARGE = "too-large"  # the frame is larger than the server's limit
     UNAVAILABLE = "unavailable"  # the target user is not online
+    NOT_IN_CALL = "not-in-call"  # the frame needs a call this connection is a party of (or rings for)
+    IN_CALL = "in-call"  # a call-request while this user already has a call going
     ID_TAKEN = "id-taken"  # another connection already uses this id (sent just before close 4509)
 
 
@@ -23,8 +25,7 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001  # the server is shutting down or restarting: reconnect with backoff
-    MESSAGE_TOO_BIG = (
-        1009  # a frame above the hard limit (4 x max message size); smaller ones get `too-large`
-    )
+    MESSAGE_TOO_BIG = 1009  # a frame above the hard limit (4 x max message size); smaller ones get `too-large`
     INTERNAL_ERROR = 1011  # a bug on our side, logged with its traceback
     ID_TAKEN = 4509  # terminal: choose another id, or close the other tab first
+    REPLACED = 4501  # terminal: the same device connected again; this older connection is retired

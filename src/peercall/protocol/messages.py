@@ -76,6 +76,7 @@ class Forward(msgspec.Struct, omit_defaults=True):
     to: str = ""
     callId: str | UnsetType = UNSET
     data: Raw | UnsetType = UNSET
+    polite: bool | UnsetType = UNSET
 
 
 _envelope = msgspec.json.Decoder(Envelope)
@@ -112,9 +113,7 @@ def parse(frame: str | bytes, sender: str) -> Envelope:
             ref=kind[:64],
         )
     if env.to is None:
-        raise ProtocolError(
-            ErrorCode.BAD_MESSAGE, f"{kind} needs a 'to' field naming the recipient", ref=kind
-        )
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{kind} needs a 'to' field naming the recipient", ref=kind)
     if env.to == sender:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"cannot send {kind} to yourself", ref=kind, to=env.to)
     if env.from_ is not None and env.from_ != sender:
@@ -137,9 +136,7 @@ def _check_data(env: Envelope, decoder: msgspec.json.Decoder[Any]) -> None:
     try:
         value = decoder.decode(env.data)
     except msgspec.ValidationError as exc:
-        raise ProtocolError(
-            ErrorCode.BAD_MESSAGE, f"invalid 'data' for {kind}: {exc}", ref=kind, to=env.to
-        ) from None
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"invalid 'data' for {kind}: {exc}", ref=kind, to=env.to) from None
     allowed = _sdp_types.get(kind)
     if allowed is not None and value.type not in allowed:
         raise ProtocolError(
@@ -150,17 +147,29 @@ def _check_data(env: Envelope, decoder: msgspec.json.Decoder[Any]) -> None:
         )
 
 
-def forward(env: Envelope, sender: str) -> str:
-    """The text frame that `env.to` receives: the sender's frame with `from` stamped by the server."""
-    out = Forward(env.type, sender, env.to or "", UNSET if env.callId is None else env.callId, env.data)
+def forward(env: Envelope, sender: str, call_id: str | None = None, polite: bool | None = None) -> str:
+    """The text frame that `env.to` receives: the sender's frame with `from` stamped by the server, and the
+    server's `callId` (or, without one, the client's own)."""
+    cid = call_id if call_id is not None else env.callId
+    out = Forward(
+        env.type,
+        sender,
+        env.to or "",
+        UNSET if cid is None else cid,
+        env.data,
+        UNSET if polite is None else polite,
+    )
     return _encode(out).decode()
+
+
+def encode(message: dict[str, Any]) -> str:
+    """A server-built frame as text."""
+    return _encode(message).decode()
 
 
 def welcome(client_id: str, online: list[str]) -> str:
     """The first frame on every accepted connection."""
-    return _encode(
-        {"type": "welcome", "id": client_id, "online": online, "protocol": PROTOCOL_VERSION}
-    ).decode()
+    return _encode({"type": "welcome", "id": client_id, "online": online, "protocol": PROTOCOL_VERSION}).decode()
 
 
 def presence(client_id: str, status: str) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -17,6 +19,9 @@ from starlette.staticfiles import StaticFiles
 from .. import PROTOCOL_VERSION, __version__
 from ..config import Settings
 from ..hub.router import Hub
+from ..protocol.messages import is_valid_id
+from ..protocol.schema import schema
+from ..store import open_history
 from .ws import SignalingEndpoint
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -25,7 +30,8 @@ log = logging.getLogger("peercall.http")
 
 def create_app(settings: Settings) -> Starlette:
     """The ASGI app. `app.state.hub` is the hub, `app.state.settings` the settings."""
-    hub = Hub()
+    history = open_history(settings.database_url)
+    hub = Hub(ring_timeout=settings.ring_timeout, resume_grace=settings.resume_grace, history=history)
     ice_servers = {"iceServers": [server.as_json() for server in settings.ice_servers]}
 
     async def get_ice_servers(request: Request) -> Response:
@@ -37,7 +43,31 @@ def create_app(settings: Settings) -> Starlette:
     async def readyz(request: Request) -> Response:
         if hub.draining:
             return JSONResponse({"status": "shutting-down"}, status_code=503)
-        return JSONResponse({"status": "ready", "connections": len(hub)})
+        return JSONResponse({"status": "ready", "connections": len(hub), "historyWriteFailures": hub.history_failures})
+
+    async def api_calls(request: Request) -> Response:
+        user = request.query_params.get("id")
+        if not is_valid_id(user):
+            return _error(400, "bad-id", "give ?id=<user id> (1-64 letters, digits, '_', '-', '.' or '@')")
+        try:
+            limit = int(request.query_params.get("limit", "50"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 200:
+            return _error(400, "bad-limit", "limit must be a whole number from 1 to 200")
+        try:
+            page, cursor = await history.calls_for(user, limit=limit, before=request.query_params.get("before"))
+        except ValueError:
+            return _error(400, "bad-cursor", "'before' must be a cursor returned as 'next' by this endpoint")
+        except Exception:
+            log.exception("could not read the history of %s", user)
+            return _error(503, "history-unavailable", "the call history is unavailable right now; calls still work")
+        return JSONResponse({"calls": [r.to_json() for r in page], "next": cursor})
+
+    protocol_schema = schema()
+
+    async def get_schema(request: Request) -> Response:
+        return JSONResponse(protocol_schema, media_type="application/schema+json")
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -50,15 +80,15 @@ def create_app(settings: Settings) -> Starlette:
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return JSONResponse(
-            {"error": {"code": "internal-error", "message": "internal server error"}}, status_code=500
-        )
+        return JSONResponse({"error": {"code": "internal-error", "message": "internal server error"}}, status_code=500)
 
     routes = [
         WebSocketRoute("/ws", SignalingEndpoint(hub, settings.max_message_size)),
         Route("/ice-servers", get_ice_servers),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/api/calls", api_calls),
+        Route("/protocol/v1/schema.json", get_schema),
         Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"),
     ]
     middleware = [
@@ -69,7 +99,20 @@ def create_app(settings: Settings) -> Starlette:
             allow_headers=["authorization", "content-type"],
         )
     ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            await history.open()
+        except Exception:
+            # Calling works without history; say so loudly and go on.
+            log.exception("could not open the call history at %s; calls are not recorded", _safe_url(settings))
+        yield
+        await hub.drain()
+        await history.close()
+
     app = Starlette(
+        lifespan=lifespan,
         routes=routes,
         middleware=middleware,
         exception_handlers={HTTPException: http_error, Exception: server_error},
@@ -77,3 +120,16 @@ def create_app(settings: Settings) -> Starlette:
     app.state.hub = hub
     app.state.settings = settings
     return app
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _safe_url(settings: Settings) -> str:
+    """The database URL without its password, for logs."""
+    url = settings.database_url
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url

@@ -13,7 +13,7 @@ from .. import PROTOCOL_VERSION, __version__
 from ..config import Settings
 from ..hub.router import Hub
 from ..protocol.codes import CloseCode
-from .app import create_app
+from .app import _safe_url, create_app
 
 log = logging.getLogger("peercall")
 
@@ -71,7 +71,9 @@ def banner(settings: Settings, port: int) -> str:
         f"  two-tab demo  {base}/callerA.html and {base}/callerB.html",
         f"  signaling     ws://{shown}:{port}/ws?id=<your-id>",
         f"  ICE servers   {ice or 'none (host candidates only: fine on one machine or one LAN)'}",
-        "  auth          open: anyone may connect under any free id",
+        "  auth          open: anyone may connect under any id",
+        f"  calls         ring {settings.ring_timeout:g}s, resume grace {settings.resume_grace:g}s, "
+        f"history in {_safe_url(settings)}",
     ]
     if host in ("0.0.0.0", "::"):
         lines.append("  note          browsers allow the microphone only on https or localhost")
@@ -102,7 +104,7 @@ def serve(settings: Settings) -> int:
         ws="websockets-sansio",
         ws_max_size=max(4 * settings.max_message_size, 1024 * 1024),
         ws_per_message_deflate=settings.ws_per_message_deflate,
-        lifespan="off",
+        lifespan="on",
         log_config=None,
         log_level=settings.log_level,
         access_log=settings.access_log,

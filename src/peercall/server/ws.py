@@ -25,10 +25,11 @@ Scope = dict[str, Any]
 class WsConnection:
     """One accepted WebSocket, as the hub sees it."""
 
-    __slots__ = ("_send", "errors", "id", "open", "received")
+    __slots__ = ("_send", "cid", "errors", "id", "open", "received")
 
-    def __init__(self, client_id: str, send: Any) -> None:
+    def __init__(self, client_id: str, cid: str, send: Any) -> None:
         self.id = client_id
+        self.cid = cid
         self._send = send
         self.open = False  # accepted and not yet closed: only then may frames be sent
         self.errors = 0
@@ -65,43 +66,29 @@ class SignalingEndpoint:
         if (await receive())["type"] != "websocket.connect":
             return
         peer = _peer(scope)
-        ids = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("id", [])
-        client_id = ids[0] if len(ids) == 1 else None
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        client_id = _single(query, "id")
+        device = _single(query, "device")
         if self.hub.draining:
-            await _deny(
-                scope, send, 503, "shutting-down", "the server is shutting down; reconnect in a moment"
-            )
+            await _deny(scope, send, 503, "shutting-down", "the server is shutting down; reconnect in a moment")
             return
         if not messages.is_valid_id(client_id):
             log.info("refused a connection from %s: bad id %r", peer, (client_id or "")[:80])
-            await _deny(
-                scope,
-                send,
-                400,
-                "bad-id",
-                "the id must be 1-64 characters: letters, digits, '_', '-', '.' or '@'",
-            )
+            await _deny(scope, send, 400, "bad-id", _ID_RULE.format(what="id"))
+            return
+        if "device" in query and not messages.is_valid_id(device):
+            log.info("refused a connection from %s: bad device %r", peer, (device or "")[:80])
+            await _deny(scope, send, 400, "bad-device", _ID_RULE.format(what="device"))
             return
         assert client_id is not None
-        conn = WsConnection(client_id, send)
+        conn = WsConnection(client_id, self.hub.new_cid(), send)
         await send({"type": "websocket.accept"})
         conn.open = True
-        if not self.hub.claim(conn):
-            log.info("refused %s from %s: id already connected", client_id, peer)
-            await conn.send_text(
-                messages.error(
-                    ProtocolError(
-                        ErrorCode.ID_TAKEN, f"{client_id!r} is already connected from somewhere else"
-                    )
-                )
-            )
-            await conn.close(CloseCode.ID_TAKEN, "id taken")
-            return
         started = time.monotonic()
         code: int = CloseCode.INTERNAL_ERROR
-        log.info("%s connected from %s (%d online)", client_id, peer, len(self.hub))
+        log.info("%s connected from %s (%s, %d connections)", client_id, peer, device or conn.cid, len(self.hub) + 1)
         try:
-            await self.hub.join(conn)
+            await self.hub.join(conn, device)
             code = await self._receive_loop(conn, receive)
         except Exception:
             log.exception("%s: unexpected error, closing the connection", client_id)
@@ -140,6 +127,14 @@ class SignalingEndpoint:
                 )
                 continue
             await hub.handle(conn, frame)
+
+
+_ID_RULE = "the {what} must be 1-64 characters: letters, digits, '_', '-', '.' or '@'"
+
+
+def _single(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name, [])
+    return values[0] if len(values) == 1 else None
 
 
 def _peer(scope: Scope) -> str:

@@ -1,0 +1,541 @@
+"""The switchboard: who is connected from which device, and the state of every call. Pure: no I/O, no clock.
+
+Inputs are method calls carrying `now` (Unix seconds); outputs are lists of effects for the edge to perform
+(send a frame, forward a client's frame, broadcast presence, close a connection, write a history record). Timers
+are not effects: the edge asks `next_deadline()` and calls `tick(now)` when it passes.
+
+Rules (docs/protocol.md, "Calls", is the user-facing version):
+
+- A user may connect from several devices (connections) at once; presence is per user.
+- A user has at most one call at a time, as caller or callee. Calling someone who has a call gets `busy`
+  (no call waiting); calling while you have one gets `error in-call`.
+- A call rings every device of the callee, including devices that connect while it rings. The first device to
+  accept gets the call; the others get `call-ended` (answered-elsewhere). A reject from any device declines the
+  call for all of them (SIP's 603 Decline), except a reject with reason "busy", which only stops that device
+  ringing (SIP's 486 on one branch); when the last ringing device says busy, the call ends `busy`.
+- Glare: a call-request to someone whose call to you is ringing answers that call instead of starting a second.
+- `offer`, `answer` and `candidate` pass only between the two parties of an answered call; anything that does
+  not fit a call this connection takes part in gets `error not-in-call` and reaches nobody.
+- A party whose connection drops is "lost": the call goes on (the audio is peer-to-peer) and the other side is
+  not told, unless the user does not come back within the resume grace period; then the call ends `peer-lost`.
+  A connection of the same user (and same device, if it names one) that arrives meanwhile resumes the call.
+- Ringing ends by the ring timeout (`missed`) unless answered, rejected or cancelled first.
+- Whenever a call ends, every connection that took part in it or rang gets `call-ended`, and, for clients of the
+  seed protocol, the `call-reject` or `hangup` they know. One history record is written per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+import msgspec
+
+from .. import PROTOCOL_VERSION, __version__
+from ..errors import ProtocolError
+from ..protocol.codes import CloseCode, ErrorCode
+from ..protocol.messages import Envelope
+from .records import CallRecord, Outcome, Reason
+
+# ---------------------------------------------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send a server-built frame to one connection."""
+
+    conn: str
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Forward a client's frame to one connection: verbatim data, `from` stamped, `callId` set by the server."""
+
+    conn: str
+    env: Envelope
+    sender: str
+    call_id: str
+    polite: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """Tell every connection but the user's own that `user` came online or went offline."""
+
+    user: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close one connection."""
+
+    conn: str
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """Write one ended call to the history."""
+
+    record: CallRecord
+
+
+Effect = Send | Forward | Presence | Close | Record
+
+# ------------------------------------------------------------------------------------------------ state table
+
+
+class CallState(StrEnum):
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    ENDED = "ended"
+
+
+class Event(StrEnum):
+    ACCEPT = "accept"  # a ringing device of the callee accepts (or the callee calls back: glare)
+    REJECT = "reject"  # the callee declines (or its last ringing device is busy)
+    CANCEL = "cancel"  # the caller hangs up while it rings
+    RING_TIMEOUT = "ring-timeout"  # nobody answered in time
+    HANGUP = "hangup"  # a party of an answered call hangs up
+    PEER_LOST = "peer-lost"  # a party stayed disconnected past the resume grace period
+
+
+TRANSITIONS: Final[dict[tuple[CallState, Event], CallState]] = {
+    (CallState.RINGING, Event.ACCEPT): CallState.ANSWERED,
+    (CallState.RINGING, Event.REJECT): CallState.ENDED,
+    (CallState.RINGING, Event.CANCEL): CallState.ENDED,
+    (CallState.RINGING, Event.RING_TIMEOUT): CallState.ENDED,
+    (CallState.RINGING, Event.PEER_LOST): CallState.ENDED,
+    (CallState.ANSWERED, Event.HANGUP): CallState.ENDED,
+    (CallState.ANSWERED, Event.PEER_LOST): CallState.ENDED,
+}
+"""Every legal transition; anything else is a bug in the switchboard (InvalidTransition)."""
+
+
+class InvalidTransition(RuntimeError):
+    def __init__(self, call_id: str, state: CallState, event: Event) -> None:
+        super().__init__(f"call {call_id}: no transition from {state} on {event}")
+
+
+# Hangup reasons a client may give (`{"type":"hangup","data":{"reason":…}}`); these three mean media failed.
+_CLIENT_REASONS: Final = {r.value: r for r in Reason}
+_MEDIA_FAILURES: Final = {Reason.ICE_FAILED, Reason.ICE_TIMEOUT, Reason.USER_MEDIA_FAILED}
+
+# ------------------------------------------------------------------------------------------------------ model
+
+
+@dataclass(slots=True)
+class Device:
+    conn: str
+    user: str
+    device: str
+    named: bool  # the client chose the device id (so a reconnect can be matched to it)
+
+
+@dataclass(slots=True)
+class Party:
+    user: str
+    device: str
+    conn: str | None  # None while lost
+    lost_until: float | None = None
+
+
+@dataclass(slots=True)
+class Call:
+    id: str
+    caller: Party
+    callee_user: str
+    request: Envelope  # the caller's call-request, forwarded to every device that rings
+    ringing_at: float
+    ring_deadline: float
+    state: CallState = CallState.RINGING
+    ringing: dict[str, str] = field(default_factory=dict)  # conn -> device id, while it rings
+    callee: Party | None = None
+    answered_at: float | None = None
+
+    def parties(self) -> list[Party]:
+        return [self.caller] if self.callee is None else [self.caller, self.callee]
+
+    def party_of(self, conn: str) -> Party | None:
+        for party in self.parties():
+            if party.conn == conn:
+                return party
+        return None
+
+    def other(self, party: Party) -> Party | None:
+        return self.callee if party is self.caller else self.caller
+
+
+def _error(code: ErrorCode, message: str, env: Envelope, call_id: str | None = None) -> ProtocolError:
+    return ProtocolError(code, message, ref=env.type, to=env.to, call_id=call_id or env.callId)
+
+
+# ------------------------------------------------------------------------------------------------ switchboard
+
+
+class Switchboard:
+    """All devices and calls of one server. Every public method returns the effects to perform, in order."""
+
+    def __init__(
+        self,
+        *,
+        ring_timeout: float = 45.0,
+        resume_grace: float = 20.0,
+        new_id: Callable[[], str],
+    ) -> None:
+        self.ring_timeout = ring_timeout
+        self.resume_grace = resume_grace
+        self._new_id = new_id
+        self.devices: dict[str, Device] = {}  # conn -> device
+        self.users: dict[str, dict[str, Device]] = {}  # user -> conn -> device
+        self.calls: dict[str, Call] = {}  # active calls (ringing or answered) by id
+        self.active: dict[str, str] = {}  # user -> id of their active call
+
+    # -------------------------------------------------------------------------------------- connections
+
+    def online(self, *, exclude: str | None = None) -> list[str]:
+        return sorted(user for user in self.users if user != exclude)
+
+    def connect(self, conn: str, user: str, device: str | None, now: float) -> list[Effect]:
+        """A connection of `user` was accepted. `device` is the id the client gave its device, if any."""
+        effects: list[Effect] = []
+        named = device is not None
+        device_id = device if device is not None else f"d-{conn}"
+        first = user not in self.users
+        devices = self.users.get(user)
+        if named and devices:
+            for old in list(devices.values()):
+                if old.device == device_id:  # the same device is back: retire its stale connection
+                    effects.append(Close(old.conn, CloseCode.REPLACED, "replaced by a newer connection"))
+                    effects += self.disconnect(old.conn, now, replaced=True)
+        self.devices[conn] = self.users.setdefault(user, {})[conn] = Device(conn, user, device_id, named)
+        effects.append(
+            Send(
+                conn,
+                {
+                    "type": "welcome",
+                    "id": user,
+                    "device": device_id,
+                    "online": self.online(exclude=user),
+                    "protocol": PROTOCOL_VERSION,
+                    "version": __version__,
+                    "ringTimeout": self.ring_timeout,
+                    "resumeGrace": self.resume_grace,
+                },
+            )
+        )
+        if first:
+            effects.append(Presence(user, "online"))
+        call_id = self.active.get(user)
+        if call_id is not None:
+            effects += self._rejoin(self.calls[call_id], conn, user, device_id, named)
+        return effects
+
+    def _rejoin(self, call: Call, conn: str, user: str, device_id: str, named: bool) -> list[Effect]:
+        for party in call.parties():
+            if party.user == user and party.conn is None and (not named or party.device == device_id):
+                party.conn, party.lost_until = conn, None
+                party.device = device_id
+                peer = call.other(party)
+                role = "caller" if party is call.caller else "callee"
+                return [
+                    Send(
+                        conn,
+                        {
+                            "type": "call-resumed",
+                            "callId": call.id,
+                            "state": call.state.value,
+                            "role": role,
+                            "peer": peer.user if peer is not None else call.callee_user,
+                            "polite": role == "callee",
+                        },
+                    )
+                ]
+        if call.state is CallState.RINGING and user == call.callee_user:
+            call.ringing[conn] = device_id  # a device that connects while the call rings rings too
+            return [Forward(conn, call.request, call.caller.user, call.id)]
+        return []
+
+    def disconnect(self, conn: str, now: float, *, replaced: bool = False) -> list[Effect]:
+        """A connection is gone. Its calls go on for the resume grace period (at once, if `replaced`)."""
+        device = self.devices.pop(conn, None)
+        if device is None:
+            return []
+        user = device.user
+        devices = self.users[user]
+        del devices[conn]
+        effects: list[Effect] = []
+        if not devices:
+            del self.users[user]
+            if not replaced:
+                effects.append(Presence(user, "offline"))
+        call_id = self.active.get(user)
+        if call_id is None:
+            return effects
+        call = self.calls[call_id]
+        call.ringing.pop(conn, None)
+        party = call.party_of(conn)
+        if party is not None:
+            party.conn = None
+            party.lost_until = now + self.resume_grace
+            if self.resume_grace <= 0:
+                effects += self.tick(now)
+        return effects
+
+    # ----------------------------------------------------------------------------------------- frames
+
+    def receive(self, conn: str, env: Envelope, now: float) -> list[Effect]:
+        """A valid frame from `conn` (already through protocol.messages.parse).
+
+        Raises:
+            ProtocolError: `in-call`, `unavailable` or `not-in-call`; nothing was changed and nobody was told.
+        """
+        device = self.devices[conn]
+        kind = env.type
+        if kind == "call-request":
+            return self._request(device, env, now)
+        call = self._call_for(device, env)
+        if kind in ("offer", "answer", "candidate"):
+            party = call.party_of(conn)
+            if call.state is not CallState.ANSWERED or party is None:
+                raise self._not_in_call(env, call)
+            peer = call.other(party)
+            if peer is None or peer.conn is None:
+                return []  # the other side is reconnecting: it will restart ICE when it is back
+            return [Forward(peer.conn, env, device.user, call.id)]
+        if kind == "call-accept":
+            if call.state is not CallState.RINGING or conn not in call.ringing:
+                raise self._not_in_call(env, call)
+            return self._accept(call, device, env, now, glare=False)
+        if kind == "call-reject" or (kind == "hangup" and conn in call.ringing):
+            if call.state is not CallState.RINGING or conn not in call.ringing:
+                raise self._not_in_call(env, call)
+            return self._reject(call, device, env, now)
+        # hangup by a party
+        party = call.party_of(conn)
+        if party is None:
+            raise self._not_in_call(env, call)
+        if call.state is CallState.RINGING:
+            return self._end(call, Event.CANCEL, Outcome.CANCELLED, Reason.USER_HANGUP, now, by=conn, env=env)
+        reason = _client_reason(env) or Reason.USER_HANGUP
+        outcome = Outcome.FAILED if reason in _MEDIA_FAILURES else Outcome.ANSWERED
+        return self._end(call, Event.HANGUP, outcome, reason, now, by=conn, env=env)
+
+    def _call_for(self, device: Device, env: Envelope) -> Call:
+        call_id = self.active.get(device.user)
+        call = self.calls.get(call_id) if call_id is not None else None
+        if call is None:
+            raise _error(ErrorCode.NOT_IN_CALL, f"cannot send {env.type}: you are not in a call", env)
+        if env.callId is not None and env.callId != call.id:
+            raise _error(ErrorCode.NOT_IN_CALL, f"cannot send {env.type}: call {env.callId} is not yours or over", env)
+        peer = call.callee_user if device.user == call.caller.user else call.caller.user
+        if env.to is not None and env.to != peer:
+            raise _error(
+                ErrorCode.NOT_IN_CALL, f"cannot send {env.type} to {env.to}: your call {call.id} is with {peer}", env
+            )
+        return call
+
+    def _not_in_call(self, env: Envelope, call: Call) -> ProtocolError:
+        why = "it has not been answered" if call.state is CallState.RINGING else "this connection is not part of it"
+        return _error(ErrorCode.NOT_IN_CALL, f"cannot send {env.type} in call {call.id}: {why}", env, call.id)
+
+    def _request(self, device: Device, env: Envelope, now: float) -> list[Effect]:
+        caller, callee = device.user, env.to
+        assert callee is not None
+        current = self.active.get(caller)
+        if current is not None:
+            call = self.calls[current]
+            if call.state is CallState.RINGING and call.callee_user == caller and call.caller.user == callee:
+                return self._accept(call, device, env, now, glare=True)
+            raise _error(ErrorCode.IN_CALL, f"you are already in call {call.id}; hang up first", env, call.id)
+        call_id = self._new_id()
+        call = Call(call_id, Party(caller, device.device, device.conn), callee, env, now, now + self.ring_timeout)
+        callee_devices = self.users.get(callee)
+        if not callee_devices:
+            unavailable = {"type": "error", "code": ErrorCode.UNAVAILABLE.value, "message": f"{callee} is not online"}
+            return [
+                Send(device.conn, unavailable | {"ref": env.type, "to": callee, "callId": call_id}),
+                *self._record_only(call, Outcome.UNAVAILABLE, Reason.USER_UNAVAILABLE, now, device),
+            ]
+        if callee in self.active:
+            return [
+                Send(device.conn, {"type": "call-ringing", "callId": call_id, "to": callee}),
+                *self._record_only(call, Outcome.BUSY, Reason.USER_BUSY, now, device),
+            ]
+        self.calls[call_id] = call
+        self.active[caller] = self.active[callee] = call_id
+        effects = [Send(device.conn, {"type": "call-ringing", "callId": call_id, "to": callee})]
+        for ringing in callee_devices.values():
+            call.ringing[ringing.conn] = ringing.device
+            effects.append(Forward(ringing.conn, env, caller, call_id))
+        return effects
+
+    def _record_only(self, call: Call, outcome: Outcome, reason: Reason, now: float, device: Device) -> list[Effect]:
+        """A call that ends as it starts (busy, unavailable): the caller hears why; the history keeps it."""
+        effects: list[Effect] = []
+        if outcome is Outcome.BUSY:
+            reject = {"type": "call-reject", "from": call.callee_user, "to": device.user, "callId": call.id}
+            effects.append(Send(device.conn, {**reject, "data": {"reason": "busy"}}))
+        effects.append(Send(device.conn, _ended(call.id, outcome, reason)))
+        effects.append(Record(_record(call, outcome, reason, now, hung_up_by=None)))
+        return effects
+
+    def _accept(self, call: Call, device: Device, env: Envelope, now: float, *, glare: bool) -> list[Effect]:
+        self._transition(call, Event.ACCEPT)
+        call.callee = Party(device.user, device.device, device.conn)
+        call.answered_at = now
+        others = [conn for conn in call.ringing if conn != device.conn]
+        call.ringing.clear()
+        effects: list[Effect] = []
+        caller_conn = call.caller.conn
+        if glare:
+            # The requester becomes the callee: it hears "accepted" like a caller, but as the polite side it
+            # waits for the offer instead of making one.
+            accepted = {"type": "call-accept", "from": call.caller.user, "to": device.user, "callId": call.id}
+            effects.append(Send(device.conn, {**accepted, "polite": True}))
+            if caller_conn is not None:
+                effects.append(
+                    Send(
+                        caller_conn,
+                        {"type": "call-accept", "from": device.user, "to": call.caller.user, "callId": call.id}
+                        | {"polite": False},
+                    )
+                )
+        elif caller_conn is not None:
+            effects.append(Forward(caller_conn, env, device.user, call.id, polite=False))
+        for conn in others:
+            effects.append(Send(conn, _ended(call.id, Outcome.ANSWERED, Reason.ANSWERED_ELSEWHERE)))
+            effects.append(Send(conn, _compat_hangup(call, call.caller.user, Reason.ANSWERED_ELSEWHERE)))
+        return effects
+
+    def _reject(self, call: Call, device: Device, env: Envelope, now: float) -> list[Effect]:
+        busy = isinstance(data := _data(env), dict) and data.get("reason") == "busy"
+        if busy:
+            del call.ringing[device.conn]
+            if call.ringing:
+                return [Send(device.conn, _ended(call.id, Outcome.BUSY, Reason.USER_BUSY))]
+            return self._end(call, Event.REJECT, Outcome.BUSY, Reason.USER_BUSY, now, by=device.conn, env=env)
+        return self._end(call, Event.REJECT, Outcome.REJECTED, Reason.USER_REJECTED, now, by=device.conn, env=env)
+
+    # ---------------------------------------------------------------------------------------- timers
+
+    def next_deadline(self) -> float | None:
+        """When `tick()` next has something to do, or None."""
+        deadlines = [c.ring_deadline for c in self.calls.values() if c.state is CallState.RINGING]
+        deadlines += [p.lost_until for c in self.calls.values() for p in c.parties() if p.lost_until is not None]
+        return min(deadlines, default=None)
+
+    def tick(self, now: float) -> list[Effect]:
+        """End the calls whose ring timeout or resume grace has passed."""
+        effects: list[Effect] = []
+        for call in list(self.calls.values()):
+            lost = [p for p in call.parties() if p.lost_until is not None and p.lost_until <= now]
+            if lost:
+                outcome = Outcome.CANCELLED if call.state is CallState.RINGING else Outcome.ANSWERED
+                effects += self._end(call, Event.PEER_LOST, outcome, Reason.PEER_LOST, now, by=None)
+            elif call.state is CallState.RINGING and call.ring_deadline <= now:
+                effects += self._end(call, Event.RING_TIMEOUT, Outcome.MISSED, Reason.INVITE_TIMEOUT, now, by=None)
+        return effects
+
+    # ----------------------------------------------------------------------------------------- ending
+
+    def _transition(self, call: Call, event: Event) -> None:
+        try:
+            call.state = TRANSITIONS[(call.state, event)]
+        except KeyError:
+            raise InvalidTransition(call.id, call.state, event) from None
+
+    def _end(
+        self,
+        call: Call,
+        event: Event,
+        outcome: Outcome,
+        reason: Reason,
+        now: float,
+        *,
+        by: str | None,
+        env: Envelope | None = None,
+    ) -> list[Effect]:
+        """End `call`: `by` is the connection whose frame `env` ended it (None: the server ended it).
+
+        Every connection of the call gets `call-ended`; all but `by` also get what a seed client understands,
+        from the other side: `call-reject` on a declined caller, `hangup` otherwise (the ending frame itself
+        when it came from that other side).
+        """
+        self._transition(call, event)
+        del self.calls[call.id]
+        for user in (call.caller.user, call.callee_user):
+            if self.active.get(user) == call.id:
+                del self.active[user]
+        actor = self.devices[by].user if by is not None else None
+        ended = _ended(call.id, outcome, reason)
+        caller_side = [call.caller.conn] if call.caller.conn is not None else []
+        callee_side = list(call.ringing)
+        if call.callee is not None and call.callee.conn is not None:
+            callee_side.append(call.callee.conn)
+        effects: list[Effect] = []
+        for conn in caller_side + callee_side:
+            effects.append(Send(conn, ended))
+            if conn == by:
+                continue
+            to_caller = conn in caller_side
+            peer = call.callee_user if to_caller else call.caller.user
+            by_peer = env is not None and actor == peer
+            if to_caller and outcome in (Outcome.REJECTED, Outcome.BUSY):
+                if by_peer and env is not None and env.type == "call-reject":
+                    effects.append(Forward(conn, env, peer, call.id))
+                else:
+                    reject = {"type": "call-reject", "from": peer, "to": call.caller.user, "callId": call.id}
+                    effects.append(Send(conn, reject | {"data": {"reason": reason.value}}))
+            elif by_peer and env is not None and env.type == "hangup":
+                effects.append(Forward(conn, env, peer, call.id))
+            else:
+                effects.append(Send(conn, _compat_hangup(call, peer, reason)))
+        effects.append(Record(_record(call, outcome, reason, now, hung_up_by=actor)))
+        return effects
+
+
+def _ended(call_id: str, outcome: Outcome, reason: Reason) -> dict[str, Any]:
+    return {"type": "call-ended", "callId": call_id, "outcome": outcome.value, "reason": reason.value}
+
+
+def _compat_hangup(call: Call, sender: str, reason: Reason) -> dict[str, Any]:
+    to = call.callee_user if sender == call.caller.user else call.caller.user
+    return {"type": "hangup", "from": sender, "to": to, "callId": call.id, "data": {"reason": reason.value}}
+
+
+def _record(call: Call, outcome: Outcome, reason: Reason, now: float, hung_up_by: str | None) -> CallRecord:
+    return CallRecord(
+        call_id=call.id,
+        caller=call.caller.user,
+        callee=call.callee_user,
+        caller_device=call.caller.device,
+        answered_device=call.callee.device if call.callee is not None else None,
+        ringing_at=call.ringing_at,
+        answered_at=call.answered_at,
+        ended_at=now,
+        outcome=outcome,
+        reason=reason,
+        hung_up_by=hung_up_by,
+    )
+
+
+def _data(env: Envelope) -> Any:
+    if not env.data:
+        return None
+    try:
+        return msgspec.json.decode(env.data)
+    except msgspec.DecodeError:
+        return None
+
+
+def _client_reason(env: Envelope) -> Reason | None:
+    data = _data(env)
+    if isinstance(data, dict) and isinstance(data.get("reason"), str):
+        return _CLIENT_REASONS.get(data["reason"])
+    return None

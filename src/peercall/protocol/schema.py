@@ -1,0 +1,240 @@
+"""JSON Schema of protocol v1: every frame a client sends and every frame the server sends.
+
+These structs describe the wire for other implementers (`GET /protocol/v1/schema.json`, and
+`docs/protocol.schema.json`, which the tests keep equal to `schema()`); the server's own hot path validates with
+the leaner `messages.Envelope`. Run `python -m peercall.protocol.schema > docs/protocol.schema.json` after a change.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from .messages import CallId, ClientId, IceCandidate, SessionDescription
+
+Outcome = Literal["answered", "rejected", "cancelled", "missed", "busy", "unavailable", "failed"]
+Reason = Literal[
+    "user-hangup",
+    "user-busy",
+    "invite-timeout",
+    "ice-failed",
+    "ice-timeout",
+    "user-media-failed",
+    "unknown-error",
+    "peer-lost",
+    "user-rejected",
+    "answered-elsewhere",
+    "user-unavailable",
+]
+ErrorCode = Literal["bad-json", "bad-message", "unknown-type", "too-large", "unavailable", "not-in-call", "in-call"]
+
+
+class _Frame(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True):
+    pass
+
+
+# ------------------------------------------------------------------------------------- client -> server
+
+
+class _Sent(_Frame):
+    to: ClientId
+    callId: CallId | None = None
+
+
+class CallRequest(_Sent, tag="call-request", kw_only=True):
+    """Ring `to`. The server answers `call-ringing` (with the call's id) or ends the call at once."""
+
+    data: Any = None
+
+
+class CallAccept(_Sent, tag="call-accept", kw_only=True):
+    """Accept the call that rings on this connection."""
+
+    data: Any = None
+
+
+class CallReject(_Sent, tag="call-reject", kw_only=True):
+    """Decline the ringing call; `{"reason":"busy"}` only stops this device ringing."""
+
+    data: Any = None
+
+
+class Offer(_Sent, tag="offer", kw_only=True):
+    """SDP offer, to the other party of an answered call."""
+
+    data: SessionDescription
+
+
+class Answer(_Sent, tag="answer", kw_only=True):
+    """SDP answer, to the other party of an answered call."""
+
+    data: SessionDescription
+
+
+class Candidate(_Sent, tag="candidate", kw_only=True):
+    """A trickled ICE candidate (null: end of candidates), to the other party of an answered call."""
+
+    data: IceCandidate | None
+
+
+class HangupReason(msgspec.Struct, omit_defaults=True):
+    reason: Reason | None = None
+
+
+class Hangup(_Sent, tag="hangup", kw_only=True):
+    """End the call (cancel it while it rings, decline it while it rings here)."""
+
+    data: HangupReason | None = None
+
+
+ClientFrame = CallRequest | CallAccept | CallReject | Offer | Answer | Candidate | Hangup
+
+# ------------------------------------------------------------------------------------- server -> client
+
+
+class _Forwarded(_Frame):
+    to: ClientId
+    from_: Annotated[ClientId, Meta(description="the sender's id, set by the server")] = msgspec.field(name="from")
+    callId: CallId | None = None
+
+
+class CallRequestForwarded(_Forwarded, tag="call-request", kw_only=True):
+    data: Any = None
+
+
+class CallAcceptForwarded(_Forwarded, tag="call-accept", kw_only=True):
+    polite: bool | None = None
+    data: Any = None
+
+
+class CallRejectForwarded(_Forwarded, tag="call-reject", kw_only=True):
+    data: Any = None
+
+
+class OfferForwarded(_Forwarded, tag="offer", kw_only=True):
+    data: SessionDescription
+
+
+class AnswerForwarded(_Forwarded, tag="answer", kw_only=True):
+    data: SessionDescription
+
+
+class CandidateForwarded(_Forwarded, tag="candidate", kw_only=True):
+    data: IceCandidate | None
+
+
+class HangupForwarded(_Forwarded, tag="hangup", kw_only=True):
+    data: Any = None
+
+
+class Welcome(_Frame, tag="welcome", kw_only=True):
+    """First frame on every connection."""
+
+    id: ClientId
+    online: list[ClientId]
+    protocol: Literal[1]
+    device: ClientId | None = None
+    version: str | None = None
+    ringTimeout: float | None = None
+    resumeGrace: float | None = None
+
+
+class Presence(_Frame, tag="presence", kw_only=True):
+    id: ClientId
+    status: Literal["online", "offline"]
+
+
+class Error(_Frame, tag="error", kw_only=True):
+    code: ErrorCode
+    message: str
+    ref: str | None = None
+    to: str | None = None
+    callId: CallId | None = None
+
+
+class CallRinging(_Frame, tag="call-ringing", kw_only=True):
+    callId: CallId
+    to: ClientId
+
+
+class CallEnded(_Frame, tag="call-ended", kw_only=True):
+    callId: CallId
+    outcome: Outcome
+    reason: Reason
+
+
+class CallResumed(_Frame, tag="call-resumed", kw_only=True):
+    callId: CallId
+    state: Literal["ringing", "answered"]
+    role: Literal["caller", "callee"]
+    peer: ClientId
+    polite: bool
+
+
+class CallRecord(msgspec.Struct):
+    callId: str
+    caller: ClientId
+    callee: ClientId
+    callerDevice: str
+    answeredDevice: str | None
+    ringingAt: float
+    answeredAt: float | None
+    endedAt: float
+    outcome: Outcome
+    reason: Reason
+    hungUpBy: str | None
+    duration: float | None
+
+
+class MissedCalls(_Frame, tag="missed-calls", kw_only=True):
+    calls: list[CallRecord]
+
+
+ServerFrame = (
+    Welcome
+    | Presence
+    | Error
+    | CallRinging
+    | CallEnded
+    | CallResumed
+    | MissedCalls
+    | CallRequestForwarded
+    | CallAcceptForwarded
+    | CallRejectForwarded
+    | OfferForwarded
+    | AnswerForwarded
+    | CandidateForwarded
+    | HangupForwarded
+)
+
+_client_decoder = msgspec.json.Decoder(ClientFrame)
+_server_decoder = msgspec.json.Decoder(ServerFrame)
+
+
+def check_client_frame(text: str | bytes) -> None:
+    """Raise msgspec.ValidationError unless `text` is a valid client frame."""
+    _client_decoder.decode(text)
+
+
+def check_server_frame(text: str | bytes) -> None:
+    """Raise msgspec.ValidationError unless `text` is a valid server frame."""
+    _server_decoder.decode(text)
+
+
+def schema() -> dict[str, Any]:
+    """The whole protocol as one JSON Schema document."""
+    (client, server), components = msgspec.json.schema_components([ClientFrame, ServerFrame])
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "peercall signaling protocol v1",
+        "description": "Frames on the /ws WebSocket, one JSON object per text frame. See docs/protocol.md.",
+        "$defs": {**components, "ClientFrame": client, "ServerFrame": server},
+        "oneOf": [{"$ref": "#/$defs/ClientFrame"}, {"$ref": "#/$defs/ServerFrame"}],
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(schema(), indent=2, sort_keys=True))

@@ -1,0 +1,119 @@
+"""The call-history contract: what every store promises, and the paging cursor they all share.
+
+Owns the `CallHistory` Protocol and the cursor format. Imports the stdlib and `core.records` only: no database
+driver, no SQLAlchemy, no asyncio.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from typing import Protocol
+
+from ..core.records import CallRecord, Outcome
+
+UNANSWERED_OUTCOMES = frozenset({Outcome.MISSED, Outcome.UNAVAILABLE})
+"""The outcomes that `take_missed` hands out: the callee never got the chance to answer."""
+
+
+class CallHistory(Protocol):
+    """Where ended calls are kept.
+
+    Every method may raise whatever the database raises (connection lost, disk full): the caller logs and counts
+    such errors, and calling goes on without history. Records come back equal to what was written: same floats,
+    same Nones, `Outcome` and `Reason` members.
+    """
+
+    async def open(self) -> None:
+        """Connect, and create the schema or upgrade it to the current version.
+
+        Upgrading runs in one transaction and is idempotent: opening an up-to-date store changes nothing, and
+        two processes opening the same store at once upgrade it once.
+
+        Raises:
+            RuntimeError: the store was written by a newer peercall whose schema this one does not know.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release connections. The store may be opened again afterwards."""
+        ...
+
+    async def record(self, rec: CallRecord, *, notified: bool = False) -> None:
+        """Write one ended call.
+
+        Idempotent on `call_id`: writing a call_id that is already stored does nothing, and the first record
+        written stays (it is never updated or duplicated), `notified` included.
+
+        Args:
+            rec: the call.
+            notified: the callee already saw this call as it happened (they were online while it rang), so
+                `take_missed` never hands it out; it is still listed by `calls_for`.
+        """
+        ...
+
+    async def calls_for(
+        self, user: str, *, limit: int = 50, before: str | None = None
+    ) -> tuple[list[CallRecord], str | None]:
+        """One page of `user`'s own calls, as caller or callee, newest first.
+
+        Order: `ringing_at` descending, then `call_id` descending (code-point order) among equal times, so a
+        page boundary never splits or repeats calls that rang at the same instant.
+
+        Args:
+            user: whose calls; other users' calls are never included.
+            limit: the most records to return (at least 1).
+            before: the cursor returned with the previous page, or None for the first page.
+
+        Returns:
+            The page, and an opaque cursor for the next page, or None when this page is the last.
+
+        Raises:
+            ValueError: `before` is not a cursor that `calls_for` returned, or `limit` is below 1.
+        """
+        ...
+
+    async def take_missed(self, user: str) -> list[CallRecord]:
+        """Hand out the calls to `user` that they never got to answer, once.
+
+        Returns the records whose callee is `user`, whose outcome is `missed` or `unavailable`, and that no
+        earlier `take_missed` returned; oldest first (`ringing_at`, then `call_id`). They are marked taken in
+        the same atomic step, so two concurrent callers (in this process or another one) never both get the
+        same record. A record taken is never handed out again, even if the caller then loses it.
+        """
+        ...
+
+
+def check_limit(limit: int) -> None:
+    """Raise ValueError unless `limit` is a usable page size."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be an integer of at least 1, got {limit!r}")
+
+
+def encode_cursor(rec: CallRecord) -> str:
+    """The cursor that continues a newest-first listing after `rec`: URL-safe, opaque to clients."""
+    raw = json.dumps([rec.ringing_at, rec.call_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """`(ringing_at, call_id)` of the last record of the previous page.
+
+    Raises:
+        ValueError: `cursor` was not made by `encode_cursor`.
+    """
+    try:
+        if not isinstance(cursor, str):
+            raise TypeError
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        value = json.loads(raw)
+        ringing_at, call_id = value
+        if isinstance(ringing_at, bool) or not isinstance(ringing_at, int | float) or not isinstance(call_id, str):
+            raise TypeError
+        if not math.isfinite(ringing_at):
+            raise TypeError
+    except (TypeError, ValueError, binascii.Error, RecursionError) as exc:
+        raise ValueError(f"invalid call history cursor {cursor!r}: expected a cursor returned by calls_for") from exc
+    return float(ringing_at), call_id

@@ -1,0 +1,60 @@
+"""An in-process call history (`memory://`): for tests and for servers that need no history across restarts.
+
+Owns a dict of records. Nothing is persisted: each instance starts empty and forgets everything when dropped.
+No method awaits while it reads or changes state, so every method is atomic on the event loop.
+"""
+
+from __future__ import annotations
+
+from ..core.records import CallRecord
+from .base import UNANSWERED_OUTCOMES, check_limit, decode_cursor, encode_cursor
+
+
+def _order(rec: CallRecord) -> tuple[float, str]:
+    return (rec.ringing_at, rec.call_id)
+
+
+class MemoryHistory:
+    """`CallHistory` in a dict, keyed by call_id."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, CallRecord] = {}
+        self._taken: set[str] = set()
+
+    async def open(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        """Nothing to release; the records stay until the instance is dropped."""
+
+    async def record(self, rec: CallRecord, *, notified: bool = False) -> None:
+        if rec.call_id in self._calls:
+            return
+        self._calls[rec.call_id] = rec
+        if notified:
+            self._taken.add(rec.call_id)
+
+    async def calls_for(
+        self, user: str, *, limit: int = 50, before: str | None = None
+    ) -> tuple[list[CallRecord], str | None]:
+        check_limit(limit)
+        after = None if before is None else decode_cursor(before)
+        mine = sorted(
+            (r for r in self._calls.values() if user in (r.caller, r.callee) and (after is None or _order(r) < after)),
+            key=_order,
+            reverse=True,
+        )
+        page = mine[:limit]
+        return page, encode_cursor(page[-1]) if len(mine) > limit else None
+
+    async def take_missed(self, user: str) -> list[CallRecord]:
+        fresh = sorted(
+            (
+                r
+                for r in self._calls.values()
+                if r.callee == user and r.outcome in UNANSWERED_OUTCOMES and r.call_id not in self._taken
+            ),
+            key=_order,
+        )
+        self._taken.update(r.call_id for r in fresh)
+        return fresh

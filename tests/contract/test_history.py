@@ -1,0 +1,441 @@
+"""The CallHistory contract, run against every backend: memory, SQLite (file and :memory:), PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import math
+import socket
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from peercall.core.records import CallRecord, Outcome, Reason
+from peercall.store import CallHistory, open_history
+
+T0 = 1_732_616_400.123456  # an arbitrary ringing time with a fractional part
+UNANSWERED = {Outcome.MISSED, Outcome.UNAVAILABLE}  # what take_missed hands out
+
+
+def call(
+    call_id: str,
+    caller: str = "alice",
+    callee: str = "bob",
+    *,
+    at: float = T0,
+    outcome: Outcome = Outcome.ANSWERED,
+    reason: Reason = Reason.USER_HANGUP,
+) -> CallRecord:
+    """A plausible record; `at` is when it started ringing."""
+    answered = outcome in (Outcome.ANSWERED, Outcome.FAILED)
+    return CallRecord(
+        call_id=call_id,
+        caller=caller,
+        callee=callee,
+        caller_device=f"{caller}-laptop",
+        answered_device=f"{callee}-phone" if answered else None,
+        ringing_at=at,
+        answered_at=at + 2.5 if answered else None,
+        ended_at=at + 60.25,
+        outcome=outcome,
+        reason=reason,
+        hung_up_by=caller if answered else None,
+    )
+
+
+async def all_calls(history: CallHistory, user: str, limit: int) -> list[list[CallRecord]]:
+    """Every page of `user`'s calls, following the cursors to the end."""
+    pages, cursor = [], None
+    while True:
+        page, cursor = await history.calls_for(user, limit=limit, before=cursor)
+        pages.append(page)
+        if cursor is None:
+            return pages
+        assert len(pages) < 100, "the cursor never reached the end"
+
+
+# -- record and calls_for -----------------------------------------------------------------------------------
+
+
+async def test_record_round_trips_exactly(history: CallHistory) -> None:
+    """A record comes back equal field by field: exact floats, None, and Outcome/Reason members."""
+    awkward = [T0, 1_732_616_400.0, 0.1 + 0.2, math.nextafter(T0, math.inf), 5e-324, 1e300, 1_732_616_400.987654321]
+    outcomes = list(Outcome)
+    written = [
+        call(f"c{i}", at=awkward[i % len(awkward)], outcome=outcomes[i % len(outcomes)], reason=reason)
+        for i, reason in enumerate(Reason)
+    ]
+    written.append(dataclasses.replace(call("all-none", at=awkward[-1]), answered_device=None, hung_up_by=None))
+    written.append(
+        dataclasses.replace(call("unicode-ĉ✓", "álïce 👩", "bob"), caller_device="", ended_at=math.nextafter(T0, 0))
+    )
+    for rec in written:
+        await history.record(rec)
+
+    found, cursor = await history.calls_for("bob", limit=100)
+    found += (await history.calls_for("álïce 👩"))[0]
+
+    assert cursor is None
+    by_id = {rec.call_id: rec for rec in found}
+    assert by_id == {rec.call_id: rec for rec in written}
+    for rec in found:
+        assert type(rec.outcome) is Outcome and type(rec.reason) is Reason
+        for name in ("ringing_at", "ended_at"):
+            assert type(getattr(rec, name)) is float
+        assert rec.answered_at is None or type(rec.answered_at) is float
+
+
+async def test_calls_are_newest_first(history: CallHistory) -> None:
+    """calls_for lists by ringing_at descending, whatever order the calls were recorded in."""
+    for i in (3, 1, 4, 0, 2):
+        await history.record(call(f"c{i}", at=T0 + i))
+
+    page, cursor = await history.calls_for("alice")
+
+    assert [r.call_id for r in page] == ["c4", "c3", "c2", "c1", "c0"]
+    assert cursor is None
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 4, 9, 10])
+async def test_paging_covers_every_call_once_across_ties(history: CallHistory, limit: int) -> None:
+    """Pages follow each other without gaps or repeats, even where ringing_at ties straddle a page boundary."""
+    # Ties broken by call_id in code-point order ("B" < "a" < "b"), whatever the database's collation.
+    ids_and_times = [
+        ("a", T0),
+        ("B", T0),
+        ("b", T0),
+        ("x1", T0 - 1),
+        ("x2", T0 - 1),
+        ("y", T0 + 1),
+        ("Z", T0 - 1),
+        ("c", T0),
+        ("é", T0),
+    ]
+    for call_id, at in ids_and_times:
+        await history.record(call(call_id, at=at))
+    expected = [cid for cid, _ in sorted(ids_and_times, key=lambda p: (p[1], p[0]), reverse=True)]
+
+    pages = await all_calls(history, "alice", limit)
+
+    assert [r.call_id for page in pages for r in page] == expected
+    assert [len(p) for p in pages[:-1]] == [limit] * (len(pages) - 1)
+    assert 1 <= len(pages[-1]) <= limit  # an exact multiple ends with a full page and no cursor, not an empty one
+
+
+async def test_empty_history_has_one_empty_page(history: CallHistory) -> None:
+    """A user with no calls gets an empty page and no cursor."""
+    assert await history.calls_for("nobody") == ([], None)
+
+
+async def test_user_sees_calls_as_caller_and_callee_but_not_others(history: CallHistory) -> None:
+    """calls_for returns the user's calls in either role, a call to oneself once, and never other users' calls."""
+    await history.record(call("out", "alice", "bob", at=T0 + 1))
+    await history.record(call("in", "carol", "alice", at=T0 + 2))
+    await history.record(call("self", "alice", "alice", at=T0 + 3))
+    await history.record(call("others", "bob", "carol", at=T0 + 4))
+    await history.record(call("prefix", "alice2", "alicia", at=T0 + 5))
+
+    alice, _ = await history.calls_for("alice")
+    carol, _ = await history.calls_for("carol")
+
+    assert [r.call_id for r in alice] == ["self", "in", "out"]
+    assert [r.call_id for r in carol] == ["others", "in"]
+
+
+async def test_record_is_idempotent_and_keeps_the_first(history: CallHistory) -> None:
+    """Writing a call_id again neither duplicates nor overwrites the first record."""
+    first = call("dup", outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT)
+    second = dataclasses.replace(first, outcome=Outcome.ANSWERED, ended_at=first.ended_at + 100)
+
+    await history.record(first)
+    await history.record(first)
+    await history.record(second)
+
+    assert await history.calls_for("bob") == ([first], None)
+    assert await history.take_missed("bob") == [first]
+
+
+async def test_concurrent_records_of_one_call_store_it_once(history: CallHistory) -> None:
+    """Several writes of the same call at once store it exactly once, without raising."""
+    rec = call("race")
+
+    await asyncio.gather(*(history.record(rec) for _ in range(8)))
+
+    assert await history.calls_for("alice") == ([rec], None)
+
+
+BAD_CURSORS = [
+    "",
+    "not a cursor!",
+    "bm90IGpzb24",  # "not json"
+    *(
+        base64.urlsafe_b64encode(raw).decode()
+        for raw in (
+            b'{"a": 1}',
+            b"[1.5]",
+            b'[1.5, "x", 3]',
+            b'["1.5", "x"]',
+            b"[1.5, 7]",
+            b'[true, "x"]',
+            b'[NaN, "x"]',
+            b'[Infinity, "x"]',
+            b"[" * 5000,
+        )
+    ),
+    base64.urlsafe_b64encode(b'[1.5, "x"]').decode() + "*",
+]
+
+
+async def test_malformed_cursor_raises_value_error(history: CallHistory) -> None:
+    """calls_for rejects a cursor it did not make with ValueError."""
+    await history.record(call("c1"))
+
+    for cursor in BAD_CURSORS:
+        with pytest.raises(ValueError, match="cursor"):
+            await history.calls_for("alice", before=cursor)
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+async def test_limit_below_one_raises_value_error(history: CallHistory, limit: int) -> None:
+    """calls_for rejects a page size below 1 with ValueError."""
+    with pytest.raises(ValueError, match="limit"):
+        await history.calls_for("alice", limit=limit)
+
+
+# -- take_missed --------------------------------------------------------------------------------------------
+
+
+async def test_take_missed_hands_out_missed_and_unavailable_calls_once(history: CallHistory) -> None:
+    """take_missed returns the callee's missed and unavailable calls, oldest first, and never the same one twice."""
+    unanswered = [
+        call("m2", "carol", "bob", at=T0 + 2, outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT),
+        call("u1", "alice", "bob", at=T0 + 1, outcome=Outcome.UNAVAILABLE, reason=Reason.USER_UNAVAILABLE),
+        call("m3b", "alice", "bob", at=T0 + 3, outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT),
+        call("m3a", "alice", "bob", at=T0 + 3, outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT),
+    ]
+    others = [
+        *(call(f"{o.value}", "alice", "bob", at=T0, outcome=o) for o in Outcome if o not in UNANSWERED),
+        call("bob-to-carol", "bob", "carol", outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT),
+        call("alice-to-carol", "alice", "carol", outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT),
+    ]
+    for rec in [*unanswered, *others]:
+        await history.record(rec)
+
+    first = await history.take_missed("bob")
+    again = await history.take_missed("bob")
+
+    assert [r.call_id for r in first] == ["u1", "m2", "m3a", "m3b"]
+    assert {r.call_id: r for r in first} == {r.call_id: r for r in unanswered}
+    assert again == []
+    assert [r.call_id for r in await history.take_missed("carol")] == ["alice-to-carol", "bob-to-carol"]
+    bobs = {r.call_id for r in [*unanswered, *others] if "bob" in (r.caller, r.callee)}
+    assert {r.call_id for r in (await history.calls_for("bob", limit=100))[0]} == bobs  # taken, not gone
+
+
+async def test_take_missed_returns_calls_recorded_after_the_last_take(history: CallHistory) -> None:
+    """A missed call recorded after a take_missed comes with the next one, alone."""
+    await history.record(call("early", outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT))
+    assert [r.call_id for r in await history.take_missed("bob")] == ["early"]
+
+    await history.record(call("late", at=T0 + 10, outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT))
+
+    assert [r.call_id for r in await history.take_missed("bob")] == ["late"]
+
+
+async def test_missed_call_the_callee_was_notified_of_is_listed_but_never_taken(history: CallHistory) -> None:
+    """record(notified=True) keeps the call in calls_for but out of take_missed; the first write's flag stays."""
+    seen = call("seen", outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT)
+    unseen = call("unseen", at=T0 + 1, outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT)
+    await history.record(seen, notified=True)
+    await history.record(seen)  # a retried write does not make it "new" again
+    await history.record(unseen)
+    await history.record(unseen, notified=True)  # nor does a late one hide it
+
+    assert [r.call_id for r in (await history.calls_for("bob"))[0]] == ["unseen", "seen"]
+    assert [r.call_id for r in await history.take_missed("bob")] == ["unseen"]
+
+
+async def test_concurrent_take_missed_hands_out_each_call_exactly_once(history: CallHistory) -> None:
+    """Several take_missed at once for one user share the missed calls out without duplicates or losses."""
+    missed = [call(f"m{i:02}", at=T0 + i, outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT) for i in range(20)]
+    for rec in missed:
+        await history.record(rec)
+
+    results = await asyncio.gather(*(history.take_missed("bob") for _ in range(8)))
+
+    handed_out = [r.call_id for result in results for r in result]
+    assert sorted(handed_out) == [r.call_id for r in missed]
+    assert await history.take_missed("bob") == []
+
+
+async def test_concurrent_take_missed_from_two_stores_hands_out_each_call_once(durable_url: str) -> None:
+    """Two store instances on one database (two servers) never both hand out the same missed call."""
+    stores = [open_history(durable_url), open_history(durable_url)]
+    for store in stores:
+        await store.open()
+    try:
+        missed = [call(f"m{i:02}", at=T0 + i, outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT) for i in range(30)]
+        for rec in missed:
+            await stores[0].record(rec)
+
+        results = await asyncio.gather(*(stores[i % 2].take_missed("bob") for i in range(8)))
+
+        assert sorted(r.call_id for result in results for r in result) == [r.call_id for r in missed]
+    finally:
+        for store in stores:
+            await store.close()
+
+
+# -- opening, schema and URLs -------------------------------------------------------------------------------
+
+
+async def test_reopening_keeps_data_and_schema(durable_url: str) -> None:
+    """Opening a store again (twice on one instance, then a new instance) keeps its calls and taken marks."""
+    store = open_history(durable_url)
+    await store.open()
+    await store.open()
+    try:
+        await store.record(call("kept", outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT))
+        await store.record(call("pending", at=T0 + 1, outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT))
+        assert [r.call_id for r in await store.take_missed("bob")] == ["kept", "pending"]
+        await store.record(call("new", at=T0 + 2, outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT))
+    finally:
+        await store.close()
+
+    again = open_history(durable_url)
+    await again.open()
+    try:
+        assert [r.call_id for r in (await again.calls_for("bob"))[0]] == ["new", "pending", "kept"]
+        assert [r.call_id for r in await again.take_missed("bob")] == ["new"]
+    finally:
+        await again.close()
+
+
+async def test_concurrent_first_opens_create_the_schema_once(durable_url: str) -> None:
+    """Several stores opening a new database at once all succeed and share one schema."""
+    stores = [open_history(durable_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(store.open() for store in stores))
+        await stores[0].record(call("one"))
+        assert [r.call_id for r in (await stores[-1].calls_for("alice"))[0]] == ["one"]
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_schema_from_a_newer_peercall_is_refused(
+    durable_url: str, run_sql: Callable[[str, str], Awaitable[None]]
+) -> None:
+    """open() raises rather than touch a database whose schema version it does not know."""
+    store = open_history(durable_url)
+    await store.open()
+    await store.close()
+    await run_sql(durable_url, "INSERT INTO schema_version (version) VALUES (999)")
+
+    with pytest.raises(RuntimeError, match="version 999"):
+        await store.open()
+    await store.close()
+
+
+async def test_sqlite_creates_the_missing_parent_directory(tmp_path: Path) -> None:
+    """A sqlite:/// URL whose directories don't exist yet gets them on open()."""
+    path = tmp_path / "does" / "not" / "exist" / "history.sqlite3"
+    store = open_history(f"sqlite:///{path}")
+
+    await store.open()
+    await store.record(call("c1"))
+    await store.close()
+
+    assert path.is_file()
+
+
+async def test_sqlite_file_is_switched_to_wal(tmp_path: Path) -> None:
+    """open() puts a SQLite file in write-ahead-log mode, so readers elsewhere don't block writes."""
+    path = tmp_path / "history.sqlite3"
+    store = open_history(f"sqlite:///{path}")
+
+    await store.open()
+    await store.close()
+
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_sqlite_relative_path_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sqlite:///var/history.sqlite3 (three slashes) names a file under the working directory."""
+    monkeypatch.chdir(tmp_path)
+    store = open_history("sqlite:///var/history.sqlite3")
+
+    await store.open()
+    await store.close()
+
+    assert (tmp_path / "var" / "history.sqlite3").is_file()
+
+
+async def test_postgres_scheme_alias_opens_the_same_database(postgres_url: str) -> None:
+    """postgres:// and postgresql:// name the same database."""
+    rest = postgres_url.partition("://")[2]
+    long, short = open_history(f"postgresql://{rest}"), open_history(f"postgres://{rest}")
+    await long.open()
+    await short.open()
+    try:
+        await long.record(call("c1"))
+        assert [r.call_id for r in (await short.calls_for("alice"))[0]] == ["c1"]
+    finally:
+        await long.close()
+        await short.close()
+
+
+async def test_memory_scheme_gives_a_fresh_store_each_time() -> None:
+    """Each open_history("memory://") is its own empty store."""
+    first, second = open_history("memory://"), open_history("memory://")
+    await first.open()
+    await second.open()
+
+    await first.record(call("c1"))
+
+    assert (await second.calls_for("alice"))[0] == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://localhost", "mysql://u:hunter2@db/x", "sqlite", "", "/var/lib/history.sqlite3", "file:///x.db"],
+)
+def test_unknown_scheme_raises_value_error_naming_the_accepted_ones(url: str) -> None:
+    """open_history rejects other schemes with a ValueError that lists the accepted ones and hides passwords."""
+    with pytest.raises(ValueError, match="unsupported call history URL") as exc:
+        open_history(url)
+
+    for accepted in ("memory://", "sqlite:///", "postgresql://", "postgres://"):
+        assert accepted in str(exc.value)
+    assert "hunter2" not in str(exc.value)
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite://history.sqlite3", "sqlite:history.sqlite3"])
+def test_sqlite_url_without_a_path_raises_value_error(url: str) -> None:
+    """A SQLite URL that names no file is refused rather than silently opened in memory."""
+    with pytest.raises(ValueError, match="sqlite:///"):
+        open_history(url)
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections: bound (so no one else takes it) but not listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
+async def test_unreachable_database_raises_from_open() -> None:
+    """A database that cannot be reached makes open() raise, for the caller to log; it is not swallowed."""
+    with closed_port() as port:
+        store = open_history(f"postgresql://postgres@127.0.0.1:{port}/nothing")
+        with pytest.raises(OSError):
+            await store.open()
+        await store.close()

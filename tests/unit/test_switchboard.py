@@ -1,0 +1,304 @@
+"""The call state machine, fed events and clock ticks, with no sockets and no event loop."""
+
+from __future__ import annotations
+
+import pytest
+
+from peercall.core.records import Outcome, Reason
+from peercall.core.switchboard import TRANSITIONS, CallState, Event, InvalidTransition
+
+from .board import Board
+
+OFFER = {"type": "offer", "sdp": "v=0"}
+CANDIDATE = {"candidate": "candidate:1 1 udp 1 127.0.0.1 5000 typ host", "sdpMid": "0", "sdpMLineIndex": 0}
+
+
+@pytest.fixture
+def board() -> Board:
+    b = Board(ring=45, grace=20)
+    b.connect("a1", "alice")
+    b.connect("b1", "bob")
+    b.connect("c1", "carol")
+    for conn in ("a1", "b1", "c1"):
+        b.take(conn)
+    return b
+
+
+def test_answered_call_end_to_end(board: Board) -> None:
+    """Ring, accept, negotiate, hang up: every frame carries the call id and one record says answered."""
+    call_id = board.ring("a1", "bob")
+    request = board.last("b1", "call-request")
+    assert request == {"type": "call-request", "from": "alice", "to": "bob", "callId": call_id}
+    board.take("a1"), board.take("b1")
+    assert board.send("b1", "call-accept", "alice") is None
+    assert board.take("a1") == [
+        {"type": "call-accept", "from": "bob", "to": "alice", "callId": call_id, "polite": False}
+    ]
+    board.send("a1", "offer", "bob", data=OFFER)
+    board.send("b1", "answer", "alice", data={"type": "answer", "sdp": "v=0"})
+    board.send("b1", "candidate", "alice", data=CANDIDATE)
+    assert [m["type"] for m in board.take("b1")] == ["offer"]
+    assert [m["type"] for m in board.take("a1")] == ["answer", "candidate"]
+    board.advance(30)
+    board.send("a1", "hangup", "bob")
+    ended = {"type": "call-ended", "callId": call_id, "outcome": "answered", "reason": "user-hangup"}
+    assert board.take("a1") == [ended]
+    assert board.take("b1") == [ended, {"type": "hangup", "from": "alice", "to": "bob", "callId": call_id}]
+    (record,) = board.records
+    assert (record.outcome, record.reason, record.hung_up_by) == (Outcome.ANSWERED, Reason.USER_HANGUP, "alice")
+    assert record.answered_device == "d-b1" and record.ended_at - record.ringing_at == 30
+
+
+def test_reject(board: Board) -> None:
+    """The callee declines: the caller gets the seed's call-reject and call-ended rejected."""
+    call_id = board.ring("a1", "bob")
+    board.take("a1")
+    board.send("b1", "call-reject", "alice")
+    assert board.take("a1") == [
+        {"type": "call-ended", "callId": call_id, "outcome": "rejected", "reason": "user-rejected"},
+        {"type": "call-reject", "from": "bob", "to": "alice", "callId": call_id},
+    ]
+    assert board.records[0].outcome is Outcome.REJECTED and board.records[0].hung_up_by == "bob"
+
+
+def test_callee_hangup_while_ringing_is_a_reject(board: Board) -> None:
+    """A hangup from a ringing device declines the call."""
+    board.ring("a1", "bob")
+    board.send("b1", "hangup", "alice")
+    assert board.records[0].outcome is Outcome.REJECTED
+    assert board.last("a1", "call-reject")["from"] == "bob"
+
+
+def test_cancel(board: Board) -> None:
+    """The caller hangs up while it rings: the callee stops ringing; the call is cancelled."""
+    call_id = board.ring("a1", "bob")
+    board.take("b1")
+    board.send("a1", "hangup", "bob")
+    assert board.take("b1") == [
+        {"type": "call-ended", "callId": call_id, "outcome": "cancelled", "reason": "user-hangup"},
+        {"type": "hangup", "from": "alice", "to": "bob", "callId": call_id},
+    ]
+    assert board.records[0].outcome is Outcome.CANCELLED
+
+
+def test_missed_after_ring_timeout(board: Board) -> None:
+    """Nobody answers: at the ring timeout, and not before, both sides hear missed."""
+    call_id = board.ring("a1", "bob")
+    board.take("a1"), board.take("b1")
+    board.advance(44.9)
+    assert board.take("a1") == [] and board.records == []
+    board.advance(0.2)
+    ended = {"type": "call-ended", "callId": call_id, "outcome": "missed", "reason": "invite-timeout"}
+    assert board.take("a1")[0] == ended and board.take("b1")[0] == ended
+    assert board.records[0].outcome is Outcome.MISSED and board.records[0].hung_up_by is None
+    assert board.sb.next_deadline() is None
+
+
+def test_busy(board: Board) -> None:
+    """Calling someone who is in a call ends at once as busy, and the callee is not disturbed."""
+    board.answered("b1", "c1")
+    call_id = board.ring("a1", "bob")
+    assert board.take("a1")[1:] == [
+        {"type": "call-reject", "from": "bob", "to": "alice", "callId": call_id, "data": {"reason": "busy"}},
+        {"type": "call-ended", "callId": call_id, "outcome": "busy", "reason": "user-busy"},
+    ]
+    assert board.take("b1") == []
+    assert board.records[-1].outcome is Outcome.BUSY
+
+
+def test_unavailable(board: Board) -> None:
+    """Calling someone offline: error unavailable (as before) and call-ended unavailable, recorded."""
+    board.send("a1", "call-request", "zed")
+    error, ended = board.take("a1")
+    assert error["code"] == "unavailable" and error["to"] == "zed"
+    assert ended["outcome"] == "unavailable" and ended["callId"] == error["callId"]
+    assert board.records[0].outcome is Outcome.UNAVAILABLE and board.records[0].callee == "zed"
+
+
+@pytest.mark.parametrize("reason", ["ice-failed", "ice-timeout", "user-media-failed"])
+def test_media_failure_hangup_is_failed(board: Board, reason: str) -> None:
+    """A hangup that says media failed records the call as failed, with that reason."""
+    board.answered("a1", "b1")
+    board.send("b1", "hangup", "alice", data={"reason": reason})
+    assert (board.records[0].outcome, board.records[0].reason) == (Outcome.FAILED, Reason(reason))
+    assert board.last("a1", "call-ended")["outcome"] == "failed"
+
+
+def test_every_device_rings_and_first_accept_wins(board: Board) -> None:
+    """All of the callee's devices ring; the first to accept gets the call, the others stop and can't accept."""
+    board.connect("b2", "bob")
+    board.connect("b3", "bob")
+    call_id = board.ring("a1", "bob")
+    assert all(board.last(c, "call-request")["callId"] == call_id for c in ("b1", "b2", "b3"))
+    for conn in ("b1", "b2", "b3"):
+        board.take(conn)
+    board.send("b2", "call-accept", "alice")
+    for conn in ("b1", "b3"):
+        assert board.take(conn)[0] == {
+            "type": "call-ended",
+            "callId": call_id,
+            "outcome": "answered",
+            "reason": "answered-elsewhere",
+        }
+    assert board.send("b1", "call-accept", "alice")["code"] == "not-in-call"
+    assert board.send("b3", "candidate", "alice", data=CANDIDATE)["code"] == "not-in-call"
+    board.send("a1", "offer", "bob", data=OFFER)
+    assert board.last("b2", "offer")["from"] == "alice"
+    assert "offer" not in [m["type"] for m in board.inbox["b1"] + board.inbox["b3"]]
+
+
+def test_reject_from_one_device_declines_for_all(board: Board) -> None:
+    """A plain reject from any device ends the call on every device (SIP 603)."""
+    board.connect("b2", "bob")
+    board.ring("a1", "bob")
+    board.send("b1", "call-reject", "alice")
+    assert board.last("b2", "call-ended")["outcome"] == "rejected"
+    assert board.sb.calls == {}
+
+
+def test_busy_reject_only_stops_that_device(board: Board) -> None:
+    """A busy reject stops one device ringing (SIP 486); when the last says busy the call ends busy."""
+    board.connect("b2", "bob")
+    board.ring("a1", "bob")
+    board.take("a1")
+    board.send("b1", "call-reject", "alice", data={"reason": "busy"})
+    assert board.take("a1") == [] and len(board.sb.calls) == 1
+    board.send("b2", "call-reject", "alice", data={"reason": "busy"})
+    assert board.last("a1", "call-ended")["outcome"] == "busy"
+    assert board.last("a1", "call-reject")["data"] == {"reason": "busy"}
+
+
+def test_glare_makes_exactly_one_call(board: Board) -> None:
+    """Two users calling each other at once end up in one answered call, with roles assigned."""
+    call_id = board.ring("a1", "bob")
+    board.take("a1"), board.take("b1")
+    assert board.send("b1", "call-request", "alice") is None
+    assert board.take("a1") == [
+        {"type": "call-accept", "from": "bob", "to": "alice", "callId": call_id, "polite": False}
+    ]
+    assert board.take("b1") == [
+        {"type": "call-accept", "from": "alice", "to": "bob", "callId": call_id, "polite": True}
+    ]
+    assert len(board.sb.calls) == 1
+    board.send("a1", "offer", "bob", data=OFFER)
+    assert board.last("b1", "offer")["callId"] == call_id
+
+
+def test_second_call_while_in_one_is_refused(board: Board) -> None:
+    """A user with a call going cannot start another."""
+    call_id = board.answered("a1", "b1")
+    error = board.send("a1", "call-request", "carol")
+    assert error["code"] == "in-call" and error["callId"] == call_id
+    assert board.take("c1") == []
+
+
+def test_no_sdp_or_candidates_before_accept(board: Board) -> None:
+    """Offers and candidates reach nobody until the callee accepts, from either side."""
+    board.ring("a1", "bob")
+    board.take("b1")
+    assert board.send("a1", "offer", "bob", data=OFFER)["code"] == "not-in-call"
+    assert board.send("b1", "candidate", "alice", data=CANDIDATE)["code"] == "not-in-call"
+    assert board.send("c1", "offer", "bob", data=OFFER)["code"] == "not-in-call"
+    assert [m["type"] for m in board.take("b1")] == ["error"]
+    assert [m["type"] for m in board.take("a1")] == ["call-ringing", "error"]
+    assert [m["type"] for m in board.take("c1")] == ["error"]
+
+
+def test_frames_for_another_call_or_person_are_refused(board: Board) -> None:
+    """A stale callId or a `to` other than the peer gets not-in-call and reaches nobody."""
+    board.answered("a1", "b1")
+    assert board.send("a1", "offer", "bob", data=OFFER, callId="old")["code"] == "not-in-call"
+    assert board.send("a1", "offer", "carol", data=OFFER)["code"] == "not-in-call"
+    assert board.send("c1", "hangup", "alice")["code"] == "not-in-call"
+    assert board.take("b1") == []
+    assert [m["type"] for m in board.take("c1")] == ["error"]
+    assert len(board.sb.calls) == 1
+
+
+def test_peer_lost_only_after_grace(board: Board) -> None:
+    """A dropped party ends the call only if it stays away for the whole grace period."""
+    call_id = board.answered("a1", "b1")
+    board.disconnect("a1")
+    board.advance(19.9)
+    assert [m["type"] for m in board.take("b1")] == []
+    board.advance(0.2)
+    assert board.take("b1") == [
+        {"type": "call-ended", "callId": call_id, "outcome": "answered", "reason": "peer-lost"},
+        {"type": "hangup", "from": "alice", "to": "bob", "callId": call_id, "data": {"reason": "peer-lost"}},
+    ]
+    assert board.records[0].reason is Reason.PEER_LOST
+
+
+def test_reconnect_within_grace_resumes(board: Board) -> None:
+    """A party that reconnects in time resumes its call; the other side never hears it ended."""
+    call_id = board.answered("a1", "b1")
+    board.disconnect("a1")
+    board.send("b1", "candidate", "alice", data=CANDIDATE)  # dropped quietly while alice is away
+    board.advance(5)
+    board.connect("a2", "alice")
+    assert board.last("a2", "call-resumed") == {
+        "type": "call-resumed",
+        "callId": call_id,
+        "state": "answered",
+        "role": "caller",
+        "peer": "bob",
+        "polite": False,
+    }
+    board.advance(30)
+    assert board.records == [] and board.sb.next_deadline() is None
+    board.send("a2", "offer", "bob", data=OFFER)
+    assert board.last("b1", "offer")["from"] == "alice"
+    board.send("b1", "hangup", "alice")
+    assert board.last("a2", "call-ended")["reason"] == "user-hangup"
+
+
+def test_same_device_reconnecting_replaces_its_stale_connection(board: Board) -> None:
+    """A device that connects again (same device id) retires its old connection and takes over its call."""
+    board.connect("a9", "alice", "tab-1")
+    board.disconnect("a1")
+    call_id = board.answered("a9", "b1")
+    board.connect("a10", "alice", "tab-1")
+    assert board.closed["a9"] == (4501, "replaced by a newer connection")
+    assert board.last("a10", "call-resumed")["callId"] == call_id
+    assert "presence" not in [m["type"] for m in board.inbox["b1"]]
+
+
+def test_device_connecting_while_ringing_rings_too(board: Board) -> None:
+    """A device of the callee that connects while the call rings is rung as well."""
+    call_id = board.ring("a1", "bob")
+    board.connect("b2", "bob")
+    assert board.last("b2", "call-request")["callId"] == call_id
+    board.send("b2", "call-accept", "alice")
+    assert board.last("b1", "call-ended")["reason"] == "answered-elsewhere"
+
+
+def test_presence_is_per_user(board: Board) -> None:
+    """Others see a user online at its first device and offline after its last."""
+    board.connect("b2", "bob")
+    assert "presence" not in [m["type"] for m in board.inbox["a1"]]
+    board.disconnect("b1")
+    assert "presence" not in [m["type"] for m in board.inbox["a1"]]
+    board.disconnect("b2")
+    assert board.last("a1", "presence") == {"type": "presence", "id": "bob", "status": "offline"}
+
+
+def test_welcome_tells_device_and_timers(board: Board) -> None:
+    """The welcome names the device and the ring timeout and grace the server applies."""
+    welcome = board.connect("a5", "alice", "phone")
+    assert welcome["device"] == "phone" and welcome["ringTimeout"] == 45 and welcome["resumeGrace"] == 20
+    assert welcome["online"] == ["bob", "carol"] and isinstance(welcome["version"], str)
+
+
+@pytest.mark.parametrize("state", list(CallState))
+@pytest.mark.parametrize("event", list(Event))
+def test_transition_table(board: Board, state: CallState, event: Event) -> None:
+    """Every (state, event) pair either is in the table or raises InvalidTransition."""
+    from peercall.core.switchboard import Call, Party
+
+    call = Call("k", Party("alice", "d", "a1"), "bob", None, 0, 45, state=state)  # type: ignore[arg-type]
+    if (state, event) in TRANSITIONS:
+        board.sb._transition(call, event)
+        assert call.state is TRANSITIONS[(state, event)]
+    else:
+        with pytest.raises(InvalidTransition, match=f"no transition from {state.value} on {event.value}"):
+            board.sb._transition(call, event)
