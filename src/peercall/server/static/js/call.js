@@ -1,0 +1,716 @@
+/**
+ * One call with one peer: the microphone, the RTCPeerConnection and the call-control state machine.
+ *
+ * Owns the mic tracks, the peer connection and the call's timers; knows nothing of the DOM and nothing of
+ * the WebSocket (frames go out through the `send` function it is given, and come in through `handle()`).
+ *
+ * Negotiation is "perfect negotiation" (MDN; webrtc/samples peer.js): the callee is polite, the caller is
+ * impolite; `makingOffer`/`ignoreOffer`, no-argument `setLocalDescription()`, `restartIce()` when the
+ * connection fails. Candidates are trickled both ways, and incoming ones wait in a queue until the remote
+ * description is set. Nothing ever waits for ICE gathering to complete.
+ *
+ * Flow: caller `start()` (mic, then `call-request`) → callee `accept()` (mic, then `call-accept`) → caller
+ * adds its track, `negotiationneeded` → offer → callee answers → `connectionState` "connected".
+ *
+ * A server that keeps call state may assign the call id (`call-ringing`) and the roles (`polite` in
+ * `call-accept`, e.g. when two people call each other at once); the call adopts both. A plain relay does
+ * neither, and then the caller's own call id and the default roles hold.
+ * @module call
+ */
+
+import * as protocol from "./protocol.js";
+import { MessageType, Reason } from "./protocol.js";
+
+/** @typedef {"requesting"|"incoming"|"calling"|"connected"|"ended"} CallState */
+
+/**
+ * Why a call ended, from this side's point of view.
+ * @typedef {"hangup"|"remote-hangup"|"rejected"|"busy"|"declined"|"unavailable"|"peer-offline"|
+ *   "no-microphone"|"no-answer"|"failed"|"signaling-lost"|"answered-elsewhere"|"refused"} EndReason
+ */
+
+/** Call states. */
+export const CallState = Object.freeze({
+  REQUESTING: "requesting",
+  INCOMING: "incoming",
+  CALLING: "calling",
+  CONNECTED: "connected",
+  ENDED: "ended",
+});
+
+/**
+ * The state machine as one table: TRANSITIONS[state][event] -> next state. A missing entry is an
+ * invalid transition: it is logged and ignored (a late or duplicated frame must not break a call).
+ */
+const TRANSITIONS = Object.freeze({
+  requesting: { accepted: "calling", end: "ended" },
+  incoming: { accept: "calling", end: "ended" },
+  calling: { connected: "connected", end: "ended" },
+  connected: { end: "ended" },
+  ended: {},
+});
+
+/** How long a call may ring before the caller gives up (ms). */
+export const RING_TIMEOUT_MS = 45_000;
+/** How long media may take to connect after the call is accepted, or to come back after it failed (ms). */
+export const MEDIA_TIMEOUT_MS = 30_000;
+
+/** Audio constraints for a voice call. */
+export const VOICE = Object.freeze({ echoCancellation: true, noiseSuppression: true, autoGainControl: true });
+/** Audio constraints without any processing (music, measurements). */
+export const RAW = Object.freeze({ echoCancellation: false, noiseSuppression: false, autoGainControl: false });
+
+/** How a `hangup` from the other side (or the server on its behalf) ends the call, by its `reason`. */
+const HANGUP_REASONS = Object.freeze({
+  [Reason.INVITE_TIMEOUT]: "no-answer",
+  [Reason.PEER_LOST]: "peer-offline",
+  [Reason.ANSWERED_ELSEWHERE]: "answered-elsewhere",
+  [Reason.ICE_FAILED]: "failed",
+  [Reason.ICE_TIMEOUT]: "failed",
+});
+
+/** How a server's `call-ended` ends the call, by its `outcome` (`answered`/`cancelled`: by the reason). */
+const ENDED_OUTCOMES = Object.freeze({
+  busy: "busy",
+  rejected: "rejected",
+  unavailable: "unavailable",
+  missed: "no-answer",
+  failed: "failed",
+});
+
+/**
+ * The `reason` a `call-reject` or `hangup` carries, if any.
+ * @param {{data?: any}} msg
+ * @returns {string|null}
+ */
+function remoteReason(msg) {
+  const reason = msg.data?.reason;
+  return typeof reason === "string" ? reason : null;
+}
+
+/** The microphone could not be opened; `message` is a sentence for the user. */
+export class MicrophoneError extends Error {
+  /**
+   * @param {"insecure"|"denied"|"not-found"|"in-use"|"unknown"} kind
+   * @param {string} message
+   * @param {unknown} [cause]
+   */
+  constructor(kind, message, cause) {
+    super(message, { cause });
+    this.name = "MicrophoneError";
+    this.kind = kind;
+  }
+}
+
+/**
+ * Open the microphone.
+ * @param {MediaTrackConstraints} [audio]
+ * @returns {Promise<MediaStream>}
+ * @throws {MicrophoneError} with a message that says what the user can do about it
+ */
+export async function openMicrophone(audio = VOICE) {
+  if (!globalThis.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
+    throw new MicrophoneError(
+      "insecure",
+      "The microphone needs https or localhost: this page was opened over plain http from another " +
+        "address, so the browser does not allow microphone access here.",
+    );
+  }
+  try {
+    return await navigator.mediaDevices.getUserMedia({ audio, video: false });
+  } catch (err) {
+    const name = err?.name;
+    if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") {
+      throw new MicrophoneError(
+        "denied",
+        "Microphone access was denied. Allow the microphone for this site (the icon in the address bar) " +
+          "and try again.",
+        err,
+      );
+    }
+    if (name === "NotFoundError" || name === "OverconstrainedError" || name === "DevicesNotFoundError") {
+      throw new MicrophoneError("not-found", "No microphone was found. Connect one and try again.", err);
+    }
+    if (name === "NotReadableError" || name === "AbortError" || name === "TrackStartError") {
+      throw new MicrophoneError(
+        "in-use",
+        "The microphone could not be started: another application may be using it.",
+        err,
+      );
+    }
+    throw new MicrophoneError("unknown", `Could not open the microphone: ${err?.message ?? err}`, err);
+  }
+}
+
+/**
+ * Fetch the ICE servers (STUN/TURN) the server recommends. Never throws: on any failure the call goes
+ * ahead with host candidates only, which is enough on one machine or one LAN.
+ * @param {string|URL} [url] default: `ice-servers` next to the current page
+ * @param {number} [timeoutMs]
+ * @returns {Promise<RTCIceServer[]>}
+ */
+export async function fetchIceServers(url = "ice-servers", timeoutMs = 5000) {
+  try {
+    const response = await fetch(new URL(url, globalThis.location?.href), {
+      cache: "no-store",
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const body = await response.json();
+    return Array.isArray(body?.iceServers) ? body.iceServers : [];
+  } catch (err) {
+    console.warn("[call] could not fetch ICE servers, using none:", err);
+    return [];
+  }
+}
+
+/**
+ * A call with one peer.
+ *
+ * Events: `statechange` ({state, previous, reason?, remoteReason?}), `track` ({stream}: the peer's audio),
+ * `connectionstatechange` ({connectionState}), `mutechange` ({muted}), `path` ({local, remote, protocol}:
+ * the candidate types of the selected pair, once connected).
+ */
+export class Call extends EventTarget {
+  /** @type {CallState} */ #state;
+  /** @type {EndReason|null} */ #reason = null;
+  /** @type {string|null} */ #remoteReason = null;
+  /** @type {RTCPeerConnection|null} */ #pc = null;
+  /** @type {MediaStream|null} */ #local = null;
+  /** @type {MediaStream|null} */ #remote = null;
+  /** @type {RTCIceServer[]|null} */ #iceServers = null;
+  /** @type {string|null} a sentence from the server, when it refused the call ("refused") */ #detail = null;
+  #send;
+  #audio;
+  #getIceServers;
+  #ringTimeoutMs;
+  #makingOffer = false;
+  #ignoreOffer = false;
+  #trackAdded = false;
+  /** @type {(RTCIceCandidateInit|null)[]} */ #pendingCandidates = [];
+  #inbox = Promise.resolve();
+  #timer = 0;
+  #muted = false;
+
+  /**
+   * @param {object} options
+   * @param {"outgoing"|"incoming"} options.direction
+   * @param {string} options.peerId
+   * @param {string} [options.callId] the caller makes one up; the callee uses the caller's
+   * @param {(msg: object) => boolean} options.send sends one client frame; false if it could not
+   * @param {MediaTrackConstraints} [options.audio]
+   * @param {() => Promise<RTCIceServer[]>} [options.getIceServers]
+   * @param {number} [options.ringTimeoutMs] how long the caller lets it ring before it hangs up
+   */
+  constructor({
+    direction,
+    peerId,
+    callId,
+    send,
+    audio = VOICE,
+    getIceServers = fetchIceServers,
+    ringTimeoutMs = RING_TIMEOUT_MS,
+  }) {
+    super();
+    this.direction = direction;
+    this.peerId = peerId;
+    this.callId = callId ?? (direction === "outgoing" ? protocol.newCallId() : undefined);
+    /**
+     * Whether `callId` is the one the other side and the server use too: always for the callee; for the
+     * caller once the server or the peer has named the call (a stateful server assigns its own id).
+     */
+    this.callIdConfirmed = direction === "incoming";
+    /** The callee is polite (it yields on offer collisions), the caller impolite, unless the server says. */
+    this.polite = direction === "incoming";
+    this.#send = send;
+    this.#audio = audio;
+    this.#getIceServers = getIceServers;
+    this.#ringTimeoutMs = ringTimeoutMs;
+    this.#state = direction === "outgoing" ? CallState.REQUESTING : CallState.INCOMING;
+    /** performance.now() of each milestone, for logs and measurements. */
+    this.timeline = { created: performance.now() };
+  }
+
+  /** @returns {CallState} */
+  get state() {
+    return this.#state;
+  }
+  /** Whether the call is still going (ringing, negotiating or connected). */
+  get active() {
+    return this.#state !== CallState.ENDED;
+  }
+  /** @returns {EndReason|null} why the call ended (null while active) */
+  get reason() {
+    return this.#reason;
+  }
+  /** The `reason` the peer gave in its `call-reject`/`hangup`, if any. */
+  get remoteReason() {
+    return this.#remoteReason;
+  }
+  /** The current RTCPeerConnection (null before the call is accepted; closed after it ended). */
+  get pc() {
+    return this.#pc;
+  }
+  /** Our microphone stream (null until opened; its tracks are stopped when the call ends). */
+  get localStream() {
+    return this.#local;
+  }
+  /** The peer's audio (null until it arrives). */
+  get remoteStream() {
+    return this.#remote;
+  }
+  get muted() {
+    return this.#muted;
+  }
+  /** "polite" or "impolite": the prefix of this call's log lines. */
+  get role() {
+    return this.polite ? "polite" : "impolite";
+  }
+  /** What the server said when it refused the call (reason "refused"). */
+  get detail() {
+    return this.#detail;
+  }
+
+  /**
+   * Take the id that the server (or the peer) uses for this call.
+   * @param {string} callId
+   */
+  adoptCallId(callId) {
+    if (this.callIdConfirmed || !callId) return;
+    if (callId !== this.callId) this.#log(`call id ${callId} (assigned by the server)`);
+    this.callId = callId;
+    this.callIdConfirmed = true;
+  }
+
+  /**
+   * Caller: open the mic, then ring the peer. Rejects with MicrophoneError if the mic cannot be opened
+   * (the call then ends with reason "no-microphone" and nothing was sent).
+   */
+  async start() {
+    this.#log("start: opening the microphone");
+    const [mic, ice] = await Promise.allSettled([openMicrophone(this.#audio), this.#getIceServers()]);
+    if (mic.status === "rejected") {
+      this.#end("no-microphone");
+      throw mic.reason;
+    }
+    this.#local = mic.value;
+    this.#iceServers = ice.status === "fulfilled" ? ice.value : [];
+    if (!this.active) {
+      // hung up while the permission prompt was open
+      this.#stopMicrophone();
+      return;
+    }
+    if (!this.#sendMsg(protocol.callRequest(this.peerId, this.callId))) {
+      this.#end("signaling-lost");
+      return;
+    }
+    this.timeline.requested = performance.now();
+    this.#log(`call-request sent to ${this.peerId}`);
+    this.#startTimer(this.#ringTimeoutMs, () => this.hangup(Reason.INVITE_TIMEOUT, "no-answer"));
+  }
+
+  /**
+   * Callee: open the mic, prepare the peer connection, then tell the caller. Rejects with
+   * MicrophoneError if the mic cannot be opened (the caller then gets `call-reject` "user-media-failed").
+   */
+  async accept() {
+    if (!this.#transition("accept")) return;
+    this.timeline.accepted = performance.now();
+    this.#log("accept: opening the microphone");
+    const [mic, ice] = await Promise.allSettled([openMicrophone(this.#audio), this.#getIceServers()]);
+    if (mic.status === "rejected") {
+      this.#sendMsg(protocol.callReject(this.peerId, this.callId, Reason.USER_MEDIA_FAILED));
+      this.#end("no-microphone");
+      throw mic.reason;
+    }
+    this.#local = mic.value;
+    this.#iceServers = ice.status === "fulfilled" ? ice.value : [];
+    if (!this.active) {
+      this.#stopMicrophone();
+      return;
+    }
+    this.#createPeerConnection();
+    if (!this.#sendMsg(protocol.callAccept(this.peerId, this.callId))) {
+      this.#end("signaling-lost");
+      return;
+    }
+    this.#log(`call-accept sent to ${this.peerId}; waiting for the offer`);
+    this.#startTimer(MEDIA_TIMEOUT_MS, () => this.hangup(Reason.ICE_TIMEOUT, "failed"));
+  }
+
+  /**
+   * Callee: decline the ringing call.
+   * @param {string} [reason] sent to the caller (default "user-rejected")
+   */
+  reject(reason = Reason.USER_REJECTED) {
+    if (this.#state !== CallState.INCOMING) return;
+    this.#sendMsg(protocol.callReject(this.peerId, this.callId, reason));
+    this.#end("declined");
+  }
+
+  /**
+   * Hang up (or cancel while ringing): tell the peer, release everything.
+   * @param {string} [wireReason] `reason` sent to the peer (default "user-hangup")
+   * @param {EndReason} [reason] how this side records the end (default "hangup")
+   */
+  hangup(wireReason = Reason.USER_HANGUP, reason = "hangup") {
+    if (!this.active) return;
+    if (this.#state === CallState.INCOMING) {
+      this.reject();
+      return;
+    }
+    this.#sendMsg(protocol.hangup(this.peerId, this.callId, wireReason));
+    this.#end(reason);
+  }
+
+  /**
+   * The peer went offline (presence), or the server says it is no longer reachable. The call is over for
+   * us; a `hangup` still goes out, so that a server which keeps call state ends it too.
+   */
+  peerOffline() {
+    if (!this.active) return;
+    this.#sendMsg(protocol.hangup(this.peerId, this.callId, Reason.PEER_LOST));
+    this.#end("peer-offline");
+  }
+
+  /** The server answered our `call-request` with `unavailable`: the peer is not online. */
+  unavailable() {
+    if (this.active) this.#end("unavailable");
+  }
+
+  /**
+   * The server refused this call or a frame of it (`in-call`, `not-in-call`): as far as the server is
+   * concerned the call does not exist, so nothing is sent.
+   * @param {string} message the server's sentence
+   */
+  refused(message) {
+    if (!this.active) return;
+    this.#detail = message;
+    this.#end("refused");
+  }
+
+  /**
+   * A server that keeps call state says the call is over (`call-ended`), and nothing else said why.
+   * @param {{outcome?: string, reason?: string}} ended
+   */
+  serverEnded({ outcome, reason }) {
+    if (!this.active) return;
+    this.#remoteReason = reason ?? null;
+    this.#log(`call-ended from the server: ${outcome} (${reason})`);
+    this.#end(ENDED_OUTCOMES[outcome] ?? HANGUP_REASONS[reason] ?? "remote-hangup");
+  }
+
+  /** Restart ICE (e.g. after our signaling connection came back): a new offer with new credentials. */
+  restartIce() {
+    if (this.active && this.#pc && this.#pc.signalingState !== "closed") {
+      this.#log("restartIce()");
+      this.#pc.restartIce();
+    }
+  }
+
+  /** Our signaling connection is gone, so this call cannot be set up (or torn down) any more. */
+  signalingLost() {
+    if (this.active) this.#end("signaling-lost");
+  }
+
+  /**
+   * Mute or unmute the microphone (the track keeps running, it sends silence).
+   * @param {boolean} muted
+   */
+  setMuted(muted) {
+    this.#muted = Boolean(muted);
+    for (const track of this.#local?.getAudioTracks() ?? []) track.enabled = !this.#muted;
+    this.#log(this.#muted ? "muted" : "unmuted");
+    this.dispatchEvent(new CustomEvent("mutechange", { detail: { muted: this.#muted } }));
+  }
+
+  /**
+   * Handle one frame from the peer (already matched to this call by sender and callId). Frames are
+   * processed one at a time, in order.
+   * @param {{type: string, from: string, data?: any, callId?: string}} msg
+   */
+  handle(msg) {
+    this.#inbox = this.#inbox.then(() => this.#handle(msg)).catch((err) => {
+      console.error(`[${this.role}] error while handling ${msg.type}:`, err);
+    });
+    return this.#inbox;
+  }
+
+  /**
+   * The candidate types of the selected candidate pair, e.g. {local: "host", remote: "host", protocol: "udp"}.
+   * @returns {Promise<{local: string, remote: string, protocol: string}|null>}
+   */
+  async selectedPath() {
+    if (!this.#pc) return null;
+    try {
+      const stats = await this.#pc.getStats();
+      let pair = null;
+      for (const report of stats.values()) {
+        if (report.type === "transport" && report.selectedCandidatePairId) {
+          pair = stats.get(report.selectedCandidatePairId);
+          break;
+        }
+      }
+      if (!pair) {
+        for (const report of stats.values()) {
+          if (report.type === "candidate-pair" && report.nominated && report.state === "succeeded") pair = report;
+        }
+      }
+      if (!pair) return null;
+      const local = stats.get(pair.localCandidateId);
+      const remote = stats.get(pair.remoteCandidateId);
+      return {
+        local: local?.candidateType ?? "?",
+        remote: remote?.candidateType ?? "?",
+        protocol: local?.protocol ?? "?",
+      };
+    } catch (err) {
+      console.warn(`[${this.role}] getStats failed:`, err);
+      return null;
+    }
+  }
+
+  async #handle(msg) {
+    switch (msg.type) {
+      case MessageType.CALL_ACCEPT:
+        return this.#onAccepted(msg);
+      case MessageType.CALL_REJECT: {
+        const reason = (this.#remoteReason = remoteReason(msg));
+        this.#log(`call-reject from ${this.peerId}${reason ? ` (${reason})` : ""}`);
+        return this.#end(reason === Reason.BUSY || reason === Reason.USER_BUSY ? "busy" : "rejected");
+      }
+      case MessageType.HANGUP: {
+        const reason = (this.#remoteReason = remoteReason(msg));
+        this.#log(`hangup from ${this.peerId}${reason ? ` (${reason})` : ""}`);
+        return this.#end(HANGUP_REASONS[reason] ?? "remote-hangup");
+      }
+      case MessageType.OFFER:
+      case MessageType.ANSWER:
+        return this.#onDescription(msg.data);
+      case MessageType.CANDIDATE:
+        return this.#onCandidate(msg.data);
+      default:
+        this.#log(`ignored ${msg.type}`);
+    }
+  }
+
+  /**
+   * Caller: the callee accepted. As the impolite side (the default), add our track, which starts the
+   * negotiation. If the server made us the polite side (both called each other at once), wait for the
+   * offer like a callee.
+   * @param {{polite?: boolean}} msg
+   */
+  #onAccepted(msg) {
+    if (this.direction !== "outgoing" || !this.#transition("accepted")) return;
+    this.timeline.accepted = performance.now();
+    if (typeof msg.polite === "boolean") this.polite = msg.polite;
+    this.#createPeerConnection();
+    if (this.polite) {
+      this.#log(`call-accept from ${this.peerId}; the server made us polite: waiting for the offer`);
+    } else {
+      this.#log(`call-accept from ${this.peerId}; adding the microphone track`);
+      this.#addLocalTrack(); // -> negotiationneeded -> offer
+    }
+    this.#startTimer(MEDIA_TIMEOUT_MS, () => this.hangup(Reason.ICE_TIMEOUT, "failed"));
+  }
+
+  #createPeerConnection() {
+    const pc = new RTCPeerConnection({ iceServers: this.#iceServers ?? [] });
+    this.#pc = pc;
+    const role = this.role;
+    this.#log(`created RTCPeerConnection with ${this.#iceServers?.length ?? 0} ICE server(s)`);
+
+    pc.addEventListener("negotiationneeded", async () => {
+      if (pc !== this.#pc || !this.active) return;
+      try {
+        this.#makingOffer = true;
+        this.#log("negotiationneeded: SLD(offer)");
+        await pc.setLocalDescription();
+        if (pc !== this.#pc || !this.active) return;
+        this.timeline.offerSent ??= performance.now();
+        this.#sendMsg(protocol.description(this.peerId, pc.localDescription, this.callId));
+        this.#log("sent offer");
+      } catch (err) {
+        console.error(`[${role}] could not make an offer:`, err);
+      } finally {
+        this.#makingOffer = false;
+      }
+    });
+    pc.addEventListener("icecandidate", ({ candidate }) => {
+      if (pc !== this.#pc || !this.active) return;
+      this.#sendMsg(protocol.candidate(this.peerId, candidate, this.callId));
+      if (!candidate) this.#log("end of local candidates");
+    });
+    pc.addEventListener("icecandidateerror", (event) => {
+      // Expected when a STUN/TURN server is unreachable; the call goes on with the other candidates.
+      console.info(`[${role}] ICE candidate error ${event.errorCode} ${event.url ?? ""}: ${event.errorText}`);
+    });
+    pc.addEventListener("track", (event) => {
+      if (pc !== this.#pc) return;
+      this.#log(`remote ${event.track.kind} track`);
+      this.#remote = event.streams[0] ?? new MediaStream([event.track]);
+      this.dispatchEvent(new CustomEvent("track", { detail: { stream: this.#remote } }));
+    });
+    pc.addEventListener("signalingstatechange", () => this.#log(`signalingState ${pc.signalingState}`));
+    pc.addEventListener("iceconnectionstatechange", () =>
+      this.#log(`iceConnectionState ${pc.iceConnectionState}`),
+    );
+    pc.addEventListener("connectionstatechange", () => this.#onConnectionState(pc));
+  }
+
+  #addLocalTrack() {
+    if (this.#trackAdded || !this.#pc || !this.#local) return;
+    for (const track of this.#local.getAudioTracks()) this.#pc.addTrack(track, this.#local);
+    this.#trackAdded = true;
+  }
+
+  /** @param {RTCSessionDescriptionInit} description */
+  async #onDescription(description) {
+    const pc = this.#pc;
+    if (!pc || !this.active || !description) {
+      this.#log(`ignored ${description?.type ?? "description"}: no peer connection yet`);
+      return;
+    }
+    const offerCollision =
+      description.type === "offer" && (this.#makingOffer || pc.signalingState !== "stable");
+    this.#ignoreOffer = !this.polite && offerCollision;
+    if (this.#ignoreOffer) {
+      this.#log("ignored a colliding offer (impolite)");
+      return;
+    }
+    try {
+      this.#log(`SRD(${description.type})${offerCollision ? " with rollback" : ""}`);
+      await pc.setRemoteDescription(description);
+      if (description.type === "offer") {
+        this.timeline.offerReceived ??= performance.now();
+        this.#addLocalTrack(); // callee: reuses the transceiver the offer created, so no extra offer
+        this.#log("SLD(answer)");
+        await pc.setLocalDescription();
+        if (pc !== this.#pc || !this.active) return;
+        this.#sendMsg(protocol.description(this.peerId, pc.localDescription, this.callId));
+        this.#log("sent answer");
+      } else {
+        this.timeline.answerReceived ??= performance.now();
+      }
+      await this.#flushCandidates();
+    } catch (err) {
+      console.error(`[${this.role}] could not apply the remote ${description.type}:`, err);
+    }
+  }
+
+  /** @param {RTCIceCandidateInit|null} candidate */
+  async #onCandidate(candidate) {
+    const pc = this.#pc;
+    if (!pc || !pc.remoteDescription) {
+      this.#pendingCandidates.push(candidate);
+      return;
+    }
+    await this.#addCandidate(pc, candidate);
+  }
+
+  async #flushCandidates() {
+    const pc = this.#pc;
+    const queued = this.#pendingCandidates.splice(0);
+    if (queued.length) this.#log(`adding ${queued.length} queued candidate(s)`);
+    for (const candidate of queued) await this.#addCandidate(pc, candidate);
+  }
+
+  /**
+   * @param {RTCPeerConnection} pc
+   * @param {RTCIceCandidateInit|null} candidate
+   */
+  async #addCandidate(pc, candidate) {
+    try {
+      await pc.addIceCandidate(candidate ?? undefined);
+    } catch (err) {
+      // Expected for candidates of an offer we ignored, and for a late end-of-candidates.
+      if (!this.#ignoreOffer && candidate) console.warn(`[${this.role}] addIceCandidate failed:`, err);
+    }
+  }
+
+  /** @param {RTCPeerConnection} pc */
+  #onConnectionState(pc) {
+    if (pc !== this.#pc) return;
+    const state = pc.connectionState;
+    this.#log(`connectionState ${state}`);
+    this.dispatchEvent(new CustomEvent("connectionstatechange", { detail: { connectionState: state } }));
+    if (!this.active) return;
+    if (state === "connected") {
+      clearTimeout(this.#timer);
+      if (this.#state === CallState.CALLING && this.#transition("connected")) {
+        this.timeline.connected = performance.now();
+        this.#log(`connected ${Math.round(this.timeline.connected - this.timeline.accepted)} ms after accept`);
+      }
+      this.selectedPath().then((path) => {
+        if (path) this.dispatchEvent(new CustomEvent("path", { detail: path }));
+      });
+    } else if (state === "failed") {
+      this.#log("connection failed: restartIce()");
+      pc.restartIce();
+      this.#startTimer(MEDIA_TIMEOUT_MS, () => this.hangup(Reason.ICE_FAILED, "failed"));
+    }
+  }
+
+  /**
+   * @param {string} event
+   * @returns {boolean} whether the transition was allowed (and made)
+   */
+  #transition(event) {
+    const previous = this.#state;
+    const next = TRANSITIONS[previous]?.[event];
+    if (!next) {
+      this.#log(`ignored "${event}": the call is ${previous}`);
+      return false;
+    }
+    this.#state = next;
+    this.dispatchEvent(new CustomEvent("statechange", { detail: { state: next, previous } }));
+    return true;
+  }
+
+  /** @param {EndReason} reason */
+  #end(reason) {
+    if (!this.active) return;
+    this.#reason = reason;
+    this.timeline.ended = performance.now();
+    this.#log(`ended: ${reason}`);
+    clearTimeout(this.#timer);
+    this.#stopMicrophone();
+    if (this.#pc) {
+      this.#pc.close();
+      this.#log("closed the peer connection");
+    }
+    this.#pendingCandidates = [];
+    const previous = this.#state;
+    this.#state = CallState.ENDED;
+    this.dispatchEvent(
+      new CustomEvent("statechange", {
+        detail: { state: CallState.ENDED, previous, reason, remoteReason: this.#remoteReason },
+      }),
+    );
+  }
+
+  #stopMicrophone() {
+    for (const track of this.#local?.getTracks() ?? []) track.stop();
+  }
+
+  /**
+   * @param {number} ms
+   * @param {() => void} action
+   */
+  #startTimer(ms, action) {
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      if (this.active) action();
+    }, ms);
+  }
+
+  /** @param {object} msg */
+  #sendMsg(msg) {
+    return this.#send(msg);
+  }
+
+  /** @param {string} text */
+  #log(text) {
+    console.log(`[${this.role}] ${text}`);
+  }
+}

@@ -1,0 +1,200 @@
+/**
+ * Signaling protocol v1: message type constants, error and close codes, and message builders.
+ *
+ * Pure data in, data out: no sockets, no DOM, no timers. Mirrors src/peercall/protocol/ on the server
+ * (docs/protocol.md is the reference); keep the two in step.
+ *
+ * A client frame is `{type, to, data?, callId?}`; the server forwards it to `to` with `from` set to the
+ * sender's id. Server frames are `welcome`, `presence` and `error`.
+ * @module protocol
+ */
+
+/** The protocol version this client speaks (the server says its own in `welcome.protocol`). */
+export const PROTOCOL_VERSION = 1;
+
+/** Message `type` values (kebab-case on the wire). */
+export const MessageType = Object.freeze({
+  CALL_REQUEST: "call-request",
+  CALL_ACCEPT: "call-accept",
+  CALL_REJECT: "call-reject",
+  OFFER: "offer",
+  ANSWER: "answer",
+  CANDIDATE: "candidate",
+  HANGUP: "hangup",
+  // server -> client only
+  WELCOME: "welcome",
+  PRESENCE: "presence",
+  ERROR: "error",
+  // sent only by servers that keep call state (a plain relay never sends them); optional for clients
+  CALL_RINGING: "call-ringing", // {callId, to}: the server's id for the call we just requested
+  CALL_ENDED: "call-ended", // {callId, outcome, reason}: the server ended a call we took part in
+  CALL_RESUMED: "call-resumed", // {callId, peer, polite, state}: after a reconnect, our call is still on
+  MISSED_CALLS: "missed-calls", // {calls: [record…]}: calls that rang while none of our devices was online
+});
+
+/** Types that the server forwards from one client to another. */
+export const ROUTED_TYPES = Object.freeze([
+  MessageType.CALL_REQUEST,
+  MessageType.CALL_ACCEPT,
+  MessageType.CALL_REJECT,
+  MessageType.OFFER,
+  MessageType.ANSWER,
+  MessageType.CANDIDATE,
+  MessageType.HANGUP,
+]);
+
+/** The `code` of an `error` frame. */
+export const ErrorCode = Object.freeze({
+  BAD_JSON: "bad-json",
+  BAD_MESSAGE: "bad-message",
+  UNKNOWN_TYPE: "unknown-type",
+  TOO_LARGE: "too-large",
+  UNAVAILABLE: "unavailable",
+  ID_TAKEN: "id-taken",
+  // from servers that keep call state
+  NOT_IN_CALL: "not-in-call",
+  IN_CALL: "in-call",
+});
+
+/**
+ * `reason` values in `call-reject` / `hangup` data (Matrix's hangup reasons in kebab-case, as the server's
+ * call history uses them; `busy` is the seed protocol's). Other clients may send others.
+ */
+export const Reason = Object.freeze({
+  BUSY: "busy",
+  USER_BUSY: "user-busy",
+  USER_HANGUP: "user-hangup",
+  USER_REJECTED: "user-rejected",
+  USER_MEDIA_FAILED: "user-media-failed",
+  INVITE_TIMEOUT: "invite-timeout",
+  ICE_FAILED: "ice-failed",
+  ICE_TIMEOUT: "ice-timeout",
+  PEER_LOST: "peer-lost",
+  ANSWERED_ELSEWHERE: "answered-elsewhere",
+  UNKNOWN_ERROR: "unknown-error",
+});
+
+/** WebSocket close codes with a meaning for the client. */
+export const CloseCode = Object.freeze({
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  REPLACED: 4501,
+  ID_TAKEN: 4509,
+});
+
+/** What a client id may look like: 1-64 letters, digits, `_`, `-`, `.` or `@` (same rule as the server). */
+export const ID_PATTERN = /^[A-Za-z0-9_.@-]{1,64}$/;
+
+/** The id rule in words, for hints and error messages. */
+export const ID_RULE = "1–64 characters: letters, digits, and _ - . @ (no spaces)";
+
+/**
+ * Check a client id before connecting (the server refuses a malformed one with HTTP 400, which a
+ * browser only sees as a failed connection).
+ * @param {string} id
+ * @returns {string|null} null if valid, else a sentence saying what is wrong, in the user's terms.
+ */
+export function idProblem(id) {
+  if (!id) return `Please enter a name: ${ID_RULE}.`;
+  if (id.length > 64) return `That name is ${id.length} characters long; at most 64 are allowed (${ID_RULE}).`;
+  if (!ID_PATTERN.test(id)) {
+    const bad = [...new Set([...id].filter((ch) => !/[A-Za-z0-9_.@-]/.test(ch)))];
+    const shown = bad.map((ch) => (ch === " " ? "spaces" : `“${ch}”`)).join(", ");
+    return `“${id}” is not a valid name (${shown} not allowed). Use ${ID_RULE}.`;
+  }
+  return null;
+}
+
+/**
+ * Whether a close code is terminal: 4500-4999 means "do not reconnect as you are".
+ * 4000-4499 means the client may reconnect (with backoff), as may 1001 (server going away).
+ * @param {number} code
+ * @returns {boolean}
+ */
+export function isTerminalClose(code) {
+  return code >= 4500 && code <= 4999;
+}
+
+/**
+ * A fresh call id, unique enough to tell one call from the next between the same two people.
+ * @returns {string}
+ */
+export function newCallId() {
+  if (globalThis.crypto?.randomUUID) return globalThis.crypto.randomUUID();
+  const bytes = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(bytes);
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Build a client -> server frame.
+ * @param {string} type one of {@link ROUTED_TYPES}
+ * @param {string} to recipient id
+ * @param {{data?: unknown, callId?: string}} [extra]
+ * @returns {{type: string, to: string, data?: unknown, callId?: string}}
+ */
+export function message(type, to, { data, callId } = {}) {
+  const msg = { type, to };
+  if (data !== undefined) msg.data = data;
+  if (callId !== undefined) msg.callId = callId;
+  return msg;
+}
+
+/** @param {string} to @param {string} [callId] */
+export const callRequest = (to, callId) => message(MessageType.CALL_REQUEST, to, { callId });
+
+/** @param {string} to @param {string} [callId] */
+export const callAccept = (to, callId) => message(MessageType.CALL_ACCEPT, to, { callId });
+
+/**
+ * @param {string} to
+ * @param {string} [callId]
+ * @param {string} [reason] e.g. {@link Reason.BUSY}
+ */
+export const callReject = (to, callId, reason) =>
+  message(MessageType.CALL_REJECT, to, { callId, data: reason ? { reason } : undefined });
+
+/**
+ * `offer` or `answer` with an RTCSessionDescriptionInit (`{type, sdp}` only: the server checks the shape).
+ * @param {string} to
+ * @param {RTCSessionDescription|RTCSessionDescriptionInit} description
+ * @param {string} [callId]
+ */
+export function description(to, description, callId) {
+  const { type, sdp } = description;
+  return message(type === "offer" ? MessageType.OFFER : MessageType.ANSWER, to, {
+    callId,
+    data: { type, sdp },
+  });
+}
+
+/**
+ * `candidate` with an RTCIceCandidateInit, or null for end-of-candidates.
+ * @param {string} to
+ * @param {RTCIceCandidate|null} candidate
+ * @param {string} [callId]
+ */
+export const candidate = (to, candidate, callId) =>
+  message(MessageType.CANDIDATE, to, { callId, data: candidate ? candidate.toJSON() : null });
+
+/**
+ * @param {string} to
+ * @param {string} [callId]
+ * @param {string} [reason]
+ */
+export const hangup = (to, callId, reason) =>
+  message(MessageType.HANGUP, to, { callId, data: reason ? { reason } : undefined });
+
+/**
+ * Parse one server frame. Never throws.
+ * @param {string} text
+ * @returns {{type: string, [key: string]: unknown}|null} null if the frame is not a JSON object with a type.
+ */
+export function parse(text) {
+  try {
+    const msg = JSON.parse(text);
+    return msg && typeof msg === "object" && typeof msg.type === "string" ? msg : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,241 @@
+/**
+ * The signaling connection: one WebSocket to the peercall server, reconnected with backoff.
+ *
+ * Owns the socket and its timers; knows nothing of the DOM or of WebRTC. Every server frame is
+ * dispatched as an event named after its `type` (`welcome`, `presence`, `call-request`, `offer`, …,
+ * `error`), with the parsed frame as `event.detail`; connection changes as `statechange`; the list of
+ * other users online as `online`.
+ *
+ * Reconnect policy by close code (ranges, not lists; see protocol.js):
+ *  - 4500-4999: terminal (e.g. 4509 id taken): stay disconnected and say why;
+ *  - 1001 (server going away), any other unexpected close, or a failed handshake: reconnect with
+ *    exponential backoff and jitter, until `disconnect()` is called.
+ * @module signaling
+ */
+
+import { CloseCode, ErrorCode, MessageType, idProblem, isTerminalClose, parse } from "./protocol.js";
+
+/**
+ * @typedef {"disconnected"|"connecting"|"connected"|"reconnecting"} SignalingState
+ */
+
+/**
+ * @typedef {object} StateDetail
+ * @property {SignalingState} state
+ * @property {SignalingState} previous
+ * @property {number} [code] close code of the socket that just closed
+ * @property {string} [reason] why we are disconnected / reconnecting, as a sentence
+ * @property {number} [retryIn] milliseconds until the next attempt (state "reconnecting")
+ * @property {boolean} [terminal] true if the server told us not to come back as we are
+ */
+
+/** A WebSocket signaling client. */
+export class Signaling extends EventTarget {
+  /** @type {WebSocket|null} */ #ws = null;
+  /** @type {SignalingState} */ #state = "disconnected";
+  /** @type {string|null} */ #id = null;
+  /** @type {string|null} */ #device = null;
+  /** @type {object|null} */ #welcome = null;
+  #url;
+  #attempt = 0;
+  #timer = 0;
+  #minDelay;
+  #maxDelay;
+  /** @type {Set<string>} */ #online = new Set();
+  /** @type {object|null} the last error frame, to explain a close that follows it */ #lastError = null;
+
+  /**
+   * @param {object} [options]
+   * @param {string|URL} [options.url] the `/ws` endpoint; default: `ws` next to the current page
+   * @param {number} [options.minDelay] first reconnect delay in ms (default 500)
+   * @param {number} [options.maxDelay] largest reconnect delay in ms (default 30000)
+   */
+  constructor({ url, minDelay = 500, maxDelay = 30_000 } = {}) {
+    super();
+    const base = new URL(url ?? "ws", globalThis.location?.href);
+    if (base.protocol === "http:") base.protocol = "ws:";
+    if (base.protocol === "https:") base.protocol = "wss:";
+    this.#url = base;
+    this.#minDelay = minDelay;
+    this.#maxDelay = maxDelay;
+  }
+
+  /** @returns {SignalingState} */
+  get state() {
+    return this.#state;
+  }
+
+  /** Our own id while connected or reconnecting, else null. */
+  get id() {
+    return this.#id;
+  }
+
+  /** The last `welcome` frame (the server's version, timers…), or null before the first one. */
+  get welcome() {
+    return this.#welcome;
+  }
+
+  /** The ids of the others online, sorted. */
+  get online() {
+    return [...this.#online].sort();
+  }
+
+  /** Whether frames can be sent right now. */
+  get isOpen() {
+    return this.#ws?.readyState === WebSocket.OPEN && this.#state === "connected";
+  }
+
+  /**
+   * Connect as `id`. Throws (without touching the network) if the id is malformed.
+   * @param {string} id
+   * @param {object} [options]
+   * @param {string|null} [options.device] this device's id, kept across reconnects, so that the server can
+   *   hand a call over to the new connection (same characters as an id)
+   */
+  connect(id, { device = null } = {}) {
+    const problem = idProblem(id);
+    if (problem) throw new TypeError(problem);
+    if (this.#state !== "disconnected") this.disconnect();
+    this.#id = id;
+    this.#device = device && !idProblem(device) ? device : null;
+    this.#attempt = 0;
+    this.#open("connecting");
+  }
+
+  /** Close the connection on purpose and stop reconnecting. */
+  disconnect() {
+    clearTimeout(this.#timer);
+    const ws = this.#ws;
+    this.#ws = null;
+    if (ws && ws.readyState <= WebSocket.OPEN) ws.close(CloseCode.NORMAL, "bye");
+    this.#setOnline([]);
+    this.#id = null;
+    this.#setState("disconnected", { reason: "You disconnected." });
+  }
+
+  /**
+   * Send one client frame.
+   * @param {object} msg built by protocol.js
+   * @returns {boolean} false if the socket is not open (the frame is dropped)
+   */
+  send(msg) {
+    if (!this.isOpen) {
+      console.warn("[signaling] not connected; dropped", msg.type, "to", msg.to);
+      return false;
+    }
+    this.#ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  /** @param {SignalingState} state */
+  #open(state) {
+    const url = new URL(this.#url);
+    url.searchParams.set("id", this.#id);
+    if (this.#device) url.searchParams.set("device", this.#device);
+    this.#setState(state);
+    this.#lastError = null;
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch (err) {
+      console.error("[signaling] cannot open", url.href, err);
+      this.#closed({ code: 1006, reason: String(err?.message ?? err) });
+      return;
+    }
+    this.#ws = ws;
+    ws.addEventListener("message", (event) => {
+      if (ws === this.#ws) this.#receive(event.data);
+    });
+    ws.addEventListener("close", (event) => {
+      if (ws === this.#ws) this.#closed(event);
+    });
+  }
+
+  /** @param {string} text */
+  #receive(text) {
+    const msg = parse(text);
+    if (!msg) {
+      console.warn("[signaling] ignored a frame that is not a JSON message:", String(text).slice(0, 200));
+      return;
+    }
+    switch (msg.type) {
+      case MessageType.WELCOME:
+        this.#attempt = 0;
+        this.#welcome = msg;
+        this.#setOnline(Array.isArray(msg.online) ? msg.online : []);
+        this.#setState("connected");
+        break;
+      case MessageType.PRESENCE: {
+        const next = new Set(this.#online);
+        if (msg.status === "online") next.add(msg.id);
+        else next.delete(msg.id);
+        this.#setOnline([...next]);
+        break;
+      }
+      case MessageType.ERROR:
+        this.#lastError = msg;
+        console.warn(`[signaling] server error ${msg.code}: ${msg.message}`);
+        break;
+      default:
+        break;
+    }
+    this.dispatchEvent(new CustomEvent("message", { detail: msg }));
+    this.dispatchEvent(new CustomEvent(msg.type, { detail: msg }));
+  }
+
+  /** @param {{code: number, reason?: string}} event */
+  #closed({ code, reason }) {
+    this.#ws = null;
+    const wasConnected = this.#state === "connected";
+    this.#setOnline([]);
+    if (isTerminalClose(code)) {
+      const why =
+        this.#lastError?.code === ErrorCode.ID_TAKEN || code === CloseCode.ID_TAKEN
+          ? `The name “${this.#id}” is already connected from another tab or device. ` +
+            "Close that one or pick another name."
+          : code === CloseCode.REPLACED
+            ? "This page was disconnected because the same device connected again elsewhere."
+            : `The server closed the connection (${code}${reason ? `: ${reason}` : ""}).`;
+      console.warn(`[signaling] closed ${code} ${reason ?? ""}: terminal, not reconnecting`);
+      this.#id = null;
+      this.#setState("disconnected", { code, reason: why, terminal: true });
+      return;
+    }
+    const delay = this.#backoff();
+    const why =
+      code === CloseCode.GOING_AWAY
+        ? "The server is restarting."
+        : wasConnected
+          ? "Lost the connection to the server."
+          : "Cannot reach the server.";
+    console.info(`[signaling] closed ${code} ${reason ?? ""}; reconnecting in ${delay} ms`);
+    this.#setState("reconnecting", { code, reason: why, retryIn: delay });
+    this.#timer = setTimeout(() => this.#open("reconnecting"), delay);
+  }
+
+  /** Exponential backoff with jitter: uniform in [d/2, d], d = min(max, min * 2^attempt). */
+  #backoff() {
+    const ceiling = Math.min(this.#maxDelay, this.#minDelay * 2 ** this.#attempt);
+    this.#attempt += 1;
+    return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+  }
+
+  /** @param {string[]} ids */
+  #setOnline(ids) {
+    const next = new Set(ids.filter((id) => id !== this.#id));
+    const same = next.size === this.#online.size && [...next].every((id) => this.#online.has(id));
+    this.#online = next;
+    if (!same) this.dispatchEvent(new CustomEvent("online", { detail: this.online }));
+  }
+
+  /**
+   * @param {SignalingState} state
+   * @param {Partial<StateDetail>} [extra]
+   */
+  #setState(state, extra = {}) {
+    const previous = this.#state;
+    this.#state = state;
+    if (previous === state && state !== "reconnecting") return;
+    this.dispatchEvent(new CustomEvent("statechange", { detail: { state, previous, ...extra } }));
+  }
+}

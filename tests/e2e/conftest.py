@@ -1,0 +1,195 @@
+"""Fixtures for the browser end-to-end tests: Debian's Chromium driven by Playwright (async API).
+
+One browser per session, a fresh browser context (own storage, own fake microphone) per page. The tests
+must run inside a network namespace that has nothing but loopback, so that no media or DNS ever leaves
+127.0.0.1: `scripts/loopback-only .venv/bin/pytest tests/e2e -x -v`.
+
+The async API, not the sync one: a session-scoped sync Playwright leaves its event loop marked as running
+between calls, which breaks every pytest-asyncio test that runs after it in the same session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright, expect
+
+from tests.conftest import ARTIFACTS
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCALE = float(os.environ.get("PEERCALL_TEST_TIMEOUT_SCALE", "1"))
+"""Multiply every timeout by this on slow machines."""
+TIMEOUT_MS = int(10_000 * SCALE)
+"""How long to wait for anything a user would see "at once" (a status, a call connecting on loopback)."""
+
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",  # grant the microphone without a prompt
+    "--use-fake-device-for-media-stream",  # a fake microphone that beeps
+    "--autoplay-policy=no-user-gesture-required",
+    "--allow-loopback-in-peer-connection",  # else no ICE candidates at all in a loopback-only namespace
+]
+
+# Runs in every page before its scripts: remember every stream getUserMedia hands out, so that a test can
+# tell whether the page opened the microphone, and whether it released it (all tracks "ended").
+TRACK_MICROPHONE = """
+(() => {
+  const streams = [];
+  window.__e2e = { streams };
+  const devices = navigator.mediaDevices;
+  if (!devices || !devices.getUserMedia) return;
+  const original = devices.getUserMedia.bind(devices);
+  devices.getUserMedia = async (constraints) => {
+    const stream = await original(constraints);
+    streams.push(stream);
+    return stream;
+  };
+})();
+"""
+
+# Runs in a page whose user refuses the microphone: getUserMedia fails as when the permission is denied.
+DENY_MICROPHONE = """
+navigator.mediaDevices.getUserMedia = async () => {
+  throw new DOMException("Permission denied", "NotAllowedError");
+};
+"""
+
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+@pytest.fixture(scope="session")
+def loopback_only() -> None:
+    """Fail (never skip) unless this process is in a network namespace whose only interface is `lo`.
+
+    Asks the kernel for this process's own interfaces (netlink, via `if_nameindex`). `/sys/class/net` is not
+    enough: it shows the namespace of whoever mounted sysfs, so after `unshare --net` without a fresh
+    `mount -t sysfs` (as scripts/loopback-only does today) it still lists the host's interfaces.
+    """
+    interfaces = sorted(name for _, name in socket.if_nameindex())
+    if interfaces != ["lo"]:
+        pytest.fail(
+            f"browser tests must run in a loopback-only network namespace, but this one has the interfaces "
+            f"{', '.join(interfaces)}. Run them as: scripts/loopback-only .venv/bin/pytest tests/e2e -x -v",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> Path:
+    """/usr/bin/chromium; fails (never skips) if it is not installed."""
+    if not CHROMIUM.is_file() or not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's Chromium (apt-get install -y chromium). "
+            "Do not use `playwright install`: its browser download cannot work here.",
+            pytrace=False,
+        )
+    return CHROMIUM
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def browser(loopback_only: None, chromium_path: Path) -> AsyncIterator[Browser]:
+    """Debian's Chromium with a fake microphone, headless: one for the whole session."""
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=str(chromium_path), headless=True, args=CHROMIUM_FLAGS
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@dataclass
+class Opened:
+    """A page opened by `open_page`, with what it logged."""
+
+    page: Page
+    name: str
+    context: BrowserContext
+    console: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+OpenPage = Callable[..., Awaitable[Page]]
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Remember each phase's report on the item, so fixtures can tell whether the test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def open_page(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[OpenPage]:
+    """`await open_page(base_url, "/callerA.html", "A")` -> a Page in a browser context of its own.
+
+    `deny_microphone=True`: the user refuses the microphone in that page.
+
+    At the end: if the test failed, save a screenshot of every page and print their console logs; in any
+    case fail if a page had an uncaught JavaScript error.
+    """
+    opened: list[Opened] = []
+
+    async def _open(base_url: str, path: str, name: str, *, deny_microphone: bool = False) -> Page:
+        context = await browser.new_context(base_url=base_url, viewport={"width": 1100, "height": 760})
+        await context.add_init_script(TRACK_MICROPHONE)
+        if deny_microphone:
+            await context.add_init_script(DENY_MICROPHONE)
+        page = await context.new_page()
+        entry = Opened(page, name, context)
+        opened.append(entry)
+
+        def on_console(msg: ConsoleMessage) -> None:
+            entry.console.append(f"[{name}] {msg.type}: {msg.text}")
+
+        page.on("console", on_console)
+        page.on("pageerror", lambda exc: entry.errors.append(f"[{name}] {exc}"))
+        await page.goto(path)
+        return page
+
+    yield _open
+
+    report = getattr(request.node, "report_call", None)
+    failed = report is not None and report.failed
+    try:
+        if failed:
+            for entry in opened:
+                if not entry.page.is_closed():
+                    shot = artifacts_dir() / f"failed-{request.node.name}-{entry.name}.png"
+                    await entry.page.screenshot(path=shot, full_page=True)
+                    print(f"screenshot of {entry.name}: {shot}")
+            for entry in opened:
+                print(f"---- console of {entry.name} ----")
+                print("\n".join(entry.console) or "(nothing)")
+    finally:
+        for entry in opened:
+            await entry.context.close()
+    errors = [e for entry in opened for e in entry.errors]
+    if errors:
+        pytest.fail("uncaught JavaScript errors:\n" + "\n".join(errors), pytrace=False)
+
+
+def artifacts_dir() -> Path:
+    """test-artifacts/ (git ignores it), created on demand."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+def dump(value: Any) -> str:
+    return json.dumps(value, indent=1, sort_keys=True)

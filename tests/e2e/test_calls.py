@@ -1,0 +1,389 @@
+"""Browser to browser: real calls between two Chromium pages, asserted the way a user would notice them.
+
+Every page runs in a browser context of its own with a fake microphone that beeps. Nothing sleeps and then
+asserts: every step waits for what the user would see, with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import websockets
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Page, expect
+
+from tests.conftest import ServerProcess, run_server
+
+from .conftest import SCALE, TIMEOUT_MS, OpenPage, artifacts_dir, dump
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
+
+# The page's audio as getStats() reports it: the inbound audio stream, the outbound one, and the candidate
+# pair that the transport selected (or, failing that, the nominated pair that succeeded).
+AUDIO_STATS = """
+async () => {
+  const pc = window.peercall.pc;
+  if (!pc) return null;
+  const stats = await pc.getStats();
+  const out = { connectionState: pc.connectionState, inbound: null, outbound: null, pair: null };
+  let pair = null;
+  for (const r of stats.values()) {
+    if (r.type === "inbound-rtp" && r.kind === "audio") {
+      out.inbound = { packetsReceived: r.packetsReceived, totalAudioEnergy: r.totalAudioEnergy ?? 0,
+                      audioLevel: r.audioLevel ?? 0, bytesReceived: r.bytesReceived };
+    }
+    if (r.type === "outbound-rtp" && r.kind === "audio") out.outbound = { packetsSent: r.packetsSent };
+    if (r.type === "transport" && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId);
+  }
+  if (!pair) {
+    for (const r of stats.values()) {
+      if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r;
+    }
+  }
+  if (pair) {
+    const local = stats.get(pair.localCandidateId), remote = stats.get(pair.remoteCandidateId);
+    out.pair = { state: pair.state, local: local?.candidateType, remote: remote?.candidateType,
+                 localAddress: local?.address, remoteAddress: remote?.address, protocol: local?.protocol };
+  }
+  return out;
+}
+"""
+
+# Microphone streams the page opened (see TRACK_MICROPHONE in conftest.py).
+MIC = """
+() => {
+  const tracks = window.__e2e.streams.flatMap((s) => s.getTracks());
+  return { opened: window.__e2e.streams.length, live: tracks.filter((t) => t.readyState === "live").length };
+}
+"""
+
+
+async def wait_until(
+    probe: Callable[[], Awaitable[Any]],
+    ok: Callable[[Any], bool],
+    what: str,
+    timeout: float = TIMEOUT_MS / 1000,
+) -> Any:
+    """Poll `probe()` every 100 ms until `ok(value)`; fail with the last value after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    value = await probe()
+    while not ok(value):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.1f}s waiting for {what}; last value:\n{dump(value)}")
+        await asyncio.sleep(0.1)
+        value = await probe()
+    return value
+
+
+async def connect(page: Page) -> None:
+    """Click Connect and wait until the page says it is connected to the server."""
+    await page.click("#connect")
+    await expect(page.locator("#server-status")).to_have_text("Connected")
+
+
+async def mic(page: Page) -> dict[str, int]:
+    return await page.evaluate(MIC)
+
+
+async def audio_stats(page: Page) -> dict[str, Any] | None:
+    return await page.evaluate(AUDIO_STATS)
+
+
+async def assert_audio_flows(page: Page, who: str) -> dict[str, Any]:
+    """`who`'s page receives audio: packets keep arriving (~50/s) and they carry sound (energy grows)."""
+    first = await wait_until(
+        lambda: audio_stats(page),
+        lambda s: bool(s and s["inbound"] and s["inbound"]["packetsReceived"] > 0),
+        f"{who} to receive audio packets",
+    )
+    start = time.monotonic()
+    before = first["inbound"]
+    later = await wait_until(
+        lambda: audio_stats(page),
+        lambda s: (
+            s["inbound"]["packetsReceived"] >= before["packetsReceived"] + 40
+            and s["inbound"]["totalAudioEnergy"] > before["totalAudioEnergy"]
+        ),
+        f"{who}'s inbound audio to grow by 40 packets (0.8 s of Opus) with rising energy",
+        timeout=5 * SCALE,
+    )
+    elapsed = time.monotonic() - start
+    after = later["inbound"]
+    rate = (after["packetsReceived"] - before["packetsReceived"]) / elapsed
+    assert rate > 25, f"{who} receives only {rate:.0f} packets/s (expected about 50): {dump(later)}"
+    assert after["totalAudioEnergy"] > 0, f"{who} receives silence: {dump(later)}"
+    return later
+
+
+async def open_pair(open_page: OpenPage, server: ServerProcess) -> tuple[Page, Page]:
+    """The two-tab demo: clientA and clientB, both connected to the server."""
+    a = await open_page(server.http, "/callerA.html", "A")
+    b = await open_page(server.http, "/callerB.html", "B")
+    await connect(a)
+    await connect(b)
+    await expect(a.locator('#online button[data-peer="clientB"]')).to_be_visible()
+    return a, b
+
+
+async def ring(a: Page, b: Page, caller: str = "clientA") -> None:
+    """`a` clicks Call; `b` sees the highlighted incoming-call box with the caller's name."""
+    await a.click("#call")
+    await expect(a.locator("#call-status")).to_have_text("Requesting")
+    await expect(b.locator("#incoming")).to_be_visible()
+    await expect(b.locator("#incoming")).to_contain_text(caller)
+    await expect(b.locator("#call-status")).to_have_text("Incoming call")
+
+
+async def test_two_tab_demo_call_has_audio_both_ways_and_hangs_up(
+    fresh_server: ServerProcess, open_page: OpenPage, record_property: Callable[[str, Any], None]
+) -> None:
+    """callerA calls callerB, B accepts, audio flows both ways on a direct path, and A's hangup ends both."""
+    a, b = await open_pair(open_page, fresh_server)
+    assert await mic(a) == {"opened": 0, "live": 0}, "A opened the microphone before any call"
+
+    await ring(a, b)
+    assert (await mic(a))["live"] == 1, "the caller's microphone should be open while it rings"
+    assert await mic(b) == {"opened": 0, "live": 0}, "B opened the microphone before accepting"
+    await expect(b.locator("#accept")).to_be_enabled()
+
+    clicked = time.monotonic()
+    await b.click("#accept")
+    await expect(b.locator("#incoming")).to_be_hidden()
+    await expect(b.locator("#message")).to_be_hidden()
+    await expect(b.locator("#call-status")).to_have_text("Connected")
+    await expect(a.locator("#call-status")).to_have_text("Connected")
+    wall = time.monotonic() - clicked
+    in_page = await b.evaluate("peercall.call.timeline.connected - peercall.call.timeline.accepted")
+    record_property("accept_to_connected_ms", round(in_page))
+    print(f"Accept -> Connected: {in_page:.0f} ms in B's page, {wall * 1000:.0f} ms as the test saw it")
+    assert (await mic(b))["live"] == 1, "the callee's microphone should be open during the call"
+
+    b_stats = await assert_audio_flows(b, "B")  # A's beeps arrive at B
+    a_stats = await assert_audio_flows(a, "A")  # and B's at A
+    for who, stats in (("A", a_stats), ("B", b_stats)):
+        pair = stats["pair"]
+        assert pair, f"{who} has no selected candidate pair: {dump(stats)}"
+        assert (pair["local"], pair["remote"]) == ("host", "host"), f"{who}'s path is not direct: {dump(pair)}"
+    print(f"B receives {dump(b_stats['inbound'])}\nA receives {dump(a_stats['inbound'])}")
+
+    await expect(a.locator("#remote-audio")).to_have_js_property("paused", False)
+    await expect(b.locator("#hangup")).to_be_enabled()
+    await expect(a.locator("#call")).to_be_disabled()
+    shots = artifacts_dir()
+    await a.screenshot(path=shots / "call-clientA.png", full_page=True)
+    await b.screenshot(path=shots / "call-clientB.png", full_page=True)
+
+    await a.click("#hangup")
+    await expect(a.locator("#call-status")).to_have_text("Call Ended")
+    await expect(b.locator("#call-status")).to_have_text("Call Ended")
+    for who, page in (("A", a), ("B", b)):
+        assert await mic(page) == {"opened": 1, "live": 0}, f"{who} did not release the microphone"
+        assert await page.evaluate("window.peercall.pc") is None
+        assert await page.evaluate("window.peercall.call.pc.connectionState") == "closed"
+        await expect(page.locator("#call")).to_be_enabled()
+        await expect(page.locator("#hangup")).to_be_disabled()
+    await expect(b.locator("#message")).to_have_text("clientA hung up.")
+
+
+async def test_rejected_call(fresh_server: ServerProcess, open_page: OpenPage) -> None:
+    """B rejects: A shows "Rejected" and releases its microphone; B's incoming box goes away."""
+    a, b = await open_pair(open_page, fresh_server)
+    await ring(a, b)
+
+    await b.click("#reject")
+    await expect(a.locator("#call-status")).to_have_text("Rejected")
+    await expect(b.locator("#incoming")).to_be_hidden()
+    await expect(b.locator("#call-status")).to_have_text("Call Ended")
+    await expect(a.locator("#message")).to_have_text("clientB declined the call.")
+    assert await mic(a) == {"opened": 1, "live": 0}, "A did not release the microphone"
+    assert await mic(b) == {"opened": 0, "live": 0}, "B opened the microphone although it rejected"
+    await expect(a.locator("#call")).to_be_enabled()
+
+
+async def test_calling_an_offline_name_is_unavailable(
+    server: ServerProcess, open_page: OpenPage, uid: Callable[[str], str]
+) -> None:
+    """Calling a name nobody is connected as (typed, then Enter) shows "Unavailable"."""
+    page = await open_page(server.http, "/", "alice")
+    await page.fill("#my-id", uid("alice"))
+    await page.press("#my-id", "Enter")
+    await expect(page.locator("#server-status")).to_have_text("Connected")
+
+    await page.fill("#peer-id", "nobody-here")
+    await page.press("#peer-id", "Enter")
+    await expect(page.locator("#call-status")).to_have_text("Unavailable")
+    await expect(page.locator("#message")).to_have_text("nobody-here is not online.")
+    assert (await mic(page))["live"] == 0, "the microphone stayed open after the call failed"
+    await expect(page.locator("#call")).to_be_enabled()
+
+
+async def test_index_users_see_each_other_and_caller_can_cancel(
+    server: ServerProcess, open_page: OpenPage, uid: Callable[[str], str]
+) -> None:
+    """Two named users see each other online; a click on the other's name rings them; cancel stops it."""
+    alice_id, bob_id = uid("alice"), uid("bob")
+    alice = await open_page(server.http, "/", "alice")
+    bob = await open_page(server.http, "/", "bob")
+    for page, name in ((alice, alice_id), (bob, bob_id)):
+        await page.fill("#my-id", name)
+        await connect(page)
+    await expect(alice.locator(f'#online button[data-peer="{bob_id}"]')).to_be_visible()
+    await expect(bob.locator(f'#online button[data-peer="{alice_id}"]')).to_be_visible()
+
+    await alice.click(f'#online button[data-peer="{bob_id}"]')
+    await expect(alice.locator("#call-status")).to_have_text("Requesting")
+    await expect(bob.locator("#incoming")).to_be_visible()
+    await expect(bob.locator("#incoming")).to_contain_text(alice_id)
+
+    await alice.click("#hangup")  # cancel while it rings
+    await expect(bob.locator("#incoming")).to_be_hidden()
+    await expect(bob.locator("#call-status")).to_have_text("Call Ended")
+    await expect(alice.locator("#call-status")).to_have_text("Call Ended")
+    assert (await mic(alice))["live"] == 0, "alice did not release the microphone"
+    assert (await mic(bob))["opened"] == 0, "bob opened the microphone without accepting"
+
+
+@pytest.mark.parametrize(
+    ("typed", "explained"),
+    [
+        ("bad name!", "not a valid name"),
+        ("x" * 65, "at most 64"),
+        ("", "Please enter a name"),
+    ],
+    ids=["space-and-bang", "too-long", "empty"],
+)
+async def test_invalid_name_is_explained_without_connecting(
+    server: ServerProcess, open_page: OpenPage, typed: str, explained: str
+) -> None:
+    """An invalid name gets a message saying what is allowed, and no connection is attempted."""
+    page = await open_page(server.http, "/", "user")
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    await page.evaluate("document.querySelector('#my-id').removeAttribute('maxlength')")
+    await page.fill("#my-id", typed)
+    await page.click("#connect")
+
+    message = page.locator("#message")
+    await expect(message).to_be_visible()
+    await expect(message).to_contain_text(explained)
+    await expect(message).to_contain_text("letters, digits")
+    await expect(page.locator("#my-id")).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator("#server-status")).to_have_text("Disconnected")
+    assert sockets == [], f"the page tried to connect: {sockets}"
+    assert await page.evaluate("window.peercall.signaling.state") == "disconnected"
+
+
+async def test_refused_microphone_is_explained_on_both_sides(fresh_server: ServerProcess, open_page: OpenPage) -> None:
+    """A user who refuses the microphone is told why; as a callee, the caller hears that it failed."""
+    a = await open_page(fresh_server.http, "/callerA.html", "A", deny_microphone=True)
+    b = await open_page(fresh_server.http, "/callerB.html", "B")
+    await connect(a)
+    await connect(b)
+
+    await b.click("#call")  # B calls A, A accepts, A's microphone is refused
+    await expect(a.locator("#incoming")).to_be_visible()
+    await a.click("#accept")
+    await expect(a.locator("#message")).to_contain_text("Microphone access was denied")
+    await expect(a.locator("#incoming")).to_be_hidden()
+    await expect(b.locator("#call-status")).to_have_text("Rejected")
+    await expect(b.locator("#message")).to_have_text("clientA could not open their microphone.")
+    assert (await mic(b))["live"] == 0, "B did not release the microphone"
+
+    await a.click("#call")  # A calls B: fails before anything is sent, so B never rings
+    await expect(a.locator("#message")).to_contain_text("Microphone access was denied")
+    await expect(a.locator("#call-status")).to_have_text("Call Ended")
+    await expect(a.locator("#call")).to_be_enabled()
+    await expect(b.locator("#incoming")).to_be_hidden()
+    await expect(b.locator("#call-status")).to_have_text("Rejected")
+
+
+async def test_second_caller_gets_busy_and_callee_is_not_disturbed(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """While A and B are in a call, a third caller gets "Busy" and B sees no incoming-call box."""
+    a, b = await open_pair(open_page, fresh_server)
+    await ring(a, b)
+    await b.click("#accept")
+    await expect(b.locator("#call-status")).to_have_text("Connected")
+
+    carol = await open_page(fresh_server.http, "/?peer=clientB", "carol")
+    await carol.fill("#my-id", "carol")
+    await connect(carol)
+    await carol.click("#call")
+    await expect(carol.locator("#call-status")).to_have_text("Busy")
+    assert (await mic(carol))["live"] == 0, "carol did not release the microphone"
+    await expect(b.locator("#incoming")).to_be_hidden()
+    await expect(b.locator("#message")).to_be_hidden()
+    await expect(b.locator("#call-status")).to_have_text("Connected")
+    await expect(a.locator("#call-status")).to_have_text("Connected")
+
+
+async def test_caller_going_offline_while_ringing_ends_the_call(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """If the caller's tab goes away while it rings, the callee's incoming box goes away too."""
+    a, b = await open_pair(open_page, fresh_server)
+    await ring(a, b)
+    await a.evaluate("window.peercall.signaling.disconnect()")  # as if the tab lost its connection
+    await expect(b.locator("#incoming")).to_be_hidden()
+    await expect(b.locator("#call-status")).to_have_text("Call Ended")
+    await expect(b.locator("#message")).to_have_text("clientA went offline.")
+
+
+async def test_page_reconnects_by_itself_after_a_server_restart(open_page: OpenPage, uid: Callable[[str], str]) -> None:
+    """A server restart (close 1001) shows "Reconnecting…"; once the server is back the page is online again."""
+    name = uid("dana")
+    with run_server() as first:
+        port = first.port
+        page = await open_page(first.http, "/", "dana")
+        await page.fill("#my-id", name)
+        await connect(page)
+        await page.evaluate(
+            """() => {
+              window.__e2e.closes = [];
+              window.peercall.signaling.addEventListener("statechange", (e) => {
+                if (e.detail.code !== undefined) window.__e2e.closes.push(e.detail);
+              });
+            }"""
+        )
+        await asyncio.to_thread(first.stop)
+        await expect(page.locator("#server-status")).to_have_text("Reconnecting…")
+        await expect(page.locator("#call")).to_be_disabled()
+        first_close = await page.evaluate("window.__e2e.closes[0]")
+        assert first_close["code"] == 1001, f"expected 1001 going away, got {first_close}"
+        assert first_close["state"] == "reconnecting" and first_close["reason"] == "The server is restarting."
+    with run_server(PEERCALL_PORT=str(port)) as second:
+        await expect(page.locator("#server-status")).to_have_text("Connected")
+        await expect(page.locator("#message")).to_have_text("Reconnected to the server.")
+        other = await open_page(second.http, "/", "erin")
+        await other.fill("#my-id", uid("erin"))
+        await connect(other)
+        await expect(other.locator(f'#online button[data-peer="{name}"]')).to_be_visible()
+        await expect(page.locator("#call")).to_be_enabled()
+
+
+async def test_terminal_close_is_explained_and_not_retried(
+    server: ServerProcess, open_page: OpenPage, uid: Callable[[str], str]
+) -> None:
+    """When the same device connects again elsewhere (close 4501), the page says so and does not reconnect."""
+    name = uid("fay")
+    page = await open_page(server.http, "/", "fay")
+    await page.fill("#my-id", name)
+    await connect(page)
+    device = await page.evaluate("window.peercall.signaling.welcome.device")
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+
+    async with websockets.connect(f"{server.ws}?id={name}&device={device}") as takeover:
+        assert json.loads(await takeover.recv())["type"] == "welcome"
+        await expect(page.locator("#server-status")).to_have_text("Disconnected")
+        await expect(page.locator("#message")).to_contain_text("the same device connected again")
+        await expect(page.locator("#connect")).to_be_enabled()
+        with pytest.raises(PlaywrightError):  # no reconnect attempt within several backoff periods
+            await page.wait_for_event("websocket", timeout=1500 * SCALE)
+        assert sockets == []
