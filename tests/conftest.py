@@ -35,6 +35,7 @@ class ServerProcess:
     port: int
     lines: list[str] = field(default_factory=list)
     reader: threading.Thread | None = None
+    changed: threading.Condition = field(default_factory=threading.Condition)
 
     @property
     def http(self) -> str:
@@ -46,6 +47,11 @@ class ServerProcess:
 
     def log(self) -> str:
         return "\n".join(self.lines)
+
+    def wait_log(self, text: str, timeout: float = TIMEOUT) -> bool:
+        """Wait until the server has printed `text`. Blocking: from async code, use `asyncio.to_thread`."""
+        with self.changed:
+            return self.changed.wait_for(lambda: text in self.log(), timeout)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
         if self.proc.poll() is None:
@@ -91,7 +97,9 @@ def run_server(**env: str | None) -> Iterator[ServerProcess]:
     def pump() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            server.lines.append(line.rstrip("\n"))
+            with server.changed:
+                server.lines.append(line.rstrip("\n"))
+                server.changed.notify_all()
             m = re.search(r"listening on \S+:(\d+)$", line)
             if m and not server.port:
                 server.port = int(m.group(1))

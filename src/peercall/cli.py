@@ -34,6 +34,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--cors-origins", metavar="LIST", help="comma-separated origins allowed by CORS")
     serve.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="graceful shutdown bound")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--certfile", metavar="PEM", help="TLS certificate: serve https and wss")
+    serve.add_argument("--keyfile", metavar="PEM", help="TLS private key")
+    serve.add_argument(
+        "--tls-self-signed",
+        action="store_true",
+        default=None,
+        help="make a self-signed certificate for this machine and serve https (for calls across a LAN)",
+    )
+    token = commands.add_parser(
+        "token",
+        help="print a signed token for a user (PEERCALL_AUTH_SECRET)",
+        description="Print an HS256 token whose sub is USER, signed with PEERCALL_AUTH_SECRET.",
+    )
+    token.add_argument("user")
+    token.add_argument("--ttl", type=float, default=3600, metavar="SECONDS", help="lifetime (default 3600)")
     conformance = commands.add_parser(
         "conformance",
         help="check a server against the protocol (docs/protocol.md) with raw WebSocket clients",
@@ -64,6 +79,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"peercall: invalid settings:\n{exc}", file=sys.stderr)
             return 2
         return serve(settings)
+    if args.command == "token":
+        import os
+
+        from .auth.tokens import mint
+        from .protocol.messages import is_valid_id
+
+        secret = os.environ.get("PEERCALL_AUTH_SECRET")
+        if not secret:
+            print("peercall: set PEERCALL_AUTH_SECRET to the server's token secret", file=sys.stderr)
+            return 2
+        if not is_valid_id(args.user):
+            print("peercall: a user id is 1-64 letters, digits, '_', '-', '.' or '@'", file=sys.stderr)
+            return 2
+        print(mint(args.user, secret, args.ttl))
+        return 0
     if args.command == "conformance":
         from .conformance import main as conformance
 

@@ -6,9 +6,10 @@ startup with a message naming the setting, never later.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_STUN = "stun:stun.l.google.com:19302"
@@ -36,8 +37,60 @@ class Settings(BaseSettings):
     """Interface to listen on (`PEERCALL_HOST`)."""
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     """TCP port (`PEERCALL_PORT`); 0 picks a free one and the banner says which."""
-    ice_servers: list[IceServer] = Field(default_factory=lambda: [IceServer(urls=DEFAULT_STUN)])
-    """What `/ice-servers` returns, as JSON (`PEERCALL_ICE_SERVERS='[{"urls":"stun:…"}]'`; `[]` for none)."""
+    ice_servers: list[IceServer] | None = None
+    """Fixed ICE servers for `/ice-servers`, as JSON (`PEERCALL_ICE_SERVERS='[{"urls":"stun:…"}]'`; `[]` for
+    none). Unset: the seed's public STUN server, unless STUN or TURN URLs below are set."""
+    stun_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """STUN server URLs, comma-separated (`PEERCALL_STUN_URLS=stun:turn.example.org:3478`)."""
+    turn_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """TURN server URLs, comma-separated (`PEERCALL_TURN_URLS=turn:turn.example.org:3478?transport=udp,…`)."""
+    turn_secret: SecretStr | None = None
+    """coturn's `static-auth-secret` (`PEERCALL_TURN_SECRET`): each user gets short-lived TURN credentials."""
+    turn_ttl: Annotated[int, Field(ge=60, le=7 * 86400)] = 3600
+    """Lifetime of minted TURN credentials, seconds (`PEERCALL_TURN_TTL`)."""
+    ice_transport_policy: Literal["all", "relay"] = "all"
+    """`relay` makes every client use TURN only, so that neither side learns the other's IP address
+    (`PEERCALL_ICE_TRANSPORT_POLICY`; needs TURN)."""
+    auth: Literal["open", "token"] = "open"
+    """`open`: anyone may connect under any id. `token`: a signed JWT whose `sub` is the user id is required
+    (`PEERCALL_AUTH`)."""
+    auth_secret: SecretStr | None = None
+    """HS256 secret for tokens (`PEERCALL_AUTH_SECRET`); `peercall token` signs with it."""
+    auth_public_key: Path | None = None
+    """PEM file of an RS256/ES256 public key for tokens (`PEERCALL_AUTH_PUBLIC_KEY`)."""
+    auth_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    """Seconds a connection has to send its `auth` frame (`PEERCALL_AUTH_TIMEOUT`)."""
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Web origins allowed to open the WebSocket, comma-separated (`PEERCALL_ALLOWED_ORIGINS`); `*` for any.
+    Empty (the default): same-origin only. Clients that send no Origin (non-browsers) are not affected."""
+    private: bool = False
+    """Hide who exists (`PEERCALL_PRIVATE`): no presence lists, and calling someone offline looks like a call
+    nobody answers instead of `unavailable`."""
+    rate_limit: Annotated[float, Field(gt=0)] = 50.0
+    """Frames per second a connection may send, sustained (`PEERCALL_RATE_LIMIT`)."""
+    rate_burst: Annotated[int, Field(ge=1)] = 200
+    """Frames a connection may send at once above the rate (`PEERCALL_RATE_BURST`)."""
+    call_rate: Annotated[int, Field(ge=1)] = 30
+    """Call requests a user may make per minute (`PEERCALL_CALL_RATE`)."""
+    max_connections_per_ip: Annotated[int, Field(ge=1)] = 200
+    """Open connections from one address (`PEERCALL_MAX_CONNECTIONS_PER_IP`)."""
+    max_connections_per_user: Annotated[int, Field(ge=1)] = 10
+    """Open connections (devices) of one user (`PEERCALL_MAX_CONNECTIONS_PER_USER`)."""
+    send_buffer: Annotated[int, Field(ge=16 * 1024)] = 1024 * 1024
+    """Bytes that may wait to be sent to one slow connection before it is dropped (`PEERCALL_SEND_BUFFER`)."""
+    ping_interval: Annotated[float, Field(gt=0)] = 20.0
+    """Seconds between WebSocket pings from the server (`PEERCALL_PING_INTERVAL`)."""
+    ping_timeout: Annotated[float, Field(gt=0)] = 20.0
+    """Seconds without a pong before a connection is reaped as lost (`PEERCALL_PING_TIMEOUT`)."""
+    certfile: Path | None = None
+    """TLS certificate (PEM) for https/wss (`PEERCALL_CERTFILE`, `--certfile`)."""
+    keyfile: Path | None = None
+    """TLS private key (PEM) (`PEERCALL_KEYFILE`, `--keyfile`)."""
+    tls_self_signed: bool = False
+    """Make a self-signed certificate for this machine's names and addresses and serve https
+    (`PEERCALL_TLS_SELF_SIGNED`, `--tls-self-signed`)."""
+    forwarded_allow_ips: str = "127.0.0.1"
+    """Proxies whose X-Forwarded-For is trusted for the client address (`PEERCALL_FORWARDED_ALLOW_IPS`)."""
     max_message_size: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     """Largest frame, in bytes, that is routed; larger ones get `too-large` (`PEERCALL_MAX_MESSAGE_SIZE`)."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -61,9 +114,41 @@ class Settings(BaseSettings):
     """Compress WebSocket frames (`PEERCALL_WS_PER_MESSAGE_DEFLATE`): saves bandwidth on SDP, costs memory and
     CPU on every connection, so it is off by default."""
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_origins", "stun_urls", "turn_urls", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.auth == "token" and self.auth_secret is None and self.auth_public_key is None:
+            raise ValueError("auth=token needs auth_secret (HS256) or auth_public_key (RS256/ES256)")
+        if self.auth_public_key is not None and not self.auth_public_key.is_file():
+            raise ValueError(f"auth_public_key: no such file {self.auth_public_key}")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("certfile and keyfile go together")
+        if self.tls_self_signed and self.certfile is not None:
+            raise ValueError("choose tls_self_signed or certfile/keyfile, not both")
+        if self.turn_secret is not None and not self.turn_urls:
+            raise ValueError("turn_secret needs turn_urls")
+        if self.ice_transport_policy == "relay" and not self.turn_urls:
+            raise ValueError("ice_transport_policy=relay needs turn_urls")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.certfile is not None or self.tls_self_signed
+
+    def fixed_ice_servers(self) -> list[IceServer]:
+        """The ICE servers that are the same for everyone (TURN with a secret is minted per user)."""
+        if self.ice_servers is not None:
+            servers = list(self.ice_servers)
+        elif self.stun_urls or self.turn_urls:
+            servers = []
+        else:
+            servers = [IceServer(urls=DEFAULT_STUN)]
+        if self.stun_urls:
+            servers.append(IceServer(urls=self.stun_urls))
+        return servers

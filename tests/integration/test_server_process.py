@@ -21,7 +21,7 @@ ICE = [{"urls": "stun:127.0.0.1:3478"}, {"urls": ["turn:127.0.0.1:3478"], "usern
 def test_ice_servers_come_from_settings_and_banner_names_them() -> None:
     """`/ice-servers` returns the configured servers, and the startup banner says which and where to go."""
     with run_server(PEERCALL_ICE_SERVERS=json.dumps(ICE)) as srv:
-        assert httpx.get(f"{srv.http}/ice-servers").json() == {"iceServers": ICE}
+        assert httpx.get(f"{srv.http}/ice-servers").json() == {"iceServers": ICE, "iceTransportPolicy": "all"}
         banner = srv.log()
         assert "peercall 0.1.0 (signaling protocol v1)" in banner
         assert f"http://127.0.0.1:{srv.port}/callerA.html" in banner
@@ -31,7 +31,10 @@ def test_ice_servers_come_from_settings_and_banner_names_them() -> None:
 def test_default_ice_server_is_the_seeds_stun() -> None:
     """With nothing configured, `/ice-servers` offers the seed's public STUN server."""
     with run_server(PEERCALL_ICE_SERVERS=None) as srv:
-        assert httpx.get(f"{srv.http}/ice-servers").json() == {"iceServers": [{"urls": "stun:stun.l.google.com:19302"}]}
+        assert httpx.get(f"{srv.http}/ice-servers").json() == {
+            "iceServers": [{"urls": "stun:stun.l.google.com:19302"}],
+            "iceTransportPolicy": "all",
+        }
 
 
 @pytest.mark.parametrize(

@@ -172,7 +172,7 @@ async def test_disconnect_is_announced_and_target_becomes_unavailable(connect, u
 
 
 async def test_garbage_burst_does_not_disturb_others(connect, uid) -> None:
-    """One client flooding garbage gets an error per frame while two others exchange 300 frames in order."""
+    """One client flooding garbage gets an error per frame while two others exchange 150 frames in order."""
     mallory, alice, bob = (
         await connect(uid("mallory")),
         await connect(uid("alice")),
@@ -194,7 +194,7 @@ async def test_garbage_burst_does_not_disturb_others(connect, uid) -> None:
         '{"type":"hangup","to":"' + bob.id + '","from":"' + alice.id + '"}',
         json.dumps({"type": "offer", "to": bob.id, "data": OFFER}),  # well-formed, but not mallory's call
     ]
-    count = 300
+    count = 150  # under the default burst of 200: this test is about garbage, not rate limits
 
     async def flood() -> None:
         for i in range(count):
@@ -219,7 +219,7 @@ async def test_http_endpoints(server: ServerProcess) -> None:
     async with httpx.AsyncClient(base_url=server.http) as http:
         assert (await http.get("/healthz")).json()["status"] == "ok"
         assert (await http.get("/readyz")).json()["status"] == "ready"
-        assert (await http.get("/ice-servers")).json() == {"iceServers": []}
+        assert (await http.get("/ice-servers")).json() == {"iceServers": [], "iceTransportPolicy": "all"}
         missing = await http.get("/no-such-page")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not-found"
         for page in ("/", "/callerA.html", "/callerB.html"):

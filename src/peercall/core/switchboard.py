@@ -19,6 +19,8 @@ Rules (docs/protocol.md, "Calls", is the user-facing version):
 - A party whose connection drops is "lost": the call goes on (the audio is peer-to-peer) and the other side is
   not told, unless the user does not come back within the resume grace period; then the call ends `peer-lost`.
   A connection of the same user (and same device, if it names one) that arrives meanwhile resumes the call.
+- Private mode hides who exists: no presence, and a call to someone offline rings (on no device) until the ring
+  timeout, exactly like a call nobody answers, instead of ending `unavailable`.
 - Ringing ends by the ring timeout (`missed`) unless answered, rejected or cancelled first.
 - Whenever a call ends, every connection that took part in it or rang gets `call-ended`, and, for clients of the
   seed protocol, the `call-reject` or `hangup` they know. One history record is written per call.
@@ -187,8 +189,10 @@ class Switchboard:
         ring_timeout: float = 45.0,
         resume_grace: float = 20.0,
         new_id: Callable[[], str],
+        private: bool = False,
     ) -> None:
         self.ring_timeout = ring_timeout
+        self.private = private
         self.resume_grace = resume_grace
         self._new_id = new_id
         self.devices: dict[str, Device] = {}  # conn -> device
@@ -221,7 +225,7 @@ class Switchboard:
                     "type": "welcome",
                     "id": user,
                     "device": device_id,
-                    "online": self.online(exclude=user),
+                    "online": [] if self.private else self.online(exclude=user),
                     "protocol": PROTOCOL_VERSION,
                     "version": __version__,
                     "ringTimeout": self.ring_timeout,
@@ -229,7 +233,7 @@ class Switchboard:
                 },
             )
         )
-        if first:
+        if first and not self.private:
             effects.append(Presence(user, "online"))
         call_id = self.active.get(user)
         if call_id is not None:
@@ -272,7 +276,7 @@ class Switchboard:
         effects: list[Effect] = []
         if not devices:
             del self.users[user]
-            if not replaced:
+            if not replaced and not self.private:
                 effects.append(Presence(user, "offline"))
         call_id = self.active.get(user)
         if call_id is None:
@@ -356,7 +360,7 @@ class Switchboard:
         call_id = self._new_id()
         call = Call(call_id, Party(caller, device.device, device.conn), callee, env, now, now + self.ring_timeout)
         callee_devices = self.users.get(callee)
-        if not callee_devices:
+        if not callee_devices and not self.private:
             unavailable = {"type": "error", "code": ErrorCode.UNAVAILABLE.value, "message": f"{callee} is not online"}
             return [
                 Send(device.conn, unavailable | {"ref": env.type, "to": callee, "callId": call_id}),
@@ -370,7 +374,7 @@ class Switchboard:
         self.calls[call_id] = call
         self.active[caller] = self.active[callee] = call_id
         effects = [Send(device.conn, {"type": "call-ringing", "callId": call_id, "to": callee})]
-        for ringing in callee_devices.values():
+        for ringing in (callee_devices or {}).values():
             call.ringing[ringing.conn] = ringing.device
             effects.append(Forward(ringing.conn, env, caller, call_id))
         return effects

@@ -16,10 +16,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from ..core.limits import TokenBucket
 from ..core.records import CallRecord
 from ..core.switchboard import Close, Effect, Forward, Presence, Record, Send, Switchboard
 from ..errors import ProtocolError
 from ..protocol import messages
+from ..protocol.codes import ErrorCode
 
 if TYPE_CHECKING:
     from ..store.base import CallHistory
@@ -57,10 +59,14 @@ class Hub:
         resume_grace: float = 20.0,
         history: CallHistory | None = None,
         clock: Callable[[], float] = time.time,
+        call_rate: int = 30,
+        private: bool = False,
     ) -> None:
         self.switchboard = Switchboard(
-            ring_timeout=ring_timeout, resume_grace=resume_grace, new_id=lambda: secrets.token_hex(8)
+            ring_timeout=ring_timeout, resume_grace=resume_grace, new_id=lambda: secrets.token_hex(8), private=private
         )
+        self.call_rate = call_rate
+        self._call_buckets: dict[str, TokenBucket] = {}
         self.history = history
         self.clock = clock
         self.draining = False
@@ -98,6 +104,8 @@ class Hub:
         """One frame from `conn`: let the switchboard decide, then do what it says."""
         try:
             env = messages.parse(frame, conn.id)
+            if env.type == "call-request":
+                self._check_call_rate(conn.id, env)
             effects = self.switchboard.receive(conn.cid, env, self.clock())
         except ProtocolError as exc:
             await self.reject(conn, exc)
@@ -109,6 +117,21 @@ class Hub:
             return
         log.info("%s -> %s %s", conn.id, env.to, env.type)
         self._reschedule()
+
+    def _check_call_rate(self, user: str, env: messages.Envelope) -> None:
+        now = time.monotonic()
+        bucket = self._call_buckets.get(user)
+        if bucket is None:
+            bucket = self._call_buckets[user] = TokenBucket(self.call_rate / 60.0, self.call_rate, now)
+            if len(self._call_buckets) > 10_000:  # forget the oldest users; a fresh bucket is a full one
+                del self._call_buckets[next(iter(self._call_buckets))]
+        if not bucket.take(now):
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"more than {self.call_rate} call requests a minute; wait a little",
+                ref=env.type,
+                to=env.to,
+            )
 
     async def reject(self, conn: Connection, exc: ProtocolError) -> None:
         """Answer `conn` with an `error` frame, and log the first few of each connection."""

@@ -17,7 +17,8 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "unavailable"  # the target user is not online
     NOT_IN_CALL = "not-in-call"  # the frame needs a call this connection is a party of (or rings for)
     IN_CALL = "in-call"  # a call-request while this user already has a call going
-    ID_TAKEN = "id-taken"  # another connection already uses this id (sent just before close 4509)
+    RATE_LIMITED = "rate-limited"  # too many frames, or call requests, too fast: this one was dropped
+    UNAUTHORIZED = "unauthorized"  # the token is missing or not acceptable (sent just before close 4401)
 
 
 class CloseCode(IntEnum):
@@ -27,5 +28,8 @@ class CloseCode(IntEnum):
     GOING_AWAY = 1001  # the server is shutting down or restarting: reconnect with backoff
     MESSAGE_TOO_BIG = 1009  # a frame above the hard limit (4 x max message size); smaller ones get `too-large`
     INTERNAL_ERROR = 1011  # a bug on our side, logged with its traceback
-    ID_TAKEN = 4509  # terminal: choose another id, or close the other tab first
+    UNAUTHORIZED = 4401  # no valid token (or none in time): get a new token, then reconnect
+    SLOW_CONSUMER = 4420  # the client read too slowly and its send buffer overflowed
+    RATE_LIMITED = 4429  # the client kept sending faster than its rate limit
+    TOO_MANY_CONNECTIONS = 4430  # the user or address has too many connections open
     REPLACED = 4501  # terminal: the same device connected again; this older connection is retired

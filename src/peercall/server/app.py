@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -13,10 +15,12 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import PROTOCOL_VERSION, __version__
+from ..auth.tokens import AuthError, TokenVerifier
+from ..auth.turn import turn_credentials
 from ..config import Settings
 from ..hub.router import Hub
 from ..protocol.messages import is_valid_id
@@ -28,14 +32,80 @@ STATIC_DIR = Path(__file__).parent / "static"
 log = logging.getLogger("peercall.http")
 
 
-def create_app(settings: Settings) -> Starlette:
+class PeercallApp:
+    """The ASGI entry: `/ws` goes straight to the signaling endpoint, everything else to Starlette.
+
+    The WebSocket skips Starlette's middleware stack on purpose: it is the hot path, CORS does not apply to it,
+    and the endpoint needs uvicorn's own `send` (to see when a slow reader's socket is not writable).
+    """
+
+    def __init__(self, http: Starlette, ws: SignalingEndpoint) -> None:
+        self.http = http
+        self.ws = ws
+        self.state = http.state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            await self.ws(scope, receive, send)
+        else:
+            await self.http(scope, receive, send)
+
+
+def create_app(settings: Settings) -> PeercallApp:
     """The ASGI app. `app.state.hub` is the hub, `app.state.settings` the settings."""
     history = open_history(settings.database_url)
-    hub = Hub(ring_timeout=settings.ring_timeout, resume_grace=settings.resume_grace, history=history)
-    ice_servers = {"iceServers": [server.as_json() for server in settings.ice_servers]}
+    hub = Hub(
+        ring_timeout=settings.ring_timeout,
+        resume_grace=settings.resume_grace,
+        history=history,
+        call_rate=settings.call_rate,
+        private=settings.private,
+    )
+    fixed_ice = [server.as_json() for server in settings.fixed_ice_servers()]
+    turn_secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None
+    verifier: TokenVerifier | None = None
+    if settings.auth == "token":
+        secret = settings.auth_secret.get_secret_value() if settings.auth_secret else None
+        verifier = TokenVerifier(secret=secret, public_key=settings.auth_public_key)
+
+    def caller(request: Request) -> str | Response:
+        """Who is asking: the token's user in token mode, else `?id=`. A Response when that is not acceptable."""
+        asked = request.query_params.get("id")
+        if verifier is None:
+            if not is_valid_id(asked):
+                return _error(400, "bad-id", "give ?id=<user id> (1-64 letters, digits, '_', '-', '.' or '@')")
+            return asked  # type: ignore[return-value]
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        try:
+            if scheme.lower() != "bearer":
+                raise AuthError("send 'Authorization: Bearer <token>'")
+            user = verifier.verify(token.strip())
+        except AuthError as exc:
+            return _error(401, "unauthorized", str(exc), {"www-authenticate": "Bearer"})
+        if asked is not None and asked != user:
+            return _error(403, "forbidden", f"the token is for {user}, not {asked}")
+        return user
 
     async def get_ice_servers(request: Request) -> Response:
-        return JSONResponse(ice_servers, headers={"cache-control": "no-store"})
+        servers = list(fixed_ice)
+        if settings.turn_urls:
+            turn: dict[str, object] = {"urls": settings.turn_urls}
+            if turn_secret is not None:
+                user = caller(request) if verifier is not None else request.query_params.get("id", "anonymous")
+                if isinstance(user, Response):
+                    return user
+                if not is_valid_id(user):
+                    user = "anonymous"
+                turn["username"], turn["credential"] = turn_credentials(
+                    user, turn_secret, settings.turn_ttl, time.time()
+                )
+            servers.append(turn)
+        elif verifier is not None and isinstance(denied := caller(request), Response):
+            return denied
+        body = {"iceServers": servers, "iceTransportPolicy": settings.ice_transport_policy}
+        if turn_secret is not None:
+            body["ttl"] = settings.turn_ttl
+        return JSONResponse(body, headers={"cache-control": "no-store"})
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "version": __version__, "protocol": PROTOCOL_VERSION})
@@ -46,9 +116,9 @@ def create_app(settings: Settings) -> Starlette:
         return JSONResponse({"status": "ready", "connections": len(hub), "historyWriteFailures": hub.history_failures})
 
     async def api_calls(request: Request) -> Response:
-        user = request.query_params.get("id")
-        if not is_valid_id(user):
-            return _error(400, "bad-id", "give ?id=<user id> (1-64 letters, digits, '_', '-', '.' or '@')")
+        user = caller(request)
+        if isinstance(user, Response):
+            return user
         try:
             limit = int(request.query_params.get("limit", "50"))
         except ValueError:
@@ -82,8 +152,8 @@ def create_app(settings: Settings) -> Starlette:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"error": {"code": "internal-error", "message": "internal server error"}}, status_code=500)
 
+    signaling = SignalingEndpoint(hub, settings)
     routes = [
-        WebSocketRoute("/ws", SignalingEndpoint(hub, settings.max_message_size)),
         Route("/ice-servers", get_ice_servers),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -97,6 +167,7 @@ def create_app(settings: Settings) -> Starlette:
             allow_origins=settings.cors_origins,
             allow_methods=["GET"],
             allow_headers=["authorization", "content-type"],
+            allow_credentials=False,
         )
     ]
 
@@ -119,11 +190,11 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.hub = hub
     app.state.settings = settings
-    return app
+    return PeercallApp(app, signaling)
 
 
-def _error(status: int, code: str, message: str) -> Response:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 def _safe_url(settings: Settings) -> str:

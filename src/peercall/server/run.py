@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import sys
+from pathlib import Path
 
 import uvicorn
 
@@ -31,12 +32,13 @@ class PeercallServer(uvicorn.Server):
         super().__init__(config)
         self.settings = settings
         self.hub = hub
+        self.tls_names: list[str] = []
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
             port = self.servers[0].sockets[0].getsockname()[1]
-            print(banner(self.settings, port), flush=True)
+            print(banner(self.settings, port, self.tls_names), flush=True)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
@@ -54,29 +56,46 @@ class PeercallServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def banner(settings: Settings, port: int) -> str:
+def banner(settings: Settings, port: int, tls_names: list[str] | None = None) -> str:
     host = settings.host
     shown = "localhost" if host in ("0.0.0.0", "::", "") else host
     if ":" in shown:
         shown = f"[{shown}]"
-    base = f"http://{shown}:{port}"
-    ice = ", ".join(
-        url
-        for server in settings.ice_servers
-        for url in ([server.urls] if isinstance(server.urls, str) else server.urls)
+    http, ws = ("https", "wss") if settings.tls else ("http", "ws")
+    base = f"{http}://{shown}:{port}"
+    urls = [
+        u
+        for server in settings.fixed_ice_servers()
+        for u in ([server.urls] if isinstance(server.urls, str) else server.urls)
+    ]
+    urls += settings.turn_urls
+    ice = ", ".join(urls) or "none (host candidates only: fine on one machine or one LAN)"
+    if settings.turn_secret is not None:
+        ice += f" (TURN credentials minted per user, valid {settings.turn_ttl}s)"
+    if settings.ice_transport_policy == "relay":
+        ice += "; relay only"
+    auth = (
+        "open: anyone may connect under any id (use PEERCALL_AUTH=token on an untrusted network)"
+        if settings.auth == "open"
+        else "token: a signed JWT is required (sub = user id)"
     )
     lines = [
         f"peercall {__version__} (signaling protocol v{PROTOCOL_VERSION}) listening on {host}:{port}",
         f"  web client    {base}/",
         f"  two-tab demo  {base}/callerA.html and {base}/callerB.html",
-        f"  signaling     ws://{shown}:{port}/ws?id=<your-id>",
-        f"  ICE servers   {ice or 'none (host candidates only: fine on one machine or one LAN)'}",
-        "  auth          open: anyone may connect under any id",
+        f"  signaling     {ws}://{shown}:{port}/ws?id=<your-id>",
+        f"  ICE servers   {ice}",
+        f"  auth          {auth}",
         f"  calls         ring {settings.ring_timeout:g}s, resume grace {settings.resume_grace:g}s, "
         f"history in {_safe_url(settings)}",
     ]
-    if host in ("0.0.0.0", "::"):
-        lines.append("  note          browsers allow the microphone only on https or localhost")
+    lan = [n for n in (tls_names or []) if n not in ("localhost", "127.0.0.1", "::1")]
+    if lan and host in ("0.0.0.0", "::"):
+        lines.append("  on your LAN   " + "  ".join(f"https://{'[' + n + ']' if ':' in n else n}:{port}/" for n in lan))
+        lines.append("                (self-signed: the browser asks once to accept the certificate)")
+    elif host in ("0.0.0.0", "::") and not settings.tls:
+        lines.append("  note          browsers allow the microphone only on https or localhost; for a LAN call")
+        lines.append("                run `peercall serve --tls-self-signed`")
     return "\n".join(lines)
 
 
@@ -97,6 +116,12 @@ def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM. Returns the process exit code."""
     configure_logging(settings.log_level)
     app = create_app(settings)
+    certfile, keyfile, tls_names = settings.certfile, settings.keyfile, []
+    if settings.tls_self_signed:
+        from .tls import self_signed
+
+        certfile, keyfile, tls_names = self_signed(Path.home() / ".local/share/peercall/tls")
+        log.info("serving https with a self-signed certificate (%s)", certfile)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -110,7 +135,14 @@ def serve(settings: Settings) -> int:
         access_log=settings.access_log,
         timeout_graceful_shutdown=settings.shutdown_timeout,
         server_header=False,
+        ws_ping_interval=settings.ping_interval,
+        ws_ping_timeout=settings.ping_timeout,
+        ssl_certfile=str(certfile) if certfile else None,
+        ssl_keyfile=str(keyfile) if keyfile else None,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     server = PeercallServer(config, settings, app.state.hub)
+    server.tls_names = tls_names
     server.run()
     return 0 if server.started else 1

@@ -1,17 +1,25 @@
 """`/ws`: the only code that touches signaling sockets.
 
 A plain ASGI endpoint rather than Starlette's WebSocket wrapper: the receive loop is the server's hot path, and
-the raw `receive`/`send` callables are all it needs. Everything it decides is delegated to the hub.
+the raw `receive`/`send` callables are all it needs. It checks who may connect (origin, token, connection
+limits), enforces per-connection limits (frame size, message rate, send buffer), and hands every frame to the
+hub, which decides.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import json
 import logging
 import time
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
+from ..auth.tokens import AuthError, TokenVerifier
+from ..config import Settings
+from ..core.limits import TokenBucket
 from ..errors import ProtocolError
 from ..hub.router import Hub
 from ..protocol import messages
@@ -20,17 +28,42 @@ from ..protocol.codes import CloseCode, ErrorCode
 log = logging.getLogger("peercall.ws")
 
 Scope = dict[str, Any]
+_CLOSED = (OSError, RuntimeError)  # what sending on a closed socket raises (uvicorn's ClientDisconnected is an OSError)
 
 
 class WsConnection:
-    """One accepted WebSocket, as the hub sees it."""
+    """One accepted WebSocket, as the hub sees it.
 
-    __slots__ = ("_send", "cid", "errors", "id", "open", "received")
+    Sending never makes the caller wait for a slow reader. While the socket is writable a frame is written at
+    once (the common case, no task, no queue). When the reader falls behind, frames wait in a backlog that one
+    writer task drains; a backlog above `send_buffer` bytes closes the connection (4420), so a client that never
+    reads costs a bounded amount of memory and delays nobody else. Whether the socket is writable is read from
+    uvicorn's protocol object (its `writable` event); on another ASGI server every frame goes through the backlog.
+    """
 
-    def __init__(self, client_id: str, cid: str, send: Any) -> None:
+    __slots__ = (
+        "_backlog",
+        "_bytes",
+        "_limit",
+        "_send",
+        "_writable",
+        "_writer",
+        "cid",
+        "errors",
+        "id",
+        "open",
+        "received",
+    )
+
+    def __init__(self, client_id: str, cid: str, send: Any, send_buffer: int) -> None:
         self.id = client_id
         self.cid = cid
         self._send = send
+        self._writable: asyncio.Event | None = getattr(getattr(send, "__self__", None), "writable", None)
+        self._backlog: collections.deque[str] = collections.deque()
+        self._bytes = 0
+        self._limit = send_buffer
+        self._writer: asyncio.Task[None] | None = None
         self.open = False  # accepted and not yet closed: only then may frames be sent
         self.errors = 0
         self.received = 0
@@ -38,67 +71,206 @@ class WsConnection:
     async def send_text(self, text: str) -> bool:
         if not self.open:
             return False
-        try:
-            await self._send({"type": "websocket.send", "text": text})
-        except (OSError, RuntimeError):  # uvicorn's ClientDisconnected is an OSError
-            self.open = False
+        writable = self._writable
+        if self._writer is None and writable is not None and writable.is_set():
+            try:
+                await self._send({"type": "websocket.send", "text": text})
+            except _CLOSED:
+                self.open = False
+                return False
+            return True
+        self._backlog.append(text)
+        self._bytes += len(text)
+        if self._bytes > self._limit:
+            log.warning("%s (%s): reads too slowly, %d bytes waiting; disconnecting", self.id, self.cid, self._bytes)
+            self._backlog.clear()
+            self._bytes = 0
+            await self.close(CloseCode.SLOW_CONSUMER, "too slow: send buffer overflowed")
             return False
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self._drain())
         return True
+
+    async def _drain(self) -> None:
+        try:
+            while self._backlog and self.open:
+                text = self._backlog.popleft()
+                self._bytes -= len(text)
+                await self._send({"type": "websocket.send", "text": text})
+        except _CLOSED:
+            self.open = False
+        finally:
+            self._writer = None
+            self._backlog.clear()
+            self._bytes = 0
 
     async def close(self, code: int, reason: str) -> None:
         if not self.open:
             return
+        writer = self._writer
+        if writer is not None and self._backlog:  # let what is queued (say, the error that explains) go first
+            with contextlib.suppress(TimeoutError, *_CLOSED):
+                await asyncio.wait_for(asyncio.shield(writer), 1.0)
         self.open = False
-        try:
+        with contextlib.suppress(*_CLOSED):
             await self._send({"type": "websocket.close", "code": code, "reason": reason})
-        except (OSError, RuntimeError):
-            pass
+
+
+class Refused(Exception):
+    """A handshake that is turned down: HTTP `status` before the upgrade, or `close` code after it."""
+
+    def __init__(self, status: int, close: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.close, self.code, self.message = status, close, code, message
 
 
 class SignalingEndpoint:
-    """ASGI app for `GET /ws?id=<clientId>`."""
+    """ASGI app for `GET /ws?id=<clientId>[&device=<deviceId>]`."""
 
-    def __init__(self, hub: Hub, max_message_size: int) -> None:
+    def __init__(self, hub: Hub, settings: Settings) -> None:
         self.hub = hub
-        self.max_size = max_message_size
+        self.settings = settings
+        self.max_size = settings.max_message_size
+        self.verifier: TokenVerifier | None = None
+        if settings.auth == "token":
+            secret = settings.auth_secret.get_secret_value() if settings.auth_secret else None
+            self.verifier = TokenVerifier(secret=secret, public_key=settings.auth_public_key)
+        self.per_ip: collections.Counter[str] = collections.Counter()
+        self.per_user: collections.Counter[str] = collections.Counter()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
         peer = _peer(scope)
+        ip = peer.rsplit(":", 1)[0]
+        try:
+            user, wanted, device = self._admit(scope, ip)
+        except Refused as refused:
+            log.info("refused a connection from %s: %s", peer, refused.message)
+            await _deny(scope, send, refused.status, refused.code, refused.message)
+            return
+        conn = WsConnection(user or wanted or "", self.hub.new_cid(), send, self.settings.send_buffer)
+        await send({"type": "websocket.accept"})
+        conn.open = True
+        self.per_ip[ip] += 1
+        try:
+            if user is None:  # token mode without an Authorization header: the first frame must be `auth`
+                user = await self._first_frame_auth(conn, receive)
+                if user is None:
+                    return
+                conn.id = user
+            if self.per_user[user] >= self.settings.max_connections_per_user:
+                message = f"{user} already has {self.per_user[user]} connections open"
+                log.info("refused %s from %s: %s", user, peer, message)
+                await conn.send_text(messages.error(ProtocolError(ErrorCode.RATE_LIMITED, message)))
+                await conn.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
+                return
+            self.per_user[user] += 1
+            try:
+                await self._session(conn, receive, peer, device)
+            finally:
+                self.per_user[user] -= 1
+                if not self.per_user[user]:
+                    del self.per_user[user]
+        finally:
+            self.per_ip[ip] -= 1
+            if not self.per_ip[ip]:
+                del self.per_ip[ip]
+
+    def _admit(self, scope: Scope, ip: str) -> tuple[str | None, str | None, str | None]:
+        """Check a handshake. Returns (the user, or None while a first-frame token is to come; the id the client
+        asked for; its device)."""
+        if self.hub.draining:
+            raise Refused(503, CloseCode.GOING_AWAY, "shutting-down", "the server is shutting down; reconnect soon")
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        origin = headers.get("origin")
+        if origin is not None and not self._origin_allowed(origin, headers.get("host", "")):
+            raise Refused(403, 1008, "bad-origin", f"origin {origin[:100]} may not connect here")
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         client_id = _single(query, "id")
         device = _single(query, "device")
-        if self.hub.draining:
-            await _deny(scope, send, 503, "shutting-down", "the server is shutting down; reconnect in a moment")
-            return
-        if not messages.is_valid_id(client_id):
-            log.info("refused a connection from %s: bad id %r", peer, (client_id or "")[:80])
-            await _deny(scope, send, 400, "bad-id", _ID_RULE.format(what="id"))
-            return
         if "device" in query and not messages.is_valid_id(device):
-            log.info("refused a connection from %s: bad device %r", peer, (device or "")[:80])
-            await _deny(scope, send, 400, "bad-device", _ID_RULE.format(what="device"))
-            return
-        assert client_id is not None
-        conn = WsConnection(client_id, self.hub.new_cid(), send)
-        await send({"type": "websocket.accept"})
-        conn.open = True
+            raise Refused(400, 1008, "bad-device", _ID_RULE.format(what="device"))
+        if self.per_ip[ip] >= self.settings.max_connections_per_ip:
+            raise Refused(
+                429,
+                CloseCode.TOO_MANY_CONNECTIONS,
+                "too-many-connections",
+                f"{ip} already has {self.per_ip[ip]} connections open",
+            )
+        if self.verifier is None:
+            if not messages.is_valid_id(client_id):
+                raise Refused(400, 1008, "bad-id", _ID_RULE.format(what="id"))
+            return client_id, client_id, device
+        if "id" in query and not messages.is_valid_id(client_id):
+            raise Refused(400, 1008, "bad-id", _ID_RULE.format(what="id"))
+        authorization = headers.get("authorization")
+        if authorization is None:
+            return None, client_id, device
+        scheme, _, token = authorization.partition(" ")
+        try:
+            if scheme.lower() != "bearer":
+                raise AuthError("the Authorization header must be 'Bearer <token>'")
+            user = self.verifier.verify(token.strip())
+        except AuthError as exc:
+            raise Refused(401, CloseCode.UNAUTHORIZED, "unauthorized", str(exc)) from None
+        if client_id is not None and client_id != user:
+            raise Refused(401, CloseCode.UNAUTHORIZED, "unauthorized", f"the token is for {user}, not {client_id}")
+        return user, client_id, device
+
+    def _origin_allowed(self, origin: str, host: str) -> bool:
+        allowed = self.settings.allowed_origins
+        if "*" in allowed or origin in allowed:
+            return True
+        return not allowed and urlsplit(origin).netloc.lower() == host.lower()
+
+    async def _first_frame_auth(self, conn: WsConnection, receive: Any) -> str | None:
+        """Wait for `{"type":"auth","token":…}`; the user id it proves, or None after closing with 4401."""
+        assert self.verifier is not None
+        timeout = self.settings.auth_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                message = await receive()
+        except TimeoutError:
+            await self._unauthorized(conn, f"no auth frame within {timeout:g}s")
+            return None
+        if message["type"] != "websocket.receive":
+            return None
+        try:
+            frame = json.loads(message.get("text") or "null")
+            if not isinstance(frame, dict) or frame.get("type") != "auth" or not isinstance(frame.get("token"), str):
+                raise AuthError('the first frame must be {"type":"auth","token":"<token>"}')
+            user = self.verifier.verify(frame["token"])
+        except (AuthError, ValueError) as exc:
+            await self._unauthorized(conn, str(exc))
+            return None
+        wanted = conn.id
+        if wanted and wanted != user:
+            await self._unauthorized(conn, f"the token is for {user}, not {wanted}")
+            return None
+        return user
+
+    async def _unauthorized(self, conn: WsConnection, why: str) -> None:
+        log.info("refused a connection (%s): %s", conn.cid, why)
+        await conn.send_text(messages.error(ProtocolError(ErrorCode.UNAUTHORIZED, why)))
+        await conn.close(CloseCode.UNAUTHORIZED, why[:120])
+
+    async def _session(self, conn: WsConnection, receive: Any, peer: str, device: str | None) -> None:
         started = time.monotonic()
         code: int = CloseCode.INTERNAL_ERROR
-        log.info("%s connected from %s (%s, %d connections)", client_id, peer, device or conn.cid, len(self.hub) + 1)
+        log.info("%s connected from %s (%s, %d connections)", conn.id, peer, device or conn.cid, len(self.hub) + 1)
         try:
             await self.hub.join(conn, device)
             code = await self._receive_loop(conn, receive)
         except Exception:
-            log.exception("%s: unexpected error, closing the connection", client_id)
+            log.exception("%s: unexpected error, closing the connection", conn.id)
             await conn.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             conn.open = False
             await self.hub.leave(conn)
             log.info(
                 "%s disconnected (code %s) after %.1fs, %d messages%s",
-                client_id,
+                conn.id,
                 code,
                 time.monotonic() - started,
                 conn.received,
@@ -106,12 +278,24 @@ class SignalingEndpoint:
             )
 
     async def _receive_loop(self, conn: WsConnection, receive: Any) -> int:
-        hub, limit = self.hub, self.max_size
+        hub, limit, settings = self.hub, self.max_size, self.settings
+        clock = time.monotonic
+        bucket = TokenBucket(settings.rate_limit, settings.rate_burst, clock())
+        dropped = 0
         while True:
             message = await receive()
             if message["type"] != "websocket.receive":
                 return int(message.get("code", CloseCode.NORMAL))
             conn.received += 1
+            if not bucket.take(clock()):
+                dropped += 1
+                if dropped > settings.rate_burst:
+                    log.warning("%s: kept sending faster than %g frames/s; disconnecting", conn.id, settings.rate_limit)
+                    await conn.close(CloseCode.RATE_LIMITED, "too many messages")
+                    return CloseCode.RATE_LIMITED
+                await hub.reject(conn, ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; this one was dropped"))
+                continue
+            dropped = 0
             frame = message.get("text")
             if frame is None:
                 await hub.reject(

@@ -1,0 +1,1 @@
+"""Who may connect as whom (signed tokens), and TURN credentials."""

@@ -1,0 +1,68 @@
+"""Signed session tokens (JWT) whose `sub` is the user id: verified with PyJWT, minted for `peercall token`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jwt
+
+from ..errors import PeercallError
+from ..protocol.messages import is_valid_id
+
+
+class AuthError(PeercallError):
+    """The credentials are missing or not acceptable. `str()` says why, in the user's terms."""
+
+
+class TokenVerifier:
+    """Checks tokens: signature, `exp` (required), `nbf` and `iat` when present, and a well-formed `sub`."""
+
+    LEEWAY = 5.0  # seconds of clock skew tolerated between the token's issuer and this server
+
+    def __init__(self, *, secret: str | None = None, public_key: Path | None = None) -> None:
+        if public_key is not None:
+            self._key: str | bytes = public_key.read_bytes()
+            self._algorithms = ["RS256", "ES256"]
+        elif secret is not None:
+            self._key = secret
+            self._algorithms = ["HS256"]
+        else:
+            raise ValueError("a token verifier needs a secret or a public key")
+
+    def verify(self, token: str) -> str:
+        """The user id the token is for.
+
+        Raises:
+            AuthError: no token, a bad signature, an expired or not-yet-valid token, or no usable `sub`.
+        """
+        if not token:
+            raise AuthError("no token")
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                options={"require": ["exp", "sub"]},
+                leeway=self.LEEWAY,
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("the token is not valid yet") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError("the token's signature is not valid") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"the token has no '{exc.claim}' claim") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthError(f"the token is not valid: {exc}") from None
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not is_valid_id(sub):
+            raise AuthError("the token's 'sub' is not a valid user id")
+        return sub
+
+
+def mint(user: str, secret: str, ttl: float = 3600, *, now: float | None = None) -> str:
+    """An HS256 token for `user`, valid for `ttl` seconds from `now`."""
+    issued = int(time.time() if now is None else now)
+    return jwt.encode({"sub": user, "iat": issued, "exp": issued + int(ttl)}, secret, algorithm="HS256")

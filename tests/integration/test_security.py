@@ -1,0 +1,450 @@
+"""Security against a real server: tokens, origins, abuse limits, liveness, privacy, TURN credentials, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+import websockets
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from peercall.auth.tokens import mint
+from tests.conftest import ServerProcess, run_server
+
+SECRET = "test-secret-with-enough-entropy-0123456789"
+CANDIDATE = {"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host", "sdpMid": "0", "sdpMLineIndex": 0}
+
+
+def token(user: str, ttl: float = 60, secret: str = SECRET, **claims: object) -> str:
+    now = int(time.time())
+    return jwt.encode({"sub": user, "iat": now, "exp": now + ttl, **claims}, secret, algorithm="HS256")
+
+
+async def recv_json(ws: websockets.ClientConnection, timeout: float = 5) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def closed_with(ws: websockets.ClientConnection, timeout: float = 5) -> tuple[int, str]:
+    """Read until the server closes; the close code and reason it sent."""
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    assert info.value.rcvd is not None, "the server closed without a close frame"
+    return info.value.rcvd.code, info.value.rcvd.reason
+
+
+async def refused_status(url: str, **kwargs: object) -> tuple[int, dict]:
+    with pytest.raises(websockets.InvalidStatus) as info:
+        await websockets.connect(url, **kwargs)
+    return info.value.response.status_code, json.loads(info.value.response.body)
+
+
+# ------------------------------------------------------------------------------------------------ tokens
+
+
+@pytest.fixture(scope="module")
+def token_server() -> Iterator[ServerProcess]:
+    with run_server(PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=SECRET, PEERCALL_AUTH_TIMEOUT="0.5") as srv:
+        yield srv
+
+
+async def test_bearer_header_token_connects_as_its_sub(token_server: ServerProcess) -> None:
+    """A valid token in the Authorization header connects as the token's `sub`, with or without ?id=."""
+    async with websockets.connect(
+        token_server.ws, additional_headers={"Authorization": f"Bearer {token('ann')}"}
+    ) as ws:
+        assert (await recv_json(ws))["id"] == "ann"
+    url = f"{token_server.ws}?id=ben"
+    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {token('ben')}"}) as ws:
+        assert (await recv_json(ws))["id"] == "ben"
+
+
+async def test_first_frame_token_connects(token_server: ServerProcess) -> None:
+    """A browser-style client sends the token as its first frame and is then welcomed."""
+    async with websockets.connect(token_server.ws) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": token("cat")}))
+        welcome = await recv_json(ws)
+        assert welcome["type"] == "welcome" and welcome["id"] == "cat"
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (lambda: token("dan", ttl=-60), "expired"),
+        (lambda: token("dan", secret="not-the-secret-but-long-enough-0123"), "signature"),
+        (lambda: token("dan", nbf=int(time.time()) + 600), "not valid yet"),
+        (lambda: jwt.encode({"sub": "dan"}, SECRET, algorithm="HS256"), "'exp'"),
+        (lambda: token("bad id"), "'sub'"),
+        (lambda: "not.a.token", "not valid"),
+        (lambda: jwt.encode({"sub": "dan", "exp": time.time() + 60}, "", algorithm="none"), "not valid"),
+    ],
+)
+async def test_bad_tokens_are_refused_both_ways(token_server: ServerProcess, make, why: str) -> None:
+    """Expired, forged, not-yet-valid, sub-less, `none`-signed tokens: HTTP 401 in the header, close 4401 as a frame."""
+    bad = make()
+    status, body = await refused_status(token_server.ws, additional_headers={"Authorization": f"Bearer {bad}"})
+    assert status == 401 and body["error"]["code"] == "unauthorized" and why in body["error"]["message"]
+    async with websockets.connect(token_server.ws) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": bad}))
+        error = await recv_json(ws)
+        assert error["code"] == "unauthorized" and why in error["message"]
+        code, _ = await closed_with(ws)
+        assert code == 4401
+
+
+async def test_token_for_someone_else_is_refused(token_server: ServerProcess) -> None:
+    """A token whose sub is not the id asked for is refused, as a header or as a first frame."""
+    status, body = await refused_status(
+        f"{token_server.ws}?id=eve", additional_headers={"Authorization": f"Bearer {token('fay')}"}
+    )
+    assert status == 401 and "for fay, not eve" in body["error"]["message"]
+    async with websockets.connect(f"{token_server.ws}?id=eve") as ws:
+        await ws.send(json.dumps({"type": "auth", "token": token("fay")}))
+        assert "for fay, not eve" in (await recv_json(ws))["message"]
+        assert (await closed_with(ws))[0] == 4401
+
+
+async def test_nothing_is_routed_before_auth(token_server: ServerProcess) -> None:
+    """Until a client has authenticated, its frames reach no one, and silence past the timeout closes it."""
+    async with websockets.connect(
+        token_server.ws, additional_headers={"Authorization": f"Bearer {token('gus')}"}
+    ) as gus:
+        await recv_json(gus)
+        async with websockets.connect(token_server.ws) as anon:
+            await anon.send(json.dumps({"type": "call-request", "to": "gus"}))
+            assert (await recv_json(anon))["code"] == "unauthorized"
+            assert (await closed_with(anon))[0] == 4401
+        async with websockets.connect(token_server.ws) as silent:
+            code, reason = await closed_with(silent)
+            assert code == 4401 and "no auth frame within 0.5s" in reason
+        with pytest.raises(TimeoutError):
+            await recv_json(gus, timeout=0.3)
+
+
+async def test_in_token_mode_no_one_injects_into_a_call(token_server: ServerProcess) -> None:
+    """An authenticated third party cannot push SDP or candidates into someone else's call, nor forge `from`."""
+    conns = {}
+    for name in ("hal", "ivy", "mal"):
+        conns[name] = await websockets.connect(
+            token_server.ws, additional_headers={"Authorization": f"Bearer {token(name)}"}
+        )
+        await recv_json(conns[name])
+    hal, ivy, mal = conns["hal"], conns["ivy"], conns["mal"]
+    try:
+        await hal.send(json.dumps({"type": "call-request", "to": "ivy"}))
+        call_id = None
+        while call_id is None:
+            msg = await recv_json(ivy)
+            call_id = msg.get("callId") if msg["type"] == "call-request" else None
+        await ivy.send(json.dumps({"type": "call-accept", "to": "hal"}))
+        for frame in (
+            {"type": "offer", "to": "ivy", "data": {"type": "offer", "sdp": "v=0"}},
+            {"type": "candidate", "to": "ivy", "data": CANDIDATE, "callId": call_id},
+            {"type": "hangup", "to": "ivy", "callId": call_id},
+            {"type": "candidate", "to": "ivy", "from": "hal", "data": CANDIDATE},
+        ):
+            await mal.send(json.dumps(frame))
+            error = await recv_json(mal)
+            while error["type"] == "presence":
+                error = await recv_json(mal)
+            assert error["code"] in ("not-in-call", "bad-message")
+        await hal.send(json.dumps({"type": "candidate", "to": "ivy", "data": CANDIDATE}))
+        while (msg := await recv_json(ivy))["type"] != "candidate":
+            assert msg["type"] == "presence", msg
+        assert msg["from"] == "hal"
+    finally:
+        for ws in conns.values():
+            await ws.close()
+
+
+async def test_http_api_follows_token_mode(token_server: ServerProcess) -> None:
+    """/api/calls and /ice-servers need a token; a token only reads its own user's history."""
+    async with httpx.AsyncClient(base_url=token_server.http) as http:
+        assert (await http.get("/api/calls")).status_code == 401
+        assert (await http.get("/ice-servers")).status_code == 401
+        auth = {"Authorization": f"Bearer {token('jan')}"}
+        assert (await http.get("/api/calls", headers=auth)).json() == {"calls": [], "next": None}
+        assert (await http.get("/api/calls", params={"id": "kim"}, headers=auth)).status_code == 403
+        assert (await http.get("/ice-servers", headers=auth)).status_code == 200
+        expired = {"Authorization": f"Bearer {token('jan', ttl=-60)}"}
+        assert (await http.get("/api/calls", headers=expired)).json()["error"]["message"] == "the token has expired"
+
+
+def test_token_command_prints_a_token_the_server_accepts() -> None:
+    """`peercall token USER --ttl S` prints a token for USER signed with PEERCALL_AUTH_SECRET."""
+    env = {**os.environ, "PEERCALL_AUTH_SECRET": SECRET}
+    out = subprocess.run(
+        [sys.executable, "-m", "peercall", "token", "lou", "--ttl", "120"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    claims = jwt.decode(out, SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "lou" and 115 <= claims["exp"] - time.time() <= 121
+    missing = subprocess.run(
+        [sys.executable, "-m", "peercall", "token", "lou"],
+        env={k: v for k, v in env.items() if k != "PEERCALL_AUTH_SECRET"},
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2 and "PEERCALL_AUTH_SECRET" in missing.stderr
+
+
+async def test_public_key_tokens(tmp_path: Path) -> None:
+    """With PEERCALL_AUTH_PUBLIC_KEY, ES256 tokens from the matching private key are accepted, others refused."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "pub.pem").write_bytes(pem)
+    good = jwt.encode({"sub": "max", "exp": time.time() + 60}, key, algorithm="ES256")
+    forged = jwt.encode(
+        {"sub": "max", "exp": time.time() + 60}, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256"
+    )
+    with run_server(PEERCALL_AUTH="token", PEERCALL_AUTH_PUBLIC_KEY=str(tmp_path / "pub.pem")) as srv:
+        async with websockets.connect(srv.ws, additional_headers={"Authorization": f"Bearer {good}"}) as ws:
+            assert (await recv_json(ws))["id"] == "max"
+        status, _ = await refused_status(srv.ws, additional_headers={"Authorization": f"Bearer {forged}"})
+        assert status == 401
+
+
+def test_minted_tokens_round_trip() -> None:
+    """peercall's own mint() makes tokens with sub, iat and exp."""
+    claims = jwt.decode(mint("nia", SECRET, 30), SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "nia" and claims["exp"] - claims["iat"] == 30
+
+
+# ---------------------------------------------------------------------------------------- origins, limits
+
+
+async def test_cross_site_origins_are_refused(server: ServerProcess, uid) -> None:
+    """A page from another site cannot open the WebSocket (403); the same origin and non-browsers can."""
+    status, body = await refused_status(f"{server.ws}?id={uid('o')}", origin="https://evil.example")
+    assert status == 403 and body["error"]["code"] == "bad-origin"
+    async with websockets.connect(f"{server.ws}?id={uid('o')}", origin=f"http://127.0.0.1:{server.port}") as ws:
+        assert (await recv_json(ws))["type"] == "welcome"
+    with run_server(PEERCALL_ALLOWED_ORIGINS="https://app.example") as srv:
+        async with websockets.connect(f"{srv.ws}?id=ok", origin="https://app.example") as ws:
+            assert (await recv_json(ws))["type"] == "welcome"
+        assert (await refused_status(f"{srv.ws}?id=no", origin=f"http://127.0.0.1:{srv.port}"))[0] == 403
+
+
+@pytest.fixture(scope="module")
+def tight_server() -> Iterator[ServerProcess]:
+    with run_server(
+        PEERCALL_RATE_LIMIT="20",
+        PEERCALL_RATE_BURST="10",
+        PEERCALL_CALL_RATE="3",
+        PEERCALL_MAX_CONNECTIONS_PER_IP="6",
+        PEERCALL_MAX_CONNECTIONS_PER_USER="2",
+        PEERCALL_SEND_BUFFER="65536",
+        PEERCALL_PING_INTERVAL="0.3",
+        PEERCALL_PING_TIMEOUT="0.3",
+    ) as srv:
+        yield srv
+
+
+async def test_flood_is_rate_limited_then_disconnected(tight_server: ServerProcess) -> None:
+    """Frames beyond the burst get `rate-limited`; a client that keeps flooding is closed with 4429."""
+    async with websockets.connect(f"{tight_server.ws}?id=flooder") as ws:
+        await recv_json(ws)
+        for _ in range(40):
+            await ws.send('{"type":"hangup","to":"nobody"}')
+        codes = []
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            while True:
+                codes.append((await recv_json(ws))["code"])
+        assert codes[:10] == ["not-in-call"] * 10 and set(codes[10:]) == {"rate-limited"} and len(codes) >= 18
+        assert info.value.rcvd is not None and (info.value.rcvd.code, info.value.rcvd.reason) == (
+            4429,
+            "too many messages",
+        )
+    assert "kept sending faster than 20 frames/s; disconnecting" in tight_server.log()
+
+
+async def test_call_requests_per_minute(tight_server: ServerProcess) -> None:
+    """A user gets `rate-limited` past its call requests per minute."""
+    async with websockets.connect(f"{tight_server.ws}?id=dialer") as ws:
+        await recv_json(ws)
+        answers = []
+        for _ in range(4):
+            await ws.send('{"type":"call-request","to":"nobody"}')
+            answers.append((await recv_json(ws))["code"])
+            if answers[-1] == "unavailable":
+                assert (await recv_json(ws))["type"] == "call-ended"
+        assert answers == ["unavailable"] * 3 + ["rate-limited"]
+
+
+async def test_connection_limits(tight_server: ServerProcess) -> None:
+    """Past the per-user limit a connection is closed with 4430; past the per-address limit it is refused (429)."""
+    held = [await websockets.connect(f"{tight_server.ws}?id=many") for _ in range(2)]
+    third = await websockets.connect(f"{tight_server.ws}?id=many")
+    assert (await recv_json(third))["code"] == "rate-limited"
+    assert (await closed_with(third))[0] == 4430
+    held += [await websockets.connect(f"{tight_server.ws}?id=other{i}") for i in range(4)]
+    status, body = await refused_status(f"{tight_server.ws}?id=seventh")
+    assert status == 429 and body["error"]["code"] == "too-many-connections"
+    for ws in held:
+        await ws.close()
+    await asyncio.sleep(0.1)
+    async with websockets.connect(f"{tight_server.ws}?id=again") as ws:  # limits are released on close
+        assert (await recv_json(ws))["type"] == "welcome"
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture
+def slow_reader_server() -> Iterator[ServerProcess]:
+    with run_server(PEERCALL_SEND_BUFFER="65536") as srv:
+        yield srv
+
+
+async def test_a_client_that_never_reads_is_dropped_and_harms_no_one(slow_reader_server: ServerProcess) -> None:
+    """A callee that stops reading is disconnected (4420) once its buffer overflows; memory stays bounded and
+    two other clients keep their latency meanwhile."""
+    tight_server = slow_reader_server
+    small = socket.create_connection(("127.0.0.1", tight_server.port))
+    small.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sender = await websockets.connect(f"{tight_server.ws}?id=talker")
+    sleeper = await websockets.connect(f"{tight_server.ws}?id=sleeper", max_queue=1, sock=small)
+    a = await websockets.connect(f"{tight_server.ws}?id=pinga")
+    b = await websockets.connect(f"{tight_server.ws}?id=pingb")
+    for ws in (sender, sleeper, a, b):
+        await recv_json(ws)
+    await sender.send('{"type":"call-request","to":"sleeper"}')
+    while (await recv_json(sleeper))["type"] != "call-request":
+        pass
+    await sleeper.send('{"type":"call-accept","to":"talker"}')
+    while (await recv_json(sender))["type"] != "call-accept":
+        pass
+    await a.send('{"type":"call-request","to":"pingb"}')
+    while (await recv_json(b))["type"] != "call-request":
+        pass
+    await b.send('{"type":"call-accept","to":"pinga"}')
+    while (await recv_json(a))["type"] != "call-accept":
+        pass
+    before = rss_kib(tight_server.proc.pid)
+    sdp = {"type": "offer", "sdp": "a=x" * 20_000}  # 60 KB a frame; the sleeper reads none of them
+    for _ in range(100):
+        await sender.send(json.dumps({"type": "offer", "to": "sleeper", "data": sdp}))
+    delays = []
+    for i in range(10):
+        started = time.monotonic()
+        await a.send(json.dumps({"type": "candidate", "to": "pingb", "data": {**CANDIDATE, "sdpMLineIndex": i}}))
+        while (msg := await recv_json(b))["type"] != "candidate":
+            pass
+        assert msg["data"]["sdpMLineIndex"] == i
+        delays.append(time.monotonic() - started)
+        for _ in range(4):
+            await sender.send(json.dumps({"type": "offer", "to": "sleeper", "data": sdp}))
+        await asyncio.sleep(0.06)
+    assert max(delays) < 0.5, delays
+    assert await asyncio.to_thread(tight_server.wait_log, "reads too slowly", 10)
+    assert "sleeper (c" in tight_server.log()
+    assert "talker" in tight_server.log() and "rate" not in tight_server.log()
+    grown = rss_kib(tight_server.proc.pid) - before
+    assert grown < 20_000, f"server grew by {grown} KiB"
+    for ws in (sender, sleeper, a, b):
+        await ws.close()
+
+
+async def test_silent_connection_is_reaped_by_ping(tight_server: ServerProcess) -> None:
+    """A client that stops answering pings (its process froze, its network died) is reaped as lost."""
+    watcher = await websockets.connect(f"{tight_server.ws}?id=watcher")
+    await recv_json(watcher)
+    raw = socket.create_connection(("127.0.0.1", tight_server.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    raw.sendall(
+        f"GET /ws?id=frozen HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert b"101" in raw.recv(4096).split(b"\r\n")[0]
+    try:
+        while (msg := await recv_json(watcher))["id"] != "frozen" or msg["status"] != "online":
+            pass
+        started = time.monotonic()
+        while (msg := await recv_json(watcher))["id"] != "frozen" or msg["status"] != "offline":
+            pass
+        assert time.monotonic() - started < 3
+    finally:
+        raw.close()
+        await watcher.close()
+
+
+# -------------------------------------------------------------------------------------------- privacy
+
+
+async def test_private_mode_hides_who_exists() -> None:
+    """Private: no presence lists, and calling someone offline looks like a call nobody answers."""
+    with run_server(PEERCALL_PRIVATE="true", PEERCALL_RING_TIMEOUT="0.5") as srv:
+        async with websockets.connect(f"{srv.ws}?id=pa") as pa, websockets.connect(f"{srv.ws}?id=pb") as pb:
+            assert (await recv_json(pa))["online"] == [] and (await recv_json(pb))["online"] == []
+            await pa.send('{"type":"call-request","to":"nobody-here"}')
+            assert (await recv_json(pa))["type"] == "call-ringing"
+            ended = await recv_json(pa)
+            assert (ended["type"], ended["outcome"]) == ("call-ended", "missed")
+            assert (await recv_json(pa))["type"] == "hangup"  # what a seed client understands
+            await pb.close()
+            with pytest.raises(TimeoutError):
+                await recv_json(pa, timeout=0.3)
+
+
+# ---------------------------------------------------------------------------------------------- TURN
+
+
+def test_turn_credentials_are_minted_per_user() -> None:
+    """With a TURN secret, /ice-servers hands each user a short-lived coturn REST credential."""
+    with run_server(
+        PEERCALL_ICE_SERVERS=None,
+        PEERCALL_STUN_URLS="stun:127.0.0.1:3478",
+        PEERCALL_TURN_URLS="turn:127.0.0.1:3478?transport=udp,turn:127.0.0.1:3478?transport=tcp",
+        PEERCALL_TURN_SECRET="coturn-secret",
+        PEERCALL_TURN_TTL="600",
+        PEERCALL_ICE_TRANSPORT_POLICY="relay",
+    ) as srv:
+        body = httpx.get(f"{srv.http}/ice-servers", params={"id": "olga"}).json()
+    stun, turn = body["iceServers"]
+    assert stun == {"urls": ["stun:127.0.0.1:3478"]}
+    assert turn["urls"] == ["turn:127.0.0.1:3478?transport=udp", "turn:127.0.0.1:3478?transport=tcp"]
+    expiry, user = turn["username"].split(":")
+    assert user == "olga" and 590 <= int(expiry) - time.time() <= 601
+    expected = base64.b64encode(hmac.new(b"coturn-secret", turn["username"].encode(), hashlib.sha1).digest())
+    assert turn["credential"] == expected.decode()
+    assert body["iceTransportPolicy"] == "relay" and body["ttl"] == 600
+
+
+# ----------------------------------------------------------------------------------------------- TLS
+
+
+async def test_self_signed_tls_serves_https_and_wss(tmp_path: Path) -> None:
+    """--tls-self-signed serves https and wss with a certificate for localhost and the machine's addresses."""
+    with run_server(PEERCALL_TLS_SELF_SIGNED="true", HOME=str(tmp_path)) as srv:
+        assert f"https://127.0.0.1:{srv.port}/" in srv.log()
+        cert = tmp_path / ".local/share/peercall/tls/cert.pem"
+        context = ssl.create_default_context(cafile=cert)
+        async with httpx.AsyncClient(verify=context) as http:
+            assert (await http.get(f"https://127.0.0.1:{srv.port}/healthz")).json()["status"] == "ok"
+        async with websockets.connect(f"wss://localhost:{srv.port}/ws?id=tls", ssl=context) as ws:
+            assert (await recv_json(ws))["type"] == "welcome"
+        async with httpx.AsyncClient() as http:  # not trusted by default: it is self-signed
+            with pytest.raises(httpx.ConnectError):
+                await http.get(f"https://127.0.0.1:{srv.port}/healthz")
