@@ -90,7 +90,13 @@ class Hangup(_Sent, tag="hangup", kw_only=True):
     data: HangupReason | None = None
 
 
-ClientFrame = CallRequest | CallAccept | CallReject | Offer | Answer | Candidate | Hangup
+class Auth(_Frame, tag="auth", kw_only=True):
+    """Token mode only, and only as the first frame: the signed token that proves who this is."""
+
+    token: str
+
+
+ClientFrame = Auth | CallRequest | CallAccept | CallReject | Offer | Answer | Candidate | Hangup
 
 # ------------------------------------------------------------------------------------- server -> client
 
