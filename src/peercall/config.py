@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     """Seconds that a graceful shutdown waits for connections to close (`PEERCALL_SHUTDOWN_TIMEOUT`)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """`debug` also logs every routed message (`PEERCALL_LOG_LEVEL`)."""
+    log_format: Literal["text", "json"] = "text"
+    """`json`: one JSON object a line, with `callId` on every line about a call (`PEERCALL_LOG_FORMAT`)."""
     access_log: bool = True
     """Log every HTTP request (`PEERCALL_ACCESS_LOG`)."""
     ws_per_message_deflate: bool = False

@@ -22,6 +22,7 @@ from ..core.switchboard import Close, Effect, Forward, Presence, Record, Send, S
 from ..errors import ProtocolError
 from ..protocol import messages
 from ..protocol.codes import ErrorCode
+from .stats import Stats
 
 if TYPE_CHECKING:
     from ..store.base import CallHistory
@@ -67,6 +68,7 @@ class Hub:
         )
         self.call_rate = call_rate
         self._call_buckets: dict[str, TokenBucket] = {}
+        self.stats = Stats()
         self.history = history
         self.clock = clock
         self.draining = False
@@ -79,6 +81,9 @@ class Hub:
 
     def __len__(self) -> int:
         return len(self._conns)
+
+    def connections(self) -> list[Connection]:
+        return list(self._conns.values())
 
     def new_cid(self) -> str:
         return f"c{next(self._serial)}"
@@ -110,12 +115,16 @@ class Hub:
         except ProtocolError as exc:
             await self.reject(conn, exc)
             return
+        self.stats.messages[env.type] += 1
         await self._perform(effects)
         if env.type in _MEDIA:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s -> %s %s (%d chars)", conn.id, env.to, env.type, len(frame))
             return
-        log.info("%s -> %s %s", conn.id, env.to, env.type)
+        call_id = next((e.call_id for e in effects if isinstance(e, Forward)), None)
+        if call_id is None:
+            call_id = next((e.message.get("callId") for e in effects if isinstance(e, Send)), None)
+        log.info("%s -> %s %s (call %s)", conn.id, env.to, env.type, call_id, extra={"call_id": call_id})
         self._reschedule()
 
     def _check_call_rate(self, user: str, env: messages.Envelope) -> None:
@@ -136,6 +145,7 @@ class Hub:
     async def reject(self, conn: Connection, exc: ProtocolError) -> None:
         """Answer `conn` with an `error` frame, and log the first few of each connection."""
         conn.errors += 1
+        self.stats.errors[exc.code] += 1
         if conn.errors <= _LOGGED_ERRORS:
             log.info("%s: %s", conn.id, exc)
             if conn.errors == _LOGGED_ERRORS:
@@ -181,6 +191,9 @@ class Hub:
                 self._ended(effect.record)
 
     def _ended(self, record: CallRecord) -> None:
+        self.stats.outcomes[record.outcome.value] += 1
+        if record.answered_at is not None:
+            self.stats.answer_time.observe(record.answered_at - record.ringing_at)
         log.info(
             "call %s %s -> %s ended: %s (%s)",
             record.call_id,
@@ -188,6 +201,7 @@ class Hub:
             record.callee,
             record.outcome.value,
             record.reason.value,
+            extra={"call_id": record.call_id},
         )
         if self.history is not None:
             # A callee who was online saw a missed call ring; only calls missed while away are reported later.

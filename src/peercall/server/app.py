@@ -26,6 +26,7 @@ from ..hub.router import Hub
 from ..protocol.messages import is_valid_id
 from ..protocol.schema import schema
 from ..store import open_history
+from .metrics import CONTENT_TYPE, registry_for, render
 from .ws import SignalingEndpoint
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -139,6 +140,9 @@ def create_app(settings: Settings) -> PeercallApp:
     async def get_schema(request: Request) -> Response:
         return JSONResponse(protocol_schema, media_type="application/schema+json")
 
+    async def get_metrics(request: Request) -> Response:
+        return Response(render(metrics_registry), media_type=CONTENT_TYPE)
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
@@ -153,12 +157,14 @@ def create_app(settings: Settings) -> PeercallApp:
         return JSONResponse({"error": {"code": "internal-error", "message": "internal server error"}}, status_code=500)
 
     signaling = SignalingEndpoint(hub, settings)
+    metrics_registry = registry_for(hub, signaling)
     routes = [
         Route("/ice-servers", get_ice_servers),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/api/calls", api_calls),
         Route("/protocol/v1/schema.json", get_schema),
+        Route("/metrics", get_metrics),
         Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"),
     ]
     middleware = [

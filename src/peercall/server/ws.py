@@ -51,6 +51,7 @@ class WsConnection:
         "cid",
         "errors",
         "id",
+        "on_drop",
         "open",
         "received",
     )
@@ -67,6 +68,7 @@ class WsConnection:
         self.open = False  # accepted and not yet closed: only then may frames be sent
         self.errors = 0
         self.received = 0
+        self.on_drop: Any = None  # called with a reason when this connection is dropped for misbehaving
 
     async def send_text(self, text: str) -> bool:
         if not self.open:
@@ -86,10 +88,16 @@ class WsConnection:
             self._backlog.clear()
             self._bytes = 0
             await self.close(CloseCode.SLOW_CONSUMER, "too slow: send buffer overflowed")
+            if self.on_drop is not None:
+                self.on_drop("slow-consumer")
             return False
         if self._writer is None:
             self._writer = asyncio.ensure_future(self._drain())
         return True
+
+    @property
+    def pending(self) -> int:
+        return self._bytes
 
     async def _drain(self) -> None:
         try:
@@ -138,6 +146,10 @@ class SignalingEndpoint:
         self.per_ip: collections.Counter[str] = collections.Counter()
         self.per_user: collections.Counter[str] = collections.Counter()
 
+    def backlog_bytes(self) -> int:
+        """Bytes waiting for slow readers, over all connections (a gauge for /metrics)."""
+        return sum(getattr(conn, "pending", 0) for conn in self.hub.connections())
+
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
@@ -147,9 +159,11 @@ class SignalingEndpoint:
             user, wanted, device = self._admit(scope, ip)
         except Refused as refused:
             log.info("refused a connection from %s: %s", peer, refused.message)
+            self._dropped(refused.code)
             await _deny(scope, send, refused.status, refused.code, refused.message)
             return
         conn = WsConnection(user or wanted or "", self.hub.new_cid(), send, self.settings.send_buffer)
+        conn.on_drop = self._dropped
         await send({"type": "websocket.accept"})
         conn.open = True
         self.per_ip[ip] += 1
@@ -164,6 +178,7 @@ class SignalingEndpoint:
                 log.info("refused %s from %s: %s", user, peer, message)
                 await conn.send_text(messages.error(ProtocolError(ErrorCode.RATE_LIMITED, message)))
                 await conn.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
+                self._dropped("too-many-connections")
                 return
             self.per_user[user] += 1
             try:
@@ -176,6 +191,9 @@ class SignalingEndpoint:
             self.per_ip[ip] -= 1
             if not self.per_ip[ip]:
                 del self.per_ip[ip]
+
+    def _dropped(self, reason: str) -> None:
+        self.hub.stats.dropped[reason] += 1
 
     def _admit(self, scope: Scope, ip: str) -> tuple[str | None, str | None, str | None]:
         """Check a handshake. Returns (the user, or None while a first-frame token is to come; the id the client
@@ -254,6 +272,7 @@ class SignalingEndpoint:
         log.info("refused a connection (%s): %s", conn.cid, why)
         await conn.send_text(messages.error(ProtocolError(ErrorCode.UNAUTHORIZED, why)))
         await conn.close(CloseCode.UNAUTHORIZED, why[:120])
+        self._dropped("unauthorized")
 
     async def _session(self, conn: WsConnection, receive: Any, peer: str, device: str | None) -> None:
         started = time.monotonic()
@@ -292,6 +311,7 @@ class SignalingEndpoint:
                 if dropped > settings.rate_burst:
                     log.warning("%s: kept sending faster than %g frames/s; disconnecting", conn.id, settings.rate_limit)
                     await conn.close(CloseCode.RATE_LIMITED, "too many messages")
+                    self._dropped("rate-limited")
                     return CloseCode.RATE_LIMITED
                 await hub.reject(conn, ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; this one was dropped"))
                 continue

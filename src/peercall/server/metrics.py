@@ -1,0 +1,77 @@
+"""`GET /metrics`: Prometheus exposition of the hub's counters.
+
+The hot path only bumps plain integers in dicts (`Hub.stats`); this collector turns them into metric families when
+Prometheus scrapes, so that counting costs a dict update per frame instead of a labelled-metric lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from ..hub.router import Hub
+    from .ws import SignalingEndpoint
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class HubCollector(Collector):
+    def __init__(self, hub: Hub, endpoint: SignalingEndpoint) -> None:
+        self.hub = hub
+        self.endpoint = endpoint
+
+    def collect(self) -> Iterator[Metric]:
+        hub, stats = self.hub, self.hub.stats
+        yield GaugeMetricFamily("peercall_connections", "Open signaling connections", value=len(hub))
+        yield GaugeMetricFamily(
+            "peercall_users_online", "Users with at least one connection", value=len(hub.switchboard.users)
+        )
+        active = GaugeMetricFamily("peercall_calls_active", "Calls not yet ended, by state", labels=["state"])
+        states = {"ringing": 0, "answered": 0}
+        for call in hub.switchboard.calls.values():
+            states[call.state.value] += 1
+        for state, count in states.items():
+            active.add_metric([state], count)
+        yield active
+        yield _counter(
+            "peercall_messages", "Frames received from clients and accepted, by type", "type", stats.messages
+        )
+        yield _counter("peercall_errors", "Error frames sent to clients, by code", "code", stats.errors)
+        yield _counter("peercall_calls", "Calls ended, by outcome", "outcome", stats.outcomes)
+        yield _counter("peercall_disconnects", "Connections closed by the server, by reason", "reason", stats.dropped)
+        yield CounterMetricFamily(
+            "peercall_history_write_failures", "Call records that could not be written", value=hub.history_failures
+        )
+        yield GaugeMetricFamily(
+            "peercall_send_backlog_bytes",
+            "Bytes waiting in send backlogs of slow readers",
+            value=self.endpoint.backlog_bytes(),
+        )
+        for name, help_text, histogram in (
+            ("peercall_call_answer_seconds", "From call-request to call-accept", stats.answer_time),
+        ):
+            family = HistogramMetricFamily(name, help_text)
+            family.add_metric([], histogram.buckets(), histogram.total)
+            yield family
+
+
+def _counter(name: str, help_text: str, label: str, values: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help_text, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family
+
+
+def registry_for(hub: Hub, endpoint: SignalingEndpoint) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HubCollector(hub, endpoint))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
