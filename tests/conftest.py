@@ -151,8 +151,10 @@ class Client:
         deadline = time.monotonic() + timeout
         while True:
             msg = await self.recv(max(0.01, deadline - time.monotonic()))
-            if all(msg.get(k) == v for k, v in fields.items()):
-                return msg
+            # A presence frame may carry several changes; each is matched as if it came alone.
+            for one in [{"type": "presence", **c} for c in msg["changes"]] if "changes" in msg else [msg]:
+                if all(one.get(k) == v for k, v in fields.items()):
+                    return one
 
     async def nothing(self, within: float = 0.3, **fields: Any) -> None:
         """Assert that no frame with `fields` arrives within `within` seconds."""

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     private: bool = False
     """Hide who exists (`PEERCALL_PRIVATE`): no presence lists, and calling someone offline looks like a call
     nobody answers instead of `unavailable`."""
+    presence_interval: Annotated[float, Field(ge=0.01, le=10)] = 0.1
+    """Seconds over which presence changes are gathered into one frame per connection
+    (`PEERCALL_PRESENCE_INTERVAL`): keeps a reconnect storm of N users from costing N^2 frames."""
     rate_limit: Annotated[float, Field(gt=0)] = 50.0
     """Frames per second a connection may send, sustained (`PEERCALL_RATE_LIMIT`)."""
     rate_burst: Annotated[int, Field(ge=1)] = 200

@@ -72,8 +72,11 @@ class Peer:
             except websockets.ConnectionClosed as exc:
                 raise Failure(f"{self.user}'s connection closed while waiting for {type}: {exc}") from None
             self.seen.append(message)
-            if message.get("type") == type and all(message.get(k) == v for k, v in fields.items()):
-                return message
+            # A presence frame may carry several changes; each is matched as if it came alone.
+            for candidate in message.get("changes") or [message] if message.get("type") == "presence" else [message]:
+                candidate = {"type": message["type"], **candidate}
+                if candidate.get("type") == type and all(candidate.get(k) == v for k, v in fields.items()):
+                    return candidate
 
     async def nothing(self, type: str, within: float = 0.3, **fields: Any) -> None:
         """No frame of `type` (with `fields`) arrives within `within` seconds."""

@@ -378,12 +378,19 @@ async def test_silent_connection_is_reaped_by_ping(tight_server: ServerProcess) 
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
     )
     assert b"101" in raw.recv(4096).split(b"\r\n")[0]
+
+    async def presence_of(user: str, status: str) -> None:
+        while True:
+            msg = await recv_json(watcher)
+            if {"id": user, "status": status} in msg.get(
+                "changes", [{"id": msg.get("id"), "status": msg.get("status")}]
+            ):
+                return
+
     try:
-        while (msg := await recv_json(watcher))["id"] != "frozen" or msg["status"] != "online":
-            pass
+        await presence_of("frozen", "online")
         started = time.monotonic()
-        while (msg := await recv_json(watcher))["id"] != "frozen" or msg["status"] != "offline":
-            pass
+        await presence_of("frozen", "offline")
         assert time.monotonic() - started < 3
     finally:
         raw.close()

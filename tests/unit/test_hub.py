@@ -57,7 +57,8 @@ async def test_join_greets_and_announces() -> None:
     hub = Hub()
     alice, bob = await online(hub, "alice", "bob")
     assert bob.sent[0]["type"] == "welcome" and bob.sent[0]["online"] == ["alice"]
-    assert alice.sent[-1] == {"type": "presence", "id": "bob", "status": "online"}
+    presence = await alice.wait_for("presence")
+    assert {"id": "bob", "status": "online"} in presence.get("changes", [presence])
 
 
 async def test_bad_frame_reaches_nobody_else() -> None:
@@ -130,3 +131,31 @@ async def test_close_all_closes_everyone_and_drains() -> None:
     await hub.close_all(1001, "server shutting down")
     assert alice.closed == bob.closed == (1001, "server shutting down")
     assert hub.draining
+
+
+async def test_presence_storm_is_batched() -> None:
+    """Fifty users arriving at once cost each connection a frame or two, not fifty, and nobody is missed."""
+    hub = Hub(presence_interval=0.05)
+    (watcher,) = await online(hub, "watcher")
+    await asyncio.sleep(0.1)
+    watcher.sent.clear()
+    await online(hub, *[f"user{i}" for i in range(50)])
+    batch = await watcher.wait_for("presence")
+    frames = [m for m in watcher.sent if m["type"] == "presence"]
+    assert len(frames) <= 2
+    seen = {c["id"] for m in frames for c in m.get("changes", [m])}
+    assert seen == {f"user{i}" for i in range(50)} and batch["changes"][0]["status"] == "online"
+
+
+async def test_blip_within_the_interval_is_coalesced() -> None:
+    """A user who leaves and comes back within one interval is announced by its final state only."""
+    hub = Hub(presence_interval=0.05)
+    watcher, bob = await online(hub, "watcher", "bob")
+    await asyncio.sleep(0.1)
+    watcher.sent.clear()
+    await hub.leave(bob)
+    await online(hub, "bob")
+    await asyncio.sleep(0.1)
+    assert [m for m in watcher.sent if m["type"] == "presence"] == [
+        {"type": "presence", "id": "bob", "status": "online"}
+    ]

@@ -61,6 +61,7 @@ def check_invariants(b: Board) -> None:
     for conn, device in sb.devices.items():
         assert sb.users[device.user][conn] is device
     assert sum(len(d) for d in sb.users.values()) == len(sb.devices)
+    assert sb.online() == sorted(sb.users) and all(sb.users.values())
     # every call is recorded once, and only once it has ended
     ids = [r.call_id for r in b.records]
     assert len(ids) == len(set(ids))

@@ -62,11 +62,15 @@ class Hub:
         clock: Callable[[], float] = time.time,
         call_rate: int = 30,
         private: bool = False,
+        presence_interval: float = 0.1,
     ) -> None:
         self.switchboard = Switchboard(
             ring_timeout=ring_timeout, resume_grace=resume_grace, new_id=lambda: secrets.token_hex(8), private=private
         )
         self.call_rate = call_rate
+        self.presence_interval = presence_interval
+        self._presence_pending: dict[str, str] = {}
+        self._presence_timer: asyncio.TimerHandle | None = None
         self._call_buckets: dict[str, TokenBucket] = {}
         self.stats = Stats()
         self.history = history
@@ -178,10 +182,7 @@ class Hub:
                 if target is not None:
                     await target.send_text(messages.encode(effect.message))
             elif isinstance(effect, Presence):
-                text = messages.presence(effect.user, effect.status)
-                targets = [c for c in conns.values() if c.id != effect.user]
-                if targets:
-                    await asyncio.gather(*(c.send_text(text) for c in targets))
+                self._presence_changed(effect)
             elif isinstance(effect, Close):
                 target = conns.get(effect.conn)
                 if target is not None:
@@ -189,6 +190,38 @@ class Hub:
                     await target.close(effect.code, effect.reason)
             elif isinstance(effect, Record):
                 self._ended(effect.record)
+
+    # --------------------------------------------------------------------------------------- presence
+
+    def _presence_changed(self, effect: Presence) -> None:
+        """Queue a presence change; changes are sent in batches, at most one frame per connection per interval.
+
+        Telling everyone of every join and leave one frame at a time is O(N^2) in a reconnect storm (10k users
+        coming back after a restart = 100M frames). Batching sends each connection one frame per interval,
+        with the latest status of everyone who changed, encoded once for all.
+        """
+        self._presence_pending[effect.user] = effect.status
+        if self._presence_timer is None and not self.draining:
+            loop = asyncio.get_running_loop()
+            self._presence_timer = loop.call_later(self.presence_interval, self._flush_presence)
+
+    def _flush_presence(self) -> None:
+        self._presence_timer = None
+        changes, self._presence_pending = self._presence_pending, {}
+        if not changes:
+            return
+        if len(changes) == 1:
+            ((user, status),) = changes.items()
+            text = messages.presence(user, status)
+            targets = [c for c in self._conns.values() if c.id != user]
+        else:
+            text = messages.presence_batch(changes)
+            targets = list(self._conns.values())
+        self._spawn(self._send_all(targets, text))
+
+    async def _send_all(self, targets: list[Connection], text: str) -> None:
+        for conn in targets:
+            await conn.send_text(text)
 
     def _ended(self, record: CallRecord) -> None:
         self.stats.outcomes[record.outcome.value] += 1

@@ -177,6 +177,13 @@ def presence(client_id: str, status: str) -> str:
     return _encode({"type": "presence", "id": client_id, "status": status}).decode()
 
 
+def presence_batch(changes: dict[str, str]) -> str:
+    """Several presence changes in one frame: `{"type":"presence","changes":[{"id":…,"status":…},…]}`."""
+    return _encode(
+        {"type": "presence", "changes": [{"id": user, "status": status} for user, status in changes.items()]}
+    ).decode()
+
+
 def error(exc: ProtocolError) -> str:
     """The `error` frame for `exc`, sent to the offending client only."""
     body: dict[str, Any] = {"type": "error", "code": exc.code.value, "message": exc.message}

@@ -148,9 +148,17 @@ class Welcome(_Frame, tag="welcome", kw_only=True):
     resumeGrace: float | None = None
 
 
-class Presence(_Frame, tag="presence", kw_only=True):
+class PresenceChange(msgspec.Struct):
     id: ClientId
     status: Literal["online", "offline"]
+
+
+class Presence(_Frame, tag="presence", kw_only=True):
+    """One change (`id`, `status`), or several gathered over the presence interval (`changes`)."""
+
+    id: ClientId | None = None
+    status: Literal["online", "offline"] | None = None
+    changes: list[PresenceChange] | None = None
 
 
 class Error(_Frame, tag="error", kw_only=True):

@@ -61,6 +61,7 @@ def create_app(settings: Settings) -> PeercallApp:
         history=history,
         call_rate=settings.call_rate,
         private=settings.private,
+        presence_interval=settings.presence_interval,
     )
     fixed_ice = [server.as_json() for server in settings.fixed_ice_servers()]
     turn_secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None

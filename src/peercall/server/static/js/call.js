@@ -9,8 +9,15 @@
  * connection fails. Candidates are trickled both ways, and incoming ones wait in a queue until the remote
  * description is set. Nothing ever waits for ICE gathering to complete.
  *
- * Flow: caller `start()` (mic, then `call-request`) → callee `accept()` (mic, then `call-accept`) → caller
- * adds its track, `negotiationneeded` → offer → callee answers → `connectionState` "connected".
+ * Flow: caller `start()` (mic and ICE servers, then `call-request`) → callee `accept()` (mic and ICE servers,
+ * then `call-accept`) → caller adds its track, `negotiationneeded` → offer → callee answers →
+ * `connectionState` "connected". The ICE servers (and TURN credentials, which expire) are fetched for every
+ * call. If no candidate pair succeeds within `iceTimeoutMs` of the offer/answer, the call is hung up with
+ * reason `ice-timeout` (or `ice-failed`), and `failure` says why in words (e.g. the relay refused us).
+ *
+ * The call outlives its signaling connection: the WebSocket may drop and come back (`resume()`), and the
+ * audio goes on meanwhile. A server that keeps call state has the last word on how a call ended
+ * (`serverEnded()`: `outcome` and `endReason`).
  *
  * A server that keeps call state may assign the call id (`call-ringing`) and the roles (`polite` in
  * `call-accept`, e.g. when two people call each other at once); the call adopts both. A plain relay does
@@ -26,7 +33,16 @@ import { MessageType, Reason } from "./protocol.js";
 /**
  * Why a call ended, from this side's point of view.
  * @typedef {"hangup"|"remote-hangup"|"rejected"|"busy"|"declined"|"unavailable"|"peer-offline"|
- *   "no-microphone"|"no-answer"|"failed"|"signaling-lost"|"answered-elsewhere"|"refused"} EndReason
+ *   "no-microphone"|"no-answer"|"failed"|"signaling-lost"|"answered-elsewhere"|"refused"|"no-relay"
+ * } EndReason
+ */
+
+/**
+ * What `/ice-servers` said: the servers, the transport policy, and how long TURN credentials last.
+ * @typedef {object} IceConfig
+ * @property {RTCIceServer[]} iceServers
+ * @property {RTCIceTransportPolicy} [iceTransportPolicy] "all" or "relay"
+ * @property {number} [ttl] seconds the TURN credentials are valid
  */
 
 /** Call states. */
@@ -52,8 +68,10 @@ const TRANSITIONS = Object.freeze({
 
 /** How long a call may ring before the caller gives up (ms). */
 export const RING_TIMEOUT_MS = 45_000;
-/** How long media may take to connect after the call is accepted, or to come back after it failed (ms). */
+/** How long the offer/answer may take to arrive after the call is accepted (ms). */
 export const MEDIA_TIMEOUT_MS = 30_000;
+/** How long ICE may take to find a working candidate pair after the offer/answer, or after a restart (ms). */
+export const ICE_TIMEOUT_MS = 10_000;
 
 /** Audio constraints for a voice call. */
 export const VOICE = Object.freeze({ echoCancellation: true, noiseSuppression: true, autoGainControl: true });
@@ -67,6 +85,7 @@ const HANGUP_REASONS = Object.freeze({
   [Reason.ANSWERED_ELSEWHERE]: "answered-elsewhere",
   [Reason.ICE_FAILED]: "failed",
   [Reason.ICE_TIMEOUT]: "failed",
+  [Reason.USER_MEDIA_FAILED]: "failed",
 });
 
 /** How a server's `call-ended` ends the call, by its `outcome` (`answered`/`cancelled`: by the reason). */
@@ -143,25 +162,90 @@ export async function openMicrophone(audio = VOICE) {
 }
 
 /**
- * Fetch the ICE servers (STUN/TURN) the server recommends. Never throws: on any failure the call goes
+ * Fetch the ICE servers (STUN/TURN, with fresh TURN credentials) and the transport policy the server
+ * prescribes. Call it before each call: TURN credentials expire. Never throws: on any failure the call goes
  * ahead with host candidates only, which is enough on one machine or one LAN.
- * @param {string|URL} [url] default: `ice-servers` next to the current page
- * @param {number} [timeoutMs]
- * @returns {Promise<RTCIceServer[]>}
+ * @param {object} [options]
+ * @param {string|URL} [options.url] default: `ice-servers` next to the current page
+ * @param {string|null} [options.id] our id (the server names the TURN credentials after it)
+ * @param {string|null} [options.token] sent as `Authorization: Bearer` (token mode)
+ * @param {number} [options.timeoutMs]
+ * @returns {Promise<IceConfig>}
  */
-export async function fetchIceServers(url = "ice-servers", timeoutMs = 5000) {
+export async function fetchIceConfig({ url = "ice-servers", id = null, token = null, timeoutMs = 5000 } = {}) {
   try {
-    const response = await fetch(new URL(url, globalThis.location?.href), {
+    const target = new URL(url, globalThis.location?.href);
+    if (id) target.searchParams.set("id", id);
+    const response = await fetch(target, {
       cache: "no-store",
+      headers: token ? { authorization: `Bearer ${token}` } : {},
       signal: AbortSignal.timeout(timeoutMs),
     });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const body = await response.json();
-    return Array.isArray(body?.iceServers) ? body.iceServers : [];
+    return {
+      iceServers: Array.isArray(body?.iceServers) ? body.iceServers : [],
+      iceTransportPolicy: body?.iceTransportPolicy === "relay" ? "relay" : "all",
+      ttl: typeof body?.ttl === "number" ? body.ttl : undefined,
+    };
   } catch (err) {
     console.warn("[call] could not fetch ICE servers, using none:", err);
-    return [];
+    return { iceServers: [], iceTransportPolicy: "all" };
   }
+}
+
+/**
+ * The ICE servers only (kept for callers of the first version).
+ * @param {string|URL} [url]
+ * @param {number} [timeoutMs]
+ * @returns {Promise<RTCIceServer[]>}
+ */
+export async function fetchIceServers(url = "ice-servers", timeoutMs = 5000) {
+  return (await fetchIceConfig({ url, timeoutMs })).iceServers;
+}
+
+/**
+ * Whether any of `servers` is a TURN server (the only kind that can relay).
+ * @param {RTCIceServer[]} servers
+ * @returns {boolean}
+ */
+export function hasTurn(servers) {
+  return servers.some((server) =>
+    [server.urls].flat().some((url) => typeof url === "string" && /^turns?:/i.test(url)),
+  );
+}
+
+/** A call could not be set up for a reason the user can act on; `message` is a sentence for them. */
+export class CallSetupError extends Error {
+  /**
+   * @param {"no-relay"} kind
+   * @param {string} message
+   */
+  constructor(kind, message) {
+    super(message);
+    this.name = "CallSetupError";
+    this.kind = kind;
+  }
+}
+
+/**
+ * A sentence that says why ICE found no path, from the candidate errors seen.
+ * @param {{errorCode: number, url: string}[]} errors
+ * @param {{relayOnly: boolean, relayCandidates: number}} context
+ * @returns {string}
+ */
+export function iceFailureText(errors, { relayOnly, relayCandidates }) {
+  const turnErrors = errors.filter((e) => /^turns?:/i.test(e.url ?? ""));
+  if (turnErrors.some((e) => e.errorCode === 401 || e.errorCode === 403)) {
+    return "Could not connect the audio: the relay server refused us (its credentials were not accepted).";
+  }
+  if (relayOnly && relayCandidates === 0 && turnErrors.length) {
+    return "Could not connect the audio: the relay server could not be reached.";
+  }
+  if (relayOnly && relayCandidates === 0) {
+    return "Could not connect the audio: the relay server gave us no address to use.";
+  }
+  return "Could not connect the audio: no network path between you and the other side was found.";
 }
 
 /**
@@ -178,12 +262,21 @@ export class Call extends EventTarget {
   /** @type {RTCPeerConnection|null} */ #pc = null;
   /** @type {MediaStream|null} */ #local = null;
   /** @type {MediaStream|null} */ #remote = null;
-  /** @type {RTCIceServer[]|null} */ #iceServers = null;
+  /** @type {IceConfig|null} */ #ice = null;
+  /** performance.now() when #ice was fetched */ #iceFetchedAt = 0;
+  /** @type {{errorCode: number, url: string, errorText: string}[]} */ #iceErrors = [];
+  #relayCandidates = 0;
+  #everConnected = false;
+  /** @type {string|null} a sentence saying why the audio could not connect */ #failure = null;
+  /** @type {string|null} the server's `call-ended` outcome */ #outcome = null;
+  /** @type {string|null} the server's `call-ended` reason */ #endReason = null;
+  #relayOnly;
   /** @type {string|null} a sentence from the server, when it refused the call ("refused") */ #detail = null;
   #send;
   #audio;
-  #getIceServers;
+  #getIceConfig;
   #ringTimeoutMs;
+  #iceTimeoutMs;
   #makingOffer = false;
   #ignoreOffer = false;
   #trackAdded = false;
@@ -199,8 +292,11 @@ export class Call extends EventTarget {
    * @param {string} [options.callId] the caller makes one up; the callee uses the caller's
    * @param {(msg: object) => boolean} options.send sends one client frame; false if it could not
    * @param {MediaTrackConstraints} [options.audio]
-   * @param {() => Promise<RTCIceServer[]>} [options.getIceServers]
+   * @param {() => Promise<IceConfig|RTCIceServer[]>} [options.getIceConfig] fetched before the call (and
+   *   again before an ICE restart once the TURN credentials are half-way through their lifetime)
+   * @param {boolean} [options.relayOnly] use only relayed candidates (hides our IP address from the peer)
    * @param {number} [options.ringTimeoutMs] how long the caller lets it ring before it hangs up
+   * @param {number} [options.iceTimeoutMs] how long ICE may take after the offer/answer
    */
   constructor({
     direction,
@@ -208,8 +304,10 @@ export class Call extends EventTarget {
     callId,
     send,
     audio = VOICE,
-    getIceServers = fetchIceServers,
+    getIceConfig = fetchIceConfig,
+    relayOnly = false,
     ringTimeoutMs = RING_TIMEOUT_MS,
+    iceTimeoutMs = ICE_TIMEOUT_MS,
   }) {
     super();
     this.direction = direction;
@@ -224,8 +322,10 @@ export class Call extends EventTarget {
     this.polite = direction === "incoming";
     this.#send = send;
     this.#audio = audio;
-    this.#getIceServers = getIceServers;
+    this.#getIceConfig = getIceConfig;
+    this.#relayOnly = Boolean(relayOnly);
     this.#ringTimeoutMs = ringTimeoutMs;
+    this.#iceTimeoutMs = iceTimeoutMs;
     this.#state = direction === "outgoing" ? CallState.REQUESTING : CallState.INCOMING;
     /** performance.now() of each milestone, for logs and measurements. */
     this.timeline = { created: performance.now() };
@@ -266,9 +366,29 @@ export class Call extends EventTarget {
   get role() {
     return this.polite ? "polite" : "impolite";
   }
-  /** What the server said when it refused the call (reason "refused"). */
+  /** What the server said when it refused the call (reason "refused"), or why the call could not start. */
   get detail() {
     return this.#detail;
+  }
+  /** The server's `call-ended` outcome ("answered", "missed"…), or null (not ended, or a plain relay). */
+  get outcome() {
+    return this.#outcome;
+  }
+  /** The server's `call-ended` reason ("user-hangup", "peer-lost"…), or null. */
+  get endReason() {
+    return this.#endReason;
+  }
+  /** Why the audio could not connect, as a sentence (set when the call failed on this side), or null. */
+  get failure() {
+    return this.#failure;
+  }
+  /** The ICE transport policy of this call: "relay" when the user or the server wants relayed audio only. */
+  get iceTransportPolicy() {
+    return this.#relayOnly || this.#ice?.iceTransportPolicy === "relay" ? "relay" : "all";
+  }
+  /** The ICE candidate errors seen so far ({errorCode, url, errorText}). */
+  get iceErrors() {
+    return [...this.#iceErrors];
   }
 
   /**
@@ -287,14 +407,19 @@ export class Call extends EventTarget {
    * (the call then ends with reason "no-microphone" and nothing was sent).
    */
   async start() {
-    this.#log("start: opening the microphone");
-    const [mic, ice] = await Promise.allSettled([openMicrophone(this.#audio), this.#getIceServers()]);
+    this.#log("start: opening the microphone, fetching the ICE servers");
+    const [mic, ice] = await Promise.allSettled([openMicrophone(this.#audio), this.#fetchIce()]);
     if (mic.status === "rejected") {
       this.#end("no-microphone");
       throw mic.reason;
     }
     this.#local = mic.value;
-    this.#iceServers = ice.status === "fulfilled" ? ice.value : [];
+    const noRelay = this.#relayProblem();
+    if (noRelay && this.active) {
+      this.#detail = noRelay.message;
+      this.#end("no-relay");
+      throw noRelay;
+    }
     if (!this.active) {
       // hung up while the permission prompt was open
       this.#stopMicrophone();
@@ -316,15 +441,21 @@ export class Call extends EventTarget {
   async accept() {
     if (!this.#transition("accept")) return;
     this.timeline.accepted = performance.now();
-    this.#log("accept: opening the microphone");
-    const [mic, ice] = await Promise.allSettled([openMicrophone(this.#audio), this.#getIceServers()]);
+    this.#log("accept: opening the microphone, fetching the ICE servers");
+    const [mic, ice] = await Promise.allSettled([openMicrophone(this.#audio), this.#fetchIce()]);
     if (mic.status === "rejected") {
       this.#sendMsg(protocol.callReject(this.peerId, this.callId, Reason.USER_MEDIA_FAILED));
       this.#end("no-microphone");
       throw mic.reason;
     }
     this.#local = mic.value;
-    this.#iceServers = ice.status === "fulfilled" ? ice.value : [];
+    const noRelay = this.#relayProblem();
+    if (noRelay && this.active) {
+      this.#sendMsg(protocol.callReject(this.peerId, this.callId, Reason.ICE_FAILED));
+      this.#detail = noRelay.message;
+      this.#end("no-relay");
+      throw noRelay;
+    }
     if (!this.active) {
       this.#stopMicrophone();
       return;
@@ -335,7 +466,7 @@ export class Call extends EventTarget {
       return;
     }
     this.#log(`call-accept sent to ${this.peerId}; waiting for the offer`);
-    this.#startTimer(MEDIA_TIMEOUT_MS, () => this.hangup(Reason.ICE_TIMEOUT, "failed"));
+    this.#startTimer(MEDIA_TIMEOUT_MS, () => this.#giveUp());
   }
 
   /**
@@ -390,25 +521,91 @@ export class Call extends EventTarget {
   }
 
   /**
-   * A server that keeps call state says the call is over (`call-ended`), and nothing else said why.
+   * A server that keeps call state says how the call ended (`call-ended`): the truth about the call. Ends
+   * it if it is still going; if this side ended it first, only the outcome is noted.
    * @param {{outcome?: string, reason?: string}} ended
+   * @returns {boolean} whether anything changed
    */
   serverEnded({ outcome, reason }) {
-    if (!this.active) return;
-    this.#remoteReason = reason ?? null;
+    if (this.#outcome !== null) return false;
+    this.#outcome = outcome ?? null;
+    this.#endReason = reason ?? null;
     this.#log(`call-ended from the server: ${outcome} (${reason})`);
-    this.#end(ENDED_OUTCOMES[outcome] ?? HANGUP_REASONS[reason] ?? "remote-hangup");
+    if (this.active) {
+      this.#remoteReason ??= reason ?? null;
+      const mine =
+        reason === Reason.ANSWERED_ELSEWHERE || reason === Reason.PEER_LOST
+          ? HANGUP_REASONS[reason]
+          : ENDED_OUTCOMES[outcome] ?? HANGUP_REASONS[reason] ?? "remote-hangup";
+      this.#end(mine);
+    }
+    return true;
   }
 
-  /** Restart ICE (e.g. after our signaling connection came back): a new offer with new credentials. */
-  restartIce() {
-    if (this.active && this.#pc && this.#pc.signalingState !== "closed") {
-      this.#log("restartIce()");
-      this.#pc.restartIce();
+  /**
+   * The peer's own `call-reject`/`hangup` arrived after the server's `call-ended` already ended the call:
+   * keep the peer's reason (e.g. "user-media-failed"), which says more than the server's.
+   * @param {{data?: any}} msg
+   * @returns {boolean} whether the reason changed
+   */
+  lateReason(msg) {
+    const reason = remoteReason(msg);
+    if (this.active || !reason || reason === this.#remoteReason) return false;
+    if (this.#remoteReason !== null && this.#remoteReason !== this.#endReason) return false;
+    this.#remoteReason = reason;
+    return true;
+  }
+
+  /**
+   * Restart ICE: a new offer with new ICE credentials, gathering again (e.g. after the network changed, or
+   * the connection failed). Fetches fresh TURN credentials first if the ones in use are getting old.
+   * @param {string} [why] for the log
+   */
+  async restartIce(why = "") {
+    const pc = this.#pc;
+    if (!this.active || !pc || pc.signalingState === "closed") return;
+    const ttl = this.#ice?.ttl;
+    if (ttl && performance.now() - this.#iceFetchedAt > (ttl * 1000) / 2) {
+      await this.#fetchIce();
+      if (pc !== this.#pc || !this.active) return;
+      try {
+        pc.setConfiguration({ ...pc.getConfiguration(), iceServers: this.#ice.iceServers });
+      } catch (err) {
+        console.warn(`[${this.role}] could not renew the ICE servers:`, err);
+      }
+    }
+    this.#log(`restartIce()${why ? `: ${why}` : ""}`);
+    pc.restartIce();
+    if (pc.connectionState !== "connected") this.#startIceTimer();
+  }
+
+  /**
+   * Our signaling connection came back and the server handed the call over to it (`call-resumed`).
+   * Frames sent meanwhile were lost: take up what they would have done.
+   * @param {{state?: string, polite?: boolean}} resumed
+   */
+  resume({ state, polite }) {
+    if (!this.active) return;
+    this.#log(`resumed (the server says the call is ${state})`);
+    if (this.#state === CallState.REQUESTING && state === "answered") {
+      // The callee accepted while we were away, and its call-accept was lost.
+      this.#onAccepted({ polite });
+      return;
+    }
+    const pc = this.#pc;
+    if (!pc || pc.signalingState === "closed") return;
+    if (pc.signalingState === "have-local-offer" && pc.localDescription) {
+      this.#log("re-sending our offer (it may have been lost)");
+      this.#sendMsg(protocol.description(this.peerId, pc.localDescription, this.callId));
+    } else if (["failed", "disconnected"].includes(pc.connectionState) || pc.iceConnectionState === "failed") {
+      this.restartIce(`the connection is ${pc.connectionState} after the resume`);
     }
   }
 
-  /** Our signaling connection is gone, so this call cannot be set up (or torn down) any more. */
+  /**
+   * Our signaling connection is gone for good (or did not come back in time), so this call cannot be set up
+   * or kept any more.
+   */
   signalingLost() {
     if (this.active) this.#end("signaling-lost");
   }
@@ -511,14 +708,59 @@ export class Call extends EventTarget {
       this.#log(`call-accept from ${this.peerId}; adding the microphone track`);
       this.#addLocalTrack(); // -> negotiationneeded -> offer
     }
-    this.#startTimer(MEDIA_TIMEOUT_MS, () => this.hangup(Reason.ICE_TIMEOUT, "failed"));
+    this.#startTimer(MEDIA_TIMEOUT_MS, () => this.#giveUp());
+  }
+
+  /** Fetch the ICE configuration for this call (never throws). */
+  async #fetchIce() {
+    try {
+      const config = await this.#getIceConfig();
+      this.#ice = Array.isArray(config) ? { iceServers: config, iceTransportPolicy: "all" } : config;
+    } catch (err) {
+      console.warn(`[${this.role}] could not get the ICE servers:`, err);
+      this.#ice = { iceServers: [], iceTransportPolicy: "all" };
+    }
+    this.#iceFetchedAt = performance.now();
+  }
+
+  /** @returns {CallSetupError|null} why a relay-only call cannot be made, if it cannot */
+  #relayProblem() {
+    if (this.iceTransportPolicy !== "relay" || hasTurn(this.#ice?.iceServers ?? [])) return null;
+    return new CallSetupError(
+      "no-relay",
+      this.#relayOnly
+        ? "“Hide my IP address” needs a relay (TURN) server, and this server offers none. " +
+          "Untick it to call directly."
+        : "This server allows relayed calls only, but offers no relay (TURN) server.",
+    );
+  }
+
+  /** Give ICE `iceTimeoutMs` to find a working path from now on. */
+  #startIceTimer() {
+    this.#startTimer(this.#iceTimeoutMs, () => this.#giveUp());
+  }
+
+  /** No audio path in time (or the offer never came): hang up with a reason the server records. */
+  #giveUp() {
+    const pc = this.#pc;
+    const failed = pc?.connectionState === "failed" || pc?.iceConnectionState === "failed";
+    this.#failure = !pc?.remoteDescription
+      ? "Could not connect the audio: the call set-up did not complete in time."
+      : iceFailureText(this.#iceErrors, {
+          relayOnly: this.iceTransportPolicy === "relay",
+          relayCandidates: this.#relayCandidates,
+        });
+    this.#log(`giving up: ${this.#failure} (connectionState ${pc?.connectionState ?? "none"})`);
+    this.hangup(failed ? Reason.ICE_FAILED : Reason.ICE_TIMEOUT, "failed");
   }
 
   #createPeerConnection() {
-    const pc = new RTCPeerConnection({ iceServers: this.#iceServers ?? [] });
+    const iceServers = this.#ice?.iceServers ?? [];
+    const iceTransportPolicy = this.iceTransportPolicy;
+    const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy });
     this.#pc = pc;
     const role = this.role;
-    this.#log(`created RTCPeerConnection with ${this.#iceServers?.length ?? 0} ICE server(s)`);
+    this.#log(`created RTCPeerConnection with ${iceServers.length} ICE server(s), policy ${iceTransportPolicy}`);
 
     pc.addEventListener("negotiationneeded", async () => {
       if (pc !== this.#pc || !this.active) return;
@@ -538,12 +780,16 @@ export class Call extends EventTarget {
     });
     pc.addEventListener("icecandidate", ({ candidate }) => {
       if (pc !== this.#pc || !this.active) return;
+      if (candidate?.type === "relay") this.#relayCandidates += 1;
       this.#sendMsg(protocol.candidate(this.peerId, candidate, this.callId));
       if (!candidate) this.#log("end of local candidates");
     });
     pc.addEventListener("icecandidateerror", (event) => {
-      // Expected when a STUN/TURN server is unreachable; the call goes on with the other candidates.
-      console.info(`[${role}] ICE candidate error ${event.errorCode} ${event.url ?? ""}: ${event.errorText}`);
+      // Expected when a STUN server is unreachable (the call goes on with the other candidates); a TURN
+      // server that answers 401 refused our credentials, which explains a relay-only call that never connects.
+      const { errorCode, url = "", errorText = "" } = event;
+      if (pc === this.#pc) this.#iceErrors.push({ errorCode, url, errorText });
+      console.info(`[${role}] ICE candidate error ${errorCode} ${url}: ${errorText}`);
     });
     pc.addEventListener("track", (event) => {
       if (pc !== this.#pc) return;
@@ -592,6 +838,7 @@ export class Call extends EventTarget {
       } else {
         this.timeline.answerReceived ??= performance.now();
       }
+      if (pc.connectionState !== "connected") this.#startIceTimer();
       await this.#flushCandidates();
     } catch (err) {
       console.error(`[${this.role}] could not apply the remote ${description.type}:`, err);
@@ -637,6 +884,7 @@ export class Call extends EventTarget {
     if (!this.active) return;
     if (state === "connected") {
       clearTimeout(this.#timer);
+      this.#everConnected = true;
       if (this.#state === CallState.CALLING && this.#transition("connected")) {
         this.timeline.connected = performance.now();
         this.#log(`connected ${Math.round(this.timeline.connected - this.timeline.accepted)} ms after accept`);
@@ -644,10 +892,11 @@ export class Call extends EventTarget {
       this.selectedPath().then((path) => {
         if (path) this.dispatchEvent(new CustomEvent("path", { detail: path }));
       });
+    } else if (state === "failed" && !this.#everConnected) {
+      // Never connected: no candidate pair works, and a restart would find the same ones.
+      this.#giveUp();
     } else if (state === "failed") {
-      this.#log("connection failed: restartIce()");
-      pc.restartIce();
-      this.#startTimer(MEDIA_TIMEOUT_MS, () => this.hangup(Reason.ICE_FAILED, "failed"));
+      this.restartIce("the connection failed");
     }
   }
 

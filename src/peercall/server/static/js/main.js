@@ -1,19 +1,23 @@
 /**
- * The composition root of the web client: wires the signaling connection, the current call and the page.
+ * The composition root of the web client: wires the signaling connection, the current call, the call
+ * history and the page.
  *
- * Decides which frames belong to which call, answers a second caller with "busy", ends the call when the
- * peer goes offline, and turns everything into the view that ui.js renders.
+ * Decides which frames belong to which call, answers a second caller with "busy", keeps a call going while
+ * the WebSocket reconnects (the audio is peer-to-peer), takes the server's `call-ended` as the truth about
+ * how a call ended, keeps the history and the missed-call count, and turns everything into the view that
+ * ui.js renders.
  *
  * Page configuration: `<body data-id="clientA" data-peer="clientB">` presets the names (the two-tab demo);
  * `?id=` and `?peer=` do the same on any page; `?processing=off` opens the mic without echo cancellation,
- * noise suppression or auto gain (music, measurements).
+ * noise suppression or auto gain (music, measurements); `#token=<jwt>` gives a token (then removed from the
+ * address bar), and the name is the token's `sub`.
  *
  * For tests and debugging, `window.peercall` exposes `signaling`, `call` (the current or last Call) and
  * `pc` (the current call's RTCPeerConnection, or null).
  * @module main
  */
 
-import { Call, MicrophoneError, RAW, VOICE } from "./call.js";
+import { Call, CallSetupError, MicrophoneError, RAW, VOICE, fetchIceConfig } from "./call.js";
 import * as protocol from "./protocol.js";
 import { ErrorCode, MessageType, Reason } from "./protocol.js";
 import { Signaling } from "./signaling.js";
@@ -24,6 +28,12 @@ const page = document.body.dataset;
 const audio = params.get("processing") === "off" ? RAW : VOICE;
 const STORAGE_KEY = "peercall.id";
 const DEVICE_KEY = "peercall.device";
+const TOKEN_KEY = "peercall.token";
+const RELAY_KEY = "peercall.relayOnly";
+/** How many calls of the history to show (older ones on request). */
+const HISTORY_PAGE = 15;
+/** After a reconnect, how long to wait for the server to hand our call back (`call-resumed`), in ms. */
+const RESUME_WAIT_MS = 2000;
 
 const signaling = new Signaling();
 /** @type {Call|null} the current call, or the last one (then `call.active` is false) */
@@ -31,7 +41,26 @@ let call = null;
 /** Ids of calls that have ended: frames that still name one of them are ignored. */
 const endedCallIds = new Set();
 /** What the page shows about the call besides the Call's own state. */
-let extra = { path: null, connectedAt: 0 };
+let extra = { path: null, connectedAt: 0, previous: null };
+
+/** The token we connect with, or null. */
+let token = null;
+/** "open" or "token" once the server has told us (probed at load), else "unknown". */
+let authMode = "unknown";
+
+/** The call history: newest first. */
+const recent = { calls: [], next: null, error: null, missed: 0, loadedFor: null };
+let historyRequest = 0;
+
+/** Reconnect bookkeeping for the current call. */
+const resume = {
+  /** ends the call if the connection does not come back within the server's resume grace */
+  lostTimer: 0,
+  /** ends the call if, once reconnected, the server does not hand it back */
+  waitTimer: 0,
+  /** restart ICE once signaling is back (the network changed while it was down) */
+  restartIce: false,
+};
 
 // ---- view ----------------------------------------------------------------------------------------
 
@@ -50,11 +79,26 @@ function view() {
       muted: call.muted,
       path: extra.path,
       connectedAt: extra.connectedAt,
+      outcome: call.outcome,
+      endReason: call.endReason,
+      failure: call.failure,
+    },
+    history: {
+      me: recent.loadedFor,
+      calls: recent.calls,
+      more: Boolean(recent.next),
+      error: recent.error,
+      missed: recent.missed,
     },
   };
 }
 
 const render = () => ui.render(view());
+
+/** Whether the server keeps call state (and so resumes calls and sends `call-ended`). */
+function statefulServer() {
+  return Boolean(signaling.welcome && "resumeGrace" in signaling.welcome);
+}
 
 // ---- calls ---------------------------------------------------------------------------------------
 
@@ -66,9 +110,18 @@ function newCall(options) {
   // A server that keeps call state has its own ring timer (`welcome.ringTimeout`): ours only backs it up.
   const serverRing = Number(signaling.welcome?.ringTimeout);
   const ringTimeoutMs = serverRing > 0 ? (serverRing + 5) * 1000 : undefined;
-  const c = new Call({ ...options, audio, ringTimeoutMs, send: (msg) => signaling.send(msg) });
+  const me = signaling.id;
+  const c = new Call({
+    ...options,
+    audio,
+    ringTimeoutMs,
+    relayOnly: ui.relayOnly(),
+    getIceConfig: () => fetchIceConfig({ id: me, token: authMode === "open" ? null : token }),
+    send: (msg) => signaling.send(msg),
+  });
   call = c;
   extra = { path: null, connectedAt: 0, previous: null };
+  clearResume();
   c.addEventListener("statechange", (event) => {
     if (c !== call) return;
     const { state, previous } = event.detail;
@@ -79,10 +132,10 @@ function newCall(options) {
     }
     if (state === "ended") {
       if (c.callId) endedCallIds.add(c.callId);
+      clearResume();
       ui.playRemote(null);
-      const text = ui.endedText(view().call);
-      const bad = ["failed", "signaling-lost", "no-microphone", "unavailable", "refused"].includes(c.reason);
-      if (c.reason !== "no-microphone") ui.say(text, bad ? "warning" : "info");
+      explainEnd(c);
+      refreshHistorySoon(c.callId);
     }
     render();
   });
@@ -97,6 +150,17 @@ function newCall(options) {
   });
   render();
   return c;
+}
+
+/**
+ * Say why `c` ended in #message.
+ * @param {Call} c
+ */
+function explainEnd(c) {
+  if (c.reason === "no-microphone") return; // the microphone error says it
+  const text = ui.endedText(view().call);
+  const bad = ["failed", "signaling-lost", "unavailable", "refused", "no-relay", "peer-offline"].includes(c.reason);
+  ui.say(text, bad ? "warning" : "info");
 }
 
 /** @param {string} peerId */
@@ -132,7 +196,7 @@ async function acceptCall() {
 
 /** @param {unknown} err */
 function showCallError(err) {
-  if (err instanceof MicrophoneError) {
+  if (err instanceof MicrophoneError || err instanceof CallSetupError) {
     ui.say(err.message, "error");
   } else {
     console.error("[main] call failed:", err);
@@ -145,7 +209,11 @@ function showCallError(err) {
 /** @param {{from: string, callId?: string}} msg */
 function onCallRequest(msg) {
   if (call?.active) {
-    if (call.peerId === msg.from && call.callId === msg.callId) return; // a duplicate
+    if (call.peerId === msg.from && call.callId === msg.callId) {
+      // A duplicate: the server rings a device again after it reconnected while the call still rings.
+      if (call.state === "incoming") clearResume();
+      return;
+    }
     if (call.peerId === msg.from && call.state === "requesting") {
       // We are calling each other at once ("glare"). A server that keeps call state joins the two requests
       // into one call and sends us `call-accept` with our role; a plain relay lets both ring out.
@@ -174,6 +242,15 @@ function onCallMessage(msg) {
       call.handle(msg);
       return;
     }
+  }
+  const late = msg.type === MessageType.CALL_REJECT || msg.type === MessageType.HANGUP;
+  if (late && call && !call.active && msg.callId === call.callId && msg.from === call.peerId) {
+    // The peer's own reject/hangup after the server's call-ended: it may say more (e.g. no microphone).
+    if (call.lateReason(msg)) {
+      explainEnd(call);
+      render();
+    }
+    return;
   }
   if (msg.type === MessageType.OFFER) {
     // The peer thinks a call is still going (it missed our hangup): tell it there is none.
@@ -220,9 +297,23 @@ function onServerError(msg) {
       if (ours) call.refused(msg.message);
       else console.info(`[main] server: ${msg.message}`);
       return;
+    case ErrorCode.RATE_LIMITED:
+      if (ours && call.state === "requesting" && msg.ref === MessageType.CALL_REQUEST) {
+        call.refused(msg.message);
+      } else {
+        ui.say(`The server is slowing this page down: ${msg.message}.`, "warning");
+      }
+      return;
     case ErrorCode.ID_TAKEN:
+    case ErrorCode.UNAUTHORIZED:
       return; // the close that follows says it
     default:
+      if (msg.ref === MessageType.AUTH) {
+        // A server in open mode does not know the auth frame: it needs no token, and the session goes on.
+        console.info("[main] the server needs no token:", msg.message);
+        authMode = "open";
+        return;
+      }
       ui.say(`The server refused a message: ${msg.message}`, "error");
   }
 }
@@ -233,44 +324,116 @@ function onCallRinging(msg) {
 }
 
 /**
- * A stateful server ended a call of ours. It also sends the seed protocol's `hangup`/`call-reject`, which
- * may carry the peer's own reason (e.g. "user-media-failed"); so this ends the call only if that frame has
- * not come half a second later.
+ * A stateful server ended a call of ours: the truth about how it ended. It also sends the seed protocol's
+ * `hangup`/`call-reject`, which may carry the peer's own reason (e.g. "user-media-failed"); that one only
+ * adds detail (see onCallMessage).
  * @param {{callId: string, outcome?: string, reason?: string}} msg
  */
 function onCallEnded(msg) {
   const c = call;
-  if (!c?.active || msg.callId !== c.callId) return;
-  setTimeout(() => {
-    if (c === call) c.serverEnded(msg);
-  }, 500);
+  if (!c || msg.callId !== c.callId) {
+    console.debug(`[main] call-ended for ${msg.callId}, not the current call`);
+    return;
+  }
+  const wasActive = c.active;
+  const ringingHere = c.direction === "incoming" && c.state === "incoming";
+  if (!c.serverEnded(msg)) return;
+  if (ringingHere && (msg.outcome === "missed" || msg.outcome === "cancelled")) {
+    recent.missed += 1; // a call that rang here and nobody took
+  }
+  if (!wasActive) explainEnd(c); // we ended it first; the outcome may change the words
+  refreshHistorySoon(c.callId);
+  render();
 }
 
 /**
- * After a reconnect, a stateful server says our call is still on. Keep it if we still have it (and renew
- * its ICE, since frames sent meanwhile were lost); otherwise end it there too.
- * @param {{callId: string, peer: string, state: string}} msg
+ * After a reconnect, a stateful server says our call is still on: take it up again (re-send what was lost,
+ * restart ICE if the connection suffered). If we no longer have that call, end it there too.
+ * @param {{callId: string, peer: string, state: string, polite?: boolean}} msg
  */
 function onCallResumed(msg) {
   if (belongsToCall(msg, msg.peer)) {
+    clearResume();
     call.adoptCallId(msg.callId);
-    if (call.state === "connected" && call.pc?.connectionState !== "connected") call.restartIce();
+    console.info(`[main] call ${msg.callId} with ${msg.peer} resumed (${msg.state})`);
+    call.resume(msg);
+    if (restartPending()) call.restartIce("the network changed while the server was away");
+    render();
     return;
   }
   console.info(`[main] the server resumed call ${msg.callId} with ${msg.peer}, which we no longer have`);
   signaling.send(protocol.hangup(msg.peer, msg.callId, Reason.USER_HANGUP));
 }
 
+function restartPending() {
+  const pending = resume.restartIce;
+  resume.restartIce = false;
+  return pending;
+}
+
+function clearResume() {
+  clearTimeout(resume.lostTimer);
+  clearTimeout(resume.waitTimer);
+  resume.lostTimer = resume.waitTimer = 0;
+}
+
+/**
+ * Our connection to the server dropped during a call. The call goes on (the audio is peer-to-peer) for as
+ * long as the server would keep it for us: its resume grace.
+ */
+function keepCallWhileReconnecting() {
+  if (!call?.active || resume.lostTimer) return;
+  const graceMs = Math.max(0, Number(signaling.welcome?.resumeGrace ?? 0)) * 1000;
+  const c = call;
+  resume.lostTimer = setTimeout(() => {
+    resume.lostTimer = 0;
+    if (c === call && c.active && signaling.state !== "connected") {
+      console.info("[main] the connection did not come back within the resume grace; the call is lost");
+      c.signalingLost();
+    }
+  }, graceMs + 1000);
+}
+
+/** We are back: the server's `call-resumed` (or a repeated `call-request`) should come at once. */
+function awaitResume() {
+  clearTimeout(resume.lostTimer);
+  resume.lostTimer = 0;
+  if (!call?.active) return;
+  const c = call;
+  clearTimeout(resume.waitTimer);
+  resume.waitTimer = setTimeout(() => {
+    resume.waitTimer = 0;
+    if (c === call && c.active) {
+      console.info("[main] reconnected, but the server did not hand our call back: it is over");
+      c.signalingLost();
+    }
+  }, RESUME_WAIT_MS);
+}
+
 signaling.addEventListener("statechange", (event) => {
-  const { state, previous, reason, retryIn, terminal } = event.detail;
+  const { state, previous, reason, retryIn, terminal, unauthorized } = event.detail;
   if (call?.active && state !== "connected") {
-    // Negotiation cannot go on without signaling; a call whose media already flows may carry on.
-    if (state === "disconnected" || call.state !== "connected") call.signalingLost();
+    if (state === "disconnected") {
+      call.signalingLost();
+    } else if (!statefulServer()) {
+      // A plain relay forgets calls with the socket: only a call whose media already flows carries on.
+      if (call.state !== "connected") call.signalingLost();
+    } else {
+      keepCallWhileReconnecting();
+    }
   }
-  if (state === "disconnected" && reason && previous !== "disconnected") {
+  if (state === "connected") {
+    if (previous === "reconnecting" && statefulServer()) awaitResume();
+    refreshHistory();
+  }
+  if (state === "disconnected" && unauthorized) {
+    forgetToken();
+    ui.rejectToken(`${reason} Paste a new token, then connect again.`);
+  } else if (state === "disconnected" && reason && previous !== "disconnected") {
     ui.say(terminal ? reason : "", terminal ? "error" : "info");
   } else if (state === "reconnecting" && retryIn !== undefined) {
-    ui.say(`${reason} Trying again in ${Math.max(1, Math.round(retryIn / 1000))} s…`, "warning");
+    const during = call?.active ? " The call goes on meanwhile." : "";
+    ui.say(`${reason} Trying again in ${Math.max(1, Math.round(retryIn / 1000))} s…${during}`, "warning");
   } else if (state === "connected" && previous === "reconnecting") {
     ui.say("Reconnected to the server.");
   } else if (state === "connected") {
@@ -291,34 +454,207 @@ for (const type of [
   signaling.addEventListener(type, (event) => onCallMessage(event.detail));
 }
 signaling.addEventListener(MessageType.PRESENCE, (event) => {
+  // A server that keeps call state keeps the call while the peer reconnects, and says when it is over
+  // (`call-ended`, reason peer-lost). Only a plain relay leaves it to us to notice that the peer is gone.
   const { id, status } = event.detail;
-  if (status === "offline" && call?.active && call.peerId === id) call.peerOffline();
+  if (status === "offline" && call?.active && call.peerId === id && !statefulServer()) call.peerOffline();
 });
 signaling.addEventListener(MessageType.ERROR, (event) => onServerError(event.detail));
 signaling.addEventListener(MessageType.CALL_RINGING, (event) => onCallRinging(event.detail));
 signaling.addEventListener(MessageType.CALL_ENDED, (event) => onCallEnded(event.detail));
 signaling.addEventListener(MessageType.CALL_RESUMED, (event) => onCallResumed(event.detail));
 signaling.addEventListener(MessageType.MISSED_CALLS, (event) => {
-  const callers = [...new Set((event.detail.calls ?? []).map((record) => record.caller))];
+  const calls = Array.isArray(event.detail.calls) ? event.detail.calls : [];
+  recent.missed += calls.length;
+  const callers = [...new Set(calls.map((record) => record.caller))];
   if (callers.length && !call?.active) ui.say(`Missed calls while you were away: ${callers.join(", ")}.`);
+  mergeHistory(calls);
+  refreshHistory();
+  render();
 });
+
+// ---- network changes -----------------------------------------------------------------------------
+
+/**
+ * The network changed under a call (the `online` event, or `navigator.connection` says so): our address may
+ * be a new one, so restart ICE, now if the server can carry the new offer, else once it is back.
+ * @param {string} why
+ */
+function networkChanged(why) {
+  signaling.reconnectNow();
+  if (!call?.active || !["calling", "connected"].includes(call.state) || !call.pc) return;
+  if (signaling.isOpen) call.restartIce(why);
+  else resume.restartIce = true;
+}
+
+addEventListener("online", () => networkChanged("the browser is online again"));
+navigator.connection?.addEventListener?.("change", () => networkChanged("the network connection changed"));
+
+// ---- history ------------------------------------------------------------------------------------
+
+/**
+ * Load the newest calls (or, with `before`, the next older page) from `/api/calls`.
+ * @param {{before?: string|null}} [options]
+ */
+async function refreshHistory({ before = null } = {}) {
+  const me = signaling.id;
+  if (!me) return;
+  const request = ++historyRequest;
+  const url = new URL("api/calls", location.href);
+  url.searchParams.set("limit", String(HISTORY_PAGE));
+  if (before) url.searchParams.set("before", before);
+  url.searchParams.set("id", me); // in token mode the token decides, and must match
+  try {
+    const response = await fetch(url, {
+      cache: "no-store",
+      headers: token && authMode !== "open" ? { authorization: `Bearer ${token}` } : {},
+      signal: AbortSignal.timeout(5000),
+    });
+    const body = await response.json().catch(() => null);
+    if (request !== historyRequest || signaling.id !== me) return; // a newer request or another user
+    if (!response.ok) {
+      recent.error = `The call history is not available: ${body?.error?.message ?? `HTTP ${response.status}`}.`;
+    } else {
+      const calls = Array.isArray(body?.calls) ? body.calls : [];
+      if (recent.loadedFor !== me) recent.calls = [];
+      recent.loadedFor = me;
+      recent.error = null;
+      if (before) {
+        mergeHistory(calls);
+        recent.next = body?.next ?? null;
+      } else {
+        // The newest page replaces what we had on top, and keeps the older pages the user loaded.
+        const oldest = calls.at(-1)?.ringingAt ?? -Infinity;
+        const older = body?.next ? recent.calls.filter((r) => r.ringingAt < oldest) : [];
+        recent.calls = [...calls, ...older];
+        if (!older.length) recent.next = body?.next ?? null;
+      }
+    }
+  } catch (err) {
+    if (request !== historyRequest) return;
+    console.warn("[main] could not load the call history:", err);
+    recent.error = "The call history could not be loaded.";
+  }
+  render();
+}
+
+/**
+ * Add records (e.g. from `missed-calls`) to the history, newest first, without duplicates.
+ * @param {object[]} records
+ */
+function mergeHistory(records) {
+  const me = signaling.id;
+  if (recent.loadedFor !== me) {
+    recent.calls = [];
+    recent.loadedFor = me;
+  }
+  const byId = new Map(recent.calls.map((r) => [r.callId, r]));
+  for (const record of records) if (record?.callId) byId.set(record.callId, record);
+  recent.calls = [...byId.values()].sort((a, b) => b.ringingAt - a.ringingAt);
+}
+
+/**
+ * The server writes a call to the history when it ends, just after telling us: load it a moment later,
+ * and once more if it is not there yet.
+ * @param {string|undefined} callId
+ */
+function refreshHistorySoon(callId) {
+  setTimeout(async () => {
+    await refreshHistory();
+    if (callId && !recent.calls.some((r) => r.callId === callId)) setTimeout(refreshHistory, 1000);
+  }, 300);
+}
+
+// ---- auth ----------------------------------------------------------------------------------------
+
+/**
+ * The token from the address (`#token=…`, removed from the address bar at once so that it does not stay
+ * in the browser history or get shared), else the one this tab used last.
+ * @returns {string|null}
+ */
+function initialToken() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const fromUrl = fragment.get("token");
+  if (fromUrl !== null) {
+    fragment.delete("token");
+    const rest = fragment.toString();
+    replaceAddress(`${location.pathname}${location.search}${rest ? `#${rest}` : ""}`);
+    remember(TOKEN_KEY, fromUrl.trim() || null, sessionStorage);
+    return fromUrl.trim() || null;
+  }
+  return recall(TOKEN_KEY, sessionStorage);
+}
+
+/** @param {string} url */
+function replaceAddress(url) {
+  try {
+    window.history.replaceState(window.history.state, "", url);
+  } catch (err) {
+    console.warn("[main] could not remove the token from the address bar:", err);
+  }
+}
+
+/**
+ * Use `text` as our token: the name becomes the token's user.
+ * @param {string|null} text
+ * @returns {string|null} a problem with the token, as a sentence, or null
+ */
+function useToken(text) {
+  token = text || null;
+  if (!token) {
+    ui.nameFromToken(null);
+    return null;
+  }
+  const claims = protocol.tokenClaims(token);
+  const sub = typeof claims?.sub === "string" ? claims.sub : null;
+  if (!claims) return "That is not a token: a token is three parts separated by dots (a JWT).";
+  if (!sub || protocol.idProblem(sub)) return "The token names no valid user (its “sub”).";
+  ui.nameFromToken(sub);
+  return null;
+}
+
+function forgetToken() {
+  remember(TOKEN_KEY, null, sessionStorage);
+}
+
+/** Ask the server whether it wants a token: in token mode, `/ice-servers` answers 401 to a stranger. */
+async function probeAuthMode() {
+  try {
+    const response = await fetch(new URL("ice-servers", location.href), {
+      cache: "no-store",
+      signal: AbortSignal.timeout(5000),
+    });
+    authMode = response.status === 401 ? "token" : response.ok ? "open" : "unknown";
+  } catch {
+    authMode = "unknown";
+  }
+  if (authMode === "token") ui.tokenRequired(Boolean(token));
+}
 
 // ---- user input ----------------------------------------------------------------------------------
 
 ui.bind({
-  connect(id) {
-    const problem = protocol.idProblem(id);
+  connect(typed) {
+    const problem = token ? useToken(token) : null;
     if (problem) {
-      ui.rejectId(problem);
+      ui.rejectToken(problem);
       return;
     }
-    try {
-      if (!page.id) localStorage.setItem(STORAGE_KEY, id);
-    } catch {
-      // storage may be disabled; remembering the name is only a convenience
+    if (!token && authMode === "token") {
+      ui.rejectToken("This server requires a token: paste the one you were given under Advanced.");
+      return;
     }
+    const id = token ? protocol.tokenClaims(token).sub : typed;
+    const idProblem = protocol.idProblem(id);
+    if (idProblem) {
+      ui.rejectId(idProblem);
+      return;
+    }
+    if (!page.id && !token) remember(STORAGE_KEY, id, localStorage);
+    if (token) remember(TOKEN_KEY, token, sessionStorage);
     ui.say("");
-    signaling.connect(id, { device: tabDevice() });
+    if (recent.loadedFor !== id) Object.assign(recent, { calls: [], next: null, error: null, loadedFor: null });
+    signaling.connect(id, { device: tabDevice(), token: authMode === "open" ? null : token });
   },
   disconnect() {
     call?.hangup();
@@ -334,6 +670,25 @@ ui.bind({
   },
   toggleMute() {
     if (call?.active) call.setMuted(!call.muted);
+  },
+  tokenChanged(text) {
+    const problem = useToken(text);
+    if (problem && text) console.info(`[main] ${problem}`);
+  },
+  relayOnlyChanged(checked) {
+    remember(RELAY_KEY, checked ? "1" : null, localStorage);
+  },
+  callBack(peerId) {
+    recent.missed = 0;
+    startCall(peerId);
+  },
+  historySeen() {
+    if (!recent.missed) return;
+    recent.missed = 0;
+    render();
+  },
+  moreHistory() {
+    if (recent.next) refreshHistory({ before: recent.next });
   },
 });
 
@@ -355,13 +710,44 @@ function tabDevice() {
   }
 }
 
-let rememberedId = null;
-try {
-  rememberedId = localStorage.getItem(STORAGE_KEY);
-} catch {
-  // ignore
+/**
+ * Store (or, with null, remove) a value; storage may be disabled, and remembering is only a convenience.
+ * @param {string} key
+ * @param {string|null} value
+ * @param {Storage} storage
+ */
+function remember(key, value, storage) {
+  try {
+    if (value === null) storage.removeItem(key);
+    else storage.setItem(key, value);
+  } catch {
+    // ignore
+  }
 }
-ui.preset({ id: page.id ?? params.get("id") ?? rememberedId, peer: page.peer ?? params.get("peer") });
+
+/**
+ * @param {string} key
+ * @param {Storage} storage
+ * @returns {string|null}
+ */
+function recall(key, storage) {
+  try {
+    return storage.getItem(key);
+  } catch {
+    return null;
+  }
+}
+
+const startToken = initialToken();
+ui.preset({
+  id: page.id ?? params.get("id") ?? recall(STORAGE_KEY, localStorage),
+  peer: page.peer ?? params.get("peer"),
+  token: startToken,
+  relayOnly: recall(RELAY_KEY, localStorage) === "1",
+});
+const tokenProblem = useToken(startToken);
+if (tokenProblem) ui.rejectToken(tokenProblem);
+probeAuthMode();
 
 addEventListener("pagehide", () => {
   call?.hangup();

@@ -5,7 +5,9 @@
  * (docs/protocol.md is the reference); keep the two in step.
  *
  * A client frame is `{type, to, data?, callId?}`; the server forwards it to `to` with `from` set to the
- * sender's id. Server frames are `welcome`, `presence` and `error`.
+ * sender's id. Server frames are `welcome`, `presence`, `error` and, from a server that keeps call state,
+ * `call-ringing`, `call-ended`, `call-resumed` and `missed-calls`. In token mode the first client frame is
+ * `auth`.
  * @module protocol
  */
 
@@ -30,6 +32,8 @@ export const MessageType = Object.freeze({
   CALL_ENDED: "call-ended", // {callId, outcome, reason}: the server ended a call we took part in
   CALL_RESUMED: "call-resumed", // {callId, peer, polite, state}: after a reconnect, our call is still on
   MISSED_CALLS: "missed-calls", // {calls: [record…]}: calls that rang while none of our devices was online
+  // client -> server, first frame only, on a server in token mode
+  AUTH: "auth", // {token}: the signed token (JWT) whose `sub` is our id
 });
 
 /** Types that the server forwards from one client to another. */
@@ -54,6 +58,19 @@ export const ErrorCode = Object.freeze({
   // from servers that keep call state
   NOT_IN_CALL: "not-in-call",
   IN_CALL: "in-call",
+  RATE_LIMITED: "rate-limited",
+  UNAUTHORIZED: "unauthorized",
+});
+
+/** How a call ended, as the server says in `call-ended` and in the call history. */
+export const Outcome = Object.freeze({
+  ANSWERED: "answered",
+  REJECTED: "rejected",
+  CANCELLED: "cancelled",
+  MISSED: "missed",
+  BUSY: "busy",
+  UNAVAILABLE: "unavailable",
+  FAILED: "failed",
 });
 
 /**
@@ -71,6 +88,7 @@ export const Reason = Object.freeze({
   ICE_TIMEOUT: "ice-timeout",
   PEER_LOST: "peer-lost",
   ANSWERED_ELSEWHERE: "answered-elsewhere",
+  USER_UNAVAILABLE: "user-unavailable",
   UNKNOWN_ERROR: "unknown-error",
 });
 
@@ -78,6 +96,11 @@ export const Reason = Object.freeze({
 export const CloseCode = Object.freeze({
   NORMAL: 1000,
   GOING_AWAY: 1001,
+  /** The token is missing, expired or refused: reconnecting only helps with a new token. */
+  UNAUTHORIZED: 4401,
+  SLOW_CONSUMER: 4420,
+  RATE_LIMITED: 4429,
+  TOO_MANY_CONNECTIONS: 4430,
   REPLACED: 4501,
   ID_TAKEN: 4509,
 });
@@ -114,6 +137,42 @@ export function idProblem(id) {
 export function isTerminalClose(code) {
   return code >= 4500 && code <= 4999;
 }
+
+/**
+ * Whether a close code asks for new credentials before any reconnect (4401): retrying with the same token
+ * would only be refused again, so the client waits for the user instead.
+ * @param {number} code
+ * @returns {boolean}
+ */
+export function needsNewCredentials(code) {
+  return code === CloseCode.UNAUTHORIZED;
+}
+
+/**
+ * The claims of a JWT, decoded but NOT verified (the server verifies; the page only reads `sub` and `exp`).
+ * @param {string} token
+ * @returns {{sub?: unknown, exp?: unknown, [claim: string]: unknown}|null} null if it is not a JWT
+ */
+export function tokenClaims(token) {
+  const parts = typeof token === "string" ? token.trim().split(".") : [];
+  if (parts.length !== 3 || !parts[1]) return null;
+  try {
+    const base64 = parts[1].replaceAll("-", "+").replaceAll("_", "/");
+    const padded = base64 + "=".repeat((4 - (base64.length % 4)) % 4);
+    const bytes = Uint8Array.from(atob(padded), (ch) => ch.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return claims && typeof claims === "object" && !Array.isArray(claims) ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The `auth` frame: the first frame on a server in token mode.
+ * @param {string} token
+ * @returns {{type: "auth", token: string}}
+ */
+export const auth = (token) => ({ type: MessageType.AUTH, token });
 
 /**
  * A fresh call id, unique enough to tell one call from the next between the same two people.

@@ -7,13 +7,26 @@
  * other users online as `online`.
  *
  * Reconnect policy by close code (ranges, not lists; see protocol.js):
- *  - 4500-4999: terminal (e.g. 4509 id taken): stay disconnected and say why;
- *  - 1001 (server going away), any other unexpected close, or a failed handshake: reconnect with
- *    exponential backoff and jitter, until `disconnect()` is called.
+ *  - 4500-4999: terminal (e.g. 4501 replaced): stay disconnected and say why;
+ *  - 4401: the token was refused: stay disconnected until the user gives a new one (the same token would
+ *    only be refused again), and say why in the server's words;
+ *  - 1001 (server going away), 4000-4499 (e.g. 4429 too fast), any other unexpected close, or a failed
+ *    handshake: reconnect with exponential backoff and jitter, until `disconnect()` is called.
+ *
+ * With a token, the first frame on every new socket is `{"type":"auth","token":…}`.
  * @module signaling
  */
 
-import { CloseCode, ErrorCode, MessageType, idProblem, isTerminalClose, parse } from "./protocol.js";
+import {
+  CloseCode,
+  ErrorCode,
+  MessageType,
+  auth,
+  idProblem,
+  isTerminalClose,
+  needsNewCredentials,
+  parse,
+} from "./protocol.js";
 
 /**
  * @typedef {"disconnected"|"connecting"|"connected"|"reconnecting"} SignalingState
@@ -27,6 +40,7 @@ import { CloseCode, ErrorCode, MessageType, idProblem, isTerminalClose, parse } 
  * @property {string} [reason] why we are disconnected / reconnecting, as a sentence
  * @property {number} [retryIn] milliseconds until the next attempt (state "reconnecting")
  * @property {boolean} [terminal] true if the server told us not to come back as we are
+ * @property {boolean} [unauthorized] true if the server refused our token (close 4401)
  */
 
 /** A WebSocket signaling client. */
@@ -35,6 +49,7 @@ export class Signaling extends EventTarget {
   /** @type {SignalingState} */ #state = "disconnected";
   /** @type {string|null} */ #id = null;
   /** @type {string|null} */ #device = null;
+  /** @type {string|null} */ #token = null;
   /** @type {object|null} */ #welcome = null;
   #url;
   #attempt = 0;
@@ -85,21 +100,40 @@ export class Signaling extends EventTarget {
     return this.#ws?.readyState === WebSocket.OPEN && this.#state === "connected";
   }
 
+  /** The token sent in the `auth` frame, or null (a server in open mode needs none). */
+  get token() {
+    return this.#token;
+  }
+
   /**
    * Connect as `id`. Throws (without touching the network) if the id is malformed.
    * @param {string} id
    * @param {object} [options]
    * @param {string|null} [options.device] this device's id, kept across reconnects, so that the server can
    *   hand a call over to the new connection (same characters as an id)
+   * @param {string|null} [options.token] a signed token whose `sub` is `id`: sent as the first frame
    */
-  connect(id, { device = null } = {}) {
+  connect(id, { device = null, token = null } = {}) {
     const problem = idProblem(id);
     if (problem) throw new TypeError(problem);
     if (this.#state !== "disconnected") this.disconnect();
     this.#id = id;
     this.#device = device && !idProblem(device) ? device : null;
+    this.#token = token || null;
     this.#attempt = 0;
     this.#open("connecting");
+  }
+
+  /**
+   * Try again at once if we are waiting to reconnect (e.g. the browser says the network is back):
+   * the backoff starts over.
+   */
+  reconnectNow() {
+    if (this.#state !== "reconnecting" || this.#ws) return;
+    clearTimeout(this.#timer);
+    this.#attempt = 0;
+    console.info("[signaling] reconnecting now");
+    this.#open("reconnecting");
   }
 
   /** Close the connection on purpose and stop reconnecting. */
@@ -143,6 +177,9 @@ export class Signaling extends EventTarget {
       return;
     }
     this.#ws = ws;
+    ws.addEventListener("open", () => {
+      if (ws === this.#ws && this.#token) ws.send(JSON.stringify(auth(this.#token)));
+    });
     ws.addEventListener("message", (event) => {
       if (ws === this.#ws) this.#receive(event.data);
     });
@@ -188,6 +225,18 @@ export class Signaling extends EventTarget {
     this.#ws = null;
     const wasConnected = this.#state === "connected";
     this.#setOnline([]);
+    if (needsNewCredentials(code)) {
+      const why = this.#lastError?.code === ErrorCode.UNAUTHORIZED ? this.#lastError.message : reason;
+      console.warn(`[signaling] closed ${code}: the token was refused (${why}); not reconnecting`);
+      this.#id = null;
+      this.#setState("disconnected", {
+        code,
+        reason: `The server refused your token${why ? `: ${why}` : ""}.`,
+        terminal: true,
+        unauthorized: true,
+      });
+      return;
+    }
     if (isTerminalClose(code)) {
       const why =
         this.#lastError?.code === ErrorCode.ID_TAKEN || code === CloseCode.ID_TAKEN
@@ -205,9 +254,15 @@ export class Signaling extends EventTarget {
     const why =
       code === CloseCode.GOING_AWAY
         ? "The server is restarting."
-        : wasConnected
-          ? "Lost the connection to the server."
-          : "Cannot reach the server.";
+        : code === CloseCode.RATE_LIMITED
+          ? "The server disconnected this page for sending too much too fast."
+          : code === CloseCode.TOO_MANY_CONNECTIONS
+            ? `Too many connections are open${this.#lastError?.message ? ` (${this.#lastError.message})` : ""}.`
+            : code === CloseCode.SLOW_CONSUMER
+              ? "The server disconnected this page because it fell behind."
+              : wasConnected
+                ? "Lost the connection to the server."
+                : "Cannot reach the server.";
     console.info(`[signaling] closed ${code} ${reason ?? ""}; reconnecting in ${delay} ms`);
     this.#setState("reconnecting", { code, reason: why, retryIn: delay });
     this.#timer = setTimeout(() => this.#open("reconnecting"), delay);

@@ -12,6 +12,10 @@ const el = {
   identityForm: /** @type {HTMLFormElement} */ ($("identity-form")),
   myId: /** @type {HTMLInputElement} */ ($("my-id")),
   myIdHint: $("my-id-hint"),
+  relayOnly: /** @type {HTMLInputElement} */ ($("relay-only")),
+  advanced: /** @type {HTMLDetailsElement} */ ($("advanced")),
+  token: /** @type {HTMLInputElement} */ ($("token")),
+  tokenHint: $("token-hint"),
   connect: /** @type {HTMLButtonElement} */ ($("connect")),
   disconnect: /** @type {HTMLButtonElement} */ ($("disconnect")),
   serverStatus: $("server-status"),
@@ -32,7 +36,14 @@ const el = {
   onlineEmpty: $("online-empty"),
   onlineOffline: $("online-offline"),
   remoteAudio: /** @type {HTMLAudioElement} */ ($("remote-audio")),
+  historyCard: $("history-card"),
+  history: $("history"),
+  historyEmpty: $("history-empty"),
+  historyMore: /** @type {HTMLButtonElement} */ ($("history-more")),
+  missedCount: $("missed-count"),
 };
+
+const TOKEN_HINT = el.tokenHint?.textContent ?? "";
 
 const baseTitle = document.title;
 let durationTimer = 0;
@@ -49,6 +60,32 @@ let durationTimer = 0;
  * @property {boolean} [muted]
  * @property {{local: string, remote: string, protocol: string}|null} [path]
  * @property {number} [connectedAt] Date.now() when it connected
+ * @property {string|null} [outcome] the server's `call-ended` outcome
+ * @property {string|null} [endReason] the server's `call-ended` reason
+ * @property {string|null} [failure] why the audio could not connect, as a sentence
+ */
+
+/**
+ * One call of the history, as `/api/calls` and `missed-calls` give it.
+ * @typedef {object} CallRecord
+ * @property {string} callId
+ * @property {string} caller
+ * @property {string} callee
+ * @property {number} ringingAt unix time, seconds
+ * @property {number|null} answeredAt
+ * @property {number} endedAt
+ * @property {string} outcome
+ * @property {string} reason
+ * @property {number|null} duration seconds
+ */
+
+/**
+ * @typedef {object} HistoryView
+ * @property {string|null} me our id (whose history it is)
+ * @property {CallRecord[]} calls newest first
+ * @property {boolean} more whether older calls can be loaded
+ * @property {string|null} error why the history could not be loaded
+ * @property {number} missed missed calls not yet seen
  */
 
 /**
@@ -56,6 +93,7 @@ let durationTimer = 0;
  * @property {{state: string}} server
  * @property {string[]} online
  * @property {CallView|null} call the current or last call
+ * @property {HistoryView} [history]
  */
 
 /**
@@ -75,8 +113,66 @@ export function callStatusText(call) {
     case "connected":
       return "Connected";
     default:
-      return { busy: "Busy", rejected: "Rejected", unavailable: "Unavailable" }[call.reason] ?? "Call Ended";
+      return endedStatusText(call);
   }
+}
+
+/** `#call-status` for an ended call, by the server's outcome when there is one (`call-ended` is the truth). */
+const OUTCOME_STATUS = Object.freeze({
+  answered: "Call Ended",
+  rejected: "Rejected",
+  missed: "Missed",
+  busy: "Busy",
+  cancelled: "Cancelled",
+  unavailable: "Unavailable",
+  failed: "Failed",
+});
+
+/** `#call-status` for an ended call without a server outcome (a plain relay, or not there yet). */
+const LOCAL_STATUS = Object.freeze({
+  busy: "Busy",
+  rejected: "Rejected",
+  unavailable: "Unavailable",
+  "no-answer": "Missed",
+  failed: "Failed",
+  "no-relay": "Failed",
+  "peer-offline": "Call lost",
+  "signaling-lost": "Call lost",
+  "answered-elsewhere": "Answered elsewhere",
+});
+
+/**
+ * @param {CallView} call an ended call
+ * @returns {string}
+ */
+function endedStatusText(call) {
+  const { reason, outcome, endReason } = call;
+  if (reason === "failed" || reason === "no-relay") return "Failed";
+  if (reason === "hangup" || reason === "declined") return "Call Ended"; // this side ended it
+  if (endReason === "peer-lost" || reason === "peer-offline" || reason === "signaling-lost") return "Call lost";
+  if (endReason === "answered-elsewhere") return "Answered elsewhere";
+  if (outcome && OUTCOME_STATUS[outcome]) return OUTCOME_STATUS[outcome];
+  if (reason === "remote-hangup" && call.previous === "incoming") return "Cancelled";
+  return LOCAL_STATUS[reason] ?? "Call Ended";
+}
+
+/** A failure reason in a few words, for the line under "Failed". */
+const FAILURE_WORDS = Object.freeze({
+  "ice-timeout": "no audio path was found in time",
+  "ice-failed": "the audio connection failed",
+  "user-media-failed": "a microphone could not be opened",
+  "unknown-error": "an unexpected error",
+});
+
+/**
+ * The few words under "Failed" that say why, or "".
+ * @param {CallView} call
+ * @returns {string}
+ */
+export function failedWords(call) {
+  if (call.reason === "no-relay") return "no relay server for a relay-only call";
+  if (call.failure?.includes("refused us")) return "the relay server refused us";
+  return FAILURE_WORDS[call.endReason ?? call.remoteReason ?? ""] ?? "the audio could not be connected";
 }
 
 /**
@@ -91,11 +187,15 @@ export function endedText(call) {
     case "hangup":
       return ringing ? `You cancelled the call to ${who}.` : `You hung up.`;
     case "remote-hangup":
-      return call.previous === "incoming" ? `Missed call: ${who} hung up before you answered.` : `${who} hung up.`;
+      return call.previous === "incoming" || call.outcome === "cancelled"
+        ? `Missed call: ${who} hung up before you answered.`
+        : `${who} hung up.`;
     case "rejected":
       return call.remoteReason === "user-media-failed" || call.remoteReason === "no-microphone"
         ? `${who} could not open their microphone.`
-        : `${who} declined the call.`;
+        : call.remoteReason === "ice-failed"
+          ? `${who} could not take the call: their side could not set up the audio.`
+          : `${who} declined the call.`;
     case "busy":
       return `${who} is busy in another call.`;
     case "declined":
@@ -103,11 +203,23 @@ export function endedText(call) {
     case "unavailable":
       return `${who} is not online.`;
     case "peer-offline":
-      return `${who} went offline.`;
+      return ringing ? `${who} went offline.` : `${who} went offline: the call was lost.`;
     case "no-answer":
-      return `${who} did not answer.`;
+      return call.direction === "incoming" ? `Missed call from ${who}.` : `${who} did not answer.`;
     case "failed":
-      return `The audio connection with ${who} could not be established or was lost.`;
+      if (call.failure) return call.failure;
+      switch (call.endReason ?? call.remoteReason) {
+        case "ice-timeout":
+          return `Could not connect the audio with ${who}: no network path between you was found in time.`;
+        case "ice-failed":
+          return `The audio connection with ${who} failed.`;
+        case "user-media-failed":
+          return `The call with ${who} failed: a microphone could not be opened.`;
+        default:
+          return `The audio connection with ${who} could not be established or was lost.`;
+      }
+    case "no-relay":
+      return call.detail ?? "A relay-only call needs a relay (TURN) server, and there is none.";
     case "signaling-lost":
       return `The call with ${who} ended because the connection to the server was lost.`;
     case "answered-elsewhere":
@@ -129,6 +241,11 @@ export function endedText(call) {
  * @param {() => void} handlers.reject
  * @param {() => void} handlers.hangup
  * @param {() => void} handlers.toggleMute
+ * @param {(token: string) => void} handlers.tokenChanged the token field changed
+ * @param {(relayOnly: boolean) => void} handlers.relayOnlyChanged
+ * @param {(peerId: string) => void} handlers.callBack a history entry was clicked
+ * @param {() => void} handlers.historySeen the user looked at the history (focus or click in it)
+ * @param {() => void} handlers.moreHistory
  */
 export function bind(handlers) {
   el.identityForm.addEventListener("submit", (event) => {
@@ -153,15 +270,74 @@ export function bind(handlers) {
   el.reject.addEventListener("click", () => handlers.reject());
   el.hangup.addEventListener("click", () => handlers.hangup());
   el.mute.addEventListener("click", () => handlers.toggleMute());
+  el.token.addEventListener("input", () => {
+    setInvalid(el.token, false);
+    handlers.tokenChanged(el.token.value.trim());
+  });
+  el.relayOnly.addEventListener("change", () => handlers.relayOnlyChanged(el.relayOnly.checked));
+  el.history.addEventListener("click", (event) => {
+    const button = /** @type {HTMLElement} */ (event.target).closest("button[data-peer]");
+    if (button && !(/** @type {HTMLButtonElement} */ (button).disabled)) handlers.callBack(button.dataset.peer);
+  });
+  el.historyCard.addEventListener("focusin", () => handlers.historySeen());
+  el.historyCard.addEventListener("pointerdown", () => handlers.historySeen());
+  el.historyMore.addEventListener("click", () => handlers.moreHistory());
 }
 
 /**
- * Preset the inputs (the demo pages' data-id / data-peer, or ?id= / ?peer=).
- * @param {{id?: string|null, peer?: string|null}} values
+ * Preset the inputs (the demo pages' data-id / data-peer, or ?id= / ?peer=; the token from the URL).
+ * @param {{id?: string|null, peer?: string|null, token?: string|null, relayOnly?: boolean}} values
  */
-export function preset({ id, peer }) {
+export function preset({ id, peer, token, relayOnly }) {
   if (id) el.myId.value = id;
   if (peer) el.peerId.value = peer;
+  if (token) el.token.value = token;
+  if (relayOnly !== undefined) el.relayOnly.checked = relayOnly;
+}
+
+/** The token in the token field ("" if none). */
+export function tokenValue() {
+  return el.token.value.trim();
+}
+
+/** Whether the user wants relayed audio only (#relay-only). */
+export function relayOnly() {
+  return el.relayOnly.checked;
+}
+
+/**
+ * A token decides who we are: show its user in the name field, which cannot be edited meanwhile.
+ * @param {string|null} sub the token's user, or null (no token: the name is typed)
+ */
+export function nameFromToken(sub) {
+  el.myId.readOnly = Boolean(sub);
+  if (sub) {
+    el.myId.value = sub;
+    setInvalid(el.myId, false);
+  }
+}
+
+/**
+ * The server wants a token (token mode): open the Advanced box and say so next to the field.
+ * @param {boolean} haveToken
+ */
+export function tokenRequired(haveToken) {
+  el.advanced.open = true;
+  el.tokenHint.textContent = haveToken
+    ? "This server requires a token; yours is filled in."
+    : "This server requires a token: paste the one you were given, then connect.";
+}
+
+/**
+ * Mark the token field as refused and explain why.
+ * @param {string} problem a sentence
+ */
+export function rejectToken(problem) {
+  el.advanced.open = true;
+  setInvalid(el.token, true);
+  el.tokenHint.textContent = TOKEN_HINT;
+  say(problem, "error");
+  el.token.focus();
 }
 
 /**
@@ -228,7 +404,7 @@ export async function playRemote(stream) {
  * Bring the page in line with the app state.
  * @param {View} view
  */
-export function render({ server, online, call }) {
+export function render({ server, online, call, history }) {
   const connected = server.state === "connected";
   const offline = server.state === "disconnected";
   const active = Boolean(call && call.state !== "ended");
@@ -255,25 +431,50 @@ export function render({ server, online, call }) {
   el.reject.disabled = !ringing;
 
   el.callStatus.textContent = callStatusText(call);
-  el.callStatus.dataset.state = call ? (call.state === "ended" ? call.reason ?? "ended" : call.state) : "idle";
+  el.callStatus.dataset.state = call ? (call.state === "ended" ? endedState(call) : call.state) : "idle";
   el.callPeer.textContent = !call
     ? ""
     : ringing
       ? `from ${call.peerId}`
       : `${active ? "with" : "last call:"} ${call.peerId}`;
   el.hangup.disabled = !active || ringing;
+  el.hangup.textContent = call?.state === "requesting" ? "Cancel" : "Hang Up";
   const inMedia = call?.state === "calling" || call?.state === "connected";
   el.mute.disabled = !inMedia;
   el.mute.setAttribute("aria-pressed", String(Boolean(inMedia && call.muted)));
   el.mute.textContent = inMedia && call.muted ? "Unmute" : "Mute";
   renderDetail(call);
+  if (history) renderHistory(history, canCall);
 
-  document.title = ringing ? `Incoming call from ${call.peerId} – ${baseTitle}` : baseTitle;
+  const missed = history?.missed ?? 0;
+  document.title = ringing
+    ? `Incoming call from ${call.peerId} – ${baseTitle}`
+    : missed
+      ? `(${missed}) ${baseTitle}`
+      : baseTitle;
+}
+
+/**
+ * `data-state` of #call-status for an ended call (the stylesheet colours it).
+ * @param {CallView} call
+ */
+function endedState(call) {
+  const text = callStatusText(call);
+  return (
+    { Failed: "failed", "Call lost": "lost", Missed: "missed", Busy: "busy", Rejected: "rejected" }[text] ??
+    { Unavailable: "unavailable", Cancelled: "cancelled", "Answered elsewhere": "answered-elsewhere" }[text] ??
+    call.reason ??
+    "ended"
+  );
 }
 
 /** @param {CallView|null} call */
 function renderDetail(call) {
   clearInterval(durationTimer);
+  if (call?.state === "ended" && callStatusText(call) === "Failed") {
+    el.callDetail.textContent = failedWords(call);
+    return;
+  }
   if (call?.state !== "connected") {
     el.callDetail.textContent = "";
     return;
@@ -340,3 +541,117 @@ function setInvalid(input, invalid) {
   else input.removeAttribute("aria-invalid");
 }
 
+
+const OUTCOME_WORDS = Object.freeze({
+  answered: "Answered",
+  rejected: "Declined",
+  cancelled: "Cancelled",
+  missed: "Missed",
+  busy: "Busy",
+  unavailable: "Unavailable",
+  failed: "Failed",
+});
+
+/**
+ * Whether `record` is a call to `me` that nobody answered (it rang out, was given up by the caller, or came
+ * while we were offline): the calls a phone would list as "missed".
+ * @param {CallRecord} record
+ * @param {string|null} me
+ * @returns {boolean}
+ */
+export function isMissed(record, me) {
+  return (
+    record.callee === me &&
+    record.caller !== me &&
+    ["missed", "unavailable", "cancelled"].includes(record.outcome) &&
+    !record.answeredAt
+  );
+}
+
+/**
+ * One line of the history: direction, peer, outcome, time, duration.
+ * @param {CallRecord} record
+ * @param {string|null} me
+ */
+function historyText(record, me) {
+  const outgoing = record.caller === me;
+  const peer = outgoing ? record.callee : record.caller;
+  const missed = isMissed(record, me);
+  const what = missed
+    ? "Missed"
+    : outgoing && record.outcome === "rejected"
+      ? "Rejected"
+      : (OUTCOME_WORDS[record.outcome] ?? record.outcome);
+  const when = new Date(record.ringingAt * 1000);
+  const today = new Date().toDateString() === when.toDateString();
+  const time = today
+    ? when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : when.toLocaleDateString([], { month: "short", day: "numeric" });
+  const seconds = Math.round(record.duration ?? 0);
+  const duration = record.duration != null ? `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}` : "";
+  return { outgoing, peer, missed, what, time, when, duration };
+}
+
+/**
+ * @param {HistoryView} history
+ * @param {boolean} canCall
+ */
+function renderHistory(history, canCall) {
+  el.missedCount.textContent = String(history.missed);
+  el.missedCount.hidden = history.missed === 0;
+  el.missedCount.setAttribute("aria-label", `${history.missed} missed call${history.missed === 1 ? "" : "s"}`);
+  el.historyMore.hidden = !history.more;
+  el.historyEmpty.hidden = history.calls.length > 0;
+  el.historyEmpty.textContent = history.error ?? (history.me ? "No calls yet." : "Connect to see your recent calls.");
+
+  const existing = new Map([...el.history.children].map((li) => [li.dataset.callId, li]));
+  const keep = new Set(history.calls.map((record) => record.callId));
+  for (const [id, li] of existing) if (!keep.has(id)) li.remove();
+  history.calls.forEach((record, index) => {
+    let li = existing.get(record.callId);
+    if (!li) {
+      li = makeHistoryEntry(record, history.me);
+      existing.set(record.callId, li);
+    }
+    if (el.history.children[index] !== li) el.history.insertBefore(li, el.history.children[index] ?? null);
+    li.querySelector("button").disabled = !canCall;
+  });
+}
+
+/**
+ * @param {CallRecord} record
+ * @param {string|null} me
+ * @returns {HTMLLIElement}
+ */
+function makeHistoryEntry(record, me) {
+  const { outgoing, peer, missed, what, time, when, duration } = historyText(record, me);
+  const li = document.createElement("li");
+  li.dataset.callId = record.callId;
+  li.dataset.outcome = record.outcome;
+  li.dataset.direction = outgoing ? "outgoing" : "incoming";
+  if (missed) li.classList.add("missed");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "history-entry";
+  button.dataset.peer = peer;
+  const label = `${missed ? "Missed call from" : outgoing ? "Call to" : "Call from"} ${peer}, ${what.toLowerCase()}`;
+  button.setAttribute("aria-label", `${label}, ${time}${duration ? `, ${duration}` : ""}. Call back`);
+  button.title = `Call ${peer} back`;
+  const parts = [
+    ["dir", outgoing ? "↗" : "↙"],
+    ["who", peer],
+    ["what", what],
+    ["when", time],
+    ["len", duration],
+  ];
+  for (const [name, text] of parts) {
+    const span = document.createElement(name === "when" ? "time" : "span");
+    span.className = name;
+    span.textContent = text;
+    if (name === "dir") span.setAttribute("aria-hidden", "true");
+    if (name === "when") span.setAttribute("datetime", when.toISOString());
+    button.append(span);
+  }
+  li.append(button);
+  return li;
+}
