@@ -544,7 +544,7 @@ def _data(env: Envelope) -> Any:
         return None
     try:
         return msgspec.json.decode(env.data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
 
 

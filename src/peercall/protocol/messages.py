@@ -22,7 +22,8 @@ from .codes import ErrorCode
 ID_RE: Final = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 """A client id: 1-64 letters, digits, `_`, `-`, `.` or `@`."""
 
-ClientId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")]
+# `$(?!\n)`: Python's `$` also matches before a final newline (msgspec uses re.search); ECMA's does not.
+ClientId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.@-]{1,64}$(?!\n)")]
 CallId = Annotated[str, Meta(min_length=1, max_length=128)]
 
 # The types a client may send. Each maps to the shape its `data` must have (None: anything, or nothing).
@@ -104,6 +105,8 @@ def parse(frame: str | bytes, sender: str) -> Envelope:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"invalid message: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(ErrorCode.BAD_JSON, f"frame is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "invalid message: nested too deeply") from None
 
     kind = env.type
     if kind not in ROUTED_TYPES:
@@ -135,6 +138,8 @@ def _check_data(env: Envelope, decoder: msgspec.json.Decoder[Any]) -> None:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{kind} needs a 'data' field", ref=kind, to=env.to)
     try:
         value = decoder.decode(env.data)
+    except RecursionError:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"invalid 'data' for {kind}: nested too deeply", ref=kind) from None
     except msgspec.ValidationError as exc:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"invalid 'data' for {kind}: {exc}", ref=kind, to=env.to) from None
     allowed = _sdp_types.get(kind)

@@ -29,7 +29,17 @@ Reason = Literal[
     "answered-elsewhere",
     "user-unavailable",
 ]
-ErrorCode = Literal["bad-json", "bad-message", "unknown-type", "too-large", "unavailable", "not-in-call", "in-call"]
+ErrorCode = Literal[
+    "bad-json",
+    "bad-message",
+    "unknown-type",
+    "too-large",
+    "unavailable",
+    "not-in-call",
+    "in-call",
+    "rate-limited",
+    "unauthorized",
+]
 
 
 class _Frame(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True):
