@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test setup lint unit clean
+.PHONY: run test setup lint unit bench clean
 
 run: setup
 	$(BIN)/peercall serve
@@ -22,8 +22,13 @@ $(VENV)/.installed: pyproject.toml
 ## Every test, the browser ones included, inside a network namespace that has only loopback.
 test: setup
 	scripts/install-system-deps
-	$(BIN)/ruff check src tests
+	$(BIN)/python bench/run.py --install-only
+	$(BIN)/ruff check src tests bench
 	scripts/loopback-only $(BIN)/pytest $(PYTEST_ARGS)
+
+## Benchmarks against the PeerJS server (15-25 minutes; see docs/benchmarks.md). Not part of `make test`.
+bench: setup
+	$(BIN)/python bench/run.py
 
 lint: setup
 	$(BIN)/ruff check src tests

@@ -1,0 +1,610 @@
+// peercall benchmark load generator: one Node process, many raw WebSocket clients (the `ws` package).
+//
+//   node bench/loadgen.mjs --proto peercall|peerjs --url ws://127.0.0.1:PORT --scenario pingpong|calls|idle [...]
+//
+// Prints one JSON line with the results on stdout. Every relayed frame carries a sequence number that the
+// receiver checks: a lost, duplicated, reordered, misrouted or unexpected frame fails the run with a message
+// starting "FAIL:" on stderr and exit code 1. Everything is bounded in time (--duration, --drain-timeout,
+// --setup-timeout) and in count (--pairs, --conns).
+//
+// `--proto peercall` speaks docs/protocol.md (real call setup: call-request -> call-ringing/call-request ->
+// call-accept, then offer/answer/candidate with the server's `from` and `callId` checked); `--proto peerjs`
+// speaks the PeerJS server's protocol (OPEN, then OFFER/ANSWER/CANDIDATE/LEAVE with `dst`, received with `src`).
+
+import fs from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const require = createRequire(path.join(process.env.PEERCALL_BENCH_MODULES || path.join(here, ".work", "loadgen"), "x.js"));
+let WebSocket;
+try {
+  WebSocket = require("ws");
+} catch {
+  process.stderr.write("FAIL: the `ws` package is not installed; run `python3 bench/run.py --install-only` first\n");
+  process.exit(2);
+}
+
+// ---------------------------------------------------------------- options
+const opts = {
+  proto: "peercall",
+  url: "",
+  scenario: "pingpong",
+  pairs: 1,
+  size: "candidate", // pingpong: candidate (~200 B frames) or sdp (~3 KB offer/answer frames)
+  duration: 3, // seconds measured
+  warmup: 1, // seconds run before measuring
+  drainTimeout: 5, // seconds to wait for frames in flight once sending stops
+  setupTimeout: 60, // seconds for connecting and call setup
+  conns: 1000, // idle: connections to hold
+  baseline: 100, // idle: connections opened before the "before" RSS reading
+  hold: 5, // idle: seconds to hold them (server pings run meanwhile)
+  inflight: 100, // connection attempts in flight at once
+  serverPid: 0, // for CPU and RSS readings from /proc
+  run: Math.random().toString(36).slice(2, 8), // id prefix, unique per run
+  maxSamples: 2_000_000, // latency samples kept (a bound on memory)
+};
+for (let i = 2; i < process.argv.length; i += 2) {
+  const key = process.argv[i].replace(/^--/, "").replace(/-([a-z])/g, (_, c) => c.toUpperCase());
+  if (!(key in opts)) die(`unknown option ${process.argv[i]}`, 2);
+  const value = process.argv[i + 1];
+  opts[key] = typeof opts[key] === "number" ? Number(value) : value;
+}
+if (!opts.url) die("--url is required", 2);
+const PEERJS = opts.proto === "peerjs";
+
+function die(message, code = 1) {
+  process.stderr.write(`FAIL: ${message}\n`);
+  process.exit(code);
+}
+
+// ---------------------------------------------------------------- measurements
+const ticksPerSecond = 100; // USER_HZ on Linux
+function serverCpu() {
+  if (!opts.serverPid) return 0;
+  try {
+    const stat = fs.readFileSync(`/proc/${opts.serverPid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond; // utime + stime, seconds
+  } catch {
+    return 0;
+  }
+}
+function serverRssKb() {
+  if (!opts.serverPid) return 0;
+  const status = fs.readFileSync(`/proc/${opts.serverPid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)[1]);
+}
+function machineBusy() {
+  // seconds of CPU used by anything on the machine (all cores), from /proc/stat
+  const f = fs.readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+  return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / ticksPerSecond; // user nice system irq softirq steal
+}
+class Window {
+  // One measured interval: wall time, this process's CPU, the server's CPU.
+  start() {
+    this.t0 = performance.now();
+    this.cpu0 = process.cpuUsage();
+    this.srv0 = serverCpu();
+    this.busy0 = machineBusy();
+  }
+  stop() {
+    this.seconds = (performance.now() - this.t0) / 1000;
+    const cpu = process.cpuUsage(this.cpu0);
+    this.clientCpu = (cpu.user + cpu.system) / 1e6 / this.seconds;
+    const srv = opts.serverPid ? serverCpu() - this.srv0 : 0;
+    this.serverCpu = opts.serverPid ? srv / this.seconds : null;
+    // CPU that neither the server nor this load generator used: other processes on the machine (noise)
+    this.otherCpu = Math.max(0, (machineBusy() - this.busy0 - srv) / this.seconds - this.clientCpu);
+  }
+}
+class Samples {
+  constructor(max) {
+    this.values = new Float64Array(Math.min(max, 1 << 16));
+    this.n = 0;
+    this.max = max;
+  }
+  add(v) {
+    if (this.n === this.values.length) {
+      if (this.n >= this.max) return;
+      const grown = new Float64Array(Math.min(this.max, this.n * 2));
+      grown.set(this.values);
+      this.values = grown;
+    }
+    this.values[this.n++] = v;
+  }
+  summary(unit = 1000) {
+    // milliseconds in, microseconds (unit 1000) out
+    if (!this.n) return { p50: null, p99: null, max: null };
+    const sorted = this.values.slice(0, this.n).sort();
+    const at = (q) => sorted[Math.min(this.n - 1, Math.floor(q * this.n))] * unit;
+    return { p50: round(at(0.5)), p99: round(at(0.99)), max: round(sorted[this.n - 1] * unit) };
+  }
+}
+const round = (x) => Math.round(x * 10) / 10;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------- connections
+let failed = false;
+function fail(message) {
+  if (failed) return;
+  failed = true;
+  die(message);
+}
+
+let localAddresses = 1; // idle: spread source addresses over 127.0.0.x to get past ~28k ephemeral ports
+function connectUrl(id) {
+  if (PEERJS) return `${opts.url}/peerjs?key=peerjs&id=${id}&token=${Math.random().toString(36).slice(2)}`;
+  return `${opts.url}/ws?id=${id}&device=d`;
+}
+
+class Peer {
+  // One WebSocket client. `onFrame(msg, raw)` gets every frame after the greeting.
+  constructor(id, index = 0) {
+    this.id = id;
+    this.index = index;
+    this.onFrame = null;
+    this.closedOk = false;
+  }
+  open() {
+    return new Promise((resolve, reject) => {
+      const options = { perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: 30000 };
+      if (localAddresses > 1) options.localAddress = `127.0.0.${1 + (this.index % localAddresses)}`;
+      const ws = new WebSocket(connectUrl(this.id), options);
+      this.ws = ws;
+      let greeted = false;
+      ws.on("message", (data) => {
+        let msg;
+        try {
+          msg = JSON.parse(data.toString());
+        } catch {
+          return fail(`${this.id} received a frame that is not JSON: ${String(data).slice(0, 200)}`);
+        }
+        if (!greeted) {
+          const want = PEERJS ? "OPEN" : "welcome";
+          if (msg.type !== want) return reject(new Error(`${this.id}: first frame ${JSON.stringify(msg).slice(0, 300)}`));
+          greeted = true;
+          return resolve(this);
+        }
+        if (PEERJS) {
+          if (msg.type === "ERROR" || msg.type === "EXPIRE" || msg.type === "ID-TAKEN")
+            return fail(`${this.id} received ${JSON.stringify(msg).slice(0, 300)}`);
+        } else if (msg.type === "presence") {
+          return; // not part of any scenario (the runner starts the server private, so none come)
+        } else if (msg.type === "error") {
+          return fail(`${this.id} received an error frame: ${JSON.stringify(msg).slice(0, 300)}`);
+        }
+        if (this.onFrame) this.onFrame(msg);
+        else fail(`${this.id} received an unexpected frame: ${JSON.stringify(msg).slice(0, 300)}`);
+      });
+      ws.on("error", (err) => (greeted ? fail(`${this.id}: ${err.message}`) : reject(err)));
+      ws.on("close", (code, reason) => {
+        if (!greeted) reject(new Error(`${this.id}: closed ${code} ${reason} before its greeting`));
+        else if (!this.closedOk) fail(`${this.id}: the server closed the connection (${code} ${reason})`);
+      });
+    });
+  }
+  send(text) {
+    this.ws.send(text);
+  }
+  close() {
+    this.closedOk = true;
+    this.ws.close();
+  }
+}
+
+async function openAll(peers, label) {
+  // Opens every peer, `opts.inflight` at a time; resolves with the wall time it took.
+  const t0 = performance.now();
+  const deadline = t0 + opts.setupTimeout * 1000;
+  let next = 0;
+  async function worker() {
+    while (next < peers.length) {
+      const peer = peers[next++];
+      if (performance.now() > deadline) throw new Error(`${label}: setup took longer than ${opts.setupTimeout}s`);
+      await peer.open();
+    }
+  }
+  const workers = [];
+  for (let i = 0; i < Math.min(opts.inflight, peers.length); i++) workers.push(worker());
+  await withTimeout(Promise.all(workers), opts.setupTimeout * 1000, `${label}: connecting`);
+  return (performance.now() - t0) / 1000;
+}
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms / 1000}s`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+// ---------------------------------------------------------------- frames
+const CANDIDATE_TAIL =
+  ' 1 udp 2122260223 192.168.1.20 50000 typ host generation 0 ufrag Xy1z network-id 1 network-cost 10","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"Xy1z"}';
+function sdpBody(kind) {
+  // A ~3 KB SDP: the repeated lines of a real audio m-section.
+  let lines = "";
+  for (let i = 0; lines.length < 2800; i++)
+    lines += `a=candidate:${i} 1 udp 2122260223 192.168.1.${20 + i} ${50000 + i} typ host generation 0 network-id 1\\r\\n`;
+  return ` 2 IN IP4 127.0.0.1\\r\\ns=-\\r\\nt=0 0\\r\\na=group:BUNDLE 0\\r\\nm=audio 9 UDP/TLS/RTP/SAVPF 111\\r\\nc=IN IP4 0.0.0.0\\r\\na=rtpmap:111 opus/48000/2\\r\\na=setup:${kind === "offer" ? "actpass" : "active"}\\r\\n${lines}","type":"${kind}"}`;
+}
+const SDP_TAIL = { offer: sdpBody("offer"), answer: sdpBody("answer") };
+
+// Frame = prefix + seq + tail. The sequence number sits where a real client has a number anyway: the candidate's
+// foundation, the SDP's session id. `kind`: candidate | offer | answer.
+function framePrefix(kind, to) {
+  const pjType = kind.toUpperCase();
+  if (kind === "candidate")
+    return PEERJS
+      ? `{"type":"CANDIDATE","dst":"${to}","payload":{"candidate":"candidate:`
+      : `{"type":"candidate","to":"${to}","data":{"candidate":"candidate:`;
+  return PEERJS
+    ? `{"type":"${pjType}","dst":"${to}","payload":{"sdp":"v=0\\r\\no=- `
+    : `{"type":"${kind}","to":"${to}","data":{"sdp":"v=0\\r\\no=- `;
+}
+function frameTail(kind) {
+  return (kind === "candidate" ? CANDIDATE_TAIL : SDP_TAIL[kind]) + "}";
+}
+function seqOf(kind, data) {
+  if (!data) return NaN;
+  return kind === "candidate" ? parseInt(data.candidate.slice(10), 10) : parseInt(data.sdp.slice(9), 10);
+}
+function payloadOf(msg) {
+  return PEERJS ? msg.payload : msg.data;
+}
+function typeOf(kind) {
+  return PEERJS ? kind.toUpperCase() : kind;
+}
+function sender(msg) {
+  return PEERJS ? msg.src : msg.from;
+}
+
+// ---------------------------------------------------------------- call setup (peercall only)
+function setupCall(a, b) {
+  // a calls b, b accepts: resolves with the callId, checked on both sides.
+  return new Promise((resolve) => {
+    const state = { ringing: null, request: null };
+    a.onFrame = (msg) => {
+      if (msg.type === "call-ringing" && !state.ringing) state.ringing = msg.callId;
+      else if (msg.type === "call-accept" && state.ringing && msg.callId === state.ringing && msg.from === b.id) {
+        a.onFrame = null;
+        resolve(state.ringing);
+      } else fail(`${a.id} during call setup got ${JSON.stringify(msg).slice(0, 300)}`);
+    };
+    b.onFrame = (msg) => {
+      if (msg.type === "call-request" && msg.from === a.id && !state.request) {
+        state.request = msg.callId;
+        b.onFrame = null;
+        b.send(`{"type":"call-accept","to":"${a.id}"}`);
+      } else fail(`${b.id} during call setup got ${JSON.stringify(msg).slice(0, 300)}`);
+    };
+    a.send(`{"type":"call-request","to":"${b.id}"}`);
+  });
+}
+
+// ---------------------------------------------------------------- pingpong
+async function pingpong() {
+  const kindA = opts.size === "sdp" ? "offer" : "candidate";
+  const kindB = opts.size === "sdp" ? "answer" : "candidate";
+  const peers = [];
+  for (let i = 0; i < opts.pairs; i++) peers.push(new Peer(`a${i}-${opts.run}`, 2 * i), new Peer(`b${i}-${opts.run}`, 2 * i + 1));
+  const connectSeconds = await openAll(peers, "pingpong");
+  const pairs = [];
+  for (let i = 0; i < opts.pairs; i++) pairs.push({ a: peers[2 * i], b: peers[2 * i + 1], callId: null });
+  if (!PEERJS)
+    await withTimeout(
+      Promise.all(pairs.map(async (p) => (p.callId = await setupCall(p.a, p.b)))),
+      opts.setupTimeout * 1000,
+      "call setup",
+    );
+
+  const latency = new Samples(opts.maxSamples);
+  let measuring = false;
+  let running = true;
+  let delivered = 0; // frames received while measuring
+  let inflight = 0;
+  let bytesSent = 0;
+  let onDrained = null;
+  for (const p of pairs) {
+    const prefixA = framePrefix(kindA, p.b.id);
+    const tailA = frameTail(kindA);
+    const prefixB = framePrefix(kindB, p.a.id);
+    const tailB = frameTail(kindB);
+    p.next = 0; // next seq a sends; b expects p.next - 1 ... checked on arrival
+    p.bExpect = 0;
+    p.aExpect = 0;
+    p.sentAt = 0;
+    p.ping = () => {
+      const text = prefixA + p.next + tailA;
+      bytesSent = text.length;
+      p.next++;
+      inflight++;
+      p.sentAt = performance.now();
+      p.a.send(text);
+    };
+    const check = (msg, kind, expect, from, who) => {
+      const seq = seqOf(kind, payloadOf(msg));
+      if (msg.type !== typeOf(kind) || sender(msg) !== from.id || (!PEERJS && msg.callId !== p.callId))
+        fail(`${who.id} got a frame that is not the ${kind} it waits for: ${JSON.stringify(msg).slice(0, 300)}`);
+      else if (seq !== expect)
+        fail(
+          `${who.id} expected ${kind} #${expect} from ${from.id} and got #${seq}: ` +
+            (seq < expect ? "a duplicated or reordered frame" : `${seq - expect} frame(s) lost or reordered`),
+        );
+      return seq;
+    };
+    p.b.onFrame = (msg) => {
+      const now = performance.now();
+      const seq = check(msg, kindA, p.bExpect, p.a, p.b);
+      p.bExpect++;
+      if (measuring) {
+        delivered++;
+        latency.add(now - p.sentAt);
+      }
+      p.sentAt = performance.now();
+      p.b.send(prefixB + seq + tailB);
+    };
+    p.a.onFrame = (msg) => {
+      const now = performance.now();
+      check(msg, kindB, p.aExpect, p.b, p.a);
+      p.aExpect++;
+      inflight--;
+      if (measuring) {
+        delivered++;
+        latency.add(now - p.sentAt);
+      }
+      if (running) p.ping();
+      else if (inflight === 0 && onDrained) onDrained();
+    };
+  }
+  for (const p of pairs) p.ping();
+  await sleep(opts.warmup * 1000);
+  const win = new Window();
+  measuring = true;
+  win.start();
+  await sleep(opts.duration * 1000);
+  measuring = false;
+  win.stop();
+  running = false;
+  const frameA = bytesSent;
+  await drain(() => inflight, (cb) => (onDrained = cb), () => {
+    const stuck = pairs.filter((p) => p.aExpect !== p.next).slice(0, 5);
+    return stuck.map((p) => `${p.a.id}->${p.b.id} #${p.aExpect} (b saw ${p.bExpect})`).join(", ");
+  });
+  for (const p of pairs) if (p.aExpect !== p.next || p.bExpect !== p.next) fail(`pair ${p.a.id}: counts differ`);
+  const sent = pairs.reduce((n, p) => n + 2 * p.next, 0);
+  closeAll(peers);
+  return {
+    msgsPerSec: Math.round(delivered / win.seconds),
+    ...latency.summary(),
+    frames: sent,
+    frameBytes: frameA,
+    connectSeconds: round(connectSeconds),
+    clientCpu: round(win.clientCpu * 100),
+    serverCpu: win.serverCpu === null ? null : round(win.serverCpu * 100),
+    otherCpu: round(win.otherCpu * 100),
+  };
+}
+
+async function drain(pending, setCallback, describe) {
+  if (pending() === 0) return;
+  const done = new Promise((resolve) => setCallback(resolve));
+  try {
+    await withTimeout(done, opts.drainTimeout * 1000, "draining");
+  } catch {
+    fail(`${pending()} frame(s) lost: no answer within ${opts.drainTimeout}s after sending stopped; e.g. ${describe()}`);
+  }
+}
+
+function closeAll(peers) {
+  for (const peer of peers) peer.close();
+}
+
+// ---------------------------------------------------------------- calls
+async function calls() {
+  const CANDIDATES = 10;
+  const peers = [];
+  for (let i = 0; i < opts.pairs; i++) peers.push(new Peer(`ca${i}-${opts.run}`, 2 * i), new Peer(`cb${i}-${opts.run}`, 2 * i + 1));
+  await openAll(peers, "calls");
+  let running = true;
+  let measuring = false;
+  let completed = 0;
+  let active = 0;
+  let onDrained = null;
+  const callTime = new Samples(opts.maxSamples);
+  const pairs = [];
+  for (let i = 0; i < opts.pairs; i++) {
+    const a = peers[2 * i];
+    const b = peers[2 * i + 1];
+    const p = { a, b, calls: 0 };
+    pairs.push(p);
+    const candA = framePrefix("candidate", b.id);
+    const candB = framePrefix("candidate", a.id);
+    const tail = frameTail("candidate");
+    const offer = framePrefix("offer", b.id) + "0" + frameTail("offer");
+    const answer = framePrefix("answer", a.id) + "0" + frameTail("answer");
+    const bad = (who, msg) =>
+      fail(`${who.id} in call #${p.calls} (step ${who === a ? p.aStep : p.bStep}) got ${JSON.stringify(msg).slice(0, 300)}`);
+    const expectCandidate = (who, from, msg, n) => {
+      const seq = seqOf("candidate", payloadOf(msg));
+      if (msg.type !== typeOf("candidate") || sender(msg) !== from.id || (!PEERJS && msg.callId !== p.callId)) bad(who, msg);
+      else if (seq !== n)
+        fail(
+          `${who.id} in call #${p.calls} expected candidate #${n} from ${from.id} and got #${seq}: ` +
+            (seq < n ? "a duplicated or reordered frame" : "frame(s) lost or reordered"),
+        );
+    };
+    const finished = () => {
+      if (!(p.aDone && p.bDone)) return;
+      active--;
+      if (measuring) {
+        completed++;
+        callTime.add(performance.now() - p.t0);
+      }
+      if (running) p.start();
+      else if (active === 0 && onDrained) onDrained();
+    };
+    p.start = () => {
+      p.calls++;
+      p.aStep = 0;
+      p.bStep = 0;
+      p.aDone = p.bDone = false;
+      p.callId = null;
+      p.t0 = performance.now();
+      active++;
+      if (PEERJS) a.send(`{"type":"OFFER","dst":"${b.id}","payload":{"call":"request","n":${p.calls}}}`);
+      else a.send(`{"type":"call-request","to":"${b.id}"}`);
+    };
+    // a: [ringing], accept, answer, 10 candidates, (hangup sent) [call-ended]
+    a.onFrame = (msg) => {
+      const s = p.aStep++;
+      if (!PEERJS && s === 0) {
+        if (msg.type !== "call-ringing") return bad(a, msg);
+        p.callId = msg.callId;
+        return;
+      }
+      const k = PEERJS ? s + 1 : s; // PeerJS has no ringing step
+      if (k === 1) {
+        if (PEERJS ? msg.type !== "ANSWER" || msg.payload.call !== "accept" : msg.type !== "call-accept" || msg.callId !== p.callId)
+          return bad(a, msg);
+        a.send(offer);
+        for (let n = 0; n < CANDIDATES; n++) a.send(candA + n + tail);
+      } else if (k === 2) {
+        if (msg.type !== typeOf("answer") || sender(msg) !== b.id) return bad(a, msg);
+      } else if (k < 3 + CANDIDATES) {
+        expectCandidate(a, b, msg, k - 3);
+        if (k === 2 + CANDIDATES) {
+          if (PEERJS) {
+            a.send(`{"type":"LEAVE","dst":"${b.id}"}`);
+            p.aDone = true;
+            finished();
+          } else a.send(`{"type":"hangup","to":"${b.id}"}`);
+        }
+      } else if (!PEERJS && k === 3 + CANDIDATES && msg.type === "call-ended" && msg.callId === p.callId) {
+        p.aDone = true;
+        finished();
+      } else bad(a, msg);
+    };
+    // b: request, offer, 10 candidates, hangup + call-ended (either order)
+    b.onFrame = (msg) => {
+      const s = p.bStep++;
+      if (s === 0) {
+        if (PEERJS ? msg.type !== "OFFER" || msg.payload.call !== "request" : msg.type !== "call-request" || msg.from !== a.id)
+          return bad(b, msg);
+        if (!PEERJS) p.bCallId = msg.callId;
+        b.send(PEERJS ? `{"type":"ANSWER","dst":"${a.id}","payload":{"call":"accept"}}` : `{"type":"call-accept","to":"${a.id}"}`);
+      } else if (s === 1) {
+        if (msg.type !== typeOf("offer") || sender(msg) !== a.id) return bad(b, msg);
+        b.send(answer);
+        for (let n = 0; n < CANDIDATES; n++) b.send(candB + n + tail);
+      } else if (s < 2 + CANDIDATES) {
+        expectCandidate(b, a, msg, s - 2);
+      } else if (PEERJS) {
+        if (s !== 2 + CANDIDATES || msg.type !== "LEAVE" || msg.src !== a.id) return bad(b, msg);
+        p.bDone = true;
+        finished();
+      } else {
+        const ok =
+          msg.callId === p.bCallId &&
+          ((msg.type === "hangup" && msg.from === a.id) || msg.type === "call-ended") &&
+          s < 4 + CANDIDATES;
+        if (!ok) return bad(b, msg);
+        if (s === 3 + CANDIDATES) {
+          p.bDone = true;
+          finished();
+        }
+      }
+    };
+  }
+  for (const p of pairs) p.start();
+  await sleep(opts.warmup * 1000);
+  const win = new Window();
+  measuring = true;
+  win.start();
+  await sleep(opts.duration * 1000);
+  measuring = false;
+  win.stop();
+  running = false;
+  await drain(() => active, (cb) => (onDrained = cb), () =>
+    pairs.filter((p) => !(p.aDone && p.bDone)).slice(0, 5).map((p) => `${p.a.id} call #${p.calls} a-step ${p.aStep} b-step ${p.bStep}`).join(", "),
+  );
+  closeAll(peers);
+  const t = callTime.summary(1); // milliseconds
+  return {
+    callsPerSec: round(completed / win.seconds),
+    callP50ms: t.p50,
+    callP99ms: t.p99,
+    callMaxMs: t.max,
+    calls: pairs.reduce((n, p) => n + p.calls, 0),
+    clientCpu: round(win.clientCpu * 100),
+    serverCpu: win.serverCpu === null ? null : round(win.serverCpu * 100),
+    otherCpu: round(win.otherCpu * 100),
+  };
+}
+
+// ---------------------------------------------------------------- idle
+async function idle() {
+  localAddresses = Math.max(1, Math.ceil((opts.conns + opts.baseline) / 20000));
+  const base = [];
+  for (let i = 0; i < opts.baseline; i++) base.push(new Peer(`w${i}-${opts.run}`, i));
+  await openAll(base, "idle baseline");
+  await sleep(1000);
+  const rssBefore = serverRssKb();
+  const peers = [];
+  for (let i = 0; i < opts.conns; i++) peers.push(new Peer(`i${i}-${opts.run}`, i));
+  const win = new Window();
+  win.start();
+  await openAll(peers, "idle");
+  win.stop();
+  // Hold them open. peercall: the server pings every connection (the runner sets a short ping interval) and
+  // `ws` answers; PeerJS has no server pings, its clients send HEARTBEAT frames, so send one each.
+  if (PEERJS) for (const peer of peers) peer.send('{"type":"HEARTBEAT"}');
+  let rssMax = 0;
+  const holdEnd = performance.now() + opts.hold * 1000;
+  while (performance.now() < holdEnd) {
+    await sleep(500);
+    rssMax = Math.max(rssMax, serverRssKb());
+  }
+  const rssAfter = serverRssKb();
+  const open = peers.filter((p) => p.ws.readyState === WebSocket.OPEN).length;
+  if (open !== peers.length) fail(`${peers.length - open} idle connection(s) were closed by the server`);
+  closeAll(peers);
+  closeAll(base);
+  return {
+    conns: opts.conns,
+    connectPerSec: Math.round(opts.conns / win.seconds),
+    rssBeforeMb: round(rssBefore / 1024),
+    rssAfterMb: round(rssAfter / 1024),
+    kbPerConn: round((rssAfter - rssBefore) / opts.conns),
+    kbPerConnPeak: round((rssMax - rssBefore) / opts.conns),
+    clientCpu: round(win.clientCpu * 100),
+    serverCpu: win.serverCpu === null ? null : round(win.serverCpu * 100),
+    otherCpu: round(win.otherCpu * 100),
+  };
+}
+
+// ---------------------------------------------------------------- main
+const scenarios = { pingpong, calls, idle };
+if (!(opts.scenario in scenarios)) die(`unknown scenario ${opts.scenario}`, 2);
+const hardStop = setTimeout(
+  () => die(`the run did not finish within its time bound`),
+  (opts.setupTimeout + opts.warmup + opts.duration + opts.drainTimeout + opts.hold + 30) * 1000,
+);
+try {
+  const result = await scenarios[opts.scenario]();
+  if (!failed) {
+    process.stdout.write(JSON.stringify({ scenario: opts.scenario, proto: opts.proto, ...result }) + "\n");
+    clearTimeout(hardStop);
+    // give close frames a moment, then leave even if some peer does not answer
+    setTimeout(() => process.exit(0), 200).unref();
+    await sleep(100);
+    process.exit(0);
+  }
+} catch (err) {
+  fail(err && err.message ? err.message : String(err));
+}

@@ -1,0 +1,464 @@
+#!/usr/bin/env python3
+"""Benchmark peercall against the PeerJS server, side by side, in one run (see docs/benchmarks.md).
+
+    python3 bench/run.py              # every scenario, 5 runs each, medians, peercall/PeerJS ratios
+    python3 bench/run.py --quick      # tiny sizes, ~1 s per scenario, one run (CI smoke)
+    python3 bench/run.py --install-only
+
+Each server is pinned to core 0 (`taskset -c 0`), the load generator (bench/loadgen.mjs, Node + `ws`) to core 1.
+The Node packages are installed by this script into bench/.work (gitignored). Only loopback addresses are used.
+Standard library only, so that any python3 can run it; peercall itself runs from the repo's .venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+WORK = BENCH / ".work"
+LOADGEN_DIR = WORK / "loadgen"
+PEERJS_DIR = WORK / "peerjs"
+# Pinned so that two runs compare the same code. bufferutil speeds up the load generator's frame masking; the
+# PeerJS server gets only what `npm install peer` gives a user (no bufferutil), in its own folder.
+LOADGEN_PACKAGES = {"ws": "8.23.0", "bufferutil": "4.1.0"}
+PEERJS_PACKAGES = {"peer": "1.0.2"}
+
+SERVER_CORE, CLIENT_CORE = "0", "1"
+BIG = "1000000"
+
+
+# ---------------------------------------------------------------------------------------------------- install
+def installed(folder: Path, packages: dict[str, str]) -> bool:
+    for name, version in packages.items():
+        meta = folder / "node_modules" / name / "package.json"
+        if not meta.exists() or json.loads(meta.read_text()).get("version") != version:
+            return False
+    return True
+
+
+def npm_install(folder: Path, packages: dict[str, str]) -> None:
+    if installed(folder, packages):
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        sys.exit("bench: npm is not installed (the benchmark needs node >= 18 and npm)")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "package.json").write_text(
+        json.dumps({"name": f"peercall-bench-{folder.name}", "private": True, "dependencies": packages}, indent=2)
+    )
+    print(f"bench: npm install {' '.join(f'{k}@{v}' for k, v in packages.items())} into {folder}", flush=True)
+    subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", "--omit=dev"],
+        cwd=folder,
+        check=True,
+        timeout=300,
+    )
+
+
+def install(peerjs: bool) -> None:
+    WORK.mkdir(parents=True, exist_ok=True)
+    npm_install(LOADGEN_DIR, LOADGEN_PACKAGES)
+    if peerjs:
+        npm_install(PEERJS_DIR, PEERJS_PACKAGES)
+
+
+def raise_fd_limit() -> int:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1 << 20
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))  # root may raise the hard limit
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def pinned(core: str, argv: list[str]) -> list[str]:
+    taskset = shutil.which("taskset")
+    return [taskset, "-c", core, *argv] if taskset and (os.cpu_count() or 1) > 1 else argv
+
+
+def machine_busy() -> float:
+    """CPU seconds used on the whole machine so far (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(limit: float, threshold: float = 0.15) -> float:
+    """Wait up to `limit` seconds for the machine to be idle (other work below `threshold` of one core).
+
+    The benchmark shares the machine with whatever else runs on it; each result also reports `otherCpu`.
+    Returns the load seen last, in cores.
+    """
+    deadline = time.monotonic() + limit
+    while True:
+        b0, t0 = machine_busy(), time.monotonic()
+        time.sleep(0.5)
+        load = (machine_busy() - b0) / (time.monotonic() - t0)
+        if load < threshold or time.monotonic() >= deadline:
+            return load
+
+
+# ---------------------------------------------------------------------------------------------------- servers
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def peercall_env(scenario: str) -> dict[str, str]:
+    env = {
+        "PEERCALL_HOST": "127.0.0.1",
+        "PEERCALL_PORT": "0",
+        "PEERCALL_RATE_LIMIT": BIG,
+        "PEERCALL_RATE_BURST": BIG,
+        "PEERCALL_CALL_RATE": BIG,
+        "PEERCALL_MAX_CONNECTIONS_PER_IP": BIG,
+        "PEERCALL_ACCESS_LOG": "false",
+        "PEERCALL_LOG_LEVEL": "warning",  # no line per connection (the PeerJS launcher prints none either)
+        "PEERCALL_DATABASE_URL": "memory://",
+        "PEERCALL_ICE_SERVERS": "[]",
+        # no presence broadcasts: PeerJS has none, and with 10k connections they would be the whole benchmark
+        "PEERCALL_PRIVATE": "true",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if scenario == "idle":
+        env["PEERCALL_PING_INTERVAL"] = "2"  # so that pings really run while the connections are held
+    return env
+
+
+def start_server(name: str, scenario: str, args: argparse.Namespace) -> Server:
+    logdir = WORK / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    log = logdir / f"{name}-{scenario}.log"
+    env = dict(os.environ)
+    if name == "peercall":
+        env.update(peercall_env(scenario))
+        argv = [args.peercall, "serve"]
+        ready = re.compile(r"listening on \S+:(\d+)$", re.M)
+    else:
+        env["PEERCALL_BENCH_PEERJS"] = str(PEERJS_DIR)
+        argv = [args.node, str(BENCH / "peerjs_server.mjs"), "--port", "0"]
+        ready = re.compile(r"peerjs listening on \S+:(\d+)$", re.M)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(pinned(SERVER_CORE, argv), env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        m = ready.search(log.read_text(errors="replace"))
+        if m:
+            return Server(name, proc, int(m.group(1)), log)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    Server(name, proc, 0, log).stop()
+    sys.exit(f"bench: {name} did not start; its output:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+# ---------------------------------------------------------------------------------------------------- scenarios
+@dataclass
+class Case:
+    scenario: str
+    label: str
+    loadgen: dict[str, Any]
+    runs: int
+    results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def cases(args: argparse.Namespace) -> list[Case]:
+    timing = {"duration": args.duration, "warmup": args.warmup}
+    out: list[Case] = []
+    if "pingpong" in args.scenarios:
+        for size in ("candidate", "sdp"):
+            for n in args.pairs:
+                what = "candidate ~200 B" if size == "candidate" else "offer/answer ~3 KB"
+                label = f"pingpong {n} pair{'s' if n > 1 else ''}, {what}"
+                out.append(Case("pingpong", label, {"pairs": n, "size": size, **timing}, args.runs))
+    if "calls" in args.scenarios:
+        out.append(
+            Case("calls", f"calls, {args.call_pairs} pairs at once", {"pairs": args.call_pairs, **timing}, args.runs)
+        )
+    if "idle" in args.scenarios:
+        for n in args.idle_conns:
+            runs = args.runs if n <= 10_000 else args.big_idle_runs
+            out.append(Case("idle", f"idle {n} connections", {"conns": n, "hold": args.hold}, runs))
+    return out
+
+
+def run_loadgen(server: Server, case: Case, args: argparse.Namespace) -> dict[str, Any]:
+    argv = [
+        args.node,
+        str(BENCH / "loadgen.mjs"),
+        "--proto",
+        server.name,
+        "--url",
+        server.url,
+        "--scenario",
+        case.scenario,
+        "--server-pid",
+        str(server.proc.pid),
+        "--setup-timeout",
+        str(args.setup_timeout),
+    ]
+    for key, value in case.loadgen.items():
+        flag = re.sub(r"([A-Z])", r"-\1", key).lower()
+        argv += [f"--{flag}", str(value)]
+    env = {**os.environ, "PEERCALL_BENCH_MODULES": str(LOADGEN_DIR)}
+    bound = args.setup_timeout + args.duration + args.warmup + args.hold + 60
+    try:
+        done = subprocess.run(
+            pinned(CLIENT_CORE, argv), env=env, capture_output=True, text=True, timeout=bound, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise Failure(f"{server.name} / {case.label}: the load generator did not finish within {bound}s") from None
+    if done.returncode != 0:
+        raise Failure(
+            f"{server.name} / {case.label}: the load generator failed (exit {done.returncode}):\n"
+            f"{done.stderr.strip()[-2000:]}\n(server log: {server.log})"
+        )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+class Failure(Exception):
+    pass
+
+
+def cluster(args: argparse.Namespace) -> None:
+    # TODO(cluster): multi-node peercall does not exist yet. When it does: start 2+ nodes (server cores shared
+    # or one core each), put the caller on node A and the callee on node B, and rerun `pingpong` and `calls`
+    # across nodes, reporting the same columns plus the cross-node hop latency.
+    print("cluster: not implemented yet -- peercall has no multi-node mode (stub in bench/run.py: cluster())")
+
+
+# ---------------------------------------------------------------------------------------------------- report
+def median(values: list[Any]) -> Any:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    m = statistics.median(values)
+    return round(m, 1) if isinstance(m, float) else m
+
+
+def medians(results: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, v in results[0].items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    return {k: median([r.get(k) for r in results]) for k in keys}
+
+
+def ratio(a: Any, b: Any) -> str:
+    if a is None or b is None or not b:
+        return "—"
+    return f"{a / b:.2f}"
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float) and v >= 100:
+        return f"{v:,.0f}"
+    return f"{v:,}" if isinstance(v, int) else f"{v:g}"
+
+
+METRICS = {
+    # scenario: [(key, heading, better)]  better: "higher" or "lower"
+    "pingpong": [
+        ("msgsPerSec", "msgs/s", "higher"),
+        ("p50", "p50 µs", "lower"),
+        ("p99", "p99 µs", "lower"),
+        ("max", "max µs", "lower"),
+    ],
+    "calls": [
+        ("callsPerSec", "calls/s", "higher"),
+        ("callP50ms", "call p50 ms", "lower"),
+        ("callP99ms", "call p99 ms", "lower"),
+    ],
+    "idle": [("kbPerConn", "KB/conn", "lower"), ("connectPerSec", "connects/s", "higher")],
+}
+
+
+def table(all_cases: list[Case], servers: list[str]) -> str:
+    both = "peercall" in servers and "peerjs" in servers
+    head = ["scenario", "metric", *servers, *(["peercall/PeerJS"] if both else [])]
+    head += ["server CPU %", "client CPU %", "other CPU %", "noisy runs"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for case in all_cases:
+        med = {s: medians(case.results[s]) for s in servers if case.results.get(s)}
+        for key, heading, better in METRICS[case.scenario]:
+            row = [case.label, f"{heading} ({better} is better)"]
+            row += [fmt(med.get(s, {}).get(key)) for s in servers]
+            if both:
+                row.append(ratio(med.get("peercall", {}).get(key), med.get("peerjs", {}).get(key)))
+            row.append(" / ".join(fmt(med.get(s, {}).get("serverCpu")) for s in servers))
+            row.append(" / ".join(fmt(med.get(s, {}).get("clientCpu")) for s in servers))
+            row.append(" / ".join(fmt(med.get(s, {}).get("otherCpu")) for s in servers))
+            row.append(" / ".join(str(sum(r.get("noisy", 0) for r in case.results.get(s, []))) for s in servers))
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def versions(args: argparse.Namespace) -> dict[str, str]:
+    def out(argv: list[str]) -> str:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout.strip()
+        except OSError:
+            return "?"
+
+    py = Path(args.peercall).parent / "python"
+    probe = "import sys, uvicorn, websockets as w; print(sys.version.split()[0], uvicorn.__version__, w.__version__)"
+    pyv = out([str(py), "-c", probe]).split() or ["?", "?", "?"]
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": str(os.cpu_count()),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": pyv[0],
+        "uvicorn": pyv[1] if len(pyv) > 1 else "?",
+        "websockets": pyv[2] if len(pyv) > 2 else "?",
+        "node": out([args.node, "--version"]),
+        "ws (load generator)": LOADGEN_PACKAGES["ws"],
+        "peer (PeerJS server)": PEERJS_PACKAGES["peer"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny sizes, ~1 s per scenario, one run (CI smoke)")
+    p.add_argument("--runs", type=int, default=5, help="runs per scenario and server; medians are reported")
+    p.add_argument("--servers", default="peercall,peerjs", help="comma-separated: peercall, peerjs")
+    p.add_argument("--scenarios", default="pingpong,calls,idle,cluster", help="pingpong, calls, idle, cluster")
+    p.add_argument("--pairs", default="1,50,500", help="pingpong: pairs, comma-separated")
+    p.add_argument("--call-pairs", type=int, default=50, help="calls: pairs calling at once")
+    p.add_argument("--idle-conns", default="10000,50000", help="idle: connections, comma-separated")
+    p.add_argument("--big-idle-runs", type=int, default=1, help="runs of idle sizes above 10,000")
+    p.add_argument("--duration", type=float, default=3.0, help="seconds measured per run")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds of load before measuring")
+    p.add_argument("--hold", type=float, default=5.0, help="idle: seconds the connections are held")
+    p.add_argument("--setup-timeout", type=float, default=120.0, help="seconds for connecting and call setup")
+    p.add_argument("--peercall", default=str(ROOT / ".venv" / "bin" / "peercall"), help="the peercall command")
+    p.add_argument("--node", default=shutil.which("node") or "node")
+    p.add_argument("--quiet-wait", type=float, default=20.0, help="seconds to wait for an idle machine before a run")
+    p.add_argument("--max-other", type=float, default=25.0, help="%% of a core other processes may use during a run")
+    p.add_argument("--retries", type=int, default=2, help="retries of a run that --max-other calls noisy")
+    p.add_argument("--json", type=Path, help="also write every run's numbers here")
+    p.add_argument("--install-only", action="store_true", help="install the Node packages into bench/.work, then stop")
+    p.add_argument("--no-install", action="store_true", help="do not run npm (offline); fail if packages are missing")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.runs, args.duration, args.warmup, args.hold, args.quiet_wait = 1, 1.0, 0.3, 1.0, 0.0
+        args.retries = 0
+        args.pairs, args.call_pairs, args.idle_conns, args.setup_timeout = "2", 2, "200", 30.0
+    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    args.pairs = [int(x) for x in str(args.pairs).split(",")]
+    args.idle_conns = [int(x) for x in str(args.idle_conns).split(",")]
+    for s in args.servers:
+        if s not in ("peercall", "peerjs"):
+            p.error(f"unknown server {s!r}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops the server under test
+    if args.no_install:
+        wanted = ((LOADGEN_DIR, LOADGEN_PACKAGES), (PEERJS_DIR, PEERJS_PACKAGES))
+        missing = [d for d, pk in wanted if not installed(d, pk)]
+        if LOADGEN_DIR in missing or ("peerjs" in args.servers and PEERJS_DIR in missing):
+            print(f"bench: Node packages missing in {WORK}; run `python3 bench/run.py --install-only`", file=sys.stderr)
+            return 2
+    else:
+        install(peerjs="peerjs" in args.servers or args.install_only)
+    if args.install_only:
+        return 0
+    limit = raise_fd_limit()
+    info = versions(args)
+    print("bench: " + ", ".join(f"{k} {v}" for k, v in info.items()) + f", open files {limit}", flush=True)
+    print(f"bench: servers on core {SERVER_CORE}, load generator on core {CLIENT_CORE}; {args.runs} run(s) each")
+    fits = [n for n in args.idle_conns if n + 1000 <= limit]
+    for n in sorted(set(args.idle_conns) - set(fits)):
+        print(f"bench: idle {n} connections skipped: the open-file limit is {limit} per process and cannot be raised")
+    args.idle_conns = fits
+    all_cases = cases(args)
+    started = time.monotonic()
+    try:
+        for case in all_cases:
+            for run in range(case.runs):
+                for name in args.servers:
+                    for attempt in range(1 + args.retries):
+                        if args.quiet_wait > 0:
+                            load = wait_quiet(args.quiet_wait)
+                            if load >= 0.15:
+                                print(f"  (the machine is busy with other work: {load * 100:.0f}% of a core)")
+                        server = start_server(name, case.scenario, args)
+                        try:
+                            result = run_loadgen(server, case, args)
+                        finally:
+                            server.stop()
+                        shown = {k: v for k, v in result.items() if k not in ("scenario", "proto")}
+                        print(f"  {case.label} [{name} run {run + 1}/{case.runs}] {json.dumps(shown)}", flush=True)
+                        # a run during which other processes took a core's worth of CPU is noise: retry it
+                        noisy = (result.get("otherCpu") or 0) > args.max_other
+                        if not noisy or attempt == args.retries:
+                            break
+                        print(f"  (other processes used {result['otherCpu']}% of a core during that run: retrying)")
+                    result["noisy"] = 1 if noisy else 0
+                    case.results.setdefault(name, []).append(result)
+    except Failure as exc:
+        print(f"bench: FAILED: {exc}", file=sys.stderr)
+        return 1
+    if "cluster" in args.scenarios:
+        cluster(args)
+    print()
+    print(f"Medians of {args.runs} run(s); ratio = peercall / PeerJS; took {time.monotonic() - started:.0f}s")
+    print(
+        "CPU columns are % of one core, peercall / PeerJS: a server below ~90% was not saturated; 'other' is what"
+        f" the rest of the machine used meanwhile (noise); a noisy run is one with other > {args.max_other:g}%"
+        " even after retries."
+    )
+    print()
+    print(table(all_cases, args.servers))
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"machine": info, "cases": [{"label": c.label, "results": c.results} for c in all_cases]}, indent=1
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
