@@ -20,7 +20,15 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    async_playwright,
+    expect,
+)
 
 from tests.conftest import ARTIFACTS
 
@@ -57,6 +65,25 @@ TRACK_MICROPHONE = """
     const stream = await original(constraints);
     streams.push(stream);
     return stream;
+  };
+})();
+"""
+
+# Runs in every page after TRACK_MICROPHONE: remember every WebSocket the page opens (`window.__e2e.sockets`), so
+# that a test can close one as a network blip would; while `window.__e2e.blockSockets` is true, new sockets go
+# to a closed port and fail at once, as when the network is down.
+TRACK_SOCKETS = """
+(() => {
+  const e2e = window.__e2e;
+  const Native = window.WebSocket;
+  e2e.sockets = [];
+  e2e.blockSockets = false;
+  window.WebSocket = class TrackedWebSocket extends Native {
+    constructor(url, protocols) {
+      const blocked = `${location.protocol === "https:" ? "wss" : "ws"}://127.0.0.1:9/network-down`;
+      super(e2e.blockSockets ? blocked : url, protocols);
+      e2e.sockets.push(this);
+    }
   };
 })();
 """
@@ -101,16 +128,41 @@ def chromium_path() -> Path:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def browser(loopback_only: None, chromium_path: Path) -> AsyncIterator[Browser]:
+async def playwright(loopback_only: None) -> AsyncIterator[Playwright]:
+    """The Playwright driver, one for the whole session."""
+    async with async_playwright() as driver:
+        yield driver
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def browser(playwright: Playwright, chromium_path: Path) -> AsyncIterator[Browser]:
     """Debian's Chromium with a fake microphone, headless: one for the whole session."""
-    async with async_playwright() as playwright:
+    chromium = await playwright.chromium.launch(executable_path=str(chromium_path), headless=True, args=CHROMIUM_FLAGS)
+    try:
+        yield chromium
+    finally:
+        await chromium.close()
+
+
+LaunchBrowser = Callable[..., Awaitable[Browser]]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def launch_browser(playwright: Playwright, chromium_path: Path) -> AsyncIterator[LaunchBrowser]:
+    """`await launch_browser("--ignore-certificate-errors")` -> a Chromium of the test's own, with the usual
+    flags plus these; closed at the end of the test."""
+    launched: list[Browser] = []
+
+    async def _launch(*extra_flags: str) -> Browser:
         chromium = await playwright.chromium.launch(
-            executable_path=str(chromium_path), headless=True, args=CHROMIUM_FLAGS
+            executable_path=str(chromium_path), headless=True, args=[*CHROMIUM_FLAGS, *extra_flags]
         )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+        launched.append(chromium)
+        return chromium
+
+    yield _launch
+    for chromium in launched:
+        await chromium.close()
 
 
 @dataclass
@@ -136,19 +188,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def open_page(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[OpenPage]:
+async def open_page(
+    browser: Browser, launch_browser: LaunchBrowser, request: pytest.FixtureRequest
+) -> AsyncIterator[OpenPage]:
     """`await open_page(base_url, "/callerA.html", "A")` -> a Page in a browser context of its own.
 
-    `deny_microphone=True`: the user refuses the microphone in that page.
+    `deny_microphone=True`: the user refuses the microphone in that page. `in_browser=`: open it in that
+    browser (one from `launch_browser`, which this fixture depends on so that such a browser outlives its
+    pages) instead of the session's.
 
     At the end: if the test failed, save a screenshot of every page and print their console logs; in any
     case fail if a page had an uncaught JavaScript error.
     """
     opened: list[Opened] = []
 
-    async def _open(base_url: str, path: str, name: str, *, deny_microphone: bool = False) -> Page:
-        context = await browser.new_context(base_url=base_url, viewport={"width": 1100, "height": 760})
+    async def _open(
+        base_url: str, path: str, name: str, *, deny_microphone: bool = False, in_browser: Browser | None = None
+    ) -> Page:
+        context = await (in_browser or browser).new_context(base_url=base_url, viewport={"width": 1100, "height": 760})
         await context.add_init_script(TRACK_MICROPHONE)
+        await context.add_init_script(TRACK_SOCKETS)
         if deny_microphone:
             await context.add_init_script(DENY_MICROPHONE)
         page = await context.new_page()

@@ -9,134 +9,20 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import websockets
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Page, expect
+from playwright.async_api import expect
 
 from tests.conftest import ServerProcess, run_server
 
-from .conftest import SCALE, TIMEOUT_MS, OpenPage, artifacts_dir, dump
+from .conftest import SCALE, OpenPage, artifacts_dir, dump
+from .steps import assert_audio_flows, connect, mic, open_pair, ring
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
-
-# The page's audio as getStats() reports it: the inbound audio stream, the outbound one, and the candidate
-# pair that the transport selected (or, failing that, the nominated pair that succeeded).
-AUDIO_STATS = """
-async () => {
-  const pc = window.peercall.pc;
-  if (!pc) return null;
-  const stats = await pc.getStats();
-  const out = { connectionState: pc.connectionState, inbound: null, outbound: null, pair: null };
-  let pair = null;
-  for (const r of stats.values()) {
-    if (r.type === "inbound-rtp" && r.kind === "audio") {
-      out.inbound = { packetsReceived: r.packetsReceived, totalAudioEnergy: r.totalAudioEnergy ?? 0,
-                      audioLevel: r.audioLevel ?? 0, bytesReceived: r.bytesReceived };
-    }
-    if (r.type === "outbound-rtp" && r.kind === "audio") out.outbound = { packetsSent: r.packetsSent };
-    if (r.type === "transport" && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId);
-  }
-  if (!pair) {
-    for (const r of stats.values()) {
-      if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r;
-    }
-  }
-  if (pair) {
-    const local = stats.get(pair.localCandidateId), remote = stats.get(pair.remoteCandidateId);
-    out.pair = { state: pair.state, local: local?.candidateType, remote: remote?.candidateType,
-                 localAddress: local?.address, remoteAddress: remote?.address, protocol: local?.protocol };
-  }
-  return out;
-}
-"""
-
-# Microphone streams the page opened (see TRACK_MICROPHONE in conftest.py).
-MIC = """
-() => {
-  const tracks = window.__e2e.streams.flatMap((s) => s.getTracks());
-  return { opened: window.__e2e.streams.length, live: tracks.filter((t) => t.readyState === "live").length };
-}
-"""
-
-
-async def wait_until(
-    probe: Callable[[], Awaitable[Any]],
-    ok: Callable[[Any], bool],
-    what: str,
-    timeout: float = TIMEOUT_MS / 1000,
-) -> Any:
-    """Poll `probe()` every 100 ms until `ok(value)`; fail with the last value after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    value = await probe()
-    while not ok(value):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.1f}s waiting for {what}; last value:\n{dump(value)}")
-        await asyncio.sleep(0.1)
-        value = await probe()
-    return value
-
-
-async def connect(page: Page) -> None:
-    """Click Connect and wait until the page says it is connected to the server."""
-    await page.click("#connect")
-    await expect(page.locator("#server-status")).to_have_text("Connected")
-
-
-async def mic(page: Page) -> dict[str, int]:
-    return await page.evaluate(MIC)
-
-
-async def audio_stats(page: Page) -> dict[str, Any] | None:
-    return await page.evaluate(AUDIO_STATS)
-
-
-async def assert_audio_flows(page: Page, who: str) -> dict[str, Any]:
-    """`who`'s page receives audio: packets keep arriving (~50/s) and they carry sound (energy grows)."""
-    first = await wait_until(
-        lambda: audio_stats(page),
-        lambda s: bool(s and s["inbound"] and s["inbound"]["packetsReceived"] > 0),
-        f"{who} to receive audio packets",
-    )
-    start = time.monotonic()
-    before = first["inbound"]
-    later = await wait_until(
-        lambda: audio_stats(page),
-        lambda s: (
-            s["inbound"]["packetsReceived"] >= before["packetsReceived"] + 40
-            and s["inbound"]["totalAudioEnergy"] > before["totalAudioEnergy"]
-        ),
-        f"{who}'s inbound audio to grow by 40 packets (0.8 s of Opus) with rising energy",
-        timeout=5 * SCALE,
-    )
-    elapsed = time.monotonic() - start
-    after = later["inbound"]
-    rate = (after["packetsReceived"] - before["packetsReceived"]) / elapsed
-    assert rate > 25, f"{who} receives only {rate:.0f} packets/s (expected about 50): {dump(later)}"
-    assert after["totalAudioEnergy"] > 0, f"{who} receives silence: {dump(later)}"
-    return later
-
-
-async def open_pair(open_page: OpenPage, server: ServerProcess) -> tuple[Page, Page]:
-    """The two-tab demo: clientA and clientB, both connected to the server."""
-    a = await open_page(server.http, "/callerA.html", "A")
-    b = await open_page(server.http, "/callerB.html", "B")
-    await connect(a)
-    await connect(b)
-    await expect(a.locator('#online button[data-peer="clientB"]')).to_be_visible()
-    return a, b
-
-
-async def ring(a: Page, b: Page, caller: str = "clientA") -> None:
-    """`a` clicks Call; `b` sees the highlighted incoming-call box with the caller's name."""
-    await a.click("#call")
-    await expect(a.locator("#call-status")).to_have_text("Requesting")
-    await expect(b.locator("#incoming")).to_be_visible()
-    await expect(b.locator("#incoming")).to_contain_text(caller)
-    await expect(b.locator("#call-status")).to_have_text("Incoming call")
 
 
 async def test_two_tab_demo_call_has_audio_both_ways_and_hangs_up(
@@ -240,9 +126,11 @@ async def test_index_users_see_each_other_and_caller_can_cancel(
     await expect(bob.locator("#incoming")).to_be_visible()
     await expect(bob.locator("#incoming")).to_contain_text(alice_id)
 
+    await expect(alice.locator("#hangup")).to_have_text("Cancel")
     await alice.click("#hangup")  # cancel while it rings
     await expect(bob.locator("#incoming")).to_be_hidden()
-    await expect(bob.locator("#call-status")).to_have_text("Call Ended")
+    await expect(bob.locator("#call-status")).to_have_text("Cancelled")
+    await expect(bob.locator("#message")).to_have_text(f"Missed call: {alice_id} hung up before you answered.")
     await expect(alice.locator("#call-status")).to_have_text("Call Ended")
     assert (await mic(alice))["live"] == 0, "alice did not release the microphone"
     assert (await mic(bob))["opened"] == 0, "bob opened the microphone without accepting"
@@ -323,16 +211,18 @@ async def test_second_caller_gets_busy_and_callee_is_not_disturbed(
     await expect(a.locator("#call-status")).to_have_text("Connected")
 
 
-async def test_caller_going_offline_while_ringing_ends_the_call(
-    fresh_server: ServerProcess, open_page: OpenPage
-) -> None:
-    """If the caller's tab goes away while it rings, the callee's incoming box goes away too."""
-    a, b = await open_pair(open_page, fresh_server)
-    await ring(a, b)
-    await a.evaluate("window.peercall.signaling.disconnect()")  # as if the tab lost its connection
-    await expect(b.locator("#incoming")).to_be_hidden()
-    await expect(b.locator("#call-status")).to_have_text("Call Ended")
-    await expect(b.locator("#message")).to_have_text("clientA went offline.")
+async def test_caller_going_offline_while_ringing_ends_the_call(open_page: OpenPage) -> None:
+    """If the caller's tab goes away while it rings, the callee rings on until the server says "Call lost"."""
+    with run_server(PEERCALL_RESUME_GRACE="2") as server:
+        a, b = await open_pair(open_page, server)
+        await ring(a, b)
+        await a.evaluate("window.peercall.signaling.disconnect()")  # as if the tab lost its connection
+        # Presence says clientA is offline at once, but the server keeps the call for the resume grace.
+        await expect(b.locator('#online button[data-peer="clientA"]')).to_be_hidden()
+        assert await b.locator("#incoming").is_visible(), "B stopped ringing on presence alone"
+        await expect(b.locator("#incoming")).to_be_hidden()
+        await expect(b.locator("#call-status")).to_have_text("Call lost")
+        await expect(b.locator("#message")).to_have_text("clientA went offline.")
 
 
 async def test_page_reconnects_by_itself_after_a_server_restart(open_page: OpenPage, uid: Callable[[str], str]) -> None:

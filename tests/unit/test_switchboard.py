@@ -244,6 +244,14 @@ def test_reconnect_within_grace_resumes(board: Board) -> None:
         "peer": "bob",
         "polite": False,
     }
+    assert board.last("b1", "call-resumed") == {
+        "type": "call-resumed",
+        "callId": call_id,
+        "state": "answered",
+        "role": "callee",
+        "peer": "alice",
+        "polite": True,
+    }
     board.advance(30)
     assert board.records == [] and board.sb.next_deadline() is None
     board.send("a2", "offer", "bob", data=OFFER)

@@ -18,7 +18,8 @@ Rules (docs/protocol.md, "Calls", is the user-facing version):
   not fit a call this connection takes part in gets `error not-in-call` and reaches nobody.
 - A party whose connection drops is "lost": the call goes on (the audio is peer-to-peer) and the other side is
   not told, unless the user does not come back within the resume grace period; then the call ends `peer-lost`.
-  A connection of the same user (and same device, if it names one) that arrives meanwhile resumes the call.
+  A connection of the same user (and same device, if it names one) that arrives meanwhile resumes the call; both
+  sides get `call-resumed`, so that each re-sends what the other may have missed.
 - Private mode hides who exists: no presence, and a call to someone offline rings (on no device) until the ring
   timeout, exactly like a call nobody answers, instead of ending `unavailable`.
 - Ringing ends by the ring timeout (`missed`) unless answered, rejected or cancelled first.
@@ -255,20 +256,11 @@ class Switchboard:
                 party.conn, party.lost_until = conn, None
                 party.device = device_id
                 peer = call.other(party)
-                role = "caller" if party is call.caller else "callee"
-                return [
-                    Send(
-                        conn,
-                        {
-                            "type": "call-resumed",
-                            "callId": call.id,
-                            "state": call.state.value,
-                            "role": role,
-                            "peer": peer.user if peer is not None else call.callee_user,
-                            "polite": role == "callee",
-                        },
-                    )
-                ]
+                effects: list[Effect] = [Send(conn, _resumed(call, party))]
+                if peer is not None and peer.conn is not None:
+                    # The peer's frames to us were dropped while we were away: it re-sends what is pending.
+                    effects.append(Send(peer.conn, _resumed(call, peer)))
+                return effects
         if call.state is CallState.RINGING and user == call.callee_user:
             call.ringing[conn] = device_id  # a device that connects while the call rings rings too
             return [Forward(conn, call.request, call.caller.user, call.id)]
@@ -512,6 +504,19 @@ class Switchboard:
                 effects.append(Send(conn, _compat_hangup(call, peer, reason)))
         effects.append(Record(_record(call, outcome, reason, now, hung_up_by=actor)))
         return effects
+
+
+def _resumed(call: Call, party: Party) -> dict[str, Any]:
+    """`call-resumed` for `party`: its own role, and who the call is with."""
+    role = "caller" if party is call.caller else "callee"
+    return {
+        "type": "call-resumed",
+        "callId": call.id,
+        "state": call.state.value,
+        "role": role,
+        "peer": call.callee_user if role == "caller" else call.caller.user,
+        "polite": role == "callee",
+    }
 
 
 def _ended(call_id: str, outcome: Outcome, reason: Reason) -> dict[str, Any]:

@@ -110,7 +110,9 @@ def create_app(settings: Settings) -> PeercallApp:
         return JSONResponse(body, headers={"cache-control": "no-store"})
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "version": __version__, "protocol": PROTOCOL_VERSION})
+        return JSONResponse(
+            {"status": "ok", "version": __version__, "protocol": PROTOCOL_VERSION, "auth": settings.auth}
+        )
 
     async def readyz(request: Request) -> Response:
         if hub.draining:

@@ -76,6 +76,8 @@ def banner(settings: Settings, port: int, tls_names: list[str] | None = None) ->
         ice += f" (TURN credentials minted per user, valid {settings.turn_ttl}s)"
     if settings.ice_transport_policy == "relay":
         ice += "; relay only"
+    if settings.turn_secret is not None and settings.auth == "open":
+        ice += "\n                WARNING: auth is open, so anyone who reaches this server gets TURN credentials"
     auth = (
         "open: anyone may connect under any id (use PEERCALL_AUTH=token on an untrusted network)"
         if settings.auth == "open"

@@ -531,6 +531,14 @@ export class Call extends EventTarget {
     this.#outcome = outcome ?? null;
     this.#endReason = reason ?? null;
     this.#log(`call-ended from the server: ${outcome} (${reason})`);
+    const refused = this.#iceErrors.some((e) => e.errorCode === 401 || e.errorCode === 403);
+    if (outcome === "failed" && !this.#everConnected && refused) {
+      // The peer gave up on ICE, and we saw why on our side too: our relay refused us as well.
+      this.#failure = iceFailureText(this.#iceErrors, {
+        relayOnly: this.iceTransportPolicy === "relay",
+        relayCandidates: this.#relayCandidates,
+      });
+    }
     if (this.active) {
       this.#remoteReason ??= reason ?? null;
       const mine =

@@ -20,7 +20,7 @@
 import { Call, CallSetupError, MicrophoneError, RAW, VOICE, fetchIceConfig } from "./call.js";
 import * as protocol from "./protocol.js";
 import { ErrorCode, MessageType, Reason } from "./protocol.js";
-import { Signaling } from "./signaling.js";
+import { Signaling, presenceChanges } from "./signaling.js";
 import * as ui from "./ui.js";
 
 const params = new URLSearchParams(location.search);
@@ -456,8 +456,10 @@ for (const type of [
 signaling.addEventListener(MessageType.PRESENCE, (event) => {
   // A server that keeps call state keeps the call while the peer reconnects, and says when it is over
   // (`call-ended`, reason peer-lost). Only a plain relay leaves it to us to notice that the peer is gone.
-  const { id, status } = event.detail;
-  if (status === "offline" && call?.active && call.peerId === id && !statefulServer()) call.peerOffline();
+  if (!call?.active || statefulServer()) return;
+  for (const { id, status } of presenceChanges(event.detail)) {
+    if (status === "offline" && call?.active && call.peerId === id) call.peerOffline();
+  }
 });
 signaling.addEventListener(MessageType.ERROR, (event) => onServerError(event.detail));
 signaling.addEventListener(MessageType.CALL_RINGING, (event) => onCallRinging(event.detail));
@@ -617,14 +619,19 @@ function forgetToken() {
   remember(TOKEN_KEY, null, sessionStorage);
 }
 
-/** Ask the server whether it wants a token: in token mode, `/ice-servers` answers 401 to a stranger. */
-async function probeAuthMode() {
+/**
+ * Ask the server whether it wants a token (in token mode, `/ice-servers` answers 401 to a stranger), and
+ * whether it relays every call anyway (then the "Hide my IP address" box is ticked for good).
+ */
+async function probeServer() {
   try {
     const response = await fetch(new URL("ice-servers", location.href), {
       cache: "no-store",
       signal: AbortSignal.timeout(5000),
     });
     authMode = response.status === 401 ? "token" : response.ok ? "open" : "unknown";
+    const body = response.ok ? await response.json() : null;
+    if (body?.iceTransportPolicy === "relay") ui.serverRelaysAll();
   } catch {
     authMode = "unknown";
   }
@@ -653,7 +660,9 @@ ui.bind({
     if (!page.id && !token) remember(STORAGE_KEY, id, localStorage);
     if (token) remember(TOKEN_KEY, token, sessionStorage);
     ui.say("");
-    if (recent.loadedFor !== id) Object.assign(recent, { calls: [], next: null, error: null, loadedFor: null });
+    if (recent.loadedFor !== id) {
+      Object.assign(recent, { calls: [], next: null, error: null, loadedFor: null, missed: 0 });
+    }
     signaling.connect(id, { device: tabDevice(), token: authMode === "open" ? null : token });
   },
   disconnect() {
@@ -747,7 +756,7 @@ ui.preset({
 });
 const tokenProblem = useToken(startToken);
 if (tokenProblem) ui.rejectToken(tokenProblem);
-probeAuthMode();
+probeServer();
 
 addEventListener("pagehide", () => {
   call?.hangup();

@@ -43,6 +43,17 @@ import {
  * @property {boolean} [unauthorized] true if the server refused our token (close 4401)
  */
 
+/**
+ * The changes a `presence` frame carries: one (`{id, status}`), or several at once (`{changes: [...]}`, which
+ * may name ourselves: `#setOnline` leaves us out).
+ * @param {{id?: unknown, status?: unknown, changes?: unknown}} msg
+ * @returns {{id: string, status: string}[]}
+ */
+export function presenceChanges(msg) {
+  const changes = Array.isArray(msg.changes) ? msg.changes : [msg];
+  return changes.filter((c) => c && typeof c.id === "string" && typeof c.status === "string");
+}
+
 /** A WebSocket signaling client. */
 export class Signaling extends EventTarget {
   /** @type {WebSocket|null} */ #ws = null;
@@ -204,8 +215,10 @@ export class Signaling extends EventTarget {
         break;
       case MessageType.PRESENCE: {
         const next = new Set(this.#online);
-        if (msg.status === "online") next.add(msg.id);
-        else next.delete(msg.id);
+        for (const { id, status } of presenceChanges(msg)) {
+          if (status === "online") next.add(id);
+          else if (status === "offline") next.delete(id);
+        }
         this.#setOnline([...next]);
         break;
       }

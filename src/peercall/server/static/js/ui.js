@@ -305,6 +305,13 @@ export function relayOnly() {
   return el.relayOnly.checked;
 }
 
+/** The server relays every call: the "Hide my IP address" box is ticked and cannot be unticked. */
+export function serverRelaysAll() {
+  el.relayOnly.checked = true;
+  el.relayOnly.disabled = true;
+  el.relayOnly.closest("label")?.setAttribute("title", "This server relays every call through its TURN server.");
+}
+
 /**
  * A token decides who we are: show its user in the name field, which cannot be edited meanwhile.
  * @param {string|null} sub the token's user, or null (no token: the name is typed)
@@ -334,6 +341,7 @@ export function tokenRequired(haveToken) {
  */
 export function rejectToken(problem) {
   el.advanced.open = true;
+  el.token.disabled = false; // only called while disconnected
   setInvalid(el.token, true);
   el.tokenHint.textContent = TOKEN_HINT;
   say(problem, "error");
@@ -417,6 +425,7 @@ export function render({ server, online, call, history }) {
   }[server.state];
   el.serverStatus.dataset.state = server.state;
   el.myId.disabled = !offline;
+  el.token.disabled = !offline; // the token is the one we are connected with
   el.connect.disabled = !offline;
   el.disconnect.disabled = offline;
 
@@ -588,7 +597,8 @@ function historyText(record, me) {
     ? when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
     : when.toLocaleDateString([], { month: "short", day: "numeric" });
   const seconds = Math.round(record.duration ?? 0);
-  const duration = record.duration != null ? `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}` : "";
+  const clock = `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
+  const duration = record.duration != null ? clock : "";
   return { outgoing, peer, missed, what, time, when, duration };
 }
 

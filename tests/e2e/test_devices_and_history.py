@@ -1,0 +1,212 @@
+"""Calls that outlive their WebSocket, ring several devices, and end up in the history, seen from the browser.
+
+The server keeps every call's state: it rings all devices of the callee, keeps a call for its resume grace
+when a party's WebSocket drops, and tells the web client how each call ended (`call-ended`). These tests
+check what a user sees of that: one tab stops ringing when another answers, a network blip does not cut the
+audio, and a call that rang out, or came while the user was away, waits in the history as missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.conftest import ServerProcess, run_server
+
+from .conftest import OpenPage, artifacts_dir, dump
+from .steps import assert_audio_flows, audio_stats, connect, mic, open_pair, ring, wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
+
+# Remember, in the page, every call state change and every call-ended / call-resumed frame from now on.
+WATCH_CALL = """
+() => {
+  const seen = { states: [], ended: [], resumed: [], signaling: [] };
+  window.__e2e.seen = seen;
+  window.peercall.call.addEventListener("statechange", (e) => seen.states.push(e.detail.state));
+  const s = window.peercall.signaling;
+  s.addEventListener("call-ended", (e) => seen.ended.push(e.detail));
+  s.addEventListener("call-resumed", (e) => seen.resumed.push(e.detail));
+  s.addEventListener("statechange", (e) => seen.signaling.push(e.detail.state));
+  window.__e2e.pcBefore = window.peercall.pc;
+}
+"""
+
+
+async def seen(page: Page) -> dict[str, Any]:
+    return await page.evaluate("window.__e2e.seen")
+
+
+async def test_second_tab_of_the_callee_stops_ringing_when_the_first_answers(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """Both tabs of the callee ring; the first to accept gets the call, the other shows "Answered elsewhere"."""
+    a, b1 = await open_pair(open_page, fresh_server)
+    b2 = await open_page(fresh_server.http, "/callerB.html", "B2")  # clientB's second device (another tab)
+    await connect(b2)
+    devices = [await page.evaluate("window.peercall.signaling.welcome.device") for page in (b1, b2)]
+    assert devices[0] != devices[1], f"the two tabs should be two devices: {devices}"
+    await expect(a.locator("#online li")).to_have_count(1)  # presence is per user: clientB once
+
+    await ring(a, b1)
+    await expect(b2.locator("#incoming")).to_be_visible()
+    await expect(b2.locator("#incoming")).to_contain_text("clientA")
+
+    await b1.click("#accept")
+    await expect(b2.locator("#incoming")).to_be_hidden()
+    await expect(b2.locator("#call-status")).to_have_text("Answered elsewhere")
+    await expect(b2.locator("#message")).to_have_text("The call from clientA was answered on another device.")
+    await expect(b1.locator("#call-status")).to_have_text("Connected")
+    await expect(a.locator("#call-status")).to_have_text("Connected")
+    await assert_audio_flows(b1, "B1")
+    await assert_audio_flows(a, "A")
+    assert await mic(b2) == {"opened": 0, "live": 0}, "the tab that did not answer opened the microphone"
+    await expect(b2.locator("#missed-count")).to_be_hidden()  # answered elsewhere is not a missed call
+    await b2.screenshot(path=artifacts_dir() / "answered-elsewhere-clientB-tab2.png", full_page=True)
+
+    await a.click("#hangup")
+    await expect(b1.locator("#call-status")).to_have_text("Call Ended")
+    await expect(b2.locator("#call-status")).to_have_text("Answered elsewhere")  # untouched by the hangup
+
+
+async def test_caller_network_blip_keeps_the_call_and_resumes_it(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """The caller's WebSocket drops mid-call: audio flows on, the page reconnects and resumes; the peer sees nothing."""
+    a, b = await open_pair(open_page, fresh_server)
+    await ring(a, b)
+    await b.click("#accept")
+    await expect(a.locator("#call-status")).to_have_text("Connected")
+    await expect(b.locator("#call-status")).to_have_text("Connected")
+    await assert_audio_flows(a, "A")
+    call_id = await a.evaluate("window.peercall.call.callId")
+    for page in (a, b):
+        await page.evaluate(WATCH_CALL)
+
+    # The network goes down under A: its socket closes, and new ones fail at once until it comes back.
+    await a.evaluate("() => { window.__e2e.blockSockets = true; window.__e2e.sockets.at(-1).close(); }")
+    await expect(a.locator("#server-status")).to_have_text("Reconnecting…")
+    await expect(b.locator('#online button[data-peer="clientA"]')).to_be_hidden()  # B hears: clientA offline
+    during_a = await assert_audio_flows(a, "A, while its signaling is down")
+    during_b = await assert_audio_flows(b, "B, while A's signaling is down")
+    assert await a.evaluate("window.peercall.signaling.state") == "reconnecting", "A reconnected too early"
+    await expect(a.locator("#call-status")).to_have_text("Connected")
+    await expect(a.locator("#hangup")).to_be_enabled()
+    await expect(b.locator("#call-status")).to_have_text("Connected")
+    await a.screenshot(path=artifacts_dir() / "blip-clientA-reconnecting.png", full_page=True)
+
+    await a.evaluate("window.__e2e.blockSockets = false")  # the network is back: the page retries by itself
+    await expect(a.locator("#server-status")).to_have_text("Connected")
+    resumed = await wait_until(lambda: seen(a), lambda s: len(s["resumed"]) >= 1, "A to get call-resumed")
+    assert resumed["resumed"][0]["callId"] == call_id, dump(resumed)
+    assert resumed["resumed"][0]["state"] == "answered", dump(resumed)
+    await expect(b.locator('#online button[data-peer="clientA"]')).to_be_visible()
+    assert await a.evaluate("window.peercall.pc === window.__e2e.pcBefore"), "A replaced its peer connection"
+    after_a = await assert_audio_flows(a, "A, after the reconnect")
+    after_b = await assert_audio_flows(b, "B, after A's reconnect")
+    assert after_a["inbound"]["packetsReceived"] > during_a["inbound"]["packetsReceived"]
+    assert after_b["inbound"]["packetsReceived"] > during_b["inbound"]["packetsReceived"]
+
+    # The browser says the network is back (as after a Wi-Fi switch): the call restarts ICE, audio goes on.
+    ufrag = """() => { const pc = window.peercall.pc;  // the negotiated one: new once the restart completed
+      return [pc.signalingState, /a=ice-ufrag:(\\S+)/.exec(pc.currentLocalDescription.sdp)[1]]; }"""
+    _, before = await a.evaluate(ufrag)
+    await a.evaluate("window.dispatchEvent(new Event('online'))")
+    await wait_until(
+        lambda: a.evaluate(ufrag), lambda now: now[0] == "stable" and now[1] != before, "A's ICE restart to complete"
+    )
+    await expect(a.locator("#call-status")).to_have_text("Connected")
+    await assert_audio_flows(b, "B, after A's ICE restart")
+
+    b_seen = await seen(b)
+    assert b_seen["states"] == [] and b_seen["ended"] == [], f"B saw the call change: {dump(b_seen)}"
+    assert (await seen(a))["states"] == [], f"A's call changed state: {dump(await seen(a))}"
+
+    await a.click("#hangup")
+    await expect(a.locator("#call-status")).to_have_text("Call Ended")
+    await expect(b.locator("#call-status")).to_have_text("Call Ended")
+    await expect(b.locator("#message")).to_have_text("clientA hung up.")
+    ended = await wait_until(lambda: seen(b), lambda s: len(s["ended"]) == 1, "B to get call-ended")
+    assert ended["ended"][0] == {
+        "type": "call-ended",
+        "callId": call_id,
+        "outcome": "answered",
+        "reason": "user-hangup",
+    }, dump(ended)
+    assert await audio_stats(a) is None, "A still has a peer connection after the hangup"
+    line = f"call {call_id} clientA -> clientB ended: answered (user-hangup)"
+    assert await asyncio.to_thread(fresh_server.wait_log, line), f"the server did not log {line!r}"
+
+
+async def test_missed_call_waits_in_the_history_and_calls_back(
+    server: ServerProcess, open_page: OpenPage, uid: Callable[[str], str]
+) -> None:
+    """A call to someone offline shows in their history as missed when they connect, and calls back from there."""
+    amy, ben = uid("amy"), uid("ben")
+    caller = await open_page(server.http, "/", "amy")
+    await caller.fill("#my-id", amy)
+    await connect(caller)
+    await expect(caller.locator("#history-empty")).to_have_text("No calls yet.")
+    await caller.fill("#peer-id", ben)
+    await caller.click("#call")
+    await expect(caller.locator("#call-status")).to_have_text("Unavailable")
+    outgoing = caller.locator("#history li")
+    await expect(outgoing).to_have_count(1)
+    await expect(outgoing).to_have_attribute("data-direction", "outgoing")
+    await expect(outgoing).to_contain_text(ben)
+    await expect(outgoing).to_contain_text("Unavailable")
+    await expect(caller.locator("#missed-count")).to_be_hidden()
+
+    callee = await open_page(server.http, "/", "ben")
+    await callee.fill("#my-id", ben)
+    await connect(callee)
+    await expect(callee.locator("#missed-count")).to_have_text("1")
+    await expect(callee.locator("#missed-count")).to_be_visible()
+    await expect(callee.locator("#message")).to_have_text(f"Missed calls while you were away: {amy}.")
+    missed = callee.locator("#history li.missed")
+    await expect(missed).to_have_count(1)
+    await expect(missed).to_contain_text(amy)
+    await expect(missed).to_contain_text("Missed")
+    await expect(missed).to_have_attribute("data-direction", "incoming")
+    await expect(callee).to_have_title("(1) peercall")
+    await callee.screenshot(path=artifacts_dir() / "missed-call-history.png", full_page=True)
+
+    await missed.locator("button").click()  # call back
+    await expect(callee.locator("#call-status")).to_have_text("Requesting")
+    await expect(callee.locator("#hangup")).to_have_text("Cancel")
+    await expect(callee.locator("#missed-count")).to_be_hidden()  # looked at, so no longer new
+    await expect(caller.locator("#incoming")).to_be_visible()
+    await expect(caller.locator("#incoming-from")).to_have_text(ben)
+
+    await callee.click("#hangup")
+    await expect(caller.locator("#call-status")).to_have_text("Cancelled")
+    await expect(caller.locator("#missed-count")).to_have_text("1")  # amy missed ben's call-back
+    await expect(caller.locator("#history li.missed")).to_contain_text(ben)
+    await expect(callee.locator("#history li")).to_have_count(2)
+    await expect(callee.locator("#history li").first).to_have_attribute("data-direction", "outgoing")
+    await expect(callee.locator("#history li").first).to_contain_text("Cancelled")
+    await caller.locator("#history li button").first.focus()  # the user looks at the history
+    await expect(caller.locator("#missed-count")).to_be_hidden()
+
+
+async def test_unanswered_call_is_missed_on_both_sides(open_page: OpenPage) -> None:
+    """A call nobody answers before the server's ring timeout reads "Missed" on both sides and counts as missed."""
+    with run_server(PEERCALL_RING_TIMEOUT="1.5") as server:
+        a, b = await open_pair(open_page, server)
+        await ring(a, b)
+        await expect(a.locator("#hangup")).to_have_text("Cancel")
+        await expect(a.locator("#call-status")).to_have_text("Missed")
+        await expect(b.locator("#call-status")).to_have_text("Missed")
+        await expect(b.locator("#incoming")).to_be_hidden()
+        await expect(a.locator("#message")).to_have_text("clientB did not answer.")
+        await expect(b.locator("#message")).to_have_text("Missed call from clientA.")
+        await expect(b.locator("#missed-count")).to_have_text("1")
+        await expect(a.locator("#missed-count")).to_be_hidden()
+        await expect(b.locator("#history li.missed")).to_contain_text("clientA")
+        await expect(a.locator("#history li")).to_contain_text("Missed")
+        await expect(a.locator("#hangup")).to_have_text("Hang Up")
+        assert (await mic(a))["live"] == 0, "A did not release the microphone"
