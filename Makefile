@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 .PHONY: run test setup lint unit bench clean
 
 run: setup
-	$(BIN)/peercall serve
+	$(BIN)/peercall serve --with-echo
 
 ## Set up a virtualenv with the package (editable) and its test tools; redone when pyproject.toml changes.
 setup: $(VENV)/.installed
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "peercall needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,dev]'
+	$(BIN)/pip install -q -e '.[test,dev,sdk]'
 	touch $@
 
 ## Every test, the browser ones included, inside a network namespace that has only loopback.

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -42,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="make a self-signed certificate for this machine and serve https (for calls across a LAN)",
     )
+    serve.add_argument(
+        "--with-echo",
+        action="store_true",
+        help="also run the echo test service (`peercall echo`, id 'echo') against this server "
+        "(PEERCALL_WITH_ECHO=1); needs the sdk extra",
+    )
     token = commands.add_parser(
         "token",
         help="print a signed token for a user (PEERCALL_AUTH_SECRET)",
@@ -63,7 +72,109 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="skip scenarios that must wait longer than this for a server timer (default 10)",
     )
+    _add_sdk_commands(commands)
     return parser
+
+
+SDK_COMMANDS = ("call", "answer", "echo", "audio-check")
+
+
+def _add_sdk_commands(commands: Any) -> None:
+    """The Python client's commands (peercall.client.cli runs them; they need `pip install 'peercall[sdk]'`)."""
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument(
+        "--url", default=None, help="the server's WebSocket URL (default $PEERCALL_URL or ws://127.0.0.1:8080/ws)"
+    )
+    connection.add_argument("--token", help="a token whose sub is our id (default $PEERCALL_TOKEN)")
+    connection.add_argument(
+        "--ice-loopback",
+        action="store_true",
+        help="offer 127.0.0.1 as an ICE candidate (two programs on one machine with no network; "
+        "also PEERCALL_ICE_LOOPBACK=1)",
+    )
+    connection.add_argument("--insecure", action="store_true", help="accept any TLS certificate (self-signed wss)")
+    connection.add_argument("-v", "--verbose", action="store_true", help="log every negotiation step")
+    audio = argparse.ArgumentParser(add_help=False)
+    audio.add_argument("--play", metavar="FILE", help="send this audio file (WAV, MP3, Ogg…)")
+    audio.add_argument("--tone", type=float, metavar="HZ", help="send a sine tone")
+    audio.add_argument("--record", metavar="FILE", help="record what arrives (.wav: 16-bit mono 48 kHz)")
+    audio.add_argument(
+        "--duration", type=float, metavar="SECONDS", help="hang up after this long (default: when --play ends)"
+    )
+
+    call = commands.add_parser(
+        "call",
+        parents=[connection, audio],
+        help="call a user from Python (WebRTC with aiortc)",
+        description="Call USER, send audio, record what arrives, hang up. Exit status 0 if the call was answered.",
+    )
+    call.add_argument("user", help="who to call")
+    call.add_argument("--id", help="our id (default $PEERCALL_ID or the login name)")
+    answer = commands.add_parser(
+        "answer",
+        parents=[connection, audio],
+        help="wait for a call and answer it",
+        description="Wait for calls and answer them (asking first, unless --auto).",
+    )
+    answer.add_argument("--id", help="our id (default $PEERCALL_ID or the login name)")
+    answer.add_argument("--auto", action="store_true", help="accept every call without asking")
+    answer.add_argument("--count", type=int, default=1, metavar="N", help="exit after N calls (0: never; default 1)")
+    echo = commands.add_parser(
+        "echo",
+        parents=[connection],
+        help="run the echo test service",
+        description="Answer every call and play back what the caller says, after a short delay: call it to "
+        "check a microphone and speakers. One caller at a time.",
+    )
+    echo.add_argument("--id", default="echo", help="the id to answer as (default echo)")
+    echo.add_argument("--delay", type=float, default=0.7, metavar="SECONDS", help="echo delay (default 0.7)")
+    echo.add_argument("--max-duration", type=float, default=600, metavar="SECONDS", help="hang up after (600)")
+    echo.add_argument("--connect-timeout", type=float, default=10, metavar="SECONDS", help=argparse.SUPPRESS)
+    echo.add_argument("--stop-with-stdin", action="store_true", help=argparse.SUPPRESS)
+    check = commands.add_parser(
+        "audio-check",
+        help="measure call audio quality (PESQ, delay, loss) between two clients on this machine",
+        description="Place a call between two Python clients on this machine (through --url, or a server started "
+        "for the test), send a speech sample, and report wideband PESQ, one-way delay and packet loss.",
+    )
+    check.add_argument("--url", help="a server's WebSocket URL (default: start one on a free loopback port)")
+    check.add_argument("--sample", type=Path, metavar="WAV", help="16-bit WAV of speech (default: the shipped one)")
+    check.add_argument("--record-dir", type=Path, metavar="DIR", help="write sent.wav and received.wav there")
+    check.add_argument("--min-pesq", type=float, metavar="SCORE", help="exit 1 if PESQ is below this")
+    check.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    check.add_argument("-v", "--verbose", action="store_true", help="log every negotiation step")
+
+
+def _start_echo(settings: Any) -> subprocess.Popen[bytes] | None:
+    """Start `peercall echo` as a child process that connects to the server about to start (serve --with-echo).
+
+    The child keeps trying until the server is up, and exits when our end of its stdin closes (so it never
+    outlives us). Returns None (and says why) if it cannot be started.
+    """
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
+    url = f"{'wss' if settings.tls else 'ws'}://{f'[{host}]' if ':' in host else host}:{settings.port}/ws"
+    env = dict(os.environ)
+    if settings.auth == "token":
+        if settings.auth_secret is None:
+            print("peercall: --with-echo needs PEERCALL_AUTH_SECRET to sign the echo's token", file=sys.stderr)
+            return None
+        from .auth.tokens import mint
+
+        env["PEERCALL_TOKEN"] = mint("echo", settings.auth_secret.get_secret_value(), 7 * 86400)
+    command = [sys.executable, "-m", "peercall", "echo", "--url", url, "--connect-timeout", "60", "--stop-with-stdin"]
+    if settings.tls:
+        command.append("--insecure")  # our own certificate, over loopback
+    return subprocess.Popen(command, stdin=subprocess.PIPE, env=env)
+
+
+def _free_port(host: str) -> int:
+    """A free TCP port on `host` (for --with-echo with --port 0: the echo must know the port in advance)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,16 +183,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .config import Settings
         from .server.run import serve
 
-        overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+        with_echo = args.with_echo or os.environ.get("PEERCALL_WITH_ECHO", "").strip().lower() in ("1", "true", "yes")
+        skip = ("command", "with_echo")
+        overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in skip and v is not None}
         try:
             settings = Settings(**overrides)
+            if with_echo and settings.port == 0:
+                settings = Settings(**{**overrides, "port": _free_port(settings.host)})
         except ValidationError as exc:
             print(f"peercall: invalid settings:\n{exc}", file=sys.stderr)
             return 2
-        return serve(settings)
+        echo = _start_echo(settings) if with_echo else None
+        try:
+            return serve(settings)
+        finally:
+            if echo is not None:
+                if echo.stdin is not None:
+                    echo.stdin.close()
+                echo.terminate()
+                try:
+                    echo.wait(10)
+                except subprocess.TimeoutExpired:
+                    echo.kill()
+                    echo.wait()
     if args.command == "token":
-        import os
-
         from .auth.tokens import mint
         from .protocol.messages import is_valid_id
 
@@ -94,6 +219,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(mint(args.user, secret, args.ttl))
         return 0
+    if args.command in SDK_COMMANDS:
+        try:
+            from .client.cli import run
+        except ImportError as exc:
+            print(
+                f"peercall {args.command} needs the Python client: pip install 'peercall[sdk]' ({exc})", file=sys.stderr
+            )
+            return 2
+        if getattr(args, "url", None) is None and args.command != "audio-check":
+            from .client.cli import default_url
+
+            args.url = default_url()
+        return run(args)
     if args.command == "conformance":
         from .conformance import main as conformance
 

@@ -12,11 +12,15 @@
  * noise suppression or auto gain (music, measurements); `#token=<jwt>` gives a token (then removed from the
  * address bar), and the name is the token's `sub`.
  *
- * For tests and debugging, `window.peercall` exposes `signaling`, `call` (the current or last Call) and
- * `pc` (the current call's RTCPeerConnection, or null).
+ * "Test my audio" places an ordinary call to the server's echo service (id `echo`, when it is online) and
+ * measures it (audiocheck.js); the call hangs up by itself and shows in the history like any other.
+ *
+ * For tests and debugging, `window.peercall` exposes `signaling`, `call` (the current or last Call), `pc`
+ * (the current call's RTCPeerConnection, or null) and `audioCheck` (the current or last AudioCheck).
  * @module main
  */
 
+import { AudioCheck, ECHO_ID } from "./audiocheck.js";
 import { Call, CallSetupError, MicrophoneError, RAW, VOICE, fetchIceConfig } from "./call.js";
 import * as protocol from "./protocol.js";
 import { ErrorCode, MessageType, Reason } from "./protocol.js";
@@ -42,6 +46,8 @@ let call = null;
 const endedCallIds = new Set();
 /** What the page shows about the call besides the Call's own state. */
 let extra = { path: null, connectedAt: 0, previous: null };
+/** @type {AudioCheck|null} the audio check going on, or the last one */
+let audioCheck = null;
 
 /** The token we connect with, or null. */
 let token = null;
@@ -68,20 +74,11 @@ function view() {
   return {
     server: { state: signaling.state },
     online: signaling.online,
-    call: call && {
-      state: call.state,
-      peerId: call.peerId,
-      direction: call.direction,
-      reason: call.reason,
-      remoteReason: call.remoteReason,
-      detail: call.detail,
-      previous: extra.previous,
-      muted: call.muted,
-      path: extra.path,
-      connectedAt: extra.connectedAt,
-      outcome: call.outcome,
-      endReason: call.endReason,
-      failure: call.failure,
+    call: call && callView(call),
+    audioCheck: {
+      blocker: audioCheckBlocker(),
+      check: audioCheck?.view() ?? null,
+      failure: audioCheck?.state === "failed" ? audioCheckFailure(audioCheck.call) : null,
     },
     history: {
       me: recent.loadedFor,
@@ -90,6 +87,30 @@ function view() {
       error: recent.error,
       missed: recent.missed,
     },
+  };
+}
+
+/**
+ * What the page shows about a call.
+ * @param {Call} c
+ * @returns {import("./ui.js").CallView}
+ */
+function callView(c) {
+  const mine = c === call ? extra : { path: null, connectedAt: 0, previous: null };
+  return {
+    state: c.state,
+    peerId: c.peerId,
+    direction: c.direction,
+    reason: c.reason,
+    remoteReason: c.remoteReason,
+    detail: c.detail,
+    previous: mine.previous,
+    muted: c.muted,
+    path: mine.path,
+    connectedAt: mine.connectedAt,
+    outcome: c.outcome,
+    endReason: c.endReason,
+    failure: c.failure,
   };
 }
 
@@ -158,6 +179,10 @@ function newCall(options) {
  */
 function explainEnd(c) {
   if (c.reason === "no-microphone") return; // the microphone error says it
+  if (audioCheck?.call === c) {
+    ui.say(""); // the audio check's panel says how it went
+    return;
+  }
   const text = ui.endedText(view().call);
   const bad = ["failed", "signaling-lost", "unavailable", "refused", "no-relay", "peer-offline"].includes(c.reason);
   ui.say(text, bad ? "warning" : "info");
@@ -201,6 +226,68 @@ function showCallError(err) {
   } else {
     console.error("[main] call failed:", err);
     ui.say(`The call failed: ${err?.message ?? err}`, "error");
+  }
+}
+
+// ---- audio check ---------------------------------------------------------------------------------
+
+/**
+ * Why "Test my audio" cannot be used right now (a sentence for its tooltip and hint), or null if it can.
+ * @returns {string|null}
+ */
+function audioCheckBlocker() {
+  if (signaling.state === "disconnected") return "Connect first: the test calls the server's echo service.";
+  if (signaling.state !== "connected") return "Waiting for the connection to the server…";
+  if (signaling.id === ECHO_ID) return `You are connected as “${ECHO_ID}”, the echo service's own name.`;
+  if (!signaling.online.includes(ECHO_ID)) {
+    return (
+      "No echo service is online on this server, so there is nothing to test against " +
+      "(its administrator can start one with “peercall serve --with-echo”)."
+    );
+  }
+  if (call?.active) return audioCheck?.running ? "The audio check is running." : "Finish the current call first.";
+  return null;
+}
+
+/**
+ * Why an audio check measured nothing, as a sentence.
+ * @param {Call} c its call
+ * @returns {string}
+ */
+function audioCheckFailure(c) {
+  if (c.active) return "The audio check stopped.";
+  switch (c.reason) {
+    case "no-microphone":
+      return "Your microphone could not be opened, so there was nothing to test.";
+    case "hangup":
+      return "You ended the test call before it could measure anything.";
+    case "busy":
+      return "The echo service is busy testing someone else's audio: try again in a minute.";
+    case "unavailable":
+      return "The echo service has just gone offline.";
+    default:
+      return ui.endedText(callView(c)) || "The test call ended before it could measure anything.";
+  }
+}
+
+/** "Test my audio": call the echo service, measure the call, hang up by itself. */
+async function testAudio() {
+  if (audioCheckBlocker()) return;
+  ui.say("");
+  const c = newCall({ direction: "outgoing", peerId: ECHO_ID });
+  const check = new AudioCheck(c);
+  audioCheck = check;
+  check.addEventListener("change", () => {
+    if (check !== audioCheck) return;
+    // Progress ticks only move the panel; state changes may change the rest of the page too.
+    if (check.state === "measuring" && c.state === "connected") ui.renderAudioCheck(view().audioCheck);
+    else render();
+  });
+  render();
+  try {
+    await c.start();
+  } catch (err) {
+    showCallError(err);
   }
 }
 
@@ -699,6 +786,7 @@ ui.bind({
   moreHistory() {
     if (recent.next) refreshHistory({ before: recent.next });
   },
+  testAudio,
 });
 
 /**
@@ -775,5 +863,9 @@ globalThis.peercall = {
   /** The current call's RTCPeerConnection, or null when no call is going on. */
   get pc() {
     return call?.active ? call.pc : null;
+  },
+  /** The audio check going on, or the last one (null before the first). */
+  get audioCheck() {
+    return audioCheck;
   },
 };

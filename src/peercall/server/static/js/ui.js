@@ -41,6 +41,20 @@ const el = {
   historyEmpty: $("history-empty"),
   historyMore: /** @type {HTMLButtonElement} */ ($("history-more")),
   missedCount: $("missed-count"),
+  testAudio: /** @type {HTMLButtonElement} */ ($("test-audio")),
+  testAudioHint: $("test-audio-hint"),
+  audioCheck: $("audio-check"),
+  audioCheckSummary: $("audio-check-summary"),
+  audioCheckProgress: /** @type {HTMLProgressElement} */ ($("audio-check-progress")),
+  audioCheckResults: $("audio-check-results"),
+  audioCheckNote: $("audio-check-note"),
+  audioCheckMic: $("audio-check-mic"),
+  audioCheckHeard: $("audio-check-heard"),
+  audioCheckRtt: $("audio-check-rtt"),
+  audioCheckJitter: $("audio-check-jitter"),
+  audioCheckLoss: $("audio-check-loss"),
+  audioCheckMos: $("audio-check-mos"),
+  audioCheckPath: $("audio-check-path"),
 };
 
 const TOKEN_HINT = el.tokenHint?.textContent ?? "";
@@ -89,11 +103,21 @@ let durationTimer = 0;
  */
 
 /**
+ * The "Test my audio" button and the result of the last test (see audiocheck.js).
+ * @typedef {object} AudioCheckView
+ * @property {string|null} blocker why a test cannot start now (a sentence), or null
+ * @property {{state: string, progress: number, secondsLeft: number|null, durationMs: number,
+ *   result: import("./audiocheck.js").AudioCheckResult|null}|null} check the test going on, or the last one
+ * @property {string|null} failure why the last test measured nothing, as a sentence
+ */
+
+/**
  * @typedef {object} View
  * @property {{state: string}} server
  * @property {string[]} online
  * @property {CallView|null} call the current or last call
  * @property {HistoryView} [history]
+ * @property {AudioCheckView} [audioCheck]
  */
 
 /**
@@ -246,6 +270,7 @@ export function endedText(call) {
  * @param {(peerId: string) => void} handlers.callBack a history entry was clicked
  * @param {() => void} handlers.historySeen the user looked at the history (focus or click in it)
  * @param {() => void} handlers.moreHistory
+ * @param {() => void} handlers.testAudio the user asked for an audio check
  */
 export function bind(handlers) {
   el.identityForm.addEventListener("submit", (event) => {
@@ -282,6 +307,9 @@ export function bind(handlers) {
   el.historyCard.addEventListener("focusin", () => handlers.historySeen());
   el.historyCard.addEventListener("pointerdown", () => handlers.historySeen());
   el.historyMore.addEventListener("click", () => handlers.moreHistory());
+  el.testAudio.addEventListener("click", () => {
+    if (!el.testAudio.disabled) handlers.testAudio();
+  });
 }
 
 /**
@@ -412,7 +440,7 @@ export async function playRemote(stream) {
  * Bring the page in line with the app state.
  * @param {View} view
  */
-export function render({ server, online, call, history }) {
+export function render({ server, online, call, history, audioCheck }) {
   const connected = server.state === "connected";
   const offline = server.state === "disconnected";
   const active = Boolean(call && call.state !== "ended");
@@ -454,6 +482,7 @@ export function render({ server, online, call, history }) {
   el.mute.textContent = inMedia && call.muted ? "Unmute" : "Mute";
   renderDetail(call);
   if (history) renderHistory(history, canCall);
+  if (audioCheck) renderAudioCheck(audioCheck);
 
   const missed = history?.missed ?? 0;
   document.title = ringing
@@ -664,4 +693,147 @@ function makeHistoryEntry(record, me) {
   }
   li.append(button);
   return li;
+}
+
+// ---- audio check -----------------------------------------------------------------------------------
+
+const TEST_AUDIO_HINT = "Calls the echo service for a few seconds: say something and you should hear it back.";
+const TEST_AUDIO_TITLE = "Call the echo service, hear yourself back, and measure your connection";
+
+/**
+ * Set `text` unless it is already there (a live region would announce it again).
+ * @param {HTMLElement} node
+ * @param {string} text
+ */
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+/**
+ * Milliseconds for people: "under 1 ms", "2.4 ms", "12 ms", "—" when unknown.
+ * @param {number|null} ms
+ */
+function msText(ms) {
+  if (ms === null || !Number.isFinite(ms)) return "—";
+  if (ms < 1) return "under 1 ms"; // Chromium gives the candidate pair's round trip in whole ms
+  return ms < 10 ? `${ms.toFixed(1)} ms` : `${Math.round(ms)} ms`;
+}
+
+/**
+ * Set or remove a data- attribute.
+ * @param {HTMLElement} node
+ * @param {string} name camelCase dataset key
+ * @param {string|null} value
+ */
+function setData(node, name, value) {
+  if (value === null) delete node.dataset[name];
+  else node.dataset[name] = value;
+}
+
+/**
+ * The overall verdict of a test's result: "ok", "warning" or "bad" (the panel is coloured by it).
+ * @param {import("./audiocheck.js").AudioCheckResult} r
+ */
+function verdict(r) {
+  if (!r.micWorking || !r.heardBack || r.mos < 3.1) return "bad";
+  if (r.mos < 4.0) return "warning";
+  return "ok";
+}
+
+/**
+ * The sentence that sums a result up (announced to screen readers).
+ * @param {import("./audiocheck.js").AudioCheckResult} r
+ * @param {boolean} stopped the test ended early
+ */
+function resultSentence(r, stopped) {
+  const early = stopped ? `The test stopped after ${Math.round(r.listenedMs / 1000)} s. ` : "";
+  const quality = `call quality ${r.mos.toFixed(1)} of 4.5 (${r.quality})`;
+  const path = r.path === "relayed" ? "through a relay server" : r.path === "direct" ? "over a direct connection" : "";
+  if (!r.micWorking) {
+    return (
+      `${early}Your microphone sent only silence: check that it is plugged in, not muted, and the one this ` +
+      "browser uses (the site settings in the address bar)."
+    );
+  }
+  if (!r.heardBack) {
+    return `${early}Your microphone works, but your voice did not come back from the echo service; ${quality}.`;
+  }
+  return `${early}Your audio works: ${quality}${path ? `, ${path}` : ""}.`;
+}
+
+/**
+ * Show the "Test my audio" button (enabled or not, and why) and the last test's panel.
+ * @param {AudioCheckView} view
+ */
+export function renderAudioCheck({ blocker, check, failure }) {
+  const running = check?.state === "calling" || check?.state === "measuring";
+  el.testAudio.disabled = Boolean(blocker);
+  setText(el.testAudio, running ? "Testing…" : "Test my audio");
+  el.testAudio.title = blocker ?? TEST_AUDIO_TITLE;
+  const hint = running ? "The test call is on: it hangs up by itself." : (blocker ?? TEST_AUDIO_HINT);
+  setText(el.testAudioHint, hint);
+  el.testAudioHint.dataset.blocked = String(Boolean(blocker) && !running);
+
+  const panel = el.audioCheck;
+  panel.hidden = !check;
+  if (!check) return;
+  panel.dataset.state = check.state;
+  panel.setAttribute("aria-busy", String(running));
+  el.audioCheckProgress.hidden = check.state !== "measuring";
+  el.audioCheckProgress.value = check.progress;
+  if (check.secondsLeft === null) el.audioCheckProgress.removeAttribute("aria-valuetext");
+  else el.audioCheckProgress.setAttribute("aria-valuetext", `${check.secondsLeft} s left`);
+
+  const r = check.result;
+  const summary =
+    check.state === "calling"
+      ? "Calling the echo service…"
+      : check.state === "measuring"
+        ? "Listening… Say something: you should hear yourself back after about a second."
+        : r
+          ? resultSentence(r, check.state === "stopped")
+          : (failure ?? "The audio check could not measure anything.");
+  setText(el.audioCheckSummary, summary);
+  setData(panel, "verdict", running ? null : r ? verdict(r) : "bad");
+
+  el.audioCheckResults.hidden = !r;
+  el.audioCheckNote.hidden = !r?.heardBack;
+  for (const key of ["rttMs", "jitterMs", "lossPct", "mos", "path", "mic", "heard", "echoDelayMs", "oneWayMs"]) {
+    setData(panel, key, null);
+  }
+  if (!r) return;
+  setData(panel, "rttMs", r.rttMs === null ? null : r.rttMs.toFixed(1));
+  setData(panel, "jitterMs", r.jitterMs === null ? null : r.jitterMs.toFixed(1));
+  setData(panel, "lossPct", r.lossPct.toFixed(2));
+  setData(panel, "mos", r.mos.toFixed(2));
+  setData(panel, "path", r.path);
+  setData(panel, "mic", r.micWorking ? "working" : "silent");
+  setData(panel, "heard", r.heardBack ? "yes" : "no");
+  setData(panel, "echoDelayMs", r.echoDelayMs === null ? null : String(Math.round(r.echoDelayMs)));
+  setData(panel, "oneWayMs", String(Math.round(r.oneWayMs)));
+
+  setText(el.audioCheckMic, r.micWorking ? "Working" : "Silent");
+  el.audioCheckMic.dataset.ok = String(r.micWorking);
+  setText(
+    el.audioCheckHeard,
+    r.heardBack
+      ? `Yes${r.echoDelayMs === null ? "" : `, after ${(r.echoDelayMs / 1000).toFixed(2)} s`}`
+      : "No",
+  );
+  el.audioCheckHeard.dataset.ok = String(r.heardBack);
+  setText(el.audioCheckRtt, msText(r.rttMs));
+  setText(el.audioCheckJitter, msText(r.jitterMs));
+  const packets = r.packetsReceived + r.packetsLost;
+  setText(el.audioCheckLoss, `${r.lossPct.toFixed(1)} % (${r.packetsLost} of ${packets} packets)`);
+  el.audioCheckLoss.dataset.ok = String(r.lossPct < 1);
+  setText(el.audioCheckMos, `${r.mos.toFixed(1)} of 4.5 · ${r.quality}`);
+  el.audioCheckMos.dataset.ok = String(r.mos >= 3.6);
+  el.audioCheckMos.title =
+    `E-model (ITU-T G.107) estimate: R = ${r.r.toFixed(1)}, from about ${Math.round(r.oneWayMs)} ms one way ` +
+    `and ${r.lossPct.toFixed(1)} % loss`;
+  const protocol = r.pair?.protocol ? ` · ${r.pair.protocol.toUpperCase()}` : "";
+  setText(
+    el.audioCheckPath,
+    r.path === "relayed" ? `Relayed (TURN)${protocol}` : r.path === "direct" ? `Direct (P2P)${protocol}` : "—",
+  );
 }

@@ -1,0 +1,70 @@
+"""peercall's Python client SDK: voice calls from Python over a peercall server, with aiortc for WebRTC.
+
+```python
+import asyncio
+from peercall.client import Client
+
+async def main() -> None:
+    async with Client("ws://127.0.0.1:8080/ws", "alice") as client:
+        call = await client.call("bob", audio_in="hello.wav", audio_out="reply.wav")
+        await call.wait_connected()
+        await asyncio.sleep(10)
+        print(await call.hangup())
+
+asyncio.run(main())
+```
+
+Modules: `signaling` (the WebSocket and its reconnects), `call` (one call: state machine, aiortc, explicit
+negotiation), `media` (sources and sinks), `client` (the composition root), `events`, `ice` (`/ice-servers` and
+the loopback setting), `quality` (audio measurements), `check` (the audio self-test), `echo` (the echo service),
+`cli` (the `call`, `answer`, `echo` and `audio-check` commands). See docs/python-client.md.
+
+Needs the `sdk` extra: `pip install 'peercall[sdk]'`.
+"""
+
+from . import media
+from .call import Call, CallEnd, CallEndedError, CallError, CallState, CallStats
+from .client import Client, Subscription
+from .events import (
+    CallEnded,
+    CallResumed,
+    CallStateChanged,
+    Connected,
+    Disconnected,
+    Event,
+    IncomingCall,
+    MissedCalls,
+    PresenceChanged,
+    ServerError,
+)
+from .ice import LOOPBACK_ENV, IceConfig, fetch_ice_config, loopback_candidates
+from .signaling import ClientError, ConnectError, SignalingState
+
+__all__ = [
+    "LOOPBACK_ENV",
+    "Call",
+    "CallEnd",
+    "CallEnded",
+    "CallEndedError",
+    "CallError",
+    "CallResumed",
+    "CallState",
+    "CallStateChanged",
+    "CallStats",
+    "Client",
+    "ClientError",
+    "ConnectError",
+    "Connected",
+    "Disconnected",
+    "Event",
+    "IceConfig",
+    "IncomingCall",
+    "MissedCalls",
+    "PresenceChanged",
+    "ServerError",
+    "SignalingState",
+    "Subscription",
+    "fetch_ice_config",
+    "loopback_candidates",
+    "media",
+]

@@ -1,0 +1,683 @@
+"""One SDK call: its state machine, its aiortc peer connection and its media.
+
+Owns the `RTCPeerConnection`, the source track and the sink, the call's timers and the order in which the peer's
+frames are handled (one at a time, from the call's own inbox). Frames go out through the `send` function it is
+given and come in through `deliver()`; it knows nothing of the WebSocket, nor of other calls.
+
+Negotiation is explicit, and aiortc is always the impolite side in spirit: it has no rollback and no
+`negotiationneeded` (aiortc#975), and it does not trickle its own candidates (its SDP carries them all). So:
+- as the caller (`polite: false` in `call-accept`), it adds its track, makes the one offer and applies the answer;
+- as the callee, or when the server makes it polite (glare), it never offers: it answers the offers it gets;
+- as the impolite side, it ignores an offer that collides with its own (the polite peer yields).
+The peer's trickled candidates are queued until the remote description is set. Nothing waits for the peer's
+gathering to complete.
+
+Imports aiortc, the SDK's `ice`, `media` and `signaling` (errors only); must not import the client or the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+
+from .ice import IceConfig, loopback_candidates
+from .media import AudioIn, AudioOut, Discard, Sink, as_sink, as_source
+from .signaling import ClientError, Frame
+
+log = logging.getLogger("peercall.client")
+
+
+class CallState(enum.StrEnum):
+    """A call's state, in the web client's words."""
+
+    REQUESTING = "requesting"  # we called; the peer's devices ring
+    INCOMING = "incoming"  # the peer called; we ring
+    CALLING = "calling"  # accepted; offer, answer and ICE under way
+    CONNECTED = "connected"  # audio flows
+    ENDED = "ended"
+
+
+TRANSITIONS: dict[tuple[CallState, str], CallState] = {
+    (CallState.REQUESTING, "accepted"): CallState.CALLING,
+    (CallState.REQUESTING, "end"): CallState.ENDED,
+    (CallState.INCOMING, "accept"): CallState.CALLING,
+    (CallState.INCOMING, "end"): CallState.ENDED,
+    (CallState.CALLING, "connected"): CallState.CONNECTED,
+    (CallState.CALLING, "end"): CallState.ENDED,
+    (CallState.CONNECTED, "end"): CallState.ENDED,
+}
+"""The state machine as one table: (state, event) -> next state. A missing key is not allowed."""
+
+
+class CallError(ClientError):
+    """An operation that the call's state does not allow, or a call the server would not start."""
+
+
+@dataclass(frozen=True)
+class CallEnd:
+    """How a call ended: the server's `outcome` and `reason` (docs/protocol.md, "Outcomes and reasons").
+
+    `outcome` is None when the server could not tell us (our connection to it was lost: `reason` then says
+    `signaling-lost`).
+    """
+
+    outcome: str | None
+    reason: str | None
+
+    def __str__(self) -> str:
+        what = self.outcome or "unknown"
+        return f"{what} ({self.reason})" if self.reason else what
+
+
+class CallEndedError(CallError):
+    """The call ended before what we waited for (e.g. the peer rejected it). `end` says how."""
+
+    def __init__(self, call: Call, end: CallEnd | None) -> None:
+        super().__init__(f"call {call.id or '?'} with {call.peer} ended: {end or 'ended'}")
+        self.call = call
+        self.end = end
+
+
+@dataclass(frozen=True)
+class CallStats:
+    """Media statistics of a call, from aiortc's `getStats()`.
+
+    `jitter` is the interarrival jitter of what we receive, in seconds; `round_trip_time` is from the peer's RTCP
+    receiver reports (None before the first one).
+    """
+
+    packets_sent: int = 0
+    bytes_sent: int = 0
+    packets_received: int = 0
+    packets_lost: int = 0
+    jitter: float = 0.0
+    round_trip_time: float | None = None
+
+    @property
+    def loss(self) -> float:
+        """The fraction of the peer's packets that were lost (0 when none arrived)."""
+        total = self.packets_received + self.packets_lost
+        return self.packets_lost / total if total else 0.0
+
+
+_HANGUP = "hangup"
+_STOP: Frame = {"type": "_stop"}
+
+Send = Callable[[Frame], Awaitable[bool]]
+GetIce = Callable[[], Awaitable[IceConfig]]
+
+
+class Call:
+    """A call with one peer. Made by `Client.call()` (outgoing) or received from `Client.incoming()` (incoming).
+
+    Attributes:
+        id: the server's call id (`callId`), or None until the server has named an outgoing call.
+        peer: the other party's user id.
+        direction: `outgoing` or `incoming`.
+        polite: our role in perfect negotiation, as the server assigned it (`call-accept`, `call-resumed`).
+    """
+
+    def __init__(
+        self,
+        *,
+        peer: str,
+        direction: str,
+        call_id: str | None,
+        send: Send,
+        get_ice: GetIce,
+        on_change: Callable[[Call, CallState, CallState], None],
+        on_end: Callable[[Call, CallEnd], None],
+        ice_loopback: bool = False,
+        setup_timeout: float = 30.0,
+        end_timeout: float = 5.0,
+    ) -> None:
+        self.id = call_id
+        self.peer = peer
+        self.direction = direction
+        self.polite = direction == "incoming"
+        self._state = CallState.REQUESTING if direction == "outgoing" else CallState.INCOMING
+        self._send_frame = send
+        self._get_ice = get_ice
+        self._on_change = on_change
+        self._on_end = on_end
+        self._ice_loopback = ice_loopback
+        self._setup_timeout = setup_timeout
+        self._end_timeout = end_timeout
+        self._ice: IceConfig | None = None
+        self._pc: RTCPeerConnection | None = None
+        self._source: MediaStreamTrack | None = None
+        self._sink: Sink = Discard()
+        self._remote_track: MediaStreamTrack | None = None
+        self._sink_started = False
+        self._track_added = False
+        self._pending_candidates: list[dict[str, Any] | None] = []
+        self._changed = asyncio.Event()
+        self._end: asyncio.Future[CallEnd] = asyncio.get_running_loop().create_future()
+        self._local_reason: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._teardown: asyncio.Future[None] | None = None
+        self._fallback: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._inbox: asyncio.Queue[Frame] = asyncio.Queue()
+        self._worker = asyncio.create_task(self._work(), name=f"peercall-call-{peer}")
+
+    # ---- what the application sees ------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> CallState:
+        """The call's state."""
+        return self._state
+
+    @property
+    def active(self) -> bool:
+        """Whether the call is still going (ringing, negotiating or connected)."""
+        return self._state is not CallState.ENDED
+
+    @property
+    def end(self) -> CallEnd | None:
+        """How the call ended, once the server has said so (or could not), else None."""
+        return self._end.result() if self._end.done() else None
+
+    @property
+    def pc(self) -> RTCPeerConnection | None:
+        """The aiortc peer connection (None before the call is accepted; closed after it ended)."""
+        return self._pc
+
+    @property
+    def source(self) -> MediaStreamTrack | None:
+        """The track we send (None before we accepted or were accepted)."""
+        return self._source
+
+    @property
+    def sink(self) -> Sink:
+        """What consumes the peer's audio."""
+        return self._sink
+
+    @property
+    def role(self) -> str:
+        """`polite` or `impolite`: the prefix of this call's log lines."""
+        return "polite" if self.polite else "impolite"
+
+    def __repr__(self) -> str:
+        return f"<Call {self.id} {self.direction} {self.peer} {self._state.value}>"
+
+    async def accept(self, audio_in: AudioIn = None, audio_out: AudioOut = None) -> None:
+        """Accept a ringing incoming call: fetch the ICE servers, then send `call-accept` and wait for the offer.
+
+        Args:
+            audio_in: what to send (a track, a file name, an iterator of 48 kHz chunks; None: silence).
+            audio_out: what to do with what arrives (a sink, a file name, `fn(samples, rate)`; None: drop it).
+
+        Raises:
+            CallError: the call is not ringing here (it was accepted, rejected or ended).
+            OSError: a file cannot be opened.
+        """
+        if self._state is not CallState.INCOMING:
+            raise CallError(f"cannot accept call {self.id} from {self.peer}: it is {self._state.value}")
+        self._attach(audio_in, audio_out)
+        self._transition("accept")
+        self._log("accept: fetching the ICE servers")
+        ice = await self._get_ice()
+        if not self.active:
+            return
+        self._ice = ice
+        self._create_pc()
+        if not await self._send({"type": "call-accept", "to": self.peer, "callId": self.id}):
+            await self._finish("signaling-lost", CallEnd(None, "signaling-lost"))
+            raise CallError(f"cannot accept call {self.id}: not connected to the server")
+        self._log(f"call-accept sent to {self.peer}; waiting for the offer")
+        self._start_timer()
+
+    async def reject(self, reason: str = "user-rejected") -> CallEnd:
+        """Decline a ringing incoming call.
+
+        Args:
+            reason: sent to the caller; `busy` only stops this device ringing (the user's other devices go on).
+
+        Returns:
+            How the call ended, as the server says.
+
+        Raises:
+            CallError: the call is not ringing here.
+        """
+        if self._state is not CallState.INCOMING:
+            raise CallError(f"cannot reject call {self.id} from {self.peer}: it is {self._state.value}")
+        frame: Frame = {"type": "call-reject", "to": self.peer, "callId": self.id}
+        if reason != "user-rejected":
+            frame["data"] = {"reason": reason}
+        sent = await self._send(frame)
+        await self._finish("declined", None if sent else CallEnd(None, "signaling-lost"))
+        return await self._wait_end()
+
+    async def hangup(self, reason: str = "user-hangup") -> CallEnd:
+        """End the call (or cancel it while it rings, or decline it while it rings here). Idempotent.
+
+        Args:
+            reason: one of `user-hangup`, `user-busy`, `invite-timeout`, `ice-failed`, `ice-timeout`,
+                `user-media-failed`, `unknown-error` (the last few end the call as `failed`).
+
+        Returns:
+            How the call ended, as the server says (after at most a few seconds; `outcome` None if it did not).
+        """
+        if self.active:
+            frame: Frame = {"type": _HANGUP, "to": self.peer}
+            if self.id is not None:
+                frame["callId"] = self.id
+            if reason != "user-hangup":
+                frame["data"] = {"reason": reason}
+            self._log(f"hangup ({reason})")
+            sent = await self._send(frame)
+            await self._finish(reason, None if sent else CallEnd(None, "signaling-lost"))
+        return await self._wait_end()
+
+    async def wait_connected(self) -> None:
+        """Wait until the audio flows (bound it with `asyncio.timeout()` if you like).
+
+        Raises:
+            CallEndedError: the call ended first (rejected, missed, busy, failed…): `end` says how.
+        """
+        while True:
+            if self._state is CallState.CONNECTED:
+                return
+            if self._state is CallState.ENDED:
+                raise CallEndedError(self, await self._wait_end())
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def wait_ended(self) -> CallEnd:
+        """Wait until the call has ended, its media has stopped (recordings are complete) and the server has said
+        how it ended. Bound it with `asyncio.timeout()` if you like.
+
+        Returns:
+            How it ended.
+        """
+        end = await asyncio.shield(self._end)
+        while self._teardown is None and self.active:  # the server said so; the call ends here just after
+            self._changed.clear()
+            await self._changed.wait()
+        if self._teardown is not None:
+            await asyncio.shield(self._teardown)
+        return end
+
+    async def _wait_end(self) -> CallEnd:
+        """The end, once known; the server says it at once, and the fallback timer bounds the wait anyway."""
+        try:
+            return await asyncio.wait_for(self.wait_ended(), self._end_timeout + 1)
+        except TimeoutError:
+            return self.end or CallEnd(None, self._local_reason)
+
+    async def stats(self) -> CallStats:
+        """The call's media statistics so far.
+
+        Returns:
+            Packets sent, received and lost, jitter and round-trip time (zeros before the call is accepted).
+        """
+        pc = self._pc
+        if pc is None:
+            return CallStats()
+        values: dict[str, Any] = {}
+        for report in (await pc.getStats()).values():
+            kind = getattr(report, "type", None)
+            if getattr(report, "kind", "audio") != "audio":
+                continue
+            if kind == "inbound-rtp":
+                values["packets_received"] = values.get("packets_received", 0) + report.packetsReceived
+                values["packets_lost"] = values.get("packets_lost", 0) + max(0, report.packetsLost)
+                values["jitter"] = max(values.get("jitter", 0.0), report.jitter / 48_000)
+            elif kind == "outbound-rtp":
+                values["packets_sent"] = values.get("packets_sent", 0) + report.packetsSent
+                values["bytes_sent"] = values.get("bytes_sent", 0) + report.bytesSent
+            elif kind == "remote-inbound-rtp" and report.roundTripTime is not None:
+                values["round_trip_time"] = float(report.roundTripTime)
+        return CallStats(**values)
+
+    # ---- what the client calls -----------------------------------------------------------------------------------
+
+    def _attach(self, audio_in: AudioIn, audio_out: AudioOut) -> None:
+        """Set the source and the sink (before the call is accepted)."""
+        self._source = as_source(audio_in)
+        self._sink = as_sink(audio_out)
+
+    async def _request(self, audio_in: AudioIn, audio_out: AudioOut) -> bool:
+        """Caller: fetch the ICE servers, then send `call-request`. False if it could not be sent."""
+        self._attach(audio_in, audio_out)
+        self._log("request: fetching the ICE servers")
+        self._ice = await self._get_ice()
+        if not self.active:
+            return False
+        sent = await self._send({"type": "call-request", "to": self.peer})
+        if sent:
+            self._log(f"call-request sent to {self.peer}")
+        return sent
+
+    def deliver(self, frame: Frame) -> None:
+        """Queue one frame about this call (from the peer or the server), to be handled in order.
+
+        Args:
+            frame: `call-accept`, `call-reject`, `offer`, `answer`, `candidate`, `hangup` or `call-resumed`.
+        """
+        self._inbox.put_nowait(frame)
+
+    def server_ended(self, outcome: str | None, reason: str | None) -> None:
+        """The server's `call-ended`: the truth about how the call ended. Ends it here too if it still runs.
+
+        Args:
+            outcome: the server's outcome.
+            reason: the server's reason.
+        """
+        self._set_end(CallEnd(outcome, reason))
+        self._end_now(reason or "ended")
+
+    def signaling_lost(self) -> None:
+        """Our connection to the server is gone for good: the call cannot go on, and nobody will say how it ended."""
+        if self.active:
+            self._log("the connection to the server is lost: ending the call")
+        self._set_end(CallEnd(None, "signaling-lost"))
+        self._end_now("signaling-lost")
+
+    def adopt_id(self, call_id: str) -> None:
+        """Take the id the server gave our outgoing call (`call-ringing`).
+
+        Args:
+            call_id: the server's `callId`.
+        """
+        if self.id is None:
+            self.id = call_id
+            self._log(f"call id {call_id} (assigned by the server)")
+
+    async def close(self) -> None:
+        """End the call without a word to anyone (the client is closing) and wait until everything has stopped."""
+        if self.active:
+            await self._finish(self._local_reason or "closed")
+        self._set_end(self.end or CallEnd(None, "signaling-lost"))
+        try:
+            await asyncio.wait_for(self._worker, self._end_timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            self._log("the call's inbox did not stop in time: cancelled")
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # ---- the inbox ---------------------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            frame = await self._inbox.get()
+            if frame is _STOP:
+                return
+            try:
+                await self._handle(frame)
+            except Exception as exc:
+                if self.active:
+                    log.exception("[%s] error while handling %s from %s", self.role, frame.get("type"), self.peer)
+                else:  # the call ended meanwhile (e.g. the peer connection closed under setLocalDescription)
+                    self._log(f"{frame.get('type')} not handled: the call ended ({exc!r})")
+
+    async def _handle(self, frame: Frame) -> None:
+        kind = frame.get("type")
+        if kind == "call-accept":
+            await self._on_accepted(frame.get("polite"))
+        elif kind == "call-reject":
+            self._log(f"call-reject from {self.peer}{_reason_text(frame)}")
+            await self._finish("rejected")
+        elif kind == _HANGUP:
+            self._log(f"hangup from {self.peer}{_reason_text(frame)}")
+            await self._finish("remote-hangup")
+        elif kind in ("offer", "answer"):
+            await self._on_description(frame.get("data"))
+        elif kind == "candidate":
+            await self._on_candidate(frame.get("data"))
+        elif kind == "call-resumed":
+            await self._on_resumed(frame)
+        else:
+            self._log(f"ignored {kind}")
+
+    async def _on_accepted(self, polite: Any) -> None:
+        """Caller: the peer accepted. As the impolite side (the default), make the offer; if the server made us the
+        polite side (both called each other at once), wait for the peer's offer."""
+        if self.direction != "outgoing" or not self._transition("accepted"):
+            return
+        self.polite = polite is True
+        self._create_pc()
+        self._start_timer()
+        if self.polite:
+            self._log(f"call-accept from {self.peer}; the server made us polite: waiting for the offer")
+            return
+        self._log(f"call-accept from {self.peer}; making the offer")
+        pc = self._require_pc()
+        self._add_track(pc)
+        offer = await pc.createOffer()
+        with loopback_candidates(self._ice_loopback):
+            await pc.setLocalDescription(offer)
+        await self._send_description(pc)
+
+    async def _on_description(self, data: Any) -> None:
+        pc = self._pc
+        if pc is None or not self.active or not isinstance(data, dict):
+            self._log("ignored a description: no peer connection")
+            return
+        kind, sdp = data.get("type"), data.get("sdp")
+        if kind not in ("offer", "answer") or not isinstance(sdp, str):
+            self._log(f"ignored a description of type {kind!r}")
+            return
+        if kind == "offer":
+            remote = pc.remoteDescription
+            if remote is not None and remote.type == "offer" and remote.sdp == sdp and pc.localDescription:
+                self._log("the same offer again (a resume): re-sending our answer")
+                await self._send_description(pc)
+                return
+            if not self.polite and pc.signalingState != "stable":
+                self._log("ignored a colliding offer (impolite)")
+                return
+        self._log(f"SRD({kind})")
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+        await self._start_sink()
+        if kind == "offer":
+            self._add_track(pc)
+            self._log("SLD(answer)")
+            answer = await pc.createAnswer()
+            with loopback_candidates(self._ice_loopback):
+                await pc.setLocalDescription(answer)
+            if pc is not self._pc or not self.active:
+                return
+            await self._send_description(pc)
+        await self._flush_candidates(pc)
+
+    async def _on_candidate(self, data: Any) -> None:
+        pc = self._pc
+        if pc is None or pc.remoteDescription is None:
+            self._pending_candidates.append(data if isinstance(data, dict) else None)
+            return
+        await self._add_candidate(pc, data if isinstance(data, dict) else None)
+
+    async def _flush_candidates(self, pc: RTCPeerConnection) -> None:
+        queued, self._pending_candidates = self._pending_candidates, []
+        if queued:
+            self._log(f"adding {len(queued)} queued candidate(s)")
+        for data in queued:
+            await self._add_candidate(pc, data)
+
+    async def _add_candidate(self, pc: RTCPeerConnection, data: dict[str, Any] | None) -> None:
+        text = data.get("candidate") if data else None
+        try:
+            if not text:  # null, or an empty candidate: end-of-candidates
+                await pc.addIceCandidate(None)
+                return
+            candidate = candidate_from_sdp(str(text).removeprefix("candidate:"))
+            candidate.sdpMid = data.get("sdpMid") if data else None
+            index = data.get("sdpMLineIndex") if data else None
+            candidate.sdpMLineIndex = index if isinstance(index, int) else None
+            if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
+                candidate.sdpMLineIndex = 0
+            await pc.addIceCandidate(candidate)
+        except Exception as exc:  # a malformed or late candidate must not end the call
+            self._log(f"addIceCandidate failed: {exc!r} ({text!r:.80})")
+
+    async def _on_resumed(self, frame: Frame) -> None:
+        """Our connection came back and the server handed the call back to it: take up what was lost."""
+        self._log(f"resumed (the server says the call is {frame.get('state')})")
+        if self._state is CallState.REQUESTING and frame.get("state") == "answered":
+            await self._on_accepted(frame.get("polite"))  # the call-accept was lost while we were away
+            return
+        if isinstance(frame.get("polite"), bool):
+            self.polite = frame["polite"]
+        pc = self._pc
+        if pc is None or not self.active:
+            return
+        if pc.signalingState == "have-local-offer" and pc.localDescription is not None:
+            self._log("re-sending our offer (it may have been lost)")
+            await self._send_description(pc)
+        elif pc.connectionState == "failed":
+            await self.hangup("ice-failed")
+
+    # ---- the peer connection --------------------------------------------------------------------------------------
+
+    def _create_pc(self) -> None:
+        config = (self._ice or IceConfig()).rtc_configuration()
+        pc = RTCPeerConnection(configuration=config)
+        self._pc = pc
+        servers = len(config.iceServers or [])
+        self._log(f"created RTCPeerConnection with {servers} ICE server(s), policy {config.iceTransportPolicy.value}")
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio" and self._remote_track is None:
+                self._log("remote audio track")
+                self._remote_track = track
+
+        @pc.on("connectionstatechange")
+        def on_connection_state() -> None:
+            if pc is not self._pc:
+                return
+            state = pc.connectionState
+            self._log(f"connectionState {state}")
+            if not self.active:
+                return
+            if state == "connected":
+                self._cancel_timer()
+                self._transition("connected")
+            elif state == "failed":
+                self._spawn(self.hangup("ice-failed"))
+
+    def _require_pc(self) -> RTCPeerConnection:
+        if self._pc is None:
+            raise CallError(f"call {self.id} has no peer connection")
+        return self._pc
+
+    def _add_track(self, pc: RTCPeerConnection) -> None:
+        if self._track_added:
+            return
+        self._track_added = True
+        if self._source is None:
+            self._source = as_source(None)
+        pc.addTrack(self._source)
+
+    async def _start_sink(self) -> None:
+        if self._remote_track is not None and not self._sink_started and self.active:
+            self._sink_started = True
+            await self._sink.start(self._remote_track)
+
+    async def _send_description(self, pc: RTCPeerConnection) -> None:
+        description = pc.localDescription
+        if description is None or pc is not self._pc or not self.active:
+            return
+        data = {"type": description.type, "sdp": description.sdp}
+        await self._send({"type": description.type, "to": self.peer, "callId": self.id, "data": data})
+        self._log(f"sent {description.type}")
+
+    # ---- timers and the end ---------------------------------------------------------------------------------------
+
+    def _start_timer(self) -> None:
+        """Give the offer, the answer and ICE `setup_timeout` seconds to connect the audio."""
+        self._cancel_timer()
+        self._timer = asyncio.get_running_loop().call_later(self._setup_timeout, self._setup_timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _setup_timed_out(self) -> None:
+        self._timer = None
+        if self._state is CallState.CALLING:
+            failed = self._pc is not None and self._pc.connectionState == "failed"
+            self._log(f"the audio did not connect within {self._setup_timeout:g}s: giving up")
+            self._spawn(self.hangup("ice-failed" if failed else "ice-timeout"))
+
+    async def _finish(self, reason: str, end: CallEnd | None = None) -> None:
+        """End the call here and wait until the media has stopped and the peer connection is closed. Idempotent."""
+        if end is not None:
+            self._set_end(end)
+        self._end_now(reason)
+        if self._teardown is not None:
+            await asyncio.shield(self._teardown)
+
+    def _end_now(self, reason: str) -> None:
+        """End the call here at once (state `ended`); the media stops and the peer connection closes in a task."""
+        if not self.active:
+            return
+        self._local_reason = reason
+        self._transition("end")
+        self._log(f"ended: {reason}")
+        self._cancel_timer()
+        if not self._end.done():
+            self._fallback = asyncio.get_running_loop().call_later(
+                self._end_timeout, lambda: self._set_end(CallEnd(None, reason))
+            )
+        self._inbox.put_nowait(_STOP)
+        if self._source is not None:
+            self._source.stop()
+        self._teardown = asyncio.ensure_future(self._stop_media())
+
+    async def _stop_media(self) -> None:
+        try:
+            await self._sink.stop()
+            if self._pc is not None:
+                await self._pc.close()
+            if self._remote_track is not None:
+                self._remote_track.stop()
+        except Exception:
+            log.exception("[%s] error while closing call %s", self.role, self.id)
+
+    def _set_end(self, end: CallEnd) -> None:
+        if self._end.done():
+            return
+        if self._fallback is not None:
+            self._fallback.cancel()
+            self._fallback = None
+        self._end.set_result(end)
+        self._on_end(self, end)
+
+    def _transition(self, event: str) -> bool:
+        previous = self._state
+        following = TRANSITIONS.get((previous, event))
+        if following is None:
+            self._log(f'ignored "{event}": the call is {previous.value}')
+            return False
+        self._state = following
+        self._changed.set()
+        self._on_change(self, following, previous)
+        return True
+
+    async def _send(self, frame: Frame) -> bool:
+        return await self._send_frame(frame)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _log(self, text: str) -> None:
+        log.debug("[%s] %s %s: %s", self.role, self.id or "-", self.peer, text)
+
+
+def _reason_text(frame: Frame) -> str:
+    data = frame.get("data")
+    reason = data.get("reason") if isinstance(data, dict) else None
+    return f" ({reason})" if isinstance(reason, str) else ""

@@ -1,0 +1,313 @@
+"""The SDK's commands: `peercall call`, `answer`, `echo` and `audio-check` (their options are in peercall/cli.py).
+
+Glue only: turns parsed options into `Client`, `media`, `run_echo` and `audio_check` calls, prints what happens, and
+returns an exit status (0: done as asked; 1: the call did not happen or the check failed; 2: a usage or connection
+error). Stops cleanly on Ctrl-C and SIGTERM. Imports the SDK; must not import the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import json
+import logging
+import os
+import re
+import signal
+import ssl
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiortc import MediaStreamTrack
+
+from . import media
+from .call import Call, CallEndedError, CallError, CallState
+from .client import Client
+from .echo import run_echo
+from .events import CallStateChanged
+from .signaling import ClientError, ConnectError
+
+DEFAULT_URL = "ws://127.0.0.1:8080/ws"
+
+
+def default_url() -> str:
+    """`PEERCALL_URL`, or the local server's default address."""
+    return os.environ.get("PEERCALL_URL") or DEFAULT_URL
+
+
+def default_id() -> str:
+    """`PEERCALL_ID`, or the login name made into a valid id, or `python`."""
+    if os.environ.get("PEERCALL_ID"):
+        return os.environ["PEERCALL_ID"]
+    with contextlib.suppress(Exception):
+        name = re.sub(r"[^A-Za-z0-9_.@-]", "", getpass.getuser())[:64]
+        if name:
+            return name
+    return "python"
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _ssl(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not str(args.url).startswith("wss:"):
+        return None
+    context = ssl.create_default_context()
+    if getattr(args, "insecure", False):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _client(args: argparse.Namespace, user: str, **kwargs: Any) -> Client:
+    return Client(
+        args.url,
+        user,
+        args.token or os.environ.get("PEERCALL_TOKEN") or None,
+        ice_loopback=True if args.ice_loopback else None,
+        ssl_context=_ssl(args),
+        **kwargs,
+    )
+
+
+def _source(args: argparse.Namespace) -> MediaStreamTrack:
+    if args.play and args.tone:
+        raise ValueError("give --play or --tone, not both")
+    if args.play:
+        return media.FileSource(args.play)
+    if args.tone:
+        return media.Tone(args.tone)
+    return media.Silence()
+
+
+def _sink(args: argparse.Namespace) -> media.Sink:
+    return media.record(args.record) if args.record else media.Discard()
+
+
+def _follow(client: Client) -> asyncio.Task[None]:
+    """Print every state change of the client's calls."""
+    events = client.events()
+
+    async def printer() -> None:
+        async with events:
+            async for event in events:
+                if isinstance(event, CallStateChanged) and event.state is not CallState.ENDED:
+                    _say(f"{event.call.peer}: {event.state.value}")
+
+    return asyncio.create_task(printer())
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _talk(call: Call, source: MediaStreamTrack, duration: float | None) -> None:
+    """Keep a connected call going: for `duration` seconds, else until the played file ends, else until it ends."""
+    waits: list[Awaitable[Any]] = [call.wait_ended()]
+    if duration is not None:
+        waits.append(asyncio.sleep(duration))
+    elif isinstance(source, media.PcmSource) and not isinstance(source, media.Silence):
+        waits.append(source.finished.wait())
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def call_command(args: argparse.Namespace) -> int:
+    """`peercall call USER`: call, talk, hang up.
+
+    Args:
+        args: the parsed options.
+
+    Returns:
+        0 if the call was answered, 1 if not, 2 on a usage or connection error.
+    """
+    source = _source(args)
+    sink = _sink(args)
+    async with _client(args, args.id or default_id()) as client:
+        follower = _follow(client)
+        try:
+            _say(f"calling {args.user} as {client.id} on {args.url}")
+            call = await client.call(args.user, audio_in=source, audio_out=sink)
+            try:
+                await call.wait_connected()
+            except CallEndedError as exc:
+                _say(f"the call did not connect: {exc.end}")
+                return 1
+            await _talk(call, source, args.duration)
+            end = await call.hangup()
+            stats = await call.stats() if call.pc else None
+            _say(f"call ended: {end}" + (f"; {stats.packets_received} packets received" if stats else ""))
+            return 0 if end.outcome in ("answered", None) else 1
+        finally:
+            await _stop(follower)
+
+
+async def answer_command(args: argparse.Namespace) -> int:
+    """`peercall answer`: wait for calls; accept them (asking first unless `--auto`), talk, until they end.
+
+    Args:
+        args: the parsed options.
+
+    Returns:
+        0 once `--count` calls were answered, 2 on a usage or connection error.
+    """
+    if not args.auto and not sys.stdin.isatty():
+        raise ValueError("without a terminal to ask on, use --auto")
+    answered = 0
+    async with _client(args, args.id or default_id()) as client:
+        follower = _follow(client)
+        _say(f"waiting for calls as {client.id} on {args.url}")
+        try:
+            async with client.incoming() as incoming:
+                async for call in incoming:
+                    if not args.auto and not await _ask(f"{call.peer} is calling. Accept? [y/N] "):
+                        if call.active:
+                            await call.reject()
+                        _say(f"rejected {call.peer}")
+                        continue
+                    source = _source(args)
+                    try:
+                        await call.accept(audio_in=source, audio_out=_sink(args))
+                    except CallError as exc:
+                        _say(f"could not answer: {exc}")
+                        continue
+                    await _talk(call, source, args.duration)
+                    end = await call.hangup()
+                    _say(f"call with {call.peer} ended: {end}")
+                    answered += 1
+                    if args.count and answered >= args.count:
+                        return 0
+        finally:
+            await _stop(follower)
+    return 0
+
+
+async def _ask(prompt: str) -> bool:
+    """Ask a yes/no question on the terminal without blocking the event loop."""
+    print(prompt, end="", flush=True)
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+
+    def readable() -> None:
+        if not answer.done():
+            answer.set_result(sys.stdin.readline())
+
+    loop.add_reader(sys.stdin.fileno(), readable)
+    try:
+        return (await answer).strip().lower() in ("y", "yes")
+    finally:
+        loop.remove_reader(sys.stdin.fileno())
+
+
+async def echo_command(args: argparse.Namespace) -> int:
+    """`peercall echo`: run the echo test service until stopped.
+
+    Args:
+        args: the parsed options.
+
+    Returns:
+        0 when stopped, 2 if the server cannot be reached or refuses us.
+    """
+    if args.stop_with_stdin:
+        _stop_with_stdin()
+    await run_echo(
+        args.url,
+        args.id,
+        token=args.token or os.environ.get("PEERCALL_TOKEN") or None,
+        delay=args.delay,
+        max_duration=args.max_duration,
+        ice_loopback=True if args.ice_loopback else None,
+        ssl_context=_ssl(args),
+        connect_timeout=args.connect_timeout,
+    )
+    return 0
+
+
+def _stop_with_stdin() -> None:
+    """End this process when stdin closes: the parent (`peercall serve --with-echo`) has gone."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+
+    def readable() -> None:
+        if not os.read(sys.stdin.fileno(), 4096):
+            loop.remove_reader(sys.stdin.fileno())
+            if main is not None:
+                main.cancel()
+
+    loop.add_reader(sys.stdin.fileno(), readable)
+
+
+async def audio_check_command(args: argparse.Namespace) -> int:
+    """`peercall audio-check`: measure a call between two clients on this machine.
+
+    Args:
+        args: the parsed options.
+
+    Returns:
+        0, or 1 if PESQ is below `--min-pesq`.
+    """
+    from .check import audio_check
+
+    if not args.json:
+        _say("placing a call between two clients on this machine" + (f" through {args.url}" if args.url else ""))
+    result = await audio_check(args.url, sample=args.sample, record_dir=args.record_dir)
+    if args.json:
+        print(json.dumps({**result.__dict__, "loss": result.loss}))
+    else:
+        _say(result.report())
+    if args.min_pesq is not None and result.pesq < args.min_pesq:
+        _say(f"PESQ {result.pesq:.2f} is below {args.min_pesq}")
+        return 1
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
+    "call": call_command,
+    "answer": answer_command,
+    "echo": echo_command,
+    "audio-check": audio_check_command,
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one of the SDK's commands (`args.command`) to completion.
+
+    Args:
+        args: the parsed options.
+
+    Returns:
+        The exit status.
+    """
+    level = logging.DEBUG if args.verbose else logging.INFO if args.command == "echo" else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-5s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("aioice", "aiortc", "websockets"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+
+    async def main() -> int:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGTERM, lambda: task and task.cancel())
+        return await COMMANDS[args.command](args)
+
+    try:
+        return asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return 0
+    except (ConnectError, ClientError, OSError, ValueError, TimeoutError, ImportError) as exc:
+        print(f"peercall {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["COMMANDS", "run"]

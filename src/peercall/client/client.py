@@ -1,0 +1,570 @@
+"""The SDK's composition root: one signaling connection, the calls made over it, and the events an application sees.
+
+Owns the `Signaling` connection, the current call (a user has at most one), the subscribers of `events()` and
+`incoming()`, and the reconnect bookkeeping: a call outlives a dropped connection for the server's resume grace,
+and after a reconnect the server hands it back (`call-resumed`) or it is over. It decides which frames belong to
+which call, answers a second caller with "busy", and takes the server's `call-ended` as the truth about how a call
+ended. It is the Python counterpart of the web client's `main.js`.
+
+Imports the rest of the SDK and `peercall.protocol` (pure data); must not import the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import ssl
+from typing import Any, Generic, TypeVar
+
+from ..protocol.messages import is_valid_id
+from .call import Call, CallEnd, CallError, CallState
+from .events import (
+    CallEnded,
+    CallResumed,
+    CallStateChanged,
+    Connected,
+    Disconnected,
+    Event,
+    IncomingCall,
+    MissedCalls,
+    PresenceChanged,
+    ServerError,
+)
+from .ice import IceConfig, fetch_ice_config, loopback_from_env
+from .media import AudioIn, AudioOut, as_sink, as_source
+from .signaling import ClientError, Frame, Signaling, SignalingState, StateChange
+
+log = logging.getLogger("peercall.client")
+
+T = TypeVar("T")
+
+_CALL_FRAMES = frozenset({"call-accept", "call-reject", "offer", "answer", "candidate", "hangup"})
+RINGING_WAIT = 10.0
+"""How long `call()` waits for the server to confirm a call request (`call-ringing`), in seconds."""
+RESUME_WAIT = 2.0
+"""After a reconnect, how long to wait for the server to hand our call back (`call-resumed`), in seconds."""
+
+
+class Subscription(Generic[T]):
+    """An async iterator over what a client publishes from the moment it was made; ends when the client closes.
+
+    Use it in `async for`, or `async with` to unsubscribe early. At most `maxsize` items wait unread (the oldest
+    are dropped beyond that).
+    """
+
+    def __init__(self, owner: list[Subscription[T]], maxsize: int = 1000) -> None:
+        self._owner = owner
+        self._queue: asyncio.Queue[T | None] = asyncio.Queue()
+        self._maxsize = maxsize
+        self._closed = False
+        owner.append(self)
+
+    def put(self, item: T | None) -> None:
+        if self._closed:
+            return
+        if self._queue.qsize() >= self._maxsize:
+            self._queue.get_nowait()
+            log.warning("a subscriber fell %d items behind; dropped the oldest", self._maxsize)
+        self._queue.put_nowait(item)
+
+    def close(self) -> None:
+        """Unsubscribe: iteration ends once what is queued has been read."""
+        if not self._closed:
+            self._queue.put_nowait(None)
+            self._closed = True
+            with contextlib.suppress(ValueError):
+                self._owner.remove(self)
+
+    def __aiter__(self) -> Subscription[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        item = await self._queue.get()
+        if item is None:
+            self._queue.put_nowait(None)
+            raise StopAsyncIteration
+        return item
+
+    async def __aenter__(self) -> Subscription[T]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Client:
+    """A peercall client: connect, call, answer, and follow presence.
+
+    ```python
+    async with Client("ws://127.0.0.1:8080/ws", "alice") as client:
+        call = await client.call("bob", audio_in="hello.wav", audio_out="reply.wav")
+        await call.wait_connected()
+        await asyncio.sleep(10)
+        print(await call.hangup())          # answered (user-hangup)
+    ```
+
+    Args:
+        url: the server's WebSocket URL (`ws://host:port/ws`, or `wss://…`).
+        id: our user id (1-64 of `A-Z a-z 0-9 _ - . @`).
+        token: a signed token whose `sub` is `id` (servers with `PEERCALL_AUTH=token`).
+        device: this device's id, kept across reconnects (default: one made up for this client).
+        ice_loopback: offer 127.0.0.1 as an ICE candidate (two programs on a machine with no other network);
+            None: `PEERCALL_ICE_LOOPBACK` decides (default off).
+        ssl_context: for `wss://` servers with a private certificate.
+        connect_timeout: how long `connect()` keeps trying to reach the server, seconds.
+        setup_timeout: how long a call may take from accept to audio before it is hung up (`ice-timeout`).
+        min_delay: first reconnect delay, seconds.
+        max_delay: largest reconnect delay, seconds.
+
+    Raises:
+        ValueError: `id` or `device` is malformed.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        id: str,
+        token: str | None = None,
+        *,
+        device: str | None = None,
+        ice_loopback: bool | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        connect_timeout: float = 10.0,
+        setup_timeout: float = 30.0,
+        min_delay: float = 0.5,
+        max_delay: float = 30.0,
+    ) -> None:
+        if not is_valid_id(id):
+            raise ValueError(f"a user id is 1-64 letters, digits, '_', '-', '.' or '@', not {id!r}")
+        if device is not None and not is_valid_id(device):
+            raise ValueError(f"a device id is 1-64 letters, digits, '_', '-', '.' or '@', not {device!r}")
+        self.url = url
+        self.id = id
+        self.token = token
+        self.device = device or f"py-{secrets.token_hex(6)}"
+        self.ice_loopback = loopback_from_env() if ice_loopback is None else ice_loopback
+        self.connect_timeout = connect_timeout
+        self.setup_timeout = setup_timeout
+        self._ssl = ssl_context
+        self._signaling = Signaling(
+            url,
+            id,
+            on_frame=self._on_frame,
+            on_state=self._on_state,
+            token=token,
+            device=self.device,
+            ssl_context=ssl_context,
+            min_delay=min_delay,
+            max_delay=max_delay,
+        )
+        self._online: set[str] = set()
+        self._call: Call | None = None
+        self._calls: dict[str, Call] = {}
+        self._ringing: asyncio.Future[Frame] | None = None
+        self._events: list[Subscription[Event]] = []
+        self._incoming: list[Subscription[Call]] = []
+        self._undelivered: list[Call] = []
+        self._lost_timer: asyncio.TimerHandle | None = None
+        self._resume_timer: asyncio.TimerHandle | None = None
+        self._presence_changed = asyncio.Event()
+        self._closed = False
+        self._welcomed = False
+        self._sending: set[asyncio.Future[bool]] = set()
+        self.last_disconnect: Disconnected | None = None
+        """Why the connection last dropped (None if it never did)."""
+
+    # ---- connection ---------------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> dict[str, Any]:
+        """Connect to the server (retrying for up to `connect_timeout`), and stay connected until `close()`.
+
+        Returns:
+            The server's `welcome` frame.
+
+        Raises:
+            ConnectError: refused for good (bad id, bad token…), or not reachable within `connect_timeout`.
+        """
+        return await self._signaling.connect(retry_for=self.connect_timeout)
+
+    async def close(self) -> None:
+        """Hang up the current call, disconnect, and end every `events()`/`incoming()` iteration. Idempotent."""
+        if self._closed:
+            return
+        call = self._call
+        if call is not None and call.active and self._signaling.is_open:
+            with contextlib.suppress(ClientError, TimeoutError):
+                await call.hangup()
+        self._closed = True
+        self._cancel_resume_timers()
+        if self._sending:
+            await asyncio.gather(*list(self._sending), return_exceptions=True)
+        await self._signaling.close()
+        for known in {*self._calls.values(), *([call] if call else [])}:
+            await known.close()
+        for events in list(self._events):
+            events.close()
+        for incoming in list(self._incoming):
+            incoming.close()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection to the server is open right now."""
+        return self._signaling.is_open
+
+    @property
+    def state(self) -> SignalingState:
+        """The connection's state: `connecting`, `connected`, `reconnecting` or `disconnected`."""
+        return self._signaling.state
+
+    @property
+    def welcome(self) -> dict[str, Any] | None:
+        """The server's last `welcome` frame (its version, `ringTimeout`, `resumeGrace`), or None."""
+        return self._signaling.welcome
+
+    @property
+    def online(self) -> frozenset[str]:
+        """The other users online now."""
+        return frozenset(self._online)
+
+    @property
+    def current_call(self) -> Call | None:
+        """The call going on (ringing, connecting or connected), or None."""
+        return self._call if self._call is not None and self._call.active else None
+
+    async def wait_online(self, user: str) -> None:
+        """Wait until `user` is online (bound it with `asyncio.timeout()` if you like).
+
+        Args:
+            user: their id.
+        """
+        while user not in self._online:
+            self._presence_changed.clear()
+            await self._presence_changed.wait()
+
+    # ---- subscriptions ----------------------------------------------------------------------------------------
+
+    def events(self) -> Subscription[Event]:
+        """Everything that happens from now on: connection, presence, calls, server errors.
+
+        Returns:
+            An async iterator of `Event`s (`async for event in client.events(): ...`); it ends when the client
+            closes, or at `close()` on it.
+        """
+        return Subscription(self._events)
+
+    def incoming(self) -> Subscription[Call]:
+        """Incoming calls, ringing (state `incoming`): `accept()` or `reject()` each.
+
+        Calls that rang before the first `incoming()` subscription are delivered to it first (those still ringing).
+
+        Returns:
+            An async iterator of `Call`s; it ends when the client closes.
+        """
+        subscription: Subscription[Call] = Subscription(self._incoming)
+        pending, self._undelivered = self._undelivered, []
+        for call in pending:
+            if call.active:
+                subscription.put(call)
+        return subscription
+
+    # ---- calls ------------------------------------------------------------------------------------------------
+
+    async def call(self, user: str, audio_in: AudioIn = None, audio_out: AudioOut = None) -> Call:
+        """Call `user`: fetch the ICE servers, send `call-request`, and return once the server says it rings.
+
+        Args:
+            user: who to call.
+            audio_in: what to send (a track, a file name, an iterator of 48 kHz chunks; None: silence).
+            audio_out: what to do with what arrives (a sink, a file name, `fn(samples, rate)`; None: drop it).
+
+        Returns:
+            The call, ringing (`requesting`), or already ended if `user` is not online (`call.end.outcome` is
+            `unavailable`) or busy. `await call.wait_connected()` waits for the answer.
+
+        Raises:
+            CallError: we already have a call, `user` is ourselves or malformed, the server refused the request
+                (`in-call`, `rate-limited`), or we are not connected.
+            OSError: a file cannot be opened.
+        """
+        if not is_valid_id(user):
+            raise CallError(f"cannot call {user!r}: a user id is 1-64 letters, digits, '_', '-', '.' or '@'")
+        if user == self.id:
+            raise CallError("cannot call yourself")
+        if self.current_call is not None:
+            current = self.current_call
+            raise CallError(f"you are already in call {current.id} with {current.peer}; hang up first")
+        source, sink = as_source(audio_in), as_sink(audio_out)  # files open (or fail) before anything is sent
+        call = self._new_call(user, "outgoing", None)
+        self._ringing = asyncio.get_running_loop().create_future()
+        try:
+            if not await call._request(source, sink):
+                await call.close()
+                raise CallError(f"cannot call {user}: not connected to the server")
+            try:
+                answer = await asyncio.wait_for(asyncio.shield(self._ringing), RINGING_WAIT)
+            except TimeoutError:
+                await call.hangup()
+                raise CallError(f"the server did not confirm the call to {user}") from None
+        except asyncio.CancelledError:
+            call._spawn(call.hangup())  # the caller gave up: do not leave the call ringing
+            raise
+        finally:
+            self._ringing = None
+        if answer.get("type") == "error" and answer.get("code") != "unavailable":
+            await call.close()
+            raise CallError(f"the server refused the call to {user}: {answer.get('message')}")
+        return call
+
+    def _new_call(self, peer: str, direction: str, call_id: str | None) -> Call:
+        call = Call(
+            peer=peer,
+            direction=direction,
+            call_id=call_id,
+            send=self._signaling.send,
+            get_ice=self._fetch_ice,
+            on_change=self._call_changed,
+            on_end=self._call_ended,
+            ice_loopback=self.ice_loopback,
+            setup_timeout=self.setup_timeout,
+        )
+        self._call = call
+        if call_id is not None:
+            self._calls[call_id] = call
+        return call
+
+    async def _fetch_ice(self) -> IceConfig:
+        return await fetch_ice_config(self.url, self.id, self.token, self._ssl)
+
+    def _call_changed(self, call: Call, state: CallState, previous: CallState) -> None:
+        self._publish(CallStateChanged(call, state, previous))
+
+    def _call_ended(self, call: Call, end: CallEnd) -> None:
+        self._publish(CallEnded(call, end))
+        if call.id is not None:
+            self._calls.pop(call.id, None)
+
+    def _publish(self, event: Event) -> None:
+        for subscription in list(self._events):
+            subscription.put(event)
+
+    # ---- frames from the server ------------------------------------------------------------------------------
+
+    def _on_frame(self, frame: Frame) -> None:
+        kind = frame.get("type")
+        if kind == "welcome":
+            self._on_welcome(frame)
+        elif kind == "presence":
+            self._on_presence(frame)
+        elif kind == "call-request":
+            self._on_call_request(frame)
+        elif kind in _CALL_FRAMES:
+            if kind == "call-accept":
+                self._glare(frame)
+            call = self._call_for(frame.get("callId"), frame.get("from"))
+            if call is not None:
+                call.deliver(frame)
+            elif kind == "offer" and isinstance(frame.get("from"), str):
+                # The peer thinks a call is still going (it missed our hangup): tell it there is none.
+                self._spawn_send({"type": "hangup", "to": frame["from"], "callId": frame.get("callId")})
+        elif kind == "call-ringing":
+            if self._ringing is not None and not self._ringing.done() and self._call is not None:
+                if frame.get("to") == self._call.peer and isinstance(frame.get("callId"), str):
+                    self._call.adopt_id(frame["callId"])
+                    self._calls[frame["callId"]] = self._call
+                    self._ringing.set_result(frame)
+        elif kind == "call-ended":
+            call = self._calls.get(str(frame.get("callId")))
+            if call is None and self._call is not None and self._call.id == frame.get("callId"):
+                call = self._call
+            if call is not None:
+                call.server_ended(frame.get("outcome"), frame.get("reason"))
+        elif kind == "call-resumed":
+            self._on_call_resumed(frame)
+        elif kind == "missed-calls":
+            calls = frame.get("calls")
+            self._publish(MissedCalls(calls if isinstance(calls, list) else []))
+        elif kind == "error":
+            self._on_error(frame)
+
+    def _glare(self, frame: Frame) -> None:
+        """We called someone who was calling us: the server joined the two requests into their call, and tells us
+        with `call-accept` (we are the polite side) instead of `call-ringing`."""
+        call, call_id = self._call, frame.get("callId")
+        pending = self._ringing is not None and not self._ringing.done()
+        if (
+            pending
+            and call is not None
+            and call.id is None
+            and frame.get("from") == call.peer
+            and isinstance(call_id, str)
+        ):
+            call.adopt_id(call_id)
+            self._calls[call_id] = call
+            assert self._ringing is not None
+            self._ringing.set_result(frame)
+
+    def _on_welcome(self, frame: Frame) -> None:
+        online = frame.get("online")
+        previous = set(self._online)
+        self._online = {u for u in online if isinstance(u, str) and u != self.id} if isinstance(online, list) else set()
+        self._presence_changed.set()
+        reconnected, self._welcomed = self._welcomed, True
+        self._publish(Connected(frame, frozenset(self._online), reconnected))
+        for user in sorted(previous ^ self._online):
+            self._publish(PresenceChanged(user, user in self._online))
+        if self.current_call is not None and self._lost_timer is not None:
+            self._lost_timer.cancel()
+            self._lost_timer = None
+            # The server should hand the call back at once (`call-resumed`); if not, it is over.
+            loop = asyncio.get_running_loop()
+            self._resume_timer = loop.call_later(RESUME_WAIT, self._resume_timed_out)
+
+    def _on_presence(self, frame: Frame) -> None:
+        changes = frame.get("changes")
+        items = changes if isinstance(changes, list) else [frame]
+        for change in items:
+            if not isinstance(change, dict):
+                continue
+            user, status = change.get("id"), change.get("status")
+            if not isinstance(user, str) or user == self.id:
+                continue
+            online = status == "online"
+            if online == (user in self._online):
+                continue
+            if online:
+                self._online.add(user)
+            else:
+                self._online.discard(user)
+            self._publish(PresenceChanged(user, online))
+        self._presence_changed.set()
+
+    def _on_call_request(self, frame: Frame) -> None:
+        peer, call_id = frame.get("from"), frame.get("callId")
+        if not isinstance(peer, str) or not isinstance(call_id, str):
+            return
+        current = self.current_call
+        if current is not None:
+            if current.peer == peer and current.id == call_id:
+                # A device that reconnected while the call rings is rung again: the same call.
+                self._cancel_resume_timers()
+                return
+            if current.peer == peer and current.state is CallState.REQUESTING:
+                log.info("%s is calling us while we call them; waiting for the server", peer)
+                return
+            log.info("busy: declined a call from %s", peer)
+            self._spawn_send({"type": "call-reject", "to": peer, "callId": call_id, "data": {"reason": "busy"}})
+            return
+        call = self._new_call(peer, "incoming", call_id)
+        self._publish(IncomingCall(call))
+        if self._incoming:
+            for subscription in list(self._incoming):
+                subscription.put(call)
+        else:
+            self._undelivered = [c for c in self._undelivered if c.active] + [call]
+
+    def _on_call_resumed(self, frame: Frame) -> None:
+        call = self._call_for(frame.get("callId"), frame.get("peer"))
+        if call is not None:
+            self._cancel_resume_timers()
+            if isinstance(frame.get("callId"), str):
+                call.adopt_id(frame["callId"])
+            log.info("call %s with %s resumed (%s)", frame.get("callId"), frame.get("peer"), frame.get("state"))
+            call.deliver(frame)
+            self._publish(CallResumed(call))
+        elif isinstance(frame.get("peer"), str):
+            log.info("the server resumed call %s, which we no longer have: hanging up", frame.get("callId"))
+            self._spawn_send({"type": "hangup", "to": frame["peer"], "callId": frame.get("callId")})
+
+    def _on_error(self, frame: Frame) -> None:
+        code, ref = str(frame.get("code")), frame.get("ref")
+        self._publish(ServerError(code, str(frame.get("message")), ref if isinstance(ref, str) else None))
+        if ref == "call-request" and self._ringing is not None and not self._ringing.done():
+            call = self._call
+            if call is not None and frame.get("to") == call.peer:
+                if isinstance(frame.get("callId"), str) and code == "unavailable":
+                    call.adopt_id(frame["callId"])
+                    self._calls[frame["callId"]] = call
+                self._ringing.set_result(frame)
+            return
+        if code == "not-in-call":
+            call = self._call_for(frame.get("callId"), frame.get("to"))
+            if call is not None and call.active:
+                # The server has no such call (any more): e.g. it ended while we were away.
+                call.signaling_lost()
+
+    def _call_for(self, call_id: Any, peer: Any) -> Call | None:
+        """The active call that a frame with this `callId` from (or about) `peer` belongs to, if any."""
+        call = self._call
+        if call is None or not call.active or peer != call.peer:
+            return None
+        if call_id is None or call.id is None or call_id == call.id:
+            return call
+        return None
+
+    def _end_subscriptions(self) -> None:
+        call = self.current_call
+        if call is not None:
+            call.signaling_lost()
+        for events in list(self._events):
+            events.close()
+        for incoming in list(self._incoming):
+            incoming.close()
+
+    def _spawn_send(self, frame: Frame) -> None:
+        task = asyncio.ensure_future(self._signaling.send(frame))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    # ---- reconnects -------------------------------------------------------------------------------------------
+
+    def _on_state(self, change: StateChange) -> None:
+        if change.state in (SignalingState.RECONNECTING, SignalingState.DISCONNECTED) and change.previous in (
+            SignalingState.CONNECTED,
+            SignalingState.RECONNECTING,
+        ):
+            self.last_disconnect = Disconnected(
+                change.state, change.reason, change.code, change.retry_in, change.terminal
+            )
+            self._publish(self.last_disconnect)
+        if self._closed:
+            return
+        if change.state is SignalingState.DISCONNECTED and change.terminal:
+            # Refused for good (replaced, bad token…): nothing more will come; end the iterations.
+            self._end_subscriptions()
+        call = self.current_call
+        if change.state is SignalingState.DISCONNECTED and call is not None:
+            call.signaling_lost()
+        elif change.state is SignalingState.RECONNECTING and call is not None and self._lost_timer is None:
+            # The audio is peer-to-peer and goes on; the server keeps the call for us for its resume grace.
+            grace = float((self.welcome or {}).get("resumeGrace") or 0)
+            self._cancel_resume_timers()
+            self._lost_timer = asyncio.get_running_loop().call_later(grace + 1, self._lost_timed_out)
+
+    def _lost_timed_out(self) -> None:
+        self._lost_timer = None
+        call = self.current_call
+        if call is not None and not self._signaling.is_open:
+            log.info("the connection did not come back within the resume grace; call %s is lost", call.id)
+            call.signaling_lost()
+
+    def _resume_timed_out(self) -> None:
+        self._resume_timer = None
+        call = self.current_call
+        if call is not None:
+            log.info("reconnected, but the server did not hand call %s back: it is over", call.id)
+            call.signaling_lost()
+
+    def _cancel_resume_timers(self) -> None:
+        for timer in (self._lost_timer, self._resume_timer):
+            if timer is not None:
+                timer.cancel()
+        self._lost_timer = self._resume_timer = None

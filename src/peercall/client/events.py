@@ -1,0 +1,98 @@
+"""What `Client.events()` yields: one frozen dataclass per kind of change. Pure data; imports only the call types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from .call import Call, CallEnd, CallState
+from .signaling import SignalingState
+
+
+@dataclass(frozen=True)
+class Connected:
+    """The client is connected (again): `welcome` is the server's first frame, `online` the others online."""
+
+    welcome: dict[str, Any]
+    online: frozenset[str]
+    reconnected: bool = False
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    """The connection dropped. Unless `terminal`, the client reconnects in `retry_in` seconds (calls go on)."""
+
+    state: SignalingState
+    reason: str
+    code: int | None = None
+    retry_in: float | None = None
+    terminal: bool = False
+
+
+@dataclass(frozen=True)
+class PresenceChanged:
+    """`user` came online (`online=True`) or went offline."""
+
+    user: str
+    online: bool
+
+
+@dataclass(frozen=True)
+class IncomingCall:
+    """Someone calls us: `call` rings (state `incoming`) until we accept or reject it, or it ends."""
+
+    call: Call
+
+
+@dataclass(frozen=True)
+class CallStateChanged:
+    """A call moved from `previous` to `state`."""
+
+    call: Call
+    state: CallState
+    previous: CallState
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    """A call ended, and the server said how (`end.outcome` is None if it could not)."""
+
+    call: Call
+    end: CallEnd
+
+
+@dataclass(frozen=True)
+class CallResumed:
+    """After a reconnect, the server handed `call` back to this connection (`call-resumed`): it goes on."""
+
+    call: Call
+
+
+@dataclass(frozen=True)
+class MissedCalls:
+    """Calls to us that nobody answered while none of our devices was connected (records as in `/api/calls`)."""
+
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServerError:
+    """The server refused one of our frames (`code` as in docs/protocol.md); the connection goes on."""
+
+    code: str
+    message: str
+    ref: str | None = None
+
+
+Event: TypeAlias = (
+    Connected
+    | Disconnected
+    | PresenceChanged
+    | IncomingCall
+    | CallStateChanged
+    | CallEnded
+    | CallResumed
+    | MissedCalls
+    | ServerError
+)
+"""Anything `Client.events()` yields."""

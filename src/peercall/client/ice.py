@@ -1,0 +1,165 @@
+"""ICE configuration for the SDK: what `/ice-servers` says, as an aiortc `RTCConfiguration`, and the loopback setting.
+
+Owns the HTTP request for `/ice-servers` (made before every call: TURN credentials expire) and the one patch the SDK
+makes to aioice. Imports aiortc/aioice and the standard library only; must not import the rest of the client
+(signaling, calls) nor anything of the server.
+
+**Loopback candidates.** aioice leaves 127.0.0.1 out of the host candidates it gathers, so two programs on a machine
+with no other network (a container, a CI network namespace) cannot reach each other. With the loopback setting on,
+127.0.0.1 is offered too. It is off by default; turn it on with `PEERCALL_ICE_LOOPBACK=1` in the environment, or per
+client with `Client(..., ice_loopback=True)`. The setting is scoped: only candidates gathered inside
+`loopback_candidates(True)` include 127.0.0.1, so other aiortc users in the same process are not affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import json
+import logging
+import os
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCIceServer
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
+
+log = logging.getLogger("peercall.client")
+
+LOOPBACK_ENV = "PEERCALL_ICE_LOOPBACK"
+"""Environment variable that turns loopback candidates on (`1`, `true`, `yes` or `on`)."""
+
+_TRUE = {"1", "true", "yes", "on"}
+_loopback: contextvars.ContextVar[bool] = contextvars.ContextVar("peercall_ice_loopback", default=False)
+_original_get_host_addresses = aioice.ice.get_host_addresses
+
+
+def loopback_from_env() -> bool:
+    """Whether `PEERCALL_ICE_LOOPBACK` asks for loopback candidates.
+
+    Returns:
+        True if the variable is `1`, `true`, `yes` or `on` (any case).
+    """
+    return os.environ.get(LOOPBACK_ENV, "").strip().lower() in _TRUE
+
+
+def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    addresses = _original_get_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
+    if _loopback.get() and use_ipv4 and "127.0.0.1" not in addresses:
+        addresses = [*addresses, "127.0.0.1"]
+    return addresses
+
+
+def _install() -> None:
+    """Route aioice's host-address lookup through `_host_addresses` (once per process; a no-op unless enabled)."""
+    if aioice.ice.get_host_addresses is not _host_addresses:
+        aioice.ice.get_host_addresses = _host_addresses
+
+
+@contextlib.contextmanager
+def loopback_candidates(enabled: bool) -> Iterator[None]:
+    """Offer 127.0.0.1 among the host candidates gathered inside this block, if `enabled`.
+
+    aiortc gathers in `setLocalDescription()`, so wrap that call. Tasks started inside the block inherit the setting.
+
+    Args:
+        enabled: whether to add the loopback address.
+    """
+    _install()
+    token = _loopback.set(enabled)
+    try:
+        yield
+    finally:
+        _loopback.reset(token)
+
+
+@dataclass(frozen=True)
+class IceConfig:
+    """What `/ice-servers` answered: the servers (W3C `RTCIceServer` shape) and the transport policy."""
+
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    transport_policy: str = "all"
+    ttl: float | None = None
+
+    def rtc_configuration(self) -> RTCConfiguration:
+        """The aiortc configuration for one peer connection.
+
+        Always explicit: an `RTCConfiguration()` without servers would make aiortc use a public STUN server.
+
+        Returns:
+            An `RTCConfiguration` with these servers and policy.
+        """
+        servers = [
+            RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+            for s in self.ice_servers
+            if isinstance(s, dict) and isinstance(s.get("urls"), str | list)
+        ]
+        policy = RTCIceTransportPolicy.RELAY if self.transport_policy == "relay" else RTCIceTransportPolicy.ALL
+        return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
+
+
+def ice_servers_url(ws_url: str, user: str | None = None) -> str:
+    """The `/ice-servers` address next to a signaling address.
+
+    Args:
+        ws_url: the server's WebSocket URL, e.g. `ws://host:8080/ws`.
+        user: our id, named in the query so that TURN credentials are minted for us.
+
+    Returns:
+        e.g. `http://host:8080/ice-servers?id=alice`.
+    """
+    parts = urllib.parse.urlsplit(ws_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    base = urllib.parse.urlunsplit((scheme, parts.netloc, parts.path or "/", "", ""))
+    url = urllib.parse.urljoin(base, "ice-servers")
+    return f"{url}?{urllib.parse.urlencode({'id': user})}" if user else url
+
+
+async def fetch_ice_config(
+    ws_url: str,
+    user: str | None = None,
+    token: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    http_timeout: float = 5.0,
+) -> IceConfig:
+    """Fetch the ICE servers and transport policy for one call. Never raises.
+
+    As the web client does: on any failure the call goes ahead with host candidates only (enough on one machine or
+    one LAN), and the failure is logged.
+
+    Args:
+        ws_url: the server's WebSocket URL.
+        user: our id (TURN credentials are minted for it).
+        token: sent as `Authorization: Bearer` (servers in token mode require it).
+        ssl_context: for `wss` servers with a private certificate.
+        http_timeout: seconds to wait for the answer.
+
+    Returns:
+        The configuration; empty (no servers, policy `all`) if it could not be fetched.
+    """
+    url = ice_servers_url(ws_url, user)
+
+    def get() -> Any:
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+        with urllib.request.urlopen(request, timeout=http_timeout, context=ssl_context) as response:
+            return json.loads(response.read())
+
+    try:
+        body = await asyncio.to_thread(get)
+    except (OSError, ValueError) as exc:
+        log.warning("could not fetch the ICE servers from %s (%s); using none", url, exc)
+        return IceConfig()
+    servers = body.get("iceServers") if isinstance(body, dict) else None
+    ttl = body.get("ttl") if isinstance(body, dict) else None
+    return IceConfig(
+        ice_servers=[s for s in servers if isinstance(s, dict)] if isinstance(servers, list) else [],
+        transport_policy="relay" if isinstance(body, dict) and body.get("iceTransportPolicy") == "relay" else "all",
+        ttl=float(ttl) if isinstance(ttl, int | float) else None,
+    )

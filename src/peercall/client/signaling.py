@@ -1,0 +1,334 @@
+"""The signaling connection of the SDK: one WebSocket to a peercall server, reconnected with backoff.
+
+Owns the socket, the reconnect timer and the `welcome`/presence bookkeeping; knows nothing of calls or of WebRTC.
+Every frame the server sends is handed, parsed, to the `on_frame` callback, in order; connection changes go to
+`on_state`. It speaks docs/protocol.md: `GET /ws?id=<id>&device=<device>`, a token as `Authorization: Bearer`, and
+the close-code ranges (4000-4499: reconnect with backoff; 4500-4999 and 4401: stay away).
+
+Imports websockets, the standard library and `peercall.protocol.codes` (the server's own code tables, pure data);
+must not import aiortc, the rest of the client, or the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import logging
+import random
+import ssl
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from ..errors import PeercallError
+from ..protocol.codes import CloseCode
+
+log = logging.getLogger("peercall.client")
+
+Frame = dict[str, Any]
+
+
+class SignalingState(enum.StrEnum):
+    """Where the connection to the server stands (the same words as the web client's `signaling.js`)."""
+
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+
+
+class ClientError(PeercallError):
+    """Base class of every error the SDK raises (a `PeercallError`, as every peercall error is)."""
+
+
+class ConnectError(ClientError):
+    """The client could not connect to the server (or was told not to come back).
+
+    `terminal` is true when trying again as we are cannot help (a bad id, a refused token, a replaced device);
+    `status` is the HTTP status or the WebSocket close code, when there was one.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, terminal: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.terminal = terminal
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """The connection changed state; `reason` says why in words, `retry_in` when the next attempt is (seconds)."""
+
+    state: SignalingState
+    previous: SignalingState
+    code: int | None = None
+    reason: str = ""
+    retry_in: float | None = None
+    terminal: bool = False
+
+
+def is_terminal_close(code: int) -> bool:
+    """Whether a close code tells the client not to reconnect as it is (4500-4999, and 4401 unauthorized).
+
+    Args:
+        code: the WebSocket close code.
+
+    Returns:
+        True for 4401 and 4500-4999.
+    """
+    return code == CloseCode.UNAUTHORIZED or 4500 <= code <= 4999
+
+
+_CLOSE_REASONS: dict[int, str] = {
+    CloseCode.GOING_AWAY: "the server is restarting",
+    CloseCode.RATE_LIMITED: "the server disconnected us for sending too much too fast",
+    CloseCode.SLOW_CONSUMER: "the server disconnected us because we fell behind",
+    CloseCode.TOO_MANY_CONNECTIONS: "too many connections of this user are open",
+    CloseCode.REPLACED: "the same device connected again elsewhere",
+    CloseCode.UNAUTHORIZED: "the server refused our token",
+}
+
+
+class Signaling:
+    """A protocol-v1 WebSocket client that stays connected until `close()`.
+
+    Args:
+        url: the server's WebSocket URL, e.g. `ws://127.0.0.1:8080/ws`.
+        user: our id (1-64 of `A-Z a-z 0-9 _ - . @`).
+        on_frame: called with every frame the server sends, in order, from the reader task.
+        on_state: called with every connection change.
+        token: a signed token whose `sub` is `user`, sent as `Authorization: Bearer` (token mode).
+        device: this device's id, kept across reconnects so that the server hands our call back to us.
+        ssl_context: for `wss://` servers (e.g. one that trusts a self-signed certificate).
+        min_delay: first reconnect delay, seconds.
+        max_delay: largest reconnect delay, seconds.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        user: str,
+        *,
+        on_frame: Callable[[Frame], None],
+        on_state: Callable[[StateChange], None],
+        token: str | None = None,
+        device: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        min_delay: float = 0.5,
+        max_delay: float = 30.0,
+    ) -> None:
+        self.url = url
+        self.user = user
+        self.device = device
+        self.token = token
+        self._on_frame = on_frame
+        self._on_state = on_state
+        self._ssl = ssl_context
+        self._min_delay = min_delay
+        self._max_delay = max_delay
+        self._ws: ClientConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._state = SignalingState.DISCONNECTED
+        self._attempt = 0
+        self._first: asyncio.Future[Frame] | None = None
+        self._closing = False
+        self._last_error: str | None = None
+        self.welcome: Frame | None = None
+        """The last `welcome` frame (the server's version and timers), or None before the first one."""
+
+    @property
+    def state(self) -> SignalingState:
+        """The connection's state."""
+        return self._state
+
+    @property
+    def is_open(self) -> bool:
+        """Whether frames can be sent right now."""
+        return self._ws is not None and self._state is SignalingState.CONNECTED
+
+    async def connect(self, retry_for: float = 10.0) -> Frame:
+        """Connect, and keep the connection (reconnecting with backoff) until `close()`.
+
+        Args:
+            retry_for: how long to keep trying to reach the server for the first time, in seconds.
+
+        Returns:
+            The server's `welcome` frame.
+
+        Raises:
+            ConnectError: the server refused us for good (bad id or device, bad token, HTTP 4xx), or could not be
+                reached within `retry_for`.
+        """
+        if self._task is not None:
+            raise ClientError(f"{self.user} is already connected or connecting")
+        self._first = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._run(), name=f"peercall-signaling-{self.user}")
+        try:
+            async with asyncio.timeout(retry_for):
+                return await asyncio.shield(self._first)
+        except TimeoutError:
+            error = self._last_error or "no answer"
+            await self.close()
+            raise ConnectError(f"could not connect to {self.url} within {retry_for:g}s: {error}") from None
+        except ConnectError:
+            await self.close()
+            raise
+
+    async def send(self, frame: Frame) -> bool:
+        """Send one client frame.
+
+        Args:
+            frame: a client frame (`{"type", "to", "data"?, "callId"?}`).
+
+        Returns:
+            False if the connection is not open (the frame is dropped, as the web client does).
+        """
+        ws = self._ws
+        if ws is None or self._state is not SignalingState.CONNECTED:
+            log.warning("%s: not connected; dropped %s to %s", self.user, frame.get("type"), frame.get("to"))
+            return False
+        try:
+            await ws.send(json.dumps(frame, separators=(",", ":")))
+        except ConnectionClosed:
+            log.warning("%s: the connection closed; dropped %s", self.user, frame.get("type"))
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Close the connection on purpose and stop reconnecting. Idempotent."""
+        self._closing = True
+        task, self._task = self._task, None
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close(CloseCode.NORMAL, "bye")
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._first is not None and not self._first.done():
+            self._first.cancel()
+        self._set_state(SignalingState.DISCONNECTED, reason="closed by us")
+
+    async def drop(self) -> None:
+        """Close the socket as a network failure would, and reconnect as after one (for tests and diagnostics)."""
+        ws = self._ws
+        if ws is not None:
+            ws.transport.abort()  # no close frame: the server sees the connection lost
+
+    # ---- the connection loop -----------------------------------------------------------------------------------
+
+    def _address(self) -> str:
+        parts = urllib.parse.urlsplit(self.url)
+        query = urllib.parse.parse_qsl(parts.query)
+        query = [(k, v) for k, v in query if k not in ("id", "device")] + [("id", self.user)]
+        if self.device:
+            query.append(("device", self.device))
+        return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+    async def _run(self) -> None:
+        state = SignalingState.CONNECTING
+        while True:
+            self._set_state(state)
+            code, reason, terminal = await self._session()
+            if self._closing:
+                return
+            if terminal:
+                self._fail(ConnectError(reason, status=code, terminal=True))
+                self._set_state(SignalingState.DISCONNECTED, code=code, reason=reason, terminal=True)
+                return
+            delay = self._backoff()
+            log.info("%s: %s; reconnecting in %.1fs", self.user, reason, delay)
+            self._set_state(SignalingState.RECONNECTING, code=code, reason=reason, retry_in=delay)
+            await asyncio.sleep(delay)
+            state = SignalingState.RECONNECTING
+
+    async def _session(self) -> tuple[int | None, str, bool]:
+        """One connection, from the handshake to its close: (code, why it ended, whether that is terminal)."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        try:
+            ws = await connect(
+                self._address(),
+                additional_headers=headers,
+                ssl=self._ssl if self.url.startswith("wss:") else None,
+                open_timeout=10,
+                max_size=4 * 1024 * 1024,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            message = _error_message(exc.response.body) or f"HTTP {status}"
+            self._last_error = message
+            terminal = 400 <= status < 500 and status not in (408, 429)
+            return status, f"the server refused the connection: {message}", terminal
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            self._last_error = str(exc) or type(exc).__name__
+            return None, f"cannot reach the server ({self._last_error})", False
+        self._ws = ws
+        last_error: Frame | None = None
+        try:
+            async for text in ws:
+                try:
+                    frame = json.loads(text)
+                except ValueError:
+                    log.warning("%s: ignored a frame that is not JSON: %.200r", self.user, text)
+                    continue
+                if not isinstance(frame, dict):
+                    continue
+                kind = frame.get("type")
+                if kind == "welcome":
+                    self._attempt = 0
+                    self.welcome = frame
+                    self._set_state(SignalingState.CONNECTED)
+                    if self._first is not None and not self._first.done():
+                        self._first.set_result(frame)
+                elif kind == "error":
+                    last_error = frame
+                    log.info("%s: server error %s: %s", self.user, frame.get("code"), frame.get("message"))
+                try:
+                    self._on_frame(frame)
+                except Exception:  # a bug in a handler must not take the connection down
+                    log.exception("%s: error while handling a %s frame", self.user, kind)
+        except ConnectionClosed:
+            pass
+        finally:
+            if self._ws is ws:
+                self._ws = None
+        code = ws.close_code if ws.close_code is not None else 1006
+        why = ws.close_reason or ""
+        if last_error is not None and is_terminal_close(code):
+            why = str(last_error.get("message") or why)
+        text = _CLOSE_REASONS.get(code, "lost the connection to the server")
+        reason = f"{text} ({code}{': ' + why if why else ''})"
+        self._last_error = reason
+        return code, reason, is_terminal_close(code)
+
+    def _backoff(self) -> float:
+        """Exponential backoff with jitter: uniform in [d/2, d], d = min(max, min * 2^attempt)."""
+        ceiling = min(self._max_delay, self._min_delay * 2**self._attempt)
+        self._attempt += 1
+        return float(ceiling / 2 + random.random() * ceiling / 2)
+
+    def _fail(self, exc: ConnectError) -> None:
+        if self._first is not None and not self._first.done():
+            self._first.set_exception(exc)
+
+    def _set_state(self, state: SignalingState, **extra: Any) -> None:
+        previous = self._state
+        self._state = state
+        if previous is state and state is not SignalingState.RECONNECTING:
+            return
+        self._on_state(StateChange(state, previous, **extra))
+
+
+def _error_message(body: bytes | bytearray | None) -> str | None:
+    """The `message` of an HTTP error body `{"error":{"code","message"}}`, if it is one."""
+    try:
+        error = json.loads(body or b"").get("error", {})
+        return f"{error['code']}: {error['message']}"
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return None

@@ -1,0 +1,94 @@
+"""The SDK's commands as a user runs them: `peercall audio-check`, and `peercall call` with `peercall answer`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from peercall.client import media, quality
+from tests.conftest import ServerProcess
+
+from .conftest import SCALE
+
+MIN_PESQ = 3.0
+"""Regression bound for wideband PESQ on loopback (about 4.5 is expected)."""
+MAX_DELAY = 0.150
+"""Regression bound for the one-way delay on loopback, seconds (about 0.09 is expected)."""
+
+
+async def peercall(*args: str, timeout: float = 30 * SCALE) -> tuple[int, str]:
+    """Run `python -m peercall ARGS` (in this network namespace, with this environment); its status and output."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "peercall",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, _ = await proc.communicate()
+    except asyncio.CancelledError:
+        proc.kill()
+        await proc.communicate()
+        raise
+    except TimeoutError:
+        proc.kill()
+        out, _ = await proc.communicate()
+        raise AssertionError(f"peercall {' '.join(args)} did not finish in {timeout}s:\n{out.decode()}") from None
+    return proc.returncode or 0, out.decode()
+
+
+async def test_audio_check_scores_speech_on_loopback(server: ServerProcess) -> None:
+    """`peercall audio-check` reports wideband PESQ >= 3.0, a one-way delay under 150 ms and no loss on loopback."""
+    status, out = await peercall("audio-check", "--url", server.ws, "--json")
+    assert status == 0, out
+    figures = json.loads(out.strip().splitlines()[-1])
+    print(
+        f"\naudio-check on loopback: PESQ {figures['pesq']:.2f}, one-way delay {figures['delay'] * 1000:.0f} ms, "
+        f"loss {figures['loss'] * 100:.2f} % ({figures['packets_lost']}/{figures['packets_received']}), "
+        f"jitter {figures['jitter'] * 1000:.1f} ms, correlation {figures['correlation']:.3f}"
+    )
+    assert figures["pesq"] >= MIN_PESQ, figures
+    assert 0 < figures["delay"] < MAX_DELAY, figures
+    assert figures["loss"] < 0.01, figures
+
+
+async def test_call_and_answer_commands(server: ServerProcess, uid: Any, tmp_path: Path) -> None:
+    """`peercall answer --auto` takes the call that `peercall call` makes; each records the other's tone."""
+    bob, alice = uid("bob"), uid("alice")
+    common = ("--url", server.ws, "--ice-loopback")
+    answer = asyncio.create_task(
+        peercall("answer", *common, "--id", bob, "--auto", "--tone", "660", "--record", str(tmp_path / "bob.wav"))
+    )
+    try:
+        assert await asyncio.to_thread(server.wait_log, f"{bob} connected", 20 * SCALE), server.log()
+        status, out = await peercall(
+            "call",
+            bob,
+            *common,
+            "--id",
+            alice,
+            "--tone",
+            "440",
+            "--duration",
+            "1.5",
+            "--record",
+            str(tmp_path / "a.wav"),
+        )
+        assert status == 0, out
+        assert "call ended: answered (user-hangup)" in out, out
+        answer_status, answer_out = await answer
+    finally:
+        answer.cancel()
+        await asyncio.gather(answer, return_exceptions=True)
+    assert answer_status == 0, answer_out
+    for name, frequency in (("a.wav", 660), ("bob.wav", 440)):
+        samples, rate = media.read_wav(tmp_path / name)
+        tail = samples[-rate // 2 :]
+        assert abs(quality.dominant_frequency(tail, rate) - frequency) < 5, name
+        assert quality.rms(tail) > 1000, name

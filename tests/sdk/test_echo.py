@@ -1,0 +1,60 @@
+"""The echo test service: it answers every call and plays back what it hears, after its delay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from peercall.client import media, quality
+from peercall.client.echo import run_echo
+from peercall.client.media import Pcm
+from tests.conftest import ServerProcess, run_server
+
+from .conftest import WAIT, MakeClient, OpenPage, assert_page_hears, wait_text
+
+
+async def test_sdk_hears_its_speech_back_after_the_delay(
+    sdk: MakeClient, server: ServerProcess, uid: Any, speech: tuple[Pcm, int]
+) -> None:
+    """Speech sent to the echo comes back recognisably, about `delay` seconds (plus the network) later."""
+    echo_id = uid("echo")
+    ready = asyncio.Event()
+    service = asyncio.create_task(run_echo(server.ws, echo_id, delay=0.5, ice_loopback=True, ready=ready))
+    try:
+        async with asyncio.timeout(WAIT):
+            await ready.wait()
+        alice = await sdk(uid("alice"))
+        samples, rate = speech
+        clip = samples[: int(2.0 * rate)]
+        heard = media.Capture()
+        call = await alice.call(echo_id, audio_in=media.Samples(clip, rate), audio_out=heard)
+        async with asyncio.timeout(WAIT):
+            await call.wait_connected()
+            await heard.wait_for(3.0)
+        end = await call.hangup()
+        assert (end.outcome, end.reason) == ("answered", "user-hangup")
+    finally:
+        service.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await service
+    received = media.resample(heard.samples(), media.SAMPLE_RATE, rate)
+    found = quality.align(clip, received)
+    lag = found.lag / rate
+    assert found.correlation > 0.7, f"the echo is unlike what was said: correlation {found.correlation:.2f}"
+    assert 0.5 <= lag < 0.8, f"the echo came back after {lag:.2f}s (delay 0.5s)"
+
+
+async def test_browser_hears_its_microphone_from_serve_with_echo(open_page: OpenPage, uid: Any) -> None:
+    """`peercall serve --with-echo` runs the echo beside the server: a page that calls `echo` hears its fake mic."""
+    with run_server(PEERCALL_WITH_ECHO="1", PEERCALL_ICE_LOOPBACK="1") as srv:
+        ready = await asyncio.to_thread(srv.wait_log, "echo service answering", WAIT)
+        assert ready, f"the echo service did not start:\n{srv.log()}"
+        page = await open_page(srv.http, uid("alice"))
+        await page.fill("#peer-id", "echo")
+        await page.click("#call")
+        await wait_text(page, "#call-status", "Connected")
+        await assert_page_hears(page, "the page")
+        await page.click("#hangup")
+        await wait_text(page, "#call-status", "Call Ended")
+        await page.close()
