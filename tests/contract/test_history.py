@@ -290,6 +290,34 @@ async def test_concurrent_take_missed_from_two_stores_hands_out_each_call_once(d
             await store.close()
 
 
+# -- call summaries ------------------------------------------------------------------------------------------
+
+
+async def test_quality_summaries_are_kept_per_party(history: CallHistory) -> None:
+    """Each party's call summary is kept with the record under its id; a second one from a party replaces it."""
+    await history.record(call("q1"))
+    assert await history.add_quality("q1", "alice", {"mos": 4.1, "path": "direct"})
+    assert await history.add_quality("q1", "bob", {"mos": 3.9, "lossPct": 0.5})
+    assert await history.add_quality("q1", "alice", {"mos": 4.2, "path": "direct"})
+    (rec,), _ = await history.calls_for("alice")
+    assert rec.quality == {"alice": {"mos": 4.2, "path": "direct"}, "bob": {"mos": 3.9, "lossPct": 0.5}}
+    assert rec.to_json()["quality"] == rec.quality
+
+
+async def test_quality_for_an_unknown_call_changes_nothing(history: CallHistory) -> None:
+    """A summary for a call that is not recorded returns False and stores nothing."""
+    assert not await history.add_quality("nope", "alice", {"mos": 4.0})
+    assert await history.calls_for("alice") == ([], None)
+
+
+async def test_concurrent_summaries_of_both_parties_are_both_kept(history: CallHistory) -> None:
+    """The two parties' summaries arriving at once are both kept (no lost update)."""
+    await history.record(call("q2"))
+    await asyncio.gather(*(history.add_quality("q2", who, {"mos": float(i)}) for i, who in enumerate(["alice", "bob"])))
+    (rec,), _ = await history.calls_for("bob")
+    assert rec.quality == {"alice": {"mos": 0.0}, "bob": {"mos": 1.0}}
+
+
 # -- opening, schema and URLs -------------------------------------------------------------------------------
 
 

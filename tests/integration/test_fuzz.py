@@ -479,7 +479,7 @@ class Harness:
                 msg = json.loads(text)
                 if msg.get("type") == "error" and msg.get("code") == "unknown-type" and msg.get("ref") == probes[i]:
                     i += 1
-                else:
+                elif not _setup_presence(text):  # presence of alice and bob (their call, say) is no answer
                     segments[i].append(msg)
         except websockets.ConnectionClosed:
             where = frames[i] if i < len(frames) else "the last probe"

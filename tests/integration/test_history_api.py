@@ -139,3 +139,33 @@ async def test_missed_calls_are_told_on_connect(quick_server: ServerProcess, con
     await bob.close()
     again = await connect(b, quick_server)
     await again.nothing(type="missed-calls", within=0.5)
+
+
+async def test_call_summaries_reach_the_history(quick_server: ServerProcess, connect, uid) -> None:
+    """Both parties' call-summary frames are kept with the call and shown by /api/calls; strangers are refused."""
+    a, b, m = uid("alice"), uid("bob"), uid("mallory")
+    alice = await connect(a, quick_server)
+    bob = await connect(b, quick_server)
+    mallory = await connect(m, quick_server)
+    await alice.send({"type": "call-request", "to": b})
+    call_id = (await alice.expect(type="call-ringing"))["callId"]
+    await bob.expect(type="call-request")
+    await alice.send({"type": "call-summary", "callId": call_id, "data": {"mos": 4}})
+    assert (await alice.expect(type="error"))["code"] == "not-in-call"  # not before it ended
+    await bob.send({"type": "call-accept", "to": a})
+    await alice.expect(type="call-accept")
+    await bob.send({"type": "hangup", "to": a})
+    await alice.expect(type="call-ended", callId=call_id)
+    await alice.send({"type": "call-summary", "callId": call_id, "data": {"mos": 4.3, "path": "direct", "x": 1}})
+    await bob.send({"type": "call-summary", "callId": call_id, "data": {"lossPct": 0.5, "rttMs": 12}})
+    await mallory.send({"type": "call-summary", "callId": call_id, "data": {"mos": 1}})
+    assert (await mallory.expect(type="error"))["code"] == "not-in-call"
+    await alice.send({"type": "call-summary", "callId": call_id, "data": {"mos": 7}})
+    assert (await alice.expect(type="error"))["code"] == "bad-message"
+    async with httpx.AsyncClient(base_url=quick_server.http) as http:
+        for _ in range(50):
+            (record,) = (await http.get("/api/calls", params={"id": a})).json()["calls"]
+            if record["quality"] and len(record["quality"]) == 2:
+                break
+            await asyncio.sleep(0.05)
+    assert record["quality"] == {a: {"mos": 4.3, "path": "direct"}, b: {"lossPct": 0.5, "rttMs": 12}}

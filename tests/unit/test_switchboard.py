@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from peercall.core.records import Outcome, Reason
-from peercall.core.switchboard import TRANSITIONS, CallState, Event, InvalidTransition
+from peercall.core.switchboard import TRANSITIONS, CallState, Event, InvalidTransition, Presence
 
 from .board import Board
 
@@ -310,3 +310,27 @@ def test_transition_table(board: Board, state: CallState, event: Event) -> None:
     else:
         with pytest.raises(InvalidTransition, match=f"no transition from {state.value} on {event.value}"):
             board.sb._transition(call, event)
+
+
+def test_presence_says_in_call_and_last_seen(board: Board) -> None:
+    """Others see when a user's call is answered and ends, and when an offline user was last seen."""
+    effects = board.sb.receive("a1", _parse("a1", "call-request", "bob"), board.now)
+    effects += board.sb.receive("b1", _parse("b1", "call-accept", "alice"), board.now)
+    changes = [(e.user, e.in_call) for e in effects if isinstance(e, Presence)]
+    assert sorted(changes) == [("alice", True), ("bob", True)]
+    assert board.sb.connect("c9", "carol", None, board.now)[0].message["inCall"] == ["alice", "bob"]
+    ended = board.sb.receive("a1", _parse("a1", "hangup", "bob"), board.now)
+    assert sorted((e.user, e.in_call) for e in ended if isinstance(e, Presence)) == [("alice", False), ("bob", False)]
+    board.advance(7)
+    (gone,) = [e for e in board.sb.disconnect("b1", board.now) if isinstance(e, Presence)]
+    assert (gone.status, gone.last_seen) == ("offline", board.now)
+    welcome = board.sb.connect("d1", "dave", None, board.now)[0].message
+    assert welcome["recent"] == [{"id": "bob", "lastSeen": board.now}]
+    board.sb.connect("b2", "bob", None, board.now)
+    assert board.sb.connect("e1", "erin", None, board.now)[0].message["recent"] == []
+
+
+def _parse(conn: str, type: str, to: str):
+    from peercall.protocol import messages
+
+    return messages.parse(f'{{"type":"{type}","to":"{to}"}}', {"a1": "alice", "b1": "bob"}[conn])

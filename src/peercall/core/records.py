@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class Outcome(StrEnum):
@@ -50,6 +51,8 @@ class CallRecord:
     reason: Reason
     hung_up_by: str | None
     """The user whose action ended the call (hangup, reject, cancel); None when the server ended it."""
+    quality: dict[str, dict[str, Any]] | None = None
+    """What each party's client reported of the call after it ended (`call-summary`), by user id."""
 
     def to_json(self) -> dict[str, object]:
         """The record as the HTTP API and the `missed-calls` frame show it (camelCase keys)."""
@@ -66,4 +69,5 @@ class CallRecord:
             "reason": self.reason.value,
             "hungUpBy": self.hung_up_by,
             "duration": None if self.answered_at is None else round(self.ended_at - self.answered_at, 3),
+            "quality": self.quality,
         }

@@ -30,6 +30,7 @@ Rules (docs/protocol.md, "Calls", is the user-facing version):
 from __future__ import annotations
 
 import bisect
+import collections
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -67,10 +68,13 @@ class Forward:
 
 @dataclass(frozen=True, slots=True)
 class Presence:
-    """Tell every connection but the user's own that `user` came online or went offline."""
+    """Tell every connection but the user's own that `user` came online, went offline (`last_seen` then says
+    when), or started or stopped being in an answered call (`in_call`)."""
 
     user: str
     status: str
+    in_call: bool = False
+    last_seen: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +129,9 @@ class InvalidTransition(RuntimeError):
     def __init__(self, call_id: str, state: CallState, event: Event) -> None:
         super().__init__(f"call {call_id}: no transition from {state} on {event}")
 
+
+_RECENT_KEPT = 1000  # offline users whose last-seen time is remembered (in memory: lost on restart)
+_RECENT_SHOWN = 50  # of which `welcome` lists the newest
 
 # Hangup reasons a client may give (`{"type":"hangup","data":{"reason":…}}`); these three mean media failed.
 _CLIENT_REASONS: Final = {r.value: r for r in Reason}
@@ -200,6 +207,7 @@ class Switchboard:
         self.devices: dict[str, Device] = {}  # conn -> device
         self.users: dict[str, dict[str, Device]] = {}  # user -> conn -> device
         self._online: list[str] = []  # the keys of `users`, kept sorted: a welcome must not sort 10k ids
+        self.last_seen: collections.OrderedDict[str, float] = collections.OrderedDict()  # offline users, newest last
         self.calls: dict[str, Call] = {}  # active calls (ringing or answered) by id
         self.active: dict[str, str] = {}  # user -> id of their active call
 
@@ -212,6 +220,35 @@ class Switchboard:
         if i < len(ids) and ids[i] == exclude:
             return ids[:i] + ids[i + 1 :]
         return ids[:]
+
+    def _in_call(self, user: str) -> bool:
+        call_id = self.active.get(user)
+        return call_id is not None and self.calls[call_id].state is CallState.ANSWERED
+
+    def _in_calls(self, *, exclude: str) -> list[str]:
+        """Online users in an answered call, sorted."""
+        found = {
+            u for c in self.calls.values() if c.state is CallState.ANSWERED for u in (c.caller.user, c.callee_user)
+        }
+        return sorted(u for u in found if u in self.users and u != exclude)
+
+    def _recent(self) -> list[dict[str, object]]:
+        """Users seen lately who are offline now, newest first."""
+        recent = []
+        for user in reversed(self.last_seen):
+            recent.append({"id": user, "lastSeen": self.last_seen[user]})
+            if len(recent) == _RECENT_SHOWN:
+                break
+        return recent
+
+    def _in_call_changed(self, call: Call, in_call: bool) -> list[Effect]:
+        if self.private:
+            return []
+        return [
+            Presence(user, "online", in_call=in_call)
+            for user in (call.caller.user, call.callee_user)
+            if user in self.users
+        ]
 
     def connect(self, conn: str, user: str, device: str | None, now: float) -> list[Effect]:
         """A connection of `user` was accepted. `device` is the id the client gave its device, if any."""
@@ -236,6 +273,8 @@ class Switchboard:
                     "id": user,
                     "device": device_id,
                     "online": [] if self.private else self.online(exclude=user),
+                    "inCall": [] if self.private else self._in_calls(exclude=user),
+                    "recent": [] if self.private else self._recent(),
                     "protocol": PROTOCOL_VERSION,
                     "version": __version__,
                     "ringTimeout": self.ring_timeout,
@@ -243,8 +282,9 @@ class Switchboard:
                 },
             )
         )
+        self.last_seen.pop(user, None)
         if first and not self.private:
-            effects.append(Presence(user, "online"))
+            effects.append(Presence(user, "online", in_call=self._in_call(user)))
         call_id = self.active.get(user)
         if call_id is not None:
             effects += self._rejoin(self.calls[call_id], conn, user, device_id, named)
@@ -278,8 +318,12 @@ class Switchboard:
         if not devices:
             del self.users[user]
             del self._online[bisect.bisect_left(self._online, user)]
-            if not replaced and not self.private:
-                effects.append(Presence(user, "offline"))
+            if not replaced:
+                self.last_seen[user] = now
+                if len(self.last_seen) > _RECENT_KEPT:
+                    self.last_seen.popitem(last=False)
+                if not self.private:
+                    effects.append(Presence(user, "offline", last_seen=now))
         call_id = self.active.get(user)
         if call_id is None:
             return effects
@@ -417,7 +461,7 @@ class Switchboard:
         for conn in others:
             effects.append(Send(conn, _ended(call.id, Outcome.ANSWERED, Reason.ANSWERED_ELSEWHERE)))
             effects.append(Send(conn, _compat_hangup(call, call.caller.user, Reason.ANSWERED_ELSEWHERE)))
-        return effects
+        return effects + self._in_call_changed(call, True)
 
     def _reject(self, call: Call, device: Device, env: Envelope, now: float) -> list[Effect]:
         busy = isinstance(data := _data(env), dict) and data.get("reason") == "busy"
@@ -503,6 +547,8 @@ class Switchboard:
             else:
                 effects.append(Send(conn, _compat_hangup(call, peer, reason)))
         effects.append(Record(_record(call, outcome, reason, now, hung_up_by=actor)))
+        if call.callee is not None:
+            effects += self._in_call_changed(call, False)
         return effects
 
 

@@ -9,6 +9,7 @@ only decides nothing. `_deliver()` is the seam for multi-node routing: today it 
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import secrets
@@ -69,7 +70,11 @@ class Hub:
         )
         self.call_rate = call_rate
         self.presence_interval = presence_interval
-        self._presence_pending: dict[str, str] = {}
+        self._presence_pending: dict[str, Presence] = {}
+        # Calls that ended lately, for their parties' `call-summary`: call id -> (caller, callee, history write)
+        self._recent: collections.OrderedDict[str, tuple[str, str, asyncio.Future[None] | None]] = (
+            collections.OrderedDict()
+        )
         self._presence_timer: asyncio.TimerHandle | None = None
         self._call_buckets: dict[str, TokenBucket] = {}
         self.stats = Stats()
@@ -115,6 +120,10 @@ class Hub:
             env = messages.parse(frame, conn.id)
             if env.type == "call-request":
                 self._check_call_rate(conn.id, env)
+            elif env.type == "call-summary":
+                self._summary(conn, env)
+                self.stats.messages[env.type] += 1
+                return
             effects = self.switchboard.receive(conn.cid, env, self.clock())
         except ProtocolError as exc:
             await self.reject(conn, exc)
@@ -130,6 +139,32 @@ class Hub:
             call_id = next((e.message.get("callId") for e in effects if isinstance(e, Send)), None)
         log.info("%s -> %s %s (call %s)", conn.id, env.to, env.type, call_id, extra={"call_id": call_id})
         self._reschedule()
+
+    def _summary(self, conn: Connection, env: messages.Envelope) -> None:
+        """Keep a party's `call-summary` with its call's history record (once the record is written)."""
+        assert env.callId is not None
+        recent = self._recent.get(env.callId)
+        if recent is None or conn.id not in recent[:2]:
+            raise ProtocolError(
+                ErrorCode.NOT_IN_CALL,
+                f"call {env.callId} is not a call of yours that ended lately; send call-summary after call-ended",
+                ref=env.type,
+                call_id=env.callId,
+            )
+        if self.history is not None:
+            self._spawn(self._add_quality(env.callId, conn.id, messages.summary(env), recent[2]))
+
+    async def _add_quality(
+        self, call_id: str, user: str, summary: dict[str, object], written: asyncio.Future[None] | None
+    ) -> None:
+        assert self.history is not None
+        try:
+            if written is not None:
+                await written
+            await self.history.add_quality(call_id, user, summary)
+        except Exception:
+            self.history_failures += 1
+            log.exception("could not keep the summary of call %s from %s", call_id, user)
 
     def _check_call_rate(self, user: str, env: messages.Envelope) -> None:
         now = time.monotonic()
@@ -200,7 +235,7 @@ class Hub:
         coming back after a restart = 100M frames). Batching sends each connection one frame per interval,
         with the latest status of everyone who changed, encoded once for all.
         """
-        self._presence_pending[effect.user] = effect.status
+        self._presence_pending[effect.user] = effect
         if self._presence_timer is None and not self.draining:
             loop = asyncio.get_running_loop()
             self._presence_timer = loop.call_later(self.presence_interval, self._flush_presence)
@@ -211,11 +246,13 @@ class Hub:
         if not changes:
             return
         if len(changes) == 1:
-            ((user, status),) = changes.items()
-            text = messages.presence(user, status)
-            targets = [c for c in self._conns.values() if c.id != user]
+            (p,) = changes.values()
+            text = messages.presence(p.user, p.status, p.in_call, p.last_seen)
+            targets = [c for c in self._conns.values() if c.id != p.user]
         else:
-            text = messages.presence_batch(changes)
+            text = messages.presence_batch(
+                [messages.presence_change(p.user, p.status, p.in_call, p.last_seen) for p in changes.values()]
+            )
             targets = list(self._conns.values())
         self._spawn(self._send_all(targets, text))
 
@@ -236,10 +273,14 @@ class Hub:
             record.reason.value,
             extra={"call_id": record.call_id},
         )
+        written = None
         if self.history is not None:
             # A callee who was online saw a missed call ring; only calls missed while away are reported later.
             notified = record.callee in self.switchboard.users
-            self._spawn(self._write(record, notified))
+            written = self._spawn(self._write(record, notified))
+        self._recent[record.call_id] = (record.caller, record.callee, written)
+        if len(self._recent) > 10_000:
+            self._recent.popitem(last=False)
 
     async def _write(self, record: CallRecord, notified: bool) -> None:
         assert self.history is not None
@@ -260,10 +301,11 @@ class Hub:
         if missed:
             await conn.send_text(messages.encode({"type": "missed-calls", "calls": [r.to_json() for r in missed]}))
 
-    def _spawn(self, coro: object) -> None:
+    def _spawn(self, coro: object) -> asyncio.Future[None]:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # ------------------------------------------------------------------------------------------ timer
 

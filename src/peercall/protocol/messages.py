@@ -10,7 +10,7 @@ validation in C, which keeps the per-message cost low (this is the server's hot 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, Raw, UnsetType
@@ -36,6 +36,10 @@ ROUTED_TYPES: Final = (
     "candidate",
     "hangup",
 )
+
+
+CLIENT_TYPES: Final = (*ROUTED_TYPES, "call-summary")
+"""Everything a client may send after `auth`: the routed types, and `call-summary`, which stays on the server."""
 
 
 def is_valid_id(value: str | None) -> bool:
@@ -69,6 +73,21 @@ class IceCandidate(msgspec.Struct):
     usernameFragment: str | None = None
 
 
+NonNegative = Annotated[float, Meta(ge=0)]
+
+
+class CallSummary(msgspec.Struct, omit_defaults=True):
+    """`data` of `call-summary`: what a client measured of a call that ended. Unknown fields are dropped."""
+
+    durationSec: NonNegative | None = None
+    mos: Annotated[float, Meta(ge=1, le=5)] | None = None
+    rttMs: NonNegative | None = None
+    jitterMs: NonNegative | None = None
+    lossPct: Annotated[float, Meta(ge=0, le=100)] | None = None
+    bitrateKbps: NonNegative | None = None
+    path: Literal["direct", "relayed"] | None = None
+
+
 class Forward(msgspec.Struct, omit_defaults=True):
     """A client frame as the server forwards it: `from` is always the sender's own id."""
 
@@ -85,6 +104,7 @@ _data_decoders: Final[dict[str, msgspec.json.Decoder[Any]]] = {
     "offer": msgspec.json.Decoder(SessionDescription),
     "answer": msgspec.json.Decoder(SessionDescription),
     "candidate": msgspec.json.Decoder(IceCandidate | None),
+    "call-summary": msgspec.json.Decoder(CallSummary),
 }
 _sdp_types: Final = {"offer": ("offer",), "answer": ("answer", "pranswer")}
 _encode = msgspec.json.Encoder().encode
@@ -109,12 +129,17 @@ def parse(frame: str | bytes, sender: str) -> Envelope:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "invalid message: nested too deeply") from None
 
     kind = env.type
-    if kind not in ROUTED_TYPES:
+    if kind not in CLIENT_TYPES:
         raise ProtocolError(
             ErrorCode.UNKNOWN_TYPE,
-            f"unknown message type {kind!r}; a client may send {', '.join(ROUTED_TYPES)}",
+            f"unknown message type {kind!r}; a client may send {', '.join(CLIENT_TYPES)}",
             ref=kind[:64],
         )
+    if kind == "call-summary":
+        if env.callId is None:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "call-summary needs the 'callId' of the call", ref=kind)
+        _check_data(env, _data_decoders[kind])
+        return env
     if env.to is None:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{kind} needs a 'to' field naming the recipient", ref=kind)
     if env.to == sender:
@@ -167,6 +192,13 @@ def forward(env: Envelope, sender: str, call_id: str | None = None, polite: bool
     return _encode(out).decode()
 
 
+def summary(env: Envelope) -> dict[str, Any]:
+    """The fields a `call-summary` (already through `parse`) reported, without the ones it left out."""
+    assert env.data is not UNSET
+    reported = msgspec.structs.asdict(msgspec.json.decode(env.data, type=CallSummary))
+    return {key: value for key, value in reported.items() if value is not None}
+
+
 def encode(message: dict[str, Any]) -> str:
     """A server-built frame as text."""
     return _encode(message).decode()
@@ -177,16 +209,27 @@ def welcome(client_id: str, online: list[str]) -> str:
     return _encode({"type": "welcome", "id": client_id, "online": online, "protocol": PROTOCOL_VERSION}).decode()
 
 
-def presence(client_id: str, status: str) -> str:
-    """Sent to everyone else when `client_id` comes online (`status="online"`) or leaves (`"offline"`)."""
-    return _encode({"type": "presence", "id": client_id, "status": status}).decode()
+def presence_change(
+    client_id: str, status: str, in_call: bool = False, last_seen: float | None = None
+) -> dict[str, Any]:
+    """One presence change: `{"id","status"}`, plus `"inCall": true` while in a call, `"lastSeen"` when offline."""
+    change: dict[str, Any] = {"id": client_id, "status": status}
+    if in_call:
+        change["inCall"] = True
+    if last_seen is not None:
+        change["lastSeen"] = last_seen
+    return change
 
 
-def presence_batch(changes: dict[str, str]) -> str:
+def presence(client_id: str, status: str, in_call: bool = False, last_seen: float | None = None) -> str:
+    """Sent to everyone else when `client_id` comes online (`status="online"`), leaves (`"offline"`), or starts
+    or stops being in a call."""
+    return _encode({"type": "presence", **presence_change(client_id, status, in_call, last_seen)}).decode()
+
+
+def presence_batch(changes: list[dict[str, Any]]) -> str:
     """Several presence changes in one frame: `{"type":"presence","changes":[{"id":…,"status":…},…]}`."""
-    return _encode(
-        {"type": "presence", "changes": [{"id": user, "status": status} for user, status in changes.items()]}
-    ).decode()
+    return _encode({"type": "presence", "changes": changes}).decode()
 
 
 def error(exc: ProtocolError) -> str:

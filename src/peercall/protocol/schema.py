@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from .messages import CallId, ClientId, IceCandidate, SessionDescription
+from .messages import CallId, CallSummary, ClientId, IceCandidate, SessionDescription
 
 Outcome = Literal["answered", "rejected", "cancelled", "missed", "busy", "unavailable", "failed"]
 Reason = Literal[
@@ -100,13 +100,20 @@ class Hangup(_Sent, tag="hangup", kw_only=True):
     data: HangupReason | None = None
 
 
+class CallSummaryFrame(_Frame, tag="call-summary", kw_only=True):
+    """After a call ended: what this party measured of it, kept with the call's history record."""
+
+    callId: CallId
+    data: CallSummary
+
+
 class Auth(_Frame, tag="auth", kw_only=True):
     """Token mode only, and only as the first frame: the signed token that proves who this is."""
 
     token: str
 
 
-ClientFrame = Auth | CallRequest | CallAccept | CallReject | Offer | Answer | Candidate | Hangup
+ClientFrame = Auth | CallSummaryFrame | CallRequest | CallAccept | CallReject | Offer | Answer | Candidate | Hangup
 
 # ------------------------------------------------------------------------------------- server -> client
 
@@ -146,6 +153,13 @@ class HangupForwarded(_Forwarded, tag="hangup", kw_only=True):
     data: Any = None
 
 
+class RecentUser(msgspec.Struct):
+    """Someone seen lately who is offline now."""
+
+    id: ClientId
+    lastSeen: float
+
+
 class Welcome(_Frame, tag="welcome", kw_only=True):
     """First frame on every connection."""
 
@@ -156,11 +170,15 @@ class Welcome(_Frame, tag="welcome", kw_only=True):
     version: str | None = None
     ringTimeout: float | None = None
     resumeGrace: float | None = None
+    inCall: list[ClientId] | None = None
+    recent: list[RecentUser] | None = None
 
 
-class PresenceChange(msgspec.Struct):
+class PresenceChange(msgspec.Struct, omit_defaults=True):
     id: ClientId
     status: Literal["online", "offline"]
+    inCall: bool | None = None
+    lastSeen: float | None = None
 
 
 class Presence(_Frame, tag="presence", kw_only=True):
@@ -168,6 +186,8 @@ class Presence(_Frame, tag="presence", kw_only=True):
 
     id: ClientId | None = None
     status: Literal["online", "offline"] | None = None
+    inCall: bool | None = None
+    lastSeen: float | None = None
     changes: list[PresenceChange] | None = None
 
 
@@ -211,6 +231,7 @@ class CallRecord(msgspec.Struct):
     reason: Reason
     hungUpBy: str | None
     duration: float | None
+    quality: dict[str, CallSummary] | None = None
 
 
 class MissedCalls(_Frame, tag="missed-calls", kw_only=True):

@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 import math
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..core.records import CallRecord, Outcome
 
@@ -72,6 +72,14 @@ class CallHistory(Protocol):
 
         Raises:
             ValueError: `before` is not a cursor that `calls_for` returned, or `limit` is below 1.
+        """
+        ...
+
+    async def add_quality(self, call_id: str, user: str, summary: dict[str, Any]) -> bool:
+        """Keep what `user`'s client reported of call `call_id` (its `call-summary`) with the call's record.
+
+        Each party's summary is kept under its user id; a second summary from the same user replaces the first.
+        Returns False (and changes nothing) when no record of that call exists.
         """
         ...
 

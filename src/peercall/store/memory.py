@@ -6,6 +6,9 @@ No method awaits while it reads or changes state, so every method is atomic on t
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from ..core.records import CallRecord
 from .base import UNANSWERED_OUTCOMES, check_limit, decode_cursor, encode_cursor
 
@@ -46,6 +49,13 @@ class MemoryHistory:
         )
         page = mine[:limit]
         return page, encode_cursor(page[-1]) if len(mine) > limit else None
+
+    async def add_quality(self, call_id: str, user: str, summary: dict[str, Any]) -> bool:
+        rec = self._calls.get(call_id)
+        if rec is None:
+            return False
+        self._calls[call_id] = dataclasses.replace(rec, quality={**(rec.quality or {}), user: dict(summary)})
+        return True
 
     async def take_missed(self, user: str) -> list[CallRecord]:
         fresh = sorted(

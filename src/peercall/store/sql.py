@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -65,7 +66,12 @@ def _v1_calls(dialect: str) -> list[str]:
     ]
 
 
-MIGRATIONS: Sequence[Callable[[str], list[str]]] = (_v1_calls,)
+def _v2_quality(dialect: str) -> list[str]:
+    # What the parties' clients reported of the call (`call-summary`), as JSON text keyed by user id.
+    return ["ALTER TABLE calls ADD COLUMN quality TEXT"]
+
+
+MIGRATIONS: Sequence[Callable[[str], list[str]]] = (_v1_calls, _v2_quality)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _WAL_ATTEMPTS, _WAL_RETRY_DELAY = 100, 0.05  # seconds; up to 5 s, like sqlite3's default busy timeout
@@ -87,6 +93,7 @@ calls = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("hung_up_by", sa.Text),
     sa.Column("missed_taken", sa.Boolean, nullable=False),
+    sa.Column("quality", sa.Text),
 )
 _FIELDS = [field.name for field in dataclasses.fields(CallRecord)]
 _RECORD_COLUMNS = [calls.c[name] for name in _FIELDS]
@@ -96,6 +103,7 @@ def _to_row(rec: CallRecord) -> dict[str, Any]:
     row = {name: getattr(rec, name) for name in _FIELDS}
     row["outcome"] = rec.outcome.value
     row["reason"] = rec.reason.value
+    row["quality"] = None if rec.quality is None else json.dumps(rec.quality)
     return row
 
 
@@ -103,6 +111,7 @@ def _to_record(row: sa.Row[Any]) -> CallRecord:
     fields = row._asdict()
     fields["outcome"] = Outcome(fields["outcome"])
     fields["reason"] = Reason(fields["reason"])
+    fields["quality"] = None if fields["quality"] is None else json.loads(fields["quality"])
     return CallRecord(**fields)
 
 
@@ -237,6 +246,20 @@ class SQLHistory:
             rows = (await conn.execute(query)).all()
         page = [_to_record(row) for row in rows[:limit]]
         return page, encode_cursor(page[-1]) if len(rows) > limit else None
+
+    async def add_quality(self, call_id: str, user: str, summary: dict[str, Any]) -> bool:
+        # Read, merge and write in one transaction: SQLite holds its write lock from BEGIN IMMEDIATE, PostgreSQL
+        # the row lock from SELECT … FOR UPDATE, so the two parties' summaries never overwrite each other.
+        query = sa.select(calls.c.quality).where(calls.c.call_id == call_id)
+        if not self._sqlite:
+            query = query.with_for_update()
+        async with self._turn, self._engine.begin() as conn:
+            row = (await conn.execute(query)).first()
+            if row is None:
+                return False
+            merged = {**(json.loads(row[0]) if row[0] else {}), user: summary}
+            await conn.execute(sa.update(calls).where(calls.c.call_id == call_id).values(quality=json.dumps(merged)))
+        return True
 
     async def take_missed(self, user: str) -> list[CallRecord]:
         # One UPDATE … RETURNING: under PostgreSQL's READ COMMITTED a concurrent UPDATE waits for our row locks,
