@@ -61,7 +61,7 @@ class WsConnection:
         self.cid = cid
         self._send = send
         self._writable: asyncio.Event | None = getattr(getattr(send, "__self__", None), "writable", None)
-        self._backlog: collections.deque[str] = collections.deque()
+        self._backlog: collections.deque[str] | None = None  # made when first needed: most connections never lag
         self._bytes = 0
         self._limit = send_buffer
         self._writer: asyncio.Task[None] | None = None
@@ -81,6 +81,8 @@ class WsConnection:
                 self.open = False
                 return False
             return True
+        if self._backlog is None:
+            self._backlog = collections.deque()
         self._backlog.append(text)
         self._bytes += len(text)
         if self._bytes > self._limit:
@@ -109,7 +111,7 @@ class WsConnection:
             self.open = False
         finally:
             self._writer = None
-            self._backlog.clear()
+            self._backlog = None  # drained (or closed): give the memory back
             self._bytes = 0
 
     async def close(self, code: int, reason: str) -> None:
@@ -166,6 +168,7 @@ class SignalingEndpoint:
         conn.on_drop = self._dropped
         await send({"type": "websocket.accept"})
         conn.open = True
+        _forget_handshake(send)
         self.per_ip[ip] += 1
         try:
             if user is None:  # token mode without an Authorization header: the first frame must be `auth`
@@ -334,6 +337,19 @@ class SignalingEndpoint:
 
 
 _ID_RULE = "the {what} must be 1-64 characters: letters, digits, '_', '-', '.' or '@'"
+
+
+def _forget_handshake(send: Any) -> None:
+    """Let go of the handshake's parsed request and response once the socket is open.
+
+    uvicorn keeps both (header objects, about 4 KB) on its protocol object for the connection's whole life,
+    though it only needs them until `websocket.accept`: a fifth of what an idle connection costs. Servers
+    other than uvicorn have no such attributes, and nothing happens.
+    """
+    protocol = getattr(send, "__self__", None)
+    for name in ("request", "response"):
+        if getattr(protocol, name, None) is not None:
+            setattr(protocol, name, None)
 
 
 def _single(query: dict[str, list[str]], name: str) -> str | None:
