@@ -23,6 +23,8 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	scripts/install-system-deps
 	$(BIN)/python bench/run.py --install-only
+	test -f bench/.work/axe/node_modules/axe-core/axe.min.js || \
+		npm install --no-audit --no-fund --prefix bench/.work/axe axe-core@4
 	$(BIN)/ruff check src tests bench
 	scripts/loopback-only $(BIN)/pytest $(PYTEST_ARGS)
 

@@ -121,6 +121,12 @@ export class MicrophoneError extends Error {
   }
 }
 
+/** Why a page over plain http (not localhost) cannot call, and what to do about it. */
+export const INSECURE_TEXT =
+  "The microphone needs a secure page (https): this page was opened over plain http from another address, so " +
+  "the browser does not allow microphone access here. Whoever runs the server can start it with " +
+  "“peercall serve --tls-self-signed”; then open the https:// address it prints.";
+
 /**
  * Open the microphone.
  * @param {MediaTrackConstraints} [audio]
@@ -129,11 +135,7 @@ export class MicrophoneError extends Error {
  */
 export async function openMicrophone(audio = VOICE) {
   if (!globalThis.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
-    throw new MicrophoneError(
-      "insecure",
-      "The microphone needs https or localhost: this page was opened over plain http from another " +
-        "address, so the browser does not allow microphone access here.",
-    );
+    throw new MicrophoneError("insecure", INSECURE_TEXT);
   }
   try {
     return await navigator.mediaDevices.getUserMedia({ audio, video: false });
@@ -142,18 +144,24 @@ export async function openMicrophone(audio = VOICE) {
     if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") {
       throw new MicrophoneError(
         "denied",
-        "Microphone access was denied. Allow the microphone for this site (the icon in the address bar) " +
-          "and try again.",
+        "Microphone access was denied. To call, allow the microphone for this site: click the icon at the left " +
+          "of the address bar, set Microphone to Allow, then try again.",
         err,
       );
     }
     if (name === "NotFoundError" || name === "OverconstrainedError" || name === "DevicesNotFoundError") {
-      throw new MicrophoneError("not-found", "No microphone was found. Connect one and try again.", err);
+      throw new MicrophoneError(
+        "not-found",
+        "No microphone was found. Plug in a microphone or a headset (or pick another one under Microphone), " +
+          "then try again.",
+        err,
+      );
     }
     if (name === "NotReadableError" || name === "AbortError" || name === "TrackStartError") {
       throw new MicrophoneError(
         "in-use",
-        "The microphone could not be started: another application may be using it.",
+        "The microphone could not be started: another application may be using it. Close other calling apps " +
+          "(or tabs) that use the microphone, then try again.",
         err,
       );
     }
@@ -253,7 +261,8 @@ export function iceFailureText(errors, { relayOnly, relayCandidates }) {
  *
  * Events: `statechange` ({state, previous, reason?, remoteReason?}), `track` ({stream}: the peer's audio),
  * `connectionstatechange` ({connectionState}), `mutechange` ({muted}), `path` ({local, remote, protocol}:
- * the candidate types of the selected pair, once connected).
+ * the candidate types of the selected pair, once connected), `localtrack` ({track, stream}: the microphone
+ * was opened, or switched to another one).
  */
 export class Call extends EventTarget {
   /** @type {CallState} */ #state;
@@ -329,6 +338,8 @@ export class Call extends EventTarget {
     this.#state = direction === "outgoing" ? CallState.REQUESTING : CallState.INCOMING;
     /** performance.now() of each milestone, for logs and measurements. */
     this.timeline = { created: performance.now() };
+    /** How many times the microphone was switched during the call ({@link Call#switchMicrophone}). */
+    this.micSwitches = 0;
   }
 
   /** @returns {CallState} */
@@ -414,6 +425,7 @@ export class Call extends EventTarget {
       throw mic.reason;
     }
     this.#local = mic.value;
+    this.#localTrackEvent();
     const noRelay = this.#relayProblem();
     if (noRelay && this.active) {
       this.#detail = noRelay.message;
@@ -449,6 +461,7 @@ export class Call extends EventTarget {
       throw mic.reason;
     }
     this.#local = mic.value;
+    this.#localTrackEvent();
     const noRelay = this.#relayProblem();
     if (noRelay && this.active) {
       this.#sendMsg(protocol.callReject(this.peerId, this.callId, Reason.ICE_FAILED));
@@ -616,6 +629,56 @@ export class Call extends EventTarget {
    */
   signalingLost() {
     if (this.active) this.#end("signaling-lost");
+  }
+
+  /**
+   * Use another microphone, now and for the rest of the call: open it, hand its track to the audio sender
+   * (`replaceTrack`: no renegotiation, the call goes on), then stop the old one. Also when `deviceId` names the
+   * device already in use (or the system default), so that a microphone that stopped working can be restarted.
+   * Keeps the mute state.
+   * @param {string|null} deviceId a `MediaDeviceInfo.deviceId`; null or "" for the system default
+   * @returns {Promise<MediaStreamTrack|null>} the new track, or null if the call is not using a microphone
+   * @throws {MicrophoneError} if that microphone cannot be opened (the old one is kept)
+   */
+  async switchMicrophone(deviceId) {
+    if (!this.active || !this.#local) return null;
+    const audio = { ...this.#audio };
+    delete audio.deviceId;
+    if (deviceId) audio.deviceId = { exact: deviceId };
+    const stream = await openMicrophone(audio);
+    const [track] = stream.getAudioTracks();
+    if (!this.active || !this.#local || !track) {
+      for (const t of stream.getTracks()) t.stop();
+      return null;
+    }
+    track.enabled = !this.#muted;
+    const sender = this.audioSender;
+    if (sender) await sender.replaceTrack(track);
+    const previous = this.#local;
+    this.#local = stream;
+    for (const old of previous.getTracks()) old.stop();
+    if (deviceId) audio.deviceId = { ideal: deviceId };
+    this.#audio = audio;
+    this.micSwitches += 1;
+    this.#log(`microphone switched to ${track.label || deviceId || "the default"}${sender ? " (replaceTrack)" : ""}`);
+    this.dispatchEvent(new CustomEvent("localtrack", { detail: { track, stream: this.#local } }));
+    return track;
+  }
+
+  /** The RTCRtpSender that sends our audio, once the track was added (null before, or without a call). */
+  get audioSender() {
+    const pc = this.#pc;
+    if (!pc || pc.signalingState === "closed") return null;
+    return (
+      pc.getSenders().find((sender) => sender.track?.kind === "audio") ??
+      pc.getTransceivers().find((t) => t.receiver.track?.kind === "audio" && t.sender)?.sender ??
+      null
+    );
+  }
+
+  /** Whether the audio ever connected in this call. */
+  get everConnected() {
+    return this.#everConnected;
   }
 
   /**
@@ -944,6 +1007,11 @@ export class Call extends EventTarget {
         detail: { state: CallState.ENDED, previous, reason, remoteReason: this.#remoteReason },
       }),
     );
+  }
+
+  #localTrackEvent() {
+    const [track] = this.#local?.getAudioTracks() ?? [];
+    if (track) this.dispatchEvent(new CustomEvent("localtrack", { detail: { track, stream: this.#local } }));
   }
 
   #stopMicrophone() {

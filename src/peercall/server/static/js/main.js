@@ -15,15 +15,33 @@
  * "Test my audio" places an ordinary call to the server's echo service (id `echo`, when it is online) and
  * measures it (audiocheck.js); the call hangs up by itself and shows in the history like any other.
  *
+ * During a call it measures the quality (quality.js) and the levels of both voices (media.js), plays a
+ * ringtone while a call rings here (and a ringback tone while ours rings there), lets the user switch the
+ * microphone and the speaker, and tells when the other side's connection dropped or their audio is silent.
+ * When a call that connected ends, its summary is shown and sent to the server (`call-summary`).
+ *
  * For tests and debugging, `window.peercall` exposes `signaling`, `call` (the current or last Call), `pc`
- * (the current call's RTCPeerConnection, or null) and `audioCheck` (the current or last AudioCheck).
+ * (the current call's RTCPeerConnection, or null), `audioCheck` (the current or last AudioCheck), `quality`
+ * (the current or last call's QualityMonitor), `ringing` (whether the ringtone plays), `ringtone` and
+ * `ringback` (the Tones), `levels` (the meters' levels) and `summaries` (the call-summary frames sent).
  * @module main
  */
 
 import { AudioCheck, ECHO_ID } from "./audiocheck.js";
-import { Call, CallSetupError, MicrophoneError, RAW, VOICE, fetchIceConfig } from "./call.js";
+import { Call, CallSetupError, INSECURE_TEXT, MicrophoneError, RAW, VOICE, fetchIceConfig } from "./call.js";
+import {
+  LevelMeter,
+  RINGBACK,
+  RINGTONE,
+  Tone,
+  canChooseSpeaker,
+  listDevices,
+  setToneSink,
+  unlockAudio,
+} from "./media.js";
 import * as protocol from "./protocol.js";
 import { ErrorCode, MessageType, Reason } from "./protocol.js";
+import { QualityMonitor } from "./quality.js";
 import { Signaling, presenceChanges } from "./signaling.js";
 import * as ui from "./ui.js";
 
@@ -34,6 +52,10 @@ const STORAGE_KEY = "peercall.id";
 const DEVICE_KEY = "peercall.device";
 const TOKEN_KEY = "peercall.token";
 const RELAY_KEY = "peercall.relayOnly";
+const MIC_KEY = "peercall.mic";
+const SPEAKER_KEY = "peercall.speaker";
+/** How often the level meters move (ms). */
+const LEVELS_MS = 100;
 /** How many calls of the history to show (older ones on request). */
 const HISTORY_PAGE = 15;
 /** After a reconnect, how long to wait for the server to hand our call back (`call-resumed`), in ms. */
@@ -45,7 +67,41 @@ let call = null;
 /** Ids of calls that have ended: frames that still name one of them are ignored. */
 const endedCallIds = new Set();
 /** What the page shows about the call besides the Call's own state. */
-let extra = { path: null, connectedAt: 0, previous: null };
+let extra = freshExtra();
+/** @type {QualityMonitor|null} the current or last call's quality */
+let monitor = null;
+/** The level meters of the current call, and their timer. */
+const meters = { /** @type {LevelMeter|null} */ mic: null, /** @type {LevelMeter|null} */ remote: null, timer: 0 };
+const levels = { mic: 0, remote: 0 };
+const ringtone = new Tone(RINGTONE);
+const ringback = new Tone(RINGBACK);
+/** @type {Notification|null} the notification of the call ringing now */
+let notification = null;
+/** The `call-summary` frames sent (newest last), and the calls whose summary waits for the server. */
+const summaries = { sent: [], /** @type {Map<string, object>} callId -> frame */ pending: new Map() };
+/** Our own summary of each call, by call id, shown in the history until the server's record has it. */
+const ownQuality = new Map();
+/** Why the server cannot be reached, and when the next attempt is (Date.now()), while reconnecting. */
+const connection = { reason: /** @type {string|null} */ (null), retryAt: /** @type {number|null} */ (null) };
+/** The microphones and speakers, and the ones chosen. */
+const devices = {
+  /** @type {import("./media.js").DeviceChoice[]} */ inputs: [],
+  /** @type {import("./media.js").DeviceChoice[]} */ outputs: [],
+  mic: recall(MIC_KEY, localStorage) ?? "",
+  speaker: recall(SPEAKER_KEY, localStorage) ?? "",
+};
+
+function freshExtra() {
+  return {
+    path: null,
+    connectedAt: 0,
+    previous: null,
+    /** @type {import("./quality.js").QualitySample|null} */ quality: null,
+    /** @type {import("./quality.js").CallSummary|null} */ summary: null,
+    peerDropped: false,
+    mediaReconnecting: false,
+  };
+}
 /** @type {AudioCheck|null} the audio check going on, or the last one */
 let audioCheck = null;
 
@@ -72,8 +128,12 @@ const resume = {
 
 function view() {
   return {
-    server: { state: signaling.state },
+    server: { state: signaling.state, reason: connection.reason, retryAt: connection.retryAt },
     online: signaling.online,
+    people: signaling.people,
+    me: signaling.state === "connected" ? signaling.id : null,
+    devices: { ...devices, mic: devices.mic || micInUse(), canChooseSpeaker: canChooseSpeaker() },
+    notifications: notificationPermission(),
     call: call && callView(call),
     audioCheck: {
       blocker: audioCheckBlocker(),
@@ -82,7 +142,7 @@ function view() {
     },
     history: {
       me: recent.loadedFor,
-      calls: recent.calls,
+      calls: recent.calls.map(withOwnQuality),
       more: Boolean(recent.next),
       error: recent.error,
       missed: recent.missed,
@@ -96,8 +156,12 @@ function view() {
  * @returns {import("./ui.js").CallView}
  */
 function callView(c) {
-  const mine = c === call ? extra : { path: null, connectedAt: 0, previous: null };
+  const mine = c === call ? extra : freshExtra();
   return {
+    quality: mine.quality,
+    summary: mine.summary,
+    mediaReconnecting: mine.mediaReconnecting,
+    peerNote: c === call ? peerNote(c) : null,
     state: c.state,
     peerId: c.peerId,
     direction: c.direction,
@@ -114,7 +178,36 @@ function callView(c) {
   };
 }
 
-const render = () => ui.render(view());
+function render() {
+  ui.render(view());
+  updateRinging();
+}
+
+/**
+ * A sentence about the other side during a call: their connection dropped (the server keeps the call for them
+ * meanwhile), or the audio from them is silence (muted).
+ * @param {Call} c
+ * @returns {string|null}
+ */
+function peerNote(c) {
+  if (!c.active) return null;
+  if (extra.peerDropped) return `${c.peerId}'s connection dropped — waiting for them…`;
+  if (c.state === "connected" && extra.quality?.remoteSilent) {
+    return `No sound from ${c.peerId}: they may have muted their microphone.`;
+  }
+  return null;
+}
+
+/**
+ * A history record with our own summary of the call added, until the server's record carries it.
+ * @param {object} record
+ */
+function withOwnQuality(record) {
+  const mine = ownQuality.get(record.callId);
+  const me = recent.loadedFor;
+  if (!mine || !me || record.quality?.[me]) return record;
+  return { ...record, quality: { ...(record.quality ?? {}), [me]: mine } };
+}
 
 /** Whether the server keeps call state (and so resumes calls and sends `call-ended`). */
 function statefulServer() {
@@ -134,14 +227,17 @@ function newCall(options) {
   const me = signaling.id;
   const c = new Call({
     ...options,
-    audio,
+    audio: devices.mic ? { ...audio, deviceId: { ideal: devices.mic } } : audio,
     ringTimeoutMs,
     relayOnly: ui.relayOnly(),
     getIceConfig: () => fetchIceConfig({ id: me, token: authMode === "open" ? null : token }),
     send: (msg) => signaling.send(msg),
   });
   call = c;
-  extra = { path: null, connectedAt: 0, previous: null };
+  extra = freshExtra();
+  monitor?.stop();
+  monitor = null;
+  stopMeters();
   clearResume();
   c.addEventListener("statechange", (event) => {
     if (c !== call) return;
@@ -150,18 +246,41 @@ function newCall(options) {
     if (state === "connected") {
       extra.connectedAt = Date.now();
       ui.say("");
+      startQuality(c);
     }
     if (state === "ended") {
       if (c.callId) endedCallIds.add(c.callId);
       clearResume();
       ui.playRemote(null);
+      stopMeters();
+      finishQuality(c);
       explainEnd(c);
       refreshHistorySoon(c.callId);
     }
     render();
   });
   c.addEventListener("track", (event) => {
-    if (c === call) ui.playRemote(event.detail.stream);
+    if (c !== call) return;
+    ui.playRemote(event.detail.stream);
+    meters.remote?.close();
+    meters.remote = new LevelMeter(event.detail.stream);
+    startMeters();
+  });
+  c.addEventListener("localtrack", (event) => {
+    if (c !== call || !c.active) return;
+    meters.mic?.close();
+    meters.mic = new LevelMeter(event.detail.stream);
+    startMeters();
+    refreshDevices(); // the microphone permission gives the devices their names
+  });
+  c.addEventListener("connectionstatechange", (event) => {
+    if (c !== call) return;
+    const { connectionState } = event.detail;
+    const reconnecting = c.active && c.everConnected && ["disconnected", "failed"].includes(connectionState);
+    if (reconnecting !== extra.mediaReconnecting) {
+      extra.mediaReconnecting = reconnecting;
+      render();
+    }
   });
   c.addEventListener("mutechange", render);
   c.addEventListener("path", (event) => {
@@ -172,6 +291,197 @@ function newCall(options) {
   render();
   return c;
 }
+
+// ---- during a call: levels, quality, summary, tones --------------------------------------------------
+
+function startMeters() {
+  if (meters.timer) return;
+  meters.timer = setInterval(() => {
+    levels.mic = meters.mic?.read() ?? 0;
+    levels.remote = meters.remote?.read() ?? 0;
+    ui.setLevels(levels.mic, levels.remote);
+  }, LEVELS_MS);
+}
+
+function stopMeters() {
+  clearInterval(meters.timer);
+  meters.timer = 0;
+  meters.mic?.close();
+  meters.remote?.close();
+  meters.mic = meters.remote = null;
+  levels.mic = levels.remote = 0;
+  ui.setLevels(0, 0);
+}
+
+/** @param {Call} c a call that just connected */
+function startQuality(c) {
+  monitor?.stop();
+  const m = new QualityMonitor(() => (c.active ? c.pc : null));
+  monitor = m;
+  m.addEventListener("sample", (event) => {
+    if (m !== monitor || c !== call || !c.active) return;
+    extra.quality = event.detail;
+    render();
+  });
+  m.start();
+}
+
+/**
+ * The call ended: sum it up, show it, and tell the server (once it has said the call ended).
+ * @param {Call} c
+ */
+function finishQuality(c) {
+  const m = monitor;
+  if (!m || c !== call) return;
+  m.stop();
+  if (!c.everConnected || !extra.connectedAt) return;
+  const durationSec = (Date.now() - extra.connectedAt) / 1000;
+  extra.summary = m.summary(durationSec);
+  if (c.callId && extra.summary.mos !== null) {
+    ownQuality.set(c.callId, protocol.callSummary(c.callId, extra.summary).data);
+  }
+  sendSummary(c);
+}
+
+/**
+ * Send the call's `call-summary` once, after the server's `call-ended` (it refuses one before). A plain relay
+ * keeps no history: nothing is sent there.
+ * @param {Call} c
+ */
+function sendSummary(c) {
+  if (c !== call || c.active || !extra.summary || c.outcome === null || !c.callIdConfirmed || !statefulServer()) {
+    return;
+  }
+  if (summaries.pending.has(c.callId) || summaries.sent.some((f) => f.callId === c.callId)) return;
+  const frame = protocol.callSummary(c.callId, extra.summary); // takes the fields of the protocol only
+  summaries.pending.set(c.callId, frame);
+  flushSummaries();
+}
+
+/** Send the summaries that wait (e.g. for the connection to come back). */
+function flushSummaries() {
+  for (const [callId, frame] of summaries.pending) {
+    if (!signaling.isOpen || !signaling.send(frame)) return;
+    summaries.pending.delete(callId);
+    summaries.sent.push(frame);
+    console.info(`[main] sent the summary of call ${callId}:`, frame.data);
+    // The server keeps it with the call's record, just after: load the history again to show it, and the other
+    // side's (sent at about the same time).
+    setTimeout(refreshHistory, 700);
+    setTimeout(refreshHistory, 2500);
+  }
+}
+
+/** The ringtone plays while a call rings here, the ringback tone while ours rings there. */
+function updateRinging() {
+  const incoming = Boolean(call?.active && call.state === "incoming");
+  const outgoing = Boolean(call?.active && call.state === "requesting" && call.callIdConfirmed);
+  if (incoming) ringtone.start();
+  else ringtone.stop();
+  if (outgoing && !audioCheck?.running) ringback.start();
+  else ringback.stop();
+  document.body.dataset.ringing = String(incoming);
+  if (incoming) notifyIncoming();
+  else closeNotification();
+}
+
+/** @returns {"default"|"granted"|"denied"|"unsupported"} */
+function notificationPermission() {
+  return "Notification" in globalThis ? globalThis.Notification.permission : "unsupported";
+}
+
+/** A call rings while the tab is hidden: show a notification (if the user allowed them). */
+function notifyIncoming() {
+  if (notification || document.visibilityState !== "hidden" || notificationPermission() !== "granted") return;
+  const c = call;
+  try {
+    const shown = new Notification(`Incoming call from ${c.peerId}`, {
+      body: "Open peercall to answer.",
+      tag: `peercall-call-${c.callId ?? c.peerId}`,
+      requireInteraction: true,
+    });
+    shown.addEventListener("click", () => {
+      globalThis.focus();
+      shown.close();
+      ui.focusAccept();
+    });
+    notification = shown;
+  } catch (err) {
+    console.warn("[main] could not show a notification:", err);
+  }
+}
+
+function closeNotification() {
+  notification?.close();
+  notification = null;
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (call?.active && call.state === "incoming") notifyIncoming();
+});
+
+// ---- devices -------------------------------------------------------------------------------------
+
+async function refreshDevices() {
+  const found = await listDevices();
+  devices.inputs = found.inputs;
+  devices.outputs = found.outputs;
+  render();
+  // A speaker chosen on an earlier visit can only be used once the page may see the devices.
+  if (devices.speaker && devices.outputs.some((d) => d.id === devices.speaker)) await applySpeaker({ quiet: true });
+}
+
+/** The microphone the current call uses (its deviceId), or "". */
+function micInUse() {
+  const track = call?.active ? call.localStream?.getAudioTracks()[0] : null;
+  return track?.getSettings?.().deviceId ?? "";
+}
+
+/**
+ * The user picked a microphone: use it from now on, and at once in the call going on (the same one again
+ * restarts it).
+ * @param {string} deviceId
+ */
+async function chooseMicrophone(deviceId) {
+  devices.mic = deviceId;
+  remember(MIC_KEY, deviceId || null, localStorage);
+  if (!call?.active || !call.localStream) {
+    render();
+    return;
+  }
+  try {
+    await call.switchMicrophone(deviceId);
+    ui.say("");
+  } catch (err) {
+    showCallError(err);
+  }
+  render();
+}
+
+/**
+ * The user picked a speaker: the call and the ringtone play there.
+ * @param {string} deviceId
+ */
+async function chooseSpeaker(deviceId) {
+  devices.speaker = deviceId;
+  remember(SPEAKER_KEY, deviceId || null, localStorage);
+  await applySpeaker();
+  render();
+}
+
+/**
+ * Play the call (and the ringtone) on the chosen speaker.
+ * @param {{quiet?: boolean}} [options] quiet: a failure is only logged (not the user's doing just now)
+ */
+async function applySpeaker({ quiet = false } = {}) {
+  if (!canChooseSpeaker()) return;
+  const problem = await ui.setSpeaker(devices.speaker);
+  if (problem && !quiet) ui.say(problem, "warning");
+  else if (problem) console.info(`[main] ${problem}`);
+  if (!problem) await setToneSink(devices.speaker);
+}
+
+navigator.mediaDevices?.addEventListener?.("devicechange", refreshDevices);
 
 /**
  * Say why `c` ended in #message.
@@ -366,6 +676,11 @@ function belongsToCall(msg, peerId) {
 
 /** @param {{code: string, message: string, ref?: string, to?: string, callId?: string}} msg */
 function onServerError(msg) {
+  if (msg.ref === MessageType.CALL_SUMMARY) {
+    // An older server does not know call-summary, or the call is too old: the summary only helps, never matters.
+    console.info(`[main] the server did not keep a call summary: ${msg.code}: ${msg.message}`);
+    return;
+  }
   const ours = belongsToCall(msg, msg.to);
   switch (msg.code) {
     case ErrorCode.UNAVAILABLE:
@@ -407,7 +722,10 @@ function onServerError(msg) {
 
 /** @param {{callId: string, to: string}} msg a stateful server names the call we requested */
 function onCallRinging(msg) {
-  if (call?.active && call.state === "requesting" && msg.to === call.peerId) call.adoptCallId(msg.callId);
+  if (call?.active && call.state === "requesting" && msg.to === call.peerId) {
+    call.adoptCallId(msg.callId);
+    render(); // it rings there: the ringback tone starts
+  }
 }
 
 /**
@@ -429,6 +747,7 @@ function onCallEnded(msg) {
     recent.missed += 1; // a call that rang here and nobody took
   }
   if (!wasActive) explainEnd(c); // we ended it first; the outcome may change the words
+  sendSummary(c);
   refreshHistorySoon(c.callId);
   render();
 }
@@ -443,6 +762,7 @@ function onCallResumed(msg) {
     clearResume();
     call.adoptCallId(msg.callId);
     console.info(`[main] call ${msg.callId} with ${msg.peer} resumed (${msg.state})`);
+    extra.peerDropped = false;
     call.resume(msg);
     if (restartPending()) call.restartIce("the network changed while the server was away");
     render();
@@ -499,6 +819,12 @@ function awaitResume() {
 
 signaling.addEventListener("statechange", (event) => {
   const { state, previous, reason, retryIn, terminal, unauthorized } = event.detail;
+  if (state === "reconnecting") {
+    connection.reason = reason ?? connection.reason;
+    if (retryIn !== undefined) connection.retryAt = Date.now() + retryIn;
+  } else {
+    connection.reason = connection.retryAt = null;
+  }
   if (call?.active && state !== "connected") {
     if (state === "disconnected") {
       call.signalingLost();
@@ -512,15 +838,15 @@ signaling.addEventListener("statechange", (event) => {
   if (state === "connected") {
     if (previous === "reconnecting" && statefulServer()) awaitResume();
     refreshHistory();
+    flushSummaries();
   }
   if (state === "disconnected" && unauthorized) {
     forgetToken();
     ui.rejectToken(`${reason} Paste a new token, then connect again.`);
   } else if (state === "disconnected" && reason && previous !== "disconnected") {
     ui.say(terminal ? reason : "", terminal ? "error" : "info");
-  } else if (state === "reconnecting" && retryIn !== undefined) {
-    const during = call?.active ? " The call goes on meanwhile." : "";
-    ui.say(`${reason} Trying again in ${Math.max(1, Math.round(retryIn / 1000))} s…${during}`, "warning");
+  } else if (state === "reconnecting" && previous !== "reconnecting") {
+    ui.say(""); // the banner at the top says why, counts down to the next try, and offers "Retry now"
   } else if (state === "connected" && previous === "reconnecting") {
     ui.say("Reconnected to the server.");
   } else if (state === "connected") {
@@ -542,12 +868,20 @@ for (const type of [
 }
 signaling.addEventListener(MessageType.PRESENCE, (event) => {
   // A server that keeps call state keeps the call while the peer reconnects, and says when it is over
-  // (`call-ended`, reason peer-lost). Only a plain relay leaves it to us to notice that the peer is gone.
-  if (!call?.active || statefulServer()) return;
+  // (`call-ended`, reason peer-lost): meanwhile the page says that we are waiting for them. Only a plain relay
+  // leaves it to us to notice that the peer is gone.
+  if (!call?.active) return;
   for (const { id, status } of presenceChanges(event.detail)) {
-    if (status === "offline" && call?.active && call.peerId === id) call.peerOffline();
+    if (!call?.active || call.peerId !== id) continue;
+    if (!statefulServer()) {
+      if (status === "offline") call.peerOffline();
+    } else if (extra.peerDropped !== (status === "offline")) {
+      extra.peerDropped = status === "offline";
+      render();
+    }
   }
 });
+signaling.addEventListener("people", render);
 signaling.addEventListener(MessageType.ERROR, (event) => onServerError(event.detail));
 signaling.addEventListener(MessageType.CALL_RINGING, (event) => onCallRinging(event.detail));
 signaling.addEventListener(MessageType.CALL_ENDED, (event) => onCallEnded(event.detail));
@@ -729,6 +1063,7 @@ async function probeServer() {
 
 ui.bind({
   connect(typed) {
+    unlockAudio(); // a click: from now on the ringtone may play
     const problem = token ? useToken(token) : null;
     if (problem) {
       ui.rejectToken(problem);
@@ -756,10 +1091,35 @@ ui.bind({
     call?.hangup();
     signaling.disconnect();
   },
-  call: startCall,
-  accept: acceptCall,
+  call(peerId) {
+    unlockAudio();
+    startCall(peerId);
+  },
+  accept() {
+    unlockAudio();
+    acceptCall();
+  },
   reject() {
     call?.reject();
+  },
+  escape() {
+    // Escape declines a ringing call, cancels ours while it rings, and hangs up a call.
+    if (call?.state === "incoming") call.reject();
+    else if (call?.active) call.hangup();
+  },
+  chooseMicrophone,
+  chooseSpeaker,
+  async enableNotifications() {
+    if (notificationPermission() !== "default") return;
+    try {
+      await globalThis.Notification.requestPermission();
+    } catch (err) {
+      console.warn("[main] could not ask for notifications:", err);
+    }
+    render();
+  },
+  retryNow() {
+    signaling.reconnectNow();
   },
   hangup() {
     call?.hangup();
@@ -776,6 +1136,7 @@ ui.bind({
   },
   callBack(peerId) {
     recent.missed = 0;
+    unlockAudio();
     startCall(peerId);
   },
   historySeen() {
@@ -845,6 +1206,17 @@ ui.preset({
 const tokenProblem = useToken(startToken);
 if (tokenProblem) ui.rejectToken(tokenProblem);
 probeServer();
+if (!globalThis.isSecureContext) {
+  // Plain http from another address than localhost: the browser will not give us a microphone. Say so now.
+  ui.showInsecure(location.host);
+  console.warn(`[main] ${INSECURE_TEXT}`);
+}
+refreshDevices();
+
+// "Last seen 3 min ago" and the like age: show them afresh now and then.
+setInterval(() => {
+  if (signaling.state === "connected") render();
+}, 30_000);
 
 addEventListener("pagehide", () => {
   call?.hangup();
@@ -867,5 +1239,21 @@ globalThis.peercall = {
   /** The audio check going on, or the last one (null before the first). */
   get audioCheck() {
     return audioCheck;
+  },
+  /** The current or last call's quality monitor (null before the first call connected). */
+  get quality() {
+    return monitor;
+  },
+  /** Whether the ringtone is playing (a call rings here). */
+  get ringing() {
+    return ringtone.playing;
+  },
+  ringtone,
+  ringback,
+  /** The level meters' levels (0..1), as last shown. */
+  levels,
+  /** The `call-summary` frames sent so far. */
+  get summaries() {
+    return [...summaries.sent];
   },
 };

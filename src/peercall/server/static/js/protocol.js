@@ -7,7 +7,7 @@
  * A client frame is `{type, to, data?, callId?}`; the server forwards it to `to` with `from` set to the
  * sender's id. Server frames are `welcome`, `presence`, `error` and, from a server that keeps call state,
  * `call-ringing`, `call-ended`, `call-resumed` and `missed-calls`. In token mode the first client frame is
- * `auth`.
+ * `auth`. After a call ended, a client may tell the server what it measured of it: `call-summary` (not routed).
  * @module protocol
  */
 
@@ -34,6 +34,8 @@ export const MessageType = Object.freeze({
   MISSED_CALLS: "missed-calls", // {calls: [record…]}: calls that rang while none of our devices was online
   // client -> server, first frame only, on a server in token mode
   AUTH: "auth", // {token}: the signed token (JWT) whose `sub` is our id
+  // client -> server, not routed: what we measured of a call, once, after its call-ended
+  CALL_SUMMARY: "call-summary", // {callId, data: {durationSec, mos, rttMs, jitterMs, lossPct, bitrateKbps, path}}
 });
 
 /** Types that the server forwards from one client to another. */
@@ -243,6 +245,35 @@ export const candidate = (to, candidate, callId) =>
  */
 export const hangup = (to, callId, reason) =>
   message(MessageType.HANGUP, to, { callId, data: reason ? { reason } : undefined });
+
+/**
+ * `call-summary`: what this side measured of a call that ended (sent once, after `call-ended`; the server keeps
+ * it with the call's history record). Numbers that are missing, negative or not finite are left out, as is a
+ * MOS outside 1-5 and a path other than "direct"/"relayed" (the server would refuse the frame).
+ * @param {string} callId
+ * @param {{durationSec?: number|null, mos?: number|null, rttMs?: number|null, jitterMs?: number|null,
+ *   lossPct?: number|null, bitrateKbps?: number|null, path?: string|null}} summary
+ * @returns {{type: "call-summary", callId: string, data: object}}
+ */
+export function callSummary(callId, summary) {
+  const data = {};
+  const round = (value, digits) => Number(value.toFixed(digits));
+  for (const [key, digits] of [
+    ["durationSec", 1],
+    ["mos", 2],
+    ["rttMs", 1],
+    ["jitterMs", 1],
+    ["lossPct", 2],
+    ["bitrateKbps", 1],
+  ]) {
+    const value = summary[key];
+    if (typeof value === "number" && Number.isFinite(value) && value >= 0) data[key] = round(value, digits);
+  }
+  if (data.mos !== undefined && (data.mos < 1 || data.mos > 5)) delete data.mos;
+  if (data.lossPct !== undefined && data.lossPct > 100) delete data.lossPct;
+  if (summary.path === "direct" || summary.path === "relayed") data.path = summary.path;
+  return { type: MessageType.CALL_SUMMARY, callId, data };
+}
 
 /**
  * Parse one server frame. Never throws.

@@ -4,7 +4,8 @@
  * Owns the socket and its timers; knows nothing of the DOM or of WebRTC. Every server frame is
  * dispatched as an event named after its `type` (`welcome`, `presence`, `call-request`, `offer`, …,
  * `error`), with the parsed frame as `event.detail`; connection changes as `statechange`; the list of
- * other users online as `online`.
+ * other users online as `online`; what is known of everyone else (online, in a call, or offline since when:
+ * `welcome`'s `inCall` and `recent`, and presence changes) as `people`.
  *
  * Reconnect policy by close code (ranges, not lists; see protocol.js):
  *  - 4500-4999: terminal (e.g. 4501 replaced): stay disconnected and say why;
@@ -44,10 +45,19 @@ import {
  */
 
 /**
+ * What is known of another user.
+ * @typedef {object} Person
+ * @property {string} id
+ * @property {"online"|"offline"} status
+ * @property {boolean} inCall online and in an answered call (servers that say so)
+ * @property {number|null} lastSeen offline: when they left (Unix seconds), if known
+ */
+
+/**
  * The changes a `presence` frame carries: one (`{id, status}`), or several at once (`{changes: [...]}`, which
- * may name ourselves: `#setOnline` leaves us out).
+ * may name ourselves: `#setOnline` leaves us out). A change may also carry `inCall` and `lastSeen`.
  * @param {{id?: unknown, status?: unknown, changes?: unknown}} msg
- * @returns {{id: string, status: string}[]}
+ * @returns {{id: string, status: string, inCall?: boolean, lastSeen?: number}[]}
  */
 export function presenceChanges(msg) {
   const changes = Array.isArray(msg.changes) ? msg.changes : [msg];
@@ -68,6 +78,8 @@ export class Signaling extends EventTarget {
   #minDelay;
   #maxDelay;
   /** @type {Set<string>} */ #online = new Set();
+  /** @type {Map<string, Person>} everyone else we know of, online or not */ #people = new Map();
+  /** @type {string|null} whose view #people is (another name starts it over) */ #peopleOf = null;
   /** @type {object|null} the last error frame, to explain a close that follows it */ #lastError = null;
 
   /**
@@ -104,6 +116,21 @@ export class Signaling extends EventTarget {
   /** The ids of the others online, sorted. */
   get online() {
     return [...this.#online].sort();
+  }
+
+  /**
+   * Everyone else we know of: those online (in a call or not), by name, then those who went offline, the most
+   * recently seen first. Empty while not connected.
+   * @returns {Person[]}
+   */
+  get people() {
+    if (this.#state !== "connected") return [];
+    const all = [...this.#people.values()].filter((p) => p.id !== this.#id);
+    const online = all.filter((p) => p.status === "online").sort((a, b) => a.id.localeCompare(b.id));
+    const offline = all
+      .filter((p) => p.status !== "online")
+      .sort((a, b) => (b.lastSeen ?? 0) - (a.lastSeen ?? 0) || a.id.localeCompare(b.id));
+    return [...online, ...offline];
   }
 
   /** Whether frames can be sent right now. */
@@ -210,16 +237,21 @@ export class Signaling extends EventTarget {
       case MessageType.WELCOME:
         this.#attempt = 0;
         this.#welcome = msg;
+        this.#welcomePeople(msg);
         this.#setOnline(Array.isArray(msg.online) ? msg.online : []);
         this.#setState("connected");
+        this.#peopleChanged();
         break;
       case MessageType.PRESENCE: {
         const next = new Set(this.#online);
-        for (const { id, status } of presenceChanges(msg)) {
+        for (const change of presenceChanges(msg)) {
+          const { id, status } = change;
           if (status === "online") next.add(id);
           else if (status === "offline") next.delete(id);
+          this.#updatePerson(change);
         }
         this.#setOnline([...next]);
+        this.#peopleChanged();
         break;
       }
       case MessageType.ERROR:
@@ -286,6 +318,47 @@ export class Signaling extends EventTarget {
     const ceiling = Math.min(this.#maxDelay, this.#minDelay * 2 ** this.#attempt);
     this.#attempt += 1;
     return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+  }
+
+  /**
+   * Start over from a `welcome`: who is online (and in a call), and who left lately. People we knew of before
+   * (an earlier connection) and who are not online now stay, as offline.
+   * @param {{online?: unknown, inCall?: unknown, recent?: unknown}} msg
+   */
+  #welcomePeople(msg) {
+    if (this.#peopleOf !== this.#id) {
+      this.#people.clear();
+      this.#peopleOf = this.#id;
+    }
+    const online = new Set(Array.isArray(msg.online) ? msg.online.filter((id) => typeof id === "string") : []);
+    const inCall = new Set(Array.isArray(msg.inCall) ? msg.inCall : []);
+    for (const person of this.#people.values()) {
+      if (person.status === "online" && !online.has(person.id)) {
+        Object.assign(person, { status: "offline", inCall: false, lastSeen: Date.now() / 1000 });
+      }
+    }
+    for (const entry of Array.isArray(msg.recent) ? msg.recent : []) {
+      if (entry && typeof entry.id === "string" && !online.has(entry.id)) {
+        this.#updatePerson({ id: entry.id, status: "offline", lastSeen: entry.lastSeen });
+      }
+    }
+    for (const id of online) this.#updatePerson({ id, status: "online", inCall: inCall.has(id) });
+  }
+
+  /** @param {{id: string, status: string, inCall?: unknown, lastSeen?: unknown}} change */
+  #updatePerson({ id, status, inCall, lastSeen }) {
+    if (id === this.#id || (status !== "online" && status !== "offline")) return;
+    const seen = typeof lastSeen === "number" && Number.isFinite(lastSeen) ? lastSeen : null;
+    this.#people.set(id, {
+      id,
+      status,
+      inCall: status === "online" && inCall === true,
+      lastSeen: status === "offline" ? (seen ?? this.#people.get(id)?.lastSeen ?? Date.now() / 1000) : null,
+    });
+  }
+
+  #peopleChanged() {
+    this.dispatchEvent(new CustomEvent("people", { detail: this.people }));
   }
 
   /** @param {string[]} ids */

@@ -29,6 +29,42 @@ const el = {
   callStatus: $("call-status"),
   callPeer: $("call-peer"),
   callDetail: $("call-detail"),
+  callDetailText: $("call-detail-text"),
+  callTimer: $("call-timer"),
+  timerBox: /** @type {HTMLElement} */ ($("call-timer").parentElement),
+  inCall: $("in-call"),
+  micLevel: $("mic-level"),
+  remoteLevel: $("remote-level"),
+  remoteLevelLabel: $("remote-level-label"),
+  peerNote: $("peer-note"),
+  quality: /** @type {HTMLButtonElement} */ ($("quality")),
+  qualityDetails: $("quality-details"),
+  qualityAnnounce: $("quality-announce"),
+  qualityRtt: $("quality-rtt"),
+  qualityJitter: $("quality-jitter"),
+  qualityLoss: $("quality-loss"),
+  qualityBitrate: $("quality-bitrate"),
+  qualityMos: $("quality-mos"),
+  path: $("path"),
+  callSummary: $("call-summary"),
+  micSelect: /** @type {HTMLSelectElement} */ ($("mic-select")),
+  speakerSelect: /** @type {HTMLSelectElement} */ ($("speaker-select")),
+  me: $("me"),
+  myName: $("my-name"),
+  myYou: $("my-you"),
+  myInitial: $("my-initial"),
+  myStatus: $("my-status"),
+  contactFilter: /** @type {HTMLInputElement} */ ($("contact-filter")),
+  contactFilterHint: $("contact-filter-hint"),
+  offlineTitle: $("offline-title"),
+  offlinePeople: $("offline-people"),
+  enableNotifications: /** @type {HTMLButtonElement} */ ($("enable-notifications")),
+  connectionBanner: $("connection-banner"),
+  connectionReason: $("connection-reason"),
+  retryCountdown: $("retry-countdown"),
+  retryNow: /** @type {HTMLButtonElement} */ ($("retry-now")),
+  insecureWarning: $("insecure-warning"),
+  insecureHost: $("insecure-host"),
   mute: /** @type {HTMLButtonElement} */ ($("mute")),
   hangup: /** @type {HTMLButtonElement} */ ($("hangup")),
   message: $("message"),
@@ -61,6 +97,10 @@ const TOKEN_HINT = el.tokenHint?.textContent ?? "";
 
 const baseTitle = document.title;
 let durationTimer = 0;
+let countdownTimer = 0;
+let wasRinging = false;
+/** @type {View|null} the last view rendered (the filter and the clock re-render parts of it) */
+let lastView = null;
 
 /**
  * @typedef {object} CallView
@@ -77,6 +117,10 @@ let durationTimer = 0;
  * @property {string|null} [outcome] the server's `call-ended` outcome
  * @property {string|null} [endReason] the server's `call-ended` reason
  * @property {string|null} [failure] why the audio could not connect, as a sentence
+ * @property {import("./quality.js").QualitySample|null} [quality] the latest quality reading
+ * @property {string|null} [peerNote] a sentence about the other side ("… is muted", "… connection dropped")
+ * @property {import("./quality.js").CallSummary|null} [summary] once a call that connected has ended
+ * @property {boolean} [mediaReconnecting] the audio connection is interrupted and being restored
  */
 
 /**
@@ -113,11 +157,26 @@ let durationTimer = 0;
 
 /**
  * @typedef {object} View
- * @property {{state: string}} server
+ * @property {{state: string, reason?: string|null, retryAt?: number|null}} server `retryAt`: Date.now() of
+ *   the next reconnect attempt (state "reconnecting")
  * @property {string[]} online
+ * @property {import("./signaling.js").Person[]} [people] everyone else we know of (online first)
+ * @property {string|null} [me] our id while connected
  * @property {CallView|null} call the current or last call
  * @property {HistoryView} [history]
  * @property {AudioCheckView} [audioCheck]
+ * @property {DevicesView} [devices]
+ * @property {"default"|"granted"|"denied"|"unsupported"} [notifications] the Notification permission
+ */
+
+/**
+ * The microphones and speakers to choose from, and the ones chosen.
+ * @typedef {object} DevicesView
+ * @property {import("./media.js").DeviceChoice[]} inputs
+ * @property {import("./media.js").DeviceChoice[]} outputs
+ * @property {string} mic the chosen microphone's id ("" for the default)
+ * @property {string} speaker the chosen speaker's id
+ * @property {boolean} canChooseSpeaker
  */
 
 /**
@@ -271,6 +330,11 @@ export function endedText(call) {
  * @param {() => void} handlers.historySeen the user looked at the history (focus or click in it)
  * @param {() => void} handlers.moreHistory
  * @param {() => void} handlers.testAudio the user asked for an audio check
+ * @param {() => void} handlers.escape Escape was pressed (decline a ringing call, hang up a call)
+ * @param {(deviceId: string) => void} handlers.chooseMicrophone
+ * @param {(deviceId: string) => void} handlers.chooseSpeaker
+ * @param {() => void} handlers.enableNotifications
+ * @param {() => void} handlers.retryNow
  */
 export function bind(handlers) {
   el.identityForm.addEventListener("submit", (event) => {
@@ -284,13 +348,63 @@ export function bind(handlers) {
     if (!el.call.disabled) handlers.call(el.peerId.value.trim());
   });
   el.peerId.addEventListener("input", () => setInvalid(el.peerId, false));
-  el.online.addEventListener("click", (event) => {
-    const button = /** @type {HTMLElement} */ (event.target).closest("button[data-peer]");
-    if (button && !(/** @type {HTMLButtonElement} */ (button).disabled)) {
-      el.peerId.value = button.dataset.peer;
-      handlers.call(button.dataset.peer);
+  for (const list of [el.online, el.offlinePeople]) {
+    list.addEventListener("click", (event) => {
+      const button = /** @type {HTMLElement} */ (event.target).closest("button[data-peer]");
+      if (button && !(/** @type {HTMLButtonElement} */ (button).disabled)) {
+        el.peerId.value = button.dataset.peer;
+        handlers.call(button.dataset.peer);
+      }
+    });
+  }
+  el.contactFilter.addEventListener("input", () => {
+    if (lastView) renderPeople(lastView);
+  });
+  el.contactFilter.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") {
+      // Enter calls the first person the filter shows (the hint says who).
+      event.preventDefault();
+      const first = firstMatch();
+      if (first && !first.disabled) {
+        el.peerId.value = first.dataset.peer;
+        handlers.call(first.dataset.peer);
+      }
+    } else if (event.key === "ArrowDown") {
+      const first = firstMatch();
+      if (first) {
+        event.preventDefault();
+        first.focus();
+      }
     }
   });
+  for (const list of [el.online, el.offlinePeople]) {
+    list.addEventListener("keydown", (event) => {
+      if (event.key !== "ArrowDown" && event.key !== "ArrowUp") return;
+      const buttons = visiblePeopleButtons();
+      const index = buttons.indexOf(/** @type {HTMLButtonElement} */ (document.activeElement));
+      if (index < 0) return;
+      event.preventDefault();
+      const next = index + (event.key === "ArrowDown" ? 1 : -1);
+      if (next < 0) el.contactFilter.focus();
+      else buttons[Math.min(next, buttons.length - 1)].focus();
+    });
+  }
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || event.defaultPrevented) return;
+    const target = /** @type {HTMLElement} */ (event.target);
+    if (!el.qualityDetails.hidden) {
+      toggleQuality(false);
+      return;
+    }
+    if (target === el.contactFilter && el.contactFilter.value) return; // clears the search field
+    if (target instanceof HTMLSelectElement) return;
+    handlers.escape();
+  });
+  el.quality.addEventListener("click", () => toggleQuality(el.qualityDetails.hidden));
+  el.micSelect.addEventListener("change", () => handlers.chooseMicrophone(el.micSelect.value));
+  el.speakerSelect.addEventListener("change", () => handlers.chooseSpeaker(el.speakerSelect.value));
+  el.enableNotifications.addEventListener("click", () => handlers.enableNotifications());
+  el.retryNow.addEventListener("click", () => handlers.retryNow());
   el.accept.addEventListener("click", () => handlers.accept());
   el.reject.addEventListener("click", () => handlers.reject());
   el.hangup.addEventListener("click", () => handlers.hangup());
@@ -385,6 +499,8 @@ export function say(text, kind = "info") {
   el.message.textContent = text;
   el.message.dataset.kind = kind;
   el.message.hidden = !text;
+  // On a small screen the message may be out of sight (e.g. the call was started from People): bring it in.
+  if (text && kind !== "info") el.message.scrollIntoView?.({ block: "nearest" });
 }
 
 /**
@@ -436,11 +552,35 @@ export async function playRemote(stream) {
   }
 }
 
+/** Put the keyboard focus on Accept (a call rings). */
+export function focusAccept() {
+  if (!el.accept.disabled) el.accept.focus();
+}
+
+/**
+ * Play the call on this output device.
+ * @param {string} deviceId "" for the system default
+ * @returns {Promise<string|null>} a sentence if it could not be done
+ */
+export async function setSpeaker(deviceId) {
+  const audio = el.remoteAudio;
+  if (typeof audio.setSinkId !== "function") return "This browser always plays calls on its default speaker.";
+  try {
+    if (audio.sinkId !== deviceId) await audio.setSinkId(deviceId);
+    return null;
+  } catch (err) {
+    console.warn("[ui] cannot play on that speaker:", err);
+    return `The call cannot play on that speaker (${err?.message ?? err}); it plays on the default one.`;
+  }
+}
+
 /**
  * Bring the page in line with the app state.
  * @param {View} view
  */
-export function render({ server, online, call, history, audioCheck }) {
+export function render(view) {
+  lastView = view;
+  const { server, call, history, audioCheck } = view;
   const connected = server.state === "connected";
   const offline = server.state === "disconnected";
   const active = Boolean(call && call.state !== "ended");
@@ -456,16 +596,22 @@ export function render({ server, online, call, history, audioCheck }) {
   el.token.disabled = !offline; // the token is the one we are connected with
   el.connect.disabled = !offline;
   el.disconnect.disabled = offline;
+  el.myIdHint.hidden = !offline;
 
   const canCall = connected && !active;
   el.call.disabled = !canCall;
-  renderOnline(online, canCall, connected);
+  renderMe(view);
+  renderPeople(view);
+  renderConnection(server, active);
+  renderNotifications(view.notifications ?? "unsupported", connected);
 
   const ringing = call?.state === "incoming";
   el.incoming.hidden = !ringing;
   el.incomingFrom.textContent = ringing ? call.peerId : "";
   el.accept.disabled = !ringing;
   el.reject.disabled = !ringing;
+  document.body.dataset.call = ringing ? "ringing" : active ? "active" : "idle";
+  document.body.dataset.server = server.state;
 
   el.callStatus.textContent = callStatusText(call);
   el.callStatus.dataset.state = call ? (call.state === "ended" ? endedState(call) : call.state) : "idle";
@@ -481,6 +627,9 @@ export function render({ server, online, call, history, audioCheck }) {
   el.mute.setAttribute("aria-pressed", String(Boolean(inMedia && call.muted)));
   el.mute.textContent = inMedia && call.muted ? "Unmute" : "Mute";
   renderDetail(call);
+  renderInCall(call);
+  renderSummary(call);
+  if (view.devices) renderDevices(view.devices);
   if (history) renderHistory(history, canCall);
   if (audioCheck) renderAudioCheck(audioCheck);
 
@@ -490,6 +639,10 @@ export function render({ server, online, call, history, audioCheck }) {
     : missed
       ? `(${missed}) ${baseTitle}`
       : baseTitle;
+
+  if (ringing && !wasRinging) el.accept.focus(); // a call rings: Enter answers it
+  if (!ringing && wasRinging && call?.state === "calling" && !el.mute.disabled) el.mute.focus();
+  wasRinging = ringing;
 }
 
 /**
@@ -506,68 +659,451 @@ function endedState(call) {
   );
 }
 
-/** @param {CallView|null} call */
+/**
+ * "m:ss" (or "h:mm:ss") for a number of seconds.
+ * @param {number} seconds
+ */
+export function clockText(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
+}
+
+/**
+ * The line under the call status: how the audio goes (#path) and whether we are muted; or why a call failed.
+ * The call timer (#call-timer) ticks beside the status.
+ * @param {CallView|null} call
+ */
 function renderDetail(call) {
   clearInterval(durationTimer);
+  const connected = call?.state === "connected";
+  el.timerBox.hidden = !connected;
   if (call?.state === "ended" && callStatusText(call) === "Failed") {
-    el.callDetail.textContent = failedWords(call);
+    setPath(null);
+    setText(el.callDetailText, failedWords(call));
     return;
   }
-  if (call?.state !== "connected") {
-    el.callDetail.textContent = "";
+  if (!connected) {
+    setPath(null);
+    setText(el.callDetailText, "");
     return;
   }
-  const path = call.path
-    ? call.path.local === "relay" || call.path.remote === "relay"
-      ? "relayed through a TURN server"
-      : "direct connection"
-    : "";
+  setPath(call.path ?? null);
+  setText(el.callDetailText, call.muted ? `${call.path ? " · " : ""}you are muted` : "");
   const update = () => {
-    const seconds = Math.max(0, Math.floor((Date.now() - (call.connectedAt ?? Date.now())) / 1000));
-    const clock = `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
-    el.callDetail.textContent = [clock, path, call.muted ? "you are muted" : ""].filter(Boolean).join(" · ");
+    const seconds = Math.max(0, Math.floor((Date.now() - (call.connectedAt || Date.now())) / 1000));
+    setText(el.callTimer, clockText(seconds));
+    el.callTimer.dataset.seconds = String(seconds);
   };
   update();
   durationTimer = setInterval(update, 1000);
 }
 
+/** @param {{local: string, remote: string, protocol: string}|null} path */
+function setPath(path) {
+  el.path.hidden = !path;
+  if (!path) {
+    setText(el.path, "");
+    delete el.path.dataset.path;
+    el.path.removeAttribute("title");
+    return;
+  }
+  const relayed = path.local === "relay" || path.remote === "relay";
+  el.path.dataset.path = relayed ? "relayed" : "direct";
+  setText(el.path, relayed ? "Audio relayed through a TURN server" : "Direct connection (peer to peer)");
+  el.path.title = relayed
+    ? "Your audio goes through the server's relay (TURN): a little slower, and it hides your address."
+    : "Your audio goes straight between the two of you " +
+      `(${path.local} ↔ ${path.remote}, ${path.protocol.toUpperCase()}).`;
+}
+
 /**
- * @param {string[]} ids
+ * The panel of a call that has media: level meters, what the other side is doing, the quality.
+ * @param {CallView|null} call
+ */
+function renderInCall(call) {
+  const inMedia = call?.state === "calling" || call?.state === "connected";
+  el.inCall.hidden = !inMedia;
+  el.inCall.dataset.state = call?.state ?? "idle";
+  if (!inMedia) {
+    setLevels(0, 0);
+    toggleQuality(false);
+    setText(el.peerNote, "");
+    return;
+  }
+  setText(el.remoteLevelLabel, call.peerId);
+  el.remoteLevel.setAttribute("aria-label", `${call.peerId}'s voice level`);
+  el.micLevel.dataset.muted = String(Boolean(call.muted));
+  const note = call.peerNote ?? (call.mediaReconnecting ? `Reconnecting the audio with ${call.peerId}…` : "");
+  setText(el.peerNote, note);
+  el.peerNote.hidden = !note;
+  renderQuality(call.quality ?? null);
+}
+
+/** Words for the three quality levels. */
+const LEVEL_WORDS = Object.freeze({ good: "Good", fair: "Fair", poor: "Poor" });
+
+/**
+ * "12 ms", "0.4 ms", "—".
+ * @param {number|null|undefined} value
+ * @param {string} unit
+ * @param {number} [digits]
+ */
+function num(value, unit, digits = 0) {
+  if (value === null || value === undefined || !Number.isFinite(value)) return "—";
+  return `${value < 10 && digits === 0 ? value.toFixed(1) : value.toFixed(digits)} ${unit}`;
+}
+
+/**
+ * The quality indicator (#quality: good/fair/poor, the numbers in its data- attributes and, on demand, in
+ * #quality-details).
+ * @param {import("./quality.js").QualitySample|null} q
+ */
+function renderQuality(q) {
+  const b = el.quality;
+  const keys = ["mos", "rttMs", "jitterMs", "lossPct", "bitrateKbps", "level", "path"];
+  if (!q || !q.level) {
+    for (const key of keys) setData(b, key, null);
+    setText(b, "Measuring the call quality…");
+    setText(el.qualityAnnounce, "");
+    b.removeAttribute("title");
+    return;
+  }
+  // Screen readers hear when the quality changes (not every second's numbers).
+  const before = b.dataset.level;
+  if (before && before !== q.level) setText(el.qualityAnnounce, `The call quality is now ${q.level}.`);
+  setData(b, "level", q.level);
+  setData(b, "mos", q.mos.toFixed(2));
+  setData(b, "rttMs", q.rttMs === null ? null : q.rttMs.toFixed(1));
+  setData(b, "jitterMs", q.jitterMs === null ? null : q.jitterMs.toFixed(1));
+  setData(b, "lossPct", q.lossPct.toFixed(2));
+  setData(b, "bitrateKbps", q.bitrateKbps === null ? null : q.bitrateKbps.toFixed(1));
+  setData(b, "path", q.path);
+  setText(b, `${LEVEL_WORDS[q.level]} quality`);
+  const numbers =
+    `Round trip ${msText(q.rttMs)}, jitter ${msText(q.jitterMs)}, loss ${q.lossPct.toFixed(1)} %, ` +
+    `${num(q.bitrateKbps, "kbit/s")}, MOS ${q.mos.toFixed(1)} of 4.5`;
+  b.title = `${numbers}. Click for details.`;
+  setText(el.qualityRtt, msText(q.rttMs));
+  setText(el.qualityJitter, msText(q.jitterMs));
+  setText(el.qualityLoss, `${q.lossPct.toFixed(1)} %`);
+  setText(el.qualityBitrate, num(q.bitrateKbps, "kbit/s"));
+  setText(el.qualityMos, `${q.mos.toFixed(1)} of 4.5`);
+  el.qualityLoss.dataset.ok = String(q.lossPct < 2);
+  el.qualityMos.dataset.ok = String(q.mos >= 3.6);
+}
+
+/** @param {boolean} open */
+function toggleQuality(open) {
+  el.qualityDetails.hidden = !open;
+  el.quality.setAttribute("aria-expanded", String(open));
+}
+
+/**
+ * The levels of the two meters, 0..1 (called about ten times a second during a call).
+ * @param {number} mic our microphone, as sent
+ * @param {number} remote the other side's audio, as heard
+ */
+export function setLevels(mic, remote) {
+  for (const [meter, level] of [
+    [el.micLevel, mic],
+    [el.remoteLevel, remote],
+  ]) {
+    const value = Math.min(1, Math.max(0, level || 0));
+    const text = value.toFixed(2);
+    if (meter.dataset.level === text) continue;
+    meter.dataset.level = text;
+    meter.style.setProperty("--level", text);
+    meter.setAttribute("aria-valuenow", String(Math.round(value * 100)));
+  }
+}
+
+/**
+ * After a call that connected: how long it lasted and how it sounded.
+ * @param {CallView|null} call
+ */
+function renderSummary(call) {
+  const summary = call?.state === "ended" ? call.summary : null;
+  el.callSummary.hidden = !summary;
+  for (const key of ["durationSec", "mos", "level", "path"]) setData(el.callSummary, key, null);
+  if (!summary) {
+    setText(el.callSummary, "");
+    return;
+  }
+  setData(el.callSummary, "durationSec", summary.durationSec.toFixed(1));
+  setData(el.callSummary, "level", summary.level);
+  setData(el.callSummary, "mos", summary.mos === null ? null : summary.mos.toFixed(2));
+  setData(el.callSummary, "path", summary.path);
+  const quality = summary.level
+    ? `${LEVEL_WORDS[summary.level].toLowerCase()} quality (${summary.mos.toFixed(1)} of 4.5)`
+    : "quality not measured";
+  const path = summary.path === "relayed" ? ", relayed" : summary.path === "direct" ? ", direct" : "";
+  setText(el.callSummary, `Call with ${call.peerId}: ${clockText(summary.durationSec)}, ${quality}${path}.`);
+}
+
+/**
+ * Our own line at the top of People: who we are and how others see us.
+ * @param {View} view
+ */
+function renderMe({ server, me, call }) {
+  const active = Boolean(call && call.state !== "ended");
+  const name = me ?? (el.myId.value.trim() || "You");
+  const status =
+    server.state === "connected"
+      ? active && call.state !== "incoming"
+        ? "in-call"
+        : "online"
+      : server.state === "disconnected"
+        ? "offline"
+        : "away";
+  const text = {
+    "in-call": "In a call",
+    online: "Online: people can call you",
+    offline: "Not connected: connect to call and be called",
+    away: server.state === "connecting" ? "Connecting…" : "Reconnecting…",
+  }[status];
+  setText(el.myName, name);
+  el.myYou.hidden = name === "You";
+  setText(el.myInitial, name.slice(0, 1).toUpperCase() || "?");
+  el.me.dataset.status = status;
+  el.myStatus.dataset.status = status;
+  setText(el.myStatus, text);
+}
+
+/**
+ * "just now", "5 min ago", "3 h ago", "yesterday", "on 3 Mar".
+ * @param {number|null} lastSeen Unix seconds
+ * @param {number} [now] ms
+ */
+export function lastSeenText(lastSeen, now = Date.now()) {
+  if (lastSeen === null || !Number.isFinite(lastSeen)) return "Offline";
+  const seconds = Math.max(0, now / 1000 - lastSeen);
+  if (seconds < 60) return "Last seen just now";
+  if (seconds < 3600) return `Last seen ${Math.floor(seconds / 60)} min ago`;
+  if (seconds < 86400) return `Last seen ${Math.floor(seconds / 3600)} h ago`;
+  if (seconds < 2 * 86400) return "Last seen yesterday";
+  const when = new Date(lastSeen * 1000);
+  return `Last seen on ${when.toLocaleDateString([], { month: "short", day: "numeric" })}`;
+}
+
+/** @param {import("./signaling.js").Person} person */
+function personStatus(person) {
+  if (person.status === "online") return person.inCall ? ["in-call", "In a call"] : ["online", "Online"];
+  return ["offline", lastSeenText(person.lastSeen)];
+}
+
+/**
+ * People: those online (#online) and those seen lately (#offline-people), each with a status and a call button,
+ * narrowed by the search field (#contact-filter).
+ * @param {View} view
+ */
+function renderPeople({ server, online, people, call }) {
+  const connected = server.state === "connected";
+  const active = Boolean(call && call.state !== "ended");
+  const canCall = connected && !active;
+  // Servers without presence details only send the online list.
+  const plain = (id) => ({ id, status: "online", inCall: false, lastSeen: null });
+  const everyone = people?.length ? people : online.map(plain);
+  const onlineIds = new Set(online);
+  const up = everyone.filter((p) => p.status === "online" && onlineIds.has(p.id));
+  for (const id of online) if (!up.some((p) => p.id === id)) up.push(plain(id));
+  up.sort((a, b) => a.id.localeCompare(b.id));
+  const down = connected ? everyone.filter((p) => p.status !== "online" && !onlineIds.has(p.id)) : [];
+
+  const filter = el.contactFilter.value.trim().toLowerCase();
+  const shown = (p) => !filter || p.id.toLowerCase().includes(filter);
+  renderPersonList(el.online, up, canCall, shown);
+  renderPersonList(el.offlinePeople, down, canCall, shown);
+  const visibleDown = down.filter(shown).length;
+  el.offlinePeople.hidden = visibleDown === 0;
+  el.offlineTitle.hidden = visibleDown === 0;
+  el.onlineEmpty.hidden = !connected || up.length > 0 || Boolean(filter);
+  el.onlineOffline.hidden = connected;
+  el.contactFilter.disabled = !connected;
+
+  let hint = "";
+  if (filter && connected) {
+    const first = firstMatch();
+    hint = !first
+      ? `No one called “${el.contactFilter.value.trim()}” is online or was seen lately.`
+      : canCall
+        ? `Press Enter to call ${first.dataset.peer}.`
+        : "";
+  }
+  setText(el.contactFilterHint, hint);
+  el.contactFilterHint.hidden = !hint;
+}
+
+/** The people buttons the filter shows, in order (online ones first). */
+function visiblePeopleButtons() {
+  return /** @type {HTMLButtonElement[]} */ (
+    [...el.online.children, ...el.offlinePeople.children]
+      .filter((li) => !(/** @type {HTMLElement} */ (li).hidden))
+      .map((li) => li.querySelector("button"))
+      .filter(Boolean)
+  );
+}
+
+/** The first person the filter shows (online people first), or null. */
+function firstMatch() {
+  return visiblePeopleButtons()[0] ?? null;
+}
+
+/**
+ * @param {HTMLElement} list
+ * @param {import("./signaling.js").Person[]} people in order
  * @param {boolean} canCall
+ * @param {(p: import("./signaling.js").Person) => boolean} shown
+ */
+function renderPersonList(list, people, canCall, shown) {
+  const existing = new Map([...list.children].map((li) => [li.dataset.peer, li]));
+  const ids = new Set(people.map((p) => p.id));
+  for (const [id, li] of existing) if (!ids.has(id)) li.remove();
+  people.forEach((person, index) => {
+    let li = existing.get(person.id);
+    if (!li) {
+      li = makePerson(person.id);
+      existing.set(person.id, li);
+    }
+    const [status, text] = personStatus(person);
+    li.dataset.status = status;
+    li.hidden = !shown(person);
+    const button = li.querySelector("button");
+    setText(li.querySelector(".status-text"), text);
+    button.disabled = !canCall;
+    if (list.children[index] !== li) list.insertBefore(li, list.children[index] ?? null);
+  });
+}
+
+/** A handset, for call buttons (static markup). */
+const PHONE_ICON =
+  '<svg viewBox="0 0 24 24"><path d="M8.2 5.5c.4 0 .8.3.9.7l.7 2.6c.1.4 0 .8-.3 1l-1.2 1a9.6 9.6 0 0 0 ' +
+  "4.9 4.9l1-1.2c.3-.3.7-.4 1-.3l2.6.7c.4.1.7.5.7.9V18c0 .6-.4 1-1 1A13.5 13.5 0 0 1 5 6.5c0-.6.4-1 1-1z" +
+  '"/></svg>';
+
+/**
+ * Text for screen readers only.
+ * @param {string} text
+ */
+function hiddenText(text) {
+  const span = document.createElement("span");
+  span.className = "visually-hidden";
+  span.textContent = text;
+  return span;
+}
+
+/**
+ * One person's line: avatar with a status dot, name and status, and a call button (the whole line).
+ * @param {string} id
+ * @returns {HTMLLIElement}
+ */
+function makePerson(id) {
+  const li = document.createElement("li");
+  li.dataset.peer = id;
+  li.className = "person";
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "call-user";
+  button.dataset.peer = id;
+  const avatar = document.createElement("span");
+  avatar.className = "avatar";
+  avatar.setAttribute("aria-hidden", "true");
+  avatar.textContent = id.slice(0, 1).toUpperCase();
+  const dot = document.createElement("span");
+  dot.className = "dot";
+  avatar.append(dot);
+  // The accessible name is the visible text with the verb around it: "Call bob, Online".
+  const who = document.createElement("span");
+  who.className = "who";
+  const name = document.createElement("span");
+  name.className = "name";
+  name.textContent = id;
+  const status = document.createElement("span");
+  status.className = "status-text";
+  who.append(hiddenText("Call "), name, hiddenText(", "), status);
+  const action = document.createElement("span");
+  action.className = "action";
+  action.setAttribute("aria-hidden", "true");
+  action.innerHTML = `${PHONE_ICON}<span>Call</span>`;
+  button.append(avatar, who, action);
+  li.append(button);
+  return li;
+}
+
+/**
+ * The banner while the server cannot be reached: why, a countdown to the next try, and "Retry now".
+ * @param {View["server"]} server
+ * @param {boolean} inCall
+ */
+function renderConnection(server, inCall) {
+  clearInterval(countdownTimer);
+  const show = server.state === "reconnecting";
+  el.connectionBanner.hidden = !show;
+  if (!show) return;
+  const reason = server.reason ?? "Lost the connection to the server.";
+  setText(el.connectionReason, inCall ? `${reason} Your call goes on meanwhile.` : reason);
+  const tick = () => {
+    const ms = (server.retryAt ?? 0) - Date.now();
+    const seconds = Math.max(0, Math.ceil(ms / 1000));
+    el.retryCountdown.dataset.seconds = String(seconds);
+    setText(el.retryCountdown, seconds > 0 ? `Trying again in ${seconds} s…` : "Trying again now…");
+  };
+  tick();
+  countdownTimer = setInterval(tick, 250);
+}
+
+/**
+ * "Enable notifications", offered (never asked on its own) while the browser has not been asked yet.
+ * @param {"default"|"granted"|"denied"|"unsupported"} permission
  * @param {boolean} connected
  */
-function renderOnline(ids, canCall, connected) {
-  const existing = new Map([...el.online.children].map((li) => [li.dataset.peer, li]));
-  for (const [id, li] of existing) if (!ids.includes(id)) li.remove();
-  ids.forEach((id, index) => {
-    let li = existing.get(id);
-    if (!li) {
-      li = document.createElement("li");
-      li.dataset.peer = id;
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = "call-user";
-      button.dataset.peer = id;
-      button.setAttribute("aria-label", `Call ${id}`);
-      const avatar = document.createElement("span");
-      avatar.className = "avatar";
-      avatar.setAttribute("aria-hidden", "true");
-      avatar.textContent = id.slice(0, 1).toUpperCase();
-      const name = document.createElement("span");
-      name.className = "name";
-      name.textContent = id;
-      const action = document.createElement("span");
-      action.className = "action";
-      action.setAttribute("aria-hidden", "true");
-      action.textContent = "Call";
-      button.append(avatar, name, action);
-      li.append(button);
-    }
-    if (el.online.children[index] !== li) el.online.insertBefore(li, el.online.children[index] ?? null);
-    li.querySelector("button").disabled = !canCall;
-  });
-  el.onlineEmpty.hidden = !connected || ids.length > 0;
-  el.onlineOffline.hidden = connected;
+function renderNotifications(permission, connected) {
+  el.enableNotifications.hidden = !(connected && permission === "default");
+  el.enableNotifications.title = "Show a notification when someone calls while this tab is in the background";
+}
+
+/**
+ * The microphone and speaker lists.
+ * @param {DevicesView} devices
+ */
+function renderDevices({ inputs, outputs, mic, speaker, canChooseSpeaker }) {
+  fillSelect(el.micSelect, inputs, mic);
+  fillSelect(el.speakerSelect, outputs, speaker);
+  el.speakerSelect.disabled = !canChooseSpeaker;
+  el.speakerSelect.title = canChooseSpeaker ? "" : "This browser always plays calls on its default speaker.";
+}
+
+/**
+ * @param {HTMLSelectElement} select
+ * @param {import("./media.js").DeviceChoice[]} choices
+ * @param {string} chosen
+ */
+function fillSelect(select, choices, chosen) {
+  const signature = JSON.stringify(choices);
+  if (select.dataset.choices !== signature) {
+    select.dataset.choices = signature;
+    select.replaceChildren(
+      ...choices.map(({ id, label }) => {
+        const option = document.createElement("option");
+        option.value = id;
+        option.textContent = label;
+        return option;
+      }),
+    );
+  }
+  const value = choices.some((c) => c.id === chosen) ? chosen : (choices[0]?.id ?? "");
+  if (select.value !== value) select.value = value;
+}
+
+/**
+ * The page was opened over plain http from another address: calls cannot work here; say so at once.
+ * @param {string} host
+ */
+export function showInsecure(host) {
+  el.insecureWarning.hidden = false;
+  el.insecureHost.textContent = host;
 }
 
 /**
@@ -654,7 +1190,61 @@ function renderHistory(history, canCall) {
     }
     if (el.history.children[index] !== li) el.history.insertBefore(li, el.history.children[index] ?? null);
     li.querySelector("button").disabled = !canCall;
+    renderHistoryQuality(li, record, history.me);
   });
+}
+
+/**
+ * The quality of a call in the history, from the `call-summary` of each side that sent one.
+ * @param {CallRecord & {quality?: Record<string, {mos?: number, rttMs?: number, jitterMs?: number,
+ *   lossPct?: number, bitrateKbps?: number, path?: string, durationSec?: number}>|null}} record
+ * @param {string|null} me
+ * @returns {{level: "good"|"fair"|"poor", mos: number, text: string}|null}
+ */
+export function historyQuality(record, me) {
+  const sides = Object.entries(record.quality ?? {}).filter(([, q]) => q && typeof q.mos === "number");
+  if (!sides.length) return null;
+  // The call was as good as its worse side.
+  const mos = Math.min(...sides.map(([, q]) => q.mos));
+  const level = mos >= 4.0 ? "good" : mos >= 3.6 ? "fair" : "poor";
+  const mine = record.quality?.[me ?? ""] ?? sides[0][1];
+  const each = sides.map(([user, q]) => `${q.mos.toFixed(1)} ${user === me ? "for you" : `for ${user}`}`).join(", ");
+  const details = [
+    mine.path === "relayed" ? "relayed" : mine.path === "direct" ? "direct" : null,
+    typeof mine.rttMs === "number" ? `round trip ${msText(mine.rttMs)}` : null,
+    typeof mine.jitterMs === "number" ? `jitter ${msText(mine.jitterMs)}` : null,
+    typeof mine.lossPct === "number" ? `loss ${mine.lossPct.toFixed(1)} %` : null,
+    typeof mine.bitrateKbps === "number" ? `${Math.round(mine.bitrateKbps)} kbit/s` : null,
+  ].filter(Boolean);
+  const more = details.length ? `; ${details.join(", ")}` : "";
+  const text = `${level[0].toUpperCase()}${level.slice(1)} quality (MOS ${each} of 4.5)${more}`;
+  return { level, mos, text };
+}
+
+/**
+ * @param {HTMLLIElement} li
+ * @param {CallRecord} record
+ * @param {string|null} me
+ */
+function renderHistoryQuality(li, record, me) {
+  const q = historyQuality(record, me);
+  const dot = li.querySelector(".q");
+  const said = li.querySelector(".q-text");
+  const button = li.querySelector("button");
+  if (!q) {
+    dot.hidden = true;
+    delete li.dataset.quality;
+    delete li.dataset.mos;
+    setText(said, "");
+    button.title = `Call ${button.dataset.peer} back`;
+    return;
+  }
+  dot.hidden = false;
+  dot.dataset.level = q.level;
+  li.dataset.quality = q.level;
+  li.dataset.mos = q.mos.toFixed(2);
+  setText(said, `, ${q.level} quality`);
+  button.title = `${q.text}.\nClick to call ${button.dataset.peer} back.`;
 }
 
 /**
@@ -673,9 +1263,9 @@ function makeHistoryEntry(record, me) {
   button.type = "button";
   button.className = "history-entry";
   button.dataset.peer = peer;
-  const label = `${missed ? "Missed call from" : outgoing ? "Call to" : "Call from"} ${peer}, ${what.toLowerCase()}`;
-  button.setAttribute("aria-label", `${label}, ${time}${duration ? `, ${duration}` : ""}. Call back`);
   button.title = `Call ${peer} back`;
+  // The accessible name is the visible text with words around it: "Missed call from bob, Missed, 12:18, …
+  // Call back" (what the eye reads, in the same order).
   const parts = [
     ["dir", outgoing ? "↗" : "↙"],
     ["who", peer],
@@ -683,14 +1273,32 @@ function makeHistoryEntry(record, me) {
     ["when", time],
     ["len", duration],
   ];
+  button.append(hiddenText(`${missed ? "Missed call from" : outgoing ? "Call to" : "Call from"} `));
   for (const [name, text] of parts) {
+    if (name === "len" && !text) continue;
     const span = document.createElement(name === "when" ? "time" : "span");
     span.className = name;
     span.textContent = text;
     if (name === "dir") span.setAttribute("aria-hidden", "true");
     if (name === "when") span.setAttribute("datetime", when.toISOString());
+    if (name === "what") {
+      const dot = document.createElement("span");
+      dot.className = "q";
+      dot.hidden = true;
+      dot.setAttribute("aria-hidden", "true");
+      span.prepend(dot);
+      const quality = hiddenText("");
+      quality.classList.add("q-text");
+      span.append(quality);
+    }
+    if (name !== "dir" && name !== "who") button.append(hiddenText(", "));
     button.append(span);
   }
+  const back = document.createElement("span");
+  back.className = "back";
+  back.setAttribute("aria-hidden", "true");
+  back.innerHTML = PHONE_ICON;
+  button.append(hiddenText(". Call back"), back);
   li.append(button);
   return li;
 }

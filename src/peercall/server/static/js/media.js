@@ -1,0 +1,277 @@
+/**
+ * Sound in the page besides the call itself: one shared Web Audio context, level meters (an AnalyserNode on a
+ * stream), the ringtone and the ringback tone (synthesised: no audio files), and the list of microphones and
+ * speakers.
+ *
+ * Owns the AudioContext and the tones' timers; knows nothing of the DOM, the signaling or the call.
+ * @module media
+ */
+
+/** @type {AudioContext|null} */
+let shared = null;
+/** @type {string} the output device the tones go to ("" for the system default) */
+let sinkId = "";
+
+/**
+ * The page's AudioContext, made on first use (null if the browser has no Web Audio).
+ * @returns {AudioContext|null}
+ */
+export function audioContext() {
+  if (!shared) {
+    const Context = globalThis.AudioContext ?? globalThis.webkitAudioContext;
+    if (!Context) return null;
+    shared = new Context({ latencyHint: "interactive" });
+    if (sinkId && typeof shared.setSinkId === "function") shared.setSinkId(sinkId).catch(() => {});
+  }
+  return shared;
+}
+
+/**
+ * Let the page make sound: browsers start an AudioContext only after the user interacted with the page, so
+ * call this from a click (e.g. Connect), and the ringtone can then play when a call comes in.
+ */
+export async function unlockAudio() {
+  const context = audioContext();
+  if (context && context.state !== "running") {
+    try {
+      await context.resume();
+    } catch (err) {
+      console.debug("[media] cannot start the AudioContext yet:", err);
+    }
+  }
+}
+
+/**
+ * Send the page's own sounds (the ringtone) to this output device too, where the browser can.
+ * @param {string} deviceId "" for the system default
+ */
+export async function setToneSink(deviceId) {
+  sinkId = deviceId ?? "";
+  if (shared && typeof shared.setSinkId === "function") {
+    try {
+      await shared.setSinkId(sinkId);
+    } catch (err) {
+      console.warn("[media] cannot play the ringtone on that device:", err);
+    }
+  }
+}
+
+/**
+ * RMS of an analyser's current buffer, as a level from 0 (below -60 dBFS) to 1 (full scale).
+ * @param {AnalyserNode} analyser
+ * @param {Float32Array} buffer
+ */
+function levelOf(analyser, buffer) {
+  analyser.getFloatTimeDomainData(buffer);
+  let sum = 0;
+  for (const v of buffer) sum += v * v;
+  const rms = Math.sqrt(sum / buffer.length);
+  if (!(rms > 0)) return 0;
+  return Math.min(1, Math.max(0, (20 * Math.log10(rms) + 60) / 60));
+}
+
+/** How loud a stream is right now: an AnalyserNode on it (nothing is played). */
+export class LevelMeter {
+  /** @type {MediaStreamAudioSourceNode|null} */ #source = null;
+  /** @type {AnalyserNode|null} */ #analyser = null;
+  #buffer = new Float32Array(1024);
+  #held = 0;
+
+  /**
+   * @param {MediaStream} stream a stream with an audio track
+   * @param {number} [decay] how much of the held level is left after each `read()` (peak hold that falls)
+   */
+  constructor(stream, decay = 0.7) {
+    this.decay = decay;
+    this.stream = stream;
+    const context = audioContext();
+    if (!context || !stream?.getAudioTracks().length) return;
+    try {
+      this.#source = context.createMediaStreamSource(stream);
+      this.#analyser = context.createAnalyser();
+      this.#analyser.fftSize = this.#buffer.length;
+      this.#analyser.smoothingTimeConstant = 0;
+      this.#source.connect(this.#analyser);
+    } catch (err) {
+      console.warn("[media] cannot measure the level of a stream:", err);
+      this.#source = this.#analyser = null;
+    }
+  }
+
+  /**
+   * The level now, 0..1, held a little so that short gaps do not make the meter flicker.
+   * @returns {number}
+   */
+  read() {
+    if (!this.#analyser) return 0;
+    const now = levelOf(this.#analyser, this.#buffer);
+    this.#held = Math.max(now, this.#held * this.decay);
+    if (this.#held < 0.01) this.#held = 0;
+    return this.#held;
+  }
+
+  close() {
+    try {
+      this.#source?.disconnect();
+    } catch {
+      // already disconnected
+    }
+    this.#source = this.#analyser = null;
+  }
+}
+
+/**
+ * A repeating tone pattern: each cycle plays `notes` (each a chord of sine waves with a soft attack and decay).
+ * @typedef {object} TonePattern
+ * @property {number} cycleMs one cycle, pause included
+ * @property {number} gain overall loudness (0..1)
+ * @property {{at: number, freqs: number[], dur: number}[]} notes start (s), frequencies (Hz), length (s)
+ */
+
+/** The ringtone of an incoming call: "ding-dong, ding-dong", every 3 s. */
+export const RINGTONE = Object.freeze({
+  cycleMs: 3000,
+  gain: 0.3,
+  notes: [
+    { at: 0, freqs: [880, 1760], dur: 0.22 },
+    { at: 0.25, freqs: [659.25, 1318.5], dur: 0.3 },
+    { at: 0.7, freqs: [880, 1760], dur: 0.22 },
+    { at: 0.95, freqs: [659.25, 1318.5], dur: 0.4 },
+  ],
+});
+
+/** What the caller hears while it rings at the other end: a soft 425 Hz tone, 1 s in every 4 (ETSI ringback). */
+export const RINGBACK = Object.freeze({
+  cycleMs: 4000,
+  gain: 0.12,
+  notes: [{ at: 0, freqs: [425], dur: 1 }],
+});
+
+/** A tone that repeats until stopped, generated with Web Audio oscillators. */
+export class Tone {
+  /** @type {GainNode|null} */ #master = null;
+  /** @type {AnalyserNode|null} */ #analyser = null;
+  #buffer = new Float32Array(512);
+  #timer = 0;
+  #playing = false;
+  /** @type {{osc: OscillatorNode, endsAt: number}[]} the oscillators scheduled and not over yet */ #oscillators = [];
+
+  /** @param {TonePattern} pattern */
+  constructor(pattern) {
+    this.pattern = pattern;
+  }
+
+  /** Whether the tone is on (between `start()` and `stop()`). */
+  get playing() {
+    return this.#playing;
+  }
+
+  /** The state of the AudioContext it plays in ("running" when sound can come out). */
+  get contextState() {
+    return shared?.state ?? "none";
+  }
+
+  /** How loud it is right now, 0..1 (0 in the pauses). */
+  level() {
+    return this.#analyser ? levelOf(this.#analyser, this.#buffer) : 0;
+  }
+
+  /** Start playing (again); does nothing if already playing or if the browser has no Web Audio. */
+  start() {
+    if (this.#playing) return;
+    const context = audioContext();
+    if (!context) return;
+    this.#playing = true;
+    if (context.state !== "running") context.resume().catch(() => {});
+    this.#master = context.createGain();
+    this.#master.gain.value = this.pattern.gain;
+    this.#analyser = context.createAnalyser();
+    this.#analyser.fftSize = this.#buffer.length;
+    this.#master.connect(this.#analyser);
+    this.#analyser.connect(context.destination);
+    this.#cycle();
+    this.#timer = setInterval(() => this.#cycle(), this.pattern.cycleMs);
+  }
+
+  /** Stop at once. */
+  stop() {
+    if (!this.#playing) return;
+    this.#playing = false;
+    clearInterval(this.#timer);
+    for (const { osc } of this.#oscillators) {
+      try {
+        osc.stop();
+      } catch {
+        // not started or already stopped
+      }
+    }
+    this.#oscillators = [];
+    this.#master?.disconnect();
+    this.#analyser?.disconnect();
+    this.#master = this.#analyser = null;
+  }
+
+  #cycle() {
+    const context = shared;
+    if (!context || !this.#master) return;
+    const start = context.currentTime + 0.02;
+    this.#oscillators = this.#oscillators.filter(({ endsAt }) => endsAt > context.currentTime);
+    for (const note of this.pattern.notes) {
+      const envelope = context.createGain();
+      const t0 = start + note.at;
+      const t1 = t0 + note.dur;
+      envelope.gain.setValueAtTime(0, t0);
+      envelope.gain.linearRampToValueAtTime(1, t0 + 0.012);
+      envelope.gain.setTargetAtTime(0, t1 - note.dur * 0.6, note.dur / 5);
+      envelope.connect(this.#master);
+      note.freqs.forEach((freq, i) => {
+        const osc = context.createOscillator();
+        osc.type = "sine";
+        osc.frequency.value = freq;
+        const partial = context.createGain();
+        partial.gain.value = i === 0 ? 1 : 0.25; // the overtone, softer
+        osc.connect(partial).connect(envelope);
+        osc.start(t0);
+        osc.stop(t1 + 0.1);
+        this.#oscillators.push({ osc, endsAt: t1 + 0.1 });
+      });
+    }
+  }
+}
+
+/**
+ * A microphone or speaker the user can pick.
+ * @typedef {object} DeviceChoice
+ * @property {string} id its `deviceId` ("" for the system default)
+ * @property {string} label a name for people
+ */
+
+/**
+ * The microphones and speakers there are. Without the microphone permission browsers give no names (and often
+ * one anonymous device of each kind): those are listed as "Default microphone" / "Default speaker".
+ * @returns {Promise<{inputs: DeviceChoice[], outputs: DeviceChoice[]}>}
+ */
+export async function listDevices() {
+  let all = [];
+  try {
+    all = (await navigator.mediaDevices?.enumerateDevices?.()) ?? [];
+  } catch (err) {
+    console.warn("[media] cannot list the devices:", err);
+  }
+  const pick = (kind, noun) => {
+    const found = all.filter((d) => d.kind === kind && d.deviceId !== "");
+    const named = (d, i) => d.label || `${noun[0].toUpperCase()}${noun.slice(1)} ${i + 1}`;
+    const choices = found.map((d, i) => ({
+      id: d.deviceId,
+      label: d.deviceId === "default" ? `Default (${named(d, i).replace(/^Default - /, "")})` : named(d, i),
+    }));
+    if (!choices.some((c) => c.id === "default")) choices.unshift({ id: "", label: `Default ${noun}` });
+    return choices;
+  };
+  return { inputs: pick("audioinput", "microphone"), outputs: pick("audiooutput", "speaker") };
+}
+
+/** Whether this browser can send a page's audio to a chosen speaker (`HTMLMediaElement.setSinkId`). */
+export function canChooseSpeaker() {
+  return typeof HTMLMediaElement !== "undefined" && "setSinkId" in HTMLMediaElement.prototype;
+}

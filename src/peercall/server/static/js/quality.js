@@ -1,0 +1,288 @@
+/**
+ * Call quality while a call is connected, from `getStats()` every {@link QUALITY_MS} ms: round trip, jitter,
+ * packet loss, bit rate, a MOS estimate (the ITU-T G.107 E-model of audiocheck.js), the path (direct or relayed),
+ * and whether the audio from the other side is digital silence (their microphone is muted or sends nothing).
+ *
+ * When the call ends, `summary()` averages what was measured: what the page shows, and what it sends to the
+ * server as `call-summary`.
+ *
+ * Owns one interval timer; knows nothing of the DOM or of the signaling connection.
+ * @module quality
+ */
+
+import { eModel, oneWayDelayMs } from "./audiocheck.js";
+
+/** How often the statistics are read during a call (ms). */
+export const QUALITY_MS = 1000;
+/** Loss and bit rate are measured over this much of the recent past (ms), so that they do not flicker. */
+export const WINDOW_MS = 5000;
+/**
+ * Mean power (mean square, full scale = 1) below which received audio counts as digital silence: what a muted
+ * (disabled) microphone sends. Opus-coded digital silence measures about 1e-10; a quiet room with noise
+ * suppression still measures 1e-8 or more.
+ */
+export const SILENCE_POWER = 1e-9;
+/** Received audio must be digital silence for this long (ms) before the page says "no sound from …". */
+export const SILENT_AFTER_MS = 2000;
+
+/**
+ * Good, fair or poor, from a MOS: G.107's "satisfied" bands (R ≥ 80 ↔ MOS ≥ 4.03; R ≥ 70 ↔ MOS ≥ 3.6).
+ * @param {number|null} mos
+ * @returns {"good"|"fair"|"poor"|null}
+ */
+export function qualityLevel(mos) {
+  if (mos === null || !Number.isFinite(mos)) return null;
+  if (mos >= 4.0) return "good";
+  if (mos >= 3.6) return "fair";
+  return "poor";
+}
+
+/**
+ * The statistics of one `getStats()` report that matter here.
+ * @typedef {object} RawStats
+ * @property {number} t the report's timestamp (ms)
+ * @property {{packetsReceived: number, packetsLost: number, bytesReceived: number, jitter: number|null,
+ *   energy: number, duration: number, jitterBufferDelay: number, jitterBufferEmittedCount: number,
+ *   audioLevel: number|null}|null} in the inbound audio stream
+ * @property {{bytesSent: number, packetsSent: number}|null} out the outbound audio stream
+ * @property {{rtt: number|null, local: string|null, remote: string|null, protocol: string|null}|null} pair
+ *   the selected candidate pair
+ * @property {number|null} remoteRtt `remote-inbound-rtp` roundTripTime (s)
+ */
+
+/**
+ * Read a `getStats()` report.
+ * @param {RTCStatsReport} stats
+ * @returns {RawStats}
+ */
+export function readCallStats(stats) {
+  /** @type {RawStats} */
+  const raw = { t: 0, in: null, out: null, pair: null, remoteRtt: null };
+  let pair = null;
+  for (const r of stats.values()) {
+    raw.t = Math.max(raw.t, r.timestamp ?? 0);
+    if (r.type === "inbound-rtp" && r.kind === "audio") {
+      raw.in = {
+        packetsReceived: r.packetsReceived ?? 0,
+        packetsLost: Math.max(0, r.packetsLost ?? 0),
+        bytesReceived: r.bytesReceived ?? 0,
+        jitter: typeof r.jitter === "number" ? r.jitter : null,
+        energy: r.totalAudioEnergy ?? 0,
+        duration: r.totalSamplesDuration ?? 0,
+        jitterBufferDelay: r.jitterBufferDelay ?? 0,
+        jitterBufferEmittedCount: r.jitterBufferEmittedCount ?? 0,
+        audioLevel: typeof r.audioLevel === "number" ? r.audioLevel : null,
+      };
+    } else if (r.type === "outbound-rtp" && r.kind === "audio") {
+      raw.out = { bytesSent: r.bytesSent ?? 0, packetsSent: r.packetsSent ?? 0 };
+    } else if (r.type === "remote-inbound-rtp" && r.kind === "audio" && typeof r.roundTripTime === "number") {
+      raw.remoteRtt = r.roundTripTime;
+    } else if (r.type === "transport" && r.selectedCandidatePairId) {
+      pair = stats.get(r.selectedCandidatePairId) ?? pair;
+    }
+  }
+  if (!pair) {
+    for (const r of stats.values()) {
+      if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r;
+    }
+  }
+  if (pair) {
+    const local = stats.get(pair.localCandidateId);
+    const remote = stats.get(pair.remoteCandidateId);
+    raw.pair = {
+      rtt: typeof pair.currentRoundTripTime === "number" ? pair.currentRoundTripTime : null,
+      local: local?.candidateType ?? null,
+      remote: remote?.candidateType ?? null,
+      protocol: local?.protocol ?? null,
+    };
+  }
+  return raw;
+}
+
+/**
+ * What the page shows of the call's quality right now.
+ * @typedef {object} QualitySample
+ * @property {number} at Date.now() of the reading
+ * @property {number|null} rttMs network round trip
+ * @property {number|null} jitterMs inbound jitter
+ * @property {number} lossPct inbound packet loss over the last {@link WINDOW_MS}
+ * @property {number|null} bitrateKbps inbound audio bit rate (RTP payload) over the last {@link WINDOW_MS}
+ * @property {number|null} mos E-model estimate (1-4.5)
+ * @property {"good"|"fair"|"poor"|null} level
+ * @property {"direct"|"relayed"|null} path
+ * @property {{local: string|null, remote: string|null, protocol: string|null}|null} pair
+ * @property {boolean} receiving packets from the other side arrived since the last reading
+ * @property {boolean} remoteSilent the other side's audio has been digital silence for {@link SILENT_AFTER_MS}
+ */
+
+/**
+ * Work out a {@link QualitySample} from the readings so far (oldest first, the newest last).
+ * @param {RawStats[]} raws
+ * @returns {QualitySample|null} null until two readings with inbound audio exist
+ */
+export function sampleFrom(raws) {
+  const withIn = raws.filter((r) => r.in);
+  if (withIn.length < 2) return null;
+  const cur = withIn.at(-1);
+  const prev = withIn.at(-2);
+  const first = withIn.find((r) => cur.t - r.t <= WINDOW_MS) ?? prev;
+  const base = first === cur ? prev : first;
+  const seconds = (cur.t - base.t) / 1000;
+
+  const received = cur.in.packetsReceived - base.in.packetsReceived;
+  const lost = Math.max(0, cur.in.packetsLost - base.in.packetsLost);
+  const lossPct = received + lost > 0 ? (100 * lost) / (received + lost) : 0;
+  const bitrateKbps = seconds > 0 ? ((cur.in.bytesReceived - base.in.bytesReceived) * 8) / seconds / 1000 : null;
+
+  const rtt = cur.pair?.rtt ?? cur.remoteRtt;
+  const rttMs = rtt === null || rtt === undefined ? null : rtt * 1000;
+  const jitterMs = cur.in.jitter === null ? null : cur.in.jitter * 1000;
+  const emitted = cur.in.jitterBufferEmittedCount - base.in.jitterBufferEmittedCount;
+  const jitterBufferMs =
+    emitted > 0 ? (1000 * (cur.in.jitterBufferDelay - base.in.jitterBufferDelay)) / emitted : null;
+  const { mos } = eModel({ delayMs: oneWayDelayMs({ rttMs, jitterBufferMs }), lossPct });
+
+  // Silence: over the last SILENT_AFTER_MS (at least), packets came but carried no sound.
+  const ref = withIn.findLast((r) => cur.t - r.t >= SILENT_AFTER_MS - QUALITY_MS / 4);
+  let remoteSilent = false;
+  if (ref && ref !== cur) {
+    const dur = cur.in.duration - ref.in.duration;
+    const packets = cur.in.packetsReceived - ref.in.packetsReceived;
+    const power = dur > 0 ? Math.max(0, cur.in.energy - ref.in.energy) / dur : 0;
+    remoteSilent = packets > 0 && dur > 0 && power < SILENCE_POWER;
+  }
+  const relayed = cur.pair && (cur.pair.local === "relay" || cur.pair.remote === "relay");
+  return {
+    at: Date.now(),
+    rttMs,
+    jitterMs,
+    lossPct,
+    bitrateKbps,
+    mos,
+    level: qualityLevel(mos),
+    path: cur.pair ? (relayed ? "relayed" : "direct") : null,
+    pair: cur.pair,
+    receiving: cur.in.packetsReceived > prev.in.packetsReceived,
+    remoteSilent,
+  };
+}
+
+/**
+ * What a call was like, all in all (the fields of `call-summary`).
+ * @typedef {object} CallSummary
+ * @property {number} durationSec
+ * @property {number|null} mos the mean of the MOS estimates
+ * @property {number|null} rttMs mean
+ * @property {number|null} jitterMs mean
+ * @property {number|null} lossPct over the whole call
+ * @property {number|null} bitrateKbps over the whole call
+ * @property {"direct"|"relayed"|null} path the last one
+ * @property {"good"|"fair"|"poor"|null} level from the mean MOS
+ */
+
+/**
+ * Watches one connected call.
+ *
+ * Events: `sample` (detail: {@link QualitySample}), every {@link QUALITY_MS} ms once two readings exist.
+ */
+export class QualityMonitor extends EventTarget {
+  /** @type {() => RTCPeerConnection|null} */ #pc;
+  /** @type {RawStats[]} the last readings (a few windows' worth) */ #raws = [];
+  /** @type {RawStats|null} the first reading with inbound audio */ #firstIn = null;
+  /** @type {QualitySample|null} */ #last = null;
+  #sums = { mos: 0, mosN: 0, rtt: 0, rttN: 0, jitter: 0, jitterN: 0 };
+  #timer = 0;
+  #reading = false;
+  #stopped = false;
+
+  /** @param {() => RTCPeerConnection|null} getPc the call's peer connection (read at every sample) */
+  constructor(getPc) {
+    super();
+    this.#pc = getPc;
+  }
+
+  /** The latest sample, or null before the first. */
+  get last() {
+    return this.#last;
+  }
+
+  /** Start reading the statistics (at once, then every {@link QUALITY_MS} ms). */
+  start() {
+    if (this.#timer || this.#stopped) return;
+    this.#timer = setInterval(() => this.#read(), QUALITY_MS);
+    this.#read();
+  }
+
+  /** Stop for good (the call ended). */
+  stop() {
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    this.#timer = 0;
+  }
+
+  /**
+   * Sum the call up.
+   * @param {number} durationSec how long the audio was connected
+   * @returns {CallSummary}
+   */
+  summary(durationSec) {
+    const s = this.#sums;
+    const first = this.#firstIn;
+    const last = this.#raws.findLast((r) => r.in) ?? null;
+    let lossPct = null;
+    let bitrateKbps = null;
+    if (first && last && last !== first) {
+      const received = last.in.packetsReceived - first.in.packetsReceived;
+      const lost = Math.max(0, last.in.packetsLost - first.in.packetsLost);
+      lossPct = received + lost > 0 ? (100 * lost) / (received + lost) : 0;
+      const seconds = (last.t - first.t) / 1000;
+      bitrateKbps = seconds > 0 ? ((last.in.bytesReceived - first.in.bytesReceived) * 8) / seconds / 1000 : null;
+    }
+    const mos = s.mosN ? s.mos / s.mosN : null;
+    return {
+      durationSec: Math.max(0, durationSec),
+      mos,
+      rttMs: s.rttN ? s.rtt / s.rttN : null,
+      jitterMs: s.jitterN ? s.jitter / s.jitterN : null,
+      lossPct,
+      bitrateKbps,
+      path: this.#last?.path ?? null,
+      level: qualityLevel(mos),
+    };
+  }
+
+  async #read() {
+    const pc = this.#pc();
+    if (this.#reading || this.#stopped || !pc || pc.connectionState === "closed") return;
+    this.#reading = true;
+    try {
+      const raw = readCallStats(await pc.getStats());
+      if (this.#stopped) return;
+      if (raw.in && !this.#firstIn) this.#firstIn = raw;
+      this.#raws.push(raw);
+      const keep = Math.ceil((WINDOW_MS + SILENT_AFTER_MS) / QUALITY_MS) + 2;
+      if (this.#raws.length > keep) this.#raws.splice(0, this.#raws.length - keep);
+      const sample = sampleFrom(this.#raws);
+      if (!sample) return;
+      this.#last = sample;
+      const s = this.#sums;
+      if (sample.mos !== null && sample.receiving) {
+        s.mos += sample.mos;
+        s.mosN += 1;
+      }
+      if (sample.rttMs !== null) {
+        s.rtt += sample.rttMs;
+        s.rttN += 1;
+      }
+      if (sample.jitterMs !== null) {
+        s.jitter += sample.jitterMs;
+        s.jitterN += 1;
+      }
+      this.dispatchEvent(new CustomEvent("sample", { detail: sample }));
+    } catch (err) {
+      console.debug("[quality] getStats failed:", err);
+    } finally {
+      this.#reading = false;
+    }
+  }
+}

@@ -1,0 +1,148 @@
+"""When something goes wrong, the page says what happened and what to do, in words people understand.
+
+A microphone that is refused, missing or busy; a page opened over plain http from another address; a server that
+cannot be reached (a countdown to the next try, and "Retry now"); the other side's network dropping during a call
+("waiting for them…" rather than an abrupt end). Each screen is saved to test-artifacts/screens/ at desktop and
+phone size, light and dark. Nothing sleeps and then asserts: every step waits for what the user would see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+import pytest
+from playwright.async_api import expect
+
+from tests.conftest import ServerProcess, run_server
+
+from .conftest import LaunchBrowser, OpenPage
+from .steps import assert_audio_flows, connect, data_float, mic, open_pair, shoot, start_call, wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
+
+# getUserMedia fails in the page as the browser makes it fail for each of these (the DOMException's name).
+FAIL_MICROPHONE = """
+(name) => {
+  navigator.mediaDevices.getUserMedia = async () => { throw new DOMException("refused in the test", name); };
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("error", "screen", "said"),
+    [
+        ("NotAllowedError", "error-mic-denied", "Microphone access was denied. To call, allow the microphone"),
+        ("NotFoundError", "error-no-mic", "No microphone was found. Plug in a microphone or a headset"),
+        ("NotReadableError", "error-mic-in-use", "another application may be using it. Close other calling apps"),
+    ],
+    ids=["denied", "missing", "in-use"],
+)
+async def test_microphone_problems_are_explained(
+    server: ServerProcess, open_page: OpenPage, uid: Callable[[str], str], error: str, screen: str, said: str
+) -> None:
+    """A refused, missing or busy microphone stops the call before it rings, with a sentence saying what to do."""
+    page = await open_page(server.http, "/", "ann")
+    await page.fill("#my-id", uid("ann"))
+    await connect(page)
+    await page.evaluate(FAIL_MICROPHONE, error)
+    await page.fill("#peer-id", uid("nobody"))
+    await page.press("#peer-id", "Enter")
+    message = page.locator("#message")
+    await expect(message).to_contain_text(said)
+    await expect(message).to_have_attribute("data-kind", "error")
+    await expect(page.locator("#call-status")).to_have_text("Call Ended")
+    await expect(page.locator("#call")).to_be_enabled()  # ready to try again
+    assert (await mic(page))["opened"] == 0
+    await shoot(page, screen)
+
+
+async def test_plain_http_from_another_address_says_https_is_needed(
+    fresh_server: ServerProcess, open_page: OpenPage, launch_browser: LaunchBrowser
+) -> None:
+    """Over plain http from a LAN-style address the page says at once that https is needed and how to get it."""
+    chromium = await launch_browser("--host-resolver-rules=MAP peercall.test 127.0.0.1")
+    page = await open_page(f"http://peercall.test:{fresh_server.port}", "/", "lan", in_browser=chromium)
+    assert await page.evaluate("window.isSecureContext") is False
+    warning = page.locator("#insecure-warning")
+    await expect(warning).to_be_visible()
+    await expect(warning).to_contain_text("Calls need a secure (https) page.")
+    await expect(warning).to_contain_text("peercall serve --tls-self-signed")
+    await expect(page.locator("#insecure-host")).to_have_text(f"peercall.test:{fresh_server.port}")
+
+    await page.fill("#my-id", "lan-user")
+    await connect(page)  # signaling works over http; only the microphone is refused
+    await page.fill("#peer-id", "someone")
+    await page.click("#call")
+    await expect(page.locator("#message")).to_contain_text("The microphone needs a secure page (https)")
+    await expect(page.locator("#message")).to_contain_text("peercall serve --tls-self-signed")
+    await shoot(page, "error-insecure")
+
+
+async def test_unreachable_server_counts_down_and_retry_now_reconnects(
+    open_page: OpenPage, uid: Callable[[str], str]
+) -> None:
+    """A dead server shows a countdown to the next try and "Retry now"; with a server back, Retry now reconnects."""
+    name = uid("gus")
+    with run_server() as first:
+        port = first.port
+        page = await open_page(first.http, "/", "gus")
+        await page.fill("#my-id", name)
+        await connect(page)
+        await asyncio.to_thread(first.stop, signal.SIGKILL)  # the server dies: no goodbye
+        banner = page.locator("#connection-banner")
+        await expect(banner).to_be_visible()
+        await expect(page.locator("#server-status")).to_have_text("Reconnecting…")
+        await expect(page.locator("#connection-reason")).to_have_text("Cannot reach the server.")
+        countdown = page.locator("#retry-countdown")
+        # The backoff grows; once the next try is 2 s or more away, the countdown visibly counts down.
+        start = await wait_until(
+            lambda: data_float(page, "#retry-countdown", "seconds"), lambda s: (s or 0) >= 2, "a countdown of 2 s+"
+        )
+        await expect(countdown).to_have_text(f"Trying again in {int(start or 0)} s…")
+        await wait_until(
+            lambda: data_float(page, "#retry-countdown", "seconds"),
+            lambda s: s is not None and 0 < s < (start or 0),
+            "the countdown to go down",
+        )
+        await shoot(page, "error-server-unreachable")
+    with run_server(PEERCALL_PORT=str(port)):
+        await wait_until(
+            lambda: data_float(page, "#retry-countdown", "seconds"),
+            lambda s: (s or 0) >= 2,
+            "the next try to be 2 s or more away",
+            timeout=20,
+        )
+        await page.click("#retry-now")
+        await expect(page.locator("#server-status")).to_have_text("Connected", timeout=1500)
+        await expect(banner).to_be_hidden()
+        await expect(page.locator("#message")).to_have_text("Reconnected to the server.")
+        await expect(page.locator("#my-status")).to_have_text("Online: people can call you")
+
+
+async def test_peer_connection_drop_shows_waiting_and_clears_when_they_are_back(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """When the other side's network drops mid-call the page waits for them (no abrupt end), and clears when back."""
+    a, b = await open_pair(open_page, fresh_server)
+    await start_call(a, b)
+    await a.evaluate("() => { window.__e2e.blockSockets = true; window.__e2e.sockets.at(-1).close(); }")
+    note = b.locator("#peer-note")
+    await expect(note).to_have_text("clientA's connection dropped — waiting for them…")
+    await expect(b.locator("#call-status")).to_have_text("Connected")
+    await expect(b.locator("#hangup")).to_be_enabled()
+    await expect(a.locator("#connection-banner")).to_be_visible()
+    await expect(a.locator("#connection-reason")).to_contain_text("Your call goes on meanwhile.")
+    await expect(a.locator("#call-status")).to_have_text("Connected")
+    await assert_audio_flows(b, "B, while A's signaling is down")
+    await shoot(b, "error-peer-dropped")
+    await shoot(a, "error-reconnecting-in-call")
+
+    await a.evaluate("window.__e2e.blockSockets = false")
+    await a.click("#retry-now")
+    await expect(a.locator("#server-status")).to_have_text("Connected")
+    await expect(note).to_be_hidden()
+    await expect(a.locator("#connection-banner")).to_be_hidden()
+    await expect(b.locator("#call-status")).to_have_text("Connected")
+    await assert_audio_flows(b, "B, after A came back")
