@@ -225,3 +225,5 @@ async def test_http_endpoints(server: ServerProcess) -> None:
         for page in ("/", "/callerA.html", "/callerB.html"):
             response = await http.get(page)
             assert response.status_code == 200 and "text/html" in response.headers["content-type"]
+        demo = (await http.get("/callerA.html")).text
+        assert '<body data-id="clientA" data-peer="clientB">' in demo and "Call Client B</button>" in demo

@@ -161,6 +161,14 @@ def create_app(settings: Settings) -> PeercallApp:
 
     signaling = SignalingEndpoint(hub, settings)
     metrics_registry = registry_for(hub, signaling)
+    index_html = (STATIC_DIR / "index.html").read_text()
+    demo_pages = {
+        f"/caller{me}.html": demo_page(index_html, me, peer).encode() for me, peer in (("A", "B"), ("B", "A"))
+    }
+
+    async def get_demo_page(request: Request) -> Response:
+        return Response(demo_pages[request.url.path], media_type="text/html; charset=utf-8")
+
     routes = [
         Route("/ice-servers", get_ice_servers),
         Route("/healthz", healthz),
@@ -168,6 +176,8 @@ def create_app(settings: Settings) -> PeercallApp:
         Route("/api/calls", api_calls),
         Route("/protocol/v1/schema.json", get_schema),
         Route("/metrics", get_metrics),
+        Route("/callerA.html", get_demo_page),
+        Route("/callerB.html", get_demo_page),
         Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"),
     ]
     middleware = [
@@ -213,3 +223,36 @@ def _safe_url(settings: Settings) -> str:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
     return url
+
+
+def demo_page(index_html: str, me: str, peer: str) -> str:
+    """The seed's two-tab demo page of Client `me` ("A" or "B"): the web client with both names preset.
+
+    Made from index.html at startup rather than kept as two more copies of it; every substitution must match,
+    so a change to index.html that breaks one fails at startup (and in the tests), not silently.
+    """
+    mine, theirs = f"client{me}", f"client{peer}"
+    substitutions = [
+        ("<title>peercall</title>", f"<title>Client {me} \u2013 peercall</title>"),
+        ("<body>", f'<body data-id="{mine}" data-peer="{theirs}">'),
+        ("<span>peercall</span>", f'<span>peercall</span> <span class="tag">Client {me}</span>'),
+        ('maxlength="64" placeholder="e.g. alice"', f'maxlength="64" value="{mine}"'),
+        ('class="primary">Connect</button>', 'class="primary">Connect to Server</button>'),
+        (
+            "Open this page in another tab or on another device.",
+            f'Open <a href="caller{peer}.html">Client {peer}</a> in another tab.',
+        ),
+        ('maxlength="64" placeholder="their name"', f'maxlength="64" value="{theirs}"'),
+        ('class="primary" disabled>Call</button>', f'class="primary" disabled>Call Client {peer}</button>'),
+        (
+            'Two-tab demo: <a href="callerA.html">Client A</a> · <a href="callerB.html">Client B</a>',
+            f'Two-tab demo: this is Client {me}; open <a href="caller{peer}.html">Client {peer}</a> in another tab.'
+            ' <a href="./">Call anyone</a>',
+        ),
+    ]
+    page = index_html
+    for old, new in substitutions:
+        if page.count(old) != 1:
+            raise RuntimeError(f"index.html no longer has exactly one {old!r}: update demo_page()")
+        page = page.replace(old, new)
+    return page
