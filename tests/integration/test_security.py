@@ -271,7 +271,7 @@ async def test_flood_is_rate_limited_then_disconnected(tight_server: ServerProce
                 codes.append((await recv_json(ws))["code"])
         # The burst of 10 passes; after it, frames are dropped (a few may pass again as the bucket refills at
         # 20/s if the machine is slow to send them all).
-        assert codes[:10] == ["not-in-call"] * 10 and codes.count("rate-limited") > 10
+        assert codes[:10] == ["not-in-call"] * 10 and codes.count("rate-limited") >= 10
         assert set(codes[10:]) <= {"rate-limited", "not-in-call"}
         assert info.value.rcvd is not None and (info.value.rcvd.code, info.value.rcvd.reason) == (
             4429,
