@@ -277,7 +277,7 @@ async def test_flood_is_rate_limited_then_disconnected(tight_server: ServerProce
             4429,
             "too many messages",
         )
-    assert "kept sending faster than 20 frames/s; disconnecting" in tight_server.log()
+    assert await asyncio.to_thread(tight_server.wait_log, "kept sending faster than 20 frames/s; disconnecting")
 
 
 async def test_call_requests_per_minute(tight_server: ServerProcess) -> None:
