@@ -131,6 +131,29 @@ export function oneWayDelayMs({ rttMs, jitterBufferMs }) {
  */
 
 /**
+ * The candidate pair carrying the call (the transport's selected pair, else a nominated succeeded one), as
+ * {rtt (s), local and remote candidate types, protocol}; null before any pair works.
+ * @param {RTCStatsReport} stats
+ * @param {any} pair the transport's selected pair, if the report named one
+ */
+export function describePair(stats, pair) {
+  if (!pair) {
+    for (const r of stats.values()) {
+      if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r;
+    }
+  }
+  if (!pair) return null;
+  const local = stats.get(pair.localCandidateId);
+  const remote = stats.get(pair.remoteCandidateId);
+  return {
+    rtt: typeof pair.currentRoundTripTime === "number" ? pair.currentRoundTripTime : null,
+    local: local?.candidateType ?? null,
+    remote: remote?.candidateType ?? null,
+    protocol: local?.protocol ?? null,
+  };
+}
+
+/**
  * Read a `getStats()` report.
  * @param {RTCStatsReport} stats
  * @returns {Sample}
@@ -159,21 +182,7 @@ export function readStats(stats) {
       pair = stats.get(r.selectedCandidatePairId) ?? pair;
     }
   }
-  if (!pair) {
-    for (const r of stats.values()) {
-      if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r;
-    }
-  }
-  if (pair) {
-    const local = stats.get(pair.localCandidateId);
-    const remote = stats.get(pair.remoteCandidateId);
-    sample.pair = {
-      rtt: typeof pair.currentRoundTripTime === "number" ? pair.currentRoundTripTime : null,
-      local: local?.candidateType ?? null,
-      remote: remote?.candidateType ?? null,
-      protocol: local?.protocol ?? null,
-    };
-  }
+  sample.pair = describePair(stats, pair);
   return sample;
 }
 

@@ -10,7 +10,7 @@
  * @module quality
  */
 
-import { eModel, oneWayDelayMs } from "./audiocheck.js";
+import { describePair, eModel, oneWayDelayMs } from "./audiocheck.js";
 
 /** How often the statistics are read during a call (ms). */
 export const QUALITY_MS = 1000;
@@ -81,21 +81,7 @@ export function readCallStats(stats) {
       pair = stats.get(r.selectedCandidatePairId) ?? pair;
     }
   }
-  if (!pair) {
-    for (const r of stats.values()) {
-      if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r;
-    }
-  }
-  if (pair) {
-    const local = stats.get(pair.localCandidateId);
-    const remote = stats.get(pair.remoteCandidateId);
-    raw.pair = {
-      rtt: typeof pair.currentRoundTripTime === "number" ? pair.currentRoundTripTime : null,
-      local: local?.candidateType ?? null,
-      remote: remote?.candidateType ?? null,
-      protocol: local?.protocol ?? null,
-    };
-  }
+  raw.pair = describePair(stats, pair);
   return raw;
 }
 
