@@ -281,19 +281,31 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-async def postgres_database(admin_dsn: str) -> AsyncIterator[str]:
-    """A new, empty database on the session's server, dropped afterwards: `postgresql://…/<name>`."""
+async def create_database(admin_dsn: str) -> str:
+    """A new, empty database on the server of `admin_dsn`: its `postgresql://…/<name>` URL."""
     name = f"peercall_test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(admin_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
+    return sa.make_url(admin_dsn).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_database(admin_dsn: str, url: str) -> None:
+    """Drop the database that `create_database` made (connections to it are closed)."""
+    name = sa.make_url(url).database
+    admin = await asyncpg.connect(admin_dsn)
     try:
-        yield sa.make_url(admin_dsn).set(database=name).render_as_string(hide_password=False)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
-        admin = await asyncpg.connect(admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await admin.close()
+
+
+async def postgres_database(admin_dsn: str) -> AsyncIterator[str]:
+    """A new, empty database on the session's server, dropped afterwards: `postgresql://…/<name>`."""
+    url = await create_database(admin_dsn)
+    try:
+        yield url
+    finally:
+        await drop_database(admin_dsn, url)
