@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--certfile", metavar="PEM", help="TLS certificate: serve https and wss")
     serve.add_argument("--keyfile", metavar="PEM", help="TLS private key")
+    serve.add_argument("--redis-url", metavar="URL", help="share calls with other nodes through this Redis")
+    serve.add_argument("--node-id", metavar="NAME", help="this node's name in logs and Redis (default: random)")
     serve.add_argument(
         "--tls-self-signed",
         action="store_true",

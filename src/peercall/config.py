@@ -107,6 +107,16 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///peercall.sqlite3"
     """Call history store (`PEERCALL_DATABASE_URL`): `sqlite:///path` (default, relative to the working
     directory), `postgresql://user:password@host/db` for several nodes, or `memory://` (lost at exit)."""
+    redis_url: str | None = None
+    """Several nodes (`PEERCALL_REDIS_URL=redis://host:6379/0`): nodes with the same Redis share presence,
+    routing and call state, so users on any two of them can call each other. Unset: one node, all in memory."""
+    redis_prefix: Annotated[str, Field(min_length=1, max_length=64)] = "peercall:"
+    """Prefix of every Redis key and channel (`PEERCALL_REDIS_PREFIX`): several clusters may share one Redis."""
+    node_id: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = None
+    """This node's name in logs and in Redis (`PEERCALL_NODE_ID`); default: a random one."""
+    node_lease: Annotated[float, Field(ge=1, le=300)] = 10.0
+    """Seconds after which a node that stopped renewing its lease (it died without a word) has its connections
+    taken as gone and its users marked offline (`PEERCALL_NODE_LEASE`)."""
     shutdown_timeout: Annotated[float, Field(gt=0, le=300)] = 5.0
     """Seconds that a graceful shutdown waits for connections to close (`PEERCALL_SHUTDOWN_TIMEOUT`)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -34,7 +34,11 @@ class ProtocolError(PeercallError):
         self.ref = ref
         self.to = to
         self.call_id = call_id
-        self.retryable = code is ErrorCode.UNAVAILABLE
+        self.retryable = code in (ErrorCode.UNAVAILABLE, ErrorCode.SERVICE_UNAVAILABLE)
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+
+class SharedStateUnavailable(Exception):
+    """Several nodes: Redis cannot be reached (or an event met too much contention), so nothing was changed."""

@@ -88,9 +88,10 @@ class Close:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """Write one ended call to the history."""
+    """Write one ended call to the history. `notified`: the callee was online, so a missed call rang there."""
 
     record: CallRecord
+    notified: bool = False
 
 
 Effect = Send | Forward | Presence | Close | Record
@@ -180,6 +181,13 @@ class Call:
 
     def other(self, party: Party) -> Party | None:
         return self.callee if party is self.caller else self.caller
+
+    def deadline(self) -> float | None:
+        """When this call next needs `tick()`: its ring timeout, or the end of a lost party's grace period."""
+        deadlines = [p.lost_until for p in self.parties() if p.lost_until is not None]
+        if self.state is CallState.RINGING:
+            deadlines.append(self.ring_deadline)
+        return min(deadlines, default=None)
 
 
 def _error(code: ErrorCode, message: str, env: Envelope, call_id: str | None = None) -> ProtocolError:
@@ -432,7 +440,7 @@ class Switchboard:
             reject = {"type": "call-reject", "from": call.callee_user, "to": device.user, "callId": call.id}
             effects.append(Send(device.conn, {**reject, "data": {"reason": "busy"}}))
         effects.append(Send(device.conn, _ended(call.id, outcome, reason)))
-        effects.append(Record(_record(call, outcome, reason, now, hung_up_by=None)))
+        effects.append(Record(_record(call, outcome, reason, now, hung_up_by=None), call.callee_user in self.users))
         return effects
 
     def _accept(self, call: Call, device: Device, env: Envelope, now: float, *, glare: bool) -> list[Effect]:
@@ -476,9 +484,7 @@ class Switchboard:
 
     def next_deadline(self) -> float | None:
         """When `tick()` next has something to do, or None."""
-        deadlines = [c.ring_deadline for c in self.calls.values() if c.state is CallState.RINGING]
-        deadlines += [p.lost_until for c in self.calls.values() for p in c.parties() if p.lost_until is not None]
-        return min(deadlines, default=None)
+        return min((d for c in self.calls.values() if (d := c.deadline()) is not None), default=None)
 
     def tick(self, now: float) -> list[Effect]:
         """End the calls whose ring timeout or resume grace has passed."""
@@ -546,7 +552,7 @@ class Switchboard:
                 effects.append(Forward(conn, env, peer, call.id))
             else:
                 effects.append(Send(conn, _compat_hangup(call, peer, reason)))
-        effects.append(Record(_record(call, outcome, reason, now, hung_up_by=actor)))
+        effects.append(Record(_record(call, outcome, reason, now, hung_up_by=actor), call.callee_user in self.users))
         if call.callee is not None:
             effects += self._in_call_changed(call, False)
         return effects

@@ -3,7 +3,11 @@ and hands ended calls to the history.
 
 No sockets here: a connection is anything with `id`, `cid`, `send_text()` and `close()` (the WebSocket adapter in
 server/ws.py, or a list in the unit tests). Deciding is the switchboard's job (core/switchboard.py); this module
-only decides nothing. `_deliver()` is the seam for multi-node routing: today it only knows local connections.
+only decides nothing.
+
+One node (`broker=None`): the hub's own switchboard holds all state and every connection is local. Several nodes
+(`broker=RedisBroker`): the state lives in Redis and the broker runs the switchboard on it; effects for
+connections of other nodes go through the broker, and the broker hands the hub what other nodes send here.
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ from typing import TYPE_CHECKING, Protocol
 from ..core.limits import TokenBucket
 from ..core.records import CallRecord
 from ..core.switchboard import Close, Effect, Forward, Presence, Record, Send, Switchboard
-from ..errors import ProtocolError
+from ..errors import ProtocolError, SharedStateUnavailable
 from ..protocol import messages
-from ..protocol.codes import ErrorCode
+from ..protocol.codes import CloseCode, ErrorCode
 from .stats import Stats
 
 if TYPE_CHECKING:
+    from ..broker import RedisBroker
     from ..store.base import CallHistory
 
 log = logging.getLogger("peercall.hub")
@@ -33,6 +38,9 @@ log = logging.getLogger("peercall.hub")
 # Frames that cannot change a call's state: they skip the timer bookkeeping (the hot path).
 _MEDIA = frozenset({"offer", "answer", "candidate"})
 _LOGGED_ERRORS = 5  # protocol errors logged per connection; the rest are counted
+# Server frames after which a node forgets where a connection's peer is (multi-node): the call changed.
+_CALL_CHANGED = frozenset({"call-ended", "call-resumed"})
+_SHARED_STATE_DOWN = "the server cannot reach its shared state (Redis) right now; nothing was done, try again shortly"
 
 
 class Connection(Protocol):
@@ -64,6 +72,7 @@ class Hub:
         call_rate: int = 30,
         private: bool = False,
         presence_interval: float = 0.1,
+        broker: RedisBroker | None = None,
     ) -> None:
         self.switchboard = Switchboard(
             ring_timeout=ring_timeout, resume_grace=resume_grace, new_id=lambda: secrets.token_hex(8), private=private
@@ -87,6 +96,8 @@ class Hub:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.broker = broker
+        self._cid_prefix = f"{broker.address}." if broker is not None else "c"
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -95,15 +106,38 @@ class Hub:
         return list(self._conns.values())
 
     def new_cid(self) -> str:
-        return f"c{next(self._serial)}"
+        return f"{self._cid_prefix}{next(self._serial)}"
+
+    def users_online(self) -> int:
+        return len(self.switchboard.users) if self.broker is None else self.broker.users_online
+
+    def calls_by_state(self) -> dict[str, int]:
+        if self.broker is not None:
+            return dict(self.broker.calls_by_state)
+        states = {"ringing": 0, "answered": 0}
+        for call in self.switchboard.calls.values():
+            states[call.state.value] += 1
+        return states
 
     # ------------------------------------------------------------------------------------- connections
 
     async def join(self, conn: Connection, device: str | None = None) -> None:
         """Register an accepted connection: welcome it, announce it, resume or ring its calls."""
         self._conns[conn.cid] = conn
-        await self._perform(self.switchboard.connect(conn.cid, conn.id, device, self.clock()))
-        self._reschedule()
+        if self.broker is None:
+            await self._perform(self.switchboard.connect(conn.cid, conn.id, device, self.clock()))
+            self._reschedule()
+        else:
+            try:
+                effects = await self.broker.connect(conn.cid, conn.id, device, self.clock())
+            except SharedStateUnavailable:
+                del self._conns[conn.cid]
+                log.warning("%s: refused, Redis is unreachable", conn.id)
+                error = ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, _SHARED_STATE_DOWN)
+                await conn.send_text(messages.error(error))
+                await conn.close(CloseCode.TRY_AGAIN_LATER, "shared state unavailable")
+                return
+            await self._perform(effects)
         if self.history is not None:
             self._spawn(self._send_missed(conn))
 
@@ -111,8 +145,14 @@ class Hub:
         """Forget a connection that closed."""
         if self._conns.pop(conn.cid, None) is None:
             return
-        await self._perform(self.switchboard.disconnect(conn.cid, self.clock()))
-        self._reschedule()
+        if self.broker is None:
+            await self._perform(self.switchboard.disconnect(conn.cid, self.clock()))
+            self._reschedule()
+            return
+        try:
+            await self._perform(await self.broker.disconnect(conn.cid, conn.id, self.clock()))
+        except SharedStateUnavailable:
+            log.warning("%s: Redis is unreachable; its disconnect is told when it is back", conn.id)
 
     async def handle(self, conn: Connection, frame: str | bytes) -> None:
         """One frame from `conn`: let the switchboard decide, then do what it says."""
@@ -121,10 +161,18 @@ class Hub:
             if env.type == "call-request":
                 self._check_call_rate(conn.id, env)
             elif env.type == "call-summary":
-                self._summary(conn, env)
+                await self._summary(conn, env)
                 self.stats.messages[env.type] += 1
                 return
-            effects = self.switchboard.receive(conn.cid, env, self.clock())
+            if self.broker is None:
+                effects = self.switchboard.receive(conn.cid, env, self.clock())
+            else:
+                try:
+                    effects = await self.broker.receive(conn.cid, conn.id, env, self.clock())
+                except SharedStateUnavailable:
+                    raise ProtocolError(
+                        ErrorCode.SERVICE_UNAVAILABLE, _SHARED_STATE_DOWN, ref=env.type, to=env.to, call_id=env.callId
+                    ) from None
         except ProtocolError as exc:
             await self.reject(conn, exc)
             return
@@ -140,10 +188,18 @@ class Hub:
         log.info("%s -> %s %s (call %s)", conn.id, env.to, env.type, call_id, extra={"call_id": call_id})
         self._reschedule()
 
-    def _summary(self, conn: Connection, env: messages.Envelope) -> None:
+    async def _summary(self, conn: Connection, env: messages.Envelope) -> None:
         """Keep a party's `call-summary` with its call's history record (once the record is written)."""
         assert env.callId is not None
         recent = self._recent.get(env.callId)
+        if recent is None and self.broker is not None:  # it may have ended on another node
+            try:
+                parties = await self.broker.ended_call(env.callId)
+            except SharedStateUnavailable:
+                raise ProtocolError(
+                    ErrorCode.SERVICE_UNAVAILABLE, _SHARED_STATE_DOWN, ref=env.type, call_id=env.callId
+                ) from None
+            recent = None if parties is None else (*parties, None)
         if recent is None or conn.id not in recent[:2]:
             raise ProtocolError(
                 ErrorCode.NOT_IN_CALL,
@@ -161,7 +217,14 @@ class Hub:
         try:
             if written is not None:
                 await written
-            await self.history.add_quality(call_id, user, summary)
+                await self.history.add_quality(call_id, user, summary)
+                return
+            # The call ended on another node, whose write of its record may still be on its way.
+            for delay in (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2):
+                if await self.history.add_quality(call_id, user, summary):
+                    return
+                await asyncio.sleep(delay)
+            log.warning("the summary of call %s from %s came, its history record did not", call_id, user)
         except Exception:
             self.history_failures += 1
             log.exception("could not keep the summary of call %s from %s", call_id, user)
@@ -206,25 +269,57 @@ class Hub:
     # ----------------------------------------------------------------------------------------- effects
 
     async def _perform(self, effects: list[Effect]) -> None:
-        conns = self._conns
+        conns, broker = self._conns, self.broker
         for effect in effects:
             if isinstance(effect, Forward):
                 target = conns.get(effect.conn)
                 if target is not None:
                     await target.send_text(messages.forward(effect.env, effect.sender, effect.call_id, effect.polite))
+                elif broker is not None:
+                    broker.send(
+                        effect.conn, "s", messages.forward(effect.env, effect.sender, effect.call_id, effect.polite)
+                    )
             elif isinstance(effect, Send):
                 target = conns.get(effect.conn)
+                if broker is None:
+                    if target is not None:
+                        await target.send_text(messages.encode(effect.message))
+                    continue
+                changed = effect.message["type"] in _CALL_CHANGED
                 if target is not None:
+                    if changed:
+                        broker.forget_route(effect.conn)
                     await target.send_text(messages.encode(effect.message))
+                else:
+                    broker.send(effect.conn, "e" if changed else "s", messages.encode(effect.message))
             elif isinstance(effect, Presence):
-                self._presence_changed(effect)
+                if broker is None:
+                    self._presence_changed(effect)
+                else:
+                    broker.presence(effect)
             elif isinstance(effect, Close):
                 target = conns.get(effect.conn)
                 if target is not None:
                     log.info("%s: closing an older connection of the same device (%s)", target.id, target.cid)
                     await target.close(effect.code, effect.reason)
+                elif broker is not None:
+                    broker.send(effect.conn, "c", f"{effect.code} {effect.reason}")
             elif isinstance(effect, Record):
-                self._ended(effect.record)
+                self._ended(effect.record, effect.notified)
+
+    async def _deliver_local(self, cid: str, kind: str, text: str) -> None:
+        """A frame that another node sent for a connection of this one (see RedisBroker.send)."""
+        target = self._conns.get(cid)
+        if kind == "e" and self.broker is not None:
+            self.broker.forget_route(cid)
+        if target is None:
+            return
+        if kind == "c":
+            code, _, reason = text.partition(" ")
+            log.info("%s: closing an older connection of the same device (%s)", target.id, target.cid)
+            await target.close(int(code), reason)
+        else:
+            await target.send_text(text)
 
     # --------------------------------------------------------------------------------------- presence
 
@@ -260,7 +355,7 @@ class Hub:
         for conn in targets:
             await conn.send_text(text)
 
-    def _ended(self, record: CallRecord) -> None:
+    def _ended(self, record: CallRecord, notified: bool) -> None:
         self.stats.outcomes[record.outcome.value] += 1
         if record.answered_at is not None:
             self.stats.answer_time.observe(record.answered_at - record.ringing_at)
@@ -276,7 +371,6 @@ class Hub:
         written = None
         if self.history is not None:
             # A callee who was online saw a missed call ring; only calls missed while away are reported later.
-            notified = record.callee in self.switchboard.users
             written = self._spawn(self._write(record, notified))
         self._recent[record.call_id] = (record.caller, record.callee, written)
         if len(self._recent) > 10_000:
@@ -310,7 +404,10 @@ class Hub:
     # ------------------------------------------------------------------------------------------ timer
 
     def _reschedule(self) -> None:
-        """Arm one loop timer for the switchboard's next deadline (ring timeout or resume grace)."""
+        """Arm one loop timer for the switchboard's next deadline (ring timeout or resume grace). With a broker,
+        the broker's timer does this for the whole cluster."""
+        if self.broker is not None:
+            return
         deadline = self.switchboard.next_deadline()
         if deadline == self._timer_at or self.draining:
             return

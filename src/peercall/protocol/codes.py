@@ -19,6 +19,7 @@ class ErrorCode(StrEnum):
     IN_CALL = "in-call"  # a call-request while this user already has a call going
     RATE_LIMITED = "rate-limited"  # too many frames, or call requests, too fast: this one was dropped
     UNAUTHORIZED = "unauthorized"  # the token is missing or not acceptable (sent just before close 4401)
+    SERVICE_UNAVAILABLE = "service-unavailable"  # the server cannot reach its shared state (Redis): try again soon
 
 
 class CloseCode(IntEnum):
@@ -28,6 +29,7 @@ class CloseCode(IntEnum):
     GOING_AWAY = 1001  # the server is shutting down or restarting: reconnect with backoff
     MESSAGE_TOO_BIG = 1009  # a frame above the hard limit (4 x max message size); smaller ones get `too-large`
     INTERNAL_ERROR = 1011  # a bug on our side, logged with its traceback
+    TRY_AGAIN_LATER = 1013  # the server cannot reach its shared state (Redis) now: reconnect with backoff
     UNAUTHORIZED = 4401  # no valid token (or none in time): get a new token, then reconnect
     SLOW_CONSUMER = 4420  # the client read too slowly and its send buffer overflowed
     RATE_LIMITED = 4429  # the client kept sending faster than its rate limit

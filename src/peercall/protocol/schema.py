@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from . import codes
 from .messages import CallId, CallSummary, ClientId, IceCandidate, SessionDescription
 
 Outcome = Literal["answered", "rejected", "cancelled", "missed", "busy", "unavailable", "failed"]
@@ -29,17 +30,8 @@ Reason = Literal[
     "answered-elsewhere",
     "user-unavailable",
 ]
-ErrorCode = Literal[
-    "bad-json",
-    "bad-message",
-    "unknown-type",
-    "too-large",
-    "unavailable",
-    "not-in-call",
-    "in-call",
-    "rate-limited",
-    "unauthorized",
-]
+# Built from the enum, so that a new code cannot be left out of the schema.
+ErrorCode = Literal[tuple(code.value for code in codes.ErrorCode)]  # type: ignore[valid-type]
 
 
 class _Frame(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True):

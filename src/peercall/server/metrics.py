@@ -29,18 +29,18 @@ class HubCollector(Collector):
         hub, stats = self.hub, self.hub.stats
         yield GaugeMetricFamily("peercall_connections", "Open signaling connections", value=len(hub))
         yield GaugeMetricFamily(
-            "peercall_users_online", "Users with at least one connection", value=len(hub.switchboard.users)
+            "peercall_users_online", "Users with at least one connection (on any node)", value=hub.users_online()
         )
         active = GaugeMetricFamily("peercall_calls_active", "Calls not yet ended, by state", labels=["state"])
-        states = {"ringing": 0, "answered": 0}
-        for call in hub.switchboard.calls.values():
-            states[call.state.value] += 1
-        for state, count in states.items():
+        for state, count in hub.calls_by_state().items():
             active.add_metric([state], count)
         yield active
         yield _counter(
             "peercall_messages", "Frames received from clients and accepted, by type", "type", stats.messages
         )
+        if hub.broker is not None:
+            yield _counter("peercall_redis_round_trips", "Round trips to Redis, by kind", "kind", hub.broker.ops)
+            yield GaugeMetricFamily("peercall_redis_up", "1 if Redis answered lately", value=int(hub.broker.healthy))
         yield _counter("peercall_errors", "Error frames sent to clients, by code", "code", stats.errors)
         yield _counter("peercall_calls", "Calls ended, by outcome", "outcome", stats.outcomes)
         yield _counter("peercall_disconnects", "Connections closed by the server, by reason", "reason", stats.dropped)

@@ -1,0 +1,575 @@
+"""The Redis broker: several nodes share presence, routing and call state (docs/deploy.md, "Several nodes").
+
+Keys (all under the prefix, `peercall:` by default):
+
+    u:{user}      hash   connection id -> [device, named] for each device online, on any node; `~active` -> call id
+    call:{id}     string the call (JSON of core.switchboard.Call) while it rings or is answered
+    due           zset   call id -> when it next needs a tick (ring timeout, end of a resume grace)
+    callstate     hash   call id -> ringing | answered (for /metrics)
+    ended:{id}    string "caller callee" of a call that ended lately (who may send its call-summary), 1 h
+    online        zset   users online (score 0: lexical order, for `welcome`)
+    seen          zset   user -> last seen (offline users, newest 1000)
+    incall        set    users in an answered call
+    nodes         zset   node -> lease expiry; a node renews its lease every lease/3 s
+    n:{node}      hash   connection id -> user, for the node's connections (to reap them if it dies)
+    to:{node}     channel frames for that node's connections; `all`: presence changes, for every node
+
+Atomicity: every state change (connect, disconnect, a call frame, a timer tick, reaping a dead node) WATCHes the
+keys of the users and calls it touches, reads them, runs the pure `Switchboard` code on that slice, and writes
+the changes in one MULTI/EXEC. If another node changed any of those keys meanwhile, EXEC fails and the event is
+replayed on the new state, so e.g. two devices of one user on two nodes accepting at once yield one winner,
+and a ring timeout that every node sees due is acted on by exactly one. The effects of a change are performed
+only after its EXEC succeeded, by the node that made it.
+
+Routing: Pub/Sub, one channel per node. It is the lowest-latency path Redis has (no storage, one PUBLISH per
+frame, batched in pipelines), delivers in order per publishing connection (each node publishes on one), and loses
+nothing while both nodes stay connected to Redis; streams would add durability we do not need (a node that
+lost its Redis connection has lost its clients' calls' signaling context anyway; they resume).
+
+`offer`/`answer`/`candidate`, the hot path, change no state: a node remembers, per connection of its own in an
+answered call, where the peer's connection is, and forwards without asking Redis. Anything that changes a call
+(`call-ended`, `call-resumed` to that connection) forgets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..core.switchboard import Call, CallState, Device, Effect, Forward, Presence, Switchboard
+from ..errors import SharedStateUnavailable
+from ..protocol.messages import Envelope
+
+if TYPE_CHECKING:
+    from ..hub.router import Hub
+
+log = logging.getLogger("peercall.broker")
+
+_ACTIVE = "~active"  # the field of u:{user} that holds the user's call (ids cannot contain "~")
+_MEDIA = frozenset({"offer", "answer", "candidate"})
+_TRIES = 100  # replays of one event under contention before giving up
+_TIMER_POLL = 0.25  # seconds between looks at `due` when nothing local is due sooner
+_ENDED_TTL = 3600
+_SEEN_KEPT = 1000
+
+# Reads every watched key in one round trip: the first ARGV[1] keys are hashes, the rest strings.
+_READ = """
+local n = tonumber(ARGV[1])
+local out = {}
+for i, key in ipairs(KEYS) do
+  if i <= n then out[i] = redis.call('HGETALL', key) else out[i] = redis.call('GET', key) end
+end
+return out
+"""
+# A user's call, for a frame that only needs to read it (no WATCH: nothing is written).
+_READ_CALL = """
+local id = redis.call('HGET', KEYS[1], ARGV[2])
+if not id then return false end
+return redis.call('GET', ARGV[1] .. id)
+"""
+
+_encode = msgspec.json.encode
+_decode_call = msgspec.json.Decoder(Call).decode
+
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class _Slice(Switchboard):
+    """A switchboard holding only the part of the shared state one event touches."""
+
+    in_call_users: list[str]
+    recent_seen: list[dict[str, object]]
+
+    def _in_calls(self, *, exclude: str) -> list[str]:
+        online = set(self._online)
+        return sorted(u for u in self.in_call_users if u != exclude and u in online)
+
+    def _recent(self) -> list[dict[str, object]]:
+        return self.recent_seen
+
+
+@dataclass
+class _Loaded:
+    """What a transaction read: the state before, to write back only what changed."""
+
+    devices: dict[str, dict[str, tuple[str, bool]]] = field(default_factory=dict)  # user -> cid -> device
+    active: dict[str, str | None] = field(default_factory=dict)  # user -> call id
+    calls: dict[str, tuple[str, str]] = field(default_factory=dict)  # call id -> (caller, callee)
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    call_id: str
+    peer: str
+    peer_conn: str
+
+
+class RedisBroker:
+    """One node's link to the shared state. The hub calls `connect`/`disconnect`/`receive` and `send`; the broker
+    calls back the hub's `_perform`, `_deliver_local` and `_presence_changed`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        node_id: str | None = None,
+        lease: float = 10.0,
+        prefix: str = "peercall:",
+        ring_timeout: float = 45.0,
+        resume_grace: float = 20.0,
+        private: bool = False,
+    ) -> None:
+        self.node = node_id or secrets.token_hex(3)
+        # A restarted node gets a new address, so nothing meant for its previous life reaches it.
+        self.address = f"{self.node}-{secrets.token_hex(3)}"
+        self.lease = lease
+        self.p = prefix
+        self.ring_timeout, self.resume_grace, self.private = ring_timeout, resume_grace, private
+        self.redis = aioredis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2, health_check_interval=5
+        )
+        self.hub: Hub | None = None
+        self.healthy = False
+        self.ops: collections.Counter[str] = collections.Counter()  # Redis round trips by kind, for /metrics
+        self.users_online = 0
+        self.calls_by_state: dict[str, int] = {"ringing": 0, "answered": 0}
+        self._routes: dict[str, _Route] = {}
+        self._route_epoch = 0
+        self._local: dict[str, tuple[str, str | None]] = {}  # cid -> (user, device asked for), to re-register
+        self._pending_leaves: dict[str, str] = {}  # cid -> user, disconnects Redis has not heard of yet
+        self._outbox: collections.deque[tuple[str, str]] = collections.deque()
+        self._outbox_ready = asyncio.Event()
+        self._timer_wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._registered = False
+        self._closing = False
+
+    # ------------------------------------------------------------------------------------------ keys
+
+    def _u(self, user: str) -> str:
+        return f"{self.p}u:{user}"
+
+    def _call(self, call_id: str) -> str:
+        return f"{self.p}call:{call_id}"
+
+    def _n(self, address: str) -> str:
+        return f"{self.p}n:{address}"
+
+    def _to(self, address: str) -> str:
+        return f"{self.p}to:{address}"
+
+    @staticmethod
+    def address_of(cid: str) -> str:
+        return cid.rpartition(".")[0]
+
+    def _slice(self) -> _Slice:
+        sb = _Slice(
+            ring_timeout=self.ring_timeout,
+            resume_grace=self.resume_grace,
+            new_id=lambda: secrets.token_hex(8),
+            private=self.private,
+        )
+        sb.in_call_users, sb.recent_seen = [], []
+        return sb
+
+    # ------------------------------------------------------------------------------------- lifecycle
+
+    async def start(self, hub: Hub) -> None:
+        """Join the cluster: take a lease, listen on this node's channel, run the timers. Does not wait for
+        Redis: if it is down, the node starts unready and joins when it comes back."""
+        self.hub = hub
+        with contextlib.suppress(*TRANSIENT):
+            await self._renew()
+        for job in (self._listen, self._publish_loop, self._timer_loop, self._housekeeping):
+            self._tasks.append(asyncio.create_task(job(), name=f"peercall-broker-{job.__name__}"))
+
+    async def stop(self) -> None:
+        """Leave the cluster: the node's connections are already closed; give up the lease at once."""
+        self._closing = True
+        with contextlib.suppress(*TRANSIENT, RedisError, SharedStateUnavailable):
+            await self._flush_outbox()
+            for cid, user in list(self._pending_leaves.items()):
+                await self._disconnect(cid, user, time.time())
+            await self._reap(self.address)
+            await self.redis.zrem(f"{self.p}nodes", self.address)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            await asyncio.wait_for(self.redis.ping(), 2)
+        except (*TRANSIENT, RedisError, TimeoutError):
+            self.healthy = False
+        return self.healthy
+
+    # --------------------------------------------------------------------------------- transactions
+
+    async def _transact(
+        self,
+        users: Iterable[str],
+        call_ids: Iterable[str],
+        run: Callable[[_Slice], list[Effect]],
+        *,
+        welcome: str | None = None,
+    ) -> list[Effect]:
+        """Run `run` on the slice of state of `users` and `call_ids` (and of the calls and users they lead to),
+        atomically: replayed if another node changed that slice before we wrote. ProtocolError passes through
+        (nothing written)."""
+        try:
+            for attempt in range(_TRIES):
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    try:
+                        sb, before = await self._load(pipe, set(users), set(call_ids), welcome)
+                        effects = run(sb)
+                        pipe.multi()
+                        self._write(pipe, sb, before)
+                        await pipe.execute()
+                        self.ops["transaction"] += 1
+                        self.healthy = True
+                        self._timer_wake.set()
+                        return effects
+                    except WatchError:
+                        self.ops["retry"] += 1
+                        if attempt > 2:
+                            await asyncio.sleep(random.uniform(0, 0.002 * attempt))
+        except TRANSIENT as exc:
+            self.healthy = False
+            raise SharedStateUnavailable(str(exc)) from exc
+        raise SharedStateUnavailable(f"gave up after {_TRIES} conflicting attempts")
+
+    async def _load(
+        self, pipe: Any, users: set[str], call_ids: set[str], welcome: str | None
+    ) -> tuple[_Slice, _Loaded]:
+        sb, before = self._slice(), _Loaded()
+        want_users, want_calls = users, call_ids
+        while want_users or want_calls:
+            user_list, call_list = sorted(want_users), sorted(want_calls)
+            keys = [self._u(u) for u in user_list] + [self._call(c) for c in call_list]
+            await pipe.watch(*keys)
+            values = await pipe.eval(_READ, len(keys), *keys, len(user_list))
+            self.ops["read"] += 1
+            want_users, want_calls = set(), set()
+            for user, flat in zip(user_list, values, strict=False):
+                fields = dict(zip(flat[::2], flat[1::2], strict=True))
+                active = fields.pop(_ACTIVE, None)
+                devices = {cid: tuple(msgspec.json.decode(v)) for cid, v in fields.items()}
+                before.devices[user], before.active[user] = devices, active  # type: ignore[assignment]
+                if devices:
+                    sb.users[user] = {cid: Device(cid, user, d, named) for cid, (d, named) in devices.items()}
+                    sb.devices.update(sb.users[user])
+                if active is not None and active not in before.calls and active not in call_list:
+                    want_calls.add(active)
+            for call_id, raw in zip(call_list, values[len(user_list) :], strict=True):
+                if raw is None:
+                    continue
+                call = _decode_call(raw)
+                sb.calls[call_id] = call
+                before.calls[call_id] = (call.caller.user, call.callee_user)
+                for user in (call.caller.user, call.callee_user):
+                    if user not in before.devices:
+                        want_users.add(user)
+            want_calls -= set(before.calls)
+        for user, call_id in before.active.items():
+            if call_id is not None and call_id in sb.calls:
+                sb.active[user] = call_id
+        if welcome is None:
+            sb._online = sorted(sb.users)
+        else:
+            everyone, in_call, seen = await self._welcome_lists()
+            online = set(everyone) - set(before.devices) | set(sb.users)
+            sb._online = sorted(online)
+            sb.in_call_users = in_call
+            sb.recent_seen = [{"id": u, "lastSeen": t} for u, t in seen if u != welcome and u not in online]
+        return sb, before
+
+    async def _welcome_lists(self) -> tuple[list[str], list[str], list[tuple[str, float]]]:
+        async with self.redis.pipeline(transaction=False) as reads:
+            reads.zrange(f"{self.p}online", 0, -1)
+            reads.smembers(f"{self.p}incall")
+            reads.zrevrange(f"{self.p}seen", 0, 49, withscores=True)
+            everyone, in_call, seen = await reads.execute()
+        self.ops["read"] += 1
+        return everyone, sorted(in_call), seen
+
+    def _write(self, pipe: Any, sb: _Slice, before: _Loaded) -> None:
+        p = self.p
+        for user, old in before.devices.items():
+            new = sb.users.get(user, {})
+            key = self._u(user)
+            for cid in old.keys() - new.keys():
+                pipe.hdel(key, cid)
+                pipe.hdel(self._n(self.address_of(cid)), cid)
+            for cid in new.keys() - old.keys():
+                device = new[cid]
+                pipe.hset(key, cid, _encode([device.device, device.named]))
+                pipe.hset(self._n(self.address_of(cid)), cid, user)
+            if old and not new:
+                pipe.zrem(f"{p}online", user)
+                if user in sb.last_seen:
+                    pipe.zadd(f"{p}seen", {user: sb.last_seen[user]})
+                    pipe.zremrangebyrank(f"{p}seen", 0, -_SEEN_KEPT - 1)
+            elif new and not old:
+                pipe.zadd(f"{p}online", {user: 0})
+                pipe.zrem(f"{p}seen", user)
+            active = sb.active.get(user)
+            if active != before.active.get(user):
+                if active is None:
+                    pipe.hdel(key, _ACTIVE)
+                else:
+                    pipe.hset(key, _ACTIVE, active)
+        for call_id, (caller, callee) in before.calls.items():
+            if call_id not in sb.calls:  # it ended: its parties may send their call-summary for a while
+                pipe.delete(self._call(call_id))
+                pipe.zrem(f"{p}due", call_id)
+                pipe.hdel(f"{p}callstate", call_id)
+                pipe.set(f"{p}ended:{call_id}", f"{caller} {callee}", ex=_ENDED_TTL)
+        for call_id, call in sb.calls.items():
+            pipe.set(self._call(call_id), _encode(call))
+            deadline = call.deadline()
+            if deadline is None:
+                pipe.zrem(f"{p}due", call_id)
+            else:
+                pipe.zadd(f"{p}due", {call_id: deadline})
+            pipe.hset(f"{p}callstate", call_id, call.state.value)
+            if call.state is CallState.ANSWERED:
+                pipe.sadd(f"{p}incall", call.caller.user, call.callee_user)
+        for user in before.devices:
+            if user not in sb.active and before.active.get(user) is not None:
+                pipe.srem(f"{p}incall", user)  # a user is in at most one call: the one that just ended
+
+    # ------------------------------------------------------------------------------------ the events
+
+    async def connect(self, cid: str, user: str, device: str | None, now: float) -> list[Effect]:
+        effects = await self._transact([user], [], lambda sb: sb.connect(cid, user, device, now), welcome=user)
+        self._local[cid] = (user, device)
+        return effects
+
+    async def disconnect(self, cid: str, user: str, now: float) -> list[Effect]:
+        self._local.pop(cid, None)
+        self.forget_route(cid)
+        try:
+            return await self._disconnect(cid, user, now)
+        except SharedStateUnavailable:
+            self._pending_leaves[cid] = user  # told to Redis when it is back (housekeeping)
+            raise
+
+    async def _disconnect(self, cid: str, user: str, now: float) -> list[Effect]:
+        effects = await self._transact([user], [], lambda sb: sb.disconnect(cid, now))
+        self._pending_leaves.pop(cid, None)
+        return effects
+
+    async def receive(self, cid: str, user: str, env: Envelope, now: float) -> list[Effect]:
+        """A valid frame from a connection of this node. Raises ProtocolError, or SharedStateUnavailable."""
+        if env.type in _MEDIA:
+            route = self._routes.get(cid)
+            if route is not None and env.callId in (None, route.call_id) and env.to in (None, route.peer):
+                return [Forward(route.peer_conn, env, user, route.call_id)]
+            return await self._media_slow(cid, user, env, now)
+        users = [user, env.to] if env.type == "call-request" and env.to is not None else [user]
+        return await self._transact(users, [], lambda sb: sb.receive(cid, env, now))
+
+    async def _media_slow(self, cid: str, user: str, env: Envelope, now: float) -> list[Effect]:
+        """Read the sender's call (no transaction: nothing changes), check the frame, remember the route."""
+        epoch = self._route_epoch
+        try:
+            raw = await self.redis.eval(_READ_CALL, 1, self._u(user), f"{self.p}call:", _ACTIVE)
+        except TRANSIENT as exc:
+            self.healthy = False
+            raise SharedStateUnavailable(str(exc)) from exc
+        self.ops["read"] += 1
+        sb = self._slice()
+        sb.devices[cid] = Device(cid, user, "", False)
+        if raw is not None:
+            call = _decode_call(raw)
+            sb.calls[call.id] = call
+            sb.active[user] = call.id
+        effects = sb.receive(cid, env, now)  # raises not-in-call like on one node
+        if effects and epoch == self._route_epoch:
+            forward = effects[0]
+            assert isinstance(forward, Forward)
+            peer = sb.calls[forward.call_id]
+            other = peer.callee_user if user == peer.caller.user else peer.caller.user
+            self._routes[cid] = _Route(forward.call_id, other, forward.conn)
+        return effects
+
+    def forget_route(self, cid: str) -> None:
+        self._route_epoch += 1
+        self._routes.pop(cid, None)
+
+    async def ended_call(self, call_id: str) -> tuple[str, str] | None:
+        """The parties of a call that ended lately (for `call-summary`), or None."""
+        try:
+            value = await self.redis.get(f"{self.p}ended:{call_id}")
+        except TRANSIENT as exc:
+            raise SharedStateUnavailable(str(exc)) from exc
+        self.ops["read"] += 1
+        if value is None:
+            return None
+        caller, _, callee = value.partition(" ")
+        return caller, callee
+
+    # -------------------------------------------------------------------------------------- routing
+
+    def send(self, cid: str, kind: str, text: str) -> None:
+        """Queue a frame for a connection of another node: kind `s` send, `e` send and forget the route
+        (the call changed), `c` close (text: "code reason")."""
+        address = self.address_of(cid)
+        if address == self.address:
+            return  # ours, and already gone
+        self._outbox.append((self._to(address), f"{kind}{cid}\n{text}"))
+        self._outbox_ready.set()
+
+    def presence(self, effect: Presence) -> None:
+        """Tell every node (this one too) of a presence change; each batches it for its own connections."""
+        message = [effect.user, effect.status, effect.in_call, effect.last_seen]
+        self._outbox.append((f"{self.p}all", _encode(message).decode()))
+        self._outbox_ready.set()
+
+    async def _publish_loop(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            try:
+                await self._flush_outbox()
+            except TRANSIENT:
+                self.healthy = False
+                lost = len(self._outbox)
+                self._outbox.clear()
+                log.warning("Redis unreachable: %d frames for other nodes were lost", lost)
+                await asyncio.sleep(0.5)
+
+    async def _flush_outbox(self) -> None:
+        while self._outbox:
+            batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), 512))]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for channel, payload in batch:
+                    pipe.publish(channel, payload)
+                await pipe.execute()
+            self.ops["publish"] += 1
+
+    async def _listen(self) -> None:
+        hub = self.hub
+        assert hub is not None
+        own, everyone = self._to(self.address), f"{self.p}all"
+        delay = 0.1
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(own, everyone)
+                delay = 0.1
+                async for message in pubsub.listen():
+                    data = message["data"]
+                    if message["channel"] == everyone:
+                        user, status, in_call, last_seen = msgspec.json.decode(data)
+                        hub._presence_changed(Presence(user, status, in_call, last_seen))
+                        continue
+                    head, _, text = data.partition("\n")
+                    await hub._deliver_local(head[1:], head[0], text)
+            except TRANSIENT:
+                self.healthy = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    # ---------------------------------------------------------------------------------------- timers
+
+    async def _timer_loop(self) -> None:
+        """Act on calls whose ring timeout or resume grace passed; every node looks, one acts on each call."""
+        while True:
+            wait = _TIMER_POLL
+            try:
+                now = time.time()
+                due = await self.redis.zrangebyscore(f"{self.p}due", "-inf", now, start=0, num=100)
+                for call_id in due:
+                    await self._act(self._transact([], [call_id], lambda sb: sb.tick(now)))  # noqa: B023 (awaited here)
+                head = await self.redis.zrange(f"{self.p}due", 0, 0, withscores=True)
+                self.ops["read"] += 2
+                if head:
+                    wait = min(_TIMER_POLL, max(0.0, head[0][1] - time.time()))
+            except (*TRANSIENT, SharedStateUnavailable):
+                self.healthy = False
+                wait = 0.5
+            self._timer_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wake.wait(), wait)
+
+    async def _act(self, effects: Awaitable[list[Effect]]) -> None:
+        assert self.hub is not None
+        await self.hub._perform(await effects)
+
+    async def _housekeeping(self) -> None:
+        """Renew the lease, reap nodes whose lease ran out, catch up after a Redis outage, refresh gauges."""
+        interval = max(0.2, self.lease / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._renew()
+                now = time.time()
+                for address in await self.redis.zrangebyscore(f"{self.p}nodes", "-inf", now):
+                    if address != self.address and await self.redis.zrem(f"{self.p}nodes", address):
+                        await self._reap(address)
+                for cid, user in list(self._pending_leaves.items()):
+                    await self._act(self._disconnect(cid, user, now))
+                async with self.redis.pipeline(transaction=False) as reads:
+                    reads.zcard(f"{self.p}online")
+                    reads.hvals(f"{self.p}callstate")
+                    self.users_online, states = await reads.execute()
+                self.calls_by_state = {s: states.count(s) for s in ("ringing", "answered")}
+                self.ops["read"] += 4
+            except (*TRANSIENT, SharedStateUnavailable) as exc:
+                if self.healthy:
+                    log.warning("Redis unreachable (%s); retrying", exc)
+                self.healthy = False
+
+    async def _renew(self) -> None:
+        added = await self.redis.zadd(f"{self.p}nodes", {self.address: time.time() + self.lease})
+        self.ops["lease"] += 1
+        if not self.healthy:
+            log.info("node %s joined Redis (lease %gs)", self.address, self.lease)
+        self.healthy = True
+        if added and self._registered:
+            await self._register_again()
+        self._registered = True
+
+    async def _register_again(self) -> None:
+        """Our lease was gone (Redis restarted empty, or this node was cut off long enough to be reaped): tell
+        Redis again who is connected here. Calls it lost are over; their audio goes on peer to peer."""
+        assert self.hub is not None
+        log.warning(
+            "node %s: Redis had forgotten this node; registering its %d connections again",
+            self.address,
+            len(self._local),
+        )
+        for cid, (user, device) in list(self._local.items()):
+            now = time.time()
+            effects = await self._transact([user], [], lambda sb: sb.connect(cid, user, device, now))  # noqa: B023
+            await self.hub._perform([e for e in effects if isinstance(e, Presence)])
+
+    async def _reap(self, address: str) -> None:
+        """Disconnect every connection of a node that died without a word (its lease ran out)."""
+        conns = await self.redis.hgetall(self._n(address))
+        if address != self.address:
+            log.warning("node %s stopped renewing its lease: its %d connections are gone", address, len(conns))
+        now = time.time()
+        for cid, user in conns.items():
+            await self._act(self._disconnect(cid, user, now))
+        await self.redis.delete(self._n(address))
+        self.ops["reap"] += 1
