@@ -1,0 +1,140 @@
+"""Failures of a cluster: a node killed with `kill -9` (it tells nobody), and Redis stopped or restarted mid-run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from tests.cluster.test_cluster_calls import CANDIDATE, answered
+from tests.conftest import Client
+
+LEASE = 2.0  # seconds: a dead node's users are gone within this (+ one renewal period)
+FAST = {"PEERCALL_NODE_LEASE": str(LEASE), "PEERCALL_PRESENCE_INTERVAL": "0.05"}
+
+
+async def history(node: Any, user: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient() as http:
+        return (await http.get(f"{node.http}/api/calls", params={"id": user})).json()["calls"]
+
+
+async def test_killed_callee_node_during_a_call_ends_it_for_the_survivor(cluster: Any, connect: Any, uid: Any) -> None:
+    async with cluster(2, history="postgres", PEERCALL_RESUME_GRACE="1", **FAST) as c:
+        alice = await connect(uid("alice"), c.nodes[0])
+        bob = await connect(uid("bob"), c.nodes[1])
+        call_id = await answered(alice, bob)
+        killed = time.monotonic()
+        c.kill(1)
+        offline = await alice.expect(timeout=LEASE + 3, type="presence", id=bob.id, status="offline")
+        assert offline["lastSeen"] > 0
+        ended = await alice.expect(timeout=3, type="call-ended", callId=call_id)
+        assert (ended["outcome"], ended["reason"]) == ("answered", "peer-lost")
+        assert time.monotonic() - killed < LEASE + LEASE / 3 + 1 + 1.5  # lease + renewal + grace + slack
+        await alice.nothing(within=1.0, type="call-ended")  # told once
+        assert c.redis_keys("peercall:call:*") == []
+        assert c.redis_keys("peercall:n:*") == [k for k in c.redis_keys("peercall:n:*") if "n0-" in k]
+        records = await history(c.nodes[0], alice.id)
+        assert [(r["callId"], r["reason"]) for r in records] == [(call_id, "peer-lost")]
+
+
+async def test_ring_timeout_fires_once_when_the_node_that_started_it_dies(cluster: Any, connect: Any, uid: Any) -> None:
+    """The caller's node dies while it rings: the callee still hears "missed" at the ring timeout, once."""
+    async with cluster(2, history="postgres", PEERCALL_RING_TIMEOUT="3", **FAST) as c:
+        alice = await connect(uid("alice"), c.nodes[0])
+        bob = await connect(uid("bob"), c.nodes[1])
+        await alice.send({"type": "call-request", "to": bob.id})
+        call_id = (await alice.expect(type="call-ringing"))["callId"]
+        await bob.expect(type="call-request", callId=call_id)
+        c.kill(0)
+        ended = await bob.expect(timeout=5, type="call-ended", callId=call_id)
+        assert (ended["outcome"], ended["reason"]) == ("missed", "invite-timeout")
+        await bob.nothing(within=1.5, type="call-ended")
+        assert c.redis_keys("peercall:call:*") == []
+        records = await history(c.nodes[1], bob.id)
+        assert [(r["callId"], r["outcome"]) for r in records] == [(call_id, "missed")]
+
+
+async def test_killed_caller_node_while_ringing_stops_the_ringing(cluster: Any, connect: Any, uid: Any) -> None:
+    async with cluster(2, PEERCALL_RESUME_GRACE="0", **FAST) as c:
+        alice = await connect(uid("alice"), c.nodes[0])
+        bob = await connect(uid("bob"), c.nodes[1])
+        await alice.send({"type": "call-request", "to": bob.id})
+        call_id = (await alice.expect(type="call-ringing"))["callId"]
+        await bob.expect(type="call-request", callId=call_id)
+        c.kill(0)
+        ended = await bob.expect(timeout=LEASE + 3, type="call-ended", callId=call_id)
+        assert (ended["outcome"], ended["reason"]) == ("cancelled", "peer-lost")
+        await bob.expect(timeout=2, type="presence", id=alice.id, status="offline")
+        assert c.redis_keys("peercall:call:*") == []
+
+
+async def test_a_restarted_redis_is_rejoined_and_new_calls_work(
+    cluster: Any, redis: Any, connect: Any, uid: Any
+) -> None:
+    async with cluster(2, **FAST) as c:
+        alice = await connect(uid("alice"), c.nodes[0])
+        bob = await connect(uid("bob"), c.nodes[1])
+        redis.stop()
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{c.nodes[0].http}/readyz")).status_code == 503
+            # Asking for something that needs the shared state gets a clear, retryable error.
+            await alice.send({"type": "call-request", "to": bob.id})
+            error = await alice.expect(type="error", ref="call-request")
+            assert error["code"] == "service-unavailable"
+            redis.start()  # empty: it keeps nothing on disk
+            for _ in range(100):
+                if [(await http.get(f"{n.http}/readyz")).status_code for n in c.nodes] == [200, 200]:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the nodes did not become ready again")
+        # Both nodes told Redis again who is connected to them: users connected before the outage can call.
+        assert await _call_rings(alice, bob.id, within=LEASE + 2)
+        await bob.expect(type="call-request", **{"from": alice.id})
+        carol = await connect(uid("carol"), c.nodes[1])
+        assert {alice.id, bob.id} <= set(carol.welcome["online"])
+
+
+async def _call_rings(caller: Client, callee: str, within: float) -> bool:
+    """Send call-requests until one rings (True), or `within` seconds pass (False)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        await caller.send({"type": "call-request", "to": callee})
+        while True:
+            frame = await caller.recv()
+            if frame["type"] == "call-ringing":
+                return True
+            if frame["type"] == "error" and frame.get("ref") == "call-request":
+                break
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def test_calls_on_one_node_keep_their_media_path_while_redis_is_down(
+    cluster: Any, redis: Any, connect: Any, uid: Any
+) -> None:
+    async with cluster(2, **FAST) as c:
+        alice = await connect(uid("alice"), c.nodes[0])
+        bob = await connect(uid("bob"), c.nodes[0])
+        call_id = await answered(alice, bob)
+        await alice.send({"type": "candidate", "to": bob.id, "data": CANDIDATE})
+        await bob.expect(type="candidate")
+        await bob.send({"type": "candidate", "to": alice.id, "data": CANDIDATE})
+        await alice.expect(type="candidate")
+        redis.stop()
+        for sender, receiver in ((alice, bob), (bob, alice)):
+            await sender.send({"type": "candidate", "to": receiver.id, "data": CANDIDATE})
+            got = await receiver.expect(type="candidate")
+            assert got["callId"] == call_id
+        # A new connection is told why and closed with 1013 (try again later), to retry with backoff.
+        async with websockets.connect(f"{c.nodes[0].ws}?id={uid('carol')}") as carol:
+            error = json.loads(await asyncio.wait_for(carol.recv(), 5))
+            assert (error["type"], error["code"]) == ("error", "service-unavailable")
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(carol.recv(), 5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
