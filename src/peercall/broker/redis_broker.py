@@ -109,6 +109,7 @@ class _Loaded:
     devices: dict[str, dict[str, tuple[str, bool]]] = field(default_factory=dict)  # user -> cid -> device
     active: dict[str, str | None] = field(default_factory=dict)  # user -> call id
     calls: dict[str, tuple[str, str]] = field(default_factory=dict)  # call id -> (caller, callee)
+    missing: set[str] = field(default_factory=set)  # calls asked for that are gone (a stale `due` entry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +140,8 @@ class RedisBroker:
         self.lease = lease
         self.p = prefix
         self.ring_timeout, self.resume_grace, self.private = ring_timeout, resume_grace, private
-        self.redis = aioredis.Redis.from_url(
+        # Typed Any: redis-py's stubs cannot know that decode_responses=True makes every reply a str.
+        self.redis: Any = aioredis.Redis.from_url(
             url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2, health_check_interval=5
         )
         self.hub: Hub | None = None
@@ -277,6 +279,7 @@ class RedisBroker:
                     want_calls.add(active)
             for call_id, raw in zip(call_list, values[len(user_list) :], strict=True):
                 if raw is None:
+                    before.missing.add(call_id)
                     continue
                 call = _decode_call(raw)
                 sb.calls[call_id] = call
@@ -285,9 +288,9 @@ class RedisBroker:
                     if user not in before.devices:
                         want_users.add(user)
             want_calls -= set(before.calls)
-        for user, call_id in before.active.items():
-            if call_id is not None and call_id in sb.calls:
-                sb.active[user] = call_id
+        for user, active in before.active.items():
+            if active is not None and active in sb.calls:
+                sb.active[user] = active
         if welcome is None:
             sb._online = sorted(sb.users)
         else:
@@ -339,6 +342,9 @@ class RedisBroker:
                 pipe.zrem(f"{p}due", call_id)
                 pipe.hdel(f"{p}callstate", call_id)
                 pipe.set(f"{p}ended:{call_id}", f"{caller} {callee}", ex=_ENDED_TTL)
+        for call_id in before.missing:
+            pipe.zrem(f"{p}due", call_id)
+            pipe.hdel(f"{p}callstate", call_id)
         for call_id, call in sb.calls.items():
             pipe.set(self._call(call_id), _encode(call))
             deadline = call.deadline()
