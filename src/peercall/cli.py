@@ -65,7 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         help="check a server against the protocol (docs/protocol.md) with raw WebSocket clients",
         description="Drive a signaling server through every call outcome and report which rules hold.",
     )
-    conformance.add_argument("url", help="the server's WebSocket URL, e.g. ws://127.0.0.1:8080/ws")
+    conformance.add_argument(
+        "url",
+        nargs="+",
+        help="the server's WebSocket URL, e.g. ws://127.0.0.1:8080/ws; several (the nodes of one cluster): "
+        "each scenario spreads its users over them",
+    )
     conformance.add_argument("-k", dest="select", metavar="TEXT", help="only scenarios whose name contains TEXT")
     conformance.add_argument(
         "--max-wait",

@@ -3,6 +3,12 @@ with raw WebSocket clients, and says which rules hold.
 
     peercall conformance ws://127.0.0.1:8080/ws            # all scenarios
     peercall conformance ws://127.0.0.1:8080/ws -k glare   # those whose name contains "glare"
+    peercall conformance ws://node1:8080/ws ws://node2:8080/ws ws://node3:8080/ws    # a cluster
+
+Given several URLs (the nodes of one cluster), each scenario spreads its connections over them in turn: the
+caller on the first, the callee on the second, a third user or device on the next… and a user who connects
+again (another device, a reconnect) on another node than its previous connection, so that every outcome is
+exercised across nodes.
 
 The missed-call and resume scenarios wait for the server's ring timeout and resume grace (from `welcome`); they
 are skipped, and say so, when those are longer than `--max-wait` seconds. Run the server under test with short
@@ -17,7 +23,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -44,10 +50,11 @@ class Skip(Exception):
 class Peer:
     """One raw WebSocket connection, with helpers to wait for frames."""
 
-    def __init__(self, ws: websockets.ClientConnection, user: str, welcome: dict[str, Any]) -> None:
+    def __init__(self, ws: websockets.ClientConnection, user: str, welcome: dict[str, Any], where: str = "") -> None:
         self.ws = ws
         self.user = user
         self.welcome = welcome
+        self.where = where  # "" with one server; " (on server 2)" when a scenario spreads over several
         self.seen: list[dict[str, Any]] = []
 
     async def send(self, message: dict[str, Any] | str) -> None:
@@ -64,13 +71,15 @@ class Peer:
                 message = json.loads(raw)
             except msgspec.ValidationError as exc:
                 raise Failure(
-                    f"{self.user} got a frame that does not match the protocol schema ({exc}): {raw!r}"
+                    f"{self.user}{self.where} got a frame that does not match the protocol schema ({exc}): {raw!r}"
                 ) from None
             except TimeoutError:
                 want = ", ".join(f"{k}={v!r}" for k, v in fields.items())
-                raise Failure(f"{self.user} got no {type} ({want}) within {timeout}s; saw {self.seen[-5:]}") from None
+                raise Failure(
+                    f"{self.user}{self.where} got no {type} ({want}) within {timeout}s; saw {self.seen[-5:]}"
+                ) from None
             except websockets.ConnectionClosed as exc:
-                raise Failure(f"{self.user}'s connection closed while waiting for {type}: {exc}") from None
+                raise Failure(f"{self.user}{self.where}'s connection closed while waiting for {type}: {exc}") from None
             self.seen.append(message)
             # A presence frame may carry several changes; each is matched as if it came alone.
             for candidate in message.get("changes") or [message] if message.get("type") == "presence" else [message]:
@@ -82,7 +91,7 @@ class Peer:
         """No frame of `type` (with `fields`) arrives within `within` seconds."""
         with contextlib.suppress(Failure):
             message = await self.expect(type, within, **fields)
-            raise Failure(f"{self.user} should not have received {message}")
+            raise Failure(f"{self.user}{self.where} should not have received {message}")
 
     async def close(self) -> None:
         await self.ws.close()
@@ -90,27 +99,54 @@ class Peer:
 
 @dataclass
 class Context:
-    url: str
+    urls: list[str]
     max_wait: float
     prefix: str = field(default_factory=lambda: secrets.token_hex(3))
     peers: list[Peer] = field(default_factory=list)
+    turn: int = 0  # how many connections this scenario has opened: the next goes to urls[turn % len(urls)]
+    last: dict[str, int] = field(default_factory=dict)  # user -> the index of the URL of its latest connection
 
     def id(self, name: str) -> str:
         return f"{name}-{self.prefix}"
 
+    def pick(self, user: str) -> int:
+        """The next server in turn; a user connecting again goes to another one than its latest connection."""
+        index = self.turn % len(self.urls)
+        if len(self.urls) > 1 and self.last.get(user) == index:
+            index = (index + 1) % len(self.urls)
+            self.turn += 1
+        self.turn += 1
+        self.last[user] = index
+        return index
+
     async def connect(self, name: str, device: str | None = None) -> Peer:
         user = self.id(name)
         query = f"?id={quote(user)}" + (f"&device={quote(device)}" if device else "")
-        ws = await websockets.connect(self.url + query, open_timeout=TIMEOUT)
-        raw = await asyncio.wait_for(ws.recv(), TIMEOUT)
+        index = self.pick(user)
+        where = f" (on server {index + 1})" if len(self.urls) > 1 else ""
         try:
+            ws = await websockets.connect(self.urls[index] + query, open_timeout=TIMEOUT)
+        except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+            if not where:
+                raise
+            raise Failure(f"{user} could not connect to server {index + 1} ({self.urls[index]}): {exc!r}") from None
+        try:
+            raw = await asyncio.wait_for(ws.recv(), TIMEOUT)
             check_server_frame(raw)
+        except TimeoutError:
+            await ws.close()
+            raise Failure(f"{user}{where} got no welcome within {TIMEOUT}s") from None
         except msgspec.ValidationError as exc:
-            raise Failure(f"welcome does not match the protocol schema ({exc}): {raw!r}") from None
+            await ws.close()
+            raise Failure(f"welcome does not match the protocol schema ({exc}){where}: {raw!r}") from None
+        except BaseException:
+            await ws.close()
+            raise
         welcome = json.loads(raw)
         if welcome.get("type") != "welcome" or welcome.get("id") != user:
-            raise Failure(f"first frame should be a welcome for {user}, got {welcome}")
-        peer = Peer(ws, user, welcome)
+            await ws.close()
+            raise Failure(f"first frame should be a welcome for {user}{where}, got {welcome}")
+        peer = Peer(ws, user, welcome, where)
         self.peers.append(peer)
         return peer
 
@@ -375,8 +411,11 @@ class Result:
     seconds: float = 0.0
 
 
-async def run_one(url: str, name: str, *, max_wait: float = 10.0) -> Result:
-    ctx = Context(url, max_wait)
+async def run_one(url: str | Sequence[str], name: str, *, max_wait: float = 10.0) -> Result:
+    """Run scenario `name` against the server at `url`, or spread over the servers (nodes) at several URLs."""
+    ctx = Context([url] if isinstance(url, str) else list(url), max_wait)
+    if not ctx.urls:
+        raise ValueError("no server URL given")
     started = time.monotonic()
     try:
         await asyncio.wait_for(SCENARIOS[name](ctx), max_wait + 30)
@@ -393,13 +432,16 @@ async def run_one(url: str, name: str, *, max_wait: float = 10.0) -> Result:
     return result
 
 
-async def run(url: str, select: str | None = None, *, max_wait: float = 10.0) -> list[Result]:
+async def run(url: str | Sequence[str], select: str | None = None, *, max_wait: float = 10.0) -> list[Result]:
     names = [n for n in SCENARIOS if select is None or select in n]
     return [await run_one(url, name, max_wait=max_wait) for name in names]
 
 
-def main(url: str, select: str | None, max_wait: float) -> int:
-    results = asyncio.run(run(url, select, max_wait=max_wait))
+def main(urls: str | Sequence[str], select: str | None, max_wait: float) -> int:
+    urls = [urls] if isinstance(urls, str) else list(urls)
+    if len(urls) > 1:
+        print(f"spreading each scenario's connections over {len(urls)} servers: {', '.join(urls)}")
+    results = asyncio.run(run(urls, select, max_wait=max_wait))
     for r in results:
         doc = (SCENARIOS[r.name].__doc__ or "").strip()
         print(f"{r.status.upper():4}  {r.name:40} {r.seconds:5.2f}s  {doc}")
