@@ -50,7 +50,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..core.switchboard import Call, CallState, Device, Effect, Forward, Presence, Switchboard
+from ..core.switchboard import Call, CallState, Device, Effect, Forward, Presence, Send, Switchboard
 from ..errors import SharedStateUnavailable
 from ..protocol.messages import Envelope
 
@@ -61,6 +61,8 @@ log = logging.getLogger("peercall.broker")
 
 _ACTIVE = "~active"  # the field of u:{user} that holds the user's call (ids cannot contain "~")
 _MEDIA = frozenset({"offer", "answer", "candidate"})
+CALL_CHANGED = frozenset({"call-ended", "call-resumed"})
+"""Server frames after which a node forgets where a connection's peer is: the call changed."""
 _TRIES = 100  # replays of one event under contention before giving up
 _TIMER_POLL = 0.25  # seconds between looks at `due` when nothing local is due sooner
 _ENDED_TTL = 3600
@@ -133,8 +135,10 @@ class RedisBroker:
         ring_timeout: float = 45.0,
         resume_grace: float = 20.0,
         private: bool = False,
+        new_id: Callable[[], str] = lambda: secrets.token_hex(8),
     ) -> None:
         self.node = node_id or secrets.token_hex(3)
+        self._new_id = new_id
         # A restarted node gets a new address, so nothing meant for its previous life reaches it.
         self.address = f"{self.node}-{secrets.token_hex(3)}"
         self.lease = lease
@@ -182,7 +186,7 @@ class RedisBroker:
         sb = _Slice(
             ring_timeout=self.ring_timeout,
             resume_grace=self.resume_grace,
-            new_id=lambda: secrets.token_hex(8),
+            new_id=self._new_id,
             private=self.private,
         )
         sb.in_call_users, sb.recent_seen = [], []
@@ -245,15 +249,23 @@ class RedisBroker:
                         self.ops["transaction"] += 1
                         self.healthy = True
                         self._timer_wake.set()
+                        for effect in effects:  # our connections whose call changed: forget their routes
+                            if isinstance(effect, Send) and effect.message["type"] in CALL_CHANGED:
+                                self.forget_route(effect.conn)
                         return effects
                     except WatchError:
                         self.ops["retry"] += 1
                         if attempt > 2:
                             await asyncio.sleep(random.uniform(0, 0.002 * attempt))
         except TRANSIENT as exc:
-            self.healthy = False
+            self._unreachable(exc)
             raise SharedStateUnavailable(str(exc)) from exc
         raise SharedStateUnavailable(f"gave up after {_TRIES} conflicting attempts")
+
+    def _unreachable(self, exc: BaseException) -> None:
+        if self.healthy:
+            log.warning("Redis unreachable: %s: %s", type(exc).__name__, exc)
+        self.healthy = False
 
     async def _load(
         self, pipe: Any, users: set[str], call_ids: set[str], welcome: str | None
@@ -499,15 +511,13 @@ class RedisBroker:
 
     async def _timer_loop(self) -> None:
         """Act on calls whose ring timeout or resume grace passed; every node looks, one acts on each call."""
+        assert self.hub is not None
         while True:
             wait = _TIMER_POLL
             try:
-                now = time.time()
-                due = await self.redis.zrangebyscore(f"{self.p}due", "-inf", now, start=0, num=100)
-                for call_id in due:
-                    await self._act(self._transact([], [call_id], lambda sb: sb.tick(now)))  # noqa: B023 (awaited here)
+                await self.hub._perform(await self.tick(time.time()))
                 head = await self.redis.zrange(f"{self.p}due", 0, 0, withscores=True)
-                self.ops["read"] += 2
+                self.ops["read"] += 1
                 if head:
                     wait = min(_TIMER_POLL, max(0.0, head[0][1] - time.time()))
             except (*TRANSIENT, SharedStateUnavailable):
@@ -516,6 +526,18 @@ class RedisBroker:
             self._timer_wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._timer_wake.wait(), wait)
+
+    async def tick(self, now: float) -> list[Effect]:
+        """End the calls (of the whole cluster) whose ring timeout or resume grace has passed at `now`."""
+        try:
+            due = await self.redis.zrangebyscore(f"{self.p}due", "-inf", now, start=0, num=100)
+        except TRANSIENT as exc:
+            raise SharedStateUnavailable(str(exc)) from exc
+        self.ops["read"] += 1
+        effects: list[Effect] = []
+        for call_id in due:
+            effects += await self._transact([], [call_id], lambda sb: sb.tick(now))
+        return effects
 
     async def _act(self, effects: Awaitable[list[Effect]]) -> None:
         assert self.hub is not None

@@ -272,6 +272,7 @@ class Switchboard:
                     effects += self.disconnect(old.conn, now, replaced=True)
         if user not in self.users:
             bisect.insort(self._online, user)
+        self.last_seen.pop(user, None)  # online again: not among the recently seen (in their own welcome too)
         self.devices[conn] = self.users.setdefault(user, {})[conn] = Device(conn, user, device_id, named)
         effects.append(
             Send(
@@ -290,7 +291,6 @@ class Switchboard:
                 },
             )
         )
-        self.last_seen.pop(user, None)
         if first and not self.private:
             effects.append(Presence(user, "online", in_call=self._in_call(user)))
         call_id = self.active.get(user)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from ..broker.redis_broker import CALL_CHANGED
 from ..core.limits import TokenBucket
 from ..core.records import CallRecord
 from ..core.switchboard import Close, Effect, Forward, Presence, Record, Send, Switchboard
@@ -30,7 +31,7 @@ from ..protocol.codes import CloseCode, ErrorCode
 from .stats import Stats
 
 if TYPE_CHECKING:
-    from ..broker import RedisBroker
+    from ..broker.redis_broker import RedisBroker
     from ..store.base import CallHistory
 
 log = logging.getLogger("peercall.hub")
@@ -38,8 +39,6 @@ log = logging.getLogger("peercall.hub")
 # Frames that cannot change a call's state: they skip the timer bookkeeping (the hot path).
 _MEDIA = frozenset({"offer", "answer", "candidate"})
 _LOGGED_ERRORS = 5  # protocol errors logged per connection; the rest are counted
-# Server frames after which a node forgets where a connection's peer is (multi-node): the call changed.
-_CALL_CHANGED = frozenset({"call-ended", "call-resumed"})
 _SHARED_STATE_DOWN = "the server cannot reach its shared state (Redis) right now; nothing was done, try again shortly"
 
 
@@ -285,13 +284,11 @@ class Hub:
                     if target is not None:
                         await target.send_text(messages.encode(effect.message))
                     continue
-                changed = effect.message["type"] in _CALL_CHANGED
                 if target is not None:
-                    if changed:
-                        broker.forget_route(effect.conn)
                     await target.send_text(messages.encode(effect.message))
-                else:
-                    broker.send(effect.conn, "e" if changed else "s", messages.encode(effect.message))
+                else:  # "e": the node that has it forgets the connection's route (see RedisBroker.receive)
+                    kind = "e" if effect.message["type"] in CALL_CHANGED else "s"
+                    broker.send(effect.conn, kind, messages.encode(effect.message))
             elif isinstance(effect, Presence):
                 if broker is None:
                     self._presence_changed(effect)
