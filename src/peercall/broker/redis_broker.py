@@ -42,7 +42,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from ..hub.router import Hub
 
 log = logging.getLogger("peercall.broker")
+T = TypeVar("T")
 
 _ACTIVE = "~active"  # the field of u:{user} that holds the user's call (ids cannot contain "~")
 _MEDIA = frozenset({"offer", "answer", "candidate"})
@@ -226,6 +227,14 @@ class RedisBroker:
 
     # --------------------------------------------------------------------------------- transactions
 
+    @staticmethod
+    async def _in_task(work: Awaitable[T]) -> T:
+        """Await `work` inside a task. The WebSocket layer may start the hub's coroutines eagerly, outside any
+        task (server/fastws.py saves a task per frame that way); redis-py's timeouts need one."""
+        if asyncio.current_task() is None:
+            return await asyncio.ensure_future(work)
+        return await work
+
     async def _transact(
         self,
         users: Iterable[str],
@@ -374,7 +383,8 @@ class RedisBroker:
     # ------------------------------------------------------------------------------------ the events
 
     async def connect(self, cid: str, user: str, device: str | None, now: float) -> list[Effect]:
-        effects = await self._transact([user], [], lambda sb: sb.connect(cid, user, device, now), welcome=user)
+        join = self._transact([user], [], lambda sb: sb.connect(cid, user, device, now), welcome=user)
+        effects = await self._in_task(join)
         self._local[cid] = (user, device)
         return effects
 
@@ -382,7 +392,7 @@ class RedisBroker:
         self._local.pop(cid, None)
         self.forget_route(cid)
         try:
-            return await self._disconnect(cid, user, now)
+            return await self._in_task(self._disconnect(cid, user, now))
         except SharedStateUnavailable:
             self._pending_leaves[cid] = user  # told to Redis when it is back (housekeeping)
             raise
@@ -398,9 +408,9 @@ class RedisBroker:
             route = self._routes.get(cid)
             if route is not None and env.callId in (None, route.call_id) and env.to in (None, route.peer):
                 return [Forward(route.peer_conn, env, user, route.call_id)]
-            return await self._media_slow(cid, user, env, now)
+            return await self._in_task(self._media_slow(cid, user, env, now))
         users = [user, env.to] if env.type == "call-request" and env.to is not None else [user]
-        return await self._transact(users, [], lambda sb: sb.receive(cid, env, now))
+        return await self._in_task(self._transact(users, [], lambda sb: sb.receive(cid, env, now)))
 
     async def _media_slow(self, cid: str, user: str, env: Envelope, now: float) -> list[Effect]:
         """Read the sender's call (no transaction: nothing changes), check the frame, remember the route."""
@@ -433,7 +443,7 @@ class RedisBroker:
     async def ended_call(self, call_id: str) -> tuple[str, str] | None:
         """The parties of a call that ended lately (for `call-summary`), or None."""
         try:
-            value = await self.redis.get(f"{self.p}ended:{call_id}")
+            value = await self._in_task(self.redis.get(f"{self.p}ended:{call_id}"))
         except TRANSIENT as exc:
             raise SharedStateUnavailable(str(exc)) from exc
         self.ops["read"] += 1
