@@ -39,6 +39,16 @@ import pytest
 
 from tests.conftest import ROOT, TIMEOUT, ServerProcess, create_database, drop_database, free_port, run_server
 
+# The browser fixtures of tests/e2e (Debian's Chromium, pages with a fake microphone), for test_nginx_browser.py.
+from tests.e2e.conftest import (  # noqa: F401
+    browser,
+    chromium_path,
+    launch_browser,
+    loopback_only,
+    open_page,
+    playwright,
+)
+
 REDIS_ENV = "PEERCALL_TEST_REDIS_URL"
 REDIS_BIN = "/usr/bin/redis-server"
 NGINX_BIN = "/usr/sbin/nginx"
@@ -303,80 +313,80 @@ class Cluster:
         return "\n".join(f"---- node n{i} ----\n{node.log()}" for i, node in enumerate(self.nodes))
 
 
+@contextlib.contextmanager
+def running_cluster(
+    redis: RedisServer, n: int = 2, *, postgres_admin: str | None = None, **env: str | None
+) -> Iterator[Cluster]:
+    """n nodes n0… on a fresh database of `redis`; with `postgres_admin` (an admin DSN) they share one new
+    PostgreSQL database for history. For fixtures of a wider scope than a test; tests use `cluster`."""
+    with contextlib.ExitStack() as stack:
+        database_url = None
+        if postgres_admin is not None:
+            database_url = _in_thread(lambda: create_database(postgres_admin))
+            stack.callback(lambda: _in_thread(lambda: drop_database(postgres_admin, database_url)))
+        c = Cluster([], redis, redis.fresh_db(), database_url, dict(env), stack)
+        # Start the nodes side by side: each takes about a second to import and bind.
+        with concurrent.futures.ThreadPoolExecutor(n) as pool:
+            results = list(pool.map(lambda i: _enter(run_server(**c.node_env(i))), range(n)))
+        for cm, node in results:
+            if cm is not None:
+                stack.push(cm.__exit__)
+                c.nodes.append(node)
+        for cm, error in results:
+            if cm is None:
+                raise error
+        yield c
+
+
 class ClusterStarter:
     """What `cluster(...)` returns: use it as `with` (sync tests) or `async with` (async tests)."""
 
-    def __init__(self, start: Callable[[], Cluster], stop: Callable[[], None]) -> None:
-        self._start, self._stop = start, stop
+    def __init__(self, cm: contextlib.AbstractContextManager[Cluster]) -> None:
+        self.cm = cm
+        self.cluster: Cluster | None = None
+        self.entered = False
 
     def __enter__(self) -> Cluster:
-        return self._start()
+        self.cluster = self.cm.__enter__()
+        self.entered = True
+        return self.cluster
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop()
+    def __exit__(self, *exc: Any) -> None:
+        if self.entered:
+            self.entered = False
+            self.cm.__exit__(*exc)
 
     async def __aenter__(self) -> Cluster:
-        return await asyncio.to_thread(self._start)
+        return await asyncio.to_thread(self.__enter__)
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await asyncio.to_thread(self._stop)
+        await asyncio.to_thread(self.__exit__, kind, exc, tb)
 
 
 @pytest.fixture
 def cluster(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[Callable[..., ClusterStarter]]:
     """`with cluster(3, PEERCALL_RING_TIMEOUT="2") as c:` -> 3 nodes sharing a fresh Redis db (see the module doc).
 
-    On failure each node's log is printed. Anything still running at the end of the test is stopped."""
-    started: list[tuple[ClusterStarter, dict[str, Any]]] = []
+    If the test failed, each node's log is printed. Anything still running at the end of the test is stopped."""
+    started: list[ClusterStarter] = []
 
     def make(n: int = 2, *, history: str | None = None, **env: str | None) -> ClusterStarter:
         if history not in (None, "postgres"):
             raise ValueError(f"history={history!r}: None (SQLite per node) or 'postgres' (shared)")
         # Fixtures are resolved here, on the test's thread, even when the nodes start in another one.
         admin = request.getfixturevalue("postgres_server") if history == "postgres" else None
-        state: dict[str, Any] = {}
-
-        def start() -> Cluster:
-            stack = contextlib.ExitStack()
-            state["stack"] = stack
-            database_url = None
-            if admin is not None:
-                database_url = _in_thread(lambda: create_database(admin))
-                stack.callback(lambda: _in_thread(lambda: drop_database(admin, database_url)))
-            c = Cluster([], redis_server, redis_server.fresh_db(), database_url, dict(env), stack)
-            state["cluster"] = c
-            try:
-                # Start the nodes side by side: each takes about a second to import and bind.
-                with concurrent.futures.ThreadPoolExecutor(n) as pool:
-                    results = list(pool.map(lambda i: _enter(run_server(**c.node_env(i))), range(n)))
-                for cm, node in results:
-                    if cm is not None:
-                        stack.push(cm.__exit__)
-                        c.nodes.append(node)
-                for cm, error in results:
-                    if cm is None:
-                        raise error
-            except BaseException:
-                stack.close()
-                raise
-            return c
-
-        def stop() -> None:
-            if "stack" in state:
-                state.pop("stack").close()
-
-        starter = ClusterStarter(start, stop)
-        started.append((starter, state))
+        starter = ClusterStarter(running_cluster(redis_server, n, postgres_admin=admin, **env))
+        started.append(starter)
         return starter
 
     yield make
     report = getattr(request.node, "report_call", None)
-    for starter, state in started:
-        starter._stop()
-        if "cluster" in state and report is not None and report.failed:
-            print(state["cluster"].logs())
+    for starter in started:
+        starter.__exit__(None, None, None)
+        if starter.cluster is not None and report is not None and report.failed:
+            print(starter.cluster.logs())
 
 
 def _enter(cm: contextlib.AbstractContextManager[T]) -> tuple[contextlib.AbstractContextManager[T] | None, Any]:
