@@ -17,6 +17,8 @@ from ..config import Settings
 from ..hub.router import Hub
 from ..protocol.codes import CloseCode
 from .app import _safe_url, create_app
+from .fastws import protocol_for
+from .ws import SignalingEndpoint
 
 log = logging.getLogger("peercall")
 
@@ -35,6 +37,7 @@ class PeercallServer(uvicorn.Server):
         self.settings = settings
         self.hub = hub
         self.tls_names: list[str] = []
+        self.signaling: SignalingEndpoint | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -49,10 +52,13 @@ class PeercallServer(uvicorn.Server):
         if count:
             log.info("closing %d connection(s) with 1001 going away", count)
         try:
-            await asyncio.wait_for(
-                self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down"),
-                self.settings.shutdown_timeout,
-            )
+            async with asyncio.timeout(self.settings.shutdown_timeout):
+                await self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
+                signaling = self.signaling
+                if signaling is not None:  # picows sockets (server/fastws.py): uvicorn does not track them
+                    await signaling.close_all(CloseCode.GOING_AWAY, "server shutting down")
+                    while signaling.live:  # noqa: ASYNC110 - only at shutdown; an Event would cost every socket
+                        await asyncio.sleep(0.02)
         except TimeoutError:
             log.warning("some connections did not close within %.1fs", self.settings.shutdown_timeout)
         await super().shutdown(sockets)
@@ -149,8 +155,13 @@ def serve(settings: Settings) -> int:
 
         certfile, keyfile, tls_names = self_signed(Path.home() / ".local/share/peercall/tls")
         log.info("serving https with a self-signed certificate (%s)", certfile)
+    # /ws is served by picows (server/fastws.py) inside uvicorn's httptools protocol; with per-message deflate,
+    # which picows does not do, by uvicorn's own WebSocket protocol and the ASGI endpoint (server/ws.py).
+    fast_ws = not settings.ws_per_message_deflate
     config = uvicorn.Config(
         app,
+        http=protocol_for(app.ws) if fast_ws else "httptools",
+        loop="uvloop",
         host=settings.host,
         port=settings.port,
         ws="websockets-sansio",
@@ -171,5 +182,6 @@ def serve(settings: Settings) -> int:
     )
     server = PeercallServer(config, settings, app.state.hub)
     server.tls_names = tls_names
+    server.signaling = app.ws if fast_ws else None
     server.run()
     return 0 if server.started else 1

@@ -1,9 +1,10 @@
 """`/ws`: the only code that touches signaling sockets.
 
-A plain ASGI endpoint rather than Starlette's WebSocket wrapper: the receive loop is the server's hot path, and
-the raw `receive`/`send` callables are all it needs. It checks who may connect (origin, token, connection
-limits), enforces per-connection limits (frame size, message rate, send buffer), and hands every frame to the
-hub, which decides.
+`SignalingEndpoint` checks who may connect (origin, token, connection limits), enforces per-connection limits
+(frame size, message rate, send buffer), and hands every frame to the hub, which decides. Under `peercall serve`
+the sockets are served by picows (server/fastws.py: C framing, no task per frame); this module's ASGI endpoint
+serves them on other ASGI servers and when per-message deflate is on (picows has no compression). It is a plain
+ASGI endpoint rather than Starlette's WebSocket wrapper: the raw `receive`/`send` callables are all it needs.
 """
 
 from __future__ import annotations
@@ -147,6 +148,40 @@ class SignalingEndpoint:
             self.verifier = TokenVerifier(secret=secret, public_key=settings.auth_public_key)
         self.per_ip: collections.Counter[str] = collections.Counter()
         self.per_user: collections.Counter[str] = collections.Counter()
+        self.hard_limit = max(4 * settings.max_message_size, 1024 * 1024)  # a larger frame closes with 1009
+        self.live: set[Any] = set()  # picows connections, from the 101 on (server/fastws.py)
+        self._trusted = _trusted_proxies(settings.forwarded_allow_ips)
+
+    def check_upgrade(self, scope: Scope) -> Any:
+        """For server/fastws.py: the picows listener for an upgrade to `/ws`, or the HTTP refusal to send."""
+        from .fastws import FastConnection, refusal
+
+        peer = _peer(scope)
+        headers = scope.get("headers", [])
+        if self._trusted is not None and scope.get("client") and scope["client"][0] in self._trusted:
+            forwarded = [v.decode("latin-1") for k, v in headers if k == b"x-forwarded-for"]
+            if forwarded:
+                host, port = self._trusted.get_trusted_client_address(", ".join(forwarded))
+                if host:
+                    peer = f"{host}:{port}"
+        ip = peer.rsplit(":", 1)[0]
+        version = [v for k, v in headers if k == b"sec-websocket-version"]
+        if version != [b"13"]:  # RFC 6455 4.4 (picows would also take the drafts' 7 and 8)
+            response = refusal(426, "bad-version", "only WebSocket version 13 is supported")
+            response.response.headers["Sec-WebSocket-Version"] = "13"
+            return response
+        try:
+            user, wanted, device = self._admit(scope, ip)
+        except Refused as refused:
+            log.info("refused a connection from %s: %s", peer, refused.message)
+            self._dropped(refused.code)
+            return refusal(refused.status, refused.code, refused.message)
+        return FastConnection(self, user, wanted, device, peer)
+
+    async def close_all(self, code: int, reason: str) -> None:
+        """Close the picows connections that the hub does not know yet (waiting for their auth frame)."""
+        for conn in list(self.live):
+            conn.close_now(code, reason)
 
     def backlog_bytes(self) -> int:
         """Bytes waiting for slow readers, over all connections (a gauge for /metrics)."""
@@ -350,6 +385,15 @@ def _forget_handshake(send: Any) -> None:
     for name in ("request", "response"):
         if getattr(protocol, name, None) is not None:
             setattr(protocol, name, None)
+
+
+def _trusted_proxies(allowed: str) -> Any:
+    """uvicorn's own check of X-Forwarded-For (what its proxy-headers middleware does for HTTP), or None."""
+    try:
+        from uvicorn.middleware.proxy_headers import _TrustedHosts
+    except ImportError:  # pragma: no cover - an older or newer uvicorn: the socket's address is used
+        return None
+    return _TrustedHosts(allowed)
 
 
 def _single(query: dict[str, list[str]], name: str) -> str | None:
