@@ -148,4 +148,4 @@ async def _compare(redis_server: Any, ops: list[tuple[Any, ...]]) -> None:
         assert sb.calls == {}
         assert [k for k in await broker.redis.keys("*") if not k.startswith(("peercall:seen", "peercall:ended:"))] == []
     finally:
-        await broker.redis.aclose()
+        await broker.redis.aclose(close_connection_pool=True)

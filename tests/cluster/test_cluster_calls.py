@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 from typing import Any
 
 import httpx
+import websockets
 
 from tests.conftest import Client
 
@@ -191,3 +193,50 @@ async def test_metrics_count_redis_round_trips(cluster: Any, connect: Any, uid: 
             text = (await http.get(f"{c.nodes[0].http}/metrics")).text
         assert 'peercall_redis_round_trips_total{kind="transaction"}' in text
         assert "peercall_redis_up 1.0" in text
+
+
+async def test_welcome_is_the_first_frame_while_others_come_and_go(cluster: Any, uid: Any) -> None:
+    """Presence of people joining elsewhere must not overtake a new connection's welcome."""
+    async with cluster(2, PEERCALL_PRESENCE_INTERVAL="0.01") as c:
+        stop = asyncio.Event()
+
+        async def churn(name: str) -> None:
+            while not stop.is_set():
+                async with websockets.connect(f"{c.nodes[1].ws}?id={name}"):
+                    pass
+
+        churners = [asyncio.create_task(churn(uid(f"churn{i}"))) for i in range(5)]
+        firsts = []
+        try:
+            for _ in range(100):
+                async with websockets.connect(f"{c.nodes[0].ws}?id={uid('joiner')}") as ws:
+                    firsts.append(json.loads(await asyncio.wait_for(ws.recv(), 5))["type"])
+        finally:
+            stop.set()
+            await asyncio.gather(*churners, return_exceptions=True)
+        assert set(firsts) == {"welcome"}
+
+
+async def test_a_reconnect_storm_is_queued_not_refused(cluster: Any, uid: Any) -> None:
+    """Hundreds of clients connecting to one node at once (after a node restart, say) all get in."""
+    async with cluster(2, PEERCALL_MAX_CONNECTIONS_PER_IP="5000") as c:
+
+        async def join(i: int) -> str:
+            ws = await websockets.connect(f"{c.nodes[i % 2].ws}?id={uid('storm')}", open_timeout=30)
+            first = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            clients.append(ws)
+            return str(first.get("type") if first["type"] != "error" else first["code"])
+
+        clients: list[websockets.ClientConnection] = []
+        try:
+            firsts = await asyncio.gather(*(join(i) for i in range(400)))
+            assert collections.Counter(firsts) == {"welcome": 400}
+        finally:
+            await asyncio.gather(*(ws.close() for ws in clients))
+        async with httpx.AsyncClient() as http:
+            for _ in range(50):  # all of them gone again, as every node sees it
+                text = (await http.get(f"{c.nodes[0].http}/metrics")).text
+                if "peercall_users_online 0.0" in text:
+                    break
+                await asyncio.sleep(0.2)
+        assert "peercall_users_online 0.0" in text

@@ -65,6 +65,8 @@ _MEDIA = frozenset({"offer", "answer", "candidate"})
 CALL_CHANGED = frozenset({"call-ended", "call-resumed"})
 """Server frames after which a node forgets where a connection's peer is: the call changed."""
 _TRIES = 100  # replays of one event under contention before giving up
+_POOL_SIZE = 64  # Redis connections per node; a transaction holds one for a few round trips
+_POOL_WAIT = 20.0  # seconds an event may wait for a free one before it is refused as service-unavailable
 _TIMER_POLL = 0.25  # seconds between looks at `due` when nothing local is due sooner
 _ENDED_TTL = 3600
 _SEEN_KEPT = 1000
@@ -77,6 +79,14 @@ for i, key in ipairs(KEYS) do
   if i <= n then out[i] = redis.call('HGETALL', key) else out[i] = redis.call('GET', key) end
 end
 return out
+"""
+# What a `welcome` lists: everyone online, everyone in a call, the 50 users seen last (with when).
+_WELCOME = """
+return {
+  redis.call('ZRANGE', ARGV[1] .. 'online', 0, -1),
+  redis.call('SMEMBERS', ARGV[1] .. 'incall'),
+  redis.call('ZREVRANGE', ARGV[1] .. 'seen', 0, 49, 'WITHSCORES'),
+}
 """
 # A user's call, for a frame that only needs to read it (no WATCH: nothing is written).
 _READ_CALL = """
@@ -145,10 +155,19 @@ class RedisBroker:
         self.lease = lease
         self.p = prefix
         self.ring_timeout, self.resume_grace, self.private = ring_timeout, resume_grace, private
-        # Typed Any: redis-py's stubs cannot know that decode_responses=True makes every reply a str.
-        self.redis: Any = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2, health_check_interval=5
+        # A pool that makes callers wait for a free connection: a reconnect storm of thousands of clients queues
+        # up instead of failing as "Redis unreachable" when the pool is exhausted.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=_POOL_SIZE,
+            timeout=_POOL_WAIT,
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            health_check_interval=5,
         )
+        # Typed Any: redis-py's stubs cannot know that decode_responses=True makes every reply a str.
+        self.redis: Any = aioredis.Redis(connection_pool=pool)
         self.hub: Hub | None = None
         self.healthy = False
         self.ops: collections.Counter[str] = collections.Counter()  # Redis round trips by kind, for /metrics
@@ -164,6 +183,7 @@ class RedisBroker:
         self._tasks: list[asyncio.Task[None]] = []
         self._registered = False
         self._closing = False
+        self._inflight = 0  # transactions under way
 
     # ------------------------------------------------------------------------------------------ keys
 
@@ -207,6 +227,10 @@ class RedisBroker:
     async def stop(self) -> None:
         """Leave the cluster: the node's connections are already closed; give up the lease at once."""
         self._closing = True
+        for _ in range(250):  # the disconnects of the connections that just closed are still on their way
+            if not self._inflight:
+                break
+            await asyncio.sleep(0.02)
         with contextlib.suppress(*TRANSIENT, RedisError, SharedStateUnavailable):
             await self._flush_outbox()
             for cid, user in list(self._pending_leaves.items()):
@@ -216,7 +240,7 @@ class RedisBroker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.redis.aclose()
+        await self.redis.aclose(close_connection_pool=True)
 
     async def ping(self) -> bool:
         try:
@@ -246,6 +270,7 @@ class RedisBroker:
         """Run `run` on the slice of state of `users` and `call_ids` (and of the calls and users they lead to),
         atomically: replayed if another node changed that slice before we wrote. ProtocolError passes through
         (nothing written)."""
+        self._inflight += 1
         try:
             for attempt in range(_TRIES):
                 async with self.redis.pipeline(transaction=True) as pipe:
@@ -269,6 +294,8 @@ class RedisBroker:
         except TRANSIENT as exc:
             self._unreachable(exc)
             raise SharedStateUnavailable(str(exc)) from exc
+        finally:
+            self._inflight -= 1
         raise SharedStateUnavailable(f"gave up after {_TRIES} conflicting attempts")
 
     def _unreachable(self, exc: BaseException) -> None:
@@ -315,21 +342,19 @@ class RedisBroker:
         if welcome is None:
             sb._online = sorted(sb.users)
         else:
-            everyone, in_call, seen = await self._welcome_lists()
+            everyone, in_call, seen = await self._welcome_lists(pipe)
             online = set(everyone) - set(before.devices) | set(sb.users)
             sb._online = sorted(online)
             sb.in_call_users = in_call
             sb.recent_seen = [{"id": u, "lastSeen": t} for u, t in seen if u != welcome and u not in online]
         return sb, before
 
-    async def _welcome_lists(self) -> tuple[list[str], list[str], list[tuple[str, float]]]:
-        async with self.redis.pipeline(transaction=False) as reads:
-            reads.zrange(f"{self.p}online", 0, -1)
-            reads.smembers(f"{self.p}incall")
-            reads.zrevrange(f"{self.p}seen", 0, 49, withscores=True)
-            everyone, in_call, seen = await reads.execute()
+    async def _welcome_lists(self, pipe: Any) -> tuple[list[str], list[str], list[tuple[str, float]]]:
+        """Everyone online, everyone in a call, and the 50 seen last, on the transaction's own connection (taking a
+        second one from the pool while holding the first could deadlock a full pool)."""
+        everyone, in_call, flat = await pipe.eval(_WELCOME, 0, self.p)
         self.ops["read"] += 1
-        return everyone, sorted(in_call), seen
+        return everyone, sorted(in_call), [(u, float(t)) for u, t in zip(flat[::2], flat[1::2], strict=True)]
 
     def _write(self, pipe: Any, sb: _Slice, before: _Loaded) -> None:
         p = self.p

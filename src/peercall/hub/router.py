@@ -96,6 +96,8 @@ class Hub:
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.broker = broker
+        # Connections whose welcome is not sent yet (several nodes), with the frames that wait for it: (kind, text).
+        self._joining: dict[str, tuple[Connection, list[tuple[str, str]]]] = {}
         self._cid_prefix = f"{broker.address}." if broker is not None else "c"
 
     def __len__(self) -> int:
@@ -127,16 +129,25 @@ class Hub:
             await self._perform(self.switchboard.connect(conn.cid, conn.id, device, self.clock()))
             self._reschedule()
         else:
+            # `welcome` must be the first frame: what arrives for the connection during the Redis round trip
+            # (presence, frames from other nodes) waits in `_joining` and follows it.
+            del self._conns[conn.cid]
+            waiting: list[tuple[str, str]] = []
+            self._joining[conn.cid] = (conn, waiting)
             try:
                 effects = await self.broker.connect(conn.cid, conn.id, device, self.clock())
             except SharedStateUnavailable:
-                del self._conns[conn.cid]
+                del self._joining[conn.cid]
                 log.warning("%s: refused, Redis is unreachable", conn.id)
                 error = ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, _SHARED_STATE_DOWN)
                 await conn.send_text(messages.error(error))
                 await conn.close(CloseCode.TRY_AGAIN_LATER, "shared state unavailable")
                 return
+            self._conns[conn.cid] = conn
             await self._perform(effects)
+            while waiting:
+                await self._deliver_to(conn, *waiting.pop(0))
+            del self._joining[conn.cid]
         if self.history is not None:
             self._spawn(self._send_missed(conn))
 
@@ -275,9 +286,8 @@ class Hub:
                 if target is not None:
                     await target.send_text(messages.forward(effect.env, effect.sender, effect.call_id, effect.polite))
                 elif broker is not None:
-                    broker.send(
-                        effect.conn, "s", messages.forward(effect.env, effect.sender, effect.call_id, effect.polite)
-                    )
+                    text = messages.forward(effect.env, effect.sender, effect.call_id, effect.polite)
+                    self._elsewhere(effect.conn, "s", text)
             elif isinstance(effect, Send):
                 target = conns.get(effect.conn)
                 if broker is None:
@@ -288,7 +298,7 @@ class Hub:
                     await target.send_text(messages.encode(effect.message))
                 else:  # "e": the node that has it forgets the connection's route (see RedisBroker.receive)
                     kind = "e" if effect.message["type"] in CALL_CHANGED else "s"
-                    broker.send(effect.conn, kind, messages.encode(effect.message))
+                    self._elsewhere(effect.conn, kind, messages.encode(effect.message))
             elif isinstance(effect, Presence):
                 if broker is None:
                     self._presence_changed(effect)
@@ -300,17 +310,32 @@ class Hub:
                     log.info("%s: closing an older connection of the same device (%s)", target.id, target.cid)
                     await target.close(effect.code, effect.reason)
                 elif broker is not None:
-                    broker.send(effect.conn, "c", f"{effect.code} {effect.reason}")
+                    self._elsewhere(effect.conn, "c", f"{effect.code} {effect.reason}")
             elif isinstance(effect, Record):
                 self._ended(effect.record, effect.notified)
 
+    def _elsewhere(self, cid: str, kind: str, text: str) -> None:
+        """A frame for a connection that is not (yet) among ours: one still joining, or one on another node."""
+        joining = self._joining.get(cid)
+        if joining is not None:
+            joining[1].append((kind, text))
+        else:
+            assert self.broker is not None
+            self.broker.send(cid, kind, text)
+
     async def _deliver_local(self, cid: str, kind: str, text: str) -> None:
         """A frame that another node sent for a connection of this one (see RedisBroker.send)."""
-        target = self._conns.get(cid)
         if kind == "e" and self.broker is not None:
             self.broker.forget_route(cid)
-        if target is None:
+        joining = self._joining.get(cid)
+        if joining is not None:
+            joining[1].append((kind, text))
             return
+        target = self._conns.get(cid)
+        if target is not None:
+            await self._deliver_to(target, kind, text)
+
+    async def _deliver_to(self, target: Connection, kind: str, text: str) -> None:
         if kind == "c":
             code, _, reason = text.partition(" ")
             log.info("%s: closing an older connection of the same device (%s)", target.id, target.cid)
@@ -346,6 +371,9 @@ class Hub:
                 [messages.presence_change(p.user, p.status, p.in_call, p.last_seen) for p in changes.values()]
             )
             targets = list(self._conns.values())
+        for conn, waiting in self._joining.values():  # connections waiting for their welcome get it after
+            if len(changes) > 1 or conn.id != p.user:
+                waiting.append(("s", text))
         self._spawn(self._send_all(targets, text))
 
     async def _send_all(self, targets: list[Connection], text: str) -> None:
