@@ -172,12 +172,15 @@ class Client:
 
 
 @pytest.fixture
-async def connect(server: ServerProcess) -> AsyncIterator[Any]:
-    """`await connect("alice")` -> a Client that has received its `welcome`. All are closed at the end."""
+async def connect(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """`await connect("alice")` -> a Client that has received its `welcome` from the session's shared server (or
+    from `srv`, when given: then the shared server is not started for it). All are closed at the end."""
     clients: list[Client] = []
 
     async def _connect(client_id: str, srv: ServerProcess | None = None) -> Client:
-        ws = await websockets.connect(f"{(srv or server).ws}?id={client_id}", open_timeout=TIMEOUT)
+        if srv is None:
+            srv = request.getfixturevalue("server")
+        ws = await websockets.connect(f"{srv.ws}?id={client_id}", open_timeout=TIMEOUT)
         client = Client(ws, client_id)
         clients.append(client)
         client.welcome = await client.expect(type="welcome")
