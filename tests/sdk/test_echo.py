@@ -41,7 +41,9 @@ async def test_sdk_hears_its_speech_back_after_the_delay(
     received = media.resample(heard.samples(), media.SAMPLE_RATE, rate)
     found = quality.align(clip, received)
     lag = found.lag / rate
-    assert found.correlation > 0.7, f"the echo is unlike what was said: correlation {found.correlation:.2f}"
+    # ~0.9 on a quiet machine; a loaded one (CI beside benchmarks) drops some frames: 0.68 was seen. Unrelated
+    # speech stays well below 0.3, so 0.5 still tells an echo from anything else.
+    assert found.correlation > 0.5, f"the echo is unlike what was said: correlation {found.correlation:.2f}"
     assert 0.5 <= lag < 0.8, f"the echo came back after {lag:.2f}s (delay 0.5s)"
 
 
