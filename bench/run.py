@@ -332,8 +332,11 @@ def versions(args: argparse.Namespace) -> dict[str, str]:
             return "?"
 
     py = Path(args.peercall).parent / "python"
-    probe = "import sys, uvicorn, websockets as w; print(sys.version.split()[0], uvicorn.__version__, w.__version__)"
-    pyv = out([str(py), "-c", probe]).split() or ["?", "?", "?"]
+    probe = (
+        "import sys, uvicorn, websockets as w, picows, uvloop;"
+        "print(sys.version.split()[0], uvicorn.__version__, w.__version__, picows.__version__, uvloop.__version__)"
+    )
+    pyv = out([str(py), "-c", probe]).split() or ["?"] * 5
     cpu = "?"
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -347,6 +350,8 @@ def versions(args: argparse.Namespace) -> dict[str, str]:
         "python": pyv[0],
         "uvicorn": pyv[1] if len(pyv) > 1 else "?",
         "websockets": pyv[2] if len(pyv) > 2 else "?",
+        "picows (/ws)": pyv[3] if len(pyv) > 3 else "?",
+        "uvloop": pyv[4] if len(pyv) > 4 else "?",
         "node": out([args.node, "--version"]),
         "ws (load generator)": LOADGEN_PACKAGES["ws"],
         "peer (PeerJS server)": PEERJS_PACKAGES["peer"],
