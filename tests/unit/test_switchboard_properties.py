@@ -55,6 +55,8 @@ def check_invariants(b: Board) -> None:
                 assert sb.devices[party.conn].user == party.user and party.lost_until is None
         # a call with nobody left connected on either side cannot outlive the grace period
         assert any(p.conn is not None for p in call.parties()) or all(p.lost_until is not None for p in call.parties())
+    # the deadline heap agrees with a scan of every call
+    assert sb.next_deadline() == min((d for c in sb.calls.values() if (d := c.deadline()) is not None), default=None)
     for user, call_id in sb.active.items():
         assert call_id in sb.calls
         assert user in (sb.calls[call_id].caller.user, sb.calls[call_id].callee_user)

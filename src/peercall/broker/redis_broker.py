@@ -330,7 +330,7 @@ class RedisBroker:
                     before.missing.add(call_id)
                     continue
                 call = _decode_call(raw)
-                sb.calls[call_id] = call
+                sb.add_call(call)
                 before.calls[call_id] = (call.caller.user, call.callee_user)
                 for user in (call.caller.user, call.callee_user):
                     if user not in before.devices:

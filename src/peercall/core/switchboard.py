@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -217,6 +218,9 @@ class Switchboard:
         self._online: list[str] = []  # the keys of `users`, kept sorted: a welcome must not sort 10k ids
         self.last_seen: collections.OrderedDict[str, float] = collections.OrderedDict()  # offline users, newest last
         self.calls: dict[str, Call] = {}  # active calls (ringing or answered) by id
+        # (deadline, call id) of every deadline set, as a heap; entries whose call has ended or whose deadline
+        # moved are dropped when they reach the top, so next_deadline() and tick() never scan all calls.
+        self._due: list[tuple[float, str]] = []
         self.active: dict[str, str] = {}  # user -> id of their active call
 
     # -------------------------------------------------------------------------------------- connections
@@ -303,6 +307,7 @@ class Switchboard:
             if party.user == user and party.conn is None and (not named or party.device == device_id):
                 party.conn, party.lost_until = conn, None
                 party.device = device_id
+                self._arm(call)
                 peer = call.other(party)
                 effects: list[Effect] = [Send(conn, _resumed(call, party))]
                 if peer is not None and peer.conn is not None:
@@ -341,6 +346,7 @@ class Switchboard:
         if party is not None:
             party.conn = None
             party.lost_until = now + self.resume_grace
+            self._arm(call)
             if self.resume_grace <= 0:
                 effects += self.tick(now)
         return effects
@@ -425,7 +431,7 @@ class Switchboard:
                 Send(device.conn, {"type": "call-ringing", "callId": call_id, "to": callee}),
                 *self._record_only(call, Outcome.BUSY, Reason.USER_BUSY, now, device),
             ]
-        self.calls[call_id] = call
+        self.add_call(call)
         self.active[caller] = self.active[callee] = call_id
         effects = [Send(device.conn, {"type": "call-ringing", "callId": call_id, "to": callee})]
         for ringing in (callee_devices or {}).values():
@@ -447,6 +453,7 @@ class Switchboard:
         self._transition(call, Event.ACCEPT)
         call.callee = Party(device.user, device.device, device.conn)
         call.answered_at = now
+        self._arm(call)
         others = [conn for conn in call.ringing if conn != device.conn]
         call.ringing.clear()
         effects: list[Effect] = []
@@ -482,14 +489,41 @@ class Switchboard:
 
     # ---------------------------------------------------------------------------------------- timers
 
+    def add_call(self, call: Call) -> None:
+        """Hold `call` (a new one, or one loaded from shared state) and arm its deadline."""
+        self.calls[call.id] = call
+        self._arm(call)
+
+    def _arm(self, call: Call) -> None:
+        deadline = call.deadline()
+        if deadline is not None:
+            heapq.heappush(self._due, (deadline, call.id))
+            if len(self._due) > 4 * len(self.calls) + 64:  # mostly stale entries: rebuild from the live calls
+                self._due = [(d, c.id) for c in self.calls.values() if (d := c.deadline()) is not None]
+                heapq.heapify(self._due)
+
+    def _next_due(self) -> tuple[float, Call] | None:
+        """The earliest live deadline and its call, dropping stale entries on the way."""
+        due = self._due
+        while due:
+            deadline, call_id = due[0]
+            call = self.calls.get(call_id)
+            if call is not None and call.deadline() == deadline:
+                return deadline, call
+            heapq.heappop(due)
+        return None
+
     def next_deadline(self) -> float | None:
         """When `tick()` next has something to do, or None."""
-        return min((d for c in self.calls.values() if (d := c.deadline()) is not None), default=None)
+        head = self._next_due()
+        return None if head is None else head[0]
 
     def tick(self, now: float) -> list[Effect]:
         """End the calls whose ring timeout or resume grace has passed."""
         effects: list[Effect] = []
-        for call in list(self.calls.values()):
+        while (head := self._next_due()) is not None and head[0] <= now:
+            heapq.heappop(self._due)
+            call = head[1]
             lost = [p for p in call.parties() if p.lost_until is not None and p.lost_until <= now]
             if lost:
                 outcome = Outcome.CANCELLED if call.state is CallState.RINGING else Outcome.ANSWERED

@@ -192,10 +192,11 @@ class Hub:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s -> %s %s (%d chars)", conn.id, env.to, env.type, len(frame))
             return
-        call_id = next((e.call_id for e in effects if isinstance(e, Forward)), None)
-        if call_id is None:
-            call_id = next((e.message.get("callId") for e in effects if isinstance(e, Send)), None)
-        log.info("%s -> %s %s (call %s)", conn.id, env.to, env.type, call_id, extra={"call_id": call_id})
+        if log.isEnabledFor(logging.INFO):
+            call_id = next((e.call_id for e in effects if isinstance(e, Forward)), None)
+            if call_id is None:
+                call_id = next((e.message.get("callId") for e in effects if isinstance(e, Send)), None)
+            log.info("%s -> %s %s (call %s)", conn.id, env.to, env.type, call_id, extra={"call_id": call_id})
         self._reschedule()
 
     async def _summary(self, conn: Connection, env: messages.Envelope) -> None:
