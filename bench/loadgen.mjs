@@ -31,6 +31,7 @@ try {
 const opts = {
   proto: "peercall",
   url: "",
+  url2: "", // cluster: the b side of every pair connects here (another node), the a side to --url
   scenario: "pingpong",
   pairs: 1,
   size: "candidate", // pingpong: candidate (~200 B frames) or sdp (~3 KB offer/answer frames)
@@ -42,7 +43,7 @@ const opts = {
   baseline: 100, // idle: connections opened before the "before" RSS reading
   hold: 5, // idle: seconds to hold them (server pings run meanwhile)
   inflight: 100, // connection attempts in flight at once
-  serverPid: 0, // for CPU and RSS readings from /proc
+  serverPid: "", // for CPU and RSS readings from /proc; several (cluster: nodes and Redis) comma-separated
   run: Math.random().toString(36).slice(2, 8), // id prefix, unique per run
   maxSamples: 2_000_000, // latency samples kept (a bound on memory)
 };
@@ -62,20 +63,28 @@ function die(message, code = 1) {
 
 // ---------------------------------------------------------------- measurements
 const ticksPerSecond = 100; // USER_HZ on Linux
+const serverPids = String(opts.serverPid || "").split(",").filter(Boolean);
 function serverCpu() {
-  if (!opts.serverPid) return 0;
-  try {
-    const stat = fs.readFileSync(`/proc/${opts.serverPid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond; // utime + stime, seconds
-  } catch {
-    return 0;
+  // seconds of CPU (utime + stime) of the server's processes, summed
+  let total = 0;
+  for (const pid of serverPids) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      total += (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
+    } catch {
+      // gone: counts nothing
+    }
   }
+  return total;
 }
 function serverRssKb() {
-  if (!opts.serverPid) return 0;
-  const status = fs.readFileSync(`/proc/${opts.serverPid}/status`, "utf8");
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)[1]);
+  let total = 0;
+  for (const pid of serverPids) {
+    const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+    total += Number(/VmRSS:\s+(\d+) kB/.exec(status)[1]);
+  }
+  return total;
 }
 function machineBusy() {
   // seconds of CPU used by anything on the machine (all cores), from /proc/stat
@@ -135,9 +144,10 @@ function fail(message) {
 }
 
 let localAddresses = 1; // idle: spread source addresses over 127.0.0.x to get past ~28k ephemeral ports
-function connectUrl(id) {
+function connectUrl(id, index) {
   if (PEERJS) return `${opts.url}/peerjs?key=peerjs&id=${id}&token=${Math.random().toString(36).slice(2)}`;
-  return `${opts.url}/ws?id=${id}&device=d`;
+  const base = opts.url2 && index % 2 === 1 ? opts.url2 : opts.url;
+  return `${base}/ws?id=${id}&device=d`;
 }
 
 class Peer {
@@ -152,7 +162,7 @@ class Peer {
     return new Promise((resolve, reject) => {
       const options = { perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: 30000 };
       if (localAddresses > 1) options.localAddress = `127.0.0.${1 + (this.index % localAddresses)}`;
-      const ws = new WebSocket(connectUrl(this.id), options);
+      const ws = new WebSocket(connectUrl(this.id, this.index), options);
       this.ws = ws;
       let greeted = false;
       ws.on("message", (data) => {

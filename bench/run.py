@@ -20,6 +20,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -121,19 +122,26 @@ class Server:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    others: list[Server] = field(default_factory=list)  # cluster: the second node, then Redis
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
+    @property
+    def pids(self) -> str:
+        return ",".join(str(s.proc.pid) for s in (self, *self.others))
+
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        for server in (self, *self.others):
+            if server.proc.poll() is None:
+                server.proc.send_signal(signal.SIGTERM)
+        for server in (self, *self.others):
             try:
-                self.proc.wait(15)
+                server.proc.wait(15)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                server.proc.kill()
+                server.proc.wait()
 
 
 def peercall_env(scenario: str) -> dict[str, str]:
@@ -157,13 +165,16 @@ def peercall_env(scenario: str) -> dict[str, str]:
     return env
 
 
-def start_server(name: str, scenario: str, args: argparse.Namespace) -> Server:
+def start_server(name: str, scenario: str, args: argparse.Namespace, extra: dict[str, str] | None = None) -> Server:
+    if name == CLUSTER:
+        return start_cluster(scenario, args)
     logdir = WORK / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
-    log = logdir / f"{name}-{scenario}.log"
+    log = logdir / f"{name}-{scenario}{'-' + extra['PEERCALL_NODE_ID'] if extra else ''}.log"
     env = dict(os.environ)
     if name == "peercall":
         env.update(peercall_env(scenario))
+        env.update(extra or {})
         argv = [args.peercall, "serve"]
         ready = re.compile(r"listening on \S+:(\d+)$", re.M)
     else:
@@ -184,6 +195,47 @@ def start_server(name: str, scenario: str, args: argparse.Namespace) -> Server:
     sys.exit(f"bench: {name} did not start; its output:\n{log.read_text(errors='replace')[-3000:]}")
 
 
+CLUSTER = "2 nodes + Redis"
+
+
+def start_cluster(scenario: str, args: argparse.Namespace) -> Server:
+    """Two peercall nodes sharing a Redis, all three on the server core: the `a` side of every pair connects to
+    the first node, the `b` side to the second, so that every relayed frame crosses nodes through Redis. Same
+    core budget as one node: the cost of the hop shows as throughput lost."""
+    port = free_port()
+    workdir = WORK / "redis"
+    workdir.mkdir(parents=True, exist_ok=True)
+    redis_log = WORK / "logs" / f"redis-{scenario}.log"
+    redis_log.parent.mkdir(parents=True, exist_ok=True)
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    with redis_log.open("wb") as out:
+        redis = subprocess.Popen(pinned(SERVER_CORE, [*argv, "--dir", str(workdir)]), stdout=out, stderr=out)
+    redis_server = Server("redis", redis, port, redis_log)
+    deadline = time.monotonic() + 10
+    while not _accepts(port):
+        if redis.poll() is not None or time.monotonic() > deadline:
+            redis_server.stop()
+            sys.exit(f"bench: redis-server did not start:\n{redis_log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.02)
+    url = {"PEERCALL_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    first = start_server("peercall", scenario, args, {**url, "PEERCALL_NODE_ID": "n1"})
+    second = start_server("peercall", scenario, args, {**url, "PEERCALL_NODE_ID": "n2"})
+    first.name, first.others = CLUSTER, [second, redis_server]
+    return first
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 # ---------------------------------------------------------------------------------------------------- scenarios
 @dataclass
 class Case:
@@ -192,6 +244,7 @@ class Case:
     loadgen: dict[str, Any]
     runs: int
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    servers: list[str] | None = None  # None: the --servers; the cluster cases compare one node with two
 
 
 def cases(args: argparse.Namespace) -> list[Case]:
@@ -211,6 +264,13 @@ def cases(args: argparse.Namespace) -> list[Case]:
         for n in args.idle_conns:
             runs = args.runs if n <= 10_000 else args.big_idle_runs
             out.append(Case("idle", f"idle {n} connections", {"conns": n, "hold": args.hold}, runs))
+    if "cluster" in args.scenarios:
+        both = ["peercall", CLUSTER]
+        for n in sorted({1, max(args.pairs)}):
+            label = f"cluster: pingpong {n} pair{'s' if n > 1 else ''}, candidate ~200 B"
+            out.append(Case("pingpong", label, {"pairs": n, "size": "candidate", **timing}, args.runs, servers=both))
+        label = f"cluster: calls, {args.call_pairs} pairs at once"
+        out.append(Case("calls", label, {"pairs": args.call_pairs, **timing}, args.runs, servers=both))
     return out
 
 
@@ -225,10 +285,12 @@ def run_loadgen(server: Server, case: Case, args: argparse.Namespace) -> dict[st
         "--scenario",
         case.scenario,
         "--server-pid",
-        str(server.proc.pid),
+        server.pids,
         "--setup-timeout",
         str(args.setup_timeout),
     ]
+    if server.name == CLUSTER:
+        argv += ["--url2", server.others[0].url]
     for key, value in case.loadgen.items():
         flag = re.sub(r"([A-Z])", r"-\1", key).lower()
         argv += [f"--{flag}", str(value)]
@@ -250,13 +312,6 @@ def run_loadgen(server: Server, case: Case, args: argparse.Namespace) -> dict[st
 
 class Failure(Exception):
     pass
-
-
-def cluster(args: argparse.Namespace) -> None:
-    # TODO(cluster): multi-node peercall does not exist yet. When it does: start 2+ nodes (server cores shared
-    # or one core each), put the caller on node A and the callee on node B, and rerun `pingpong` and `calls`
-    # across nodes, reporting the same columns plus the cross-node hop latency.
-    print("cluster: not implemented yet -- peercall has no multi-node mode (stub in bench/run.py: cluster())")
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -305,8 +360,13 @@ METRICS = {
 
 
 def table(all_cases: list[Case], servers: list[str]) -> str:
+    if not all_cases:
+        return ""
     both = "peercall" in servers and "peerjs" in servers
+    cluster = servers == ["peercall", CLUSTER]
     head = ["scenario", "metric", *servers, *(["peercall/PeerJS"] if both else [])]
+    if cluster:
+        head = ["scenario", "metric", "1 node", "2 nodes + Redis", "2 nodes / 1 node"]
     head += ["server CPU %", "client CPU %", "other CPU %", "noisy runs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case in all_cases:
@@ -316,6 +376,8 @@ def table(all_cases: list[Case], servers: list[str]) -> str:
             row += [fmt(med.get(s, {}).get(key)) for s in servers]
             if both:
                 row.append(ratio(med.get("peercall", {}).get(key), med.get("peerjs", {}).get(key)))
+            if cluster:
+                row.append(ratio(med.get(CLUSTER, {}).get(key), med.get("peercall", {}).get(key)))
             row.append(" / ".join(fmt(med.get(s, {}).get("serverCpu")) for s in servers))
             row.append(" / ".join(fmt(med.get(s, {}).get("clientCpu")) for s in servers))
             row.append(" / ".join(fmt(med.get(s, {}).get("otherCpu")) for s in servers))
@@ -422,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for case in all_cases:
             for run in range(case.runs):
-                for name in args.servers:
+                for name in case.servers or args.servers:
                     for attempt in range(1 + args.retries):
                         if args.quiet_wait > 0:
                             load = wait_quiet(args.quiet_wait)
@@ -445,8 +507,6 @@ def main(argv: list[str] | None = None) -> int:
     except Failure as exc:
         print(f"bench: FAILED: {exc}", file=sys.stderr)
         return 1
-    if "cluster" in args.scenarios:
-        cluster(args)
     print()
     print(f"Medians of {args.runs} run(s); ratio = peercall / PeerJS; took {time.monotonic() - started:.0f}s")
     print(
@@ -455,7 +515,14 @@ def main(argv: list[str] | None = None) -> int:
         " even after retries."
     )
     print()
-    print(table(all_cases, args.servers))
+    print(table([c for c in all_cases if c.servers is None], args.servers))
+    clustered = [c for c in all_cases if c.servers is not None]
+    if clustered:
+        print()
+        print("Cluster: one node against two nodes sharing a Redis, all on the server core (same CPU budget);")
+        print("every frame of the two-node runs crosses nodes. Server CPU is the sum of the nodes and Redis.")
+        print()
+        print(table(clustered, ["peercall", CLUSTER]))
     if args.json:
         args.json.write_text(
             json.dumps(

@@ -34,7 +34,8 @@ if NODE is None or not HAVE_WS:
 
 @pytest.mark.timeout(240)
 def test_quick_run_against_peercall_prints_numbers() -> None:
-    """`bench/run.py --quick --servers peercall` exits 0 and prints a table with a number for every scenario."""
+    """`bench/run.py --quick --servers peercall` exits 0 and prints a table with a number for every scenario,
+    the two-node cluster included."""
     peercall = str(Path(sys.executable).parent / "peercall")
     done = subprocess.run(
         [
@@ -59,7 +60,12 @@ def test_quick_run_against_peercall_prints_numbers() -> None:
         assert row is not None, f"no {metric} row in:\n{done.stdout}"
         value = row.split("|")[3].strip()
         assert re.fullmatch(r"[\d,.]+", value), f"{metric}: {value!r} is not a number in:\n{row}"
-    assert "cluster: not implemented yet" in done.stdout
+    # the cluster scenario: one node and two nodes sharing a real Redis, each with a number
+    clustered = [r for r in rows if r.startswith("| cluster: ") and "msgs/s" in r]
+    assert clustered, f"no cluster rows in:\n{done.stdout}"
+    for row in clustered:
+        one, two = (cell.strip() for cell in row.split("|")[3:5])
+        assert re.fullmatch(r"[\d,.]+", one) and re.fullmatch(r"[\d,.]+", two), row
 
 
 async def loadgen(url: str, scenario: str) -> tuple[int, str]:

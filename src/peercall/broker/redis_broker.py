@@ -101,6 +101,21 @@ _decode_call = msgspec.json.Decoder(Call).decode
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
+def _pack(payloads: list[str]) -> str:
+    """Several payloads in one Pub/Sub message: each as `<length>:<payload>` (a frame may hold any character)."""
+    return "".join(f"{len(p)}:{p}" for p in payloads)
+
+
+def _unpack(message: str) -> list[str]:
+    out, i = [], 0
+    while i < len(message):
+        colon = message.index(":", i)
+        end = colon + 1 + int(message[i:colon])
+        out.append(message[colon + 1 : end])
+        i = end
+    return out
+
+
 class _Slice(Switchboard):
     """A switchboard holding only the part of the shared state one event touches."""
 
@@ -184,6 +199,7 @@ class RedisBroker:
         self._registered = False
         self._closing = False
         self._inflight = 0  # transactions under way
+        self._pub_conn: Any = None  # the connection that frames for other nodes go out on
 
     # ------------------------------------------------------------------------------------------ keys
 
@@ -508,12 +524,28 @@ class RedisBroker:
                 await asyncio.sleep(0.5)
 
     async def _flush_outbox(self) -> None:
+        """Publish what waits, one message per channel: the frames queued meanwhile for one node travel together
+        (under load, the per-message cost of Pub/Sub on both sides, not Redis, is what limits a cluster)."""
         while self._outbox:
             batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), 512))]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for channel, payload in batch:
-                    pipe.publish(channel, payload)
-                await pipe.execute()
+            by_channel: dict[str, list[str]] = {}
+            for channel, payload in batch:
+                by_channel.setdefault(channel, []).append(payload)
+            commands = [("PUBLISH", channel, _pack(payloads)) for channel, payloads in by_channel.items()]
+            # One connection of its own, written to directly: a pipeline object per batch costs more Python than
+            # the round trip (and keeps the order of frames between two nodes, since one connection carries all).
+            if self._pub_conn is None:
+                self._pub_conn = await self.redis.connection_pool.get_connection()
+            conn = self._pub_conn
+            try:
+                await conn.send_packed_command(conn.pack_commands(commands))
+                for _ in commands:
+                    await conn.read_response()
+            except BaseException:
+                self._pub_conn = None
+                await conn.disconnect()
+                await self.redis.connection_pool.release(conn)
+                raise
             self.ops["publish"] += 1
 
     async def _listen(self) -> None:
@@ -527,13 +559,14 @@ class RedisBroker:
                 await pubsub.subscribe(own, everyone)
                 delay = 0.1
                 async for message in pubsub.listen():
-                    data = message["data"]
                     if message["channel"] == everyone:
-                        user, status, in_call, last_seen = msgspec.json.decode(data)
-                        hub._presence_changed(Presence(user, status, in_call, last_seen))
+                        for data in _unpack(message["data"]):
+                            user, status, in_call, last_seen = msgspec.json.decode(data)
+                            hub._presence_changed(Presence(user, status, in_call, last_seen))
                         continue
-                    head, _, text = data.partition("\n")
-                    await hub._deliver_local(head[1:], head[0], text)
+                    for data in _unpack(message["data"]):
+                        head, _, text = data.partition("\n")
+                        await hub._deliver_local(head[1:], head[0], text)
             except TRANSIENT:
                 self.healthy = False
                 await asyncio.sleep(delay)
