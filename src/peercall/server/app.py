@@ -37,8 +37,10 @@ log = logging.getLogger("peercall.http")
 class PeercallApp:
     """The ASGI entry: `/ws` goes straight to the signaling endpoint, everything else to Starlette.
 
-    The WebSocket skips Starlette's middleware stack on purpose: it is the hot path, CORS does not apply to it,
-    and the endpoint needs uvicorn's own `send` (to see when a slow reader's socket is not writable).
+    Normally a `/ws` upgrade never gets here: uvicorn's HTTP protocol hands it to picows first (server/fastws.py).
+    This ASGI path serves `/ws` only with per-message deflate on (picows has no compression). It skips
+    Starlette's middleware stack on purpose: CORS does not apply to it, and the endpoint needs uvicorn's own
+    `send` (to see when a slow reader's socket is not writable).
     """
 
     def __init__(self, http: Starlette, ws: SignalingEndpoint) -> None:
