@@ -435,8 +435,10 @@ class Hub:
         if self.broker is not None:
             return
         deadline = self.switchboard.next_deadline()
-        if deadline == self._timer_at or self.draining:
-            return
+        if deadline is None or self.draining:
+            return  # an armed timer may fire for nothing: cheaper than cancelling it on every call event
+        if self._timer_at is not None and self._timer_at <= deadline:
+            return  # it fires first, and re-arms for what is left (ring deadlines only move later)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
