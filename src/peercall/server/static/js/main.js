@@ -706,6 +706,13 @@ function onServerError(msg) {
         ui.say(`The server is slowing this page down: ${msg.message}.`, "warning");
       }
       return;
+    case ErrorCode.SERVICE_UNAVAILABLE:
+      if (ours && call.state === "requesting" && msg.ref === MessageType.CALL_REQUEST) {
+        call.refused("the server cannot place calls for a moment; try again shortly");
+      } else {
+        ui.say("The server is briefly unable to handle calls; nothing was lost, try again in a moment.", "warning");
+      }
+      return;
     case ErrorCode.ID_TAKEN:
     case ErrorCode.UNAUTHORIZED:
       return; // the close that follows says it

@@ -62,6 +62,8 @@ export const ErrorCode = Object.freeze({
   IN_CALL: "in-call",
   RATE_LIMITED: "rate-limited",
   UNAUTHORIZED: "unauthorized",
+  /** Several server nodes: the one we are on cannot reach the state they share; nothing was done, retry. */
+  SERVICE_UNAVAILABLE: "service-unavailable",
 });
 
 /** How a call ended, as the server says in `call-ended` and in the call history. */
@@ -98,6 +100,8 @@ export const Reason = Object.freeze({
 export const CloseCode = Object.freeze({
   NORMAL: 1000,
   GOING_AWAY: 1001,
+  /** The server cannot reach its shared state (several nodes): reconnect with backoff, maybe to another node. */
+  TRY_AGAIN_LATER: 1013,
   /** The token is missing, expired or refused: reconnecting only helps with a new token. */
   UNAUTHORIZED: 4401,
   SLOW_CONSUMER: 4420,

@@ -299,15 +299,17 @@ export class Signaling extends EventTarget {
     const why =
       code === CloseCode.GOING_AWAY
         ? "The server is restarting."
-        : code === CloseCode.RATE_LIMITED
-          ? "The server disconnected this page for sending too much too fast."
-          : code === CloseCode.TOO_MANY_CONNECTIONS
-            ? `Too many connections are open${this.#lastError?.message ? ` (${this.#lastError.message})` : ""}.`
-            : code === CloseCode.SLOW_CONSUMER
-              ? "The server disconnected this page because it fell behind."
-              : wasConnected
-                ? "Lost the connection to the server."
-                : "Cannot reach the server.";
+        : code === CloseCode.TRY_AGAIN_LATER
+          ? "The server is briefly unavailable."
+          : code === CloseCode.RATE_LIMITED
+            ? "The server disconnected this page for sending too much too fast."
+            : code === CloseCode.TOO_MANY_CONNECTIONS
+              ? `Too many connections are open${this.#lastError?.message ? ` (${this.#lastError.message})` : ""}.`
+              : code === CloseCode.SLOW_CONSUMER
+                ? "The server disconnected this page because it fell behind."
+                : wasConnected
+                  ? "Lost the connection to the server."
+                  : "Cannot reach the server.";
     console.info(`[signaling] closed ${code} ${reason ?? ""}; reconnecting in ${delay} ms`);
     this.#setState("reconnecting", { code, reason: why, retryIn: delay });
     this.#timer = setTimeout(() => this.#open("reconnecting"), delay);
