@@ -124,14 +124,13 @@ class Hub:
 
     async def join(self, conn: Connection, device: str | None = None) -> None:
         """Register an accepted connection: welcome it, announce it, resume or ring its calls."""
-        self._conns[conn.cid] = conn
         if self.broker is None:
+            self._conns[conn.cid] = conn
             await self._perform(self.switchboard.connect(conn.cid, conn.id, device, self.clock()))
             self._reschedule()
         else:
             # `welcome` must be the first frame: what arrives for the connection during the Redis round trip
             # (presence, frames from other nodes) waits in `_joining` and follows it.
-            del self._conns[conn.cid]
             waiting: list[tuple[str, str]] = []
             self._joining[conn.cid] = (conn, waiting)
             try:
@@ -291,13 +290,9 @@ class Hub:
                     self._elsewhere(effect.conn, "s", text)
             elif isinstance(effect, Send):
                 target = conns.get(effect.conn)
-                if broker is None:
-                    if target is not None:
-                        await target.send_text(messages.encode(effect.message))
-                    continue
                 if target is not None:
                     await target.send_text(messages.encode(effect.message))
-                else:  # "e": the node that has it forgets the connection's route (see RedisBroker.receive)
+                elif broker is not None:  # "e": the node that has it forgets the connection's route
                     kind = "e" if effect.message["type"] in CALL_CHANGED else "s"
                     self._elsewhere(effect.conn, kind, messages.encode(effect.message))
             elif isinstance(effect, Presence):
