@@ -11,6 +11,7 @@ Keys (all under the prefix, `peercall:` by default):
     seen          zset   user -> last seen (offline users, newest 1000)
     incall        set    users in an answered call
     nodes         zset   node -> lease expiry; a node renews its lease every lease/3 s
+    reaping:{node} string the node reaping a dead one (expires after a lease, so another takes over)
     n:{node}      hash   connection id -> user, for the node's connections (to reap them if it dies)
     to:{node}     channel frames for that node's connections; `all`: presence changes, for every node
 
@@ -516,11 +517,11 @@ class RedisBroker:
             self._outbox_ready.clear()
             try:
                 await self._flush_outbox()
-            except TRANSIENT:
-                self.healthy = False
+            except (*TRANSIENT, RedisError) as exc:
+                self.healthy = not isinstance(exc, TRANSIENT)
                 lost = len(self._outbox)
                 self._outbox.clear()
-                log.warning("Redis unreachable: %d frames for other nodes were lost", lost)
+                log.warning("could not publish (%s): %d frames for other nodes were lost", exc, lost)
                 await asyncio.sleep(0.5)
 
     async def _flush_outbox(self) -> None:
@@ -591,6 +592,9 @@ class RedisBroker:
             except (*TRANSIENT, SharedStateUnavailable):
                 self.healthy = False
                 wait = 0.5
+            except Exception:  # a bug in one call's tick must not stop the timer for every other call
+                log.exception("node %s: the call timer failed; going on", self.address)
+                wait = 0.5
             self._timer_wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._timer_wake.wait(), wait)
@@ -620,8 +624,12 @@ class RedisBroker:
                 await self._renew()
                 now = time.time()
                 for address in await self.redis.zrangebyscore(f"{self.p}nodes", "-inf", now):
-                    if address != self.address and await self.redis.zrem(f"{self.p}nodes", address):
+                    # One node reaps a dead one; the claim expires, so if the reaper dies too, another takes over.
+                    claim = f"{self.p}reaping:{address}"
+                    lease_ms = int(self.lease * 1000)
+                    if address != self.address and await self.redis.set(claim, self.address, nx=True, px=lease_ms):
                         await self._reap(address)
+                        await self.redis.zrem(f"{self.p}nodes", address)
                 for cid, user in list(self._pending_leaves.items()):
                     await self._act(self._disconnect(cid, user, now))
                 async with self.redis.pipeline(transaction=False) as reads:
@@ -634,6 +642,8 @@ class RedisBroker:
                 if self.healthy:
                     log.warning("Redis unreachable (%s); retrying", exc)
                 self.healthy = False
+            except Exception:  # a bug must not stop the lease renewals: the node would be taken for dead
+                log.exception("node %s: housekeeping failed; going on", self.address)
 
     async def _renew(self) -> None:
         added = await self.redis.zadd(f"{self.p}nodes", {self.address: time.time() + self.lease})
