@@ -7,9 +7,9 @@ Two implementations of one idea:
   the per-message path free of any indirection.
 - **Redis** (`PEERCALL_REDIS_URL`, `RedisBroker`): N identical nodes share presence, routing and call state.
   Each state change loads the slice of state it touches from Redis into a fresh `Switchboard`, runs the very same
-  pure transition code on it, and writes the result back in a WATCH/MULTI transaction: a conflicting change on
-  another node makes EXEC fail and the event is replayed on the new state, so every transition is atomic across
-  nodes. Frames for connections on another node travel over that node's Pub/Sub channel.
+  pure transition code on it, and writes the result back with a compare-and-set Lua script: if another node
+  changed any of those keys meanwhile, nothing is written and the event is replayed on the new state, so every
+  transition is atomic across nodes. Frames for connections on another node travel over that node's Pub/Sub channel.
 """
 
 from .redis_broker import RedisBroker, SharedStateUnavailable
