@@ -31,6 +31,25 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 TIMEOUT = 5.0  # seconds to wait for any single event that should happen "at once"
 
+SCALE = float(os.environ.get("PEERCALL_TEST_TIMEOUT_SCALE", "1"))
+"""Multiply every timeout by this on slow machines."""
+
+CHROMIUM = Path("/usr/bin/chromium")
+"""Debian's Chromium: the only browser the tests use (never `playwright install`)."""
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",  # grant the microphone without a prompt
+    "--use-fake-device-for-media-stream",  # a fake microphone that beeps
+    "--autoplay-policy=no-user-gesture-required",
+    "--allow-loopback-in-peer-connection",  # else no ICE candidates at all in a loopback-only namespace
+]
+
 
 @dataclass
 class ServerProcess:

@@ -30,27 +30,11 @@ from playwright.async_api import (
     expect,
 )
 
-from tests.conftest import ARTIFACTS
+from tests.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, SCALE
 
-CHROMIUM = Path("/usr/bin/chromium")
-SCALE = float(os.environ.get("PEERCALL_TEST_TIMEOUT_SCALE", "1"))
-"""Multiply every timeout by this on slow machines."""
 TIMEOUT_MS = int(10_000 * SCALE)
 """How long to wait for anything a user would see "at once" (a status, a call connecting on loopback)."""
 
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",  # grant the microphone without a prompt
-    "--use-fake-device-for-media-stream",  # a fake microphone that beeps
-    "--autoplay-policy=no-user-gesture-required",
-    "--allow-loopback-in-peer-connection",  # else no ICE candidates at all in a loopback-only namespace
-]
 
 # Runs in every page before its scripts: remember every stream getUserMedia hands out, so that a test can
 # tell whether the page opened the microphone, and whether it released it (all tracks "ended").

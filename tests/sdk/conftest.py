@@ -8,7 +8,6 @@ Media only ever touches loopback: these tests run in a network namespace that ha
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,27 +20,11 @@ from playwright.async_api import Browser, Page, async_playwright
 from peercall.client import Call, Client
 from peercall.client.check import sample_path
 from peercall.client.media import Pcm, read_wav
-from tests.conftest import ServerProcess
+from tests.conftest import CHROMIUM, CHROMIUM_FLAGS, SCALE, ServerProcess
 
-SCALE = float(os.environ.get("PEERCALL_TEST_TIMEOUT_SCALE", "1"))
-"""Multiply every timeout by this on slow machines."""
 WAIT = 10.0 * SCALE
 """Seconds to wait for anything that happens "at once" on loopback (a call connecting, audio arriving)."""
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",  # grant the microphone without a prompt
-    "--use-fake-device-for-media-stream",  # a fake microphone that beeps
-    "--autoplay-policy=no-user-gesture-required",
-    "--allow-loopback-in-peer-connection",  # else no ICE candidates at all in a loopback-only namespace
-]
 
 AUDIBLE_ENERGY = 0.01
 """Growth of getStats' totalAudioEnergy that means sound, not silence: a second at -20 dBFS adds 0.01 (Opus-coded
