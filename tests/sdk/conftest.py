@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -200,3 +201,26 @@ async def assert_page_hears(page: Page, who: str) -> None:
         ),
         f"{who}'s inbound audio to grow by 40 packets, carrying sound",
     )
+
+
+async def run_python(
+    *argv: str, what: str, timeout: float, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Run this interpreter with `argv` (in this network namespace); its exit status and output.
+
+    `what` names it in the failure when it does not finish within `timeout` seconds."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *argv, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, _ = await proc.communicate()
+    except asyncio.CancelledError:
+        proc.kill()
+        await proc.communicate()
+        raise
+    except TimeoutError:
+        proc.kill()
+        out, _ = await proc.communicate()
+        raise AssertionError(f"{what} did not finish in {timeout}s:\n{out.decode()}") from None
+    return proc.returncode or 0, out.decode()

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from peercall.client import media, quality
 from tests.conftest import ServerProcess
 
-from .conftest import SCALE
+from .conftest import SCALE, run_python
 
 MIN_PESQ = 3.0
 """Regression bound for wideband PESQ on loopback (about 4.5 is expected)."""
@@ -21,26 +20,7 @@ MAX_DELAY = 0.150
 
 async def peercall(*args: str, timeout: float = 30 * SCALE) -> tuple[int, str]:
     """Run `python -m peercall ARGS` (in this network namespace, with this environment); its status and output."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "peercall",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        async with asyncio.timeout(timeout):
-            out, _ = await proc.communicate()
-    except asyncio.CancelledError:
-        proc.kill()
-        await proc.communicate()
-        raise
-    except TimeoutError:
-        proc.kill()
-        out, _ = await proc.communicate()
-        raise AssertionError(f"peercall {' '.join(args)} did not finish in {timeout}s:\n{out.decode()}") from None
-    return proc.returncode or 0, out.decode()
+    return await run_python("-m", "peercall", *args, what=f"peercall {' '.join(args)}", timeout=timeout)
 
 
 async def test_audio_check_scores_speech_on_loopback(server: ServerProcess) -> None:

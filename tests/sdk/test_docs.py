@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from peercall.client import media, quality
 from peercall.client.check import sample_path
 from tests.conftest import ROOT, ServerProcess
 
-from .conftest import SCALE
+from .conftest import SCALE, run_python
 
 DOC = ROOT / "docs" / "python-client.md"
 
@@ -28,27 +27,8 @@ def example(name: str) -> str:
 
 async def run(code: str, cwd: Path, timeout: float = 30 * SCALE) -> tuple[int, str]:
     """Run `code` with this interpreter in `cwd`, loopback candidates on; its status and output."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        code,
-        cwd=cwd,
-        env={**os.environ, "PEERCALL_ICE_LOOPBACK": "1"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        async with asyncio.timeout(timeout):
-            out, _ = await proc.communicate()
-    except asyncio.CancelledError:
-        proc.kill()
-        await proc.communicate()
-        raise
-    except TimeoutError:
-        proc.kill()
-        out, _ = await proc.communicate()
-        raise AssertionError(f"the example did not finish in {timeout}s:\n{out.decode()}") from None
-    return proc.returncode or 0, out.decode()
+    env = {**os.environ, "PEERCALL_ICE_LOOPBACK": "1"}
+    return await run_python("-c", code, what="the example", timeout=timeout, cwd=cwd, env=env)
 
 
 async def test_call_and_answer_examples_talk_to_each_other(server: ServerProcess, uid: Any, tmp_path: Path) -> None:
