@@ -13,7 +13,8 @@ upgrades) stays uvicorn + Starlette. picows writes the 101 (or the refusal, an H
 frames and unframes, answers pings, sends ours (`PING_WHEN_IDLE`) and closes sockets whose pong does not come.
 
 What is written here by hand, because picows leaves it to the application: reassembling fragmented messages,
-answering a close frame, bounding what waits for a slow reader, and running the hub's coroutines in frame order
+answering a close frame, bounding what waits for a slow reader, writing the frames of one turn of the event loop
+together (`Outbox`: picows writes each frame with its own send(2)), and running the hub's coroutines in frame order
 without a task per frame (`FastConnection._run`).
 """
 
@@ -101,12 +102,52 @@ class _Resume:
                     return
 
 
+class Outbox:
+    """The connections that were sent frames during this turn of the event loop; they are written at its end.
+
+    A write is a send(2) (picows and uvloop both write at once when they can), and on loopback or a busy server
+    that syscall is most of the cost of a relayed frame. Frames that leave in the same turn for one connection
+    (an offer and its first candidates, `call-ended` after `hangup`, what 500 callers sent at once) leave in one
+    write, after everything the turn read was handled. Costs one loop callback per turn, none per frame.
+    """
+
+    __slots__ = ("_dirty",)
+
+    def __init__(self) -> None:
+        self._dirty: list[FastConnection] = []
+
+    def add(self, conn: FastConnection) -> None:
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._dirty.append(conn)
+
+    def flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
+
+
+_HEADERS = [bytes((0x81, n)) for n in range(126)]
+
+
+def _frame(text: str) -> bytes:
+    """A server's (unmasked, final) text frame: picows builds the same, but one send at a time."""
+    data = text.encode()
+    n = len(data)
+    if n < 126:
+        return _HEADERS[n] + data
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + data
+    return b"\x81\x7f" + n.to_bytes(8, "big") + data
+
+
 class FastConnection(WSListener):
     """One `/ws` socket: picows's listener, and the connection object the hub sees.
 
-    Sending never waits: a frame is written at once (picows tries `send(2)` straight away) while the transport is
-    below its high-water mark; past it (the reader lags) frames wait in a backlog that is written when the
-    transport drains, and a backlog above `send_buffer` bytes closes the connection (4420).
+    Sending never waits: a frame is framed at once and written when the event loop's turn ends (`Outbox`),
+    together with the others sent to this connection in that turn. While the transport is above its high-water
+    mark (the reader lags) frames wait in a backlog that is written when it drains, and a backlog above
+    `send_buffer` bytes closes the connection (4420).
     """
 
     __slots__ = (
@@ -120,6 +161,8 @@ class FastConnection(WSListener):
         "_ip",
         "_joined",
         "_limited",
+        "_out",
+        "_outbox",
         "_peer",
         "_queue",
         "_started",
@@ -127,6 +170,7 @@ class FastConnection(WSListener):
         "_tr",
         "_user",
         "_writable",
+        "_write",
         "cid",
         "errors",
         "id",
@@ -146,6 +190,8 @@ class FastConnection(WSListener):
         self._peer = peer
         self._ip = peer.rsplit(":", 1)[0]
         self._tr: WSTransport | None = None
+        self._out: list[bytes] | None = None  # frames written when the loop's turn ends (Outbox)
+        self._outbox: Outbox = endpoint.outbox
         self._backlog: collections.deque[str] | None = None
         self._bytes = 0
         self._writable = True
@@ -170,7 +216,12 @@ class FastConnection(WSListener):
         if not self.open:
             return False
         if self._writable and self._backlog is None:
-            self._tr.send(_TEXT, text)  # type: ignore[union-attr]
+            out = self._out
+            if out is None:
+                self._out = [_frame(text)]
+                self._outbox.add(self)
+            else:
+                out.append(_frame(text))
             return True
         if self._backlog is None:
             self._backlog = collections.deque()
@@ -185,11 +236,20 @@ class FastConnection(WSListener):
             return False
         return True
 
+    def flush(self) -> None:
+        """Write the frames sent during this turn of the event loop, in one write."""
+        out = self._out
+        if out is not None:
+            self._out = None
+            if self.open:
+                self._write(out[0] if len(out) == 1 else b"".join(out))
+
     @property
     def pending(self) -> int:
-        """Bytes waiting to be sent: our backlog and the transport's buffer."""
+        """Bytes waiting to be sent: this turn's frames, our backlog and the transport's buffer."""
         tr = self._tr
-        return self._bytes + (tr.underlying_transport.get_write_buffer_size() if tr is not None and self.open else 0)
+        waiting = self._bytes + (sum(map(len, self._out)) if self._out else 0)
+        return waiting + (tr.underlying_transport.get_write_buffer_size() if tr is not None and self.open else 0)
 
     async def close(self, code: int, reason: str) -> None:
         self.close_now(code, reason)
@@ -197,13 +257,13 @@ class FastConnection(WSListener):
     def close_now(self, code: int, reason: str) -> None:
         if not self.open:
             return
+        self.flush()  # what is queued (say, the error that explains) goes first
         self.open = False
         self._code = code
         tr = self._tr
         assert tr is not None
-        if self._backlog:  # what is queued (say, the error that explains) goes first
-            for text in self._backlog:
-                tr.send(_TEXT, text)
+        if self._backlog:
+            self._write(b"".join(map(_frame, self._backlog)))
             self._backlog = None
             self._bytes = 0
         tr.send_close(code, reason.encode()[:123])
@@ -219,6 +279,7 @@ class FastConnection(WSListener):
     def on_ws_connected(self, transport: WSTransport) -> None:
         endpoint = self._endpoint
         self._tr = transport
+        self._write = transport.underlying_transport.write
         self.open = True
         self._code = 1006  # until a close frame says otherwise: the socket just went away
         self._started = time.monotonic()
@@ -240,7 +301,7 @@ class FastConnection(WSListener):
         endpoint.per_ip[self._ip] -= 1
         if not endpoint.per_ip[self._ip]:
             del endpoint.per_ip[self._ip]
-        self._backlog = None
+        self._backlog = self._out = None
         self._bytes = 0
         if self._joined:
             self._run(self._end())
@@ -250,11 +311,11 @@ class FastConnection(WSListener):
 
     def resume_writing(self) -> None:
         self._writable = True
-        backlog, tr = self._backlog, self._tr
+        backlog = self._backlog
         while backlog and self._writable and self.open:
             text = backlog.popleft()
             self._bytes -= len(text)
-            tr.send(_TEXT, text)  # type: ignore[union-attr]  # may call pause_writing() again
+            self._write(_frame(text))  # may call pause_writing() again
         if not backlog:
             self._backlog = None
             self._bytes = 0
