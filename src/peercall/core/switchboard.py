@@ -46,18 +46,18 @@ from ..protocol.messages import Envelope
 from .records import CallRecord, Outcome, Reason
 
 # ---------------------------------------------------------------------------------------------------- effects
+# msgspec Structs rather than frozen dataclasses: several are made for every frame, and a frozen dataclass's
+# __init__ (object.__setattr__ per field) costs ~0.6 µs against ~0.05 µs. gc=False: an effect holds no cycle.
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+class Send(msgspec.Struct, frozen=True, gc=False):
     """Send a server-built frame to one connection."""
 
     conn: str
     message: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Forward:
+class Forward(msgspec.Struct, frozen=True, gc=False):
     """Forward a client's frame to one connection: verbatim data, `from` stamped, `callId` set by the server."""
 
     conn: str
@@ -67,8 +67,7 @@ class Forward:
     polite: bool | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Presence:
+class Presence(msgspec.Struct, frozen=True, gc=False):
     """Tell every connection but the user's own that `user` came online, went offline (`last_seen` then says
     when), or started or stopped being in an answered call (`in_call`)."""
 
@@ -78,8 +77,7 @@ class Presence:
     last_seen: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Close:
+class Close(msgspec.Struct, frozen=True, gc=False):
     """Close one connection."""
 
     conn: str
@@ -87,8 +85,7 @@ class Close:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(msgspec.Struct, frozen=True, gc=False):
     """Write one ended call to the history. `notified`: the callee was online, so a missed call rang there."""
 
     record: CallRecord
@@ -363,15 +360,10 @@ class Switchboard:
         kind = env.type
         if kind == "call-request":
             return self._request(device, env, now)
-        call = self._call_for(device, env)
         if kind in ("offer", "answer", "candidate"):
-            party = call.party_of(conn)
-            if call.state is not CallState.ANSWERED or party is None:
-                raise self._not_in_call(env, call)
-            peer = call.other(party)
-            if peer is None or peer.conn is None:
-                return []  # the other side is reconnecting: it will restart ICE when it is back
-            return [Forward(peer.conn, env, device.user, call.id)]
+            route = self.route(conn, env)
+            return [] if route is None else [Forward(route[0], env, device.user, route[1])]
+        call = self._call_for(device, env)
         if kind == "call-accept":
             if call.state is not CallState.RINGING or conn not in call.ringing:
                 raise self._not_in_call(env, call)
@@ -389,6 +381,24 @@ class Switchboard:
         reason = _client_reason(env) or Reason.USER_HANGUP
         outcome = Outcome.FAILED if reason in _MEDIA_FAILURES else Outcome.ANSWERED
         return self._end(call, Event.HANGUP, outcome, reason, now, by=conn, env=env)
+
+    def route(self, conn: str, env: Envelope) -> tuple[str, str] | None:
+        """Where `offer`, `answer` or `candidate` from `conn` goes: the other party's connection and the call id,
+        or None while that party is reconnecting (it restarts ICE when it is back, so nothing is kept for it).
+
+        The relay's hot path (`receive` does the same, as a Forward effect). Changes nothing.
+
+        Raises:
+            ProtocolError: `not-in-call`: this connection is not a party of an answered call with `env.to`.
+        """
+        call = self._call_for(self.devices[conn], env)
+        caller, callee = call.caller, call.callee
+        if call.state is CallState.ANSWERED and callee is not None:
+            if caller.conn == conn:
+                return None if callee.conn is None else (callee.conn, call.id)
+            if callee.conn == conn:
+                return None if caller.conn is None else (caller.conn, call.id)
+        raise self._not_in_call(env, call)
 
     def _call_for(self, device: Device, env: Envelope) -> Call:
         call_id = self.active.get(device.user)

@@ -167,6 +167,14 @@ class Hub:
         """One frame from `conn`: let the switchboard decide, then do what it says."""
         try:
             env = messages.parse(frame, conn.id)
+            if env.type in _MEDIA and self.broker is None:  # the hot path: no effects, no call state changes
+                route = self.switchboard.route(conn.cid, env)
+                self.stats.messages[env.type] += 1
+                if route is not None and (target := self._conns.get(route[0])) is not None:
+                    await target.send_text(messages.forward(env, conn.id, route[1]))
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s -> %s %s (%d chars)", conn.id, env.to, env.type, len(frame))
+                return
             if env.type == "call-request":
                 self._check_call_rate(conn.id, env)
             elif env.type == "call-summary":

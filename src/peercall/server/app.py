@@ -216,8 +216,9 @@ def create_app(settings: Settings) -> PeercallApp:
             log.exception("could not open the call history at %s; calls are not recorded", _safe_url(settings))
         if broker is not None:
             await broker.start(hub)
-            log.info("node %s: sharing presence, routing and calls through Redis (lease %gs)", broker.address,
-                     broker.lease)
+            log.info(
+                "node %s: sharing presence, routing and calls through Redis (lease %gs)", broker.address, broker.lease
+            )
         yield
         await hub.drain()
         if broker is not None:
