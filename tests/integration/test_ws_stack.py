@@ -243,5 +243,14 @@ async def test_per_message_deflate_is_served_by_uvicorns_websocket_stack() -> No
             while (msg := json.loads(await asyncio.wait_for(b.recv(), TIMEOUT)))["type"] != "call-request":
                 pass
             assert msg["from"] == "zipa"
+            await b.send('{"type":"call-accept","to":"zipa"}')
+            while (msg := json.loads(await asyncio.wait_for(a.recv(), TIMEOUT)))["type"] != "call-accept":
+                pass
+            for n in range(20):  # relayed on the hub's hot path, queued for this stack's writer: all, in order
+                await a.send(json.dumps({"type": "candidate", "to": "zipb", "data": {"candidate": f"candidate:{n}"}}))
+            got = [json.loads(await asyncio.wait_for(b.recv(), TIMEOUT)) for _ in range(20)]
+            assert [(m["type"], m["from"], m["data"]["candidate"]) for m in got] == [
+                ("candidate", "zipa", f"candidate:{n}") for n in range(20)
+            ]
         line, _ = await asyncio.to_thread(refused, srv, head(srv, "/ws?id=x", Origin="http://elsewhere.example"))
         assert line.split(" ")[1] == "403"

@@ -21,6 +21,9 @@ class FakeConnection:
         self.arrived = asyncio.Event()
 
     async def send_text(self, text: str) -> bool:
+        return self.send_now(text)
+
+    def send_now(self, text: str) -> bool:
         if self.closed:
             return False
         self.sent.append(json.loads(text))

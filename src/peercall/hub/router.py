@@ -1,9 +1,9 @@
 """The hub: the switchboard's hands. It owns the connections, performs the switchboard's effects, runs its timer,
 and hands ended calls to the history.
 
-No sockets here: a connection is anything with `id`, `cid`, `send_text()` and `close()` (the WebSocket adapter in
-server/ws.py, or a list in the unit tests). Deciding is the switchboard's job (core/switchboard.py); this module
-only decides nothing.
+No sockets here: a connection is anything with `id`, `cid`, `send_text()`, `send_now()` and `close()` (the
+adapters in server/fastws.py and server/ws.py, or a list in the unit tests). Deciding is the switchboard's job
+(core/switchboard.py); this module only decides nothing.
 
 One node (`broker=None`): the hub's own switchboard holds all state and every connection is local. Several nodes
 (`broker=RedisBroker`): the state lives in Redis and the broker runs the switchboard on it; effects for
@@ -18,8 +18,8 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..broker.redis_broker import CALL_CHANGED
 from ..core.limits import TokenBucket
@@ -51,6 +51,10 @@ class Connection(Protocol):
 
     async def send_text(self, text: str) -> bool:
         """Send one text frame. Returns False (and never raises) if the connection is already gone."""
+        ...
+
+    def send_now(self, text: str) -> bool:
+        """`send_text` without a coroutine: the frame is queued at once and written as soon as it can be."""
         ...
 
     async def close(self, code: int, reason: str) -> None:
@@ -165,16 +169,30 @@ class Hub:
 
     async def handle(self, conn: Connection, frame: str | bytes) -> None:
         """One frame from `conn`: let the switchboard decide, then do what it says."""
+        rest = self.receive(conn, frame)
+        if rest is not None:
+            await rest
+
+    def receive(self, conn: Connection, frame: str | bytes) -> Coroutine[Any, Any, None] | None:
+        """`handle`, for callers that run coroutines by hand (server/fastws.py): the hot path, an offer, answer or
+        candidate on one node, is relayed at once and returns None; anything else returns the coroutine that
+        does it (a frame that changes a call, an error, or any frame when the state is shared through Redis)."""
         try:
             env = messages.parse(frame, conn.id)
-            if env.type in _MEDIA and self.broker is None:  # the hot path: no effects, no call state changes
+            if env.type in _MEDIA and self.broker is None:  # no effects, no call state changes, no waiting
                 route = self.switchboard.route(conn.cid, env)
                 self.stats.messages[env.type] += 1
                 if route is not None and (target := self._conns.get(route[0])) is not None:
-                    await target.send_text(messages.forward(env, conn.id, route[1]))
+                    target.send_now(messages.forward(env, conn.id, route[1]))
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("%s -> %s %s (%d chars)", conn.id, env.to, env.type, len(frame))
-                return
+                return None
+        except ProtocolError as exc:
+            return self.reject(conn, exc)
+        return self._handle(conn, env)
+
+    async def _handle(self, conn: Connection, env: messages.Envelope) -> None:
+        try:
             if env.type == "call-request":
                 self._check_call_rate(conn.id, env)
             elif env.type == "call-summary":
@@ -197,7 +215,7 @@ class Hub:
         await self._perform(effects)
         if env.type in _MEDIA:
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("%s -> %s %s (%d chars)", conn.id, env.to, env.type, len(frame))
+                log.debug("%s -> %s %s", conn.id, env.to, env.type)
             return
         if log.isEnabledFor(logging.INFO):
             call_id = next((e.call_id for e in effects if isinstance(e, Forward)), None)

@@ -103,28 +103,52 @@ class _Resume:
 
 
 class Outbox:
-    """The connections that were sent frames during this turn of the event loop; they are written at its end.
+    """The connections that were sent frames and have not been written to yet.
 
     A write is a send(2) (picows and uvloop both write at once when they can), and on loopback or a busy server
-    that syscall is most of the cost of a relayed frame. Frames that leave in the same turn for one connection
-    (an offer and its first candidates, `call-ended` after `hangup`, what 500 callers sent at once) leave in one
-    write, after everything the turn read was handled. Costs one loop callback per turn, none per frame.
+    that syscall is most of the cost of a relayed frame. So frames wait here until the read that caused them has
+    been handled (`_WSProtocol.buffer_updated`), or, for frames sent from elsewhere (timers, tasks, Redis), until
+    the event loop's turn ends: the frames for one connection then leave in one write (an offer and its first
+    candidates, `call-ended` after `hangup`). A lone frame leaves as soon as it would have without this.
     """
 
-    __slots__ = ("_dirty",)
+    __slots__ = ("_dirty", "_scheduled", "reading")
 
     def __init__(self) -> None:
         self._dirty: list[FastConnection] = []
+        self._scheduled = False
+        self.reading = False  # inside `_WSProtocol.buffer_updated`, which flushes when it is done
 
     def add(self, conn: FastConnection) -> None:
-        if not self._dirty:
-            asyncio.get_running_loop().call_soon(self.flush)
+        if not self.reading and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._turn_ended)
         self._dirty.append(conn)
 
     def flush(self) -> None:
-        dirty, self._dirty = self._dirty, []
-        for conn in dirty:
-            conn.flush()
+        if self._dirty:
+            dirty, self._dirty = self._dirty, []
+            for conn in dirty:
+                conn.flush()
+
+    def _turn_ended(self) -> None:
+        self._scheduled = False
+        self.flush()
+
+
+class _WSProtocol(WSProtocol):
+    """picows's protocol, plus: the frames that one read made the hub send are written when it is handled."""
+
+    __slots__ = ("outbox",)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        outbox = self.outbox
+        outbox.reading = True
+        try:
+            WSProtocol.buffer_updated(self, nbytes)
+        finally:
+            outbox.reading = False
+            outbox.flush()
 
 
 _HEADERS = [bytes((0x81, n)) for n in range(126)]
@@ -190,7 +214,7 @@ class FastConnection(WSListener):
         self._peer = peer
         self._ip = peer.rsplit(":", 1)[0]
         self._tr: WSTransport | None = None
-        self._out: list[bytes] | None = None  # frames written when the loop's turn ends (Outbox)
+        self._out: list[str] | None = None  # frames written when the loop's turn ends (Outbox)
         self._outbox: Outbox = endpoint.outbox
         self._backlog: collections.deque[str] | None = None
         self._bytes = 0
@@ -218,10 +242,10 @@ class FastConnection(WSListener):
         if self._writable and self._backlog is None:
             out = self._out
             if out is None:
-                self._out = [_frame(text)]
+                self._out = [text]
                 self._outbox.add(self)
             else:
-                out.append(_frame(text))
+                out.append(text)
             return True
         if self._backlog is None:
             self._backlog = collections.deque()
@@ -241,8 +265,13 @@ class FastConnection(WSListener):
         out = self._out
         if out is not None:
             self._out = None
-            if self.open:
-                self._write(out[0] if len(out) == 1 else b"".join(out))
+            # picows closes by itself on some protocol errors: nothing may follow its close frame
+            tr = self._tr
+            if self.open and not tr.is_close_frame_sent:  # type: ignore[union-attr]
+                if len(out) == 1:
+                    tr.send(_TEXT, out[0])  # type: ignore[union-attr]  # picows frames it straight into its buffer
+                else:
+                    self._write(b"".join(map(_frame, out)))
 
     @property
     def pending(self) -> int:
@@ -393,7 +422,12 @@ class FastConnection(WSListener):
                     self, ProtocolError(ErrorCode.TOO_LARGE, f"frame is larger than the limit of {limit} bytes")
                 )
             )
-        self._run(endpoint.hub.handle(self, text))
+        if self._queue is None:  # nothing of this connection is waiting: the hub may do this frame at once
+            rest = endpoint.hub.receive(self, text)
+            if rest is not None:
+                self._run(rest)
+        else:
+            self._queue.append(endpoint.hub.handle(self, text))
 
     def _start(self) -> None:
         """The user is known: check the per-user limit, then join the hub."""
@@ -575,7 +609,7 @@ class PeercallHttpProtocol(HttpToolsProtocol):
         head.append(b"\r\n")
         answer = signaling.check_upgrade(scope)
         settings = signaling.settings
-        protocol = WSProtocol(
+        protocol = _WSProtocol(
             None,
             None,
             False,
@@ -592,6 +626,7 @@ class PeercallHttpProtocol(HttpToolsProtocol):
             None,
             _READ_BUFFER,
         )
+        protocol.outbox = signaling.outbox
         transport = self.transport
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
@@ -602,7 +637,7 @@ class PeercallHttpProtocol(HttpToolsProtocol):
         self._tail = b""
 
 
-def _feed(protocol: WSProtocol, data: bytes) -> None:
+def _feed(protocol: _WSProtocol, data: bytes) -> None:
     """Give picows bytes already read from its socket, through its buffered-protocol interface."""
     view = memoryview(data)
     while view and not protocol.transport.is_disconnected:

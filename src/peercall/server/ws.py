@@ -29,6 +29,7 @@ from ..protocol.codes import CloseCode, ErrorCode
 log = logging.getLogger("peercall.ws")
 
 Scope = dict[str, Any]
+_closing: set[asyncio.Future[None]] = set()  # close tasks started by send_now, kept from the garbage collector
 _CLOSED = (OSError, RuntimeError)  # what sending on a closed socket raises (uvicorn's ClientDisconnected is an OSError)
 
 
@@ -91,6 +92,28 @@ class WsConnection:
             self._backlog.clear()
             self._bytes = 0
             await self.close(CloseCode.SLOW_CONSUMER, "too slow: send buffer overflowed")
+            if self.on_drop is not None:
+                self.on_drop("slow-consumer")
+            return False
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self._drain())
+        return True
+
+    def send_now(self, text: str) -> bool:
+        """Queue a frame for the writer task (the hub's hot path does not wait for an ASGI send)."""
+        if not self.open:
+            return False
+        if self._backlog is None:
+            self._backlog = collections.deque()
+        self._backlog.append(text)
+        self._bytes += len(text)
+        if self._bytes > self._limit:
+            log.warning("%s (%s): reads too slowly, %d bytes waiting; disconnecting", self.id, self.cid, self._bytes)
+            self._backlog.clear()
+            self._bytes = 0
+            task = asyncio.ensure_future(self.close(CloseCode.SLOW_CONSUMER, "too slow: send buffer overflowed"))
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
             if self.on_drop is not None:
                 self.on_drop("slow-consumer")
             return False
