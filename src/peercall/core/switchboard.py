@@ -182,10 +182,11 @@ class Call:
 
     def deadline(self) -> float | None:
         """When this call next needs `tick()`: its ring timeout, or the end of a lost party's grace period."""
-        deadlines = [p.lost_until for p in self.parties() if p.lost_until is not None]
-        if self.state is CallState.RINGING:
-            deadlines.append(self.ring_deadline)
-        return min(deadlines, default=None)
+        deadline = self.ring_deadline if self.state is CallState.RINGING else None
+        for party in (self.caller, self.callee):  # no lists: the timer asks this after every call event
+            if party is not None and (lost := party.lost_until) is not None and (deadline is None or lost < deadline):
+                deadline = lost
+        return deadline
 
 
 def _error(code: ErrorCode, message: str, env: Envelope, call_id: str | None = None) -> ProtocolError:
