@@ -17,8 +17,8 @@ Keys (all under the prefix, `peercall:` by default):
     to:{node}     channel frames for that node's connections; `all`: presence changes, for every node
 
 Atomicity: every state change (connect, disconnect, a call frame, a timer tick, reaping a dead node) reads the
-keys of the users and calls it touches with their versions (one Lua read per hop: user -> their call -> its other
-party), runs the pure `Switchboard` code on that slice, and hands the changes to one Lua script that applies them
+keys of the users and calls it touches with their versions (one Lua read that follows the links itself: user ->
+their call -> its other party), runs the pure `Switchboard` code on that slice, and hands the changes to one Lua script that applies them
 only if none of those keys' versions moved meanwhile (compare and set, bumping them). If another node changed any
 of them, nothing is written and the event is replayed on the new state, so e.g. two devices of one user on two
 nodes accepting at once yield one winner, and a ring timeout that every node sees due is acted on by exactly
@@ -75,15 +75,41 @@ _TIMER_POLL = 0.25  # seconds between looks at `due` when nothing local is due s
 _ENDED_TTL = 3600
 _SEEN_KEPT = 1000
 
-# Reads keys and their versions in one round trip: the first ARGV[1] keys are hashes, the rest strings;
-# ARGV[2] is the hash of versions. Each result is {value, version} ("0": never written).
+# Reads a slice of state and its versions in one round trip: the users' hashes (u:{user}, the first ARGV[1] of
+# KEYS) and calls (call:{id}, the rest), and what they lead to, as the switchboard will need it: a user's call (the
+# field ARGV[4]), a call's two parties. ARGV[2]: the hash of versions; ARGV[3]: the key prefix. Returns
+# {key, value, version} for every key read ("0": never written); a call that is gone has no value.
 _READ = """
-local n = tonumber(ARGV[1])
-local out = {}
+local n, ver, prefix, active = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+local users, calls, seen, out = {}, {}, {}, {}
 for i, key in ipairs(KEYS) do
-  local value
-  if i <= n then value = redis.call('HGETALL', key) else value = redis.call('GET', key) end
-  out[i] = {value, redis.call('HGET', ARGV[2], key) or '0'}
+  if i <= n then users[#users + 1] = key else calls[#calls + 1] = key end
+end
+while #users > 0 or #calls > 0 do
+  local next_users, next_calls = {}, {}
+  for _, key in ipairs(users) do
+    if not seen[key] then
+      seen[key] = true
+      local value = redis.call('HGETALL', key)
+      out[#out + 1] = {key, value, redis.call('HGET', ver, key) or '0'}
+      for j = 1, #value, 2 do
+        if value[j] == active then next_calls[#next_calls + 1] = prefix .. 'call:' .. value[j + 1] end
+      end
+    end
+  end
+  for _, key in ipairs(calls) do
+    if not seen[key] then
+      seen[key] = true
+      local raw = redis.call('GET', key)
+      out[#out + 1] = {key, raw, redis.call('HGET', ver, key) or '0'}
+      if raw then
+        local call = cjson.decode(raw)
+        next_users[#next_users + 1] = prefix .. 'u:' .. call.caller.user
+        next_users[#next_users + 1] = prefix .. 'u:' .. call.callee_user
+      end
+    end
+  end
+  users, calls = next_users, next_calls
 end
 return out
 """
@@ -386,36 +412,28 @@ class RedisBroker:
 
     async def _load(self, users: set[str], call_ids: set[str], welcome: str | None) -> tuple[_Slice, _Loaded]:
         sb, before = self._slice(), _Loaded()
-        want_users, want_calls = users, call_ids
-        while want_users or want_calls:
-            user_list, call_list = sorted(want_users), sorted(want_calls)
-            keys = [self._u(u) for u in user_list] + [self._call(c) for c in call_list]
-            read = await self.redis.eval(_READ, len(keys), *keys, len(user_list), f"{self.p}ver")
-            self.ops["read"] += 1
-            values = [value for value, _ in read]
-            before.versions.update(zip(keys, (version for _, version in read), strict=True))
-            want_users, want_calls = set(), set()
-            for user, flat in zip(user_list, values, strict=False):
-                fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        user_keys, call_keys = [self._u(u) for u in sorted(users)], [self._call(c) for c in sorted(call_ids)]
+        keys = user_keys + call_keys
+        read = await self.redis.eval(_READ, len(keys), *keys, len(user_keys), f"{self.p}ver", self.p, _ACTIVE)
+        self.ops["read"] += 1
+        users_at, calls_at = len(self.p) + 2, len(self.p) + 5  # where the id starts in "{p}u:{id}", "{p}call:{id}"
+        for key, value, version in read:
+            before.versions[key] = version
+            if key.startswith("u:", users_at - 2):
+                user = key[users_at:]
+                fields = dict(zip(value[::2], value[1::2], strict=True))
                 active = fields.pop(_ACTIVE, None)
                 devices = {cid: tuple(msgspec.json.decode(v)) for cid, v in fields.items()}
                 before.devices[user], before.active[user] = devices, active  # type: ignore[assignment]
                 if devices:
                     sb.users[user] = {cid: Device(cid, user, d, named) for cid, (d, named) in devices.items()}
                     sb.devices.update(sb.users[user])
-                if active is not None and active not in before.calls and active not in call_list:
-                    want_calls.add(active)
-            for call_id, raw in zip(call_list, values[len(user_list) :], strict=True):
-                if raw is None:
-                    before.missing.add(call_id)
-                    continue
-                call = _decode_call(raw)
+            elif value is None:
+                before.missing.add(key[calls_at:])
+            else:
+                call = _decode_call(value)
                 sb.add_call(call)
-                before.calls[call_id] = (call.caller.user, call.callee_user)
-                for user in (call.caller.user, call.callee_user):
-                    if user not in before.devices:
-                        want_users.add(user)
-            want_calls -= set(before.calls)
+                before.calls[call.id] = (call.caller.user, call.callee_user)
         for user, active in before.active.items():
             if active is not None and active in sb.calls:
                 sb.active[user] = active
