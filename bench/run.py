@@ -265,7 +265,8 @@ def cases(args: argparse.Namespace) -> list[Case]:
             runs = args.runs if n <= 10_000 else args.big_idle_runs
             out.append(Case("idle", f"idle {n} connections", {"conns": n, "hold": args.hold}, runs))
     if "cluster" in args.scenarios:
-        both = ["peercall", CLUSTER]
+        # PeerJS (one process, on the same core) as the reference, measured in the same run as everything else
+        both = ["peercall", CLUSTER, *(["peerjs"] if "peerjs" in args.servers else [])]
         for n in sorted({1, max(args.pairs)}):
             label = f"cluster: pingpong {n} pair{'s' if n > 1 else ''}, candidate ~200 B"
             out.append(Case("pingpong", label, {"pairs": n, "size": "candidate", **timing}, args.runs, servers=both))
@@ -363,10 +364,11 @@ def table(all_cases: list[Case], servers: list[str]) -> str:
     if not all_cases:
         return ""
     both = "peercall" in servers and "peerjs" in servers
-    cluster = servers == ["peercall", CLUSTER]
+    cluster = servers[:2] == ["peercall", CLUSTER]
     head = ["scenario", "metric", *servers, *(["peercall/PeerJS"] if both else [])]
     if cluster:
-        head = ["scenario", "metric", "1 node", "2 nodes + Redis", "2 nodes / 1 node"]
+        head = ["scenario", "metric", "1 node", "2 nodes + Redis", *(["PeerJS"] if both else [])]
+        head += ["2 nodes / 1 node", *(["1 node / PeerJS", "2 nodes / PeerJS"] if both else [])]
     head += ["server CPU %", "client CPU %", "other CPU %", "noisy runs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case in all_cases:
@@ -374,10 +376,12 @@ def table(all_cases: list[Case], servers: list[str]) -> str:
         for key, heading, better in METRICS[case.scenario]:
             row = [case.label, f"{heading} ({better} is better)"]
             row += [fmt(med.get(s, {}).get(key)) for s in servers]
-            if both:
-                row.append(ratio(med.get("peercall", {}).get(key), med.get("peerjs", {}).get(key)))
             if cluster:
                 row.append(ratio(med.get(CLUSTER, {}).get(key), med.get("peercall", {}).get(key)))
+            if both:
+                row.append(ratio(med.get("peercall", {}).get(key), med.get("peerjs", {}).get(key)))
+            if cluster and both:
+                row.append(ratio(med.get(CLUSTER, {}).get(key), med.get("peerjs", {}).get(key)))
             row.append(" / ".join(fmt(med.get(s, {}).get("serverCpu")) for s in servers))
             row.append(" / ".join(fmt(med.get(s, {}).get("clientCpu")) for s in servers))
             row.append(" / ".join(fmt(med.get(s, {}).get("otherCpu")) for s in servers))
@@ -521,8 +525,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print("Cluster: one node against two nodes sharing a Redis, all on the server core (same CPU budget);")
         print("every frame of the two-node runs crosses nodes. Server CPU is the sum of the nodes and Redis.")
+        print("PeerJS, one process on the same core, is the reference (it has no multi-node mode).")
         print()
-        print(table(clustered, ["peercall", CLUSTER]))
+        print(table(clustered, clustered[0].servers or []))
     if args.json:
         args.json.write_text(
             json.dumps(
