@@ -16,14 +16,15 @@ Keys (all under the prefix, `peercall:` by default):
     ver           hash   key -> version, of every u:{user} and call:{id} (for compare-and-set, below)
     to:{node}     channel frames for that node's connections; `all`: presence changes, for every node
 
-Atomicity: every state change (connect, disconnect, a call frame, a timer tick, reaping a dead node) reads the
-keys of the users and calls it touches with their versions (one Lua read that follows the links itself: user ->
-their call -> its other party), runs the pure `Switchboard` code on that slice, and hands the changes to one Lua script that applies them
-only if none of those keys' versions moved meanwhile (compare and set, bumping them). If another node changed any
-of them, nothing is written and the event is replayed on the new state, so e.g. two devices of one user on two
-nodes accepting at once yield one winner, and a ring timeout that every node sees due is acted on by exactly
-one. The effects of a change are performed only after it was applied, by the node that made it. (WATCH/MULTI
-would do the same with a connection held across more round trips: measured, 1.0 ms against 0.7 ms a change.)
+Atomicity: every state change (connect, disconnect, a call frame, a timer tick, reaping a dead node) reads the keys
+of the users and calls it touches with their versions (one Lua read that follows the links itself: user -> their
+call -> its other party), runs the pure `Switchboard` code on that slice, and hands the changes to one Lua script
+that applies them only if none of those keys' versions moved meanwhile (compare and set, bumping them). If another
+node changed any of them, nothing is written and the event is replayed on the new state, so e.g. two devices of one
+user on two nodes accepting at once yield one winner, and a ring timeout that every node sees due is acted on by
+exactly one. The effects of a change are performed only after it was applied, by the node that made it.
+(WATCH/MULTI would do the same with a connection held across more round trips: measured, 1.0 ms against 0.7 ms a
+change.)
 
 Routing: Pub/Sub, one channel per node. It is the lowest-latency path Redis has (no storage, one PUBLISH per
 frame, batched in pipelines), delivers in order per publishing connection (each node publishes on one), and loses
