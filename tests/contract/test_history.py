@@ -259,6 +259,27 @@ async def test_missed_call_the_callee_was_notified_of_is_listed_but_never_taken(
     assert [r.call_id for r in await history.take_missed("bob")] == ["unseen"]
 
 
+async def test_record_many_writes_a_batch_as_record_would_one_by_one(history: CallHistory) -> None:
+    """record_many stores every call of the batch exactly once (the first of a repeated call_id wins, within the
+    batch and against what is stored), each with its own `notified`."""
+    await history.record(call("old", at=T0))
+    missed = {"outcome": Outcome.MISSED, "reason": Reason.INVITE_TIMEOUT}
+    batch = [
+        (call("old", at=T0 + 9), False),  # already stored: unchanged
+        (call("seen", at=T0 + 1, **missed), True),
+        (call("unseen", at=T0 + 2, **missed), False),
+        (call("unseen", at=T0 + 8, **missed), True),  # a repeat inside the batch: the first stays
+        *((call(f"b{i:02}", at=T0 + 3 + i / 100), False) for i in range(30)),
+    ]
+    await history.record_many(batch)
+    await history.record_many([])
+
+    stored = {r.call_id: r for page in await all_calls(history, "bob", limit=100) for r in page}
+    assert sorted(stored) == sorted({"old", "seen", "unseen", *(f"b{i:02}" for i in range(30))})
+    assert stored["old"].ringing_at == T0 and stored["unseen"].ringing_at == T0 + 2
+    assert [r.call_id for r in await history.take_missed("bob")] == ["unseen"]
+
+
 async def test_concurrent_take_missed_hands_out_each_call_exactly_once(history: CallHistory) -> None:
     """Several take_missed at once for one user share the missed calls out without duplicates or losses."""
     missed = [call(f"m{i:02}", at=T0 + i, outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT) for i in range(20)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from peercall.core.records import CallRecord, Outcome
@@ -110,6 +111,41 @@ async def test_history_failure_is_counted_and_calls_go_on() -> None:
     await hub.drain()
     assert hub.history_failures == 2
     assert [m["outcome"] for m in alice.sent if m["type"] == "call-ended"] == ["rejected", "rejected"]
+
+
+class SlowHistory(MemoryHistory):
+    """Each write waits until the test lets it through, and says what it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+        self.go = asyncio.Event()
+
+    async def record_many(self, records: Sequence[tuple[CallRecord, bool]]) -> None:
+        self.batches.append([rec.call_id for rec, _ in records])
+        await self.go.wait()
+        await super().record_many(records)
+
+
+async def test_calls_that_end_during_a_history_write_are_written_together_by_the_next() -> None:
+    """One writer: while a write is under way, the calls that end meanwhile wait and go in one batch; a
+    call-summary sent meanwhile is kept once its call's record is there."""
+    history = SlowHistory()
+    hub = Hub(history=history)
+    alice, bob = await online(hub, "alice", "bob")
+    for _ in range(4):
+        await hub.handle(alice, '{"type":"call-request","to":"bob"}')
+        await hub.handle(bob, '{"type":"call-reject","to":"alice"}')
+        await asyncio.sleep(0)  # the writer starts on the first call and waits in its write
+    ended = [m["callId"] for m in alice.sent if m["type"] == "call-ended"]
+    await hub.handle(alice, json.dumps({"type": "call-summary", "callId": ended[-1], "data": {"mos": 4.2}}))
+    assert history.batches == [ended[:1]]
+    history.go.set()
+    await hub.drain()
+    assert history.batches == [ended[:1], ended[1:]]
+    page, _ = await history.calls_for("alice")
+    assert sorted(r.call_id for r in page) == sorted(ended)
+    assert next(r for r in page if r.call_id == ended[-1]).quality == {"alice": {"mos": 4.2}}
 
 
 async def test_history_records_and_missed_calls_on_connect() -> None:

@@ -99,6 +99,10 @@ class Hub:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Ended calls waiting for the history writer (`_queue_write`), and the future their write completes.
+        self._unwritten: list[tuple[CallRecord, bool]] = []
+        self._unwritten_done: asyncio.Future[None] | None = None
+        self._writer: asyncio.Future[None] | None = None
         self.broker = broker
         # Connections whose welcome is not sent yet (several nodes), with the frames that wait for it: (kind, text).
         self._joining: dict[str, tuple[Connection, list[tuple[str, str]]]] = {}
@@ -418,18 +422,41 @@ class Hub:
         written = None
         if self.history is not None:
             # A callee who was online saw a missed call ring; only calls missed while away are reported later.
-            written = self._spawn(self._write(record, notified))
+            written = self._queue_write(record, notified)
         self._recent[record.call_id] = (record.caller, record.callee, written)
         if len(self._recent) > 10_000:
             self._recent.popitem(last=False)
 
-    async def _write(self, record: CallRecord, notified: bool) -> None:
+    def _queue_write(self, record: CallRecord, notified: bool) -> asyncio.Future[None]:
+        """Hand an ended call to the history writer; the future completes when it has been written (or failed).
+
+        One writer task, one transaction per batch: the calls that end while a write is under way are written
+        together by the next one (a task and a transaction per call cost more than the call's signaling).
+        """
+        if not self._unwritten:
+            self._unwritten_done = asyncio.get_running_loop().create_future()
+            if self._writer is None:
+                self._writer = self._spawn(self._write_loop())
+        self._unwritten.append((record, notified))
+        assert self._unwritten_done is not None
+        return self._unwritten_done
+
+    async def _write_loop(self) -> None:
         assert self.history is not None
         try:
-            await self.history.record(record, notified=notified)
-        except Exception:
-            self.history_failures += 1
-            log.exception("could not write call %s to the history (calls go on)", record.call_id)
+            while self._unwritten:
+                batch, done = self._unwritten, self._unwritten_done
+                self._unwritten, self._unwritten_done = [], None
+                try:
+                    await self.history.record_many(batch)
+                except Exception:
+                    self.history_failures += len(batch)
+                    ids = ", ".join(record.call_id for record, _ in batch[:5])
+                    log.exception("could not write %d calls (%s…) to the history (calls go on)", len(batch), ids)
+                assert done is not None
+                done.set_result(None)
+        finally:
+            self._writer = None
 
     async def _send_missed(self, conn: Connection) -> None:
         assert self.history is not None

@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import math
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..core.records import CallRecord, Outcome
@@ -52,6 +53,11 @@ class CallHistory(Protocol):
             notified: the callee already saw this call as it happened (they were online while it rang), so
                 `take_missed` never hands it out; it is still listed by `calls_for`.
         """
+        ...
+
+    async def record_many(self, records: Sequence[tuple[CallRecord, bool]]) -> None:
+        """Write several ended calls, `(record, notified)` each, as `record` would one by one (the hub hands
+        over the calls that ended while the previous write was under way: one transaction for all of them)."""
         ...
 
     async def calls_for(

@@ -7,6 +7,7 @@ No method awaits while it reads or changes state, so every method is atomic on t
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from ..core.records import CallRecord
@@ -36,6 +37,10 @@ class MemoryHistory:
         self._calls[rec.call_id] = rec
         if notified:
             self._taken.add(rec.call_id)
+
+    async def record_many(self, records: Sequence[tuple[CallRecord, bool]]) -> None:
+        for rec, notified in records:
+            await self.record(rec, notified=notified)
 
     async def calls_for(
         self, user: str, *, limit: int = 50, before: str | None = None

@@ -228,6 +228,14 @@ class SQLHistory:
         async with self._turn, self._engine.begin() as conn:
             await conn.execute(statement)
 
+    async def record_many(self, records: Sequence[tuple[CallRecord, bool]]) -> None:
+        if not records:
+            return
+        insert = sqlite.insert if self._sqlite else postgresql.insert
+        rows = [{**_to_row(rec), "missed_taken": notified} for rec, notified in records]
+        async with self._turn, self._engine.begin() as conn:
+            await conn.execute(insert(calls).on_conflict_do_nothing(), rows)
+
     async def calls_for(
         self, user: str, *, limit: int = 50, before: str | None = None
     ) -> tuple[list[CallRecord], str | None]:
