@@ -254,3 +254,45 @@ async def test_per_message_deflate_is_served_by_uvicorns_websocket_stack() -> No
             ]
         line, _ = await asyncio.to_thread(refused, srv, head(srv, "/ws?id=x", Origin="http://elsewhere.example"))
         assert line.split(" ")[1] == "403"
+
+
+async def test_a_reader_that_lags_gets_every_frame_in_order_once_it_reads_again() -> None:
+    """Frames for a connection whose socket is full wait in its backlog (seen in /metrics) and then arrive, all of
+    them and in order, after the ones written before the pause."""
+    # The kernel buffers up to ~4 MB of a socket's output (tcp_wmem): send more than that, within the send buffer.
+    with run_server(PEERCALL_RATE_LIMIT="100000", PEERCALL_RATE_BURST="100000", PEERCALL_SEND_BUFFER="67108864") as srv:
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills after a few frames
+        slow.connect(("127.0.0.1", srv.port))
+        async with (
+            websockets.connect(f"{srv.ws}?id=lagsend") as a,
+            websockets.connect(f"{srv.ws}?id=lagread", sock=slow, max_queue=None) as b,
+        ):
+            for ws in (a, b):
+                assert json.loads(await ws.recv())["type"] == "welcome"
+            await a.send('{"type":"call-request","to":"lagread"}')
+            while json.loads(await asyncio.wait_for(b.recv(), TIMEOUT))["type"] != "call-request":
+                pass
+            await b.send('{"type":"call-accept","to":"lagsend"}')
+            while json.loads(await asyncio.wait_for(a.recv(), TIMEOUT))["type"] != "call-accept":
+                pass
+            b.transport.pause_reading()  # b reads nothing for now: its socket fills, then the server's buffer
+            pad, count = "x" * 12000, 600  # 7 MB
+            frames = [
+                json.dumps({"type": "candidate", "to": "lagread", "data": {"candidate": f"candidate:{n} {pad}"}})
+                for n in range(count)
+            ]
+            for frame in frames:
+                await a.send(frame)
+            async with httpx.AsyncClient() as http:
+                for _ in range(100):
+                    metrics = (await http.get(f"{srv.http}/metrics")).text
+                    line = next(x for x in metrics.splitlines() if x.startswith("peercall_send_backlog_bytes "))
+                    if float(line.split()[1]) > 0:
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    pytest.fail("the server never held frames back for the reader that lags")
+            b.transport.resume_reading()
+            got = [json.loads(await asyncio.wait_for(b.recv(), TIMEOUT)) for _ in range(count)]
+            assert [int(m["data"]["candidate"].split()[0][10:]) for m in got] == list(range(count))

@@ -340,6 +340,7 @@ class FastConnection(WSListener):
 
     def resume_writing(self) -> None:
         self._writable = True
+        self.flush()  # frames queued before the pause go before the backlog that came after it
         backlog = self._backlog
         while backlog and self._writable and self.open:
             text = backlog.popleft()
