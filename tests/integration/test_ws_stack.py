@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import struct
+import threading
 
 import httpx
 import pytest
@@ -296,3 +297,38 @@ async def test_a_reader_that_lags_gets_every_frame_in_order_once_it_reads_again(
             b.transport.resume_reading()
             got = [json.loads(await asyncio.wait_for(b.recv(), TIMEOUT)) for _ in range(count)]
             assert [int(m["data"]["candidate"].split()[0][10:]) for m in got] == list(range(count))
+
+
+async def test_a_hangup_and_a_close_in_one_read_still_get_call_ended_before_the_close(server: ServerProcess) -> None:
+    """A client that hangs up and closes at once (one TCP segment) is told the call ended, then the close."""
+    async with websockets.connect(f"{server.ws}?id=hangcaller") as caller:
+        assert json.loads(await caller.recv())["type"] == "welcome"
+
+        def talk() -> list[tuple[int, bytes]]:
+            raw = Raw(server)
+            try:
+                raw.sock.sendall(head(server, "/ws?id=hangcallee"))
+                assert raw.response_head().startswith(b"HTTP/1.1 101")
+                assert raw.json()["type"] == "welcome"
+                ready.set()
+                while raw.json()["type"] != "call-request":
+                    pass
+                raw.sock.sendall(client_frame(1, b'{"type":"call-accept","to":"hangcaller"}'))
+                hangup = client_frame(1, b'{"type":"hangup","to":"hangcaller"}')
+                raw.sock.sendall(hangup + client_frame(8, struct.pack("!H", 1000)))
+                got = []
+                while True:
+                    opcode, payload = raw.frame()
+                    got.append((opcode, payload))
+                    if opcode == 8:
+                        return got
+            finally:
+                raw.close()
+
+        ready = threading.Event()
+        talking = asyncio.ensure_future(asyncio.to_thread(talk))
+        await asyncio.to_thread(ready.wait, TIMEOUT)
+        await caller.send('{"type":"call-request","to":"hangcallee"}')
+        got = await asyncio.wait_for(talking, TIMEOUT)
+    texts = [json.loads(payload)["type"] for opcode, payload in got if opcode == 1]
+    assert texts[-1] == "call-ended" and got[-1][0] == 8, got

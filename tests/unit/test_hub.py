@@ -148,6 +148,33 @@ async def test_calls_that_end_during_a_history_write_are_written_together_by_the
     assert next(r for r in page if r.call_id == ended[-1]).quality == {"alice": {"mos": 4.2}}
 
 
+async def test_history_writes_go_on_after_the_writer_was_cancelled() -> None:
+    """A writer cancelled in the middle of a write (shutdown) loses that write only: the calls that ended
+    meanwhile and later are written, and a call-summary waiting for the lost one does not wait for ever."""
+    history = SlowHistory()
+    hub = Hub(history=history)
+    alice, bob = await online(hub, "alice", "bob")
+
+    async def one_call() -> str:
+        await hub.handle(alice, '{"type":"call-request","to":"bob"}')
+        await hub.handle(bob, '{"type":"call-reject","to":"alice"}')
+        await asyncio.sleep(0)
+        return [m["callId"] for m in alice.sent if m["type"] == "call-ended"][-1]
+
+    first = await one_call()  # the writer takes it and waits in its write
+    await hub.handle(alice, json.dumps({"type": "call-summary", "callId": first, "data": {"mos": 3.0}}))
+    second = await one_call()  # waits for the next write
+    assert hub._writer is not None and history.batches == [[first]]
+    hub._writer.cancel()
+    await asyncio.sleep(0)
+    history.go.set()
+    third = await one_call()
+    async with asyncio.timeout(2):
+        await hub.drain()
+    page, _ = await history.calls_for("alice")
+    assert sorted(r.call_id for r in page) == sorted([second, third])
+
+
 async def test_history_records_and_missed_calls_on_connect() -> None:
     """Each ended call is written once; a user who was offline is told of the calls they missed on connect."""
     history = MemoryHistory()

@@ -256,7 +256,7 @@ class Hub:
         assert self.history is not None
         try:
             if written is not None:
-                await written
+                await asyncio.shield(written)  # shared by a batch of calls: cancelling us must not cancel it
                 await self.history.add_quality(call_id, user, summary)
                 return
             # The call ended on another node, whose write of its record may still be on its way.
@@ -435,8 +435,8 @@ class Hub:
         """
         if not self._unwritten:
             self._unwritten_done = asyncio.get_running_loop().create_future()
-            if self._writer is None:
-                self._writer = self._spawn(self._write_loop())
+        if self._writer is None:
+            self._writer = self._spawn(self._write_loop())
         self._unwritten.append((record, notified))
         assert self._unwritten_done is not None
         return self._unwritten_done
@@ -447,14 +447,16 @@ class Hub:
             while self._unwritten:
                 batch, done = self._unwritten, self._unwritten_done
                 self._unwritten, self._unwritten_done = [], None
+                assert done is not None
                 try:
                     await self.history.record_many(batch)
                 except Exception:
                     self.history_failures += len(batch)
                     ids = ", ".join(record.call_id for record, _ in batch[:5])
                     log.exception("could not write %d calls (%s…) to the history (calls go on)", len(batch), ids)
-                assert done is not None
-                done.set_result(None)
+                finally:  # also when cancelled: whoever waits for this batch goes on
+                    if not done.done():
+                        done.set_result(None)
         finally:
             self._writer = None
 

@@ -129,7 +129,11 @@ class Outbox:
         if self._dirty:
             dirty, self._dirty = self._dirty, []
             for conn in dirty:
-                conn.flush()
+                try:
+                    conn.flush()
+                except Exception:  # one broken transport must not keep the others' frames waiting
+                    log.exception("%s (%s): could not write to the socket; closing it", conn.id, conn.cid)
+                    conn.close_now(CloseCode.INTERNAL_ERROR, "internal error")
 
     def _turn_ended(self) -> None:
         self._scheduled = False
@@ -291,11 +295,12 @@ class FastConnection(WSListener):
         self._code = code
         tr = self._tr
         assert tr is not None
-        if self._backlog:
+        if self._backlog and not tr.is_close_frame_sent:
             self._write(b"".join(map(_frame, self._backlog)))
-            self._backlog = None
-            self._bytes = 0
-        tr.send_close(code, reason.encode()[:123])
+        self._backlog = None
+        self._bytes = 0
+        if not tr.is_close_frame_sent:  # else picows closed it already (a ping timeout, a protocol error)
+            tr.send_close(code, reason.encode()[:123])
         if self._timer is not None:
             self._timer.cancel()
         self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, tr.disconnect)
@@ -342,6 +347,8 @@ class FastConnection(WSListener):
         self._writable = True
         self.flush()  # frames queued before the pause go before the backlog that came after it
         backlog = self._backlog
+        if backlog and self._tr is not None and self._tr.is_close_frame_sent:  # nothing may follow a close frame
+            backlog.clear()
         while backlog and self._writable and self.open:
             text = backlog.popleft()
             self._bytes -= len(text)
@@ -424,7 +431,10 @@ class FastConnection(WSListener):
                 )
             )
         if self._queue is None:  # nothing of this connection is waiting: the hub may do this frame at once
-            rest = endpoint.hub.receive(self, text)
+            try:
+                rest = endpoint.hub.receive(self, text)
+            except Exception:
+                return self._failed()
             if rest is not None:
                 self._run(rest)
         else:
@@ -501,6 +511,7 @@ class FastConnection(WSListener):
 
     def _close_received(self, transport: WSTransport, frame: WSFrame) -> None:
         if self.open:  # the client closes: answer with its code, as RFC 6455 asks
+            self.flush()  # after what its last frames made us send (say, `call-ended` for its hangup)
             self.open = False
             code = frame.get_close_code() if frame.payload_size >= 2 else None
             self._code = int(code) if code is not None else 1005

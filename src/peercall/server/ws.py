@@ -46,6 +46,7 @@ class WsConnection:
     __slots__ = (
         "_backlog",
         "_bytes",
+        "_dropped",
         "_limit",
         "_send",
         "_writable",
@@ -67,13 +68,14 @@ class WsConnection:
         self._bytes = 0
         self._limit = send_buffer
         self._writer: asyncio.Task[None] | None = None
+        self._dropped = False  # overflowed: closing, nothing more is sent
         self.open = False  # accepted and not yet closed: only then may frames be sent
         self.errors = 0
         self.received = 0
         self.on_drop: Any = None  # called with a reason when this connection is dropped for misbehaving
 
     async def send_text(self, text: str) -> bool:
-        if not self.open:
+        if not self.open or self._dropped:
             return False
         writable = self._writable
         if self._writer is None and writable is not None and writable.is_set():
@@ -101,7 +103,7 @@ class WsConnection:
 
     def send_now(self, text: str) -> bool:
         """Queue a frame for the writer task (the hub's hot path does not wait for an ASGI send)."""
-        if not self.open:
+        if not self.open or self._dropped:
             return False
         if self._backlog is None:
             self._backlog = collections.deque()
@@ -111,6 +113,7 @@ class WsConnection:
             log.warning("%s (%s): reads too slowly, %d bytes waiting; disconnecting", self.id, self.cid, self._bytes)
             self._backlog.clear()
             self._bytes = 0
+            self._dropped = True
             task = asyncio.ensure_future(self.close(CloseCode.SLOW_CONSUMER, "too slow: send buffer overflowed"))
             _closing.add(task)
             task.add_done_callback(_closing.discard)
