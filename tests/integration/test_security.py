@@ -371,6 +371,16 @@ async def test_a_client_that_never_reads_is_dropped_and_harms_no_one(slow_reader
         await ws.close()
 
 
+async def test_an_idle_client_that_answers_pings_stays_connected(tight_server: ServerProcess) -> None:
+    """Pings every 0.3 s: a client that sends nothing but answers them (as browsers do) is never dropped."""
+    async with websockets.connect(f"{tight_server.ws}?id=idler", ping_interval=None) as idler:
+        await recv_json(idler)
+        await asyncio.sleep(2.0)  # several ping intervals and timeouts, all answered by the library
+        await idler.send('{"type":"hangup","to":"nobody"}')
+        assert (await recv_json(idler))["code"] == "not-in-call"
+    assert not [line for line in tight_server.log().splitlines() if "idler" in line and "no pong" in line]
+
+
 async def test_silent_connection_is_reaped_by_ping(tight_server: ServerProcess) -> None:
     """A client that stops answering pings (its process froze, its network died) is reaped as lost."""
     watcher = await websockets.connect(f"{tight_server.ws}?id=watcher")

@@ -10,12 +10,13 @@ How: uvicorn's httptools protocol (C parser) still reads every request. When it 
 `/ws`, `PeercallHttpProtocol` checks it (origin, token, limits: `SignalingEndpoint.check_upgrade`) and hands the
 socket to picows's protocol, feeding it the request it has read; everything else (HTTP routes, static files, other
 upgrades) stays uvicorn + Starlette. picows writes the 101 (or the refusal, an HTTP error with a JSON body),
-frames and unframes, answers pings, sends ours (`PING_WHEN_IDLE`) and closes sockets whose pong does not come.
+frames and unframes, and answers pings.
 
-What is written here by hand, because picows leaves it to the application: reassembling fragmented messages,
-answering a close frame, bounding what waits for a slow reader, writing the frames of one turn of the event loop
-together (`Outbox`: picows writes each frame with its own send(2)), and running the hub's coroutines in frame order
-without a task per frame (`FastConnection._run`).
+What is written here by hand, because picows leaves it to the application or does it at a cost per socket:
+reassembling fragmented messages, answering a close frame, bounding what waits for a slow reader, writing the
+frames of one read together (`Outbox`: picows writes each frame with its own send(2)), pinging idle sockets and
+dropping those whose pong does not come (`Pinger`: one timer, where picows runs a task per socket), and running
+the hub's coroutines in frame order without a task per frame (`FastConnection._run`).
 """
 
 from __future__ import annotations
@@ -140,10 +141,54 @@ class Outbox:
         self.flush()
 
 
+class Pinger:
+    """Pings every connection that has sent nothing for `interval` seconds, and drops one whose pong does not
+    come within `timeout` (a frozen client, a dead network: its calls then follow the resume rules).
+
+    One timer for all connections, sweeping them every quarter of the shorter of the two: picows's own auto-ping
+    is a task per connection, sleeping, and measured at ~2 KB of the ~9 KB an idle connection cost. Any frame
+    received (a pong, a candidate) counts as a sign of life.
+    """
+
+    __slots__ = ("_handle", "interval", "live", "step", "timeout")
+
+    def __init__(self, live: set[FastConnection], interval: float, timeout: float) -> None:
+        self.live, self.interval, self.timeout = live, interval, timeout
+        self.step = max(0.02, min(interval, timeout) / 4)
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        if self._handle is None:
+            self._handle = asyncio.get_running_loop().call_later(self.step, self._sweep)
+
+    def _sweep(self) -> None:
+        self._handle = None
+        now = time.monotonic()
+        interval, timeout = self.interval, self.timeout
+        for conn in list(self.live):
+            if conn.active:  # something arrived since the last sweep
+                conn.active = False
+                conn.quiet_since, conn.pinged_at = now, None
+            elif conn.pinged_at is None:
+                if now - conn.quiet_since >= interval:
+                    conn.ping()
+                    conn.pinged_at = now
+            elif now - conn.pinged_at >= timeout:
+                conn.lost(timeout)
+        if self.live:
+            self.start()
+
+
 class _WSProtocol(WSProtocol):
     """picows's protocol, plus: the frames that one read made the hub send are written when it is handled."""
 
     __slots__ = ("outbox",)
+
+    def data_received(self, data: bytes) -> None:
+        """Never called (uvloop reads into `get_buffer()`), but it must exist: uvloop's `set_protocol()` keeps the
+        previous protocol's `data_received` unless the new protocol has one, and that bound method would keep
+        uvicorn's whole HTTP protocol object (parser, request scope, headers: ~5 KB) alive for the socket's life."""
+        _feed(self, data)
 
     def buffer_updated(self, nbytes: int) -> None:
         outbox = self.outbox
@@ -199,11 +244,14 @@ class FastConnection(WSListener):
         "_user",
         "_writable",
         "_write",
+        "active",
         "cid",
         "errors",
         "id",
         "on_drop",
         "open",
+        "pinged_at",
+        "quiet_since",
         "received",
     )
 
@@ -234,6 +282,9 @@ class FastConnection(WSListener):
         self.open = False
         self.errors = 0
         self.received = 0
+        self.active = False  # a frame came since the Pinger last looked
+        self.quiet_since = 0.0
+        self.pinged_at: float | None = None
         self.on_drop: Any = endpoint._dropped
 
     # ------------------------------------------------------------------------------------------ the hub's side
@@ -305,6 +356,20 @@ class FastConnection(WSListener):
             self._timer.cancel()
         self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, tr.disconnect)
 
+    def ping(self) -> None:
+        if self.open:
+            self._tr.send_ping()  # type: ignore[union-attr]
+
+    def lost(self, timeout: float) -> None:
+        """No pong within `timeout`: say why, and drop the socket at once (a frozen peer answers no close)."""
+        log.info("%s (%s): no pong within %gs; dropping the connection", self.id, self.cid, timeout)
+        tr = self._tr
+        self.close_now(CloseCode.GOING_AWAY, f"no pong within {timeout:g}s")
+        if tr is not None:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_later(0.01, tr.underlying_transport.abort)
+
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown calls this on every connection it tracks."""
         self.close_now(CloseCode.GOING_AWAY, "server shutting down")
@@ -313,12 +378,17 @@ class FastConnection(WSListener):
     def on_ws_connected(self, transport: WSTransport) -> None:
         endpoint = self._endpoint
         self._tr = transport
+        for handshake in (transport.request, transport.response):  # kept by picows for the socket's life; unused
+            if handshake is not None:
+                handshake.headers = None
         self._write = transport.underlying_transport.write
         self.open = True
         self._code = 1006  # until a close frame says otherwise: the socket just went away
         self._started = time.monotonic()
         endpoint.per_ip[self._ip] += 1
         endpoint.live.add(self)
+        self.quiet_since = self._started
+        endpoint.pinger.start()
         if self._user is None:  # token mode without an Authorization header: the first frame must be `auth`
             timeout = endpoint.settings.auth_timeout
             self._timer = asyncio.get_running_loop().call_later(timeout, self._auth_timed_out, timeout)
@@ -358,6 +428,7 @@ class FastConnection(WSListener):
             self._bytes = 0
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        self.active = True
         kind = frame.msg_type
         if kind is _TEXT and frame.fin and self._fragments is None:
             if frame.rsv1:
@@ -369,7 +440,7 @@ class FastConnection(WSListener):
             return self._message(text)
         if kind is _CLOSE:
             return self._close_received(transport, frame)
-        if kind is _PING or kind is _PONG:  # picows answers pings and sees pongs to its own pings
+        if kind is _PING or kind is _PONG:  # picows answers pings; a pong answers the Pinger's ping
             return None
         if frame.rsv1 or frame.rsv2 or frame.rsv3:
             return self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "no extension was negotiated")
@@ -629,9 +700,9 @@ class PeercallHttpProtocol(HttpToolsProtocol):
             _PICOWS_LOG,
             True,  # disconnect on an exception in our callbacks (they catch their own; this is the last resort)
             None,  # no handshake timeout: uvicorn has read the whole request head already
-            True,  # ping the client when it has sent nothing for ping_interval...
+            False,  # no auto-ping task per socket: the endpoint's Pinger pings them all
             settings.ping_interval,
-            min(settings.ping_timeout, settings.ping_interval),  # ...and drop it without a pong (picows: <= interval)
+            min(settings.ping_timeout, settings.ping_interval),
             WSAutoPingStrategy.PING_WHEN_IDLE,
             True,  # answer pings
             signaling.hard_limit,  # a larger frame closes the socket with 1009

@@ -176,9 +176,10 @@ class SignalingEndpoint:
         self.per_user: collections.Counter[str] = collections.Counter()
         self.hard_limit = max(4 * settings.max_message_size, 1024 * 1024)  # a larger frame closes with 1009
         self.live: set[Any] = set()  # picows connections, from the 101 on (server/fastws.py)
-        from .fastws import Outbox
+        from .fastws import Outbox, Pinger
 
         self.outbox = Outbox()
+        self.pinger = Pinger(self.live, settings.ping_interval, settings.ping_timeout)
         self._trusted = _trusted_proxies(settings.forwarded_allow_ips)
 
     def check_upgrade(self, scope: Scope) -> Any:
