@@ -31,6 +31,7 @@ log = logging.getLogger("peercall.ws")
 Scope = dict[str, Any]
 _closing: set[asyncio.Future[None]] = set()  # close tasks started by send_now, kept from the garbage collector
 _CLOSED = (OSError, RuntimeError)  # what sending on a closed socket raises (uvicorn's ClientDisconnected is an OSError)
+_OVERFLOWED = "too slow: send buffer overflowed"
 
 
 class WsConnection:
@@ -85,26 +86,25 @@ class WsConnection:
                 self.open = False
                 return False
             return True
-        if self._backlog is None:
-            self._backlog = collections.deque()
-        self._backlog.append(text)
-        self._bytes += len(text)
-        if self._bytes > self._limit:
-            log.warning("%s (%s): reads too slowly, %d bytes waiting; disconnecting", self.id, self.cid, self._bytes)
-            self._backlog.clear()
-            self._bytes = 0
-            await self.close(CloseCode.SLOW_CONSUMER, "too slow: send buffer overflowed")
-            if self.on_drop is not None:
-                self.on_drop("slow-consumer")
+        if not self._enqueue(text):
+            await self.close(CloseCode.SLOW_CONSUMER, _OVERFLOWED)
             return False
-        if self._writer is None:
-            self._writer = asyncio.ensure_future(self._drain())
         return True
 
     def send_now(self, text: str) -> bool:
         """Queue a frame for the writer task (the hub's hot path does not wait for an ASGI send)."""
         if not self.open or self._dropped:
             return False
+        if not self._enqueue(text):
+            task = asyncio.ensure_future(self.close(CloseCode.SLOW_CONSUMER, _OVERFLOWED))
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
+            return False
+        return True
+
+    def _enqueue(self, text: str) -> bool:
+        """Put a frame in the backlog for the writer task (started if need be). False if that overflowed the
+        send buffer: the backlog is dropped, nothing more is sent, and the caller closes the connection."""
         if self._backlog is None:
             self._backlog = collections.deque()
         self._backlog.append(text)
@@ -114,9 +114,6 @@ class WsConnection:
             self._backlog.clear()
             self._bytes = 0
             self._dropped = True
-            task = asyncio.ensure_future(self.close(CloseCode.SLOW_CONSUMER, "too slow: send buffer overflowed"))
-            _closing.add(task)
-            task.add_done_callback(_closing.discard)
             if self.on_drop is not None:
                 self.on_drop("slow-consumer")
             return False
