@@ -96,6 +96,19 @@ class Raw:
             else:
                 assert opcode in (9, 10), (opcode, payload)
 
+    def upgrade(self, request: bytes) -> dict:
+        """Send an upgrade request (and whatever follows it); expect the 101 and return the welcome."""
+        self.sock.sendall(request)
+        assert self.response_head().startswith(b"HTTP/1.1 101")
+        return self.json()
+
+    def close_frame(self) -> tuple[int, bytes]:
+        """Read up to the server's close frame: its code and reason."""
+        while True:
+            opcode, payload = self.frame()
+            if opcode == 8:
+                return struct.unpack("!H", payload[:2])[0], payload[2:]
+
     def close(self) -> None:
         self.sock.close()
 
@@ -159,9 +172,7 @@ async def test_upgrade_with_keep_alive_in_the_connection_header(server: ServerPr
     def talk() -> dict:
         raw = Raw(server)
         try:
-            raw.sock.sendall(head(server, "/ws?id=firefoxish", Connection="keep-alive, Upgrade"))
-            assert raw.response_head().startswith(b"HTTP/1.1 101")
-            return raw.json()
+            return raw.upgrade(head(server, "/ws?id=firefoxish", Connection="keep-alive, Upgrade"))
         finally:
             raw.close()
 
@@ -175,9 +186,7 @@ async def test_frames_sent_with_the_request_head_are_not_lost(server: ServerProc
         raw = Raw(server)
         try:
             frames = b"".join(client_frame(1, b'{"type":"hangup","to":"n%d"}' % i) for i in range(3))
-            raw.sock.sendall(head(server, "/ws?id=eager") + frames)
-            assert raw.response_head().startswith(b"HTTP/1.1 101")
-            return [raw.json() for _ in range(4)]
+            return [raw.upgrade(head(server, "/ws?id=eager") + frames)] + [raw.json() for _ in range(3)]
         finally:
             raw.close()
 
@@ -207,14 +216,9 @@ async def test_broken_framing_closes_that_connection(server: ServerProcess, fram
     def talk() -> tuple[int, bytes]:
         raw = Raw(server)
         try:
-            raw.sock.sendall(head(server, "/ws?id=brokenframes"))
-            assert raw.response_head().startswith(b"HTTP/1.1 101")
-            raw.json()
+            raw.upgrade(head(server, "/ws?id=brokenframes"))
             raw.sock.sendall(b"".join(frames))
-            while True:
-                opcode, payload = raw.frame()
-                if opcode == 8:
-                    return struct.unpack("!H", payload[:2])[0], payload[2:]
+            return raw.close_frame()
         finally:
             raw.close()
 
@@ -228,15 +232,11 @@ async def test_the_close_handshake_is_answered(server: ServerProcess) -> None:
     def talk() -> tuple[int, bytes]:
         raw = Raw(server)
         try:
-            raw.sock.sendall(head(server, "/ws?id=closer"))
-            assert raw.response_head().startswith(b"HTTP/1.1 101")
-            raw.json()
+            raw.upgrade(head(server, "/ws?id=closer"))
             raw.sock.sendall(client_frame(8, struct.pack("!H", 4000) + b"bye"))
-            while True:
-                opcode, payload = raw.frame()
-                if opcode == 8:
-                    assert raw.read_until_closed() == b""  # and then the server closes the socket
-                    return struct.unpack("!H", payload[:2])[0], payload[2:]
+            closing = raw.close_frame()
+            assert raw.read_until_closed() == b""  # and then the server closes the socket
+            return closing
         finally:
             raw.close()
 
@@ -318,9 +318,7 @@ async def test_a_hangup_and_a_close_in_one_read_still_get_call_ended_before_the_
         def talk() -> list[tuple[int, bytes]]:
             raw = Raw(server)
             try:
-                raw.sock.sendall(head(server, "/ws?id=hangcallee"))
-                assert raw.response_head().startswith(b"HTTP/1.1 101")
-                assert raw.json()["type"] == "welcome"
+                assert raw.upgrade(head(server, "/ws?id=hangcallee"))["type"] == "welcome"
                 ready.set()
                 while raw.json()["type"] != "call-request":
                     pass
