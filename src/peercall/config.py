@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     """HS256 secret for tokens (`PEERCALL_AUTH_SECRET`); `peercall token` signs with it."""
     auth_public_key: Path | None = None
     """PEM file of an RS256/ES256 public key for tokens (`PEERCALL_AUTH_PUBLIC_KEY`)."""
+    auth_audience: str | None = None
+    """The `aud` a token must carry (`PEERCALL_AUTH_AUDIENCE`; an identity provider's client id). Unset: `aud` is
+    not checked."""
+    auth_issuer: str | None = None
+    """The `iss` a token must carry (`PEERCALL_AUTH_ISSUER`; an identity provider's issuer URL). Unset: not checked."""
     auth_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     """Seconds a connection has to send its `auth` frame (`PEERCALL_AUTH_TIMEOUT`)."""
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

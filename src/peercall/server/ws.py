@@ -165,10 +165,7 @@ class SignalingEndpoint:
         self.hub = hub
         self.settings = settings
         self.max_size = settings.max_message_size
-        self.verifier: TokenVerifier | None = None
-        if settings.auth == "token":
-            secret = settings.auth_secret.get_secret_value() if settings.auth_secret else None
-            self.verifier = TokenVerifier(secret=secret, public_key=settings.auth_public_key)
+        self.verifier = TokenVerifier.for_settings(settings)
         self.per_ip: collections.Counter[str] = collections.Counter()
         self.per_user: collections.Counter[str] = collections.Counter()
         self.hard_limit = max(4 * settings.max_message_size, 1024 * 1024)  # a larger frame closes with 1009
