@@ -35,7 +35,7 @@ bench: setup
 ## All three run even when one fails, so one run shows every problem.
 lint: setup
 	@status=0; \
-	$(BIN)/ruff check src tests bench || status=1; \
+	$(BIN)/ruff check src tests bench scripts || status=1; \
 	$(BIN)/lint-imports || status=1; \
 	$(BIN)/mypy || status=1; \
 	exit $$status
