@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_server
+from tests.conftest import ROOT, ServerProcess, run_server
 
 
-def history_in_banner(log: str) -> str:
-    """The URL after `history in` on the banner's calls line."""
-    match = re.search(r"history in (\S+)", log)
-    assert match, log
+def history_in_banner(srv: ServerProcess) -> str:
+    """The URL after `history in` on the banner's calls line (the banner is printed after the port is known)."""
+    assert srv.wait_log("history in "), srv.log()
+    match = re.search(r"history in (\S+)", srv.log())
+    assert match, srv.log()
     return match.group(1)
 
 
@@ -30,7 +31,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_default_history_is_in_the_data_folder(workdir: Path, tmp_path: Path) -> None:
     """With no database set, the history is created in $XDG_DATA_HOME/peercall (0700), and the banner says so."""
     with run_server(PEERCALL_DATABASE_URL=None) as srv:
-        banner = history_in_banner(srv.log())
+        banner = history_in_banner(srv)
 
     folder = tmp_path / "data" / "peercall"
     assert banner == f"sqlite:///{folder}/history.sqlite3"
@@ -44,9 +45,10 @@ def test_old_history_in_the_working_directory_is_used_with_a_log_line(workdir: P
     (workdir / "peercall.sqlite3").touch()  # an empty file is an empty SQLite database
 
     with run_server(PEERCALL_DATABASE_URL=None) as srv:
+        banner = history_in_banner(srv)
         log = srv.log()
 
-    assert history_in_banner(log) == "sqlite:///peercall.sqlite3"
+    assert banner == "sqlite:///peercall.sqlite3"
     assert re.search(rf"INFO .*call history: using {re.escape(str(workdir))}/peercall\.sqlite3 in the working", log)
     assert (workdir / "peercall.sqlite3").stat().st_size > 0  # migrated: the history is really there
     assert not (tmp_path / "data").exists()
@@ -55,7 +57,7 @@ def test_old_history_in_the_working_directory_is_used_with_a_log_line(workdir: P
 def test_servers_the_tests_start_keep_their_history_outside_the_checkout() -> None:
     """run_server() gives every server a history in a temporary folder, never a file in the checkout."""
     with run_server() as srv:
-        url = history_in_banner(srv.log())
+        url = history_in_banner(srv)
 
     assert url.startswith("sqlite:////")
     assert not Path(url.removeprefix("sqlite:///")).resolve().is_relative_to(ROOT)
