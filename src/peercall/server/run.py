@@ -148,6 +148,7 @@ def configure_logging(level: str, fmt: str = "text") -> None:
 def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM. Returns the process exit code."""
     configure_logging(settings.log_level, settings.log_format)
+    settings.log_history_choice()
     app = create_app(settings)
     certfile, keyfile, tls_names = settings.certfile, settings.keyfile, []
     if settings.tls_self_signed:
