@@ -27,6 +27,10 @@
 
 import * as protocol from "./protocol.js";
 import { MessageType, Reason } from "./protocol.js";
+import { fetchIceConfig, hasTurn, iceFailureText } from "./ice.js";
+import { VOICE, openMicrophone } from "./media.js";
+
+/** @typedef {import("./ice.js").IceConfig} IceConfig */
 
 /** @typedef {"requesting"|"incoming"|"calling"|"connected"|"ended"} CallState */
 
@@ -35,14 +39,6 @@ import { MessageType, Reason } from "./protocol.js";
  * @typedef {"hangup"|"remote-hangup"|"rejected"|"busy"|"declined"|"unavailable"|"peer-offline"|
  *   "no-microphone"|"no-answer"|"failed"|"signaling-lost"|"answered-elsewhere"|"refused"|"no-relay"
  * } EndReason
- */
-
-/**
- * What `/ice-servers` said: the servers, the transport policy, and how long TURN credentials last.
- * @typedef {object} IceConfig
- * @property {RTCIceServer[]} iceServers
- * @property {RTCIceTransportPolicy} [iceTransportPolicy] "all" or "relay"
- * @property {number} [ttl] seconds the TURN credentials are valid
  */
 
 /** Call states. */
@@ -73,11 +69,6 @@ export const MEDIA_TIMEOUT_MS = 30_000;
 /** How long ICE may take to find a working candidate pair after the offer/answer, or after a restart (ms). */
 export const ICE_TIMEOUT_MS = 10_000;
 
-/** Audio constraints for a voice call. */
-export const VOICE = Object.freeze({ echoCancellation: true, noiseSuppression: true, autoGainControl: true });
-/** Audio constraints without any processing (music, measurements). */
-export const RAW = Object.freeze({ echoCancellation: false, noiseSuppression: false, autoGainControl: false });
-
 /** How a `hangup` from the other side (or the server on its behalf) ends the call, by its `reason`. */
 const HANGUP_REASONS = Object.freeze({
   [Reason.INVITE_TIMEOUT]: "no-answer",
@@ -107,122 +98,6 @@ function remoteReason(msg) {
   return typeof reason === "string" ? reason : null;
 }
 
-/** The microphone could not be opened; `message` is a sentence for the user. */
-export class MicrophoneError extends Error {
-  /**
-   * @param {"insecure"|"denied"|"not-found"|"in-use"|"unknown"} kind
-   * @param {string} message
-   * @param {unknown} [cause]
-   */
-  constructor(kind, message, cause) {
-    super(message, { cause });
-    this.name = "MicrophoneError";
-    this.kind = kind;
-  }
-}
-
-/** Why a page over plain http (not localhost) cannot call, and what to do about it. */
-export const INSECURE_TEXT =
-  "The microphone needs a secure page (https): this page was opened over plain http from another address, so " +
-  "the browser does not allow microphone access here. Whoever runs the server can start it with " +
-  "“peercall serve --tls-self-signed”; then open the https:// address it prints.";
-
-/**
- * Open the microphone.
- * @param {MediaTrackConstraints} [audio]
- * @returns {Promise<MediaStream>}
- * @throws {MicrophoneError} with a message that says what the user can do about it
- */
-export async function openMicrophone(audio = VOICE) {
-  if (!globalThis.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
-    throw new MicrophoneError("insecure", INSECURE_TEXT);
-  }
-  try {
-    return await navigator.mediaDevices.getUserMedia({ audio, video: false });
-  } catch (err) {
-    const name = err?.name;
-    if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") {
-      throw new MicrophoneError(
-        "denied",
-        "Microphone access was denied. To call, allow the microphone for this site: click the icon at the left " +
-          "of the address bar, set Microphone to Allow, then try again.",
-        err,
-      );
-    }
-    if (name === "NotFoundError" || name === "OverconstrainedError" || name === "DevicesNotFoundError") {
-      throw new MicrophoneError(
-        "not-found",
-        "No microphone was found. Plug in a microphone or a headset (or pick another one under Microphone), " +
-          "then try again.",
-        err,
-      );
-    }
-    if (name === "NotReadableError" || name === "AbortError" || name === "TrackStartError") {
-      throw new MicrophoneError(
-        "in-use",
-        "The microphone could not be started: another application may be using it. Close other calling apps " +
-          "(or tabs) that use the microphone, then try again.",
-        err,
-      );
-    }
-    throw new MicrophoneError("unknown", `Could not open the microphone: ${err?.message ?? err}`, err);
-  }
-}
-
-/**
- * Fetch the ICE servers (STUN/TURN, with fresh TURN credentials) and the transport policy the server
- * prescribes. Call it before each call: TURN credentials expire. Never throws: on any failure the call goes
- * ahead with host candidates only, which is enough on one machine or one LAN.
- * @param {object} [options]
- * @param {string|URL} [options.url] default: `ice-servers` next to the current page
- * @param {string|null} [options.id] our id (the server names the TURN credentials after it)
- * @param {string|null} [options.token] sent as `Authorization: Bearer` (token mode)
- * @param {number} [options.timeoutMs]
- * @returns {Promise<IceConfig>}
- */
-export async function fetchIceConfig({ url = "ice-servers", id = null, token = null, timeoutMs = 5000 } = {}) {
-  try {
-    const target = new URL(url, globalThis.location?.href);
-    if (id) target.searchParams.set("id", id);
-    const response = await fetch(target, {
-      cache: "no-store",
-      headers: token ? { authorization: `Bearer ${token}` } : {},
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    const body = await response.json();
-    return {
-      iceServers: Array.isArray(body?.iceServers) ? body.iceServers : [],
-      iceTransportPolicy: body?.iceTransportPolicy === "relay" ? "relay" : "all",
-      ttl: typeof body?.ttl === "number" ? body.ttl : undefined,
-    };
-  } catch (err) {
-    console.warn("[call] could not fetch ICE servers, using none:", err);
-    return { iceServers: [], iceTransportPolicy: "all" };
-  }
-}
-
-/**
- * The ICE servers only (kept for callers of the first version).
- * @param {string|URL} [url]
- * @param {number} [timeoutMs]
- * @returns {Promise<RTCIceServer[]>}
- */
-export async function fetchIceServers(url = "ice-servers", timeoutMs = 5000) {
-  return (await fetchIceConfig({ url, timeoutMs })).iceServers;
-}
-
-/**
- * Whether any of `servers` is a TURN server (the only kind that can relay).
- * @param {RTCIceServer[]} servers
- * @returns {boolean}
- */
-export function hasTurn(servers) {
-  return servers.some((server) =>
-    [server.urls].flat().some((url) => typeof url === "string" && /^turns?:/i.test(url)),
-  );
-}
-
 /** A call could not be set up for a reason the user can act on; `message` is a sentence for them. */
 export class CallSetupError extends Error {
   /**
@@ -234,26 +109,6 @@ export class CallSetupError extends Error {
     this.name = "CallSetupError";
     this.kind = kind;
   }
-}
-
-/**
- * A sentence that says why ICE found no path, from the candidate errors seen.
- * @param {{errorCode: number, url: string}[]} errors
- * @param {{relayOnly: boolean, relayCandidates: number}} context
- * @returns {string}
- */
-export function iceFailureText(errors, { relayOnly, relayCandidates }) {
-  const turnErrors = errors.filter((e) => /^turns?:/i.test(e.url ?? ""));
-  if (turnErrors.some((e) => e.errorCode === 401 || e.errorCode === 403)) {
-    return "Could not connect the audio: the relay server refused us (its credentials were not accepted).";
-  }
-  if (relayOnly && relayCandidates === 0 && turnErrors.length) {
-    return "Could not connect the audio: the relay server could not be reached.";
-  }
-  if (relayOnly && relayCandidates === 0) {
-    return "Could not connect the audio: the relay server gave us no address to use.";
-  }
-  return "Could not connect the audio: no network path between you and the other side was found.";
 }
 
 /**

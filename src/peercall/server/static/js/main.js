@@ -28,9 +28,13 @@
  */
 
 import { AudioCheck, ECHO_ID } from "./audiocheck.js";
-import { Call, CallSetupError, INSECURE_TEXT, MicrophoneError, RAW, VOICE, fetchIceConfig } from "./call.js";
+import { Call, CallSetupError } from "./call.js";
+import { fetchIceConfig } from "./ice.js";
 import {
+  INSECURE_TEXT,
   LevelMeter,
+  MicrophoneError,
+  RAW,
   RINGBACK,
   RINGTONE,
   Tone,
@@ -38,6 +42,7 @@ import {
   listDevices,
   setToneSink,
   unlockAudio,
+  VOICE,
 } from "./media.js";
 import * as protocol from "./protocol.js";
 import { ErrorCode, MessageType, Reason } from "./protocol.js";

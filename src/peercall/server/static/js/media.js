@@ -1,11 +1,78 @@
 /**
- * Sound in the page besides the call itself: one shared Web Audio context, level meters (an AnalyserNode on a
- * stream), the ringtone and the ringback tone (synthesised: no audio files), and the list of microphones and
- * speakers.
+ * Media devices and sound in the page: opening the microphone (and saying in words why it could not be opened),
+ * the list of microphones and speakers, one shared Web Audio context, level meters (an AnalyserNode on a
+ * stream), the ringtone and the ringback tone (synthesised: no audio files).
  *
  * Owns the AudioContext and the tones' timers; knows nothing of the DOM, the signaling or the call.
  * @module media
  */
+
+/** Audio constraints for a voice call. */
+export const VOICE = Object.freeze({ echoCancellation: true, noiseSuppression: true, autoGainControl: true });
+/** Audio constraints without any processing (music, measurements). */
+export const RAW = Object.freeze({ echoCancellation: false, noiseSuppression: false, autoGainControl: false });
+
+/** The microphone could not be opened; `message` is a sentence for the user. */
+export class MicrophoneError extends Error {
+  /**
+   * @param {"insecure"|"denied"|"not-found"|"in-use"|"unknown"} kind
+   * @param {string} message
+   * @param {unknown} [cause]
+   */
+  constructor(kind, message, cause) {
+    super(message, { cause });
+    this.name = "MicrophoneError";
+    this.kind = kind;
+  }
+}
+
+/** Why a page over plain http (not localhost) cannot call, and what to do about it. */
+export const INSECURE_TEXT =
+  "The microphone needs a secure page (https): this page was opened over plain http from another address, so " +
+  "the browser does not allow microphone access here. Whoever runs the server can start it with " +
+  "“peercall serve --tls-self-signed”; then open the https:// address it prints.";
+
+/**
+ * Open the microphone.
+ * @param {MediaTrackConstraints} [audio]
+ * @returns {Promise<MediaStream>}
+ * @throws {MicrophoneError} with a message that says what the user can do about it
+ */
+export async function openMicrophone(audio = VOICE) {
+  if (!globalThis.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
+    throw new MicrophoneError("insecure", INSECURE_TEXT);
+  }
+  try {
+    return await navigator.mediaDevices.getUserMedia({ audio, video: false });
+  } catch (err) {
+    const name = err?.name;
+    if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") {
+      throw new MicrophoneError(
+        "denied",
+        "Microphone access was denied. To call, allow the microphone for this site: click the icon at the left " +
+          "of the address bar, set Microphone to Allow, then try again.",
+        err,
+      );
+    }
+    if (name === "NotFoundError" || name === "OverconstrainedError" || name === "DevicesNotFoundError") {
+      throw new MicrophoneError(
+        "not-found",
+        "No microphone was found. Plug in a microphone or a headset (or pick another one under Microphone), " +
+          "then try again.",
+        err,
+      );
+    }
+    if (name === "NotReadableError" || name === "AbortError" || name === "TrackStartError") {
+      throw new MicrophoneError(
+        "in-use",
+        "The microphone could not be started: another application may be using it. Close other calling apps " +
+          "(or tabs) that use the microphone, then try again.",
+        err,
+      );
+    }
+    throw new MicrophoneError("unknown", `Could not open the microphone: ${err?.message ?? err}`, err);
+  }
+}
 
 /** @type {AudioContext|null} */
 let shared = null;
