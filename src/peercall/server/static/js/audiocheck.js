@@ -20,6 +20,7 @@
  * @module audiocheck
  */
 
+import { CallPhase } from "./call.js";
 import { describePair, eModel, mosWord, oneWayDelayMs } from "./quality.js";
 
 /** The id the echo service answers as (`peercall echo`, `peercall serve --with-echo`). */
@@ -223,7 +224,7 @@ export class AudioCheck extends EventTarget {
     super();
     this.#call = call;
     this.#durationMs = durationMs;
-    call.addEventListener("statechange", (event) => this.#onCallState(event.detail.state));
+    call.addEventListener("phasechange", (event) => this.#onCallPhase(event.detail.phase));
   }
 
   /** The call being measured. */
@@ -259,10 +260,10 @@ export class AudioCheck extends EventTarget {
     };
   }
 
-  /** @param {string} state */
-  #onCallState(state) {
-    if (state === "connected" && this.#state === "calling") this.#startMeasuring();
-    else if (state === "ended" && this.running) this.#callEnded();
+  /** @param {CallPhase} phase */
+  #onCallPhase(phase) {
+    if (phase === CallPhase.CONNECTED && this.#state === "calling") this.#startMeasuring();
+    else if (phase === CallPhase.ENDED && this.running) this.#callEnded();
   }
 
   #startMeasuring() {

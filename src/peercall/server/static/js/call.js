@@ -1,5 +1,6 @@
 /**
- * One call with one peer: the microphone, the RTCPeerConnection and the call-control state machine.
+ * One call with one peer: the microphone, the RTCPeerConnection and the call phase machine (this side's view of
+ * the call: requesting, incoming, calling, connected, ended; the server's view is the call *state*).
  *
  * Owns the mic tracks, the peer connection and the call's timers; knows nothing of the DOM and nothing of
  * the WebSocket (frames go out through the `send` function it is given, and come in through `handle()`).
@@ -32,7 +33,6 @@ import { VOICE, openMicrophone } from "./media.js";
 
 /** @typedef {import("./ice.js").IceConfig} IceConfig */
 
-/** @typedef {"requesting"|"incoming"|"calling"|"connected"|"ended"} CallState */
 
 /**
  * Why a call ended, from this side's point of view.
@@ -41,8 +41,12 @@ import { VOICE, openMicrophone } from "./media.js";
  * } EndReason
  */
 
-/** Call states. */
-export const CallState = Object.freeze({
+/**
+ * The call phases: this side's view of its call (the server's view, `ringing`/`answered`/`ended`, is the call
+ * state). Use these constants, never the strings.
+ * @enum {string}
+ */
+export const CallPhase = Object.freeze({
   REQUESTING: "requesting",
   INCOMING: "incoming",
   CALLING: "calling",
@@ -51,15 +55,15 @@ export const CallState = Object.freeze({
 });
 
 /**
- * The state machine as one table: TRANSITIONS[state][event] -> next state. A missing entry is an
+ * The phase machine as one table: TRANSITIONS[phase][event] -> next phase. A missing entry is an
  * invalid transition: it is logged and ignored (a late or duplicated frame must not break a call).
  */
 const TRANSITIONS = Object.freeze({
-  requesting: { accepted: "calling", end: "ended" },
-  incoming: { accept: "calling", end: "ended" },
-  calling: { connected: "connected", end: "ended" },
-  connected: { end: "ended" },
-  ended: {},
+  [CallPhase.REQUESTING]: { accepted: CallPhase.CALLING, end: CallPhase.ENDED },
+  [CallPhase.INCOMING]: { accept: CallPhase.CALLING, end: CallPhase.ENDED },
+  [CallPhase.CALLING]: { connected: CallPhase.CONNECTED, end: CallPhase.ENDED },
+  [CallPhase.CONNECTED]: { end: CallPhase.ENDED },
+  [CallPhase.ENDED]: {},
 });
 
 /** How long a call may ring before the caller gives up (ms). */
@@ -114,13 +118,13 @@ export class CallSetupError extends Error {
 /**
  * A call with one peer.
  *
- * Events: `statechange` ({state, previous, reason?, remoteReason?}), `track` ({stream}: the peer's audio),
+ * Events: `phasechange` ({phase, previous, reason?, remoteReason?}), `track` ({stream}: the peer's audio),
  * `connectionstatechange` ({connectionState}), `mutechange` ({muted}), `path` ({local, remote, protocol}:
  * the candidate types of the selected pair, once connected), `localtrack` ({track, stream}: the microphone
  * was opened, or switched to another one).
  */
 export class Call extends EventTarget {
-  /** @type {CallState} */ #state;
+  /** @type {CallPhase} */ #phase;
   /** @type {EndReason|null} */ #reason = null;
   /** @type {string|null} */ #remoteReason = null;
   /** @type {RTCPeerConnection|null} */ #pc = null;
@@ -190,20 +194,20 @@ export class Call extends EventTarget {
     this.#relayOnly = Boolean(relayOnly);
     this.#ringTimeoutMs = ringTimeoutMs;
     this.#iceTimeoutMs = iceTimeoutMs;
-    this.#state = direction === "outgoing" ? CallState.REQUESTING : CallState.INCOMING;
+    this.#phase = direction === "outgoing" ? CallPhase.REQUESTING : CallPhase.INCOMING;
     /** performance.now() of each milestone, for logs and measurements. */
     this.timeline = { created: performance.now() };
     /** How many times the microphone was switched during the call ({@link Call#switchMicrophone}). */
     this.micSwitches = 0;
   }
 
-  /** @returns {CallState} */
-  get state() {
-    return this.#state;
+  /** This side's view of the call. @returns {CallPhase} */
+  get phase() {
+    return this.#phase;
   }
   /** Whether the call is still going (ringing, negotiating or connected). */
   get active() {
-    return this.#state !== CallState.ENDED;
+    return this.#phase !== CallPhase.ENDED;
   }
   /** @returns {EndReason|null} why the call ended (null while active) */
   get reason() {
@@ -342,7 +346,7 @@ export class Call extends EventTarget {
    * @param {string} [reason] sent to the caller (default "user-rejected")
    */
   reject(reason = Reason.USER_REJECTED) {
-    if (this.#state !== CallState.INCOMING) return;
+    if (this.#phase !== CallPhase.INCOMING) return;
     this.#sendMsg(protocol.callReject(this.peerId, this.callId, reason));
     this.#end("declined");
   }
@@ -354,7 +358,7 @@ export class Call extends EventTarget {
    */
   hangup(wireReason = Reason.USER_HANGUP, reason = "hangup") {
     if (!this.active) return;
-    if (this.#state === CallState.INCOMING) {
+    if (this.#phase === CallPhase.INCOMING) {
       this.reject();
       return;
     }
@@ -463,7 +467,7 @@ export class Call extends EventTarget {
   resume({ state, polite }) {
     if (!this.active) return;
     this.#log(`resumed (the server says the call is ${state})`);
-    if (this.#state === CallState.REQUESTING && state === "answered") {
+    if (this.#phase === CallPhase.REQUESTING && state === "answered") {
       // The callee accepted while we were away, and its call-accept was lost.
       this.#onAccepted({ polite });
       return;
@@ -811,7 +815,7 @@ export class Call extends EventTarget {
     if (state === "connected") {
       clearTimeout(this.#timer);
       this.#everConnected = true;
-      if (this.#state === CallState.CALLING && this.#transition("connected")) {
+      if (this.#phase === CallPhase.CALLING && this.#transition("connected")) {
         this.timeline.connected = performance.now();
         this.#log(`connected ${Math.round(this.timeline.connected - this.timeline.accepted)} ms after accept`);
       }
@@ -831,14 +835,14 @@ export class Call extends EventTarget {
    * @returns {boolean} whether the transition was allowed (and made)
    */
   #transition(event) {
-    const previous = this.#state;
+    const previous = this.#phase;
     const next = TRANSITIONS[previous]?.[event];
     if (!next) {
       this.#log(`ignored "${event}": the call is ${previous}`);
       return false;
     }
-    this.#state = next;
-    this.dispatchEvent(new CustomEvent("statechange", { detail: { state: next, previous } }));
+    this.#phase = next;
+    this.dispatchEvent(new CustomEvent("phasechange", { detail: { phase: next, previous } }));
     return true;
   }
 
@@ -855,11 +859,11 @@ export class Call extends EventTarget {
       this.#log("closed the peer connection");
     }
     this.#pendingCandidates = [];
-    const previous = this.#state;
-    this.#state = CallState.ENDED;
+    const previous = this.#phase;
+    this.#phase = CallPhase.ENDED;
     this.dispatchEvent(
-      new CustomEvent("statechange", {
-        detail: { state: CallState.ENDED, previous, reason, remoteReason: this.#remoteReason },
+      new CustomEvent("phasechange", {
+        detail: { phase: CallPhase.ENDED, previous, reason, remoteReason: this.#remoteReason },
       }),
     );
   }

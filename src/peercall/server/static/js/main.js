@@ -28,7 +28,7 @@
  */
 
 import { AudioCheck, ECHO_ID } from "./audiocheck.js";
-import { Call, CallSetupError } from "./call.js";
+import { Call, CallPhase, CallSetupError } from "./call.js";
 import { fetchIceConfig } from "./ice.js";
 import {
   INSECURE_TEXT,
@@ -167,7 +167,7 @@ function callView(c) {
     summary: mine.summary,
     mediaReconnecting: mine.mediaReconnecting,
     peerNote: c === call ? peerNote(c) : null,
-    state: c.state,
+    phase: c.phase,
     peerId: c.peerId,
     direction: c.direction,
     reason: c.reason,
@@ -197,7 +197,7 @@ function render() {
 function peerNote(c) {
   if (!c.active) return null;
   if (extra.peerDropped) return `${c.peerId}'s connection dropped — waiting for them…`;
-  if (c.state === "connected" && extra.quality?.remoteSilent) {
+  if (c.phase === CallPhase.CONNECTED && extra.quality?.remoteSilent) {
     return `No sound from ${c.peerId}: they may have muted their microphone.`;
   }
   return null;
@@ -244,16 +244,16 @@ function newCall(options) {
   monitor = null;
   stopMeters();
   clearResume();
-  c.addEventListener("statechange", (event) => {
+  c.addEventListener("phasechange", (event) => {
     if (c !== call) return;
-    const { state, previous } = event.detail;
+    const { phase, previous } = event.detail;
     extra.previous = previous;
-    if (state === "connected") {
+    if (phase === CallPhase.CONNECTED) {
       extra.connectedAt = Date.now();
       ui.say("");
       startQuality(c);
     }
-    if (state === "ended") {
+    if (phase === CallPhase.ENDED) {
       if (c.callId) endedCallIds.add(c.callId);
       clearResume();
       ui.playRemote(null);
@@ -379,8 +379,8 @@ function flushSummaries() {
 
 /** The ringtone plays while a call rings here, the ringback tone while ours rings there. */
 function updateRinging() {
-  const incoming = Boolean(call?.active && call.state === "incoming");
-  const outgoing = Boolean(call?.active && call.state === "requesting" && call.callIdConfirmed);
+  const incoming = Boolean(call?.active && call.phase === CallPhase.INCOMING);
+  const outgoing = Boolean(call?.active && call.phase === CallPhase.REQUESTING && call.callIdConfirmed);
   if (incoming) ringtone.start();
   else ringtone.stop();
   if (outgoing && !audioCheck?.running) ringback.start();
@@ -422,7 +422,7 @@ function closeNotification() {
 }
 
 document.addEventListener("visibilitychange", () => {
-  if (call?.active && call.state === "incoming") notifyIncoming();
+  if (call?.active && call.phase === CallPhase.INCOMING) notifyIncoming();
 });
 
 // ---- devices -------------------------------------------------------------------------------------
@@ -525,7 +525,7 @@ async function startCall(peerId) {
 }
 
 async function acceptCall() {
-  if (call?.state !== "incoming") return;
+  if (call?.phase !== CallPhase.INCOMING) return;
   ui.say("");
   try {
     await call.accept();
@@ -595,7 +595,7 @@ async function testAudio() {
   check.addEventListener("change", () => {
     if (check !== audioCheck) return;
     // Progress ticks only move the panel; state changes may change the rest of the page too.
-    if (check.state === "measuring" && c.state === "connected") ui.renderAudioCheck(view().audioCheck);
+    if (check.state === "measuring" && c.phase === CallPhase.CONNECTED) ui.renderAudioCheck(view().audioCheck);
     else render();
   });
   render();
@@ -613,10 +613,10 @@ function onCallRequest(msg) {
   if (call?.active) {
     if (call.peerId === msg.from && call.callId === msg.callId) {
       // A duplicate: the server rings a device again after it reconnected while the call still rings.
-      if (call.state === "incoming") clearResume();
+      if (call.phase === CallPhase.INCOMING) clearResume();
       return;
     }
-    if (call.peerId === msg.from && call.state === "requesting") {
+    if (call.peerId === msg.from && call.phase === CallPhase.REQUESTING) {
       // We are calling each other at once ("glare"). A server that keeps call state joins the two requests
       // into one call and sends us `call-accept` with our role; a plain relay lets both ring out.
       console.info(`[main] ${msg.from} is calling us while we call them; waiting for the server`);
@@ -691,12 +691,12 @@ function onServerError(msg) {
     case ErrorCode.UNAVAILABLE:
       if (!ours) return; // e.g. our "busy" reply to someone who has left since
       call.adoptCallId(msg.callId);
-      if (call.state === "requesting" && msg.ref === MessageType.CALL_REQUEST) call.unavailable();
+      if (call.phase === CallPhase.REQUESTING && msg.ref === MessageType.CALL_REQUEST) call.unavailable();
       else call.peerOffline();
       return;
     case ErrorCode.IN_CALL:
       // Our call-request was refused: the server still counts a call of ours (its callId names that one).
-      if (call?.active && call.state === "requesting" && msg.to === call.peerId) call.refused(msg.message);
+      if (call?.active && call.phase === CallPhase.REQUESTING && msg.to === call.peerId) call.refused(msg.message);
       else console.info(`[main] server: ${msg.message}`);
       return;
     case ErrorCode.NOT_IN_CALL:
@@ -705,14 +705,14 @@ function onServerError(msg) {
       else console.info(`[main] server: ${msg.message}`);
       return;
     case ErrorCode.RATE_LIMITED:
-      if (ours && call.state === "requesting" && msg.ref === MessageType.CALL_REQUEST) {
+      if (ours && call.phase === CallPhase.REQUESTING && msg.ref === MessageType.CALL_REQUEST) {
         call.refused(msg.message);
       } else {
         ui.say(`The server is slowing this page down: ${msg.message}.`, "warning");
       }
       return;
     case ErrorCode.SERVICE_UNAVAILABLE:
-      if (ours && call.state === "requesting" && msg.ref === MessageType.CALL_REQUEST) {
+      if (ours && call.phase === CallPhase.REQUESTING && msg.ref === MessageType.CALL_REQUEST) {
         call.refused("the server cannot place calls for a moment; try again shortly");
       } else {
         ui.say("The server is briefly unable to handle calls; nothing was lost, try again in a moment.", "warning");
@@ -734,7 +734,7 @@ function onServerError(msg) {
 
 /** @param {{callId: string, to: string}} msg a stateful server names the call we requested */
 function onCallRinging(msg) {
-  if (call?.active && call.state === "requesting" && msg.to === call.peerId) {
+  if (call?.active && call.phase === CallPhase.REQUESTING && msg.to === call.peerId) {
     call.adoptCallId(msg.callId);
     render(); // it rings there: the ringback tone starts
   }
@@ -753,7 +753,7 @@ function onCallEnded(msg) {
     return;
   }
   const wasActive = c.active;
-  const ringingHere = c.direction === "incoming" && c.state === "incoming";
+  const ringingHere = c.direction === "incoming" && c.phase === CallPhase.INCOMING;
   if (!c.serverEnded(msg)) return;
   if (ringingHere && (msg.outcome === "missed" || msg.outcome === "cancelled")) {
     recent.missed += 1; // a call that rang here and nobody took
@@ -842,7 +842,7 @@ signaling.addEventListener("statechange", (event) => {
       call.signalingLost();
     } else if (!statefulServer()) {
       // A plain relay forgets calls with the socket: only a call whose media already flows carries on.
-      if (call.state !== "connected") call.signalingLost();
+      if (call.phase !== CallPhase.CONNECTED) call.signalingLost();
     } else {
       keepCallWhileReconnecting();
     }
@@ -917,7 +917,7 @@ signaling.addEventListener(MessageType.MISSED_CALLS, (event) => {
  */
 function networkChanged(why) {
   signaling.reconnectNow();
-  if (!call?.active || !["calling", "connected"].includes(call.state) || !call.pc) return;
+  if (!call?.active || ![CallPhase.CALLING, CallPhase.CONNECTED].includes(call.phase) || !call.pc) return;
   if (signaling.isOpen) call.restartIce(why);
   else resume.restartIce = true;
 }
@@ -1116,7 +1116,7 @@ ui.bind({
   },
   escape() {
     // Escape declines a ringing call, cancels ours while it rings, and hangs up a call.
-    if (call?.state === "incoming") call.reject();
+    if (call?.phase === CallPhase.INCOMING) call.reject();
     else if (call?.active) call.hangup();
   },
   chooseMicrophone,

@@ -6,6 +6,8 @@
  * @module ui
  */
 
+import { CallPhase } from "./call.js";
+
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
 const el = {
@@ -104,13 +106,13 @@ let lastView = null;
 
 /**
  * @typedef {object} CallView
- * @property {string} state "requesting" | "incoming" | "calling" | "connected" | "ended"
+ * @property {CallPhase} phase this side's view of the call
  * @property {string} peerId
  * @property {"outgoing"|"incoming"} direction
  * @property {string|null} [reason] why it ended
  * @property {string|null} [remoteReason] the reason the peer gave
  * @property {string|null} [detail] what the server said, when it refused the call
- * @property {string} [previous] the state before it ended
+ * @property {CallPhase} [previous] the phase before it ended
  * @property {boolean} [muted]
  * @property {{local: string, remote: string, protocol: string}|null} [path]
  * @property {number} [connectedAt] Date.now() when it connected
@@ -186,14 +188,14 @@ let lastView = null;
  */
 export function callStatusText(call) {
   if (!call) return "No Call";
-  switch (call.state) {
-    case "requesting":
+  switch (call.phase) {
+    case CallPhase.REQUESTING:
       return "Requesting";
-    case "incoming":
+    case CallPhase.INCOMING:
       return "Incoming call";
-    case "calling":
+    case CallPhase.CALLING:
       return "Calling";
-    case "connected":
+    case CallPhase.CONNECTED:
       return "Connected";
     default:
       return endedStatusText(call);
@@ -235,7 +237,7 @@ function endedStatusText(call) {
   if (endReason === "peer-lost" || reason === "peer-offline" || reason === "signaling-lost") return "Call lost";
   if (endReason === "answered-elsewhere") return "Answered elsewhere";
   if (outcome && OUTCOME_STATUS[outcome]) return OUTCOME_STATUS[outcome];
-  if (reason === "remote-hangup" && call.previous === "incoming") return "Cancelled";
+  if (reason === "remote-hangup" && call.previous === CallPhase.INCOMING) return "Cancelled";
   return LOCAL_STATUS[reason] ?? "Call Ended";
 }
 
@@ -265,12 +267,12 @@ export function failedWords(call) {
  */
 export function endedText(call) {
   const who = call.peerId;
-  const ringing = call.previous === "requesting" || call.previous === "incoming";
+  const ringing = call.previous === CallPhase.REQUESTING || call.previous === CallPhase.INCOMING;
   switch (call.reason) {
     case "hangup":
       return ringing ? `You cancelled the call to ${who}.` : `You hung up.`;
     case "remote-hangup":
-      return call.previous === "incoming" || call.outcome === "cancelled"
+      return call.previous === CallPhase.INCOMING || call.outcome === "cancelled"
         ? `Missed call: ${who} hung up before you answered.`
         : `${who} hung up.`;
     case "rejected":
@@ -583,7 +585,7 @@ export function render(view) {
   const { server, call, history, audioCheck } = view;
   const connected = server.state === "connected";
   const offline = server.state === "disconnected";
-  const active = Boolean(call && call.state !== "ended");
+  const active = Boolean(call && call.phase !== CallPhase.ENDED);
 
   el.serverStatus.textContent = {
     connected: "Connected",
@@ -605,7 +607,7 @@ export function render(view) {
   renderConnection(server, active);
   renderNotifications(view.notifications ?? "unsupported", connected);
 
-  const ringing = call?.state === "incoming";
+  const ringing = call?.phase === CallPhase.INCOMING;
   el.incoming.hidden = !ringing;
   el.incomingFrom.textContent = ringing ? call.peerId : "";
   el.accept.disabled = !ringing;
@@ -614,15 +616,15 @@ export function render(view) {
   document.body.dataset.server = server.state;
 
   el.callStatus.textContent = callStatusText(call);
-  el.callStatus.dataset.state = call ? (call.state === "ended" ? endedState(call) : call.state) : "idle";
+  el.callStatus.dataset.state = call ? (call.phase === CallPhase.ENDED ? endedState(call) : call.phase) : "idle";
   el.callPeer.textContent = !call
     ? ""
     : ringing
       ? `from ${call.peerId}`
       : `${active ? "with" : "last call:"} ${call.peerId}`;
   el.hangup.disabled = !active || ringing;
-  el.hangup.textContent = call?.state === "requesting" ? "Cancel" : "Hang Up";
-  const inMedia = call?.state === "calling" || call?.state === "connected";
+  el.hangup.textContent = call?.phase === CallPhase.REQUESTING ? "Cancel" : "Hang Up";
+  const inMedia = call?.phase === CallPhase.CALLING || call?.phase === CallPhase.CONNECTED;
   el.mute.disabled = !inMedia;
   el.mute.setAttribute("aria-pressed", String(Boolean(inMedia && call.muted)));
   el.mute.textContent = inMedia && call.muted ? "Unmute" : "Mute";
@@ -641,7 +643,7 @@ export function render(view) {
       : baseTitle;
 
   if (ringing && !wasRinging) el.accept.focus(); // a call rings: Enter answers it
-  if (!ringing && wasRinging && call?.state === "calling" && !el.mute.disabled) el.mute.focus();
+  if (!ringing && wasRinging && call?.phase === CallPhase.CALLING && !el.mute.disabled) el.mute.focus();
   wasRinging = ringing;
 }
 
@@ -678,9 +680,9 @@ export function clockText(seconds) {
  */
 function renderDetail(call) {
   clearInterval(durationTimer);
-  const connected = call?.state === "connected";
+  const connected = call?.phase === CallPhase.CONNECTED;
   el.timerBox.hidden = !connected;
-  if (call?.state === "ended" && callStatusText(call) === "Failed") {
+  if (call?.phase === CallPhase.ENDED && callStatusText(call) === "Failed") {
     setPath(null);
     setText(el.callDetailText, failedWords(call));
     return;
@@ -724,9 +726,9 @@ function setPath(path) {
  * @param {CallView|null} call
  */
 function renderInCall(call) {
-  const inMedia = call?.state === "calling" || call?.state === "connected";
+  const inMedia = call?.phase === CallPhase.CALLING || call?.phase === CallPhase.CONNECTED;
   el.inCall.hidden = !inMedia;
-  el.inCall.dataset.state = call?.state ?? "idle";
+  el.inCall.dataset.state = call?.phase ?? "idle";
   if (!inMedia) {
     setLevels(0, 0);
     toggleQuality(false);
@@ -825,7 +827,7 @@ export function setLevels(mic, remote) {
  * @param {CallView|null} call
  */
 function renderSummary(call) {
-  const summary = call?.state === "ended" ? call.summary : null;
+  const summary = call?.phase === CallPhase.ENDED ? call.summary : null;
   el.callSummary.hidden = !summary;
   for (const key of ["durationSec", "mos", "level", "path"]) setData(el.callSummary, key, null);
   if (!summary) {
@@ -848,11 +850,11 @@ function renderSummary(call) {
  * @param {View} view
  */
 function renderMe({ server, me, call }) {
-  const active = Boolean(call && call.state !== "ended");
+  const active = Boolean(call && call.phase !== CallPhase.ENDED);
   const name = me ?? (el.myId.value.trim() || "You");
   const status =
     server.state === "connected"
-      ? active && call.state !== "incoming"
+      ? active && call.phase !== CallPhase.INCOMING
         ? "in-call"
         : "online"
       : server.state === "disconnected"
@@ -901,7 +903,7 @@ function personStatus(person) {
  */
 function renderPeople({ server, online, people, call }) {
   const connected = server.state === "connected";
-  const active = Boolean(call && call.state !== "ended");
+  const active = Boolean(call && call.phase !== CallPhase.ENDED);
   const canCall = connected && !active;
   // Servers without presence details only send the online list.
   const plain = (id) => ({ id, status: "online", inCall: false, lastSeen: null });
