@@ -492,18 +492,18 @@ export class Call extends EventTarget {
 
   /**
    * Use another microphone, now and for the rest of the call: open it, hand its track to the audio sender
-   * (`replaceTrack`: no renegotiation, the call goes on), then stop the old one. Also when `deviceId` names the
-   * device already in use (or the system default), so that a microphone that stopped working can be restarted.
+   * (`replaceTrack`: no renegotiation, the call goes on), then stop the old one. Also when `microphoneId` names the
+   * microphone already in use (or the system default), so that a microphone that stopped working can be restarted.
    * Keeps the mute state.
-   * @param {string|null} deviceId a `MediaDeviceInfo.deviceId`; null or "" for the system default
+   * @param {string|null} microphoneId its `MediaDeviceInfo.deviceId`; null or "" for the system default
    * @returns {Promise<MediaStreamTrack|null>} the new track, or null if the call is not using a microphone
    * @throws {MicrophoneError} if that microphone cannot be opened (the old one is kept)
    */
-  async switchMicrophone(deviceId) {
+  async switchMicrophone(microphoneId) {
     if (!this.active || !this.#local) return null;
     const audio = { ...this.#audio };
     delete audio.deviceId;
-    if (deviceId) audio.deviceId = { exact: deviceId };
+    if (microphoneId) audio.deviceId = { exact: microphoneId };
     const stream = await openMicrophone(audio);
     const [track] = stream.getAudioTracks();
     if (!this.active || !this.#local || !track) {
@@ -516,10 +516,11 @@ export class Call extends EventTarget {
     const previous = this.#local;
     this.#local = stream;
     for (const old of previous.getTracks()) old.stop();
-    if (deviceId) audio.deviceId = { ideal: deviceId };
+    if (microphoneId) audio.deviceId = { ideal: microphoneId };
     this.#audio = audio;
     this.micSwitches += 1;
-    this.#log(`microphone switched to ${track.label || deviceId || "the default"}${sender ? " (replaceTrack)" : ""}`);
+    const name = track.label || microphoneId || "the default";
+    this.#log(`microphone switched to ${name}${sender ? " (replaceTrack)" : ""}`);
     this.dispatchEvent(new CustomEvent("localtrack", { detail: { track, stream: this.#local } }));
     return track;
   }

@@ -76,7 +76,7 @@ export async function openMicrophone(audio = VOICE) {
 
 /** @type {AudioContext|null} */
 let shared = null;
-/** @type {string} the output device the tones go to ("" for the system default) */
+/** @type {string} the speaker the tones play on ("" for the system default) */
 let sinkId = "";
 
 /**
@@ -109,16 +109,16 @@ export async function unlockAudio() {
 }
 
 /**
- * Send the page's own sounds (the ringtone) to this output device too, where the browser can.
- * @param {string} deviceId "" for the system default
+ * Play the page's own sounds (the ringtone) on this speaker too, where the browser can.
+ * @param {string} speakerId its `MediaDeviceInfo.deviceId`; "" for the system default
  */
-export async function setToneSink(deviceId) {
-  sinkId = deviceId ?? "";
+export async function setToneSink(speakerId) {
+  sinkId = speakerId ?? "";
   if (shared && typeof shared.setSinkId === "function") {
     try {
       await shared.setSinkId(sinkId);
     } catch (err) {
-      console.warn("[media] cannot play the ringtone on that device:", err);
+      console.warn("[media] cannot play the ringtone on that speaker:", err);
     }
   }
 }
@@ -307,23 +307,23 @@ export class Tone {
 }
 
 /**
- * A microphone or speaker the user can pick.
- * @typedef {object} DeviceChoice
- * @property {string} id its `deviceId` ("" for the system default)
+ * A microphone or speaker the user can pick (a media device).
+ * @typedef {object} MediaDeviceOption
+ * @property {string} id its `MediaDeviceInfo.deviceId` ("" for the system default)
  * @property {string} label a name for people
  */
 
 /**
  * The microphones and speakers there are. Without the microphone permission browsers give no names (and often
- * one anonymous device of each kind): those are listed as "Default microphone" / "Default speaker".
- * @returns {Promise<{inputs: DeviceChoice[], outputs: DeviceChoice[]}>}
+ * one anonymous media device of each kind): those are listed as "Default microphone" / "Default speaker".
+ * @returns {Promise<{microphones: MediaDeviceOption[], speakers: MediaDeviceOption[]}>}
  */
-export async function listDevices() {
+export async function listMediaDevices() {
   let all = [];
   try {
     all = (await navigator.mediaDevices?.enumerateDevices?.()) ?? [];
   } catch (err) {
-    console.warn("[media] cannot list the devices:", err);
+    console.warn("[media] cannot list the microphones and speakers:", err);
   }
   const pick = (kind, noun) => {
     const found = all.filter((d) => d.kind === kind && d.deviceId !== "");
@@ -335,10 +335,71 @@ export async function listDevices() {
     if (!choices.some((c) => c.id === "default")) choices.unshift({ id: "", label: `Default ${noun}` });
     return choices;
   };
-  return { inputs: pick("audioinput", "microphone"), outputs: pick("audiooutput", "speaker") };
+  return { microphones: pick("audioinput", "microphone"), speakers: pick("audiooutput", "speaker") };
 }
 
 /** Whether this browser can send a page's audio to a chosen speaker (`HTMLMediaElement.setSinkId`). */
 export function canChooseSpeaker() {
   return typeof HTMLMediaElement !== "undefined" && "setSinkId" in HTMLMediaElement.prototype;
+}
+
+/** How often the level meters of a call move (ms). */
+export const LEVELS_MS = 100;
+
+/**
+ * The levels of a call's two voices, ours (the microphone) and theirs, read every {@link LEVELS_MS} ms while
+ * there is something to measure.
+ *
+ * Events: `levels` (detail: {microphone, remote}, each 0..1).
+ */
+export class CallLevels extends EventTarget {
+  /** @type {LevelMeter|null} */ #microphone = null;
+  /** @type {LevelMeter|null} */ #remote = null;
+  #timer = 0;
+  /** The levels as last read (0..1). */
+  last = { microphone: 0, remote: 0 };
+
+  /**
+   * Measure our microphone (a new stream replaces the old one, e.g. after a switch).
+   * @param {MediaStream} stream
+   */
+  measureMicrophone(stream) {
+    this.#microphone?.close();
+    this.#microphone = new LevelMeter(stream);
+    this.#start();
+  }
+
+  /**
+   * Measure the other side's audio.
+   * @param {MediaStream} stream
+   */
+  measureRemote(stream) {
+    this.#remote?.close();
+    this.#remote = new LevelMeter(stream);
+    this.#start();
+  }
+
+  /** Stop measuring (the call ended): both levels fall to 0. */
+  stop() {
+    clearInterval(this.#timer);
+    this.#timer = 0;
+    this.#microphone?.close();
+    this.#remote?.close();
+    this.#microphone = this.#remote = null;
+    this.#report(0, 0);
+  }
+
+  #start() {
+    if (this.#timer) return;
+    this.#timer = setInterval(() => this.#report(this.#microphone?.read() ?? 0, this.#remote?.read() ?? 0), LEVELS_MS);
+  }
+
+  /**
+   * @param {number} microphone
+   * @param {number} remote
+   */
+  #report(microphone, remote) {
+    this.last = { microphone, remote };
+    this.dispatchEvent(new CustomEvent("levels", { detail: this.last }));
+  }
 }

@@ -38,16 +38,22 @@ export const MessageType = Object.freeze({
   CALL_SUMMARY: "call-summary", // {callId, data: {durationSec, mos, rttMs, jitterMs, lossPct, bitrateKbps, path}}
 });
 
-/** Types that the server forwards from one client to another. */
-export const ROUTED_TYPES = Object.freeze([
+/** Call control frames: they change a call's state (glossary). */
+export const CALL_CONTROL = Object.freeze([
   MessageType.CALL_REQUEST,
   MessageType.CALL_ACCEPT,
   MessageType.CALL_REJECT,
-  MessageType.OFFER,
-  MessageType.ANSWER,
-  MessageType.CANDIDATE,
   MessageType.HANGUP,
 ]);
+
+/**
+ * Negotiation frames: SDP and ICE candidates, forwarded verbatim between the two parties of an answered call
+ * (glossary). They change no state.
+ */
+export const NEGOTIATION = Object.freeze([MessageType.OFFER, MessageType.ANSWER, MessageType.CANDIDATE]);
+
+/** Types that the server forwards from one client to another: call control and negotiation frames. */
+export const ROUTED_TYPES = Object.freeze([...CALL_CONTROL, ...NEGOTIATION]);
 
 /** The `code` of an `error` frame. */
 export const ErrorCode = Object.freeze({

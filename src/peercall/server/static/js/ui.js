@@ -167,16 +167,16 @@ let lastView = null;
  * @property {CallView|null} call the current or last call
  * @property {HistoryView} [history]
  * @property {AudioCheckView} [audioCheck]
- * @property {DevicesView} [devices]
+ * @property {MediaDevicesView} [mediaDevices]
  * @property {"default"|"granted"|"denied"|"unsupported"} [notifications] the Notification permission
  */
 
 /**
  * The microphones and speakers to choose from, and the ones chosen.
- * @typedef {object} DevicesView
- * @property {import("./media.js").DeviceChoice[]} inputs
- * @property {import("./media.js").DeviceChoice[]} outputs
- * @property {string} mic the chosen microphone's id ("" for the default)
+ * @typedef {object} MediaDevicesView
+ * @property {import("./media.js").MediaDeviceOption[]} microphones
+ * @property {import("./media.js").MediaDeviceOption[]} speakers
+ * @property {string} microphone the chosen microphone's id ("" for the default)
  * @property {string} speaker the chosen speaker's id
  * @property {boolean} canChooseSpeaker
  */
@@ -317,6 +317,27 @@ export function endedText(call) {
 }
 
 /**
+ * Why an audio check measured nothing, as a sentence.
+ * @param {CallView} call the check's call
+ * @returns {string}
+ */
+export function audioCheckFailure(call) {
+  if (call.phase !== CallPhase.ENDED) return "The audio check stopped.";
+  switch (call.reason) {
+    case "no-microphone":
+      return "Your microphone could not be opened, so there was nothing to test.";
+    case "hangup":
+      return "You ended the test call before it could measure anything.";
+    case "busy":
+      return "The echo service is busy testing someone else's audio: try again in a minute.";
+    case "unavailable":
+      return "The echo service has just gone offline.";
+    default:
+      return endedText(call) || "The test call ended before it could measure anything.";
+  }
+}
+
+/**
  * Connect the page's controls to the app.
  * @param {object} handlers
  * @param {(id: string) => void} handlers.connect
@@ -333,8 +354,8 @@ export function endedText(call) {
  * @param {() => void} handlers.moreHistory
  * @param {() => void} handlers.testAudio the user asked for an audio check
  * @param {() => void} handlers.escape Escape was pressed (decline a ringing call, hang up a call)
- * @param {(deviceId: string) => void} handlers.chooseMicrophone
- * @param {(deviceId: string) => void} handlers.chooseSpeaker
+ * @param {(microphoneId: string) => void} handlers.chooseMicrophone a `MediaDeviceInfo.deviceId`
+ * @param {(speakerId: string) => void} handlers.chooseSpeaker a `MediaDeviceInfo.deviceId`
  * @param {() => void} handlers.enableNotifications
  * @param {() => void} handlers.retryNow
  */
@@ -560,15 +581,15 @@ export function focusAccept() {
 }
 
 /**
- * Play the call on this output device.
- * @param {string} deviceId "" for the system default
+ * Play the call on this speaker.
+ * @param {string} speakerId its `MediaDeviceInfo.deviceId`; "" for the system default
  * @returns {Promise<string|null>} a sentence if it could not be done
  */
-export async function setSpeaker(deviceId) {
+export async function setSpeaker(speakerId) {
   const audio = el.remoteAudio;
   if (typeof audio.setSinkId !== "function") return "This browser always plays calls on its default speaker.";
   try {
-    if (audio.sinkId !== deviceId) await audio.setSinkId(deviceId);
+    if (audio.sinkId !== speakerId) await audio.setSinkId(speakerId);
     return null;
   } catch (err) {
     console.warn("[ui] cannot play on that speaker:", err);
@@ -613,6 +634,7 @@ export function render(view) {
   el.accept.disabled = !ringing;
   el.reject.disabled = !ringing;
   document.body.dataset.call = ringing ? "ringing" : active ? "active" : "idle";
+  document.body.dataset.ringing = String(ringing);
   document.body.dataset.server = server.state;
 
   el.callStatus.textContent = callStatusText(call);
@@ -631,7 +653,7 @@ export function render(view) {
   renderDetail(call);
   renderInCall(call);
   renderSummary(call);
-  if (view.devices) renderDevices(view.devices);
+  if (view.mediaDevices) renderMediaDevices(view.mediaDevices);
   if (history) renderHistory(history, canCall);
   if (audioCheck) renderAudioCheck(audioCheck);
 
@@ -1068,18 +1090,18 @@ function renderNotifications(permission, connected) {
 
 /**
  * The microphone and speaker lists.
- * @param {DevicesView} devices
+ * @param {MediaDevicesView} mediaDevices
  */
-function renderDevices({ inputs, outputs, mic, speaker, canChooseSpeaker }) {
-  fillSelect(el.micSelect, inputs, mic);
-  fillSelect(el.speakerSelect, outputs, speaker);
+function renderMediaDevices({ microphones, speakers, microphone, speaker, canChooseSpeaker }) {
+  fillSelect(el.micSelect, microphones, microphone);
+  fillSelect(el.speakerSelect, speakers, speaker);
   el.speakerSelect.disabled = !canChooseSpeaker;
   el.speakerSelect.title = canChooseSpeaker ? "" : "This browser always plays calls on its default speaker.";
 }
 
 /**
  * @param {HTMLSelectElement} select
- * @param {import("./media.js").DeviceChoice[]} choices
+ * @param {import("./media.js").MediaDeviceOption[]} choices
  * @param {string} chosen
  */
 function fillSelect(select, choices, chosen) {
