@@ -820,15 +820,19 @@ export class Call extends EventTarget {
         this.timeline.connected = performance.now();
         this.#log(`connected ${Math.round(this.timeline.connected - this.timeline.accepted)} ms after accept`);
       }
-      this.selectedPath().then((path) => {
-        if (path) this.dispatchEvent(new CustomEvent("path", { detail: path }));
-      });
+      this.#announcePath();
     } else if (state === "failed" && !this.#everConnected) {
       // Never connected: no candidate pair works, and a restart would find the same ones.
       this.#giveUp();
     } else if (state === "failed") {
       this.restartIce("the connection failed");
     }
+  }
+
+  /** Tell listeners which candidate pair carries the audio (`path`), once it is known. */
+  async #announcePath() {
+    const path = await this.selectedPath(); // never throws
+    if (path) this.dispatchEvent(new CustomEvent("path", { detail: path }));
   }
 
   /**
