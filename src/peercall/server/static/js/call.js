@@ -21,8 +21,8 @@
  * (`serverEnded()`: `outcome` and `endReason`).
  *
  * A server that keeps call state may assign the call id (`call-ringing`) and the roles (`polite` in
- * `call-accept`, e.g. when two people call each other at once); the call adopts both. A plain relay does
- * neither, and then the caller's own call id and the default roles hold.
+ * `call-accept`, e.g. when two people call each other at once); the call adopts both. A plain forwarding
+ * server does neither, and then the caller's own call id and the default roles hold.
  * @module call
  */
 
@@ -240,7 +240,7 @@ export class Call extends EventTarget {
   get detail() {
     return this.#detail;
   }
-  /** The server's `call-ended` outcome ("answered", "missed"…), or null (not ended, or a plain relay). */
+  /** The server's `call-ended` outcome ("answered", "missed"…), or null (not ended, or a plain forwarding server). */
   get outcome() {
     return this.#outcome;
   }

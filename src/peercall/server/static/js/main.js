@@ -153,7 +153,7 @@ signaling.addEventListener(MessageType.ERROR, ({ detail: msg }) => {
   } else if (phone.serverError(msg)) {
     // about a call: the phone took care of it
   } else if (msg.ref === MessageType.AUTH) {
-    // A server in open mode does not know the auth frame: it needs no token, and the session goes on.
+    // A server in open mode does not know the auth frame: it needs no token, and the connection goes on.
     console.info("[main] the server needs no token:", msg.message);
     identity.serverNeedsNoToken();
   } else {

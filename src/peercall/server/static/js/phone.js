@@ -291,7 +291,7 @@ export class Phone extends EventTarget {
       if (state === "disconnected") {
         c.signalingLost();
       } else if (!this.#signaling.keepsCallState) {
-        // A plain relay forgets calls with the socket: only a call whose media already flows carries on.
+        // A plain forwarding server forgets calls with the socket: only a call whose media already flows carries on.
         if (c.phase !== CallPhase.CONNECTED) c.signalingLost();
       } else {
         this.#resume.keepWhileReconnecting(Number(this.#signaling.welcome?.resumeGrace ?? 0));
@@ -330,7 +330,7 @@ export class Phone extends EventTarget {
       }
       if (c.peerId === msg.from && c.phase === CallPhase.REQUESTING) {
         // We are calling each other at once ("glare"). A server that keeps call state joins the two requests
-        // into one call and sends us `call-accept` with our role; a plain relay lets both ring out.
+        // into one call and sends us `call-accept` with our role; a plain forwarding server lets both ring out.
         console.info(`[phone] ${msg.from} is calling us while we call them; waiting for the server`);
         return;
       }
@@ -625,8 +625,8 @@ export class Phone extends EventTarget {
   }
 
   /**
-   * Send the call's `call-summary` once, after the server's `call-ended` (it refuses one before). A plain relay
-   * keeps no history: nothing is sent there.
+   * Send the call's `call-summary` once, after the server's `call-ended` (it refuses one before). A plain
+   * forwarding server keeps no history: nothing is sent there.
    * @param {Call} c
    */
   #sendSummary(c) {

@@ -27,7 +27,7 @@ export const MessageType = Object.freeze({
   WELCOME: "welcome",
   PRESENCE: "presence",
   ERROR: "error",
-  // sent only by servers that keep call state (a plain relay never sends them); optional for clients
+  // sent only by servers that keep call state (a plain forwarding server never sends them); optional for clients
   CALL_RINGING: "call-ringing", // {callId, to}: the server's id for the call we just requested
   CALL_ENDED: "call-ended", // {callId, outcome, reason}: the server ended a call we took part in
   CALL_RESUMED: "call-resumed", // {callId, peer, polite, state}: after a reconnect, our call is still on

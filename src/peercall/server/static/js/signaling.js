@@ -137,7 +137,7 @@ export class Signaling extends EventTarget {
 
   /**
    * Whether the server keeps call state (and so resumes calls, sends `call-ended` and keeps the history): its
-   * `welcome` names a resume grace. A plain relay does none of that.
+   * `welcome` names a resume grace. A plain forwarding server does none of that.
    */
   get keepsCallState() {
     return Boolean(this.#welcome && "resumeGrace" in this.#welcome);

@@ -213,7 +213,7 @@ const OUTCOME_STATUS = Object.freeze({
   failed: "Failed",
 });
 
-/** `#call-status` for an ended call without a server outcome (a plain relay, or not there yet). */
+/** `#call-status` for an ended call without a server outcome (a plain forwarding server, or not there yet). */
 const LOCAL_STATUS = Object.freeze({
   busy: "Busy",
   rejected: "Rejected",
