@@ -130,7 +130,7 @@ async def test_mos_estimate_follows_the_documented_e_model(
 ) -> None:
     """The page's MOS is G.107's: R = 93.2 - Id - Ie,eff with Ie = 0, Bpl = 15, and the R-to-MOS curve."""
     page = await open_page(server.http, "/", "alice")
-    cases = [  # (one-way delay ms, loss %) -> (R, MOS), worked out from the formulas in audiocheck.js's JSDoc
+    cases = [  # (one-way delay ms, loss %) -> (R, MOS), worked out from the formulas in quality.js's JSDoc
         ((0, 0), (93.2, 4.409)),  # nothing lost, no delay: G.107's default R
         ((100, 0), (90.8, 4.358)),  # Id = 0.024 * 100
         ((277.3, 0), (75.545, 3.845)),  # Id = 0.024 * 277.3 + 0.11 * (277.3 - 177.3)
@@ -140,7 +140,7 @@ async def test_mos_estimate_follows_the_documented_e_model(
     ]
     got = await page.evaluate(
         """async (cases) => {
-          const { eModel } = await import("./js/audiocheck.js");
+          const { eModel } = await import("./js/quality.js");
           return cases.map(([[delayMs, lossPct]]) => eModel({ delayMs, lossPct }));
         }""",
         cases,

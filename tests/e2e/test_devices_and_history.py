@@ -22,12 +22,12 @@ from .steps import assert_audio_flows, audio_stats, connect, mic, open_pair, rin
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
-# Remember, in the page, every call state change and every call-ended / call-resumed frame from now on.
+# Remember, in the page, every call phase change and every call-ended / call-resumed frame from now on.
 WATCH_CALL = """
 () => {
-  const seen = { states: [], ended: [], resumed: [], signaling: [] };
+  const seen = { phases: [], ended: [], resumed: [], signaling: [] };
   window.__e2e.seen = seen;
-  window.peercall.call.addEventListener("statechange", (e) => seen.states.push(e.detail.state));
+  window.peercall.call.addEventListener("phasechange", (e) => seen.phases.push(e.detail.phase));
   const s = window.peercall.signaling;
   s.addEventListener("call-ended", (e) => seen.ended.push(e.detail));
   s.addEventListener("call-resumed", (e) => seen.resumed.push(e.detail));
@@ -123,8 +123,8 @@ async def test_caller_network_blip_keeps_the_call_and_resumes_it(
     await assert_audio_flows(b, "B, after A's ICE restart")
 
     b_seen = await seen(b)
-    assert b_seen["states"] == [] and b_seen["ended"] == [], f"B saw the call change: {dump(b_seen)}"
-    assert (await seen(a))["states"] == [], f"A's call changed state: {dump(await seen(a))}"
+    assert b_seen["phases"] == [] and b_seen["ended"] == [], f"B saw the call change: {dump(b_seen)}"
+    assert (await seen(a))["phases"] == [], f"A's call changed phase: {dump(await seen(a))}"
 
     await a.click("#hangup")
     await expect(a.locator("#call-status")).to_have_text("Call Ended")

@@ -221,7 +221,7 @@ async def test_ringtone_and_notification_while_it_rings_and_escape_declines(
     assert [n["title"] for n in shown] == ["Incoming call from clientA"], dump(shown)
     await expect(b.locator("#accept")).to_be_focused()
     assert await mic(b) == {"opened": 0, "live": 0}, "the callee's microphone opened without an answer"
-    assert await b.evaluate("window.peercall.call.state") == "incoming", "the call was answered by itself"
+    assert await b.evaluate("window.peercall.call.phase") == "incoming", "the call was answered by itself"
 
     await b.keyboard.press("Escape")
     await expect(a.locator("#call-status")).to_have_text("Rejected")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from peercall.client import CallState, media, quality
+from peercall.client import CallPhase, media, quality
 from tests.conftest import ServerProcess
 
 from .conftest import WAIT, MakeClient, OpenPage, assert_page_hears, next_incoming, wait_text
@@ -62,4 +62,4 @@ async def test_sdk_calls_browser(sdk: MakeClient, open_page: OpenPage, server: S
     async with asyncio.timeout(WAIT):
         end = await call.wait_ended()
     assert (end.outcome, end.reason) == ("answered", "user-hangup")
-    assert call.state is CallState.ENDED
+    assert call.phase is CallPhase.ENDED

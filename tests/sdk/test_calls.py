@@ -13,6 +13,8 @@ from peercall.client import (
     CallEnded,
     CallEndedError,
     CallError,
+    CallPhase,
+    CallPhaseChanged,
     CallResumed,
     CallState,
     CallStateChanged,
@@ -53,15 +55,25 @@ async def collect(events: Any, until: type, call_id: str | None = None) -> list[
     raise AssertionError(f"the events ended before {until.__name__}: {seen}")
 
 
+def test_deprecated_call_state_names_still_work() -> None:
+    """`CallState` and `CallStateChanged` (and an event's `state`) are aliases of the call phase names."""
+    assert CallState is CallPhase and CallStateChanged is CallPhaseChanged
+    assert CallState.CONNECTED is CallPhase.CONNECTED == "connected"
+    event = CallStateChanged(None, CallPhase.ENDED, CallPhase.CONNECTED)  # type: ignore[arg-type]
+    match event:
+        case CallStateChanged(state=state, previous=previous):
+            assert (state, previous) == (CallPhase.ENDED, CallPhase.CONNECTED)
+
+
 async def test_tones_arrive_both_ways_and_caller_hangs_up(sdk: MakeClient, uid: Any, tmp_path: Any) -> None:
     """Each side hears the other's tone at its frequency and level (one side into a WAV file); the caller hangs up."""
     alice, bob = await sdk(uid("alice")), await sdk(uid("bob"))
     recording = tmp_path / "alice-hears.wav"
     caller_events = alice.events()
     call = await alice.call(bob.id, audio_in=media.Tone(440), audio_out=recording)
-    assert call.state is CallState.REQUESTING and call.id
+    assert call.phase is CallPhase.REQUESTING and call.id
     ringing = await next_incoming(bob)
-    assert (ringing.peer, ringing.id, ringing.state) == (alice.id, call.id, CallState.INCOMING)
+    assert (ringing.peer, ringing.id, ringing.phase) == (alice.id, call.id, CallPhase.INCOMING)
     heard = media.Capture()
     await ringing.accept(audio_in=media.Tone(1000), audio_out=heard)
     async with asyncio.timeout(WAIT):
@@ -73,14 +85,15 @@ async def test_tones_arrive_both_ways_and_caller_hangs_up(sdk: MakeClient, uid: 
     assert (end.outcome, end.reason) == ("answered", "user-hangup")
     async with asyncio.timeout(WAIT):
         assert await ringing.wait_ended() == end
-    assert call.state is ringing.state is CallState.ENDED
+    assert call.phase is ringing.phase is CallPhase.ENDED
 
     assert_tone(heard.samples(), 440, "bob")
     samples, rate = media.read_wav(recording)
     assert rate == media.SAMPLE_RATE and samples.size >= 1.5 * rate
     assert_tone(samples, 1000, "alice (recorded file)")
-    states = [e.state for e in await collect(caller_events, CallEnded, call.id) if isinstance(e, CallStateChanged)]
-    assert states == [CallState.CALLING, CallState.CONNECTED, CallState.ENDED]
+    phases = [e.phase for e in await collect(caller_events, CallEnded, call.id) if isinstance(e, CallPhaseChanged)]
+    assert phases == [CallPhase.CALLING, CallPhase.CONNECTED, CallPhase.ENDED]
+    assert call.state is call.phase  # the deprecated alias
     stats = await call.stats()
     assert stats.packets_received > 50 and stats.packets_lost == 0, stats
 
@@ -133,7 +146,7 @@ async def test_missed_when_nobody_answers(sdk: MakeClient, uid: Any) -> None:
         async with asyncio.timeout(WAIT):
             caller_end, callee_end = await call.wait_ended(), await ringing.wait_ended()
         assert (caller_end.outcome, caller_end.reason) == ("missed", "invite-timeout")
-        assert callee_end == caller_end and ringing.state is CallState.ENDED
+        assert callee_end == caller_end and ringing.phase is CallPhase.ENDED
         await alice.close()
         await bob.close()
 
@@ -218,7 +231,7 @@ async def test_call_survives_a_signaling_drop(sdk: MakeClient, uid: Any) -> None
     assert any(isinstance(e, Connected) and e.reconnected for e in seen)
     async with asyncio.timeout(WAIT):
         await heard.wait_for(heard.duration + 1.0)  # the audio went on
-    assert call.state is CallState.CONNECTED
+    assert call.phase is CallPhase.CONNECTED
     end = await call.hangup()
     assert (end.outcome, end.reason) == ("answered", "user-hangup")
     async with asyncio.timeout(WAIT):

@@ -14,19 +14,24 @@ async def main() -> None:
 asyncio.run(main())
 ```
 
-Modules: `signaling` (the WebSocket and its reconnects), `call` (one call: state machine, aiortc, explicit
+Modules: `signaling` (the WebSocket and its reconnects), `call` (one call: phase machine, aiortc, explicit
 negotiation), `media` (sources and sinks), `client` (the composition root), `events`, `ice` (`/ice-servers` and
 the loopback setting), `quality` (audio measurements), `check` (the audio self-test), `echo` (the echo service),
 `cli` (the `call`, `answer`, `echo` and `audio-check` commands). See docs/python-client.md.
 
 Needs the `sdk` extra: `pip install 'peercall[sdk]'`.
+
+`CallState` and `CallStateChanged` are deprecated aliases of `CallPhase` and `CallPhaseChanged` (a call's phase
+is this side's view of it; its state is the server's, see docs/glossary.md), as are `Call.state` and
+`CallPhaseChanged.state` of their `phase`.
 """
 
 from . import media
-from .call import Call, CallEnd, CallEndedError, CallError, CallState, CallStats
+from .call import Call, CallEnd, CallEndedError, CallError, CallPhase, CallState, CallStats
 from .client import Client, Subscription
 from .events import (
     CallEnded,
+    CallPhaseChanged,
     CallResumed,
     CallStateChanged,
     Connected,
@@ -47,6 +52,8 @@ __all__ = [
     "CallEnded",
     "CallEndedError",
     "CallError",
+    "CallPhase",
+    "CallPhaseChanged",
     "CallResumed",
     "CallState",
     "CallStateChanged",

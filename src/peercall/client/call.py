@@ -1,4 +1,4 @@
-"""One SDK call: its state machine, its aiortc peer connection and its media.
+"""One SDK call: its phase machine (this side's view of the call), its aiortc peer connection and its media.
 
 Owns the `RTCPeerConnection`, the source track and the sink, the call's timers and the order in which the peer's
 frames are handled (one at a time, from the call's own inbox). Frames go out through the `send` function it is
@@ -34,8 +34,11 @@ from .signaling import ClientError, Frame
 log = logging.getLogger("peercall.client")
 
 
-class CallState(enum.StrEnum):
-    """A call's state, in the web client's words."""
+class CallPhase(enum.StrEnum):
+    """A call's phase: this side's view of its call, in the web client's words (the JS `CallPhase`).
+
+    The server's view of a call (`ringing`, `answered`, `ended`) is its *state*; the two are different things.
+    """
 
     REQUESTING = "requesting"  # we called; the peer's devices ring
     INCOMING = "incoming"  # the peer called; we ring
@@ -44,20 +47,23 @@ class CallState(enum.StrEnum):
     ENDED = "ended"
 
 
-TRANSITIONS: dict[tuple[CallState, str], CallState] = {
-    (CallState.REQUESTING, "accepted"): CallState.CALLING,
-    (CallState.REQUESTING, "end"): CallState.ENDED,
-    (CallState.INCOMING, "accept"): CallState.CALLING,
-    (CallState.INCOMING, "end"): CallState.ENDED,
-    (CallState.CALLING, "connected"): CallState.CONNECTED,
-    (CallState.CALLING, "end"): CallState.ENDED,
-    (CallState.CONNECTED, "end"): CallState.ENDED,
+CallState = CallPhase
+"""Deprecated alias of `CallPhase`, its name before the glossary (docs/glossary.md): use `CallPhase`."""
+
+TRANSITIONS: dict[tuple[CallPhase, str], CallPhase] = {
+    (CallPhase.REQUESTING, "accepted"): CallPhase.CALLING,
+    (CallPhase.REQUESTING, "end"): CallPhase.ENDED,
+    (CallPhase.INCOMING, "accept"): CallPhase.CALLING,
+    (CallPhase.INCOMING, "end"): CallPhase.ENDED,
+    (CallPhase.CALLING, "connected"): CallPhase.CONNECTED,
+    (CallPhase.CALLING, "end"): CallPhase.ENDED,
+    (CallPhase.CONNECTED, "end"): CallPhase.ENDED,
 }
-"""The state machine as one table: (state, event) -> next state. A missing key is not allowed."""
+"""The phase machine as one table: (phase, event) -> next phase. A missing key is not allowed."""
 
 
 class CallError(ClientError):
-    """An operation that the call's state does not allow, or a call the server would not start."""
+    """An operation that the call's phase does not allow, or a call the server would not start."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,7 @@ class Call:
         call_id: str | None,
         send: Send,
         get_ice: GetIce,
-        on_change: Callable[[Call, CallState, CallState], None],
+        on_change: Callable[[Call, CallPhase, CallPhase], None],
         on_end: Callable[[Call, CallEnd], None],
         ice_loopback: bool = False,
         setup_timeout: float = 30.0,
@@ -142,7 +148,7 @@ class Call:
         self.peer = peer
         self.direction = direction
         self.polite = direction == "incoming"
-        self._state = CallState.REQUESTING if direction == "outgoing" else CallState.INCOMING
+        self._phase = CallPhase.REQUESTING if direction == "outgoing" else CallPhase.INCOMING
         self._send_frame = send
         self._get_ice = get_ice
         self._on_change = on_change
@@ -171,14 +177,19 @@ class Call:
     # ---- what the application sees ------------------------------------------------------------------------------
 
     @property
-    def state(self) -> CallState:
-        """The call's state."""
-        return self._state
+    def phase(self) -> CallPhase:
+        """The call's phase: this side's view of the call."""
+        return self._phase
+
+    @property
+    def state(self) -> CallPhase:
+        """Deprecated alias of `phase`."""
+        return self._phase
 
     @property
     def active(self) -> bool:
         """Whether the call is still going (ringing, negotiating or connected)."""
-        return self._state is not CallState.ENDED
+        return self._phase is not CallPhase.ENDED
 
     @property
     def end(self) -> CallEnd | None:
@@ -206,7 +217,7 @@ class Call:
         return "polite" if self.polite else "impolite"
 
     def __repr__(self) -> str:
-        return f"<Call {self.id} {self.direction} {self.peer} {self._state.value}>"
+        return f"<Call {self.id} {self.direction} {self.peer} {self._phase.value}>"
 
     async def accept(self, audio_in: AudioIn = None, audio_out: AudioOut = None) -> None:
         """Accept a ringing incoming call: fetch the ICE servers, then send `call-accept` and wait for the offer.
@@ -219,8 +230,8 @@ class Call:
             CallError: the call is not ringing here (it was accepted, rejected or ended).
             OSError: a file cannot be opened.
         """
-        if self._state is not CallState.INCOMING:
-            raise CallError(f"cannot accept call {self.id} from {self.peer}: it is {self._state.value}")
+        if self._phase is not CallPhase.INCOMING:
+            raise CallError(f"cannot accept call {self.id} from {self.peer}: it is {self._phase.value}")
         self._attach(audio_in, audio_out)
         self._transition("accept")
         self._log("accept: fetching the ICE servers")
@@ -247,8 +258,8 @@ class Call:
         Raises:
             CallError: the call is not ringing here.
         """
-        if self._state is not CallState.INCOMING:
-            raise CallError(f"cannot reject call {self.id} from {self.peer}: it is {self._state.value}")
+        if self._phase is not CallPhase.INCOMING:
+            raise CallError(f"cannot reject call {self.id} from {self.peer}: it is {self._phase.value}")
         frame: Frame = {"type": "call-reject", "to": self.peer, "callId": self.id}
         if reason != "user-rejected":
             frame["data"] = {"reason": reason}
@@ -284,9 +295,9 @@ class Call:
             CallEndedError: the call ended first (rejected, missed, busy, failed…): `end` says how.
         """
         while True:
-            if self._state is CallState.CONNECTED:
+            if self._phase is CallPhase.CONNECTED:
                 return
-            if self._state is CallState.ENDED:
+            if self._phase is CallPhase.ENDED:
                 raise CallEndedError(self, await self._wait_end())
             self._changed.clear()
             await self._changed.wait()
@@ -522,7 +533,7 @@ class Call:
     async def _on_resumed(self, frame: Frame) -> None:
         """Our connection came back and the server handed the call back to it: take up what was lost."""
         self._log(f"resumed (the server says the call is {frame.get('state')})")
-        if self._state is CallState.REQUESTING and frame.get("state") == "answered":
+        if self._phase is CallPhase.REQUESTING and frame.get("state") == "answered":
             await self._on_accepted(frame.get("polite"))  # the call-accept was lost while we were away
             return
         if isinstance(frame.get("polite"), bool):
@@ -605,7 +616,7 @@ class Call:
 
     def _setup_timed_out(self) -> None:
         self._timer = None
-        if self._state is CallState.CALLING:
+        if self._phase is CallPhase.CALLING:
             failed = self._pc is not None and self._pc.connectionState == "failed"
             self._log(f"the audio did not connect within {self._setup_timeout:g}s: giving up")
             self._spawn(self.hangup("ice-failed" if failed else "ice-timeout"))
@@ -619,7 +630,7 @@ class Call:
             await asyncio.shield(self._teardown)
 
     def _end_now(self, reason: str) -> None:
-        """End the call here at once (state `ended`); the media stops and the peer connection closes in a task."""
+        """End the call here at once (phase `ended`); the media stops and the peer connection closes in a task."""
         if not self.active:
             return
         self._local_reason = reason
@@ -655,12 +666,12 @@ class Call:
         self._on_end(self, end)
 
     def _transition(self, event: str) -> bool:
-        previous = self._state
+        previous = self._phase
         following = TRANSITIONS.get((previous, event))
         if following is None:
             self._log(f'ignored "{event}": the call is {previous.value}')
             return False
-        self._state = following
+        self._phase = following
         self._changed.set()
         self._on_change(self, following, previous)
         return True

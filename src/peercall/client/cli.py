@@ -25,10 +25,10 @@ from typing import Any
 from aiortc import MediaStreamTrack
 
 from . import media
-from .call import Call, CallEndedError, CallError, CallState
+from .call import Call, CallEndedError, CallError, CallPhase
 from .client import Client
 from .echo import run_echo
-from .events import CallStateChanged
+from .events import CallPhaseChanged
 from .signaling import ClientError, ConnectError
 
 DEFAULT_URL = "ws://127.0.0.1:8080/ws"
@@ -112,14 +112,14 @@ def _sink(args: argparse.Namespace) -> media.Sink:
 
 
 def _follow(client: Client) -> asyncio.Task[None]:
-    """Print every state change of the client's calls."""
+    """Print every phase change of the client's calls."""
     events = client.events()
 
     async def printer() -> None:
         async with events:
             async for event in events:
-                if isinstance(event, CallStateChanged) and event.state is not CallState.ENDED:
-                    _say(f"{event.call.peer}: {event.state.value}")
+                if isinstance(event, CallPhaseChanged) and event.phase is not CallPhase.ENDED:
+                    _say(f"{event.call.peer}: {event.phase.value}")
 
     return asyncio.create_task(printer())
 

@@ -19,11 +19,11 @@ import ssl
 from typing import Any, Generic, TypeVar
 
 from ..protocol.messages import is_valid_id
-from .call import Call, CallEnd, CallError, CallState
+from .call import Call, CallEnd, CallError, CallPhase
 from .events import (
     CallEnded,
+    CallPhaseChanged,
     CallResumed,
-    CallStateChanged,
     Connected,
     Disconnected,
     Event,
@@ -262,7 +262,7 @@ class Client:
         return Subscription(self._events)
 
     def incoming(self) -> Subscription[Call]:
-        """Incoming calls, ringing (state `incoming`): `accept()` or `reject()` each.
+        """Incoming calls, ringing (phase `incoming`): `accept()` or `reject()` each.
 
         Calls that rang before the first `incoming()` subscription are delivered to it first (those still ringing).
 
@@ -344,8 +344,8 @@ class Client:
     async def _fetch_ice(self) -> IceConfig:
         return await fetch_ice_config(self.url, self.id, self.token, self._ssl)
 
-    def _call_changed(self, call: Call, state: CallState, previous: CallState) -> None:
-        self._publish(CallStateChanged(call, state, previous))
+    def _call_changed(self, call: Call, phase: CallPhase, previous: CallPhase) -> None:
+        self._publish(CallPhaseChanged(call, phase, previous))
 
     def _call_ended(self, call: Call, end: CallEnd) -> None:
         self._publish(CallEnded(call, end))
@@ -457,7 +457,7 @@ class Client:
                 # A device that reconnected while the call rings is rung again: the same call.
                 self._cancel_resume_timers()
                 return
-            if current.peer == peer and current.state is CallState.REQUESTING:
+            if current.peer == peer and current.phase is CallPhase.REQUESTING:
                 log.info("%s is calling us while we call them; waiting for the server", peer)
                 return
             log.info("busy: declined a call from %s", peer)

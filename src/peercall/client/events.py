@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from .call import Call, CallEnd, CallState
+from .call import Call, CallEnd, CallPhase
 from .signaling import SignalingState
 
 
@@ -39,18 +39,27 @@ class PresenceChanged:
 
 @dataclass(frozen=True)
 class IncomingCall:
-    """Someone calls us: `call` rings (state `incoming`) until we accept or reject it, or it ends."""
+    """Someone calls us: `call` rings (phase `incoming`) until we accept or reject it, or it ends."""
 
     call: Call
 
 
 @dataclass(frozen=True)
-class CallStateChanged:
-    """A call moved from `previous` to `state`."""
+class CallPhaseChanged:
+    """A call moved from the phase `previous` to `phase`."""
 
     call: Call
-    state: CallState
-    previous: CallState
+    phase: CallPhase
+    previous: CallPhase
+
+    @property
+    def state(self) -> CallPhase:
+        """Deprecated alias of `phase`."""
+        return self.phase
+
+
+CallStateChanged = CallPhaseChanged
+"""Deprecated alias of `CallPhaseChanged`, its name before the glossary (docs/glossary.md)."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,7 @@ Event: TypeAlias = (
     | Disconnected
     | PresenceChanged
     | IncomingCall
-    | CallStateChanged
+    | CallPhaseChanged
     | CallEnded
     | CallResumed
     | MissedCalls

@@ -9,7 +9,7 @@
  *  - round-trip time: the selected candidate pair's `currentRoundTripTime` (STUN consent checks), or else the
  *    RTCP round trip of `remote-inbound-rtp`;
  *  - jitter and packet loss: the `inbound-rtp` audio stream (`jitter`, `packetsLost`, `packetsReceived`);
- *  - a MOS estimate from those ({@link eModel});
+ *  - a MOS estimate from those (the E-model of quality.js);
  *  - the path: "direct" (peer to peer: host, srflx or prflx candidates) or "relayed" (a TURN relay on either
  *    side), from the selected pair's candidate types;
  *  - "microphone working": the outbound `media-source` audio carried sound (`totalAudioEnergy`);
@@ -19,6 +19,9 @@
  * Knows nothing of the DOM: main.js shows `view()` through ui.js.
  * @module audiocheck
  */
+
+import { CallPhase } from "./call.js";
+import { describePair, eModel, mosWord, oneWayDelayMs } from "./quality.js";
 
 /** The id the echo service answers as (`peercall echo`, `peercall serve --with-echo`). */
 export const ECHO_ID = "echo";
@@ -40,85 +43,6 @@ export const SOUND_POWER = 1e-5;
 const ONSET_FRACTION = 0.1;
 
 /**
- * Opus's packet-loss robustness factor for the E-model (ITU-T G.107 `Bpl`). G.113 lists no value for Opus;
- * codecs with good packet-loss concealment are given 10-25 (G.722 with PLC: 13-21), and browsers send Opus
- * with in-band FEC. We take 15.
- */
-export const OPUS_BPL = 15;
-/**
- * One-way delay that the codec adds (ms): a 20 ms Opus frame plus its 6.5 ms look-ahead. Capture and playout
- * buffers of the sound devices are not known to the page and not counted.
- */
-export const CODEC_DELAY_MS = 26.5;
-
-/**
- * Estimate the listening quality of a call with the ITU-T G.107 E-model, simplified for Opus:
- *
- *     R = 93.2 − Id(d) − Ie,eff(Ppl)
- *     Id = 0.024·d + 0.11·(d − 177.3)·H(d − 177.3)         d: one-way mouth-to-ear delay in ms, H: step function
- *     Ie,eff = Ie + (95 − Ie) · Ppl / (Ppl / BurstR + Bpl)  Ppl: packet loss in %, Ie = 0 (Opus: no impairment
- *                                                           of its own at voice bit rates), BurstR = 1 (random
- *                                                           loss), Bpl = {@link OPUS_BPL}
- *     MOS = 1                                   for R ≤ 0
- *         = 1 + 0.035·R + 7·10⁻⁶·R·(R − 60)·(100 − R)   for 0 < R < 100
- *         = 4.5                                 for R ≥ 100
- *
- * 93.2 is the default R with no impairment (the other G.107 factors at their defaults: no noise, no echo).
- * A perfect network gives R = 93.2 − small Id ≈ 92, MOS ≈ 4.4 ("excellent"); 1 % loss costs about 6 R;
- * beyond 177 ms one way, delay starts to hurt fast.
- *
- * @param {object} input
- * @param {number} input.delayMs d, the one-way delay in ms (see {@link oneWayDelayMs})
- * @param {number} input.lossPct Ppl, packet loss in percent (0-100)
- * @param {number} [input.bpl] packet-loss robustness (default {@link OPUS_BPL})
- * @param {number} [input.ie] equipment impairment of the codec (default 0)
- * @param {number} [input.burstR] burst ratio (1: random loss)
- * @returns {{r: number, mos: number, id: number, ieEff: number}}
- */
-export function eModel({ delayMs, lossPct, bpl = OPUS_BPL, ie = 0, burstR = 1 }) {
-  const d = Math.max(0, delayMs);
-  const ppl = Math.min(100, Math.max(0, lossPct));
-  const id = 0.024 * d + (d > 177.3 ? 0.11 * (d - 177.3) : 0);
-  const ieEff = ie + ((95 - ie) * ppl) / (ppl / burstR + bpl);
-  const r = 93.2 - id - ieEff;
-  return { r, mos: mosFromR(r), id, ieEff };
-}
-
-/**
- * The G.107 mapping from the rating R to a mean opinion score (1-4.5).
- * @param {number} r
- * @returns {number}
- */
-export function mosFromR(r) {
-  if (!(r > 0)) return 1;
-  if (r >= 100) return 4.5;
-  return Math.min(4.5, Math.max(1, 1 + 0.035 * r + 7e-6 * r * (r - 60) * (100 - r)));
-}
-
-/**
- * A word for a MOS, after the G.107 bands of R (90, 80, 70, 60 ↔ MOS 4.34, 4.03, 3.60, 3.10).
- * @param {number} mos
- * @returns {"excellent"|"good"|"fair"|"poor"|"bad"}
- */
-export function mosWord(mos) {
-  if (mos >= 4.3) return "excellent";
-  if (mos >= 4.0) return "good";
-  if (mos >= 3.6) return "fair";
-  if (mos >= 3.1) return "poor";
-  return "bad";
-}
-
-/**
- * The one-way mouth-to-ear delay the E-model wants, estimated from what the page can see: half the network
- * round trip, plus the time audio waits in our jitter buffer, plus the codec's own delay.
- * @param {{rttMs: number|null, jitterBufferMs: number|null}} measured
- * @returns {number} ms
- */
-export function oneWayDelayMs({ rttMs, jitterBufferMs }) {
-  return (rttMs ?? 0) / 2 + (jitterBufferMs ?? 0) + CODEC_DELAY_MS;
-}
-
-/**
  * One reading of the statistics that matter here.
  * @typedef {object} Sample
  * @property {number} t the report's timestamp (ms)
@@ -129,29 +53,6 @@ export function oneWayDelayMs({ rttMs, jitterBufferMs }) {
  *   the selected candidate pair
  * @property {number|null} remoteRtt `remote-inbound-rtp` roundTripTime (s)
  */
-
-/**
- * The candidate pair carrying the call (the transport's selected pair, else a nominated succeeded one), as
- * {rtt (s), local and remote candidate types, protocol}; null before any pair works.
- * @param {RTCStatsReport} stats
- * @param {any} pair the transport's selected pair, if the report named one
- */
-export function describePair(stats, pair) {
-  if (!pair) {
-    for (const r of stats.values()) {
-      if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r;
-    }
-  }
-  if (!pair) return null;
-  const local = stats.get(pair.localCandidateId);
-  const remote = stats.get(pair.remoteCandidateId);
-  return {
-    rtt: typeof pair.currentRoundTripTime === "number" ? pair.currentRoundTripTime : null,
-    local: local?.candidateType ?? null,
-    remote: remote?.candidateType ?? null,
-    protocol: local?.protocol ?? null,
-  };
-}
 
 /**
  * Read a `getStats()` report.
@@ -323,7 +224,7 @@ export class AudioCheck extends EventTarget {
     super();
     this.#call = call;
     this.#durationMs = durationMs;
-    call.addEventListener("statechange", (event) => this.#onCallState(event.detail.state));
+    call.addEventListener("phasechange", (event) => this.#onCallPhase(event.detail.phase));
   }
 
   /** The call being measured. */
@@ -359,10 +260,10 @@ export class AudioCheck extends EventTarget {
     };
   }
 
-  /** @param {string} state */
-  #onCallState(state) {
-    if (state === "connected" && this.#state === "calling") this.#startMeasuring();
-    else if (state === "ended" && this.running) this.#callEnded();
+  /** @param {CallPhase} phase */
+  #onCallPhase(phase) {
+    if (phase === CallPhase.CONNECTED && this.#state === "calling") this.#startMeasuring();
+    else if (phase === CallPhase.ENDED && this.running) this.#callEnded();
   }
 
   #startMeasuring() {

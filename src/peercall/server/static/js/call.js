@@ -1,5 +1,6 @@
 /**
- * One call with one peer: the microphone, the RTCPeerConnection and the call-control state machine.
+ * One call with one peer: the microphone, the RTCPeerConnection and the call phase machine (this side's view of
+ * the call: requesting, incoming, calling, connected, ended; the server's view is the call *state*).
  *
  * Owns the mic tracks, the peer connection and the call's timers; knows nothing of the DOM and nothing of
  * the WebSocket (frames go out through the `send` function it is given, and come in through `handle()`).
@@ -20,15 +21,18 @@
  * (`serverEnded()`: `outcome` and `endReason`).
  *
  * A server that keeps call state may assign the call id (`call-ringing`) and the roles (`polite` in
- * `call-accept`, e.g. when two people call each other at once); the call adopts both. A plain relay does
- * neither, and then the caller's own call id and the default roles hold.
+ * `call-accept`, e.g. when two people call each other at once); the call adopts both. A plain forwarding
+ * server does neither, and then the caller's own call id and the default roles hold.
  * @module call
  */
 
 import * as protocol from "./protocol.js";
 import { MessageType, Reason } from "./protocol.js";
+import { fetchIceConfig, hasTurn, iceFailureText } from "./ice.js";
+import { VOICE, openMicrophone } from "./media.js";
 
-/** @typedef {"requesting"|"incoming"|"calling"|"connected"|"ended"} CallState */
+/** @typedef {import("./ice.js").IceConfig} IceConfig */
+
 
 /**
  * Why a call ended, from this side's point of view.
@@ -38,15 +42,11 @@ import { MessageType, Reason } from "./protocol.js";
  */
 
 /**
- * What `/ice-servers` said: the servers, the transport policy, and how long TURN credentials last.
- * @typedef {object} IceConfig
- * @property {RTCIceServer[]} iceServers
- * @property {RTCIceTransportPolicy} [iceTransportPolicy] "all" or "relay"
- * @property {number} [ttl] seconds the TURN credentials are valid
+ * The call phases: this side's view of its call (the server's view, `ringing`/`answered`/`ended`, is the call
+ * state). Use these constants, never the strings.
+ * @enum {string}
  */
-
-/** Call states. */
-export const CallState = Object.freeze({
+export const CallPhase = Object.freeze({
   REQUESTING: "requesting",
   INCOMING: "incoming",
   CALLING: "calling",
@@ -55,15 +55,15 @@ export const CallState = Object.freeze({
 });
 
 /**
- * The state machine as one table: TRANSITIONS[state][event] -> next state. A missing entry is an
+ * The phase machine as one table: TRANSITIONS[phase][event] -> next phase. A missing entry is an
  * invalid transition: it is logged and ignored (a late or duplicated frame must not break a call).
  */
 const TRANSITIONS = Object.freeze({
-  requesting: { accepted: "calling", end: "ended" },
-  incoming: { accept: "calling", end: "ended" },
-  calling: { connected: "connected", end: "ended" },
-  connected: { end: "ended" },
-  ended: {},
+  [CallPhase.REQUESTING]: { accepted: CallPhase.CALLING, end: CallPhase.ENDED },
+  [CallPhase.INCOMING]: { accept: CallPhase.CALLING, end: CallPhase.ENDED },
+  [CallPhase.CALLING]: { connected: CallPhase.CONNECTED, end: CallPhase.ENDED },
+  [CallPhase.CONNECTED]: { end: CallPhase.ENDED },
+  [CallPhase.ENDED]: {},
 });
 
 /** How long a call may ring before the caller gives up (ms). */
@@ -72,11 +72,6 @@ export const RING_TIMEOUT_MS = 45_000;
 export const MEDIA_TIMEOUT_MS = 30_000;
 /** How long ICE may take to find a working candidate pair after the offer/answer, or after a restart (ms). */
 export const ICE_TIMEOUT_MS = 10_000;
-
-/** Audio constraints for a voice call. */
-export const VOICE = Object.freeze({ echoCancellation: true, noiseSuppression: true, autoGainControl: true });
-/** Audio constraints without any processing (music, measurements). */
-export const RAW = Object.freeze({ echoCancellation: false, noiseSuppression: false, autoGainControl: false });
 
 /** How a `hangup` from the other side (or the server on its behalf) ends the call, by its `reason`. */
 const HANGUP_REASONS = Object.freeze({
@@ -107,122 +102,6 @@ function remoteReason(msg) {
   return typeof reason === "string" ? reason : null;
 }
 
-/** The microphone could not be opened; `message` is a sentence for the user. */
-export class MicrophoneError extends Error {
-  /**
-   * @param {"insecure"|"denied"|"not-found"|"in-use"|"unknown"} kind
-   * @param {string} message
-   * @param {unknown} [cause]
-   */
-  constructor(kind, message, cause) {
-    super(message, { cause });
-    this.name = "MicrophoneError";
-    this.kind = kind;
-  }
-}
-
-/** Why a page over plain http (not localhost) cannot call, and what to do about it. */
-export const INSECURE_TEXT =
-  "The microphone needs a secure page (https): this page was opened over plain http from another address, so " +
-  "the browser does not allow microphone access here. Whoever runs the server can start it with " +
-  "“peercall serve --tls-self-signed”; then open the https:// address it prints.";
-
-/**
- * Open the microphone.
- * @param {MediaTrackConstraints} [audio]
- * @returns {Promise<MediaStream>}
- * @throws {MicrophoneError} with a message that says what the user can do about it
- */
-export async function openMicrophone(audio = VOICE) {
-  if (!globalThis.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
-    throw new MicrophoneError("insecure", INSECURE_TEXT);
-  }
-  try {
-    return await navigator.mediaDevices.getUserMedia({ audio, video: false });
-  } catch (err) {
-    const name = err?.name;
-    if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") {
-      throw new MicrophoneError(
-        "denied",
-        "Microphone access was denied. To call, allow the microphone for this site: click the icon at the left " +
-          "of the address bar, set Microphone to Allow, then try again.",
-        err,
-      );
-    }
-    if (name === "NotFoundError" || name === "OverconstrainedError" || name === "DevicesNotFoundError") {
-      throw new MicrophoneError(
-        "not-found",
-        "No microphone was found. Plug in a microphone or a headset (or pick another one under Microphone), " +
-          "then try again.",
-        err,
-      );
-    }
-    if (name === "NotReadableError" || name === "AbortError" || name === "TrackStartError") {
-      throw new MicrophoneError(
-        "in-use",
-        "The microphone could not be started: another application may be using it. Close other calling apps " +
-          "(or tabs) that use the microphone, then try again.",
-        err,
-      );
-    }
-    throw new MicrophoneError("unknown", `Could not open the microphone: ${err?.message ?? err}`, err);
-  }
-}
-
-/**
- * Fetch the ICE servers (STUN/TURN, with fresh TURN credentials) and the transport policy the server
- * prescribes. Call it before each call: TURN credentials expire. Never throws: on any failure the call goes
- * ahead with host candidates only, which is enough on one machine or one LAN.
- * @param {object} [options]
- * @param {string|URL} [options.url] default: `ice-servers` next to the current page
- * @param {string|null} [options.id] our id (the server names the TURN credentials after it)
- * @param {string|null} [options.token] sent as `Authorization: Bearer` (token mode)
- * @param {number} [options.timeoutMs]
- * @returns {Promise<IceConfig>}
- */
-export async function fetchIceConfig({ url = "ice-servers", id = null, token = null, timeoutMs = 5000 } = {}) {
-  try {
-    const target = new URL(url, globalThis.location?.href);
-    if (id) target.searchParams.set("id", id);
-    const response = await fetch(target, {
-      cache: "no-store",
-      headers: token ? { authorization: `Bearer ${token}` } : {},
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    const body = await response.json();
-    return {
-      iceServers: Array.isArray(body?.iceServers) ? body.iceServers : [],
-      iceTransportPolicy: body?.iceTransportPolicy === "relay" ? "relay" : "all",
-      ttl: typeof body?.ttl === "number" ? body.ttl : undefined,
-    };
-  } catch (err) {
-    console.warn("[call] could not fetch ICE servers, using none:", err);
-    return { iceServers: [], iceTransportPolicy: "all" };
-  }
-}
-
-/**
- * The ICE servers only (kept for callers of the first version).
- * @param {string|URL} [url]
- * @param {number} [timeoutMs]
- * @returns {Promise<RTCIceServer[]>}
- */
-export async function fetchIceServers(url = "ice-servers", timeoutMs = 5000) {
-  return (await fetchIceConfig({ url, timeoutMs })).iceServers;
-}
-
-/**
- * Whether any of `servers` is a TURN server (the only kind that can relay).
- * @param {RTCIceServer[]} servers
- * @returns {boolean}
- */
-export function hasTurn(servers) {
-  return servers.some((server) =>
-    [server.urls].flat().some((url) => typeof url === "string" && /^turns?:/i.test(url)),
-  );
-}
-
 /** A call could not be set up for a reason the user can act on; `message` is a sentence for them. */
 export class CallSetupError extends Error {
   /**
@@ -237,35 +116,15 @@ export class CallSetupError extends Error {
 }
 
 /**
- * A sentence that says why ICE found no path, from the candidate errors seen.
- * @param {{errorCode: number, url: string}[]} errors
- * @param {{relayOnly: boolean, relayCandidates: number}} context
- * @returns {string}
- */
-export function iceFailureText(errors, { relayOnly, relayCandidates }) {
-  const turnErrors = errors.filter((e) => /^turns?:/i.test(e.url ?? ""));
-  if (turnErrors.some((e) => e.errorCode === 401 || e.errorCode === 403)) {
-    return "Could not connect the audio: the relay server refused us (its credentials were not accepted).";
-  }
-  if (relayOnly && relayCandidates === 0 && turnErrors.length) {
-    return "Could not connect the audio: the relay server could not be reached.";
-  }
-  if (relayOnly && relayCandidates === 0) {
-    return "Could not connect the audio: the relay server gave us no address to use.";
-  }
-  return "Could not connect the audio: no network path between you and the other side was found.";
-}
-
-/**
  * A call with one peer.
  *
- * Events: `statechange` ({state, previous, reason?, remoteReason?}), `track` ({stream}: the peer's audio),
+ * Events: `phasechange` ({phase, previous, reason?, remoteReason?}), `track` ({stream}: the peer's audio),
  * `connectionstatechange` ({connectionState}), `mutechange` ({muted}), `path` ({local, remote, protocol}:
  * the candidate types of the selected pair, once connected), `localtrack` ({track, stream}: the microphone
  * was opened, or switched to another one).
  */
 export class Call extends EventTarget {
-  /** @type {CallState} */ #state;
+  /** @type {CallPhase} */ #phase;
   /** @type {EndReason|null} */ #reason = null;
   /** @type {string|null} */ #remoteReason = null;
   /** @type {RTCPeerConnection|null} */ #pc = null;
@@ -335,20 +194,20 @@ export class Call extends EventTarget {
     this.#relayOnly = Boolean(relayOnly);
     this.#ringTimeoutMs = ringTimeoutMs;
     this.#iceTimeoutMs = iceTimeoutMs;
-    this.#state = direction === "outgoing" ? CallState.REQUESTING : CallState.INCOMING;
+    this.#phase = direction === "outgoing" ? CallPhase.REQUESTING : CallPhase.INCOMING;
     /** performance.now() of each milestone, for logs and measurements. */
     this.timeline = { created: performance.now() };
     /** How many times the microphone was switched during the call ({@link Call#switchMicrophone}). */
     this.micSwitches = 0;
   }
 
-  /** @returns {CallState} */
-  get state() {
-    return this.#state;
+  /** This side's view of the call. @returns {CallPhase} */
+  get phase() {
+    return this.#phase;
   }
   /** Whether the call is still going (ringing, negotiating or connected). */
   get active() {
-    return this.#state !== CallState.ENDED;
+    return this.#phase !== CallPhase.ENDED;
   }
   /** @returns {EndReason|null} why the call ended (null while active) */
   get reason() {
@@ -381,7 +240,7 @@ export class Call extends EventTarget {
   get detail() {
     return this.#detail;
   }
-  /** The server's `call-ended` outcome ("answered", "missed"…), or null (not ended, or a plain relay). */
+  /** The server's `call-ended` outcome ("answered", "missed"…), or null (not ended, or a plain forwarding server). */
   get outcome() {
     return this.#outcome;
   }
@@ -487,7 +346,7 @@ export class Call extends EventTarget {
    * @param {string} [reason] sent to the caller (default "user-rejected")
    */
   reject(reason = Reason.USER_REJECTED) {
-    if (this.#state !== CallState.INCOMING) return;
+    if (this.#phase !== CallPhase.INCOMING) return;
     this.#sendMsg(protocol.callReject(this.peerId, this.callId, reason));
     this.#end("declined");
   }
@@ -499,7 +358,7 @@ export class Call extends EventTarget {
    */
   hangup(wireReason = Reason.USER_HANGUP, reason = "hangup") {
     if (!this.active) return;
-    if (this.#state === CallState.INCOMING) {
+    if (this.#phase === CallPhase.INCOMING) {
       this.reject();
       return;
     }
@@ -608,7 +467,7 @@ export class Call extends EventTarget {
   resume({ state, polite }) {
     if (!this.active) return;
     this.#log(`resumed (the server says the call is ${state})`);
-    if (this.#state === CallState.REQUESTING && state === "answered") {
+    if (this.#phase === CallPhase.REQUESTING && state === "answered") {
       // The callee accepted while we were away, and its call-accept was lost.
       this.#onAccepted({ polite });
       return;
@@ -633,18 +492,18 @@ export class Call extends EventTarget {
 
   /**
    * Use another microphone, now and for the rest of the call: open it, hand its track to the audio sender
-   * (`replaceTrack`: no renegotiation, the call goes on), then stop the old one. Also when `deviceId` names the
-   * device already in use (or the system default), so that a microphone that stopped working can be restarted.
+   * (`replaceTrack`: no renegotiation, the call goes on), then stop the old one. Also when `microphoneId` names the
+   * microphone already in use (or the system default), so that a microphone that stopped working can be restarted.
    * Keeps the mute state.
-   * @param {string|null} deviceId a `MediaDeviceInfo.deviceId`; null or "" for the system default
+   * @param {string|null} microphoneId its `MediaDeviceInfo.deviceId`; null or "" for the system default
    * @returns {Promise<MediaStreamTrack|null>} the new track, or null if the call is not using a microphone
    * @throws {MicrophoneError} if that microphone cannot be opened (the old one is kept)
    */
-  async switchMicrophone(deviceId) {
+  async switchMicrophone(microphoneId) {
     if (!this.active || !this.#local) return null;
     const audio = { ...this.#audio };
     delete audio.deviceId;
-    if (deviceId) audio.deviceId = { exact: deviceId };
+    if (microphoneId) audio.deviceId = { exact: microphoneId };
     const stream = await openMicrophone(audio);
     const [track] = stream.getAudioTracks();
     if (!this.active || !this.#local || !track) {
@@ -657,10 +516,11 @@ export class Call extends EventTarget {
     const previous = this.#local;
     this.#local = stream;
     for (const old of previous.getTracks()) old.stop();
-    if (deviceId) audio.deviceId = { ideal: deviceId };
+    if (microphoneId) audio.deviceId = { ideal: microphoneId };
     this.#audio = audio;
     this.micSwitches += 1;
-    this.#log(`microphone switched to ${track.label || deviceId || "the default"}${sender ? " (replaceTrack)" : ""}`);
+    const name = track.label || microphoneId || "the default";
+    this.#log(`microphone switched to ${name}${sender ? " (replaceTrack)" : ""}`);
     this.dispatchEvent(new CustomEvent("localtrack", { detail: { track, stream: this.#local } }));
     return track;
   }
@@ -956,13 +816,11 @@ export class Call extends EventTarget {
     if (state === "connected") {
       clearTimeout(this.#timer);
       this.#everConnected = true;
-      if (this.#state === CallState.CALLING && this.#transition("connected")) {
+      if (this.#phase === CallPhase.CALLING && this.#transition("connected")) {
         this.timeline.connected = performance.now();
         this.#log(`connected ${Math.round(this.timeline.connected - this.timeline.accepted)} ms after accept`);
       }
-      this.selectedPath().then((path) => {
-        if (path) this.dispatchEvent(new CustomEvent("path", { detail: path }));
-      });
+      this.#announcePath();
     } else if (state === "failed" && !this.#everConnected) {
       // Never connected: no candidate pair works, and a restart would find the same ones.
       this.#giveUp();
@@ -971,19 +829,25 @@ export class Call extends EventTarget {
     }
   }
 
+  /** Tell listeners which candidate pair carries the audio (`path`), once it is known. */
+  async #announcePath() {
+    const path = await this.selectedPath(); // never throws
+    if (path) this.dispatchEvent(new CustomEvent("path", { detail: path }));
+  }
+
   /**
    * @param {string} event
    * @returns {boolean} whether the transition was allowed (and made)
    */
   #transition(event) {
-    const previous = this.#state;
+    const previous = this.#phase;
     const next = TRANSITIONS[previous]?.[event];
     if (!next) {
       this.#log(`ignored "${event}": the call is ${previous}`);
       return false;
     }
-    this.#state = next;
-    this.dispatchEvent(new CustomEvent("statechange", { detail: { state: next, previous } }));
+    this.#phase = next;
+    this.dispatchEvent(new CustomEvent("phasechange", { detail: { phase: next, previous } }));
     return true;
   }
 
@@ -1000,11 +864,11 @@ export class Call extends EventTarget {
       this.#log("closed the peer connection");
     }
     this.#pendingCandidates = [];
-    const previous = this.#state;
-    this.#state = CallState.ENDED;
+    const previous = this.#phase;
+    this.#phase = CallPhase.ENDED;
     this.dispatchEvent(
-      new CustomEvent("statechange", {
-        detail: { state: CallState.ENDED, previous, reason, remoteReason: this.#remoteReason },
+      new CustomEvent("phasechange", {
+        detail: { phase: CallPhase.ENDED, previous, reason, remoteReason: this.#remoteReason },
       }),
     );
   }

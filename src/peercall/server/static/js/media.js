@@ -1,15 +1,82 @@
 /**
- * Sound in the page besides the call itself: one shared Web Audio context, level meters (an AnalyserNode on a
- * stream), the ringtone and the ringback tone (synthesised: no audio files), and the list of microphones and
- * speakers.
+ * Media devices and sound in the page: opening the microphone (and saying in words why it could not be opened),
+ * the list of microphones and speakers, one shared Web Audio context, level meters (an AnalyserNode on a
+ * stream), the ringtone and the ringback tone (synthesised: no audio files).
  *
  * Owns the AudioContext and the tones' timers; knows nothing of the DOM, the signaling or the call.
  * @module media
  */
 
+/** Audio constraints for a voice call. */
+export const VOICE = Object.freeze({ echoCancellation: true, noiseSuppression: true, autoGainControl: true });
+/** Audio constraints without any processing (music, measurements). */
+export const RAW = Object.freeze({ echoCancellation: false, noiseSuppression: false, autoGainControl: false });
+
+/** The microphone could not be opened; `message` is a sentence for the user. */
+export class MicrophoneError extends Error {
+  /**
+   * @param {"insecure"|"denied"|"not-found"|"in-use"|"unknown"} kind
+   * @param {string} message
+   * @param {unknown} [cause]
+   */
+  constructor(kind, message, cause) {
+    super(message, { cause });
+    this.name = "MicrophoneError";
+    this.kind = kind;
+  }
+}
+
+/** Why a page over plain http (not localhost) cannot call, and what to do about it. */
+export const INSECURE_TEXT =
+  "The microphone needs a secure page (https): this page was opened over plain http from another address, so " +
+  "the browser does not allow microphone access here. Whoever runs the server can start it with " +
+  "“peercall serve --tls-self-signed”; then open the https:// address it prints.";
+
+/**
+ * Open the microphone.
+ * @param {MediaTrackConstraints} [audio]
+ * @returns {Promise<MediaStream>}
+ * @throws {MicrophoneError} with a message that says what the user can do about it
+ */
+export async function openMicrophone(audio = VOICE) {
+  if (!globalThis.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
+    throw new MicrophoneError("insecure", INSECURE_TEXT);
+  }
+  try {
+    return await navigator.mediaDevices.getUserMedia({ audio, video: false });
+  } catch (err) {
+    const name = err?.name;
+    if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") {
+      throw new MicrophoneError(
+        "denied",
+        "Microphone access was denied. To call, allow the microphone for this site: click the icon at the left " +
+          "of the address bar, set Microphone to Allow, then try again.",
+        err,
+      );
+    }
+    if (name === "NotFoundError" || name === "OverconstrainedError" || name === "DevicesNotFoundError") {
+      throw new MicrophoneError(
+        "not-found",
+        "No microphone was found. Plug in a microphone or a headset (or pick another one under Microphone), " +
+          "then try again.",
+        err,
+      );
+    }
+    if (name === "NotReadableError" || name === "AbortError" || name === "TrackStartError") {
+      throw new MicrophoneError(
+        "in-use",
+        "The microphone could not be started: another application may be using it. Close other calling apps " +
+          "(or tabs) that use the microphone, then try again.",
+        err,
+      );
+    }
+    throw new MicrophoneError("unknown", `Could not open the microphone: ${err?.message ?? err}`, err);
+  }
+}
+
 /** @type {AudioContext|null} */
 let shared = null;
-/** @type {string} the output device the tones go to ("" for the system default) */
+/** @type {string} the speaker the tones play on ("" for the system default) */
 let sinkId = "";
 
 /**
@@ -42,16 +109,16 @@ export async function unlockAudio() {
 }
 
 /**
- * Send the page's own sounds (the ringtone) to this output device too, where the browser can.
- * @param {string} deviceId "" for the system default
+ * Play the page's own sounds (the ringtone) on this speaker too, where the browser can.
+ * @param {string} speakerId its `MediaDeviceInfo.deviceId`; "" for the system default
  */
-export async function setToneSink(deviceId) {
-  sinkId = deviceId ?? "";
+export async function setToneSink(speakerId) {
+  sinkId = speakerId ?? "";
   if (shared && typeof shared.setSinkId === "function") {
     try {
       await shared.setSinkId(sinkId);
     } catch (err) {
-      console.warn("[media] cannot play the ringtone on that device:", err);
+      console.warn("[media] cannot play the ringtone on that speaker:", err);
     }
   }
 }
@@ -240,23 +307,23 @@ export class Tone {
 }
 
 /**
- * A microphone or speaker the user can pick.
- * @typedef {object} DeviceChoice
- * @property {string} id its `deviceId` ("" for the system default)
+ * A microphone or speaker the user can pick (a media device).
+ * @typedef {object} MediaDeviceOption
+ * @property {string} id its `MediaDeviceInfo.deviceId` ("" for the system default)
  * @property {string} label a name for people
  */
 
 /**
  * The microphones and speakers there are. Without the microphone permission browsers give no names (and often
- * one anonymous device of each kind): those are listed as "Default microphone" / "Default speaker".
- * @returns {Promise<{inputs: DeviceChoice[], outputs: DeviceChoice[]}>}
+ * one anonymous media device of each kind): those are listed as "Default microphone" / "Default speaker".
+ * @returns {Promise<{microphones: MediaDeviceOption[], speakers: MediaDeviceOption[]}>}
  */
-export async function listDevices() {
+export async function listMediaDevices() {
   let all = [];
   try {
     all = (await navigator.mediaDevices?.enumerateDevices?.()) ?? [];
   } catch (err) {
-    console.warn("[media] cannot list the devices:", err);
+    console.warn("[media] cannot list the microphones and speakers:", err);
   }
   const pick = (kind, noun) => {
     const found = all.filter((d) => d.kind === kind && d.deviceId !== "");
@@ -268,10 +335,71 @@ export async function listDevices() {
     if (!choices.some((c) => c.id === "default")) choices.unshift({ id: "", label: `Default ${noun}` });
     return choices;
   };
-  return { inputs: pick("audioinput", "microphone"), outputs: pick("audiooutput", "speaker") };
+  return { microphones: pick("audioinput", "microphone"), speakers: pick("audiooutput", "speaker") };
 }
 
 /** Whether this browser can send a page's audio to a chosen speaker (`HTMLMediaElement.setSinkId`). */
 export function canChooseSpeaker() {
   return typeof HTMLMediaElement !== "undefined" && "setSinkId" in HTMLMediaElement.prototype;
+}
+
+/** How often the level meters of a call move (ms). */
+export const LEVELS_MS = 100;
+
+/**
+ * The levels of a call's two voices, ours (the microphone) and theirs, read every {@link LEVELS_MS} ms while
+ * there is something to measure.
+ *
+ * Events: `levels` (detail: {microphone, remote}, each 0..1).
+ */
+export class CallLevels extends EventTarget {
+  /** @type {LevelMeter|null} */ #microphone = null;
+  /** @type {LevelMeter|null} */ #remote = null;
+  #timer = 0;
+  /** The levels as last read (0..1). */
+  last = { microphone: 0, remote: 0 };
+
+  /**
+   * Measure our microphone (a new stream replaces the old one, e.g. after a switch).
+   * @param {MediaStream} stream
+   */
+  measureMicrophone(stream) {
+    this.#microphone?.close();
+    this.#microphone = new LevelMeter(stream);
+    this.#start();
+  }
+
+  /**
+   * Measure the other side's audio.
+   * @param {MediaStream} stream
+   */
+  measureRemote(stream) {
+    this.#remote?.close();
+    this.#remote = new LevelMeter(stream);
+    this.#start();
+  }
+
+  /** Stop measuring (the call ended): both levels fall to 0. */
+  stop() {
+    clearInterval(this.#timer);
+    this.#timer = 0;
+    this.#microphone?.close();
+    this.#remote?.close();
+    this.#microphone = this.#remote = null;
+    this.#report(0, 0);
+  }
+
+  #start() {
+    if (this.#timer) return;
+    this.#timer = setInterval(() => this.#report(this.#microphone?.read() ?? 0, this.#remote?.read() ?? 0), LEVELS_MS);
+  }
+
+  /**
+   * @param {number} microphone
+   * @param {number} remote
+   */
+  #report(microphone, remote) {
+    this.last = { microphone, remote };
+    this.dispatchEvent(new CustomEvent("levels", { detail: this.last }));
+  }
 }

@@ -27,7 +27,7 @@ export const MessageType = Object.freeze({
   WELCOME: "welcome",
   PRESENCE: "presence",
   ERROR: "error",
-  // sent only by servers that keep call state (a plain relay never sends them); optional for clients
+  // sent only by servers that keep call state (a plain forwarding server never sends them); optional for clients
   CALL_RINGING: "call-ringing", // {callId, to}: the server's id for the call we just requested
   CALL_ENDED: "call-ended", // {callId, outcome, reason}: the server ended a call we took part in
   CALL_RESUMED: "call-resumed", // {callId, peer, polite, state}: after a reconnect, our call is still on
@@ -38,16 +38,22 @@ export const MessageType = Object.freeze({
   CALL_SUMMARY: "call-summary", // {callId, data: {durationSec, mos, rttMs, jitterMs, lossPct, bitrateKbps, path}}
 });
 
-/** Types that the server forwards from one client to another. */
-export const ROUTED_TYPES = Object.freeze([
+/** Call control frames: they change a call's state (glossary). */
+export const CALL_CONTROL = Object.freeze([
   MessageType.CALL_REQUEST,
   MessageType.CALL_ACCEPT,
   MessageType.CALL_REJECT,
-  MessageType.OFFER,
-  MessageType.ANSWER,
-  MessageType.CANDIDATE,
   MessageType.HANGUP,
 ]);
+
+/**
+ * Negotiation frames: SDP and ICE candidates, forwarded verbatim between the two parties of an answered call
+ * (glossary). They change no state.
+ */
+export const NEGOTIATION = Object.freeze([MessageType.OFFER, MessageType.ANSWER, MessageType.CANDIDATE]);
+
+/** Types that the server forwards from one client to another: call control and negotiation frames. */
+export const ROUTED_TYPES = Object.freeze([...CALL_CONTROL, ...NEGOTIATION]);
 
 /** The `code` of an `error` frame. */
 export const ErrorCode = Object.freeze({

@@ -81,6 +81,8 @@ export class Signaling extends EventTarget {
   /** @type {Map<string, Person>} everyone else we know of, online or not */ #people = new Map();
   /** @type {string|null} whose view #people is (another name starts it over) */ #peopleOf = null;
   /** @type {object|null} the last error frame, to explain a close that follows it */ #lastError = null;
+  /** @type {string|null} why the server cannot be reached, while reconnecting */ #reconnectReason = null;
+  /** @type {number|null} Date.now() of the next attempt, while reconnecting */ #retryAt = null;
 
   /**
    * @param {object} [options]
@@ -131,6 +133,24 @@ export class Signaling extends EventTarget {
       .filter((p) => p.status !== "online")
       .sort((a, b) => (b.lastSeen ?? 0) - (a.lastSeen ?? 0) || a.id.localeCompare(b.id));
     return [...online, ...offline];
+  }
+
+  /**
+   * Whether the server keeps call state (and so resumes calls, sends `call-ended` and keeps the history): its
+   * `welcome` names a resume grace. A plain forwarding server does none of that.
+   */
+  get keepsCallState() {
+    return Boolean(this.#welcome && "resumeGrace" in this.#welcome);
+  }
+
+  /** Why the server cannot be reached, as a sentence, while reconnecting (else null). */
+  get reconnectReason() {
+    return this.#reconnectReason;
+  }
+
+  /** When the next attempt to reconnect is (Date.now()), while reconnecting (else null). */
+  get retryAt() {
+    return this.#retryAt;
   }
 
   /** Whether frames can be sent right now. */
@@ -379,6 +399,12 @@ export class Signaling extends EventTarget {
     const previous = this.#state;
     this.#state = state;
     if (previous === state && state !== "reconnecting") return;
+    if (state === "reconnecting") {
+      this.#reconnectReason = extra.reason ?? this.#reconnectReason;
+      if (extra.retryIn !== undefined) this.#retryAt = Date.now() + extra.retryIn;
+    } else {
+      this.#reconnectReason = this.#retryAt = null;
+    }
     this.dispatchEvent(new CustomEvent("statechange", { detail: { state, previous, ...extra } }));
   }
 }

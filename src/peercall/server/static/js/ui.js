@@ -6,6 +6,8 @@
  * @module ui
  */
 
+import { CallPhase } from "./call.js";
+
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
 const el = {
@@ -104,13 +106,13 @@ let lastView = null;
 
 /**
  * @typedef {object} CallView
- * @property {string} state "requesting" | "incoming" | "calling" | "connected" | "ended"
+ * @property {CallPhase} phase this side's view of the call
  * @property {string} peerId
  * @property {"outgoing"|"incoming"} direction
  * @property {string|null} [reason] why it ended
  * @property {string|null} [remoteReason] the reason the peer gave
  * @property {string|null} [detail] what the server said, when it refused the call
- * @property {string} [previous] the state before it ended
+ * @property {CallPhase} [previous] the phase before it ended
  * @property {boolean} [muted]
  * @property {{local: string, remote: string, protocol: string}|null} [path]
  * @property {number} [connectedAt] Date.now() when it connected
@@ -165,16 +167,16 @@ let lastView = null;
  * @property {CallView|null} call the current or last call
  * @property {HistoryView} [history]
  * @property {AudioCheckView} [audioCheck]
- * @property {DevicesView} [devices]
+ * @property {MediaDevicesView} [mediaDevices]
  * @property {"default"|"granted"|"denied"|"unsupported"} [notifications] the Notification permission
  */
 
 /**
  * The microphones and speakers to choose from, and the ones chosen.
- * @typedef {object} DevicesView
- * @property {import("./media.js").DeviceChoice[]} inputs
- * @property {import("./media.js").DeviceChoice[]} outputs
- * @property {string} mic the chosen microphone's id ("" for the default)
+ * @typedef {object} MediaDevicesView
+ * @property {import("./media.js").MediaDeviceOption[]} microphones
+ * @property {import("./media.js").MediaDeviceOption[]} speakers
+ * @property {string} microphone the chosen microphone's id ("" for the default)
  * @property {string} speaker the chosen speaker's id
  * @property {boolean} canChooseSpeaker
  */
@@ -186,14 +188,14 @@ let lastView = null;
  */
 export function callStatusText(call) {
   if (!call) return "No Call";
-  switch (call.state) {
-    case "requesting":
+  switch (call.phase) {
+    case CallPhase.REQUESTING:
       return "Requesting";
-    case "incoming":
+    case CallPhase.INCOMING:
       return "Incoming call";
-    case "calling":
+    case CallPhase.CALLING:
       return "Calling";
-    case "connected":
+    case CallPhase.CONNECTED:
       return "Connected";
     default:
       return endedStatusText(call);
@@ -211,7 +213,7 @@ const OUTCOME_STATUS = Object.freeze({
   failed: "Failed",
 });
 
-/** `#call-status` for an ended call without a server outcome (a plain relay, or not there yet). */
+/** `#call-status` for an ended call without a server outcome (a plain forwarding server, or not there yet). */
 const LOCAL_STATUS = Object.freeze({
   busy: "Busy",
   rejected: "Rejected",
@@ -235,7 +237,7 @@ function endedStatusText(call) {
   if (endReason === "peer-lost" || reason === "peer-offline" || reason === "signaling-lost") return "Call lost";
   if (endReason === "answered-elsewhere") return "Answered elsewhere";
   if (outcome && OUTCOME_STATUS[outcome]) return OUTCOME_STATUS[outcome];
-  if (reason === "remote-hangup" && call.previous === "incoming") return "Cancelled";
+  if (reason === "remote-hangup" && call.previous === CallPhase.INCOMING) return "Cancelled";
   return LOCAL_STATUS[reason] ?? "Call Ended";
 }
 
@@ -265,12 +267,12 @@ export function failedWords(call) {
  */
 export function endedText(call) {
   const who = call.peerId;
-  const ringing = call.previous === "requesting" || call.previous === "incoming";
+  const ringing = call.previous === CallPhase.REQUESTING || call.previous === CallPhase.INCOMING;
   switch (call.reason) {
     case "hangup":
       return ringing ? `You cancelled the call to ${who}.` : `You hung up.`;
     case "remote-hangup":
-      return call.previous === "incoming" || call.outcome === "cancelled"
+      return call.previous === CallPhase.INCOMING || call.outcome === "cancelled"
         ? `Missed call: ${who} hung up before you answered.`
         : `${who} hung up.`;
     case "rejected":
@@ -315,6 +317,27 @@ export function endedText(call) {
 }
 
 /**
+ * Why an audio check measured nothing, as a sentence.
+ * @param {CallView} call the check's call
+ * @returns {string}
+ */
+export function audioCheckFailure(call) {
+  if (call.phase !== CallPhase.ENDED) return "The audio check stopped.";
+  switch (call.reason) {
+    case "no-microphone":
+      return "Your microphone could not be opened, so there was nothing to test.";
+    case "hangup":
+      return "You ended the test call before it could measure anything.";
+    case "busy":
+      return "The echo service is busy testing someone else's audio: try again in a minute.";
+    case "unavailable":
+      return "The echo service has just gone offline.";
+    default:
+      return endedText(call) || "The test call ended before it could measure anything.";
+  }
+}
+
+/**
  * Connect the page's controls to the app.
  * @param {object} handlers
  * @param {(id: string) => void} handlers.connect
@@ -331,8 +354,8 @@ export function endedText(call) {
  * @param {() => void} handlers.moreHistory
  * @param {() => void} handlers.testAudio the user asked for an audio check
  * @param {() => void} handlers.escape Escape was pressed (decline a ringing call, hang up a call)
- * @param {(deviceId: string) => void} handlers.chooseMicrophone
- * @param {(deviceId: string) => void} handlers.chooseSpeaker
+ * @param {(microphoneId: string) => void} handlers.chooseMicrophone a `MediaDeviceInfo.deviceId`
+ * @param {(speakerId: string) => void} handlers.chooseSpeaker a `MediaDeviceInfo.deviceId`
  * @param {() => void} handlers.enableNotifications
  * @param {() => void} handlers.retryNow
  */
@@ -558,15 +581,15 @@ export function focusAccept() {
 }
 
 /**
- * Play the call on this output device.
- * @param {string} deviceId "" for the system default
+ * Play the call on this speaker.
+ * @param {string} speakerId its `MediaDeviceInfo.deviceId`; "" for the system default
  * @returns {Promise<string|null>} a sentence if it could not be done
  */
-export async function setSpeaker(deviceId) {
+export async function setSpeaker(speakerId) {
   const audio = el.remoteAudio;
   if (typeof audio.setSinkId !== "function") return "This browser always plays calls on its default speaker.";
   try {
-    if (audio.sinkId !== deviceId) await audio.setSinkId(deviceId);
+    if (audio.sinkId !== speakerId) await audio.setSinkId(speakerId);
     return null;
   } catch (err) {
     console.warn("[ui] cannot play on that speaker:", err);
@@ -583,7 +606,7 @@ export function render(view) {
   const { server, call, history, audioCheck } = view;
   const connected = server.state === "connected";
   const offline = server.state === "disconnected";
-  const active = Boolean(call && call.state !== "ended");
+  const active = Boolean(call && call.phase !== CallPhase.ENDED);
 
   el.serverStatus.textContent = {
     connected: "Connected",
@@ -605,31 +628,32 @@ export function render(view) {
   renderConnection(server, active);
   renderNotifications(view.notifications ?? "unsupported", connected);
 
-  const ringing = call?.state === "incoming";
+  const ringing = call?.phase === CallPhase.INCOMING;
   el.incoming.hidden = !ringing;
   el.incomingFrom.textContent = ringing ? call.peerId : "";
   el.accept.disabled = !ringing;
   el.reject.disabled = !ringing;
   document.body.dataset.call = ringing ? "ringing" : active ? "active" : "idle";
+  document.body.dataset.ringing = String(ringing);
   document.body.dataset.server = server.state;
 
   el.callStatus.textContent = callStatusText(call);
-  el.callStatus.dataset.state = call ? (call.state === "ended" ? endedState(call) : call.state) : "idle";
+  el.callStatus.dataset.state = call ? (call.phase === CallPhase.ENDED ? endedState(call) : call.phase) : "idle";
   el.callPeer.textContent = !call
     ? ""
     : ringing
       ? `from ${call.peerId}`
       : `${active ? "with" : "last call:"} ${call.peerId}`;
   el.hangup.disabled = !active || ringing;
-  el.hangup.textContent = call?.state === "requesting" ? "Cancel" : "Hang Up";
-  const inMedia = call?.state === "calling" || call?.state === "connected";
+  el.hangup.textContent = call?.phase === CallPhase.REQUESTING ? "Cancel" : "Hang Up";
+  const inMedia = call?.phase === CallPhase.CALLING || call?.phase === CallPhase.CONNECTED;
   el.mute.disabled = !inMedia;
   el.mute.setAttribute("aria-pressed", String(Boolean(inMedia && call.muted)));
   el.mute.textContent = inMedia && call.muted ? "Unmute" : "Mute";
   renderDetail(call);
   renderInCall(call);
   renderSummary(call);
-  if (view.devices) renderDevices(view.devices);
+  if (view.mediaDevices) renderMediaDevices(view.mediaDevices);
   if (history) renderHistory(history, canCall);
   if (audioCheck) renderAudioCheck(audioCheck);
 
@@ -641,7 +665,7 @@ export function render(view) {
       : baseTitle;
 
   if (ringing && !wasRinging) el.accept.focus(); // a call rings: Enter answers it
-  if (!ringing && wasRinging && call?.state === "calling" && !el.mute.disabled) el.mute.focus();
+  if (!ringing && wasRinging && call?.phase === CallPhase.CALLING && !el.mute.disabled) el.mute.focus();
   wasRinging = ringing;
 }
 
@@ -678,9 +702,9 @@ export function clockText(seconds) {
  */
 function renderDetail(call) {
   clearInterval(durationTimer);
-  const connected = call?.state === "connected";
+  const connected = call?.phase === CallPhase.CONNECTED;
   el.timerBox.hidden = !connected;
-  if (call?.state === "ended" && callStatusText(call) === "Failed") {
+  if (call?.phase === CallPhase.ENDED && callStatusText(call) === "Failed") {
     setPath(null);
     setText(el.callDetailText, failedWords(call));
     return;
@@ -724,9 +748,9 @@ function setPath(path) {
  * @param {CallView|null} call
  */
 function renderInCall(call) {
-  const inMedia = call?.state === "calling" || call?.state === "connected";
+  const inMedia = call?.phase === CallPhase.CALLING || call?.phase === CallPhase.CONNECTED;
   el.inCall.hidden = !inMedia;
-  el.inCall.dataset.state = call?.state ?? "idle";
+  el.inCall.dataset.state = call?.phase ?? "idle";
   if (!inMedia) {
     setLevels(0, 0);
     toggleQuality(false);
@@ -825,7 +849,7 @@ export function setLevels(mic, remote) {
  * @param {CallView|null} call
  */
 function renderSummary(call) {
-  const summary = call?.state === "ended" ? call.summary : null;
+  const summary = call?.phase === CallPhase.ENDED ? call.summary : null;
   el.callSummary.hidden = !summary;
   for (const key of ["durationSec", "mos", "level", "path"]) setData(el.callSummary, key, null);
   if (!summary) {
@@ -848,11 +872,11 @@ function renderSummary(call) {
  * @param {View} view
  */
 function renderMe({ server, me, call }) {
-  const active = Boolean(call && call.state !== "ended");
+  const active = Boolean(call && call.phase !== CallPhase.ENDED);
   const name = me ?? (el.myId.value.trim() || "You");
   const status =
     server.state === "connected"
-      ? active && call.state !== "incoming"
+      ? active && call.phase !== CallPhase.INCOMING
         ? "in-call"
         : "online"
       : server.state === "disconnected"
@@ -901,7 +925,7 @@ function personStatus(person) {
  */
 function renderPeople({ server, online, people, call }) {
   const connected = server.state === "connected";
-  const active = Boolean(call && call.state !== "ended");
+  const active = Boolean(call && call.phase !== CallPhase.ENDED);
   const canCall = connected && !active;
   // Servers without presence details only send the online list.
   const plain = (id) => ({ id, status: "online", inCall: false, lastSeen: null });
@@ -1066,18 +1090,18 @@ function renderNotifications(permission, connected) {
 
 /**
  * The microphone and speaker lists.
- * @param {DevicesView} devices
+ * @param {MediaDevicesView} mediaDevices
  */
-function renderDevices({ inputs, outputs, mic, speaker, canChooseSpeaker }) {
-  fillSelect(el.micSelect, inputs, mic);
-  fillSelect(el.speakerSelect, outputs, speaker);
+function renderMediaDevices({ microphones, speakers, microphone, speaker, canChooseSpeaker }) {
+  fillSelect(el.micSelect, microphones, microphone);
+  fillSelect(el.speakerSelect, speakers, speaker);
   el.speakerSelect.disabled = !canChooseSpeaker;
   el.speakerSelect.title = canChooseSpeaker ? "" : "This browser always plays calls on its default speaker.";
 }
 
 /**
  * @param {HTMLSelectElement} select
- * @param {import("./media.js").DeviceChoice[]} choices
+ * @param {import("./media.js").MediaDeviceOption[]} choices
  * @param {string} chosen
  */
 function fillSelect(select, choices, chosen) {

@@ -1,0 +1,200 @@
+/**
+ * Who this page is: the user's name, the token (and the user it names), this tab's device id, what the
+ * server asks of us (a token or not; relayed calls only or not), and the user's wish to hide their IP address
+ * (relayed calls only).
+ *
+ * Owns the token, the name and that wish as kept in storage, and the probe of `/ice-servers` that tells the
+ * server's mode. The token comes from the address (`#token=<jwt>`, removed from the address bar at once so that it
+ * does not stay in the browser history or get shared) or from what this tab used last. Knows nothing of the
+ * DOM, the signaling connection or the call.
+ * @module identity
+ */
+
+import { idProblem, newCallId, tokenClaims } from "./protocol.js";
+import { recall, remember } from "./storage.js";
+
+/** localStorage: the name typed last (not for pages that preset it, not in token mode). */
+const NAME_KEY = "peercall.id";
+/** sessionStorage: this tab's device id. */
+const DEVICE_KEY = "peercall.device";
+/** sessionStorage: the token this tab used last. */
+const TOKEN_KEY = "peercall.token";
+/** localStorage: "1" when the user wants relayed calls only ("Hide my IP address"). */
+const RELAY_KEY = "peercall.relayOnly";
+
+/**
+ * "open" (no token needed), "token" (a token is required), or "unknown" (not probed, or the probe failed).
+ * @typedef {"open"|"token"|"unknown"} AuthMode
+ */
+
+/**
+ * What stands in the way of connecting, or the user id to connect as.
+ * @typedef {{id: string}|{tokenProblem: string}|{idProblem: string}} SignIn
+ */
+
+/** The page's identity: name, token, device id, and the server's auth mode. */
+export class Identity {
+  /** @type {string|null} */ #token = null;
+  /** @type {AuthMode} */ #authMode = "unknown";
+  #nameIsPreset;
+
+  /**
+   * @param {object} [options]
+   * @param {boolean} [options.nameIsPreset] the page presets the name (the two-tab demo): it is not remembered
+   */
+  constructor({ nameIsPreset = false } = {}) {
+    this.#nameIsPreset = nameIsPreset;
+  }
+
+  /** The token in use, or null. */
+  get token() {
+    return this.#token;
+  }
+
+  /** @returns {AuthMode} */
+  get authMode() {
+    return this.#authMode;
+  }
+
+  /** The token to present to the server (null when the server needs none). */
+  get serverToken() {
+    return this.#authMode === "open" ? null : this.#token;
+  }
+
+  /** The user the token names (its `sub`), if the token is a valid one, else null. */
+  get tokenUser() {
+    const sub = this.#token ? tokenClaims(this.#token)?.sub : null;
+    return typeof sub === "string" && !idProblem(sub) ? sub : null;
+  }
+
+  /** The headers that authenticate an HTTP request to the server (`Authorization: Bearer`, in token mode). */
+  authHeaders() {
+    const token = this.serverToken;
+    return token ? { authorization: `Bearer ${token}` } : {};
+  }
+
+  /**
+   * The token the page starts with: from the address (then removed from it), else the one this tab used last.
+   * @returns {string|null}
+   */
+  takeInitialToken() {
+    const fragment = new URLSearchParams(location.hash.slice(1));
+    const fromUrl = fragment.get("token");
+    if (fromUrl === null) return recall(TOKEN_KEY, sessionStorage);
+    fragment.delete("token");
+    const rest = fragment.toString();
+    replaceAddress(`${location.pathname}${location.search}${rest ? `#${rest}` : ""}`);
+    const token = fromUrl.trim() || null;
+    remember(TOKEN_KEY, token, sessionStorage);
+    return token;
+  }
+
+  /**
+   * Use `text` as our token: the name becomes the token's user.
+   * @param {string|null} text
+   * @returns {string|null} a problem with the token, as a sentence, or null (then {@link tokenUser} is the name)
+   */
+  useToken(text) {
+    this.#token = text || null;
+    if (!this.#token) return null;
+    const claims = tokenClaims(this.#token);
+    if (!claims) return "That is not a token: a token is three parts separated by dots (a JWT).";
+    if (!this.tokenUser) return "The token names no valid user (its “sub”).";
+    return null;
+  }
+
+  /** The server refused the token: do not offer it again in this tab. */
+  forgetToken() {
+    remember(TOKEN_KEY, null, sessionStorage);
+  }
+
+  /** Whether the user asked for relayed calls only ("Hide my IP address") on an earlier visit. */
+  get relayOnly() {
+    return recall(RELAY_KEY, localStorage) === "1";
+  }
+
+  /**
+   * Remember whether the user wants relayed calls only.
+   * @param {boolean} relayOnly
+   */
+  rememberRelayOnly(relayOnly) {
+    remember(RELAY_KEY, relayOnly ? "1" : null, localStorage);
+  }
+
+  /** The name typed on an earlier visit, or null. */
+  savedName() {
+    return recall(NAME_KEY, localStorage);
+  }
+
+  /**
+   * The user asked to connect as `typed` (or as the token's user): who to connect as, or what is in the way.
+   * @param {string} typed the name in the form
+   * @returns {SignIn}
+   */
+  signIn(typed) {
+    const tokenProblem = this.#token ? this.useToken(this.#token) : null;
+    if (tokenProblem) return { tokenProblem };
+    if (!this.#token && this.#authMode === "token") {
+      return { tokenProblem: "This server requires a token: paste the one you were given under Advanced." };
+    }
+    const id = this.#token ? this.tokenUser : typed;
+    const problem = idProblem(id);
+    if (problem) return { idProblem: problem };
+    if (!this.#nameIsPreset && !this.#token) remember(NAME_KEY, id, localStorage);
+    if (this.#token) remember(TOKEN_KEY, this.#token, sessionStorage);
+    return { id };
+  }
+
+  /**
+   * This tab's device id: kept in sessionStorage, so a reload or a reconnect is recognised as the same device
+   * (and takes over its call), while another tab is another device.
+   * @returns {string|null} null if storage is disabled (the server then names the connection itself)
+   */
+  device() {
+    try {
+      let device = sessionStorage.getItem(DEVICE_KEY);
+      if (!device || idProblem(device)) {
+        device = `tab-${newCallId().replaceAll("-", "").slice(0, 12)}`;
+        sessionStorage.setItem(DEVICE_KEY, device);
+      }
+      return device;
+    } catch {
+      return null;
+    }
+  }
+
+  /** A server in open mode answered our `auth` frame with an error: it needs no token. */
+  serverNeedsNoToken() {
+    this.#authMode = "open";
+  }
+
+  /**
+   * Ask the server whether it wants a token (in token mode, `/ice-servers` answers 401 to a stranger), and
+   * whether it relays every call anyway.
+   * @returns {Promise<{authMode: AuthMode, relaysAll: boolean}>}
+   */
+  async probe() {
+    let relaysAll = false;
+    try {
+      const response = await fetch(new URL("ice-servers", location.href), {
+        cache: "no-store",
+        signal: AbortSignal.timeout(5000),
+      });
+      this.#authMode = response.status === 401 ? "token" : response.ok ? "open" : "unknown";
+      const body = response.ok ? await response.json() : null;
+      relaysAll = body?.iceTransportPolicy === "relay";
+    } catch {
+      this.#authMode = "unknown";
+    }
+    return { authMode: this.#authMode, relaysAll };
+  }
+}
+
+/** @param {string} url */
+function replaceAddress(url) {
+  try {
+    window.history.replaceState(window.history.state, "", url);
+  } catch (err) {
+    console.warn("[identity] could not remove the token from the address bar:", err);
+  }
+}
