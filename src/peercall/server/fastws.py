@@ -553,7 +553,13 @@ class FastConnection(WSListener):
             code = frame.get_close_code() if frame.payload_size >= 2 else None
             self._code = int(code) if code is not None else 1005  # type: ignore[call-overload]  # an IntEnum
             transport.send_close(code if code is not None else WSCloseCode.OK)
+            if self._timer is not None:  # an auth timer: nothing is to come now
+                self._timer.cancel()
+                self._timer = None
         transport.disconnect()
+        if self._timer is None and transport.underlying_transport.get_write_buffer_size():
+            # a graceful close waits for the buffer to drain: a client that stopped reading gets CLOSE_GRACE
+            self._timer = asyncio.get_running_loop().call_later(CLOSE_GRACE, transport.disconnect, False)
 
     def _protocol_error(self, code: WSCloseCode, why: str) -> None:
         number: int = code.value

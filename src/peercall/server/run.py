@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 import sys
 import time
@@ -18,7 +19,7 @@ from ..hub.router import Hub
 from ..protocol.codes import CloseCode
 from .app import _safe_url, create_app
 from .fastws import protocol_for
-from .session import Sessions
+from .session import Sessions, is_signaling_path
 
 log = logging.getLogger("peercall")
 
@@ -110,12 +111,19 @@ def banner(settings: Settings, port: int, tls_names: list[str] | None = None) ->
     return "\n".join(lines)
 
 
+_WEBSOCKET_LINE = re.compile(r'"WebSocket (\S+)"')
+
+
 class _QuietWebSocketLines(logging.Filter):
-    """Drop uvicorn's per-WebSocket lines: peercall.ws logs each connection once, with its id and outcome."""
+    """Drop uvicorn's per-WebSocket lines of `/ws` (whatever spelling of it `is_signaling_path` takes): peercall.ws
+    logs each connection once, with its id and outcome. Its lines about other paths (refused: 403) stay."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (message in ("connection open", "connection closed") or '"WebSocket /ws' in message)
+        if message in ("connection open", "connection closed"):
+            return False
+        line = _WEBSOCKET_LINE.search(message)
+        return line is None or not is_signaling_path(line.group(1))
 
 
 class JsonFormatter(logging.Formatter):

@@ -51,6 +51,7 @@ class AsgiConnection:
         "_writable",
         "_writer",
         "cid",
+        "closed_with",
         "errors",
         "id",
         "open",
@@ -69,6 +70,7 @@ class AsgiConnection:
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self.open = False  # accepted and not closing: only then may frames be sent
+        self.closed_with: int | None = None  # the code of our close, once started
         self.errors = 0
 
     async def send_text(self, text: str) -> bool:
@@ -109,6 +111,7 @@ class AsgiConnection:
         if not self.open:
             return
         self.open = False
+        self.closed_with = code
         self._closer = asyncio.ensure_future(self._close(code, reason))
 
     async def closed(self) -> None:
@@ -231,8 +234,8 @@ class AsgiTransport:
         hub, inbound = self.hub, session.inbound
         while True:
             message = await receive()
-            if message["type"] != "websocket.receive":
-                return int(message.get("code", CloseCode.NORMAL))
+            if message["type"] != "websocket.receive":  # after our close (even an aborted one), its code
+                return conn.closed_with or int(message.get("code", CloseCode.NORMAL))
             if not conn.open:  # closing: what the client sends now is not handled
                 continue
             text = message.get("text")
