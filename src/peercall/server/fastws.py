@@ -71,6 +71,13 @@ _READ_BUFFER = 2048  # picows's initial read buffer per socket (it grows for lar
 _tasks: set[asyncio.Future[None]] = set()
 
 
+class _NoMessage:
+    """What a frame that completes no message gives: a control frame, a fragment, or one that closed the socket."""
+
+
+_NO_MESSAGE = _NoMessage()
+
+
 class _Resume:
     """Await a coroutine that was started by hand (`coro.send(None)`) and suspended on `waiting`.
 
@@ -450,44 +457,21 @@ class FastConnection(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         self.active = True
         kind = frame.msg_type
-        if kind is _TEXT and frame.fin and self._fragments is None:
+        text: str | None
+        if kind is _TEXT and frame.fin and self._fragments is None:  # the common case: a whole text message
             if frame.rsv1:
                 return self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "no extension was negotiated")
             try:
                 text = frame.get_payload_as_utf8_text()
             except UnicodeDecodeError:
                 return self._protocol_error(WSCloseCode.INVALID_TEXT, "invalid UTF-8")
-            return self._message(text)
-        if kind is _CLOSE:
-            return self._close_received(transport, frame)
-        if kind is _PING or kind is _PONG:  # picows answers pings; a pong answers the Pinger's ping
-            return None
-        if frame.rsv1 or frame.rsv2 or frame.rsv3:
-            return self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "no extension was negotiated")
-        # A fragmented message (browsers do not send them, but a client may): gather its frames up to the limit.
-        if kind is _CONTINUATION:
-            if self._fragments is None:
-                return self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "continuation without a message")
-            self._fragments[1] += frame.get_payload_as_bytes()
         else:
-            if self._fragments is not None:
-                return self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "a new message inside a fragmented one")
-            self._fragments = [kind, bytearray(frame.get_payload_as_bytes())]
-        if len(self._fragments[1]) > self._picows.sessions.hard_limit:
-            return self._protocol_error(WSCloseCode.MESSAGE_TOO_BIG, "message too big")
-        if not frame.fin:
-            return None
-        kind, payload = self._fragments
-        self._fragments = None
-        if kind is _BINARY:
-            return self._message(None)
-        try:
-            return self._message(payload.decode())
-        except UnicodeDecodeError:
-            return self._protocol_error(WSCloseCode.INVALID_TEXT, "invalid UTF-8")
-
-    # ------------------------------------------------------------------------------------------ the session
-    def _message(self, text: str | None) -> None:
+            message = self._other_frame(transport, frame, kind)
+            if isinstance(message, _NoMessage):
+                return None
+            text = message
+        # A message (`text` None: a binary one). Written out here rather than in a method of its own: on the hot path
+        # (a relayed offer, answer or candidate) the session's `inbound` is the only call before the hub's.
         if not self.open:
             return None
         session = self.session
@@ -509,6 +493,43 @@ class FastConnection(WSListener):
             self._queue.append(self._hub.handle(self, text))  # type: ignore[arg-type]
         return None
 
+    def _other_frame(self, transport: WSTransport, frame: WSFrame, kind: WSMsgType) -> str | _NoMessage | None:
+        """Any frame but a whole text message: a control frame, or part of a fragmented message (browsers send
+        none, but a client may), gathered up to the hard limit. The message once it is whole (None: binary)."""
+        if kind is _CLOSE:
+            self._close_received(transport, frame)
+            return _NO_MESSAGE
+        if kind is _PING or kind is _PONG:  # picows answers pings; a pong answers the Pinger's ping
+            return _NO_MESSAGE
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "no extension was negotiated")
+            return _NO_MESSAGE
+        if kind is _CONTINUATION:
+            if self._fragments is None:
+                self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "continuation without a message")
+                return _NO_MESSAGE
+            self._fragments[1] += frame.get_payload_as_bytes()
+        else:
+            if self._fragments is not None:
+                self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "a new message inside a fragmented one")
+                return _NO_MESSAGE
+            self._fragments = [kind, bytearray(frame.get_payload_as_bytes())]
+        if len(self._fragments[1]) > self._picows.sessions.hard_limit:
+            self._protocol_error(WSCloseCode.MESSAGE_TOO_BIG, "message too big")
+            return _NO_MESSAGE
+        if not frame.fin:
+            return _NO_MESSAGE
+        kind, payload = self._fragments
+        self._fragments = None
+        if kind is _BINARY:
+            return None
+        try:
+            return str(payload.decode())
+        except UnicodeDecodeError:
+            self._protocol_error(WSCloseCode.INVALID_TEXT, "invalid UTF-8")
+            return _NO_MESSAGE
+
+    # ------------------------------------------------------------------------------------------ the session
     def _before_join(self, text: str | None) -> None:
         """A frame before the hub knows this connection: the `auth` frame, or nothing is done with it."""
         session = self.session
