@@ -20,20 +20,25 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 ## Every test, the browser ones included, inside a network namespace that has only loopback.
-test: setup
+test: setup lint
 	scripts/install-system-deps
 	$(BIN)/python bench/run.py --install-only
 	test -f bench/.work/axe/node_modules/axe-core/axe.min.js || \
 		npm install --no-audit --no-fund --prefix bench/.work/axe axe-core@4
-	$(BIN)/ruff check src tests bench
 	scripts/loopback-only $(BIN)/pytest $(PYTEST_ARGS)
 
 ## Benchmarks against the PeerJS server (15-25 minutes; see docs/benchmarks.md). Not part of `make test`.
 bench: setup
 	$(BIN)/python bench/run.py
 
+## ruff, the import contracts (pyproject.toml [tool.importlinter]) and mypy --strict on src/ (pyproject.toml [tool.mypy]).
+## All three run even when one fails, so one run shows every problem.
 lint: setup
-	$(BIN)/ruff check src tests
+	@status=0; \
+	$(BIN)/ruff check src tests bench scripts || status=1; \
+	$(BIN)/lint-imports || status=1; \
+	$(BIN)/mypy || status=1; \
+	exit $$status
 
 ## Fast inner loop: the tests that need neither a browser nor a namespace.
 unit: setup

@@ -142,6 +142,15 @@ def run_server(**env: str | None) -> Iterator[ServerProcess]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _data_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """XDG_DATA_HOME is a temporary folder: a default history (ours or a server's) never lands in the user's data."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("xdg-data")
+        patch.setenv("XDG_DATA_HOME", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def server() -> Iterator[ServerProcess]:
     """One server shared by the tests that only need routing (each uses its own unique ids)."""

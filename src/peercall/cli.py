@@ -92,7 +92,13 @@ def _add_sdk_commands(commands: Any) -> None:
     connection.add_argument(
         "--url", default=None, help="the server's WebSocket URL (default $PEERCALL_URL or ws://127.0.0.1:8080/ws)"
     )
-    connection.add_argument("--token", help="a token whose sub is our id (default $PEERCALL_TOKEN)")
+    connection.add_argument(
+        "--token",
+        help="a token whose sub is our id; visible to other users in `ps`: prefer $PEERCALL_TOKEN or --token-file",
+    )
+    connection.add_argument(
+        "--token-file", metavar="FILE", help="read the token from this file (also $PEERCALL_TOKEN_FILE)"
+    )
     connection.add_argument(
         "--ice-loopback",
         action="store_true",

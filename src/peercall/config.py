@@ -6,6 +6,8 @@ startup with a message naming the setting, never later.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -13,6 +15,33 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_STUN = "stun:stun.l.google.com:19302"
+
+OLD_HISTORY = Path("peercall.sqlite3")
+"""Where the call history was kept by default before it moved to the data folder: in the working directory."""
+
+log = logging.getLogger("peercall")
+
+
+def data_folder() -> Path:
+    """peercall's folder for what it keeps between runs: `$XDG_DATA_HOME/peercall`, else `~/.local/share/peercall`.
+
+    A relative XDG_DATA_HOME is ignored, as the XDG Base Directory specification says. The folder is not created
+    here: whoever writes into it first does (the SQLite history makes it 0700).
+    """
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "peercall"
+
+
+def default_database_url() -> str:
+    """The call history when `PEERCALL_DATABASE_URL` is not set: `history.sqlite3` in `data_folder()`.
+
+    If the working directory holds a `peercall.sqlite3` (the default before the history moved), that file is used
+    instead, so that nobody loses their history; `Settings.uses_old_history` is then true.
+    """
+    if OLD_HISTORY.is_file():
+        return f"sqlite:///{OLD_HISTORY}"
+    return f"sqlite:///{data_folder() / 'history.sqlite3'}"
 
 
 class IceServer(BaseModel):
@@ -58,6 +87,11 @@ class Settings(BaseSettings):
     """HS256 secret for tokens (`PEERCALL_AUTH_SECRET`); `peercall token` signs with it."""
     auth_public_key: Path | None = None
     """PEM file of an RS256/ES256 public key for tokens (`PEERCALL_AUTH_PUBLIC_KEY`)."""
+    auth_audience: str | None = None
+    """The `aud` a token must carry (`PEERCALL_AUTH_AUDIENCE`; an identity provider's client id). Unset: `aud` is
+    not checked."""
+    auth_issuer: str | None = None
+    """The `iss` a token must carry (`PEERCALL_AUTH_ISSUER`; an identity provider's issuer URL). Unset: not checked."""
     auth_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     """Seconds a connection has to send its `auth` frame (`PEERCALL_AUTH_TIMEOUT`)."""
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -104,9 +138,11 @@ class Settings(BaseSettings):
     resume_grace: Annotated[float, Field(ge=0, le=600)] = 20.0
     """Seconds a call waits for a party whose connection dropped to come back (`PEERCALL_RESUME_GRACE`);
     the audio is peer-to-peer and usually keeps flowing meanwhile."""
-    database_url: str = "sqlite:///peercall.sqlite3"
-    """Call history store (`PEERCALL_DATABASE_URL`): `sqlite:///path` (default, relative to the working
-    directory), `postgresql://user:password@host/db` for several nodes, or `memory://` (lost at exit)."""
+    database_url: str = Field(default_factory=default_database_url)
+    """Call history store (`PEERCALL_DATABASE_URL`): `sqlite:///relative/path` or `sqlite:////absolute/path`,
+    `postgresql://user:password@host/db` for several nodes, or `memory://` (lost at exit). Default:
+    `$XDG_DATA_HOME/peercall/history.sqlite3` (`~/.local/share/peercall/history.sqlite3`), or `peercall.sqlite3`
+    in the working directory if one is there from before (see `default_database_url`)."""
     redis_url: str | None = None
     """Several nodes (`PEERCALL_REDIS_URL=redis://host:6379/0`): nodes with the same Redis share presence,
     routing and call state, so users on any two of them can call each other. Unset: one node, all in memory."""
@@ -151,6 +187,21 @@ class Settings(BaseSettings):
         if self.ice_transport_policy == "relay" and not self.turn_urls:
             raise ValueError("ice_transport_policy=relay needs turn_urls")
         return self
+
+    @property
+    def uses_old_history(self) -> bool:
+        """No database was set and the history is the `peercall.sqlite3` found in the working directory."""
+        return "database_url" not in self.model_fields_set and self.database_url == f"sqlite:///{OLD_HISTORY}"
+
+    def log_history_choice(self) -> None:
+        """Log at INFO that the old `peercall.sqlite3` in the working directory is used, if it is."""
+        if self.uses_old_history:
+            log.info(
+                "call history: using %s in the working directory (found from before); the default is now %s: "
+                "move the file there, or set PEERCALL_DATABASE_URL, to keep one history wherever peercall starts",
+                OLD_HISTORY.resolve(),
+                data_folder() / "history.sqlite3",
+            )
 
     @property
     def tls(self) -> bool:

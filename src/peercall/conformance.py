@@ -165,12 +165,17 @@ class Context:
     async def answered(self, caller: Peer, callee: Peer) -> str:
         call_id = await self.call(caller, callee)
         await callee.send({"type": "call-accept", "to": caller.user})
-        await caller.expect("call-accept", callId=call_id, **{"from": callee.user})
+        await caller.expect("call-accept", callId=call_id, **sent_by(callee.user))
         return call_id
 
     def wait_limit(self, what: str, seconds: float) -> None:
         if seconds > self.max_wait:
             raise Skip(f"the server's {what} is {seconds:g}s (> --max-wait {self.max_wait:g}s)")
+
+
+def sent_by(user: str) -> dict[str, Any]:
+    """The `from` field to expect (a Python keyword, so it cannot be written as `from=user`)."""
+    return {"from": user}
 
 
 def check(condition: bool, message: str) -> None:
@@ -246,7 +251,7 @@ async def answered_then_hangup(ctx: Context) -> None:
     await alice.send({"type": "hangup", "to": bob.user})
     await ended(alice, call_id, "answered", "user-hangup")
     await ended(bob, call_id, "answered", "user-hangup")
-    await bob.expect("hangup", callId=call_id, **{"from": alice.user})
+    await bob.expect("hangup", callId=call_id, **sent_by(alice.user))
 
 
 @scenario
@@ -256,7 +261,7 @@ async def rejected(ctx: Context) -> None:
     call_id = await ctx.call(alice, bob)
     await bob.send({"type": "call-reject", "to": alice.user})
     await ended(alice, call_id, "rejected", "user-rejected")
-    await alice.expect("call-reject", callId=call_id, **{"from": bob.user})
+    await alice.expect("call-reject", callId=call_id, **sent_by(bob.user))
     await ended(bob, call_id, "rejected")
 
 

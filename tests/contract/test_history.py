@@ -402,6 +402,17 @@ async def test_sqlite_creates_the_missing_parent_directory(tmp_path: Path) -> No
     assert path.is_file()
 
 
+async def test_sqlite_makes_a_new_folder_private(tmp_path: Path) -> None:
+    """The folder open() creates for a SQLite file is readable by its user only (0700): the history is private."""
+    path = tmp_path / "data" / "peercall" / "history.sqlite3"
+    store = open_history(f"sqlite:///{path}")
+
+    await store.open()
+    await store.close()
+
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+
+
 async def test_sqlite_file_is_switched_to_wal(tmp_path: Path) -> None:
     """open() puts a SQLite file in write-ahead-log mode, so readers elsewhere don't block writes."""
     path = tmp_path / "history.sqlite3"

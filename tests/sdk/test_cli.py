@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from peercall.client import media, quality
 from tests.conftest import ServerProcess
 
@@ -72,3 +74,48 @@ async def test_call_and_answer_commands(server: ServerProcess, uid: Any, tmp_pat
         tail = samples[-rate // 2 :]
         assert abs(quality.dominant_frequency(tail, rate) - frequency) < 5, name
         assert quality.rms(tail) > 1000, name
+
+
+def test_the_token_comes_from_a_file_or_the_environment(tmp_path: Path, monkeypatch: Any) -> None:
+    """A token can be kept out of `ps`: `--token-file` and `$PEERCALL_TOKEN_FILE` are read (trimmed); an option
+    wins over the environment; an unreadable or empty file is a clear error."""
+    import argparse
+
+    from peercall.client.cli import token
+
+    def args(**kw: Any) -> argparse.Namespace:
+        return argparse.Namespace(**({"token": None, "token_file": None} | kw))
+
+    secret = tmp_path / "token"
+    secret.write_text("abc.def.ghi\n")
+    monkeypatch.delenv("PEERCALL_TOKEN", raising=False)
+    monkeypatch.delenv("PEERCALL_TOKEN_FILE", raising=False)
+    assert token(args()) is None
+    assert token(args(token_file=str(secret))) == "abc.def.ghi"
+    monkeypatch.setenv("PEERCALL_TOKEN", "from-env")
+    assert token(args()) == "from-env"
+    assert token(args(token="from-option")) == "from-option"
+    monkeypatch.setenv("PEERCALL_TOKEN_FILE", str(secret))
+    assert token(args()) == "abc.def.ghi"
+    with pytest.raises(ValueError, match=r"cannot read the token file .*missing"):
+        token(args(token_file=str(tmp_path / "missing")))
+    (tmp_path / "empty").write_text(" \n")
+    with pytest.raises(ValueError, match="is empty"):
+        token(args(token_file=str(tmp_path / "empty")))
+
+
+async def test_a_token_file_signs_in(tmp_path: Path) -> None:
+    """`peercall call --token-file` signs in to a token-mode server; a token for someone else is refused (status 2)."""
+    from peercall.auth.tokens import mint
+    from tests.conftest import run_server
+
+    secret = "s" * 32
+    with run_server(PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=secret) as guarded:
+        good, bad = tmp_path / "good", tmp_path / "bad"
+        good.write_text(mint("tokenfile-a", secret))
+        bad.write_text(mint("someone-else", secret))
+        common = ("nobody-here", "--url", guarded.ws, "--id", "tokenfile-a", "--duration", "1")
+        status, out = await peercall("call", *common, "--token-file", str(good))
+        assert "tokenfile-a connected" in guarded.log(), (status, out, guarded.log())
+        status, out = await peercall("call", *common, "--token-file", str(bad))
+        assert status == 2, out

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jwt
 
 from ..errors import PeercallError
 from ..protocol.messages import is_valid_id
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 
 class AuthError(PeercallError):
@@ -16,11 +20,19 @@ class AuthError(PeercallError):
 
 
 class TokenVerifier:
-    """Checks tokens: signature, `exp` (required), `nbf` and `iat` when present, and a well-formed `sub`."""
+    """Checks tokens: signature, `exp` (required), `nbf` and `iat` when present, a well-formed `sub`, and `aud` and
+    `iss` when an audience or issuer is set (a token's `aud` is not looked at when no audience is set)."""
 
     LEEWAY = 5.0  # seconds of clock skew tolerated between the token's issuer and this server
 
-    def __init__(self, *, secret: str | None = None, public_key: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        secret: str | None = None,
+        public_key: Path | None = None,
+        audience: str | None = None,
+        issuer: str | None = None,
+    ) -> None:
         if public_key is not None:
             self._key: str | bytes = public_key.read_bytes()
             self._algorithms = ["RS256", "ES256"]
@@ -29,6 +41,20 @@ class TokenVerifier:
             self._algorithms = ["HS256"]
         else:
             raise ValueError("a token verifier needs a secret or a public key")
+        self.audience, self.issuer = audience, issuer
+        self._required = ["exp", "sub", *(["aud"] if audience else []), *(["iss"] if issuer else [])]
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> TokenVerifier | None:
+        """The verifier `settings` ask for: None in `open` mode."""
+        if settings.auth != "token":
+            return None
+        return cls(
+            secret=settings.auth_secret.get_secret_value() if settings.auth_secret else None,
+            public_key=settings.auth_public_key,
+            audience=settings.auth_audience,
+            issuer=settings.auth_issuer,
+        )
 
     def verify(self, token: str) -> str:
         """The user id the token is for.
@@ -43,7 +69,9 @@ class TokenVerifier:
                 token,
                 self._key,
                 algorithms=self._algorithms,
-                options={"require": ["exp", "sub"]},
+                options={"require": self._required, "verify_aud": self.audience is not None},
+                audience=self.audience,
+                issuer=self.issuer,
                 leeway=self.LEEWAY,
             )
         except jwt.ExpiredSignatureError:
@@ -52,6 +80,10 @@ class TokenVerifier:
             raise AuthError("the token is not valid yet") from None
         except jwt.InvalidSignatureError:
             raise AuthError("the token's signature is not valid") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError(f"the token is not for this server (its 'aud' is not {self.audience!r})") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError(f"the token was not issued by {self.issuer!r}") from None
         except jwt.MissingRequiredClaimError as exc:
             raise AuthError(f"the token has no '{exc.claim}' claim") from None
         except jwt.InvalidTokenError as exc:

@@ -19,6 +19,7 @@ import signal
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiortc import MediaStreamTrack
@@ -63,11 +64,33 @@ def _ssl(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
+def token(args: argparse.Namespace) -> str | None:
+    """The token to sign in with: `--token-file`, `--token`, `$PEERCALL_TOKEN_FILE`, `$PEERCALL_TOKEN`, in that order.
+
+    A token on the command line is visible to every user of the machine (`ps`); a file or the environment is not.
+
+    Raises:
+        ValueError: the token file cannot be read, or is empty.
+    """
+    path = getattr(args, "token_file", None)
+    text = getattr(args, "token", None)
+    if not path and not text:
+        path, text = os.environ.get("PEERCALL_TOKEN_FILE"), os.environ.get("PEERCALL_TOKEN")
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the token file {path}: {exc.strerror}") from None
+        if not text:
+            raise ValueError(f"the token file {path} is empty")
+    return text or None
+
+
 def _client(args: argparse.Namespace, user: str, **kwargs: Any) -> Client:
     return Client(
         args.url,
         user,
-        args.token or os.environ.get("PEERCALL_TOKEN") or None,
+        token(args),
         ice_loopback=True if args.ice_loopback else None,
         ssl_context=_ssl(args),
         **kwargs,
@@ -224,7 +247,7 @@ async def echo_command(args: argparse.Namespace) -> int:
     await run_echo(
         args.url,
         args.id,
-        token=args.token or os.environ.get("PEERCALL_TOKEN") or None,
+        token=token(args),
         delay=args.delay,
         max_duration=args.max_duration,
         ice_loopback=True if args.ice_loopback else None,

@@ -85,10 +85,7 @@ def create_app(settings: Settings) -> PeercallApp:
     )
     fixed_ice = [server.as_json() for server in settings.fixed_ice_servers()]
     turn_secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None
-    verifier: TokenVerifier | None = None
-    if settings.auth == "token":
-        secret = settings.auth_secret.get_secret_value() if settings.auth_secret else None
-        verifier = TokenVerifier(secret=secret, public_key=settings.auth_public_key)
+    verifier = TokenVerifier.for_settings(settings)
 
     def caller(request: Request) -> str | Response:
         """Who is asking: the token's user in token mode, else `?id=`. A Response when that is not acceptable."""

@@ -183,7 +183,7 @@ class Pinger:
             self.start()
 
 
-class _WSProtocol(WSProtocol):
+class _WSProtocol(WSProtocol):  # type: ignore[misc]  # WSProtocol is untyped (not in picows's stubs)
     """picows's protocol, plus: the frames that one read made the hub send are written when it is handled."""
 
     __slots__ = ("outbox",)

@@ -157,6 +157,7 @@ def configure_logging(level: str, fmt: str = "text") -> None:
 def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM. Returns the process exit code."""
     configure_logging(settings.log_level, settings.log_format)
+    settings.log_history_choice()
     app = create_app(settings)
     tls_names: list[str] = []
     certfile, keyfile = settings.certfile, settings.keyfile

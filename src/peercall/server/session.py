@@ -141,10 +141,7 @@ class Sessions:
         self.max_size = settings.max_message_size
         self.hard_limit = max(4 * settings.max_message_size, 1024 * 1024)
         """A frame larger than this closes its connection with 1009 (the transports' frame limit)."""
-        self.verifier: TokenVerifier | None = None
-        if settings.auth == "token":
-            secret = settings.auth_secret.get_secret_value() if settings.auth_secret else None
-            self.verifier = TokenVerifier(secret=secret, public_key=settings.auth_public_key)
+        self.verifier = TokenVerifier.for_settings(settings)
         self.per_ip: Counter[str] = Counter()
         self.per_user: Counter[str] = Counter()
         self.live: set[Session] = set()

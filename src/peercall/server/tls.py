@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -70,10 +71,12 @@ def self_signed(directory: Path) -> tuple[Path, Path, list[str]]:
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    keyfile.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    keyfile.chmod(0o600)
+    # Created with mode 0600 (no window in which another user could open it), replacing any older key.
+    keyfile.unlink(missing_ok=True)
+    fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
     certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return certfile, keyfile, names + addresses
 

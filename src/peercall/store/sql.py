@@ -192,7 +192,7 @@ class SQLHistory:
 
     async def open(self) -> None:
         if (path := self._file()) is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new folder: the history is private
         async with self._turn:
             if path is not None:
                 await self._enable_wal()
