@@ -46,6 +46,7 @@ from hypothesis import strategies as st
 
 from peercall.protocol.schema import check_server_frame
 from tests.conftest import ROOT, TIMEOUT, Client, ServerProcess, run_server
+from tests.integration.conftest import TRANSPORTS
 
 FUZZER, ALICE, BOB = "fuzzer", "alice", "bob"
 BUSY = frozenset({ALICE, BOB})  # online and in a call: a call-request to them ends `busy` at once
@@ -556,9 +557,9 @@ class Harness:
             self.loop.close()
 
 
-@pytest.fixture(scope="module")
-def harness() -> Iterator[Harness]:
-    """One server for the module, with alice and bob in a call trickling candidates, and the fuzzer online."""
+@contextlib.contextmanager
+def _harness(transport: str) -> Iterator[Harness]:
+    """A server with alice and bob in a call trickling candidates, and the fuzzer online."""
     with run_server(
         PEERCALL_RATE_LIMIT="100000",
         PEERCALL_RATE_BURST="100000",
@@ -566,6 +567,7 @@ def harness() -> Iterator[Harness]:
         PEERCALL_MAX_MESSAGE_SIZE=str(LIMIT),
         PEERCALL_LOG_LEVEL="warning",  # errors and tracebacks still show; routine lines would be thousands
         PEERCALL_ACCESS_LOG="false",
+        **TRANSPORTS[transport],
     ) as srv:
         h = Harness(srv)
         try:
@@ -573,6 +575,26 @@ def harness() -> Iterator[Harness]:
             yield h
         finally:
             h.shutdown()
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[Harness]:
+    """One server for the module (picows), with alice and bob in a call, and the fuzzer online."""
+    with _harness("picows") as h:
+        yield h
+
+
+@pytest.fixture(scope="module")
+def deflate_harness() -> Iterator[Harness]:
+    """The same on the ASGI transport (per-message deflate), for the tests of the session's frame rules."""
+    with _harness("deflate") as h:
+        yield h
+
+
+@pytest.fixture(params=list(TRANSPORTS))
+def rules_harness(request: pytest.FixtureRequest) -> Harness:
+    """`harness` and `deflate_harness` in turn: the frame rules (size, binary, hard limit) hold on both transports."""
+    return request.getfixturevalue("harness" if request.param == "picows" else "deflate_harness")  # type: ignore[no-any-return]
 
 
 # ------------------------------------------------------------------------------------------- strategies
@@ -863,8 +885,9 @@ def test_envelopes_with_wrong_fields_get_one_documented_answer_each(harness: Har
     harness.check_healthy(mark)
 
 
-def test_random_text_and_binary_frames_get_one_documented_error_each(harness: Harness) -> None:
+def test_random_text_and_binary_frames_get_one_documented_error_each(rules_harness: Harness) -> None:
     """Random unicode text, near-JSON, truncated frames and binary frames each get exactly one documented error."""
+    harness = rules_harness
     mark = harness.mark()
 
     @settings(FUZZ, max_examples=300, deadline=None)
@@ -897,8 +920,9 @@ def _sized(size: int, fill: str, shape: str) -> Frame:
     return Frame(text, answers_to_text(text))
 
 
-def test_frames_around_the_size_limit_are_routed_or_refused_as_too_large(harness: Harness) -> None:
+def test_frames_around_the_size_limit_are_routed_or_refused_as_too_large(rules_harness: Harness) -> None:
     """Frames up to the size limit get their usual answer; larger ones up to the hard limit get `too-large`."""
+    harness = rules_harness
     mark = harness.mark()
 
     @settings(FUZZ, max_examples=60, deadline=None)
@@ -921,8 +945,9 @@ def test_frames_around_the_size_limit_are_routed_or_refused_as_too_large(harness
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
-def test_a_frame_over_the_hard_limit_closes_its_connection_with_1009(harness: Harness, binary: bool) -> None:
+def test_a_frame_over_the_hard_limit_closes_its_connection_with_1009(rules_harness: Harness, binary: bool) -> None:
     """A frame above the hard limit closes its own connection with 1009, and nothing else."""
+    harness = rules_harness
     mark = harness.mark()
     frame = _sized(HARD + 1, "x", "hangup").payload
     assert isinstance(frame, str)

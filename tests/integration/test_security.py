@@ -1,4 +1,7 @@
-"""Security against a real server: tokens, origins, abuse limits, liveness, privacy, TURN credentials, TLS."""
+"""Security against a real server: tokens, origins, abuse limits, liveness, privacy, TURN credentials, TLS.
+
+The session rules (tokens, origins, rate, connection caps, slow readers, liveness) run over both transports of
+`/ws` (the `transport` fixture: picows, and the ASGI WebSocket that per-message deflate uses)."""
 
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from peercall.auth.tokens import mint
-from tests.conftest import ServerProcess, run_server
+from tests.conftest import TIMEOUT, ServerProcess, run_server
+from tests.integration.conftest import TRANSPORTS
 
 SECRET = "test-secret-with-enough-entropy-0123456789"
 CANDIDATE = {"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host", "sdpMid": "0", "sdpMLineIndex": 0}
@@ -58,8 +62,10 @@ async def refused_status(url: str, **kwargs: object) -> tuple[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def token_server() -> Iterator[ServerProcess]:
-    with run_server(PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=SECRET, PEERCALL_AUTH_TIMEOUT="0.5") as srv:
+def token_server(transport: str) -> Iterator[ServerProcess]:
+    with run_server(
+        PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=SECRET, PEERCALL_AUTH_TIMEOUT="0.5", **TRANSPORTS[transport]
+    ) as srv:
         yield srv
 
 
@@ -232,20 +238,21 @@ def test_minted_tokens_round_trip() -> None:
 # ---------------------------------------------------------------------------------------- origins, limits
 
 
-async def test_cross_site_origins_are_refused(server: ServerProcess, uid) -> None:
+async def test_cross_site_origins_are_refused(ws_server: ServerProcess, transport: str, uid) -> None:
     """A page from another site cannot open the WebSocket (403); the same origin and non-browsers can."""
+    server = ws_server
     status, body = await refused_status(f"{server.ws}?id={uid('o')}", origin="https://evil.example")
     assert status == 403 and body["error"]["code"] == "bad-origin"
     async with websockets.connect(f"{server.ws}?id={uid('o')}", origin=f"http://127.0.0.1:{server.port}") as ws:
         assert (await recv_json(ws))["type"] == "welcome"
-    with run_server(PEERCALL_ALLOWED_ORIGINS="https://app.example") as srv:
+    with run_server(PEERCALL_ALLOWED_ORIGINS="https://app.example", **TRANSPORTS[transport]) as srv:
         async with websockets.connect(f"{srv.ws}?id=ok", origin="https://app.example") as ws:
             assert (await recv_json(ws))["type"] == "welcome"
         assert (await refused_status(f"{srv.ws}?id=no", origin=f"http://127.0.0.1:{srv.port}"))[0] == 403
 
 
 @pytest.fixture(scope="module")
-def tight_server() -> Iterator[ServerProcess]:
+def tight_server(transport: str) -> Iterator[ServerProcess]:
     with run_server(
         PEERCALL_RATE_LIMIT="20",
         PEERCALL_RATE_BURST="10",
@@ -255,6 +262,7 @@ def tight_server() -> Iterator[ServerProcess]:
         PEERCALL_SEND_BUFFER="65536",
         PEERCALL_PING_INTERVAL="0.3",
         PEERCALL_PING_TIMEOUT="0.3",
+        **TRANSPORTS[transport],
     ) as srv:
         yield srv
 
@@ -317,14 +325,14 @@ def rss_kib(pid: int) -> int:
 
 
 @pytest.fixture
-def slow_reader_server() -> Iterator[ServerProcess]:
-    with run_server(PEERCALL_SEND_BUFFER="65536") as srv:
+def slow_reader_server(transport: str) -> Iterator[ServerProcess]:
+    with run_server(PEERCALL_SEND_BUFFER="65536", **TRANSPORTS[transport]) as srv:
         yield srv
 
 
 async def test_a_client_that_never_reads_is_dropped_and_harms_no_one(slow_reader_server: ServerProcess) -> None:
-    """A callee that stops reading is disconnected (4420) once its buffer overflows; memory stays bounded and
-    two other clients keep their latency meanwhile."""
+    """A callee that stops reading is disconnected (4420) once its buffer overflows, and its session ends at once
+    (it cannot read the close frame); memory stays bounded and two other clients keep their latency meanwhile."""
     tight_server = slow_reader_server
     small = socket.create_connection(("127.0.0.1", tight_server.port))
     small.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -364,11 +372,67 @@ async def test_a_client_that_never_reads_is_dropped_and_harms_no_one(slow_reader
     assert max(delays) < 0.5, delays
     assert await asyncio.to_thread(tight_server.wait_log, "reads too slowly", 10)
     assert "sleeper (c" in tight_server.log()
+    assert await asyncio.to_thread(tight_server.wait_log, "sleeper disconnected (code 4420)", TIMEOUT)
     assert "talker" in tight_server.log() and "rate" not in tight_server.log()
     grown = rss_kib(tight_server.proc.pid) - before
     assert grown < 20_000, f"server grew by {grown} KiB"
     for ws in (sender, sleeper, a, b):
         await ws.close()
+
+
+async def backlog_bytes(srv: ServerProcess) -> float:
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"{srv.http}/metrics")).text
+    return float(next(x for x in metrics.splitlines() if x.startswith("peercall_send_backlog_bytes ")).split()[1])
+
+
+async def test_closing_a_client_that_never_reads_blocks_no_one(transport: str) -> None:
+    """A connection whose reader stopped, with frames waiting for it, is closed (here: replaced by its device's new
+    connection, 4501) without the closer waiting for it: the new connection is welcomed, the old session ends
+    within a second or two, and a bystanders' call goes on meanwhile."""
+    env = {"PEERCALL_RATE_LIMIT": "100000", "PEERCALL_RATE_BURST": "100000", "PEERCALL_SEND_BUFFER": "67108864"}
+    with run_server(**env, **TRANSPORTS[transport]) as srv:
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills after a few frames
+        slow.connect(("127.0.0.1", srv.port))
+        lagger = await websockets.connect(f"{srv.ws}?id=lagger&device=d1", sock=slow, max_queue=None)
+        talker = await websockets.connect(f"{srv.ws}?id=talker")
+        b1, b2 = [await websockets.connect(f"{srv.ws}?id={name}") for name in ("b1", "b2")]
+        try:
+            for ws in (lagger, talker, b1, b2):
+                assert (await recv_json(ws))["type"] == "welcome"
+            await talker.send('{"type":"call-request","to":"lagger"}')
+            while (await recv_json(lagger))["type"] != "call-request":
+                pass
+            await lagger.send('{"type":"call-accept","to":"talker"}')
+            while (await recv_json(talker))["type"] != "call-accept":
+                pass
+            lagger.transport.pause_reading()  # from now on lagger reads nothing: its socket fills, then the server's
+            for n in range(800):  # up to 10 MB, more than the kernel buffers (tcp_wmem): some must wait in a backlog
+                data = {"candidate": f"candidate:{n} {base64.b64encode(os.urandom(9000)).decode()}"}  # deflate-proof
+                await talker.send(json.dumps({"type": "candidate", "to": "lagger", "data": data}))
+                if n % 20 == 19 and await backlog_bytes(srv) > 0:
+                    break
+            else:
+                pytest.fail("the server never held frames back for the reader that stopped")
+            started = time.monotonic()
+            async with websockets.connect(f"{srv.ws}?id=lagger&device=d1") as again:  # replaces lagger: 4501
+                assert (await recv_json(again))["type"] == "welcome"
+                await b1.send('{"type":"call-request","to":"b2"}')
+                while (await recv_json(b2))["type"] != "call-request":
+                    pass
+                await b2.send('{"type":"call-accept","to":"b1"}')
+                while (await recv_json(b1))["type"] != "call-accept":
+                    pass
+                await b1.send(json.dumps({"type": "candidate", "to": "b2", "data": CANDIDATE}))
+                while (msg := await recv_json(b2))["type"] != "candidate":
+                    pass
+                assert msg["from"] == "b1"
+                assert time.monotonic() - started < 1.0
+                assert await asyncio.to_thread(srv.wait_log, "lagger disconnected (code 4501)", TIMEOUT)
+        finally:
+            for ws in (lagger, talker, b1, b2):
+                await ws.close()
 
 
 async def test_an_idle_client_that_answers_pings_stays_connected(tight_server: ServerProcess) -> None:

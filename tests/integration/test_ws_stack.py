@@ -1,6 +1,7 @@
 """The `/ws` stack (server/fastws.py: picows inside uvicorn's HTTP protocol): HTTP and WebSocket on one port,
-upgrade edge cases answered with a clear HTTP error rather than a hang, and the framing that picows leaves to us
-(fragmented messages, close handshake, invalid UTF-8). Raw sockets where a library client would not misbehave."""
+upgrade edge cases answered with a clear HTTP error rather than a hang, which paths are `/ws` (on both transports),
+and the framing that picows leaves to us (fragmented messages, close handshake, invalid UTF-8). Raw sockets where a
+library client would not misbehave."""
 
 from __future__ import annotations
 
@@ -164,6 +165,48 @@ async def test_a_bad_upgrade_gets_an_http_error_and_the_socket_is_closed(
     assert line.split(" ")[1] == status, (why, line, body)
     if status in ("403", "426") and path.startswith("/ws"):
         assert json.loads(body)["error"]["code"] in ("bad-origin", "bad-version")
+
+
+@pytest.mark.parametrize("path", ["/%77s", "/%77%73", "//ws", "/ws/", "/./ws", "/x/../ws", "/%2Fws", "/ws?"])
+async def test_a_path_that_normalises_to_ws_reaches_ws(ws_server: ServerProcess, path: str) -> None:
+    """Percent-decoded and normalised (docs/protocol.md), these paths are `/ws`: the same session rules serve them."""
+
+    def talk() -> dict:
+        raw = Raw(ws_server)
+        try:
+            query = ("&" if "?" in path else "?") + "id=normalised"
+            return raw.upgrade(head(ws_server, path + query))
+        finally:
+            raw.close()
+
+    assert (await asyncio.to_thread(talk))["type"] == "welcome"
+    line, body = await asyncio.to_thread(refused, ws_server, head(ws_server, path, Origin="http://elsewhere.example"))
+    assert line.split(" ")[1] == "403" and json.loads(body)["error"]["code"] == "bad-origin"
+
+
+@pytest.mark.parametrize("path", ["/%2577s", "/wss", "/ws/x", "/Ws", "/w", "/ws%00", "/api/calls"])
+async def test_nothing_but_ws_is_upgraded(ws_server: ServerProcess, path: str) -> None:
+    """Any other path (one encoded twice, a longer one, another case) is refused before the upgrade."""
+    line, _ = await asyncio.to_thread(refused, ws_server, head(ws_server, f"{path}?id=elsewhere"))
+    assert line.split(" ")[1] == "403", (path, line)
+
+
+async def test_an_encoded_path_is_served_by_the_same_transport_as_ws(server: ServerProcess) -> None:
+    """With deflate off, `/%77s` and `//ws` get picows's 101 like `/ws` (not uvicorn's WebSocket stack's)."""
+
+    def names_in_101(path: str) -> list[bytes]:
+        raw = Raw(server)
+        try:
+            raw.sock.sendall(head(server, f"{path}?id=whichstack"))
+            lines = raw.response_head().split(b"\r\n")
+        finally:
+            raw.close()
+        assert lines[0].startswith(b"HTTP/1.1 101"), lines
+        return sorted(line.split(b":")[0] for line in lines[1:])
+
+    expected = await asyncio.to_thread(names_in_101, "/ws")
+    for path in ("/%77s", "//ws", "/ws/"):
+        assert await asyncio.to_thread(names_in_101, path) == expected, path
 
 
 async def test_upgrade_with_keep_alive_in_the_connection_header(server: ServerProcess) -> None:

@@ -28,31 +28,36 @@ from ..protocol.messages import is_valid_id
 from ..protocol.schema import schema
 from ..store import open_history
 from .metrics import CONTENT_TYPE, registry_for, render
-from .ws import SignalingEndpoint
+from .session import Sessions, is_signaling_path
+from .ws import AsgiTransport
 
 STATIC_DIR = Path(__file__).parent / "static"
 log = logging.getLogger("peercall.http")
 
 
 class PeercallApp:
-    """The ASGI entry: `/ws` goes straight to the signaling endpoint, everything else to Starlette.
+    """The ASGI entry: a WebSocket upgrade that `is_signaling_path` takes for `/ws` goes straight to the ASGI
+    transport (server/ws.py), any other upgrade is refused (HTTP 403), and everything else goes to Starlette.
 
-    Normally a `/ws` upgrade never gets here: uvicorn's HTTP protocol hands it to picows first (server/fastws.py).
-    This ASGI path serves `/ws` only with per-message deflate on (picows has no compression). It skips
-    Starlette's middleware stack on purpose: CORS does not apply to it, and the endpoint needs uvicorn's own
-    `send` (to see when a slow reader's socket is not writable).
+    Normally a `/ws` upgrade never gets here: uvicorn's HTTP protocol hands it to picows first (server/fastws.py),
+    after the same `is_signaling_path`. This ASGI path serves `/ws` only with per-message deflate on (picows has no
+    compression). It skips Starlette's middleware stack on purpose: CORS does not apply to it, and the transport
+    needs uvicorn's own `send` (to see when a slow reader's socket is not writable).
     """
 
-    def __init__(self, http: Starlette, ws: SignalingEndpoint) -> None:
+    def __init__(self, http: Starlette, sessions: Sessions) -> None:
         self.http = http
-        self.ws = ws
+        self.sessions = sessions
+        self.ws = AsgiTransport(sessions)
         self.state = http.state
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket" and scope["path"] == "/ws":
-            await self.ws(scope, receive, send)
-        else:
+        if scope["type"] != "websocket":
             await self.http(scope, receive, send)
+        elif is_signaling_path(scope.get("raw_path") or scope["path"].replace("%", "%25")):
+            await self.ws(scope, receive, send)
+        else:  # nothing but /ws upgrades: a close before the accept is uvicorn's HTTP 403
+            await send({"type": "websocket.close", "code": 1000})
 
 
 def create_app(settings: Settings) -> PeercallApp:
@@ -173,8 +178,8 @@ def create_app(settings: Settings) -> PeercallApp:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"error": {"code": "internal-error", "message": "internal server error"}}, status_code=500)
 
-    signaling = SignalingEndpoint(hub, settings)
-    metrics_registry = registry_for(hub, signaling)
+    sessions = Sessions(hub, settings)
+    metrics_registry = registry_for(hub, sessions)
     index_html = (STATIC_DIR / "index.html").read_text()
     demo_pages = {
         f"/caller{me}.html": demo_page(index_html, me, peer).encode() for me, peer in (("A", "B"), ("B", "A"))
@@ -230,7 +235,7 @@ def create_app(settings: Settings) -> PeercallApp:
     )
     app.state.hub = hub
     app.state.settings = settings
-    return PeercallApp(app, signaling)
+    return PeercallApp(app, sessions)
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:

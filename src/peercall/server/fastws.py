@@ -6,11 +6,14 @@ maintained, MIT) parses and builds frames in C and calls us back synchronously w
 queue per frame; measured with bench/run.py it is what lets the server keep up with the PeerJS server
 (docs/benchmarks.md has the numbers of every stack that was tried).
 
-How: uvicorn's httptools protocol (C parser) still reads every request. When it sees a WebSocket upgrade for
-`/ws`, `PeercallHttpProtocol` checks it (origin, token, limits: `SignalingEndpoint.check_upgrade`) and hands the
-socket to picows's protocol, feeding it the request it has read; everything else (HTTP routes, static files, other
-upgrades) stays uvicorn + Starlette. picows writes the 101 (or the refusal, an HTTP error with a JSON body),
-frames and unframes, and answers pings.
+How: uvicorn's httptools protocol (C parser) still reads every request. When it sees a WebSocket upgrade that
+`is_signaling_path` (server/session.py) takes for `/ws`, `PeercallHttpProtocol` has the session layer admit it
+(`PicowsTransport.upgrade`) and hands the socket to picows's protocol, feeding it the request it has read;
+everything else (HTTP routes, static files, other upgrades, which the ASGI app refuses) stays uvicorn + Starlette.
+picows writes the 101 (or the refusal, an HTTP error with a JSON body), frames and unframes, and answers pings.
+
+This is a transport: the rules of a connection (admission, rate, size, binary, first-frame auth, its log lines and
+counters) are its `Session`'s (server/session.py), which `FastConnection` asks at each step and obeys.
 
 What is written here by hand, because picows leaves it to the application or does it at a cost per socket:
 reassembling fragmented messages, answering a close frame, bounding what waits for a slow reader, writing the
@@ -25,8 +28,8 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Coroutine, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Generator, Mapping
+from typing import Any
 
 import httptools
 from picows import (
@@ -39,16 +42,11 @@ from picows import (
     WSUpgradeResponse,
     WSUpgradeResponseWithListener,
 )
-from picows.picows import WSProtocol
+from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in picows's stubs
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ..core.limits import TokenBucket
-from ..errors import ProtocolError
-from ..protocol import messages
-from ..protocol.codes import CloseCode, ErrorCode
-
-if TYPE_CHECKING:
-    from .ws import SignalingEndpoint
+from ..protocol.codes import CloseCode
+from .session import CLOSE_GRACE, CLOSE_TIMEOUT, Close, Handshake, Refused, Session, Sessions, is_signaling_path
 
 log = logging.getLogger("peercall.ws")
 
@@ -69,9 +67,15 @@ logging.getLogger("peercall.ws.picows").setLevel(logging.WARNING)  # not one lin
 
 _TEXT, _BINARY, _CONTINUATION = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION
 _CLOSE, _PING, _PONG = WSMsgType.CLOSE, WSMsgType.PING, WSMsgType.PONG
-CLOSE_TIMEOUT = 5.0  # seconds a client may take to answer our close frame before the socket is dropped
 _READ_BUFFER = 2048  # picows's initial read buffer per socket (it grows for larger frames); its minimum
 _tasks: set[asyncio.Future[None]] = set()
+
+
+class _NoMessage:
+    """What a frame that completes no message gives: a control frame, a fragment, or one that closed the socket."""
+
+
+_NO_MESSAGE = _NoMessage()
 
 
 class _Resume:
@@ -179,7 +183,7 @@ class Pinger:
             self.start()
 
 
-class _WSProtocol(WSProtocol):
+class _WSProtocol(WSProtocol):  # type: ignore[misc]  # WSProtocol is untyped (not in picows's stubs)
     """picows's protocol, plus: the frames that one read made the hub send are written when it is handled."""
 
     __slots__ = ("outbox",)
@@ -214,8 +218,43 @@ def _frame(text: str) -> bytes:
     return b"\x81\x7f" + n.to_bytes(8, "big") + data
 
 
+class PicowsTransport:
+    """The picows transport of a node: it admits upgrades through the session layer (server/session.py) and keeps
+    what its connections share: the `Outbox`, and the `Pinger` with the set of open connections it sweeps."""
+
+    def __init__(self, sessions: Sessions) -> None:
+        settings = sessions.settings
+        self.sessions = sessions
+        self.live: set[FastConnection] = set()
+        self.outbox = Outbox()
+        self.pinger = Pinger(self.live, settings.ping_interval, settings.ping_timeout)
+        self._trusted = _trusted_proxies(settings.forwarded_allow_ips)
+
+    def upgrade(self, scope: Mapping[str, Any]) -> FastConnection | WSUpgradeResponseWithListener:
+        """The listener of an upgrade to `/ws`, or the HTTP refusal to send (picows writes either)."""
+        peer = _peer(scope)
+        headers = scope.get("headers", [])
+        if self._trusted is not None and scope.get("client") and scope["client"][0] in self._trusted:
+            # What uvicorn's proxy-headers middleware does for the ASGI stack, which this socket never reaches.
+            forwarded = [v.decode("latin-1") for k, v in headers if k == b"x-forwarded-for"]
+            if forwarded:
+                host, port = self._trusted.get_trusted_client_address(", ".join(forwarded))
+                if host:
+                    peer = f"{host}:{port}"
+        version = [v for k, v in headers if k == b"sec-websocket-version"]
+        if version != [b"13"]:  # RFC 6455 4.4 (picows would also take the drafts' 7 and 8)
+            response = refusal(Refused(426, 1002, "bad-version", "only WebSocket version 13 is supported"))
+            response.response.headers["Sec-WebSocket-Version"] = "13"
+            return response
+        try:
+            session = self.sessions.admit(Handshake(scope.get("query_string", b""), headers, peer))
+        except Refused as refused:
+            return refusal(refused)
+        return FastConnection(self, session)
+
+
 class FastConnection(WSListener):
-    """One `/ws` socket: picows's listener, and the connection object the hub sees.
+    """One `/ws` socket: picows's listener, and the connection object the hub sees. Its rules are its `session`'s.
 
     Sending never waits: a frame is framed at once and written when the event loop's turn ends (`Outbox`),
     together with the others sent to this connection in that turn. While the transport is above its high-water
@@ -225,67 +264,49 @@ class FastConnection(WSListener):
 
     __slots__ = (
         "_backlog",
-        "_bucket",
         "_bytes",
         "_code",
-        "_device",
-        "_endpoint",
         "_fragments",
-        "_ip",
-        "_joined",
-        "_limited",
+        "_hub",
         "_out",
         "_outbox",
-        "_peer",
+        "_picows",
         "_queue",
-        "_started",
         "_timer",
         "_tr",
-        "_user",
         "_writable",
         "_write",
         "active",
         "cid",
         "errors",
         "id",
-        "on_drop",
         "open",
         "pinged_at",
         "quiet_since",
-        "received",
+        "session",
     )
 
-    def __init__(
-        self, endpoint: SignalingEndpoint, user: str | None, wanted: str | None, device: str | None, peer: str
-    ) -> None:
-        self._endpoint = endpoint
-        self.id = user or wanted or ""
-        self.cid = endpoint.hub.new_cid()
-        self._user = user
-        self._device = device
-        self._peer = peer
-        self._ip = peer.rsplit(":", 1)[0]
+    def __init__(self, picows: PicowsTransport, session: Session) -> None:
+        self._picows = picows
+        self._hub = picows.sessions.hub
+        self.session = session
+        self.id = session.id
+        self.cid = session.cid
         self._tr: WSTransport | None = None
         self._out: list[str] | None = None  # frames written when the loop's turn ends (Outbox)
-        self._outbox: Outbox = endpoint.outbox
+        self._outbox: Outbox = picows.outbox
         self._backlog: collections.deque[str] | None = None
         self._bytes = 0
         self._writable = True
         self._queue: collections.deque[Coroutine[Any, Any, Any]] | None = None  # not None while a coroutine runs
         self._fragments: list[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._bucket: TokenBucket | None = None
-        self._limited = 0
-        self._joined = False
         self._code: int = CloseCode.INTERNAL_ERROR
-        self._started = 0.0
         self.open = False
         self.errors = 0
-        self.received = 0
         self.active = False  # a frame came since the Pinger last looked
         self.quiet_since = 0.0
         self.pinged_at: float | None = None
-        self.on_drop: Any = endpoint._dropped
 
     # ------------------------------------------------------------------------------------------ the hub's side
     async def send_text(self, text: str) -> bool:
@@ -306,12 +327,9 @@ class FastConnection(WSListener):
             self._backlog = collections.deque()
         self._backlog.append(text)
         self._bytes += len(text)
-        if self._bytes > self._endpoint.settings.send_buffer:
-            log.warning("%s (%s): reads too slowly, %d bytes waiting; disconnecting", self.id, self.cid, self._bytes)
-            self._backlog = None
-            self._bytes = 0
-            self.close_now(CloseCode.SLOW_CONSUMER, "too slow: send buffer overflowed")
-            self.on_drop("slow-consumer")
+        if self._bytes > self.session.send_buffer:
+            waiting, self._backlog, self._bytes = self._bytes, None, 0
+            self._close_with(self.session.overflowed(waiting))
             return False
         return True
 
@@ -339,6 +357,8 @@ class FastConnection(WSListener):
         self.close_now(code, reason)
 
     def close_now(self, code: int, reason: str) -> None:
+        """Start the closing handshake without waiting: the close frame follows what is queued, and the socket is
+        dropped if the client has not read it within CLOSE_GRACE, or not answered it within CLOSE_TIMEOUT."""
         if not self.open:
             return
         self.flush()  # what is queued (say, the error that explains) goes first
@@ -351,10 +371,21 @@ class FastConnection(WSListener):
         self._backlog = None
         self._bytes = 0
         if not tr.is_close_frame_sent:  # else picows closed it already (a ping timeout, a protocol error)
-            tr.send_close(code, reason.encode()[:123])
+            tr.send_close(code, reason.encode()[:123])  # type: ignore[arg-type]  # an int is what picows takes
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, tr.disconnect)
+        self._timer = asyncio.get_running_loop().call_later(CLOSE_GRACE, self._close_stalled)
+
+    def _close_stalled(self) -> None:
+        """CLOSE_GRACE after our close frame: a socket that could not even write it (the client reads nothing) is
+        aborted, so that its session ends now; any other gets the rest of CLOSE_TIMEOUT to answer it."""
+        tr = self._tr
+        assert tr is not None
+        if tr.underlying_transport.get_write_buffer_size():
+            self._timer = None
+            tr.disconnect(False)
+        else:
+            self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT - CLOSE_GRACE, tr.disconnect)
 
     def ping(self) -> None:
         if self.open:
@@ -376,39 +407,35 @@ class FastConnection(WSListener):
 
     # ------------------------------------------------------------------------------------------ picows's side
     def on_ws_connected(self, transport: WSTransport) -> None:
-        endpoint = self._endpoint
+        picows, session = self._picows, self.session
         self._tr = transport
         for handshake in (transport.request, transport.response):  # kept by picows for the socket's life; unused
             if handshake is not None:
-                handshake.headers = None
+                handshake.headers = None  # type: ignore[assignment]
         self._write = transport.underlying_transport.write
         self.open = True
         self._code = 1006  # until a close frame says otherwise: the socket just went away
-        self._started = time.monotonic()
-        endpoint.per_ip[self._ip] += 1
-        endpoint.live.add(self)
-        self.quiet_since = self._started
-        endpoint.pinger.start()
-        if self._user is None:  # token mode without an Authorization header: the first frame must be `auth`
-            timeout = endpoint.settings.auth_timeout
-            self._timer = asyncio.get_running_loop().call_later(timeout, self._auth_timed_out, timeout)
+        session.opened(self)
+        picows.live.add(self)
+        self.quiet_since = time.monotonic()
+        picows.pinger.start()
+        if session.awaiting_auth:
+            self._timer = asyncio.get_running_loop().call_later(session.auth_timeout, self._auth_timed_out)
         else:
             self._start()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
-        endpoint = self._endpoint
         self.open = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        endpoint.live.discard(self)
-        endpoint.per_ip[self._ip] -= 1
-        if not endpoint.per_ip[self._ip]:
-            del endpoint.per_ip[self._ip]
+        self._picows.live.discard(self)
         self._backlog = self._out = None
         self._bytes = 0
-        if self._joined:
+        if self.session.joined:
             self._run(self._end())
+        else:
+            self.session.ended(self._code, self.errors)
 
     def pause_writing(self) -> None:
         self._writable = False
@@ -430,169 +457,136 @@ class FastConnection(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         self.active = True
         kind = frame.msg_type
-        if kind is _TEXT and frame.fin and self._fragments is None:
+        text: str | None
+        if kind is _TEXT and frame.fin and self._fragments is None:  # the common case: a whole text message
             if frame.rsv1:
                 return self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "no extension was negotiated")
             try:
                 text = frame.get_payload_as_utf8_text()
             except UnicodeDecodeError:
                 return self._protocol_error(WSCloseCode.INVALID_TEXT, "invalid UTF-8")
-            return self._message(text)
-        if kind is _CLOSE:
-            return self._close_received(transport, frame)
-        if kind is _PING or kind is _PONG:  # picows answers pings; a pong answers the Pinger's ping
-            return None
-        if frame.rsv1 or frame.rsv2 or frame.rsv3:
-            return self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "no extension was negotiated")
-        # A fragmented message (browsers do not send them, but a client may): gather its frames up to the limit.
-        if kind is _CONTINUATION:
-            if self._fragments is None:
-                return self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "continuation without a message")
-            self._fragments[1] += frame.get_payload_as_bytes()
         else:
-            if self._fragments is not None:
-                return self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "a new message inside a fragmented one")
-            self._fragments = [kind, bytearray(frame.get_payload_as_bytes())]
-        if len(self._fragments[1]) > self._endpoint.hard_limit:
-            return self._protocol_error(WSCloseCode.MESSAGE_TOO_BIG, "message too big")
-        if not frame.fin:
-            return None
-        kind, payload = self._fragments
-        self._fragments = None
-        if kind is _BINARY:
-            return self._message(None)
-        try:
-            return self._message(payload.decode())
-        except UnicodeDecodeError:
-            return self._protocol_error(WSCloseCode.INVALID_TEXT, "invalid UTF-8")
-
-    # ------------------------------------------------------------------------------------------ the session
-    def _message(self, text: str | None) -> None:
-        if not self.open:
-            return
-        endpoint = self._endpoint
-        if self._user is None:
-            return self._first_frame(text)
-        if not self._joined:
-            return None
-        self.received += 1
-        settings = endpoint.settings
-        if not self._bucket.take(time.monotonic()):  # type: ignore[union-attr]
-            self._limited += 1
-            if self._limited > settings.rate_burst:
-                log.warning("%s: kept sending faster than %g frames/s; disconnecting", self.id, settings.rate_limit)
-                self.close_now(CloseCode.RATE_LIMITED, "too many messages")
-                endpoint._dropped("rate-limited")
+            message = self._other_frame(transport, frame, kind)
+            if isinstance(message, _NoMessage):
                 return None
-            dropped = ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; this one was dropped")
-            return self._run(endpoint.hub.reject(self, dropped))
-        self._limited = 0
-        if text is None:
-            return self._run(
-                endpoint.hub.reject(
-                    self, ProtocolError(ErrorCode.BAD_MESSAGE, "binary frames are not supported; send JSON text")
-                )
-            )
-        limit = endpoint.max_size
-        # len() counts characters; UTF-8 needs at most 4 bytes each, so most frames skip the encode.
-        if len(text) * 4 > limit and len(text.encode()) > limit:
-            return self._run(
-                endpoint.hub.reject(
-                    self, ProtocolError(ErrorCode.TOO_LARGE, f"frame is larger than the limit of {limit} bytes")
-                )
-            )
+            text = message
+        # A message (`text` None: a binary one). Written out here rather than in a method of its own: on the hot path
+        # (a relayed offer, answer or candidate) the session's `inbound` is the only call before the hub's.
+        if not self.open:
+            return None
+        session = self.session
+        if not session.joined:
+            return self._before_join(text)
+        verdict = session.inbound(text)
+        if verdict is not None:
+            if isinstance(verdict, Close):
+                return self._close_with(verdict)
+            return self._run(self._hub.reject(self, verdict))
         if self._queue is None:  # nothing of this connection is waiting: the hub may do this frame at once
             try:
-                rest = endpoint.hub.receive(self, text)
+                rest = self._hub.receive(self, text)  # type: ignore[arg-type]  # inbound() answered a binary one
             except Exception:
                 return self._failed()
             if rest is not None:
                 self._run(rest)
         else:
-            self._queue.append(endpoint.hub.handle(self, text))
+            self._queue.append(self._hub.handle(self, text))  # type: ignore[arg-type]
+        return None
 
-    def _start(self) -> None:
-        """The user is known: check the per-user limit, then join the hub."""
-        endpoint = self._endpoint
-        user = self._user
-        assert user is not None
-        self.id = user
-        if endpoint.per_user[user] >= endpoint.settings.max_connections_per_user:
-            message = f"{user} already has {endpoint.per_user[user]} connections open"
-            log.info("refused %s from %s: %s", user, self._peer, message)
-            self.send_now(messages.error(ProtocolError(ErrorCode.RATE_LIMITED, message)))
-            self.close_now(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
-            endpoint._dropped("too-many-connections")
-            return
-        endpoint.per_user[user] += 1
-        settings = endpoint.settings
-        self._bucket = TokenBucket(settings.rate_limit, settings.rate_burst, time.monotonic())
-        self._joined = True
-        count = len(endpoint.hub) + 1
-        log.info("%s connected from %s (%s, %d connections)", user, self._peer, self._device or self.cid, count)
-        self._run(endpoint.hub.join(self, self._device))
-
-    async def _end(self) -> None:
-        endpoint = self._endpoint
-        user = self._user
+    def _other_frame(self, transport: WSTransport, frame: WSFrame, kind: WSMsgType) -> str | _NoMessage | None:
+        """Any frame but a whole text message: a control frame, or part of a fragmented message (browsers send
+        none, but a client may), gathered up to the hard limit. The message once it is whole (None: binary)."""
+        if kind is _CLOSE:
+            self._close_received(transport, frame)
+            return _NO_MESSAGE
+        if kind is _PING or kind is _PONG:  # picows answers pings; a pong answers the Pinger's ping
+            return _NO_MESSAGE
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "no extension was negotiated")
+            return _NO_MESSAGE
+        if kind is _CONTINUATION:
+            if self._fragments is None:
+                self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "continuation without a message")
+                return _NO_MESSAGE
+            self._fragments[1] += frame.get_payload_as_bytes()
+        else:
+            if self._fragments is not None:
+                self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "a new message inside a fragmented one")
+                return _NO_MESSAGE
+            self._fragments = [kind, bytearray(frame.get_payload_as_bytes())]
+        if len(self._fragments[1]) > self._picows.sessions.hard_limit:
+            self._protocol_error(WSCloseCode.MESSAGE_TOO_BIG, "message too big")
+            return _NO_MESSAGE
+        if not frame.fin:
+            return _NO_MESSAGE
+        kind, payload = self._fragments
+        self._fragments = None
+        if kind is _BINARY:
+            return None
         try:
-            await endpoint.hub.leave(self)
-        finally:
-            assert user is not None
-            endpoint.per_user[user] -= 1
-            if not endpoint.per_user[user]:
-                del endpoint.per_user[user]
-            log.info(
-                "%s disconnected (code %s) after %.1fs, %d messages%s",
-                self.id,
-                self._code,
-                time.monotonic() - self._started,
-                self.received,
-                f", {self.errors} errors" if self.errors else "",
-            )
+            return str(payload.decode())
+        except UnicodeDecodeError:
+            self._protocol_error(WSCloseCode.INVALID_TEXT, "invalid UTF-8")
+            return _NO_MESSAGE
 
-    def _first_frame(self, text: str | None) -> None:
-        """`{"type":"auth","token":…}` proves who this is (token mode without an Authorization header)."""
-        from ..auth.tokens import AuthError
-
+    # ------------------------------------------------------------------------------------------ the session
+    def _before_join(self, text: str | None) -> None:
+        """A frame before the hub knows this connection: the `auth` frame, or nothing is done with it."""
+        session = self.session
+        if not session.awaiting_auth:
+            return None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        verifier = self._endpoint.verifier
-        assert verifier is not None
-        try:
-            user = verifier.verify(_auth_token(text))
-        except (AuthError, ValueError) as exc:
-            return self._unauthorized(str(exc))
-        if self.id and self.id != user:
-            return self._unauthorized(f"the token is for {user}, not {self.id}")
-        self._user = user
-        self._start()
+        refusal = session.authenticate(text)
+        if refusal is not None:
+            return self._close_with(refusal)
+        return self._start()
 
-    def _auth_timed_out(self, timeout: float) -> None:
+    def _start(self) -> None:
+        """The user is known: join the hub, unless the session refuses (too many connections of this user)."""
+        refusal = self.session.start()
+        if refusal is not None:
+            return self._close_with(refusal)
+        self._run(self._hub.join(self, self.session.device))
+        return None
+
+    def _auth_timed_out(self) -> None:
         self._timer = None
-        if self._user is None:
-            self._unauthorized(f"no auth frame within {timeout:g}s")
+        if self.open and self.session.awaiting_auth:
+            self._close_with(self.session.auth_timed_out())
 
-    def _unauthorized(self, why: str) -> None:
-        log.info("refused a connection (%s): %s", self.cid, why)
-        self.send_now(messages.error(ProtocolError(ErrorCode.UNAUTHORIZED, why)))
-        self.close_now(CloseCode.UNAUTHORIZED, why[:120])
-        self._endpoint._dropped("unauthorized")
+    async def _end(self) -> None:
+        try:
+            await self._hub.leave(self)
+        finally:
+            self.session.ended(self._code, self.errors)
+
+    def _close_with(self, close: Close) -> None:
+        if close.frame is not None:
+            self.send_now(close.frame)
+        self.close_now(close.code, close.reason)
 
     def _close_received(self, transport: WSTransport, frame: WSFrame) -> None:
         if self.open:  # the client closes: answer with its code, as RFC 6455 asks
             self.flush()  # after what its last frames made us send (say, `call-ended` for its hangup)
             self.open = False
             code = frame.get_close_code() if frame.payload_size >= 2 else None
-            self._code = int(code) if code is not None else 1005
+            self._code = int(code) if code is not None else 1005  # type: ignore[call-overload]  # an IntEnum
             transport.send_close(code if code is not None else WSCloseCode.OK)
+            if self._timer is not None:  # an auth timer: nothing is to come now
+                self._timer.cancel()
+                self._timer = None
         transport.disconnect()
+        if self._timer is None and transport.underlying_transport.get_write_buffer_size():
+            # a graceful close waits for the buffer to drain: a client that stopped reading gets CLOSE_GRACE
+            self._timer = asyncio.get_running_loop().call_later(CLOSE_GRACE, transport.disconnect, False)
 
     def _protocol_error(self, code: WSCloseCode, why: str) -> None:
-        log.info("%s (%s): %s; closing with %d", self.id, self.cid, why, int(code))
+        number: int = code.value
+        log.info("%s (%s): %s; closing with %d", self.id, self.cid, why, number)
         self._fragments = None
-        self.close_now(int(code), why)
+        self.close_now(number, why)
 
     def _run(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run the hub's coroutines of this connection one after the other, in the order its frames came.
@@ -628,29 +622,18 @@ class FastConnection(WSListener):
             self._queue = None
 
     def _failed(self) -> None:
-        log.exception("%s: unexpected error, closing the connection", self.id)
-        self.close_now(CloseCode.INTERNAL_ERROR, "internal error")
-
-
-def _auth_token(text: str | None) -> str:
-    import json
-
-    from ..auth.tokens import AuthError
-
-    frame = json.loads(text or "null")
-    if not isinstance(frame, dict) or frame.get("type") != "auth" or not isinstance(frame.get("token"), str):
-        raise AuthError('the first frame must be {"type":"auth","token":"<token>"}')
-    return frame["token"]
+        """Called inside an `except`: the session logs the traceback, and the connection closes with 1011."""
+        self._close_with(self.session.failed())
 
 
 class PeercallHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol that gives a `/ws` upgrade to picows (see the module's docstring).
 
-    `signaling` is set on a subclass made by `protocol_for()`; other upgrades go to uvicorn's WebSocket
-    protocol and so to Starlette, as before.
+    `picows` is set on a subclass made by `protocol_for()`; other upgrades go to uvicorn's WebSocket protocol and
+    so to the ASGI app, which refuses them.
     """
 
-    signaling: SignalingEndpoint | None = None
+    picows: PicowsTransport | None = None
     _tail = b""
 
     def data_received(self, data: bytes) -> None:
@@ -673,12 +656,12 @@ class PeercallHttpProtocol(HttpToolsProtocol):
                 self._unsupported_upgrade_warning()
 
     def handle_websocket_upgrade(self) -> None:
-        signaling = self.signaling
+        picows = self.picows
         try:
             url = httptools.parse_url(self.url)
         except httptools.HttpParserInvalidURLError:
             url = None
-        if signaling is None or url is None or url.path != b"/ws":
+        if picows is None or url is None or not is_signaling_path(self.url):
             super().handle_websocket_upgrade()
             return
         self.connections.discard(self)
@@ -690,8 +673,8 @@ class PeercallHttpProtocol(HttpToolsProtocol):
                 value = b"Upgrade"
             head += [name, b": ", value, b"\r\n"]
         head.append(b"\r\n")
-        answer = signaling.check_upgrade(scope)
-        settings = signaling.settings
+        answer = picows.upgrade(scope)
+        settings = picows.sessions.settings
         protocol = _WSProtocol(
             None,
             None,
@@ -700,16 +683,16 @@ class PeercallHttpProtocol(HttpToolsProtocol):
             _PICOWS_LOG,
             True,  # disconnect on an exception in our callbacks (they catch their own; this is the last resort)
             None,  # no handshake timeout: uvicorn has read the whole request head already
-            False,  # no auto-ping task per socket: the endpoint's Pinger pings them all
+            False,  # no auto-ping task per socket: the transport's Pinger pings them all
             settings.ping_interval,
             min(settings.ping_timeout, settings.ping_interval),
             WSAutoPingStrategy.PING_WHEN_IDLE,
             True,  # answer pings
-            signaling.hard_limit,  # a larger frame closes the socket with 1009
+            picows.sessions.hard_limit,  # a larger frame closes the socket with 1009
             None,
             _READ_BUFFER,
         )
-        protocol.outbox = signaling.outbox
+        protocol.outbox = picows.outbox
         transport = self.transport
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
@@ -731,14 +714,28 @@ def _feed(protocol: _WSProtocol, data: bytes) -> None:
         view = view[n:]
 
 
-def protocol_for(signaling: SignalingEndpoint) -> type[PeercallHttpProtocol]:
+def protocol_for(sessions: Sessions) -> type[PeercallHttpProtocol]:
     """The HTTP protocol class for uvicorn's `http=`: httptools, with `/ws` on picows."""
-    return type("PeercallHttpProtocol", (PeercallHttpProtocol,), {"signaling": signaling})
+    return type("PeercallHttpProtocol", (PeercallHttpProtocol,), {"picows": PicowsTransport(sessions)})
 
 
-def refusal(status: int, code: str, message: str) -> WSUpgradeResponseWithListener:
-    import json
-
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    response = WSUpgradeResponse.create_error_response(status, body, {"Content-Type": "application/json"})
+def refusal(refused: Refused) -> WSUpgradeResponseWithListener:
+    """An upgrade turned down: the HTTP error picows writes instead of the 101, with the session's JSON body."""
+    response = WSUpgradeResponse.create_error_response(
+        refused.status, refused.body(), {"Content-Type": "application/json"}
+    )
     return WSUpgradeResponseWithListener(response, None)
+
+
+def _trusted_proxies(allowed: str) -> Any:
+    """uvicorn's own check of X-Forwarded-For (what its proxy-headers middleware does for HTTP), or None."""
+    try:
+        from uvicorn.middleware.proxy_headers import _TrustedHosts
+    except ImportError:  # pragma: no cover - an older or newer uvicorn: the socket's address is used
+        return None
+    return _TrustedHosts(allowed)
+
+
+def _peer(scope: Mapping[str, Any]) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "?"

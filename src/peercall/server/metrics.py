@@ -15,15 +15,15 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from ..hub.router import Hub
-    from .ws import SignalingEndpoint
+    from .session import Sessions
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class HubCollector(Collector):
-    def __init__(self, hub: Hub, endpoint: SignalingEndpoint) -> None:
+    def __init__(self, hub: Hub, sessions: Sessions) -> None:
         self.hub = hub
-        self.endpoint = endpoint
+        self.sessions = sessions
 
     def collect(self) -> Iterator[Metric]:
         hub, stats = self.hub, self.hub.stats
@@ -50,7 +50,7 @@ class HubCollector(Collector):
         yield GaugeMetricFamily(
             "peercall_send_backlog_bytes",
             "Bytes waiting in send backlogs of slow readers",
-            value=self.endpoint.backlog_bytes(),
+            value=self.sessions.backlog_bytes(),
         )
         for name, help_text, histogram in (
             ("peercall_call_answer_seconds", "From call-request to call-accept", stats.answer_time),
@@ -67,9 +67,9 @@ def _counter(name: str, help_text: str, label: str, values: dict[str, int]) -> C
     return family
 
 
-def registry_for(hub: Hub, endpoint: SignalingEndpoint) -> CollectorRegistry:
+def registry_for(hub: Hub, sessions: Sessions) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(HubCollector(hub, endpoint))
+    registry.register(HubCollector(hub, sessions))
     return registry
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 import sys
 import time
@@ -18,7 +19,7 @@ from ..hub.router import Hub
 from ..protocol.codes import CloseCode
 from .app import _safe_url, create_app
 from .fastws import protocol_for
-from .ws import SignalingEndpoint
+from .session import Sessions, is_signaling_path
 
 log = logging.getLogger("peercall")
 
@@ -29,7 +30,8 @@ class PeercallServer(uvicorn.Server):
     """uvicorn's server, plus: a banner once the port is bound, and 1001 to every client on shutdown.
 
     uvicorn's own shutdown closes WebSockets with 1012 (service restart) and only then tells the app; we close
-    them first ourselves, so clients see 1001 "going away" and the hub refuses new ones meanwhile.
+    them first ourselves, so clients see 1001 "going away" and the hub refuses new ones meanwhile, and wait for
+    every session to end (on either transport: uvicorn does not track picows's sockets).
     """
 
     def __init__(self, config: uvicorn.Config, settings: Settings, hub: Hub) -> None:
@@ -37,7 +39,7 @@ class PeercallServer(uvicorn.Server):
         self.settings = settings
         self.hub = hub
         self.tls_names: list[str] = []
-        self.signaling: SignalingEndpoint | None = None
+        self.sessions: Sessions | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -54,10 +56,10 @@ class PeercallServer(uvicorn.Server):
         try:
             async with asyncio.timeout(self.settings.shutdown_timeout):
                 await self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
-                signaling = self.signaling
-                if signaling is not None:  # picows sockets (server/fastws.py): uvicorn does not track them
-                    await signaling.close_all(CloseCode.GOING_AWAY, "server shutting down")
-                    while signaling.live:  # noqa: ASYNC110 - only at shutdown; an Event would cost every socket
+                sessions = self.sessions
+                if sessions is not None:  # and those still waiting for their auth frame
+                    await sessions.close_all(CloseCode.GOING_AWAY, "server shutting down")
+                    while sessions.live:  # noqa: ASYNC110 - only at shutdown; an Event would cost every socket
                         await asyncio.sleep(0.02)
         except TimeoutError:
             log.warning("some connections did not close within %.1fs", self.settings.shutdown_timeout)
@@ -109,12 +111,19 @@ def banner(settings: Settings, port: int, tls_names: list[str] | None = None) ->
     return "\n".join(lines)
 
 
+_WEBSOCKET_LINE = re.compile(r'"WebSocket (\S+)"')
+
+
 class _QuietWebSocketLines(logging.Filter):
-    """Drop uvicorn's per-WebSocket lines: peercall.ws logs each connection once, with its id and outcome."""
+    """Drop uvicorn's per-WebSocket lines of `/ws` (whatever spelling of it `is_signaling_path` takes): peercall.ws
+    logs each connection once, with its id and outcome. Its lines about other paths (refused: 403) stay."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (message in ("connection open", "connection closed") or '"WebSocket /ws' in message)
+        if message in ("connection open", "connection closed"):
+            return False
+        line = _WEBSOCKET_LINE.search(message)
+        return line is None or not is_signaling_path(line.group(1))
 
 
 class JsonFormatter(logging.Formatter):
@@ -150,29 +159,30 @@ def serve(settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
     settings.log_history_choice()
     app = create_app(settings)
-    certfile, keyfile, tls_names = settings.certfile, settings.keyfile, []
+    tls_names: list[str] = []
+    certfile, keyfile = settings.certfile, settings.keyfile
     if settings.tls_self_signed:
         from .tls import self_signed
 
         certfile, keyfile, tls_names = self_signed(Path.home() / ".local/share/peercall/tls")
         log.info("serving https with a self-signed certificate (%s)", certfile)
     # /ws is served by picows (server/fastws.py) inside uvicorn's httptools protocol; with per-message deflate,
-    # which picows does not do, by uvicorn's own WebSocket protocol and the ASGI endpoint (server/ws.py).
+    # which picows does not do, by uvicorn's own WebSocket protocol and the ASGI transport (server/ws.py).
     fast_ws = not settings.ws_per_message_deflate
     config = uvicorn.Config(
         app,
-        http=protocol_for(app.ws) if fast_ws else "httptools",
+        http=protocol_for(app.sessions) if fast_ws else "httptools",
         loop="uvloop",
         host=settings.host,
         port=settings.port,
         ws="websockets-sansio",
-        ws_max_size=max(4 * settings.max_message_size, 1024 * 1024),
+        ws_max_size=app.sessions.hard_limit,
         ws_per_message_deflate=settings.ws_per_message_deflate,
         lifespan="on",
         log_config=None,
         log_level=settings.log_level,
         access_log=settings.access_log,
-        timeout_graceful_shutdown=settings.shutdown_timeout,
+        timeout_graceful_shutdown=settings.shutdown_timeout,  # type: ignore[arg-type]  # a float works
         server_header=False,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
@@ -183,6 +193,6 @@ def serve(settings: Settings) -> int:
     )
     server = PeercallServer(config, settings, app.state.hub)
     server.tls_names = tls_names
-    server.signaling = app.ws if fast_ws else None
+    server.sessions = app.sessions
     server.run()
     return 0 if server.started else 1

@@ -1,0 +1,405 @@
+"""The session: the rules of one `/ws` connection, whatever transport carries it.
+
+Owns, written once for both transports: which request is `/ws` (`is_signaling_path`, the one place that decides);
+admission (draining, origin against host, id and device, open or token mode, the per-address and per-user caps);
+the per-frame rules (rate limit, size limit, binary refusal, first-frame auth and its timeout); the refusal body;
+the connection's log lines ("… connected from …", "… disconnected (code …) after …s, n messages") and the
+`peercall_disconnects_total` counters; and how long a closing connection may take before its transport is aborted.
+
+Sans-I/O, as python-websockets' `protocol.py` is to its `asyncio/connection.py`: a `Session` is told what happened
+(a handshake, a frame, the auth timer, the socket gone) and answers with what to do: `None` (go on: hand the frame
+to the hub), a `ProtocolError` (answer the frame with an `error`, keep the connection) or a `Close` (send its
+`error` frame if it has one, then close). It starts no task, sets no timer and touches no socket. The transports do
+the I/O: server/fastws.py (picows, the default) and server/ws.py (the ASGI WebSocket, used with per-message
+deflate). This module imports neither of them, and they do not import each other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..auth.tokens import AuthError, TokenVerifier
+from ..core.limits import TokenBucket
+from ..errors import ProtocolError
+from ..protocol import messages
+from ..protocol.codes import CloseCode, ErrorCode
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..hub.router import Hub
+
+log = logging.getLogger("peercall.ws")
+
+SIGNALING_PATH = "/ws"
+CLOSE_GRACE = 1.0
+"""Seconds a closing connection's queued frames and close frame get to leave; a transport that still cannot write
+them then (the client reads nothing) is aborted, so that a client that never reads is gone at once."""
+CLOSE_TIMEOUT = 5.0
+"""Seconds a client may take to answer our close frame before its socket is dropped."""
+
+_ID_RULE = "the {what} must be 1-64 characters: letters, digits, '_', '-', '.' or '@'"
+_AUTH_FRAME = 'the first frame must be {"type":"auth","token":"<token>"}'
+_BINARY = ProtocolError(ErrorCode.BAD_MESSAGE, "binary frames are not supported; send JSON text")
+_DROPPED = ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; this one was dropped")
+
+
+def normalise_path(raw: bytes | str) -> str:
+    """A request path as `/ws` is matched against: percent-decoded once (UTF-8), then `.` and `..` segments
+    resolved, runs of `/` merged and a trailing `/` dropped. So `/%77s`, `//ws`, `/ws/` and `/a/../ws` are all
+    `/ws`, and `/%2577s` (encoded twice) is `/%77s`."""
+    text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    segments: list[str] = []
+    for segment in unquote(text).split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment not in ("", "."):
+            segments.append(segment)
+    return "/" + "/".join(segments)
+
+
+def is_signaling_path(target: bytes | str) -> bool:
+    """Whether a request is for `/ws`: the one place that decides, for both transports.
+
+    `target` is the raw request target (a query, if any, is ignored; an absolute-form `http://host/ws` is reduced
+    to its path), before any percent-decoding: `normalise_path` does that, once.
+    """
+    text = target.decode("latin-1") if isinstance(target, bytes) else target
+    path = text.partition("?")[0].partition("#")[0]
+    if not path.startswith("/"):
+        path = urlsplit(path).path
+    return normalise_path(path) == SIGNALING_PATH
+
+
+class TransportConnection(Protocol):
+    """A connection as a transport makes it: what the hub sees (`Connection`), plus what waits to be sent."""
+
+    id: str
+    cid: str
+    errors: int
+
+    @property
+    def pending(self) -> int:
+        """Bytes waiting to be sent to this connection."""
+        ...
+
+    async def send_text(self, text: str) -> bool: ...
+
+    def send_now(self, text: str) -> bool: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """What a transport read from an upgrade request to `/ws`."""
+
+    query_string: bytes
+    headers: Sequence[tuple[bytes, bytes]]
+    peer: str
+    """The client's `host:port` (behind a trusted proxy, the address it forwarded), or `?`."""
+
+    @property
+    def ip(self) -> str:
+        return self.peer.rsplit(":", 1)[0]
+
+
+class Refused(Exception):
+    """A handshake that is turned down: HTTP `status` before the upgrade, or `close` code after it."""
+
+    def __init__(self, status: int, close: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.close, self.code, self.message = status, close, code, message
+
+    def body(self) -> bytes:
+        """The JSON body of the HTTP refusal: `{"error":{"code":…,"message":…}}`."""
+        return json.dumps({"error": {"code": self.code, "message": self.message}}).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """What a transport is to do: send `frame` (an `error`) when there is one, then close with `code` and `reason`."""
+
+    code: int
+    reason: str
+    frame: str | None = None
+
+
+class Sessions:
+    """The sessions of this node: admission, and the limits they share (connections per address, per user)."""
+
+    def __init__(self, hub: Hub, settings: Settings) -> None:
+        self.hub = hub
+        self.settings = settings
+        self.max_size = settings.max_message_size
+        self.hard_limit = max(4 * settings.max_message_size, 1024 * 1024)
+        """A frame larger than this closes its connection with 1009 (the transports' frame limit)."""
+        self.verifier = TokenVerifier.for_settings(settings)
+        self.per_ip: Counter[str] = Counter()
+        self.per_user: Counter[str] = Counter()
+        self.live: set[Session] = set()
+        """Sessions whose transport is open, joined or not yet (waiting for their auth frame)."""
+        self.too_large = ProtocolError(ErrorCode.TOO_LARGE, f"frame is larger than the limit of {self.max_size} bytes")
+
+    def admit(self, handshake: Handshake) -> Session:
+        """Check a handshake: the session to open, or `Refused` (logged and counted).
+
+        The user is known now (open mode, or a token in the Authorization header) or comes with the first frame.
+        """
+        try:
+            user, wanted, device = self._check(handshake)
+        except Refused as refused:
+            log.info("refused a connection from %s: %s", handshake.peer, refused.message)
+            self.dropped(refused.code)
+            raise
+        return Session(self, user, wanted, device, handshake.peer)
+
+    def dropped(self, reason: str) -> None:
+        """Count a connection refused or closed by the server (`peercall_disconnects_total{reason}`)."""
+        self.hub.stats.dropped[reason] += 1
+
+    async def close_all(self, code: int, reason: str) -> None:
+        """Close the connections that the hub does not know yet (waiting for their auth frame); at shutdown, after
+        the hub has closed its own."""
+        for session in list(self.live):
+            if not session.joined and session.conn is not None:
+                await session.conn.close(code, reason)
+
+    def backlog_bytes(self) -> int:
+        """Bytes waiting for slow readers, over all connections (a gauge for /metrics)."""
+        return sum(session.conn.pending for session in self.live if session.conn is not None)
+
+    def _check(self, handshake: Handshake) -> tuple[str | None, str | None, str | None]:
+        """(the user, or None while a first-frame token is to come; the id the client asked for; its device)."""
+        if self.hub.draining:
+            raise Refused(503, CloseCode.GOING_AWAY, "shutting-down", "the server is shutting down; reconnect soon")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in handshake.headers}
+        origin = headers.get("origin")
+        if origin is not None and not self._origin_allowed(origin, headers.get("host", "")):
+            raise Refused(403, 1008, "bad-origin", f"origin {origin[:100]} may not connect here")
+        query = parse_qs(handshake.query_string.decode("latin-1"), keep_blank_values=True)
+        client_id = _single(query, "id")
+        device = _single(query, "device")
+        if "device" in query and not messages.is_valid_id(device):
+            raise Refused(400, 1008, "bad-device", _ID_RULE.format(what="device"))
+        ip = handshake.ip
+        if self.per_ip[ip] >= self.settings.max_connections_per_ip:
+            raise Refused(
+                429,
+                CloseCode.TOO_MANY_CONNECTIONS,
+                "too-many-connections",
+                f"{ip} already has {self.per_ip[ip]} connections open",
+            )
+        if self.verifier is None:
+            if not messages.is_valid_id(client_id):
+                raise Refused(400, 1008, "bad-id", _ID_RULE.format(what="id"))
+            return client_id, client_id, device
+        if "id" in query and not messages.is_valid_id(client_id):
+            raise Refused(400, 1008, "bad-id", _ID_RULE.format(what="id"))
+        authorization = headers.get("authorization")
+        if authorization is None:
+            return None, client_id, device
+        scheme, _, token = authorization.partition(" ")
+        try:
+            if scheme.lower() != "bearer":
+                raise AuthError("the Authorization header must be 'Bearer <token>'")
+            user = self.verifier.verify(token.strip())
+        except AuthError as exc:
+            raise Refused(401, CloseCode.UNAUTHORIZED, "unauthorized", str(exc)) from None
+        if client_id is not None and client_id != user:
+            raise Refused(401, CloseCode.UNAUTHORIZED, "unauthorized", f"the token is for {user}, not {client_id}")
+        return user, client_id, device
+
+    def _origin_allowed(self, origin: str, host: str) -> bool:
+        allowed = self.settings.allowed_origins
+        if "*" in allowed or origin in allowed:
+            return True
+        return not allowed and urlsplit(origin).netloc.lower() == host.lower()
+
+
+class Session:
+    """The rules of one connection, from its handshake to its end. Sans-I/O: each method says what to do.
+
+    The transport's side, in order: `opened(conn)` once the socket is open; if `awaiting_auth`, the first frame
+    goes to `authenticate()` (or, after `auth_timeout` seconds of silence, `auth_timed_out()`); then `start()`,
+    and on None `Hub.join`; every later frame to `inbound()`; `overflowed()` when the send backlog passes
+    `send_buffer`; `failed()` on an unexpected exception; and `ended()` once the socket is gone (after `Hub.leave`
+    when it was joined).
+    """
+
+    __slots__ = (
+        "_bucket",
+        "_ended",
+        "_limited",
+        "_sessions",
+        "_started",
+        "cid",
+        "conn",
+        "device",
+        "joined",
+        "peer",
+        "received",
+        "user",
+        "wanted",
+    )
+
+    def __init__(self, sessions: Sessions, user: str | None, wanted: str | None, device: str | None, peer: str) -> None:
+        self._sessions = sessions
+        self.user = user
+        self.wanted = wanted
+        self.device = device
+        self.peer = peer
+        self.cid = sessions.hub.new_cid()
+        self.conn: TransportConnection | None = None
+        self.joined = False
+        self.received = 0
+        self._bucket: TokenBucket | None = None
+        self._limited = 0
+        self._started = 0.0
+        self._ended = False
+
+    @property
+    def id(self) -> str:
+        """The user id as far as it is known: the user, else the id asked for, else ""."""
+        return self.user or self.wanted or ""
+
+    @property
+    def awaiting_auth(self) -> bool:
+        """Token mode without an Authorization header: the first frame must be `auth`."""
+        return self.user is None
+
+    @property
+    def auth_timeout(self) -> float:
+        return self._sessions.settings.auth_timeout
+
+    @property
+    def send_buffer(self) -> int:
+        """Bytes that may wait for a slow reader before `overflowed()`."""
+        return self._sessions.settings.send_buffer
+
+    def opened(self, conn: TransportConnection) -> None:
+        """The socket is open (the 101 is sent): count it against its address."""
+        sessions = self._sessions
+        self.conn = conn
+        self._started = time.monotonic()
+        sessions.per_ip[self.peer.rsplit(":", 1)[0]] += 1
+        sessions.live.add(self)
+
+    def authenticate(self, text: str | None) -> Close | None:
+        """The first frame, `{"type":"auth","token":…}`: None when it proves who this is (then `start()`)."""
+        verifier = self._sessions.verifier
+        assert verifier is not None
+        try:
+            frame = json.loads(text or "null")
+            if not isinstance(frame, dict) or frame.get("type") != "auth" or not isinstance(frame.get("token"), str):
+                raise AuthError(_AUTH_FRAME)
+            user = verifier.verify(frame["token"])
+        except (AuthError, ValueError) as exc:
+            return self._unauthorized(str(exc))
+        if self.wanted and self.wanted != user:
+            return self._unauthorized(f"the token is for {user}, not {self.wanted}")
+        self.user = user
+        return None
+
+    def auth_timed_out(self) -> Close:
+        return self._unauthorized(f"no auth frame within {self.auth_timeout:g}s")
+
+    def start(self) -> Close | None:
+        """The user is known: check the per-user limit. None: the transport joins the hub now."""
+        sessions, user = self._sessions, self.user
+        assert user is not None and self.conn is not None
+        self.conn.id = user
+        count = sessions.per_user[user]
+        if count >= sessions.settings.max_connections_per_user:
+            message = f"{user} already has {count} connections open"
+            log.info("refused %s from %s: %s", user, self.peer, message)
+            sessions.dropped("too-many-connections")
+            error = messages.error(ProtocolError(ErrorCode.RATE_LIMITED, message))
+            return Close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections", error)
+        sessions.per_user[user] = count + 1
+        settings = sessions.settings
+        self._bucket = TokenBucket(settings.rate_limit, settings.rate_burst, time.monotonic())
+        self.joined = True
+        log.info(
+            "%s connected from %s (%s, %d connections)", user, self.peer, self.device or self.cid, len(sessions.hub) + 1
+        )
+        return None
+
+    def inbound(self, text: str | None) -> ProtocolError | Close | None:
+        """A frame of a joined connection (`text` None: a binary one). None: hand it to the hub."""
+        self.received += 1
+        if not self._bucket.take(time.monotonic()):  # type: ignore[union-attr]
+            return self._flooding()
+        self._limited = 0
+        if text is None:
+            return _BINARY
+        limit = self._sessions.max_size
+        # len() counts characters; UTF-8 needs at most 4 bytes each, so most frames skip the encode.
+        if len(text) * 4 > limit and len(text.encode()) > limit:
+            return self._sessions.too_large
+        return None
+
+    def overflowed(self, waiting: int) -> Close:
+        """More than `send_buffer` bytes wait for this reader: it is dropped (4420) rather than slowing anyone."""
+        log.warning("%s (%s): reads too slowly, %d bytes waiting; disconnecting", self.id, self.cid, waiting)
+        self._sessions.dropped("slow-consumer")
+        return Close(CloseCode.SLOW_CONSUMER, "too slow: send buffer overflowed")
+
+    def failed(self) -> Close:
+        """An unexpected exception (call this inside the `except`): logged with its traceback, closed with 1011."""
+        log.exception("%s: unexpected error, closing the connection", self.id)
+        return Close(CloseCode.INTERNAL_ERROR, "internal error")
+
+    def ended(self, code: int, errors: int) -> None:
+        """The socket is gone (and the hub has let go of a joined connection): release its counts, log its end."""
+        if self._ended:
+            return
+        self._ended = True
+        sessions = self._sessions
+        sessions.live.discard(self)
+        if self.conn is not None:
+            ip = self.peer.rsplit(":", 1)[0]
+            sessions.per_ip[ip] -= 1
+            if sessions.per_ip[ip] <= 0:
+                del sessions.per_ip[ip]
+        if not self.joined:
+            return
+        user = self.user
+        assert user is not None
+        sessions.per_user[user] -= 1
+        if sessions.per_user[user] <= 0:
+            del sessions.per_user[user]
+        log.info(
+            "%s disconnected (code %s) after %.1fs, %d messages%s",
+            user,
+            code,
+            time.monotonic() - self._started,
+            self.received,
+            f", {errors} errors" if errors else "",
+        )
+
+    def _flooding(self) -> ProtocolError | Close:
+        self._limited += 1
+        settings = self._sessions.settings
+        if self._limited <= settings.rate_burst:
+            return _DROPPED
+        log.warning("%s: kept sending faster than %g frames/s; disconnecting", self.id, settings.rate_limit)
+        self._sessions.dropped("rate-limited")
+        return Close(CloseCode.RATE_LIMITED, "too many messages")
+
+    def _unauthorized(self, why: str) -> Close:
+        log.info("refused a connection (%s): %s", self.cid, why)
+        self._sessions.dropped("unauthorized")
+        return Close(CloseCode.UNAUTHORIZED, why[:120], messages.error(ProtocolError(ErrorCode.UNAUTHORIZED, why)))
+
+
+def _single(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name, [])
+    return values[0] if len(values) == 1 else None

@@ -1,0 +1,244 @@
+"""The session rules (server/session.py) with no socket and no event loop: a handshake or a frame in, a decision out."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections import Counter
+from types import SimpleNamespace
+from typing import Any
+
+import jwt
+import pytest
+
+from peercall.config import Settings
+from peercall.errors import ProtocolError
+from peercall.protocol.codes import CloseCode, ErrorCode
+from peercall.server.session import Close, Handshake, Refused, Session, Sessions, is_signaling_path, normalise_path
+
+SECRET = "test-secret-with-enough-entropy-0123456789"
+
+
+class FakeHub:
+    """What the session layer uses of the hub: connection ids, the disconnect counters, draining, the count."""
+
+    def __init__(self) -> None:
+        self.stats = SimpleNamespace(dropped=Counter())
+        self.draining = False
+        self._serial = itertools.count(1)
+
+    def new_cid(self) -> str:
+        return f"c{next(self._serial)}"
+
+    def __len__(self) -> int:
+        return 0
+
+
+class FakeConnection:
+    """A transport's connection, as far as the session needs one."""
+
+    def __init__(self, session: Session) -> None:
+        self.id, self.cid, self.errors, self.pending = session.id, session.cid, 0, 0
+
+    async def send_text(self, text: str) -> bool:
+        return True
+
+    def send_now(self, text: str) -> bool:
+        return True
+
+    async def close(self, code: int, reason: str) -> None:
+        return None
+
+
+def make(**settings: Any) -> tuple[Sessions, FakeHub]:
+    hub = FakeHub()
+    return Sessions(hub, Settings(**settings)), hub  # type: ignore[arg-type]
+
+
+def handshake(query: str = "id=alice", peer: str = "10.0.0.1:5000", **headers: str) -> Handshake:
+    return Handshake(query.encode(), [(k.lower().encode(), v.encode()) for k, v in headers.items()], peer)
+
+
+def token(user: str) -> str:
+    return jwt.encode({"sub": user, "exp": time.time() + 60}, SECRET, algorithm="HS256")
+
+
+def opened(sessions: Sessions, hs: Handshake | None = None) -> Session:
+    session = sessions.admit(hs or handshake())
+    session.opened(FakeConnection(session))
+    return session
+
+
+@pytest.mark.parametrize(
+    ("target", "is_ws"),
+    [
+        ("/ws", True),
+        ("/ws?id=a", True),
+        ("/%77s", True),
+        ("/%77%73?id=a", True),
+        ("//ws", True),
+        ("/ws/", True),
+        ("/./ws", True),
+        ("/a/../ws", True),
+        ("/../ws", True),
+        ("/%2Fws", True),
+        ("http://example.test/ws?id=a", True),
+        ("/%2577s", False),
+        ("/wss", False),
+        ("/ws/x", False),
+        ("/Ws", False),
+        ("/ws%00", False),
+        ("/", False),
+        ("", False),
+        ("/api/calls", False),
+    ],
+)
+def test_one_function_decides_what_is_ws(target: str, is_ws: bool) -> None:
+    """A path is /ws after one percent-decoding, dot segments resolved, slashes merged and a trailing one dropped."""
+    assert is_signaling_path(target) is is_ws
+    assert is_signaling_path(target.encode()) is is_ws
+
+
+def test_normalising_keeps_what_is_not_a_separator() -> None:
+    """Normalising resolves segments but decodes only once."""
+    assert normalise_path("/a//b/./c/../d/") == "/a/b/d"
+    assert normalise_path("/%2577s") == "/%77s"
+
+
+@pytest.mark.parametrize(
+    ("settings", "hs", "status", "code"),
+    [
+        ({}, handshake(Origin="https://evil.example", Host="chat.example"), 403, "bad-origin"),
+        ({}, handshake("id=no%20spaces"), 400, "bad-id"),
+        ({}, handshake(""), 400, "bad-id"),
+        ({}, handshake("id=a&id=b"), 400, "bad-id"),
+        ({}, handshake("id=alice&device=a%20b"), 400, "bad-device"),
+        ({"auth": "token", "auth_secret": SECRET}, handshake("", Authorization="Bearer nope"), 401, "unauthorized"),
+        (
+            {"auth": "token", "auth_secret": SECRET},
+            handshake("", Authorization=f"Basic {token('a')}"),
+            401,
+            "unauthorized",
+        ),
+        (
+            {"auth": "token", "auth_secret": SECRET},
+            handshake("id=eve", Authorization=f"Bearer {token('fay')}"),
+            401,
+            "unauthorized",
+        ),
+    ],
+)
+def test_a_bad_handshake_is_refused_and_counted(settings: dict, hs: Handshake, status: int, code: str) -> None:
+    """Each refusal names its HTTP status and code, has the JSON body, and counts as a disconnect."""
+    sessions, hub = make(**settings)
+    with pytest.raises(Refused) as info:
+        sessions.admit(hs)
+    assert (info.value.status, info.value.code) == (status, code)
+    assert json.loads(info.value.body())["error"]["code"] == code
+    assert hub.stats.dropped == {code: 1}
+
+
+def test_origins_and_draining() -> None:
+    """The same origin and listed origins pass; a draining node refuses everyone (503)."""
+    sessions, hub = make(allowed_origins=["https://app.example"])
+    assert sessions.admit(handshake(Origin="https://app.example")).user == "alice"
+    assert make()[0].admit(handshake(Origin="http://chat.example", Host="chat.example")).user == "alice"
+    hub.draining = True
+    with pytest.raises(Refused) as info:
+        sessions.admit(handshake())
+    assert (info.value.status, info.value.code) == (503, "shutting-down")
+
+
+def test_the_per_address_cap_counts_open_sessions_and_releases_them() -> None:
+    """Past `max_connections_per_ip` open sessions of one address the next is refused (429) until one ends."""
+    sessions, _ = make(max_connections_per_ip=2)
+    first, _second = opened(sessions), opened(sessions, handshake("id=bob"))
+    assert opened(sessions, handshake("id=carl", peer="10.0.0.2:1")).user == "carl"  # another address
+    with pytest.raises(Refused) as info:
+        sessions.admit(handshake("id=dora"))
+    assert (info.value.status, info.value.code) == (429, "too-many-connections")
+    first.ended(1000, 0)
+    assert sessions.admit(handshake("id=dora")).user == "dora"
+
+
+def test_the_per_user_cap_refuses_after_the_upgrade() -> None:
+    """Past `max_connections_per_user` a session gets an `error` and close 4430; ending one frees a place."""
+    sessions, hub = make(max_connections_per_user=1)
+    first = opened(sessions)
+    assert first.start() is None and first.joined
+    second = opened(sessions)
+    refusal = second.start()
+    assert refusal is not None and refusal.code == CloseCode.TOO_MANY_CONNECTIONS and refusal.frame is not None
+    assert json.loads(refusal.frame)["code"] == "rate-limited" and not second.joined
+    assert hub.stats.dropped == {"too-many-connections": 1}
+    second.ended(refusal.code, 0)
+    first.ended(1000, 0)
+    assert sessions.per_user == {} and sessions.per_ip == {} and sessions.live == set()
+    third = opened(sessions)
+    assert third.start() is None
+
+
+def test_first_frame_auth() -> None:
+    """In token mode without a header the first frame must be `auth` with a good token for the id asked for."""
+    sessions, hub = make(auth="token", auth_secret=SECRET, auth_timeout=0.5)
+    good = opened(sessions, handshake(""))
+    assert good.awaiting_auth and good.authenticate(json.dumps({"type": "auth", "token": token("ann")})) is None
+    assert good.user == "ann" and good.start() is None and good.joined
+    for frame in (None, "not json", '{"type":"hangup","to":"x"}', '{"type":"auth","token":"bad"}'):
+        refusal = opened(sessions, handshake("")).authenticate(frame)
+        assert isinstance(refusal, Close) and refusal.code == CloseCode.UNAUTHORIZED and refusal.frame is not None
+    other = opened(sessions, handshake("id=eve")).authenticate(json.dumps({"type": "auth", "token": token("fay")}))
+    assert other is not None and other.reason == "the token is for fay, not eve"
+    late = opened(sessions, handshake("")).auth_timed_out()
+    assert (late.code, late.reason) == (CloseCode.UNAUTHORIZED, "no auth frame within 0.5s")
+    assert hub.stats.dropped == {"unauthorized": 6}
+
+
+def test_frame_rules() -> None:
+    """A text frame passes; a binary one and one over the size limit get an error; the connection stays."""
+    sessions, _ = make(max_message_size=1024)
+    session = opened(sessions)
+    assert session.start() is None
+    assert session.inbound('{"type":"hangup","to":"bob"}') is None
+    binary = session.inbound(None)
+    assert isinstance(binary, ProtocolError) and binary.code == ErrorCode.BAD_MESSAGE
+    assert session.inbound("é" * 512) is None  # 1024 bytes: at the limit
+    large = session.inbound("é" * 513)
+    assert isinstance(large, ProtocolError) and large.code == ErrorCode.TOO_LARGE
+    assert session.received == 4
+
+
+def test_a_flood_is_answered_then_closed_with_4429() -> None:
+    """Beyond the burst frames are dropped with `rate-limited`; as many again and the connection is closed."""
+    sessions, hub = make(rate_limit=0.001, rate_burst=3)
+    session = opened(sessions)
+    assert session.start() is None
+    verdicts = [session.inbound("{}") for _ in range(7)]
+    assert verdicts[:3] == [None] * 3
+    assert all(isinstance(v, ProtocolError) and v.code == ErrorCode.RATE_LIMITED for v in verdicts[3:6])
+    assert verdicts[6] == Close(CloseCode.RATE_LIMITED, "too many messages")
+    assert hub.stats.dropped == {"rate-limited": 1}
+
+
+def test_a_slow_reader_is_closed_with_4420() -> None:
+    """An overflowing send backlog closes the connection (4420) and counts as `slow-consumer`."""
+    sessions, hub = make()
+    session = opened(sessions)
+    assert session.overflowed(2_000_000) == Close(CloseCode.SLOW_CONSUMER, "too slow: send buffer overflowed")
+    assert hub.stats.dropped == {"slow-consumer": 1}
+
+
+def test_the_connection_lines_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A joined session logs its connect and its disconnect (code, duration, messages, errors), once."""
+    sessions, _ = make()
+    session = opened(sessions, handshake("id=alice&device=tab1"))
+    with caplog.at_level("INFO", logger="peercall.ws"):
+        assert session.start() is None
+        session.inbound("{}")
+        session.ended(1001, 2)
+        session.ended(1001, 2)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "alice connected from 10.0.0.1:5000 (tab1, 1 connections)"
+    assert lines[1].startswith("alice disconnected (code 1001) after ") and lines[1].endswith(", 1 messages, 2 errors")
+    assert len(lines) == 2
