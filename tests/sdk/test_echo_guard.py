@@ -221,6 +221,10 @@ def test_the_policy_follows_coturns_model() -> None:
     allowed = {host for host, ok in verdicts.items() if ok}
     assert allowed == {"127.0.0.1", "::1", "192.168.7.20", "10.1.2.3", "8.8.8.8", "2001:4860::8888", "::ffff:8.8.8.8"}
     assert CandidatePolicy().allows("10.0.0.1") and CandidatePolicy().allows("abcd.local")
+    assert str(policy).startswith("allow 10.1.0.0/16, deny 192.168.7.9/32, deny 8.8.4.0/24, allow 127.0.0.0/8")
+    assert str(policy).endswith(
+        "deny the 22 private and reserved ranges, else allow; at most 20 a call; mDNS names dropped"
+    )
 
 
 def test_candidates_are_counted_once_and_only_udp() -> None:

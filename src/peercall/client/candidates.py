@@ -211,6 +211,16 @@ class CandidatePolicy:
         )
         return cls(rules=rules, max_candidates=max_candidates, mdns=False)
 
+    def __str__(self) -> str:
+        """The rules in a line, the default reserved ranges counted rather than listed."""
+        reserved = {ipaddress.ip_network(n) for n in RESERVED}
+        listed = [str(rule) for rule in self.rules if rule.allow or rule.network not in reserved]
+        hidden = sum(1 for rule in self.rules if not rule.allow and rule.network in reserved)
+        text = ", ".join(listed + ([f"deny the {hidden} private and reserved ranges"] if hidden else []))
+        mdns = "passed on" if self.mdns else "dropped"
+        rules = f"{text}, else allow" if text else "any address"
+        return f"{rules}; at most {self.max_candidates} a call; mDNS names {mdns}"
+
     def allows(self, host: str) -> bool:
         """Whether a candidate whose address is `host` may be checked (the bound aside).
 

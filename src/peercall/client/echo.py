@@ -200,12 +200,7 @@ async def run_echo(
         candidate_policy=policy,
     ) as client:
         log.info("echo service answering as %r on %s (delay %.1fs)", id, url, delay)
-        log.info(
-            "echo: at most %d calls a minute per caller, %d candidates a call; candidate rules: %s",
-            calls_per_minute,
-            policy.max_candidates,
-            ", ".join(map(str, policy.rules)) or "none",
-        )
+        log.info("echo: at most %d calls a minute per caller; caller candidates: %s", calls_per_minute, policy)
         tasks: set[asyncio.Task[None]] = set()
         if ready is not None:
             ready.set()
