@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from peercall.broker import RedisBroker
+from peercall.broker.redis import RedisBroker
 from peercall.core.switchboard import Close, Effect, Forward, Send, Switchboard
 from peercall.errors import ProtocolError
 from peercall.protocol import messages
@@ -39,11 +39,11 @@ def normal(effects: list[Effect]) -> tuple[dict[str, list[Any]], list[str]]:
             message = json.loads(json.dumps(effect.message))
             if message["type"] == "welcome":  # people seen at the same moment may come in either order
                 message["recent"] = sorted(r["id"] for r in message["recent"])
-            per_conn[effect.conn].append(message)
+            per_conn[effect.cid].append(message)
         elif isinstance(effect, Forward):
-            per_conn[effect.conn].append(messages.forward(effect.env, effect.sender, effect.call_id, effect.polite))
+            per_conn[effect.cid].append(messages.forward(effect.env, effect.sender, effect.call_id, effect.polite))
         elif isinstance(effect, Close):
-            per_conn[effect.conn].append(("close", effect.code))
+            per_conn[effect.cid].append(("close", effect.code))
         else:
             rest.append(repr(effect))
     return dict(per_conn), sorted(rest)

@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from peercall.broker.memory import MemoryBroker
 from peercall.core.records import CallRecord, Outcome
 from peercall.hub.router import Hub
 from peercall.store.memory import MemoryHistory
@@ -58,7 +59,7 @@ async def online(hub: Hub, *ids: str) -> list[FakeConnection]:
 
 async def test_join_greets_and_announces() -> None:
     """A newcomer is welcomed with who is online; the others learn it is online."""
-    hub = Hub()
+    hub = Hub(MemoryBroker())
     alice, bob = await online(hub, "alice", "bob")
     assert bob.sent[0]["type"] == "welcome" and bob.sent[0]["online"] == ["alice"]
     presence = await alice.wait_for("presence")
@@ -67,7 +68,7 @@ async def test_join_greets_and_announces() -> None:
 
 async def test_bad_frame_reaches_nobody_else() -> None:
     """A bad frame is answered to its sender only, and counted."""
-    hub = Hub()
+    hub = Hub(MemoryBroker())
     alice, bob = await online(hub, "alice", "bob")
     before = len(bob.sent)
     await hub.handle(alice, '{"type":"hangup","to":"bob","from":"carol"}')
@@ -77,7 +78,7 @@ async def test_bad_frame_reaches_nobody_else() -> None:
 
 async def test_ring_timeout_fires_on_the_loop() -> None:
     """The hub's timer ends a ringing call by the ring timeout, without any further frame."""
-    hub = Hub(ring_timeout=0.05)
+    hub = Hub(MemoryBroker(ring_timeout=0.05))
     alice, bob = await online(hub, "alice", "bob")
     await hub.handle(alice, '{"type":"call-request","to":"bob"}')
     ended = await alice.wait_for("call-ended")
@@ -87,7 +88,7 @@ async def test_ring_timeout_fires_on_the_loop() -> None:
 
 async def test_leave_starts_grace_and_peer_lost_follows() -> None:
     """A party that leaves is given the grace period, then the other side hears peer-lost."""
-    hub = Hub(resume_grace=0.05)
+    hub = Hub(MemoryBroker(resume_grace=0.05))
     alice, bob = await online(hub, "alice", "bob")
     await hub.handle(alice, '{"type":"call-request","to":"bob"}')
     await hub.handle(bob, '{"type":"call-accept","to":"alice"}')
@@ -103,7 +104,7 @@ class BrokenHistory(MemoryHistory):
 
 async def test_history_failure_is_counted_and_calls_go_on() -> None:
     """A history that cannot be written is logged and counted; calling keeps working."""
-    hub = Hub(history=BrokenHistory())
+    hub = Hub(MemoryBroker(), history=BrokenHistory())
     alice, bob = await online(hub, "alice", "bob")
     for _ in range(2):
         await hub.handle(alice, '{"type":"call-request","to":"bob"}')
@@ -131,7 +132,7 @@ async def test_calls_that_end_during_a_history_write_are_written_together_by_the
     """One writer: while a write is under way, the calls that end meanwhile wait and go in one batch; a
     call-summary sent meanwhile is kept once its call's record is there."""
     history = SlowHistory()
-    hub = Hub(history=history)
+    hub = Hub(MemoryBroker(), history=history)
     alice, bob = await online(hub, "alice", "bob")
     for _ in range(4):
         await hub.handle(alice, '{"type":"call-request","to":"bob"}')
@@ -152,7 +153,7 @@ async def test_history_writes_go_on_after_the_writer_was_cancelled() -> None:
     """A writer cancelled in the middle of a write (shutdown) loses that write only: the calls that ended
     meanwhile and later are written, and a call-summary waiting for the lost one does not wait for ever."""
     history = SlowHistory()
-    hub = Hub(history=history)
+    hub = Hub(MemoryBroker(), history=history)
     alice, bob = await online(hub, "alice", "bob")
 
     async def one_call() -> str:
@@ -178,7 +179,7 @@ async def test_history_writes_go_on_after_the_writer_was_cancelled() -> None:
 async def test_history_records_and_missed_calls_on_connect() -> None:
     """Each ended call is written once; a user who was offline is told of the calls they missed on connect."""
     history = MemoryHistory()
-    hub = Hub(history=history)
+    hub = Hub(MemoryBroker(), history=history)
     (alice,) = await online(hub, "alice")
     await hub.handle(alice, '{"type":"call-request","to":"bob"}')  # bob is offline: unavailable
     await hub.drain()
@@ -192,7 +193,7 @@ async def test_history_records_and_missed_calls_on_connect() -> None:
 
 async def test_close_all_closes_everyone_and_drains() -> None:
     """Shutdown closes every connection with the given code and refuses newcomers."""
-    hub = Hub()
+    hub = Hub(MemoryBroker())
     alice, bob = await online(hub, "alice", "bob")
     await hub.close_all(1001, "server shutting down")
     assert alice.closed == bob.closed == (1001, "server shutting down")
@@ -201,7 +202,7 @@ async def test_close_all_closes_everyone_and_drains() -> None:
 
 async def test_presence_storm_is_batched() -> None:
     """Fifty users arriving at once cost each connection a frame or two, not fifty, and nobody is missed."""
-    hub = Hub(presence_interval=0.05)
+    hub = Hub(MemoryBroker(), presence_interval=0.05)
     (watcher,) = await online(hub, "watcher")
     await asyncio.sleep(0.1)
     watcher.sent.clear()
@@ -215,7 +216,7 @@ async def test_presence_storm_is_batched() -> None:
 
 async def test_blip_within_the_interval_is_coalesced() -> None:
     """A user who leaves and comes back within one interval is announced by its final state only."""
-    hub = Hub(presence_interval=0.05)
+    hub = Hub(MemoryBroker(), presence_interval=0.05)
     watcher, bob = await online(hub, "watcher", "bob")
     await asyncio.sleep(0.1)
     watcher.sent.clear()
