@@ -782,11 +782,11 @@ class RedisBroker:
 
     async def _reap(self, address: str) -> None:
         """Disconnect every connection of a node that died without a word (its lease ran out)."""
-        conns = await self.redis.hgetall(self._n(address))
+        users_by_cid = await self.redis.hgetall(self._n(address))
         if address != self.address:
-            log.warning("node %s stopped renewing its lease: its %d connections are gone", address, len(conns))
+            log.warning("node %s stopped renewing its lease: its %d connections are gone", address, len(users_by_cid))
         now = time.time()
-        for cid, user in conns.items():
+        for cid, user in users_by_cid.items():
             await self._act(self._disconnect(cid, user, now))
         await self.redis.delete(self._n(address))
         self.ops["reap"] += 1

@@ -42,7 +42,7 @@ class Connection(Protocol):
     """One client connection, as the hub sees it."""
 
     id: str  # the user id
-    cid: str  # this connection's own id, unique in this server
+    cid: str  # this connection's own id, unique in the cluster
     errors: int
 
     async def send_text(self, text: str) -> bool:
