@@ -1,7 +1,10 @@
 """Stable error codes and WebSocket close codes of protocol v1 (docs/protocol.md lists them all).
 
-Close codes follow one rule that clients can rely on without a list: 4000-4499 means "you may reconnect"
-(with backoff), 4500-4999 means "do not reconnect as you are" (fix the id or the credentials first).
+Close codes follow one rule that clients rely on without a list (static/js/signaling.js, client/signaling.py):
+4000-4499 means "you may reconnect" (with backoff), like 1001 and 1013; 4500-4999 is terminal, "do not reconnect
+as you are" (4501: a newer connection of the same device took over, and reconnecting would retire it in turn).
+One exception, 4401: the token was refused, so a client first gets a new one (the same token would be refused
+again).
 """
 
 from enum import IntEnum, StrEnum
