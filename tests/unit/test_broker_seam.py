@@ -50,6 +50,19 @@ def test_the_lua_reader_follows_fields_the_encoded_call_has() -> None:
     assert "call.caller.user" in _READ and "call.callee_user" in _READ
 
 
+def test_a_call_is_stored_as_it_was() -> None:
+    """The JSON of a call in Redis keeps its names (`conn` included), so that nodes of two versions share calls."""
+    env = messages.parse('{"type":"call-request","to":"bob"}', "alice")
+    call = Call("k1", Party("alice", "d", "c1"), "bob", env, 1.0, 2.0)
+    stored = (
+        b'{"id":"k1","caller":{"user":"alice","device":"d","conn":"c1","lost_until":null},"callee_user":"bob",'
+        b'"request":{"type":"call-request","to":"bob","callId":null,"from":null},"ringing_at":1.0,'
+        b'"ring_deadline":2.0,"state":"ringing","ringing":{},"callee":null,"answered_at":null}'
+    )
+    assert msgspec.json.encode(call) == stored
+    assert msgspec.json.decode(stored, type=Call) == call
+
+
 def test_node_frames_round_trip() -> None:
     """A node frame and a batch of them come back as they went, whatever characters the text holds."""
     frames = [

@@ -154,11 +154,13 @@ class Device:
     named: bool  # the client chose the device id (so a reconnect can be matched to it)
 
 
-@dataclass(slots=True)
-class Party:
+class Party(msgspec.Struct):
+    """A caller or callee, as the holder of one connection in the call. Stored in Redis inside its `Call` (JSON):
+    `cid` keeps the stored name `conn` it had, so that nodes of two versions can share a cluster's calls."""
+
     user: str
     device: str
-    cid: str | None  # None while lost
+    cid: str | None = msgspec.field(name="conn")  # None while lost
     lost_until: float | None = None
 
 
