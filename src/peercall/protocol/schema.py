@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 import msgspec
 from msgspec import Meta
 
-from ..core import records
 from . import codes
 from .messages import CallId, CallSummary, IceCandidate, SessionDescription, UserId
 
@@ -23,8 +22,8 @@ if TYPE_CHECKING:
     Reason: TypeAlias = str
     ErrorCode: TypeAlias = str
 else:
-    Outcome = Literal[tuple(outcome.value for outcome in records.Outcome)]
-    Reason = Literal[tuple(reason.value for reason in records.Reason)]
+    Outcome = Literal[tuple(outcome.value for outcome in codes.Outcome)]
+    Reason = Literal[tuple(reason.value for reason in codes.Reason)]
     ErrorCode = Literal[tuple(code.value for code in codes.ErrorCode)]
 
 
