@@ -450,7 +450,7 @@ class RedisBroker:
                 fields = dict(zip(value[::2], value[1::2], strict=True))
                 active = fields.pop(_ACTIVE, None)
                 devices = {cid: tuple(msgspec.json.decode(v)) for cid, v in fields.items()}
-                before.devices[user], before.active[user] = devices, active  # type: ignore[assignment]
+                before.devices[user], before.active[user] = devices, active
                 sb.load([Device(cid, user, d, named) for cid, (d, named) in devices.items()])
             elif value is None:
                 before.missing.add(key[calls_at:])
