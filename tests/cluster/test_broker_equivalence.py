@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from peercall.broker.redis import RedisBroker
 from peercall.core.switchboard import CallRate, Close, Effect, Forward, Send, Switchboard
-from peercall.errors import ProtocolError
 from peercall.protocol import messages
+from peercall.protocol.errors import ProtocolError
 from tests.unit.test_switchboard_properties import DATA, GRACE, RING, USERS, op
 
 CALL_RATE = 4  # call requests a minute: low enough for the random sequences to meet it

@@ -9,8 +9,8 @@ from typing import Any
 
 from peercall.core.records import CallRecord
 from peercall.core.switchboard import Close, Effect, Forward, Presence, Record, Send, Switchboard
-from peercall.errors import ProtocolError
 from peercall.protocol import messages
+from peercall.protocol.errors import ProtocolError
 
 
 class Board:

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from peercall.errors import ProtocolError
 from peercall.protocol import messages
 from peercall.protocol.codes import ErrorCode
+from peercall.protocol.errors import ProtocolError
 
 OFFER = {"type": "offer", "sdp": "v=0\r\n"}
 CANDIDATE = {

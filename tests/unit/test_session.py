@@ -13,8 +13,8 @@ import jwt
 import pytest
 
 from peercall.config import Settings
-from peercall.errors import ProtocolError
 from peercall.protocol.codes import CloseCode, ErrorCode
+from peercall.protocol.errors import ProtocolError
 from peercall.server.session import Close, Handshake, Refused, Session, Sessions, is_signaling_path, normalise_path
 
 SECRET = "test-secret-with-enough-entropy-0123456789"

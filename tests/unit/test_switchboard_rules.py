@@ -7,9 +7,9 @@ import json
 import pytest
 
 from peercall.core.switchboard import CallRate, check_summary
-from peercall.errors import ProtocolError
 from peercall.protocol import messages
 from peercall.protocol.codes import ErrorCode
+from peercall.protocol.errors import ProtocolError
 
 from .board import Board
 

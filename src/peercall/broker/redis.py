@@ -70,9 +70,9 @@ from ..core.switchboard import (
     WelcomeLists,
     check_summary,
 )
-from ..errors import SharedStateUnavailable
 from ..hub import nodeframe
 from ..hub.broker import BrokerEvents
+from ..protocol.errors import SharedStateUnavailable
 from ..protocol.messages import CALL_CHANGED, NEGOTIATION, Envelope
 
 log = logging.getLogger("peercall.broker")

@@ -43,9 +43,9 @@ from typing import Any, Final
 
 import msgspec
 
-from ..errors import ProtocolError
 from ..protocol import messages
 from ..protocol.codes import CloseCode, ErrorCode
+from ..protocol.errors import ProtocolError
 from ..protocol.messages import NEGOTIATION, Envelope
 from .limits import TokenBucket
 from .records import CallRecord, Outcome, Reason

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.records import CallRecord
 from ..core.switchboard import Close, Effect, Forward, Presence, Record, Send
-from ..errors import ProtocolError, SharedStateUnavailable
 from ..protocol import messages
 from ..protocol.codes import CloseCode, ErrorCode
+from ..protocol.errors import ProtocolError, SharedStateUnavailable
 from ..protocol.messages import NEGOTIATION
 from . import nodeframe
 from .broker import Broker

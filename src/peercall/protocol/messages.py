@@ -16,8 +16,8 @@ import msgspec
 from msgspec import UNSET, Meta, Raw, UnsetType
 
 from .. import PROTOCOL_VERSION, __version__
-from ..errors import ProtocolError
 from .codes import ErrorCode
+from .errors import ProtocolError
 
 ID_RE: Final = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 """A user id: 1-64 letters, digits, `_`, `-`, `.` or `@`."""

@@ -112,7 +112,7 @@ def create_app(settings: Settings) -> PeercallApp:
             servers.append(turn)
         elif verifier is not None and isinstance(denied := caller(request), Response):
             return denied
-        body = {"iceServers": servers, "iceTransportPolicy": settings.ice_transport_policy}
+        body: dict[str, object] = {"iceServers": servers, "iceTransportPolicy": settings.ice_transport_policy}
         if turn_secret is not None:
             body["ttl"] = settings.turn_ttl
         return JSONResponse(body, headers={"cache-control": "no-store"})

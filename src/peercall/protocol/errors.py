@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .protocol.codes import ErrorCode
+from .codes import ErrorCode
 
 
 class PeercallError(Exception):
