@@ -5,7 +5,7 @@ it every event of its connections (connect, disconnect, a frame, a call summary)
 effects it returns; the broker runs the call timers and hands the hub, through `BrokerEvents`, the effects of the
 calls that time ended, the presence changes to tell, and frames that other nodes sent to connections of this one.
 
-Two implementations, picked by URL in one place (server/app.py `open_broker`):
+Two implementations, picked by URL in one place (`open_broker` in broker/__init__.py, called by server/app.py):
 
 - `memory://` (broker/memory.py): one node. A `Switchboard` in memory and a loop timer; every connection is local.
   Nothing to install. It offers the synchronous `route` fast path for negotiation frames.
