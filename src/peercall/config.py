@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Web origins allowed to open the WebSocket, comma-separated (`PEERCALL_ALLOWED_ORIGINS`); `*` for any.
     Empty (the default): same-origin only. Clients that send no Origin (non-browsers) are not affected."""
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Host names (and addresses) the server answers for, comma-separated (`PEERCALL_ALLOWED_HOSTS`); `*` for any.
+    Empty (the default): `localhost`, `127.0.0.1`, `::1`, this machine's host name and its interfaces' addresses.
+    Behind a reverse proxy, list the public name. Any other Host gets 421, on every route and on `/ws` (a DNS
+    rebinding page names its own host)."""
     private: bool = False
     """Hide who exists (`PEERCALL_PRIVATE`): no presence lists, and calling someone offline looks like a call
     nobody answers instead of `unavailable`."""
@@ -165,7 +170,7 @@ class Settings(BaseSettings):
     """Compress WebSocket frames (`PEERCALL_WS_PER_MESSAGE_DEFLATE`): saves bandwidth on SDP, costs memory and
     CPU on every connection, so it is off by default."""
 
-    @field_validator("cors_origins", "allowed_origins", "stun_urls", "turn_urls", mode="before")
+    @field_validator("cors_origins", "allowed_origins", "allowed_hosts", "stun_urls", "turn_urls", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):

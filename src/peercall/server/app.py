@@ -27,6 +27,7 @@ from ..hub.router import Hub
 from ..protocol.messages import is_valid_id
 from ..protocol.schema import schema
 from ..store import open_history
+from .guard import WebGuard
 from .metrics import CONTENT_TYPE, registry_for, render
 from .session import Sessions, is_signaling_path
 from .ws import AsgiTransport
@@ -46,7 +47,7 @@ class PeercallApp:
     """
 
     def __init__(self, http: Starlette, sessions: Sessions) -> None:
-        self.http = http
+        self.http = WebGuard(http, sessions.settings)  # Host check and security headers on every HTTP response
         self.sessions = sessions
         self.ws = AsgiTransport(sessions)
         self.state = http.state
