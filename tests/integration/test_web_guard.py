@@ -1,8 +1,11 @@
-"""The web guard: DNS rebinding (Host) and the security headers of every response (issue 14, item 8)."""
+"""The web guard: DNS rebinding (Host), security headers, what token and private mode keep to themselves
+(/ice-servers, /readyz, /metrics), and how a client learns the server's mode (issue 14, items 7, 8 and 10)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import os
 import socket
 import time
@@ -10,6 +13,7 @@ import time
 import httpx
 import jwt
 import pytest
+import websockets
 
 from tests.conftest import TIMEOUT, run_server
 from tests.integration.conftest import TRANSPORTS
@@ -98,3 +102,87 @@ def test_every_response_carries_the_security_headers() -> None:
             assert response.headers["x-frame-options"] == "DENY"
             assert response.headers["x-content-type-options"] == "nosniff"
             assert response.headers["referrer-policy"] == "no-referrer"
+
+
+# ---------------------------------------------------------------------------------------------- token mode
+
+
+def test_token_mode_guards_ice_servers_with_static_turn() -> None:
+    """Token mode: /ice-servers wants a token even when TURN URLs have no secret (static credentials)."""
+    ice = '[{"urls":"turn:127.0.0.1:3478","username":"static","credential":"hunter2"}]'
+    with (
+        run_server(
+            PEERCALL_AUTH="token",
+            PEERCALL_AUTH_SECRET=SECRET,
+            PEERCALL_ICE_SERVERS=ice,
+            PEERCALL_TURN_URLS="turn:127.0.0.1:3479",
+        ) as srv,
+        httpx.Client(base_url=srv.http) as http,
+    ):
+        refused = http.get("/ice-servers")
+        assert refused.status_code == 401 and "hunter2" not in refused.text
+        allowed = http.get("/ice-servers", headers={"authorization": f"Bearer {token('tess')}"})
+        assert allowed.status_code == 200 and "hunter2" in allowed.text
+
+
+def test_healthz_tells_the_mode() -> None:
+    """A client learns the mode (and whether every call is relayed) from /healthz, without a token."""
+    with run_server(PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=SECRET) as srv:
+        body = httpx.get(f"{srv.http}/healthz").json()
+    assert (body["auth"], body["iceTransportPolicy"]) == ("token", "all")
+    with run_server() as srv:
+        assert httpx.get(f"{srv.http}/healthz").json()["auth"] == "open"
+
+
+# ---------------------------------------------------------------------------------------------- private mode
+
+
+async def recv_type(ws: websockets.ClientConnection, timeout: float) -> tuple[str, str | None]:
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), timeout * TIMEOUT))
+        if message["type"] not in ("presence", "welcome"):
+            return message["type"], message.get("outcome")
+
+
+async def test_private_mode_busy_and_offline_look_alike() -> None:
+    """Private: a stranger calling someone in a call, and someone offline, hears the same frames after the same time."""
+    with run_server(PEERCALL_PRIVATE="true", PEERCALL_RING_TIMEOUT="1") as srv:
+        async with (
+            websockets.connect(f"{srv.ws}?id=pa") as pa,
+            websockets.connect(f"{srv.ws}?id=pb") as pb,
+            websockets.connect(f"{srv.ws}?id=px") as px,
+        ):
+            await pa.send('{"type":"call-request","to":"pb"}')
+            assert (await recv_type(pb, 5))[0] == "call-request"
+            await pb.send('{"type":"call-accept","to":"pa"}')
+            assert (await recv_type(pa, 5)) == ("call-ringing", None)
+            heard = {}
+            for callee in ("pa", "nobody"):
+                started = time.monotonic()
+                await px.send(f'{{"type":"call-request","to":"{callee}"}}')
+                frames = [await recv_type(px, 5) for _ in range(3)]
+                heard[callee] = (frames, round(time.monotonic() - started))
+            assert heard["pa"] == heard["nobody"]
+            assert heard["pa"][0] == [("call-ringing", None), ("call-ended", "missed"), ("hangup", None)]
+
+
+async def test_private_mode_stranger_cannot_lock_anyone() -> None:
+    """Private: after a stranger calls offline pv, a third party's call rings on pv and pv can call out."""
+    with run_server(PEERCALL_PRIVATE="true", PEERCALL_RING_TIMEOUT="30") as srv:
+        async with websockets.connect(f"{srv.ws}?id=px") as px, websockets.connect(f"{srv.ws}?id=pc") as pc:
+            await px.send('{"type":"call-request","to":"pv"}')
+            assert (await recv_type(px, 5))[0] == "call-ringing"
+            async with websockets.connect(f"{srv.ws}?id=pv") as pv:
+                await recv_type_welcome(pv)
+                await pc.send('{"type":"call-request","to":"pv"}')
+                assert (await recv_type(pc, 5))[0] == "call-ringing"
+                assert (await recv_type(pv, 5))[0] == "call-request"  # not busy
+                await pv.send('{"type":"call-reject","to":"pc"}')
+                await pv.send('{"type":"call-request","to":"pc"}')  # and pv may call out
+                kinds = [(await recv_type(pv, 5))[0] for _ in range(2)]
+                assert "error" not in kinds and "call-ringing" in kinds, kinds
+
+
+async def recv_type_welcome(ws: websockets.ClientConnection) -> None:
+    while json.loads(await asyncio.wait_for(ws.recv(), 5 * TIMEOUT))["type"] != "welcome":
+        pass

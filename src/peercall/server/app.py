@@ -98,29 +98,35 @@ def create_app(settings: Settings) -> PeercallApp:
         return user
 
     async def get_ice_servers(request: Request) -> Response:
+        # Token mode: a token first, whatever is configured (static TURN credentials are for users only).
+        user = caller(request) if verifier is not None else request.query_params.get("id", "anonymous")
+        if isinstance(user, Response):
+            return user
         servers = list(fixed_ice)
         if settings.turn_urls:
             turn: dict[str, object] = {"urls": settings.turn_urls}
             if turn_secret is not None:
-                user = caller(request) if verifier is not None else request.query_params.get("id", "anonymous")
-                if isinstance(user, Response):
-                    return user
                 if not is_valid_id(user):
                     user = "anonymous"
                 turn["username"], turn["credential"] = turn_credentials(
                     user, turn_secret, settings.turn_ttl, time.time()
                 )
             servers.append(turn)
-        elif verifier is not None and isinstance(denied := caller(request), Response):
-            return denied
         body: dict[str, object] = {"iceServers": servers, "iceTransportPolicy": settings.ice_transport_policy}
         if turn_secret is not None:
             body["ttl"] = settings.turn_ttl
         return JSONResponse(body, headers={"cache-control": "no-store"})
 
     async def healthz(request: Request) -> Response:
+        # What a client needs before it signs in: whether a token is required, and whether every call is relayed.
         return JSONResponse(
-            {"status": "ok", "version": __version__, "protocol": PROTOCOL_VERSION, "auth": settings.auth}
+            {
+                "status": "ok",
+                "version": __version__,
+                "protocol": PROTOCOL_VERSION,
+                "auth": settings.auth,
+                "iceTransportPolicy": settings.ice_transport_policy,
+            }
         )
 
     async def readyz(request: Request) -> Response:
