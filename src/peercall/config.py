@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     Empty (the default): `localhost`, `127.0.0.1`, `::1`, this machine's host name and its interfaces' addresses.
     Behind a reverse proxy, list the public name. Any other Host gets 421, on every route and on `/ws` (a DNS
     rebinding page names its own host)."""
+    metrics_token: SecretStr | None = None
+    """Bearer token that `/metrics` requires, and with which `/readyz` gives its counts
+    (`PEERCALL_METRICS_TOKEN`). Unset: in open mode both are public; in private or token mode `/metrics` is served
+    to loopback clients only and `/readyz` says only ready or not."""
     private: bool = False
     """Hide who exists (`PEERCALL_PRIVATE`): no presence lists, and calling someone offline looks like a call
     nobody answers instead of `unavailable`."""

@@ -134,6 +134,43 @@ def test_healthz_tells_the_mode() -> None:
         assert httpx.get(f"{srv.http}/healthz").json()["auth"] == "open"
 
 
+# ------------------------------------------------------------------------------------ counts: /readyz, /metrics
+
+
+@pytest.mark.parametrize("mode", ["private", "token"])
+def test_counts_stay_on_this_machine(mode: str) -> None:
+    """Private or token mode: /readyz gives no counts and /metrics is refused to other machines; loopback sees both."""
+    env = (
+        {"PEERCALL_PRIVATE": "true"}
+        if mode == "private"
+        else {"PEERCALL_AUTH": "token", "PEERCALL_AUTH_SECRET": SECRET}
+    )
+    with run_server(**env) as srv, httpx.Client(base_url=srv.http) as http:
+        assert http.get("/readyz", headers=ELSEWHERE).json() == {"status": "ready"}
+        refused = http.get("/metrics", headers=ELSEWHERE)
+        assert refused.status_code == 403 and "PEERCALL_METRICS_TOKEN" in refused.text
+        assert "connections" in http.get("/readyz").json()
+        assert "peercall_connections" in http.get("/metrics").text
+
+
+def test_metrics_token() -> None:
+    """With PEERCALL_METRICS_TOKEN, /metrics wants it from everyone, and /readyz gives counts only with it."""
+    with run_server(PEERCALL_METRICS_TOKEN="scrape-me") as srv, httpx.Client(base_url=srv.http) as http:
+        assert http.get("/metrics").status_code == 401
+        assert http.get("/metrics", headers={"authorization": "Bearer nope"}).status_code == 401
+        assert http.get("/metrics", headers={"authorization": "Bearer scrape-me"}).status_code == 200
+        assert http.get("/readyz").json() == {"status": "ready"}
+        counted = http.get("/readyz", headers={"authorization": "Bearer scrape-me", **ELSEWHERE}).json()
+        assert counted["connections"] == 0
+
+
+def test_open_mode_counts_stay_public() -> None:
+    """Open mode without a metrics token: /readyz and /metrics stay as they were, for anyone."""
+    with run_server() as srv, httpx.Client(base_url=srv.http) as http:
+        assert "connections" in http.get("/readyz", headers=ELSEWHERE).json()
+        assert http.get("/metrics", headers=ELSEWHERE).status_code == 200
+
+
 # ---------------------------------------------------------------------------------------------- private mode
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
+import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -129,11 +131,23 @@ def create_app(settings: Settings) -> PeercallApp:
             }
         )
 
+    metrics_token = settings.metrics_token.get_secret_value().encode() if settings.metrics_token else None
+    counts_public = metrics_token is None and settings.auth == "open" and not settings.private
+
+    def may_see_counts(request: Request) -> bool:
+        """Whether this request may read how many users and connections there are (docs/operations.md)."""
+        if metrics_token is not None:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), metrics_token)
+        return counts_public or _is_loopback(request)
+
     async def readyz(request: Request) -> Response:
         if hub.draining:
             return JSONResponse({"status": "shutting-down"}, status_code=503)
         if not await broker.ping():
             return JSONResponse({"status": "redis-unreachable", "node": broker.node}, status_code=503)
+        if not may_see_counts(request):
+            return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "ready", "connections": len(hub), "historyWriteFailures": hub.history_failures})
 
     async def api_calls(request: Request) -> Response:
@@ -161,6 +175,20 @@ def create_app(settings: Settings) -> PeercallApp:
         return JSONResponse(protocol_schema, media_type="application/schema+json")
 
     async def get_metrics(request: Request) -> Response:
+        if not may_see_counts(request):
+            if metrics_token is not None:
+                return _error(
+                    401,
+                    "unauthorized",
+                    "send 'Authorization: Bearer <PEERCALL_METRICS_TOKEN>'",
+                    {"www-authenticate": "Bearer"},
+                )
+            return _error(
+                403,
+                "forbidden",
+                "in private or token mode /metrics is served to this machine only; set "
+                "PEERCALL_METRICS_TOKEN to scrape it from elsewhere",
+            )
         return Response(render(metrics_registry), media_type=CONTENT_TYPE)
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -233,6 +261,14 @@ def create_app(settings: Settings) -> PeercallApp:
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _is_loopback(request: Request) -> bool:
+    """Whether the client (the address a trusted proxy forwarded, if any) is this machine."""
+    try:
+        return request.client is not None and ipaddress.ip_address(request.client.host).is_loopback
+    except ValueError:
+        return False
 
 
 def _safe_url(settings: Settings) -> str:
