@@ -247,7 +247,7 @@ def check_call_data(env: Envelope) -> None:
             ref=kind,
             to=env.to,
         )
-    if nested_deeper_than(data.decode()):
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and nested_deeper_than(data.decode()):
         raise ProtocolError(
             ErrorCode.BAD_MESSAGE, f"invalid 'data' for {kind}: nested more than {MAX_DEPTH} deep", ref=kind, to=env.to
         )
