@@ -143,6 +143,27 @@ def _add_sdk_commands(commands: Any) -> None:
     echo.add_argument("--id", default="echo", help="the id to answer as (default echo)")
     echo.add_argument("--delay", type=float, default=0.7, metavar="SECONDS", help="echo delay (default 0.7)")
     echo.add_argument("--max-duration", type=float, default=600, metavar="SECONDS", help="hang up after (600)")
+    echo.add_argument(
+        "--allow-peer",
+        action="append",
+        metavar="CIDR",
+        help="let calls check caller candidates in this address range, even where a default denies it (repeatable; "
+        "also $PEERCALL_ECHO_ALLOWED_PEERS, comma-separated)",
+    )
+    echo.add_argument(
+        "--deny-peer",
+        action="append",
+        metavar="CIDR",
+        help="never check caller candidates in this range (repeatable; also $PEERCALL_ECHO_DENIED_PEERS). "
+        "Default: loopback, this machine's subnets and global addresses are checked, other private and reserved "
+        "ranges are not",
+    )
+    echo.add_argument(
+        "--max-candidates", type=int, default=20, metavar="N", help="caller candidates a call checks at most (20)"
+    )
+    echo.add_argument(
+        "--calls-per-minute", type=int, default=6, metavar="N", help="calls one caller may place a minute (6)"
+    )
     echo.add_argument("--connect-timeout", type=float, default=10, metavar="SECONDS", help=argparse.SUPPRESS)
     echo.add_argument("--stop-with-stdin", action="store_true", help=argparse.SUPPRESS)
     check = commands.add_parser(
@@ -184,6 +205,23 @@ def _start_echo(settings: Any) -> subprocess.Popen[bytes] | None:
     return subprocess.Popen(command, stdin=subprocess.PIPE, env=env)
 
 
+def _echo_settings_problem() -> str | None:
+    """What is wrong with the echo's settings in the environment (its address ranges), or None.
+
+    The child would exit at once on them; saying so before the server starts is clearer. Without the SDK there is
+    nothing to check here (the child says that the SDK is missing).
+    """
+    try:
+        from .client.echo import echo_policy
+    except ImportError:
+        return None
+    try:
+        echo_policy()
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _free_port(host: str) -> int:
     """A free TCP port on `host` (for --with-echo with --port 0: the echo must know the port in advance)."""
     import socket
@@ -216,6 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 settings = Settings(**{**overrides, **more})
         except ValidationError as exc:
             print(f"peercall: invalid settings:\n{exc}", file=sys.stderr)
+            return 2
+        if with_echo and (problem := _echo_settings_problem()):
+            print(f"peercall: --with-echo: {problem}", file=sys.stderr)
             return 2
         echo = _start_echo(settings) if with_echo else None
         try:

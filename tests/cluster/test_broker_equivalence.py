@@ -1,9 +1,10 @@
 """The Redis broker decides exactly as the in-memory switchboard does.
 
 Random sequences of connects, frames, disconnects and timer ticks (the generator of the switchboard's own
-property tests) are fed to a `Switchboard` and to a `RedisBroker` on a real Redis, with the same connection ids
-and call ids; after every step both must produce the same effects: the same frames to each connection in the same
-order, the same presence changes, closes and history records, and the same errors.
+property tests), and call-summaries, are fed to a `Switchboard` and to a `RedisBroker` on a real Redis, with the
+same connection ids and call ids and a low call rate; after every step both must produce the same effects: the
+same frames to each connection in the same order, the same presence changes, closes and history records, and the
+same errors (rate-limited and not-in-call included).
 """
 
 # ruff: noqa: B023 (each lambda is called at once, inside the loop turn that made it)
@@ -20,12 +21,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from peercall.broker import RedisBroker
-from peercall.core.switchboard import Close, Effect, Forward, Send, Switchboard
-from peercall.errors import ProtocolError
+from peercall.broker.redis import RedisBroker
+from peercall.core.switchboard import CallRate, Close, Effect, Forward, Send, Switchboard
 from peercall.protocol import messages
-from tests.unit.test_switchboard_properties import DATA, GRACE, RING, op
+from peercall.protocol.errors import ProtocolError
+from tests.unit.test_switchboard_properties import DATA, GRACE, RING, USERS, op
 
+CALL_RATE = 4  # call requests a minute: low enough for the random sequences to meet it
+# A call-summary from a user's device for one of the first calls (ids k1…k6, the same on both sides).
+summary_op = st.tuples(
+    st.just("summary"), st.sampled_from(USERS), st.sampled_from(["x", "y"]), st.integers(min_value=1, max_value=6)
+)
 START = [("connect", "alice", None), ("connect", "bob", "x"), ("connect", "bob", "y"), ("connect", "carol", None)]
 
 
@@ -39,11 +45,11 @@ def normal(effects: list[Effect]) -> tuple[dict[str, list[Any]], list[str]]:
             message = json.loads(json.dumps(effect.message))
             if message["type"] == "welcome":  # people seen at the same moment may come in either order
                 message["recent"] = sorted(r["id"] for r in message["recent"])
-            per_conn[effect.conn].append(message)
+            per_conn[effect.cid].append(message)
         elif isinstance(effect, Forward):
-            per_conn[effect.conn].append(messages.forward(effect.env, effect.sender, effect.call_id, effect.polite))
+            per_conn[effect.cid].append(messages.forward(effect.env, effect.sender, effect.call_id, effect.polite))
         elif isinstance(effect, Close):
-            per_conn[effect.conn].append(("close", effect.code))
+            per_conn[effect.cid].append(("close", effect.code))
         else:
             rest.append(repr(effect))
     return dict(per_conn), sorted(rest)
@@ -61,7 +67,7 @@ _db = itertools.count(1)
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
-@given(st.lists(op, max_size=60))
+@given(st.lists(st.one_of(op, summary_op), max_size=60))
 def test_the_broker_makes_the_same_decisions_as_one_node(runner: asyncio.Runner, redis_server: Any, ops: list) -> None:
     runner.run(_compare(redis_server, ops))
 
@@ -69,9 +75,15 @@ def test_the_broker_makes_the_same_decisions_as_one_node(runner: asyncio.Runner,
 async def _compare(redis_server: Any, ops: list[tuple[Any, ...]]) -> None:
     db = redis_server.fresh_db()
     local_ids, shared_ids = itertools.count(1), itertools.count(1)
-    sb = Switchboard(ring_timeout=RING, resume_grace=GRACE, new_id=lambda: f"k{next(local_ids)}")
+    sb = Switchboard(
+        ring_timeout=RING, resume_grace=GRACE, new_id=lambda: f"k{next(local_ids)}", call_rate=CallRate(CALL_RATE)
+    )
     broker = RedisBroker(
-        redis_server.db_url(db), ring_timeout=RING, resume_grace=GRACE, new_id=lambda: f"k{next(shared_ids)}"
+        redis_server.db_url(db),
+        ring_timeout=RING,
+        resume_grace=GRACE,
+        call_rate=CALL_RATE,
+        new_id=lambda: f"k{next(shared_ids)}",
     )
     now = 1000.0
     live: dict[tuple[str, str], str] = {}
@@ -136,6 +148,23 @@ async def _compare(redis_server: Any, ops: list[tuple[Any, ...]]) -> None:
                 await both(
                     lambda c=conn, e=env: sb.receive(c, e, now),
                     lambda c=conn, u=user, e=env: broker.receive(c, u, e, now),
+                    f"{user} sends {frame}",
+                )
+            elif step[0] == "summary":
+                _, user, device, n = step
+                conn = live.get((user, device))
+                if conn is None:
+                    continue
+                frame = {"type": "call-summary", "callId": f"k{n}", "data": {"mos": 4}}
+                env = messages.parse(json.dumps(frame), user)
+
+                async def no_effects(check: Any) -> list[Effect]:
+                    await check
+                    return []
+
+                await both(
+                    lambda u=user, e=env: sb.check_summary(u, e) or [],
+                    lambda c=conn, u=user, e=env: no_effects(broker.summary(c, u, e)),
                     f"{user} sends {frame}",
                 )
             else:

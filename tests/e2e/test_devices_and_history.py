@@ -210,3 +210,79 @@ async def test_unanswered_call_is_missed_on_both_sides(open_page: OpenPage) -> N
         await expect(a.locator("#history li")).to_contain_text("Missed")
         await expect(a.locator("#hangup")).to_have_text("Hang Up")
         assert (await mic(a))["live"] == 0, "A did not release the microphone"
+
+
+# In a page: a round trip through the server on the page's WebSocket (an unknown frame type gets an `error`
+# back), or how that socket was closed.
+ROUND_TRIP = """
+async () => {
+  const sock = window.__e2e.sockets.at(-1);
+  if (sock.readyState !== WebSocket.OPEN) return { closed: true, readyState: sock.readyState };
+  return await new Promise((resolve) => {
+    sock.addEventListener("message", (e) => {
+      const frame = JSON.parse(e.data);
+      if (frame.type === "error") resolve({ reply: frame.code });
+    });
+    sock.addEventListener("close", (e) => resolve({ closed: true, code: e.code }));
+    sock.send(JSON.stringify({ type: "e2e-probe" }));
+  });
+}
+"""
+
+
+async def duplicate(page: Page) -> Page:
+    """What the browser's "Duplicate tab" does: a new tab of the same profile whose sessionStorage is a copy of
+    the live tab's, loading the same address. (The copy is made on a same-origin page that runs none of our
+    scripts, then the tab navigates to the address: sessionStorage stays with the tab.)"""
+    copy = await page.evaluate("JSON.stringify(Object.entries(sessionStorage))")
+    tab = await page.context.new_page()
+    await tab.goto("/css/peercall.css")
+    await tab.evaluate("(entries) => { for (const [k, v] of JSON.parse(entries)) sessionStorage.setItem(k, v); }", copy)
+    assert await tab.evaluate("sessionStorage.getItem('peercall.device')"), "the copy carries the device id"
+    await tab.goto(page.url)
+    return tab
+
+
+async def test_a_duplicated_tab_is_a_device_of_its_own(
+    server: ServerProcess, open_page: OpenPage, uid: Callable[[str], str]
+) -> None:
+    """A duplicated tab (its sessionStorage copied) connects as another device of the same user: both tabs stay
+    connected, and neither is replaced (close 4501)."""
+    name = uid("dana")
+    first = await open_page(server.http, "/", "first")
+    await first.fill("#my-id", name)
+    await connect(first)
+    second = await duplicate(first)
+    await expect(second.locator("#my-id")).to_have_value(name)  # the name typed last, as a returning user sees it
+    await connect(second)
+    # The server retires a replaced connection before it welcomes the new one: a round trip on the first tab's
+    # socket after the second is welcomed shows that it was not retired.
+    probes = [await page.evaluate(ROUND_TRIP) for page in (first, second)]
+    assert all("reply" in probe for probe in probes), f"a tab lost its connection: {probes}"
+    devices = [await page.evaluate("window.peercall.signaling.welcome.device") for page in (first, second)]
+    assert devices[0] != devices[1], f"the duplicated tab should be a device of its own: {devices}"
+    await expect(first.locator("#server-status")).to_have_text("Connected")
+    await expect(second.locator("#server-status")).to_have_text("Connected")
+
+
+async def test_a_reloaded_tab_keeps_its_device(
+    server: ServerProcess, open_page: OpenPage, uid: Callable[[str], str]
+) -> None:
+    """A reload is the same tab: it connects as the same device (so the server would hand its call back), and a
+    duplicate of the reloaded tab is still a device of its own."""
+    name = uid("rhea")
+    page = await open_page(server.http, "/", "rhea")
+    await page.fill("#my-id", name)
+    await connect(page)
+    device = await page.evaluate("window.peercall.signaling.welcome.device")
+    await page.reload()
+    await expect(page.locator("#my-id")).to_have_value(name)
+    await connect(page)
+    assert await page.evaluate("window.peercall.signaling.welcome.device") == device
+    await page.reload()  # twice: the mark the first reload left must not carry over to a duplicate
+    await connect(page)
+    assert await page.evaluate("window.peercall.signaling.welcome.device") == device
+    second = await duplicate(page)
+    await connect(second)
+    assert await second.evaluate("window.peercall.signaling.welcome.device") != device
+    assert "reply" in await page.evaluate(ROUND_TRIP)

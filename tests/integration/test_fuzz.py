@@ -44,8 +44,8 @@ import websockets
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from peercall.errors import shorten
 from peercall.protocol import messages
+from peercall.protocol.errors import shorten
 from peercall.protocol.schema import check_server_frame
 from tests.conftest import ROOT, TIMEOUT, Client, ServerProcess, run_server
 from tests.integration.conftest import TRANSPORTS

@@ -9,8 +9,8 @@ from typing import Any
 
 from peercall.core.records import CallRecord
 from peercall.core.switchboard import Close, Effect, Forward, Presence, Record, Send, Switchboard
-from peercall.errors import ProtocolError
 from peercall.protocol import messages
+from peercall.protocol.errors import ProtocolError
 
 
 class Board:
@@ -26,16 +26,16 @@ class Board:
     def apply(self, effects: list[Effect]) -> None:
         for effect in effects:
             if isinstance(effect, Send):
-                self.inbox[effect.conn].append(json.loads(json.dumps(effect.message)))
+                self.inbox[effect.cid].append(json.loads(json.dumps(effect.message)))
             elif isinstance(effect, Forward):
                 text = messages.forward(effect.env, effect.sender, effect.call_id, effect.polite)
-                self.inbox[effect.conn].append(json.loads(text))
+                self.inbox[effect.cid].append(json.loads(text))
             elif isinstance(effect, Presence):
                 for conn, device in self.sb.devices.items():
                     if device.user != effect.user:
                         self.inbox[conn].append({"type": "presence", "id": effect.user, "status": effect.status})
             elif isinstance(effect, Close):
-                self.closed[effect.conn] = (effect.code, effect.reason)
+                self.closed[effect.cid] = (effect.code, effect.reason)
             elif isinstance(effect, Record):
                 self.records.append(effect.record)
 

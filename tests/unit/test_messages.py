@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from peercall.errors import ProtocolError
 from peercall.protocol import messages
 from peercall.protocol.codes import ErrorCode
+from peercall.protocol.errors import ProtocolError
 
 OFFER = {"type": "offer", "sdp": "v=0\r\n"}
 CANDIDATE = {
@@ -140,19 +140,29 @@ def test_error_frame_echoes_what_failed() -> None:
         ("a\n", False),
     ],
 )
-def test_client_id_rule(value: str | None, ok: bool) -> None:
+def test_user_id_rule(value: str | None, ok: bool) -> None:
     """Ids are 1-64 letters, digits, `_ - . @`, nothing else."""
     assert messages.is_valid_id(value) is ok
 
 
-def test_welcome_and_presence_shapes() -> None:
-    """The server's own frames have the documented shapes."""
-    assert json.loads(messages.welcome("alice", ["bob"])) == {
-        "type": "welcome",
-        "id": "alice",
-        "online": ["bob"],
-        "protocol": 1,
-    }
+def test_server_frames_keep_their_shape_and_key_order() -> None:
+    """The server's own frames have the documented shapes, their keys in the documented order."""
+    welcome = messages.encode(messages.welcome("alice", "tab", ["bob"], [], [{"id": "eve", "lastSeen": 5.0}], 45, 20))
+    assert list(json.loads(welcome)) == [
+        "type", "id", "device", "online", "inCall", "recent", "protocol", "version", "ringTimeout", "resumeGrace"
+    ]  # fmt: skip
+    assert messages.encode(messages.call_ended("k1", "missed", "invite-timeout")) == (
+        '{"type":"call-ended","callId":"k1","outcome":"missed","reason":"invite-timeout"}'
+    )
+    assert messages.encode(messages.call_resumed("k1", "answered", "callee", "alice")) == (
+        '{"type":"call-resumed","callId":"k1","state":"answered","role":"callee","peer":"alice","polite":true}'
+    )
+    assert messages.encode(messages.hangup("bob", "alice", "k1", "peer-lost")) == (
+        '{"type":"hangup","from":"bob","to":"alice","callId":"k1","data":{"reason":"peer-lost"}}'
+    )
+    assert messages.encode(messages.error_message("unavailable", "bob is not online", ref="call-request")) == (
+        '{"type":"error","code":"unavailable","message":"bob is not online","ref":"call-request"}'
+    )
     assert json.loads(messages.presence("bob", "offline")) == {
         "type": "presence",
         "id": "bob",

@@ -14,8 +14,8 @@ import pytest
 
 from peercall.config import Settings
 from peercall.core.limits import KeyedBuckets
-from peercall.errors import ProtocolError
 from peercall.protocol.codes import CloseCode, ErrorCode
+from peercall.protocol.errors import ProtocolError
 from peercall.server.session import (
     Close,
     Handshake,

@@ -49,12 +49,12 @@ def check_invariants(b: Board) -> None:
         for conn in call.ringing:
             assert sb.devices[conn].user == call.callee_user
         for party in call.parties():
-            if party.conn is None:
+            if party.cid is None:
                 assert party.lost_until is not None and b.now < party.lost_until
             else:
-                assert sb.devices[party.conn].user == party.user and party.lost_until is None
+                assert sb.devices[party.cid].user == party.user and party.lost_until is None
         # a call with nobody left connected on either side cannot outlive the grace period
-        assert any(p.conn is not None for p in call.parties()) or all(p.lost_until is not None for p in call.parties())
+        assert any(p.cid is not None for p in call.parties()) or all(p.lost_until is not None for p in call.parties())
     # the deadline heap agrees with a scan of every call
     assert sb.next_deadline() == min((d for c in sb.calls.values() if (d := c.deadline()) is not None), default=None)
     for user, call_id in sb.active.items():
@@ -132,6 +132,6 @@ def test_simultaneous_accepts_have_exactly_one_winner(order: list[str]) -> None:
     outcomes = [b.send(conn, "call-accept", "alice") for conn in order]
     assert outcomes[0] is None and all(o is not None and o["code"] == "not-in-call" for o in outcomes[1:])
     (call,) = b.sb.calls.values()
-    assert call.callee is not None and call.callee.conn == order[0]
+    assert call.callee is not None and call.callee.cid == order[0]
     accepts = [m for m in b.inbox["a1"] if m["type"] == "call-accept"]
     assert len(accepts) == 1

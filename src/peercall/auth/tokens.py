@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import jwt
 
-from ..errors import PeercallError
+from ..protocol.errors import PeercallError
 from ..protocol.messages import is_valid_id
 
 if TYPE_CHECKING:

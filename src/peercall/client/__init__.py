@@ -15,9 +15,10 @@ asyncio.run(main())
 ```
 
 Modules: `signaling` (the WebSocket and its reconnects), `call` (one call: phase machine, aiortc, explicit
-negotiation), `media` (sources and sinks), `client` (the composition root), `events`, `ice` (`/ice-servers` and
-the loopback setting), `quality` (audio measurements), `check` (the audio self-test), `echo` (the echo service),
-`cli` (the `call`, `answer`, `echo` and `audio-check` commands). See docs/python-client.md.
+negotiation), `candidates` (which of the peer's ICE candidates a call may check), `media` (sources and sinks),
+`client` (the composition root), `events`, `ice` (`/ice-servers` and the loopback setting), `quality` (audio
+measurements), `check` (the audio self-test), `echo` (the echo service), `cli` (the `call`, `answer`, `echo` and
+`audio-check` commands). See docs/python-client.md.
 
 Needs the `sdk` extra: `pip install 'peercall[sdk]'`.
 
@@ -28,6 +29,7 @@ is this side's view of it; its state is the server's, see docs/glossary.md), as 
 
 from . import media
 from .call import Call, CallEnd, CallEndedError, CallError, CallPhase, CallState, CallStats
+from .candidates import CandidatePolicy
 from .client import Client, Subscription
 from .events import (
     CallEnded,
@@ -58,6 +60,7 @@ __all__ = [
     "CallState",
     "CallStateChanged",
     "CallStats",
+    "CandidatePolicy",
     "Client",
     "ClientError",
     "ConnectError",

@@ -10,9 +10,12 @@ Negotiation is explicit, and aiortc is always the impolite side in spirit: it ha
 - as the callee, or when the server makes it polite (glare), it never offers: it answers the offers it gets;
 - as the impolite side, it ignores an offer that collides with its own (the polite peer yields).
 The peer's trickled candidates are queued until the remote description is set. Nothing waits for the peer's
-gathering to complete.
+gathering to complete. Every remote candidate, trickled or in the peer's SDP, passes the call's `CandidatePolicy`
+first (candidates.py): an address the policy denies never reaches aiortc, and at most `max_candidates` do (the
+queue included).
 
-Imports aiortc, the SDK's `ice`, `media` and `signaling` (errors only); must not import the client or the server.
+Imports aiortc, the SDK's `candidates`, `ice`, `media` and `signaling` (errors only); must not import the client or
+the server.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
+from .candidates import CandidatePolicy, RemoteCandidates
 from .ice import IceConfig, loopback_candidates
 from .media import AudioIn, AudioOut, Discard, Sink, as_sink, as_source
 from .signaling import ClientError, Frame
@@ -143,6 +147,7 @@ class Call:
         ice_loopback: bool = False,
         setup_timeout: float = 30.0,
         end_timeout: float = 5.0,
+        candidate_policy: CandidatePolicy | None = None,
     ) -> None:
         self.id = call_id
         self.peer = peer
@@ -163,7 +168,8 @@ class Call:
         self._remote_track: MediaStreamTrack | None = None
         self._sink_started = False
         self._track_added = False
-        self._pending_candidates: list[dict[str, Any] | None] = []
+        self._pending_candidates: list[dict[str, Any] | None] = []  # at most max_candidates, and one end
+        self._remote_candidates = RemoteCandidates(candidate_policy or CandidatePolicy(), f"call with {peer}")
         self._changed = asyncio.Event()
         self._end: asyncio.Future[CallEnd] = asyncio.get_running_loop().create_future()
         self._local_reason: str | None = None
@@ -477,6 +483,7 @@ class Call:
         if kind not in ("offer", "answer") or not isinstance(sdp, str):
             self._log(f"ignored a description of type {kind!r}")
             return
+        sdp = self._remote_candidates.filter_sdp(sdp, self._log)  # before aiortc sees a candidate
         if kind == "offer":
             remote = pc.remoteDescription
             if remote is not None and remote.type == "offer" and remote.sdp == sdp and pc.localDescription:
@@ -501,11 +508,18 @@ class Call:
         await self._flush_candidates(pc)
 
     async def _on_candidate(self, data: Any) -> None:
+        candidate = data if isinstance(data, dict) else None
+        text = candidate.get("candidate") if candidate else None
+        if text:
+            if not self._remote_candidates.admit(str(text), self._log):
+                return
+        elif None in self._pending_candidates:  # end-of-candidates, queued already
+            return
         pc = self._pc
         if pc is None or pc.remoteDescription is None:
-            self._pending_candidates.append(data if isinstance(data, dict) else None)
+            self._pending_candidates.append(candidate if text else None)
             return
-        await self._add_candidate(pc, data if isinstance(data, dict) else None)
+        await self._add_candidate(pc, candidate)
 
     async def _flush_candidates(self, pc: RTCPeerConnection) -> None:
         queued, self._pending_candidates = self._pending_candidates, []

@@ -27,7 +27,7 @@ from aiortc import MediaStreamTrack
 from . import media
 from .call import Call, CallEndedError, CallError, CallPhase
 from .client import Client
-from .echo import run_echo
+from .echo import echo_policy, run_echo
 from .events import CallPhaseChanged
 from .signaling import ClientError, ConnectError
 
@@ -240,8 +240,9 @@ async def echo_command(args: argparse.Namespace) -> int:
         args: the parsed options.
 
     Returns:
-        0 when stopped, 2 if the server cannot be reached or refuses us.
+        0 when stopped, 2 if an option is malformed, or the server cannot be reached or refuses us.
     """
+    policy = echo_policy(args.allow_peer, args.deny_peer, args.max_candidates)  # a bad range: exit 2, at once
     if args.stop_with_stdin:
         _stop_with_stdin()
     await run_echo(
@@ -253,6 +254,8 @@ async def echo_command(args: argparse.Namespace) -> int:
         ice_loopback=True if args.ice_loopback else None,
         ssl_context=_ssl(args),
         connect_timeout=args.connect_timeout,
+        candidate_policy=policy,
+        calls_per_minute=args.calls_per_minute,
     )
     return 0
 

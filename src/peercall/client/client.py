@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 from ..protocol.messages import is_valid_id
 from .call import Call, CallEnd, CallError, CallPhase
+from .candidates import CandidatePolicy
 from .events import (
     CallEnded,
     CallPhaseChanged,
@@ -117,6 +118,9 @@ class Client:
         setup_timeout: how long a call may take from accept to audio before it is hung up (`ice-timeout`).
         min_delay: first reconnect delay, seconds.
         max_delay: largest reconnect delay, seconds.
+        candidate_policy: which of the peer's ICE candidates a call may check, and how many (candidates.py); None:
+            any address, at most 50 a call. A bot that answers strangers should pass
+            `CandidatePolicy.public_service()`, as the echo service does.
 
     Raises:
         ValueError: `id` or `device` is malformed.
@@ -135,6 +139,7 @@ class Client:
         setup_timeout: float = 30.0,
         min_delay: float = 0.5,
         max_delay: float = 30.0,
+        candidate_policy: CandidatePolicy | None = None,
     ) -> None:
         if not is_valid_id(id):
             raise ValueError(f"a user id is 1-64 letters, digits, '_', '-', '.' or '@', not {id!r}")
@@ -147,6 +152,7 @@ class Client:
         self.ice_loopback = loopback_from_env() if ice_loopback is None else ice_loopback
         self.connect_timeout = connect_timeout
         self.setup_timeout = setup_timeout
+        self.candidate_policy = candidate_policy or CandidatePolicy()
         self._ssl = ssl_context
         self._signaling = Signaling(
             url,
@@ -335,6 +341,7 @@ class Client:
             on_end=self._call_ended,
             ice_loopback=self.ice_loopback,
             setup_timeout=self.setup_timeout,
+            candidate_policy=self.candidate_policy,
         )
         self._call = call
         if call_id is not None:

@@ -5,7 +5,11 @@ user has at most one call at a time, so the echo serves one caller at a time (ot
 under different ids for more. Each call is hung up after `max_duration` seconds, so a forgotten tab cannot keep
 it busy.
 
-Imports the SDK's client and media; must not import the server.
+It answers strangers, so it is guarded (docs/security.md): its calls check only the caller's candidates that
+`CandidatePolicy.public_service()` allows, at most 20 a call (no probing this machine's other networks through it),
+and one caller gets at most `calls_per_minute` calls a minute (further ones are rejected `busy`).
+
+Imports the SDK's client, candidates and media; must not import the server.
 """
 
 from __future__ import annotations
@@ -13,10 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
+import time
+from collections import deque
 
 from . import media
 from .call import Call, CallError
+from .candidates import SERVICE_MAX_CANDIDATES, CandidatePolicy, parse_networks
 from .client import Client
 from .signaling import ConnectError
 
@@ -24,6 +32,103 @@ log = logging.getLogger("peercall.echo")
 
 DEFAULT_ID = "echo"
 DEFAULT_DELAY = 0.7
+DEFAULT_CALLS_PER_MINUTE = 6
+"""Calls one caller may place to the echo in any 60 seconds."""
+
+
+ALLOWED_PEERS_ENV = "PEERCALL_ECHO_ALLOWED_PEERS"
+DENIED_PEERS_ENV = "PEERCALL_ECHO_DENIED_PEERS"
+
+
+def echo_policy(
+    allow: list[str] | None = None,
+    deny: list[str] | None = None,
+    max_candidates: int = SERVICE_MAX_CANDIDATES,
+    env: dict[str, str] | None = None,
+) -> CandidatePolicy:
+    """The echo's candidate policy from its options (`--allow-peer`, `--deny-peer`) or, for each list not given,
+    from `PEERCALL_ECHO_ALLOWED_PEERS` / `PEERCALL_ECHO_DENIED_PEERS` (comma-separated).
+
+    Args:
+        allow: ranges given with `--allow-peer` (each may be comma-separated); None or empty: the environment's.
+        deny: ranges given with `--deny-peer`; None or empty: the environment's.
+        max_candidates: distinct remote candidates a call checks at most.
+        env: the environment to read (default `os.environ`).
+
+    Returns:
+        `CandidatePolicy.public_service()` with those ranges before the defaults.
+
+    Raises:
+        ValueError: a range is malformed (the message names the option or variable, and the value).
+    """
+    environ = os.environ if env is None else env
+    allowed = (
+        parse_networks(allow, "--allow-peer")
+        if allow
+        else parse_networks([environ.get(ALLOWED_PEERS_ENV, "")], ALLOWED_PEERS_ENV)
+    )
+    denied = (
+        parse_networks(deny, "--deny-peer")
+        if deny
+        else parse_networks([environ.get(DENIED_PEERS_ENV, "")], DENIED_PEERS_ENV)
+    )
+    return CandidatePolicy.public_service(allowed, denied, max_candidates=max_candidates)
+
+
+class CallerLimit:
+    """At most `per_minute` calls from one caller in any 60 seconds (a sliding window). Pure: time comes in.
+
+    Holds the times of the calls let through in the last minute, per caller; a caller with none is forgotten.
+
+    Args:
+        per_minute: calls let through per caller per 60 s.
+        window: the window, in seconds.
+    """
+
+    def __init__(self, per_minute: int = DEFAULT_CALLS_PER_MINUTE, window: float = 60.0) -> None:
+        if per_minute < 1:
+            raise ValueError(f"calls per minute: expected at least 1, but got {per_minute}")
+        self.per_minute = per_minute
+        self.window = window
+        self._calls: dict[str, deque[float]] = {}
+        self._refused: set[str] = set()
+
+    def admit(self, caller: str, now: float) -> bool | None:
+        """Count a call from `caller` at `now` if the caller is under the limit.
+
+        Args:
+            caller: the caller's user id.
+            now: a monotonic time, in seconds.
+
+        Returns:
+            True: let it through (it is counted). False: over the limit, the first refusal since the caller was last
+            let through (worth a log line). None: over the limit again (not worth another).
+        """
+        self._forget(now)
+        times = self._calls.setdefault(caller, deque())
+        if len(times) < self.per_minute:
+            times.append(now)
+            self._refused.discard(caller)
+            return True
+        if caller in self._refused:
+            return None
+        self._refused.add(caller)
+        return False
+
+    def _forget(self, now: float) -> None:
+        for caller in list(self._calls):
+            times = self._calls[caller]
+            while times and times[0] <= now - self.window:
+                times.popleft()
+            if not times:
+                del self._calls[caller]
+                self._refused.discard(caller)
+
+
+async def refuse_call(call: Call) -> None:
+    """Reject a ringing call with reason `busy` (the caller is over its calls a minute)."""
+    with contextlib.suppress(CallError):
+        await call.reject("busy")
 
 
 async def serve_call(call: Call, delay: float = DEFAULT_DELAY, max_duration: float = 600.0) -> None:
@@ -61,6 +166,8 @@ async def run_echo(
     ssl_context: ssl.SSLContext | None = None,
     connect_timeout: float = 10.0,
     ready: asyncio.Event | None = None,
+    candidate_policy: CandidatePolicy | None = None,
+    calls_per_minute: int = DEFAULT_CALLS_PER_MINUTE,
 ) -> None:
     """Run the echo service until cancelled (or until the server refuses it for good).
 
@@ -74,21 +181,42 @@ async def run_echo(
         ssl_context: for `wss://` servers with a private certificate.
         connect_timeout: how long to keep trying to reach the server at start.
         ready: set once connected and answering.
+        candidate_policy: which of a caller's candidates a call may check; None:
+            `CandidatePolicy.public_service()` (loopback, this machine's subnets and global addresses; at most 20).
+        calls_per_minute: calls one caller may place in any 60 s; further ones are rejected `busy`.
 
     Raises:
         ConnectError: the server could not be reached in time, or refused us.
     """
+    policy = candidate_policy or CandidatePolicy.public_service()
+    limit = CallerLimit(calls_per_minute)
     async with Client(
-        url, id, token, ice_loopback=ice_loopback, ssl_context=ssl_context, connect_timeout=connect_timeout
+        url,
+        id,
+        token,
+        ice_loopback=ice_loopback,
+        ssl_context=ssl_context,
+        connect_timeout=connect_timeout,
+        candidate_policy=policy,
     ) as client:
         log.info("echo service answering as %r on %s (delay %.1fs)", id, url, delay)
+        log.info("echo: at most %d calls a minute per caller; caller candidates: %s", calls_per_minute, policy)
         tasks: set[asyncio.Task[None]] = set()
         if ready is not None:
             ready.set()
         try:
             async for call in client.incoming():
-                log.info("%s is calling", call.peer)
-                task = asyncio.create_task(serve_call(call, delay, max_duration))
+                admitted = limit.admit(call.peer, time.monotonic())
+                if admitted:
+                    log.info("%s is calling", call.peer)
+                    work = serve_call(call, delay, max_duration)
+                else:
+                    if admitted is False:
+                        log.warning(
+                            "%s called more than %d times in a minute: rejecting as busy", call.peer, limit.per_minute
+                        )
+                    work = refuse_call(call)
+                task = asyncio.create_task(work)
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         finally:

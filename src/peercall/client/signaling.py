@@ -26,8 +26,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from ..errors import PeercallError
 from ..protocol.codes import CloseCode
+from ..protocol.errors import PeercallError
 
 log = logging.getLogger("peercall.client")
 

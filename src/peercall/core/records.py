@@ -3,36 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
+from ..protocol.codes import Outcome, Reason
 
-class Outcome(StrEnum):
-    """How a call ended, from the user's point of view."""
-
-    ANSWERED = "answered"  # it was answered (and then ended)
-    REJECTED = "rejected"  # the callee declined
-    CANCELLED = "cancelled"  # the caller gave up while it rang
-    MISSED = "missed"  # nobody answered before the ring timeout
-    BUSY = "busy"  # the callee was in another call
-    UNAVAILABLE = "unavailable"  # the callee was not online
-    FAILED = "failed"  # answered, but media never connected (ICE or microphone failure)
-
-
-class Reason(StrEnum):
-    """Why a call ended: Matrix's hangup reasons in kebab-case, plus peercall's own."""
-
-    USER_HANGUP = "user-hangup"
-    USER_BUSY = "user-busy"
-    INVITE_TIMEOUT = "invite-timeout"
-    ICE_FAILED = "ice-failed"
-    ICE_TIMEOUT = "ice-timeout"
-    USER_MEDIA_FAILED = "user-media-failed"
-    UNKNOWN_ERROR = "unknown-error"
-    PEER_LOST = "peer-lost"  # a party's connection dropped and did not come back within the grace period
-    USER_REJECTED = "user-rejected"  # the callee declined
-    ANSWERED_ELSEWHERE = "answered-elsewhere"  # sent to the callee's other devices when one accepts
-    USER_UNAVAILABLE = "user-unavailable"  # nobody by that id was online
+__all__ = ["CallRecord", "Outcome", "Reason"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,10 @@ Rules (docs/protocol.md, "Calls", is the user-facing version):
 - Private mode hides who exists: no presence, and a call to someone offline rings (on no device) until the ring
   timeout, exactly like a call nobody answers, instead of ending `unavailable`.
 - Ringing ends by the ring timeout (`missed`) unless answered, rejected or cancelled first.
+- A user may place at most `call_rate` call requests a minute (a token bucket per user; the rest get
+  `error rate-limited`).
+- A party of a call that ended lately (the last 10 000 calls: `ended_calls`) may send its `call-summary`;
+  anyone else gets `error not-in-call`.
 - Whenever a call ends, every connection that took part in it or rang gets `call-ended`, and, for clients of the
   seed protocol, the `call-reject` or `hangup` they know. One history record is written per call.
 """
@@ -39,10 +43,11 @@ from typing import Any, Final
 
 import msgspec
 
-from .. import PROTOCOL_VERSION, __version__
-from ..errors import ProtocolError
+from ..protocol import messages
 from ..protocol.codes import CloseCode, ErrorCode
-from ..protocol.messages import Envelope
+from ..protocol.errors import ProtocolError
+from ..protocol.messages import NEGOTIATION, Envelope
+from .limits import TokenBucket
 from .records import CallRecord, Outcome, Reason
 
 # ---------------------------------------------------------------------------------------------------- effects
@@ -53,14 +58,14 @@ from .records import CallRecord, Outcome, Reason
 class Send(msgspec.Struct, frozen=True, gc=False):
     """Send a server-built frame to one connection."""
 
-    conn: str
+    cid: str
     message: dict[str, Any]
 
 
 class Forward(msgspec.Struct, frozen=True, gc=False):
     """Forward a client's frame to one connection: verbatim data, `from` stamped, `callId` set by the server."""
 
-    conn: str
+    cid: str
     env: Envelope
     sender: str
     call_id: str
@@ -80,7 +85,7 @@ class Presence(msgspec.Struct, frozen=True, gc=False):
 class Close(msgspec.Struct, frozen=True, gc=False):
     """Close one connection."""
 
-    conn: str
+    cid: str
     code: int
     reason: str
 
@@ -129,8 +134,10 @@ class InvalidTransition(RuntimeError):
         super().__init__(f"call {call_id}: no transition from {state} on {event}")
 
 
-_RECENT_KEPT = 1000  # offline users whose last-seen time is remembered (in memory: lost on restart)
-_RECENT_SHOWN = 50  # of which `welcome` lists the newest
+_LAST_SEEN_KEPT = 1000  # offline users whose last-seen time is remembered (in memory: lost on restart)
+LAST_SEEN_SHOWN: Final = 50  # of which `welcome` lists the newest
+_ENDED_KEPT = 10_000  # calls that ended lately whose parties may still send a call-summary
+_RATED_KEPT = 10_000  # users whose call rate is tracked; the oldest are forgotten (a fresh bucket is a full one)
 
 # Hangup reasons a client may give (`{"type":"hangup","data":{"reason":…}}`); these three mean media failed.
 _CLIENT_REASONS: Final = {r.value: r for r in Reason}
@@ -141,17 +148,19 @@ _MEDIA_FAILURES: Final = {Reason.ICE_FAILED, Reason.ICE_TIMEOUT, Reason.USER_MED
 
 @dataclass(slots=True)
 class Device:
-    conn: str
+    cid: str
     user: str
     device: str
     named: bool  # the client chose the device id (so a reconnect can be matched to it)
 
 
-@dataclass(slots=True)
-class Party:
+class Party(msgspec.Struct):
+    """A caller or callee, as the holder of one connection in the call. Stored in Redis inside its `Call` (JSON):
+    `cid` keeps the stored name `conn` it had, so that nodes of two versions can share a cluster's calls."""
+
     user: str
     device: str
-    conn: str | None  # None while lost
+    cid: str | None = msgspec.field(name="conn")  # None while lost
     lost_until: float | None = None
 
 
@@ -164,16 +173,16 @@ class Call:
     ringing_at: float
     ring_deadline: float
     state: CallState = CallState.RINGING
-    ringing: dict[str, str] = field(default_factory=dict)  # conn -> device id, while it rings
+    ringing: dict[str, str] = field(default_factory=dict)  # cid -> device id, while it rings
     callee: Party | None = None
     answered_at: float | None = None
 
     def parties(self) -> list[Party]:
         return [self.caller] if self.callee is None else [self.caller, self.callee]
 
-    def party_of(self, conn: str) -> Party | None:
+    def party_of(self, cid: str) -> Party | None:
         for party in self.parties():
-            if party.conn == conn:
+            if party.cid == cid:
                 return party
         return None
 
@@ -187,6 +196,63 @@ class Call:
             if party is not None and (lost := party.lost_until) is not None and (deadline is None or lost < deadline):
                 deadline = lost
         return deadline
+
+
+class WelcomeLists(msgspec.Struct, frozen=True, gc=False):
+    """What a `welcome` lists besides the newcomer: everyone online and everyone in an answered call (sorted,
+    without the newcomer), and the users seen lately who are offline now, newest first (the wire field `recent`).
+    A switchboard works them out from its own state; a switchboard holding a slice of shared state is handed them
+    (`Switchboard.connect(..., lists=...)`)."""
+
+    online: list[str]
+    in_call: list[str]
+    last_seen: list[dict[str, object]]
+
+
+class CallRate:
+    """At most `per_minute` call requests a minute per user, `per_minute` saved up: a token bucket each.
+
+    The buckets are not call state: a node keeps its own (a cluster's nodes each allow the rate).
+    """
+
+    def __init__(self, per_minute: int = 30) -> None:
+        self.per_minute = per_minute
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def check(self, user: str, env: Envelope, now: float) -> None:
+        """Spend one of `user`'s call requests at `now`.
+
+        Raises:
+            ProtocolError: `rate-limited`: none is left; the request is dropped.
+        """
+        bucket = self._buckets.get(user)
+        if bucket is None:
+            bucket = self._buckets[user] = TokenBucket(self.per_minute / 60.0, self.per_minute, now)
+            if len(self._buckets) > _RATED_KEPT:
+                del self._buckets[next(iter(self._buckets))]
+        if not bucket.take(now):
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"more than {self.per_minute} call requests a minute; wait a little",
+                ref=env.type,
+                to=env.to,
+            )
+
+
+def check_summary(user: str, env: Envelope, parties: tuple[str, str] | None) -> None:
+    """Whether `user` may send the `call-summary` `env`: `parties` are the caller and callee of the call it names,
+    if that call ended lately (None: it did not, or too long ago).
+
+    Raises:
+        ProtocolError: `not-in-call`: it is not a call of `user`'s that ended lately.
+    """
+    if parties is None or user not in parties:
+        raise ProtocolError(
+            ErrorCode.NOT_IN_CALL,
+            f"call {env.callId} is not a call of yours that ended lately; send call-summary after call-ended",
+            ref=env.type,
+            call_id=env.callId,
+        )
 
 
 def _error(code: ErrorCode, message: str, env: Envelope, call_id: str | None = None) -> ProtocolError:
@@ -206,13 +272,15 @@ class Switchboard:
         resume_grace: float = 20.0,
         new_id: Callable[[], str],
         private: bool = False,
+        call_rate: CallRate | None = None,
     ) -> None:
         self.ring_timeout = ring_timeout
+        self.call_rate = call_rate if call_rate is not None else CallRate()
         self.private = private
         self.resume_grace = resume_grace
         self._new_id = new_id
-        self.devices: dict[str, Device] = {}  # conn -> device
-        self.users: dict[str, dict[str, Device]] = {}  # user -> conn -> device
+        self.devices: dict[str, Device] = {}  # cid -> device
+        self.users: dict[str, dict[str, Device]] = {}  # user -> cid -> device
         self._online: list[str] = []  # the keys of `users`, kept sorted: a welcome must not sort 10k ids
         self.last_seen: collections.OrderedDict[str, float] = collections.OrderedDict()  # offline users, newest last
         self.calls: dict[str, Call] = {}  # active calls (ringing or answered) by id
@@ -220,6 +288,8 @@ class Switchboard:
         # moved are dropped when they reach the top, so next_deadline() and tick() never scan all calls.
         self._due: list[tuple[float, str]] = []
         self.active: dict[str, str] = {}  # user -> id of their active call
+        # Calls that ended lately: call id -> (caller, callee), who may send its call-summary.
+        self.ended_calls: collections.OrderedDict[str, tuple[str, str]] = collections.OrderedDict()
 
     # -------------------------------------------------------------------------------------- connections
 
@@ -235,21 +305,25 @@ class Switchboard:
         call_id = self.active.get(user)
         return call_id is not None and self.calls[call_id].state is CallState.ANSWERED
 
-    def _in_calls(self, *, exclude: str) -> list[str]:
-        """Online users in an answered call, sorted."""
+    def load(self, devices: list[Device]) -> None:
+        """Hold devices read from shared state (no effects: they are connected already)."""
+        for device in devices:
+            if device.user not in self.users:
+                bisect.insort(self._online, device.user)
+            self.devices[device.cid] = self.users.setdefault(device.user, {})[device.cid] = device
+
+    def welcome_lists(self, user: str) -> WelcomeLists:
+        """What the welcome of a connection of `user` lists, from this switchboard's own state."""
         found = {
             u for c in self.calls.values() if c.state is CallState.ANSWERED for u in (c.caller.user, c.callee_user)
         }
-        return sorted(u for u in found if u in self.users and u != exclude)
-
-    def _recent(self) -> list[dict[str, object]]:
-        """Users seen lately who are offline now, newest first."""
-        recent = []
-        for user in reversed(self.last_seen):
-            recent.append({"id": user, "lastSeen": self.last_seen[user]})
-            if len(recent) == _RECENT_SHOWN:
+        last_seen: list[dict[str, object]] = []
+        for seen in reversed(self.last_seen):
+            last_seen.append({"id": seen, "lastSeen": self.last_seen[seen]})
+            if len(last_seen) == LAST_SEEN_SHOWN:
                 break
-        return recent
+        in_call = sorted(u for u in found if u in self.users and u != user)
+        return WelcomeLists(self.online(exclude=user), in_call, last_seen)
 
     def _in_call_changed(self, call: Call, in_call: bool) -> list[Effect]:
         if self.private:
@@ -260,78 +334,72 @@ class Switchboard:
             if user in self.users
         ]
 
-    def connect(self, conn: str, user: str, device: str | None, now: float) -> list[Effect]:
-        """A connection of `user` was accepted. `device` is the id the client gave its device, if any."""
+    def connect(
+        self, cid: str, user: str, device: str | None, now: float, *, lists: WelcomeLists | None = None
+    ) -> list[Effect]:
+        """A connection of `user` was accepted. `device` is the id the client gave its device, if any. `lists`:
+        what its welcome lists, when this switchboard holds only a slice of the state (else its own view)."""
         effects: list[Effect] = []
         named = device is not None
-        device_id = device if device is not None else f"d-{conn}"
+        device_id = device if device is not None else f"d-{cid}"
         first = user not in self.users
         devices = self.users.get(user)
         if named and devices:
             for old in list(devices.values()):
                 if old.device == device_id:  # the same device is back: retire its stale connection
-                    effects.append(Close(old.conn, CloseCode.REPLACED, "replaced by a newer connection"))
-                    effects += self.disconnect(old.conn, now, replaced=True)
+                    effects.append(Close(old.cid, CloseCode.REPLACED, "replaced by a newer connection"))
+                    effects += self.disconnect(old.cid, now, replaced=True)
         if user not in self.users:
             bisect.insort(self._online, user)
         self.last_seen.pop(user, None)  # online again: not among the recently seen (in their own welcome too)
-        self.devices[conn] = self.users.setdefault(user, {})[conn] = Device(conn, user, device_id, named)
-        effects.append(
-            Send(
-                conn,
-                {
-                    "type": "welcome",
-                    "id": user,
-                    "device": device_id,
-                    "online": [] if self.private else self.online(exclude=user),
-                    "inCall": [] if self.private else self._in_calls(exclude=user),
-                    "recent": [] if self.private else self._recent(),
-                    "protocol": PROTOCOL_VERSION,
-                    "version": __version__,
-                    "ringTimeout": self.ring_timeout,
-                    "resumeGrace": self.resume_grace,
-                },
-            )
+        self.devices[cid] = self.users.setdefault(user, {})[cid] = Device(cid, user, device_id, named)
+        if self.private:
+            lists = WelcomeLists([], [], [])
+        elif lists is None:
+            lists = self.welcome_lists(user)
+        welcome = messages.welcome(
+            user, device_id, lists.online, lists.in_call, lists.last_seen, self.ring_timeout, self.resume_grace
         )
+        effects.append(Send(cid, welcome))
         if first and not self.private:
             effects.append(Presence(user, "online", in_call=self._in_call(user)))
         call_id = self.active.get(user)
         if call_id is not None:
-            effects += self._rejoin(self.calls[call_id], conn, user, device_id, named)
+            effects += self._rejoin(self.calls[call_id], cid, user, device_id, named)
         return effects
 
-    def _rejoin(self, call: Call, conn: str, user: str, device_id: str, named: bool) -> list[Effect]:
+    def _rejoin(self, call: Call, cid: str, user: str, device_id: str, named: bool) -> list[Effect]:
         for party in call.parties():
-            if party.user == user and party.conn is None and (not named or party.device == device_id):
-                party.conn, party.lost_until = conn, None
+            if party.user == user and party.cid is None and (not named or party.device == device_id):
+                party.cid, party.lost_until = cid, None
                 party.device = device_id
                 self._arm(call)
                 peer = call.other(party)
-                effects: list[Effect] = [Send(conn, _resumed(call, party))]
-                if peer is not None and peer.conn is not None:
+                effects: list[Effect] = [Send(cid, _resumed(call, party))]
+                if peer is not None and peer.cid is not None:
                     # The peer's frames to us were dropped while we were away: it re-sends what is pending.
-                    effects.append(Send(peer.conn, _resumed(call, peer)))
+                    effects.append(Send(peer.cid, _resumed(call, peer)))
                 return effects
         if call.state is CallState.RINGING and user == call.callee_user:
-            call.ringing[conn] = device_id  # a device that connects while the call rings rings too
-            return [Forward(conn, call.request, call.caller.user, call.id)]
+            call.ringing[cid] = device_id  # a device that connects while the call rings rings too
+            return [Forward(cid, call.request, call.caller.user, call.id)]
         return []
 
-    def disconnect(self, conn: str, now: float, *, replaced: bool = False) -> list[Effect]:
+    def disconnect(self, cid: str, now: float, *, replaced: bool = False) -> list[Effect]:
         """A connection is gone. Its calls go on for the resume grace period (at once, if `replaced`)."""
-        device = self.devices.pop(conn, None)
+        device = self.devices.pop(cid, None)
         if device is None:
             return []
         user = device.user
         devices = self.users[user]
-        del devices[conn]
+        del devices[cid]
         effects: list[Effect] = []
         if not devices:
             del self.users[user]
             del self._online[bisect.bisect_left(self._online, user)]
             if not replaced:
                 self.last_seen[user] = now
-                if len(self.last_seen) > _RECENT_KEPT:
+                if len(self.last_seen) > _LAST_SEEN_KEPT:
                     self.last_seen.popitem(last=False)
                 if not self.private:
                     effects.append(Presence(user, "offline", last_seen=now))
@@ -339,10 +407,10 @@ class Switchboard:
         if call_id is None:
             return effects
         call = self.calls[call_id]
-        call.ringing.pop(conn, None)
-        party = call.party_of(conn)
+        call.ringing.pop(cid, None)
+        party = call.party_of(cid)
         if party is not None:
-            party.conn = None
+            party.cid = None
             party.lost_until = now + self.resume_grace
             self._arm(call)
             if self.resume_grace <= 0:
@@ -351,40 +419,50 @@ class Switchboard:
 
     # ----------------------------------------------------------------------------------------- frames
 
-    def receive(self, conn: str, env: Envelope, now: float) -> list[Effect]:
-        """A valid frame from `conn` (already through protocol.messages.parse).
+    def receive(self, cid: str, env: Envelope, now: float) -> list[Effect]:
+        """A valid frame from `cid` (already through protocol.messages.parse).
 
         Raises:
             ProtocolError: `in-call`, `unavailable` or `not-in-call`; nothing was changed and nobody was told.
         """
-        device = self.devices[conn]
+        device = self.devices[cid]
         kind = env.type
         if kind == "call-request":
+            self.call_rate.check(device.user, env, now)
             return self._request(device, env, now)
-        if kind in ("offer", "answer", "candidate"):
-            route = self.route(conn, env)
+        if kind in NEGOTIATION:
+            route = self.route(cid, env)
             return [] if route is None else [Forward(route[0], env, device.user, route[1])]
         call = self._call_for(device, env)
         if kind == "call-accept":
-            if call.state is not CallState.RINGING or conn not in call.ringing:
+            if call.state is not CallState.RINGING or cid not in call.ringing:
                 raise self._not_in_call(env, call)
             return self._accept(call, device, env, now, glare=False)
-        if kind == "call-reject" or (kind == "hangup" and conn in call.ringing):
-            if call.state is not CallState.RINGING or conn not in call.ringing:
+        if kind == "call-reject" or (kind == "hangup" and cid in call.ringing):
+            if call.state is not CallState.RINGING or cid not in call.ringing:
                 raise self._not_in_call(env, call)
             return self._reject(call, device, env, now)
         # hangup by a party
-        party = call.party_of(conn)
+        party = call.party_of(cid)
         if party is None:
             raise self._not_in_call(env, call)
         if call.state is CallState.RINGING:
-            return self._end(call, Event.CANCEL, Outcome.CANCELLED, Reason.USER_HANGUP, now, by=conn, env=env)
+            return self._end(call, Event.CANCEL, Outcome.CANCELLED, Reason.USER_HANGUP, now, by=cid, env=env)
         reason = _client_reason(env) or Reason.USER_HANGUP
         outcome = Outcome.FAILED if reason in _MEDIA_FAILURES else Outcome.ANSWERED
-        return self._end(call, Event.HANGUP, outcome, reason, now, by=conn, env=env)
+        return self._end(call, Event.HANGUP, outcome, reason, now, by=cid, env=env)
 
-    def route(self, conn: str, env: Envelope) -> tuple[str, str] | None:
-        """Where `offer`, `answer` or `candidate` from `conn` goes: the other party's connection and the call id,
+    def check_summary(self, user: str, env: Envelope) -> None:
+        """Whether `user` may send the `call-summary` `env` (see `check_summary()`). Changes nothing.
+
+        Raises:
+            ProtocolError: `not-in-call`.
+        """
+        assert env.callId is not None
+        check_summary(user, env, self.ended_calls.get(env.callId))
+
+    def route(self, cid: str, env: Envelope) -> tuple[str, str] | None:
+        """Where `offer`, `answer` or `candidate` from `cid` goes: the other party's connection and the call id,
         or None while that party is reconnecting (it restarts ICE when it is back, so nothing is kept for it).
 
         The relay's hot path (`receive` does the same, as a Forward effect). Changes nothing.
@@ -392,13 +470,13 @@ class Switchboard:
         Raises:
             ProtocolError: `not-in-call`: this connection is not a party of an answered call with `env.to`.
         """
-        call = self._call_for(self.devices[conn], env)
+        call = self._call_for(self.devices[cid], env)
         caller, callee = call.caller, call.callee
         if call.state is CallState.ANSWERED and callee is not None:
-            if caller.conn == conn:
-                return None if callee.conn is None else (callee.conn, call.id)
-            if callee.conn == conn:
-                return None if caller.conn is None else (caller.conn, call.id)
+            if caller.cid == cid:
+                return None if callee.cid is None else (callee.cid, call.id)
+            if callee.cid == cid:
+                return None if caller.cid is None else (caller.cid, call.id)
         raise self._not_in_call(env, call)
 
     def _call_for(self, device: Device, env: Envelope) -> Call:
@@ -429,74 +507,68 @@ class Switchboard:
                 return self._accept(call, device, env, now, glare=True)
             raise _error(ErrorCode.IN_CALL, f"you are already in call {call.id}; hang up first", env, call.id)
         call_id = self._new_id()
-        call = Call(call_id, Party(caller, device.device, device.conn), callee, env, now, now + self.ring_timeout)
+        call = Call(call_id, Party(caller, device.device, device.cid), callee, env, now, now + self.ring_timeout)
         callee_devices = self.users.get(callee)
         if not callee_devices and not self.private:
-            unavailable = {"type": "error", "code": ErrorCode.UNAVAILABLE.value, "message": f"{callee} is not online"}
+            unavailable = messages.error_message(
+                ErrorCode.UNAVAILABLE.value, f"{callee} is not online", ref=env.type, to=callee, call_id=call_id
+            )
             return [
-                Send(device.conn, unavailable | {"ref": env.type, "to": callee, "callId": call_id}),
+                Send(device.cid, unavailable),
                 *self._record_only(call, Outcome.UNAVAILABLE, Reason.USER_UNAVAILABLE, now, device),
             ]
         if callee in self.active:
             return [
-                Send(device.conn, {"type": "call-ringing", "callId": call_id, "to": callee}),
+                Send(device.cid, messages.call_ringing(call_id, callee)),
                 *self._record_only(call, Outcome.BUSY, Reason.USER_BUSY, now, device),
             ]
         self.add_call(call)
         self.active[caller] = self.active[callee] = call_id
-        effects = [Send(device.conn, {"type": "call-ringing", "callId": call_id, "to": callee})]
+        effects: list[Effect] = [Send(device.cid, messages.call_ringing(call_id, callee))]
         for ringing in (callee_devices or {}).values():
-            call.ringing[ringing.conn] = ringing.device
-            effects.append(Forward(ringing.conn, env, caller, call_id))
+            call.ringing[ringing.cid] = ringing.device
+            effects.append(Forward(ringing.cid, env, caller, call_id))
         return effects
 
     def _record_only(self, call: Call, outcome: Outcome, reason: Reason, now: float, device: Device) -> list[Effect]:
         """A call that ends as it starts (busy, unavailable): the caller hears why; the history keeps it."""
         effects: list[Effect] = []
         if outcome is Outcome.BUSY:
-            reject = {"type": "call-reject", "from": call.callee_user, "to": device.user, "callId": call.id}
-            effects.append(Send(device.conn, {**reject, "data": {"reason": "busy"}}))
-        effects.append(Send(device.conn, _ended(call.id, outcome, reason)))
-        effects.append(Record(_record(call, outcome, reason, now, hung_up_by=None), call.callee_user in self.users))
+            effects.append(Send(device.cid, messages.call_reject(call.callee_user, device.user, call.id, "busy")))
+        effects.append(Send(device.cid, _ended(call.id, outcome, reason)))
+        effects.append(self._ended(call, outcome, reason, now, hung_up_by=None))
         return effects
 
     def _accept(self, call: Call, device: Device, env: Envelope, now: float, *, glare: bool) -> list[Effect]:
         self._transition(call, Event.ACCEPT)
-        call.callee = Party(device.user, device.device, device.conn)
+        call.callee = Party(device.user, device.device, device.cid)
         call.answered_at = now
         self._arm(call)
-        others = [conn for conn in call.ringing if conn != device.conn]
+        others = [cid for cid in call.ringing if cid != device.cid]
         call.ringing.clear()
         effects: list[Effect] = []
-        caller_conn = call.caller.conn
+        caller_cid = call.caller.cid
         if glare:
             # The requester becomes the callee: it hears "accepted" like a caller, but as the polite side it
             # waits for the offer instead of making one.
-            accepted = {"type": "call-accept", "from": call.caller.user, "to": device.user, "callId": call.id}
-            effects.append(Send(device.conn, {**accepted, "polite": True}))
-            if caller_conn is not None:
-                effects.append(
-                    Send(
-                        caller_conn,
-                        {"type": "call-accept", "from": device.user, "to": call.caller.user, "callId": call.id}
-                        | {"polite": False},
-                    )
-                )
-        elif caller_conn is not None:
-            effects.append(Forward(caller_conn, env, device.user, call.id, polite=False))
-        for conn in others:
-            effects.append(Send(conn, _ended(call.id, Outcome.ANSWERED, Reason.ANSWERED_ELSEWHERE)))
-            effects.append(Send(conn, _compat_hangup(call, call.caller.user, Reason.ANSWERED_ELSEWHERE)))
+            effects.append(Send(device.cid, messages.call_accept(call.caller.user, device.user, call.id, True)))
+            if caller_cid is not None:
+                effects.append(Send(caller_cid, messages.call_accept(device.user, call.caller.user, call.id, False)))
+        elif caller_cid is not None:
+            effects.append(Forward(caller_cid, env, device.user, call.id, polite=False))
+        for cid in others:
+            effects.append(Send(cid, _ended(call.id, Outcome.ANSWERED, Reason.ANSWERED_ELSEWHERE)))
+            effects.append(Send(cid, _compat_hangup(call, call.caller.user, Reason.ANSWERED_ELSEWHERE)))
         return effects + self._in_call_changed(call, True)
 
     def _reject(self, call: Call, device: Device, env: Envelope, now: float) -> list[Effect]:
         busy = isinstance(data := _data(env), dict) and data.get("reason") == "busy"
         if busy:
-            del call.ringing[device.conn]
+            del call.ringing[device.cid]
             if call.ringing:
-                return [Send(device.conn, _ended(call.id, Outcome.BUSY, Reason.USER_BUSY))]
-            return self._end(call, Event.REJECT, Outcome.BUSY, Reason.USER_BUSY, now, by=device.conn, env=env)
-        return self._end(call, Event.REJECT, Outcome.REJECTED, Reason.USER_REJECTED, now, by=device.conn, env=env)
+                return [Send(device.cid, _ended(call.id, Outcome.BUSY, Reason.USER_BUSY))]
+            return self._end(call, Event.REJECT, Outcome.BUSY, Reason.USER_BUSY, now, by=device.cid, env=env)
+        return self._end(call, Event.REJECT, Outcome.REJECTED, Reason.USER_REJECTED, now, by=device.cid, env=env)
 
     # ---------------------------------------------------------------------------------------- timers
 
@@ -575,54 +647,54 @@ class Switchboard:
                 del self.active[user]
         actor = self.devices[by].user if by is not None else None
         ended = _ended(call.id, outcome, reason)
-        caller_side = [call.caller.conn] if call.caller.conn is not None else []
+        caller_side = [call.caller.cid] if call.caller.cid is not None else []
         callee_side = list(call.ringing)
-        if call.callee is not None and call.callee.conn is not None:
-            callee_side.append(call.callee.conn)
+        if call.callee is not None and call.callee.cid is not None:
+            callee_side.append(call.callee.cid)
         effects: list[Effect] = []
-        for conn in caller_side + callee_side:
-            effects.append(Send(conn, ended))
-            if conn == by:
+        for cid in caller_side + callee_side:
+            effects.append(Send(cid, ended))
+            if cid == by:
                 continue
-            to_caller = conn in caller_side
+            to_caller = cid in caller_side
             peer = call.callee_user if to_caller else call.caller.user
             by_peer = env is not None and actor == peer
             if to_caller and outcome in (Outcome.REJECTED, Outcome.BUSY):
                 if by_peer and env is not None and env.type == "call-reject":
-                    effects.append(Forward(conn, env, peer, call.id))
+                    effects.append(Forward(cid, env, peer, call.id))
                 else:
-                    reject = {"type": "call-reject", "from": peer, "to": call.caller.user, "callId": call.id}
-                    effects.append(Send(conn, reject | {"data": {"reason": reason.value}}))
+                    effects.append(Send(cid, messages.call_reject(peer, call.caller.user, call.id, reason.value)))
             elif by_peer and env is not None and env.type == "hangup":
-                effects.append(Forward(conn, env, peer, call.id))
+                effects.append(Forward(cid, env, peer, call.id))
             else:
-                effects.append(Send(conn, _compat_hangup(call, peer, reason)))
-        effects.append(Record(_record(call, outcome, reason, now, hung_up_by=actor), call.callee_user in self.users))
+                effects.append(Send(cid, _compat_hangup(call, peer, reason)))
+        effects.append(self._ended(call, outcome, reason, now, hung_up_by=actor))
         if call.callee is not None:
             effects += self._in_call_changed(call, False)
         return effects
 
+    def _ended(self, call: Call, outcome: Outcome, reason: Reason, now: float, *, hung_up_by: str | None) -> Record:
+        """The history record of `call`, which just ended; its parties may send their call-summary from now on."""
+        self.ended_calls[call.id] = (call.caller.user, call.callee_user)
+        if len(self.ended_calls) > _ENDED_KEPT:
+            self.ended_calls.popitem(last=False)
+        return Record(_record(call, outcome, reason, now, hung_up_by=hung_up_by), call.callee_user in self.users)
+
 
 def _resumed(call: Call, party: Party) -> dict[str, Any]:
     """`call-resumed` for `party`: its own role, and who the call is with."""
-    role = "caller" if party is call.caller else "callee"
-    return {
-        "type": "call-resumed",
-        "callId": call.id,
-        "state": call.state.value,
-        "role": role,
-        "peer": call.callee_user if role == "caller" else call.caller.user,
-        "polite": role == "callee",
-    }
+    if party is call.caller:
+        return messages.call_resumed(call.id, call.state.value, "caller", call.callee_user)
+    return messages.call_resumed(call.id, call.state.value, "callee", call.caller.user)
 
 
 def _ended(call_id: str, outcome: Outcome, reason: Reason) -> dict[str, Any]:
-    return {"type": "call-ended", "callId": call_id, "outcome": outcome.value, "reason": reason.value}
+    return messages.call_ended(call_id, outcome.value, reason.value)
 
 
 def _compat_hangup(call: Call, sender: str, reason: Reason) -> dict[str, Any]:
     to = call.callee_user if sender == call.caller.user else call.caller.user
-    return {"type": "hangup", "from": sender, "to": to, "callId": call.id, "data": {"reason": reason.value}}
+    return messages.hangup(sender, to, call.id, reason.value)
 
 
 def _record(call: Call, outcome: Outcome, reason: Reason, now: float, hung_up_by: str | None) -> CallRecord:

@@ -1,13 +1,12 @@
-"""The hub: the switchboard's hands. It owns the connections, performs the switchboard's effects, runs its timer,
-and hands ended calls to the history.
+"""The hub: the switchboard's hands. It owns a node's connections, hands their events to the broker, performs
+the effects that come back, batches presence, and hands ended calls (and their summaries) to the history.
 
 No sockets here: a connection is anything with `id`, `cid`, `send_text()`, `send_now()` and `close()` (the
-adapters in server/fastws.py and server/ws.py, or a list in the unit tests). Deciding is the switchboard's job
-(core/switchboard.py); this module only decides nothing.
+adapters in server/fastws.py and server/ws.py, or a list in the unit tests). The hub decides no call rule: the
+switchboard (core/switchboard.py) does, run by the broker (hub/broker.py) wherever the state lives. What the hub
+decides is only how to deliver: to a connection of its own at once, or through the broker to another node's.
 
-One node (`broker=None`): the hub's own switchboard holds all state and every connection is local. Several nodes
-(`broker=RedisBroker`): the state lives in Redis and the broker runs the switchboard on it; effects for
-connections of other nodes go through the broker, and the broker hands the hub what other nodes send here.
+Must not import: the broker package, Redis, or anything of server/.
 """
 
 from __future__ import annotations
@@ -16,28 +15,25 @@ import asyncio
 import collections
 import itertools
 import logging
-import secrets
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..broker.redis_broker import CALL_CHANGED
-from ..core.limits import TokenBucket
 from ..core.records import CallRecord
-from ..core.switchboard import Close, Effect, Forward, Presence, Record, Send, Switchboard
-from ..errors import ProtocolError, SharedStateUnavailable
+from ..core.switchboard import Close, Effect, Forward, Presence, Record, Send
 from ..protocol import messages
 from ..protocol.codes import CloseCode, ErrorCode
+from ..protocol.errors import ProtocolError, SharedStateUnavailable
+from ..protocol.messages import NEGOTIATION
+from . import nodeframe
+from .broker import Broker
 from .stats import Stats
 
 if TYPE_CHECKING:
-    from ..broker.redis_broker import RedisBroker
     from ..store.base import CallHistory
 
 log = logging.getLogger("peercall.hub")
 
-# Frames that cannot change a call's state: they skip the timer bookkeeping (the hot path).
-_MEDIA = frozenset({"offer", "answer", "candidate"})
 _LOGGED_ERRORS = 5  # protocol errors logged per connection; the rest are counted
 _SHARED_STATE_DOWN = "the server cannot reach its shared state (Redis) right now; nothing was done, try again shortly"
 
@@ -46,7 +42,7 @@ class Connection(Protocol):
     """One client connection, as the hub sees it."""
 
     id: str  # the user id
-    cid: str  # this connection's own id, unique in this server
+    cid: str  # this connection's own id, unique in the cluster
     errors: int
 
     async def send_text(self, text: str) -> bool:
@@ -63,32 +59,26 @@ class Connection(Protocol):
 
 
 class Hub:
-    """Connections, the switchboard that rules them, and the history it writes to."""
+    """A node's connections, the broker that decides for them, and the history it writes to.
+
+    It is the broker's `BrokerEvents`: `perform`, `deliver` and `presence_changed` are what the broker calls back.
+    """
 
     def __init__(
         self,
+        broker: Broker,
         *,
-        ring_timeout: float = 45.0,
-        resume_grace: float = 20.0,
         history: CallHistory | None = None,
         clock: Callable[[], float] = time.time,
-        call_rate: int = 30,
-        private: bool = False,
         presence_interval: float = 0.1,
-        broker: RedisBroker | None = None,
     ) -> None:
-        self.switchboard = Switchboard(
-            ring_timeout=ring_timeout, resume_grace=resume_grace, new_id=lambda: secrets.token_hex(8), private=private
-        )
-        self.call_rate = call_rate
+        self.broker = broker
         self.presence_interval = presence_interval
         self._presence_pending: dict[str, Presence] = {}
-        # Calls that ended lately, for their parties' `call-summary`: call id -> (caller, callee, history write)
-        self._recent: collections.OrderedDict[str, tuple[str, str, asyncio.Future[None] | None]] = (
-            collections.OrderedDict()
-        )
+        # Calls that ended lately on this node: call id -> the history write of its record (a call-summary waits
+        # for it).
+        self._written: collections.OrderedDict[str, asyncio.Future[None]] = collections.OrderedDict()
         self._presence_timer: asyncio.TimerHandle | None = None
-        self._call_buckets: dict[str, TokenBucket] = {}
         self.stats = Stats()
         self.history = history
         self.clock = clock
@@ -96,17 +86,15 @@ class Hub:
         self.history_failures = 0
         self._conns: dict[str, Connection] = {}
         self._serial = itertools.count(1)
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         # Ended calls waiting for the history writer (`_queue_write`), and the future their write completes.
         self._unwritten: list[tuple[CallRecord, bool]] = []
         self._unwritten_done: asyncio.Future[None] | None = None
         self._writer: asyncio.Future[None] | None = None
-        self.broker = broker
-        # Connections whose welcome is not sent yet (several nodes), with the frames that wait for it: (kind, text).
+        # Connections whose welcome is not sent yet, with the frames that wait for it: (kind, text).
         self._joining: dict[str, tuple[Connection, list[tuple[str, str]]]] = {}
-        self._cid_prefix = f"{broker.address}." if broker is not None else "c"
+        self._route = broker.route
+        broker.bind(self)
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -115,46 +103,36 @@ class Hub:
         return list(self._conns.values())
 
     def new_cid(self) -> str:
-        return f"{self._cid_prefix}{next(self._serial)}"
+        return f"{self.broker.cid_prefix}{next(self._serial)}"
 
     def users_online(self) -> int:
-        return len(self.switchboard.users) if self.broker is None else self.broker.users_online
+        return self.broker.users_online()
 
     def calls_by_state(self) -> dict[str, int]:
-        if self.broker is not None:
-            return dict(self.broker.calls_by_state)
-        states = {"ringing": 0, "answered": 0}
-        for call in self.switchboard.calls.values():
-            states[call.state.value] += 1
-        return states
+        return self.broker.calls_by_state()
 
     # ------------------------------------------------------------------------------------- connections
 
     async def join(self, conn: Connection, device: str | None = None) -> None:
         """Register an accepted connection: welcome it, announce it, resume or ring its calls."""
-        if self.broker is None:
-            self._conns[conn.cid] = conn
-            await self._perform(self.switchboard.connect(conn.cid, conn.id, device, self.clock()))
-            self._reschedule()
-        else:
-            # `welcome` must be the first frame: what arrives for the connection during the Redis round trip
-            # (presence, frames from other nodes) waits in `_joining` and follows it.
-            waiting: list[tuple[str, str]] = []
-            self._joining[conn.cid] = (conn, waiting)
-            try:
-                effects = await self.broker.connect(conn.cid, conn.id, device, self.clock())
-            except SharedStateUnavailable:
-                del self._joining[conn.cid]
-                log.warning("%s: refused, Redis is unreachable", conn.id)
-                error = ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, _SHARED_STATE_DOWN)
-                await conn.send_text(messages.error(error))
-                await conn.close(CloseCode.TRY_AGAIN_LATER, "shared state unavailable")
-                return
-            self._conns[conn.cid] = conn
-            await self._perform(effects)
-            while waiting:
-                await self._deliver_to(conn, *waiting.pop(0))
+        # `welcome` must be the first frame: what arrives for the connection while the broker decides (presence,
+        # frames from other nodes) waits in `_joining` and follows it.
+        waiting: list[tuple[str, str]] = []
+        self._joining[conn.cid] = (conn, waiting)
+        try:
+            effects = await self.broker.connect(conn.cid, conn.id, device, self.clock())
+        except SharedStateUnavailable:
             del self._joining[conn.cid]
+            log.warning("%s: refused, Redis is unreachable", conn.id)
+            error = ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, _SHARED_STATE_DOWN)
+            await conn.send_text(messages.error(error))
+            await conn.close(CloseCode.TRY_AGAIN_LATER, "shared state unavailable")
+            return
+        self._conns[conn.cid] = conn
+        await self.perform(effects)
+        while waiting:
+            await self._deliver_to(conn, *waiting.pop(0))
+        del self._joining[conn.cid]
         if self.history is not None:
             self._spawn(self._send_missed(conn))
 
@@ -162,32 +140,29 @@ class Hub:
         """Forget a connection that closed."""
         if self._conns.pop(conn.cid, None) is None:
             return
-        if self.broker is None:
-            await self._perform(self.switchboard.disconnect(conn.cid, self.clock()))
-            self._reschedule()
-            return
         try:
-            await self._perform(await self.broker.disconnect(conn.cid, conn.id, self.clock()))
+            await self.perform(await self.broker.disconnect(conn.cid, conn.id, self.clock()))
         except SharedStateUnavailable:
             log.warning("%s: Redis is unreachable; its disconnect is told when it is back", conn.id)
 
     async def handle(self, conn: Connection, frame: str | bytes) -> None:
-        """One frame from `conn`: let the switchboard decide, then do what it says."""
+        """One frame from `conn`: let the broker decide, then do what it says."""
         rest = self.receive(conn, frame)
         if rest is not None:
             await rest
 
     def receive(self, conn: Connection, frame: str | bytes) -> Coroutine[Any, Any, None] | None:
-        """`handle`, for callers that run coroutines by hand (server/fastws.py): the hot path, an offer, answer or
-        candidate on one node, is relayed at once and returns None; anything else returns the coroutine that
-        does it (a frame that changes a call, an error, or any frame when the state is shared through Redis)."""
+        """`handle`, for callers that run coroutines by hand (server/fastws.py): the hot path, a negotiation frame
+        when the broker has a synchronous `route` (one node), is forwarded at once and returns None; anything
+        else returns the coroutine that does it (a frame that changes a call, an error, or any frame when the
+        state is shared through Redis)."""
         try:
             env = messages.parse(frame, conn.id)
-            if env.type in _MEDIA and self.broker is None:  # no effects, no call state changes, no waiting
-                route = self.switchboard.route(conn.cid, env)
+            if env.type in NEGOTIATION and (route := self._route) is not None:  # no effects, no waiting
+                to = route(conn.cid, env)
                 self.stats.messages[env.type] += 1
-                if route is not None and (target := self._conns.get(route[0])) is not None:
-                    target.send_now(messages.forward(env, conn.id, route[1]))
+                if to is not None and (target := self._conns.get(to[0])) is not None:
+                    target.send_now(messages.forward(env, conn.id, to[1]))
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("%s -> %s %s (%d chars)", conn.id, env.to, env.type, len(frame))
                 return None
@@ -197,27 +172,22 @@ class Hub:
 
     async def _handle(self, conn: Connection, env: messages.Envelope) -> None:
         try:
-            if env.type == "call-request":
-                self._check_call_rate(conn.id, env)
-            elif env.type == "call-summary":
-                await self._summary(conn, env)
-                self.stats.messages[env.type] += 1
-                return
-            if self.broker is None:
-                effects = self.switchboard.receive(conn.cid, env, self.clock())
-            else:
-                try:
-                    effects = await self.broker.receive(conn.cid, conn.id, env, self.clock())
-                except SharedStateUnavailable:
-                    raise ProtocolError(
-                        ErrorCode.SERVICE_UNAVAILABLE, _SHARED_STATE_DOWN, ref=env.type, to=env.to, call_id=env.callId
-                    ) from None
+            try:
+                if env.type == "call-summary":
+                    await self._summary(conn, env)
+                    self.stats.messages[env.type] += 1
+                    return
+                effects = await self.broker.receive(conn.cid, conn.id, env, self.clock())
+            except SharedStateUnavailable:
+                raise ProtocolError(
+                    ErrorCode.SERVICE_UNAVAILABLE, _SHARED_STATE_DOWN, ref=env.type, to=env.to, call_id=env.callId
+                ) from None
         except ProtocolError as exc:
             await self.reject(conn, exc)
             return
         self.stats.messages[env.type] += 1
-        await self._perform(effects)
-        if env.type in _MEDIA:
+        await self.perform(effects)
+        if env.type in NEGOTIATION:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s -> %s %s", conn.id, env.to, env.type)
             return
@@ -226,29 +196,14 @@ class Hub:
             if call_id is None:
                 call_id = next((e.message.get("callId") for e in effects if isinstance(e, Send)), None)
             log.info("%s -> %s %s (call %s)", conn.id, env.to, env.type, call_id, extra={"call_id": call_id})
-        self._reschedule()
 
     async def _summary(self, conn: Connection, env: messages.Envelope) -> None:
         """Keep a party's `call-summary` with its call's history record (once the record is written)."""
         assert env.callId is not None
-        recent = self._recent.get(env.callId)
-        if recent is None and self.broker is not None:  # it may have ended on another node
-            try:
-                parties = await self.broker.ended_call(env.callId)
-            except SharedStateUnavailable:
-                raise ProtocolError(
-                    ErrorCode.SERVICE_UNAVAILABLE, _SHARED_STATE_DOWN, ref=env.type, call_id=env.callId
-                ) from None
-            recent = None if parties is None else (*parties, None)
-        if recent is None or conn.id not in recent[:2]:
-            raise ProtocolError(
-                ErrorCode.NOT_IN_CALL,
-                f"call {env.callId} is not a call of yours that ended lately; send call-summary after call-ended",
-                ref=env.type,
-                call_id=env.callId,
-            )
+        await self.broker.summary(conn.cid, conn.id, env)
         if self.history is not None:
-            self._spawn(self._add_quality(env.callId, conn.id, messages.summary(env), recent[2]))
+            written = self._written.get(env.callId)  # None: it ended on another node
+            self._spawn(self._add_quality(env.callId, conn.id, messages.summary(env), written))
 
     async def _add_quality(
         self, call_id: str, user: str, summary: dict[str, object], written: asyncio.Future[None] | None
@@ -269,21 +224,6 @@ class Hub:
             self.history_failures += 1
             log.exception("could not keep the summary of call %s from %s", call_id, user)
 
-    def _check_call_rate(self, user: str, env: messages.Envelope) -> None:
-        now = time.monotonic()
-        bucket = self._call_buckets.get(user)
-        if bucket is None:
-            bucket = self._call_buckets[user] = TokenBucket(self.call_rate / 60.0, self.call_rate, now)
-            if len(self._call_buckets) > 10_000:  # forget the oldest users; a fresh bucket is a full one
-                del self._call_buckets[next(iter(self._call_buckets))]
-        if not bucket.take(now):
-            raise ProtocolError(
-                ErrorCode.RATE_LIMITED,
-                f"more than {self.call_rate} call requests a minute; wait a little",
-                ref=env.type,
-                to=env.to,
-            )
-
     may_log: Callable[[Connection], bool] | None = None
     """Whether a protocol error of a connection may be logged now, beyond the first few of each connection: the
     session layer's budget per address (server/session.py `Sessions.may_log`), which reconnecting does not reset."""
@@ -301,8 +241,7 @@ class Hub:
     async def close_all(self, code: int, reason: str) -> None:
         """Close every connection (graceful shutdown). New connections are refused from now on."""
         self.draining = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self.broker.stop_timers()
         await asyncio.gather(*(c.close(code, reason) for c in list(self._conns.values())))
 
     async def drain(self) -> None:
@@ -312,35 +251,33 @@ class Hub:
 
     # ----------------------------------------------------------------------------------------- effects
 
-    async def _perform(self, effects: list[Effect]) -> None:
-        conns, broker = self._conns, self.broker
+    async def perform(self, effects: list[Effect]) -> None:
+        """Do what the broker decided: frames to connections of this node at once, to others through the broker."""
+        conns = self._conns
         for effect in effects:
             if isinstance(effect, Forward):
-                target = conns.get(effect.conn)
+                text = messages.forward(effect.env, effect.sender, effect.call_id, effect.polite)
+                target = conns.get(effect.cid)
                 if target is not None:
-                    await target.send_text(messages.forward(effect.env, effect.sender, effect.call_id, effect.polite))
-                elif broker is not None:
-                    text = messages.forward(effect.env, effect.sender, effect.call_id, effect.polite)
-                    self._elsewhere(effect.conn, "s", text)
+                    await target.send_text(text)
+                else:
+                    self._elsewhere(effect.cid, nodeframe.SEND, text)
             elif isinstance(effect, Send):
-                target = conns.get(effect.conn)
+                target = conns.get(effect.cid)
                 if target is not None:
                     await target.send_text(messages.encode(effect.message))
-                elif broker is not None:  # "e": the node that has it forgets the connection's route
-                    kind = "e" if effect.message["type"] in CALL_CHANGED else "s"
-                    self._elsewhere(effect.conn, kind, messages.encode(effect.message))
-            elif isinstance(effect, Presence):
-                if broker is None:
-                    self._presence_changed(effect)
                 else:
-                    broker.presence(effect)
+                    kind = nodeframe.kind_of(effect.message["type"])
+                    self._elsewhere(effect.cid, kind, messages.encode(effect.message))
+            elif isinstance(effect, Presence):
+                self.broker.presence(effect)
             elif isinstance(effect, Close):
-                target = conns.get(effect.conn)
+                target = conns.get(effect.cid)
                 if target is not None:
                     log.info("%s: closing an older connection of the same device (%s)", target.id, target.cid)
                     await target.close(effect.code, effect.reason)
-                elif broker is not None:
-                    self._elsewhere(effect.conn, "c", f"{effect.code} {effect.reason}")
+                else:
+                    self._elsewhere(effect.cid, nodeframe.CLOSE, nodeframe.close_text(effect.code, effect.reason))
             elif isinstance(effect, Record):
                 self._ended(effect.record, effect.notified)
 
@@ -350,13 +287,10 @@ class Hub:
         if joining is not None:
             joining[1].append((kind, text))
         else:
-            assert self.broker is not None
             self.broker.send(cid, kind, text)
 
-    async def _deliver_local(self, cid: str, kind: str, text: str) -> None:
-        """A frame that another node sent for a connection of this one (see RedisBroker.send)."""
-        if kind == "e" and self.broker is not None:
-            self.broker.forget_route(cid)
+    async def deliver(self, cid: str, kind: str, text: str) -> None:
+        """A frame that another node sent for a connection of this one (`Broker.send` there)."""
         joining = self._joining.get(cid)
         if joining is not None:
             joining[1].append((kind, text))
@@ -366,23 +300,23 @@ class Hub:
             await self._deliver_to(target, kind, text)
 
     async def _deliver_to(self, target: Connection, kind: str, text: str) -> None:
-        if kind == "c":
-            code, _, reason = text.partition(" ")
+        if kind == nodeframe.CLOSE:
+            code, reason = nodeframe.parse_close(text)
             log.info("%s: closing an older connection of the same device (%s)", target.id, target.cid)
-            await target.close(int(code), reason)
+            await target.close(code, reason)
         else:
             await target.send_text(text)
 
     # --------------------------------------------------------------------------------------- presence
 
-    def _presence_changed(self, effect: Presence) -> None:
+    def presence_changed(self, change: Presence) -> None:
         """Queue a presence change; changes are sent in batches, at most one frame per connection per interval.
 
         Telling everyone of every join and leave one frame at a time is O(N^2) in a reconnect storm (10k users
         coming back after a restart = 100M frames). Batching sends each connection one frame per interval,
         with the latest status of everyone who changed, encoded once for all.
         """
-        self._presence_pending[effect.user] = effect
+        self._presence_pending[change.user] = change
         if self._presence_timer is None and not self.draining:
             loop = asyncio.get_running_loop()
             self._presence_timer = loop.call_later(self.presence_interval, self._flush_presence)
@@ -402,8 +336,8 @@ class Hub:
             )
             targets = list(self._conns.values())
         for conn, waiting in self._joining.values():  # connections waiting for their welcome get it after
-            if len(changes) > 1 or conn.id != p.user:
-                waiting.append(("s", text))
+            if conn.cid not in self._conns and (len(changes) > 1 or conn.id != p.user):
+                waiting.append((nodeframe.SEND, text))
         self._spawn(self._send_all(targets, text))
 
     async def _send_all(self, targets: list[Connection], text: str) -> None:
@@ -423,13 +357,11 @@ class Hub:
             record.reason.value,
             extra={"call_id": record.call_id},
         )
-        written = None
         if self.history is not None:
             # A callee who was online saw a missed call ring; only calls missed while away are reported later.
-            written = self._queue_write(record, notified)
-        self._recent[record.call_id] = (record.caller, record.callee, written)
-        if len(self._recent) > 10_000:
-            self._recent.popitem(last=False)
+            self._written[record.call_id] = self._queue_write(record, notified)
+            if len(self._written) > 10_000:
+                self._written.popitem(last=False)
 
     def _queue_write(self, record: CallRecord, notified: bool) -> asyncio.Future[None]:
         """Hand an ended call to the history writer; the future completes when it has been written (or failed).
@@ -473,38 +405,10 @@ class Hub:
             log.exception("could not read the missed calls of %s", conn.id)
             return
         if missed:
-            await conn.send_text(messages.encode({"type": "missed-calls", "calls": [r.to_json() for r in missed]}))
+            await conn.send_text(messages.missed_calls([r.to_json() for r in missed]))
 
-    def _spawn(self, coro: object) -> asyncio.Future[None]:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-    # ------------------------------------------------------------------------------------------ timer
-
-    def _reschedule(self) -> None:
-        """Arm one loop timer for the switchboard's next deadline (ring timeout or resume grace). With a broker,
-        the broker's timer does this for the whole cluster."""
-        if self.broker is not None:
-            return
-        deadline = self.switchboard.next_deadline()
-        if deadline is None or self.draining:
-            return  # an armed timer may fire for nothing: cheaper than cancelling it on every call event
-        if self._timer_at is not None and self._timer_at <= deadline:
-            return  # it fires first, and re-arms for what is left (ring deadlines only move later)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = deadline
-        if deadline is not None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_at(loop.time() + max(0.0, deadline - self.clock()), self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = self._timer_at = None
-        self._spawn(self._tick())
-
-    async def _tick(self) -> None:
-        await self._perform(self.switchboard.tick(self.clock()))
-        self._reschedule()

@@ -1,7 +1,11 @@
-"""Stable error codes and WebSocket close codes of protocol v1 (docs/protocol.md lists them all).
+"""Stable codes of protocol v1: how a call ended and why, error codes and WebSocket close codes (docs/protocol.md
+lists them all).
 
-Close codes follow one rule that clients can rely on without a list: 4000-4499 means "you may reconnect"
-(with backoff), 4500-4999 means "do not reconnect as you are" (fix the id or the credentials first).
+Close codes follow one rule that clients rely on without a list (static/js/signaling.js, client/signaling.py):
+4000-4499 means "you may reconnect" (with backoff), like 1001 and 1013; 4500-4999 is terminal, "do not reconnect
+as you are" (4501: a newer connection of the same device took over, and reconnecting would retire it in turn).
+One exception, 4401: the token was refused, so a client first gets a new one (the same token would be refused
+again).
 """
 
 from enum import IntEnum, StrEnum
@@ -35,3 +39,31 @@ class CloseCode(IntEnum):
     RATE_LIMITED = 4429  # the client kept sending faster than its rate limit
     TOO_MANY_CONNECTIONS = 4430  # the user or address has too many connections open
     REPLACED = 4501  # terminal: the same device connected again; this older connection is retired
+
+
+class Outcome(StrEnum):
+    """How a call ended, from the user's point of view."""
+
+    ANSWERED = "answered"  # it was answered (and then ended)
+    REJECTED = "rejected"  # the callee declined
+    CANCELLED = "cancelled"  # the caller gave up while it rang
+    MISSED = "missed"  # nobody answered before the ring timeout
+    BUSY = "busy"  # the callee was in another call
+    UNAVAILABLE = "unavailable"  # the callee was not online
+    FAILED = "failed"  # answered, but media never connected (ICE or microphone failure)
+
+
+class Reason(StrEnum):
+    """Why a call ended: Matrix's hangup reasons in kebab-case, plus peercall's own."""
+
+    USER_HANGUP = "user-hangup"
+    USER_BUSY = "user-busy"
+    INVITE_TIMEOUT = "invite-timeout"
+    ICE_FAILED = "ice-failed"
+    ICE_TIMEOUT = "ice-timeout"
+    USER_MEDIA_FAILED = "user-media-failed"
+    UNKNOWN_ERROR = "unknown-error"
+    PEER_LOST = "peer-lost"  # a party's connection dropped and did not come back within the grace period
+    USER_REJECTED = "user-rejected"  # the callee declined
+    ANSWERED_ELSEWHERE = "answered-elsewhere"  # sent to the callee's other devices when one accepts
+    USER_UNAVAILABLE = "user-unavailable"  # nobody by that id was online

@@ -15,15 +15,15 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import UNSET, Meta, Raw, UnsetType
 
-from .. import PROTOCOL_VERSION
-from ..errors import ProtocolError, shorten
+from .. import PROTOCOL_VERSION, __version__
 from .codes import ErrorCode
+from .errors import ProtocolError, shorten
 
 ID_RE: Final = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
-"""A client id: 1-64 letters, digits, `_`, `-`, `.` or `@`."""
+"""A user id: 1-64 letters, digits, `_`, `-`, `.` or `@`."""
 
 # `$(?!\n)`: Python's `$` also matches before a final newline (msgspec uses re.search); ECMA's does not.
-ClientId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.@-]{1,64}$(?!\n)")]
+UserId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.@-]{1,64}$(?!\n)")]
 CallId = Annotated[str, Meta(min_length=1, max_length=128)]
 
 # The types a client may send. Each maps to the shape its `data` must have (None: anything, or nothing).
@@ -41,12 +41,19 @@ ROUTED_TYPES: Final = (
 CLIENT_TYPES: Final = (*ROUTED_TYPES, "call-summary")
 """Everything a client may send after `auth`: the routed types, and `call-summary`, which stays on the server."""
 
+NEGOTIATION: Final = frozenset({"offer", "answer", "candidate"})
+"""The negotiation frames: SDP and ICE candidates, forwarded verbatim between the two parties of an answered call.
+They change no call state (the hot path). static/js/protocol.js has the same set."""
+
+CALL_CHANGED: Final = frozenset({"call-ended", "call-resumed"})
+"""Server frames that tell a connection its call changed: whatever was known of where its peer is, is stale."""
+
 
 _is_id: Final = ID_RE.fullmatch
 
 
 def is_valid_id(value: str | None) -> bool:
-    """Whether `value` is a well-formed client id."""
+    """Whether `value` is a well-formed user id."""
     return value is not None and ID_RE.fullmatch(value) is not None
 
 
@@ -54,7 +61,7 @@ class Envelope(msgspec.Struct):
     """What every client frame is decoded into first. Unknown fields are dropped, not forwarded."""
 
     type: str
-    to: str | None = None  # a ClientId, checked by parse(): msgspec's pattern check costs 4x ID_RE's
+    to: str | None = None  # a UserId, checked by parse(): msgspec's pattern check costs 4x ID_RE's
     callId: CallId | None = None
     data: Raw | UnsetType = UNSET
     from_: str | None = msgspec.field(default=None, name="from")
@@ -91,8 +98,8 @@ class CallSummary(msgspec.Struct, omit_defaults=True):
     path: Literal["direct", "relayed"] | None = None
 
 
-class Forward(msgspec.Struct, omit_defaults=True):
-    """A client frame as the server forwards it: `from` is always the sender's own id."""
+class Forwarded(msgspec.Struct, omit_defaults=True):
+    """A client frame as the server forwards it (its wire shape): `from` is always the sender's own id."""
 
     type: str
     from_: str = msgspec.field(name="from")
@@ -261,12 +268,12 @@ def _quoting(exc: Exception) -> str:
 def forward(env: Envelope, sender: str, call_id: str | None = None, polite: bool | None = None) -> str:
     """The text frame that `env.to` receives: the sender's frame with `from` stamped by the server, and the
     server's `callId` (or, without one, the client's own)."""
-    cid = call_id if call_id is not None else env.callId
-    out = Forward(
+    call = call_id if call_id is not None else env.callId
+    out = Forwarded(
         env.type,
         sender,
         env.to or "",
-        UNSET if cid is None else cid,
+        UNSET if call is None else call,
         env.data,
         UNSET if polite is None else polite,
     )
@@ -285,16 +292,102 @@ def encode(message: dict[str, Any]) -> str:
     return _encode(message).decode()
 
 
-def welcome(client_id: str, online: list[str]) -> str:
-    """The first frame on every accepted connection."""
-    return _encode({"type": "welcome", "id": client_id, "online": online, "protocol": PROTOCOL_VERSION}).decode()
+# ----------------------------------------------------------------------------------------- server frames
+# Every frame the server itself builds comes from one of these (docs/protocol.md, "Server to client"). The ones
+# the switchboard decides return a dict (the `message` of a `Send` effect; `encode()` makes it text), the ones
+# the hub sends at once return text. Key order is part of the wire format: keep it.
 
 
-def presence_change(
-    client_id: str, status: str, in_call: bool = False, last_seen: float | None = None
+def welcome(
+    user: str,
+    device: str,
+    online: list[str],
+    in_call: list[str],
+    last_seen: list[dict[str, object]],
+    ring_timeout: float,
+    resume_grace: float,
 ) -> dict[str, Any]:
+    """The first frame on every accepted connection: who this is, who is online, in a call or seen lately (the
+    wire field `recent`: `{"id","lastSeen"}`, newest first), and the server's versions and timers."""
+    return {
+        "type": "welcome",
+        "id": user,
+        "device": device,
+        "online": online,
+        "inCall": in_call,
+        "recent": last_seen,
+        "protocol": PROTOCOL_VERSION,
+        "version": __version__,
+        "ringTimeout": ring_timeout,
+        "resumeGrace": resume_grace,
+    }
+
+
+def call_ringing(call_id: str, to: str) -> dict[str, Any]:
+    """To the caller: its call has an id and rings (or seems to: a busy callee's call ends right after)."""
+    return {"type": "call-ringing", "callId": call_id, "to": to}
+
+
+def call_ended(call_id: str, outcome: str, reason: str) -> dict[str, Any]:
+    """To every connection that took part in a call or rang for it: the call is over, how and why."""
+    return {"type": "call-ended", "callId": call_id, "outcome": outcome, "reason": reason}
+
+
+def call_resumed(call_id: str, state: str, role: str, peer: str) -> dict[str, Any]:
+    """To a party whose device came back within the resume grace, and to its peer: re-send what is pending.
+    The callee is the polite side."""
+    return {
+        "type": "call-resumed",
+        "callId": call_id,
+        "state": state,
+        "role": role,
+        "peer": peer,
+        "polite": role == "callee",
+    }
+
+
+def hangup(sender: str, to: str, call_id: str, reason: str) -> dict[str, Any]:
+    """The seed protocol's `hangup`, as if `sender` had sent it (for clients that know no `call-ended`)."""
+    return {"type": "hangup", "from": sender, "to": to, "callId": call_id, "data": {"reason": reason}}
+
+
+def call_reject(sender: str, to: str, call_id: str, reason: str) -> dict[str, Any]:
+    """The seed protocol's `call-reject`, as if the callee `sender` had declined (busy, or the server decided)."""
+    return {"type": "call-reject", "from": sender, "to": to, "callId": call_id, "data": {"reason": reason}}
+
+
+def call_accept(sender: str, to: str, call_id: str, polite: bool) -> dict[str, Any]:
+    """`call-accept` when glare answered a ringing call: both sides hear it, and which of them is polite."""
+    return {"type": "call-accept", "from": sender, "to": to, "callId": call_id, "polite": polite}
+
+
+def error_message(
+    code: str, message: str, *, ref: str | None = None, to: str | None = None, call_id: str | None = None
+) -> dict[str, Any]:
+    """The `error` frame, to the offending client only: `ref`, `to` and `callId` echo the frame it answers."""
+    body: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if ref is not None:
+        body["ref"] = ref
+    if to is not None:
+        body["to"] = to
+    if call_id is not None:
+        body["callId"] = call_id
+    return body
+
+
+def error(exc: ProtocolError) -> str:
+    """The `error` frame for `exc`, as text."""
+    return _encode(error_message(exc.code.value, exc.message, ref=exc.ref, to=exc.to, call_id=exc.call_id)).decode()
+
+
+def missed_calls(calls: list[dict[str, object]]) -> str:
+    """To a user who connects: the calls that rang for them while they were away (history records)."""
+    return _encode({"type": "missed-calls", "calls": calls}).decode()
+
+
+def presence_change(user: str, status: str, in_call: bool = False, last_seen: float | None = None) -> dict[str, Any]:
     """One presence change: `{"id","status"}`, plus `"inCall": true` while in a call, `"lastSeen"` when offline."""
-    change: dict[str, Any] = {"id": client_id, "status": status}
+    change: dict[str, Any] = {"id": user, "status": status}
     if in_call:
         change["inCall"] = True
     if last_seen is not None:
@@ -302,24 +395,12 @@ def presence_change(
     return change
 
 
-def presence(client_id: str, status: str, in_call: bool = False, last_seen: float | None = None) -> str:
-    """Sent to everyone else when `client_id` comes online (`status="online"`), leaves (`"offline"`), or starts
-    or stops being in a call."""
-    return _encode({"type": "presence", **presence_change(client_id, status, in_call, last_seen)}).decode()
+def presence(user: str, status: str, in_call: bool = False, last_seen: float | None = None) -> str:
+    """Sent to everyone else when `user` comes online (`status="online"`), leaves (`"offline"`), or starts or
+    stops being in a call."""
+    return _encode({"type": "presence", **presence_change(user, status, in_call, last_seen)}).decode()
 
 
 def presence_batch(changes: list[dict[str, Any]]) -> str:
     """Several presence changes in one frame: `{"type":"presence","changes":[{"id":…,"status":…},…]}`."""
     return _encode({"type": "presence", "changes": changes}).decode()
-
-
-def error(exc: ProtocolError) -> str:
-    """The `error` frame for `exc`, sent to the offending client only."""
-    body: dict[str, Any] = {"type": "error", "code": exc.code.value, "message": exc.message}
-    if exc.ref is not None:
-        body["ref"] = exc.ref
-    if exc.to is not None:
-        body["to"] = exc.to
-    if exc.call_id is not None:
-        body["callId"] = exc.call_id
-    return _encode(body).decode()

@@ -8,30 +8,23 @@ the leaner `messages.Envelope`. Run `python -m peercall.protocol.schema > docs/p
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 import msgspec
 from msgspec import Meta
 
 from . import codes
-from .messages import CallId, CallSummary, ClientId, IceCandidate, SessionDescription
+from .messages import CallId, CallSummary, IceCandidate, SessionDescription, UserId
 
-Outcome = Literal["answered", "rejected", "cancelled", "missed", "busy", "unavailable", "failed"]
-Reason = Literal[
-    "user-hangup",
-    "user-busy",
-    "invite-timeout",
-    "ice-failed",
-    "ice-timeout",
-    "user-media-failed",
-    "unknown-error",
-    "peer-lost",
-    "user-rejected",
-    "answered-elsewhere",
-    "user-unavailable",
-]
-# Built from the enum, so that a new code cannot be left out of the schema.
-ErrorCode = Literal[tuple(code.value for code in codes.ErrorCode)]  # type: ignore[valid-type]
+# Built from the enums, so that a new value cannot be left out of the schema (a type checker sees plain strings).
+if TYPE_CHECKING:
+    Outcome: TypeAlias = str
+    Reason: TypeAlias = str
+    ErrorCode: TypeAlias = str
+else:
+    Outcome = Literal[tuple(outcome.value for outcome in codes.Outcome)]
+    Reason = Literal[tuple(reason.value for reason in codes.Reason)]
+    ErrorCode = Literal[tuple(code.value for code in codes.ErrorCode)]
 
 
 class _Frame(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True):
@@ -42,7 +35,7 @@ class _Frame(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True)
 
 
 class _Sent(_Frame):
-    to: ClientId
+    to: UserId
     callId: CallId | None = None
 
 
@@ -111,8 +104,8 @@ ClientFrame = Auth | CallSummaryFrame | CallRequest | CallAccept | CallReject | 
 
 
 class _Forwarded(_Frame):
-    to: ClientId
-    from_: Annotated[ClientId, Meta(description="the sender's id, set by the server")] = msgspec.field(name="from")
+    to: UserId
+    from_: Annotated[UserId, Meta(description="the sender's id, set by the server")] = msgspec.field(name="from")
     callId: CallId | None = None
 
 
@@ -148,26 +141,26 @@ class HangupForwarded(_Forwarded, tag="hangup", kw_only=True):
 class RecentUser(msgspec.Struct):
     """Someone seen lately who is offline now."""
 
-    id: ClientId
+    id: UserId
     lastSeen: float
 
 
 class Welcome(_Frame, tag="welcome", kw_only=True):
     """First frame on every connection."""
 
-    id: ClientId
-    online: list[ClientId]
+    id: UserId
+    online: list[UserId]
     protocol: Literal[1]
-    device: ClientId | None = None
+    device: UserId | None = None
     version: str | None = None
     ringTimeout: float | None = None
     resumeGrace: float | None = None
-    inCall: list[ClientId] | None = None
+    inCall: list[UserId] | None = None
     recent: list[RecentUser] | None = None
 
 
 class PresenceChange(msgspec.Struct, omit_defaults=True):
-    id: ClientId
+    id: UserId
     status: Literal["online", "offline"]
     inCall: bool | None = None
     lastSeen: float | None = None
@@ -176,7 +169,7 @@ class PresenceChange(msgspec.Struct, omit_defaults=True):
 class Presence(_Frame, tag="presence", kw_only=True):
     """One change (`id`, `status`), or several gathered over the presence interval (`changes`)."""
 
-    id: ClientId | None = None
+    id: UserId | None = None
     status: Literal["online", "offline"] | None = None
     inCall: bool | None = None
     lastSeen: float | None = None
@@ -193,7 +186,7 @@ class Error(_Frame, tag="error", kw_only=True):
 
 class CallRinging(_Frame, tag="call-ringing", kw_only=True):
     callId: CallId
-    to: ClientId
+    to: UserId
 
 
 class CallEnded(_Frame, tag="call-ended", kw_only=True):
@@ -206,14 +199,14 @@ class CallResumed(_Frame, tag="call-resumed", kw_only=True):
     callId: CallId
     state: Literal["ringing", "answered"]
     role: Literal["caller", "callee"]
-    peer: ClientId
+    peer: UserId
     polite: bool
 
 
 class CallRecord(msgspec.Struct):
     callId: str
-    caller: ClientId
-    callee: ClientId
+    caller: UserId
+    callee: UserId
     callerDevice: str
     answeredDevice: str | None
     ringingAt: float

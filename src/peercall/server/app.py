@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 from .. import PROTOCOL_VERSION, __version__
 from ..auth.tokens import AuthError, TokenVerifier
 from ..auth.turn import turn_credentials
-from ..broker import RedisBroker
+from ..broker import open_broker
 from ..config import Settings
 from ..hub.router import Hub
 from ..protocol.messages import is_valid_id
@@ -63,26 +63,17 @@ class PeercallApp:
 def create_app(settings: Settings) -> PeercallApp:
     """The ASGI app. `app.state.hub` is the hub, `app.state.settings` the settings."""
     history = open_history(settings.database_url)
-    broker = None
-    if settings.redis_url is not None:
-        broker = RedisBroker(
-            settings.redis_url,
-            node_id=settings.node_id,
-            lease=settings.node_lease,
-            prefix=settings.redis_prefix,
-            ring_timeout=settings.ring_timeout,
-            resume_grace=settings.resume_grace,
-            private=settings.private,
-        )
-    hub = Hub(
+    broker = open_broker(
+        settings.redis_url or "memory://",
         ring_timeout=settings.ring_timeout,
         resume_grace=settings.resume_grace,
-        history=history,
-        call_rate=settings.call_rate,
         private=settings.private,
-        presence_interval=settings.presence_interval,
-        broker=broker,
+        call_rate=settings.call_rate,
+        node_id=settings.node_id,
+        lease=settings.node_lease,
+        prefix=settings.redis_prefix,
     )
+    hub = Hub(broker, history=history, presence_interval=settings.presence_interval)
     fixed_ice = [server.as_json() for server in settings.fixed_ice_servers()]
     turn_secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None
     verifier = TokenVerifier.for_settings(settings)
@@ -121,7 +112,7 @@ def create_app(settings: Settings) -> PeercallApp:
             servers.append(turn)
         elif verifier is not None and isinstance(denied := caller(request), Response):
             return denied
-        body = {"iceServers": servers, "iceTransportPolicy": settings.ice_transport_policy}
+        body: dict[str, object] = {"iceServers": servers, "iceTransportPolicy": settings.ice_transport_policy}
         if turn_secret is not None:
             body["ttl"] = settings.turn_ttl
         return JSONResponse(body, headers={"cache-control": "no-store"})
@@ -134,7 +125,7 @@ def create_app(settings: Settings) -> PeercallApp:
     async def readyz(request: Request) -> Response:
         if hub.draining:
             return JSONResponse({"status": "shutting-down"}, status_code=503)
-        if broker is not None and not await broker.ping():
+        if not await broker.ping():
             return JSONResponse({"status": "redis-unreachable", "node": broker.node}, status_code=503)
         return JSONResponse({"status": "ready", "connections": len(hub), "historyWriteFailures": hub.history_failures})
 
@@ -217,15 +208,10 @@ def create_app(settings: Settings) -> PeercallApp:
         except Exception:
             # Calling works without history; say so loudly and go on.
             log.exception("could not open the call history at %s; calls are not recorded", _safe_url(settings))
-        if broker is not None:
-            await broker.start(hub)
-            log.info(
-                "node %s: sharing presence, routing and calls through Redis (lease %gs)", broker.address, broker.lease
-            )
+        await broker.start()
         yield
         await hub.drain()
-        if broker is not None:
-            await broker.stop()
+        await broker.stop()
         await history.close()
 
     app = Starlette(

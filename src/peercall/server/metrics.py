@@ -38,7 +38,7 @@ class HubCollector(Collector):
         yield _counter(
             "peercall_messages", "Frames received from clients and accepted, by type", "type", stats.messages
         )
-        if hub.broker is not None:
+        if hub.broker.shared:
             yield _counter("peercall_redis_round_trips", "Round trips to Redis, by kind", "kind", hub.broker.ops)
             yield GaugeMetricFamily("peercall_redis_up", "1 if Redis answered lately", value=int(hub.broker.healthy))
         yield _counter("peercall_errors", "Error frames sent to clients, by code", "code", stats.errors)

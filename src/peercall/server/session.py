@@ -29,9 +29,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..auth.tokens import AuthError, TokenVerifier
 from ..core.limits import KeyedBuckets, TokenBucket
-from ..errors import ProtocolError
 from ..protocol import messages
 from ..protocol.codes import CloseCode, ErrorCode
+from ..protocol.errors import ProtocolError
 
 if TYPE_CHECKING:
     from ..config import Settings

@@ -17,6 +17,8 @@ import { recall, remember } from "./storage.js";
 const NAME_KEY = "peercall.id";
 /** sessionStorage: this tab's device id. */
 const DEVICE_KEY = "peercall.device";
+/** sessionStorage: "1" from a page's `pagehide` until the next page of the tab loads (see {@link settleDevice}). */
+const LEFT_KEY = "peercall.device.left";
 /** sessionStorage: the token this tab used last. */
 const TOKEN_KEY = "peercall.token";
 /** localStorage: "1" when the user wants relayed calls only ("Hide my IP address"). */
@@ -44,6 +46,7 @@ export class Identity {
    */
   constructor({ nameIsPreset = false } = {}) {
     this.#nameIsPreset = nameIsPreset;
+    settleDevice();
   }
 
   /** The token in use, or null. */
@@ -147,7 +150,7 @@ export class Identity {
 
   /**
    * This tab's device id: kept in sessionStorage, so a reload or a reconnect is recognised as the same device
-   * (and takes over its call), while another tab is another device.
+   * (and takes over its call), while another tab is another device, a duplicated tab included.
    * @returns {string|null} null if storage is disabled (the server then names the connection itself)
    */
   device() {
@@ -188,6 +191,47 @@ export class Identity {
     }
     return { authMode: this.#authMode, relaysAll };
   }
+}
+
+/**
+ * Keep the device id found in sessionStorage only if the previous page of this same tab left it to us; a copy
+ * is dropped, so that {@link Identity#device} makes this tab a device of its own. Then mark the storage whenever
+ * this page goes away. Runs once, when the page's identity is made (at load, before anything connects).
+ *
+ * sessionStorage belongs to one tab, but a tab that the user duplicates (and, in some browsers, one opened from
+ * it) starts with a copy of it, device id included: two live tabs, one device, and the server retires the older
+ * connection for good (close 4501, "replaced by a newer connection"). What tells the two cases apart: a page that
+ * loads after a reload or a navigation in the same tab comes after its predecessor's `pagehide`, which sets the
+ * mark; a duplicate copies the storage of a page that is still alive and has not set it. `pageshow` clears the
+ * mark when a page comes back from the back/forward cache (it did not go after all). Chromium reloads a tab it
+ * discarded to save memory without a `pagehide`; `document.wasDiscarded` says so, and the device is kept.
+ *
+ * Why not the other ways: a BroadcastChannel question ("is anyone using device X?") or a localStorage claim with
+ * a heartbeat both wait for another tab to answer, and a background tab that the browser throttles or freezes
+ * (Chromium freezes them) may answer late or never: a race, lost exactly when the original tab is idle. The
+ * navigation type (`performance.getEntriesByType("navigation")[0].type === "back_forward"`) marks a duplicate in
+ * Chromium but also Back in the same tab, and Firefox differs. The mark is synchronous, in the tab's own storage,
+ * and the same in Chromium and Firefox (both fire `pagehide` on every unload).
+ *
+ * The cost: a page killed without `pagehide` (a crash, a browser restored from a session snapshot) comes back as a
+ * new device, which is harmless: its old connection is gone, and so is its call.
+ */
+function settleDevice() {
+  try {
+    const left = sessionStorage.getItem(LEFT_KEY) === "1";
+    sessionStorage.removeItem(LEFT_KEY);
+    const discarded = "wasDiscarded" in document && document.wasDiscarded === true;
+    if (!left && !discarded && sessionStorage.getItem(DEVICE_KEY)) {
+      console.info("[identity] this tab started with another tab's device id (a duplicated tab): taking a new one");
+      sessionStorage.removeItem(DEVICE_KEY);
+    }
+  } catch {
+    return; // storage disabled: there is no device id to share (the server names each connection)
+  }
+  addEventListener("pagehide", () => remember(LEFT_KEY, "1", sessionStorage));
+  addEventListener("pageshow", (event) => {
+    if (event.persisted) remember(LEFT_KEY, null, sessionStorage);
+  });
 }
 
 /** @param {string} url */

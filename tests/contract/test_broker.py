@@ -1,4 +1,8 @@
-"""The hub performs the switchboard's decisions on connections: in-memory connections, a real event loop."""
+"""The hub's behaviour over every broker (memory, and Redis): connections in memory, a real event loop.
+
+The same tests, the same expectations: where the state lives must not show. tests/contract/conftest.py has the
+`make_hub` fixture (parametrized over the brokers) and the `FakeConnection`.
+"""
 
 from __future__ import annotations
 
@@ -11,63 +15,30 @@ from peercall.core.records import CallRecord, Outcome
 from peercall.hub.router import Hub
 from peercall.store.memory import MemoryHistory
 
-
-class FakeConnection:
-    def __init__(self, hub: Hub, client_id: str) -> None:
-        self.id = client_id
-        self.cid = hub.new_cid()
-        self.errors = 0
-        self.sent: list[dict[str, Any]] = []
-        self.closed: tuple[int, str] | None = None
-        self.arrived = asyncio.Event()
-
-    async def send_text(self, text: str) -> bool:
-        return self.send_now(text)
-
-    def send_now(self, text: str) -> bool:
-        if self.closed:
-            return False
-        self.sent.append(json.loads(text))
-        self.arrived.set()
-        return True
-
-    async def close(self, code: int, reason: str) -> None:
-        self.closed = (code, reason)
-
-    def types(self) -> list[str]:
-        return [m["type"] for m in self.sent]
-
-    async def wait_for(self, type: str, timeout: float = 2.0) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
-            while True:
-                for message in self.sent:
-                    if message["type"] == type:
-                        return message
-                self.arrived.clear()
-                await self.arrived.wait()
+from .conftest import FakeConnection, MakeHub
 
 
-async def online(hub: Hub, *ids: str) -> list[FakeConnection]:
+async def online(hub: Hub, *users: str) -> list[FakeConnection]:
     conns = []
-    for cid in ids:
-        conn = FakeConnection(hub, cid)
+    for user in users:
+        conn = FakeConnection(hub, user)
         await hub.join(conn)
         conns.append(conn)
     return conns
 
 
-async def test_join_greets_and_announces() -> None:
+async def test_join_greets_and_announces(make_hub: MakeHub) -> None:
     """A newcomer is welcomed with who is online; the others learn it is online."""
-    hub = Hub()
+    hub = await make_hub()
     alice, bob = await online(hub, "alice", "bob")
     assert bob.sent[0]["type"] == "welcome" and bob.sent[0]["online"] == ["alice"]
     presence = await alice.wait_for("presence")
     assert {"id": "bob", "status": "online"} in presence.get("changes", [presence])
 
 
-async def test_bad_frame_reaches_nobody_else() -> None:
+async def test_bad_frame_reaches_nobody_else(make_hub: MakeHub) -> None:
     """A bad frame is answered to its sender only, and counted."""
-    hub = Hub()
+    hub = await make_hub()
     alice, bob = await online(hub, "alice", "bob")
     before = len(bob.sent)
     await hub.handle(alice, '{"type":"hangup","to":"bob","from":"carol"}')
@@ -75,9 +46,9 @@ async def test_bad_frame_reaches_nobody_else() -> None:
     assert len(bob.sent) == before and alice.errors == 1
 
 
-async def test_ring_timeout_fires_on_the_loop() -> None:
+async def test_ring_timeout_fires_on_the_loop(make_hub: MakeHub) -> None:
     """The hub's timer ends a ringing call by the ring timeout, without any further frame."""
-    hub = Hub(ring_timeout=0.05)
+    hub = await make_hub(ring_timeout=0.05)
     alice, bob = await online(hub, "alice", "bob")
     await hub.handle(alice, '{"type":"call-request","to":"bob"}')
     ended = await alice.wait_for("call-ended")
@@ -85,9 +56,9 @@ async def test_ring_timeout_fires_on_the_loop() -> None:
     assert (await bob.wait_for("call-ended"))["callId"] == ended["callId"]
 
 
-async def test_leave_starts_grace_and_peer_lost_follows() -> None:
+async def test_leave_starts_grace_and_peer_lost_follows(make_hub: MakeHub) -> None:
     """A party that leaves is given the grace period, then the other side hears peer-lost."""
-    hub = Hub(resume_grace=0.05)
+    hub = await make_hub(resume_grace=0.05)
     alice, bob = await online(hub, "alice", "bob")
     await hub.handle(alice, '{"type":"call-request","to":"bob"}')
     await hub.handle(bob, '{"type":"call-accept","to":"alice"}')
@@ -101,9 +72,9 @@ class BrokenHistory(MemoryHistory):
         raise OSError("disk full")
 
 
-async def test_history_failure_is_counted_and_calls_go_on() -> None:
+async def test_history_failure_is_counted_and_calls_go_on(make_hub: MakeHub) -> None:
     """A history that cannot be written is logged and counted; calling keeps working."""
-    hub = Hub(history=BrokenHistory())
+    hub = await make_hub(history=BrokenHistory())
     alice, bob = await online(hub, "alice", "bob")
     for _ in range(2):
         await hub.handle(alice, '{"type":"call-request","to":"bob"}')
@@ -127,11 +98,11 @@ class SlowHistory(MemoryHistory):
         await super().record_many(records)
 
 
-async def test_calls_that_end_during_a_history_write_are_written_together_by_the_next() -> None:
+async def test_calls_that_end_during_a_history_write_are_written_together_by_the_next(make_hub: MakeHub) -> None:
     """One writer: while a write is under way, the calls that end meanwhile wait and go in one batch; a
     call-summary sent meanwhile is kept once its call's record is there."""
     history = SlowHistory()
-    hub = Hub(history=history)
+    hub = await make_hub(history=history)
     alice, bob = await online(hub, "alice", "bob")
     for _ in range(4):
         await hub.handle(alice, '{"type":"call-request","to":"bob"}')
@@ -148,11 +119,11 @@ async def test_calls_that_end_during_a_history_write_are_written_together_by_the
     assert next(r for r in page if r.call_id == ended[-1]).quality == {"alice": {"mos": 4.2}}
 
 
-async def test_history_writes_go_on_after_the_writer_was_cancelled() -> None:
+async def test_history_writes_go_on_after_the_writer_was_cancelled(make_hub: MakeHub) -> None:
     """A writer cancelled in the middle of a write (shutdown) loses that write only: the calls that ended
     meanwhile and later are written, and a call-summary waiting for the lost one does not wait for ever."""
     history = SlowHistory()
-    hub = Hub(history=history)
+    hub = await make_hub(history=history)
     alice, bob = await online(hub, "alice", "bob")
 
     async def one_call() -> str:
@@ -175,10 +146,10 @@ async def test_history_writes_go_on_after_the_writer_was_cancelled() -> None:
     assert sorted(r.call_id for r in page) == sorted([second, third])
 
 
-async def test_history_records_and_missed_calls_on_connect() -> None:
+async def test_history_records_and_missed_calls_on_connect(make_hub: MakeHub) -> None:
     """Each ended call is written once; a user who was offline is told of the calls they missed on connect."""
     history = MemoryHistory()
-    hub = Hub(history=history)
+    hub = await make_hub(history=history)
     (alice,) = await online(hub, "alice")
     await hub.handle(alice, '{"type":"call-request","to":"bob"}')  # bob is offline: unavailable
     await hub.drain()
@@ -190,38 +161,111 @@ async def test_history_records_and_missed_calls_on_connect() -> None:
     assert [r.outcome for r in page] == [Outcome.UNAVAILABLE]
 
 
-async def test_close_all_closes_everyone_and_drains() -> None:
+async def test_close_all_closes_everyone_and_drains(make_hub: MakeHub) -> None:
     """Shutdown closes every connection with the given code and refuses newcomers."""
-    hub = Hub()
+    hub = await make_hub()
     alice, bob = await online(hub, "alice", "bob")
     await hub.close_all(1001, "server shutting down")
     assert alice.closed == bob.closed == (1001, "server shutting down")
     assert hub.draining
 
 
-async def test_presence_storm_is_batched() -> None:
+def presence_frames(conn: FakeConnection) -> list[dict[str, Any]]:
+    return [m for m in conn.sent if m["type"] == "presence"]
+
+
+async def told_of(conn: FakeConnection, users: set[str], timeout: float = 3.0) -> None:
+    """Wait until `conn` was told the presence of every one of `users`."""
+    async with asyncio.timeout(timeout):
+        while not users <= {c["id"] for m in presence_frames(conn) for c in m.get("changes", [m])}:
+            conn.arrived.clear()
+            await conn.arrived.wait()
+
+
+async def test_presence_storm_is_batched(make_hub: MakeHub) -> None:
     """Fifty users arriving at once cost each connection a frame or two, not fifty, and nobody is missed."""
-    hub = Hub(presence_interval=0.05)
+    hub = await make_hub(presence_interval=0.5)
     (watcher,) = await online(hub, "watcher")
-    await asyncio.sleep(0.1)
-    watcher.sent.clear()
-    await online(hub, *[f"user{i}" for i in range(50)])
-    batch = await watcher.wait_for("presence")
-    frames = [m for m in watcher.sent if m["type"] == "presence"]
+    everyone = {f"user{i}" for i in range(50)}
+    await asyncio.gather(*(online(hub, user) for user in sorted(everyone)))
+    await told_of(watcher, everyone)
+    frames = presence_frames(watcher)
     assert len(frames) <= 2
-    seen = {c["id"] for m in frames for c in m.get("changes", [m])}
-    assert seen == {f"user{i}" for i in range(50)} and batch["changes"][0]["status"] == "online"
+    assert all(c["status"] == "online" for m in frames for c in m.get("changes", [m]))
 
 
-async def test_blip_within_the_interval_is_coalesced() -> None:
+async def test_blip_within_the_interval_is_coalesced(make_hub: MakeHub) -> None:
     """A user who leaves and comes back within one interval is announced by its final state only."""
-    hub = Hub(presence_interval=0.05)
+    hub = await make_hub(presence_interval=0.3)
     watcher, bob = await online(hub, "watcher", "bob")
-    await asyncio.sleep(0.1)
+    await told_of(watcher, {"bob"})
     watcher.sent.clear()
     await hub.leave(bob)
     await online(hub, "bob")
-    await asyncio.sleep(0.1)
-    assert [m for m in watcher.sent if m["type"] == "presence"] == [
-        {"type": "presence", "id": "bob", "status": "online"}
+    await told_of(watcher, {"bob"})
+    await asyncio.sleep(0.4)  # and nothing more in the next interval
+    assert presence_frames(watcher) == [{"type": "presence", "id": "bob", "status": "online"}]
+
+
+async def test_negotiation_frames_pass_between_the_parties_of_an_answered_call_only(make_hub: MakeHub) -> None:
+    """offer/answer/candidate reach the other party of an answered call, with `from` and `callId` stamped; before
+    the call is answered they get not-in-call and reach nobody."""
+    hub = await make_hub()
+    alice, bob = await online(hub, "alice", "bob")
+    offer = '{"type":"offer","to":"bob","data":{"type":"offer","sdp":"v=0"}}'
+    await hub.handle(alice, '{"type":"call-request","to":"bob"}')
+    await hub.handle(alice, offer)
+    assert alice.sent[-1]["code"] == "not-in-call" and "offer" not in bob.types()
+    await hub.handle(bob, '{"type":"call-accept","to":"alice"}')
+    call_id = (await alice.wait_for("call-accept"))["callId"]
+    for _ in range(2):  # the second one takes the hot path (Redis: the remembered route)
+        await hub.handle(alice, offer)
+    await hub.handle(bob, '{"type":"candidate","to":"alice","data":null}')
+    assert [m for m in bob.sent if m["type"] == "offer"] == 2 * [
+        {"type": "offer", "from": "alice", "to": "bob", "callId": call_id, "data": {"type": "offer", "sdp": "v=0"}}
     ]
+    assert await alice.wait_for("candidate") == {
+        "type": "candidate", "from": "bob", "to": "alice", "callId": call_id, "data": None
+    }  # fmt: skip
+
+
+async def test_call_summary_from_a_party_is_kept_and_from_anyone_else_refused(make_hub: MakeHub) -> None:
+    """After call-ended, a party's call-summary goes with the call's history record; carol's gets not-in-call."""
+    history = MemoryHistory()
+    hub = await make_hub(history=history)
+    alice, bob, carol = await online(hub, "alice", "bob", "carol")
+    await hub.handle(alice, '{"type":"call-request","to":"bob"}')
+    await hub.handle(bob, '{"type":"call-reject","to":"alice"}')
+    call_id = (await alice.wait_for("call-ended"))["callId"]
+    summary = {"type": "call-summary", "callId": call_id, "data": {"mos": 4.5}}
+    await hub.handle(carol, json.dumps(summary))
+    assert carol.sent[-1]["type"] == "error" and carol.sent[-1]["code"] == "not-in-call"
+    await hub.handle(bob, json.dumps(summary))
+    await hub.drain()
+    page, _ = await history.calls_for("bob")
+    assert [r.quality for r in page] == [{"bob": {"mos": 4.5}}]
+
+
+async def test_call_requests_are_rate_limited_per_user(make_hub: MakeHub) -> None:
+    """Past `call_rate` call requests a minute, a request is answered rate-limited and rings nobody."""
+    hub = await make_hub(call_rate=2)
+    alice, bob = await online(hub, "alice", "bob")
+    for _ in range(2):
+        await hub.handle(alice, '{"type":"call-request","to":"bob"}')
+        await hub.handle(alice, '{"type":"hangup","to":"bob"}')
+    await hub.handle(alice, '{"type":"call-request","to":"bob"}')
+    assert alice.sent[-1]["type"] == "error" and alice.sent[-1]["code"] == "rate-limited"
+    assert bob.types().count("call-request") == 2
+
+
+async def test_the_same_device_connecting_again_retires_its_older_connection(make_hub: MakeHub) -> None:
+    """A second connection of the same device closes the first with 4501; the user stays online."""
+    hub = await make_hub()
+    (watcher,) = await online(hub, "watcher")
+    old, new = FakeConnection(hub, "alice"), FakeConnection(hub, "alice")
+    await hub.join(old, "tab-1")
+    await hub.join(new, "tab-1")
+    assert old.closed == (4501, "replaced by a newer connection")
+    assert new.sent[0]["type"] == "welcome" and new.sent[0]["device"] == "tab-1"
+    await told_of(watcher, {"alice"})
+    assert all(c["status"] == "online" for m in presence_frames(watcher) for c in m.get("changes", [m]))

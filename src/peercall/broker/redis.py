@@ -3,7 +3,8 @@
 Keys (all under the prefix, `peercall:` by default):
 
     u:{user}      hash   connection id -> [device, named] for each device online, on any node; `~active` -> call id
-    call:{id}     string the call (JSON of core.switchboard.Call) while it rings or is answered
+    call:{id}     string the call (JSON of core.switchboard.Call) while it rings or is answered; the Lua reader
+                  follows it to its parties by the fields `CALLER_USER` and `CALLEE_USER` name
     due           zset   call id -> when it next needs a tick (ring timeout, end of a resume grace)
     callstate     hash   call id -> ringing | answered (for /metrics)
     ended:{id}    string "caller callee" of a call that ended lately (who may send its call-summary), 1 h
@@ -14,7 +15,8 @@ Keys (all under the prefix, `peercall:` by default):
     reaping:{node} string the node reaping a dead one (expires after a lease, so another takes over)
     n:{node}      hash   connection id -> user, for the node's connections (to reap them if it dies)
     ver           hash   key -> version, of every u:{user} and call:{id} (for compare-and-set, below)
-    to:{node}     channel frames for that node's connections; `all`: presence changes, for every node
+    to:{node}     channel frames for that node's connections; `all`: presence changes, for every node (the
+                  format of both: hub/nodeframe.py)
 
 Atomicity: every state change (connect, disconnect, a call frame, a timer tick, reaping a dead node) reads the keys
 of the users and calls it touches with their versions (one Lua read that follows the links itself: user -> their
@@ -47,7 +49,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
@@ -55,26 +57,40 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..core.switchboard import Call, CallState, Device, Effect, Forward, Presence, Send, Switchboard
-from ..errors import SharedStateUnavailable
-from ..protocol.messages import Envelope
-
-if TYPE_CHECKING:
-    from ..hub.router import Hub
+from ..core.switchboard import (
+    Call,
+    CallRate,
+    CallState,
+    Device,
+    Effect,
+    Forward,
+    Presence,
+    Send,
+    Switchboard,
+    WelcomeLists,
+    check_summary,
+)
+from ..hub import nodeframe
+from ..hub.broker import BrokerEvents
+from ..protocol.errors import SharedStateUnavailable
+from ..protocol.messages import CALL_CHANGED, NEGOTIATION, Envelope
 
 log = logging.getLogger("peercall.broker")
 T = TypeVar("T")
 
 _ACTIVE = "~active"  # the field of u:{user} that holds the user's call (ids cannot contain "~")
-_MEDIA = frozenset({"offer", "answer", "candidate"})
-CALL_CHANGED = frozenset({"call-ended", "call-resumed"})
-"""Server frames after which a node forgets where a connection's peer is: the call changed."""
 _TRIES = 100  # replays of one event under contention before giving up
 _POOL_SIZE = 64  # Redis connections per node; each command holds one for its round trip
 _POOL_WAIT = 20.0  # seconds an event may wait for a free one before it is refused as service-unavailable
 _TIMER_POLL = 0.25  # seconds between looks at `due` when nothing local is due sooner
 _ENDED_TTL = 3600
 _SEEN_KEPT = 1000
+_STOP_WITHIN = 8.0  # seconds `stop()` may take in all; then other nodes reap what is left when the lease runs out
+
+# The fields of the encoded core `Call` (msgspec JSON of the dataclass) that the Lua reader follows to a call's
+# parties: `call.caller.user` and `call.callee_user`. tests/unit/test_redis_format.py checks them against `Call`.
+CALLER_USER: tuple[str, ...] = ("caller", "user")
+CALLEE_USER: tuple[str, ...] = ("callee_user",)
 
 # Reads a slice of state and its versions in one round trip: the users' hashes (u:{user}, the first ARGV[1] of
 # KEYS) and calls (call:{id}, the rest), and what they lead to, as the switchboard will need it: a user's call (the
@@ -105,8 +121,8 @@ while #users > 0 or #calls > 0 do
       out[#out + 1] = {key, raw, redis.call('HGET', ver, key) or '0'}
       if raw then
         local call = cjson.decode(raw)
-        next_users[#next_users + 1] = prefix .. 'u:' .. call.caller.user
-        next_users[#next_users + 1] = prefix .. 'u:' .. call.callee_user
+        next_users[#next_users + 1] = prefix .. 'u:' .. <CALLER_USER>
+        next_users[#next_users + 1] = prefix .. 'u:' .. <CALLEE_USER>
       end
     end
   end
@@ -114,6 +130,8 @@ while #users > 0 or #calls > 0 do
 end
 return out
 """
+_READ = _READ.replace("<CALLER_USER>", ".".join(("call", *CALLER_USER)))
+_READ = _READ.replace("<CALLEE_USER>", ".".join(("call", *CALLEE_USER)))
 # Compare and set: if every key read still has the version it was read at, bump those versions and run the
 # commands (each as its argument count, then its arguments); else change nothing. KEYS[1]: the versions hash;
 # ARGV[1]: how many (key, version) pairs follow.
@@ -191,35 +209,6 @@ class _Commands:
         self._add("DEL", key)
 
 
-def _pack(payloads: list[str]) -> str:
-    """Several payloads in one Pub/Sub message: each as `<length>:<payload>` (a frame may hold any character)."""
-    return "".join(f"{len(p)}:{p}" for p in payloads)
-
-
-def _unpack(message: str) -> list[str]:
-    out, i = [], 0
-    while i < len(message):
-        colon = message.index(":", i)
-        end = colon + 1 + int(message[i:colon])
-        out.append(message[colon + 1 : end])
-        i = end
-    return out
-
-
-class _Slice(Switchboard):
-    """A switchboard holding only the part of the shared state one event touches."""
-
-    in_call_users: list[str]
-    recent_seen: list[dict[str, object]]
-
-    def _in_calls(self, *, exclude: str) -> list[str]:
-        online = set(self._online)
-        return sorted(u for u in self.in_call_users if u != exclude and u in online)
-
-    def _recent(self) -> list[dict[str, object]]:
-        return self.recent_seen
-
-
 @dataclass
 class _Loaded:
     """What a transaction read: the state before, to write back only what changed."""
@@ -229,18 +218,21 @@ class _Loaded:
     calls: dict[str, tuple[str, str]] = field(default_factory=dict)  # call id -> (caller, callee)
     missing: set[str] = field(default_factory=set)  # calls asked for that are gone (a stale `due` entry)
     versions: dict[str, str] = field(default_factory=dict)  # key -> its version when read
+    welcome: WelcomeLists | None = None  # what a welcome lists, read with the slice when one is sent
 
 
 @dataclass(frozen=True, slots=True)
 class _Route:
     call_id: str
     peer: str
-    peer_conn: str
+    peer_cid: str
 
 
 class RedisBroker:
-    """One node's link to the shared state. The hub calls `connect`/`disconnect`/`receive` and `send`; the broker
-    calls back the hub's `_perform`, `_deliver_local` and `_presence_changed`."""
+    """A `hub.broker.Broker` for a node of a cluster: its link to the shared state and to the other nodes."""
+
+    shared = True
+    route = None  # no synchronous fast path: negotiation frames go through `receive` (see `_routes`)
 
     def __init__(
         self,
@@ -252,12 +244,15 @@ class RedisBroker:
         ring_timeout: float = 45.0,
         resume_grace: float = 20.0,
         private: bool = False,
+        call_rate: int = 30,
         new_id: Callable[[], str] = lambda: secrets.token_hex(8),
     ) -> None:
         self.node = node_id or secrets.token_hex(3)
+        self._call_rate = CallRate(call_rate)
         self._new_id = new_id
         # A restarted node gets a new address, so nothing meant for its previous life reaches it.
         self.address = f"{self.node}-{secrets.token_hex(3)}"
+        self.cid_prefix = f"{self.address}."
         self.lease = lease
         self.p = prefix
         self.ring_timeout, self.resume_grace, self.private = ring_timeout, resume_grace, private
@@ -274,11 +269,11 @@ class RedisBroker:
         )
         # Typed Any: redis-py's stubs cannot know that decode_responses=True makes every reply a str.
         self.redis: Any = aioredis.Redis(connection_pool=pool)
-        self.hub: Hub | None = None
+        self._events: BrokerEvents | None = None
         self.healthy = False
         self.ops: collections.Counter[str] = collections.Counter()  # Redis round trips by kind, for /metrics
-        self.users_online = 0
-        self.calls_by_state: dict[str, int] = {"ringing": 0, "answered": 0}
+        self._users_online = 0  # gauges, refreshed by the housekeeping
+        self._calls_by_state: dict[str, int] = {"ringing": 0, "answered": 0}
         self._routes: dict[str, _Route] = {}
         self._route_epoch = 0
         self._local: dict[str, tuple[str, str | None]] = {}  # cid -> (user, device asked for), to re-register
@@ -310,44 +305,74 @@ class RedisBroker:
     def address_of(cid: str) -> str:
         return cid.rpartition(".")[0]
 
-    def _slice(self) -> _Slice:
-        sb = _Slice(
+    def _slice(self) -> Switchboard:
+        """A switchboard for the slice of shared state one event touches (this node's call rates: they are not
+        shared)."""
+        return Switchboard(
             ring_timeout=self.ring_timeout,
             resume_grace=self.resume_grace,
             new_id=self._new_id,
             private=self.private,
+            call_rate=self._call_rate,
         )
-        sb.in_call_users, sb.recent_seen = [], []
-        return sb
 
     # ------------------------------------------------------------------------------------- lifecycle
 
-    async def start(self, hub: Hub) -> None:
+    def bind(self, events: BrokerEvents) -> None:
+        self._events = events
+
+    @property
+    def events(self) -> BrokerEvents:
+        assert self._events is not None, "bind() the broker to its hub first"
+        return self._events
+
+    def users_online(self) -> int:
+        return self._users_online
+
+    def calls_by_state(self) -> dict[str, int]:
+        return dict(self._calls_by_state)
+
+    async def start(self) -> None:
         """Join the cluster: take a lease, listen on this node's channel, run the timers. Does not wait for
         Redis: if it is down, the node starts unready and joins when it comes back."""
-        self.hub = hub
         with contextlib.suppress(*TRANSIENT):
             await self._renew()
         for job in (self._listen, self._publish_loop, self._timer_loop, self._housekeeping):
             self._tasks.append(asyncio.create_task(job(), name=f"peercall-broker-{job.__name__}"))
+        log.info("node %s: sharing presence, routing and calls through Redis (lease %gs)", self.address, self.lease)
+
+    def stop_timers(self) -> None:
+        pass  # the cluster's timers: the other nodes' calls still need them, and one node runs them like any other
 
     async def stop(self) -> None:
-        """Leave the cluster: the node's connections are already closed; give up the lease at once."""
+        """Leave the cluster: the node's connections are already closed; give up the lease at once. Takes at most
+        `_STOP_WITHIN` seconds in all: what is not done by then, the other nodes do when the lease runs out."""
         self._closing = True
-        for _ in range(250):  # the disconnects of the connections that just closed are still on their way
-            if not self._inflight:
-                break
-            await asyncio.sleep(0.02)
-        with contextlib.suppress(*TRANSIENT, RedisError, SharedStateUnavailable):
-            await self._flush_outbox()
-            for cid, user in list(self._pending_leaves.items()):
-                await self._disconnect(cid, user, time.time())
-            await self._reap(self.address)
-            await self.redis.zrem(f"{self.p}nodes", self.address)
+        try:
+            async with asyncio.timeout(_STOP_WITHIN):
+                for _ in range(250):  # the disconnects of the connections that just closed are on their way
+                    if not self._inflight:
+                        break
+                    await asyncio.sleep(0.02)
+                with contextlib.suppress(*TRANSIENT, RedisError, SharedStateUnavailable):
+                    await self._flush_outbox()
+                    for cid, user in list(self._pending_leaves.items()):
+                        await self._disconnect(cid, user, time.time())
+                    await self._reap(self.address)
+                    await self.redis.zrem(f"{self.p}nodes", self.address)
+        except TimeoutError:
+            log.warning(
+                "node %s: could not leave the cluster within %gs; the other nodes take over its connections when "
+                "its lease runs out",
+                self.address,
+                _STOP_WITHIN,
+            )
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.redis.aclose(close_connection_pool=True)
+        await asyncio.wait(self._tasks, timeout=2.0)  # each ends at once, or at its next turn (`_closing`)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                await self.redis.aclose(close_connection_pool=True)
 
     async def ping(self) -> bool:
         try:
@@ -370,7 +395,7 @@ class RedisBroker:
         self,
         users: Iterable[str],
         call_ids: Iterable[str],
-        run: Callable[[_Slice], list[Effect]],
+        run: Callable[[Switchboard, WelcomeLists | None], list[Effect]],
         *,
         welcome: str | None = None,
     ) -> list[Effect]:
@@ -381,7 +406,7 @@ class RedisBroker:
         try:
             for attempt in range(_TRIES):
                 sb, before = await self._load(set(users), set(call_ids), welcome)
-                effects = run(sb)
+                effects = run(sb, before.welcome)
                 commands = _Commands()
                 self._write(commands, sb, before)
                 checks = [x for key_version in before.versions.items() for x in key_version]
@@ -394,7 +419,7 @@ class RedisBroker:
                     self._timer_wake.set()
                     for effect in effects:  # our connections whose call changed: forget their routes
                         if isinstance(effect, Send) and effect.message["type"] in CALL_CHANGED:
-                            self.forget_route(effect.conn)
+                            self.forget_route(effect.cid)
                     return effects
                 self.ops["retry"] += 1
                 if attempt > 2:
@@ -411,7 +436,7 @@ class RedisBroker:
             log.warning("Redis unreachable: %s: %s", type(exc).__name__, exc)
         self.healthy = False
 
-    async def _load(self, users: set[str], call_ids: set[str], welcome: str | None) -> tuple[_Slice, _Loaded]:
+    async def _load(self, users: set[str], call_ids: set[str], welcome: str | None) -> tuple[Switchboard, _Loaded]:
         sb, before = self._slice(), _Loaded()
         user_keys, call_keys = [self._u(u) for u in sorted(users)], [self._call(c) for c in sorted(call_ids)]
         keys = user_keys + call_keys
@@ -425,10 +450,8 @@ class RedisBroker:
                 fields = dict(zip(value[::2], value[1::2], strict=True))
                 active = fields.pop(_ACTIVE, None)
                 devices = {cid: tuple(msgspec.json.decode(v)) for cid, v in fields.items()}
-                before.devices[user], before.active[user] = devices, active  # type: ignore[assignment]
-                if devices:
-                    sb.users[user] = {cid: Device(cid, user, d, named) for cid, (d, named) in devices.items()}
-                    sb.devices.update(sb.users[user])
+                before.devices[user], before.active[user] = devices, active
+                sb.load([Device(cid, user, d, named) for cid, (d, named) in devices.items()])
             elif value is None:
                 before.missing.add(key[calls_at:])
             else:
@@ -438,14 +461,14 @@ class RedisBroker:
         for user, active in before.active.items():
             if active is not None and active in sb.calls:
                 sb.active[user] = active
-        if welcome is None:
-            sb._online = sorted(sb.users)
-        else:
+        if welcome is not None:
             everyone, in_call, seen = await self._welcome_lists()
-            online = set(everyone) - set(before.devices) | set(sb.users)
-            sb._online = sorted(online)
-            sb.in_call_users = in_call
-            sb.recent_seen = [{"id": u, "lastSeen": t} for u, t in seen if u != welcome and u not in online]
+            online = set(everyone) - set(before.devices) | set(sb.users)  # the users read above as they are now
+            before.welcome = WelcomeLists(
+                sorted(online - {welcome}),
+                [u for u in in_call if u != welcome and u in online],
+                [{"id": u, "lastSeen": t} for u, t in seen if u != welcome and u not in online],
+            )
         return sb, before
 
     async def _welcome_lists(self) -> tuple[list[str], list[str], list[tuple[str, float]]]:
@@ -454,7 +477,7 @@ class RedisBroker:
         self.ops["read"] += 1
         return everyone, sorted(in_call), [(u, float(t)) for u, t in zip(flat[::2], flat[1::2], strict=True)]
 
-    def _write(self, pipe: _Commands, sb: _Slice, before: _Loaded) -> None:
+    def _write(self, pipe: _Commands, sb: Switchboard, before: _Loaded) -> None:
         p = self.p
         for user, old in before.devices.items():
             new = sb.users.get(user, {})
@@ -480,13 +503,14 @@ class RedisBroker:
                     pipe.hdel(key, _ACTIVE)
                 else:
                     pipe.hset(key, _ACTIVE, active)
-        for call_id, (caller, callee) in before.calls.items():
-            if call_id not in sb.calls:  # it ended: its parties may send their call-summary for a while
+        for call_id in before.calls:
+            if call_id not in sb.calls:  # it ended
                 pipe.delete(self._call(call_id))
                 pipe.hdel(f"{p}ver", self._call(call_id))  # a call id is never used again
                 pipe.zrem(f"{p}due", call_id)
                 pipe.hdel(f"{p}callstate", call_id)
-                pipe.set(f"{p}ended:{call_id}", f"{caller} {callee}", ex=_ENDED_TTL)
+        for call_id, (caller, callee) in sb.ended_calls.items():  # its parties may send their call-summary
+            pipe.set(f"{p}ended:{call_id}", f"{caller} {callee}", ex=_ENDED_TTL)
         for call_id in before.missing:
             pipe.hdel(f"{p}ver", self._call(call_id))
             pipe.zrem(f"{p}due", call_id)
@@ -508,7 +532,9 @@ class RedisBroker:
     # ------------------------------------------------------------------------------------ the events
 
     async def connect(self, cid: str, user: str, device: str | None, now: float) -> list[Effect]:
-        join = self._transact([user], [], lambda sb: sb.connect(cid, user, device, now), welcome=user)
+        join = self._transact(
+            [user], [], lambda sb, lists: sb.connect(cid, user, device, now, lists=lists), welcome=user
+        )
         effects = await self._in_task(join)
         self._local[cid] = (user, device)
         return effects
@@ -523,19 +549,19 @@ class RedisBroker:
             raise
 
     async def _disconnect(self, cid: str, user: str, now: float) -> list[Effect]:
-        effects = await self._transact([user], [], lambda sb: sb.disconnect(cid, now))
+        effects = await self._transact([user], [], lambda sb, _: sb.disconnect(cid, now))
         self._pending_leaves.pop(cid, None)
         return effects
 
     async def receive(self, cid: str, user: str, env: Envelope, now: float) -> list[Effect]:
         """A valid frame from a connection of this node. Raises ProtocolError, or SharedStateUnavailable."""
-        if env.type in _MEDIA:
+        if env.type in NEGOTIATION:  # the hot path: where the peer is, remembered (Redis only the first time)
             route = self._routes.get(cid)
             if route is not None and env.callId in (None, route.call_id) and env.to in (None, route.peer):
-                return [Forward(route.peer_conn, env, user, route.call_id)]
+                return [Forward(route.peer_cid, env, user, route.call_id)]
             return await self._in_task(self._media_slow(cid, user, env, now))
         users = [user, env.to] if env.type == "call-request" and env.to is not None else [user]
-        return await self._in_task(self._transact(users, [], lambda sb: sb.receive(cid, env, now)))
+        return await self._in_task(self._transact(users, [], lambda sb, _: sb.receive(cid, env, now)))
 
     async def _media_slow(self, cid: str, user: str, env: Envelope, now: float) -> list[Effect]:
         """Read the sender's call (no transaction: nothing changes), check the frame, remember the route."""
@@ -547,7 +573,7 @@ class RedisBroker:
             raise SharedStateUnavailable(str(exc)) from exc
         self.ops["read"] += 1
         sb = self._slice()
-        sb.devices[cid] = Device(cid, user, "", False)
+        sb.load([Device(cid, user, "", False)])
         if raw is not None:
             call = _decode_call(raw)
             sb.calls[call.id] = call
@@ -558,15 +584,19 @@ class RedisBroker:
             assert isinstance(forward, Forward)
             peer = sb.calls[forward.call_id]
             other = peer.callee_user if user == peer.caller.user else peer.caller.user
-            self._routes[cid] = _Route(forward.call_id, other, forward.conn)
+            self._routes[cid] = _Route(forward.call_id, other, forward.cid)
         return effects
 
     def forget_route(self, cid: str) -> None:
         self._route_epoch += 1
         self._routes.pop(cid, None)
 
+    async def summary(self, cid: str, user: str, env: Envelope) -> None:
+        assert env.callId is not None
+        check_summary(user, env, await self.ended_call(env.callId))
+
     async def ended_call(self, call_id: str) -> tuple[str, str] | None:
-        """The parties of a call that ended lately (for `call-summary`), or None."""
+        """The parties of a call that ended lately (on any node), or None."""
         try:
             value = await self._in_task(self.redis.get(f"{self.p}ended:{call_id}"))
         except TRANSIENT as exc:
@@ -580,22 +610,20 @@ class RedisBroker:
     # -------------------------------------------------------------------------------------- routing
 
     def send(self, cid: str, kind: str, text: str) -> None:
-        """Queue a frame for a connection of another node: kind `s` send, `e` send and forget the route
-        (the call changed), `c` close (text: "code reason")."""
+        """Queue a frame for a connection of another node, on that node's channel (published in batches)."""
         address = self.address_of(cid)
         if address == self.address:
             return  # ours, and already gone
-        self._outbox.append((self._to(address), f"{kind}{cid}\n{text}"))
+        self._outbox.append((self._to(address), nodeframe.encode(cid, kind, text)))
         self._outbox_ready.set()
 
-    def presence(self, effect: Presence) -> None:
+    def presence(self, change: Presence) -> None:
         """Tell every node (this one too) of a presence change; each batches it for its own connections."""
-        message = [effect.user, effect.status, effect.in_call, effect.last_seen]
-        self._outbox.append((f"{self.p}all", _encode(message).decode()))
+        self._outbox.append((f"{self.p}all", nodeframe.encode_presence(change)))
         self._outbox_ready.set()
 
     async def _publish_loop(self) -> None:
-        while True:
+        while not self._closing:  # stop() cancels us too, but redis-py may turn a cancel into an error
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
             try:
@@ -615,7 +643,7 @@ class RedisBroker:
             by_channel: dict[str, list[str]] = {}
             for channel, payload in batch:
                 by_channel.setdefault(channel, []).append(payload)
-            commands = [("PUBLISH", channel, _pack(payloads)) for channel, payloads in by_channel.items()]
+            commands = [("PUBLISH", channel, nodeframe.pack(frames)) for channel, frames in by_channel.items()]
             # One connection of its own, written to directly: a pipeline object per batch costs more Python than
             # the round trip (and keeps the order of frames between two nodes, since one connection carries all).
             if self._pub_conn is None:
@@ -633,24 +661,24 @@ class RedisBroker:
             self.ops["publish"] += 1
 
     async def _listen(self) -> None:
-        hub = self.hub
-        assert hub is not None
+        events = self.events
         own, everyone = self._to(self.address), f"{self.p}all"
         delay = 0.1
-        while True:
+        while not self._closing:  # stop() cancels us too, but redis-py may turn a cancel into an error
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(own, everyone)
                 delay = 0.1
                 async for message in pubsub.listen():
                     if message["channel"] == everyone:
-                        for data in _unpack(message["data"]):
-                            user, status, in_call, last_seen = msgspec.json.decode(data)
-                            hub._presence_changed(Presence(user, status, in_call, last_seen))
+                        for data in nodeframe.unpack(message["data"]):
+                            events.presence_changed(nodeframe.decode_presence(data))
                         continue
-                    for data in _unpack(message["data"]):
-                        head, _, text = data.partition("\n")
-                        await hub._deliver_local(head[1:], head[0], text)
+                    for data in nodeframe.unpack(message["data"]):
+                        cid, kind, text = nodeframe.decode(data)
+                        if kind == nodeframe.SEND_CALL_CHANGED:
+                            self.forget_route(cid)
+                        await events.deliver(cid, kind, text)
             except TRANSIENT:
                 self.healthy = False
                 await asyncio.sleep(delay)
@@ -663,11 +691,10 @@ class RedisBroker:
 
     async def _timer_loop(self) -> None:
         """Act on calls whose ring timeout or resume grace passed; every node looks, one acts on each call."""
-        assert self.hub is not None
-        while True:
+        while not self._closing:  # stop() cancels us too, but redis-py may turn a cancel into an error
             wait = _TIMER_POLL
             try:
-                await self.hub._perform(await self.tick(time.time()))
+                await self.events.perform(await self.tick(time.time()))
                 head = await self.redis.zrange(f"{self.p}due", 0, 0, withscores=True)
                 self.ops["read"] += 1
                 if head:
@@ -679,8 +706,11 @@ class RedisBroker:
                 log.exception("node %s: the call timer failed; going on", self.address)
                 wait = 0.5
             self._timer_wake.clear()
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for may swallow a cancel that comes as it times out
+            # (with a short wait, as often as not), and `stop()` would wait for this loop for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._timer_wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._timer_wake.wait()
 
     async def tick(self, now: float) -> list[Effect]:
         """End the calls (of the whole cluster) whose ring timeout or resume grace has passed at `now`."""
@@ -691,17 +721,16 @@ class RedisBroker:
         self.ops["read"] += 1
         effects: list[Effect] = []
         for call_id in due:
-            effects += await self._transact([], [call_id], lambda sb: sb.tick(now))
+            effects += await self._transact([], [call_id], lambda sb, _: sb.tick(now))
         return effects
 
     async def _act(self, effects: Awaitable[list[Effect]]) -> None:
-        assert self.hub is not None
-        await self.hub._perform(await effects)
+        await self.events.perform(await effects)
 
     async def _housekeeping(self) -> None:
         """Renew the lease, reap nodes whose lease ran out, catch up after a Redis outage, refresh gauges."""
         interval = max(0.2, self.lease / 3)
-        while True:
+        while not self._closing:  # stop() cancels us too, but redis-py may turn a cancel into an error
             await asyncio.sleep(interval)
             try:
                 await self._renew()
@@ -718,8 +747,8 @@ class RedisBroker:
                 async with self.redis.pipeline(transaction=False) as reads:
                     reads.zcard(f"{self.p}online")
                     reads.hvals(f"{self.p}callstate")
-                    self.users_online, states = await reads.execute()
-                self.calls_by_state = {s: states.count(s) for s in ("ringing", "answered")}
+                    self._users_online, states = await reads.execute()
+                self._calls_by_state = {s: states.count(s) for s in ("ringing", "answered")}
                 self.ops["read"] += 4
             except (*TRANSIENT, SharedStateUnavailable) as exc:
                 if self.healthy:
@@ -741,7 +770,6 @@ class RedisBroker:
     async def _register_again(self) -> None:
         """Our lease was gone (Redis restarted empty, or this node was cut off long enough to be reaped): tell
         Redis again who is connected here. Calls it lost are over; their audio goes on peer to peer."""
-        assert self.hub is not None
         log.warning(
             "node %s: Redis had forgotten this node; registering its %d connections again",
             self.address,
@@ -749,16 +777,16 @@ class RedisBroker:
         )
         for cid, (user, device) in list(self._local.items()):
             now = time.time()
-            effects = await self._transact([user], [], lambda sb: sb.connect(cid, user, device, now))  # noqa: B023
-            await self.hub._perform([e for e in effects if isinstance(e, Presence)])
+            effects = await self._transact([user], [], lambda sb, _: sb.connect(cid, user, device, now))  # noqa: B023
+            await self.events.perform([e for e in effects if isinstance(e, Presence)])
 
     async def _reap(self, address: str) -> None:
         """Disconnect every connection of a node that died without a word (its lease ran out)."""
-        conns = await self.redis.hgetall(self._n(address))
+        users_by_cid = await self.redis.hgetall(self._n(address))
         if address != self.address:
-            log.warning("node %s stopped renewing its lease: its %d connections are gone", address, len(conns))
+            log.warning("node %s stopped renewing its lease: its %d connections are gone", address, len(users_by_cid))
         now = time.time()
-        for cid, user in conns.items():
+        for cid, user in users_by_cid.items():
             await self._act(self._disconnect(cid, user, now))
         await self.redis.delete(self._n(address))
         self.ops["reap"] += 1

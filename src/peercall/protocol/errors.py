@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .protocol.codes import ErrorCode
+from .codes import ErrorCode
 
 ECHO_LIMIT = 64
 """Characters of a client's own input that an error echoes (in `ref`, in its message, in the log line)."""

@@ -1,0 +1,137 @@
+"""The memory broker (`memory://`, the default): one node, the switchboard's state in memory.
+
+Every connection is on this node, so nothing travels between nodes: `send` drops (a connection of no node is
+gone), and a presence change goes straight back to the hub. The call timers are one loop timer for the
+switchboard's next deadline. State is lost on restart (calls go on peer to peer; their clients resume nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import secrets
+import time
+from collections.abc import Callable
+
+from ..core.switchboard import CallRate, Effect, Presence, Switchboard
+from ..hub.broker import BrokerEvents
+from ..protocol.messages import NEGOTIATION, Envelope
+
+
+class MemoryBroker:
+    """A `hub.broker.Broker` for one node."""
+
+    shared = False
+
+    def __init__(
+        self,
+        *,
+        ring_timeout: float = 45.0,
+        resume_grace: float = 20.0,
+        private: bool = False,
+        call_rate: int = 30,
+        node_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = lambda: secrets.token_hex(8),
+    ) -> None:
+        self.switchboard = Switchboard(
+            ring_timeout=ring_timeout,
+            resume_grace=resume_grace,
+            new_id=new_id,
+            private=private,
+            call_rate=CallRate(call_rate),
+        )
+        self.node = node_id or "local"
+        self.cid_prefix = "c"
+        self.healthy = True
+        self.ops: collections.Counter[str] = collections.Counter()
+        self.route = self.switchboard.route  # the hot path: no coroutine, no effect objects
+        self.clock = clock
+        self._events: BrokerEvents | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._stopped = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def bind(self, events: BrokerEvents) -> None:
+        self._events = events
+
+    async def start(self) -> None:
+        pass
+
+    def stop_timers(self) -> None:
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_at = None
+
+    async def stop(self) -> None:
+        self.stop_timers()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def ping(self) -> bool:
+        return True
+
+    def users_online(self) -> int:
+        return len(self.switchboard.users)
+
+    def calls_by_state(self) -> dict[str, int]:
+        states = {"ringing": 0, "answered": 0}
+        for call in self.switchboard.calls.values():
+            states[call.state.value] += 1
+        return states
+
+    # ------------------------------------------------------------------------------------------ events
+
+    async def connect(self, cid: str, user: str, device: str | None, now: float) -> list[Effect]:
+        effects = self.switchboard.connect(cid, user, device, now)
+        self._reschedule()
+        return effects
+
+    async def disconnect(self, cid: str, user: str, now: float) -> list[Effect]:
+        effects = self.switchboard.disconnect(cid, now)
+        self._reschedule()
+        return effects
+
+    async def receive(self, cid: str, user: str, env: Envelope, now: float) -> list[Effect]:
+        effects = self.switchboard.receive(cid, env, now)
+        if env.type not in NEGOTIATION:  # they change no deadline
+            self._reschedule()
+        return effects
+
+    async def summary(self, cid: str, user: str, env: Envelope) -> None:
+        self.switchboard.check_summary(user, env)
+
+    def send(self, cid: str, kind: str, text: str) -> None:
+        pass  # not a connection of this node, and there is no other: it is gone
+
+    def presence(self, change: Presence) -> None:
+        assert self._events is not None
+        self._events.presence_changed(change)
+
+    # ------------------------------------------------------------------------------------------- timer
+
+    def _reschedule(self) -> None:
+        """Arm one loop timer for the switchboard's next deadline (a ring timeout or the end of a resume grace)."""
+        deadline = self.switchboard.next_deadline()
+        if deadline is None or self._stopped:
+            return  # an armed timer may fire for nothing: cheaper than cancelling it on every call event
+        if self._timer_at is not None and self._timer_at <= deadline:
+            return  # it fires first, and re-arms for what is left (ring deadlines only move later)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + max(0.0, deadline - self.clock()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        task = asyncio.ensure_future(self._tick())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tick(self) -> None:
+        assert self._events is not None
+        await self._events.perform(self.switchboard.tick(self.clock()))
+        self._reschedule()

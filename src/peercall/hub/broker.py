@@ -1,0 +1,128 @@
+"""The Broker interface the hub owns, and the events interface a broker calls back through.
+
+A broker is where the switchboard's state lives and how a node reaches connections of other nodes. The hub hands
+it every event of its connections (connect, disconnect, a frame, a call summary) with the time, and performs the
+effects it returns; the broker runs the call timers and hands the hub, through `BrokerEvents`, the effects of the
+calls that time ended, the presence changes to tell, and frames that other nodes sent to connections of this one.
+
+Two implementations, picked by URL in one place (`open_broker` in broker/__init__.py, called by server/app.py):
+
+- `memory://` (broker/memory.py): one node. A `Switchboard` in memory and a loop timer; every connection is local.
+  Nothing to install. It offers the synchronous `route` fast path for negotiation frames.
+- `redis://` (broker/redis.py): a cluster of nodes sharing presence, routing and calls through Redis.
+
+The rules themselves (core/switchboard.py) are the same code for both: a broker only decides where the state lives.
+Both pass one contract suite (tests/contract/test_broker.py).
+
+Must not import: the broker package, Redis, or anything of server/.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Protocol
+
+from ..core.switchboard import Effect, Presence
+from ..protocol.messages import Envelope
+
+
+class BrokerEvents(Protocol):
+    """What a broker calls back on the hub that owns it. Never raises."""
+
+    async def perform(self, effects: list[Effect]) -> None:
+        """Perform effects the broker decided on its own (a call timer fired; Redis lost a node's connections)."""
+        ...
+
+    async def deliver(self, cid: str, kind: str, text: str) -> None:
+        """A frame that another node sent to connection `cid` of this node (hub/nodeframe.py: `kind`, `text`).
+        A connection that is gone meanwhile drops it."""
+        ...
+
+    def presence_changed(self, change: Presence) -> None:
+        """A user's presence changed (on any node): tell this node's connections, in the next batch."""
+        ...
+
+
+class Broker(Protocol):
+    """The switchboard's state and the way to other nodes' connections, as the hub sees them.
+
+    Events change state atomically and in order for each connection; each returns the effects for the hub to
+    perform, in order, after the change was made. Every event may raise `SharedStateUnavailable` (the shared state
+    cannot be reached, nothing was changed: the hub tells the client to try again); `receive` and `summary` may
+    raise `ProtocolError` (the frame breaks a rule, nothing was changed).
+    """
+
+    node: str
+    """This node's name (settings.node_id, or made up)."""
+    cid_prefix: str
+    """Connection ids this node hands out start with it (in a cluster, a connection's node is found by it)."""
+    shared: bool
+    """Whether the state is shared with other nodes (then /metrics reports `ops` and `healthy`)."""
+    healthy: bool
+    """Whether the shared state answered lately (always True in memory)."""
+    ops: Counter[str]
+    """Round trips to the shared state by kind, for /metrics."""
+
+    @property
+    def route(self) -> Callable[[str, Envelope], tuple[str, str] | None] | None:
+        """The hot path, or None when the broker has none: where a negotiation frame from connection `cid` goes,
+        as (the peer's connection id, call id), or None while the peer is away (the frame is dropped). Synchronous,
+        and changes nothing. Raises ProtocolError `not-in-call` like `receive` would."""
+        ...
+
+    def bind(self, events: BrokerEvents) -> None:
+        """Called once, by the hub that owns this broker (in its constructor), before any other method."""
+        ...
+
+    async def start(self) -> None:
+        """Start background work (a cluster's lease, listening, timers). Returns without waiting for shared state
+        that cannot be reached: the node starts unready and joins when it can."""
+        ...
+
+    def stop_timers(self) -> None:
+        """The node is shutting down: this node's call timers fire no more (its calls end with it)."""
+        ...
+
+    async def stop(self) -> None:
+        """Leave: the node's connections are closed by now. Bounded in time; never raises."""
+        ...
+
+    async def ping(self) -> bool:
+        """Whether the shared state answers now (for /readyz)."""
+        ...
+
+    def users_online(self) -> int:
+        """Users with at least one connection, on any node."""
+        ...
+
+    def calls_by_state(self) -> dict[str, int]:
+        """Calls not yet ended, by state (`ringing`, `answered`), on any node."""
+        ...
+
+    async def connect(self, cid: str, user: str, device: str | None, now: float) -> list[Effect]:
+        """A connection of this node was accepted (`device`: the id its client gave, if any). The effects start
+        with frames for the connection itself, `welcome` first of them."""
+        ...
+
+    async def disconnect(self, cid: str, user: str, now: float) -> list[Effect]:
+        """A connection of this node closed. Its calls wait for it for the resume grace."""
+        ...
+
+    async def receive(self, cid: str, user: str, env: Envelope, now: float) -> list[Effect]:
+        """A valid frame (through `messages.parse`) from a connection of this node, other than `call-summary`."""
+        ...
+
+    async def summary(self, cid: str, user: str, env: Envelope) -> None:
+        """Whether `user` may send the `call-summary` `env`: raises ProtocolError `not-in-call` unless it names
+        a call of theirs that ended lately (on any node). Changes nothing."""
+        ...
+
+    def send(self, cid: str, kind: str, text: str) -> None:
+        """Queue a frame for connection `cid` of another node (hub/nodeframe.py: `kind`, `text`). At most once:
+        a frame for a node that is gone, or for no node, is dropped."""
+        ...
+
+    def presence(self, change: Presence) -> None:
+        """Tell every node (this one too, through `BrokerEvents.presence_changed`) of a presence change."""
+        ...

@@ -1,0 +1,78 @@
+"""The seam between the hub and its brokers: picked by URL, no Redis in the hub, one node-frame format."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import msgspec
+import pytest
+
+from peercall.broker import open_broker
+from peercall.broker.memory import MemoryBroker
+from peercall.core.switchboard import Call, Party, Presence
+from peercall.hub import nodeframe
+from peercall.protocol import messages
+
+
+def test_importing_the_hub_imports_no_redis_client() -> None:
+    """One node needs no Redis client: the hub, the broker package and the memory broker import none."""
+    code = (
+        "import sys, peercall.hub.router, peercall.broker, peercall.broker.memory, peercall.server.app;"
+        "sys.exit('redis' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_the_broker_is_picked_by_url_scheme() -> None:
+    """`memory://` is one node; a Redis URL is a cluster (its client made, not connected); anything else fails."""
+    assert isinstance(open_broker("memory://"), MemoryBroker)
+    redis = open_broker("redis://127.0.0.1:1/0", node_id="n7")
+    assert redis.shared and redis.node == "n7" and redis.route is None
+    with pytest.raises(ValueError, match="unknown broker URL 'mongodb://x'"):
+        open_broker("mongodb://x")
+
+
+def test_the_lua_reader_follows_fields_the_encoded_call_has() -> None:
+    """The Redis reader walks `call.caller.user` and `call.callee_user` of the encoded core Call: renaming either
+    field in core/switchboard.py fails here, not silently in a cluster."""
+    from peercall.broker.redis import _READ, CALLEE_USER, CALLER_USER
+
+    env = messages.parse('{"type":"call-request","to":"bob"}', "alice")
+    call = Call("k1", Party("alice", "d-1", "c1"), "bob", env, 1.0, 46.0)
+    encoded = json.loads(msgspec.json.encode(call))
+    found = [encoded, encoded]
+    for i, path in enumerate((CALLER_USER, CALLEE_USER)):
+        for name in path:
+            found[i] = found[i][name]
+    assert found == ["alice", "bob"]
+    assert "call.caller.user" in _READ and "call.callee_user" in _READ
+
+
+def test_a_call_is_stored_as_it_was() -> None:
+    """The JSON of a call in Redis keeps its names (`conn` included), so that nodes of two versions share calls."""
+    env = messages.parse('{"type":"call-request","to":"bob"}', "alice")
+    call = Call("k1", Party("alice", "d", "c1"), "bob", env, 1.0, 2.0)
+    stored = (
+        b'{"id":"k1","caller":{"user":"alice","device":"d","conn":"c1","lost_until":null},"callee_user":"bob",'
+        b'"request":{"type":"call-request","to":"bob","callId":null,"from":null},"ringing_at":1.0,'
+        b'"ring_deadline":2.0,"state":"ringing","ringing":{},"callee":null,"answered_at":null}'
+    )
+    assert msgspec.json.encode(call) == stored
+    assert msgspec.json.decode(stored, type=Call) == call
+
+
+def test_node_frames_round_trip() -> None:
+    """A node frame and a batch of them come back as they went, whatever characters the text holds."""
+    frames = [
+        nodeframe.encode("n1-ab.7", nodeframe.kind_of("call-ended"), '{"type":"call-ended"}'),
+        nodeframe.encode("n1-ab.8", nodeframe.kind_of("offer"), "with\nnewlines: and 12:colons"),
+        nodeframe.encode("n1-ab.9", nodeframe.CLOSE, nodeframe.close_text(4501, "replaced by a newer connection")),
+    ]
+    assert nodeframe.unpack(nodeframe.pack(frames)) == frames
+    assert [nodeframe.decode(f)[:2] for f in frames] == [("n1-ab.7", "e"), ("n1-ab.8", "s"), ("n1-ab.9", "c")]
+    assert nodeframe.decode(frames[1])[2] == "with\nnewlines: and 12:colons"
+    assert nodeframe.parse_close(nodeframe.decode(frames[2])[2]) == (4501, "replaced by a newer connection")
+    change = Presence("bob", "offline", False, 12.5)
+    assert nodeframe.decode_presence(nodeframe.encode_presence(change)) == change
