@@ -117,9 +117,10 @@ class Settings(BaseSettings):
     call_rate: Annotated[int, Field(ge=1)] = 30
     """Call requests a user may make per minute (`PEERCALL_CALL_RATE`)."""
     max_connections_per_ip: Annotated[int, Field(ge=1)] = 200
-    """Open connections from one address, HTTP and WebSocket, an IPv6 address counting with its /64
-    (`PEERCALL_MAX_CONNECTIONS_PER_IP`). Connections from a trusted proxy (`forwarded_allow_ips`) are counted by
-    the address it forwards once their request is read (`/ws`), not by the proxy's own."""
+    """Open connections from one address, an IPv6 address counting with its /64
+    (`PEERCALL_MAX_CONNECTIONS_PER_IP`): as many connections that speak HTTP (server/gate.py) and as many `/ws`
+    sessions (server/session.py). A `/ws` session behind a trusted proxy (`forwarded_allow_ips`) counts as the
+    address the proxy forwards; the proxy's own connections are not capped by address."""
     connection_rate: Annotated[float, Field(gt=0)] = 20.0
     """New connections a second from one address (IPv6: its /64), with a burst of five seconds' worth
     (`PEERCALL_CONNECTION_RATE`); past it a connection gets HTTP 429. Not applied to trusted proxies."""
