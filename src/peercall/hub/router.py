@@ -224,11 +224,15 @@ class Hub:
             self.history_failures += 1
             log.exception("could not keep the summary of call %s from %s", call_id, user)
 
+    may_log: Callable[[Connection], bool] | None = None
+    """Whether a protocol error of a connection may be logged now, beyond the first few of each connection: the
+    session layer's budget per address (server/session.py `Sessions.may_log`), which reconnecting does not reset."""
+
     async def reject(self, conn: Connection, exc: ProtocolError) -> None:
-        """Answer `conn` with an `error` frame, and log the first few of each connection."""
+        """Answer `conn` with an `error` frame, and log the first few of each connection (within `may_log`)."""
         conn.errors += 1
         self.stats.errors[exc.code] += 1
-        if conn.errors <= _LOGGED_ERRORS:
+        if conn.errors <= _LOGGED_ERRORS and (self.may_log is None or self.may_log(conn)):
             log.info("%s: %s", conn.id, exc)
             if conn.errors == _LOGGED_ERRORS:
                 log.info("%s: further protocol errors on this connection are counted, not logged", conn.id)

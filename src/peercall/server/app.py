@@ -170,6 +170,7 @@ def create_app(settings: Settings) -> PeercallApp:
         return JSONResponse({"error": {"code": "internal-error", "message": "internal server error"}}, status_code=500)
 
     sessions = Sessions(hub, settings)
+    hub.may_log = sessions.may_log
     metrics_registry = registry_for(hub, sessions)
     index_html = (STATIC_DIR / "index.html").read_text()
     demo_pages = {
