@@ -117,22 +117,25 @@ class Hub:
         """Register an accepted connection: welcome it, announce it, resume or ring its calls."""
         # `welcome` must be the first frame: what arrives for the connection while the broker decides (presence,
         # frames from other nodes) waits in `_joining` and follows it.
+        # Whatever happens, the entry goes: a leaked one would collect every presence frame for ever.
         waiting: list[tuple[str, str]] = []
         self._joining[conn.cid] = (conn, waiting)
         try:
-            effects = await self.broker.connect(conn.cid, conn.id, device, self.clock())
-        except SharedStateUnavailable:
-            del self._joining[conn.cid]
-            log.warning("%s: refused, Redis is unreachable", conn.id)
-            error = ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, _SHARED_STATE_DOWN)
-            await conn.send_text(messages.error(error))
-            await conn.close(CloseCode.TRY_AGAIN_LATER, "shared state unavailable")
-            return
-        self._conns[conn.cid] = conn
-        await self.perform(effects)
-        while waiting:
-            await self._deliver_to(conn, *waiting.pop(0))
-        del self._joining[conn.cid]
+            try:
+                effects = await self.broker.connect(conn.cid, conn.id, device, self.clock())
+            except SharedStateUnavailable as exc:
+                del self._joining[conn.cid]
+                log.warning("%s: refused, the shared state (Redis) is unavailable: %s", conn.id, exc)
+                error = ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, _SHARED_STATE_DOWN)
+                await conn.send_text(messages.error(error))
+                await conn.close(CloseCode.TRY_AGAIN_LATER, "shared state unavailable")
+                return
+            self._conns[conn.cid] = conn
+            await self.perform(effects)
+            while waiting:
+                await self._deliver_to(conn, *waiting.pop(0))
+        finally:
+            self._joining.pop(conn.cid, None)
         if self.history is not None:
             self._spawn(self._send_missed(conn))
 
