@@ -146,3 +146,33 @@ async def test_a_disconnect_while_redis_refuses_writes_is_told_when_it_accepts_t
     await watcher.wait_for("presence", timeout=5.0, id="alice", status="offline")
     assert time.monotonic() - started < 3.0
     assert redis_server.command("EXISTS", f"{PREFIX}u:alice", db=db) == 0
+
+
+# ------------------------------------------------------------------------------------------- item 13
+
+
+async def test_a_calls_data_is_stored_once_apart_from_the_call(
+    redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]]
+) -> None:
+    """A call-request's 64 KB `data` is kept once in a key of its own, not in the call every change decodes; a
+    device of the callee that connects while it rings still gets it whole, and it is gone once answered."""
+    db, make = hubs
+    hub = await make()
+    alice, bob = FakeConnection(hub, "alice"), FakeConnection(hub, "bob")
+    await hub.join(alice)
+    await hub.join(bob)
+    data = {"note": "x" * 65536}
+    await hub.handle(alice, json.dumps({"type": "call-request", "to": "bob", "data": data}))
+    call_id = (await alice.wait_for("call-ringing"))["callId"]
+    assert (await bob.wait_for("call-request"))["data"] == data
+    stored = redis_server.command("GET", f"{PREFIX}call:{call_id}", db=db)
+    assert len(stored) < 1000 and "data" not in json.loads(stored)["request"]
+    for _ in range(20):  # what the caller sends again changes nothing stored
+        await hub.handle(alice, json.dumps({"type": "call-accept", "to": "bob", "callId": call_id}))
+    late = FakeConnection(hub, "bob")
+    await hub.join(late, device="phone")
+    assert (await late.wait_for("call-request", callId=call_id))["data"] == data
+    await hub.handle(bob, json.dumps({"type": "call-accept", "to": "alice", "callId": call_id}))
+    await alice.wait_for("call-accept", callId=call_id, **{"from": "bob"})
+    assert redis_server.command("EXISTS", f"{PREFIX}calldata:{call_id}", db=db) == 0
+    assert len(redis_server.command("GET", f"{PREFIX}call:{call_id}", db=db)) < 1000

@@ -4,7 +4,10 @@ Keys (all under the prefix, `peercall:` by default):
 
     u:{user}      hash   connection id -> [device, named] for each device online, on any node; `~active` -> call id
     call:{id}     string the call (JSON of core.switchboard.Call) while it rings or is answered; the Lua reader
-                  follows it to its parties by the fields `CALLER_USER` and `CALLEE_USER` name
+                  follows it to its parties by the fields `CALLER_USER` and `CALLEE_USER` name. Its call-request
+                  is kept without its `data`, which every change of the call would otherwise decode and rewrite
+    calldata:{id} string the `data` of the call's call-request while it rings: written once, read only to ring a
+                  device of the callee that connects late (expires after the ring timeout, as a safety net)
     due           zset   call id -> when it next needs a tick (ring timeout, end of a resume grace)
     callstate     hash   call id -> ringing | answered (for /metrics)
     ended:{id}    string "caller callee" of a call that ended lately (who may send its call-summary), 1 h
@@ -45,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import random
 import secrets
@@ -55,6 +59,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
+from msgspec import UNSET
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -238,6 +243,7 @@ class _Loaded:
     active: dict[str, str | None] = field(default_factory=dict)  # user -> call id
     calls: dict[str, tuple[str, str]] = field(default_factory=dict)  # call id -> (caller, callee)
     missing: set[str] = field(default_factory=set)  # calls asked for that are gone (a stale `due` entry)
+    ringing: set[str] = field(default_factory=set)  # calls that were ringing
     versions: dict[str, str] = field(default_factory=dict)  # key -> its version when read
     welcome: WelcomeLists | None = None  # what a welcome lists, read with the slice when one is sent
 
@@ -315,6 +321,9 @@ class RedisBroker:
 
     def _call(self, call_id: str) -> str:
         return f"{self.p}call:{call_id}"
+
+    def _calldata(self, call_id: str) -> str:
+        return f"{self.p}calldata:{call_id}"
 
     def _n(self, address: str) -> str:
         return f"{self.p}n:{address}"
@@ -437,6 +446,7 @@ class RedisBroker:
                     _APPLY, 2, f"{self.p}ver", f"{self.p}clock", len(before.versions), *checks, *commands.args
                 )
                 if applied:
+                    effects = await self._ring_late(effects, before)
                     self.ops["transaction"] += 1
                     self.healthy = True
                     self._timer_wake.set()
@@ -455,6 +465,28 @@ class RedisBroker:
         finally:
             self._inflight -= 1
         raise SharedStateUnavailable(f"gave up after {_TRIES} conflicting attempts")
+
+    async def _ring_late(self, effects: list[Effect], before: _Loaded) -> list[Effect]:
+        """Put back the `data` of the call-request of a stored call (kept apart, see `_write`) into the frames that
+        ring a device of its callee that connected late. Read after the change: the data never changes."""
+        late = [
+            (i, e)
+            for i, e in enumerate(effects)
+            if isinstance(e, Forward)
+            and e.env.type == "call-request"
+            and e.env.data is UNSET
+            and e.call_id in before.calls
+        ]
+        if not late:
+            return effects
+        found = await self.redis.mget([self._calldata(forward.call_id) for _, forward in late])
+        self.ops["read"] += 1
+        effects = list(effects)
+        for (i, forward), data in zip(late, found, strict=True):
+            if data is not None:
+                env = msgspec.structs.replace(forward.env, data=msgspec.Raw(data.encode()))
+                effects[i] = msgspec.structs.replace(forward, env=env)
+        return effects
 
     def _unreachable(self, exc: BaseException) -> None:
         if self.healthy:
@@ -483,6 +515,8 @@ class RedisBroker:
                 call = _decode_call(value)
                 sb.add_call(call)
                 before.calls[call.id] = (call.caller.user, call.callee_user)
+                if call.state is CallState.RINGING:
+                    before.ringing.add(call.id)
         for user, active in before.active.items():
             if active is not None and active in sb.calls:
                 sb.active[user] = active
@@ -531,6 +565,7 @@ class RedisBroker:
         for call_id in before.calls:
             if call_id not in sb.calls:  # it ended
                 pipe.delete(self._call(call_id))  # its version goes with it (`_APPLY`): a call id is never used again
+                pipe.delete(self._calldata(call_id))
                 pipe.zrem(f"{p}due", call_id)
                 pipe.hdel(f"{p}callstate", call_id)
         for call_id, (caller, callee) in sb.ended_calls.items():  # its parties may send their call-summary
@@ -539,6 +574,13 @@ class RedisBroker:
             pipe.zrem(f"{p}due", call_id)
             pipe.hdel(f"{p}callstate", call_id)
         for call_id, call in sb.calls.items():
+            if call.request.data is not UNSET:  # a new call (or one a node of an older version stored whole)
+                if call.state is CallState.RINGING:
+                    ex = int(self.ring_timeout + self.resume_grace) + 60
+                    pipe.set(self._calldata(call_id), bytes(call.request.data), ex=ex)
+                call = dataclasses.replace(call, request=msgspec.structs.replace(call.request, data=UNSET))
+            elif call_id in before.ringing and call.state is not CallState.RINGING:
+                pipe.delete(self._calldata(call_id))  # answered: no device will ring for it any more
             pipe.set(self._call(call_id), _encode(call))
             deadline = call.deadline()
             if deadline is None:
