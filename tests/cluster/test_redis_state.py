@@ -5,10 +5,13 @@ with fake connections (tests/contract/conftest.py `FakeConnection`), so that the
 - A write Redis refuses (OOM; READONLY after a failover is the same `RedisError` family) is rolled back or
   retried, never leaked (#14 item 12).
 - A call's `data` is stored once, apart from the call the Lua scripts decode (#14 item 13).
+- The node's one Redis listener never waits for one connection (#14 item 1; tests/cluster/test_slow_reader.py
+  shows it with real sockets).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -176,3 +179,34 @@ async def test_a_calls_data_is_stored_once_apart_from_the_call(
     await alice.wait_for("call-accept", callId=call_id, **{"from": "bob"})
     assert redis_server.command("EXISTS", f"{PREFIX}calldata:{call_id}", db=db) == 0
     assert len(redis_server.command("GET", f"{PREFIX}call:{call_id}", db=db)) < 1000
+
+
+# -------------------------------------------------------------------------------------------- item 1
+
+
+class Stuck(FakeConnection):
+    """A connection whose `send_text` never returns once it is stuck (a reader that stopped, a transport whose
+    send waits for it); `send_now` still queues, as a bounded send queue does."""
+
+    stuck = False
+
+    async def send_text(self, text: str) -> bool:
+        if self.stuck:
+            await asyncio.Event().wait()
+        return self.send_now(text)
+
+
+async def test_the_listener_never_waits_for_one_connection(hubs: tuple[int, Callable[..., Awaitable[Hub]]]) -> None:
+    """Frames from another node for a connection that cannot take them do not hold up the node's one listener:
+    the frames after them, for other connections, arrive."""
+    _, make = hubs
+    here, there = await make(), await make()
+    lagger, near = Stuck(here, "lagger"), FakeConnection(here, "near")
+    talker, far = FakeConnection(there, "talker"), FakeConnection(there, "far")
+    for hub, conn in ((here, lagger), (here, near), (there, talker), (there, far)):
+        await hub.join(conn)
+    lagger.stuck = True
+    await there.handle(talker, json.dumps({"type": "call-request", "to": "lagger"}))
+    await there.handle(far, json.dumps({"type": "call-request", "to": "near"}))
+    await near.wait_for("call-request", timeout=3.0, **{"from": "far"})
+    assert [m["type"] for m in lagger.sent][-1] == "call-request"

@@ -297,14 +297,22 @@ class Hub:
             self.broker.send(cid, kind, text)
 
     async def deliver(self, cid: str, kind: str, text: str) -> None:
-        """A frame that another node sent for a connection of this one (`Broker.send` there)."""
+        """A frame that another node sent for a connection of this one (`Broker.send` there).
+
+        Called by the broker's one listener, which delivers what every other node sends to all of this node's
+        connections: so it never waits for one of them. A frame is queued (`send_now`: a connection that cannot
+        take it closes itself, a slow reader), and a close is started in a task of its own."""
         joining = self._joining.get(cid)
         if joining is not None:
             joining[1].append((kind, text))
             return
         target = self._conns.get(cid)
-        if target is not None:
-            await self._deliver_to(target, kind, text)
+        if target is None:
+            return
+        if kind == nodeframe.CLOSE:
+            self._spawn(self._deliver_to(target, kind, text))
+        else:
+            target.send_now(text)
 
     async def _deliver_to(self, target: Connection, kind: str, text: str) -> None:
         if kind == nodeframe.CLOSE:
