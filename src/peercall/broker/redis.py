@@ -468,7 +468,8 @@ class RedisBroker:
 
     async def _ring_late(self, effects: list[Effect], before: _Loaded) -> list[Effect]:
         """Put back the `data` of the call-request of a stored call (kept apart, see `_write`) into the frames that
-        ring a device of its callee that connected late. Read after the change: the data never changes."""
+        ring a device of its callee that connected late. Read after the change (the data never changes), so it
+        never raises: without the data, the device rings all the same."""
         late = [
             (i, e)
             for i, e in enumerate(effects)
@@ -479,7 +480,11 @@ class RedisBroker:
         ]
         if not late:
             return effects
-        found = await self.redis.mget([self._calldata(forward.call_id) for _, forward in late])
+        try:
+            found = await self.redis.mget([self._calldata(forward.call_id) for _, forward in late])
+        except (*TRANSIENT, RedisError) as exc:  # the change is made: its effects must be performed all the same
+            log.warning("could not read the data of a ringing call (%s); the late device rings without it", exc)
+            return effects
         self.ops["read"] += 1
         effects = list(effects)
         for (i, forward), data in zip(late, found, strict=True):
