@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     `postgresql://user:password@host/db` for several nodes, or `memory://` (lost at exit). Default:
     `$XDG_DATA_HOME/peercall/history.sqlite3` (`~/.local/share/peercall/history.sqlite3`), or `peercall.sqlite3`
     in the working directory if one is there from before (see `default_database_url`)."""
+    history_retention: Annotated[float, Field(ge=0)] = 365.0
+    """Days a call stays in the history (`PEERCALL_HISTORY_RETENTION`); older calls are deleted, in small batches,
+    by the node that writes the history (at its first write, then hourly). `0` keeps every call for ever."""
     redis_url: str | None = None
     """Several nodes (`PEERCALL_REDIS_URL=redis://host:6379/0`): nodes with the same Redis share presence,
     routing and call state, so users on any two of them can call each other. Unset: one node, all in memory."""

@@ -380,9 +380,10 @@ def error(exc: ProtocolError) -> str:
     return _encode(error_message(exc.code.value, exc.message, ref=exc.ref, to=exc.to, call_id=exc.call_id)).decode()
 
 
-def missed_calls(calls: list[dict[str, object]]) -> str:
-    """To a user who connects: the calls that rang for them while they were away (history records)."""
-    return _encode({"type": "missed-calls", "calls": calls}).decode()
+def missed_calls(calls: list[dict[str, object]], total: int) -> str:
+    """To a user who connects: the calls that rang for them while they were away (history records), the newest
+    of them, and how many there were in all (`total`, at least `len(calls)`)."""
+    return _encode({"type": "missed-calls", "calls": calls, "total": total}).decode()
 
 
 def presence_change(user: str, status: str, in_call: bool = False, last_seen: float | None = None) -> dict[str, Any]:

@@ -73,7 +73,12 @@ def create_app(settings: Settings) -> PeercallApp:
         lease=settings.node_lease,
         prefix=settings.redis_prefix,
     )
-    hub = Hub(broker, history=history, presence_interval=settings.presence_interval)
+    hub = Hub(
+        broker,
+        history=history,
+        presence_interval=settings.presence_interval,
+        history_retention=settings.history_retention * 86400,
+    )
     fixed_ice = [server.as_json() for server in settings.fixed_ice_servers()]
     turn_secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None
     verifier = TokenVerifier.for_settings(settings)
