@@ -34,6 +34,9 @@ TIMEOUT = 5.0  # seconds to wait for any single event that should happen "at onc
 SCALE = float(os.environ.get("PEERCALL_TEST_TIMEOUT_SCALE", "1"))
 """Multiply every timeout by this on slow machines."""
 
+SERVICE_TOKEN = "service-token-of-the-test-servers-0123456789"
+"""PEERCALL_SERVICE_TOKEN of every test server: a test that plays a service (the echo) takes its reserved id with it."""
+
 CHROMIUM = Path("/usr/bin/chromium")
 """Debian's Chromium: the only browser the tests use (never `playwright install`)."""
 CHROMIUM_FLAGS = [
@@ -105,6 +108,7 @@ def run_server(**env: str | None) -> Iterator[ServerProcess]:
         "PEERCALL_HOST": "127.0.0.1",
         "PEERCALL_PORT": "0",
         "PEERCALL_ICE_SERVERS": "[]",
+        "PEERCALL_SERVICE_TOKEN": SERVICE_TOKEN,
         "PYTHONUNBUFFERED": "1",
         **env,
     }

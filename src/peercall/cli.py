@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -188,6 +189,9 @@ def _start_echo(settings: Any) -> subprocess.Popen[bytes] | None:
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
     url = f"{'wss' if settings.tls else 'ws'}://{f'[{host}]' if ':' in host else host}:{settings.port}/ws"
     env = dict(os.environ)
+    if settings.auth == "open" and settings.service_token is not None:
+        # `echo` is a reserved id in open mode: the echo takes it with the service token (see `main`).
+        env["PEERCALL_TOKEN"] = settings.service_token.get_secret_value()
     if settings.auth == "token":
         if settings.auth_secret is None:
             print("peercall: --with-echo needs PEERCALL_AUTH_SECRET to sign the echo's token", file=sys.stderr)
@@ -239,8 +243,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in skip and v is not None}
         try:
             settings = Settings(**overrides)
+            more: dict[str, Any] = {}
             if with_echo and settings.port == 0:
-                settings = Settings(**{**overrides, "port": _free_port(settings.host)})
+                more["port"] = _free_port(settings.host)
+            if with_echo and settings.auth == "open" and settings.service_token is None:
+                # A token of this process's own, known to the server and to the echo it starts, with which the
+                # echo takes its reserved id; nobody else can learn it (it is in neither's command line).
+                more["service_token"] = secrets.token_urlsafe(32)
+            if more:
+                settings = Settings(**{**overrides, **more})
         except ValidationError as exc:
             print(f"peercall: invalid settings:\n{exc}", file=sys.stderr)
             return 2

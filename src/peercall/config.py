@@ -106,9 +106,17 @@ class Settings(BaseSettings):
     """Bearer token that `/metrics` requires, and with which `/readyz` gives its counts
     (`PEERCALL_METRICS_TOKEN`). Unset: in open mode both are public; in private or token mode `/metrics` is served
     to loopback clients only and `/readyz` says only ready or not."""
+    reserved_ids: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["echo"])
+    """User ids that nobody may take in open mode, comma-separated (`PEERCALL_RESERVED_IDS`; default `echo`):
+    service ids, whose callers must reach the service and not whoever took its id. Only a connection that shows
+    `service_token` may use one. Empty: none. (In token mode the identity provider decides who is who.)"""
+    service_token: SecretStr | None = None
+    """The bearer token with which a service (the echo) takes a reserved id in open mode
+    (`PEERCALL_SERVICE_TOKEN`). `serve --with-echo` makes a random one per process when it is unset."""
     private: bool = False
-    """Hide who exists (`PEERCALL_PRIVATE`): no presence lists, and calling someone offline looks like a call
-    nobody answers instead of `unavailable`."""
+    """Hide who exists (`PEERCALL_PRIVATE`): no presence lists, and calling someone offline or in a call looks like
+    a call nobody answers (a silent call: rings until the ring timeout, holds nobody) instead of `unavailable` or
+    `busy`."""
     presence_interval: Annotated[float, Field(ge=0.01, le=10)] = 0.1
     """Seconds over which presence changes are gathered into one frame per connection
     (`PEERCALL_PRESENCE_INTERVAL`): keeps a reconnect storm of N users from costing N^2 frames."""
@@ -119,7 +127,16 @@ class Settings(BaseSettings):
     call_rate: Annotated[int, Field(ge=1)] = 30
     """Call requests a user may make per minute (`PEERCALL_CALL_RATE`)."""
     max_connections_per_ip: Annotated[int, Field(ge=1)] = 200
-    """Open connections from one address (`PEERCALL_MAX_CONNECTIONS_PER_IP`)."""
+    """Open connections from one address, an IPv6 address counting with its /64
+    (`PEERCALL_MAX_CONNECTIONS_PER_IP`): as many connections that speak HTTP (server/gate.py) and as many `/ws`
+    sessions (server/session.py). A `/ws` session behind a trusted proxy (`forwarded_allow_ips`) counts as the
+    address the proxy forwards; the proxy's own connections are not capped by address."""
+    connection_rate: Annotated[float, Field(gt=0)] = 20.0
+    """New connections a second from one address (IPv6: its /64), with a burst of five seconds' worth
+    (`PEERCALL_CONNECTION_RATE`); past it a connection gets HTTP 429. Not applied to trusted proxies."""
+    head_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """Seconds a connection has to send a whole HTTP request head, from when it opens or its request begins
+    (`PEERCALL_HEAD_TIMEOUT`); past it, HTTP 408 and the connection is closed (slowloris)."""
     max_connections_per_user: Annotated[int, Field(ge=1)] = 10
     """Open connections (devices) of one user (`PEERCALL_MAX_CONNECTIONS_PER_USER`)."""
     send_buffer: Annotated[int, Field(ge=16 * 1024)] = 1024 * 1024
@@ -152,6 +169,9 @@ class Settings(BaseSettings):
     `postgresql://user:password@host/db` for several nodes, or `memory://` (lost at exit). Default:
     `$XDG_DATA_HOME/peercall/history.sqlite3` (`~/.local/share/peercall/history.sqlite3`), or `peercall.sqlite3`
     in the working directory if one is there from before (see `default_database_url`)."""
+    history_retention: Annotated[float, Field(ge=0)] = 365.0
+    """Days a call stays in the history (`PEERCALL_HISTORY_RETENTION`); older calls are deleted, in small batches,
+    by the node that writes the history (at its first write, then hourly). `0` keeps every call for ever."""
     redis_url: str | None = None
     """Several nodes (`PEERCALL_REDIS_URL=redis://host:6379/0`): nodes with the same Redis share presence,
     routing and call state, so users on any two of them can call each other. Unset: one node, all in memory."""
@@ -174,11 +194,23 @@ class Settings(BaseSettings):
     """Compress WebSocket frames (`PEERCALL_WS_PER_MESSAGE_DEFLATE`): saves bandwidth on SDP, costs memory and
     CPU on every connection, so it is off by default."""
 
-    @field_validator("cors_origins", "allowed_origins", "allowed_hosts", "stun_urls", "turn_urls", mode="before")
+    @field_validator(
+        "cors_origins", "allowed_origins", "allowed_hosts", "stun_urls", "turn_urls", "reserved_ids", mode="before"
+    )
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("reserved_ids")
+    @classmethod
+    def _ids(cls, value: list[str]) -> list[str]:
+        from .protocol.messages import is_valid_id
+
+        bad = [user for user in value if not is_valid_id(user)]
+        if bad:
+            raise ValueError(f"not user ids (1-64 letters, digits, '_', '-', '.' or '@'): {', '.join(bad)}")
         return value
 
     @model_validator(mode="after")
@@ -191,6 +223,8 @@ class Settings(BaseSettings):
             raise ValueError("certfile and keyfile go together")
         if self.tls_self_signed and self.certfile is not None:
             raise ValueError("choose tls_self_signed or certfile/keyfile, not both")
+        if self.service_token is not None and len(self.service_token.get_secret_value()) < 16:
+            raise ValueError("service_token must be at least 16 characters (a random one: openssl rand -hex 32)")
         if self.turn_secret is not None and not self.turn_urls:
             raise ValueError("turn_secret needs turn_urls")
         if self.ice_transport_policy == "relay" and not self.turn_urls:

@@ -11,7 +11,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from peercall.core.records import CallRecord, Outcome
+from peercall.broker import open_broker
+from peercall.core.records import CallRecord, Outcome, Reason
 from peercall.hub.router import Hub
 from peercall.store.memory import MemoryHistory
 
@@ -159,6 +160,56 @@ async def test_history_records_and_missed_calls_on_connect(make_hub: MakeHub) ->
     assert missed["calls"][0]["outcome"] == Outcome.UNAVAILABLE.value
     page, _ = await history.calls_for("alice")
     assert [r.outcome for r in page] == [Outcome.UNAVAILABLE]
+
+
+async def test_a_flood_of_missed_calls_is_told_bounded(make_hub: MakeHub) -> None:
+    """60 callers calling an offline user 5 times each: on connect, one frame with the newest 50 and the total,
+    where each caller counts 3 times at most; the history keeps all 300 calls."""
+    history = MemoryHistory()
+    hub = await make_hub(history=history)
+    callers = await online(hub, *(f"c{i:02}" for i in range(60)))
+    for _ in range(5):
+        for caller in callers:
+            await hub.handle(caller, '{"type":"call-request","to":"bob"}')
+    await hub.drain()
+    (bob,) = await online(hub, "bob")
+    missed = await bob.wait_for("missed-calls")
+    assert missed["total"] == 180
+    assert len(missed["calls"]) == 50
+    assert len(json.dumps(missed)) < 20_000
+    assert len((await history.calls_for("bob", limit=1000))[0]) == 300
+
+
+async def test_the_history_writer_deletes_calls_older_than_the_retention() -> None:
+    """With a retention of one day, the writer deletes the calls that ended over a day ago, and keeps the rest."""
+    history = MemoryHistory()
+    now = 1_800_000_000.0
+    broker = open_broker("memory://")
+    hub = Hub(broker, history=history, clock=lambda: now, history_retention=86400)
+    await broker.start()
+    try:
+        old = CallRecord(
+            "old",
+            "alice",
+            "bob",
+            "d",
+            None,
+            now - 3 * 86400,
+            None,
+            now - 3 * 86400,
+            Outcome.MISSED,
+            Reason.INVITE_TIMEOUT,
+            None,
+        )
+        await history.record(old)
+        (alice,) = await online(hub, "alice")
+        await hub.handle(alice, '{"type":"call-request","to":"bob"}')  # bob is offline: a call ends, is written
+        await hub.drain()
+        page, _ = await history.calls_for("bob")
+        assert [r.outcome for r in page] == [Outcome.UNAVAILABLE]
+    finally:
+        await hub.close_all(1001, "test over")
+        await broker.stop()
 
 
 async def test_close_all_closes_everyone_and_drains(make_hub: MakeHub) -> None:

@@ -47,6 +47,13 @@ def call(
     )
 
 
+async def taken(history: CallHistory, user: str) -> list[CallRecord]:
+    """`take_missed(user)` with room for every call: what it took (checked against the count it gives)."""
+    records, total = await history.take_missed(user, limit=1000)
+    assert total == len(records)
+    return records
+
+
 async def all_calls(history: CallHistory, user: str, limit: int) -> list[list[CallRecord]]:
     """Every page of `user`'s calls, following the cursors to the end."""
     pages, cursor = [], None
@@ -156,7 +163,7 @@ async def test_record_is_idempotent_and_keeps_the_first(history: CallHistory) ->
     await history.record(second)
 
     assert await history.calls_for("bob") == ([first], None)
-    assert await history.take_missed("bob") == [first]
+    assert await taken(history, "bob") == [first]
 
 
 async def test_concurrent_records_of_one_call_store_it_once(history: CallHistory) -> None:
@@ -225,13 +232,13 @@ async def test_take_missed_hands_out_missed_and_unavailable_calls_once(history: 
     for rec in [*unanswered, *others]:
         await history.record(rec)
 
-    first = await history.take_missed("bob")
-    again = await history.take_missed("bob")
+    first = await taken(history, "bob")
+    again = await taken(history, "bob")
 
     assert [r.call_id for r in first] == ["u1", "m2", "m3a", "m3b"]
     assert {r.call_id: r for r in first} == {r.call_id: r for r in unanswered}
     assert again == []
-    assert [r.call_id for r in await history.take_missed("carol")] == ["alice-to-carol", "bob-to-carol"]
+    assert [r.call_id for r in await taken(history, "carol")] == ["alice-to-carol", "bob-to-carol"]
     bobs = {r.call_id for r in [*unanswered, *others] if "bob" in (r.caller, r.callee)}
     assert {r.call_id for r in (await history.calls_for("bob", limit=100))[0]} == bobs  # taken, not gone
 
@@ -239,11 +246,11 @@ async def test_take_missed_hands_out_missed_and_unavailable_calls_once(history: 
 async def test_take_missed_returns_calls_recorded_after_the_last_take(history: CallHistory) -> None:
     """A missed call recorded after a take_missed comes with the next one, alone."""
     await history.record(call("early", outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT))
-    assert [r.call_id for r in await history.take_missed("bob")] == ["early"]
+    assert [r.call_id for r in await taken(history, "bob")] == ["early"]
 
     await history.record(call("late", at=T0 + 10, outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT))
 
-    assert [r.call_id for r in await history.take_missed("bob")] == ["late"]
+    assert [r.call_id for r in await taken(history, "bob")] == ["late"]
 
 
 async def test_missed_call_the_callee_was_notified_of_is_listed_but_never_taken(history: CallHistory) -> None:
@@ -256,7 +263,7 @@ async def test_missed_call_the_callee_was_notified_of_is_listed_but_never_taken(
     await history.record(unseen, notified=True)  # nor does a late one hide it
 
     assert [r.call_id for r in (await history.calls_for("bob"))[0]] == ["unseen", "seen"]
-    assert [r.call_id for r in await history.take_missed("bob")] == ["unseen"]
+    assert [r.call_id for r in await taken(history, "bob")] == ["unseen"]
 
 
 async def test_record_many_writes_a_batch_as_record_would_one_by_one(history: CallHistory) -> None:
@@ -277,20 +284,22 @@ async def test_record_many_writes_a_batch_as_record_would_one_by_one(history: Ca
     stored = {r.call_id: r for page in await all_calls(history, "bob", limit=100) for r in page}
     assert sorted(stored) == sorted({"old", "seen", "unseen", *(f"b{i:02}" for i in range(30))})
     assert stored["old"].ringing_at == T0 and stored["unseen"].ringing_at == T0 + 2
-    assert [r.call_id for r in await history.take_missed("bob")] == ["unseen"]
+    assert [r.call_id for r in await taken(history, "bob")] == ["unseen"]
 
 
 async def test_concurrent_take_missed_hands_out_each_call_exactly_once(history: CallHistory) -> None:
     """Several take_missed at once for one user share the missed calls out without duplicates or losses."""
-    missed = [call(f"m{i:02}", at=T0 + i, outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT) for i in range(20)]
+    missed = [
+        call(f"m{i:02}", f"c{i}", at=T0 + i, outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT) for i in range(20)
+    ]
     for rec in missed:
         await history.record(rec)
 
-    results = await asyncio.gather(*(history.take_missed("bob") for _ in range(8)))
+    results = await asyncio.gather(*(taken(history, "bob") for _ in range(8)))
 
     handed_out = [r.call_id for result in results for r in result]
     assert sorted(handed_out) == [r.call_id for r in missed]
-    assert await history.take_missed("bob") == []
+    assert await taken(history, "bob") == []
 
 
 async def test_concurrent_take_missed_from_two_stores_hands_out_each_call_once(durable_url: str) -> None:
@@ -299,16 +308,74 @@ async def test_concurrent_take_missed_from_two_stores_hands_out_each_call_once(d
     for store in stores:
         await store.open()
     try:
-        missed = [call(f"m{i:02}", at=T0 + i, outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT) for i in range(30)]
+        missed = [
+            call(f"m{i:02}", f"c{i}", at=T0 + i, outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT)
+            for i in range(30)
+        ]
         for rec in missed:
             await stores[0].record(rec)
 
-        results = await asyncio.gather(*(stores[i % 2].take_missed("bob") for i in range(8)))
+        results = await asyncio.gather(*(taken(stores[i % 2], "bob") for i in range(8)))
 
         assert sorted(r.call_id for result in results for r in result) == [r.call_id for r in missed]
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_take_missed_returns_the_newest_and_how_many_it_took(history: CallHistory) -> None:
+    """take_missed takes every missed call at once but returns only the newest `limit` of them, oldest first,
+    with the count of all it took."""
+    missed = [
+        call(f"m{i:02}", f"c{i}", at=T0 + i, outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT) for i in range(60)
+    ]
+    await history.record_many([(rec, False) for rec in missed])
+
+    records, total = await history.take_missed("bob")
+
+    assert total == 60
+    assert [r.call_id for r in records] == [f"m{i:02}" for i in range(10, 60)]  # MISSED_SHOWN = 50
+    assert await history.take_missed("bob", limit=5) == ([], 0)
+    with pytest.raises(ValueError, match="limit"):
+        await history.take_missed("bob", limit=0)
+
+
+async def test_one_caller_leaves_at_most_three_missed_calls(history: CallHistory) -> None:
+    """A caller's unanswered calls beyond 3 not yet taken are kept in the history but never handed out by
+    take_missed, whether written one by one or in a batch; once taken, there is room for 3 more."""
+    missed = {"outcome": Outcome.MISSED, "reason": Reason.INVITE_TIMEOUT}
+    unavailable = {"outcome": Outcome.UNAVAILABLE, "reason": Reason.USER_UNAVAILABLE}
+    for i in range(5):
+        await history.record(call(f"a{i}", "mallory", "bob", at=T0 + i, **missed))
+    await history.record_many(
+        [(call(f"b{i}", "mallory", "bob", at=T0 + 10 + i, **unavailable), False) for i in range(30)]
+    )
+    await history.record(call("carol", "carol", "bob", at=T0 + 50, **missed))
+    await history.record(call("answered", "mallory", "bob", at=T0 + 51))
+
+    assert [r.call_id for r in await taken(history, "bob")] == ["a0", "a1", "a2", "carol"]
+    assert len(await all_calls(history, "bob", limit=1000)) == 1  # one page
+    assert len((await all_calls(history, "bob", limit=1000))[0]) == 37  # every call is in the history
+    await history.record(call("later", "mallory", "bob", at=T0 + 60, **missed))
+    assert [r.call_id for r in await taken(history, "bob")] == ["later"]
+
+
+async def test_delete_ended_before_deletes_old_calls_in_bounded_batches(history: CallHistory) -> None:
+    """delete_ended_before deletes at most `limit` calls that ended before the cutoff, oldest first, and nothing
+    newer; a missed call deleted before it was taken is gone from take_missed too."""
+    for i in range(7):
+        await history.record(call(f"old{i}", f"c{i}", at=T0 + i, outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT))
+    await history.record(call("new", at=T0 + 1000))
+    cutoff = T0 + 1000  # every `old` ended (rang + 60.25 s) before it; `new` after
+
+    assert await history.delete_ended_before(cutoff, limit=3) == 3
+    assert await history.delete_ended_before(cutoff, limit=3) == 3
+    assert await history.delete_ended_before(cutoff, limit=3) == 1
+    assert await history.delete_ended_before(cutoff, limit=3) == 0
+    assert [r.call_id for r in (await history.calls_for("bob"))[0]] == ["new"]
+    assert await taken(history, "bob") == []
+    with pytest.raises(ValueError, match="limit"):
+        await history.delete_ended_before(cutoff, limit=0)
 
 
 # -- call summaries ------------------------------------------------------------------------------------------
@@ -350,7 +417,7 @@ async def test_reopening_keeps_data_and_schema(durable_url: str) -> None:
     try:
         await store.record(call("kept", outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT))
         await store.record(call("pending", at=T0 + 1, outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT))
-        assert [r.call_id for r in await store.take_missed("bob")] == ["kept", "pending"]
+        assert [r.call_id for r in await taken(store, "bob")] == ["kept", "pending"]
         await store.record(call("new", at=T0 + 2, outcome=Outcome.MISSED, reason=Reason.INVITE_TIMEOUT))
     finally:
         await store.close()
@@ -359,7 +426,7 @@ async def test_reopening_keeps_data_and_schema(durable_url: str) -> None:
     await again.open()
     try:
         assert [r.call_id for r in (await again.calls_for("bob"))[0]] == ["new", "pending", "kept"]
-        assert [r.call_id for r in await again.take_missed("bob")] == ["new"]
+        assert [r.call_id for r in await taken(again, "bob")] == ["new"]
     finally:
         await again.close()
 

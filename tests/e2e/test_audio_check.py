@@ -16,7 +16,7 @@ import pytest
 import websockets
 from playwright.async_api import Locator, expect
 
-from tests.conftest import ServerProcess, run_server
+from tests.conftest import SERVICE_TOKEN, ServerProcess, run_server
 
 from .conftest import SCALE, TIMEOUT_MS, OpenPage, artifacts_dir, dump
 from .steps import connect, mic, wait_until
@@ -37,7 +37,8 @@ async def test_test_my_audio_measures_a_call_to_the_echo_and_hangs_up(
     open_page: OpenPage, uid: Callable[[str], str], record_property: Callable[[str, Any], None]
 ) -> None:
     """With `serve --with-echo`, "Test my audio" calls echo, hears the mic back directly, scores it, hangs up."""
-    with run_server(PEERCALL_WITH_ECHO="1", PEERCALL_ICE_LOOPBACK="1") as srv:
+    # no PEERCALL_SERVICE_TOKEN: serve makes one for the echo it starts, which takes the reserved id `echo` with it
+    with run_server(PEERCALL_WITH_ECHO="1", PEERCALL_ICE_LOOPBACK="1", PEERCALL_SERVICE_TOKEN=None) as srv:
         ready = await asyncio.to_thread(srv.wait_log, "echo service answering", TIMEOUT_MS / 1000)
         assert ready, f"the echo service did not start:\n{srv.log()}"
         page = await open_page(srv.http, "/", "alice")
@@ -117,7 +118,8 @@ async def test_test_my_audio_is_disabled_and_says_why_without_an_echo(
     await expect(page.locator("#audio-check")).to_be_hidden()
 
     # Someone connects as `echo` (presence): the button comes alive; when it leaves, it goes back.
-    async with websockets.connect(f"{server.ws}?id=echo") as echo:
+    service = {"Authorization": f"Bearer {SERVICE_TOKEN}"}  # `echo` is reserved for the server's service
+    async with websockets.connect(f"{server.ws}?id=echo", additional_headers=service) as echo:
         await echo.recv()  # welcome
         await expect(button).to_be_enabled()
         await expect(hint).to_contain_text("Calls the echo service")

@@ -44,6 +44,8 @@ import websockets
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from peercall.protocol import messages
+from peercall.protocol.errors import shorten
 from peercall.protocol.schema import check_server_frame
 from tests.conftest import ROOT, TIMEOUT, Client, ServerProcess, run_server
 from tests.integration.conftest import TRANSPORTS
@@ -196,9 +198,37 @@ def _answers(frame: Any) -> set[str]:
         faults.add("bad-message")  # no `to`, to yourself, a foreign `from`, bad `data`
     if faults:
         return faults
+    if kind in CALL_CONTROL and "data" in frame:
+        # docs/protocol.md: call control data is at most MAX_CALL_DATA bytes (checked first), and nests at most
+        # MAX_DEPTH deep. The frame may be sent with or without \u escapes (with, when it holds a surrogate).
+        data = frame["data"]
+        longest = len(dump(data).encode())
+        shortest = longest if _has_surrogates(data) else len(dump(data, False).encode())
+        if shortest > messages.MAX_CALL_DATA:
+            return {"too-large"}
+        if longest > messages.MAX_CALL_DATA:
+            faults.add("too-large")
+        if _depth(data) > messages.MAX_DEPTH:
+            return faults | {"bad-message"}
     if kind == "call-request":
-        return {"call-busy"} if to in BUSY else {"call-unavailable"}
-    return {"not-in-call"}  # the fuzzer never has a call
+        return faults | ({"call-busy"} if to in BUSY else {"call-unavailable"})
+    return faults | {"not-in-call"}  # the fuzzer never has a call
+
+
+CALL_CONTROL = frozenset({"call-request", "call-accept", "call-reject", "hangup"})
+
+
+def _depth(value: Any) -> int:
+    """How deep `value` nests arrays and objects (a `Deep` says so itself), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, Deep):
+            deepest = max(deepest, level - 1 + item.depth)
+        elif isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def answers_to(value: Any) -> frozenset[str]:
@@ -288,7 +318,7 @@ def echoes_ok(error: dict[str, Any], frame: Frame, label: str) -> bool:
     except (ValueError, RecursionError):
         value = None
     sent = value if isinstance(value, dict) else {}
-    if "ref" in error and error["ref"] != str(sent.get("type"))[:64]:
+    if "ref" in error and error["ref"] != shorten(str(sent.get("type"))):  # cut to 64 characters with an ellipsis
         return False
     if "to" in error and error["to"] != sent.get("to"):
         return False
@@ -969,12 +999,14 @@ def _deep_frame(depth: int, kind: str, where: str) -> Frame:
         "candidate-data": {"type": "candidate", "to": "nobody", "data": deep},
     }[where]
     out = json_frame(frame)
-    if depth >= MAX_DEPTH:  # docs/protocol.md: frames nested deeper than that are refused as bad-message
+    # docs/protocol.md: outside call control data (which `answers_to` checks) nesting is the frame's own business up
+    # to about 1,000 levels, where msgspec refuses it
+    if depth >= MAX_DEPTH:
         out = Frame(out.payload, out.allowed | {"bad-message"})
     return out
 
 
-MAX_DEPTH = 900  # below this, nesting is the frame's own business; from about 1,000 msgspec refuses it
+MAX_DEPTH = 900
 
 
 def test_deeply_nested_frames_get_one_documented_answer(harness: Harness) -> None:

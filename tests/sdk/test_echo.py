@@ -49,7 +49,8 @@ async def test_sdk_hears_its_speech_back_after_the_delay(
 
 async def test_browser_hears_its_microphone_from_serve_with_echo(open_page: OpenPage, uid: Any) -> None:
     """`peercall serve --with-echo` runs the echo beside the server: a page that calls `echo` hears its fake mic."""
-    with run_server(PEERCALL_WITH_ECHO="1", PEERCALL_ICE_LOOPBACK="1") as srv:
+    # no PEERCALL_SERVICE_TOKEN: serve makes one for the echo it starts, which takes the reserved id `echo` with it
+    with run_server(PEERCALL_WITH_ECHO="1", PEERCALL_ICE_LOOPBACK="1", PEERCALL_SERVICE_TOKEN=None) as srv:
         ready = await asyncio.to_thread(srv.wait_log, "echo service answering", WAIT)
         assert ready, f"the echo service did not start:\n{srv.log()}"
         page = await open_page(srv.http, uid("alice"))

@@ -168,3 +168,58 @@ def test_server_frames_keep_their_shape_and_key_order() -> None:
         "id": "bob",
         "status": "offline",
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "deeper"),
+    [
+        ("[" * 32 + "]" * 32, False),
+        ("[" * 33 + "]" * 33, True),
+        ('{"a":' * 33 + "1" + "}" * 33, True),
+        ('["' + "[[" * 40 + '"]', False),  # brackets in a string do not nest
+        ('["\\"' + "[" * 40 + '"]', False),  # nor after an escaped quote
+        ("[" * 5000 + "]" * 5000, True),
+        ("[]" * 5000, False),
+    ],
+)
+def test_nesting_is_bounded_explicitly(text: str, deeper: bool) -> None:
+    """`nested_deeper_than` answers for any depth, without recursion, brackets inside strings aside."""
+    assert messages.nested_deeper_than(text) is deeper
+
+
+def test_call_control_data_is_bounded_in_size_and_depth() -> None:
+    """A call control frame's data: `too-large` past MAX_CALL_DATA bytes, `bad-message` past MAX_DEPTH levels;
+    negotiation frames' data has its own fixed shape and is not counted."""
+    big = json.dumps({"type": "call-request", "to": "bob", "data": "x" * messages.MAX_CALL_DATA})
+    with pytest.raises(ProtocolError) as info:
+        messages.parse(big, "alice")
+    assert (info.value.code, info.value.ref) == (ErrorCode.TOO_LARGE, "call-request")
+    deep = json.dumps(
+        {
+            "type": "hangup",
+            "to": "bob",
+            "data": {"reason": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]},
+        }
+    )
+    with pytest.raises(ProtocolError) as info:
+        messages.parse(deep, "alice")
+    assert info.value.code == ErrorCode.BAD_MESSAGE and "nested more than 32 deep" in info.value.message
+    messages.parse(json.dumps({"type": "hangup", "to": "bob", "data": {"reason": "user-hangup"}}), "alice")
+    offer = {
+        "type": "offer",
+        "sdp": "v=0\r\n" + "a=x\r\n" * 2000,
+        "extra": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],
+    }
+    messages.parse(json.dumps({"type": "offer", "to": "bob", "data": offer}), "alice")
+
+
+def test_what_an_error_echoes_is_cut_to_64_characters() -> None:
+    """A long `type` (or a long value that msgspec quotes) is echoed cut to 64 characters with an ellipsis."""
+    with pytest.raises(ProtocolError) as info:
+        messages.parse(json.dumps({"type": "x" * 60_000}), "alice")
+    assert info.value.ref == "x" * 63 + "…" and len(info.value.message) < 300 and "x" * 63 + "…" in info.value.message
+    summary = {"type": "call-summary", "callId": "c1", "data": {"path": "y" * 60_000}}
+    with pytest.raises(ProtocolError) as info:
+        messages.parse(json.dumps(summary), "alice")
+    assert "y" * 63 + "…" in info.value.message and len(info.value.message) < 300
+    assert len(ProtocolError(ErrorCode.BAD_MESSAGE, "z" * 10_000).message) == 300

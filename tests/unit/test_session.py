@@ -13,9 +13,20 @@ import jwt
 import pytest
 
 from peercall.config import Settings
+from peercall.core.limits import KeyedBuckets
 from peercall.protocol.codes import CloseCode, ErrorCode
 from peercall.protocol.errors import ProtocolError
-from peercall.server.session import Close, Handshake, Refused, Session, Sessions, is_signaling_path, normalise_path
+from peercall.server.session import (
+    Close,
+    Handshake,
+    LogBudget,
+    Refused,
+    Session,
+    Sessions,
+    address_group,
+    is_signaling_path,
+    normalise_path,
+)
 
 SECRET = "test-secret-with-enough-entropy-0123456789"
 
@@ -251,3 +262,80 @@ def test_the_connection_lines_are_logged_once(caplog: pytest.LogCaptureFixture) 
     assert lines[0] == "alice connected from 10.0.0.1:5000 (tab1, 1 connections)"
     assert lines[1].startswith("alice disconnected (code 1001) after ") and lines[1].endswith(", 1 messages, 2 errors")
     assert len(lines) == 2
+
+
+@pytest.mark.parametrize(
+    ("host", "group"),
+    [
+        ("10.0.0.1", "10.0.0.1"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+        ("::ffff:10.0.0.1", "10.0.0.1"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("?", "?"),
+    ],
+)
+def test_addresses_are_grouped_ipv6_by_64(host: str, group: str) -> None:
+    """Per-address limits count an IPv6 address with its /64, and an IPv4-mapped address as IPv4."""
+    assert address_group(host) == group
+
+
+def test_the_per_address_cap_counts_an_ipv6_64_as_one_address() -> None:
+    """Two addresses of one IPv6 /64 share the per-address cap; another /64 does not."""
+    sessions, _ = make(max_connections_per_ip=2)
+    opened(sessions, handshake("id=a", peer="2001:db8:1:2::1:5000"))
+    opened(sessions, handshake("id=b", peer="2001:db8:1:2::2:5000"))
+    with pytest.raises(Refused) as info:
+        sessions.admit(handshake("id=c", peer="2001:db8:1:2:ffff::3:5000"))
+    assert info.value.code == "too-many-connections"
+    assert sessions.admit(handshake("id=d", peer="2001:db8:1:3::1:5000")).user == "d"
+
+
+def test_a_reserved_id_needs_the_service_token_in_open_mode() -> None:
+    """`echo` (and any PEERCALL_RESERVED_IDS) is refused (403 `reserved-id`) unless the service token comes with it."""
+    sessions, _ = make(service_token="s" * 32, reserved_ids=["echo", "bot"])
+    for user in ("echo", "bot"):
+        with pytest.raises(Refused) as info:
+            sessions.admit(handshake(f"id={user}"))
+        assert (info.value.status, info.value.close, info.value.code) == (403, 1008, "reserved-id")
+    with pytest.raises(Refused):
+        sessions.admit(handshake("id=echo", authorization="Bearer " + "t" * 32))
+    assert sessions.admit(handshake("id=echo", authorization="Bearer " + "s" * 32)).user == "echo"
+    assert make()[0].admit(handshake("id=Echo")).user == "Echo"  # ids are case-sensitive
+    with pytest.raises(Refused):
+        make()[0].admit(handshake("id=echo"))  # reserved by default, and no token to show
+    assert make(reserved_ids=[])[0].admit(handshake("id=echo")).user == "echo"
+
+
+def test_a_deep_auth_frame_is_refused_as_unauthorized() -> None:
+    """An auth frame nested past MAX_DEPTH, or larger than the message limit, is `unauthorized`, whatever its depth."""
+    sessions, _ = make(auth="token", auth_secret=SECRET, max_message_size=1024)
+    for frame in ("[" * 400 + "]" * 400, '{"type":"auth","token":"x","a":' + "[" * 400 + "]" * 400 + "}"):
+        refusal = opened(sessions, handshake("")).authenticate(frame)
+        assert (
+            refusal is not None and refusal.code == CloseCode.UNAUTHORIZED and "nested more than 32" in refusal.reason
+        )
+    refusal = opened(sessions, handshake("")).authenticate(json.dumps({"type": "auth", "token": "x" * 2000}))
+    assert refusal is not None and "larger than 1024" in refusal.reason
+
+
+def test_the_log_budget_is_per_address_and_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    """LOG_LINES_PER_MINUTE lines per address, then one line saying the rest are counted; the table is bounded."""
+    budget = LogBudget(per_minute=3, size=100)
+    with caplog.at_level("INFO", logger="peercall.ws"):
+        assert [budget.allows("10.0.0.1") for _ in range(5)] == [True, True, True, False, False]
+        assert budget.allows("10.0.0.2")
+    assert caplog.text.count("further protocol errors from 10.0.0.1 are counted, not logged") == 1
+    for i in range(1000):
+        budget.allows(f"10.1.{i // 256}.{i % 256}")
+    assert len(budget._buckets) <= 100 and len(budget._muted) <= 100
+
+
+def test_keyed_buckets_forget_the_least_recently_used() -> None:
+    """A bucket per key, at most `size` keys: a flood of new keys costs bounded memory."""
+    buckets = KeyedBuckets(rate=1, burst=2, size=3)
+    assert [buckets.take("a", 0.0) for _ in range(3)] == [True, True, False]
+    for key in "bcd":
+        buckets.take(key, 0.0)
+    assert len(buckets) == 3 and buckets.take("a", 0.0)  # "a" was forgotten: a full bucket again

@@ -4,7 +4,10 @@ Keys (all under the prefix, `peercall:` by default):
 
     u:{user}      hash   connection id -> [device, named] for each device online, on any node; `~active` -> call id
     call:{id}     string the call (JSON of core.switchboard.Call) while it rings or is answered; the Lua reader
-                  follows it to its parties by the fields `CALLER_USER` and `CALLEE_USER` name
+                  follows it to its parties by the fields `CALLER_USER` and `CALLEE_USER` name. Its call-request
+                  is kept without its `data`, which every change of the call would otherwise decode and rewrite
+    calldata:{id} string the `data` of the call's call-request while it rings: written once, read only to ring a
+                  device of the callee that connects late (expires after the ring timeout, as a safety net)
     due           zset   call id -> when it next needs a tick (ring timeout, end of a resume grace)
     callstate     hash   call id -> ringing | answered (for /metrics)
     ended:{id}    string "caller callee" of a call that ended lately (who may send its call-summary), 1 h
@@ -14,14 +17,16 @@ Keys (all under the prefix, `peercall:` by default):
     nodes         zset   node -> lease expiry; a node renews its lease every lease/3 s
     reaping:{node} string the node reaping a dead one (expires after a lease, so another takes over)
     n:{node}      hash   connection id -> user, for the node's connections (to reap them if it dies)
-    ver           hash   key -> version, of every u:{user} and call:{id} (for compare-and-set, below)
+    ver           hash   key -> version, of every u:{user} and call:{id} that exists (for compare-and-set, below)
+    clock         string the counter versions are made from
     to:{node}     channel frames for that node's connections; `all`: presence changes, for every node (the
                   format of both: hub/nodeframe.py)
 
 Atomicity: every state change (connect, disconnect, a call frame, a timer tick, reaping a dead node) reads the keys
 of the users and calls it touches with their versions (one Lua read that follows the links itself: user -> their
 call -> its other party), runs the pure `Switchboard` code on that slice, and hands the changes to one Lua script
-that applies them only if none of those keys' versions moved meanwhile (compare and set, bumping them). If another
+that applies them only if none of those keys' versions moved meanwhile (compare and set, giving them new ones;
+a key's version goes when the key does: see `_APPLY`). If another
 node changed any of them, nothing is written and the event is replayed on the new state, so e.g. two devices of one
 user on two nodes accepting at once yield one winner, and a ring timeout that every node sees due is acted on by
 exactly one. The effects of a change are performed only after it was applied, by the node that made it.
@@ -43,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import random
 import secrets
@@ -53,6 +59,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
+from msgspec import UNSET
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -132,20 +139,36 @@ return out
 """
 _READ = _READ.replace("<CALLER_USER>", ".".join(("call", *CALLER_USER)))
 _READ = _READ.replace("<CALLEE_USER>", ".".join(("call", *CALLEE_USER)))
-# Compare and set: if every key read still has the version it was read at, bump those versions and run the
-# commands (each as its argument count, then its arguments); else change nothing. KEYS[1]: the versions hash;
-# ARGV[1]: how many (key, version) pairs follow.
+# Compare and set: if every key read still has the version it was read at, run the commands (each as its argument
+# count, then its arguments) and give every key read a new version, or none if the key is gone; else change
+# nothing. KEYS[1]: the versions hash; KEYS[2]: the counter new versions come from; ARGV[1]: how many (key,
+# version) pairs follow.
+#
+# A version lives as long as its key (Redis holds what is live, not every id ever read): a user's goes with the
+# last of their devices and their call, a call's with the call. A key that is gone reads as version "0", and "0"
+# always means the same state (no devices and no call; a call that ended, whose id is never used again), so a
+# change decided on a key read as gone is still right if it is gone again when applied. A key that exists gets a
+# version never handed out before (the counter, times 100000: a node of an older version still bumps versions by
+# one, and must not reach a value the counter gives), so a user who left and came back is never taken for the
+# state read before they left ("ABA").
 _APPLY = """
 local n = tonumber(ARGV[1])
 for i = 2, 2 * n, 2 do
   if (redis.call('HGET', KEYS[1], ARGV[i]) or '0') ~= ARGV[i + 1] then return 0 end
 end
-for i = 2, 2 * n, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], 1) end
+local version = tostring(redis.call('INCR', KEYS[2])) .. '00000'
 local i = 2 * n + 2
 while i <= #ARGV do
   local argc = tonumber(ARGV[i])
   redis.call(unpack(ARGV, i + 1, i + argc))
   i = i + argc + 1
+end
+for i = 2, 2 * n, 2 do
+  if redis.call('EXISTS', ARGV[i]) == 1 then
+    redis.call('HSET', KEYS[1], ARGV[i], version)
+  else
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
 end
 return 1
 """
@@ -168,6 +191,9 @@ _encode = msgspec.json.encode
 _decode_call = msgspec.json.Decoder(Call).decode
 
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
+"""Redis cannot be reached. Every other `RedisError` (OOM, READONLY after a failover, a script refused) is handled
+the same way wherever an event runs: the event fails as `SharedStateUnavailable` with nothing written, and what
+must still happen (a disconnect) is queued and told again, like after a lost connection."""
 
 
 class _Commands:
@@ -217,6 +243,7 @@ class _Loaded:
     active: dict[str, str | None] = field(default_factory=dict)  # user -> call id
     calls: dict[str, tuple[str, str]] = field(default_factory=dict)  # call id -> (caller, callee)
     missing: set[str] = field(default_factory=set)  # calls asked for that are gone (a stale `due` entry)
+    ringing: set[str] = field(default_factory=set)  # calls that were ringing
     versions: dict[str, str] = field(default_factory=dict)  # key -> its version when read
     welcome: WelcomeLists | None = None  # what a welcome lists, read with the slice when one is sent
 
@@ -295,6 +322,9 @@ class RedisBroker:
     def _call(self, call_id: str) -> str:
         return f"{self.p}call:{call_id}"
 
+    def _calldata(self, call_id: str) -> str:
+        return f"{self.p}calldata:{call_id}"
+
     def _n(self, address: str) -> str:
         return f"{self.p}n:{address}"
 
@@ -335,7 +365,7 @@ class RedisBroker:
     async def start(self) -> None:
         """Join the cluster: take a lease, listen on this node's channel, run the timers. Does not wait for
         Redis: if it is down, the node starts unready and joins when it comes back."""
-        with contextlib.suppress(*TRANSIENT):
+        with contextlib.suppress(*TRANSIENT, RedisError):
             await self._renew()
         for job in (self._listen, self._publish_loop, self._timer_loop, self._housekeeping):
             self._tasks.append(asyncio.create_task(job(), name=f"peercall-broker-{job.__name__}"))
@@ -409,11 +439,14 @@ class RedisBroker:
                 effects = run(sb, before.welcome)
                 commands = _Commands()
                 self._write(commands, sb, before)
+                for call_id in sb.calls.keys() - before.calls.keys():  # a new call: its key must not exist yet
+                    before.versions.setdefault(self._call(call_id), "0")
                 checks = [x for key_version in before.versions.items() for x in key_version]
                 applied = await self.redis.eval(
-                    _APPLY, 1, f"{self.p}ver", len(before.versions), *checks, *commands.args
+                    _APPLY, 2, f"{self.p}ver", f"{self.p}clock", len(before.versions), *checks, *commands.args
                 )
                 if applied:
+                    effects = await self._ring_late(effects, before)
                     self.ops["transaction"] += 1
                     self.healthy = True
                     self._timer_wake.set()
@@ -424,12 +457,41 @@ class RedisBroker:
                 self.ops["retry"] += 1
                 if attempt > 2:
                     await asyncio.sleep(random.uniform(0, 0.002 * attempt))
-        except TRANSIENT as exc:
+        except (*TRANSIENT, RedisError) as exc:
+            # Not only a lost connection: Redis refusing writes (OOM, READONLY after a failover) fails the event
+            # the same way. Nothing was written: `_APPLY` fails at its first write, before any other one.
             self._unreachable(exc)
             raise SharedStateUnavailable(str(exc)) from exc
         finally:
             self._inflight -= 1
         raise SharedStateUnavailable(f"gave up after {_TRIES} conflicting attempts")
+
+    async def _ring_late(self, effects: list[Effect], before: _Loaded) -> list[Effect]:
+        """Put back the `data` of the call-request of a stored call (kept apart, see `_write`) into the frames that
+        ring a device of its callee that connected late. Read after the change (the data never changes), so it
+        never raises: without the data, the device rings all the same."""
+        late = [
+            (i, e)
+            for i, e in enumerate(effects)
+            if isinstance(e, Forward)
+            and e.env.type == "call-request"
+            and e.env.data is UNSET
+            and e.call_id in before.calls
+        ]
+        if not late:
+            return effects
+        try:
+            found = await self.redis.mget([self._calldata(forward.call_id) for _, forward in late])
+        except (*TRANSIENT, RedisError) as exc:  # the change is made: its effects must be performed all the same
+            log.warning("could not read the data of a ringing call (%s); the late device rings without it", exc)
+            return effects
+        self.ops["read"] += 1
+        effects = list(effects)
+        for (i, forward), data in zip(late, found, strict=True):
+            if data is not None:
+                env = msgspec.structs.replace(forward.env, data=msgspec.Raw(data.encode()))
+                effects[i] = msgspec.structs.replace(forward, env=env)
+        return effects
 
     def _unreachable(self, exc: BaseException) -> None:
         if self.healthy:
@@ -458,6 +520,8 @@ class RedisBroker:
                 call = _decode_call(value)
                 sb.add_call(call)
                 before.calls[call.id] = (call.caller.user, call.callee_user)
+                if call.state is CallState.RINGING:
+                    before.ringing.add(call.id)
         for user, active in before.active.items():
             if active is not None and active in sb.calls:
                 sb.active[user] = active
@@ -505,17 +569,23 @@ class RedisBroker:
                     pipe.hset(key, _ACTIVE, active)
         for call_id in before.calls:
             if call_id not in sb.calls:  # it ended
-                pipe.delete(self._call(call_id))
-                pipe.hdel(f"{p}ver", self._call(call_id))  # a call id is never used again
+                pipe.delete(self._call(call_id))  # its version goes with it (`_APPLY`): a call id is never used again
+                pipe.delete(self._calldata(call_id))
                 pipe.zrem(f"{p}due", call_id)
                 pipe.hdel(f"{p}callstate", call_id)
         for call_id, (caller, callee) in sb.ended_calls.items():  # its parties may send their call-summary
             pipe.set(f"{p}ended:{call_id}", f"{caller} {callee}", ex=_ENDED_TTL)
         for call_id in before.missing:
-            pipe.hdel(f"{p}ver", self._call(call_id))
             pipe.zrem(f"{p}due", call_id)
             pipe.hdel(f"{p}callstate", call_id)
         for call_id, call in sb.calls.items():
+            if call.request.data is not UNSET:  # a new call (or one a node of an older version stored whole)
+                if call.state is CallState.RINGING:
+                    ex = int(self.ring_timeout + self.resume_grace) + 60
+                    pipe.set(self._calldata(call_id), bytes(call.request.data), ex=ex)
+                call = dataclasses.replace(call, request=msgspec.structs.replace(call.request, data=UNSET))
+            elif call_id in before.ringing and call.state is not CallState.RINGING:
+                pipe.delete(self._calldata(call_id))  # answered: no device will ring for it any more
             pipe.set(self._call(call_id), _encode(call))
             deadline = call.deadline()
             if deadline is None:
@@ -568,7 +638,7 @@ class RedisBroker:
         epoch = self._route_epoch
         try:
             raw = await self.redis.eval(_READ_CALL, 1, self._u(user), f"{self.p}call:", _ACTIVE)
-        except TRANSIENT as exc:
+        except (*TRANSIENT, RedisError) as exc:
             self.healthy = False
             raise SharedStateUnavailable(str(exc)) from exc
         self.ops["read"] += 1
@@ -599,7 +669,7 @@ class RedisBroker:
         """The parties of a call that ended lately (on any node), or None."""
         try:
             value = await self._in_task(self.redis.get(f"{self.p}ended:{call_id}"))
-        except TRANSIENT as exc:
+        except (*TRANSIENT, RedisError) as exc:
             raise SharedStateUnavailable(str(exc)) from exc
         self.ops["read"] += 1
         if value is None:
@@ -679,7 +749,7 @@ class RedisBroker:
                         if kind == nodeframe.SEND_CALL_CHANGED:
                             self.forget_route(cid)
                         await events.deliver(cid, kind, text)
-            except TRANSIENT:
+            except (*TRANSIENT, RedisError):
                 self.healthy = False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -699,7 +769,7 @@ class RedisBroker:
                 self.ops["read"] += 1
                 if head:
                     wait = min(_TIMER_POLL, max(0.0, head[0][1] - time.time()))
-            except (*TRANSIENT, SharedStateUnavailable):
+            except (*TRANSIENT, RedisError, SharedStateUnavailable):
                 self.healthy = False
                 wait = 0.5
             except Exception:  # a bug in one call's tick must not stop the timer for every other call
@@ -716,7 +786,7 @@ class RedisBroker:
         """End the calls (of the whole cluster) whose ring timeout or resume grace has passed at `now`."""
         try:
             due = await self.redis.zrangebyscore(f"{self.p}due", "-inf", now, start=0, num=100)
-        except TRANSIENT as exc:
+        except (*TRANSIENT, RedisError) as exc:
             raise SharedStateUnavailable(str(exc)) from exc
         self.ops["read"] += 1
         effects: list[Effect] = []
@@ -750,7 +820,7 @@ class RedisBroker:
                     self._users_online, states = await reads.execute()
                 self._calls_by_state = {s: states.count(s) for s in ("ringing", "answered")}
                 self.ops["read"] += 4
-            except (*TRANSIENT, SharedStateUnavailable) as exc:
+            except (*TRANSIENT, RedisError, SharedStateUnavailable) as exc:
                 if self.healthy:
                     log.warning("Redis unreachable (%s); retrying", exc)
                 self.healthy = False

@@ -15,6 +15,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,6 +26,7 @@ from ..protocol import messages
 from ..protocol.codes import CloseCode, ErrorCode
 from ..protocol.errors import ProtocolError, SharedStateUnavailable
 from ..protocol.messages import NEGOTIATION
+from ..store.base import MISSED_SHOWN, PRUNE_BATCH
 from . import nodeframe
 from .broker import Broker
 from .stats import Stats
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("peercall.hub")
 
 _LOGGED_ERRORS = 5  # protocol errors logged per connection; the rest are counted
+_PRUNE_EVERY = 3600.0  # seconds between two deletions of calls older than the history retention
+_PRUNE_BATCHES = 100  # batches (of store.base.PRUNE_BATCH calls) deleted at most each time
 _SHARED_STATE_DOWN = "the server cannot reach its shared state (Redis) right now; nothing was done, try again shortly"
 
 
@@ -71,7 +75,9 @@ class Hub:
         history: CallHistory | None = None,
         clock: Callable[[], float] = time.time,
         presence_interval: float = 0.1,
+        history_retention: float = 0.0,
     ) -> None:
+        """`history_retention`: seconds a call stays in the history (0: for ever); the writer deletes older ones."""
         self.broker = broker
         self.presence_interval = presence_interval
         self._presence_pending: dict[str, Presence] = {}
@@ -91,6 +97,8 @@ class Hub:
         self._unwritten: list[tuple[CallRecord, bool]] = []
         self._unwritten_done: asyncio.Future[None] | None = None
         self._writer: asyncio.Future[None] | None = None
+        self.history_retention = history_retention
+        self._pruned_at = -math.inf  # when the writer last deleted calls older than the retention (monotonic)
         # Connections whose welcome is not sent yet, with the frames that wait for it: (kind, text).
         self._joining: dict[str, tuple[Connection, list[tuple[str, str]]]] = {}
         self._route = broker.route
@@ -117,22 +125,25 @@ class Hub:
         """Register an accepted connection: welcome it, announce it, resume or ring its calls."""
         # `welcome` must be the first frame: what arrives for the connection while the broker decides (presence,
         # frames from other nodes) waits in `_joining` and follows it.
+        # Whatever happens, the entry goes: a leaked one would collect every presence frame for ever.
         waiting: list[tuple[str, str]] = []
         self._joining[conn.cid] = (conn, waiting)
         try:
-            effects = await self.broker.connect(conn.cid, conn.id, device, self.clock())
-        except SharedStateUnavailable:
-            del self._joining[conn.cid]
-            log.warning("%s: refused, Redis is unreachable", conn.id)
-            error = ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, _SHARED_STATE_DOWN)
-            await conn.send_text(messages.error(error))
-            await conn.close(CloseCode.TRY_AGAIN_LATER, "shared state unavailable")
-            return
-        self._conns[conn.cid] = conn
-        await self.perform(effects)
-        while waiting:
-            await self._deliver_to(conn, *waiting.pop(0))
-        del self._joining[conn.cid]
+            try:
+                effects = await self.broker.connect(conn.cid, conn.id, device, self.clock())
+            except SharedStateUnavailable as exc:
+                del self._joining[conn.cid]
+                log.warning("%s: refused, the shared state (Redis) is unavailable: %s", conn.id, exc)
+                error = ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, _SHARED_STATE_DOWN)
+                await conn.send_text(messages.error(error))
+                await conn.close(CloseCode.TRY_AGAIN_LATER, "shared state unavailable")
+                return
+            self._conns[conn.cid] = conn
+            await self.perform(effects)
+            while waiting:
+                await self._deliver_to(conn, *waiting.pop(0))
+        finally:
+            self._joining.pop(conn.cid, None)
         if self.history is not None:
             self._spawn(self._send_missed(conn))
 
@@ -224,11 +235,15 @@ class Hub:
             self.history_failures += 1
             log.exception("could not keep the summary of call %s from %s", call_id, user)
 
+    may_log: Callable[[Connection], bool] | None = None
+    """Whether a protocol error of a connection may be logged now, beyond the first few of each connection: the
+    session layer's budget per address (server/session.py `Sessions.may_log`), which reconnecting does not reset."""
+
     async def reject(self, conn: Connection, exc: ProtocolError) -> None:
-        """Answer `conn` with an `error` frame, and log the first few of each connection."""
+        """Answer `conn` with an `error` frame, and log the first few of each connection (within `may_log`)."""
         conn.errors += 1
         self.stats.errors[exc.code] += 1
-        if conn.errors <= _LOGGED_ERRORS:
+        if conn.errors <= _LOGGED_ERRORS and (self.may_log is None or self.may_log(conn)):
             log.info("%s: %s", conn.id, exc)
             if conn.errors == _LOGGED_ERRORS:
                 log.info("%s: further protocol errors on this connection are counted, not logged", conn.id)
@@ -286,14 +301,22 @@ class Hub:
             self.broker.send(cid, kind, text)
 
     async def deliver(self, cid: str, kind: str, text: str) -> None:
-        """A frame that another node sent for a connection of this one (`Broker.send` there)."""
+        """A frame that another node sent for a connection of this one (`Broker.send` there).
+
+        Called by the broker's one listener, which delivers what every other node sends to all of this node's
+        connections: so it never waits for one of them. A frame is queued (`send_now`: a connection that cannot
+        take it closes itself, a slow reader), and a close is started in a task of its own."""
         joining = self._joining.get(cid)
         if joining is not None:
             joining[1].append((kind, text))
             return
         target = self._conns.get(cid)
-        if target is not None:
-            await self._deliver_to(target, kind, text)
+        if target is None:
+            return
+        if kind == nodeframe.CLOSE:
+            self._spawn(self._deliver_to(target, kind, text))
+        else:
+            target.send_now(text)
 
     async def _deliver_to(self, target: Connection, kind: str, text: str) -> None:
         if kind == nodeframe.CLOSE:
@@ -389,19 +412,41 @@ class Hub:
                 finally:  # also when cancelled: whoever waits for this batch goes on
                     if not done.done():
                         done.set_result(None)
+                if self.history_retention > 0 and time.monotonic() - self._pruned_at >= _PRUNE_EVERY:
+                    self._pruned_at = time.monotonic()
+                    await self.prune_history()
         finally:
             self._writer = None
+
+    async def prune_history(self) -> int:
+        """Delete the calls older than the retention, in batches of `PRUNE_BATCH` (each a short transaction), at
+        most `_PRUNE_BATCHES` of them (the rest wait for the next time). Returns how many were deleted; never
+        raises."""
+        assert self.history is not None
+        cutoff, deleted = self.clock() - self.history_retention, 0
+        try:
+            for _ in range(_PRUNE_BATCHES):
+                n = await self.history.delete_ended_before(cutoff, limit=PRUNE_BATCH)
+                deleted += n
+                if n < PRUNE_BATCH:
+                    break
+                await asyncio.sleep(0)  # let the writer's callers in between batches
+        except Exception:
+            log.exception("could not delete calls older than the retention from the history (calls go on)")
+        if deleted:
+            log.info("deleted %d calls older than the history retention", deleted)
+        return deleted
 
     async def _send_missed(self, conn: Connection) -> None:
         assert self.history is not None
         try:
-            missed = await self.history.take_missed(conn.id)
+            missed, total = await self.history.take_missed(conn.id, limit=MISSED_SHOWN)
         except Exception:
             self.history_failures += 1
             log.exception("could not read the missed calls of %s", conn.id)
             return
         if missed:
-            await conn.send_text(messages.missed_calls([r.to_json() for r in missed]))
+            await conn.send_text(messages.missed_calls([r.to_json() for r in missed], total))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(coro)

@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from .codes import ErrorCode
 
+ECHO_LIMIT = 64
+"""Characters of a client's own input that an error echoes (in `ref`, in its message, in the log line)."""
+MESSAGE_LIMIT = 300
+"""Characters of an error's message at most, whatever it quotes."""
+
+
+def shorten(text: str, limit: int = ECHO_LIMIT) -> str:
+    """`text`, cut to `limit` characters with an ellipsis when it is longer: what an error echoes of a client's
+    input, so that a 60 KB `type` costs 64 characters in the reply and the log, not 60 KB."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 class PeercallError(Exception):
     """Base of every peercall error; `code` is what the client sees in an `error` frame."""
@@ -28,10 +39,11 @@ class ProtocolError(PeercallError):
         to: str | None = None,
         call_id: str | None = None,
     ) -> None:
+        message = shorten(message, MESSAGE_LIMIT)
         super().__init__(message)
         self.code = code
         self.message = message
-        self.ref = ref
+        self.ref = ref if ref is None else shorten(ref)
         self.to = to
         self.call_id = call_id
         self.retryable = code in (ErrorCode.UNAVAILABLE, ErrorCode.SERVICE_UNAVAILABLE)

@@ -17,7 +17,7 @@ from msgspec import UNSET, Meta, Raw, UnsetType
 
 from .. import PROTOCOL_VERSION, __version__
 from .codes import ErrorCode
-from .errors import ProtocolError
+from .errors import ProtocolError, shorten
 
 ID_RE: Final = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 """A user id: 1-64 letters, digits, `_`, `-`, `.` or `@`."""
@@ -132,7 +132,7 @@ def parse(frame: str | bytes, sender: str) -> Envelope:
     try:
         env = _envelope.decode(frame)
     except msgspec.ValidationError as exc:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"invalid message: {exc}") from None
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"invalid message: {_quoting(exc)}") from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(ErrorCode.BAD_JSON, f"frame is not valid JSON: {exc}") from None
     except RecursionError:
@@ -142,8 +142,8 @@ def parse(frame: str | bytes, sender: str) -> Envelope:
     if kind not in CLIENT_TYPES:
         raise ProtocolError(
             ErrorCode.UNKNOWN_TYPE,
-            f"unknown message type {kind!r}; a client may send {', '.join(CLIENT_TYPES)}",
-            ref=kind[:64],
+            f"unknown message type {shorten(kind)!r}; a client may send {', '.join(CLIENT_TYPES)}",
+            ref=kind,
         )
     if env.to is not None and _is_id(env.to) is None:
         raise ProtocolError(
@@ -168,6 +168,8 @@ def parse(frame: str | bytes, sender: str) -> Envelope:
             ref=kind,
             to=env.to,
         )
+    if kind in _CALL_CONTROL:
+        check_call_data(env)
     decoder = _data_decoders.get(kind)
     if decoder is not None:
         _check_data(env, decoder)
@@ -183,7 +185,9 @@ def _check_data(env: Envelope, decoder: msgspec.json.Decoder[Any]) -> None:
     except RecursionError:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"invalid 'data' for {kind}: nested too deeply", ref=kind) from None
     except msgspec.ValidationError as exc:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"invalid 'data' for {kind}: {exc}", ref=kind, to=env.to) from None
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE, f"invalid 'data' for {kind}: {_quoting(exc)}", ref=kind, to=env.to
+        ) from None
     allowed = _sdp_types.get(kind)
     if allowed is not None and value.type not in allowed:
         raise ProtocolError(
@@ -192,6 +196,73 @@ def _check_data(env: Envelope, decoder: msgspec.json.Decoder[Any]) -> None:
             ref=kind,
             to=env.to,
         )
+
+
+# ---------------------------------------------------------------------------- bounds of what a frame carries
+
+MAX_DEPTH: Final = 32
+"""How deep the `data` of a call control frame, and the auth frame, may nest arrays and objects; deeper gets
+`bad-message` (the auth frame: `unauthorized`). Explicit, so that it does not depend on the Python version (whose
+recursion limit stops decoders at about 1,000), and far below what Redis's Lua `cjson` decodes (1,000): a call's
+request is stored with the call in Redis, a few levels below its top. Call control data is a little metadata (a
+reason, a display name); 32 leaves room for any of it."""
+MAX_CALL_DATA: Final = 4096
+"""Bytes of `data` that a call control frame may carry; more gets `too-large`. A call-request's data is stored
+with the call (in Redis, with several nodes) and sent again to each device that rings, so it is kept small."""
+
+# Negotiation frames are not checked: their `data` is decoded by msgspec into a fixed shape (strings and an int),
+# so their depth is that of the shape plus what unknown members carry, which is forwarded verbatim to the other
+# party of an answered call only and never stored. Counting brackets in every offer would cost about as much as
+# parsing it (docs/security.md has the figures).
+_CALL_CONTROL: Final = frozenset({"call-request", "call-accept", "call-reject", "hangup"})
+_STRING: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET: Final = re.compile(r"[^\[\]{}]+")
+_LONG_QUOTE: Final = re.compile(r"'([^']{65,})'")
+
+
+def nested_deeper_than(text: str, limit: int = MAX_DEPTH) -> bool:
+    """Whether the JSON `text` nests arrays and objects more than `limit` deep, brackets in strings aside.
+
+    Linear and without recursion, so it answers for any depth before a decoder is given the text. Most frames
+    have fewer brackets than `limit` in all and are answered by two counts.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    # The brackets alone, then `limit` rounds of taking out the innermost pairs: a well-formed text of depth d is
+    # empty after d rounds. Each round is one str.replace, so this stays in C whatever the text.
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text)).replace("{", "[").replace("}", "]")
+    for _ in range(limit):
+        brackets = brackets.replace("[]", "")
+        if not brackets:
+            return False
+    return True
+
+
+def check_call_data(env: Envelope) -> None:
+    """A call control frame's `data`: at most MAX_CALL_DATA bytes (`too-large`), MAX_DEPTH deep (`bad-message`)."""
+    if env.data is UNSET:
+        return
+    data = bytes(env.data)
+    kind = env.type
+    size = len(data)
+    if size <= MAX_DEPTH:  # too short to nest deeper (the common case: no data, or a reason)
+        return
+    if size > MAX_CALL_DATA:
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE,
+            f"{kind} carries {size} bytes of data; call control frames carry at most {MAX_CALL_DATA} bytes",
+            ref=kind,
+            to=env.to,
+        )
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and nested_deeper_than(data.decode()):
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE, f"invalid 'data' for {kind}: nested more than {MAX_DEPTH} deep", ref=kind, to=env.to
+        )
+
+
+def _quoting(exc: Exception) -> str:
+    """A decoder's message, with any long value it quotes (msgspec quotes a bad enum value whole) shortened."""
+    return _LONG_QUOTE.sub(lambda m: repr(shorten(m.group(1))), str(exc))
 
 
 def forward(env: Envelope, sender: str, call_id: str | None = None, polite: bool | None = None) -> str:
@@ -309,9 +380,10 @@ def error(exc: ProtocolError) -> str:
     return _encode(error_message(exc.code.value, exc.message, ref=exc.ref, to=exc.to, call_id=exc.call_id)).decode()
 
 
-def missed_calls(calls: list[dict[str, object]]) -> str:
-    """To a user who connects: the calls that rang for them while they were away (history records)."""
-    return _encode({"type": "missed-calls", "calls": calls}).decode()
+def missed_calls(calls: list[dict[str, object]], total: int) -> str:
+    """To a user who connects: the calls that rang for them while they were away (history records), the newest
+    of them, and how many there were in all (`total`, at least `len(calls)`)."""
+    return _encode({"type": "missed-calls", "calls": calls, "total": total}).decode()
 
 
 def presence_change(user: str, status: str, in_call: bool = False, last_seen: float | None = None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import json
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 from . import codes
 from .messages import CallId, CallSummary, IceCandidate, SessionDescription, UserId
@@ -221,6 +221,7 @@ class CallRecord(msgspec.Struct):
 
 class MissedCalls(_Frame, tag="missed-calls", kw_only=True):
     calls: list[CallRecord]
+    total: Annotated[int, Meta(ge=0)] | UnsetType = UNSET  # how many were missed, `calls` being the newest
 
 
 ServerFrame = (

@@ -76,7 +76,12 @@ def create_app(settings: Settings) -> PeercallApp:
         lease=settings.node_lease,
         prefix=settings.redis_prefix,
     )
-    hub = Hub(broker, history=history, presence_interval=settings.presence_interval)
+    hub = Hub(
+        broker,
+        history=history,
+        presence_interval=settings.presence_interval,
+        history_retention=settings.history_retention * 86400,
+    )
     fixed_ice = [server.as_json() for server in settings.fixed_ice_servers()]
     turn_secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None
     verifier = TokenVerifier.for_settings(settings)
@@ -205,6 +210,7 @@ def create_app(settings: Settings) -> PeercallApp:
         return JSONResponse({"error": {"code": "internal-error", "message": "internal server error"}}, status_code=500)
 
     sessions = Sessions(hub, settings)
+    hub.may_log = sessions.may_log
     metrics_registry = registry_for(hub, sessions)
     index_html = (STATIC_DIR / "index.html").read_text()
     demo_pages = {

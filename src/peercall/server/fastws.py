@@ -46,6 +46,7 @@ from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in pic
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..protocol.codes import CloseCode
+from .gate import HEAD_LIMIT, Gate
 from .session import CLOSE_GRACE, CLOSE_TIMEOUT, Close, Handshake, Refused, Session, Sessions, is_signaling_path
 
 log = logging.getLogger("peercall.ws")
@@ -626,23 +627,108 @@ class FastConnection(WSListener):
         self._close_with(self.session.failed())
 
 
-class PeercallHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol that gives a `/ws` upgrade to picows (see the module's docstring).
+class _HeadRefused(Exception):
+    """Raised in a parser callback to stop parsing a request whose head was refused (the answer is written)."""
 
-    `picows` is set on a subclass made by `protocol_for()`; other upgrades go to uvicorn's WebSocket protocol and
-    so to the ASGI app, which refuses them.
+
+class PeercallHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol that gives a `/ws` upgrade to picows (see the module's docstring), and asks
+    the node's `Gate` (server/gate.py) about every connection before serving it: its address's caps, the size of
+    its request heads and the time they take. Both transports run under it (with per-message deflate, `picows` is
+    None and every upgrade goes to uvicorn's WebSocket protocol).
+
+    `picows` and `gate` are set on a subclass made by `protocol_for()`; other upgrades go to uvicorn's WebSocket
+    protocol and so to the ASGI app, which refuses them.
     """
 
     picows: PicowsTransport | None = None
+    gate: Gate | None = None
     _tail = b""
+    _address: str | None = None  # what the gate counts this connection as, while it does
+    _refusal: bytes | None = None  # the gate refused it: the answer to its first bytes
+    _head: int | None = None  # bytes of the request head read so far, while one is being read
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        gate = self.gate
+        if gate is None:
+            return
+        verdict = gate.enter(self.client[0] if self.client else None)
+        if isinstance(verdict, bytes):
+            self._refusal = verdict
+        else:
+            self._address = verdict
+        self._head = 0
+        self._head_timer = self.loop.call_later(gate.head_timeout, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._let_go()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self.gate is not None:  # a new request (the first, or the next on a kept-alive connection)
+            self._head = 0
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(self.gate.head_timeout, self._head_timed_out)
+
+    def on_headers_complete(self) -> None:
+        if self.gate is not None:
+            self._head = None
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            # what the head took, to within its spaces (it may have come in one read with more after it)
+            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) + 16
+            if size > HEAD_LIMIT:
+                self._refuse_head(self.gate.too_large, f"a request head of {size} bytes")
+                raise _HeadRefused
+        super().on_headers_complete()
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        gate = self.gate
+        if gate is None or self.transport.is_closing():
+            return
+        if self._refusal is not None:
+            self._end(self._refusal)
+        elif self._head is not None:
+            self._refuse_head(gate.timed_out, f"no whole request head within {gate.head_timeout:g}s")
+
+    def _refuse_head(self, answer: bytes, why: str) -> None:
+        assert self.gate is not None
+        self.gate.refused_head(self._address, self.client[0] if self.client else None, why)
+        self._end(answer)
+
+    def _end(self, answer: bytes) -> None:
+        self._head = None
+        if not self.transport.is_closing():
+            self.transport.write(answer)
+            self.transport.close()
+
+    def _let_go(self) -> None:
+        """This connection leaves the gate's count: it closed, or it is now a WebSocket (the session layer's)."""
+        self._head = None
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if self._address is not None and self.gate is not None:
+            self.gate.leave(self._address)
+            self._address = None
 
     def data_received(self, data: bytes) -> None:
-        # uvicorn's own, plus: keep the bytes that came after the request head (a client may send its first frame
-        # before it sees the 101), which uvicorn's handover drops.
+        # uvicorn's own, plus: the gate's refusal and bounds, and keep the bytes that came after the request head
+        # (a client may send its first frame before it sees the 101), which uvicorn's handover drops.
+        if self._refusal is not None:
+            self._end(self._refusal)
+            return
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
+            if self.transport.is_closing():  # we refused its head, and answered
+                return
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
             self.send_400_response(msg)
@@ -654,8 +740,15 @@ class PeercallHttpProtocol(HttpToolsProtocol):
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
+            return
+        if self._head is not None and not self.transport.is_closing():  # a head still incomplete after this read
+            self._head += len(data)
+            if self._head > HEAD_LIMIT:
+                assert self.gate is not None
+                self._refuse_head(self.gate.too_large, f"a request head over {HEAD_LIMIT} bytes")
 
     def handle_websocket_upgrade(self) -> None:
+        self._let_go()
         picows = self.picows
         try:
             url = httptools.parse_url(self.url)
@@ -714,9 +807,19 @@ def _feed(protocol: _WSProtocol, data: bytes) -> None:
         view = view[n:]
 
 
-def protocol_for(sessions: Sessions) -> type[PeercallHttpProtocol]:
-    """The HTTP protocol class for uvicorn's `http=`: httptools, with `/ws` on picows."""
-    return type("PeercallHttpProtocol", (PeercallHttpProtocol,), {"picows": PicowsTransport(sessions)})
+def protocol_for(sessions: Sessions, fast_ws: bool = True) -> type[PeercallHttpProtocol]:
+    """The HTTP protocol class for uvicorn's `http=`: httptools behind the node's `Gate`, with `/ws` on picows
+    (`fast_ws`) or, with per-message deflate, on uvicorn's WebSocket protocol and the ASGI transport."""
+    settings = sessions.settings
+    gate = Gate(
+        settings.max_connections_per_ip,
+        settings.connection_rate,
+        settings.head_timeout,
+        _trusted_proxies(settings.forwarded_allow_ips),
+        sessions.log_budget,
+    )
+    picows = PicowsTransport(sessions) if fast_ws else None
+    return type("PeercallHttpProtocol", (PeercallHttpProtocol,), {"picows": picows, "gate": gate})
 
 
 def refusal(refused: Refused) -> WSUpgradeResponseWithListener:

@@ -171,7 +171,7 @@ def serve(settings: Settings) -> int:
     fast_ws = not settings.ws_per_message_deflate
     config = uvicorn.Config(
         app,
-        http=protocol_for(app.sessions) if fast_ws else "httptools",
+        http=protocol_for(app.sessions, fast_ws),
         loop="uvloop",
         host=settings.host,
         port=settings.port,

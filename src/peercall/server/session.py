@@ -16,17 +16,19 @@ deflate). This module imports neither of them, and they do not import each other
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..auth.tokens import AuthError, TokenVerifier
-from ..core.limits import TokenBucket
+from ..core.limits import KeyedBuckets, TokenBucket
 from ..protocol import messages
 from ..protocol.codes import CloseCode, ErrorCode
 from ..protocol.errors import ProtocolError
@@ -47,6 +49,11 @@ CLOSE_TIMEOUT = 5.0
 
 _ID_RULE = "the {what} must be 1-64 characters: letters, digits, '_', '-', '.' or '@'"
 _AUTH_FRAME = 'the first frame must be {"type":"auth","token":"<token>"}'
+LOG_LINES_PER_MINUTE = 20
+"""Lines about one address's misbehaviour (protocol errors, refusals, floods) logged a minute, as many at once."""
+TABLE_SIZE = 10_000
+"""Addresses that a per-address table (log budget, connection rate) remembers: the least recently seen go first."""
+
 _BINARY = ProtocolError(ErrorCode.BAD_MESSAGE, "binary frames are not supported; send JSON text")
 _DROPPED = ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; this one was dropped")
 
@@ -77,6 +84,48 @@ def is_signaling_path(target: bytes | str) -> bool:
     if not path.startswith("/"):
         path = urlsplit(path).path
     return normalise_path(path) == SIGNALING_PATH
+
+
+def address_group(host: str) -> str:
+    """The address that per-address limits count: an IPv4 address itself; an IPv6 address its /64, since one
+    subscriber (one attacker) commonly has a whole /64; an IPv4-mapped IPv6 address its IPv4 address."""
+    if ":" not in host:
+        return host
+    try:
+        ip = ipaddress.IPv6Address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+
+
+class LogBudget:
+    """How much is logged about one address's misbehaviour: LOG_LINES_PER_MINUTE lines a minute, then one line
+    saying that the rest are counted, not logged (the counters are in /metrics). Unlike the first few errors of
+    each connection, which the hub logs, this does not start again when the client reconnects. Bounded: it
+    remembers the TABLE_SIZE addresses seen last."""
+
+    def __init__(self, per_minute: int = LOG_LINES_PER_MINUTE, size: int = TABLE_SIZE) -> None:
+        self._buckets = KeyedBuckets(per_minute / 60.0, per_minute, size)
+        self._muted: OrderedDict[str, int] = OrderedDict()  # address -> lines not logged since it went quiet
+        self._size = size
+
+    def allows(self, address: str) -> bool:
+        """Whether a line about `address` may be logged now."""
+        if self._buckets.take(address, time.monotonic()):
+            skipped = self._muted.pop(address, 0)
+            if skipped:
+                log.info("%d lines about %s were not logged in the last while", skipped, address)
+            return True
+        if address in self._muted:
+            self._muted[address] += 1
+        else:
+            self._muted[address] = 1
+            if len(self._muted) > self._size:
+                self._muted.popitem(last=False)
+            log.info("further protocol errors from %s are counted, not logged", address)
+        return False
 
 
 class TransportConnection(Protocol):
@@ -111,6 +160,11 @@ class Handshake:
     def ip(self) -> str:
         return self.peer.rsplit(":", 1)[0]
 
+    @property
+    def address(self) -> str:
+        """What the per-address limits count: `ip`, or its /64 for IPv6 (`address_group`)."""
+        return address_group(self.ip)
+
 
 class Refused(Exception):
     """A handshake that is turned down: HTTP `status` before the upgrade, or `close` code after it."""
@@ -144,6 +198,12 @@ class Sessions:
         """A frame larger than this closes its connection with 1009 (the transports' frame limit)."""
         self.verifier = TokenVerifier.for_settings(settings)
         self.per_ip: Counter[str] = Counter()
+        """Open sessions per address (`address_group`: IPv6 by /64)."""
+        self.log_budget = LogBudget()
+        self.reserved = frozenset(settings.reserved_ids)
+        self._service_token = (
+            settings.service_token.get_secret_value().encode() if settings.service_token is not None else None
+        )
         self.per_user: Counter[str] = Counter()
         self.live: set[Session] = set()
         """Sessions whose transport is open, joined or not yet (waiting for their auth frame)."""
@@ -157,10 +217,17 @@ class Sessions:
         try:
             user, wanted, device = self._check(handshake)
         except Refused as refused:
-            log.info("refused a connection from %s: %s", handshake.peer, refused.message)
+            if self.log_budget.allows(handshake.address):
+                log.info("refused a connection from %s: %s", handshake.peer, refused.message)
             self.dropped(refused.code)
             raise
         return Session(self, user, wanted, device, handshake.peer)
+
+    def may_log(self, conn: object) -> bool:
+        """Whether a protocol error of `conn` (a transport's connection) may be logged now: its address's
+        `LogBudget` (the hub's `may_log`)."""
+        session = getattr(conn, "session", None)
+        return not isinstance(session, Session) or self.log_budget.allows(session.address)
 
     def dropped(self, reason: str) -> None:
         """Count a connection refused or closed by the server (`peercall_disconnects_total{reason}`)."""
@@ -194,17 +261,24 @@ class Sessions:
         device = _single(query, "device")
         if "device" in query and not messages.is_valid_id(device):
             raise Refused(400, 1008, "bad-device", _ID_RULE.format(what="device"))
-        ip = handshake.ip
-        if self.per_ip[ip] >= self.settings.max_connections_per_ip:
+        address = handshake.address
+        if self.per_ip[address] >= self.settings.max_connections_per_ip:
             raise Refused(
                 429,
                 CloseCode.TOO_MANY_CONNECTIONS,
                 "too-many-connections",
-                f"{ip} already has {self.per_ip[ip]} connections open",
+                f"{address} already has {self.per_ip[address]} connections open",
             )
         if self.verifier is None:
             if not messages.is_valid_id(client_id):
                 raise Refused(400, 1008, "bad-id", _ID_RULE.format(what="id"))
+            if client_id in self.reserved and not self._is_service(headers.get("authorization")):
+                raise Refused(
+                    403,
+                    1008,
+                    "reserved-id",
+                    f"{client_id!r} is reserved for a service of this server; choose another id",
+                )
             return client_id, client_id, device
         if "id" in query and not messages.is_valid_id(client_id):
             raise Refused(400, 1008, "bad-id", _ID_RULE.format(what="id"))
@@ -221,6 +295,14 @@ class Sessions:
         if client_id is not None and client_id != user:
             raise Refused(401, CloseCode.UNAUTHORIZED, "unauthorized", f"the token is for {user}, not {client_id}")
         return user, client_id, device
+
+    def _is_service(self, authorization: str | None) -> bool:
+        """Open mode: whether the Authorization header carries this server's service token (PEERCALL_SERVICE_TOKEN;
+        `serve --with-echo` makes one per process and gives it to the echo it starts)."""
+        if self._service_token is None or authorization is None:
+            return False
+        scheme, _, token = authorization.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._service_token)
 
     def _origin_allowed(self, origin: str, host: str) -> bool:
         allowed = self.settings.allowed_origins
@@ -245,6 +327,7 @@ class Session:
         "_limited",
         "_sessions",
         "_started",
+        "address",
         "cid",
         "conn",
         "device",
@@ -261,6 +344,8 @@ class Session:
         self.wanted = wanted
         self.device = device
         self.peer = peer
+        self.address = address_group(peer.rsplit(":", 1)[0])
+        """What the per-address limits count this connection as (`address_group`)."""
         self.cid = sessions.hub.new_cid()
         self.conn: TransportConnection | None = None
         self.joined = False
@@ -294,7 +379,7 @@ class Session:
         sessions = self._sessions
         self.conn = conn
         self._started = time.monotonic()
-        sessions.per_ip[self.peer.rsplit(":", 1)[0]] += 1
+        sessions.per_ip[self.address] += 1
         sessions.live.add(self)
 
     def authenticate(self, text: str | None) -> Close | None:
@@ -302,6 +387,10 @@ class Session:
         verifier = self._sessions.verifier
         assert verifier is not None
         try:
+            if text is not None and len(text) > self._sessions.max_size:
+                raise AuthError(f"the auth frame is larger than {self._sessions.max_size} characters")
+            if text is not None and messages.nested_deeper_than(text):
+                raise AuthError(f"the auth frame is nested more than {messages.MAX_DEPTH} deep; {_AUTH_FRAME}")
             frame = json.loads(text or "null")
             if not isinstance(frame, dict) or frame.get("type") != "auth" or not isinstance(frame.get("token"), str):
                 raise AuthError(_AUTH_FRAME)
@@ -324,7 +413,8 @@ class Session:
         count = sessions.per_user[user]
         if count >= sessions.settings.max_connections_per_user:
             message = f"{user} already has {count} connections open"
-            log.info("refused %s from %s: %s", user, self.peer, message)
+            if sessions.log_budget.allows(self.address):
+                log.info("refused %s from %s: %s", user, self.peer, message)
             sessions.dropped("too-many-connections")
             error = messages.error(ProtocolError(ErrorCode.RATE_LIMITED, message))
             return Close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections", error)
@@ -353,7 +443,8 @@ class Session:
 
     def overflowed(self, waiting: int) -> Close:
         """More than `send_buffer` bytes wait for this reader: it is dropped (4420) rather than slowing anyone."""
-        log.warning("%s (%s): reads too slowly, %d bytes waiting; disconnecting", self.id, self.cid, waiting)
+        if self._sessions.log_budget.allows(self.address):
+            log.warning("%s (%s): reads too slowly, %d bytes waiting; disconnecting", self.id, self.cid, waiting)
         self._sessions.dropped("slow-consumer")
         return Close(CloseCode.SLOW_CONSUMER, "too slow: send buffer overflowed")
 
@@ -370,10 +461,10 @@ class Session:
         sessions = self._sessions
         sessions.live.discard(self)
         if self.conn is not None:
-            ip = self.peer.rsplit(":", 1)[0]
-            sessions.per_ip[ip] -= 1
-            if sessions.per_ip[ip] <= 0:
-                del sessions.per_ip[ip]
+            address = self.address
+            sessions.per_ip[address] -= 1
+            if sessions.per_ip[address] <= 0:
+                del sessions.per_ip[address]
         if not self.joined:
             return
         user = self.user
@@ -395,12 +486,14 @@ class Session:
         settings = self._sessions.settings
         if self._limited <= settings.rate_burst:
             return _DROPPED
-        log.warning("%s: kept sending faster than %g frames/s; disconnecting", self.id, settings.rate_limit)
+        if self._sessions.log_budget.allows(self.address):
+            log.warning("%s: kept sending faster than %g frames/s; disconnecting", self.id, settings.rate_limit)
         self._sessions.dropped("rate-limited")
         return Close(CloseCode.RATE_LIMITED, "too many messages")
 
     def _unauthorized(self, why: str) -> Close:
-        log.info("refused a connection (%s): %s", self.cid, why)
+        if self._sessions.log_budget.allows(self.address):
+            log.info("refused a connection (%s) from %s: %s", self.cid, self.peer, why)
         self._sessions.dropped("unauthorized")
         return Close(CloseCode.UNAUTHORIZED, why[:120], messages.error(ProtocolError(ErrorCode.UNAUTHORIZED, why)))
 

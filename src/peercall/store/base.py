@@ -18,6 +18,17 @@ from ..core.records import CallRecord, Outcome
 UNANSWERED_OUTCOMES = frozenset({Outcome.MISSED, Outcome.UNAVAILABLE})
 """The outcomes that `take_missed` hands out: the callee never got the chance to answer."""
 
+MISSED_PER_CALLER = 3
+"""How many calls one caller may leave in one callee's missed calls (not yet taken): a caller's further unanswered
+calls are written as if the callee had seen them (`notified`), so a flood of call-requests to someone offline
+leaves them a few missed calls, not thousands. They are still in the history (`calls_for`)."""
+
+MISSED_SHOWN = 50
+"""How many missed calls `take_missed` returns at most (the newest), with the count of all it handed out."""
+
+PRUNE_BATCH = 1000
+"""How many records `delete_ended_before` deletes at most in one call (one short transaction)."""
+
 
 class CallHistory(Protocol):
     """Where ended calls are kept.
@@ -47,6 +58,10 @@ class CallHistory(Protocol):
 
         Idempotent on `call_id`: writing a call_id that is already stored does nothing, and the first record
         written stays (it is never updated or duplicated), `notified` included.
+
+        An unanswered call (`missed`, `unavailable`) is written as `notified` when the callee already has
+        `MISSED_PER_CALLER` calls of the same caller not yet taken by `take_missed` (counted in this store's
+        transaction: writers in two processes at once may each let one more through).
 
         Args:
             rec: the call.
@@ -89,13 +104,33 @@ class CallHistory(Protocol):
         """
         ...
 
-    async def take_missed(self, user: str) -> list[CallRecord]:
+    async def take_missed(self, user: str, *, limit: int = MISSED_SHOWN) -> tuple[list[CallRecord], int]:
         """Hand out the calls to `user` that they never got to answer, once.
 
-        Returns the records whose callee is `user`, whose outcome is `missed` or `unavailable`, and that no
-        earlier `take_missed` returned; oldest first (`ringing_at`, then `call_id`). They are marked taken in
-        the same atomic step, so two concurrent callers (in this process or another one) never both get the
-        same record. A record taken is never handed out again, even if the caller then loses it.
+        Takes the records whose callee is `user`, whose outcome is `missed` or `unavailable`, that were not written
+        `notified`, and that no earlier `take_missed` took. They are all marked taken in one atomic step, so two
+        concurrent callers (in this process or another one) never both get the same record. A record taken is
+        never handed out again, even if the caller then loses it.
+
+        Returns:
+            The newest `limit` of the records taken, oldest first (`ringing_at`, then `call_id`), and how many
+            records were taken in all.
+
+        Raises:
+            ValueError: `limit` is below 1.
+        """
+        ...
+
+    async def delete_ended_before(self, cutoff: float, *, limit: int = PRUNE_BATCH) -> int:
+        """Delete at most `limit` records of calls that ended before `cutoff` (seconds since the epoch), oldest
+        first: the history's retention (`PEERCALL_HISTORY_RETENTION`). Bounded, so that the caller can delete a
+        large backlog in short steps.
+
+        Returns:
+            How many records were deleted: fewer than `limit` when none older is left.
+
+        Raises:
+            ValueError: `limit` is below 1.
         """
         ...
 

@@ -6,12 +6,21 @@ No method awaits while it reads or changes state, so every method is atomic on t
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 from ..core.records import CallRecord
-from .base import UNANSWERED_OUTCOMES, check_limit, decode_cursor, encode_cursor
+from .base import (
+    MISSED_PER_CALLER,
+    MISSED_SHOWN,
+    PRUNE_BATCH,
+    UNANSWERED_OUTCOMES,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+)
 
 
 def _order(rec: CallRecord) -> tuple[float, str]:
@@ -24,6 +33,7 @@ class MemoryHistory:
     def __init__(self) -> None:
         self._calls: dict[str, CallRecord] = {}
         self._taken: set[str] = set()
+        self._waiting: collections.Counter[tuple[str, str]] = collections.Counter()  # (callee, caller) -> not taken
 
     async def open(self) -> None:
         """Nothing to connect to."""
@@ -34,6 +44,10 @@ class MemoryHistory:
     async def record(self, rec: CallRecord, *, notified: bool = False) -> None:
         if rec.call_id in self._calls:
             return
+        if not notified and rec.outcome in UNANSWERED_OUTCOMES:
+            notified = self._waiting[rec.callee, rec.caller] >= MISSED_PER_CALLER
+            if not notified:
+                self._waiting[rec.callee, rec.caller] += 1
         self._calls[rec.call_id] = rec
         if notified:
             self._taken.add(rec.call_id)
@@ -62,7 +76,8 @@ class MemoryHistory:
         self._calls[call_id] = dataclasses.replace(rec, quality={**(rec.quality or {}), user: dict(summary)})
         return True
 
-    async def take_missed(self, user: str) -> list[CallRecord]:
+    async def take_missed(self, user: str, *, limit: int = MISSED_SHOWN) -> tuple[list[CallRecord], int]:
+        check_limit(limit)
         fresh = sorted(
             (
                 r
@@ -72,4 +87,17 @@ class MemoryHistory:
             key=_order,
         )
         self._taken.update(r.call_id for r in fresh)
-        return fresh
+        for rec in fresh:
+            self._waiting[user, rec.caller] -= 1
+        return fresh[-limit:], len(fresh)
+
+    async def delete_ended_before(self, cutoff: float, *, limit: int = PRUNE_BATCH) -> int:
+        check_limit(limit)
+        old = sorted((r for r in self._calls.values() if r.ended_at < cutoff), key=lambda r: r.ended_at)[:limit]
+        for rec in old:
+            del self._calls[rec.call_id]
+            if rec.call_id in self._taken:
+                self._taken.discard(rec.call_id)
+            elif rec.outcome in UNANSWERED_OUTCOMES:
+                self._waiting[rec.callee, rec.caller] -= 1
+        return len(old)

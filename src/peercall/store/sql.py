@@ -28,7 +28,15 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from ..core.records import CallRecord, Outcome, Reason
-from .base import UNANSWERED_OUTCOMES, check_limit, decode_cursor, encode_cursor
+from .base import (
+    MISSED_PER_CALLER,
+    MISSED_SHOWN,
+    PRUNE_BATCH,
+    UNANSWERED_OUTCOMES,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+)
 
 # -- Schema ---------------------------------------------------------------------------------------------------
 #
@@ -71,7 +79,12 @@ def _v2_quality(dialect: str) -> list[str]:
     return ["ALTER TABLE calls ADD COLUMN quality TEXT"]
 
 
-MIGRATIONS: Sequence[Callable[[str], list[str]]] = (_v1_calls, _v2_quality)
+def _v3_retention(dialect: str) -> list[str]:
+    # The retention deletes the oldest calls first, a batch at a time (`delete_ended_before`).
+    return ["CREATE INDEX calls_ended_at ON calls (ended_at)"]
+
+
+MIGRATIONS: Sequence[Callable[[str], list[str]]] = (_v1_calls, _v2_quality, _v3_retention)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _WAL_ATTEMPTS, _WAL_RETRY_DELAY = 100, 0.05  # seconds; up to 5 s, like sqlite3's default busy timeout
@@ -223,10 +236,7 @@ class SQLHistory:
         await self._engine.dispose()
 
     async def record(self, rec: CallRecord, *, notified: bool = False) -> None:
-        insert = sqlite.insert if self._sqlite else postgresql.insert
-        statement = insert(calls).values(**_to_row(rec), missed_taken=notified).on_conflict_do_nothing()
-        async with self._turn, self._engine.begin() as conn:
-            await conn.execute(statement)
+        await self.record_many([(rec, notified)])
 
     async def record_many(self, records: Sequence[tuple[CallRecord, bool]]) -> None:
         if not records:
@@ -234,6 +244,7 @@ class SQLHistory:
         insert = sqlite.insert if self._sqlite else postgresql.insert
         rows = [{**_to_row(rec), "missed_taken": notified} for rec, notified in records]
         async with self._turn, self._engine.begin() as conn:
+            await _cap_missed(conn, rows)
             await conn.execute(insert(calls).on_conflict_do_nothing(), rows)
 
     async def calls_for(
@@ -269,19 +280,54 @@ class SQLHistory:
             await conn.execute(sa.update(calls).where(calls.c.call_id == call_id).values(quality=json.dumps(merged)))
         return True
 
-    async def take_missed(self, user: str) -> list[CallRecord]:
+    async def take_missed(self, user: str, *, limit: int = MISSED_SHOWN) -> tuple[list[CallRecord], int]:
         # One UPDATE … RETURNING: under PostgreSQL's READ COMMITTED a concurrent UPDATE waits for our row locks,
-        # then re-checks `NOT missed_taken` and skips the rows we took; SQLite runs it under its write lock.
+        # then re-checks `NOT missed_taken` and skips the rows we took; SQLite runs it under its write lock. It
+        # returns only the order of what it took; the newest `limit` are then read whole, in the same transaction.
+        check_limit(limit)
         statement = (
             sa.update(calls)
             .where(
                 calls.c.callee == user,
-                calls.c.outcome.in_(sorted(o.value for o in UNANSWERED_OUTCOMES)),
+                calls.c.outcome.in_(_UNANSWERED),
                 sa.not_(calls.c.missed_taken),
             )
             .values(missed_taken=True)
-            .returning(*_RECORD_COLUMNS)
+            .returning(calls.c.ringing_at, calls.c.call_id)
         )
         async with self._turn, self._engine.begin() as conn:
-            rows = (await conn.execute(statement)).all()
-        return sorted((_to_record(row) for row in rows), key=lambda r: (r.ringing_at, r.call_id))
+            taken = sorted(tuple(row) for row in (await conn.execute(statement)).all())
+            newest = [call_id for _, call_id in taken[-limit:]]
+            rows = (await conn.execute(sa.select(*_RECORD_COLUMNS).where(calls.c.call_id.in_(newest)))).all()
+        return sorted((_to_record(row) for row in rows), key=lambda r: (r.ringing_at, r.call_id)), len(taken)
+
+    async def delete_ended_before(self, cutoff: float, *, limit: int = PRUNE_BATCH) -> int:
+        check_limit(limit)
+        oldest = sa.select(calls.c.call_id).where(calls.c.ended_at < cutoff).order_by(calls.c.ended_at).limit(limit)
+        async with self._turn, self._engine.begin() as conn:
+            result = await conn.execute(sa.delete(calls).where(calls.c.call_id.in_(oldest.scalar_subquery())))
+        return result.rowcount
+
+
+_UNANSWERED = sorted(o.value for o in UNANSWERED_OUTCOMES)
+
+
+async def _cap_missed(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Mark taken (as if notified) the unanswered calls of `rows` that would give a callee more than
+    `MISSED_PER_CALLER` missed calls of one caller not yet taken; counted inside the caller's transaction."""
+    unseen = [row for row in rows if not row["missed_taken"] and row["outcome"] in _UNANSWERED]
+    if not unseen:
+        return
+    callees = sorted({row["callee"] for row in unseen})
+    query = (
+        sa.select(calls.c.callee, calls.c.caller, sa.func.count())
+        .where(calls.c.callee.in_(callees), calls.c.outcome.in_(_UNANSWERED), sa.not_(calls.c.missed_taken))
+        .group_by(calls.c.callee, calls.c.caller)
+    )
+    waiting = {(callee, caller): n for callee, caller, n in (await conn.execute(query)).all()}
+    for row in unseen:
+        pair = (row["callee"], row["caller"])
+        if waiting.get(pair, 0) >= MISSED_PER_CALLER:
+            row["missed_taken"] = True
+        else:
+            waiting[pair] = waiting.get(pair, 0) + 1

@@ -1,0 +1,212 @@
+"""What a node keeps in Redis, and what it does when Redis refuses: hubs on a real redis-server, driven in-process
+with fake connections (tests/contract/conftest.py `FakeConnection`), so that the keys left behind can be counted.
+
+- Redis holds what is live, not every id ever seen (#14 item 11).
+- A write Redis refuses (OOM; READONLY after a failover is the same `RedisError` family) is rolled back or
+  retried, never leaked (#14 item 12).
+- A call's `data` is stored once, apart from the call the Lua scripts decode (#14 item 13).
+- The node's one Redis listener never waits for one connection (#14 item 1; tests/cluster/test_slow_reader.py
+  shows it with real sockets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from peercall.broker import open_broker
+from peercall.broker.redis import _APPLY
+from peercall.hub.router import Hub
+from tests.cluster.conftest import RedisServer
+from tests.contract.conftest import FakeConnection
+
+PREFIX = "peercall:"
+
+
+@pytest.fixture
+async def hubs(redis_server: RedisServer) -> AsyncIterator[tuple[int, Callable[..., Awaitable[Hub]]]]:
+    """(db, make): `await make()` starts a hub on a fresh Redis database; a second one is another node."""
+    db = redis_server.fresh_db()
+    made: list[Hub] = []
+
+    async def make(**rules: Any) -> Hub:
+        broker = open_broker(redis_server.db_url(db), node_id=f"n{len(made)}", **rules)
+        hub = Hub(broker, presence_interval=0.05)
+        await broker.start()
+        made.append(hub)
+        return hub
+
+    try:
+        yield db, make
+    finally:
+        with contextlib.suppress(Exception):
+            redis_server.command("CONFIG", "SET", "maxmemory", "0")
+        for hub in made:
+            await hub.close_all(1001, "test over")
+            await hub.broker.stop()
+
+
+def fields(server: RedisServer, db: int) -> dict[str, int]:
+    """Every key of the database, with its size (hash fields, set or zset members; 1 for a string)."""
+    sizes: dict[str, int] = {}
+    for key in server.keys(db):
+        kind = server.command("TYPE", key, db=db)
+        size = {"hash": "HLEN", "zset": "ZCARD", "set": "SCARD"}.get(kind)
+        sizes[key] = server.command(size, key, db=db) if size else 1
+    return sizes
+
+
+# ------------------------------------------------------------------------------------------- item 11
+
+
+async def test_redis_keeps_what_is_live_not_every_id_ever_seen(
+    redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]]
+) -> None:
+    """1,000 users connect, call an id nobody has, and leave: Redis is left with the one user still online."""
+    db, make = hubs
+    hub = await make()
+    stay = FakeConnection(hub, "stays")
+    await hub.join(stay)
+    for i in range(1000):
+        conn = FakeConnection(hub, f"user{i}")
+        await hub.join(conn)
+        await hub.handle(conn, json.dumps({"type": "call-request", "to": f"nobody{i}"}))
+        await hub.leave(conn)
+    sizes = fields(redis_server, db)
+    assert sizes[f"{PREFIX}ver"] == 1, "a version for each user and call that is live (one user, no call)"
+    assert f"{PREFIX}u:stays" in sizes
+    assert not [key for key in sizes if key.startswith(f"{PREFIX}u:") and key != f"{PREFIX}u:stays"]
+    assert sizes.get(f"{PREFIX}online") == 1
+    assert sizes.pop(f"{PREFIX}seen", 0) <= 1000  # last seen: the newest 1000, by design
+    for key in [key for key in sizes if key.startswith(f"{PREFIX}ended:")]:  # who may send a call-summary, 1 h
+        assert 0 < redis_server.command("TTL", key, db=db) <= 3600
+        del sizes[key]
+    assert sum(sizes.values()) < 10, sizes
+
+
+async def test_a_user_gone_and_back_is_never_taken_for_the_state_read_before(
+    redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]]
+) -> None:
+    """A version deleted with its user's hash is never handed out again: a change decided on the user as they were
+    before they left and came back (the same version, "ABA") is refused and replayed."""
+    _, make = hubs
+    hub = await make()
+    broker: Any = hub.broker
+    bob = FakeConnection(hub, "bob")
+    await hub.join(bob)
+    _, before = await broker._load({"bob"}, set(), None)  # a change that read bob as he is now
+    await hub.leave(bob)
+    again = FakeConnection(hub, "bob")
+    await hub.join(again)
+    checks = [x for key_version in before.versions.items() for x in key_version]
+    applied = await broker.redis.eval(_APPLY, 2, f"{PREFIX}ver", f"{PREFIX}clock", len(before.versions), *checks)
+    assert applied == 0
+
+
+# ------------------------------------------------------------------------------------------- item 12
+
+
+async def test_a_connect_while_redis_refuses_writes_is_refused_cleanly(
+    redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]]
+) -> None:
+    """Redis out of memory (noeviction): a connect is refused with service-unavailable and 1013, and leaves no
+    half-joined connection behind to collect presence frames."""
+    _, make = hubs
+    hub = await make()
+    redis_server.command("CONFIG", "SET", "maxmemory-policy", "noeviction")
+    redis_server.command("CONFIG", "SET", "maxmemory", "1")
+    conn = FakeConnection(hub, "alice")
+    await hub.join(conn)
+    assert conn.closed is not None and conn.closed[0] == 1013
+    assert [m.get("code") for m in conn.sent] == ["service-unavailable"]
+    assert hub._joining == {}
+    assert len(hub) == 0
+
+
+async def test_a_disconnect_while_redis_refuses_writes_is_told_when_it_accepts_them_again(
+    redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]]
+) -> None:
+    """A disconnect Redis refused (OOM) is queued and retried once Redis accepts writes: no ghost stays online."""
+    db, make = hubs
+    hub = await make(lease=0.6)
+    other = await make(lease=0.6)
+    watcher = FakeConnection(other, "watcher")
+    await other.join(watcher)
+    alice = FakeConnection(hub, "alice")
+    await hub.join(alice)
+    redis_server.command("CONFIG", "SET", "maxmemory-policy", "noeviction")
+    redis_server.command("CONFIG", "SET", "maxmemory", "1")
+    await hub.leave(alice)  # must not raise
+    assert redis_server.command("EXISTS", f"{PREFIX}u:alice", db=db) == 1  # not yet: Redis refused
+    redis_server.command("CONFIG", "SET", "maxmemory", "0")
+    started = time.monotonic()
+    await watcher.wait_for("presence", timeout=5.0, id="alice", status="offline")
+    assert time.monotonic() - started < 3.0
+    assert redis_server.command("EXISTS", f"{PREFIX}u:alice", db=db) == 0
+
+
+# ------------------------------------------------------------------------------------------- item 13
+
+
+async def test_a_calls_data_is_stored_once_apart_from_the_call(
+    redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]]
+) -> None:
+    """A call-request's 64 KB `data` is kept once in a key of its own, not in the call every change decodes; a
+    device of the callee that connects while it rings still gets it whole, and it is gone once answered."""
+    db, make = hubs
+    hub = await make()
+    alice, bob = FakeConnection(hub, "alice"), FakeConnection(hub, "bob")
+    await hub.join(alice)
+    await hub.join(bob)
+    data = {"note": "x" * 65536}
+    await hub.handle(alice, json.dumps({"type": "call-request", "to": "bob", "data": data}))
+    call_id = (await alice.wait_for("call-ringing"))["callId"]
+    assert (await bob.wait_for("call-request"))["data"] == data
+    stored = redis_server.command("GET", f"{PREFIX}call:{call_id}", db=db)
+    assert len(stored) < 1000 and "data" not in json.loads(stored)["request"]
+    for _ in range(20):  # what the caller sends again changes nothing stored
+        await hub.handle(alice, json.dumps({"type": "call-accept", "to": "bob", "callId": call_id}))
+    late = FakeConnection(hub, "bob")
+    await hub.join(late, device="phone")
+    assert (await late.wait_for("call-request", callId=call_id))["data"] == data
+    await hub.handle(bob, json.dumps({"type": "call-accept", "to": "alice", "callId": call_id}))
+    await alice.wait_for("call-accept", callId=call_id, **{"from": "bob"})
+    assert redis_server.command("EXISTS", f"{PREFIX}calldata:{call_id}", db=db) == 0
+    assert len(redis_server.command("GET", f"{PREFIX}call:{call_id}", db=db)) < 1000
+
+
+# -------------------------------------------------------------------------------------------- item 1
+
+
+class Stuck(FakeConnection):
+    """A connection whose `send_text` never returns once it is stuck (a reader that stopped, a transport whose
+    send waits for it); `send_now` still queues, as a bounded send queue does."""
+
+    stuck = False
+
+    async def send_text(self, text: str) -> bool:
+        if self.stuck:
+            await asyncio.Event().wait()
+        return self.send_now(text)
+
+
+async def test_the_listener_never_waits_for_one_connection(hubs: tuple[int, Callable[..., Awaitable[Hub]]]) -> None:
+    """Frames from another node for a connection that cannot take them do not hold up the node's one listener:
+    the frames after them, for other connections, arrive."""
+    _, make = hubs
+    here, there = await make(), await make()
+    lagger, near = Stuck(here, "lagger"), FakeConnection(here, "near")
+    talker, far = FakeConnection(there, "talker"), FakeConnection(there, "far")
+    for hub, conn in ((here, lagger), (here, near), (there, talker), (there, far)):
+        await hub.join(conn)
+    lagger.stuck = True
+    await there.handle(talker, json.dumps({"type": "call-request", "to": "lagger"}))
+    await there.handle(far, json.dumps({"type": "call-request", "to": "near"}))
+    await near.wait_for("call-request", timeout=3.0, **{"from": "far"})
+    assert [m["type"] for m in lagger.sent][-1] == "call-request"
