@@ -304,6 +304,30 @@ class PeercallWebSocketProtocol(WebSocketsSansIOProtocol):
             self._charge()
         super().handle_cont(event)
 
+    def send_receive_event_to_app(self) -> None:
+        """uvicorn's, but a text message that is not UTF-8 fails the connection (1007) without the ERROR and
+        traceback that uvicorn logs for it (a line a client could make the server write at will)."""
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return
+        if self.curr_msg_data_type == "text":
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                self.conn.fail(1007, "invalid UTF-8")
+                # the pongs websockets queued for pings after this message are not sent: the connection failed here
+                output = [chunk for chunk in self.conn.data_to_send() if chunk[:1] != b"\x8a"]
+                self.transport.write(b"".join(output))
+                self.handle_parser_exception()
+                return
+            self.queue.put_nowait({"type": "websocket.receive", "text": text})
+        else:
+            self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
     def handle_pong(self, event: Frame) -> None:
         self._charge()  # uvicorn takes only the answer to its own ping as a sign of life
         super().handle_pong(event)
