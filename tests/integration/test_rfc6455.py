@@ -5,6 +5,7 @@ bits (5.2), fragmentation (5.4), control frames (5.5), close codes and reasons (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import struct
 import zlib
@@ -51,6 +52,9 @@ def talk(
                 got = raw.frame()
                 if not (got[0] == TEXT and b'"presence"' in got[1]):
                     frames.append(got)
+                if got[0] == CLOSE:  # answer it, as a client does, so that the server closes the socket at once
+                    with contextlib.suppress(OSError):
+                        raw.sock.sendall(close(1000))
             except (AssertionError, ConnectionResetError):  # AssertionError: "closed"
                 break
         return frames

@@ -582,6 +582,8 @@ class FastConnection(WSListener):
         flood nor fill memory for free."""
         if frame.rsv1 or frame.rsv2 or frame.rsv3:
             self._protocol_error(WSCloseCode.PROTOCOL_ERROR, _RESERVED_BITS)
+            if kind is _CLOSE:  # the client has closed (nothing after it is read): no answer to ours will come
+                transport.disconnect()
             return _NO_MESSAGE
         if kind is _CLOSE:
             self._close_received(transport, frame)
@@ -679,8 +681,10 @@ class FastConnection(WSListener):
         # know; not 0, 1006 (which no endpoint may send) nor 5000 and over (RFC 6455 7.4)
         code = int(frame.get_close_code()) if frame.payload_size >= 2 else None  # type: ignore[call-overload]
         if code is not None and not (code in _CLOSE_CODES or 3000 <= code < 5000):
-            if self.open:
-                return self._protocol_error(WSCloseCode.PROTOCOL_ERROR, f"invalid close code {code}")
+            if self.open:  # the client has closed (nothing after it is read): no answer to our close will come
+                self._protocol_error(WSCloseCode.PROTOCOL_ERROR, f"invalid close code {code}")
+                transport.disconnect()
+                return None
             code = None  # the answer to our close, however bad: the closing handshake is over
         if self.open:  # the client closes: answer with its code, as RFC 6455 asks
             self.flush()  # after what its last frames made us send (say, `call-ended` for its hangup)
