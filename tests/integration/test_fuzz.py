@@ -560,7 +560,9 @@ class Harness:
             await self.exchange([])  # reconnects the fuzz connection if the last example closed it
             assert self.fuzz is not None
             await self.fuzz.send({"type": "fuzz-probe-final"})
-            assert (await self.fuzz.recv())["ref"] == "fuzz-probe-final"
+            while (final := await self.fuzz.recv()).get("type") == "presence":  # alice and bob's, as in exchange()
+                pass
+            assert final.get("ref") == "fuzz-probe-final", final
 
         self.run(settle())
         assert not self.anomalies, "\n".join(self.anomalies)
@@ -1027,6 +1029,206 @@ def test_deeply_nested_frames_get_one_documented_answer(harness: Harness) -> Non
     @example(depth=10_000, kind="object", where="extra")
     def fuzz(depth: int, kind: str, where: str) -> None:
         harness.check([_deep_frame(depth, kind, where)])
+
+    fuzz()
+    harness.check_healthy(mark)
+
+
+# ------------------------------------------------------------------------------- control and continuation frames
+#
+# Raw frames on a connection of their own (the fuzzer's user, device `raw`): random opcodes (the reserved ones too),
+# RSV bits, FIN, control frames of any size, close codes and reasons, and fragmented messages with control frames
+# between their fragments. The oracle is a small model of RFC 6455 5.2-5.5 and 7.4: the close code the server must
+# fail the connection with (or none), and the answers it owes (a pong per ping, an answer per whole message) in order.
+# Answers may be cut short only by the close of a failed connection; a sequence that does not fail gets all of them
+# and then has its own close echoed.
+
+_VALID_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
+
+
+@dataclass(frozen=True)
+class RawFrame:
+    opcode: int
+    payload: bytes
+    fin: bool = True
+    rsv: int = 0
+
+    def wire(self) -> bytes:
+        from tests.integration.test_ws_stack import client_frame
+
+        data = client_frame(self.opcode, self.payload, self.fin)
+        return bytes([data[0] | self.rsv]) + data[1:]
+
+
+def _model(frames: list[RawFrame]) -> tuple[int | None, bool, list[tuple[str, bytes]]]:
+    """(the close code the server must send: 1002 or 1007 to fail the connection (-1: either), the client's own to
+    echo its close (0 for an empty one), None if the connection stays open; whether it fails; the answers owed
+    before that, in order)."""
+    owed: list[tuple[str, bytes]] = []
+    message: list[Any] | None = None  # [opcode, payload]
+    for f in frames:
+        if f.opcode == 8 and f.rsv and len(f.payload) > 2 and _not_utf8(f.payload[2:]):
+            return -1, True, owed  # two faults: picows's parser finds the reason's first (1007)
+        if f.opcode not in (0, 1, 2, 8, 9, 10) or f.rsv:
+            return 1002, True, owed
+        if f.opcode >= 8:
+            if len(f.payload) > 125 or not f.fin:
+                return 1002, True, owed
+            if f.opcode == 9:
+                owed.append(("pong", f.payload))
+            elif f.opcode == 8:
+                if len(f.payload) == 1:
+                    return 1002, True, owed
+                if len(f.payload) >= 2:
+                    code = int.from_bytes(f.payload[:2], "big")
+                    try:
+                        f.payload[2:].decode()
+                    except UnicodeDecodeError:  # and if the code is wrong too, 1002 is as right
+                        return 1007 if code in _VALID_CLOSE or 3000 <= code < 5000 else -1, True, owed
+                    if not (code in _VALID_CLOSE or 3000 <= code < 5000):
+                        return 1002, True, owed
+                    return code, message is not None, owed  # a clean close: echoed
+                return 0, message is not None, owed
+            continue
+        if f.opcode == 0:
+            if message is None:
+                return 1002, True, owed
+            message[1] += f.payload
+        else:
+            if message is not None:
+                return 1002, True, owed
+            message = [f.opcode, f.payload]
+        if f.fin:
+            kind, payload = message
+            message = None
+            if kind == 1:
+                try:
+                    payload.decode()
+                except UnicodeDecodeError:
+                    return 1007, True, owed
+            owed.append(("answer", b""))  # one error frame: unknown-type, bad-message or the like
+    return None, message is not None, owed  # (here: whether a message is left unfinished)
+
+
+def _not_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+@st.composite
+def raw_sequences(draw: st.DrawFn) -> list[RawFrame]:
+    """Mostly well-formed steps (whole and fragmented probes, pings and pongs between fragments), with now and
+    then a frame with anything wrong: a reserved opcode, RSV bits, no FIN on a control frame, a long control
+    frame, a stray continuation, a close with any code and reason."""
+    frames: list[RawFrame] = []
+    for _ in range(draw(st.integers(1, 6))):
+        step = draw(st.sampled_from(["probe", "fragments", "ping", "pong", "binary", "wrong", "close"]))
+        payload = draw(st.binary(max_size=125))
+        if step == "probe" or step == "fragments":
+            text = json.dumps({"type": f"fuzz-raw-{draw(st.integers(0, 10**6))}"}).encode()
+            cuts = sorted(draw(st.lists(st.integers(0, len(text)), max_size=4 if step == "fragments" else 0)))
+            parts = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+            for i, part in enumerate(parts):
+                frames.append(RawFrame(1 if i == 0 else 0, part, fin=i == len(parts) - 1))
+                if i < len(parts) - 1 and draw(st.booleans()):
+                    frames.append(RawFrame(draw(st.sampled_from([9, 10])), draw(st.binary(max_size=20))))
+        elif step == "ping":
+            frames.append(RawFrame(9, payload))
+        elif step == "pong":
+            frames.append(RawFrame(10, payload))
+        elif step == "binary":
+            frames.append(RawFrame(2, payload, fin=draw(st.booleans())))
+        elif step == "close":
+            code = draw(
+                st.one_of(
+                    st.sampled_from(sorted(_VALID_CLOSE | {0, 999, 1004, 1005, 1006, 1015, 3000, 4999, 5000})),
+                    st.integers(0, 65535),
+                )
+            )
+            reason = draw(st.one_of(st.text(max_size=20).map(str.encode), st.binary(max_size=20)))
+            frames.append(RawFrame(8, code.to_bytes(2, "big") + reason[:123]))
+        else:
+            frames.append(
+                RawFrame(
+                    draw(st.integers(0, 15)),
+                    draw(st.binary(max_size=140)),
+                    fin=draw(st.booleans()),
+                    rsv=draw(st.sampled_from([0, 0x10, 0x20, 0x40])),
+                )
+            )
+    return frames
+
+
+def _raw_exchange(srv: ServerProcess, frames: list[RawFrame]) -> None:
+    """Send `frames` in one write on a fresh connection and check what comes back against `_model`."""
+    from tests.integration.test_ws_stack import Raw, head
+
+    expected, fails, owed = _model(frames)
+    ours = False
+    raw = Raw(srv)
+    raw.sock.settimeout(REPLY_TIMEOUT)
+    got: list[tuple[str, bytes]] = []
+    closed_with: int | None = None
+    try:
+        raw.upgrade(head(srv, f"/ws?id={FUZZER}&device=raw"))
+        raw.sock.sendall(b"".join(f.wire() for f in frames))
+        while True:
+            if expected is None and len(got) == len(owed):  # all answered: now our close
+                raw.sock.sendall(RawFrame(8, (1000).to_bytes(2, "big")).wire())
+                expected, ours = 1000, True
+            try:
+                opcode, payload = raw.frame()
+            except (AssertionError, ConnectionResetError):  # AssertionError: "closed"
+                break
+            if opcode == 10:
+                got.append(("pong", payload))
+            elif opcode == 1:
+                msg = json.loads(payload)
+                if msg["type"] == "presence":
+                    continue
+                assert msg["type"] == "error", msg
+                got.append(("answer", b""))
+            elif opcode == 8:
+                closed_with = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                with contextlib.suppress(OSError, AssertionError):  # answer it, as a client does, and see it end
+                    raw.sock.sendall(RawFrame(8, (1000).to_bytes(2, "big")).wire())
+                    assert raw.read_until_closed() is not None
+                break
+            else:
+                raise AssertionError(f"unexpected opcode {opcode} after {frames}")
+    finally:
+        raw.close()
+    context = f"sent {frames}\ngot {got}, close {closed_with}"
+    if expected == 0:  # an empty close: answered with none or 1000
+        assert closed_with in (1000, 1005), context
+    elif fails and expected not in (1002, 1007, -1):  # a close in the middle of a message: websockets fails the
+        assert closed_with in (expected, 1002), context  # message (1002), picows echoes the close
+    else:
+        assert closed_with in ((1002, 1007) if expected == -1 else (expected,)), context
+    # Pongs in the order of their pings, answers in the order of their messages (a pong may overtake an answer: the
+    # ASGI transport's protocol writes it before the app has read the message).
+    for kind in (("pong",), ("answer",)):
+        mine, due = [g for g in got if g[0] in kind], [o for o in owed if o[0] in kind]
+        if ours:  # we closed after every answer had come
+            assert mine == due, context
+        else:  # a failure, or a close in the same write (which ASGI answers at once), may cut them short
+            assert mine == due[: len(mine)], context
+
+
+def test_random_control_and_continuation_frames_follow_rfc_6455(rules_harness: Harness) -> None:
+    """Random opcodes, RSV bits, control frames and fragment sequences: the connection fails with the code RFC 6455
+    asks (1002, 1007) or closes cleanly, its pings and messages are answered in order until then, and alice and
+    bob talk on meanwhile."""
+    harness = rules_harness
+    mark = harness.mark()
+
+    @settings(FUZZ, max_examples=80, deadline=None)
+    @given(raw_sequences())
+    def fuzz(frames: list[RawFrame]) -> None:
+        _raw_exchange(harness.srv, frames)
 
     fuzz()
     harness.check_healthy(mark)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import time
 from collections.abc import Coroutine, Generator, Mapping
 from typing import Any
@@ -68,6 +69,9 @@ logging.getLogger("peercall.ws.picows").setLevel(logging.WARNING)  # not one lin
 
 _TEXT, _BINARY, _CONTINUATION = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION
 _CLOSE, _PING, _PONG = WSMsgType.CLOSE, WSMsgType.PING, WSMsgType.PONG
+_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
+"""The close codes below 3000 that a client may send (RFC 6455 7.4.1, and IANA's 1012-1014)."""
+_RESERVED_BITS = "reserved bits set; no extension was negotiated"
 _READ_BUFFER = 2048  # picows's initial read buffer per socket (it grows for larger frames); its minimum
 _tasks: set[asyncio.Future[None]] = set()
 
@@ -185,9 +189,27 @@ class Pinger:
 
 
 class _WSProtocol(WSProtocol):  # type: ignore[misc]  # WSProtocol is untyped (not in picows's stubs)
-    """picows's protocol, plus: the frames that one read made the hub send are written when it is handled."""
+    """picows's protocol, plus: the frames that one read made the hub send are written when it is handled; and
+    nothing after a client's close frame is read.
 
-    __slots__ = ("outbox",)
+    The second is RFC 6455 5.5.1 (after its close frame a client sends nothing more, and what it sends anyway is
+    ignored), and picows cannot do it: it parses the frame after the one it hands over before handing that one over,
+    so that a second close frame in the same read (Autobahn 7.1.2), or any broken frame after a close, would get its
+    1002 before the first close is answered. So `buffer_updated` walks the frame headers of each read (a few
+    operations per frame: most reads hold one) and gives picows only the bytes up to the end of the first close frame.
+    """
+
+    __slots__ = ("_head", "_skip", "_stop", "_view", "outbox")
+    _head: bytes
+    _skip: int
+    _stop: int
+    _view: memoryview
+    outbox: Outbox
+
+    def get_buffer(self, size_hint: int) -> memoryview:
+        view: memoryview = WSProtocol.get_buffer(self, size_hint)
+        self._view = view
+        return view
 
     def data_received(self, data: bytes) -> None:
         """Never called (uvloop reads into `get_buffer()`), but it must exist: uvloop's `set_protocol()` keeps the
@@ -196,6 +218,13 @@ class _WSProtocol(WSProtocol):  # type: ignore[misc]  # WSProtocol is untyped (n
         _feed(self, data)
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._stop >= 0:  # a close frame came: take only the rest of it
+            nbytes = min(nbytes, self._stop)
+            self._stop -= nbytes
+            if not nbytes:
+                return
+        else:
+            nbytes = self._scan(self._view, nbytes)
         outbox = self.outbox
         outbox.reading = True
         try:
@@ -204,13 +233,41 @@ class _WSProtocol(WSProtocol):  # type: ignore[misc]  # WSProtocol is untyped (n
             outbox.reading = False
             outbox.flush()
 
+    def _scan(self, data: memoryview, n: int) -> int:
+        """How many of the `n` bytes just read picows is to parse: all, or those up to the end of a close frame.
+
+        `_skip` is how much of the frame being read is still to come; `_head` the start of a header that the last
+        read cut short. A frame whose header says something picows refuses (an unmasked frame, a huge length) does
+        not matter: picows closes the connection on it."""
+        pos = self._skip
+        while pos < n:
+            head = self._head + bytes(data[pos : pos + 14])
+            size = head[1] & 0x7F if len(head) > 1 else 0
+            need = 2 + (2 if size == 126 else 8 if size == 127 else 0) + (4 if len(head) > 1 and head[1] & 0x80 else 0)
+            if len(head) < need:  # the header goes on in the next read
+                self._head, self._skip = head, 0
+                return n
+            pos += need - len(self._head)
+            self._head = b""
+            if size >= 126:
+                size = int.from_bytes(head[2:4] if size == 126 else head[2:10], "big")
+            pos += size
+            if head[0] & 0x0F == 8:  # a close frame: nothing after it is read
+                self._stop = max(0, pos - n)
+                return min(pos, n)
+        self._skip = pos - n
+        return n
+
 
 _HEADERS = [bytes((0x81, n)) for n in range(126)]
 
 
-def _frame(text: str) -> bytes:
-    """A server's (unmasked, final) text frame: picows builds the same, but one send at a time."""
-    data = text.encode()
+def _frame(text: str | bytes) -> bytes:
+    """A server's (unmasked, final) text frame: picows builds the same, but one send at a time. Bytes are a frame
+    already (a ping or a pong)."""
+    if type(text) is bytes:
+        return text
+    data = text.encode()  # type: ignore[union-attr]
     n = len(data)
     if n < 126:
         return _HEADERS[n] + data
@@ -267,6 +324,7 @@ class FastConnection(WSListener):
         "_backlog",
         "_bytes",
         "_code",
+        "_deaf",
         "_fragments",
         "_hub",
         "_out",
@@ -282,6 +340,7 @@ class FastConnection(WSListener):
         "errors",
         "id",
         "open",
+        "ping_payload",
         "pinged_at",
         "quiet_since",
         "session",
@@ -294,13 +353,14 @@ class FastConnection(WSListener):
         self.id = session.id
         self.cid = session.cid
         self._tr: WSTransport | None = None
-        self._out: list[str] | None = None  # frames written when the loop's turn ends (Outbox)
+        self._out: list[str | bytes] | None = None  # frames written when the loop's turn ends (Outbox)
         self._outbox: Outbox = picows.outbox
-        self._backlog: collections.deque[str] | None = None
+        self._backlog: collections.deque[bytes] | None = None  # frames, framed
         self._bytes = 0
         self._writable = True
         self._queue: collections.deque[Coroutine[Any, Any, Any]] | None = None  # not None while a coroutine runs
-        self._fragments: list[Any] | None = None
+        self._fragments: list[Any] | None = None  # [kind, payload, the verdict that dropped a fragment or None]
+        self._deaf = False  # closed for flooding: what it sends is no longer read
         self._timer: asyncio.TimerHandle | None = None
         self._code: int = CloseCode.INTERNAL_ERROR
         self.open = False
@@ -308,6 +368,7 @@ class FastConnection(WSListener):
         self.active = False  # a frame came since the Pinger last looked
         self.quiet_since = 0.0
         self.pinged_at: float | None = None
+        self.ping_payload: bytes | None = None  # of the ping in flight: only a pong that echoes it is a sign of life
 
     # ------------------------------------------------------------------------------------------ the hub's side
     async def send_text(self, text: str) -> bool:
@@ -324,12 +385,30 @@ class FastConnection(WSListener):
             else:
                 out.append(text)
             return True
+        return self._hold(_frame(text))
+
+    def _send_control(self, data: bytes) -> None:
+        """A ping or a pong (framed): sent like a message, after what is queued, and counted like one."""
+        if self._writable and self._backlog is None:
+            out = self._out
+            if out is None:
+                self._out = [data]
+                self._outbox.add(self)
+            else:
+                out.append(data)
+        else:
+            self._hold(data)
+
+    def _hold(self, data: bytes) -> bool:
+        """Keep a frame while the reader lags. Every byte waiting for this connection counts, in bytes: this backlog
+        and the transport's buffer. Past `send_buffer` the backlog is dropped and the connection closed (4420)."""
         if self._backlog is None:
             self._backlog = collections.deque()
-        self._backlog.append(text)
-        self._bytes += len(text)
-        if self._bytes > self.session.send_buffer:
-            waiting, self._backlog, self._bytes = self._bytes, None, 0
+        self._backlog.append(data)
+        self._bytes += len(data)
+        waiting = self._bytes + self._tr.underlying_transport.get_write_buffer_size()  # type: ignore[union-attr]
+        if waiting > self.session.send_buffer:
+            self._backlog, self._bytes = None, 0
             self._close_with(self.session.overflowed(waiting))
             return False
         return True
@@ -342,7 +421,7 @@ class FastConnection(WSListener):
             # picows closes by itself on some protocol errors: nothing may follow its close frame
             tr = self._tr
             if self.open and not tr.is_close_frame_sent:  # type: ignore[union-attr]
-                if len(out) == 1:
+                if len(out) == 1 and type(out[0]) is str:
                     tr.send(_TEXT, out[0])  # type: ignore[union-attr]  # picows frames it straight into its buffer
                 else:
                     self._write(b"".join(map(_frame, out)))
@@ -351,7 +430,7 @@ class FastConnection(WSListener):
     def pending(self) -> int:
         """Bytes waiting to be sent: this turn's frames, our backlog and the transport's buffer."""
         tr = self._tr
-        waiting = self._bytes + (sum(map(len, self._out)) if self._out else 0)
+        waiting = self._bytes + (sum(len(_frame(x)) for x in self._out) if self._out else 0)
         return waiting + (tr.underlying_transport.get_write_buffer_size() if tr is not None and self.open else 0)
 
     async def close(self, code: int, reason: str) -> None:
@@ -368,7 +447,7 @@ class FastConnection(WSListener):
         tr = self._tr
         assert tr is not None
         if self._backlog and not tr.is_close_frame_sent:
-            self._write(b"".join(map(_frame, self._backlog)))
+            self._write(b"".join(self._backlog))
         self._backlog = None
         self._bytes = 0
         if not tr.is_close_frame_sent:  # else picows closed it already (a ping timeout, a protocol error)
@@ -382,7 +461,7 @@ class FastConnection(WSListener):
         aborted, so that its session ends now; any other gets the rest of CLOSE_TIMEOUT to answer it."""
         tr = self._tr
         assert tr is not None
-        if tr.underlying_transport.get_write_buffer_size():
+        if self._deaf or tr.underlying_transport.get_write_buffer_size():
             self._timer = None
             tr.disconnect(False)
         else:
@@ -390,7 +469,8 @@ class FastConnection(WSListener):
 
     def ping(self) -> None:
         if self.open:
-            self._tr.send_ping()  # type: ignore[union-attr]
+            self.ping_payload = payload = os.urandom(4)
+            self._send_control(b"\x89\x04" + payload)
 
     def lost(self, timeout: float) -> None:
         """No pong within `timeout`: say why, and drop the socket at once (a frozen peer answers no close)."""
@@ -448,20 +528,20 @@ class FastConnection(WSListener):
         if backlog and self._tr is not None and self._tr.is_close_frame_sent:  # nothing may follow a close frame
             backlog.clear()
         while backlog and self._writable and self.open:
-            text = backlog.popleft()
-            self._bytes -= len(text)
-            self._write(_frame(text))  # may call pause_writing() again
+            data = backlog.popleft()
+            self._bytes -= len(data)
+            self._write(data)  # may call pause_writing() again
         if not backlog:
             self._backlog = None
             self._bytes = 0
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        self.active = True
         kind = frame.msg_type
         text: str | None
         if kind is _TEXT and frame.fin and self._fragments is None:  # the common case: a whole text message
-            if frame.rsv1:
-                return self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "no extension was negotiated")
+            self.active = True
+            if frame.rsv1 or frame.rsv2 or frame.rsv3:
+                return self._protocol_error(WSCloseCode.PROTOCOL_ERROR, _RESERVED_BITS)
             try:
                 text = frame.get_payload_as_utf8_text()
             except UnicodeDecodeError:
@@ -481,7 +561,7 @@ class FastConnection(WSListener):
         verdict = session.inbound(text)
         if verdict is not None:
             if isinstance(verdict, Close):
-                return self._close_with(verdict)
+                return self._flooding(verdict) if verdict.code == CloseCode.RATE_LIMITED else self._close_with(verdict)
             return self._run(self._hub.reject(self, verdict))
         if self._queue is None:  # nothing of this connection is waiting: the hub may do this frame at once
             try:
@@ -496,32 +576,61 @@ class FastConnection(WSListener):
 
     def _other_frame(self, transport: WSTransport, frame: WSFrame, kind: WSMsgType) -> str | _NoMessage | None:
         """Any frame but a whole text message: a control frame, or part of a fragmented message (browsers send
-        none, but a client may), gathered up to the hard limit. The message once it is whole (None: binary)."""
+        none, but a client may), gathered up to the hard limit. The message once it is whole (None: binary).
+
+        Every frame costs a token of the session's rate limit (`Session.control`; the last frame of a message pays
+        in `Session.inbound`), and a pong is sent the way messages are: so that pings, pongs and fragments neither
+        flood nor fill memory for free."""
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            self._protocol_error(WSCloseCode.PROTOCOL_ERROR, _RESERVED_BITS)
+            if kind is _CLOSE:  # the client has closed (nothing after it is read): no answer to ours will come
+                transport.disconnect()
+            return _NO_MESSAGE
         if kind is _CLOSE:
             self._close_received(transport, frame)
             return _NO_MESSAGE
-        if kind is _PING or kind is _PONG:  # picows answers pings; a pong answers the Pinger's ping
+        if not self.open:  # closing: nothing but the client's close matters now
             return _NO_MESSAGE
-        if frame.rsv1 or frame.rsv2 or frame.rsv3:
-            self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "no extension was negotiated")
+        fragments = self._fragments
+        verdict = None if kind is not _PING and kind is not _PONG and frame.fin else self.session.control()
+        if isinstance(verdict, Close):
+            self._flooding(verdict)
             return _NO_MESSAGE
+        if kind is _PING:
+            if verdict is None:
+                self.active = True
+                payload = frame.get_payload_as_bytes()
+                self._send_control(bytes((0x8A, len(payload))) + payload)
+            return _NO_MESSAGE
+        if kind is _PONG:  # a sign of life only if it answers the ping in flight: an unsolicited one proves nothing
+            if self.ping_payload is not None and frame.get_payload_as_bytes() == self.ping_payload:
+                self.active, self.ping_payload = True, None
+            return _NO_MESSAGE
+        self.active = True
         if kind is _CONTINUATION:
-            if self._fragments is None:
+            if fragments is None:
                 self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "continuation without a message")
                 return _NO_MESSAGE
-            self._fragments[1] += frame.get_payload_as_bytes()
+            if fragments[2] is None:
+                fragments[1] += frame.get_payload_as_bytes()
         else:
-            if self._fragments is not None:
+            if fragments is not None:
                 self._protocol_error(WSCloseCode.PROTOCOL_ERROR, "a new message inside a fragmented one")
                 return _NO_MESSAGE
-            self._fragments = [kind, bytearray(frame.get_payload_as_bytes())]
-        if len(self._fragments[1]) > self._picows.sessions.hard_limit:
+            self._fragments = fragments = [kind, bytearray(frame.get_payload_as_bytes()), None]
+        if verdict is not None and fragments[2] is None:  # over the rate: the message is dropped, kept no longer
+            fragments[1], fragments[2] = bytearray(), verdict
+        if len(fragments[1]) > self._picows.sessions.hard_limit:
             self._protocol_error(WSCloseCode.MESSAGE_TOO_BIG, "message too big")
             return _NO_MESSAGE
         if not frame.fin:
             return _NO_MESSAGE
-        kind, payload = self._fragments
+        kind, payload, dropped = fragments
         self._fragments = None
+        if dropped is not None:
+            if self.session.joined:
+                self._run(self._hub.reject(self, dropped))
+            return _NO_MESSAGE
         if kind is _BINARY:
             return None
         try:
@@ -569,11 +678,19 @@ class FastConnection(WSListener):
         self.close_now(close.code, close.reason)
 
     def _close_received(self, transport: WSTransport, frame: WSFrame) -> None:
+        # picows has refused a 1-byte payload and a reason that is not UTF-8, and codes under 3000 that it does not
+        # know; not 0, 1006 (which no endpoint may send) nor 5000 and over (RFC 6455 7.4)
+        code = int(frame.get_close_code()) if frame.payload_size >= 2 else None  # type: ignore[call-overload]
+        if code is not None and not (code in _CLOSE_CODES or 3000 <= code < 5000):
+            if self.open:  # the client has closed (nothing after it is read): no answer to our close will come
+                self._protocol_error(WSCloseCode.PROTOCOL_ERROR, f"invalid close code {code}")
+                transport.disconnect()
+                return None
+            code = None  # the answer to our close, however bad: the closing handshake is over
         if self.open:  # the client closes: answer with its code, as RFC 6455 asks
             self.flush()  # after what its last frames made us send (say, `call-ended` for its hangup)
             self.open = False
-            code = frame.get_close_code() if frame.payload_size >= 2 else None
-            self._code = int(code) if code is not None else 1005  # type: ignore[call-overload]  # an IntEnum
+            self._code = code if code is not None else 1005
             transport.send_close(code if code is not None else WSCloseCode.OK)
             if self._timer is not None:  # an auth timer: nothing is to come now
                 self._timer.cancel()
@@ -582,6 +699,15 @@ class FastConnection(WSListener):
         if self._timer is None and transport.underlying_transport.get_write_buffer_size():
             # a graceful close waits for the buffer to drain: a client that stopped reading gets CLOSE_GRACE
             self._timer = asyncio.get_running_loop().call_later(CLOSE_GRACE, transport.disconnect, False)
+
+    def _flooding(self, close: Close) -> None:
+        """Close a connection that keeps flooding, and read it no more: its frames would cost CPU until it answers
+        the close (which a flooder need not do); the socket is dropped once the close frame had CLOSE_GRACE."""
+        self._close_with(close)
+        self._deaf = True
+        tr = self._tr
+        if tr is not None and not tr.is_disconnected:
+            tr.underlying_transport.pause_reading()
 
     def _protocol_error(self, code: WSCloseCode, why: str) -> None:
         number: int = code.value
@@ -780,19 +906,21 @@ class PeercallHttpProtocol(HttpToolsProtocol):
             settings.ping_interval,
             min(settings.ping_timeout, settings.ping_interval),
             WSAutoPingStrategy.PING_WHEN_IDLE,
-            True,  # answer pings
+            False,  # FastConnection answers pings: picows would write each pong at once, unbounded and uncounted
             picows.sessions.hard_limit,  # a larger frame closes the socket with 1009
             None,
             _READ_BUFFER,
         )
+        request = b"".join(head)
         protocol.outbox = picows.outbox
+        protocol._head, protocol._skip, protocol._stop = b"", len(request), -1  # frames start after the request
         transport = self.transport
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         # uvloop picks its read callbacks (plain or buffered protocol) when reading starts: restart it.
         transport.pause_reading()
         transport.resume_reading()
-        _feed(protocol, b"".join(head) + self._tail)
+        _feed(protocol, request + self._tail)
         self._tail = b""
 
 

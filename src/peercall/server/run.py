@@ -20,6 +20,7 @@ from ..protocol.codes import CloseCode
 from .app import _safe_url, create_app
 from .fastws import protocol_for
 from .session import Sessions, is_signaling_path
+from .ws import PeercallWebSocketProtocol
 
 log = logging.getLogger("peercall")
 
@@ -175,7 +176,7 @@ def serve(settings: Settings) -> int:
         loop="uvloop",
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        ws=PeercallWebSocketProtocol,  # uvicorn's websockets-sansio, with the session's limits on every frame
         ws_max_size=app.sessions.hard_limit,
         ws_per_message_deflate=settings.ws_per_message_deflate,
         lifespan="on",

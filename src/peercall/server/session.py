@@ -2,7 +2,8 @@
 
 Owns, written once for both transports: which request is `/ws` (`is_signaling_path`, the one place that decides);
 admission (draining, origin against host, id and device, open or token mode, the per-address and per-user caps);
-the per-frame rules (rate limit, size limit, binary refusal, first-frame auth and its timeout); the refusal body;
+the per-frame rules (rate limit, every frame counted: pings, pongs and fragments too; size limit, binary refusal,
+first-frame auth and its timeout); the refusal body;
 the connection's log lines ("… connected from …", "… disconnected (code …) after …s, n messages") and the
 `peercall_disconnects_total` counters; and how long a closing connection may take before its transport is aborted.
 
@@ -378,7 +379,10 @@ class Session:
         """The socket is open (the 101 is sent): count it against its address."""
         sessions = self._sessions
         self.conn = conn
-        self._started = time.monotonic()
+        self._started = now = time.monotonic()
+        settings = sessions.settings
+        # From the first frame on, joined or not: a ping or a fragment before the auth frame costs a token too.
+        self._bucket = TokenBucket(settings.rate_limit, settings.rate_burst, now)
         sessions.per_ip[self.address] += 1
         sessions.live.add(self)
 
@@ -419,8 +423,6 @@ class Session:
             error = messages.error(ProtocolError(ErrorCode.RATE_LIMITED, message))
             return Close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections", error)
         sessions.per_user[user] = count + 1
-        settings = sessions.settings
-        self._bucket = TokenBucket(settings.rate_limit, settings.rate_burst, time.monotonic())
         self.joined = True
         log.info(
             "%s connected from %s (%s, %d connections)", user, self.peer, self.device or self.cid, len(sessions.hub) + 1
@@ -440,6 +442,19 @@ class Session:
         if len(text) * 4 > limit and len(text.encode()) > limit:
             return self._sessions.too_large
         return None
+
+    def control(self) -> ProtocolError | Close | None:
+        """A frame that is not the end of a message: a ping, a pong, or a fragment before the last one. It costs a
+        token like a message does, so that no kind of frame floods for free (a message of n frames costs n).
+
+        None: go on (answer the ping, keep the fragment). A `ProtocolError`: over the rate, this frame is dropped
+        (a ping gets no pong; a fragmented message is dropped, and answered `rate-limited`, when it ends). A
+        `Close`: the client keeps flooding (4429), and the transport stops reading it.
+        """
+        if self._bucket.take(time.monotonic()):  # type: ignore[union-attr]
+            self._limited = 0
+            return None
+        return self._flooding()
 
     def overflowed(self, waiting: int) -> Close:
         """More than `send_buffer` bytes wait for this reader: it is dropped (4420) rather than slowing anyone."""

@@ -12,6 +12,12 @@ waits in a bounded backlog that one writer task drains. `close()` returns at onc
 after the backlog, and aborts the transport if that has not happened within CLOSE_GRACE (a client that never
 reads) or the client has not answered it within CLOSE_TIMEOUT. So no one who closes or sends to a connection ever
 waits for its reader.
+
+Under `peercall serve`, uvicorn's WebSocket protocol is `PeercallWebSocketProtocol`: uvicorn's own (the `websockets`
+library's sans-I/O parser, which already holds to RFC 6455: reserved bits, opcodes, close codes, UTF-8, a second
+close) plus the session's rules for the frames that the app never sees. A ping, a pong or a fragment before the
+last costs a rate-limit token (`Session.control`); a pong is written only while what waits for the connection stays
+within its send buffer; a connection closed for flooding is read no more.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ import asyncio
 import collections
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame
 
 from ..protocol.codes import CloseCode
 from .session import CLOSE_GRACE, CLOSE_TIMEOUT, Close, Handshake, Refused, Session, Sessions
@@ -64,6 +73,8 @@ class AsgiConnection:
         self.cid = session.cid
         self._send = send
         self._protocol = getattr(send, "__self__", None)  # uvicorn's protocol object: `writable`, `transport`
+        if isinstance(self._protocol, PeercallWebSocketProtocol):
+            self._protocol.peercall = self
         self._writable: asyncio.Event | None = getattr(self._protocol, "writable", None)
         self._backlog: collections.deque[str] | None = None  # made when first needed: most connections never lag
         self._bytes = 0
@@ -94,7 +105,15 @@ class AsgiConnection:
 
     @property
     def pending(self) -> int:
-        return self._bytes
+        """Bytes waiting: the backlog (UTF-8) and the transport's buffer."""
+        transport = getattr(self._protocol, "transport", None)
+        return self._bytes + (transport.get_write_buffer_size() if transport is not None else 0)
+
+    def flooding(self, close: Close) -> None:
+        """Close a connection that keeps flooding (4429), and read it no more (see `PeercallWebSocketProtocol`)."""
+        self.close_with(close)
+        if isinstance(self._protocol, PeercallWebSocketProtocol):
+            self._protocol.deafen()
 
     async def close(self, code: int, reason: str) -> None:
         """Start the closing handshake, and return at once (see `start_close`)."""
@@ -125,9 +144,9 @@ class AsgiConnection:
         if self._backlog is None:
             self._backlog = collections.deque()
         self._backlog.append(text)
-        self._bytes += len(text)
-        if self._bytes > self.session.send_buffer:
-            waiting = self._bytes
+        self._bytes += len(text) if text.isascii() else len(text.encode())
+        if self.pending > self.session.send_buffer:
+            waiting = self.pending
             self._backlog.clear()
             self._bytes = 0
             self.close_with(self.session.overflowed(waiting))
@@ -140,7 +159,7 @@ class AsgiConnection:
         try:
             while self._backlog:
                 text = self._backlog.popleft()
-                self._bytes -= len(text)
+                self._bytes -= len(text) if text.isascii() else len(text.encode())
                 await self._send({"type": "websocket.send", "text": text})
         except _CLOSED:
             self.open = False
@@ -243,10 +262,106 @@ class AsgiTransport:
             if verdict is None:
                 await hub.handle(conn, text)  # type: ignore[arg-type]  # inbound() answered a binary frame
             elif isinstance(verdict, Close):
-                conn.close_with(verdict)
+                if verdict.code == CloseCode.RATE_LIMITED:
+                    conn.flooding(verdict)
+                else:
+                    conn.close_with(verdict)
                 return verdict.code
             else:
                 await hub.reject(conn, verdict)
+
+
+class PeercallWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, with the session's rules for the frames the app never sees (see the module's
+    docstring). `peercall` is the connection once the app has accepted it; until then uvicorn's rules alone apply."""
+
+    peercall: AsgiConnection | None = None
+    deaf = False
+
+    def data_received(self, data: bytes) -> None:
+        if not self.deaf:
+            super().data_received(data)
+
+    def deafen(self) -> None:
+        """Read nothing more; drop the socket once the close frame had CLOSE_GRACE to leave."""
+        if not self.deaf:
+            self.deaf = True
+            self.transport.pause_reading()
+            self.loop.call_later(CLOSE_GRACE, self.transport.abort)
+
+    def handle_text(self, event: Frame) -> None:
+        if not event.fin:
+            self._charge()
+        super().handle_text(event)
+
+    def handle_bytes(self, event: Frame) -> None:
+        if not event.fin:
+            self._charge()
+        super().handle_bytes(event)
+
+    def handle_cont(self, event: Frame) -> None:
+        if not event.fin:
+            self._charge()
+        super().handle_cont(event)
+
+    def send_receive_event_to_app(self) -> None:
+        """uvicorn's, but a text message that is not UTF-8 fails the connection (1007) without the ERROR and
+        traceback that uvicorn logs for it (a line a client could make the server write at will)."""
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return
+        if self.curr_msg_data_type == "text":
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                self.conn.fail(1007, "invalid UTF-8")
+                # the pongs websockets queued for pings after this message are not sent: the connection failed here
+                output = [chunk for chunk in self.conn.data_to_send() if chunk[:1] != b"\x8a"]
+                self.transport.write(b"".join(output))
+                self.handle_parser_exception()
+                return
+            self.queue.put_nowait({"type": "websocket.receive", "text": text})
+        else:
+            self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def handle_pong(self, event: Frame) -> None:
+        self._charge()  # uvicorn takes only the answer to its own ping as a sign of life
+        super().handle_pong(event)
+
+    def handle_ping(self) -> None:
+        """websockets has queued a pong for every ping of this read, in order with whatever else it answered (a
+        close frame): each pong costs its ping's token, and is written only if the session lets the ping through
+        and the send buffer has room for it. The next pings of the read find their pongs gone already."""
+        conn = self.peercall
+        if conn is None or self.deaf:
+            super().handle_ping()
+            return
+        keep: list[bytes] = []
+        for chunk in self.conn.data_to_send():
+            if chunk[:1] == b"\x8a":  # a pong
+                if self._charge() is not None or not conn.open:
+                    continue
+                waiting = conn.pending + sum(map(len, keep)) + len(chunk)
+                if waiting > conn.session.send_buffer:
+                    conn.close_with(conn.session.overflowed(waiting))
+                    continue
+            keep.append(chunk)
+        if keep:
+            self.transport.write(b"".join(keep))
+
+    def _charge(self) -> object:
+        """One frame's token; a connection that keeps flooding is closed and read no more."""
+        conn = self.peercall
+        if conn is None or not conn.open:
+            return None
+        verdict = conn.session.control()
+        if isinstance(verdict, Close):
+            conn.flooding(verdict)
+        return verdict
 
 
 def _forget_handshake(send: Send) -> None:
