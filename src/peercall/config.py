@@ -97,6 +97,15 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Web origins allowed to open the WebSocket, comma-separated (`PEERCALL_ALLOWED_ORIGINS`); `*` for any.
     Empty (the default): same-origin only. Clients that send no Origin (non-browsers) are not affected."""
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Host names (and addresses) the server answers for, comma-separated (`PEERCALL_ALLOWED_HOSTS`); `*` for any.
+    Empty (the default): `localhost`, `127.0.0.1`, `::1`, this machine's host name and its interfaces' addresses.
+    Behind a reverse proxy, list the public name. Any other Host gets 421, on every route and on `/ws` (a DNS
+    rebinding page names its own host)."""
+    metrics_token: SecretStr | None = None
+    """Bearer token that `/metrics` requires, and with which `/readyz` gives its counts
+    (`PEERCALL_METRICS_TOKEN`). Unset: in open mode both are public; in private or token mode `/metrics` is served
+    to loopback clients only and `/readyz` says only ready or not."""
     reserved_ids: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["echo"])
     """User ids that nobody may take in open mode, comma-separated (`PEERCALL_RESERVED_IDS`; default `echo`):
     service ids, whose callers must reach the service and not whoever took its id. Only a connection that shows
@@ -105,8 +114,9 @@ class Settings(BaseSettings):
     """The bearer token with which a service (the echo) takes a reserved id in open mode
     (`PEERCALL_SERVICE_TOKEN`). `serve --with-echo` makes a random one per process when it is unset."""
     private: bool = False
-    """Hide who exists (`PEERCALL_PRIVATE`): no presence lists, and calling someone offline looks like a call
-    nobody answers instead of `unavailable`."""
+    """Hide who exists (`PEERCALL_PRIVATE`): no presence lists, and calling someone offline or in a call looks like
+    a call nobody answers (a silent call: rings until the ring timeout, holds nobody) instead of `unavailable` or
+    `busy`."""
     presence_interval: Annotated[float, Field(ge=0.01, le=10)] = 0.1
     """Seconds over which presence changes are gathered into one frame per connection
     (`PEERCALL_PRESENCE_INTERVAL`): keeps a reconnect storm of N users from costing N^2 frames."""
@@ -184,7 +194,9 @@ class Settings(BaseSettings):
     """Compress WebSocket frames (`PEERCALL_WS_PER_MESSAGE_DEFLATE`): saves bandwidth on SDP, costs memory and
     CPU on every connection, so it is off by default."""
 
-    @field_validator("cors_origins", "allowed_origins", "stun_urls", "turn_urls", "reserved_ids", mode="before")
+    @field_validator(
+        "cors_origins", "allowed_origins", "allowed_hosts", "stun_urls", "turn_urls", "reserved_ids", mode="before"
+    )
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):

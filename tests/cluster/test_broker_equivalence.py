@@ -67,16 +67,22 @@ _db = itertools.count(1)
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
-@given(st.lists(st.one_of(op, summary_op), max_size=60))
-def test_the_broker_makes_the_same_decisions_as_one_node(runner: asyncio.Runner, redis_server: Any, ops: list) -> None:
-    runner.run(_compare(redis_server, ops))
+@given(st.lists(st.one_of(op, summary_op), max_size=60), st.booleans())
+def test_the_broker_makes_the_same_decisions_as_one_node(
+    runner: asyncio.Runner, redis_server: Any, ops: list, private: bool
+) -> None:
+    runner.run(_compare(redis_server, ops, private))
 
 
-async def _compare(redis_server: Any, ops: list[tuple[Any, ...]]) -> None:
+async def _compare(redis_server: Any, ops: list[tuple[Any, ...]], private: bool = False) -> None:
     db = redis_server.fresh_db()
     local_ids, shared_ids = itertools.count(1), itertools.count(1)
     sb = Switchboard(
-        ring_timeout=RING, resume_grace=GRACE, new_id=lambda: f"k{next(local_ids)}", call_rate=CallRate(CALL_RATE)
+        ring_timeout=RING,
+        resume_grace=GRACE,
+        new_id=lambda: f"k{next(local_ids)}",
+        call_rate=CallRate(CALL_RATE),
+        private=private,
     )
     broker = RedisBroker(
         redis_server.db_url(db),
@@ -84,6 +90,7 @@ async def _compare(redis_server: Any, ops: list[tuple[Any, ...]]) -> None:
         resume_grace=GRACE,
         call_rate=CALL_RATE,
         new_id=lambda: f"k{next(shared_ids)}",
+        private=private,
     )
     now = 1000.0
     live: dict[tuple[str, str], str] = {}

@@ -320,3 +320,37 @@ async def test_the_same_device_connecting_again_retires_its_older_connection(mak
     assert new.sent[0]["type"] == "welcome" and new.sent[0]["device"] == "tab-1"
     await told_of(watcher, {"alice"})
     assert all(c["status"] == "online" for m in presence_frames(watcher) for c in m.get("changes", [m]))
+
+
+async def test_private_call_to_someone_offline_holds_nobody(make_hub: MakeHub) -> None:
+    """Private: a stranger's call to offline bob rings on, yet bob, once online, can be called and can call out."""
+    hub = await make_hub(private=True, ring_timeout=30)
+    stranger, carol = await online(hub, "stranger", "carol")
+    await hub.handle(stranger, '{"type":"call-request","to":"bob"}')
+    await stranger.wait_for("call-ringing")
+    (bob,) = await online(hub, "bob")
+    await hub.handle(carol, '{"type":"call-request","to":"bob"}')
+    await bob.wait_for("call-request", **{"from": "carol"})  # not busy: the stranger's call holds nobody
+    await hub.handle(bob, '{"type":"call-reject","to":"carol"}')
+    await carol.wait_for("call-ended")
+    await hub.handle(bob, '{"type":"call-request","to":"carol"}')
+    await carol.wait_for("call-request", **{"from": "bob"})  # bob may call out
+    assert "call-request" not in [m["type"] for m in bob.sent if m.get("from") == "stranger"]
+    assert "call-ended" not in stranger.types()  # and the stranger still hears it ring
+
+
+async def test_private_busy_looks_like_no_answer(make_hub: MakeHub) -> None:
+    """Private: calling someone in a call rings until the ring timeout and ends missed, as if nobody answered."""
+    hub = await make_hub(private=True, ring_timeout=0.3)
+    alice, carol, stranger = await online(hub, "alice", "carol", "stranger")
+    await hub.handle(alice, '{"type":"call-request","to":"carol"}')
+    await carol.wait_for("call-request")
+    await hub.handle(carol, '{"type":"call-accept","to":"alice"}')
+    await alice.wait_for("call-accept")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await hub.handle(stranger, '{"type":"call-request","to":"alice"}')
+    ended = await stranger.wait_for("call-ended")
+    assert ended["outcome"] == "missed" and loop.time() - started >= 0.25
+    assert "call-reject" not in stranger.types()
+    assert "call-ended" not in alice.types() and "call-ended" not in carol.types()

@@ -183,9 +183,16 @@ def axe_source() -> str:
 async def check_accessibility(page: Page, screen: str) -> list[dict[str, Any]]:
     """Run axe-core on the page in light and in dark mode; fail on any serious or critical violation."""
     if not await page.evaluate("typeof window.axe === 'object'"):
-        await page.add_script_tag(content=axe_source())
+        # Through the devtools protocol, not an inline <script>/<style> tag: the page's CSP blocks those.
+        await page.evaluate(axe_source())
         # Colours are checked as they settle: no transition caught half-way after a state or scheme change.
-        await page.add_style_tag(content="*, *::before, *::after { transition: none !important; }")
+        await page.evaluate(
+            """() => {
+              const sheet = new CSSStyleSheet();
+              sheet.replaceSync("*, *::before, *::after { transition: none !important; }");
+              document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
+            }"""
+        )
     found: list[dict[str, Any]] = []
     for scheme in ("light", "dark"):
         await page.emulate_media(color_scheme=scheme)

@@ -118,6 +118,21 @@ async def test_token_in_the_url_fragment_signs_in_as_its_user(open_page: OpenPag
             assert await asyncio.to_thread(server.wait_log, request), f"no {request} in\n{server.log()[-2000:]}"
 
 
+async def test_token_mode_is_known_with_static_turn_servers(open_page: OpenPage, uid: Callable[[str], str]) -> None:
+    """Token mode with static TURN URLs (no secret): the page still knows a token is needed and sends it first."""
+    dana = uid("dana")
+    with run_server(
+        PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=AUTH_SECRET, PEERCALL_TURN_URLS="turn:127.0.0.1:9?transport=udp"
+    ) as server:
+        page = await open_page(server.http, "/", "dana")
+        await expect(page.locator("#advanced")).to_have_attribute("open", "")  # the server wants a token
+        frames = record_sent_frames(page)
+        await page.fill("#token", token_for(dana, 600))
+        await connect(page)
+        assert json.loads(frames[0])["type"] == "auth", f"the first frame was not auth: {frames[:2]}"
+        assert await asyncio.to_thread(server.wait_log, '"GET /healthz HTTP/1.1" 200')  # asked, not probed
+
+
 async def test_expired_token_is_refused_and_not_retried(open_page: OpenPage, uid: Callable[[str], str]) -> None:
     """An expired token gets the server's refusal (4401) in words, no reconnect, and a field for a new token."""
     carol = uid("carol")

@@ -59,17 +59,22 @@ async def test_microphone_problems_are_explained(
 
 
 async def test_plain_http_from_another_address_says_https_is_needed(
-    fresh_server: ServerProcess, open_page: OpenPage, launch_browser: LaunchBrowser
+    open_page: OpenPage, launch_browser: LaunchBrowser
 ) -> None:
     """Over plain http from a LAN-style address the page says at once that https is needed and how to get it."""
+    with run_server(PEERCALL_ALLOWED_HOSTS="peercall.test") as server:  # a LAN name the server answers for
+        await _insecure_page_says_so(server, open_page, launch_browser)
+
+
+async def _insecure_page_says_so(server: ServerProcess, open_page: OpenPage, launch_browser: LaunchBrowser) -> None:
     chromium = await launch_browser("--host-resolver-rules=MAP peercall.test 127.0.0.1")
-    page = await open_page(f"http://peercall.test:{fresh_server.port}", "/", "lan", in_browser=chromium)
+    page = await open_page(f"http://peercall.test:{server.port}", "/", "lan", in_browser=chromium)
     assert await page.evaluate("window.isSecureContext") is False
     warning = page.locator("#insecure-warning")
     await expect(warning).to_be_visible()
     await expect(warning).to_contain_text("Calls need a secure (https) page.")
     await expect(warning).to_contain_text("peercall serve --tls-self-signed")
-    await expect(page.locator("#insecure-host")).to_have_text(f"peercall.test:{fresh_server.port}")
+    await expect(page.locator("#insecure-host")).to_have_text(f"peercall.test:{server.port}")
 
     await page.fill("#my-id", "lan-user")
     await connect(page)  # signaling works over http; only the microphone is refused

@@ -120,7 +120,13 @@ def test_normalising_keeps_what_is_not_a_separator() -> None:
 @pytest.mark.parametrize(
     ("settings", "hs", "status", "code"),
     [
-        ({}, handshake(Origin="https://evil.example", Host="chat.example"), 403, "bad-origin"),
+        (
+            {"allowed_hosts": ["chat.example"]},
+            handshake(Origin="https://evil.example", Host="chat.example"),
+            403,
+            "bad-origin",
+        ),
+        ({}, handshake(Origin="http://evil.test", Host="evil.test"), 421, "bad-host"),  # DNS rebinding
         ({}, handshake("id=no%20spaces"), 400, "bad-id"),
         ({}, handshake(""), 400, "bad-id"),
         ({}, handshake("id=a&id=b"), 400, "bad-id"),
@@ -154,7 +160,10 @@ def test_origins_and_draining() -> None:
     """The same origin and listed origins pass; a draining node refuses everyone (503)."""
     sessions, hub = make(allowed_origins=["https://app.example"])
     assert sessions.admit(handshake(Origin="https://app.example")).user == "alice"
-    assert make()[0].admit(handshake(Origin="http://chat.example", Host="chat.example")).user == "alice"
+    assert (
+        make(allowed_hosts=["chat.example"])[0].admit(handshake(Origin="http://chat.example", Host="chat.example")).user
+        == "alice"
+    )
     hub.draining = True
     with pytest.raises(Refused) as info:
         sessions.admit(handshake())

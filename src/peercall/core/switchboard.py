@@ -20,8 +20,12 @@ Rules (docs/protocol.md, "Calls", is the user-facing version):
   not told, unless the user does not come back within the resume grace period; then the call ends `peer-lost`.
   A connection of the same user (and same device, if it names one) that arrives meanwhile resumes the call; both
   sides get `call-resumed`, so that each re-sends what the other may have missed.
-- Private mode hides who exists: no presence, and a call to someone offline rings (on no device) until the ring
-  timeout, exactly like a call nobody answers, instead of ending `unavailable`.
+- Private mode hides who exists and who is in a call: no presence, and a call to someone offline or busy is a
+  *silent* call: it rings on no device until the ring timeout and ends `missed`, with exactly the frames of a
+  call nobody answers (instead of ending `unavailable` or `busy` at once). A silent call holds only its caller: the
+  callee stays free to call out and to be called (a stranger cannot lock anyone), a device of the callee that
+  connects meanwhile does not ring (it was placed while they could not take it; the history and `missed-calls`
+  tell them), and a call-request from the callee to its caller answers it, as glare does.
 - Ringing ends by the ring timeout (`missed`) unless answered, rejected or cancelled first.
 - A user may place at most `call_rate` call requests a minute (a token bucket per user; the rest get
   `error rate-limited`).
@@ -176,6 +180,7 @@ class Call:
     ringing: dict[str, str] = field(default_factory=dict)  # cid -> device id, while it rings
     callee: Party | None = None
     answered_at: float | None = None
+    silent: bool = False  # private mode: rings on no device and does not hold the callee (see the module doc)
 
     def parties(self) -> list[Party]:
         return [self.caller] if self.callee is None else [self.caller, self.callee]
@@ -506,10 +511,21 @@ class Switchboard:
             if call.state is CallState.RINGING and call.callee_user == caller and call.caller.user == callee:
                 return self._accept(call, device, env, now, glare=True)
             raise _error(ErrorCode.IN_CALL, f"you are already in call {call.id}; hang up first", env, call.id)
+        theirs = self.calls.get(self.active.get(callee, ""))
+        if theirs is not None and theirs.silent and theirs.callee_user == caller and theirs.caller.user == callee:
+            theirs.silent = False  # calling back the caller of a silent call to us answers it
+            self.active[caller] = theirs.id
+            return self._accept(theirs, device, env, now, glare=True)
         call_id = self._new_id()
         call = Call(call_id, Party(caller, device.device, device.cid), callee, env, now, now + self.ring_timeout)
         callee_devices = self.users.get(callee)
-        if not callee_devices and not self.private:
+        if self.private and (not callee_devices or callee in self.active):
+            # Offline or busy look like a call nobody answers: same frames, same time; nobody else is held.
+            call.silent = True
+            self.add_call(call)
+            self.active[caller] = call_id
+            return [Send(device.cid, messages.call_ringing(call_id, callee))]
+        if not callee_devices:
             unavailable = messages.error_message(
                 ErrorCode.UNAVAILABLE.value, f"{callee} is not online", ref=env.type, to=callee, call_id=call_id
             )
@@ -525,7 +541,7 @@ class Switchboard:
         self.add_call(call)
         self.active[caller] = self.active[callee] = call_id
         effects: list[Effect] = [Send(device.cid, messages.call_ringing(call_id, callee))]
-        for ringing in (callee_devices or {}).values():
+        for ringing in callee_devices.values():
             call.ringing[ringing.cid] = ringing.device
             effects.append(Forward(ringing.cid, env, caller, call_id))
         return effects
@@ -678,7 +694,8 @@ class Switchboard:
         self.ended_calls[call.id] = (call.caller.user, call.callee_user)
         if len(self.ended_calls) > _ENDED_KEPT:
             self.ended_calls.popitem(last=False)
-        return Record(_record(call, outcome, reason, now, hung_up_by=hung_up_by), call.callee_user in self.users)
+        notified = call.callee_user in self.users and not call.silent  # a silent call rang nowhere: it is missed
+        return Record(_record(call, outcome, reason, now, hung_up_by=hung_up_by), notified)
 
 
 def _resumed(call: Call, party: Party) -> dict[str, Any]:

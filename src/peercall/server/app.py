@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
+import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -27,6 +29,7 @@ from ..hub.router import Hub
 from ..protocol.messages import is_valid_id
 from ..protocol.schema import schema
 from ..store import open_history
+from .guard import WebGuard
 from .metrics import CONTENT_TYPE, registry_for, render
 from .session import Sessions, is_signaling_path
 from .ws import AsgiTransport
@@ -46,7 +49,7 @@ class PeercallApp:
     """
 
     def __init__(self, http: Starlette, sessions: Sessions) -> None:
-        self.http = http
+        self.http = WebGuard(http, sessions.settings)  # Host check and security headers on every HTTP response
         self.sessions = sessions
         self.ws = AsgiTransport(sessions)
         self.state = http.state
@@ -102,36 +105,54 @@ def create_app(settings: Settings) -> PeercallApp:
         return user
 
     async def get_ice_servers(request: Request) -> Response:
+        # Token mode: a token first, whatever is configured (static TURN credentials are for users only).
+        user = caller(request) if verifier is not None else request.query_params.get("id", "anonymous")
+        if isinstance(user, Response):
+            return user
         servers = list(fixed_ice)
         if settings.turn_urls:
             turn: dict[str, object] = {"urls": settings.turn_urls}
             if turn_secret is not None:
-                user = caller(request) if verifier is not None else request.query_params.get("id", "anonymous")
-                if isinstance(user, Response):
-                    return user
                 if not is_valid_id(user):
                     user = "anonymous"
                 turn["username"], turn["credential"] = turn_credentials(
                     user, turn_secret, settings.turn_ttl, time.time()
                 )
             servers.append(turn)
-        elif verifier is not None and isinstance(denied := caller(request), Response):
-            return denied
         body: dict[str, object] = {"iceServers": servers, "iceTransportPolicy": settings.ice_transport_policy}
         if turn_secret is not None:
             body["ttl"] = settings.turn_ttl
         return JSONResponse(body, headers={"cache-control": "no-store"})
 
     async def healthz(request: Request) -> Response:
+        # What a client needs before it signs in: whether a token is required, and whether every call is relayed.
         return JSONResponse(
-            {"status": "ok", "version": __version__, "protocol": PROTOCOL_VERSION, "auth": settings.auth}
+            {
+                "status": "ok",
+                "version": __version__,
+                "protocol": PROTOCOL_VERSION,
+                "auth": settings.auth,
+                "iceTransportPolicy": settings.ice_transport_policy,
+            }
         )
+
+    metrics_token = settings.metrics_token.get_secret_value().encode() if settings.metrics_token else None
+    counts_public = metrics_token is None and settings.auth == "open" and not settings.private
+
+    def may_see_counts(request: Request) -> bool:
+        """Whether this request may read how many users and connections there are (docs/operations.md)."""
+        if metrics_token is not None:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), metrics_token)
+        return counts_public or _is_loopback(request)
 
     async def readyz(request: Request) -> Response:
         if hub.draining:
             return JSONResponse({"status": "shutting-down"}, status_code=503)
         if not await broker.ping():
             return JSONResponse({"status": "redis-unreachable", "node": broker.node}, status_code=503)
+        if not may_see_counts(request):
+            return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "ready", "connections": len(hub), "historyWriteFailures": hub.history_failures})
 
     async def api_calls(request: Request) -> Response:
@@ -159,6 +180,20 @@ def create_app(settings: Settings) -> PeercallApp:
         return JSONResponse(protocol_schema, media_type="application/schema+json")
 
     async def get_metrics(request: Request) -> Response:
+        if not may_see_counts(request):
+            if metrics_token is not None:
+                return _error(
+                    401,
+                    "unauthorized",
+                    "send 'Authorization: Bearer <PEERCALL_METRICS_TOKEN>'",
+                    {"www-authenticate": "Bearer"},
+                )
+            return _error(
+                403,
+                "forbidden",
+                "in private or token mode /metrics is served to this machine only; set "
+                "PEERCALL_METRICS_TOKEN to scrape it from elsewhere",
+            )
         return Response(render(metrics_registry), media_type=CONTENT_TYPE)
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -232,6 +267,14 @@ def create_app(settings: Settings) -> PeercallApp:
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _is_loopback(request: Request) -> bool:
+    """Whether the client (the address a trusted proxy forwarded, if any) is this machine."""
+    try:
+        return request.client is not None and ipaddress.ip_address(request.client.host).is_loopback
+    except ValueError:
+        return False
 
 
 def _safe_url(settings: Settings) -> str:

@@ -33,6 +33,7 @@ from ..core.limits import KeyedBuckets, TokenBucket
 from ..protocol import messages
 from ..protocol.codes import CloseCode, ErrorCode
 from ..protocol.errors import ProtocolError
+from .guard import BAD_HOST_STATUS, bad_host_message, host_allowed
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -249,6 +250,10 @@ class Sessions:
         if self.hub.draining:
             raise Refused(503, CloseCode.GOING_AWAY, "shutting-down", "the server is shutting down; reconnect soon")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in handshake.headers}
+        host = headers.get("host")
+        if not host_allowed(self.settings, host):  # DNS rebinding: a page on another name, re-pointed here
+            assert host is not None
+            raise Refused(BAD_HOST_STATUS, 1008, "bad-host", bad_host_message(host))
         origin = headers.get("origin")
         if origin is not None and not self._origin_allowed(origin, headers.get("host", "")):
             raise Refused(403, 1008, "bad-origin", f"origin {origin[:100]} may not connect here")

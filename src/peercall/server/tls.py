@@ -42,14 +42,19 @@ def local_addresses() -> list[str]:
     return sorted(usable)
 
 
+def machine_names() -> tuple[list[str], list[str]]:
+    """This machine's names (`localhost`, its host name) and addresses (loopback and every interface's): what the
+    self-signed certificate is valid for, and the Hosts the server answers by default (server/guard.py)."""
+    return ["localhost", socket.gethostname()], ["127.0.0.1", "::1", *local_addresses()]
+
+
 def self_signed(directory: Path) -> tuple[Path, Path, list[str]]:
     """Write cert.pem and key.pem into `directory` (reused while still valid for these names).
 
     Returns (certfile, keyfile, the names and addresses the certificate is valid for).
     """
     directory.mkdir(parents=True, exist_ok=True)
-    names = ["localhost", socket.gethostname()]
-    addresses = ["127.0.0.1", "::1", *local_addresses()]
+    names, addresses = machine_names()
     certfile, keyfile = directory / "cert.pem", directory / "key.pem"
     if certfile.exists() and keyfile.exists() and _covers(certfile, names, addresses):
         return certfile, keyfile, names + addresses

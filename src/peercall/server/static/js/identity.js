@@ -3,7 +3,7 @@
  * server asks of us (a token or not; relayed calls only or not), and the user's wish to hide their IP address
  * (relayed calls only).
  *
- * Owns the token, the name and that wish as kept in storage, and the probe of `/ice-servers` that tells the
+ * Owns the token, the name and that wish as kept in storage, and the question to `/healthz` that tells the
  * server's mode. The token comes from the address (`#token=<jwt>`, removed from the address bar at once so that it
  * does not stay in the browser history or get shared) or from what this tab used last. Knows nothing of the
  * DOM, the signaling connection or the call.
@@ -25,7 +25,7 @@ const TOKEN_KEY = "peercall.token";
 const RELAY_KEY = "peercall.relayOnly";
 
 /**
- * "open" (no token needed), "token" (a token is required), or "unknown" (not probed, or the probe failed).
+ * "open" (no token needed), "token" (a token is required), or "unknown" (not asked yet, or `/healthz` did not answer).
  * @typedef {"open"|"token"|"unknown"} AuthMode
  */
 
@@ -172,19 +172,19 @@ export class Identity {
   }
 
   /**
-   * Ask the server whether it wants a token (in token mode, `/ice-servers` answers 401 to a stranger), and
-   * whether it relays every call anyway.
+   * Ask the server whether it wants a token and whether it relays every call anyway: `/healthz` says both
+   * (`auth`, `iceTransportPolicy`; docs/protocol.md, "Before connecting"), to anyone, token or not.
    * @returns {Promise<{authMode: AuthMode, relaysAll: boolean}>}
    */
-  async probe() {
+  async askServer() {
     let relaysAll = false;
     try {
-      const response = await fetch(new URL("ice-servers", location.href), {
+      const response = await fetch(new URL("healthz", location.href), {
         cache: "no-store",
         signal: AbortSignal.timeout(5000),
       });
-      this.#authMode = response.status === 401 ? "token" : response.ok ? "open" : "unknown";
       const body = response.ok ? await response.json() : null;
+      this.#authMode = body?.auth === "token" ? "token" : body?.auth === "open" ? "open" : "unknown";
       relaysAll = body?.iceTransportPolicy === "relay";
     } catch {
       this.#authMode = "unknown";

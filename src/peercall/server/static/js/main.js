@@ -249,7 +249,7 @@ const tokenProblem = identity.useToken(startToken);
 if (tokenProblem) ui.rejectToken(tokenProblem);
 else ui.nameFromToken(identity.tokenUser);
 (async () => {
-  const { authMode, relaysAll } = await identity.probe();
+  const { authMode, relaysAll } = await identity.askServer();
   if (relaysAll) ui.serverRelaysAll();
   if (authMode === "token") ui.tokenRequired(Boolean(identity.token));
 })();
