@@ -19,6 +19,7 @@ from ..hub.router import Hub
 from ..protocol.codes import CloseCode
 from .app import _safe_url, create_app
 from .fastws import protocol_for
+from .guard import allowed_hosts
 from .session import Sessions, is_signaling_path
 from .ws import PeercallWebSocketProtocol
 
@@ -102,6 +103,14 @@ def banner(settings: Settings, port: int, tls_names: list[str] | None = None) ->
         f"  calls         ring {settings.ring_timeout:g}s, resume grace {settings.resume_grace:g}s, "
         f"history in {_safe_url(settings)}",
     ]
+    allowed = allowed_hosts(settings)
+    if allowed is None:
+        hosts = "any Host header (PEERCALL_ALLOWED_HOSTS=*)"
+    else:
+        named = sorted(allowed, key=lambda n: (":" in n, n[:1].isdigit(), n))
+        hosts = ", ".join(named[:6]) + (f" and {len(named) - 6} more" if len(named) > 6 else "")
+        hosts += "\n                (any other name gets 421: add yours to PEERCALL_ALLOWED_HOSTS)"
+    lines.append(f"  answers for   {hosts}")
     lan = [n for n in (tls_names or []) if n not in ("localhost", "127.0.0.1", "::1")]
     if lan and host in ("0.0.0.0", "::"):
         lines.append("  on your LAN   " + "  ".join(f"https://{'[' + n + ']' if ':' in n else n}:{port}/" for n in lan))

@@ -1,0 +1,25 @@
+"""The startup banner tells the operator which host names the server answers for (any other gets 421)."""
+
+from __future__ import annotations
+
+from peercall.config import Settings
+from peercall.server.run import banner
+
+
+def test_the_banner_names_the_allowed_hosts_and_how_to_add_one() -> None:
+    """With PEERCALL_ALLOWED_HOSTS set, the banner lists those names and says how to add another."""
+    text = banner(Settings(allowed_hosts=["calls.example.org"]), 8080)
+    line = next(line for line in text.splitlines() if line.startswith("  answers for"))
+    assert "calls.example.org" in line
+    assert "PEERCALL_ALLOWED_HOSTS" in text
+
+
+def test_the_banner_says_when_any_host_is_answered() -> None:
+    """PEERCALL_ALLOWED_HOSTS=* is said plainly (DNS rebinding is then the proxy's job)."""
+    assert "any Host header" in banner(Settings(allowed_hosts=["*"]), 8080)
+
+
+def test_the_default_lists_localhost() -> None:
+    """By default the machine's own names are answered, localhost first."""
+    line = next(line for line in banner(Settings(), 8080).splitlines() if line.startswith("  answers for"))
+    assert line.split()[2].rstrip(",") == "localhost"
