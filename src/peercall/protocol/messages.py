@@ -148,7 +148,7 @@ def parse(frame: str | bytes, sender: str) -> Envelope:
     if env.to is not None and _is_id(env.to) is None:
         raise ProtocolError(
             ErrorCode.BAD_MESSAGE,
-            f"invalid message: 'to' must be a client id (1-64 letters, digits, '_', '-', '.' or '@'), "
+            f"invalid message: 'to' must be a user id (1-64 letters, digits, '_', '-', '.' or '@'), "
             f"not {env.to[:64]!r} - at `$.to`",
             ref=kind,
         )

@@ -117,14 +117,14 @@ export const CloseCode = Object.freeze({
   ID_TAKEN: 4509,
 });
 
-/** What a client id may look like: 1-64 letters, digits, `_`, `-`, `.` or `@` (same rule as the server). */
+/** What a user id may look like: 1-64 letters, digits, `_`, `-`, `.` or `@` (same rule as the server). */
 export const ID_PATTERN = /^[A-Za-z0-9_.@-]{1,64}$/;
 
 /** The id rule in words, for hints and error messages. */
 export const ID_RULE = "1–64 characters: letters, digits, and _ - . @ (no spaces)";
 
 /**
- * Check a client id before connecting (the server refuses a malformed one with HTTP 400, which a
+ * Check a user id before connecting (the server refuses a malformed one with HTTP 400, which a
  * browser only sees as a failed connection).
  * @param {string} id
  * @returns {string|null} null if valid, else a sentence saying what is wrong, in the user's terms.
