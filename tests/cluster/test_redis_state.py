@@ -23,6 +23,7 @@ import pytest
 from peercall.broker import open_broker
 from peercall.broker.redis import _APPLY
 from peercall.hub.router import Hub
+from peercall.protocol.messages import MAX_CALL_DATA
 from tests.cluster.conftest import RedisServer
 from tests.contract.conftest import FakeConnection
 
@@ -157,19 +158,20 @@ async def test_a_disconnect_while_redis_refuses_writes_is_told_when_it_accepts_t
 async def test_a_calls_data_is_stored_once_apart_from_the_call(
     redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]]
 ) -> None:
-    """A call-request's 64 KB `data` is kept once in a key of its own, not in the call every change decodes; a
-    device of the callee that connects while it rings still gets it whole, and it is gone once answered."""
+    """A call-request's `data` (as large as a call control frame may carry) is kept once in a key of its own, not in
+    the call every change decodes; a device of the callee that connects while it rings still gets it whole, and it
+    is gone once answered."""
     db, make = hubs
     hub = await make()
     alice, bob = FakeConnection(hub, "alice"), FakeConnection(hub, "bob")
     await hub.join(alice)
     await hub.join(bob)
-    data = {"note": "x" * 65536}
+    data = {"note": "x" * (MAX_CALL_DATA - 20)}
     await hub.handle(alice, json.dumps({"type": "call-request", "to": "bob", "data": data}))
     call_id = (await alice.wait_for("call-ringing"))["callId"]
     assert (await bob.wait_for("call-request"))["data"] == data
     stored = redis_server.command("GET", f"{PREFIX}call:{call_id}", db=db)
-    assert len(stored) < 1000 and "data" not in json.loads(stored)["request"]
+    assert len(stored) < 1000 and "data" not in json.loads(stored)["request"]  # the call is small without it
     for _ in range(20):  # what the caller sends again changes nothing stored
         await hub.handle(alice, json.dumps({"type": "call-accept", "to": "bob", "callId": call_id}))
     late = FakeConnection(hub, "bob")
