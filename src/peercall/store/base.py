@@ -11,9 +11,11 @@ import binascii
 import json
 import math
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Any, Protocol
 
 from ..core.records import CallRecord, Outcome
+from ..core.social import CallsFrom, Circle
 
 UNANSWERED_OUTCOMES = frozenset({Outcome.MISSED, Outcome.UNAVAILABLE})
 """The outcomes that `take_missed` hands out: the callee never got the chance to answer."""
@@ -132,6 +134,85 @@ class CallHistory(Protocol):
         Raises:
             ValueError: `limit` is below 1.
         """
+        ...
+
+
+class ContactChange(StrEnum):
+    """What a contact operation did, as `ContactBook` reports it."""
+
+    REQUESTED = "requested"  # a request now waits for the other's answer (or vanished: the other blocked us)
+    CONNECTED = "connected"  # the two are contacts now (the other had asked us: this answered it)
+    REMOVED = "removed"  # a contact, a request or a block is gone
+    UPDATED = "updated"  # a name, a block or a setting changed
+    UNCHANGED = "unchanged"  # it was so already (every operation is idempotent)
+
+
+class ContactLimit(Exception):
+    """An operation would take a list over its bound (core.social MAX_CONTACTS, MAX_OUTGOING, MAX_BLOCKED).
+    Nothing was changed. The message says which list, for the `too-many` error."""
+
+
+class ContactBook(Protocol):
+    """Where contacts, requests, blocks and ring settings are kept (core/social.py has the rules).
+
+    Every operation is one transaction, idempotent, and never fails because the other user does not exist: a user
+    id is only ever checked for its form (nothing here tells whether anyone uses an id). `now` is Unix seconds.
+    Operations return what they did; the caller tells both users' devices (`circle` of each).
+    Every method may raise what the database raises, and `ContactLimit` where it says so.
+    """
+
+    async def circle(self, user: str, *, now: float) -> Circle:
+        """Everything about `user`'s relations (requests older than core.social.REQUEST_TTL are left out)."""
+        ...
+
+    async def add(self, user: str, peer: str, *, now: float, name: str | None = None) -> ContactChange:
+        """`user` asks `peer` to be contacts, or accepts `peer`'s request (CONNECTED). Already contacts:
+        UNCHANGED (a `name` given is set all the same). `peer` blocked by `user`: the block is lifted first.
+        `peer` blocked `user`: stored as asked (REQUESTED), but `peer` never sees it. `peer` keeps at most
+        MAX_INCOMING requests: a newer one drops the oldest.
+
+        Raises:
+            ContactLimit: `user` has MAX_CONTACTS contacts (when this would connect) or MAX_OUTGOING requests.
+        """
+        ...
+
+    async def decline(self, user: str, peer: str) -> ContactChange:
+        """`user` declines `peer`'s request (REMOVED; UNCHANGED if there was none). `peer` is not told: their
+        request stays in their `outgoing` until it expires, as one that is never answered."""
+        ...
+
+    async def remove(self, user: str, peer: str) -> ContactChange:
+        """`user` and `peer` are no longer contacts (both lose the other), or `user` withdraws their request."""
+        ...
+
+    async def rename(self, user: str, peer: str, name: str | None) -> ContactChange:
+        """`user`'s own name for their contact `peer` (None: none). UNCHANGED if `peer` is not a contact."""
+        ...
+
+    async def block(self, user: str, peer: str, *, now: float) -> ContactChange:
+        """`user` blocks `peer`: `peer` leaves `user`'s contacts (not the other way round), requests between them
+        are dropped from `user`'s side (`peer`'s own request stays in `peer`'s `outgoing`).
+
+        Raises:
+            ContactLimit: `user` already blocked MAX_BLOCKED users.
+        """
+        ...
+
+    async def unblock(self, user: str, peer: str) -> ContactChange:
+        """Lift the block: if both were contacts before, they are again."""
+        ...
+
+    async def set_calls_from(self, user: str, value: CallsFrom | None) -> ContactChange:
+        """`user`'s ring setting (None: the operator's default)."""
+        ...
+
+    async def import_contacts(self, pairs: Sequence[tuple[str, str]], *, now: float) -> int:
+        """Make each pair contacts (an operator's existing social graph, the benchmark's users), in one
+        transaction, ignoring the bounds. Returns how many pairs were new."""
+        ...
+
+    async def delete_expired_requests(self, now: float, *, limit: int = PRUNE_BATCH) -> int:
+        """Delete at most `limit` requests older than REQUEST_TTL. Returns how many."""
         ...
 
 

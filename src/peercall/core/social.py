@@ -1,0 +1,168 @@
+"""Who may see whom and who may ring whom: contacts, requests, blocking and the ring setting. Pure: no I/O.
+
+A user's `Circle` is what the server knows of their relations (kept in the store, `store.base.ContactBook`); the
+functions below turn circles into the two decisions the rest of the server needs:
+
+- `screen()`: what a call-request may do (ring, or look like a call to someone offline or not answering), handed
+  to the switchboard as a `Screen` with the call-request (core/switchboard.py decides the frames);
+- `audience()` and `sees()`: who is told a user's presence, and whose presence a user is told.
+
+Rules (docs/protocol.md, "Contacts", is the user-facing version):
+
+- Contacts are mutual: a user asks (`contact-add`), the other accepts (`contact-add` back) or declines. Either
+  removes the other (`contact-remove`): both lose the contact.
+- Blocking is one-sided and silent. The blocker no longer lists the blocked user among their contacts; the
+  blocked user keeps the blocker as a contact who always looks offline (no presence, calls end as if offline),
+  and their requests and calls never reach the blocker. Unblocking restores what was there.
+- A user's presence goes to their contacts (`Directory.CONTACTS`), or to everyone online (`Directory.ALL`, the
+  operator's choice for small trusted servers), and never to anyone on either side of a block.
+- The ring setting (`CallsFrom`) decides who may ring a user: everyone, contacts only, or nobody. A call it
+  refuses is *silenced*: it rings nowhere and the caller sees a call nobody answers.
+- A caller learns whether the callee is online or busy only if they may see the callee's presence (`visible`);
+  otherwise a call that cannot ring looks like one nobody answers, whatever the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+import msgspec
+
+
+class CallsFrom(StrEnum):
+    """Who may ring a user (the ring setting, `callsFrom`)."""
+
+    EVERYONE = "everyone"
+    CONTACTS = "contacts"
+    NOBODY = "nobody"  # do not disturb
+
+
+class Directory(StrEnum):
+    """Whose presence a user sees (`PEERCALL_DIRECTORY`)."""
+
+    ALL = "all"  # everyone online (and the `directory` frame pages through them)
+    CONTACTS = "contacts"  # contacts only; no way to enumerate users
+
+
+class Screening(StrEnum):
+    """Why a call did not ring although it could have: kept with its history record."""
+
+    SILENCED = "silenced"  # the callee's ring setting refused it: listed in their history, marked silenced
+    BLOCKED = "blocked"  # the callee blocked the caller: nothing of it reaches the callee
+    REFUSED = "refused"  # the operator's rule (PEERCALL_CALL_POLICY) refused it: nothing reaches the callee
+
+
+HIDDEN_FROM_CALLEE: Final = frozenset({Screening.BLOCKED, Screening.REFUSED})
+"""Screenings whose calls the callee never sees: not rung, not notified, not in their history."""
+
+MAX_CONTACTS: Final = 500
+"""Contacts a user may have; a request or an acceptance beyond it gets `error too-many`."""
+MAX_OUTGOING: Final = 100
+"""Requests a user may have waiting for an answer; beyond it, `error too-many`."""
+MAX_INCOMING: Final = 200
+"""Requests waiting for one user's answer that are kept: a newer one drops the oldest (nobody can fill a list)."""
+MAX_BLOCKED: Final = 1000
+"""Users one user may block; beyond it, `error too-many`."""
+REQUEST_TTL: Final = 30 * 86400.0
+"""Seconds a request waits for an answer before it is dropped."""
+MAX_NAME: Final = 64
+"""Characters of the name a user gives a contact."""
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    id: str
+    name: str | None  # the name this user gave the contact, or None
+    since: float  # when the contact was made (Unix seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Circle:
+    """What the server knows of one user's relations. Everything is bounded (the MAX_ constants)."""
+
+    user: str
+    contacts: Mapping[str, Contact] = field(default_factory=dict)
+    """Mutual contacts, by id: those this user has accepted or been accepted by. Someone this user blocked is not
+    among them (they are in `blocked`); someone who blocked this user still is."""
+    incoming: Mapping[str, float] = field(default_factory=dict)
+    """Requests waiting for this user's answer: requester -> when. Never from someone this user blocked."""
+    outgoing: Mapping[str, float] = field(default_factory=dict)
+    """This user's requests waiting for an answer: recipient -> when (also those a block made vanish)."""
+    blocked: Mapping[str, float] = field(default_factory=dict)
+    """Users this user blocked -> when."""
+    blocked_by: frozenset[str] = frozenset()
+    """Users who blocked this user (the newest MAX_BLOCKED). Server-side only: never shown to this user."""
+    calls_from: CallsFrom | None = None
+    """This user's ring setting, or None for the operator's default (`PEERCALL_CALLS_FROM`)."""
+
+    def watchers(self) -> frozenset[str]:
+        """Who is told this user's presence in `Directory.CONTACTS`: contacts, but nobody on either side of a block."""
+        return frozenset(c for c in self.contacts if c not in self.blocked_by)
+
+    def may_ring(self, caller: str, default: CallsFrom) -> bool:
+        """Whether this user's ring setting lets `caller` ring them (blocking aside)."""
+        setting = self.calls_from or default
+        if setting is CallsFrom.EVERYONE:
+            return True
+        return setting is CallsFrom.CONTACTS and caller in self.contacts
+
+
+class Screen(msgspec.Struct, frozen=True, gc=False):
+    """What the switchboard needs to know of a call-request beyond its own state (core/switchboard.py)."""
+
+    visible: bool = True
+    """The caller may know whether the callee is online or in a call (they see the callee's presence, or the
+    server is not private). If not, a call that cannot ring is a silent call: it looks like one nobody answers."""
+    screening: Screening | None = None
+    """Why the call must not ring, or None. BLOCKED makes the callee look offline to the caller."""
+
+
+def screen(
+    caller: str,
+    callee: Circle,
+    *,
+    directory: Directory,
+    default: CallsFrom,
+    private: bool = False,
+    allowed: bool = True,
+) -> Screen:
+    """How a call-request from `caller` to `callee.user` is screened.
+
+    `allowed`: what the operator's rule said (PEERCALL_CALL_POLICY; True when there is none).
+    """
+    contact = caller in callee.contacts
+    visible = not private and (directory is Directory.ALL or contact)
+    if caller in callee.blocked:
+        return Screen(visible, Screening.BLOCKED)
+    if not allowed:
+        return Screen(visible, Screening.REFUSED)
+    if not callee.may_ring(caller, default):
+        return Screen(visible, Screening.SILENCED)
+    return Screen(visible, None)
+
+
+def sees(viewer: Circle, user: str, directory: Directory) -> bool:
+    """Whether `viewer.user` is told `user`'s presence."""
+    if user in viewer.blocked or user in viewer.blocked_by:
+        return False
+    return directory is Directory.ALL or user in viewer.contacts
+
+
+class Audience(msgspec.Struct, frozen=True, gc=False):
+    """Who is told a user's presence: `users` (None: everyone online) minus `hidden`."""
+
+    users: frozenset[str] | None
+    hidden: frozenset[str] = frozenset()
+
+    def includes(self, user: str) -> bool:
+        return user not in self.hidden and (self.users is None or user in self.users)
+
+
+def audience(circle: Circle, directory: Directory) -> Audience:
+    """Who is told `circle.user`'s presence."""
+    if directory is Directory.ALL:
+        return Audience(None, frozenset(circle.blocked) | circle.blocked_by)
+    return Audience(circle.watchers())
