@@ -11,8 +11,9 @@ import asyncio
 import collections
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
+from ..core.social import Screen, View
 from ..core.switchboard import CallRate, Effect, Presence, Switchboard
 from ..hub.broker import BrokerEvents
 from ..protocol.messages import NEGOTIATION, Envelope
@@ -84,8 +85,10 @@ class MemoryBroker:
 
     # ------------------------------------------------------------------------------------------ events
 
-    async def connect(self, cid: str, user: str, device: str | None, now: float) -> list[Effect]:
-        effects = self.switchboard.connect(cid, user, device, now)
+    async def connect(
+        self, cid: str, user: str, device: str | None, now: float, *, view: View | None = None
+    ) -> list[Effect]:
+        effects = self.switchboard.connect(cid, user, device, now, view=view)
         self._reschedule()
         return effects
 
@@ -94,8 +97,10 @@ class MemoryBroker:
         self._reschedule()
         return effects
 
-    async def receive(self, cid: str, user: str, env: Envelope, now: float) -> list[Effect]:
-        effects = self.switchboard.receive(cid, env, now)
+    async def receive(
+        self, cid: str, user: str, env: Envelope, now: float, *, screen: Screen | None = None
+    ) -> list[Effect]:
+        effects = self.switchboard.receive(cid, env, now, screen)
         if env.type not in NEGOTIATION:  # they change no deadline
             self._reschedule()
         return effects
@@ -103,8 +108,18 @@ class MemoryBroker:
     async def summary(self, cid: str, user: str, env: Envelope) -> None:
         self.switchboard.check_summary(user, env)
 
+    async def presences(self, users: Collection[str]) -> dict[str, Presence]:
+        return self.switchboard.presences(users)
+
+    async def online_page(self, prefix: str, after: str | None, limit: int) -> list[Presence]:
+        return self.switchboard.online_page(prefix, after, limit)
+
     def send(self, cid: str, kind: str, text: str) -> None:
         pass  # not a connection of this node, and there is no other: it is gone
+
+    def circles_changed(self, users: list[str]) -> None:
+        assert self._events is not None
+        self._events.circles_changed(users)
 
     def presence(self, change: Presence) -> None:
         assert self._events is not None

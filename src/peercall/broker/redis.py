@@ -53,7 +53,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -64,6 +64,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..core.social import Screen, View
 from ..core.switchboard import (
     Call,
     CallRate,
@@ -601,7 +602,9 @@ class RedisBroker:
 
     # ------------------------------------------------------------------------------------ the events
 
-    async def connect(self, cid: str, user: str, device: str | None, now: float) -> list[Effect]:
+    async def connect(
+        self, cid: str, user: str, device: str | None, now: float, *, view: View | None = None
+    ) -> list[Effect]:
         join = self._transact(
             [user], [], lambda sb, lists: sb.connect(cid, user, device, now, lists=lists), welcome=user
         )
@@ -623,7 +626,9 @@ class RedisBroker:
         self._pending_leaves.pop(cid, None)
         return effects
 
-    async def receive(self, cid: str, user: str, env: Envelope, now: float) -> list[Effect]:
+    async def receive(
+        self, cid: str, user: str, env: Envelope, now: float, *, screen: Screen | None = None
+    ) -> list[Effect]:
         """A valid frame from a connection of this node. Raises ProtocolError, or SharedStateUnavailable."""
         if env.type in NEGOTIATION:  # the hot path: where the peer is, remembered (Redis only the first time)
             route = self._routes.get(cid)
@@ -631,7 +636,7 @@ class RedisBroker:
                 return [Forward(route.peer_cid, env, user, route.call_id)]
             return await self._in_task(self._media_slow(cid, user, env, now))
         users = [user, env.to] if env.type == "call-request" and env.to is not None else [user]
-        return await self._in_task(self._transact(users, [], lambda sb, _: sb.receive(cid, env, now)))
+        return await self._in_task(self._transact(users, [], lambda sb, _: sb.receive(cid, env, now, screen)))
 
     async def _media_slow(self, cid: str, user: str, env: Envelope, now: float) -> list[Effect]:
         """Read the sender's call (no transaction: nothing changes), check the frame, remember the route."""
@@ -686,6 +691,15 @@ class RedisBroker:
             return  # ours, and already gone
         self._outbox.append((self._to(address), nodeframe.encode(cid, kind, text)))
         self._outbox_ready.set()
+
+    async def presences(self, users: Collection[str]) -> dict[str, Presence]:
+        raise NotImplementedError("issue 15: presences of a cluster")
+
+    async def online_page(self, prefix: str, after: str | None, limit: int) -> list[Presence]:
+        raise NotImplementedError("issue 15: the directory of a cluster")
+
+    def circles_changed(self, users: list[str]) -> None:
+        raise NotImplementedError("issue 15: circles of a cluster")
 
     def presence(self, change: Presence) -> None:
         """Tell every node (this one too) of a presence change; each batches it for its own connections."""

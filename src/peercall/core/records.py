@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..protocol.codes import Outcome, Reason
+from .social import Screening
 
 __all__ = ["CallRecord", "Outcome", "Reason"]
 
@@ -28,6 +29,9 @@ class CallRecord:
     """The user whose action ended the call (hangup, reject, cancel); None when the server ended it."""
     quality: dict[str, dict[str, Any]] | None = None
     """What each party's client reported of the call after it ended (`call-summary`), by user id."""
+    screened: Screening | None = None
+    """Why the call did not ring although it could have (core/social.py): shown to the callee only (`to_json`),
+    and a call `HIDDEN_FROM_CALLEE` not even to them. None: it was not screened."""
 
     def to_json(self) -> dict[str, object]:
         """The record as the HTTP API and the `missed-calls` frame show it (camelCase keys)."""

@@ -161,6 +161,24 @@ class Audience(msgspec.Struct, frozen=True, gc=False):
         return user not in self.hidden and (self.users is None or user in self.users)
 
 
+class View(msgspec.Struct, frozen=True, gc=False):
+    """Whose presence a user is told (their `welcome` lists): their `contacts`, and with `everyone` the others
+    online too; never `hidden`."""
+
+    contacts: frozenset[str]
+    everyone: bool
+    hidden: frozenset[str] = frozenset()
+
+    def includes(self, user: str) -> bool:
+        return user not in self.hidden and (self.everyone or user in self.contacts)
+
+
+def view(circle: Circle, directory: Directory) -> View:
+    """Whose presence `circle.user` is told (the converse of `audience`)."""
+    hidden = frozenset(circle.blocked) | circle.blocked_by
+    return View(frozenset(c for c in circle.contacts if c not in hidden), directory is Directory.ALL, hidden)
+
+
 def audience(circle: Circle, directory: Directory) -> Audience:
     """Who is told `circle.user`'s presence."""
     if directory is Directory.ALL:

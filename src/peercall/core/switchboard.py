@@ -40,7 +40,7 @@ from __future__ import annotations
 import bisect
 import collections
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
@@ -53,6 +53,7 @@ from ..protocol.errors import ProtocolError
 from ..protocol.messages import NEGOTIATION, Envelope
 from .limits import TokenBucket
 from .records import CallRecord, Outcome, Reason
+from .social import Audience, Screen, View
 
 # ---------------------------------------------------------------------------------------------------- effects
 # msgspec Structs rather than frozen dataclasses: several are made for every frame, and a frozen dataclass's
@@ -78,12 +79,17 @@ class Forward(msgspec.Struct, frozen=True, gc=False):
 
 class Presence(msgspec.Struct, frozen=True, gc=False):
     """Tell every connection but the user's own that `user` came online, went offline (`last_seen` then says
-    when), or started or stopped being in an answered call (`in_call`)."""
+    when), or started or stopped being in an answered call (`in_call`). Also what `Switchboard.presences` says of
+    a user now.
+
+    `audience`: who is told (core/social.py); None: everyone. The switchboard leaves it None: the hub, which
+    knows the user's circle, sets it before handing the change to the broker."""
 
     user: str
     status: str
     in_call: bool = False
     last_seen: float | None = None
+    audience: Audience | None = None
 
 
 class Close(msgspec.Struct, frozen=True, gc=False):
@@ -140,6 +146,7 @@ class InvalidTransition(RuntimeError):
 
 _LAST_SEEN_KEPT = 1000  # offline users whose last-seen time is remembered (in memory: lost on restart)
 LAST_SEEN_SHOWN: Final = 50  # of which `welcome` lists the newest
+WELCOME_ONLINE_MAX: Final = 200  # users a `welcome` lists as online at most (contacts first); see WelcomeLists.more
 _ENDED_KEPT = 10_000  # calls that ended lately whose parties may still send a call-summary
 _RATED_KEPT = 10_000  # users whose call rate is tracked; the oldest are forgotten (a fresh bucket is a full one)
 
@@ -212,6 +219,7 @@ class WelcomeLists(msgspec.Struct, frozen=True, gc=False):
     online: list[str]
     in_call: list[str]
     last_seen: list[dict[str, object]]
+    more: bool = False  # `online` was cut at WELCOME_ONLINE_MAX (Directory.ALL): the `directory` frame pages on
 
 
 class CallRate:
@@ -317,8 +325,31 @@ class Switchboard:
                 bisect.insort(self._online, device.user)
             self.devices[device.cid] = self.users.setdefault(device.user, {})[device.cid] = device
 
-    def welcome_lists(self, user: str) -> WelcomeLists:
-        """What the welcome of a connection of `user` lists, from this switchboard's own state."""
+    def presences(self, users: Iterable[str]) -> dict[str, Presence]:
+        """Each of `users`' presence now: online (and whether in an answered call), or offline (with when they
+        were last seen, if this switchboard remembers)."""
+        out: dict[str, Presence] = {}
+        for user in users:
+            if user in self.users:
+                out[user] = Presence(user, "online", in_call=self._in_call(user))
+            else:
+                out[user] = Presence(user, "offline", last_seen=self.last_seen.get(user))
+        return out
+
+    def online_page(self, prefix: str, after: str | None, limit: int) -> list[Presence]:
+        """Users online whose id starts with `prefix`, after `after`, in id order, at most `limit`."""
+        ids = self._online
+        start = max(prefix, after) if after is not None else prefix
+        i = bisect.bisect_right(ids, start) if after is not None and after >= prefix else bisect.bisect_left(ids, start)
+        page: list[Presence] = []
+        while i < len(ids) and len(page) < limit and ids[i].startswith(prefix):
+            page.append(Presence(ids[i], "online", in_call=self._in_call(ids[i])))
+            i += 1
+        return page
+
+    def welcome_lists(self, user: str, view: View | None = None) -> WelcomeLists:
+        """What the welcome of a connection of `user` lists, from this switchboard's own state, restricted to
+        `view` (None: everyone)."""
         found = {
             u for c in self.calls.values() if c.state is CallState.ANSWERED for u in (c.caller.user, c.callee_user)
         }
@@ -340,10 +371,18 @@ class Switchboard:
         ]
 
     def connect(
-        self, cid: str, user: str, device: str | None, now: float, *, lists: WelcomeLists | None = None
+        self,
+        cid: str,
+        user: str,
+        device: str | None,
+        now: float,
+        *,
+        lists: WelcomeLists | None = None,
+        view: View | None = None,
     ) -> list[Effect]:
         """A connection of `user` was accepted. `device` is the id the client gave its device, if any. `lists`:
-        what its welcome lists, when this switchboard holds only a slice of the state (else its own view)."""
+        what its welcome lists, when this switchboard holds only a slice of the state (else its own view,
+        restricted to `view`: whose presence the user is told; None: everyone's)."""
         effects: list[Effect] = []
         named = device is not None
         device_id = device if device is not None else f"d-{cid}"
@@ -424,8 +463,10 @@ class Switchboard:
 
     # ----------------------------------------------------------------------------------------- frames
 
-    def receive(self, cid: str, env: Envelope, now: float) -> list[Effect]:
-        """A valid frame from `cid` (already through protocol.messages.parse).
+    def receive(self, cid: str, env: Envelope, now: float, screen: Screen | None = None) -> list[Effect]:
+        """A valid frame from `cid` (already through protocol.messages.parse). `screen`: how a call-request is
+        screened (core/social.py `screen()`); None: it may ring, and the caller may know the callee's presence
+        unless the switchboard is private.
 
         Raises:
             ProtocolError: `in-call`, `unavailable` or `not-in-call`; nothing was changed and nobody was told.

@@ -20,9 +20,10 @@ Must not import: the broker package, Redis, or anything of server/.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Protocol
 
+from ..core.social import Screen, View
 from ..core.switchboard import Effect, Presence
 from ..protocol.messages import Envelope
 
@@ -40,7 +41,13 @@ class BrokerEvents(Protocol):
         ...
 
     def presence_changed(self, change: Presence) -> None:
-        """A user's presence changed (on any node): tell this node's connections, in the next batch."""
+        """A user's presence changed (on any node): tell this node's connections in `change.audience` (None:
+        all of them), in the next batch."""
+        ...
+
+    def circles_changed(self, users: list[str]) -> None:
+        """These users' contacts, requests, blocks or ring setting changed (on any node): forget what is cached of
+        them and send their connections on this node the new `contacts` frame."""
         ...
 
 
@@ -100,17 +107,32 @@ class Broker(Protocol):
         """Calls not yet ended, by state (`ringing`, `answered`), on any node."""
         ...
 
-    async def connect(self, cid: str, user: str, device: str | None, now: float) -> list[Effect]:
+    async def connect(
+        self, cid: str, user: str, device: str | None, now: float, *, view: View | None = None
+    ) -> list[Effect]:
         """A connection of this node was accepted (`device`: the id its client gave, if any). The effects start
-        with frames for the connection itself, `welcome` first of them."""
+        with frames for the connection itself, `welcome` first of them, which lists whose presence `view` says
+        (None: everyone's). Its cost must grow with `view.contacts`, not with the users online."""
         ...
 
     async def disconnect(self, cid: str, user: str, now: float) -> list[Effect]:
         """A connection of this node closed. Its calls wait for it for the resume grace."""
         ...
 
-    async def receive(self, cid: str, user: str, env: Envelope, now: float) -> list[Effect]:
-        """A valid frame (through `messages.parse`) from a connection of this node, other than `call-summary`."""
+    async def receive(
+        self, cid: str, user: str, env: Envelope, now: float, *, screen: Screen | None = None
+    ) -> list[Effect]:
+        """A valid call frame (through `messages.parse`) from a connection of this node (not `call-summary`, nor
+        a contact frame). `screen`: how a `call-request` is screened (`Switchboard.receive`)."""
+        ...
+
+    async def presences(self, users: Collection[str]) -> dict[str, Presence]:
+        """Each of `users`' presence now, on any node (`Switchboard.presences`). One round trip at most."""
+        ...
+
+    async def online_page(self, prefix: str, after: str | None, limit: int) -> list[Presence]:
+        """Users online whose id starts with `prefix`, after `after`, in id order, at most `limit` (the
+        `directory` frame). Bounded by `limit`, not by the users online."""
         ...
 
     async def summary(self, cid: str, user: str, env: Envelope) -> None:
@@ -124,5 +146,11 @@ class Broker(Protocol):
         ...
 
     def presence(self, change: Presence) -> None:
-        """Tell every node (this one too, through `BrokerEvents.presence_changed`) of a presence change."""
+        """Tell every node (this one too, through `BrokerEvents.presence_changed`) of a presence change, with its
+        `audience`."""
+        ...
+
+    def circles_changed(self, users: list[str]) -> None:
+        """Tell every node (this one too, through `BrokerEvents.circles_changed`) that these users' circles
+        changed. At most once, like `send`."""
         ...

@@ -359,6 +359,10 @@ class Hub:
                 waiting.append((nodeframe.SEND, text))
         self._spawn(self._send_all(targets, text))
 
+    def circles_changed(self, users: list[str]) -> None:
+        """BrokerEvents: these users' circles changed."""
+        # Filled in with the contacts service (hub/social.py).
+
     async def _send_all(self, targets: list[Connection], text: str) -> None:
         for conn in targets:
             await conn.send_text(text)
