@@ -4,7 +4,9 @@ Owns the `Signaling` connection, the current call (a user has at most one), the 
 `incoming()`, and the reconnect bookkeeping: a call outlives a dropped connection for the server's resume grace,
 and after a reconnect the server hands it back (`call-resumed`) or it is over. It decides which frames belong to
 which call, answers a second caller with "busy", and takes the server's `call-ended` as the truth about how a call
-ended. It is the Python counterpart of the web client's `main.js`.
+ended. It also keeps the user's contacts (`contacts` frames, with their presence kept up to date by `presence`
+frames) and sends the contact operations, each awaiting the server's answer. It is the Python counterpart of the web
+client's `main.js`.
 
 Imports the rest of the SDK and `peercall.protocol` (pure data); must not import the server.
 """
@@ -16,16 +18,29 @@ import contextlib
 import logging
 import secrets
 import ssl
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from ..core.social import CallsFrom
 from ..protocol.messages import is_valid_id
 from .call import Call, CallEnd, CallError, CallPhase
 from .candidates import CandidatePolicy
+from .contacts import (
+    MAX_DIRECTORY_PAGE,
+    ContactError,
+    Contacts,
+    DirectoryPage,
+    calls_from,
+    check_name,
+    parse_contacts,
+    parse_directory,
+)
 from .events import (
     CallEnded,
     CallPhaseChanged,
     CallResumed,
     Connected,
+    ContactsChanged,
     Disconnected,
     Event,
     IncomingCall,
@@ -46,6 +61,8 @@ RINGING_WAIT = 10.0
 """How long `call()` waits for the server to confirm a call request (`call-ringing`), in seconds."""
 RESUME_WAIT = 2.0
 """After a reconnect, how long to wait for the server to hand our call back (`call-resumed`), in seconds."""
+ANSWER_WAIT = 10.0
+"""How long a contact operation or a directory page waits for the server's answer by default, in seconds."""
 
 
 class Subscription(Generic[T]):
@@ -175,11 +192,20 @@ class Client:
         self._lost_timer: asyncio.TimerHandle | None = None
         self._resume_timer: asyncio.TimerHandle | None = None
         self._presence_changed = asyncio.Event()
+        self._contacts: Contacts | None = None
+        self._contacts_changed = asyncio.Event()
+        self._contact_lock = asyncio.Lock()
+        self._contact_answer: tuple[str, str | None, asyncio.Future[Contacts]] | None = None
+        self._directory_lock = asyncio.Lock()
+        self._directory_answer: asyncio.Future[DirectoryPage] | None = None
         self._closed = False
         self._welcomed = False
         self._sending: set[asyncio.Future[bool]] = set()
         self.last_disconnect: Disconnected | None = None
         """Why the connection last dropped (None if it never did)."""
+        self.answer_timeout = ANSWER_WAIT
+        """How long a contact operation or `directory()` waits for the server's answer, seconds (then it raises
+        `ContactError`)."""
 
     # ---- connection ---------------------------------------------------------------------------------------------
 
@@ -255,6 +281,171 @@ class Client:
         while user not in self._online:
             self._presence_changed.clear()
             await self._presence_changed.wait()
+
+    # ---- contacts -----------------------------------------------------------------------------------------------
+
+    @property
+    def contacts(self) -> Contacts | None:
+        """Our contacts, requests, blocks and ring setting as the server last told them, with the contacts'
+        presence kept up to date; None until the server's first `contacts` frame (or if it has no contacts)."""
+        return self._contacts
+
+    async def wait_contacts(self, condition: Callable[[Contacts], bool] | None = None) -> Contacts:
+        """Wait until we know our contacts (and, with `condition`, until it holds of them); bound it with
+        `asyncio.timeout()` if you like.
+
+        Args:
+            condition: e.g. `lambda c: c.has_incoming("bob")`.
+
+        Returns:
+            The snapshot that satisfied it.
+        """
+        while self._contacts is None or (condition is not None and not condition(self._contacts)):
+            self._contacts_changed.clear()
+            await self._contacts_changed.wait()
+        return self._contacts
+
+    async def add_contact(self, user: str, name: str | None = None) -> Contacts:
+        """Ask `user` to be our contact, or accept their request (this also lifts a block of ours on them).
+
+        Nothing tells whether `user` exists: the request waits in `outgoing` until they answer or it expires.
+
+        Args:
+            user: their id.
+            name: our own name for them (1-64 characters), or None.
+
+        Returns:
+            Our contacts after the change.
+
+        Raises:
+            ValueError: `user` or `name` is malformed, or is ourselves.
+            ContactError: refused (`too-many`: 500 contacts or 100 requests waiting; `rate-limited`…), or no answer
+                within `answer_timeout`.
+        """
+        data = None if name is None else {"name": check_name(name)}
+        return await self._contact_frame("contact-add", user, data)
+
+    async def decline_contact(self, user: str) -> Contacts:
+        """Decline `user`'s contact request (they are not told). Raises as `add_contact()`."""
+        return await self._contact_frame("contact-decline", user, None)
+
+    async def remove_contact(self, user: str) -> Contacts:
+        """No longer be contacts with `user` (on both sides), or withdraw our request to them."""
+        return await self._contact_frame("contact-remove", user, None)
+
+    async def rename_contact(self, user: str, name: str | None) -> Contacts:
+        """Give contact `user` our own name for them (1-64 characters), or none (None)."""
+        return await self._contact_frame("contact-rename", user, {"name": check_name(name)})
+
+    async def block(self, user: str) -> Contacts:
+        """Block `user`: their calls end as if we were offline, their requests vanish, they see no presence of ours,
+        and nothing of theirs reaches us. They are not told."""
+        return await self._contact_frame("block", user, None)
+
+    async def unblock(self, user: str) -> Contacts:
+        """Lift our block on `user`: what was there before comes back."""
+        return await self._contact_frame("unblock", user, None)
+
+    async def set_calls_from(self, setting: CallsFrom | str | None) -> Contacts:
+        """Set who may ring us: `everyone`, `contacts`, `nobody` (do not disturb), or None (`default`) for the
+        server's default. A call the setting refuses never rings; its caller sees a call nobody answers."""
+        value = calls_from(setting)
+        data = {"callsFrom": value.value if value is not None else None}
+        return await self._contact_frame("settings", None, data)
+
+    async def directory(self, prefix: str = "", *, after: str | None = None, limit: int = 50) -> DirectoryPage:
+        """One page of who is online, on servers that list everyone (`PEERCALL_DIRECTORY=all`).
+
+        Args:
+            prefix: only ids that start with this.
+            after: the `next` of the previous page (None: the first page).
+            limit: at most this many users (1-200).
+
+        Returns:
+            Users in id order, and the `after` of the next page (None after the last).
+
+        Raises:
+            ValueError: a malformed `prefix`, `after` or `limit`.
+            ContactError: `not-allowed` (the server lists contacts only), `rate-limited`, or no answer within
+                `answer_timeout`.
+        """
+        if prefix and not (len(prefix) <= 64 and is_valid_id(prefix)):
+            raise ValueError(f"an id prefix is up to 64 letters, digits, '_', '-', '.' or '@', not {prefix!r}")
+        if after is not None and not is_valid_id(after):
+            raise ValueError(f"after is a user id (a page's next), not {after!r}")
+        if not 1 <= limit <= MAX_DIRECTORY_PAGE:
+            raise ValueError(f"a directory page holds 1-{MAX_DIRECTORY_PAGE} users, not {limit}")
+        self._require_contacts()
+        data: dict[str, Any] = {"limit": limit}
+        if prefix:
+            data["q"] = prefix
+        if after is not None:
+            data["after"] = after
+        async with self._directory_lock:
+            answer: asyncio.Future[DirectoryPage] = asyncio.get_running_loop().create_future()
+            self._directory_answer = answer
+            try:
+                return await self._answer({"type": "directory", "data": data}, answer)
+            finally:
+                self._directory_answer = None
+
+    async def _contact_frame(self, kind: str, user: str | None, data: Any) -> Contacts:
+        if user is not None:
+            if not is_valid_id(user):
+                raise ValueError(f"a user id is 1-64 letters, digits, '_', '-', '.' or '@', not {user!r}")
+            if user == self.id:
+                raise ValueError(f"{kind}: {user} is yourself")
+        self._require_contacts()
+        frame: dict[str, Any] = {"type": kind}
+        if user is not None:
+            frame["to"] = user
+        if data is not None:
+            frame["data"] = data
+        async with self._contact_lock:  # one at a time: the next `contacts` frame (or error) is the answer
+            answer: asyncio.Future[Contacts] = asyncio.get_running_loop().create_future()
+            self._contact_answer = (kind, user, answer)
+            try:
+                return await self._answer(frame, answer)
+            finally:
+                self._contact_answer = None
+
+    async def _answer(self, frame: Frame, answer: asyncio.Future[T]) -> T:
+        if not await self._signaling.send(frame):
+            raise ContactError(f"cannot send {frame['type']}: not connected to the server")
+        try:
+            return await asyncio.wait_for(asyncio.shield(answer), self.answer_timeout)
+        except TimeoutError:
+            wait = self.answer_timeout
+            raise ContactError(f"the server did not answer {frame['type']} within {wait:g}s") from None
+
+    def _require_contacts(self) -> None:
+        welcome = self.welcome
+        if welcome is not None and "contacts" not in (welcome.get("features") or ()):
+            raise ContactError(f"the server at {self.url} has no contacts (its welcome lists no 'contacts' feature)")
+
+    def _on_contacts(self, frame: Frame) -> None:
+        previous, self._contacts = self._contacts, parse_contacts(frame)
+        self._contacts_changed.set()
+        self._publish(ContactsChanged(self._contacts, previous))
+        pending = self._contact_answer
+        if pending is not None and not pending[2].done():
+            pending[2].set_result(self._contacts)
+
+    def _contact_presence(self, user: str, change: dict[str, Any]) -> None:
+        contacts = self._contacts
+        if contacts is None:
+            return
+        last_seen = change.get("lastSeen")
+        updated = contacts.with_presence(
+            user,
+            change.get("status") == "online",
+            change.get("inCall") is True,
+            float(last_seen) if isinstance(last_seen, int | float) and not isinstance(last_seen, bool) else None,
+        )
+        if updated is not contacts:
+            self._contacts = updated
+            self._contacts_changed.set()
+            self._publish(ContactsChanged(updated, contacts))
 
     # ---- subscriptions ----------------------------------------------------------------------------------------
 
@@ -396,6 +587,11 @@ class Client:
                 call.server_ended(frame.get("outcome"), frame.get("reason"))
         elif kind == "call-resumed":
             self._on_call_resumed(frame)
+        elif kind == "contacts":
+            self._on_contacts(frame)
+        elif kind == "directory":
+            if self._directory_answer is not None and not self._directory_answer.done():
+                self._directory_answer.set_result(parse_directory(frame))
         elif kind == "missed-calls":
             calls = frame.get("calls")
             self._publish(MissedCalls(calls if isinstance(calls, list) else []))
@@ -444,6 +640,7 @@ class Client:
             user, status = change.get("id"), change.get("status")
             if not isinstance(user, str) or user == self.id:
                 continue
+            self._contact_presence(user, change)
             online = status == "online"
             if online == (user in self._online):
                 continue
@@ -494,6 +691,14 @@ class Client:
     def _on_error(self, frame: Frame) -> None:
         code, ref = str(frame.get("code")), frame.get("ref")
         self._publish(ServerError(code, str(frame.get("message")), ref if isinstance(ref, str) else None))
+        pending = self._contact_answer
+        if pending is not None and ref == pending[0] and frame.get("to") in (None, pending[1]):
+            if not pending[2].done():
+                pending[2].set_exception(ContactError(f"{ref} refused: {frame.get('message')}", code))
+            return
+        if ref == "directory" and self._directory_answer is not None and not self._directory_answer.done():
+            self._directory_answer.set_exception(ContactError(f"directory refused: {frame.get('message')}", code))
+            return
         if ref == "call-request" and self._ringing is not None and not self._ringing.done():
             call = self._call
             if call is not None and frame.get("to") == call.peer:
