@@ -194,6 +194,7 @@ class Client:
         self._presence_changed = asyncio.Event()
         self._contacts: Contacts | None = None
         self._contacts_changed = asyncio.Event()
+        self._contacts_current = asyncio.Event()  # set once this connection's first `contacts` frame came
         self._contact_lock = asyncio.Lock()
         self._contact_answer: tuple[str, str | None, asyncio.Future[Contacts]] | None = None
         self._directory_lock = asyncio.Lock()
@@ -402,6 +403,10 @@ class Client:
         if data is not None:
             frame["data"] = data
         async with self._contact_lock:  # one at a time: the next `contacts` frame (or error) is the answer
+            try:  # ... but not the one the server sends every connection after its welcome
+                await asyncio.wait_for(self._contacts_current.wait(), self.answer_timeout)
+            except TimeoutError:
+                raise ContactError(f"the server sent no contacts within {self.answer_timeout:g}s") from None
             answer: asyncio.Future[Contacts] = asyncio.get_running_loop().create_future()
             self._contact_answer = (kind, user, answer)
             try:
@@ -427,6 +432,9 @@ class Client:
         previous, self._contacts = self._contacts, parse_contacts(frame)
         self._contacts_changed.set()
         self._publish(ContactsChanged(self._contacts, previous))
+        if not self._contacts_current.is_set():
+            self._contacts_current.set()  # this connection's first: the picture as it is, the answer to nothing
+            return
         pending = self._contact_answer
         if pending is not None and not pending[2].done():
             pending[2].set_result(self._contacts)
@@ -621,6 +629,7 @@ class Client:
         self._online = {u for u in online if isinstance(u, str) and u != self.id} if isinstance(online, list) else set()
         self._presence_changed.set()
         reconnected, self._welcomed = self._welcomed, True
+        self._contacts_current.clear()
         self._publish(Connected(frame, frozenset(self._online), reconnected))
         for user in sorted(previous ^ self._online):
             self._publish(PresenceChanged(user, user in self._online))
