@@ -194,6 +194,7 @@ def _add_contacts_command(commands: Any, connection: argparse.ArgumentParser) ->
     def action(name: str, help: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = actions.add_parser(name, parents=[connection], help=help, description=help)
         parser.add_argument("--id", help="our id (default $PEERCALL_ID or the login name)")
+        parser.add_argument("--connect-timeout", type=float, default=10, metavar="SECONDS", help=argparse.SUPPRESS)
         return parser
 
     listing = action("list", "list your contacts with their presence, requests, blocks and your ring setting")

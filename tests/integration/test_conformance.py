@@ -19,11 +19,29 @@ def quick_server() -> Iterator[ServerProcess]:
         yield srv
 
 
+@pytest.fixture(scope="module")
+def contacts_server() -> Iterator[ServerProcess]:
+    """The same, showing presence to contacts only (PEERCALL_DIRECTORY=contacts, as token mode does by default)."""
+    with run_server(PEERCALL_RING_TIMEOUT="1.5", PEERCALL_RESUME_GRACE="1.5", PEERCALL_DIRECTORY="contacts") as srv:
+        yield srv
+
+
 @pytest.mark.parametrize("name", list(conformance.SCENARIOS))
 async def test_scenario(quick_server: ServerProcess, name: str) -> None:
-    """Each protocol rule holds against a real peercall server (none skipped)."""
+    """Each protocol rule holds against a real peercall server in open mode (presence for everyone; none skipped
+    but the one that needs presence for contacts only)."""
     result = await conformance.run_one(quick_server.ws, name)
-    assert result.status == "pass", result.detail
+    expected = "skip" if name == "contacts-stranger-call-is-silent" else "pass"
+    assert result.status == expected, result.detail
+
+
+@pytest.mark.parametrize("name", list(conformance.SCENARIOS))
+async def test_scenario_with_presence_for_contacts_only(contacts_server: ServerProcess, name: str) -> None:
+    """Each rule holds, too, against a server that shows presence to contacts only: the scenarios follow what its
+    welcome says (the contact ones check `not-allowed` directories and presence scoped to contacts)."""
+    result = await conformance.run_one(contacts_server.ws, name)
+    expected = "skip" if name == "unavailable" else "pass"
+    assert result.status == expected, result.detail
 
 
 def test_cli_reports_and_fails_on_a_broken_server(quick_server: ServerProcess) -> None:

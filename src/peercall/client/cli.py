@@ -390,7 +390,7 @@ async def contacts_command(args: argparse.Namespace) -> int:
         0 when done; 1 when the server refused, did not answer, or could not be reached (the reason on stderr).
     """
     try:
-        async with _client(args, args.id or default_id(), connect_timeout=10.0) as client:
+        async with _client(args, args.id or default_id(), connect_timeout=args.connect_timeout) as client:
             _say(await _contacts_action(client, args))
             return 0
     except (ClientError, ValueError, OSError, TimeoutError) as exc:
