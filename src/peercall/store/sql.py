@@ -108,7 +108,7 @@ calls = sa.Table(
     sa.Column("missed_taken", sa.Boolean, nullable=False),
     sa.Column("quality", sa.Text),
 )
-_FIELDS = [field.name for field in dataclasses.fields(CallRecord)]
+_FIELDS = [field.name for field in dataclasses.fields(CallRecord) if field.name in calls.c]  # screened: issue 15, store
 _RECORD_COLUMNS = [calls.c[name] for name in _FIELDS]
 
 
