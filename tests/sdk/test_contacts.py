@@ -51,15 +51,17 @@ async def test_request_accept_presence_and_events(sdk: MakeClient, uid: Any) -> 
     assert (first.contacts, first.incoming, first.outgoing, first.blocked) == ((), (), (), ())
     assert first.calls_from is None and first.ring_setting == "everyone" and first.directory == "all"
     async with alice.events() as events:
-        mine = await alice.add_contact(bob.id, "Bob (work)")
+        mine = await alice.add_contact(bob.id)
         assert mine.has_outgoing(bob.id) and not mine.is_contact(bob.id)
         theirs = await until(bob, lambda c: c.has_incoming(alice.id), "alice's request did not arrive")
         assert not theirs.is_contact(alice.id)
-        theirs = await bob.add_contact(alice.id)
+        theirs = await bob.add_contact(alice.id, "Alice (work)")
         assert theirs.is_contact(alice.id) and not theirs.incoming
+        named = theirs.contact(alice.id)
+        assert named is not None and named.name == "Alice (work)" and named.label == "Alice (work)"
         mine = await until(alice, lambda c: c.is_contact(bob.id), "bob's acceptance did not arrive")
         contact = mine.contact(bob.id)
-        assert contact is not None and contact.name == "Bob (work)" and contact.label == "Bob (work)"
+        assert contact is not None and contact.name is None and contact.label == bob.id
         assert contact.online and not contact.in_call and not mine.outgoing
         changes = []
         async with asyncio.timeout(WAIT):
