@@ -15,6 +15,7 @@ from peercall.client import CallPhase, Client, ContactError, Contacts, ContactsC
 from tests.conftest import SCALE, ServerProcess, run_server
 
 from .conftest import WAIT, MakeClient
+from .test_docs import example, run
 
 
 @pytest.fixture(scope="module")
@@ -207,17 +208,19 @@ async def contacts(srv: ServerProcess, user: str, *args: str) -> tuple[int, str,
 
 async def test_contacts_command(server: ServerProcess, sdk: MakeClient, uid: Any) -> None:
     """`peercall contacts add/list/rename/calls-from/block/unblock/remove/decline/directory` do what they say."""
-    alice, bob = uid("alice"), await sdk(uid("bob"))
-    status, out, err = await contacts(server, alice, "add", bob.id, "--name", "Bob (work)")
+    alice, bob, carol = uid("alice"), await sdk(uid("bob")), uid("carol")
+    status, out, err = await contacts(server, alice, "add", carol)
     assert (status, out.strip(), err) == (
         0,
-        f"asked {bob.id} to be your contact; the request waits for their answer",
+        f"asked {carol} to be your contact; the request waits for their answer",
         "",
     )
-    await until(bob, lambda c: c.has_incoming(alice), "the command's request did not arrive")
     await bob.add_contact(alice)
+    status, out, err = await contacts(server, alice, "add", bob.id, "--name", "Bob (work)")
+    assert (status, out.strip(), err) == (0, f"{bob.id} is your contact", "")
     status, out, _ = await contacts(server, alice, "list")
     assert status == 0 and f"{bob.id}  online" in out and '"Bob (work)"' in out, out
+    assert f"your requests waiting for theirs (1):\n  {carol}  since " in out, out
     assert "who may ring you: everyone (the server's default)" in out, out
     status, out, _ = await contacts(server, alice, "list", "--json")
     listed = json.loads(out)
@@ -248,3 +251,23 @@ async def test_contacts_command_errors(strict_server: ServerProcess, uid: Any) -
     gone = ServerProcess(strict_server.proc, 9)  # nothing listens on port 9
     status, out, err = await contacts(gone, alice, "list")
     assert (status, out) == (1, "") and "could not connect" in err, err
+
+
+async def test_contacts_example_runs_as_written(
+    server: ServerProcess, sdk: MakeClient, uid: Any, tmp_path: Any
+) -> None:
+    """The doc's contacts example accepts bob's request under its own name for him, prints his presence, sets its
+    ring setting and declines the other requests."""
+    alice = uid("alice")
+    bob, dave = await sdk(uid("bob")), await sdk(uid("dave"))
+    await bob.add_contact(alice)
+    await dave.add_contact(alice)
+    code = example("contacts").replace("ws://127.0.0.1:8080/ws", server.ws)
+    code = code.replace('"alice"', f'"{alice}"').replace('"bob"', f'"{bob.id}"')
+    status, out = await run(code, tmp_path)
+    assert (status, out.strip()) == (0, "Bob (work) online"), out
+    assert (await until(bob, lambda c: c.is_contact(alice), "alice did not accept")).contact(alice) is not None
+    assert dave.contacts is not None and dave.contacts.has_outgoing(alice)  # declined: dave is not told
+    async with Client(server.ws, alice) as again:
+        after = await asyncio.wait_for(again.wait_contacts(), WAIT)
+    assert after.calls_from == "contacts" and not after.incoming and after.is_contact(bob.id)

@@ -703,10 +703,12 @@ class Client:
         pending = self._contact_answer
         if pending is not None and ref == pending[0] and frame.get("to") in (None, pending[1]):
             if not pending[2].done():
-                pending[2].set_exception(ContactError(f"{ref} refused: {frame.get('message')}", code))
+                pending[2].set_exception(ContactError(f"{ref} refused: {code}: {frame.get('message')}", code))
             return
         if ref == "directory" and self._directory_answer is not None and not self._directory_answer.done():
-            self._directory_answer.set_exception(ContactError(f"directory refused: {frame.get('message')}", code))
+            self._directory_answer.set_exception(
+                ContactError(f"directory refused: {code}: {frame.get('message')}", code)
+            )
             return
         if ref == "call-request" and self._ringing is not None and not self._ringing.done():
             call = self._call
