@@ -47,6 +47,10 @@ class Failure(AssertionError):
     """A rule of the protocol did not hold."""
 
 
+class NotReceived(Failure):
+    """The frame waited for did not come in time."""
+
+
 class Skip(Exception):
     """The scenario cannot run against this server as configured."""
 
@@ -81,7 +85,7 @@ class Peer:
                 ) from None
             except TimeoutError:
                 want = ", ".join(f"{k}={v!r}" for k, v in fields.items())
-                raise Failure(
+                raise NotReceived(
                     f"{self.user}{self.where} got no {type} ({want}) within {timeout}s; saw {self.seen[-5:]}"
                 ) from None
             except websockets.ConnectionClosed as exc:
@@ -95,9 +99,11 @@ class Peer:
 
     async def nothing(self, type: str, within: float = 0.3, **fields: Any) -> None:
         """No frame of `type` (with `fields`) arrives within `within` seconds."""
-        with contextlib.suppress(Failure):
+        try:
             message = await self.expect(type, within, **fields)
-            raise Failure(f"{self.user}{self.where} should not have received {message}")
+        except NotReceived:
+            return
+        raise Failure(f"{self.user}{self.where} should not have received {message}")
 
     async def close(self) -> None:
         await self.ws.close()
@@ -402,7 +408,7 @@ async def every_device_rings_first_accept_wins(ctx: Context) -> None:
         await alice.nothing("call-accept", within=0.15)
         outcomes = []
         for device in (bob1, bob2):
-            with contextlib.suppress(Failure):
+            with contextlib.suppress(NotReceived):
                 await device.expect("call-ended", timeout=0.3, callId=call_id, reason="answered-elsewhere")
                 outcomes.append(device)
         check(len(outcomes) == 1, f"round {round_}: exactly one device should lose, {len(outcomes)} did")

@@ -62,3 +62,17 @@ def test_cli_reports_and_fails_on_a_broken_server(quick_server: ServerProcess) -
         timeout=60,
     )
     assert bad.returncode == 1 and "FAIL  busy" in bad.stdout
+
+
+async def test_nothing_fails_when_the_frame_comes(quick_server: ServerProcess) -> None:
+    """A scenario's "nothing arrives" check fails when it does arrive (it once could not fail at all)."""
+    ctx = conformance.Context([quick_server.ws], 10.0)
+    try:
+        alice, bob = await ctx.connect("alice"), await ctx.connect("bob")
+        await alice.send({"type": "call-request", "to": bob.user})
+        with pytest.raises(conformance.Failure, match="should not have received"):
+            await bob.nothing("call-request", within=2.0)
+        await alice.nothing("call-request", within=0.2)  # and passes when nothing comes
+    finally:
+        for peer in ctx.peers:
+            await peer.close()
