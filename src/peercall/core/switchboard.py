@@ -648,6 +648,7 @@ class Switchboard:
                 Send(device.cid, messages.call_ringing(call_id, callee)),
                 *self._record_only(call, Outcome.BUSY, Reason.USER_BUSY, now, device),
             ]
+        assert callee_devices  # not offline
         self.add_call(call)
         self.active[caller] = self.active[callee] = call_id
         effects: list[Effect] = [Send(device.cid, messages.call_ringing(call_id, callee))]
