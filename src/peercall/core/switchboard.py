@@ -114,7 +114,8 @@ class Close(msgspec.Struct, frozen=True, gc=False):
 
 
 class Record(msgspec.Struct, frozen=True, gc=False):
-    """Write one ended call to the history. `notified`: the callee was online, so a missed call rang there."""
+    """Write one ended call to the history. `notified`: the callee was online, so a missed call rang there (never
+    for a silent or screened call: `record.screened` says why a screened one did not ring)."""
 
     record: CallRecord
     notified: bool = False
@@ -522,8 +523,8 @@ class Switchboard:
 
     def receive(self, cid: str, env: Envelope, now: float, screen: Screen | None = None) -> list[Effect]:
         """A valid frame from `cid` (already through protocol.messages.parse). `screen`: how a call-request is
-        screened (core/social.py `screen()`); None: it may ring, and the caller may know the callee's presence
-        unless the switchboard is private.
+        screened (core/social.py `screen()`; the rules are in the module doc); None: it may ring, and the caller
+        may know the callee's presence unless the switchboard is private.
 
         Raises:
             ProtocolError: `in-call`, `unavailable` or `not-in-call`; nothing was changed and nobody was told.
