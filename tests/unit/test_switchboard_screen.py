@@ -192,3 +192,14 @@ def test_unscreened_history_is_notified_as_before() -> None:
     b.ring("a1", "bob")
     b.advance(RING)
     assert b.records[-1].screened is None and b.notified[b.records[-1].call_id] is True
+
+
+def test_the_blocked_user_may_answer_a_call_the_blocker_placed() -> None:
+    """Screens apply to the call being placed: the blocker's own call rings, and calling back answers it."""
+    b = board(Screen(True, Screening.BLOCKED))  # alice's calls to bob are blocked
+    b.connect("b1", "bob")
+    call_id = b.ring("b1", "alice")
+    assert b.types("a1") == ["call-request"]
+    assert b.send("a1", "call-request", "bob") is None
+    assert b.last("a1", "call-accept")["callId"] == call_id == b.last("b1", "call-accept")["callId"]
+    assert b.sb.calls[call_id].state == "answered"

@@ -32,7 +32,9 @@ Rules (docs/protocol.md, "Calls", is the user-facing version):
   not take it; the history and `missed-calls` tell them, unless it was screened). A call-request from the callee
   to its caller answers it, as glare does, except for a BLOCKED or REFUSED call, of which the callee must learn
   nothing: their call to the blocked caller is a call of its own, to someone who has a call (the silent one), so
-  busy or silent by the same rules; the silent call runs on to its timeout.
+  busy or silent by the same rules; the silent call runs on to its timeout. A call the blocker places rings the
+  blocked user (if free) as any call, who may answer it by accepting or by calling back (glare): screens apply to
+  the call being placed, never to the answer.
 - A screened call's history record carries why (`CallRecord.screened`) and is never `notified`: the store shows a
   SILENCED call in the callee's history only, a BLOCKED or REFUSED one nowhere on their side. Nothing of a BLOCKED
   or REFUSED call reaches the callee's connections.
