@@ -77,6 +77,8 @@ def test_no_screen_is_todays_behaviour() -> None:
     private = board(None)
     private.sb.private = True
     assert heard(private, "a1", "bob") == UNANSWERED
+    private.screens[("alice", "bob")] = Screen(True, None)  # private mode wins over a screen that says visible
+    assert heard(private, "a1", "bob") == UNANSWERED
 
 
 @pytest.mark.parametrize("screening", SCREENINGS)

@@ -624,7 +624,8 @@ class Switchboard:
             theirs.screened = None  # it is an answered call now, not one that was kept from ringing
             self.active[caller] = theirs.id
             return self._accept(theirs, device, env, now, glare=True)
-        visible, screening = (not self.private, None) if screen is None else (screen.visible, screen.screening)
+        visible = not self.private and (screen is None or screen.visible)
+        screening = None if screen is None else screen.screening
         call_id = self._new_id()
         call = Call(call_id, Party(caller, device.device, device.cid), callee, env, now, now + self.ring_timeout)
         call.screened = screening
