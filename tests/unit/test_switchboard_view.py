@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from peercall.core import switchboard
@@ -16,7 +18,7 @@ class CountingList(list[str]):
 
     looked_at = 0
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         for item in super().__iter__():
             CountingList.looked_at += 1
             yield item
