@@ -462,8 +462,6 @@ class Switchboard:
             directory="all" if view is None or view.everyone else "contacts",
             more=lists.more,
         )
-        if lists.more:  # until messages.welcome takes it
-            welcome["more"] = True
         effects.append(Send(cid, welcome))
         if first and not self.private:
             effects.append(Presence(user, "online", in_call=self._in_call(user)))
