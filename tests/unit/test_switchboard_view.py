@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from peercall.core import switchboard
 from peercall.core.social import View
 from peercall.core.switchboard import WELCOME_ONLINE_MAX, Presence
 
 from .board import Board
+
+NAMES = ["me", *(f"u{i}_" for i in range(10))]
 
 
 class CountingList(list[str]):
@@ -148,3 +152,40 @@ def test_online_page() -> None:
     assert ids(page("", None, 3)) == ["al", "alice", "alina"]
     assert ids(page("z", None, 3)) == [] and ids(page("a", "zzz", 3)) == []
     assert [(p.user, p.in_call) for p in page("bo", None, 5)] == [("bob", True), ("bobby", False)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sets(st.sampled_from(NAMES), max_size=12),
+    st.sets(st.sampled_from(NAMES), max_size=6),
+    st.sets(st.sampled_from(NAMES), max_size=4),
+    st.booleans(),
+    st.integers(min_value=1, max_value=5),
+)
+def test_lists_handed_in_are_restricted_as_the_own_ones(
+    online: set[str], contacts: set[str], hidden: set[str], everyone: bool, cut: int
+) -> None:
+    """A switchboard holding a slice of shared state is handed everyone's lists (`connect(lists=...)`); restricted
+    to a view they say what a switchboard holding all the state says itself."""
+    b = Board()
+    for name in NAMES:  # everyone connects; some leave (seen lately); two pairs talk
+        b.connect(f"{name}1", name)
+    b.answered("u0_1", "u1_1")
+    b.answered("u4_1", "u7_1")
+    for name in NAMES:
+        if name not in online and name != "me":
+            b.advance(1)
+            b.disconnect(f"{name}1")
+    view = View(frozenset(contacts), everyone, frozenset(hidden))
+    handed = b.sb.welcome_lists("me")  # everyone's
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(switchboard, "WELCOME_ONLINE_MAX", cut)
+        own = b.sb.welcome_lists("me", view)
+        b.apply(b.sb.connect("me2", "me", None, b.now, lists=handed, view=view))
+    welcome = b.last("me2", "welcome")
+    assert (welcome["online"], welcome["inCall"], welcome["recent"], welcome.get("more", False)) == (
+        own.online,
+        own.in_call,
+        own.last_seen,
+        own.more,
+    )

@@ -378,22 +378,8 @@ class Switchboard:
             }
             in_call = sorted(u for u in found if u in self.users and u != user)
             return WelcomeLists(self.online(exclude=user), in_call, self._recent(None))
-        contacts = sorted(c for c in view.contacts if c in self.users and c != user and view.includes(c))
-        more = False
-        if view.everyone:
-            online = contacts[:WELCOME_ONLINE_MAX]
-            more = len(contacts) > WELCOME_ONLINE_MAX
-            for other in self._online:  # walks the sorted list in place: no copy, stops after the cut
-                if more:
-                    break
-                if other == user or other in view.contacts or not view.includes(other):
-                    continue
-                if len(online) == WELCOME_ONLINE_MAX:
-                    more = True
-                else:
-                    online.append(other)
-        else:
-            online = contacts
+        contacts = [c for c in view.contacts if c in self.users]
+        online, more = _online_in_view(user, view, contacts, self._online)  # walks _online in place: no copy
         in_call = sorted(u for u in online if self._in_call(u))
         return WelcomeLists(online, in_call, self._recent(view), more)
 
@@ -431,8 +417,8 @@ class Switchboard:
         view: View | None = None,
     ) -> list[Effect]:
         """A connection of `user` was accepted. `device` is the id the client gave its device, if any. `lists`:
-        what its welcome lists, when this switchboard holds only a slice of the state (else its own view,
-        restricted to `view`: whose presence the user is told; None: everyone's)."""
+        what its welcome lists, when this switchboard holds only a slice of the state (else its own view); either
+        is restricted to `view`, whose presence the user is told (None: everyone's)."""
         effects: list[Effect] = []
         named = device is not None
         device_id = device if device is not None else f"d-{cid}"
@@ -451,6 +437,8 @@ class Switchboard:
             lists = WelcomeLists([], [], [])
         elif lists is None:
             lists = self.welcome_lists(user, view)
+        elif view is not None:
+            lists = _in_view(lists, user, view)
         welcome = messages.welcome(
             user,
             device_id,
@@ -811,6 +799,40 @@ class Switchboard:
         # sees of it: a silenced call in their history, a blocked or refused one nowhere).
         notified = call.callee_user in self.users and not call.silent and call.screened is None
         return Record(_record(call, outcome, reason, now, hung_up_by=hung_up_by), notified)
+
+
+def _online_in_view(
+    user: str, view: View, contacts_online: Iterable[str], everyone_online: Iterable[str]
+) -> tuple[list[str], bool]:
+    """Whom a welcome of `user` lists as online under `view`, and whether it was cut: the view's contacts who are
+    online (sorted), then, with `view.everyone`, the others from `everyone_online` (in id order), at most
+    WELCOME_ONLINE_MAX. `everyone_online` is only walked with `everyone`, and no further than the cut."""
+    online = sorted(c for c in contacts_online if c != user and view.includes(c))
+    if not view.everyone:
+        return online, False
+    more = len(online) > WELCOME_ONLINE_MAX
+    del online[WELCOME_ONLINE_MAX:]
+    for other in everyone_online:
+        if more:
+            break
+        if other == user or other in view.contacts or not view.includes(other):
+            continue
+        if len(online) == WELCOME_ONLINE_MAX:
+            more = True
+        else:
+            online.append(other)
+    return online, more
+
+
+def _in_view(lists: WelcomeLists, user: str, view: View) -> WelcomeLists:
+    """`lists` (everyone's, as a switchboard holding a slice of shared state is handed them) restricted to `view`,
+    as `Switchboard.welcome_lists` would have made them."""
+    listed = set(lists.online)
+    online, more = _online_in_view(user, view, (c for c in view.contacts if c in listed), lists.online)
+    shown = set(online)
+    in_call = [u for u in lists.in_call if u in shown]
+    recent = [r for r in lists.last_seen if isinstance(r.get("id"), str) and view.includes(str(r["id"]))]
+    return WelcomeLists(online, in_call, recent, more or lists.more)
 
 
 def _resumed(call: Call, party: Party) -> dict[str, Any]:
