@@ -196,7 +196,7 @@ user_settings = sa.Table(
     sa.Column("user_id", sa.Text, primary_key=True),
     sa.Column("calls_from", sa.Text),
 )
-_FIELDS = [field.name for field in dataclasses.fields(CallRecord)]
+_FIELDS = [field.name for field in dataclasses.fields(CallRecord) if field.name in calls.c]  # screened: issue 15, store
 _RECORD_COLUMNS = [calls.c[name] for name in _FIELDS]
 
 
