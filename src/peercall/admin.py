@@ -16,13 +16,13 @@ import json
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any
 
 from .config import Settings
 from .core.social import Circle
 from .protocol.messages import is_valid_id
-from .store import open_history
-from .store.base import ContactBook, ContactChange
+from .store import Store, open_history
+from .store.base import ContactChange
 
 
 class AdminError(Exception):
@@ -99,7 +99,7 @@ def read_pairs(lines: Iterable[str], name: str) -> list[tuple[str, str]]:
     return pairs
 
 
-async def _book() -> Any:
+async def _book() -> Store:
     try:
         url = Settings().database_url
     except Exception as exc:  # pydantic's ValidationError: the same settings would stop the server
@@ -124,16 +124,18 @@ async def _contacts(user: str, remove: str | None, *, as_json: bool) -> int:
     if remove == user:
         raise AdminError("USER and PEER are the same user")
     store = await _book()
-    book = cast(ContactBook, store)
     try:
         if remove is not None:
-            change = await book.remove(user, remove)
+            change = await store.remove(user, remove)
             if change is ContactChange.REMOVED:
-                print(f"{user} and {remove} are no longer contacts (their devices online see it when they reconnect)")
+                print(
+                    f"{user} and {remove} are no longer contacts (servers running now see it when they next read "
+                    "their contacts: docs/operations.md)"
+                )
             else:
                 print(f"{user} and {remove} were not contacts: nothing changed")
             return 0
-        circle = await book.circle(user, now=time.time())
+        circle = await store.circle(user, now=time.time())
     finally:
         await store.close()
     print(json.dumps(_as_json(circle)) if as_json else _as_text(circle))
@@ -143,7 +145,7 @@ async def _contacts(user: str, remove: str | None, *, as_json: bool) -> int:
 async def _import(pairs: list[tuple[str, str]]) -> int:
     store = await _book()
     try:
-        new = await cast(ContactBook, store).import_contacts(pairs, now=time.time())
+        new = await store.import_contacts(pairs, now=time.time())
     finally:
         await store.close()
     print(f"pairs read: {len(pairs)}; new contacts: {new}")
