@@ -446,6 +446,26 @@ async def test_concurrent_adds_from_both_sides_connect_once(durable_url: str) ->
             await store.close()
 
 
+async def test_concurrent_requests_to_one_user_keep_the_bound(
+    durable_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many users asking one user at once, through two stores, leave exactly MAX_INCOMING requests (made 5)."""
+    for module in (peercall.store.memory, peercall.store.sql):
+        monkeypatch.setattr(module, "MAX_INCOMING", 5)
+    stores = [book_of(durable_url) for _ in range(2)]
+    for store in stores:
+        await store.open()
+    try:
+        await asyncio.gather(*(stores[i % 2].add(f"u{i:02}", "bob", now=NOW + i) for i in range(60)))
+        assert len((await stores[0].circle("bob", now=NOW + 100)).incoming) == 5
+        senders = [f"u{i:02}" for i in range(60)]
+        waiting = [u for u in senders if "bob" in (await stores[1].circle(u, now=NOW + 100)).outgoing]
+        assert len(waiting) == 5  # the circle shows at most 5: count the senders' side
+    finally:
+        for store in stores:
+            await store.close()
+
+
 async def test_concurrent_adds_in_one_store_connect_once(book: ContactBook) -> None:
     """The same race inside one store (one server, several devices) also connects exactly once."""
     results = await asyncio.gather(book.add("alice", "bob", now=NOW), book.add("bob", "alice", now=NOW))
