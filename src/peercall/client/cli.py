@@ -306,6 +306,14 @@ def _when(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(at))
 
 
+def _ring_setting(contacts: Contacts) -> str:
+    if contacts.calls_from is not None:
+        return contacts.calls_from.value
+    if contacts.default_calls_from is not None:
+        return f"{contacts.default_calls_from.value} (the server's default)"
+    return "the server's default"
+
+
 def contacts_report(contacts: Contacts) -> str:
     """`peercall contacts list`'s text: contacts with their presence, requests, blocks, the ring setting."""
     lines = [f"contacts ({len(contacts.contacts)}):" if contacts.contacts else "contacts: none"]
@@ -324,8 +332,7 @@ def contacts_report(contacts: Contacts) -> str:
         if items:
             lines.append(f"{title} ({len(items)}):")
             lines.extend(f"  {p.id}  since {_when(p.at)}" for p in items)
-    default = " (the server's default)" if contacts.calls_from is None else ""
-    lines.append(f"who may ring you: {contacts.ring_setting.value}{default}")
+    lines.append(f"who may ring you: {_ring_setting(contacts)}")
     lines.append(f"presence: {'everyone online' if contacts.directory == 'all' else 'contacts only'}")
     return "\n".join(lines)
 
@@ -374,9 +381,7 @@ async def _contacts_action(client: Client, args: argparse.Namespace) -> str:
         await client.unblock(user)
         return f"unblocked {user}"
     if action == "calls-from":
-        after = await client.set_calls_from(args.setting)
-        default = " (the server's default)" if after.calls_from is None else ""
-        return f"who may ring you: {after.ring_setting.value}{default}"
+        return f"who may ring you: {_ring_setting(await client.set_calls_from(args.setting))}"
     raise ValueError(f"unknown action {action!r}")
 
 

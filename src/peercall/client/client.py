@@ -19,9 +19,10 @@ import logging
 import secrets
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ..core.social import CallsFrom
+from ..core.social import CallsFrom, Directory
 from ..protocol.messages import is_valid_id
 from .call import Call, CallEnd, CallError, CallPhase
 from .candidates import CandidatePolicy
@@ -63,6 +64,19 @@ RESUME_WAIT = 2.0
 """After a reconnect, how long to wait for the server to hand our call back (`call-resumed`), in seconds."""
 ANSWER_WAIT = 10.0
 """How long a contact operation or a directory page waits for the server's answer by default, in seconds."""
+CONTACTS_WAIT = 1.0
+"""After `welcome`, how long to wait for the `contacts` frame before taking its absence for "all empty", seconds
+(the server sends none to a user with no contact, request, block or ring setting)."""
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A contact frame waiting for its answer."""
+
+    kind: str
+    user: str | None
+    done: Callable[[Contacts], bool]
+    answer: asyncio.Future[Contacts]
 
 
 class Subscription(Generic[T]):
@@ -194,9 +208,10 @@ class Client:
         self._presence_changed = asyncio.Event()
         self._contacts: Contacts | None = None
         self._contacts_changed = asyncio.Event()
-        self._contacts_current = asyncio.Event()  # set once this connection's first `contacts` frame came
+        self._contacts_settled = asyncio.Event()  # since the last welcome: a `contacts` frame came, or none will
+        self._contacts_timer: asyncio.TimerHandle | None = None
         self._contact_lock = asyncio.Lock()
-        self._contact_answer: tuple[str, str | None, asyncio.Future[Contacts]] | None = None
+        self._contact_answer: _Pending | None = None
         self._directory_lock = asyncio.Lock()
         self._directory_answer: asyncio.Future[DirectoryPage] | None = None
         self._closed = False
@@ -288,7 +303,8 @@ class Client:
     @property
     def contacts(self) -> Contacts | None:
         """Our contacts, requests, blocks and ring setting as the server last told them, with the contacts'
-        presence kept up to date; None until the server's first `contacts` frame (or if it has no contacts)."""
+        presence kept up to date; None before we know them (just after connecting: `wait_contacts()` waits), or
+        if the server has no contacts."""
         return self._contacts
 
     async def wait_contacts(self, condition: Callable[[Contacts], bool] | None = None) -> Contacts:
@@ -300,7 +316,12 @@ class Client:
 
         Returns:
             The snapshot that satisfied it.
+
+        Raises:
+            ContactError: the server has no contacts.
         """
+        self._require_contacts()
+        await self._contacts_settled.wait()
         while self._contacts is None or (condition is not None and not condition(self._contacts)):
             self._contacts_changed.clear()
             await self._contacts_changed.wait()
@@ -324,35 +345,45 @@ class Client:
                 within `answer_timeout`.
         """
         data = None if name is None else {"name": check_name(name)}
-        return await self._contact_frame("contact-add", user, data)
+        return await self._contact_frame(
+            "contact-add", user, data, lambda c: c.is_contact(user) or c.has_outgoing(user)
+        )
 
     async def decline_contact(self, user: str) -> Contacts:
         """Decline `user`'s contact request (they are not told). Raises as `add_contact()`."""
-        return await self._contact_frame("contact-decline", user, None)
+        return await self._contact_frame("contact-decline", user, None, lambda c: not c.has_incoming(user))
 
     async def remove_contact(self, user: str) -> Contacts:
         """No longer be contacts with `user` (on both sides), or withdraw our request to them."""
-        return await self._contact_frame("contact-remove", user, None)
+        return await self._contact_frame(
+            "contact-remove", user, None, lambda c: not c.is_contact(user) and not c.has_outgoing(user)
+        )
 
     async def rename_contact(self, user: str, name: str | None) -> Contacts:
         """Give contact `user` our own name for them (1-64 characters), or none (None)."""
-        return await self._contact_frame("contact-rename", user, {"name": check_name(name)})
+        checked = check_name(name)
+
+        def renamed(contacts: Contacts) -> bool:
+            contact = contacts.contact(user)
+            return contact is None or contact.name == checked
+
+        return await self._contact_frame("contact-rename", user, {"name": checked}, renamed)
 
     async def block(self, user: str) -> Contacts:
         """Block `user`: their calls end as if we were offline, their requests vanish, they see no presence of ours,
         and nothing of theirs reaches us. They are not told."""
-        return await self._contact_frame("block", user, None)
+        return await self._contact_frame("block", user, None, lambda c: c.is_blocked(user))
 
     async def unblock(self, user: str) -> Contacts:
         """Lift our block on `user`: what was there before comes back."""
-        return await self._contact_frame("unblock", user, None)
+        return await self._contact_frame("unblock", user, None, lambda c: not c.is_blocked(user))
 
     async def set_calls_from(self, setting: CallsFrom | str | None) -> Contacts:
         """Set who may ring us: `everyone`, `contacts`, `nobody` (do not disturb), or None (`default`) for the
         server's default. A call the setting refuses never rings; its caller sees a call nobody answers."""
         value = calls_from(setting)
         data = {"callsFrom": value.value if value is not None else None}
-        return await self._contact_frame("settings", None, data)
+        return await self._contact_frame("settings", None, data, lambda c: c.calls_from == value)
 
     async def directory(self, prefix: str = "", *, after: str | None = None, limit: int = 50) -> DirectoryPage:
         """One page of who is online, on servers that list everyone (`PEERCALL_DIRECTORY=all`).
@@ -390,7 +421,12 @@ class Client:
             finally:
                 self._directory_answer = None
 
-    async def _contact_frame(self, kind: str, user: str | None, data: Any) -> Contacts:
+    async def _contact_frame(
+        self, kind: str, user: str | None, data: Any, done: Callable[[Contacts], bool]
+    ) -> Contacts:
+        """Send a contact frame; the first `contacts` frame after it that shows it `done` (a `contacts` frame that
+        the server sent for another reason, before our frame was handled, does not), or the error that refuses it.
+        """
         if user is not None:
             if not is_valid_id(user):
                 raise ValueError(f"a user id is 1-64 letters, digits, '_', '-', '.' or '@', not {user!r}")
@@ -402,13 +438,9 @@ class Client:
             frame["to"] = user
         if data is not None:
             frame["data"] = data
-        async with self._contact_lock:  # one at a time: the next `contacts` frame (or error) is the answer
-            try:  # ... but not the one the server sends every connection after its welcome
-                await asyncio.wait_for(self._contacts_current.wait(), self.answer_timeout)
-            except TimeoutError:
-                raise ContactError(f"the server sent no contacts within {self.answer_timeout:g}s") from None
+        async with self._contact_lock:  # one at a time, so that an error frame's `ref` and `to` tell whose it is
             answer: asyncio.Future[Contacts] = asyncio.get_running_loop().create_future()
-            self._contact_answer = (kind, user, answer)
+            self._contact_answer = _Pending(kind, user, done, answer)
             try:
                 return await self._answer(frame, answer)
             finally:
@@ -429,15 +461,28 @@ class Client:
             raise ContactError(f"the server at {self.url} has no contacts (its welcome lists no 'contacts' feature)")
 
     def _on_contacts(self, frame: Frame) -> None:
-        previous, self._contacts = self._contacts, parse_contacts(frame)
-        self._contacts_changed.set()
-        self._publish(ContactsChanged(self._contacts, previous))
-        if not self._contacts_current.is_set():
-            self._contacts_current.set()  # this connection's first: the picture as it is, the answer to nothing
-            return
+        contacts = parse_contacts(frame)
+        self._settle_contacts(contacts)
         pending = self._contact_answer
-        if pending is not None and not pending[2].done():
-            pending[2].set_result(self._contacts)
+        if pending is not None and not pending.answer.done() and pending.done(contacts):
+            pending.answer.set_result(contacts)
+
+    def _settle_contacts(self, contacts: Contacts) -> None:
+        if self._contacts_timer is not None:
+            self._contacts_timer.cancel()
+            self._contacts_timer = None
+        self._contacts_settled.set()
+        previous, self._contacts = self._contacts, contacts
+        if contacts != previous:
+            self._contacts_changed.set()
+            self._publish(ContactsChanged(contacts, previous))
+
+    def _no_contacts_frame(self, welcome: Frame) -> None:
+        """No `contacts` frame followed `welcome`: we have no contact, request, block or ring setting."""
+        self._contacts_timer = None
+        directory = Directory.CONTACTS if welcome.get("directory") == "contacts" else Directory.ALL
+        default = self._contacts.default_calls_from if self._contacts is not None else None
+        self._settle_contacts(Contacts(default_calls_from=default, directory=directory))
 
     def _contact_presence(self, user: str, change: dict[str, Any]) -> None:
         contacts = self._contacts
@@ -629,7 +674,13 @@ class Client:
         self._online = {u for u in online if isinstance(u, str) and u != self.id} if isinstance(online, list) else set()
         self._presence_changed.set()
         reconnected, self._welcomed = self._welcomed, True
-        self._contacts_current.clear()
+        if self._contacts_timer is not None:
+            self._contacts_timer.cancel()
+            self._contacts_timer = None
+        if "contacts" in (frame.get("features") or ()):
+            self._contacts_settled.clear()
+            loop = asyncio.get_running_loop()
+            self._contacts_timer = loop.call_later(CONTACTS_WAIT, self._no_contacts_frame, frame)
         self._publish(Connected(frame, frozenset(self._online), reconnected))
         for user in sorted(previous ^ self._online):
             self._publish(PresenceChanged(user, user in self._online))
@@ -701,9 +752,9 @@ class Client:
         code, ref = str(frame.get("code")), frame.get("ref")
         self._publish(ServerError(code, str(frame.get("message")), ref if isinstance(ref, str) else None))
         pending = self._contact_answer
-        if pending is not None and ref == pending[0] and frame.get("to") in (None, pending[1]):
-            if not pending[2].done():
-                pending[2].set_exception(ContactError(f"{ref} refused: {code}: {frame.get('message')}", code))
+        if pending is not None and ref == pending.kind and frame.get("to") in (None, pending.user):
+            if not pending.answer.done():
+                pending.answer.set_exception(ContactError(f"{ref} refused: {code}: {frame.get('message')}", code))
             return
         if ref == "directory" and self._directory_answer is not None and not self._directory_answer.done():
             self._directory_answer.set_exception(

@@ -95,14 +95,15 @@ class Contacts:
     """Users we blocked."""
     calls_from: CallsFrom | None = None
     """Our ring setting, or None for the server's default (`default_calls_from`)."""
-    default_calls_from: CallsFrom = CallsFrom.EVERYONE
-    """The server's default ring setting (`PEERCALL_CALLS_FROM`)."""
+    default_calls_from: CallsFrom | None = None
+    """The server's default ring setting (`PEERCALL_CALLS_FROM`); None until a `contacts` frame says it (the server
+    sends none to a user with no contact, request, block or ring setting)."""
     directory: Directory = Directory.ALL
     """Whose presence we are told: our contacts only, or everyone online (`PEERCALL_DIRECTORY`)."""
 
     @property
-    def ring_setting(self) -> CallsFrom:
-        """Who may ring us now: our setting, else the server's default."""
+    def ring_setting(self) -> CallsFrom | None:
+        """Who may ring us now: our setting, else the server's default (None: the default, not told yet)."""
         return self.calls_from or self.default_calls_from
 
     def contact(self, user: str) -> Contact | None:
@@ -156,7 +157,7 @@ class Contacts:
             "outgoing": [{"id": p.id, "at": p.at} for p in self.outgoing],
             "blocked": [{"id": p.id, "at": p.at} for p in self.blocked],
             "callsFrom": self.calls_from.value if self.calls_from else None,
-            "defaultCallsFrom": self.default_calls_from.value,
+            "defaultCallsFrom": self.default_calls_from.value if self.default_calls_from else None,
             "directory": self.directory.value,
         }
 
@@ -225,7 +226,7 @@ def parse_contacts(frame: Mapping[str, Any]) -> Contacts:
         outgoing=_pending(frame.get("outgoing")),
         blocked=_pending(frame.get("blocked")),
         calls_from=_enum(CallsFrom, frame.get("callsFrom")),
-        default_calls_from=_enum(CallsFrom, frame.get("defaultCallsFrom")) or CallsFrom.EVERYONE,
+        default_calls_from=_enum(CallsFrom, frame.get("defaultCallsFrom")),
         directory=_enum(Directory, frame.get("directory")) or Directory.ALL,
     )
 
