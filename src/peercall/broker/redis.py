@@ -11,7 +11,7 @@ Keys (all under the prefix, `peercall:` by default):
     due           zset   call id -> when it next needs a tick (ring timeout, end of a resume grace)
     callstate     hash   call id -> ringing | answered (for /metrics)
     ended:{id}    string "caller callee" of a call that ended lately (who may send its call-summary), 1 h
-    online        zset   users online (score 0: lexical order, for `welcome`)
+    online        zset   users online (score 0: lexical order, for `welcome` and the `directory` pages)
     seen          zset   user -> last seen (offline users, newest 1000)
     incall        set    users in an answered call
     nodes         zset   node -> lease expiry; a node renews its lease every lease/3 s
@@ -19,8 +19,16 @@ Keys (all under the prefix, `peercall:` by default):
     n:{node}      hash   connection id -> user, for the node's connections (to reap them if it dies)
     ver           hash   key -> version, of every u:{user} and call:{id} that exists (for compare-and-set, below)
     clock         string the counter versions are made from
-    to:{node}     channel frames for that node's connections; `all`: presence changes, for every node (the
-                  format of both: hub/nodeframe.py)
+    to:{node}     channel frames for that node's connections
+    everyone      channel for every node: presence changes with their audience, and whose circles changed
+    all           channel presence changes of nodes of the previous version, for every node (read, no longer
+                  written: such a node would fail on an audience or a circle change). The format of all three:
+                  hub/nodeframe.py
+
+Contacts (#15) add no key: who may see and ring whom is in the store. A user's presence is read from `online`,
+`incall` and `seen` (`presences`, one Lua read); a welcome for a view reads those of the view's contacts only, in
+the same Lua read as the slice of the join (`_READ_WELCOME`), and for a view of everyone at most
+WELCOME_ONLINE_MAX of `online` besides, whatever the users online.
 
 Atomicity: every state change (connect, disconnect, a call frame, a timer tick, reaping a dead node) reads the keys
 of the users and calls it touches with their versions (one Lua read that follows the links itself: user -> their
