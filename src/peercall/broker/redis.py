@@ -1034,7 +1034,7 @@ def _welcome_lists(welcome: _Welcome, lists: list[Any]) -> WelcomeLists:
     in_call = {c for c, on, busy, _ in states if on and busy}
     if len(lists) == 1:  # contacts only
         offline = [(float(t), c) for c, on, _, t in states if not on and t is not None]
-        offline.sort(key=lambda x: (-x[0], x[1]))
+        offline.sort(reverse=True)  # newest first (as Switchboard.welcome_lists)
         seen = [{"id": c, "lastSeen": t} for t, c in offline[:LAST_SEEN_SHOWN]]
         return WelcomeLists(online, sorted(in_call), seen)
     _, others, more, flat = lists
