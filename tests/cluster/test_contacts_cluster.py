@@ -31,7 +31,7 @@ async def befriend(a: Client, b: Client) -> None:
     """`a` asks `b`, `b` accepts: contacts (each waits for the frame that says so)."""
     await a.send({"type": "contact-add", "to": b.id})
     frame = await b.expect(type="contacts", timeout=5)
-    while b.id and a.id not in [r["id"] for r in frame["incoming"]]:
+    while a.id not in [r["id"] for r in frame["incoming"]]:
         frame = await b.expect(type="contacts", timeout=5)
     await b.send({"type": "contact-add", "to": a.id})
     for me, other in ((a, b), (b, a)):

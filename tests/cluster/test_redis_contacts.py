@@ -5,6 +5,7 @@ every node, which a node of the previous version may still send (#15)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from peercall.broker import open_broker
-from peercall.core.social import Audience, View
+from peercall.core.social import MAX_BLOCKED, MAX_CONTACTS, Audience, View
 from peercall.core.switchboard import WELCOME_ONLINE_MAX, Presence, Switchboard, WelcomeLists
 from peercall.hub import nodeframe
 from peercall.hub.router import Hub
@@ -134,3 +135,19 @@ async def test_a_node_of_the_previous_version_is_heard_and_an_unreadable_frame_i
             arrived.clear()
             await arrived.wait()
     assert told == [Presence("old", "offline", last_seen=12.5), change]  # the last came after the bad ones
+
+
+def test_an_audience_is_bounded_by_what_a_circle_holds() -> None:
+    """A presence change names at most a user's contacts and hides at most their blocks, both ways: a node refuses
+    to send a larger one, and drops one it is sent."""
+    many = frozenset(f"u{i}" for i in range(MAX_CONTACTS + 1))
+    with pytest.raises(ValueError, match="at most 500"):
+        nodeframe.encode_presence(Presence("alice", "online", audience=Audience(many)))
+    hidden = frozenset(f"u{i}" for i in range(2 * MAX_BLOCKED + 1))
+    with pytest.raises(ValueError, match="hides 2001"):
+        nodeframe.encode_presence(Presence("alice", "online", audience=Audience(None, hidden)))
+    text = json.dumps(["alice", "online", False, None, [sorted(many), []]])
+    with pytest.raises(nodeframe.BadNodeFrame, match="length <= 500"):
+        nodeframe.decode_everyone(text)
+    most = Presence("alice", "online", audience=Audience(frozenset(sorted(many)[:MAX_CONTACTS]), hidden - {"u0"}))
+    assert nodeframe.decode_everyone(nodeframe.encode_presence(most)) == most
