@@ -499,7 +499,7 @@ async def contacts_request_and_accept(ctx: Context) -> None:
     """contact-add asks, the other sees it in incoming and accepts with contact-add; names are one's own."""
     alice, bob = await ctx.connect("alice"), await ctx.connect("bob")
     need_contacts(alice)
-    mine = await answer(alice, {"type": "contact-add", "to": bob.user})
+    mine = await answer(alice, {"type": "contact-add", "to": bob.user, "data": {"name": "Bob (work)"}})
     check(ids(mine["outgoing"]) == [bob.user] and mine["contacts"] == [], f"alice's request waits: {mine}")
     theirs = await bob.expect("contacts")
     check(ids(theirs["incoming"]) == [alice.user] and theirs["contacts"] == [], f"bob sees the request: {theirs}")
@@ -508,7 +508,7 @@ async def contacts_request_and_accept(ctx: Context) -> None:
     check(theirs["contacts"][0].get("name") == "Alice (work)", f"bob's name for alice is kept: {theirs}")
     mine = await alice.expect("contacts")
     check(ids(mine["contacts"]) == [bob.user] and mine["outgoing"] == [], f"alice has bob: {mine}")
-    check(mine["contacts"][0].get("name") is None, f"bob's name for alice is his alone: {mine}")
+    check(mine["contacts"][0].get("name") == "Bob (work)", f"the name alice gave with her request is kept: {mine}")
     check(mine["contacts"][0].get("status") == "online", f"a contact's presence is shown: {mine}")
     mine = await answer(alice, {"type": "contact-rename", "to": bob.user, "data": {"name": "Bobby"}})
     check(mine["contacts"][0].get("name") == "Bobby", f"renamed: {mine}")

@@ -52,7 +52,7 @@ async def test_request_accept_presence_and_events(sdk: MakeClient, uid: Any) -> 
     assert (first.contacts, first.incoming, first.outgoing, first.blocked) == ((), (), (), ())
     assert first.calls_from is None and first.directory == "all"  # no contacts frame came: all empty
     async with alice.events() as events:
-        mine = await alice.add_contact(bob.id)
+        mine = await alice.add_contact(bob.id, "Bob (work)")
         assert mine.has_outgoing(bob.id) and not mine.is_contact(bob.id)
         theirs = await until(bob, lambda c: c.has_incoming(alice.id), "alice's request did not arrive")
         assert not theirs.is_contact(alice.id)
@@ -62,7 +62,7 @@ async def test_request_accept_presence_and_events(sdk: MakeClient, uid: Any) -> 
         assert named is not None and named.name == "Alice (work)" and named.label == "Alice (work)"
         mine = await until(alice, lambda c: c.is_contact(bob.id), "bob's acceptance did not arrive")
         contact = mine.contact(bob.id)
-        assert contact is not None and contact.name is None and contact.label == bob.id
+        assert contact is not None and contact.name == "Bob (work)" and contact.label == "Bob (work)"
         assert contact.online and not contact.in_call and not mine.outgoing
         changes = []
         async with asyncio.timeout(WAIT):
