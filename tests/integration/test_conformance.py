@@ -28,11 +28,9 @@ def contacts_server() -> Iterator[ServerProcess]:
 
 @pytest.mark.parametrize("name", list(conformance.SCENARIOS))
 async def test_scenario(quick_server: ServerProcess, name: str) -> None:
-    """Each protocol rule holds against a real peercall server in open mode (presence for everyone; none skipped
-    but the one that needs presence for contacts only)."""
+    """Each protocol rule holds against a real peercall server in open mode (presence for everyone; none skipped)."""
     result = await conformance.run_one(quick_server.ws, name)
-    expected = "skip" if name == "contacts-stranger-call-is-silent" else "pass"
-    assert result.status == expected, result.detail
+    assert result.status == "pass", result.detail
 
 
 @pytest.mark.parametrize("name", list(conformance.SCENARIOS))
