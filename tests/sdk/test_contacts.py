@@ -14,7 +14,7 @@ import pytest
 from peercall.client import CallPhase, Client, ContactError, Contacts, ContactsChanged, IncomingCall
 from tests.conftest import SCALE, ServerProcess, run_server
 
-from .conftest import WAIT, MakeClient
+from .conftest import WAIT, MakeClient, next_incoming
 from .test_docs import example, run
 
 
@@ -271,3 +271,20 @@ async def test_contacts_example_runs_as_written(
     async with Client(server.ws, alice) as again:
         after = await asyncio.wait_for(again.wait_contacts(), WAIT)
     assert after.calls_from == "contacts" and not after.incoming and after.is_contact(bob.id)
+
+
+async def test_a_contacts_call_shows_in_their_presence(sdk: MakeClient, uid: Any) -> None:
+    """A contact's answered call shows in our snapshot (in_call) and goes when it ends: presence frames keep it."""
+    alice, bob, carol = await sdk(uid("alice")), await sdk(uid("bob")), await sdk(uid("carol"))
+    await befriend(alice, bob)
+
+    def in_call(contacts: Contacts) -> bool:
+        contact = contacts.contact(bob.id)
+        return contact is not None and contact.in_call
+
+    call = await carol.call(bob.id)
+    await (await next_incoming(bob)).accept()
+    await until(alice, in_call, "bob's call did not show")
+    await call.hangup()
+    after = await until(alice, lambda c: not in_call(c), "bob's call did not end for alice")
+    assert online(after, bob.id)
