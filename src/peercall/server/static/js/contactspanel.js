@@ -381,7 +381,7 @@ function requestItem({ id, at }, ready) {
   const li = make("li", "person request");
   li.dataset.user = id;
   const who = make("span", "who");
-  who.append(make("span", "name", id), make("span", "status-text", `wants to be your contact${at ? ` · ${agoText(at)}` : ""}`));
+  who.append(make("span", "name", id), make("span", "status-text", `wants to add you${at ? ` · ${agoText(at)}` : ""}`));
   const actions = make("span", "actions");
   actions.append(
     actionButton("Accept", "accept", id, `Accept ${id}'s contact request`, "success small"),
