@@ -117,6 +117,20 @@ class Settings(BaseSettings):
     """Hide who exists (`PEERCALL_PRIVATE`): no presence lists, and calling someone offline or in a call looks like
     a call nobody answers (a silent call: rings until the ring timeout, holds nobody) instead of `unavailable` or
     `busy`."""
+    directory: Literal["all", "contacts"] | None = None
+    """Whose presence a user sees (`PEERCALL_DIRECTORY`): `contacts` (their contacts only; nobody can list who
+    uses the server) or `all` (everyone online: small, trusted servers, and the two-tab demo). Default: `all` in
+    open mode, `contacts` in token mode."""
+    calls_from: Literal["everyone", "contacts", "nobody"] | None = None
+    """Who may ring a user who has not chosen (`PEERCALL_CALLS_FROM`): `everyone`, `contacts` or `nobody`.
+    Default: `everyone` in open mode, `contacts` in token mode."""
+    contact_rate: Annotated[int, Field(ge=1)] = 60
+    """Contact frames (requests, blocks, settings, directory pages) a user may send per minute
+    (`PEERCALL_CONTACT_RATE`)."""
+    call_policy: Annotated[str | None, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] = None
+    """An operator's rule for who may call whom (`PEERCALL_CALL_POLICY=module:function`): a function (or
+    coroutine function) of `(caller, callee)` returning whether the call may ring. Asked for every call-request,
+    within 1 s; an error or no answer in time refuses the call (docs/operations.md has an example)."""
     presence_interval: Annotated[float, Field(ge=0.01, le=10)] = 0.1
     """Seconds over which presence changes are gathered into one frame per connection
     (`PEERCALL_PRESENCE_INTERVAL`): keeps a reconnect storm of N users from costing N^2 frames."""
@@ -230,6 +244,16 @@ class Settings(BaseSettings):
         if self.ice_transport_policy == "relay" and not self.turn_urls:
             raise ValueError("ice_transport_policy=relay needs turn_urls")
         return self
+
+    @property
+    def effective_directory(self) -> str:
+        """`directory`, or its default for the auth mode."""
+        return self.directory or ("all" if self.auth == "open" else "contacts")
+
+    @property
+    def effective_calls_from(self) -> str:
+        """`calls_from`, or its default for the auth mode."""
+        return self.calls_from or ("everyone" if self.auth == "open" else "contacts")
 
     @property
     def uses_old_history(self) -> bool:

@@ -149,7 +149,8 @@ def test_server_frames_keep_their_shape_and_key_order() -> None:
     """The server's own frames have the documented shapes, their keys in the documented order."""
     welcome = messages.encode(messages.welcome("alice", "tab", ["bob"], [], [{"id": "eve", "lastSeen": 5.0}], 45, 20))
     assert list(json.loads(welcome)) == [
-        "type", "id", "device", "online", "inCall", "recent", "protocol", "version", "ringTimeout", "resumeGrace"
+        "type", "id", "device", "online", "inCall", "recent", "protocol", "version", "ringTimeout", "resumeGrace",
+        "directory", "features"
     ]  # fmt: skip
     assert messages.encode(messages.call_ended("k1", "missed", "invite-timeout")) == (
         '{"type":"call-ended","callId":"k1","outcome":"missed","reason":"invite-timeout"}'

@@ -33,9 +33,13 @@ class CallRecord:
     """Why the call did not ring although it could have (core/social.py): shown to the callee only (`to_json`),
     and a call `HIDDEN_FROM_CALLEE` not even to them. None: it was not screened."""
 
-    def to_json(self) -> dict[str, object]:
-        """The record as the HTTP API and the `missed-calls` frame show it (camelCase keys)."""
-        return {
+    def to_json(self, viewer: str | None = None) -> dict[str, object]:
+        """The record as the HTTP API and the `missed-calls` frame show it (camelCase keys).
+
+        `"screened"` is there only when `viewer` is the callee and the call was screened: for the caller (and
+        anyone else) the record looks exactly like a call to someone offline or not answering.
+        """
+        shown: dict[str, object] = {
             "callId": self.call_id,
             "caller": self.caller,
             "callee": self.callee,
@@ -50,3 +54,6 @@ class CallRecord:
             "duration": None if self.answered_at is None else round(self.ended_at - self.answered_at, 3),
             "quality": self.quality,
         }
+        if self.screened is not None and viewer is not None and viewer == self.callee:
+            shown["screened"] = self.screened.value
+        return shown

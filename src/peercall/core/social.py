@@ -121,7 +121,7 @@ class Screen(msgspec.Struct, frozen=True, gc=False):
 
 
 def screen(
-    caller: str,
+    caller: Circle,
     callee: Circle,
     *,
     directory: Directory,
@@ -129,17 +129,18 @@ def screen(
     private: bool = False,
     allowed: bool = True,
 ) -> Screen:
-    """How a call-request from `caller` to `callee.user` is screened.
+    """How a call-request from `caller.user` to `callee.user` is screened.
 
+    `visible` is the caller's own view: whether they are told the callee's presence (a blocked caller still has
+    the blocker among their contacts, always offline: so a call to them ends as a call to an offline contact).
     `allowed`: what the operator's rule said (PEERCALL_CALL_POLICY; True when there is none).
     """
-    contact = caller in callee.contacts
-    visible = not private and (directory is Directory.ALL or contact)
-    if caller in callee.blocked:
+    visible = not private and (directory is Directory.ALL or callee.user in caller.contacts)
+    if caller.user in callee.blocked:
         return Screen(visible, Screening.BLOCKED)
     if not allowed:
         return Screen(visible, Screening.REFUSED)
-    if not callee.may_ring(caller, default):
+    if not callee.may_ring(caller.user, default):
         return Screen(visible, Screening.SILENCED)
     return Screen(visible, None)
 

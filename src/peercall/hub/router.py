@@ -20,15 +20,19 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
+import msgspec
+
 from ..core.records import CallRecord
+from ..core.social import Circle, View
 from ..core.switchboard import Close, Effect, Forward, Presence, Record, Send
 from ..protocol import messages
 from ..protocol.codes import CloseCode, ErrorCode
 from ..protocol.errors import ProtocolError, SharedStateUnavailable
-from ..protocol.messages import NEGOTIATION
+from ..protocol.messages import CONTACT_TYPES, NEGOTIATION
 from ..store.base import MISSED_SHOWN, PRUNE_BATCH
 from . import nodeframe
 from .broker import Broker
+from .social import Social, relations
 from .stats import Stats
 
 if TYPE_CHECKING:
@@ -76,9 +80,17 @@ class Hub:
         clock: Callable[[], float] = time.time,
         presence_interval: float = 0.1,
         history_retention: float = 0.0,
+        social: Social | None = None,
     ) -> None:
-        """`history_retention`: seconds a call stays in the history (0: for ever); the writer deletes older ones."""
+        """`history_retention`: seconds a call stays in the history (0: for ever); the writer deletes older ones.
+        `social`: the contacts service (hub/social.py); None: no contacts, every presence goes to everyone and
+        every call may ring (the hub as it was before contacts, for tests of the call rules alone)."""
         self.broker = broker
+        self.social = social
+        # This node's connections by user, and for each such user what it was last shown of its circle: the
+        # relations of its last `contacts` frame and whose presence it sees (`_refresh` sends the difference).
+        self._by_user: dict[str, dict[str, Connection]] = {}
+        self._shown: dict[str, tuple[tuple[object, ...], View]] = {}
         self.presence_interval = presence_interval
         self._presence_pending: dict[str, Presence] = {}
         # Calls that ended lately on this node: call id -> the history write of its record (a call-summary waits
@@ -129,8 +141,19 @@ class Hub:
         waiting: list[tuple[str, str]] = []
         self._joining[conn.cid] = (conn, waiting)
         try:
+            circle: Circle | None = None
+            view: View | None = None
+            if self.social is not None:
+                try:
+                    circle = await self.social.circle(conn.id)
+                except Exception as exc:  # calls go on: a user whose contacts cannot be read sees none for now
+                    log.warning(
+                        "%s: could not read their contacts (%s); they see none until they reconnect", conn.id, exc
+                    )
+                    circle = Circle(conn.id)
+                view = self.social.view(circle)
             try:
-                effects = await self.broker.connect(conn.cid, conn.id, device, self.clock())
+                effects = await self.broker.connect(conn.cid, conn.id, device, self.clock(), view=view)
             except SharedStateUnavailable as exc:
                 del self._joining[conn.cid]
                 log.warning("%s: refused, the shared state (Redis) is unavailable: %s", conn.id, exc)
@@ -139,7 +162,10 @@ class Hub:
                 await conn.close(CloseCode.TRY_AGAIN_LATER, "shared state unavailable")
                 return
             self._conns[conn.cid] = conn
+            self._by_user.setdefault(conn.id, {})[conn.cid] = conn
             await self.perform(effects)
+            if circle is not None and view is not None:
+                await self._send_contacts(conn, circle, view)
             while waiting:
                 await self._deliver_to(conn, *waiting.pop(0))
         finally:
@@ -151,6 +177,12 @@ class Hub:
         """Forget a connection that closed."""
         if self._conns.pop(conn.cid, None) is None:
             return
+        mine = self._by_user.get(conn.id)
+        if mine is not None:
+            mine.pop(conn.cid, None)
+            if not mine:
+                del self._by_user[conn.id]
+                self._shown.pop(conn.id, None)
         try:
             await self.perform(await self.broker.disconnect(conn.cid, conn.id, self.clock()))
         except SharedStateUnavailable:
@@ -188,7 +220,15 @@ class Hub:
                     await self._summary(conn, env)
                     self.stats.messages[env.type] += 1
                     return
-                effects = await self.broker.receive(conn.cid, conn.id, env, self.clock())
+                if env.type in CONTACT_TYPES:
+                    await self._contact(conn, env)
+                    self.stats.messages[env.type] += 1
+                    return
+                screen = None
+                if env.type == "call-request" and self.social is not None:
+                    assert env.to is not None
+                    screen = await self.social.screen(conn.id, env.to)
+                effects = await self.broker.receive(conn.cid, conn.id, env, self.clock(), screen=screen)
             except SharedStateUnavailable:
                 raise ProtocolError(
                     ErrorCode.SERVICE_UNAVAILABLE, _SHARED_STATE_DOWN, ref=env.type, to=env.to, call_id=env.callId
@@ -207,6 +247,92 @@ class Hub:
             if call_id is None:
                 call_id = next((e.message.get("callId") for e in effects if isinstance(e, Send)), None)
             log.info("%s -> %s %s (call %s)", conn.id, env.to, env.type, call_id, extra={"call_id": call_id})
+
+    async def _contact(self, conn: Connection, env: messages.Envelope) -> None:
+        """A contact frame: carry it out, answer the sender's devices with `contacts` (or `directory`), and tell
+        every node whose circles changed."""
+        social = self.social
+        if social is None:
+            raise ProtocolError(ErrorCode.NOT_ALLOWED, "this server keeps no contacts", ref=env.type)
+        social.check_rate(conn.id, env, self.clock())
+        if env.type == "directory":
+            query = social.directory_query(env)
+            view = social.view(await social.circle(conn.id))
+            found = await self.broker.online_page(query.q, query.after, query.limit + 1)
+            page, more = found[: query.limit], len(found) > query.limit
+            users = [(p.user, p.in_call) for p in page if p.user != conn.id and view.includes(p.user)]
+            await conn.send_text(messages.directory(users, page[-1].user if more else None))
+            return
+        changed = await social.apply(conn.id, env)
+        await self._refresh(conn.id, force=True)  # the sender's devices on this node, even if nothing changed
+        self.broker.circles_changed(changed)  # every node (this one too): the others' devices, the other user
+
+    async def _send_contacts(self, conn: Connection, circle: Circle, view: View) -> None:
+        """Send a joining connection its `contacts` frame (after `welcome`)."""
+        assert self.social is not None
+        presences = await self._presences(list(circle.contacts))
+        self._shown[conn.id] = (relations(circle), view)
+        await conn.send_text(self.social.contacts_frame(circle, presences))
+
+    async def _presences(self, users: list[str]) -> dict[str, Presence]:
+        if not users:
+            return {}
+        try:
+            return await self.broker.presences(users)
+        except SharedStateUnavailable:
+            return {}  # shown offline until their next presence change
+
+    def circles_changed(self, users: list[str]) -> None:
+        """BrokerEvents: these users' circles changed (on some node). Forget them; show this node's connections of
+        them what changed."""
+        if self.social is None:
+            return
+        self.social.forget(users)
+        for user in users:
+            if user in self._by_user:
+                self._spawn(self._refresh(user))
+
+    async def _refresh(self, user: str, *, force: bool = False) -> None:
+        """Show `user`'s connections on this node what changed in their circle: a new `contacts` frame when its
+        relations changed (or `force`), else `presence` frames for the users they now see or no longer see (a
+        block: the blocked user sees the blocker go offline, as if they had)."""
+        social = self.social
+        conns = self._by_user.get(user)
+        if social is None or not conns:
+            return
+        try:
+            circle = await social.circle(user)
+        except Exception as exc:
+            log.warning("%s: could not read their contacts after a change: %s", user, exc)
+            return
+        view = social.view(circle)
+        shown = self._shown.get(user)
+        related = relations(circle)
+        self._shown[user] = (related, view)
+        if force or shown is None or shown[0] != related:
+            text = social.contacts_frame(circle, await self._presences(list(circle.contacts)))
+        elif shown[1] != view:
+            old = shown[1]
+            gone = [
+                u
+                for u in (old.contacts | old.hidden | view.contacts | view.hidden)
+                if old.includes(u) and not view.includes(u)
+            ]
+            came = [u for u in (view.contacts | old.hidden) if view.includes(u) and not old.includes(u)]
+            now = self.clock()
+            changes = [messages.presence_change(u, "offline", last_seen=now) for u in sorted(gone)]
+            found = await self._presences(sorted(came))
+            for u in sorted(came):
+                p = found.get(u)
+                if p is not None and p.status == "online":
+                    changes.append(messages.presence_change(u, "online", p.in_call))
+            if not changes:
+                return
+            text = messages.presence_batch(changes)
+        else:
+            return
+        for conn in list(conns.values()):
+            await conn.send_text(text)
 
     async def _summary(self, conn: Connection, env: messages.Envelope) -> None:
         """Keep a party's `call-summary` with its call's history record (once the record is written)."""
@@ -281,6 +407,14 @@ class Hub:
                     kind = nodeframe.kind_of(effect.message["type"])
                     self._elsewhere(effect.cid, kind, messages.encode(effect.message))
             elif isinstance(effect, Presence):
+                if self.social is not None:
+                    circle = self.social.cached(effect.user)
+                    if circle is None:
+                        try:
+                            circle = await self.social.circle(effect.user)
+                        except Exception:
+                            circle = Circle(effect.user)  # unknown: told to nobody but everyone-directories
+                    effect = msgspec.structs.replace(effect, audience=self.social.audience(circle))
                 self.broker.presence(effect)
             elif isinstance(effect, Close):
                 target = conns.get(effect.cid)
@@ -345,6 +479,9 @@ class Hub:
         changes, self._presence_pending = self._presence_pending, {}
         if not changes:
             return
+        if self.social is not None:
+            self._flush_scoped(changes)
+            return
         if len(changes) == 1:
             (p,) = changes.values()
             text = messages.presence(p.user, p.status, p.in_call, p.last_seen)
@@ -359,9 +496,65 @@ class Hub:
                 waiting.append((nodeframe.SEND, text))
         self._spawn(self._send_all(targets, text))
 
-    def circles_changed(self, users: list[str]) -> None:
-        """BrokerEvents: these users' circles changed."""
-        # Filled in with the contacts service (hub/social.py).
+    def _flush_scoped(self, changes: dict[str, Presence]) -> None:
+        """`_flush_presence` with contacts: each change goes to the connections of its audience (everyone online,
+        or the user's contacts) whose own view includes the user; a connection gets one frame with its share."""
+        shown = self._shown
+        by_conn: dict[str, list[Presence]] = {}
+        conns: dict[str, Connection] = {}
+        for change in changes.values():
+            audience = change.audience
+            if audience is None or audience.users is None:
+                targets: Any = self._by_user.items()
+            else:
+                targets = ((u, self._by_user[u]) for u in audience.users if u in self._by_user)
+            for user, mine in targets:
+                if user == change.user or (audience is not None and not audience.includes(user)):
+                    continue
+                seen = shown.get(user)
+                if seen is not None and not seen[1].includes(change.user):
+                    continue
+                for cid, conn in mine.items():
+                    by_conn.setdefault(cid, []).append(change)
+                    conns[cid] = conn
+        texts: dict[tuple[str, ...], str] = {}
+        sends: list[tuple[Connection, str]] = []
+        for cid, mine_changes in by_conn.items():
+            key = tuple(p.user for p in mine_changes)
+            text = texts.get(key)
+            if text is None:
+                if len(mine_changes) == 1:
+                    p = mine_changes[0]
+                    text = messages.presence(p.user, p.status, p.in_call, p.last_seen)
+                else:
+                    text = messages.presence_batch(
+                        [messages.presence_change(p.user, p.status, p.in_call, p.last_seen) for p in mine_changes]
+                    )
+                texts[key] = text
+            sends.append((conns[cid], text))
+        if sends:
+            self._spawn(self._send_each(sends))
+        for conn, waiting in self._joining.values():  # connections waiting for their welcome get theirs after
+            if conn.cid in self._conns:
+                continue
+            mine_changes = [
+                p
+                for p in changes.values()
+                if p.user != conn.id and (p.audience is None or p.audience.includes(conn.id))
+            ]
+            if mine_changes:
+                waiting.append(
+                    (
+                        nodeframe.SEND,
+                        messages.presence_batch(
+                            [messages.presence_change(p.user, p.status, p.in_call, p.last_seen) for p in mine_changes]
+                        ),
+                    )
+                )
+
+    async def _send_each(self, sends: list[tuple[Connection, str]]) -> None:
+        for conn, text in sends:
+            await conn.send_text(text)
 
     async def _send_all(self, targets: list[Connection], text: str) -> None:
         for conn in targets:
@@ -439,6 +632,11 @@ class Hub:
             log.exception("could not delete calls older than the retention from the history (calls go on)")
         if deleted:
             log.info("deleted %d calls older than the history retention", deleted)
+        if self.social is not None:
+            try:
+                await self.social.book.delete_expired_requests(self.clock())
+            except Exception:
+                log.exception("could not delete expired contact requests")
         return deleted
 
     async def _send_missed(self, conn: Connection) -> None:

@@ -24,6 +24,8 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate-limited"  # too many frames, or call requests, too fast: this one was dropped
     UNAUTHORIZED = "unauthorized"  # the token is missing or not acceptable (sent just before close 4401)
     SERVICE_UNAVAILABLE = "service-unavailable"  # the server cannot reach its shared state (Redis): try again soon
+    TOO_MANY = "too-many"  # a contact operation would take a list over its bound (contacts, requests, blocked)
+    NOT_ALLOWED = "not-allowed"  # `directory` while the server shows presence to contacts only
 
 
 class CloseCode(IntEnum):

@@ -10,7 +10,7 @@ validation in C, which keeps the per-message cost low (this is the server's hot 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, Raw, UnsetType
@@ -38,8 +38,22 @@ ROUTED_TYPES: Final = (
 )
 
 
-CLIENT_TYPES: Final = (*ROUTED_TYPES, "call-summary")
-"""Everything a client may send after `auth`: the routed types, and `call-summary`, which stays on the server."""
+CONTACT_TYPES: Final = (
+    "contact-add",
+    "contact-decline",
+    "contact-remove",
+    "contact-rename",
+    "block",
+    "unblock",
+    "settings",
+    "directory",
+)
+"""Frames about contacts (docs/protocol.md, "Contacts"): they stay on the server, which answers with `contacts` (or
+`directory`). All but `settings` and `directory` name the other user in `to`."""
+
+CLIENT_TYPES: Final = (*ROUTED_TYPES, "call-summary", *CONTACT_TYPES)
+"""Everything a client may send after `auth`: the routed types, `call-summary` and the contact frames, which stay
+on the server."""
 
 NEGOTIATION: Final = frozenset({"offer", "answer", "candidate"})
 """The negotiation frames: SDP and ICE candidates, forwarded verbatim between the two parties of an answered call.
@@ -50,6 +64,7 @@ CALL_CHANGED: Final = frozenset({"call-ended", "call-resumed"})
 
 
 _is_id: Final = ID_RE.fullmatch
+T = TypeVar("T")
 
 
 def is_valid_id(value: str | None) -> bool:
@@ -98,6 +113,36 @@ class CallSummary(msgspec.Struct, omit_defaults=True):
     path: Literal["direct", "relayed"] | None = None
 
 
+ContactName = Annotated[str, Meta(min_length=1, max_length=64)]
+IdPrefix = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.@-]{0,64}$(?!\n)")]
+
+
+class ContactAdd(msgspec.Struct, forbid_unknown_fields=False):
+    """`data` of `contact-add` (optional): the name to give the contact."""
+
+    name: ContactName | None = None
+
+
+class ContactRename(msgspec.Struct):
+    """`data` of `contact-rename`: the name, or null for none."""
+
+    name: ContactName | None
+
+
+class Settings(msgspec.Struct):
+    """`data` of `settings`: the ring setting, or null for the server's default."""
+
+    callsFrom: Literal["everyone", "contacts", "nobody"] | None
+
+
+class DirectoryQuery(msgspec.Struct):
+    """`data` of `directory` (optional): an id prefix, where the previous page ended, and a page size."""
+
+    q: IdPrefix = ""
+    after: UserId | None = None
+    limit: Annotated[int, Meta(ge=1, le=200)] = 50
+
+
 class Forwarded(msgspec.Struct, omit_defaults=True):
     """A client frame as the server forwards it (its wire shape): `from` is always the sender's own id."""
 
@@ -115,7 +160,13 @@ _data_decoders: Final[dict[str, msgspec.json.Decoder[Any]]] = {
     "answer": msgspec.json.Decoder(SessionDescription),
     "candidate": msgspec.json.Decoder(IceCandidate | None),
     "call-summary": msgspec.json.Decoder(CallSummary),
+    "contact-add": msgspec.json.Decoder(ContactAdd),
+    "contact-rename": msgspec.json.Decoder(ContactRename),
+    "settings": msgspec.json.Decoder(Settings),
+    "directory": msgspec.json.Decoder(DirectoryQuery),
 }
+_DATA_OPTIONAL: Final = frozenset({"contact-add", "directory"})
+_NO_PEER: Final = frozenset({"settings", "directory"})
 _sdp_types: Final = {"offer": ("offer",), "answer": ("answer", "pranswer")}
 _encode = msgspec.json.Encoder().encode
 
@@ -157,6 +208,10 @@ def parse(frame: str | bytes, sender: str) -> Envelope:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "call-summary needs the 'callId' of the call", ref=kind)
         _check_data(env, _data_decoders[kind])
         return env
+    if kind in _NO_PEER:
+        if env.data is not UNSET or kind not in _DATA_OPTIONAL:
+            _check_data(env, _data_decoders[kind])
+        return env
     if env.to is None:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{kind} needs a 'to' field naming the recipient", ref=kind)
     if env.to == sender:
@@ -171,9 +226,16 @@ def parse(frame: str | bytes, sender: str) -> Envelope:
     if kind in _CALL_CONTROL:
         check_call_data(env)
     decoder = _data_decoders.get(kind)
-    if decoder is not None:
+    if decoder is not None and (env.data is not UNSET or kind not in _DATA_OPTIONAL):
         _check_data(env, decoder)
     return env
+
+
+def data_of(env: Envelope, kind: type[T]) -> T | None:
+    """The `data` of a contact frame already through `parse`, decoded as `kind` (None when it has none)."""
+    if env.data is UNSET:
+        return None
+    return msgspec.json.decode(env.data, type=kind)
 
 
 def _check_data(env: Envelope, decoder: msgspec.json.Decoder[Any]) -> None:
@@ -306,10 +368,14 @@ def welcome(
     last_seen: list[dict[str, object]],
     ring_timeout: float,
     resume_grace: float,
+    *,
+    directory: str = "all",
+    more: bool = False,
 ) -> dict[str, Any]:
     """The first frame on every accepted connection: who this is, who is online, in a call or seen lately (the
-    wire field `recent`: `{"id","lastSeen"}`, newest first), and the server's versions and timers."""
-    return {
+    wire field `recent`: `{"id","lastSeen"}`, newest first), and the server's versions and timers. `directory`:
+    whose presence this user is told (`all` or `contacts`); `more`: `online` was cut (docs/protocol.md)."""
+    frame = {
         "type": "welcome",
         "id": user,
         "device": device,
@@ -320,7 +386,60 @@ def welcome(
         "version": __version__,
         "ringTimeout": ring_timeout,
         "resumeGrace": resume_grace,
+        "directory": directory,
+        "features": FEATURES,
     }
+    if more:
+        frame["more"] = True
+    return frame
+
+
+FEATURES: Final = ["contacts"]
+"""What this server does beyond the first publication of protocol v1 (`welcome`'s `features`)."""
+
+
+def contacts(
+    contacts: list[dict[str, Any]],
+    incoming: list[dict[str, Any]],
+    outgoing: list[dict[str, Any]],
+    blocked: list[dict[str, Any]],
+    calls_from: str | None,
+    default_calls_from: str,
+    directory: str,
+) -> str:
+    """To every device of a user, after `welcome` and after each change: their contacts (each with its presence,
+    `contact_entry`), requests both ways, blocked users (`{"id","at"}`) and ring setting."""
+    return _encode(
+        {
+            "type": "contacts",
+            "contacts": contacts,
+            "incoming": incoming,
+            "outgoing": outgoing,
+            "blocked": blocked,
+            "callsFrom": calls_from,
+            "defaultCallsFrom": default_calls_from,
+            "directory": directory,
+        }
+    ).decode()
+
+
+def contact_entry(
+    user: str, name: str | None, since: float, status: str, in_call: bool = False, last_seen: float | None = None
+) -> dict[str, Any]:
+    """One contact of a `contacts` frame: who, the name the user gave them, since when, and their presence."""
+    entry: dict[str, Any] = {"id": user, "name": name, "since": since, "status": status}
+    if in_call:
+        entry["inCall"] = True
+    if last_seen is not None:
+        entry["lastSeen"] = last_seen
+    return entry
+
+
+def directory(users: list[tuple[str, bool]], next_after: str | None) -> str:
+    """The answer to `directory`: `(id, in an answered call)` of a page of users online, and where the next starts."""
+    return _encode(
+        {"type": "directory", "users": [{"id": u, "inCall": c} for u, c in users], "next": next_after}
+    ).decode()
 
 
 def call_ringing(call_id: str, to: str) -> dict[str, Any]:

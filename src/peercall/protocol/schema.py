@@ -14,7 +14,17 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from . import codes
-from .messages import CallId, CallSummary, IceCandidate, SessionDescription, UserId
+from .messages import (
+    CallId,
+    CallSummary,
+    ContactAdd,
+    ContactRename,
+    DirectoryQuery,
+    IceCandidate,
+    SessionDescription,
+    Settings,
+    UserId,
+)
 
 # Built from the enums, so that a new value cannot be left out of the schema (a type checker sees plain strings).
 if TYPE_CHECKING:
@@ -98,7 +108,69 @@ class Auth(_Frame, tag="auth", kw_only=True):
     token: str
 
 
-ClientFrame = Auth | CallSummaryFrame | CallRequest | CallAccept | CallReject | Offer | Answer | Candidate | Hangup
+class _ToUser(_Frame):
+    to: UserId
+
+
+class ContactAddFrame(_ToUser, tag="contact-add", kw_only=True):
+    """Ask `to` to be contacts, or accept their request; `name`: your own name for them."""
+
+    data: ContactAdd | None = None
+
+
+class ContactDecline(_ToUser, tag="contact-decline", kw_only=True):
+    """Decline `to`'s request (they are not told)."""
+
+
+class ContactRemove(_ToUser, tag="contact-remove", kw_only=True):
+    """No longer contacts with `to` (both sides), or withdraw your request to them."""
+
+
+class ContactRenameFrame(_ToUser, tag="contact-rename", kw_only=True):
+    """Your own name for the contact `to` (null: none)."""
+
+    data: ContactRename
+
+
+class Block(_ToUser, tag="block", kw_only=True):
+    """Block `to`: their calls and requests never reach you, they see no presence of yours."""
+
+
+class Unblock(_ToUser, tag="unblock", kw_only=True):
+    """Lift the block on `to`."""
+
+
+class SettingsFrame(_Frame, tag="settings", kw_only=True):
+    """Your ring setting: who may ring you (null: the server's default)."""
+
+    data: Settings
+
+
+class DirectoryFrame(_Frame, tag="directory", kw_only=True):
+    """Page through who is online (PEERCALL_DIRECTORY=all only)."""
+
+    data: DirectoryQuery | None = None
+
+
+ClientFrame = (
+    Auth
+    | CallSummaryFrame
+    | CallRequest
+    | CallAccept
+    | CallReject
+    | Offer
+    | Answer
+    | Candidate
+    | Hangup
+    | ContactAddFrame
+    | ContactDecline
+    | ContactRemove
+    | ContactRenameFrame
+    | Block
+    | Unblock
+    | SettingsFrame
+    | DirectoryFrame
+)
 
 # ------------------------------------------------------------------------------------- server -> client
 
@@ -157,6 +229,9 @@ class Welcome(_Frame, tag="welcome", kw_only=True):
     resumeGrace: float | None = None
     inCall: list[UserId] | None = None
     recent: list[RecentUser] | None = None
+    directory: Literal["all", "contacts"] | None = None
+    features: list[str] | None = None
+    more: bool | None = None
 
 
 class PresenceChange(msgspec.Struct, omit_defaults=True):
@@ -217,6 +292,48 @@ class CallRecord(msgspec.Struct):
     hungUpBy: str | None
     duration: float | None
     quality: dict[str, CallSummary] | None = None
+    screened: Literal["silenced"] | UnsetType = UNSET  # to the callee only: their ring setting refused it
+
+
+class ContactEntry(msgspec.Struct, omit_defaults=True):
+    id: UserId
+    name: str | None
+    since: float
+    status: Literal["online", "offline"]
+    inCall: bool | None = None
+    lastSeen: float | None = None
+
+
+class Dated(msgspec.Struct):
+    id: UserId
+    at: float
+
+
+CallsFrom = Literal["everyone", "contacts", "nobody"]
+
+
+class Contacts(_Frame, tag="contacts", kw_only=True):
+    """After `welcome` and after each change: the user's contacts (with presence), requests, blocks, setting."""
+
+    contacts: list[ContactEntry]
+    incoming: list[Dated]
+    outgoing: list[Dated]
+    blocked: list[Dated]
+    callsFrom: CallsFrom | None
+    defaultCallsFrom: CallsFrom
+    directory: Literal["all", "contacts"]
+
+
+class DirectoryUser(msgspec.Struct):
+    id: UserId
+    inCall: bool
+
+
+class Directory(_Frame, tag="directory", kw_only=True):
+    """The answer to `directory`: a page of users online, and where the next page starts (null: the last)."""
+
+    users: list[DirectoryUser]
+    next: UserId | None
 
 
 class MissedCalls(_Frame, tag="missed-calls", kw_only=True):
@@ -232,6 +349,8 @@ ServerFrame = (
     | CallEnded
     | CallResumed
     | MissedCalls
+    | Contacts
+    | Directory
     | CallRequestForwarded
     | CallAcceptForwarded
     | CallRejectForwarded

@@ -172,7 +172,7 @@ def create_app(settings: Settings) -> PeercallApp:
         except Exception:
             log.exception("could not read the history of %s", user)
             return _error(503, "history-unavailable", "the call history is unavailable right now; calls still work")
-        return JSONResponse({"calls": [r.to_json() for r in page], "next": cursor})
+        return JSONResponse({"calls": [r.to_json(viewer=user) for r in page], "next": cursor})
 
     protocol_schema = schema()
 

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from ..core.records import CallRecord, Outcome
-from ..core.social import CallsFrom, Circle
+from ..core.social import MAX_NAME, REQUEST_TTL, CallsFrom, Circle
 
 UNANSWERED_OUTCOMES = frozenset({Outcome.MISSED, Outcome.UNAVAILABLE})
 """The outcomes that `take_missed` hands out: the callee never got the chance to answer."""
@@ -169,20 +169,28 @@ class ContactBook(Protocol):
         """`user` asks `peer` to be contacts, or accepts `peer`'s request (CONNECTED). Already contacts:
         UNCHANGED (a `name` given is set all the same). `peer` blocked by `user`: the block is lifted first.
         `peer` blocked `user`: stored as asked (REQUESTED), but `peer` never sees it. `peer` keeps at most
-        MAX_INCOMING requests: a newer one drops the oldest.
+        MAX_INCOMING requests: a newer one drops the oldest (requests `peer` declined, or from users `peer`
+        blocked, are not shown to `peer` and take no room). Asking again while a request waits: UNCHANGED (it keeps
+        its time); once it expired, it is made anew. A request `user` declined earlier is still accepted by this
+        (they changed their mind). Connecting by accepting keeps `since` equal on both sides.
 
         Raises:
-            ContactLimit: `user` has MAX_CONTACTS contacts (when this would connect) or MAX_OUTGOING requests.
+            ContactLimit: `user` has MAX_CONTACTS contacts (when this would connect; also when `peer` has them, so
+                that nobody ends up over the bound) or MAX_OUTGOING requests.
+            ValueError: `user` is `peer`, an id is empty, or `name` is not 1 to MAX_NAME characters.
         """
         ...
 
     async def decline(self, user: str, peer: str) -> ContactChange:
         """`user` declines `peer`'s request (REMOVED; UNCHANGED if there was none). `peer` is not told: their
-        request stays in their `outgoing` until it expires, as one that is never answered."""
+        request stays in their `outgoing` until it expires, as one that is never answered, and asking again is
+        UNCHANGED. `user` may still accept it later (`add`) while it waits."""
         ...
 
     async def remove(self, user: str, peer: str) -> ContactChange:
-        """`user` and `peer` are no longer contacts (both lose the other), or `user` withdraws their request."""
+        """`user` and `peer` are no longer contacts (both lose the other), and `user`'s request to `peer`, if any,
+        is withdrawn. REMOVED if any of that was there. Removing someone `user` blocked also takes `user` from
+        `peer`'s contacts, so that unblocking them later does not restore the contact."""
         ...
 
     async def rename(self, user: str, peer: str, name: str | None) -> ContactChange:
@@ -191,7 +199,8 @@ class ContactBook(Protocol):
 
     async def block(self, user: str, peer: str, *, now: float) -> ContactChange:
         """`user` blocks `peer`: `peer` leaves `user`'s contacts (not the other way round), requests between them
-        are dropped from `user`'s side (`peer`'s own request stays in `peer`'s `outgoing`).
+        are dropped from `user`'s side (`peer`'s own request stays in `peer`'s `outgoing`, hidden from `user`).
+        UPDATED, or UNCHANGED if already blocked. The name `user` gave `peer` is kept with the block for `unblock`.
 
         Raises:
             ContactLimit: `user` already blocked MAX_BLOCKED users.
@@ -199,7 +208,11 @@ class ContactBook(Protocol):
         ...
 
     async def unblock(self, user: str, peer: str) -> ContactChange:
-        """Lift the block: if both were contacts before, they are again."""
+        """Lift the block (REMOVED; UNCHANGED if there was none): if `peer` still has `user` as a contact (neither
+        removed the other meanwhile), they are contacts again, with the name and `since` they had. Should `user`
+        meanwhile have MAX_CONTACTS contacts, there is no room to restore it: `peer` loses `user` too (as if `user`
+        had removed them), so that contacts stay mutual and bounded. `peer`'s request hidden by the block shows
+        again if it has not expired."""
         ...
 
     async def set_calls_from(self, user: str, value: CallsFrom | None) -> ContactChange:
@@ -208,12 +221,43 @@ class ContactBook(Protocol):
 
     async def import_contacts(self, pairs: Sequence[tuple[str, str]], *, now: float) -> int:
         """Make each pair contacts (an operator's existing social graph, the benchmark's users), in one
-        transaction, ignoring the bounds. Returns how many pairs were new."""
+        transaction, ignoring the bounds. Returns how many pairs were new (not contacts on either side before).
+        Requests between the two are dropped. A block wins: the blocker's side is not made (as after `block`),
+        so unblocking later restores the contact.
+
+        Raises:
+            ValueError: a pair names one user twice or an empty id (nothing is changed).
+        """
         ...
 
     async def delete_expired_requests(self, now: float, *, limit: int = PRUNE_BATCH) -> int:
-        """Delete at most `limit` requests older than REQUEST_TTL. Returns how many."""
+        """Delete at most `limit` requests older than REQUEST_TTL, oldest first. Returns how many.
+
+        Raises:
+            ValueError: `limit` is below 1.
+        """
         ...
+
+
+def check_pair(user: str, peer: str) -> None:
+    """Raise ValueError unless `user` and `peer` are two different, non-empty user ids (their form is the
+    protocol's business: the store only refuses what it could not keep)."""
+    for who in (user, peer):
+        if not isinstance(who, str) or not who:
+            raise ValueError(f"a user id must be a non-empty string, got {who!r}")
+    if user == peer:
+        raise ValueError(f"{user!r} cannot be their own contact")
+
+
+def check_name(name: str | None) -> None:
+    """Raise ValueError unless `name` is None or 1 to core.social.MAX_NAME characters."""
+    if name is not None and (not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME):
+        raise ValueError(f"a contact's name is 1 to {MAX_NAME} characters or none, got {name!r}")
+
+
+def expired(at: float, now: float) -> bool:
+    """Whether a request made at `at` is older than REQUEST_TTL at `now`."""
+    return at < now - REQUEST_TTL
 
 
 def check_limit(limit: int) -> None:

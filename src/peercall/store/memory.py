@@ -1,6 +1,8 @@
-"""An in-process call history (`memory://`): for tests and for servers that need no history across restarts.
+"""An in-process call history and contact book (`memory://`): for tests and for servers that need nothing kept
+across restarts.
 
-Owns a dict of records. Nothing is persisted: each instance starts empty and forgets everything when dropped.
+Owns a dict of records, and the contacts, requests, blocks and ring settings in dicts indexed both ways.
+Nothing is persisted: each instance starts empty and forgets everything when dropped.
 No method awaits while it reads or changes state, so every method is atomic on the event loop.
 """
 
@@ -12,14 +14,29 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core.records import CallRecord
+from ..core.social import (
+    HIDDEN_FROM_CALLEE,
+    MAX_BLOCKED,
+    MAX_CONTACTS,
+    MAX_INCOMING,
+    MAX_OUTGOING,
+    CallsFrom,
+    Circle,
+    Contact,
+)
 from .base import (
     MISSED_PER_CALLER,
     MISSED_SHOWN,
     PRUNE_BATCH,
     UNANSWERED_OUTCOMES,
+    ContactChange,
+    ContactLimit,
     check_limit,
+    check_name,
+    check_pair,
     decode_cursor,
     encode_cursor,
+    expired,
 )
 
 
@@ -27,13 +44,37 @@ def _order(rec: CallRecord) -> tuple[float, str]:
     return (rec.ringing_at, rec.call_id)
 
 
+def _listed_for(rec: CallRecord, user: str) -> bool:
+    if rec.caller == user:
+        return True
+    return rec.callee == user and rec.screened not in HIDDEN_FROM_CALLEE
+
+
+@dataclasses.dataclass(slots=True)
+class _Request:
+    at: float
+    declined: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Block:
+    at: float
+    name: str | None  # the blocker's name for the contact the block took away, restored by unblock
+
+
 class MemoryHistory:
-    """`CallHistory` in a dict, keyed by call_id."""
+    """`CallHistory` and `ContactBook` in dicts: calls keyed by call_id, relations by user both ways."""
 
     def __init__(self) -> None:
         self._calls: dict[str, CallRecord] = {}
         self._taken: set[str] = set()
         self._waiting: collections.Counter[tuple[str, str]] = collections.Counter()  # (callee, caller) -> not taken
+        self._contacts: dict[str, dict[str, Contact]] = collections.defaultdict(dict)  # owner -> peer -> contact
+        self._outgoing: dict[str, dict[str, _Request]] = collections.defaultdict(dict)  # sender -> recipient
+        self._incoming: dict[str, set[str]] = collections.defaultdict(set)  # recipient -> senders
+        self._blocks: dict[str, dict[str, _Block]] = collections.defaultdict(dict)  # owner -> blocked
+        self._blocked_by: dict[str, set[str]] = collections.defaultdict(set)  # blocked -> owners
+        self._calls_from: dict[str, CallsFrom] = {}
 
     async def open(self) -> None:
         """Nothing to connect to."""
@@ -44,6 +85,8 @@ class MemoryHistory:
     async def record(self, rec: CallRecord, *, notified: bool = False) -> None:
         if rec.call_id in self._calls:
             return
+        if rec.screened is not None:
+            notified = True  # a screened call never rang: nothing to hand out as missed
         if not notified and rec.outcome in UNANSWERED_OUTCOMES:
             notified = self._waiting[rec.callee, rec.caller] >= MISSED_PER_CALLER
             if not notified:
@@ -62,7 +105,7 @@ class MemoryHistory:
         check_limit(limit)
         after = None if before is None else decode_cursor(before)
         mine = sorted(
-            (r for r in self._calls.values() if user in (r.caller, r.callee) and (after is None or _order(r) < after)),
+            (r for r in self._calls.values() if _listed_for(r, user) and (after is None or _order(r) < after)),
             key=_order,
             reverse=True,
         )
@@ -101,3 +144,169 @@ class MemoryHistory:
             elif rec.outcome in UNANSWERED_OUTCOMES:
                 self._waiting[rec.callee, rec.caller] -= 1
         return len(old)
+
+    # -- ContactBook ----------------------------------------------------------------------------------------------
+
+    async def circle(self, user: str, *, now: float) -> Circle:
+        blocked = self._blocks.get(user, {})
+        incoming = {}
+        for sender in self._incoming.get(user, ()):
+            req = self._outgoing[sender][user]
+            if not req.declined and sender not in blocked and not expired(req.at, now):
+                incoming[sender] = req.at
+        newest_in = sorted(incoming.items(), key=lambda item: (item[1], item[0]), reverse=True)[:MAX_INCOMING]
+        by = self._blocked_by.get(user, set())
+        newest_by = sorted(by, key=lambda owner: (self._blocks[owner][user].at, owner), reverse=True)[:MAX_BLOCKED]
+        return Circle(
+            user=user,
+            contacts=dict(self._contacts.get(user, {})),
+            incoming=dict(newest_in),
+            outgoing={p: r.at for p, r in self._outgoing.get(user, {}).items() if not expired(r.at, now)},
+            blocked={p: b.at for p, b in blocked.items()},
+            blocked_by=frozenset(newest_by),
+            calls_from=self._calls_from.get(user),
+        )
+
+    async def add(self, user: str, peer: str, *, now: float, name: str | None = None) -> ContactChange:
+        check_pair(user, peer)
+        check_name(name)
+        mine = self._contacts[user]
+        if peer in mine:
+            if name is not None:
+                mine[peer] = dataclasses.replace(mine[peer], name=name)
+            return ContactChange.UNCHANGED
+        block = self._blocks[user].get(peer)
+        theirs = self._contacts[peer].get(user)
+        asked = self._outgoing[peer].get(user)
+        if theirs is not None or (asked is not None and not expired(asked.at, now)):
+            if len(mine) >= MAX_CONTACTS:
+                raise ContactLimit(f"{user} has {MAX_CONTACTS} contacts: remove some first")
+            if theirs is None and len(self._contacts[peer]) >= MAX_CONTACTS:
+                raise ContactLimit(f"{peer} has {MAX_CONTACTS} contacts")
+            if block is not None:
+                self._unblock(user, peer)
+            since = now if theirs is None else theirs.since
+            mine[peer] = Contact(peer, name if name is not None else block.name if block else None, since)
+            self._contacts[peer].setdefault(user, Contact(user, None, since))
+            self._drop_request(user, peer)
+            self._drop_request(peer, user)
+            return ContactChange.CONNECTED
+        out = self._outgoing[user]
+        current = out.get(peer)
+        if current is not None and not expired(current.at, now):
+            if block is not None:
+                self._unblock(user, peer)
+                return ContactChange.UPDATED
+            return ContactChange.UNCHANGED
+        if sum(1 for r in out.values() if not expired(r.at, now)) >= MAX_OUTGOING:
+            raise ContactLimit(f"{user} has {MAX_OUTGOING} requests waiting for an answer: withdraw some first")
+        if block is not None:
+            self._unblock(user, peer)
+        self._drop_request(user, peer)
+        if user not in self._blocks[peer]:
+            visible = [
+                s for s in self._incoming[peer] if s not in self._blocks[peer] and not self._outgoing[s][peer].declined
+            ]
+            visible.sort(key=lambda s: (self._outgoing[s][peer].at, s))
+            for sender in visible[: max(0, len(visible) - MAX_INCOMING + 1)]:
+                self._drop_request(sender, peer)
+        out[peer] = _Request(now)
+        self._incoming[peer].add(user)
+        return ContactChange.REQUESTED
+
+    def _drop_request(self, sender: str, recipient: str) -> bool:
+        if self._outgoing[sender].pop(recipient, None) is None:
+            return False
+        self._incoming[recipient].discard(sender)
+        return True
+
+    async def decline(self, user: str, peer: str) -> ContactChange:
+        check_pair(user, peer)
+        req = self._outgoing[peer].get(user)
+        if req is None or req.declined:
+            return ContactChange.UNCHANGED
+        req.declined = True
+        return ContactChange.REMOVED
+
+    async def remove(self, user: str, peer: str) -> ContactChange:
+        check_pair(user, peer)
+        gone = self._contacts[user].pop(peer, None) is not None
+        gone = (self._contacts[peer].pop(user, None) is not None) or gone
+        gone = self._drop_request(user, peer) or gone
+        return ContactChange.REMOVED if gone else ContactChange.UNCHANGED
+
+    async def rename(self, user: str, peer: str, name: str | None) -> ContactChange:
+        check_pair(user, peer)
+        check_name(name)
+        contact = self._contacts[user].get(peer)
+        if contact is None or contact.name == name:
+            return ContactChange.UNCHANGED
+        self._contacts[user][peer] = dataclasses.replace(contact, name=name)
+        return ContactChange.UPDATED
+
+    async def block(self, user: str, peer: str, *, now: float) -> ContactChange:
+        check_pair(user, peer)
+        blocks = self._blocks[user]
+        if peer in blocks:
+            return ContactChange.UNCHANGED
+        if len(blocks) >= MAX_BLOCKED:
+            raise ContactLimit(f"{user} blocked {MAX_BLOCKED} users: unblock some first")
+        contact = self._contacts[user].pop(peer, None)
+        self._drop_request(user, peer)
+        blocks[peer] = _Block(now, None if contact is None else contact.name)
+        self._blocked_by[peer].add(user)
+        return ContactChange.UPDATED
+
+    async def unblock(self, user: str, peer: str) -> ContactChange:
+        check_pair(user, peer)
+        if peer not in self._blocks[user]:
+            return ContactChange.UNCHANGED
+        self._unblock(user, peer)
+        return ContactChange.REMOVED
+
+    def _unblock(self, user: str, peer: str) -> None:
+        block = self._blocks[user].pop(peer)
+        self._blocked_by[peer].discard(user)
+        theirs = self._contacts[peer].get(user)
+        if theirs is None:
+            return
+        if len(self._contacts[user]) < MAX_CONTACTS:
+            self._contacts[user][peer] = Contact(peer, block.name, theirs.since)
+        else:
+            del self._contacts[peer][user]  # no room to restore it: they are no longer contacts, on either side
+
+    async def set_calls_from(self, user: str, value: CallsFrom | None) -> ContactChange:
+        if self._calls_from.get(user) == value:
+            return ContactChange.UNCHANGED
+        if value is None:
+            del self._calls_from[user]
+        else:
+            self._calls_from[user] = CallsFrom(value)
+        return ContactChange.UPDATED
+
+    async def import_contacts(self, pairs: Sequence[tuple[str, str]], *, now: float) -> int:
+        for a, b in pairs:
+            check_pair(a, b)
+        new = 0
+        for a, b in pairs:
+            added = False
+            for owner, peer in ((a, b), (b, a)):
+                if peer not in self._contacts[owner] and peer not in self._blocks[owner]:
+                    since = self._contacts[peer][owner].since if owner in self._contacts[peer] else now
+                    self._contacts[owner][peer] = Contact(peer, None, since)
+                    added = True
+            if added:
+                self._drop_request(a, b)
+                self._drop_request(b, a)
+                new += 1
+        return new
+
+    async def delete_expired_requests(self, now: float, *, limit: int = PRUNE_BATCH) -> int:
+        check_limit(limit)
+        old = sorted(
+            ((r.at, sender, recipient) for sender, out in self._outgoing.items() for recipient, r in out.items()),
+        )
+        gone = [(s, r) for at, s, r in old if expired(at, now)][:limit]
+        for sender, recipient in gone:
+            self._drop_request(sender, recipient)
+        return len(gone)

@@ -1,8 +1,9 @@
 """The call history in SQL: SQLite (aiosqlite) or PostgreSQL (asyncpg), through SQLAlchemy's async Core.
 
-Owns the `calls` table, its migrations and every statement sent to the database. Imported lazily by
+Owns the `calls` table, the contact book's tables (`contacts`, `contact_requests`, `blocks`, `user_settings`),
+their migrations and every statement sent to the database. Imported lazily by
 `store.open_history`, so a server on `memory://` never imports SQLAlchemy; the driver itself is imported when
-the engine is created. Must not import anything from peercall outside `core.records` and `store.base`.
+the engine is created. Must not import anything from peercall outside `core.records`, `core.social` and `store.base`.
 
 The two databases share one implementation: the statements are the same, and the few differences (how a
 transaction begins, text ordering, locking the migration) are set up once in `SQLHistory.__init__` and
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -28,12 +30,28 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from ..core.records import CallRecord, Outcome, Reason
+from ..core.social import (
+    HIDDEN_FROM_CALLEE,
+    MAX_BLOCKED,
+    MAX_CONTACTS,
+    MAX_INCOMING,
+    MAX_OUTGOING,
+    REQUEST_TTL,
+    CallsFrom,
+    Circle,
+    Contact,
+    Screening,
+)
 from .base import (
     MISSED_PER_CALLER,
     MISSED_SHOWN,
     PRUNE_BATCH,
     UNANSWERED_OUTCOMES,
+    ContactChange,
+    ContactLimit,
     check_limit,
+    check_name,
+    check_pair,
     decode_cursor,
     encode_cursor,
 )
@@ -84,11 +102,50 @@ def _v3_retention(dialect: str) -> list[str]:
     return ["CREATE INDEX calls_ended_at ON calls (ended_at)"]
 
 
-MIGRATIONS: Sequence[Callable[[str], list[str]]] = (_v1_calls, _v2_quality, _v3_retention)
+def _v4_contacts(dialect: str) -> list[str]:
+    # The contact book. A mutual contact is two rows, one per owner, each with its owner's name for the other; a
+    # block takes away the blocker's row only (keeping the name it had, for unblock). Every query of a circle is
+    # on a primary key or one of these indexes; `calls.screened` says why a call did not ring.
+    return [
+        """CREATE TABLE contacts (
+            owner TEXT NOT NULL,
+            peer TEXT NOT NULL,
+            name TEXT,
+            since DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (owner, peer)
+        )""",
+        """CREATE TABLE contact_requests (
+            sender TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            declined BOOLEAN NOT NULL DEFAULT FALSE,
+            PRIMARY KEY (sender, recipient)
+        )""",
+        "CREATE INDEX contact_requests_recipient_at ON contact_requests (recipient, at)",
+        "CREATE INDEX contact_requests_at ON contact_requests (at)",
+        """CREATE TABLE blocks (
+            owner TEXT NOT NULL,
+            blocked TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            name TEXT,
+            PRIMARY KEY (owner, blocked)
+        )""",
+        "CREATE INDEX blocks_blocked_at ON blocks (blocked, at)",
+        """CREATE TABLE user_settings (
+            user_id TEXT NOT NULL PRIMARY KEY,
+            calls_from TEXT
+        )""",
+        "ALTER TABLE calls ADD COLUMN screened TEXT",
+    ]
+
+
+MIGRATIONS: Sequence[Callable[[str], list[str]]] = (_v1_calls, _v2_quality, _v3_retention, _v4_contacts)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _WAL_ATTEMPTS, _WAL_RETRY_DELAY = 100, 0.05  # seconds; up to 5 s, like sqlite3's default busy timeout
 _MIGRATION_LOCK = 0x70656572  # pg_advisory_xact_lock key ("peer"): one migrating process per database
+_USER_LOCK = 0x636F6E74  # pg_advisory_xact_lock(int, int) key space ("cont"): one contact change per user at once
+_IMPORT_CHUNK = 500  # pairs per statement in import_contacts (well under both drivers' parameter limits)
 
 _metadata = sa.MetaData()
 calls = sa.Table(
@@ -107,8 +164,39 @@ calls = sa.Table(
     sa.Column("hung_up_by", sa.Text),
     sa.Column("missed_taken", sa.Boolean, nullable=False),
     sa.Column("quality", sa.Text),
+    sa.Column("screened", sa.Text),
 )
-_FIELDS = [field.name for field in dataclasses.fields(CallRecord)]
+contacts = sa.Table(
+    "contacts",
+    _metadata,
+    sa.Column("owner", sa.Text, primary_key=True),
+    sa.Column("peer", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text),
+    sa.Column("since", sa.Double, nullable=False),
+)
+requests = sa.Table(
+    "contact_requests",
+    _metadata,
+    sa.Column("sender", sa.Text, primary_key=True),
+    sa.Column("recipient", sa.Text, primary_key=True),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Column("declined", sa.Boolean, nullable=False),
+)
+blocks = sa.Table(
+    "blocks",
+    _metadata,
+    sa.Column("owner", sa.Text, primary_key=True),
+    sa.Column("blocked", sa.Text, primary_key=True),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Column("name", sa.Text),
+)
+user_settings = sa.Table(
+    "user_settings",
+    _metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("calls_from", sa.Text),
+)
+_FIELDS = [field.name for field in dataclasses.fields(CallRecord) if field.name in calls.c]  # screened: issue 15, store
 _RECORD_COLUMNS = [calls.c[name] for name in _FIELDS]
 
 
@@ -117,6 +205,7 @@ def _to_row(rec: CallRecord) -> dict[str, Any]:
     row["outcome"] = rec.outcome.value
     row["reason"] = rec.reason.value
     row["quality"] = None if rec.quality is None else json.dumps(rec.quality)
+    row["screened"] = None if rec.screened is None else rec.screened.value
     return row
 
 
@@ -125,6 +214,7 @@ def _to_record(row: sa.Row[Any]) -> CallRecord:
     fields["outcome"] = Outcome(fields["outcome"])
     fields["reason"] = Reason(fields["reason"])
     fields["quality"] = None if fields["quality"] is None else json.loads(fields["quality"])
+    fields["screened"] = None if fields["screened"] is None else Screening(fields["screened"])
     return CallRecord(**fields)
 
 
@@ -242,7 +332,8 @@ class SQLHistory:
         if not records:
             return
         insert = sqlite.insert if self._sqlite else postgresql.insert
-        rows = [{**_to_row(rec), "missed_taken": notified} for rec, notified in records]
+        # A screened call never rang: it is written as taken, so that take_missed never hands it out.
+        rows = [{**_to_row(rec), "missed_taken": notified or rec.screened is not None} for rec, notified in records]
         async with self._turn, self._engine.begin() as conn:
             await _cap_missed(conn, rows)
             await conn.execute(insert(calls).on_conflict_do_nothing(), rows)
@@ -251,7 +342,10 @@ class SQLHistory:
         self, user: str, *, limit: int = 50, before: str | None = None
     ) -> tuple[list[CallRecord], str | None]:
         check_limit(limit)
-        query = sa.select(*_RECORD_COLUMNS).where(sa.or_(calls.c.caller == user, calls.c.callee == user))
+        shown_to_callee = sa.or_(calls.c.screened.is_(None), calls.c.screened.not_in(_HIDDEN))
+        query = sa.select(*_RECORD_COLUMNS).where(
+            sa.or_(calls.c.caller == user, sa.and_(calls.c.callee == user, shown_to_callee))
+        )
         if before is not None:
             ringing_at, call_id = decode_cursor(before)
             query = query.where(
@@ -291,6 +385,7 @@ class SQLHistory:
                 calls.c.callee == user,
                 calls.c.outcome.in_(_UNANSWERED),
                 sa.not_(calls.c.missed_taken),
+                calls.c.screened.is_(None),
             )
             .values(missed_taken=True)
             .returning(calls.c.ringing_at, calls.c.call_id)
@@ -308,8 +403,308 @@ class SQLHistory:
             result = await conn.execute(sa.delete(calls).where(calls.c.call_id.in_(oldest.scalar_subquery())))
         return result.rowcount
 
+    # -- ContactBook ----------------------------------------------------------------------------------------------
+    #
+    # Each operation is one transaction. SQLite runs them one at a time (BEGIN IMMEDIATE, and `_turn` in this
+    # process). On PostgreSQL an operation that reads and then writes first takes a transaction-level advisory
+    # lock on each user it changes (`_lock`), in one global order: two users adding each other at once, or many
+    # users asking one, are serialized, so the checks and bounds see each other's writes.
+
+    async def _lock(self, conn: AsyncConnection, *users: str) -> None:
+        if self._sqlite:
+            return
+        for key in sorted({_user_key(u) for u in users}):
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:space, :key)"), {"space": _USER_LOCK, "key": key})
+
+    async def circle(self, user: str, *, now: float) -> Circle:
+        cutoff = now - REQUEST_TTL
+        blocked_by_user = sa.select(blocks.c.blocked).where(blocks.c.owner == user)
+        async with self._turn, self._engine.begin() as conn:
+            contact_rows = (
+                await conn.execute(
+                    sa.select(contacts.c.peer, contacts.c.name, contacts.c.since).where(contacts.c.owner == user)
+                )
+            ).all()
+            incoming = (
+                await conn.execute(
+                    sa.select(requests.c.sender, requests.c.at)
+                    .where(
+                        requests.c.recipient == user,
+                        requests.c.at >= cutoff,
+                        sa.not_(requests.c.declined),
+                        requests.c.sender.not_in(blocked_by_user),
+                    )
+                    .order_by(requests.c.at.desc(), requests.c.sender.desc())
+                    .limit(MAX_INCOMING)
+                )
+            ).all()
+            outgoing = (
+                await conn.execute(
+                    sa.select(requests.c.recipient, requests.c.at).where(
+                        requests.c.sender == user, requests.c.at >= cutoff
+                    )
+                )
+            ).all()
+            blocked = (await conn.execute(sa.select(blocks.c.blocked, blocks.c.at).where(blocks.c.owner == user))).all()
+            blocked_by = (
+                await conn.execute(
+                    sa.select(blocks.c.owner)
+                    .where(blocks.c.blocked == user)
+                    .order_by(blocks.c.at.desc(), blocks.c.owner.desc())
+                    .limit(MAX_BLOCKED)
+                )
+            ).scalars()
+            setting = (
+                await conn.execute(sa.select(user_settings.c.calls_from).where(user_settings.c.user_id == user))
+            ).scalar()
+            return Circle(
+                user=user,
+                contacts={peer: Contact(peer, name, since) for peer, name, since in contact_rows},
+                incoming={sender: at for sender, at in incoming},
+                outgoing={recipient: at for recipient, at in outgoing},
+                blocked={peer: at for peer, at in blocked},
+                blocked_by=frozenset(blocked_by),
+                calls_from=None if setting is None else CallsFrom(setting),
+            )
+
+    async def add(self, user: str, peer: str, *, now: float, name: str | None = None) -> ContactChange:
+        check_pair(user, peer)
+        check_name(name)
+        async with self._turn, self._engine.begin() as conn:
+            await self._lock(conn, user, peer)
+            if await _contact(conn, user, peer) is not None:
+                if name is not None:
+                    await conn.execute(_contact_row(user, peer).values(name=name))
+                return ContactChange.UNCHANGED
+            block = (
+                await conn.execute(sa.select(blocks.c.name).where(blocks.c.owner == user, blocks.c.blocked == peer))
+            ).first()
+            theirs = await _contact(conn, peer, user)
+            asked = await _request_at(conn, peer, user)
+            if theirs is not None or (asked is not None and asked >= now - REQUEST_TTL):
+                if await _count(conn, contacts, contacts.c.owner == user) >= MAX_CONTACTS:
+                    raise ContactLimit(f"{user} has {MAX_CONTACTS} contacts: remove some first")
+                if theirs is None and await _count(conn, contacts, contacts.c.owner == peer) >= MAX_CONTACTS:
+                    raise ContactLimit(f"{peer} has {MAX_CONTACTS} contacts")
+                since = now if theirs is None else theirs.since
+                rows = [{"owner": user, "peer": peer, "name": name if name is not None else block and block.name}]
+                if theirs is None:
+                    rows.append({"owner": peer, "peer": user, "name": None})
+                if block is not None:
+                    await conn.execute(_block_row(user, peer))
+                await conn.execute(sa.insert(contacts), [{**row, "since": since} for row in rows])
+                await conn.execute(
+                    sa.delete(requests).where(_pair(requests.c.sender, requests.c.recipient, user, peer))
+                )
+                return ContactChange.CONNECTED
+            current = await _request_at(conn, user, peer)
+            if current is not None and current >= now - REQUEST_TTL:
+                if block is None:
+                    return ContactChange.UNCHANGED
+                await conn.execute(_block_row(user, peer))
+                return ContactChange.UPDATED
+            waiting = requests.c.sender == user, requests.c.at >= now - REQUEST_TTL
+            if await _count(conn, requests, *waiting) >= MAX_OUTGOING:
+                raise ContactLimit(f"{user} has {MAX_OUTGOING} requests waiting for an answer: withdraw some first")
+            if block is not None:
+                await conn.execute(_block_row(user, peer))
+            if current is not None:
+                await conn.execute(_request_row(user, peer))
+            hidden = (
+                await conn.execute(sa.select(blocks.c.at).where(blocks.c.owner == peer, blocks.c.blocked == user))
+            ).first()
+            if hidden is None:
+                await _make_room(conn, peer)
+            await conn.execute(sa.insert(requests).values(sender=user, recipient=peer, at=now, declined=False))
+            return ContactChange.REQUESTED
+
+    async def decline(self, user: str, peer: str) -> ContactChange:
+        check_pair(user, peer)
+        statement = _request_row(peer, user, sa.update).where(sa.not_(requests.c.declined)).values(declined=True)
+        async with self._turn, self._engine.begin() as conn:
+            result = await conn.execute(statement)
+        return ContactChange.REMOVED if result.rowcount else ContactChange.UNCHANGED
+
+    async def remove(self, user: str, peer: str) -> ContactChange:
+        check_pair(user, peer)
+        async with self._turn, self._engine.begin() as conn:
+            gone = (
+                await conn.execute(sa.delete(contacts).where(_pair(contacts.c.owner, contacts.c.peer, user, peer)))
+            ).rowcount
+            gone += (await conn.execute(_request_row(user, peer))).rowcount
+        return ContactChange.REMOVED if gone else ContactChange.UNCHANGED
+
+    async def rename(self, user: str, peer: str, name: str | None) -> ContactChange:
+        check_pair(user, peer)
+        check_name(name)
+        statement = _contact_row(user, peer).where(contacts.c.name.is_distinct_from(name)).values(name=name)
+        async with self._turn, self._engine.begin() as conn:
+            result = await conn.execute(statement)
+        return ContactChange.UPDATED if result.rowcount else ContactChange.UNCHANGED
+
+    async def block(self, user: str, peer: str, *, now: float) -> ContactChange:
+        check_pair(user, peer)
+        async with self._turn, self._engine.begin() as conn:
+            await self._lock(conn, user, peer)
+            if await _count(conn, blocks, blocks.c.owner == user, blocks.c.blocked == peer):
+                return ContactChange.UNCHANGED
+            if await _count(conn, blocks, blocks.c.owner == user) >= MAX_BLOCKED:
+                raise ContactLimit(f"{user} blocked {MAX_BLOCKED} users: unblock some first")
+            contact = await _contact(conn, user, peer)
+            if contact is not None:
+                await conn.execute(_contact_row(user, peer, sa.delete))
+            await conn.execute(_request_row(user, peer))
+            name = None if contact is None else contact.name
+            await conn.execute(sa.insert(blocks).values(owner=user, blocked=peer, at=now, name=name))
+        return ContactChange.UPDATED
+
+    async def unblock(self, user: str, peer: str) -> ContactChange:
+        check_pair(user, peer)
+        async with self._turn, self._engine.begin() as conn:
+            await self._lock(conn, user, peer)
+            block = (
+                await conn.execute(
+                    sa.delete(blocks).where(blocks.c.owner == user, blocks.c.blocked == peer).returning(blocks.c.name)
+                )
+            ).first()
+            if block is None:
+                return ContactChange.UNCHANGED
+            theirs = await _contact(conn, peer, user)
+            if theirs is not None:
+                if await _count(conn, contacts, contacts.c.owner == user) < MAX_CONTACTS:
+                    await conn.execute(
+                        sa.insert(contacts).values(owner=user, peer=peer, name=block.name, since=theirs.since)
+                    )
+                else:
+                    await conn.execute(_contact_row(peer, user, sa.delete))
+        return ContactChange.REMOVED
+
+    async def set_calls_from(self, user: str, value: CallsFrom | None) -> ContactChange:
+        if value is not None:
+            value = CallsFrom(value)
+        async with self._turn, self._engine.begin() as conn:
+            await self._lock(conn, user)
+            current = (
+                await conn.execute(sa.select(user_settings.c.calls_from).where(user_settings.c.user_id == user))
+            ).scalar()
+            if current == (None if value is None else value.value):
+                return ContactChange.UNCHANGED
+            await conn.execute(sa.delete(user_settings).where(user_settings.c.user_id == user))
+            if value is not None:
+                await conn.execute(sa.insert(user_settings).values(user_id=user, calls_from=value.value))
+        return ContactChange.UPDATED
+
+    async def import_contacts(self, pairs: Sequence[tuple[str, str]], *, now: float) -> int:
+        for a, b in pairs:
+            check_pair(a, b)
+        unique = list(dict.fromkeys((a, b) if a < b else (b, a) for a, b in pairs))
+        insert = sqlite.insert if self._sqlite else postgresql.insert
+        new = 0
+        async with self._turn, self._engine.begin() as conn:
+            for start in range(0, len(unique), _IMPORT_CHUNK):
+                chunk = unique[start : start + _IMPORT_CHUNK]
+                both = [row for a, b in chunk for row in ((a, b), (b, a))]
+                existing = {
+                    (owner, peer): since
+                    for owner, peer, since in await conn.execute(
+                        sa.select(contacts.c.owner, contacts.c.peer, contacts.c.since).where(
+                            sa.tuple_(contacts.c.owner, contacts.c.peer).in_(both)
+                        )
+                    )
+                }
+                blocked_rows = await conn.execute(
+                    sa.select(blocks.c.owner, blocks.c.blocked).where(
+                        sa.tuple_(blocks.c.owner, blocks.c.blocked).in_(both)
+                    )
+                )
+                blocked = {(owner, peer) for owner, peer in blocked_rows}
+                rows: list[dict[str, Any]] = []
+                made: list[tuple[str, str]] = []
+                for a, b in chunk:
+                    missing = [(o, p) for o, p in ((a, b), (b, a)) if (o, p) not in existing and (o, p) not in blocked]
+                    if not missing:
+                        continue
+                    since = existing.get((b, a), existing.get((a, b), now))
+                    rows += [{"owner": o, "peer": p, "name": None, "since": since} for o, p in missing]
+                    made += [(a, b), (b, a)]
+                if rows:
+                    await conn.execute(insert(contacts).on_conflict_do_nothing(), rows)
+                    await conn.execute(
+                        sa.delete(requests).where(sa.tuple_(requests.c.sender, requests.c.recipient).in_(made))
+                    )
+                    new += len(made) // 2
+        return new
+
+    async def delete_expired_requests(self, now: float, *, limit: int = PRUNE_BATCH) -> int:
+        check_limit(limit)
+        oldest = (
+            sa.select(requests.c.sender, requests.c.recipient)
+            .where(requests.c.at < now - REQUEST_TTL)
+            .order_by(requests.c.at)
+            .limit(limit)
+        )
+        statement = sa.delete(requests).where(sa.tuple_(requests.c.sender, requests.c.recipient).in_(oldest))
+        async with self._turn, self._engine.begin() as conn:
+            result = await conn.execute(statement)
+        return result.rowcount
+
+
+def _user_key(user: str) -> int:
+    """A user's advisory-lock key: a stable signed 32-bit hash of the id (collisions only serialize more)."""
+    return int.from_bytes(hashlib.blake2b(user.encode(), digest_size=4).digest(), "big", signed=True)
+
+
+def _pair(a_col: sa.ColumnElement[Any], b_col: sa.ColumnElement[Any], a: str, b: str) -> sa.ColumnElement[bool]:
+    """Rows between `a` and `b`, either way round."""
+    return sa.or_(sa.and_(a_col == a, b_col == b), sa.and_(a_col == b, b_col == a))
+
+
+def _contact_row(owner: str, peer: str, verb: Any = sa.update) -> Any:
+    return verb(contacts).where(contacts.c.owner == owner, contacts.c.peer == peer)
+
+
+def _request_row(sender: str, recipient: str, verb: Any = sa.delete) -> Any:
+    return verb(requests).where(requests.c.sender == sender, requests.c.recipient == recipient)
+
+
+def _block_row(owner: str, blocked: str) -> Any:
+    return sa.delete(blocks).where(blocks.c.owner == owner, blocks.c.blocked == blocked)
+
+
+async def _contact(conn: AsyncConnection, owner: str, peer: str) -> Any:
+    query = sa.select(contacts.c.name, contacts.c.since).where(contacts.c.owner == owner, contacts.c.peer == peer)
+    return (await conn.execute(query)).first()
+
+
+async def _request_at(conn: AsyncConnection, sender: str, recipient: str) -> float | None:
+    query = sa.select(requests.c.at).where(requests.c.sender == sender, requests.c.recipient == recipient)
+    at: float | None = (await conn.execute(query)).scalar()
+    return at
+
+
+async def _count(conn: AsyncConnection, table: sa.Table, *where: sa.ColumnElement[bool]) -> int:
+    n: int = (await conn.execute(sa.select(sa.func.count()).select_from(table).where(*where))).scalar_one()
+    return n
+
+
+async def _make_room(conn: AsyncConnection, recipient: str) -> None:
+    """Drop the oldest requests `recipient` sees so that one more leaves them at most MAX_INCOMING (requests they
+    declined, or from users they blocked, are not shown to them and take no room)."""
+    shown = (
+        requests.c.recipient == recipient,
+        sa.not_(requests.c.declined),
+        requests.c.sender.not_in(sa.select(blocks.c.blocked).where(blocks.c.owner == recipient)),
+    )
+    excess = await _count(conn, requests, *shown) - MAX_INCOMING + 1
+    if excess <= 0:
+        return
+    oldest = sa.select(requests.c.sender).where(*shown).order_by(requests.c.at, requests.c.sender).limit(excess)
+    senders = (await conn.execute(oldest)).scalars().all()
+    await conn.execute(sa.delete(requests).where(requests.c.recipient == recipient, requests.c.sender.in_(senders)))
+
 
 _UNANSWERED = sorted(o.value for o in UNANSWERED_OUTCOMES)
+_HIDDEN = sorted(s.value for s in HIDDEN_FROM_CALLEE)
 
 
 async def _cap_missed(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
