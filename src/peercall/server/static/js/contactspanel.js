@@ -456,7 +456,10 @@ function renderContactList(contacts, ready, canCall) {
     li.dataset.name = c.name ?? "";
     setText(/** @type {HTMLElement} */ (li.querySelector(".name")), shown);
     const idLine = /** @type {HTMLElement} */ (li.querySelector(".user-id"));
-    setText(idLine, c.name ? c.id : "");
+    if (idLine.dataset.id !== (c.name ? c.id : "")) {
+      idLine.dataset.id = c.name ? c.id : "";
+      idLine.replaceChildren(...(c.name ? [c.id, hiddenText(", ")] : []));
+    }
     idLine.hidden = !c.name;
     setText(/** @type {HTMLElement} */ (li.querySelector(".avatar-letter")), shown.slice(0, 1).toUpperCase());
     setText(/** @type {HTMLElement} */ (li.querySelector(".status-text")), text);
