@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.conftest import ServerProcess, run_server
+from tests.conftest import SCALE, ServerProcess, run_server
 
-from .conftest import SCALE, OpenPage, dump
+from .conftest import OpenPage, dump
 from .steps import check_accessibility, connect, shoot
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
