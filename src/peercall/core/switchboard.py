@@ -402,7 +402,15 @@ class Switchboard:
         elif lists is None:
             lists = self.welcome_lists(user)
         welcome = messages.welcome(
-            user, device_id, lists.online, lists.in_call, lists.last_seen, self.ring_timeout, self.resume_grace
+            user,
+            device_id,
+            lists.online,
+            lists.in_call,
+            lists.last_seen,
+            self.ring_timeout,
+            self.resume_grace,
+            directory="all" if view is None or view.everyone else "contacts",
+            more=lists.more,
         )
         effects.append(Send(cid, welcome))
         if first and not self.private:

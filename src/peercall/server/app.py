@@ -25,7 +25,9 @@ from ..auth.tokens import AuthError, TokenVerifier
 from ..auth.turn import turn_credentials
 from ..broker import open_broker
 from ..config import Settings
+from ..core.social import CallsFrom, Directory
 from ..hub.router import Hub
+from ..hub.social import Social, load_policy
 from ..protocol.messages import is_valid_id
 from ..protocol.schema import schema
 from ..store import open_history
@@ -76,11 +78,21 @@ def create_app(settings: Settings) -> PeercallApp:
         lease=settings.node_lease,
         prefix=settings.redis_prefix,
     )
+    social = Social(
+        history,  # the history's store keeps contacts too (store/base.py: Store)
+        directory=Directory(settings.effective_directory),
+        default_calls_from=CallsFrom(settings.effective_calls_from),
+        private=settings.private,
+        rate_per_minute=settings.contact_rate,
+        policy=load_policy(settings.call_policy) if settings.call_policy else None,
+        clock=time.time,
+    )
     hub = Hub(
         broker,
         history=history,
         presence_interval=settings.presence_interval,
         history_retention=settings.history_retention * 86400,
+        social=social,
     )
     fixed_ice = [server.as_json() for server in settings.fixed_ice_servers()]
     turn_secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None

@@ -7,9 +7,9 @@ nor a database driver.
 
 from __future__ import annotations
 
-from .base import CallHistory
+from .base import CallHistory, Store
 
-__all__ = ["ACCEPTED_URLS", "CallHistory", "open_history"]
+__all__ = ["ACCEPTED_URLS", "CallHistory", "Store", "open_history"]
 
 ACCEPTED_URLS = (
     "memory://",
@@ -24,7 +24,7 @@ _SQLITE = {"sqlite", "sqlite+aiosqlite"}
 _POSTGRES = {"postgresql", "postgres", "postgresql+asyncpg"}
 
 
-def open_history(url: str) -> CallHistory:
+def open_history(url: str) -> Store:
     """The call history that `url` names, not yet opened (call `await history.open()`).
 
     Args:

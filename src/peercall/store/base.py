@@ -260,6 +260,10 @@ def expired(at: float, now: float) -> bool:
     return at < now - REQUEST_TTL
 
 
+class Store(CallHistory, ContactBook, Protocol):
+    """What a store keeps: the call history and the contacts, in one database."""
+
+
 def check_limit(limit: int) -> None:
     """Raise ValueError unless `limit` is a usable page size."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
