@@ -23,7 +23,7 @@ from playwright.async_api import Page, expect
 from tests.conftest import SCALE, ServerProcess, run_server
 
 from .conftest import OpenPage, dump
-from .steps import check_accessibility, connect, shoot
+from .steps import SCREENS, check_accessibility, connect, shoot
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
@@ -313,4 +313,10 @@ async def test_contacts_panel_is_accessible_and_its_screens_are_kept(open_page: 
 
         await check_accessibility(alice, "contacts")
         paths = await shoot(alice, "contacts")
+        for scheme in ("light", "dark"):  # the card alone, as docs/screenshots/ shows it
+            await alice.emulate_media(color_scheme=scheme)
+            path = SCREENS / f"contacts-card-{scheme}.png"
+            await alice.locator("#contacts-card").screenshot(path=path, animations="disabled")
+            paths.append(path)
+        await alice.emulate_media(color_scheme="light")
         print("screenshots:", *paths, sep="\n")
