@@ -18,6 +18,7 @@ import urllib.request
 from typing import Any
 
 import pytest
+import websockets
 from playwright.async_api import Page, expect
 
 from tests.conftest import SCALE, ServerProcess, run_server
@@ -137,7 +138,21 @@ async def test_a_request_is_accepted_from_the_page_and_the_contacts_presence_com
         await expect(alice.locator("#people-contacts-only")).to_be_visible()
         await expect(alice.locator("#contacts-empty")).to_contain_text("No contacts yet")
 
+        # What cannot be asked is said next to the field, before anything is sent.
+        for typed, said in (("alice", "That is you"), ("bob smith", "is not a user id"), ("", "Type the exact")):
+            await alice.fill("#contact-add-id", typed)
+            await alice.click("#contact-add")
+            await expect(alice.locator("#contact-add-hint")).to_contain_text(said)
+            await expect(alice.locator("#contact-add-id")).to_have_attribute("aria-invalid", "true")
+            await expect(alice.locator("#contact-add-id")).to_be_focused()
+        # A refusal from the server reads as a sentence (here: no searching who is online on this server).
+        await alice.evaluate("window.peercall.signaling.send({type: 'directory', data: {limit: 5}})")
+        await expect(alice.locator("#message")).to_have_text(
+            "This server does not let anyone search who is online: add contacts by their exact id."
+        )
+
         await add_contact(alice, "bob", "Bob (work)")
+        await expect(alice.locator("#contact-add-id")).not_to_have_attribute("aria-invalid", "true")
         await expect(alice.locator("#contacts li")).to_have_count(0)
         await expect(alice.locator("#message")).to_contain_text("Asked bob to be your contact")
 
@@ -280,6 +295,43 @@ async def test_do_not_disturb_never_rings_and_the_call_shows_as_silenced(open_pa
         await alice.click("#call")
         await expect(bob.locator("#incoming")).to_contain_text("alice")
         await bob.click("#reject")
+
+
+async def test_more_online_than_welcome_lists_are_found_by_searching(open_page: OpenPage) -> None:
+    """On a server that lists everyone online, with more online than `welcome` carries (200), the People card offers a
+    search: it finds those whose id starts with what was typed, pages on with "Show more", and adds one as a contact.
+    """
+    crowded = {"PEERCALL_MAX_CONNECTIONS_PER_IP": "1000", "PEERCALL_CONNECTION_RATE": "1000"}
+    with contacts_server(**crowded) as server:
+        crowd = [await websockets.connect(f"{server.ws}?id=user{n:03d}", open_timeout=10 * SCALE) for n in range(205)]
+        try:
+            alice = await sign_in(open_page, server, "alice")
+            await expect(alice.locator("#directory-more")).to_be_visible()
+            await expect(alice.locator("#online li")).to_have_count(200)
+            await alice.fill("#directory-q", "user1")
+            await alice.click("#directory-search")
+            found = alice.locator("#directory-results li")
+            await expect(found).to_have_count(50)
+            await expect(alice.locator("#directory-status")).to_have_text(
+                "50 online so far whose id starts with “user1”."
+            )
+            await alice.click("#directory-next")
+            await expect(found).to_have_count(100)
+            await expect(alice.locator("#directory-next")).to_be_hidden()
+            await expect(alice.locator("#directory-status")).to_have_text("100 online whose id starts with “user1”.")
+            await expect(found.first).to_have_attribute("data-user", "user100")
+            await expect(found.last).to_have_attribute("data-user", "user199")
+            await alice.get_by_role("button", name="Add user150 to your contacts").click()
+            await expect(alice.locator('#contact-outgoing li[data-user="user150"]')).to_be_visible()
+            await alice.fill("#directory-q", "nobody")
+            await alice.press("#directory-q", "Enter")
+            await expect(alice.locator("#directory-status")).to_have_text(
+                "No one online whose id starts with “nobody”."
+            )
+            await expect(found).to_have_count(0)
+        finally:
+            for ws in crowd:
+                await ws.close()
 
 
 async def test_contacts_panel_is_accessible_and_its_screens_are_kept(open_page: OpenPage) -> None:
