@@ -76,7 +76,7 @@ export const MAX_RESULTS = 500;
  * @property {Dated[]} blocked
  * @property {string|null} callsFrom the user's ring setting, or null for the server's default
  * @property {string|null} defaultCallsFrom the server's default
- * @property {string} ringing the setting in force (the user's, or else the default)
+ * @property {string|null} ringing the setting in force (the user's, or else the default; null: not known yet)
  * @property {DirectorySearch|null} search
  */
 
@@ -191,7 +191,7 @@ export class Contacts extends EventTarget {
       blocked: this.#blocked,
       callsFrom: this.#callsFrom,
       defaultCallsFrom: this.#defaultCallsFrom,
-      ringing: this.#callsFrom ?? this.#defaultCallsFrom ?? CallsFrom.EVERYONE,
+      ringing: this.#callsFrom ?? this.#defaultCallsFrom,
       search: this.#search,
     };
   }
@@ -207,13 +207,12 @@ export class Contacts extends EventTarget {
     this.#directory = msg.directory === DirectoryMode.ALL || msg.directory === DirectoryMode.CONTACTS ? msg.directory : null;
     this.#more = msg.more === true;
     this.#search = null;
-    // The `contacts` frame that follows says it all again; until then, what `welcome` says of the contacts we knew.
-    const online = new Set(Array.isArray(msg.online) ? msg.online : []);
-    const inCall = new Set(Array.isArray(msg.inCall) ? msg.inCall : []);
-    for (const c of this.#contacts.values()) {
-      if (online.has(c.id)) Object.assign(c, { status: "online", inCall: inCall.has(c.id), lastSeen: null });
-      else if (c.status === "online") Object.assign(c, { status: "offline", inCall: false, lastSeen: Date.now() / 1000 });
-    }
+    // A `contacts` frame follows when the user has any contact, request, block or ring setting; none means that
+    // all of them are empty (docs/protocol.md). The server's default stays what it said last.
+    this.#contacts = new Map();
+    this.#incoming = this.#outgoing = this.#blocked = [];
+    this.#callsFrom = null;
+    this.#loaded = this.#supported;
     this.#changed();
   }
 
@@ -342,7 +341,7 @@ export class Contacts extends EventTarget {
     if (this.#contacts.has(id)) return `${id} is already in your contacts.`;
     const nameProblem = contactNameProblem(name.trim());
     if (nameProblem) return nameProblem;
-    if (name.trim()) {
+    if (name.trim() && !this.#isIncoming(id)) {
       this.#askedNames.delete(id);
       this.#askedNames.set(id, name.trim());
       if (this.#askedNames.size > MAX_LIST) this.#askedNames.delete(this.#askedNames.keys().next().value);

@@ -302,22 +302,22 @@ export function render(view) {
   const supported = Boolean(contacts?.supported);
   el.card.hidden = !supported;
   el.dnd.hidden = !(supported && contacts.ringing === CallsFrom.NOBODY);
-  document.body.dataset.ring = supported ? contacts.ringing : "";
+  document.body.dataset.ring = (supported && contacts.ringing) || "";
   renderDirectory(view, canCall);
   if (!contacts || !supported) return;
   const ready = connected && contacts.loaded;
 
   // Who may ring me
   el.ringSetting.disabled = !ready;
-  el.ringSetting.dataset.ring = contacts.ringing;
+  el.ringSetting.dataset.ring = contacts.ringing ?? "";
   const chosen = contacts.callsFrom ?? "default";
   for (const input of /** @type {NodeListOf<HTMLInputElement>} */ (el.ringSetting.querySelectorAll("input"))) {
     input.checked = input.value === chosen;
   }
   const byDefault = contacts.defaultCallsFrom ? RING_WORDS[contacts.defaultCallsFrom] : null;
   setText(el.ringDefaultLabel, byDefault ? `Server default (${byDefault})` : "Server default");
-  const how = RING_TEXT[contacts.ringing] ?? "";
-  setText(el.ringNow, contacts.callsFrom === null && how ? `${how} (The server's default.)` : how);
+  const how = (contacts.ringing && RING_TEXT[contacts.ringing]) ?? "Calls ring as this server's default says.";
+  setText(el.ringNow, contacts.callsFrom === null && contacts.ringing ? `${how} (The server's default.)` : how);
 
   // Requests
   el.requestsCount.hidden = contacts.incoming.length === 0;
