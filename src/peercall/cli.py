@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
         help="skip scenarios that must wait longer than this for a server timer (default 10)",
     )
     _add_sdk_commands(commands)
+    from .admin import add_commands as add_admin_commands
+
+    add_admin_commands(commands)
     return parser
 
 
@@ -297,6 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             args.url = default_url()
         return run(args)
+    if args.command == "admin":
+        from .admin import run as admin
+
+        return admin(args)
     if args.command == "conformance":
         from .conformance import main as conformance
 

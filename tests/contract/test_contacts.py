@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 import peercall.store.memory
 import peercall.store.sql
@@ -21,7 +25,7 @@ from peercall.core.social import (
     Contact,
     Screening,
 )
-from peercall.store import open_history
+from peercall.store import Store, open_history
 from peercall.store.base import ContactBook, ContactChange, ContactLimit
 
 NOW = 1_764_151_200.5
@@ -30,8 +34,9 @@ C = ContactChange
 
 
 def book_of(url: str) -> Any:
-    """The store at `url` as both its faces (it is one object: CallHistory and ContactBook)."""
-    return open_history(url)
+    """The store at `url`, not yet opened (its private engine is reached for by the query-plan test)."""
+    store: Store = open_history(url)
+    return store
 
 
 @pytest.fixture
@@ -40,7 +45,7 @@ async def book(url: str) -> AsyncIterator[ContactBook]:
     store = book_of(url)
     await store.open()
     try:
-        yield cast(ContactBook, store)
+        yield store
     finally:
         await store.close()
 
@@ -441,6 +446,26 @@ async def test_concurrent_adds_from_both_sides_connect_once(durable_url: str) ->
             await store.close()
 
 
+async def test_concurrent_requests_to_one_user_keep_the_bound(
+    durable_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many users asking one user at once, through two stores, leave exactly MAX_INCOMING requests (made 5)."""
+    for module in (peercall.store.memory, peercall.store.sql):
+        monkeypatch.setattr(module, "MAX_INCOMING", 5)
+    stores = [book_of(durable_url) for _ in range(2)]
+    for store in stores:
+        await store.open()
+    try:
+        await asyncio.gather(*(stores[i % 2].add(f"u{i:02}", "bob", now=NOW + i) for i in range(60)))
+        assert len((await stores[0].circle("bob", now=NOW + 100)).incoming) == 5
+        senders = [f"u{i:02}" for i in range(60)]
+        waiting = [u for u in senders if "bob" in (await stores[1].circle(u, now=NOW + 100)).outgoing]
+        assert len(waiting) == 5  # the circle shows at most 5: count the senders' side
+    finally:
+        for store in stores:
+            await store.close()
+
+
 async def test_concurrent_adds_in_one_store_connect_once(book: ContactBook) -> None:
     """The same race inside one store (one server, several devices) also connects exactly once."""
     results = await asyncio.gather(book.add("alice", "bob", now=NOW), book.add("bob", "alice", now=NOW))
@@ -474,7 +499,6 @@ async def test_a_v3_database_is_upgraded_keeping_its_calls(
     with monkeypatch.context() as old:
         old.setattr(peercall.store.sql, "MIGRATIONS", peercall.store.sql.MIGRATIONS[:3])
         old.setattr(peercall.store.sql, "SCHEMA_VERSION", 3)
-        await run_sql(durable_url, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL PRIMARY KEY)")
         store = book_of(durable_url)
         await store.open()
         await store.close()
@@ -515,3 +539,47 @@ def _screened_call() -> CallRecord:
         hung_up_by=None,
         screened=Screening.SILENCED,
     )
+
+
+async def test_sqlite_answers_every_contact_query_from_an_index(tmp_path: Path) -> None:
+    """No statement of the contact book scans a table (SQLite's query plans): a circle costs a few index reads
+    whatever the number of users."""
+    path = tmp_path / "plans.sqlite3"
+    store = book_of(f"sqlite:///{path}")
+    seen: list[tuple[str, Any]] = []
+
+    def remember(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, many: bool) -> None:
+        if not many and statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
+            seen.append((statement, parameters))
+
+    await store.open()
+    event.listen(store._engine.sync_engine, "before_cursor_execute", remember)
+    try:
+        await connect(store, "alice", "bob")
+        await store.add("carol", "alice", now=NOW)
+        await store.decline("alice", "carol")
+        await store.add("alice", "dave", now=NOW)
+        await store.rename("alice", "bob", "Bob")
+        await store.block("alice", "mallory", now=NOW)
+        await store.unblock("alice", "mallory")
+        await store.block("alice", "bob", now=NOW)
+        await store.unblock("alice", "bob")
+        await store.set_calls_from("alice", CallsFrom.NOBODY)
+        await store.remove("alice", "dave")
+        await store.circle("alice", now=NOW)
+        await store.import_contacts([("alice", "erin"), ("bob", "erin")], now=NOW)
+        await store.delete_expired_requests(NOW + 2 * REQUEST_TTL)
+    finally:
+        await store.close()
+
+    tables = ("contacts", "contact_requests", "blocks", "user_settings")
+    checked = 0
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        for statement, parameters in seen:
+            if not any(f" {table}" in statement for table in tables):
+                continue
+            checked += 1
+            plan = [row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)]
+            scans = [step for step in plan if step.startswith("SCAN") and "CONSTANT ROW" not in step]
+            assert not scans, f"{statement}\n{plan}"
+    assert checked > 20

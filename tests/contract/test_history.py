@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from peercall.core.records import CallRecord, Outcome, Reason
+from peercall.core.social import Screening
 from peercall.store import CallHistory, open_history
 
 T0 = 1_732_616_400.123456  # an arbitrary ringing time with a fractional part
@@ -264,6 +265,47 @@ async def test_missed_call_the_callee_was_notified_of_is_listed_but_never_taken(
 
     assert [r.call_id for r in (await history.calls_for("bob"))[0]] == ["unseen", "seen"]
     assert [r.call_id for r in await taken(history, "bob")] == ["unseen"]
+
+
+async def test_screened_calls_round_trip(history: CallHistory) -> None:
+    """Each screening is written and read back as the same Screening member (and None as None)."""
+    for i, screening in enumerate([*Screening, None]):
+        await history.record(dataclasses.replace(call(f"s{i}", "bob", "alice", at=T0 + i), screened=screening))
+
+    found = {r.call_id: r.screened for r in (await history.calls_for("bob", limit=100))[0]}
+
+    assert found == {f"s{i}": screening for i, screening in enumerate([*Screening, None])}
+    assert all(s is None or type(s) is Screening for s in found.values())
+
+
+async def test_screened_calls_are_never_taken_as_missed(history: CallHistory) -> None:
+    """A screened unanswered call never comes out of take_missed (it never rang), and takes none of the caller's
+    room for missed calls; a silenced one is still in the callee's history."""
+    missed = {"outcome": Outcome.MISSED, "reason": Reason.INVITE_TIMEOUT}
+    for i, screening in enumerate([*Screening] * 2):
+        await history.record(dataclasses.replace(call(f"s{i}", at=T0 + i, **missed), screened=screening))
+    await history.record_many(
+        [(dataclasses.replace(call("batch", at=T0 + 20, **missed), screened=Screening.SILENCED), False)]
+    )
+    await history.record(call("plain", at=T0 + 30, **missed))
+
+    assert [r.call_id for r in await taken(history, "bob")] == ["plain"]
+    listed = [r.call_id for r in (await history.calls_for("bob", limit=100))[0]]
+    assert listed == ["plain", "batch", "s3", "s0"]  # silenced: listed; blocked, refused: not
+
+
+async def test_calls_hidden_from_the_callee_stay_in_the_callers_history(history: CallHistory) -> None:
+    """calls_for leaves out, for the callee only, the calls screened BLOCKED or REFUSED; the caller sees all."""
+    for i, screening in enumerate(Screening):
+        await history.record(dataclasses.replace(call(f"s{i}", "mallory", "bob", at=T0 + i), screened=screening))
+    await history.record(dataclasses.replace(call("back", "bob", "mallory", at=T0 + 9), screened=Screening.BLOCKED))
+
+    mallory = [r.call_id for r in (await history.calls_for("mallory", limit=100))[0]]
+    bob = [r.call_id for r in (await history.calls_for("bob", limit=100))[0]]
+
+    assert list(Screening) == [Screening.SILENCED, Screening.BLOCKED, Screening.REFUSED]
+    assert mallory == ["s2", "s1", "s0"]  # as the caller all three; as the callee of "back" (blocked) not it
+    assert bob == ["back", "s0"]  # the silenced call, and his own call as the caller
 
 
 async def test_record_many_writes_a_batch_as_record_would_one_by_one(history: CallHistory) -> None:

@@ -8,6 +8,7 @@ from collections import defaultdict
 from typing import Any
 
 from peercall.core.records import CallRecord
+from peercall.core.social import Screen, View
 from peercall.core.switchboard import Close, Effect, Forward, Presence, Record, Send, Switchboard
 from peercall.protocol import messages
 from peercall.protocol.errors import ProtocolError
@@ -22,6 +23,8 @@ class Board:
         self.records: list[CallRecord] = []
         self.closed: dict[str, tuple[int, str]] = {}
         self.users: dict[str, str] = {}  # conn -> user
+        self.notified: dict[str, bool] = {}  # call id -> Record.notified
+        self.screens: dict[tuple[str, str], Screen] = {}  # (caller, callee) -> how their call-requests are screened
 
     def apply(self, effects: list[Effect]) -> None:
         for effect in effects:
@@ -38,10 +41,11 @@ class Board:
                 self.closed[effect.cid] = (effect.code, effect.reason)
             elif isinstance(effect, Record):
                 self.records.append(effect.record)
+                self.notified[effect.record.call_id] = effect.notified
 
-    def connect(self, conn: str, user: str, device: str | None = None) -> dict[str, Any]:
+    def connect(self, conn: str, user: str, device: str | None = None, view: View | None = None) -> dict[str, Any]:
         self.users[conn] = user
-        self.apply(self.sb.connect(conn, user, device, self.now))
+        self.apply(self.sb.connect(conn, user, device, self.now, view=view))
         return self.inbox[conn][0] if len(self.inbox[conn]) == 1 else self.last(conn, "welcome")
 
     def disconnect(self, conn: str) -> None:
@@ -54,7 +58,8 @@ class Board:
             frame["to"] = to
         try:
             env = messages.parse(json.dumps(frame), self.users[conn])
-            self.apply(self.sb.receive(conn, env, self.now))
+            screen = self.screens.get((self.users[conn], to)) if type == "call-request" and to is not None else None
+            self.apply(self.sb.receive(conn, env, self.now, screen))
         except ProtocolError as exc:
             error = json.loads(messages.error(exc))
             self.inbox[conn].append(error)

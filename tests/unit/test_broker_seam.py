@@ -11,6 +11,7 @@ import pytest
 
 from peercall.broker import open_broker
 from peercall.broker.memory import MemoryBroker
+from peercall.core.social import Screening
 from peercall.core.switchboard import Call, Party, Presence
 from peercall.hub import nodeframe
 from peercall.protocol import messages
@@ -57,12 +58,16 @@ def test_a_call_is_stored_as_it_was() -> None:
     stored = (
         b'{"id":"k1","caller":{"user":"alice","device":"d","conn":"c1","lost_until":null},"callee_user":"bob",'
         b'"request":{"type":"call-request","to":"bob","callId":null,"from":null},"ringing_at":1.0,'
-        b'"ring_deadline":2.0,"state":"ringing","ringing":{},"callee":null,"answered_at":null,"silent":false}'
+        b'"ring_deadline":2.0,"state":"ringing","ringing":{},"callee":null,"answered_at":null,"silent":false,'
+        b'"screened":null}'
     )
     assert msgspec.json.encode(call) == stored
     assert msgspec.json.decode(stored, type=Call) == call
     older = stored.replace(b',"silent":false', b"")  # as a node from before private mode's silent calls stored it
+    older = older.replace(b',"screened":null', b"")  # and from before contacts' screened calls
     assert msgspec.json.decode(older, type=Call) == call
+    blocked = msgspec.json.decode(stored.replace(b'"screened":null', b'"screened":"blocked"'), type=Call)
+    assert blocked.screened is Screening.BLOCKED
 
 
 def test_node_frames_round_trip() -> None:

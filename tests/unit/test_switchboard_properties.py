@@ -39,7 +39,9 @@ def check_invariants(b: Board) -> None:
     sb = b.sb
     for call_id, call in sb.calls.items():
         assert call.state in (CallState.RINGING, CallState.ANSWERED)
-        assert sb.active[call.caller.user] == call_id and sb.active[call.callee_user] == call_id
+        assert sb.active[call.caller.user] == call_id
+        # a silent call holds only its caller
+        assert (sb.active.get(call.callee_user) == call_id) is not call.silent
         assert call.caller.user != call.callee_user
         if call.state is CallState.ANSWERED:
             assert call.callee is not None and not call.ringing and call.answered_at is not None

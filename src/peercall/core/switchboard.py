@@ -20,12 +20,27 @@ Rules (docs/protocol.md, "Calls", is the user-facing version):
   not told, unless the user does not come back within the resume grace period; then the call ends `peer-lost`.
   A connection of the same user (and same device, if it names one) that arrives meanwhile resumes the call; both
   sides get `call-resumed`, so that each re-sends what the other may have missed.
-- Private mode hides who exists and who is in a call: no presence, and a call to someone offline or busy is a
-  *silent* call: it rings on no device until the ring timeout and ends `missed`, with exactly the frames of a
-  call nobody answers (instead of ending `unavailable` or `busy` at once). A silent call holds only its caller: the
-  callee stays free to call out and to be called (a stranger cannot lock anyone), a device of the callee that
-  connects meanwhile does not ring (it was placed while they could not take it; the history and `missed-calls`
-  tell them), and a call-request from the callee to its caller answers it, as glare does.
+- A call-request comes with a `Screen` (core/social.py; None: as if `visible` unless the switchboard is private,
+  and not screened). A caller who may not see the callee's presence (`visible` false) cannot tell offline, busy
+  and unanswered apart: a call to someone offline or busy is then a *silent* call (below) instead of ending
+  `unavailable` or `busy` at once. A screened call never rings either: BLOCKED makes the callee look offline
+  (`unavailable` at once if visible, else silent), whatever their state; SILENCED or REFUSED make a call to
+  someone online and free silent (busy, offline and visible still end at once, as any call would).
+- A *silent* call rings on no device until the ring timeout and ends `missed`, with exactly the frames of a call
+  nobody answers. It holds only its caller: the callee stays free to call out and to be called (a stranger cannot
+  lock anyone), and a device of the callee that connects meanwhile does not ring (it was placed while they could
+  not take it; the history and `missed-calls` tell them, unless it was screened). A call-request from the callee
+  to its caller answers it, as glare does, except for a BLOCKED or REFUSED call, of which the callee must learn
+  nothing: their call to the blocked caller is a call of its own, to someone who has a call (the silent one), so
+  busy or silent by the same rules; the silent call runs on to its timeout. A call the blocker places rings the
+  blocked user (if free) as any call, who may answer it by accepting or by calling back (glare): screens apply to
+  the call being placed, never to the answer.
+- A screened call's history record carries why (`CallRecord.screened`) and is never `notified`: the store shows a
+  SILENCED call in the callee's history only, a BLOCKED or REFUSED one nowhere on their side. Nothing of a BLOCKED
+  or REFUSED call reaches the callee's connections.
+- Private mode hides who exists and who is in a call: no presence, empty welcome lists, and no call is `visible`.
+- A welcome lists only users the connection's `View` includes (None: everyone). With `View.everyone` its `online`
+  is cut at WELCOME_ONLINE_MAX (contacts first) and says `more`; `directory` pages on (`online_page`).
 - Ringing ends by the ring timeout (`missed`) unless answered, rejected or cancelled first.
 - A user may place at most `call_rate` call requests a minute (a token bucket per user; the rest get
   `error rate-limited`).
@@ -53,7 +68,7 @@ from ..protocol.errors import ProtocolError
 from ..protocol.messages import NEGOTIATION, Envelope
 from .limits import TokenBucket
 from .records import CallRecord, Outcome, Reason
-from .social import Audience, Screen, View
+from .social import HIDDEN_FROM_CALLEE, Audience, Screen, Screening, View
 
 # ---------------------------------------------------------------------------------------------------- effects
 # msgspec Structs rather than frozen dataclasses: several are made for every frame, and a frozen dataclass's
@@ -101,7 +116,8 @@ class Close(msgspec.Struct, frozen=True, gc=False):
 
 
 class Record(msgspec.Struct, frozen=True, gc=False):
-    """Write one ended call to the history. `notified`: the callee was online, so a missed call rang there."""
+    """Write one ended call to the history. `notified`: the callee was online, so a missed call rang there (never
+    for a silent or screened call: `record.screened` says why a screened one did not ring)."""
 
     record: CallRecord
     notified: bool = False
@@ -187,7 +203,8 @@ class Call:
     ringing: dict[str, str] = field(default_factory=dict)  # cid -> device id, while it rings
     callee: Party | None = None
     answered_at: float | None = None
-    silent: bool = False  # private mode: rings on no device and does not hold the callee (see the module doc)
+    silent: bool = False  # rings on no device and does not hold the callee (see the module doc)
+    screened: Screening | None = None  # why it did not ring although it could have (kept in its history record)
 
     def parties(self) -> list[Party]:
         return [self.caller] if self.callee is None else [self.caller, self.callee]
@@ -349,17 +366,36 @@ class Switchboard:
 
     def welcome_lists(self, user: str, view: View | None = None) -> WelcomeLists:
         """What the welcome of a connection of `user` lists, from this switchboard's own state, restricted to
-        `view` (None: everyone)."""
-        found = {
-            u for c in self.calls.values() if c.state is CallState.ANSWERED for u in (c.caller.user, c.callee_user)
-        }
-        last_seen: list[dict[str, object]] = []
-        for seen in reversed(self.last_seen):
-            last_seen.append({"id": seen, "lastSeen": self.last_seen[seen]})
-            if len(last_seen) == LAST_SEEN_SHOWN:
+        `view` (None: everyone, all of them).
+
+        With a view that is not `everyone`, only the view's contacts are looked at (O(contacts)); with `everyone`,
+        `online` is the view's contacts (sorted) then the others in id order, at most WELCOME_ONLINE_MAX, and `more`
+        says it was cut (O(WELCOME_ONLINE_MAX + contacts + hidden)). `inCall` then lists those of `online` in an
+        answered call, and `recent` only users the view includes."""
+        if view is None:
+            found = {
+                u for c in self.calls.values() if c.state is CallState.ANSWERED for u in (c.caller.user, c.callee_user)
+            }
+            in_call = sorted(u for u in found if u in self.users and u != user)
+            return WelcomeLists(self.online(exclude=user), in_call, self._recent(None))
+        contacts = [c for c in view.contacts if c in self.users]
+        online, more = _online_in_view(user, view, contacts, self._online)  # walks _online in place: no copy
+        in_call = sorted(u for u in online if self._in_call(u))
+        return WelcomeLists(online, in_call, self._recent(view), more)
+
+    def _recent(self, view: View | None) -> list[dict[str, object]]:
+        """The users seen lately who are offline now and `view` includes, newest first, at most LAST_SEEN_SHOWN."""
+        if view is not None and not view.everyone:  # O(contacts), not O(seen)
+            seen = [(at, u) for u in view.contacts if (at := self.last_seen.get(u)) is not None and view.includes(u)]
+            seen.sort(reverse=True)
+            return [{"id": u, "lastSeen": at} for at, u in seen[:LAST_SEEN_SHOWN]]
+        recent: list[dict[str, object]] = []
+        for u in reversed(self.last_seen):
+            if len(recent) == LAST_SEEN_SHOWN:
                 break
-        in_call = sorted(u for u in found if u in self.users and u != user)
-        return WelcomeLists(self.online(exclude=user), in_call, last_seen)
+            if view is None or view.includes(u):
+                recent.append({"id": u, "lastSeen": self.last_seen[u]})
+        return recent
 
     def _in_call_changed(self, call: Call, in_call: bool) -> list[Effect]:
         if self.private:
@@ -381,8 +417,8 @@ class Switchboard:
         view: View | None = None,
     ) -> list[Effect]:
         """A connection of `user` was accepted. `device` is the id the client gave its device, if any. `lists`:
-        what its welcome lists, when this switchboard holds only a slice of the state (else its own view,
-        restricted to `view`: whose presence the user is told; None: everyone's)."""
+        what its welcome lists, when this switchboard holds only a slice of the state (else its own view); either
+        is restricted to `view`, whose presence the user is told (None: everyone's)."""
         effects: list[Effect] = []
         named = device is not None
         device_id = device if device is not None else f"d-{cid}"
@@ -400,7 +436,9 @@ class Switchboard:
         if self.private:
             lists = WelcomeLists([], [], [])
         elif lists is None:
-            lists = self.welcome_lists(user)
+            lists = self.welcome_lists(user, view)
+        elif view is not None:
+            lists = _in_view(lists, user, view)
         welcome = messages.welcome(
             user,
             device_id,
@@ -473,8 +511,8 @@ class Switchboard:
 
     def receive(self, cid: str, env: Envelope, now: float, screen: Screen | None = None) -> list[Effect]:
         """A valid frame from `cid` (already through protocol.messages.parse). `screen`: how a call-request is
-        screened (core/social.py `screen()`); None: it may ring, and the caller may know the callee's presence
-        unless the switchboard is private.
+        screened (core/social.py `screen()`; the rules are in the module doc); None: it may ring, and the caller
+        may know the callee's presence unless the switchboard is private.
 
         Raises:
             ProtocolError: `in-call`, `unavailable` or `not-in-call`; nothing was changed and nobody was told.
@@ -483,7 +521,7 @@ class Switchboard:
         kind = env.type
         if kind == "call-request":
             self.call_rate.check(device.user, env, now)
-            return self._request(device, env, now)
+            return self._request(device, env, now, screen)
         if kind in NEGOTIATION:
             route = self.route(cid, env)
             return [] if route is None else [Forward(route[0], env, device.user, route[1])]
@@ -551,7 +589,7 @@ class Switchboard:
         why = "it has not been answered" if call.state is CallState.RINGING else "this connection is not part of it"
         return _error(ErrorCode.NOT_IN_CALL, f"cannot send {env.type} in call {call.id}: {why}", env, call.id)
 
-    def _request(self, device: Device, env: Envelope, now: float) -> list[Effect]:
+    def _request(self, device: Device, env: Envelope, now: float, screen: Screen | None) -> list[Effect]:
         caller, callee = device.user, env.to
         assert callee is not None
         current = self.active.get(caller)
@@ -561,20 +599,33 @@ class Switchboard:
                 return self._accept(call, device, env, now, glare=True)
             raise _error(ErrorCode.IN_CALL, f"you are already in call {call.id}; hang up first", env, call.id)
         theirs = self.calls.get(self.active.get(callee, ""))
-        if theirs is not None and theirs.silent and theirs.callee_user == caller and theirs.caller.user == callee:
+        if (
+            theirs is not None
+            and theirs.silent
+            and theirs.screened not in HIDDEN_FROM_CALLEE
+            and theirs.callee_user == caller
+            and theirs.caller.user == callee
+        ):
             theirs.silent = False  # calling back the caller of a silent call to us answers it
+            theirs.screened = None  # it is an answered call now, not one that was kept from ringing
             self.active[caller] = theirs.id
             return self._accept(theirs, device, env, now, glare=True)
+        visible = not self.private and (screen is None or screen.visible)
+        screening = None if screen is None else screen.screening
         call_id = self._new_id()
         call = Call(call_id, Party(caller, device.device, device.cid), callee, env, now, now + self.ring_timeout)
+        call.screened = screening
         callee_devices = self.users.get(callee)
-        if self.private and (not callee_devices or callee in self.active):
-            # Offline or busy look like a call nobody answers: same frames, same time; nobody else is held.
+        offline = not callee_devices or screening is Screening.BLOCKED  # a blocker looks offline to the blocked
+        busy = not offline and callee in self.active
+        if (offline or busy or screening is not None) and not (visible and (offline or busy)):
+            # Looks like a call nobody answers: same frames, same time; nobody else is held, and nothing of it
+            # reaches the callee (their state is not even read beyond this point).
             call.silent = True
             self.add_call(call)
             self.active[caller] = call_id
             return [Send(device.cid, messages.call_ringing(call_id, callee))]
-        if not callee_devices:
+        if offline:
             unavailable = messages.error_message(
                 ErrorCode.UNAVAILABLE.value, f"{callee} is not online", ref=env.type, to=callee, call_id=call_id
             )
@@ -582,11 +633,12 @@ class Switchboard:
                 Send(device.cid, unavailable),
                 *self._record_only(call, Outcome.UNAVAILABLE, Reason.USER_UNAVAILABLE, now, device),
             ]
-        if callee in self.active:
+        if busy:
             return [
                 Send(device.cid, messages.call_ringing(call_id, callee)),
                 *self._record_only(call, Outcome.BUSY, Reason.USER_BUSY, now, device),
             ]
+        assert callee_devices  # not offline
         self.add_call(call)
         self.active[caller] = self.active[callee] = call_id
         effects: list[Effect] = [Send(device.cid, messages.call_ringing(call_id, callee))]
@@ -743,8 +795,44 @@ class Switchboard:
         self.ended_calls[call.id] = (call.caller.user, call.callee_user)
         if len(self.ended_calls) > _ENDED_KEPT:
             self.ended_calls.popitem(last=False)
-        notified = call.callee_user in self.users and not call.silent  # a silent call rang nowhere: it is missed
+        # A silent call rang nowhere: it is missed. A screened one is never told (the store decides what the callee
+        # sees of it: a silenced call in their history, a blocked or refused one nowhere).
+        notified = call.callee_user in self.users and not call.silent and call.screened is None
         return Record(_record(call, outcome, reason, now, hung_up_by=hung_up_by), notified)
+
+
+def _online_in_view(
+    user: str, view: View, contacts_online: Iterable[str], everyone_online: Iterable[str]
+) -> tuple[list[str], bool]:
+    """Whom a welcome of `user` lists as online under `view`, and whether it was cut: the view's contacts who are
+    online (sorted), then, with `view.everyone`, the others from `everyone_online` (in id order), at most
+    WELCOME_ONLINE_MAX. `everyone_online` is only walked with `everyone`, and no further than the cut."""
+    online = sorted(c for c in contacts_online if c != user and view.includes(c))
+    if not view.everyone:
+        return online, False
+    more = len(online) > WELCOME_ONLINE_MAX
+    del online[WELCOME_ONLINE_MAX:]
+    for other in everyone_online:
+        if more:
+            break
+        if other == user or other in view.contacts or not view.includes(other):
+            continue
+        if len(online) == WELCOME_ONLINE_MAX:
+            more = True
+        else:
+            online.append(other)
+    return online, more
+
+
+def _in_view(lists: WelcomeLists, user: str, view: View) -> WelcomeLists:
+    """`lists` (everyone's, as a switchboard holding a slice of shared state is handed them) restricted to `view`,
+    as `Switchboard.welcome_lists` would have made them."""
+    listed = set(lists.online)
+    online, more = _online_in_view(user, view, (c for c in view.contacts if c in listed), lists.online)
+    shown = set(online)
+    in_call = [u for u in lists.in_call if u in shown]
+    recent = [r for r in lists.last_seen if isinstance(r.get("id"), str) and view.includes(str(r["id"]))]
+    return WelcomeLists(online, in_call, recent, more or lists.more)
 
 
 def _resumed(call: Call, party: Party) -> dict[str, Any]:
@@ -776,6 +864,7 @@ def _record(call: Call, outcome: Outcome, reason: Reason, now: float, hung_up_by
         outcome=outcome,
         reason=reason,
         hung_up_by=hung_up_by,
+        screened=call.screened,
     )
 
 

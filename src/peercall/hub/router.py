@@ -43,6 +43,7 @@ log = logging.getLogger("peercall.hub")
 _LOGGED_ERRORS = 5  # protocol errors logged per connection; the rest are counted
 _PRUNE_EVERY = 3600.0  # seconds between two deletions of calls older than the history retention
 _PRUNE_BATCHES = 100  # batches (of store.base.PRUNE_BATCH calls) deleted at most each time
+_NO_RELATIONS = relations(Circle(""))  # no contact, request or block, and the server's ring setting
 _SHARED_STATE_DOWN = "the server cannot reach its shared state (Redis) right now; nothing was done, try again shortly"
 
 
@@ -268,10 +269,13 @@ class Hub:
         self.broker.circles_changed(changed)  # every node (this one too): the others' devices, the other user
 
     async def _send_contacts(self, conn: Connection, circle: Circle, view: View) -> None:
-        """Send a joining connection its `contacts` frame (after `welcome`)."""
+        """Send a joining connection its `contacts` frame (after `welcome`), if its circle is not empty."""
         assert self.social is not None
+        related = relations(circle)
+        self._shown[conn.id] = (related, view)
+        if related == _NO_RELATIONS:
+            return  # nothing to say: a client takes "no contacts frame" for an empty one (and seed clients see none)
         presences = await self._presences(list(circle.contacts))
-        self._shown[conn.id] = (relations(circle), view)
         await conn.send_text(self.social.contacts_frame(circle, presences))
 
     async def _presences(self, users: list[str]) -> dict[str, Presence]:

@@ -209,6 +209,7 @@ def parse(frame: str | bytes, sender: str) -> Envelope:
         _check_data(env, _data_decoders[kind])
         return env
     if kind in _NO_PEER:
+        _check_from(env, sender)
         if env.data is not UNSET or kind not in _DATA_OPTIONAL:
             _check_data(env, _data_decoders[kind])
         return env
@@ -216,13 +217,7 @@ def parse(frame: str | bytes, sender: str) -> Envelope:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{kind} needs a 'to' field naming the recipient", ref=kind)
     if env.to == sender:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"cannot send {kind} to yourself", ref=kind, to=env.to)
-    if env.from_ is not None and env.from_ != sender:
-        raise ProtocolError(
-            ErrorCode.BAD_MESSAGE,
-            f"'from' is set by the server: you are {sender!r}, not {env.from_[:64]!r}",
-            ref=kind,
-            to=env.to,
-        )
+    _check_from(env, sender)
     if kind in _CALL_CONTROL:
         check_call_data(env)
     decoder = _data_decoders.get(kind)
@@ -236,6 +231,16 @@ def data_of(env: Envelope, kind: type[T]) -> T | None:
     if env.data is UNSET:
         return None
     return msgspec.json.decode(env.data, type=kind)
+
+
+def _check_from(env: Envelope, sender: str) -> None:
+    if env.from_ is not None and env.from_ != sender:
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE,
+            f"'from' is set by the server: you are {sender!r}, not {env.from_[:64]!r}",
+            ref=env.type,
+            to=env.to,
+        )
 
 
 def _check_data(env: Envelope, decoder: msgspec.json.Decoder[Any]) -> None:

@@ -162,7 +162,8 @@ class ContactBook(Protocol):
     """
 
     async def circle(self, user: str, *, now: float) -> Circle:
-        """Everything about `user`'s relations (requests older than core.social.REQUEST_TTL are left out)."""
+        """Everything about `user`'s relations (requests older than core.social.REQUEST_TTL are left out;
+        `incoming` holds the newest MAX_INCOMING at most, `blocked_by` the newest MAX_BLOCKED)."""
         ...
 
     async def add(self, user: str, peer: str, *, now: float, name: str | None = None) -> ContactChange:

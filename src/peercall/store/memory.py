@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from ..core.records import CallRecord
 from ..core.social import (
@@ -50,6 +50,20 @@ def _listed_for(rec: CallRecord, user: str) -> bool:
     return rec.callee == user and rec.screened not in HIDDEN_FROM_CALLEE
 
 
+V = TypeVar("V")
+
+
+class _Index(dict[str, dict[str, V]]):
+    """user -> their entries. Reading a user with none gives an empty dict without storing it (lookups of ids
+    nobody uses leave nothing behind); `of` gives the stored one, for writing."""
+
+    def __missing__(self, user: str) -> dict[str, V]:
+        return {}
+
+    def of(self, user: str) -> dict[str, V]:
+        return self.setdefault(user, {})
+
+
 @dataclasses.dataclass(slots=True)
 class _Request:
     at: float
@@ -69,11 +83,11 @@ class MemoryHistory:
         self._calls: dict[str, CallRecord] = {}
         self._taken: set[str] = set()
         self._waiting: collections.Counter[tuple[str, str]] = collections.Counter()  # (callee, caller) -> not taken
-        self._contacts: dict[str, dict[str, Contact]] = collections.defaultdict(dict)  # owner -> peer -> contact
-        self._outgoing: dict[str, dict[str, _Request]] = collections.defaultdict(dict)  # sender -> recipient
-        self._incoming: dict[str, set[str]] = collections.defaultdict(set)  # recipient -> senders
-        self._blocks: dict[str, dict[str, _Block]] = collections.defaultdict(dict)  # owner -> blocked
-        self._blocked_by: dict[str, set[str]] = collections.defaultdict(set)  # blocked -> owners
+        self._contacts: _Index[Contact] = _Index()  # owner -> peer -> contact
+        self._outgoing: _Index[_Request] = _Index()  # sender -> recipient -> request
+        self._incoming: _Index[None] = _Index()  # recipient -> senders
+        self._blocks: _Index[_Block] = _Index()  # owner -> blocked -> block
+        self._blocked_by: _Index[None] = _Index()  # blocked -> owners
         self._calls_from: dict[str, CallsFrom] = {}
 
     async def open(self) -> None:
@@ -155,7 +169,7 @@ class MemoryHistory:
             if not req.declined and sender not in blocked and not expired(req.at, now):
                 incoming[sender] = req.at
         newest_in = sorted(incoming.items(), key=lambda item: (item[1], item[0]), reverse=True)[:MAX_INCOMING]
-        by = self._blocked_by.get(user, set())
+        by = self._blocked_by[user]
         newest_by = sorted(by, key=lambda owner: (self._blocks[owner][user].at, owner), reverse=True)[:MAX_BLOCKED]
         return Circle(
             user=user,
@@ -170,7 +184,7 @@ class MemoryHistory:
     async def add(self, user: str, peer: str, *, now: float, name: str | None = None) -> ContactChange:
         check_pair(user, peer)
         check_name(name)
-        mine = self._contacts[user]
+        mine = self._contacts.of(user)
         if peer in mine:
             if name is not None:
                 mine[peer] = dataclasses.replace(mine[peer], name=name)
@@ -187,11 +201,11 @@ class MemoryHistory:
                 self._unblock(user, peer)
             since = now if theirs is None else theirs.since
             mine[peer] = Contact(peer, name if name is not None else block.name if block else None, since)
-            self._contacts[peer].setdefault(user, Contact(user, None, since))
+            self._contacts.of(peer).setdefault(user, Contact(user, None, since))
             self._drop_request(user, peer)
             self._drop_request(peer, user)
             return ContactChange.CONNECTED
-        out = self._outgoing[user]
+        out = self._outgoing.of(user)
         current = out.get(peer)
         if current is not None and not expired(current.at, now):
             if block is not None:
@@ -211,13 +225,13 @@ class MemoryHistory:
             for sender in visible[: max(0, len(visible) - MAX_INCOMING + 1)]:
                 self._drop_request(sender, peer)
         out[peer] = _Request(now)
-        self._incoming[peer].add(user)
+        self._incoming.of(peer)[user] = None
         return ContactChange.REQUESTED
 
     def _drop_request(self, sender: str, recipient: str) -> bool:
         if self._outgoing[sender].pop(recipient, None) is None:
             return False
-        self._incoming[recipient].discard(sender)
+        self._incoming[recipient].pop(sender, None)
         return True
 
     async def decline(self, user: str, peer: str) -> ContactChange:
@@ -241,12 +255,12 @@ class MemoryHistory:
         contact = self._contacts[user].get(peer)
         if contact is None or contact.name == name:
             return ContactChange.UNCHANGED
-        self._contacts[user][peer] = dataclasses.replace(contact, name=name)
+        self._contacts.of(user)[peer] = dataclasses.replace(contact, name=name)
         return ContactChange.UPDATED
 
     async def block(self, user: str, peer: str, *, now: float) -> ContactChange:
         check_pair(user, peer)
-        blocks = self._blocks[user]
+        blocks = self._blocks.of(user)
         if peer in blocks:
             return ContactChange.UNCHANGED
         if len(blocks) >= MAX_BLOCKED:
@@ -254,7 +268,7 @@ class MemoryHistory:
         contact = self._contacts[user].pop(peer, None)
         self._drop_request(user, peer)
         blocks[peer] = _Block(now, None if contact is None else contact.name)
-        self._blocked_by[peer].add(user)
+        self._blocked_by.of(peer)[user] = None
         return ContactChange.UPDATED
 
     async def unblock(self, user: str, peer: str) -> ContactChange:
@@ -266,12 +280,12 @@ class MemoryHistory:
 
     def _unblock(self, user: str, peer: str) -> None:
         block = self._blocks[user].pop(peer)
-        self._blocked_by[peer].discard(user)
+        self._blocked_by[peer].pop(user, None)
         theirs = self._contacts[peer].get(user)
         if theirs is None:
             return
         if len(self._contacts[user]) < MAX_CONTACTS:
-            self._contacts[user][peer] = Contact(peer, block.name, theirs.since)
+            self._contacts.of(user)[peer] = Contact(peer, block.name, theirs.since)
         else:
             del self._contacts[peer][user]  # no room to restore it: they are no longer contacts, on either side
 
@@ -293,7 +307,7 @@ class MemoryHistory:
             for owner, peer in ((a, b), (b, a)):
                 if peer not in self._contacts[owner] and peer not in self._blocks[owner]:
                     since = self._contacts[peer][owner].since if owner in self._contacts[peer] else now
-                    self._contacts[owner][peer] = Contact(peer, None, since)
+                    self._contacts.of(owner)[peer] = Contact(peer, None, since)
                     added = True
             if added:
                 self._drop_request(a, b)

@@ -606,18 +606,9 @@ class SQLHistory:
                 both = [row for a, b in chunk for row in ((a, b), (b, a))]
                 existing = {
                     (owner, peer): since
-                    for owner, peer, since in await conn.execute(
-                        sa.select(contacts.c.owner, contacts.c.peer, contacts.c.since).where(
-                            sa.tuple_(contacts.c.owner, contacts.c.peer).in_(both)
-                        )
-                    )
+                    for owner, peer, since in await _matching(conn, "contacts", "owner", "peer", both, ", t.since")
                 }
-                blocked_rows = await conn.execute(
-                    sa.select(blocks.c.owner, blocks.c.blocked).where(
-                        sa.tuple_(blocks.c.owner, blocks.c.blocked).in_(both)
-                    )
-                )
-                blocked = {(owner, peer) for owner, peer in blocked_rows}
+                blocked = {(owner, peer) for owner, peer in await _matching(conn, "blocks", "owner", "blocked", both)}
                 rows: list[dict[str, Any]] = []
                 made: list[tuple[str, str]] = []
                 for a, b in chunk:
@@ -629,9 +620,8 @@ class SQLHistory:
                     made += [(a, b), (b, a)]
                 if rows:
                     await conn.execute(insert(contacts).on_conflict_do_nothing(), rows)
-                    await conn.execute(
-                        sa.delete(requests).where(sa.tuple_(requests.c.sender, requests.c.recipient).in_(made))
-                    )
+                    asked = await _matching(conn, "contact_requests", "sender", "recipient", made)
+                    await _delete_requests(conn, [(sender, recipient) for sender, recipient in asked])
                     new += len(made) // 2
         return new
 
@@ -643,10 +633,37 @@ class SQLHistory:
             .order_by(requests.c.at)
             .limit(limit)
         )
-        statement = sa.delete(requests).where(sa.tuple_(requests.c.sender, requests.c.recipient).in_(oldest))
+        if not self._sqlite:
+            oldest = oldest.with_for_update(skip_locked=True)  # two nodes pruning at once share the work
         async with self._turn, self._engine.begin() as conn:
-            result = await conn.execute(statement)
-        return result.rowcount
+            gone = [(sender, recipient) for sender, recipient in await conn.execute(oldest)]
+            await _delete_requests(conn, gone)
+        return len(gone)
+
+
+async def _matching(
+    conn: AsyncConnection, table: str, a: str, b: str, pairs: Sequence[tuple[str, str]], more: str = ""
+) -> list[tuple[Any, ...]]:
+    """The rows of `table` whose (`a`, `b`) is one of `pairs`: a join on the primary key, row by row (a row-value
+    `IN` list would make SQLite scan the table)."""
+    if not pairs:
+        return []
+    values = ", ".join(f"(:a{i}, :b{i})" for i in range(len(pairs)))
+    params = {f"{side}{i}": who for i, pair in enumerate(pairs) for side, who in zip("ab", pair, strict=True)}
+    query = (
+        f"WITH wanted (a, b) AS (VALUES {values}) "
+        f"SELECT t.{a}, t.{b}{more} FROM wanted JOIN {table} t ON t.{a} = wanted.a AND t.{b} = wanted.b"
+    )
+    return [tuple(row) for row in await conn.execute(sa.text(query), params)]
+
+
+async def _delete_requests(conn: AsyncConnection, pairs: Sequence[tuple[str, str]]) -> None:
+    """Delete these (sender, recipient) requests, each by its primary key."""
+    if pairs:
+        statement = sa.delete(requests).where(
+            requests.c.sender == sa.bindparam("s"), requests.c.recipient == sa.bindparam("r")
+        )
+        await conn.execute(statement, [{"s": sender, "r": recipient} for sender, recipient in pairs])
 
 
 def _user_key(user: str) -> int:
