@@ -24,7 +24,7 @@ from playwright.async_api import Page, expect
 from tests.conftest import SCALE, ServerProcess, run_server
 
 from .conftest import OpenPage, dump
-from .steps import SCREENS, check_accessibility, connect, shoot
+from .steps import SCREENS, check_accessibility, connect, shoot, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
@@ -226,8 +226,9 @@ async def test_a_blocked_callers_call_leaves_the_callees_page_untouched(open_pag
         await carol.fill("#peer-id", "bob")
         await carol.click("#call")
         await expect(bob.locator("#incoming")).to_be_visible()
-        assert "ringtone" in await bob.evaluate("window.__e2e.rang")
-        assert len(await bob.evaluate("window.__e2e.notifications.shown")) == 1
+        await wait_until(lambda: bob.evaluate("window.__e2e.rang"), lambda signs: "ringtone" in signs, "the ringtone")
+        shown = await bob.evaluate("window.__e2e.notifications.shown")
+        assert [n["title"] for n in shown] == ["Incoming call from carol"], dump(shown)
         await bob.click("#reject")
         await expect(carol.locator("#call-status")).to_have_text("Rejected")
         await expect(bob.locator('#history li button[data-peer="carol"]')).to_have_count(1)
@@ -281,6 +282,13 @@ async def test_do_not_disturb_never_rings_and_the_call_shows_as_silenced(open_pa
         for page in (bob, other):
             assert await page.evaluate("window.__e2e.rang") == [], "the call showed on a page of bob's"
 
+        records = await history_records(server, "bob")
+        assert [(r["caller"], r["outcome"], r.get("screened")) for r in records] == [("alice", "missed", "silenced")], (
+            dump(records)
+        )
+        # Nothing reached bob's pages; the history shows the call the next time it is loaded (here: on connecting).
+        await bob.click("#disconnect")
+        await connect(bob)
         entry = bob.locator('#history li[data-screened="silenced"]')
         await expect(entry).to_have_count(1, timeout=10_000 * SCALE)
         await expect(entry.locator(".what")).to_contain_text("Silenced")
