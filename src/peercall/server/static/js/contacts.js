@@ -33,7 +33,7 @@ import {
 } from "./protocol.js";
 import { presenceChanges } from "./signaling.js";
 
-/** At most this many of each list are kept (the server bounds them lower: 500 contacts, 200 requests, 1,000 blocked). */
+/** At most this many of each list are kept (the server keeps fewer: 500 contacts, 200 requests, 1,000 blocked). */
 export const MAX_LIST = 1000;
 
 /** At most this many search results are kept (pages of the `directory` frame, appended). */
@@ -164,14 +164,6 @@ export class Contacts extends EventTarget {
     return this.#supported;
   }
 
-  /**
-   * The contact with this id, or undefined.
-   * @param {string} id
-   */
-  contact(id) {
-    return this.#contacts.get(id);
-  }
-
   /** @returns {ContactsView} */
   view() {
     const all = [...this.#contacts.values()];
@@ -204,7 +196,8 @@ export class Contacts extends EventTarget {
    */
   welcome(msg) {
     this.#supported = Array.isArray(msg.features) && msg.features.includes(CONTACTS_FEATURE);
-    this.#directory = msg.directory === DirectoryMode.ALL || msg.directory === DirectoryMode.CONTACTS ? msg.directory : null;
+    this.#directory =
+      msg.directory === DirectoryMode.ALL || msg.directory === DirectoryMode.CONTACTS ? msg.directory : null;
     this.#more = msg.more === true;
     this.#search = null;
     // A `contacts` frame follows when the user has any contact, request, block or ring setting; none means that
@@ -243,7 +236,8 @@ export class Contacts extends EventTarget {
     this.#blocked = datedList(msg.blocked);
     this.#callsFrom = CALLS_FROM.has(msg.callsFrom) ? /** @type {string} */ (msg.callsFrom) : null;
     this.#defaultCallsFrom = CALLS_FROM.has(msg.defaultCallsFrom) ? /** @type {string} */ (msg.defaultCallsFrom) : null;
-    if (msg.directory === DirectoryMode.ALL || msg.directory === DirectoryMode.CONTACTS) this.#directory = msg.directory;
+    if (msg.directory === DirectoryMode.ALL || msg.directory === DirectoryMode.CONTACTS)
+      this.#directory = msg.directory;
     this.#nameTheAccepted();
     this.#changed();
   }
@@ -346,7 +340,11 @@ export class Contacts extends EventTarget {
       this.#askedNames.set(id, name.trim());
       if (this.#askedNames.size > MAX_LIST) this.#askedNames.delete(this.#askedNames.keys().next().value);
     }
-    return this.#sent(contactAdd(id, name.trim() || null), `Asked ${id} to be your contact. They appear here once they accept.`, !this.#isIncoming(id));
+    return this.#sent(
+      contactAdd(id, name.trim() || null),
+      `Asked ${id} to be your contact. They appear here once they accept.`,
+      !this.#isIncoming(id),
+    );
   }
 
   /** @param {string} id a requester */
@@ -378,7 +376,10 @@ export class Contacts extends EventTarget {
 
   /** @param {string} id */
   block(id) {
-    return this.#sent(block(id), `Blocked ${id}: their calls and requests no longer reach you. Unblock them under “Blocked”.`);
+    return this.#sent(
+      block(id),
+      `Blocked ${id}: their calls and requests no longer reach you. Unblock them under “Blocked”.`,
+    );
   }
 
   /** @param {string} id */

@@ -67,7 +67,7 @@ const RING_WORDS = Object.freeze({
  */
 function agoText(at) {
   if (at === null) return "";
-  return lastSeenText(at).replace(/^Last seen /, "").replace(/^on /, "on ");
+  return lastSeenText(at).replace(/^Last seen /, "");
 }
 
 /**
@@ -302,7 +302,6 @@ export function render(view) {
   const supported = Boolean(contacts?.supported);
   el.card.hidden = !supported;
   el.dnd.hidden = !(supported && contacts.ringing === CallsFrom.NOBODY);
-  document.body.dataset.ring = (supported && contacts.ringing) || "";
   renderDirectory(view, canCall);
   if (!contacts || !supported) return;
   const ready = connected && contacts.loaded;
@@ -470,7 +469,10 @@ function renderContactList(contacts, ready, canCall) {
     for (const b of li.querySelectorAll(".contact-options button, form button")) {
       /** @type {HTMLButtonElement} */ (b).disabled = !ready;
     }
-    (/** @type {HTMLInputElement} */ (li.querySelector("form input"))).setAttribute("aria-label", `Your name for ${c.id}`);
+    /** @type {HTMLInputElement} */ (li.querySelector("form input")).setAttribute(
+      "aria-label",
+      `Your name for ${c.id}`,
+    );
     if (list.children[index] !== li) list.insertBefore(li, list.children[index] ?? null);
   });
 }
@@ -538,6 +540,7 @@ function renderDirectory(view, canCall) {
   const search = contacts.search;
   el.directoryResults.hidden = !search || search.users.length === 0;
   el.directoryNext.hidden = !search?.next || search.pending;
+  const prefix = search?.q ? ` whose id starts with “${search.q}”` : "";
   setText(
     el.directoryStatus,
     !search
@@ -545,8 +548,8 @@ function renderDirectory(view, canCall) {
       : search.pending
         ? "Searching…"
         : search.users.length
-          ? `${search.users.length} online${search.next ? " so far" : ""}${search.q ? ` whose id starts with “${search.q}”` : ""}.`
-          : `No one online${search.q ? ` whose id starts with “${search.q}”` : ""}.`,
+          ? `${search.users.length} online${search.next ? " so far" : ""}${prefix}.`
+          : `No one online${prefix}.`,
   );
   const known = new Set((contacts.contacts ?? []).map((c) => c.id));
   const items = (search?.users ?? []).map((u) => ({ ...u, contact: known.has(u.id) }));

@@ -8,6 +8,8 @@
  * sender's id. Server frames are `welcome`, `presence`, `error` and, from a server that keeps call state,
  * `call-ringing`, `call-ended`, `call-resumed` and `missed-calls`. In token mode the first client frame is
  * `auth`. After a call ended, a client may tell the server what it measured of it: `call-summary` (not routed).
+ * A server whose `welcome.features` lists "contacts" also takes the contact frames ({@link CONTACT_FRAMES}, and
+ * `directory`) and answers them with `contacts` (and `directory`).
  * @module protocol
  */
 
@@ -310,7 +312,9 @@ export const hangup = (to, callId, reason) =>
  */
 export function contactNameProblem(name) {
   const length = [...name].length;
-  if (length > MAX_CONTACT_NAME) return `That name is ${length} characters long; at most ${MAX_CONTACT_NAME} are allowed.`;
+  if (length > MAX_CONTACT_NAME) {
+    return `That name is ${length} characters long; at most ${MAX_CONTACT_NAME} are allowed.`;
+  }
   if (name && !name.trim()) return "A name cannot be only spaces.";
   return null;
 }

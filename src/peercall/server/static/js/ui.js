@@ -1333,9 +1333,8 @@ function makeHistoryEntry(record, me) {
     ["when", time],
     ["len", duration],
   ];
-  button.append(
-    hiddenText(`${silenced ? "Silenced call from" : missed ? "Missed call from" : outgoing ? "Call to" : "Call from"} `),
-  );
+  const lead = silenced ? "Silenced call from" : missed ? "Missed call from" : outgoing ? "Call to" : "Call from";
+  button.append(hiddenText(`${lead} `));
   for (const [name, text] of parts) {
     if (name === "len" && !text) continue;
     const span = document.createElement(name === "when" ? "time" : "span");
