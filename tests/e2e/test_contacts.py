@@ -295,6 +295,8 @@ async def test_do_not_disturb_never_rings_and_the_call_shows_as_silenced(open_pa
         await expect(entry.locator("button")).to_contain_text("alice")
         await expect(entry).not_to_have_class("missed")
         await expect(bob.locator("#missed-count")).to_be_hidden()
+        SCREENS.mkdir(parents=True, exist_ok=True)
+        await bob.locator("#history-card").screenshot(path=SCREENS / "history-silenced-light.png")
 
         # Back to the server's default: the next call rings.
         await bob.get_by_role("radio", name="Server default (Everyone)").check()
