@@ -159,6 +159,7 @@ async def test_a_request_is_accepted_from_the_page_and_the_contacts_presence_com
         request = bob.locator('#contact-requests li[data-user="alice"]')
         await expect(request).to_be_visible()
         await expect(request).to_contain_text("wants to add you")
+        await expect(bob.locator("#message")).to_have_text("alice wants to be your contact: see Contact requests.")
         await expect(bob.locator("#requests-count")).to_have_text("1")
         await request.get_by_role("button", name="Accept alice's contact request").click()
 

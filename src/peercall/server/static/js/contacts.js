@@ -148,6 +148,8 @@ export class Contacts extends EventTarget {
    * @type {Map<string, string>}
    */
   #askedNames = new Map();
+  /** When the last `welcome` came (Unix seconds, this browser's clock). */
+  #welcomedAt = Infinity;
   #send;
 
   /**
@@ -206,6 +208,7 @@ export class Contacts extends EventTarget {
     this.#incoming = this.#outgoing = this.#blocked = [];
     this.#callsFrom = null;
     this.#loaded = this.#supported;
+    this.#welcomedAt = Date.now() / 1000;
     this.#changed();
   }
 
@@ -231,7 +234,10 @@ export class Contacts extends EventTarget {
       });
     }
     this.#contacts = next;
+    const before = new Set(this.#incoming.map((r) => r.id));
     this.#incoming = datedList(msg.incoming);
+    // A request made while we are here is news (those from before we connected are simply listed).
+    const news = this.#incoming.filter((r) => !before.has(r.id) && (r.at ?? 0) >= this.#welcomedAt - 2);
     this.#outgoing = datedList(msg.outgoing);
     this.#blocked = datedList(msg.blocked);
     this.#callsFrom = CALLS_FROM.has(msg.callsFrom) ? /** @type {string} */ (msg.callsFrom) : null;
@@ -240,6 +246,10 @@ export class Contacts extends EventTarget {
       this.#directory = msg.directory;
     this.#nameTheAccepted();
     this.#changed();
+    if (news.length) {
+      const who = news.map((r) => r.id).join(", ");
+      this.#notice(`${who} ${news.length === 1 ? "wants" : "want"} to be your contact: see Contact requests.`, "info");
+    }
   }
 
   /**
