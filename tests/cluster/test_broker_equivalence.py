@@ -4,7 +4,8 @@ Random sequences of connects, frames, disconnects and timer ticks (the generator
 property tests), and call-summaries, are fed to a `Switchboard` and to a `RedisBroker` on a real Redis, with the
 same connection ids and call ids and a low call rate; after every step both must produce the same effects: the
 same frames to each connection in the same order, the same presence changes, closes and history records, and the
-same errors (rate-limited and not-in-call included).
+same errors (rate-limited and not-in-call included). Each user joins with a view of their own (whose presence
+their welcome lists; #15) and each pair's call-requests come with a screen of their own, drawn for each sequence.
 """
 
 # ruff: noqa: B023 (each lambda is called at once, inside the loop turn that made it)
@@ -22,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peercall.broker.redis import RedisBroker
+from peercall.core.social import Screen, Screening, View
 from peercall.core.switchboard import CallRate, Close, Effect, Forward, Send, Switchboard
 from peercall.protocol import messages
 from peercall.protocol.errors import ProtocolError
@@ -31,6 +33,26 @@ CALL_RATE = 4  # call requests a minute: low enough for the random sequences to 
 # A call-summary from a user's device for one of the first calls (ids k1…k6, the same on both sides).
 summary_op = st.tuples(
     st.just("summary"), st.sampled_from(USERS), st.sampled_from(["x", "y"]), st.integers(min_value=1, max_value=6)
+)
+# Whose presence each user is told (None: everyone's), and how each caller's call-requests to each callee are
+# screened (None: not at all), for one whole sequence.
+views = st.fixed_dictionaries(
+    {
+        user: st.one_of(
+            st.none(),
+            st.builds(
+                View,
+                contacts=st.frozensets(st.sampled_from([*USERS, "dave"])),
+                everyone=st.booleans(),
+                hidden=st.frozensets(st.sampled_from(USERS)),
+            ),
+        )
+        for user in USERS
+    }
+)
+screens = st.dictionaries(
+    st.tuples(st.sampled_from(USERS), st.sampled_from(USERS)),
+    st.builds(Screen, visible=st.booleans(), screening=st.one_of(st.none(), st.sampled_from(Screening))),
 )
 START = [("connect", "alice", None), ("connect", "bob", "x"), ("connect", "bob", "y"), ("connect", "carol", None)]
 
@@ -67,14 +89,26 @@ _db = itertools.count(1)
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
-@given(st.lists(st.one_of(op, summary_op), max_size=60), st.booleans())
+@given(st.lists(st.one_of(op, summary_op), max_size=60), st.booleans(), views, screens)
 def test_the_broker_makes_the_same_decisions_as_one_node(
-    runner: asyncio.Runner, redis_server: Any, ops: list, private: bool
+    runner: asyncio.Runner,
+    redis_server: Any,
+    ops: list,
+    private: bool,
+    view_of: dict[str, View | None],
+    screen_of: dict[tuple[str, str], Screen],
 ) -> None:
-    runner.run(_compare(redis_server, ops, private))
+    runner.run(_compare(redis_server, ops, private, view_of, screen_of))
 
 
-async def _compare(redis_server: Any, ops: list[tuple[Any, ...]], private: bool = False) -> None:
+async def _compare(
+    redis_server: Any,
+    ops: list[tuple[Any, ...]],
+    private: bool = False,
+    view_of: dict[str, View | None] | None = None,
+    screen_of: dict[tuple[str, str], Screen] | None = None,
+) -> None:
+    view_of, screen_of = view_of or {}, screen_of or {}
     db = redis_server.fresh_db()
     local_ids, shared_ids = itertools.count(1), itertools.count(1)
     sb = Switchboard(
@@ -119,9 +153,10 @@ async def _compare(redis_server: Any, ops: list[tuple[Any, ...]], private: bool 
                 conn = f"{broker.address}.{serial}"
                 users[conn] = user
                 before = set(sb.devices)
+                view = view_of.get(user)
                 await both(
-                    lambda c=conn, u=user, d=device: sb.connect(c, u, d, now),
-                    lambda c=conn, u=user, d=device: broker.connect(c, u, d, now),
+                    lambda c=conn, u=user, d=device: sb.connect(c, u, d, now, view=view),
+                    lambda c=conn, u=user, d=device: broker.connect(c, u, d, now, view=view),
                     f"connect {user} {device}",
                 )
                 for old in before - set(sb.devices):  # replaced: that socket closes, as ws.py would
@@ -152,9 +187,10 @@ async def _compare(redis_server: Any, ops: list[tuple[Any, ...]], private: bool 
                 elif data:
                     frame["data"] = data
                 env = messages.parse(json.dumps(frame), user)
+                screen = screen_of.get((user, to)) if kind == "call-request" else None
                 await both(
-                    lambda c=conn, e=env: sb.receive(c, e, now),
-                    lambda c=conn, u=user, e=env: broker.receive(c, u, e, now),
+                    lambda c=conn, e=env: sb.receive(c, e, now, screen),
+                    lambda c=conn, u=user, e=env: broker.receive(c, u, e, now, screen=screen),
                     f"{user} sends {frame}",
                 )
             elif step[0] == "summary":

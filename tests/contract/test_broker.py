@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from peercall.broker import open_broker
 from peercall.core.records import CallRecord, Outcome, Reason
+from peercall.core.social import Audience, Screen, Screening, View
+from peercall.core.switchboard import WELCOME_ONLINE_MAX, Presence, Send
 from peercall.hub.router import Hub
+from peercall.protocol import messages
 from peercall.store.memory import MemoryHistory
 
 from .conftest import FakeConnection, MakeHub
@@ -354,3 +358,209 @@ async def test_private_busy_looks_like_no_answer(make_hub: MakeHub) -> None:
     assert ended["outcome"] == "missed" and loop.time() - started >= 0.25
     assert "call-reject" not in stranger.types()
     assert "call-ended" not in alice.types() and "call-ended" not in carol.types()
+
+
+# ------------------------------------------------------------------------------------------------ contacts
+
+
+async def nodes_of(make_hub: MakeHub, **rules: Any) -> list[Hub]:
+    """The hubs of one deployment: one node in memory, two nodes of one cluster with Redis."""
+    first = await make_hub(**rules)
+    return [first, await make_hub(**rules)] if first.broker.shared else [first]
+
+
+class Told:
+    """What a hub's broker told it of presence and circles, recorded (the hub's own handling stays)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.presences: list[Presence] = []
+        self.circles: list[list[str]] = []
+        self.arrived = asyncio.Event()
+        presence_changed, circles_changed = hub.presence_changed, hub.circles_changed
+
+        def on_presence(change: Presence) -> None:
+            self.presences.append(change)
+            self.arrived.set()
+            presence_changed(change)
+
+        def on_circles(users: list[str]) -> None:
+            self.circles.append(users)
+            self.arrived.set()
+            circles_changed(users)
+
+        hub.presence_changed = on_presence  # type: ignore[method-assign]
+        hub.circles_changed = on_circles  # type: ignore[method-assign]
+
+    async def until(self, done: Callable[[], bool], timeout: float = 3.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not done():
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+async def test_presences_say_online_in_a_call_and_last_seen(make_hub: MakeHub) -> None:
+    """`presences` tells, for any node's users: online, in an answered call, or offline since when (or never seen)."""
+    nodes = await nodes_of(make_hub)
+    alice, carol = await online(nodes[0], "alice", "carol")
+    (bob,) = await online(nodes[-1], "bob")
+    await nodes[0].handle(alice, '{"type":"call-request","to":"bob"}')
+    await bob.wait_for("call-request")
+    await nodes[-1].handle(bob, '{"type":"call-accept","to":"alice"}')
+    await alice.wait_for("call-accept")
+    before = time.time()
+    await nodes[0].leave(carol)
+    found = await nodes[-1].broker.presences(["alice", "bob", "carol", "nobody"])
+    assert found["alice"] == Presence("alice", "online", in_call=True)
+    assert found["bob"] == Presence("bob", "online", in_call=True)
+    assert found["nobody"] == Presence("nobody", "offline")
+    assert found["carol"].status == "offline" and not found["carol"].in_call
+    assert found["carol"].last_seen is not None and before <= found["carol"].last_seen <= time.time()
+    assert await nodes[0].broker.presences([]) == {}
+
+
+async def test_online_page_pages_by_prefix_in_id_order(make_hub: MakeHub) -> None:
+    """`online_page` lists users online with a prefix, after a given id, at most `limit`, with who is in a call."""
+    nodes = await nodes_of(make_hub)
+    conns = await online(nodes[0], "al1", "b", "alice")
+    conns += await online(nodes[-1], "al2", "bob", "alf")
+    await nodes[0].handle(conns[2], '{"type":"call-request","to":"al2"}')  # alice calls al2 on the other node
+    await conns[3].wait_for("call-request")
+    await nodes[-1].handle(conns[3], '{"type":"call-accept","to":"alice"}')
+    await conns[2].wait_for("call-accept")
+    broker = nodes[-1].broker
+
+    async def page(prefix: str, after: str | None, limit: int) -> list[tuple[str, bool]]:
+        return [(p.user, p.in_call) for p in await broker.online_page(prefix, after, limit)]
+
+    assert await page("al", None, 2) == [("al1", False), ("al2", True)]
+    assert await page("al", "al2", 2) == [("alf", False), ("alice", True)]
+    assert await page("al", "alice", 2) == []
+    assert await page("b", "a", 10) == [("b", False), ("bob", False)]  # `after` before the prefix: from the prefix
+    assert await page("", "alice", 1) == [("b", False)]
+    assert await page("zz", None, 5) == [] and await page("", None, 0) == []
+    assert all(p.status == "online" for p in await broker.online_page("", None, 50))
+
+
+async def test_circle_changes_reach_every_node_this_one_too(make_hub: MakeHub) -> None:
+    """`circles_changed` on one node is told to the hub of every node, the calling one included."""
+    nodes = await nodes_of(make_hub)
+    told = [Told(hub) for hub in nodes]
+    nodes[-1].broker.circles_changed(["alice", "bob"])
+    for t in told:
+        await t.until(lambda t=t: bool(t.circles))  # type: ignore[misc]
+        assert t.circles == [["alice", "bob"]]
+
+
+async def test_a_presence_change_reaches_every_node_with_its_audience(make_hub: MakeHub) -> None:
+    """A presence change keeps its audience (contacts only; everyone but the hidden; everyone) on every node."""
+    nodes = await nodes_of(make_hub)
+    told = [Told(hub) for hub in nodes]
+    changes = [
+        Presence("alice", "online", audience=Audience(frozenset({"bob", "carol"}))),
+        Presence("alice", "online", in_call=True, audience=Audience(None, frozenset({"mallory"}))),
+        Presence("alice", "offline", last_seen=1_800_000_000.25),
+    ]
+    for change in changes:
+        nodes[0].broker.presence(change)
+    for t in told:
+        await t.until(lambda t=t: len(t.presences) == 3)  # type: ignore[misc]
+        assert t.presences == changes
+
+
+async def welcome_of(hub: Hub, user: str, view: View | None) -> dict[str, Any]:
+    """The welcome a connection of `user` gets for `view` (straight from the broker: the hub's view aside)."""
+    effects = await hub.broker.connect(hub.new_cid(), user, None, time.time(), view=view)
+    welcome = effects[0]
+    assert isinstance(welcome, Send) and welcome.message["type"] == "welcome"
+    return welcome.message
+
+
+async def test_a_welcome_for_contacts_lists_only_the_contacts(make_hub: MakeHub) -> None:
+    """With a view of contacts only, `welcome` lists the contacts online, those of them in a call, and those seen
+    lately (newest first): nobody else, none hidden, whatever node they are on."""
+    nodes = await nodes_of(make_hub)
+    conns = await online(nodes[0], "c1", "c2", "gone1", "gone2", "x")
+    conns += await online(nodes[-1], "hidden", "stranger")
+    c2, gone1, gone2, x = conns[1:5]
+    await nodes[0].handle(c2, '{"type":"call-request","to":"x"}')
+    await nodes[0].handle(x, '{"type":"call-accept","to":"c2"}')
+    await c2.wait_for("call-accept")
+    await nodes[0].leave(gone1)
+    await nodes[0].leave(gone2)
+    view = View(frozenset({"c1", "c2", "gone1", "gone2", "never", "hidden"}) - {"hidden"}, False, frozenset({"hidden"}))
+    welcome = await welcome_of(nodes[-1], "me", view)
+    assert welcome["online"] == ["c1", "c2"]
+    assert welcome["inCall"] == ["c2"]
+    assert [r["id"] for r in welcome["recent"]] == ["gone2", "gone1"]
+    assert not welcome.get("more")
+    gone = (await nodes[0].broker.presences(["gone1"]))["gone1"]
+    assert welcome["recent"][1]["lastSeen"] == gone.last_seen
+
+
+async def test_a_welcome_for_everyone_is_bounded_with_contacts_first(make_hub: MakeHub) -> None:
+    """With a view of everyone, `welcome` lists at most WELCOME_ONLINE_MAX online, the contacts first, then the
+    others in id order, never the hidden ones, and says `more` when there were more."""
+    nodes = await nodes_of(make_hub)
+    crowd = [f"u{i:03}" for i in range(WELCOME_ONLINE_MAX + 2)]
+    conns = await online(nodes[0], *crowd[::2])
+    conns += await online(nodes[-1], *crowd[1::2], "zed", "hidden")
+    view = View(frozenset({"zed", "offline-friend"}), True, frozenset({"hidden", "u000"}))
+    welcome = await welcome_of(nodes[-1], "me", view)
+    assert welcome["online"] == ["zed", *crowd[1:WELCOME_ONLINE_MAX]]
+    assert welcome.get("more") is True
+    for gone in ("hidden", crowd[-1]):
+        await nodes[-1].leave(next(c for c in conns if c.id == gone))
+    welcome = await welcome_of(nodes[0], "me2", View(frozenset({"zed"}), True, frozenset({"hidden"})))
+    assert welcome["online"][:3] == ["zed", "me", "u000"]
+    assert [r["id"] for r in welcome["recent"]] == [crowd[-1]]
+    assert welcome.get("more") is True
+
+
+async def test_the_welcome_for_a_view_is_the_same_on_every_broker(make_hub: MakeHub) -> None:
+    """The same state and view give the same welcome lists, in memory and in a cluster (a golden picture)."""
+    nodes = await nodes_of(make_hub)
+    conns = await online(nodes[0], "ann", "ben", "cat", "dan")
+    conns += await online(nodes[-1], "eve", "fay")
+    ann, ben = conns[:2]
+    await nodes[0].handle(ann, '{"type":"call-request","to":"ben"}')
+    await nodes[0].handle(ben, '{"type":"call-accept","to":"ann"}')
+    await ann.wait_for("call-accept")
+    await nodes[0].leave(conns[3])  # dan
+    await nodes[-1].leave(conns[5])  # fay
+    pictures = []
+    for view in (
+        View(frozenset({"ben", "dan", "eve"}), False),
+        View(frozenset({"ben", "fay"}), True, frozenset({"cat"})),
+    ):
+        welcome = await welcome_of(nodes[-1], "me", view)
+        recent = [r["id"] for r in welcome["recent"]]
+        pictures.append((welcome["online"], welcome["inCall"], recent, bool(welcome.get("more"))))
+    assert pictures == [
+        (["ben", "eve"], ["ben"], ["dan"], False),
+        (["ben", "ann", "eve"], ["ann", "ben"], ["fay", "dan"], False),
+    ]
+
+
+async def test_a_blocked_call_request_looks_offline_and_touches_no_device_of_the_callee(make_hub: MakeHub) -> None:
+    """A call-request screened BLOCKED ends for the caller with exactly the frames of a call to someone offline,
+    on one node or across two, and nothing reaches the callee's devices."""
+    nodes = await nodes_of(make_hub)
+    mallory, other = await online(nodes[0], "mallory", "other")
+    (bob,) = await online(nodes[-1], "bob")
+    await bob.wait_for("welcome")
+    await asyncio.sleep(0.3)  # the presence of those who came after bob
+    bob.sent.clear()
+
+    async def call(caller: FakeConnection, callee: str, screen: Screen | None) -> list[dict[str, Any]]:
+        env = messages.parse(json.dumps({"type": "call-request", "to": callee}), caller.id)
+        start = len(caller.sent)
+        await nodes[0].perform(await nodes[0].broker.receive(caller.cid, caller.id, env, time.time(), screen=screen))
+        await asyncio.sleep(0.2)
+        frames = [m for m in caller.sent[start:] if m["type"] != "presence"]
+        return [{k: v for k, v in m.items() if k not in ("callId", "message")} for m in frames]
+
+    blocked = await call(mallory, "bob", Screen(True, Screening.BLOCKED))
+    offline = await call(other, "nobody-online", None)
+    assert blocked == [{**m, "to": "bob"} if "to" in m else m for m in offline]
+    assert bob.sent == []
+    assert (await nodes[0].broker.presences(["mallory"]))["mallory"].in_call is False

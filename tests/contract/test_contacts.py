@@ -68,7 +68,8 @@ async def test_a_new_user_has_an_empty_circle(book: ContactBook) -> None:
 
 
 async def test_request_then_accept_makes_mutual_contacts(book: ContactBook) -> None:
-    """alice asks bob (a request on both sides), bob accepts: both list the other, with the same `since`."""
+    """alice asks bob (a request on both sides), bob accepts: both list the other, with the same `since`, each
+    under the name they gave (alice's given with her request)."""
     assert await book.add("alice", "bob", now=NOW, name="Bob (work)") is C.REQUESTED
     a, b = await circle(book, "alice"), await circle(book, "bob")
     assert a.outgoing == {"bob": NOW} and a.contacts == {} and a.incoming == {}
@@ -78,8 +79,55 @@ async def test_request_then_accept_makes_mutual_contacts(book: ContactBook) -> N
 
     a, b = await circle(book, "alice", NOW + 6), await circle(book, "bob", NOW + 6)
     assert b.contacts == {"alice": Contact("alice", "Alice", NOW + 5)}
-    assert a.contacts == {"bob": Contact("bob", None, NOW + 5)}
+    assert a.contacts == {"bob": Contact("bob", "Bob (work)", NOW + 5)}
     assert (a.incoming, a.outgoing, b.incoming, b.outgoing) == ({}, {}, {}, {})
+
+
+async def test_the_name_given_with_a_request_is_kept_until_it_is_accepted(book: ContactBook) -> None:
+    """Asking again with another name replaces the request's name (UNCHANGED, the request keeps its time),
+    asking again with none keeps it, and bob's acceptance gives alice's contact the latest one."""
+    assert await book.add("alice", "bob", now=NOW, name="Bob") is C.REQUESTED
+    assert await book.add("alice", "bob", now=NOW + 10, name="Bob (work)") is C.UNCHANGED
+    assert await book.add("alice", "bob", now=NOW + 20) is C.UNCHANGED
+    assert (await circle(book, "bob", NOW + 21)).incoming == {"alice": NOW}
+
+    assert await book.add("bob", "alice", now=NOW + 30) is C.CONNECTED
+    assert (await circle(book, "alice", NOW + 31)).contacts == {"bob": Contact("bob", "Bob (work)", NOW + 30)}
+    assert (await circle(book, "bob", NOW + 31)).contacts == {"alice": Contact("alice", None, NOW + 30)}
+
+
+async def test_the_name_of_a_declined_or_blocked_request_reaches_the_contact(book: ContactBook) -> None:
+    """A request bob declined, or hid by blocking alice, still carries her name (renamed meanwhile) when he
+    accepts it later."""
+    await book.add("alice", "bob", now=NOW, name="Bob")
+    await book.decline("bob", "alice")
+    assert await book.add("alice", "bob", now=NOW + 1, name="Bobby") is C.UNCHANGED
+    await book.add("carol", "bob", now=NOW, name="B.")
+    await book.block("bob", "carol", now=NOW + 1)
+
+    assert await book.add("bob", "alice", now=NOW + 2) is C.CONNECTED
+    assert await book.add("bob", "carol", now=NOW + 3) is C.CONNECTED
+    assert (await circle(book, "alice", NOW + 4)).contacts["bob"].name == "Bobby"
+    assert (await circle(book, "carol", NOW + 4)).contacts["bob"].name == "B."
+
+
+async def test_the_name_of_an_expired_request_is_not_reused(book: ContactBook) -> None:
+    """A request made anew after the old one expired has only the name given with it; a name never reaches
+    anyone else's contact, and an import between the two drops the request and its name."""
+    await book.add("alice", "bob", now=NOW, name="Bob")
+    later = NOW + REQUEST_TTL + 1
+    assert await book.add("alice", "bob", now=later) is C.REQUESTED
+    await book.add("alice", "carol", now=later, name="Carol")
+    await book.add("carol", "alice", now=later + 1, name="Alice")
+    assert await book.add("bob", "alice", now=later + 2) is C.CONNECTED
+
+    a = await circle(book, "alice", later + 3)
+    assert a.contacts["bob"].name is None and a.contacts["carol"].name == "Carol"
+    assert (await circle(book, "carol", later + 3)).contacts["alice"].name == "Alice"
+
+    await book.add("dave", "erin", now=later, name="Erin")
+    assert await book.import_contacts([("dave", "erin")], now=later + 1) == 1
+    assert (await circle(book, "dave", later + 2)).contacts["erin"].name is None
 
 
 async def test_add_is_idempotent(book: ContactBook) -> None:
@@ -480,6 +528,7 @@ async def test_contacts_outlive_the_store(durable_url: str) -> None:
     await connect(store, "alice", "bob")
     await store.block("alice", "mallory", now=NOW)
     await store.set_calls_from("alice", CallsFrom.CONTACTS)
+    await store.add("alice", "carol", now=NOW, name="Carol")
     await store.close()
 
     again = book_of(durable_url)
@@ -487,6 +536,8 @@ async def test_contacts_outlive_the_store(durable_url: str) -> None:
     try:
         a = await again.circle("alice", now=NOW)
         assert set(a.contacts) == {"bob"} and set(a.blocked) == {"mallory"} and a.calls_from is CallsFrom.CONTACTS
+        assert await again.add("carol", "alice", now=NOW + 1) is ContactChange.CONNECTED
+        assert (await again.circle("alice", now=NOW + 2)).contacts["carol"].name == "Carol"
     finally:
         await again.close()
 
@@ -559,6 +610,7 @@ async def test_sqlite_answers_every_contact_query_from_an_index(tmp_path: Path) 
         await store.add("carol", "alice", now=NOW)
         await store.decline("alice", "carol")
         await store.add("alice", "dave", now=NOW)
+        await store.add("alice", "dave", now=NOW + 1, name="Dave")
         await store.rename("alice", "bob", "Bob")
         await store.block("alice", "mallory", now=NOW)
         await store.unblock("alice", "mallory")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from peercall.client import media, quality
-from tests.conftest import ServerProcess
+from tests.conftest import OPEN_DOORS, ServerProcess
 
 from .conftest import SCALE, run_python
 
@@ -110,7 +110,7 @@ async def test_a_token_file_signs_in(tmp_path: Path) -> None:
     from tests.conftest import run_server
 
     secret = "s" * 32
-    with run_server(PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=secret) as guarded:
+    with run_server(PEERCALL_AUTH="token", **OPEN_DOORS, PEERCALL_AUTH_SECRET=secret) as guarded:
         good, bad = tmp_path / "good", tmp_path / "bad"
         good.write_text(mint("tokenfile-a", secret))
         bad.write_text(mint("someone-else", secret))

@@ -11,7 +11,7 @@ Keys (all under the prefix, `peercall:` by default):
     due           zset   call id -> when it next needs a tick (ring timeout, end of a resume grace)
     callstate     hash   call id -> ringing | answered (for /metrics)
     ended:{id}    string "caller callee" of a call that ended lately (who may send its call-summary), 1 h
-    online        zset   users online (score 0: lexical order, for `welcome`)
+    online        zset   users online (score 0: lexical order, for `welcome` and the `directory` pages)
     seen          zset   user -> last seen (offline users, newest 1000)
     incall        set    users in an answered call
     nodes         zset   node -> lease expiry; a node renews its lease every lease/3 s
@@ -19,8 +19,16 @@ Keys (all under the prefix, `peercall:` by default):
     n:{node}      hash   connection id -> user, for the node's connections (to reap them if it dies)
     ver           hash   key -> version, of every u:{user} and call:{id} that exists (for compare-and-set, below)
     clock         string the counter versions are made from
-    to:{node}     channel frames for that node's connections; `all`: presence changes, for every node (the
-                  format of both: hub/nodeframe.py)
+    to:{node}     channel frames for that node's connections
+    everyone      channel for every node: presence changes with their audience, and whose circles changed
+    all           channel presence changes of nodes of the previous version, for every node (read, no longer
+                  written: such a node would fail on an audience or a circle change). The format of all three:
+                  hub/nodeframe.py
+
+Contacts (#15) add no key: who may see and ring whom is in the store. A user's presence is read from `online`,
+`incall` and `seen` (`presences`, one Lua read); a welcome for a view reads those of the view's contacts only, in
+the same Lua read as the slice of the join (`_READ_WELCOME`), and for a view of everyone at most
+WELCOME_ONLINE_MAX of `online` besides, whatever the users online.
 
 Atomicity: every state change (connect, disconnect, a call frame, a timer tick, reaping a dead node) reads the keys
 of the users and calls it touches with their versions (one Lua read that follows the links itself: user -> their
@@ -66,6 +74,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..core.social import Screen, View
 from ..core.switchboard import (
+    LAST_SEEN_SHOWN,
+    WELCOME_ONLINE_MAX,
     Call,
     CallRate,
     CallState,
@@ -173,13 +183,85 @@ for i = 2, 2 * n, 2 do
 end
 return 1
 """
-# What a `welcome` lists: everyone online, everyone in a call, the 50 users seen last (with when).
+# What a `welcome` lists, read with the slice (the same script: `_READ` with this in place of its `return out`),
+# which returns {out, lists}. ARGV[5]: what it lists; ARGV[6]: the newcomer; ARGV[7]: WELCOME_ONLINE_MAX;
+# ARGV[8]: LAST_SEEN_SHOWN; then the number of the view's contacts and the contacts, then the number of users the
+# view hides and those users.
+#  - 'all' (no view: everyone's presence): {everyone online, everyone in a call, the LAST_SEEN_SHOWN + 1 seen last};
+#  - 'contacts': {the contacts' states}: each {id, online 0|1, in a call 0|1, last seen or false};
+#  - 'everyone': {the contacts' states, {id, in a call 0|1} of the others online (in id order, neither hidden nor
+#    the newcomer nor a contact) up to WELCOME_ONLINE_MAX in all, 1 if there were more, the LAST_SEEN_SHOWN seen
+#    last that are neither hidden nor the newcomer (flat, with when)}.
+# Its cost grows with the contacts and the hidden users, and with WELCOME_ONLINE_MAX: never with everyone online.
 _WELCOME = """
-return {
-  redis.call('ZRANGE', ARGV[1] .. 'online', 0, -1),
-  redis.call('SMEMBERS', ARGV[1] .. 'incall'),
-  redis.call('ZREVRANGE', ARGV[1] .. 'seen', 0, 49, 'WITHSCORES'),
-}
+local mode, me, online_max, shown = ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+local online, incall, seen = prefix .. 'online', prefix .. 'incall', prefix .. 'seen'
+if mode == 'all' then
+  return {out, {
+    redis.call('ZRANGE', online, 0, -1),
+    redis.call('SMEMBERS', incall),
+    redis.call('ZREVRANGE', seen, 0, shown, 'WITHSCORES'),
+  }}
+end
+local n_contacts = tonumber(ARGV[9])
+local contact, hidden, states, listed = {}, {}, {}, 0
+for i = 10, 9 + n_contacts do
+  local c = ARGV[i]
+  contact[c] = true
+  local on, when = redis.call('ZSCORE', online, c), false
+  if on then listed = listed + 1 else when = redis.call('ZSCORE', seen, c) end
+  states[#states + 1] = {c, on and 1 or 0, redis.call('SISMEMBER', incall, c), when}
+end
+for i = 11 + n_contacts, 10 + n_contacts + tonumber(ARGV[10 + n_contacts]) do hidden[ARGV[i]] = true end
+if mode == 'contacts' then return {out, {states}} end
+local others, more, start = {}, 0, 0
+local room = online_max - listed
+if room < 0 then more = 1 end
+while more == 0 do
+  local page = redis.call('ZRANGE', online, start, start + 255)
+  for _, u in ipairs(page) do
+    if u ~= me and not contact[u] and not hidden[u] then
+      if #others >= room then more = 1; break end
+      others[#others + 1] = {u, redis.call('SISMEMBER', incall, u)}
+    end
+  end
+  if #page < 256 then break end
+  start = start + 256
+end
+local recent, start = {}, 0
+while #recent < 2 * shown do
+  local page = redis.call('ZREVRANGE', seen, start, start + 127, 'WITHSCORES')
+  for j = 1, #page, 2 do
+    if page[j] ~= me and not hidden[page[j]] and #recent < 2 * shown then
+      recent[#recent + 1] = page[j]
+      recent[#recent + 1] = page[j + 1]
+    end
+  end
+  if #page < 256 then break end
+  start = start + 128
+end
+return {out, {states, others, more, recent}}
+"""
+_READ_WELCOME = _READ.replace("\nreturn out\n", "\n" + _WELCOME)
+# Each of ARGV (after the prefix): {online 0|1, in an answered call 0|1, last seen or false}.
+_PRESENCES = """
+local online, incall, seen = ARGV[1] .. 'online', ARGV[1] .. 'incall', ARGV[1] .. 'seen'
+local out = {}
+for i = 2, #ARGV do
+  local on, when = redis.call('ZSCORE', online, ARGV[i]), false
+  if not on then when = redis.call('ZSCORE', seen, ARGV[i]) end
+  out[#out + 1] = {on and 1 or 0, redis.call('SISMEMBER', incall, ARGV[i]), when}
+end
+return out
+"""
+# Users online from ARGV[2] (a ZRANGEBYLEX bound), at most ARGV[3], flat with whether each is in a call.
+_ONLINE_PAGE = """
+local incall, out = ARGV[1] .. 'incall', {}
+for _, u in ipairs(redis.call('ZRANGEBYLEX', ARGV[1] .. 'online', ARGV[2], '+', 'LIMIT', 0, tonumber(ARGV[3]))) do
+  out[#out + 1] = u
+  out[#out + 1] = redis.call('SISMEMBER', incall, u)
+end
+return out
 """
 # A user's call, for a frame that only needs to read it (nothing is written, so no version is checked).
 _READ_CALL = """
@@ -250,6 +332,14 @@ class _Loaded:
 
 
 @dataclass(frozen=True, slots=True)
+class _Welcome:
+    """A welcome to list with the slice read: for `user`, whose presence `view` says (None: everyone's)."""
+
+    user: str
+    view: View | None
+
+
+@dataclass(frozen=True, slots=True)
 class _Route:
     call_id: str
     peer: str
@@ -283,6 +373,10 @@ class RedisBroker:
         self.cid_prefix = f"{self.address}."
         self.lease = lease
         self.p = prefix
+        # What goes to every node: presence changes with their audience, and circle changes. Not `all`, which a
+        # node of the previous version reads (and would fail on these), and whose 4-field presence changes we
+        # still read (`_listen`).
+        self._everyone = f"{prefix}everyone"
         self.ring_timeout, self.resume_grace, self.private = ring_timeout, resume_grace, private
         # A pool that makes callers wait for a free connection: a reconnect storm of thousands of clients queues
         # up instead of failing as "Redis unreachable" when the pool is exhausted.
@@ -428,7 +522,7 @@ class RedisBroker:
         call_ids: Iterable[str],
         run: Callable[[Switchboard, WelcomeLists | None], list[Effect]],
         *,
-        welcome: str | None = None,
+        welcome: _Welcome | None = None,
     ) -> list[Effect]:
         """Run `run` on the slice of state of `users` and `call_ids` (and of the calls and users they lead to),
         atomically: replayed if another node changed that slice before we wrote. ProtocolError passes through
@@ -499,11 +593,15 @@ class RedisBroker:
             log.warning("Redis unreachable: %s: %s", type(exc).__name__, exc)
         self.healthy = False
 
-    async def _load(self, users: set[str], call_ids: set[str], welcome: str | None) -> tuple[Switchboard, _Loaded]:
+    async def _load(self, users: set[str], call_ids: set[str], welcome: _Welcome | None) -> tuple[Switchboard, _Loaded]:
         sb, before = self._slice(), _Loaded()
         user_keys, call_keys = [self._u(u) for u in sorted(users)], [self._call(c) for c in sorted(call_ids)]
         keys = user_keys + call_keys
-        read = await self.redis.eval(_READ, len(keys), *keys, len(user_keys), f"{self.p}ver", self.p, _ACTIVE)
+        args = [len(user_keys), f"{self.p}ver", self.p, _ACTIVE]
+        if welcome is None or self.private:  # private: a welcome lists nobody
+            read = await self.redis.eval(_READ, len(keys), *keys, *args)
+        else:
+            read, lists = await self.redis.eval(_READ_WELCOME, len(keys), *keys, *args, *_welcome_args(welcome))
         self.ops["read"] += 1
         users_at, calls_at = len(self.p) + 2, len(self.p) + 5  # where the id starts in "{p}u:{id}", "{p}call:{id}"
         for key, value, version in read:
@@ -526,21 +624,9 @@ class RedisBroker:
         for user, active in before.active.items():
             if active is not None and active in sb.calls:
                 sb.active[user] = active
-        if welcome is not None:
-            everyone, in_call, seen = await self._welcome_lists()
-            online = set(everyone) - set(before.devices) | set(sb.users)  # the users read above as they are now
-            before.welcome = WelcomeLists(
-                sorted(online - {welcome}),
-                [u for u in in_call if u != welcome and u in online],
-                [{"id": u, "lastSeen": t} for u, t in seen if u != welcome and u not in online],
-            )
+        if welcome is not None and not self.private:
+            before.welcome = _welcome_lists(welcome, lists)
         return sb, before
-
-    async def _welcome_lists(self) -> tuple[list[str], list[str], list[tuple[str, float]]]:
-        """Everyone online, everyone in a call, and the 50 seen last (read, not checked: a welcome's snapshot)."""
-        everyone, in_call, flat = await self.redis.eval(_WELCOME, 0, self.p)
-        self.ops["read"] += 1
-        return everyone, sorted(in_call), [(u, float(t)) for u, t in zip(flat[::2], flat[1::2], strict=True)]
 
     def _write(self, pipe: _Commands, sb: Switchboard, before: _Loaded) -> None:
         p = self.p
@@ -606,7 +692,10 @@ class RedisBroker:
         self, cid: str, user: str, device: str | None, now: float, *, view: View | None = None
     ) -> list[Effect]:
         join = self._transact(
-            [user], [], lambda sb, lists: sb.connect(cid, user, device, now, lists=lists), welcome=user
+            [user],
+            [],
+            lambda sb, lists: sb.connect(cid, user, device, now, lists=lists, view=view),
+            welcome=_Welcome(user, view),
         )
         effects = await self._in_task(join)
         self._local[cid] = (user, device)
@@ -693,17 +782,45 @@ class RedisBroker:
         self._outbox_ready.set()
 
     async def presences(self, users: Collection[str]) -> dict[str, Presence]:
-        raise NotImplementedError("issue 15: presences of a cluster")
+        """Each of `users`' presence now (one Lua read: `online`, `incall`, `seen`). Raises SharedStateUnavailable."""
+        ids = list(dict.fromkeys(users))
+        if not ids:
+            return {}
+        found = await self._read(_PRESENCES, self.p, *ids)
+        return {user: _presence(user, *state) for user, state in zip(ids, found, strict=True)}
 
     async def online_page(self, prefix: str, after: str | None, limit: int) -> list[Presence]:
-        raise NotImplementedError("issue 15: the directory of a cluster")
+        """Users online whose id starts with `prefix`, after `after` (ZRANGEBYLEX on `online`: at most `limit`
+        read). Raises SharedStateUnavailable."""
+        if limit <= 0:
+            return []
+        start = f"({after}" if after is not None and after >= prefix else f"[{prefix}"
+        flat = await self._read(_ONLINE_PAGE, self.p, start, limit)
+        page = []
+        for user, in_call in zip(flat[::2], flat[1::2], strict=True):
+            if not user.startswith(prefix):
+                break  # in id order, those with the prefix come together: the rest of the page has none
+            page.append(Presence(user, "online", in_call=bool(in_call)))
+        return page
+
+    async def _read(self, script: str, *args: str | int) -> Any:
+        """Run a script that only reads (nothing is checked or written)."""
+        try:
+            found = await self._in_task(self.redis.eval(script, 0, *args))
+        except (*TRANSIENT, RedisError) as exc:
+            self._unreachable(exc)
+            raise SharedStateUnavailable(str(exc)) from exc
+        self.ops["read"] += 1
+        return found
 
     def circles_changed(self, users: list[str]) -> None:
-        raise NotImplementedError("issue 15: circles of a cluster")
+        """Tell every node (this one too) that these users' circles changed."""
+        self._outbox.append((self._everyone, nodeframe.encode_circles(users)))
+        self._outbox_ready.set()
 
     def presence(self, change: Presence) -> None:
         """Tell every node (this one too) of a presence change; each batches it for its own connections."""
-        self._outbox.append((f"{self.p}all", nodeframe.encode_presence(change)))
+        self._outbox.append((self._everyone, nodeframe.encode_presence(change)))
         self._outbox_ready.set()
 
     async def _publish_loop(self) -> None:
@@ -746,17 +863,17 @@ class RedisBroker:
 
     async def _listen(self) -> None:
         events = self.events
-        own, everyone = self._to(self.address), f"{self.p}all"
+        own, everyone = self._to(self.address), (self._everyone, f"{self.p}all")
         delay = 0.1
         while not self._closing:  # stop() cancels us too, but redis-py may turn a cancel into an error
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(own, everyone)
+                await pubsub.subscribe(own, *everyone)
                 delay = 0.1
                 async for message in pubsub.listen():
-                    if message["channel"] == everyone:
+                    if message["channel"] in everyone:
                         for data in nodeframe.unpack(message["data"]):
-                            events.presence_changed(nodeframe.decode_presence(data))
+                            self._told(data)
                         continue
                     for data in nodeframe.unpack(message["data"]):
                         cid, kind, text = nodeframe.decode(data)
@@ -770,6 +887,18 @@ class RedisBroker:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    def _told(self, data: str) -> None:
+        """Something a node told every node: a presence change, or whose circles changed."""
+        try:
+            told = nodeframe.decode_everyone(data)
+        except nodeframe.BadNodeFrame as exc:  # a node of a newer version: what it says is not for us
+            log.warning("node %s: dropped a frame for every node: %s", self.address, exc)
+            return
+        if isinstance(told, Presence):
+            self.events.presence_changed(told)
+        else:
+            self.events.circles_changed(told)
 
     # ---------------------------------------------------------------------------------------- timers
 
@@ -874,3 +1003,48 @@ class RedisBroker:
             await self._act(self._disconnect(cid, user, now))
         await self.redis.delete(self._n(address))
         self.ops["reap"] += 1
+
+
+def _welcome_args(welcome: _Welcome) -> list[str | int]:
+    """ARGV of `_READ_WELCOME` after `_READ`'s."""
+    view = welcome.view
+    head: list[str | int] = [welcome.user, WELCOME_ONLINE_MAX, LAST_SEEN_SHOWN]
+    if view is None:
+        return ["all", *head, 0, 0]
+    contacts = sorted(view.contacts - view.hidden - {welcome.user})
+    mode = "everyone" if view.everyone else "contacts"
+    hidden = sorted(view.hidden) if view.everyone else []
+    return [mode, *head, len(contacts), *contacts, len(hidden), *hidden]
+
+
+def _welcome_lists(welcome: _Welcome, lists: list[Any]) -> WelcomeLists:
+    """What the welcome lists, from what `_READ_WELCOME` read (see there)."""
+    me = welcome.user
+    if welcome.view is None:
+        everyone, in_call, flat = lists
+        here = set(everyone) - {me}
+        seen = [{"id": u, "lastSeen": float(t)} for u, t in zip(flat[::2], flat[1::2], strict=True)]
+        return WelcomeLists(
+            sorted(here),
+            sorted(u for u in in_call if u in here),
+            [s for s in seen if s["id"] != me and s["id"] not in here][:LAST_SEEN_SHOWN],
+        )
+    states = lists[0]
+    online = sorted(c for c, on, _, _ in states if on)
+    in_call = {c for c, on, busy, _ in states if on and busy}
+    if len(lists) == 1:  # contacts only
+        offline = [(float(t), c) for c, on, _, t in states if not on and t is not None]
+        offline.sort(reverse=True)  # newest first (as Switchboard.welcome_lists)
+        seen = [{"id": c, "lastSeen": t} for t, c in offline[:LAST_SEEN_SHOWN]]
+        return WelcomeLists(online, sorted(in_call), seen)
+    _, others, more, flat = lists
+    listed = online[:WELCOME_ONLINE_MAX] + [u for u, _ in others]
+    in_call |= {u for u, busy in others if busy}
+    seen = [{"id": u, "lastSeen": float(t)} for u, t in zip(flat[::2], flat[1::2], strict=True)]
+    return WelcomeLists(listed, sorted(u for u in listed if u in in_call), seen[:LAST_SEEN_SHOWN], more=bool(more))
+
+
+def _presence(user: str, online: int, in_call: int, seen: str | None) -> Presence:
+    if online:
+        return Presence(user, "online", in_call=bool(in_call))
+    return Presence(user, "offline", last_seen=None if seen is None else float(seen))

@@ -7,18 +7,27 @@ A node frame is `<kind><connection id>\\n<text>`:
   of `messages.CALL_CHANGED`: the call changed);
 - `c` (CLOSE): close the connection; `text` is `"<close code> <reason>"`.
 
-Several node frames travel in one Pub/Sub message, each as `<length>:<frame>` (`pack`, `unpack`). A presence change
-for every node travels as the JSON array `[user, status, in_call, last_seen]` (`encode_presence`).
+Several node frames travel in one Pub/Sub message, each as `<length>:<frame>` (`pack`, `unpack`). What goes to
+every node is one of:
+
+- a presence change: the JSON array `[user, status, in_call, last_seen, audience]` (`encode_presence`), where
+  `audience` is `[users, hidden]` (`users`: a list, or null for everyone online; `hidden`: a list). A change
+  without an audience (everyone) leaves it out: `[user, status, in_call, last_seen]`, the only form a node of the
+  previous version sends or reads;
+- a circle change: `C` and the JSON array of the users whose circles changed (`encode_circles`).
+
+`decode_everyone` tells them apart (a presence change starts with `[`).
 
 Pure: strings in, strings out. The hub builds and reads the kinds; the Redis broker carries them.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Annotated, Final
 
 import msgspec
 
+from ..core.social import MAX_BLOCKED, MAX_CONTACTS, Audience
 from ..core.switchboard import Presence
 from ..protocol.messages import CALL_CHANGED
 
@@ -67,13 +76,85 @@ def unpack(message: str) -> list[str]:
     return out
 
 
-_presence_decoder = msgspec.json.Decoder(tuple[str, str, bool, float | None])
+MAX_AUDIENCE: Final = MAX_CONTACTS
+"""Users an audience may name: the contacts of a user (Directory.CONTACTS)."""
+MAX_HIDDEN: Final = 2 * MAX_BLOCKED
+"""Users an audience may hide: those a user blocked and those who blocked them (Directory.ALL)."""
+MAX_CIRCLES: Final = 2 * MAX_CONTACTS
+"""Users one circle change may name (a change touches a user and the other one; a batch stays well below)."""
+CIRCLES: Final = "C"
+
+_Users = Annotated[list[str], msgspec.Meta(max_length=MAX_AUDIENCE)]
+_Hidden = Annotated[list[str], msgspec.Meta(max_length=MAX_HIDDEN)]
+
+
+class _PresenceFrame(msgspec.Struct, array_like=True, frozen=True):
+    """A presence change as it travels; a node of the previous version sends the first four fields only."""
+
+    user: str
+    status: str
+    in_call: bool
+    last_seen: float | None
+    audience: tuple[_Users | None, _Hidden] | None = None
+
+
+_presence_decoder = msgspec.json.Decoder(_PresenceFrame)
+_circles_decoder = msgspec.json.Decoder(Annotated[list[str], msgspec.Meta(max_length=MAX_CIRCLES)])
+
+
+class BadNodeFrame(ValueError):
+    """What a node sent every node cannot be read (a node of a newer version, or a bug): the receiver drops it."""
 
 
 def encode_presence(change: Presence) -> str:
-    return msgspec.json.encode([change.user, change.status, change.in_call, change.last_seen]).decode()
+    """A presence change for every node. Raises ValueError if its audience names more users than a circle can
+    hold (MAX_AUDIENCE, MAX_HIDDEN)."""
+    head = [change.user, change.status, change.in_call, change.last_seen]
+    audience = change.audience
+    if audience is None:
+        return msgspec.json.encode(head).decode()
+    users = None if audience.users is None else sorted(audience.users)
+    if (users is not None and len(users) > MAX_AUDIENCE) or len(audience.hidden) > MAX_HIDDEN:
+        raise ValueError(
+            f"the audience of {change.user}'s presence names {len(users or ())} users and hides "
+            f"{len(audience.hidden)}: at most {MAX_AUDIENCE} and {MAX_HIDDEN}"
+        )
+    return msgspec.json.encode([*head, [users, sorted(audience.hidden)]]).decode()
 
 
 def decode_presence(text: str) -> Presence:
-    user, status, in_call, last_seen = _presence_decoder.decode(text)
-    return Presence(user, status, in_call, last_seen)
+    """A presence change from `encode_presence` (or from a node of the previous version: no audience).
+
+    Raises:
+        BadNodeFrame: it is not one.
+    """
+    try:
+        frame = _presence_decoder.decode(text)
+    except msgspec.DecodeError as exc:
+        raise BadNodeFrame(f"not a presence change: {exc}") from None
+    audience = None
+    if frame.audience is not None:
+        users, hidden = frame.audience
+        audience = Audience(None if users is None else frozenset(users), frozenset(hidden))
+    return Presence(frame.user, frame.status, frame.in_call, frame.last_seen, audience)
+
+
+def encode_circles(users: list[str]) -> str:
+    """These users' circles changed, for every node. Raises ValueError for more than MAX_CIRCLES users."""
+    if len(users) > MAX_CIRCLES:
+        raise ValueError(f"a circle change names {len(users)} users: at most {MAX_CIRCLES}")
+    return CIRCLES + msgspec.json.encode(users).decode()
+
+
+def decode_everyone(text: str) -> Presence | list[str]:
+    """What a node sent every node: a presence change, or the users whose circles changed.
+
+    Raises:
+        BadNodeFrame: it is neither.
+    """
+    if text.startswith(CIRCLES):
+        try:
+            return _circles_decoder.decode(text[len(CIRCLES) :])
+        except msgspec.DecodeError as exc:
+            raise BadNodeFrame(f"not a circle change: {exc}") from None
+    return decode_presence(text)

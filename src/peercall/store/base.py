@@ -167,13 +167,15 @@ class ContactBook(Protocol):
         ...
 
     async def add(self, user: str, peer: str, *, now: float, name: str | None = None) -> ContactChange:
-        """`user` asks `peer` to be contacts, or accepts `peer`'s request (CONNECTED). Already contacts:
+        """`user` asks `peer` to be contacts, or accepts `peer`'s request (CONNECTED). `name` is `user`'s name for
+        `peer`: kept with a request, and given to `user`'s contact when `peer` accepts it. Already contacts:
         UNCHANGED (a `name` given is set all the same). `peer` blocked by `user`: the block is lifted first.
         `peer` blocked `user`: stored as asked (REQUESTED), but `peer` never sees it. `peer` keeps at most
         MAX_INCOMING requests: a newer one drops the oldest (requests `peer` declined, or from users `peer`
         blocked, are not shown to `peer` and take no room). Asking again while a request waits: UNCHANGED (it keeps
-        its time); once it expired, it is made anew. A request `user` declined earlier is still accepted by this
-        (they changed their mind). Connecting by accepting keeps `since` equal on both sides.
+        its time; a `name` given replaces the request's); once it expired, it is made anew. A request `user`
+        declined earlier is still accepted by this (they changed their mind). Connecting by accepting keeps `since`
+        equal on both sides.
 
         Raises:
             ContactLimit: `user` has MAX_CONTACTS contacts (when this would connect; also when `peer` has them, so

@@ -67,6 +67,7 @@ class _Index(dict[str, dict[str, V]]):
 @dataclasses.dataclass(slots=True)
 class _Request:
     at: float
+    name: str | None = None  # the sender's name for the recipient, given to their contact once it is accepted
     declined: bool = False
 
 
@@ -201,13 +202,15 @@ class MemoryHistory:
                 self._unblock(user, peer)
             since = now if theirs is None else theirs.since
             mine[peer] = Contact(peer, name if name is not None else block.name if block else None, since)
-            self._contacts.of(peer).setdefault(user, Contact(user, None, since))
+            self._contacts.of(peer).setdefault(user, Contact(user, asked.name if asked else None, since))
             self._drop_request(user, peer)
             self._drop_request(peer, user)
             return ContactChange.CONNECTED
         out = self._outgoing.of(user)
         current = out.get(peer)
         if current is not None and not expired(current.at, now):
+            if name is not None:
+                current.name = name
             if block is not None:
                 self._unblock(user, peer)
                 return ContactChange.UPDATED
@@ -224,7 +227,7 @@ class MemoryHistory:
             visible.sort(key=lambda s: (self._outgoing[s][peer].at, s))
             for sender in visible[: max(0, len(visible) - MAX_INCOMING + 1)]:
                 self._drop_request(sender, peer)
-        out[peer] = _Request(now)
+        out[peer] = _Request(now, name)
         self._incoming.of(peer)[user] = None
         return ContactChange.REQUESTED
 

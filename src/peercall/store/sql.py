@@ -104,8 +104,9 @@ def _v3_retention(dialect: str) -> list[str]:
 
 def _v4_contacts(dialect: str) -> list[str]:
     # The contact book. A mutual contact is two rows, one per owner, each with its owner's name for the other; a
-    # block takes away the blocker's row only (keeping the name it had, for unblock). Every query of a circle is
-    # on a primary key or one of these indexes; `calls.screened` says why a call did not ring.
+    # request keeps the name its sender gave, for the sender's row once it is accepted; a block takes away the
+    # blocker's row only (keeping the name it had, for unblock). Every query of a circle is on a primary key or
+    # one of these indexes; `calls.screened` says why a call did not ring.
     return [
         """CREATE TABLE contacts (
             owner TEXT NOT NULL,
@@ -119,6 +120,7 @@ def _v4_contacts(dialect: str) -> list[str]:
             recipient TEXT NOT NULL,
             at DOUBLE PRECISION NOT NULL,
             declined BOOLEAN NOT NULL DEFAULT FALSE,
+            name TEXT,
             PRIMARY KEY (sender, recipient)
         )""",
         "CREATE INDEX contact_requests_recipient_at ON contact_requests (recipient, at)",
@@ -181,6 +183,7 @@ requests = sa.Table(
     sa.Column("recipient", sa.Text, primary_key=True),
     sa.Column("at", sa.Double, nullable=False),
     sa.Column("declined", sa.Boolean, nullable=False),
+    sa.Column("name", sa.Text),
 )
 blocks = sa.Table(
     "blocks",
@@ -480,8 +483,8 @@ class SQLHistory:
                 await conn.execute(sa.select(blocks.c.name).where(blocks.c.owner == user, blocks.c.blocked == peer))
             ).first()
             theirs = await _contact(conn, peer, user)
-            asked = await _request_at(conn, peer, user)
-            if theirs is not None or (asked is not None and asked >= now - REQUEST_TTL):
+            asked = await _request(conn, peer, user)
+            if theirs is not None or (asked is not None and asked.at >= now - REQUEST_TTL):
                 if await _count(conn, contacts, contacts.c.owner == user) >= MAX_CONTACTS:
                     raise ContactLimit(f"{user} has {MAX_CONTACTS} contacts: remove some first")
                 if theirs is None and await _count(conn, contacts, contacts.c.owner == peer) >= MAX_CONTACTS:
@@ -489,7 +492,7 @@ class SQLHistory:
                 since = now if theirs is None else theirs.since
                 rows = [{"owner": user, "peer": peer, "name": name if name is not None else block and block.name}]
                 if theirs is None:
-                    rows.append({"owner": peer, "peer": user, "name": None})
+                    rows.append({"owner": peer, "peer": user, "name": asked and asked.name})
                 if block is not None:
                     await conn.execute(_block_row(user, peer))
                 await conn.execute(sa.insert(contacts), [{**row, "since": since} for row in rows])
@@ -497,8 +500,10 @@ class SQLHistory:
                     sa.delete(requests).where(_pair(requests.c.sender, requests.c.recipient, user, peer))
                 )
                 return ContactChange.CONNECTED
-            current = await _request_at(conn, user, peer)
-            if current is not None and current >= now - REQUEST_TTL:
+            current = await _request(conn, user, peer)
+            if current is not None and current.at >= now - REQUEST_TTL:
+                if name is not None and name != current.name:
+                    await conn.execute(_request_row(user, peer, sa.update).values(name=name))
                 if block is None:
                     return ContactChange.UNCHANGED
                 await conn.execute(_block_row(user, peer))
@@ -515,7 +520,9 @@ class SQLHistory:
             ).first()
             if hidden is None:
                 await _make_room(conn, peer)
-            await conn.execute(sa.insert(requests).values(sender=user, recipient=peer, at=now, declined=False))
+            await conn.execute(
+                sa.insert(requests).values(sender=user, recipient=peer, at=now, declined=False, name=name)
+            )
             return ContactChange.REQUESTED
 
     async def decline(self, user: str, peer: str) -> ContactChange:
@@ -693,10 +700,11 @@ async def _contact(conn: AsyncConnection, owner: str, peer: str) -> Any:
     return (await conn.execute(query)).first()
 
 
-async def _request_at(conn: AsyncConnection, sender: str, recipient: str) -> float | None:
-    query = sa.select(requests.c.at).where(requests.c.sender == sender, requests.c.recipient == recipient)
-    at: float | None = (await conn.execute(query)).scalar()
-    return at
+async def _request(conn: AsyncConnection, sender: str, recipient: str) -> Any:
+    query = sa.select(requests.c.at, requests.c.name).where(
+        requests.c.sender == sender, requests.c.recipient == recipient
+    )
+    return (await conn.execute(query)).first()
 
 
 async def _count(conn: AsyncConnection, table: sa.Table, *where: sa.ColumnElement[bool]) -> int:
