@@ -142,12 +142,6 @@ export class Contacts extends EventTarget {
   #more = false;
   /** @type {DirectorySearch|null} */ #search = null;
   /** @type {string|null} whose contacts these are */ #user = null;
-  /**
-   * The names given with our requests, until they are accepted: a server that keeps only the requests (not the
-   * name) then gets the name with a `contact-rename`. At most MAX_LIST, the oldest dropped first.
-   * @type {Map<string, string>}
-   */
-  #askedNames = new Map();
   /** When the last `welcome` came (Unix seconds, this browser's clock). */
   #welcomedAt = Infinity;
   #send;
@@ -244,7 +238,6 @@ export class Contacts extends EventTarget {
     this.#defaultCallsFrom = CALLS_FROM.has(msg.defaultCallsFrom) ? /** @type {string} */ (msg.defaultCallsFrom) : null;
     if (msg.directory === DirectoryMode.ALL || msg.directory === DirectoryMode.CONTACTS)
       this.#directory = msg.directory;
-    this.#nameTheAccepted();
     this.#changed();
     if (news.length) {
       const who = news.map((r) => r.id).join(", ");
@@ -324,7 +317,6 @@ export class Contacts extends EventTarget {
     this.#contacts = new Map();
     this.#incoming = this.#outgoing = this.#blocked = [];
     this.#callsFrom = this.#defaultCallsFrom = null;
-    this.#askedNames.clear();
     this.#loaded = false;
     this.#search = null;
     this.#changed();
@@ -345,11 +337,6 @@ export class Contacts extends EventTarget {
     if (this.#contacts.has(id)) return `${id} is already in your contacts.`;
     const nameProblem = contactNameProblem(name.trim());
     if (nameProblem) return nameProblem;
-    if (name.trim() && !this.#isIncoming(id)) {
-      this.#askedNames.delete(id);
-      this.#askedNames.set(id, name.trim());
-      if (this.#askedNames.size > MAX_LIST) this.#askedNames.delete(this.#askedNames.keys().next().value);
-    }
     return this.#sent(
       contactAdd(id, name.trim() || null),
       `Asked ${id} to be your contact. They appear here once they accept.`,
@@ -433,19 +420,6 @@ export class Contacts extends EventTarget {
     if (!this.#search) return;
     this.#search = null;
     this.#changed();
-  }
-
-  /** Our requests that were accepted: give them the name we chose when asking, unless they have one already. */
-  #nameTheAccepted() {
-    for (const [id, name] of this.#askedNames) {
-      const c = this.#contacts.get(id);
-      if (c) {
-        this.#askedNames.delete(id);
-        if (c.name === null) this.#send(contactRename(id, name));
-      } else if (!this.#outgoing.some((r) => r.id === id)) {
-        this.#askedNames.delete(id); // withdrawn, or expired
-      }
-    }
   }
 
   /** @param {string} id */
