@@ -194,6 +194,23 @@ async def test_a_request_is_accepted_from_the_page_and_the_contacts_presence_com
         second = await sign_in(open_page, server, "alice")
         await expect(contact(second, "bob").locator(".name")).to_have_text("Bobby")
 
+        # Called from the list: each sees the other in a call while it lasts.
+        await bob_at_alice.locator('button[data-act="call"]').click()
+        await bob.click("#accept")
+        await expect(alice.locator("#call-status")).to_have_text("Connected")
+        await expect(contact(second, "bob").locator(".status-text")).to_have_text("In a call")
+        await expect(contact(second, "bob")).to_have_attribute("data-status", "in-call")
+        await expect(bob_at_alice.locator('button[data-act="call"]')).to_be_disabled()  # we are in a call
+        await alice.click("#hangup")
+        await expect(contact(second, "bob").locator(".status-text")).to_have_text("Online")
+
+        # Removed from one page: gone from both sides.
+        await bob_at_alice.get_by_role("button", name="More for Bobby").click()
+        await bob_at_alice.get_by_role("button", name="Remove bob from your contacts").click()
+        await expect(alice.locator("#contacts li")).to_have_count(0)
+        await expect(second.locator("#contacts li")).to_have_count(0)
+        await expect(bob.locator("#contacts li")).to_have_count(0)
+
 
 async def test_a_blocked_callers_call_leaves_the_callees_page_untouched(open_page: OpenPage) -> None:
     """bob blocks mallory (from her contact request); her call then never shows on bob's page: no incoming box, no

@@ -238,7 +238,7 @@ export function bind(handlers) {
       handlers.say(problem, "error");
       input.focus();
     } else {
-      closeRename(li, true);
+      toggleOptions(li, false, true); // renamed: back to the contact's line
     }
   });
   el.contacts.addEventListener("keydown", (event) => {
