@@ -297,6 +297,11 @@ if (!globalThis.isSecureContext) {
 }
 mediaDevices.refresh();
 
+// Back to the tab: calls that never rang here (silenced by the ring setting) are in the history by now.
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && signaling.state === "connected") callHistory.refresh();
+});
+
 // "Last seen 3 min ago" and the like age: show them afresh now and then.
 setInterval(() => {
   if (signaling.state === "connected") render();
