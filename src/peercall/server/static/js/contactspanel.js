@@ -10,7 +10,7 @@
  */
 
 import { CallPhase } from "./call.js";
-import { CallsFrom } from "./protocol.js";
+import { CallsFrom, DirectoryMode } from "./protocol.js";
 import { lastSeenText } from "./ui.js";
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -534,7 +534,7 @@ function makeContact(id) {
 function renderDirectory(view, canCall) {
   const contacts = view.contacts;
   const connected = view.server.state === "connected";
-  const offer = Boolean(connected && contacts?.directory === "all" && (contacts.more || contacts.search));
+  const offer = Boolean(connected && contacts?.directory === DirectoryMode.ALL && (contacts.more || contacts.search));
   el.directoryMore.hidden = !offer;
   if (!offer || !contacts) return;
   const search = contacts.search;

@@ -7,6 +7,7 @@
  */
 
 import { CallPhase } from "./call.js";
+import { CallsFrom, DirectoryMode } from "./protocol.js";
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
@@ -889,9 +890,9 @@ function renderMe({ server, me, call, contacts }) {
   const text = {
     "in-call": "In a call",
     online:
-      contacts?.supported && contacts.ringing === "nobody"
+      contacts?.supported && contacts.ringing === CallsFrom.NOBODY
         ? "Online, do not disturb: calls do not ring"
-        : contacts?.supported && contacts.ringing === "contacts"
+        : contacts?.supported && contacts.ringing === CallsFrom.CONTACTS
           ? "Online: your contacts can call you"
           : "Online: people can call you",
     offline: "Not connected: connect to call and be called",
@@ -935,7 +936,7 @@ function personStatus(person) {
 function renderPeople({ server, online, people, call, contacts }) {
   const connected = server.state === "connected";
   // A server that shows contacts only: they are listed in the Contacts card, not here.
-  const contactsOnly = connected && contacts?.supported === true && contacts.directory === "contacts";
+  const contactsOnly = connected && contacts?.supported === true && contacts.directory === DirectoryMode.CONTACTS;
   el.peopleContactsOnly.hidden = !contactsOnly;
   el.contactFilterBox.hidden = contactsOnly;
   if (contactsOnly) {
