@@ -164,9 +164,13 @@ class Hub:
                 return
             self._conns[conn.cid] = conn
             self._by_user.setdefault(conn.id, {})[conn.cid] = conn
+            welcome = _welcome_of(conn.cid, effects)
+            if self.social is not None and welcome is not None:
+                # What the user's ring setting falls back to, before any `contacts` frame says more.
+                welcome["defaultCallsFrom"] = self.social.default_calls_from.value
             await self.perform(effects)
             if circle is not None and view is not None:
-                await self._send_contacts(conn, circle, view, _welcome_of(conn.cid, effects))
+                await self._send_contacts(conn, circle, view, welcome)
             while waiting:
                 await self._deliver_to(conn, *waiting.pop(0))
         finally:
