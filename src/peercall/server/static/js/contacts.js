@@ -188,7 +188,8 @@ export class Contacts extends EventTarget {
 
   /**
    * `welcome`: whether the server keeps contacts, whom it shows us, and whether it listed everyone online.
-   * @param {{features?: unknown, directory?: unknown, more?: unknown, online?: unknown, inCall?: unknown}} msg
+   * @param {{features?: unknown, directory?: unknown, more?: unknown, online?: unknown, inCall?: unknown,
+   *   defaultCallsFrom?: unknown}} msg
    */
   welcome(msg) {
     this.#supported = Array.isArray(msg.features) && msg.features.includes(CONTACTS_FEATURE);
@@ -197,10 +198,11 @@ export class Contacts extends EventTarget {
     this.#more = msg.more === true;
     this.#search = null;
     // A `contacts` frame follows when the user has any contact, request, block or ring setting; none means that
-    // all of them are empty (docs/protocol.md). The server's default stays what it said last.
+    // all of them are empty (docs/protocol.md). `welcome` says the server's default ring setting.
     this.#contacts = new Map();
     this.#incoming = this.#outgoing = this.#blocked = [];
     this.#callsFrom = null;
+    if (CALLS_FROM.has(msg.defaultCallsFrom)) this.#defaultCallsFrom = /** @type {string} */ (msg.defaultCallsFrom);
     this.#loaded = this.#supported;
     this.#welcomedAt = Date.now() / 1000;
     this.#changed();
