@@ -95,6 +95,12 @@ class ServerProcess:
                 self.proc.stdout.close()
 
 
+OPEN_DOORS: dict[str, str] = {"PEERCALL_CALLS_FROM": "everyone", "PEERCALL_DIRECTORY": "all"}
+"""For tests of token mode that are about something else than contacts: anyone may ring anyone and everyone
+sees everyone online, as in open mode (token mode's defaults are `contacts` for both: tests/integration/
+test_contacts.py)."""
+
+
 @contextlib.contextmanager
 def run_server(**env: str | None) -> Iterator[ServerProcess]:
     """Start `peercall serve --port 0` on 127.0.0.1 and wait until its banner names the port.

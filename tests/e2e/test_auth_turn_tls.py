@@ -18,7 +18,7 @@ import pytest
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page, WebSocket, expect
 
-from tests.conftest import ServerProcess, run_server
+from tests.conftest import OPEN_DOORS, ServerProcess, run_server
 
 from .conftest import SCALE, LaunchBrowser, OpenPage, artifacts_dir, dump
 from .coturn import run_coturn, turn_rest_credentials
@@ -75,7 +75,7 @@ def record_sent_frames(page: Page) -> list[str]:
 async def test_token_in_the_url_fragment_signs_in_as_its_user(open_page: OpenPage, uid: Callable[[str], str]) -> None:
     """`#token=<jwt>` names the user, leaves the address bar, and is the first frame; the history takes it too."""
     alice = uid("alice")
-    with run_server(PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=AUTH_SECRET) as server:
+    with run_server(PEERCALL_AUTH="token", **OPEN_DOORS, PEERCALL_AUTH_SECRET=AUTH_SECRET) as server:
         page = await open_page(server.http, f"/#token={token_for(alice, 600)}", "alice")
         await expect(page).to_have_url(re.compile(r"^[^#]*/$"))  # the token left the address bar
         assert "token" not in await page.evaluate("location.href")
@@ -122,7 +122,10 @@ async def test_token_mode_is_known_with_static_turn_servers(open_page: OpenPage,
     """Token mode with static TURN URLs (no secret): the page still knows a token is needed and sends it first."""
     dana = uid("dana")
     with run_server(
-        PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=AUTH_SECRET, PEERCALL_TURN_URLS="turn:127.0.0.1:9?transport=udp"
+        PEERCALL_AUTH="token",
+        **OPEN_DOORS,
+        PEERCALL_AUTH_SECRET=AUTH_SECRET,
+        PEERCALL_TURN_URLS="turn:127.0.0.1:9?transport=udp",
     ) as server:
         page = await open_page(server.http, "/", "dana")
         await expect(page.locator("#advanced")).to_have_attribute("open", "")  # the server wants a token
@@ -136,7 +139,7 @@ async def test_token_mode_is_known_with_static_turn_servers(open_page: OpenPage,
 async def test_expired_token_is_refused_and_not_retried(open_page: OpenPage, uid: Callable[[str], str]) -> None:
     """An expired token gets the server's refusal (4401) in words, no reconnect, and a field for a new token."""
     carol = uid("carol")
-    with run_server(PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=AUTH_SECRET) as server:
+    with run_server(PEERCALL_AUTH="token", **OPEN_DOORS, PEERCALL_AUTH_SECRET=AUTH_SECRET) as server:
         page = await open_page(server.http, f"/callerA.html#token={token_for(carol, -60)}", "carol")
         await expect(page.locator("#my-id")).to_have_value(carol)  # the token's user, not the page's clientA
         await page.evaluate(

@@ -17,7 +17,7 @@ import pytest
 import websockets
 
 from peercall.protocol.messages import MAX_CALL_DATA, MAX_DEPTH
-from tests.conftest import TIMEOUT, ServerProcess, run_server
+from tests.conftest import OPEN_DOORS, TIMEOUT, ServerProcess, run_server
 from tests.integration.conftest import TRANSPORTS
 from tests.integration.test_security import SECRET, closed_with, recv_json, refused_status
 
@@ -43,7 +43,7 @@ async def answer(ws: websockets.ClientConnection) -> dict:
 
 @pytest.fixture(scope="module")
 def token_server(transport: str) -> Iterator[ServerProcess]:
-    with run_server(PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=SECRET, **TRANSPORTS[transport]) as srv:
+    with run_server(PEERCALL_AUTH="token", **OPEN_DOORS, PEERCALL_AUTH_SECRET=SECRET, **TRANSPORTS[transport]) as srv:
         yield srv
 
 

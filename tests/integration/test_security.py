@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from peercall.auth.tokens import mint
-from tests.conftest import TIMEOUT, ServerProcess, run_server
+from tests.conftest import OPEN_DOORS, TIMEOUT, ServerProcess, run_server
 from tests.integration.conftest import TRANSPORTS
 
 SECRET = "test-secret-with-enough-entropy-0123456789"
@@ -64,7 +64,11 @@ async def refused_status(url: str, **kwargs: object) -> tuple[int, dict]:
 @pytest.fixture(scope="module")
 def token_server(transport: str) -> Iterator[ServerProcess]:
     with run_server(
-        PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=SECRET, PEERCALL_AUTH_TIMEOUT="0.5", **TRANSPORTS[transport]
+        PEERCALL_AUTH="token",
+        **OPEN_DOORS,
+        PEERCALL_AUTH_SECRET=SECRET,
+        PEERCALL_AUTH_TIMEOUT="0.5",
+        **TRANSPORTS[transport],
     ) as srv:
         yield srv
 
@@ -222,7 +226,7 @@ async def test_public_key_tokens(tmp_path: Path) -> None:
     forged = jwt.encode(
         {"sub": "max", "exp": time.time() + 60}, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256"
     )
-    with run_server(PEERCALL_AUTH="token", PEERCALL_AUTH_PUBLIC_KEY=str(tmp_path / "pub.pem")) as srv:
+    with run_server(PEERCALL_AUTH="token", **OPEN_DOORS, PEERCALL_AUTH_PUBLIC_KEY=str(tmp_path / "pub.pem")) as srv:
         async with websockets.connect(srv.ws, additional_headers={"Authorization": f"Bearer {good}"}) as ws:
             assert (await recv_json(ws))["id"] == "max"
         status, _ = await refused_status(srv.ws, additional_headers={"Authorization": f"Bearer {forged}"})

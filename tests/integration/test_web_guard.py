@@ -15,7 +15,7 @@ import jwt
 import pytest
 import websockets
 
-from tests.conftest import TIMEOUT, run_server
+from tests.conftest import OPEN_DOORS, TIMEOUT, run_server
 from tests.integration.conftest import TRANSPORTS
 
 SECRET = "web-guard-secret-of-32-bytes-min!"
@@ -127,7 +127,7 @@ def test_token_mode_guards_ice_servers_with_static_turn() -> None:
 
 def test_healthz_tells_the_mode() -> None:
     """A client learns the mode (and whether every call is relayed) from /healthz, without a token."""
-    with run_server(PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=SECRET) as srv:
+    with run_server(PEERCALL_AUTH="token", **OPEN_DOORS, PEERCALL_AUTH_SECRET=SECRET) as srv:
         body = httpx.get(f"{srv.http}/healthz").json()
     assert (body["auth"], body["iceTransportPolicy"]) == ("token", "all")
     with run_server() as srv:
@@ -143,7 +143,7 @@ def test_counts_stay_on_this_machine(mode: str) -> None:
     env = (
         {"PEERCALL_PRIVATE": "true"}
         if mode == "private"
-        else {"PEERCALL_AUTH": "token", "PEERCALL_AUTH_SECRET": SECRET}
+        else {"PEERCALL_AUTH": "token", "PEERCALL_AUTH_SECRET": SECRET, **OPEN_DOORS}
     )
     with run_server(**env) as srv, httpx.Client(base_url=srv.http) as http:
         assert http.get("/readyz", headers=ELSEWHERE).json() == {"status": "ready"}

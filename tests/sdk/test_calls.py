@@ -27,7 +27,7 @@ from peercall.client import (
     quality,
 )
 from peercall.client.media import Pcm
-from tests.conftest import run_server
+from tests.conftest import OPEN_DOORS, run_server
 
 from .conftest import WAIT, MakeClient, next_incoming
 
@@ -240,15 +240,12 @@ async def test_call_survives_a_signaling_drop(sdk: MakeClient, uid: Any) -> None
 
 async def test_token_mode(sdk: MakeClient, uid: Any) -> None:
     """With PEERCALL_AUTH=token a client connects and calls with its token (sent as a Bearer header, also for
-    /ice-servers); a bad token is refused for good with a ConnectError. (Token mode rings contacts only by
-    default: the two become contacts first.)"""
+    /ice-servers); a bad token is refused for good with a ConnectError."""
     secret = "sdk-test-secret-" + "x" * 32
-    with run_server(PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=secret) as guarded:
+    with run_server(PEERCALL_AUTH="token", **OPEN_DOORS, PEERCALL_AUTH_SECRET=secret) as guarded:
         alice, bob = uid("alice"), uid("bob")
         caller = await sdk(alice, guarded, token=mint(alice, secret))
         callee = await sdk(bob, guarded, token=mint(bob, secret))
-        await caller.add_contact(bob)
-        await callee.add_contact(alice)
         call = await caller.call(bob)
         ringing = await next_incoming(callee)
         await ringing.accept()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from peercall.client import media, quality
-from tests.conftest import ServerProcess
+from tests.conftest import OPEN_DOORS, ServerProcess
 
 from .conftest import SCALE, run_python
 
@@ -105,13 +105,12 @@ def test_the_token_comes_from_a_file_or_the_environment(tmp_path: Path, monkeypa
 
 
 async def test_a_token_file_signs_in(tmp_path: Path) -> None:
-    """`peercall call --token-file` signs in to a token-mode server; a token for someone else is refused (status 2).
-    (A call to a stranger there looks like one nobody answers: the ring timeout is short.)"""
+    """`peercall call --token-file` signs in to a token-mode server; a token for someone else is refused (status 2)."""
     from peercall.auth.tokens import mint
     from tests.conftest import run_server
 
     secret = "s" * 32
-    with run_server(PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=secret, PEERCALL_RING_TIMEOUT="1") as guarded:
+    with run_server(PEERCALL_AUTH="token", **OPEN_DOORS, PEERCALL_AUTH_SECRET=secret) as guarded:
         good, bad = tmp_path / "good", tmp_path / "bad"
         good.write_text(mint("tokenfile-a", secret))
         bad.write_text(mint("someone-else", secret))

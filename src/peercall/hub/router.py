@@ -164,9 +164,13 @@ class Hub:
                 return
             self._conns[conn.cid] = conn
             self._by_user.setdefault(conn.id, {})[conn.cid] = conn
+            welcome = _welcome_of(conn.cid, effects)
+            if self.social is not None and welcome is not None:
+                # What the user's ring setting falls back to, before any `contacts` frame says more.
+                welcome["defaultCallsFrom"] = self.social.default_calls_from.value
             await self.perform(effects)
             if circle is not None and view is not None:
-                await self._send_contacts(conn, circle, view)
+                await self._send_contacts(conn, circle, view, welcome)
             while waiting:
                 await self._deliver_to(conn, *waiting.pop(0))
         finally:
@@ -268,14 +272,20 @@ class Hub:
         await self._refresh(conn.id, force=True)  # the sender's devices on this node, even if nothing changed
         self.broker.circles_changed(changed)  # every node (this one too): the others' devices, the other user
 
-    async def _send_contacts(self, conn: Connection, circle: Circle, view: View) -> None:
-        """Send a joining connection its `contacts` frame (after `welcome`), if its circle is not empty."""
+    async def _send_contacts(
+        self, conn: Connection, circle: Circle, view: View, welcome: dict[str, Any] | None
+    ) -> None:
+        """Send a joining connection its `contacts` frame (after `welcome`), if its circle is not empty. The
+        contacts' presence comes from the `welcome` when it lists contacts only (no second read)."""
         assert self.social is not None
         related = relations(circle)
         self._shown[conn.id] = (related, view)
         if related == _NO_RELATIONS:
             return  # nothing to say: a client takes "no contacts frame" for an empty one (and seed clients see none)
-        presences = await self._presences(list(circle.contacts))
+        if welcome is not None and not view.everyone:
+            presences = _presences_in(welcome)
+        else:
+            presences = await self._presences(list(circle.contacts))
         await conn.send_text(self.social.contacts_frame(circle, presences))
 
     async def _presences(self, users: list[str]) -> dict[str, Presence]:
@@ -659,3 +669,20 @@ class Hub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _welcome_of(cid: str, effects: list[Effect]) -> dict[str, Any] | None:
+    """The `welcome` that `effects` send to connection `cid`."""
+    for effect in effects:
+        if isinstance(effect, Send) and effect.cid == cid and effect.message.get("type") == "welcome":
+            return effect.message
+    return None
+
+
+def _presences_in(welcome: dict[str, Any]) -> dict[str, Presence]:
+    """What a `welcome` says of the presence of those it lists: online (in a call or not), or seen lately."""
+    in_call = set(welcome["inCall"])
+    found = {user: Presence(user, "online", in_call=user in in_call) for user in welcome["online"]}
+    for seen in welcome["recent"]:
+        found[seen["id"]] = Presence(seen["id"], "offline", last_seen=seen["lastSeen"])
+    return found

@@ -232,6 +232,7 @@ class Welcome(_Frame, tag="welcome", kw_only=True):
     directory: Literal["all", "contacts"] | None = None
     features: list[str] | None = None
     more: bool | None = None
+    defaultCallsFrom: Literal["everyone", "contacts", "nobody"] | None = None
 
 
 class PresenceChange(msgspec.Struct, omit_defaults=True):

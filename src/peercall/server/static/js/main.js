@@ -6,10 +6,11 @@
  *  - identity.js: the name, the token, this tab's device id, and what the server asks of us;
  *  - phone.js: the current call (call.js), which frames belong to it, its resume (resume.js), its quality
  *    (quality.js) and levels, and the audio check (audiocheck.js);
+ *  - contacts.js: the contacts, their presence, requests, blocks and the ring setting ("Who may ring me");
  *  - history.js: the call history and the missed-call count; summaries.js: the call summaries;
  *  - notifications.js: the ringtone, the ringback tone and notifications;
  *  - mediadevices.js: the microphone and speaker chosen;
- *  - ui.js: the page (DOM only); `view()` below gathers what it shows.
+ *  - ui.js: the page (DOM only), and contactspanel.js its contacts; `view()` below gathers what they show.
  *
  * Page configuration: `<body data-id="clientA" data-peer="clientB">` presets the names (the two-tab demo);
  * `?id=` and `?peer=` do the same on any page; `?processing=off` opens the mic without echo cancellation,
@@ -24,6 +25,8 @@
  */
 
 import { fetchIceConfig } from "./ice.js";
+import { Contacts } from "./contacts.js";
+import * as contactsPanel from "./contactspanel.js";
 import { CallHistory } from "./history.js";
 import { Identity } from "./identity.js";
 import { MediaDeviceChoice } from "./mediadevices.js";
@@ -44,6 +47,7 @@ const identity = new Identity({ nameIsPreset: Boolean(page.id) });
 const mediaDevices = new MediaDeviceChoice({ playOn: (speakerId) => ui.setSpeaker(speakerId) });
 const notifier = new Notifier();
 const callHistory = new CallHistory({ user: () => signaling.id, authHeaders: () => identity.authHeaders() });
+const contacts = new Contacts({ send: (frame) => signaling.send(frame) });
 const summaries = new CallSummaries({ send: (frame) => signaling.isOpen && signaling.send(frame) });
 const phone = new Phone({
   signaling,
@@ -79,11 +83,14 @@ function view() {
       failure: check?.state === "failed" ? ui.audioCheckFailure(phone.callView(check.call)) : null,
     },
     history: callHistory.view((record) => summaries.withOwn(record, callHistory.loadedFor)),
+    contacts: contacts.view(),
   };
 }
 
 function render() {
-  ui.render(view());
+  const shown = view();
+  ui.render(shown);
+  contactsPanel.render(shown);
   notifier.update(phone.ringing());
 }
 
@@ -96,6 +103,8 @@ phone.addEventListener("remotestream", ({ detail }) => ui.playRemote(detail.stre
 phone.addEventListener("levels", ({ detail }) => ui.setLevels(detail.microphone, detail.remote));
 phone.addEventListener("microphoneopened", () => mediaDevices.refresh());
 callHistory.addEventListener("change", render);
+contacts.addEventListener("change", render);
+contacts.addEventListener("notice", ({ detail }) => ui.say(detail.text, detail.kind));
 mediaDevices.addEventListener("change", render);
 notifier.addEventListener("accept", () => ui.focusAccept());
 // The server keeps a summary with the call's record, just after: load the history again to show it, and the
@@ -110,6 +119,7 @@ summaries.addEventListener("sent", () => {
 signaling.addEventListener("statechange", (event) => {
   const { state, previous, reason, terminal, unauthorized } = event.detail;
   phone.signalingChanged(event.detail);
+  if (state !== "connected" && previous === "connected") contacts.disconnected();
   if (state === "connected") {
     callHistory.refresh();
     summaries.flush();
@@ -134,7 +144,13 @@ signaling.addEventListener(MessageType.CALL_REQUEST, (event) => phone.callReques
 for (const type of [...CALL_CONTROL.filter((t) => t !== MessageType.CALL_REQUEST), ...NEGOTIATION]) {
   signaling.addEventListener(type, (event) => phone.callFrame(event.detail));
 }
-signaling.addEventListener(MessageType.PRESENCE, (event) => phone.presence(event.detail));
+signaling.addEventListener(MessageType.PRESENCE, (event) => {
+  phone.presence(event.detail);
+  contacts.presence(event.detail);
+});
+signaling.addEventListener(MessageType.WELCOME, (event) => contacts.welcome(event.detail));
+signaling.addEventListener(MessageType.CONTACTS, (event) => contacts.contacts(event.detail));
+signaling.addEventListener(MessageType.DIRECTORY, (event) => contacts.directoryPage(event.detail));
 signaling.addEventListener(MessageType.CALL_RINGING, (event) => phone.callRinging(event.detail));
 signaling.addEventListener(MessageType.CALL_ENDED, (event) => phone.callEnded(event.detail));
 signaling.addEventListener(MessageType.CALL_RESUMED, (event) => phone.callResumed(event.detail));
@@ -150,6 +166,8 @@ signaling.addEventListener(MessageType.ERROR, ({ detail: msg }) => {
   if (msg.ref === MessageType.CALL_SUMMARY) {
     // An older server does not know call-summary, or the call is too old: the summary only helps, never matters.
     console.info(`[main] the server did not keep a call summary: ${msg.code}: ${msg.message}`);
+  } else if (contacts.serverError(msg)) {
+    // about a contacts frame: it said why
   } else if (phone.serverError(msg)) {
     // about a call: the phone took care of it
   } else if (msg.ref === MessageType.AUTH) {
@@ -189,6 +207,7 @@ ui.bind({
     if (identity.token) ui.nameFromToken(identity.tokenUser);
     ui.say("");
     callHistory.startFor(signIn.id);
+    contacts.startFor(signIn.id);
     signaling.connect(signIn.id, { device: identity.device(), token: identity.serverToken });
   },
   disconnect() {
@@ -236,6 +255,24 @@ ui.bind({
   testAudio: () => phone.testAudio(),
 });
 
+contactsPanel.bind({
+  add: (id, name) => contacts.add(id, name),
+  accept: (id) => contacts.accept(id),
+  decline: (id) => contacts.decline(id),
+  remove: (id) => contacts.remove(id),
+  rename: (id, name) => contacts.rename(id, name),
+  block: (id) => contacts.block(id),
+  unblock: (id) => contacts.unblock(id),
+  setCallsFrom: (callsFrom) => contacts.setCallsFrom(callsFrom),
+  search: (q) => contacts.search(q),
+  searchMore: () => contacts.searchMore(),
+  call(peerId) {
+    unlockAudio();
+    phone.startCall(peerId);
+  },
+  say: (text, kind) => ui.say(text, kind),
+});
+
 // ---- start -----------------------------------------------------------------------------------------
 
 const startToken = identity.takeInitialToken();
@@ -259,6 +296,11 @@ if (!globalThis.isSecureContext) {
   console.warn(`[main] ${INSECURE_TEXT}`);
 }
 mediaDevices.refresh();
+
+// Back to the tab: calls that never rang here (silenced by the ring setting) are in the history by now.
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && signaling.state === "connected") callHistory.refresh();
+});
 
 // "Last seen 3 min ago" and the like age: show them afresh now and then.
 setInterval(() => {
@@ -300,6 +342,10 @@ globalThis.peercall = {
   /** The level meters' levels (0..1), as last shown: {microphone, remote}. */
   get levels() {
     return phone.levels;
+  },
+  /** The contacts, requests, blocks and ring setting, as the page shows them. */
+  get contacts() {
+    return contacts.view();
   },
   /** The `call-summary` frames sent so far. */
   get summaries() {

@@ -8,6 +8,8 @@
  * sender's id. Server frames are `welcome`, `presence`, `error` and, from a server that keeps call state,
  * `call-ringing`, `call-ended`, `call-resumed` and `missed-calls`. In token mode the first client frame is
  * `auth`. After a call ended, a client may tell the server what it measured of it: `call-summary` (not routed).
+ * A server whose `welcome.features` lists "contacts" also takes the contact frames ({@link CONTACT_FRAMES}, and
+ * `directory`) and answers them with `contacts` (and `directory`).
  * @module protocol
  */
 
@@ -36,7 +38,49 @@ export const MessageType = Object.freeze({
   AUTH: "auth", // {token}: the signed token (JWT) whose `sub` is our id
   // client -> server, not routed: what we measured of a call, once, after its call-ended
   CALL_SUMMARY: "call-summary", // {callId, data: {durationSec, mos, rttMs, jitterMs, lossPct, bitrateKbps, path}}
+  // contacts (servers whose `welcome.features` lists "contacts"): client -> server, each answered by `contacts`
+  CONTACT_ADD: "contact-add", // {to, data?: {name}}: ask them, or accept their request
+  CONTACT_DECLINE: "contact-decline", // {to}: decline their request (they are not told)
+  CONTACT_REMOVE: "contact-remove", // {to}: no longer contacts (both sides), or withdraw our request
+  CONTACT_RENAME: "contact-rename", // {to, data: {name|null}}: our own name for a contact
+  BLOCK: "block", // {to}
+  UNBLOCK: "unblock", // {to}
+  SETTINGS: "settings", // {data: {callsFrom}}: who may ring us
+  DIRECTORY: "directory", // {data?: {q, after, limit}}: client -> server (PEERCALL_DIRECTORY=all), and its answer
+  // server -> client: the whole picture of our contacts, requests, blocks and ring setting
+  CONTACTS: "contacts",
 });
+
+/** The client frames that change the user's contacts, requests, blocks or ring setting (answered by `contacts`). */
+export const CONTACT_FRAMES = Object.freeze([
+  MessageType.CONTACT_ADD,
+  MessageType.CONTACT_DECLINE,
+  MessageType.CONTACT_REMOVE,
+  MessageType.CONTACT_RENAME,
+  MessageType.BLOCK,
+  MessageType.UNBLOCK,
+  MessageType.SETTINGS,
+]);
+
+/** Who may ring a user (the ring setting, `callsFrom`); `null` on the wire means the server's default. */
+export const CallsFrom = Object.freeze({
+  EVERYONE: "everyone",
+  CONTACTS: "contacts",
+  /** Do not disturb. */
+  NOBODY: "nobody",
+});
+
+/** Whose presence a user sees (`welcome.directory`): everyone online, or their contacts only. */
+export const DirectoryMode = Object.freeze({ ALL: "all", CONTACTS: "contacts" });
+
+/** The `welcome.features` entry of a server that keeps contacts. */
+export const CONTACTS_FEATURE = "contacts";
+
+/** The longest name a user may give a contact (characters; the server's MAX_NAME). */
+export const MAX_CONTACT_NAME = 64;
+
+/** The most users one `directory` frame may ask for (the server allows 1-200). */
+export const DIRECTORY_LIMIT = 50;
 
 /** Call control frames: they change a call's state (glossary). */
 export const CALL_CONTROL = Object.freeze([
@@ -70,6 +114,10 @@ export const ErrorCode = Object.freeze({
   UNAUTHORIZED: "unauthorized",
   /** Several server nodes: the one we are on cannot reach the state they share; nothing was done, retry. */
   SERVICE_UNAVAILABLE: "service-unavailable",
+  /** A bounded list is full (500 contacts, 100 requests waiting, 1,000 blocked): remove some first. */
+  TOO_MANY: "too-many",
+  /** Not allowed on this server (e.g. `directory` while it shows contacts only). */
+  NOT_ALLOWED: "not-allowed",
 });
 
 /** How a call ended, as the server says in `call-ended` and in the call history. */
@@ -255,6 +303,66 @@ export const candidate = (to, candidate, callId) =>
  */
 export const hangup = (to, callId, reason) =>
   message(MessageType.HANGUP, to, { callId, data: reason ? { reason } : undefined });
+
+/**
+ * The problem with a name for a contact, or null: 1-64 characters, not only spaces (none at all is fine: the
+ * contact is then shown by their id).
+ * @param {string} name
+ * @returns {string|null}
+ */
+export function contactNameProblem(name) {
+  const length = [...name].length;
+  if (length > MAX_CONTACT_NAME) {
+    return `That name is ${length} characters long; at most ${MAX_CONTACT_NAME} are allowed.`;
+  }
+  if (name && !name.trim()) return "A name cannot be only spaces.";
+  return null;
+}
+
+/**
+ * `contact-add`: ask `to` to be our contact, or accept their request; optionally with our own name for them.
+ * @param {string} to
+ * @param {string|null} [name]
+ */
+export const contactAdd = (to, name = null) =>
+  message(MessageType.CONTACT_ADD, to, { data: name ? { name } : undefined });
+
+/** @param {string} to the requester */
+export const contactDecline = (to) => message(MessageType.CONTACT_DECLINE, to);
+
+/** @param {string} to the contact, or the user we asked */
+export const contactRemove = (to) => message(MessageType.CONTACT_REMOVE, to);
+
+/**
+ * @param {string} to
+ * @param {string|null} name our own name for them (null: none, show their id)
+ */
+export const contactRename = (to, name) => message(MessageType.CONTACT_RENAME, to, { data: { name } });
+
+/** @param {string} to */
+export const block = (to) => message(MessageType.BLOCK, to);
+
+/** @param {string} to */
+export const unblock = (to) => message(MessageType.UNBLOCK, to);
+
+/**
+ * `settings`: who may ring us.
+ * @param {string|null} callsFrom one of {@link CallsFrom}, or null for the server's default
+ * @returns {{type: "settings", data: {callsFrom: string|null}}}
+ */
+export const settings = (callsFrom) => ({ type: MessageType.SETTINGS, data: { callsFrom } });
+
+/**
+ * `directory`: a page of who is online (servers with `PEERCALL_DIRECTORY=all`).
+ * @param {{q?: string, after?: string|null, limit?: number}} [query] `q`: an id prefix
+ * @returns {{type: "directory", data: {q?: string, after?: string, limit: number}}}
+ */
+export function directory({ q = "", after = null, limit = DIRECTORY_LIMIT } = {}) {
+  const data = { limit };
+  if (q) data.q = q;
+  if (after) data.after = after;
+  return { type: MessageType.DIRECTORY, data };
+}
 
 /**
  * `call-summary`: what this side measured of a call that ended (sent once, after `call-ended`; the server keeps

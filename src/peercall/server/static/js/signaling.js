@@ -29,6 +29,10 @@ import {
   parse,
 } from "./protocol.js";
 
+/** People kept in `people` at most: beyond it the offline ones known longest are forgotten (the `directory` frame
+ * finds anyone online on a big server). */
+const MAX_PEOPLE = 2000;
+
 /**
  * @typedef {"disconnected"|"connecting"|"connected"|"reconnecting"} SignalingState
  */
@@ -377,6 +381,15 @@ export class Signaling extends EventTarget {
       inCall: status === "online" && inCall === true,
       lastSeen: status === "offline" ? (seen ?? this.#people.get(id)?.lastSeen ?? Date.now() / 1000) : null,
     });
+    if (this.#people.size > MAX_PEOPLE) {
+      // Bounded: a big server's presence must not grow the page without end. The offline known longest go first.
+      for (const [known, person] of this.#people) {
+        if (person.status === "offline" && known !== id) {
+          this.#people.delete(known);
+          break;
+        }
+      }
+    }
   }
 
   #peopleChanged() {

@@ -7,6 +7,7 @@
  */
 
 import { CallPhase } from "./call.js";
+import { CallsFrom, DirectoryMode } from "./protocol.js";
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
@@ -57,6 +58,8 @@ const el = {
   myInitial: $("my-initial"),
   myStatus: $("my-status"),
   contactFilter: /** @type {HTMLInputElement} */ ($("contact-filter")),
+  contactFilterBox: /** @type {HTMLElement} */ ($("contact-filter").parentElement),
+  peopleContactsOnly: $("people-contacts-only"),
   contactFilterHint: $("contact-filter-hint"),
   offlineTitle: $("offline-title"),
   offlinePeople: $("offline-people"),
@@ -137,6 +140,7 @@ let lastView = null;
  * @property {string} outcome
  * @property {string} reason
  * @property {number|null} duration seconds
+ * @property {string} [screened] "silenced": the callee's ring setting kept it from ringing (the callee's record)
  */
 
 /**
@@ -169,6 +173,7 @@ let lastView = null;
  * @property {AudioCheckView} [audioCheck]
  * @property {MediaDevicesView} [mediaDevices]
  * @property {"default"|"granted"|"denied"|"unsupported"} [notifications] the Notification permission
+ * @property {import("./contacts.js").ContactsView} [contacts] the contacts, the ring setting, the directory
  */
 
 /**
@@ -871,7 +876,7 @@ function renderSummary(call) {
  * Our own line at the top of People: who we are and how others see us.
  * @param {View} view
  */
-function renderMe({ server, me, call }) {
+function renderMe({ server, me, call, contacts }) {
   const active = Boolean(call && call.phase !== CallPhase.ENDED);
   const name = me ?? (el.myId.value.trim() || "You");
   const status =
@@ -884,7 +889,12 @@ function renderMe({ server, me, call }) {
         : "away";
   const text = {
     "in-call": "In a call",
-    online: "Online: people can call you",
+    online:
+      contacts?.supported && contacts.ringing === CallsFrom.NOBODY
+        ? "Online, do not disturb: calls do not ring"
+        : contacts?.supported && contacts.ringing === CallsFrom.CONTACTS
+          ? "Online: your contacts can call you"
+          : "Online: people can call you",
     offline: "Not connected: connect to call and be called",
     away: server.state === "connecting" ? "Connecting…" : "Reconnecting…",
   }[status];
@@ -923,8 +933,20 @@ function personStatus(person) {
  * narrowed by the search field (#contact-filter).
  * @param {View} view
  */
-function renderPeople({ server, online, people, call }) {
+function renderPeople({ server, online, people, call, contacts }) {
   const connected = server.state === "connected";
+  // A server that shows contacts only: they are listed in the Contacts card, not here.
+  const contactsOnly = connected && contacts?.supported === true && contacts.directory === DirectoryMode.CONTACTS;
+  el.peopleContactsOnly.hidden = !contactsOnly;
+  el.contactFilterBox.hidden = contactsOnly;
+  if (contactsOnly) {
+    for (const node of [el.online, el.onlineEmpty, el.onlineOffline, el.offlineTitle, el.offlinePeople]) {
+      node.hidden = true;
+    }
+    el.contactFilterHint.hidden = true;
+    return;
+  }
+  el.online.hidden = false;
   const active = Boolean(call && call.phase !== CallPhase.ENDED);
   const canCall = connected && !active;
   // Servers without presence details only send the online list.
@@ -1160,10 +1182,21 @@ const OUTCOME_WORDS = Object.freeze({
 export function isMissed(record, me) {
   return (
     record.callee === me &&
+    !isSilenced(record, me) &&
     record.caller !== me &&
     ["missed", "unavailable", "cancelled"].includes(record.outcome) &&
     !record.answeredAt
   );
+}
+
+/**
+ * Whether `record` is a call to `me` that did not ring because of our ring setting ("Who may ring me").
+ * @param {CallRecord} record
+ * @param {string|null} me
+ * @returns {boolean}
+ */
+export function isSilenced(record, me) {
+  return record.screened === "silenced" && record.callee === me && record.caller !== me;
 }
 
 /**
@@ -1175,11 +1208,14 @@ function historyText(record, me) {
   const outgoing = record.caller === me;
   const peer = outgoing ? record.callee : record.caller;
   const missed = isMissed(record, me);
-  const what = missed
-    ? "Missed"
-    : outgoing && record.outcome === "rejected"
-      ? "Rejected"
-      : (OUTCOME_WORDS[record.outcome] ?? record.outcome);
+  const silenced = isSilenced(record, me);
+  const what = silenced
+    ? "Silenced (did not ring)"
+    : missed
+      ? "Missed"
+      : outgoing && record.outcome === "rejected"
+        ? "Rejected"
+        : (OUTCOME_WORDS[record.outcome] ?? record.outcome);
   const when = new Date(record.ringingAt * 1000);
   const today = new Date().toDateString() === when.toDateString();
   const time = today
@@ -1188,7 +1224,7 @@ function historyText(record, me) {
   const seconds = Math.round(record.duration ?? 0);
   const clock = `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
   const duration = record.duration != null ? clock : "";
-  return { outgoing, peer, missed, what, time, when, duration };
+  return { outgoing, peer, missed, silenced, what, time, when, duration };
 }
 
 /**
@@ -1277,12 +1313,13 @@ function renderHistoryQuality(li, record, me) {
  * @returns {HTMLLIElement}
  */
 function makeHistoryEntry(record, me) {
-  const { outgoing, peer, missed, what, time, when, duration } = historyText(record, me);
+  const { outgoing, peer, missed, silenced, what, time, when, duration } = historyText(record, me);
   const li = document.createElement("li");
   li.dataset.callId = record.callId;
   li.dataset.outcome = record.outcome;
   li.dataset.direction = outgoing ? "outgoing" : "incoming";
   if (missed) li.classList.add("missed");
+  if (silenced) li.dataset.screened = "silenced";
   const button = document.createElement("button");
   button.type = "button";
   button.className = "history-entry";
@@ -1297,7 +1334,8 @@ function makeHistoryEntry(record, me) {
     ["when", time],
     ["len", duration],
   ];
-  button.append(hiddenText(`${missed ? "Missed call from" : outgoing ? "Call to" : "Call from"} `));
+  const lead = silenced ? "Silenced call from" : missed ? "Missed call from" : outgoing ? "Call to" : "Call from";
+  button.append(hiddenText(`${lead} `));
   for (const [name, text] of parts) {
     if (name === "len" && !text) continue;
     const span = document.createElement(name === "when" ? "time" : "span");
