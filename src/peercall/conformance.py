@@ -541,6 +541,8 @@ async def contacts_after_welcome(ctx: Context) -> None:
     for key in ("contacts", "incoming", "outgoing", "blocked"):
         check(first.get(key) == [], f"a new user's {key} should be empty: {first}")
     check(first.get("directory") == alice.welcome["directory"], f"contacts and welcome disagree: {first}")
+    default = alice.welcome.get("defaultCallsFrom")
+    check(default in (None, first.get("defaultCallsFrom")), f"contacts and welcome disagree: {first} / {default}")
     again = await ctx.connect("alice", "second", contacts=True)  # a ring setting of one's own: a contacts frame
     check(again.contacts == first, f"every device gets the same contacts: {again.contacts} / {first}")
 

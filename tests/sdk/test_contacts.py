@@ -51,6 +51,7 @@ async def test_request_accept_presence_and_events(sdk: MakeClient, uid: Any) -> 
     first = await until(alice, None, "no contacts after connecting")
     assert (first.contacts, first.incoming, first.outgoing, first.blocked) == ((), (), (), ())
     assert first.calls_from is None and first.directory == "all"  # no contacts frame came: all empty
+    assert first.default_calls_from == "everyone" and first.ring_setting == "everyone"  # as welcome says
     async with alice.events() as events:
         mine = await alice.add_contact(bob.id, "Bob (work)")
         assert mine.has_outgoing(bob.id) and not mine.is_contact(bob.id)

@@ -69,6 +69,13 @@ CONTACTS_WAIT = 1.0
 (the server sends none to a user with no contact, request, block or ring setting)."""
 
 
+def _calls_from(value: Any) -> CallsFrom | None:
+    try:
+        return CallsFrom(value)
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class _Pending:
     """A contact frame waiting for its answer."""
@@ -481,7 +488,9 @@ class Client:
         """No `contacts` frame followed `welcome`: we have no contact, request, block or ring setting."""
         self._contacts_timer = None
         directory = Directory.CONTACTS if welcome.get("directory") == "contacts" else Directory.ALL
-        default = self._contacts.default_calls_from if self._contacts is not None else None
+        default = _calls_from(welcome.get("defaultCallsFrom"))
+        if default is None and self._contacts is not None:  # a server that predates welcome's defaultCallsFrom
+            default = self._contacts.default_calls_from
         self._settle_contacts(Contacts(default_calls_from=default, directory=directory))
 
     def _contact_presence(self, user: str, change: dict[str, Any]) -> None:

@@ -96,8 +96,8 @@ class Contacts:
     calls_from: CallsFrom | None = None
     """Our ring setting, or None for the server's default (`default_calls_from`)."""
     default_calls_from: CallsFrom | None = None
-    """The server's default ring setting (`PEERCALL_CALLS_FROM`); None until a `contacts` frame says it (the server
-    sends none to a user with no contact, request, block or ring setting)."""
+    """The server's default ring setting (`PEERCALL_CALLS_FROM`, also in `welcome`); None if the server did not say
+    (one that predates welcome's `defaultCallsFrom`, to a user with nothing in their contacts)."""
     directory: Directory = Directory.ALL
     """Whose presence we are told: our contacts only, or everyone online (`PEERCALL_DIRECTORY`)."""
 
