@@ -17,7 +17,8 @@ the suite can run against a server that others use.
 
 The contact scenarios (`-k contacts`) run when the server's welcome lists the `contacts` feature; they follow
 what the welcome says (`directory`: `all` or `contacts`), so that a server run either way is checked, and need only
-its default ring setting to be `everyone` (open mode's).
+its default ring setting to be `everyone` (open mode's). Across the nodes of a cluster they need the nodes to share
+one store (PostgreSQL): contacts live there.
 """
 
 from __future__ import annotations
