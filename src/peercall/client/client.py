@@ -260,6 +260,9 @@ class Client:
                 await call.hangup()
         self._closed = True
         self._cancel_resume_timers()
+        if self._contacts_timer is not None:
+            self._contacts_timer.cancel()
+            self._contacts_timer = None
         if self._sending:
             await asyncio.gather(*list(self._sending), return_exceptions=True)
         await self._signaling.close()
