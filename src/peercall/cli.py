@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-SDK_COMMANDS = ("call", "answer", "echo", "audio-check")
+SDK_COMMANDS = ("call", "answer", "echo", "audio-check", "contacts")
 
 
 def _add_sdk_commands(commands: Any) -> None:
@@ -181,6 +181,43 @@ def _add_sdk_commands(commands: Any) -> None:
     check.add_argument("--min-pesq", type=float, metavar="SCORE", help="exit 1 if PESQ is below this")
     check.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     check.add_argument("-v", "--verbose", action="store_true", help="log every negotiation step")
+    _add_contacts_command(commands, connection)
+
+
+def _add_contacts_command(commands: Any, connection: argparse.ArgumentParser) -> None:
+    """`peercall contacts …`: contacts, requests, blocks and the ring setting (peercall.client.cli runs them)."""
+    contacts = commands.add_parser(
+        "contacts",
+        help="your contacts, requests, blocks and who may ring you",
+        description="Manage your contacts on a peercall server (docs/protocol.md, Contacts). Exit status 0 when "
+        "done, 1 when the server refused or could not be reached (the reason on stderr).",
+    )
+    actions = contacts.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = actions.add_parser(name, parents=[connection], help=help, description=help)
+        parser.add_argument("--id", help="our id (default $PEERCALL_ID or the login name)")
+        parser.add_argument("--connect-timeout", type=float, default=10, metavar="SECONDS", help=argparse.SUPPRESS)
+        return parser
+
+    listing = action("list", "list your contacts with their presence, requests, blocks and your ring setting")
+    listing.add_argument("--json", action="store_true", help="print them as one JSON object")
+    add = action("add", "ask USER to be your contact, or accept their request")
+    add.add_argument("user")
+    add.add_argument("--name", help="your own name for them (1-64 characters)")
+    action("decline", "decline USER's contact request (they are not told)").add_argument("user")
+    action("remove", "no longer be contacts with USER (both sides), or withdraw your request").add_argument("user")
+    rename = action("rename", "give contact USER your own name for them ('' removes it)")
+    rename.add_argument("user")
+    rename.add_argument("name")
+    action("block", "block USER: their calls and requests never reach you").add_argument("user")
+    action("unblock", "lift your block on USER").add_argument("user")
+    ring = action("calls-from", "set who may ring you (default: the server's setting)")
+    ring.add_argument("setting", choices=["everyone", "contacts", "nobody", "default"])
+    directory = action("directory", "list who is online (servers with PEERCALL_DIRECTORY=all)")
+    directory.add_argument("prefix", nargs="?", default="", help="only ids that start with this")
+    directory.add_argument("--after", metavar="ID", help="the page after this id (as the previous page said)")
+    directory.add_argument("--limit", type=int, default=50, metavar="N", help="at most N users (1-200; default 50)")
 
 
 def _start_echo(settings: Any) -> subprocess.Popen[bytes] | None:

@@ -16,7 +16,8 @@ asyncio.run(main())
 
 Modules: `signaling` (the WebSocket and its reconnects), `call` (one call: phase machine, aiortc, explicit
 negotiation), `candidates` (which of the peer's ICE candidates a call may check), `media` (sources and sinks),
-`client` (the composition root), `events`, `ice` (`/ice-servers` and the loopback setting), `quality` (audio
+`client` (the composition root), `contacts` (contacts, requests, blocks and the ring setting), `events`, `ice`
+(`/ice-servers` and the loopback setting), `quality` (audio
 measurements), `check` (the audio self-test), `echo` (the echo service), `cli` (the `call`, `answer`, `echo` and
 `audio-check` commands). See docs/python-client.md.
 
@@ -31,12 +32,14 @@ from . import media
 from .call import Call, CallEnd, CallEndedError, CallError, CallPhase, CallState, CallStats
 from .candidates import CandidatePolicy
 from .client import Client, Subscription
+from .contacts import Contact, ContactError, Contacts, DirectoryPage, DirectoryUser, Pending
 from .events import (
     CallEnded,
     CallPhaseChanged,
     CallResumed,
     CallStateChanged,
     Connected,
+    ContactsChanged,
     Disconnected,
     Event,
     IncomingCall,
@@ -65,11 +68,18 @@ __all__ = [
     "ClientError",
     "ConnectError",
     "Connected",
+    "Contact",
+    "ContactError",
+    "Contacts",
+    "ContactsChanged",
+    "DirectoryPage",
+    "DirectoryUser",
     "Disconnected",
     "Event",
     "IceConfig",
     "IncomingCall",
     "MissedCalls",
+    "Pending",
     "PresenceChanged",
     "ServerError",
     "SignalingState",

@@ -1,8 +1,10 @@
-"""The SDK's commands: `peercall call`, `answer`, `echo` and `audio-check` (their options are in peercall/cli.py).
+"""The SDK's commands: `peercall call`, `answer`, `echo`, `audio-check` and `contacts …` (their options are in
+peercall/cli.py).
 
 Glue only: turns parsed options into `Client`, `media`, `run_echo` and `audio_check` calls, prints what happens, and
 returns an exit status (0: done as asked; 1: the call did not happen or the check failed; 2: a usage or connection
-error). Stops cleanly on Ctrl-C and SIGTERM. Imports the SDK; must not import the server.
+error; `contacts` exits 1 on any error). Stops cleanly on Ctrl-C and SIGTERM. Imports the SDK; must not import the
+server.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 import signal
 import ssl
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from aiortc import MediaStreamTrack
 from . import media
 from .call import Call, CallEndedError, CallError, CallPhase
 from .client import Client
+from .contacts import Contacts, DirectoryPage
 from .echo import echo_policy, run_echo
 from .events import CallPhaseChanged
 from .signaling import ClientError, ConnectError
@@ -298,11 +302,113 @@ async def audio_check_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(at))
+
+
+def _ring_setting(contacts: Contacts) -> str:
+    if contacts.calls_from is not None:
+        return contacts.calls_from.value
+    if contacts.default_calls_from is not None:
+        return f"{contacts.default_calls_from.value} (the server's default)"
+    return "the server's default"
+
+
+def contacts_report(contacts: Contacts) -> str:
+    """`peercall contacts list`'s text: contacts with their presence, requests, blocks, the ring setting."""
+    lines = [f"contacts ({len(contacts.contacts)}):" if contacts.contacts else "contacts: none"]
+    width = max((len(c.id) for c in contacts.contacts), default=0)
+    for c in contacts.contacts:
+        presence = "online, in a call" if c.in_call else "online" if c.online else "offline"
+        if not c.online and c.last_seen is not None:
+            presence += f" (last seen {_when(c.last_seen)})"
+        name = f"  {json.dumps(c.name, ensure_ascii=False)}" if c.name else ""
+        lines.append(f"  {c.id:{width}}  {presence}{name}")
+    for title, items in (
+        ("requests waiting for your answer", contacts.incoming),
+        ("your requests waiting for theirs", contacts.outgoing),
+        ("blocked", contacts.blocked),
+    ):
+        if items:
+            lines.append(f"{title} ({len(items)}):")
+            lines.extend(f"  {p.id}  since {_when(p.at)}" for p in items)
+    lines.append(f"who may ring you: {_ring_setting(contacts)}")
+    lines.append(f"presence: {'everyone online' if contacts.directory == 'all' else 'contacts only'}")
+    return "\n".join(lines)
+
+
+def _directory_report(page: DirectoryPage, args: argparse.Namespace) -> str:
+    lines = [f"{u.id}{'  (in a call)' if u.in_call else ''}" for u in page.users] or ["nobody online"]
+    if page.next is not None:
+        prefix = f" {args.prefix}" if args.prefix else ""
+        lines.append(f"more: peercall contacts directory{prefix} --after {page.next}")
+    return "\n".join(lines)
+
+
+async def _contacts_action(client: Client, args: argparse.Namespace) -> str:
+    """Do what `peercall contacts ACTION` asks; what to print."""
+    action, user = args.action, str(getattr(args, "user", ""))
+    if action == "list":
+        contacts = await asyncio.wait_for(client.wait_contacts(), client.answer_timeout)
+        return json.dumps(contacts.to_json(), ensure_ascii=False) if args.json else contacts_report(contacts)
+    if action == "directory":
+        return _directory_report(await client.directory(args.prefix, after=args.after, limit=args.limit), args)
+    if action == "add":
+        after = await client.add_contact(user, args.name)
+        if after.is_contact(user):
+            return f"{user} is your contact"
+        return f"asked {user} to be your contact; the request waits for their answer"
+    if action == "decline":
+        await client.decline_contact(user)
+        return f"declined {user}'s request"
+    if action == "remove":
+        await client.remove_contact(user)
+        return f"{user} is not your contact (any more)"
+    if action == "rename":
+        after = await client.rename_contact(user, args.name or None)
+        contact = after.contact(user)
+        if contact is None:
+            raise ValueError(f"{user} is not your contact")
+        return (
+            f"{user} is called {json.dumps(contact.name, ensure_ascii=False)}"
+            if contact.name
+            else f"{user} has no name of yours"
+        )
+    if action == "block":
+        await client.block(user)
+        return f"blocked {user}"
+    if action == "unblock":
+        await client.unblock(user)
+        return f"unblocked {user}"
+    if action == "calls-from":
+        return f"who may ring you: {_ring_setting(await client.set_calls_from(args.setting))}"
+    raise ValueError(f"unknown action {action!r}")
+
+
+async def contacts_command(args: argparse.Namespace) -> int:
+    """`peercall contacts ACTION …`: connect, do it, print the result.
+
+    Args:
+        args: the parsed options.
+
+    Returns:
+        0 when done; 1 when the server refused, did not answer, or could not be reached (the reason on stderr).
+    """
+    try:
+        async with _client(args, args.id or default_id(), connect_timeout=args.connect_timeout) as client:
+            _say(await _contacts_action(client, args))
+            return 0
+    except (ClientError, ValueError, OSError, TimeoutError) as exc:
+        print(f"peercall contacts {args.action}: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "call": call_command,
     "answer": answer_command,
     "echo": echo_command,
     "audio-check": audio_check_command,
+    "contacts": contacts_command,
 }
 
 

@@ -4,7 +4,9 @@ Owns the `Signaling` connection, the current call (a user has at most one), the 
 `incoming()`, and the reconnect bookkeeping: a call outlives a dropped connection for the server's resume grace,
 and after a reconnect the server hands it back (`call-resumed`) or it is over. It decides which frames belong to
 which call, answers a second caller with "busy", and takes the server's `call-ended` as the truth about how a call
-ended. It is the Python counterpart of the web client's `main.js`.
+ended. It also keeps the user's contacts (`contacts` frames, with their presence kept up to date by `presence`
+frames) and sends the contact operations, each awaiting the server's answer. It is the Python counterpart of the web
+client's `main.js`.
 
 Imports the rest of the SDK and `peercall.protocol` (pure data); must not import the server.
 """
@@ -16,16 +18,30 @@ import contextlib
 import logging
 import secrets
 import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from ..core.social import CallsFrom, Directory
 from ..protocol.messages import is_valid_id
 from .call import Call, CallEnd, CallError, CallPhase
 from .candidates import CandidatePolicy
+from .contacts import (
+    MAX_DIRECTORY_PAGE,
+    ContactError,
+    Contacts,
+    DirectoryPage,
+    calls_from,
+    check_name,
+    parse_contacts,
+    parse_directory,
+)
 from .events import (
     CallEnded,
     CallPhaseChanged,
     CallResumed,
     Connected,
+    ContactsChanged,
     Disconnected,
     Event,
     IncomingCall,
@@ -46,6 +62,28 @@ RINGING_WAIT = 10.0
 """How long `call()` waits for the server to confirm a call request (`call-ringing`), in seconds."""
 RESUME_WAIT = 2.0
 """After a reconnect, how long to wait for the server to hand our call back (`call-resumed`), in seconds."""
+ANSWER_WAIT = 10.0
+"""How long a contact operation or a directory page waits for the server's answer by default, in seconds."""
+CONTACTS_WAIT = 1.0
+"""After `welcome`, how long to wait for the `contacts` frame before taking its absence for "all empty", seconds
+(the server sends none to a user with no contact, request, block or ring setting)."""
+
+
+def _calls_from(value: Any) -> CallsFrom | None:
+    try:
+        return CallsFrom(value)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A contact frame waiting for its answer."""
+
+    kind: str
+    user: str | None
+    done: Callable[[Contacts], bool]
+    answer: asyncio.Future[Contacts]
 
 
 class Subscription(Generic[T]):
@@ -175,11 +213,22 @@ class Client:
         self._lost_timer: asyncio.TimerHandle | None = None
         self._resume_timer: asyncio.TimerHandle | None = None
         self._presence_changed = asyncio.Event()
+        self._contacts: Contacts | None = None
+        self._contacts_changed = asyncio.Event()
+        self._contacts_settled = asyncio.Event()  # since the last welcome: a `contacts` frame came, or none will
+        self._contacts_timer: asyncio.TimerHandle | None = None
+        self._contact_lock = asyncio.Lock()
+        self._contact_answer: _Pending | None = None
+        self._directory_lock = asyncio.Lock()
+        self._directory_answer: asyncio.Future[DirectoryPage] | None = None
         self._closed = False
         self._welcomed = False
         self._sending: set[asyncio.Future[bool]] = set()
         self.last_disconnect: Disconnected | None = None
         """Why the connection last dropped (None if it never did)."""
+        self.answer_timeout = ANSWER_WAIT
+        """How long a contact operation or `directory()` waits for the server's answer, seconds (then it raises
+        `ContactError`)."""
 
     # ---- connection ---------------------------------------------------------------------------------------------
 
@@ -211,6 +260,9 @@ class Client:
                 await call.hangup()
         self._closed = True
         self._cancel_resume_timers()
+        if self._contacts_timer is not None:
+            self._contacts_timer.cancel()
+            self._contacts_timer = None
         if self._sending:
             await asyncio.gather(*list(self._sending), return_exceptions=True)
         await self._signaling.close()
@@ -255,6 +307,210 @@ class Client:
         while user not in self._online:
             self._presence_changed.clear()
             await self._presence_changed.wait()
+
+    # ---- contacts -----------------------------------------------------------------------------------------------
+
+    @property
+    def contacts(self) -> Contacts | None:
+        """Our contacts, requests, blocks and ring setting as the server last told them, with the contacts'
+        presence kept up to date; None before we know them (just after connecting: `wait_contacts()` waits), or
+        if the server has no contacts."""
+        return self._contacts
+
+    async def wait_contacts(self, condition: Callable[[Contacts], bool] | None = None) -> Contacts:
+        """Wait until we know our contacts (and, with `condition`, until it holds of them); bound it with
+        `asyncio.timeout()` if you like.
+
+        Args:
+            condition: e.g. `lambda c: c.has_incoming("bob")`.
+
+        Returns:
+            The snapshot that satisfied it.
+
+        Raises:
+            ContactError: the server has no contacts.
+        """
+        self._require_contacts()
+        await self._contacts_settled.wait()
+        while self._contacts is None or (condition is not None and not condition(self._contacts)):
+            self._contacts_changed.clear()
+            await self._contacts_changed.wait()
+        return self._contacts
+
+    async def add_contact(self, user: str, name: str | None = None) -> Contacts:
+        """Ask `user` to be our contact, or accept their request (this also lifts a block of ours on them).
+
+        Nothing tells whether `user` exists: the request waits in `outgoing` until they answer or it expires.
+
+        Args:
+            user: their id.
+            name: our own name for them (1-64 characters), or None.
+
+        Returns:
+            Our contacts after the change.
+
+        Raises:
+            ValueError: `user` or `name` is malformed, or is ourselves.
+            ContactError: refused (`too-many`: 500 contacts or 100 requests waiting; `rate-limited`…), or no answer
+                within `answer_timeout`.
+        """
+        data = None if name is None else {"name": check_name(name)}
+        return await self._contact_frame(
+            "contact-add", user, data, lambda c: c.is_contact(user) or c.has_outgoing(user)
+        )
+
+    async def decline_contact(self, user: str) -> Contacts:
+        """Decline `user`'s contact request (they are not told). Raises as `add_contact()`."""
+        return await self._contact_frame("contact-decline", user, None, lambda c: not c.has_incoming(user))
+
+    async def remove_contact(self, user: str) -> Contacts:
+        """No longer be contacts with `user` (on both sides), or withdraw our request to them."""
+        return await self._contact_frame(
+            "contact-remove", user, None, lambda c: not c.is_contact(user) and not c.has_outgoing(user)
+        )
+
+    async def rename_contact(self, user: str, name: str | None) -> Contacts:
+        """Give contact `user` our own name for them (1-64 characters), or none (None)."""
+        checked = check_name(name)
+
+        def renamed(contacts: Contacts) -> bool:
+            contact = contacts.contact(user)
+            return contact is None or contact.name == checked
+
+        return await self._contact_frame("contact-rename", user, {"name": checked}, renamed)
+
+    async def block(self, user: str) -> Contacts:
+        """Block `user`: their calls end as if we were offline, their requests vanish, they see no presence of ours,
+        and nothing of theirs reaches us. They are not told."""
+        return await self._contact_frame("block", user, None, lambda c: c.is_blocked(user))
+
+    async def unblock(self, user: str) -> Contacts:
+        """Lift our block on `user`: what was there before comes back."""
+        return await self._contact_frame("unblock", user, None, lambda c: not c.is_blocked(user))
+
+    async def set_calls_from(self, setting: CallsFrom | str | None) -> Contacts:
+        """Set who may ring us: `everyone`, `contacts`, `nobody` (do not disturb), or None (`default`) for the
+        server's default. A call the setting refuses never rings; its caller sees a call nobody answers."""
+        value = calls_from(setting)
+        data = {"callsFrom": value.value if value is not None else None}
+        return await self._contact_frame("settings", None, data, lambda c: c.calls_from == value)
+
+    async def directory(self, prefix: str = "", *, after: str | None = None, limit: int = 50) -> DirectoryPage:
+        """One page of who is online, on servers that list everyone (`PEERCALL_DIRECTORY=all`).
+
+        Args:
+            prefix: only ids that start with this.
+            after: the `next` of the previous page (None: the first page).
+            limit: at most this many users (1-200).
+
+        Returns:
+            Users in id order, and the `after` of the next page (None after the last).
+
+        Raises:
+            ValueError: a malformed `prefix`, `after` or `limit`.
+            ContactError: `not-allowed` (the server lists contacts only), `rate-limited`, or no answer within
+                `answer_timeout`.
+        """
+        if prefix and not (len(prefix) <= 64 and is_valid_id(prefix)):
+            raise ValueError(f"an id prefix is up to 64 letters, digits, '_', '-', '.' or '@', not {prefix!r}")
+        if after is not None and not is_valid_id(after):
+            raise ValueError(f"after is a user id (a page's next), not {after!r}")
+        if not 1 <= limit <= MAX_DIRECTORY_PAGE:
+            raise ValueError(f"a directory page holds 1-{MAX_DIRECTORY_PAGE} users, not {limit}")
+        self._require_contacts()
+        data: dict[str, Any] = {"limit": limit}
+        if prefix:
+            data["q"] = prefix
+        if after is not None:
+            data["after"] = after
+        async with self._directory_lock:
+            answer: asyncio.Future[DirectoryPage] = asyncio.get_running_loop().create_future()
+            self._directory_answer = answer
+            try:
+                return await self._answer({"type": "directory", "data": data}, answer)
+            finally:
+                self._directory_answer = None
+
+    async def _contact_frame(
+        self, kind: str, user: str | None, data: Any, done: Callable[[Contacts], bool]
+    ) -> Contacts:
+        """Send a contact frame; the first `contacts` frame after it that shows it `done` (a `contacts` frame that
+        the server sent for another reason, before our frame was handled, does not), or the error that refuses it.
+        """
+        if user is not None:
+            if not is_valid_id(user):
+                raise ValueError(f"a user id is 1-64 letters, digits, '_', '-', '.' or '@', not {user!r}")
+            if user == self.id:
+                raise ValueError(f"{kind}: {user} is yourself")
+        self._require_contacts()
+        frame: dict[str, Any] = {"type": kind}
+        if user is not None:
+            frame["to"] = user
+        if data is not None:
+            frame["data"] = data
+        async with self._contact_lock:  # one at a time, so that an error frame's `ref` and `to` tell whose it is
+            answer: asyncio.Future[Contacts] = asyncio.get_running_loop().create_future()
+            self._contact_answer = _Pending(kind, user, done, answer)
+            try:
+                return await self._answer(frame, answer)
+            finally:
+                self._contact_answer = None
+
+    async def _answer(self, frame: Frame, answer: asyncio.Future[T]) -> T:
+        if not await self._signaling.send(frame):
+            raise ContactError(f"cannot send {frame['type']}: not connected to the server")
+        try:
+            return await asyncio.wait_for(asyncio.shield(answer), self.answer_timeout)
+        except TimeoutError:
+            wait = self.answer_timeout
+            raise ContactError(f"the server did not answer {frame['type']} within {wait:g}s") from None
+
+    def _require_contacts(self) -> None:
+        welcome = self.welcome
+        if welcome is not None and "contacts" not in (welcome.get("features") or ()):
+            raise ContactError(f"the server at {self.url} has no contacts (its welcome lists no 'contacts' feature)")
+
+    def _on_contacts(self, frame: Frame) -> None:
+        contacts = parse_contacts(frame)
+        self._settle_contacts(contacts)
+        pending = self._contact_answer
+        if pending is not None and not pending.answer.done() and pending.done(contacts):
+            pending.answer.set_result(contacts)
+
+    def _settle_contacts(self, contacts: Contacts) -> None:
+        if self._contacts_timer is not None:
+            self._contacts_timer.cancel()
+            self._contacts_timer = None
+        self._contacts_settled.set()
+        previous, self._contacts = self._contacts, contacts
+        if contacts != previous:
+            self._contacts_changed.set()
+            self._publish(ContactsChanged(contacts, previous))
+
+    def _no_contacts_frame(self, welcome: Frame) -> None:
+        """No `contacts` frame followed `welcome`: we have no contact, request, block or ring setting."""
+        self._contacts_timer = None
+        directory = Directory.CONTACTS if welcome.get("directory") == "contacts" else Directory.ALL
+        default = _calls_from(welcome.get("defaultCallsFrom"))
+        if default is None and self._contacts is not None:  # a server that predates welcome's defaultCallsFrom
+            default = self._contacts.default_calls_from
+        self._settle_contacts(Contacts(default_calls_from=default, directory=directory))
+
+    def _contact_presence(self, user: str, change: dict[str, Any]) -> None:
+        contacts = self._contacts
+        if contacts is None:
+            return
+        last_seen = change.get("lastSeen")
+        updated = contacts.with_presence(
+            user,
+            change.get("status") == "online",
+            change.get("inCall") is True,
+            float(last_seen) if isinstance(last_seen, int | float) and not isinstance(last_seen, bool) else None,
+        )
+        if updated is not contacts:
+            self._contacts = updated
+            self._contacts_changed.set()
+            self._publish(ContactsChanged(updated, contacts))
 
     # ---- subscriptions ----------------------------------------------------------------------------------------
 
@@ -396,6 +652,11 @@ class Client:
                 call.server_ended(frame.get("outcome"), frame.get("reason"))
         elif kind == "call-resumed":
             self._on_call_resumed(frame)
+        elif kind == "contacts":
+            self._on_contacts(frame)
+        elif kind == "directory":
+            if self._directory_answer is not None and not self._directory_answer.done():
+                self._directory_answer.set_result(parse_directory(frame))
         elif kind == "missed-calls":
             calls = frame.get("calls")
             self._publish(MissedCalls(calls if isinstance(calls, list) else []))
@@ -425,6 +686,13 @@ class Client:
         self._online = {u for u in online if isinstance(u, str) and u != self.id} if isinstance(online, list) else set()
         self._presence_changed.set()
         reconnected, self._welcomed = self._welcomed, True
+        if self._contacts_timer is not None:
+            self._contacts_timer.cancel()
+            self._contacts_timer = None
+        if "contacts" in (frame.get("features") or ()):
+            self._contacts_settled.clear()
+            loop = asyncio.get_running_loop()
+            self._contacts_timer = loop.call_later(CONTACTS_WAIT, self._no_contacts_frame, frame)
         self._publish(Connected(frame, frozenset(self._online), reconnected))
         for user in sorted(previous ^ self._online):
             self._publish(PresenceChanged(user, user in self._online))
@@ -444,6 +712,7 @@ class Client:
             user, status = change.get("id"), change.get("status")
             if not isinstance(user, str) or user == self.id:
                 continue
+            self._contact_presence(user, change)
             online = status == "online"
             if online == (user in self._online):
                 continue
@@ -494,6 +763,16 @@ class Client:
     def _on_error(self, frame: Frame) -> None:
         code, ref = str(frame.get("code")), frame.get("ref")
         self._publish(ServerError(code, str(frame.get("message")), ref if isinstance(ref, str) else None))
+        pending = self._contact_answer
+        if pending is not None and ref == pending.kind and frame.get("to") in (None, pending.user):
+            if not pending.answer.done():
+                pending.answer.set_exception(ContactError(f"{ref} refused: {code}: {frame.get('message')}", code))
+            return
+        if ref == "directory" and self._directory_answer is not None and not self._directory_answer.done():
+            self._directory_answer.set_exception(
+                ContactError(f"directory refused: {code}: {frame.get('message')}", code)
+            )
+            return
         if ref == "call-request" and self._ringing is not None and not self._ringing.done():
             call = self._call
             if call is not None and frame.get("to") == call.peer:

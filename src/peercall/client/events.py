@@ -1,4 +1,5 @@
-"""What `Client.events()` yields: one frozen dataclass per kind of change. Pure data; imports only the call types."""
+"""What `Client.events()` yields: one frozen dataclass per kind of change. Pure data; imports only the call and
+contact types."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from .call import Call, CallEnd, CallPhase
+from .contacts import Contacts
 from .signaling import SignalingState
 
 
@@ -35,6 +37,17 @@ class PresenceChanged:
 
     user: str
     online: bool
+
+
+@dataclass(frozen=True)
+class ContactsChanged:
+    """Our contacts, requests, blocks or ring setting changed (a `contacts` frame), or a contact's presence did.
+
+    `previous` is the snapshot before (None for the first one).
+    """
+
+    contacts: Contacts
+    previous: Contacts | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,7 @@ Event: TypeAlias = (
     Connected
     | Disconnected
     | PresenceChanged
+    | ContactsChanged
     | IncomingCall
     | CallPhaseChanged
     | CallEnded
