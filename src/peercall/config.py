@@ -269,6 +269,18 @@ class Settings(BaseSettings):
                 OLD_HISTORY.resolve(),
                 data_folder() / "history.sqlite3",
             )
+        if self.redis_url and not self.database_url.lower().startswith(("postgres", "sqlite")):
+            log.warning(
+                "several nodes (PEERCALL_REDIS_URL) with a store of this node's own (%s): each node keeps its own "
+                "contacts and history; give every node the same PostgreSQL (PEERCALL_DATABASE_URL)",
+                self.database_url.partition("://")[0] + "://",
+            )
+        elif self.redis_url and self.database_url.lower().startswith("sqlite"):
+            log.info(
+                "several nodes (PEERCALL_REDIS_URL) with the SQLite store %s: every node of the cluster must open this "
+                "same file (nodes on one machine); nodes on several machines need one PostgreSQL",
+                self.database_url.partition(":///")[2],
+            )
 
     @property
     def tls(self) -> bool:

@@ -317,13 +317,16 @@ class Cluster:
 def running_cluster(
     redis: RedisServer, n: int = 2, *, postgres_admin: str | None = None, **env: str | None
 ) -> Iterator[Cluster]:
-    """n nodes n0… on a fresh database of `redis`; with `postgres_admin` (an admin DSN) they share one new
-    PostgreSQL database for history. For fixtures of a wider scope than a test; tests use `cluster`."""
+    """n nodes n0… on a fresh database of `redis`, sharing one store (history and contacts): a new PostgreSQL
+    database with `postgres_admin` (an admin DSN), else one SQLite file in a temporary folder. For fixtures of a
+    wider scope than a test; tests use `cluster`."""
     with contextlib.ExitStack() as stack:
-        database_url = None
         if postgres_admin is not None:
             database_url = _in_thread(lambda: create_database(postgres_admin))
             stack.callback(lambda: _in_thread(lambda: drop_database(postgres_admin, database_url)))
+        else:  # one SQLite file that every node opens: the nodes of a cluster share their contacts and history
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="peercall-cluster-"))
+            database_url = f"sqlite:///{folder}/shared.sqlite3"
         c = Cluster([], redis, redis.fresh_db(), database_url, dict(env), stack)
         # Start the nodes side by side: each takes about a second to import and bind.
         with concurrent.futures.ThreadPoolExecutor(n) as pool:

@@ -19,8 +19,14 @@ from .conftest import Cluster, RedisServer, running_cluster
 QUICK = {"PEERCALL_RING_TIMEOUT": "1.5", "PEERCALL_RESUME_GRACE": "1.5"}
 
 
-@pytest.fixture(scope="module", params=[2, 3], ids=["2-nodes", "3-nodes"])
+@pytest.fixture(scope="module", params=[2, 3, "postgres"], ids=["2-nodes", "3-nodes", "2-nodes-postgres"])
 def quick_cluster(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[Cluster]:
+    """Two or three nodes sharing one SQLite file, or two sharing one PostgreSQL (their store: history, contacts)."""
+    if request.param == "postgres":
+        admin = request.getfixturevalue("postgres_server")
+        with running_cluster(redis_server, 2, postgres_admin=admin, **QUICK) as c:
+            yield c
+        return
     with running_cluster(redis_server, request.param, **QUICK) as c:
         yield c
 

@@ -19,7 +19,7 @@ import inspect
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, TypeVar
 
 from ..core import social
 from ..core.limits import TokenBucket
@@ -32,6 +32,7 @@ from ..protocol.messages import ContactAdd, ContactRename, DirectoryQuery, Envel
 from ..store.base import ContactBook, ContactChange, ContactLimit
 
 log = logging.getLogger("peercall.contacts")
+T = TypeVar("T")
 
 CallPolicy = Callable[[str, str], "bool | Awaitable[bool]"]
 """The operator's rule: whether `caller` may ring `callee` (a function or a coroutine function)."""
@@ -40,6 +41,14 @@ _CACHED: Final = 20_000  # circles kept in memory (the least recently used go fi
 _RATED_KEPT: Final = 10_000  # users whose contact rate is tracked
 _POLICY_TIMEOUT: Final = 1.0  # seconds the operator's rule has to answer; no answer refuses the call
 _STORE_DOWN: Final = "the server cannot reach its contacts store right now; nothing was done, try again shortly"
+
+
+async def _in_task(work: Awaitable[T]) -> T:
+    """Await `work` in a task of its own when the caller runs outside any (server/fastws.py drives some coroutines
+    by hand): database drivers use `asyncio.timeout`, which needs a task (asyncpg's does)."""
+    if asyncio.current_task() is None:
+        return await asyncio.ensure_future(work)
+    return await work
 
 
 def load_policy(spec: str) -> CallPolicy:
@@ -71,7 +80,11 @@ class Social:
         rate_per_minute: int = 60,
         policy: CallPolicy | None = None,
         clock: Callable[[], float],
+        shared: bool = False,
     ) -> None:
+        """`shared`: the store is shared with other nodes (a cluster), whose changes reach this node's cache a
+        moment later (`forget`): a call is then screened with circles read from the store, so that every node
+        decides it the same way."""
         self.book = book
         self.directory = directory
         self.default_calls_from = default_calls_from
@@ -80,6 +93,7 @@ class Social:
         self.policy = policy
         self.clock = clock
         self.policy_failures = 0
+        self.shared = shared
         self._circles: collections.OrderedDict[str, Circle] = collections.OrderedDict()
         self._buckets: dict[str, TokenBucket] = {}
         # Bumped by `forget`: a circle read from the store before a change must not be cached after it.
@@ -94,12 +108,17 @@ class Social:
             self._circles.move_to_end(user)
             return cached
         epoch = self._epoch
-        circle = await self.book.circle(user, now=self.clock())
+        circle = await _in_task(self.book.circle(user, now=self.clock()))
         if epoch == self._epoch:
             self._circles[user] = circle
             if len(self._circles) > _CACHED:
                 self._circles.popitem(last=False)
         return circle
+
+    async def fresh(self, user: str) -> Circle:
+        """`user`'s circle read from the store now (and cached). Raises what the store raises."""
+        self._circles.pop(user, None)
+        return await self.circle(user)
 
     def cached(self, user: str) -> Circle | None:
         return self._circles.get(user)
@@ -125,7 +144,10 @@ class Social:
             ProtocolError: `service-unavailable`: the store cannot be read (the call is not placed).
         """
         try:
-            caller_circle, callee_circle = await self.circle(caller), await self.circle(callee)
+            if self.shared:  # read the truth: another node's change may still be on its way to this one's cache
+                caller_circle, callee_circle = await self.fresh(caller), await self.fresh(callee)
+            else:
+                caller_circle, callee_circle = await self.circle(caller), await self.circle(callee)
         except Exception as exc:
             log.warning("could not read the contacts of %s or %s to screen a call: %s", caller, callee, exc)
             raise ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, _STORE_DOWN, ref="call-request", to=callee) from None
@@ -191,26 +213,26 @@ class Social:
                 settings = messages.data_of(env, Settings)
                 assert settings is not None
                 value = None if settings.callsFrom is None else CallsFrom(settings.callsFrom)
-                await book.set_calls_from(user, value)
+                await _in_task(book.set_calls_from(user, value))
                 changed = [user]
             else:
                 assert peer is not None
                 if kind == "contact-add":
                     add = messages.data_of(env, ContactAdd)
-                    change = await book.add(user, peer, now=now, name=add.name if add is not None else None)
+                    change = await _in_task(book.add(user, peer, now=now, name=add.name if add is not None else None))
                 elif kind == "contact-decline":
-                    change = await book.decline(user, peer)
+                    change = await _in_task(book.decline(user, peer))
                 elif kind == "contact-remove":
-                    change = await book.remove(user, peer)
+                    change = await _in_task(book.remove(user, peer))
                 elif kind == "contact-rename":
                     rename = messages.data_of(env, ContactRename)
                     assert rename is not None
-                    change = await book.rename(user, peer, rename.name)
+                    change = await _in_task(book.rename(user, peer, rename.name))
                 elif kind == "block":
-                    change = await book.block(user, peer, now=now)
+                    change = await _in_task(book.block(user, peer, now=now))
                 else:
                     assert kind == "unblock"
-                    change = await book.unblock(user, peer)
+                    change = await _in_task(book.unblock(user, peer))
                 # Declining and renaming change only the user's own view: the other is never told.
                 changed = [user] if kind in ("contact-decline", "contact-rename") else [user, peer]
                 if change is ContactChange.UNCHANGED:

@@ -86,6 +86,7 @@ def create_app(settings: Settings) -> PeercallApp:
         rate_per_minute=settings.contact_rate,
         policy=load_policy(settings.call_policy) if settings.call_policy else None,
         clock=time.time,
+        shared=broker.shared,
     )
     hub = Hub(
         broker,
