@@ -6,8 +6,8 @@ import itertools
 import json
 import time
 from collections import Counter
-from types import SimpleNamespace
 from collections.abc import Coroutine
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import jwt
