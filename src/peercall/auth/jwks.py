@@ -50,7 +50,7 @@ class KeySet:
         self._fetching: asyncio.Future[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self.error: str | None = None
-        """Why the last fetch failed, or None."""
+        """Why the last fetch failed (`no answer in time`, `Connection refused`…), or None."""
 
     def get(self, kid: str | None) -> tuple[Any, str] | None:
         """(the key, its algorithm) for `kid`; a token without `kid` gets the only key of a set that has one."""
@@ -63,9 +63,11 @@ class KeySet:
         return list(self._keys)
 
     async def start(self) -> None:
-        await self.refetch(force=True)
+        """Fetch the keys now and every REFRESH seconds, in a task: the server does not wait for the provider (a
+        token that comes before the first fetch is done waits for it)."""
         if self._refresher is None:
             self._refresher = asyncio.create_task(self._refresh_loop())
+            await asyncio.sleep(0)  # the first fetch is under way: tokens wait for it rather than start another
 
     async def stop(self) -> None:
         if self._refresher is not None:
@@ -90,8 +92,10 @@ class KeySet:
                 self._keys = parse_keys(data)
             except (TimeoutError, JwksError, OSError, ValueError) as exc:
                 why = "no answer in time" if isinstance(exc, TimeoutError) else str(exc)
-                self.error = f"could not fetch the keys at {self.url}: {why}"
-                log.warning("%s; keeping the %d keys held so far", self.error, len(self._keys))
+                self.error = why
+                log.warning(
+                    "could not fetch the keys at %s: %s; keeping the %d held so far", self.url, why, len(self._keys)
+                )
             else:
                 self.error = None
                 log.info("fetched %d signing keys from %s", len(self._keys), self.url)
@@ -101,8 +105,8 @@ class KeySet:
 
     async def _refresh_loop(self) -> None:
         while True:
-            await asyncio.sleep(REFRESH)
             await self.refetch(force=True)
+            await asyncio.sleep(REFRESH)
 
     def _download(self) -> bytes:
         """The JWKS document (blocking: runs in a thread)."""

@@ -124,7 +124,16 @@ class TokenVerifier:
             if self.jwks is None:
                 raise
             await self.jwks.refetch()
-            return self.identify(token)
+            try:
+                return self.identify(token)
+            except UnknownKey as exc:
+                if self.jwks.error is None:
+                    raise
+                which = f"key {exc.kid!r}" if exc.kid is not None else "key"
+                raise AuthError(
+                    f"the token's {which} is unknown, and the keys at {self.jwks.url} could not be fetched: "
+                    f"{self.jwks.error}"
+                ) from None
 
     def identify(self, token: str) -> Identity:
         """Who the token is for, and until when. No I/O.
