@@ -14,7 +14,8 @@ Sans-I/O, as python-websockets' `protocol.py` is to its `asyncio/connection.py`:
 to the hub), a `ProtocolError` (answer the frame with an `error`, keep the connection) or a `Close` (send its
 `error` frame if it has one, then close). It starts no task, sets no timer and touches no socket. Checking a token
 is a coroutine (`authenticate`, `renew`) only because a token signed with a key not seen yet makes the verifier
-fetch its identity provider's keys again (auth/jwks.py); otherwise it completes without suspending. The transports do
+fetch its identity provider's keys again (auth/jwks.py); otherwise it completes without suspending. (`Sessions`
+starts one task per sweep of the expiry watch, to close the connections whose tokens expired.) The transports do
 the I/O: server/fastws.py (picows, the default) and server/ws.py (the ASGI WebSocket, used with per-message
 deflate). This module imports neither of them, and they do not import each other.
 """
@@ -468,9 +469,8 @@ class Session:
         verifier = self._sessions.verifier
         assert verifier is not None
         try:
-            token, self.deferred = (
-                (self.deferred, None) if self.deferred is not None else (_token(text, self._sessions.max_size), None)
-            )
+            token = self.deferred if self.deferred is not None else _token(text, self._sessions.max_size)
+            self.deferred = None
             identity = await verifier.check(token)
         except (AuthError, ValueError) as exc:
             return self._unauthorized(str(exc))
