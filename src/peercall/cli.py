@@ -61,6 +61,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument("user")
     token.add_argument("--ttl", type=float, default=3600, metavar="SECONDS", help="lifetime (default 3600)")
+    revoke = commands.add_parser(
+        "revoke",
+        help="close every connection of a user on every node (PEERCALL_REDIS_URL)",
+        description="Close every WebSocket of USER on every node of the cluster whose Redis is PEERCALL_REDIS_URL "
+        "(and key prefix PEERCALL_REDIS_PREFIX), with close 4401. Their tokens stay valid: disable the user at "
+        "the identity provider too, and keep tokens short-lived with PEERCALL_AUTH_EXPIRY=enforce.",
+    )
+    revoke.add_argument("user")
+    revoke.add_argument(
+        "--reason", default="signed out by the server", help="the close reason (default: 'signed out by the server')"
+    )
     conformance = commands.add_parser(
         "conformance",
         help="check a server against the protocol (docs/protocol.md) with raw WebSocket clients",
@@ -262,6 +273,36 @@ def _echo_settings_problem() -> str | None:
     return None
 
 
+def _revoke(user: str, reason: str) -> int:
+    """`peercall revoke USER`: tell every node, through Redis, to close USER's connections (close 4401)."""
+    import asyncio
+
+    from .protocol.codes import CloseCode
+    from .protocol.messages import is_valid_id
+
+    url = os.environ.get("PEERCALL_REDIS_URL")
+    prefix = os.environ.get("PEERCALL_REDIS_PREFIX", "peercall:")
+    if not is_valid_id(user):
+        print("peercall: a user id is 1-64 letters, digits, '_', '-', '.' or '@'", file=sys.stderr)
+        return 2
+    if not url:
+        print(
+            "peercall revoke: set PEERCALL_REDIS_URL to the Redis of the nodes (a single node without Redis cannot "
+            "be reached from outside: restart it, or use a cluster of one with Redis)",
+            file=sys.stderr,
+        )
+        return 2
+    from .broker.redis import close_user_everywhere
+
+    try:
+        heard = asyncio.run(close_user_everywhere(url, prefix, user, CloseCode.UNAUTHORIZED, reason[:100]))
+    except Exception as exc:  # redis-py's errors, refused connections: one line for the operator
+        print(f"peercall revoke: could not reach Redis at {url.split('@')[-1]}: {exc}", file=sys.stderr)
+        return 1
+    print(f"told {heard} node(s) to close the connections of {user}")
+    return 0 if heard else 1
+
+
 def _free_port(host: str) -> int:
     """A free TCP port on `host` (for --with-echo with --port 0: the echo must know the port in advance)."""
     import socket
@@ -324,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(mint(args.user, secret, args.ttl))
         return 0
+    if args.command == "revoke":
+        return _revoke(args.user, args.reason)
     if args.command in SDK_COMMANDS:
         try:
             from .client.cli import run

@@ -92,6 +92,17 @@ class Settings(BaseSettings):
     not checked."""
     auth_issuer: str | None = None
     """The `iss` a token must carry (`PEERCALL_AUTH_ISSUER`; an identity provider's issuer URL). Unset: not checked."""
+    auth_jwks_url: Annotated[str | None, Field(pattern=r"^https?://")] = None
+    """An identity provider's JWKS URL (`PEERCALL_AUTH_JWKS_URL`, e.g. Keycloak's
+    `https://id.example.org/realms/family/protocol/openid-connect/certs`): tokens are checked with its RS256/ES256
+    keys, fetched at start, every 5 minutes, and when a token names a key not seen yet (the provider rotated)."""
+    auth_jwks_min_interval: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    """Seconds between two fetches of the JWKS that unknown keys may cause (`PEERCALL_AUTH_JWKS_MIN_INTERVAL`): a
+    flood of tokens with made-up `kid`s costs the provider one request per interval at most."""
+    auth_expiry: Literal["ignore", "enforce"] | None = None
+    """What happens when the token of a live connection expires (`PEERCALL_AUTH_EXPIRY`): `ignore` (the default in
+    token mode: a connection outlives its token) or `enforce` (it is closed with 4401 unless the client renewed it
+    with an `auth` frame before `exp`, plus 5 s of clock skew)."""
     auth_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     """Seconds a connection has to send its `auth` frame (`PEERCALL_AUTH_TIMEOUT`)."""
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -229,8 +240,18 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        if self.auth == "token" and self.auth_secret is None and self.auth_public_key is None:
-            raise ValueError("auth=token needs auth_secret (HS256) or auth_public_key (RS256/ES256)")
+        if (
+            self.auth == "token"
+            and self.auth_secret is None
+            and self.auth_public_key is None
+            and self.auth_jwks_url is None
+        ):
+            raise ValueError(
+                "auth=token needs auth_secret (HS256), auth_public_key (RS256/ES256) or auth_jwks_url (an identity "
+                "provider's keys)"
+            )
+        if self.auth_jwks_url is not None and self.auth_public_key is not None:
+            raise ValueError("choose auth_jwks_url or auth_public_key, not both")
         if self.auth_public_key is not None and not self.auth_public_key.is_file():
             raise ValueError(f"auth_public_key: no such file {self.auth_public_key}")
         if (self.certfile is None) != (self.keyfile is None):
@@ -249,6 +270,11 @@ class Settings(BaseSettings):
     def effective_directory(self) -> str:
         """`directory`, or its default for the auth mode."""
         return self.directory or ("all" if self.auth == "open" else "contacts")
+
+    @property
+    def effective_auth_expiry(self) -> str:
+        """`auth_expiry`, or its default: `ignore`."""
+        return self.auth_expiry or "ignore"
 
     @property
     def effective_calls_from(self) -> str:

@@ -6,8 +6,9 @@ import itertools
 import json
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
 import pytest
@@ -29,6 +30,7 @@ from peercall.server.session import (
 )
 
 SECRET = "test-secret-with-enough-entropy-0123456789"
+T = TypeVar("T")
 
 
 class FakeHub:
@@ -60,6 +62,15 @@ class FakeConnection:
 
     async def close(self, code: int, reason: str) -> None:
         return None
+
+
+def done(coro: Coroutine[Any, Any, T]) -> T:
+    """What a coroutine of the session returns, when it completes without suspending (no key to fetch)."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    raise AssertionError("the coroutine suspended")
 
 
 def make(**settings: Any) -> tuple[Sessions, FakeHub]:
@@ -203,12 +214,14 @@ def test_first_frame_auth() -> None:
     """In token mode without a header the first frame must be `auth` with a good token for the id asked for."""
     sessions, hub = make(auth="token", auth_secret=SECRET, auth_timeout=0.5)
     good = opened(sessions, handshake(""))
-    assert good.awaiting_auth and good.authenticate(json.dumps({"type": "auth", "token": token("ann")})) is None
+    assert good.awaiting_auth and done(good.authenticate(json.dumps({"type": "auth", "token": token("ann")}))) is None
     assert good.user == "ann" and good.start() is None and good.joined
     for frame in (None, "not json", '{"type":"hangup","to":"x"}', '{"type":"auth","token":"bad"}'):
-        refusal = opened(sessions, handshake("")).authenticate(frame)
+        refusal = done(opened(sessions, handshake("")).authenticate(frame))
         assert isinstance(refusal, Close) and refusal.code == CloseCode.UNAUTHORIZED and refusal.frame is not None
-    other = opened(sessions, handshake("id=eve")).authenticate(json.dumps({"type": "auth", "token": token("fay")}))
+    other = done(
+        opened(sessions, handshake("id=eve")).authenticate(json.dumps({"type": "auth", "token": token("fay")}))
+    )
     assert other is not None and other.reason == "the token is for fay, not eve"
     late = opened(sessions, handshake("")).auth_timed_out()
     assert (late.code, late.reason) == (CloseCode.UNAUTHORIZED, "no auth frame within 0.5s")
@@ -312,11 +325,11 @@ def test_a_deep_auth_frame_is_refused_as_unauthorized() -> None:
     """An auth frame nested past MAX_DEPTH, or larger than the message limit, is `unauthorized`, whatever its depth."""
     sessions, _ = make(auth="token", auth_secret=SECRET, max_message_size=1024)
     for frame in ("[" * 400 + "]" * 400, '{"type":"auth","token":"x","a":' + "[" * 400 + "]" * 400 + "}"):
-        refusal = opened(sessions, handshake("")).authenticate(frame)
+        refusal = done(opened(sessions, handshake("")).authenticate(frame))
         assert (
             refusal is not None and refusal.code == CloseCode.UNAUTHORIZED and "nested more than 32" in refusal.reason
         )
-    refusal = opened(sessions, handshake("")).authenticate(json.dumps({"type": "auth", "token": "x" * 2000}))
+    refusal = done(opened(sessions, handshake("")).authenticate(json.dumps({"type": "auth", "token": "x" * 2000})))
     assert refusal is not None and "larger than 1024" in refusal.reason
 
 

@@ -1,10 +1,17 @@
-"""Signed session tokens (JWT) whose `sub` is the user id: verified with PyJWT, minted for `peercall token`."""
+"""Signed session tokens (JWT) whose `sub` is the user id: verified with PyJWT, minted for `peercall token`.
+
+Keys come from one of: an HS256 secret, a PEM public key (RS256/ES256), or a JWKS URL (auth/jwks.py: an identity
+provider's keys, fetched and refreshed off the event loop). `TokenVerifier.identify` is synchronous and never does
+I/O; `TokenVerifier.check` is the same, except that a token signed with a key the verifier has not seen makes it
+fetch the provider's keys again (at most once per `min_interval` seconds, bounded in time) before it decides.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
@@ -13,10 +20,29 @@ from ..protocol.messages import is_valid_id
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from .jwks import KeySet
 
 
 class AuthError(PeercallError):
     """The credentials are missing or not acceptable. `str()` says why, in the user's terms."""
+
+
+class UnknownKey(AuthError):
+    """The token names a key (`kid`) that the verifier's key set does not hold (yet): `check` fetches the keys
+    again once and decides then."""
+
+    def __init__(self, kid: str | None, source: str) -> None:
+        which = f"key {kid!r}" if kid is not None else "key (it names no 'kid')"
+        super().__init__(f"the token's {which} is not among the keys at {source}")
+        self.kid = kid
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a token proves this is, and until when (`exp`, Unix seconds)."""
+
+    user: str
+    expires_at: float
 
 
 class TokenVerifier:
@@ -30,17 +56,22 @@ class TokenVerifier:
         *,
         secret: str | None = None,
         public_key: Path | None = None,
+        jwks: KeySet | None = None,
         audience: str | None = None,
         issuer: str | None = None,
     ) -> None:
-        if public_key is not None:
-            self._key: str | bytes = public_key.read_bytes()
+        self.jwks = jwks
+        if jwks is not None:
+            self._key: str | bytes = b""
+            self._algorithms = ["RS256", "ES256"]
+        elif public_key is not None:
+            self._key = public_key.read_bytes()
             self._algorithms = ["RS256", "ES256"]
         elif secret is not None:
             self._key = secret
             self._algorithms = ["HS256"]
         else:
-            raise ValueError("a token verifier needs a secret or a public key")
+            raise ValueError("a token verifier needs a secret, a public key or a JWKS URL")
         self.audience, self.issuer = audience, issuer
         self._required = ["exp", "sub", *(["aud"] if audience else []), *(["iss"] if issuer else [])]
 
@@ -49,26 +80,90 @@ class TokenVerifier:
         """The verifier `settings` ask for: None in `open` mode."""
         if settings.auth != "token":
             return None
+        jwks = None
+        if settings.auth_jwks_url is not None:
+            from .jwks import KeySet
+
+            jwks = KeySet(settings.auth_jwks_url, min_interval=settings.auth_jwks_min_interval)
         return cls(
             secret=settings.auth_secret.get_secret_value() if settings.auth_secret else None,
             public_key=settings.auth_public_key,
+            jwks=jwks,
             audience=settings.auth_audience,
             issuer=settings.auth_issuer,
         )
 
+    async def start(self) -> None:
+        """Fetch the JWKS (if any) and keep it fresh in the background. Never raises: an unreachable provider is
+        logged, and its keys are fetched again when a token needs them."""
+        if self.jwks is not None:
+            await self.jwks.start()
+
+    async def stop(self) -> None:
+        if self.jwks is not None:
+            await self.jwks.stop()
+
     def verify(self, token: str) -> str:
-        """The user id the token is for.
+        """The user id the token is for (`identify(token).user`).
 
         Raises:
-            AuthError: no token, a bad signature, an expired or not-yet-valid token, or no usable `sub`.
+            AuthError: as `identify`.
+        """
+        return self.identify(token).user
+
+    async def check(self, token: str) -> Identity:
+        """`identify`, except that a key the verifier does not know makes it fetch the JWKS again first (at most
+        once per its `min_interval`; bounded in time, off the event loop).
+
+        Raises:
+            AuthError: as `identify`; `UnknownKey` if the key is still unknown after that.
+        """
+        try:
+            return self.identify(token)
+        except UnknownKey:
+            if self.jwks is None:
+                raise
+            await self.jwks.refetch()
+            try:
+                return self.identify(token)
+            except UnknownKey as exc:
+                if self.jwks.error is None:
+                    raise
+                which = f"key {exc.kid!r}" if exc.kid is not None else "key"
+                raise AuthError(
+                    f"the token's {which} is unknown, and the keys at {self.jwks.url} could not be fetched: "
+                    f"{self.jwks.error}"
+                ) from None
+
+    def identify(self, token: str) -> Identity:
+        """Who the token is for, and until when. No I/O.
+
+        Raises:
+            AuthError: no token, a bad signature, an expired or not-yet-valid token, no usable `sub`, or (with a
+                JWKS) `UnknownKey`: a key that the key set does not hold now.
         """
         if not token:
             raise AuthError("no token")
+        key: Any = self._key
+        algorithms = self._algorithms
+        if self.jwks is not None:
+            try:
+                header = jwt.get_unverified_header(token)
+            except jwt.InvalidTokenError as exc:
+                raise AuthError(f"the token is not valid: {exc}") from None
+            kid = header.get("kid")
+            found = self.jwks.get(kid if isinstance(kid, str) else None)
+            if found is None:
+                raise UnknownKey(kid if isinstance(kid, str) else None, self.jwks.url)
+            key, algorithm = found
+            algorithms = [algorithm] if algorithm in self._algorithms else []
+            if not algorithms:
+                raise AuthError(f"the token's key {kid!r} is for {algorithm}; this server takes RS256 and ES256")
         try:
             claims = jwt.decode(
                 token,
-                self._key,
-                algorithms=self._algorithms,
+                key,
+                algorithms=algorithms,
                 options={"require": self._required, "verify_aud": self.audience is not None},
                 audience=self.audience,
                 issuer=self.issuer,
@@ -91,7 +186,7 @@ class TokenVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not is_valid_id(sub):
             raise AuthError("the token's 'sub' is not a valid user id")
-        return sub
+        return Identity(sub, float(claims["exp"]))
 
 
 def mint(user: str, secret: str, ttl: float = 3600, *, now: float | None = None) -> str:

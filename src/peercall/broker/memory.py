@@ -121,6 +121,10 @@ class MemoryBroker:
         assert self._events is not None
         self._events.circles_changed(users)
 
+    def close_user(self, user: str, code: int, reason: str) -> None:
+        assert self._events is not None
+        self._events.user_closed(user, code, reason)
+
     def presence(self, change: Presence) -> None:
         assert self._events is not None
         self._events.presence_changed(change)

@@ -20,7 +20,8 @@ Keys (all under the prefix, `peercall:` by default):
     ver           hash   key -> version, of every u:{user} and call:{id} that exists (for compare-and-set, below)
     clock         string the counter versions are made from
     to:{node}     channel frames for that node's connections
-    everyone      channel for every node: presence changes with their audience, and whose circles changed
+    everyone      channel for every node: presence changes with their audience, whose circles changed, and users
+                  whose connections every node is to close (`close_user`)
     all           channel presence changes of nodes of the previous version, for every node (read, no longer
                   written: such a node would fail on an audience or a circle change). The format of all three:
                   hub/nodeframe.py
@@ -818,6 +819,11 @@ class RedisBroker:
         self._outbox.append((self._everyone, nodeframe.encode_circles(users)))
         self._outbox_ready.set()
 
+    def close_user(self, user: str, code: int, reason: str) -> None:
+        """Have every node (this one too) close its connections of `user`."""
+        self._outbox.append((self._everyone, nodeframe.encode_close_user(user, code, reason)))
+        self._outbox_ready.set()
+
     def presence(self, change: Presence) -> None:
         """Tell every node (this one too) of a presence change; each batches it for its own connections."""
         self._outbox.append((self._everyone, nodeframe.encode_presence(change)))
@@ -889,7 +895,7 @@ class RedisBroker:
                     await pubsub.aclose()
 
     def _told(self, data: str) -> None:
-        """Something a node told every node: a presence change, or whose circles changed."""
+        """Something a node told every node: a presence change, whose circles changed, or a user to close."""
         try:
             told = nodeframe.decode_everyone(data)
         except nodeframe.BadNodeFrame as exc:  # a node of a newer version: what it says is not for us
@@ -897,6 +903,8 @@ class RedisBroker:
             return
         if isinstance(told, Presence):
             self.events.presence_changed(told)
+        elif isinstance(told, tuple):
+            self.events.user_closed(*told)
         else:
             self.events.circles_changed(told)
 
@@ -1048,3 +1056,19 @@ def _presence(user: str, online: int, in_call: int, seen: str | None) -> Presenc
     if online:
         return Presence(user, "online", in_call=bool(in_call))
     return Presence(user, "offline", last_seen=None if seen is None else float(seen))
+
+
+async def close_user_everywhere(url: str, prefix: str, user: str, code: int, reason: str) -> int:
+    """From outside the cluster (`peercall revoke`): have every node of the cluster at `url` and `prefix` close its
+    connections of `user`. Returns how many nodes heard it (those subscribed now).
+
+    Raises:
+        RedisError, OSError: Redis cannot be reached.
+    """
+    client = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        message = nodeframe.pack([nodeframe.encode_close_user(user, code, reason)])
+        heard: int = await client.publish(f"{prefix}everyone", message)
+        return heard
+    finally:
+        await client.aclose()

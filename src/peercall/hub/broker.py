@@ -50,6 +50,10 @@ class BrokerEvents(Protocol):
         them and send their connections on this node the new `contacts` frame."""
         ...
 
+    def user_closed(self, user: str, code: int, reason: str) -> None:
+        """Close this node's connections of `user` (`Broker.close_user` on any node) with `code` and `reason`."""
+        ...
+
 
 class Broker(Protocol):
     """The switchboard's state and the way to other nodes' connections, as the hub sees them.
@@ -153,4 +157,10 @@ class Broker(Protocol):
     def circles_changed(self, users: list[str]) -> None:
         """Tell every node (this one too, through `BrokerEvents.circles_changed`) that these users' circles
         changed. At most once, like `send`."""
+        ...
+
+    def close_user(self, user: str, code: int, reason: str) -> None:
+        """Have every node (this one too, through `BrokerEvents.user_closed`) close its connections of `user`
+        with `code` and `reason`, within a second. At most once, like `send`: a node that cannot hear it now
+        (cut off from Redis) does not close them later."""
         ...

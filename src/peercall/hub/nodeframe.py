@@ -14,7 +14,9 @@ every node is one of:
   `audience` is `[users, hidden]` (`users`: a list, or null for everyone online; `hidden`: a list). A change
   without an audience (everyone) leaves it out: `[user, status, in_call, last_seen]`, the only form a node of the
   previous version sends or reads;
-- a circle change: `C` and the JSON array of the users whose circles changed (`encode_circles`).
+- a circle change: `C` and the JSON array of the users whose circles changed (`encode_circles`);
+- a user to close: `K` and the JSON array `[user, close code, reason]` (`encode_close_user`): every node closes its
+  connections of that user (a node of the previous version drops it, with a warning).
 
 `decode_everyone` tells them apart (a presence change starts with `[`).
 
@@ -146,12 +148,38 @@ def encode_circles(users: list[str]) -> str:
     return CIRCLES + msgspec.json.encode(users).decode()
 
 
-def decode_everyone(text: str) -> Presence | list[str]:
-    """What a node sent every node: a presence change, or the users whose circles changed.
+CLOSE_USER: Final = "K"
+
+
+class _CloseUser(msgspec.Struct, array_like=True, frozen=True):
+    """Every node is to close its connections of `user`."""
+
+    user: Annotated[str, msgspec.Meta(max_length=64)]
+    code: Annotated[int, msgspec.Meta(ge=1000, le=4999)]
+    reason: Annotated[str, msgspec.Meta(max_length=123)]
+
+
+_close_user_decoder = msgspec.json.Decoder(_CloseUser)
+
+
+def encode_close_user(user: str, code: int, reason: str) -> str:
+    """Every node is to close its connections of `user` with `code` and `reason` (cut to 123 bytes' worth)."""
+    return CLOSE_USER + msgspec.json.encode([user, code, reason.encode()[:123].decode(errors="ignore")]).decode()
+
+
+def decode_everyone(text: str) -> Presence | list[str] | tuple[str, int, str]:
+    """What a node sent every node: a presence change, the users whose circles changed, or (user, code, reason)
+    of a user whose connections every node is to close.
 
     Raises:
-        BadNodeFrame: it is neither.
+        BadNodeFrame: it is none of these.
     """
+    if text.startswith(CLOSE_USER):
+        try:
+            close = _close_user_decoder.decode(text[len(CLOSE_USER) :])
+        except msgspec.DecodeError as exc:
+            raise BadNodeFrame(f"not a user to close: {exc}") from None
+        return close.user, close.code, close.reason
     if text.startswith(CIRCLES):
         try:
             return _circles_decoder.decode(text[len(CIRCLES) :])

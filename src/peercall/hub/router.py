@@ -134,8 +134,9 @@ class Hub:
 
     # ------------------------------------------------------------------------------------- connections
 
-    async def join(self, conn: Connection, device: str | None = None) -> None:
-        """Register an accepted connection: welcome it, announce it, resume or ring its calls."""
+    async def join(self, conn: Connection, device: str | None = None, *, token_expires_at: float | None = None) -> None:
+        """Register an accepted connection: welcome it, announce it, resume or ring its calls. `token_expires_at`:
+        the `exp` of its token (token mode), which its `welcome` says (`tokenExpiresAt`)."""
         # `welcome` must be the first frame: what arrives for the connection while the broker decides (presence,
         # frames from other nodes) waits in `_joining` and follows it.
         # Whatever happens, the entry goes: a leaked one would collect every presence frame for ever.
@@ -168,6 +169,8 @@ class Hub:
             if self.social is not None and welcome is not None:
                 # What the user's ring setting falls back to, before any `contacts` frame says more.
                 welcome["defaultCallsFrom"] = self.social.default_calls_from.value
+            if token_expires_at is not None and welcome is not None:
+                welcome["tokenExpiresAt"] = token_expires_at
             await self.perform(effects)
             if circle is not None and view is not None:
                 await self._send_contacts(conn, circle, view, welcome)
@@ -215,6 +218,8 @@ class Hub:
                     log.debug("%s -> %s %s (%d chars)", conn.id, env.to, env.type, len(frame))
                 return None
         except ProtocolError as exc:
+            if exc.ref == "auth" and (renew := self.renew) is not None and isinstance(frame, str):
+                return renew(conn, frame)  # a renewal of the connection's token: the session layer's
             return self.reject(conn, exc)
         return self._handle(conn, env)
 
@@ -374,6 +379,25 @@ class Hub:
         except Exception:
             self.history_failures += 1
             log.exception("could not keep the summary of call %s from %s", call_id, user)
+
+    renew: Callable[[Connection, str], Coroutine[Any, Any, None]] | None = None
+    """Token mode: what to do with an `auth` frame from a joined connection (a renewal of its token): the session
+    layer's (server/session.py `Sessions.renew`). None: such a frame is an `unknown-type`, as in open mode."""
+
+    def close_user(self, user: str, code: int, reason: str) -> None:
+        """Close every connection of `user`, on every node (this one too) within a second: an administrator
+        disabled them or signed them out everywhere (`peercall revoke`). At most once, like `Broker.send`."""
+        self.broker.close_user(user, code, reason)
+
+    def user_closed(self, user: str, code: int, reason: str) -> None:
+        """BrokerEvents: close this node's connections of `user` (those still joining too), each in a task of its
+        own so that no slow one holds the broker's listener."""
+        targets = list(self._by_user.get(user, {}).values())
+        targets += [conn for conn, _ in self._joining.values() if conn.id == user and conn.cid not in self._conns]
+        if targets:
+            log.info("%s: closing their %d connections on this node (%s)", user, len(targets), reason)
+        for conn in targets:
+            self._spawn(conn.close(code, reason))
 
     may_log: Callable[[Connection], bool] | None = None
     """Whether a protocol error of a connection may be logged now, beyond the first few of each connection: the

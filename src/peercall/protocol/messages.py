@@ -529,3 +529,9 @@ def presence(user: str, status: str, in_call: bool = False, last_seen: float | N
 def presence_batch(changes: list[dict[str, Any]]) -> str:
     """Several presence changes in one frame: `{"type":"presence","changes":[{"id":…,"status":…},…]}`."""
     return _encode({"type": "presence", "changes": changes}).decode()
+
+
+def auth_renewed(expires_at: float) -> str:
+    """The answer to a later `auth` frame whose token was accepted: the connection's token now expires at
+    `expires_at` (Unix seconds, the new token's `exp`)."""
+    return _encode({"type": "auth-renewed", "expiresAt": expires_at}).decode()

@@ -103,7 +103,8 @@ class CallSummaryFrame(_Frame, tag="call-summary", kw_only=True):
 
 
 class Auth(_Frame, tag="auth", kw_only=True):
-    """Token mode only, and only as the first frame: the signed token that proves who this is."""
+    """Token mode only: as the first frame, the signed token that proves who this is; later, a new token for the
+    same user (a renewal, answered `auth-renewed`)."""
 
     token: str
 
@@ -233,6 +234,7 @@ class Welcome(_Frame, tag="welcome", kw_only=True):
     features: list[str] | None = None
     more: bool | None = None
     defaultCallsFrom: Literal["everyone", "contacts", "nobody"] | None = None
+    tokenExpiresAt: Annotated[float, Meta(description="token mode: the `exp` of the connection's token")] | None = None
 
 
 class PresenceChange(msgspec.Struct, omit_defaults=True):
@@ -337,6 +339,12 @@ class Directory(_Frame, tag="directory", kw_only=True):
     next: UserId | None
 
 
+class AuthRenewed(_Frame, tag="auth-renewed", kw_only=True):
+    """The answer to a later `auth` frame: the connection's token now expires at `expiresAt` (its `exp`)."""
+
+    expiresAt: float
+
+
 class MissedCalls(_Frame, tag="missed-calls", kw_only=True):
     calls: list[CallRecord]
     total: Annotated[int, Meta(ge=0)] | UnsetType = UNSET  # how many were missed, `calls` being the newest
@@ -352,6 +360,7 @@ ServerFrame = (
     | MissedCalls
     | Contacts
     | Directory
+    | AuthRenewed
     | CallRequestForwarded
     | CallAcceptForwarded
     | CallRejectForwarded

@@ -99,7 +99,7 @@ def create_app(settings: Settings) -> PeercallApp:
     turn_secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None
     verifier = TokenVerifier.for_settings(settings)
 
-    def caller(request: Request) -> str | Response:
+    async def caller(request: Request) -> str | Response:
         """Who is asking: the token's user in token mode, else `?id=`. A Response when that is not acceptable."""
         asked = request.query_params.get("id")
         if verifier is None:
@@ -110,7 +110,7 @@ def create_app(settings: Settings) -> PeercallApp:
         try:
             if scheme.lower() != "bearer":
                 raise AuthError("send 'Authorization: Bearer <token>'")
-            user = verifier.verify(token.strip())
+            user = (await verifier.check(token.strip())).user
         except AuthError as exc:
             return _error(401, "unauthorized", str(exc), {"www-authenticate": "Bearer"})
         if asked is not None and asked != user:
@@ -119,7 +119,7 @@ def create_app(settings: Settings) -> PeercallApp:
 
     async def get_ice_servers(request: Request) -> Response:
         # Token mode: a token first, whatever is configured (static TURN credentials are for users only).
-        user = caller(request) if verifier is not None else request.query_params.get("id", "anonymous")
+        user = await caller(request) if verifier is not None else request.query_params.get("id", "anonymous")
         if isinstance(user, Response):
             return user
         servers = list(fixed_ice)
@@ -169,7 +169,7 @@ def create_app(settings: Settings) -> PeercallApp:
         return JSONResponse({"status": "ready", "connections": len(hub), "historyWriteFailures": hub.history_failures})
 
     async def api_calls(request: Request) -> Response:
-        user = caller(request)
+        user = await caller(request)
         if isinstance(user, Response):
             return user
         try:
@@ -222,8 +222,10 @@ def create_app(settings: Settings) -> PeercallApp:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"error": {"code": "internal-error", "message": "internal server error"}}, status_code=500)
 
-    sessions = Sessions(hub, settings)
+    sessions = Sessions(hub, settings, verifier)
     hub.may_log = sessions.may_log
+    if verifier is not None:
+        hub.renew = sessions.renew  # a later `auth` frame renews the connection's token
     metrics_registry = registry_for(hub, sessions)
     index_html = (STATIC_DIR / "index.html").read_text()
     demo_pages = {
@@ -262,7 +264,13 @@ def create_app(settings: Settings) -> PeercallApp:
             # Calling works without history; say so loudly and go on.
             log.exception("could not open the call history at %s; calls are not recorded", _safe_url(settings))
         await broker.start()
+        if verifier is not None:
+            await verifier.start()  # a JWKS is fetched now (bounded), and kept fresh
         yield
+        if verifier is not None:
+            await verifier.stop()
+        if sessions.expiries is not None:
+            sessions.expiries.stop()
         await hub.drain()
         await broker.stop()
         await history.close()

@@ -329,6 +329,7 @@ class FastConnection(WSListener):
         "_hub",
         "_out",
         "_outbox",
+        "_paused",
         "_picows",
         "_queue",
         "_timer",
@@ -361,6 +362,7 @@ class FastConnection(WSListener):
         self._queue: collections.deque[Coroutine[Any, Any, Any]] | None = None  # not None while a coroutine runs
         self._fragments: list[Any] | None = None  # [kind, payload, the verdict that dropped a fragment or None]
         self._deaf = False  # closed for flooding: what it sends is no longer read
+        self._paused = False  # not read while its token is checked (its identity provider's keys being fetched)
         self._timer: asyncio.TimerHandle | None = None
         self._code: int = CloseCode.INTERNAL_ERROR
         self.open = False
@@ -500,7 +502,9 @@ class FastConnection(WSListener):
         picows.live.add(self)
         self.quiet_since = time.monotonic()
         picows.pinger.start()
-        if session.awaiting_auth:
+        if session.deferred is not None:  # the header's token, whose key is to be fetched
+            self._before_join(None)
+        elif session.awaiting_auth:
             self._timer = asyncio.get_running_loop().call_later(session.auth_timeout, self._auth_timed_out)
         else:
             self._start()
@@ -641,24 +645,61 @@ class FastConnection(WSListener):
 
     # ------------------------------------------------------------------------------------------ the session
     def _before_join(self, text: str | None) -> None:
-        """A frame before the hub knows this connection: the `auth` frame, or nothing is done with it."""
+        """A frame before the hub knows this connection: the `auth` frame, or nothing is done with it.
+
+        Checking the token completes at once, unless its key must be fetched first: then the frames that come
+        meanwhile wait behind it, in order, and the socket is not read until it is done."""
         session = self.session
+        if self._queue is not None:  # the token is being checked: this frame waits for the outcome
+            self._queue.append(self._after_auth(text))
+            tr = self._tr
+            if not self._paused and tr is not None and not tr.is_disconnected:
+                self._paused = True
+                tr.underlying_transport.pause_reading()
+            return None
         if not session.awaiting_auth:
             return None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        refusal = session.authenticate(text)
+        self._run(self._authenticate(text))
+        return None
+
+    async def _authenticate(self, text: str | None) -> None:
+        session = self.session
+        refusal = await session.authenticate(text)
+        tr = self._tr
+        if self._paused and tr is not None and not tr.is_disconnected:
+            self._paused = False
+            tr.underlying_transport.resume_reading()
+        if not self.open:  # gone while its key was fetched (its end is counted already)
+            return
         if refusal is not None:
             return self._close_with(refusal)
-        return self._start()
+        refusal = session.start()
+        if refusal is not None:
+            return self._close_with(refusal)
+        await self._hub.join(self, session.device, token_expires_at=session.expires_at)
+
+    async def _after_auth(self, text: str | None) -> None:
+        """A frame that came while the token was checked, now that it has been: as any frame of a joined one."""
+        session = self.session
+        if not self.open or not session.joined:
+            return
+        verdict = session.inbound(text)
+        if verdict is None:
+            await self._hub.handle(self, text)  # type: ignore[arg-type]  # inbound() answered a binary one
+        elif isinstance(verdict, Close):
+            self._flooding(verdict) if verdict.code == CloseCode.RATE_LIMITED else self._close_with(verdict)
+        else:
+            await self._hub.reject(self, verdict)
 
     def _start(self) -> None:
         """The user is known: join the hub, unless the session refuses (too many connections of this user)."""
         refusal = self.session.start()
         if refusal is not None:
             return self._close_with(refusal)
-        self._run(self._hub.join(self, self.session.device))
+        self._run(self._hub.join(self, self.session.device, token_expires_at=self.session.expires_at))
         return None
 
     def _auth_timed_out(self) -> None:

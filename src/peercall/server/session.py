@@ -3,20 +3,26 @@
 Owns, written once for both transports: which request is `/ws` (`is_signaling_path`, the one place that decides);
 admission (draining, origin against host, id and device, open or token mode, the per-address and per-user caps);
 the per-frame rules (rate limit, every frame counted: pings, pongs and fragments too; size limit, binary refusal,
-first-frame auth and its timeout); the refusal body;
+first-frame auth and its timeout); renewing the token on a live connection (a later `auth` frame, which the hub
+hands back through its `renew` hook) and closing it when its token expires (`PEERCALL_AUTH_EXPIRY=enforce`: the
+deadlines are kept by server/expiry.py's one timer for the node); the refusal body;
 the connection's log lines ("… connected from …", "… disconnected (code …) after …s, n messages") and the
 `peercall_disconnects_total` counters; and how long a closing connection may take before its transport is aborted.
 
 Sans-I/O, as python-websockets' `protocol.py` is to its `asyncio/connection.py`: a `Session` is told what happened
 (a handshake, a frame, the auth timer, the socket gone) and answers with what to do: `None` (go on: hand the frame
 to the hub), a `ProtocolError` (answer the frame with an `error`, keep the connection) or a `Close` (send its
-`error` frame if it has one, then close). It starts no task, sets no timer and touches no socket. The transports do
+`error` frame if it has one, then close). It starts no task, sets no timer and touches no socket. Checking a token
+is a coroutine (`authenticate`, `renew`) only because a token signed with a key not seen yet makes the verifier
+fetch its identity provider's keys again (auth/jwks.py); otherwise it completes without suspending. (`Sessions`
+starts one task per sweep of the expiry watch, to close the connections whose tokens expired.) The transports do
 the I/O: server/fastws.py (picows, the default) and server/ws.py (the ASGI WebSocket, used with per-message
 deflate). This module imports neither of them, and they do not import each other.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -28,16 +34,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..auth.tokens import AuthError, TokenVerifier
+from ..auth.tokens import AuthError, Identity, TokenVerifier, UnknownKey
 from ..core.limits import KeyedBuckets, TokenBucket
 from ..protocol import messages
 from ..protocol.codes import CloseCode, ErrorCode
 from ..protocol.errors import ProtocolError
+from .expiry import ExpiryWatch, Watched
 from .guard import BAD_HOST_STATUS, bad_host_message, host_allowed
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..hub.router import Hub
+    from ..hub.router import Connection, Hub
 
 log = logging.getLogger("peercall.ws")
 
@@ -50,6 +57,9 @@ CLOSE_TIMEOUT = 5.0
 
 _ID_RULE = "the {what} must be 1-64 characters: letters, digits, '_', '-', '.' or '@'"
 _AUTH_FRAME = 'the first frame must be {"type":"auth","token":"<token>"}'
+_RENEWAL_FRAME = 'a renewal must be {"type":"auth","token":"<token>"}'
+TOKEN_EXPIRED = "the token expired; renew it with an auth frame"
+"""The reason of the close (4401) of a connection whose token expired without renewal (PEERCALL_AUTH_EXPIRY=enforce)."""
 LOG_LINES_PER_MINUTE = 20
 """Lines about one address's misbehaviour (protocol errors, refusals, floods) logged a minute, as many at once."""
 TABLE_SIZE = 10_000
@@ -191,13 +201,14 @@ class Close:
 class Sessions:
     """The sessions of this node: admission, and the limits they share (connections per address, per user)."""
 
-    def __init__(self, hub: Hub, settings: Settings) -> None:
+    def __init__(self, hub: Hub, settings: Settings, verifier: TokenVerifier | None = None) -> None:
+        """`verifier`: the token verifier the HTTP routes share (None: the one `settings` ask for)."""
         self.hub = hub
         self.settings = settings
         self.max_size = settings.max_message_size
         self.hard_limit = max(4 * settings.max_message_size, 1024 * 1024)
         """A frame larger than this closes its connection with 1009 (the transports' frame limit)."""
-        self.verifier = TokenVerifier.for_settings(settings)
+        self.verifier = verifier if verifier is not None else TokenVerifier.for_settings(settings)
         self.per_ip: Counter[str] = Counter()
         """Open sessions per address (`address_group`: IPv6 by /64)."""
         self.log_budget = LogBudget()
@@ -209,6 +220,11 @@ class Sessions:
         self.live: set[Session] = set()
         """Sessions whose transport is open, joined or not yet (waiting for their auth frame)."""
         self.too_large = ProtocolError(ErrorCode.TOO_LARGE, f"frame is larger than the limit of {self.max_size} bytes")
+        self.expiries: ExpiryWatch | None = None
+        """Token mode with PEERCALL_AUTH_EXPIRY=enforce: the deadlines of the joined connections' tokens."""
+        if self.verifier is not None and settings.effective_auth_expiry == "enforce":
+            self.expiries = ExpiryWatch(self._expired, self.live)
+        self._closing: set[asyncio.Future[None]] = set()
 
     def admit(self, handshake: Handshake) -> Session:
         """Check a handshake: the session to open, or `Refused` (logged and counted).
@@ -216,13 +232,53 @@ class Sessions:
         The user is known now (open mode, or a token in the Authorization header) or comes with the first frame.
         """
         try:
-            user, wanted, device = self._check(handshake)
+            user, wanted, device, identity, deferred = self._check(handshake)
         except Refused as refused:
             if self.log_budget.allows(handshake.address):
                 log.info("refused a connection from %s: %s", handshake.peer, refused.message)
             self.dropped(refused.code)
             raise
-        return Session(self, user, wanted, device, handshake.peer)
+        session = Session(self, user, wanted, device, handshake.peer)
+        session.expires_at = identity.expires_at if identity is not None else None
+        session.deferred = deferred
+        return session
+
+    async def renew(self, conn: Connection, text: str) -> None:
+        """The hub's `renew` hook: an `auth` frame from a joined connection renews its token (`Session.renew`),
+        answered `auth-renewed`, or refused with close 4401."""
+        session = getattr(conn, "session", None)
+        if not isinstance(session, Session):
+            return
+        outcome = await session.renew(text)
+        if isinstance(outcome, Close):
+            if outcome.frame is not None:
+                await conn.send_text(outcome.frame)
+            await conn.close(outcome.code, outcome.reason)
+        else:
+            await conn.send_text(outcome)
+
+    def _expired(self, due: list[Watched]) -> None:
+        """The expiry watch: these connections' tokens expired without renewal; close them (4401), in one task."""
+        closing = []
+        for session in due:
+            assert isinstance(session, Session)
+            if session.conn is None:
+                continue
+            if self.log_budget.allows(session.address):
+                log.info("%s (%s): the token expired without renewal; closing the connection", session.id, session.cid)
+            self.dropped("token-expired")
+            closing.append(session.conn)
+        if closing:
+            task = asyncio.ensure_future(self._close_expired(closing))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    @staticmethod
+    async def _close_expired(conns: list[TransportConnection]) -> None:
+        error = messages.error(ProtocolError(ErrorCode.UNAUTHORIZED, TOKEN_EXPIRED))
+        for conn in conns:
+            await conn.send_text(error)
+            await conn.close(CloseCode.UNAUTHORIZED, TOKEN_EXPIRED)
 
     def may_log(self, conn: object) -> bool:
         """Whether a protocol error of `conn` (a transport's connection) may be logged now: its address's
@@ -245,8 +301,10 @@ class Sessions:
         """Bytes waiting for slow readers, over all connections (a gauge for /metrics)."""
         return sum(session.conn.pending for session in self.live if session.conn is not None)
 
-    def _check(self, handshake: Handshake) -> tuple[str | None, str | None, str | None]:
-        """(the user, or None while a first-frame token is to come; the id the client asked for; its device)."""
+    def _check(self, handshake: Handshake) -> tuple[str | None, str | None, str | None, Identity | None, str | None]:
+        """(the user, or None while a first-frame token is to come; the id the client asked for; its device; what
+        the header's token proved; the header's token when it is to be checked after the upgrade, its key being
+        unknown until the identity provider's keys are fetched again)."""
         if self.hub.draining:
             raise Refused(503, CloseCode.GOING_AWAY, "shutting-down", "the server is shutting down; reconnect soon")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in handshake.headers}
@@ -280,22 +338,25 @@ class Sessions:
                     "reserved-id",
                     f"{client_id!r} is reserved for a service of this server; choose another id",
                 )
-            return client_id, client_id, device
+            return client_id, client_id, device, None, None
         if "id" in query and not messages.is_valid_id(client_id):
             raise Refused(400, 1008, "bad-id", _ID_RULE.format(what="id"))
         authorization = headers.get("authorization")
         if authorization is None:
-            return None, client_id, device
+            return None, client_id, device, None, None
         scheme, _, token = authorization.partition(" ")
         try:
             if scheme.lower() != "bearer":
                 raise AuthError("the Authorization header must be 'Bearer <token>'")
-            user = self.verifier.verify(token.strip())
+            identity = self.verifier.identify(token.strip())
+        except UnknownKey:
+            return None, client_id, device, None, token.strip()  # checked once the open socket can wait for keys
         except AuthError as exc:
             raise Refused(401, CloseCode.UNAUTHORIZED, "unauthorized", str(exc)) from None
+        user = identity.user
         if client_id is not None and client_id != user:
             raise Refused(401, CloseCode.UNAUTHORIZED, "unauthorized", f"the token is for {user}, not {client_id}")
-        return user, client_id, device
+        return user, client_id, device, identity, None
 
     def _is_service(self, authorization: str | None) -> bool:
         """Open mode: whether the Authorization header carries this server's service token (PEERCALL_SERVICE_TOKEN;
@@ -331,7 +392,9 @@ class Session:
         "address",
         "cid",
         "conn",
+        "deferred",
         "device",
+        "expires_at",
         "joined",
         "peer",
         "received",
@@ -355,6 +418,20 @@ class Session:
         self._limited = 0
         self._started = 0.0
         self._ended = False
+        self.expires_at: float | None = None
+        """The `exp` of this connection's token (token mode), moved by each renewal."""
+        self.deferred: str | None = None
+        """A token from the Authorization header that `authenticate` is to check once the socket is open."""
+
+    @property
+    def deadline(self) -> float | None:
+        """When the connection closes unless its token is renewed (`exp` + the verifier's leeway)."""
+        return None if self.expires_at is None else self.expires_at + TokenVerifier.LEEWAY
+
+    @property
+    def watched(self) -> bool:
+        """Whether the expiry watch still cares: joined and not ended."""
+        return self.joined and not self._ended
 
     @property
     def id(self) -> str:
@@ -386,25 +463,39 @@ class Session:
         sessions.per_ip[self.address] += 1
         sessions.live.add(self)
 
-    def authenticate(self, text: str | None) -> Close | None:
-        """The first frame, `{"type":"auth","token":…}`: None when it proves who this is (then `start()`)."""
+    async def authenticate(self, text: str | None) -> Close | None:
+        """The first frame, `{"type":"auth","token":…}` (or, when `deferred`, the header's token: `text` is then
+        not looked at): None when it proves who this is (then `start()`)."""
         verifier = self._sessions.verifier
         assert verifier is not None
         try:
-            if text is not None and len(text) > self._sessions.max_size:
-                raise AuthError(f"the auth frame is larger than {self._sessions.max_size} characters")
-            if text is not None and messages.nested_deeper_than(text):
-                raise AuthError(f"the auth frame is nested more than {messages.MAX_DEPTH} deep; {_AUTH_FRAME}")
-            frame = json.loads(text or "null")
-            if not isinstance(frame, dict) or frame.get("type") != "auth" or not isinstance(frame.get("token"), str):
-                raise AuthError(_AUTH_FRAME)
-            user = verifier.verify(frame["token"])
+            token = self.deferred if self.deferred is not None else _token(text, self._sessions.max_size)
+            self.deferred = None
+            identity = await verifier.check(token)
         except (AuthError, ValueError) as exc:
             return self._unauthorized(str(exc))
-        if self.wanted and self.wanted != user:
-            return self._unauthorized(f"the token is for {user}, not {self.wanted}")
-        self.user = user
+        if self.wanted and self.wanted != identity.user:
+            return self._unauthorized(f"the token is for {identity.user}, not {self.wanted}")
+        self.user, self.expires_at = identity.user, identity.expires_at
         return None
+
+    async def renew(self, text: str) -> str | Close:
+        """A later `auth` frame: a new token for the same user. The `auth-renewed` frame to answer with, or the
+        close (4401) of a connection whose renewal is refused (a bad token, or one for another user)."""
+        verifier = self._sessions.verifier
+        assert verifier is not None and self.user is not None
+        try:
+            identity = await verifier.check(_token(text, self._sessions.max_size, _RENEWAL_FRAME))
+        except (AuthError, ValueError) as exc:
+            return self._unauthorized(f"the renewal was refused: {exc}")
+        if identity.user != self.user:
+            return self._unauthorized(f"the new token is for {identity.user}, not {self.user}")
+        self.expires_at = identity.expires_at
+        expiries = self._sessions.expiries
+        if expiries is not None and self.watched:
+            expiries.watch(self)
+        log.debug("%s (%s): token renewed until %s", self.user, self.cid, identity.expires_at)
+        return messages.auth_renewed(identity.expires_at)
 
     def auth_timed_out(self) -> Close:
         return self._unauthorized(f"no auth frame within {self.auth_timeout:g}s")
@@ -424,6 +515,8 @@ class Session:
             return Close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections", error)
         sessions.per_user[user] = count + 1
         self.joined = True
+        if sessions.expiries is not None:
+            sessions.expiries.watch(self)
         log.info(
             "%s connected from %s (%s, %d connections)", user, self.peer, self.device or self.cid, len(sessions.hub) + 1
         )
@@ -511,6 +604,20 @@ class Session:
             log.info("refused a connection (%s) from %s: %s", self.cid, self.peer, why)
         self._sessions.dropped("unauthorized")
         return Close(CloseCode.UNAUTHORIZED, why[:120], messages.error(ProtocolError(ErrorCode.UNAUTHORIZED, why)))
+
+
+def _token(text: str | None, max_size: int, shape: str = _AUTH_FRAME) -> str:
+    """The token of an auth frame. Raises AuthError (saying what is expected) or ValueError (not JSON) if `text`
+    is not one."""
+    if text is not None and len(text) > max_size:
+        raise AuthError(f"the auth frame is larger than {max_size} characters")
+    if text is not None and messages.nested_deeper_than(text):
+        raise AuthError(f"the auth frame is nested more than {messages.MAX_DEPTH} deep; {shape}")
+    frame = json.loads(text or "null")
+    if not isinstance(frame, dict) or frame.get("type") != "auth" or not isinstance(frame.get("token"), str):
+        raise AuthError(shape)
+    token: str = frame["token"]
+    return token
 
 
 def _single(query: dict[str, list[str]], name: str) -> str | None:

@@ -222,7 +222,12 @@ class AsgiTransport:
     async def _serve(self, conn: AsgiConnection, session: Session, receive: Receive) -> int:
         """The connection's life after the 101: the code it ended with."""
         refusal: Close | None
-        if session.awaiting_auth:
+        if session.deferred is not None:  # the header's token, whose key is to be fetched
+            refusal = await session.authenticate(None)
+            if refusal is not None:
+                conn.close_with(refusal)
+                return refusal.code
+        elif session.awaiting_auth:
             try:
                 async with asyncio.timeout(session.auth_timeout):
                     message = await receive()
@@ -231,7 +236,7 @@ class AsgiTransport:
             else:
                 if message["type"] != "websocket.receive":
                     return int(message.get("code", CloseCode.NORMAL))
-                refusal = session.authenticate(message.get("text"))
+                refusal = await session.authenticate(message.get("text"))
             if refusal is not None:
                 conn.close_with(refusal)
                 return refusal.code
@@ -240,7 +245,7 @@ class AsgiTransport:
             conn.close_with(refusal)
             return refusal.code
         try:
-            await self.hub.join(conn, session.device)
+            await self.hub.join(conn, session.device, token_expires_at=session.expires_at)
             return await self._receive_loop(conn, session, receive)
         except Exception:
             conn.close_with(session.failed())

@@ -1,0 +1,58 @@
+"""`Hub.close_user` over every broker: every connection of one user closes, on every node, within a second."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from peercall.hub.router import Hub
+
+from .conftest import FakeConnection, MakeHub
+from .test_broker import nodes_of
+
+BOUND = 1.0  # seconds: the documented bound (docs/security.md, "revocation delay")
+
+
+class Watched(FakeConnection):
+    """A FakeConnection that says when it is closed."""
+
+    def __init__(self, hub: Hub, user: str) -> None:
+        super().__init__(hub, user)
+        self.closing = asyncio.Event()
+
+    async def close(self, code: int, reason: str) -> None:
+        await super().close(code, reason)
+        self.closing.set()
+
+
+async def join(hub: Hub, user: str) -> Watched:
+    conn = Watched(hub, user)
+    await hub.join(conn)
+    return conn
+
+
+async def test_close_user_closes_every_connection_of_the_user_on_every_node(make_hub: MakeHub) -> None:
+    """`close_user` on one node closes each connection of that user, on this node and the others, with the code
+    and reason given, within a second; other users' connections stay open."""
+    nodes = await nodes_of(make_hub)
+    theirs = [await join(nodes[0], "alice"), await join(nodes[0], "alice"), await join(nodes[-1], "alice")]
+    others = [await join(nodes[0], "bob"), await join(nodes[-1], "carol")]
+    started = time.monotonic()
+    nodes[-1].close_user("alice", 4401, "signed out by an administrator")
+    async with asyncio.timeout(BOUND):
+        for conn in theirs:
+            await conn.closing.wait()
+    assert time.monotonic() - started < BOUND
+    assert [c.closed for c in theirs] == [(4401, "signed out by an administrator")] * 3
+    await asyncio.sleep(0.1)  # what would have closed the others has had its chance
+    assert [c.closed for c in others] == [None, None]
+
+
+async def test_close_user_of_nobody_online_does_nothing(make_hub: MakeHub) -> None:
+    """Closing a user with no connection is harmless, and later connections of theirs are not affected."""
+    nodes = await nodes_of(make_hub)
+    nodes[0].close_user("dave", 4401, "signed out")
+    await asyncio.sleep(0.1)
+    dave = await join(nodes[-1], "dave")
+    await asyncio.sleep(0.1)
+    assert dave.closed is None and dave.sent[0]["type"] == "welcome"
