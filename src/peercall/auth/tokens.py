@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
@@ -46,7 +46,14 @@ class TokenVerifier:
 
     @classmethod
     def for_settings(cls, settings: Settings) -> TokenVerifier | None:
-        """The verifier `settings` ask for: None in `open` mode."""
+        """The verifier `settings` ask for: None in `open` mode; in `accounts` mode, one of signaling tokens signed
+        with the server's own key (auth/accounts.py)."""
+        if settings.auth == "accounts":
+            from ..config import data_folder
+            from .accounts import AccountsVerifier, signing_key
+
+            secret = settings.auth_secret.get_secret_value() if settings.auth_secret else None
+            return AccountsVerifier(signing_key(secret, data_folder()))
         if settings.auth != "token":
             return None
         return cls(
@@ -91,7 +98,15 @@ class TokenVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not is_valid_id(sub):
             raise AuthError("the token's 'sub' is not a valid user id")
+        self.check(claims)
         return sub
+
+    def check(self, claims: dict[str, Any]) -> None:
+        """More checks of a well-signed token's claims (accounts mode: its sign-in is not revoked).
+
+        Raises:
+            AuthError: the token is not acceptable.
+        """
 
 
 def mint(user: str, secret: str, ttl: float = 3600, *, now: float | None = None) -> str:

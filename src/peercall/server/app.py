@@ -17,10 +17,11 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import PROTOCOL_VERSION, __version__
+from ..auth.accounts import AccountsVerifier
 from ..auth.tokens import AuthError, TokenVerifier
 from ..auth.turn import turn_credentials
 from ..broker import open_broker
@@ -31,6 +32,7 @@ from ..hub.social import Social, load_policy
 from ..protocol.messages import is_valid_id
 from ..protocol.schema import schema
 from ..store import open_history
+from .accounts import AccountsApi
 from .guard import WebGuard
 from .metrics import CONTENT_TYPE, registry_for, render
 from .session import Sessions, is_signaling_path
@@ -222,6 +224,10 @@ def create_app(settings: Settings) -> PeercallApp:
         return JSONResponse({"error": {"code": "internal-error", "message": "internal server error"}}, status_code=500)
 
     sessions = Sessions(hub, settings)
+    accounts: AccountsApi | None = None
+    if isinstance(verifier, AccountsVerifier):
+        sessions.verifier = verifier  # one verifier: its set of revoked sign-ins is the one AccountsApi refreshes
+        accounts = AccountsApi(settings, history, verifier, broker)
     hub.may_log = sessions.may_log
     metrics_registry = registry_for(hub, sessions)
     index_html = (STATIC_DIR / "index.html").read_text()
@@ -232,7 +238,8 @@ def create_app(settings: Settings) -> PeercallApp:
     async def get_demo_page(request: Request) -> Response:
         return Response(demo_pages[request.url.path], media_type="text/html; charset=utf-8")
 
-    routes = [
+    routes: list[BaseRoute] = [
+        *(accounts.routes() if accounts is not None else []),
         Route("/ice-servers", get_ice_servers),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -261,7 +268,11 @@ def create_app(settings: Settings) -> PeercallApp:
             # Calling works without history; say so loudly and go on.
             log.exception("could not open the call history at %s; calls are not recorded", _safe_url(settings))
         await broker.start()
+        if accounts is not None:
+            await accounts.start()
         yield
+        if accounts is not None:
+            await accounts.stop()
         await hub.drain()
         await broker.stop()
         await history.close()
@@ -274,6 +285,7 @@ def create_app(settings: Settings) -> PeercallApp:
     )
     app.state.hub = hub
     app.state.settings = settings
+    app.state.accounts = accounts
     return PeercallApp(app, sessions)
 
 
