@@ -399,6 +399,8 @@ class AccountsApi:
             raise Refusal(400, "bad-request", "'invite' is the token after '#invite=' in the invite link")
         if not isinstance(account, str) or not is_valid_id(account):
             raise Refusal(400, "bad-id", "an id is 1-64 letters, digits, '_', '-', '.' or '@'")
+        if account in self.settings.reserved_ids:
+            raise Refusal(409, "id-taken", f"the id {account!r} is taken: choose another")
         name = display_name(body.get("name"))
         try:
             password = check_password(body.get("password"))
