@@ -323,7 +323,8 @@ class AccountsApi:
         stored = None
         if user is not None:
             stored = next((c.secret for c in await self.store.credentials(user.id) if c.kind == "password"), None)
-        if user is None or not await self.passwords.verify(stored, password):
+        matches = await self.passwords.verify(stored, password)  # also without an account: the same time
+        if user is None or not matches:
             now = self.clock()
             self.by_account.failed(account, now)
             self.by_address.failed(address, now)
