@@ -236,7 +236,7 @@ def _start_echo(settings: Any) -> subprocess.Popen[bytes] | None:
         # `echo` is a reserved id in open mode: the echo takes it with the service token (see `main`).
         env["PEERCALL_TOKEN"] = settings.service_token.get_secret_value()
     if settings.auth == "accounts":  # the echo has no account: a token with the server's key, of no sign-in
-        from .auth.accounts import AccountsVerifier, signing_key
+        from .auth.tokens import AccountsVerifier, signing_key
         from .config import data_folder
 
         secret = settings.auth_secret.get_secret_value() if settings.auth_secret else None

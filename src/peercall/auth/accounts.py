@@ -1,5 +1,5 @@
 """The secrets of accounts mode: password hashing (argon2id), the tokens of invites and sign-ins (only their hashes
-are stored), the key that signs signaling tokens, the sign-in throttle, and the verifier of signaling tokens.
+are stored) and the sign-in throttle. (The signing key and the verifier of signaling tokens are in auth/tokens.py.)
 
 No HTTP and no store here (server/accounts.py has the routes, store/ the tables). The clock comes in as an argument.
 """
@@ -8,25 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
-import os
 import secrets
-import time
 from collections import OrderedDict
-from pathlib import Path
-from typing import Any
 
-import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from .tokens import AuthError, TokenVerifier
-
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024
 """Length bounds of a password, in characters (the upper one keeps hashing cheap to refuse)."""
-
-KEY_FILE = "signing.key"
-"""The file in the data folder that keeps the signing key of accounts mode when PEERCALL_AUTH_SECRET is unset."""
 
 HASHING_AT_ONCE = 2
 """Password hashes computed at once (argon2id takes 64 MiB and some 50 ms of one core each)."""
@@ -81,27 +70,6 @@ class Passwords:
         return ok and stored is not None
 
 
-def signing_key(secret: str | None, folder: Path) -> str:
-    """The HS256 key of signaling tokens: `secret` (PEERCALL_AUTH_SECRET) if set, else the one in
-    `folder/signing.key`, made (random, mode 0600, in a 0700 folder) if there is none."""
-    if secret:
-        return secret
-    path = folder / KEY_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it meanwhile
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as out:
-        out.write(key + "\n")
-    return key
-
-
 class Throttle:
     """Failed attempts per key (an account, an address), as a bucket of `burst` tries that refills by one every
     `refill` seconds. Bounded: at most `keys` keys are tracked; past that, those whose buckets are fullest (the
@@ -128,28 +96,3 @@ class Throttle:
 
     def forget(self, key: str) -> None:
         self._buckets.pop(key, None)
-
-
-class AccountsVerifier(TokenVerifier):
-    """Signaling tokens of accounts mode: HS256 with the signing key, `sub` the user, `sid` the sign-in they came
-    from, and refused once that sign-in is in `revoked` (which server/accounts.py refreshes from the store every
-    few seconds, on every node)."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(secret=key)
-        self._mint_key = key
-        self.revoked: frozenset[str] = frozenset()
-        self._required.append("sid")
-
-    def mint(self, user: str, session_id: str, ttl: float, *, now: float | None = None) -> str:
-        issued = int(time.time() if now is None else now)
-        claims = {"sub": user, "sid": session_id, "iat": issued, "exp": issued + int(ttl)}
-        return jwt.encode(claims, self._mint_key, algorithm="HS256")
-
-    def check(self, claims: dict[str, Any]) -> None:
-        if claims.get("sid") in self.revoked:
-            raise AuthError("this sign-in has ended (signed out or revoked): sign in again")
-
-    def csrf(self, session_id: str) -> str:
-        """The CSRF value of a sign-in: derived from its id with the key, so nothing more is stored."""
-        return hmac.new(self._mint_key.encode(), f"csrf:{session_id}".encode(), hashlib.sha256).hexdigest()[:32]

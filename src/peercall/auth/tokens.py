@@ -1,7 +1,12 @@
-"""Signed session tokens (JWT) whose `sub` is the user id: verified with PyJWT, minted for `peercall token`."""
+"""Signed session tokens (JWT) whose `sub` is the user id: verified with PyJWT, minted for `peercall token`; and in
+accounts mode the server's own signaling tokens (`AccountsVerifier`, its key: `signing_key`)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+import secrets
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,7 +55,6 @@ class TokenVerifier:
         with the server's own key (auth/accounts.py)."""
         if settings.auth == "accounts":
             from ..config import data_folder
-            from .accounts import AccountsVerifier, signing_key
 
             secret = settings.auth_secret.get_secret_value() if settings.auth_secret else None
             return AccountsVerifier(signing_key(secret, data_folder()))
@@ -113,3 +117,53 @@ def mint(user: str, secret: str, ttl: float = 3600, *, now: float | None = None)
     """An HS256 token for `user`, valid for `ttl` seconds from `now`."""
     issued = int(time.time() if now is None else now)
     return jwt.encode({"sub": user, "iat": issued, "exp": issued + int(ttl)}, secret, algorithm="HS256")
+
+
+KEY_FILE = "signing.key"
+"""The file in the data folder that keeps the signing key of accounts mode when PEERCALL_AUTH_SECRET is unset."""
+
+
+def signing_key(secret: str | None, folder: Path) -> str:
+    """The HS256 key of signaling tokens: `secret` (PEERCALL_AUTH_SECRET) if set, else the one in
+    `folder/signing.key`, made (random, mode 0600, in a 0700 folder) if there is none."""
+    if secret:
+        return secret
+    path = folder / KEY_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it meanwhile
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:
+        out.write(key + "\n")
+    return key
+
+
+class AccountsVerifier(TokenVerifier):
+    """Signaling tokens of accounts mode: HS256 with the signing key, `sub` the user, `sid` the sign-in they came
+    from, and refused once that sign-in is in `revoked` (which server/accounts.py refreshes from the store every
+    few seconds, on every node)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(secret=key)
+        self._mint_key = key
+        self.revoked: frozenset[str] = frozenset()
+        self._required.append("sid")
+
+    def mint(self, user: str, session_id: str, ttl: float, *, now: float | None = None) -> str:
+        issued = int(time.time() if now is None else now)
+        claims = {"sub": user, "sid": session_id, "iat": issued, "exp": issued + int(ttl)}
+        return jwt.encode(claims, self._mint_key, algorithm="HS256")
+
+    def check(self, claims: dict[str, Any]) -> None:
+        if claims.get("sid") in self.revoked:
+            raise AuthError("this sign-in has ended (signed out or revoked): sign in again")
+
+    def csrf(self, session_id: str) -> str:
+        """The CSRF value of a sign-in: derived from its id with the key, so nothing more is stored."""
+        return hmac.new(self._mint_key.encode(), f"csrf:{session_id}".encode(), hashlib.sha256).hexdigest()[:32]

@@ -35,7 +35,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ..auth.accounts import AccountsVerifier, Passwords, Throttle, check_password, new_token, token_hash
+from ..auth.accounts import Passwords, Throttle, check_password, new_token, token_hash
+from ..auth.tokens import AccountsVerifier
 from ..config import Settings
 from ..core.social import MAX_NAME
 from ..protocol.codes import CloseCode

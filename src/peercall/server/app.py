@@ -21,8 +21,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import PROTOCOL_VERSION, __version__
-from ..auth.accounts import AccountsVerifier
-from ..auth.tokens import AuthError, TokenVerifier
+from ..auth.tokens import AccountsVerifier, AuthError, TokenVerifier
 from ..auth.turn import turn_credentials
 from ..broker import open_broker
 from ..config import Settings
