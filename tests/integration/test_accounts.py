@@ -328,3 +328,29 @@ async def test_the_cli_adds_lists_and_invites(db: Path) -> None:
             assert signed_up.status_code == 201 and signed_up.json()["admin"] is True
         assert (await run("user", "disable", "deputy"))[0] == 0
         assert "deputy\tD\tadmin, disabled\n" in (await run("user", "list"))[1]
+
+
+async def test_a_sign_out_reaches_another_node_within_seconds(browser: Any, db: Path) -> None:
+    """Two nodes on one store: a sign-in ended on one is refused by the other within its refresh (REFRESH, 2 s),
+    though the signaling token has minutes left."""
+    env = {"PEERCALL_AUTH": "accounts", "PEERCALL_DATABASE_URL": f"sqlite:///{db}", **OPEN_DOORS}
+    with run_server(**env) as one, run_server(**env) as two:
+        ann = Browser(one)
+        try:
+            await ann.sign_up(setup_token(one), "ann")
+            late = {"invite": setup_token(two), "id": "eve", "name": "Eve", "password": PASSWORD}
+            assert (await ann.post("/api/signup", late)).status_code == 404  # the first sign-up ended every link
+            signal_token = await ann.token()
+            client = await connect(two, signal_token)
+            await client.close()
+            assert (await ann.delete("/api/session")).status_code == 200
+            started = time.monotonic()
+            while True:
+                async with websockets.connect(two.ws) as ws:
+                    await ws.send(json.dumps({"type": "auth", "token": signal_token}))
+                    if (await recv_json(ws))["type"] == "error":
+                        break
+                assert time.monotonic() - started < 2 + 2, "the other node still takes the token"
+                await asyncio.sleep(0.2)
+        finally:
+            await ann.http.aclose()

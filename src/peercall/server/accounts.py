@@ -50,7 +50,7 @@ log = logging.getLogger("peercall.accounts")
 CSRF_HEADER = "x-peercall-csrf"
 SECURE_COOKIE, PLAIN_COOKIE = "__Host-peercall-session", "peercall-session"
 MAX_BODY = 16 * 1024
-SETUP_TTL = 86400.0  # seconds the first administrator's set-up link is valid (a new one at each start meanwhile)
+SETUP_TTL = 86400.0  # seconds the first administrator's set-up link is valid (one more at each start meanwhile)
 INVITE_TTL, MIN_INVITE_TTL, MAX_INVITE_TTL = 7 * 86400.0, 60.0, 30 * 86400.0
 REFRESH = 2.0  # seconds between two reads of the revoked sign-ins: the delay before another node refuses them
 PRUNE_EVERY = 3600.0
@@ -122,9 +122,14 @@ class AccountsApi:
         sign-ins. A store that cannot be read is logged: accounts then refuse every sign-in until it comes back."""
         try:
             if await self.store.count_users() == 0:
-                await self.store.drop_invites("")
+                # Each node (each start) prints a link of its own; the first sign-up with one ends them all.
                 token, now = new_token(), self.clock()
-                await self.store.add_invite(Invite(token_hash(token), "", now, now + SETUP_TTL, admin=True), now=now)
+                setup = Invite(token_hash(token), "", now, now + SETUP_TTL, admin=True)
+                try:
+                    await self.store.add_invite(setup, now=now)
+                except AccountLimit:  # many starts without a sign-up: start afresh
+                    await self.store.drop_invites("")
+                    await self.store.add_invite(setup, now=now)
                 self.setup_token = token
             await self._refresh()
         except Exception:
@@ -409,7 +414,8 @@ class AccountsApi:
         except ValueError as exc:
             raise Refusal(400, "bad-password", str(exc)) from None
         _, address = self._throttled(request, "")
-        if await self.store.invite(token_hash(invite), now=self.clock()) is None:
+        found = await self.store.invite(token_hash(invite), now=self.clock())
+        if found is None:
             self.by_address.failed(address, self.clock())
             raise Refusal(404, "no-invite", "this invite link is not valid: it was used, it expired, or it is wrong")
         now = self.clock()
@@ -419,6 +425,8 @@ class AccountsApi:
             raise Refusal(409, "id-taken", f"the id {account!r} is taken: choose another")
         if done is SignUp.NO_INVITE:
             raise Refusal(404, "no-invite", "this invite link is not valid: it was used, it expired, or it is wrong")
+        if found.created_by == "":  # the first administrator is here: no other set-up link may make another
+            await self.store.drop_invites("")
         user = await self.store.user(account)
         assert user is not None
         log.info("%s signed up%s", account, " as an administrator" if user.admin else "")
