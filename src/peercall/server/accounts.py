@@ -356,7 +356,12 @@ class AccountsApi:
         self._csrf(request, session)
         ttl = self.settings.accounts_token_ttl
         token = self.verifier.mint(user.id, session.id, ttl, now=self.clock())
-        return _json({"token": token, "expiresIn": ttl, "id": user.id})
+        response = _json({"token": token, "expiresIn": ttl, "id": user.id})
+        cookie = self._cookie(request)
+        assert cookie is not None
+        # The sign-in was used now: its cookie lasts as long as it does again.
+        self._set_cookie(response, cookie, SECURE_COOKIE in request.cookies, int(session.expires - self.clock()))
+        return response
 
     async def get_sessions(self, request: Request) -> Response:
         current, user = await self._signed_in(request)
