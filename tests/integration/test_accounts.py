@@ -161,7 +161,7 @@ async def test_sign_in_gives_one_answer_whether_or_not_the_account_exists(srv: S
     assert {a.status_code for group in answers.values() for a in group} == {401}
     assert len(bodies) == 1 and "wrong user id or password" in bodies.pop()
     known, unknown = statistics.median(times["bob"]), statistics.median(times["ghost"])
-    assert unknown > known / 2 and known > unknown / 2, (known, unknown)
+    assert unknown > known / 3 and known > unknown / 3, (known, unknown)  # not 100 ms against 3 ms
     me = await someone.signed(await someone.sign_in("bob"))
     assert me["id"] == "bob" and me["admin"] is False
 

@@ -296,10 +296,13 @@ class AccountsApi:
         for name, secure in ((SECURE_COOKIE, True), (PLAIN_COOKIE, False)):
             response.delete_cookie(name, path="/", secure=secure, httponly=True, samesite="strict")
 
-    def _throttled(self, request: Request, account: str) -> tuple[str, str]:
+    def _throttled(self, request: Request, account: str | None) -> str:
+        """The address whose failures count; refused while it, or `account` (None: no account), must wait."""
         now = self.clock()
         address = address_group(request.client.host if request.client else "")
-        wait = max(self.by_account.wait(account, now), self.by_address.wait(address, now))
+        wait = self.by_address.wait(address, now)
+        if account is not None:
+            wait = max(wait, self.by_account.wait(account, now))
         if wait > 0:
             seconds = math.ceil(wait)
             raise Refusal(
@@ -308,7 +311,7 @@ class AccountsApi:
                 f"too many failed sign-ins: try again in {seconds} s",
                 {"retry-after": str(seconds)},
             )
-        return account, address
+        return address
 
     # -- routes ----------------------------------------------------------------------------------------------
 
@@ -324,7 +327,8 @@ class AccountsApi:
         account, password = body.get("id"), body.get("password")
         if not isinstance(account, str) or not isinstance(password, str) or len(password) > 1024:
             raise Refusal(400, "bad-request", 'send {"id": "<user id>", "password": "<password>"}')
-        account, address = self._throttled(request, account[:64])
+        account = account[:64]
+        address = self._throttled(request, account)
         user = await self.store.user(account) if is_valid_id(account) else None
         stored = None
         if user is not None:
@@ -418,7 +422,7 @@ class AccountsApi:
             password = check_password(body.get("password"))
         except ValueError as exc:
             raise Refusal(400, "bad-password", str(exc)) from None
-        _, address = self._throttled(request, "")
+        address = self._throttled(request, None)
         found = await self.store.invite(token_hash(invite), now=self.clock())
         if found is None:
             self.by_address.failed(address, self.clock())
