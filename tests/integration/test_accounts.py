@@ -251,7 +251,7 @@ async def test_signing_out_ends_the_sign_in_and_its_tokens(srv: ServerProcess, b
 
 async def test_a_disabled_user_cannot_sign_in_or_get_tokens(srv: ServerProcess, browser: Any) -> None:
     """An administrator disables bob: his sign-ins end at once (cookie and tokens refused), and he cannot sign in
-    until enabled again."""
+    until enabled again; an administrator can also end his sign-ins without disabling him."""
     ann, bob = await admin_and_bob(srv, browser)
     token = await bob.token()
     assert (await ann.post("/api/users/ann/disable")).json()["error"]["code"] == "self"
@@ -269,6 +269,10 @@ async def test_a_disabled_user_cannot_sign_in_or_get_tokens(srv: ServerProcess, 
     assert (await ann.post("/api/users/bob/enable")).status_code == 200
     await bob.signed(await bob.sign_in("bob"))
     assert await bob.token()
+    assert (await bob.delete("/api/users/ann/sessions")).json()["error"]["code"] == "forbidden"
+    assert (await ann.delete("/api/users/bob/sessions")).json() == {"signedOut": 1}
+    assert (await bob.http.get("/api/session")).status_code == 401
+    assert (await ann.http.get("/api/session")).status_code == 200
 
 
 async def test_sign_in_needs_https_except_on_localhost(browser: Any, db: Path) -> None:
