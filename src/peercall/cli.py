@@ -95,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     from .admin import add_commands as add_admin_commands
 
     add_admin_commands(commands)
+    from .users import add_commands as add_user_commands
+
+    add_user_commands(commands)
     return parser
 
 
@@ -243,6 +246,12 @@ def _start_echo(settings: Any) -> subprocess.Popen[bytes] | None:
     if settings.auth == "open" and settings.service_token is not None:
         # `echo` is a reserved id in open mode: the echo takes it with the service token (see `main`).
         env["PEERCALL_TOKEN"] = settings.service_token.get_secret_value()
+    if settings.auth == "accounts":  # the echo has no account: a token with the server's key, of no sign-in
+        from .auth.tokens import AccountsVerifier, signing_key
+        from .config import data_folder
+
+        secret = settings.auth_secret.get_secret_value() if settings.auth_secret else None
+        env["PEERCALL_TOKEN"] = AccountsVerifier(signing_key(secret, data_folder())).mint("echo", "service", 7 * 86400)
     if settings.auth == "token":
         if settings.auth_secret is None:
             print("peercall: --with-echo needs PEERCALL_AUTH_SECRET to sign the echo's token", file=sys.stderr)
@@ -380,6 +389,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             args.url = default_url()
         return run(args)
+    if args.command in ("user", "invite"):
+        from .users import run as users
+
+        return users(args)
     if args.command == "admin":
         from .admin import run as admin
 

@@ -80,11 +80,22 @@ class Settings(BaseSettings):
     ice_transport_policy: Literal["all", "relay"] = "all"
     """`relay` makes every client use TURN only, so that neither side learns the other's IP address
     (`PEERCALL_ICE_TRANSPORT_POLICY`; needs TURN)."""
-    auth: Literal["open", "token"] = "open"
+    auth: Literal["open", "token", "accounts"] = "open"
     """`open`: anyone may connect under any id. `token`: a signed JWT whose `sub` is the user id is required
-    (`PEERCALL_AUTH`)."""
+    (`PEERCALL_AUTH`). `accounts`: users, invites, passwords and sessions live in the store (`database_url`); a
+    signed-in browser gets short-lived signaling tokens from `POST /api/session/token` (docs/protocol.md)."""
     auth_secret: SecretStr | None = None
-    """HS256 secret for tokens (`PEERCALL_AUTH_SECRET`); `peercall token` signs with it."""
+    """HS256 secret for tokens (`PEERCALL_AUTH_SECRET`); `peercall token` signs with it. In accounts mode, the key
+    that signs signaling tokens: unset, a random one is made into `signing.key` in `data_folder()` (mode 0600);
+    set it, the same on every node, for a cluster."""
+    accounts_token_ttl: Annotated[float, Field(ge=10, le=3600)] = 300.0
+    """Seconds a signaling token of accounts mode is valid (`PEERCALL_ACCOUNTS_TOKEN_TTL`): also the longest a
+    revoked session's last token may still open a socket (docs/security.md, revocation delay)."""
+    accounts_session_ttl: Annotated[float, Field(gt=0, le=400)] = 30.0
+    """Days a sign-in lasts without being used (`PEERCALL_ACCOUNTS_SESSION_TTL`); each use extends it."""
+    public_url: Annotated[str | None, Field(pattern=r"^https?://[^/?#\s]+$")] = None
+    """The server's address as people reach it, without a path (`PEERCALL_PUBLIC_URL=https://call.example.org`):
+    the base of set-up and invite links. Unset: `http(s)://localhost:<port>`, or the Host of the request."""
     auth_public_key: Path | None = None
     """PEM file of an RS256/ES256 public key for tokens (`PEERCALL_AUTH_PUBLIC_KEY`)."""
     auth_audience: str | None = None
@@ -240,6 +251,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.auth == "accounts" and self.auth_public_key is not None:
+            raise ValueError("auth=accounts signs its own tokens: unset auth_public_key (auth_secret may be set)")
         if (
             self.auth == "token"
             and self.auth_secret is None

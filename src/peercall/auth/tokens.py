@@ -1,4 +1,5 @@
-"""Signed session tokens (JWT) whose `sub` is the user id: verified with PyJWT, minted for `peercall token`.
+"""Signed session tokens (JWT) whose `sub` is the user id: verified with PyJWT, minted for `peercall token`; and in
+accounts mode the server's own signaling tokens (`AccountsVerifier`, its key: `signing_key`).
 
 Keys come from one of: an HS256 secret, a PEM public key (RS256/ES256), or a JWKS URL (auth/jwks.py: an identity
 provider's keys, fetched and refreshed off the event loop). `TokenVerifier.identify` is synchronous and never does
@@ -8,6 +9,10 @@ fetch the provider's keys again (at most once per `min_interval` seconds, bounde
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +82,13 @@ class TokenVerifier:
 
     @classmethod
     def for_settings(cls, settings: Settings) -> TokenVerifier | None:
-        """The verifier `settings` ask for: None in `open` mode."""
+        """The verifier `settings` ask for: None in `open` mode; in `accounts` mode, one of signaling tokens signed
+        with the server's own key (auth/accounts.py)."""
+        if settings.auth == "accounts":
+            from ..config import data_folder
+
+            secret = settings.auth_secret.get_secret_value() if settings.auth_secret else None
+            return AccountsVerifier(signing_key(secret, data_folder()))
         if settings.auth != "token":
             return None
         jwks = None
@@ -186,10 +197,68 @@ class TokenVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not is_valid_id(sub):
             raise AuthError("the token's 'sub' is not a valid user id")
+        self.check_claims(claims)
         return Identity(sub, float(claims["exp"]))
+
+    def check_claims(self, claims: dict[str, Any]) -> None:
+        """More checks of a well-signed token's claims (accounts mode: its sign-in is not revoked).
+
+        Raises:
+            AuthError: the token is not acceptable.
+        """
 
 
 def mint(user: str, secret: str, ttl: float = 3600, *, now: float | None = None) -> str:
     """An HS256 token for `user`, valid for `ttl` seconds from `now`."""
     issued = int(time.time() if now is None else now)
     return jwt.encode({"sub": user, "iat": issued, "exp": issued + int(ttl)}, secret, algorithm="HS256")
+
+
+KEY_FILE = "signing.key"
+"""The file in the data folder that keeps the signing key of accounts mode when PEERCALL_AUTH_SECRET is unset."""
+
+
+def signing_key(secret: str | None, folder: Path) -> str:
+    """The HS256 key of signaling tokens: `secret` (PEERCALL_AUTH_SECRET) if set, else the one in
+    `folder/signing.key`, made (random, mode 0600, in a 0700 folder) if there is none."""
+    if secret:
+        return secret
+    path = folder / KEY_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it meanwhile
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:
+        out.write(key + "\n")
+    return key
+
+
+class AccountsVerifier(TokenVerifier):
+    """Signaling tokens of accounts mode: HS256 with the signing key, `sub` the user, `sid` the sign-in they came
+    from, and refused once that sign-in is in `revoked` (which server/accounts.py refreshes from the store every
+    few seconds, on every node)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(secret=key)
+        self._mint_key = key
+        self.revoked: frozenset[str] = frozenset()
+        self._required.append("sid")
+
+    def mint(self, user: str, session_id: str, ttl: float, *, now: float | None = None) -> str:
+        issued = int(time.time() if now is None else now)
+        claims = {"sub": user, "sid": session_id, "iat": issued, "exp": issued + int(ttl)}
+        return jwt.encode(claims, self._mint_key, algorithm="HS256")
+
+    def check_claims(self, claims: dict[str, Any]) -> None:
+        if claims.get("sid") in self.revoked:
+            raise AuthError("this sign-in has ended (signed out or revoked): sign in again")
+
+    def csrf(self, session_id: str) -> str:
+        """The CSRF value of a sign-in: derived from its id with the key, so nothing more is stored."""
+        return hmac.new(self._mint_key.encode(), f"csrf:{session_id}".encode(), hashlib.sha256).hexdigest()[:32]

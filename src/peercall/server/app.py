@@ -17,11 +17,11 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import PROTOCOL_VERSION, __version__
-from ..auth.tokens import AuthError, TokenVerifier
+from ..auth.tokens import AccountsVerifier, AuthError, TokenVerifier
 from ..auth.turn import turn_credentials
 from ..broker import open_broker
 from ..config import Settings
@@ -31,6 +31,7 @@ from ..hub.social import Social, load_policy
 from ..protocol.messages import is_valid_id
 from ..protocol.schema import schema
 from ..store import open_history
+from .accounts import AccountsApi
 from .guard import WebGuard
 from .metrics import CONTENT_TYPE, registry_for, render
 from .session import Sessions, is_signaling_path
@@ -223,6 +224,10 @@ def create_app(settings: Settings) -> PeercallApp:
         return JSONResponse({"error": {"code": "internal-error", "message": "internal server error"}}, status_code=500)
 
     sessions = Sessions(hub, settings, verifier)
+    accounts: AccountsApi | None = None
+    if isinstance(verifier, AccountsVerifier):
+        # One verifier: its set of revoked sign-ins is the one AccountsApi refreshes.
+        accounts = AccountsApi(settings, history, verifier, broker)
     hub.may_log = sessions.may_log
     if verifier is not None:
         hub.renew = sessions.renew  # a later `auth` frame renews the connection's token
@@ -235,7 +240,8 @@ def create_app(settings: Settings) -> PeercallApp:
     async def get_demo_page(request: Request) -> Response:
         return Response(demo_pages[request.url.path], media_type="text/html; charset=utf-8")
 
-    routes = [
+    routes: list[BaseRoute] = [
+        *(accounts.routes() if accounts is not None else []),
         Route("/ice-servers", get_ice_servers),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -266,7 +272,11 @@ def create_app(settings: Settings) -> PeercallApp:
         await broker.start()
         if verifier is not None:
             await verifier.start()  # a JWKS is fetched now (bounded), and kept fresh
+        if accounts is not None:
+            await accounts.start()
         yield
+        if accounts is not None:
+            await accounts.stop()
         if verifier is not None:
             await verifier.stop()
         if sessions.expiries is not None:
@@ -283,6 +293,7 @@ def create_app(settings: Settings) -> PeercallApp:
     )
     app.state.hub = hub
     app.state.settings = settings
+    app.state.accounts = accounts
     return PeercallApp(app, sessions)
 
 

@@ -17,6 +17,7 @@ from .. import PROTOCOL_VERSION, __version__
 from ..config import Settings
 from ..hub.router import Hub
 from ..protocol.codes import CloseCode
+from .accounts import AccountsApi
 from .app import _safe_url, create_app
 from .fastws import protocol_for
 from .guard import allowed_hosts
@@ -42,12 +43,23 @@ class PeercallServer(uvicorn.Server):
         self.hub = hub
         self.tls_names: list[str] = []
         self.sessions: Sessions | None = None
+        self.accounts: AccountsApi | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
             port = self.servers[0].sockets[0].getsockname()[1]
             print(banner(self.settings, port, self.tls_names), flush=True)
+            accounts = self.accounts
+            if accounts is not None:
+                scheme = "https" if self.settings.tls else "http"
+                link = accounts.setup_link(f"{scheme}://localhost:{port}")
+                if link is not None:  # printed once: only its hash is kept
+                    print(
+                        "  SET-UP        nobody has an account yet: open this link (once, within a day) to make the "
+                        f"first administrator\n                {link}",
+                        flush=True,
+                    )
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
@@ -88,11 +100,11 @@ def banner(settings: Settings, port: int, tls_names: list[str] | None = None) ->
         ice += "; relay only"
     if settings.turn_secret is not None and settings.auth == "open":
         ice += "\n                WARNING: auth is open, so anyone who reaches this server gets TURN credentials"
-    auth = (
-        "open: anyone may connect under any id (use PEERCALL_AUTH=token on an untrusted network)"
-        if settings.auth == "open"
-        else "token: a signed JWT is required (sub = user id)"
-    )
+    auth = {
+        "open": "open: anyone may connect under any id (use PEERCALL_AUTH=token on an untrusted network)",
+        "token": "token: a signed JWT is required (sub = user id)",
+        "accounts": "accounts: users sign in (invites, passwords); `peercall user` and `peercall invite` manage them",
+    }[settings.auth]
     lines = [
         f"peercall {__version__} (signaling protocol v{PROTOCOL_VERSION}) listening on {host}:{port}",
         f"  web client    {base}/",
@@ -204,5 +216,6 @@ def serve(settings: Settings) -> int:
     server = PeercallServer(config, settings, app.state.hub)
     server.tls_names = tls_names
     server.sessions = app.sessions
+    server.accounts = app.state.accounts
     server.run()
     return 0 if server.started else 1

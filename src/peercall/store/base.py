@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -263,8 +264,186 @@ def expired(at: float, now: float) -> bool:
     return at < now - REQUEST_TTL
 
 
-class Store(CallHistory, ContactBook, Protocol):
-    """What a store keeps: the call history and the contacts, in one database."""
+# -- Accounts (PEERCALL_AUTH=accounts) ---------------------------------------------------------------------------
+
+MAX_INVITES_PER_ADMIN = 50
+"""Invites one administrator may have waiting (not used, not expired) at once."""
+
+MAX_SESSIONS_PER_USER = 20
+"""Sign-ins one user keeps at once: a new one beyond this ends the one used least recently."""
+
+MAX_CREDENTIALS_PER_USER = 10
+"""Sign-in methods (a password, passkeys) one user may have."""
+
+REVOKED_KEPT = 86400.0
+"""Seconds a revoked sign-in is kept (so that every node learns of it: `revoked_since`) before it is pruned."""
+
+
+class AccountLimit(Exception):
+    """An operation would take a list over its bound (MAX_INVITES_PER_ADMIN, MAX_CREDENTIALS_PER_USER). Nothing
+    was changed; the message says which list."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class User:
+    """A person with an account. `id` is what the protocol calls a user id; `name` is their display name."""
+
+    id: str
+    name: str
+    admin: bool = False
+    disabled: bool = False
+    created: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Credential:
+    """A way for `user` to sign in. `kind` `password`: `secret` is an argon2id hash (PHC string), `key` is empty.
+    `kind` `passkey` (WebAuthn, to come): `key` is the credential id, `secret` its public key and sign count as
+    the WebAuthn layer encodes them."""
+
+    user: str
+    kind: str
+    key: str
+    secret: str
+    created: float = 0.0
+    last_used: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Invite:
+    """A one-time, expiring invitation. Only `token_hash` (SHA-256 of the token in the link) is stored.
+    `created_by` is the administrator who made it (empty for the first administrator's set-up link);
+    `admin` makes whoever uses it an administrator."""
+
+    token_hash: str
+    created_by: str
+    created: float
+    expires: float
+    admin: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AccountSession:
+    """A sign-in: `id` is public (in signaling tokens' `sid`, in lists of sessions); `secret_hash` is the SHA-256
+    of the secret in the browser's cookie, which is never stored. `revoked` is when it was ended (None: live)."""
+
+    id: str
+    user: str
+    secret_hash: str
+    created: float
+    last_used: float
+    expires: float
+    user_agent: str = ""
+    revoked: float | None = None
+
+
+class SignUp(StrEnum):
+    """What `Accounts.sign_up` did."""
+
+    DONE = "done"
+    NO_INVITE = "no-invite"  # unknown, used or expired: all the same to whoever holds the link
+    ID_TAKEN = "id-taken"  # someone has that id (the invite is not used up)
+
+
+class Accounts(Protocol):
+    """Users, their sign-in methods, invites and sign-ins (server/accounts.py has the rules; auth/accounts.py the
+    hashing). Every operation is one transaction. `now` is Unix seconds. Secrets never reach the store: invites
+    and sessions are looked up by a hash of their token. Every method may raise what the database raises."""
+
+    async def add_user(self, user: User, credential: Credential | None = None) -> bool:
+        """Create `user` (with a first sign-in method). False, and nothing changed, if the id is taken."""
+        ...
+
+    async def user(self, user_id: str) -> User | None:
+        """The user with this id, or None."""
+        ...
+
+    async def users(self, *, limit: int = 100, after: str | None = None) -> list[User]:
+        """A page of users by id (code-point order), those after `after`.
+
+        Raises:
+            ValueError: `limit` is below 1.
+        """
+        ...
+
+    async def count_users(self) -> int:
+        """How many users there are (0: the first administrator has not signed up yet)."""
+        ...
+
+    async def set_disabled(self, user_id: str, disabled: bool, *, now: float) -> bool:
+        """Disable or enable a user; disabling also revokes all their sessions. False if no such user."""
+        ...
+
+    async def credentials(self, user_id: str) -> list[Credential]:
+        """The user's sign-in methods, oldest first."""
+        ...
+
+    async def set_credential(self, credential: Credential) -> None:
+        """Add a sign-in method, or replace the one of the same user, kind and key (a new password hash).
+
+        Raises:
+            AccountLimit: the user has MAX_CREDENTIALS_PER_USER already.
+        """
+        ...
+
+    async def add_invite(self, invite: Invite, *, now: float) -> None:
+        """Keep an invite. Expired invites of its maker are pruned first.
+
+        Raises:
+            AccountLimit: its maker has MAX_INVITES_PER_ADMIN invites waiting.
+        """
+        ...
+
+    async def invite(self, token_hash: str, *, now: float) -> Invite | None:
+        """The invite with this hash if it is still waiting (not used, not expired)."""
+        ...
+
+    async def drop_invites(self, created_by: str) -> int:
+        """Delete every invite `created_by` made (the set-up link is remade at each start). Returns how many."""
+        ...
+
+    async def sign_up(self, token_hash: str, user: User, credential: Credential, *, now: float) -> SignUp:
+        """Use an invite up (once, atomically: two sign-ups with one link never both succeed) to create `user`
+        with `credential`; the user is an administrator if the invite says so (`user.admin` is ignored)."""
+        ...
+
+    async def add_session(self, session: AccountSession) -> list[str]:
+        """Keep a sign-in. The user's oldest live sessions beyond MAX_SESSIONS_PER_USER are revoked: their ids
+        are returned (their sockets should be closed)."""
+        ...
+
+    async def session(self, secret_hash: str, *, now: float, touch: bool = True) -> AccountSession | None:
+        """The live session whose secret has this hash: not revoked, not expired, its user not disabled.
+        `touch`: it was used now (`last_used`; `expires` moves to `now` plus its original length)."""
+        ...
+
+    async def sessions(self, user_id: str, *, now: float) -> list[AccountSession]:
+        """The user's live sessions, most recently used first (at most MAX_SESSIONS_PER_USER)."""
+        ...
+
+    async def revoke_session(self, session_id: str, *, now: float, user_id: str | None = None) -> bool:
+        """End one session (only if it is `user_id`'s, when given). False if there was no such live session."""
+        ...
+
+    async def revoke_sessions(self, user_id: str, *, now: float, keep: str | None = None) -> list[str]:
+        """End all the user's live sessions but `keep`; their ids."""
+        ...
+
+    async def revoked_since(self, since: float) -> list[str]:
+        """Ids of sessions revoked at or after `since` (kept for REVOKED_KEPT seconds)."""
+        ...
+
+    async def prune_accounts(self, now: float, *, limit: int = PRUNE_BATCH) -> int:
+        """Delete at most `limit` expired invites and sessions expired or revoked over REVOKED_KEPT ago.
+
+        Raises:
+            ValueError: `limit` is below 1.
+        """
+        ...
+
+
+class Store(CallHistory, ContactBook, Accounts, Protocol):
+    """What a store keeps: the call history, the contacts and the accounts, in one database."""
 
 
 def check_limit(limit: int) -> None:

@@ -38,6 +38,7 @@ from .base import (
     encode_cursor,
     expired,
 )
+from .memory_accounts import MemoryAccounts
 
 
 def _order(rec: CallRecord) -> tuple[float, str]:
@@ -77,10 +78,11 @@ class _Block:
     name: str | None  # the blocker's name for the contact the block took away, restored by unblock
 
 
-class MemoryHistory:
+class MemoryHistory(MemoryAccounts):
     """`CallHistory` and `ContactBook` in dicts: calls keyed by call_id, relations by user both ways."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._calls: dict[str, CallRecord] = {}
         self._taken: set[str] = set()
         self._waiting: collections.Counter[tuple[str, str]] = collections.Counter()  # (callee, caller) -> not taken

@@ -3,7 +3,8 @@
 Owns the `calls` table, the contact book's tables (`contacts`, `contact_requests`, `blocks`, `user_settings`),
 their migrations and every statement sent to the database. Imported lazily by
 `store.open_history`, so a server on `memory://` never imports SQLAlchemy; the driver itself is imported when
-the engine is created. Must not import anything from peercall outside `core.records`, `core.social` and `store.base`.
+the engine is created. Must not import anything from peercall outside `core.records`, `core.social`, `store.base` and
+`store.sql_accounts` (the accounts' tables and statements).
 
 The two databases share one implementation: the statements are the same, and the few differences (how a
 transaction begins, text ordering, locking the migration) are set up once in `SQLHistory.__init__` and
@@ -55,6 +56,7 @@ from .base import (
     decode_cursor,
     encode_cursor,
 )
+from .sql_accounts import SQLAccounts, v5_accounts
 
 # -- Schema ---------------------------------------------------------------------------------------------------
 #
@@ -141,7 +143,7 @@ def _v4_contacts(dialect: str) -> list[str]:
     ]
 
 
-MIGRATIONS: Sequence[Callable[[str], list[str]]] = (_v1_calls, _v2_quality, _v3_retention, _v4_contacts)
+MIGRATIONS: Sequence[Callable[[str], list[str]]] = (_v1_calls, _v2_quality, _v3_retention, _v4_contacts, v5_accounts)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _WAL_ATTEMPTS, _WAL_RETRY_DELAY = 100, 0.05  # seconds; up to 5 s, like sqlite3's default busy timeout
@@ -259,7 +261,7 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-class SQLHistory:
+class SQLHistory(SQLAccounts):
     """`CallHistory` on SQLAlchemy's async engine.
 
     Args:

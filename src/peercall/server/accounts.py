@@ -1,0 +1,526 @@
+"""The HTTP API of accounts mode (`PEERCALL_AUTH=accounts`): set-up, invites, sign-up, password sign-in, sign-ins
+kept on the server (a cookie), signaling tokens for the WebSocket, sign-out, and administration. docs/protocol.md,
+"Accounts", is the reference; docs/security.md says what each rule is against.
+
+Every state-changing route (POST, DELETE) needs the `X-Peercall-CSRF` header (a browser sends a custom header
+cross-site only after a CORS preflight, which this server refuses) and, when the request has an `Origin`, the
+server's own origin; once signed in, the header's value must be the sign-in's CSRF value.
+
+The cookie is `__Host-peercall-session` with `Secure` when the request came over https (directly, or from a proxy
+trusted by `PEERCALL_FORWARDED_ALLOW_IPS`), and `peercall-session` without `Secure` over plain http to a loopback
+host (`make run` on localhost). Plain http to any other host is refused (`https-required`): a sign-in there
+would travel in clear.
+
+Owns the sign-in throttles and the refresh of the revoked sign-ins that the token verifier refuses; the store
+(store/base.py `Accounts`) owns everything that lasts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import inspect
+import ipaddress
+import json
+import logging
+import math
+import secrets
+import time
+import unicodedata
+from collections.abc import Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from ..auth.accounts import Passwords, Throttle, check_password, new_token, token_hash
+from ..auth.tokens import AccountsVerifier
+from ..config import Settings
+from ..core.social import MAX_NAME
+from ..protocol.codes import CloseCode
+from ..protocol.messages import is_valid_id
+from ..store.base import AccountLimit, AccountSession, Credential, Invite, SignUp, Store, User
+from .guard import host_name
+from .session import address_group
+
+log = logging.getLogger("peercall.accounts")
+
+CSRF_HEADER = "x-peercall-csrf"
+SECURE_COOKIE, PLAIN_COOKIE = "__Host-peercall-session", "peercall-session"
+MAX_BODY = 16 * 1024
+SETUP_TTL = 86400.0  # seconds the first administrator's set-up link is valid (one more at each start meanwhile)
+INVITE_TTL, MIN_INVITE_TTL, MAX_INVITE_TTL = 7 * 86400.0, 60.0, 30 * 86400.0
+REFRESH = 2.0  # seconds between two reads of the revoked sign-ins: the delay before another node refuses them
+PRUNE_EVERY = 3600.0
+ACCOUNT_TRIES, ACCOUNT_REFILL = 5, 60.0  # failed sign-ins per account: 5 at once, then one a minute
+ADDRESS_TRIES, ADDRESS_REFILL = 20, 10.0  # failed sign-ins (and bad invites) per address: 20, then one per 10 s
+WRONG = "wrong user id or password"
+
+
+class Refusal(Exception):
+    """A request this API refuses: the status, the code and the message of its error body."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}},
+        status_code=status,
+        headers={"cache-control": "no-store", **(headers or {})},
+    )
+
+
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    return JSONResponse(body, status_code=status, headers={"cache-control": "no-store"})
+
+
+def display_name(value: object) -> str:
+    """A display name as given, trimmed: 1 to MAX_NAME characters of text, no control characters (it is shown
+    as text wherever a person is shown, never as markup)."""
+    if not isinstance(value, str):
+        raise Refusal(400, "bad-name", f"'name' is your display name: 1 to {MAX_NAME} characters")
+    name = value.strip()
+    if not 1 <= len(name) <= MAX_NAME or any(unicodedata.category(ch).startswith("C") for ch in name):
+        raise Refusal(400, "bad-name", f"a display name is 1 to {MAX_NAME} characters, without control characters")
+    return name
+
+
+def _user_json(user: User) -> dict[str, Any]:
+    return {"id": user.id, "name": user.name, "admin": user.admin, "disabled": user.disabled, "created": user.created}
+
+
+class AccountsApi:
+    """The routes of accounts mode and what they share: the store, the verifier (its key signs the tokens and its
+    `revoked` set is refreshed here), the throttles, and the broker (to close a user's sockets on every node)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        verifier: AccountsVerifier,
+        broker: object,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings, self.store, self.verifier, self.broker, self.clock = settings, store, verifier, broker, clock
+        self.passwords = Passwords()
+        self.by_account = Throttle(ACCOUNT_TRIES, ACCOUNT_REFILL)
+        self.by_address = Throttle(ADDRESS_TRIES, ADDRESS_REFILL)
+        self.setup_token: str | None = None
+        """The set-up link's token made at start while nobody has an account; handed out once (`setup_link`)."""
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Make the first administrator's set-up link if there is no user yet, and start refreshing the revoked
+        sign-ins. A store that cannot be read is logged: accounts then refuse every sign-in until it comes back."""
+        try:
+            if await self.store.count_users() == 0:
+                # Each node (each start) prints a link of its own; the first sign-up with one ends them all.
+                token, now = new_token(), self.clock()
+                setup = Invite(token_hash(token), "", now, now + SETUP_TTL, admin=True)
+                try:
+                    await self.store.add_invite(setup, now=now)
+                except AccountLimit:  # many starts without a sign-up: start afresh
+                    await self.store.drop_invites("")
+                    await self.store.add_invite(setup, now=now)
+                self.setup_token = token
+            await self._refresh()
+        except Exception:
+            log.exception("could not read the accounts from the store")
+        self._task = asyncio.create_task(self._keep_fresh())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def setup_link(self, base: str) -> str | None:
+        """The set-up link for the banner, once (then forgotten: only its hash is kept)."""
+        token, self.setup_token = self.setup_token, None
+        if token is None:
+            return None
+        return f"{self.settings.public_url or base}/#invite={token}"
+
+    async def _refresh(self) -> None:
+        since = self.clock() - self.settings.accounts_token_ttl - 2 * AccountsVerifier.LEEWAY - 2 * REFRESH
+        self.verifier.revoked = frozenset(await self.store.revoked_since(since))
+
+    async def _keep_fresh(self) -> None:
+        pruned = self.clock()
+        while True:
+            await asyncio.sleep(REFRESH)
+            try:
+                await self._refresh()
+                if self.clock() - pruned >= PRUNE_EVERY:
+                    pruned = self.clock()
+                    await self.store.prune_accounts(pruned)
+            except Exception:
+                log.warning("could not read the revoked sign-ins from the store", exc_info=True)
+
+    def _revoked(self, *session_ids: str) -> None:
+        """Refuse these sign-ins' tokens on this node at once (other nodes: at their next refresh)."""
+        self.verifier.revoked = self.verifier.revoked | set(session_ids)
+
+    async def _close_sockets(self, user: str) -> None:
+        """Close every socket of `user` on every node, if the broker can (`Broker.close_user`); otherwise their
+        next token renewal is refused."""
+        close = getattr(self.broker, "close_user", None)
+        if close is None:
+            log.info("sign-ins of %s revoked; their open sockets end at their next token renewal", user)
+            return
+        try:
+            result = close(user, CloseCode.UNAUTHORIZED, "signed out")
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.warning("could not close the sockets of %s", user, exc_info=True)
+
+    # -- request helpers -------------------------------------------------------------------------------------
+
+    def _secure(self, request: Request) -> bool:
+        """Whether the cookie is `Secure`: always but over plain http to a loopback host (then not)."""
+        if request.url.scheme in ("https", "wss"):
+            return True
+        host = host_name(request.headers.get("host", ""))
+        with contextlib.suppress(ValueError):
+            if host == "localhost" or host.endswith(".localhost") or ipaddress.ip_address(host).is_loopback:
+                return False
+        raise Refusal(
+            403,
+            "https-required",
+            "accounts need https (a sign-in would travel in clear): serve TLS, or put a proxy in front and list it "
+            "in PEERCALL_FORWARDED_ALLOW_IPS; plain http works only on localhost",
+        )
+
+    def _own_origin(self, request: Request) -> None:
+        origin = request.headers.get("origin")
+        if origin is not None and origin != "null":
+            own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+            if origin.lower() != own.lower():
+                raise Refusal(403, "csrf", f"requests from {origin[:100]!r} are refused: this API is same-origin only")
+        elif origin == "null":
+            raise Refusal(403, "csrf", "requests from an opaque origin are refused")
+        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            raise Refusal(403, "csrf", "cross-site requests are refused")
+
+    def _csrf(self, request: Request, session: AccountSession | None) -> None:
+        """The CSRF rules of a state-changing request (module docstring)."""
+        self._own_origin(request)
+        sent = request.headers.get(CSRF_HEADER)
+        if not sent:
+            raise Refusal(403, "csrf", "send the X-Peercall-CSRF header (its value: 'csrf' from GET /api/session)")
+        if session is not None and not hmac.compare_digest(sent.encode(), self.verifier.csrf(session.id).encode()):
+            raise Refusal(403, "csrf", "the X-Peercall-CSRF header is not this sign-in's 'csrf' value")
+
+    async def _body(self, request: Request) -> dict[str, Any]:
+        data = b""
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > MAX_BODY:
+                raise Refusal(413, "too-large", f"the body is larger than {MAX_BODY} bytes")
+        try:
+            body = json.loads(data or b"{}")
+        except ValueError:
+            raise Refusal(400, "bad-request", "the body must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise Refusal(400, "bad-request", "the body must be a JSON object")
+        return body
+
+    def _cookie(self, request: Request) -> str | None:
+        return request.cookies.get(SECURE_COOKIE) or request.cookies.get(PLAIN_COOKIE)
+
+    async def _signed_in(self, request: Request) -> tuple[AccountSession, User]:
+        cookie = self._cookie(request)
+        session = await self.store.session(token_hash(cookie), now=self.clock()) if cookie else None
+        user = await self.store.user(session.user) if session is not None else None
+        if session is None or user is None or user.disabled:
+            raise Refusal(401, "unauthorized", "not signed in (or the sign-in has ended): sign in")
+        return session, user
+
+    async def _admin(self, request: Request) -> tuple[AccountSession, User]:
+        session, user = await self._signed_in(request)
+        if request.method != "GET":
+            self._csrf(request, session)
+        if not user.admin:
+            raise Refusal(403, "forbidden", "only an administrator may do this")
+        return session, user
+
+    def _session_json(self, session: AccountSession, user: User) -> dict[str, Any]:
+        return {
+            "id": user.id,
+            "name": user.name,
+            "admin": user.admin,
+            "session": session.id,
+            "csrf": self.verifier.csrf(session.id),
+        }
+
+    async def _sign_in(self, request: Request, user: User, status: int = 200) -> Response:
+        secure = self._secure(request)
+        secret, now = new_token(), self.clock()
+        ttl = self.settings.accounts_session_ttl * 86400
+        session = AccountSession(
+            id=secrets.token_hex(8),
+            user=user.id,
+            secret_hash=token_hash(secret),
+            created=now,
+            last_used=now,
+            expires=now + ttl,
+            user_agent=request.headers.get("user-agent", "")[:200],
+        )
+        dropped = await self.store.add_session(session)
+        self._revoked(*dropped)
+        response = _json(self._session_json(session, user), status)
+        self._set_cookie(response, secret, secure, int(ttl))
+        return response
+
+    def _set_cookie(self, response: Response, secret: str, secure: bool, max_age: int) -> None:
+        response.set_cookie(
+            SECURE_COOKIE if secure else PLAIN_COOKIE,
+            secret,
+            max_age=max_age,
+            path="/",
+            secure=secure,
+            httponly=True,
+            samesite="strict",
+        )
+
+    def _clear_cookie(self, response: Response) -> None:
+        for name, secure in ((SECURE_COOKIE, True), (PLAIN_COOKIE, False)):
+            response.delete_cookie(name, path="/", secure=secure, httponly=True, samesite="strict")
+
+    def _throttled(self, request: Request, account: str | None) -> str:
+        """The address whose failures count; refused while it, or `account` (None: no account), must wait."""
+        now = self.clock()
+        address = address_group(request.client.host if request.client else "")
+        wait = self.by_address.wait(address, now)
+        if account is not None:
+            wait = max(wait, self.by_account.wait(account, now))
+        if wait > 0:
+            seconds = math.ceil(wait)
+            raise Refusal(
+                429,
+                "too-many-attempts",
+                f"too many failed sign-ins: try again in {seconds} s",
+                {"retry-after": str(seconds)},
+            )
+        return address
+
+    # -- routes ----------------------------------------------------------------------------------------------
+
+    async def get_session(self, request: Request) -> Response:
+        session, user = await self._signed_in(request)
+        return _json(self._session_json(session, user))
+
+    async def post_session(self, request: Request) -> Response:
+        """Password sign-in: `{"id", "password"}`."""
+        self._csrf(request, None)
+        self._secure(request)
+        body = await self._body(request)
+        account, password = body.get("id"), body.get("password")
+        if not isinstance(account, str) or not isinstance(password, str) or len(password) > 1024:
+            raise Refusal(400, "bad-request", 'send {"id": "<user id>", "password": "<password>"}')
+        account = account[:64]
+        address = self._throttled(request, account)
+        user = await self.store.user(account) if is_valid_id(account) else None
+        stored = None
+        if user is not None:
+            stored = next((c.secret for c in await self.store.credentials(user.id) if c.kind == "password"), None)
+        matches = await self.passwords.verify(stored, password)  # also without an account: the same time
+        if user is None or not matches:
+            now = self.clock()
+            self.by_account.failed(account, now)
+            self.by_address.failed(address, now)
+            raise Refusal(401, "sign-in-failed", WRONG)
+        if user.disabled:
+            raise Refusal(403, "disabled", "this account is disabled: ask an administrator")
+        self.by_account.forget(account)
+        return await self._sign_in(request, user)
+
+    async def delete_session(self, request: Request) -> Response:
+        """Sign out: this sign-in ends (its signaling tokens are refused from now on)."""
+        session, _ = await self._signed_in(request)
+        self._csrf(request, session)
+        await self.store.revoke_session(session.id, now=self.clock())
+        self._revoked(session.id)
+        response = _json({"signedOut": 1})
+        self._clear_cookie(response)
+        return response
+
+    async def post_token(self, request: Request) -> Response:
+        """A short-lived signaling token of this sign-in for `/ws` (and the HTTP API's Bearer)."""
+        session, user = await self._signed_in(request)
+        self._csrf(request, session)
+        ttl = self.settings.accounts_token_ttl
+        token = self.verifier.mint(user.id, session.id, ttl, now=self.clock())
+        response = _json({"token": token, "expiresIn": ttl, "id": user.id})
+        cookie = self._cookie(request)
+        assert cookie is not None
+        # The sign-in was used now: its cookie lasts as long as it does again.
+        self._set_cookie(response, cookie, SECURE_COOKIE in request.cookies, int(session.expires - self.clock()))
+        return response
+
+    async def get_sessions(self, request: Request) -> Response:
+        current, user = await self._signed_in(request)
+        listed = [
+            {
+                "id": s.id,
+                "created": s.created,
+                "lastUsed": s.last_used,
+                "expires": s.expires,
+                "userAgent": s.user_agent,
+                "current": s.id == current.id,
+            }
+            for s in await self.store.sessions(user.id, now=self.clock())
+        ]
+        return _json({"sessions": listed})
+
+    async def delete_sessions(self, request: Request) -> Response:
+        """Sign out everywhere: every sign-in of this user ends, this one too, and their sockets close."""
+        session, user = await self._signed_in(request)
+        self._csrf(request, session)
+        ended = await self.store.revoke_sessions(user.id, now=self.clock())
+        self._revoked(*ended)
+        await self._close_sockets(user.id)
+        response = _json({"signedOut": len(ended)})
+        self._clear_cookie(response)
+        return response
+
+    async def delete_one_session(self, request: Request) -> Response:
+        current, user = await self._signed_in(request)
+        self._csrf(request, current)
+        which = request.path_params["sid"]
+        if not await self.store.revoke_session(which, now=self.clock(), user_id=user.id):
+            raise Refusal(404, "not-found", f"you have no sign-in {which[:32]!r}")
+        self._revoked(which)
+        response = _json({"signedOut": 1})
+        if which == current.id:
+            self._clear_cookie(response)
+        return response
+
+    async def post_signup(self, request: Request) -> Response:
+        """Sign up from an invite: `{"invite", "id", "name", "password"}`; signed in at once."""
+        self._csrf(request, None)
+        self._secure(request)
+        body = await self._body(request)
+        invite, account = body.get("invite"), body.get("id")
+        if not isinstance(invite, str) or not invite or len(invite) > 200:
+            raise Refusal(400, "bad-request", "'invite' is the token after '#invite=' in the invite link")
+        if not isinstance(account, str) or not is_valid_id(account):
+            raise Refusal(400, "bad-id", "an id is 1-64 letters, digits, '_', '-', '.' or '@'")
+        if account in self.settings.reserved_ids:
+            raise Refusal(409, "id-taken", f"the id {account!r} is taken: choose another")
+        name = display_name(body.get("name"))
+        try:
+            password = check_password(body.get("password"))
+        except ValueError as exc:
+            raise Refusal(400, "bad-password", str(exc)) from None
+        address = self._throttled(request, None)
+        found = await self.store.invite(token_hash(invite), now=self.clock())
+        if found is None:
+            self.by_address.failed(address, self.clock())
+            raise Refusal(404, "no-invite", "this invite link is not valid: it was used, it expired, or it is wrong")
+        now = self.clock()
+        credential = Credential(account, "password", "", await self.passwords.hash(password), now)
+        done = await self.store.sign_up(token_hash(invite), User(account, name, created=now), credential, now=now)
+        if done is SignUp.ID_TAKEN:
+            raise Refusal(409, "id-taken", f"the id {account!r} is taken: choose another")
+        if done is SignUp.NO_INVITE:
+            raise Refusal(404, "no-invite", "this invite link is not valid: it was used, it expired, or it is wrong")
+        if found.created_by == "":  # the first administrator is here: no other set-up link may make another
+            await self.store.drop_invites("")
+        user = await self.store.user(account)
+        assert user is not None
+        log.info("%s signed up%s", account, " as an administrator" if user.admin else "")
+        return await self._sign_in(request, user, 201)
+
+    async def post_invite(self, request: Request) -> Response:
+        """An administrator makes an invite: `{"ttl": seconds, "admin": bool}` (both optional)."""
+        _, user = await self._admin(request)
+        body = await self._body(request)
+        ttl, admin = body.get("ttl", INVITE_TTL), body.get("admin", False)
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not MIN_INVITE_TTL <= ttl <= MAX_INVITE_TTL:
+            raise Refusal(400, "bad-ttl", f"'ttl' is {MIN_INVITE_TTL:g} to {MAX_INVITE_TTL:g} seconds")
+        if not isinstance(admin, bool):
+            raise Refusal(400, "bad-request", "'admin' is true or false")
+        token, now = new_token(), self.clock()
+        try:
+            await self.store.add_invite(Invite(token_hash(token), user.id, now, now + ttl, admin), now=now)
+        except AccountLimit as exc:
+            raise Refusal(409, "too-many", str(exc)) from None
+        base = self.settings.public_url or f"{request.url.scheme}://{request.headers.get('host', 'localhost')}"
+        return _json({"link": f"{base}/#invite={token}", "expires": now + ttl, "admin": admin}, 201)
+
+    async def get_users(self, request: Request) -> Response:
+        await self._admin(request)
+        try:
+            limit = int(request.query_params.get("limit", "100"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 500:
+            raise Refusal(400, "bad-limit", "limit must be a whole number from 1 to 500")
+        page = await self.store.users(limit=limit + 1, after=request.query_params.get("after"))
+        more = len(page) > limit
+        page = page[:limit]
+        return _json({"users": [_user_json(u) for u in page], "next": page[-1].id if more else None})
+
+    async def post_user_state(self, request: Request) -> Response:
+        """`POST /api/users/{id}/disable` or `/enable`."""
+        _, admin = await self._admin(request)
+        target, action = request.path_params["user"], request.path_params["action"]
+        if action not in ("disable", "enable"):
+            raise Refusal(404, "not-found", "POST /api/users/<id>/disable or /enable")
+        if target == admin.id and action == "disable":
+            raise Refusal(409, "self", "you cannot disable your own account")
+        revoked = [s.id for s in await self.store.sessions(target, now=self.clock())]
+        if not await self.store.set_disabled(target, action == "disable", now=self.clock()):
+            raise Refusal(404, "no-user", f"there is no user {target[:64]!r}")
+        if action == "disable":
+            self._revoked(*revoked)
+            await self._close_sockets(target)
+        log.info("%s %sd %s", admin.id, action, target)
+        user = await self.store.user(target)
+        assert user is not None
+        return _json({"user": _user_json(user)})
+
+    async def delete_user_sessions(self, request: Request) -> Response:
+        """An administrator ends every sign-in of a user (who may sign in again)."""
+        await self._admin(request)
+        target = request.path_params["user"]
+        ended = await self.store.revoke_sessions(target, now=self.clock())
+        self._revoked(*ended)
+        await self._close_sockets(target)
+        return _json({"signedOut": len(ended)})
+
+    def routes(self) -> list[BaseRoute]:
+        def wrap(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+            async def endpoint(request: Request) -> Response:
+                try:
+                    response: Response = await handler(request)
+                except Refusal as refusal:
+                    return _error(refusal.status, refusal.code, refusal.message, refusal.headers)
+                return response
+
+            return endpoint
+
+        return [
+            Route("/api/session", wrap(self.get_session), methods=["GET"]),
+            Route("/api/session", wrap(self.post_session), methods=["POST"]),
+            Route("/api/session", wrap(self.delete_session), methods=["DELETE"]),
+            Route("/api/session/token", wrap(self.post_token), methods=["POST"]),
+            Route("/api/sessions", wrap(self.get_sessions), methods=["GET"]),
+            Route("/api/sessions", wrap(self.delete_sessions), methods=["DELETE"]),
+            Route("/api/sessions/{sid}", wrap(self.delete_one_session), methods=["DELETE"]),
+            Route("/api/signup", wrap(self.post_signup), methods=["POST"]),
+            Route("/api/invites", wrap(self.post_invite), methods=["POST"]),
+            Route("/api/users", wrap(self.get_users), methods=["GET"]),
+            Route("/api/users/{user}/sessions", wrap(self.delete_user_sessions), methods=["DELETE"]),
+            Route("/api/users/{user}/{action}", wrap(self.post_user_state), methods=["POST"]),
+        ]

@@ -1,0 +1,151 @@
+"""The operator's commands on accounts (`PEERCALL_AUTH=accounts`): `peercall user add|list|disable|enable` and
+`peercall invite`.
+
+They open the store the server uses, from the same settings (`PEERCALL_DATABASE_URL`), make one change or read,
+and close it: safe while servers run on the same database. A user disabled here has their sign-ins revoked at
+once; their open sockets close at their next signaling-token renewal (within `PEERCALL_ACCOUNTS_TOKEN_TTL`),
+since this process cannot reach the servers' sockets (the HTTP API's disable closes them at once).
+Imports config, protocol (the id rule), auth.accounts (hashing) and store; never the server or the hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import getpass
+import sys
+import time
+from typing import Any
+
+from .admin import AdminError, _book
+from .auth.accounts import Passwords, check_password, new_token, token_hash
+from .config import Settings
+from .core.social import MAX_NAME
+from .protocol.messages import is_valid_id
+from .store.base import Credential, Invite, User
+
+INVITE_TTL = 7 * 86400.0
+
+
+def add_commands(commands: Any) -> None:
+    """Register `user` and `invite` on the `peercall` parser's subparsers."""
+    user = commands.add_parser(
+        "user",
+        help="add, list, disable or enable the users of accounts mode",
+        description="Manage the users kept in the store PEERCALL_DATABASE_URL names (PEERCALL_AUTH=accounts).",
+    )
+    sub = user.add_subparsers(dest="user_command", required=True)
+    add = sub.add_parser(
+        "add",
+        help="add a user with a password (read from standard input, or asked for twice on a terminal)",
+        description="Add the user ID with a password: the first line of standard input, or asked for at a prompt.",
+    )
+    add.add_argument("id", help="the user id (1-64 letters, digits, '_', '-', '.' or '@')")
+    add.add_argument("--name", help="the display name (default: the id)")
+    add.add_argument("--admin", action="store_true", help="make the user an administrator")
+    sub.add_parser("list", help="print every user: id, display name, admin, disabled")
+    for verb, what in (("disable", "disable a user and end their sign-ins"), ("enable", "enable a disabled user")):
+        one = sub.add_parser(verb, help=what, description=what[0].upper() + what[1:] + ".")
+        one.add_argument("id")
+    invite = commands.add_parser(
+        "invite",
+        help="print a one-time invite link (accounts mode)",
+        description="Make a one-time invite and print its link (base: PEERCALL_PUBLIC_URL, else localhost).",
+    )
+    invite.add_argument("--ttl", type=float, default=INVITE_TTL, metavar="SECONDS", help="lifetime (default 7 days)")
+    invite.add_argument("--admin", action="store_true", help="whoever uses it becomes an administrator")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `peercall user …` or `peercall invite`; returns the exit status."""
+    try:
+        if args.command == "invite":
+            return asyncio.run(_invite(args.ttl, args.admin))
+        if args.user_command == "add":
+            return _add(args.id, args.name, args.admin)
+        if args.user_command == "list":
+            return asyncio.run(_list())
+        return asyncio.run(_set_disabled(args.id, args.user_command == "disable"))
+    except AdminError as exc:
+        print(f"peercall {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _read_password() -> str:
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline().rstrip("\r\n")
+    else:
+        line = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != line:
+            raise AdminError("the two passwords differ")
+    try:
+        return check_password(line)
+    except ValueError as exc:
+        raise AdminError(str(exc)) from None
+
+
+def _add(user_id: str, name: str | None, admin: bool) -> int:
+    if not is_valid_id(user_id):
+        raise AdminError(f"{user_id!r} is not a user id (1-64 letters, digits, '_', '-', '.' or '@')")
+    name = (name if name is not None else user_id).strip()
+    if not 1 <= len(name) <= MAX_NAME:
+        raise AdminError(f"a display name is 1 to {MAX_NAME} characters")
+    password = _read_password()
+    secret = Passwords().hash_now(password)
+    return asyncio.run(_store_user(User(user_id, name, admin=admin, created=time.time()), secret))
+
+
+async def _store_user(user: User, secret: str) -> int:
+    store = await _book()
+    try:
+        added = await store.add_user(user, Credential(user.id, "password", "", secret, user.created))
+    finally:
+        await store.close()
+    if not added:
+        raise AdminError(f"the id {user.id!r} is taken")
+    print(f"added {user.id}{' (administrator)' if user.admin else ''}")
+    return 0
+
+
+async def _list() -> int:
+    store = await _book()
+    try:
+        after: str | None = None
+        while page := await store.users(limit=500, after=after):
+            for u in page:
+                flags = ", ".join(f for f, on in (("admin", u.admin), ("disabled", u.disabled)) if on)
+                print(f"{u.id}\t{u.name}\t{flags}")
+            after = page[-1].id
+    finally:
+        await store.close()
+    return 0
+
+
+async def _set_disabled(user_id: str, disabled: bool) -> int:
+    store = await _book()
+    try:
+        found = await store.set_disabled(user_id, disabled, now=time.time())
+    finally:
+        await store.close()
+    if not found:
+        raise AdminError(f"there is no user {user_id!r}")
+    print(f"{user_id} {'disabled: their sign-ins have ended' if disabled else 'enabled'}")
+    return 0
+
+
+async def _invite(ttl: float, admin: bool) -> int:
+    if not 60 <= ttl <= 30 * 86400:
+        raise AdminError("--ttl is 60 to 2592000 seconds")
+    settings = Settings()
+    token, now = new_token(), time.time()
+    store = await _book()
+    try:
+        await store.add_invite(Invite(token_hash(token), "cli", now, now + ttl, admin), now=now)
+    finally:
+        await store.close()
+    base = settings.public_url or f"{'https' if settings.tls else 'http'}://localhost:{settings.port}"
+    until = datetime.datetime.fromtimestamp(now + ttl, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"{base}/#invite={token}")
+    print(f"(one-time{', makes an administrator' if admin else ''}; valid until {until})", file=sys.stderr)
+    return 0

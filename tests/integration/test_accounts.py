@@ -1,0 +1,363 @@
+"""Accounts mode (PEERCALL_AUTH=accounts) on a real server: the set-up link, invites, sign-up, password sign-in and
+its throttle, CSRF, signaling tokens that open /ws and ring another user, sign-out, and disabled users."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+import statistics
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from tests.conftest import OPEN_DOORS, TIMEOUT, Client, ServerProcess, run_server
+from tests.integration.test_security import closed_with, recv_json
+
+PASSWORD = "correct horse battery"
+CSRF = "x-peercall-csrf"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "accounts.sqlite3"
+
+
+@pytest.fixture
+def srv(db: Path) -> Iterator[ServerProcess]:
+    with run_server(PEERCALL_AUTH="accounts", PEERCALL_DATABASE_URL=f"sqlite:///{db}", **OPEN_DOORS) as s:
+        yield s
+
+
+def setup_token(srv: ServerProcess) -> str:
+    assert srv.wait_log("#invite="), srv.log()
+    found = re.search(r"#invite=([\w-]+)", srv.log())
+    assert found is not None
+    return found.group(1)
+
+
+class Browser:
+    """A browser as the API sees it: a cookie jar, and the CSRF header its page would send."""
+
+    def __init__(self, srv: ServerProcess) -> None:
+        self.http = httpx.AsyncClient(base_url=srv.http, timeout=TIMEOUT)
+        self.csrf = "1"  # before signing in, any value: what matters is that a page sent the header
+
+    async def post(self, path: str, body: dict[str, Any] | None = None, **headers: str) -> httpx.Response:
+        return await self.http.post(path, json=body or {}, headers={CSRF: self.csrf, **headers})
+
+    async def delete(self, path: str) -> httpx.Response:
+        return await self.http.delete(path, headers={CSRF: self.csrf})
+
+    async def signed(self, answer: httpx.Response) -> dict[str, Any]:
+        assert answer.status_code in (200, 201), answer.text
+        body: dict[str, Any] = answer.json()
+        self.csrf = body["csrf"]
+        return body
+
+    async def sign_up(self, invite: str, user: str, name: str | None = None) -> dict[str, Any]:
+        body = {"invite": invite, "id": user, "name": name or user.title(), "password": PASSWORD}
+        return await self.signed(await self.post("/api/signup", body))
+
+    async def sign_in(self, user: str, password: str = PASSWORD) -> httpx.Response:
+        return await self.post("/api/session", {"id": user, "password": password})
+
+    async def token(self) -> str:
+        answer = await self.post("/api/session/token")
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["token"])
+
+    async def invite(self, **body: Any) -> str:
+        answer = await self.post("/api/invites", body)
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["link"]).rpartition("#invite=")[2]
+
+
+@pytest.fixture
+async def browser(srv: ServerProcess) -> AsyncIterator[Any]:
+    made: list[Browser] = []
+
+    def make() -> Browser:
+        made.append(Browser(srv))
+        return made[-1]
+
+    yield make
+    for b in made:
+        await b.http.aclose()
+
+
+async def admin_and_bob(srv: ServerProcess, browser: Any) -> tuple[Browser, Browser]:
+    ann, bob = browser(), browser()
+    await ann.sign_up(setup_token(srv), "ann")
+    await bob.sign_up(await ann.invite(), "bob")
+    return ann, bob
+
+
+async def connect(srv: ServerProcess, token: str) -> Client:
+    ws = await websockets.connect(srv.ws, additional_headers={"Authorization": f"Bearer {token}"})
+    client = Client(ws, "")
+    client.welcome = await client.expect(type="welcome")
+    client.id = client.welcome["id"]
+    return client
+
+
+async def test_the_set_up_link_makes_the_first_administrator_once(srv: ServerProcess, browser: Any) -> None:
+    """The link printed at first start signs up an administrator, once; the cookie is HttpOnly and SameSite=Strict
+    (not Secure on plain http to 127.0.0.1: `make run`)."""
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"{srv.http}/healthz")).json()["auth"] == "accounts"
+    token = setup_token(srv)
+    ann = browser()
+    answer = await ann.post("/api/signup", {"invite": token, "id": "ann", "name": " Ann A. ", "password": PASSWORD})
+    me = await ann.signed(answer)
+    assert answer.status_code == 201 and (me["id"], me["name"], me["admin"]) == ("ann", "Ann A.", True)
+    cookie = answer.headers["set-cookie"]
+    assert cookie.startswith("peercall-session=") and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert "Secure" not in cookie
+    assert (await ann.http.get("/api/session")).json()["id"] == "ann"
+    again = await browser().post("/api/signup", {"invite": token, "id": "eve", "name": "Eve", "password": PASSWORD})
+    assert again.status_code == 404 and again.json()["error"]["code"] == "no-invite"
+
+
+async def test_an_invite_is_one_time_and_expires(srv: ServerProcess, browser: Any, db: Path) -> None:
+    """Only an administrator makes invites; each signs up one person (a taken id does not use it up); an expired
+    one is refused with the same message as a used one."""
+    ann, bob = await admin_and_bob(srv, browser)
+    assert (await bob.post("/api/invites")).json()["error"]["code"] == "forbidden"
+    invite = await ann.invite(ttl=600)
+    cy = browser()
+    taken = await cy.post("/api/signup", {"invite": invite, "id": "bob", "name": "B2", "password": PASSWORD})
+    assert taken.status_code == 409 and taken.json()["error"]["code"] == "id-taken"
+    me = await cy.sign_up(invite, "cy")
+    assert me["admin"] is False
+    used = await browser().post("/api/signup", {"invite": invite, "id": "dee", "name": "D", "password": PASSWORD})
+    assert used.status_code == 404
+    late = await ann.invite(ttl=600)
+    with sqlite3.connect(db) as conn:  # the invite's time runs out
+        conn.execute("UPDATE invites SET expires = ?", (time.time() - 1,))
+    expired = await browser().post("/api/signup", {"invite": late, "id": "dee", "name": "D", "password": PASSWORD})
+    assert expired.status_code == 404 and expired.json() == used.json()
+
+
+async def test_sign_in_gives_one_answer_whether_or_not_the_account_exists(srv: ServerProcess, browser: Any) -> None:
+    """A wrong password and an unknown id get the same status and message, in about the same time (the unknown id
+    is checked against a dummy hash); the right password signs in."""
+    await admin_and_bob(srv, browser)
+    someone = browser()
+    answers: dict[str, list[httpx.Response]] = {"bob": [], "ghost": []}
+    times: dict[str, list[float]] = {"bob": [], "ghost": []}
+    for _ in range(3):
+        for who in answers:
+            start = time.perf_counter()
+            answers[who].append(await someone.sign_in(who, "wrong password"))
+            times[who].append(time.perf_counter() - start)
+    bodies = {json.dumps(a.json()) for group in answers.values() for a in group}
+    assert {a.status_code for group in answers.values() for a in group} == {401}
+    assert len(bodies) == 1 and "wrong user id or password" in bodies.pop()
+    known, unknown = statistics.median(times["bob"]), statistics.median(times["ghost"])
+    assert unknown > known / 3 and known > unknown / 3, (known, unknown)  # not 100 ms against 3 ms
+    me = await someone.signed(await someone.sign_in("bob"))
+    assert me["id"] == "bob" and me["admin"] is False
+
+
+async def test_failed_sign_ins_are_throttled_per_account_and_per_address(srv: ServerProcess, browser: Any) -> None:
+    """Five wrong passwords for one account stop its sign-ins for a while (the right password too), with 429 and
+    Retry-After; other accounts are not affected until the address has failed some twenty times."""
+    await admin_and_bob(srv, browser)
+    guesser = browser()
+    for _ in range(5):
+        assert (await guesser.sign_in("bob", "guess")).status_code == 401
+    stopped = await guesser.sign_in("bob")
+    assert stopped.status_code == 429 and stopped.json()["error"]["code"] == "too-many-attempts"
+    assert 1 <= int(stopped.headers["retry-after"]) <= 60
+    assert "try again in" in stopped.json()["error"]["message"]
+    assert (await guesser.sign_in("ann")).status_code == 200  # another account
+    failed = 5
+    while (answer := await guesser.sign_in(f"nobody{failed}", "guess")).status_code == 401:
+        failed += 1  # a try comes back every 10 s: on a slow machine a few more than 20 get through
+        assert failed <= 25, "the address was never throttled"
+    assert answer.status_code == 429 and failed >= 20
+    assert (await guesser.sign_in("ann")).status_code == 429  # the address is throttled, whatever the account
+
+
+async def test_state_changing_routes_need_the_csrf_header_and_our_origin(srv: ServerProcess, browser: Any) -> None:
+    """Without X-Peercall-CSRF, with a foreign Origin, cross-site, or with another sign-in's CSRF value: 403."""
+    ann = browser()
+    await ann.sign_up(setup_token(srv), "ann")
+    refused = [
+        await ann.http.post("/api/session", json={"id": "ann", "password": PASSWORD}),
+        await ann.http.post("/api/session/token"),
+        await ann.post("/api/session/token", origin="https://evil.example"),
+        await ann.post("/api/session/token", **{"sec-fetch-site": "cross-site"}),
+        await ann.http.post("/api/session/token", headers={CSRF: "not-the-value"}),
+        await ann.http.delete("/api/session"),
+    ]
+    for answer in refused:
+        assert answer.status_code == 403 and answer.json()["error"]["code"] == "csrf", answer.text
+    assert (await ann.http.get("/api/session")).status_code == 200  # still signed in
+    own = await ann.post("/api/session/token", origin=srv.http, **{"sec-fetch-site": "same-origin"})
+    assert own.status_code == 200
+
+
+async def test_signaling_tokens_connect_and_ring_another_user(srv: ServerProcess, browser: Any) -> None:
+    """A token from POST /api/session/token opens /ws as its user, who can ring another signed-in user; the
+    HTTP API takes it as a Bearer too."""
+    ann, bob = await admin_and_bob(srv, browser)
+    answer = await ann.post("/api/session/token")
+    assert answer.json()["expiresIn"] == 300 and answer.json()["id"] == "ann"
+    a, b = await connect(srv, answer.json()["token"]), await connect(srv, await bob.token())
+    try:
+        assert (a.id, b.id) == ("ann", "bob")
+        await a.send({"type": "call-request", "to": "bob"})
+        assert (await b.expect(type="call-request"))["from"] == "ann"
+    finally:
+        await a.close()
+        await b.close()
+    async with httpx.AsyncClient() as http:
+        calls = await http.get(f"{srv.http}/api/calls", headers={"Authorization": f"Bearer {await bob.token()}"})
+        assert calls.status_code == 200
+
+
+async def test_signing_out_ends_the_sign_in_and_its_tokens(srv: ServerProcess, browser: Any) -> None:
+    """After sign-out the cookie no longer works and the sign-in's unexpired signaling tokens are refused; signing
+    out everywhere ends the other sign-ins too."""
+    _, bob = await admin_and_bob(srv, browser)
+    token = await bob.token()
+    out = await bob.delete("/api/session")
+    assert out.status_code == 200 and 'peercall-session=""' in out.headers["set-cookie"]
+    stale = Browser(srv)
+    stale.http.cookies = bob.http.cookies
+    for answer in (await bob.http.get("/api/session"), await bob.post("/api/session/token")):
+        assert answer.status_code == 401 and answer.json()["error"]["code"] == "unauthorized"
+    async with websockets.connect(srv.ws) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": token}))
+        assert "sign-in has ended" in (await recv_json(ws))["message"]
+        assert (await closed_with(ws))[0] == 4401
+    phone, laptop = browser(), browser()
+    await phone.signed(await phone.sign_in("bob"))
+    await laptop.signed(await laptop.sign_in("bob"))
+    listed = (await phone.http.get("/api/sessions")).json()["sessions"]
+    assert len(listed) == 2 and sum(s["current"] for s in listed) == 1
+    assert (await laptop.delete("/api/sessions")).json() == {"signedOut": 2}
+    assert (await phone.http.get("/api/session")).status_code == 401
+    await stale.http.aclose()
+
+
+async def test_a_disabled_user_cannot_sign_in_or_get_tokens(srv: ServerProcess, browser: Any) -> None:
+    """An administrator disables bob: his sign-ins end at once (cookie and tokens refused), and he cannot sign in
+    until enabled again; an administrator can also end his sign-ins without disabling him."""
+    ann, bob = await admin_and_bob(srv, browser)
+    token = await bob.token()
+    assert (await ann.post("/api/users/ann/disable")).json()["error"]["code"] == "self"
+    disabled = await ann.post("/api/users/bob/disable")
+    assert disabled.status_code == 200 and disabled.json()["user"]["disabled"] is True
+    assert (await bob.post("/api/session/token")).status_code == 401
+    status = (await bob.sign_in("bob")).json()["error"]
+    assert status["code"] == "disabled"
+    assert (await bob.sign_in("bob", "wrong password")).json()["error"]["code"] == "sign-in-failed"
+    async with websockets.connect(srv.ws) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": token}))
+        assert (await closed_with(ws))[0] == 4401
+    users = (await ann.http.get("/api/users")).json()["users"]
+    assert [(u["id"], u["disabled"]) for u in users] == [("ann", False), ("bob", True)]
+    assert (await ann.post("/api/users/bob/enable")).status_code == 200
+    await bob.signed(await bob.sign_in("bob"))
+    assert await bob.token()
+    assert (await bob.delete("/api/users/ann/sessions")).json()["error"]["code"] == "forbidden"
+    assert (await ann.delete("/api/users/bob/sessions")).json() == {"signedOut": 1}
+    assert (await bob.http.get("/api/session")).status_code == 401
+    assert (await ann.http.get("/api/session")).status_code == 200
+
+
+async def test_sign_in_needs_https_except_on_localhost(browser: Any, db: Path) -> None:
+    """Over plain http to a public name sign-in is refused (it would travel in clear); behind a trusted proxy
+    that says https, the cookie is `__Host-` and Secure."""
+    with run_server(
+        PEERCALL_AUTH="accounts", PEERCALL_DATABASE_URL=f"sqlite:///{db}", PEERCALL_ALLOWED_HOSTS="*"
+    ) as srv:
+        token = setup_token(srv)
+        async with httpx.AsyncClient(base_url=srv.http) as http:
+            body = {"invite": token, "id": "ann", "name": "Ann", "password": PASSWORD}
+            clear = await http.post("/api/signup", json=body, headers={CSRF: "1", "host": "call.example.org"})
+            assert clear.status_code == 403 and clear.json()["error"]["code"] == "https-required"
+            proxied = await http.post(
+                "/api/signup",
+                json=body,
+                headers={CSRF: "1", "host": "call.example.org", "x-forwarded-proto": "https"},
+            )
+            assert proxied.status_code == 201, proxied.text
+            cookie = proxied.headers["set-cookie"]
+            assert cookie.startswith("__Host-peercall-session=") and "Secure" in cookie and "Path=/" in cookie
+
+
+async def test_the_cli_adds_lists_and_invites(db: Path) -> None:
+    """`peercall user add` (password on stdin), `user list`, `invite --admin` on the server's store."""
+    env = {"PEERCALL_DATABASE_URL": f"sqlite:///{db}", "PEERCALL_AUTH": "accounts"}
+    import os
+    import sys
+
+    async def run(*args: str, stdin: str = "") -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "peercall",
+            *args,
+            env={**os.environ, **env},
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate(stdin.encode())
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    assert (await run("user", "add", "root", "--admin", "--name", "The Admin", stdin=PASSWORD + "\n"))[0] == 0
+    code, _, err = await run("user", "add", "root", stdin=PASSWORD + "\n")
+    assert code == 2 and "taken" in err
+    code, _, err = await run("user", "add", "short", stdin="pw\n")
+    assert code == 2 and "8 to 1024" in err
+    assert (await run("user", "list"))[1] == "root\tThe Admin\tadmin\n"
+    code, out, _ = await run("invite", "--admin")
+    assert code == 0 and re.fullmatch(r"http://localhost:8080/#invite=[\w-]{43}\n", out)
+    with run_server(PEERCALL_AUTH="accounts", PEERCALL_DATABASE_URL=f"sqlite:///{db}") as srv:
+        assert "SET-UP" not in srv.log()  # someone has an account already
+        async with httpx.AsyncClient(base_url=srv.http) as http:
+            answer = await http.post("/api/session", json={"id": "root", "password": PASSWORD}, headers={CSRF: "1"})
+            assert answer.status_code == 200 and answer.json()["admin"] is True
+            invite = out.strip().rpartition("=")[2]
+            body = {"invite": invite, "id": "deputy", "name": "D", "password": PASSWORD}
+            signed_up = await http.post("/api/signup", json=body, headers={CSRF: "1"})
+            assert signed_up.status_code == 201 and signed_up.json()["admin"] is True
+        assert (await run("user", "disable", "deputy"))[0] == 0
+        assert "deputy\tD\tadmin, disabled\n" in (await run("user", "list"))[1]
+
+
+async def test_a_sign_out_reaches_another_node_within_seconds(browser: Any, db: Path) -> None:
+    """Two nodes on one store: a sign-in ended on one is refused by the other within its refresh (REFRESH, 2 s),
+    though the signaling token has minutes left."""
+    env = {"PEERCALL_AUTH": "accounts", "PEERCALL_DATABASE_URL": f"sqlite:///{db}", **OPEN_DOORS}
+    with run_server(**env) as one, run_server(**env) as two:
+        ann = Browser(one)
+        try:
+            await ann.sign_up(setup_token(one), "ann")
+            late = {"invite": setup_token(two), "id": "eve", "name": "Eve", "password": PASSWORD}
+            assert (await ann.post("/api/signup", late)).status_code == 404  # the first sign-up ended every link
+            signal_token = await ann.token()
+            client = await connect(two, signal_token)
+            await client.close()
+            assert (await ann.delete("/api/session")).status_code == 200
+            started = time.monotonic()
+            while True:
+                async with websockets.connect(two.ws) as ws:
+                    await ws.send(json.dumps({"type": "auth", "token": signal_token}))
+                    if (await recv_json(ws))["type"] == "error":
+                        break
+                assert time.monotonic() - started < 2 + 2, "the other node still takes the token"
+                await asyncio.sleep(0.2)
+        finally:
+            await ann.http.aclose()
