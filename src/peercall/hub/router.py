@@ -267,7 +267,7 @@ class Hub:
         social.check_rate(conn.id, env, self.clock())
         if env.type == "directory":
             query = social.directory_query(env)
-            view = social.view(await social.circle(conn.id))
+            view = social.view(await social.current(conn.id))
             found = await self.broker.online_page(query.q, query.after, query.limit + 1)
             page, more = found[: query.limit], len(found) > query.limit
             users = [(p.user, p.in_call) for p in page if p.user != conn.id and view.includes(p.user)]

@@ -120,6 +120,12 @@ class Social:
         self._circles.pop(user, None)
         return await self.circle(user)
 
+    async def current(self, user: str) -> Circle:
+        """`user`'s circle for a decision: cached on one node, where every change goes through this cache; read
+        from the store in a cluster, where another node's change may still be on its way to this one's cache (so
+        that every node decides the same way)."""
+        return await (self.fresh(user) if self.shared else self.circle(user))
+
     def cached(self, user: str) -> Circle | None:
         return self._circles.get(user)
 
@@ -144,10 +150,7 @@ class Social:
             ProtocolError: `service-unavailable`: the store cannot be read (the call is not placed).
         """
         try:
-            if self.shared:  # read the truth: another node's change may still be on its way to this one's cache
-                caller_circle, callee_circle = await self.fresh(caller), await self.fresh(callee)
-            else:
-                caller_circle, callee_circle = await self.circle(caller), await self.circle(callee)
+            caller_circle, callee_circle = await self.current(caller), await self.current(callee)
         except Exception as exc:
             log.warning("could not read the contacts of %s or %s to screen a call: %s", caller, callee, exc)
             raise ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, _STORE_DOWN, ref="call-request", to=callee) from None
