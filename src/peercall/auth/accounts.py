@@ -104,7 +104,7 @@ class Throttle:
 
 CHALLENGE_TTL = 300.0
 """Seconds a WebAuthn challenge waits for its answer (the browser's own timeout is shorter)."""
-MAX_CHALLENGES, MAX_CHALLENGES_PER_OWNER = 10_000, 8
+MAX_CHALLENGES, MAX_CHALLENGES_PER_OWNER = 10_000, 16
 """Challenges waiting on one node, and per owner (a signed-in user, or an address): past either, the oldest go."""
 
 

@@ -675,8 +675,12 @@ class AccountsApi:
         self._csrf(request, session)
         body = await self._body(request)
         label = body.get("name", "Passkey")
-        if not isinstance(label, str) or not 1 <= len(label.strip()) <= MAX_NAME:
-            raise Refusal(400, "bad-name", f"'name' is a name for this passkey: 1 to {MAX_NAME} characters")
+        if (
+            not isinstance(label, str)
+            or not 1 <= len(label.strip()) <= MAX_NAME
+            or any(unicodedata.category(ch).startswith("C") for ch in label)
+        ):
+            raise Refusal(400, "bad-name", f"'name' names this passkey: 1 to {MAX_NAME} characters, no control ones")
         credential = body.get("passkey")
         said = self._challenge_of(credential)
         challenge = self.challenges.take(said, "add-passkey", self.clock())
