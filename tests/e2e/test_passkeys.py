@@ -1,7 +1,8 @@
 """Passkeys in a real Chromium with a virtual authenticator (the DevTools protocol's WebAuthn domain): a signed-in
-user adds a passkey and signs in with it after signing out; a sign-up from an invite with a passkey only; a
-deleted passkey signs nobody in; the last sign-in method cannot be deleted. The calls go through
-static/js/passkeys.js, as a page would make them, on http://localhost (WebAuthn allows it without TLS)."""
+user adds a passkey and signs in with it after signing out; a clone (its sign count gone back) is refused; a
+sign-up from an invite with a passkey only; a deleted passkey signs nobody in; the last sign-in method cannot be
+deleted. The calls go through static/js/passkeys.js, as a page would make them, on http://localhost (WebAuthn
+allows it without TLS)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import re
 from typing import Any
 
 import pytest
-from playwright.async_api import Page
+from playwright.async_api import CDPSession, Page
 
 from tests.conftest import OPEN_DOORS, run_server
 
@@ -20,8 +21,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 PASSWORD = "correct horse battery"
 
 
-async def with_authenticator(page: Page) -> str:
-    """Give the page's browser context a virtual platform authenticator (user verified); its id."""
+async def with_authenticator(page: Page) -> tuple[CDPSession, str]:
+    """Give the page's browser context a virtual platform authenticator (user verified): the DevTools session that
+    drives it, and its id."""
     cdp = await page.context.new_cdp_session(page)
     await cdp.send("WebAuthn.enable")
     added = await cdp.send(
@@ -37,7 +39,18 @@ async def with_authenticator(page: Page) -> str:
             }
         },
     )
-    return str(added["authenticatorId"])
+    return cdp, str(added["authenticatorId"])
+
+
+async def set_sign_count(cdp: CDPSession, authenticator: str, count: int) -> None:
+    """Put the authenticator's (only) passkey back with this sign count: a clone of it, as far as a server sees."""
+    (credential,) = (await cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator}))["credentials"]
+    await cdp.send(
+        "WebAuthn.removeCredential", {"authenticatorId": authenticator, "credentialId": credential["credentialId"]}
+    )
+    await cdp.send(
+        "WebAuthn.addCredential", {"authenticatorId": authenticator, "credential": {**credential, "signCount": count}}
+    )
 
 
 async def pk(page: Page, function: str, *args: Any) -> Any:
@@ -76,7 +89,7 @@ async def test_passkeys_add_sign_in_sign_up_and_delete(open_page: OpenPage) -> N
         base = f"http://localhost:{srv.port}"
 
         ann = await open_page(base, "/healthz", "ann")
-        await with_authenticator(ann)
+        cdp, authenticator = await with_authenticator(ann)
         signed = (
             await api(
                 ann, "POST", "/api/signup", {"invite": found.group(1), "id": "ann", "name": "Ann", "password": PASSWORD}
@@ -96,6 +109,16 @@ async def test_passkeys_add_sign_in_sign_up_and_delete(open_page: OpenPage) -> N
         assert (await api(ann, "GET", "/api/session"))["body"]["id"] == "ann"
         listed = (await api(ann, "GET", "/api/passkeys"))["body"]
         assert listed["passkeys"][0]["lastUsed"] is not None
+
+        # A passkey whose sign count goes back (a cloned authenticator) is refused; with a count past the last one,
+        # the same key signs in again.
+        assert (await api(ann, "DELETE", "/api/session", csrf=again["csrf"]))["status"] == 200
+        await set_sign_count(cdp, authenticator, 0)
+        cloned = await pk(ann, "signInWithPasskey")
+        assert cloned.get("code") == "sign-in-failed", cloned
+        await set_sign_count(cdp, authenticator, 1000)
+        again = await pk(ann, "signInWithPasskey")
+        assert again.get("id") == "ann", again
 
         # Sign-up from an invite with a passkey instead of a password, in another browser with its own authenticator.
         invite = (await api(ann, "POST", "/api/invites", {}, again["csrf"]))["body"]
