@@ -568,9 +568,10 @@ class AccountsApi:
 
     def _relying_party(self, request: Request) -> tuple[str, str]:
         """The relying party id (the host name) and the expected origin of this request (module docstring)."""
-        self._secure(request)
-        host = request.headers.get("host", "")
-        return host_name(host), f"{'https' if request.url.scheme in ('https', 'wss') else 'http'}://{host.lower()}"
+        secure = self._secure(request)
+        # A browser's origin leaves the default port out.
+        host = request.headers.get("host", "").lower().removesuffix(":443" if secure else ":80")
+        return host_name(host), f"{'https' if secure else 'http'}://{host}"
 
     def _creation_options(
         self, request: Request, challenge: bytes, user_id: str, name: str, exclude: list[str]
@@ -604,8 +605,8 @@ class AccountsApi:
         except (KeyError, TypeError, ValueError, WebAuthnException):
             raise Refusal(400, "bad-passkey", "the credential has no readable clientDataJSON") from None
 
-    def _registration(self, request: Request, credential: object, challenge: bytes) -> Passkey:
-        """The passkey an attestation makes, verified; a refusal says why not."""
+    def _registration(self, request: Request, credential: object, challenge: bytes) -> tuple[str, Passkey]:
+        """The credential id (base64url) and the passkey an attestation makes, verified; a refusal says why not."""
         rp_id, origin = self._relying_party(request)
         try:
             verified = webauthn.verify_registration_response(
@@ -621,22 +622,18 @@ class AccountsApi:
         if isinstance(response, dict) and isinstance(response.get("transports"), list):
             known = {t.value for t in AuthenticatorTransport}
             transports = [t for t in response["transports"] if t in known][:8]
-        return Passkey(verified.credential_public_key, verified.sign_count, tuple(transports), "")
+        key = b64url(verified.credential_id)
+        if not 16 <= len(verified.credential_id) <= 1023:  # WebAuthn: at most 1023 bytes; at least 16 random
+            raise Refusal(400, "bad-passkey", "the passkey's credential id is not 16 to 1023 bytes")
+        return key, Passkey(verified.credential_public_key, verified.sign_count, tuple(transports), "")
 
     def _signup_passkey(self, request: Request, credential: object, invite: str, account: str, name: str) -> Credential:
         said = self._challenge_of(credential)
         challenge = self.challenges.take(said, "sign-up", self.clock())
         if challenge is None or challenge.bound != (invite, account, name):
             raise Refusal(400, "bad-challenge", "this passkey answers no waiting challenge: ask for new options")
-        passkey = self._registration(request, credential, _unb64(said))
-        return self._passkey_credential(account, credential, dataclasses.replace(passkey, name="Passkey"))
-
-    def _passkey_credential(self, user: str, credential: object, passkey: Passkey) -> Credential:
-        assert isinstance(credential, dict)
-        key = credential.get("id")
-        if not isinstance(key, str) or not key or len(key) > 1400:
-            raise Refusal(400, "bad-passkey", "the credential has no id")
-        return Credential(user, "passkey", key, passkey.encode(), self.clock())
+        key, passkey = self._registration(request, credential, _unb64(said))
+        return Credential(account, "passkey", key, dataclasses.replace(passkey, name="Passkey").encode(), self.clock())
 
     async def post_signup_passkey_options(self, request: Request) -> Response:
         """Creation options for a sign-up with a passkey: `{"invite", "id", "name"}` (as `POST /api/signup`)."""
@@ -686,8 +683,10 @@ class AccountsApi:
         challenge = self.challenges.take(said, "add-passkey", self.clock())
         if challenge is None or challenge.bound != (user.id,):
             raise Refusal(400, "bad-challenge", "this passkey answers no waiting challenge: ask for new options")
-        passkey = self._registration(request, credential, _unb64(said))
-        stored = self._passkey_credential(user.id, credential, dataclasses.replace(passkey, name=label.strip()))
+        key, passkey = self._registration(request, credential, _unb64(said))
+        stored = Credential(
+            user.id, "passkey", key, dataclasses.replace(passkey, name=label.strip()).encode(), self.clock()
+        )
         try:
             await self.store.set_credential(stored)
         except AccountLimit as exc:
