@@ -176,3 +176,45 @@ async def test_accounts_outlive_the_store_instance(durable_url: str) -> None:
         assert len(await second.credentials("bo")) == 1
     finally:
         await second.close()
+
+
+def passkey(user: str, key: str, secret: str = '{"signCount": 0}', at: float = NOW) -> Credential:
+    return Credential(user=user, kind="passkey", key=key, secret=secret, created=at)
+
+
+async def test_a_passkey_is_found_by_its_credential_id_and_its_use_is_kept(store: Store) -> None:
+    await store.add_user(User("bo", "Bo", created=NOW), password("bo"))
+    await store.add_user(User("ann", "Ann", created=NOW), passkey("ann", "cred-ann"))
+    await store.set_credential(passkey("bo", "cred-bo", at=NOW + 1))
+    assert await store.credential("passkey", "cred-bo") == passkey("bo", "cred-bo", at=NOW + 1)
+    assert (await store.credential("passkey", "cred-ann")).user == "ann"  # type: ignore[union-attr]
+    assert await store.credential("passkey", "nobody's") is None
+    with pytest.raises(ValueError):  # a credential id belongs to one user
+        await store.set_credential(passkey("bo", "cred-ann"))
+    assert [c.key for c in await store.credentials("bo")] == ["", "cred-bo"]
+
+    assert await store.use_credential(passkey("bo", "cred-bo", '{"signCount": 7}'), now=NOW + 50)
+    used = await store.credential("passkey", "cred-bo")
+    assert used is not None and used.secret == '{"signCount": 7}' and used.last_used == NOW + 50
+    assert used.created == NOW + 1
+    assert not await store.use_credential(passkey("bo", "gone"), now=NOW + 50)
+    assert not await store.use_credential(passkey("ann", "cred-bo"), now=NOW + 50)  # not ann's
+
+
+async def test_a_sign_in_method_is_deleted_but_never_the_last(store: Store) -> None:
+    await store.add_user(User("bo", "Bo", created=NOW), password("bo"))
+    await store.set_credential(passkey("bo", "k1"))
+    await store.add_user(User("ann", "Ann", created=NOW), passkey("ann", "k2"))
+    assert not await store.delete_credential("ann", "passkey", "k1")  # bo's: not ann's to delete
+    assert await store.delete_credential("bo", "passkey", "k1")
+    assert not await store.delete_credential("bo", "passkey", "k1")
+    assert await store.credential("passkey", "k1") is None
+    with pytest.raises(AccountLimit):
+        await store.delete_credential("bo", "password", "")
+    with pytest.raises(AccountLimit):
+        await store.delete_credential("ann", "passkey", "k2")
+    assert [c.kind for c in await store.credentials("bo")] == ["password"]
+    assert [c.key for c in await store.credentials("ann")] == ["k2"]
+    await store.set_credential(passkey("ann", "k3"))
+    assert await store.delete_credential("ann", "passkey", "k2")
+    assert [c.key for c in await store.credentials("ann")] == ["k3"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from peercall.auth.accounts import Passwords, Throttle, check_password, token_hash
+from peercall.auth.accounts import Challenges, Passkey, Passwords, Throttle, b64url, check_password, token_hash
 from peercall.auth.tokens import AccountsVerifier, AuthError, TokenVerifier, signing_key
 from peercall.config import Settings
 
@@ -73,3 +73,35 @@ async def test_passwords_verify_only_their_own_hash() -> None:
     with pytest.raises(ValueError, match="8 to 1024"):
         check_password("short")
     assert token_hash("a") != token_hash("b") and len(token_hash("a")) == 64
+
+
+def test_a_webauthn_challenge_is_taken_once_for_its_purpose_before_it_expires() -> None:
+    challenges = Challenges(ttl=60)
+    first = b64url(challenges.issue("sign-in", "10.0.0.0", 1000.0))
+    assert challenges.take(first, "sign-in", 1010.0) is not None
+    assert challenges.take(first, "sign-in", 1010.0) is None  # used up
+    wrong = b64url(challenges.issue("add-passkey", "user:ann", 1000.0, ("ann",)))
+    assert challenges.take(wrong, "sign-in", 1010.0) is None
+    assert challenges.take(wrong, "add-passkey", 1010.0) is None  # a wrong use used it up too
+    late = b64url(challenges.issue("sign-in", "10.0.0.0", 1000.0))
+    assert challenges.take(late, "sign-in", 1060.0) is None
+    assert len(challenges) == 0
+
+
+def test_waiting_challenges_are_bounded_in_all_and_per_owner() -> None:
+    challenges = Challenges(ttl=60, limit=10, per_owner=3)
+    mine = [b64url(challenges.issue("sign-in", "me", 1000.0)) for _ in range(5)]
+    assert len(challenges) == 3
+    assert challenges.take(mine[0], "sign-in", 1001.0) is None  # the oldest of mine went
+    others = [b64url(challenges.issue("sign-in", f"o{n}", 1000.0)) for n in range(20)]
+    assert len(challenges) == 10
+    assert challenges.take(others[-1], "sign-in", 1001.0) is not None
+    challenges.issue("sign-in", "new", 2000.0)  # the expired ones are dropped first
+    assert len(challenges) == 1
+
+
+def test_a_passkey_is_kept_as_text_and_read_back() -> None:
+    passkey = Passkey(b"\x01\x02cose", 7, ("internal", "hybrid"), "Laptop")
+    assert Passkey.decode(passkey.encode()) == passkey
+    with pytest.raises(ValueError):
+        Passkey.decode("$argon2id$not-a-passkey")

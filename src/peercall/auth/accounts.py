@@ -1,5 +1,6 @@
 """The secrets of accounts mode: password hashing (argon2id), the tokens of invites and sign-ins (only their hashes
-are stored) and the sign-in throttle. (The signing key and the verifier of signaling tokens are in auth/tokens.py.)
+are stored), the sign-in throttle, the pending WebAuthn challenges and what is kept of a passkey. (The signing key
+and the verifier of signaling tokens are in auth/tokens.py.)
 
 No HTTP and no store here (server/accounts.py has the routes, store/ the tables). The clock comes in as an argument.
 """
@@ -7,9 +8,12 @@ No HTTP and no store here (server/accounts.py has the routes, store/ the tables)
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import hashlib
+import json
 import secrets
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -96,3 +100,104 @@ class Throttle:
 
     def forget(self, key: str) -> None:
         self._buckets.pop(key, None)
+
+
+CHALLENGE_TTL = 300.0
+"""Seconds a WebAuthn challenge waits for its answer (the browser's own timeout is shorter)."""
+MAX_CHALLENGES, MAX_CHALLENGES_PER_OWNER = 10_000, 16
+"""Challenges waiting on one node, and per owner (a signed-in user, or an address): past either, the oldest go."""
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def user_handle(user_id: str) -> bytes:
+    """The WebAuthn user handle of an account: a hash of its id (the handle is stored on the authenticator and
+    sent back at each sign-in; the spec asks that it not be the user's name)."""
+    return hashlib.sha256(b"peercall-user:" + user_id.encode()).digest()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Challenge:
+    """A challenge handed out for `purpose` (`add-passkey`, `sign-up`, `sign-in`); `bound`: what its answer must
+    come with (the user adding a passkey; the invite hash, id and name of a sign-up)."""
+
+    purpose: str
+    owner: str
+    expires: float
+    bound: tuple[str, ...] = ()
+
+
+class Challenges:
+    """The WebAuthn challenges waiting for an answer, on this node. A challenge is taken once (a failed answer
+    uses it up too), expires after `ttl`, and at most `limit` wait, `per_owner` of one owner."""
+
+    def __init__(
+        self, ttl: float = CHALLENGE_TTL, limit: int = MAX_CHALLENGES, per_owner: int = MAX_CHALLENGES_PER_OWNER
+    ) -> None:
+        self.ttl, self.limit, self.per_owner = ttl, limit, per_owner
+        self._waiting: OrderedDict[str, Challenge] = OrderedDict()  # base64url challenge -> what it is for
+        self._owners: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def issue(self, purpose: str, owner: str, now: float, bound: tuple[str, ...] = ()) -> bytes:
+        """A new random challenge (32 bytes) for `purpose`."""
+        while self._waiting and next(iter(self._waiting.values())).expires <= now:
+            self._drop(next(iter(self._waiting)))
+        if self._owners[owner] >= self.per_owner:
+            self._drop(next(k for k, c in self._waiting.items() if c.owner == owner))
+        while len(self._waiting) >= self.limit:
+            self._drop(next(iter(self._waiting)))
+        challenge = secrets.token_bytes(32)
+        self._waiting[b64url(challenge)] = Challenge(purpose, owner, now + self.ttl, bound)
+        self._owners[owner] += 1
+        return challenge
+
+    def take(self, challenge: str, purpose: str, now: float) -> Challenge | None:
+        """The waiting challenge (base64url, as the browser's clientDataJSON has it) if it is for `purpose` and
+        has not expired; it is used up either way."""
+        found = self._waiting.get(challenge)
+        if found is None:
+            return None
+        self._drop(challenge)
+        return found if found.purpose == purpose and found.expires > now else None
+
+    def _drop(self, key: str) -> None:
+        found = self._waiting.pop(key)
+        self._owners[found.owner] -= 1
+        if self._owners[found.owner] <= 0:
+            del self._owners[found.owner]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Passkey:
+    """What is kept of a passkey besides its credential id (a `Credential`'s `secret`, as JSON)."""
+
+    public_key: bytes
+    sign_count: int
+    transports: tuple[str, ...]
+    name: str
+
+    def encode(self) -> str:
+        return json.dumps(
+            {
+                "publicKey": b64url(self.public_key),
+                "signCount": self.sign_count,
+                "transports": list(self.transports),
+                "name": self.name,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def decode(cls, secret: str) -> Passkey:
+        """Raises ValueError if `secret` was not made by `encode`."""
+        try:
+            v = json.loads(secret)
+            key = base64.urlsafe_b64decode(v["publicKey"] + "=" * (-len(v["publicKey"]) % 4))
+            return cls(key, int(v["signCount"]), tuple(str(t) for t in v["transports"]), str(v["name"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError("not a stored passkey") from exc

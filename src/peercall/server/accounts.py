@@ -1,4 +1,5 @@
-"""The HTTP API of accounts mode (`PEERCALL_AUTH=accounts`): set-up, invites, sign-up, password sign-in, sign-ins
+"""The HTTP API of accounts mode (`PEERCALL_AUTH=accounts`): set-up, invites, sign-up, password and passkey
+(WebAuthn) sign-in, passkeys, sign-ins
 kept on the server (a cookie), signaling tokens for the WebSocket, sign-out, and administration. docs/protocol.md,
 "Accounts", is the reference; docs/security.md says what each rule is against.
 
@@ -11,14 +12,21 @@ trusted by `PEERCALL_FORWARDED_ALLOW_IPS`), and `peercall-session` without `Secu
 host (`make run` on localhost). Plain http to any other host is refused (`https-required`): a sign-in there
 would travel in clear.
 
-Owns the sign-in throttles and the refresh of the revoked sign-ins that the token verifier refuses; the store
-(store/base.py `Accounts`) owns everything that lasts.
+Passkeys: the relying party id is the request's host name (which the host guard, `PEERCALL_ALLOWED_HOSTS`, has
+let in) and the expected origin the server's own (`https://host`, or `http://localhost:port` for `make run`). The
+challenges wait in this node's memory (auth/accounts.py `Challenges`): in a cluster, a browser's options request
+and its answer must reach the same node (sticky sessions), or the answer is refused as an unknown challenge.
+
+Owns the sign-in throttles, the WebAuthn challenges and the refresh of the revoked sign-ins that the token verifier
+refuses; the store (store/base.py `Accounts`) owns everything that lasts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import dataclasses
 import hmac
 import inspect
 import ipaddress
@@ -31,17 +39,37 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
+import webauthn
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from webauthn.helpers import parse_client_data_json
+from webauthn.helpers.exceptions import WebAuthnException
+from webauthn.helpers.structs import (
+    AuthenticatorSelectionCriteria,
+    AuthenticatorTransport,
+    PublicKeyCredentialDescriptor,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
 
-from ..auth.accounts import Passwords, Throttle, check_password, new_token, token_hash
+from ..auth.accounts import (
+    Challenges,
+    Passkey,
+    Passwords,
+    Throttle,
+    b64url,
+    check_password,
+    new_token,
+    token_hash,
+    user_handle,
+)
 from ..auth.tokens import AccountsVerifier
 from ..config import Settings
 from ..core.social import MAX_NAME
 from ..protocol.codes import CloseCode
 from ..protocol.messages import is_valid_id
-from ..store.base import AccountLimit, AccountSession, Credential, Invite, SignUp, Store, User
+from ..store.base import MAX_CREDENTIALS_PER_USER, AccountLimit, AccountSession, Credential, Invite, SignUp, Store, User
 from .guard import host_name
 from .session import address_group
 
@@ -57,6 +85,10 @@ PRUNE_EVERY = 3600.0
 ACCOUNT_TRIES, ACCOUNT_REFILL = 5, 60.0  # failed sign-ins per account: 5 at once, then one a minute
 ADDRESS_TRIES, ADDRESS_REFILL = 20, 10.0  # failed sign-ins (and bad invites) per address: 20, then one per 10 s
 WRONG = "wrong user id or password"
+PASSKEY_FAILED = "this passkey did not sign you in: it is not one of an account here, or its answer was refused"
+RP_NAME = "peercall"
+PASSKEY_TIMEOUT_MS = 120_000
+MAX_CREDENTIAL_JSON = 8 * 1024  # an attestation without certificates (attestation "none") is well under this
 
 
 class Refusal(Exception):
@@ -90,6 +122,27 @@ def display_name(value: object) -> str:
     return name
 
 
+def _unb64(text: str) -> bytes:
+    """base64url without padding (WebAuthn's JSON) to bytes; ValueError if it is not."""
+    if not isinstance(text, str):
+        raise ValueError("not base64url text")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _passkey_json(credential: Credential) -> dict[str, Any]:
+    try:
+        passkey = Passkey.decode(credential.secret)
+    except ValueError:
+        passkey = Passkey(b"", 0, (), "")
+    return {
+        "id": credential.key,
+        "name": passkey.name,
+        "transports": list(passkey.transports),
+        "created": credential.created,
+        "lastUsed": credential.last_used,
+    }
+
+
 def _user_json(user: User) -> dict[str, Any]:
     return {"id": user.id, "name": user.name, "admin": user.admin, "disabled": user.disabled, "created": user.created}
 
@@ -111,6 +164,7 @@ class AccountsApi:
         self.passwords = Passwords()
         self.by_account = Throttle(ACCOUNT_TRIES, ACCOUNT_REFILL)
         self.by_address = Throttle(ADDRESS_TRIES, ADDRESS_REFILL)
+        self.challenges = Challenges()
         self.setup_token: str | None = None
         """The set-up link's token made at start while nobody has an account; handed out once (`setup_link`)."""
         self._task: asyncio.Task[None] | None = None
@@ -260,6 +314,7 @@ class AccountsApi:
             "admin": user.admin,
             "session": session.id,
             "csrf": self.verifier.csrf(session.id),
+            "passkeys": True,
         }
 
     async def _sign_in(self, request: Request, user: User, status: int = 200) -> Response:
@@ -316,7 +371,12 @@ class AccountsApi:
     # -- routes ----------------------------------------------------------------------------------------------
 
     async def get_session(self, request: Request) -> Response:
-        session, user = await self._signed_in(request)
+        """The sign-in; `"passkeys": true` also in the 401 answer, so that a sign-in page knows it may offer them."""
+        try:
+            session, user = await self._signed_in(request)
+        except Refusal as refusal:
+            body = {"error": {"code": refusal.code, "message": refusal.message}, "passkeys": True}
+            return JSONResponse(body, status_code=refusal.status, headers={"cache-control": "no-store"})
         return _json(self._session_json(session, user))
 
     async def post_session(self, request: Request) -> Response:
@@ -406,7 +466,8 @@ class AccountsApi:
         return response
 
     async def post_signup(self, request: Request) -> Response:
-        """Sign up from an invite: `{"invite", "id", "name", "password"}`; signed in at once."""
+        """Sign up from an invite: `{"invite", "id", "name", "password"}`, or `"passkey"` (the attestation of
+        `POST /api/signup/passkey/options`'s challenge) instead of `"password"`; signed in at once."""
         self._csrf(request, None)
         self._secure(request)
         body = await self._body(request)
@@ -418,17 +479,21 @@ class AccountsApi:
         if account in self.settings.reserved_ids:
             raise Refusal(409, "id-taken", f"the id {account!r} is taken: choose another")
         name = display_name(body.get("name"))
-        try:
-            password = check_password(body.get("password"))
-        except ValueError as exc:
-            raise Refusal(400, "bad-password", str(exc)) from None
+        if "passkey" in body:
+            credential = self._signup_passkey(request, body["passkey"], token_hash(invite), account, name)
+        else:
+            try:
+                password = check_password(body.get("password"))
+            except ValueError as exc:
+                raise Refusal(400, "bad-password", str(exc)) from None
         address = self._throttled(request, None)
         found = await self.store.invite(token_hash(invite), now=self.clock())
         if found is None:
             self.by_address.failed(address, self.clock())
             raise Refusal(404, "no-invite", "this invite link is not valid: it was used, it expired, or it is wrong")
         now = self.clock()
-        credential = Credential(account, "password", "", await self.passwords.hash(password), now)
+        if "passkey" not in body:
+            credential = Credential(account, "password", "", await self.passwords.hash(password), now)
         done = await self.store.sign_up(token_hash(invite), User(account, name, created=now), credential, now=now)
         if done is SignUp.ID_TAKEN:
             raise Refusal(409, "id-taken", f"the id {account!r} is taken: choose another")
@@ -499,6 +564,216 @@ class AccountsApi:
         await self._close_sockets(target)
         return _json({"signedOut": len(ended)})
 
+    # -- passkeys --------------------------------------------------------------------------------------------
+
+    def _relying_party(self, request: Request) -> tuple[str, str]:
+        """The relying party id (the host name) and the expected origin of this request (module docstring)."""
+        secure = self._secure(request)
+        # A browser's origin leaves the default port out.
+        host = request.headers.get("host", "").lower().removesuffix(":443" if secure else ":80")
+        return host_name(host), f"{'https' if secure else 'http'}://{host}"
+
+    def _creation_options(
+        self, request: Request, challenge: bytes, user_id: str, name: str, exclude: list[str]
+    ) -> Response:
+        rp_id, _ = self._relying_party(request)
+        options = webauthn.generate_registration_options(
+            rp_id=rp_id,
+            rp_name=RP_NAME,
+            user_name=user_id,
+            user_id=user_handle(user_id),
+            user_display_name=name,
+            challenge=challenge,
+            timeout=PASSKEY_TIMEOUT_MS,
+            authenticator_selection=AuthenticatorSelectionCriteria(
+                resident_key=ResidentKeyRequirement.REQUIRED,
+                user_verification=UserVerificationRequirement.PREFERRED,
+            ),
+            exclude_credentials=[PublicKeyCredentialDescriptor(id=_unb64(key)) for key in exclude],
+        )
+        return _json(json.loads(webauthn.options_to_json(options)))
+
+    def _challenge_of(self, credential: object) -> str:
+        """The challenge an answer says it answers (from its clientDataJSON; checked again by the verification)."""
+        if not isinstance(credential, dict):
+            raise Refusal(400, "bad-passkey", "'passkey' is the credential navigator.credentials gave, as JSON")
+        if len(json.dumps(credential)) > MAX_CREDENTIAL_JSON:
+            raise Refusal(413, "too-large", f"the credential is larger than {MAX_CREDENTIAL_JSON} bytes")
+        try:
+            data = _unb64(credential["response"]["clientDataJSON"])
+            return b64url(parse_client_data_json(data).challenge)
+        except (KeyError, TypeError, ValueError, WebAuthnException):
+            raise Refusal(400, "bad-passkey", "the credential has no readable clientDataJSON") from None
+
+    def _registration(self, request: Request, credential: object, challenge: bytes) -> tuple[str, Passkey]:
+        """The credential id (base64url) and the passkey an attestation makes, verified; a refusal says why not."""
+        rp_id, origin = self._relying_party(request)
+        try:
+            verified = webauthn.verify_registration_response(
+                credential=credential,  # type: ignore[arg-type]
+                expected_challenge=challenge,
+                expected_rp_id=rp_id,
+                expected_origin=origin,
+            )
+        except (WebAuthnException, KeyError, TypeError, ValueError) as exc:
+            raise Refusal(400, "bad-passkey", f"the passkey was refused: {str(exc)[:200]}") from None
+        transports: list[str] = []
+        response = credential.get("response") if isinstance(credential, dict) else None
+        if isinstance(response, dict) and isinstance(response.get("transports"), list):
+            known = {t.value for t in AuthenticatorTransport}
+            transports = [t for t in response["transports"] if t in known][:8]
+        key = b64url(verified.credential_id)
+        if not 16 <= len(verified.credential_id) <= 1023:  # WebAuthn: at most 1023 bytes; at least 16 random
+            raise Refusal(400, "bad-passkey", "the passkey's credential id is not 16 to 1023 bytes")
+        return key, Passkey(verified.credential_public_key, verified.sign_count, tuple(transports), "")
+
+    def _signup_passkey(self, request: Request, credential: object, invite: str, account: str, name: str) -> Credential:
+        said = self._challenge_of(credential)
+        challenge = self.challenges.take(said, "sign-up", self.clock())
+        if challenge is None or challenge.bound != (invite, account, name):
+            raise Refusal(400, "bad-challenge", "this passkey answers no waiting challenge: ask for new options")
+        key, passkey = self._registration(request, credential, _unb64(said))
+        return Credential(account, "passkey", key, dataclasses.replace(passkey, name="Passkey").encode(), self.clock())
+
+    async def post_signup_passkey_options(self, request: Request) -> Response:
+        """Creation options for a sign-up with a passkey: `{"invite", "id", "name"}` (as `POST /api/signup`)."""
+        self._csrf(request, None)
+        self._secure(request)
+        body = await self._body(request)
+        invite, account = body.get("invite"), body.get("id")
+        if not isinstance(invite, str) or not invite or len(invite) > 200:
+            raise Refusal(400, "bad-request", "'invite' is the token after '#invite=' in the invite link")
+        if not isinstance(account, str) or not is_valid_id(account):
+            raise Refusal(400, "bad-id", "an id is 1-64 letters, digits, '_', '-', '.' or '@'")
+        name = display_name(body.get("name"))
+        address = self._throttled(request, None)
+        if await self.store.invite(token_hash(invite), now=self.clock()) is None:
+            self.by_address.failed(address, self.clock())
+            raise Refusal(404, "no-invite", "this invite link is not valid: it was used, it expired, or it is wrong")
+        if account in self.settings.reserved_ids or await self.store.user(account) is not None:
+            raise Refusal(409, "id-taken", f"the id {account!r} is taken: choose another")
+        challenge = self.challenges.issue("sign-up", address, self.clock(), (token_hash(invite), account, name))
+        return self._creation_options(request, challenge, account, name, [])
+
+    async def post_passkey_options(self, request: Request) -> Response:
+        """Creation options for a signed-in user's new passkey."""
+        session, user = await self._signed_in(request)
+        self._csrf(request, session)
+        have = await self.store.credentials(user.id)
+        if len(have) >= MAX_CREDENTIALS_PER_USER:
+            raise Refusal(409, "too-many", f"you have {MAX_CREDENTIALS_PER_USER} sign-in methods: delete one first")
+        challenge = self.challenges.issue("add-passkey", "user:" + user.id, self.clock(), (user.id,))
+        exclude = [c.key for c in have if c.kind == "passkey"]
+        return self._creation_options(request, challenge, user.id, user.name, exclude)
+
+    async def post_passkey(self, request: Request) -> Response:
+        """Keep a new passkey of the signed-in user: `{"passkey": <attestation>, "name": "<a name for it>"}`."""
+        session, user = await self._signed_in(request)
+        self._csrf(request, session)
+        body = await self._body(request)
+        label = body.get("name", "Passkey")
+        if (
+            not isinstance(label, str)
+            or not 1 <= len(label.strip()) <= MAX_NAME
+            or any(unicodedata.category(ch).startswith("C") for ch in label)
+        ):
+            raise Refusal(400, "bad-name", f"'name' names this passkey: 1 to {MAX_NAME} characters, no control ones")
+        credential = body.get("passkey")
+        said = self._challenge_of(credential)
+        challenge = self.challenges.take(said, "add-passkey", self.clock())
+        if challenge is None or challenge.bound != (user.id,):
+            raise Refusal(400, "bad-challenge", "this passkey answers no waiting challenge: ask for new options")
+        key, passkey = self._registration(request, credential, _unb64(said))
+        stored = Credential(
+            user.id, "passkey", key, dataclasses.replace(passkey, name=label.strip()).encode(), self.clock()
+        )
+        try:
+            await self.store.set_credential(stored)
+        except AccountLimit as exc:
+            raise Refusal(409, "too-many", str(exc)) from None
+        except ValueError:
+            raise Refusal(409, "passkey-taken", "this passkey is registered already") from None
+        log.info("%s added a passkey", user.id)
+        return _json({"passkey": _passkey_json(stored)}, 201)
+
+    async def get_passkeys(self, request: Request) -> Response:
+        _, user = await self._signed_in(request)
+        listed = [_passkey_json(c) for c in await self.store.credentials(user.id) if c.kind == "passkey"]
+        return _json({"passkeys": listed})
+
+    async def delete_passkey(self, request: Request) -> Response:
+        session, user = await self._signed_in(request)
+        self._csrf(request, session)
+        key = request.path_params["key"]
+        try:
+            deleted = await self.store.delete_credential(user.id, "passkey", key)
+        except AccountLimit:
+            raise Refusal(409, "last-method", "this is your only way to sign in: add another first") from None
+        if not deleted:
+            raise Refusal(404, "not-found", f"you have no passkey {key[:32]!r}")
+        log.info("%s deleted a passkey", user.id)
+        return _json({"deleted": 1})
+
+    async def post_session_passkey_options(self, request: Request) -> Response:
+        """Request options for a passkey sign-in: no user named (the passkey is discoverable)."""
+        self._csrf(request, None)
+        rp_id, _ = self._relying_party(request)
+        address = self._throttled(request, None)
+        challenge = self.challenges.issue("sign-in", address, self.clock())
+        options = webauthn.generate_authentication_options(
+            rp_id=rp_id,
+            challenge=challenge,
+            timeout=PASSKEY_TIMEOUT_MS,
+            user_verification=UserVerificationRequirement.PREFERRED,
+        )
+        return _json(json.loads(webauthn.options_to_json(options)))
+
+    async def post_session_passkey(self, request: Request) -> Response:
+        """Passkey sign-in: `{"passkey": <assertion>}`; the answer is that of password sign-in."""
+        self._csrf(request, None)
+        rp_id, origin = self._relying_party(request)
+        body = await self._body(request)
+        credential = body.get("passkey")
+        said = self._challenge_of(credential)
+        address = self._throttled(request, None)
+        assert isinstance(credential, dict)
+        key = credential.get("id")
+        stored = await self.store.credential("passkey", key) if isinstance(key, str) and key else None
+        if stored is not None:
+            self._throttled(request, stored.user)
+        challenge = self.challenges.take(said, "sign-in", self.clock())
+        try:
+            if stored is None or challenge is None:
+                raise ValueError("unknown passkey or challenge")
+            passkey = Passkey.decode(stored.secret)
+            handle = credential.get("response", {}).get("userHandle")
+            if handle and handle != b64url(user_handle(stored.user)):
+                raise ValueError("the user handle is not the passkey's")
+            verified = webauthn.verify_authentication_response(
+                credential=credential,
+                expected_challenge=_unb64(said),
+                expected_rp_id=rp_id,
+                expected_origin=origin,
+                credential_public_key=passkey.public_key,
+                credential_current_sign_count=passkey.sign_count,
+            )
+        except (WebAuthnException, KeyError, TypeError, ValueError, AttributeError) as exc:
+            now = self.clock()
+            self.by_address.failed(address, now)
+            if stored is not None:
+                self.by_account.failed(stored.user, now)
+            log.info("a passkey sign-in failed: %s", str(exc)[:200])
+            raise Refusal(401, "sign-in-failed", PASSKEY_FAILED) from None
+        user = await self.store.user(stored.user)
+        if user is None:
+            raise Refusal(401, "sign-in-failed", PASSKEY_FAILED)
+        if user.disabled:
+            raise Refusal(403, "disabled", "this account is disabled: ask an administrator")
+        used = dataclasses.replace(passkey, sign_count=verified.new_sign_count)
+        await self.store.use_credential(dataclasses.replace(stored, secret=used.encode()), now=self.clock())
+        self.by_account.forget(user.id)
+        return await self._sign_in(request, user)
+
     def routes(self) -> list[BaseRoute]:
         def wrap(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
             async def endpoint(request: Request) -> Response:
@@ -518,6 +793,13 @@ class AccountsApi:
             Route("/api/sessions", wrap(self.get_sessions), methods=["GET"]),
             Route("/api/sessions", wrap(self.delete_sessions), methods=["DELETE"]),
             Route("/api/sessions/{sid}", wrap(self.delete_one_session), methods=["DELETE"]),
+            Route("/api/session/passkey/options", wrap(self.post_session_passkey_options), methods=["POST"]),
+            Route("/api/session/passkey", wrap(self.post_session_passkey), methods=["POST"]),
+            Route("/api/passkeys/options", wrap(self.post_passkey_options), methods=["POST"]),
+            Route("/api/passkeys", wrap(self.post_passkey), methods=["POST"]),
+            Route("/api/passkeys", wrap(self.get_passkeys), methods=["GET"]),
+            Route("/api/passkeys/{key}", wrap(self.delete_passkey), methods=["DELETE"]),
+            Route("/api/signup/passkey/options", wrap(self.post_signup_passkey_options), methods=["POST"]),
             Route("/api/signup", wrap(self.post_signup), methods=["POST"]),
             Route("/api/invites", wrap(self.post_invite), methods=["POST"]),
             Route("/api/users", wrap(self.get_users), methods=["GET"]),

@@ -298,8 +298,9 @@ class User:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Credential:
     """A way for `user` to sign in. `kind` `password`: `secret` is an argon2id hash (PHC string), `key` is empty.
-    `kind` `passkey` (WebAuthn, to come): `key` is the credential id, `secret` its public key and sign count as
-    the WebAuthn layer encodes them."""
+    `kind` `passkey` (WebAuthn): `key` is the credential id (base64url), `secret` its public key, sign count,
+    transports and name as auth/accounts.py `Passkey` encodes them (JSON; a public key is no secret, but it is
+    kept where the other sign-in methods keep theirs). A passkey's credential id is unique across users."""
 
     user: str
     kind: str
@@ -383,6 +384,25 @@ class Accounts(Protocol):
 
         Raises:
             AccountLimit: the user has MAX_CREDENTIALS_PER_USER already.
+            ValueError: another user has a passkey with this credential id.
+        """
+        ...
+
+    async def credential(self, kind: str, key: str) -> Credential | None:
+        """The sign-in method of this kind and key, whoever's it is (a passkey by its credential id), or None.
+        Not for `password` (its key is empty for every user)."""
+        ...
+
+    async def use_credential(self, credential: Credential, *, now: float) -> bool:
+        """The sign-in method was used now: its `secret` becomes `credential.secret` (a passkey's new sign count)
+        and its `last_used` `now`. False, and nothing changed, if it is gone."""
+        ...
+
+    async def delete_credential(self, user_id: str, kind: str, key: str) -> bool:
+        """Remove one of the user's sign-in methods. False if there is no such method.
+
+        Raises:
+            AccountLimit: it is the user's last one (an account always keeps a way to sign in).
         """
         ...
 

@@ -70,7 +70,32 @@ class MemoryAccounts:
         slot = (credential.kind, credential.key)
         if slot not in mine and len(mine) >= MAX_CREDENTIALS_PER_USER:
             raise AccountLimit(f"{credential.user} has {MAX_CREDENTIALS_PER_USER} sign-in methods: remove one first")
+        if slot not in mine and credential.kind != "password" and await self.credential(*slot) is not None:
+            raise ValueError(f"another user has the {credential.kind} {credential.key[:32]!r}")
         mine[slot] = credential
+
+    async def credential(self, kind: str, key: str) -> Credential | None:
+        for mine in self._credentials.values():
+            if (kind, key) in mine:
+                return mine[(kind, key)]
+        return None
+
+    async def use_credential(self, credential: Credential, *, now: float) -> bool:
+        mine = self._credentials.get(credential.user, {})
+        slot = (credential.kind, credential.key)
+        if slot not in mine:
+            return False
+        mine[slot] = dataclasses.replace(mine[slot], secret=credential.secret, last_used=now)
+        return True
+
+    async def delete_credential(self, user_id: str, kind: str, key: str) -> bool:
+        mine = self._credentials.get(user_id, {})
+        if (kind, key) not in mine:
+            return False
+        if len(mine) == 1:
+            raise AccountLimit(f"this is the last way {user_id} can sign in: add another first")
+        del mine[(kind, key)]
+        return True
 
     async def add_invite(self, invite: Invite, *, now: float) -> None:
         for token_hash, old in list(self._invites.items()):

@@ -2,8 +2,8 @@
 Mixed into `SQLHistory` (store/sql.py), which owns the engine, the turn-taking lock and the migrations.
 
 Secrets never reach these tables: invites and sessions are kept by the SHA-256 of their token, passwords as argon2id
-hashes. A `credentials` row is a password (`kind` `password`, empty `key`) or, to come, a passkey (`kind` `passkey`,
-`key` its WebAuthn credential id, `secret` what the WebAuthn layer keeps of it).
+hashes. A `credentials` row is a password (`kind` `password`, empty `key`) or a passkey (`kind` `passkey`, `key` its
+WebAuthn credential id, unique by the index `credentials_passkey`, `secret` what auth/accounts.py `Passkey` keeps).
 """
 
 from __future__ import annotations
@@ -161,6 +161,10 @@ async def _insert_user(conn: AsyncConnection, user: User, credential: Credential
         await conn.execute(sa.insert(credentials).values(**_credential_row(credential)))
 
 
+def _credential(r: Any) -> Credential:
+    return Credential(user=r.user_id, kind=r.kind, key=r.key, secret=r.secret, created=r.created, last_used=r.last_used)
+
+
 def _credential_row(c: Credential) -> dict[str, Any]:
     return {
         "user_id": c.user,
@@ -234,12 +238,7 @@ class SQLAccounts:
         )
         async with self._turn, self._engine.begin() as conn:
             rows = (await conn.execute(query)).all()
-        return [
-            Credential(
-                user=r.user_id, kind=r.kind, key=r.key, secret=r.secret, created=r.created, last_used=r.last_used
-            )
-            for r in rows
-        ]
+        return [_credential(r) for r in rows]
 
     async def set_credential(self, credential: Credential) -> None:
         mine = credentials.c.user_id == credential.user
@@ -254,7 +253,44 @@ class SQLAccounts:
                 raise AccountLimit(
                     f"{credential.user} has {MAX_CREDENTIALS_PER_USER} sign-in methods: remove one first"
                 )
-            await conn.execute(sa.insert(credentials).values(**_credential_row(credential)))
+            try:
+                async with conn.begin_nested():
+                    await conn.execute(sa.insert(credentials).values(**_credential_row(credential)))
+            except sa.exc.IntegrityError:  # the index credentials_passkey: another user's credential id
+                raise ValueError(f"another user has the {credential.kind} {credential.key[:32]!r}") from None
+
+    async def credential(self, kind: str, key: str) -> Credential | None:
+        query = sa.select(credentials).where(credentials.c.kind == kind, credentials.c.key == key).limit(1)
+        async with self._turn, self._engine.begin() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else _credential(row)
+
+    async def use_credential(self, credential: Credential, *, now: float) -> bool:
+        slot = (
+            credentials.c.user_id == credential.user,
+            credentials.c.kind == credential.kind,
+            credentials.c.key == credential.key,
+        )
+        async with self._turn, self._engine.begin() as conn:
+            result = await conn.execute(
+                sa.update(credentials).where(*slot).values(secret=credential.secret, last_used=now)
+            )
+        return bool(result.rowcount)
+
+    async def delete_credential(self, user_id: str, kind: str, key: str) -> bool:
+        mine = credentials.c.user_id == user_id
+        async with self._turn, self._engine.begin() as conn:
+            if not self._sqlite:  # two deletions at once must not both see another method left
+                await conn.execute(sa.select(users.c.id).where(users.c.id == user_id).with_for_update())
+            count = (await conn.execute(sa.select(sa.func.count()).select_from(credentials).where(mine))).scalar_one()
+            slot = (mine, credentials.c.kind == kind, credentials.c.key == key)
+            found = (await conn.execute(sa.select(credentials.c.key).where(*slot))).first()
+            if found is None:
+                return False
+            if count <= 1:
+                raise AccountLimit(f"this is the last way {user_id} can sign in: add another first")
+            await conn.execute(sa.delete(credentials).where(*slot))
+        return True
 
     async def add_invite(self, invite: Invite, *, now: float) -> None:
         maker = invites.c.created_by == invite.created_by

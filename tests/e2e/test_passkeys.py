@@ -1,0 +1,144 @@
+"""Passkeys in a real Chromium with a virtual authenticator (the DevTools protocol's WebAuthn domain): a signed-in
+user adds a passkey and signs in with it after signing out; a clone (its sign count gone back) is refused; a
+sign-up from an invite with a passkey only; a deleted passkey signs nobody in; the last sign-in method cannot be
+deleted. The calls go through static/js/passkeys.js, as a page would make them, on http://localhost (WebAuthn
+allows it without TLS)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from playwright.async_api import CDPSession, Page
+
+from tests.conftest import OPEN_DOORS, run_server
+
+from .conftest import OpenPage
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
+
+PASSWORD = "correct horse battery"
+
+
+async def with_authenticator(page: Page) -> tuple[CDPSession, str]:
+    """Give the page's browser context a virtual platform authenticator (user verified): the DevTools session that
+    drives it, and its id."""
+    cdp = await page.context.new_cdp_session(page)
+    await cdp.send("WebAuthn.enable")
+    added = await cdp.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+    return cdp, str(added["authenticatorId"])
+
+
+async def set_sign_count(cdp: CDPSession, authenticator: str, count: int) -> None:
+    """Put the authenticator's (only) passkey back with this sign count: a clone of it, as far as a server sees."""
+    (credential,) = (await cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator}))["credentials"]
+    await cdp.send(
+        "WebAuthn.removeCredential", {"authenticatorId": authenticator, "credentialId": credential["credentialId"]}
+    )
+    await cdp.send(
+        "WebAuthn.addCredential", {"authenticatorId": authenticator, "credential": {**credential, "signCount": count}}
+    )
+
+
+async def pk(page: Page, function: str, *args: Any) -> Any:
+    """Call `function` of static/js/passkeys.js in the page: its result, or {"error", "code"} if it threw."""
+    return await page.evaluate(
+        """async ([name, args]) => {
+            const module = await import('/js/passkeys.js');
+            try {
+              return await module[name](...args);
+            } catch (err) {
+              return {error: err.message, code: err.code};
+            }
+        }""",
+        [function, list(args)],
+    )
+
+
+async def api(page: Page, method: str, path: str, body: Any = None, csrf: str = "1") -> dict[str, Any]:
+    """A request of the page to the accounts API: {"status", "body"}."""
+    result: dict[str, Any] = await page.evaluate(
+        """async ([method, path, body, csrf]) => {
+            const r = await fetch(path, {method, headers: {'Content-Type': 'application/json',
+              'X-Peercall-CSRF': csrf}, body: body === null ? undefined : JSON.stringify(body)});
+            return {status: r.status, body: await r.json()};
+        }""",
+        [method, path, body, csrf],
+    )
+    return result
+
+
+async def test_passkeys_add_sign_in_sign_up_and_delete(open_page: OpenPage) -> None:
+    with run_server(PEERCALL_AUTH="accounts", PEERCALL_ALLOWED_HOSTS="*", **OPEN_DOORS) as srv:
+        assert srv.wait_log("#invite="), srv.log()
+        found = re.search(r"#invite=([\w-]+)", srv.log())
+        assert found is not None
+        base = f"http://localhost:{srv.port}"
+
+        ann = await open_page(base, "/healthz", "ann")
+        cdp, authenticator = await with_authenticator(ann)
+        signed = (
+            await api(
+                ann, "POST", "/api/signup", {"invite": found.group(1), "id": "ann", "name": "Ann", "password": PASSWORD}
+            )
+        )["body"]
+        assert signed.get("id") == "ann" and signed["passkeys"] is True, signed
+
+        # A signed-in user adds a passkey, signs out, and signs in with it (no id typed).
+        added = await pk(ann, "registerPasskey", signed["csrf"], "Laptop")
+        assert added.get("name") == "Laptop" and added.get("id"), added
+        listed = (await api(ann, "GET", "/api/passkeys"))["body"]
+        assert [p["name"] for p in listed["passkeys"]] == ["Laptop"]
+        assert (await api(ann, "DELETE", "/api/session", csrf=signed["csrf"]))["status"] == 200
+        assert (await api(ann, "GET", "/api/session"))["status"] == 401
+        again = await pk(ann, "signInWithPasskey")
+        assert again.get("id") == "ann" and again.get("admin") is True, again
+        assert (await api(ann, "GET", "/api/session"))["body"]["id"] == "ann"
+        listed = (await api(ann, "GET", "/api/passkeys"))["body"]
+        assert listed["passkeys"][0]["lastUsed"] is not None
+
+        # A passkey whose sign count goes back (a cloned authenticator) is refused; with a count past the last one,
+        # the same key signs in again.
+        assert (await api(ann, "DELETE", "/api/session", csrf=again["csrf"]))["status"] == 200
+        await set_sign_count(cdp, authenticator, 0)
+        cloned = await pk(ann, "signInWithPasskey")
+        assert cloned.get("code") == "sign-in-failed", cloned
+        await set_sign_count(cdp, authenticator, 1000)
+        again = await pk(ann, "signInWithPasskey")
+        assert again.get("id") == "ann", again
+
+        # Sign-up from an invite with a passkey instead of a password, in another browser with its own authenticator.
+        invite = (await api(ann, "POST", "/api/invites", {}, again["csrf"]))["body"]
+        token = invite["link"].rpartition("#invite=")[2]
+        bob = await open_page(base, "/healthz", "bob")
+        await with_authenticator(bob)
+        joined = await pk(bob, "signUpWithPasskey", token, "bob", "Bob")
+        assert joined.get("id") == "bob" and joined.get("name") == "Bob", joined
+        bobs = (await api(bob, "GET", "/api/passkeys"))["body"]["passkeys"]
+        assert len(bobs) == 1
+        last = await api(bob, "DELETE", f"/api/passkeys/{bobs[0]['id']}", csrf=joined["csrf"])
+        assert last["status"] == 409 and last["body"]["error"]["code"] == "last-method", last
+        used_again = await pk(bob, "signUpWithPasskey", token, "bob2", "Bob")
+        assert "invite link is not valid" in used_again.get("error", ""), used_again
+
+        # A deleted passkey signs nobody in (the authenticator still offers it).
+        gone = await api(ann, "DELETE", f"/api/passkeys/{added['id']}", csrf=again["csrf"])
+        assert gone["status"] == 200, gone
+        await api(ann, "DELETE", "/api/session", csrf=again["csrf"])
+        refused = await pk(ann, "signInWithPasskey")
+        assert refused.get("code") == "sign-in-failed", refused
+        assert "did not sign you in" in refused["error"]
+        assert (await api(ann, "GET", "/api/session"))["status"] == 401
