@@ -230,20 +230,28 @@ class Accounts:
         return self.session
 
     async def token(self) -> str:
-        """A fresh signaling token of this sign-in (`POST /api/session/token`), signing in first if need be (or again,
-        if the server ended the sign-in). A `TokenProvider`.
+        """A fresh signaling token of this sign-in (`POST /api/session/token`), signing in first if we have not yet.
+        A `TokenProvider`.
+
+        A sign-in that the server ended (signed out everywhere, ended by an administrator, the account disabled) is
+        not made again behind the user's back: that raises.
 
         Raises:
-            SignInError: as `sign_in()`, or the server would not give a token.
+            SignInError: as `sign_in()`; the sign-in has ended (status 401); or the server would not give a token.
         """
         async with self._lock:
             if self._csrf is None:
                 await self._sign_in()
             status, body = await self._call("POST", "/api/session/token")
-            if status == 401:  # the sign-in ended (signed out elsewhere, expired): sign in again, once
-                await self._sign_in()
-                status, body = await self._call("POST", "/api/session/token")
             token = body.get("token")
+            if status == 401:
+                self._csrf = None
+                self._cookies.clear()
+                raise SignInError(
+                    f"the sign-in of {self.id} at {self.base} has ended (signed out, or ended by an administrator)",
+                    status=status,
+                    code=_error(body)[0],
+                )
             if status != 200 or not isinstance(token, str):
                 code, message = _error(body)
                 raise SignInError(f"{self.base} gave no token to {self.id}: {message}", status=status, code=code)
