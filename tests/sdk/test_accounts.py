@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from peercall.auth.tokens import mint
@@ -50,9 +51,9 @@ def add_user(database: str, user: str, password: str = PASSWORD) -> None:
 
 @pytest.fixture(scope="module")
 def accounts_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server in accounts mode with users alice, bob and carol, 10-second tokens, and expiry enforced."""
+    """A server in accounts mode with users alice, bob, carol and dave, 10-second tokens, and expiry enforced."""
     database = f"sqlite:///{tmp_path_factory.mktemp('accounts')}/accounts.sqlite3"
-    for user in ("alice", "bob", "carol"):
+    for user in ("alice", "bob", "carol", "dave"):
         add_user(database, user)
     with run_server(
         PEERCALL_AUTH="accounts",
@@ -154,6 +155,29 @@ async def test_the_commands_sign_in_with_a_password_file(accounts_server: Server
     assert status == 1 and "--password-file or $PEERCALL_PASSWORD" in out, out
 
 
+async def test_signing_out_everywhere_ends_the_clients_sign_in_for_good(accounts_server: ServerProcess) -> None:
+    """When the user signs out everywhere (from a browser), the SDK client's socket closes 4401 and it does not sign in
+    again behind their back: the disconnect is final, and says the sign-in has ended."""
+    client = Client(accounts_server.ws, "dave", password=PASSWORD)
+    try:
+        await client.connect()
+        events = client.events()
+        async with httpx.AsyncClient(base_url=accounts_server.http, timeout=WAIT) as browser:
+            signed = await browser.post(
+                "/api/session", json={"id": "dave", "password": PASSWORD}, headers={"X-Peercall-CSRF": "1"}
+            )
+            assert signed.status_code == 200, signed.text
+            ended = await browser.delete("/api/sessions", headers={"X-Peercall-CSRF": signed.json()["csrf"]})
+            assert ended.status_code == 200 and ended.json()["signedOut"] == 2, ended.text
+        seen = await collect(events, Disconnected)
+        lost = seen[-1]
+        assert isinstance(lost, Disconnected) and lost.terminal and lost.code == 4401, seen
+        assert "no new token" in lost.reason and "has ended" in lost.reason, lost.reason
+        assert not client.connected and client.accounts is not None and not client.accounts.signed_in
+    finally:
+        await client.close()
+
+
 @pytest.fixture(scope="module")
 def token_server() -> Iterator[tuple[ServerProcess, str]]:
     secret = "s" * 40
@@ -228,3 +252,37 @@ async def test_after_a_refused_token_the_client_reconnects_with_a_new_one_and_re
     finally:
         await erin.close()
         await fred.close()
+
+
+async def test_the_commands_reread_the_token_file_and_read_the_password_from_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--token-file` (or $PEERCALL_TOKEN_FILE) becomes a provider that rereads the file, so that renewals pick up a
+    rotated token; a password is read from a file or the environment, and an empty one is refused."""
+    import argparse
+
+    from peercall.client.cli import credentials, password
+
+    path = tmp_path / "token"
+    path.write_text("first\n")
+    monkeypatch.delenv("PEERCALL_TOKEN", raising=False)
+    monkeypatch.delenv("PEERCALL_PASSWORD", raising=False)
+    monkeypatch.delenv("PEERCALL_PASSWORD_FILE", raising=False)
+    args = argparse.Namespace(url="ws://127.0.0.1:9/ws", token=None, token_file=str(path), password_file=None)
+    given = await credentials(args)
+    provider = given["token_provider"]
+    assert given["token"] is None and provider() == "first"
+    path.write_text("second\n")
+    assert provider() == "second"
+    monkeypatch.setenv("PEERCALL_TOKEN_FILE", str(path))
+    assert (await credentials(argparse.Namespace(url=args.url, token=None, token_file=None)))["token_provider"]
+    assert (await credentials(argparse.Namespace(url=args.url, token="fixed", token_file=None))) == {
+        "token": "fixed",
+        "token_provider": None,
+    }
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(ValueError, match="is empty"):
+        password(argparse.Namespace(password_file=str(empty)))
+    monkeypatch.setenv("PEERCALL_PASSWORD", "from env")
+    assert password(argparse.Namespace(password_file=None)) == "from env"

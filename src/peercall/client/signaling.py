@@ -6,10 +6,10 @@ Every frame the server sends is handed, parsed, to the `on_frame` callback, in o
 the close-code ranges (4000-4499: reconnect with backoff; 4500-4999 and 4401: stay away).
 
 **Token renewal.** Given a `token_provider`, it keeps the connection's token alive: `welcome` says when the token
-expires (`tokenExpiresAt`); a margin before then (a fifth of the token's lifetime, at least 5 s) it asks the
-provider for a new token and sends it in an `auth` frame, which the server answers with `auth-renewed`. When the
-server refuses the token all the same (close 4401, or HTTP 401 on the handshake: it expired while we were away, the
-sign-in ended…), it asks the provider once more and reconnects, so that the server hands our call back.
+expires (`tokenExpiresAt`); a margin before then (a fifth of the token's lifetime, at least 5 s, at most half) it
+asks the provider for a new token and sends it in an `auth` frame, which the server answers with `auth-renewed`.
+When the server refuses the token all the same (close 4401, or HTTP 401 on the handshake: it expired while we were
+away, the sign-in ended…), it asks the provider once more and reconnects, so that the server hands our call back.
 
 Imports websockets, the standard library and `peercall.protocol.codes` (the server's own code tables, pure data);
 must not import aiortc, the rest of the client, or the server.
@@ -405,15 +405,24 @@ class Signaling:
             task.cancel()
 
     async def _renew(self, expires: float, ws: ClientConnection) -> None:
-        """Renew the token on this connection, a margin before `expires`, and again before each new expiry."""
-        while True:
-            lifetime = expires - time.time()
-            margin = max(MIN_MARGIN, 0.2 * lifetime)
-            await asyncio.sleep(max(0.0, expires - margin - time.time()))
-            renewed = await self._renew_once(expires, ws)
-            if renewed is None:
-                return  # gave up: the server closes 4401 at expiry (if it enforces it), and we reconnect then
-            expires = renewed
+        """Renew the token on this connection, a margin before `expires`, and again before each new expiry.
+
+        The margin is a fifth of the token's (remaining) lifetime, at least MIN_MARGIN, at most half of it (so that
+        very short tokens are not renewed back to back), and renewals are at least a second apart.
+        """
+        try:
+            while True:
+                lifetime = expires - time.time()
+                margin = min(max(MIN_MARGIN, 0.2 * lifetime), 0.5 * lifetime)
+                await asyncio.sleep(max(1.0, expires - margin - time.time()))
+                renewed = await self._renew_once(expires, ws)
+                if renewed is None:
+                    return  # gave up: the server closes 4401 at expiry (if it enforces it), and we reconnect then
+                expires = renewed
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must not go unnoticed, nor take the connection down
+            log.exception("%s: the token renewal failed", self.user)
 
     async def _renew_once(self, expires: float, ws: ClientConnection) -> float | None:
         """Send a new token (asking the provider again until it gives a newer one, until expiry); its new expiry."""
