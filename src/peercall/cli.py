@@ -115,7 +115,16 @@ def _add_sdk_commands(commands: Any) -> None:
         help="a token whose sub is our id; visible to other users in `ps`: prefer $PEERCALL_TOKEN or --token-file",
     )
     connection.add_argument(
-        "--token-file", metavar="FILE", help="read the token from this file (also $PEERCALL_TOKEN_FILE)"
+        "--token-file",
+        metavar="FILE",
+        help="read the token from this file (also $PEERCALL_TOKEN_FILE); reread to renew it before it expires, so "
+        "that a program can rotate the file",
+    )
+    connection.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="servers with accounts (PEERCALL_AUTH=accounts): sign in as --id with the password in this file "
+        "(also $PEERCALL_PASSWORD_FILE or $PEERCALL_PASSWORD; never on the command line)",
     )
     connection.add_argument(
         "--ice-loopback",

@@ -16,10 +16,10 @@ asyncio.run(main())
 
 Modules: `signaling` (the WebSocket and its reconnects), `call` (one call: phase machine, aiortc, explicit
 negotiation), `candidates` (which of the peer's ICE candidates a call may check), `media` (sources and sinks),
-`client` (the composition root), `contacts` (contacts, requests, blocks and the ring setting), `events`, `ice`
-(`/ice-servers` and the loopback setting), `quality` (audio
-measurements), `check` (the audio self-test), `echo` (the echo service), `cli` (the `call`, `answer`, `echo` and
-`audio-check` commands). See docs/python-client.md.
+`client` (the composition root), `accounts` (signing in to a server in accounts mode, token providers), `contacts`
+(contacts, requests, blocks and the ring setting), `events`, `ice` (`/ice-servers` and the loopback setting),
+`quality` (audio measurements), `check` (the audio self-test), `echo` (the echo service), `cli` (the `call`,
+`answer`, `echo` and `audio-check` commands). See docs/python-client.md.
 
 Needs the `sdk` extra: `pip install 'peercall[sdk]'`.
 
@@ -29,6 +29,7 @@ is this side's view of it; its state is the server's, see docs/glossary.md), as 
 """
 
 from . import media
+from .accounts import Accounts, SignInError, server_auth_mode, token_file
 from .call import Call, CallEnd, CallEndedError, CallError, CallPhase, CallState, CallStats
 from .candidates import CandidatePolicy
 from .client import Client, Subscription
@@ -48,10 +49,11 @@ from .events import (
     ServerError,
 )
 from .ice import LOOPBACK_ENV, IceConfig, fetch_ice_config, loopback_candidates
-from .signaling import ClientError, ConnectError, SignalingState
+from .signaling import ClientError, ConnectError, SignalingState, TokenProvider
 
 __all__ = [
     "LOOPBACK_ENV",
+    "Accounts",
     "Call",
     "CallEnd",
     "CallEnded",
@@ -82,9 +84,13 @@ __all__ = [
     "Pending",
     "PresenceChanged",
     "ServerError",
+    "SignInError",
     "SignalingState",
     "Subscription",
+    "TokenProvider",
     "fetch_ice_config",
     "loopback_candidates",
     "media",
+    "server_auth_mode",
+    "token_file",
 ]

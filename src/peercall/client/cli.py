@@ -2,9 +2,9 @@
 peercall/cli.py).
 
 Glue only: turns parsed options into `Client`, `media`, `run_echo` and `audio_check` calls, prints what happens, and
-returns an exit status (0: done as asked; 1: the call did not happen or the check failed; 2: a usage or connection
-error; `contacts` exits 1 on any error). Stops cleanly on Ctrl-C and SIGTERM. Imports the SDK; must not import the
-server.
+returns an exit status (0: done as asked; 1: the call did not happen, the check failed, or the server refused to
+sign us in; 2: a usage or connection error; `contacts` exits 1 on any error). Stops cleanly on Ctrl-C and SIGTERM.
+Imports the SDK; must not import the server.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 from aiortc import MediaStreamTrack
 
 from . import media
+from .accounts import SignInError, TokenProvider, server_auth_mode, token_file
 from .call import Call, CallEndedError, CallError, CallPhase
 from .client import Client
 from .contacts import Contacts, DirectoryPage
@@ -90,11 +91,62 @@ def token(args: argparse.Namespace) -> str | None:
     return text or None
 
 
-def _client(args: argparse.Namespace, user: str, **kwargs: Any) -> Client:
+def token_provider(args: argparse.Namespace) -> TokenProvider | None:
+    """A provider that rereads the token file (`--token-file`, else `$PEERCALL_TOKEN_FILE` when no `--token`), so
+    that the client renews its token from it as an external refresher rotates it; None without a token file."""
+    path = getattr(args, "token_file", None)
+    if not path and not getattr(args, "token", None):
+        path = os.environ.get("PEERCALL_TOKEN_FILE")
+    return token_file(path) if path else None
+
+
+def password(args: argparse.Namespace) -> str | None:
+    """The password to sign in with (accounts mode): `--password-file`, `$PEERCALL_PASSWORD_FILE`, then
+    `$PEERCALL_PASSWORD`. Never an option's value: the command line is visible to every user of the machine.
+
+    Raises:
+        ValueError: the password file cannot be read, or is empty.
+    """
+    path = getattr(args, "password_file", None) or os.environ.get("PEERCALL_PASSWORD_FILE")
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(f"cannot read the password file {path}: {exc.strerror}") from None
+        if not text:
+            raise ValueError(f"the password file {path} is empty")
+        return text
+    return os.environ.get("PEERCALL_PASSWORD") or None
+
+
+async def credentials(args: argparse.Namespace) -> dict[str, Any]:
+    """How to authenticate to the server, as `Client` keyword arguments: a password when the server is in accounts
+    mode (as `/healthz` says) and we have one; else the token (renewed from its file, if it came from one).
+
+    Raises:
+        ValueError: a file cannot be read; or the server is in accounts mode and we have neither password nor token.
+    """
+    secret, provider = password(args), token_provider(args)
+    fixed = None if provider else token(args)
+    if secret is None and (provider or fixed):
+        return {"token": fixed, "token_provider": provider}
+    mode = await server_auth_mode(args.url, _ssl(args))
+    if mode == "accounts":
+        if secret is None:
+            raise ValueError(
+                f"{args.url} signs in with accounts: give the password in --password-file or $PEERCALL_PASSWORD"
+            )
+        return {"password": secret}
+    if secret is not None and mode is not None:
+        logging.getLogger("peercall.client").warning("the server is in %s mode: the password is not used", mode)
+    return {"token": fixed, "token_provider": provider}
+
+
+async def _client(args: argparse.Namespace, user: str, **kwargs: Any) -> Client:
     return Client(
         args.url,
         user,
-        token(args),
+        **await credentials(args),
         ice_loopback=True if args.ice_loopback else None,
         ssl_context=_ssl(args),
         **kwargs,
@@ -157,11 +209,12 @@ async def call_command(args: argparse.Namespace) -> int:
         args: the parsed options.
 
     Returns:
-        0 if the call was answered, 1 if not, 2 on a usage or connection error.
+        0 if the call was answered, 1 if not (or the server refused to sign us in), 2 on a usage or connection
+        error.
     """
     source = _source(args)
     sink = _sink(args)
-    async with _client(args, args.id or default_id()) as client:
+    async with await _client(args, args.id or default_id()) as client:
         follower = _follow(client)
         try:
             _say(f"calling {args.user} as {client.id} on {args.url}")
@@ -187,12 +240,13 @@ async def answer_command(args: argparse.Namespace) -> int:
         args: the parsed options.
 
     Returns:
-        0 once `--count` calls were answered, 2 on a usage or connection error.
+        0 once `--count` calls were answered, 1 if the server refused to sign us in, 2 on a usage or connection
+        error.
     """
     if not args.auto and not sys.stdin.isatty():
         raise ValueError("without a terminal to ask on, use --auto")
     answered = 0
-    async with _client(args, args.id or default_id()) as client:
+    async with await _client(args, args.id or default_id()) as client:
         follower = _follow(client)
         _say(f"waiting for calls as {client.id} on {args.url}")
         try:
@@ -252,7 +306,7 @@ async def echo_command(args: argparse.Namespace) -> int:
     await run_echo(
         args.url,
         args.id,
-        token=token(args),
+        **await credentials(args),
         delay=args.delay,
         max_duration=args.max_duration,
         ice_loopback=True if args.ice_loopback else None,
@@ -395,7 +449,8 @@ async def contacts_command(args: argparse.Namespace) -> int:
         0 when done; 1 when the server refused, did not answer, or could not be reached (the reason on stderr).
     """
     try:
-        async with _client(args, args.id or default_id(), connect_timeout=args.connect_timeout) as client:
+        client = await _client(args, args.id or default_id(), connect_timeout=args.connect_timeout)
+        async with client:
             _say(await _contacts_action(client, args))
             return 0
     except (ClientError, ValueError, OSError, TimeoutError) as exc:
@@ -437,6 +492,9 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(main())
     except (KeyboardInterrupt, asyncio.CancelledError):
         return 0
+    except SignInError as exc:
+        print(f"peercall {args.command}: {exc}", file=sys.stderr)
+        return 1
     except (ConnectError, ClientError, OSError, ValueError, TimeoutError, ImportError) as exc:
         print(f"peercall {args.command}: {exc}", file=sys.stderr)
         return 2

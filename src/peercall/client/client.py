@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from ..core.social import CallsFrom, Directory
 from ..protocol.messages import is_valid_id
+from .accounts import Accounts
 from .call import Call, CallEnd, CallError, CallPhase
 from .candidates import CandidatePolicy
 from .contacts import (
@@ -51,7 +52,7 @@ from .events import (
 )
 from .ice import IceConfig, fetch_ice_config, loopback_from_env
 from .media import AudioIn, AudioOut, as_sink, as_source
-from .signaling import ClientError, Frame, Signaling, SignalingState, StateChange
+from .signaling import ClientError, Frame, Signaling, SignalingState, StateChange, TokenProvider
 
 log = logging.getLogger("peercall.client")
 
@@ -148,6 +149,13 @@ class Client:
         url: the server's WebSocket URL (`ws://host:port/ws`, or `wss://…`).
         id: our user id (1-64 of `A-Z a-z 0-9 _ - . @`).
         token: a signed token whose `sub` is `id` (servers with `PEERCALL_AUTH=token`).
+        token_provider: gives a new token when called (a function or coroutine function: e.g. `token_file(path)`,
+            which rereads a file an external refresher rotates). The client renews its token with it before the
+            token expires (`tokenExpiresAt` of `welcome`), and reconnects with a new one when the server refuses
+            the old (close 4401). Without `token`, the first token comes from it too.
+        password: sign in as `id` with this password (servers with `PEERCALL_AUTH=accounts`): the client makes an
+            `Accounts` (kept as `accounts`), gets its tokens from it, renews them, and signs out on `close()`. Not
+            with `token_provider`.
         device: this device's id, kept across reconnects (default: one made up for this client).
         ice_loopback: offer 127.0.0.1 as an ICE candidate (two programs on a machine with no other network);
             None: `PEERCALL_ICE_LOOPBACK` decides (default off).
@@ -161,7 +169,7 @@ class Client:
             `CandidatePolicy.public_service()`, as the echo service does.
 
     Raises:
-        ValueError: `id` or `device` is malformed.
+        ValueError: `id` or `device` is malformed, or both `password` and `token_provider` are given.
     """
 
     def __init__(
@@ -170,6 +178,8 @@ class Client:
         id: str,
         token: str | None = None,
         *,
+        token_provider: TokenProvider | None = None,
+        password: str | None = None,
         device: str | None = None,
         ice_loopback: bool | None = None,
         ssl_context: ssl.SSLContext | None = None,
@@ -185,7 +195,13 @@ class Client:
             raise ValueError(f"a device id is 1-64 letters, digits, '_', '-', '.' or '@', not {device!r}")
         self.url = url
         self.id = id
-        self.token = token
+        self.accounts: Accounts | None = None
+        """The sign-in made with `password` (None without one)."""
+        if password is not None:
+            if token_provider is not None:
+                raise ValueError("give a password or a token provider, not both")
+            self.accounts = Accounts(url, id, password, ssl_context=ssl_context)
+            token_provider = self.accounts.token
         self.device = device or f"py-{secrets.token_hex(6)}"
         self.ice_loopback = loopback_from_env() if ice_loopback is None else ice_loopback
         self.connect_timeout = connect_timeout
@@ -198,6 +214,7 @@ class Client:
             on_frame=self._on_frame,
             on_state=self._on_state,
             token=token,
+            token_provider=token_provider,
             device=self.device,
             ssl_context=ssl_context,
             min_delay=min_delay,
@@ -247,8 +264,15 @@ class Client:
 
         Raises:
             ConnectError: refused for good (bad id, bad token…), or not reachable within `connect_timeout`.
+            SignInError: (a `ConnectError`) with `password`: a wrong id or password (`server_code` `sign-in-failed`), a
+                disabled account, too many attempts, or a server without accounts.
         """
-        return await self._signaling.connect(retry_for=self.connect_timeout)
+        try:
+            return await self._signaling.connect(retry_for=self.connect_timeout)
+        except BaseException:
+            if self.accounts is not None:
+                await self.accounts.sign_out()
+            raise
 
     async def close(self) -> None:
         """Hang up the current call, disconnect, and end every `events()`/`incoming()` iteration. Idempotent."""
@@ -266,12 +290,29 @@ class Client:
         if self._sending:
             await asyncio.gather(*list(self._sending), return_exceptions=True)
         await self._signaling.close()
+        if self.accounts is not None:
+            await self.accounts.sign_out()
         for known in {*self._calls.values(), *([call] if call else [])}:
             await known.close()
         for events in list(self._events):
             events.close()
         for incoming in list(self._incoming):
             incoming.close()
+
+    @property
+    def token(self) -> str | None:
+        """The signaling token in use (the latest renewed one), or None in open mode."""
+        return self._signaling.token
+
+    @property
+    def token_expires_at(self) -> float | None:
+        """When our token expires (Unix seconds), as the server last said (`welcome`, `auth-renewed`), or None."""
+        return self._signaling.token_expires_at
+
+    @property
+    def renewals(self) -> int:
+        """How many times the server accepted a renewed token on a live connection."""
+        return self._signaling.renewals
 
     @property
     def connected(self) -> bool:

@@ -26,7 +26,7 @@ from . import media
 from .call import Call, CallError
 from .candidates import SERVICE_MAX_CANDIDATES, CandidatePolicy, parse_networks
 from .client import Client
-from .signaling import ConnectError
+from .signaling import ConnectError, TokenProvider
 
 log = logging.getLogger("peercall.echo")
 
@@ -160,6 +160,8 @@ async def run_echo(
     id: str = DEFAULT_ID,
     *,
     token: str | None = None,
+    token_provider: TokenProvider | None = None,
+    password: str | None = None,
     delay: float = DEFAULT_DELAY,
     max_duration: float = 600.0,
     ice_loopback: bool | None = None,
@@ -175,6 +177,8 @@ async def run_echo(
         url: the server's WebSocket URL.
         id: the id to answer as.
         token: a token whose `sub` is `id` (servers in token mode).
+        token_provider: gives new tokens, to renew ours (see `Client`).
+        password: sign in as `id` with it (servers in accounts mode; see `Client`).
         delay: seconds between hearing and playing back.
         max_duration: hang up each call after this many seconds.
         ice_loopback: offer 127.0.0.1 as a candidate; None: `PEERCALL_ICE_LOOPBACK` decides.
@@ -194,6 +198,8 @@ async def run_echo(
         url,
         id,
         token,
+        token_provider=token_provider,
+        password=password,
         ice_loopback=ice_loopback,
         ssl_context=ssl_context,
         connect_timeout=connect_timeout,

@@ -5,6 +5,12 @@ Every frame the server sends is handed, parsed, to the `on_frame` callback, in o
 `on_state`. It speaks docs/protocol.md: `GET /ws?id=<id>&device=<device>`, a token as `Authorization: Bearer`, and
 the close-code ranges (4000-4499: reconnect with backoff; 4500-4999 and 4401: stay away).
 
+**Token renewal.** Given a `token_provider`, it keeps the connection's token alive: `welcome` says when the token
+expires (`tokenExpiresAt`); a margin before then (a fifth of the token's lifetime, at least 5 s, at most half) it
+asks the provider for a new token and sends it in an `auth` frame, which the server answers with `auth-renewed`.
+When the server refuses the token all the same (close 4401, or HTTP 401 on the handshake: it expired while we were
+away, the sign-in ended…), it asks the provider once more and reconnects, so that the server hands our call back.
+
 Imports websockets, the standard library and `peercall.protocol.codes` (the server's own code tables, pure data);
 must not import aiortc, the rest of the client, or the server.
 """
@@ -14,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import inspect
 import json
 import logging
 import random
 import ssl
+import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +40,18 @@ from ..protocol.errors import PeercallError
 log = logging.getLogger("peercall.client")
 
 Frame = dict[str, Any]
+
+TokenProvider = Callable[[], str | Awaitable[str]]
+"""Something that gives a fresh signaling token when called: a function or a coroutine function (e.g.
+`Accounts.token`, or `token_file(path)`). The client calls it before its token expires, and when the server refused
+its token (close 4401)."""
+
+TOKEN_WAIT = 15.0
+"""How long a token provider may take to give a token, seconds."""
+RENEWAL_WAIT = 10.0
+"""How long to wait for the server's `auth-renewed` after sending a new token, seconds."""
+MIN_MARGIN = 5.0
+"""Renew at least this many seconds before the token expires (the server's clock skew allowance is 5 s too)."""
 
 
 class SignalingState(enum.StrEnum):
@@ -103,6 +123,8 @@ class Signaling:
         on_frame: called with every frame the server sends, in order, from the reader task.
         on_state: called with every connection change.
         token: a signed token whose `sub` is `user`, sent as `Authorization: Bearer` (token mode).
+        token_provider: gives new tokens, to renew ours before it expires and after the server refused it; with
+            no `token`, the first one is asked for when connecting.
         device: this device's id, kept across reconnects so that the server hands our call back to us.
         ssl_context: for `wss://` servers (e.g. one that trusts a self-signed certificate).
         min_delay: first reconnect delay, seconds.
@@ -117,6 +139,7 @@ class Signaling:
         on_frame: Callable[[Frame], None],
         on_state: Callable[[StateChange], None],
         token: str | None = None,
+        token_provider: TokenProvider | None = None,
         device: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         min_delay: float = 0.5,
@@ -126,6 +149,16 @@ class Signaling:
         self.user = user
         self.device = device
         self.token = token
+        """The token we connect (and last renewed) with."""
+        self.token_provider = token_provider
+        self.token_expires_at: float | None = None
+        """When the server says our token expires (Unix seconds: `tokenExpiresAt`, then each `expiresAt` of
+        `auth-renewed`), or None if it did not say."""
+        self.renewals = 0
+        """How many times the server accepted a renewed token on a live connection."""
+        self._renewal: asyncio.Task[None] | None = None
+        self._renewed: asyncio.Future[float] | None = None
+        self._refreshed_since_welcome = False
         self._on_frame = on_frame
         self._on_state = on_state
         self._ssl = ssl_context
@@ -166,6 +199,8 @@ class Signaling:
         """
         if self._task is not None:
             raise ClientError(f"{self.user} is already connected or connecting")
+        if self.token is None and self.token_provider is not None:
+            self.token = await self._new_token()
         self._first = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(), name=f"peercall-signaling-{self.user}")
         try:
@@ -202,6 +237,7 @@ class Signaling:
     async def close(self) -> None:
         """Close the connection on purpose and stop reconnecting. Idempotent."""
         self._closing = True
+        self._stop_renewal()
         task, self._task = self._task, None
         ws, self._ws = self._ws, None
         if ws is not None:
@@ -238,6 +274,8 @@ class Signaling:
             code, reason, terminal = await self._session()
             if self._closing:
                 return
+            if terminal and code in (401, CloseCode.UNAUTHORIZED) and self.token_provider is not None:
+                terminal, reason = await self._refresh_after_refusal(reason)
             if terminal:
                 self._fail(ConnectError(reason, status=code, terminal=True))
                 self._set_state(SignalingState.DISCONNECTED, code=code, reason=reason, terminal=True)
@@ -282,10 +320,16 @@ class Signaling:
                 kind = frame.get("type")
                 if kind == "welcome":
                     self._attempt = 0
+                    self._refreshed_since_welcome = False
                     self.welcome = frame
+                    self._token_expiry(frame.get("tokenExpiresAt"), ws)
                     self._set_state(SignalingState.CONNECTED)
                     if self._first is not None and not self._first.done():
                         self._first.set_result(frame)
+                elif kind == "auth-renewed":
+                    expires = frame.get("expiresAt")
+                    if self._renewed is not None and not self._renewed.done() and isinstance(expires, int | float):
+                        self._renewed.set_result(float(expires))
                 elif kind == "error":
                     last_error = frame
                     log.info("%s: server error %s: %s", self.user, frame.get("code"), frame.get("message"))
@@ -296,6 +340,7 @@ class Signaling:
         except ConnectionClosed:
             pass
         finally:
+            self._stop_renewal()
             if self._ws is ws:
                 self._ws = None
         code = ws.close_code if ws.close_code is not None else 1006
@@ -306,6 +351,110 @@ class Signaling:
         reason = f"{text} ({code}{': ' + why if why else ''})"
         self._last_error = reason
         return code, reason, is_terminal_close(code)
+
+    # ---- token renewal ----------------------------------------------------------------------------------------
+
+    async def _new_token(self) -> str:
+        """A token from the provider (bounded by TOKEN_WAIT); raises what it raises, or ConnectError."""
+        assert self.token_provider is not None
+        try:
+            async with asyncio.timeout(TOKEN_WAIT):
+                got = self.token_provider()
+                token = await got if inspect.isawaitable(got) else got
+        except TimeoutError:
+            raise ConnectError(f"the token provider gave no token within {TOKEN_WAIT:g}s") from None
+        if not isinstance(token, str) or not token.strip():
+            raise ConnectError(f"the token provider gave no token ({type(token).__name__})", terminal=True)
+        return token.strip()
+
+    async def _refresh_after_refusal(self, reason: str) -> tuple[bool, str]:
+        """The server refused our token: get another and reconnect with it, once between two `welcome`s.
+
+        Returns:
+            (whether the refusal is still terminal, the reason to report).
+        """
+        if self._refreshed_since_welcome:
+            return True, reason
+        self._refreshed_since_welcome = True
+        try:
+            token = await self._new_token()
+        except Exception as exc:  # a provider's own error (a file gone, a wrong password) ends it here
+            self._last_error = f"{reason}; and no new token: {exc}"
+            return True, self._last_error
+        if token == self.token:
+            return True, f"{reason}; the token provider has no newer token"
+        self.token = token
+        log.info("%s: %s; reconnecting with a new token", self.user, reason)
+        return False, f"{reason}; reconnecting with a new token"
+
+    def _token_expiry(self, expires: Any, ws: ClientConnection) -> None:
+        """Note when the token expires, and renew it before then if we can."""
+        self._stop_renewal()
+        if not isinstance(expires, int | float) or isinstance(expires, bool):
+            self.token_expires_at = None
+            return
+        self.token_expires_at = float(expires)
+        if self.token_provider is not None:
+            self._renewal = asyncio.get_running_loop().create_task(
+                self._renew(float(expires), ws), name=f"peercall-renewal-{self.user}"
+            )
+
+    def _stop_renewal(self) -> None:
+        task, self._renewal = self._renewal, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _renew(self, expires: float, ws: ClientConnection) -> None:
+        """Renew the token on this connection, a margin before `expires`, and again before each new expiry.
+
+        The margin is a fifth of the token's (remaining) lifetime, at least MIN_MARGIN, at most half of it (so that
+        very short tokens are not renewed back to back), and renewals are at least a second apart.
+        """
+        try:
+            while True:
+                lifetime = expires - time.time()
+                margin = min(max(MIN_MARGIN, 0.2 * lifetime), 0.5 * lifetime)
+                await asyncio.sleep(max(1.0, expires - margin - time.time()))
+                renewed = await self._renew_once(expires, ws)
+                if renewed is None:
+                    return  # gave up: the server closes 4401 at expiry (if it enforces it), and we reconnect then
+                expires = renewed
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must not go unnoticed, nor take the connection down
+            log.exception("%s: the token renewal failed", self.user)
+
+    async def _renew_once(self, expires: float, ws: ClientConnection) -> float | None:
+        """Send a new token (asking the provider again until it gives a newer one, until expiry); its new expiry."""
+        while time.time() < expires:
+            retry = min(5.0, max(0.5, (expires - time.time()) / 4))
+            try:
+                token = await self._new_token()
+            except Exception as exc:
+                log.warning("%s: could not get a new token (%s); trying again in %.1fs", self.user, exc, retry)
+                await asyncio.sleep(retry)
+                continue
+            if token == self.token:
+                log.info("%s: the token provider has no newer token yet; asking again in %.1fs", self.user, retry)
+                await asyncio.sleep(retry)
+                continue
+            self._renewed = asyncio.get_running_loop().create_future()
+            try:
+                await ws.send(json.dumps({"type": "auth", "token": token}, separators=(",", ":")))
+                async with asyncio.timeout(RENEWAL_WAIT):
+                    new_expiry = await self._renewed
+            except (ConnectionClosed, TimeoutError) as exc:
+                log.warning("%s: the token renewal got no answer (%s)", self.user, type(exc).__name__)
+                return None
+            finally:
+                self._renewed = None
+            self.token = token
+            self.token_expires_at = new_expiry
+            self.renewals += 1
+            log.info("%s: renewed the token; it now expires in %.0fs", self.user, new_expiry - time.time())
+            return new_expiry
+        log.warning("%s: the token expired before a new one could be had", self.user)
+        return None
 
     def _backoff(self) -> float:
         """Exponential backoff with jitter: uniform in [d/2, d], d = min(max, min * 2^attempt)."""
