@@ -28,10 +28,10 @@ COUNT_RENEWALS = """() => {
 }"""
 
 
-def add_admin(db: Path, user: str, name: str) -> None:
-    """`peercall user add USER --admin`, the way an operator makes the first administrator."""
+def add_user(db: Path, user: str, name: str, *, admin: bool = False) -> None:
+    """`peercall user add USER [--admin]`, the way an operator makes the first administrator."""
     done = subprocess.run(
-        [sys.executable, "-m", "peercall", "user", "add", user, "--admin", "--name", name],
+        [sys.executable, "-m", "peercall", "user", "add", user, "--name", name, *(["--admin"] if admin else [])],
         input=f"{PASSWORD}\n",
         env={"PEERCALL_AUTH": "accounts", "PEERCALL_DATABASE_URL": f"sqlite:///{db}", "PATH": "/usr/bin:/bin"},
         capture_output=True,
@@ -48,6 +48,25 @@ async def sign_in(page: Page, user: str, password: str = PASSWORD) -> None:
     await page.click("#signin-submit")
 
 
+def accounts_server(db: Path) -> Any:
+    return run_server(
+        PEERCALL_AUTH="accounts",
+        PEERCALL_DATABASE_URL=f"sqlite:///{db}",
+        PEERCALL_ACCOUNTS_TOKEN_TTL=str(TOKEN_TTL),
+        PEERCALL_AUTH_EXPIRY="enforce",
+        **OPEN_DOORS,
+    )
+
+
+async def call(caller: Page, callee: Page, callee_id: str) -> None:
+    await caller.fill("#peer-id", callee_id)
+    await caller.click("#call")
+    await expect(callee.locator("#incoming")).to_be_visible()
+    await callee.click("#accept")
+    await expect(caller.locator("#call-status")).to_have_text("Connected")
+    await expect(callee.locator("#call-status")).to_have_text("Connected")
+
+
 async def sockets(page: Page) -> int:
     count: int = await page.evaluate("window.__e2e.sockets.length")
     return count
@@ -61,14 +80,8 @@ async def test_invite_sign_up_call_across_renewals_then_disable(open_page: OpenP
     """An administrator invites bob from the page; bob signs up from the link and in again; they talk through two
     token renewals (expiry enforced) on the same sockets; disabled, bob's page is back at the sign-in screen."""
     db = tmp_path / "accounts.sqlite3"
-    add_admin(db, "ada", "Ada Admin")
-    with run_server(
-        PEERCALL_AUTH="accounts",
-        PEERCALL_DATABASE_URL=f"sqlite:///{db}",
-        PEERCALL_ACCOUNTS_TOKEN_TTL=str(TOKEN_TTL),
-        PEERCALL_AUTH_EXPIRY="enforce",
-        **OPEN_DOORS,
-    ) as server:
+    add_user(db, "ada", "Ada Admin", admin=True)
+    with accounts_server(db) as server:
         # The administrator: the sign-in screen, a wrong password, then the right one.
         ada = await open_page(server.http, "/", "ada")
         await expect(ada.locator("#signin-screen")).to_be_visible()
@@ -127,12 +140,7 @@ async def test_invite_sign_up_call_across_renewals_then_disable(open_page: OpenP
         await expect(bob.locator("#server-status")).to_have_text("Connected")
 
         # Ada calls bob; the call lasts across two renewals of each page's token, with no new socket.
-        await ada.fill("#peer-id", "bob")
-        await ada.click("#call")
-        await expect(bob.locator("#incoming")).to_be_visible()
-        await bob.click("#accept")
-        await expect(ada.locator("#call-status")).to_have_text("Connected")
-        await expect(bob.locator("#call-status")).to_have_text("Connected")
+        await call(ada, bob, "bob")
         for page in (ada, bob):
             await page.evaluate(COUNT_RENEWALS)
         before = {"ada": await sockets(ada), "bob": await sockets(bob)}
@@ -168,3 +176,37 @@ async def test_invite_sign_up_call_across_renewals_then_disable(open_page: OpenP
         # Disabled, the right password is refused with its own message.
         await sign_in(bob, "bob")
         await expect(bob.locator("#signin-error")).to_have_text("This account is disabled: ask an administrator.")
+
+
+async def test_a_missed_renewal_reconnects_with_a_fresh_token_and_the_call_resumes(
+    open_page: OpenPage, tmp_path: Path
+) -> None:
+    """Bob's page cannot get a fresh token in time: the server closes his socket (4401, expiry enforced); once the
+    token API answers again his page gets one, reconnects, and the call resumes with audio, still signed in."""
+    db = tmp_path / "accounts.sqlite3"
+    add_user(db, "ada", "Ada", admin=True)
+    add_user(db, "bob", "Bob")
+    with accounts_server(db) as server:
+        ada = await open_page(server.http, "/", "ada")
+        bob = await open_page(server.http, "/", "bob")
+        for page, user in ((ada, "ada"), (bob, "bob")):
+            await sign_in(page, user)
+            await expect(page.locator("#server-status")).to_have_text("Connected")
+        await call(ada, bob, "bob")
+        before = await sockets(bob)
+
+        await bob.route("**/api/session/token", lambda route: route.abort())
+        await wait_until(
+            lambda: bob.evaluate("window.peercall.signaling.state"),
+            lambda state: state == "reconnecting",
+            "the server to close bob's socket when his token expired unrenewed",
+            timeout=TOKEN_TTL + 10,
+        )
+        await bob.unroute("**/api/session/token")
+        await expect(bob.locator("#server-status")).to_have_text("Connected", timeout=15_000)
+        assert await sockets(bob) > before
+        await expect(bob.locator("#account-card")).to_be_visible()  # still signed in
+        await expect(bob.locator("#call-status")).to_have_text("Connected")
+        await expect(ada.locator("#call-status")).to_have_text("Connected")
+        await assert_audio_flows(bob, "bob")
+        await assert_audio_flows(ada, "ada")

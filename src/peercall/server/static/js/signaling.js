@@ -399,6 +399,17 @@ export class Signaling extends EventTarget {
     const renew = this.#renew;
     const token = await this.#fresh();
     if (this.#state !== "reconnecting" || this.#ws || renew !== this.#renew) return; // disconnected meanwhile
+    if (token === undefined) {
+      // The token could not be fetched (the network?): try again with backoff, like any lost connection.
+      const delay = this.#backoff();
+      this.#retriedAuth = false;
+      const reason = "Cannot reach the server.";
+      this.#setState("reconnecting", { code: CloseCode.UNAUTHORIZED, reason, retryIn: delay });
+      this.#timer = setTimeout(() => {
+        if (this.#state === "reconnecting" && !this.#ws) this.#reconnectWithFreshToken(why);
+      }, delay);
+      return;
+    }
     if (!token) {
       this.#id = null;
       this.#setState("disconnected", {
@@ -413,19 +424,24 @@ export class Signaling extends EventTarget {
     this.#open("reconnecting");
   }
 
-  /** A fresh token from the renew source, or null (none, it failed, or it took too long). */
+  /**
+   * A fresh token from the renew source: the token, null if none can be had (the sign-in ended), or undefined
+   * if getting one failed or took too long (worth another try).
+   * @returns {Promise<string|null|undefined>}
+   */
   async #fresh() {
     const renew = this.#renew;
     if (!renew) return null;
     let timer = 0;
     try {
       const late = new Promise((resolve) => {
-        timer = setTimeout(() => resolve(null), RENEW_TIMEOUT_MS);
+        timer = setTimeout(() => resolve(undefined), RENEW_TIMEOUT_MS);
       });
-      return (await Promise.race([renew(), late])) || null;
+      const token = await Promise.race([renew(), late]);
+      return token === undefined ? undefined : token || null;
     } catch (err) {
       console.warn("[signaling] could not get a fresh token:", err);
-      return null;
+      return undefined;
     } finally {
       clearTimeout(timer);
     }
