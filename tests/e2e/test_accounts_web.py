@@ -210,3 +210,43 @@ async def test_a_missed_renewal_reconnects_with_a_fresh_token_and_the_call_resum
         await expect(ada.locator("#call-status")).to_have_text("Connected")
         await assert_audio_flows(bob, "bob")
         await assert_audio_flows(ada, "ada")
+
+
+async def test_sign_ins_end_from_another_browser_and_the_throttle_says_when_to_retry(
+    open_page: OpenPage, tmp_path: Path
+) -> None:
+    """ "My sign-ins" lists both browsers; "Sign out" on the other one sends it back to the sign-in screen at its
+    next renewal; "Sign out everywhere" at once. Failed sign-ins are throttled with the wait in words."""
+    db = tmp_path / "accounts.sqlite3"
+    add_user(db, "carol", "Carol")
+    with accounts_server(db) as server:
+        laptop = await open_page(server.http, "/", "laptop")
+        phone = await open_page(server.http, "/", "phone")
+        for page in (laptop, phone):
+            await sign_in(page, "carol")
+            await expect(page.locator("#server-status")).to_have_text("Connected")
+
+        await laptop.click("#sessions-box summary")
+        await expect(laptop.locator("#sessions li")).to_have_count(2)
+        await expect(laptop.locator("#sessions li").first).to_contain_text("(this browser)")  # the last used
+        other = laptop.locator("#sessions li", has_not_text="(this browser)")
+        await other.get_by_role("button", name=re.compile(r"^Sign out Chromium")).click()
+        await expect(laptop.locator("#sessions li")).to_have_count(1)
+        await expect(phone.locator("#signin-screen")).to_be_visible(timeout=(TOKEN_TTL + 2) * 1000)
+        await expect(phone.locator("#signin-error")).to_contain_text("Your sign-in has ended")
+        await expect(laptop.locator("#server-status")).to_have_text("Connected")  # this one goes on
+
+        await sign_in(phone, "carol")
+        await expect(phone.locator("#server-status")).to_have_text("Connected")
+        await phone.click("#sign-out-everywhere")
+        for page in (laptop, phone):
+            await expect(page.locator("#signin-screen")).to_be_visible(timeout=5000)
+            await expect(page.locator("#server-status")).to_have_text("Disconnected")
+
+        for _ in range(5):
+            await sign_in(laptop, "carol", "wrong password")
+            await expect(laptop.locator("#signin-error")).to_have_text("Wrong user id or password.")
+        await sign_in(laptop, "carol")  # even the right password must wait now
+        await expect(laptop.locator("#signin-error")).to_have_text(
+            re.compile(r"^Too many failed attempts: try again in \d+ s\.$")
+        )
