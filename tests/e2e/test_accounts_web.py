@@ -250,3 +250,17 @@ async def test_sign_ins_end_from_another_browser_and_the_throttle_says_when_to_r
         await expect(laptop.locator("#signin-error")).to_have_text(
             re.compile(r"^Too many failed attempts: try again in \d+ s\.$")
         )
+
+
+async def test_renewal_comes_a_minute_early_or_at_half_a_short_lifetime(open_page: OpenPage, tmp_path: Path) -> None:
+    """When the page renews a token expiring in 300 s, 100 s, 10 s, or already expired (ms from now)."""
+    with accounts_server(tmp_path / "accounts.sqlite3") as server:
+        page = await open_page(server.http, "/", "page")
+        delays = await page.evaluate(
+            """async () => {
+              const { renewDelay } = await import("./js/signaling.js");
+              const now = 1_700_000_000_000;
+              return [300, 100, 10, -5].map((left) => renewDelay(now / 1000 + left, now));
+            }"""
+        )
+        assert delays == [240_000, 50_000, 5_000, 1_000]
