@@ -25,8 +25,9 @@ const TOKEN_KEY = "peercall.token";
 const RELAY_KEY = "peercall.relayOnly";
 
 /**
- * "open" (no token needed), "token" (a token is required), or "unknown" (not asked yet, or `/healthz` did not answer).
- * @typedef {"open"|"token"|"unknown"} AuthMode
+ * "open" (no token needed), "token" (a token is required), "accounts" (users sign in to the server, which gives
+ * the page its tokens: account.js), or "unknown" (not asked yet, or `/healthz` did not answer).
+ * @typedef {"open"|"token"|"accounts"|"unknown"} AuthMode
  */
 
 /**
@@ -174,22 +175,26 @@ export class Identity {
   /**
    * Ask the server whether it wants a token and whether it relays every call anyway: `/healthz` says both
    * (`auth`, `iceTransportPolicy`; docs/protocol.md, "Before connecting"), to anyone, token or not.
-   * @returns {Promise<{authMode: AuthMode, relaysAll: boolean}>}
+   * In accounts mode it may also say that passkeys can be used (`passkeys: true`).
+   * @returns {Promise<{authMode: AuthMode, relaysAll: boolean, passkeys: boolean}>}
    */
   async askServer() {
     let relaysAll = false;
+    let passkeys = false;
     try {
       const response = await fetch(new URL("healthz", location.href), {
         cache: "no-store",
         signal: AbortSignal.timeout(5000),
       });
       const body = response.ok ? await response.json() : null;
-      this.#authMode = body?.auth === "token" ? "token" : body?.auth === "open" ? "open" : "unknown";
+      const mode = body?.auth;
+      this.#authMode = mode === "token" || mode === "open" || mode === "accounts" ? mode : "unknown";
       relaysAll = body?.iceTransportPolicy === "relay";
+      passkeys = body?.passkeys === true;
     } catch {
       this.#authMode = "unknown";
     }
-    return { authMode: this.#authMode, relaysAll };
+    return { authMode: this.#authMode, relaysAll, passkeys };
   }
 }
 

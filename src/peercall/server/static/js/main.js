@@ -4,6 +4,8 @@
  *
  *  - signaling.js: the connection to the server;
  *  - identity.js: the name, the token, this tab's device id, and what the server asks of us;
+ *  - account.js: accounts mode: who is signed in, and the signaling tokens of the sign-in (renewed by
+ *    signaling.js before they expire); accountpanel.js its part of the page (sign-in screen, account card);
  *  - phone.js: the current call (call.js), which frames belong to it, its resume (resume.js), its quality
  *    (quality.js) and levels, and the audio check (audiocheck.js);
  *  - contacts.js: the contacts, their presence, requests, blocks and the ring setting ("Who may ring me");
@@ -15,7 +17,7 @@
  * Page configuration: `<body data-id="clientA" data-peer="clientB">` presets the names (the two-tab demo);
  * `?id=` and `?peer=` do the same on any page; `?processing=off` opens the mic without echo cancellation,
  * noise suppression or auto gain (music, measurements); `#token=<jwt>` gives a token (then removed from the
- * address bar), and the name is the token's `sub`.
+ * address bar), and the name is the token's `sub`; `#invite=<token>` (accounts mode) opens the sign-up form.
  *
  * For tests and debugging, `window.peercall` exposes `signaling`, `call` (the current or last Call), `pc`
  * (the current call's RTCPeerConnection, or null), `audioCheck` (the current or last AudioCheck), `quality`
@@ -24,6 +26,8 @@
  * @module main
  */
 
+import { Account } from "./account.js";
+import * as accountPanel from "./accountpanel.js";
 import { fetchIceConfig } from "./ice.js";
 import { Contacts } from "./contacts.js";
 import * as contactsPanel from "./contactspanel.js";
@@ -44,6 +48,7 @@ const AUDIO = params.get("processing") === "off" ? RAW : VOICE;
 
 const signaling = new Signaling();
 const identity = new Identity({ nameIsPreset: Boolean(page.id) });
+const account = new Account();
 const mediaDevices = new MediaDeviceChoice({ playOn: (speakerId) => ui.setSpeaker(speakerId) });
 const notifier = new Notifier();
 const callHistory = new CallHistory({ user: () => signaling.id, authHeaders: () => identity.authHeaders() });
@@ -124,7 +129,9 @@ signaling.addEventListener("statechange", (event) => {
     callHistory.refresh();
     summaries.flush();
   }
-  if (state === "disconnected" && unauthorized) {
+  if (state === "disconnected" && unauthorized && identity.authMode === "accounts") {
+    if (account.me) ui.say(`${reason} Sign out and in again.`, "error"); // else the sign-in screen says why
+  } else if (state === "disconnected" && unauthorized) {
     identity.forgetToken();
     ui.rejectToken(`${reason} Paste a new token, then connect again.`);
   } else if (state === "disconnected" && reason && previous !== "disconnected") {
@@ -189,6 +196,84 @@ function networkChanged(why) {
 }
 addEventListener("online", () => networkChanged("the browser is online again"));
 navigator.connection?.addEventListener?.("change", () => networkChanged("the network connection changed"));
+
+// ---- accounts mode ---------------------------------------------------------------------------------
+
+/** A fresh signaling token of the sign-in, also for the HTTP API (null: the sign-in has ended). */
+async function accountToken() {
+  const token = await account.newToken();
+  if (token) identity.useToken(token);
+  return token;
+}
+
+/** Signed in: connect with a token of the sign-in, renewed before it expires. */
+async function connectAccount() {
+  const me = account.me;
+  let token = null;
+  try {
+    token = await accountToken();
+  } catch (err) {
+    ui.say(`${err instanceof Error ? err.message : err}`, "error");
+    return;
+  }
+  if (!token || !me || account.me !== me) return;
+  callHistory.startFor(me.id);
+  contacts.startFor(me.id);
+  signaling.connect(me.id, { device: identity.device(), token, renew: accountToken });
+}
+
+account.addEventListener("change", ({ detail: { me } }) => {
+  if (me) {
+    accountPanel.signedIn(me);
+    ui.say("");
+    connectAccount();
+  } else {
+    phone.hangup();
+    signaling.disconnect();
+    identity.useToken(null);
+    accountPanel.showSignIn();
+  }
+});
+account.addEventListener("signedout", () =>
+  accountPanel.showSignIn("Your sign-in has ended (signed out elsewhere, or by an administrator): sign in again."),
+);
+
+accountPanel.bind({
+  signIn(id, password) {
+    unlockAudio(); // a click: from now on the ringtone may play
+    return account.signIn(id, password);
+  },
+  signUp(form) {
+    unlockAudio();
+    return account.signUp({ ...form, invite: accountPanel.inviteToken() });
+  },
+  signOut: () => account.signOut(),
+  signOutEverywhere: () => account.signOutEverywhere(),
+  sessions: () => account.sessions(),
+  endSession: (sessionId) => account.endSession(sessionId),
+  invite: (admin) => account.invite({ admin }),
+  users: (after) => account.users(after),
+  setDisabled: (id, disabled) => account.setDisabled(id, disabled),
+  endUserSessions: (id) => account.endUserSessions(id),
+});
+
+/**
+ * The server has accounts: sign up from an invite link, or go on with the sign-in of an earlier visit, or sign in.
+ * @param {boolean} passkeys the server takes passkeys (passkeys.js handles the button)
+ */
+async function startAccounts(passkeys) {
+  accountPanel.passkeysSupported(passkeys);
+  const invite = account.takeInvite();
+  if (invite) {
+    accountPanel.showSignUp(invite);
+    return;
+  }
+  try {
+    if (!(await account.load())) accountPanel.showSignIn();
+  } catch (err) {
+    accountPanel.showSignIn(err instanceof Error ? err.message : String(err));
+  }
+}
 
 // ---- the user --------------------------------------------------------------------------------------
 
@@ -286,9 +371,10 @@ const tokenProblem = identity.useToken(startToken);
 if (tokenProblem) ui.rejectToken(tokenProblem);
 else ui.nameFromToken(identity.tokenUser);
 (async () => {
-  const { authMode, relaysAll } = await identity.askServer();
+  const { authMode, relaysAll, passkeys } = await identity.askServer();
   if (relaysAll) ui.serverRelaysAll();
   if (authMode === "token") ui.tokenRequired(Boolean(identity.token));
+  if (authMode === "accounts") await startAccounts(passkeys);
 })();
 if (!globalThis.isSecureContext) {
   // Plain http from another address than localhost: the browser will not give us a microphone. Say so now.

@@ -35,7 +35,9 @@ export const MessageType = Object.freeze({
   CALL_RESUMED: "call-resumed", // {callId, peer, polite, state}: after a reconnect, our call is still on
   MISSED_CALLS: "missed-calls", // {calls: [record…]}: calls that rang while none of our devices was online
   // client -> server, first frame only, on a server in token mode
-  AUTH: "auth", // {token}: the signed token (JWT) whose `sub` is our id
+  AUTH: "auth", // {token}: the signed token (JWT) whose `sub` is our id; again later to renew it
+  // server -> client: a renewal was accepted
+  AUTH_RENEWED: "auth-renewed", // {expiresAt}: the connection's token now expires then (Unix seconds)
   // client -> server, not routed: what we measured of a call, once, after its call-ended
   CALL_SUMMARY: "call-summary", // {callId, data: {durationSec, mos, rttMs, jitterMs, lossPct, bitrateKbps, path}}
   // contacts (servers whose `welcome.features` lists "contacts"): client -> server, each answered by `contacts`

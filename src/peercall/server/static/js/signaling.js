@@ -10,11 +10,16 @@
  * Reconnect policy by close code (ranges, not lists; see protocol.js):
  *  - 4500-4999: terminal (e.g. 4501 replaced): stay disconnected and say why;
  *  - 4401: the token was refused: stay disconnected until the user gives a new one (the same token would
- *    only be refused again), and say why in the server's words;
+ *    only be refused again), and say why in the server's words; but with a `renew` source (accounts mode), ask
+ *    it for a fresh token and reconnect at once (the call resumes within the resume grace), once: a fresh token
+ *    refused too, or none to be had (the sign-in ended), stays disconnected;
  *  - 1001 (server going away), 4000-4499 (e.g. 4429 too fast), any other unexpected close, or a failed
  *    handshake: reconnect with exponential backoff and jitter, until `disconnect()` is called.
  *
- * With a token, the first frame on every new socket is `{"type":"auth","token":…}`.
+ * With a token, the first frame on every new socket is `{"type":"auth","token":…}`. With a `renew` source too,
+ * the token is renewed on the live socket before it expires (`welcome`'s `tokenExpiresAt`, then each
+ * `auth-renewed`'s `expiresAt`): a minute before, or at half its lifetime when it is short
+ * (docs/protocol.md, "Renewing the token on a live connection").
  * @module signaling
  */
 
@@ -32,6 +37,21 @@ import {
 /** People kept in `people` at most: beyond it the offline ones known longest are forgotten (the `directory` frame
  * finds anyone online on a big server). */
 const MAX_PEOPLE = 2000;
+
+/** How long a renewal may take to get a fresh token before it is given up (ms). */
+const RENEW_TIMEOUT_MS = 10_000;
+
+/**
+ * When to renew a token that expires at `expiresAt` (Unix seconds): ms from `now` (ms). A minute before it
+ * expires, or, for a token with less than two minutes to live, at half what is left; never sooner than in 1 s.
+ * @param {number} expiresAt
+ * @param {number} [now]
+ */
+export function renewDelay(expiresAt, now = Date.now()) {
+  const left = expiresAt * 1000 - now;
+  const delay = left > 120_000 ? left - 60_000 : left / 2;
+  return Math.max(1000, Math.round(delay));
+}
 
 /**
  * @typedef {"disconnected"|"connecting"|"connected"|"reconnecting"} SignalingState
@@ -87,6 +107,11 @@ export class Signaling extends EventTarget {
   /** @type {object|null} the last error frame, to explain a close that follows it */ #lastError = null;
   /** @type {string|null} why the server cannot be reached, while reconnecting */ #reconnectReason = null;
   /** @type {number|null} Date.now() of the next attempt, while reconnecting */ #retryAt = null;
+  /** @type {(() => Promise<string|null>)|null} where fresh tokens come from (accounts mode), or null */ #renew = null;
+  #renewTimer = 0;
+  /** @type {number|null} when the connection's token expires (Unix seconds), as the server last said */
+  #expiresAt = null;
+  /** the socket being opened carries a fresh token after a 4401: another 4401 is final */ #retriedAuth = false;
 
   /**
    * @param {object} [options]
@@ -174,14 +199,18 @@ export class Signaling extends EventTarget {
    * @param {string|null} [options.device] this device's id, kept across reconnects, so that the server can
    *   hand a call over to the new connection (same characters as an id)
    * @param {string|null} [options.token] a signed token whose `sub` is `id`: sent as the first frame
+   * @param {(() => Promise<string|null>)|null} [options.renew] gives a fresh token of the same user (null: none
+   *   can be had), to renew the token before it expires and to reconnect after a 4401
    */
-  connect(id, { device = null, token = null } = {}) {
+  connect(id, { device = null, token = null, renew = null } = {}) {
     const problem = idProblem(id);
     if (problem) throw new TypeError(problem);
     if (this.#state !== "disconnected") this.disconnect();
     this.#id = id;
     this.#device = device && !idProblem(device) ? device : null;
     this.#token = token || null;
+    this.#renew = renew;
+    this.#retriedAuth = false;
     this.#attempt = 0;
     this.#open("connecting");
   }
@@ -198,9 +227,17 @@ export class Signaling extends EventTarget {
     this.#open("reconnecting");
   }
 
+  /** When the connection's token expires (Unix seconds), as the server last said, or null. */
+  get tokenExpiresAt() {
+    return this.#expiresAt;
+  }
+
   /** Close the connection on purpose and stop reconnecting. */
   disconnect() {
     clearTimeout(this.#timer);
+    clearTimeout(this.#renewTimer);
+    this.#renew = null;
+    this.#expiresAt = null;
     const ws = this.#ws;
     this.#ws = null;
     if (ws && ws.readyState <= WebSocket.OPEN) ws.close(CloseCode.NORMAL, "bye");
@@ -260,7 +297,9 @@ export class Signaling extends EventTarget {
     switch (msg.type) {
       case MessageType.WELCOME:
         this.#attempt = 0;
+        this.#retriedAuth = false;
         this.#welcome = msg;
+        this.#scheduleRenewal(msg.tokenExpiresAt);
         this.#welcomePeople(msg);
         this.#setOnline(Array.isArray(msg.online) ? msg.online : []);
         this.#setState("connected");
@@ -278,6 +317,10 @@ export class Signaling extends EventTarget {
         this.#peopleChanged();
         break;
       }
+      case MessageType.AUTH_RENEWED:
+        console.info(`[signaling] token renewed: it expires at ${msg.expiresAt}`);
+        this.#scheduleRenewal(msg.expiresAt);
+        break;
       case MessageType.ERROR:
         this.#lastError = msg;
         console.warn(`[signaling] server error ${msg.code}: ${msg.message}`);
@@ -292,10 +335,15 @@ export class Signaling extends EventTarget {
   /** @param {{code: number, reason?: string}} event */
   #closed({ code, reason }) {
     this.#ws = null;
+    clearTimeout(this.#renewTimer);
     const wasConnected = this.#state === "connected";
     this.#setOnline([]);
     if (needsNewCredentials(code)) {
       const why = this.#lastError?.code === ErrorCode.UNAUTHORIZED ? this.#lastError.message : reason;
+      if (this.#renew && !this.#retriedAuth) {
+        this.#reconnectWithFreshToken(why);
+        return;
+      }
       console.warn(`[signaling] closed ${code}: the token was refused (${why}); not reconnecting`);
       this.#id = null;
       this.#setState("disconnected", {
@@ -337,6 +385,92 @@ export class Signaling extends EventTarget {
     console.info(`[signaling] closed ${code} ${reason ?? ""}; reconnecting in ${delay} ms`);
     this.#setState("reconnecting", { code, reason: why, retryIn: delay });
     this.#timer = setTimeout(() => this.#open("reconnecting"), delay);
+  }
+
+  /**
+   * The token was refused (it expired, or the sign-in ended): ask for a fresh one and reconnect at once; if
+   * none can be had, stay disconnected like any refused token.
+   * @param {string} why the server's words
+   */
+  async #reconnectWithFreshToken(why) {
+    console.info(`[signaling] the token was refused (${why}); getting a fresh one`);
+    this.#retriedAuth = true;
+    this.#setState("reconnecting", { code: CloseCode.UNAUTHORIZED, reason: "Signing in again…", retryIn: 0 });
+    const renew = this.#renew;
+    const token = await this.#fresh();
+    if (this.#state !== "reconnecting" || this.#ws || renew !== this.#renew) return; // disconnected meanwhile
+    if (token === undefined) {
+      // The token could not be fetched (the network?): try again with backoff, like any lost connection.
+      const delay = this.#backoff();
+      this.#retriedAuth = false;
+      const reason = "Cannot reach the server.";
+      this.#setState("reconnecting", { code: CloseCode.UNAUTHORIZED, reason, retryIn: delay });
+      this.#timer = setTimeout(() => {
+        if (this.#state === "reconnecting" && !this.#ws) this.#reconnectWithFreshToken(why);
+      }, delay);
+      return;
+    }
+    if (!token) {
+      this.#id = null;
+      this.#setState("disconnected", {
+        code: CloseCode.UNAUTHORIZED,
+        reason: `The server refused your token${why ? `: ${why}` : ""}.`,
+        terminal: true,
+        unauthorized: true,
+      });
+      return;
+    }
+    this.#token = token;
+    this.#open("reconnecting");
+  }
+
+  /**
+   * A fresh token from the renew source: the token, null if none can be had (the sign-in ended), or undefined
+   * if getting one failed or took too long (worth another try).
+   * @returns {Promise<string|null|undefined>}
+   */
+  async #fresh() {
+    const renew = this.#renew;
+    if (!renew) return null;
+    let timer = 0;
+    try {
+      const late = new Promise((resolve) => {
+        timer = setTimeout(() => resolve(undefined), RENEW_TIMEOUT_MS);
+      });
+      const token = await Promise.race([renew(), late]);
+      return token === undefined ? undefined : token || null;
+    } catch (err) {
+      console.warn("[signaling] could not get a fresh token:", err);
+      return undefined;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Renew the token on the live socket before `expiresAt` (when there is a renew source).
+   * @param {unknown} expiresAt Unix seconds, from `welcome` or `auth-renewed`
+   */
+  #scheduleRenewal(expiresAt) {
+    clearTimeout(this.#renewTimer);
+    this.#expiresAt = typeof expiresAt === "number" && Number.isFinite(expiresAt) ? expiresAt : null;
+    if (!this.#renew || this.#expiresAt === null) return;
+    const ws = this.#ws;
+    const delay = renewDelay(this.#expiresAt);
+    console.info(`[signaling] renewing the token in ${Math.round(delay / 1000)} s`);
+    this.#renewTimer = setTimeout(async () => {
+      const token = await this.#fresh();
+      if (ws !== this.#ws || !this.isOpen) return;
+      if (!token) {
+        // No fresh token (e.g. the network hiccupped): try again a little later, while this one still holds.
+        if (this.#expiresAt !== null && this.#expiresAt * 1000 > Date.now() + 2000) {
+          this.#renewTimer = setTimeout(() => this.#scheduleRenewal(this.#expiresAt), 2000);
+        }
+        return;
+      }
+      this.#token = token;
+      ws.send(JSON.stringify(auth(token)));
+    }, delay);
   }
 
   /** Exponential backoff with jitter: uniform in [d/2, d], d = min(max, min * 2^attempt). */

@@ -1,0 +1,321 @@
+/**
+ * The page's part for accounts mode (DOM only): the sign-in screen, the sign-up form of an invite link, and the
+ * account card (who is signed in, my sign-ins, sign out; for administrators: invite links and users).
+ *
+ * The handlers given to {@link bind} do the work (account.js) and return promises: this module shows what they
+ * answer, and their errors' messages (`AccountError`). Names and user agents are shown as text, never markup.
+ * @module accountpanel
+ */
+
+/** @param {string} id */
+const $ = (id) => /** @type {any} */ (document.getElementById(id));
+
+/**
+ * @typedef {object} AccountHandlers
+ * @property {(id: string, password: string) => Promise<unknown>} signIn
+ * @property {(form: {id: string, name: string, password: string}) => Promise<unknown>} signUp
+ * @property {() => Promise<unknown>} signOut
+ * @property {() => Promise<unknown>} signOutEverywhere
+ * @property {() => Promise<any[]>} sessions
+ * @property {(sessionId: string) => Promise<unknown>} endSession
+ * @property {(admin: boolean) => Promise<{link: string, expires: number}>} invite
+ * @property {(after: string|null) => Promise<{users: any[], next: string|null}>} users
+ * @property {(id: string, disabled: boolean) => Promise<any>} setDisabled
+ * @property {(id: string) => Promise<number>} endUserSessions
+ */
+
+/** @type {AccountHandlers|null} */
+let handlers = null;
+/** @type {string|null} the signed-in user's id (not offered "Disable" on themself) */
+let myId = null;
+/** @type {string|null} where the next page of users starts */
+let usersNext = null;
+/** @type {string|null} the invite token of the link the page was opened with */
+let invite = null;
+
+/** The invite token the sign-up form is for, or "" (none). */
+export function inviteToken() {
+  return invite ?? "";
+}
+
+/** @param {unknown} err */
+const messageOf = (err) => (err instanceof Error ? err.message : String(err));
+
+/**
+ * Show `text` in a status or error line (hidden when empty).
+ * @param {string} id
+ * @param {string} text
+ */
+function show(id, text) {
+  const line = $(id);
+  line.textContent = text;
+  if (line.classList.contains("form-error")) line.hidden = !text;
+}
+
+/**
+ * Run `work` with `button` disabled meanwhile; show its error in `where`.
+ * @param {HTMLButtonElement|null} button
+ * @param {string} where the id of the line for the error
+ * @param {() => Promise<unknown>} work
+ */
+async function busy(button, where, work) {
+  if (button) button.disabled = true;
+  show(where, "");
+  try {
+    return await work();
+  } catch (err) {
+    show(where, messageOf(err));
+    return undefined;
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+/** @param {number} seconds Unix seconds */
+const when = (seconds) =>
+  new Date(seconds * 1000).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+
+/**
+ * A short description of a sign-in's browser, from the user agent the server kept (to tell sign-ins apart in the
+ * list, not to decide anything).
+ * @param {string} agent
+ */
+export function browserName(agent) {
+  const os = /Android/.test(agent)
+    ? "Android"
+    : /iPhone|iPad/.test(agent)
+      ? "iOS"
+      : /Windows/.test(agent)
+        ? "Windows"
+        : /Mac OS X|Macintosh/.test(agent)
+          ? "macOS"
+          : /Linux/.test(agent)
+            ? "Linux"
+            : "";
+  const browser = /Edg\//.test(agent)
+    ? "Edge"
+    : /Firefox\//.test(agent)
+      ? "Firefox"
+      : /Chrom(e|ium)\//.test(agent)
+        ? "Chromium"
+        : /Safari\//.test(agent)
+          ? "Safari"
+          : "";
+  const name = [browser, os].filter(Boolean).join(" on ");
+  return name || (agent ? agent.slice(0, 60) : "Unknown browser");
+}
+
+/** @param {AccountHandlers} given */
+export function bind(given) {
+  handlers = given;
+  $("signin-form").addEventListener("submit", async (/** @type {SubmitEvent} */ event) => {
+    event.preventDefault();
+    const id = $("signin-id").value.trim();
+    const password = $("signin-password").value;
+    await busy($("signin-submit"), "signin-error", async () => {
+      await given.signIn(id, password);
+      $("signin-password").value = "";
+    });
+    if ($("signin-error").textContent) $(id ? "signin-password" : "signin-id").focus();
+  });
+  $("signup-form").addEventListener("submit", (/** @type {SubmitEvent} */ event) => {
+    event.preventDefault();
+    const form = {
+      id: $("signup-id").value.trim(),
+      name: $("signup-name").value,
+      password: $("signup-password").value,
+    };
+    busy($("signup-submit"), "signup-error", async () => {
+      await given.signUp(form);
+      $("signup-password").value = "";
+    });
+  });
+  $("signup-cancel").addEventListener("click", () => showSignIn());
+  // What was wrong is no longer shown once the user changes what they typed.
+  $("signin-form").addEventListener("input", () => show("signin-error", ""));
+  $("signup-form").addEventListener("input", () => show("signup-error", ""));
+  $("sign-out").addEventListener("click", () => busy($("sign-out"), "sessions-status", given.signOut));
+  $("sign-out-everywhere").addEventListener("click", () =>
+    busy($("sign-out-everywhere"), "sessions-status", given.signOutEverywhere),
+  );
+  $("sessions-box").addEventListener("toggle", () => {
+    if ($("sessions-box").open) refreshSessions();
+  });
+  $("admin-box").addEventListener("toggle", () => {
+    if ($("admin-box").open) refreshUsers();
+  });
+  $("invite-create").addEventListener("click", () =>
+    busy($("invite-create"), "invite-status", async () => {
+      const invite = await given.invite($("invite-admin").checked);
+      $("invite-result").hidden = false;
+      $("invite-link").value = invite.link;
+      show("invite-status", `Invite link made: it works once, until ${when(invite.expires)}. Send it to them.`);
+      $("invite-link").select();
+    }),
+  );
+  $("invite-copy").addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText($("invite-link").value);
+      show("invite-status", "Copied the invite link.");
+    } catch {
+      $("invite-link").select();
+      show("invite-status", "Could not copy: the link is selected, copy it with Ctrl+C (⌘C).");
+    }
+  });
+  $("users-more").addEventListener("click", () => refreshUsers(usersNext));
+}
+
+/** Whether the server takes passkeys: show the "Sign in with a passkey" button (passkeys.js handles it). */
+export function passkeysSupported(supported) {
+  $("passkey-signin").hidden = !supported;
+}
+
+/**
+ * Accounts mode, nobody signed in: the sign-in screen instead of the page.
+ * @param {string} [message] why (e.g. the sign-in ended), shown as an error
+ */
+export function showSignIn(message = "") {
+  screen(true);
+  $("signup-form").hidden = true;
+  $("signin-form").hidden = false;
+  $("signin-screen").setAttribute("aria-labelledby", "signin-title");
+  show("signin-error", message);
+  $("signin-password").value = "";
+  $(($("signin-id").value ? "signin-password" : "signin-id")).focus();
+}
+
+/**
+ * The page was opened from an invite link: the sign-up form.
+ * @param {string} token the invite's token
+ */
+export function showSignUp(token) {
+  invite = token;
+  screen(true);
+  $("signin-form").hidden = true;
+  $("signup-form").hidden = false;
+  $("signin-screen").setAttribute("aria-labelledby", "signup-title");
+  show("signup-error", "");
+  $("signup-id").focus();
+}
+
+/**
+ * Someone is signed in: the page, with the account card instead of the name form.
+ * @param {{id: string, name: string, admin: boolean}} me
+ */
+export function signedIn(me) {
+  myId = me.id;
+  screen(false);
+  $("account-name").textContent = me.name;
+  $("account-id").textContent = me.name === me.id ? "" : `(${me.id})`;
+  $("account-admin").hidden = !me.admin;
+  $("admin-box").hidden = !me.admin;
+  $("invite-result").hidden = true;
+  $("invite-link").value = "";
+  for (const id of ["sessions-status", "invite-status", "users-status"]) show(id, "");
+  if ($("sessions-box").open) refreshSessions();
+  if (me.admin && $("admin-box").open) refreshUsers();
+}
+
+/** @param {boolean} signingIn the sign-in screen (true) or the page (false) */
+function screen(signingIn) {
+  document.body.dataset.account = signingIn ? "signed-out" : "signed-in";
+  $("signin-screen").hidden = !signingIn;
+  for (const col of document.querySelectorAll(".layout > .col")) /** @type {HTMLElement} */ (col).hidden = signingIn;
+  $("identity-card").hidden = true;
+  $("account-card").hidden = signingIn;
+}
+
+async function refreshSessions() {
+  if (!handlers) return;
+  const given = handlers;
+  const list = $("sessions");
+  show("sessions-status", "Loading…");
+  const sessions = await busy(null, "sessions-status", given.sessions);
+  if (!Array.isArray(sessions)) return;
+  show("sessions-status", sessions.length ? "" : "No sign-ins.");
+  list.replaceChildren(
+    ...sessions.map((s) => {
+      const item = document.createElement("li");
+      const what = document.createElement("span");
+      what.className = "what";
+      const name = browserName(String(s.userAgent ?? ""));
+      what.textContent = s.current ? `${name} (this browser)` : name;
+      const detail = document.createElement("span");
+      detail.className = "hint";
+      detail.textContent = `Last used ${when(s.lastUsed)} · signed in ${when(s.created)}`;
+      what.append(detail);
+      const end = document.createElement("button");
+      end.type = "button";
+      end.textContent = "Sign out";
+      const which = s.current ? "this browser" : `${name}, last used ${when(s.lastUsed)}`;
+      end.setAttribute("aria-label", `Sign out ${which}`);
+      end.addEventListener("click", async () => {
+        const done = await busy(end, "sessions-status", async () => {
+          await given.endSession(s.id);
+          return true;
+        });
+        if (done && !s.current) refreshSessions();
+      });
+      item.append(what, end);
+      return item;
+    }),
+  );
+}
+
+/** @param {string|null} [after] the next page (null: from the start) */
+async function refreshUsers(after = null) {
+  if (!handlers) return;
+  const given = handlers;
+  const page = await busy($("users-more"), "users-status", () => given.users(after));
+  if (!page) return;
+  usersNext = page.next;
+  $("users-more").hidden = !page.next;
+  const items = page.users.map((user) => userItem(user));
+  if (after) $("users").append(...items);
+  else $("users").replaceChildren(...items);
+}
+
+/** @param {{id: string, name: string, admin: boolean, disabled: boolean}} user */
+function userItem(user) {
+  const given = /** @type {AccountHandlers} */ (handlers);
+  const item = document.createElement("li");
+  item.dataset.user = user.id;
+  const fill = (/** @type {typeof user} */ u) => {
+    const what = document.createElement("span");
+    what.className = "what";
+    what.textContent = u.name;
+    const detail = document.createElement("span");
+    detail.className = "hint";
+    const facts = [u.id, u.admin ? "administrator" : "", u.disabled ? "disabled" : ""];
+    detail.textContent = facts.filter(Boolean).join(" · ");
+    what.append(detail);
+    item.dataset.disabled = String(u.disabled);
+    item.replaceChildren(what);
+    if (u.id === myId) return;
+    const toggle = document.createElement("button");
+    toggle.type = "button";
+    toggle.textContent = u.disabled ? "Enable" : "Disable";
+    toggle.setAttribute("aria-label", `${u.disabled ? "Enable" : "Disable"} ${u.id}`);
+    toggle.addEventListener("click", async () => {
+      const changed = await busy(toggle, "users-status", () => given.setDisabled(u.id, !u.disabled));
+      if (changed) {
+        fill(changed);
+        show("users-status", `${changed.id} is ${changed.disabled ? "disabled: their sign-ins ended" : "enabled"}.`);
+      }
+    });
+    const end = document.createElement("button");
+    end.type = "button";
+    end.textContent = "End sign-ins";
+    end.setAttribute("aria-label", `End sign-ins of ${u.id}`);
+    end.addEventListener("click", async () => {
+      const ended = await busy(end, "users-status", () => given.endUserSessions(u.id));
+      if (ended !== undefined) show("users-status", `Ended ${ended} sign-in${ended === 1 ? "" : "s"} of ${u.id}.`);
+    });
+    const actions = document.createElement("span");
+    actions.className = "actions";
+    actions.append(toggle, end);
+    item.append(actions);
+  };
+  fill(user);
+  return item;
+}

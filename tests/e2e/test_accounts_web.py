@@ -1,0 +1,266 @@
+"""Accounts mode from the page: sign in, invite someone, sign up from the link, call each other while the page
+renews its short-lived token on the live socket, and lose the page's sign-in when an administrator disables it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.conftest import OPEN_DOORS, run_server
+
+from .conftest import OpenPage
+from .steps import assert_audio_flows, check_accessibility, shoot, wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
+
+PASSWORD = "correct horse battery"
+TOKEN_TTL = 10  # the smallest PEERCALL_ACCOUNTS_TOKEN_TTL allowed: the page renews every 5 s
+COUNT_RENEWALS = """() => {
+  window.__renewals = 0;
+  window.peercall.signaling.addEventListener("auth-renewed", () => { window.__renewals += 1; });
+}"""
+
+
+def add_user(db: Path, user: str, name: str, *, admin: bool = False) -> None:
+    """`peercall user add USER [--admin]`, the way an operator makes the first administrator."""
+    done = subprocess.run(
+        [sys.executable, "-m", "peercall", "user", "add", user, "--name", name, *(["--admin"] if admin else [])],
+        input=f"{PASSWORD}\n",
+        env={"PEERCALL_AUTH": "accounts", "PEERCALL_DATABASE_URL": f"sqlite:///{db}", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def sign_in(page: Page, user: str, password: str = PASSWORD) -> None:
+    await expect(page.locator("#signin-form")).to_be_visible()
+    await page.fill("#signin-id", user)
+    await page.fill("#signin-password", password)
+    await page.click("#signin-submit")
+
+
+def accounts_server(db: Path) -> Any:
+    return run_server(
+        PEERCALL_AUTH="accounts",
+        PEERCALL_DATABASE_URL=f"sqlite:///{db}",
+        PEERCALL_ACCOUNTS_TOKEN_TTL=str(TOKEN_TTL),
+        PEERCALL_AUTH_EXPIRY="enforce",
+        **OPEN_DOORS,
+    )
+
+
+async def call(caller: Page, callee: Page, callee_id: str) -> None:
+    await caller.fill("#peer-id", callee_id)
+    await caller.click("#call")
+    await expect(callee.locator("#incoming")).to_be_visible()
+    await callee.click("#accept")
+    await expect(caller.locator("#call-status")).to_have_text("Connected")
+    await expect(callee.locator("#call-status")).to_have_text("Connected")
+
+
+async def sockets(page: Page) -> int:
+    count: int = await page.evaluate("window.__e2e.sockets.length")
+    return count
+
+
+async def renewals(page: Page) -> Any:
+    return await page.evaluate("window.__renewals")
+
+
+async def test_invite_sign_up_call_across_renewals_then_disable(open_page: OpenPage, tmp_path: Path) -> None:
+    """An administrator invites bob from the page; bob signs up from the link and in again; they talk through two
+    token renewals (expiry enforced) on the same sockets; disabled, bob's page is back at the sign-in screen."""
+    db = tmp_path / "accounts.sqlite3"
+    add_user(db, "ada", "Ada Admin", admin=True)
+    with accounts_server(db) as server:
+        # The administrator: the sign-in screen, a wrong password, then the right one.
+        ada = await open_page(server.http, "/", "ada")
+        await expect(ada.locator("#signin-screen")).to_be_visible()
+        await expect(ada.locator("#people-card")).to_be_hidden()
+        await expect(ada.locator("#passkey-signin")).to_be_hidden()  # this server does not say it takes passkeys
+        await check_accessibility(ada, "accounts sign-in")
+        await shoot(ada, "accounts-signin")
+        await sign_in(ada, "ada", "not the password")
+        await expect(ada.locator("#signin-error")).to_have_text("Wrong user id or password.")
+        await shoot(ada, "accounts-signin-failed", keep_focus=True)
+        await sign_in(ada, "ada")
+        await expect(ada.locator("#account-name")).to_have_text("Ada Admin")
+        await expect(ada.locator("#account-admin")).to_be_visible()
+        await expect(ada.locator("#server-status")).to_have_text("Connected")
+
+        # An invite link, made from the page.
+        await ada.click("#admin-box summary")
+        await expect(ada.locator('#users li[data-user="ada"]')).to_contain_text("Ada Admin")
+        await ada.click("#invite-create")
+        await expect(ada.locator("#invite-link")).to_have_value(
+            re.compile(rf"^{re.escape(server.http)}/#invite=[\w-]+$")
+        )
+        await expect(ada.locator("#invite-status")).to_contain_text("Invite link made")
+        link = await ada.locator("#invite-link").input_value()
+
+        # The invitee signs up from it: the invite leaves the address bar; the display name is text, not markup.
+        bob = await open_page(server.http, link.removeprefix(server.http), "bob")
+        await expect(bob.locator("#signup-form")).to_be_visible()
+        await expect(bob).to_have_url(re.compile(r"^[^#]*/$"))
+        await check_accessibility(bob, "accounts sign-up")
+        await bob.fill("#signup-id", "bob")
+        await bob.fill("#signup-name", "<b>Bob</b> Builder")
+        await bob.fill("#signup-password", "short")
+        await bob.click("#signup-submit")
+        await expect(bob.locator("#signup-error")).to_have_text("A password is at least 8 characters.")
+        await bob.fill("#signup-password", PASSWORD)
+        await shoot(bob, "accounts-signup")
+        await bob.click("#signup-submit")
+        await expect(bob.locator("#account-name")).to_have_text("<b>Bob</b> Builder")
+        assert await bob.locator("#account-name b").count() == 0
+        await expect(bob.locator("#admin-box")).to_be_hidden()
+        await expect(bob.locator("#server-status")).to_have_text("Connected")
+        # The link was used: a second sign-up from it is refused, in words.
+        again = await open_page(server.http, link.removeprefix(server.http), "again")
+        await again.fill("#signup-id", "mallory")
+        await again.fill("#signup-name", "Mallory")
+        await again.fill("#signup-password", PASSWORD)
+        await again.click("#signup-submit")
+        await expect(again.locator("#signup-error")).to_contain_text("This invite link is not valid")
+
+        # Bob signs out, and in again with his password.
+        await bob.click("#sign-out")
+        await expect(bob.locator("#signin-screen")).to_be_visible()
+        await expect(bob.locator("#server-status")).to_have_text("Disconnected")
+        await sign_in(bob, "bob")
+        await expect(bob.locator("#server-status")).to_have_text("Connected")
+
+        # Ada calls bob; the call lasts across two renewals of each page's token, with no new socket.
+        await call(ada, bob, "bob")
+        for page in (ada, bob):
+            await page.evaluate(COUNT_RENEWALS)
+        before = {"ada": await sockets(ada), "bob": await sockets(bob)}
+        started = time.monotonic()
+        for name, page in (("ada", ada), ("bob", bob)):
+            await wait_until(lambda page=page: renewals(page), lambda n: n >= 2, f"{name}'s page to renew twice", 30)
+        # Past the first tokens' enforced expiry (their exp plus 5 s): without renewal the sockets would be closed.
+        await ada.wait_for_timeout(max(0.0, TOKEN_TTL + 6 - (time.monotonic() - started)) * 1000)
+        await assert_audio_flows(ada, "ada")
+        await assert_audio_flows(bob, "bob")
+        assert {"ada": await sockets(ada), "bob": await sockets(bob)} == before, "a page reconnected"
+        await expect(ada.locator("#call-status")).to_have_text("Connected")
+        await expect(bob.locator("#call-status")).to_have_text("Connected")
+        await expect(ada.locator("#server-status")).to_have_text("Connected")
+
+        # My sign-ins: this browser, with a Sign out button.
+        await bob.click("#sessions-box summary")
+        await expect(bob.locator("#sessions li")).to_have_count(1)  # the sign-up's sign-in ended with Sign out
+        await expect(bob.locator("#sessions li")).to_contain_text("(this browser)")
+
+        # The administrator disables bob: his page is back at the sign-in screen within seconds, saying why.
+        await ada.click("#admin-box summary")  # closed, and open again: the list now has bob
+        await ada.click("#admin-box summary")
+        await expect(ada.locator('#users li[data-user="bob"]')).to_contain_text("<b>Bob</b> Builder")
+        await check_accessibility(ada, "accounts administration")
+        await shoot(ada, "accounts-admin")
+        await ada.click('#users button[aria-label="Disable bob"]')
+        await expect(ada.locator('#users li[data-user="bob"]')).to_contain_text("disabled")
+        await expect(bob.locator("#signin-screen")).to_be_visible(timeout=5000)
+        await expect(bob.locator("#signin-error")).to_contain_text("Your sign-in has ended")
+        await expect(bob.locator("#server-status")).to_have_text("Disconnected")
+        await shoot(bob, "accounts-signed-out", keep_focus=True)
+        # Disabled, the right password is refused with its own message.
+        await sign_in(bob, "bob")
+        await expect(bob.locator("#signin-error")).to_have_text("This account is disabled: ask an administrator.")
+
+
+async def test_a_missed_renewal_reconnects_with_a_fresh_token_and_the_call_resumes(
+    open_page: OpenPage, tmp_path: Path
+) -> None:
+    """Bob's page cannot get a fresh token in time: the server closes his socket (4401, expiry enforced); once the
+    token API answers again his page gets one, reconnects, and the call resumes with audio, still signed in."""
+    db = tmp_path / "accounts.sqlite3"
+    add_user(db, "ada", "Ada", admin=True)
+    add_user(db, "bob", "Bob")
+    with accounts_server(db) as server:
+        ada = await open_page(server.http, "/", "ada")
+        bob = await open_page(server.http, "/", "bob")
+        for page, user in ((ada, "ada"), (bob, "bob")):
+            await sign_in(page, user)
+            await expect(page.locator("#server-status")).to_have_text("Connected")
+        await call(ada, bob, "bob")
+        before = await sockets(bob)
+
+        await bob.route("**/api/session/token", lambda route: route.abort())
+        await wait_until(
+            lambda: bob.evaluate("window.peercall.signaling.state"),
+            lambda state: state == "reconnecting",
+            "the server to close bob's socket when his token expired unrenewed",
+            timeout=TOKEN_TTL + 10,
+        )
+        await bob.unroute("**/api/session/token")
+        await expect(bob.locator("#server-status")).to_have_text("Connected", timeout=15_000)
+        assert await sockets(bob) > before
+        await expect(bob.locator("#account-card")).to_be_visible()  # still signed in
+        await expect(bob.locator("#call-status")).to_have_text("Connected")
+        await expect(ada.locator("#call-status")).to_have_text("Connected")
+        await assert_audio_flows(bob, "bob")
+        await assert_audio_flows(ada, "ada")
+
+
+async def test_sign_ins_end_from_another_browser_and_the_throttle_says_when_to_retry(
+    open_page: OpenPage, tmp_path: Path
+) -> None:
+    """ "My sign-ins" lists both browsers; "Sign out" on the other one sends it back to the sign-in screen at its
+    next renewal; "Sign out everywhere" at once. Failed sign-ins are throttled with the wait in words."""
+    db = tmp_path / "accounts.sqlite3"
+    add_user(db, "carol", "Carol")
+    with accounts_server(db) as server:
+        laptop = await open_page(server.http, "/", "laptop")
+        phone = await open_page(server.http, "/", "phone")
+        for page in (laptop, phone):
+            await sign_in(page, "carol")
+            await expect(page.locator("#server-status")).to_have_text("Connected")
+
+        await laptop.click("#sessions-box summary")
+        await expect(laptop.locator("#sessions li")).to_have_count(2)
+        await expect(laptop.locator("#sessions li").first).to_contain_text("(this browser)")  # the last used
+        other = laptop.locator("#sessions li", has_not_text="(this browser)")
+        await other.get_by_role("button", name=re.compile(r"^Sign out Chromium")).click()
+        await expect(laptop.locator("#sessions li")).to_have_count(1)
+        await expect(phone.locator("#signin-screen")).to_be_visible(timeout=(TOKEN_TTL + 2) * 1000)
+        await expect(phone.locator("#signin-error")).to_contain_text("Your sign-in has ended")
+        await expect(laptop.locator("#server-status")).to_have_text("Connected")  # this one goes on
+
+        await sign_in(phone, "carol")
+        await expect(phone.locator("#server-status")).to_have_text("Connected")
+        await phone.click("#sign-out-everywhere")
+        for page in (laptop, phone):
+            await expect(page.locator("#signin-screen")).to_be_visible(timeout=5000)
+            await expect(page.locator("#server-status")).to_have_text("Disconnected")
+
+        for _ in range(5):
+            await sign_in(laptop, "carol", "wrong password")
+            await expect(laptop.locator("#signin-error")).to_have_text("Wrong user id or password.")
+        await sign_in(laptop, "carol")  # even the right password must wait now
+        await expect(laptop.locator("#signin-error")).to_have_text(
+            re.compile(r"^Too many failed attempts: try again in \d+ s\.$")
+        )
+
+
+async def test_renewal_comes_a_minute_early_or_at_half_a_short_lifetime(open_page: OpenPage, tmp_path: Path) -> None:
+    """When the page renews a token expiring in 300 s, 100 s, 10 s, or already expired (ms from now)."""
+    with accounts_server(tmp_path / "accounts.sqlite3") as server:
+        page = await open_page(server.http, "/", "page")
+        delays = await page.evaluate(
+            """async () => {
+              const { renewDelay } = await import("./js/signaling.js");
+              const now = 1_700_000_000_000;
+              return [300, 100, 10, -5].map((left) => renewDelay(now / 1000 + left, now));
+            }"""
+        )
+        assert delays == [240_000, 50_000, 5_000, 1_000]
