@@ -97,16 +97,16 @@ def test_quick_presence_run_prints_the_cost_of_a_join(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    rows = {}
+    rows: dict[tuple[str, str], list[str]] = {}
     for line in done.stdout.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
         if line.startswith("| ") and cells[0].endswith(" online"):
             rows[(cells[0], cells[1])] = cells
     for label in ("contacts: 100 online", "contacts: 200 online", "all: 100 online"):
         for server in ("1 node", "2 nodes + Redis"):
-            cells = rows.get((label, server))
-            assert cells is not None, f"no row for {label} / {server} in:\n{done.stdout}"
-            for value in cells[2:8]:  # joins/s, CPU/join, bytes/join (all, to the joiner, to others), frames
+            row = rows.get((label, server))
+            assert row is not None, f"no row for {label} / {server} in:\n{done.stdout}"
+            for value in row[2:8]:  # joins/s, CPU/join, bytes/join (all, to the joiner, to others), frames
                 assert re.fullmatch(r"[\d,.]+", value), f"{label} / {server}: {value!r} is not a number"
 
     def to_others(label: str) -> int:
