@@ -688,6 +688,28 @@ async function presence() {
   const joiners = order.slice(0, Math.min(opts.joins, opts.users));
   const joining = new Set(joiners);
 
+  // who must hear of each joiner: its contacts who stay (directory contacts), or everyone who stays (all)
+  const staying = [];
+  for (let i = 0; i < opts.users; i++) if (!joining.has(i)) staying.push(i);
+  const owed = new Map(staying.map((i) => [i, joiners.filter((j) => everyone || contacts[i].has(j)).length]));
+  async function heard(sets, what) {
+    // waits until every user who stays has heard of every joiner it should (a quiet spell alone is not enough:
+    // on a starved machine a cluster's fan-out can pause longer than --quiet)
+    const deadline = performance.now() + opts.setupTimeout * 1000;
+    while (staying.some((i) => sets.get(i).size < owed.get(i))) {
+      if (performance.now() > deadline) fail(`presence: not every user heard of the ${what} within ${opts.setupTimeout}s`);
+      await sleep(20);
+    }
+  }
+  const offline = new Map();
+  for (const i of staying) {
+    const set = new Set();
+    offline.set(i, set);
+    peers[i].onPresence = (id, status) => {
+      if (status === "offline") set.add(id);
+    };
+  }
+
   // leave
   const leave = new Window();
   const leave0 = { ...rx };
@@ -701,6 +723,7 @@ async function presence() {
         }),
     ),
   );
+  await heard(offline, "leaves");
   await quiet("presence: after the leaves");
   leave.stop();
   const leaveCpu = opts.serverPid ? (leave.serverCpu - idleRate) * leave.seconds : NaN;
@@ -722,6 +745,7 @@ async function presence() {
   const tj = performance.now();
   await openAll(fresh, "presence: joins", true);
   const joinSeconds = (performance.now() - tj) / 1000;
+  await heard(seen, "joins");
   await quiet("presence: after the joins");
   win.stop();
   const joinCpu = opts.serverPid ? (win.serverCpu - idleRate) * win.seconds : NaN;
