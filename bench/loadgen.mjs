@@ -46,6 +46,12 @@ const opts = {
   serverPid: "", // for CPU and RSS readings from /proc; several (cluster: nodes and Redis) comma-separated
   run: Math.random().toString(36).slice(2, 8), // id prefix, unique per run
   maxSamples: 2_000_000, // latency samples kept (a bound on memory)
+  users: 1000, // presence: users online (ids u0 … u{users-1}, the ids of --graph)
+  joins: 200, // presence: users of them that leave, then join again, measured
+  graph: "", // presence: file of contact pairs "uA,uB" (the runner seeds the server's store with the same)
+  directory: "contacts", // presence: the server's PEERCALL_DIRECTORY, for checking who gets whose presence
+  quiet: 0.5, // presence: seconds without a frame that mean the server is done
+  idleWindow: 2, // presence: seconds the server's CPU is read with everyone online and nothing happening
 };
 for (let i = 2; i < process.argv.length; i += 2) {
   const key = process.argv[i].replace(/^--/, "").replace(/-([a-z])/g, (_, c) => c.toUpperCase());
@@ -55,6 +61,7 @@ for (let i = 2; i < process.argv.length; i += 2) {
 }
 if (!opts.url) die("--url is required", 2);
 const PEERJS = opts.proto === "peerjs";
+const PRESENCE = opts.scenario === "presence";
 
 function die(message, code = 1) {
   process.stderr.write(`FAIL: ${message}\n`);
@@ -157,8 +164,14 @@ class Peer {
     this.index = index;
     this.onFrame = null;
     this.closedOk = false;
+    this.rxBytes = 0; // presence: bytes received (WebSocket payload + frame header), frames received
+    this.rxFrames = 0;
+    this.welcomeBytes = 0;
+    this.onPresence = null; // presence: (id, status) for every change received
   }
-  open() {
+  open(waitContacts = false) {
+    // waitContacts (presence): resolve only once the `contacts` frame that follows `welcome` has come
+
     return new Promise((resolve, reject) => {
       const options = { perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: 30000 };
       if (localAddresses > 1) options.localAddress = `127.0.0.${1 + (this.index % localAddresses)}`;
@@ -166,6 +179,12 @@ class Peer {
       this.ws = ws;
       let greeted = false;
       ws.on("message", (data) => {
+        const size = data.length + (data.length < 126 ? 2 : data.length < 65536 ? 4 : 10);
+        this.rxBytes += size;
+        this.rxFrames++;
+        rx.bytes += size;
+        rx.frames++;
+        rx.last = performance.now();
         let msg;
         try {
           msg = JSON.parse(data.toString());
@@ -176,13 +195,26 @@ class Peer {
           const want = PEERJS ? "OPEN" : "welcome";
           if (msg.type !== want) return reject(new Error(`${this.id}: first frame ${JSON.stringify(msg).slice(0, 300)}`));
           greeted = true;
-          return resolve(this);
+          this.welcomeBytes = size;
+          return waitContacts ? null : resolve(this);
         }
         if (PEERJS) {
           if (msg.type === "ERROR" || msg.type === "EXPIRE" || msg.type === "ID-TAKEN")
             return fail(`${this.id} received ${JSON.stringify(msg).slice(0, 300)}`);
         } else if (msg.type === "presence") {
-          return; // not part of any scenario (the runner starts the server private, so none come)
+          // only the presence scenario gets any (the runner starts the server private for the others)
+          if (this.onPresence) {
+            if (msg.changes) for (const c of msg.changes) this.onPresence(c.id, c.status);
+            else this.onPresence(msg.id, msg.status);
+          }
+          return;
+        } else if (PRESENCE && msg.type === "contacts") {
+          if (waitContacts && !this.contacted) {
+            this.contacted = true;
+            this.contactsBytes = size;
+            resolve(this);
+          }
+          return;
         } else if (msg.type === "error") {
           return fail(`${this.id} received an error frame: ${JSON.stringify(msg).slice(0, 300)}`);
         }
@@ -205,7 +237,9 @@ class Peer {
   }
 }
 
-async function openAll(peers, label) {
+const rx = { bytes: 0, frames: 0, last: 0 }; // every frame any peer received
+
+async function openAll(peers, label, waitContacts = false) {
   // Opens every peer, `opts.inflight` at a time; resolves with the wall time it took.
   const t0 = performance.now();
   const deadline = t0 + opts.setupTimeout * 1000;
@@ -214,7 +248,7 @@ async function openAll(peers, label) {
     while (next < peers.length) {
       const peer = peers[next++];
       if (performance.now() > deadline) throw new Error(`${label}: setup took longer than ${opts.setupTimeout}s`);
-      await peer.open();
+      await peer.open(waitContacts);
     }
   }
   const workers = [];
@@ -598,12 +632,174 @@ async function idle() {
   };
 }
 
+// ---------------------------------------------------------------- presence
+async function quiet(label) {
+  // Resolves once no frame has come for opts.quiet seconds (the server has sent everything it had to).
+  const deadline = performance.now() + opts.setupTimeout * 1000;
+  rx.last = Math.max(rx.last, performance.now());
+  while (performance.now() - rx.last < opts.quiet * 1000) {
+    if (performance.now() > deadline) fail(`${label}: frames kept coming for ${opts.setupTimeout}s`);
+    await sleep(50);
+  }
+}
+
+function readGraph(n) {
+  // contacts[i]: the set of user indexes that are i's contacts, from the runner's pairs file
+  const contacts = Array.from({ length: n }, () => new Set());
+  if (!opts.graph) return contacts;
+  for (const line of fs.readFileSync(opts.graph, "utf8").split("\n")) {
+    if (!line) continue;
+    const [a, b] = line.split(",").map((id) => Number(id.slice(1)));
+    if (a < n && b < n) {
+      contacts[a].add(b);
+      contacts[b].add(a);
+    }
+  }
+  return contacts;
+}
+
+async function presence() {
+  // U users online (each with its contacts from --graph), then `joins` of them leave and come back: what the
+  // server spends and sends per join, on the joiner's side (welcome, contacts, presence) and everyone else's.
+  if (PEERJS) die("the presence scenario is peercall only", 2);
+  localAddresses = Math.max(1, Math.ceil(opts.users / 20000));
+  const contacts = readGraph(opts.users);
+  const everyone = opts.directory === "all";
+  let peers = [];
+  for (let i = 0; i < opts.users; i++) peers.push(new Peer(`u${i}`, i));
+  const t0 = performance.now();
+  await openAll(peers, "presence: bringing users online", true);
+  const onlineSeconds = (performance.now() - t0) / 1000;
+  await quiet("presence: after bringing users online");
+  // what the server spends with everyone online and nothing happening (timers, pings, a cluster's polling):
+  // taken off the CPU of the leaves and joins, which is read over a longer window than they take
+  const idle = new Window();
+  idle.start();
+  await sleep(opts.idleWindow * 1000);
+  idle.stop();
+  const idleRate = opts.serverPid ? idle.serverCpu : 0;
+
+  // the joiners: a random sample (spread over both nodes of a cluster)
+  const order = [...Array(opts.users).keys()];
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const joiners = order.slice(0, Math.min(opts.joins, opts.users));
+  const joining = new Set(joiners);
+
+  // who must hear of each joiner: its contacts who stay (directory contacts), or everyone who stays (all)
+  const staying = [];
+  for (let i = 0; i < opts.users; i++) if (!joining.has(i)) staying.push(i);
+  const owed = new Map(staying.map((i) => [i, joiners.filter((j) => everyone || contacts[i].has(j)).length]));
+  async function heard(sets, what) {
+    // waits until every user who stays has heard of every joiner it should (a quiet spell alone is not enough:
+    // on a starved machine a cluster's fan-out can pause longer than --quiet)
+    const deadline = performance.now() + opts.setupTimeout * 1000;
+    while (staying.some((i) => sets.get(i).size < owed.get(i))) {
+      if (performance.now() > deadline) fail(`presence: not every user heard of the ${what} within ${opts.setupTimeout}s`);
+      await sleep(20);
+    }
+  }
+  const offline = new Map();
+  for (const i of staying) {
+    const set = new Set();
+    offline.set(i, set);
+    peers[i].onPresence = (id, status) => {
+      if (status === "offline") set.add(id);
+    };
+  }
+
+  // leave
+  const leave = new Window();
+  const leave0 = { ...rx };
+  leave.start();
+  await Promise.all(
+    joiners.map(
+      (i) =>
+        new Promise((resolve) => {
+          peers[i].ws.once("close", resolve);
+          peers[i].close();
+        }),
+    ),
+  );
+  await heard(offline, "leaves");
+  await quiet("presence: after the leaves");
+  leave.stop();
+  const leaveCpu = opts.serverPid ? (leave.serverCpu - idleRate) * leave.seconds : NaN;
+
+  // join again, recording who sees whom come online
+  const seen = new Map(); // index of a user who stayed -> ids it saw come online
+  for (let i = 0; i < opts.users; i++) {
+    if (joining.has(i)) continue;
+    const set = new Set();
+    seen.set(i, set);
+    peers[i].onPresence = (id, status) => {
+      if (status === "online") set.add(id);
+    };
+  }
+  const fresh = joiners.map((i) => new Peer(`u${i}`, i));
+  const before = { ...rx };
+  const win = new Window();
+  win.start();
+  const tj = performance.now();
+  await openAll(fresh, "presence: joins", true);
+  const joinSeconds = (performance.now() - tj) / 1000;
+  await heard(seen, "joins");
+  await quiet("presence: after the joins");
+  win.stop();
+  const joinCpu = opts.serverPid ? (win.serverCpu - idleRate) * win.seconds : NaN;
+
+  // every user who stayed saw exactly the joiners it should: its contacts (directory contacts) or all of them
+  let expected = 0;
+  for (const [i, set] of seen) {
+    for (const j of joiners) {
+      const should = everyone || contacts[i].has(j);
+      if (should) expected++;
+      if (should !== set.has(`u${j}`))
+        fail(`u${i} ${should ? "did not see" : "saw"} u${j} come online (directory ${opts.directory})`);
+    }
+  }
+  const joinerBytes = fresh.reduce((n, p) => n + p.rxBytes, 0);
+  const joinerFrames = fresh.reduce((n, p) => n + p.rxFrames, 0);
+  const allBytes = rx.bytes - before.bytes;
+  const allFrames = rx.frames - before.frames;
+  const welcome = fresh.map((p) => p.welcomeBytes).sort((a, b) => a - b);
+  const contactsFrame = fresh.map((p) => p.contactsBytes).sort((a, b) => a - b);
+  const n = joiners.length;
+  peers = peers.filter((_, i) => !joining.has(i));
+  closeAll(peers);
+  closeAll(fresh);
+  return {
+    users: opts.users,
+    joins: n,
+    avgContacts: round(contacts.reduce((s, c) => s + c.size, 0) / opts.users),
+    joinsPerSec: Math.round(n / joinSeconds),
+    cpuUsPerJoin: opts.serverPid ? Math.round((joinCpu / n) * 1e6) : null,
+    bytesPerJoin: Math.round(allBytes / n),
+    toJoinerBytes: Math.round(joinerBytes / n),
+    toOthersBytes: Math.round((allBytes - joinerBytes) / n),
+    framesPerJoin: round(allFrames / n),
+    toJoinerFrames: round(joinerFrames / n),
+    presenceChangesPerJoin: round(expected / n),
+    welcomeBytes: welcome[welcome.length >> 1],
+    contactsBytes: contactsFrame[contactsFrame.length >> 1],
+    cpuUsPerLeave: opts.serverPid ? Math.round((leaveCpu / n) * 1e6) : null,
+    bytesPerLeave: Math.round((before.bytes - leave0.bytes) / n),
+    onlineSeconds: round(onlineSeconds),
+    idleServerCpu: opts.serverPid ? round(idleRate * 100) : null,
+    clientCpu: round(win.clientCpu * 100),
+    serverCpu: win.serverCpu === null ? null : round(win.serverCpu * 100),
+    otherCpu: round(win.otherCpu * 100),
+  };
+}
+
 // ---------------------------------------------------------------- main
-const scenarios = { pingpong, calls, idle };
+const scenarios = { pingpong, calls, idle, presence };
 if (!(opts.scenario in scenarios)) die(`unknown scenario ${opts.scenario}`, 2);
 const hardStop = setTimeout(
   () => die(`the run did not finish within its time bound`),
-  (opts.setupTimeout + opts.warmup + opts.duration + opts.drainTimeout + opts.hold + 30) * 1000,
+  ((PRESENCE ? 4 : 1) * opts.setupTimeout + opts.warmup + opts.duration + opts.drainTimeout + opts.hold + 30) * 1000,
 );
 try {
   const result = await scenarios[opts.scenario]();

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmark peercall against the PeerJS server, side by side, in one run (see docs/benchmarks.md).
+"""Benchmark peercall against the PeerJS server, side by side, in one run (see docs/benchmarks.md); and what
+presence costs the server per join (the `presence` scenario, peercall only).
 
     python3 bench/run.py              # every scenario, 5 runs each, medians, peercall/PeerJS ratios
     python3 bench/run.py --quick      # tiny sizes, ~1 s per scenario, one run (CI smoke)
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import re
 import resource
 import shutil
@@ -162,15 +164,20 @@ def peercall_env(scenario: str) -> dict[str, str]:
     }
     if scenario == "idle":
         env["PEERCALL_PING_INTERVAL"] = "2"  # so that pings really run while the connections are held
+    if scenario == "presence":
+        env["PEERCALL_PRIVATE"] = "false"  # presence is what is measured (PEERCALL_DIRECTORY: the case's)
     return env
 
 
 def start_server(name: str, scenario: str, args: argparse.Namespace, extra: dict[str, str] | None = None) -> Server:
     if name == CLUSTER:
-        return start_cluster(scenario, args)
+        return start_cluster(scenario, args, extra)
     logdir = WORK / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
-    log = logdir / f"{name}-{scenario}{'-' + extra['PEERCALL_NODE_ID'] if extra else ''}.log"
+    log = (
+        logdir
+        / f"{name}-{scenario}{'-' + extra['PEERCALL_NODE_ID'] if extra and 'PEERCALL_NODE_ID' in extra else ''}.log"
+    )
     env = dict(os.environ)
     if name == "peercall":
         env.update(peercall_env(scenario))
@@ -198,7 +205,7 @@ def start_server(name: str, scenario: str, args: argparse.Namespace, extra: dict
 CLUSTER = "2 nodes + Redis"
 
 
-def start_cluster(scenario: str, args: argparse.Namespace) -> Server:
+def start_cluster(scenario: str, args: argparse.Namespace, extra: dict[str, str] | None = None) -> Server:
     """Two peercall nodes sharing a Redis, all three on the server core: the `a` side of every pair connects to
     the first node, the `b` side to the second, so that every relayed frame crosses nodes through Redis. Same
     core budget as one node: the cost of the hop shows as throughput lost."""
@@ -217,7 +224,7 @@ def start_cluster(scenario: str, args: argparse.Namespace) -> Server:
             redis_server.stop()
             sys.exit(f"bench: redis-server did not start:\n{redis_log.read_text(errors='replace')[-2000:]}")
         time.sleep(0.02)
-    url = {"PEERCALL_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    url = {**(extra or {}), "PEERCALL_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
     first = start_server("peercall", scenario, args, {**url, "PEERCALL_NODE_ID": "n1"})
     second = start_server("peercall", scenario, args, {**url, "PEERCALL_NODE_ID": "n2"})
     first.name, first.others = CLUSTER, [second, redis_server]
@@ -245,6 +252,66 @@ class Case:
     runs: int
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     servers: list[str] | None = None  # None: the --servers; the cluster cases compare one node with two
+    env: dict[str, str] = field(default_factory=dict)  # more server settings
+    users: int = 0  # presence: the users of the social graph the server's store is seeded with
+
+
+# ---------------------------------------------------------------------------------------------------- presence
+PRESENCE = WORK / "presence"
+
+
+def social_graph(users: int, contacts: int) -> Path:
+    """A random graph of `users` users (u0, u1, …) with about `contacts` mutual contacts each: every user asks
+    contacts/2 others picked at random. Written as the pairs file `peercall admin import-contacts` reads (the
+    load generator reads it too, to check who gets whose presence); the same arguments give the same graph."""
+    PRESENCE.mkdir(parents=True, exist_ok=True)
+    path = PRESENCE / f"graph-{users}x{contacts}.txt"
+    if not path.exists():
+        rng = random.Random(users * 1000 + contacts)
+        pairs: set[tuple[int, int]] = set()
+        for a in range(users):
+            for b in rng.sample(range(users - 1), min(contacts // 2, users - 1)):
+                b += b >= a  # anyone but a
+                pairs.add((min(a, b), max(a, b)))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(f"u{a},u{b}\n" for a, b in sorted(pairs)))
+        tmp.rename(path)
+    return path
+
+
+def seeded_store(users: int, contacts: int, args: argparse.Namespace) -> Path:
+    """A SQLite store holding the social graph, made once with `peercall admin import-contacts`; each run gets
+    a fresh copy of it (`fresh_store`)."""
+    template = PRESENCE / f"store-{users}x{contacts}.sqlite"
+    if not template.exists():
+        graph = social_graph(users, contacts)
+        tmp = template.with_suffix(".tmp")
+        for old in PRESENCE.glob(tmp.name + "*"):
+            old.unlink()
+        env = {**os.environ, "PEERCALL_DATABASE_URL": f"sqlite:///{tmp}"}
+        print(f"bench: seeding a store with {users:,} users, ~{contacts} contacts each ({graph.name})", flush=True)
+        done = subprocess.run(
+            [args.peercall, "admin", "import-contacts", str(graph)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        if done.returncode != 0:
+            sys.exit(f"bench: peercall admin import-contacts failed:\n{done.stdout}{done.stderr}")
+        tmp.rename(template)
+    return template
+
+
+def fresh_store(users: int, contacts: int, args: argparse.Namespace) -> str:
+    """The PEERCALL_DATABASE_URL of a fresh copy of the seeded store (the one file every node of a cluster shares)."""
+    template = seeded_store(users, contacts, args)
+    run = PRESENCE / "run.sqlite"
+    for old in PRESENCE.glob("run.sqlite*"):
+        old.unlink()
+    shutil.copyfile(template, run)
+    return f"sqlite:///{run}"
 
 
 def cases(args: argparse.Namespace) -> list[Case]:
@@ -272,6 +339,15 @@ def cases(args: argparse.Namespace) -> list[Case]:
             out.append(Case("pingpong", label, {"pairs": n, "size": "candidate", **timing}, args.runs, servers=both))
         label = f"cluster: calls, {args.call_pairs} pairs at once"
         out.append(Case("calls", label, {"pairs": args.call_pairs, **timing}, args.runs, servers=both))
+    if "presence" in args.scenarios:
+        for directory in ("contacts", "all"):
+            for users in args.presence_users if directory == "contacts" else args.presence_all_users:
+                joins = min(args.presence_joins, users // 2)
+                label = f"{directory}: {users:,} online"
+                load = {"users": users, "joins": joins, "directory": directory}
+                env = {"PEERCALL_DIRECTORY": directory}
+                servers = ["peercall", CLUSTER]
+                out.append(Case("presence", label, load, args.runs, servers=servers, env=env, users=users))
     return out
 
 
@@ -292,11 +368,15 @@ def run_loadgen(server: Server, case: Case, args: argparse.Namespace) -> dict[st
     ]
     if server.name == CLUSTER:
         argv += ["--url2", server.others[0].url]
+    if case.users:
+        argv += ["--graph", str(social_graph(case.users, args.presence_contacts))]
     for key, value in case.loadgen.items():
         flag = re.sub(r"([A-Z])", r"-\1", key).lower()
         argv += [f"--{flag}", str(value)]
     env = {**os.environ, "PEERCALL_BENCH_MODULES": str(LOADGEN_DIR)}
-    bound = args.setup_timeout + args.duration + args.warmup + args.hold + 60
+    bound = (
+        (4 if case.scenario == "presence" else 1) * args.setup_timeout + args.duration + args.warmup + args.hold + 60
+    )
     try:
         done = subprocess.run(
             pinned(CLIENT_CORE, argv), env=env, capture_output=True, text=True, timeout=bound, check=False
@@ -390,6 +470,39 @@ def table(all_cases: list[Case], servers: list[str]) -> str:
     return "\n".join(lines)
 
 
+PRESENCE_COLUMNS = [
+    ("joinsPerSec", "joins/s"),
+    ("cpuUsPerJoin", "server CPU µs/join"),
+    ("bytesPerJoin", "bytes sent/join"),
+    ("toJoinerBytes", "to the joiner"),
+    ("toOthersBytes", "to the others"),
+    ("framesPerJoin", "frames/join"),
+    ("presenceChangesPerJoin", "users told"),
+    ("welcomeBytes", "welcome B"),
+    ("contactsBytes", "contacts frame B"),
+    ("cpuUsPerLeave", "server CPU µs/leave"),
+    ("bytesPerLeave", "bytes sent/leave"),
+    ("idleServerCpu", "server CPU % idle"),
+]
+
+
+def presence_table(all_cases: list[Case]) -> str:
+    """One row per case and server: what a join costs the server, by users online."""
+    head = ["directory: users online", "server", *(h for _, h in PRESENCE_COLUMNS), "other CPU %", "noisy runs"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for case in all_cases:
+        for server in case.servers or []:
+            results = case.results.get(server)
+            if not results:
+                continue
+            med = medians(results)
+            row = [case.label, "1 node" if server == "peercall" else server]
+            row += [fmt(med.get(key)) for key, _ in PRESENCE_COLUMNS]
+            row += [fmt(med.get("otherCpu")), str(sum(r.get("noisy", 0) for r in results))]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def versions(args: argparse.Namespace) -> dict[str, str]:
     def out(argv: list[str]) -> str:
         try:
@@ -430,11 +543,23 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny sizes, ~1 s per scenario, one run (CI smoke)")
     p.add_argument("--runs", type=int, default=5, help="runs per scenario and server; medians are reported")
     p.add_argument("--servers", default="peercall,peerjs", help="comma-separated: peercall, peerjs")
-    p.add_argument("--scenarios", default="pingpong,calls,idle,cluster", help="pingpong, calls, idle, cluster")
+    p.add_argument(
+        "--scenarios",
+        default="pingpong,calls,idle,cluster,presence",
+        help="pingpong, calls, idle, cluster, presence",
+    )
     p.add_argument("--pairs", default="1,50,500", help="pingpong: pairs, comma-separated")
     p.add_argument("--call-pairs", type=int, default=50, help="calls: pairs calling at once")
     p.add_argument("--idle-conns", default="10000,50000", help="idle: connections, comma-separated")
     p.add_argument("--big-idle-runs", type=int, default=1, help="runs of idle sizes above 10,000")
+    p.add_argument("--presence-users", default="1000,2000,5000,10000", help="presence: users online, comma-separated")
+    p.add_argument(
+        "--presence-all-users",
+        default="1000,2000",
+        help="presence: users online with PEERCALL_DIRECTORY=all (every join goes to everyone: O(users) per join)",
+    )
+    p.add_argument("--presence-contacts", type=int, default=50, help="presence: contacts per user (about)")
+    p.add_argument("--presence-joins", type=int, default=200, help="presence: users that leave and join again")
     p.add_argument("--duration", type=float, default=3.0, help="seconds measured per run")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of load before measuring")
     p.add_argument("--hold", type=float, default=5.0, help="idle: seconds the connections are held")
@@ -452,10 +577,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.runs, args.duration, args.warmup, args.hold, args.quiet_wait = 1, 1.0, 0.3, 1.0, 0.0
         args.retries = 0
         args.pairs, args.call_pairs, args.idle_conns, args.setup_timeout = "2", 2, "200", 30.0
+        args.presence_users, args.presence_all_users, args.presence_joins = "100,200", "100", 20
+        args.presence_contacts = min(args.presence_contacts, 10)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     args.pairs = [int(x) for x in str(args.pairs).split(",")]
     args.idle_conns = [int(x) for x in str(args.idle_conns).split(",")]
+    args.presence_users = [int(x) for x in str(args.presence_users).split(",") if x]
+    args.presence_all_users = [int(x) for x in str(args.presence_all_users).split(",") if x]
     for s in args.servers:
         if s not in ("peercall", "peerjs"):
             p.error(f"unknown server {s!r}")
@@ -479,8 +608,12 @@ def main(argv: list[str] | None = None) -> int:
     info = versions(args)
     print("bench: " + ", ".join(f"{k} {v}" for k, v in info.items()) + f", open files {limit}", flush=True)
     print(f"bench: servers on core {SERVER_CORE}, load generator on core {CLIENT_CORE}; {args.runs} run(s) each")
+    too_many = [n for n in {*args.presence_users, *args.presence_all_users} if n + 1000 > limit]
+    if "presence" in args.scenarios and too_many:
+        print(f"bench: presence with {max(too_many):,} users online does not fit the open-file limit of {limit}")
+        return 2
     fits = [n for n in args.idle_conns if n + 1000 <= limit]
-    for n in sorted(set(args.idle_conns) - set(fits)):
+    for n in sorted(set(args.idle_conns) - set(fits)) if "idle" in args.scenarios else ():
         print(f"bench: idle {n} connections skipped: the open-file limit is {limit} per process and cannot be raised")
     args.idle_conns = fits
     all_cases = cases(args)
@@ -494,7 +627,10 @@ def main(argv: list[str] | None = None) -> int:
                             load = wait_quiet(args.quiet_wait)
                             if load >= 0.15:
                                 print(f"  (the machine is busy with other work: {load * 100:.0f}% of a core)")
-                        server = start_server(name, case.scenario, args)
+                        extra = dict(case.env)
+                        if case.users:
+                            extra["PEERCALL_DATABASE_URL"] = fresh_store(case.users, args.presence_contacts, args)
+                        server = start_server(name, case.scenario, args, extra or None)
                         try:
                             result = run_loadgen(server, case, args)
                         finally:
@@ -520,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print(table([c for c in all_cases if c.servers is None], args.servers))
-    clustered = [c for c in all_cases if c.servers is not None]
+    clustered = [c for c in all_cases if c.servers is not None and c.scenario != "presence"]
     if clustered:
         print()
         print("Cluster: one node against two nodes sharing a Redis, all on the server core (same CPU budget);")
@@ -528,6 +664,18 @@ def main(argv: list[str] | None = None) -> int:
         print("PeerJS, one process on the same core, is the reference (it has no multi-node mode).")
         print()
         print(table(clustered, clustered[0].servers or []))
+    present = [c for c in all_cases if c.scenario == "presence"]
+    if present:
+        print()
+        print(
+            f"Presence: U users online, each with ~{args.presence_contacts} mutual contacts (a random graph in a SQLite"
+        )
+        print(f"store); {args.presence_joins} of them (at most U/2) leave, then join again. Per join: the server's CPU")
+        print("(all its processes: nodes and Redis; less what it spends idle with everyone online), the bytes")
+        print("it sends (WebSocket frames, headers included) to")
+        print("the joiner (welcome, contacts, presence) and to everyone else (presence), the frames; median sizes.")
+        print()
+        print(presence_table(present))
     if args.json:
         args.json.write_text(
             json.dumps(

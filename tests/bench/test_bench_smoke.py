@@ -44,6 +44,8 @@ def test_quick_run_against_peercall_prints_numbers() -> None:
             "--quick",
             "--servers",
             "peercall",
+            "--scenarios",
+            "pingpong,calls,idle,cluster",
             "--no-install",
             "--peercall",
             peercall,
@@ -66,6 +68,52 @@ def test_quick_run_against_peercall_prints_numbers() -> None:
     for row in clustered:
         one, two = (cell.strip() for cell in row.split("|")[3:5])
         assert re.fullmatch(r"[\d,.]+", one) and re.fullmatch(r"[\d,.]+", two), row
+
+
+@pytest.mark.timeout(240)
+def test_quick_presence_run_prints_the_cost_of_a_join(tmp_path: Path) -> None:
+    """`bench/run.py --quick --scenarios presence` seeds a SQLite store with a social graph, brings its users
+    online on one node and on two nodes sharing Redis, measures their joins and prints a row with numbers for
+    each; with PEERCALL_DIRECTORY=contacts a join sends its presence to far fewer users than with `all`."""
+    peercall = str(Path(sys.executable).parent / "peercall")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "run.py"),
+            "--quick",
+            "--servers",
+            "peercall",
+            "--scenarios",
+            "presence",
+            "--no-install",
+            "--peercall",
+            peercall,
+            "--json",
+            str(tmp_path / "presence.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows: dict[tuple[str, str], list[str]] = {}
+    for line in done.stdout.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and cells[0].endswith(" online"):
+            rows[(cells[0], cells[1])] = cells
+    for label in ("contacts: 100 online", "contacts: 200 online", "all: 100 online"):
+        for server in ("1 node", "2 nodes + Redis"):
+            row = rows.get((label, server))
+            assert row is not None, f"no row for {label} / {server} in:\n{done.stdout}"
+            for value in row[2:8]:  # joins/s, CPU/join, bytes/join (all, to the joiner, to others), frames
+                assert re.fullmatch(r"[\d,.]+", value), f"{label} / {server}: {value!r} is not a number"
+
+    def to_others(label: str) -> int:
+        return int(rows[(label, "1 node")][6].replace(",", ""))
+
+    # 100 users with ~10 contacts each: presence to ~10 contacts, against ~80 users online
+    assert to_others("all: 100 online") > 3 * to_others("contacts: 100 online"), done.stdout
 
 
 async def loadgen(url: str, scenario: str) -> tuple[int, str]:
