@@ -142,3 +142,28 @@ async def test_passkeys_add_sign_in_sign_up_and_delete(open_page: OpenPage) -> N
         assert refused.get("code") == "sign-in-failed", refused
         assert "did not sign you in" in refused["error"]
         assert (await api(ann, "GET", "/api/session"))["status"] == 401
+
+
+async def test_the_sign_in_page_signs_in_with_a_passkey(open_page: OpenPage) -> None:
+    """The page shows "Sign in with a passkey" when the server takes passkeys; one click signs the user in."""
+    from playwright.async_api import expect
+
+    with run_server(PEERCALL_AUTH="accounts", PEERCALL_ALLOWED_HOSTS="*", **OPEN_DOORS) as srv:
+        assert srv.wait_log("#invite="), srv.log()
+        found = re.search(r"#invite=([\w-]+)", srv.log())
+        assert found is not None
+        base = f"http://localhost:{srv.port}"
+        ann = await open_page(base, "/healthz", "ann")
+        await with_authenticator(ann)
+        body = {"invite": found.group(1), "id": "ann", "name": "Ann Example", "password": PASSWORD}
+        signed = (await api(ann, "POST", "/api/signup", body))["body"]
+        assert (await pk(ann, "registerPasskey", signed["csrf"], "Laptop")).get("name") == "Laptop"
+        assert (await api(ann, "DELETE", "/api/session", csrf=signed["csrf"]))["status"] == 200
+
+        await ann.goto(f"{base}/")
+        button = ann.locator("#passkey-signin")
+        await expect(button).to_be_visible()
+        await expect(ann.locator("#signin-form")).to_be_visible()
+        await button.click()
+        await expect(ann.locator("#account-name")).to_have_text("Ann Example")
+        assert (await api(ann, "GET", "/api/session"))["body"]["id"] == "ann"

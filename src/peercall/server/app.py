@@ -139,16 +139,18 @@ def create_app(settings: Settings) -> PeercallApp:
         return JSONResponse(body, headers={"cache-control": "no-store"})
 
     async def healthz(request: Request) -> Response:
-        # What a client needs before it signs in: whether a token is required, and whether every call is relayed.
-        return JSONResponse(
-            {
-                "status": "ok",
-                "version": __version__,
-                "protocol": PROTOCOL_VERSION,
-                "auth": settings.auth,
-                "iceTransportPolicy": settings.ice_transport_policy,
-            }
-        )
+        # What a client needs before it signs in: whether a token is required (or accounts, and whether they take
+        # passkeys), and whether every call is relayed.
+        body: dict[str, object] = {
+            "status": "ok",
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "auth": settings.auth,
+            "iceTransportPolicy": settings.ice_transport_policy,
+        }
+        if settings.auth == "accounts":
+            body["passkeys"] = True
+        return JSONResponse(body)
 
     metrics_token = settings.metrics_token.get_secret_value().encode() if settings.metrics_token else None
     counts_public = metrics_token is None and settings.auth == "open" and not settings.private

@@ -14,6 +14,7 @@ const $ = (id) => /** @type {any} */ (document.getElementById(id));
  * @typedef {object} AccountHandlers
  * @property {(id: string, password: string) => Promise<unknown>} signIn
  * @property {(form: {id: string, name: string, password: string}) => Promise<unknown>} signUp
+ * @property {() => Promise<unknown>} signInWithPasskey
  * @property {() => Promise<unknown>} signOut
  * @property {() => Promise<unknown>} signOutEverywhere
  * @property {() => Promise<any[]>} sessions
@@ -131,6 +132,7 @@ export function bind(given) {
     });
   });
   $("signup-cancel").addEventListener("click", () => showSignIn());
+  $("passkey-signin").addEventListener("click", () => busy($("passkey-signin"), "signin-error", given.signInWithPasskey));
   // What was wrong is no longer shown once the user changes what they typed.
   $("signin-form").addEventListener("input", () => show("signin-error", ""));
   $("signup-form").addEventListener("input", () => show("signup-error", ""));
@@ -165,7 +167,7 @@ export function bind(given) {
   $("users-more").addEventListener("click", () => refreshUsers(usersNext));
 }
 
-/** Whether the server takes passkeys: show the "Sign in with a passkey" button (passkeys.js handles it). */
+/** Whether the server takes passkeys: show the "Sign in with a passkey" button. */
 export function passkeysSupported(supported) {
   $("passkey-signin").hidden = !supported;
 }

@@ -36,6 +36,7 @@ import { Identity } from "./identity.js";
 import { MediaDeviceChoice } from "./mediadevices.js";
 import { INSECURE_TEXT, RAW, VOICE, unlockAudio } from "./media.js";
 import { Notifier } from "./notifications.js";
+import { passkeysSupported, signInWithPasskey } from "./passkeys.js";
 import { Phone } from "./phone.js";
 import { CALL_CONTROL, MessageType, NEGOTIATION } from "./protocol.js";
 import { Signaling } from "./signaling.js";
@@ -247,6 +248,11 @@ accountPanel.bind({
     unlockAudio();
     return account.signUp({ ...form, invite: accountPanel.inviteToken() });
   },
+  async signInWithPasskey() {
+    unlockAudio();
+    await signInWithPasskey();
+    await account.load(); // signed in: the account's `change` shows the page and connects
+  },
   signOut: () => account.signOut(),
   signOutEverywhere: () => account.signOutEverywhere(),
   sessions: () => account.sessions(),
@@ -262,7 +268,7 @@ accountPanel.bind({
  * @param {boolean} passkeys the server takes passkeys (passkeys.js handles the button)
  */
 async function startAccounts(passkeys) {
-  accountPanel.passkeysSupported(passkeys);
+  accountPanel.passkeysSupported(passkeys && passkeysSupported()); // the server takes them, and this page can
   const invite = account.takeInvite();
   if (invite) {
     accountPanel.showSignUp(invite);

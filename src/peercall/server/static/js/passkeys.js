@@ -76,8 +76,12 @@ function requireSupport() {
 }
 
 export function passkeysSupported() {
+  // A passkey belongs to a domain name (its RP id): a page opened by IP address (http://127.0.0.1, a LAN address)
+  // cannot use one, so the browser refuses; say so before a button is offered.
+  const host = typeof location !== 'undefined' ? location.hostname : '';
+  const byAddress = /^[\d.]+$/.test(host) || host.includes(':') || host.startsWith('[');
   return typeof window !== 'undefined' && typeof window.PublicKeyCredential === 'function' &&
-    !!navigator.credentials;
+    !!navigator.credentials && window.isSecureContext && !byAddress;
 }
 
 function creationOptions(json) {
