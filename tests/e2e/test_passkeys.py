@@ -167,3 +167,38 @@ async def test_the_sign_in_page_signs_in_with_a_passkey(open_page: OpenPage) -> 
         await button.click()
         await expect(ann.locator("#account-name")).to_have_text("Ann Example")
         assert (await api(ann, "GET", "/api/session"))["body"]["id"] == "ann"
+
+
+async def test_the_page_adds_a_passkey_and_signs_up_with_one(open_page: OpenPage) -> None:
+    """Signed in with a password, a user adds a passkey from the account card; an invitee creates their account
+    with a passkey from the invite link's form, and is signed in (no password anywhere)."""
+    from playwright.async_api import expect
+
+    with run_server(PEERCALL_AUTH="accounts", PEERCALL_ALLOWED_HOSTS="*", **OPEN_DOORS) as srv:
+        assert srv.wait_log("#invite="), srv.log()
+        found = re.search(r"#invite=([\w-]+)", srv.log())
+        assert found is not None
+        base = f"http://localhost:{srv.port}"
+        ann = await open_page(base, "/healthz", "ann")
+        await with_authenticator(ann)
+        body = {"invite": found.group(1), "id": "ann", "name": "Ann Example", "password": PASSWORD}
+        signed = (await api(ann, "POST", "/api/signup", body))["body"]
+        await ann.goto(f"{base}/")
+        await expect(ann.locator("#account-name")).to_have_text("Ann Example")
+        await ann.locator("#passkey-add").click()
+        await expect(ann.locator("#passkey-status")).to_contain_text("Passkey added")
+        assert len((await api(ann, "GET", "/api/passkeys"))["body"]["passkeys"]) == 1
+
+        invite = (await api(ann, "POST", "/api/invites", {}, signed["csrf"]))["body"]
+        bob = await open_page(base, "/healthz", "bob")
+        await with_authenticator(bob)
+        assert invite["link"].startswith(f"{base}/#invite="), invite
+        await bob.goto(invite["link"])
+        await expect(bob.locator("#signup-form")).to_be_visible()
+        await bob.locator("#signup-id").fill("bob")
+        await bob.locator("#signup-name").fill("Bob Example")
+        await bob.locator("#passkey-signup").click()
+        await expect(bob.locator("#account-name")).to_have_text("Bob Example")
+        me = (await api(bob, "GET", "/api/session"))["body"]
+        assert me["id"] == "bob"
+        assert len((await api(bob, "GET", "/api/passkeys"))["body"]["passkeys"]) == 1

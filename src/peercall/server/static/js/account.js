@@ -99,6 +99,11 @@ export class Account extends EventTarget {
     return this.#me;
   }
 
+  /** @returns {string} the sign-in's CSRF value, for a request made elsewhere (passkeys.js) */
+  get csrf() {
+    return this.#csrf;
+  }
+
   /**
    * The invite token the page was opened with (`#invite=<token>`), removed from the address bar at once so that
    * it stays out of the history; null if none.

@@ -15,6 +15,8 @@ const $ = (id) => /** @type {any} */ (document.getElementById(id));
  * @property {(id: string, password: string) => Promise<unknown>} signIn
  * @property {(form: {id: string, name: string, password: string}) => Promise<unknown>} signUp
  * @property {() => Promise<unknown>} signInWithPasskey
+ * @property {(form: {id: string, name: string}) => Promise<unknown>} signUpWithPasskey
+ * @property {() => Promise<unknown>} addPasskey
  * @property {() => Promise<unknown>} signOut
  * @property {() => Promise<unknown>} signOutEverywhere
  * @property {() => Promise<any[]>} sessions
@@ -133,6 +135,17 @@ export function bind(given) {
   });
   $("signup-cancel").addEventListener("click", () => showSignIn());
   $("passkey-signin").addEventListener("click", () => busy($("passkey-signin"), "signin-error", given.signInWithPasskey));
+  $("passkey-signup").addEventListener("click", () =>
+    busy($("passkey-signup"), "signup-error", () =>
+      given.signUpWithPasskey({ id: $("signup-id").value.trim(), name: $("signup-name").value }),
+    ),
+  );
+  $("passkey-add").addEventListener("click", () =>
+    busy($("passkey-add"), "passkey-status", async () => {
+      await given.addPasskey();
+      show("passkey-status", "Passkey added: you can sign in with it from this device.");
+    }),
+  );
   // What was wrong is no longer shown once the user changes what they typed.
   $("signin-form").addEventListener("input", () => show("signin-error", ""));
   $("signup-form").addEventListener("input", () => show("signup-error", ""));
@@ -169,7 +182,7 @@ export function bind(given) {
 
 /** Whether the server takes passkeys: show the "Sign in with a passkey" button. */
 export function passkeysSupported(supported) {
-  $("passkey-signin").hidden = !supported;
+  for (const id of ["passkey-signin", "passkey-signup", "passkey-add"]) $(id).hidden = !supported;
 }
 
 /**

@@ -36,7 +36,7 @@ import { Identity } from "./identity.js";
 import { MediaDeviceChoice } from "./mediadevices.js";
 import { INSECURE_TEXT, RAW, VOICE, unlockAudio } from "./media.js";
 import { Notifier } from "./notifications.js";
-import { passkeysSupported, signInWithPasskey } from "./passkeys.js";
+import { passkeysSupported, registerPasskey, signInWithPasskey, signUpWithPasskey } from "./passkeys.js";
 import { Phone } from "./phone.js";
 import { CALL_CONTROL, MessageType, NEGOTIATION } from "./protocol.js";
 import { Signaling } from "./signaling.js";
@@ -253,6 +253,12 @@ accountPanel.bind({
     await signInWithPasskey();
     await account.load(); // signed in: the account's `change` shows the page and connects
   },
+  async signUpWithPasskey({ id, name }) {
+    unlockAudio();
+    await signUpWithPasskey(accountPanel.inviteToken(), id, name);
+    await account.load();
+  },
+  addPasskey: () => registerPasskey(account.csrf, "Passkey"),
   signOut: () => account.signOut(),
   signOutEverywhere: () => account.signOutEverywhere(),
   sessions: () => account.sessions(),
