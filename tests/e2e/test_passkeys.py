@@ -10,15 +10,23 @@ import re
 from typing import Any
 
 import pytest
-from playwright.async_api import CDPSession, Page
+from playwright.async_api import CDPSession, Page, expect
 
-from tests.conftest import OPEN_DOORS, run_server
+from tests.conftest import OPEN_DOORS, ServerProcess, run_server
 
 from .conftest import OpenPage
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
 PASSWORD = "correct horse battery"
+
+
+def setup_token(srv: ServerProcess) -> str:
+    """The token of the set-up link a new accounts server prints (its first user becomes an administrator)."""
+    assert srv.wait_log("#invite="), srv.log()
+    found = re.search(r"#invite=([\w-]+)", srv.log())
+    assert found is not None
+    return found.group(1)
 
 
 async def with_authenticator(page: Page) -> tuple[CDPSession, str]:
@@ -83,17 +91,13 @@ async def api(page: Page, method: str, path: str, body: Any = None, csrf: str = 
 
 async def test_passkeys_add_sign_in_sign_up_and_delete(open_page: OpenPage) -> None:
     with run_server(PEERCALL_AUTH="accounts", PEERCALL_ALLOWED_HOSTS="*", **OPEN_DOORS) as srv:
-        assert srv.wait_log("#invite="), srv.log()
-        found = re.search(r"#invite=([\w-]+)", srv.log())
-        assert found is not None
+        setup = setup_token(srv)
         base = f"http://localhost:{srv.port}"
 
         ann = await open_page(base, "/healthz", "ann")
         cdp, authenticator = await with_authenticator(ann)
         signed = (
-            await api(
-                ann, "POST", "/api/signup", {"invite": found.group(1), "id": "ann", "name": "Ann", "password": PASSWORD}
-            )
+            await api(ann, "POST", "/api/signup", {"invite": setup, "id": "ann", "name": "Ann", "password": PASSWORD})
         )["body"]
         assert signed.get("id") == "ann" and signed["passkeys"] is True, signed
 
@@ -146,16 +150,12 @@ async def test_passkeys_add_sign_in_sign_up_and_delete(open_page: OpenPage) -> N
 
 async def test_the_sign_in_page_signs_in_with_a_passkey(open_page: OpenPage) -> None:
     """The page shows "Sign in with a passkey" when the server takes passkeys; one click signs the user in."""
-    from playwright.async_api import expect
-
     with run_server(PEERCALL_AUTH="accounts", PEERCALL_ALLOWED_HOSTS="*", **OPEN_DOORS) as srv:
-        assert srv.wait_log("#invite="), srv.log()
-        found = re.search(r"#invite=([\w-]+)", srv.log())
-        assert found is not None
+        setup = setup_token(srv)
         base = f"http://localhost:{srv.port}"
         ann = await open_page(base, "/healthz", "ann")
         await with_authenticator(ann)
-        body = {"invite": found.group(1), "id": "ann", "name": "Ann Example", "password": PASSWORD}
+        body = {"invite": setup, "id": "ann", "name": "Ann Example", "password": PASSWORD}
         signed = (await api(ann, "POST", "/api/signup", body))["body"]
         assert (await pk(ann, "registerPasskey", signed["csrf"], "Laptop")).get("name") == "Laptop"
         assert (await api(ann, "DELETE", "/api/session", csrf=signed["csrf"]))["status"] == 200
@@ -172,16 +172,12 @@ async def test_the_sign_in_page_signs_in_with_a_passkey(open_page: OpenPage) -> 
 async def test_the_page_adds_a_passkey_and_signs_up_with_one(open_page: OpenPage) -> None:
     """Signed in with a password, a user adds a passkey from the account card; an invitee creates their account
     with a passkey from the invite link's form, and is signed in (no password anywhere)."""
-    from playwright.async_api import expect
-
     with run_server(PEERCALL_AUTH="accounts", PEERCALL_ALLOWED_HOSTS="*", **OPEN_DOORS) as srv:
-        assert srv.wait_log("#invite="), srv.log()
-        found = re.search(r"#invite=([\w-]+)", srv.log())
-        assert found is not None
+        setup = setup_token(srv)
         base = f"http://localhost:{srv.port}"
         ann = await open_page(base, "/healthz", "ann")
         await with_authenticator(ann)
-        body = {"invite": found.group(1), "id": "ann", "name": "Ann Example", "password": PASSWORD}
+        body = {"invite": setup, "id": "ann", "name": "Ann Example", "password": PASSWORD}
         signed = (await api(ann, "POST", "/api/signup", body))["body"]
         await ann.goto(f"{base}/")
         await expect(ann.locator("#account-name")).to_have_text("Ann Example")
