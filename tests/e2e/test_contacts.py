@@ -342,6 +342,10 @@ async def test_more_online_than_welcome_lists_are_found_by_searching(open_page: 
     with contacts_server(**crowded) as server:
         crowd = [await websockets.connect(f"{server.ws}?id=user{n:03d}", open_timeout=10 * SCALE) for n in range(205)]
         try:
+            # Each of them has joined (its welcome came) before alice does, so her welcome is the one that lists 200 of
+            # them; anyone joining after her would come as a presence frame and be listed too.
+            for ws in crowd:
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10 * SCALE))["type"] == "welcome"
             alice = await sign_in(open_page, server, "alice")
             await expect(alice.locator("#directory-more")).to_be_visible()
             await expect(alice.locator("#online li")).to_have_count(200)
