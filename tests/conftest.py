@@ -28,7 +28,9 @@ import sqlalchemy as sa
 import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
+ARTIFACTS = Path(os.environ.get("PEERCALL_TEST_ARTIFACTS") or Path(tempfile.gettempdir()) / "peercall-test-artifacts")
+"""Where screenshots and failure pages go: outside the checkout (tests never write into it); PEERCALL_TEST_ARTIFACTS
+moves it."""
 TIMEOUT = 5.0  # seconds to wait for any single event that should happen "at once"
 
 SCALE = float(os.environ.get("PEERCALL_TEST_TIMEOUT_SCALE", "1"))

@@ -229,8 +229,8 @@ async def open_page(
 
 
 def artifacts_dir() -> Path:
-    """test-artifacts/ (git ignores it), created on demand."""
-    ARTIFACTS.mkdir(exist_ok=True)
+    """The artifacts folder (tests.conftest.ARTIFACTS, outside the checkout), created on demand."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
 
 

@@ -1,7 +1,7 @@
 """Contacts in the web client, driven as a user would: a contact request sent from one page and accepted from the
 other, the contact's presence coming and going; a blocked caller whose call never reaches the callee's page;
 "Who may ring me: Nobody" (do not disturb), whose calls never ring and show as silenced in the history. The last
-test walks the contacts panel through axe-core and takes its screenshots (test-artifacts/screens/contacts-*).
+test walks the contacts panel through axe-core and takes its screenshots ($PEERCALL_TEST_ARTIFACTS/screens/contacts-*).
 
 Each server is the test's own (`run_server`): contacts are kept per user, and a shared server would carry one
 test's contacts into the next. Nothing sleeps and then asserts, except where a test proves that something does
