@@ -42,6 +42,11 @@ Rules (docs/protocol.md, "Calls", is the user-facing version):
 - A welcome lists only users the connection's `View` includes (None: everyone). With `View.everyone` its `online`
   is cut at WELCOME_ONLINE_MAX (contacts first) and says `more`; `directory` pages on (`online_page`).
 - Ringing ends by the ring timeout (`missed`) unless answered, rejected or cancelled first.
+- A callee with no device connected whom the `Screen` says is `reachable` (Web Push) is rung by push, unless the
+  call is screened (the rules above first): the call rings with no device (devices that connect meanwhile ring as
+  any would) and a `Push` effect wakes theirs; if it ends unanswered (ring timeout, the caller hangs up), a second
+  `Push` replaces that notification with a missed call. `decline()` declines such a call on the callee's behalf
+  from no connection (the notification's Decline).
 - A user may place at most `call_rate` call requests a minute (a token bucket per user; the rest get
   `error rate-limited`).
 - A party of a call that ended lately (the last 10 000 calls: `ended_calls`) may send its `call-summary`;
@@ -123,7 +128,19 @@ class Record(msgspec.Struct, frozen=True, gc=False):
     notified: bool = False
 
 
-Effect = Send | Forward | Presence | Close | Record
+class Push(msgspec.Struct, frozen=True, gc=False):
+    """Ring `user`'s devices through Web Push (`kind` "call"), or tell them the call they were rung for ended
+    unanswered (`kind` "missed"). The hub sends it off the hot path (hub/push.py)."""
+
+    user: str
+    kind: str
+    call_id: str
+    caller: str
+    at: float  # when the call started ringing
+    ring_deadline: float
+
+
+Effect = Send | Forward | Presence | Close | Record | Push
 
 # ------------------------------------------------------------------------------------------------ state table
 
@@ -205,6 +222,7 @@ class Call:
     answered_at: float | None = None
     silent: bool = False  # rings on no device and does not hold the callee (see the module doc)
     screened: Screening | None = None  # why it did not ring although it could have (kept in its history record)
+    pushed: bool = False  # it rang the callee by Web Push (no device of theirs was connected)
 
     def parties(self) -> list[Party]:
         return [self.caller] if self.callee is None else [self.caller, self.callee]
@@ -544,6 +562,16 @@ class Switchboard:
         outcome = Outcome.FAILED if reason in _MEDIA_FAILURES else Outcome.ANSWERED
         return self._end(call, Event.HANGUP, outcome, reason, now, by=cid, env=env)
 
+    def decline(self, call_id: str, callee: str, now: float) -> list[Effect]:
+        """`callee` declines the ringing call `call_id` from no connection (a push notification's Decline, whose
+        capability the edge checked): as a `call-reject` from one of their devices would. No effects if that call
+        is not ringing for `callee` (answered, ended, or not theirs): nothing changed.
+        """
+        call = self.calls.get(call_id)
+        if call is None or call.state is not CallState.RINGING or call.callee_user != callee or call.silent:
+            return []
+        return self._end(call, Event.REJECT, Outcome.REJECTED, Reason.USER_REJECTED, now, by=None, by_user=callee)
+
     def check_summary(self, user: str, env: Envelope) -> None:
         """Whether `user` may send the `call-summary` `env` (see `check_summary()`). Changes nothing.
 
@@ -625,6 +653,14 @@ class Switchboard:
             self.add_call(call)
             self.active[caller] = call_id
             return [Send(device.cid, messages.call_ringing(call_id, callee))]
+        if offline and screening is None and screen is not None and screen.reachable:
+            # Nobody connected, but their devices can be woken: the call rings with no device (a device that
+            # connects meanwhile rings, as any would), and the push rings the closed apps.
+            call.pushed = True
+            self.add_call(call)
+            self.active[caller] = self.active[callee] = call_id
+            push = Push(callee, "call", call_id, caller, now, call.ring_deadline)
+            return [Send(device.cid, messages.call_ringing(call_id, callee)), push]
         if offline:
             unavailable = messages.error_message(
                 ErrorCode.UNAVAILABLE.value, f"{callee} is not online", ref=env.type, to=callee, call_id=call_id
@@ -750,8 +786,10 @@ class Switchboard:
         *,
         by: str | None,
         env: Envelope | None = None,
+        by_user: str | None = None,
     ) -> list[Effect]:
-        """End `call`: `by` is the connection whose frame `env` ended it (None: the server ended it).
+        """End `call`: `by` is the connection whose frame `env` ended it (None: the server ended it, or `by_user`
+        did from no connection).
 
         Every connection of the call gets `call-ended`; all but `by` also get what a seed client understands,
         from the other side: `call-reject` on a declined caller, `hangup` otherwise (the ending frame itself
@@ -762,7 +800,7 @@ class Switchboard:
         for user in (call.caller.user, call.callee_user):
             if self.active.get(user) == call.id:
                 del self.active[user]
-        actor = self.devices[by].user if by is not None else None
+        actor = self.devices[by].user if by is not None else by_user
         ended = _ended(call.id, outcome, reason)
         caller_side = [call.caller.cid] if call.caller.cid is not None else []
         callee_side = list(call.ringing)
@@ -788,6 +826,8 @@ class Switchboard:
         effects.append(self._ended(call, outcome, reason, now, hung_up_by=actor))
         if call.callee is not None:
             effects += self._in_call_changed(call, False)
+        if call.pushed and outcome in (Outcome.MISSED, Outcome.CANCELLED):
+            effects.append(Push(call.callee_user, "missed", call.id, call.caller.user, call.ringing_at, now))
         return effects
 
     def _ended(self, call: Call, outcome: Outcome, reason: Reason, now: float, *, hung_up_by: str | None) -> Record:
