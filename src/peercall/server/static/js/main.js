@@ -11,12 +11,14 @@
  *  - contacts.js: the contacts, their presence, requests, blocks and the ring setting ("Who may ring me");
  *  - history.js: the call history and the missed-call count; summaries.js: the call summaries;
  *  - notifications.js: the ringtone, the ringback tone and notifications;
+ *  - push.js: "Ring this device when peercall is closed" (Web Push), and its checkbox;
  *  - mediadevices.js: the microphone and speaker chosen;
  *  - ui.js: the page (DOM only), and contactspanel.js its contacts; `view()` below gathers what they show.
  *
  * Page configuration: `<body data-id="clientA" data-peer="clientB">` presets the names (the two-tab demo);
  * `?id=` and `?peer=` do the same on any page; `?processing=off` opens the mic without echo cancellation,
- * noise suppression or auto gain (music, measurements); `#token=<jwt>` gives a token (then removed from the
+ * noise suppression or auto gain (music, measurements); `?accept=<callId>` (a push notification's Accept) connects
+ * and accepts that call when it rings; `#token=<jwt>` gives a token (then removed from the
  * address bar), and the name is the token's `sub`; `#invite=<token>` (accounts mode) opens the sign-up form.
  *
  * For tests and debugging, `window.peercall` exposes `signaling`, `call` (the current or last Call), `pc`
@@ -38,6 +40,7 @@ import { INSECURE_TEXT, RAW, VOICE, unlockAudio } from "./media.js";
 import { Notifier } from "./notifications.js";
 import { passkeysSupported, registerPasskey, signInWithPasskey, signUpWithPasskey } from "./passkeys.js";
 import { Phone } from "./phone.js";
+import { PushRing, bindPushControl } from "./push.js";
 import { CALL_CONTROL, MessageType, NEGOTIATION } from "./protocol.js";
 import { Signaling } from "./signaling.js";
 import { CallSummaries } from "./summaries.js";
@@ -52,6 +55,7 @@ const identity = new Identity({ nameIsPreset: Boolean(page.id) });
 const account = new Account();
 const mediaDevices = new MediaDeviceChoice({ playOn: (speakerId) => ui.setSpeaker(speakerId) });
 const notifier = new Notifier();
+const pushRing = new PushRing({ authHeaders: () => identity.authHeaders() });
 const callHistory = new CallHistory({ user: () => signaling.id, authHeaders: () => identity.authHeaders() });
 const contacts = new Contacts({ send: (frame) => signaling.send(frame) });
 const summaries = new CallSummaries({ send: (frame) => signaling.isOpen && signaling.send(frame) });
@@ -129,6 +133,7 @@ signaling.addEventListener("statechange", (event) => {
   if (state === "connected") {
     callHistory.refresh();
     summaries.flush();
+    pushRing.refresh();
   }
   if (state === "disconnected" && unauthorized && identity.authMode === "accounts") {
     if (account.me) ui.say(`${reason} Sign out and in again.`, "error"); // else the sign-in screen says why
@@ -148,7 +153,10 @@ signaling.addEventListener("statechange", (event) => {
 });
 signaling.addEventListener("online", render);
 signaling.addEventListener("people", render);
-signaling.addEventListener(MessageType.CALL_REQUEST, (event) => phone.callRequest(event.detail));
+signaling.addEventListener(MessageType.CALL_REQUEST, (event) => {
+  phone.callRequest(event.detail);
+  acceptIfAsked(event.detail.callId);
+});
 for (const type of [...CALL_CONTROL.filter((t) => t !== MessageType.CALL_REQUEST), ...NEGOTIATION]) {
   signaling.addEventListener(type, (event) => phone.callFrame(event.detail));
 }
@@ -197,6 +205,31 @@ function networkChanged(why) {
 }
 addEventListener("online", () => networkChanged("the browser is online again"));
 navigator.connection?.addEventListener?.("change", () => networkChanged("the network connection changed"));
+
+// ---- a push notification's Accept ------------------------------------------------------------------
+
+/** The call a notification's Accept asked us to accept when it rings here (`?accept=`, or the service worker). */
+let acceptOnArrival = params.get("accept");
+if (acceptOnArrival) {
+  const clean = new URL(location.href);
+  clean.searchParams.delete("accept");
+  history.replaceState(null, "", clean);
+}
+
+/** Accept `callId` if the notification's Accept asked for it (it rings here now). */
+function acceptIfAsked(callId) {
+  if (!acceptOnArrival || callId !== acceptOnArrival || phone.call?.callId !== callId) return;
+  acceptOnArrival = null;
+  phone.accept();
+}
+
+navigator.serviceWorker?.addEventListener("message", ({ data }) => {
+  if (data?.type !== "peercall-accept" || typeof data.callId !== "string") return;
+  acceptOnArrival = data.callId;
+  acceptIfAsked(data.callId); // it may ring here already (this window was open in the background)
+});
+bindPushControl(pushRing);
+pushRing.addEventListener("change", render);
 
 // ---- accounts mode ---------------------------------------------------------------------------------
 
@@ -289,23 +322,31 @@ async function startAccounts(passkeys) {
 
 // ---- the user --------------------------------------------------------------------------------------
 
+/**
+ * Connect as the name typed (or the token's user).
+ * @param {string} typed
+ */
+function connectAs(typed) {
+  const signIn = identity.signIn(typed);
+  if ("tokenProblem" in signIn) {
+    ui.rejectToken(signIn.tokenProblem);
+    return;
+  }
+  if ("idProblem" in signIn) {
+    ui.rejectId(signIn.idProblem);
+    return;
+  }
+  if (identity.token) ui.nameFromToken(identity.tokenUser);
+  ui.say("");
+  callHistory.startFor(signIn.id);
+  contacts.startFor(signIn.id);
+  signaling.connect(signIn.id, { device: identity.device(), token: identity.serverToken });
+}
+
 ui.bind({
   connect(typed) {
     unlockAudio(); // a click: from now on the ringtone may play
-    const signIn = identity.signIn(typed);
-    if ("tokenProblem" in signIn) {
-      ui.rejectToken(signIn.tokenProblem);
-      return;
-    }
-    if ("idProblem" in signIn) {
-      ui.rejectId(signIn.idProblem);
-      return;
-    }
-    if (identity.token) ui.nameFromToken(identity.tokenUser);
-    ui.say("");
-    callHistory.startFor(signIn.id);
-    contacts.startFor(signIn.id);
-    signaling.connect(signIn.id, { device: identity.device(), token: identity.serverToken });
+    connectAs(typed);
   },
   disconnect() {
     phone.hangup();
@@ -387,6 +428,8 @@ else ui.nameFromToken(identity.tokenUser);
   if (relaysAll) ui.serverRelaysAll();
   if (authMode === "token") ui.tokenRequired(Boolean(identity.token));
   if (authMode === "accounts") await startAccounts(passkeys);
+  // Opened by a notification's Accept with a token at hand (token mode): connect at once, as Connect would.
+  if (acceptOnArrival && authMode === "token" && identity.token) connectAs("");
 })();
 if (!globalThis.isSecureContext) {
   // Plain http from another address than localhost: the browser will not give us a microphone. Say so now.

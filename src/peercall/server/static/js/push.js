@@ -1,0 +1,155 @@
+/**
+ * "Ring this device when peercall is closed": Web Push (docs/push.md). The user opts in with a checkbox; this
+ * module asks the Notification permission (on that click), registers the service worker (`/sw.js`, whose push
+ * handler is sw-push.js), subscribes its pushManager with the server's key (`GET /api/push`), and posts the
+ * subscription to the server (`POST /api/push/subscriptions`); unticking unsubscribes and tells the server.
+ *
+ * Owns the checkbox's state and this browser's push device id (localStorage: a subscription belongs to the
+ * browser, not to a tab). `PushRing` knows no DOM; `bindPushControl` wires it to the page's checkbox.
+ * @module push
+ */
+
+import { recall, remember } from "./storage.js";
+
+/** localStorage: this browser's id for its push subscription. */
+const DEVICE_KEY = "peercall.push.device";
+const SW_URL = "/sw.js";
+
+/**
+ * What the control shows: hidden (the server has push off, or this browser cannot), off, on, or why not.
+ * @typedef {{shown: boolean, on: boolean, busy: boolean, problem: string|null}} PushView
+ */
+
+/** base64url to bytes, for `applicationServerKey`. */
+function fromBase64Url(text) {
+  const b64 = text.replaceAll("-", "+").replaceAll("_", "/") + "=".repeat((4 - (text.length % 4)) % 4);
+  return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+}
+
+/** This browser's push device id, made once. */
+function deviceId() {
+  let id = recall(DEVICE_KEY, localStorage);
+  if (!id || !/^[A-Za-z0-9_.@-]{1,64}$/.test(id)) {
+    id = `browser-${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
+    remember(DEVICE_KEY, id, localStorage);
+  }
+  return id;
+}
+
+export class PushRing extends EventTarget {
+  /** @type {string|null} the server's VAPID public key, once asked */ #key = null;
+  /** @type {PushView} */ #view = { shown: false, on: false, busy: false, problem: null };
+  #authHeaders;
+
+  /** @param {{authHeaders: () => Record<string, string>}} deps */
+  constructor({ authHeaders }) {
+    super();
+    this.#authHeaders = authHeaders;
+  }
+
+  /** @returns {PushView} */
+  view() {
+    return { ...this.#view };
+  }
+
+  #set(changes) {
+    this.#view = { ...this.#view, ...changes };
+    this.dispatchEvent(new Event("change"));
+  }
+
+  /** Whether this browser can be pushed at all. */
+  get supported() {
+    return "serviceWorker" in navigator && "PushManager" in globalThis && "Notification" in globalThis;
+  }
+
+  /** Ask the server whether it rings closed apps, and show whether this browser is subscribed (once connected). */
+  async refresh() {
+    if (!this.supported) return;
+    try {
+      const answer = await fetch("/api/push", { headers: { accept: "application/json" } });
+      const body = answer.ok ? await answer.json() : null;
+      this.#key = body?.enabled ? body.applicationServerKey : null;
+    } catch {
+      this.#key = null;
+    }
+    if (!this.#key) {
+      this.#set({ shown: false });
+      return;
+    }
+    const registration = await navigator.serviceWorker.getRegistration(SW_URL);
+    const subscription = await registration?.pushManager.getSubscription();
+    this.#set({ shown: true, on: Boolean(subscription) && Notification.permission === "granted", problem: null });
+  }
+
+  /** Opt in (a click): permission, service worker, subscription, and the server told. */
+  async enable() {
+    if (!this.#key) return;
+    this.#set({ busy: true, problem: null });
+    try {
+      const permission = await Notification.requestPermission();
+      if (permission !== "granted") {
+        throw new Error("Notifications are blocked for this site: allow them in the browser's site settings.");
+      }
+      const registration =
+        (await navigator.serviceWorker.getRegistration(SW_URL)) ?? (await navigator.serviceWorker.register(SW_URL));
+      await navigator.serviceWorker.ready;
+      const subscription =
+        (await registration.pushManager.getSubscription()) ??
+        (await registration.pushManager.subscribe({
+          userVisibleOnly: true,
+          applicationServerKey: fromBase64Url(this.#key),
+        }));
+      await this.#post("POST", { device: deviceId(), subscription: subscription.toJSON() });
+      this.#set({ on: true, busy: false });
+    } catch (err) {
+      this.#set({ on: false, busy: false, problem: err instanceof Error ? err.message : String(err) });
+    }
+  }
+
+  /** Opt out: unsubscribe, and the server forgets this browser. */
+  async disable() {
+    this.#set({ busy: true, problem: null });
+    try {
+      const registration = await navigator.serviceWorker.getRegistration(SW_URL);
+      const subscription = await registration?.pushManager.getSubscription();
+      await subscription?.unsubscribe();
+      await this.#post("DELETE", { device: deviceId() });
+      this.#set({ on: false, busy: false });
+    } catch (err) {
+      this.#set({ busy: false, problem: err instanceof Error ? err.message : String(err) });
+    }
+  }
+
+  async #post(method, body) {
+    const answer = await fetch("/api/push/subscriptions", {
+      method,
+      headers: { "content-type": "application/json", ...this.#authHeaders() },
+      body: JSON.stringify(body),
+    });
+    if (!answer.ok) {
+      const error = await answer.json().catch(() => null);
+      throw new Error(error?.error?.message ?? `the server answered ${answer.status}`);
+    }
+  }
+}
+
+/**
+ * Wire `push` to the page's checkbox (`#push-ring`, inside its label `#push-ring-label`) and its hint.
+ * @param {PushRing} push
+ */
+export function bindPushControl(push) {
+  const box = /** @type {HTMLInputElement} */ (document.getElementById("push-ring"));
+  const label = /** @type {HTMLElement} */ (document.getElementById("push-ring-label"));
+  const hint = /** @type {HTMLElement} */ (document.getElementById("push-ring-hint"));
+  const render = () => {
+    const shown = push.view();
+    label.hidden = !shown.shown;
+    box.checked = shown.on;
+    box.disabled = shown.busy;
+    hint.hidden = !shown.shown || !shown.problem;
+    hint.textContent = shown.problem ?? "";
+  };
+  push.addEventListener("change", render);
+  box.addEventListener("change", () => (box.checked ? push.enable() : push.disable()));
+  render();
+}
