@@ -153,10 +153,7 @@ signaling.addEventListener("statechange", (event) => {
 });
 signaling.addEventListener("online", render);
 signaling.addEventListener("people", render);
-signaling.addEventListener(MessageType.CALL_REQUEST, (event) => {
-  phone.callRequest(event.detail);
-  acceptIfAsked(event.detail.callId);
-});
+signaling.addEventListener(MessageType.CALL_REQUEST, (event) => phone.callRequest(event.detail));
 for (const type of [...CALL_CONTROL.filter((t) => t !== MessageType.CALL_REQUEST), ...NEGOTIATION]) {
   signaling.addEventListener(type, (event) => phone.callFrame(event.detail));
 }
@@ -208,25 +205,16 @@ navigator.connection?.addEventListener?.("change", () => networkChanged("the net
 
 // ---- a push notification's Accept ------------------------------------------------------------------
 
-/** The call a notification's Accept asked us to accept when it rings here (`?accept=`, or the service worker). */
-let acceptOnArrival = params.get("accept");
-if (acceptOnArrival) {
+const askedToAccept = params.get("accept"); // the call a notification's Accept opened this page for
+if (askedToAccept) {
+  phone.acceptWhenRings(askedToAccept);
   const clean = new URL(location.href);
   clean.searchParams.delete("accept");
   history.replaceState(null, "", clean);
 }
-
-/** Accept `callId` if the notification's Accept asked for it (it rings here now). */
-function acceptIfAsked(callId) {
-  if (!acceptOnArrival || callId !== acceptOnArrival || phone.call?.callId !== callId) return;
-  acceptOnArrival = null;
-  phone.accept();
-}
-
 navigator.serviceWorker?.addEventListener("message", ({ data }) => {
-  if (data?.type !== "peercall-accept" || typeof data.callId !== "string") return;
-  acceptOnArrival = data.callId;
-  acceptIfAsked(data.callId); // it may ring here already (this window was open in the background)
+  // The Accept of a notification while this page was open (in the background): it rings here, or will.
+  if (data?.type === "peercall-accept" && typeof data.callId === "string") phone.acceptWhenRings(data.callId);
 });
 bindPushControl(pushRing);
 pushRing.addEventListener("change", render);
@@ -429,7 +417,7 @@ else ui.nameFromToken(identity.tokenUser);
   if (authMode === "token") ui.tokenRequired(Boolean(identity.token));
   if (authMode === "accounts") await startAccounts(passkeys);
   // Opened by a notification's Accept with a token at hand (token mode): connect at once, as Connect would.
-  if (acceptOnArrival && authMode === "token" && identity.token) connectAs("");
+  if (askedToAccept && authMode === "token" && identity.token) connectAs("");
 })();
 if (!globalThis.isSecureContext) {
   // Plain http from another address than localhost: the browser will not give us a microphone. Say so now.
