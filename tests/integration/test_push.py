@@ -224,3 +224,42 @@ async def test_push_is_off_unless_turned_on(server: ServerProcess) -> None:
         assert (await http.get("/api/push")).json() == {"enabled": False, "applicationServerKey": None}
         r = await http.post("/api/calls/abc/decline", json={"decline": "x"})
     assert (r.status_code, r.json()["error"]["code"]) == (404, "push-disabled")
+
+
+async def test_accounts_mode_subscribes_with_the_sign_in_and_pushes_the_callers_name(
+    service: PushService, tmp_path: Any
+) -> None:
+    """Accounts mode: the sign-in cookie with its CSRF header keeps a subscription (not without the header); the
+    push carries the caller's display name."""
+    from tests.integration.test_accounts import CSRF, Browser, admin_and_bob, connect
+
+    with run_server(
+        PEERCALL_AUTH="accounts",
+        PEERCALL_DATABASE_URL=f"sqlite:///{tmp_path / 'accounts.sqlite3'}",
+        **OPEN_DOORS,
+        PEERCALL_PUSH="true",
+        PEERCALL_PUSH_SERVICES=service.origin,
+    ) as accounts:
+        made: list[Browser] = []
+
+        def browser() -> Browser:
+            made.append(Browser(accounts))
+            return made[-1]
+
+        try:
+            ann, bob = await admin_and_bob(accounts, browser)
+            sub = service.subscriber()
+            body = {"device": "laptop", "subscription": sub.json()}
+            refused = await bob.http.post("/api/push/subscriptions", json=body)  # no CSRF header
+            assert (refused.status_code, refused.json()["error"]["code"]) == (403, "csrf")
+            assert (await bob.post("/api/push/subscriptions", body)).status_code == 201
+            caller = await connect(accounts, await ann.token())
+            await caller.send({"type": "call-request", "to": "bob"})
+            (payload,) = await pushes(service, sub, 1)
+            assert (payload["from"], payload["name"]) == ("ann", "Ann")
+            await caller.close()
+            gone = await bob.http.request("DELETE", "/api/push/subscriptions", json={}, headers={CSRF: bob.csrf})
+            assert gone.json() == {"deleted": 1}
+        finally:
+            for b in made:
+                await b.http.aclose()
