@@ -181,6 +181,9 @@ async def test_a_subscription_the_push_service_says_is_gone_is_dropped(
                 break
             await asyncio.sleep(0.1)
     await caller.ws.close()
+    async with httpx.AsyncClient(base_url=srv.http) as http:  # /metrics: loopback clients may read it
+        metrics = (await http.get("/metrics")).text
+    assert 'peercall_pushes_total{result="gone"} 1.0' in metrics
 
 
 async def test_unsubscribing_stops_the_pushes(srv: ServerProcess, service: PushService, uid: Any) -> None:

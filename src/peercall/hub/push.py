@@ -285,6 +285,7 @@ class PushService:
             info = {"endpoint": endpoint, "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth}}
             body = WebPusher(info).encode(data, "aes128gcm")["body"]
         except Exception as exc:  # keys the browser sent that do not work: nothing will ever reach it
+            self.sent["failed"] += 1
             log.warning(
                 "the push subscription %s of %s has unusable keys (%s): dropped", endpoint[:80], effect.user, exc
             )
