@@ -122,3 +122,18 @@ def test_not_reachable_is_unavailable_as_before() -> None:
     b.send("a1", "call-request", "bob")
     assert [m["type"] for m in b.take("a1")] == ["error", "call-ended"]
     assert b.pushes == []
+
+
+def test_a_callee_whose_call_waits_for_them_to_come_back_is_not_pushed() -> None:
+    """Bob's connection dropped during a call (resume grace): a third caller is not pushed and does not take over
+    his call; the call he is in goes on, and he resumes it."""
+    b = board(Screen(True, None, reachable=True))
+    b.connect("c1", "carol")
+    b.connect("b1", "bob")
+    b.answered("c1", "b1")
+    b.disconnect("b1")
+    b.send("a1", "call-request", "bob")
+    assert [m["type"] for m in b.take("a1")] == ["error", "call-ended"]  # as to someone offline
+    assert b.pushes == []
+    b.connect("b2", "bob")
+    assert [m["type"] for m in b.take("b2")] == ["call-resumed"]

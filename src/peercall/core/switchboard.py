@@ -653,9 +653,10 @@ class Switchboard:
             self.add_call(call)
             self.active[caller] = call_id
             return [Send(device.cid, messages.call_ringing(call_id, callee))]
-        if offline and screening is None and screen is not None and screen.reachable:
-            # Nobody connected, but their devices can be woken: the call rings with no device (a device that
-            # connects meanwhile rings, as any would), and the push rings the closed apps.
+        if offline and screening is None and screen is not None and screen.reachable and callee not in self.active:
+            # Nobody connected (and no call of theirs waits for them to come back), but their devices can be
+            # woken: the call rings with no device (a device that connects meanwhile rings, as any would), and
+            # the push rings the closed apps.
             call.pushed = True
             self.add_call(call)
             self.active[caller] = self.active[callee] = call_id
