@@ -20,9 +20,11 @@ def board(screen: Screen) -> Board:
     return b
 
 
-def test_a_reachable_callee_with_no_device_is_rung_by_push() -> None:
-    """The caller hears it ring (not `unavailable`); one Push names the call, the caller and the ring deadline."""
-    b = board(Screen(True, None, reachable=True))
+@pytest.mark.parametrize("visible", [True, False])
+def test_a_reachable_callee_with_no_device_is_rung_by_push(visible: bool) -> None:
+    """The caller hears it ring (not `unavailable`, nor a silent call when they may not see the callee); one Push
+    names the call, the caller and the ring deadline."""
+    b = board(Screen(visible, None, reachable=True))
     b.send("a1", "call-request", "bob")
     (ringing,) = b.take("a1")
     assert ringing["type"] == "call-ringing"

@@ -646,13 +646,6 @@ class Switchboard:
         callee_devices = self.users.get(callee)
         offline = not callee_devices or screening is Screening.BLOCKED  # a blocker looks offline to the blocked
         busy = not offline and callee in self.active
-        if (offline or busy or screening is not None) and not (visible and (offline or busy)):
-            # Looks like a call nobody answers: same frames, same time; nobody else is held, and nothing of it
-            # reaches the callee (their state is not even read beyond this point).
-            call.silent = True
-            self.add_call(call)
-            self.active[caller] = call_id
-            return [Send(device.cid, messages.call_ringing(call_id, callee))]
         if offline and screening is None and screen is not None and screen.reachable and callee not in self.active:
             # Nobody connected (and no call of theirs waits for them to come back), but their devices can be
             # woken: the call rings with no device (a device that connects meanwhile rings, as any would), and
@@ -662,6 +655,13 @@ class Switchboard:
             self.active[caller] = self.active[callee] = call_id
             push = Push(callee, "call", call_id, caller, now, call.ring_deadline)
             return [Send(device.cid, messages.call_ringing(call_id, callee)), push]
+        if (offline or busy or screening is not None) and not (visible and (offline or busy)):
+            # Looks like a call nobody answers: same frames, same time; nobody else is held, and nothing of it
+            # reaches the callee (their state is not even read beyond this point).
+            call.silent = True
+            self.add_call(call)
+            self.active[caller] = call_id
+            return [Send(device.cid, messages.call_ringing(call_id, callee))]
         if offline:
             unavailable = messages.error_message(
                 ErrorCode.UNAVAILABLE.value, f"{callee} is not online", ref=env.type, to=callee, call_id=call_id
