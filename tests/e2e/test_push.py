@@ -198,11 +198,33 @@ async def test_a_closed_app_rings_by_push_and_its_notification_declines_accepts_
     await expect(caller.locator("#call-status")).to_have_text("Missed")
 
 
-async def test_the_control_shows_only_where_push_is_on(open_page: OpenPage, server: ServerProcess, uid: Any) -> None:
-    """Connected to a server with push on, the page offers "Ring this device when peercall is closed"."""
+async def test_the_control_shows_where_push_is_on_and_says_why_it_cannot(
+    open_page: OpenPage, server: ServerProcess, uid: Any
+) -> None:
+    """Connected to a server with push on, the page offers "Ring this device when peercall is closed"; where the
+    browser refuses a push subscription (headless Chromium does), ticking it says why and leaves it unticked."""
     page = await open_page(server.http, f"/#token={token_for(uid('carol'), 600)}", "carol")
+    await page.context.grant_permissions(["notifications", "microphone"], origin=server.http)
     await expect(page.locator("#push-ring-label")).to_be_hidden()
     await connect(page)
     await expect(page.locator("#push-ring-label")).to_be_visible()
     await expect(page.locator("#push-ring-label")).to_have_text("Ring this device when peercall is closed")
     await expect(page.locator("#push-ring")).not_to_be_checked()
+    await page.click("#push-ring")
+    await expect(page.locator("#push-ring-hint")).to_contain_text("This device cannot ring while peercall is closed:")
+    await expect(page.locator("#push-ring")).not_to_be_checked()
+    await expect(page.locator("#push-ring")).to_be_enabled()
+
+
+async def test_the_control_is_hidden_where_push_is_off(open_page: OpenPage, uid: Any) -> None:
+    """A server without PEERCALL_PUSH: nothing to tick."""
+    with run_server() as plain:
+        page = await open_page(plain.http, "/", "dave")
+        await page.fill("#my-id", uid("dave"))
+        await connect(page)
+        await expect(page.locator("#people-card")).to_be_visible()
+        assert await page.evaluate("fetch('/api/push').then((r) => r.json())") == {
+            "enabled": False,
+            "applicationServerKey": None,
+        }
+        await expect(page.locator("#push-ring-label")).to_be_hidden()

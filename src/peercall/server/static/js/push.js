@@ -26,6 +26,17 @@ function fromBase64Url(text) {
   return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
 }
 
+/**
+ * Whether a subscription's key is `key`.
+ * @param {ArrayBuffer|null} subscribed
+ * @param {Uint8Array} key
+ */
+function sameKey(subscribed, key) {
+  if (!subscribed) return false;
+  const bytes = new Uint8Array(subscribed);
+  return bytes.length === key.length && bytes.every((b, i) => b === key[i]);
+}
+
 /** This browser's push device id, made once. */
 function deviceId() {
   let id = recall(DEVICE_KEY, localStorage);
@@ -77,8 +88,19 @@ export class PushRing extends EventTarget {
       return;
     }
     const registration = await navigator.serviceWorker.getRegistration(SW_URL);
-    const subscription = await registration?.pushManager.getSubscription();
-    this.#set({ shown: true, on: Boolean(subscription) && Notification.permission === "granted", problem: null });
+    let subscription = await registration?.pushManager.getSubscription();
+    if (subscription && !sameKey(subscription.options.applicationServerKey, fromBase64Url(this.#key))) {
+      await subscription.unsubscribe(); // made with a key the server no longer signs with: it would never ring
+      subscription = null;
+    }
+    const on = Boolean(subscription) && Notification.permission === "granted";
+    this.#set({ shown: true, on, problem: null });
+    if (on && subscription) {
+      // Tell the server again (it drops a subscription its push service said is gone; the browser may renew one).
+      this.#post("POST", { device: deviceId(), subscription: subscription.toJSON() }).catch((err) =>
+        console.info(`[push] could not renew the subscription on the server: ${err}`),
+      );
+    }
   }
 
   /** Opt in (a click): permission, service worker, subscription, and the server told. */
@@ -102,7 +124,8 @@ export class PushRing extends EventTarget {
       await this.#post("POST", { device: deviceId(), subscription: subscription.toJSON() });
       this.#set({ on: true, busy: false });
     } catch (err) {
-      this.#set({ on: false, busy: false, problem: err instanceof Error ? err.message : String(err) });
+      const why = err instanceof Error ? err.message : String(err);
+      this.#set({ on: false, busy: false, problem: `This device cannot ring while peercall is closed: ${why}` });
     }
   }
 
