@@ -97,3 +97,27 @@ def test_push_is_refused_in_open_mode_and_services_are_checked() -> None:
         Settings(auth="token", auth_secret="x" * 32, push=True, push_services="ftp://x")
     ok = Settings(auth="token", auth_secret="x" * 32, push=True, push_services="https://*.example.org,http://[::1]:9")
     assert ok.push_services == ["https://*.example.org", "http://[::1]:9"]
+
+
+def test_a_bad_vapid_key_stops_the_server_with_a_clear_message_and_no_key_material(tmp_path: Path) -> None:
+    """`peercall serve` exits 2 naming the setting; the value given is not echoed."""
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "PEERCALL_AUTH": "token",
+        "PEERCALL_AUTH_SECRET": "x" * 32,
+        "PEERCALL_PUSH": "true",
+        "PEERCALL_VAPID_PRIVATE_KEY": "secret-nonsense-value",
+        "PEERCALL_PORT": "0",
+        "PEERCALL_HOST": "127.0.0.1",
+        "PEERCALL_DATABASE_URL": "memory://",
+        "XDG_DATA_HOME": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "peercall", "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "PEERCALL_VAPID_PRIVATE_KEY: not a PEM or base64url P-256 private key" in done.stderr
+    assert "secret-nonsense-value" not in done.stderr + done.stdout

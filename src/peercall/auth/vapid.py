@@ -8,13 +8,12 @@ for a cluster, or each node would sign with a key the browsers did not subscribe
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-
-from ..hub.push import unb64url
 
 KEY_FILE = "vapid.pem"
 
@@ -30,13 +29,13 @@ def parse_private_key(text: str) -> ec.EllipticCurvePrivateKey:
         if text.startswith("-----BEGIN"):
             key = serialization.load_pem_private_key(text.encode(), password=None)
         else:
-            raw = unb64url(text)
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             if len(raw) == 32:
                 key = ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1())
             else:
                 key = serialization.load_der_private_key(raw, password=None)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"not a PEM or base64url P-256 private key: {exc}") from None
+        raise ValueError(f"not a PEM or base64url P-256 private key ({exc})") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise ValueError("a VAPID key is a P-256 (prime256v1) elliptic-curve key")
     return key

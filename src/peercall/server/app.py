@@ -95,9 +95,14 @@ def create_app(settings: Settings) -> PeercallApp:
     push: PushService | None = None
     if settings.push:
         secret = settings.vapid_private_key.get_secret_value() if settings.vapid_private_key else None
+        try:
+            key = VapidKey(vapid_key(secret, data_folder()))
+        except ValueError as exc:  # its message names no key material
+            where = "PEERCALL_VAPID_PRIVATE_KEY" if secret else str(data_folder() / "vapid.pem")
+            raise ValueError(f"{where}: {exc}") from None
         push = PushService(
             history,  # the same store keeps the push subscriptions
-            VapidKey(vapid_key(secret, data_folder())),
+            key,
             subject=settings.vapid_subject or _vapid_subject(settings.public_url),
             services=settings.push_services,
             names=_display_names(history) if settings.auth == "accounts" else None,
