@@ -23,9 +23,11 @@ from .auth.accounts import Passwords, check_password, new_token, token_hash
 from .config import Settings
 from .core.social import MAX_NAME
 from .protocol.messages import is_valid_id
-from .store.base import Credential, Invite, User
+from .store.base import AccountLimit, Credential, Invite, User
 
 INVITE_TTL = 7 * 86400.0
+CLI_MAKER = "peercall invite"
+"""Who made an invite of `peercall invite` without `--by`: no user (not a user id), so it introduces nobody."""
 
 
 def add_commands(commands: Any) -> None:
@@ -55,13 +57,19 @@ def add_commands(commands: Any) -> None:
     )
     invite.add_argument("--ttl", type=float, default=INVITE_TTL, metavar="SECONDS", help="lifetime (default 7 days)")
     invite.add_argument("--admin", action="store_true", help="whoever uses it becomes an administrator")
+    invite.add_argument(
+        "--by",
+        metavar="ID",
+        help="make it on behalf of this user, who becomes a contact of whoever uses it (as with an invite made "
+        "from the web client); default: no one",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run `peercall user …` or `peercall invite`; returns the exit status."""
     try:
         if args.command == "invite":
-            return asyncio.run(_invite(args.ttl, args.admin))
+            return asyncio.run(_invite(args.ttl, args.admin, args.by))
         if args.user_command == "add":
             return _add(args.id, args.name, args.admin)
         if args.user_command == "list":
@@ -134,14 +142,19 @@ async def _set_disabled(user_id: str, disabled: bool) -> int:
     return 0
 
 
-async def _invite(ttl: float, admin: bool) -> int:
+async def _invite(ttl: float, admin: bool, by: str | None) -> int:
     if not 60 <= ttl <= 30 * 86400:
         raise AdminError("--ttl is 60 to 2592000 seconds")
     settings = Settings()
     token, now = new_token(), time.time()
     store = await _book()
     try:
-        await store.add_invite(Invite(token_hash(token), "cli", now, now + ttl, admin), now=now)
+        if by is not None and (not is_valid_id(by) or await store.user(by) is None):
+            raise AdminError(f"--by {by!r}: there is no such user")
+        try:
+            await store.add_invite(Invite(token_hash(token), by or CLI_MAKER, now, now + ttl, admin), now=now)
+        except AccountLimit as exc:
+            raise AdminError(str(exc)) from None
     finally:
         await store.close()
     base = settings.public_url or f"{'https' if settings.tls else 'http'}://localhost:{settings.port}"

@@ -361,3 +361,67 @@ async def test_a_sign_out_reaches_another_node_within_seconds(browser: Any, db: 
                 await asyncio.sleep(0.2)
         finally:
             await ann.http.aclose()
+
+
+async def test_an_invite_makes_its_maker_and_the_invitee_contacts(db: Path) -> None:
+    """Under accounts mode's defaults (presence and ringing for contacts only), bob, who signed up with ann's
+    invite, is her contact at once: her open socket gets the new `contacts` frame, each sees the other online, and
+    they ring each other. The set-up link and a `peercall invite` without `--by` introduce nobody; with
+    `--by ann` the invitee is ann's contact too."""
+    with run_server(PEERCALL_AUTH="accounts", PEERCALL_DATABASE_URL=f"sqlite:///{db}") as srv:
+        ann, bob, cy, dee = (Browser(srv) for _ in range(4))
+        try:
+            await ann.sign_up(setup_token(srv), "ann")
+            a = await connect(srv, await ann.token())
+            assert a.welcome["directory"] == "contacts" and a.welcome["defaultCallsFrom"] == "contacts"
+            await a.nothing(type="contacts")  # the set-up link made no contact
+
+            await bob.sign_up(await ann.invite(), "bob")
+            shown = await a.expect(type="contacts")
+            assert [(c["id"], c["status"]) for c in shown["contacts"]] == [("bob", "offline")]
+            assert shown["incoming"] == [] and shown["outgoing"] == []
+            b = await connect(srv, await bob.token())
+            assert b.welcome["online"] == ["ann"]
+            assert [c["id"] for c in (await b.expect(type="contacts"))["contacts"]] == ["ann"]
+            await a.expect(type="presence", id="bob", status="online")
+            await b.send({"type": "call-request", "to": "ann"})
+            assert (await a.expect(type="call-request"))["from"] == "bob"
+            await b.send({"type": "hangup", "to": "ann"})
+
+            code, out, err = await run_cli(db, "invite")
+            assert code == 0, err
+            await cy.sign_up(out.strip().rpartition("#invite=")[2], "cy")
+            code, out, err = await run_cli(db, "invite", "--by", "ann")
+            assert code == 0, err
+            await dee.sign_up(out.strip().rpartition("#invite=")[2], "dee")
+            code, out, _ = await run_cli(db, "admin", "contacts", "ann", "--json")
+            assert code == 0 and sorted(c["id"] for c in json.loads(out)["contacts"]) == ["bob", "dee"]
+            code, out, _ = await run_cli(db, "admin", "contacts", "cy", "--json")
+            assert code == 0 and json.loads(out)["contacts"] == [] and json.loads(out)["outgoing"] == []
+            code, _, err = await run_cli(db, "invite", "--by", "nobody")
+            assert code == 2 and "no such user" in err
+            await a.close()
+            await b.close()
+        finally:
+            for one in (ann, bob, cy, dee):
+                await one.http.aclose()
+
+
+async def run_cli(db: Path, *args: str) -> tuple[int, str, str]:
+    """`peercall ARGS` on the accounts store `db`: the exit status, standard output and error."""
+    import os
+    import sys
+
+    env = {**os.environ, "PEERCALL_DATABASE_URL": f"sqlite:///{db}", "PEERCALL_AUTH": "accounts"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "peercall",
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT * 3)
+    return proc.returncode or 0, out.decode(), err.decode()

@@ -69,7 +69,17 @@ from ..config import Settings
 from ..core.social import MAX_NAME
 from ..protocol.codes import CloseCode
 from ..protocol.messages import is_valid_id
-from ..store.base import MAX_CREDENTIALS_PER_USER, AccountLimit, AccountSession, Credential, Invite, SignUp, Store, User
+from ..store.base import (
+    MAX_CREDENTIALS_PER_USER,
+    AccountLimit,
+    AccountSession,
+    ContactLimit,
+    Credential,
+    Invite,
+    SignUp,
+    Store,
+    User,
+)
 from .guard import host_name
 from .session import address_group
 
@@ -236,6 +246,31 @@ class AccountsApi:
                 await result
         except Exception:
             log.warning("could not close the sockets of %s", user, exc_info=True)
+
+    async def _introduce(self, maker: str, invitee: str) -> None:
+        """The administrator who made an invite and the person who signed up with it become contacts (both ways),
+        so that they see each other online and may ring each other under the contacts-only defaults of accounts
+        mode; every node shows it to their open pages (`Broker.circles_changed`). The invitee asks and the maker
+        accepts: a maker who has MAX_CONTACTS contacts is left with the request (answered like any other), and a
+        maker who had blocked that id keeps the block (the request stays hidden). Failures are logged: the account
+        is made all the same. An invite of `peercall invite` (made by no user) introduces nobody."""
+        try:
+            if not is_valid_id(maker) or await self.store.user(maker) is None:
+                return
+            now = self.clock()
+            await self.store.add(invitee, maker, now=now)
+            if invitee not in (await self.store.circle(maker, now=now)).blocked:
+                await self.store.add(maker, invitee, now=now)
+        except ContactLimit as exc:
+            log.info("%s signed up with %s's invite; their request waits for %s (%s)", invitee, maker, maker, exc)
+        except Exception:
+            log.warning(
+                "%s signed up with %s's invite, but could not be made their contact", invitee, maker, exc_info=True
+            )
+            return
+        tell = getattr(self.broker, "circles_changed", None)
+        if tell is not None:
+            tell([maker, invitee])
 
     # -- request helpers -------------------------------------------------------------------------------------
 
@@ -501,6 +536,8 @@ class AccountsApi:
             raise Refusal(404, "no-invite", "this invite link is not valid: it was used, it expired, or it is wrong")
         if found.created_by == "":  # the first administrator is here: no other set-up link may make another
             await self.store.drop_invites("")
+        else:
+            await self._introduce(found.created_by, account)
         user = await self.store.user(account)
         assert user is not None
         log.info("%s signed up%s", account, " as an administrator" if user.admin else "")
