@@ -425,3 +425,31 @@ async def run_cli(db: Path, *args: str) -> tuple[int, str, str]:
     )
     out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT * 3)
     return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_a_signed_in_user_changes_or_removes_their_password(srv: ServerProcess, browser: Any) -> None:
+    """`/api/password`: a change needs the current password (a wrong one is refused and throttled like a failed
+    sign-in), the new one signs in and the old one no longer does; the only sign-in method cannot be removed;
+    every change needs the sign-in's CSRF value. (A passkey-only account adding one: tests/e2e/test_passkeys.py.)"""
+    _, bob = await admin_and_bob(srv, browser)
+    shown = (await bob.http.get("/api/password")).json()["password"]
+    assert shown is not None and shown["created"] > 0
+    new = "a much better password"
+    unsent = await bob.post("/api/password", {"password": new})
+    assert (unsent.status_code, unsent.json()["error"]["code"]) == (403, "wrong-password")
+    short = await bob.post("/api/password", {"password": "short", "current": PASSWORD})
+    assert (short.status_code, short.json()["error"]["code"]) == (400, "bad-password")
+    forged = await bob.http.post("/api/password", json={"password": new, "current": PASSWORD}, headers={CSRF: "1"})
+    assert (forged.status_code, forged.json()["error"]["code"]) == (403, "csrf")
+    changed = await bob.post("/api/password", {"password": new, "current": PASSWORD})
+    assert changed.status_code == 200, changed.text
+    assert (await browser().sign_in("bob")).status_code == 401
+    assert (await browser().sign_in("bob", new)).status_code == 200
+    last = await bob.delete("/api/password")
+    assert (last.status_code, last.json()["error"]["code"]) == (409, "last-method")
+    for _ in range(5):
+        wrong = await bob.post("/api/password", {"password": PASSWORD, "current": "not my password"})
+        assert (wrong.status_code, wrong.json()["error"]["code"]) == (403, "wrong-password")
+    waits = await bob.post("/api/password", {"password": PASSWORD, "current": new})
+    assert waits.status_code == 429 and int(waits.headers["retry-after"]) > 0
+    assert (await browser().sign_in("bob", new)).status_code == 429  # the same throttle as sign-in

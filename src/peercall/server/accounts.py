@@ -1,5 +1,5 @@
 """The HTTP API of accounts mode (`PEERCALL_AUTH=accounts`): set-up, invites, sign-up, password and passkey
-(WebAuthn) sign-in, passkeys, sign-ins
+(WebAuthn) sign-in, passkeys and the password of a signed-in user, sign-ins
 kept on the server (a cookie), signaling tokens for the WebSocket, sign-out, and administration. docs/protocol.md,
 "Accounts", is the reference; docs/security.md says what each rule is against.
 
@@ -601,6 +601,62 @@ class AccountsApi:
         await self._close_sockets(target)
         return _json({"signedOut": len(ended)})
 
+    # -- password -------------------------------------------------------------------------------------------
+
+    async def _password(self, user_id: str) -> Credential | None:
+        return next((c for c in await self.store.credentials(user_id) if c.kind == "password"), None)
+
+    async def get_password(self, request: Request) -> Response:
+        """Whether the signed-in user has a password: `{"password": {"created"} or null}`."""
+        _, user = await self._signed_in(request)
+        stored = await self._password(user.id)
+        return _json({"password": None if stored is None else {"created": stored.created}})
+
+    async def post_password(self, request: Request) -> Response:
+        """Add a password (an account that has only passkeys) or change it: `{"password": "<new>", "current":
+        "<the password it has>"}` (`current` only when it has one; a wrong one counts as a failed sign-in)."""
+        session, user = await self._signed_in(request)
+        self._csrf(request, session)
+        body = await self._body(request)
+        try:
+            password = check_password(body.get("password"))
+        except ValueError as exc:
+            raise Refusal(400, "bad-password", str(exc)) from None
+        stored = await self._password(user.id)
+        if stored is not None:
+            current = body.get("current")
+            if not isinstance(current, str) or not current:
+                raise Refusal(403, "wrong-password", "to change your password, send the one you have as 'current'")
+            address = self._throttled(request, user.id)
+            if len(current) > 1024 or not await self.passwords.verify(stored.secret, current):
+                now = self.clock()
+                self.by_account.failed(user.id, now)
+                self.by_address.failed(address, now)
+                raise Refusal(403, "wrong-password", "the current password is wrong")
+            self.by_account.forget(user.id)
+        now = self.clock()
+        try:
+            await self.store.set_credential(
+                Credential(user.id, "password", "", await self.passwords.hash(password), now)
+            )
+        except AccountLimit as exc:
+            raise Refusal(409, "too-many", str(exc)) from None
+        log.info("%s %s a password", user.id, "changed" if stored is not None else "added")
+        return _json({"password": {"created": now}}, 200 if stored is not None else 201)
+
+    async def delete_password(self, request: Request) -> Response:
+        """Remove the signed-in user's password (they keep signing in with a passkey)."""
+        session, user = await self._signed_in(request)
+        self._csrf(request, session)
+        try:
+            deleted = await self.store.delete_credential(user.id, "password", "")
+        except AccountLimit:
+            raise Refusal(409, "last-method", "this is your only way to sign in: add a passkey first") from None
+        if not deleted:
+            raise Refusal(404, "not-found", "you have no password")
+        log.info("%s removed their password", user.id)
+        return _json({"deleted": 1})
+
     # -- passkeys --------------------------------------------------------------------------------------------
 
     def _relying_party(self, request: Request) -> tuple[str, str]:
@@ -836,6 +892,9 @@ class AccountsApi:
             Route("/api/passkeys", wrap(self.post_passkey), methods=["POST"]),
             Route("/api/passkeys", wrap(self.get_passkeys), methods=["GET"]),
             Route("/api/passkeys/{key}", wrap(self.delete_passkey), methods=["DELETE"]),
+            Route("/api/password", wrap(self.get_password), methods=["GET"]),
+            Route("/api/password", wrap(self.post_password), methods=["POST"]),
+            Route("/api/password", wrap(self.delete_password), methods=["DELETE"]),
             Route("/api/signup/passkey/options", wrap(self.post_signup_passkey_options), methods=["POST"]),
             Route("/api/signup", wrap(self.post_signup), methods=["POST"]),
             Route("/api/invites", wrap(self.post_invite), methods=["POST"]),
