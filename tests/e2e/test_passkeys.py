@@ -15,6 +15,7 @@ from playwright.async_api import CDPSession, Page, expect
 from tests.conftest import OPEN_DOORS, ServerProcess, run_server
 
 from .conftest import OpenPage
+from .steps import check_accessibility
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
@@ -226,6 +227,7 @@ async def test_a_passkey_only_account_adds_a_password_from_the_page(open_page: O
         await expect(methods).to_have_count(2)
         await expect(methods.first).to_contain_text("Password")
         await expect(ann.locator("#password-title")).to_have_text("Change your password")
+        await check_accessibility(ann, "account sign-in methods")
 
         await ann.locator("#sign-out").click()
         await ann.locator("#signin-id").fill("ann")

@@ -208,7 +208,7 @@ export function bind(given) {
 
 /** Whether the server takes passkeys: show the "Sign in with a passkey" button. */
 export function passkeysSupported(supported) {
-  for (const id of ["passkey-signin", "passkey-signup", "passkey-add"]) $(id).hidden = !supported;
+  for (const id of ["passkey-signin", "passkey-or", "passkey-signup", "passkey-add"]) $(id).hidden = !supported;
 }
 
 /**
