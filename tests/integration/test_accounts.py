@@ -407,6 +407,35 @@ async def test_an_invite_makes_its_maker_and_the_invitee_contacts(db: Path) -> N
                 await one.http.aclose()
 
 
+async def test_an_invite_keeps_a_block_and_the_bound_on_contacts(db: Path, tmp_path: Path) -> None:
+    """An administrator who had blocked an id stays so when someone signs up with it from their invite (the
+    invitee's request stays hidden); one who has 500 contacts gets the invitee's request to answer instead."""
+    with run_server(PEERCALL_AUTH="accounts", PEERCALL_DATABASE_URL=f"sqlite:///{db}") as srv:
+        ann, mallory, zed = Browser(srv), Browser(srv), Browser(srv)
+        try:
+            await ann.sign_up(setup_token(srv), "ann")
+            a = await connect(srv, await ann.token())
+            await a.send({"type": "block", "to": "mallory"})
+            assert [b["id"] for b in (await a.expect(type="contacts"))["blocked"]] == ["mallory"]
+            await mallory.sign_up(await ann.invite(), "mallory")
+            code, out, _ = await run_cli(db, "admin", "contacts", "ann", "--json")
+            circle = json.loads(out)
+            assert code == 0 and circle["contacts"] == [] and circle["incoming"] == []
+            assert [b["id"] for b in circle["blocked"]] == ["mallory"]
+
+            pairs = tmp_path / "pairs.txt"
+            pairs.write_text("".join(f"ann friend{i}\n" for i in range(500)))
+            assert (await run_cli(db, "admin", "import-contacts", str(pairs)))[0] == 0
+            await zed.sign_up(await ann.invite(), "zed")
+            code, out, _ = await run_cli(db, "admin", "contacts", "ann", "--json")
+            circle = json.loads(out)
+            assert len(circle["contacts"]) == 500 and [r["id"] for r in circle["incoming"]] == ["zed"]
+            await a.close()
+        finally:
+            for one in (ann, mallory, zed):
+                await one.http.aclose()
+
+
 async def run_cli(db: Path, *args: str) -> tuple[int, str, str]:
     """`peercall ARGS` on the accounts store `db`: the exit status, standard output and error."""
     import os
