@@ -3,8 +3,10 @@
 
 They open the store the server uses, from the same settings (`PEERCALL_DATABASE_URL`), make one change or read,
 and close it: safe while servers run on the same database. A user disabled here has their sign-ins revoked at
-once; their open sockets close at their next signaling-token renewal (within `PEERCALL_ACCOUNTS_TOKEN_TTL`),
-since this process cannot reach the servers' sockets (the HTTP API's disable closes them at once).
+once; with `PEERCALL_REDIS_URL` (a cluster) every node is told to close their sockets now, as `peercall revoke`
+does; without it their open sockets close at their next signaling-token renewal (within
+`PEERCALL_ACCOUNTS_TOKEN_TTL`), since this process cannot reach a lone server's sockets (the HTTP API's disable
+closes them at once).
 Imports config, protocol (the id rule), auth.accounts (hashing) and store; never the server or the hub.
 """
 
@@ -138,7 +140,24 @@ async def _set_disabled(user_id: str, disabled: bool) -> int:
         await store.close()
     if not found:
         raise AdminError(f"there is no user {user_id!r}")
-    print(f"{user_id} {'disabled: their sign-ins have ended' if disabled else 'enabled'}")
+    if not disabled:
+        print(f"{user_id} enabled")
+        return 0
+    print(f"{user_id} disabled: their sign-ins have ended")
+    settings = Settings()
+    if settings.redis_url is None:
+        print("their open connections close at their next token renewal (set PEERCALL_REDIS_URL to close them now)")
+        return 0
+    from .broker.redis import close_user_everywhere
+    from .protocol.codes import CloseCode
+
+    try:
+        heard = await close_user_everywhere(
+            settings.redis_url, settings.redis_prefix, user_id, CloseCode.UNAUTHORIZED, "signed out"
+        )
+    except Exception as exc:  # redis-py's errors, refused connections: one line for the operator
+        raise AdminError(f"could not reach Redis to close their connections now: {exc}") from None
+    print(f"told {heard} node(s) to close their connections")
     return 0
 
 

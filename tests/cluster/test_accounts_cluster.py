@@ -5,7 +5,9 @@ through one node closes the user's sockets on both within the documented bound (
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import sys
 import time
 from typing import Any
 
@@ -29,8 +31,9 @@ async def closed(ws: websockets.ClientConnection, timeout: float) -> tuple[int, 
 
 async def test_invites_and_disabling_reach_every_node(cluster: Any) -> None:
     """ann signs up on n0 and listens on n1; bob signs up through n0 with her invite: her socket on n1 gets the
-    `contacts` frame with bob. bob has a socket on each node; ann disables him through n0: both close with 4401
-    within a second, and his cookie no longer gets tokens from either node."""
+        `contacts` frame with bob. bob has a socket on each node; ann disables him through n0: both close with 4401
+        within a second, and his cookie no longer gets tokens from either node. Enabled and signed in again, he is
+    closed on both nodes as fast by the operator's `peercall user disable bob` (given the cluster's Redis)."""
     env = {"PEERCALL_AUTH": "accounts", "PEERCALL_AUTH_SECRET": secrets.token_hex(32)}
     async with cluster(2, history="postgres", **env) as c:
         n0, n1 = c.nodes
@@ -52,7 +55,36 @@ async def test_invites_and_disabling_reach_every_node(cluster: Any) -> None:
             on_n1.http.cookies = bob.http.cookies
             assert (await on_n1.post("/api/session/token")).status_code == 401
             await on_n1.http.aclose()
+
+            # The operator's `peercall user disable` on the store, with the cluster's Redis, closes them too.
+            assert (await ann.post("/api/users/bob/enable")).status_code == 200
+            await bob.signed(await bob.sign_in("bob"))
+            devices = [await connect(n0, await bob.token()), await connect(n1, await bob.token())]
+            watching = [asyncio.create_task(closed(d.ws, 10 * SCALE)) for d in devices]
+            env = {"PEERCALL_DATABASE_URL": c.database_url, "PEERCALL_REDIS_URL": c.redis_url}
+            code, out, err = await run_cli_env(env, "user", "disable", "bob")
+            told = time.monotonic()
+            assert code == 0 and "told 2 node(s)" in out, out + err
+            results = await asyncio.gather(*watching)
+            assert [code for code, _ in results] == [4401, 4401]
+            assert all(at - told < BOUND * SCALE for _, at in results), [at - told for _, at in results]
             await a.close()
         finally:
             await ann.http.aclose()
             await bob.http.aclose()
+
+
+async def run_cli_env(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """`peercall ARGS` in accounts mode with `env` added: the exit status, standard output and error."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "peercall",
+        *args,
+        env={**os.environ, "PEERCALL_AUTH": "accounts", **env},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
