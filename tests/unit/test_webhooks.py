@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -133,6 +135,26 @@ def test_the_signature_verifies_with_the_standard_webhooks_library() -> None:
         Webhook(SECRET).verify(event.body, {**sent, "webhook-id": "0123abcd4567ef89-ended"})
     with pytest.raises(WebhookVerificationError):
         Webhook(OLD_SECRET).verify(event.body, sent)
+
+
+def test_the_verification_snippet_of_the_docs_works() -> None:
+    """docs/webhooks.md's standard-library `verify`, run as written: true for a real delivery, false for a changed
+    body, another key or an old timestamp."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
+    found = re.search(r"<!-- example: verify .*?-->\n```python\n(.*?)```", doc, re.S)
+    assert found, "no verify example in docs/webhooks.md"
+    scope: dict[str, Any] = {}
+    exec(found.group(1), scope)
+    verify = scope["verify"]
+    event = event_of(Record(ANSWERED))
+    key = base64.b64decode(SECRET.removeprefix("whsec_"))
+    sent = headers([key], event, int(time.time()))
+    assert verify(SECRET, event.body, sent) is True
+    assert verify(SECRET, event.body + b" ", sent) is False
+    assert verify(OLD_SECRET, event.body, sent) is False
+    assert verify(SECRET, event.body, headers([key], event, int(time.time()) - 600)) is False
+    rotating = headers([base64.b64decode(OLD_SECRET.removeprefix("whsec_")), key], event, int(time.time()))
+    assert verify(SECRET, event.body, rotating) is True
 
 
 def test_while_rotating_both_keys_sign() -> None:
