@@ -6,14 +6,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from peercall.core.records import CallRecord, Outcome, Reason
+from peercall.core.switchboard import Record
+from peercall.hub.webhooks import Webhooks
 from tests.conftest import Client, ServerProcess, run_server
 from tests.webhook_sink import SECRET, Sink, running_sink
 
@@ -182,3 +187,62 @@ def test_webhooks_without_a_good_secret_stop_the_server_at_start(env: dict[str, 
     secret = env.get("PEERCALL_WEBHOOK_SECRET")
     if secret is not None:
         assert secret not in out.stderr and secret not in out.stdout
+
+
+# ---- the delivery itself (hub/webhooks.py `Webhooks`), against the loopback endpoint, without a server
+
+
+def missed_call(call_id: str) -> Record:
+    return Record(
+        CallRecord(
+            call_id, "alice", "bob", "d1", None, 1000.0, None, 1045.0, Outcome.MISSED, Reason.INVITE_TIMEOUT, None
+        )
+    )
+
+
+KEY = base64.b64decode(SECRET.removeprefix("whsec_"))
+
+
+async def test_410_stops_the_retries_and_a_failing_endpoint_is_given_up_in_time(caplog: Any) -> None:
+    """410 Gone: one attempt. Always 500: retried with growing delays, then given up once `retry_for` would pass,
+    with a warning."""
+    with running_sink() as sink:
+        hooks = Webhooks([sink.url], [KEY], retry_for=1.5, first_delay=0.1)
+        sink.answers = [410]
+        hooks.submit(missed_call("c410"))
+        sink.answers += [500] * 100
+        hooks.submit(missed_call("c500"))
+        started = time.monotonic()
+        while hooks.pending():
+            assert time.monotonic() - started < 5, "a delivery outlived retry_for"
+            await asyncio.sleep(0.05)
+        await hooks.close()
+    assert [d.status for d in sink.deliveries if d.event["id"] == "c410-missed"] == [410]
+    failed = [d for d in sink.deliveries if d.event["id"] == "c500-missed"]
+    assert 3 <= len(failed) <= 8 and all(d.verified for d in failed)
+    assert hooks.counts["gave-up"] == 2 and hooks.counts["delivered"] == 0
+    assert hooks.counts["retried"] == len(failed) - 1
+    assert any("c500-missed" in r.message and "gave up after" in r.message for r in caplog.records)
+
+
+async def test_an_endpoint_that_never_answers_holds_nobody_and_a_full_queue_drops(caplog: Any) -> None:
+    """`submit` returns at once even when the endpoint hangs; past the queue's bound events are dropped, counted and
+    logged once; at shutdown the deliveries left are cancelled within the time given, and the log says so."""
+    with socket.socket() as hole:  # accepts connections (the kernel's backlog) and never answers
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        url = f"http://127.0.0.1:{hole.getsockname()[1]}/"
+        hooks = Webhooks([url], [KEY], queue=2, timeout=30.0)
+        started = time.monotonic()
+        for n in range(5):
+            hooks.submit(missed_call(f"c{n}"))
+        assert time.monotonic() - started < 0.1
+        assert (hooks.pending(), hooks.counts["dropped"]) == (2, 3)
+        drops = [r for r in caplog.records if "webhook queue full" in r.message]
+        assert len(drops) == 1 and drops[0].levelname == "WARNING"
+        await asyncio.sleep(0.2)  # the two attempts are under way
+        started = time.monotonic()
+        await hooks.close(within=0.3)
+        assert time.monotonic() - started < 2.0
+        assert hooks.pending() == 0
+        assert any("2 webhook deliveries were not made before shutdown" in r.message for r in caplog.records)
