@@ -11,6 +11,7 @@ import binascii
 import logging
 import os
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -67,6 +68,16 @@ def webhook_key(secret: str) -> bytes:
     if not 24 <= len(key) <= 64:
         raise ValueError(f"{len(key)} bytes after whsec_; {expected}")
     return key
+
+
+def _is_http_url(url: str) -> bool:
+    """Whether `url` is an http:// or https:// URL with a host (and a port, if any, that can be)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError if out of range)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not re.search(r"\s", url)
 
 
 class IceServer(BaseModel):
@@ -302,7 +313,7 @@ class Settings(BaseSettings):
     @field_validator("webhook_urls")
     @classmethod
     def _webhook_urls(cls, value: list[str]) -> list[str]:
-        bad = [url for url in value if not re.fullmatch(r"https?://[^/?#\s]+[^\s]*", url)]
+        bad = [url for url in value if not _is_http_url(url)]
         if bad:
             raise ValueError(f"not http:// or https:// URLs: {', '.join(bad)}")
         return value

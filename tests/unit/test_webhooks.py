@@ -184,6 +184,7 @@ def test_backoff_doubles_with_jitter_and_is_capped() -> None:
     [
         ({"webhook_urls": "https://hooks.example.org/p"}, "webhook_urls needs webhook_secret"),
         ({"webhook_urls": "ftp://hooks.example.org/p", "webhook_secret": SECRET}, "not http:// or https:// URLs"),
+        ({"webhook_urls": "https://hooks.example.org:99999/p", "webhook_secret": SECRET}, "not http:// or https://"),
         ({"webhook_secret": "s3cr3t-s3cr3t-s3cr3t-s3cr3t"}, "expected whsec_ and the base64"),
         ({"webhook_secret": "whsec_not*base64"}, "not base64 after whsec_"),
         ({"webhook_secret": "whsec_" + base64.b64encode(b"short").decode()}, "5 bytes after whsec_"),

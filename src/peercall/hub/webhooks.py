@@ -285,7 +285,7 @@ class Webhooks:
                     async with self._client.stream("POST", url, content=event.body, headers=sent) as response:
                         status = response.status_code  # the body is not read: nothing is done with it
                         return status, _retry_after(response.headers.get("retry-after")), f"HTTP {status}"
-            except (httpx.HTTPError, TimeoutError, OSError) as exc:
+            except Exception as exc:  # refused, reset, timed out, a URL httpx cannot use: all a failed attempt
                 return 0, None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
     async def close(self, within: float = 3.0) -> None:
