@@ -20,6 +20,7 @@ from peercall.core.records import CallRecord, Outcome, Reason
 from peercall.core.social import Screening
 from peercall.core.switchboard import CallEvent, CallState, Record
 from peercall.hub.webhooks import MAX_DELAY, backoff, event_of, headers
+from peercall.server.run import banner
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"x" * 24).decode()
@@ -195,3 +196,16 @@ def test_bad_webhook_settings_are_refused_at_start(env: dict[str, str], message:
     """A URL without a secret, a secret that is not a Standard Webhooks one, an unknown event type: refused."""
     with pytest.raises(ValidationError, match=message.replace("*", r"\*")):
         Settings(**env)  # type: ignore[arg-type]
+
+
+def test_the_banner_says_where_webhooks_go_without_their_path_or_credentials() -> None:
+    """The start banner names the event types and the endpoints' origins, never a token in a URL."""
+    settings = Settings(
+        webhook_urls="https://hook:pw@hooks.example.org/p/s3cr3t-path?token=abc,https://hooks.example.org:8443/x",
+        webhook_secret=SECRET,
+        webhook_events="call.missed",
+    )
+    text = banner(settings, 8080)
+    line = next(line for line in text.splitlines() if "webhooks" in line)
+    assert "call.missed to https://hooks.example.org, https://hooks.example.org:8443" in line
+    assert "s3cr3t" not in text and "token=abc" not in text and "hook:pw" not in text
