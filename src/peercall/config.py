@@ -178,10 +178,10 @@ class Settings(BaseSettings):
     directory: Literal["all", "contacts"] | None = None
     """Whose presence a user sees (`PEERCALL_DIRECTORY`): `contacts` (their contacts only; nobody can list who
     uses the server) or `all` (everyone online: small, trusted servers, and the two-tab demo). Default: `all` in
-    open mode, `contacts` in token mode."""
+    open mode, `contacts` in token and accounts modes (where an invite makes its maker and the invitee contacts)."""
     calls_from: Literal["everyone", "contacts", "nobody"] | None = None
     """Who may ring a user who has not chosen (`PEERCALL_CALLS_FROM`): `everyone`, `contacts` or `nobody`.
-    Default: `everyone` in open mode, `contacts` in token mode."""
+    Default: `everyone` in open mode, `contacts` in token and accounts modes."""
     contact_rate: Annotated[int, Field(ge=1)] = 60
     """Contact frames (requests, blocks, settings, directory pages) a user may send per minute
     (`PEERCALL_CONTACT_RATE`)."""
