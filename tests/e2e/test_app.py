@@ -16,7 +16,7 @@ from playwright.async_api import Browser, Page, Playwright, expect
 from tests.conftest import CHROMIUM_FLAGS, ServerProcess, free_port, run_server
 
 from .conftest import OpenPage, artifacts_dir
-from .steps import assert_audio_flows, connect, wait_until
+from .steps import assert_audio_flows, check_accessibility, connect, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
@@ -81,6 +81,7 @@ async def test_the_app_opens_without_the_server(open_page: OpenPage) -> None:
     await page.set_viewport_size({"width": 390, "height": 844})
     await page.screenshot(path=artifacts_dir() / "app-offline-phone.png")
     await page.set_viewport_size({"width": 1100, "height": 760})
+    await check_accessibility(page, "offline")
 
     await page.context.set_offline(False)  # the network is back (as far as the browser can tell), not the server
     await page.fill("#my-id", "offlineuser")
@@ -118,8 +119,11 @@ async def test_the_phone_layout_as_an_installed_app(open_page: OpenPage, server:
     await expect(page.locator("#call-link-call")).to_be_focused()
     await expect(page.locator("#my-call-link")).to_be_visible()
     assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    await page.click("#copy-call-link")
+    await expect(page.locator("#copy-call-link-status")).to_contain_text(f"{server.http}/call/phoneuser")
     await page.screenshot(path=artifacts_dir() / "app-phone.png")
     await page.locator("#call-card").screenshot(path=artifacts_dir() / "app-phone-call-card.png")
+    await check_accessibility(page, "call link")
 
 
 async def test_opening_bobs_call_link_rings_bob(
