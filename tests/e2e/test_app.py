@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.server
+import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,10 +14,11 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, Playwright, expect
 
-from tests.conftest import CHROMIUM_FLAGS, ServerProcess, free_port, run_server
+from tests.conftest import CHROMIUM_FLAGS, OPEN_DOORS, ServerProcess, free_port, run_server
 
 from .conftest import OpenPage, artifacts_dir
 from .steps import assert_audio_flows, check_accessibility, connect, wait_until
+from .test_accounts_web import add_user, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
@@ -166,6 +168,27 @@ async def test_opening_bobs_call_link_rings_bob(
     await expect(alice.locator("#call-status")).to_have_text("Connected")
     await assert_audio_flows(alice, "alice")
     await alice.click("#hangup")
+
+
+async def test_a_call_link_calls_once_signed_in(open_page: OpenPage, tmp_path: Path) -> None:
+    """Accounts mode: the link opens the sign-in screen under "Call bob?" (Sign in first); once Alice signs in, Call
+    rings Bob."""
+    db = tmp_path / "accounts.sqlite3"
+    add_user(db, "alice", "Alice")
+    add_user(db, "bob", "Bob")
+    with run_server(PEERCALL_AUTH="accounts", PEERCALL_DATABASE_URL=f"sqlite:///{db}", **OPEN_DOORS) as srv:
+        bob = await open_page(srv.http, "/", "bob")
+        await sign_in(bob, "bob")
+        await expect(bob.locator("#server-status")).to_have_text("Connected")
+        alice = await open_page(srv.http, "/call/bob", "alice")
+        await expect(alice.locator("#call-link-title")).to_have_text("Call bob?")
+        await expect(alice.locator("#call-link-hint")).to_have_text("Sign in first.")
+        await sign_in(alice, "alice")
+        await expect(alice.locator("#call-link-call")).to_be_enabled()
+        await alice.click("#call-link-call")
+        await expect(bob.locator("#incoming")).to_be_visible()
+        await expect(bob.locator("#incoming-from")).to_contain_text(re.compile("alice", re.IGNORECASE))  # or Alice
+        await bob.click("#reject")
 
 
 async def test_call_links_that_cannot_ring(
