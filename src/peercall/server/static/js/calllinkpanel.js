@@ -26,8 +26,8 @@ const el = {
 
 /** @type {string|null} whose link the Copy button copies */
 let myId = null;
-/** Whether the offer's Call button was enabled at the last render. */
-let ready = false;
+/** Whether the offer's Call button has been focused (once: when it first becomes usable). */
+let focused = false;
 
 /**
  * @param {object} handlers
@@ -63,10 +63,12 @@ export function render({ link, me, inCall, connectFirst }) {
     el.call.disabled = !me || inCall;
     el.hint.textContent = !me ? connectFirst : inCall ? "You can call once this call has ended." : "";
     el.hint.hidden = !el.hint.textContent;
-    // Just connected: bring the offer forward (on a phone it is below the fold), its Call button focused.
-    if (!el.call.disabled && !ready) el.call.focus();
+    // Just connected (or signed in): the next thing to do is to call, or not; later reconnects leave focus alone.
+    if (!el.call.disabled && !focused) {
+      focused = true;
+      el.call.focus();
+    }
   }
-  ready = Boolean(link.peer) && !el.call.disabled;
   if (me !== myId) el.copyStatus.textContent = "";
   myId = me;
   el.mine.hidden = !me;
