@@ -1,5 +1,6 @@
 """The hub: the switchboard's hands. It owns a node's connections, hands their events to the broker, performs
-the effects that come back, batches presence, and hands ended calls (and their summaries) to the history.
+the effects that come back, batches presence, and hands ended calls (and their summaries) to the history and
+call events to the webhooks.
 
 No sockets here: a connection is anything with `id`, `cid`, `send_text()`, `send_now()` and `close()` (the
 adapters in server/fastws.py and server/ws.py, or a list in the unit tests). The hub decides no call rule: the
@@ -24,7 +25,7 @@ import msgspec
 
 from ..core.records import CallRecord
 from ..core.social import Circle, Screen, View
-from ..core.switchboard import Close, Effect, Forward, Presence, Push, Record, Send
+from ..core.switchboard import CallEvent, Close, Effect, Forward, Presence, Push, Record, Send
 from ..protocol import messages
 from ..protocol.codes import CloseCode, ErrorCode
 from ..protocol.errors import ProtocolError, SharedStateUnavailable
@@ -38,6 +39,7 @@ from .stats import Stats
 if TYPE_CHECKING:
     from ..store.base import CallHistory
     from .push import PushService
+    from .webhooks import Webhooks
 
 log = logging.getLogger("peercall.hub")
 
@@ -83,14 +85,17 @@ class Hub:
         presence_interval: float = 0.1,
         history_retention: float = 0.0,
         social: Social | None = None,
+        webhooks: Webhooks | None = None,
         push: PushService | None = None,
     ) -> None:
         """`history_retention`: seconds a call stays in the history (0: for ever); the writer deletes older ones.
         `social`: the contacts service (hub/social.py); None: no contacts, every presence goes to everyone and
-        every call may ring (the hub as it was before contacts, for tests of the call rules alone). `push`: Web
-        Push (hub/push.py); None: a call to someone with no device connected never rings."""
+        every call may ring (the hub as it was before contacts, for tests of the call rules alone). `webhooks`:
+        where call events go (hub/webhooks.py); None: nowhere. `push`: Web Push (hub/push.py); None: a call to
+        someone with no device connected never rings."""
         self.broker = broker
         self.social = social
+        self.webhooks = webhooks
         self.push = push
         # This node's connections by user, and for each such user what it was last shown of its circle: the
         # relations of its last `contacts` frame and whose presence it sees (`_refresh` sends the difference).
@@ -471,6 +476,11 @@ class Hub:
                     self._elsewhere(effect.cid, nodeframe.CLOSE, nodeframe.close_text(effect.code, effect.reason))
             elif isinstance(effect, Record):
                 self._ended(effect.record, effect.notified)
+                if self.webhooks is not None:
+                    self.webhooks.submit(effect)
+            elif isinstance(effect, CallEvent):
+                if self.webhooks is not None:
+                    self.webhooks.submit(effect)
             elif isinstance(effect, Push):
                 if self.push is not None:
                     self.push.push(effect)

@@ -30,6 +30,7 @@ from ..core.social import CallsFrom, Directory
 from ..hub.push import PushService, VapidKey
 from ..hub.router import Hub
 from ..hub.social import Social, load_policy
+from ..hub.webhooks import Webhooks
 from ..protocol.messages import is_valid_id
 from ..protocol.schema import schema
 from ..store import Store, open_history
@@ -38,6 +39,7 @@ from .guard import WebGuard
 from .metrics import CONTENT_TYPE, registry_for, render
 from .push import PushApi
 from .session import Sessions, is_signaling_path
+from .webapp import WebApp
 from .ws import AsgiTransport
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -92,6 +94,15 @@ def create_app(settings: Settings) -> PeercallApp:
         clock=time.time,
         shared=broker.shared,
     )
+    webhooks = None
+    if settings.webhook_urls:
+        webhooks = Webhooks(
+            settings.webhook_urls,
+            settings.webhook_keys(),
+            events=settings.webhook_events or None,
+            retry_for=settings.webhook_retry_for,
+            queue=settings.webhook_queue,
+        )
     push: PushService | None = None
     if settings.push:
         secret = settings.vapid_private_key.get_secret_value() if settings.vapid_private_key else None
@@ -114,6 +125,7 @@ def create_app(settings: Settings) -> PeercallApp:
         presence_interval=settings.presence_interval,
         history_retention=settings.history_retention * 86400,
         social=social,
+        webhooks=webhooks,
         push=push,
     )
     fixed_ice = [server.as_json() for server in settings.fixed_ice_servers()]
@@ -267,6 +279,8 @@ def create_app(settings: Settings) -> PeercallApp:
         f"/caller{me}.html": demo_page(index_html, me, peer).encode() for me, peer in (("A", "B"), ("B", "A"))
     }
 
+    webapp = WebApp(STATIC_DIR, __version__, settings.embed_origins)  # sw.js, call links, the embed page
+
     async def get_demo_page(request: Request) -> Response:
         return Response(demo_pages[request.url.path], media_type="text/html; charset=utf-8")
 
@@ -281,6 +295,7 @@ def create_app(settings: Settings) -> PeercallApp:
         Route("/metrics", get_metrics),
         Route("/callerA.html", get_demo_page),
         Route("/callerB.html", get_demo_page),
+        *webapp.routes(),
         Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"),
     ]
     middleware = [
@@ -316,6 +331,8 @@ def create_app(settings: Settings) -> PeercallApp:
         if push is not None:
             await push.stop()
         await broker.stop()
+        if webhooks is not None:
+            await webhooks.close()  # after the broker: the calls it ended as the node left are sent too
         await history.close()
 
     app = Starlette(

@@ -1,19 +1,20 @@
 /**
  * "Ring this device when peercall is closed": Web Push (docs/push.md). The user opts in with a checkbox; this
- * module asks the Notification permission (on that click), registers the service worker (`/sw.js`, whose push
- * handler is sw-push.js), subscribes its pushManager with the server's key (`GET /api/push`), and posts the
- * subscription to the server (`POST /api/push/subscriptions`); unticking unsubscribes and tells the server.
+ * module asks the Notification permission (on that click), uses the app's service worker (offline.js registers
+ * `sw.js`, which imports the push handlers of sw-push.js), subscribes its pushManager with the server's key
+ * (`GET api/push`), and posts the subscription to the server (`POST api/push/subscriptions`); unticking
+ * unsubscribes and tells the server. Every URL is relative to the page (a server under a path works).
  *
  * Owns the checkbox's state and this browser's push device id (localStorage: a subscription belongs to the
  * browser, not to a tab). `PushRing` knows no DOM; `bindPushControl` wires it to the page's checkbox.
  * @module push
  */
 
+import { registerServiceWorker } from "./offline.js";
 import { recall, remember } from "./storage.js";
 
 /** localStorage: this browser's id for its push subscription. */
 const DEVICE_KEY = "peercall.push.device";
-const SW_URL = "/sw.js";
 
 /**
  * What the control shows: hidden (the server has push off, or this browser cannot), off, on, or why not.
@@ -77,7 +78,7 @@ export class PushRing extends EventTarget {
   async refresh() {
     if (!this.supported) return;
     try {
-      const answer = await fetch("/api/push", { headers: { accept: "application/json" } });
+      const answer = await fetch(new URL("api/push", location.href), { headers: { accept: "application/json" } });
       const body = answer.ok ? await answer.json() : null;
       this.#key = body?.enabled ? body.applicationServerKey : null;
     } catch {
@@ -87,7 +88,7 @@ export class PushRing extends EventTarget {
       this.#set({ shown: false });
       return;
     }
-    const registration = await navigator.serviceWorker.getRegistration(SW_URL);
+    const registration = await navigator.serviceWorker.getRegistration();
     let subscription = await registration?.pushManager.getSubscription();
     if (subscription && !sameKey(subscription.options.applicationServerKey, fromBase64Url(this.#key))) {
       await subscription.unsubscribe(); // made with a key the server no longer signs with: it would never ring
@@ -112,9 +113,10 @@ export class PushRing extends EventTarget {
       if (permission !== "granted") {
         throw new Error("Notifications are blocked for this site: allow them in the browser's site settings.");
       }
-      const registration =
-        (await navigator.serviceWorker.getRegistration(SW_URL)) ?? (await navigator.serviceWorker.register(SW_URL));
-      await navigator.serviceWorker.ready;
+      if (!(await navigator.serviceWorker.getRegistration()) && !(await registerServiceWorker())) {
+        throw new Error("this page has no service worker (it needs https)");
+      }
+      const registration = await navigator.serviceWorker.ready;
       const subscription =
         (await registration.pushManager.getSubscription()) ??
         (await registration.pushManager.subscribe({
@@ -133,7 +135,7 @@ export class PushRing extends EventTarget {
   async disable() {
     this.#set({ busy: true, problem: null });
     try {
-      const registration = await navigator.serviceWorker.getRegistration(SW_URL);
+      const registration = await navigator.serviceWorker.getRegistration();
       const subscription = await registration?.pushManager.getSubscription();
       await subscription?.unsubscribe();
       await this.#post("DELETE", { device: deviceId() });
@@ -144,7 +146,7 @@ export class PushRing extends EventTarget {
   }
 
   async #post(method, body) {
-    const answer = await fetch("/api/push/subscriptions", {
+    const answer = await fetch(new URL("api/push/subscriptions", location.href), {
       method,
       headers: { "content-type": "application/json", ...this.#authHeaders() },
       body: JSON.stringify(body),

@@ -1,9 +1,10 @@
 /**
- * The service worker's Web Push part (docs/push.md), loaded by /sw.js with `importScripts`. A push says a call
- * rings ("incoming-call": a notification with Accept and Decline) or ended unanswered ("missed-call": it replaces
- * the notification of the same call, by its tag). Accept opens or focuses the app at `/?accept=<callId>`, which
- * connects and accepts that call when it rings there; Decline posts the push's decline capability to
- * `/api/calls/<callId>/decline`, without opening anything.
+ * The service worker's push handlers (`push`, `notificationclick`; docs/push.md): sw.js imports this file first.
+ * A push says a call rings ("incoming-call": a notification with Accept and Decline) or ended unanswered
+ * ("missed-call": it replaces the notification of the same call, by its tag). Accept opens or focuses the app at
+ * `?accept=<callId>`, which connects and accepts that call when it rings there; Decline posts the push's decline
+ * capability to `api/calls/<callId>/decline`, without opening anything. URLs are relative to the worker's scope
+ * (the app's folder).
  *
  * `self.peercallPush` exposes the handlers for tests (`show(payload)`, `click(action, payload)`).
  */
@@ -44,7 +45,8 @@ async function show(data) {
 
 /** Decline from the notification: the capability in the push is the only authority needed. */
 async function decline(data) {
-  const answer = await fetch(`/api/calls/${encodeURIComponent(data.callId)}/decline`, {
+  const url = new URL(`api/calls/${encodeURIComponent(data.callId)}/decline`, self.registration.scope);
+  const answer = await fetch(url, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ decline: data.decline }),
@@ -54,13 +56,14 @@ async function decline(data) {
 
 /** Open the app, or focus a window of it; with `callId`, to accept that call. */
 async function openApp(callId) {
+  const scope = self.registration.scope;
   const windows = await clients.matchAll({ type: "window", includeUncontrolled: true });
-  const open = windows.find((w) => new URL(w.url).origin === self.location.origin);
+  const open = windows.find((w) => w.url.startsWith(scope));
   if (open) {
     if (callId) open.postMessage({ type: "peercall-accept", callId });
     return open.focus();
   }
-  return clients.openWindow(callId ? `/?accept=${encodeURIComponent(callId)}` : "/");
+  return clients.openWindow(callId ? new URL(`?accept=${encodeURIComponent(callId)}`, scope).href : scope);
 }
 
 /** What a click on the notification (`action`: "accept", "decline" or "" for the body) does. */
