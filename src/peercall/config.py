@@ -194,6 +194,28 @@ class Settings(BaseSettings):
     service_token: SecretStr | None = None
     """The bearer token with which a service (the echo) takes a reserved id in open mode
     (`PEERCALL_SERVICE_TOKEN`). `serve --with-echo` makes a random one per process when it is unset."""
+    push: bool = False
+    """Ring closed apps by Web Push (`PEERCALL_PUSH=true`; docs/push.md): a call to someone with no device
+    connected rings the browsers they opted in on. Token or accounts mode only (in open mode anyone could take
+    anyone's id, and with it their pushes)."""
+    vapid_private_key: SecretStr | None = None
+    """The VAPID key that signs pushes (`PEERCALL_VAPID_PRIVATE_KEY`): PEM, or the base64url of the raw P-256
+    private key. Unset: one is made into `vapid.pem` in `data_folder()`; set it, the same on every node, for a
+    cluster (browsers subscribe with its public key)."""
+    vapid_subject: Annotated[str | None, Field(pattern=r"^(mailto:[^\s@]+@[^\s@]+|https://\S+)$")] = None
+    """Who runs this server, for the push services (`PEERCALL_VAPID_SUBJECT=mailto:admin@example.org`, or an https
+    URL). Unset: `public_url`, else `mailto:admin@localhost` (which Apple's push service refuses)."""
+    push_services: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "https://fcm.googleapis.com",
+            "https://updates.push.services.mozilla.com",
+            "https://*.push.apple.com",
+            "https://*.notify.windows.com",
+        ]
+    )
+    """Push services the server may send pushes to, comma-separated `scheme://host[:port]`, a host may start
+    with `*.` (`PEERCALL_PUSH_SERVICES`): a subscription to any other endpoint is refused, so that nobody makes the
+    server post wherever they like. Default: the services of Chrome, Firefox, Safari and Edge."""
     private: bool = False
     """Hide who exists (`PEERCALL_PRIVATE`): no presence lists, and calling someone offline or in a call looks like
     a call nobody answers (a silent call: rings until the ring timeout, holds nobody) instead of `unavailable` or
@@ -316,6 +338,7 @@ class Settings(BaseSettings):
         "stun_urls",
         "turn_urls",
         "reserved_ids",
+        "push_services",
         "webhook_urls",
         "webhook_secret",
         "webhook_events",
@@ -398,6 +421,13 @@ class Settings(BaseSettings):
             raise ValueError("service_token must be at least 16 characters (a random one: openssl rand -hex 32)")
         if self.turn_secret is not None and not self.turn_urls:
             raise ValueError("turn_secret needs turn_urls")
+        if self.push and self.auth == "open":
+            raise ValueError("push needs auth=token or auth=accounts (in open mode anyone could take a user's pushes)")
+        for service in self.push_services:
+            if not re.fullmatch(
+                r"https?://(\*\.)?[A-Za-z0-9.-]+(:\d{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?", service
+            ):
+                raise ValueError(f"push_services: {service!r} is not scheme://host[:port]")
         if self.ice_transport_policy == "relay" and not self.turn_urls:
             raise ValueError("ice_transport_policy=relay needs turn_urls")
         if self.webhook_urls and not self.webhook_secret:

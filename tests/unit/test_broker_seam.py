@@ -59,12 +59,13 @@ def test_a_call_is_stored_as_it_was() -> None:
         b'{"id":"k1","caller":{"user":"alice","device":"d","conn":"c1","lost_until":null},"callee_user":"bob",'
         b'"request":{"type":"call-request","to":"bob","callId":null,"from":null},"ringing_at":1.0,'
         b'"ring_deadline":2.0,"state":"ringing","ringing":{},"callee":null,"answered_at":null,"silent":false,'
-        b'"screened":null}'
+        b'"screened":null,"pushed":false}'
     )
     assert msgspec.json.encode(call) == stored
     assert msgspec.json.decode(stored, type=Call) == call
     older = stored.replace(b',"silent":false', b"")  # as a node from before private mode's silent calls stored it
     older = older.replace(b',"screened":null', b"")  # and from before contacts' screened calls
+    older = older.replace(b',"pushed":false', b"")  # and from before Web Push
     assert msgspec.json.decode(older, type=Call) == call
     blocked = msgspec.json.decode(stored.replace(b'"screened":null', b'"screened":"blocked"'), type=Call)
     assert blocked.screened is Screening.BLOCKED

@@ -105,6 +105,11 @@ class MemoryBroker:
             self._reschedule()
         return effects
 
+    async def decline(self, call_id: str, callee: str, now: float) -> list[Effect]:
+        effects = self.switchboard.decline(call_id, callee, now)
+        self._reschedule()
+        return effects
+
     async def summary(self, cid: str, user: str, env: Envelope) -> None:
         self.switchboard.check_summary(user, env)
 

@@ -728,6 +728,11 @@ class RedisBroker:
         users = [user, env.to] if env.type == "call-request" and env.to is not None else [user]
         return await self._in_task(self._transact(users, [], lambda sb, _: sb.receive(cid, env, now, screen)))
 
+    async def decline(self, call_id: str, callee: str, now: float) -> list[Effect]:
+        """Raises SharedStateUnavailable."""
+        work = self._transact([callee], [call_id], lambda sb, _: sb.decline(call_id, callee, now))
+        return await self._in_task(work)
+
     async def _media_slow(self, cid: str, user: str, env: Envelope, now: float) -> list[Effect]:
         """Read the sender's call (no transaction: nothing changes), check the frame, remember the route."""
         epoch = self._route_epoch

@@ -118,6 +118,9 @@ class Screen(msgspec.Struct, frozen=True, gc=False):
     server is not private). If not, a call that cannot ring is a silent call: it looks like one nobody answers."""
     screening: Screening | None = None
     """Why the call must not ring, or None. BLOCKED makes the callee look offline to the caller."""
+    reachable: bool = False
+    """The callee can be rung by Web Push (they have a push subscription, hub/push.py): a call to them rings even
+    with no device connected (the switchboard's rules of screening and blocking come first)."""
 
 
 def screen(

@@ -42,6 +42,11 @@ Rules (docs/protocol.md, "Calls", is the user-facing version):
 - A welcome lists only users the connection's `View` includes (None: everyone). With `View.everyone` its `online`
   is cut at WELCOME_ONLINE_MAX (contacts first) and says `more`; `directory` pages on (`online_page`).
 - Ringing ends by the ring timeout (`missed`) unless answered, rejected or cancelled first.
+- A callee with no device connected whom the `Screen` says is `reachable` (Web Push) is rung by push, unless the
+  call is screened (the rules above first): the call rings with no device (devices that connect meanwhile ring as
+  any would) and a `Push` effect wakes theirs; if it ends unanswered (ring timeout, the caller hangs up), a second
+  `Push` replaces that notification with a missed call. `decline()` declines such a call on the callee's behalf
+  from no connection (the notification's Decline).
 - A user may place at most `call_rate` call requests a minute (a token bucket per user; the rest get
   `error rate-limited`).
 - A party of a call that ended lately (the last 10 000 calls: `ended_calls`) may send its `call-summary`;
@@ -126,6 +131,18 @@ class Record(msgspec.Struct, frozen=True, gc=False):
     notified: bool = False
 
 
+class Push(msgspec.Struct, frozen=True, gc=False):
+    """Ring `user`'s devices through Web Push (`kind` "call"), or tell them the call they were rung for ended
+    unanswered (`kind` "missed"). The hub sends it off the hot path (hub/push.py)."""
+
+    user: str
+    kind: str
+    call_id: str
+    caller: str
+    at: float  # when the call started ringing
+    ring_deadline: float
+
+
 # ------------------------------------------------------------------------------------------------ state table
 
 
@@ -147,7 +164,7 @@ class CallEvent(msgspec.Struct, frozen=True, gc=False):
     at: float
 
 
-Effect = Send | Forward | Presence | Close | Record | CallEvent
+Effect = Send | Forward | Presence | Close | Record | CallEvent | Push
 
 
 class Event(StrEnum):
@@ -221,6 +238,7 @@ class Call:
     answered_at: float | None = None
     silent: bool = False  # rings on no device and does not hold the callee (see the module doc)
     screened: Screening | None = None  # why it did not ring although it could have (kept in its history record)
+    pushed: bool = False  # it rang the callee by Web Push (no device of theirs was connected)
 
     def parties(self) -> list[Party]:
         return [self.caller] if self.callee is None else [self.caller, self.callee]
@@ -560,6 +578,16 @@ class Switchboard:
         outcome = Outcome.FAILED if reason in _MEDIA_FAILURES else Outcome.ANSWERED
         return self._end(call, Event.HANGUP, outcome, reason, now, by=cid, env=env)
 
+    def decline(self, call_id: str, callee: str, now: float) -> list[Effect]:
+        """`callee` declines the ringing call `call_id` from no connection (a push notification's Decline, whose
+        capability the edge checked): as a `call-reject` from one of their devices would. No effects if that call
+        is not ringing for `callee` (answered, ended, or not theirs): nothing changed.
+        """
+        call = self.calls.get(call_id)
+        if call is None or call.state is not CallState.RINGING or call.callee_user != callee or call.silent:
+            return []
+        return self._end(call, Event.REJECT, Outcome.REJECTED, Reason.USER_REJECTED, now, by=None, by_user=callee)
+
     def check_summary(self, user: str, env: Envelope) -> None:
         """Whether `user` may send the `call-summary` `env` (see `check_summary()`). Changes nothing.
 
@@ -634,6 +662,15 @@ class Switchboard:
         callee_devices = self.users.get(callee)
         offline = not callee_devices or screening is Screening.BLOCKED  # a blocker looks offline to the blocked
         busy = not offline and callee in self.active
+        if offline and screening is None and screen is not None and screen.reachable and callee not in self.active:
+            # Nobody connected (and no call of theirs waits for them to come back), but their devices can be
+            # woken: the call rings with no device (a device that connects meanwhile rings, as any would), and
+            # the push rings the closed apps.
+            call.pushed = True
+            self.add_call(call)
+            self.active[caller] = self.active[callee] = call_id
+            push = Push(callee, "call", call_id, caller, now, call.ring_deadline)
+            return [Send(device.cid, messages.call_ringing(call_id, callee)), push]
         if (offline or busy or screening is not None) and not (visible and (offline or busy)):
             # Looks like a call nobody answers: same frames, same time; nobody else is held, and nothing of it
             # reaches the callee (their state is not even read beyond this point).
@@ -768,8 +805,10 @@ class Switchboard:
         *,
         by: str | None,
         env: Envelope | None = None,
+        by_user: str | None = None,
     ) -> list[Effect]:
-        """End `call`: `by` is the connection whose frame `env` ended it (None: the server ended it).
+        """End `call`: `by` is the connection whose frame `env` ended it (None: the server ended it, or `by_user`
+        did from no connection).
 
         Every connection of the call gets `call-ended`; all but `by` also get what a seed client understands,
         from the other side: `call-reject` on a declined caller, `hangup` otherwise (the ending frame itself
@@ -780,7 +819,7 @@ class Switchboard:
         for user in (call.caller.user, call.callee_user):
             if self.active.get(user) == call.id:
                 del self.active[user]
-        actor = self.devices[by].user if by is not None else None
+        actor = self.devices[by].user if by is not None else by_user
         ended = _ended(call.id, outcome, reason)
         caller_side = [call.caller.cid] if call.caller.cid is not None else []
         callee_side = list(call.ringing)
@@ -806,6 +845,8 @@ class Switchboard:
         effects.append(self._ended(call, outcome, reason, now, hung_up_by=actor))
         if call.callee is not None:
             effects += self._in_call_changed(call, False)
+        if call.pushed and outcome in (Outcome.MISSED, Outcome.CANCELLED):
+            effects.append(Push(call.callee_user, "missed", call.id, call.caller.user, call.ringing_at, now))
         return effects
 
     def _ended(self, call: Call, outcome: Outcome, reason: Reason, now: float, *, hung_up_by: str | None) -> Record:

@@ -130,6 +130,11 @@ class Broker(Protocol):
         a contact frame). `screen`: how a `call-request` is screened (`Switchboard.receive`)."""
         ...
 
+    async def decline(self, call_id: str, callee: str, now: float) -> list[Effect]:
+        """`callee` declines the ringing call `call_id` from no connection (`Switchboard.decline`): no effects if
+        it is not ringing for them."""
+        ...
+
     async def presences(self, users: Collection[str]) -> dict[str, Presence]:
         """Each of `users`' presence now, on any node (`Switchboard.presences`). One round trip at most."""
         ...

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from ..core.records import CallRecord
-from ..core.social import Circle, View
-from ..core.switchboard import CallEvent, Close, Effect, Forward, Presence, Record, Send
+from ..core.social import Circle, Screen, View
+from ..core.switchboard import CallEvent, Close, Effect, Forward, Presence, Push, Record, Send
 from ..protocol import messages
 from ..protocol.codes import CloseCode, ErrorCode
 from ..protocol.errors import ProtocolError, SharedStateUnavailable
@@ -38,6 +38,7 @@ from .stats import Stats
 
 if TYPE_CHECKING:
     from ..store.base import CallHistory
+    from .push import PushService
     from .webhooks import Webhooks
 
 log = logging.getLogger("peercall.hub")
@@ -85,14 +86,17 @@ class Hub:
         history_retention: float = 0.0,
         social: Social | None = None,
         webhooks: Webhooks | None = None,
+        push: PushService | None = None,
     ) -> None:
         """`history_retention`: seconds a call stays in the history (0: for ever); the writer deletes older ones.
         `social`: the contacts service (hub/social.py); None: no contacts, every presence goes to everyone and
         every call may ring (the hub as it was before contacts, for tests of the call rules alone). `webhooks`:
-        where call events go (hub/webhooks.py); None: nowhere."""
+        where call events go (hub/webhooks.py); None: nowhere. `push`: Web Push (hub/push.py); None: a call to
+        someone with no device connected never rings."""
         self.broker = broker
         self.social = social
         self.webhooks = webhooks
+        self.push = push
         # This node's connections by user, and for each such user what it was last shown of its circle: the
         # relations of its last `contacts` frame and whose presence it sees (`_refresh` sends the difference).
         self._by_user: dict[str, dict[str, Connection]] = {}
@@ -243,6 +247,10 @@ class Hub:
                 if env.type == "call-request" and self.social is not None:
                     assert env.to is not None
                     screen = await self.social.screen(conn.id, env.to)
+                if env.type == "call-request" and self.push is not None and env.to is not None:
+                    screen = screen or Screen()  # the switchboard's private mode still hides the callee's state
+                    if screen.screening is None:
+                        screen = msgspec.structs.replace(screen, reachable=await self.push.reachable(env.to))
                 effects = await self.broker.receive(conn.cid, conn.id, env, self.clock(), screen=screen)
             except SharedStateUnavailable:
                 raise ProtocolError(
@@ -473,6 +481,22 @@ class Hub:
             elif isinstance(effect, CallEvent):
                 if self.webhooks is not None:
                     self.webhooks.submit(effect)
+            elif isinstance(effect, Push):
+                if self.push is not None:
+                    self.push.push(effect)
+
+    async def decline(self, call_id: str, callee: str) -> bool:
+        """`callee` declines the ringing call `call_id` from no connection (a push notification's Decline, whose
+        capability the caller checked). False if it was not ringing for them any more (nothing changed).
+
+        Raises:
+            SharedStateUnavailable: the shared state cannot be reached (nothing changed).
+        """
+        effects = await self.broker.decline(call_id, callee, self.clock())
+        await self.perform(effects)
+        if effects:
+            log.info("%s declined call %s from a notification", callee, call_id, extra={"call_id": call_id})
+        return bool(effects)
 
     def _elsewhere(self, cid: str, kind: str, text: str) -> None:
         """A frame for a connection that is not (yet) among ours: one still joining, or one on another node."""

@@ -334,6 +334,17 @@ class AccountsApi:
             raise Refusal(401, "unauthorized", "not signed in (or the sign-in has ended): sign in")
         return session, user
 
+    async def signed_in_user(self, request: Request) -> str | Response:
+        """The user of the request's sign-in cookie (with the CSRF rules on a state-changing request), or the error
+        response: for the routes of other modules that accounts mode signs in to (server/push.py)."""
+        try:
+            session, user = await self._signed_in(request)
+            if request.method not in ("GET", "HEAD"):
+                self._csrf(request, session)
+        except Refusal as refusal:
+            return _error(refusal.status, refusal.code, refusal.message, refusal.headers)
+        return user.id
+
     async def _admin(self, request: Request) -> tuple[AccountSession, User]:
         session, user = await self._signed_in(request)
         if request.method != "GET":

@@ -7,7 +7,7 @@ import hmac
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +23,21 @@ from starlette.staticfiles import StaticFiles
 from .. import PROTOCOL_VERSION, __version__
 from ..auth.tokens import AccountsVerifier, AuthError, TokenVerifier
 from ..auth.turn import turn_credentials
+from ..auth.vapid import vapid_key
 from ..broker import open_broker
-from ..config import Settings
+from ..config import Settings, data_folder
 from ..core.social import CallsFrom, Directory
+from ..hub.push import PushService, VapidKey
 from ..hub.router import Hub
 from ..hub.social import Social, load_policy
 from ..hub.webhooks import Webhooks
 from ..protocol.messages import is_valid_id
 from ..protocol.schema import schema
-from ..store import open_history
+from ..store import Store, open_history
 from .accounts import AccountsApi
 from .guard import WebGuard
 from .metrics import CONTENT_TYPE, registry_for, render
+from .push import PushApi
 from .session import Sessions, is_signaling_path
 from .webapp import WebApp
 from .ws import AsgiTransport
@@ -100,6 +103,22 @@ def create_app(settings: Settings) -> PeercallApp:
             retry_for=settings.webhook_retry_for,
             queue=settings.webhook_queue,
         )
+    push: PushService | None = None
+    if settings.push:
+        secret = settings.vapid_private_key.get_secret_value() if settings.vapid_private_key else None
+        try:
+            key = VapidKey(vapid_key(secret, data_folder()))
+        except ValueError as exc:  # its message names no key material
+            where = "PEERCALL_VAPID_PRIVATE_KEY" if secret else str(data_folder() / "vapid.pem")
+            raise ValueError(f"{where}: {exc}") from None
+        push = PushService(
+            history,  # the same store keeps the push subscriptions
+            key,
+            subject=settings.vapid_subject or _vapid_subject(settings.public_url),
+            services=settings.push_services,
+            names=_display_names(history) if settings.auth == "accounts" else None,
+            shared=broker.shared,
+        )
     hub = Hub(
         broker,
         history=history,
@@ -107,6 +126,7 @@ def create_app(settings: Settings) -> PeercallApp:
         history_retention=settings.history_retention * 86400,
         social=social,
         webhooks=webhooks,
+        push=push,
     )
     fixed_ice = [server.as_json() for server in settings.fixed_ice_servers()]
     turn_secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None
@@ -243,6 +263,14 @@ def create_app(settings: Settings) -> PeercallApp:
         # One verifier: its set of revoked sign-ins is the one AccountsApi refreshes.
         accounts = AccountsApi(settings, history, verifier, broker)
     hub.may_log = sessions.may_log
+
+    async def push_user(request: Request) -> str | Response:
+        """Who asks the push routes: a bearer token's user, else (accounts mode) the sign-in cookie's."""
+        if accounts is not None and "authorization" not in request.headers:
+            return await accounts.signed_in_user(request)
+        return await caller(request)
+
+    push_api = PushApi(push, hub, push_user)
     if verifier is not None:
         hub.renew = sessions.renew  # a later `auth` frame renews the connection's token
     metrics_registry = registry_for(hub, sessions)
@@ -258,6 +286,7 @@ def create_app(settings: Settings) -> PeercallApp:
 
     routes: list[BaseRoute] = [
         *(accounts.routes() if accounts is not None else []),
+        *push_api.routes(),
         Route("/ice-servers", get_ice_servers),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -299,6 +328,8 @@ def create_app(settings: Settings) -> PeercallApp:
         if sessions.expiries is not None:
             sessions.expiries.stop()
         await hub.drain()
+        if push is not None:
+            await push.stop()
         await broker.stop()
         if webhooks is not None:
             await webhooks.close()  # after the broker: the calls it ended as the node left are sent too
@@ -313,11 +344,25 @@ def create_app(settings: Settings) -> PeercallApp:
     app.state.hub = hub
     app.state.settings = settings
     app.state.accounts = accounts
+    app.state.push = push
     return PeercallApp(app, sessions)
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _vapid_subject(public_url: str | None) -> str:
+    """Who runs the server, for the push services, when PEERCALL_VAPID_SUBJECT is unset."""
+    return public_url if public_url is not None and public_url.startswith("https://") else "mailto:admin@localhost"
+
+
+def _display_names(store: Store) -> Callable[[str], Awaitable[str | None]]:
+    async def name(user_id: str) -> str | None:
+        user = await store.user(user_id)
+        return None if user is None else user.name
+
+    return name
 
 
 def _is_loopback(request: Request) -> bool:

@@ -41,6 +41,8 @@ class HubCollector(Collector):
         if hub.broker.shared:
             yield _counter("peercall_redis_round_trips", "Round trips to Redis, by kind", "kind", hub.broker.ops)
             yield GaugeMetricFamily("peercall_redis_up", "1 if Redis answered lately", value=int(hub.broker.healthy))
+        if hub.push is not None:
+            yield _counter("peercall_pushes", "Web Pushes, by what became of them", "result", hub.push.sent)
         yield _counter("peercall_errors", "Error frames sent to clients, by code", "code", stats.errors)
         yield _counter("peercall_calls", "Calls ended, by outcome", "outcome", stats.outcomes)
         yield _counter("peercall_disconnects", "Connections closed by the server, by reason", "reason", stats.dropped)

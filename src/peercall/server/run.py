@@ -193,7 +193,11 @@ def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM. Returns the process exit code."""
     configure_logging(settings.log_level, settings.log_format)
     settings.log_history_choice()
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # a setting only the composition can check (a key, the call policy)
+        print(f"peercall: invalid settings: {exc}", file=sys.stderr)
+        return 2
     tls_names: list[str] = []
     certfile, keyfile = settings.certfile, settings.keyfile
     if settings.tls_self_signed:

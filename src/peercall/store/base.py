@@ -462,8 +462,58 @@ class Accounts(Protocol):
         ...
 
 
-class Store(CallHistory, ContactBook, Accounts, Protocol):
-    """What a store keeps: the call history, the contacts and the accounts, in one database."""
+# -- Web Push (PEERCALL_PUSH) ---------------------------------------------------------------------------------
+
+MAX_PUSH_SUBSCRIPTIONS = 10
+"""Push subscriptions one user keeps (one per device): a new one beyond this drops the oldest."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PushSubscription:
+    """Where a browser of `user` (its `device` id, as the web client names itself) is woken by Web Push: the push
+    service's `endpoint` (unique: a push service hands each subscription its own), and the browser's keys for
+    RFC 8291 message encryption (`p256dh`, the P-256 public key, and `auth`, both base64url as the browser's
+    PushSubscription JSON has them). `last_success`: when a push was last accepted by the push service."""
+
+    user: str
+    device: str
+    endpoint: str
+    p256dh: str
+    auth: str
+    created: float
+    last_success: float | None = None
+
+
+class PushSubscriptions(Protocol):
+    """Where push subscriptions are kept (hub/push.py sends the pushes). Every method is one transaction and may
+    raise what the database raises."""
+
+    async def add_push_subscription(self, subscription: PushSubscription) -> None:
+        """Keep `subscription`. It replaces the one with the same endpoint (whoever's it was: the browser moved
+        it to another user) and the one of the same user and device; beyond MAX_PUSH_SUBSCRIPTIONS, the user's
+        oldest (by `created`) are dropped."""
+        ...
+
+    async def push_subscriptions(self, user: str) -> list[PushSubscription]:
+        """`user`'s subscriptions, oldest first (MAX_PUSH_SUBSCRIPTIONS at most)."""
+        ...
+
+    async def delete_push_subscriptions(
+        self, user: str, *, endpoint: str | None = None, device: str | None = None
+    ) -> int:
+        """Delete `user`'s subscription with this endpoint, or of this device, or all of them (neither given).
+        Returns how many were deleted; another user's subscription is never touched."""
+        ...
+
+    async def push_answered(self, endpoint: str, *, gone: bool, now: float) -> None:
+        """The push service answered a push to `endpoint`: accepted it (`last_success` becomes `now`), or said
+        the subscription is `gone` (404 or 410: it is deleted)."""
+        ...
+
+
+class Store(CallHistory, ContactBook, Accounts, PushSubscriptions, Protocol):
+    """What a store keeps: the call history, the contacts, the accounts and the push subscriptions, in one
+    database."""
 
 
 def check_limit(limit: int) -> None:

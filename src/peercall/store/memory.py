@@ -39,6 +39,7 @@ from .base import (
     expired,
 )
 from .memory_accounts import MemoryAccounts
+from .memory_push import MemoryPush
 
 
 def _order(rec: CallRecord) -> tuple[float, str]:
@@ -78,11 +79,12 @@ class _Block:
     name: str | None  # the blocker's name for the contact the block took away, restored by unblock
 
 
-class MemoryHistory(MemoryAccounts):
+class MemoryHistory(MemoryAccounts, MemoryPush):
     """`CallHistory` and `ContactBook` in dicts: calls keyed by call_id, relations by user both ways."""
 
     def __init__(self) -> None:
-        super().__init__()
+        MemoryAccounts.__init__(self)
+        MemoryPush.__init__(self)
         self._calls: dict[str, CallRecord] = {}
         self._taken: set[str] = set()
         self._waiting: collections.Counter[tuple[str, str]] = collections.Counter()  # (callee, caller) -> not taken

@@ -11,6 +11,7 @@
  *  - contacts.js: the contacts, their presence, requests, blocks and the ring setting ("Who may ring me");
  *  - history.js: the call history and the missed-call count; summaries.js: the call summaries;
  *  - notifications.js: the ringtone, the ringback tone and notifications;
+ *  - push.js: "Ring this device when peercall is closed" (Web Push), and its checkbox;
  *  - mediadevices.js: the microphone and speaker chosen;
  *  - offline.js: the service worker (the app opens without the server) and whether the server can be reached;
  *  - calllink.js: the call link the page was opened with (`?call=`), calllinkpanel.js its part of the page;
@@ -19,7 +20,8 @@
  * Page configuration: `<body data-id="clientA" data-peer="clientB">` presets the names (the two-tab demo);
  * `?id=` and `?peer=` do the same on any page; `?processing=off` opens the mic without echo cancellation,
  * noise suppression or auto gain (music, measurements); `?call=<id>` (where a call link `call/<id>` leads) offers
- * to call that user once connected; `#token=<jwt>` gives a token (then removed from the
+ * to call that user once connected; `?accept=<callId>` (a push notification's Accept) connects and accepts that
+ * call when it rings; `#token=<jwt>` gives a token (then removed from the
  * address bar), and the name is the token's `sub`; `#invite=<token>` (accounts mode) opens the sign-up form.
  *
  * For tests and debugging, `window.peercall` exposes `signaling`, `call` (the current or last Call), `pc`
@@ -44,6 +46,7 @@ import { Notifier } from "./notifications.js";
 import { Reachability, registerServiceWorker } from "./offline.js";
 import { passkeysSupported, registerPasskey, signInWithPasskey, signUpWithPasskey } from "./passkeys.js";
 import { Phone } from "./phone.js";
+import { PushRing, bindPushControl } from "./push.js";
 import { CALL_CONTROL, MessageType, NEGOTIATION } from "./protocol.js";
 import { Signaling } from "./signaling.js";
 import { CallSummaries } from "./summaries.js";
@@ -58,6 +61,7 @@ const identity = new Identity({ nameIsPreset: Boolean(page.id) });
 const account = new Account();
 const mediaDevices = new MediaDeviceChoice({ playOn: (speakerId) => ui.setSpeaker(speakerId) });
 const notifier = new Notifier();
+const pushRing = new PushRing({ authHeaders: () => identity.authHeaders() });
 const callHistory = new CallHistory({ user: () => signaling.id, authHeaders: () => identity.authHeaders() });
 const contacts = new Contacts({ send: (frame) => signaling.send(frame) });
 const summaries = new CallSummaries({ send: (frame) => signaling.isOpen && signaling.send(frame) });
@@ -152,6 +156,7 @@ signaling.addEventListener("statechange", (event) => {
     reachability.serverAnswered(true);
     callHistory.refresh();
     summaries.flush();
+    pushRing.refresh();
   }
   if (state === "disconnected" && unauthorized && identity.authMode === "accounts") {
     if (account.me) ui.say(`${reason} Sign out and in again.`, "error"); // else the sign-in screen says why
@@ -220,6 +225,22 @@ function networkChanged(why) {
 }
 addEventListener("online", () => networkChanged("the browser is online again"));
 navigator.connection?.addEventListener?.("change", () => networkChanged("the network connection changed"));
+
+// ---- a push notification's Accept ------------------------------------------------------------------
+
+const askedToAccept = params.get("accept"); // the call a notification's Accept opened this page for
+if (askedToAccept) {
+  phone.acceptWhenRings(askedToAccept);
+  const clean = new URL(location.href);
+  clean.searchParams.delete("accept");
+  history.replaceState(null, "", clean);
+}
+navigator.serviceWorker?.addEventListener("message", ({ data }) => {
+  // The Accept of a notification while this page was open (in the background): it rings here, or will.
+  if (data?.type === "peercall-accept" && typeof data.callId === "string") phone.acceptWhenRings(data.callId);
+});
+bindPushControl(pushRing);
+pushRing.addEventListener("change", render);
 
 // ---- accounts mode ---------------------------------------------------------------------------------
 
@@ -317,23 +338,31 @@ async function startAccounts(passkeys) {
 
 // ---- the user --------------------------------------------------------------------------------------
 
+/**
+ * Connect as the name typed (or the token's user).
+ * @param {string} typed
+ */
+function connectAs(typed) {
+  const signIn = identity.signIn(typed);
+  if ("tokenProblem" in signIn) {
+    ui.rejectToken(signIn.tokenProblem);
+    return;
+  }
+  if ("idProblem" in signIn) {
+    ui.rejectId(signIn.idProblem);
+    return;
+  }
+  if (identity.token) ui.nameFromToken(identity.tokenUser);
+  ui.say("");
+  callHistory.startFor(signIn.id);
+  contacts.startFor(signIn.id);
+  signaling.connect(signIn.id, { device: identity.device(), token: identity.serverToken });
+}
+
 ui.bind({
   connect(typed) {
     unlockAudio(); // a click: from now on the ringtone may play
-    const signIn = identity.signIn(typed);
-    if ("tokenProblem" in signIn) {
-      ui.rejectToken(signIn.tokenProblem);
-      return;
-    }
-    if ("idProblem" in signIn) {
-      ui.rejectId(signIn.idProblem);
-      return;
-    }
-    if (identity.token) ui.nameFromToken(identity.tokenUser);
-    ui.say("");
-    callHistory.startFor(signIn.id);
-    contacts.startFor(signIn.id);
-    signaling.connect(signIn.id, { device: identity.device(), token: identity.serverToken });
+    connectAs(typed);
   },
   disconnect() {
     phone.hangup();
@@ -431,6 +460,8 @@ async function askServer() {
   if (relaysAll) ui.serverRelaysAll();
   if (authMode === "token") ui.tokenRequired(Boolean(identity.token));
   if (authMode === "accounts") await startAccounts(passkeys);
+  // Opened by a notification's Accept with a token at hand (token mode): connect at once, as Connect would.
+  if (askedToAccept && authMode === "token" && identity.token && signaling.state === "disconnected") connectAs("");
 }
 askServer();
 if (!page.id) registerServiceWorker(); // not from the two-tab demo pages: the app is index.html

@@ -59,6 +59,8 @@ export class Phone extends EventTarget {
   /** @type {QualityMonitor|null} the current or last call's quality */ #monitor = null;
   #levels = new CallLevels();
   /** @type {AudioCheck|null} the audio check going on, or the last one */ #audioCheck = null;
+  /** @type {string|null} a call to answer as soon as it rings here (a push notification's Accept) */
+  #acceptOnArrival = null;
   #resume;
   #signaling;
   #summaries;
@@ -185,6 +187,19 @@ export class Phone extends EventTarget {
     } catch (err) {
       this.#callError(err);
     }
+  }
+
+  /**
+   * Answer call `callId` as soon as it rings here (a push notification's Accept opened or focused this page):
+   * at once if it rings already.
+   * @param {string} callId
+   */
+  acceptWhenRings(callId) {
+    if (this.#call?.callId === callId && this.#call.phase === CallPhase.INCOMING) {
+      this.accept();
+      return;
+    }
+    this.#acceptOnArrival = callId;
   }
 
   /** Answer the call ringing here. */
@@ -341,6 +356,10 @@ export class Phone extends EventTarget {
     }
     this.#notice("");
     this.#newCall({ direction: "incoming", peerId: msg.from, callId: msg.callId });
+    if (this.#acceptOnArrival !== null && this.#acceptOnArrival === msg.callId) {
+      this.#acceptOnArrival = null;
+      this.accept();
+    }
   }
 
   /**

@@ -1,1 +1,92 @@
-// The service worker's push handlers (`push`, `notificationclick`): sw.js imports this file first.
+/**
+ * The service worker's push handlers (`push`, `notificationclick`; docs/push.md): sw.js imports this file first.
+ * A push says a call rings ("incoming-call": a notification with Accept and Decline) or ended unanswered
+ * ("missed-call": it replaces the notification of the same call, by its tag). Accept opens or focuses the app at
+ * `?accept=<callId>`, which connects and accepts that call when it rings there; Decline posts the push's decline
+ * capability to `api/calls/<callId>/decline`, without opening anything. URLs are relative to the worker's scope
+ * (the app's folder).
+ *
+ * `self.peercallPush` exposes the handlers for tests (`show(payload)`, `click(action, payload)`).
+ */
+
+/* global self, clients */
+
+/** @param {{name?: string|null, from: string}} data */
+function who(data) {
+  return data.name ? `${data.name} (${data.from})` : data.from;
+}
+
+/** Show what a push says. */
+async function show(data) {
+  if (!data || typeof data.callId !== "string" || typeof data.from !== "string") {
+    return self.registration.showNotification("peercall", { body: "Open peercall to see what happened." });
+  }
+  if (data.type === "incoming-call") {
+    return self.registration.showNotification(`Incoming call from ${who(data)}`, {
+      tag: data.callId,
+      body: "Tap to answer in peercall.",
+      actions: [
+        { action: "accept", title: "Accept" },
+        { action: "decline", title: "Decline" },
+      ],
+      requireInteraction: true,
+      renotify: true,
+      timestamp: Math.round(data.at * 1000),
+      data,
+    });
+  }
+  return self.registration.showNotification(`Missed call from ${who(data)}`, {
+    tag: data.callId,
+    body: "They called while peercall was closed.",
+    timestamp: Math.round(data.at * 1000),
+    data,
+  });
+}
+
+/** Decline from the notification: the capability in the push is the only authority needed. */
+async function decline(data) {
+  const url = new URL(`api/calls/${encodeURIComponent(data.callId)}/decline`, self.registration.scope);
+  const answer = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ decline: data.decline }),
+  });
+  return answer.status;
+}
+
+/** Open the app, or focus a window of it; with `callId`, to accept that call. */
+async function openApp(callId) {
+  const scope = self.registration.scope;
+  const windows = await clients.matchAll({ type: "window", includeUncontrolled: true });
+  const open = windows.find((w) => w.url.startsWith(scope));
+  if (open) {
+    if (callId) open.postMessage({ type: "peercall-accept", callId });
+    return open.focus();
+  }
+  return clients.openWindow(callId ? new URL(`?accept=${encodeURIComponent(callId)}`, scope).href : scope);
+}
+
+/** What a click on the notification (`action`: "accept", "decline" or "" for the body) does. */
+async function click(action, data) {
+  if (data?.type === "incoming-call" && action === "decline") return decline(data);
+  if (data?.type === "incoming-call") return openApp(data.callId);
+  return openApp(null);
+}
+
+self.addEventListener("push", (event) => {
+  let data = null;
+  try {
+    data = event.data ? event.data.json() : null;
+  } catch {
+    data = null;
+  }
+  event.waitUntil(show(data));
+});
+
+self.addEventListener("notificationclick", (event) => {
+  const data = event.notification.data;
+  event.notification.close();
+  event.waitUntil(click(event.action, data));
+});
+
+self.peercallPush = { show, click };
