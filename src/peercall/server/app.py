@@ -95,6 +95,7 @@ def create_app(settings: Settings) -> PeercallApp:
         presence_interval=settings.presence_interval,
         history_retention=settings.history_retention * 86400,
         social=social,
+        display_names=settings.auth != "open",
     )
     fixed_ice = [server.as_json() for server in settings.fixed_ice_servers()]
     turn_secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None
