@@ -12,6 +12,7 @@
  *  - history.js: the call history and the missed-call count; summaries.js: the call summaries;
  *  - notifications.js: the ringtone, the ringback tone and notifications;
  *  - mediadevices.js: the microphone and speaker chosen;
+ *  - names.js: the display names the server told (signaling.js feeds it every frame; the page shows them);
  *  - ui.js: the page (DOM only), and contactspanel.js its contacts; `view()` below gathers what they show.
  *
  * Page configuration: `<body data-id="clientA" data-peer="clientB">` presets the names (the two-tab demo);
@@ -35,6 +36,7 @@ import { CallHistory } from "./history.js";
 import { Identity } from "./identity.js";
 import { MediaDeviceChoice } from "./mediadevices.js";
 import { INSECURE_TEXT, RAW, VOICE, unlockAudio } from "./media.js";
+import * as names from "./names.js";
 import { Notifier } from "./notifications.js";
 import { passkeysSupported, registerPasskey, signInWithPasskey, signUpWithPasskey } from "./passkeys.js";
 import { Phone } from "./phone.js";
@@ -166,7 +168,9 @@ signaling.addEventListener(MessageType.MISSED_CALLS, (event) => {
   const calls = Array.isArray(event.detail.calls) ? event.detail.calls : [];
   callHistory.addMissed(calls.length);
   const callers = [...new Set(calls.map((record) => record.caller))];
-  if (callers.length && !phone.active) ui.say(`Missed calls while you were away: ${callers.join(", ")}.`);
+  if (callers.length && !phone.active) {
+    ui.say(`Missed calls while you were away: ${callers.map((id) => names.label(id)).join(", ")}.`);
+  }
   callHistory.merge(calls);
   callHistory.refresh();
 });
@@ -218,6 +222,7 @@ async function connectAccount() {
     return;
   }
   if (!token || !me || account.me !== me) return;
+  names.forget(); // what the previous user of this page was told is not this one's
   callHistory.startFor(me.id);
   contacts.startFor(me.id);
   signaling.connect(me.id, { device: identity.device(), token, renew: accountToken });
@@ -303,6 +308,7 @@ ui.bind({
     }
     if (identity.token) ui.nameFromToken(identity.tokenUser);
     ui.say("");
+    if (signIn.id !== signaling.id) names.forget(); // what another user of this page was told is not this one's
     callHistory.startFor(signIn.id);
     contacts.startFor(signIn.id);
     signaling.connect(signIn.id, { device: identity.device(), token: identity.serverToken });
