@@ -17,6 +17,17 @@ from pydantic import ValidationError
 from . import __version__
 
 
+def _settings_errors(exc: ValidationError) -> str:
+    """What is wrong with the settings, a line each, naming the setting: never the value given, which may be a
+    secret."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {message}" if where else f"  {message}")
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="peercall", description="Peer-to-peer voice calls over WebRTC.")
     parser.add_argument("--version", action="version", version=f"peercall {__version__}")
@@ -353,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if more:
                 settings = Settings(**{**overrides, **more})
         except ValidationError as exc:
-            print(f"peercall: invalid settings:\n{exc}", file=sys.stderr)
+            print(f"peercall: invalid settings:\n{_settings_errors(exc)}", file=sys.stderr)
             return 2
         if with_echo and (problem := _echo_settings_problem()):
             print(f"peercall: --with-echo: {problem}", file=sys.stderr)

@@ -6,8 +6,12 @@ startup with a message naming the setting, never later.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import os
+import re
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -42,6 +46,38 @@ def default_database_url() -> str:
     if OLD_HISTORY.is_file():
         return f"sqlite:///{OLD_HISTORY}"
     return f"sqlite:///{data_folder() / 'history.sqlite3'}"
+
+
+WEBHOOK_EVENTS = ("call.ringing", "call.answered", "call.missed", "call.ended")
+"""The webhook event types (hub/webhooks.py `EVENT_TYPES`)."""
+
+
+def webhook_key(secret: str) -> bytes:
+    """The HMAC key of a webhook secret: `whsec_` and the base64 of 24 to 64 bytes (Standard Webhooks).
+
+    Raises:
+        ValueError: it is not such a secret (the message says what is expected, never the secret).
+    """
+    expected = "expected whsec_ and the base64 of 24 to 64 random bytes (echo whsec_$(openssl rand -base64 32))"
+    if not secret.startswith("whsec_"):
+        raise ValueError(expected)
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"not base64 after whsec_; {expected}") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"{len(key)} bytes after whsec_; {expected}")
+    return key
+
+
+def _is_http_url(url: str) -> bool:
+    """Whether `url` is an http:// or https:// URL with a host (and a port, if any, that can be)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError if out of range)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not re.search(r"\s", url)
 
 
 class IceServer(BaseModel):
@@ -218,6 +254,22 @@ class Settings(BaseSettings):
     node_lease: Annotated[float, Field(ge=1, le=300)] = 10.0
     """Seconds after which a node that stopped renewing its lease (it died without a word) has its connections
     taken as gone and its users marked offline (`PEERCALL_NODE_LEASE`)."""
+    webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Where call events are POSTed, signed (`PEERCALL_WEBHOOK_URLS=https://hooks.example.org/peercall`; several,
+    comma-separated, each gets every event): docs/webhooks.md. Empty (the default): none are sent."""
+    webhook_secret: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """The key that signs webhooks (`PEERCALL_WEBHOOK_SECRET`), required with `webhook_urls`: `whsec_` and the
+    base64 of 24 to 64 random bytes, as Standard Webhooks has it (make one: `echo whsec_$(openssl rand -base64
+    32)`). To rotate, give the new one and the old one, comma-separated: both sign each event meanwhile."""
+    webhook_events: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """The event types sent, comma-separated (`PEERCALL_WEBHOOK_EVENTS=call.missed`); empty (the default): all of
+    `call.ringing`, `call.answered`, `call.missed`, `call.ended`."""
+    webhook_retry_for: Annotated[float, Field(gt=0, le=7 * 86400)] = 86400.0
+    """Seconds a webhook delivery is retried, with exponential backoff, until its URL answers 2xx
+    (`PEERCALL_WEBHOOK_RETRY_FOR`)."""
+    webhook_queue: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    """Webhook deliveries that may wait on one node (in flight or for a retry; `PEERCALL_WEBHOOK_QUEUE`): beyond
+    it, events are dropped with a warning and counted in /metrics."""
     shutdown_timeout: Annotated[float, Field(gt=0, le=300)] = 5.0
     """Seconds that a graceful shutdown waits for connections to close (`PEERCALL_SHUTDOWN_TIMEOUT`)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -231,7 +283,16 @@ class Settings(BaseSettings):
     CPU on every connection, so it is off by default."""
 
     @field_validator(
-        "cors_origins", "allowed_origins", "allowed_hosts", "stun_urls", "turn_urls", "reserved_ids", mode="before"
+        "cors_origins",
+        "allowed_origins",
+        "allowed_hosts",
+        "stun_urls",
+        "turn_urls",
+        "reserved_ids",
+        "webhook_urls",
+        "webhook_secret",
+        "webhook_events",
+        mode="before",
     )
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
@@ -247,6 +308,29 @@ class Settings(BaseSettings):
         bad = [user for user in value if not is_valid_id(user)]
         if bad:
             raise ValueError(f"not user ids (1-64 letters, digits, '_', '-', '.' or '@'): {', '.join(bad)}")
+        return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _webhook_urls(cls, value: list[str]) -> list[str]:
+        bad = [url for url in value if not _is_http_url(url)]
+        if bad:
+            raise ValueError(f"not http:// or https:// URLs: {', '.join(bad)}")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for secret in value:
+            webhook_key(secret.get_secret_value())
+        return value
+
+    @field_validator("webhook_events")
+    @classmethod
+    def _webhook_events(cls, value: list[str]) -> list[str]:
+        bad = [kind for kind in value if kind not in WEBHOOK_EVENTS]
+        if bad:
+            raise ValueError(f"unknown event types {', '.join(bad)}: choose among {', '.join(WEBHOOK_EVENTS)}")
         return value
 
     @model_validator(mode="after")
@@ -277,7 +361,16 @@ class Settings(BaseSettings):
             raise ValueError("turn_secret needs turn_urls")
         if self.ice_transport_policy == "relay" and not self.turn_urls:
             raise ValueError("ice_transport_policy=relay needs turn_urls")
+        if self.webhook_urls and not self.webhook_secret:
+            raise ValueError(
+                "webhook_urls needs webhook_secret, the key that signs them: whsec_ and the base64 of 24 to 64 random "
+                "bytes (echo whsec_$(openssl rand -base64 32))"
+            )
         return self
+
+    def webhook_keys(self) -> list[bytes]:
+        """The HMAC keys of `webhook_secret`, the one in use first."""
+        return [webhook_key(secret.get_secret_value()) for secret in self.webhook_secret]
 
     @property
     def effective_directory(self) -> str:

@@ -4,8 +4,8 @@ People with their status and a search; a ringtone and a notification while a cal
 calls and answers, Escape declines and hangs up); during a call: the timer, mute as the other side hears it,
 level meters, switching the microphone and the speaker, the quality panel; after it: the summary, sent to the
 server and shown in the history. The last test walks through the main screens, checks them with axe-core and
-saves screenshots ($PEERCALL_TEST_ARTIFACTS/screens/). Nothing sleeps and then asserts: every step waits for what the user
-would see, with a timeout.
+saves screenshots ($PEERCALL_TEST_ARTIFACTS/screens/). Nothing sleeps and then asserts: every step waits for what
+the user would see, with a timeout.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 A microphone that is refused, missing or busy; a page opened over plain http from another address; a server that
 cannot be reached (a countdown to the next try, and "Retry now"); the other side's network dropping during a call
-("waiting for them…" rather than an abrupt end). Each screen is saved to $PEERCALL_TEST_ARTIFACTS/screens/ at desktop and
-phone size, light and dark. Nothing sleeps and then asserts: every step waits for what the user would see.
+("waiting for them…" rather than an abrupt end). Each screen is saved to $PEERCALL_TEST_ARTIFACTS/screens/ at
+desktop and phone size, light and dark. Nothing sleeps and then asserts: every step waits for what the user would see.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import Any
 
 from peercall.core.records import CallRecord
 from peercall.core.social import Screen, View
-from peercall.core.switchboard import Close, Effect, Forward, Presence, Record, Send, Switchboard
+from peercall.core.switchboard import CallEvent, Close, Effect, Forward, Presence, Record, Send, Switchboard
 from peercall.protocol import messages
 from peercall.protocol.errors import ProtocolError
 
@@ -25,6 +25,7 @@ class Board:
         self.users: dict[str, str] = {}  # conn -> user
         self.notified: dict[str, bool] = {}  # call id -> Record.notified
         self.screens: dict[tuple[str, str], Screen] = {}  # (caller, callee) -> how their call-requests are screened
+        self.events: list[tuple[str, str, float]] = []  # (state, call id, at) of every CallEvent, in order
 
     def apply(self, effects: list[Effect]) -> None:
         for effect in effects:
@@ -42,6 +43,8 @@ class Board:
             elif isinstance(effect, Record):
                 self.records.append(effect.record)
                 self.notified[effect.record.call_id] = effect.notified
+            elif isinstance(effect, CallEvent):
+                self.events.append((effect.state.value, effect.call_id, effect.at))
 
     def connect(self, conn: str, user: str, device: str | None = None, view: View | None = None) -> dict[str, Any]:
         self.users[conn] = user

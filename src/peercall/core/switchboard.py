@@ -48,6 +48,9 @@ Rules (docs/protocol.md, "Calls", is the user-facing version):
   anyone else gets `error not-in-call`.
 - Whenever a call ends, every connection that took part in it or rang gets `call-ended`, and, for clients of the
   seed protocol, the `call-reject` or `hangup` they know. One history record is written per call.
+- The operator's webhooks (hub/webhooks.py) hear of a call through a `CallEvent` when it starts ringing on the
+  callee's devices and when it is answered, and through its `Record` when it ends. A silent or screened call rings
+  nowhere, so it has no ringing event: the operator learns of it when it ends, as the callee would.
 """
 
 from __future__ import annotations
@@ -125,8 +128,6 @@ class Record(msgspec.Struct, frozen=True, gc=False):
     notified: bool = False
 
 
-Effect = Send | Forward | Presence | Close | Record
-
 # ------------------------------------------------------------------------------------------------ state table
 
 
@@ -134,6 +135,21 @@ class CallState(StrEnum):
     RINGING = "ringing"
     ANSWERED = "answered"
     ENDED = "ended"
+
+
+class CallEvent(msgspec.Struct, frozen=True, gc=False):
+    """A call started ringing on a device of its callee (`state` RINGING), or was answered (ANSWERED), at `at`: for
+    the operator's webhooks (hub/webhooks.py), which learn how a call ended from its `Record`. A silent or screened
+    call has no RINGING event (it rings nowhere); a silent call answered by calling back has only ANSWERED."""
+
+    state: CallState
+    call_id: str
+    caller: str
+    callee: str
+    at: float
+
+
+Effect = Send | Forward | Presence | Close | Record | CallEvent
 
 
 class Event(StrEnum):
@@ -647,6 +663,7 @@ class Switchboard:
         for ringing in callee_devices.values():
             call.ringing[ringing.cid] = ringing.device
             effects.append(Forward(ringing.cid, env, caller, call_id))
+        effects.append(CallEvent(CallState.RINGING, call_id, caller, callee, now))
         return effects
 
     def _record_only(self, call: Call, outcome: Outcome, reason: Reason, now: float, device: Device) -> list[Effect]:
@@ -678,6 +695,7 @@ class Switchboard:
         for cid in others:
             effects.append(Send(cid, _ended(call.id, Outcome.ANSWERED, Reason.ANSWERED_ELSEWHERE)))
             effects.append(Send(cid, _compat_hangup(call, call.caller.user, Reason.ANSWERED_ELSEWHERE)))
+        effects.append(CallEvent(CallState.ANSWERED, call.id, call.caller.user, call.callee_user, now))
         return effects + self._in_call_changed(call, True)
 
     def _reject(self, call: Call, device: Device, env: Envelope, now: float) -> list[Effect]:

@@ -1,5 +1,6 @@
 """The hub: the switchboard's hands. It owns a node's connections, hands their events to the broker, performs
-the effects that come back, batches presence, and hands ended calls (and their summaries) to the history.
+the effects that come back, batches presence, and hands ended calls (and their summaries) to the history and
+call events to the webhooks.
 
 No sockets here: a connection is anything with `id`, `cid`, `send_text()`, `send_now()` and `close()` (the
 adapters in server/fastws.py and server/ws.py, or a list in the unit tests). The hub decides no call rule: the
@@ -24,7 +25,7 @@ import msgspec
 
 from ..core.records import CallRecord
 from ..core.social import Circle, View
-from ..core.switchboard import Close, Effect, Forward, Presence, Record, Send
+from ..core.switchboard import CallEvent, Close, Effect, Forward, Presence, Record, Send
 from ..protocol import messages
 from ..protocol.codes import CloseCode, ErrorCode
 from ..protocol.errors import ProtocolError, SharedStateUnavailable
@@ -37,6 +38,7 @@ from .stats import Stats
 
 if TYPE_CHECKING:
     from ..store.base import CallHistory
+    from .webhooks import Webhooks
 
 log = logging.getLogger("peercall.hub")
 
@@ -83,18 +85,21 @@ class Hub:
         history_retention: float = 0.0,
         social: Social | None = None,
         display_names: bool = False,
+        webhooks: Webhooks | None = None,
     ) -> None:
         """`history_retention`: seconds a call stays in the history (0: for ever); the writer deletes older ones.
         `social`: the contacts service (hub/social.py); None: no contacts, every presence goes to everyone and
         every call may ring (the hub as it was before contacts, for tests of the call rules alone).
         `display_names`: users may have display names (tokens carry them: token and accounts modes), so `welcome`,
-        `directory` and `missed-calls` look them up (in open mode nobody has one, and nothing is looked up)."""
+        `directory` and `missed-calls` look them up (in open mode nobody has one, and nothing is looked up).
+        `webhooks`: where call events go (hub/webhooks.py); None: nowhere."""
         self.broker = broker
         self.social = social
         self.display_names = display_names
         # The display names of the users connected to this node (their latest token's), for their presence and
         # their call-requests.
         self._names: dict[str, str] = {}
+        self.webhooks = webhooks
         # This node's connections by user, and for each such user what it was last shown of its circle: the
         # relations of its last `contacts` frame and whose presence it sees (`_refresh` sends the difference).
         self._by_user: dict[str, dict[str, Connection]] = {}
@@ -517,6 +522,11 @@ class Hub:
                     self._elsewhere(effect.cid, nodeframe.CLOSE, nodeframe.close_text(effect.code, effect.reason))
             elif isinstance(effect, Record):
                 self._ended(effect.record, effect.notified)
+                if self.webhooks is not None:
+                    self.webhooks.submit(effect)
+            elif isinstance(effect, CallEvent):
+                if self.webhooks is not None:
+                    self.webhooks.submit(effect)
 
     def _elsewhere(self, cid: str, kind: str, text: str) -> None:
         """A frame for a connection that is not (yet) among ours: one still joining, or one on another node."""

@@ -28,6 +28,7 @@ from ..config import Settings
 from ..core.social import CallsFrom, Directory
 from ..hub.router import Hub
 from ..hub.social import Social, load_policy
+from ..hub.webhooks import Webhooks
 from ..protocol.messages import is_valid_id
 from ..protocol.schema import schema
 from ..store import open_history
@@ -89,6 +90,15 @@ def create_app(settings: Settings) -> PeercallApp:
         clock=time.time,
         shared=broker.shared,
     )
+    webhooks = None
+    if settings.webhook_urls:
+        webhooks = Webhooks(
+            settings.webhook_urls,
+            settings.webhook_keys(),
+            events=settings.webhook_events or None,
+            retry_for=settings.webhook_retry_for,
+            queue=settings.webhook_queue,
+        )
     hub = Hub(
         broker,
         history=history,
@@ -96,6 +106,7 @@ def create_app(settings: Settings) -> PeercallApp:
         history_retention=settings.history_retention * 86400,
         social=social,
         display_names=settings.auth != "open",
+        webhooks=webhooks,
     )
     fixed_ice = [server.as_json() for server in settings.fixed_ice_servers()]
     turn_secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None
@@ -286,6 +297,8 @@ def create_app(settings: Settings) -> PeercallApp:
             sessions.expiries.stop()
         await hub.drain()
         await broker.stop()
+        if webhooks is not None:
+            await webhooks.close()  # after the broker: the calls it ended as the node left are sent too
         await history.close()
 
     app = Starlette(

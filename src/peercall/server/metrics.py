@@ -47,6 +47,18 @@ class HubCollector(Collector):
         yield CounterMetricFamily(
             "peercall_history_write_failures", "Call records that could not be written", value=hub.history_failures
         )
+        if hub.webhooks is not None:
+            yield _counter(
+                "peercall_webhooks",
+                "Webhook deliveries by result: delivered, retried (a failed attempt), gave-up, dropped (queue full)",
+                "result",
+                {result: hub.webhooks.counts[result] for result in ("delivered", "retried", "gave-up", "dropped")},
+            )
+            yield GaugeMetricFamily(
+                "peercall_webhook_queue",
+                "Webhook deliveries waiting on this node (in flight or for a retry)",
+                value=hub.webhooks.pending(),
+            )
         yield GaugeMetricFamily(
             "peercall_send_backlog_bytes",
             "Bytes waiting in send backlogs of slow readers",

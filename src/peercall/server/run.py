@@ -9,6 +9,7 @@ import re
 import socket
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import uvicorn
@@ -115,6 +116,10 @@ def banner(settings: Settings, port: int, tls_names: list[str] | None = None) ->
         f"  calls         ring {settings.ring_timeout:g}s, resume grace {settings.resume_grace:g}s, "
         f"history in {_safe_url(settings)}",
     ]
+    if settings.webhook_urls:
+        hosts = ", ".join(dict.fromkeys(_origin(url) for url in settings.webhook_urls))
+        kinds = ", ".join(settings.webhook_events) or "every call event"
+        lines.append(f"  webhooks      {kinds} to {hosts} (signed; retried {settings.webhook_retry_for:g}s)")
     allowed = allowed_hosts(settings)
     if allowed is None:
         hosts = "any Host header (PEERCALL_ALLOWED_HOSTS=*)"
@@ -131,6 +136,13 @@ def banner(settings: Settings, port: int, tls_names: list[str] | None = None) ->
         lines.append("  note          browsers allow the microphone only on https or localhost; for a LAN call")
         lines.append("                run `peercall serve --tls-self-signed`")
     return "\n".join(lines)
+
+
+def _origin(url: str) -> str:
+    """`scheme://host[:port]` of a URL: what the banner shows of a webhook URL (its path or user may be secret)."""
+    parts = urllib.parse.urlsplit(url)
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port is not None else "")
 
 
 _WEBSOCKET_LINE = re.compile(r'"WebSocket (\S+)"')
