@@ -529,6 +529,33 @@ async def test_display_names_are_checked_and_asked_for_in_bounds(book: ContactBo
         await book.names([*many, "one-more"])
 
 
+async def test_the_hub_writes_a_display_name_only_when_it_changes(book: ContactBook) -> None:
+    """hub/social.py keeps a user's name in the store on their first connection and on a change, never again for
+    the same name (a cache), and names who must be shown the change: the user, contacts and those asked."""
+    from peercall.hub.social import Social
+
+    writes: list[tuple[str, str | None]] = []
+    store_write = book.set_display_name
+
+    async def counted(user: str, name: str | None) -> ContactChange:
+        writes.append((user, name))
+        return await store_write(user, name)
+
+    book.set_display_name = counted  # type: ignore[method-assign]
+    await connect(book, "alice", "bob")
+    await book.add("alice", "carol", now=NOW)
+    social = Social(book, clock=lambda: NOW)
+    assert await social.set_display_name("alice", "Alice B") == ["alice", "bob", "carol"]
+    assert await social.set_display_name("alice", "Alice B") == []
+    assert await social.set_display_name("alice", "Alice C") == ["alice", "bob", "carol"]
+    assert writes == [("alice", "Alice B"), ("alice", "Alice C")]
+    social.forget(["alice"])  # another node changed it: read it again once
+    assert await social.set_display_name("alice", "Alice C") == []
+    assert await social.set_display_name("alice", "Alice C") == []
+    assert len(writes) == 3
+    assert await social.names(["alice", "bob", "alice"]) == {"alice": "Alice C"}
+
+
 async def test_display_names_outlive_the_store(durable_url: str) -> None:
     """A display name written by one store instance is read by the next."""
     first = book_of(durable_url)
