@@ -163,8 +163,9 @@ async def _signed_in(node: Any, user: str, name: str | None) -> Client:
 
 
 async def test_display_names_cross_nodes(cluster: Any, uid: Any, tmp_path: Path) -> None:
-    """alice (node 1, "Alice B") and bob (node 2): bob's presence of alice, and the call-request she makes to him,
-    carry her name across nodes; when another device of hers connects as "Alice Z", bob's contacts frame shows it."""
+    """alice (node 1, "Alice B") and bob (node 2): bob's presence of alice, and the call-request she makes to him
+    (also as it rings on devices of his that connect meanwhile, on either node), carry her name across nodes; when
+    another device of hers connects as "Alice Z", bob's contacts frame shows it."""
     from tests.integration.test_security import SECRET
 
     async with cluster(2, **shared(tmp_path, PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=SECRET)) as c:
@@ -182,6 +183,12 @@ async def test_display_names_cross_nodes(cluster: Any, uid: Any, tmp_path: Path)
             await alice.send({"type": "call-request", "to": bob.id})
             request = await bob.expect(type="call-request", timeout=5)
             assert (request["from"], request["displayName"]) == (alice.id, "Alice B")
+            # Another device of bob's, on alice's node, rings too, with her name; and one on bob's own node.
+            for node in (c.nodes[0], c.nodes[1]):
+                device = await _signed_in(node, bob.id, "Bob")
+                clients.append(device)
+                rung = await device.expect(type="call-request", timeout=5)
+                assert (rung["callId"], rung["displayName"]) == (request["callId"], "Alice B")
             await alice.send({"type": "hangup", "to": bob.id})
             await bob.expect(type="call-ended", timeout=5)
 

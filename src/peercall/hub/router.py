@@ -486,8 +486,13 @@ class Hub:
         conns = self._conns
         for effect in effects:
             if isinstance(effect, Forward):
-                # A call-request shows the callee who calls: the caller's display name, when they are on this node.
-                name = self._names.get(effect.sender) if effect.env.type == "call-request" else None
+                # A call-request shows the callee who calls: the caller's display name (kept here when the caller is
+                # on this node; else read, for a call rung again on a device of the callee that connects here).
+                name = None
+                if effect.env.type == "call-request":
+                    name = self._names.get(effect.sender)
+                    if name is None and self.display_names and effect.sender not in self._by_user and self.social:
+                        name = (await self.social.names([effect.sender])).get(effect.sender)
                 text = messages.forward(effect.env, effect.sender, effect.call_id, effect.polite, name)
                 target = conns.get(effect.cid)
                 if target is not None:
