@@ -28,8 +28,18 @@ def _settings_errors(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that takes options only as spelled out (`allow_abbrev=False`): `--password` must not be
+    read as `--password-file`, nor `--token` typed short as another option. Subcommands' parsers are of this class
+    too (`add_subparsers` makes parsers of its parser's class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="peercall", description="Peer-to-peer voice calls over WebRTC.")
+    parser = _Parser(prog="peercall", description="Peer-to-peer voice calls over WebRTC.")
     parser.add_argument("--version", action="version", version=f"peercall {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(

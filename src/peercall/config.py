@@ -80,6 +80,29 @@ def _is_http_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname) and not re.search(r"\s", url)
 
 
+def _web_origin(text: str) -> str:
+    """`text` as a web origin for CSP (`https://host[:port]`, lower-case), or ValueError saying what is wrong."""
+    problem = f"{text!r} is not a web origin (scheme://host[:port], e.g. https://www.example.org)"
+    try:
+        parts = urllib.parse.urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        raise ValueError(problem) from None
+    host = parts.hostname or ""
+    if (
+        parts.scheme.lower() not in ("http", "https")
+        or not host
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+        or any(not (c.isalnum() or c in ".-[]:") for c in host)
+    ):
+        raise ValueError(problem)
+    shown = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme.lower()}://{shown}{f':{port}' if port is not None else ''}"
+
+
 class IceServer(BaseModel):
     """One RTCIceServer, in the browser's own shape (`urls`, `username`, `credential`)."""
 
@@ -178,10 +201,10 @@ class Settings(BaseSettings):
     directory: Literal["all", "contacts"] | None = None
     """Whose presence a user sees (`PEERCALL_DIRECTORY`): `contacts` (their contacts only; nobody can list who
     uses the server) or `all` (everyone online: small, trusted servers, and the two-tab demo). Default: `all` in
-    open mode, `contacts` in token mode."""
+    open mode, `contacts` in token and accounts modes (where an invite makes its maker and the invitee contacts)."""
     calls_from: Literal["everyone", "contacts", "nobody"] | None = None
     """Who may ring a user who has not chosen (`PEERCALL_CALLS_FROM`): `everyone`, `contacts` or `nobody`.
-    Default: `everyone` in open mode, `contacts` in token mode."""
+    Default: `everyone` in open mode, `contacts` in token and accounts modes."""
     contact_rate: Annotated[int, Field(ge=1)] = 60
     """Contact frames (requests, blocks, settings, directory pages) a user may send per minute
     (`PEERCALL_CONTACT_RATE`)."""
@@ -228,6 +251,10 @@ class Settings(BaseSettings):
     """Proxies whose X-Forwarded-For is trusted for the client address (`PEERCALL_FORWARDED_ALLOW_IPS`)."""
     max_message_size: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     """Largest frame, in bytes, that is routed; larger ones get `too-large` (`PEERCALL_MAX_MESSAGE_SIZE`)."""
+    embed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Web origins whose pages may show the call button (`/embed/call/<id>`) in an iframe, separated by commas or
+    spaces (`PEERCALL_EMBED_ORIGINS`), e.g. `https://www.example.org`. Empty (the default): no site may. Only that
+    page is ever framed (CSP `frame-ancestors`); every other page keeps `frame-ancestors 'none'`."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed to call the HTTP API from other sites, comma-separated (`PEERCALL_CORS_ORIGINS`); `*`
     allows any. Empty (the default): same-origin only."""
@@ -299,6 +326,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("embed_origins", mode="before")
+    @classmethod
+    def _split_embed_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace(",", " ").split()
+        return value
+
+    @field_validator("embed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        return [_web_origin(origin) for origin in value]
 
     @field_validator("reserved_ids")
     @classmethod

@@ -3,8 +3,10 @@
 
 They open the store the server uses, from the same settings (`PEERCALL_DATABASE_URL`), make one change or read,
 and close it: safe while servers run on the same database. A user disabled here has their sign-ins revoked at
-once; their open sockets close at their next signaling-token renewal (within `PEERCALL_ACCOUNTS_TOKEN_TTL`),
-since this process cannot reach the servers' sockets (the HTTP API's disable closes them at once).
+once; with `PEERCALL_REDIS_URL` (a cluster) every node is told to close their sockets now, as `peercall revoke`
+does; without it their open sockets close at their next signaling-token renewal (within
+`PEERCALL_ACCOUNTS_TOKEN_TTL`), since this process cannot reach a lone server's sockets (the HTTP API's disable
+closes them at once).
 Imports config, protocol (the id rule), auth.accounts (hashing) and store; never the server or the hub.
 """
 
@@ -23,9 +25,11 @@ from .auth.accounts import Passwords, check_password, new_token, token_hash
 from .config import Settings
 from .core.social import MAX_NAME
 from .protocol.messages import is_valid_id
-from .store.base import Credential, Invite, User
+from .store.base import AccountLimit, Credential, Invite, User
 
 INVITE_TTL = 7 * 86400.0
+CLI_MAKER = "peercall invite"
+"""Who made an invite of `peercall invite` without `--by`: no user (not a user id), so it introduces nobody."""
 
 
 def add_commands(commands: Any) -> None:
@@ -55,13 +59,19 @@ def add_commands(commands: Any) -> None:
     )
     invite.add_argument("--ttl", type=float, default=INVITE_TTL, metavar="SECONDS", help="lifetime (default 7 days)")
     invite.add_argument("--admin", action="store_true", help="whoever uses it becomes an administrator")
+    invite.add_argument(
+        "--by",
+        metavar="ID",
+        help="make it on behalf of this user, who becomes a contact of whoever uses it (as with an invite made "
+        "from the web client); default: no one",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run `peercall user …` or `peercall invite`; returns the exit status."""
     try:
         if args.command == "invite":
-            return asyncio.run(_invite(args.ttl, args.admin))
+            return asyncio.run(_invite(args.ttl, args.admin, args.by))
         if args.user_command == "add":
             return _add(args.id, args.name, args.admin)
         if args.user_command == "list":
@@ -130,18 +140,40 @@ async def _set_disabled(user_id: str, disabled: bool) -> int:
         await store.close()
     if not found:
         raise AdminError(f"there is no user {user_id!r}")
-    print(f"{user_id} {'disabled: their sign-ins have ended' if disabled else 'enabled'}")
+    if not disabled:
+        print(f"{user_id} enabled")
+        return 0
+    print(f"{user_id} disabled: their sign-ins have ended")
+    settings = Settings()
+    if settings.redis_url is None:
+        print("their open connections close at their next token renewal (set PEERCALL_REDIS_URL to close them now)")
+        return 0
+    from .broker.redis import close_user_everywhere
+    from .protocol.codes import CloseCode
+
+    try:
+        heard = await close_user_everywhere(
+            settings.redis_url, settings.redis_prefix, user_id, CloseCode.UNAUTHORIZED, "signed out"
+        )
+    except Exception as exc:  # redis-py's errors, refused connections: one line for the operator
+        raise AdminError(f"could not reach Redis to close their connections now: {exc}") from None
+    print(f"told {heard} node(s) to close their connections")
     return 0
 
 
-async def _invite(ttl: float, admin: bool) -> int:
+async def _invite(ttl: float, admin: bool, by: str | None) -> int:
     if not 60 <= ttl <= 30 * 86400:
         raise AdminError("--ttl is 60 to 2592000 seconds")
     settings = Settings()
     token, now = new_token(), time.time()
     store = await _book()
     try:
-        await store.add_invite(Invite(token_hash(token), "cli", now, now + ttl, admin), now=now)
+        if by is not None and (not is_valid_id(by) or await store.user(by) is None):
+            raise AdminError(f"--by {by!r}: there is no such user")
+        try:
+            await store.add_invite(Invite(token_hash(token), by or CLI_MAKER, now, now + ttl, admin), now=now)
+        except AccountLimit as exc:
+            raise AdminError(str(exc)) from None
     finally:
         await store.close()
     base = settings.public_url or f"{'https' if settings.tls else 'http'}://localhost:{settings.port}"

@@ -17,6 +17,7 @@ from tests.conftest import OPEN_DOORS, run_server
 
 from .conftest import OpenPage
 from .steps import assert_audio_flows, check_accessibility, shoot, wait_until
+from .test_passkeys import setup_token, with_authenticator
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
@@ -265,3 +266,74 @@ async def test_renewal_comes_a_minute_early_or_at_half_a_short_lifetime(open_pag
             }"""
         )
         assert delays == [240_000, 50_000, 5_000, 1_000]
+
+
+async def test_the_done_when_of_accounts_from_a_fresh_server(open_page: OpenPage, tmp_path: Path) -> None:
+    """Issue 16's "done when", with accounts mode's defaults (contacts only): the first administrator creates
+    their account from the set-up link with a passkey and invites bob from the page; bob signs up from the link with
+    a password, and each sees the other online (the invite made them contacts); the administrator signs in again
+    with the passkey in a fresh browser; they call each other and stay in the call with audio across three token
+    lifetimes (expiry enforced) on the same sockets, and a hang-up still reaches the other side; disabled from the
+    administration card, bob's page is back at the sign-in screen within the bound (sockets closed at once)."""
+    with run_server(
+        PEERCALL_AUTH="accounts",
+        PEERCALL_DATABASE_URL=f"sqlite:///{tmp_path / 'accounts.sqlite3'}",
+        PEERCALL_ACCOUNTS_TOKEN_TTL=str(TOKEN_TTL),
+        PEERCALL_AUTH_EXPIRY="enforce",
+    ) as server:
+        base = f"http://localhost:{server.port}"  # a passkey needs a domain name, not 127.0.0.1
+        ada = await open_page(base, "/healthz", "ada")
+        cdp, authenticator = await with_authenticator(ada)
+        await ada.goto(f"{base}/#invite={setup_token(server)}")
+        await ada.fill("#signup-id", "ada")
+        await ada.fill("#signup-name", "Ada Admin")
+        await ada.click("#passkey-signup")
+        await expect(ada.locator("#account-admin")).to_be_visible()
+        await ada.click("#admin-box summary")
+        await ada.click("#invite-create")
+        await expect(ada.locator("#invite-link")).to_have_value(re.compile(r"#invite=[\w-]+$"))
+        link = await ada.locator("#invite-link").input_value()
+
+        bob = await open_page(base, link.removeprefix(base), "bob")
+        await bob.fill("#signup-id", "bob")
+        await bob.fill("#signup-name", "Bob Builder")
+        await bob.fill("#signup-password", PASSWORD)
+        await bob.click("#signup-submit")
+        await expect(bob.locator("#server-status")).to_have_text("Connected")
+        await expect(bob.locator('#contacts li[data-contact="ada"] .status-text')).to_have_text("Online")
+        await expect(ada.locator('#contacts li[data-contact="bob"] .status-text')).to_have_text("Online")
+
+        # Ada signs out here, and in with her passkey in a fresh browser (its authenticator holds her passkey).
+        (passkey,) = (await cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator}))["credentials"]
+        await ada.click("#sign-out")
+        await expect(ada.locator("#signin-screen")).to_be_visible()
+        laptop = await open_page(base, "/", "ada-laptop")
+        cdp2, authenticator2 = await with_authenticator(laptop)
+        await cdp2.send("WebAuthn.addCredential", {"authenticatorId": authenticator2, "credential": passkey})
+        await laptop.click("#passkey-signin")
+        await expect(laptop.locator("#account-name")).to_have_text("Ada Admin")
+        await expect(laptop.locator("#server-status")).to_have_text("Connected")
+        await expect(laptop.locator('#contacts li[data-contact="bob"] .status-text')).to_have_text("Online")
+
+        await call(laptop, bob, "bob")
+        for page in (laptop, bob):
+            await page.evaluate(COUNT_RENEWALS)
+        before = {"ada": await sockets(laptop), "bob": await sockets(bob)}
+        started = time.monotonic()
+        # A renewal every half lifetime: six of them span three lifetimes, past each token's enforced expiry.
+        for name, page in (("ada", laptop), ("bob", bob)):
+            await wait_until(lambda page=page: renewals(page), lambda n: n >= 6, f"{name}'s 6 renewals", 4 * TOKEN_TTL)
+        assert time.monotonic() - started >= 2.5 * TOKEN_TTL
+        assert {"ada": await sockets(laptop), "bob": await sockets(bob)} == before, "a page reconnected"
+        await assert_audio_flows(laptop, "ada")
+        await assert_audio_flows(bob, "bob")
+        await bob.click("#hangup")
+        await expect(laptop.locator("#call-status")).to_have_text("Call Ended")
+
+        await laptop.click("#admin-box summary")
+        await laptop.click('#users button[aria-label="Disable bob"]')
+        disabled = time.monotonic()
+        await expect(bob.locator("#signin-screen")).to_be_visible(timeout=5000)
+        await expect(bob.locator("#signin-error")).to_contain_text("Your sign-in has ended")
+        assert time.monotonic() - disabled < 3, "bob's page learnt it was signed out only after a token renewal"
+        await expect(laptop.locator('#contacts li[data-contact="bob"] .status-text')).not_to_have_text("Online")

@@ -99,7 +99,7 @@ async def test_unreachable_server_counts_down_and_retry_now_reconnects(
         banner = page.locator("#connection-banner")
         await expect(banner).to_be_visible()
         await expect(page.locator("#server-status")).to_have_text("Reconnecting…")
-        await expect(page.locator("#connection-reason")).to_have_text("Cannot reach the server.")
+        await expect(page.locator("#connection-reason")).to_have_text("No connection to the server.")
         countdown = page.locator("#retry-countdown")
         # The backoff grows; once the next try is 2 s or more away, the countdown visibly counts down.
         start = await wait_until(

@@ -15,6 +15,7 @@ from playwright.async_api import CDPSession, Page, expect
 from tests.conftest import OPEN_DOORS, ServerProcess, run_server
 
 from .conftest import OpenPage
+from .steps import check_accessibility
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
@@ -198,3 +199,57 @@ async def test_the_page_adds_a_passkey_and_signs_up_with_one(open_page: OpenPage
         me = (await api(bob, "GET", "/api/session"))["body"]
         assert me["id"] == "bob"
         assert len((await api(bob, "GET", "/api/passkeys"))["body"]["passkeys"]) == 1
+
+
+async def test_a_passkey_only_account_adds_a_password_from_the_page(open_page: OpenPage) -> None:
+    """The first administrator creates their account with a passkey only; under "Sign-in methods" they add a
+    password and sign in with it; changing it needs the current one (a wrong one is refused in words); deleting
+    the passkey leaves the password, which then cannot be removed (the only way to sign in left)."""
+    with run_server(PEERCALL_AUTH="accounts", PEERCALL_ALLOWED_HOSTS="*", **OPEN_DOORS) as srv:
+        base = f"http://localhost:{srv.port}"
+        ann = await open_page(base, "/healthz", "ann")
+        await with_authenticator(ann)
+        await ann.goto(f"{base}/#invite={setup_token(srv)}")
+        await ann.locator("#signup-id").fill("ann")
+        await ann.locator("#signup-name").fill("Ann Example")
+        await ann.locator("#passkey-signup").click()
+        await expect(ann.locator("#account-name")).to_have_text("Ann Example")
+
+        await ann.locator("#methods-box summary").click()
+        methods = ann.locator("#methods li")
+        await expect(methods).to_have_count(1)
+        await expect(methods).to_contain_text("Passkey · added")
+        await expect(ann.locator("#password-title")).to_have_text("Add a password")
+        await expect(ann.locator("#password-current")).to_be_hidden()
+        await ann.locator("#password-new").fill(PASSWORD)
+        await ann.locator("#password-submit").click()
+        await expect(ann.locator("#methods-status")).to_contain_text("Password added")
+        await expect(methods).to_have_count(2)
+        await expect(methods.first).to_contain_text("Password")
+        await expect(ann.locator("#password-title")).to_have_text("Change your password")
+        await check_accessibility(ann, "account sign-in methods")
+
+        await ann.locator("#sign-out").click()
+        await ann.locator("#signin-id").fill("ann")
+        await ann.locator("#signin-password").fill(PASSWORD)
+        await ann.locator("#signin-submit").click()
+        await expect(ann.locator("#account-name")).to_have_text("Ann Example")
+
+        await expect(ann.locator("#password-current")).to_be_visible()  # the box stayed open, shown anew
+        await ann.locator("#password-current").fill("not my password")
+        await ann.locator("#password-new").fill("another good password")
+        await ann.locator("#password-submit").click()
+        await expect(ann.locator("#methods-status")).to_have_text(
+            "Your current password is not that: type the one you sign in with."
+        )
+        await ann.locator("#password-current").fill(PASSWORD)
+        await ann.locator("#password-submit").click()
+        await expect(ann.locator("#methods-status")).to_have_text("Password changed.")
+
+        await ann.get_by_role("button", name="Delete passkey Passkey").click()
+        await expect(methods).to_have_count(1)
+        await ann.get_by_role("button", name="Remove my password").click()
+        await expect(ann.locator("#methods-status")).to_have_text(
+            "This is your only way to sign in: add another one first."
+        )
+        assert (await api(ann, "GET", "/api/password"))["body"]["password"] is not None

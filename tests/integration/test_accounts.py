@@ -362,3 +362,124 @@ async def test_a_sign_out_reaches_another_node_within_seconds(browser: Any, db: 
                 await asyncio.sleep(0.2)
         finally:
             await ann.http.aclose()
+
+
+async def test_an_invite_makes_its_maker_and_the_invitee_contacts(db: Path) -> None:
+    """Under accounts mode's defaults (presence and ringing for contacts only), bob, who signed up with ann's
+    invite, is her contact at once: her open socket gets the new `contacts` frame, each sees the other online, and
+    they ring each other. The set-up link and a `peercall invite` without `--by` introduce nobody; with
+    `--by ann` the invitee is ann's contact too."""
+    with run_server(PEERCALL_AUTH="accounts", PEERCALL_DATABASE_URL=f"sqlite:///{db}") as srv:
+        ann, bob, cy, dee = (Browser(srv) for _ in range(4))
+        try:
+            await ann.sign_up(setup_token(srv), "ann")
+            a = await connect(srv, await ann.token())
+            assert a.welcome["directory"] == "contacts" and a.welcome["defaultCallsFrom"] == "contacts"
+            await a.nothing(type="contacts")  # the set-up link made no contact
+
+            await bob.sign_up(await ann.invite(), "bob")
+            shown = await a.expect(type="contacts")
+            assert [(c["id"], c["status"]) for c in shown["contacts"]] == [("bob", "offline")]
+            assert shown["incoming"] == [] and shown["outgoing"] == []
+            b = await connect(srv, await bob.token())
+            assert b.welcome["online"] == ["ann"]
+            assert [c["id"] for c in (await b.expect(type="contacts"))["contacts"]] == ["ann"]
+            await a.expect(type="presence", id="bob", status="online")
+            await b.send({"type": "call-request", "to": "ann"})
+            assert (await a.expect(type="call-request"))["from"] == "bob"
+            await b.send({"type": "hangup", "to": "ann"})
+
+            code, out, err = await run_cli(db, "invite")
+            assert code == 0, err
+            await cy.sign_up(out.strip().rpartition("#invite=")[2], "cy")
+            code, out, err = await run_cli(db, "invite", "--by", "ann")
+            assert code == 0, err
+            await dee.sign_up(out.strip().rpartition("#invite=")[2], "dee")
+            code, out, _ = await run_cli(db, "admin", "contacts", "ann", "--json")
+            assert code == 0 and sorted(c["id"] for c in json.loads(out)["contacts"]) == ["bob", "dee"]
+            code, out, _ = await run_cli(db, "admin", "contacts", "cy", "--json")
+            assert code == 0 and json.loads(out)["contacts"] == [] and json.loads(out)["outgoing"] == []
+            code, _, err = await run_cli(db, "invite", "--by", "nobody")
+            assert code == 2 and "no such user" in err
+            await a.close()
+            await b.close()
+        finally:
+            for one in (ann, bob, cy, dee):
+                await one.http.aclose()
+
+
+async def test_an_invite_keeps_a_block_and_the_bound_on_contacts(db: Path, tmp_path: Path) -> None:
+    """An administrator who had blocked an id stays so when someone signs up with it from their invite (the
+    invitee's request stays hidden); one who has 500 contacts gets the invitee's request to answer instead."""
+    with run_server(PEERCALL_AUTH="accounts", PEERCALL_DATABASE_URL=f"sqlite:///{db}") as srv:
+        ann, mallory, zed = Browser(srv), Browser(srv), Browser(srv)
+        try:
+            await ann.sign_up(setup_token(srv), "ann")
+            a = await connect(srv, await ann.token())
+            await a.send({"type": "block", "to": "mallory"})
+            assert [b["id"] for b in (await a.expect(type="contacts"))["blocked"]] == ["mallory"]
+            await mallory.sign_up(await ann.invite(), "mallory")
+            code, out, _ = await run_cli(db, "admin", "contacts", "ann", "--json")
+            circle = json.loads(out)
+            assert code == 0 and circle["contacts"] == [] and circle["incoming"] == []
+            assert [b["id"] for b in circle["blocked"]] == ["mallory"]
+
+            pairs = tmp_path / "pairs.txt"
+            pairs.write_text("".join(f"ann friend{i}\n" for i in range(500)))
+            assert (await run_cli(db, "admin", "import-contacts", str(pairs)))[0] == 0
+            await zed.sign_up(await ann.invite(), "zed")
+            code, out, _ = await run_cli(db, "admin", "contacts", "ann", "--json")
+            circle = json.loads(out)
+            assert len(circle["contacts"]) == 500 and [r["id"] for r in circle["incoming"]] == ["zed"]
+            await a.close()
+        finally:
+            for one in (ann, mallory, zed):
+                await one.http.aclose()
+
+
+async def run_cli(db: Path, *args: str) -> tuple[int, str, str]:
+    """`peercall ARGS` on the accounts store `db`: the exit status, standard output and error."""
+    import os
+    import sys
+
+    env = {**os.environ, "PEERCALL_DATABASE_URL": f"sqlite:///{db}", "PEERCALL_AUTH": "accounts"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "peercall",
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT * 3)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_a_signed_in_user_changes_or_removes_their_password(srv: ServerProcess, browser: Any) -> None:
+    """`/api/password`: a change needs the current password (a wrong one is refused and throttled like a failed
+    sign-in), the new one signs in and the old one no longer does; the only sign-in method cannot be removed;
+    every change needs the sign-in's CSRF value. (A passkey-only account adding one: tests/e2e/test_passkeys.py.)"""
+    _, bob = await admin_and_bob(srv, browser)
+    shown = (await bob.http.get("/api/password")).json()["password"]
+    assert shown is not None and shown["created"] > 0
+    new = "a much better password"
+    unsent = await bob.post("/api/password", {"password": new})
+    assert (unsent.status_code, unsent.json()["error"]["code"]) == (403, "wrong-password")
+    short = await bob.post("/api/password", {"password": "short", "current": PASSWORD})
+    assert (short.status_code, short.json()["error"]["code"]) == (400, "bad-password")
+    forged = await bob.http.post("/api/password", json={"password": new, "current": PASSWORD}, headers={CSRF: "1"})
+    assert (forged.status_code, forged.json()["error"]["code"]) == (403, "csrf")
+    changed = await bob.post("/api/password", {"password": new, "current": PASSWORD})
+    assert changed.status_code == 200, changed.text
+    assert (await browser().sign_in("bob")).status_code == 401
+    assert (await browser().sign_in("bob", new)).status_code == 200
+    last = await bob.delete("/api/password")
+    assert (last.status_code, last.json()["error"]["code"]) == (409, "last-method")
+    for _ in range(5):
+        wrong = await bob.post("/api/password", {"password": PASSWORD, "current": "not my password"})
+        assert (wrong.status_code, wrong.json()["error"]["code"]) == (403, "wrong-password")
+    waits = await bob.post("/api/password", {"password": PASSWORD, "current": new})
+    assert waits.status_code == 429 and int(waits.headers["retry-after"]) > 0
+    assert (await browser().sign_in("bob", new)).status_code == 429  # the same throttle as sign-in

@@ -1,5 +1,5 @@
 """The HTTP API of accounts mode (`PEERCALL_AUTH=accounts`): set-up, invites, sign-up, password and passkey
-(WebAuthn) sign-in, passkeys, sign-ins
+(WebAuthn) sign-in, passkeys and the password of a signed-in user, sign-ins
 kept on the server (a cookie), signaling tokens for the WebSocket, sign-out, and administration. docs/protocol.md,
 "Accounts", is the reference; docs/security.md says what each rule is against.
 
@@ -69,7 +69,17 @@ from ..config import Settings
 from ..core.social import MAX_NAME
 from ..protocol.codes import CloseCode
 from ..protocol.messages import is_valid_id
-from ..store.base import MAX_CREDENTIALS_PER_USER, AccountLimit, AccountSession, Credential, Invite, SignUp, Store, User
+from ..store.base import (
+    MAX_CREDENTIALS_PER_USER,
+    AccountLimit,
+    AccountSession,
+    ContactLimit,
+    Credential,
+    Invite,
+    SignUp,
+    Store,
+    User,
+)
 from .guard import host_name
 from .session import address_group
 
@@ -236,6 +246,31 @@ class AccountsApi:
                 await result
         except Exception:
             log.warning("could not close the sockets of %s", user, exc_info=True)
+
+    async def _introduce(self, maker: str, invitee: str) -> None:
+        """The administrator who made an invite and the person who signed up with it become contacts (both ways),
+        so that they see each other online and may ring each other under the contacts-only defaults of accounts
+        mode; every node shows it to their open pages (`Broker.circles_changed`). The invitee asks and the maker
+        accepts: a maker who has MAX_CONTACTS contacts is left with the request (answered like any other), and a
+        maker who had blocked that id keeps the block (the request stays hidden). Failures are logged: the account
+        is made all the same. An invite of `peercall invite` (made by no user) introduces nobody."""
+        try:
+            if not is_valid_id(maker) or await self.store.user(maker) is None:
+                return
+            now = self.clock()
+            await self.store.add(invitee, maker, now=now)
+            if invitee not in (await self.store.circle(maker, now=now)).blocked:
+                await self.store.add(maker, invitee, now=now)
+        except ContactLimit as exc:
+            log.info("%s signed up with %s's invite; their request waits for %s (%s)", invitee, maker, maker, exc)
+        except Exception:
+            log.warning(
+                "%s signed up with %s's invite, but could not be made their contact", invitee, maker, exc_info=True
+            )
+            return
+        tell = getattr(self.broker, "circles_changed", None)
+        if tell is not None:
+            tell([maker, invitee])
 
     # -- request helpers -------------------------------------------------------------------------------------
 
@@ -501,6 +536,8 @@ class AccountsApi:
             raise Refusal(404, "no-invite", "this invite link is not valid: it was used, it expired, or it is wrong")
         if found.created_by == "":  # the first administrator is here: no other set-up link may make another
             await self.store.drop_invites("")
+        else:
+            await self._introduce(found.created_by, account)
         user = await self.store.user(account)
         assert user is not None
         log.info("%s signed up%s", account, " as an administrator" if user.admin else "")
@@ -563,6 +600,62 @@ class AccountsApi:
         self._revoked(*ended)
         await self._close_sockets(target)
         return _json({"signedOut": len(ended)})
+
+    # -- password -------------------------------------------------------------------------------------------
+
+    async def _password(self, user_id: str) -> Credential | None:
+        return next((c for c in await self.store.credentials(user_id) if c.kind == "password"), None)
+
+    async def get_password(self, request: Request) -> Response:
+        """Whether the signed-in user has a password: `{"password": {"created"} or null}`."""
+        _, user = await self._signed_in(request)
+        stored = await self._password(user.id)
+        return _json({"password": None if stored is None else {"created": stored.created}})
+
+    async def post_password(self, request: Request) -> Response:
+        """Add a password (an account that has only passkeys) or change it: `{"password": "<new>", "current":
+        "<the password it has>"}` (`current` only when it has one; a wrong one counts as a failed sign-in)."""
+        session, user = await self._signed_in(request)
+        self._csrf(request, session)
+        body = await self._body(request)
+        try:
+            password = check_password(body.get("password"))
+        except ValueError as exc:
+            raise Refusal(400, "bad-password", str(exc)) from None
+        stored = await self._password(user.id)
+        if stored is not None:
+            current = body.get("current")
+            if not isinstance(current, str) or not current:
+                raise Refusal(403, "wrong-password", "to change your password, send the one you have as 'current'")
+            address = self._throttled(request, user.id)
+            if len(current) > 1024 or not await self.passwords.verify(stored.secret, current):
+                now = self.clock()
+                self.by_account.failed(user.id, now)
+                self.by_address.failed(address, now)
+                raise Refusal(403, "wrong-password", "the current password is wrong")
+            self.by_account.forget(user.id)
+        now = self.clock()
+        try:
+            await self.store.set_credential(
+                Credential(user.id, "password", "", await self.passwords.hash(password), now)
+            )
+        except AccountLimit as exc:
+            raise Refusal(409, "too-many", str(exc)) from None
+        log.info("%s %s a password", user.id, "changed" if stored is not None else "added")
+        return _json({"password": {"created": now}}, 200 if stored is not None else 201)
+
+    async def delete_password(self, request: Request) -> Response:
+        """Remove the signed-in user's password (they keep signing in with a passkey)."""
+        session, user = await self._signed_in(request)
+        self._csrf(request, session)
+        try:
+            deleted = await self.store.delete_credential(user.id, "password", "")
+        except AccountLimit:
+            raise Refusal(409, "last-method", "this is your only way to sign in: add a passkey first") from None
+        if not deleted:
+            raise Refusal(404, "not-found", "you have no password")
+        log.info("%s removed their password", user.id)
+        return _json({"deleted": 1})
 
     # -- passkeys --------------------------------------------------------------------------------------------
 
@@ -799,6 +892,9 @@ class AccountsApi:
             Route("/api/passkeys", wrap(self.post_passkey), methods=["POST"]),
             Route("/api/passkeys", wrap(self.get_passkeys), methods=["GET"]),
             Route("/api/passkeys/{key}", wrap(self.delete_passkey), methods=["DELETE"]),
+            Route("/api/password", wrap(self.get_password), methods=["GET"]),
+            Route("/api/password", wrap(self.post_password), methods=["POST"]),
+            Route("/api/password", wrap(self.delete_password), methods=["DELETE"]),
             Route("/api/signup/passkey/options", wrap(self.post_signup_passkey_options), methods=["POST"]),
             Route("/api/signup", wrap(self.post_signup), methods=["POST"]),
             Route("/api/invites", wrap(self.post_invite), methods=["POST"]),

@@ -36,6 +36,7 @@ from .accounts import AccountsApi
 from .guard import WebGuard
 from .metrics import CONTENT_TYPE, registry_for, render
 from .session import Sessions, is_signaling_path
+from .webapp import WebApp
 from .ws import AsgiTransport
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -251,6 +252,8 @@ def create_app(settings: Settings) -> PeercallApp:
         f"/caller{me}.html": demo_page(index_html, me, peer).encode() for me, peer in (("A", "B"), ("B", "A"))
     }
 
+    webapp = WebApp(STATIC_DIR, __version__, settings.embed_origins)  # sw.js, call links, the embed page
+
     async def get_demo_page(request: Request) -> Response:
         return Response(demo_pages[request.url.path], media_type="text/html; charset=utf-8")
 
@@ -264,6 +267,7 @@ def create_app(settings: Settings) -> PeercallApp:
         Route("/metrics", get_metrics),
         Route("/callerA.html", get_demo_page),
         Route("/callerB.html", get_demo_page),
+        *webapp.routes(),
         Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"),
     ]
     middleware = [

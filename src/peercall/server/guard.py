@@ -23,17 +23,26 @@ from .tls import machine_names
 if TYPE_CHECKING:
     from ..config import Settings
 
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob:; "
-    "img-src 'self' data:; style-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
+
+def content_security_policy(frame_ancestors: str = "'none'") -> str:
+    """The web client's policy; `frame_ancestors` says who may show the page in a frame (no one by default)."""
+    return (
+        "default-src 'self'; script-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob:; "
+        f"img-src 'self' data:; style-src 'self'; frame-ancestors {frame_ancestors}; base-uri 'none'; "
+        "form-action 'self'"
+    )
+
+
+CONTENT_SECURITY_POLICY = content_security_policy()
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
 )
-"""Added to every HTTP response (the web client works under this policy: no inline script or style, no eval)."""
+"""Added to every HTTP response (the web client works under this policy: no inline script or style, no eval).
+A response that brings its own content-security-policy (the embed page: server/webapp.py) decides its framing
+itself: it gets neither this policy nor X-Frame-Options."""
 
 BAD_HOST_STATUS = 421  # Misdirected Request: "this server is not configured to answer for that name"
 
@@ -116,7 +125,9 @@ class WebGuard:
         async def send_with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 present = {k.lower() for k, _ in message.get("headers", [])}
-                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                framing = b"content-security-policy" in present  # then X-Frame-Options would contradict it
+                skip = present | ({b"x-frame-options"} if framing else set())
+                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in skip]
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 

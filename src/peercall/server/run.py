@@ -104,7 +104,8 @@ def banner(settings: Settings, port: int, tls_names: list[str] | None = None) ->
     auth = {
         "open": "open: anyone may connect under any id (use PEERCALL_AUTH=token on an untrusted network)",
         "token": "token: a signed JWT is required (sub = user id)",
-        "accounts": "accounts: users sign in (invites, passwords); `peercall user` and `peercall invite` manage them",
+        "accounts": "accounts: users sign in (invites, passkeys, passwords); `peercall user` and `peercall invite` "
+        "manage them",
     }[settings.auth]
     lines = [
         f"peercall {__version__} (signaling protocol v{PROTOCOL_VERSION}) listening on {host}:{port}",

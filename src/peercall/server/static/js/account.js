@@ -1,8 +1,8 @@
 /**
  * The user's account on a server in accounts mode (`PEERCALL_AUTH=accounts`): the HTTP API of docs/protocol.md,
  * "Accounts". Signs in and up (the invite link's `#invite=<token>`, removed from the address bar at once), signs
- * out, lists and ends sign-ins, gets the signaling tokens for `/ws`, and, for administrators, makes invites and
- * manages users.
+ * out, lists and ends sign-ins, lists and changes the sign-in methods (password, passkeys), gets the signaling
+ * tokens for `/ws`, and, for administrators, makes invites and manages users.
  *
  * Owns who is signed in (`me`: id, display name, administrator or not) and the sign-in's CSRF value, which every
  * POST and DELETE sends as `X-Peercall-CSRF`; the sign-in itself is an HttpOnly cookie the page never sees.
@@ -72,7 +72,11 @@ export function errorText(status, code, serverMessage, retryAfter) {
     case "forbidden":
       return "Only an administrator may do this.";
     case "too-many":
-      return "You have too many invites waiting: wait until some are used or expire.";
+      return serverMessage || "There are too many: remove some first.";
+    case "wrong-password":
+      return "Your current password is not that: type the one you sign in with.";
+    case "last-method":
+      return "This is your only way to sign in: add another one first.";
     case "self":
       return "You cannot disable your own account.";
     case "csrf":
@@ -199,6 +203,50 @@ export class Account extends EventTarget {
   async endSession(sessionId) {
     await this.#request("DELETE", `api/sessions/${encodeURIComponent(sessionId)}`);
     if (sessionId === this.#me?.session) this.#signedIn(null);
+  }
+
+  /**
+   * My password, if I have one.
+   * @returns {Promise<{created: number}|null>}
+   */
+  async password() {
+    const body = await this.#request("GET", "api/password");
+    return body?.password ?? null;
+  }
+
+  /**
+   * Add a password (an account with passkeys only), or change it (then `current` is the one it has).
+   * @param {string} password the new password
+   * @param {string} [current] the current password, when there is one
+   */
+  async setPassword(password, current = "") {
+    if (password.length < 8) throw new AccountError(400, "bad-password", "A password is at least 8 characters.");
+    /** @type {{password: string, current?: string}} */
+    const body = { password };
+    if (current) body.current = current;
+    await this.#request("POST", "api/password", body);
+  }
+
+  /** Remove my password (I keep signing in with a passkey). */
+  async deletePassword() {
+    await this.#request("DELETE", "api/password");
+  }
+
+  /**
+   * My passkeys, oldest first.
+   * @returns {Promise<{id: string, name: string, created: number, lastUsed: number|null}[]>}
+   */
+  async passkeys() {
+    const body = await this.#request("GET", "api/passkeys");
+    return Array.isArray(body?.passkeys) ? body.passkeys : [];
+  }
+
+  /**
+   * Delete one of my passkeys.
+   * @param {string} id its credential id
+   */
+  async deletePasskey(id) {
+    await this.#request("DELETE", `api/passkeys/${encodeURIComponent(id)}`);
   }
 
   /**

@@ -1,6 +1,7 @@
 /**
  * The page's part for accounts mode (DOM only): the sign-in screen, the sign-up form of an invite link, and the
- * account card (who is signed in, my sign-ins, sign out; for administrators: invite links and users).
+ * account card (who is signed in, my sign-ins, my sign-in methods, sign out; for administrators: invite links and
+ * users).
  *
  * The handlers given to {@link bind} do the work (account.js) and return promises: this module shows what they
  * answer, and their errors' messages (`AccountError`). Names and user agents are shown as text, never markup.
@@ -21,6 +22,11 @@ const $ = (id) => /** @type {any} */ (document.getElementById(id));
  * @property {() => Promise<unknown>} signOutEverywhere
  * @property {() => Promise<any[]>} sessions
  * @property {(sessionId: string) => Promise<unknown>} endSession
+ * @property {() => Promise<{created: number}|null>} password
+ * @property {(password: string, current: string) => Promise<unknown>} setPassword
+ * @property {() => Promise<unknown>} deletePassword
+ * @property {() => Promise<{id: string, name: string, created: number, lastUsed: number|null}[]>} passkeys
+ * @property {(id: string) => Promise<unknown>} deletePasskey
  * @property {(admin: boolean) => Promise<{link: string, expires: number}>} invite
  * @property {(after: string|null) => Promise<{users: any[], next: string|null}>} users
  * @property {(id: string, disabled: boolean) => Promise<any>} setDisabled
@@ -144,6 +150,7 @@ export function bind(given) {
     busy($("passkey-add"), "passkey-status", async () => {
       await given.addPasskey();
       show("passkey-status", "Passkey added: you can sign in with it from this device.");
+      if ($("methods-box").open) refreshMethods();
     }),
   );
   // What was wrong is no longer shown once the user changes what they typed.
@@ -155,6 +162,25 @@ export function bind(given) {
   );
   $("sessions-box").addEventListener("toggle", () => {
     if ($("sessions-box").open) refreshSessions();
+  });
+  $("methods-box").addEventListener("toggle", () => {
+    if ($("methods-box").open) refreshMethods();
+  });
+  $("password-form").addEventListener("submit", async (/** @type {SubmitEvent} */ event) => {
+    event.preventDefault();
+    const changing = !$("password-current-field").hidden;
+    const done = await busy($("password-submit"), "methods-status", async () => {
+      await given.setPassword($("password-new").value, changing ? $("password-current").value : "");
+      return true;
+    });
+    if (!done) return;
+    $("password-new").value = "";
+    $("password-current").value = "";
+    await refreshMethods();
+    show(
+      "methods-status",
+      changing ? "Password changed." : `Password added: you can also sign in with your id (${myId}) and it.`,
+    );
   });
   $("admin-box").addEventListener("toggle", () => {
     if ($("admin-box").open) refreshUsers();
@@ -182,7 +208,7 @@ export function bind(given) {
 
 /** Whether the server takes passkeys: show the "Sign in with a passkey" button. */
 export function passkeysSupported(supported) {
-  for (const id of ["passkey-signin", "passkey-signup", "passkey-add"]) $(id).hidden = !supported;
+  for (const id of ["passkey-signin", "passkey-or", "passkey-signup", "passkey-add"]) $(id).hidden = !supported;
 }
 
 /**
@@ -226,8 +252,10 @@ export function signedIn(me) {
   $("admin-box").hidden = !me.admin;
   $("invite-result").hidden = true;
   $("invite-link").value = "";
-  for (const id of ["sessions-status", "invite-status", "users-status"]) show(id, "");
+  $("password-user").value = me.id;
+  for (const id of ["sessions-status", "invite-status", "users-status", "methods-status"]) show(id, "");
   if ($("sessions-box").open) refreshSessions();
+  if ($("methods-box").open) refreshMethods();
   if (me.admin && $("admin-box").open) refreshUsers();
 }
 
@@ -275,6 +303,70 @@ async function refreshSessions() {
       return item;
     }),
   );
+}
+
+/**
+ * One line of a list: what (with a hint under it) and, if given, a button.
+ * @param {string} text
+ * @param {string} hint
+ * @param {HTMLButtonElement|null} button
+ */
+function listItem(text, hint, button) {
+  const item = document.createElement("li");
+  const what = document.createElement("span");
+  what.className = "what";
+  what.textContent = text;
+  const detail = document.createElement("span");
+  detail.className = "hint";
+  detail.textContent = hint;
+  what.append(detail);
+  item.append(what);
+  if (button) item.append(button);
+  return item;
+}
+
+/**
+ * A button that runs `work` (its error shown in the methods' status line), then shows the methods again.
+ * @param {string} text
+ * @param {string} label its accessible name
+ * @param {() => Promise<unknown>} work
+ */
+function methodButton(text, label, work) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = text;
+  button.setAttribute("aria-label", label);
+  button.addEventListener("click", async () => {
+    const done = await busy(button, "methods-status", async () => {
+      await work();
+      return true;
+    });
+    if (done) refreshMethods();
+  });
+  return button;
+}
+
+/** Show my sign-in methods (password, passkeys), and the password form as "add" or "change". */
+async function refreshMethods() {
+  if (!handlers) return;
+  const given = handlers;
+  const found = await busy(null, "methods-status", () => Promise.all([given.password(), given.passkeys()]));
+  if (!Array.isArray(found)) return;
+  const [password, passkeys] = found;
+  const items = [];
+  if (password) {
+    const remove = methodButton("Remove", "Remove my password", given.deletePassword);
+    items.push(listItem("Password", `Set ${when(password.created)}`, remove));
+  }
+  for (const key of passkeys) {
+    const used = key.lastUsed ? `last used ${when(key.lastUsed)}` : "not used yet";
+    const remove = methodButton("Delete", `Delete passkey ${key.name}`, () => given.deletePasskey(key.id));
+    items.push(listItem(key.name, `Passkey · added ${when(key.created)} · ${used}`, remove));
+  }
+  $("methods").replaceChildren(...items);
+  $("password-current-field").hidden = !password;
+  $("password-title").textContent = password ? "Change your password" : "Add a password";
+  $("password-submit").textContent = password ? "Change the password" : "Add the password";
 }
 
 /** @param {string|null} [after] the next page (null: from the start) */

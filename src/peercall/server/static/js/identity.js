@@ -176,16 +176,19 @@ export class Identity {
    * Ask the server whether it wants a token and whether it relays every call anyway: `/healthz` says both
    * (`auth`, `iceTransportPolicy`; docs/protocol.md, "Before connecting"), to anyone, token or not.
    * In accounts mode it may also say that passkeys can be used (`passkeys: true`).
-   * @returns {Promise<{authMode: AuthMode, relaysAll: boolean, passkeys: boolean}>}
+   * `answered` is false when no answer came (no network, the server is down): see offline.js.
+   * @returns {Promise<{authMode: AuthMode, relaysAll: boolean, passkeys: boolean, answered: boolean}>}
    */
   async askServer() {
     let relaysAll = false;
     let passkeys = false;
+    let answered = false;
     try {
       const response = await fetch(new URL("healthz", location.href), {
         cache: "no-store",
         signal: AbortSignal.timeout(5000),
       });
+      answered = response.status < 500; // a proxy's 502/503/504: the server itself is not there
       const body = response.ok ? await response.json() : null;
       const mode = body?.auth;
       this.#authMode = mode === "token" || mode === "open" || mode === "accounts" ? mode : "unknown";
@@ -194,7 +197,7 @@ export class Identity {
     } catch {
       this.#authMode = "unknown";
     }
-    return { authMode: this.#authMode, relaysAll, passkeys };
+    return { authMode: this.#authMode, relaysAll, passkeys, answered };
   }
 }
 

@@ -13,11 +13,14 @@
  *  - notifications.js: the ringtone, the ringback tone and notifications;
  *  - mediadevices.js: the microphone and speaker chosen;
  *  - names.js: the display names the server told (signaling.js feeds it every frame; the page shows them);
+ *  - offline.js: the service worker (the app opens without the server) and whether the server can be reached;
+ *  - calllink.js: the call link the page was opened with (`?call=`), calllinkpanel.js its part of the page;
  *  - ui.js: the page (DOM only), and contactspanel.js its contacts; `view()` below gathers what they show.
  *
  * Page configuration: `<body data-id="clientA" data-peer="clientB">` presets the names (the two-tab demo);
  * `?id=` and `?peer=` do the same on any page; `?processing=off` opens the mic without echo cancellation,
- * noise suppression or auto gain (music, measurements); `#token=<jwt>` gives a token (then removed from the
+ * noise suppression or auto gain (music, measurements); `?call=<id>` (where a call link `call/<id>` leads) offers
+ * to call that user once connected; `#token=<jwt>` gives a token (then removed from the
  * address bar), and the name is the token's `sub`; `#invite=<token>` (accounts mode) opens the sign-up form.
  *
  * For tests and debugging, `window.peercall` exposes `signaling`, `call` (the current or last Call), `pc`
@@ -29,6 +32,8 @@
 
 import { Account } from "./account.js";
 import * as accountPanel from "./accountpanel.js";
+import { CallLink } from "./calllink.js";
+import * as callLinkPanel from "./calllinkpanel.js";
 import { fetchIceConfig } from "./ice.js";
 import { Contacts } from "./contacts.js";
 import * as contactsPanel from "./contactspanel.js";
@@ -38,6 +43,7 @@ import { MediaDeviceChoice } from "./mediadevices.js";
 import { INSECURE_TEXT, RAW, VOICE, unlockAudio } from "./media.js";
 import * as names from "./names.js";
 import { Notifier } from "./notifications.js";
+import { Reachability, registerServiceWorker } from "./offline.js";
 import { passkeysSupported, registerPasskey, signInWithPasskey, signUpWithPasskey } from "./passkeys.js";
 import { Phone } from "./phone.js";
 import { CALL_CONTROL, MessageType, NEGOTIATION } from "./protocol.js";
@@ -57,6 +63,8 @@ const notifier = new Notifier();
 const callHistory = new CallHistory({ user: () => signaling.id, authHeaders: () => identity.authHeaders() });
 const contacts = new Contacts({ send: (frame) => signaling.send(frame) });
 const summaries = new CallSummaries({ send: (frame) => signaling.isOpen && signaling.send(frame) });
+const reachability = new Reachability();
+const callLink = new CallLink(params);
 const phone = new Phone({
   signaling,
   summaries,
@@ -78,7 +86,12 @@ function view() {
   const call = phone.call;
   const check = phone.audioCheck;
   return {
-    server: { state: signaling.state, reason: signaling.reconnectReason, retryAt: signaling.retryAt },
+    server: {
+      state: signaling.state,
+      reason: signaling.reconnectReason,
+      retryAt: signaling.retryAt,
+      offline: reachability.problem,
+    },
     online: signaling.online,
     people: signaling.people,
     me: signaling.state === "connected" ? signaling.id : null,
@@ -99,6 +112,12 @@ function render() {
   const shown = view();
   ui.render(shown);
   contactsPanel.render(shown);
+  callLinkPanel.render({
+    link: callLink.view(shown.me ?? null),
+    me: shown.me ?? null,
+    inCall: phone.active,
+    connectFirst: identity.authMode === "accounts" ? "Sign in first." : "Connect first: your name, then Connect.",
+  });
   notifier.update(phone.ringing());
 }
 
@@ -114,6 +133,9 @@ callHistory.addEventListener("change", render);
 contacts.addEventListener("change", render);
 contacts.addEventListener("notice", ({ detail }) => ui.say(detail.text, detail.kind));
 mediaDevices.addEventListener("change", render);
+reachability.addEventListener("change", render);
+reachability.addEventListener("retry", () => askServer());
+callLink.addEventListener("change", render);
 notifier.addEventListener("accept", () => ui.focusAccept());
 // The server keeps a summary with the call's record, just after: load the history again to show it, and the
 // other side's (sent at about the same time).
@@ -129,6 +151,7 @@ signaling.addEventListener("statechange", (event) => {
   phone.signalingChanged(event.detail);
   if (state !== "connected" && previous === "connected") contacts.disconnected();
   if (state === "connected") {
+    reachability.serverAnswered(true);
     callHistory.refresh();
     summaries.flush();
   }
@@ -268,6 +291,11 @@ accountPanel.bind({
   signOutEverywhere: () => account.signOutEverywhere(),
   sessions: () => account.sessions(),
   endSession: (sessionId) => account.endSession(sessionId),
+  password: () => account.password(),
+  setPassword: (password, current) => account.setPassword(password, current),
+  deletePassword: () => account.deletePassword(),
+  passkeys: () => account.passkeys(),
+  deletePasskey: (id) => account.deletePasskey(id),
   invite: (admin) => account.invite({ admin }),
   users: (after) => account.users(after),
   setDisabled: (id, disabled) => account.setDisabled(id, disabled),
@@ -339,7 +367,10 @@ ui.bind({
     await notifier.requestPermission();
     render();
   },
-  retryNow: () => signaling.reconnectNow(),
+  retryNow() {
+    signaling.reconnectNow();
+    reachability.retryNow();
+  },
   hangup: () => phone.hangup(),
   toggleMute: () => phone.toggleMute(),
   tokenChanged(text) {
@@ -356,6 +387,15 @@ ui.bind({
   historySeen: () => callHistory.seen(),
   moreHistory: () => callHistory.more(),
   testAudio: () => phone.testAudio(),
+});
+
+callLinkPanel.bind({
+  call(peerId) {
+    unlockAudio();
+    callLink.done();
+    phone.startCall(peerId);
+  },
+  dismiss: () => callLink.done(),
 });
 
 contactsPanel.bind({
@@ -381,19 +421,25 @@ contactsPanel.bind({
 const startToken = identity.takeInitialToken();
 ui.preset({
   id: page.id ?? params.get("id") ?? identity.savedName(),
-  peer: page.peer ?? params.get("peer"),
+  peer: page.peer ?? params.get("peer") ?? callLink.peer,
   token: startToken,
   relayOnly: identity.relayOnly,
 });
 const tokenProblem = identity.useToken(startToken);
 if (tokenProblem) ui.rejectToken(tokenProblem);
 else ui.nameFromToken(identity.tokenUser);
-(async () => {
-  const { authMode, relaysAll, passkeys } = await identity.askServer();
+
+/** Ask the server how to sign in (/healthz); with no answer, say so, and ask again later (offline.js). */
+async function askServer() {
+  const { authMode, relaysAll, passkeys, answered } = await identity.askServer();
+  reachability.serverAnswered(answered);
+  if (!answered) return;
   if (relaysAll) ui.serverRelaysAll();
   if (authMode === "token") ui.tokenRequired(Boolean(identity.token));
   if (authMode === "accounts") await startAccounts(passkeys);
-})();
+}
+askServer();
+if (!page.id) registerServiceWorker(); // not from the two-tab demo pages: the app is index.html
 if (!globalThis.isSecureContext) {
   // Plain http from another address than localhost: the browser will not give us a microphone. Say so now.
   ui.showInsecure(location.host);

@@ -384,7 +384,7 @@ export class Signaling extends EventTarget {
                 ? "The server disconnected this page because it fell behind."
                 : wasConnected
                   ? "Lost the connection to the server."
-                  : "Cannot reach the server.";
+                  : "No connection to the server.";
     console.info(`[signaling] closed ${code} ${reason ?? ""}; reconnecting in ${delay} ms`);
     this.#setState("reconnecting", { code, reason: why, retryIn: delay });
     this.#timer = setTimeout(() => this.#open("reconnecting"), delay);
@@ -406,7 +406,7 @@ export class Signaling extends EventTarget {
       // The token could not be fetched (the network?): try again with backoff, like any lost connection.
       const delay = this.#backoff();
       this.#retriedAuth = false;
-      const reason = "Cannot reach the server.";
+      const reason = "No connection to the server.";
       this.#setState("reconnecting", { code: CloseCode.UNAUTHORIZED, reason, retryIn: delay });
       this.#timer = setTimeout(() => {
         if (this.#state === "reconnecting" && !this.#ws) this.#reconnectWithFreshToken(why);

@@ -164,8 +164,9 @@ let lastView = null;
 
 /**
  * @typedef {object} View
- * @property {{state: string, reason?: string|null, retryAt?: number|null}} server `retryAt`: Date.now() of
- *   the next reconnect attempt (state "reconnecting")
+ * @property {{state: string, reason?: string|null, retryAt?: number|null, offline?: "device"|"server"|null}} server
+ *   `retryAt`: Date.now() of the next reconnect attempt (state "reconnecting"); `offline`: what keeps the page
+ *   from the server when it knows (offline.js)
  * @property {string[]} online
  * @property {import("./signaling.js").Person[]} [people] everyone else we know of (online first)
  * @property {string|null} [me] our id while connected
@@ -1106,17 +1107,31 @@ function makePerson(id) {
 }
 
 /**
- * The banner while the server cannot be reached: why, a countdown to the next try, and "Retry now".
+ * The banner while the server cannot be reached: why, a countdown to the next try, and "Retry now". Also before
+ * any connection, when the page knows there is none to be had (this device is offline, or the server did not
+ * answer: the page may have come from the service worker's cache).
  * @param {View["server"]} server
  * @param {boolean} inCall
  */
 function renderConnection(server, inCall) {
   clearInterval(countdownTimer);
-  const show = server.state === "reconnecting";
-  el.connectionBanner.hidden = !show;
-  if (!show) return;
-  const reason = server.reason ?? "Lost the connection to the server.";
+  const reconnecting = server.state === "reconnecting";
+  const offline = server.state !== "connected" ? (server.offline ?? null) : null;
+  el.connectionBanner.hidden = !reconnecting && !offline;
+  el.connectionBanner.dataset.offline = offline ?? "";
+  if (!reconnecting && !offline) return;
+  const reason = reconnecting ? (server.reason ?? "Lost the connection to the server.") : "No connection to the server.";
   setText(el.connectionReason, inCall ? `${reason} Your call goes on meanwhile.` : reason);
+  if (!reconnecting) {
+    el.retryCountdown.dataset.seconds = "0";
+    setText(
+      el.retryCountdown,
+      offline === "device"
+        ? "This device is offline: the page connects when the network is back."
+        : "The server does not answer. Trying again…",
+    );
+    return;
+  }
   const tick = () => {
     const ms = (server.retryAt ?? 0) - Date.now();
     const seconds = Math.max(0, Math.ceil(ms / 1000));

@@ -1,0 +1,90 @@
+"""Accounts mode on two nodes (one PostgreSQL, one Redis, one signing secret), as docs/deploy.md sets them up: an
+invite made through one node introduces its maker and the invitee on every node, and an administrator's disable
+through one node closes the user's sockets on both within the documented bound (Broker.close_user: a second)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+import time
+from typing import Any
+
+import pytest
+import websockets
+
+from tests.conftest import SCALE
+from tests.integration.test_accounts import Browser, connect, setup_token
+
+BOUND = 1.0  # seconds from the disable's answer to every socket of the user closed (docs/protocol.md, Accounts)
+
+
+async def closed(ws: websockets.ClientConnection, timeout: float) -> tuple[int, float]:
+    """(close code, when) of the server's close of `ws`."""
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    assert info.value.rcvd is not None
+    return info.value.rcvd.code, time.monotonic()
+
+
+async def test_invites_and_disabling_reach_every_node(cluster: Any) -> None:
+    """ann signs up on n0 and listens on n1; bob signs up through n0 with her invite: her socket on n1 gets the
+        `contacts` frame with bob. bob has a socket on each node; ann disables him through n0: both close with 4401
+        within a second, and his cookie no longer gets tokens from either node. Enabled and signed in again, he is
+    closed on both nodes as fast by the operator's `peercall user disable bob` (given the cluster's Redis)."""
+    env = {"PEERCALL_AUTH": "accounts", "PEERCALL_AUTH_SECRET": secrets.token_hex(32)}
+    async with cluster(2, history="postgres", **env) as c:
+        n0, n1 = c.nodes
+        ann, bob = Browser(n0), Browser(n0)
+        try:
+            await ann.sign_up(setup_token(n0), "ann")
+            a = await connect(n1, await ann.token())
+            await bob.sign_up(await ann.invite(), "bob")
+            assert [x["id"] for x in (await a.expect(type="contacts"))["contacts"]] == ["bob"]
+
+            devices = [await connect(n0, await bob.token()), await connect(n1, await bob.token())]
+            watching = [asyncio.create_task(closed(d.ws, 10 * SCALE)) for d in devices]
+            assert (await ann.post("/api/users/bob/disable")).status_code == 200
+            told = time.monotonic()
+            results = await asyncio.gather(*watching)
+            assert [code for code, _ in results] == [4401, 4401]
+            assert all(at - told < BOUND * SCALE for _, at in results), [at - told for _, at in results]
+            on_n1 = Browser(n1)
+            on_n1.http.cookies = bob.http.cookies
+            assert (await on_n1.post("/api/session/token")).status_code == 401
+            await on_n1.http.aclose()
+
+            # The operator's `peercall user disable` on the store, with the cluster's Redis, closes them too.
+            assert (await ann.post("/api/users/bob/enable")).status_code == 200
+            await bob.signed(await bob.sign_in("bob"))
+            devices = [await connect(n0, await bob.token()), await connect(n1, await bob.token())]
+            watching = [asyncio.create_task(closed(d.ws, 10 * SCALE)) for d in devices]
+            env = {"PEERCALL_DATABASE_URL": c.database_url, "PEERCALL_REDIS_URL": c.redis_url}
+            code, out, err = await run_cli_env(env, "user", "disable", "bob")
+            told = time.monotonic()
+            assert code == 0 and "told 2 node(s)" in out, out + err
+            results = await asyncio.gather(*watching)
+            assert [code for code, _ in results] == [4401, 4401]
+            assert all(at - told < BOUND * SCALE for _, at in results), [at - told for _, at in results]
+            await a.close()
+        finally:
+            await ann.http.aclose()
+            await bob.http.aclose()
+
+
+async def run_cli_env(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """`peercall ARGS` in accounts mode with `env` added: the exit status, standard output and error."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "peercall",
+        *args,
+        env={**os.environ, "PEERCALL_AUTH": "accounts", **env},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
