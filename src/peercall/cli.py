@@ -82,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument("user")
     token.add_argument("--ttl", type=float, default=3600, metavar="SECONDS", help="lifetime (default 3600)")
+    token.add_argument("--name", metavar="NAME", help="the user's display name (the token's name claim)")
     revoke = commands.add_parser(
         "revoke",
         help="close every connection of a user on every node (PEERCALL_REDIS_URL)",
@@ -392,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     echo.kill()
                     echo.wait()
     if args.command == "token":
-        from .auth.tokens import mint
+        from .auth.tokens import display_name, mint
         from .protocol.messages import is_valid_id
 
         secret = os.environ.get("PEERCALL_AUTH_SECRET")
@@ -402,7 +403,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not is_valid_id(args.user):
             print("peercall: a user id is 1-64 letters, digits, '_', '-', '.' or '@'", file=sys.stderr)
             return 2
-        print(mint(args.user, secret, args.ttl))
+        name = None
+        if args.name is not None:
+            name = display_name(args.name)
+            if name is None:
+                print("peercall: a display name is 1-64 characters, without control characters", file=sys.stderr)
+                return 2
+        print(mint(args.user, secret, args.ttl, name=name))
         return 0
     if args.command == "revoke":
         return _revoke(args.user, args.reason)

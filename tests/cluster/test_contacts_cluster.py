@@ -147,3 +147,56 @@ async def test_the_ring_setting_is_decided_the_same_on_both_nodes(
         assert [(f["type"], f.get("outcome")) for f in frames] == [("call-ringing", None), ("call-ended", "missed")]
         for device in (bob, bob2):
             await device.nothing(within=0.3, type="call-request")
+
+
+async def _signed_in(node: Any, user: str, name: str | None) -> Client:
+    """A client of `node` signed in with a token for `user` carrying display name `name`."""
+    import websockets
+
+    from tests.integration.test_security import token
+
+    claims = {} if name is None else {"name": name}
+    ws = await websockets.connect(node.ws, additional_headers={"Authorization": f"Bearer {token(user, 600, **claims)}"})
+    client = Client(ws, user)
+    client.welcome = await client.expect(type="welcome", timeout=5)
+    return client
+
+
+async def test_display_names_cross_nodes(cluster: Any, uid: Any, tmp_path: Path) -> None:
+    """alice (node 1, "Alice B") and bob (node 2): bob's presence of alice, and the call-request she makes to him
+    (also as it rings on devices of his that connect meanwhile, on either node), carry her name across nodes; when
+    another device of hers connects as "Alice Z", bob's contacts frame shows it."""
+    from tests.integration.test_security import SECRET
+
+    async with cluster(2, **shared(tmp_path, PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=SECRET)) as c:
+        bob = await _signed_in(c.nodes[1], uid("bob"), "Bob")
+        alice = await _signed_in(c.nodes[0], uid("alice"), "Alice B")
+        clients = [alice, bob]
+        try:
+            await befriend(alice, bob)
+            await alice.close()
+            await bob.expect(type="presence", id=alice.id, status="offline", timeout=5)
+            alice = await _signed_in(c.nodes[0], alice.id, "Alice B")
+            clients.append(alice)
+            came = await bob.expect(type="presence", id=alice.id, status="online", timeout=5)
+            assert came["displayName"] == "Alice B"
+            await alice.send({"type": "call-request", "to": bob.id})
+            request = await bob.expect(type="call-request", timeout=5)
+            assert (request["from"], request["displayName"]) == (alice.id, "Alice B")
+            # Another device of bob's, on alice's node, rings too, with her name; and one on bob's own node.
+            for node in (c.nodes[0], c.nodes[1]):
+                device = await _signed_in(node, bob.id, "Bob")
+                clients.append(device)
+                rung = await device.expect(type="call-request", timeout=5)
+                assert (rung["callId"], rung["displayName"]) == (request["callId"], "Alice B")
+            await alice.send({"type": "hangup", "to": bob.id})
+            await bob.expect(type="call-ended", timeout=5)
+
+            again = await _signed_in(c.nodes[0], alice.id, "Alice Z")
+            clients.append(again)
+            frame = await bob.expect(type="contacts", timeout=5)
+            while frame["contacts"][0].get("displayName") != "Alice Z":
+                frame = await bob.expect(type="contacts", timeout=5)
+        finally:
+            for client in clients:
+                await client.close()

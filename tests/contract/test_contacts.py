@@ -475,6 +475,103 @@ async def test_import_of_a_large_graph(book: ContactBook) -> None:
 # -- concurrency and durability -----------------------------------------------------------------------------
 
 
+# -- display names ---------------------------------------------------------------------------------------------
+
+
+async def test_display_names_show_to_contacts_and_to_those_asked(book: ContactBook) -> None:
+    """A display name shows in the circle of the user's contacts and of those they asked (incoming), never in the
+    circle of someone who asked them (outgoing): asking tells nothing of whether an id is used."""
+    assert await book.set_display_name("alice", "Alice B") is C.UPDATED
+    assert await book.set_display_name("bob", "Bob <b>") is C.UPDATED
+    assert await book.set_display_name("carol", "Carol") is C.UPDATED
+    await connect(book, "alice", "bob")
+    await book.add("carol", "alice", now=NOW)  # carol asks alice
+    await book.add("alice", "dave", now=NOW)  # alice asks dave, who has no name
+    await book.add("bob", "erin", now=NOW)  # erin has a name but was only asked
+    await book.set_display_name("erin", "Erin")
+
+    a = await circle(book, "alice")
+    assert a.display_names == {"bob": "Bob <b>", "carol": "Carol"}
+    assert (await circle(book, "bob")).display_names == {"alice": "Alice B"}
+    assert (await circle(book, "dave")).display_names == {"alice": "Alice B"}
+    assert (await circle(book, "carol")).display_names == {}  # carol asked alice: alice's name is not hers to see
+    assert (await circle(book, "erin")).display_names == {"bob": "Bob <b>"}
+
+
+async def test_a_display_name_changes_and_goes(book: ContactBook) -> None:
+    """Setting the same name again is UNCHANGED; a new one replaces it; None removes it; all in `names`."""
+    await connect(book, "alice", "bob")
+    assert await book.set_display_name("alice", "Alice") is C.UPDATED
+    assert await book.set_display_name("alice", "Alice") is C.UNCHANGED
+    assert await book.set_display_name("alice", "Alice B") is C.UPDATED
+    assert (await circle(book, "bob")).display_names == {"alice": "Alice B"}
+    assert await book.names(["alice", "bob", "nobody", "alice"]) == {"alice": "Alice B"}
+    assert await book.set_display_name("alice", None) is C.UPDATED
+    assert await book.set_display_name("alice", None) is C.UNCHANGED
+    assert await book.names(["alice"]) == {}
+    assert (await circle(book, "bob")).display_names == {}
+    assert await book.names([]) == {}
+
+
+async def test_display_names_are_checked_and_asked_for_in_bounds(book: ContactBook) -> None:
+    """A display name is 1-64 characters; `names` takes at most MAX_NAMES_ASKED ids (nothing changes on refusal)."""
+    from peercall.store.base import MAX_NAMES_ASKED
+
+    for bad in ("", "x" * 65):
+        with pytest.raises(ValueError, match="display name"):
+            await book.set_display_name("alice", bad)
+    with pytest.raises(ValueError, match="user id"):
+        await book.set_display_name("", "Alice")
+    await book.set_display_name("u0", "x" * 64)
+    many = [f"u{i}" for i in range(MAX_NAMES_ASKED)]
+    assert await book.names(many) == {"u0": "x" * 64}
+    with pytest.raises(ValueError, match=str(MAX_NAMES_ASKED)):
+        await book.names([*many, "one-more"])
+
+
+async def test_the_hub_writes_a_display_name_only_when_it_changes(book: ContactBook) -> None:
+    """hub/social.py keeps a user's name in the store on their first connection and on a change, never again for
+    the same name (a cache), and names who must be shown the change: the user, contacts and those asked."""
+    from peercall.hub.social import Social
+
+    writes: list[tuple[str, str | None]] = []
+    store_write = book.set_display_name
+
+    async def counted(user: str, name: str | None) -> ContactChange:
+        writes.append((user, name))
+        return await store_write(user, name)
+
+    book.set_display_name = counted  # type: ignore[method-assign]
+    await connect(book, "alice", "bob")
+    await book.add("alice", "carol", now=NOW)
+    social = Social(book, clock=lambda: NOW)
+    assert await social.set_display_name("alice", "Alice B") == ["alice", "bob", "carol"]
+    assert await social.set_display_name("alice", "Alice B") == []
+    assert await social.set_display_name("alice", "Alice C") == ["alice", "bob", "carol"]
+    assert writes == [("alice", "Alice B"), ("alice", "Alice C")]
+    social.forget(["alice"])  # another node changed it: read it again once
+    assert await social.set_display_name("alice", "Alice C") == []
+    assert await social.set_display_name("alice", "Alice C") == []
+    assert len(writes) == 3
+    assert await social.names(["alice", "bob", "alice"]) == {"alice": "Alice C"}
+
+
+async def test_display_names_outlive_the_store(durable_url: str) -> None:
+    """A display name written by one store instance is read by the next."""
+    first = book_of(durable_url)
+    await first.open()
+    try:
+        await first.set_display_name("alice", "Alice B")
+    finally:
+        await first.close()
+    again = book_of(durable_url)
+    await again.open()
+    try:
+        assert await again.names(["alice"]) == {"alice": "Alice B"}
+    finally:
+        await again.close()
+
+
 async def test_concurrent_adds_from_both_sides_connect_once(durable_url: str) -> None:
     """Two users adding each other at the same moment, through two stores (two servers), end up contacts: one
     add is the request, the other the acceptance."""
@@ -618,13 +715,18 @@ async def test_sqlite_answers_every_contact_query_from_an_index(tmp_path: Path) 
         await store.unblock("alice", "bob")
         await store.set_calls_from("alice", CallsFrom.NOBODY)
         await store.remove("alice", "dave")
+        await store.set_display_name("alice", "Alice")
+        await store.set_display_name("alice", "Alice B")
+        await store.set_display_name("alice", None)
+        await store.set_display_name("bob", "Bob")
+        await store.names(["alice", "bob"])
         await store.circle("alice", now=NOW)
         await store.import_contacts([("alice", "erin"), ("bob", "erin")], now=NOW)
         await store.delete_expired_requests(NOW + 2 * REQUEST_TTL)
     finally:
         await store.close()
 
-    tables = ("contacts", "contact_requests", "blocks", "user_settings")
+    tables = ("contacts", "contact_requests", "blocks", "user_settings", "display_names")
     checked = 0
     with contextlib.closing(sqlite3.connect(path)) as db:
         for statement, parameters in seen:

@@ -215,7 +215,8 @@ async def test_signaling_tokens_connect_and_ring_another_user(srv: ServerProcess
     try:
         assert (a.id, b.id) == ("ann", "bob")
         await a.send({"type": "call-request", "to": "bob"})
-        assert (await b.expect(type="call-request"))["from"] == "ann"
+        request = await b.expect(type="call-request")
+        assert (request["from"], request["displayName"]) == ("ann", "Ann")  # the account's display name
     finally:
         await a.close()
         await b.close()

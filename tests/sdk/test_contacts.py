@@ -289,3 +289,39 @@ async def test_a_contacts_call_shows_in_their_presence(sdk: MakeClient, uid: Any
     await call.hangup()
     after = await until(alice, lambda c: not in_call(c), "bob's call did not end for alice")
     assert online(after, bob.id)
+
+
+@pytest.fixture(scope="module")
+def token_server() -> Iterator[ServerProcess]:
+    """Token mode (contacts only, its default): tokens carry display names."""
+    from tests.integration.test_security import SECRET
+
+    with run_server(PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=SECRET, PEERCALL_CALLS_FROM="everyone") as srv:
+        yield srv
+
+
+async def test_display_names_reach_the_sdk(token_server: ServerProcess, sdk: MakeClient, uid: Any) -> None:
+    """A requester's and a contact's display names are in `Contacts`, a caller's in `IncomingCall`, and
+    `Client.display_name` keeps what the server told; a contact's label is our name, else theirs, else the id."""
+    from tests.integration.test_security import token
+
+    a, b = uid("alice"), uid("bob")
+    alice = await sdk(a, token_server, token=token(a, 600, name="Alice B"))
+    bob = await sdk(b, token_server, token=token(b, 600, name="Bob"))
+    await alice.add_contact(b)
+    asked = await until(bob, lambda c: c.has_incoming(a), "alice's request did not arrive")
+    assert [(p.id, p.display_name) for p in asked.incoming] == [(a, "Alice B")]
+    assert (await alice.wait_contacts()).outgoing[0].display_name is None  # asking tells nothing of the id
+    await bob.add_contact(a)
+    mine = await until(alice, lambda c: c.is_contact(b), "bob's acceptance did not arrive")
+    contact = mine.contact(b)
+    assert contact is not None and (contact.display_name, contact.label) == ("Bob", "Bob")
+    assert alice.display_name(b) == "Bob" and alice.display_name("nobody") is None
+
+    async with bob.events() as events:
+        await alice.call(b)
+        async with asyncio.timeout(WAIT):
+            async for event in events:
+                if isinstance(event, IncomingCall):
+                    assert (event.call.peer, event.display_name) == (a, "Alice B")
+                    break

@@ -84,3 +84,17 @@ def test_node_frames_round_trip() -> None:
     assert nodeframe.parse_close(nodeframe.decode(frames[2])[2]) == (4501, "replaced by a newer connection")
     change = Presence("bob", "offline", False, 12.5)
     assert nodeframe.decode_presence(nodeframe.encode_presence(change)) == change
+
+
+def test_a_presence_change_keeps_its_display_name_between_nodes() -> None:
+    """A change with a display name travels with it, with or without an audience; one without stays in the
+    four-field form of the previous version."""
+    from peercall.core.social import Audience
+
+    plain = Presence("bob", "online", True)
+    assert nodeframe.encode_presence(plain) == '["bob","online",true,null]'
+    for change in (
+        Presence("bob", "online", display_name="Bob <b>"),
+        Presence("bob", "online", audience=Audience(frozenset({"alice"}), frozenset({"eve"})), display_name="Bob"),
+    ):
+        assert nodeframe.decode_presence(nodeframe.encode_presence(change)) == change

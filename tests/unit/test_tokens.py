@@ -116,3 +116,42 @@ def test_a_renewal_keeps_the_user_and_moves_the_deadline() -> None:
             and refusal.code == CloseCode.UNAUTHORIZED
             and refusal.reason.startswith(why[:60])
         )
+
+
+@pytest.mark.parametrize(
+    ("claim", "expected"),
+    [
+        ("Alice B", "Alice B"),
+        ("  Alice B \t", "Alice B"),
+        ("<img src=x onerror=alert(1)>", "<img src=x onerror=alert(1)>"),
+        ("x" * 64, "x" * 64),
+        ("x" * 65, None),
+        ("   ", None),
+        ("", None),
+        ("Ali\nce", None),
+        ("Ali\x85ce", None),
+        (42, None),
+        (["Alice"], None),
+        (None, None),
+    ],
+)
+def test_a_tokens_name_claim_is_its_display_name_when_it_is_1_to_64_characters(claim: object, expected: object) -> None:
+    """The `name` claim, trimmed, is the display name if it is 1-64 characters of text; anything else is ignored."""
+    verifier = TokenVerifier(secret=SECRET)
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": "alice", "exp": now + 60}
+    if claim is not None:
+        claims["name"] = claim
+    identity = verifier.identify(jwt.encode(claims, SECRET, algorithm="HS256"))
+    assert (identity.user, identity.name) == ("alice", expected)
+
+
+def test_minted_tokens_carry_the_display_name_given() -> None:
+    """`peercall token --name` and accounts mode's signaling tokens carry the name; without one there is none."""
+    from peercall.auth.tokens import AccountsVerifier, mint
+
+    verifier = TokenVerifier(secret=SECRET)
+    assert verifier.identify(mint("alice", SECRET, name="Alice B")).name == "Alice B"
+    assert verifier.identify(mint("alice", SECRET)).name is None
+    accounts = AccountsVerifier(SECRET)
+    assert accounts.identify(accounts.mint("bob", "s1", 60, name="Bob")).name == "Bob"

@@ -44,10 +44,27 @@ class UnknownKey(AuthError):
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who a token proves this is, and until when (`exp`, Unix seconds)."""
+    """Who a token proves this is, and until when (`exp`, Unix seconds); `name`: their display name, from the
+    token's standard `name` claim (`display_name`), or None."""
 
     user: str
     expires_at: float
+    name: str | None = None
+
+
+MAX_DISPLAY_NAME = 64
+"""Characters of a display name (after trimming)."""
+
+
+def display_name(value: object) -> str | None:
+    """The display name a token's `name` claim gives: the text trimmed, if it is 1 to MAX_DISPLAY_NAME characters
+    with no control character; None for anything else (no claim, not text, empty, too long): it is ignored."""
+    if not isinstance(value, str):
+        return None
+    name = value.strip()
+    if not 1 <= len(name) <= MAX_DISPLAY_NAME or any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in name):
+        return None
+    return name
 
 
 class TokenVerifier:
@@ -198,7 +215,7 @@ class TokenVerifier:
         if not isinstance(sub, str) or not is_valid_id(sub):
             raise AuthError("the token's 'sub' is not a valid user id")
         self.check_claims(claims)
-        return Identity(sub, float(claims["exp"]))
+        return Identity(sub, float(claims["exp"]), display_name(claims.get("name")))
 
     def check_claims(self, claims: dict[str, Any]) -> None:
         """More checks of a well-signed token's claims (accounts mode: its sign-in is not revoked).
@@ -208,10 +225,14 @@ class TokenVerifier:
         """
 
 
-def mint(user: str, secret: str, ttl: float = 3600, *, now: float | None = None) -> str:
-    """An HS256 token for `user`, valid for `ttl` seconds from `now`."""
+def mint(user: str, secret: str, ttl: float = 3600, *, now: float | None = None, name: str | None = None) -> str:
+    """An HS256 token for `user`, valid for `ttl` seconds from `now`, with their display name `name` (the `name`
+    claim) if given."""
     issued = int(time.time() if now is None else now)
-    return jwt.encode({"sub": user, "iat": issued, "exp": issued + int(ttl)}, secret, algorithm="HS256")
+    claims: dict[str, Any] = {"sub": user, "iat": issued, "exp": issued + int(ttl)}
+    if name is not None:
+        claims["name"] = name
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 KEY_FILE = "signing.key"
@@ -250,9 +271,12 @@ class AccountsVerifier(TokenVerifier):
         self.revoked: frozenset[str] = frozenset()
         self._required.append("sid")
 
-    def mint(self, user: str, session_id: str, ttl: float, *, now: float | None = None) -> str:
+    def mint(self, user: str, session_id: str, ttl: float, *, now: float | None = None, name: str | None = None) -> str:
+        """A signaling token of sign-in `session_id`, with the account's display name `name` if given."""
         issued = int(time.time() if now is None else now)
-        claims = {"sub": user, "sid": session_id, "iat": issued, "exp": issued + int(ttl)}
+        claims: dict[str, Any] = {"sub": user, "sid": session_id, "iat": issued, "exp": issued + int(ttl)}
+        if name is not None:
+            claims["name"] = name
         return jwt.encode(claims, self._mint_key, algorithm="HS256")
 
     def check_claims(self, claims: dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ from .contacts import (
     DirectoryPage,
     calls_from,
     check_name,
+    display_name_of,
     parse_contacts,
     parse_directory,
 )
@@ -68,6 +69,8 @@ ANSWER_WAIT = 10.0
 CONTACTS_WAIT = 1.0
 """After `welcome`, how long to wait for the `contacts` frame before taking its absence for "all empty", seconds
 (the server sends none to a user with no contact, request, block or ring setting)."""
+MAX_NAMES_KEPT = 5000
+"""Display names `Client.display_name` keeps (the oldest told go first)."""
 
 
 def _calls_from(value: Any) -> CallsFrom | None:
@@ -238,6 +241,7 @@ class Client:
         self._contact_answer: _Pending | None = None
         self._directory_lock = asyncio.Lock()
         self._directory_answer: asyncio.Future[DirectoryPage] | None = None
+        self._names: dict[str, str] = {}  # display names the server told, by user (at most MAX_NAMES_KEPT)
         self._closed = False
         self._welcomed = False
         self._sending: set[asyncio.Future[bool]] = set()
@@ -333,6 +337,11 @@ class Client:
     def online(self) -> frozenset[str]:
         """The other users online now."""
         return frozenset(self._online)
+
+    def display_name(self, user: str) -> str | None:
+        """`user`'s display name as the server last told it (in `welcome`, `presence`, `call-request`, `directory`,
+        `missed-calls` or `contacts`), or None."""
+        return self._names.get(user)
 
     @property
     def current_call(self) -> Call | None:
@@ -664,6 +673,7 @@ class Client:
 
     def _on_frame(self, frame: Frame) -> None:
         kind = frame.get("type")
+        self._learn_names(kind, frame)
         if kind == "welcome":
             self._on_welcome(frame)
         elif kind == "presence":
@@ -700,9 +710,38 @@ class Client:
                 self._directory_answer.set_result(parse_directory(frame))
         elif kind == "missed-calls":
             calls = frame.get("calls")
-            self._publish(MissedCalls(calls if isinstance(calls, list) else []))
+            callers = {c.get("caller") for c in calls if isinstance(c, dict)} if isinstance(calls, list) else set()
+            names = {u: n for u in callers if isinstance(u, str) and (n := self._names.get(u)) is not None}
+            self._publish(MissedCalls(calls if isinstance(calls, list) else [], names))
         elif kind == "error":
             self._on_error(frame)
+
+    def _learn_names(self, kind: object, frame: Frame) -> None:
+        """Keep the display names `frame` carries (docs/protocol.md, "Display names")."""
+        found: list[tuple[object, str | None]] = []
+        if kind in ("welcome", "missed-calls"):
+            names = frame.get("displayNames")
+            if isinstance(names, dict):
+                found = [(user, display_name_of(names, user)) for user in names]
+        elif kind == "presence":
+            changes = frame.get("changes")
+            for change in changes if isinstance(changes, list) else [frame]:
+                if isinstance(change, dict) and change.get("status") == "online":
+                    found.append((change.get("id"), display_name_of(change)))
+        elif kind == "call-request":
+            found = [(frame.get("from"), display_name_of(frame))]
+        elif kind in ("directory", "contacts"):
+            lists = [frame.get("users")] if kind == "directory" else [frame.get("contacts"), frame.get("incoming")]
+            for items in lists:
+                for item in items if isinstance(items, list) else []:
+                    if isinstance(item, dict):
+                        found.append((item.get("id"), display_name_of(item)))
+        for user, name in found:
+            if isinstance(user, str) and name is not None:
+                self._names.pop(user, None)
+                self._names[user] = name
+                if len(self._names) > MAX_NAMES_KEPT:
+                    del self._names[next(iter(self._names))]
 
     def _glare(self, frame: Frame) -> None:
         """We called someone who was calling us: the server joined the two requests into their call, and tells us
@@ -781,7 +820,7 @@ class Client:
             self._spawn_send({"type": "call-reject", "to": peer, "callId": call_id, "data": {"reason": "busy"}})
             return
         call = self._new_call(peer, "incoming", call_id)
-        self._publish(IncomingCall(call))
+        self._publish(IncomingCall(call, display_name_of(frame)))
         if self._incoming:
             for subscription in list(self._incoming):
                 subscription.put(call)

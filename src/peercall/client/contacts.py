@@ -48,8 +48,9 @@ class Contact:
     """A mutual contact, with their presence as last told by the server.
 
     `name` is the name we gave them (or None); `since` when we became contacts (Unix seconds); `online`, `in_call`
-    (in an answered call) and `last_seen` (when they went offline, if known) their presence. A contact who
-    blocked us always looks offline.
+    (in an answered call) and `last_seen` (when they went offline, if known) their presence; `display_name` their
+    own display name, if they have one (docs/protocol.md, "Display names"). A contact who blocked us always looks
+    offline.
     """
 
     id: str
@@ -58,6 +59,7 @@ class Contact:
     online: bool = False
     in_call: bool = False
     last_seen: float | None = None
+    display_name: str | None = None
 
     @property
     def status(self) -> str:
@@ -66,16 +68,18 @@ class Contact:
 
     @property
     def label(self) -> str:
-        """The name we gave them, else their id."""
-        return self.name or self.id
+        """The name we gave them, else their display name, else their id."""
+        return self.name or self.display_name or self.id
 
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A contact request waiting for an answer, or a block: who, and since when (Unix seconds)."""
+    """A contact request waiting for an answer, or a block: who, and since when (Unix seconds); a request to us
+    also has the requester's `display_name`, if they have one."""
 
     id: str
     at: float
+    display_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +154,14 @@ class Contacts:
                     "status": c.status,
                     **({"inCall": True} if c.in_call else {}),
                     **({"lastSeen": c.last_seen} if c.last_seen is not None and not c.online else {}),
+                    **({"displayName": c.display_name} if c.display_name is not None else {}),
                 }
                 for c in self.contacts
             ],
-            "incoming": [{"id": p.id, "at": p.at} for p in self.incoming],
+            "incoming": [
+                {"id": p.id, "at": p.at, **({"displayName": p.display_name} if p.display_name is not None else {})}
+                for p in self.incoming
+            ],
             "outgoing": [{"id": p.id, "at": p.at} for p in self.outgoing],
             "blocked": [{"id": p.id, "at": p.at} for p in self.blocked],
             "callsFrom": self.calls_from.value if self.calls_from else None,
@@ -164,10 +172,11 @@ class Contacts:
 
 @dataclass(frozen=True, slots=True)
 class DirectoryUser:
-    """Someone online, as the `directory` frame lists them."""
+    """Someone online, as the `directory` frame lists them (with their display name, if they have one)."""
 
     id: str
     in_call: bool = False
+    display_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,10 +196,16 @@ def _pending(items: Any) -> tuple[Pending, ...]:
     if not isinstance(items, list):
         return ()
     return tuple(
-        Pending(item["id"], _number(item.get("at")))
+        Pending(item["id"], _number(item.get("at")), display_name_of(item))
         for item in items
         if isinstance(item, Mapping) and isinstance(item.get("id"), str)
     )
+
+
+def display_name_of(item: Mapping[str, Any], key: str = "displayName") -> str | None:
+    """The display name a frame (or an entry of one) carries under `key`: 1-64 characters of text, or None."""
+    value = item.get(key)
+    return value if isinstance(value, str) and 1 <= len(value) <= MAX_NAME else None
 
 
 def _enum(kind: type[CallsFrom] | type[Directory], value: Any) -> Any:
@@ -218,6 +233,7 @@ def parse_contacts(frame: Mapping[str, Any]) -> Contacts:
                 online=online,
                 in_call=online and item.get("inCall") is True,
                 last_seen=_number(last_seen) if isinstance(last_seen, int | float) else None,
+                display_name=display_name_of(item),
             )
         )
     return Contacts(
@@ -237,7 +253,7 @@ def parse_directory(frame: Mapping[str, Any]) -> DirectoryPage:
     after = frame.get("next")
     return DirectoryPage(
         tuple(
-            DirectoryUser(u["id"], u.get("inCall") is True)
+            DirectoryUser(u["id"], u.get("inCall") is True, display_name_of(u))
             for u in (users if isinstance(users, list) else [])
             if isinstance(u, Mapping) and isinstance(u.get("id"), str)
         ),

@@ -52,9 +52,11 @@ class ContactsChanged:
 
 @dataclass(frozen=True)
 class IncomingCall:
-    """Someone calls us: `call` rings (phase `incoming`) until we accept or reject it, or it ends."""
+    """Someone calls us: `call` rings (phase `incoming`) until we accept or reject it, or it ends.
+    `display_name`: the caller's display name, if they have one."""
 
     call: Call
+    display_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,9 +94,11 @@ class CallResumed:
 
 @dataclass(frozen=True)
 class MissedCalls:
-    """Calls to us that nobody answered while none of our devices was connected (records as in `/api/calls`)."""
+    """Calls to us that nobody answered while none of our devices was connected (records as in `/api/calls`),
+    and the callers' display names (of those that have one)."""
 
     calls: list[dict[str, Any]] = field(default_factory=list)
+    display_names: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

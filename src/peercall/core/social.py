@@ -69,7 +69,7 @@ MAX_BLOCKED: Final = 1000
 REQUEST_TTL: Final = 30 * 86400.0
 """Seconds a request waits for an answer before it is dropped."""
 MAX_NAME: Final = 64
-"""Characters of the name a user gives a contact."""
+"""Characters of the name a user gives a contact, and of a user's display name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +97,9 @@ class Circle:
     """Users who blocked this user (the newest MAX_BLOCKED). Server-side only: never shown to this user."""
     calls_from: CallsFrom | None = None
     """This user's ring setting, or None for the operator's default (`PEERCALL_CALLS_FROM`)."""
+    display_names: Mapping[str, str] = field(default_factory=dict)
+    """The display names of the contacts and of those in `incoming` that have one (never of `outgoing`: asking
+    someone does not tell whether their id is used)."""
 
     def watchers(self) -> frozenset[str]:
         """Who is told this user's presence in `Directory.CONTACTS`: contacts, but nobody on either side of a block."""

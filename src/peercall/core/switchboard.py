@@ -106,13 +106,15 @@ class Presence(msgspec.Struct, frozen=True, gc=False):
     a user now.
 
     `audience`: who is told (core/social.py); None: everyone. The switchboard leaves it None: the hub, which
-    knows the user's circle, sets it before handing the change to the broker."""
+    knows the user's circle, sets it before handing the change to the broker. `display_name`: the user's display
+    name, which the hub sets too (status online only, when the user has one)."""
 
     user: str
     status: str
     in_call: bool = False
     last_seen: float | None = None
     audience: Audience | None = None
+    display_name: str | None = None
 
 
 class Close(msgspec.Struct, frozen=True, gc=False):

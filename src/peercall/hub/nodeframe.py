@@ -10,10 +10,11 @@ A node frame is `<kind><connection id>\\n<text>`:
 Several node frames travel in one Pub/Sub message, each as `<length>:<frame>` (`pack`, `unpack`). What goes to
 every node is one of:
 
-- a presence change: the JSON array `[user, status, in_call, last_seen, audience]` (`encode_presence`), where
-  `audience` is `[users, hidden]` (`users`: a list, or null for everyone online; `hidden`: a list). A change
-  without an audience (everyone) leaves it out: `[user, status, in_call, last_seen]`, the only form a node of the
-  previous version sends or reads;
+- a presence change: the JSON array `[user, status, in_call, last_seen, audience, display_name]`
+  (`encode_presence`), where `audience` is `[users, hidden]` (`users`: a list, or null for everyone online;
+  `hidden`: a list) or null, and `display_name` the user's display name. A change without a display name leaves
+  it out, and one without an audience (everyone) and without a display name leaves both out:
+  `[user, status, in_call, last_seen]`, the only form a node of the previous version sends or reads;
 - a circle change: `C` and the JSON array of the users whose circles changed (`encode_circles`);
 - a user to close: `K` and the JSON array `[user, close code, reason]` (`encode_close_user`): every node closes its
   connections of that user (a node of the previous version drops it, with a warning).
@@ -98,6 +99,7 @@ class _PresenceFrame(msgspec.Struct, array_like=True, frozen=True):
     in_call: bool
     last_seen: float | None
     audience: tuple[_Users | None, _Hidden] | None = None
+    display_name: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
 _presence_decoder = msgspec.json.Decoder(_PresenceFrame)
@@ -111,9 +113,11 @@ class BadNodeFrame(ValueError):
 def encode_presence(change: Presence) -> str:
     """A presence change for every node. Raises ValueError if its audience names more users than a circle can
     hold (MAX_AUDIENCE, MAX_HIDDEN)."""
-    head = [change.user, change.status, change.in_call, change.last_seen]
+    head: list[object] = [change.user, change.status, change.in_call, change.last_seen]
     audience = change.audience
     if audience is None:
+        if change.display_name is not None:
+            head += [None, change.display_name]
         return msgspec.json.encode(head).decode()
     users = None if audience.users is None else sorted(audience.users)
     if (users is not None and len(users) > MAX_AUDIENCE) or len(audience.hidden) > MAX_HIDDEN:
@@ -121,7 +125,10 @@ def encode_presence(change: Presence) -> str:
             f"the audience of {change.user}'s presence names {len(users or ())} users and hides "
             f"{len(audience.hidden)}: at most {MAX_AUDIENCE} and {MAX_HIDDEN}"
         )
-    return msgspec.json.encode([*head, [users, sorted(audience.hidden)]]).decode()
+    head.append([users, sorted(audience.hidden)])
+    if change.display_name is not None:
+        head.append(change.display_name)
+    return msgspec.json.encode(head).decode()
 
 
 def decode_presence(text: str) -> Presence:
@@ -138,7 +145,7 @@ def decode_presence(text: str) -> Presence:
     if frame.audience is not None:
         users, hidden = frame.audience
         audience = Audience(None if users is None else frozenset(users), frozenset(hidden))
-    return Presence(frame.user, frame.status, frame.in_call, frame.last_seen, audience)
+    return Presence(frame.user, frame.status, frame.in_call, frame.last_seen, audience, frame.display_name)
 
 
 def encode_circles(users: list[str]) -> str:

@@ -85,16 +85,23 @@ class Hub:
         presence_interval: float = 0.1,
         history_retention: float = 0.0,
         social: Social | None = None,
+        display_names: bool = False,
         webhooks: Webhooks | None = None,
         push: PushService | None = None,
     ) -> None:
         """`history_retention`: seconds a call stays in the history (0: for ever); the writer deletes older ones.
         `social`: the contacts service (hub/social.py); None: no contacts, every presence goes to everyone and
-        every call may ring (the hub as it was before contacts, for tests of the call rules alone). `webhooks`:
-        where call events go (hub/webhooks.py); None: nowhere. `push`: Web Push (hub/push.py); None: a call to
-        someone with no device connected never rings."""
+        every call may ring (the hub as it was before contacts, for tests of the call rules alone).
+        `display_names`: users may have display names (tokens carry them: token and accounts modes), so `welcome`,
+        `directory` and `missed-calls` look them up (in open mode nobody has one, and nothing is looked up).
+        `webhooks`: where call events go (hub/webhooks.py); None: nowhere. `push`: Web Push (hub/push.py); None: a call
+        to someone with no device connected never rings."""
         self.broker = broker
         self.social = social
+        self.display_names = display_names
+        # The display names of the users connected to this node (their latest token's), for their presence and
+        # their call-requests.
+        self._names: dict[str, str] = {}
         self.webhooks = webhooks
         self.push = push
         # This node's connections by user, and for each such user what it was last shown of its circle: the
@@ -143,9 +150,17 @@ class Hub:
 
     # ------------------------------------------------------------------------------------- connections
 
-    async def join(self, conn: Connection, device: str | None = None, *, token_expires_at: float | None = None) -> None:
+    async def join(
+        self,
+        conn: Connection,
+        device: str | None = None,
+        *,
+        token_expires_at: float | None = None,
+        display_name: str | None = None,
+    ) -> None:
         """Register an accepted connection: welcome it, announce it, resume or ring its calls. `token_expires_at`:
-        the `exp` of its token (token mode), which its `welcome` says (`tokenExpiresAt`)."""
+        the `exp` of its token (token mode), which its `welcome` says (`tokenExpiresAt`); `display_name`: the name
+        its token carried (kept, and shown to those who see the user)."""
         # `welcome` must be the first frame: what arrives for the connection while the broker decides (presence,
         # frames from other nodes) waits in `_joining` and follows it.
         # Whatever happens, the entry goes: a leaked one would collect every presence frame for ever.
@@ -154,6 +169,9 @@ class Hub:
         try:
             circle: Circle | None = None
             view: View | None = None
+            if display_name is not None:
+                self._names[conn.id] = display_name
+                await self._keep_name(conn.id, display_name)
             if self.social is not None:
                 try:
                     circle = await self.social.circle(conn.id)
@@ -180,6 +198,11 @@ class Hub:
                 welcome["defaultCallsFrom"] = self.social.default_calls_from.value
             if token_expires_at is not None and welcome is not None:
                 welcome["tokenExpiresAt"] = token_expires_at
+            if self.display_names and self.social is not None and welcome is not None:
+                listed = [*welcome["online"], *(seen["id"] for seen in welcome["recent"])]
+                names = await self.social.names(listed)
+                if names:
+                    welcome["displayNames"] = names
             await self.perform(effects)
             if circle is not None and view is not None:
                 await self._send_contacts(conn, circle, view, welcome)
@@ -200,10 +223,35 @@ class Hub:
             if not mine:
                 del self._by_user[conn.id]
                 self._shown.pop(conn.id, None)
+                self._names.pop(conn.id, None)
         try:
             await self.perform(await self.broker.disconnect(conn.cid, conn.id, self.clock()))
         except SharedStateUnavailable:
             log.warning("%s: Redis is unreachable; its disconnect is told when it is back", conn.id)
+
+    async def _keep_name(self, user: str, name: str) -> None:
+        """Keep `user`'s display name in the store (no write when it is the one known), and show it to those whose
+        contacts frame lists the user (on every node). Never raises: a store that fails is logged."""
+        if self.social is None:
+            return
+        try:
+            changed = await self.social.set_display_name(user, name)
+        except Exception as exc:
+            log.warning("%s: could not keep their display name: %s", user, exc)
+            return
+        if changed:
+            self.broker.circles_changed(changed)
+
+    async def renamed(self, user: str, name: str) -> None:
+        """A connection of `user` renewed its token with another display name (`name`): keep it, and tell those
+        who see the user's presence (a presence change with the new name)."""
+        if user not in self._by_user:
+            return
+        self._names[user] = name
+        await self._keep_name(user, name)
+        seen = (await self._presences([user])).get(user)
+        if seen is not None and seen.status == "online":
+            await self.perform([Presence(user, "online", in_call=seen.in_call)])
 
     async def handle(self, conn: Connection, frame: str | bytes) -> None:
         """One frame from `conn`: let the broker decide, then do what it says."""
@@ -284,7 +332,8 @@ class Hub:
             found = await self.broker.online_page(query.q, query.after, query.limit + 1)
             page, more = found[: query.limit], len(found) > query.limit
             users = [(p.user, p.in_call) for p in page if p.user != conn.id and view.includes(p.user)]
-            await conn.send_text(messages.directory(users, page[-1].user if more else None))
+            names = await social.names([u for u, _ in users]) if self.display_names else None
+            await conn.send_text(messages.directory(users, page[-1].user if more else None, names))
             return
         changed = await social.apply(conn.id, env)
         await self._refresh(conn.id, force=True)  # the sender's devices on this node, even if nothing changed
@@ -354,10 +403,11 @@ class Hub:
             now = self.clock()
             changes = [messages.presence_change(u, "offline", last_seen=now) for u in sorted(gone)]
             found = await self._presences(sorted(came))
+            names = await social.names(sorted(came)) if self.display_names and came else {}
             for u in sorted(came):
                 p = found.get(u)
                 if p is not None and p.status == "online":
-                    changes.append(messages.presence_change(u, "online", p.in_call))
+                    changes.append(messages.presence_change(u, "online", p.in_call, display_name=names.get(u)))
             if not changes:
                 return
             text = messages.presence_batch(changes)
@@ -444,7 +494,14 @@ class Hub:
         conns = self._conns
         for effect in effects:
             if isinstance(effect, Forward):
-                text = messages.forward(effect.env, effect.sender, effect.call_id, effect.polite)
+                # A call-request shows the callee who calls: the caller's display name (kept here when the caller is
+                # on this node; else read, for a call rung again on a device of the callee that connects here).
+                name = None
+                if effect.env.type == "call-request":
+                    name = self._names.get(effect.sender)
+                    if name is None and self.display_names and effect.sender not in self._by_user and self.social:
+                        name = (await self.social.names([effect.sender])).get(effect.sender)
+                text = messages.forward(effect.env, effect.sender, effect.call_id, effect.polite, name)
                 target = conns.get(effect.cid)
                 if target is not None:
                     await target.send_text(text)
@@ -458,6 +515,8 @@ class Hub:
                     kind = nodeframe.kind_of(effect.message["type"])
                     self._elsewhere(effect.cid, kind, messages.encode(effect.message))
             elif isinstance(effect, Presence):
+                if effect.status == "online" and (name := self._names.get(effect.user)) is not None:
+                    effect = msgspec.structs.replace(effect, display_name=name)
                 if self.social is not None:
                     circle = self.social.cached(effect.user)
                     if circle is None:
@@ -556,12 +615,10 @@ class Hub:
             return
         if len(changes) == 1:
             (p,) = changes.values()
-            text = messages.presence(p.user, p.status, p.in_call, p.last_seen)
+            text = messages.presence(p.user, p.status, p.in_call, p.last_seen, p.display_name)
             targets = [c for c in self._conns.values() if c.id != p.user]
         else:
-            text = messages.presence_batch(
-                [messages.presence_change(p.user, p.status, p.in_call, p.last_seen) for p in changes.values()]
-            )
+            text = messages.presence_batch([_change_of(p) for p in changes.values()])
             targets = list(self._conns.values())
         for conn, waiting in self._joining.values():  # connections waiting for their welcome get it after
             if conn.cid not in self._conns and (len(changes) > 1 or conn.id != p.user):
@@ -597,11 +654,9 @@ class Hub:
             if text is None:
                 if len(mine_changes) == 1:
                     p = mine_changes[0]
-                    text = messages.presence(p.user, p.status, p.in_call, p.last_seen)
+                    text = messages.presence(p.user, p.status, p.in_call, p.last_seen, p.display_name)
                 else:
-                    text = messages.presence_batch(
-                        [messages.presence_change(p.user, p.status, p.in_call, p.last_seen) for p in mine_changes]
-                    )
+                    text = messages.presence_batch([_change_of(p) for p in mine_changes])
                 texts[key] = text
             sends.append((conns[cid], text))
         if sends:
@@ -615,14 +670,7 @@ class Hub:
                 if p.user != conn.id and (p.audience is None or p.audience.includes(conn.id))
             ]
             if mine_changes:
-                waiting.append(
-                    (
-                        nodeframe.SEND,
-                        messages.presence_batch(
-                            [messages.presence_change(p.user, p.status, p.in_call, p.last_seen) for p in mine_changes]
-                        ),
-                    )
-                )
+                waiting.append((nodeframe.SEND, messages.presence_batch([_change_of(p) for p in mine_changes])))
 
     async def _send_each(self, sends: list[tuple[Connection, str]]) -> None:
         for conn, text in sends:
@@ -720,13 +768,20 @@ class Hub:
             log.exception("could not read the missed calls of %s", conn.id)
             return
         if missed:
-            await conn.send_text(messages.missed_calls([r.to_json() for r in missed], total))
+            names = None
+            if self.display_names and self.social is not None:
+                names = await self.social.names([r.caller for r in missed])
+            await conn.send_text(messages.missed_calls([r.to_json() for r in missed], total, names))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _change_of(p: Presence) -> dict[str, Any]:
+    return messages.presence_change(p.user, p.status, p.in_call, p.last_seen, p.display_name)
 
 
 def _welcome_of(cid: str, effects: list[Effect]) -> dict[str, Any] | None:

@@ -29,7 +29,7 @@ from ..protocol import messages
 from ..protocol.codes import ErrorCode
 from ..protocol.errors import ProtocolError
 from ..protocol.messages import ContactAdd, ContactRename, DirectoryQuery, Envelope, Settings
-from ..store.base import ContactBook, ContactChange, ContactLimit
+from ..store.base import MAX_NAMES_ASKED, ContactBook, ContactChange, ContactLimit
 
 log = logging.getLogger("peercall.contacts")
 T = TypeVar("T")
@@ -96,6 +96,9 @@ class Social:
         self.shared = shared
         self._circles: collections.OrderedDict[str, Circle] = collections.OrderedDict()
         self._buckets: dict[str, TokenBucket] = {}
+        # The display name this node last wrote or found in the store, by user (the least recently used go first):
+        # a user who connects again with the same name costs no write.
+        self._names: collections.OrderedDict[str, str] = collections.OrderedDict()
         # Bumped by `forget`: a circle read from the store before a change must not be cached after it.
         self._epoch = 0
 
@@ -130,10 +133,46 @@ class Social:
         return self._circles.get(user)
 
     def forget(self, users: list[str]) -> None:
-        """These users' circles changed (on some node): read them again when next needed."""
+        """These users' circles changed (on some node): read them again when next needed. (A user whose display
+        name changed is among them: their name is read again too.)"""
         self._epoch += 1
         for user in users:
             self._circles.pop(user, None)
+            self._names.pop(user, None)
+
+    async def set_display_name(self, user: str, name: str) -> list[str]:
+        """Keep `user`'s display name (their token's `name` claim). Returns the users whose circles now show
+        something new, `user` first, to be told to every node: none when the store had this name already (known
+        from the cache: no write then).
+
+        Raises:
+            Exception: what the store raises (the caller logs it: the name is kept next time).
+        """
+        if self._names.get(user) == name:
+            self._names.move_to_end(user)
+            return []
+        change = await _in_task(self.book.set_display_name(user, name))
+        self._names[user] = name
+        if len(self._names) > _CACHED:
+            self._names.popitem(last=False)
+        if change is ContactChange.UNCHANGED:
+            return []
+        circle = await self.circle(user)
+        # Those who are shown the name: contacts, and those asked (their `incoming`); the user too, so that every
+        # node reads the name again (`forget`).
+        return [user, *sorted(circle.contacts), *sorted(circle.outgoing)]
+
+    async def names(self, users: list[str]) -> dict[str, str]:
+        """The display names of those of `users` that have one (at most MAX_NAMES_ASKED are asked for; the
+        first ones). Never raises: a store that fails gives no names (logged)."""
+        asked = list(dict.fromkeys(users))[:MAX_NAMES_ASKED]
+        if not asked:
+            return {}
+        try:
+            return await _in_task(self.book.names(asked))
+        except Exception as exc:
+            log.warning("could not read the display names of %d users: %s", len(asked), exc)
+            return {}
 
     def view(self, circle: Circle) -> View:
         return social.view(circle, self.directory)
@@ -267,19 +306,33 @@ class Social:
         """The `contacts` frame of `circle`'s user, with their contacts' presence as `presences` says (a contact
         on either side of a block is shown offline)."""
         hidden = set(circle.blocked) | circle.blocked_by
+        names = circle.display_names
         entries = []
         for contact in sorted(circle.contacts.values(), key=lambda c: c.id):
             seen = presences.get(contact.id)
+            shown = names.get(contact.id)
             if seen is None or contact.id in hidden or seen.status != "online":
                 last = None if seen is None or contact.id in hidden else seen.last_seen
                 entries.append(
-                    messages.contact_entry(contact.id, contact.name, contact.since, "offline", last_seen=last)
+                    messages.contact_entry(
+                        contact.id, contact.name, contact.since, "offline", last_seen=last, display_name=shown
+                    )
                 )
             else:
-                entries.append(messages.contact_entry(contact.id, contact.name, contact.since, "online", seen.in_call))
+                entries.append(
+                    messages.contact_entry(
+                        contact.id, contact.name, contact.since, "online", seen.in_call, display_name=shown
+                    )
+                )
+        incoming = []
+        for u, at in sorted(circle.incoming.items(), key=lambda kv: kv[1]):
+            request: dict[str, object] = {"id": u, "at": at}
+            if u in names:
+                request["displayName"] = names[u]
+            incoming.append(request)
         return messages.contacts(
             entries,
-            [{"id": u, "at": at} for u, at in sorted(circle.incoming.items(), key=lambda kv: kv[1])],
+            incoming,
             [{"id": u, "at": at} for u, at in sorted(circle.outgoing.items(), key=lambda kv: kv[1])],
             [{"id": u, "at": at} for u, at in sorted(circle.blocked.items(), key=lambda kv: kv[1])],
             None if circle.calls_from is None else circle.calls_from.value,
@@ -296,4 +349,5 @@ def relations(circle: Circle) -> tuple[object, ...]:
         tuple(sorted(circle.outgoing.items())),
         tuple(sorted(circle.blocked.items())),
         circle.calls_from,
+        tuple(sorted(circle.display_names.items())),
     )

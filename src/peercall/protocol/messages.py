@@ -10,6 +10,7 @@ validation in C, which keeps the per-message cost low (this is the server's hot 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
@@ -152,6 +153,7 @@ class Forwarded(msgspec.Struct, omit_defaults=True):
     callId: str | UnsetType = UNSET
     data: Raw | UnsetType = UNSET
     polite: bool | UnsetType = UNSET
+    displayName: str | UnsetType = UNSET
 
 
 _envelope = msgspec.json.Decoder(Envelope)
@@ -332,9 +334,15 @@ def _quoting(exc: Exception) -> str:
     return _LONG_QUOTE.sub(lambda m: repr(shorten(m.group(1))), str(exc))
 
 
-def forward(env: Envelope, sender: str, call_id: str | None = None, polite: bool | None = None) -> str:
+def forward(
+    env: Envelope,
+    sender: str,
+    call_id: str | None = None,
+    polite: bool | None = None,
+    display_name: str | None = None,
+) -> str:
     """The text frame that `env.to` receives: the sender's frame with `from` stamped by the server, and the
-    server's `callId` (or, without one, the client's own)."""
+    server's `callId` (or, without one, the client's own); a `call-request` with the caller's `displayName`."""
     call = call_id if call_id is not None else env.callId
     out = Forwarded(
         env.type,
@@ -343,6 +351,7 @@ def forward(env: Envelope, sender: str, call_id: str | None = None, polite: bool
         UNSET if call is None else call,
         env.data,
         UNSET if polite is None else polite,
+        UNSET if display_name is None else display_name,
     )
     return _encode(out).decode()
 
@@ -413,7 +422,8 @@ def contacts(
     directory: str,
 ) -> str:
     """To every device of a user, after `welcome` and after each change: their contacts (each with its presence,
-    `contact_entry`), requests both ways, blocked users (`{"id","at"}`) and ring setting."""
+    `contact_entry`), requests both ways (`{"id","at"}`, an incoming one with the requester's `displayName`),
+    blocked users (`{"id","at"}`) and ring setting."""
     return _encode(
         {
             "type": "contacts",
@@ -429,22 +439,39 @@ def contacts(
 
 
 def contact_entry(
-    user: str, name: str | None, since: float, status: str, in_call: bool = False, last_seen: float | None = None
+    user: str,
+    name: str | None,
+    since: float,
+    status: str,
+    in_call: bool = False,
+    last_seen: float | None = None,
+    display_name: str | None = None,
 ) -> dict[str, Any]:
-    """One contact of a `contacts` frame: who, the name the user gave them, since when, and their presence."""
+    """One contact of a `contacts` frame: who, the name the user gave them, since when, their presence, and their
+    own display name if they have one."""
     entry: dict[str, Any] = {"id": user, "name": name, "since": since, "status": status}
     if in_call:
         entry["inCall"] = True
     if last_seen is not None:
         entry["lastSeen"] = last_seen
+    if display_name is not None:
+        entry["displayName"] = display_name
     return entry
 
 
-def directory(users: list[tuple[str, bool]], next_after: str | None) -> str:
-    """The answer to `directory`: `(id, in an answered call)` of a page of users online, and where the next starts."""
-    return _encode(
-        {"type": "directory", "users": [{"id": u, "inCall": c} for u, c in users], "next": next_after}
-    ).decode()
+def directory(
+    users: list[tuple[str, bool]], next_after: str | None, display_names: Mapping[str, str] | None = None
+) -> str:
+    """The answer to `directory`: `(id, in an answered call)` of a page of users online (with the `displayName`
+    of those `display_names` has), and where the next starts."""
+    names = display_names or {}
+    listed = []
+    for user, in_call in users:
+        entry: dict[str, Any] = {"id": user, "inCall": in_call}
+        if user in names:
+            entry["displayName"] = names[user]
+        listed.append(entry)
+    return _encode({"type": "directory", "users": listed, "next": next_after}).decode()
 
 
 def call_ringing(call_id: str, to: str) -> dict[str, Any]:
@@ -504,26 +531,41 @@ def error(exc: ProtocolError) -> str:
     return _encode(error_message(exc.code.value, exc.message, ref=exc.ref, to=exc.to, call_id=exc.call_id)).decode()
 
 
-def missed_calls(calls: list[dict[str, object]], total: int) -> str:
+def missed_calls(calls: list[dict[str, object]], total: int, display_names: Mapping[str, str] | None = None) -> str:
     """To a user who connects: the calls that rang for them while they were away (history records), the newest
-    of them, and how many there were in all (`total`, at least `len(calls)`)."""
-    return _encode({"type": "missed-calls", "calls": calls, "total": total}).decode()
+    of them, how many there were in all (`total`, at least `len(calls)`), and the callers' `displayNames` (of
+    those that have one; left out when none has)."""
+    frame: dict[str, Any] = {"type": "missed-calls", "calls": calls, "total": total}
+    if display_names:
+        frame["displayNames"] = dict(display_names)
+    return _encode(frame).decode()
 
 
-def presence_change(user: str, status: str, in_call: bool = False, last_seen: float | None = None) -> dict[str, Any]:
-    """One presence change: `{"id","status"}`, plus `"inCall": true` while in a call, `"lastSeen"` when offline."""
+def presence_change(
+    user: str,
+    status: str,
+    in_call: bool = False,
+    last_seen: float | None = None,
+    display_name: str | None = None,
+) -> dict[str, Any]:
+    """One presence change: `{"id","status"}`, plus `"inCall": true` while in a call, `"lastSeen"` when offline,
+    `"displayName"` when online and the user has one."""
     change: dict[str, Any] = {"id": user, "status": status}
     if in_call:
         change["inCall"] = True
     if last_seen is not None:
         change["lastSeen"] = last_seen
+    if display_name is not None:
+        change["displayName"] = display_name
     return change
 
 
-def presence(user: str, status: str, in_call: bool = False, last_seen: float | None = None) -> str:
+def presence(
+    user: str, status: str, in_call: bool = False, last_seen: float | None = None, display_name: str | None = None
+) -> str:
     """Sent to everyone else when `user` comes online (`status="online"`), leaves (`"offline"`), or starts or
     stops being in a call."""
-    return _encode({"type": "presence", **presence_change(user, status, in_call, last_seen)}).decode()
+    return _encode({"type": "presence", **presence_change(user, status, in_call, last_seen, display_name)}).decode()
 
 
 def presence_batch(changes: list[dict[str, Any]]) -> str:

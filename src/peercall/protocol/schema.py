@@ -176,6 +176,14 @@ ClientFrame = (
 # ------------------------------------------------------------------------------------- server -> client
 
 
+DisplayName = Annotated[
+    str, Meta(min_length=1, max_length=64, description="a person's display name: text to show, never markup")
+]
+DisplayNames = Annotated[
+    dict[UserId, DisplayName], Meta(description="display names by user id, of those that have one")
+]
+
+
 class _Forwarded(_Frame):
     to: UserId
     from_: Annotated[UserId, Meta(description="the sender's id, set by the server")] = msgspec.field(name="from")
@@ -184,6 +192,7 @@ class _Forwarded(_Frame):
 
 class CallRequestForwarded(_Forwarded, tag="call-request", kw_only=True):
     data: Any = None
+    displayName: DisplayName | None = None
 
 
 class CallAcceptForwarded(_Forwarded, tag="call-accept", kw_only=True):
@@ -235,6 +244,7 @@ class Welcome(_Frame, tag="welcome", kw_only=True):
     more: bool | None = None
     defaultCallsFrom: Literal["everyone", "contacts", "nobody"] | None = None
     tokenExpiresAt: Annotated[float, Meta(description="token mode: the `exp` of the connection's token")] | None = None
+    displayNames: DisplayNames | None = None
 
 
 class PresenceChange(msgspec.Struct, omit_defaults=True):
@@ -242,6 +252,7 @@ class PresenceChange(msgspec.Struct, omit_defaults=True):
     status: Literal["online", "offline"]
     inCall: bool | None = None
     lastSeen: float | None = None
+    displayName: DisplayName | None = None
 
 
 class Presence(_Frame, tag="presence", kw_only=True):
@@ -251,6 +262,7 @@ class Presence(_Frame, tag="presence", kw_only=True):
     status: Literal["online", "offline"] | None = None
     inCall: bool | None = None
     lastSeen: float | None = None
+    displayName: DisplayName | None = None
     changes: list[PresenceChange] | None = None
 
 
@@ -305,11 +317,20 @@ class ContactEntry(msgspec.Struct, omit_defaults=True):
     status: Literal["online", "offline"]
     inCall: bool | None = None
     lastSeen: float | None = None
+    displayName: DisplayName | None = None
 
 
 class Dated(msgspec.Struct):
     id: UserId
     at: float
+
+
+class Requester(msgspec.Struct, omit_defaults=True):
+    """A request waiting for the user's answer: who asked (with their display name), and when."""
+
+    id: UserId
+    at: float
+    displayName: DisplayName | None = None
 
 
 CallsFrom = Literal["everyone", "contacts", "nobody"]
@@ -319,7 +340,7 @@ class Contacts(_Frame, tag="contacts", kw_only=True):
     """After `welcome` and after each change: the user's contacts (with presence), requests, blocks, setting."""
 
     contacts: list[ContactEntry]
-    incoming: list[Dated]
+    incoming: list[Requester]
     outgoing: list[Dated]
     blocked: list[Dated]
     callsFrom: CallsFrom | None
@@ -327,9 +348,10 @@ class Contacts(_Frame, tag="contacts", kw_only=True):
     directory: Literal["all", "contacts"]
 
 
-class DirectoryUser(msgspec.Struct):
+class DirectoryUser(msgspec.Struct, omit_defaults=True):
     id: UserId
     inCall: bool
+    displayName: DisplayName | None = None
 
 
 class Directory(_Frame, tag="directory", kw_only=True):
@@ -348,6 +370,7 @@ class AuthRenewed(_Frame, tag="auth-renewed", kw_only=True):
 class MissedCalls(_Frame, tag="missed-calls", kw_only=True):
     calls: list[CallRecord]
     total: Annotated[int, Meta(ge=0)] | UnsetType = UNSET  # how many were missed, `calls` being the newest
+    displayNames: DisplayNames | None = None
 
 
 ServerFrame = (

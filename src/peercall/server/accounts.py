@@ -465,7 +465,7 @@ class AccountsApi:
         session, user = await self._signed_in(request)
         self._csrf(request, session)
         ttl = self.settings.accounts_token_ttl
-        token = self.verifier.mint(user.id, session.id, ttl, now=self.clock())
+        token = self.verifier.mint(user.id, session.id, ttl, now=self.clock(), name=user.name)
         response = _json({"token": token, "expiresIn": ttl, "id": user.id})
         cookie = self._cookie(request)
         assert cookie is not None

@@ -125,6 +125,7 @@ def create_app(settings: Settings) -> PeercallApp:
         presence_interval=settings.presence_interval,
         history_retention=settings.history_retention * 86400,
         social=social,
+        display_names=settings.auth != "open",
         webhooks=webhooks,
         push=push,
     )

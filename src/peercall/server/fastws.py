@@ -679,7 +679,7 @@ class FastConnection(WSListener):
         refusal = session.start()
         if refusal is not None:
             return self._close_with(refusal)
-        await self._hub.join(self, session.device, token_expires_at=session.expires_at)
+        await self._hub.join(self, session.device, token_expires_at=session.expires_at, display_name=session.name)
 
     async def _after_auth(self, text: str | None) -> None:
         """A frame that came while the token was checked, now that it has been: as any frame of a joined one."""
@@ -699,7 +699,11 @@ class FastConnection(WSListener):
         refusal = self.session.start()
         if refusal is not None:
             return self._close_with(refusal)
-        self._run(self._hub.join(self, self.session.device, token_expires_at=self.session.expires_at))
+        self._run(
+            self._hub.join(
+                self, self.session.device, token_expires_at=self.session.expires_at, display_name=self.session.name
+            )
+        )
         return None
 
     def _auth_timed_out(self) -> None:

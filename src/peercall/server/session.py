@@ -240,6 +240,7 @@ class Sessions:
             raise
         session = Session(self, user, wanted, device, handshake.peer)
         session.expires_at = identity.expires_at if identity is not None else None
+        session.name = identity.name if identity is not None else None
         session.deferred = deferred
         return session
 
@@ -249,6 +250,7 @@ class Sessions:
         session = getattr(conn, "session", None)
         if not isinstance(session, Session):
             return
+        name = session.name
         outcome = await session.renew(text)
         if isinstance(outcome, Close):
             if outcome.frame is not None:
@@ -256,6 +258,8 @@ class Sessions:
             await conn.close(outcome.code, outcome.reason)
         else:
             await conn.send_text(outcome)
+            if session.name is not None and session.name != name and session.user is not None:
+                await self.hub.renamed(session.user, session.name)
 
     def _expired(self, due: list[Watched]) -> None:
         """The expiry watch: these connections' tokens expired without renewal; close them (4401), in one task."""
@@ -396,6 +400,7 @@ class Session:
         "device",
         "expires_at",
         "joined",
+        "name",
         "peer",
         "received",
         "user",
@@ -422,6 +427,8 @@ class Session:
         """The `exp` of this connection's token (token mode), moved by each renewal."""
         self.deferred: str | None = None
         """A token from the Authorization header that `authenticate` is to check once the socket is open."""
+        self.name: str | None = None
+        """The display name of this connection's latest token (its `name` claim), if it had one."""
 
     @property
     def deadline(self) -> float | None:
@@ -477,6 +484,8 @@ class Session:
         if self.wanted and self.wanted != identity.user:
             return self._unauthorized(f"the token is for {identity.user}, not {self.wanted}")
         self.user, self.expires_at = identity.user, identity.expires_at
+        if identity.name is not None:
+            self.name = identity.name
         return None
 
     async def renew(self, text: str) -> str | Close:
@@ -491,6 +500,8 @@ class Session:
         if identity.user != self.user:
             return self._unauthorized(f"the new token is for {identity.user}, not {self.user}")
         self.expires_at = identity.expires_at
+        if identity.name is not None:  # a token without a name leaves the one the connection has
+            self.name = identity.name
         expiries = self._sessions.expiries
         if expiries is not None and self.watched:
             expiries.watch(self)

@@ -245,7 +245,7 @@ class AsgiTransport:
             conn.close_with(refusal)
             return refusal.code
         try:
-            await self.hub.join(conn, session.device, token_expires_at=session.expires_at)
+            await self.hub.join(conn, session.device, token_expires_at=session.expires_at, display_name=session.name)
             return await self._receive_loop(conn, session, receive)
         except Exception:
             conn.close_with(session.failed())

@@ -11,7 +11,7 @@ import binascii
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -223,6 +223,23 @@ class ContactBook(Protocol):
         """`user`'s ring setting (None: the operator's default)."""
         ...
 
+    async def set_display_name(self, user: str, name: str | None) -> ContactChange:
+        """`user`'s display name (what their latest token's `name` claim said; None: none). UPDATED, or UNCHANGED
+        if it was so already. `circle` of their contacts and of those they asked shows it (`display_names`).
+
+        Raises:
+            ValueError: `user` is empty, or `name` is not 1 to MAX_NAME characters.
+        """
+        ...
+
+    async def names(self, users: Collection[str]) -> dict[str, str]:
+        """The display names of those of `users` that have one (one query).
+
+        Raises:
+            ValueError: more than MAX_NAMES_ASKED users.
+        """
+        ...
+
     async def import_contacts(self, pairs: Sequence[tuple[str, str]], *, now: float) -> int:
         """Make each pair contacts (an operator's existing social graph, the benchmark's users), in one
         transaction, ignoring the bounds. Returns how many pairs were new (not contacts on either side before).
@@ -243,6 +260,12 @@ class ContactBook(Protocol):
         ...
 
 
+def check_user(user: str) -> None:
+    """Raise ValueError unless `user` is a non-empty string."""
+    if not isinstance(user, str) or not user:
+        raise ValueError(f"a user id must be a non-empty string, got {user!r}")
+
+
 def check_pair(user: str, peer: str) -> None:
     """Raise ValueError unless `user` and `peer` are two different, non-empty user ids (their form is the
     protocol's business: the store only refuses what it could not keep)."""
@@ -253,10 +276,22 @@ def check_pair(user: str, peer: str) -> None:
         raise ValueError(f"{user!r} cannot be their own contact")
 
 
-def check_name(name: str | None) -> None:
+def check_name(name: str | None, what: str = "a contact's name") -> None:
     """Raise ValueError unless `name` is None or 1 to core.social.MAX_NAME characters."""
     if name is not None and (not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME):
-        raise ValueError(f"a contact's name is 1 to {MAX_NAME} characters or none, got {name!r}")
+        raise ValueError(f"{what} is 1 to {MAX_NAME} characters or none, got {name!r}")
+
+
+MAX_NAMES_ASKED = 500
+"""Users whose display names one `ContactBook.names` call may ask for."""
+
+
+def check_names_asked(users: Collection[str]) -> list[str]:
+    """`users` without repeats. Raises ValueError for more than MAX_NAMES_ASKED of them."""
+    unique = list(dict.fromkeys(users))
+    if len(unique) > MAX_NAMES_ASKED:
+        raise ValueError(f"asked for the display names of {len(unique)} users: at most {MAX_NAMES_ASKED}")
+    return unique
 
 
 def expired(at: float, now: float) -> bool:

@@ -1,7 +1,7 @@
 """An in-process call history and contact book (`memory://`): for tests and for servers that need nothing kept
 across restarts.
 
-Owns a dict of records, and the contacts, requests, blocks and ring settings in dicts indexed both ways.
+Owns a dict of records, and the contacts, requests, blocks, ring settings and display names in dicts indexed both ways.
 Nothing is persisted: each instance starts empty and forgets everything when dropped.
 No method awaits while it reads or changes state, so every method is atomic on the event loop.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, TypeVar
 
 from ..core.records import CallRecord
@@ -33,7 +33,9 @@ from .base import (
     ContactLimit,
     check_limit,
     check_name,
+    check_names_asked,
     check_pair,
+    check_user,
     decode_cursor,
     encode_cursor,
     expired,
@@ -94,6 +96,7 @@ class MemoryHistory(MemoryAccounts, MemoryPush):
         self._blocks: _Index[_Block] = _Index()  # owner -> blocked -> block
         self._blocked_by: _Index[None] = _Index()  # blocked -> owners
         self._calls_from: dict[str, CallsFrom] = {}
+        self._display_names: dict[str, str] = {}
 
     async def open(self) -> None:
         """Nothing to connect to."""
@@ -175,15 +178,19 @@ class MemoryHistory(MemoryAccounts, MemoryPush):
                 incoming[sender] = req.at
         newest_in = sorted(incoming.items(), key=lambda item: (item[1], item[0]), reverse=True)[:MAX_INCOMING]
         by = self._blocked_by[user]
+        contacts = dict(self._contacts.get(user, {}))
+        shown = [*contacts, *(sender for sender, _ in newest_in)]
+        names = {u: self._display_names[u] for u in shown if u in self._display_names}
         newest_by = sorted(by, key=lambda owner: (self._blocks[owner][user].at, owner), reverse=True)[:MAX_BLOCKED]
         return Circle(
             user=user,
-            contacts=dict(self._contacts.get(user, {})),
+            contacts=contacts,
             incoming=dict(newest_in),
             outgoing={p: r.at for p, r in self._outgoing.get(user, {}).items() if not expired(r.at, now)},
             blocked={p: b.at for p, b in blocked.items()},
             blocked_by=frozenset(newest_by),
             calls_from=self._calls_from.get(user),
+            display_names=names,
         )
 
     async def add(self, user: str, peer: str, *, now: float, name: str | None = None) -> ContactChange:
@@ -304,6 +311,20 @@ class MemoryHistory(MemoryAccounts, MemoryPush):
         else:
             self._calls_from[user] = CallsFrom(value)
         return ContactChange.UPDATED
+
+    async def set_display_name(self, user: str, name: str | None) -> ContactChange:
+        check_user(user)
+        check_name(name, "a display name")
+        if self._display_names.get(user) == name:
+            return ContactChange.UNCHANGED
+        if name is None:
+            del self._display_names[user]
+        else:
+            self._display_names[user] = name
+        return ContactChange.UPDATED
+
+    async def names(self, users: Collection[str]) -> dict[str, str]:
+        return {u: self._display_names[u] for u in check_names_asked(users) if u in self._display_names}
 
     async def import_contacts(self, pairs: Sequence[tuple[str, str]], *, now: float) -> int:
         for a, b in pairs:

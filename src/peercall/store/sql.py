@@ -1,6 +1,7 @@
 """The call history in SQL: SQLite (aiosqlite) or PostgreSQL (asyncpg), through SQLAlchemy's async Core.
 
-Owns the `calls` table, the contact book's tables (`contacts`, `contact_requests`, `blocks`, `user_settings`),
+Owns the `calls` table, the contact book's tables (`contacts`, `contact_requests`, `blocks`, `user_settings`,
+`display_names`),
 their migrations and every statement sent to the database. Imported lazily by
 `store.open_history`, so a server on `memory://` never imports SQLAlchemy; the driver itself is imported when
 the engine is created. Must not import anything from peercall outside `core.records`, `core.social`, `store.base` and
@@ -19,7 +20,7 @@ import dataclasses
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,9 @@ from .base import (
     ContactLimit,
     check_limit,
     check_name,
+    check_names_asked,
     check_pair,
+    check_user,
     decode_cursor,
     encode_cursor,
 )
@@ -144,10 +147,14 @@ def _v4_contacts(dialect: str) -> list[str]:
     ]
 
 
-def _v6_reserved(dialect: str) -> list[str]:
-    # Version 6 is set aside for another change of #17 (the branches agreed on the numbers); until its step is
-    # merged in here, this one changes nothing, so that the push subscriptions are version 7 wherever they are.
-    return []
+def _v6_display_names(dialect: str) -> list[str]:
+    # A user's display name, as their latest token's `name` claim said (read with circles, welcomes, directories).
+    return [
+        """CREATE TABLE display_names (
+            user_id TEXT NOT NULL PRIMARY KEY,
+            name TEXT NOT NULL
+        )"""
+    ]
 
 
 MIGRATIONS: Sequence[Callable[[str], list[str]]] = (
@@ -156,7 +163,7 @@ MIGRATIONS: Sequence[Callable[[str], list[str]]] = (
     _v3_retention,
     _v4_contacts,
     v5_accounts,
-    _v6_reserved,
+    _v6_display_names,
     v7_push,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -215,6 +222,12 @@ user_settings = sa.Table(
     _metadata,
     sa.Column("user_id", sa.Text, primary_key=True),
     sa.Column("calls_from", sa.Text),
+)
+display_names = sa.Table(
+    "display_names",
+    _metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
 )
 _FIELDS = [field.name for field in dataclasses.fields(CallRecord) if field.name in calls.c]  # screened: issue 15, store
 _RECORD_COLUMNS = [calls.c[name] for name in _FIELDS]
@@ -442,12 +455,15 @@ class SQLHistory(SQLAccounts, SQLPush):
         async with self._turn, self._engine.begin() as conn:
             contact_rows = (
                 await conn.execute(
-                    sa.select(contacts.c.peer, contacts.c.name, contacts.c.since).where(contacts.c.owner == user)
+                    sa.select(contacts.c.peer, contacts.c.name, contacts.c.since, display_names.c.name)
+                    .select_from(contacts.outerjoin(display_names, display_names.c.user_id == contacts.c.peer))
+                    .where(contacts.c.owner == user)
                 )
             ).all()
             incoming = (
                 await conn.execute(
-                    sa.select(requests.c.sender, requests.c.at)
+                    sa.select(requests.c.sender, requests.c.at, display_names.c.name)
+                    .select_from(requests.outerjoin(display_names, display_names.c.user_id == requests.c.sender))
                     .where(
                         requests.c.recipient == user,
                         requests.c.at >= cutoff,
@@ -477,14 +493,16 @@ class SQLHistory(SQLAccounts, SQLPush):
             setting = (
                 await conn.execute(sa.select(user_settings.c.calls_from).where(user_settings.c.user_id == user))
             ).scalar()
+            shown = [(peer, shown) for peer, _, _, shown in contact_rows] + [(u, shown) for u, _, shown in incoming]
             return Circle(
                 user=user,
-                contacts={peer: Contact(peer, name, since) for peer, name, since in contact_rows},
-                incoming={sender: at for sender, at in incoming},
+                contacts={peer: Contact(peer, name, since) for peer, name, since, _ in contact_rows},
+                incoming={sender: at for sender, at, _ in incoming},
                 outgoing={recipient: at for recipient, at in outgoing},
                 blocked={peer: at for peer, at in blocked},
                 blocked_by=frozenset(blocked_by),
                 calls_from=None if setting is None else CallsFrom(setting),
+                display_names={u: name for u, name in shown if name is not None},
             )
 
     async def add(self, user: str, peer: str, *, now: float, name: str | None = None) -> ContactChange:
@@ -617,6 +635,33 @@ class SQLHistory(SQLAccounts, SQLPush):
             if value is not None:
                 await conn.execute(sa.insert(user_settings).values(user_id=user, calls_from=value.value))
         return ContactChange.UPDATED
+
+    async def set_display_name(self, user: str, name: str | None) -> ContactChange:
+        check_user(user)
+        check_name(name, "a display name")
+        async with self._turn, self._engine.begin() as conn:
+            await self._lock(conn, user)
+            where = display_names.c.user_id == user
+            current = (await conn.execute(sa.select(display_names.c.name).where(where))).scalar()
+            if current == name:
+                return ContactChange.UNCHANGED
+            if name is None:
+                await conn.execute(sa.delete(display_names).where(where))
+            elif current is None:
+                await conn.execute(sa.insert(display_names).values(user_id=user, name=name))
+            else:
+                await conn.execute(sa.update(display_names).where(where).values(name=name))
+        return ContactChange.UPDATED
+
+    async def names(self, users: Collection[str]) -> dict[str, str]:
+        asked = check_names_asked(users)
+        if not asked:
+            return {}
+        async with self._turn, self._engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(display_names.c.user_id, display_names.c.name).where(display_names.c.user_id.in_(asked))
+            )
+            return {user: name for user, name in rows.all()}
 
     async def import_contacts(self, pairs: Sequence[tuple[str, str]], *, now: float) -> int:
         for a, b in pairs:

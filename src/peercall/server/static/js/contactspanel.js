@@ -10,6 +10,7 @@
  */
 
 import { CallPhase } from "./call.js";
+import { label } from "./names.js";
 import { CallsFrom, DirectoryMode } from "./protocol.js";
 import { lastSeenText } from "./ui.js";
 
@@ -366,7 +367,7 @@ function setText(node, text) {
  * @param {(item: import("./contacts.js").Dated, ready: boolean) => HTMLLIElement} makeItem
  */
 function rebuild(list, items, ready, makeItem) {
-  const signature = JSON.stringify([items, ready]);
+  const signature = JSON.stringify([items, ready, items.map((item) => label(item.id))]);
   if (list.dataset.signature === signature) return;
   list.dataset.signature = signature;
   list.replaceChildren(...items.map((item) => makeItem(item, ready)));
@@ -380,7 +381,7 @@ function requestItem({ id, at }, ready) {
   const li = make("li", "person request");
   li.dataset.user = id;
   const who = make("span", "who");
-  who.append(make("span", "name", id), make("span", "status-text", `wants to add you${at ? ` · ${agoText(at)}` : ""}`));
+  who.append(...nameAndId(id), make("span", "status-text", `wants to add you${at ? ` · ${agoText(at)}` : ""}`));
   const actions = make("span", "actions");
   actions.append(
     actionButton("Accept", "accept", id, `Accept ${id}'s contact request`, "success small"),
@@ -388,7 +389,7 @@ function requestItem({ id, at }, ready) {
     actionButton("Block", "block", id, `Block ${id}`, "small quiet"),
   );
   for (const b of actions.querySelectorAll("button")) /** @type {HTMLButtonElement} */ (b).disabled = !ready;
-  li.append(avatar(id), who, actions);
+  li.append(avatar(label(id)), who, actions);
   return /** @type {HTMLLIElement} */ (li);
 }
 
@@ -400,10 +401,10 @@ function outgoingItem({ id, at }, ready) {
   const li = make("li", "person request");
   li.dataset.user = id;
   const who = make("span", "who");
-  who.append(make("span", "name", id), make("span", "status-text", `asked${at ? ` ${agoText(at)}` : ""}`));
+  who.append(...nameAndId(id), make("span", "status-text", `asked${at ? ` ${agoText(at)}` : ""}`));
   const withdraw = actionButton("Withdraw", "withdraw", id, `Withdraw your request to ${id}`, "small");
   withdraw.disabled = !ready;
-  li.append(avatar(id), who, withdraw);
+  li.append(avatar(label(id)), who, withdraw);
   return /** @type {HTMLLIElement} */ (li);
 }
 
@@ -415,11 +416,21 @@ function blockedItem({ id, at }, ready) {
   const li = make("li", "person blocked-user");
   li.dataset.user = id;
   const who = make("span", "who");
-  who.append(make("span", "name", id), make("span", "status-text", at ? `blocked ${agoText(at)}` : "blocked"));
+  who.append(...nameAndId(id), make("span", "status-text", at ? `blocked ${agoText(at)}` : "blocked"));
   const button = actionButton("Unblock", "unblock", id, `Unblock ${id}`, "small");
   button.disabled = !ready;
   li.append(who, button);
   return /** @type {HTMLLIElement} */ (li);
+}
+
+/**
+ * A person's name (their display name, as text) and, under it when it is not the id, their id.
+ * @param {string} id
+ * @returns {HTMLElement[]}
+ */
+function nameAndId(id) {
+  const shown = label(id);
+  return shown === id ? [make("span", "name", id)] : [make("span", "name", shown), make("span", "user-id", `@${id}`)];
 }
 
 /**
@@ -450,16 +461,18 @@ function renderContactList(contacts, ready, canCall) {
       existing.set(c.id, li);
     }
     const [status, text] = contactStatus(c);
-    const shown = c.name ?? c.id;
+    // The name the user gave the contact, else the contact's own display name, else the id.
+    const shown = c.name ?? label(c.id);
+    const named = shown !== c.id;
     li.dataset.status = status;
     li.dataset.name = c.name ?? "";
     setText(/** @type {HTMLElement} */ (li.querySelector(".name")), shown);
     const idLine = /** @type {HTMLElement} */ (li.querySelector(".user-id"));
-    if (idLine.dataset.id !== (c.name ? c.id : "")) {
-      idLine.dataset.id = c.name ? c.id : "";
-      idLine.replaceChildren(...(c.name ? [c.id, hiddenText(", ")] : []));
+    if (idLine.dataset.id !== (named ? c.id : "")) {
+      idLine.dataset.id = named ? c.id : "";
+      idLine.replaceChildren(...(named ? [c.id, hiddenText(", ")] : []));
     }
-    idLine.hidden = !c.name;
+    idLine.hidden = !named;
     setText(/** @type {HTMLElement} */ (li.querySelector(".avatar-letter")), shown.slice(0, 1).toUpperCase());
     setText(/** @type {HTMLElement} */ (li.querySelector(".status-text")), text);
     const call = /** @type {HTMLButtonElement} */ (li.querySelector('[data-act="call"]'));
@@ -553,7 +566,7 @@ function renderDirectory(view, canCall) {
   );
   const known = new Set((contacts.contacts ?? []).map((c) => c.id));
   const items = (search?.users ?? []).map((u) => ({ ...u, contact: known.has(u.id) }));
-  const signature = JSON.stringify([items, canCall]);
+  const signature = JSON.stringify([items, canCall, items.map((u) => label(u.id))]);
   if (el.directoryResults.dataset.signature === signature) return;
   el.directoryResults.dataset.signature = signature;
   el.directoryResults.replaceChildren(
@@ -562,10 +575,10 @@ function renderDirectory(view, canCall) {
       li.dataset.user = u.id;
       li.dataset.status = u.inCall ? "in-call" : "online";
       const who = make("span", "who");
-      who.append(make("span", "name", u.id), make("span", "status-text", u.inCall ? "In a call" : "Online"));
+      who.append(...nameAndId(u.id), make("span", "status-text", u.inCall ? "In a call" : "Online"));
       const call = actionButton("Call", "call", u.id, `Call ${u.id}`, "small primary");
       call.disabled = !canCall;
-      li.append(avatar(u.id), who, call);
+      li.append(avatar(label(u.id)), who, call);
       if (!u.contact) li.append(actionButton("Add", "add", u.id, `Add ${u.id} to your contacts`, "small"));
       return li;
     }),

@@ -13,6 +13,7 @@
  *  - notifications.js: the ringtone, the ringback tone and notifications;
  *  - push.js: "Ring this device when peercall is closed" (Web Push), and its checkbox;
  *  - mediadevices.js: the microphone and speaker chosen;
+ *  - names.js: the display names the server told (signaling.js feeds it every frame; the page shows them);
  *  - offline.js: the service worker (the app opens without the server) and whether the server can be reached;
  *  - calllink.js: the call link the page was opened with (`?call=`), calllinkpanel.js its part of the page;
  *  - ui.js: the page (DOM only), and contactspanel.js its contacts; `view()` below gathers what they show.
@@ -42,6 +43,7 @@ import { CallHistory } from "./history.js";
 import { Identity } from "./identity.js";
 import { MediaDeviceChoice } from "./mediadevices.js";
 import { INSECURE_TEXT, RAW, VOICE, unlockAudio } from "./media.js";
+import * as names from "./names.js";
 import { Notifier } from "./notifications.js";
 import { Reachability, registerServiceWorker } from "./offline.js";
 import { passkeysSupported, registerPasskey, signInWithPasskey, signUpWithPasskey } from "./passkeys.js";
@@ -194,7 +196,9 @@ signaling.addEventListener(MessageType.MISSED_CALLS, (event) => {
   const calls = Array.isArray(event.detail.calls) ? event.detail.calls : [];
   callHistory.addMissed(calls.length);
   const callers = [...new Set(calls.map((record) => record.caller))];
-  if (callers.length && !phone.active) ui.say(`Missed calls while you were away: ${callers.join(", ")}.`);
+  if (callers.length && !phone.active) {
+    ui.say(`Missed calls while you were away: ${callers.map((id) => names.label(id)).join(", ")}.`);
+  }
   callHistory.merge(calls);
   callHistory.refresh();
 });
@@ -262,6 +266,7 @@ async function connectAccount() {
     return;
   }
   if (!token || !me || account.me !== me) return;
+  names.forget(); // what the previous user of this page was told is not this one's
   callHistory.startFor(me.id);
   contacts.startFor(me.id);
   signaling.connect(me.id, { device: identity.device(), token, renew: accountToken });
@@ -354,6 +359,7 @@ function connectAs(typed) {
   }
   if (identity.token) ui.nameFromToken(identity.tokenUser);
   ui.say("");
+  if (signIn.id !== signaling.id) names.forget(); // what another user of this page was told is not this one's
   callHistory.startFor(signIn.id);
   contacts.startFor(signIn.id);
   signaling.connect(signIn.id, { device: identity.device(), token: identity.serverToken });

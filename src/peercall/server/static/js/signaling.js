@@ -5,7 +5,8 @@
  * dispatched as an event named after its `type` (`welcome`, `presence`, `call-request`, `offer`, …,
  * `error`), with the parsed frame as `event.detail`; connection changes as `statechange`; the list of
  * other users online as `online`; what is known of everyone else (online, in a call, or offline since when:
- * `welcome`'s `inCall` and `recent`, and presence changes) as `people`.
+ * `welcome`'s `inCall` and `recent`, and presence changes) as `people`. The display names frames carry go to
+ * names.js before the frame is dispatched.
  *
  * Reconnect policy by close code (ranges, not lists; see protocol.js):
  *  - 4500-4999: terminal (e.g. 4501 replaced): stay disconnected and say why;
@@ -23,6 +24,7 @@
  * @module signaling
  */
 
+import { learnFrom as learnNames } from "./names.js";
 import {
   CloseCode,
   ErrorCode,
@@ -294,6 +296,7 @@ export class Signaling extends EventTarget {
       console.warn("[signaling] ignored a frame that is not a JSON message:", String(text).slice(0, 200));
       return;
     }
+    learnNames(msg); // before anyone shows the people the frame is about
     switch (msg.type) {
       case MessageType.WELCOME:
         this.#attempt = 0;

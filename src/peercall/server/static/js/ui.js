@@ -7,6 +7,7 @@
  */
 
 import { CallPhase } from "./call.js";
+import { label } from "./names.js";
 import { CallsFrom, DirectoryMode } from "./protocol.js";
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -272,7 +273,7 @@ export function failedWords(call) {
  * @returns {string}
  */
 export function endedText(call) {
-  const who = call.peerId;
+  const who = label(call.peerId);
   const ringing = call.previous === CallPhase.REQUESTING || call.previous === CallPhase.INCOMING;
   switch (call.reason) {
     case "hangup":
@@ -636,7 +637,8 @@ export function render(view) {
 
   const ringing = call?.phase === CallPhase.INCOMING;
   el.incoming.hidden = !ringing;
-  el.incomingFrom.textContent = ringing ? call.peerId : "";
+  el.incomingFrom.textContent = ringing ? label(call.peerId) : "";
+  el.incomingFrom.title = ringing && label(call.peerId) !== call.peerId ? `@${call.peerId}` : "";
   el.accept.disabled = !ringing;
   el.reject.disabled = !ringing;
   document.body.dataset.call = ringing ? "ringing" : active ? "active" : "idle";
@@ -648,8 +650,9 @@ export function render(view) {
   el.callPeer.textContent = !call
     ? ""
     : ringing
-      ? `from ${call.peerId}`
-      : `${active ? "with" : "last call:"} ${call.peerId}`;
+      ? `from ${label(call.peerId)}`
+      : `${active ? "with" : "last call:"} ${label(call.peerId)}`;
+  el.callPeer.title = call && label(call.peerId) !== call.peerId ? `@${call.peerId}` : "";
   el.hangup.disabled = !active || ringing;
   el.hangup.textContent = call?.phase === CallPhase.REQUESTING ? "Cancel" : "Hang Up";
   const inMedia = call?.phase === CallPhase.CALLING || call?.phase === CallPhase.CONNECTED;
@@ -665,7 +668,7 @@ export function render(view) {
 
   const missed = history?.missed ?? 0;
   document.title = ringing
-    ? `Incoming call from ${call.peerId} – ${baseTitle}`
+    ? `Incoming call from ${label(call.peerId)} – ${baseTitle}`
     : missed
       ? `(${missed}) ${baseTitle}`
       : baseTitle;
@@ -763,10 +766,11 @@ function renderInCall(call) {
     setText(el.peerNote, "");
     return;
   }
-  setText(el.remoteLevelLabel, call.peerId);
-  el.remoteLevel.setAttribute("aria-label", `${call.peerId}'s voice level`);
+  const who = label(call.peerId);
+  setText(el.remoteLevelLabel, who);
+  el.remoteLevel.setAttribute("aria-label", `${who}'s voice level`);
   el.micLevel.dataset.muted = String(Boolean(call.muted));
-  const note = call.peerNote ?? (call.mediaReconnecting ? `Reconnecting the audio with ${call.peerId}…` : "");
+  const note = call.peerNote ?? (call.mediaReconnecting ? `Reconnecting the audio with ${who}…` : "");
   setText(el.peerNote, note);
   el.peerNote.hidden = !note;
   renderQuality(call.quality ?? null);
@@ -870,7 +874,7 @@ function renderSummary(call) {
     ? `${LEVEL_WORDS[summary.level].toLowerCase()} quality (${summary.mos.toFixed(1)} of 4.5)`
     : "quality not measured";
   const path = summary.path === "relayed" ? ", relayed" : summary.path === "direct" ? ", direct" : "";
-  setText(el.callSummary, `Call with ${call.peerId}: ${clockText(summary.durationSec)}, ${quality}${path}.`);
+  setText(el.callSummary, `Call with ${label(call.peerId)}: ${clockText(summary.durationSec)}, ${quality}${path}.`);
 }
 
 /**
@@ -960,7 +964,8 @@ function renderPeople({ server, online, people, call, contacts }) {
   const down = connected ? everyone.filter((p) => p.status !== "online" && !onlineIds.has(p.id)) : [];
 
   const filter = el.contactFilter.value.trim().toLowerCase();
-  const shown = (p) => !filter || p.id.toLowerCase().includes(filter);
+  const shown = (p) =>
+    !filter || p.id.toLowerCase().includes(filter) || label(p.id).toLowerCase().includes(filter);
   renderPersonList(el.online, up, canCall, shown);
   renderPersonList(el.offlinePeople, down, canCall, shown);
   const visibleDown = down.filter(shown).length;
@@ -976,7 +981,7 @@ function renderPeople({ server, online, people, call, contacts }) {
     hint = !first
       ? `No one called “${el.contactFilter.value.trim()}” is online or was seen lately.`
       : canCall
-        ? `Press Enter to call ${first.dataset.peer}.`
+        ? `Press Enter to call ${label(first.dataset.peer)}.`
         : "";
   }
   setText(el.contactFilterHint, hint);
@@ -1018,10 +1023,26 @@ function renderPersonList(list, people, canCall, shown) {
     li.dataset.status = status;
     li.hidden = !shown(person);
     const button = li.querySelector("button");
+    showWho(li, person.id);
     setText(li.querySelector(".status-text"), text);
     button.disabled = !canCall;
     if (list.children[index] !== li) list.insertBefore(li, list.children[index] ?? null);
   });
+}
+
+/**
+ * A person's name on their line: the display name (text, never markup) with the id as muted text beside it, or
+ * the id alone.
+ * @param {HTMLElement} li
+ * @param {string} id
+ */
+function showWho(li, id) {
+  const shown = label(id);
+  setText(li.querySelector(".name"), shown);
+  const handle = li.querySelector(".handle");
+  setText(handle, shown === id ? "" : `@${id}`);
+  handle.hidden = shown === id;
+  setText(li.querySelector(".avatar-letter"), shown.slice(0, 1).toUpperCase());
 }
 
 /** A handset, for call buttons (static markup). */
@@ -1057,7 +1078,10 @@ function makePerson(id) {
   const avatar = document.createElement("span");
   avatar.className = "avatar";
   avatar.setAttribute("aria-hidden", "true");
-  avatar.textContent = id.slice(0, 1).toUpperCase();
+  const letter = document.createElement("span");
+  letter.className = "avatar-letter";
+  letter.textContent = id.slice(0, 1).toUpperCase();
+  avatar.append(letter);
   const dot = document.createElement("span");
   dot.className = "dot";
   avatar.append(dot);
@@ -1067,9 +1091,12 @@ function makePerson(id) {
   const name = document.createElement("span");
   name.className = "name";
   name.textContent = id;
+  const handle = document.createElement("span");
+  handle.className = "handle";
+  handle.hidden = true;
   const status = document.createElement("span");
   status.className = "status-text";
-  who.append(hiddenText("Call "), name, hiddenText(", "), status);
+  who.append(hiddenText("Call "), name, hiddenText(" "), handle, hiddenText(", "), status);
   const action = document.createElement("span");
   action.className = "action";
   action.setAttribute("aria-hidden", "true");
@@ -1264,7 +1291,9 @@ function renderHistory(history, canCall) {
       existing.set(record.callId, li);
     }
     if (el.history.children[index] !== li) el.history.insertBefore(li, el.history.children[index] ?? null);
-    li.querySelector("button").disabled = !canCall;
+    const button = li.querySelector("button");
+    button.disabled = !canCall;
+    setText(li.querySelector(".who"), label(button.dataset.peer));
     renderHistoryQuality(li, record, history.me);
   });
 }
@@ -1283,7 +1312,7 @@ export function historyQuality(record, me) {
   const mos = Math.min(...sides.map(([, q]) => q.mos));
   const level = mos >= 4.0 ? "good" : mos >= 3.6 ? "fair" : "poor";
   const mine = record.quality?.[me ?? ""] ?? sides[0][1];
-  const each = sides.map(([user, q]) => `${q.mos.toFixed(1)} ${user === me ? "for you" : `for ${user}`}`).join(", ");
+  const each = sides.map(([user, q]) => `${q.mos.toFixed(1)} ${user === me ? "for you" : `for ${label(user)}`}`).join(", ");
   const details = [
     mine.path === "relayed" ? "relayed" : mine.path === "direct" ? "direct" : null,
     typeof mine.rttMs === "number" ? `round trip ${msText(mine.rttMs)}` : null,
@@ -1311,7 +1340,7 @@ function renderHistoryQuality(li, record, me) {
     delete li.dataset.quality;
     delete li.dataset.mos;
     setText(said, "");
-    button.title = `Call ${button.dataset.peer} back`;
+    button.title = `Call ${callBackWho(button.dataset.peer)} back`;
     return;
   }
   dot.hidden = false;
@@ -1319,7 +1348,15 @@ function renderHistoryQuality(li, record, me) {
   li.dataset.quality = q.level;
   li.dataset.mos = q.mos.toFixed(2);
   setText(said, `, ${q.level} quality`);
-  button.title = `${q.text}.\nClick to call ${button.dataset.peer} back.`;
+  button.title = `${q.text}.\nClick to call ${callBackWho(button.dataset.peer)} back.`;
+}
+
+/**
+ * Who a history line calls back, for its tooltip: the display name and the id, or the id.
+ * @param {string} id
+ */
+function callBackWho(id) {
+  return label(id) === id ? id : `${label(id)} (@${id})`;
 }
 
 /**
@@ -1339,12 +1376,12 @@ function makeHistoryEntry(record, me) {
   button.type = "button";
   button.className = "history-entry";
   button.dataset.peer = peer;
-  button.title = `Call ${peer} back`;
+  button.title = `Call ${callBackWho(peer)} back`;
   // The accessible name is the visible text with words around it: "Missed call from bob, Missed, 12:18, …
   // Call back" (what the eye reads, in the same order).
   const parts = [
     ["dir", outgoing ? "↗" : "↙"],
-    ["who", peer],
+    ["who", label(peer)],
     ["what", what],
     ["when", time],
     ["len", duration],
