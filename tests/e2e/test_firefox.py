@@ -17,7 +17,7 @@ from .conftest import OpenFirefox, OpenPage, dump
 from .firefox import FirefoxPage
 from .steps import assert_audio_flows, wait_until
 
-pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.browser, pytest.mark.firefox, pytest.mark.asyncio(loop_scope="session")]
 
 TEXT = "(selector) => document.querySelector(selector)?.textContent ?? null"
 VISIBLE = "(sel) => { const e = document.querySelector(sel); return Boolean(e && e.getClientRects().length); }"
