@@ -95,6 +95,7 @@ RECORD_CONSOLE_ERRORS = """() => {
 }"""
 JS_ERROR = re.compile(r"^JavaScript error: (?P<url>\S+), line \d+: ")
 START_TIMEOUT = 30.0  # seconds for Firefox to open its Marionette port (about 1.5-3 s here)
+SOCKET_TIMEOUT = 45.0  # seconds for any Marionette answer (marionette-driver's default is 6 minutes)
 
 
 @dataclass
@@ -204,7 +205,9 @@ def start_firefox(*, extra_prefs: dict[str, bool | int | str] | None = None) -> 
                     f"(exit code {proc.poll()}):\n" + "\n".join(lines)
                 )
             time.sleep(0.05)
-        marionette = Marionette(host="127.0.0.1", port=int(port_file.read_text()))
+        marionette = Marionette(
+            host="127.0.0.1", port=int(port_file.read_text()), socket_timeout=SOCKET_TIMEOUT, startup_timeout=10
+        )
         firefox = Firefox(proc, profile, marionette, lines, reader)
         marionette.start_session()
     except BaseException:
