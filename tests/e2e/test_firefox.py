@@ -75,6 +75,11 @@ async def test_firefox_and_chromium_call_each_other(
         stats = await assert_audio_flows(page, who)
         assert_direct(stats, who)
         print(f"{who} receives {dump(stats['inbound'])} over {dump(stats['pair'])}")
+        await wait_until(
+            lambda page=page: page.evaluate("() => document.querySelector('#remote-audio').paused"),
+            lambda paused: paused is False,
+            f"{who}'s page to play the other side's audio",
+        )
 
     # The caller mutes: the other side is told (today: from the silence that arrives), and unmuting clears it.
     await a.click("#mute")
