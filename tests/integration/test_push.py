@@ -101,6 +101,14 @@ async def test_a_call_to_a_closed_app_rings_by_an_encrypted_push_and_decline_end
         assert (ended["outcome"], ended["reason"]) == ("rejected", "user-rejected")
         again = await http.post(f"/api/calls/{call_id}/decline", json={"decline": payload["decline"]})
         assert (again.status_code, again.json()["error"]["code"]) == (409, "not-ringing")
+    # Bob's other browsers are told it stopped ringing (their notifications go): once, with no capability left.
+    _, gone = await pushes(service, sub, 2)
+    assert set(gone) == {"type", "callId", "from", "name", "at", "outcome"}
+    assert (gone["type"], gone["callId"], gone["outcome"]) == ("call-ended", call_id, "rejected")
+    (_, raw_gone) = await asyncio.to_thread(service.wait, path(sub), 2)
+    assert raw_gone.headers["topic"] == call_id  # it replaces the call's push if the push service still holds it
+    await asyncio.sleep(0.3)
+    assert len(await pushes(service, sub, 2)) == 2
     await caller.ws.close()
 
 
@@ -154,8 +162,13 @@ async def test_a_device_that_connects_while_it_rings_answers_the_pushed_call(
     assert request["from"] == alice
     await callee.send({"type": "call-accept", "to": alice, "callId": call_id})
     await caller.expect("call-accept", callId=call_id)
+    # The notifications on Bob's browsers go: the call was answered (on this device or another).
+    _, answered = await pushes(service, sub, 2)
+    assert (answered["type"], answered["callId"], answered["outcome"]) == ("call-ended", call_id, "answered")
     await caller.send({"type": "hangup", "to": bob, "callId": call_id})
     await callee.expect("call-ended", callId=call_id)
+    await asyncio.sleep(0.3)
+    assert len(await pushes(service, sub, 2)) == 2  # the end of the answered call pushes nothing
     await caller.ws.close()
     await callee.ws.close()
 

@@ -1,15 +1,24 @@
 /**
  * The service worker's push handlers (`push`, `notificationclick`; docs/push.md): sw.js imports this file first.
- * A push says a call rings ("incoming-call": a notification with Accept and Decline) or ended unanswered
- * ("missed-call": it replaces the notification of the same call, by its tag). Accept opens or focuses the app at
- * `?accept=<callId>`, which connects and accepts that call when it rings there; Decline posts the push's decline
- * capability to `api/calls/<callId>/decline`, without opening anything. URLs are relative to the worker's scope
- * (the app's folder).
+ * A push says a call rings ("incoming-call": a notification with Accept and Decline), ended unanswered
+ * ("missed-call": it replaces the notification of the same call, by its tag), or stopped ringing otherwise
+ * ("call-ended", answered or declined on some device: the notification goes). Chromium requires a notification
+ * for every push unless a page of the app is visible (`userVisibleOnly`; a silent push costs a small budget, and
+ * then Chromium shows "This site has been updated in the background" itself): so "call-ended" replaces the
+ * notification with a short, silent "Call answered on another device" or "Call declined", closed ENDED_SHOWN_MS
+ * later, after the push event is over (a page of the app that is visible needs none).
+ *
+ * Accept opens or focuses the app at `?accept=<callId>`, which connects and accepts that call when it rings there;
+ * Decline posts the push's decline capability to `api/calls/<callId>/decline`, without opening anything. URLs are
+ * relative to the worker's scope (the app's folder).
  *
  * `self.peercallPush` exposes the handlers for tests (`show(payload)`, `click(action, payload)`).
  */
 
 /* global self, clients */
+
+/** How long the replacement of a call's notification that ended elsewhere stays. */
+const ENDED_SHOWN_MS = 4000;
 
 /** @param {{name?: string|null, from: string}} data */
 function who(data) {
@@ -35,12 +44,36 @@ async function show(data) {
       data,
     });
   }
+  if (data.type === "call-ended") return ended(data);
   return self.registration.showNotification(`Missed call from ${who(data)}`, {
     tag: data.callId,
     body: "They called while peercall was closed.",
     timestamp: Math.round(data.at * 1000),
     data,
   });
+}
+
+/** The call stopped ringing (answered or declined somewhere): its notification goes. */
+async function ended(data) {
+  const shown = await self.registration.getNotifications({ tag: data.callId });
+  for (const n of shown) n.close();
+  const windows = await clients.matchAll({ type: "window", includeUncontrolled: true });
+  if (windows.some((w) => w.url.startsWith(self.registration.scope) && w.visibilityState === "visible")) return;
+  const title = data.outcome === "answered" ? "Call answered on another device" : "Call declined";
+  await self.registration.showNotification(title, {
+    tag: data.callId,
+    body: `The call from ${who(data)} is no longer ringing.`,
+    silent: true,
+    timestamp: Math.round(data.at * 1000),
+    data,
+  });
+  // Closed once the push event is over (Chromium counts what is shown when it ends). Should the worker be stopped
+  // before, the notification stays: a quiet note, not a ringing call.
+  setTimeout(async () => {
+    for (const n of await self.registration.getNotifications({ tag: data.callId })) {
+      if (n.data?.type === "call-ended") n.close();
+    }
+  }, ENDED_SHOWN_MS);
 }
 
 /** Decline from the notification: the capability in the push is the only authority needed. */
