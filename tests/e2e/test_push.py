@@ -250,3 +250,37 @@ async def test_the_control_is_hidden_where_push_is_off(open_page: OpenPage, uid:
             "applicationServerKey": None,
         }
         await expect(page.locator("#push-ring-label")).to_be_hidden()
+
+
+async def test_the_service_worker_renews_a_subscription_the_browser_replaced(
+    open_page: OpenPage, server: ServerProcess, service: PushService, closed_app: ClosedApp, uid: Any
+) -> None:
+    """`pushsubscriptionchange` with no page open and no token: the worker tells the server the new subscription,
+    proving the old one with what the page left it (push.js), and calls then ring the new one. (Headless Chromium
+    makes no real subscription: the worker's handler is given the new one the test made.)"""
+    bob = uid("bob")
+    old = await subscribe(server, service, bob)
+    new = service.subscriber()
+    record = {"user": bob, "device": "browser", "endpoint": old.endpoint, "auth": old.json()["keys"]["auth"]}
+    await closed_app.worker.evaluate(  # what push.js leaves once the server kept the subscription
+        """async (record) => (await caches.open("peercall-push")).put(
+             new URL("push-renewal", self.registration.scope).href, new Response(JSON.stringify(record)))""",
+        record,
+    )
+    status = await closed_app.worker.evaluate(
+        "(json) => self.peercallPush.renew(null, { toJSON: () => json })", new.json()
+    )
+    assert status == 201
+    kept = await closed_app.worker.evaluate(
+        """async () => (await (await caches.open("peercall-push")).match(
+             new URL("push-renewal", self.registration.scope).href)).json()"""
+    )
+    assert kept == {**record, "endpoint": new.endpoint, "auth": new.json()["keys"]["auth"]}  # for the next renewal
+    alice = uid("alice")
+    caller = await open_page(server.http, f"/#token={token_for(alice, 600)}", "alice")
+    await connect(caller)
+    await call_bob(caller, bob)
+    ring = await push_number(service, new, 1)
+    assert ring["type"] == "incoming-call"
+    assert not [r for r in service.received if r.path == urllib.parse.urlsplit(old.endpoint).path]
+    await caller.click("#hangup")

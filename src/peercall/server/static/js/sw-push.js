@@ -12,10 +12,14 @@
  * Decline posts the push's decline capability to `api/calls/<callId>/decline`, without opening anything. URLs are
  * relative to the worker's scope (the app's folder).
  *
- * `self.peercallPush` exposes the handlers for tests (`show(payload)`, `click(action, payload)`).
+ * `self.peercallPush` exposes the handlers for tests (`show(payload)`, `click(action, payload)`,
+ * `renew(oldSubscription, newSubscription)`).
  */
 
 /* global self, clients */
+
+/** Where the page left what renews the subscription (push.js `keepRenewal`). */
+const RENEWAL = { cache: "peercall-push", key: "push-renewal" };
 
 /** How long the replacement of a call's notification that ended elsewhere stays. */
 const ENDED_SHOWN_MS = 4000;
@@ -116,10 +120,60 @@ self.addEventListener("push", (event) => {
   event.waitUntil(show(data));
 });
 
+/**
+ * The browser replaced (or dropped) this worker's push subscription: subscribe again if need be, and tell the
+ * server, proving the old one with its `auth` secret (the worker has no token; docs/push.md). Without what the page
+ * left (it never subscribed here, or was unticked), nothing is done: the page renews it when next opened.
+ * @param {PushSubscription|null} oldSubscription
+ * @param {PushSubscription|null} newSubscription
+ * @returns {Promise<number|null>} the server's status, or null when nothing was sent
+ */
+async function renew(oldSubscription, newSubscription) {
+  const cache = await caches.open(RENEWAL.cache);
+  const key = new URL(RENEWAL.key, self.registration.scope).href;
+  const stored = await cache.match(key);
+  if (!stored) return null;
+  const record = await stored.json();
+  const old = oldSubscription?.toJSON() ?? { endpoint: record.endpoint, keys: { auth: record.auth } };
+  let current = newSubscription ?? (await self.registration.pushManager.getSubscription());
+  if (!current) {
+    const answer = await fetch(new URL("api/push", self.registration.scope));
+    const body = answer.ok ? await answer.json() : null;
+    if (!body?.enabled) return null;
+    current = await self.registration.pushManager.subscribe({
+      userVisibleOnly: true,
+      applicationServerKey: body.applicationServerKey,
+    });
+  }
+  const json = current.toJSON();
+  const answer = await fetch(new URL("api/push/subscriptions/renew", self.registration.scope), {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      user: record.user,
+      device: record.device,
+      old: { endpoint: old.endpoint, auth: old.keys?.auth ?? record.auth },
+      subscription: json,
+    }),
+  });
+  if (answer.ok) {
+    await cache.put(key, new Response(JSON.stringify({ ...record, endpoint: json.endpoint, auth: json.keys.auth })));
+  }
+  return answer.status;
+}
+
+self.addEventListener("pushsubscriptionchange", (event) => {
+  event.waitUntil(
+    renew(event.oldSubscription ?? null, event.newSubscription ?? null).catch((err) =>
+      console.info(`[push] could not renew the push subscription: ${err}`),
+    ),
+  );
+});
+
 self.addEventListener("notificationclick", (event) => {
   const data = event.notification.data;
   event.notification.close();
   event.waitUntil(click(event.action, data));
 });
 
-self.peercallPush = { show, click };
+self.peercallPush = { show, click, renew };
