@@ -252,7 +252,7 @@ async def test_the_control_is_hidden_where_push_is_off(open_page: OpenPage, uid:
         await expect(page.locator("#push-ring-label")).to_be_hidden()
 
 
-async def test_the_service_worker_renews_a_subscription_the_browser_replaced(
+async def test_the_service_worker_replaces_a_subscription_the_browser_replaced(
     open_page: OpenPage, server: ServerProcess, service: PushService, closed_app: ClosedApp, uid: Any
 ) -> None:
     """`pushsubscriptionchange` with no page open and no token: the worker tells the server the new subscription,
@@ -264,18 +264,18 @@ async def test_the_service_worker_renews_a_subscription_the_browser_replaced(
     record = {"user": bob, "device": "browser", "endpoint": old.endpoint, "auth": old.json()["keys"]["auth"]}
     await closed_app.worker.evaluate(  # what push.js leaves once the server kept the subscription
         """async (record) => (await caches.open("peercall-push")).put(
-             new URL("push-renewal", self.registration.scope).href, new Response(JSON.stringify(record)))""",
+             new URL("push-replacement", self.registration.scope).href, new Response(JSON.stringify(record)))""",
         record,
     )
     status = await closed_app.worker.evaluate(
-        "(json) => self.peercallPush.renew(null, { toJSON: () => json })", new.json()
+        "(json) => self.peercallPush.replaceSubscription(null, { toJSON: () => json })", new.json()
     )
     assert status == 201
     kept = await closed_app.worker.evaluate(
         """async () => (await (await caches.open("peercall-push")).match(
-             new URL("push-renewal", self.registration.scope).href)).json()"""
+             new URL("push-replacement", self.registration.scope).href)).json()"""
     )
-    assert kept == {**record, "endpoint": new.endpoint, "auth": new.json()["keys"]["auth"]}  # for the next renewal
+    assert kept == {**record, "endpoint": new.endpoint, "auth": new.json()["keys"]["auth"]}  # for the next replacement
     alice = uid("alice")
     caller = await open_page(server.http, f"/#token={token_for(alice, 600)}", "alice")
     await connect(caller)

@@ -281,35 +281,35 @@ async def test_accounts_mode_subscribes_with_the_sign_in_and_pushes_the_callers_
                 await b.http.aclose()
 
 
-async def test_the_browser_renews_its_subscription_with_the_old_auth_secret(
+async def test_the_browser_replaces_its_subscription_with_the_old_auth_secret(
     srv: ServerProcess, service: PushService, uid: Any
 ) -> None:
     """`pushsubscriptionchange`: the service worker has no token, only what the page left it. The old
-    subscription's `auth` secret renews it (for that user and device only); a wrong secret, another device or a
+    subscription's `auth` secret replaces it (for that user and device only); a wrong secret, another device or a
     dropped subscription get 403, and keep nothing. Then calls ring the new endpoint, not the old one."""
     alice, bob = uid("alice"), uid("bob")
     old = await subscribe(srv, service, bob, device="phone")
     new = service.subscriber()
-    renewal = {"user": bob, "device": "phone", "subscription": new.json()}
+    replacement = {"user": bob, "device": "phone", "subscription": new.json()}
     async with api(srv, None) as http:
         for wrong in (
-            {**renewal, "old": {"endpoint": old.endpoint, "auth": new.json()["keys"]["auth"]}},
-            {**renewal, "device": "laptop", "old": {"endpoint": old.endpoint, "auth": old.json()["keys"]["auth"]}},
-            {**renewal, "user": alice, "old": {"endpoint": old.endpoint, "auth": old.json()["keys"]["auth"]}},
+            {**replacement, "old": {"endpoint": old.endpoint, "auth": new.json()["keys"]["auth"]}},
+            {**replacement, "device": "laptop", "old": {"endpoint": old.endpoint, "auth": old.json()["keys"]["auth"]}},
+            {**replacement, "user": alice, "old": {"endpoint": old.endpoint, "auth": old.json()["keys"]["auth"]}},
         ):
-            r = await http.post("/api/push/subscriptions/renew", json=wrong)
+            r = await http.post("/api/push/subscriptions/replace", json=wrong)
             assert (r.status_code, r.json()["error"]["code"]) == (403, "unknown-subscription")
-        r = await http.post("/api/push/subscriptions/renew", json={**renewal, "old": {"endpoint": old.endpoint}})
+        r = await http.post("/api/push/subscriptions/replace", json={**replacement, "old": {"endpoint": old.endpoint}})
         assert (r.status_code, r.json()["error"]["code"]) == (400, "bad-request")
         r = await http.post(
-            "/api/push/subscriptions/renew",
-            json={**renewal, "old": {"endpoint": old.endpoint, "auth": old.json()["keys"]["auth"]}},
+            "/api/push/subscriptions/replace",
+            json={**replacement, "old": {"endpoint": old.endpoint, "auth": old.json()["keys"]["auth"]}},
         )
         assert r.status_code == 201, r.text
         assert r.json() == {"user": bob, "device": "phone", "endpoint": new.endpoint}
-        again = await http.post(  # the old one is gone: its secret renews nothing any more
-            "/api/push/subscriptions/renew",
-            json={**renewal, "old": {"endpoint": old.endpoint, "auth": old.json()["keys"]["auth"]}},
+        again = await http.post(  # the old one is gone: its secret replaces nothing any more
+            "/api/push/subscriptions/replace",
+            json={**replacement, "old": {"endpoint": old.endpoint, "auth": old.json()["keys"]["auth"]}},
         )
         assert again.status_code == 403
     caller = await Peer.connect(srv, alice, "a1", ttl=60)

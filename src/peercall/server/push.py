@@ -4,7 +4,7 @@
 - `POST /api/push/subscriptions`: keep a browser's subscription for the user asking; `DELETE` drops one (or all).
   Who asks is the user of a bearer signaling token (token and accounts mode), or, in accounts mode, of the sign-in
   cookie (with the `X-Peercall-CSRF` header, as every state-changing route of accounts mode).
-- `POST /api/push/subscriptions/renew`: the service worker's `pushsubscriptionchange` (the browser replaced its
+- `POST /api/push/subscriptions/replace`: the service worker's `pushsubscriptionchange` (the browser replaced its
   subscription). No sign-in (the worker has no token in token mode): the old subscription's `auth` secret, which
   only that browser and this server know, is the authority to replace it, for its user and device only.
 - `POST /api/calls/{callId}/decline`: a notification's Decline. No sign-in: the body's `decline` capability (made
@@ -117,7 +117,7 @@ class PushApi:
         log.info("%s: push subscription kept for device %s", user, device)
         return JSONResponse({"user": user, "device": device, "endpoint": endpoint}, status_code=201, headers=_NO_STORE)
 
-    async def post_renewal(self, request: Request) -> Response:
+    async def post_replacement(self, request: Request) -> Response:
         push = self._on()
         body = await _body(request)
         user, device, old = body.get("user"), _device(body.get("device")), body.get("old")
@@ -140,7 +140,7 @@ class PushApi:
             raise Refusal(403, "unknown-subscription", "no such subscription is kept (it was dropped): subscribe again")
         # It replaces the old one (the same user and device: store.base.PushSubscriptions).
         await push.subscribe(PushSubscription(user, device, endpoint, p256dh, auth, self.clock()))
-        log.info("%s: push subscription of device %s renewed by the browser", user, device)
+        log.info("%s: push subscription of device %s replaced by the browser", user, device)
         return JSONResponse({"user": user, "device": device, "endpoint": endpoint}, status_code=201, headers=_NO_STORE)
 
     def _subscription(self, push: PushService, subscription: object) -> tuple[str, str, str]:
@@ -208,6 +208,6 @@ class PushApi:
             Route("/api/push", wrap(self.get_push), methods=["GET"]),
             Route("/api/push/subscriptions", wrap(self.post_subscription), methods=["POST"]),
             Route("/api/push/subscriptions", wrap(self.delete_subscription), methods=["DELETE"]),
-            Route("/api/push/subscriptions/renew", wrap(self.post_renewal), methods=["POST"]),
+            Route("/api/push/subscriptions/replace", wrap(self.post_replacement), methods=["POST"]),
             Route("/api/calls/{call_id}/decline", wrap(self.post_decline), methods=["POST"]),
         ]

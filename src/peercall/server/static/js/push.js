@@ -7,8 +7,8 @@
  *
  * Owns the checkbox's state and this browser's push device id (localStorage: a subscription belongs to the
  * browser, not to a tab). Once the server keeps the subscription, it leaves the service worker what it needs to
- * renew it without a token (sw-push.js, `pushsubscriptionchange`): the user, the device id, and the subscription's
- * endpoint and `auth` secret (in the Cache API, RENEWAL; nothing any script of this origin could not read from
+ * replace it without a token (sw-push.js, `pushsubscriptionchange`): the user, the device id, and the subscription's
+ * endpoint and `auth` secret (in the Cache API, REPLACEMENT; nothing any script of this origin could not read from
  * `pushManager.getSubscription()` anyway). `PushRing` knows no DOM; `bindPushControl` wires it to the page's
  * checkbox.
  * @module push
@@ -19,26 +19,26 @@ import { recall, remember } from "./storage.js";
 
 /** localStorage: this browser's id for its push subscription. */
 const DEVICE_KEY = "peercall.push.device";
-/** The Cache API entry the service worker renews the subscription with (sw-push.js reads it). */
-const RENEWAL = { cache: "peercall-push", key: "push-renewal" };
+/** The Cache API entry the service worker replaces the subscription with (sw-push.js reads it). */
+const REPLACEMENT = { cache: "peercall-push", key: "push-replacement" };
 
 /**
- * Keep (or with null forget) what the service worker needs to renew the subscription.
+ * Keep (or with null forget) what the service worker needs to replace the subscription.
  * @param {{user: string, device: string, endpoint: string, auth: string}|null} record
  */
-async function keepRenewal(record) {
+async function keepReplacement(record) {
   try {
-    const cache = await caches.open(RENEWAL.cache);
-    const key = new URL(RENEWAL.key, location.href).href;
+    const cache = await caches.open(REPLACEMENT.cache);
+    const key = new URL(REPLACEMENT.key, location.href).href;
     if (record) await cache.put(key, new Response(JSON.stringify(record)));
     else await cache.delete(key);
   } catch (err) {
-    console.info(`[push] the service worker cannot renew the subscription by itself: ${err}`);
+    console.info(`[push] the service worker cannot replace the subscription by itself: ${err}`);
   }
 }
 
-/** What the server answered to a kept subscription, and the subscription: the renewal record. */
-function renewal(kept, subscription) {
+/** What the server answered to a kept subscription, and the subscription: the replacement record. */
+function replacement(kept, subscription) {
   const json = subscription.toJSON();
   return { user: kept.user, device: kept.device, endpoint: json.endpoint, auth: json.keys.auth };
 }
@@ -126,7 +126,7 @@ export class PushRing extends EventTarget {
     if (on && subscription) {
       // Tell the server again (it drops a subscription its push service said is gone; the browser may renew one).
       this.#post("POST", { device: deviceId(), subscription: subscription.toJSON() })
-        .then((kept) => keepRenewal(renewal(kept, subscription)))
+        .then((kept) => keepReplacement(replacement(kept, subscription)))
         .catch((err) => console.info(`[push] could not renew the subscription on the server: ${err}`));
     }
   }
@@ -151,7 +151,7 @@ export class PushRing extends EventTarget {
           applicationServerKey: fromBase64Url(this.#key),
         }));
       const kept = await this.#post("POST", { device: deviceId(), subscription: subscription.toJSON() });
-      await keepRenewal(renewal(kept, subscription));
+      await keepReplacement(replacement(kept, subscription));
       this.#set({ on: true, busy: false });
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err);
@@ -166,7 +166,7 @@ export class PushRing extends EventTarget {
       const registration = await navigator.serviceWorker.getRegistration();
       const subscription = await registration?.pushManager.getSubscription();
       await subscription?.unsubscribe();
-      await keepRenewal(null);
+      await keepReplacement(null);
       await this.#post("DELETE", { device: deviceId() });
       this.#set({ on: false, busy: false });
     } catch (err) {

@@ -13,13 +13,13 @@
  * relative to the worker's scope (the app's folder).
  *
  * `self.peercallPush` exposes the handlers for tests (`show(payload)`, `click(action, payload)`,
- * `renew(oldSubscription, newSubscription)`).
+ * `replaceSubscription(oldSubscription, newSubscription)`).
  */
 
 /* global self, clients */
 
-/** Where the page left what renews the subscription (push.js `keepRenewal`). */
-const RENEWAL = { cache: "peercall-push", key: "push-renewal" };
+/** Where the page left what replaces the subscription (push.js `keepReplacement`). */
+const REPLACEMENT = { cache: "peercall-push", key: "push-replacement" };
 
 /** How long the replacement of a call's notification that ended elsewhere stays. */
 const ENDED_SHOWN_MS = 4000;
@@ -123,14 +123,14 @@ self.addEventListener("push", (event) => {
 /**
  * The browser replaced (or dropped) this worker's push subscription: subscribe again if need be, and tell the
  * server, proving the old one with its `auth` secret (the worker has no token; docs/push.md). Without what the page
- * left (it never subscribed here, or was unticked), nothing is done: the page renews it when next opened.
+ * left (it never subscribed here, or was unticked), nothing is done: the page posts it again when next opened.
  * @param {PushSubscription|null} oldSubscription
  * @param {PushSubscription|null} newSubscription
  * @returns {Promise<number|null>} the server's status, or null when nothing was sent
  */
-async function renew(oldSubscription, newSubscription) {
-  const cache = await caches.open(RENEWAL.cache);
-  const key = new URL(RENEWAL.key, self.registration.scope).href;
+async function replaceSubscription(oldSubscription, newSubscription) {
+  const cache = await caches.open(REPLACEMENT.cache);
+  const key = new URL(REPLACEMENT.key, self.registration.scope).href;
   const stored = await cache.match(key);
   if (!stored) return null;
   const record = await stored.json();
@@ -146,7 +146,7 @@ async function renew(oldSubscription, newSubscription) {
     });
   }
   const json = current.toJSON();
-  const answer = await fetch(new URL("api/push/subscriptions/renew", self.registration.scope), {
+  const answer = await fetch(new URL("api/push/subscriptions/replace", self.registration.scope), {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({
@@ -164,8 +164,8 @@ async function renew(oldSubscription, newSubscription) {
 
 self.addEventListener("pushsubscriptionchange", (event) => {
   event.waitUntil(
-    renew(event.oldSubscription ?? null, event.newSubscription ?? null).catch((err) =>
-      console.info(`[push] could not renew the push subscription: ${err}`),
+    replaceSubscription(event.oldSubscription ?? null, event.newSubscription ?? null).catch((err) =>
+      console.info(`[push] could not replace the push subscription: ${err}`),
     ),
   );
 });
@@ -176,4 +176,4 @@ self.addEventListener("notificationclick", (event) => {
   event.waitUntil(click(event.action, data));
 });
 
-self.peercallPush = { show, click, renew };
+self.peercallPush = { show, click, replaceSubscription };
