@@ -744,6 +744,8 @@ class Switchboard:
             if call.ringing:
                 return [Send(device.cid, _ended(call.id, Outcome.BUSY, Reason.USER_BUSY))]
             return self._end(call, Event.REJECT, Outcome.BUSY, Reason.USER_BUSY, now, by=device.cid, env=env)
+        if (reason := _client_reason(env)) in _MEDIA_FAILURES:  # e.g. the device could not open its microphone
+            return self._end(call, Event.REJECT, Outcome.FAILED, reason, now, by=device.cid, env=env)
         return self._end(call, Event.REJECT, Outcome.REJECTED, Reason.USER_REJECTED, now, by=device.cid, env=env)
 
     # ---------------------------------------------------------------------------------------- timers
@@ -837,8 +839,9 @@ class Switchboard:
             to_caller = cid in caller_side
             peer = call.callee_user if to_caller else call.caller.user
             by_peer = env is not None and actor == peer
-            if to_caller and outcome in (Outcome.REJECTED, Outcome.BUSY):
-                if by_peer and env is not None and env.type == "call-reject":
+            declined = env is not None and env.type == "call-reject"  # also a device that failed to take it
+            if to_caller and (outcome in (Outcome.REJECTED, Outcome.BUSY) or declined):
+                if by_peer and env is not None and declined:
                     effects.append(Forward(cid, env, peer, call.id))
                 else:
                     effects.append(Send(cid, messages.call_reject(peer, call.caller.user, call.id, reason.value)))
