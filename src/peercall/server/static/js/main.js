@@ -57,6 +57,10 @@ import { Signaling } from "./signaling.js";
 import { CallSummaries } from "./summaries.js";
 import * as ui from "./ui.js";
 
+/** What this side says of its media in the current call (`mediaState.setLocal({muted, camera, screen})`), and what
+ * the peer said (the phone links it to the current call). */
+const mediaState = new MediaState();
+
 const params = new URLSearchParams(location.search);
 const page = document.body.dataset;
 const AUDIO = params.get("processing") === "off" ? RAW : VOICE;
@@ -72,9 +76,6 @@ const contacts = new Contacts({ send: (frame) => signaling.send(frame) });
 const summaries = new CallSummaries({ send: (frame) => signaling.isOpen && signaling.send(frame) });
 const reachability = new Reachability();
 const callLink = new CallLink(params);
-/** What this side says of its media in the current call (`mediaState.setLocal({muted, camera, screen})`), and
- * what the peer said. */
-const mediaState = new MediaState();
 const phone = new Phone({
   signaling,
   summaries,
