@@ -14,37 +14,37 @@ export const VOICE = Object.freeze({ echoCancellation: true, noiseSuppression: t
 export const RAW = Object.freeze({ echoCancellation: false, noiseSuppression: false, autoGainControl: false });
 
 /**
- * A device the page opens for a call: the microphone, the camera, or a screen (or window) to share.
- * @typedef {"microphone"|"camera"|"screen"} MediaDevice
+ * What the page opens for a call: the microphone, the camera, or a screen (or window, or tab) to share.
+ * @typedef {"microphone"|"camera"|"screen"} CaptureSource
  */
 
 /**
- * Why a device could not be opened: the page was not secure, the user or the browser refused, there is none, it is
- * busy, or something else.
- * @typedef {"insecure"|"denied"|"not-found"|"in-use"|"unknown"} MediaFailureKind
+ * Why a source could not be opened: the page was not secure, the user or the browser refused, there is none, it
+ * is busy, the browser cannot (screen sharing on most phones), or something else.
+ * @typedef {"insecure"|"denied"|"not-found"|"in-use"|"unsupported"|"unknown"} MediaFailureKind
  */
 
 /**
- * A device could not be opened: `message` is a sentence for the user (what happened and what to do), `words` the
+ * A source could not be opened: `message` is a sentence for the user (what happened and what to do), `words` the
  * few words that say why under a call's "Failed".
  */
 export class MediaError extends Error {
   /**
-   * @param {MediaDevice} device
+   * @param {CaptureSource} source
    * @param {MediaFailureKind} kind
    * @param {string} message
    * @param {unknown} [cause]
    */
-  constructor(device, kind, message, cause) {
+  constructor(source, kind, message, cause) {
     super(message, { cause });
     this.name = "MediaError";
-    this.device = device;
+    this.source = source;
     this.kind = kind;
   }
 
   /** Why, in a few words ("microphone access was denied"). */
   get words() {
-    return FAILURE_WORDS[this.device][this.kind];
+    return FAILURE_WORDS[this.source][this.kind] ?? FAILURE_WORDS[this.source].unknown;
   }
 }
 
@@ -67,7 +67,7 @@ export const INSECURE_TEXT =
   "the browser does not allow microphone access here. Whoever runs the server can start it with " +
   "“peercall serve --tls-self-signed”; then open the https:// address it prints.";
 
-/** The few words under "Failed", by device and kind of failure. */
+/** The few words under "Failed", by source and kind of failure. */
 const FAILURE_WORDS = Object.freeze({
   microphone: {
     insecure: "the microphone needs a secure page (https)",
@@ -85,14 +85,15 @@ const FAILURE_WORDS = Object.freeze({
   },
   screen: {
     insecure: "screen sharing needs a secure page (https)",
-    denied: "screen sharing was refused",
+    denied: "screen sharing was cancelled or not allowed",
     "not-found": "there is nothing to share",
     "in-use": "the screen could not be captured",
+    unsupported: "this browser cannot share a screen",
     unknown: "the screen could not be shared",
   },
 });
 
-/** The sentences for the user, by device and kind of failure (`unknown` gets the browser's own words appended). */
+/** The sentences for the user, by source and kind of failure (`unknown` gets the browser's own words appended). */
 const FAILURE_TEXT = Object.freeze({
   microphone: {
     insecure: INSECURE_TEXT,
@@ -108,35 +109,34 @@ const FAILURE_TEXT = Object.freeze({
     unknown: "Could not open the microphone",
   },
   camera: {
-    insecure: "The camera needs a secure page (https): open this page through its https:// address.",
+    insecure: "The camera needs a secure page (https), like the microphone.",
     denied:
-      "Camera access was denied. To turn your camera on, allow the camera for this site: click the icon at the " +
-      "left of the address bar, set Camera to Allow, then try again.",
-    "not-found": "No camera was found. Plug in a camera (or pick another one under Camera), then try again.",
+      "Camera access was denied. To be seen, allow the camera for this site: click the icon at the left of the " +
+      "address bar, set Camera to Allow, then turn the camera on again. The call goes on without video.",
+    "not-found": "No camera was found. The call goes on without video.",
     "in-use":
-      "The camera could not be started: another application may be using it. Close other apps (or tabs) that " +
-      "use the camera, then try again.",
+      "The camera could not be started: another application may be using it. Close it, then turn the camera " +
+      "on again. The call goes on without video.",
     unknown: "Could not open the camera",
   },
   screen: {
-    insecure: "Screen sharing needs a secure page (https): open this page through its https:// address.",
-    denied:
-      "Screen sharing was refused: the browser's dialog was cancelled, or screen sharing is not allowed here. " +
-      "To share, pick a screen, window or tab in that dialog and click Share.",
-    "not-found": "There is no screen, window or tab this browser can share.",
-    "in-use": "The screen could not be captured: try again, or share a single window instead.",
+    insecure: "Screen sharing needs a secure page (https), like the microphone.",
+    denied: "Nothing is shared: screen sharing was cancelled or not allowed.",
+    "not-found": "Nothing is shared: there is no screen, window or tab to share.",
+    "in-use": "Nothing is shared: the screen could not be captured. Try again, or share a single window.",
+    unsupported: "This browser cannot share a screen (most phones cannot).",
     unknown: "Could not share the screen",
   },
 });
 
 /**
- * What a failure to open a device means for the user: the `getUserMedia()` / `getDisplayMedia()` error (a
+ * What a failure to open a source means for the user: the `getUserMedia()` / `getDisplayMedia()` error (a
  * DOMException) turned into a MediaError that says it in words. The call's camera and screen sharing use it too.
- * @param {MediaDevice} device
+ * @param {CaptureSource} source
  * @param {unknown} err what the browser threw (null: the page is not secure, or the browser has no such API)
  * @returns {MediaError} a MicrophoneError for the microphone
  */
-export function mediaFailure(device, err) {
+export function mediaFailure(source, err) {
   const name = /** @type {any} */ (err)?.name;
   /** @type {MediaFailureKind} */
   let kind = "unknown";
@@ -145,9 +145,9 @@ export function mediaFailure(device, err) {
   else if (name === "NotFoundError" || name === "OverconstrainedError" || name === "DevicesNotFoundError") {
     kind = "not-found";
   } else if (name === "NotReadableError" || name === "AbortError" || name === "TrackStartError") kind = "in-use";
-  let text = FAILURE_TEXT[device][kind];
+  let text = FAILURE_TEXT[source][kind];
   if (kind === "unknown") text = `${text}: ${/** @type {any} */ (err)?.message ?? err}`;
-  return device === "microphone" ? new MicrophoneError(kind, text, err) : new MediaError(device, kind, text, err);
+  return source === "microphone" ? new MicrophoneError(kind, text, err) : new MediaError(source, kind, text, err);
 }
 
 /**
