@@ -30,6 +30,7 @@ import * as protocol from "./protocol.js";
 import { MessageType, Reason } from "./protocol.js";
 import { fetchIceConfig, hasTurn, iceFailureText } from "./ice.js";
 import { VOICE, openMicrophone } from "./media.js";
+import { NOTHING_SAID } from "./mediastate.js";
 
 /** @typedef {import("./ice.js").IceConfig} IceConfig */
 
@@ -121,7 +122,7 @@ export class CallSetupError extends Error {
  * Events: `phasechange` ({phase, previous, reason?, remoteReason?}), `track` ({stream}: the peer's audio),
  * `connectionstatechange` ({connectionState}), `mutechange` ({muted}), `path` ({local, remote, protocol}:
  * the candidate types of the selected pair, once connected), `localtrack` ({track, stream}: the microphone
- * was opened, or switched to another one).
+ * was opened, or switched to another one), `peermedia` ({data}: the peer's `media-state`).
  */
 export class Call extends EventTarget {
   /** @type {CallPhase} */ #phase;
@@ -136,6 +137,8 @@ export class Call extends EventTarget {
   #relayCandidates = 0;
   #everConnected = false;
   /** @type {string|null} a sentence saying why the audio could not connect */ #failure = null;
+  /** @type {import("./media.js").MediaError|null} the device that could not be opened, ending the call */
+  #mediaError = null;
   /** @type {string|null} the server's `call-ended` outcome */ #outcome = null;
   /** @type {string|null} the server's `call-ended` reason */ #endReason = null;
   #relayOnly;
@@ -152,6 +155,9 @@ export class Call extends EventTarget {
   #inbox = Promise.resolve();
   #timer = 0;
   #muted = false;
+  /** @type {import("./mediastate.js").MediaStateData} what this side says of its media (`sayMedia`) */
+  #media = NOTHING_SAID;
+  /** whether the call is answered on both sides as far as we know: `media-state` may go out */ #answered = false;
 
   /**
    * @param {object} options
@@ -252,6 +258,10 @@ export class Call extends EventTarget {
   get failure() {
     return this.#failure;
   }
+  /** Why the microphone could not be opened, when that ended the call (reason "no-microphone"), or null. */
+  get mediaError() {
+    return this.#mediaError;
+  }
   /** The ICE transport policy of this call: "relay" when the user or the server wants relayed audio only. */
   get iceTransportPolicy() {
     return this.#relayOnly || this.#ice?.iceTransportPolicy === "relay" ? "relay" : "all";
@@ -280,6 +290,7 @@ export class Call extends EventTarget {
     this.#log("start: opening the microphone, fetching the ICE servers");
     const [mic, ice] = await Promise.allSettled([openMicrophone(this.#audio), this.#fetchIce()]);
     if (mic.status === "rejected") {
+      this.#mediaError = mic.reason;
       this.#end("no-microphone");
       throw mic.reason;
     }
@@ -315,6 +326,7 @@ export class Call extends EventTarget {
     this.#log("accept: opening the microphone, fetching the ICE servers");
     const [mic, ice] = await Promise.allSettled([openMicrophone(this.#audio), this.#fetchIce()]);
     if (mic.status === "rejected") {
+      this.#mediaError = mic.reason;
       this.#sendMsg(protocol.callReject(this.peerId, this.callId, Reason.USER_MEDIA_FAILED));
       this.#end("no-microphone");
       throw mic.reason;
@@ -338,6 +350,8 @@ export class Call extends EventTarget {
       return;
     }
     this.#log(`call-accept sent to ${this.peerId}; waiting for the offer`);
+    this.#answered = true;
+    this.#sendMedia();
     this.#startTimer(MEDIA_TIMEOUT_MS, () => this.#giveUp());
   }
 
@@ -472,6 +486,7 @@ export class Call extends EventTarget {
       this.#onAccepted({ polite });
       return;
     }
+    if (state === "answered") this.#sendMedia(); // ours may have been lost while a connection was away
     const pc = this.#pc;
     if (!pc || pc.signalingState === "closed") return;
     if (pc.signalingState === "have-local-offer" && pc.localDescription) {
@@ -553,6 +568,26 @@ export class Call extends EventTarget {
   }
 
   /**
+   * What this side says of its media (mediastate.js): kept, and sent to the peer (`media-state`) once the call is
+   * answered; from then on at each change, and again after `call-resumed`.
+   * @param {import("./mediastate.js").MediaStateData} state
+   */
+  sayMedia(state) {
+    const same =
+      state.muted === this.#media.muted && state.camera === this.#media.camera && state.screen === this.#media.screen;
+    this.#media = state;
+    if (!same) this.#sendMedia();
+  }
+
+  /** Send our media state, if the call is answered (before, the server would refuse it with `not-in-call`). */
+  #sendMedia() {
+    if (!this.active || !this.#answered) return;
+    this.#sendMsg(protocol.mediaState(this.peerId, this.#media, this.callId));
+    const { muted, camera, screen } = this.#media;
+    this.#log(`sent media-state${muted ? " muted" : ""}${camera ? " camera" : ""}${screen ? " screen" : ""}`);
+  }
+
+  /**
    * Handle one frame from the peer (already matched to this call by sender and callId). Frames are
    * processed one at a time, in order.
    * @param {{type: string, from: string, data?: any, callId?: string}} msg
@@ -617,6 +652,9 @@ export class Call extends EventTarget {
         return this.#onDescription(msg.data);
       case MessageType.CANDIDATE:
         return this.#onCandidate(msg.data);
+      case MessageType.MEDIA_STATE:
+        this.dispatchEvent(new CustomEvent("peermedia", { detail: { data: msg.data } }));
+        return;
       default:
         this.#log(`ignored ${msg.type}`);
     }
@@ -632,6 +670,8 @@ export class Call extends EventTarget {
     if (this.direction !== "outgoing" || !this.#transition("accepted")) return;
     this.timeline.accepted = performance.now();
     if (typeof msg.polite === "boolean") this.polite = msg.polite;
+    this.#answered = true;
+    this.#sendMedia();
     this.#createPeerConnection();
     if (this.polite) {
       this.#log(`call-accept from ${this.peerId}; the server made us polite: waiting for the offer`);
