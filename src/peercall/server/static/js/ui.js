@@ -770,7 +770,7 @@ function renderInCall(call) {
   setText(el.remoteLevelLabel, who);
   el.remoteLevel.setAttribute("aria-label", `${who}'s voice level`);
   el.micLevel.dataset.muted = String(Boolean(call.muted));
-  const note = call.peerNote ?? (call.mediaReconnecting ? `Reconnecting the audio with ${who}…` : "");
+  const note = call.mediaReconnecting ? "Reconnecting audio…" : call.peerNote ?? "";
   setText(el.peerNote, note);
   el.peerNote.hidden = !note;
   renderQuality(call.quality ?? null);
