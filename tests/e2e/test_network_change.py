@@ -1,16 +1,14 @@
 """A network change under a call: the address that carries the audio goes away, and the call carries on.
 
-Chromium ignores every address on `lo` except its own 127.0.0.1 (and that only with
-`--allow-loopback-in-peer-connection`), so the "network" here is a veth pair made inside the loopback-only namespace
-(both ends stay in it: nothing can leave). A's browser runs without the loopback flag, so the veth address is the
-only one it can use; removing it mid-call (after adding another, as when a laptop moves from one network to the
-next) breaks the candidate pair in use. Chromium fires no `online` or `navigator.connection` event for that here: the
-page notices by the connection going `disconnected`, and restarts ICE `DISCONNECTED_RESTART_MS` (3 s) later.
+The "network" is a veth pair inside the loopback-only namespace (tests/netns.py): A's browser runs without the
+loopback flag, so the veth address is the only one it can use; removing it mid-call (after adding another, as when a
+laptop moves from one network to the next) breaks the candidate pair in use. Chromium fires no `online` or
+`navigator.connection` event for that here: the page notices by the connection going `disconnected` (about 5 s
+after the removal), and restarts ICE `DISCONNECTED_RESTART_MS` (3 s) later.
 """
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,50 +17,31 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Playwright, expect
 
-from tests.conftest import CHROMIUM_FLAGS, SCALE, ServerProcess
+from tests.conftest import SCALE, ServerProcess
+from tests.netns import FIRST, NETWORK_ONLY_FLAGS, SECOND, move_to_second_address, veth_network
 
 from .conftest import OpenPage, dump
 from .steps import assert_audio_flows, audio_stats, connect, ring, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
-LINK, PEER_END = "pcnet0", "pcnet1"
-FIRST, SECOND = "10.0.0.2", "10.0.0.3"
 DISCONNECTED_RESTART_S = 3.0  # call.js DISCONNECTED_RESTART_MS
 RESUME_S = 3.0  # the audio flows again this soon after the restart
 
 
-def ip(*args: str) -> None:
-    """Run `ip ARGS`; fail the test with ip's own words if it cannot."""
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
-    if done.returncode:
-        pytest.fail(f"`ip {' '.join(args)}` failed: {done.stderr.strip()}", pytrace=False)
-
-
-def disable_ipv6(link: str) -> None:
-    """No IPv6 link-local address on the veth: Chromium would gather it as a second way out."""
-    Path(f"/proc/sys/net/ipv6/conf/{link}/disable_ipv6").write_text("1\n")
-
-
 @pytest.fixture
 def network(loopback_only: None) -> Iterator[None]:
-    """A veth pair inside the loopback-only namespace, with FIRST on one end; removed (with its addresses) after."""
-    ip("link", "add", LINK, "type", "veth", "peer", "name", PEER_END)
-    try:
-        for link in (LINK, PEER_END):
-            disable_ipv6(link)
-            ip("link", "set", link, "up")
-        ip("addr", "add", f"{FIRST}/32", "dev", LINK)
+    """A second network in the namespace, removed after the test."""
+    with veth_network():
         yield
-    finally:
-        subprocess.run(["ip", "link", "del", LINK], check=False)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def network_only_browser(playwright: Playwright, chromium_path: Path, network: None) -> AsyncIterator[Browser]:
     """A Chromium without `--allow-loopback-in-peer-connection`: its only ICE candidates are the veth's addresses."""
-    flags = [f for f in CHROMIUM_FLAGS if f != "--allow-loopback-in-peer-connection"]
-    chromium = await playwright.chromium.launch(executable_path=str(chromium_path), headless=True, args=flags)
+    chromium = await playwright.chromium.launch(
+        executable_path=str(chromium_path), headless=True, args=NETWORK_ONLY_FLAGS
+    )
     try:
         yield chromium
     finally:
@@ -94,8 +73,7 @@ async def test_removing_the_address_in_use_restarts_ice_and_keeps_the_call(
         }""")
 
     # A moves to another network: the new address comes, the one in use goes.
-    ip("addr", "add", f"{SECOND}/32", "dev", LINK)
-    ip("addr", "del", f"{FIRST}/32", "dev", LINK)
+    move_to_second_address()
     note = a.locator("#peer-note")
     await expect(note).to_have_text("Reconnecting audio…", timeout=int(15_000 * SCALE))
     noticed = time.monotonic()
