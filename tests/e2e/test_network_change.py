@@ -113,3 +113,26 @@ async def test_removing_the_address_in_use_restarts_ice_and_keeps_the_call(
 
     await a.click("#hangup")
     await expect(b.locator("#call-status")).to_have_text("Call Ended")
+
+
+async def test_a_burst_of_network_events_makes_one_restart_then_one_after_the_backoff(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """Five `online` events at once restart ICE once at once and once more after the 3 s backoff: no storm."""
+    a = await open_page(fresh_server.http, "/callerA.html", "A")
+    b = await open_page(fresh_server.http, "/callerB.html", "B")
+    await connect(a)
+    await connect(b)
+    await ring(a, b)
+    await b.click("#accept")
+    await expect(a.locator("#call-status")).to_have_text("Connected")
+    await a.evaluate("() => { for (let i = 0; i < 5; i++) window.dispatchEvent(new Event('online')); }")
+    restarts = "() => (window.peercall.call.timeline.iceRestarts ?? []).length"
+    assert await a.evaluate(restarts) == 1, "the first event should restart ICE at once, and only once"
+    await wait_until(lambda: a.evaluate(restarts), lambda n: n >= 2, "the restart put off by the backoff")
+    assert await a.evaluate(restarts) == 2
+    await assert_audio_flows(a, "A, after its restarts")
+    await assert_audio_flows(b, "B, after A's restarts")
+    assert await a.evaluate(restarts) == 2, "more restarts than the two the burst asked for"
+    await expect(a.locator("#call-status")).to_have_text("Connected")
+    await expect(a.locator("#peer-note")).to_be_hidden()

@@ -113,3 +113,6 @@ async def test_a_network_change_under_an_sdk_call_ends_it_as_failed(
     assert end.outcome == "failed", end
     assert call.peer_ice_restarts >= 1
     await wait_text(page, "#call-status", "Failed")
+    await wait_text(
+        page, "#message", "The audio connection was lost and could not be restored (the network may have changed)."
+    )

@@ -84,6 +84,9 @@ export const DISCONNECTED_RESTART_MS = 3000;
 export const RESTART_BACKOFF_MS = 3000;
 export const RESTART_BACKOFF_MAX_MS = 24_000;
 
+/** Why a call whose audio worked ended: its path broke, and ICE restarts found no new one in time. */
+const LOST_TEXT = "The audio connection was lost and could not be restored (the network may have changed).";
+
 /** How a `hangup` from the other side (or the server on its behalf) ends the call, by its `reason`. */
 const HANGUP_REASONS = Object.freeze({
   [Reason.INVITE_TIMEOUT]: "no-answer",
@@ -709,12 +712,15 @@ export class Call extends EventTarget {
   #giveUp() {
     const pc = this.#pc;
     const failed = pc?.connectionState === "failed" || pc?.iceConnectionState === "failed";
+    const refused = this.#iceErrors.some((e) => e.errorCode === 401 || e.errorCode === 403);
     this.#failure = !pc?.remoteDescription
       ? "Could not connect the audio: the call set-up did not complete in time."
-      : iceFailureText(this.#iceErrors, {
-          relayOnly: this.iceTransportPolicy === "relay",
-          relayCandidates: this.#relayCandidates,
-        });
+      : this.#everConnected && !refused
+        ? LOST_TEXT
+        : iceFailureText(this.#iceErrors, {
+            relayOnly: this.iceTransportPolicy === "relay",
+            relayCandidates: this.#relayCandidates,
+          });
     this.#log(`giving up: ${this.#failure} (connectionState ${pc?.connectionState ?? "none"})`);
     this.hangup(failed ? Reason.ICE_FAILED : Reason.ICE_TIMEOUT, "failed");
   }
