@@ -9,6 +9,7 @@ after the removal), and restarts ICE `DISCONNECTED_RESTART_MS` (3 s) later.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -136,3 +137,35 @@ async def test_a_burst_of_network_events_makes_one_restart_then_one_after_the_ba
     assert await a.evaluate(restarts) == 2, "more restarts than the two the burst asked for"
     await expect(a.locator("#call-status")).to_have_text("Connected")
     await expect(a.locator("#peer-note")).to_be_hidden()
+
+
+async def test_both_sides_restarting_at_once_keep_one_working_call(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """Both pages restart ICE at the same moment (glare): perfect negotiation settles it, the audio flows both ways."""
+    a = await open_page(fresh_server.http, "/callerA.html", "A")
+    b = await open_page(fresh_server.http, "/callerB.html", "B")
+    await connect(a)
+    await connect(b)
+    await ring(a, b)
+    await b.click("#accept")
+    await expect(a.locator("#call-status")).to_have_text("Connected")
+    await expect(b.locator("#call-status")).to_have_text("Connected")
+    ufrags = """() => { const pc = window.peercall.pc;
+      return [pc.signalingState, /a=ice-ufrag:(\\S+)/.exec(pc.currentLocalDescription.sdp)[1],
+              /a=ice-ufrag:(\\S+)/.exec(pc.currentRemoteDescription.sdp)[1]]; }"""
+    before = {name: await page.evaluate(ufrags) for name, page in (("A", a), ("B", b))}
+    call_id = await a.evaluate("window.peercall.call.callId")
+    restart = "() => window.peercall.call.restartIce('test: both at once')"
+    await asyncio.gather(a.evaluate(restart), b.evaluate(restart))
+    for name, page in (("A", a), ("B", b)):
+        await wait_until(
+            lambda page=page: page.evaluate(ufrags),
+            lambda now, name=name: now[0] == "stable" and now[1] != before[name][1] and now[2] != before[name][2],
+            f"{name}'s ICE restart to complete (new local and remote credentials)",
+        )
+    await assert_audio_flows(a, "A, after both restarted")
+    await assert_audio_flows(b, "B, after both restarted")
+    for page in (a, b):
+        assert await page.evaluate("window.peercall.call.callId") == call_id
+        await expect(page.locator("#call-status")).to_have_text("Connected")
