@@ -25,18 +25,30 @@ LOCAL_UFRAG = """() => { const pc = window.peercall.pc;
   return [pc.signalingState, /a=ice-ufrag:(\\S+)/.exec(pc.currentLocalDescription.sdp)[1]]; }"""
 
 
+@pytest.mark.parametrize("caller", ["page", "sdk"])
 async def test_a_browser_restart_keeps_an_sdk_call_whose_path_works(
-    sdk: MakeClient, open_page: OpenPage, server: ServerProcess, uid: Any, caplog: pytest.LogCaptureFixture
+    caller: str,
+    sdk: MakeClient,
+    open_page: OpenPage,
+    server: ServerProcess,
+    uid: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The page restarts ICE (a network event) in a call with the SDK: the SDK answers, says it cannot follow, and the
-    audio goes on both ways over the same path."""
+    """The page restarts ICE (a network event) in a call with the SDK, whichever called: the SDK answers, says it
+    cannot follow, and the audio goes on both ways over the same path."""
     bob = await sdk(uid("bob"))
-    page = await open_page(server.http, uid("alice"))
-    await page.fill("#peer-id", bob.id)
-    await page.click("#call")
-    call = await next_incoming(bob)
+    alice = uid("alice")
+    page = await open_page(server.http, alice)
     heard = media.Capture()
-    await call.accept(audio_in=media.Tone(440), audio_out=heard)
+    if caller == "page":
+        await page.fill("#peer-id", bob.id)
+        await page.click("#call")
+        call = await next_incoming(bob)
+        await call.accept(audio_in=media.Tone(440), audio_out=heard)
+    else:
+        call = await bob.call(alice, audio_in=media.Tone(440), audio_out=heard)
+        await wait_text(page, "#call-status", "Incoming call")
+        await page.click("#accept")
     async with asyncio.timeout(WAIT):
         await call.wait_connected()
     await wait_text(page, "#call-status", "Connected")
