@@ -9,6 +9,9 @@ Negotiation is explicit, and aiortc is always the impolite side in spirit: it ha
 - as the caller (`polite: false` in `call-accept`), it adds its track, makes the one offer and applies the answer;
 - as the callee, or when the server makes it polite (glare), it never offers: it answers the offers it gets;
 - as the impolite side, it ignores an offer that collides with its own (the polite peer yields).
+aiortc cannot restart ICE (its ICE agent keeps the credentials and the candidate pair of the first negotiation), so
+the SDK never offers a restart, and it answers a browser's restart offer with the ICE it has: the call goes on over
+the path in use if that still works, and fails (`ice-timeout`, `ice-failed`) if it is gone (`peer_ice_restarts`).
 The peer's trickled candidates are queued until the remote description is set. Nothing waits for the peer's
 gathering to complete. Every remote candidate, trickled or in the peer's SDP, passes the call's `CandidatePolicy`
 first (candidates.py): an address the policy denies never reaches aiortc, and at most `max_candidates` do (the
@@ -196,6 +199,9 @@ class Call:
         self._track_added = False
         self._pending_candidates: list[dict[str, Any] | None] = []  # at most max_candidates, and one end
         self._remote_candidates = RemoteCandidates(candidate_policy or CandidatePolicy(), f"call with {peer}")
+        self.peer_ice_restarts = 0
+        """How many ICE restarts the peer asked for (a new offer with new ICE credentials, e.g. after its network
+        changed). aiortc cannot follow them: see the module's docstring."""
         self._changed = asyncio.Event()
         self._end: asyncio.Future[CallEnd] = asyncio.get_running_loop().create_future()
         self._local_reason: str | None = None
@@ -572,6 +578,14 @@ class Call:
             if not self.polite and pc.signalingState != "stable":
                 self._log("ignored a colliding offer (impolite)")
                 return
+        if kind == "offer" and _ice_restarted(pc.remoteDescription, sdp):
+            self.peer_ice_restarts += 1
+            log.info(
+                "call %s with %s: the peer restarted ICE (its network may have changed); aiortc cannot restart ICE, "
+                "so the call keeps the path it has, and fails if that path is gone",
+                self.id,
+                self.peer,
+            )
         self._log(f"SRD({kind})")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
         await self._start_sink()
@@ -609,6 +623,8 @@ class Call:
 
     async def _add_candidate(self, pc: RTCPeerConnection, data: dict[str, Any] | None) -> None:
         text = data.get("candidate") if data else None
+        if self.peer_ice_restarts:
+            return  # the restart's candidates: aiortc keeps the first negotiation's ICE, they are no use to it
         try:
             if not text:  # null, or an empty candidate: end-of-candidates
                 await pc.addIceCandidate(None)
@@ -797,6 +813,15 @@ class Call:
 
     def _log(self, text: str) -> None:
         log.debug("[%s] %s %s: %s", self.role, self.id or "-", self.peer, text)
+
+
+def _ice_ufrags(sdp: str) -> set[str]:
+    return {line.split(":", 1)[1].strip() for line in sdp.splitlines() if line.startswith("a=ice-ufrag:")}
+
+
+def _ice_restarted(current: RTCSessionDescription | None, sdp: str) -> bool:
+    """Whether an offer asks for an ICE restart: its ICE username fragment differs from the one in use."""
+    return current is not None and bool(_ice_ufrags(sdp)) and _ice_ufrags(sdp) != _ice_ufrags(current.sdp)
 
 
 def _reason_text(frame: Frame) -> str:

@@ -593,7 +593,8 @@ export class Phone extends EventTarget {
     c.addEventListener("connectionstatechange", (event) => {
       if (c !== this.#call) return;
       const { connectionState } = event.detail;
-      const reconnecting = c.active && c.everConnected && ["disconnected", "failed"].includes(connectionState);
+      // Once the audio worked, any other state means it is interrupted and ICE is (or will be) restarting.
+      const reconnecting = c.active && c.everConnected && connectionState !== "connected";
       if (reconnecting !== this.#extra.mediaReconnecting) {
         this.#extra.mediaReconnecting = reconnecting;
         this.#changed();

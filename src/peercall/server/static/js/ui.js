@@ -780,7 +780,7 @@ function renderInCall(call) {
   for (const key of /** @type {const} */ (["muted", "camera", "screen"])) {
     el.inCall.dataset[`peer${key[0].toUpperCase()}${key.slice(1)}`] = call.peerMedia ? String(call.peerMedia[key]) : "";
   }
-  const note = call.peerNote ?? (call.mediaReconnecting ? `Reconnecting the audio with ${who}…` : "");
+  const note = call.mediaReconnecting ? "Reconnecting audio…" : call.peerNote ?? "";
   setText(el.peerNote, note);
   el.peerNote.hidden = !note;
   renderQuality(call.quality ?? null);
