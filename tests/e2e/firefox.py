@@ -257,10 +257,11 @@ class FirefoxPage:
         await self._run(click)
 
     async def evaluate(self, expression: str, arg: Any = None) -> Any:
-        """Call the JavaScript function `expression` (sync or async) with `arg` in the page; its JSON result."""
+        """Call the JavaScript function `expression` (sync or async) with `arg` in the page, or evaluate `expression`
+        when it is no function (as Playwright's `page.evaluate` does); the JSON result."""
         script = f"""
             const [arg, done] = arguments;
-            (async () => ({expression})(arg))().then(
+            (async () => {{ const f = ({expression}); return typeof f === "function" ? f(arg) : f; }})().then(
               (value) => done({{ value: value === undefined ? null : value }}),
               (err) => done({{ error: String(err && err.stack ? `${{err}}\\n${{err.stack}}` : err) }}),
             );

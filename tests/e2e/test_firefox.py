@@ -13,12 +13,14 @@ import pytest
 
 from tests.conftest import ServerProcess
 
-from .conftest import OpenFirefox, OpenPage, dump
+from .conftest import SCALE, OpenFirefox, OpenPage, dump
 from .firefox import FirefoxPage
-from .steps import assert_audio_flows, wait_until
+from .steps import INBOUND_SOUND, assert_audio_flows, wait_until
+from .test_media_state import CLICK_MUTE, WATCH_NOTE, note_time
 
 pytestmark = [pytest.mark.browser, pytest.mark.firefox, pytest.mark.asyncio(loop_scope="session")]
 
+PEER_MUTED = "() => document.querySelector('#in-call').dataset.peerMuted ?? null"
 TEXT = "(selector) => document.querySelector(selector)?.textContent ?? null"
 VISIBLE = "(sel) => { const e = document.querySelector(sel); return Boolean(e && e.getClientRects().length); }"
 
@@ -51,7 +53,8 @@ async def test_firefox_and_chromium_call_each_other(
     caller: str, fresh_server: ServerProcess, open_page: OpenPage, open_firefox: OpenFirefox
 ) -> None:
     """Firefox ESR calls Chromium (and the reverse): both connect, audio flows both ways, the caller's mute shows on
-    the other side, and the callee's hangup ends the call on the caller's side."""
+    the other side within half a second (and silences it), and the callee's hangup ends the call on the caller's
+    side."""
     firefox_is_a = caller == "firefox"
     ff = await open_firefox(fresh_server.http, "/callerA.html" if firefox_is_a else "/callerB.html", "Firefox")
     cr = await open_page(fresh_server.http, "/callerB.html" if firefox_is_a else "/callerA.html", "Chromium")
@@ -81,13 +84,32 @@ async def test_firefox_and_chromium_call_each_other(
             f"{who}'s page to play the other side's audio",
         )
 
-    # The caller mutes: the other side is told (today: from the silence that arrives), and unmuting clears it.
-    await a.click("#mute")
+    # The caller mutes: the other side is told at once (media-state), and hears silence; unmuting clears it.
+    await wait_until(lambda: b.evaluate(PEER_MUTED), lambda v: v == "false", f"{name_b} to know the caller is unmuted")
+    await b.evaluate(WATCH_NOTE)
+    clicked = await a.evaluate(CLICK_MUTE)
+    await sees(b, name_b, "#peer-note", "clientA muted their microphone.")
+    shown_ms = await note_time(b, "muted") - clicked
+    print(f"{name_b} showed {name_a}'s mute {shown_ms} ms after the click")
+    assert shown_ms < 500 * SCALE, f"{name_b} showed the mute {shown_ms} ms after {name_a} clicked"
+    assert await b.evaluate(PEER_MUTED) == "true"
     await sees(a, name_a, "#mute", "Unmute")
-    await sees(b, name_b, "#peer-note", "No sound from clientA: they may have muted their microphone.")
-    await a.click("#mute")
-    await sees(a, name_a, "#mute", "Mute")
+    quiet = await wait_until(
+        lambda: b.evaluate(INBOUND_SOUND, 600),
+        lambda s: bool(s and s["packets"] > 15 and s["power"] < 1e-9),
+        f"the sound arriving at {name_b} to stop while packets still flow",
+    )
+    print(f"{name_b} receives, {name_a} muted: {dump(quiet)}")
+    unclicked = await a.evaluate(CLICK_MUTE)
     await shown(b, name_b, "#peer-note", visible=False)
+    cleared_ms = await note_time(b, "cleared") - unclicked
+    assert cleared_ms < 500 * SCALE, f"{name_b} cleared the mute {cleared_ms} ms after {name_a} clicked"
+    assert await b.evaluate(PEER_MUTED) == "false"
+    await wait_until(
+        lambda: b.evaluate(INBOUND_SOUND, 600),
+        lambda s: bool(s and s["power"] > 1e-6),
+        f"sound at {name_b} again",
+    )
 
     # The callee hangs up: the caller's side ends too.
     await b.click("#hangup")
