@@ -1,7 +1,7 @@
 /**
- * Media devices and sound in the page: opening the microphone (and saying in words why it could not be opened),
- * the list of microphones and speakers, one shared Web Audio context, level meters (an AnalyserNode on a
- * stream), the ringtone and the ringback tone (synthesised: no audio files).
+ * Media devices and sound in the page: opening the microphone, the camera and a screen share (and saying in words
+ * why one could not be opened), the list of microphones, speakers and cameras, one shared Web Audio context, level
+ * meters (an AnalyserNode on a stream), the ringtone and the ringback tone (synthesised: no audio files).
  *
  * Owns the AudioContext and the tones' timers; knows nothing of the DOM, the signaling or the call.
  * @module media
@@ -71,6 +71,92 @@ export async function openMicrophone(audio = VOICE) {
       );
     }
     throw new MicrophoneError("unknown", `Could not open the microphone: ${err?.message ?? err}`, err);
+  }
+}
+
+/** The camera or the screen share could not be started; `message` is a sentence for the user. */
+export class VideoError extends Error {
+  /**
+   * @param {"camera"|"screen"} source
+   * @param {"insecure"|"denied"|"not-found"|"in-use"|"unsupported"|"unknown"} kind
+   * @param {string} message
+   * @param {unknown} [cause]
+   */
+  constructor(source, kind, message, cause) {
+    super(message, { cause });
+    this.name = "VideoError";
+    this.source = source;
+    this.kind = kind;
+  }
+}
+
+/** Video constraints of a call's camera: enough for a face, light enough for a phone's uplink. */
+export const CAMERA = Object.freeze({ width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } });
+
+/**
+ * Open a camera (video only: the call's microphone is opened apart).
+ * @param {string} [cameraId] its `MediaDeviceInfo.deviceId`; "" or absent for the system default
+ * @returns {Promise<MediaStream>}
+ * @throws {VideoError} with a message that says what the user can do about it
+ */
+export async function openCamera(cameraId = "") {
+  if (!globalThis.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
+    throw new VideoError("camera", "insecure", "The camera needs a secure page (https), like the microphone.");
+  }
+  const video = cameraId ? { ...CAMERA, deviceId: { exact: cameraId } } : CAMERA;
+  try {
+    return await navigator.mediaDevices.getUserMedia({ audio: false, video });
+  } catch (err) {
+    const name = err?.name;
+    if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") {
+      throw new VideoError(
+        "camera",
+        "denied",
+        "Camera access was denied. To be seen, allow the camera for this site: click the icon at the left of the " +
+          "address bar, set Camera to Allow, then turn the camera on again. The call goes on without video.",
+        err,
+      );
+    }
+    if (name === "NotFoundError" || name === "OverconstrainedError" || name === "DevicesNotFoundError") {
+      throw new VideoError("camera", "not-found", "No camera was found. The call goes on without video.", err);
+    }
+    if (name === "NotReadableError" || name === "AbortError" || name === "TrackStartError") {
+      throw new VideoError(
+        "camera",
+        "in-use",
+        "The camera could not be started: another application may be using it. Close it, then turn the camera " +
+          "on again. The call goes on without video.",
+        err,
+      );
+    }
+    throw new VideoError("camera", "unknown", `Could not open the camera: ${err?.message ?? err}`, err);
+  }
+}
+
+/** Whether this browser can share a screen or a window (`getDisplayMedia`; not on most phones). */
+export function canShareScreen() {
+  return Boolean(globalThis.isSecureContext && navigator.mediaDevices?.getDisplayMedia);
+}
+
+/**
+ * Ask the user for a screen, a window or a tab to share (video only).
+ * @returns {Promise<MediaStream>}
+ * @throws {VideoError} with a message for the user (kind "denied" also when they closed the picker)
+ */
+export async function openScreen() {
+  if (!canShareScreen()) {
+    throw new VideoError("screen", "unsupported", "This browser cannot share a screen (most phones cannot).");
+  }
+  try {
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
+    for (const track of stream.getVideoTracks()) track.contentHint = "detail"; // text stays sharp, frames drop
+    return stream;
+  } catch (err) {
+    const name = err?.name;
+    if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") {
+      throw new VideoError("screen", "denied", "Nothing is shared: screen sharing was cancelled or not allowed.", err);
+    }
+    throw new VideoError("screen", "unknown", `Could not share the screen: ${err?.message ?? err}`, err);
   }
 }
 
@@ -314,9 +400,10 @@ export class Tone {
  */
 
 /**
- * The microphones and speakers there are. Without the microphone permission browsers give no names (and often
- * one anonymous media device of each kind): those are listed as "Default microphone" / "Default speaker".
- * @returns {Promise<{microphones: MediaDeviceOption[], speakers: MediaDeviceOption[]}>}
+ * The microphones, speakers and cameras there are. Without the microphone permission browsers give no names (and
+ * often one anonymous media device of each kind): those are listed as "Default microphone" / "Default speaker".
+ * Cameras are listed as they are (no "default" entry): the call's "Switch camera" goes round them.
+ * @returns {Promise<{microphones: MediaDeviceOption[], speakers: MediaDeviceOption[], cameras: MediaDeviceOption[]}>}
  */
 export async function listMediaDevices() {
   let all = [];
@@ -335,7 +422,13 @@ export async function listMediaDevices() {
     if (!choices.some((c) => c.id === "default")) choices.unshift({ id: "", label: `Default ${noun}` });
     return choices;
   };
-  return { microphones: pick("audioinput", "microphone"), speakers: pick("audiooutput", "speaker") };
+  return {
+    microphones: pick("audioinput", "microphone"),
+    speakers: pick("audiooutput", "speaker"),
+    cameras: all
+      .filter((d) => d.kind === "videoinput" && d.deviceId !== "")
+      .map((d, i) => ({ id: d.deviceId, label: d.label || `Camera ${i + 1}` })),
+  };
 }
 
 /** Whether this browser can send a page's audio to a chosen speaker (`HTMLMediaElement.setSinkId`). */

@@ -17,6 +17,8 @@
  *  - `ended` ({call, kind}): a call ended, or how it ended became clearer: say why (`kind` "info"/"warning");
  *  - `peerproblem` ({text}): the name to call is not one (a sentence for the field);
  *  - `remotestream` ({stream}): play the other side's audio (null: stop);
+ *  - `remotevideo` ({track}): show the other side's video (null: none; the track may be muted: no frames);
+ *  - `localvideo` ({stream, source}): preview what we send, the camera or the screen (null: nothing);
  *  - `microphoneopened`: the microphone permission was given (the media devices now have names);
  *  - `levels` ({microphone, remote}): the levels of both voices, 0..1.
  * @module phone
@@ -24,9 +26,9 @@
 
 import { AudioCheck, ECHO_ID } from "./audiocheck.js";
 import { Call, CallPhase, CallSetupError } from "./call.js";
-import { CallLevels, MicrophoneError } from "./media.js";
+import { CallLevels, MicrophoneError, VideoError, canShareScreen } from "./media.js";
 import { ErrorCode, MessageType, NEGOTIATION, Reason, callReject, hangup, idProblem } from "./protocol.js";
-import { QualityMonitor } from "./quality.js";
+import { QualityMonitor, VIDEO_LIMITS, videoTier } from "./quality.js";
 import { Resume } from "./resume.js";
 import { presenceChanges } from "./signaling.js";
 
@@ -135,6 +137,10 @@ export class Phone extends EventTarget {
       detail: c.detail,
       previous: mine.previous,
       muted: c.muted,
+      camera: c.camera,
+      screen: c.screen,
+      remoteVideo: c.remoteVideoLive,
+      canShareScreen: canShareScreen(),
       path: mine.path,
       connectedAt: mine.connectedAt,
       outcome: c.outcome,
@@ -157,6 +163,11 @@ export class Phone extends EventTarget {
     };
   }
 
+  /** The `deviceId` of the camera the current call uses, or "". */
+  cameraInUse() {
+    return this.#call?.active && this.#call.camera ? this.#call.cameraId : "";
+  }
+
   /** The `deviceId` of the microphone the current call uses, or "". */
   microphoneInUse() {
     const track = this.#call?.active ? this.#call.localStream?.getAudioTracks()[0] : null;
@@ -168,8 +179,9 @@ export class Phone extends EventTarget {
   /**
    * Call `peerId`.
    * @param {string} peerId
+   * @param {{video?: boolean}} [options] video: a video call (the camera is on from the start)
    */
-  async startCall(peerId) {
+  async startCall(peerId, { video = false } = {}) {
     if (this.#call?.active) return;
     const problem = !peerId
       ? "Enter the name of the person to call."
@@ -181,7 +193,7 @@ export class Phone extends EventTarget {
       return;
     }
     this.#notice("");
-    const c = this.#newCall({ direction: "outgoing", peerId });
+    const c = this.#newCall({ direction: "outgoing", peerId, video });
     try {
       await c.start();
     } catch (err) {
@@ -202,10 +214,14 @@ export class Phone extends EventTarget {
     this.#acceptOnArrival = callId;
   }
 
-  /** Answer the call ringing here. */
-  async accept() {
+  /**
+   * Answer the call ringing here.
+   * @param {{video?: boolean}} [options] video: with the camera on
+   */
+  async accept({ video = false } = {}) {
     const c = this.#call;
     if (c?.phase !== CallPhase.INCOMING) return;
+    c.video = video;
     this.#notice("");
     try {
       await c.accept();
@@ -233,6 +249,43 @@ export class Phone extends EventTarget {
   /** Mute or unmute the call going on. */
   toggleMute() {
     if (this.#call?.active) this.#call.setMuted(!this.#call.muted);
+  }
+
+  /** Turn the camera on or off in the call going on (an audio call becomes a video call, and back). */
+  async toggleCamera() {
+    const c = this.#call;
+    if (!c?.active || c.phase === CallPhase.INCOMING) return;
+    await this.#video(() => c.setCamera(!c.camera));
+  }
+
+  /** Share a screen or a window in the call going on, or stop sharing. */
+  async toggleScreen() {
+    const c = this.#call;
+    if (!c?.active || c.phase === CallPhase.INCOMING) return;
+    await this.#video(() => c.shareScreen(!c.screen));
+  }
+
+  /**
+   * Use another camera (now, if the camera is on).
+   * @param {string} cameraId its `deviceId`
+   */
+  async switchCamera(cameraId) {
+    const c = this.#call;
+    if (c?.active) await this.#video(() => c.switchCamera(cameraId));
+  }
+
+  /**
+   * Change the video; say why if it could not be done (the call goes on).
+   * @param {() => Promise<void>} change
+   */
+  async #video(change) {
+    try {
+      await change();
+      this.#notice("");
+    } catch (err) {
+      this.#callError(err);
+    }
+    this.#changed();
   }
 
   /**
@@ -548,6 +601,8 @@ export class Phone extends EventTarget {
         if (c.callId) this.#endedCallIds.add(c.callId);
         this.#resume.clear();
         this.#emit("remotestream", { stream: null });
+        this.#emit("remotevideo", { track: null });
+        this.#emit("localvideo", { stream: null, source: null });
         this.#levels.stop();
         this.#finishQuality(c);
         this.#explainEnd(c);
@@ -575,6 +630,19 @@ export class Phone extends EventTarget {
       }
     });
     c.addEventListener("mutechange", () => this.#changed());
+    c.addEventListener("videochange", () => {
+      if (c !== this.#call) return;
+      this.#emit("localvideo", { stream: c.localVideo, source: c.screen ? "screen" : c.camera ? "camera" : null });
+      this.#changed();
+    });
+    c.addEventListener("remotevideo", (event) => {
+      if (c !== this.#call) return;
+      this.#emit("remotevideo", { track: event.detail.track });
+      this.#changed();
+    });
+    c.addEventListener("videoerror", (event) => {
+      if (c === this.#call) this.#callError(event.detail.error);
+    });
     c.addEventListener("path", (event) => {
       if (c !== this.#call) return;
       this.#extra.path = event.detail;
@@ -623,6 +691,7 @@ export class Phone extends EventTarget {
     m.addEventListener("sample", (event) => {
       if (m !== this.#monitor || c !== this.#call || !c.active) return;
       this.#extra.quality = event.detail;
+      c.limitVideo(VIDEO_LIMITS[videoTier(event.detail)]);
       this.#changed();
     });
     m.start();
@@ -669,7 +738,9 @@ export class Phone extends EventTarget {
 
   /** @param {unknown} err */
   #callError(err) {
-    if (err instanceof MicrophoneError || err instanceof CallSetupError) {
+    if (err instanceof VideoError) {
+      this.#notice(err.message, err.kind === "denied" && err.source === "screen" ? "info" : "warning");
+    } else if (err instanceof MicrophoneError || err instanceof CallSetupError) {
       this.#notice(err.message, "error");
     } else {
       console.error("[phone] call failed:", err);

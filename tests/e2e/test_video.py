@@ -1,0 +1,213 @@
+"""Video calls between two Chromium pages: the camera on and off mid-call, both sides toggling at once, a screen
+share, a call that starts as video, and what the page shows of it.
+
+Chromium's fake camera (`--use-fake-device-for-media-stream`) sends a moving pattern, and with
+`--use-fake-ui-for-media-stream` a screen share is granted without a picker and sends a fake screen. What proves
+video arrives: the remote `<video>` has a size and `framesDecoded` of the inbound video grows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.conftest import ServerProcess
+
+from .conftest import SCALE, OpenPage, dump
+from .steps import assert_audio_flows, inbound_sound, open_pair, shoot, start_call, wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
+
+# In a page: the video of the call as getStats() and the page see it.
+VIDEO_STATS = """
+async () => {
+  const pc = window.peercall.pc;
+  if (!pc) return null;
+  const out = { framesDecoded: 0, frameWidth: 0, framesSent: 0, transceivers: 0, sending: null,
+                element: null };
+  for (const r of (await pc.getStats()).values()) {
+    if (r.type === "inbound-rtp" && r.kind === "video") {
+      out.framesDecoded = r.framesDecoded ?? 0;
+      out.frameWidth = r.frameWidth ?? 0;
+    }
+    if (r.type === "outbound-rtp" && r.kind === "video") out.framesSent += r.framesSent ?? 0;
+  }
+  const video = pc.getTransceivers().filter((t) => (t.sender.track?.kind ?? t.receiver.track.kind) === "video");
+  out.transceivers = video.length;
+  const track = video[0]?.sender.track;
+  out.sending = track ? { label: track.label, contentHint: track.contentHint, readyState: track.readyState } : null;
+  const el = document.getElementById("remote-video");
+  out.element = { width: el.videoWidth, height: el.videoHeight };
+  return out;
+}
+"""
+
+
+async def video_stats(page: Page) -> dict[str, Any]:
+    stats = await page.evaluate(VIDEO_STATS)
+    assert stats is not None, "the page has no call"
+    return stats
+
+
+async def assert_video_arrives(page: Page, who: str) -> dict[str, Any]:
+    """`who`'s page receives video: the remote <video> has a size and decoded frames keep growing."""
+    first = await wait_until(
+        lambda: video_stats(page),
+        lambda s: s["framesDecoded"] > 0 and s["element"]["width"] > 0 and s["element"]["height"] > 0,
+        f"{who}'s remote <video> to show frames",
+    )
+    later = await wait_until(
+        lambda: video_stats(page),
+        lambda s: s["framesDecoded"] >= first["framesDecoded"] + 10,
+        f"{who}'s decoded frames to grow by 10",
+        timeout=5 * SCALE,
+    )
+    await expect(page.locator("#video-stage")).to_have_attribute("data-remote", "on")
+    return later
+
+
+async def frames_in(page: Page, ms: int) -> int:
+    """How many video frames `page` decodes over the next `ms` milliseconds."""
+    before = (await video_stats(page))["framesDecoded"]
+    await asyncio.sleep(ms / 1000)
+    return int((await video_stats(page))["framesDecoded"] - before)
+
+
+async def test_camera_on_mid_call_then_off_stops_frames_and_the_peer_sees_it(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """An audio call becomes a video call when A turns the camera on, and back when A turns it off: B's page shows
+    the change within 500 ms, no more frames arrive, and the audio goes on."""
+    a, b = await open_pair(open_page, fresh_server)
+    await start_call(a, b)
+    await expect(a.locator("#video-stage")).to_be_hidden()
+    assert (await video_stats(b))["transceivers"] == 0, "an audio call should have no video transceiver"
+
+    await a.click("#camera")
+    await expect(a.locator("#camera")).to_have_attribute("aria-pressed", "true")
+    await expect(a.locator("#video-stage")).to_be_visible()
+    await expect(a.locator("#video-stage")).to_have_attribute("data-source", "camera")  # our preview, mirrored
+    await expect(a.locator("#remote-video-off")).to_have_text("clientB's camera is off")
+    stats = await assert_video_arrives(b, "B")
+    print(f"B receives A's camera: {dump(stats)}")
+
+    clicked = time.monotonic()
+    await a.click("#camera")
+    await expect(b.locator("#video-stage")).to_be_hidden(timeout=500)
+    shown_ms = (time.monotonic() - clicked) * 1000
+    print(f"B's page showed A's camera off {shown_ms:.0f} ms after the click")
+    await expect(a.locator("#camera")).to_have_attribute("aria-pressed", "false")
+    await expect(a.locator("#video-stage")).to_be_hidden()
+    await asyncio.sleep(0.3)  # frames already on the way may still be decoded
+    assert await frames_in(b, 1000) == 0, "B still decodes frames after A turned the camera off"
+    sound = await inbound_sound(b, 800)
+    assert sound and sound["packets"] > 25 and sound["power"] > 0, f"B's audio stopped with the video: {dump(sound)}"
+    assert (await video_stats(a))["transceivers"] == 1
+
+    # On again: the same transceiver carries it, and frames arrive again.
+    await a.click("#camera")
+    await assert_video_arrives(b, "B")
+    assert (await video_stats(a))["transceivers"] == 1, "turning the camera on again should reuse the transceiver"
+    assert (await video_stats(b))["transceivers"] == 1
+
+
+async def test_video_call_shows_both_cameras_and_the_quality_panel_shows_the_video(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """A "Video call" starts with A's camera on; B answers with video; each sees the other large and itself small,
+    and the quality panel gives the video's resolution, frame rate and bit rate."""
+    a, b = await open_pair(open_page, fresh_server)
+    await a.click("#video-call")
+    await expect(b.locator("#incoming")).to_be_visible()
+    await b.click("#accept-video")
+    await expect(a.locator("#call-status")).to_have_text("Connected")
+    await expect(b.locator("#call-status")).to_have_text("Connected")
+    await assert_video_arrives(a, "A")
+    await assert_video_arrives(b, "B")
+    await assert_audio_flows(a, "A")
+    for page in (a, b):
+        assert (await video_stats(page))["transceivers"] == 1
+        await expect(page.locator("#camera")).to_have_attribute("aria-pressed", "true")
+        await expect(page.locator("#local-video")).to_be_visible()
+
+    await b.click("#quality")
+    await expect(b.locator("#quality-video")).to_have_text(re.compile(r"^\d+\u00d7\d+, \d+ frames/s$"))
+    await expect(b.locator("#quality-video-bitrate")).to_have_text(re.compile(r"\d kbit/s$"))
+    width = await b.locator("#quality").get_attribute("data-video-width")
+    assert width and int(width) > 0
+    await b.click("#quality")
+
+    for page, name in ((a, "A"), (b, "B")):
+        await page.evaluate("document.activeElement?.blur()")
+        for path in await shoot(page, f"video-call-{name}"):
+            print(f"screenshot: {path}")
+
+
+async def test_both_sides_turning_the_camera_on_and_off_at_once_keep_one_working_call(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """A and B click Camera at the same moment (an offer collision): perfect negotiation leaves one call with one
+    video transceiver, video both ways and audio both ways; the same when both turn it off, and on again."""
+    a, b = await open_pair(open_page, fresh_server)
+    await start_call(a, b)
+    for round_ in range(2):
+        await asyncio.gather(a.click("#camera"), b.click("#camera"))
+        await assert_video_arrives(a, "A")
+        await assert_video_arrives(b, "B")
+        for page in (a, b):
+            stats = await video_stats(page)
+            assert stats["transceivers"] == 1, f"round {round_}: more than one video transceiver: {dump(stats)}"
+        await asyncio.gather(a.click("#camera"), b.click("#camera"))
+        for page in (a, b):
+            await expect(page.locator("#video-stage")).to_be_hidden()
+            await expect(page.locator("#call-status")).to_have_text("Connected")
+    await assert_audio_flows(a, "A")
+    await assert_audio_flows(b, "B")
+    assert await a.evaluate("peercall.call.callId") == await b.evaluate("peercall.call.callId")
+
+
+async def test_screen_share_replaces_the_camera_and_the_camera_comes_back(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """A shares a screen in place of the camera: B receives it; when sharing stops (the browser's own "Stop
+    sharing" ends the track) A's camera is sent again, on the same transceiver."""
+    a, b = await open_pair(open_page, fresh_server)
+    await start_call(a, b)
+    await a.click("#camera")
+    await assert_video_arrives(b, "B")
+    camera = (await video_stats(a))["sending"]
+
+    await a.click("#screen-share")
+    await expect(a.locator("#screen-share")).to_have_attribute("aria-pressed", "true")
+    await expect(a.locator("#video-stage")).to_have_attribute("data-source", "screen")  # not mirrored
+    sending = await wait_until(
+        lambda: video_stats(a),
+        lambda s: s["sending"] and s["sending"]["contentHint"] == "detail",
+        "A to send the screen",
+    )
+    assert sending["sending"]["label"] != camera["label"], f"A still sends the camera: {dump(sending)}"
+    await assert_video_arrives(b, "B")
+
+    # The browser's "Stop sharing" ends the screen's track (a real stop() fires no event, so fire it as Chromium does).
+    await a.evaluate(
+        """() => {
+          const track = peercall.call.localVideo.getVideoTracks()[0];
+          track.stop();
+          track.dispatchEvent(new Event("ended"));
+        }"""
+    )
+    await expect(a.locator("#screen-share")).to_have_attribute("aria-pressed", "false")
+    await expect(a.locator("#video-stage")).to_have_attribute("data-source", "camera")
+    back = await wait_until(
+        lambda: video_stats(a),
+        lambda s: s["sending"] and s["sending"]["label"] == camera["label"],
+        "A to send the camera again",
+    )
+    assert back["transceivers"] == 1
+    await assert_video_arrives(b, "B")
+    await assert_audio_flows(b, "B")
