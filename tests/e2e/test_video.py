@@ -16,12 +16,15 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, run_server
 
 from .conftest import SCALE, OpenPage, dump
+from .coturn import run_coturn
 from .steps import assert_audio_flows, inbound_sound, open_pair, shoot, start_call, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
+
+TURN_SECRET = "e2e-turn-secret"
 
 # In a page: the video of the call as getStats() and the page see it.
 VIDEO_STATS = """
@@ -211,3 +214,70 @@ async def test_screen_share_replaces_the_camera_and_the_camera_comes_back(
     assert back["transceivers"] == 1
     await assert_video_arrives(b, "B")
     await assert_audio_flows(b, "B")
+
+
+# In a page: the limits on the video we send (the sender's first encoding).
+SENDER_LIMITS = """
+() => {
+  const pc = window.peercall.pc;
+  const sender = pc?.getTransceivers().find((t) => t.sender.track?.kind === "video")?.sender;
+  const encoding = sender?.getParameters().encodings?.[0];
+  return encoding ? { maxBitrate: encoding.maxBitrate ?? null, scale: encoding.scaleResolutionDownBy ?? null } : null;
+}
+"""
+
+
+async def test_the_video_sender_lowers_its_rate_on_a_relayed_or_lossy_path(open_page: OpenPage) -> None:
+    """The rule: full rate on a clean direct path, reduced through a relay or at 3 % loss, low at 10 %; and a real
+    call through coturn sends its camera at the reduced rate and resolution while a direct one sends at full."""
+    with (
+        run_coturn(TURN_SECRET) as turn,
+        run_server(PEERCALL_TURN_URLS=turn.url, PEERCALL_TURN_SECRET=TURN_SECRET) as server,
+    ):
+        a, b = await open_pair(open_page, server)
+        cases = [
+            ({"path": "direct", "lossPct": 0}, "full"),
+            ({"path": "direct", "lossPct": 2.9}, "full"),
+            ({"path": "relayed", "lossPct": 0}, "reduced"),
+            ({"path": "direct", "lossPct": 3}, "reduced"),
+            ({"path": "direct", "lossPct": 0, "videoSendLossPct": 4}, "reduced"),
+            ({"path": "relayed", "lossPct": 10}, "low"),
+            ({"path": None, "lossPct": 0, "videoSendLossPct": 12}, "low"),
+        ]
+        got = await a.evaluate(
+            """async (cases) => {
+              const { videoTier } = await import("./js/quality.js");
+              return cases.map(([sample]) => videoTier(sample));
+            }""",
+            cases,
+        )
+        assert got == [tier for _, tier in cases]
+        limits = await a.evaluate("async () => (await import('./js/quality.js')).VIDEO_LIMITS")
+
+        # A direct video call: full rate.
+        await a.click("#video-call")
+        await b.click("#accept")
+        await expect(a.locator("#call-status")).to_have_text("Connected")
+        await assert_video_arrives(b, "B")
+        full = limits["full"]
+        await wait_until(
+            lambda: a.evaluate(SENDER_LIMITS),
+            lambda s: s == {"maxBitrate": full["maxBitrate"], "scale": full["scaleResolutionDownBy"]},
+            "A's camera to be sent at the full rate",
+        )
+        await a.click("#hangup")
+        await expect(b.locator("#call-status")).to_have_text("Call Ended")
+
+        # Through the relay ("Hide my IP address"): reduced.
+        await a.check("#relay-only")
+        await a.click("#video-call")
+        await b.click("#accept")
+        await expect(a.locator("#call-status")).to_have_text("Connected")
+        await assert_video_arrives(b, "B")
+        reduced = limits["reduced"]
+        await wait_until(
+            lambda: a.evaluate(SENDER_LIMITS),
+            lambda s: s == {"maxBitrate": reduced["maxBitrate"], "scale": reduced["scaleResolutionDownBy"]},
+            "A's camera to be sent at the reduced rate through the relay",
+        )
+        await expect(a.locator("#quality")).to_have_attribute("data-path", "relayed")
