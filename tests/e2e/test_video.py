@@ -18,9 +18,9 @@ from playwright.async_api import Page, expect
 
 from tests.conftest import ServerProcess, run_server
 
-from .conftest import SCALE, OpenPage, dump
+from .conftest import SCALE, LaunchBrowser, OpenPage, dump
 from .coturn import run_coturn
-from .steps import assert_audio_flows, inbound_sound, open_pair, shoot, start_call, wait_until
+from .steps import assert_audio_flows, connect, inbound_sound, open_pair, shoot, start_call, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
@@ -281,3 +281,36 @@ async def test_the_video_sender_lowers_its_rate_on_a_relayed_or_lossy_path(open_
             "A's camera to be sent at the reduced rate through the relay",
         )
         await expect(a.locator("#quality")).to_have_attribute("data-path", "relayed")
+
+
+async def test_switching_cameras_mid_call_keeps_the_video_going(
+    fresh_server: ServerProcess, open_page: OpenPage, launch_browser: LaunchBrowser
+) -> None:
+    """With several cameras, picking another one under Camera mid-call sends it at once (same transceiver, no new
+    offer), and B keeps receiving video."""
+    # Chromium's fake cameras: fake_device_1 sends Y16 (a depth camera), which no encoder takes; 0 and 3 are I420.
+    four_cameras = await launch_browser("--use-fake-device-for-media-stream=device-count=4")
+    a = await open_page(fresh_server.http, "/callerA.html", "A", in_browser=four_cameras)
+    b = await open_page(fresh_server.http, "/callerB.html", "B")
+    await connect(a)
+    await connect(b)
+    await start_call(a, b)
+    await a.click("#camera")
+    await assert_video_arrives(b, "B")
+    options = a.locator("#camera-select option")
+    await expect(options).to_have_count(4)
+    first = (await video_stats(a))["sending"]["label"]
+    assert first == "fake_device_0"
+    await expect(options.nth(3)).to_have_text("fake_device_3")  # named, now that the camera permission was given
+    other = await options.nth(3).get_attribute("value")
+    assert other
+    await a.select_option("#camera-select", other)
+    switched = await wait_until(
+        lambda: video_stats(a),
+        lambda s: s["sending"] and s["sending"]["label"] != first,
+        "A to send the other camera",
+    )
+    assert switched["transceivers"] == 1
+    await expect(a.locator("#camera-select")).to_have_value(other)
+    await assert_video_arrives(b, "B")
+    assert await a.evaluate("peercall.call.pc.signalingState") == "stable"
