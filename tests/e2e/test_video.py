@@ -20,7 +20,16 @@ from tests.conftest import ServerProcess, run_server
 
 from .conftest import SCALE, LaunchBrowser, OpenPage, dump
 from .coturn import run_coturn
-from .steps import assert_audio_flows, connect, inbound_sound, open_pair, shoot, start_call, wait_until
+from .steps import (
+    assert_audio_flows,
+    check_accessibility,
+    connect,
+    inbound_sound,
+    open_pair,
+    shoot,
+    start_call,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
@@ -149,6 +158,7 @@ async def test_video_call_shows_both_cameras_and_the_quality_panel_shows_the_vid
         await page.evaluate("document.activeElement?.blur()")
         for path in await shoot(page, f"video-call-{name}"):
             print(f"screenshot: {path}")
+    await check_accessibility(b, "video-call")
 
 
 async def test_both_sides_turning_the_camera_on_and_off_at_once_keep_one_working_call(

@@ -130,8 +130,8 @@ export class CallSetupError extends Error {
  * `connectionstatechange` ({connectionState}), `mutechange` ({muted}), `path` ({local, remote, protocol}:
  * the candidate types of the selected pair, once connected), `localtrack` ({track, stream}: the microphone
  * was opened, or switched to another one), `videochange` ({camera, screen}: what this side sends changed;
- * `localVideo` is what to preview), `remotevideo` ({track}: the peer's video track arrived, or it started or
- * stopped receiving frames: `remoteVideoLive`).
+ * `localVideo` is what to preview), `remotevideo` ({track}: the peer's video track arrived, or a negotiation
+ * ended, after which the peer may send video or not: `remoteVideoLive`).
  */
 export class Call extends EventTarget {
   /** @type {CallPhase} */ #phase;
@@ -274,10 +274,15 @@ export class Call extends EventTarget {
   get remoteVideo() {
     return this.#remoteVideo;
   }
-  /** Whether frames of the peer's video arrive (their camera or screen share is on, and reaches us). */
+  /**
+   * Whether the peer sends us video (their camera or screen share is on), as the last negotiation says: their side
+   * of the video transceiver sends. Not the track's `muted`: Chrome leaves a track muted for good when a rolled-back
+   * transceiver is taken over by the peer's offer, frames or not.
+   */
   get remoteVideoLive() {
     const t = this.#remoteVideo;
-    return Boolean(this.active && t && t.readyState === "live" && !t.muted);
+    const direction = this.#videoTransceiver()?.currentDirection;
+    return Boolean(this.active && t?.readyState === "live" && (direction === "sendrecv" || direction === "recvonly"));
   }
   /** "polite" or "impolite": the prefix of this call's log lines. */
   get role() {
@@ -963,21 +968,21 @@ export class Call extends EventTarget {
       const { track } = event;
       this.#log(`remote ${track.kind} track`);
       if (track.kind === "video") {
-        // Frames come and go with the peer's camera: `mute`/`unmute` say when (and the audio plays on apart).
+        // It stays for the rest of the call; whether the peer sends on it is `remoteVideoLive` (the audio plays apart).
         this.#remoteVideo = track;
-        const changed = () => {
-          if (pc === this.#pc && this.#remoteVideo === track) {
-            this.dispatchEvent(new CustomEvent("remotevideo", { detail: { track } }));
-          }
-        };
-        for (const type of ["mute", "unmute", "ended"]) track.addEventListener(type, changed);
-        changed();
+        this.dispatchEvent(new CustomEvent("remotevideo", { detail: { track } }));
         return;
       }
       this.#remote = event.streams[0] ?? new MediaStream([track]);
       this.dispatchEvent(new CustomEvent("track", { detail: { stream: this.#remote } }));
     });
-    pc.addEventListener("signalingstatechange", () => this.#log(`signalingState ${pc.signalingState}`));
+    pc.addEventListener("signalingstatechange", () => {
+      this.#log(`signalingState ${pc.signalingState}`);
+      // A negotiation ended: the peer may have started or stopped sending video.
+      if (pc === this.#pc && pc.signalingState === "stable" && this.#remoteVideo) {
+        this.dispatchEvent(new CustomEvent("remotevideo", { detail: { track: this.#remoteVideo } }));
+      }
+    });
     pc.addEventListener("iceconnectionstatechange", () =>
       this.#log(`iceConnectionState ${pc.iceConnectionState}`),
     );
