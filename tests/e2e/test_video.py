@@ -21,6 +21,8 @@ from tests.conftest import ServerProcess, run_server
 from .conftest import SCALE, LaunchBrowser, OpenPage, dump
 from .coturn import run_coturn
 from .steps import (
+    SCREENS,
+    SIZES,
     assert_audio_flows,
     check_accessibility,
     connect,
@@ -158,6 +160,8 @@ async def test_video_call_shows_both_cameras_and_the_quality_panel_shows_the_vid
         await page.evaluate("document.activeElement?.blur()")
         for path in await shoot(page, f"video-call-{name}"):
             print(f"screenshot: {path}")
+    await b.set_viewport_size(SIZES["phone"])  # what a phone shows first: the call (docs/screenshots)
+    await b.screenshot(path=SCREENS / "video-call-phone-light-top.png", animations="disabled")
     await check_accessibility(b, "video-call")
 
 
