@@ -328,3 +328,41 @@ async def test_switching_cameras_mid_call_keeps_the_video_going(
     await expect(a.locator("#camera-select")).to_have_value(other)
     await assert_video_arrives(b, "B")
     assert await a.evaluate("peercall.call.pc.signalingState") == "stable"
+
+
+# Runs in a page whose user refuses the camera (and not the microphone).
+DENY_CAMERA = """
+(() => {
+  const devices = navigator.mediaDevices;
+  const original = devices.getUserMedia.bind(devices);
+  devices.getUserMedia = async (constraints) => {
+    if (constraints?.video) throw new DOMException("Permission denied", "NotAllowedError");
+    return original(constraints);
+  };
+})();
+"""
+
+
+async def test_a_refused_camera_leaves_an_audio_call_and_says_why(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """A "Video call" whose camera is refused still connects, as an audio call, and the page says in words why
+    there is no video (also after it connected); Camera mid-call says it again, and the call goes on."""
+    a, b = await open_pair(open_page, fresh_server)
+    await a.context.add_init_script(DENY_CAMERA)
+    await a.reload()
+    await connect(a)
+    await expect(a.locator('#online button[data-peer="clientB"]')).to_be_visible()
+    await a.click("#video-call")
+    await b.click("#accept")
+    await expect(a.locator("#call-status")).to_have_text("Connected")
+    await expect(a.locator("#message")).to_contain_text("Camera access was denied")
+    await assert_audio_flows(b, "B")
+    await expect(a.locator("#camera")).to_have_attribute("aria-pressed", "false")
+    await expect(a.locator("#video-stage")).to_be_hidden()
+
+    await a.click("#camera")
+    await expect(a.locator("#message")).to_contain_text("Camera access was denied")
+    await expect(a.locator("#camera")).to_have_attribute("aria-pressed", "false")
+    await expect(a.locator("#call-status")).to_have_text("Connected")
+    await expect(b.locator("#call-status")).to_have_text("Connected")

@@ -39,7 +39,7 @@ const BAD_ENDS = Object.freeze(["failed", "signaling-lost", "unavailable", "refu
  * What the page shows of a call besides the Call's own state.
  * @returns {{path: object|null, connectedAt: number, previous: CallPhase|null,
  *   quality: import("./quality.js").QualitySample|null, summary: import("./quality.js").CallSummary|null,
- *   peerDropped: boolean, mediaReconnecting: boolean}}
+ *   peerDropped: boolean, mediaReconnecting: boolean, keepNotice: boolean}}
  */
 function freshExtra() {
   return {
@@ -50,6 +50,7 @@ function freshExtra() {
     summary: null,
     peerDropped: false,
     mediaReconnecting: false,
+    keepNotice: false, // the notice says something about this call (no camera): connecting does not clear it
   };
 }
 
@@ -594,7 +595,7 @@ export class Phone extends EventTarget {
       this.#extra.previous = previous;
       if (phase === CallPhase.CONNECTED) {
         this.#extra.connectedAt = Date.now();
-        this.#notice("");
+        if (!this.#extra.keepNotice) this.#notice("");
         this.#startQuality(c);
       }
       if (phase === CallPhase.ENDED) {
@@ -641,7 +642,9 @@ export class Phone extends EventTarget {
       this.#changed();
     });
     c.addEventListener("videoerror", (event) => {
-      if (c === this.#call) this.#callError(event.detail.error);
+      if (c !== this.#call) return;
+      this.#extra.keepNotice = true;
+      this.#callError(event.detail.error);
     });
     c.addEventListener("path", (event) => {
       if (c !== this.#call) return;
