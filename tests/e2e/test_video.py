@@ -27,6 +27,7 @@ from .steps import (
     check_accessibility,
     connect,
     inbound_sound,
+    mic,
     open_pair,
     shoot,
     start_call,
@@ -129,6 +130,10 @@ async def test_camera_on_mid_call_then_off_stops_frames_and_the_peer_sees_it(
     assert (await video_stats(a))["transceivers"] == 1, "turning the camera on again should reuse the transceiver"
     assert (await video_stats(b))["transceivers"] == 1
 
+    await a.click("#hangup")
+    await expect(b.locator("#call-status")).to_have_text("Call Ended")
+    assert (await mic(a))["live"] == 0, "the camera (or the microphone) is still on after the call"
+
 
 async def test_video_call_shows_both_cameras_and_the_quality_panel_shows_the_video(
     fresh_server: ServerProcess, open_page: OpenPage
@@ -155,6 +160,12 @@ async def test_video_call_shows_both_cameras_and_the_quality_panel_shows_the_vid
     width = await b.locator("#quality").get_attribute("data-video-width")
     assert width and int(width) > 0
     await b.click("#quality")
+
+    await b.click("#fullscreen")
+    await expect(b.locator("#fullscreen")).to_have_attribute("aria-pressed", "true")
+    assert await b.evaluate("document.fullscreenElement?.id") == "video-stage"
+    await b.click("#fullscreen")
+    await expect(b.locator("#fullscreen")).to_have_attribute("aria-pressed", "false")
 
     for page, name in ((a, "A"), (b, "B")):
         await page.evaluate("document.activeElement?.blur()")
