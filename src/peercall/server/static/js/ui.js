@@ -408,6 +408,11 @@ export function bind(handlers) {
   el.screenShare.addEventListener("click", () => handlers.toggleScreen());
   el.cameraSelect.addEventListener("change", () => handlers.chooseCamera(el.cameraSelect.value));
   el.fullscreen.addEventListener("click", () => toggleFullscreen());
+  el.remoteVideo.addEventListener("resize", () => {
+    // The stage takes the shape of what arrives (a face in portrait, a wide screen share), not a fixed one.
+    const { videoWidth: w, videoHeight: h } = el.remoteVideo;
+    if (w > 0 && h > 0) el.videoStage.style.setProperty("--video-aspect", `${w} / ${h}`);
+  });
   document.addEventListener("fullscreenchange", () => {
     el.fullscreen.setAttribute("aria-pressed", String(document.fullscreenElement === el.videoStage));
   });
@@ -625,6 +630,7 @@ export function showRemoteVideo(track) {
   const current = /** @type {MediaStream|null} */ (video.srcObject)?.getVideoTracks()[0] ?? null;
   if (current === track) return;
   video.srcObject = track ? new MediaStream([track]) : null;
+  el.videoStage.style.removeProperty("--video-aspect");
   if (track) video.play().catch((err) => console.debug("[ui] the remote video does not play yet:", err));
 }
 
