@@ -130,6 +130,17 @@ async def test_camera_on_mid_call_then_off_stops_frames_and_the_peer_sees_it(
     assert (await video_stats(a))["transceivers"] == 1, "turning the camera on again should reuse the transceiver"
     assert (await video_stats(b))["transceivers"] == 1
 
+    # The camera ends by itself (unplugged): the camera is off, and the peer sees it.
+    await a.evaluate(
+        """() => {
+          const track = peercall.call.localVideo.getVideoTracks()[0];
+          track.stop();
+          track.dispatchEvent(new Event("ended"));
+        }"""
+    )
+    await expect(a.locator("#camera")).to_have_attribute("aria-pressed", "false")
+    await expect(b.locator("#video-stage")).to_be_hidden()
+
     await a.click("#hangup")
     await expect(b.locator("#call-status")).to_have_text("Call Ended")
     assert (await mic(a))["live"] == 0, "the camera (or the microphone) is still on after the call"

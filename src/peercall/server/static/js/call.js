@@ -631,7 +631,7 @@ export class Call extends EventTarget {
         for (const t of stream.getTracks()) t.stop();
         return;
       }
-      this.#camera = stream;
+      this.#useCamera(stream);
       this.#log("camera on");
     } else if (!on && this.#camera) {
       for (const t of this.#camera.getTracks()) t.stop();
@@ -661,7 +661,7 @@ export class Call extends EventTarget {
       return;
     }
     const previous = this.#camera;
-    this.#camera = stream;
+    this.#useCamera(stream);
     this.#cameraId = cameraId;
     if (!this.#screen) await this.#sendVideo();
     for (const t of previous.getTracks()) t.stop();
@@ -789,8 +789,23 @@ export class Call extends EventTarget {
       for (const t of result.value.getTracks()) t.stop();
       return;
     }
-    this.#camera = result.value;
+    this.#useCamera(result.value);
     this.#videoChanged();
+  }
+
+  /**
+   * Make `stream` our camera. If it ends by itself (unplugged, or taken away by the system), the camera is off.
+   * @param {MediaStream} stream
+   */
+  #useCamera(stream) {
+    this.#camera = stream;
+    for (const track of stream.getVideoTracks()) {
+      track.addEventListener("ended", () => {
+        if (this.#camera !== stream) return;
+        this.#log("the camera stopped by itself");
+        this.setCamera(false);
+      });
+    }
   }
 
   /**
