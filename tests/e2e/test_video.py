@@ -97,7 +97,8 @@ async def test_camera_on_mid_call_then_off_stops_frames_and_the_peer_sees_it(
     fresh_server: ServerProcess, open_page: OpenPage
 ) -> None:
     """An audio call becomes a video call when A turns the camera on, and back when A turns it off: B's page shows
-    the change within 500 ms, no more frames arrive, and the audio goes on."""
+    the change within 500 ms (A's media-state, and the renegotiation), no more frames arrive, and the audio goes
+    on."""
     a, b = await open_pair(open_page, fresh_server)
     await start_call(a, b)
     await expect(a.locator("#video-stage")).to_be_hidden()
@@ -110,9 +111,11 @@ async def test_camera_on_mid_call_then_off_stops_frames_and_the_peer_sees_it(
     await expect(a.locator("#remote-video-off")).to_have_text("clientB's camera is off")
     stats = await assert_video_arrives(b, "B")
     print(f"B receives A's camera: {dump(stats)}")
+    await expect(b.locator("#in-call")).to_have_attribute("data-peer-camera", "true")  # A said so (media-state)
 
     clicked = time.monotonic()
     await a.click("#camera")
+    await expect(b.locator("#in-call")).to_have_attribute("data-peer-camera", "false", timeout=500)
     await expect(b.locator("#video-stage")).to_be_hidden(timeout=500)
     shown_ms = (time.monotonic() - clicked) * 1000
     print(f"B's page showed A's camera off {shown_ms:.0f} ms after the click")
@@ -231,6 +234,9 @@ async def test_screen_share_replaces_the_camera_and_the_camera_comes_back(
     )
     assert sending["sending"]["label"] != camera["label"], f"A still sends the camera: {dump(sending)}"
     await assert_video_arrives(b, "B")
+    await expect(b.locator("#in-call")).to_have_attribute("data-peer-screen", "true")
+    await expect(b.locator("#in-call")).to_have_attribute("data-peer-camera", "false")  # what B sees is the screen
+    await expect(b.locator("#video-stage")).to_have_attribute("data-remote-source", "screen")
 
     # The browser's "Stop sharing" ends the screen's track (a real stop() fires no event, so fire it as Chromium does).
     await a.evaluate(
@@ -242,6 +248,8 @@ async def test_screen_share_replaces_the_camera_and_the_camera_comes_back(
     )
     await expect(a.locator("#screen-share")).to_have_attribute("aria-pressed", "false")
     await expect(a.locator("#video-stage")).to_have_attribute("data-source", "camera")
+    await expect(b.locator("#in-call")).to_have_attribute("data-peer-screen", "false")
+    await expect(b.locator("#in-call")).to_have_attribute("data-peer-camera", "true")
     back = await wait_until(
         lambda: video_stats(a),
         lambda s: s["sending"] and s["sending"]["label"] == camera["label"],

@@ -6,9 +6,11 @@
  * the WebSocket (frames go out through the `send` function it is given, and come in through `handle()`).
  *
  * Negotiation is "perfect negotiation" (MDN; webrtc/samples peer.js): the callee is polite, the caller is
- * impolite; `makingOffer`/`ignoreOffer`, no-argument `setLocalDescription()`, `restartIce()` when the
- * connection fails. Candidates are trickled both ways, and incoming ones wait in a queue until the remote
- * description is set. Nothing ever waits for ICE gathering to complete.
+ * impolite; `makingOffer`/`ignoreOffer`, no-argument `setLocalDescription()`. A connection that worked and
+ * then breaks restarts ICE (`restartIce()`) after `DISCONNECTED_RESTART_MS` of `disconnected`, at once on
+ * `failed` or when the network changes, one restart at a time with a backoff; the call keeps its id.
+ * Candidates are trickled both ways, and incoming ones wait in a queue until the remote description is set.
+ * Nothing ever waits for ICE gathering to complete.
  *
  * Flow: caller `start()` (mic and ICE servers, then `call-request`) → callee `accept()` (mic and ICE servers,
  * then `call-accept`) → caller adds its track, `negotiationneeded` → offer → callee answers →
@@ -38,6 +40,7 @@ import * as protocol from "./protocol.js";
 import { MessageType, Reason } from "./protocol.js";
 import { fetchIceConfig, hasTurn, iceFailureText } from "./ice.js";
 import { VOICE, openCamera, openMicrophone, openScreen } from "./media.js";
+import { NOTHING_SAID } from "./mediastate.js";
 
 /** @typedef {import("./ice.js").IceConfig} IceConfig */
 
@@ -80,6 +83,18 @@ export const RING_TIMEOUT_MS = 45_000;
 export const MEDIA_TIMEOUT_MS = 30_000;
 /** How long ICE may take to find a working candidate pair after the offer/answer, or after a restart (ms). */
 export const ICE_TIMEOUT_MS = 10_000;
+/**
+ * How long a connection that once worked may stay `disconnected` before this side restarts ICE (ms). Browsers say
+ * `disconnected` a few seconds after the last packet from the peer, and `failed` only some 10 s later: after a
+ * network change (a new address) the old candidate pair never comes back, so waiting for `failed` is dead air.
+ */
+export const DISCONNECTED_RESTART_MS = 3000;
+/** The least time between two ICE restarts of one outage; it doubles after each restart, up to the max (ms). */
+export const RESTART_BACKOFF_MS = 3000;
+export const RESTART_BACKOFF_MAX_MS = 24_000;
+
+/** Why a call whose audio worked ended: its path broke, and ICE restarts found no new one in time. */
+const LOST_TEXT = "The audio connection was lost and could not be restored (the network may have changed).";
 
 /** How a `hangup` from the other side (or the server on its behalf) ends the call, by its `reason`. */
 const HANGUP_REASONS = Object.freeze({
@@ -131,7 +146,8 @@ export class CallSetupError extends Error {
  * the candidate types of the selected pair, once connected), `localtrack` ({track, stream}: the microphone
  * was opened, or switched to another one), `videochange` ({camera, screen}: what this side sends changed;
  * `localVideo` is what to preview), `remotevideo` ({track}: the peer's video track arrived, or a negotiation
- * ended, after which the peer may send video or not: `remoteVideoLive`).
+ * ended, after which the peer may send video or not: `remoteVideoLive`), `peermedia` ({data}: the peer's
+ * `media-state`).
  */
 export class Call extends EventTarget {
   /** @type {CallPhase} */ #phase;
@@ -146,6 +162,8 @@ export class Call extends EventTarget {
   #relayCandidates = 0;
   #everConnected = false;
   /** @type {string|null} a sentence saying why the audio could not connect */ #failure = null;
+  /** @type {import("./media.js").MediaError|null} the device that could not be opened, ending the call */
+  #mediaError = null;
   /** @type {string|null} the server's `call-ended` outcome */ #outcome = null;
   /** @type {string|null} the server's `call-ended` reason */ #endReason = null;
   #relayOnly;
@@ -161,12 +179,18 @@ export class Call extends EventTarget {
   /** @type {(RTCIceCandidateInit|null)[]} */ #pendingCandidates = [];
   #inbox = Promise.resolve();
   #timer = 0;
+  /** a restart of ICE waiting for `disconnected` to last, or for the backoff to pass */ #restartTimer = 0;
+  /** performance.now() of the last ICE restart of the current outage */ #restartedAt = -Infinity;
+  #restartBackoffMs = RESTART_BACKOFF_MS;
   #muted = false;
   /** @type {MediaStream|null} our camera, while it is on */ #camera = null;
   /** @type {string} the `deviceId` of the camera to use ("" for the default) */ #cameraId = "";
   /** @type {MediaStream|null} the screen or window we share, while we do */ #screen = null;
   /** @type {MediaStreamTrack|null} the peer's video track, once one arrived */ #remoteVideo = null;
   /** @type {string} the bandwidth limits last put on the video sender (JSON), "" before any */ #videoLimits = "";
+  /** @type {import("./mediastate.js").MediaStateData} what this side says of its media (`sayMedia`) */
+  #media = NOTHING_SAID;
+  /** whether the call is answered on both sides as far as we know: `media-state` may go out */ #answered = false;
 
   /**
    * @param {object} options
@@ -304,6 +328,10 @@ export class Call extends EventTarget {
   get failure() {
     return this.#failure;
   }
+  /** Why the microphone could not be opened, when that ended the call (reason "no-microphone"), or null. */
+  get mediaError() {
+    return this.#mediaError;
+  }
   /** The ICE transport policy of this call: "relay" when the user or the server wants relayed audio only. */
   get iceTransportPolicy() {
     return this.#relayOnly || this.#ice?.iceTransportPolicy === "relay" ? "relay" : "all";
@@ -337,6 +365,7 @@ export class Call extends EventTarget {
     ]);
     if (mic.status === "rejected") {
       if (camera.status === "fulfilled") for (const t of camera.value?.getTracks() ?? []) t.stop();
+      this.#mediaError = mic.reason;
       this.#end("no-microphone");
       throw mic.reason;
     }
@@ -378,6 +407,7 @@ export class Call extends EventTarget {
     ]);
     if (mic.status === "rejected") {
       if (camera.status === "fulfilled") for (const t of camera.value?.getTracks() ?? []) t.stop();
+      this.#mediaError = mic.reason;
       this.#sendMsg(protocol.callReject(this.peerId, this.callId, Reason.USER_MEDIA_FAILED));
       this.#end("no-microphone");
       throw mic.reason;
@@ -402,6 +432,8 @@ export class Call extends EventTarget {
       return;
     }
     this.#log(`call-accept sent to ${this.peerId}; waiting for the offer`);
+    this.#answered = true;
+    this.#sendMedia();
     this.#startTimer(MEDIA_TIMEOUT_MS, () => this.#giveUp());
   }
 
@@ -503,11 +535,30 @@ export class Call extends EventTarget {
   /**
    * Restart ICE: a new offer with new ICE credentials, gathering again (e.g. after the network changed, or
    * the connection failed). Fetches fresh TURN credentials first if the ones in use are getting old.
+   *
+   * One restart at a time: a restart asked for within the backoff of the previous one (3 s, doubling up to 24 s
+   * until the connection works again) is put off until the backoff has passed, and several asked for meanwhile
+   * make one. If both sides restart at once, perfect negotiation lets the impolite side's offer win.
    * @param {string} [why] for the log
    */
   async restartIce(why = "") {
     const pc = this.#pc;
     if (!this.active || !pc || pc.signalingState === "closed") return;
+    const wait = this.#restartedAt + this.#restartBackoffMs - performance.now();
+    if (wait > 0) {
+      if (!this.#restartTimer) {
+        this.#log(`restartIce() in ${Math.round(wait)} ms (backoff)${why ? `: ${why}` : ""}`);
+        this.#restartTimer = setTimeout(() => {
+          this.#restartTimer = 0;
+          this.restartIce(why);
+        }, wait);
+      }
+      return;
+    }
+    clearTimeout(this.#restartTimer);
+    this.#restartTimer = 0;
+    this.#restartedAt = performance.now();
+    this.#restartBackoffMs = Math.min(this.#restartBackoffMs * 2, RESTART_BACKOFF_MAX_MS);
     const ttl = this.#ice?.ttl;
     if (ttl && performance.now() - this.#iceFetchedAt > (ttl * 1000) / 2) {
       await this.#fetchIce();
@@ -519,6 +570,7 @@ export class Call extends EventTarget {
       }
     }
     this.#log(`restartIce()${why ? `: ${why}` : ""}`);
+    this.timeline.iceRestarts = [...(this.timeline.iceRestarts ?? []), performance.now()];
     pc.restartIce();
     if (pc.connectionState !== "connected") this.#startIceTimer();
   }
@@ -536,6 +588,7 @@ export class Call extends EventTarget {
       this.#onAccepted({ polite });
       return;
     }
+    if (state === "answered") this.#sendMedia(); // ours may have been lost while a connection was away
     const pc = this.#pc;
     if (!pc || pc.signalingState === "closed") return;
     if (pc.signalingState === "have-local-offer" && pc.localDescription) {
@@ -621,7 +674,7 @@ export class Call extends EventTarget {
    * is being sent (then it waits behind the share). Off: release it, and send no video unless we share a screen.
    * @param {boolean} on
    * @returns {Promise<void>}
-   * @throws {VideoError} if the camera cannot be opened (the call goes on as it was)
+   * @throws {MediaError} if the camera cannot be opened (the call goes on as it was)
    */
   async setCamera(on) {
     if (!this.active) return;
@@ -647,7 +700,7 @@ export class Call extends EventTarget {
   /**
    * Use another camera, now (if the camera is on) and for the rest of the call: `replaceTrack`, no renegotiation.
    * @param {string} cameraId its `MediaDeviceInfo.deviceId`
-   * @throws {VideoError} if that camera cannot be opened (the old one is kept)
+   * @throws {MediaError} if that camera cannot be opened (the old one is kept)
    */
   async switchCamera(cameraId) {
     if (!this.active) return;
@@ -673,7 +726,7 @@ export class Call extends EventTarget {
    * Share a screen or a window (the browser asks which) in place of the camera, or stop sharing (the camera comes
    * back if it is on). The browser's own "Stop sharing" stops it too.
    * @param {boolean} on
-   * @throws {VideoError} if nothing can be shared (the call goes on as it was)
+   * @throws {MediaError} if nothing can be shared (the call goes on as it was)
    */
   async shareScreen(on) {
     if (!this.active) return;
@@ -809,6 +862,25 @@ export class Call extends EventTarget {
   }
 
   /**
+   * What this side says of its media (mediastate.js): kept, and sent to the peer (`media-state`) once the call is
+   * answered; from then on at each change, and again after `call-resumed`.
+   * @param {import("./mediastate.js").MediaStateData} state
+   */
+  sayMedia(state) {
+    const same =
+      state.muted === this.#media.muted && state.camera === this.#media.camera && state.screen === this.#media.screen;
+    this.#media = state;
+    if (!same) this.#sendMedia();
+  }
+
+  /** Send our media state, if the call is answered (before, the server would refuse it with `not-in-call`). */
+  #sendMedia() {
+    if (!this.active || !this.#answered) return;
+    this.#sendMsg(protocol.mediaState(this.peerId, this.#media, this.callId));
+    const { muted, camera, screen } = this.#media;
+    this.#log(`sent media-state${muted ? " muted" : ""}${camera ? " camera" : ""}${screen ? " screen" : ""}`);
+  }
+  /**
    * Handle one frame from the peer (already matched to this call by sender and callId). Frames are
    * processed one at a time, in order.
    * @param {{type: string, from: string, data?: any, callId?: string}} msg
@@ -873,6 +945,9 @@ export class Call extends EventTarget {
         return this.#onDescription(msg.data);
       case MessageType.CANDIDATE:
         return this.#onCandidate(msg.data);
+      case MessageType.MEDIA_STATE:
+        this.dispatchEvent(new CustomEvent("peermedia", { detail: { data: msg.data } }));
+        return;
       default:
         this.#log(`ignored ${msg.type}`);
     }
@@ -888,6 +963,8 @@ export class Call extends EventTarget {
     if (this.direction !== "outgoing" || !this.#transition("accepted")) return;
     this.timeline.accepted = performance.now();
     if (typeof msg.polite === "boolean") this.polite = msg.polite;
+    this.#answered = true;
+    this.#sendMedia();
     this.#createPeerConnection();
     if (this.polite) {
       this.#log(`call-accept from ${this.peerId}; the server made us polite: waiting for the offer`);
@@ -931,12 +1008,15 @@ export class Call extends EventTarget {
   #giveUp() {
     const pc = this.#pc;
     const failed = pc?.connectionState === "failed" || pc?.iceConnectionState === "failed";
+    const refused = this.#iceErrors.some((e) => e.errorCode === 401 || e.errorCode === 403);
     this.#failure = !pc?.remoteDescription
       ? "Could not connect the audio: the call set-up did not complete in time."
-      : iceFailureText(this.#iceErrors, {
-          relayOnly: this.iceTransportPolicy === "relay",
-          relayCandidates: this.#relayCandidates,
-        });
+      : this.#everConnected && !refused
+        ? LOST_TEXT
+        : iceFailureText(this.#iceErrors, {
+            relayOnly: this.iceTransportPolicy === "relay",
+            relayCandidates: this.#relayCandidates,
+          });
     this.#log(`giving up: ${this.#failure} (connectionState ${pc?.connectionState ?? "none"})`);
     this.hangup(failed ? Reason.ICE_FAILED : Reason.ICE_TIMEOUT, "failed");
   }
@@ -1095,8 +1175,31 @@ export class Call extends EventTarget {
     } else if (state === "failed" && !this.#everConnected) {
       // Never connected: no candidate pair works, and a restart would find the same ones.
       this.#giveUp();
+    }
+    if (this.#everConnected) this.#keepConnected(state);
+  }
+
+  /**
+   * A connection that worked is interrupted (or works again): restart ICE after `DISCONNECTED_RESTART_MS` of
+   * `disconnected`, at once on `failed`, and forget the outage (and its backoff) once connected again.
+   * @param {RTCPeerConnectionState} state
+   */
+  #keepConnected(state) {
+    if (state === "connected") {
+      clearTimeout(this.#restartTimer);
+      this.#restartTimer = 0;
+      this.#restartedAt = -Infinity;
+      this.#restartBackoffMs = RESTART_BACKOFF_MS;
     } else if (state === "failed") {
       this.restartIce("the connection failed");
+    } else if (state === "disconnected" && !this.#restartTimer) {
+      this.#restartTimer = setTimeout(() => {
+        this.#restartTimer = 0;
+        const pc = this.#pc;
+        if (this.active && pc && ["disconnected", "failed"].includes(pc.connectionState)) {
+          this.restartIce(`disconnected for ${DISCONNECTED_RESTART_MS / 1000} s`);
+        }
+      }, DISCONNECTED_RESTART_MS);
     }
   }
 
@@ -1129,6 +1232,7 @@ export class Call extends EventTarget {
     this.timeline.ended = performance.now();
     this.#log(`ended: ${reason}`);
     clearTimeout(this.#timer);
+    clearTimeout(this.#restartTimer);
     this.#stopMicrophone();
     if (this.#pc) {
       this.#pc.close();

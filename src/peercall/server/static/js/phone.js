@@ -7,7 +7,8 @@
  *
  * Owns the current call, the ids of the calls that ended (frames that still name one are ignored), what the
  * page shows of a call besides the Call's own state (`callView()`), the call's quality monitor and level
- * meters, the audio check, and the call's resume. Sends frames through the Signaling it is given; knows nothing
+ * meters, the audio check, and the call's resume. Links the page's MediaState (mediastate.js) to the current
+ * call: what this side says goes out through the call, what the peer says comes in from it. Sends frames through the Signaling it is given; knows nothing
  * of the DOM: the page reacts to its events.
  *
  * Events:
@@ -26,8 +27,10 @@
 
 import { AudioCheck, ECHO_ID } from "./audiocheck.js";
 import { Call, CallPhase, CallSetupError } from "./call.js";
-import { CallLevels, MicrophoneError, VideoError, canShareScreen } from "./media.js";
-import { ErrorCode, MessageType, NEGOTIATION, Reason, callReject, hangup, idProblem } from "./protocol.js";
+import { CallLevels, MediaError, canShareScreen } from "./media.js";
+import { MediaState } from "./mediastate.js";
+import { label } from "./names.js";
+import { ErrorCode, MessageType, PEER_FRAMES, Reason, callReject, hangup, idProblem } from "./protocol.js";
 import { QualityMonitor, VIDEO_LIMITS, videoTier } from "./quality.js";
 import { Resume } from "./resume.js";
 import { presenceChanges } from "./signaling.js";
@@ -69,6 +72,7 @@ export class Phone extends EventTarget {
   #summaries;
   #history;
   #callOptions;
+  #mediaState;
 
   /**
    * @param {object} options
@@ -77,13 +81,20 @@ export class Phone extends EventTarget {
    * @param {import("./history.js").CallHistory} options.history told when a call ended or was missed
    * @param {() => Partial<ConstructorParameters<typeof Call>[0]>} options.callOptions what each new call is
    *   made with besides its direction and peer (audio constraints, relay-only, how to get the ICE servers)
+   * @param {MediaState} [options.mediaState] what this side says of its media and what the peer said, for the
+   *   current call (reset when a call starts)
    */
-  constructor({ signaling, summaries, history, callOptions }) {
+  constructor({ signaling, summaries, history, callOptions, mediaState = new MediaState() }) {
     super();
     this.#signaling = signaling;
     this.#summaries = summaries;
     this.#history = history;
     this.#callOptions = callOptions;
+    this.#mediaState = mediaState;
+    mediaState.addEventListener("localchange", ({ detail }) => {
+      if (this.#call?.active) this.#call.sayMedia(detail.state);
+    });
+    mediaState.addEventListener("peerchange", () => this.#changed());
     this.#resume = new Resume({ current: () => this.#call, connected: () => signaling.state === "connected" });
     this.#levels.addEventListener("levels", (event) => this.#emit("levels", event.detail));
   }
@@ -113,6 +124,11 @@ export class Phone extends EventTarget {
     return this.#monitor;
   }
 
+  /** What this side says of its media and what the peer said, for the current call. */
+  get mediaState() {
+    return this.#mediaState;
+  }
+
   /** The levels of both voices (0..1), as last read. */
   get levels() {
     return this.#levels.last;
@@ -130,6 +146,7 @@ export class Phone extends EventTarget {
       summary: mine.summary,
       mediaReconnecting: mine.mediaReconnecting,
       peerNote: c === this.#call ? this.#peerNote(c) : null,
+      peerMedia: c === this.#call && c.active ? this.#mediaState.peer : null,
       phase: c.phase,
       peerId: c.peerId,
       direction: c.direction,
@@ -147,6 +164,7 @@ export class Phone extends EventTarget {
       outcome: c.outcome,
       endReason: c.endReason,
       failure: c.failure,
+      mediaFailure: c.mediaError?.words ?? null,
     };
   }
 
@@ -423,8 +441,8 @@ export class Phone extends EventTarget {
   callFrame(msg) {
     const c = this.#call;
     if (this.#belongsToCall(msg, msg.from)) {
-      // Negotiation frames only ever follow call-accept, so they never name the call first.
-      const negotiation = NEGOTIATION.includes(msg.type);
+      // Peer frames only ever follow call-accept, so they never name the call first.
+      const negotiation = PEER_FRAMES.includes(msg.type);
       if (!negotiation) c.adoptCallId(msg.callId);
       if (!negotiation || c.callIdConfirmed) {
         c.handle(msg);
@@ -476,6 +494,12 @@ export class Phone extends EventTarget {
     const c = this.#call;
     const ours = this.#belongsToCall(msg, msg.to);
     const requestOfOurs = ours && c.phase === CallPhase.REQUESTING && msg.ref === MessageType.CALL_REQUEST;
+    if (msg.ref === MessageType.MEDIA_STATE) {
+      // The call ended meanwhile (its call-ended says so), or an older server does not know media-state: the
+      // peer then learns of a mute as before, from the silence. Nothing to end, nothing to tell the user.
+      console.info(`[phone] the server did not pass on our media-state: ${msg.code}: ${msg.message}`);
+      return true;
+    }
     switch (msg.code) {
       case ErrorCode.UNAVAILABLE:
         if (!ours) return true; // e.g. our "busy" reply to someone who has left since
@@ -585,6 +609,7 @@ export class Phone extends EventTarget {
     });
     this.#call = c;
     this.#extra = freshExtra();
+    this.#mediaState.reset();
     this.#monitor?.stop();
     this.#monitor = null;
     this.#levels.stop();
@@ -624,15 +649,25 @@ export class Phone extends EventTarget {
     c.addEventListener("connectionstatechange", (event) => {
       if (c !== this.#call) return;
       const { connectionState } = event.detail;
-      const reconnecting = c.active && c.everConnected && ["disconnected", "failed"].includes(connectionState);
+      // Once the audio worked, any other state means it is interrupted and ICE is (or will be) restarting.
+      const reconnecting = c.active && c.everConnected && connectionState !== "connected";
       if (reconnecting !== this.#extra.mediaReconnecting) {
         this.#extra.mediaReconnecting = reconnecting;
         this.#changed();
       }
     });
-    c.addEventListener("mutechange", () => this.#changed());
+    c.addEventListener("mutechange", () => {
+      if (c !== this.#call) return;
+      this.#mediaState.setLocal({ muted: c.muted }); // -> the call says it
+      this.#changed();
+    });
+    c.addEventListener("peermedia", (event) => {
+      if (c === this.#call && c.active) this.#mediaState.peerSaid(event.detail.data);
+    });
     c.addEventListener("videochange", () => {
       if (c !== this.#call) return;
+      // What the peer sees: the screen share, else the camera (a camera behind a share is not seen).
+      this.#mediaState.setLocal({ camera: c.camera && !c.screen, screen: c.screen }); // -> the call says it
       this.#emit("localvideo", { stream: c.localVideo, source: c.screen ? "screen" : c.camera ? "camera" : null });
       this.#changed();
     });
@@ -673,15 +708,21 @@ export class Phone extends EventTarget {
 
   /**
    * A sentence about the other side during a call: their connection dropped (the server keeps the call for them
-   * meanwhile), or the audio from them is silence (muted).
+   * meanwhile), they said they muted their microphone (`media-state`), or the audio from them is silence although
+   * they did not say so (a dead microphone; or a peer that says nothing of its media, which may have muted).
    * @param {Call} c
    * @returns {string|null}
    */
   #peerNote(c) {
     if (!c.active) return null;
-    if (this.#extra.peerDropped) return `${c.peerId}'s connection dropped — waiting for them…`;
+    const who = label(c.peerId);
+    if (this.#extra.peerDropped) return `${who}'s connection dropped — waiting for them…`;
+    const said = this.#mediaState.peer;
+    if (said?.muted) return `${who} muted their microphone.`;
     if (c.phase === CallPhase.CONNECTED && this.#extra.quality?.remoteSilent) {
-      return `No sound from ${c.peerId}: they may have muted their microphone.`;
+      return said
+        ? `No sound from ${who}: their microphone may not be working.`
+        : `No sound from ${who}: they may have muted their microphone.`;
     }
     return null;
   }
@@ -741,9 +782,9 @@ export class Phone extends EventTarget {
 
   /** @param {unknown} err */
   #callError(err) {
-    if (err instanceof VideoError) {
+    if (err instanceof MediaError && err.source !== "microphone") {
       this.#notice(err.message, err.kind === "denied" && err.source === "screen" ? "info" : "warning");
-    } else if (err instanceof MicrophoneError || err instanceof CallSetupError) {
+    } else if (err instanceof MediaError || err instanceof CallSetupError) {
       this.#notice(err.message, "error");
     } else {
       console.error("[phone] call failed:", err);

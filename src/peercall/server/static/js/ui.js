@@ -139,6 +139,9 @@ let lastView = null;
  * @property {string|null} [outcome] the server's `call-ended` outcome
  * @property {string|null} [endReason] the server's `call-ended` reason
  * @property {string|null} [failure] why the audio could not connect, as a sentence
+ * @property {string|null} [mediaFailure] why the microphone could not be opened, in a few words (the call failed)
+ * @property {Readonly<{muted: boolean, camera: boolean, screen: boolean}>|null} [peerMedia] what the peer said of
+ *   its media (`media-state`), or null until it says anything
  * @property {import("./quality.js").QualitySample|null} [quality] the latest quality reading
  * @property {string|null} [peerNote] a sentence about the other side ("… is muted", "… connection dropped")
  * @property {import("./quality.js").CallSummary|null} [summary] once a call that connected has ended
@@ -246,6 +249,7 @@ const LOCAL_STATUS = Object.freeze({
   "no-answer": "Missed",
   failed: "Failed",
   "no-relay": "Failed",
+  "no-microphone": "Failed",
   "peer-offline": "Call lost",
   "signaling-lost": "Call lost",
   "answered-elsewhere": "Answered elsewhere",
@@ -257,7 +261,7 @@ const LOCAL_STATUS = Object.freeze({
  */
 function endedStatusText(call) {
   const { reason, outcome, endReason } = call;
-  if (reason === "failed" || reason === "no-relay") return "Failed";
+  if (reason === "failed" || reason === "no-relay" || reason === "no-microphone") return "Failed";
   if (reason === "hangup" || reason === "declined") return "Call Ended"; // this side ended it
   if (endReason === "peer-lost" || reason === "peer-offline" || reason === "signaling-lost") return "Call lost";
   if (endReason === "answered-elsewhere") return "Answered elsewhere";
@@ -281,6 +285,7 @@ const FAILURE_WORDS = Object.freeze({
  */
 export function failedWords(call) {
   if (call.reason === "no-relay") return "no relay server for a relay-only call";
+  if (call.reason === "no-microphone") return call.mediaFailure ?? "the microphone could not be opened";
   if (call.failure?.includes("refused us")) return "the relay server refused us";
   return FAILURE_WORDS[call.endReason ?? call.remoteReason ?? ""] ?? "the audio could not be connected";
 }
@@ -323,8 +328,8 @@ export function endedText(call) {
           return `Could not connect the audio with ${who}: no network path between you was found in time.`;
         case "ice-failed":
           return `The audio connection with ${who} failed.`;
-        case "user-media-failed":
-          return `The call with ${who} failed: a microphone could not be opened.`;
+        case "user-media-failed": // said by the peer: this side's own microphone failure ends as "no-microphone"
+          return `${who} could not open their microphone.`;
         default:
           return `The audio connection with ${who} could not be established or was lost.`;
       }
@@ -664,7 +669,10 @@ async function toggleFullscreen() {
 function renderVideo(call) {
   const inMedia = call?.phase === CallPhase.CALLING || call?.phase === CallPhase.CONNECTED;
   const local = Boolean(inMedia && (call.camera || call.screen));
-  const remote = Boolean(inMedia && call.remoteVideo);
+  // The peer's word (media-state) hides their video at once; the negotiation (remoteVideo) says when it flows.
+  const said = call?.peerMedia;
+  const remote = Boolean(inMedia && call.remoteVideo && (!said || said.camera || said.screen));
+  el.videoStage.dataset.remoteSource = remote && said?.screen ? "screen" : remote ? "camera" : "none";
   el.videoStage.hidden = !local && !remote;
   el.videoStage.dataset.local = local ? "on" : "off";
   el.videoStage.dataset.remote = remote ? "on" : "off";
@@ -866,13 +874,18 @@ function renderInCall(call) {
     setLevels(0, 0);
     toggleQuality(false);
     setText(el.peerNote, "");
+    for (const key of ["peerMuted", "peerCamera", "peerScreen"]) delete el.inCall.dataset[key];
     return;
   }
   const who = label(call.peerId);
   setText(el.remoteLevelLabel, who);
   el.remoteLevel.setAttribute("aria-label", `${who}'s voice level`);
   el.micLevel.dataset.muted = String(Boolean(call.muted));
-  const note = call.peerNote ?? (call.mediaReconnecting ? `Reconnecting the audio with ${who}…` : "");
+  // What the peer said of its media (for styles and tests): "true"/"false", or "" until it says anything.
+  for (const key of /** @type {const} */ (["muted", "camera", "screen"])) {
+    el.inCall.dataset[`peer${key[0].toUpperCase()}${key.slice(1)}`] = call.peerMedia ? String(call.peerMedia[key]) : "";
+  }
+  const note = call.mediaReconnecting ? "Reconnecting audio…" : call.peerNote ?? "";
   setText(el.peerNote, note);
   el.peerNote.hidden = !note;
   renderQuality(call.quality ?? null);
