@@ -13,7 +13,7 @@
  *  - history.js: the call history and the missed-call count; summaries.js: the call summaries;
  *  - notifications.js: the ringtone, the ringback tone and notifications;
  *  - push.js: "Ring this device when peercall is closed" (Web Push), and its checkbox;
- *  - mediadevices.js: the microphone and speaker chosen;
+ *  - mediadevices.js: the microphone, speaker and camera chosen;
  *  - names.js: the display names the server told (signaling.js feeds it every frame; the page shows them);
  *  - offline.js: the service worker (the app opens without the server) and whether the server can be reached;
  *  - calllink.js: the call link the page was opened with (`?call=`), calllinkpanel.js its part of the page;
@@ -85,6 +85,7 @@ const phone = new Phone({
     const me = signaling.id;
     return {
       audio: mediaDevices.constraints(AUDIO),
+      cameraId: mediaDevices.camera,
       relayOnly: ui.relayOnly(),
       getIceConfig: () => fetchIceConfig({ id: me, token: identity.serverToken }),
     };
@@ -107,7 +108,7 @@ function view() {
     online: signaling.online,
     people: signaling.people,
     me: signaling.state === "connected" ? signaling.id : null,
-    mediaDevices: mediaDevices.view(phone.microphoneInUse()),
+    mediaDevices: mediaDevices.view(phone.microphoneInUse(), phone.cameraInUse()),
     notifications: notifier.permission,
     call: call && phone.callView(call),
     audioCheck: {
@@ -139,6 +140,11 @@ phone.addEventListener("notice", ({ detail }) => ui.say(detail.text, detail.kind
 phone.addEventListener("peerproblem", ({ detail }) => ui.rejectPeer(detail.text));
 phone.addEventListener("ended", ({ detail }) => ui.say(ui.endedText(phone.callView(detail.call)), detail.kind));
 phone.addEventListener("remotestream", ({ detail }) => ui.playRemote(detail.stream));
+phone.addEventListener("remotevideo", ({ detail }) => ui.showRemoteVideo(detail.track));
+phone.addEventListener("localvideo", ({ detail }) => {
+  ui.showLocalVideo(detail.stream, detail.source);
+  if (detail.stream) mediaDevices.refresh(); // the camera permission gives the cameras their names
+});
 phone.addEventListener("levels", ({ detail }) => ui.setLevels(detail.microphone, detail.remote));
 phone.addEventListener("microphoneopened", () => mediaDevices.refresh());
 callHistory.addEventListener("change", render);
@@ -389,6 +395,20 @@ ui.bind({
   accept() {
     unlockAudio();
     phone.accept();
+  },
+  videoCall(peerId) {
+    unlockAudio();
+    phone.startCall(peerId, { video: true });
+  },
+  acceptVideo() {
+    unlockAudio();
+    phone.accept({ video: true });
+  },
+  toggleCamera: () => phone.toggleCamera(),
+  toggleScreen: () => phone.toggleScreen(),
+  chooseCamera(cameraId) {
+    mediaDevices.chooseCamera(cameraId);
+    phone.switchCamera(cameraId);
   },
   reject: () => phone.reject(),
   escape: () => phone.escape(),

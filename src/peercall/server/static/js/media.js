@@ -1,8 +1,8 @@
 /**
- * Media devices and sound in the page: opening the microphone (and saying in words why it, the camera or screen
- * sharing could not be opened: `mediaFailure()`),
- * the list of microphones and speakers, one shared Web Audio context, level meters (an AnalyserNode on a
- * stream), the ringtone and the ringback tone (synthesised: no audio files).
+ * Media devices and sound in the page: opening the microphone, the camera and a screen share (and saying in words
+ * why one could not be opened: `mediaFailure()`), the list of microphones, speakers and cameras, one shared Web Audio
+ * context, level meters (an AnalyserNode on a stream), the ringtone and the ringback tone (synthesised: no audio
+ * files).
  *
  * Owns the AudioContext and the tones' timers; knows nothing of the DOM, the signaling or the call.
  * @module media
@@ -164,6 +164,50 @@ export async function openMicrophone(audio = VOICE) {
     return await navigator.mediaDevices.getUserMedia({ audio, video: false });
   } catch (err) {
     throw mediaFailure("microphone", err);
+  }
+}
+
+/** Video constraints of a call's camera: enough for a face, light enough for a phone's uplink. */
+export const CAMERA = Object.freeze({ width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } });
+
+/**
+ * Open a camera (video only: the call's microphone is opened apart).
+ * @param {string} [cameraId] its `MediaDeviceInfo.deviceId`; "" or absent for the system default
+ * @returns {Promise<MediaStream>}
+ * @throws {MediaError} (source "camera") with a message that says what the user can do about it
+ */
+export async function openCamera(cameraId = "") {
+  if (!globalThis.isSecureContext || !navigator.mediaDevices?.getUserMedia) throw mediaFailure("camera", null);
+  const video = cameraId ? { ...CAMERA, deviceId: { exact: cameraId } } : CAMERA;
+  try {
+    return await navigator.mediaDevices.getUserMedia({ audio: false, video });
+  } catch (err) {
+    throw mediaFailure("camera", err);
+  }
+}
+
+/** Whether this browser can share a screen or a window (`getDisplayMedia`; not on most phones). */
+export function canShareScreen() {
+  return Boolean(globalThis.isSecureContext && navigator.mediaDevices?.getDisplayMedia);
+}
+
+/**
+ * Ask the user for a screen, a window or a tab to share (video only).
+ * @returns {Promise<MediaStream>}
+ * @throws {MediaError} (source "screen") with a message for the user (kind "denied" also when they closed the
+ *   picker)
+ */
+export async function openScreen() {
+  if (!canShareScreen()) {
+    const sorry = FAILURE_TEXT.screen.unsupported;
+    throw globalThis.isSecureContext ? new MediaError("screen", "unsupported", sorry) : mediaFailure("screen", null);
+  }
+  try {
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
+    for (const track of stream.getVideoTracks()) track.contentHint = "detail"; // text stays sharp, frames drop
+    return stream;
+  } catch (err) {
+    throw mediaFailure("screen", err);
   }
 }
 
@@ -407,9 +451,10 @@ export class Tone {
  */
 
 /**
- * The microphones and speakers there are. Without the microphone permission browsers give no names (and often
- * one anonymous media device of each kind): those are listed as "Default microphone" / "Default speaker".
- * @returns {Promise<{microphones: MediaDeviceOption[], speakers: MediaDeviceOption[]}>}
+ * The microphones, speakers and cameras there are. Without the microphone permission browsers give no names (and
+ * often one anonymous media device of each kind): those are listed as "Default microphone" / "Default speaker".
+ * Cameras are listed as they are (no "default" entry): the call's "Switch camera" goes round them.
+ * @returns {Promise<{microphones: MediaDeviceOption[], speakers: MediaDeviceOption[], cameras: MediaDeviceOption[]}>}
  */
 export async function listMediaDevices() {
   let all = [];
@@ -428,7 +473,13 @@ export async function listMediaDevices() {
     if (!choices.some((c) => c.id === "default")) choices.unshift({ id: "", label: `Default ${noun}` });
     return choices;
   };
-  return { microphones: pick("audioinput", "microphone"), speakers: pick("audiooutput", "speaker") };
+  return {
+    microphones: pick("audioinput", "microphone"),
+    speakers: pick("audiooutput", "speaker"),
+    cameras: all
+      .filter((d) => d.kind === "videoinput" && d.deviceId !== "")
+      .map((d, i) => ({ id: d.deviceId, label: d.label || `Camera ${i + 1}` })),
+  };
 }
 
 /** Whether this browser can send a page's audio to a chosen speaker (`HTMLMediaElement.setSinkId`). */

@@ -18,6 +18,8 @@
  *  - `ended` ({call, kind}): a call ended, or how it ended became clearer: say why (`kind` "info"/"warning");
  *  - `peerproblem` ({text}): the name to call is not one (a sentence for the field);
  *  - `remotestream` ({stream}): play the other side's audio (null: stop);
+ *  - `remotevideo` ({track}): show the other side's video (null: none; the track may be muted: no frames);
+ *  - `localvideo` ({stream, source}): preview what we send, the camera or the screen (null: nothing);
  *  - `microphoneopened`: the microphone permission was given (the media devices now have names);
  *  - `levels` ({microphone, remote}): the levels of both voices, 0..1.
  * @module phone
@@ -25,11 +27,11 @@
 
 import { AudioCheck, ECHO_ID } from "./audiocheck.js";
 import { Call, CallPhase, CallSetupError } from "./call.js";
-import { CallLevels, MediaError } from "./media.js";
+import { CallLevels, MediaError, canShareScreen } from "./media.js";
 import { MediaState } from "./mediastate.js";
 import { label } from "./names.js";
 import { ErrorCode, MessageType, PEER_FRAMES, Reason, callReject, hangup, idProblem } from "./protocol.js";
-import { QualityMonitor } from "./quality.js";
+import { QualityMonitor, VIDEO_LIMITS, videoTier } from "./quality.js";
 import { Resume } from "./resume.js";
 import { presenceChanges } from "./signaling.js";
 
@@ -40,7 +42,7 @@ const BAD_ENDS = Object.freeze(["failed", "signaling-lost", "unavailable", "refu
  * What the page shows of a call besides the Call's own state.
  * @returns {{path: object|null, connectedAt: number, previous: CallPhase|null,
  *   quality: import("./quality.js").QualitySample|null, summary: import("./quality.js").CallSummary|null,
- *   peerDropped: boolean, mediaReconnecting: boolean}}
+ *   peerDropped: boolean, mediaReconnecting: boolean, keepNotice: boolean}}
  */
 function freshExtra() {
   return {
@@ -51,6 +53,7 @@ function freshExtra() {
     summary: null,
     peerDropped: false,
     mediaReconnecting: false,
+    keepNotice: false, // the notice says something about this call (no camera): connecting does not clear it
   };
 }
 
@@ -152,6 +155,10 @@ export class Phone extends EventTarget {
       detail: c.detail,
       previous: mine.previous,
       muted: c.muted,
+      camera: c.camera,
+      screen: c.screen,
+      remoteVideo: c.remoteVideoLive,
+      canShareScreen: canShareScreen(),
       path: mine.path,
       connectedAt: mine.connectedAt,
       outcome: c.outcome,
@@ -175,6 +182,11 @@ export class Phone extends EventTarget {
     };
   }
 
+  /** The `deviceId` of the camera the current call uses, or "". */
+  cameraInUse() {
+    return this.#call?.active && this.#call.camera ? this.#call.cameraId : "";
+  }
+
   /** The `deviceId` of the microphone the current call uses, or "". */
   microphoneInUse() {
     const track = this.#call?.active ? this.#call.localStream?.getAudioTracks()[0] : null;
@@ -186,8 +198,9 @@ export class Phone extends EventTarget {
   /**
    * Call `peerId`.
    * @param {string} peerId
+   * @param {{video?: boolean}} [options] video: a video call (the camera is on from the start)
    */
-  async startCall(peerId) {
+  async startCall(peerId, { video = false } = {}) {
     if (this.#call?.active) return;
     const problem = !peerId
       ? "Enter the name of the person to call."
@@ -199,7 +212,7 @@ export class Phone extends EventTarget {
       return;
     }
     this.#notice("");
-    const c = this.#newCall({ direction: "outgoing", peerId });
+    const c = this.#newCall({ direction: "outgoing", peerId, video });
     try {
       await c.start();
     } catch (err) {
@@ -220,10 +233,14 @@ export class Phone extends EventTarget {
     this.#acceptOnArrival = callId;
   }
 
-  /** Answer the call ringing here. */
-  async accept() {
+  /**
+   * Answer the call ringing here.
+   * @param {{video?: boolean}} [options] video: with the camera on
+   */
+  async accept({ video = false } = {}) {
     const c = this.#call;
     if (c?.phase !== CallPhase.INCOMING) return;
+    c.video = video;
     this.#notice("");
     try {
       await c.accept();
@@ -251,6 +268,43 @@ export class Phone extends EventTarget {
   /** Mute or unmute the call going on. */
   toggleMute() {
     if (this.#call?.active) this.#call.setMuted(!this.#call.muted);
+  }
+
+  /** Turn the camera on or off in the call going on (an audio call becomes a video call, and back). */
+  async toggleCamera() {
+    const c = this.#call;
+    if (!c?.active || c.phase === CallPhase.INCOMING) return;
+    await this.#video(() => c.setCamera(!c.camera));
+  }
+
+  /** Share a screen or a window in the call going on, or stop sharing. */
+  async toggleScreen() {
+    const c = this.#call;
+    if (!c?.active || c.phase === CallPhase.INCOMING) return;
+    await this.#video(() => c.shareScreen(!c.screen));
+  }
+
+  /**
+   * Use another camera (now, if the camera is on).
+   * @param {string} cameraId its `deviceId`
+   */
+  async switchCamera(cameraId) {
+    const c = this.#call;
+    if (c?.active) await this.#video(() => c.switchCamera(cameraId));
+  }
+
+  /**
+   * Change the video; say why if it could not be done (the call goes on).
+   * @param {() => Promise<void>} change
+   */
+  async #video(change) {
+    try {
+      await change();
+      this.#notice("");
+    } catch (err) {
+      this.#callError(err);
+    }
+    this.#changed();
   }
 
   /**
@@ -566,13 +620,15 @@ export class Phone extends EventTarget {
       this.#extra.previous = previous;
       if (phase === CallPhase.CONNECTED) {
         this.#extra.connectedAt = Date.now();
-        this.#notice("");
+        if (!this.#extra.keepNotice) this.#notice("");
         this.#startQuality(c);
       }
       if (phase === CallPhase.ENDED) {
         if (c.callId) this.#endedCallIds.add(c.callId);
         this.#resume.clear();
         this.#emit("remotestream", { stream: null });
+        this.#emit("remotevideo", { track: null });
+        this.#emit("localvideo", { stream: null, source: null });
         this.#levels.stop();
         this.#finishQuality(c);
         this.#explainEnd(c);
@@ -607,6 +663,23 @@ export class Phone extends EventTarget {
     });
     c.addEventListener("peermedia", (event) => {
       if (c === this.#call && c.active) this.#mediaState.peerSaid(event.detail.data);
+    });
+    c.addEventListener("videochange", () => {
+      if (c !== this.#call) return;
+      // What the peer sees: the screen share, else the camera (a camera behind a share is not seen).
+      this.#mediaState.setLocal({ camera: c.camera && !c.screen, screen: c.screen }); // -> the call says it
+      this.#emit("localvideo", { stream: c.localVideo, source: c.screen ? "screen" : c.camera ? "camera" : null });
+      this.#changed();
+    });
+    c.addEventListener("remotevideo", (event) => {
+      if (c !== this.#call) return;
+      this.#emit("remotevideo", { track: event.detail.track });
+      this.#changed();
+    });
+    c.addEventListener("videoerror", (event) => {
+      if (c !== this.#call) return;
+      this.#extra.keepNotice = true;
+      this.#callError(event.detail.error);
     });
     c.addEventListener("path", (event) => {
       if (c !== this.#call) return;
@@ -662,6 +735,7 @@ export class Phone extends EventTarget {
     m.addEventListener("sample", (event) => {
       if (m !== this.#monitor || c !== this.#call || !c.active) return;
       this.#extra.quality = event.detail;
+      c.limitVideo(VIDEO_LIMITS[videoTier(event.detail)]);
       this.#changed();
     });
     m.start();
@@ -708,7 +782,9 @@ export class Phone extends EventTarget {
 
   /** @param {unknown} err */
   #callError(err) {
-    if (err instanceof MediaError || err instanceof CallSetupError) {
+    if (err instanceof MediaError && err.source !== "microphone") {
+      this.#notice(err.message, err.kind === "denied" && err.source === "screen" ? "info" : "warning");
+    } else if (err instanceof MediaError || err instanceof CallSetupError) {
       this.#notice(err.message, "error");
     } else {
       console.error("[phone] call failed:", err);
