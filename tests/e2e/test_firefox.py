@@ -7,6 +7,7 @@ a steady 1 kHz tone; Chromium: beeps). What is asserted is what the two people w
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from .conftest import SCALE, OpenFirefox, OpenPage, dump
 from .firefox import FirefoxPage
 from .steps import INBOUND_SOUND, assert_audio_flows, wait_until
 from .test_media_state import CLICK_MUTE, WATCH_NOTE, note_time
+from .test_video import VIDEO_STATS
 
 pytestmark = [pytest.mark.browser, pytest.mark.firefox, pytest.mark.asyncio(loop_scope="session")]
 
@@ -133,3 +135,80 @@ async def test_firefox_page_errors_are_caught(server: ServerProcess, open_firefo
     assert found[1].startswith(f"JavaScript error: {ff.origin}/js/signaling.js, line "), found
     assert len(found) == 2, found
     await ff.errors(take=True)  # they were meant
+
+
+def attribute(selector: str, name: str) -> str:
+    """In a page: the attribute `name` of the element `selector` finds (None when absent)."""
+    return f"() => document.querySelector({selector!r})?.getAttribute({name!r}) ?? null"
+
+
+async def has(page: Any, who: str, selector: str, name: str, value: str, timeout: float | None = None) -> None:
+    """`who`'s page gives the element `selector` the attribute `name`=`value` (within `timeout` seconds)."""
+    await wait_until(
+        lambda: page.evaluate(attribute(selector, name)),
+        lambda v: v == value,
+        f"{who}'s {selector} to have {name}={value!r}",
+        **({"timeout": timeout} if timeout is not None else {}),
+    )
+
+
+async def video_arrives(page: Any, who: str) -> dict[str, Any]:
+    """`who`'s page shows the other side's video: the remote <video> has a size, its decoded frames keep growing,
+    and the stage says the remote video is on."""
+    first = await wait_until(
+        lambda: page.evaluate(VIDEO_STATS),
+        lambda s: bool(s and s["framesDecoded"] > 0 and s["element"]["width"] > 0 and s["element"]["height"] > 0),
+        f"{who}'s remote <video> to show frames",
+    )
+    later = await wait_until(
+        lambda: page.evaluate(VIDEO_STATS),
+        lambda s: s["framesDecoded"] >= first["framesDecoded"] + 10,
+        f"{who}'s decoded frames to grow by 10",
+        timeout=5 * SCALE,
+    )
+    await has(page, who, "#video-stage", "data-remote", "on")
+    return later
+
+
+async def test_camera_on_and_off_across_firefox_and_chromium(
+    fresh_server: ServerProcess, open_page: OpenPage, open_firefox: OpenFirefox
+) -> None:
+    """In an audio call between Firefox and Chromium each turns its camera on: the other is told and receives the
+    video; each turns it off: the other's page shows it within half a second and decodes no more frames, while the
+    audio goes on."""
+    ff = await open_firefox(fresh_server.http, "/callerA.html", "Firefox", camera=True)
+    cr = await open_page(fresh_server.http, "/callerB.html", "Chromium")
+    for page, who in ((ff, "Firefox"), (cr, "Chromium")):
+        await page.click("#connect")
+        await sees(page, who, "#server-status", "Connected")
+    await shown(ff, "Firefox", '#online button[data-peer="clientB"]')
+    await ff.click("#call")
+    await shown(cr, "Chromium", "#incoming")
+    await cr.click("#accept")
+    await sees(ff, "Firefox", "#call-status", "Connected")
+    await sees(cr, "Chromium", "#call-status", "Connected")
+    await shown(cr, "Chromium", "#video-stage", visible=False)
+
+    await ff.click("#camera")
+    await has(cr, "Chromium", "#in-call", "data-peer-camera", "true")
+    print(f"Chromium receives Firefox's camera: {dump(await video_arrives(cr, 'Chromium'))}")
+    await cr.click("#camera")
+    await has(ff, "Firefox", "#in-call", "data-peer-camera", "true")
+    print(f"Firefox receives Chromium's camera: {dump(await video_arrives(ff, 'Firefox'))}")
+
+    await ff.click("#camera")
+    await has(cr, "Chromium", "#in-call", "data-peer-camera", "false", timeout=0.5 * SCALE)
+    await has(cr, "Chromium", "#video-stage", "data-remote", "off", timeout=0.5 * SCALE)
+    await sees(cr, "Chromium", "#remote-video-off", "clientA's camera is off")
+    await cr.click("#camera")
+    await has(ff, "Firefox", "#in-call", "data-peer-camera", "false", timeout=0.5 * SCALE)
+    await shown(ff, "Firefox", "#video-stage", visible=False)
+    await shown(cr, "Chromium", "#video-stage", visible=False)
+    await asyncio.sleep(0.3)  # frames already on the way may still be decoded
+    for page, who in ((ff, "Firefox"), (cr, "Chromium")):
+        before = (await page.evaluate(VIDEO_STATS))["framesDecoded"]
+        sound = await page.evaluate(INBOUND_SOUND, 800)
+        after = (await page.evaluate(VIDEO_STATS))["framesDecoded"]
+        assert after == before, f"{who} still decodes frames after the other camera went off"
+        assert sound and sound["packets"] > 25 and sound["power"] > 0, f"{who}'s audio stopped: {dump(sound)}"
+        await sees(page, who, "#call-status", "Connected")
