@@ -174,8 +174,8 @@ async def test_camera_on_and_off_across_firefox_and_chromium(
     fresh_server: ServerProcess, open_page: OpenPage, open_firefox: OpenFirefox
 ) -> None:
     """In an audio call between Firefox and Chromium each turns its camera on: the other is told and receives the
-    video; each turns it off: the other's page shows it within half a second and decodes no more frames, while the
-    audio goes on."""
+    video; Chromium shares its screen and stops: Firefox is told and shows it; each turns its camera off: the other's
+    page shows it within half a second and decodes no more frames, while the audio goes on."""
     ff = await open_firefox(fresh_server.http, "/callerA.html", "Firefox", camera=True)
     cr = await open_page(fresh_server.http, "/callerB.html", "Chromium")
     for page, who in ((ff, "Firefox"), (cr, "Chromium")):
@@ -195,6 +195,16 @@ async def test_camera_on_and_off_across_firefox_and_chromium(
     await cr.click("#camera")
     await has(ff, "Firefox", "#in-call", "data-peer-camera", "true")
     print(f"Firefox receives Chromium's camera: {dump(await video_arrives(ff, 'Firefox'))}")
+
+    # Chromium shares its (fake) screen in place of the camera, then stops: Firefox is told and shows each.
+    await cr.click("#screen-share")
+    await has(ff, "Firefox", "#in-call", "data-peer-screen", "true")
+    await has(ff, "Firefox", "#video-stage", "data-remote-source", "screen")
+    await video_arrives(ff, "Firefox")
+    await cr.click("#screen-share")
+    await has(ff, "Firefox", "#in-call", "data-peer-screen", "false")
+    await has(ff, "Firefox", "#video-stage", "data-remote-source", "camera")
+    await video_arrives(ff, "Firefox")
 
     await ff.click("#camera")
     await has(cr, "Chromium", "#in-call", "data-peer-camera", "false", timeout=0.5 * SCALE)
