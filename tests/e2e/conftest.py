@@ -1,4 +1,5 @@
-"""Fixtures for the browser end-to-end tests: Debian's Chromium driven by Playwright (async API).
+"""Fixtures for the browser end-to-end tests: Debian's Chromium driven by Playwright (async API), and Debian's
+Firefox ESR driven through Marionette (`open_firefox`, tests/e2e/firefox.py) for the calls between the two.
 
 One browser per session, a fresh browser context (own storage, own fake microphone) per page. The tests
 must run inside a network namespace that has nothing but loopback, so that no media or DNS ever leaves
@@ -10,6 +11,8 @@ between calls, which breaks every pytest-asyncio test that runs after it in the 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -31,6 +34,8 @@ from playwright.async_api import (
 )
 
 from tests.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, SCALE
+
+from .firefox import FirefoxPage, start_firefox
 
 TIMEOUT_MS = int(10_000 * SCALE)
 """How long to wait for anything a user would see "at once" (a status, a call connecting on loopback)."""
@@ -236,3 +241,53 @@ def artifacts_dir() -> Path:
 
 def dump(value: Any) -> str:
     return json.dumps(value, indent=1, sort_keys=True)
+
+
+# ---- Firefox ESR (tests/e2e/firefox.py): the other browser of the mixed Firefox <-> Chromium calls ----------
+
+OpenFirefox = Callable[..., Awaitable[FirefoxPage]]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def open_firefox(loopback_only: None, request: pytest.FixtureRequest) -> AsyncIterator[OpenFirefox]:
+    """`await open_firefox(base_url, "/callerA.html", "A")` -> the page of a headless Firefox ESR of its own.
+
+    Each gets a fresh profile, with the microphone permission stored for the exact origin of `base_url` (and the
+    camera's too with `camera=True`): without it Firefox gathers no ICE candidates in the loopback-only
+    namespace. At the end: if the test failed, a screenshot and Firefox's output; in any case Firefox quits and
+    its profile is deleted; then the test fails if a page logged a `console.error` or had an uncaught error in a
+    script of its origin (unless the test took those with `errors(take=True)`).
+    """
+    opened: list[FirefoxPage] = []
+
+    async def _open(base_url: str, path: str, name: str, *, camera: bool = False) -> FirefoxPage:
+        firefox = await asyncio.to_thread(start_firefox)
+        page = FirefoxPage(firefox, name, base_url.rstrip("/"))
+        opened.append(page)
+        await asyncio.to_thread(firefox.grant, page.origin, "microphone", *(["camera"] if camera else []))
+        await page.goto(page.origin + path)
+        return page
+
+    yield _open
+
+    report = getattr(request.node, "report_call", None)
+    failed = report is not None and report.failed
+    errors: list[str] = []
+    for page in opened:
+        try:
+            if failed:
+                with contextlib.suppress(Exception):
+                    shot = artifacts_dir() / f"failed-{request.node.name}-{page.name}.png"
+                    await page.screenshot(shot)
+                    print(f"screenshot of {page.name} (Firefox): {shot}")
+                print(f"---- output of {page.name} (Firefox) ----")
+                print("\n".join(page.firefox.output) or "(nothing)")
+            try:
+                errors += [f"[{page.name}] {e}" for e in await page.errors()]
+            except Exception as exc:  # the page is gone: its uncaught errors are still in Firefox's output
+                print(f"could not read {page.name}'s console errors: {exc}")
+                errors += [f"[{page.name}] {e}" for e in page.firefox.uncaught_errors(page.origin)]
+        finally:
+            await asyncio.to_thread(page.firefox.quit)
+    if errors:
+        pytest.fail("the Firefox page logged errors:\n" + "\n".join(errors), pytrace=False)
