@@ -34,6 +34,7 @@ from .candidates import CandidatePolicy, RemoteCandidates
 from .ice import IceConfig, loopback_candidates
 from .media import AudioIn, AudioOut, Discard, Sink, as_sink, as_source
 from .signaling import ClientError, Frame
+from .video import VideoIn, VideoOut, VideoSink, as_video_sink, as_video_source
 
 log = logging.getLogger("peercall.client")
 
@@ -168,6 +169,10 @@ class Call:
         self._remote_track: MediaStreamTrack | None = None
         self._sink_started = False
         self._track_added = False
+        self._video_source: MediaStreamTrack | None = None
+        self._video_sink: VideoSink | None = None
+        self._video_sink_started = False
+        self._video_added = False
         self._pending_candidates: list[dict[str, Any] | None] = []  # at most max_candidates, and one end
         self._remote_candidates = RemoteCandidates(candidate_policy or CandidatePolicy(), f"call with {peer}")
         self._changed = asyncio.Event()
@@ -218,6 +223,16 @@ class Call:
         return self._sink
 
     @property
+    def video_source(self) -> MediaStreamTrack | None:
+        """The video track we send, or None (no video from us)."""
+        return self._video_source
+
+    @property
+    def video_sink(self) -> VideoSink | None:
+        """What consumes the peer's video, or None (we decline it)."""
+        return self._video_sink
+
+    @property
     def role(self) -> str:
         """`polite` or `impolite`: the prefix of this call's log lines."""
         return "polite" if self.polite else "impolite"
@@ -225,12 +240,22 @@ class Call:
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.direction} {self.peer} {self._phase.value}>"
 
-    async def accept(self, audio_in: AudioIn = None, audio_out: AudioOut = None) -> None:
+    async def accept(
+        self,
+        audio_in: AudioIn = None,
+        audio_out: AudioOut = None,
+        *,
+        video_in: VideoIn = None,
+        video_out: VideoOut = None,
+    ) -> None:
         """Accept a ringing incoming call: fetch the ICE servers, then send `call-accept` and wait for the offer.
 
         Args:
             audio_in: what to send (a track, a file name, an iterator of 48 kHz chunks; None: silence).
             audio_out: what to do with what arrives (a sink, a file name, `fn(samples, rate)`; None: drop it).
+            video_in: video to send when the caller's offer has video (a track, a file name, looped; None: none).
+            video_out: what to do with the caller's video (a video sink, a file name, `fn(frame)`; None: decline
+                it).
 
         Raises:
             CallError: the call is not ringing here (it was accepted, rejected or ended).
@@ -238,7 +263,7 @@ class Call:
         """
         if self._phase is not CallPhase.INCOMING:
             raise CallError(f"cannot accept call {self.id} from {self.peer}: it is {self._phase.value}")
-        self._attach(audio_in, audio_out)
+        self._attach(audio_in, audio_out, video_in, video_out)
         self._transition("accept")
         self._log("accept: fetching the ICE servers")
         ice = await self._get_ice()
@@ -357,14 +382,18 @@ class Call:
 
     # ---- what the client calls -----------------------------------------------------------------------------------
 
-    def _attach(self, audio_in: AudioIn, audio_out: AudioOut) -> None:
-        """Set the source and the sink (before the call is accepted)."""
+    def _attach(self, audio_in: AudioIn, audio_out: AudioOut, video_in: VideoIn, video_out: VideoOut) -> None:
+        """Set the sources and the sinks (before the call is accepted)."""
         self._source = as_source(audio_in)
         self._sink = as_sink(audio_out)
+        self._video_source = as_video_source(video_in)
+        self._video_sink = as_video_sink(video_out)
 
-    async def _request(self, audio_in: AudioIn, audio_out: AudioOut) -> bool:
+    async def _request(
+        self, audio_in: AudioIn, audio_out: AudioOut, video_in: VideoIn = None, video_out: VideoOut = None
+    ) -> bool:
         """Caller: fetch the ICE servers, then send `call-request`. False if it could not be sent."""
-        self._attach(audio_in, audio_out)
+        self._attach(audio_in, audio_out, video_in, video_out)
         self._log("request: fetching the ICE servers")
         self._ice = await self._get_ice()
         if not self.active:
@@ -469,6 +498,7 @@ class Call:
         self._log(f"call-accept from {self.peer}; making the offer")
         pc = self._require_pc()
         self._add_track(pc)
+        self._offer_video(pc)
         offer = await pc.createOffer()
         with loopback_candidates(self._ice_loopback):
             await pc.setLocalDescription(offer)
@@ -495,9 +525,11 @@ class Call:
                 return
         self._log(f"SRD({kind})")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
-        await self._start_sink()
         if kind == "offer":
             self._add_track(pc)
+            self._answer_video(pc)
+        await self._start_sink()
+        if kind == "offer":
             self._log("SLD(answer)")
             answer = await pc.createAnswer()
             with loopback_candidates(self._ice_loopback):
@@ -575,6 +607,8 @@ class Call:
             if track.kind == "audio" and self._remote_track is None:
                 self._log("remote audio track")
                 self._remote_track = track
+            elif track.kind == "video":
+                self._log("remote video track")
 
         @pc.on("connectionstatechange")
         def on_connection_state() -> None:
@@ -603,10 +637,60 @@ class Call:
             self._source = as_source(None)
         pc.addTrack(self._source)
 
+    def _offer_video(self, pc: RTCPeerConnection) -> None:
+        """Caller: offer video if we send it (sendrecv, or sendonly without a video sink) or only receive it."""
+        if self._video_added:
+            return
+        self._video_added = True
+        if self._video_source is not None:
+            transceiver = pc.addTransceiver(self._video_source, "sendrecv" if self._video_sink else "sendonly")
+            self._log(f"offering video ({transceiver.direction})")
+        elif self._video_sink is not None:
+            pc.addTransceiver("video", "recvonly")
+            self._log("offering to receive video (recvonly)")
+
+    def _answer_video(self, pc: RTCPeerConnection) -> None:
+        """Answerer: the peer's first video m-line gets our video source and sink, if any (sendrecv, sendonly,
+        recvonly, or inactive: declined); any further video m-line (e.g. a screen beside the camera) is declined.
+
+        Called after every offer, so a video m-line that the peer adds mid-call (its camera turned on) is answered
+        too; without a video source or sink the SDK answers it `inactive` and the call goes on with audio."""
+        videos = [t for t in pc.getTransceivers() if t.kind == "video"]
+        for index, transceiver in enumerate(videos):
+            if index == 0 and self._video_source is not None and not self._video_added:
+                self._video_added = True
+                transceiver.sender.replaceTrack(self._video_source)
+            sending = index == 0 and transceiver.sender.track is not None
+            receiving = index == 0 and self._video_sink is not None
+            wanted = {(True, True): "sendrecv", (True, False): "sendonly", (False, True): "recvonly"}
+            direction = wanted.get((sending, receiving), "inactive")
+            if transceiver.direction != direction:
+                transceiver.direction = direction
+                self._log(f"video m-line {transceiver.mid}: {direction}")
+
+    def _remote_video(self) -> MediaStreamTrack | None:
+        """The peer's video track that our video sink consumes: that of the first video m-line, if we receive it."""
+        pc = self._pc
+        if pc is None:
+            return None
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "video":
+                if transceiver.direction in ("sendrecv", "recvonly"):
+                    track: MediaStreamTrack | None = transceiver.receiver.track
+                    return track
+                return None
+        return None
+
     async def _start_sink(self) -> None:
         if self._remote_track is not None and not self._sink_started and self.active:
             self._sink_started = True
             await self._sink.start(self._remote_track)
+        if self._video_sink is not None and not self._video_sink_started and self.active:
+            track = self._remote_video()
+            if track is not None:
+                self._video_sink_started = True
+                self._log("receiving video")
+                await self._video_sink.start(track)
 
     async def _send_description(self, pc: RTCPeerConnection) -> None:
         description = pc.localDescription
@@ -658,11 +742,15 @@ class Call:
         self._inbox.put_nowait(_STOP)
         if self._source is not None:
             self._source.stop()
+        if self._video_source is not None:
+            self._video_source.stop()
         self._teardown = asyncio.ensure_future(self._stop_media())
 
     async def _stop_media(self) -> None:
         try:
             await self._sink.stop()
+            if self._video_sink is not None:
+                await self._video_sink.stop()
             if self._pc is not None:
                 await self._pc.close()
             if self._remote_track is not None:

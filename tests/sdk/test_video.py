@@ -1,0 +1,235 @@
+"""Video in the SDK: SDK ↔ SDK video calls recorded to files, declined video, and SDK ↔ Chromium video.
+
+Test clips are written into tmp_path with PyAV; recordings are read back with PyAV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import itertools
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from playwright.async_api import Page
+
+from peercall.client import media, video
+from tests.conftest import ServerProcess
+
+from .conftest import WAIT, MakeClient, OpenPage, assert_page_hears, next_incoming, wait_text, wait_until
+
+
+def make_clip(path: Path, width: int, height: int, seconds: float = 1.0, fps: int = 30) -> Path:
+    """A short H.264 clip of a moving gradient (every frame different)."""
+    with av.open(str(path), mode="w") as container:
+        stream: Any = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        ramp = np.linspace(0, 255, width, dtype=np.float64)
+        for index in range(round(seconds * fps)):
+            row = ((ramp + index * 8) % 256).astype(np.uint8)
+            picture = np.stack([np.broadcast_to(row, (height, width))] * 3, axis=-1)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
+            frame.pts, frame.time_base = index, fractions.Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def read_video(path: Path) -> tuple[int, int, int]:
+    """(frames, width, height) of a recorded file's video stream."""
+    frames = decode(path)
+    return len(frames), frames[0].shape[1], frames[0].shape[0]
+
+
+def decode(path: Path) -> list[np.ndarray[Any, Any]]:
+    """Every picture of a recorded file's video stream, as grey NumPy arrays."""
+    with av.open(str(path)) as container:
+        assert container.streams.video, f"{path.name} has no video stream"
+        frames = [frame.to_ndarray(format="gray").astype(np.int16) for frame in container.decode(video=0)]
+    assert frames, f"{path.name} has no frames"
+    return frames
+
+
+def still_moving(frames: list[np.ndarray[Any, Any]], start: int) -> bool:
+    """Whether the pictures from `start` on keep changing (a frozen picture differs only by coding noise)."""
+    later = frames[start:]
+    changes = [float(np.abs(b - a).mean()) for a, b in itertools.pairwise(later)]
+    return bool(changes) and min(changes) > 2.0
+
+
+async def test_sdk_video_both_ways(sdk: MakeClient, uid: Any, tmp_path: Path) -> None:
+    """Alice sends a 1 s clip (looped) and records bob's video; bob sends a test pattern and records alice's. Each
+    recording holds the other's pictures at the other's size, more frames than the clip has (it loops), and the
+    audio flows as before."""
+    clip = make_clip(tmp_path / "clip.mp4", 320, 240)
+    alice, bob = await sdk(uid("alice")), await sdk(uid("bob"))
+    heard = media.Capture()
+    call = await alice.call(
+        bob.id, audio_in=media.Tone(440), audio_out=heard, video_in=clip, video_out=tmp_path / "from-bob.webm"
+    )
+    ringing = await next_incoming(bob)
+    await ringing.accept(
+        audio_in=media.Tone(660), video_in=video.TestPattern(160, 120, fps=15), video_out=tmp_path / "from-alice.mp4"
+    )
+    async with asyncio.timeout(WAIT):
+        await call.wait_connected()
+        await ringing.wait_connected()
+    assert ringing.video_sink is not None and call.video_sink is not None
+    async with asyncio.timeout(2 * WAIT):
+        await ringing.video_sink.wait_for(45)  # more than the clip's 30: it looped
+        await call.video_sink.wait_for(10)
+        await heard.wait_for(1.0)
+    assert (ringing.video_sink.width, ringing.video_sink.height) == (320, 240)
+    assert (call.video_sink.width, call.video_sink.height) == (160, 120)
+    await call.hangup()
+    async with asyncio.timeout(WAIT):
+        await ringing.wait_ended()
+
+    frames, width, height = read_video(tmp_path / "from-alice.mp4")
+    assert frames >= 45 and (width, height) == (320, 240)
+    assert still_moving(decode(tmp_path / "from-alice.mp4"), 32), "the clip did not loop: its last picture froze"
+    frames, width, height = read_video(tmp_path / "from-bob.webm")
+    assert frames >= 10 and (width, height) == (160, 120)
+
+
+async def test_video_declined_by_an_audio_only_answer(sdk: MakeClient, uid: Any, tmp_path: Path) -> None:
+    """Bob answers without video: his answer declines alice's video (inactive), and the call goes on with audio."""
+    alice, bob = await sdk(uid("alice")), await sdk(uid("bob"))
+    call = await alice.call(bob.id, audio_in=media.Tone(440), video_in=video.TestPattern(160, 120))
+    ringing = await next_incoming(bob)
+    heard = media.Capture()
+    await ringing.accept(audio_out=heard)
+    async with asyncio.timeout(WAIT):
+        await call.wait_connected()
+        await heard.wait_for(1.0)
+    assert call.pc is not None and call.pc.remoteDescription is not None
+    answer = call.pc.remoteDescription.sdp.split("m=video", 1)
+    assert len(answer) == 2 and "a=inactive" in answer[1], "bob's answer should decline the video"
+    await call.hangup()
+
+
+# ---- with Chromium ---------------------------------------------------------------------------------------------
+
+PAGE_VIDEO = """
+async () => {
+  const pc = window.peercall.pc;
+  if (!pc) return null;
+  const out = { framesDecoded: 0, frameWidth: 0, frameHeight: 0, audioPackets: 0 };
+  for (const r of (await pc.getStats()).values()) {
+    if (r.type === "inbound-rtp" && r.kind === "video") {
+      out.framesDecoded = r.framesDecoded ?? 0;
+      out.frameWidth = r.frameWidth ?? 0;
+      out.frameHeight = r.frameHeight ?? 0;
+    }
+    if (r.type === "inbound-rtp" && r.kind === "audio") out.audioPackets = r.packetsReceived;
+  }
+  return out;
+}
+"""
+
+# The page turns its (fake) camera on the way a page does: a video track added to the call's peer connection;
+# the web client's perfect negotiation sends the new offer.
+PAGE_ADDS_CAMERA = """
+async () => {
+  const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240 } });
+  window.peercall.pc.addTrack(stream.getVideoTracks()[0], stream);
+}
+"""
+
+
+async def page_video(page: Page) -> Any:
+    return await page.evaluate(PAGE_VIDEO)
+
+
+async def test_sdk_sends_video_to_chromium(
+    sdk: MakeClient, open_page: OpenPage, server: ServerProcess, uid: Any, tmp_path: Path
+) -> None:
+    """An SDK client calls the web client with a video clip: Chromium decodes it at its size, frames keep coming."""
+    clip = make_clip(tmp_path / "clip.mp4", 320, 240)
+    alice = await sdk(uid("alice"))
+    user = uid("bob")
+    page = await open_page(server.http, user)
+    call = await alice.call(user, audio_in=media.Tone(440), video_in=clip)
+    await wait_text(page, "#call-status", "Incoming call")
+    await page.click("#accept")
+    async with asyncio.timeout(WAIT):
+        await call.wait_connected()
+    first = await wait_until(
+        lambda: page_video(page), lambda s: bool(s and s["framesDecoded"] > 10), "Chromium to decode video"
+    )
+    assert (first["frameWidth"], first["frameHeight"]) == (320, 240)
+    await wait_until(
+        lambda: page_video(page),
+        lambda s: bool(s and s["framesDecoded"] >= first["framesDecoded"] + 30),
+        "Chromium's framesDecoded to keep growing",
+    )
+    await assert_page_hears(page, "the page")
+    await call.hangup()
+
+
+async def test_chromium_turns_camera_on_mid_call(
+    sdk: MakeClient, open_page: OpenPage, server: ServerProcess, uid: Any, tmp_path: Path
+) -> None:
+    """The page calls an SDK client (audio only), then turns its camera on: the new offer adds video; the SDK (with
+    a video sink) answers it, records the camera, and the audio goes on both ways."""
+    bob = await sdk(uid("bob"))
+    page = await open_page(server.http, uid("alice"))
+    await page.fill("#peer-id", bob.id)
+    await page.click("#call")
+    ringing = await next_incoming(bob)
+    heard = media.Capture()
+    await ringing.accept(audio_in=media.Tone(440), audio_out=heard, video_out=tmp_path / "camera.mp4")
+    async with asyncio.timeout(WAIT):
+        await ringing.wait_connected()
+    await wait_text(page, "#call-status", "Connected")
+    await page.evaluate(PAGE_ADDS_CAMERA)
+    assert ringing.video_sink is not None
+    async with asyncio.timeout(WAIT):
+        await ringing.video_sink.wait_for(30)
+    assert (ringing.video_sink.width, ringing.video_sink.height) == (320, 240)
+    before = heard.duration
+    await assert_page_hears(page, "the page")
+    assert heard.duration > before + 0.5, "the SDK stopped hearing the page after the camera came on"
+    await ringing.hangup()
+    await wait_text(page, "#call-status", "Call Ended")
+    frames, width, height = read_video(tmp_path / "camera.mp4")
+    assert frames >= 30 and (width, height) == (320, 240)
+
+
+async def test_chromium_camera_declined_by_an_audio_only_sdk(
+    sdk: MakeClient, open_page: OpenPage, server: ServerProcess, uid: Any
+) -> None:
+    """The page turns its camera on mid-call with an SDK client that has no video: the SDK declines it and the call
+    keeps its audio both ways."""
+    bob = await sdk(uid("bob"))
+    page = await open_page(server.http, uid("alice"))
+    await page.fill("#peer-id", bob.id)
+    await page.click("#call")
+    ringing = await next_incoming(bob)
+    heard = media.Capture()
+    await ringing.accept(audio_in=media.Tone(440), audio_out=heard)
+    async with asyncio.timeout(WAIT):
+        await ringing.wait_connected()
+    await wait_text(page, "#call-status", "Connected")
+    await page.evaluate(PAGE_ADDS_CAMERA)
+    pc = ringing.pc
+    assert pc is not None
+
+    def video_declined() -> bool:
+        local = pc.localDescription
+        return local is not None and "m=video" in local.sdp and "a=inactive" in local.sdp.split("m=video", 1)[1]
+
+    await wait_until(lambda: _value(video_declined()), bool, "the SDK to answer the video inactive")
+    before = heard.duration
+    await assert_page_hears(page, "the page")
+    assert heard.duration > before + 0.5
+    await wait_text(page, "#call-status", "Connected")
+    await ringing.hangup()
+
+
+async def _value(value: Any) -> Any:
+    return value
