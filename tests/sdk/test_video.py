@@ -6,59 +6,16 @@ Test clips are written into tmp_path with PyAV; recordings are read back with Py
 from __future__ import annotations
 
 import asyncio
-import fractions
-import itertools
 from pathlib import Path
 from typing import Any
 
-import av
-import numpy as np
 from playwright.async_api import Page
 
 from peercall.client import media, video
 from tests.conftest import ServerProcess
 
+from .clips import decode, make_clip, read_video, still_moving
 from .conftest import WAIT, MakeClient, OpenPage, assert_page_hears, next_incoming, wait_text, wait_until
-
-
-def make_clip(path: Path, width: int, height: int, seconds: float = 1.0, fps: int = 30) -> Path:
-    """A short H.264 clip of a moving gradient (every frame different)."""
-    with av.open(str(path), mode="w") as container:
-        stream: Any = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        ramp = np.linspace(0, 255, width, dtype=np.float64)
-        for index in range(round(seconds * fps)):
-            row = ((ramp + index * 8) % 256).astype(np.uint8)
-            picture = np.stack([np.broadcast_to(row, (height, width))] * 3, axis=-1)
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
-            frame.pts, frame.time_base = index, fractions.Fraction(1, fps)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
-
-
-def read_video(path: Path) -> tuple[int, int, int]:
-    """(frames, width, height) of a recorded file's video stream."""
-    frames = decode(path)
-    return len(frames), frames[0].shape[1], frames[0].shape[0]
-
-
-def decode(path: Path) -> list[np.ndarray[Any, Any]]:
-    """Every picture of a recorded file's video stream, as grey NumPy arrays."""
-    with av.open(str(path)) as container:
-        assert container.streams.video, f"{path.name} has no video stream"
-        frames = [frame.to_ndarray(format="gray").astype(np.int16) for frame in container.decode(video=0)]
-    assert frames, f"{path.name} has no frames"
-    return frames
-
-
-def still_moving(frames: list[np.ndarray[Any, Any]], start: int) -> bool:
-    """Whether the pictures from `start` on keep changing (a frozen picture differs only by coding noise)."""
-    later = frames[start:]
-    changes = [float(np.abs(b - a).mean()) for a, b in itertools.pairwise(later)]
-    return bool(changes) and min(changes) > 2.0
 
 
 async def test_sdk_video_both_ways(sdk: MakeClient, uid: Any, tmp_path: Path) -> None:
