@@ -190,3 +190,66 @@ async def test_chromium_camera_declined_by_an_audio_only_sdk(
 
 async def _value(value: Any) -> Any:
     return value
+
+
+# The page turns its camera off as a page may: the track leaves the connection (the m-line stays, recvonly); the
+# next "on" adds a new camera track, which takes that m-line again.
+PAGE_REMOVES_CAMERA = """
+async () => {
+  const pc = window.peercall.pc;
+  for (const sender of pc.getSenders()) {
+    if (sender.track?.kind === "video") {
+      sender.track.stop();
+      pc.removeTrack(sender);
+    }
+  }
+}
+"""
+
+
+async def test_sdk_caller_follows_the_page_camera_on_off_on(
+    sdk: MakeClient, open_page: OpenPage, server: ServerProcess, uid: Any, tmp_path: Path
+) -> None:
+    """The SDK calls the page with video both ways; the polite page turns its camera on, off and on again (three
+    offers of its own): the SDK answers each, its recording gets the camera while it is on and none while it is off,
+    the page keeps decoding the SDK's video, and the audio goes on."""
+    alice = await sdk(uid("alice"))
+    user = uid("bob")
+    page = await open_page(server.http, user)
+    heard = media.Capture()
+    call = await alice.call(
+        user,
+        audio_in=media.Tone(440),
+        audio_out=heard,
+        video_in=video.TestPattern(320, 240),
+        video_out=tmp_path / "camera.mp4",
+    )
+    await wait_text(page, "#call-status", "Incoming call")
+    await page.click("#accept")
+    async with asyncio.timeout(WAIT):
+        await call.wait_connected()
+    sink = call.video_sink
+    assert sink is not None
+    await page.evaluate(PAGE_ADDS_CAMERA)
+    async with asyncio.timeout(WAIT):
+        await sink.wait_for(20)
+
+    await page.evaluate(PAGE_REMOVES_CAMERA)
+    await asyncio.sleep(1.0)  # the offer, the answer, and frames already on their way
+    stopped_at = sink.frames
+    await asyncio.sleep(1.0)
+    assert sink.frames <= stopped_at + 2, f"camera off, yet {sink.frames - stopped_at} frames arrived in 1 s"
+
+    await page.evaluate(PAGE_ADDS_CAMERA)
+    async with asyncio.timeout(WAIT):
+        await sink.wait_for(sink.frames + 20)
+    shown = await wait_until(
+        lambda: page_video(page), lambda s: bool(s and s["framesDecoded"] > 30), "the page to decode the SDK's video"
+    )
+    assert (shown["frameWidth"], shown["frameHeight"]) == (320, 240)
+    before = heard.duration
+    await assert_page_hears(page, "the page")
+    assert heard.duration > before + 0.5
+    await call.hangup()
+    frames, width, height = read_video(tmp_path / "camera.mp4")
+    assert frames >= 40 and (width, height) == (320, 240)

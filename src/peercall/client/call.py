@@ -27,8 +27,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import candidate_from_sdp
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from .candidates import CandidatePolicy, RemoteCandidates
 from .ice import IceConfig, loopback_candidates
@@ -119,6 +119,15 @@ class CallStats:
 
 
 _HANGUP = "hangup"
+_SENDS = ("sendrecv", "sendonly")
+"""The directions of an m-line in the peer's offer in which the peer sends."""
+_DIRECTIONS = {
+    (True, True): "sendrecv",
+    (True, False): "sendonly",
+    (False, True): "recvonly",
+    (False, False): "inactive",
+}
+"""Our direction for a video m-line: (we send, we receive) -> direction."""
 _STOP: Frame = {"type": "_stop"}
 
 Send = Callable[[Frame], Awaitable[bool]]
@@ -171,7 +180,8 @@ class Call:
         self._track_added = False
         self._video_source: MediaStreamTrack | None = None
         self._video_sink: VideoSink | None = None
-        self._video_sink_started = False
+        self._video_track: MediaStreamTrack | None = None  # the peer's video track that the video sink consumes
+        self._video_receiving: RTCRtpTransceiver | None = None  # its transceiver
         self._video_added = False
         self._pending_candidates: list[dict[str, Any] | None] = []  # at most max_candidates, and one end
         self._remote_candidates = RemoteCandidates(candidate_policy or CandidatePolicy(), f"call with {peer}")
@@ -527,7 +537,7 @@ class Call:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
         if kind == "offer":
             self._add_track(pc)
-            self._answer_video(pc)
+            self._answer_video(pc, sdp)
         await self._start_sink()
         if kind == "offer":
             self._log("SLD(answer)")
@@ -649,48 +659,52 @@ class Call:
             pc.addTransceiver("video", "recvonly")
             self._log("offering to receive video (recvonly)")
 
-    def _answer_video(self, pc: RTCPeerConnection) -> None:
-        """Answerer: the peer's first video m-line gets our video source and sink, if any (sendrecv, sendonly,
-        recvonly, or inactive: declined); any further video m-line (e.g. a screen beside the camera) is declined.
+    def _answer_video(self, pc: RTCPeerConnection, offer: str) -> None:
+        """Answerer: our video source goes on the peer's first video m-line; our video sink takes the last video
+        m-line on which the peer sends (a camera turned off and on again comes back on a new m-line; a screen shared
+        beside the camera is the newer one); every other video m-line is answered without us receiving (inactive
+        when we do not send on it either). Without a video source or sink every video m-line is `inactive`.
 
-        Called after every offer, so a video m-line that the peer adds mid-call (its camera turned on) is answered
-        too; without a video source or sink the SDK answers it `inactive` and the call goes on with audio."""
+        Called for every offer, so video that the peer adds, moves or stops mid-call is answered too, and the call
+        goes on with audio whatever the peer does with its video."""
+        sending = {m.rtp.muxId for m in SessionDescription.parse(offer).media if m.direction in (None, *_SENDS)}
         videos = [t for t in pc.getTransceivers() if t.kind == "video"]
-        for index, transceiver in enumerate(videos):
-            if index == 0 and self._video_source is not None and not self._video_added:
-                self._video_added = True
-                transceiver.sender.replaceTrack(self._video_source)
-            sending = index == 0 and transceiver.sender.track is not None
-            receiving = index == 0 and self._video_sink is not None
-            wanted = {(True, True): "sendrecv", (True, False): "sendonly", (False, True): "recvonly"}
-            direction = wanted.get((sending, receiving), "inactive")
+        if videos and self._video_source is not None and not self._video_added:
+            self._video_added = True
+            videos[0].sender.replaceTrack(self._video_source)
+        peer_sends = [t for t in videos if t.mid in sending]
+        self._video_receiving = peer_sends[-1] if peer_sends and self._video_sink is not None else None
+        for transceiver in videos:
+            send = transceiver is videos[0] and transceiver.sender.track is not None
+            receive = transceiver is self._video_receiving
+            direction = _DIRECTIONS[send, receive]
             if transceiver.direction != direction:
                 transceiver.direction = direction
                 self._log(f"video m-line {transceiver.mid}: {direction}")
 
     def _remote_video(self) -> MediaStreamTrack | None:
-        """The peer's video track that our video sink consumes: that of the first video m-line, if we receive it."""
+        """The peer's video track that our video sink consumes (None if we receive no video)."""
         pc = self._pc
-        if pc is None:
+        if pc is None or self._video_sink is None:
             return None
-        for transceiver in pc.getTransceivers():
-            if transceiver.kind == "video":
-                if transceiver.direction in ("sendrecv", "recvonly"):
-                    track: MediaStreamTrack | None = transceiver.receiver.track
-                    return track
-                return None
-        return None
+        if self._video_receiving is None:  # as the caller: our one video m-line, if the peer sends on it
+            videos = [t for t in pc.getTransceivers() if t.kind == "video"]
+            receiving = [t for t in videos[:1] if t.direction in ("sendrecv", "recvonly")]
+            self._video_receiving = receiving[0] if receiving else None
+        if self._video_receiving is None:
+            return None
+        track: MediaStreamTrack | None = self._video_receiving.receiver.track
+        return track
 
     async def _start_sink(self) -> None:
         if self._remote_track is not None and not self._sink_started and self.active:
             self._sink_started = True
             await self._sink.start(self._remote_track)
-        if self._video_sink is not None and not self._video_sink_started and self.active:
-            track = self._remote_video()
-            if track is not None:
-                self._video_sink_started = True
-                self._log("receiving video")
-                await self._video_sink.start(track)
+        track = self._remote_video()
+        if self._video_sink is not None and track is not None and track is not self._video_track and self.active:
+            self._video_track = track
+            self._log("receiving video" if self._video_sink.track is None else "receiving video from a new m-line")
+            await self._video_sink.start(track)
 
     async def _send_description(self, pc: RTCPeerConnection) -> None:
         description = pc.localDescription

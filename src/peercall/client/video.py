@@ -218,6 +218,7 @@ class VideoSink:
 
     def __init__(self) -> None:
         self._task: asyncio.Task[None] | None = None
+        self._track: MediaStreamTrack | None = None
         self.frames = 0
         self.width = 0
         self.height = 0
@@ -234,14 +235,26 @@ class VideoSink:
             self._changed.clear()
             await self._changed.wait()
 
+    @property
+    def track(self) -> MediaStreamTrack | None:
+        """The track being consumed, or None."""
+        return self._track
+
     async def start(self, track: MediaStreamTrack) -> None:
-        """Start consuming `track` (the peer's video). A sink serves one track.
+        """Consume `track` (the peer's video). A sink serves one track at a time: given another, it leaves the one
+        it consumed for the new one (the peer's video moved to another m-line) and goes on counting and writing.
 
         Args:
             track: the remote video track.
         """
-        if self._task is None:
-            self._task = asyncio.create_task(self._consume(track), name="peercall-video-sink")
+        if track is self._track:
+            return
+        previous, self._task, self._track = self._task, None, track
+        if previous is not None:
+            previous.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await previous
+        self._task = asyncio.create_task(self._consume(track), name="peercall-video-sink")
 
     async def _consume(self, track: MediaStreamTrack) -> None:
         while True:
