@@ -9,6 +9,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
 from playwright.async_api import Page
 
 from peercall.client import media, video
@@ -253,3 +255,25 @@ async def test_sdk_caller_follows_the_page_camera_on_off_on(
     await call.hangup()
     frames, width, height = read_video(tmp_path / "camera.mp4")
     assert frames >= 40 and (width, height) == (320, 240)
+
+
+async def test_bad_video_arguments_fail_before_anything_rings(sdk: MakeClient, uid: Any, tmp_path: Path) -> None:
+    """A missing file, a file without video, an audio track, an unwritable recording or an impossible pattern is
+    refused at once with a clear error, and no call starts."""
+    alice, bob = await sdk(uid("alice")), await sdk(uid("bob"))
+    media.write_wav(tmp_path / "tone.wav", np.zeros(4800, np.int16), 48_000)
+    with pytest.raises(OSError, match=r"missing\.mp4"):
+        await alice.call(bob.id, video_in=tmp_path / "missing.mp4")
+    with pytest.raises(OSError, match=r"tone\.wav has no video stream"):
+        await alice.call(bob.id, video_in=tmp_path / "tone.wav")
+    with pytest.raises(TypeError, match="expected a video track, got a audio track"):
+        await alice.call(bob.id, video_in=media.Tone(440))
+    with pytest.raises(OSError, match=r"cannot create .*nowhere"):
+        await alice.call(bob.id, video_out=tmp_path / "nowhere" / "out.mp4")
+    with pytest.raises(ValueError, match="16x16 to 3840x2160"):
+        video.TestPattern(8, 8)
+    assert alice.current_call is None
+    async with bob.incoming() as calls:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await anext(aiter(calls))

@@ -339,7 +339,10 @@ class VideoRecorder(VideoSink):
         super().__init__()
         self.path = Path(path)
         try:
+            self.path.open("wb").close()  # FFmpeg would open the file only at the first frame
             self._container: Any = av.open(str(self.path), mode="w")
+        except OSError as exc:
+            raise OSError(f"cannot create {self.path}: {exc.strerror or exc}") from exc
         except (av.FFmpegError, ValueError) as exc:
             raise OSError(f"cannot create {self.path}: {exc}") from exc
         self._codec = _CODECS.get(self.path.suffix.lower(), _DEFAULT_CODEC)
