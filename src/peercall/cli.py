@@ -159,7 +159,7 @@ def _add_sdk_commands(commands: Any) -> None:
     audio = argparse.ArgumentParser(add_help=False)
     audio.add_argument("--play", metavar="FILE", help="send this audio file (WAV, MP3, Ogg…)")
     audio.add_argument("--tone", type=float, metavar="HZ", help="send a sine tone")
-    audio.add_argument("--record", metavar="FILE", help="record what arrives (.wav: 16-bit mono 48 kHz)")
+    audio.add_argument("--record", metavar="FILE", help="record the audio that arrives (.wav: 16-bit mono 48 kHz)")
     audio.add_argument(
         "--duration", type=float, metavar="SECONDS", help="hang up after this long (default: when --play ends)"
     )
