@@ -188,9 +188,10 @@ class Settings(BaseSettings):
     (`PEERCALL_METRICS_TOKEN`). Unset: in open mode both are public; in private or token mode `/metrics` is served
     to loopback clients only and `/readyz` says only ready or not."""
     reserved_ids: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["echo"])
-    """User ids that nobody may take in open mode, comma-separated (`PEERCALL_RESERVED_IDS`; default `echo`):
-    service ids, whose callers must reach the service and not whoever took its id. Only a connection that shows
-    `service_token` may use one. Empty: none. (In token mode the identity provider decides who is who.)"""
+    """Service ids, comma-separated (`PEERCALL_RESERVED_IDS`; default `echo`): in every mode everyone sees them and
+    may ring them (core/social.py: services are public). Nobody may take one in open mode, whose callers must reach
+    the service and not whoever took its id: only a connection that shows `service_token` may use one. Empty: none.
+    (In token mode the identity provider decides who is who: it must not hand one to a person.)"""
     service_token: SecretStr | None = None
     """The bearer token with which a service (the echo) takes a reserved id in open mode
     (`PEERCALL_SERVICE_TOKEN`). `serve --with-echo` makes a random one per process when it is unset."""

@@ -41,7 +41,8 @@ async def test_a_pushed_call_is_answered_on_another_node_declined_through_it_and
     cluster: Any, service: PushService, uid: Any
 ) -> None:
     """alice on n1 calls bob, who has no device: his browser is pushed; his app connects to n0 and answers. A
-    second call is declined through n0's API: alice, on n1, hears `rejected`. A third rings out: one missed push."""
+    second call is declined through n0's API: alice, on n1, hears `rejected`. A third rings out: one missed push.
+    Each end of a call's ringing pushes once: answered, declined, missed."""
     async with cluster(2, **settings(service)) as c:
         alice, bob = uid("alice"), uid("bob")
         sub = service.subscriber()
@@ -74,8 +75,12 @@ async def test_a_pushed_call_is_answered_on_another_node_declined_through_it_and
 
             await caller.send({"type": "call-request", "to": bob})
             second = (await caller.expect("call-ringing"))["callId"]
-            ring = (await pushes(service, sub, 2))[1]
-            assert ring["callId"] == second
+            got = await pushes(service, sub, 3)
+            assert [(p["type"], p["callId"], p.get("outcome")) for p in got[1:3]] == [
+                ("call-ended", first, "answered"),  # answered on n0: bob's notifications go
+                ("incoming-call", second, None),
+            ]
+            ring = got[2]
             declined = await n0.post(f"/api/calls/{second}/decline", json={"decline": ring["decline"]})
             assert declined.status_code == 204
             ended = await caller.expect("call-ended", callId=second)
@@ -83,9 +88,23 @@ async def test_a_pushed_call_is_answered_on_another_node_declined_through_it_and
 
             await caller.send({"type": "call-request", "to": bob})
             third = (await caller.expect("call-ringing"))["callId"]
+            # Meanwhile carol, on n0, calls bob too: his call rings (by push), so he is busy on that node as well
+            # (not `unavailable`, as someone offline would be).
+            other = await Peer.connect(c.nodes[0], uid("carol"), "c1", ttl=120)
+            await other.send({"type": "call-request", "to": bob})
+            busy = await other.expect("call-ended")
+            assert (busy["outcome"], busy["reason"]) == ("busy", "user-busy")
             ended = await caller.expect("call-ended", timeout=10 * SCALE, callId=third)
             assert ended["outcome"] == "missed"
-            got = await pushes(service, sub, 4)
-            assert [(p["type"], p["callId"]) for p in got[2:]] == [("incoming-call", third), ("missed-call", third)]
-            assert len([r for r in service.received if r.path == path(sub)]) == 4
+            got = await pushes(service, sub, 6)
+            # (pushes are sent off the hot path, by several workers: their order may differ from the calls')
+            assert sorted((p["type"], p["callId"]) for p in got[3:]) == sorted(
+                [
+                    ("call-ended", second),  # declined through n0
+                    ("incoming-call", third),
+                    ("missed-call", third),
+                ]
+            )
+            assert len([r for r in service.received if r.path == path(sub)]) == 6  # each once, on two nodes
+            await other.ws.close()
             await caller.ws.close()

@@ -8,6 +8,7 @@ user would see, with a timeout.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -150,3 +151,37 @@ async def test_mos_estimate_follows_the_documented_e_model(
     for ((delay, loss), (r, mos)), model in zip(cases, got, strict=True):
         assert model["r"] == pytest.approx(r, abs=1e-3), f"R for {delay} ms, {loss} %: {dump(model)}"
         assert model["mos"] == pytest.approx(mos, abs=1e-3), f"MOS for {delay} ms, {loss} %: {dump(model)}"
+
+
+async def test_in_token_mode_the_echo_is_public_and_test_my_audio_works_without_contacts(
+    open_page: OpenPage, uid: Callable[[str], str]
+) -> None:
+    """Token mode shows presence to contacts and rings for contacts only: the echo (a reserved id, a service) is
+    the exception. A user with no contacts sees `echo` online in their welcome, and "Test my audio" calls it and
+    hears it; another user online without contacts stays unseen."""
+    from tests.e2e.test_auth_turn_tls import AUTH_SECRET, token_for
+
+    with run_server(
+        PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=AUTH_SECRET, PEERCALL_WITH_ECHO="1", PEERCALL_ICE_LOOPBACK="1"
+    ) as srv:
+        ready = await asyncio.to_thread(srv.wait_log, "echo service answering", TIMEOUT_MS / 1000)
+        assert ready, f"the echo service did not start:\n{srv.log()}"
+        alice, bob = uid("alice"), uid("bob")
+        async with websockets.connect(srv.ws, additional_headers={"Authorization": f"Bearer {token_for(bob, 600)}"}):
+            async with websockets.connect(
+                srv.ws, additional_headers={"Authorization": f"Bearer {token_for(alice, 600)}"}
+            ) as ws:
+                welcome = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT_MS / 1000))
+            assert welcome["type"] == "welcome" and welcome["directory"] == "contacts"
+            assert welcome["online"] == ["echo"]  # the service, not bob
+
+            page = await open_page(srv.http, f"/#token={token_for(alice, 600)}", "alice")
+            await connect(page)
+            button = page.locator("#test-audio")
+            await expect(button).to_be_enabled()  # echo is online for her
+            await button.click()
+            panel = page.locator("#audio-check")
+            await expect(page.locator("#call-peer")).to_have_text("with echo")
+            await expect(panel).to_have_attribute("data-state", "done", timeout=CHECK_MS + TIMEOUT_MS)
+            values = await metrics(panel)
+            assert values["heard"] == "yes", f"the page did not hear its beeps back from the echo: {dump(values)}"

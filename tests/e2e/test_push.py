@@ -81,6 +81,15 @@ class ClosedApp:
                     raise
         raise AssertionError("unreachable")
 
+    async def gone(self, call_id: str) -> None:
+        """Wait until no notification of `call_id` is left."""
+        await wait_until(
+            self.notifications,
+            lambda ns: all(n["tag"] != call_id for n in ns),
+            f"no notification of call {call_id}",
+            timeout=10 * SCALE,
+        )
+
     async def notifications(self) -> list[dict[str, Any]]:
         return await self.worker.evaluate(  # type: ignore[no-any-return]
             """async () => (await self.registration.getNotifications()).map((n) => ({
@@ -166,10 +175,16 @@ async def test_a_closed_app_rings_by_push_and_its_notification_declines_accepts_
     assert shown == {"title": f"Incoming call from {alice}", "tag": ring["callId"], "actions": ["Accept", "Decline"]}
     assert await closed_app.click("decline", ring) == 204
     await expect(caller.locator("#call-status")).to_have_text("Rejected")
+    # Bob's other browsers (here: this one, whose notification the test's click left): the incoming call is replaced
+    # by a quiet "Call declined" that goes by itself.
+    gone = await push_number(service, sub, 2)
+    assert (gone["type"], gone["outcome"]) == ("call-ended", "rejected")
+    await closed_app.show(gone, "Call declined")
+    await closed_app.gone(ring["callId"])
 
     # 2. Accept: the app opens at /?accept=<callId> (with bob's token at hand), connects and answers.
     await call_bob(caller, bob)
-    ring = await push_number(service, sub, 2)
+    ring = await push_number(service, sub, 3)
     await closed_app.show(ring, f"Incoming call from {alice}")
     callee = await closed_app.context.new_page()
     errors: list[str] = []
@@ -178,18 +193,25 @@ async def test_a_closed_app_rings_by_push_and_its_notification_declines_accepts_
     await expect(callee.locator("#call-status")).to_have_text("Connected", timeout=10_000 * SCALE)
     await expect(caller.locator("#call-status")).to_have_text("Connected")
     assert "accept=" not in callee.url  # the address bar lost the one-time request
+    answered = await push_number(service, sub, 4)
+    assert (answered["type"], answered["callId"], answered["outcome"]) == ("call-ended", ring["callId"], "answered")
+    await closed_app.deliver(answered)  # the app is visible here: the notification just goes
+    await closed_app.gone(ring["callId"])
     await assert_audio_flows(caller, "alice")
     await assert_audio_flows(callee, "bob")
     await caller.click("#hangup")
     await expect(callee.locator("#call-status")).to_have_text("Call Ended")
     await callee.close()
     assert errors == []
+    # Where no page of the app shows (another of bob's browsers), it says so briefly instead.
+    await closed_app.show(answered, "Call answered on another device")
+    await closed_app.gone(ring["callId"])
 
     # 3. Nobody answers: at the ring timeout the notification of that call becomes a missed call.
     await call_bob(caller, bob)
-    ring = await push_number(service, sub, 3)
+    ring = await push_number(service, sub, 5)
     await closed_app.show(ring, f"Incoming call from {alice}")
-    missed = await push_number(service, sub, 4)
+    missed = await push_number(service, sub, 6)
     assert (missed["type"], missed["callId"]) == ("missed-call", ring["callId"])
     shown = await closed_app.show(missed, f"Missed call from {alice}")
     assert [n for n in shown if n["tag"] == ring["callId"]] == [
@@ -228,3 +250,37 @@ async def test_the_control_is_hidden_where_push_is_off(open_page: OpenPage, uid:
             "applicationServerKey": None,
         }
         await expect(page.locator("#push-ring-label")).to_be_hidden()
+
+
+async def test_the_service_worker_replaces_a_subscription_the_browser_replaced(
+    open_page: OpenPage, server: ServerProcess, service: PushService, closed_app: ClosedApp, uid: Any
+) -> None:
+    """`pushsubscriptionchange` with no page open and no token: the worker tells the server the new subscription,
+    proving the old one with what the page left it (push.js), and calls then ring the new one. (Headless Chromium
+    makes no real subscription: the worker's handler is given the new one the test made.)"""
+    bob = uid("bob")
+    old = await subscribe(server, service, bob)
+    new = service.subscriber()
+    record = {"user": bob, "device": "browser", "endpoint": old.endpoint, "auth": old.json()["keys"]["auth"]}
+    await closed_app.worker.evaluate(  # what push.js leaves once the server kept the subscription
+        """async (record) => (await caches.open("peercall-push")).put(
+             new URL("push-replacement", self.registration.scope).href, new Response(JSON.stringify(record)))""",
+        record,
+    )
+    status = await closed_app.worker.evaluate(
+        "(json) => self.peercallPush.replaceSubscription(null, { toJSON: () => json })", new.json()
+    )
+    assert status == 201
+    kept = await closed_app.worker.evaluate(
+        """async () => (await (await caches.open("peercall-push")).match(
+             new URL("push-replacement", self.registration.scope).href)).json()"""
+    )
+    assert kept == {**record, "endpoint": new.endpoint, "auth": new.json()["keys"]["auth"]}  # for the next replacement
+    alice = uid("alice")
+    caller = await open_page(server.http, f"/#token={token_for(alice, 600)}", "alice")
+    await connect(caller)
+    await call_bob(caller, bob)
+    ring = await push_number(service, new, 1)
+    assert ring["type"] == "incoming-call"
+    assert not [r for r in service.received if r.path == urllib.parse.urlsplit(old.endpoint).path]
+    await caller.click("#hangup")

@@ -101,6 +101,14 @@ async def test_a_call_to_a_closed_app_rings_by_an_encrypted_push_and_decline_end
         assert (ended["outcome"], ended["reason"]) == ("rejected", "user-rejected")
         again = await http.post(f"/api/calls/{call_id}/decline", json={"decline": payload["decline"]})
         assert (again.status_code, again.json()["error"]["code"]) == (409, "not-ringing")
+    # Bob's other browsers are told it stopped ringing (their notifications go): once, with no capability left.
+    _, gone = await pushes(service, sub, 2)
+    assert set(gone) == {"type", "callId", "from", "name", "at", "outcome"}
+    assert (gone["type"], gone["callId"], gone["outcome"]) == ("call-ended", call_id, "rejected")
+    (_, raw_gone) = await asyncio.to_thread(service.wait, path(sub), 2)
+    assert raw_gone.headers["topic"] == call_id  # it replaces the call's push if the push service still holds it
+    await asyncio.sleep(0.3)
+    assert len(await pushes(service, sub, 2)) == 2
     await caller.ws.close()
 
 
@@ -154,8 +162,13 @@ async def test_a_device_that_connects_while_it_rings_answers_the_pushed_call(
     assert request["from"] == alice
     await callee.send({"type": "call-accept", "to": alice, "callId": call_id})
     await caller.expect("call-accept", callId=call_id)
+    # The notifications on Bob's browsers go: the call was answered (on this device or another).
+    _, answered = await pushes(service, sub, 2)
+    assert (answered["type"], answered["callId"], answered["outcome"]) == ("call-ended", call_id, "answered")
     await caller.send({"type": "hangup", "to": bob, "callId": call_id})
     await callee.expect("call-ended", callId=call_id)
+    await asyncio.sleep(0.3)
+    assert len(await pushes(service, sub, 2)) == 2  # the end of the answered call pushes nothing
     await caller.ws.close()
     await callee.ws.close()
 
@@ -266,3 +279,45 @@ async def test_accounts_mode_subscribes_with_the_sign_in_and_pushes_the_callers_
         finally:
             for b in made:
                 await b.http.aclose()
+
+
+async def test_the_browser_replaces_its_subscription_with_the_old_auth_secret(
+    srv: ServerProcess, service: PushService, uid: Any
+) -> None:
+    """`pushsubscriptionchange`: the service worker has no token, only what the page left it. The old
+    subscription's `auth` secret replaces it (for that user and device only); a wrong secret, another device or a
+    dropped subscription get 403, and keep nothing. Then calls ring the new endpoint, not the old one."""
+    alice, bob = uid("alice"), uid("bob")
+    old = await subscribe(srv, service, bob, device="phone")
+    new = service.subscriber()
+    replacement = {"user": bob, "device": "phone", "subscription": new.json()}
+    async with api(srv, None) as http:
+        for wrong in (
+            {**replacement, "old": {"endpoint": old.endpoint, "auth": new.json()["keys"]["auth"]}},
+            {**replacement, "device": "laptop", "old": {"endpoint": old.endpoint, "auth": old.json()["keys"]["auth"]}},
+            {**replacement, "user": alice, "old": {"endpoint": old.endpoint, "auth": old.json()["keys"]["auth"]}},
+        ):
+            r = await http.post("/api/push/subscriptions/replace", json=wrong)
+            assert (r.status_code, r.json()["error"]["code"]) == (403, "unknown-subscription")
+        r = await http.post("/api/push/subscriptions/replace", json={**replacement, "old": {"endpoint": old.endpoint}})
+        assert (r.status_code, r.json()["error"]["code"]) == (400, "bad-request")
+        r = await http.post(
+            "/api/push/subscriptions/replace",
+            json={**replacement, "old": {"endpoint": old.endpoint, "auth": old.json()["keys"]["auth"]}},
+        )
+        assert r.status_code == 201, r.text
+        assert r.json() == {"user": bob, "device": "phone", "endpoint": new.endpoint}
+        again = await http.post(  # the old one is gone: its secret replaces nothing any more
+            "/api/push/subscriptions/replace",
+            json={**replacement, "old": {"endpoint": old.endpoint, "auth": old.json()["keys"]["auth"]}},
+        )
+        assert again.status_code == 403
+    caller = await Peer.connect(srv, alice, "a1", ttl=60)
+    await caller.send({"type": "call-request", "to": bob})
+    call_id = (await caller.expect("call-ringing"))["callId"]
+    (ring,) = await pushes(service, new, 1)
+    assert ring["callId"] == call_id
+    assert not [r for r in service.received if r.path == path(old)]
+    await caller.send({"type": "hangup", "to": bob, "callId": call_id})
+    await caller.expect("call-ended", callId=call_id)
+    await caller.ws.close()

@@ -43,9 +43,16 @@ def test_a_device_that_connects_while_a_pushed_call_rings_rings_and_answers_it()
     assert (request["type"], request["callId"], request["from"]) == ("call-request", call_id, "alice")
     b.send("b1", "call-accept", "alice", callId=call_id)
     assert [m["type"] for m in b.take("a1")] == ["call-accept"]
+    # The notifications on bob's browsers go away: an "ended" push, outcome answered.
+    assert [(p.kind, p.call_id, p.outcome) for p in b.pushes] == [
+        ("call", call_id, None),
+        ("ended", call_id, "answered"),
+    ]
     b.advance(RING)
     assert not b.records  # answered: the ring timeout does not end it
-    assert len(b.pushes) == 1  # and no missed push
+    b.send("a1", "hangup", "bob", callId=call_id)
+    assert b.records[0].outcome is Outcome.ANSWERED
+    assert len(b.pushes) == 2  # and no missed push, nor another one when the answered call ends
 
 
 def test_a_pushed_call_nobody_answers_ends_missed_and_pushes_the_missed_call() -> None:
@@ -72,7 +79,8 @@ def test_a_pushed_call_the_caller_cancels_pushes_the_missed_call() -> None:
 
 
 def test_decline_ends_a_pushed_call_rejected_for_the_caller() -> None:
-    """The notification's Decline: the caller gets call-reject and call-ended rejected; no missed push."""
+    """The notification's Decline: the caller gets call-reject and call-ended rejected; no missed push, but an
+    "ended" one that takes the notification away on the callee's other browsers."""
     b = board(Screen(True, None, reachable=True))
     b.send("a1", "call-request", "bob")
     call_id = b.take("a1")[0]["callId"]
@@ -81,8 +89,43 @@ def test_decline_ends_a_pushed_call_rejected_for_the_caller() -> None:
     assert got == [("call-ended", "rejected", "user-rejected"), ("call-reject", None, None)]
     record = b.records[0]
     assert (record.outcome, record.reason, record.hung_up_by) == (Outcome.REJECTED, Reason.USER_REJECTED, "bob")
-    assert [p.kind for p in b.pushes] == ["call"]
+    assert [(p.kind, p.outcome) for p in b.pushes] == [("call", None), ("ended", "rejected")]
     assert "alice" not in b.sb.active and "bob" not in b.sb.active
+
+
+@pytest.mark.parametrize(("reason", "outcome"), [(None, "rejected"), ("busy", "busy")])
+def test_a_pushed_call_declined_from_a_device_takes_the_notification_away(reason: str | None, outcome: str) -> None:
+    """Bob's app connects while the pushed call rings and declines it (or says busy): the notification on his
+    other browsers is replaced by an "ended" push, not left ringing and not turned into a missed call."""
+    b = board(Screen(True, None, reachable=True))
+    b.send("a1", "call-request", "bob")
+    call_id = b.take("a1")[0]["callId"]
+    b.connect("b1", "bob")
+    b.take("b1")
+    b.send("b1", "call-reject", "alice", callId=call_id, **({"data": {"reason": reason}} if reason else {}))
+    assert b.records[0].outcome.value == outcome
+    assert [(p.kind, p.call_id, p.outcome) for p in b.pushes] == [("call", call_id, None), ("ended", call_id, outcome)]
+
+
+@pytest.mark.parametrize("visible", [True, False])
+def test_a_second_caller_to_someone_being_pushed_is_busy(visible: bool) -> None:
+    """Bob has no device but a call ringing by push: carol's call gets `busy` at once, as to anyone whose call
+    rings (or, if she may not see bob's presence, a silent call); bob's call rings on, and nothing is pushed."""
+    b = board(Screen(True, None, reachable=True))
+    b.connect("c1", "carol")
+    b.screens[("carol", "bob")] = Screen(visible, None, reachable=True)
+    b.send("a1", "call-request", "bob")
+    call_id = b.take("a1")[0]["callId"]
+    b.send("c1", "call-request", "bob")
+    got = [(m["type"], m.get("outcome")) for m in b.take("c1")]
+    if visible:
+        assert got == [("call-ringing", None), ("call-reject", None), ("call-ended", "busy")]
+        assert b.records[0].outcome is Outcome.BUSY
+    else:
+        assert got == [("call-ringing", None)]  # silent: it looks like a call nobody answers
+        assert not b.records
+    assert [p.call_id for p in b.pushes] == [call_id]
+    assert b.sb.calls[call_id].state.value == "ringing" and b.sb.active["bob"] == call_id
 
 
 @pytest.mark.parametrize("who", ["alice", "carol"])

@@ -20,6 +20,10 @@ Rules (docs/protocol.md, "Contacts", is the user-facing version):
   refuses is *silenced*: it rings nowhere and the caller sees a call nobody answers.
 - A caller learns whether the callee is online or busy only if they may see the callee's presence (`visible`);
   otherwise a call that cannot ring looks like one nobody answers, whatever the reason.
+- Services (the operator's reserved ids, `PEERCALL_RESERVED_IDS`: the echo behind "Test my audio") are public:
+  everyone is told their presence and may ring them, whatever the directory and their ring setting (a user who
+  blocked one, or whom one blocked, still does not see it). Only the services' own presence is concerned: what a
+  service sees of others, and what anyone sees of a real user, follow the rules above.
 """
 
 from __future__ import annotations
@@ -134,28 +138,31 @@ def screen(
     default: CallsFrom,
     private: bool = False,
     allowed: bool = True,
+    services: frozenset[str] = frozenset(),
 ) -> Screen:
     """How a call-request from `caller.user` to `callee.user` is screened.
 
     `visible` is the caller's own view: whether they are told the callee's presence (a blocked caller still has
     the blocker among their contacts, always offline: so a call to them ends as a call to an offline contact).
-    `allowed`: what the operator's rule said (PEERCALL_CALL_POLICY; True when there is none).
+    `allowed`: what the operator's rule said (PEERCALL_CALL_POLICY; True when there is none). `services`: the
+    public ids, whom everyone sees and may ring.
     """
-    visible = not private and (directory is Directory.ALL or callee.user in caller.contacts)
+    service = callee.user in services
+    visible = not private and (directory is Directory.ALL or callee.user in caller.contacts or service)
     if caller.user in callee.blocked:
         return Screen(visible, Screening.BLOCKED)
     if not allowed:
         return Screen(visible, Screening.REFUSED)
-    if not callee.may_ring(caller.user, default):
+    if not service and not callee.may_ring(caller.user, default):
         return Screen(visible, Screening.SILENCED)
     return Screen(visible, None)
 
 
-def sees(viewer: Circle, user: str, directory: Directory) -> bool:
+def sees(viewer: Circle, user: str, directory: Directory, services: frozenset[str] = frozenset()) -> bool:
     """Whether `viewer.user` is told `user`'s presence."""
     if user in viewer.blocked or user in viewer.blocked_by:
         return False
-    return directory is Directory.ALL or user in viewer.contacts
+    return directory is Directory.ALL or user in viewer.contacts or user in services
 
 
 class Audience(msgspec.Struct, frozen=True, gc=False):
@@ -180,14 +187,17 @@ class View(msgspec.Struct, frozen=True, gc=False):
         return user not in self.hidden and (self.everyone or user in self.contacts)
 
 
-def view(circle: Circle, directory: Directory) -> View:
-    """Whose presence `circle.user` is told (the converse of `audience`)."""
+def view(circle: Circle, directory: Directory, services: frozenset[str] = frozenset()) -> View:
+    """Whose presence `circle.user` is told (the converse of `audience`): with the `services`, listed as contacts
+    are (first in a welcome), but for those on either side of a block, and the user themself."""
     hidden = frozenset(circle.blocked) | circle.blocked_by
-    return View(frozenset(c for c in circle.contacts if c not in hidden), directory is Directory.ALL, hidden)
+    shown = (frozenset(circle.contacts) | services) - hidden - {circle.user}
+    return View(shown, directory is Directory.ALL, hidden)
 
 
-def audience(circle: Circle, directory: Directory) -> Audience:
-    """Who is told `circle.user`'s presence."""
-    if directory is Directory.ALL:
+def audience(circle: Circle, directory: Directory, services: frozenset[str] = frozenset()) -> Audience:
+    """Who is told `circle.user`'s presence: everyone online (but those on either side of a block) for a
+    service (one of `services`)."""
+    if directory is Directory.ALL or circle.user in services:
         return Audience(None, frozenset(circle.blocked) | circle.blocked_by)
     return Audience(circle.watchers())

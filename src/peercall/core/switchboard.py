@@ -44,9 +44,11 @@ Rules (docs/protocol.md, "Calls", is the user-facing version):
 - Ringing ends by the ring timeout (`missed`) unless answered, rejected or cancelled first.
 - A callee with no device connected whom the `Screen` says is `reachable` (Web Push) is rung by push, unless the
   call is screened (the rules above first): the call rings with no device (devices that connect meanwhile ring as
-  any would) and a `Push` effect wakes theirs; if it ends unanswered (ring timeout, the caller hangs up), a second
-  `Push` replaces that notification with a missed call. `decline()` declines such a call on the callee's behalf
-  from no connection (the notification's Decline).
+  any would) and a `Push` effect wakes theirs. Every end of its ringing sends a second `Push` that replaces that
+  notification: a missed call if it ends unanswered (ring timeout, the caller hangs up), else "ended" (answered on
+  a device of theirs, declined by one). While it rings the callee has a call: a second caller gets `busy` (or a
+  silent call), as with any ringing call. `decline()` declines such a call on the callee's behalf from no
+  connection (the notification's Decline).
 - A user may place at most `call_rate` call requests a minute (a token bucket per user; the rest get
   `error rate-limited`).
 - A party of a call that ended lately (the last 10 000 calls: `ended_calls`) may send its `call-summary`;
@@ -134,8 +136,10 @@ class Record(msgspec.Struct, frozen=True, gc=False):
 
 
 class Push(msgspec.Struct, frozen=True, gc=False):
-    """Ring `user`'s devices through Web Push (`kind` "call"), or tell them the call they were rung for ended
-    unanswered (`kind` "missed"). The hub sends it off the hot path (hub/push.py)."""
+    """Ring `user`'s devices through Web Push (`kind` "call"), or tell them that the call they were rung for ended
+    unanswered (`kind` "missed": the notification turns into a missed call), or stopped ringing otherwise (`kind`
+    "ended", with the `outcome`: "answered" on one of their devices, or "rejected"/"busy" by one of them: the
+    notification is taken away). The hub sends it off the hot path (hub/push.py)."""
 
     user: str
     kind: str
@@ -143,6 +147,7 @@ class Push(msgspec.Struct, frozen=True, gc=False):
     caller: str
     at: float  # when the call started ringing
     ring_deadline: float
+    outcome: str | None = None  # kind "ended" only
 
 
 # ------------------------------------------------------------------------------------------------ state table
@@ -662,7 +667,11 @@ class Switchboard:
         call = Call(call_id, Party(caller, device.device, device.cid), callee, env, now, now + self.ring_timeout)
         call.screened = screening
         callee_devices = self.users.get(callee)
-        offline = not callee_devices or screening is Screening.BLOCKED  # a blocker looks offline to the blocked
+        # A callee rung by push has no device, but has a call (it rings): busy, as anyone whose call rings.
+        pushed = (
+            theirs is not None and theirs.pushed and theirs.state is CallState.RINGING and theirs.callee_user == callee
+        )
+        offline = (not callee_devices and not pushed) or screening is Screening.BLOCKED  # a blocker looks offline
         busy = not offline and callee in self.active
         if offline and screening is None and screen is not None and screen.reachable and callee not in self.active:
             # Nobody connected (and no call of theirs waits for them to come back), but their devices can be
@@ -693,7 +702,7 @@ class Switchboard:
                 Send(device.cid, messages.call_ringing(call_id, callee)),
                 *self._record_only(call, Outcome.BUSY, Reason.USER_BUSY, now, device),
             ]
-        assert callee_devices  # not offline
+        assert callee_devices is not None  # not offline, not busy: connected
         self.add_call(call)
         self.active[caller] = self.active[callee] = call_id
         effects: list[Effect] = [Send(device.cid, messages.call_ringing(call_id, callee))]
@@ -733,6 +742,10 @@ class Switchboard:
             effects.append(Send(cid, _ended(call.id, Outcome.ANSWERED, Reason.ANSWERED_ELSEWHERE)))
             effects.append(Send(cid, _compat_hangup(call, call.caller.user, Reason.ANSWERED_ELSEWHERE)))
         effects.append(CallEvent(CallState.ANSWERED, call.id, call.caller.user, call.callee_user, now))
+        if call.pushed:  # the notifications on the callee's other browsers go away
+            effects.append(
+                Push(call.callee_user, "ended", call.id, call.caller.user, call.ringing_at, now, Outcome.ANSWERED.value)
+            )
         return effects + self._in_call_changed(call, True)
 
     def _reject(self, call: Call, device: Device, env: Envelope, now: float) -> list[Effect]:
@@ -847,8 +860,12 @@ class Switchboard:
         effects.append(self._ended(call, outcome, reason, now, hung_up_by=actor))
         if call.callee is not None:
             effects += self._in_call_changed(call, False)
-        if call.pushed and outcome in (Outcome.MISSED, Outcome.CANCELLED):
-            effects.append(Push(call.callee_user, "missed", call.id, call.caller.user, call.ringing_at, now))
+        if call.pushed and call.answered_at is None:  # it stops ringing: the notification is replaced
+            if outcome in (Outcome.MISSED, Outcome.CANCELLED):
+                effects.append(Push(call.callee_user, "missed", call.id, call.caller.user, call.ringing_at, now))
+            else:  # declined (from a device, or from the notification on another browser)
+                caller = call.caller.user
+                effects.append(Push(call.callee_user, "ended", call.id, caller, call.ringing_at, now, outcome.value))
         return effects
 
     def _ended(self, call: Call, outcome: Outcome, reason: Reason, now: float, *, hung_up_by: str | None) -> Record:

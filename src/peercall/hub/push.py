@@ -42,7 +42,9 @@ _CACHED: Final = 20_000  # users whose reachability is kept in memory (one node)
 _QUEUED: Final = 1000  # pushes waiting for a sender; beyond it, new ones are dropped
 _VAPID_TTL: Final = 12 * 3600  # seconds a VAPID signature is valid (RFC 8292: at most 24 h)
 DECLINE_GRACE: Final = 60.0  # seconds a decline capability outlives its call's ring deadline
-INCOMING, MISSED = "incoming-call", "missed-call"  # the payload's `type`
+INCOMING, MISSED, ENDED = "incoming-call", "missed-call", "call-ended"  # the payload's `type`
+_TYPES: Final = {"call": INCOMING, "missed": MISSED, "ended": ENDED}  # by the `Push` effect's kind
+_ENDED_TTL: Final = 600  # seconds a push saying the call stopped ringing may wait for a browser that is offline
 
 DEFAULT_SERVICES: Final = (
     "https://fcm.googleapis.com",  # Chrome, Edge on Android, Chromium-based browsers
@@ -255,7 +257,7 @@ class PushService:
             except Exception as exc:
                 log.warning("could not read the name of %s for a push: %s", effect.caller, exc)
         body: dict[str, Any] = {
-            "type": INCOMING if effect.kind == "call" else MISSED,
+            "type": _TYPES[effect.kind],
             "callId": effect.call_id,
             "from": effect.caller,
             "name": name,
@@ -264,6 +266,8 @@ class PushService:
         if effect.kind == "call":
             body["ringDeadline"] = effect.ring_deadline
             body["decline"] = self.key.decline_token(effect.call_id, effect.user, effect.ring_deadline + DECLINE_GRACE)
+        elif effect.kind == "ended":
+            body["outcome"] = effect.outcome
         return body
 
     async def _deliver(self, effect: Push) -> None:
@@ -272,8 +276,10 @@ class PushService:
             return
         data = json.dumps(await self.payload(effect), separators=(",", ":")).encode()
         now = self.clock()
-        # A call push is worth nothing once the call stopped ringing; a missed call, for a day.
-        ttl = max(1, int(effect.ring_deadline - now)) if effect.kind == "call" else 86400
+        # A call push is worth nothing once the call stopped ringing; a missed call, for a day; the end of a call that
+        # was answered or declined only has to replace a notification that may still show (or, by its Topic, a call
+        # push the push service still holds).
+        ttl = {"call": max(1, int(effect.ring_deadline - now)), "ended": _ENDED_TTL}.get(effect.kind, 86400)
         await asyncio.gather(*(self._send(s, effect, data, ttl) for s in subscriptions))
 
     async def _send(self, subscription: PushSubscription, effect: Push, data: bytes, ttl: int) -> None:
@@ -299,7 +305,7 @@ class PushService:
             "Content-Encoding": "aes128gcm",
             "Content-Type": "application/octet-stream",
             "Urgency": "high",
-            "Topic": effect.call_id[:32],  # the missed-call push replaces an undelivered call push
+            "Topic": effect.call_id[:32],  # the push that ends a call replaces an undelivered call push
         }
         if self._session is None:
             self._session = aiohttp.ClientSession()

@@ -81,10 +81,13 @@ class Social:
         policy: CallPolicy | None = None,
         clock: Callable[[], float],
         shared: bool = False,
+        services: frozenset[str] = frozenset(),
     ) -> None:
         """`shared`: the store is shared with other nodes (a cluster), whose changes reach this node's cache a
         moment later (`forget`): a call is then screened with circles read from the store, so that every node
-        decides it the same way."""
+        decides it the same way. `services`: the public ids (`PEERCALL_RESERVED_IDS`: the echo), whom everyone
+        sees and may ring (core/social.py)."""
+        self.services = services
         self.book = book
         self.directory = directory
         self.default_calls_from = default_calls_from
@@ -175,10 +178,10 @@ class Social:
             return {}
 
     def view(self, circle: Circle) -> View:
-        return social.view(circle, self.directory)
+        return social.view(circle, self.directory, self.services)
 
     def audience(self, circle: Circle) -> Audience:
-        return social.audience(circle, self.directory)
+        return social.audience(circle, self.directory, self.services)
 
     # --------------------------------------------------------------------------------------- screening
 
@@ -203,6 +206,7 @@ class Social:
             default=self.default_calls_from,
             private=self.private,
             allowed=allowed,
+            services=self.services,
         )
 
     async def _ask_policy(self, caller: str, callee: str) -> bool:

@@ -93,6 +93,7 @@ def create_app(settings: Settings) -> PeercallApp:
         policy=load_policy(settings.call_policy) if settings.call_policy else None,
         clock=time.time,
         shared=broker.shared,
+        services=frozenset(settings.reserved_ids),
     )
     webhooks = None
     if settings.webhook_urls:

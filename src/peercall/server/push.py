@@ -4,12 +4,16 @@
 - `POST /api/push/subscriptions`: keep a browser's subscription for the user asking; `DELETE` drops one (or all).
   Who asks is the user of a bearer signaling token (token and accounts mode), or, in accounts mode, of the sign-in
   cookie (with the `X-Peercall-CSRF` header, as every state-changing route of accounts mode).
+- `POST /api/push/subscriptions/replace`: the service worker's `pushsubscriptionchange` (the browser replaced its
+  subscription). No sign-in (the worker has no token in token mode): the old subscription's `auth` secret, which
+  only that browser and this server know, is the authority to replace it, for its user and device only.
 - `POST /api/calls/{callId}/decline`: a notification's Decline. No sign-in: the body's `decline` capability (made
   for this call and its callee, short-lived; hub/push.py `VapidKey.decline_token`) is the authority.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
@@ -63,6 +67,12 @@ async def _body(request: Request) -> dict[str, Any]:
     return body
 
 
+def _device(device: object) -> str:
+    if not isinstance(device, str) or not is_valid_id(device):
+        raise Refusal(400, "bad-device", "'device' names this browser: 1-64 letters, digits, '_', '-', '.' or '@'")
+    return device
+
+
 def _key(value: object, name: str, length: int) -> str:
     """A base64url key of the browser's PushSubscription of `length` bytes."""
     try:
@@ -101,10 +111,40 @@ class PushApi:
         if isinstance(user, Response):
             return user
         body = await _body(request)
-        device = body.get("device")
-        if not isinstance(device, str) or not is_valid_id(device):
-            raise Refusal(400, "bad-device", "'device' names this browser: 1-64 letters, digits, '_', '-', '.' or '@'")
-        subscription = body.get("subscription")
+        device = _device(body.get("device"))
+        endpoint, p256dh, auth = self._subscription(push, body.get("subscription"))
+        await push.subscribe(PushSubscription(user, device, endpoint, p256dh, auth, self.clock()))
+        log.info("%s: push subscription kept for device %s", user, device)
+        return JSONResponse({"user": user, "device": device, "endpoint": endpoint}, status_code=201, headers=_NO_STORE)
+
+    async def post_replacement(self, request: Request) -> Response:
+        push = self._on()
+        body = await _body(request)
+        user, device, old = body.get("user"), _device(body.get("device")), body.get("old")
+        if not isinstance(user, str) or not is_valid_id(user):
+            raise Refusal(400, "bad-request", "'user' is the user the old subscription was kept for")
+        if (
+            not isinstance(old, dict)
+            or not isinstance(old.get("endpoint"), str)
+            or not isinstance(old.get("auth"), str)
+        ):
+            raise Refusal(400, "bad-request", "'old' is the replaced subscription's {endpoint, auth}")
+        endpoint, p256dh, auth = self._subscription(push, body.get("subscription"))
+        kept = await push.store.push_subscriptions(user)
+        if not any(
+            s.device == device
+            and s.endpoint == old["endpoint"]
+            and hmac.compare_digest(s.auth.encode(), old["auth"].encode())
+            for s in kept
+        ):
+            raise Refusal(403, "unknown-subscription", "no such subscription is kept (it was dropped): subscribe again")
+        # It replaces the old one (the same user and device: store.base.PushSubscriptions).
+        await push.subscribe(PushSubscription(user, device, endpoint, p256dh, auth, self.clock()))
+        log.info("%s: push subscription of device %s replaced by the browser", user, device)
+        return JSONResponse({"user": user, "device": device, "endpoint": endpoint}, status_code=201, headers=_NO_STORE)
+
+    def _subscription(self, push: PushService, subscription: object) -> tuple[str, str, str]:
+        """The endpoint and keys of a browser's PushSubscription JSON. Raises Refusal."""
         if not isinstance(subscription, dict) or not isinstance(subscription.get("keys"), dict):
             raise Refusal(400, "bad-subscription", "'subscription' is the browser's PushSubscription (toJSON())")
         endpoint = subscription.get("endpoint")
@@ -119,10 +159,7 @@ class PushApi:
                 "this server sends pushes only to the push services it lists (PEERCALL_PUSH_SERVICES)",
             )
         keys = subscription["keys"]
-        p256dh, auth = _key(keys.get("p256dh"), "p256dh", 65), _key(keys.get("auth"), "auth", 16)
-        await push.subscribe(PushSubscription(user, device, endpoint, p256dh, auth, self.clock()))
-        log.info("%s: push subscription kept for device %s", user, device)
-        return JSONResponse({"device": device, "endpoint": endpoint}, status_code=201, headers=_NO_STORE)
+        return endpoint, _key(keys.get("p256dh"), "p256dh", 65), _key(keys.get("auth"), "auth", 16)
 
     async def delete_subscription(self, request: Request) -> Response:
         push = self._on()
@@ -171,5 +208,6 @@ class PushApi:
             Route("/api/push", wrap(self.get_push), methods=["GET"]),
             Route("/api/push/subscriptions", wrap(self.post_subscription), methods=["POST"]),
             Route("/api/push/subscriptions", wrap(self.delete_subscription), methods=["DELETE"]),
+            Route("/api/push/subscriptions/replace", wrap(self.post_replacement), methods=["POST"]),
             Route("/api/calls/{call_id}/decline", wrap(self.post_decline), methods=["POST"]),
         ]

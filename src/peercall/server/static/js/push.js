@@ -6,7 +6,11 @@
  * unsubscribes and tells the server. Every URL is relative to the page (a server under a path works).
  *
  * Owns the checkbox's state and this browser's push device id (localStorage: a subscription belongs to the
- * browser, not to a tab). `PushRing` knows no DOM; `bindPushControl` wires it to the page's checkbox.
+ * browser, not to a tab). Once the server keeps the subscription, it leaves the service worker what it needs to
+ * replace it without a token (sw-push.js, `pushsubscriptionchange`): the user, the device id, and the subscription's
+ * endpoint and `auth` secret (in the Cache API, REPLACEMENT; nothing any script of this origin could not read from
+ * `pushManager.getSubscription()` anyway). `PushRing` knows no DOM; `bindPushControl` wires it to the page's
+ * checkbox.
  * @module push
  */
 
@@ -15,6 +19,29 @@ import { recall, remember } from "./storage.js";
 
 /** localStorage: this browser's id for its push subscription. */
 const DEVICE_KEY = "peercall.push.device";
+/** The Cache API entry the service worker replaces the subscription with (sw-push.js reads it). */
+const REPLACEMENT = { cache: "peercall-push", key: "push-replacement" };
+
+/**
+ * Keep (or with null forget) what the service worker needs to replace the subscription.
+ * @param {{user: string, device: string, endpoint: string, auth: string}|null} record
+ */
+async function keepReplacement(record) {
+  try {
+    const cache = await caches.open(REPLACEMENT.cache);
+    const key = new URL(REPLACEMENT.key, location.href).href;
+    if (record) await cache.put(key, new Response(JSON.stringify(record)));
+    else await cache.delete(key);
+  } catch (err) {
+    console.info(`[push] the service worker cannot replace the subscription by itself: ${err}`);
+  }
+}
+
+/** What the server answered to a kept subscription, and the subscription: the replacement record. */
+function replacement(kept, subscription) {
+  const json = subscription.toJSON();
+  return { user: kept.user, device: kept.device, endpoint: json.endpoint, auth: json.keys.auth };
+}
 
 /**
  * What the control shows: hidden (the server has push off, or this browser cannot), off, on, or why not.
@@ -98,9 +125,9 @@ export class PushRing extends EventTarget {
     this.#set({ shown: true, on, problem: null });
     if (on && subscription) {
       // Tell the server again (it drops a subscription its push service said is gone; the browser may renew one).
-      this.#post("POST", { device: deviceId(), subscription: subscription.toJSON() }).catch((err) =>
-        console.info(`[push] could not renew the subscription on the server: ${err}`),
-      );
+      this.#post("POST", { device: deviceId(), subscription: subscription.toJSON() })
+        .then((kept) => keepReplacement(replacement(kept, subscription)))
+        .catch((err) => console.info(`[push] could not renew the subscription on the server: ${err}`));
     }
   }
 
@@ -123,7 +150,8 @@ export class PushRing extends EventTarget {
           userVisibleOnly: true,
           applicationServerKey: fromBase64Url(this.#key),
         }));
-      await this.#post("POST", { device: deviceId(), subscription: subscription.toJSON() });
+      const kept = await this.#post("POST", { device: deviceId(), subscription: subscription.toJSON() });
+      await keepReplacement(replacement(kept, subscription));
       this.#set({ on: true, busy: false });
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err);
@@ -138,6 +166,7 @@ export class PushRing extends EventTarget {
       const registration = await navigator.serviceWorker.getRegistration();
       const subscription = await registration?.pushManager.getSubscription();
       await subscription?.unsubscribe();
+      await keepReplacement(null);
       await this.#post("DELETE", { device: deviceId() });
       this.#set({ on: false, busy: false });
     } catch (err) {
@@ -155,6 +184,7 @@ export class PushRing extends EventTarget {
       const error = await answer.json().catch(() => null);
       throw new Error(error?.error?.message ?? `the server answered ${answer.status}`);
     }
+    return answer.json();
   }
 }
 
