@@ -171,8 +171,10 @@ async def test_call_and_answer_commands_with_video(server: ServerProcess, uid: A
     assert frames >= 10 and (width, height) == (176, 144)
 
 
-async def test_call_command_refuses_a_missing_video_file(server: ServerProcess, tmp_path: Path) -> None:
-    """A video file that cannot be opened stops `peercall call` at once with exit status 2 and the file's name."""
-    status, out = await peercall("call", "bob", "--url", server.ws, "--video", str(tmp_path / "nope.mp4"))
-    assert status == 2, out
-    assert "nope.mp4" in out, out
+async def test_call_and_answer_refuse_a_missing_video_file(server: ServerProcess, tmp_path: Path) -> None:
+    """A video file that cannot be opened stops `peercall call` and `peercall answer` at once, with exit status 2
+    and the file's name."""
+    for command in (("call", "bob"), ("answer", "--auto")):
+        status, out = await peercall(*command, "--url", server.ws, "--video", str(tmp_path / "nope.mp4"))
+        assert status == 2, out
+        assert "nope.mp4" in out, out

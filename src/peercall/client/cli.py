@@ -262,6 +262,8 @@ async def answer_command(args: argparse.Namespace) -> int:
     """
     if not args.auto and not sys.stdin.isatty():
         raise ValueError("without a terminal to ask on, use --auto")
+    if args.video:  # a file that cannot be played stops us now, not at the first call
+        video.VideoFileSource(args.video).stop()
     answered = 0
     async with await _client(args, args.id or default_id()) as client:
         follower = _follow(client)
