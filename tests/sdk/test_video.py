@@ -277,3 +277,63 @@ async def test_bad_video_arguments_fail_before_anything_rings(sdk: MakeClient, u
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.5):
                 await anext(aiter(calls))
+
+
+# A second video beside the camera, as a screen shared alongside it would be: a canvas of another size whose colour
+# changes every frame (Chromium's one fake camera gives a second stream at the first one's size).
+PAGE_ADDS_SCREEN = """
+async () => {
+  const canvas = Object.assign(document.createElement("canvas"), { width: 640, height: 360 });
+  const context = canvas.getContext("2d");
+  let n = 0;
+  window.__paint = setInterval(() => {
+    context.fillStyle = `hsl(${(n++ * 10) % 360}, 80%, 50%)`;
+    context.fillRect(0, 0, 640, 360);
+  }, 33);
+  const stream = canvas.captureStream(30);
+  window.__screen = window.peercall.pc.addTrack(stream.getVideoTracks()[0], stream);
+}
+"""
+
+PAGE_REMOVES_SCREEN = """
+async () => {
+  clearInterval(window.__paint);
+  window.__screen.track.stop();
+  window.peercall.pc.removeTrack(window.__screen);
+}
+"""
+
+
+async def test_sdk_records_the_newest_video_of_the_page(
+    sdk: MakeClient, open_page: OpenPage, server: ServerProcess, uid: Any
+) -> None:
+    """The page sends its camera, then a second video beside it (as a shared screen): the SDK's video sink takes
+    the newer one; when it ends, the sink goes back to the camera, which the page sends again. Audio goes on."""
+    bob = await sdk(uid("bob"))
+    page = await open_page(server.http, uid("alice"))
+    await page.fill("#peer-id", bob.id)
+    await page.click("#call")
+    ringing = await next_incoming(bob)
+    heard = media.Capture()
+    sink = video.VideoDiscard()
+    await ringing.accept(audio_in=media.Tone(440), audio_out=heard, video_out=sink)
+    await wait_text(page, "#call-status", "Connected")
+    await page.evaluate(PAGE_ADDS_CAMERA)
+    async with asyncio.timeout(WAIT):
+        await sink.wait_for(10)
+    assert (sink.width, sink.height) == (320, 240)
+
+    await page.evaluate(PAGE_ADDS_SCREEN)
+    await wait_until(lambda: _value((sink.width, sink.height)), lambda size: size == (640, 360), "the screen's size")
+    async with asyncio.timeout(WAIT):
+        await sink.wait_for(sink.frames + 10)
+
+    await page.evaluate(PAGE_REMOVES_SCREEN)
+    await wait_until(lambda: _value((sink.width, sink.height)), lambda size: size == (320, 240), "the camera again")
+    async with asyncio.timeout(WAIT):
+        await sink.wait_for(sink.frames + 10)
+    assert (sink.width, sink.height) == (320, 240)
+    before = heard.duration
+    await assert_page_hears(page, "the page")
+    assert heard.duration > before + 0.5
+    await ringing.hangup()
