@@ -1,21 +1,25 @@
 """One SDK call: its phase machine (this side's view of the call), its aiortc peer connection and its media.
 
-Owns the `RTCPeerConnection`, the source track and the sink, the call's timers and the order in which the peer's
-frames are handled (one at a time, from the call's own inbox). Frames go out through the `send` function it is
-given and come in through `deliver()`; it knows nothing of the WebSocket, nor of other calls.
+Owns the `RTCPeerConnection`, the source tracks and the sinks (audio, and video if any), the call's timers and the
+order in which the peer's frames are handled (one at a time, from the call's own inbox). Frames go out through the
+`send` function it is given and come in through `deliver()`; it knows nothing of the WebSocket, nor of other calls.
 
 Negotiation is explicit, and aiortc is always the impolite side in spirit: it has no rollback and no
 `negotiationneeded` (aiortc#975), and it does not trickle its own candidates (its SDP carries them all). So:
 - as the caller (`polite: false` in `call-accept`), it adds its track, makes the one offer and applies the answer;
 - as the callee, or when the server makes it polite (glare), it never offers: it answers the offers it gets;
 - as the impolite side, it ignores an offer that collides with its own (the polite peer yields).
+Video is settled by the offers too: the caller offers it when it has a video source or sink; every offer it answers
+puts its video source on the peer's first video m-line and its video sink on the newest one the peer sends on, and
+answers the rest without receiving (`inactive` without a video source or sink), so the peer may add, move or stop
+video mid-call without breaking the call.
 The peer's trickled candidates are queued until the remote description is set. Nothing waits for the peer's
 gathering to complete. Every remote candidate, trickled or in the peer's SDP, passes the call's `CandidatePolicy`
 first (candidates.py): an address the policy denies never reaches aiortc, and at most `max_candidates` do (the
 queue included).
 
-Imports aiortc, the SDK's `candidates`, `ice`, `media` and `signaling` (errors only); must not import the client or
-the server.
+Imports aiortc, the SDK's `candidates`, `ice`, `media`, `video` and `signaling` (errors only); must not import the
+client or the server.
 """
 
 from __future__ import annotations
