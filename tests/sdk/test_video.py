@@ -134,22 +134,33 @@ async def test_chromium_turns_camera_on_mid_call(
     sdk: MakeClient, open_page: OpenPage, server: ServerProcess, uid: Any, tmp_path: Path
 ) -> None:
     """The page calls an SDK client (audio only), then turns its camera on: the new offer adds video; the SDK (with
-    a video sink) answers it, records the camera, and the audio goes on both ways."""
+    a video source and sink) answers it, records the camera, sends its own video back (the page decodes it), and
+    the audio goes on both ways."""
     bob = await sdk(uid("bob"))
     page = await open_page(server.http, uid("alice"))
     await page.fill("#peer-id", bob.id)
     await page.click("#call")
     ringing = await next_incoming(bob)
     heard = media.Capture()
-    await ringing.accept(audio_in=media.Tone(440), audio_out=heard, video_out=tmp_path / "camera.mp4")
+    await ringing.accept(
+        audio_in=media.Tone(440),
+        audio_out=heard,
+        video_in=video.TestPattern(176, 144),
+        video_out=tmp_path / "camera.mp4",
+    )
     async with asyncio.timeout(WAIT):
         await ringing.wait_connected()
     await wait_text(page, "#call-status", "Connected")
+    assert (await page_video(page))["framesDecoded"] == 0, "video before the page's offer had any"
     await page.evaluate(PAGE_ADDS_CAMERA)
     assert ringing.video_sink is not None
     async with asyncio.timeout(WAIT):
         await ringing.video_sink.wait_for(30)
     assert (ringing.video_sink.width, ringing.video_sink.height) == (320, 240)
+    shown = await wait_until(
+        lambda: page_video(page), lambda s: bool(s and s["framesDecoded"] > 10), "the page to decode the SDK's video"
+    )
+    assert (shown["frameWidth"], shown["frameHeight"]) == (176, 144)
     before = heard.duration
     await assert_page_hears(page, "the page")
     assert heard.duration > before + 0.5, "the SDK stopped hearing the page after the camera came on"
