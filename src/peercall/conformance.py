@@ -368,6 +368,31 @@ async def answered_then_hangup(ctx: Context) -> None:
 
 
 @scenario
+async def media_state(ctx: Context) -> None:
+    """media-state passes between the parties of an answered call only, with `from` and callId, and is checked."""
+    alice, bob = await ctx.connect("alice"), await ctx.connect("bob")
+    call_id = await ctx.call(alice, bob)
+    await alice.send({"type": "media-state", "to": bob.user, "data": {"muted": True}})
+    await alice.expect("error", code="not-in-call")
+    await bob.nothing("media-state", within=0.05)
+    await bob.send({"type": "call-accept", "to": alice.user, "callId": call_id})
+    await alice.expect("call-accept", callId=call_id)
+    state = {"muted": True, "camera": False, "screen": True}
+    await alice.send({"type": "media-state", "to": bob.user, "data": state})
+    said = await bob.expect("media-state", callId=call_id, data=state)
+    check(said.get("from") == alice.user, f"media-state forwarded with from: {said}")
+    await bob.send({"type": "media-state", "to": alice.user, "callId": call_id, "data": {}})
+    await alice.expect("media-state", callId=call_id, data={}, **sent_by(bob.user))
+    for data, code in [({"muted": "yes"}, "bad-message"), (None, "bad-message"), ({"note": "x" * 300}, "too-large")]:
+        await alice.send({"type": "media-state", "to": bob.user, "data": data})
+        error = await alice.expect("error", ref="media-state")
+        check(error.get("code") == code, f"media-state with {str(data)[:40]} should get {code}, got {error}")
+    await bob.nothing("media-state", within=0.05)
+    await alice.send({"type": "hangup", "to": bob.user})
+    await ended(bob, call_id, "answered", "user-hangup")
+
+
+@scenario
 async def rejected(ctx: Context) -> None:
     """The callee declines: the caller gets call-reject and call-ended rejected."""
     alice, bob = await ctx.connect("alice"), await ctx.connect("bob")

@@ -167,7 +167,8 @@ async def test_invalid_name_is_explained_without_connecting(
 
 
 async def test_refused_microphone_is_explained_on_both_sides(fresh_server: ServerProcess, open_page: OpenPage) -> None:
-    """A user who refuses the microphone is told why; as a callee, the caller hears that it failed."""
+    """A user who refuses the microphone is told why, and the call reads *Failed*; as a callee, the caller's call
+    fails too (the server records it failed, user-media-failed) and says why."""
     a = await open_page(fresh_server.http, "/callerA.html", "A", deny_microphone=True)
     b = await open_page(fresh_server.http, "/callerB.html", "B")
     await connect(a)
@@ -178,16 +179,19 @@ async def test_refused_microphone_is_explained_on_both_sides(fresh_server: Serve
     await a.click("#accept")
     await expect(a.locator("#message")).to_contain_text("Microphone access was denied")
     await expect(a.locator("#incoming")).to_be_hidden()
-    await expect(b.locator("#call-status")).to_have_text("Rejected")
+    await expect(a.locator("#call-status")).to_have_text("Failed")
+    await expect(a.locator("#call-detail")).to_have_text("microphone access was denied")
+    await expect(b.locator("#call-status")).to_have_text("Failed")
+    await expect(b.locator("#call-detail")).to_have_text("a microphone could not be opened")
     await expect(b.locator("#message")).to_have_text("clientA could not open their microphone.")
     assert (await mic(b))["live"] == 0, "B did not release the microphone"
 
     await a.click("#call")  # A calls B: fails before anything is sent, so B never rings
     await expect(a.locator("#message")).to_contain_text("Microphone access was denied")
-    await expect(a.locator("#call-status")).to_have_text("Call Ended")
+    await expect(a.locator("#call-status")).to_have_text("Failed")
     await expect(a.locator("#call")).to_be_enabled()
     await expect(b.locator("#incoming")).to_be_hidden()
-    await expect(b.locator("#call-status")).to_have_text("Rejected")
+    await expect(b.locator("#call-status")).to_have_text("Failed")  # still B's last call
 
 
 async def test_second_caller_gets_busy_and_callee_is_not_disturbed(

@@ -236,7 +236,8 @@ async def test_ringtone_and_notification_while_it_rings_and_escape_declines(
 async def test_mute_silences_what_the_other_side_receives_and_unmute_restores_it(
     fresh_server: ServerProcess, open_page: OpenPage
 ) -> None:
-    """Mute: the peer's inbound energy stops growing, its meter drops, it reads "No sound from …"; unmute restores."""
+    """Mute: the peer's inbound energy stops growing, its meter drops, it reads "clientA muted their microphone."
+    (said by A, not guessed from the silence); unmute restores."""
     a, b = await open_pair(open_page, fresh_server)
     await start_call(a, b)
     await wait_until(lambda: level(b, "#remote-level"), lambda v: v > 0.2, "B's meter to show A's voice")
@@ -254,7 +255,7 @@ async def test_mute_silences_what_the_other_side_receives_and_unmute_restores_it
         "the energy arriving at B to stop growing while packets still flow",
     )
     print(f"B receives, A muted: {dump(quiet)}")
-    await expect(b.locator("#peer-note")).to_have_text("No sound from clientA: they may have muted their microphone.")
+    await expect(b.locator("#peer-note")).to_have_text("clientA muted their microphone.")
     await wait_until(lambda: level(b, "#remote-level"), lambda v: v == 0, "B's meter to drop to zero")
     await expect(a.locator("#mic-level")).to_have_attribute("data-muted", "true")
     await wait_until(lambda: level(a, "#mic-level"), lambda v: v == 0, "A's own meter to drop to zero")

@@ -31,18 +31,40 @@ FAIL_MICROPHONE = """
 
 
 @pytest.mark.parametrize(
-    ("error", "screen", "said"),
+    ("error", "screen", "said", "why"),
     [
-        ("NotAllowedError", "error-mic-denied", "Microphone access was denied. To call, allow the microphone"),
-        ("NotFoundError", "error-no-mic", "No microphone was found. Plug in a microphone or a headset"),
-        ("NotReadableError", "error-mic-in-use", "another application may be using it. Close other calling apps"),
+        (
+            "NotAllowedError",
+            "error-mic-denied",
+            "Microphone access was denied. To call, allow the microphone",
+            "microphone access was denied",
+        ),
+        (
+            "NotFoundError",
+            "error-no-mic",
+            "No microphone was found. Plug in a microphone or a headset",
+            "no microphone was found",
+        ),
+        (
+            "NotReadableError",
+            "error-mic-in-use",
+            "another application may be using it. Close other calling apps",
+            "the microphone is in use by another application",
+        ),
     ],
     ids=["denied", "missing", "in-use"],
 )
 async def test_microphone_problems_are_explained(
-    server: ServerProcess, open_page: OpenPage, uid: Callable[[str], str], error: str, screen: str, said: str
+    server: ServerProcess,
+    open_page: OpenPage,
+    uid: Callable[[str], str],
+    error: str,
+    screen: str,
+    said: str,
+    why: str,
 ) -> None:
-    """A refused, missing or busy microphone stops the call before it rings, with a sentence saying what to do."""
+    """A refused, missing or busy microphone stops the call before it rings: the call reads *Failed* with the
+    reason in a few words, and a sentence says what to do."""
     page = await open_page(server.http, "/", "ann")
     await page.fill("#my-id", uid("ann"))
     await connect(page)
@@ -52,7 +74,9 @@ async def test_microphone_problems_are_explained(
     message = page.locator("#message")
     await expect(message).to_contain_text(said)
     await expect(message).to_have_attribute("data-kind", "error")
-    await expect(page.locator("#call-status")).to_have_text("Call Ended")
+    await expect(page.locator("#call-status")).to_have_text("Failed")
+    await expect(page.locator("#call-status")).to_have_attribute("data-state", "failed")
+    await expect(page.locator("#call-detail")).to_have_text(why)
     await expect(page.locator("#call")).to_be_enabled()  # ready to try again
     assert (await mic(page))["opened"] == 0
     await shoot(page, screen)
@@ -151,3 +175,22 @@ async def test_peer_connection_drop_shows_waiting_and_clears_when_they_are_back(
     await expect(a.locator("#connection-banner")).to_be_hidden()
     await expect(b.locator("#call-status")).to_have_text("Connected")
     await assert_audio_flows(b, "B, after A came back")
+
+
+async def test_a_microphone_the_browser_refuses_fails_the_call_with_the_reason(
+    server: ServerProcess, open_page: OpenPage, launch_browser: LaunchBrowser, uid: Callable[[str], str]
+) -> None:
+    """Chromium itself refuses the microphone (its fake permission prompt answers "deny"): the call reads *Failed*
+    with the reason, not *Call Ended*; nothing rang."""
+    denying = await launch_browser("--use-fake-ui-for-media-stream=deny")
+    page = await open_page(server.http, "/", "ann", in_browser=denying)
+    await page.fill("#my-id", uid("ann"))
+    await connect(page)
+    await page.fill("#peer-id", uid("nobody"))
+    await page.press("#peer-id", "Enter")
+    await expect(page.locator("#call-status")).to_have_text("Failed")
+    await expect(page.locator("#call-detail")).to_have_text("microphone access was denied")
+    await expect(page.locator("#message")).to_contain_text("Microphone access was denied. To call, allow")
+    await expect(page.locator("#message")).to_have_attribute("data-kind", "error")
+    assert await page.evaluate("window.peercall.call.reason") == "no-microphone"
+    assert await page.evaluate("window.peercall.call.mediaError.name") == "MicrophoneError"

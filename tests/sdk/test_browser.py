@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from peercall.client import CallPhase, media, quality
+from peercall.client import CallPhase, MediaState, PeerMediaChanged, media, quality
 from tests.conftest import ServerProcess
 
-from .conftest import WAIT, MakeClient, OpenPage, assert_page_hears, next_incoming, wait_text
+from .conftest import WAIT, MakeClient, OpenPage, assert_page_hears, next_incoming, wait_text, wait_until
 
 
 def assert_not_silent(capture: media.Capture, who: str) -> None:
@@ -63,3 +63,37 @@ async def test_sdk_calls_browser(sdk: MakeClient, open_page: OpenPage, server: S
         end = await call.wait_ended()
     assert (end.outcome, end.reason) == ("answered", "user-hangup")
     assert call.phase is CallPhase.ENDED
+
+
+async def test_mute_is_said_both_ways_between_sdk_and_browser(
+    sdk: MakeClient, open_page: OpenPage, server: ServerProcess, uid: Any
+) -> None:
+    """The page's Mute reaches the SDK as `peer_media` (a PeerMediaChanged event); the SDK's mute shows on the page
+    as "… muted their microphone." at once (not as the silence hint, which waits 2 s); unmute clears both."""
+    alice = await sdk(uid("alice"))
+    events = alice.events()
+    user = uid("bob")
+    page = await open_page(server.http, user)
+    call = await alice.call(user, audio_in=media.Tone(440))
+    await wait_text(page, "#call-status", "Incoming call")
+    await page.click("#accept")
+    async with asyncio.timeout(WAIT):
+        await call.wait_connected()
+
+    await page.click("#mute")
+    async with asyncio.timeout(WAIT):
+        async for event in events:
+            if isinstance(event, PeerMediaChanged) and event.media.muted:
+                break
+    assert call.peer_media == MediaState(muted=True)
+    await page.click("#mute")
+    async with asyncio.timeout(WAIT):
+        async for event in events:
+            if isinstance(event, PeerMediaChanged) and not event.media.muted:
+                break
+
+    await call.mute()
+    await wait_text(page, "#peer-note", f"{alice.id} muted their microphone.", timeout=1.5)
+    await call.mute(False)
+    await wait_until(lambda: page.is_hidden("#peer-note"), bool, "the page to clear the note", timeout=1.5)
+    await call.hangup()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from peercall.client import media, quality
+from peercall.client import Client, media, quality
 from tests.conftest import OPEN_DOORS, ServerProcess
 
 from .clips import make_clip, read_video
@@ -120,6 +120,30 @@ async def test_a_token_file_signs_in(tmp_path: Path) -> None:
         assert "tokenfile-a connected" in guarded.log(), (status, out, guarded.log())
         status, out = await peercall("call", *common, "--token-file", str(bad))
         assert status == 2, out
+
+
+async def test_answer_prints_what_the_peer_says_of_its_media(server: ServerProcess, uid: Any) -> None:
+    """`peercall answer` prints the caller's mute and unmute (their `media-state`) as they happen."""
+    bob, alice = uid("bob"), uid("alice")
+    answer = asyncio.create_task(peercall("answer", "--url", server.ws, "--ice-loopback", "--id", bob, "--auto"))
+    try:
+        assert await asyncio.to_thread(server.wait_log, f"{bob} connected", 20 * SCALE), server.log()
+        async with Client(server.ws, alice, ice_loopback=True) as caller:
+            call = await caller.call(bob, audio_in=media.Tone(440))
+            async with asyncio.timeout(20 * SCALE):
+                await call.wait_connected()
+                await call.mute()
+                await call.mute(False)  # the frames arrive in order; the command prints each
+                await asyncio.sleep(1.0)  # time to print before the call ends (the command then stops following)
+                await call.hangup()
+        answer_status, answer_out = await answer
+    finally:
+        answer.cancel()
+        await asyncio.gather(answer, return_exceptions=True)
+    assert answer_status == 0, answer_out
+    lines = [line.strip() for line in answer_out.splitlines()]
+    muted, unmuted = lines.index(f"{alice}: muted"), lines.index(f"{alice}: unmuted")
+    assert muted < unmuted, answer_out
 
 
 async def test_call_and_answer_commands_with_video(server: ServerProcess, uid: Any, tmp_path: Path) -> None:

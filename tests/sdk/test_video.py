@@ -348,3 +348,88 @@ async def test_sdk_records_the_newest_video_of_the_page(
     await assert_page_hears(page, "the page")
     assert heard.duration > before + 0.5
     await ringing.hangup()
+
+
+# What the web client's remote <video> element shows (the video call layout).
+REMOTE_VIDEO_ELEMENT = """
+() => {
+  const element = document.querySelector("#remote-video");
+  if (!element) return null;
+  const stage = document.querySelector("#video-stage");
+  return {
+    width: element.videoWidth,
+    height: element.videoHeight,
+    frames: element.getVideoPlaybackQuality().totalVideoFrames,
+    shown: Boolean(stage && !stage.hidden),
+  };
+}
+"""
+
+
+async def test_the_page_shows_the_sdk_video(
+    sdk: MakeClient, open_page: OpenPage, server: ServerProcess, uid: Any, tmp_path: Path
+) -> None:
+    """An SDK client calls the web client with a video clip; the callee accepts without its camera: the page's remote
+    <video> is shown, at the clip's size, and the frames it shows keep growing."""
+    clip = make_clip(tmp_path / "clip.mp4", 320, 240)
+    alice = await sdk(uid("alice"))
+    user = uid("bob")
+    page = await open_page(server.http, user)
+    call = await alice.call(user, audio_in=media.Tone(440), video_in=clip)
+    await wait_text(page, "#call-status", "Incoming call")
+    await page.click("#accept")
+    async with asyncio.timeout(WAIT):
+        await call.wait_connected()
+    first = await wait_until(
+        lambda: page.evaluate(REMOTE_VIDEO_ELEMENT),
+        lambda s: bool(s and s["shown"] and s["frames"] > 10),
+        "the page to show the SDK's video",
+    )
+    assert (first["width"], first["height"]) == (320, 240)
+    await wait_until(
+        lambda: page.evaluate(REMOTE_VIDEO_ELEMENT),
+        lambda s: bool(s and s["frames"] >= first["frames"] + 30),
+        "the page's shown frames to keep growing",
+    )
+    await call.hangup()
+
+
+async def test_a_video_call_from_the_page_with_camera_off_and_on(
+    sdk: MakeClient, open_page: OpenPage, server: ServerProcess, uid: Any
+) -> None:
+    """The page starts a video call to an SDK client that sends a test pattern and counts what arrives: each sees
+    the other's video; the page's Camera button turns its camera off (no more frames reach the SDK) and on again
+    (they come back), and the audio goes on throughout."""
+    bob = await sdk(uid("bob"))
+    page = await open_page(server.http, uid("alice"))
+    await page.fill("#peer-id", bob.id)
+    await page.click("#video-call")
+    ringing = await next_incoming(bob)
+    heard = media.Capture()
+    sink = video.VideoDiscard()
+    await ringing.accept(
+        audio_in=media.Tone(440), audio_out=heard, video_in=video.TestPattern(320, 240), video_out=sink
+    )
+    await wait_text(page, "#call-status", "Connected")
+    async with asyncio.timeout(WAIT):
+        await sink.wait_for(10)
+    await wait_until(
+        lambda: page.evaluate(REMOTE_VIDEO_ELEMENT),
+        lambda s: bool(s and s["shown"] and s["frames"] > 10 and (s["width"], s["height"]) == (320, 240)),
+        "the page to show the SDK's pattern",
+    )
+
+    await page.click("#camera")  # off
+    await asyncio.sleep(1.0)  # the renegotiation, and frames already on their way
+    stopped_at = sink.frames
+    await asyncio.sleep(1.0)
+    assert sink.frames <= stopped_at + 2, f"camera off, yet {sink.frames - stopped_at} frames arrived in 1 s"
+
+    await page.click("#camera")  # on again
+    async with asyncio.timeout(WAIT):
+        await sink.wait_for(sink.frames + 10)
+    before = heard.duration
+    await assert_page_hears(page, "the page")
+    assert heard.duration > before + 0.5
+    await ringing.hangup()
+    await wait_text(page, "#call-status", "Call Ended")

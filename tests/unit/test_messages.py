@@ -36,6 +36,9 @@ def frame(**fields: object) -> str:
         {"type": "candidate", "to": "bob", "data": None},
         {"type": "hangup", "to": "b.o-b_@x"},
         {"type": "hangup", "to": "bob", "from": "alice"},
+        {"type": "media-state", "to": "bob", "data": {"muted": True, "camera": False, "screen": False}},
+        {"type": "media-state", "to": "bob", "data": {}},
+        {"type": "media-state", "to": "bob", "callId": "c-1", "data": {"muted": False, "raisedHand": [1]}},
     ],
 )
 def test_valid_frames_are_forwarded_with_from_stamped(message: dict[str, object]) -> None:
@@ -106,6 +109,17 @@ def test_data_is_forwarded_verbatim() -> None:
             ">= 0",
         ),
         (frame(type="candidate", to="bob", data=[]), ErrorCode.BAD_MESSAGE, "Expected `object | null`"),
+        (frame(type="media-state", to="bob"), ErrorCode.BAD_MESSAGE, "media-state needs a 'data' field"),
+        (frame(type="media-state", to="bob", data=None), ErrorCode.BAD_MESSAGE, "Expected `object`, got `null`"),
+        (frame(type="media-state", to="bob", data=[True]), ErrorCode.BAD_MESSAGE, "Expected `object`"),
+        (
+            frame(type="media-state", to="bob", data={"muted": 1}),
+            ErrorCode.BAD_MESSAGE,
+            "`bool`, got `int` - at `$.muted`",
+        ),
+        (frame(type="media-state", to="bob", data={"camera": "on"}), ErrorCode.BAD_MESSAGE, "$.camera"),
+        (frame(type="media-state", to="bob", data={"screen": None}), ErrorCode.BAD_MESSAGE, "$.screen"),
+        (frame(type="media-state", to="bob", data={"x": "y" * 256}), ErrorCode.TOO_LARGE, "at most 256 bytes"),
     ],
 )
 def test_bad_frames_get_a_named_error(raw: str, code: ErrorCode, says: str) -> None:

@@ -124,6 +124,18 @@ def test_media_failure_hangup_is_failed(board: Board, reason: str) -> None:
     assert board.last("a1", "call-ended")["outcome"] == "failed"
 
 
+@pytest.mark.parametrize("reason", ["user-media-failed", "ice-failed"])
+def test_a_device_that_cannot_take_the_call_fails_it(board: Board, reason: str) -> None:
+    """A ringing device that declines because its media failed (it could not open its microphone) ends the call
+    as failed, with that reason, for both sides; the caller also gets the device's call-reject."""
+    call_id = board.ring("a1", "bob")
+    board.send("b1", "call-reject", "alice", data={"reason": reason})
+    assert (board.records[0].outcome, board.records[0].reason) == (Outcome.FAILED, Reason(reason))
+    ended = board.last("a1", "call-ended")
+    assert (ended["callId"], ended["outcome"], ended["reason"]) == (call_id, "failed", reason)
+    assert board.last("a1", "call-reject")["data"] == {"reason": reason}
+
+
 def test_every_device_rings_and_first_accept_wins(board: Board) -> None:
     """All of the callee's devices ring; the first to accept gets the call, the others stop and can't accept."""
     board.connect("b2", "bob")

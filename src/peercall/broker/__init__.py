@@ -4,7 +4,7 @@ Both implement the `Broker` interface the hub owns (hub/broker.py), and pass one
 (tests/contract/test_broker.py):
 
 - `memory://` (the default, broker/memory.py): the switchboard holds every device and call in memory and every
-  connection is local. Nothing to install; one node. It keeps the negotiation frames' path free of any coroutine.
+  connection is local. Nothing to install; one node. It keeps the peer frames' path free of any coroutine.
 - `redis://` (`PEERCALL_REDIS_URL`, broker/redis.py): N identical nodes share presence, routing and call state.
   Each state change loads the slice of state it touches from Redis into a fresh `Switchboard`, runs the very same
   pure transition code on it, and writes the result back with a compare-and-set Lua script: if another node

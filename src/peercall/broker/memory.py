@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection
 from ..core.social import Screen, View
 from ..core.switchboard import CallRate, Effect, Presence, Switchboard
 from ..hub.broker import BrokerEvents
-from ..protocol.messages import NEGOTIATION, Envelope
+from ..protocol.messages import PEER_FRAMES, Envelope
 
 
 class MemoryBroker:
@@ -101,7 +101,7 @@ class MemoryBroker:
         self, cid: str, user: str, env: Envelope, now: float, *, screen: Screen | None = None
     ) -> list[Effect]:
         effects = self.switchboard.receive(cid, env, now, screen)
-        if env.type not in NEGOTIATION:  # they change no deadline
+        if env.type not in PEER_FRAMES:  # they change no deadline
             self._reschedule()
         return effects
 

@@ -92,7 +92,7 @@ from ..core.switchboard import (
 from ..hub import nodeframe
 from ..hub.broker import BrokerEvents
 from ..protocol.errors import SharedStateUnavailable
-from ..protocol.messages import CALL_CHANGED, NEGOTIATION, Envelope
+from ..protocol.messages import CALL_CHANGED, PEER_FRAMES, Envelope
 
 log = logging.getLogger("peercall.broker")
 T = TypeVar("T")
@@ -351,7 +351,7 @@ class RedisBroker:
     """A `hub.broker.Broker` for a node of a cluster: its link to the shared state and to the other nodes."""
 
     shared = True
-    route = None  # no synchronous fast path: negotiation frames go through `receive` (see `_routes`)
+    route = None  # no synchronous fast path: peer frames go through `receive` (see `_routes`)
 
     def __init__(
         self,
@@ -720,7 +720,7 @@ class RedisBroker:
         self, cid: str, user: str, env: Envelope, now: float, *, screen: Screen | None = None
     ) -> list[Effect]:
         """A valid frame from a connection of this node. Raises ProtocolError, or SharedStateUnavailable."""
-        if env.type in NEGOTIATION:  # the hot path: where the peer is, remembered (Redis only the first time)
+        if env.type in PEER_FRAMES:  # the hot path: where the peer is, remembered (Redis only the first time)
             route = self._routes.get(cid)
             if route is not None and env.callId in (None, route.call_id) and env.to in (None, route.peer):
                 return [Forward(route.peer_cid, env, user, route.call_id)]

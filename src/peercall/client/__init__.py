@@ -30,7 +30,7 @@ is this side's view of it; its state is the server's, see docs/glossary.md), as 
 
 from . import media, video
 from .accounts import Accounts, SignInError, server_auth_mode, token_file
-from .call import Call, CallEnd, CallEndedError, CallError, CallPhase, CallState, CallStats
+from .call import Call, CallEnd, CallEndedError, CallError, CallPhase, CallState, CallStats, MediaState
 from .candidates import CandidatePolicy
 from .client import Client, Subscription
 from .contacts import Contact, ContactError, Contacts, DirectoryPage, DirectoryUser, Pending
@@ -45,6 +45,7 @@ from .events import (
     Event,
     IncomingCall,
     MissedCalls,
+    PeerMediaChanged,
     PresenceChanged,
     ServerError,
 )
@@ -80,7 +81,9 @@ __all__ = [
     "Event",
     "IceConfig",
     "IncomingCall",
+    "MediaState",
     "MissedCalls",
+    "PeerMediaChanged",
     "Pending",
     "PresenceChanged",
     "ServerError",

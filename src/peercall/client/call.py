@@ -13,6 +13,9 @@ Video is settled by the offers too: the caller offers it when it has a video sou
 puts its video source on the peer's first video m-line and its video sink on the newest one the peer sends on, and
 answers the rest without receiving (`inactive` without a video source or sink), so the peer may add, move or stop
 video mid-call without breaking the call.
+aiortc cannot restart ICE (its ICE agent keeps the credentials and the candidate pair of the first negotiation), so
+the SDK never offers a restart, and it answers a browser's restart offer with the ICE it has: the call goes on over
+the path in use if that still works, and fails (`ice-timeout`, `ice-failed`) if it is gone (`peer_ice_restarts`).
 The peer's trickled candidates are queued until the remote description is set. Nothing waits for the peer's
 gathering to complete. Every remote candidate, trickled or in the peer's SDP, passes the call's `CandidatePolicy`
 first (candidates.py): an address the policy denies never reaches aiortc, and at most `max_candidates` do (the
@@ -28,7 +31,7 @@ import asyncio
 import enum
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
@@ -36,7 +39,7 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from .candidates import CandidatePolicy, RemoteCandidates
 from .ice import IceConfig, loopback_candidates
-from .media import AudioIn, AudioOut, Discard, Sink, as_sink, as_source
+from .media import AudioIn, AudioOut, Discard, Mutable, Sink, as_sink, as_source
 from .signaling import ClientError, Frame
 from .video import VideoIn, VideoOut, VideoSink, as_video_sink, as_video_source
 
@@ -69,6 +72,27 @@ TRANSITIONS: dict[tuple[CallPhase, str], CallPhase] = {
     (CallPhase.CONNECTED, "end"): CallPhase.ENDED,
 }
 """The phase machine as one table: (phase, event) -> next phase. A missing key is not allowed."""
+
+
+@dataclass(frozen=True)
+class MediaState:
+    """What one party's media does (the `media-state` frame, docs/protocol.md): its microphone is muted, it sends
+    its camera, it shares a screen. A party says it; the other side never has to guess it from the media."""
+
+    muted: bool = False
+    camera: bool = False
+    screen: bool = False
+
+    @classmethod
+    def from_data(cls, data: Any) -> MediaState:
+        """The state a `media-state` frame's `data` says: a key left out (or not a boolean) is false."""
+        if not isinstance(data, dict):
+            return cls()
+        return cls(data.get("muted") is True, data.get("camera") is True, data.get("screen") is True)
+
+    def to_data(self) -> dict[str, bool]:
+        """The `data` of the `media-state` frame that says this state."""
+        return {"muted": self.muted, "camera": self.camera, "screen": self.screen}
 
 
 class CallError(ClientError):
@@ -158,6 +182,7 @@ class Call:
         get_ice: GetIce,
         on_change: Callable[[Call, CallPhase, CallPhase], None],
         on_end: Callable[[Call, CallEnd], None],
+        on_media: Callable[[Call, MediaState], None] | None = None,
         ice_loopback: bool = False,
         setup_timeout: float = 30.0,
         end_timeout: float = 5.0,
@@ -172,6 +197,10 @@ class Call:
         self._get_ice = get_ice
         self._on_change = on_change
         self._on_end = on_end
+        self._on_media = on_media
+        self._media = MediaState()
+        self._peer_media = MediaState()
+        self._sent: Mutable | None = None
         self._ice_loopback = ice_loopback
         self._setup_timeout = setup_timeout
         self._end_timeout = end_timeout
@@ -189,6 +218,9 @@ class Call:
         self._video_added = False
         self._pending_candidates: list[dict[str, Any] | None] = []  # at most max_candidates, and one end
         self._remote_candidates = RemoteCandidates(candidate_policy or CandidatePolicy(), f"call with {peer}")
+        self.peer_ice_restarts = 0
+        """How many ICE restarts the peer asked for (a new offer with new ICE credentials, e.g. after its network
+        changed). aiortc cannot follow them: see the module's docstring."""
         self._changed = asyncio.Event()
         self._end: asyncio.Future[CallEnd] = asyncio.get_running_loop().create_future()
         self._local_reason: str | None = None
@@ -247,6 +279,54 @@ class Call:
         return self._video_sink
 
     @property
+    def media(self) -> MediaState:
+        """What this side says of its media (`mute()`, `set_media()`)."""
+        return self._media
+
+    @property
+    def muted(self) -> bool:
+        """Whether our audio is muted (silence is sent in its place)."""
+        return self._media.muted
+
+    @property
+    def peer_media(self) -> MediaState:
+        """What the peer last said of its media (`media-state`): until it says anything, unmuted, camera and screen
+        off. Each change is also a `PeerMediaChanged` event."""
+        return self._peer_media
+
+    async def mute(self, muted: bool = True) -> None:
+        """Mute our audio (send silence instead), or unmute it; the peer is told (`media-state`).
+
+        Args:
+            muted: True to mute, False to unmute.
+        """
+        await self.set_media(muted=muted)
+
+    async def set_media(
+        self, *, muted: bool | None = None, camera: bool | None = None, screen: bool | None = None
+    ) -> MediaState:
+        """Change what this side says of its media, and tell the peer once the call is answered (and again after
+        it resumes). `muted` also mutes our audio; `camera` and `screen` are only said: they describe what the
+        application sends. None leaves that part as it is.
+
+        Returns:
+            The state now said.
+        """
+        before = self._media
+        self._media = replace(
+            before,
+            muted=before.muted if muted is None else bool(muted),
+            camera=before.camera if camera is None else bool(camera),
+            screen=before.screen if screen is None else bool(screen),
+        )
+        if self._sent is not None:
+            self._sent.muted = self._media.muted
+        if self._media != before:
+            self._log(f"media state {self._media.to_data()}")
+            await self._say_media()
+        return self._media
+
+    @property
     def role(self) -> str:
         """`polite` or `impolite`: the prefix of this call's log lines."""
         return "polite" if self.polite else "impolite"
@@ -290,6 +370,7 @@ class Call:
             raise CallError(f"cannot accept call {self.id}: not connected to the server")
         self._log(f"call-accept sent to {self.peer}; waiting for the offer")
         self._start_timer()
+        await self._say_media()
 
     async def reject(self, reason: str = "user-rejected") -> CallEnd:
         """Decline a ringing incoming call.
@@ -402,6 +483,8 @@ class Call:
         self._sink = as_sink(audio_out)
         self._video_source = as_video_source(video_in)
         self._video_sink = as_video_sink(video_out)
+        if self._video_source is not None:  # say it: a web client shows the peer's video only while it is said on
+            self._media = replace(self._media, camera=True)
 
     async def _request(
         self, audio_in: AudioIn, audio_out: AudioOut, video_in: VideoIn = None, video_out: VideoOut = None
@@ -421,7 +504,8 @@ class Call:
         """Queue one frame about this call (from the peer or the server), to be handled in order.
 
         Args:
-            frame: `call-accept`, `call-reject`, `offer`, `answer`, `candidate`, `hangup` or `call-resumed`.
+            frame: `call-accept`, `call-reject`, `offer`, `answer`, `candidate`, `media-state`, `hangup` or
+                `call-resumed`.
         """
         self._inbox.put_nowait(frame)
 
@@ -495,6 +579,8 @@ class Call:
             await self._on_candidate(frame.get("data"))
         elif kind == "call-resumed":
             await self._on_resumed(frame)
+        elif kind == "media-state":
+            self._on_media_state(frame.get("data"))
         else:
             self._log(f"ignored {kind}")
 
@@ -506,6 +592,7 @@ class Call:
         self.polite = polite is True
         self._create_pc()
         self._start_timer()
+        await self._say_media()
         if self.polite:
             self._log(f"call-accept from {self.peer}; the server made us polite: waiting for the offer")
             return
@@ -537,6 +624,14 @@ class Call:
             if not self.polite and pc.signalingState != "stable":
                 self._log("ignored a colliding offer (impolite)")
                 return
+        if kind == "offer" and _ice_restarted(pc.remoteDescription, sdp):
+            self.peer_ice_restarts += 1
+            log.info(
+                "call %s with %s: the peer restarted ICE (its network may have changed); aiortc cannot restart ICE, "
+                "so the call keeps the path it has, and fails if that path is gone",
+                self.id,
+                self.peer,
+            )
         self._log(f"SRD({kind})")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
         if kind == "offer":
@@ -576,6 +671,8 @@ class Call:
 
     async def _add_candidate(self, pc: RTCPeerConnection, data: dict[str, Any] | None) -> None:
         text = data.get("candidate") if data else None
+        if self.peer_ice_restarts:
+            return  # the restart's candidates: aiortc keeps the first negotiation's ICE, they are no use to it
         try:
             if not text:  # null, or an empty candidate: end-of-candidates
                 await pc.addIceCandidate(None)
@@ -598,6 +695,8 @@ class Call:
             return
         if isinstance(frame.get("polite"), bool):
             self.polite = frame["polite"]
+        if frame.get("state") == "answered":
+            await self._say_media()  # ours may have been lost while a connection was away
         pc = self._pc
         if pc is None or not self.active:
             return
@@ -606,6 +705,20 @@ class Call:
             await self._send_description(pc)
         elif pc.connectionState == "failed":
             await self.hangup("ice-failed")
+
+    def _on_media_state(self, data: Any) -> None:
+        said = MediaState.from_data(data)
+        if said == self._peer_media:
+            return
+        self._peer_media = said
+        self._log(f"the peer's media state: {said.to_data()}")
+        if self._on_media is not None:
+            self._on_media(self, said)
+
+    async def _say_media(self) -> None:
+        """Tell the peer our media state, if the call is answered (before, the server would refuse it)."""
+        if self._phase in (CallPhase.CALLING, CallPhase.CONNECTED):
+            await self._send({"type": "media-state", "to": self.peer, "callId": self.id, "data": self._media.to_data()})
 
     # ---- the peer connection --------------------------------------------------------------------------------------
 
@@ -649,7 +762,9 @@ class Call:
         self._track_added = True
         if self._source is None:
             self._source = as_source(None)
-        pc.addTrack(self._source)
+        self._sent = Mutable(self._source)
+        self._sent.muted = self._media.muted
+        pc.addTrack(self._sent)
 
     def _offer_video(self, pc: RTCPeerConnection) -> None:
         """Caller: offer video if we send it (sendrecv, or sendonly without a video sink) or only receive it."""
@@ -806,6 +921,15 @@ class Call:
 
     def _log(self, text: str) -> None:
         log.debug("[%s] %s %s: %s", self.role, self.id or "-", self.peer, text)
+
+
+def _ice_ufrags(sdp: str) -> set[str]:
+    return {line.split(":", 1)[1].strip() for line in sdp.splitlines() if line.startswith("a=ice-ufrag:")}
+
+
+def _ice_restarted(current: RTCSessionDescription | None, sdp: str) -> bool:
+    """Whether an offer asks for an ICE restart: its ICE username fragment differs from the one in use."""
+    return current is not None and bool(_ice_ufrags(sdp)) and _ice_ufrags(sdp) != _ice_ufrags(current.sdp)
 
 
 def _reason_text(frame: Frame) -> str:

@@ -33,7 +33,7 @@ from .call import Call, CallEndedError, CallError, CallPhase
 from .client import Client
 from .contacts import Contacts, DirectoryPage
 from .echo import echo_policy, run_echo
-from .events import CallPhaseChanged
+from .events import CallPhaseChanged, PeerMediaChanged
 from .signaling import ClientError, ConnectError
 
 DEFAULT_URL = "ws://127.0.0.1:8080/ws"
@@ -184,7 +184,7 @@ def _received(call: Call, packets: int | None) -> str:
 
 
 def _follow(client: Client) -> asyncio.Task[None]:
-    """Print every phase change of the client's calls."""
+    """Print every phase change of the client's calls, and what the peer says of its media."""
     events = client.events()
 
     async def printer() -> None:
@@ -192,6 +192,10 @@ def _follow(client: Client) -> asyncio.Task[None]:
             async for event in events:
                 if isinstance(event, CallPhaseChanged) and event.phase is not CallPhase.ENDED:
                     _say(f"{event.call.peer}: {event.phase.value}")
+                elif isinstance(event, PeerMediaChanged):
+                    said = event.media
+                    extra = (", camera on" if said.camera else "") + (", sharing a screen" if said.screen else "")
+                    _say(f"{event.call.peer}: {'muted' if said.muted else 'unmuted'}{extra}")
 
     return asyncio.create_task(printer())
 

@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 from ..core.social import CallsFrom, Directory
 from ..protocol.messages import is_valid_id
 from .accounts import Accounts
-from .call import Call, CallEnd, CallError, CallPhase
+from .call import Call, CallEnd, CallError, CallPhase, MediaState
 from .candidates import CandidatePolicy
 from .contacts import (
     MAX_DIRECTORY_PAGE,
@@ -48,6 +48,7 @@ from .events import (
     Event,
     IncomingCall,
     MissedCalls,
+    PeerMediaChanged,
     PresenceChanged,
     ServerError,
 )
@@ -60,7 +61,7 @@ log = logging.getLogger("peercall.client")
 
 T = TypeVar("T")
 
-_CALL_FRAMES = frozenset({"call-accept", "call-reject", "offer", "answer", "candidate", "hangup"})
+_CALL_FRAMES = frozenset({"call-accept", "call-reject", "offer", "answer", "candidate", "media-state", "hangup"})
 RINGING_WAIT = 10.0
 """How long `call()` waits for the server to confirm a call request (`call-ringing`), in seconds."""
 RESUME_WAIT = 2.0
@@ -658,6 +659,7 @@ class Client:
             get_ice=self._fetch_ice,
             on_change=self._call_changed,
             on_end=self._call_ended,
+            on_media=self._peer_media_changed,
             ice_loopback=self.ice_loopback,
             setup_timeout=self.setup_timeout,
             candidate_policy=self.candidate_policy,
@@ -672,6 +674,9 @@ class Client:
 
     def _call_changed(self, call: Call, phase: CallPhase, previous: CallPhase) -> None:
         self._publish(CallPhaseChanged(call, phase, previous))
+
+    def _peer_media_changed(self, call: Call, media: MediaState) -> None:
+        self._publish(PeerMediaChanged(call, media))
 
     def _call_ended(self, call: Call, end: CallEnd) -> None:
         self._publish(CallEnded(call, end))
@@ -874,7 +879,7 @@ class Client:
                     self._calls[frame["callId"]] = call
                 self._ringing.set_result(frame)
             return
-        if code == "not-in-call":
+        if code == "not-in-call" and ref != "media-state":  # a media-state raced the end: call-ended says it
             call = self._call_for(frame.get("callId"), frame.get("to"))
             if call is not None and call.active:
                 # The server has no such call (any more): e.g. it ended while we were away.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from .call import Call, CallEnd, CallPhase
+from .call import Call, CallEnd, CallPhase, MediaState
 from .contacts import Contacts
 from .signaling import SignalingState
 
@@ -93,6 +93,14 @@ class CallResumed:
 
 
 @dataclass(frozen=True)
+class PeerMediaChanged:
+    """The peer said its media changed (`media-state`): muted, camera or screen (also `call.peer_media`)."""
+
+    call: Call
+    media: MediaState
+
+
+@dataclass(frozen=True)
 class MissedCalls:
     """Calls to us that nobody answered while none of our devices was connected (records as in `/api/calls`),
     and the callers' display names (of those that have one)."""
@@ -119,6 +127,7 @@ Event: TypeAlias = (
     | CallPhaseChanged
     | CallEnded
     | CallResumed
+    | PeerMediaChanged
     | MissedCalls
     | ServerError
 )

@@ -203,6 +203,47 @@ class PcmSource(MediaStreamTrack):
         return frame
 
 
+class Mutable(MediaStreamTrack):
+    """Sends another audio track, or silence in its place while `muted`: the track goes on being read and paced
+    (a file keeps its place in time, as a muted microphone's does), only its samples are not sent.
+
+    Args:
+        source: the audio track to send.
+    """
+
+    kind = "audio"
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.source = source
+        self.muted = False
+
+    async def recv(self) -> av.AudioFrame:
+        """The source's next frame, or a silent frame of the same shape while muted.
+
+        Raises:
+            MediaStreamError: the source or this track was stopped.
+        """
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame = await self.source.recv()
+        if not isinstance(frame, av.AudioFrame):
+            raise MediaStreamError(f"an audio track gave {type(frame).__name__}")
+        if not self.muted:
+            return frame
+        silent = av.AudioFrame(format=frame.format.name, layout=frame.layout.name, samples=frame.samples)
+        for plane in silent.planes:
+            plane.update(bytes(plane.buffer_size))
+        silent.sample_rate = frame.sample_rate
+        silent.pts = frame.pts
+        silent.time_base = frame.time_base
+        return silent
+
+    def stop(self) -> None:
+        super().stop()
+        self.source.stop()
+
+
 class Silence(PcmSource):
     """Digital silence, for as long as the call lasts (the default source)."""
 

@@ -14,8 +14,9 @@ Rules (docs/protocol.md, "Calls", is the user-facing version):
   call for all of them (SIP's 603 Decline), except a reject with reason "busy", which only stops that device
   ringing (SIP's 486 on one branch); when the last ringing device says busy, the call ends `busy`.
 - Glare: a call-request to someone whose call to you is ringing answers that call instead of starting a second.
-- `offer`, `answer` and `candidate` pass only between the two parties of an answered call; anything that does
-  not fit a call this connection takes part in gets `error not-in-call` and reaches nobody.
+- The peer frames (`offer`, `answer`, `candidate`, `media-state`) pass only between the two parties of an answered
+  call; anything that does not fit a call this connection takes part in gets `error not-in-call` and reaches
+  nobody.
 - A party whose connection drops is "lost": the call goes on (the audio is peer-to-peer) and the other side is
   not told, unless the user does not come back within the resume grace period; then the call ends `peer-lost`.
   A connection of the same user (and same device, if it names one) that arrives meanwhile resumes the call; both
@@ -75,7 +76,7 @@ import msgspec
 from ..protocol import messages
 from ..protocol.codes import CloseCode, ErrorCode
 from ..protocol.errors import ProtocolError
-from ..protocol.messages import NEGOTIATION, Envelope
+from ..protocol.messages import PEER_FRAMES, Envelope
 from .limits import TokenBucket
 from .records import CallRecord, Outcome, Reason
 from .social import HIDDEN_FROM_CALLEE, Audience, Screen, Screening, View
@@ -563,7 +564,7 @@ class Switchboard:
         if kind == "call-request":
             self.call_rate.check(device.user, env, now)
             return self._request(device, env, now, screen)
-        if kind in NEGOTIATION:
+        if kind in PEER_FRAMES:
             route = self.route(cid, env)
             return [] if route is None else [Forward(route[0], env, device.user, route[1])]
         call = self._call_for(device, env)
@@ -605,8 +606,9 @@ class Switchboard:
         check_summary(user, env, self.ended_calls.get(env.callId))
 
     def route(self, cid: str, env: Envelope) -> tuple[str, str] | None:
-        """Where `offer`, `answer` or `candidate` from `cid` goes: the other party's connection and the call id,
-        or None while that party is reconnecting (it restarts ICE when it is back, so nothing is kept for it).
+        """Where a peer frame (`offer`, `answer`, `candidate`, `media-state`) from `cid` goes: the other party's
+        connection and the call id, or None while that party is reconnecting (it restarts ICE and says its media
+        state again when it is back, so nothing is kept for it).
 
         The relay's hot path (`receive` does the same, as a Forward effect). Changes nothing.
 
@@ -755,6 +757,8 @@ class Switchboard:
             if call.ringing:
                 return [Send(device.cid, _ended(call.id, Outcome.BUSY, Reason.USER_BUSY))]
             return self._end(call, Event.REJECT, Outcome.BUSY, Reason.USER_BUSY, now, by=device.cid, env=env)
+        if (reason := _client_reason(env)) in _MEDIA_FAILURES:  # e.g. the device could not open its microphone
+            return self._end(call, Event.REJECT, Outcome.FAILED, reason, now, by=device.cid, env=env)
         return self._end(call, Event.REJECT, Outcome.REJECTED, Reason.USER_REJECTED, now, by=device.cid, env=env)
 
     # ---------------------------------------------------------------------------------------- timers
@@ -848,8 +852,9 @@ class Switchboard:
             to_caller = cid in caller_side
             peer = call.callee_user if to_caller else call.caller.user
             by_peer = env is not None and actor == peer
-            if to_caller and outcome in (Outcome.REJECTED, Outcome.BUSY):
-                if by_peer and env is not None and env.type == "call-reject":
+            declined = env is not None and env.type == "call-reject"  # also a device that failed to take it
+            if to_caller and (outcome in (Outcome.REJECTED, Outcome.BUSY) or declined):
+                if by_peer and env is not None and declined:
                     effects.append(Forward(cid, env, peer, call.id))
                 else:
                     effects.append(Send(cid, messages.call_reject(peer, call.caller.user, call.id, reason.value)))

@@ -8,7 +8,7 @@ calls that time ended, the presence changes to tell, and frames that other nodes
 Two implementations, picked by URL in one place (`open_broker` in broker/__init__.py, called by server/app.py):
 
 - `memory://` (broker/memory.py): one node. A `Switchboard` in memory and a loop timer; every connection is local.
-  Nothing to install. It offers the synchronous `route` fast path for negotiation frames.
+  Nothing to install. It offers the synchronous `route` fast path for peer frames.
 - `redis://` (broker/redis.py): a cluster of nodes sharing presence, routing and calls through Redis.
 
 The rules themselves (core/switchboard.py) are the same code for both: a broker only decides where the state lives.
@@ -77,7 +77,7 @@ class Broker(Protocol):
 
     @property
     def route(self) -> Callable[[str, Envelope], tuple[str, str] | None] | None:
-        """The hot path, or None when the broker has none: where a negotiation frame from connection `cid` goes,
+        """The hot path, or None when the broker has none: where a peer frame from connection `cid` goes,
         as (the peer's connection id, call id), or None while the peer is away (the frame is dropped). Synchronous,
         and changes nothing. Raises ProtocolError `not-in-call` like `receive` would."""
         ...

@@ -29,7 +29,7 @@ from ..core.switchboard import CallEvent, Close, Effect, Forward, Presence, Push
 from ..protocol import messages
 from ..protocol.codes import CloseCode, ErrorCode
 from ..protocol.errors import ProtocolError, SharedStateUnavailable
-from ..protocol.messages import CONTACT_TYPES, NEGOTIATION
+from ..protocol.messages import CONTACT_TYPES, PEER_FRAMES
 from ..store.base import MISSED_SHOWN, PRUNE_BATCH
 from . import nodeframe
 from .broker import Broker
@@ -260,13 +260,13 @@ class Hub:
             await rest
 
     def receive(self, conn: Connection, frame: str | bytes) -> Coroutine[Any, Any, None] | None:
-        """`handle`, for callers that run coroutines by hand (server/fastws.py): the hot path, a negotiation frame
+        """`handle`, for callers that run coroutines by hand (server/fastws.py): the hot path, a peer frame
         when the broker has a synchronous `route` (one node), is forwarded at once and returns None; anything
         else returns the coroutine that does it (a frame that changes a call, an error, or any frame when the
         state is shared through Redis)."""
         try:
             env = messages.parse(frame, conn.id)
-            if env.type in NEGOTIATION and (route := self._route) is not None:  # no effects, no waiting
+            if env.type in PEER_FRAMES and (route := self._route) is not None:  # no effects, no waiting
                 to = route(conn.cid, env)
                 self.stats.messages[env.type] += 1
                 if to is not None and (target := self._conns.get(to[0])) is not None:
@@ -309,7 +309,7 @@ class Hub:
             return
         self.stats.messages[env.type] += 1
         await self.perform(effects)
-        if env.type in NEGOTIATION:
+        if env.type in PEER_FRAMES:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s -> %s %s", conn.id, env.to, env.type)
             return

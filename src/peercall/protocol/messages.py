@@ -36,6 +36,7 @@ ROUTED_TYPES: Final = (
     "answer",
     "candidate",
     "hangup",
+    "media-state",
 )
 
 
@@ -59,6 +60,11 @@ on the server."""
 NEGOTIATION: Final = frozenset({"offer", "answer", "candidate"})
 """The negotiation frames: SDP and ICE candidates, forwarded verbatim between the two parties of an answered call.
 They change no call state (the hot path). static/js/protocol.js has the same set."""
+
+PEER_FRAMES: Final = NEGOTIATION | {"media-state"}
+"""The peer frames: the negotiation frames and `media-state` (what a party says of its microphone, camera and
+screen). Each passes only between the two parties of an answered call, is forwarded verbatim and changes no call
+state: one route, the hot path. static/js/protocol.js has the same set."""
 
 CALL_CHANGED: Final = frozenset({"call-ended", "call-resumed"})
 """Server frames that tell a connection its call changed: whatever was known of where its peer is, is stale."""
@@ -97,6 +103,19 @@ class IceCandidate(msgspec.Struct):
     sdpMid: str | None = None
     sdpMLineIndex: Annotated[int, Meta(ge=0)] | None = None
     usernameFragment: str | None = None
+
+
+class MediaState(msgspec.Struct, forbid_unknown_fields=False):
+    """`data` of `media-state`: the sender's whole media state. A key left out is false; keys this server does
+    not know are forwarded as sent (a receiver ignores them)."""
+
+    muted: bool = False
+    camera: bool = False
+    screen: bool = False
+
+
+MAX_MEDIA_STATE: Final = 256
+"""Bytes of `data` that a `media-state` may carry; more gets `too-large`. Three booleans take 46."""
 
 
 NonNegative = Annotated[float, Meta(ge=0)]
@@ -161,6 +180,7 @@ _data_decoders: Final[dict[str, msgspec.json.Decoder[Any]]] = {
     "offer": msgspec.json.Decoder(SessionDescription),
     "answer": msgspec.json.Decoder(SessionDescription),
     "candidate": msgspec.json.Decoder(IceCandidate | None),
+    "media-state": msgspec.json.Decoder(MediaState),
     "call-summary": msgspec.json.Decoder(CallSummary),
     "contact-add": msgspec.json.Decoder(ContactAdd),
     "contact-rename": msgspec.json.Decoder(ContactRename),
@@ -195,7 +215,8 @@ def parse(frame: str | bytes, sender: str) -> Envelope:
     if kind not in CLIENT_TYPES:
         raise ProtocolError(
             ErrorCode.UNKNOWN_TYPE,
-            f"unknown message type {shorten(kind)!r}; a client may send {', '.join(CLIENT_TYPES)}",
+            f"unknown message type {shorten(kind)!r}; a client may send {', '.join(ROUTED_TYPES)}, call-summary, "
+            "or a contact frame (contact-add, block, settings, directory, …)",
             ref=kind,
         )
     if env.to is not None and _is_id(env.to) is None:
@@ -222,6 +243,13 @@ def parse(frame: str | bytes, sender: str) -> Envelope:
     _check_from(env, sender)
     if kind in _CALL_CONTROL:
         check_call_data(env)
+    elif kind == "media-state" and env.data is not UNSET and len(env.data) > MAX_MEDIA_STATE:
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE,
+            f"media-state carries {len(env.data)} bytes of data; it carries at most {MAX_MEDIA_STATE} bytes",
+            ref=kind,
+            to=env.to,
+        )
     decoder = _data_decoders.get(kind)
     if decoder is not None and (env.data is not UNSET or kind not in _DATA_OPTIONAL):
         _check_data(env, decoder)

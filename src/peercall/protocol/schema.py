@@ -21,6 +21,7 @@ from .messages import (
     ContactRename,
     DirectoryQuery,
     IceCandidate,
+    MediaState,
     SessionDescription,
     Settings,
     UserId,
@@ -83,6 +84,22 @@ class Candidate(_Sent, tag="candidate", kw_only=True):
     """A trickled ICE candidate (null: end of candidates), to the other party of an answered call."""
 
     data: IceCandidate | None
+
+
+MediaStateData = Annotated[
+    MediaState,
+    Meta(
+        description="the sender's whole media state, at most 256 bytes: a key left out is false; other keys are "
+        "forwarded as sent and ignored by receivers that do not know them"
+    ),
+]
+
+
+class MediaStateFrame(_Sent, tag="media-state", kw_only=True):
+    """What this party's microphone, camera and screen do now, to the other party of an answered call: sent
+    whenever it changes, and again after `call-accept` and `call-resumed`."""
+
+    data: MediaStateData
 
 
 class HangupReason(msgspec.Struct, omit_defaults=True):
@@ -162,6 +179,7 @@ ClientFrame = (
     | Offer
     | Answer
     | Candidate
+    | MediaStateFrame
     | Hangup
     | ContactAddFrame
     | ContactDecline
@@ -218,6 +236,10 @@ class CandidateForwarded(_Forwarded, tag="candidate", kw_only=True):
 
 class HangupForwarded(_Forwarded, tag="hangup", kw_only=True):
     data: Any = None
+
+
+class MediaStateForwarded(_Forwarded, tag="media-state", kw_only=True):
+    data: MediaStateData
 
 
 class RecentUser(msgspec.Struct):
@@ -390,6 +412,7 @@ ServerFrame = (
     | OfferForwarded
     | AnswerForwarded
     | CandidateForwarded
+    | MediaStateForwarded
     | HangupForwarded
 )
 

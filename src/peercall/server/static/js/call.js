@@ -6,15 +6,25 @@
  * the WebSocket (frames go out through the `send` function it is given, and come in through `handle()`).
  *
  * Negotiation is "perfect negotiation" (MDN; webrtc/samples peer.js): the callee is polite, the caller is
- * impolite; `makingOffer`/`ignoreOffer`, no-argument `setLocalDescription()`, `restartIce()` when the
- * connection fails. Candidates are trickled both ways, and incoming ones wait in a queue until the remote
- * description is set. Nothing ever waits for ICE gathering to complete.
+ * impolite; `makingOffer`/`ignoreOffer`, no-argument `setLocalDescription()`. A connection that worked and
+ * then breaks restarts ICE (`restartIce()`) after `DISCONNECTED_RESTART_MS` of `disconnected`, at once on
+ * `failed` or when the network changes, one restart at a time with a backoff; the call keeps its id.
+ * Candidates are trickled both ways, and incoming ones wait in a queue until the remote description is set.
+ * Nothing ever waits for ICE gathering to complete.
  *
  * Flow: caller `start()` (mic and ICE servers, then `call-request`) → callee `accept()` (mic and ICE servers,
  * then `call-accept`) → caller adds its track, `negotiationneeded` → offer → callee answers →
  * `connectionState` "connected". The ICE servers (and TURN credentials, which expire) are fetched for every
  * call. If no candidate pair succeeds within `iceTimeoutMs` of the offer/answer, the call is hung up with
  * reason `ice-timeout` (or `ice-failed`), and `failure` says why in words (e.g. the relay refused us).
+ *
+ * Video (camera or screen) rides on one video transceiver, kept once it exists: turning the camera off sends no
+ * track and makes the transceiver `recvonly`, turning it on again (or sharing a screen) puts a track back and makes
+ * it `sendrecv`. Each change is one renegotiation through the same perfect negotiation, so both sides may toggle at
+ * once. The first video track goes in with `addTrack`, never `addTransceiver`: when both sides add one at the same
+ * time, the polite side's rollback lets the impolite side's offer take over its transceiver (JSEP), and the call
+ * keeps a single video m-line. A screen share replaces the camera's track on that transceiver (`replaceTrack`);
+ * when it stops (our button or the browser's own "Stop sharing") the camera comes back if it was on.
  *
  * The call outlives its signaling connection: the WebSocket may drop and come back (`resume()`), and the
  * audio goes on meanwhile. A server that keeps call state has the last word on how a call ended
@@ -29,7 +39,8 @@
 import * as protocol from "./protocol.js";
 import { MessageType, Reason } from "./protocol.js";
 import { fetchIceConfig, hasTurn, iceFailureText } from "./ice.js";
-import { VOICE, openMicrophone } from "./media.js";
+import { VOICE, openCamera, openMicrophone, openScreen } from "./media.js";
+import { NOTHING_SAID } from "./mediastate.js";
 
 /** @typedef {import("./ice.js").IceConfig} IceConfig */
 
@@ -72,6 +83,18 @@ export const RING_TIMEOUT_MS = 45_000;
 export const MEDIA_TIMEOUT_MS = 30_000;
 /** How long ICE may take to find a working candidate pair after the offer/answer, or after a restart (ms). */
 export const ICE_TIMEOUT_MS = 10_000;
+/**
+ * How long a connection that once worked may stay `disconnected` before this side restarts ICE (ms). Browsers say
+ * `disconnected` a few seconds after the last packet from the peer, and `failed` only some 10 s later: after a
+ * network change (a new address) the old candidate pair never comes back, so waiting for `failed` is dead air.
+ */
+export const DISCONNECTED_RESTART_MS = 3000;
+/** The least time between two ICE restarts of one outage; it doubles after each restart, up to the max (ms). */
+export const RESTART_BACKOFF_MS = 3000;
+export const RESTART_BACKOFF_MAX_MS = 24_000;
+
+/** Why a call whose audio worked ended: its path broke, and ICE restarts found no new one in time. */
+const LOST_TEXT = "The audio connection was lost and could not be restored (the network may have changed).";
 
 /** How a `hangup` from the other side (or the server on its behalf) ends the call, by its `reason`. */
 const HANGUP_REASONS = Object.freeze({
@@ -121,7 +144,10 @@ export class CallSetupError extends Error {
  * Events: `phasechange` ({phase, previous, reason?, remoteReason?}), `track` ({stream}: the peer's audio),
  * `connectionstatechange` ({connectionState}), `mutechange` ({muted}), `path` ({local, remote, protocol}:
  * the candidate types of the selected pair, once connected), `localtrack` ({track, stream}: the microphone
- * was opened, or switched to another one).
+ * was opened, or switched to another one), `videochange` ({camera, screen}: what this side sends changed;
+ * `localVideo` is what to preview), `remotevideo` ({track}: the peer's video track arrived, or a negotiation
+ * ended, after which the peer may send video or not: `remoteVideoLive`), `peermedia` ({data}: the peer's
+ * `media-state`).
  */
 export class Call extends EventTarget {
   /** @type {CallPhase} */ #phase;
@@ -136,6 +162,8 @@ export class Call extends EventTarget {
   #relayCandidates = 0;
   #everConnected = false;
   /** @type {string|null} a sentence saying why the audio could not connect */ #failure = null;
+  /** @type {import("./media.js").MediaError|null} the device that could not be opened, ending the call */
+  #mediaError = null;
   /** @type {string|null} the server's `call-ended` outcome */ #outcome = null;
   /** @type {string|null} the server's `call-ended` reason */ #endReason = null;
   #relayOnly;
@@ -151,7 +179,18 @@ export class Call extends EventTarget {
   /** @type {(RTCIceCandidateInit|null)[]} */ #pendingCandidates = [];
   #inbox = Promise.resolve();
   #timer = 0;
+  /** a restart of ICE waiting for `disconnected` to last, or for the backoff to pass */ #restartTimer = 0;
+  /** performance.now() of the last ICE restart of the current outage */ #restartedAt = -Infinity;
+  #restartBackoffMs = RESTART_BACKOFF_MS;
   #muted = false;
+  /** @type {MediaStream|null} our camera, while it is on */ #camera = null;
+  /** @type {string} the `deviceId` of the camera to use ("" for the default) */ #cameraId = "";
+  /** @type {MediaStream|null} the screen or window we share, while we do */ #screen = null;
+  /** @type {MediaStreamTrack|null} the peer's video track, once one arrived */ #remoteVideo = null;
+  /** @type {string} the bandwidth limits last put on the video sender (JSON), "" before any */ #videoLimits = "";
+  /** @type {import("./mediastate.js").MediaStateData} what this side says of its media (`sayMedia`) */
+  #media = NOTHING_SAID;
+  /** whether the call is answered on both sides as far as we know: `media-state` may go out */ #answered = false;
 
   /**
    * @param {object} options
@@ -165,6 +204,8 @@ export class Call extends EventTarget {
    * @param {boolean} [options.relayOnly] use only relayed candidates (hides our IP address from the peer)
    * @param {number} [options.ringTimeoutMs] how long the caller lets it ring before it hangs up
    * @param {number} [options.iceTimeoutMs] how long ICE may take after the offer/answer
+   * @param {boolean} [options.video] a video call: the camera is opened with the microphone (`start`/`accept`)
+   * @param {string} [options.cameraId] the camera to use ("" for the default)
    */
   constructor({
     direction,
@@ -176,6 +217,8 @@ export class Call extends EventTarget {
     relayOnly = false,
     ringTimeoutMs = RING_TIMEOUT_MS,
     iceTimeoutMs = ICE_TIMEOUT_MS,
+    video = false,
+    cameraId = "",
   }) {
     super();
     this.direction = direction;
@@ -194,6 +237,9 @@ export class Call extends EventTarget {
     this.#relayOnly = Boolean(relayOnly);
     this.#ringTimeoutMs = ringTimeoutMs;
     this.#iceTimeoutMs = iceTimeoutMs;
+    this.#cameraId = cameraId;
+    /** Whether the call starts with the camera on (a "Video call"). */
+    this.video = Boolean(video);
     this.#phase = direction === "outgoing" ? CallPhase.REQUESTING : CallPhase.INCOMING;
     /** performance.now() of each milestone, for logs and measurements. */
     this.timeline = { created: performance.now() };
@@ -232,6 +278,36 @@ export class Call extends EventTarget {
   get muted() {
     return this.#muted;
   }
+  /** Whether our camera is on (it is sent unless a screen share takes its place). */
+  get camera() {
+    return this.#camera !== null;
+  }
+  /** Whether we share a screen or a window. */
+  get screen() {
+    return this.#screen !== null;
+  }
+  /** What we send as video, to preview: the screen share, else the camera, else null. */
+  get localVideo() {
+    return this.#screen ?? this.#camera;
+  }
+  /** The `deviceId` of the camera in use (or to be used), "" for the default. */
+  get cameraId() {
+    return this.#camera?.getVideoTracks()[0]?.getSettings?.().deviceId ?? this.#cameraId;
+  }
+  /** The peer's video track (null until one arrived; it stays, muted, while they send none). */
+  get remoteVideo() {
+    return this.#remoteVideo;
+  }
+  /**
+   * Whether the peer sends us video (their camera or screen share is on), as the last negotiation says: their side
+   * of the video transceiver sends. Not the track's `muted`: Chrome leaves a track muted for good when a rolled-back
+   * transceiver is taken over by the peer's offer, frames or not.
+   */
+  get remoteVideoLive() {
+    const t = this.#remoteVideo;
+    const direction = this.#videoTransceiver()?.currentDirection;
+    return Boolean(this.active && t?.readyState === "live" && (direction === "sendrecv" || direction === "recvonly"));
+  }
   /** "polite" or "impolite": the prefix of this call's log lines. */
   get role() {
     return this.polite ? "polite" : "impolite";
@@ -251,6 +327,10 @@ export class Call extends EventTarget {
   /** Why the audio could not connect, as a sentence (set when the call failed on this side), or null. */
   get failure() {
     return this.#failure;
+  }
+  /** Why the microphone could not be opened, when that ended the call (reason "no-microphone"), or null. */
+  get mediaError() {
+    return this.#mediaError;
   }
   /** The ICE transport policy of this call: "relay" when the user or the server wants relayed audio only. */
   get iceTransportPolicy() {
@@ -277,14 +357,21 @@ export class Call extends EventTarget {
    * (the call then ends with reason "no-microphone" and nothing was sent).
    */
   async start() {
-    this.#log("start: opening the microphone, fetching the ICE servers");
-    const [mic, ice] = await Promise.allSettled([openMicrophone(this.#audio), this.#fetchIce()]);
+    this.#log(`start: opening the microphone${this.video ? " and the camera" : ""}, fetching the ICE servers`);
+    const [mic, ice, camera] = await Promise.allSettled([
+      openMicrophone(this.#audio),
+      this.#fetchIce(),
+      this.#openStartCamera(),
+    ]);
     if (mic.status === "rejected") {
+      if (camera.status === "fulfilled") for (const t of camera.value?.getTracks() ?? []) t.stop();
+      this.#mediaError = mic.reason;
       this.#end("no-microphone");
       throw mic.reason;
     }
     this.#local = mic.value;
     this.#localTrackEvent();
+    this.#startCamera(camera);
     const noRelay = this.#relayProblem();
     if (noRelay && this.active) {
       this.#detail = noRelay.message;
@@ -312,15 +399,22 @@ export class Call extends EventTarget {
   async accept() {
     if (!this.#transition("accept")) return;
     this.timeline.accepted = performance.now();
-    this.#log("accept: opening the microphone, fetching the ICE servers");
-    const [mic, ice] = await Promise.allSettled([openMicrophone(this.#audio), this.#fetchIce()]);
+    this.#log(`accept: opening the microphone${this.video ? " and the camera" : ""}, fetching the ICE servers`);
+    const [mic, ice, camera] = await Promise.allSettled([
+      openMicrophone(this.#audio),
+      this.#fetchIce(),
+      this.#openStartCamera(),
+    ]);
     if (mic.status === "rejected") {
+      if (camera.status === "fulfilled") for (const t of camera.value?.getTracks() ?? []) t.stop();
+      this.#mediaError = mic.reason;
       this.#sendMsg(protocol.callReject(this.peerId, this.callId, Reason.USER_MEDIA_FAILED));
       this.#end("no-microphone");
       throw mic.reason;
     }
     this.#local = mic.value;
     this.#localTrackEvent();
+    this.#startCamera(camera);
     const noRelay = this.#relayProblem();
     if (noRelay && this.active) {
       this.#sendMsg(protocol.callReject(this.peerId, this.callId, Reason.ICE_FAILED));
@@ -338,6 +432,8 @@ export class Call extends EventTarget {
       return;
     }
     this.#log(`call-accept sent to ${this.peerId}; waiting for the offer`);
+    this.#answered = true;
+    this.#sendMedia();
     this.#startTimer(MEDIA_TIMEOUT_MS, () => this.#giveUp());
   }
 
@@ -439,11 +535,30 @@ export class Call extends EventTarget {
   /**
    * Restart ICE: a new offer with new ICE credentials, gathering again (e.g. after the network changed, or
    * the connection failed). Fetches fresh TURN credentials first if the ones in use are getting old.
+   *
+   * One restart at a time: a restart asked for within the backoff of the previous one (3 s, doubling up to 24 s
+   * until the connection works again) is put off until the backoff has passed, and several asked for meanwhile
+   * make one. If both sides restart at once, perfect negotiation lets the impolite side's offer win.
    * @param {string} [why] for the log
    */
   async restartIce(why = "") {
     const pc = this.#pc;
     if (!this.active || !pc || pc.signalingState === "closed") return;
+    const wait = this.#restartedAt + this.#restartBackoffMs - performance.now();
+    if (wait > 0) {
+      if (!this.#restartTimer) {
+        this.#log(`restartIce() in ${Math.round(wait)} ms (backoff)${why ? `: ${why}` : ""}`);
+        this.#restartTimer = setTimeout(() => {
+          this.#restartTimer = 0;
+          this.restartIce(why);
+        }, wait);
+      }
+      return;
+    }
+    clearTimeout(this.#restartTimer);
+    this.#restartTimer = 0;
+    this.#restartedAt = performance.now();
+    this.#restartBackoffMs = Math.min(this.#restartBackoffMs * 2, RESTART_BACKOFF_MAX_MS);
     const ttl = this.#ice?.ttl;
     if (ttl && performance.now() - this.#iceFetchedAt > (ttl * 1000) / 2) {
       await this.#fetchIce();
@@ -455,6 +570,7 @@ export class Call extends EventTarget {
       }
     }
     this.#log(`restartIce()${why ? `: ${why}` : ""}`);
+    this.timeline.iceRestarts = [...(this.timeline.iceRestarts ?? []), performance.now()];
     pc.restartIce();
     if (pc.connectionState !== "connected") this.#startIceTimer();
   }
@@ -472,6 +588,7 @@ export class Call extends EventTarget {
       this.#onAccepted({ polite });
       return;
     }
+    if (state === "answered") this.#sendMedia(); // ours may have been lost while a connection was away
     const pc = this.#pc;
     if (!pc || pc.signalingState === "closed") return;
     if (pc.signalingState === "have-local-offer" && pc.localDescription) {
@@ -553,6 +670,217 @@ export class Call extends EventTarget {
   }
 
   /**
+   * Turn our camera on or off. On: open it (the one chosen, else the default) and send it, unless a screen share
+   * is being sent (then it waits behind the share). Off: release it, and send no video unless we share a screen.
+   * @param {boolean} on
+   * @returns {Promise<void>}
+   * @throws {MediaError} if the camera cannot be opened (the call goes on as it was)
+   */
+  async setCamera(on) {
+    if (!this.active) return;
+    if (on && !this.#camera) {
+      const stream = await openCamera(this.#cameraId);
+      if (!this.active || this.#camera) {
+        for (const t of stream.getTracks()) t.stop();
+        return;
+      }
+      this.#useCamera(stream);
+      this.#log("camera on");
+    } else if (!on && this.#camera) {
+      for (const t of this.#camera.getTracks()) t.stop();
+      this.#camera = null;
+      this.#log("camera off");
+    } else {
+      return;
+    }
+    this.#videoChanged();
+    if (!this.#screen) await this.#sendVideo();
+  }
+
+  /**
+   * Use another camera, now (if the camera is on) and for the rest of the call: `replaceTrack`, no renegotiation.
+   * @param {string} cameraId its `MediaDeviceInfo.deviceId`
+   * @throws {MediaError} if that camera cannot be opened (the old one is kept)
+   */
+  async switchCamera(cameraId) {
+    if (!this.active) return;
+    if (!this.#camera) {
+      this.#cameraId = cameraId;
+      return;
+    }
+    const stream = await openCamera(cameraId);
+    if (!this.active || !this.#camera) {
+      for (const t of stream.getTracks()) t.stop();
+      return;
+    }
+    const previous = this.#camera;
+    this.#useCamera(stream);
+    this.#cameraId = cameraId;
+    if (!this.#screen) await this.#sendVideo();
+    for (const t of previous.getTracks()) t.stop();
+    this.#log(`camera switched to ${stream.getVideoTracks()[0]?.label || cameraId}`);
+    this.#videoChanged();
+  }
+
+  /**
+   * Share a screen or a window (the browser asks which) in place of the camera, or stop sharing (the camera comes
+   * back if it is on). The browser's own "Stop sharing" stops it too.
+   * @param {boolean} on
+   * @throws {MediaError} if nothing can be shared (the call goes on as it was)
+   */
+  async shareScreen(on) {
+    if (!this.active) return;
+    if (on && !this.#screen) {
+      const stream = await openScreen();
+      const [track] = stream.getVideoTracks();
+      if (!this.active || this.#screen || !track) {
+        for (const t of stream.getTracks()) t.stop();
+        return;
+      }
+      this.#screen = stream;
+      track.addEventListener("ended", () => {
+        if (this.#screen === stream) this.shareScreen(false);
+      });
+      this.#log(`sharing ${track.label || "the screen"}`);
+    } else if (!on && this.#screen) {
+      for (const t of this.#screen.getTracks()) t.stop();
+      this.#screen = null;
+      this.#log("stopped sharing the screen");
+    } else {
+      return;
+    }
+    this.#videoChanged();
+    await this.#sendVideo();
+  }
+
+  /**
+   * Put bandwidth limits on the video we send (the sender's first encoding), e.g. lower when the path is relayed
+   * or lossy. A screen share keeps its resolution (text must stay legible): only its bit rate is limited.
+   * @param {{maxBitrate: number, scaleResolutionDownBy: number}} limits
+   */
+  async limitVideo(limits) {
+    const sender = this.#videoTransceiver()?.sender;
+    if (!this.active || !sender?.track) return;
+    const scale = this.#screen ? 1 : limits.scaleResolutionDownBy;
+    const key = JSON.stringify([sender.track.id, limits.maxBitrate, scale]);
+    if (key === this.#videoLimits) return;
+    try {
+      const params = sender.getParameters();
+      if (!params.encodings?.length) return; // not negotiated yet: the next sample tries again
+      params.encodings[0].maxBitrate = limits.maxBitrate;
+      params.encodings[0].scaleResolutionDownBy = scale;
+      await sender.setParameters(params);
+      this.#videoLimits = key;
+      this.#log(`video limited to ${Math.round(limits.maxBitrate / 1000)} kbit/s, resolution ÷${scale}`);
+    } catch (err) {
+      console.warn(`[${this.role}] could not limit the video:`, err);
+    }
+  }
+
+  /** The transceiver that carries video (ours and the peer's), once there is one. */
+  #videoTransceiver() {
+    const pc = this.#pc;
+    if (!pc || pc.signalingState === "closed") return null;
+    return (
+      pc.getTransceivers().find((t) => !t.stopped && (t.sender.track?.kind ?? t.receiver.track?.kind) === "video") ??
+      null
+    );
+  }
+
+  /**
+   * Send what we should (the screen share, else the camera, else nothing) on the video transceiver, adding it the
+   * first time. A change of direction renegotiates (`negotiationneeded`); a change of track does not.
+   */
+  async #sendVideo() {
+    const pc = this.#pc;
+    if (!pc || pc.signalingState === "closed" || !this.#trackAdded) return; // #addLocalTrack will add it
+    const track = this.localVideo?.getVideoTracks()[0] ?? null;
+    const transceiver = this.#videoTransceiver();
+    try {
+      if (!transceiver) {
+        if (!track) return;
+        this.#log("adding a video track");
+        pc.addTrack(track);
+        return;
+      }
+      if (transceiver.sender.track !== track) await transceiver.sender.replaceTrack(track);
+      const direction = track ? "sendrecv" : "recvonly";
+      if (pc === this.#pc && this.active && transceiver.direction !== direction) {
+        this.#log(`video ${direction}`);
+        transceiver.direction = direction;
+      }
+    } catch (err) {
+      console.error(`[${this.role}] could not change the video:`, err);
+    }
+  }
+
+  #videoChanged() {
+    this.dispatchEvent(new CustomEvent("videochange", { detail: { camera: this.camera, screen: this.screen } }));
+  }
+
+  /**
+   * The camera opened for a video call, at `start()`/`accept()` (null for an audio call).
+   * @returns {Promise<MediaStream|null>}
+   */
+  async #openStartCamera() {
+    return this.video ? openCamera(this.#cameraId) : null;
+  }
+
+  /**
+   * Keep the camera opened at `start()`/`accept()`; if it could not be opened, the call goes on as an audio call
+   * and `videoerror` says why.
+   * @param {PromiseSettledResult<MediaStream|null>} result
+   */
+  #startCamera(result) {
+    if (result.status === "rejected") {
+      this.#log(`no camera: ${result.reason?.message ?? result.reason}`);
+      this.dispatchEvent(new CustomEvent("videoerror", { detail: { error: result.reason } }));
+      return;
+    }
+    if (!result.value) return;
+    if (!this.active) {
+      for (const t of result.value.getTracks()) t.stop();
+      return;
+    }
+    this.#useCamera(result.value);
+    this.#videoChanged();
+  }
+
+  /**
+   * Make `stream` our camera. If it ends by itself (unplugged, or taken away by the system), the camera is off.
+   * @param {MediaStream} stream
+   */
+  #useCamera(stream) {
+    this.#camera = stream;
+    for (const track of stream.getVideoTracks()) {
+      track.addEventListener("ended", () => {
+        if (this.#camera !== stream) return;
+        this.#log("the camera stopped by itself");
+        this.setCamera(false);
+      });
+    }
+  }
+
+  /**
+   * What this side says of its media (mediastate.js): kept, and sent to the peer (`media-state`) once the call is
+   * answered; from then on at each change, and again after `call-resumed`.
+   * @param {import("./mediastate.js").MediaStateData} state
+   */
+  sayMedia(state) {
+    const same =
+      state.muted === this.#media.muted && state.camera === this.#media.camera && state.screen === this.#media.screen;
+    this.#media = state;
+    if (!same) this.#sendMedia();
+  }
+
+  /** Send our media state, if the call is answered (before, the server would refuse it with `not-in-call`). */
+  #sendMedia() {
+    if (!this.active || !this.#answered) return;
+    this.#sendMsg(protocol.mediaState(this.peerId, this.#media, this.callId));
+    const { muted, camera, screen } = this.#media;
+    this.#log(`sent media-state${muted ? " muted" : ""}${camera ? " camera" : ""}${screen ? " screen" : ""}`);
+  }
+  /**
    * Handle one frame from the peer (already matched to this call by sender and callId). Frames are
    * processed one at a time, in order.
    * @param {{type: string, from: string, data?: any, callId?: string}} msg
@@ -617,6 +945,9 @@ export class Call extends EventTarget {
         return this.#onDescription(msg.data);
       case MessageType.CANDIDATE:
         return this.#onCandidate(msg.data);
+      case MessageType.MEDIA_STATE:
+        this.dispatchEvent(new CustomEvent("peermedia", { detail: { data: msg.data } }));
+        return;
       default:
         this.#log(`ignored ${msg.type}`);
     }
@@ -632,6 +963,8 @@ export class Call extends EventTarget {
     if (this.direction !== "outgoing" || !this.#transition("accepted")) return;
     this.timeline.accepted = performance.now();
     if (typeof msg.polite === "boolean") this.polite = msg.polite;
+    this.#answered = true;
+    this.#sendMedia();
     this.#createPeerConnection();
     if (this.polite) {
       this.#log(`call-accept from ${this.peerId}; the server made us polite: waiting for the offer`);
@@ -675,12 +1008,15 @@ export class Call extends EventTarget {
   #giveUp() {
     const pc = this.#pc;
     const failed = pc?.connectionState === "failed" || pc?.iceConnectionState === "failed";
+    const refused = this.#iceErrors.some((e) => e.errorCode === 401 || e.errorCode === 403);
     this.#failure = !pc?.remoteDescription
       ? "Could not connect the audio: the call set-up did not complete in time."
-      : iceFailureText(this.#iceErrors, {
-          relayOnly: this.iceTransportPolicy === "relay",
-          relayCandidates: this.#relayCandidates,
-        });
+      : this.#everConnected && !refused
+        ? LOST_TEXT
+        : iceFailureText(this.#iceErrors, {
+            relayOnly: this.iceTransportPolicy === "relay",
+            relayCandidates: this.#relayCandidates,
+          });
     this.#log(`giving up: ${this.#failure} (connectionState ${pc?.connectionState ?? "none"})`);
     this.hangup(failed ? Reason.ICE_FAILED : Reason.ICE_TIMEOUT, "failed");
   }
@@ -724,11 +1060,24 @@ export class Call extends EventTarget {
     });
     pc.addEventListener("track", (event) => {
       if (pc !== this.#pc) return;
-      this.#log(`remote ${event.track.kind} track`);
-      this.#remote = event.streams[0] ?? new MediaStream([event.track]);
+      const { track } = event;
+      this.#log(`remote ${track.kind} track`);
+      if (track.kind === "video") {
+        // It stays for the rest of the call; whether the peer sends on it is `remoteVideoLive` (the audio plays apart).
+        this.#remoteVideo = track;
+        this.dispatchEvent(new CustomEvent("remotevideo", { detail: { track } }));
+        return;
+      }
+      this.#remote = event.streams[0] ?? new MediaStream([track]);
       this.dispatchEvent(new CustomEvent("track", { detail: { stream: this.#remote } }));
     });
-    pc.addEventListener("signalingstatechange", () => this.#log(`signalingState ${pc.signalingState}`));
+    pc.addEventListener("signalingstatechange", () => {
+      this.#log(`signalingState ${pc.signalingState}`);
+      // A negotiation ended: the peer may have started or stopped sending video.
+      if (pc === this.#pc && pc.signalingState === "stable" && this.#remoteVideo) {
+        this.dispatchEvent(new CustomEvent("remotevideo", { detail: { track: this.#remoteVideo } }));
+      }
+    });
     pc.addEventListener("iceconnectionstatechange", () =>
       this.#log(`iceConnectionState ${pc.iceConnectionState}`),
     );
@@ -739,6 +1088,8 @@ export class Call extends EventTarget {
     if (this.#trackAdded || !this.#pc || !this.#local) return;
     for (const track of this.#local.getAudioTracks()) this.#pc.addTrack(track, this.#local);
     this.#trackAdded = true;
+    const video = this.localVideo?.getVideoTracks()[0];
+    if (video) this.#pc.addTrack(video); // callee: reuses the offer's video transceiver if it has one
   }
 
   /** @param {RTCSessionDescriptionInit} description */
@@ -824,8 +1175,31 @@ export class Call extends EventTarget {
     } else if (state === "failed" && !this.#everConnected) {
       // Never connected: no candidate pair works, and a restart would find the same ones.
       this.#giveUp();
+    }
+    if (this.#everConnected) this.#keepConnected(state);
+  }
+
+  /**
+   * A connection that worked is interrupted (or works again): restart ICE after `DISCONNECTED_RESTART_MS` of
+   * `disconnected`, at once on `failed`, and forget the outage (and its backoff) once connected again.
+   * @param {RTCPeerConnectionState} state
+   */
+  #keepConnected(state) {
+    if (state === "connected") {
+      clearTimeout(this.#restartTimer);
+      this.#restartTimer = 0;
+      this.#restartedAt = -Infinity;
+      this.#restartBackoffMs = RESTART_BACKOFF_MS;
     } else if (state === "failed") {
       this.restartIce("the connection failed");
+    } else if (state === "disconnected" && !this.#restartTimer) {
+      this.#restartTimer = setTimeout(() => {
+        this.#restartTimer = 0;
+        const pc = this.#pc;
+        if (this.active && pc && ["disconnected", "failed"].includes(pc.connectionState)) {
+          this.restartIce(`disconnected for ${DISCONNECTED_RESTART_MS / 1000} s`);
+        }
+      }, DISCONNECTED_RESTART_MS);
     }
   }
 
@@ -858,6 +1232,7 @@ export class Call extends EventTarget {
     this.timeline.ended = performance.now();
     this.#log(`ended: ${reason}`);
     clearTimeout(this.#timer);
+    clearTimeout(this.#restartTimer);
     this.#stopMicrophone();
     if (this.#pc) {
       this.#pc.close();
@@ -878,8 +1253,13 @@ export class Call extends EventTarget {
     if (track) this.dispatchEvent(new CustomEvent("localtrack", { detail: { track, stream: this.#local } }));
   }
 
+  /** Release the microphone, the camera and the screen share. */
   #stopMicrophone() {
     for (const track of this.#local?.getTracks() ?? []) track.stop();
+    const video = this.#camera || this.#screen;
+    for (const track of [...(this.#camera?.getTracks() ?? []), ...(this.#screen?.getTracks() ?? [])]) track.stop();
+    this.#camera = this.#screen = null;
+    if (video) this.#videoChanged();
   }
 
   /**

@@ -8,11 +8,12 @@
  *    signaling.js before they expire); accountpanel.js its part of the page (sign-in screen, account card);
  *  - phone.js: the current call (call.js), which frames belong to it, its resume (resume.js), its quality
  *    (quality.js) and levels, and the audio check (audiocheck.js);
+ *  - mediastate.js: what this side says of its media (muted, camera, screen) and what the peer said;
  *  - contacts.js: the contacts, their presence, requests, blocks and the ring setting ("Who may ring me");
  *  - history.js: the call history and the missed-call count; summaries.js: the call summaries;
  *  - notifications.js: the ringtone, the ringback tone and notifications;
  *  - push.js: "Ring this device when peercall is closed" (Web Push), and its checkbox;
- *  - mediadevices.js: the microphone and speaker chosen;
+ *  - mediadevices.js: the microphone, speaker and camera chosen;
  *  - names.js: the display names the server told (signaling.js feeds it every frame; the page shows them);
  *  - offline.js: the service worker (the app opens without the server) and whether the server can be reached;
  *  - calllink.js: the call link the page was opened with (`?call=`), calllinkpanel.js its part of the page;
@@ -28,7 +29,8 @@
  * For tests and debugging, `window.peercall` exposes `signaling`, `call` (the current or last Call), `pc`
  * (the current call's RTCPeerConnection, or null), `audioCheck` (the current or last AudioCheck), `quality`
  * (the current or last call's QualityMonitor), `ringing` (whether the ringtone plays), `ringtone` and
- * `ringback` (the Tones), `levels` (the meters' levels) and `summaries` (the call-summary frames sent).
+ * `ringback` (the Tones), `levels` (the meters' levels), `summaries` (the call-summary frames sent) and
+ * `mediaState` (what this side says of its media, and what the peer said).
  * @module main
  */
 
@@ -43,16 +45,21 @@ import { CallHistory } from "./history.js";
 import { Identity } from "./identity.js";
 import { MediaDeviceChoice } from "./mediadevices.js";
 import { INSECURE_TEXT, RAW, VOICE, unlockAudio } from "./media.js";
+import { MediaState } from "./mediastate.js";
 import * as names from "./names.js";
 import { Notifier } from "./notifications.js";
 import { Reachability, registerServiceWorker } from "./offline.js";
 import { passkeysSupported, registerPasskey, signInWithPasskey, signUpWithPasskey } from "./passkeys.js";
 import { Phone } from "./phone.js";
 import { PushRing, bindPushControl } from "./push.js";
-import { CALL_CONTROL, MessageType, NEGOTIATION } from "./protocol.js";
+import { CALL_CONTROL, MessageType, PEER_FRAMES } from "./protocol.js";
 import { Signaling } from "./signaling.js";
 import { CallSummaries } from "./summaries.js";
 import * as ui from "./ui.js";
+
+/** What this side says of its media in the current call (`mediaState.setLocal({muted, camera, screen})`), and what
+ * the peer said (the phone links it to the current call). */
+const mediaState = new MediaState();
 
 const params = new URLSearchParams(location.search);
 const page = document.body.dataset;
@@ -73,10 +80,12 @@ const phone = new Phone({
   signaling,
   summaries,
   history: callHistory,
+  mediaState,
   callOptions() {
     const me = signaling.id;
     return {
       audio: mediaDevices.constraints(AUDIO),
+      cameraId: mediaDevices.camera,
       relayOnly: ui.relayOnly(),
       getIceConfig: () => fetchIceConfig({ id: me, token: identity.serverToken }),
     };
@@ -99,7 +108,7 @@ function view() {
     online: signaling.online,
     people: signaling.people,
     me: signaling.state === "connected" ? signaling.id : null,
-    mediaDevices: mediaDevices.view(phone.microphoneInUse()),
+    mediaDevices: mediaDevices.view(phone.microphoneInUse(), phone.cameraInUse()),
     notifications: notifier.permission,
     call: call && phone.callView(call),
     audioCheck: {
@@ -131,6 +140,11 @@ phone.addEventListener("notice", ({ detail }) => ui.say(detail.text, detail.kind
 phone.addEventListener("peerproblem", ({ detail }) => ui.rejectPeer(detail.text));
 phone.addEventListener("ended", ({ detail }) => ui.say(ui.endedText(phone.callView(detail.call)), detail.kind));
 phone.addEventListener("remotestream", ({ detail }) => ui.playRemote(detail.stream));
+phone.addEventListener("remotevideo", ({ detail }) => ui.showRemoteVideo(detail.track));
+phone.addEventListener("localvideo", ({ detail }) => {
+  ui.showLocalVideo(detail.stream, detail.source);
+  if (detail.stream) mediaDevices.refresh(); // the camera permission gives the cameras their names
+});
 phone.addEventListener("levels", ({ detail }) => ui.setLevels(detail.microphone, detail.remote));
 phone.addEventListener("microphoneopened", () => mediaDevices.refresh());
 callHistory.addEventListener("change", render);
@@ -179,7 +193,7 @@ signaling.addEventListener("statechange", (event) => {
 signaling.addEventListener("online", render);
 signaling.addEventListener("people", render);
 signaling.addEventListener(MessageType.CALL_REQUEST, (event) => phone.callRequest(event.detail));
-for (const type of [...CALL_CONTROL.filter((t) => t !== MessageType.CALL_REQUEST), ...NEGOTIATION]) {
+for (const type of [...CALL_CONTROL.filter((t) => t !== MessageType.CALL_REQUEST), ...PEER_FRAMES]) {
   signaling.addEventListener(type, (event) => phone.callFrame(event.detail));
 }
 signaling.addEventListener(MessageType.PRESENCE, (event) => {
@@ -382,6 +396,20 @@ ui.bind({
     unlockAudio();
     phone.accept();
   },
+  videoCall(peerId) {
+    unlockAudio();
+    phone.startCall(peerId, { video: true });
+  },
+  acceptVideo() {
+    unlockAudio();
+    phone.accept({ video: true });
+  },
+  toggleCamera: () => phone.toggleCamera(),
+  toggleScreen: () => phone.toggleScreen(),
+  chooseCamera(cameraId) {
+    mediaDevices.chooseCamera(cameraId);
+    phone.switchCamera(cameraId);
+  },
   reject: () => phone.reject(),
   escape: () => phone.escape(),
   chooseMicrophone(microphoneId) {
@@ -532,4 +560,6 @@ globalThis.peercall = {
   get summaries() {
     return summaries.sent;
   },
+  /** What this side says of its media (`local`) and what the peer said (`peer`, null until it says anything). */
+  mediaState,
 };

@@ -1,7 +1,8 @@
 /**
- * Media devices and sound in the page: opening the microphone (and saying in words why it could not be opened),
- * the list of microphones and speakers, one shared Web Audio context, level meters (an AnalyserNode on a
- * stream), the ringtone and the ringback tone (synthesised: no audio files).
+ * Media devices and sound in the page: opening the microphone, the camera and a screen share (and saying in words
+ * why one could not be opened: `mediaFailure()`), the list of microphones, speakers and cameras, one shared Web Audio
+ * context, level meters (an AnalyserNode on a stream), the ringtone and the ringback tone (synthesised: no audio
+ * files).
  *
  * Owns the AudioContext and the tones' timers; knows nothing of the DOM, the signaling or the call.
  * @module media
@@ -12,17 +13,51 @@ export const VOICE = Object.freeze({ echoCancellation: true, noiseSuppression: t
 /** Audio constraints without any processing (music, measurements). */
 export const RAW = Object.freeze({ echoCancellation: false, noiseSuppression: false, autoGainControl: false });
 
-/** The microphone could not be opened; `message` is a sentence for the user. */
-export class MicrophoneError extends Error {
+/**
+ * What the page opens for a call: the microphone, the camera, or a screen (or window, or tab) to share.
+ * @typedef {"microphone"|"camera"|"screen"} CaptureSource
+ */
+
+/**
+ * Why a source could not be opened: the page was not secure, the user or the browser refused, there is none, it
+ * is busy, the browser cannot (screen sharing on most phones), or something else.
+ * @typedef {"insecure"|"denied"|"not-found"|"in-use"|"unsupported"|"unknown"} MediaFailureKind
+ */
+
+/**
+ * A source could not be opened: `message` is a sentence for the user (what happened and what to do), `words` the
+ * few words that say why under a call's "Failed".
+ */
+export class MediaError extends Error {
   /**
-   * @param {"insecure"|"denied"|"not-found"|"in-use"|"unknown"} kind
+   * @param {CaptureSource} source
+   * @param {MediaFailureKind} kind
+   * @param {string} message
+   * @param {unknown} [cause]
+   */
+  constructor(source, kind, message, cause) {
+    super(message, { cause });
+    this.name = "MediaError";
+    this.source = source;
+    this.kind = kind;
+  }
+
+  /** Why, in a few words ("microphone access was denied"). */
+  get words() {
+    return FAILURE_WORDS[this.source][this.kind] ?? FAILURE_WORDS[this.source].unknown;
+  }
+}
+
+/** The microphone could not be opened; `message` is a sentence for the user. */
+export class MicrophoneError extends MediaError {
+  /**
+   * @param {MediaFailureKind} kind
    * @param {string} message
    * @param {unknown} [cause]
    */
   constructor(kind, message, cause) {
-    super(message, { cause });
+    super("microphone", kind, message, cause);
     this.name = "MicrophoneError";
-    this.kind = kind;
   }
 }
 
@@ -32,6 +67,89 @@ export const INSECURE_TEXT =
   "the browser does not allow microphone access here. Whoever runs the server can start it with " +
   "“peercall serve --tls-self-signed”; then open the https:// address it prints.";
 
+/** The few words under "Failed", by source and kind of failure. */
+const FAILURE_WORDS = Object.freeze({
+  microphone: {
+    insecure: "the microphone needs a secure page (https)",
+    denied: "microphone access was denied",
+    "not-found": "no microphone was found",
+    "in-use": "the microphone is in use by another application",
+    unknown: "the microphone could not be opened",
+  },
+  camera: {
+    insecure: "the camera needs a secure page (https)",
+    denied: "camera access was denied",
+    "not-found": "no camera was found",
+    "in-use": "the camera is in use by another application",
+    unknown: "the camera could not be opened",
+  },
+  screen: {
+    insecure: "screen sharing needs a secure page (https)",
+    denied: "screen sharing was cancelled or not allowed",
+    "not-found": "there is nothing to share",
+    "in-use": "the screen could not be captured",
+    unsupported: "this browser cannot share a screen",
+    unknown: "the screen could not be shared",
+  },
+});
+
+/** The sentences for the user, by source and kind of failure (`unknown` gets the browser's own words appended). */
+const FAILURE_TEXT = Object.freeze({
+  microphone: {
+    insecure: INSECURE_TEXT,
+    denied:
+      "Microphone access was denied. To call, allow the microphone for this site: click the icon at the left " +
+      "of the address bar, set Microphone to Allow, then try again.",
+    "not-found":
+      "No microphone was found. Plug in a microphone or a headset (or pick another one under Microphone), " +
+      "then try again.",
+    "in-use":
+      "The microphone could not be started: another application may be using it. Close other calling apps " +
+      "(or tabs) that use the microphone, then try again.",
+    unknown: "Could not open the microphone",
+  },
+  camera: {
+    insecure: "The camera needs a secure page (https), like the microphone.",
+    denied:
+      "Camera access was denied. To be seen, allow the camera for this site: click the icon at the left of the " +
+      "address bar, set Camera to Allow, then turn the camera on again. The call goes on without video.",
+    "not-found": "No camera was found. The call goes on without video.",
+    "in-use":
+      "The camera could not be started: another application may be using it. Close it, then turn the camera " +
+      "on again. The call goes on without video.",
+    unknown: "Could not open the camera",
+  },
+  screen: {
+    insecure: "Screen sharing needs a secure page (https), like the microphone.",
+    denied: "Nothing is shared: screen sharing was cancelled or not allowed.",
+    "not-found": "Nothing is shared: there is no screen, window or tab to share.",
+    "in-use": "Nothing is shared: the screen could not be captured. Try again, or share a single window.",
+    unsupported: "This browser cannot share a screen (most phones cannot).",
+    unknown: "Could not share the screen",
+  },
+});
+
+/**
+ * What a failure to open a source means for the user: the `getUserMedia()` / `getDisplayMedia()` error (a
+ * DOMException) turned into a MediaError that says it in words. The call's camera and screen sharing use it too.
+ * @param {CaptureSource} source
+ * @param {unknown} err what the browser threw (null: the page is not secure, or the browser has no such API)
+ * @returns {MediaError} a MicrophoneError for the microphone
+ */
+export function mediaFailure(source, err) {
+  const name = /** @type {any} */ (err)?.name;
+  /** @type {MediaFailureKind} */
+  let kind = "unknown";
+  if (err == null) kind = "insecure";
+  else if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") kind = "denied";
+  else if (name === "NotFoundError" || name === "OverconstrainedError" || name === "DevicesNotFoundError") {
+    kind = "not-found";
+  } else if (name === "NotReadableError" || name === "AbortError" || name === "TrackStartError") kind = "in-use";
+  let text = FAILURE_TEXT[source][kind];
+  if (kind === "unknown") text = `${text}: ${/** @type {any} */ (err)?.message ?? err}`;
+  return source === "microphone" ? new MicrophoneError(kind, text, err) : new MediaError(source, kind, text, err);
+}
+
 /**
  * Open the microphone.
  * @param {MediaTrackConstraints} [audio]
@@ -40,37 +158,56 @@ export const INSECURE_TEXT =
  */
 export async function openMicrophone(audio = VOICE) {
   if (!globalThis.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
-    throw new MicrophoneError("insecure", INSECURE_TEXT);
+    throw mediaFailure("microphone", null);
   }
   try {
     return await navigator.mediaDevices.getUserMedia({ audio, video: false });
   } catch (err) {
-    const name = err?.name;
-    if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") {
-      throw new MicrophoneError(
-        "denied",
-        "Microphone access was denied. To call, allow the microphone for this site: click the icon at the left " +
-          "of the address bar, set Microphone to Allow, then try again.",
-        err,
-      );
-    }
-    if (name === "NotFoundError" || name === "OverconstrainedError" || name === "DevicesNotFoundError") {
-      throw new MicrophoneError(
-        "not-found",
-        "No microphone was found. Plug in a microphone or a headset (or pick another one under Microphone), " +
-          "then try again.",
-        err,
-      );
-    }
-    if (name === "NotReadableError" || name === "AbortError" || name === "TrackStartError") {
-      throw new MicrophoneError(
-        "in-use",
-        "The microphone could not be started: another application may be using it. Close other calling apps " +
-          "(or tabs) that use the microphone, then try again.",
-        err,
-      );
-    }
-    throw new MicrophoneError("unknown", `Could not open the microphone: ${err?.message ?? err}`, err);
+    throw mediaFailure("microphone", err);
+  }
+}
+
+/** Video constraints of a call's camera: enough for a face, light enough for a phone's uplink. */
+export const CAMERA = Object.freeze({ width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } });
+
+/**
+ * Open a camera (video only: the call's microphone is opened apart).
+ * @param {string} [cameraId] its `MediaDeviceInfo.deviceId`; "" or absent for the system default
+ * @returns {Promise<MediaStream>}
+ * @throws {MediaError} (source "camera") with a message that says what the user can do about it
+ */
+export async function openCamera(cameraId = "") {
+  if (!globalThis.isSecureContext || !navigator.mediaDevices?.getUserMedia) throw mediaFailure("camera", null);
+  const video = cameraId ? { ...CAMERA, deviceId: { exact: cameraId } } : CAMERA;
+  try {
+    return await navigator.mediaDevices.getUserMedia({ audio: false, video });
+  } catch (err) {
+    throw mediaFailure("camera", err);
+  }
+}
+
+/** Whether this browser can share a screen or a window (`getDisplayMedia`; not on most phones). */
+export function canShareScreen() {
+  return Boolean(globalThis.isSecureContext && navigator.mediaDevices?.getDisplayMedia);
+}
+
+/**
+ * Ask the user for a screen, a window or a tab to share (video only).
+ * @returns {Promise<MediaStream>}
+ * @throws {MediaError} (source "screen") with a message for the user (kind "denied" also when they closed the
+ *   picker)
+ */
+export async function openScreen() {
+  if (!canShareScreen()) {
+    const sorry = FAILURE_TEXT.screen.unsupported;
+    throw globalThis.isSecureContext ? new MediaError("screen", "unsupported", sorry) : mediaFailure("screen", null);
+  }
+  try {
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
+    for (const track of stream.getVideoTracks()) track.contentHint = "detail"; // text stays sharp, frames drop
+    return stream;
+  } catch (err) {
+    throw mediaFailure("screen", err);
   }
 }
 
@@ -314,9 +451,10 @@ export class Tone {
  */
 
 /**
- * The microphones and speakers there are. Without the microphone permission browsers give no names (and often
- * one anonymous media device of each kind): those are listed as "Default microphone" / "Default speaker".
- * @returns {Promise<{microphones: MediaDeviceOption[], speakers: MediaDeviceOption[]}>}
+ * The microphones, speakers and cameras there are. Without the microphone permission browsers give no names (and
+ * often one anonymous media device of each kind): those are listed as "Default microphone" / "Default speaker".
+ * Cameras are listed as they are (no "default" entry): the call's "Switch camera" goes round them.
+ * @returns {Promise<{microphones: MediaDeviceOption[], speakers: MediaDeviceOption[], cameras: MediaDeviceOption[]}>}
  */
 export async function listMediaDevices() {
   let all = [];
@@ -335,7 +473,13 @@ export async function listMediaDevices() {
     if (!choices.some((c) => c.id === "default")) choices.unshift({ id: "", label: `Default ${noun}` });
     return choices;
   };
-  return { microphones: pick("audioinput", "microphone"), speakers: pick("audiooutput", "speaker") };
+  return {
+    microphones: pick("audioinput", "microphone"),
+    speakers: pick("audiooutput", "speaker"),
+    cameras: all
+      .filter((d) => d.kind === "videoinput" && d.deviceId !== "")
+      .map((d, i) => ({ id: d.deviceId, label: d.label || `Camera ${i + 1}` })),
+  };
 }
 
 /** Whether this browser can send a page's audio to a chosen speaker (`HTMLMediaElement.setSinkId`). */

@@ -1,10 +1,10 @@
 /**
- * The choice of media devices: which microphone the calls use and which speaker they (and the ringtone) play
- * on, remembered between visits, and the lists to choose from, kept up to date as media devices come and go.
+ * The choice of media devices: which microphone and camera the calls use and which speaker they (and the ringtone)
+ * play on, remembered between visits, and the lists to choose from, kept up to date as media devices come and go.
  *
  * Owns the lists, the choices and their storage. Plays on the chosen speaker through the function it is given
  * (the page's audio element) and `setToneSink`; switching the microphone of a call going on is the call's
- * business. Knows nothing of the DOM, the signaling connection or the call.
+ * business (and the camera's). Knows nothing of the DOM, the signaling connection or the call.
  *
  * Events: `change` (a list or a choice changed).
  * @module mediadevices
@@ -17,6 +17,8 @@ import { recall, remember } from "./storage.js";
 const MICROPHONE_KEY = "peercall.mic";
 /** localStorage: the speaker chosen (its `deviceId`). */
 const SPEAKER_KEY = "peercall.speaker";
+/** localStorage: the camera chosen (its `deviceId`). */
+const CAMERA_KEY = "peercall.camera";
 
 /**
  * The microphones and speakers to choose from, and the ones chosen.
@@ -27,6 +29,8 @@ const SPEAKER_KEY = "peercall.speaker";
 export class MediaDeviceChoice extends EventTarget {
   /** @type {import("./media.js").MediaDeviceOption[]} */ #microphones = [];
   /** @type {import("./media.js").MediaDeviceOption[]} */ #speakers = [];
+  /** @type {import("./media.js").MediaDeviceOption[]} */ #cameras = [];
+  #camera = recall(CAMERA_KEY, localStorage) ?? "";
   #microphone = recall(MICROPHONE_KEY, localStorage) ?? "";
   #speaker = recall(SPEAKER_KEY, localStorage) ?? "";
   #playOn;
@@ -47,6 +51,21 @@ export class MediaDeviceChoice extends EventTarget {
     return this.#microphone;
   }
 
+  /** The chosen camera's `deviceId`, or "" for the system default. */
+  get camera() {
+    return this.#camera;
+  }
+
+  /**
+   * The user picked a camera: calls use it from now on.
+   * @param {string} cameraId its `deviceId`; "" for the system default
+   */
+  chooseCamera(cameraId) {
+    this.#camera = cameraId;
+    remember(CAMERA_KEY, cameraId || null, localStorage);
+    this.#changed();
+  }
+
   /**
    * The audio constraints of a call: `base` with the chosen microphone, if any.
    * @param {MediaTrackConstraints} base
@@ -59,10 +78,13 @@ export class MediaDeviceChoice extends EventTarget {
   /**
    * What the page shows.
    * @param {string} [inUse] the `deviceId` of the microphone a call uses now (shown when none was chosen)
+   * @param {string} [cameraInUse] the `deviceId` of the camera a call uses now (shown when none was chosen)
    * @returns {MediaDevicesView}
    */
-  view(inUse = "") {
+  view(inUse = "", cameraInUse = "") {
     return {
+      cameras: this.#cameras,
+      camera: this.#camera || cameraInUse,
       microphones: this.#microphones,
       speakers: this.#speakers,
       microphone: this.#microphone || inUse,
@@ -76,6 +98,7 @@ export class MediaDeviceChoice extends EventTarget {
     const found = await listMediaDevices();
     this.#microphones = found.microphones;
     this.#speakers = found.speakers;
+    this.#cameras = found.cameras;
     this.#changed();
     // A speaker chosen on an earlier visit can only be used once the page may see the speakers.
     if (this.#speaker && this.#speakers.some((d) => d.id === this.#speaker)) await this.#apply({ quiet: true });

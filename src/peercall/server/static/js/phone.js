@@ -7,7 +7,8 @@
  *
  * Owns the current call, the ids of the calls that ended (frames that still name one are ignored), what the
  * page shows of a call besides the Call's own state (`callView()`), the call's quality monitor and level
- * meters, the audio check, and the call's resume. Sends frames through the Signaling it is given; knows nothing
+ * meters, the audio check, and the call's resume. Links the page's MediaState (mediastate.js) to the current
+ * call: what this side says goes out through the call, what the peer says comes in from it. Sends frames through the Signaling it is given; knows nothing
  * of the DOM: the page reacts to its events.
  *
  * Events:
@@ -17,6 +18,8 @@
  *  - `ended` ({call, kind}): a call ended, or how it ended became clearer: say why (`kind` "info"/"warning");
  *  - `peerproblem` ({text}): the name to call is not one (a sentence for the field);
  *  - `remotestream` ({stream}): play the other side's audio (null: stop);
+ *  - `remotevideo` ({track}): show the other side's video (null: none; the track may be muted: no frames);
+ *  - `localvideo` ({stream, source}): preview what we send, the camera or the screen (null: nothing);
  *  - `microphoneopened`: the microphone permission was given (the media devices now have names);
  *  - `levels` ({microphone, remote}): the levels of both voices, 0..1.
  * @module phone
@@ -24,9 +27,11 @@
 
 import { AudioCheck, ECHO_ID } from "./audiocheck.js";
 import { Call, CallPhase, CallSetupError } from "./call.js";
-import { CallLevels, MicrophoneError } from "./media.js";
-import { ErrorCode, MessageType, NEGOTIATION, Reason, callReject, hangup, idProblem } from "./protocol.js";
-import { QualityMonitor } from "./quality.js";
+import { CallLevels, MediaError, canShareScreen } from "./media.js";
+import { MediaState } from "./mediastate.js";
+import { label } from "./names.js";
+import { ErrorCode, MessageType, PEER_FRAMES, Reason, callReject, hangup, idProblem } from "./protocol.js";
+import { QualityMonitor, VIDEO_LIMITS, videoTier } from "./quality.js";
 import { Resume } from "./resume.js";
 import { presenceChanges } from "./signaling.js";
 
@@ -37,7 +42,7 @@ const BAD_ENDS = Object.freeze(["failed", "signaling-lost", "unavailable", "refu
  * What the page shows of a call besides the Call's own state.
  * @returns {{path: object|null, connectedAt: number, previous: CallPhase|null,
  *   quality: import("./quality.js").QualitySample|null, summary: import("./quality.js").CallSummary|null,
- *   peerDropped: boolean, mediaReconnecting: boolean}}
+ *   peerDropped: boolean, mediaReconnecting: boolean, keepNotice: boolean}}
  */
 function freshExtra() {
   return {
@@ -48,6 +53,7 @@ function freshExtra() {
     summary: null,
     peerDropped: false,
     mediaReconnecting: false,
+    keepNotice: false, // the notice says something about this call (no camera): connecting does not clear it
   };
 }
 
@@ -66,6 +72,7 @@ export class Phone extends EventTarget {
   #summaries;
   #history;
   #callOptions;
+  #mediaState;
 
   /**
    * @param {object} options
@@ -74,13 +81,20 @@ export class Phone extends EventTarget {
    * @param {import("./history.js").CallHistory} options.history told when a call ended or was missed
    * @param {() => Partial<ConstructorParameters<typeof Call>[0]>} options.callOptions what each new call is
    *   made with besides its direction and peer (audio constraints, relay-only, how to get the ICE servers)
+   * @param {MediaState} [options.mediaState] what this side says of its media and what the peer said, for the
+   *   current call (reset when a call starts)
    */
-  constructor({ signaling, summaries, history, callOptions }) {
+  constructor({ signaling, summaries, history, callOptions, mediaState = new MediaState() }) {
     super();
     this.#signaling = signaling;
     this.#summaries = summaries;
     this.#history = history;
     this.#callOptions = callOptions;
+    this.#mediaState = mediaState;
+    mediaState.addEventListener("localchange", ({ detail }) => {
+      if (this.#call?.active) this.#call.sayMedia(detail.state);
+    });
+    mediaState.addEventListener("peerchange", () => this.#changed());
     this.#resume = new Resume({ current: () => this.#call, connected: () => signaling.state === "connected" });
     this.#levels.addEventListener("levels", (event) => this.#emit("levels", event.detail));
   }
@@ -110,6 +124,11 @@ export class Phone extends EventTarget {
     return this.#monitor;
   }
 
+  /** What this side says of its media and what the peer said, for the current call. */
+  get mediaState() {
+    return this.#mediaState;
+  }
+
   /** The levels of both voices (0..1), as last read. */
   get levels() {
     return this.#levels.last;
@@ -127,6 +146,7 @@ export class Phone extends EventTarget {
       summary: mine.summary,
       mediaReconnecting: mine.mediaReconnecting,
       peerNote: c === this.#call ? this.#peerNote(c) : null,
+      peerMedia: c === this.#call && c.active ? this.#mediaState.peer : null,
       phase: c.phase,
       peerId: c.peerId,
       direction: c.direction,
@@ -135,11 +155,16 @@ export class Phone extends EventTarget {
       detail: c.detail,
       previous: mine.previous,
       muted: c.muted,
+      camera: c.camera,
+      screen: c.screen,
+      remoteVideo: c.remoteVideoLive,
+      canShareScreen: canShareScreen(),
       path: mine.path,
       connectedAt: mine.connectedAt,
       outcome: c.outcome,
       endReason: c.endReason,
       failure: c.failure,
+      mediaFailure: c.mediaError?.words ?? null,
     };
   }
 
@@ -157,6 +182,11 @@ export class Phone extends EventTarget {
     };
   }
 
+  /** The `deviceId` of the camera the current call uses, or "". */
+  cameraInUse() {
+    return this.#call?.active && this.#call.camera ? this.#call.cameraId : "";
+  }
+
   /** The `deviceId` of the microphone the current call uses, or "". */
   microphoneInUse() {
     const track = this.#call?.active ? this.#call.localStream?.getAudioTracks()[0] : null;
@@ -168,8 +198,9 @@ export class Phone extends EventTarget {
   /**
    * Call `peerId`.
    * @param {string} peerId
+   * @param {{video?: boolean}} [options] video: a video call (the camera is on from the start)
    */
-  async startCall(peerId) {
+  async startCall(peerId, { video = false } = {}) {
     if (this.#call?.active) return;
     const problem = !peerId
       ? "Enter the name of the person to call."
@@ -181,7 +212,7 @@ export class Phone extends EventTarget {
       return;
     }
     this.#notice("");
-    const c = this.#newCall({ direction: "outgoing", peerId });
+    const c = this.#newCall({ direction: "outgoing", peerId, video });
     try {
       await c.start();
     } catch (err) {
@@ -202,10 +233,14 @@ export class Phone extends EventTarget {
     this.#acceptOnArrival = callId;
   }
 
-  /** Answer the call ringing here. */
-  async accept() {
+  /**
+   * Answer the call ringing here.
+   * @param {{video?: boolean}} [options] video: with the camera on
+   */
+  async accept({ video = false } = {}) {
     const c = this.#call;
     if (c?.phase !== CallPhase.INCOMING) return;
+    c.video = video;
     this.#notice("");
     try {
       await c.accept();
@@ -233,6 +268,43 @@ export class Phone extends EventTarget {
   /** Mute or unmute the call going on. */
   toggleMute() {
     if (this.#call?.active) this.#call.setMuted(!this.#call.muted);
+  }
+
+  /** Turn the camera on or off in the call going on (an audio call becomes a video call, and back). */
+  async toggleCamera() {
+    const c = this.#call;
+    if (!c?.active || c.phase === CallPhase.INCOMING) return;
+    await this.#video(() => c.setCamera(!c.camera));
+  }
+
+  /** Share a screen or a window in the call going on, or stop sharing. */
+  async toggleScreen() {
+    const c = this.#call;
+    if (!c?.active || c.phase === CallPhase.INCOMING) return;
+    await this.#video(() => c.shareScreen(!c.screen));
+  }
+
+  /**
+   * Use another camera (now, if the camera is on).
+   * @param {string} cameraId its `deviceId`
+   */
+  async switchCamera(cameraId) {
+    const c = this.#call;
+    if (c?.active) await this.#video(() => c.switchCamera(cameraId));
+  }
+
+  /**
+   * Change the video; say why if it could not be done (the call goes on).
+   * @param {() => Promise<void>} change
+   */
+  async #video(change) {
+    try {
+      await change();
+      this.#notice("");
+    } catch (err) {
+      this.#callError(err);
+    }
+    this.#changed();
   }
 
   /**
@@ -369,8 +441,8 @@ export class Phone extends EventTarget {
   callFrame(msg) {
     const c = this.#call;
     if (this.#belongsToCall(msg, msg.from)) {
-      // Negotiation frames only ever follow call-accept, so they never name the call first.
-      const negotiation = NEGOTIATION.includes(msg.type);
+      // Peer frames only ever follow call-accept, so they never name the call first.
+      const negotiation = PEER_FRAMES.includes(msg.type);
       if (!negotiation) c.adoptCallId(msg.callId);
       if (!negotiation || c.callIdConfirmed) {
         c.handle(msg);
@@ -422,6 +494,12 @@ export class Phone extends EventTarget {
     const c = this.#call;
     const ours = this.#belongsToCall(msg, msg.to);
     const requestOfOurs = ours && c.phase === CallPhase.REQUESTING && msg.ref === MessageType.CALL_REQUEST;
+    if (msg.ref === MessageType.MEDIA_STATE) {
+      // The call ended meanwhile (its call-ended says so), or an older server does not know media-state: the
+      // peer then learns of a mute as before, from the silence. Nothing to end, nothing to tell the user.
+      console.info(`[phone] the server did not pass on our media-state: ${msg.code}: ${msg.message}`);
+      return true;
+    }
     switch (msg.code) {
       case ErrorCode.UNAVAILABLE:
         if (!ours) return true; // e.g. our "busy" reply to someone who has left since
@@ -531,6 +609,7 @@ export class Phone extends EventTarget {
     });
     this.#call = c;
     this.#extra = freshExtra();
+    this.#mediaState.reset();
     this.#monitor?.stop();
     this.#monitor = null;
     this.#levels.stop();
@@ -541,13 +620,15 @@ export class Phone extends EventTarget {
       this.#extra.previous = previous;
       if (phase === CallPhase.CONNECTED) {
         this.#extra.connectedAt = Date.now();
-        this.#notice("");
+        if (!this.#extra.keepNotice) this.#notice("");
         this.#startQuality(c);
       }
       if (phase === CallPhase.ENDED) {
         if (c.callId) this.#endedCallIds.add(c.callId);
         this.#resume.clear();
         this.#emit("remotestream", { stream: null });
+        this.#emit("remotevideo", { track: null });
+        this.#emit("localvideo", { stream: null, source: null });
         this.#levels.stop();
         this.#finishQuality(c);
         this.#explainEnd(c);
@@ -568,13 +649,38 @@ export class Phone extends EventTarget {
     c.addEventListener("connectionstatechange", (event) => {
       if (c !== this.#call) return;
       const { connectionState } = event.detail;
-      const reconnecting = c.active && c.everConnected && ["disconnected", "failed"].includes(connectionState);
+      // Once the audio worked, any other state means it is interrupted and ICE is (or will be) restarting.
+      const reconnecting = c.active && c.everConnected && connectionState !== "connected";
       if (reconnecting !== this.#extra.mediaReconnecting) {
         this.#extra.mediaReconnecting = reconnecting;
         this.#changed();
       }
     });
-    c.addEventListener("mutechange", () => this.#changed());
+    c.addEventListener("mutechange", () => {
+      if (c !== this.#call) return;
+      this.#mediaState.setLocal({ muted: c.muted }); // -> the call says it
+      this.#changed();
+    });
+    c.addEventListener("peermedia", (event) => {
+      if (c === this.#call && c.active) this.#mediaState.peerSaid(event.detail.data);
+    });
+    c.addEventListener("videochange", () => {
+      if (c !== this.#call) return;
+      // What the peer sees: the screen share, else the camera (a camera behind a share is not seen).
+      this.#mediaState.setLocal({ camera: c.camera && !c.screen, screen: c.screen }); // -> the call says it
+      this.#emit("localvideo", { stream: c.localVideo, source: c.screen ? "screen" : c.camera ? "camera" : null });
+      this.#changed();
+    });
+    c.addEventListener("remotevideo", (event) => {
+      if (c !== this.#call) return;
+      this.#emit("remotevideo", { track: event.detail.track });
+      this.#changed();
+    });
+    c.addEventListener("videoerror", (event) => {
+      if (c !== this.#call) return;
+      this.#extra.keepNotice = true;
+      this.#callError(event.detail.error);
+    });
     c.addEventListener("path", (event) => {
       if (c !== this.#call) return;
       this.#extra.path = event.detail;
@@ -602,15 +708,21 @@ export class Phone extends EventTarget {
 
   /**
    * A sentence about the other side during a call: their connection dropped (the server keeps the call for them
-   * meanwhile), or the audio from them is silence (muted).
+   * meanwhile), they said they muted their microphone (`media-state`), or the audio from them is silence although
+   * they did not say so (a dead microphone; or a peer that says nothing of its media, which may have muted).
    * @param {Call} c
    * @returns {string|null}
    */
   #peerNote(c) {
     if (!c.active) return null;
-    if (this.#extra.peerDropped) return `${c.peerId}'s connection dropped — waiting for them…`;
+    const who = label(c.peerId);
+    if (this.#extra.peerDropped) return `${who}'s connection dropped — waiting for them…`;
+    const said = this.#mediaState.peer;
+    if (said?.muted) return `${who} muted their microphone.`;
     if (c.phase === CallPhase.CONNECTED && this.#extra.quality?.remoteSilent) {
-      return `No sound from ${c.peerId}: they may have muted their microphone.`;
+      return said
+        ? `No sound from ${who}: their microphone may not be working.`
+        : `No sound from ${who}: they may have muted their microphone.`;
     }
     return null;
   }
@@ -623,6 +735,7 @@ export class Phone extends EventTarget {
     m.addEventListener("sample", (event) => {
       if (m !== this.#monitor || c !== this.#call || !c.active) return;
       this.#extra.quality = event.detail;
+      c.limitVideo(VIDEO_LIMITS[videoTier(event.detail)]);
       this.#changed();
     });
     m.start();
@@ -669,7 +782,9 @@ export class Phone extends EventTarget {
 
   /** @param {unknown} err */
   #callError(err) {
-    if (err instanceof MicrophoneError || err instanceof CallSetupError) {
+    if (err instanceof MediaError && err.source !== "microphone") {
+      this.#notice(err.message, err.kind === "denied" && err.source === "screen" ? "info" : "warning");
+    } else if (err instanceof MediaError || err instanceof CallSetupError) {
       this.#notice(err.message, "error");
     } else {
       console.error("[phone] call failed:", err);

@@ -25,6 +25,7 @@ export const MessageType = Object.freeze({
   ANSWER: "answer",
   CANDIDATE: "candidate",
   HANGUP: "hangup",
+  MEDIA_STATE: "media-state", // {data: {muted, camera, screen}}: what the sender's media does now (mediastate.js)
   // server -> client only
   WELCOME: "welcome",
   PRESENCE: "presence",
@@ -98,8 +99,14 @@ export const CALL_CONTROL = Object.freeze([
  */
 export const NEGOTIATION = Object.freeze([MessageType.OFFER, MessageType.ANSWER, MessageType.CANDIDATE]);
 
-/** Types that the server forwards from one client to another: call control and negotiation frames. */
-export const ROUTED_TYPES = Object.freeze([...CALL_CONTROL, ...NEGOTIATION]);
+/**
+ * Peer frames: the negotiation frames and `media-state`. Each passes only between the two parties of an answered
+ * call and changes no state (glossary).
+ */
+export const PEER_FRAMES = Object.freeze([...NEGOTIATION, MessageType.MEDIA_STATE]);
+
+/** Types that the server forwards from one client to another: call control and peer frames. */
+export const ROUTED_TYPES = Object.freeze([...CALL_CONTROL, ...PEER_FRAMES]);
 
 /** The `code` of an `error` frame. */
 export const ErrorCode = Object.freeze({
@@ -297,6 +304,19 @@ export function description(to, description, callId) {
  */
 export const candidate = (to, candidate, callId) =>
   message(MessageType.CANDIDATE, to, { callId, data: candidate ? candidate.toJSON() : null });
+
+/**
+ * `media-state`: what our microphone, camera and screen do now (the whole state; the server refuses anything but
+ * booleans for these keys).
+ * @param {string} to
+ * @param {{muted: boolean, camera: boolean, screen: boolean}} state
+ * @param {string} [callId]
+ */
+export const mediaState = (to, { muted, camera, screen }, callId) =>
+  message(MessageType.MEDIA_STATE, to, {
+    callId,
+    data: { muted: Boolean(muted), camera: Boolean(camera), screen: Boolean(screen) },
+  });
 
 /**
  * @param {string} to

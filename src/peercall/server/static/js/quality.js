@@ -1,7 +1,9 @@
 /**
  * Call quality while a call is connected, from `getStats()` every {@link QUALITY_MS} ms: round trip, jitter,
  * packet loss, bit rate, a MOS estimate (the ITU-T G.107 E-model, here), the path (direct or relayed),
- * and whether the audio from the other side is digital silence (their microphone is muted or sends nothing).
+ * and whether the audio from the other side is digital silence (their microphone is muted or sends nothing); in a
+ * video call also the video from the other side (size, frame rate, bit rate), and the bandwidth limits that fit
+ * the path for the video we send ({@link videoTier}).
  *
  * When the call ends, `summary()` averages what was measured: what the page shows, and what it sends to the
  * server as `call-summary`.
@@ -151,6 +153,9 @@ export function qualityLevel(mos) {
  * @property {{rtt: number|null, local: string|null, remote: string|null, protocol: string|null}|null} pair
  *   the selected candidate pair
  * @property {number|null} remoteRtt `remote-inbound-rtp` roundTripTime (s)
+ * @property {{bytesReceived: number, framesDecoded: number, width: number|null, height: number|null,
+ *   fps: number|null}|null} video the inbound video stream, once the call has one
+ * @property {number|null} videoSendLoss the fraction of our video the peer reports lost (0..1), if it sends video
  */
 
 /**
@@ -160,7 +165,7 @@ export function qualityLevel(mos) {
  */
 export function readCallStats(stats) {
   /** @type {RawStats} */
-  const raw = { t: 0, in: null, out: null, pair: null, remoteRtt: null };
+  const raw = { t: 0, in: null, out: null, pair: null, remoteRtt: null, video: null, videoSendLoss: null };
   let pair = null;
   for (const r of stats.values()) {
     raw.t = Math.max(raw.t, r.timestamp ?? 0);
@@ -176,6 +181,16 @@ export function readCallStats(stats) {
         jitterBufferEmittedCount: r.jitterBufferEmittedCount ?? 0,
         audioLevel: typeof r.audioLevel === "number" ? r.audioLevel : null,
       };
+    } else if (r.type === "inbound-rtp" && r.kind === "video") {
+      raw.video = {
+        bytesReceived: r.bytesReceived ?? 0,
+        framesDecoded: r.framesDecoded ?? 0,
+        width: r.frameWidth ?? null,
+        height: r.frameHeight ?? null,
+        fps: typeof r.framesPerSecond === "number" ? r.framesPerSecond : null,
+      };
+    } else if (r.type === "remote-inbound-rtp" && r.kind === "video" && typeof r.fractionLost === "number") {
+      raw.videoSendLoss = r.fractionLost;
     } else if (r.type === "outbound-rtp" && r.kind === "audio") {
       raw.out = { bytesSent: r.bytesSent ?? 0, packetsSent: r.packetsSent ?? 0 };
     } else if (r.type === "remote-inbound-rtp" && r.kind === "audio" && typeof r.roundTripTime === "number") {
@@ -202,6 +217,9 @@ export function readCallStats(stats) {
  * @property {{local: string|null, remote: string|null, protocol: string|null}|null} pair
  * @property {boolean} receiving packets from the other side arrived since the last reading
  * @property {boolean} remoteSilent the other side's audio has been digital silence for {@link SILENT_AFTER_MS}
+ * @property {{width: number, height: number, fps: number|null, bitrateKbps: number|null}|null} video the video
+ *   from the other side, while frames arrive (null when they send none)
+ * @property {number|null} videoSendLossPct how much of the video we send is lost on the way (the peer's reports)
  */
 
 /**
@@ -242,6 +260,8 @@ export function sampleFrom(raws) {
   }
   const relayed = cur.pair && (cur.pair.local === "relay" || cur.pair.remote === "relay");
   return {
+    video: videoFrom(raws),
+    videoSendLossPct: cur.videoSendLoss === null ? null : 100 * cur.videoSendLoss,
     at: Date.now(),
     rttMs,
     jitterMs,
@@ -254,6 +274,57 @@ export function sampleFrom(raws) {
     receiving: cur.in.packetsReceived > prev.in.packetsReceived,
     remoteSilent,
   };
+}
+
+/**
+ * The video from the other side in the newest reading: its size and frame rate, and its bit rate over the last
+ * {@link WINDOW_MS}; null while no frames arrive (their camera is off).
+ * @param {RawStats[]} raws oldest first
+ */
+function videoFrom(raws) {
+  const withVideo = raws.filter((r) => r.video);
+  const cur = withVideo.at(-1);
+  const prev = withVideo.at(-2);
+  if (!cur || !prev || cur !== raws.at(-1)) return null;
+  if (cur.video.framesDecoded <= prev.video.framesDecoded || !cur.video.width || !cur.video.height) return null;
+  const base = withVideo.find((r) => cur.t - r.t <= WINDOW_MS && r !== cur) ?? prev;
+  const seconds = (cur.t - base.t) / 1000;
+  const bytes = cur.video.bytesReceived - base.video.bytesReceived;
+  return {
+    width: cur.video.width,
+    height: cur.video.height,
+    fps: cur.video.fps,
+    bitrateKbps: seconds > 0 ? (bytes * 8) / seconds / 1000 : null,
+  };
+}
+
+/**
+ * Bandwidth limits of the video we send, by how the path looks: the full rate on a clean direct path; less
+ * through a relay (a TURN server pays for every byte, and adds a hop) or when a few percent is lost; much less
+ * when a tenth is lost. The browser's own congestion control still works below these ceilings; the limits only
+ * keep it from trying (and losing audio packets on the way) where the path is known to be poor.
+ * @enum {{maxBitrate: number, scaleResolutionDownBy: number}}
+ */
+export const VIDEO_LIMITS = Object.freeze({
+  full: Object.freeze({ maxBitrate: 1_500_000, scaleResolutionDownBy: 1 }),
+  reduced: Object.freeze({ maxBitrate: 500_000, scaleResolutionDownBy: 2 }),
+  low: Object.freeze({ maxBitrate: 200_000, scaleResolutionDownBy: 4 }),
+});
+/** Loss (%) from which the video is reduced, and from which it is low. */
+export const VIDEO_LOSS_REDUCED = 3;
+export const VIDEO_LOSS_LOW = 10;
+
+/**
+ * Which {@link VIDEO_LIMITS} fit the path now.
+ * @param {{path: "direct"|"relayed"|null, lossPct: number, videoSendLossPct?: number|null}} sample the worse of
+ *   the audio we receive and the video we send counts
+ * @returns {"full"|"reduced"|"low"}
+ */
+export function videoTier({ path, lossPct, videoSendLossPct = null }) {
+  const loss = Math.max(lossPct ?? 0, videoSendLossPct ?? 0);
+  if (loss >= VIDEO_LOSS_LOW) return "low";
+  if (loss >= VIDEO_LOSS_REDUCED || path === "relayed") return "reduced";
+  return "full";
 }
 
 /**

@@ -26,6 +26,18 @@ const el = {
   callForm: /** @type {HTMLFormElement} */ ($("call-form")),
   peerId: /** @type {HTMLInputElement} */ ($("peer-id")),
   call: /** @type {HTMLButtonElement} */ ($("call")),
+  videoCall: /** @type {HTMLButtonElement} */ ($("video-call")),
+  acceptVideo: /** @type {HTMLButtonElement} */ ($("accept-video")),
+  camera: /** @type {HTMLButtonElement} */ ($("camera")),
+  screenShare: /** @type {HTMLButtonElement} */ ($("screen-share")),
+  cameraSelect: /** @type {HTMLSelectElement} */ ($("camera-select")),
+  videoStage: $("video-stage"),
+  remoteVideo: /** @type {HTMLVideoElement} */ ($("remote-video")),
+  remoteVideoOff: $("remote-video-off"),
+  localVideo: /** @type {HTMLVideoElement} */ ($("local-video")),
+  fullscreen: /** @type {HTMLButtonElement} */ ($("fullscreen")),
+  qualityVideo: $("quality-video"),
+  qualityVideoBitrate: $("quality-video-bitrate"),
   incoming: $("incoming"),
   incomingFrom: $("incoming-from"),
   accept: /** @type {HTMLButtonElement} */ ($("accept")),
@@ -118,11 +130,18 @@ let lastView = null;
  * @property {string|null} [detail] what the server said, when it refused the call
  * @property {CallPhase} [previous] the phase before it ended
  * @property {boolean} [muted]
+ * @property {boolean} [camera] our camera is on
+ * @property {boolean} [screen] we share a screen
+ * @property {boolean} [remoteVideo] frames of their video arrive
+ * @property {boolean} [canShareScreen] this browser can share a screen
  * @property {{local: string, remote: string, protocol: string}|null} [path]
  * @property {number} [connectedAt] Date.now() when it connected
  * @property {string|null} [outcome] the server's `call-ended` outcome
  * @property {string|null} [endReason] the server's `call-ended` reason
  * @property {string|null} [failure] why the audio could not connect, as a sentence
+ * @property {string|null} [mediaFailure] why the microphone could not be opened, in a few words (the call failed)
+ * @property {Readonly<{muted: boolean, camera: boolean, screen: boolean}>|null} [peerMedia] what the peer said of
+ *   its media (`media-state`), or null until it says anything
  * @property {import("./quality.js").QualitySample|null} [quality] the latest quality reading
  * @property {string|null} [peerNote] a sentence about the other side ("… is muted", "… connection dropped")
  * @property {import("./quality.js").CallSummary|null} [summary] once a call that connected has ended
@@ -179,8 +198,10 @@ let lastView = null;
  */
 
 /**
- * The microphones and speakers to choose from, and the ones chosen.
+ * The microphones, speakers and cameras to choose from, and the ones chosen.
  * @typedef {object} MediaDevicesView
+ * @property {import("./media.js").MediaDeviceOption[]} [cameras]
+ * @property {string} [camera] the chosen camera's id ("" for the default)
  * @property {import("./media.js").MediaDeviceOption[]} microphones
  * @property {import("./media.js").MediaDeviceOption[]} speakers
  * @property {string} microphone the chosen microphone's id ("" for the default)
@@ -228,6 +249,7 @@ const LOCAL_STATUS = Object.freeze({
   "no-answer": "Missed",
   failed: "Failed",
   "no-relay": "Failed",
+  "no-microphone": "Failed",
   "peer-offline": "Call lost",
   "signaling-lost": "Call lost",
   "answered-elsewhere": "Answered elsewhere",
@@ -239,7 +261,7 @@ const LOCAL_STATUS = Object.freeze({
  */
 function endedStatusText(call) {
   const { reason, outcome, endReason } = call;
-  if (reason === "failed" || reason === "no-relay") return "Failed";
+  if (reason === "failed" || reason === "no-relay" || reason === "no-microphone") return "Failed";
   if (reason === "hangup" || reason === "declined") return "Call Ended"; // this side ended it
   if (endReason === "peer-lost" || reason === "peer-offline" || reason === "signaling-lost") return "Call lost";
   if (endReason === "answered-elsewhere") return "Answered elsewhere";
@@ -263,6 +285,7 @@ const FAILURE_WORDS = Object.freeze({
  */
 export function failedWords(call) {
   if (call.reason === "no-relay") return "no relay server for a relay-only call";
+  if (call.reason === "no-microphone") return call.mediaFailure ?? "the microphone could not be opened";
   if (call.failure?.includes("refused us")) return "the relay server refused us";
   return FAILURE_WORDS[call.endReason ?? call.remoteReason ?? ""] ?? "the audio could not be connected";
 }
@@ -305,8 +328,8 @@ export function endedText(call) {
           return `Could not connect the audio with ${who}: no network path between you was found in time.`;
         case "ice-failed":
           return `The audio connection with ${who} failed.`;
-        case "user-media-failed":
-          return `The call with ${who} failed: a microphone could not be opened.`;
+        case "user-media-failed": // said by the peer: this side's own microphone failure ends as "no-microphone"
+          return `${who} could not open their microphone.`;
         default:
           return `The audio connection with ${who} could not be established or was lost.`;
       }
@@ -354,6 +377,11 @@ export function audioCheckFailure(call) {
  * @param {() => void} handlers.reject
  * @param {() => void} handlers.hangup
  * @param {() => void} handlers.toggleMute
+ * @param {(peerId: string) => void} handlers.videoCall call with the camera on
+ * @param {() => void} handlers.acceptVideo answer with the camera on
+ * @param {() => void} handlers.toggleCamera
+ * @param {() => void} handlers.toggleScreen share a screen, or stop
+ * @param {(cameraId: string) => void} handlers.chooseCamera a `MediaDeviceInfo.deviceId` ("" for the default)
  * @param {(token: string) => void} handlers.tokenChanged the token field changed
  * @param {(relayOnly: boolean) => void} handlers.relayOnlyChanged
  * @param {(peerId: string) => void} handlers.callBack a history entry was clicked
@@ -376,6 +404,22 @@ export function bind(handlers) {
   el.callForm.addEventListener("submit", (event) => {
     event.preventDefault();
     if (!el.call.disabled) handlers.call(el.peerId.value.trim());
+  });
+  el.videoCall.addEventListener("click", () => {
+    if (!el.videoCall.disabled) handlers.videoCall(el.peerId.value.trim());
+  });
+  el.acceptVideo.addEventListener("click", () => handlers.acceptVideo());
+  el.camera.addEventListener("click", () => handlers.toggleCamera());
+  el.screenShare.addEventListener("click", () => handlers.toggleScreen());
+  el.cameraSelect.addEventListener("change", () => handlers.chooseCamera(el.cameraSelect.value));
+  el.fullscreen.addEventListener("click", () => toggleFullscreen());
+  el.remoteVideo.addEventListener("resize", () => {
+    // The stage takes the shape of what arrives (a face in portrait, a wide screen share), not a fixed one.
+    const { videoWidth: w, videoHeight: h } = el.remoteVideo;
+    if (w > 0 && h > 0) el.videoStage.style.setProperty("--video-aspect", `${w} / ${h}`);
+  });
+  document.addEventListener("fullscreenchange", () => {
+    el.fullscreen.setAttribute("aria-pressed", String(document.fullscreenElement === el.videoStage));
   });
   el.peerId.addEventListener("input", () => setInvalid(el.peerId, false));
   for (const list of [el.online, el.offlinePeople]) {
@@ -582,6 +626,63 @@ export async function playRemote(stream) {
   }
 }
 
+/**
+ * Show the other side's video (null: none). The `<video>` is muted: the call's sound plays in #remote-audio.
+ * @param {MediaStreamTrack|null} track
+ */
+export function showRemoteVideo(track) {
+  const video = el.remoteVideo;
+  const current = /** @type {MediaStream|null} */ (video.srcObject)?.getVideoTracks()[0] ?? null;
+  if (current === track) return;
+  video.srcObject = track ? new MediaStream([track]) : null;
+  el.videoStage.style.removeProperty("--video-aspect");
+  if (track) video.play().catch((err) => console.debug("[ui] the remote video does not play yet:", err));
+}
+
+/**
+ * Preview what we send: the camera mirrored (as in a mirror), a screen share as it is.
+ * @param {MediaStream|null} stream
+ * @param {"camera"|"screen"|null} source
+ */
+export function showLocalVideo(stream, source) {
+  const video = el.localVideo;
+  el.videoStage.dataset.source = source ?? "none";
+  if (video.srcObject === stream) return;
+  video.srcObject = stream;
+  if (stream) video.play().catch((err) => console.debug("[ui] the preview does not play yet:", err));
+}
+
+/** Full screen for the video (the stage: both videos and the button), or back. */
+async function toggleFullscreen() {
+  try {
+    if (document.fullscreenElement) await document.exitFullscreen();
+    else await el.videoStage.requestFullscreen();
+  } catch (err) {
+    say(`Full screen is not available here: ${err?.message ?? err}`, "warning");
+  }
+}
+
+/**
+ * The video of a call: shown while either side sends video; the other side large, ours small.
+ * @param {CallView|null} call
+ */
+function renderVideo(call) {
+  const inMedia = call?.phase === CallPhase.CALLING || call?.phase === CallPhase.CONNECTED;
+  const local = Boolean(inMedia && (call.camera || call.screen));
+  // The peer's word (media-state) hides their video at once; the negotiation (remoteVideo) says when it flows.
+  const said = call?.peerMedia;
+  const remote = Boolean(inMedia && call.remoteVideo && (!said || said.camera || said.screen));
+  el.videoStage.dataset.remoteSource = remote && said?.screen ? "screen" : remote ? "camera" : "none";
+  el.videoStage.hidden = !local && !remote;
+  el.videoStage.dataset.local = local ? "on" : "off";
+  el.videoStage.dataset.remote = remote ? "on" : "off";
+  el.localVideo.hidden = !local;
+  const who = call ? label(call.peerId) : "";
+  el.remoteVideo.setAttribute("aria-label", `${who}'s video`);
+  setText(el.remoteVideoOff, inMedia && !remote && local ? `${who}'s camera is off` : "");
+  if (el.videoStage.hidden && document.fullscreenElement === el.videoStage) document.exitFullscreen().catch(() => {});
+}
+
 /** Put the keyboard focus on Accept (a call rings). */
 export function focusAccept() {
   if (!el.accept.disabled) el.accept.focus();
@@ -630,6 +731,7 @@ export function render(view) {
 
   const canCall = connected && !active;
   el.call.disabled = !canCall;
+  el.videoCall.disabled = !canCall;
   renderMe(view);
   renderPeople(view);
   renderConnection(server, active);
@@ -640,6 +742,7 @@ export function render(view) {
   el.incomingFrom.textContent = ringing ? label(call.peerId) : "";
   el.incomingFrom.title = ringing && label(call.peerId) !== call.peerId ? `@${call.peerId}` : "";
   el.accept.disabled = !ringing;
+  el.acceptVideo.disabled = !ringing;
   el.reject.disabled = !ringing;
   document.body.dataset.call = ringing ? "ringing" : active ? "active" : "idle";
   document.body.dataset.ringing = String(ringing);
@@ -659,6 +762,13 @@ export function render(view) {
   el.mute.disabled = !inMedia;
   el.mute.setAttribute("aria-pressed", String(Boolean(inMedia && call.muted)));
   el.mute.textContent = inMedia && call.muted ? "Unmute" : "Mute";
+  const canVideo = active && !ringing;
+  el.camera.disabled = !canVideo;
+  el.camera.setAttribute("aria-pressed", String(Boolean(canVideo && call.camera)));
+  el.screenShare.disabled = !canVideo || !call.canShareScreen;
+  el.screenShare.hidden = Boolean(call && !call.canShareScreen);
+  el.screenShare.setAttribute("aria-pressed", String(Boolean(canVideo && call.screen)));
+  renderVideo(call);
   renderDetail(call);
   renderInCall(call);
   renderSummary(call);
@@ -764,13 +874,18 @@ function renderInCall(call) {
     setLevels(0, 0);
     toggleQuality(false);
     setText(el.peerNote, "");
+    for (const key of ["peerMuted", "peerCamera", "peerScreen"]) delete el.inCall.dataset[key];
     return;
   }
   const who = label(call.peerId);
   setText(el.remoteLevelLabel, who);
   el.remoteLevel.setAttribute("aria-label", `${who}'s voice level`);
   el.micLevel.dataset.muted = String(Boolean(call.muted));
-  const note = call.peerNote ?? (call.mediaReconnecting ? `Reconnecting the audio with ${who}…` : "");
+  // What the peer said of its media (for styles and tests): "true"/"false", or "" until it says anything.
+  for (const key of /** @type {const} */ (["muted", "camera", "screen"])) {
+    el.inCall.dataset[`peer${key[0].toUpperCase()}${key.slice(1)}`] = call.peerMedia ? String(call.peerMedia[key]) : "";
+  }
+  const note = call.mediaReconnecting ? "Reconnecting audio…" : call.peerNote ?? "";
   setText(el.peerNote, note);
   el.peerNote.hidden = !note;
   renderQuality(call.quality ?? null);
@@ -798,6 +913,7 @@ function num(value, unit, digits = 0) {
 function renderQuality(q) {
   const b = el.quality;
   const keys = ["mos", "rttMs", "jitterMs", "lossPct", "bitrateKbps", "level", "path"];
+  keys.push("videoWidth", "videoHeight", "videoFps", "videoBitrateKbps"); // the video from them, while it comes
   if (!q || !q.level) {
     for (const key of keys) setData(b, key, null);
     setText(b, "Measuring the call quality…");
@@ -825,6 +941,13 @@ function renderQuality(q) {
   setText(el.qualityLoss, `${q.lossPct.toFixed(1)} %`);
   setText(el.qualityBitrate, num(q.bitrateKbps, "kbit/s"));
   setText(el.qualityMos, `${q.mos.toFixed(1)} of 4.5`);
+  const v = q.video;
+  setData(b, "videoWidth", v ? String(v.width) : null);
+  setData(b, "videoHeight", v ? String(v.height) : null);
+  setData(b, "videoFps", v?.fps == null ? null : v.fps.toFixed(0));
+  setData(b, "videoBitrateKbps", v?.bitrateKbps == null ? null : v.bitrateKbps.toFixed(0));
+  setText(el.qualityVideo, v ? `${v.width}×${v.height}${v.fps == null ? "" : `, ${v.fps.toFixed(0)} frames/s`}` : "—");
+  setText(el.qualityVideoBitrate, v ? num(v.bitrateKbps, "kbit/s") : "—");
   el.qualityLoss.dataset.ok = String(q.lossPct < 2);
   el.qualityMos.dataset.ok = String(q.mos >= 3.6);
 }
@@ -1156,8 +1279,10 @@ function renderNotifications(permission, connected) {
  * The microphone and speaker lists.
  * @param {MediaDevicesView} mediaDevices
  */
-function renderMediaDevices({ microphones, speakers, microphone, speaker, canChooseSpeaker }) {
+function renderMediaDevices({ microphones, speakers, microphone, speaker, canChooseSpeaker, cameras, camera }) {
   fillSelect(el.micSelect, microphones, microphone);
+  const cameraChoices = cameras?.length ? cameras : [{ id: "", label: "Default camera" }];
+  fillSelect(el.cameraSelect, cameraChoices, camera ?? "");
   fillSelect(el.speakerSelect, speakers, speaker);
   el.speakerSelect.disabled = !canChooseSpeaker;
   el.speakerSelect.title = canChooseSpeaker ? "" : "This browser always plays calls on its default speaker.";
