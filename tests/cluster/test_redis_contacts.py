@@ -102,10 +102,14 @@ async def test_a_welcome_for_contacts_does_not_cost_more_with_more_users_online(
     async def redis_usec_per_join(users: int) -> float:
         for i in range(len(hub._conns), users):
             await hub.join(FakeConnection(hub, f"u{i:04}"))
-        redis_server.command("CONFIG", "RESETSTAT")
-        for n in range(20):
-            await hub.broker.connect(hub.new_cid(), f"me{users}-{n}", None, time.time(), view=contacts)
-        return evals(redis_server)[1] / 20
+        # The least of five rounds: time inside Redis grows when the machine is busy, never the other way.
+        rounds = []
+        for r in range(5):
+            redis_server.command("CONFIG", "RESETSTAT")
+            for n in range(20):
+                await hub.broker.connect(hub.new_cid(), f"me{users}-{r}-{n}", None, time.time(), view=contacts)
+            rounds.append(evals(redis_server)[1] / 20)
+        return min(rounds)
 
     small, large = await redis_usec_per_join(200), await redis_usec_per_join(2000)
     assert large < 2 * small + 20, (small, large)  # measured: 109 and 94 µs (the whole online list: 61 and 236)

@@ -7,7 +7,6 @@ import asyncio
 import json
 import re
 import sqlite3
-import statistics
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -152,7 +151,7 @@ async def test_sign_in_gives_one_answer_whether_or_not_the_account_exists(srv: S
     someone = browser()
     answers: dict[str, list[httpx.Response]] = {"bob": [], "ghost": []}
     times: dict[str, list[float]] = {"bob": [], "ghost": []}
-    for _ in range(3):
+    for _ in range(4):
         for who in answers:
             start = time.perf_counter()
             answers[who].append(await someone.sign_in(who, "wrong password"))
@@ -160,7 +159,8 @@ async def test_sign_in_gives_one_answer_whether_or_not_the_account_exists(srv: S
     bodies = {json.dumps(a.json()) for group in answers.values() for a in group}
     assert {a.status_code for group in answers.values() for a in group} == {401}
     assert len(bodies) == 1 and "wrong user id or password" in bodies.pop()
-    known, unknown = statistics.median(times["bob"]), statistics.median(times["ghost"])
+    # The fastest of each: a busy machine only ever adds time, and what is compared is the work each one costs.
+    known, unknown = min(times["bob"]), min(times["ghost"])
     assert unknown > known / 3 and known > unknown / 3, (known, unknown)  # not 100 ms against 3 ms
     me = await someone.signed(await someone.sign_in("bob"))
     assert me["id"] == "bob" and me["admin"] is False
