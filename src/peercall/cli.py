@@ -159,16 +159,28 @@ def _add_sdk_commands(commands: Any) -> None:
     audio = argparse.ArgumentParser(add_help=False)
     audio.add_argument("--play", metavar="FILE", help="send this audio file (WAV, MP3, Ogg…)")
     audio.add_argument("--tone", type=float, metavar="HZ", help="send a sine tone")
-    audio.add_argument("--record", metavar="FILE", help="record what arrives (.wav: 16-bit mono 48 kHz)")
+    audio.add_argument("--record", metavar="FILE", help="record the audio that arrives (.wav: 16-bit mono 48 kHz)")
     audio.add_argument(
         "--duration", type=float, metavar="SECONDS", help="hang up after this long (default: when --play ends)"
+    )
+    audio.add_argument(
+        "--video",
+        metavar="FILE",
+        help="send this video file, looped (MP4, WebM…; anything FFmpeg reads); answering: when the caller's offer "
+        "has video",
+    )
+    audio.add_argument(
+        "--record-video",
+        metavar="FILE",
+        help="record the other side's video (.mp4/.mkv: H.264, .webm: VP8); without it their video is declined",
     )
 
     call = commands.add_parser(
         "call",
         parents=[connection, audio],
         help="call a user from Python (WebRTC with aiortc)",
-        description="Call USER, send audio, record what arrives, hang up. Exit status 0 if the call was answered.",
+        description="Call USER, send audio (and video), record what arrives, hang up. Exit status 0 if the call was "
+        "answered.",
     )
     call.add_argument("user", help="who to call")
     call.add_argument("--id", help="our id (default $PEERCALL_ID or the login name)")

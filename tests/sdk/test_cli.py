@@ -12,6 +12,7 @@ import pytest
 from peercall.client import Client, media, quality
 from tests.conftest import OPEN_DOORS, ServerProcess
 
+from .clips import make_clip, read_video
 from .conftest import SCALE, run_python
 
 MIN_PESQ = 3.0
@@ -143,3 +144,61 @@ async def test_answer_prints_what_the_peer_says_of_its_media(server: ServerProce
     lines = [line.strip() for line in answer_out.splitlines()]
     muted, unmuted = lines.index(f"{alice}: muted"), lines.index(f"{alice}: unmuted")
     assert muted < unmuted, answer_out
+
+
+async def test_call_and_answer_commands_with_video(server: ServerProcess, uid: Any, tmp_path: Path) -> None:
+    """`peercall call --video FILE --record-video OUT` with `peercall answer --video … --record-video …`: each
+    recording holds the other's clip at its size, and the commands say how many video frames arrived."""
+    bob, alice = uid("bob"), uid("alice")
+    common = ("--url", server.ws, "--ice-loopback")
+    make_clip(tmp_path / "alice.mp4", 320, 240)
+    make_clip(tmp_path / "bob.webm", 176, 144, codec="libvpx")
+    answer = asyncio.create_task(
+        peercall(
+            "answer",
+            *common,
+            "--id",
+            bob,
+            "--auto",
+            "--video",
+            str(tmp_path / "bob.webm"),
+            "--record-video",
+            str(tmp_path / "from-alice.mkv"),
+        )
+    )
+    try:
+        assert await asyncio.to_thread(server.wait_log, f"{bob} connected", 20 * SCALE), server.log()
+        status, out = await peercall(
+            "call",
+            bob,
+            *common,
+            "--id",
+            alice,
+            "--duration",
+            "2",
+            "--video",
+            str(tmp_path / "alice.mp4"),
+            "--record-video",
+            str(tmp_path / "from-bob.mp4"),
+        )
+        assert status == 0, out
+        assert "call ended: answered (user-hangup)" in out and "video frames received" in out, out
+        answer_status, answer_out = await answer
+    finally:
+        answer.cancel()
+        await asyncio.gather(answer, return_exceptions=True)
+    assert answer_status == 0, answer_out
+    assert "video frames received" in answer_out, answer_out
+    frames, width, height = read_video(tmp_path / "from-alice.mkv")
+    assert frames >= 10 and (width, height) == (320, 240)
+    frames, width, height = read_video(tmp_path / "from-bob.mp4")
+    assert frames >= 10 and (width, height) == (176, 144)
+
+
+async def test_call_and_answer_refuse_a_missing_video_file(server: ServerProcess, tmp_path: Path) -> None:
+    """A video file that cannot be opened stops `peercall call` and `peercall answer` at once, with exit status 2
+    and the file's name."""
+    for command in (("call", "bob"), ("answer", "--auto")):
+        status, out = await peercall(*command, "--url", server.ws, "--video", str(tmp_path / "nope.mp4"))
+        assert status == 2, out
+        assert "nope.mp4" in out, out

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from peercall.client import media, quality
+from peercall.client import media, quality, video
 from peercall.client.echo import run_echo
 from peercall.client.media import Pcm
 from tests.conftest import ServerProcess, run_server
@@ -61,3 +61,33 @@ async def test_browser_hears_its_microphone_from_serve_with_echo(open_page: Open
         await page.click("#hangup")
         await wait_text(page, "#call-status", "Call Ended")
         await page.close()
+
+
+async def test_the_echo_declines_video(sdk: MakeClient, server: ServerProcess, uid: Any) -> None:
+    """A caller that offers video to the echo gets it declined (no stranger's video reaches the service, none comes
+    back) and still hears its audio echoed."""
+    echo_id = uid("echo")
+    ready = asyncio.Event()
+    service = asyncio.create_task(run_echo(server.ws, echo_id, delay=0.3, ice_loopback=True, ready=ready))
+    try:
+        async with asyncio.timeout(WAIT):
+            await ready.wait()
+        alice = await sdk(uid("alice"))
+        heard = media.Capture()
+        frames = video.VideoDiscard()
+        call = await alice.call(
+            echo_id, audio_in=media.Tone(440), audio_out=heard, video_in=video.TestPattern(160, 120), video_out=frames
+        )
+        async with asyncio.timeout(WAIT):
+            await call.wait_connected()
+            await heard.wait_for(1.0)
+        assert call.pc is not None and call.pc.remoteDescription is not None
+        answer = call.pc.remoteDescription.sdp.split("m=video", 1)
+        assert len(answer) == 2 and "a=inactive" in answer[1], "the echo should answer video inactive"
+        assert abs(quality.dominant_frequency(heard.samples()[-media.SAMPLE_RATE // 2 :], media.SAMPLE_RATE) - 440) < 5
+        assert frames.frames == 0
+        await call.hangup()
+    finally:
+        service.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await service

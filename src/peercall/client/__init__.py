@@ -15,11 +15,11 @@ asyncio.run(main())
 ```
 
 Modules: `signaling` (the WebSocket and its reconnects), `call` (one call: phase machine, aiortc, explicit
-negotiation), `candidates` (which of the peer's ICE candidates a call may check), `media` (sources and sinks),
-`client` (the composition root), `accounts` (signing in to a server in accounts mode, token providers), `contacts`
-(contacts, requests, blocks and the ring setting), `events`, `ice` (`/ice-servers` and the loopback setting),
-`quality` (audio measurements), `check` (the audio self-test), `echo` (the echo service), `cli` (the `call`,
-`answer`, `echo` and `audio-check` commands). See docs/python-client.md.
+negotiation), `candidates` (which of the peer's ICE candidates a call may check), `media` (audio sources and sinks),
+`video` (video sources and sinks), `client` (the composition root), `accounts` (signing in to a server in accounts
+mode, token providers), `contacts` (contacts, requests, blocks and the ring setting), `events`, `ice`
+(`/ice-servers` and the loopback setting), `quality` (audio measurements), `check` (the audio self-test), `echo`
+(the echo service), `cli` (the `call`, `answer`, `echo` and `audio-check` commands). See docs/python-client.md.
 
 Needs the `sdk` extra: `pip install 'peercall[sdk]'`.
 
@@ -28,7 +28,7 @@ is this side's view of it; its state is the server's, see docs/glossary.md), as 
 `CallPhaseChanged.state` of their `phase`.
 """
 
-from . import media
+from . import media, video
 from .accounts import Accounts, SignInError, server_auth_mode, token_file
 from .call import Call, CallEnd, CallEndedError, CallError, CallPhase, CallState, CallStats, MediaState
 from .candidates import CandidatePolicy
@@ -96,4 +96,5 @@ __all__ = [
     "media",
     "server_auth_mode",
     "token_file",
+    "video",
 ]

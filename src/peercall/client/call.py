@@ -1,14 +1,18 @@
 """One SDK call: its phase machine (this side's view of the call), its aiortc peer connection and its media.
 
-Owns the `RTCPeerConnection`, the source track and the sink, the call's timers and the order in which the peer's
-frames are handled (one at a time, from the call's own inbox). Frames go out through the `send` function it is
-given and come in through `deliver()`; it knows nothing of the WebSocket, nor of other calls.
+Owns the `RTCPeerConnection`, the source tracks and the sinks (audio, and video if any), the call's timers and the
+order in which the peer's frames are handled (one at a time, from the call's own inbox). Frames go out through the
+`send` function it is given and come in through `deliver()`; it knows nothing of the WebSocket, nor of other calls.
 
 Negotiation is explicit, and aiortc is always the impolite side in spirit: it has no rollback and no
 `negotiationneeded` (aiortc#975), and it does not trickle its own candidates (its SDP carries them all). So:
 - as the caller (`polite: false` in `call-accept`), it adds its track, makes the one offer and applies the answer;
 - as the callee, or when the server makes it polite (glare), it never offers: it answers the offers it gets;
 - as the impolite side, it ignores an offer that collides with its own (the polite peer yields).
+Video is settled by the offers too: the caller offers it when it has a video source or sink; every offer it answers
+puts its video source on the peer's first video m-line and its video sink on the newest one the peer sends on, and
+answers the rest without receiving (`inactive` without a video source or sink), so the peer may add, move or stop
+video mid-call without breaking the call.
 aiortc cannot restart ICE (its ICE agent keeps the credentials and the candidate pair of the first negotiation), so
 the SDK never offers a restart, and it answers a browser's restart offer with the ICE it has: the call goes on over
 the path in use if that still works, and fails (`ice-timeout`, `ice-failed`) if it is gone (`peer_ice_restarts`).
@@ -17,8 +21,8 @@ gathering to complete. Every remote candidate, trickled or in the peer's SDP, pa
 first (candidates.py): an address the policy denies never reaches aiortc, and at most `max_candidates` do (the
 queue included).
 
-Imports aiortc, the SDK's `candidates`, `ice`, `media` and `signaling` (errors only); must not import the client or
-the server.
+Imports aiortc, the SDK's `candidates`, `ice`, `media`, `video` and `signaling` (errors only); must not import the
+client or the server.
 """
 
 from __future__ import annotations
@@ -30,13 +34,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import candidate_from_sdp
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from .candidates import CandidatePolicy, RemoteCandidates
 from .ice import IceConfig, loopback_candidates
 from .media import AudioIn, AudioOut, Discard, Mutable, Sink, as_sink, as_source
 from .signaling import ClientError, Frame
+from .video import VideoIn, VideoOut, VideoSink, as_video_sink, as_video_source
 
 log = logging.getLogger("peercall.client")
 
@@ -142,6 +147,15 @@ class CallStats:
 
 
 _HANGUP = "hangup"
+_SENDS = ("sendrecv", "sendonly")
+"""The directions of an m-line in the peer's offer in which the peer sends."""
+_DIRECTIONS = {
+    (True, True): "sendrecv",
+    (True, False): "sendonly",
+    (False, True): "recvonly",
+    (False, False): "inactive",
+}
+"""Our direction for a video m-line: (we send, we receive) -> direction."""
 _STOP: Frame = {"type": "_stop"}
 
 Send = Callable[[Frame], Awaitable[bool]]
@@ -197,6 +211,11 @@ class Call:
         self._remote_track: MediaStreamTrack | None = None
         self._sink_started = False
         self._track_added = False
+        self._video_source: MediaStreamTrack | None = None
+        self._video_sink: VideoSink | None = None
+        self._video_track: MediaStreamTrack | None = None  # the peer's video track that the video sink consumes
+        self._video_receiving: RTCRtpTransceiver | None = None  # its transceiver
+        self._video_added = False
         self._pending_candidates: list[dict[str, Any] | None] = []  # at most max_candidates, and one end
         self._remote_candidates = RemoteCandidates(candidate_policy or CandidatePolicy(), f"call with {peer}")
         self.peer_ice_restarts = 0
@@ -248,6 +267,16 @@ class Call:
     def sink(self) -> Sink:
         """What consumes the peer's audio."""
         return self._sink
+
+    @property
+    def video_source(self) -> MediaStreamTrack | None:
+        """The video track we send, or None (no video from us)."""
+        return self._video_source
+
+    @property
+    def video_sink(self) -> VideoSink | None:
+        """What consumes the peer's video, or None (we decline it)."""
+        return self._video_sink
 
     @property
     def media(self) -> MediaState:
@@ -305,12 +334,22 @@ class Call:
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.direction} {self.peer} {self._phase.value}>"
 
-    async def accept(self, audio_in: AudioIn = None, audio_out: AudioOut = None) -> None:
+    async def accept(
+        self,
+        audio_in: AudioIn = None,
+        audio_out: AudioOut = None,
+        *,
+        video_in: VideoIn = None,
+        video_out: VideoOut = None,
+    ) -> None:
         """Accept a ringing incoming call: fetch the ICE servers, then send `call-accept` and wait for the offer.
 
         Args:
             audio_in: what to send (a track, a file name, an iterator of 48 kHz chunks; None: silence).
             audio_out: what to do with what arrives (a sink, a file name, `fn(samples, rate)`; None: drop it).
+            video_in: video to send when the caller's offer has video (a track, a file name, looped; None: none).
+            video_out: what to do with the caller's video (a video sink, a file name, `fn(frame)`; None: decline
+                it).
 
         Raises:
             CallError: the call is not ringing here (it was accepted, rejected or ended).
@@ -318,7 +357,7 @@ class Call:
         """
         if self._phase is not CallPhase.INCOMING:
             raise CallError(f"cannot accept call {self.id} from {self.peer}: it is {self._phase.value}")
-        self._attach(audio_in, audio_out)
+        self._attach(audio_in, audio_out, video_in, video_out)
         self._transition("accept")
         self._log("accept: fetching the ICE servers")
         ice = await self._get_ice()
@@ -438,14 +477,20 @@ class Call:
 
     # ---- what the client calls -----------------------------------------------------------------------------------
 
-    def _attach(self, audio_in: AudioIn, audio_out: AudioOut) -> None:
-        """Set the source and the sink (before the call is accepted)."""
+    def _attach(self, audio_in: AudioIn, audio_out: AudioOut, video_in: VideoIn, video_out: VideoOut) -> None:
+        """Set the sources and the sinks (before the call is accepted)."""
         self._source = as_source(audio_in)
         self._sink = as_sink(audio_out)
+        self._video_source = as_video_source(video_in)
+        self._video_sink = as_video_sink(video_out)
+        if self._video_source is not None:  # say it: a web client shows the peer's video only while it is said on
+            self._media = replace(self._media, camera=True)
 
-    async def _request(self, audio_in: AudioIn, audio_out: AudioOut) -> bool:
+    async def _request(
+        self, audio_in: AudioIn, audio_out: AudioOut, video_in: VideoIn = None, video_out: VideoOut = None
+    ) -> bool:
         """Caller: fetch the ICE servers, then send `call-request`. False if it could not be sent."""
-        self._attach(audio_in, audio_out)
+        self._attach(audio_in, audio_out, video_in, video_out)
         self._log("request: fetching the ICE servers")
         self._ice = await self._get_ice()
         if not self.active:
@@ -554,6 +599,7 @@ class Call:
         self._log(f"call-accept from {self.peer}; making the offer")
         pc = self._require_pc()
         self._add_track(pc)
+        self._offer_video(pc)
         offer = await pc.createOffer()
         with loopback_candidates(self._ice_loopback):
             await pc.setLocalDescription(offer)
@@ -588,9 +634,11 @@ class Call:
             )
         self._log(f"SRD({kind})")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
-        await self._start_sink()
         if kind == "offer":
             self._add_track(pc)
+            self._answer_video(pc, sdp)
+        await self._start_sink()
+        if kind == "offer":
             self._log("SLD(answer)")
             answer = await pc.createAnswer()
             with loopback_candidates(self._ice_loopback):
@@ -686,6 +734,8 @@ class Call:
             if track.kind == "audio" and self._remote_track is None:
                 self._log("remote audio track")
                 self._remote_track = track
+            elif track.kind == "video":
+                self._log("remote video track")
 
         @pc.on("connectionstatechange")
         def on_connection_state() -> None:
@@ -716,10 +766,64 @@ class Call:
         self._sent.muted = self._media.muted
         pc.addTrack(self._sent)
 
+    def _offer_video(self, pc: RTCPeerConnection) -> None:
+        """Caller: offer video if we send it (sendrecv, or sendonly without a video sink) or only receive it."""
+        if self._video_added:
+            return
+        self._video_added = True
+        if self._video_source is not None:
+            transceiver = pc.addTransceiver(self._video_source, "sendrecv" if self._video_sink else "sendonly")
+            self._log(f"offering video ({transceiver.direction})")
+        elif self._video_sink is not None:
+            pc.addTransceiver("video", "recvonly")
+            self._log("offering to receive video (recvonly)")
+
+    def _answer_video(self, pc: RTCPeerConnection, offer: str) -> None:
+        """Answerer: our video source goes on the peer's first video m-line; our video sink takes the last video
+        m-line on which the peer sends (a camera turned off and on again comes back on a new m-line; a screen shared
+        beside the camera is the newer one); every other video m-line is answered without us receiving (inactive
+        when we do not send on it either). Without a video source or sink every video m-line is `inactive`.
+
+        Called for every offer, so video that the peer adds, moves or stops mid-call is answered too, and the call
+        goes on with audio whatever the peer does with its video."""
+        sending = {m.rtp.muxId for m in SessionDescription.parse(offer).media if m.direction in (None, *_SENDS)}
+        videos = [t for t in pc.getTransceivers() if t.kind == "video"]
+        if videos and self._video_source is not None and not self._video_added:
+            self._video_added = True
+            videos[0].sender.replaceTrack(self._video_source)
+        peer_sends = [t for t in videos if t.mid in sending]
+        self._video_receiving = peer_sends[-1] if peer_sends and self._video_sink is not None else None
+        for transceiver in videos:
+            send = transceiver is videos[0] and transceiver.sender.track is not None
+            receive = transceiver is self._video_receiving
+            direction = _DIRECTIONS[send, receive]
+            if transceiver.direction != direction:
+                transceiver.direction = direction
+                self._log(f"video m-line {transceiver.mid}: {direction}")
+
+    def _remote_video(self) -> MediaStreamTrack | None:
+        """The peer's video track that our video sink consumes (None if we receive no video)."""
+        pc = self._pc
+        if pc is None or self._video_sink is None:
+            return None
+        if self._video_receiving is None:  # as the caller: our one video m-line, if the peer sends on it
+            videos = [t for t in pc.getTransceivers() if t.kind == "video"]
+            receiving = [t for t in videos[:1] if t.direction in ("sendrecv", "recvonly")]
+            self._video_receiving = receiving[0] if receiving else None
+        if self._video_receiving is None:
+            return None
+        track: MediaStreamTrack | None = self._video_receiving.receiver.track
+        return track
+
     async def _start_sink(self) -> None:
         if self._remote_track is not None and not self._sink_started and self.active:
             self._sink_started = True
             await self._sink.start(self._remote_track)
+        track = self._remote_video()
+        if self._video_sink is not None and track is not None and track is not self._video_track and self.active:
+            self._video_track = track
+            self._log("receiving video" if self._video_sink.track is None else "receiving video from a new m-line")
+            await self._video_sink.start(track)
 
     async def _send_description(self, pc: RTCPeerConnection) -> None:
         description = pc.localDescription
@@ -771,11 +875,15 @@ class Call:
         self._inbox.put_nowait(_STOP)
         if self._source is not None:
             self._source.stop()
+        if self._video_source is not None:
+            self._video_source.stop()
         self._teardown = asyncio.ensure_future(self._stop_media())
 
     async def _stop_media(self) -> None:
         try:
             await self._sink.stop()
+            if self._video_sink is not None:
+                await self._video_sink.stop()
             if self._pc is not None:
                 await self._pc.close()
             if self._remote_track is not None:

@@ -27,7 +27,7 @@ from typing import Any
 
 from aiortc import MediaStreamTrack
 
-from . import media
+from . import media, video
 from .accounts import SignInError, TokenProvider, server_auth_mode, token_file
 from .call import Call, CallEndedError, CallError, CallPhase
 from .client import Client
@@ -167,6 +167,22 @@ def _sink(args: argparse.Namespace) -> media.Sink:
     return media.record(args.record) if args.record else media.Discard()
 
 
+def _video(args: argparse.Namespace) -> dict[str, Any]:
+    """`video_in` and `video_out` for `--video` and `--record-video` (files open, or fail, at once)."""
+    return {
+        "video_in": video.VideoFileSource(args.video) if args.video else None,
+        "video_out": video.VideoRecorder(args.record_video) if args.record_video else None,
+    }
+
+
+def _received(call: Call, packets: int | None) -> str:
+    """`; N packets received` (and `, M video frames`) for the line that says how a call ended."""
+    text = f"; {packets} packets received" if packets is not None else ""
+    if call.video_sink is not None:
+        text += f"{',' if text else ';'} {call.video_sink.frames} video frames received"
+    return text
+
+
 def _follow(client: Client) -> asyncio.Task[None]:
     """Print every phase change of the client's calls, and what the peer says of its media."""
     events = client.events()
@@ -218,11 +234,12 @@ async def call_command(args: argparse.Namespace) -> int:
     """
     source = _source(args)
     sink = _sink(args)
+    videos = _video(args)
     async with await _client(args, args.id or default_id()) as client:
         follower = _follow(client)
         try:
             _say(f"calling {args.user} as {client.id} on {args.url}")
-            call = await client.call(args.user, audio_in=source, audio_out=sink)
+            call = await client.call(args.user, audio_in=source, audio_out=sink, **videos)
             try:
                 await call.wait_connected()
             except CallEndedError as exc:
@@ -231,7 +248,7 @@ async def call_command(args: argparse.Namespace) -> int:
             await _talk(call, source, args.duration)
             end = await call.hangup()
             stats = await call.stats() if call.pc else None
-            _say(f"call ended: {end}" + (f"; {stats.packets_received} packets received" if stats else ""))
+            _say(f"call ended: {end}" + _received(call, stats.packets_received if stats else None))
             return 0 if end.outcome in ("answered", None) else 1
         finally:
             await _stop(follower)
@@ -249,6 +266,8 @@ async def answer_command(args: argparse.Namespace) -> int:
     """
     if not args.auto and not sys.stdin.isatty():
         raise ValueError("without a terminal to ask on, use --auto")
+    if args.video:  # a file that cannot be played stops us now, not at the first call
+        video.VideoFileSource(args.video).stop()
     answered = 0
     async with await _client(args, args.id or default_id()) as client:
         follower = _follow(client)
@@ -263,13 +282,13 @@ async def answer_command(args: argparse.Namespace) -> int:
                         continue
                     source = _source(args)
                     try:
-                        await call.accept(audio_in=source, audio_out=_sink(args))
+                        await call.accept(audio_in=source, audio_out=_sink(args), **_video(args))
                     except CallError as exc:
                         _say(f"could not answer: {exc}")
                         continue
                     await _talk(call, source, args.duration)
                     end = await call.hangup()
-                    _say(f"call with {call.peer} ended: {end}")
+                    _say(f"call with {call.peer} ended: {end}" + _received(call, None))
                     answered += 1
                     if args.count and answered >= args.count:
                         return 0

@@ -55,6 +55,7 @@ from .events import (
 from .ice import IceConfig, fetch_ice_config, loopback_from_env
 from .media import AudioIn, AudioOut, as_sink, as_source
 from .signaling import ClientError, Frame, Signaling, SignalingState, StateChange, TokenProvider
+from .video import VideoIn, VideoOut, as_video_sink, as_video_source
 
 log = logging.getLogger("peercall.client")
 
@@ -591,13 +592,24 @@ class Client:
 
     # ---- calls ------------------------------------------------------------------------------------------------
 
-    async def call(self, user: str, audio_in: AudioIn = None, audio_out: AudioOut = None) -> Call:
+    async def call(
+        self,
+        user: str,
+        audio_in: AudioIn = None,
+        audio_out: AudioOut = None,
+        *,
+        video_in: VideoIn = None,
+        video_out: VideoOut = None,
+    ) -> Call:
         """Call `user`: fetch the ICE servers, send `call-request`, and return once the server says it rings.
 
         Args:
             user: who to call.
             audio_in: what to send (a track, a file name, an iterator of 48 kHz chunks; None: silence).
             audio_out: what to do with what arrives (a sink, a file name, `fn(samples, rate)`; None: drop it).
+            video_in: video to send (a video track, or a file name, looped; None: no video).
+            video_out: what to do with the peer's video (a video sink, a file name to record, `fn(frame)`; None:
+                decline it).
 
         Returns:
             The call, ringing (`requesting`), or already ended if `user` is not online (`call.end.outcome` is
@@ -616,10 +628,11 @@ class Client:
             current = self.current_call
             raise CallError(f"you are already in call {current.id} with {current.peer}; hang up first")
         source, sink = as_source(audio_in), as_sink(audio_out)  # files open (or fail) before anything is sent
+        video_source, video_sink = as_video_source(video_in), as_video_sink(video_out)
         call = self._new_call(user, "outgoing", None)
         self._ringing = asyncio.get_running_loop().create_future()
         try:
-            if not await call._request(source, sink):
+            if not await call._request(source, sink, video_source, video_sink):
                 await call.close()
                 raise CallError(f"cannot call {user}: not connected to the server")
             try:

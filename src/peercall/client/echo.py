@@ -7,7 +7,9 @@ it busy.
 
 It answers strangers, so it is guarded (docs/security.md): its calls check only the caller's candidates that
 `CandidatePolicy.public_service()` allows, at most 20 a call (no probing this machine's other networks through it),
-and one caller gets at most `calls_per_minute` calls a minute (further ones are rejected `busy`).
+and one caller gets at most `calls_per_minute` calls a minute (further ones are rejected `busy`). It echoes audio
+only: it answers a caller's video `inactive` (the caller's page shows its own camera anyway), so no stranger's
+video is ever sent to it, decoded or stored.
 
 Imports the SDK's client, candidates and media; must not import the server.
 """
@@ -140,7 +142,7 @@ async def serve_call(call: Call, delay: float = DEFAULT_DELAY, max_duration: flo
         max_duration: hang up after this many seconds.
     """
     echo = media.Echo(delay)
-    try:
+    try:  # no video_in, no video_out: the caller's video is declined
         await call.accept(audio_in=echo.source, audio_out=echo.sink)
     except CallError as exc:
         log.info("could not answer %s: %s", call.peer, exc)
