@@ -3,8 +3,8 @@
 The "network" is a veth pair inside the loopback-only namespace (tests/netns.py): A's browser runs without the
 loopback flag, so the veth address is the only one it can use; removing it mid-call (after adding another, as when a
 laptop moves from one network to the next) breaks the candidate pair in use. Chromium fires no `online` or
-`navigator.connection` event for that here: the page notices by the connection going `disconnected` (about 5 s
-after the removal), and restarts ICE `DISCONNECTED_RESTART_MS` (3 s) later.
+`navigator.connection` event for that here, and says `disconnected` only about 5 s after the removal: the page
+notices that nothing arrives any more (`STALL_RESTART_MS`, 1.5 s) and restarts ICE then.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from .steps import assert_audio_flows, audio_stats, connect, ring, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
-DISCONNECTED_RESTART_S = 3.0  # call.js DISCONNECTED_RESTART_MS
-RESUME_S = 3.0  # the audio flows again this soon after the restart
+RESUME_S = 3.0  # the audio flows again this soon after the address in use went away (issue #18)
 
 
 @pytest.fixture
@@ -75,9 +74,9 @@ async def test_removing_the_address_in_use_restarts_ice_and_keeps_the_call(
 
     # A moves to another network: the new address comes, the one in use goes.
     move_to_second_address()
+    removed = time.monotonic()
     note = a.locator("#peer-note")
     await expect(note).to_have_text("Reconnecting audio…", timeout=int(15_000 * SCALE))
-    noticed = time.monotonic()
 
     received = before["inbound"]["packetsReceived"]
     resumed = await wait_until(
@@ -86,9 +85,9 @@ async def test_removing_the_address_in_use_restarts_ice_and_keeps_the_call(
             s and s["pair"] and s["pair"]["localAddress"] == SECOND and s["inbound"]["packetsReceived"] > received + 10
         ),
         f"A's audio to flow again over {SECOND}",
-        timeout=(DISCONNECTED_RESTART_S + RESUME_S + 2) * SCALE,
+        timeout=(RESUME_S + 10) * SCALE,
     )
-    back_after = time.monotonic() - noticed
+    back_after = time.monotonic() - removed
     restarts = {
         name: await page.evaluate(
             "() => (window.peercall.call.timeline.iceRestarts ?? []).map((t) => performance.now() - t)"
@@ -97,10 +96,8 @@ async def test_removing_the_address_in_use_restarts_ice_and_keeps_the_call(
     }
     since_first = max(ago for ages in restarts.values() for ago in ages[:1]) if any(restarts.values()) else None
     assert since_first is not None, f"no side restarted ICE: {dump(resumed)}"
-    assert since_first / 1000 < RESUME_S * SCALE, f"audio came back {since_first:.0f} ms after the restart: {restarts}"
-    assert back_after < (DISCONNECTED_RESTART_S + RESUME_S) * SCALE, (
-        f"audio came back {back_after:.1f} s after the page said Reconnecting audio…"
-    )
+    print(f"audio back {back_after:.2f} s after the address went, {since_first:.0f} ms after the first restart")
+    assert back_after < RESUME_S * SCALE, f"audio came back {back_after:.1f} s after the address in use went away"
     assert sum(len(ages) for ages in restarts.values()) <= 4, f"a restart storm: {dump(restarts)}"
 
     await expect(note).to_be_hidden()

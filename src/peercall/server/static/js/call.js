@@ -7,7 +7,8 @@
  *
  * Negotiation is "perfect negotiation" (MDN; webrtc/samples peer.js): the callee is polite, the caller is
  * impolite; `makingOffer`/`ignoreOffer`, no-argument `setLocalDescription()`. A connection that worked and
- * then breaks restarts ICE (`restartIce()`) after `DISCONNECTED_RESTART_MS` of `disconnected`, at once on
+ * then breaks restarts ICE (`restartIce()`) as soon as nothing has arrived from the peer for `STALL_RESTART_MS`
+ * (audio packets flow all call long, muted too), after `DISCONNECTED_RESTART_MS` of `disconnected`, at once on
  * `failed` or when the network changes, one restart at a time with a backoff; the call keeps its id.
  * Candidates are trickled both ways, and incoming ones wait in a queue until the remote description is set.
  * Nothing ever waits for ICE gathering to complete.
@@ -89,6 +90,13 @@ export const ICE_TIMEOUT_MS = 10_000;
  * network change (a new address) the old candidate pair never comes back, so waiting for `failed` is dead air.
  */
 export const DISCONNECTED_RESTART_MS = 3000;
+/**
+ * How long a connected call may receive nothing before this side restarts ICE (ms). Audio packets come 50 times a
+ * second for the whole call (a muted microphone sends silence), so 1.5 s without one means the path broke: a
+ * browser only says `disconnected` some 5 s after the last packet. Checked every `STALL_CHECK_MS`.
+ */
+export const STALL_RESTART_MS = 1500;
+export const STALL_CHECK_MS = 250;
 /** The least time between two ICE restarts of one outage; it doubles after each restart, up to the max (ms). */
 export const RESTART_BACKOFF_MS = 3000;
 export const RESTART_BACKOFF_MAX_MS = 24_000;
@@ -142,7 +150,8 @@ export class CallSetupError extends Error {
  * A call with one peer.
  *
  * Events: `phasechange` ({phase, previous, reason?, remoteReason?}), `track` ({stream}: the peer's audio),
- * `connectionstatechange` ({connectionState}), `mutechange` ({muted}), `path` ({local, remote, protocol}:
+ * `connectionstatechange` ({connectionState}; also `"stalled"`: connected, but nothing arrived for
+ * `STALL_RESTART_MS`, and ICE is restarting), `mutechange` ({muted}), `path` ({local, remote, protocol}:
  * the candidate types of the selected pair, once connected), `localtrack` ({track, stream}: the microphone
  * was opened, or switched to another one), `videochange` ({camera, screen}: what this side sends changed;
  * `localVideo` is what to preview), `remotevideo` ({track}: the peer's video track arrived, or a negotiation
@@ -182,6 +191,7 @@ export class Call extends EventTarget {
   /** a restart of ICE waiting for `disconnected` to last, or for the backoff to pass */ #restartTimer = 0;
   /** performance.now() of the last ICE restart of the current outage */ #restartedAt = -Infinity;
   #restartBackoffMs = RESTART_BACKOFF_MS;
+  /** the check for packets from the peer (`#watchPackets`) */ #stallTimer = 0;
   #muted = false;
   /** @type {MediaStream|null} our camera, while it is on */ #camera = null;
   /** @type {string} the `deviceId` of the camera to use ("" for the default) */ #cameraId = "";
@@ -1172,6 +1182,7 @@ export class Call extends EventTarget {
         this.#log(`connected ${Math.round(this.timeline.connected - this.timeline.accepted)} ms after accept`);
       }
       this.#announcePath();
+      if (!this.#stallTimer) this.#watchPackets(pc);
     } else if (state === "failed" && !this.#everConnected) {
       // Never connected: no candidate pair works, and a restart would find the same ones.
       this.#giveUp();
@@ -1201,6 +1212,52 @@ export class Call extends EventTarget {
         }
       }, DISCONNECTED_RESTART_MS);
     }
+  }
+
+  /**
+   * While the call lasts, count the packets that arrive from the peer every `STALL_CHECK_MS`: when none came for
+   * `STALL_RESTART_MS` of a connection that says `connected`, the path broke (a network change) long before the
+   * browser will say so; restart ICE now, and say `stalled` until packets come again.
+   * @param {RTCPeerConnection} pc
+   */
+  #watchPackets(pc) {
+    let last = -1;
+    let lastAt = performance.now();
+    let stalled = false;
+    let reading = false;
+    this.#stallTimer = setInterval(async () => {
+      if (pc !== this.#pc || !this.active) {
+        clearInterval(this.#stallTimer);
+        return;
+      }
+      if (reading) return;
+      reading = true;
+      let packets = 0;
+      try {
+        for (const report of (await pc.getStats()).values()) {
+          if (report.type === "inbound-rtp") packets += report.packetsReceived ?? 0;
+        }
+      } catch {
+        return; // closed meanwhile
+      } finally {
+        reading = false;
+      }
+      const now = performance.now();
+      if (packets !== last) {
+        last = packets;
+        lastAt = now;
+        if (stalled) {
+          stalled = false;
+          this.#onConnectionState(pc); // say the state the connection is in again
+        }
+        return;
+      }
+      if (stalled || packets === 0 || now - lastAt < STALL_RESTART_MS || pc.connectionState !== "connected") return;
+      stalled = true;
+      this.#log(`nothing from the peer for ${Math.round(now - lastAt)} ms`);
+      this.dispatchEvent(new CustomEvent("connectionstatechange", { detail: { connectionState: "stalled" } }));
+      this.restartIce(`nothing arrived for ${STALL_RESTART_MS / 1000} s`);
+    }, STALL_CHECK_MS);
   }
 
   /** Tell listeners which candidate pair carries the audio (`path`), once it is known. */
@@ -1233,6 +1290,7 @@ export class Call extends EventTarget {
     this.#log(`ended: ${reason}`);
     clearTimeout(this.#timer);
     clearTimeout(this.#restartTimer);
+    clearInterval(this.#stallTimer);
     this.#stopMicrophone();
     if (this.#pc) {
       this.#pc.close();
