@@ -409,6 +409,9 @@ class RedisBroker:
         self._closing = False
         self._inflight = 0  # transactions under way
         self._pub_conn: Any = None  # the connection that frames for other nodes go out on
+        # One flush at a time on that connection: stop() flushes what is left while the publish loop may be in the
+        # middle of one (two readers of one connection: "read() called while another coroutine is waiting").
+        self._publishing = asyncio.Lock()
 
     # ------------------------------------------------------------------------------------------ keys
 
@@ -850,6 +853,10 @@ class RedisBroker:
     async def _flush_outbox(self) -> None:
         """Publish what waits, one message per channel: the frames queued meanwhile for one node travel together
         (under load, the per-message cost of Pub/Sub on both sides, not Redis, is what limits a cluster)."""
+        async with self._publishing:
+            await self._flush_outbox_now()
+
+    async def _flush_outbox_now(self) -> None:
         while self._outbox:
             batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), 512))]
             by_channel: dict[str, list[str]] = {}
