@@ -931,11 +931,15 @@ class PeercallHttpProtocol(HttpToolsProtocol):
         self.connections.discard(self)
         scope = self.scope
         scope["path"], scope["query_string"] = "/ws", url.query or b""
-        head = [scope["method"].encode(), b" ", self.url, b" HTTP/1.1\r\n"]
+        # picows reads the request again (its parser, its headers object): give it only the lines it checks, as
+        # the client sent them (the first of each), so that it answers as it would have. Connection: uvicorn found
+        # its `upgrade` token; picows wants no other ("keep-alive").
+        head = [scope["method"].encode(), b" /ws HTTP/1.1\r\nConnection: Upgrade\r\n"]
+        wanted = {b"upgrade", b"sec-websocket-version", b"sec-websocket-key"}
         for name, value in scope["headers"]:
-            if name == b"connection":  # uvicorn found its `upgrade` token; picows wants no other ("keep-alive")
-                value = b"Upgrade"
-            head += [name, b": ", value, b"\r\n"]
+            if name in wanted:
+                wanted.discard(name)
+                head += [name, b": ", value, b"\r\n"]
         head.append(b"\r\n")
         answer = picows.upgrade(scope)
         settings = picows.sessions.settings
@@ -960,11 +964,10 @@ class PeercallHttpProtocol(HttpToolsProtocol):
         protocol.outbox = picows.outbox
         protocol._head, protocol._skip, protocol._stop = b"", len(request), -1  # frames start after the request
         transport = self.transport
+        # uvloop picks its read callbacks (plain or buffered protocol) when reading starts: its set_protocol()
+        # restarts reading for that.
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
-        # uvloop picks its read callbacks (plain or buffered protocol) when reading starts: restart it.
-        transport.pause_reading()
-        transport.resume_reading()
         _feed(protocol, request + self._tail)
         self._tail = b""
 
