@@ -203,7 +203,7 @@ class _WSProtocol(WSProtocol):  # type: ignore[misc]  # WSProtocol is untyped (n
     _head: bytes
     _skip: int
     _stop: int
-    _view: memoryview
+    _view: memoryview | None
     outbox: Outbox
 
     def get_buffer(self, size_hint: int) -> memoryview:
@@ -218,13 +218,15 @@ class _WSProtocol(WSProtocol):  # type: ignore[misc]  # WSProtocol is untyped (n
         _feed(self, data)
 
     def buffer_updated(self, nbytes: int) -> None:
+        view, self._view = self._view, None  # not kept between reads: ~0.3 KB per idle connection
         if self._stop >= 0:  # a close frame came: take only the rest of it
             nbytes = min(nbytes, self._stop)
             self._stop -= nbytes
             if not nbytes:
                 return
         else:
-            nbytes = self._scan(self._view, nbytes)
+            assert view is not None
+            nbytes = self._scan(view, nbytes)
         outbox = self.outbox
         outbox.reading = True
         try:
