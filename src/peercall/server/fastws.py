@@ -8,8 +8,10 @@ queue per frame; measured with bench/run.py it is what lets the server keep up w
 
 How: uvicorn's httptools protocol (C parser) still reads every request. When it sees a WebSocket upgrade that
 `is_signaling_path` (server/session.py) takes for `/ws`, `PeercallHttpProtocol` has the session layer admit it
-(`PicowsTransport.upgrade`) and hands the socket to picows's protocol, feeding it the request it has read;
-everything else (HTTP routes, static files, other upgrades, which the ASGI app refuses) stays uvicorn + Starlette.
+(`PicowsTransport.upgrade`) and hands the socket to picows's protocol, feeding it only the request line and the
+three headers that picows checks (the head was read once already: parsing all of it again cost CPU on every
+connect); everything else (HTTP routes, static files, other upgrades, which the ASGI app refuses) stays uvicorn +
+Starlette.
 picows writes the 101 (or the refusal, an HTTP error with a JSON body), frames and unframes, and answers pings.
 
 This is a transport: the rules of a connection (admission, rate, size, binary, first-frame auth, its log lines and
