@@ -211,7 +211,10 @@ class Hub:
         finally:
             self._joining.pop(conn.cid, None)
         if self.history is not None:
-            self._spawn(self._send_missed(conn))
+            if getattr(self.history, "in_loop", False):  # it never waits (memory://): no task for every join
+                await self._send_missed(conn)
+            else:
+                self._spawn(self._send_missed(conn))
 
     async def leave(self, conn: Connection) -> None:
         """Forget a connection that closed."""
@@ -346,8 +349,8 @@ class Hub:
         contacts' presence comes from the `welcome` when it lists contacts only (no second read)."""
         assert self.social is not None
         related = relations(circle)
-        self._shown[conn.id] = (related, view)
         if related == _NO_RELATIONS:
+            self._shown[conn.id] = (_NO_RELATIONS, view)  # shared objects: nothing per connection but the entry
             return  # nothing to say: a client takes "no contacts frame" for an empty one (and seed clients see none)
         if welcome is not None and not view.everyone:
             presences = _presences_in(welcome)

@@ -97,26 +97,33 @@ class Social:
         self.clock = clock
         self.policy_failures = 0
         self.shared = shared
-        self._circles: collections.OrderedDict[str, Circle] = collections.OrderedDict()
+        self._circles: collections.OrderedDict[str, Circle | None] = collections.OrderedDict()  # None: empty
         self._buckets: dict[str, TokenBucket] = {}
         # The display name this node last wrote or found in the store, by user (the least recently used go first):
         # a user who connects again with the same name costs no write.
         self._names: collections.OrderedDict[str, str] = collections.OrderedDict()
         # Bumped by `forget`: a circle read from the store before a change must not be cached after it.
         self._epoch = 0
+        # A store whose coroutines never suspend (memory://) needs no task of its own: one per joining user was a
+        # fifth of what a connect cost (fastws.py then also had to finish the join in a task).
+        self._in_loop = bool(getattr(book, "in_loop", False))
+        # The views of users who see nobody but the services (most users): shared, keyed by what they hold (at
+        # most two per service, and two more), rather than ~0.5 KB of sets for each connection.
+        self._common_views: dict[tuple[frozenset[str], bool], View] = {}
 
     # ---------------------------------------------------------------------------------------- circles
 
     async def circle(self, user: str) -> Circle:
         """`user`'s circle: cached, or read from the store. Raises what the store raises."""
-        cached = self._circles.get(user)
-        if cached is not None:
+        if user in self._circles:
             self._circles.move_to_end(user)
-            return cached
+            return self._circles[user] or Circle(user)
         epoch = self._epoch
-        circle = await _in_task(self.book.circle(user, now=self.clock()))
+        work = self.book.circle(user, now=self.clock())
+        circle = await (work if self._in_loop else _in_task(work))
         if epoch == self._epoch:
-            self._circles[user] = circle
+            # An empty circle (most users') is kept as None: ~0.7 KB less for each user connected.
+            self._circles[user] = None if circle == Circle(user) else circle
             if len(self._circles) > _CACHED:
                 self._circles.popitem(last=False)
         return circle
@@ -133,7 +140,9 @@ class Social:
         return await (self.fresh(user) if self.shared else self.circle(user))
 
     def cached(self, user: str) -> Circle | None:
-        return self._circles.get(user)
+        if user not in self._circles:
+            return None
+        return self._circles[user] or Circle(user)
 
     def forget(self, users: list[str]) -> None:
         """These users' circles changed (on some node): read them again when next needed. (A user whose display
@@ -178,7 +187,10 @@ class Social:
             return {}
 
     def view(self, circle: Circle) -> View:
-        return social.view(circle, self.directory, self.services)
+        found = social.view(circle, self.directory, self.services)
+        if found.hidden or not found.contacts <= self.services:
+            return found
+        return self._common_views.setdefault((found.contacts, found.everyone), found)
 
     def audience(self, circle: Circle) -> Audience:
         return social.audience(circle, self.directory, self.services)

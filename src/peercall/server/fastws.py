@@ -8,8 +8,10 @@ queue per frame; measured with bench/run.py it is what lets the server keep up w
 
 How: uvicorn's httptools protocol (C parser) still reads every request. When it sees a WebSocket upgrade that
 `is_signaling_path` (server/session.py) takes for `/ws`, `PeercallHttpProtocol` has the session layer admit it
-(`PicowsTransport.upgrade`) and hands the socket to picows's protocol, feeding it the request it has read;
-everything else (HTTP routes, static files, other upgrades, which the ASGI app refuses) stays uvicorn + Starlette.
+(`PicowsTransport.upgrade`) and hands the socket to picows's protocol, feeding it only the request line and the
+three headers that picows checks (the head was read once already: parsing all of it again cost CPU on every
+connect); everything else (HTTP routes, static files, other upgrades, which the ASGI app refuses) stays uvicorn +
+Starlette.
 picows writes the 101 (or the refusal, an HTTP error with a JSON body), frames and unframes, and answers pings.
 
 This is a transport: the rules of a connection (admission, rate, size, binary, first-frame auth, its log lines and
@@ -203,7 +205,7 @@ class _WSProtocol(WSProtocol):  # type: ignore[misc]  # WSProtocol is untyped (n
     _head: bytes
     _skip: int
     _stop: int
-    _view: memoryview
+    _view: memoryview | None
     outbox: Outbox
 
     def get_buffer(self, size_hint: int) -> memoryview:
@@ -218,13 +220,15 @@ class _WSProtocol(WSProtocol):  # type: ignore[misc]  # WSProtocol is untyped (n
         _feed(self, data)
 
     def buffer_updated(self, nbytes: int) -> None:
+        view, self._view = self._view, None  # not kept between reads: ~0.3 KB per idle connection
         if self._stop >= 0:  # a close frame came: take only the rest of it
             nbytes = min(nbytes, self._stop)
             self._stop -= nbytes
             if not nbytes:
                 return
         else:
-            nbytes = self._scan(self._view, nbytes)
+            assert view is not None
+            nbytes = self._scan(view, nbytes)
         outbox = self.outbox
         outbox.reading = True
         try:
@@ -931,11 +935,15 @@ class PeercallHttpProtocol(HttpToolsProtocol):
         self.connections.discard(self)
         scope = self.scope
         scope["path"], scope["query_string"] = "/ws", url.query or b""
-        head = [scope["method"].encode(), b" ", self.url, b" HTTP/1.1\r\n"]
+        # picows reads the request again (its parser, its headers object): give it only the lines it checks, as
+        # the client sent them (the first of each), so that it answers as it would have. Connection: uvicorn found
+        # its `upgrade` token; picows wants no other ("keep-alive").
+        head = [scope["method"].encode(), b" /ws HTTP/1.1\r\nConnection: Upgrade\r\n"]
+        wanted = {b"upgrade", b"sec-websocket-version", b"sec-websocket-key"}
         for name, value in scope["headers"]:
-            if name == b"connection":  # uvicorn found its `upgrade` token; picows wants no other ("keep-alive")
-                value = b"Upgrade"
-            head += [name, b": ", value, b"\r\n"]
+            if name in wanted:
+                wanted.discard(name)
+                head += [name, b": ", value, b"\r\n"]
         head.append(b"\r\n")
         answer = picows.upgrade(scope)
         settings = picows.sessions.settings
@@ -960,11 +968,10 @@ class PeercallHttpProtocol(HttpToolsProtocol):
         protocol.outbox = picows.outbox
         protocol._head, protocol._skip, protocol._stop = b"", len(request), -1  # frames start after the request
         transport = self.transport
+        # uvloop picks its read callbacks (plain or buffered protocol) when reading starts: its set_protocol()
+        # restarts reading for that.
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
-        # uvloop picks its read callbacks (plain or buffered protocol) when reading starts: restart it.
-        transport.pause_reading()
-        transport.resume_reading()
         _feed(protocol, request + self._tail)
         self._tail = b""
 

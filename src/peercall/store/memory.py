@@ -84,6 +84,9 @@ class _Block:
 class MemoryHistory(MemoryAccounts, MemoryPush):
     """`CallHistory` and `ContactBook` in dicts: calls keyed by call_id, relations by user both ways."""
 
+    in_loop = True
+    """Its coroutines never suspend and need no task (hub/social.py reads a circle without starting one)."""
+
     def __init__(self) -> None:
         MemoryAccounts.__init__(self)
         MemoryPush.__init__(self)
@@ -170,6 +173,15 @@ class MemoryHistory(MemoryAccounts, MemoryPush):
     # -- ContactBook ----------------------------------------------------------------------------------------------
 
     async def circle(self, user: str, *, now: float) -> Circle:
+        if not (
+            user in self._blocks
+            or user in self._incoming
+            or user in self._blocked_by
+            or user in self._contacts
+            or user in self._outgoing
+            or user in self._calls_from
+        ):
+            return Circle(user)  # most users (every one in open mode): read at each connect
         blocked = self._blocks.get(user, {})
         incoming = {}
         for sender in self._incoming.get(user, ()):
