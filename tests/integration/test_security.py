@@ -143,8 +143,9 @@ async def test_nothing_is_routed_before_auth(token_server: ServerProcess) -> Non
             code, reason = await closed_with(silent)
             assert code == 4401 and "no auth frame within 0.5s" in reason
         with pytest.raises(TimeoutError):  # nothing but presence (of other tests' users) reaches gus
-            while (await recv_json(gus, timeout=0.3))["type"] == "presence":
+            while (frame := await recv_json(gus, timeout=0.3))["type"] == "presence":
                 pass
+            pytest.fail(f"gus got {frame}")
 
 
 async def test_in_token_mode_no_one_injects_into_a_call(token_server: ServerProcess) -> None:
