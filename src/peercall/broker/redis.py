@@ -93,6 +93,7 @@ from ..hub import nodeframe
 from ..hub.broker import BrokerEvents
 from ..protocol.errors import SharedStateUnavailable
 from ..protocol.messages import CALL_CHANGED, PEER_FRAMES, Envelope
+from . import resp
 
 log = logging.getLogger("peercall.broker")
 T = TypeVar("T")
@@ -392,6 +393,14 @@ class RedisBroker:
         )
         # Typed Any: redis-py's stubs cannot know that decode_responses=True makes every reply a str.
         self.redis: Any = aioredis.Redis(connection_pool=pool)
+        # The hot commands (the scripts of every transition, the frames for other nodes) go through a lean client
+        # of their own, pipelined on one connection (broker/resp.py says why); redis-py for the rest, and for all
+        # of it with a URL the lean client does not speak (TLS).
+        self._pipe: resp.Pipe | None
+        try:
+            self._pipe = resp.Pipe(url, timeout=5, connect_timeout=2)
+        except ValueError:
+            self._pipe = None
         self._events: BrokerEvents | None = None
         self.healthy = False
         self.ops: collections.Counter[str] = collections.Counter()  # Redis round trips by kind, for /metrics
@@ -499,6 +508,8 @@ class RedisBroker:
         for task in self._tasks:
             task.cancel()
         await asyncio.wait(self._tasks, timeout=2.0)  # each ends at once, or at its next turn (`_closing`)
+        if self._pipe is not None:
+            self._pipe.close()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2.0):
                 await self.redis.aclose(close_connection_pool=True)
@@ -519,6 +530,12 @@ class RedisBroker:
         if asyncio.current_task() is None:
             return await asyncio.ensure_future(work)
         return await work
+
+    async def _eval(self, script: str, numkeys: int, *args: str | int | float) -> Any:
+        """Run a script: through the lean client when there is one (EVALSHA), else redis-py's EVAL."""
+        if self._pipe is not None:
+            return await self._pipe.evalsha(script, numkeys, *args)
+        return await self.redis.eval(script, numkeys, *args)
 
     async def _transact(
         self,
@@ -541,7 +558,7 @@ class RedisBroker:
                 for call_id in sb.calls.keys() - before.calls.keys():  # a new call: its key must not exist yet
                     before.versions.setdefault(self._call(call_id), "0")
                 checks = [x for key_version in before.versions.items() for x in key_version]
-                applied = await self.redis.eval(
+                applied = await self._eval(
                     _APPLY, 2, f"{self.p}ver", f"{self.p}clock", len(before.versions), *checks, *commands.args
                 )
                 if applied:
@@ -603,9 +620,9 @@ class RedisBroker:
         keys = user_keys + call_keys
         args = [len(user_keys), f"{self.p}ver", self.p, _ACTIVE]
         if welcome is None or self.private:  # private: a welcome lists nobody
-            read = await self.redis.eval(_READ, len(keys), *keys, *args)
+            read = await self._eval(_READ, len(keys), *keys, *args)
         else:
-            read, lists = await self.redis.eval(_READ_WELCOME, len(keys), *keys, *args, *_welcome_args(welcome))
+            read, lists = await self._eval(_READ_WELCOME, len(keys), *keys, *args, *_welcome_args(welcome))
         self.ops["read"] += 1
         users_at, calls_at = len(self.p) + 2, len(self.p) + 5  # where the id starts in "{p}u:{id}", "{p}call:{id}"
         for key, value, version in read:
@@ -740,7 +757,7 @@ class RedisBroker:
         """Read the sender's call (no transaction: nothing changes), check the frame, remember the route."""
         epoch = self._route_epoch
         try:
-            raw = await self.redis.eval(_READ_CALL, 1, self._u(user), f"{self.p}call:", _ACTIVE)
+            raw = await self._eval(_READ_CALL, 1, self._u(user), f"{self.p}call:", _ACTIVE)
         except (*TRANSIENT, RedisError) as exc:
             self.healthy = False
             raise SharedStateUnavailable(str(exc)) from exc
@@ -815,7 +832,7 @@ class RedisBroker:
     async def _read(self, script: str, *args: str | int) -> Any:
         """Run a script that only reads (nothing is checked or written)."""
         try:
-            found = await self._in_task(self.redis.eval(script, 0, *args))
+            found = await self._in_task(self._eval(script, 0, *args))
         except (*TRANSIENT, RedisError) as exc:
             self._unreachable(exc)
             raise SharedStateUnavailable(str(exc)) from exc
@@ -863,6 +880,10 @@ class RedisBroker:
             for channel, payload in batch:
                 by_channel.setdefault(channel, []).append(payload)
             commands = [("PUBLISH", channel, nodeframe.pack(frames)) for channel, frames in by_channel.items()]
+            if self._pipe is not None:  # on the connection the transitions go on: after the change they follow
+                await self._pipe.pipeline(commands)
+                self.ops["publish"] += 1
+                continue
             # One connection of its own, written to directly: a pipeline object per batch costs more Python than
             # the round trip (and keeps the order of frames between two nodes, since one connection carries all).
             if self._pub_conn is None:
