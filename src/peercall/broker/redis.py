@@ -105,6 +105,8 @@ _POOL_WAIT = 20.0  # seconds an event may wait for a free one before it is refus
 _TIMER_POLL = 0.25  # seconds between looks at `due` when nothing local is due sooner
 _ENDED_TTL = 3600
 _SEEN_KEPT = 1000
+_INBOX_MAX = 100_000  # messages from other nodes heard and not handled yet, at most (`_heard`)
+_SUB_PING = 2.0  # seconds between pings on the subscription, so that a Redis that went silent is noticed
 _STOP_WITHIN = 8.0  # seconds `stop()` may take in all; then other nodes reap what is left when the lease runs out
 
 # The fields of the encoded core `Call` (msgspec JSON of the dataclass) that the Lua reader follows to a call's
@@ -397,10 +399,14 @@ class RedisBroker:
         # of their own, pipelined on one connection (broker/resp.py says why); redis-py for the rest, and for all
         # of it with a URL the lean client does not speak (TLS).
         self._pipe: resp.Pipe | None
+        self._sub: resp.Pipe | None  # the subscription to this node's channel and every node's (`_listen`)
         try:
             self._pipe = resp.Pipe(url, timeout=5, connect_timeout=2)
+            self._sub = resp.Pipe(url, timeout=5, connect_timeout=2, on_message=self._heard)
         except ValueError:
-            self._pipe = None
+            self._pipe = self._sub = None
+        self._inbox: collections.deque[tuple[str, str]] = collections.deque()  # (channel, data) heard, to handle
+        self._inbox_ready = asyncio.Event()
         self._events: BrokerEvents | None = None
         self.healthy = False
         self.ops: collections.Counter[str] = collections.Counter()  # Redis round trips by kind, for /metrics
@@ -900,7 +906,65 @@ class RedisBroker:
                 raise
             self.ops["publish"] += 1
 
+    def _heard(self, channel: str, data: str) -> None:
+        """A message on a channel we subscribed to (through the lean client): handled by `_listen_lean`."""
+        if len(self._inbox) >= _INBOX_MAX and self._sub is not None:
+            # Not read for so long that Redis would have dropped us too (its pubsub output buffer limit): do the
+            # same, and subscribe again (what was sent meanwhile is lost, as after a lost connection).
+            log.warning("node %s: %d messages from other nodes not handled yet; dropped", self.address, _INBOX_MAX)
+            self._inbox.clear()
+            self._sub.close()
+            return
+        self._inbox.append((channel, data))
+        self._inbox_ready.set()
+
+    async def _listen_lean(self, sub: resp.Pipe) -> None:
+        """`_listen` through the lean client: a task subscribes (and pings, so that a silent Redis is noticed
+        within its timeout), another handles what is heard."""
+        handler = asyncio.create_task(self._handle_inbox(), name="peercall-broker-inbox")
+        own, channels = self._to(self.address), (self._to(self.address), self._everyone, f"{self.p}all")
+        assert own in channels
+        delay = 0.1
+        try:
+            while not self._closing:
+                try:
+                    conn = await sub.connect()
+                    await asyncio.gather(*(conn.send(("SUBSCRIBE", channel)) for channel in channels))
+                    delay = 0.1
+                    while True:
+                        await asyncio.sleep(_SUB_PING)
+                        await conn.send(("PING",))
+                except (*TRANSIENT, RedisError):
+                    self.healthy = False
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+        finally:
+            handler.cancel()
+            sub.close()
+
+    async def _handle_inbox(self) -> None:
+        events, inbox, own = self.events, self._inbox, self._to(self.address)
+        while True:
+            await self._inbox_ready.wait()
+            self._inbox_ready.clear()
+            while inbox:
+                channel, message = inbox.popleft()
+                try:
+                    if channel != own:
+                        for data in nodeframe.unpack(message):
+                            self._told(data)
+                        continue
+                    for data in nodeframe.unpack(message):
+                        cid, kind, text = nodeframe.decode(data)
+                        if kind == nodeframe.SEND_CALL_CHANGED:
+                            self.forget_route(cid)
+                        await events.deliver(cid, kind, text)
+                except Exception:  # one bad message must not stop every other one
+                    log.exception("node %s: could not handle a message from another node", self.address)
+
     async def _listen(self) -> None:
+        if self._sub is not None:
+            return await self._listen_lean(self._sub)
         events = self.events
         own, everyone = self._to(self.address), (self._everyone, f"{self.p}all")
         delay = 0.1

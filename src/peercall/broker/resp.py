@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
@@ -33,11 +35,13 @@ MAX_WAITING = 50_000
 not be reached (each client connection has at most one event under way, so only a very large node gets near)."""
 
 
-class _Connection(asyncio.Protocol):
-    """One connection: commands queued during a turn of the loop, written at its end; replies in order."""
+class Connection(asyncio.Protocol):
+    """One connection: commands queued during a turn of the loop, written at its end; replies in order.
+    `send(args)`: a command, the future of its reply; `lost`: why it is gone, once it is."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, on_message: Callable[[str, str], None] | None = None) -> None:
         self._timeout = timeout
+        self._on_message = on_message
         self._reader = hiredis.Reader(encoding="utf-8", replyError=ResponseError)
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._out: list[bytes] = []
@@ -72,8 +76,12 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         reader, waiting = self._reader, self._waiting
         reader.feed(data)
+        on_message = self._on_message
         while (reply := reader.gets()) is not False:
             self._replies += 1
+            if on_message is not None and type(reply) is list and reply[0] == "message":
+                on_message(reply[1], reply[2])  # Pub/Sub: a message on a channel subscribed to, not a reply
+                continue
             if not waiting:  # a reply to nothing: the stream is out of step
                 self.fail(RedisConnectionError("Redis sent a reply that no command asked for"))
                 return
@@ -115,8 +123,17 @@ class _Connection(asyncio.Protocol):
 class Pipe:
     """Redis commands, pipelined on one connection (see the module docstring)."""
 
-    def __init__(self, url: str, *, timeout: float = 5.0, connect_timeout: float = 2.0) -> None:
-        """Raises ValueError for a URL this client does not speak (TLS): use redis-py for it."""
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+        on_message: Callable[[str, str], None] | None = None,
+    ) -> None:
+        """Raises ValueError for a URL this client does not speak (TLS): use redis-py for it. `on_message`: for a
+        connection that subscribes (`connect`), called with each message's channel and data."""
+        self._on_message = on_message
         options = parse_url(url)
         if options.get("connection_class") not in (None,) and "path" not in options:
             raise ValueError("only redis:// and unix:// URLs")
@@ -126,8 +143,8 @@ class Pipe:
         self._username: str | None = options.get("username")
         self._password: str | None = options.get("password")
         self._timeout, self._connect_timeout = timeout, connect_timeout
-        self._conn: _Connection | None = None
-        self._connecting: asyncio.Task[_Connection] | None = None
+        self._conn: Connection | None = None
+        self._connecting: asyncio.Task[Connection] | None = None
         self._shas: dict[str, str] = {}
 
     async def execute(self, *args: Any) -> Any:
@@ -157,7 +174,15 @@ class Pipe:
                 raise
             return await self.execute("EVAL", script, numkeys, *args)
 
-    async def _connect(self) -> _Connection:
+    async def connect(self) -> Connection:
+        """The connection commands go on now (connected if need be): to subscribe on it, and to know when it is
+        lost (its `lost`; its commands then fail), since `execute` would connect again without a word."""
+        conn = self._conn
+        if conn is None or conn.lost is not None:
+            conn = await self._connect()
+        return conn
+
+    async def _connect(self) -> Connection:
         # In a task of its own, shared by every command that waits for it (and so that its timeout has a task,
         # whoever awaits: the hub may run events outside any, server/fastws.py).
         if self._connecting is None:
@@ -169,14 +194,15 @@ class Pipe:
             if connecting.done() and self._connecting is connecting:
                 self._connecting = None
 
-    async def _open(self) -> _Connection:
+    async def _open(self) -> Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout):
+                protocol = functools.partial(Connection, self._timeout, self._on_message)
                 if self._path is not None:
-                    _, conn = await loop.create_unix_connection(lambda: _Connection(self._timeout), self._path)
+                    _, conn = await loop.create_unix_connection(protocol, self._path)
                 else:
-                    _, conn = await loop.create_connection(lambda: _Connection(self._timeout), self._host, self._port)
+                    _, conn = await loop.create_connection(protocol, self._host, self._port)
                 hello = []
                 if self._password is not None:
                     auth = (self._username, self._password) if self._username else (self._password,)
