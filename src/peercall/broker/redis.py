@@ -419,6 +419,7 @@ class RedisBroker:
         self._outbox: collections.deque[tuple[str, str]] = collections.deque()
         self._outbox_ready = asyncio.Event()
         self._timer_wake = asyncio.Event()
+        self._timer_at = 0.0  # when the timer looks at `due` next (wall clock), unless woken sooner
         self._tasks: list[asyncio.Task[None]] = []
         self._registered = False
         self._closing = False
@@ -529,11 +530,11 @@ class RedisBroker:
 
     # --------------------------------------------------------------------------------- transactions
 
-    @staticmethod
-    async def _in_task(work: Awaitable[T]) -> T:
-        """Await `work` inside a task. The WebSocket layer may start the hub's coroutines eagerly, outside any
-        task (server/fastws.py saves a task per frame that way); redis-py's timeouts need one."""
-        if asyncio.current_task() is None:
+    async def _in_task(self, work: Awaitable[T]) -> T:
+        """Await `work` inside a task if it may use redis-py. The WebSocket layer may start the hub's coroutines
+        eagerly, outside any task (server/fastws.py saves a task per frame that way); redis-py's timeouts need
+        one; the lean client (`self._pipe`) does not."""
+        if self._pipe is None and asyncio.current_task() is None:
             return await asyncio.ensure_future(work)
         return await work
 
@@ -542,6 +543,9 @@ class RedisBroker:
         if self._pipe is not None:
             return await self._pipe.evalsha(script, numkeys, *args)
         return await self.redis.eval(script, numkeys, *args)
+
+    async def _get(self, key: str) -> Any:
+        return await (self.redis.get(key) if self._pipe is None else self._pipe.execute("GET", key))
 
     async def _transact(
         self,
@@ -571,7 +575,13 @@ class RedisBroker:
                     effects = await self._ring_late(effects, before)
                     self.ops["transaction"] += 1
                     self.healthy = True
-                    self._timer_wake.set()
+                    # Wake the timer only for a deadline before its next look (it looks every _TIMER_POLL anyway):
+                    # waking it after every change cost two more round trips per change.
+                    for call in sb.calls.values():
+                        deadline = call.deadline()
+                        if deadline is not None and deadline < self._timer_at:
+                            self._timer_wake.set()
+                            break
                     for effect in effects:  # our connections whose call changed: forget their routes
                         if isinstance(effect, Send) and effect.message["type"] in CALL_CHANGED:
                             self.forget_route(effect.cid)
@@ -603,7 +613,8 @@ class RedisBroker:
         if not late:
             return effects
         try:
-            found = await self.redis.mget([self._calldata(forward.call_id) for _, forward in late])
+            keys = [self._calldata(forward.call_id) for _, forward in late]
+            found = await (self.redis.mget(keys) if self._pipe is None else self._pipe.execute("MGET", *keys))
         except (*TRANSIENT, RedisError) as exc:  # the change is made: its effects must be performed all the same
             log.warning("could not read the data of a ringing call (%s); the late device rings without it", exc)
             return effects
@@ -794,7 +805,7 @@ class RedisBroker:
     async def ended_call(self, call_id: str) -> tuple[str, str] | None:
         """The parties of a call that ended lately (on any node), or None."""
         try:
-            value = await self._in_task(self.redis.get(f"{self.p}ended:{call_id}"))
+            value = await self._in_task(self._get(f"{self.p}ended:{call_id}"))
         except (*TRANSIENT, RedisError) as exc:
             raise SharedStateUnavailable(str(exc)) from exc
         self.ops["read"] += 1
@@ -1023,6 +1034,7 @@ class RedisBroker:
             except Exception:  # a bug in one call's tick must not stop the timer for every other call
                 log.exception("node %s: the call timer failed; going on", self.address)
                 wait = 0.5
+            self._timer_at = time.time() + wait
             self._timer_wake.clear()
             # asyncio.timeout, not wait_for: Python 3.11's wait_for may swallow a cancel that comes as it times out
             # (with a short wait, as often as not), and `stop()` would wait for this loop for ever.
