@@ -568,6 +568,7 @@ class RedisBroker:
                 for call_id in sb.calls.keys() - before.calls.keys():  # a new call: its key must not exist yet
                     before.versions.setdefault(self._call(call_id), "0")
                 checks = [x for key_version in before.versions.items() for x in key_version]
+                epoch = self._route_epoch
                 applied = await self._eval(
                     _APPLY, 2, f"{self.p}ver", f"{self.p}clock", len(before.versions), *checks, *commands.args
                 )
@@ -582,9 +583,12 @@ class RedisBroker:
                         if deadline is not None and deadline < self._timer_at:
                             self._timer_wake.set()
                             break
+                    current = epoch == self._route_epoch  # no route was forgotten while we waited
                     for effect in effects:  # our connections whose call changed: forget their routes
                         if isinstance(effect, Send) and effect.message["type"] in CALL_CHANGED:
                             self.forget_route(effect.cid)
+                    if current:
+                        self._learn_routes(sb, before)
                     return effects
                 self.ops["retry"] += 1
                 if attempt > 2:
@@ -794,6 +798,16 @@ class RedisBroker:
             self._routes[cid] = _Route(forward.call_id, other, forward.cid)
         return effects
 
+    def _learn_routes(self, sb: Switchboard, before: _Loaded) -> None:
+        """Remember the routes of our connections in a call this change answered: their first `offer` or `answer`
+        then needs no read (`_media_slow` would find the same: the call as it is now, both parties there)."""
+        for call in sb.calls.values():
+            if call.id not in before.ringing or call.state is not CallState.ANSWERED or call.callee is None:
+                continue
+            for me, other in ((call.caller, call.callee), (call.callee, call.caller)):
+                if me.cid is not None and other.cid is not None and self.address_of(me.cid) == self.address:
+                    self._routes[me.cid] = _Route(call.id, other.user, other.cid)
+
     def forget_route(self, cid: str) -> None:
         self._route_epoch += 1
         self._routes.pop(cid, None)
@@ -942,8 +956,8 @@ class RedisBroker:
                     conn = await sub.connect()
                     await asyncio.gather(*(conn.send(("SUBSCRIBE", channel)) for channel in channels))
                     delay = 0.1
-                    while True:
-                        await asyncio.sleep(_SUB_PING)
+                    while True:  # until the connection is lost (then `send` raises why)
+                        await asyncio.wait([conn.closed], timeout=_SUB_PING)
                         await conn.send(("PING",))
                 except (*TRANSIENT, RedisError):
                     self.healthy = False

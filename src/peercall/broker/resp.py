@@ -37,7 +37,7 @@ not be reached (each client connection has at most one event under way, so only 
 
 class Connection(asyncio.Protocol):
     """One connection: commands queued during a turn of the loop, written at its end; replies in order.
-    `send(args)`: a command, the future of its reply; `lost`: why it is gone, once it is."""
+    `send(args)`: a command, the future of its reply; `lost`: why it is gone, once it is (`closed` then done)."""
 
     def __init__(self, timeout: float, on_message: Callable[[str, str], None] | None = None) -> None:
         self._timeout = timeout
@@ -48,6 +48,7 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self.lost: Exception | None = None
+        self.closed: asyncio.Future[None] = self._loop.create_future()  # done once it is lost
         self._replies = 0  # replies read so far, for the watchdog
         self._seen = -1
         self._watchdog: asyncio.TimerHandle | None = None
@@ -109,6 +110,8 @@ class Connection(asyncio.Protocol):
     def fail(self, exc: Exception) -> None:
         if self.lost is None:
             self.lost = exc
+        if not self.closed.done():
+            self.closed.set_result(None)
         if self._watchdog is not None:
             self._watchdog.cancel()
         while self._waiting:
