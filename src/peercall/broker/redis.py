@@ -538,7 +538,7 @@ class RedisBroker:
             return await asyncio.ensure_future(work)
         return await work
 
-    async def _eval(self, script: str, numkeys: int, *args: str | int | float) -> Any:
+    async def _eval(self, script: str, numkeys: int, *args: Any) -> Any:
         """Run a script: through the lean client when there is one (EVALSHA), else redis-py's EVAL."""
         if self._pipe is not None:
             return await self._pipe.evalsha(script, numkeys, *args)
