@@ -42,14 +42,20 @@ exactly one. The effects of a change are performed only after it was applied, by
 (WATCH/MULTI would do the same with a connection held across more round trips: measured, 1.0 ms against 0.7 ms a
 change.)
 
+Connections: the scripts of every event, the frames for other nodes and the subscription go through a lean client
+(broker/resp.py: hiredis, the commands of one turn of the event loop in one write, EVALSHA), on two connections per
+node: one that every command is pipelined on, one subscribed. redis-py, through a pool, does the rest (timers,
+lease, reaping, gauges), and everything with a `rediss://` URL, which the lean client does not speak.
+
 Routing: Pub/Sub, one channel per node. It is the lowest-latency path Redis has (no storage, one PUBLISH per
 frame, batched in pipelines), delivers in order per publishing connection (each node publishes on one), and loses
 nothing while both nodes stay connected to Redis; streams would add durability we do not need (a node that
 lost its Redis connection has lost its clients' calls' signaling context anyway; they resume).
 
 `offer`/`answer`/`candidate`, the hot path, change no state: a node remembers, per connection of its own in an
-answered call, where the peer's connection is, and forwards without asking Redis. Anything that changes a call
-(`call-ended`, `call-resumed` to that connection) forgets it.
+answered call, where the peer's connection is, and forwards without asking Redis. The node that applies the
+accept learns it for its own party at once; another node reads it once, at the first frame. Anything that changes
+a call (`call-ended`, `call-resumed` to that connection) forgets it.
 """
 
 from __future__ import annotations
@@ -100,7 +106,7 @@ T = TypeVar("T")
 
 _ACTIVE = "~active"  # the field of u:{user} that holds the user's call (ids cannot contain "~")
 _TRIES = 100  # replays of one event under contention before giving up
-_POOL_SIZE = 64  # Redis connections per node; each command holds one for its round trip
+_POOL_SIZE = 64  # redis-py's connections per node (not the lean client's); each command holds one for its round trip
 _POOL_WAIT = 20.0  # seconds an event may wait for a free one before it is refused as service-unavailable
 _TIMER_POLL = 0.25  # seconds between looks at `due` when nothing local is due sooner
 _ENDED_TTL = 3600

@@ -3,7 +3,7 @@
 Why by hand: redis-py (which the broker keeps for everything else) spends more Python per command than the rest of
 a call's transition (a connection taken from the pool and given back, a health check, a timeout context, response
 callbacks), and writes each command with its own syscall; on loopback, and on a core shared with Redis, that write
-is the single most expensive line of a call (measured: docs/deploy.md, "Cost per call"). Here the commands issued
+is the single most expensive line of a call (measured: docs/deploy.md, "Sizing"). Here the commands issued
 in one turn of the event loop leave in one write, and replies are matched to them in order, as the RESP protocol
 guarantees on one connection. Parsing is hiredis's (`hiredis.Reader`), packing too (`hiredis.pack_command`); what is
 left by hand is the queue of waiting replies and the reconnect. No library does that well for asyncio today
