@@ -51,6 +51,8 @@ class Connection(asyncio.Protocol):
         self.closed: asyncio.Future[None] = self._loop.create_future()  # done once it is lost
         self._replies = 0  # replies read so far, for the watchdog
         self._seen = -1
+        self._waited = False  # commands waited at the last look
+        self._stalls = 0  # looks in a row that found commands waiting since the one before, and no reply
         self._watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -98,13 +100,19 @@ class Connection(asyncio.Protocol):
         self.fail(RedisConnectionError(f"connection to Redis lost: {exc or 'closed by the server'}"))
 
     def _watch(self) -> None:
-        """Close the connection if commands waited, with no reply at all, since the last look."""
+        """Close the connection if commands waited at each of the last three looks (every timeout/2), with no
+        reply at all in between: one waited at least `timeout` for it."""
         if self.lost is not None:
             return
-        if self._waiting and self._replies == self._seen:
-            self.fail(RedisTimeoutError(f"Redis did not answer within {self._timeout}s"))
-            return
-        self._seen = self._replies
+        if self._waiting and self._waited and self._replies == self._seen:
+            self._stalls += 1
+            if self._stalls >= 2:
+                self.fail(RedisTimeoutError(f"Redis did not answer within {self._timeout}s"))
+                return
+        else:
+            self._stalls = 0
+            self._seen = self._replies
+        self._waited = bool(self._waiting)
         self._watchdog = self._loop.call_later(self._timeout / 2, self._watch)
 
     def fail(self, exc: Exception) -> None:
