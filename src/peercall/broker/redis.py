@@ -42,14 +42,20 @@ exactly one. The effects of a change are performed only after it was applied, by
 (WATCH/MULTI would do the same with a connection held across more round trips: measured, 1.0 ms against 0.7 ms a
 change.)
 
+Connections: the scripts of every event, the frames for other nodes and the subscription go through a lean client
+(broker/resp.py: hiredis, the commands of one turn of the event loop in one write, EVALSHA), on two connections per
+node: one that every command is pipelined on, one subscribed. redis-py, through a pool, does the rest (timers,
+lease, reaping, gauges), and everything with a `rediss://` URL, which the lean client does not speak.
+
 Routing: Pub/Sub, one channel per node. It is the lowest-latency path Redis has (no storage, one PUBLISH per
 frame, batched in pipelines), delivers in order per publishing connection (each node publishes on one), and loses
 nothing while both nodes stay connected to Redis; streams would add durability we do not need (a node that
 lost its Redis connection has lost its clients' calls' signaling context anyway; they resume).
 
 `offer`/`answer`/`candidate`, the hot path, change no state: a node remembers, per connection of its own in an
-answered call, where the peer's connection is, and forwards without asking Redis. Anything that changes a call
-(`call-ended`, `call-resumed` to that connection) forgets it.
+answered call, where the peer's connection is, and forwards without asking Redis. The node that applies the
+accept learns it for its own party at once; another node reads it once, at the first frame. Anything that changes
+a call (`call-ended`, `call-resumed` to that connection) forgets it.
 """
 
 from __future__ import annotations
@@ -93,17 +99,20 @@ from ..hub import nodeframe
 from ..hub.broker import BrokerEvents
 from ..protocol.errors import SharedStateUnavailable
 from ..protocol.messages import CALL_CHANGED, PEER_FRAMES, Envelope
+from . import resp
 
 log = logging.getLogger("peercall.broker")
 T = TypeVar("T")
 
 _ACTIVE = "~active"  # the field of u:{user} that holds the user's call (ids cannot contain "~")
 _TRIES = 100  # replays of one event under contention before giving up
-_POOL_SIZE = 64  # Redis connections per node; each command holds one for its round trip
+_POOL_SIZE = 64  # redis-py's connections per node (not the lean client's); each command holds one for its round trip
 _POOL_WAIT = 20.0  # seconds an event may wait for a free one before it is refused as service-unavailable
 _TIMER_POLL = 0.25  # seconds between looks at `due` when nothing local is due sooner
 _ENDED_TTL = 3600
 _SEEN_KEPT = 1000
+_INBOX_MAX = 100_000  # messages from other nodes heard and not handled yet, at most (`_heard`)
+_SUB_PING = 2.0  # seconds between pings on the subscription, so that a Redis that went silent is noticed
 _STOP_WITHIN = 8.0  # seconds `stop()` may take in all; then other nodes reap what is left when the lease runs out
 
 # The fields of the encoded core `Call` (msgspec JSON of the dataclass) that the Lua reader follows to a call's
@@ -392,6 +401,18 @@ class RedisBroker:
         )
         # Typed Any: redis-py's stubs cannot know that decode_responses=True makes every reply a str.
         self.redis: Any = aioredis.Redis(connection_pool=pool)
+        # The hot commands (the scripts of every transition, the frames for other nodes) go through a lean client
+        # of their own, pipelined on one connection (broker/resp.py says why); redis-py for the rest, and for all
+        # of it with a URL the lean client does not speak (TLS).
+        self._pipe: resp.Pipe | None
+        self._sub: resp.Pipe | None  # the subscription to this node's channel and every node's (`_listen`)
+        try:
+            self._pipe = resp.Pipe(url, timeout=5, connect_timeout=2)
+            self._sub = resp.Pipe(url, timeout=5, connect_timeout=2, on_message=self._heard)
+        except ValueError:
+            self._pipe = self._sub = None
+        self._inbox: collections.deque[tuple[str, str]] = collections.deque()  # (channel, data) heard, to handle
+        self._inbox_ready = asyncio.Event()
         self._events: BrokerEvents | None = None
         self.healthy = False
         self.ops: collections.Counter[str] = collections.Counter()  # Redis round trips by kind, for /metrics
@@ -404,6 +425,7 @@ class RedisBroker:
         self._outbox: collections.deque[tuple[str, str]] = collections.deque()
         self._outbox_ready = asyncio.Event()
         self._timer_wake = asyncio.Event()
+        self._timer_at = 0.0  # when the timer looks at `due` next (wall clock), unless woken sooner
         self._tasks: list[asyncio.Task[None]] = []
         self._registered = False
         self._closing = False
@@ -499,6 +521,8 @@ class RedisBroker:
         for task in self._tasks:
             task.cancel()
         await asyncio.wait(self._tasks, timeout=2.0)  # each ends at once, or at its next turn (`_closing`)
+        if self._pipe is not None:
+            self._pipe.close()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2.0):
                 await self.redis.aclose(close_connection_pool=True)
@@ -512,13 +536,22 @@ class RedisBroker:
 
     # --------------------------------------------------------------------------------- transactions
 
-    @staticmethod
-    async def _in_task(work: Awaitable[T]) -> T:
-        """Await `work` inside a task. The WebSocket layer may start the hub's coroutines eagerly, outside any
-        task (server/fastws.py saves a task per frame that way); redis-py's timeouts need one."""
-        if asyncio.current_task() is None:
+    async def _in_task(self, work: Awaitable[T]) -> T:
+        """Await `work` inside a task if it may use redis-py. The WebSocket layer may start the hub's coroutines
+        eagerly, outside any task (server/fastws.py saves a task per frame that way); redis-py's timeouts need
+        one; the lean client (`self._pipe`) does not."""
+        if self._pipe is None and asyncio.current_task() is None:
             return await asyncio.ensure_future(work)
         return await work
+
+    async def _eval(self, script: str, numkeys: int, *args: Any) -> Any:
+        """Run a script: through the lean client when there is one (EVALSHA), else redis-py's EVAL."""
+        if self._pipe is not None:
+            return await self._pipe.evalsha(script, numkeys, *args)
+        return await self.redis.eval(script, numkeys, *args)
+
+    async def _get(self, key: str) -> Any:
+        return await (self.redis.get(key) if self._pipe is None else self._pipe.execute("GET", key))
 
     async def _transact(
         self,
@@ -541,17 +574,27 @@ class RedisBroker:
                 for call_id in sb.calls.keys() - before.calls.keys():  # a new call: its key must not exist yet
                     before.versions.setdefault(self._call(call_id), "0")
                 checks = [x for key_version in before.versions.items() for x in key_version]
-                applied = await self.redis.eval(
+                epoch = self._route_epoch
+                applied = await self._eval(
                     _APPLY, 2, f"{self.p}ver", f"{self.p}clock", len(before.versions), *checks, *commands.args
                 )
                 if applied:
                     effects = await self._ring_late(effects, before)
                     self.ops["transaction"] += 1
                     self.healthy = True
-                    self._timer_wake.set()
+                    # Wake the timer only for a deadline before its next look (it looks every _TIMER_POLL anyway):
+                    # waking it after every change cost two more round trips per change.
+                    for call in sb.calls.values():
+                        deadline = call.deadline()
+                        if deadline is not None and deadline < self._timer_at:
+                            self._timer_wake.set()
+                            break
+                    current = epoch == self._route_epoch  # no route was forgotten while we waited
                     for effect in effects:  # our connections whose call changed: forget their routes
                         if isinstance(effect, Send) and effect.message["type"] in CALL_CHANGED:
                             self.forget_route(effect.cid)
+                    if current:
+                        self._learn_routes(sb, before)
                     return effects
                 self.ops["retry"] += 1
                 if attempt > 2:
@@ -580,7 +623,8 @@ class RedisBroker:
         if not late:
             return effects
         try:
-            found = await self.redis.mget([self._calldata(forward.call_id) for _, forward in late])
+            keys = [self._calldata(forward.call_id) for _, forward in late]
+            found = await (self.redis.mget(keys) if self._pipe is None else self._pipe.execute("MGET", *keys))
         except (*TRANSIENT, RedisError) as exc:  # the change is made: its effects must be performed all the same
             log.warning("could not read the data of a ringing call (%s); the late device rings without it", exc)
             return effects
@@ -603,9 +647,9 @@ class RedisBroker:
         keys = user_keys + call_keys
         args = [len(user_keys), f"{self.p}ver", self.p, _ACTIVE]
         if welcome is None or self.private:  # private: a welcome lists nobody
-            read = await self.redis.eval(_READ, len(keys), *keys, *args)
+            read = await self._eval(_READ, len(keys), *keys, *args)
         else:
-            read, lists = await self.redis.eval(_READ_WELCOME, len(keys), *keys, *args, *_welcome_args(welcome))
+            read, lists = await self._eval(_READ_WELCOME, len(keys), *keys, *args, *_welcome_args(welcome))
         self.ops["read"] += 1
         users_at, calls_at = len(self.p) + 2, len(self.p) + 5  # where the id starts in "{p}u:{id}", "{p}call:{id}"
         for key, value, version in read:
@@ -740,7 +784,7 @@ class RedisBroker:
         """Read the sender's call (no transaction: nothing changes), check the frame, remember the route."""
         epoch = self._route_epoch
         try:
-            raw = await self.redis.eval(_READ_CALL, 1, self._u(user), f"{self.p}call:", _ACTIVE)
+            raw = await self._eval(_READ_CALL, 1, self._u(user), f"{self.p}call:", _ACTIVE)
         except (*TRANSIENT, RedisError) as exc:
             self.healthy = False
             raise SharedStateUnavailable(str(exc)) from exc
@@ -760,6 +804,16 @@ class RedisBroker:
             self._routes[cid] = _Route(forward.call_id, other, forward.cid)
         return effects
 
+    def _learn_routes(self, sb: Switchboard, before: _Loaded) -> None:
+        """Remember the routes of our connections in a call this change answered: their first `offer` or `answer`
+        then needs no read (`_media_slow` would find the same: the call as it is now, both parties there)."""
+        for call in sb.calls.values():
+            if call.id not in before.ringing or call.state is not CallState.ANSWERED or call.callee is None:
+                continue
+            for me, other in ((call.caller, call.callee), (call.callee, call.caller)):
+                if me.cid is not None and other.cid is not None and self.address_of(me.cid) == self.address:
+                    self._routes[me.cid] = _Route(call.id, other.user, other.cid)
+
     def forget_route(self, cid: str) -> None:
         self._route_epoch += 1
         self._routes.pop(cid, None)
@@ -771,7 +825,7 @@ class RedisBroker:
     async def ended_call(self, call_id: str) -> tuple[str, str] | None:
         """The parties of a call that ended lately (on any node), or None."""
         try:
-            value = await self._in_task(self.redis.get(f"{self.p}ended:{call_id}"))
+            value = await self._in_task(self._get(f"{self.p}ended:{call_id}"))
         except (*TRANSIENT, RedisError) as exc:
             raise SharedStateUnavailable(str(exc)) from exc
         self.ops["read"] += 1
@@ -815,7 +869,7 @@ class RedisBroker:
     async def _read(self, script: str, *args: str | int) -> Any:
         """Run a script that only reads (nothing is checked or written)."""
         try:
-            found = await self._in_task(self.redis.eval(script, 0, *args))
+            found = await self._in_task(self._eval(script, 0, *args))
         except (*TRANSIENT, RedisError) as exc:
             self._unreachable(exc)
             raise SharedStateUnavailable(str(exc)) from exc
@@ -863,6 +917,10 @@ class RedisBroker:
             for channel, payload in batch:
                 by_channel.setdefault(channel, []).append(payload)
             commands = [("PUBLISH", channel, nodeframe.pack(frames)) for channel, frames in by_channel.items()]
+            if self._pipe is not None:  # on the connection the transitions go on: after the change they follow
+                await self._pipe.pipeline(commands)
+                self.ops["publish"] += 1
+                continue
             # One connection of its own, written to directly: a pipeline object per batch costs more Python than
             # the round trip (and keeps the order of frames between two nodes, since one connection carries all).
             if self._pub_conn is None:
@@ -879,7 +937,65 @@ class RedisBroker:
                 raise
             self.ops["publish"] += 1
 
+    def _heard(self, channel: str, data: str) -> None:
+        """A message on a channel we subscribed to (through the lean client): handled by `_listen_lean`."""
+        if len(self._inbox) >= _INBOX_MAX and self._sub is not None:
+            # Not read for so long that Redis would have dropped us too (its pubsub output buffer limit): do the
+            # same, and subscribe again (what was sent meanwhile is lost, as after a lost connection).
+            log.warning("node %s: %d messages from other nodes not handled yet; dropped", self.address, _INBOX_MAX)
+            self._inbox.clear()
+            self._sub.close()
+            return
+        self._inbox.append((channel, data))
+        self._inbox_ready.set()
+
+    async def _listen_lean(self, sub: resp.Pipe) -> None:
+        """`_listen` through the lean client: a task subscribes (and pings, so that a silent Redis is noticed
+        within its timeout), another handles what is heard."""
+        handler = asyncio.create_task(self._handle_inbox(), name="peercall-broker-inbox")
+        own, channels = self._to(self.address), (self._to(self.address), self._everyone, f"{self.p}all")
+        assert own in channels
+        delay = 0.1
+        try:
+            while not self._closing:
+                try:
+                    conn = await sub.connect()
+                    await asyncio.gather(*(conn.send(("SUBSCRIBE", channel)) for channel in channels))
+                    delay = 0.1
+                    while True:  # until the connection is lost (then `send` raises why)
+                        await asyncio.wait([conn.closed], timeout=_SUB_PING)
+                        await conn.send(("PING",))
+                except (*TRANSIENT, RedisError):
+                    self.healthy = False
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+        finally:
+            handler.cancel()
+            sub.close()
+
+    async def _handle_inbox(self) -> None:
+        events, inbox, own = self.events, self._inbox, self._to(self.address)
+        while True:
+            await self._inbox_ready.wait()
+            self._inbox_ready.clear()
+            while inbox:
+                channel, message = inbox.popleft()
+                try:
+                    if channel != own:
+                        for data in nodeframe.unpack(message):
+                            self._told(data)
+                        continue
+                    for data in nodeframe.unpack(message):
+                        cid, kind, text = nodeframe.decode(data)
+                        if kind == nodeframe.SEND_CALL_CHANGED:
+                            self.forget_route(cid)
+                        await events.deliver(cid, kind, text)
+                except Exception:  # one bad message must not stop every other one
+                    log.exception("node %s: could not handle a message from another node", self.address)
+
     async def _listen(self) -> None:
+        if self._sub is not None:
+            return await self._listen_lean(self._sub)
         events = self.events
         own, everyone = self._to(self.address), (self._everyone, f"{self.p}all")
         delay = 0.1
@@ -938,6 +1054,7 @@ class RedisBroker:
             except Exception:  # a bug in one call's tick must not stop the timer for every other call
                 log.exception("node %s: the call timer failed; going on", self.address)
                 wait = 0.5
+            self._timer_at = time.time() + wait
             self._timer_wake.clear()
             # asyncio.timeout, not wait_for: Python 3.11's wait_for may swallow a cancel that comes as it times out
             # (with a short wait, as often as not), and `stop()` would wait for this loop for ever.
