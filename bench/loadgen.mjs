@@ -205,6 +205,7 @@ const OP_TEXT = 0x1;
 const OP_CLOSE = 0x8;
 const OP_PING = 0x9;
 const OP_PONG = 0xa;
+let pings = 0; // pings received from the server (and answered), all connections
 const CLOSE_FRAME = Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]); // masked (zero key), code 1000
 
 function clientFrame(opcode, payload) {
@@ -331,6 +332,7 @@ class RawSocket {
         } else text = buf.utf8Slice(start, at);
         this.onmessage(text, wire);
       } else if (opcode === OP_PING) {
+        pings++;
         if (!this.closing) this.sock.write(clientFrame(OP_PONG, buf.subarray(start, at)));
       } else if (opcode === OP_PONG) {
         // unsolicited: ignored (RFC 6455 5.5.3)
@@ -374,6 +376,7 @@ class WsSocket {
     this.ws = ws;
     this.done = false;
     ws.on("open", () => this.onopen());
+    ws.on("ping", () => pings++); // ws answers it
     ws.on("message", (data) => {
       this.onmessage(data.toString(), data.length + (data.length < 126 ? 2 : data.length < 65536 ? 4 : 10));
     });
@@ -960,6 +963,7 @@ async function idle() {
     rssAfterMb: round(rssAfter / 1024),
     kbPerConn: round((rssAfter - rssBefore) / opts.conns),
     kbPerConnPeak: round((rssMax - rssBefore) / opts.conns),
+    pings, // answered: peercall pings every connection while they are held, PeerJS never does
     ...win.cpu(opts.conns),
   };
 }
