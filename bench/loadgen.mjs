@@ -191,11 +191,11 @@ function connectPath(id, index) {
 // peercall node, 3 tries, medians), a `ws` client costs the load generator ~185 µs per connect (Node's http
 // client, a random key and a SHA-1 per handshake, the upgrade's header parsing, a Receiver stream per socket),
 // this one ~110 µs; and ~200 µs per call of the calls scenario (28 frames received) against ~160 µs. With `ws`
-// the load generator, not the server, was the bottleneck of the idle rows. This one writes a pre-built upgrade request over a
-// plain `net` socket, checks the 101 status line and the Sec-WebSocket-Accept header (the key is the same for
-// every connection, so its accept is computed once: the server still computes and sends it for each), and reads
-// frames with a small parser: text frames (fragmented or not), pings (answered with pongs), close (a failure
-// unless we closed). Client frames are masked with a zero key: valid (RFC 6455 5.3 asks for a key, any key) and
+// the load generator, not the server, was the bottleneck of the idle rows. This one writes a pre-built upgrade
+// request over a plain `net` socket, checks the 101 status line and the Sec-WebSocket-Accept header (the key is
+// the same for every connection, so its accept is computed once: the server still computes and sends it for
+// each), and reads frames with a small parser: text frames (fragmented or not), pings (answered with pongs),
+// close (a failure unless we closed). Client frames are masked with a zero key: valid (RFC 6455 5.3 asks for a key, any key) and
 // free to apply. `--client ws` runs the same checks over the `ws` package, for comparison.
 const WS_KEY = Buffer.from("peercall-bench-k").toString("base64"); // 16 bytes, base64: fixed
 const WS_ACCEPT = crypto.createHash("sha1").update(WS_KEY + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64");
@@ -470,7 +470,11 @@ class Peer {
         if (this.onFrame) this.onFrame(msg, text);
         else fail(`${this.id} received an unexpected frame: ${JSON.stringify(msg).slice(0, 300)}`);
       };
-      sock.onerror = (err) => (greeted ? fail(`${this.id}: ${err.message}`) : reject(err));
+      sock.onerror = (err) => {
+        if (this.closedOk) return; // e.g. a reset after we closed: the run no longer needs this connection
+        if (greeted) fail(`${this.id}: ${err.message}`);
+        else reject(err);
+      };
       sock.onclosed = (code, reason) => {
         if (!greeted) reject(new Error(`${this.id}: closed ${code} ${reason} before its greeting`));
         else if (!this.closedOk) fail(`${this.id}: the server closed the connection (${code} ${reason})`);
