@@ -205,6 +205,7 @@ const OP_TEXT = 0x1;
 const OP_CLOSE = 0x8;
 const OP_PING = 0x9;
 const OP_PONG = 0xa;
+const READ_BUFFER = Buffer.allocUnsafe(1 << 16);
 let pings = 0; // pings received from the server (and answered), all connections
 const CLOSE_FRAME = Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]); // masked (zero key), code 1000
 
@@ -259,7 +260,10 @@ class RawSocket {
     this.done = false;
     this.buf = null; // bytes received and not parsed yet
     this.fragments = null; // a fragmented text message being put together
-    const sock = net.connect({ host: url.hostname, port: Number(url.port || 80), localAddress });
+    // `onread`: reads land in one buffer shared by every socket (no Buffer and no stream 'data' event per read);
+    // data() copies what it keeps
+    const onread = { buffer: READ_BUFFER, callback: (n, buf) => this.data(buf.subarray(0, n), true) };
+    const sock = net.connect({ host: url.hostname, port: Number(url.port || 80), localAddress, onread });
     this.sock = sock;
     sock.setNoDelay(true);
     sock.on("connect", () =>
@@ -269,18 +273,19 @@ class RawSocket {
         "latin1",
       ),
     );
-    sock.on("data", (chunk) => this.data(chunk));
     sock.on("error", (err) => this.onerror(err));
     sock.on("close", () => this.closed(1006, "the connection ended without a close frame"));
   }
-  data(chunk) {
+  data(chunk, shared = false) {
+    // `shared`: `chunk` is READ_BUFFER, overwritten by the next read: whatever is kept past this call is copied
     let buf = this.buf ? Buffer.concat([this.buf, chunk]) : chunk;
+    if (this.buf) shared = false;
     this.buf = null;
     if (!this.open) {
       const end = buf.indexOf("\r\n\r\n");
       if (end < 0) {
         if (buf.length > 16384) return this.bad("the server's handshake response head is longer than 16 KB");
-        this.buf = buf;
+        this.buf = shared ? Buffer.from(buf) : buf;
         return;
       }
       const head = buf.latin1Slice(0, end + 2);
@@ -318,7 +323,7 @@ class RawSocket {
       if (opcode === OP_TEXT || opcode === 0) {
         if ((opcode === 0) !== (this.fragments !== null)) return this.bad("a continuation frame out of place");
         if (!fin) {
-          (this.fragments ||= []).push(buf.subarray(start, at));
+          (this.fragments ||= []).push(Buffer.from(buf.subarray(start, at)));
           continue;
         }
         let text;
@@ -343,7 +348,7 @@ class RawSocket {
         return this.closed(code, buf.utf8Slice(start + Math.min(n, 2), at));
       } else return this.bad(`a frame with opcode ${opcode}`);
     }
-    if (at < buf.length && !this.done) this.buf = buf.subarray(at);
+    if (at < buf.length && !this.done) this.buf = shared ? Buffer.from(buf.subarray(at)) : buf.subarray(at);
   }
   bad(why) {
     this.sock.destroy();
