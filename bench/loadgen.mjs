@@ -188,10 +188,11 @@ function connectPath(id, index) {
 
 // ---------------------------------------------------------------- the raw client (--client raw, the default)
 // Written by hand, not with `ws`: measured on this machine (CPU time of this process per operation, against one
-// peercall node, 3 tries, medians), a `ws` client costs the load generator ~185 µs per connect (Node's http
+// peercall node, 3 tries, medians), a `ws` client costs the load generator ~190 µs per connect (Node's http
 // client, a random key and a SHA-1 per handshake, the upgrade's header parsing, a Receiver stream per socket),
-// this one ~110 µs; and ~200 µs per call of the calls scenario (28 frames received) against ~160 µs. With `ws`
-// the load generator, not the server, was the bottleneck of the idle rows. This one writes a pre-built upgrade
+// this one ~105 µs; ~200 µs per call of the calls scenario (28 frames received) against ~150 µs; ~14-16 µs per
+// frame at 500 pairs against ~12 µs. With `ws` the load generator, not the server, was the bottleneck of the
+// idle rows. This one writes a pre-built upgrade
 // request over a plain `net` socket, checks the 101 status line and the Sec-WebSocket-Accept header (the key is
 // the same for every connection, so its accept is computed once: the server still computes and sends it for
 // each), and reads frames with a small parser: text frames (fragmented or not), pings (answered with pongs),
