@@ -439,7 +439,11 @@ class Peer {
         rx.bytes += size;
         rx.frames++;
         rx.last = performance.now();
-        if (greeted && this.onText && this.onText(text)) return;
+        if (greeted && this.onText && this.onText(text)) {
+          rx.quick++;
+          return;
+        }
+        rx.parsed++;
         let msg;
         try {
           msg = JSON.parse(text);
@@ -497,7 +501,8 @@ class Peer {
   }
 }
 
-const rx = { bytes: 0, frames: 0, last: 0 }; // every frame any peer received
+// every frame any peer received; quick: passed by a quick check (quickCheck), parsed: given the full JSON check
+const rx = { bytes: 0, frames: 0, last: 0, quick: 0, parsed: 0 };
 
 async function openAll(peers, label, waitContacts = false) {
   // Opens every peer, `opts.inflight` at a time; resolves with the wall time it took.
@@ -742,6 +747,7 @@ async function pingpong() {
     ...latency.summary(),
     frames: sent,
     frameBytes: frameA,
+    quickChecked: round((100 * rx.quick) / (rx.quick + rx.parsed)), // % of frames received
     connectSeconds: round(connectSeconds),
     ...win.cpu(delivered),
   };
@@ -934,6 +940,7 @@ async function calls() {
     callP99ms: t.p99,
     callMaxMs: t.max,
     calls: pairs.reduce((n, p) => n + p.calls, 0),
+    quickChecked: round((100 * rx.quick) / (rx.quick + rx.parsed)), // % of frames received
     ...win.cpu(completed),
   };
 }

@@ -185,6 +185,9 @@ async def test_loadgen_detects_lost_duplicated_and_reordered_frames(
     if expected is None:
         assert code == 0, output
         assert '"scenario"' in output
+        # the relayed frames went through the quick check (and none could with spaces in the JSON)
+        quick = json.loads(next(line for line in output.splitlines() if line.startswith("{")))["quickChecked"]
+        assert quick == 0 if mode == "spaced" else quick > 50, output
     else:
         assert code == 1, output
         assert "FAIL:" in output and expected in output, output
