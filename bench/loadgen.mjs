@@ -1,4 +1,5 @@
-// peercall benchmark load generator: one Node process, many raw WebSocket clients (the `ws` package).
+// peercall benchmark load generator: one Node process, many WebSocket clients (its own minimal client over `net`
+// sockets by default, see RawSocket; `--client ws`: the `ws` package).
 //
 //   node bench/loadgen.mjs --proto peercall|peerjs --url ws://127.0.0.1:PORT --scenario pingpong|calls|idle [...]
 //
@@ -11,8 +12,10 @@
 // call-accept, then offer/answer/candidate with the server's `from` and `callId` checked); `--proto peerjs`
 // speaks the PeerJS server's protocol (OPEN, then OFFER/ANSWER/CANDIDATE/LEAVE with `dst`, received with `src`).
 
+import crypto from "node:crypto";
 import fs from "node:fs";
 import { createRequire } from "node:module";
+import net from "node:net";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
@@ -52,6 +55,7 @@ const opts = {
   directory: "contacts", // presence: the server's PEERCALL_DIRECTORY, for checking who gets whose presence
   quiet: 0.5, // presence: seconds without a frame that mean the server is done
   idleWindow: 2, // presence: seconds the server's CPU is read with everyone online and nothing happening
+  client: "raw", // raw: this file's own WebSocket client (cheaper per connect and frame); ws: the `ws` package
 };
 for (let i = 2; i < process.argv.length; i += 2) {
   const key = process.argv[i].replace(/^--/, "").replace(/-([a-z])/g, (_, c) => c.toUpperCase());
@@ -109,12 +113,36 @@ class Window {
   stop() {
     this.seconds = (performance.now() - this.t0) / 1000;
     const cpu = process.cpuUsage(this.cpu0);
-    this.clientCpu = (cpu.user + cpu.system) / 1e6 / this.seconds;
+    this.clientSeconds = (cpu.user + cpu.system) / 1e6; // CPU seconds, not a share of the wall time
+    this.clientCpu = this.clientSeconds / this.seconds;
     const srv = opts.serverPid ? serverCpu() - this.srv0 : 0;
+    this.serverSeconds = opts.serverPid ? srv : null;
     this.serverCpu = opts.serverPid ? srv / this.seconds : null;
     // CPU that neither the server nor this load generator used: other processes on the machine (noise)
     this.otherCpu = Math.max(0, (machineBusy() - this.busy0 - srv) / this.seconds - this.clientCpu);
   }
+  cpu(ops) {
+    // The figures of every row: CPU % of one core (server, client, the rest of the machine), CPU µs per
+    // operation (server: all its pids; client: this process), and whether the load generator was the bottleneck.
+    // Per-operation CPU is what a busy machine distorts least: other processes take wall time, not our CPU time
+    // (the server's µs/op still grows somewhat under contention: caches, and fewer operations per wakeup).
+    const server = this.serverCpu === null ? null : round(this.serverCpu * 100);
+    const client = round(this.clientCpu * 100);
+    return {
+      serverUsPerOp: this.serverSeconds === null || !ops ? null : round((this.serverSeconds / ops) * 1e6),
+      clientUsPerOp: ops ? round((this.clientSeconds / ops) * 1e6) : null,
+      clientCpu: client,
+      serverCpu: server,
+      otherCpu: round(this.otherCpu * 100),
+      clientBound: clientBound(client, server),
+    };
+  }
+}
+function clientBound(client, server) {
+  // 1 when this row measures the load generator more than the server: it used >= 90% of its core, and more of
+  // it than the server used of its own (a server that is itself near 100% is the bottleneck however busy the
+  // client is). Same rule in bench/run.py (on the medians) and docs/benchmarks.md.
+  return client >= 90 && (server === null || client > server) ? 1 : 0;
 }
 class Samples {
   constructor(max) {
@@ -151,45 +179,276 @@ function fail(message) {
 }
 
 let localAddresses = 1; // idle: spread source addresses over 127.0.0.x to get past ~28k ephemeral ports
-function connectUrl(id, index) {
-  if (PEERJS) return `${opts.url}/peerjs?key=peerjs&id=${id}&token=${Math.random().toString(36).slice(2)}`;
+function connectPath(id, index) {
+  // the request target, and which server (cluster: the b side of every pair connects to --url2)
   const base = opts.url2 && index % 2 === 1 ? opts.url2 : opts.url;
-  return `${base}/ws?id=${id}&device=d`;
+  if (PEERJS) return [base, `/peerjs?key=peerjs&id=${id}&token=${index.toString(36)}x${opts.run}`];
+  return [base, `/ws?id=${id}&device=d`];
 }
 
+// ---------------------------------------------------------------- the raw client (--client raw, the default)
+// Written by hand, not with `ws`: measured on this machine (CPU time of this process per operation, against one
+// peercall node, 3 tries, medians), a `ws` client costs the load generator ~190 µs per connect (Node's http
+// client, a random key and a SHA-1 per handshake, the upgrade's header parsing, a Receiver stream per socket),
+// this one ~105 µs; ~200 µs per call of the calls scenario (28 frames received) against ~150 µs; ~14-16 µs per
+// frame at 500 pairs against ~12 µs. With `ws` the load generator, not the server, was the bottleneck of the
+// idle rows. This one writes a pre-built upgrade
+// request over a plain `net` socket, checks the 101 status line and the Sec-WebSocket-Accept header (the key is
+// the same for every connection, so its accept is computed once: the server still computes and sends it for
+// each), and reads frames with a small parser: text frames (fragmented or not), pings (answered with pongs),
+// close (a failure unless we closed). Client frames are masked with a zero key: valid (RFC 6455 5.3 asks for a key, any key) and
+// free to apply. `--client ws` runs the same checks over the `ws` package, for comparison.
+const WS_KEY = Buffer.from("peercall-bench-k").toString("base64"); // 16 bytes, base64: fixed
+const WS_ACCEPT = crypto.createHash("sha1").update(WS_KEY + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64");
+const ACCEPT_RE = /\r\nsec-websocket-accept:[ \t]*([^\r\n]*?)[ \t]*\r\n/i;
+const EXTENSIONS_RE = /\r\nsec-websocket-extensions:/i;
+const OP_TEXT = 0x1;
+const OP_CLOSE = 0x8;
+const OP_PING = 0x9;
+const OP_PONG = 0xa;
+const READ_BUFFER = Buffer.allocUnsafe(1 << 16);
+let pings = 0; // pings received from the server (and answered), all connections
+const CLOSE_FRAME = Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]); // masked (zero key), code 1000
+
+function clientFrame(opcode, payload) {
+  // One masked (zero key) client frame around `payload` (a Buffer): the payload goes out unchanged.
+  const n = payload.length;
+  const head = n < 126 ? 6 : n < 65536 ? 8 : 14;
+  const out = Buffer.allocUnsafe(head + n);
+  out[0] = 0x80 | opcode;
+  if (n < 126) out[1] = 0x80 | n;
+  else if (n < 65536) {
+    out[1] = 0x80 | 126;
+    out.writeUInt16BE(n, 2);
+  } else {
+    out[1] = 0x80 | 127;
+    out.writeUInt32BE(0, 2);
+    out.writeUInt32BE(n, 6);
+  }
+  out.writeUInt32BE(0, head - 4); // the masking key: zero
+  payload.copy(out, head);
+  return out;
+}
+
+function textFrame(text) {
+  // clientFrame for a string, without an intermediate Buffer
+  const n = Buffer.byteLength(text);
+  const head = n < 126 ? 6 : n < 65536 ? 8 : 14;
+  const out = Buffer.allocUnsafe(head + n);
+  out[0] = 0x81;
+  if (n < 126) out[1] = 0x80 | n;
+  else if (n < 65536) {
+    out[1] = 0x80 | 126;
+    out.writeUInt16BE(n, 2);
+  } else {
+    out[1] = 0x80 | 127;
+    out.writeUInt32BE(0, 2);
+    out.writeUInt32BE(n, 6);
+  }
+  out.writeUInt32BE(0, head - 4);
+  out.write(text, head);
+  return out;
+}
+
+class RawSocket {
+  // What Peer needs of a WebSocket: connect and greet, send text, close, and these callbacks:
+  // onopen(), onmessage(text, wireBytes), onclosed(code, reason) (after a close frame or when the socket ends),
+  // onerror(err).
+  constructor(base, target, localAddress) {
+    const url = new URL(base);
+    this.open = false;
+    this.closing = false;
+    this.done = false;
+    this.buf = null; // bytes received and not parsed yet
+    this.fragments = null; // a fragmented text message being put together
+    // `onread`: reads land in one buffer shared by every socket (no Buffer and no stream 'data' event per read);
+    // data() copies what it keeps
+    const onread = { buffer: READ_BUFFER, callback: (n, buf) => this.data(buf.subarray(0, n), true) };
+    const sock = net.connect({ host: url.hostname, port: Number(url.port || 80), localAddress, onread });
+    this.sock = sock;
+    sock.setNoDelay(true);
+    sock.on("connect", () =>
+      sock.write(
+        `GET ${target} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          `Sec-WebSocket-Key: ${WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+        "latin1",
+      ),
+    );
+    sock.on("error", (err) => this.onerror(err));
+    sock.on("close", () => this.closed(1006, "the connection ended without a close frame"));
+  }
+  data(chunk, shared = false) {
+    // `shared`: `chunk` is READ_BUFFER, overwritten by the next read: whatever is kept past this call is copied
+    let buf = this.buf ? Buffer.concat([this.buf, chunk]) : chunk;
+    if (this.buf) shared = false;
+    this.buf = null;
+    if (!this.open) {
+      const end = buf.indexOf("\r\n\r\n");
+      if (end < 0) {
+        if (buf.length > 16384) return this.bad("the server's handshake response head is longer than 16 KB");
+        this.buf = shared ? Buffer.from(buf) : buf;
+        return;
+      }
+      const head = buf.latin1Slice(0, end + 2);
+      if (!head.startsWith("HTTP/1.1 101 ")) return this.bad(`the server refused the upgrade: ${head.split("\r\n")[0]}`);
+      const accept = ACCEPT_RE.exec(head);
+      if (!accept || accept[1] !== WS_ACCEPT) return this.bad(`wrong Sec-WebSocket-Accept: ${accept ? accept[1] : "none"}`);
+      if (EXTENSIONS_RE.test(head)) return this.bad("the server negotiated an extension that was not offered");
+      this.open = true;
+      this.onopen();
+      buf = buf.subarray(end + 4);
+    }
+    let at = 0;
+    while (!this.done && buf.length - at >= 2) {
+      const b0 = buf[at];
+      const b1 = buf[at + 1];
+      if (b1 & 0x80) return this.bad("the server masked a frame");
+      if (b0 & 0x70) return this.bad("a frame with RSV bits set (no extension was negotiated)");
+      let n = b1 & 0x7f;
+      let head = 2;
+      if (n === 126) {
+        if (buf.length - at < 4) break;
+        n = buf.readUInt16BE(at + 2);
+        head = 4;
+      } else if (n === 127) {
+        if (buf.length - at < 10) break;
+        if (buf.readUInt32BE(at + 2) !== 0) return this.bad("a frame longer than 4 GB");
+        n = buf.readUInt32BE(at + 6);
+        head = 10;
+      }
+      if (buf.length - at < head + n) break;
+      const start = at + head;
+      at = start + n;
+      const opcode = b0 & 0x0f;
+      const fin = b0 & 0x80;
+      if (opcode === OP_TEXT || opcode === 0) {
+        if ((opcode === 0) !== (this.fragments !== null)) return this.bad("a continuation frame out of place");
+        if (!fin) {
+          (this.fragments ||= []).push(Buffer.from(buf.subarray(start, at)));
+          continue;
+        }
+        let text;
+        let wire = n + head;
+        if (this.fragments) {
+          this.fragments.push(buf.subarray(start, at));
+          const whole = Buffer.concat(this.fragments);
+          wire = whole.length + 2;
+          text = whole.toString();
+          this.fragments = null;
+        } else text = buf.utf8Slice(start, at);
+        this.onmessage(text, wire);
+      } else if (opcode === OP_PING) {
+        pings++;
+        if (!this.closing) this.sock.write(clientFrame(OP_PONG, buf.subarray(start, at)));
+      } else if (opcode === OP_PONG) {
+        // unsolicited: ignored (RFC 6455 5.5.3)
+      } else if (opcode === OP_CLOSE) {
+        const code = n >= 2 ? buf.readUInt16BE(start) : 1005;
+        if (!this.closing) this.sock.write(CLOSE_FRAME);
+        this.sock.end();
+        return this.closed(code, buf.utf8Slice(start + Math.min(n, 2), at));
+      } else return this.bad(`a frame with opcode ${opcode}`);
+    }
+    if (at < buf.length && !this.done) this.buf = shared ? Buffer.from(buf.subarray(at)) : buf.subarray(at);
+  }
+  bad(why) {
+    this.sock.destroy();
+    this.onerror(new Error(why));
+    this.closed(1002, why);
+  }
+  closed(code, reason) {
+    if (this.done) return;
+    this.done = true;
+    this.open = false;
+    this.onclosed(code, reason);
+  }
+  send(text) {
+    this.sock.write(textFrame(text));
+  }
+  close() {
+    if (this.closing || this.done) return;
+    this.closing = true;
+    if (this.open) this.sock.write(CLOSE_FRAME);
+    else this.sock.destroy();
+  }
+}
+
+class WsSocket {
+  // The same interface over the `ws` package (--client ws).
+  constructor(base, target, localAddress) {
+    const options = { perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: 30000 };
+    if (localAddress) options.localAddress = localAddress;
+    const ws = new WebSocket(base + target, options);
+    this.ws = ws;
+    this.done = false;
+    ws.on("open", () => this.onopen());
+    ws.on("ping", () => pings++); // ws answers it
+    ws.on("message", (data) => {
+      this.onmessage(data.toString(), data.length + (data.length < 126 ? 2 : data.length < 65536 ? 4 : 10));
+    });
+    ws.on("error", (err) => this.onerror(err));
+    ws.on("close", (code, reason) => {
+      this.done = true;
+      this.onclosed(code, String(reason));
+    });
+  }
+  get open() {
+    return this.ws.readyState === WebSocket.OPEN;
+  }
+  send(text) {
+    this.ws.send(text);
+  }
+  close() {
+    this.ws.close();
+  }
+}
+
+const Socket = opts.client === "ws" ? WsSocket : RawSocket;
+
 class Peer {
-  // One WebSocket client. `onFrame(msg, raw)` gets every frame after the greeting.
+  // One WebSocket client. Every frame after the greeting goes to `onText(text)` first if set (a scenario's
+  // cheap check of the frames it expects: returns true when the frame is exactly what it waits for), else it is
+  // parsed and checked here (an `error` frame fails the run) and goes to `onFrame(msg)`.
   constructor(id, index = 0) {
     this.id = id;
     this.index = index;
     this.onFrame = null;
+    this.onText = null;
+    this.onClose = null; // called once the connection is closed (after close(), or by the server: a failure)
     this.closedOk = false;
     this.rxBytes = 0; // presence: bytes received (WebSocket payload + frame header), frames received
     this.rxFrames = 0;
     this.welcomeBytes = 0;
     this.onPresence = null; // presence: (id, status) for every change received
   }
+  get isOpen() {
+    return this.sock.open;
+  }
   open(waitContacts = false) {
     // waitContacts (presence): resolve only once the `contacts` frame that follows `welcome` has come
-
     return new Promise((resolve, reject) => {
-      const options = { perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: 30000 };
-      if (localAddresses > 1) options.localAddress = `127.0.0.${1 + (this.index % localAddresses)}`;
-      const ws = new WebSocket(connectUrl(this.id, this.index), options);
-      this.ws = ws;
+      const [base, target] = connectPath(this.id, this.index);
+      const local = localAddresses > 1 ? `127.0.0.${1 + (this.index % localAddresses)}` : undefined;
+      const sock = new Socket(base, target, local);
+      this.sock = sock;
       let greeted = false;
-      ws.on("message", (data) => {
-        const size = data.length + (data.length < 126 ? 2 : data.length < 65536 ? 4 : 10);
+      sock.onopen = () => {};
+      sock.onmessage = (text, size) => {
         this.rxBytes += size;
         this.rxFrames++;
         rx.bytes += size;
         rx.frames++;
         rx.last = performance.now();
+        if (greeted && this.onText && this.onText(text)) {
+          rx.quick++;
+          return;
+        }
+        rx.parsed++;
         let msg;
         try {
-          msg = JSON.parse(data.toString());
+          msg = JSON.parse(text);
         } catch {
-          return fail(`${this.id} received a frame that is not JSON: ${String(data).slice(0, 200)}`);
+          return fail(`${this.id} received a frame that is not JSON: ${text.slice(0, 200)}`);
         }
         if (!greeted) {
           const want = PEERJS ? "OPEN" : "welcome";
@@ -218,26 +477,32 @@ class Peer {
         } else if (msg.type === "error") {
           return fail(`${this.id} received an error frame: ${JSON.stringify(msg).slice(0, 300)}`);
         }
-        if (this.onFrame) this.onFrame(msg);
+        if (this.onFrame) this.onFrame(msg, text);
         else fail(`${this.id} received an unexpected frame: ${JSON.stringify(msg).slice(0, 300)}`);
-      });
-      ws.on("error", (err) => (greeted ? fail(`${this.id}: ${err.message}`) : reject(err)));
-      ws.on("close", (code, reason) => {
+      };
+      sock.onerror = (err) => {
+        if (this.closedOk) return; // e.g. a reset after we closed: the run no longer needs this connection
+        if (greeted) fail(`${this.id}: ${err.message}`);
+        else reject(err);
+      };
+      sock.onclosed = (code, reason) => {
         if (!greeted) reject(new Error(`${this.id}: closed ${code} ${reason} before its greeting`));
         else if (!this.closedOk) fail(`${this.id}: the server closed the connection (${code} ${reason})`);
-      });
+        if (this.onClose) this.onClose();
+      };
     });
   }
   send(text) {
-    this.ws.send(text);
+    this.sock.send(text);
   }
   close() {
     this.closedOk = true;
-    this.ws.close();
+    this.sock.close();
   }
 }
 
-const rx = { bytes: 0, frames: 0, last: 0 }; // every frame any peer received
+// every frame any peer received; quick: passed by a quick check (quickCheck), parsed: given the full JSON check
+const rx = { bytes: 0, frames: 0, last: 0, quick: 0, parsed: 0 };
 
 async function openAll(peers, label, waitContacts = false) {
   // Opens every peer, `opts.inflight` at a time; resolves with the wall time it took.
@@ -308,6 +573,48 @@ function sender(msg) {
   return PEERJS ? msg.src : msg.from;
 }
 
+// The cheap check of a relayed frame, for the frames a scenario sends by the thousand (candidates, offers,
+// answers). JSON.parse of every frame was the load generator's largest cost per frame; this reads only what the
+// checks need, with indexOf: every `"type":"` key in the frame names the expected kind, the sender key
+// (`"from":"<id>"`, PeerJS `"src":"<id>"`) and peercall's `"callId":"<id>"` occur exactly once, the sequence
+// number is the expected one, and the frame is exactly as long as the last one of its kind and pair that the full
+// check passed, plus the digits of the number (so a frame the server mangled or cut is not passed).
+// Inside a JSON string every `"` is escaped, so a payload cannot fake these keys. A frame that fails any of this
+// (an `error` frame, a lost, duplicated, reordered or misrouted one) goes on to the full parse and the full
+// check, which fails the run saying why (or accepts it, if the server merely wrote it differently).
+function quickCheck(kind, fromId) {
+  const typeKey = `"type":"${typeOf(kind)}"`;
+  const fromKey = PEERJS ? `"src":"${fromId}"` : `"from":"${fromId}"`;
+  const fromAny = PEERJS ? '"src":"' : '"from":"';
+  const mark = kind === "candidate" ? '"candidate":"candidate:' : '"sdp":"v=0\\r\\no=- ';
+  let base = -1; // the length of the first frame that passed the full check, less its number's digits
+  const once = (text, key) => {
+    const at = text.indexOf(key);
+    return at >= 0 && text.indexOf(key, at + key.length) < 0;
+  };
+  return {
+    // true when `text` is this kind's frame from `fromId` (in the call whose key is `callKey`: `"callId":"…"`)
+    // with number `expect`
+    ok(text, expect, callKey) {
+      if (base < 0) return false;
+      const digits = expect < 10 ? 1 : expect < 100 ? 2 : String(expect).length;
+      if (text.length !== base + digits) return false;
+      let at = text.indexOf('"type":"');
+      if (at < 0) return false;
+      for (; at >= 0; at = text.indexOf('"type":"', at + 8)) if (!text.startsWith(typeKey, at)) return false;
+      const m = text.indexOf(mark);
+      if (m < 0 || text.indexOf(mark, m + mark.length) >= 0) return false;
+      if (parseInt(text.slice(m + mark.length, m + mark.length + digits + 1), 10) !== expect) return false;
+      if (!once(text, fromAny) || text.indexOf(fromKey) < 0) return false;
+      return PEERJS || (once(text, '"callId":"') && text.indexOf(callKey) >= 0);
+    },
+    // after the full check passed a frame with number `seq`
+    learn(text, seq) {
+      base = text.length - String(seq).length;
+    },
+  };
+}
+
 // ---------------------------------------------------------------- call setup (peercall only)
 function setupCall(a, b) {
   // a calls b, b accepts: resolves with the callId, checked on both sides.
@@ -371,7 +678,8 @@ async function pingpong() {
       p.sentAt = performance.now();
       p.a.send(text);
     };
-    const check = (msg, kind, expect, from, who) => {
+    const check = (msg, text, quick, kind, expect, from, who) => {
+      // the full check (the first frame of each side, and any frame the quick check did not pass)
       const seq = seqOf(kind, payloadOf(msg));
       if (msg.type !== typeOf(kind) || sender(msg) !== from.id || (!PEERJS && msg.callId !== p.callId))
         fail(`${who.id} got a frame that is not the ${kind} it waits for: ${JSON.stringify(msg).slice(0, 300)}`);
@@ -380,22 +688,23 @@ async function pingpong() {
           `${who.id} expected ${kind} #${expect} from ${from.id} and got #${seq}: ` +
             (seq < expect ? "a duplicated or reordered frame" : `${seq - expect} frame(s) lost or reordered`),
         );
-      return seq;
+      else quick.learn(text, seq);
     };
-    p.b.onFrame = (msg) => {
+    const callKey = `"callId":"${p.callId}"`;
+    const quickB = quickCheck(kindA, p.a.id); // what b receives
+    const quickA = quickCheck(kindB, p.b.id);
+    const bGot = () => {
       const now = performance.now();
-      const seq = check(msg, kindA, p.bExpect, p.a, p.b);
-      p.bExpect++;
+      const seq = p.bExpect++;
       if (measuring) {
         delivered++;
         latency.add(now - p.sentAt);
       }
-      p.sentAt = performance.now();
+      p.sentAt = now;
       p.b.send(prefixB + seq + tailB);
     };
-    p.a.onFrame = (msg) => {
+    const aGot = () => {
       const now = performance.now();
-      check(msg, kindB, p.aExpect, p.b, p.a);
       p.aExpect++;
       inflight--;
       if (measuring) {
@@ -404,6 +713,16 @@ async function pingpong() {
       }
       if (running) p.ping();
       else if (inflight === 0 && onDrained) onDrained();
+    };
+    p.b.onText = (text) => quickB.ok(text, p.bExpect, callKey) && (bGot(), true);
+    p.a.onText = (text) => quickA.ok(text, p.aExpect, callKey) && (aGot(), true);
+    p.b.onFrame = (msg, text) => {
+      check(msg, text, quickB, kindA, p.bExpect, p.a, p.b);
+      bGot();
+    };
+    p.a.onFrame = (msg, text) => {
+      check(msg, text, quickA, kindB, p.aExpect, p.b, p.a);
+      aGot();
     };
   }
   for (const p of pairs) p.ping();
@@ -428,10 +747,9 @@ async function pingpong() {
     ...latency.summary(),
     frames: sent,
     frameBytes: frameA,
+    quickChecked: round((100 * rx.quick) / (rx.quick + rx.parsed)), // % of frames received
     connectSeconds: round(connectSeconds),
-    clientCpu: round(win.clientCpu * 100),
-    serverCpu: win.serverCpu === null ? null : round(win.serverCpu * 100),
-    otherCpu: round(win.otherCpu * 100),
+    ...win.cpu(delivered),
   };
 }
 
@@ -474,15 +792,21 @@ async function calls() {
     const answer = framePrefix("answer", a.id) + "0" + frameTail("answer");
     const bad = (who, msg) =>
       fail(`${who.id} in call #${p.calls} (step ${who === a ? p.aStep : p.bStep}) got ${JSON.stringify(msg).slice(0, 300)}`);
-    const expectCandidate = (who, from, msg, n) => {
+    const expectCandidate = (who, from, msg, n, text, quick) => {
       const seq = seqOf("candidate", payloadOf(msg));
-      if (msg.type !== typeOf("candidate") || sender(msg) !== from.id || (!PEERJS && msg.callId !== p.callId)) bad(who, msg);
+      const callId = who === a ? p.callId : p.bCallId;
+      if (msg.type !== typeOf("candidate") || sender(msg) !== from.id || (!PEERJS && msg.callId !== callId)) bad(who, msg);
       else if (seq !== n)
         fail(
           `${who.id} in call #${p.calls} expected candidate #${n} from ${from.id} and got #${seq}: ` +
             (seq < n ? "a duplicated or reordered frame" : "frame(s) lost or reordered"),
         );
+      else quick.learn(text, seq);
     };
+    // the cheap checks of the candidates (and b's offer) each side receives: see quickCheck
+    const quickA = quickCheck("candidate", b.id);
+    const quickB = quickCheck("candidate", a.id);
+    const quickOffer = quickCheck("offer", a.id);
     const finished = () => {
       if (!(p.aDone && p.bDone)) return;
       active--;
@@ -504,12 +828,46 @@ async function calls() {
       if (PEERJS) a.send(`{"type":"OFFER","dst":"${b.id}","payload":{"call":"request","n":${p.calls}}}`);
       else a.send(`{"type":"call-request","to":"${b.id}"}`);
     };
+    const aCandidate = (k) => {
+      // a got candidate #k - 3 (checked)
+      if (k === 2 + CANDIDATES) {
+        if (PEERJS) {
+          a.send(`{"type":"LEAVE","dst":"${b.id}"}`);
+          p.aDone = true;
+          finished();
+        } else a.send(`{"type":"hangup","to":"${b.id}"}`);
+      }
+    };
+    a.onText = (text) => {
+      const k = PEERJS ? p.aStep + 1 : p.aStep;
+      if (k < 3 || k >= 3 + CANDIDATES || !quickA.ok(text, k - 3, p.callKey)) return false;
+      p.aStep++;
+      aCandidate(k);
+      return true;
+    };
+    b.onText = (text) => {
+      const s = p.bStep;
+      if (s === 1) {
+        if (!quickOffer.ok(text, 0, p.bCallKey)) return false;
+        p.bStep++;
+        bOffer();
+        return true;
+      }
+      if (s < 2 || s >= 2 + CANDIDATES || !quickB.ok(text, s - 2, p.bCallKey)) return false;
+      p.bStep++;
+      return true;
+    };
+    const bOffer = () => {
+      b.send(answer);
+      for (let n = 0; n < CANDIDATES; n++) b.send(candB + n + tail);
+    };
     // a: [ringing], accept, answer, 10 candidates, (hangup sent) [call-ended]
-    a.onFrame = (msg) => {
+    a.onFrame = (msg, text) => {
       const s = p.aStep++;
       if (!PEERJS && s === 0) {
         if (msg.type !== "call-ringing") return bad(a, msg);
         p.callId = msg.callId;
+        p.callKey = `"callId":"${msg.callId}"`;
         return;
       }
       const k = PEERJS ? s + 1 : s; // PeerJS has no ringing step
@@ -521,33 +879,30 @@ async function calls() {
       } else if (k === 2) {
         if (msg.type !== typeOf("answer") || sender(msg) !== b.id) return bad(a, msg);
       } else if (k < 3 + CANDIDATES) {
-        expectCandidate(a, b, msg, k - 3);
-        if (k === 2 + CANDIDATES) {
-          if (PEERJS) {
-            a.send(`{"type":"LEAVE","dst":"${b.id}"}`);
-            p.aDone = true;
-            finished();
-          } else a.send(`{"type":"hangup","to":"${b.id}"}`);
-        }
+        expectCandidate(a, b, msg, k - 3, text, quickA);
+        aCandidate(k);
       } else if (!PEERJS && k === 3 + CANDIDATES && msg.type === "call-ended" && msg.callId === p.callId) {
         p.aDone = true;
         finished();
       } else bad(a, msg);
     };
     // b: request, offer, 10 candidates, hangup + call-ended (either order)
-    b.onFrame = (msg) => {
+    b.onFrame = (msg, text) => {
       const s = p.bStep++;
       if (s === 0) {
         if (PEERJS ? msg.type !== "OFFER" || msg.payload.call !== "request" : msg.type !== "call-request" || msg.from !== a.id)
           return bad(b, msg);
-        if (!PEERJS) p.bCallId = msg.callId;
+        if (!PEERJS) {
+          p.bCallId = msg.callId;
+          p.bCallKey = `"callId":"${msg.callId}"`;
+        }
         b.send(PEERJS ? `{"type":"ANSWER","dst":"${a.id}","payload":{"call":"accept"}}` : `{"type":"call-accept","to":"${a.id}"}`);
       } else if (s === 1) {
-        if (msg.type !== typeOf("offer") || sender(msg) !== a.id) return bad(b, msg);
-        b.send(answer);
-        for (let n = 0; n < CANDIDATES; n++) b.send(candB + n + tail);
+        if (msg.type !== typeOf("offer") || sender(msg) !== a.id || seqOf("offer", payloadOf(msg)) !== 0) return bad(b, msg);
+        quickOffer.learn(text, 0);
+        bOffer();
       } else if (s < 2 + CANDIDATES) {
-        expectCandidate(b, a, msg, s - 2);
+        expectCandidate(b, a, msg, s - 2, text, quickB);
       } else if (PEERJS) {
         if (s !== 2 + CANDIDATES || msg.type !== "LEAVE" || msg.src !== a.id) return bad(b, msg);
         p.bDone = true;
@@ -585,9 +940,8 @@ async function calls() {
     callP99ms: t.p99,
     callMaxMs: t.max,
     calls: pairs.reduce((n, p) => n + p.calls, 0),
-    clientCpu: round(win.clientCpu * 100),
-    serverCpu: win.serverCpu === null ? null : round(win.serverCpu * 100),
-    otherCpu: round(win.otherCpu * 100),
+    quickChecked: round((100 * rx.quick) / (rx.quick + rx.parsed)), // % of frames received
+    ...win.cpu(completed),
   };
 }
 
@@ -606,7 +960,7 @@ async function idle() {
   await openAll(peers, "idle");
   win.stop();
   // Hold them open. peercall: the server pings every connection (the runner sets a short ping interval) and
-  // `ws` answers; PeerJS has no server pings, its clients send HEARTBEAT frames, so send one each.
+  // the client answers (a connection that does not is reaped, and the run fails); PeerJS has no server pings, its clients send HEARTBEAT frames, so send one each.
   if (PEERJS) for (const peer of peers) peer.send('{"type":"HEARTBEAT"}');
   let rssMax = 0;
   const holdEnd = performance.now() + opts.hold * 1000;
@@ -615,7 +969,7 @@ async function idle() {
     rssMax = Math.max(rssMax, serverRssKb());
   }
   const rssAfter = serverRssKb();
-  const open = peers.filter((p) => p.ws.readyState === WebSocket.OPEN).length;
+  const open = peers.filter((p) => p.isOpen).length;
   if (open !== peers.length) fail(`${peers.length - open} idle connection(s) were closed by the server`);
   closeAll(peers);
   closeAll(base);
@@ -626,9 +980,8 @@ async function idle() {
     rssAfterMb: round(rssAfter / 1024),
     kbPerConn: round((rssAfter - rssBefore) / opts.conns),
     kbPerConnPeak: round((rssMax - rssBefore) / opts.conns),
-    clientCpu: round(win.clientCpu * 100),
-    serverCpu: win.serverCpu === null ? null : round(win.serverCpu * 100),
-    otherCpu: round(win.otherCpu * 100),
+    pings, // answered: peercall pings every connection while they are held, PeerJS never does
+    ...win.cpu(opts.conns),
   };
 }
 
@@ -718,7 +1071,7 @@ async function presence() {
     joiners.map(
       (i) =>
         new Promise((resolve) => {
-          peers[i].ws.once("close", resolve);
+          peers[i].onClose = resolve;
           peers[i].close();
         }),
     ),
@@ -788,9 +1141,7 @@ async function presence() {
     bytesPerLeave: Math.round((before.bytes - leave0.bytes) / n),
     onlineSeconds: round(onlineSeconds),
     idleServerCpu: opts.serverPid ? round(idleRate * 100) : null,
-    clientCpu: round(win.clientCpu * 100),
-    serverCpu: win.serverCpu === null ? null : round(win.serverCpu * 100),
-    otherCpu: round(win.otherCpu * 100),
+    ...win.cpu(n),
   };
 }
 

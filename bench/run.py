@@ -6,7 +6,9 @@ presence costs the server per join (the `presence` scenario, peercall only).
     python3 bench/run.py --quick      # tiny sizes, ~1 s per scenario, one run (CI smoke)
     python3 bench/run.py --install-only
 
-Each server is pinned to core 0 (`taskset -c 0`), the load generator (bench/loadgen.mjs, Node + `ws`) to core 1.
+Each server is pinned to core 0 (`taskset -c 0`), the load generator (bench/loadgen.mjs, Node: its own minimal
+WebSocket client, or `ws`) to core 1. Every row also reports CPU µs per operation and whether the load generator
+was the bottleneck (client-bound, marked ‡).
 The Node packages are installed by this script into bench/.work (gitignored). Only loopback addresses are used.
 Standard library only, so that any python3 can run it; peercall itself runs from the repo's .venv.
 """
@@ -365,6 +367,8 @@ def run_loadgen(server: Server, case: Case, args: argparse.Namespace) -> dict[st
         server.pids,
         "--setup-timeout",
         str(args.setup_timeout),
+        "--client",
+        args.client,
     ]
     if server.name == CLUSTER:
         argv += ["--url2", server.others[0].url]
@@ -440,6 +444,30 @@ METRICS = {
 }
 
 
+CLIENT_BOUND = "‡"
+CLIENT_BOUND_LEGEND = (
+    f"{CLIENT_BOUND} client-bound: the load generator used >= 90% of its core and more of it than the server used of"
+    " its own (medians), so the figure measures the load generator more than the server; a ratio gets the mark when"
+    " either side has it. µs/op: CPU time per operation (a connect, a frame delivered, a call), server (all its"
+    " processes) / client: what a busy machine distorts least."
+)
+
+
+def client_bound(med: dict[str, Any]) -> bool:
+    """The rule of bench/loadgen.mjs's `clientBound`, on a case's medians: the load generator used >= 90% of its
+    core and more of it than the server used of its own (a server near 100% is the bottleneck however busy the
+    client is)."""
+    client, server = med.get("clientCpu"), med.get("serverCpu")
+    return client is not None and client >= 90 and (server is None or client > server)
+
+
+def cell(med: dict[str, dict[str, Any]], bound: set[str], key: str, top: str, bottom: str | None = None) -> str:
+    """A figure of server `top` (or, with `bottom`, the ratio of two), marked when a side of it was client-bound."""
+    value = med.get(top, {}).get(key)
+    text = fmt(value) if bottom is None else ratio(value, med.get(bottom, {}).get(key))
+    return text + (CLIENT_BOUND if bound.intersection({top, bottom}) else "")
+
+
 def table(all_cases: list[Case], servers: list[str]) -> str:
     if not all_cases:
         return ""
@@ -449,24 +477,28 @@ def table(all_cases: list[Case], servers: list[str]) -> str:
     if cluster:
         head = ["scenario", "metric", "1 node", "2 nodes + Redis", *(["PeerJS"] if both else [])]
         head += ["2 nodes / 1 node", *(["1 node / PeerJS", "2 nodes / PeerJS"] if both else [])]
-    head += ["server CPU %", "client CPU %", "other CPU %", "noisy runs"]
+    head += ["server µs/op", "client µs/op", "server CPU %", "client CPU %", "other CPU %", "noisy runs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case in all_cases:
         med = {s: medians(case.results[s]) for s in servers if case.results.get(s)}
+        bound = {s for s in servers if s in med and client_bound(med[s])}
         for key, heading, better in METRICS[case.scenario]:
             row = [case.label, f"{heading} ({better} is better)"]
-            row += [fmt(med.get(s, {}).get(key)) for s in servers]
+            row += [cell(med, bound, key, s) for s in servers]
             if cluster:
-                row.append(ratio(med.get(CLUSTER, {}).get(key), med.get("peercall", {}).get(key)))
+                row.append(cell(med, bound, key, CLUSTER, "peercall"))
             if both:
-                row.append(ratio(med.get("peercall", {}).get(key), med.get("peerjs", {}).get(key)))
+                row.append(cell(med, bound, key, "peercall", "peerjs"))
             if cluster and both:
-                row.append(ratio(med.get(CLUSTER, {}).get(key), med.get("peerjs", {}).get(key)))
+                row.append(cell(med, bound, key, CLUSTER, "peerjs"))
+            row.append(" / ".join(fmt(med.get(s, {}).get("serverUsPerOp")) for s in servers))
+            row.append(" / ".join(fmt(med.get(s, {}).get("clientUsPerOp")) for s in servers))
             row.append(" / ".join(fmt(med.get(s, {}).get("serverCpu")) for s in servers))
             row.append(" / ".join(fmt(med.get(s, {}).get("clientCpu")) for s in servers))
             row.append(" / ".join(fmt(med.get(s, {}).get("otherCpu")) for s in servers))
             row.append(" / ".join(str(sum(r.get("noisy", 0) for r in case.results.get(s, []))) for s in servers))
             lines.append("| " + " | ".join(row) + " |")
+    lines += ["", CLIENT_BOUND_LEGEND]
     return "\n".join(lines)
 
 
@@ -532,7 +564,7 @@ def versions(args: argparse.Namespace) -> dict[str, str]:
         "picows (/ws)": pyv[3] if len(pyv) > 3 else "?",
         "uvloop": pyv[4] if len(pyv) > 4 else "?",
         "node": out([args.node, "--version"]),
-        "ws (load generator)": LOADGEN_PACKAGES["ws"],
+        "load generator client": args.client if args.client == "raw" else f"ws {LOADGEN_PACKAGES['ws']}",
         "peer (PeerJS server)": PEERJS_PACKAGES["peer"],
     }
 
@@ -569,6 +601,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quiet-wait", type=float, default=20.0, help="seconds to wait for an idle machine before a run")
     p.add_argument("--max-other", type=float, default=25.0, help="%% of a core other processes may use during a run")
     p.add_argument("--retries", type=int, default=2, help="retries of a run that --max-other calls noisy")
+    p.add_argument(
+        "--client",
+        choices=("raw", "ws"),
+        default="raw",
+        help="the load generator's WebSocket client: raw (its own, cheaper per connect and frame) or ws (the package)",
+    )
     p.add_argument("--json", type=Path, help="also write every run's numbers here")
     p.add_argument("--install-only", action="store_true", help="install the Node packages into bench/.work, then stop")
     p.add_argument("--no-install", action="store_true", help="do not run npm (offline); fail if packages are missing")
@@ -679,7 +717,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"machine": info, "cases": [{"label": c.label, "results": c.results} for c in all_cases]}, indent=1
+                {
+                    "machine": info,
+                    "clientBoundRule": CLIENT_BOUND_LEGEND,
+                    "cases": [
+                        {
+                            "label": c.label,
+                            "results": c.results,
+                            # per server, on the medians (each run's own `clientBound` is in its results)
+                            "clientBound": {s: int(client_bound(medians(r))) for s, r in c.results.items() if r},
+                        }
+                        for c in all_cases
+                    ],
+                },
+                indent=1,
             )
         )
     return 0

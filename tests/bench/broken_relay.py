@@ -1,7 +1,11 @@
 """A tiny stand-in for peercall that relays like it but mistreats one frame, to show the load generator notices.
 
 `mode`: "none" relays faithfully; "drop" loses the 5th candidate; "dup" sends it twice; "reorder" holds it back
-and sends it after the next one. Only what bench/loadgen.mjs uses is implemented (welcome, a call's setup,
+and sends it after the next one; "misroute" stamps it with the wrong sender; "error" sends an `error` frame
+in its place; "close" closes the receiver's connection instead; "spaced" relays faithfully but writes its JSON
+with spaces after `:` and `,` (the load generator's quick check passes none of it, its full check all of it).
+Frames are written compactly, like peercall's, so that the load generator's quick check is what sees them.
+Only what bench/loadgen.mjs uses is implemented (welcome, a call's setup,
 candidate/offer/answer, hangup and call-ended).
 """
 
@@ -36,14 +40,17 @@ class BrokenRelay:
             self.server.close()
             await self.server.wait_closed()
 
+    def dumps(self, frame: dict[str, Any]) -> str:
+        return json.dumps(frame) if self.mode == "spaced" else json.dumps(frame, separators=(",", ":"))
+
     async def send(self, to: str, frame: dict[str, Any]) -> None:
-        await self.clients[to].send(json.dumps(frame))
+        await self.clients[to].send(self.dumps(frame))
 
     async def handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
         me = parse_qs(urlsplit(ws.request.path).query)["id"][0]
         self.clients[me] = ws
-        await ws.send(json.dumps({"type": "welcome", "id": me, "online": [], "protocol": 1}))
+        await ws.send(self.dumps({"type": "welcome", "id": me, "online": [], "protocol": 1}))
         async for raw in ws:
             msg = json.loads(raw)
             kind, to = msg["type"], msg.get("to")
@@ -56,7 +63,7 @@ class BrokenRelay:
                 accept = {"type": "call-accept", "from": me, "to": to, "callId": self.calls[me], "polite": False}
                 await self.send(to, accept)
             elif kind in ("offer", "answer", "candidate"):
-                text = json.dumps({**msg, "from": me, "callId": self.calls[me]})
+                text = self.dumps({**msg, "from": me, "callId": self.calls[me]})
                 await self.relay(to, kind, text)
             elif kind == "hangup":
                 call = self.calls[me]
@@ -70,6 +77,14 @@ class BrokenRelay:
             self.candidates += 1
             if self.candidates == self.victim:
                 if self.mode == "drop":
+                    return
+                if self.mode == "misroute":
+                    text = text.replace('"from":"', '"from":"x', 1).replace('"from": "', '"from": "x', 1)
+                elif self.mode == "error":
+                    error = {"type": "error", "code": "bad-message", "message": "refused", "ref": "candidate"}
+                    text = self.dumps(error)
+                elif self.mode == "close":
+                    await ws.close(4000, "closed by the broken relay")
                     return
                 if self.mode == "dup":
                     await ws.send(text)
