@@ -151,6 +151,96 @@ class Node:
             self.proc.wait()
 
 
+@dataclass
+class Redis:
+    """A redis-server as a deployment runs it: AOF on, fsync every second (docs/deploy.md)."""
+
+    dir: Path
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.port = self.port or free_port()
+        argv = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--dir",
+            str(self.dir),
+        ]
+        with (self.dir / "redis.log").open("ab") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=out)
+        deadline = time.monotonic() + 15
+        while not accepts(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"soak: redis-server did not start; see {self.dir / 'redis.log'}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # it writes what the AOF still lacks, then exits
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def accepts(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL cluster, as tests/conftest.py's `postgres_server` makes one (initdb refuses root:
+    it runs as the `postgres` user)."""
+
+    root: Path
+    bindir: Path = Path()
+    port: int = 0
+
+    def _run(self, *args: str) -> None:
+        as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        done = subprocess.run([*as_postgres, *args], capture_output=True, text=True, check=False, timeout=120)
+        if done.returncode != 0:
+            raise SystemExit(f"soak: {Path(args[0]).name} failed: {done.stdout}{done.stderr}")
+
+    def start(self) -> str:
+        found = sorted(
+            (int(m.group(1)), Path(d))
+            for d in __import__("glob").glob("/usr/lib/postgresql/*/bin")
+            if (m := re.fullmatch(r"/usr/lib/postgresql/(\d+)/bin", d)) and (Path(d) / "pg_ctl").exists()
+        )
+        if not found:
+            raise SystemExit("soak: no PostgreSQL in /usr/lib/postgresql/*/bin; install it or give --postgres-url")
+        self.bindir = found[-1][1]
+        self.root.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        self.port = free_port()
+        data = self.root / "data"
+        self._run(str(self.bindir / "initdb"), "-D", str(data), *"-U postgres --auth=trust --no-sync -E UTF8".split())
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off"
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(self.root / "pg.log"), "-w", "-o", opts, "start"
+        )
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        if (self.root / "data" / "postmaster.pid").exists():
+            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+
+
 def proc_rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -180,6 +270,7 @@ class Call:
     kind: str
     caller: User
     callee: User
+    t0: float = 0.0
     call_id: str | None = None
     outcome: str | None = None  # what the harness expects the call to end as
     reason: str | None = None
@@ -208,6 +299,8 @@ class User:
     offline_calls: set[str] = field(default_factory=set)  # unanswered calls to it while it was offline
     node: int = 0
     offline_at: float = 0.0
+    cut: bool = False  # its connection died with its node (or was refused while Redis was down)
+    cut_at: float = 0.0
 
     async def connect(self) -> None:
         """Open a connection (to a live node) and wait for its `welcome`."""
@@ -248,7 +341,12 @@ class User:
                 if kind == "missed-calls":
                     self.on_missed_calls(frame)
                     continue
-                if kind == "error" and (frame.get("code"), frame.get("ref")) not in ALLOWED_ERRORS:
+                if kind == "error" and frame.get("code") == "service-unavailable" and soak.in_window():
+                    # documented while Redis is down (docs/protocol.md, "Errors"); only inside the outage window
+                    soak.unavailable_errors += 1
+                    if self.welcome is None or not self.welcome.done():
+                        continue  # refused on connecting: close 1013 follows, come_back tries again
+                elif kind == "error" and (frame.get("code"), frame.get("ref")) not in ALLOWED_ERRORS:
                     soak.fail(f"{self.id} got an error frame: {raw[:400]}")
                 try:
                     self.inbox.put_nowait(frame)
@@ -256,6 +354,16 @@ class User:
                     soak.fail(f"{self.id}: 1,000 frames nobody expected; the last: {raw[:300]}")
         except websockets.ConnectionClosed:
             pass
+        if self.ws is ws and self.welcome is not None and self.welcome.done() and not soak.stopping:
+            # the server closed it (we never close a socket we still hold)
+            if soak.in_window():
+                self.cut, self.cut_at, self.talking = True, time.monotonic(), False
+                soak.cuts += 1
+            else:
+                soak.fail(
+                    f"{self.id}: the server closed its connection outside any outage: {ws.close_code} {ws.close_reason}"
+                )
+                self.cut, self.cut_at, self.talking = True, time.monotonic(), False
 
     def on_missed_calls(self, frame: dict[str, Any]) -> None:
         for rec in frame.get("calls") or []:
@@ -263,7 +371,7 @@ class User:
             if cid in self.missed_reported:
                 self.soak.fail(f"{self.id}: missed call {cid} reported twice (missed-calls {json.dumps(frame)[:300]})")
             self.missed_reported.add(cid)
-            if cid not in self.offline_calls:
+            if cid not in self.offline_calls and cid not in self.soak.affected_ids:
                 self.soak.fail(
                     f"{self.id}: missed-calls reports {cid}, not an unanswered call made while it was offline"
                 )
@@ -382,6 +490,12 @@ class Soak:
         self.grace = args.resume_grace
         self.fault_done = False
         self.crossing_errors = 0
+        self.windows: list[tuple[float, float]] = []  # outages (monotonic start, end of their documented bounds)
+        self.unavailable_errors = 0
+        self.cuts = 0
+        self.affected_ids: set[str] = set()
+        self.affected = 0
+        self.lease = args.node_lease
         self.crossing_example = ""
 
     # -- reporting
@@ -395,12 +509,78 @@ class Soak:
         node = self.nodes[user.node] if self.nodes[user.node].alive() else live[user.index % len(live)]
         return f"ws://127.0.0.1:{node.port}"
 
+    def in_window(self, t: float | None = None) -> bool:
+        t = time.monotonic() if t is None else t
+        return any(a <= t <= b for a, b in self.windows)
+
+    def disturbed(self, call: Call) -> bool:
+        """Whether an outage overlapped the call (or cut one of its parties): then the call is `affected`."""
+        now = time.monotonic()
+        return call.caller.cut or call.callee.cut or any(a <= now and call.t0 <= b for a, b in self.windows)
+
+    async def settle(self, call: Call, pinned: bool) -> None:
+        """An outage broke this call's script: each party still connected must be told the call ended (within
+        the documented bounds: a lease and a third, plus the ring timeout or the resume grace, after the outage
+        began), or, for calls caught by a Redis outage, ends it with a hang-up once Redis is back."""
+        self.affected += 1
+        call.outcome = call.reason = call.hung_up_by = None
+        if call.call_id:
+            self.affected_ids.add(call.call_id)
+        last = max((b for a, b in self.windows if a <= time.monotonic()), default=time.monotonic())
+        for u in (call.caller,) if pinned else (call.caller, call.callee):
+            if u.cut or u.ws is None:
+                continue
+            await self.told(u, call, last)
+
+    async def told(self, u: User, call: Call, until: float) -> None:
+        hung_up = False
+        while True:
+            left = until - time.monotonic()
+            try:
+                frame = await asyncio.wait_for(u.inbox.get(), max(left, 0.001))
+            except TimeoutError:
+                if call.call_id is None:
+                    return  # it never started (refused while Redis was down)
+                if hung_up or u.ws is None or u.cut:
+                    self.fail(
+                        f"{u.id} was never told that {call.kind} call {call.call_id} ended (affected by an outage)"
+                    )
+                    return
+                # still under way on the server (Redis kept it): the user hangs up, as a person would
+                hung_up = True
+                until = time.monotonic() + 10
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    await u.send(
+                        {
+                            "type": "hangup",
+                            "to": (call.callee if u is call.caller else call.caller).id,
+                            "callId": call.call_id,
+                        }
+                    )
+                continue
+            cid = frame.get("callId")
+            if call.call_id is None and cid and frame.get("type") in ("call-ringing", "call-request", "error"):
+                call.call_id = cid
+                self.affected_ids.add(cid)
+                until = max(until, time.monotonic() + self.ring + self.grace + self.lease * 4 / 3 + self.args.slack)
+            if cid is not None and cid != call.call_id:
+                self.fail(
+                    f"{u.id} got a frame of another call while settling {call.call_id}: {json.dumps(frame)[:300]}"
+                )
+                continue
+            if frame.get("type") == "call-ended" or (hung_up and frame.get("code") == "not-in-call"):
+                if frame.get("type") == "call-ended":
+                    call.ended[u.id] = frame
+                return
+
     # -- choosing
     def pick(self, caller: User, want: str) -> User | None:
         users = self.users
         for _ in range(30):
             u = users[self.rng.randrange(len(users))]
             if u is caller:
+                continue
+            if u.cut:
                 continue
             if want == "idle" and u.state == "idle":
                 return u
@@ -418,6 +598,9 @@ class Soak:
             await asyncio.sleep(rng.uniform(self.args.idle_min, self.args.idle_max))
             if self.stopping or user.state == "broken":
                 break
+            if user.cut and user.state == "idle":
+                await self.recover(user)
+                continue
             if user.state != "idle":
                 continue
             roll = rng.random()
@@ -429,7 +612,7 @@ class Soak:
             target = self.pick(user, want)
             if target is None:
                 continue
-            call = Call(key=f"{user.id}.{len(self.calls)}", kind=kind, caller=user, callee=target)
+            call = Call(key=f"{user.id}.{len(self.calls)}", kind=kind, caller=user, callee=target, t0=time.monotonic())
             self.calls.append(call)
             user.state = "busy"
             if want == "idle":
@@ -440,21 +623,23 @@ class Soak:
             limit = self.ring + 2 * self.grace + self.args.talk_max + 60
             try:
                 await asyncio.wait_for(SCENARIOS[kind](self, call), limit)
-            except Failed as exc:
-                self.fail(str(exc))
-                self.quarantine(user, target if want == "idle" else None)
-            except TimeoutError:
-                self.fail(f"{kind} call {call.key} ({call.call_id}) did not end within {limit:g}s")
-                self.quarantine(user, target if want == "idle" else None)
-            except websockets.ConnectionClosed as exc:
-                self.fail(f"{kind} call {call.key} ({call.call_id}): a connection closed: {exc!r}")
-                self.quarantine(user, target if want == "idle" else None)
+            except (Failed, TimeoutError, websockets.ConnectionClosed) as exc:
+                if self.disturbed(call):
+                    await self.settle(call, pinned=want != "idle")
+                else:
+                    if isinstance(exc, Failed):
+                        self.fail(str(exc))
+                    elif isinstance(exc, TimeoutError):
+                        self.fail(f"{kind} call {call.key} ({call.call_id}) did not end within {limit:g}s")
+                    else:
+                        self.fail(f"{kind} call {call.key} ({call.call_id}): a connection closed: {exc!r}")
+                    self.quarantine(user, target if want == "idle" else None)
             finally:
                 self.kinds[call.kind] += 1
                 if call.outcome:
                     self.outcomes[call.outcome] += 1
                 self.relayed += call.relayed
-                if user.state != "broken":
+                if user.state != "broken" and call.outcome is not None:
                     self.check_relayed(call)
                     user.state = "idle"
                 if want == "idle" and target.state != "broken":
@@ -465,6 +650,17 @@ class Soak:
                     if target.pins == 0:
                         target.unpinned.set()
                 user.talking = False
+
+    async def recover(self, user: User) -> None:
+        """A user whose connection died in an outage comes back (to a live node) after the resume grace."""
+        await asyncio.sleep(max(0.0, user.cut_at + self.grace + 1 - time.monotonic()))
+        user.ws = None
+        while user.pins:
+            await asyncio.wait_for(user.unpinned.wait(), 120)
+        user.state = "coming"
+        await self.come_back(user)
+        user.cut = False
+        user.state = "idle"
 
     def quarantine(self, *users: User | None) -> None:
         """After a failure, the users of that call take no further part (their state is unknown): one fault
@@ -494,12 +690,15 @@ class Soak:
         user.state = "idle"
 
     async def come_back(self, user: User) -> dict[str, Any]:
-        for attempt in range(20):
+        for attempt in range(60):
             try:
                 await user.connect()
                 break
             except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.ConnectionClosed) as exc:
-                if attempt == 19 or not self.args.cluster:
+                if user.ws is not None and user.ws.transport is not None:
+                    user.ws.transport.abort()
+                user.ws = None
+                if attempt == 59 or not self.args.cluster:
                     raise Failed(f"{user.id} could not reconnect: {exc!r}") from None
                 await asyncio.sleep(0.5)
         self.reconnects += 1
@@ -780,6 +979,27 @@ KINDS = list(SCENARIOS)
 WEIGHTS = [45, 12, 8, 12, 10, 10]
 
 
+# ------------------------------------------------------------------------------------------------- Redis
+# What may stay in Redis after every user left and every node stopped (the key list in broker/redis.py):
+# `ended:{id}` (who may send a call's call-summary, for an hour), `seen` (the 1,000 users seen last), `clock`
+# (the counter versions come from). Anything else is state that outlived what it described.
+REDIS_LASTING = re.compile(r"^peercall:(ended:.+|seen|clock)$")
+
+
+async def redis_leftovers(soak: Soak, port: int) -> list[str]:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis(host="127.0.0.1", port=port, decode_responses=True)
+    try:
+        keys = [k async for k in client.scan_iter(count=1000)]
+    finally:
+        await client.aclose()
+    left = sorted(k for k in keys if not REDIS_LASTING.match(k))
+    if left:
+        soak.fail(f"Redis: {len(left)} keys left after every user left and the nodes stopped: {left[:20]}")
+    return left
+
+
 # ------------------------------------------------------------------------------------------------ the history
 async def read_history(url: str, users: list[str]) -> dict[str, list[Any]]:
     """Every user's calls through the store's own API (`calls_for`, paged), by user."""
@@ -914,13 +1134,34 @@ async def run(args: argparse.Namespace) -> int:
     db = tmp / "h.sqlite3"
     database_url = f"sqlite:///{db}"
     soak = Soak(args)
-    node = Node("peercall", server_env(args, database_url), tmp / "server.log", args.peercall, pinned=args.pin)
-    soak.nodes.append(node)
-    print(
-        f"soak: {args.users:,} users for {args.duration:g}s against one node (history {db}); logs in {tmp}", flush=True
-    )
-    node.start()
-    soak.users = [User(soak, i, f"u{i:04d}", f"d{i:04d}") for i in range(args.users)]
+    redis: Redis | None = None
+    postgres: Postgres | None = None
+    if args.cluster:
+        if args.postgres_url:
+            database_url = args.postgres_url
+        else:
+            postgres = Postgres(Path(tempfile.mkdtemp(prefix="peercall-soak-pg-")))  # its own: postgres owns it
+            database_url = postgres.start()
+        redis = Redis(tmp)
+        redis.start()
+        env = {
+            **server_env(args, database_url),
+            "PEERCALL_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
+            "PEERCALL_NODE_LEASE": str(args.node_lease),
+        }
+        for name in ("n1", "n2"):
+            soak.nodes.append(Node(name, {**env, "PEERCALL_NODE_ID": name}, tmp / f"{name}.log", args.peercall))
+        where = f"two nodes, Redis (AOF) on {redis.port}, history {database_url}"
+    else:
+        soak.nodes.append(
+            Node("peercall", server_env(args, database_url), tmp / "server.log", args.peercall, pinned=args.pin)
+        )
+        where = f"one node (history {db})"
+    node = soak.nodes[0]
+    print(f"soak: {args.users:,} users for {args.duration:g}s against {where}; logs in {tmp}", flush=True)
+    for n in soak.nodes:
+        n.start()
+    soak.users = [User(soak, i, f"u{i:04d}", f"d{i:04d}", node=i % len(soak.nodes)) for i in range(args.users)]
     sem = asyncio.Semaphore(50)
 
     async def first_connect(u: User) -> None:
@@ -936,9 +1177,36 @@ async def run(args: argparse.Namespace) -> int:
     sampler = asyncio.create_task(sample(soak, soak.started + args.duration))
     lives = [asyncio.create_task(soak.live(u)) for u in soak.users]
     next_report = 60.0
+    outage = args.node_lease * 4 / 3 + max(args.ring_timeout, args.resume_grace) + args.slack
+    events = []
+    if args.cluster and args.kill_at is not None:
+        events.append((args.kill_at * args.duration, "kill"))
+    if args.cluster and args.redis_restart_at is not None:
+        events.append((args.redis_restart_at * args.duration, "redis"))
+    events.sort()
+    restart_n2_at: float | None = None
     while time.monotonic() - soak.started < args.duration:
         await asyncio.sleep(1)
         el = time.monotonic() - soak.started
+        if events and el >= events[0][0]:
+            what = events.pop(0)[1]
+            now = time.monotonic()
+            if what == "kill":
+                print(f"soak: {el:5.0f}s SIGKILL node n2", flush=True)
+                soak.windows.append((now, now + outage))
+                soak.nodes[1].kill()
+                restart_n2_at = el + 2 * args.node_lease
+            else:
+                assert redis is not None
+                print(f"soak: {el:5.0f}s restarting Redis", flush=True)
+                soak.windows.append((now, now + 3 + outage + 15))  # down ~3 s, the nodes back within ~6 s
+                await asyncio.to_thread(redis.stop)
+                await asyncio.sleep(2)
+                await asyncio.to_thread(redis.start)
+        if restart_n2_at is not None and el >= restart_n2_at:
+            print(f"soak: {el:5.0f}s node n2 starts again", flush=True)
+            restart_n2_at = None
+            await asyncio.to_thread(soak.nodes[1].start)
         if el >= next_report:
             print(
                 f"soak: {el:5.0f}s {len(soak.calls):,} calls, {sum(soak.outcomes.values()):,} ended, "
@@ -969,9 +1237,14 @@ async def run(args: argparse.Namespace) -> int:
         if u.ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(u.ws.close(), 5)
-    rc = node.stop()
-    if rc not in (0, None, -signal.SIGTERM):  # uvicorn re-raises the SIGTERM it handled, once it has drained
-        soak.fail(f"the server exited with {rc} on SIGTERM; see {node.log}")
+    for n in soak.nodes:
+        rc = n.stop()
+        if rc not in (0, None, -signal.SIGTERM):  # uvicorn re-raises the SIGTERM it handled, once it has drained
+            soak.fail(f"{n.name} exited with {rc} on SIGTERM; see {n.log}")
+    leftovers: list[str] = []
+    if redis is not None:
+        leftovers = await redis_leftovers(soak, redis.port)
+        redis.stop()
     if args.fault == "history":
         # a planted fault for tests/bench/test_soak.py: a record lost, another written twice (under a new id)
         with sqlite3.connect(db) as con:
@@ -985,6 +1258,9 @@ async def run(args: argparse.Namespace) -> int:
             )
     by_user = await read_history(database_url, [u.id for u in soak.users])
     recorded = check_history(soak, by_user)
+    if postgres is not None:
+        postgres.stop()
+        shutil.rmtree(postgres.root, ignore_errors=True)
     warm, base, top = rss_rule(soak, args.duration) if args.rss_check else (0.0, 0, 0)
 
     print_rss(soak, args.duration)
@@ -1007,6 +1283,12 @@ async def run(args: argparse.Namespace) -> int:
         f"RSS: warm-up {warm:g}s, baseline {base / 1024:.1f} MB, highest after {top / 1024:.1f} MB "
         f"({(top / base - 1) * 100 if base else 0:+.1f}%, limit +5%)"
     )
+    if args.cluster:
+        print(
+            f"outages: {soak.affected:,} calls affected (settled), {soak.cuts:,} connections cut, "
+            f"{soak.unavailable_errors:,} service-unavailable errors inside the windows, "
+            f"{len(leftovers)} keys left in Redis"
+        )
     if soak.crossing_errors:
         print(
             f"note: {soak.crossing_errors} crossing hang-ups got `not-in-call` (the documented stale-callId answer), "
@@ -1033,6 +1315,10 @@ async def run(args: argparse.Namespace) -> int:
             "samples": [(round(t, 1), r) for t, r, _, _ in soak.samples],
         },
         "crossingErrors": soak.crossing_errors,
+        "affected": soak.affected,
+        "cuts": soak.cuts,
+        "serviceUnavailable": soak.unavailable_errors,
+        "redisLeftovers": leftovers,
         "failures": soak.failures,
     }
     if args.json:
@@ -1069,7 +1355,11 @@ def main() -> None:
     p.add_argument(
         "--pin", action="store_true", help="pin the server to core 0 and the soak to core 1, as bench/run.py"
     )
-    p.add_argument("--cluster", action="store_true")
+    p.add_argument("--cluster", action="store_true", help="two nodes, a Redis (AOF) and a PostgreSQL history")
+    p.add_argument("--postgres-url", help="--cluster: this PostgreSQL (an empty database) instead of a new one")
+    p.add_argument("--node-lease", type=float, default=10.0, help="--cluster: the nodes' PEERCALL_NODE_LEASE")
+    p.add_argument("--kill-at", type=float, default=None, help="--cluster: SIGKILL node n2 at this fraction of the run")
+    p.add_argument("--redis-restart-at", type=float, default=None, help="--cluster: restart Redis at this fraction")
     p.add_argument("--peercall", default=str(Path(sys.executable).parent / "peercall"))
     args = p.parse_args()
     sys.exit(asyncio.run(run(args)))
