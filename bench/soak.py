@@ -377,7 +377,8 @@ class User:
                 )
 
     async def send(self, frame: dict[str, Any]) -> None:
-        assert self.ws is not None
+        if self.ws is None:
+            raise Failed(f"{self.id} has no connection to send {frame['type']} on")
         self.soak.frames_out += 1
         await self.ws.send(json.dumps(frame, separators=(",", ":")))
 
@@ -551,7 +552,7 @@ class Soak:
                 # still under way on the server (Redis kept it): the user hangs up, as a person would
                 hung_up = True
                 until = time.monotonic() + 10
-                with contextlib.suppress(websockets.ConnectionClosed):
+                with contextlib.suppress(websockets.ConnectionClosed, Failed):
                     await u.send(
                         {
                             "type": "hangup",
@@ -572,7 +573,16 @@ class Soak:
                 continue
             if frame.get("type") == "call-ended" or (hung_up and frame.get("code") == "not-in-call"):
                 if frame.get("type") == "call-ended":
+                    if u.id in call.ended:
+                        self.fail(f"{u.id}: call {call.call_id} ended twice: {call.ended[u.id]} then {frame}")
                     call.ended[u.id] = frame
+                # what follows a call-ended (the seed clients' hangup or call-reject, the answer to our own
+                # hang-up) comes at once: take it, so that it is not taken for a frame of the next call
+                with contextlib.suppress(TimeoutError):
+                    while True:
+                        late = await asyncio.wait_for(u.inbox.get(), 0.5)
+                        if late.get("callId") != call.call_id or late.get("type") == "call-ended":
+                            self.fail(f"{u.id} got {json.dumps(late)[:300]} after call {call.call_id} ended")
                 return
 
     # -- choosing
@@ -657,8 +667,10 @@ class Soak:
                 user.talking = False
 
     async def recover(self, user: User) -> None:
-        """A user whose connection died in an outage comes back (to a live node) after the resume grace."""
-        await asyncio.sleep(max(0.0, user.cut_at + self.grace + 1 - time.monotonic()))
+        """A user whose connection died in an outage comes back (to a live node) once its calls are over: after
+        the dead node's lease ran out (a lease and a third at most) and then the resume grace. (Sooner, it would
+        resume a call the harness has already settled: right, but not what this script expects.)"""
+        await asyncio.sleep(max(0.0, user.cut_at + self.lease * 4 / 3 + self.grace + 2 - time.monotonic()))
         user.ws = None
         while user.pins:
             await asyncio.wait_for(user.unpinned.wait(), 120)
@@ -713,7 +725,8 @@ class Soak:
     async def drop(self, user: User) -> None:
         """The user's network goes: the socket is cut without a close handshake."""
         ws, user.ws = user.ws, None
-        assert ws is not None and ws.transport is not None
+        if ws is None or ws.transport is None:
+            raise Failed(f"{user.id} has no connection to drop")
         ws.transport.abort()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ws.wait_closed(), 5)
@@ -1041,9 +1054,14 @@ def check_history(soak: Soak, by_user: dict[str, list[Any]]) -> int:
                 soak.fail(f"history: call {cid} is {n} times in {user}'s calls")
         for rec in records:
             seen[rec.call_id] = rec
+    # calls an outage broke before the soak learned their id: matched by their parties, once each
+    unnamed = Counter((c.caller.id, c.callee.id) for c in soak.calls if c.call_id is None)
     for cid, rec in seen.items():
         call = expected.get(cid)
         if call is None:
+            if unnamed[(rec.caller, rec.callee)] > 0:
+                unnamed[(rec.caller, rec.callee)] -= 1
+                continue
             soak.fail(f"history: a call the soak did not place: {rec}")
             continue
     for cid, call in expected.items():
