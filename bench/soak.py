@@ -1309,7 +1309,7 @@ async def run(args: argparse.Namespace) -> int:
         f"{' (client-bound!)' if cpu_client / active > 0.95 else ''}"
     )
     print(
-        f"RSS: warm-up {warm:g}s, baseline {base / 1024:.1f} MB, highest after {top / 1024:.1f} MB "
+        f"RSS: warm-up {warm:.0f}s, baseline {base / 1024:.1f} MB, highest after {top / 1024:.1f} MB "
         f"({(top / base - 1) * 100 if base else 0:+.1f}%, limit +5%)"
     )
     if args.cluster:
