@@ -530,6 +530,8 @@ class Soak:
         if call.call_id:
             self.affected_ids.add(call.call_id)
         last = max((b for a, b in self.windows if a <= time.monotonic()), default=time.monotonic())
+        if call.call_id is None:  # a call-request may still be acted on: wait until it would have rung out
+            last = max(last, time.monotonic() + self.ring + self.args.slack)
         for u in (call.caller,) if pinned else (call.caller, call.callee):
             if u.cut or u.ws is None:
                 continue
@@ -654,12 +656,14 @@ class Soak:
                 if call.outcome:
                     self.outcomes[call.outcome] += 1
                 self.relayed += call.relayed
-                if user.state != "broken" and call.outcome is not None:
-                    self.check_relayed(call)
+                if user.state != "broken":
+                    if call.outcome is not None:  # not for a call an outage broke
+                        self.check_relayed(call)
                     user.state = "idle"
-                if want == "idle" and target.state != "broken":
-                    target.state = "idle"
-                    target.talking = False
+                if want == "idle":
+                    if target.state != "broken":
+                        target.state = "idle"
+                        target.talking = False
                 else:
                     target.pins -= 1
                     if target.pins == 0:
