@@ -75,6 +75,8 @@ from typing import Any, TypeVar
 import msgspec
 import redis.asyncio as aioredis
 from msgspec import UNSET
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -398,6 +400,11 @@ class RedisBroker:
             socket_timeout=5,
             socket_connect_timeout=2,
             health_check_interval=5,
+            # One retry on a new connection: after Redis restarts, every pooled connection is one it closed, and
+            # without it each failed its next command (the health check's PING too) as "Connection closed by
+            # server", answering service-unavailable at random for as long as connections sat unused (seen 30 s
+            # after Redis was back, bench/soak.py --cluster --redis-restart-at).
+            retry=Retry(NoBackoff(), 1),
         )
         # Typed Any: redis-py's stubs cannot know that decode_responses=True makes every reply a str.
         self.redis: Any = aioredis.Redis(connection_pool=pool)
