@@ -20,7 +20,7 @@ from ..hub.router import Hub
 from ..protocol.codes import CloseCode
 from .accounts import AccountsApi
 from .app import _safe_url, create_app
-from .fastws import protocol_for
+from .front import protocol_for
 from .guard import allowed_hosts
 from .session import Sessions, is_signaling_path
 from .ws import PeercallWebSocketProtocol
