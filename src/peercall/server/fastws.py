@@ -6,12 +6,13 @@ maintained, MIT) parses and builds frames in C and calls us back synchronously w
 queue per frame; measured with bench/run.py it is what lets the server keep up with the PeerJS server
 (docs/benchmarks.md has the numbers of every stack that was tried).
 
-How: uvicorn's httptools protocol (C parser) still reads every request. When it sees a WebSocket upgrade that
-`is_signaling_path` (server/session.py) takes for `/ws`, `PeercallHttpProtocol` has the session layer admit it
-(`PicowsTransport.upgrade`) and hands the socket to picows's protocol, feeding it only the request line and the
-three headers that picows checks (the head was read once already: parsing all of it again cost CPU on every
-connect); everything else (HTTP routes, static files, other upgrades, which the ASGI app refuses) stays uvicorn +
-Starlette.
+How: every accepted socket's first request head is read once, by `FrontProtocol` (server/front.py). An upgrade
+that `is_signaling_path` (server/session.py) takes for `/ws` is admitted by the session layer
+(`PicowsTransport.upgrade`) and its socket handed to picows's protocol (`to_picows`), which is fed only the request
+line and the three headers that picows checks (parsing all of the head again cost CPU on every connect); everything
+else (HTTP routes, static files, other upgrades, which the ASGI app refuses) goes to `PeercallHttpProtocol`,
+uvicorn's httptools protocol behind the gate, and so to Starlette. A kept-alive HTTP connection's later requests
+stay there (an upgrade to `/ws` among them goes to picows the same way).
 picows writes the 101 (or the refusal, an HTTP error with a JSON body), frames and unframes, and answers pings.
 
 This is a transport: the rules of a connection (admission, rate, size, binary, first-frame auth, its log lines and

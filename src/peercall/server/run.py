@@ -205,7 +205,8 @@ def serve(settings: Settings) -> int:
 
         certfile, keyfile, tls_names = self_signed(Path.home() / ".local/share/peercall/tls")
         log.info("serving https with a self-signed certificate (%s)", certfile)
-    # /ws is served by picows (server/fastws.py) inside uvicorn's httptools protocol; with per-message deflate,
+    # /ws is served by picows (server/fastws.py) behind a front protocol that reads each first request head
+    # (server/front.py; the rest goes to uvicorn's httptools protocol); with per-message deflate,
     # which picows does not do, by uvicorn's own WebSocket protocol and the ASGI transport (server/ws.py).
     fast_ws = not settings.ws_per_message_deflate
     config = uvicorn.Config(
