@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import re
@@ -30,6 +31,24 @@ log = logging.getLogger("peercall")
 LOG_FORMAT = "%(asctime)s %(levelname)-5s %(name)s: %(message)s"
 
 
+GC_YOUNG = 10_000
+"""Allocations that start a collection of the youngest generation (Python's default: 700)."""
+
+
+def tune_gc() -> None:
+    """Once the server is up: what startup allocated (modules, the app, its tables) is frozen out of the cyclic
+    collector's scans, and the youngest generation is collected every `GC_YOUNG` allocations instead of 700.
+
+    Why: in a py-spy profile of a 10,000-connection connect storm, collections were ~9% of the server's CPU (most
+    of a connect's objects live as long as its socket, so each survived into collection after collection). Memory is
+    still bounded: at most GC_YOUNG young objects wait for a collection.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG, middle, old)
+
+
 class PeercallServer(uvicorn.Server):
     """uvicorn's server, plus: a banner once the port is bound, and 1001 to every client on shutdown.
 
@@ -49,6 +68,7 @@ class PeercallServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
+            tune_gc()
             port = self.servers[0].sockets[0].getsockname()[1]
             print(banner(self.settings, port, self.tls_names), flush=True)
             accounts = self.accounts
