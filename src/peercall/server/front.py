@@ -25,9 +25,9 @@ from typing import Any, cast
 
 import httptools
 
-from .fastws import PeercallHttpProtocol, PicowsTransport, to_picows
+from .fastws import PeercallHttpProtocol, PicowsTransport, http_protocol_for, to_picows
 from .gate import HEAD_LIMIT, Gate
-from .session import is_signaling_path
+from .session import Sessions, is_signaling_path
 
 
 class _Refused(Exception):
@@ -211,12 +211,10 @@ class FrontProtocol(asyncio.Protocol):
             self._address = None
 
 
-def protocol_for(sessions: Any, fast_ws: bool = True) -> type[asyncio.Protocol]:
+def protocol_for(sessions: Sessions, fast_ws: bool = True) -> type[asyncio.Protocol]:
     """The protocol class for uvicorn's `http=`: with `/ws` on picows (`fast_ws`), `FrontProtocol` in front of
     `PeercallHttpProtocol`; with per-message deflate, `PeercallHttpProtocol` alone (every upgrade goes to uvicorn's
     WebSocket protocol and the ASGI transport)."""
-    from .fastws import http_protocol_for
-
     http = http_protocol_for(sessions, fast_ws)
     if not fast_ws:
         return http
