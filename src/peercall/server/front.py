@@ -149,9 +149,12 @@ class FrontProtocol(asyncio.Protocol):
         return upgrade == b"websocket" and b"upgrade" in connection
 
     def _upgrade(self, tail: bytes) -> None:
-        self._let_go()  # the session layer counts it from now on
         assert self.transport is not None and self._parser is not None
-        url = httptools.parse_url(self._url)
+        try:
+            url = httptools.parse_url(self._url)
+        except httptools.HttpParserInvalidURLError:
+            return self._hand_over()  # uvicorn's protocol answers it, as it always did
+        self._let_go()  # the session layer counts it from now on
         scope = {
             "type": "websocket",
             "method": self._parser.get_method().decode("ascii"),
