@@ -6,12 +6,13 @@ maintained, MIT) parses and builds frames in C and calls us back synchronously w
 queue per frame; measured with bench/run.py it is what lets the server keep up with the PeerJS server
 (docs/benchmarks.md has the numbers of every stack that was tried).
 
-How: uvicorn's httptools protocol (C parser) still reads every request. When it sees a WebSocket upgrade that
-`is_signaling_path` (server/session.py) takes for `/ws`, `PeercallHttpProtocol` has the session layer admit it
-(`PicowsTransport.upgrade`) and hands the socket to picows's protocol, feeding it only the request line and the
-three headers that picows checks (the head was read once already: parsing all of it again cost CPU on every
-connect); everything else (HTTP routes, static files, other upgrades, which the ASGI app refuses) stays uvicorn +
-Starlette.
+How: every accepted socket's first request head is read once, by `FrontProtocol` (server/front.py). An upgrade
+that `is_signaling_path` (server/session.py) takes for `/ws` is admitted by the session layer
+(`PicowsTransport.upgrade`) and its socket handed to picows's protocol (`to_picows`), which is fed only the request
+line and the three headers that picows checks (parsing all of the head again cost CPU on every connect); everything
+else (HTTP routes, static files, other upgrades, which the ASGI app refuses) goes to `PeercallHttpProtocol`,
+uvicorn's httptools protocol behind the gate, and so to Starlette. A kept-alive HTTP connection's later requests
+stay there (an upgrade to `/ws` among them goes to picows the same way).
 picows writes the 101 (or the refusal, an HTTP error with a JSON body), frames and unframes, and answers pings.
 
 This is a transport: the rules of a connection (admission, rate, size, binary, first-frame auth, its log lines and
@@ -806,6 +807,13 @@ class _HeadRefused(Exception):
     """Raised in a parser callback to stop parsing a request whose head was refused (the answer is written)."""
 
 
+class _Ask:
+    """`PeercallHttpProtocol.entered` when the gate is still to be asked (the socket came straight from uvicorn)."""
+
+
+_ASK = _Ask()
+
+
 class PeercallHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol that gives a `/ws` upgrade to picows (see the module's docstring), and asks
     the node's `Gate` (server/gate.py) about every connection before serving it: its address's caps, the size of
@@ -823,13 +831,16 @@ class PeercallHttpProtocol(HttpToolsProtocol):
     _refusal: bytes | None = None  # the gate refused it: the answer to its first bytes
     _head: int | None = None  # bytes of the request head read so far, while one is being read
     _head_timer: asyncio.TimerHandle | None = None
+    entered: str | _Ask | None = _ASK
+    """What the gate counts this connection as, when `FrontProtocol` (server/front.py) asked it already."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         gate = self.gate
         if gate is None:
             return
-        verdict = gate.enter(self.client[0] if self.client else None)
+        entered = self.entered
+        verdict = gate.enter(self.client[0] if self.client else None) if isinstance(entered, _Ask) else entered
         if isinstance(verdict, bytes):
             self._refusal = verdict
         else:
@@ -935,45 +946,50 @@ class PeercallHttpProtocol(HttpToolsProtocol):
         self.connections.discard(self)
         scope = self.scope
         scope["path"], scope["query_string"] = "/ws", url.query or b""
-        # picows reads the request again (its parser, its headers object): give it only the lines it checks, as
-        # the client sent them (the first of each), so that it answers as it would have. Connection: uvicorn found
-        # its `upgrade` token; picows wants no other ("keep-alive").
-        head = [scope["method"].encode(), b" /ws HTTP/1.1\r\nConnection: Upgrade\r\n"]
-        wanted = {b"upgrade", b"sec-websocket-version", b"sec-websocket-key"}
-        for name, value in scope["headers"]:
-            if name in wanted:
-                wanted.discard(name)
-                head += [name, b": ", value, b"\r\n"]
-        head.append(b"\r\n")
-        answer = picows.upgrade(scope)
-        settings = picows.sessions.settings
-        protocol = _WSProtocol(
-            None,
-            None,
-            False,
-            lambda request: answer,
-            _PICOWS_LOG,
-            True,  # disconnect on an exception in our callbacks (they catch their own; this is the last resort)
-            None,  # no handshake timeout: uvicorn has read the whole request head already
-            False,  # no auto-ping task per socket: the transport's Pinger pings them all
-            settings.ping_interval,
-            min(settings.ping_timeout, settings.ping_interval),
-            WSAutoPingStrategy.PING_WHEN_IDLE,
-            False,  # FastConnection answers pings: picows would write each pong at once, unbounded and uncounted
-            picows.sessions.hard_limit,  # a larger frame closes the socket with 1009
-            None,
-            _READ_BUFFER,
-        )
-        request = b"".join(head)
-        protocol.outbox = picows.outbox
-        protocol._head, protocol._skip, protocol._stop = b"", len(request), -1  # frames start after the request
-        transport = self.transport
-        # uvloop picks its read callbacks (plain or buffered protocol) when reading starts: its set_protocol()
-        # restarts reading for that.
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
-        _feed(protocol, request + self._tail)
+        to_picows(picows, self.transport, scope, self._tail)
         self._tail = b""
+
+
+def to_picows(picows: PicowsTransport, transport: asyncio.Transport, scope: Mapping[str, Any], tail: bytes) -> None:
+    """Admit an upgrade to `/ws` through the session layer and hand its socket to picows's protocol, which writes
+    the 101 (or the refusal) and reads the frames; `tail` is what the client sent after its request head."""
+    # picows reads the request again (its parser, its headers object): give it only the lines it checks, as
+    # the client sent them (the first of each), so that it answers as it would have. Connection: uvicorn found
+    # its `upgrade` token; picows wants no other ("keep-alive").
+    head = [scope["method"].encode(), b" /ws HTTP/1.1\r\nConnection: Upgrade\r\n"]
+    wanted = {b"upgrade", b"sec-websocket-version", b"sec-websocket-key"}
+    for name, value in scope["headers"]:
+        if name in wanted:
+            wanted.discard(name)
+            head += [name, b": ", value, b"\r\n"]
+    head.append(b"\r\n")
+    answer = picows.upgrade(scope)
+    settings = picows.sessions.settings
+    protocol = _WSProtocol(
+        None,
+        None,
+        False,
+        lambda request: answer,
+        _PICOWS_LOG,
+        True,  # disconnect on an exception in our callbacks (they catch their own; this is the last resort)
+        None,  # no handshake timeout: the whole request head was read already
+        False,  # no auto-ping task per socket: the transport's Pinger pings them all
+        settings.ping_interval,
+        min(settings.ping_timeout, settings.ping_interval),
+        WSAutoPingStrategy.PING_WHEN_IDLE,
+        False,  # FastConnection answers pings: picows would write each pong at once, unbounded and uncounted
+        picows.sessions.hard_limit,  # a larger frame closes the socket with 1009
+        None,
+        _READ_BUFFER,
+    )
+    request = b"".join(head)
+    protocol.outbox = picows.outbox
+    protocol._head, protocol._skip, protocol._stop = b"", len(request), -1  # frames start after the request
+    # uvloop picks its read callbacks (plain or buffered protocol) when reading starts: its set_protocol()
+    # restarts reading for that.
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    _feed(protocol, request + tail)
 
 
 def _feed(protocol: _WSProtocol, data: bytes) -> None:
@@ -987,9 +1003,10 @@ def _feed(protocol: _WSProtocol, data: bytes) -> None:
         view = view[n:]
 
 
-def protocol_for(sessions: Sessions, fast_ws: bool = True) -> type[PeercallHttpProtocol]:
-    """The HTTP protocol class for uvicorn's `http=`: httptools behind the node's `Gate`, with `/ws` on picows
-    (`fast_ws`) or, with per-message deflate, on uvicorn's WebSocket protocol and the ASGI transport."""
+def http_protocol_for(sessions: Sessions, fast_ws: bool = True) -> type[PeercallHttpProtocol]:
+    """The node's HTTP protocol class: httptools behind the node's `Gate`, with `/ws` on picows (`fast_ws`) or,
+    with per-message deflate, on uvicorn's WebSocket protocol and the ASGI transport. uvicorn's `http=` is
+    server/front.py's `protocol_for`, which puts `FrontProtocol` before it when `fast_ws`."""
     settings = sessions.settings
     gate = Gate(
         settings.max_connections_per_ip,

@@ -4,8 +4,9 @@ served. For every connection, `/ws` or not, on both transports.
 Owns: the cap on open connections per address (`PEERCALL_MAX_CONNECTIONS_PER_IP`; an IPv6 address counts with its
 /64, as in the session layer), the rate of new connections per address (`PEERCALL_CONNECTION_RATE`, a token bucket
 per address, for the 10,000 addresses seen last), and the bounds of a request head: HEAD_LIMIT bytes (else 431)
-read within `PEERCALL_HEAD_TIMEOUT` seconds (else 408). Sans-I/O: `PeercallHttpProtocol` (server/fastws.py), the
-HTTP protocol both transports run under, asks it and writes what it answers.
+read within `PEERCALL_HEAD_TIMEOUT` seconds (else 408). Sans-I/O: `FrontProtocol` (server/front.py), which reads each
+connection's first request head, and `PeercallHttpProtocol` (server/fastws.py), the HTTP protocol both transports
+run under, ask it and write what it answers (once per connection: the front hands its count over).
 
 A connection is counted here by its socket's address while it speaks HTTP; once it is upgraded to `/ws` it is the
 session layer's (server/session.py), which counts it by the address a trusted proxy forwarded. Connections from a

@@ -93,6 +93,9 @@ class MemoryHistory(MemoryAccounts, MemoryPush):
         self._calls: dict[str, CallRecord] = {}
         self._taken: set[str] = set()
         self._waiting: collections.Counter[tuple[str, str]] = collections.Counter()  # (callee, caller) -> not taken
+        # callee -> the ids of their missed calls not taken yet: `take_missed` runs at every connect, and reads only
+        # these (bounded as `_waiting` is: MISSED_PER_CALLER per caller), not every stored call
+        self._missed: _Index[None] = _Index()
         self._contacts: _Index[Contact] = _Index()  # owner -> peer -> contact
         self._outgoing: _Index[_Request] = _Index()  # sender -> recipient -> request
         self._incoming: _Index[None] = _Index()  # recipient -> senders
@@ -119,6 +122,8 @@ class MemoryHistory(MemoryAccounts, MemoryPush):
         self._calls[rec.call_id] = rec
         if notified:
             self._taken.add(rec.call_id)
+        elif rec.outcome in UNANSWERED_OUTCOMES:
+            self._missed.of(rec.callee)[rec.call_id] = None
 
     async def record_many(self, records: Sequence[tuple[CallRecord, bool]]) -> None:
         for rec, notified in records:
@@ -146,18 +151,20 @@ class MemoryHistory(MemoryAccounts, MemoryPush):
 
     async def take_missed(self, user: str, *, limit: int = MISSED_SHOWN) -> tuple[list[CallRecord], int]:
         check_limit(limit)
-        fresh = sorted(
-            (
-                r
-                for r in self._calls.values()
-                if r.callee == user and r.outcome in UNANSWERED_OUTCOMES and r.call_id not in self._taken
-            ),
-            key=_order,
-        )
-        self._taken.update(r.call_id for r in fresh)
+        ids = self._missed.pop(user, None)
+        if not ids:
+            return [], 0
+        fresh = sorted((self._calls[call_id] for call_id in ids), key=_order)
+        self._taken.update(ids)
         for rec in fresh:
-            self._waiting[user, rec.caller] -= 1
+            self._uncount(user, rec.caller)
         return fresh[-limit:], len(fresh)
+
+    def _uncount(self, callee: str, caller: str) -> None:
+        key = (callee, caller)
+        self._waiting[key] -= 1
+        if self._waiting[key] <= 0:
+            del self._waiting[key]
 
     async def delete_ended_before(self, cutoff: float, *, limit: int = PRUNE_BATCH) -> int:
         check_limit(limit)
@@ -167,7 +174,11 @@ class MemoryHistory(MemoryAccounts, MemoryPush):
             if rec.call_id in self._taken:
                 self._taken.discard(rec.call_id)
             elif rec.outcome in UNANSWERED_OUTCOMES:
-                self._waiting[rec.callee, rec.caller] -= 1
+                self._uncount(rec.callee, rec.caller)
+                missed = self._missed[rec.callee]
+                missed.pop(rec.call_id, None)
+                if not missed:
+                    self._missed.pop(rec.callee, None)
         return len(old)
 
     # -- ContactBook ----------------------------------------------------------------------------------------------
