@@ -72,6 +72,30 @@ async def test_call_reject_reaches_the_caller(connect, uid) -> None:
     assert (await alice.expect(type="call-reject"))["data"] == {"note": "in a meeting"}
 
 
+async def test_hanging_up_a_call_that_has_just_ended_is_not_an_error(connect, uid) -> None:
+    """Both parties hang up at once (found by bench/soak.py): each gets one call-ended and no error; a hang-up or
+    reject naming a call that just ended is done already, but naming someone else's ended call is still refused."""
+    alice, bob, eve = await connect(uid("alice")), await connect(uid("bob")), await connect(uid("eve"))
+    await alice.send({"type": "call-request", "to": bob.id})
+    call_id = (await alice.expect(type="call-ringing"))["callId"]
+    await bob.expect(type="call-request")
+    await bob.send({"type": "call-accept", "to": alice.id, "callId": call_id})
+    await alice.expect(type="call-accept")
+    both = (
+        json.dumps({"type": "hangup", "to": bob.id, "callId": call_id}),
+        json.dumps({"type": "hangup", "to": alice.id, "callId": call_id}),
+    )
+    await asyncio.gather(alice.ws.send(both[0]), bob.ws.send(both[1]))
+    for me in (alice, bob):
+        assert (await me.expect(type="call-ended"))["callId"] == call_id
+    await bob.send({"type": "call-reject", "to": alice.id, "callId": call_id})
+    for me in (alice, bob):
+        await me.nothing(type="error")
+        await me.nothing(type="call-ended")
+    await eve.send({"type": "hangup", "to": alice.id, "callId": call_id})
+    assert (await eve.expect(type="error"))["code"] == "not-in-call"
+
+
 async def test_spoofed_from_is_refused_and_not_forwarded(connect, uid) -> None:
     """A frame claiming another sender is refused; its target receives nothing."""
     mallory, bob, alice = (

@@ -47,6 +47,8 @@ _LOGGED_ERRORS = 5  # protocol errors logged per connection; the rest are counte
 _PRUNE_EVERY = 3600.0  # seconds between two deletions of calls older than the history retention
 _PRUNE_BATCHES = 100  # batches (of store.base.PRUNE_BATCH calls) deleted at most each time
 _NO_RELATIONS = relations(Circle(""))  # no contact, request or block, and the server's ring setting
+_ENDING = frozenset(("hangup", "call-reject"))
+"""Frames that end a call: naming a call of the sender's that has just ended, they are done already."""
 _SHARED_STATE_DOWN = "the server cannot reach its shared state (Redis) right now; nothing was done, try again shortly"
 
 
@@ -308,6 +310,9 @@ class Hub:
                     ErrorCode.SERVICE_UNAVAILABLE, _SHARED_STATE_DOWN, ref=env.type, to=env.to, call_id=env.callId
                 ) from None
         except ProtocolError as exc:
+            if exc.code is ErrorCode.NOT_IN_CALL and env.type in _ENDING and await self._ended_lately(conn, env):
+                self.stats.messages[env.type] += 1  # e.g. both parties hung up at once: the call is over, as asked
+                return
             await self.reject(conn, exc)
             return
         self.stats.messages[env.type] += 1
@@ -468,6 +473,18 @@ class Hub:
     may_log: Callable[[Connection], bool] | None = None
     """Whether a protocol error of a connection may be logged now, beyond the first few of each connection: the
     session layer's budget per address (server/session.py `Sessions.may_log`), which reconnecting does not reset."""
+
+    async def _ended_lately(self, conn: Connection, env: messages.Envelope) -> bool:
+        """Whether `env` (a `hangup` or `call-reject` the switchboard found no call for) names a call of the
+        sender's that has just ended (the last 10,000, on any node): then it asked for what has already happened
+        (two hang-ups crossed, or a reject crossed the ring timeout) and gets no error."""
+        if env.callId is None:
+            return False
+        try:
+            await self.broker.summary(conn.cid, conn.id, env)  # the same rule as a call-summary's
+        except (ProtocolError, SharedStateUnavailable):
+            return False
+        return True
 
     async def reject(self, conn: Connection, exc: ProtocolError) -> None:
         """Answer `conn` with an `error` frame, and log the first few of each connection (within `may_log`)."""
