@@ -4,6 +4,8 @@
     .venv/bin/python bench/soak.py                       # 1,000 users, one hour, one node, SQLite history
     .venv/bin/python bench/soak.py --duration 60         # the short form CI runs (tests/bench/test_soak.py)
     .venv/bin/python bench/soak.py --json soak.json      # also write the summary as JSON
+    .venv/bin/python bench/soak.py --cluster --duration 600   # two nodes, Redis, PostgreSQL: ten minutes with
+                                                         # node n2 SIGKILLed at 30% and Redis restarted at 65%
 
 N simulated users (u0000, u0001, …), each one WebSocket with a fixed `device`, idle a random few seconds, then
 place a call whose outcome the harness picks, and play both ends of it: answered (offer, answer, candidates and
@@ -69,6 +71,11 @@ SDP = "v=0\r\no=- 4611 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\
 
 class Failed(Exception):
     """A check failed; the message says which and how (the harness prints it after `FAIL:`)."""
+
+
+class Broken(Failed):
+    """A promise kept even through an outage was broken (a call resumed after a node died): a failure even
+    for a call the outage disturbed, never settled away."""
 
 
 # ------------------------------------------------------------------------------------------------- the server
@@ -507,6 +514,11 @@ class Soak:
         self.raced = 0
         self.silent: list[tuple[User, Call, float]] = []  # own hang-up unanswered: (user, call, connected since)
         self.worst_stall = 0.0
+        self.kill_window: tuple[float, float] | None = None  # (SIGKILL, the dead node's users all cut by then)
+        self.node_resumes = 0  # answered calls resumed on the surviving node by a party the kill cut
+        self.resume_waits: list[float] = []  # seconds from losing its node to call-resumed
+        self.redis_windows: list[tuple[float, float]] = []
+        self.late_returns = 0  # the killed node's users that came back only after the lease and the grace
 
     # -- reporting
     def fail(self, message: str) -> None:
@@ -519,9 +531,9 @@ class Soak:
         node = self.nodes[user.node] if self.nodes[user.node].alive() else live[user.index % len(live)]
         return f"ws://127.0.0.1:{node.port}"
 
-    def in_window(self, t: float | None = None) -> bool:
+    def in_window(self, t: float | None = None, redis_only: bool = False) -> bool:
         t = time.monotonic() if t is None else t
-        return any(a <= t <= b for a, b in self.windows)
+        return any(a <= t <= b for a, b in (self.redis_windows if redis_only else self.windows))
 
     def disturbed(self, call: Call) -> bool:
         """Whether an outage overlapped the call (or cut one of its parties): then the call is `affected`."""
@@ -549,6 +561,25 @@ class Soak:
             if u.cut or u.ws is None:
                 continue
             await self.told(u, call, last)
+        b = call.callee
+        if pinned and call.call_id and b.state == "idle" and not b.cut and b.ws is not None:
+            # a busy call whose target's own call the outage ended may have rung it after all: its pin keeps it
+            # out of new calls until what it got of this call is taken (bounded by the ring timeout)
+            until = time.monotonic() + 1.0
+            while (left := until - time.monotonic()) > 0:
+                try:
+                    frame = await asyncio.wait_for(b.inbox.get(), left)
+                except TimeoutError:
+                    break
+                if frame.get("callId") != call.call_id:
+                    self.fail(f"{b.id} got a frame of another call after busy call {call.call_id}: {frame}")
+                elif frame.get("type") == "call-request":
+                    until = time.monotonic() + self.ring + self.args.slack
+                elif frame.get("type") == "call-ended":
+                    b_ended = call.ended.setdefault(b.id, frame)
+                    if b_ended is not frame:
+                        self.fail(f"{b.id}: call {call.call_id} ended twice: {b_ended} then {frame}")
+                    break
 
     async def told(self, u: User, call: Call, until: float) -> None:
         hung_up = False
@@ -615,7 +646,8 @@ class Soak:
                 continue
             if u.cut:
                 continue
-            if want == "idle" and u.state == "idle":
+            if want == "idle" and u.state == "idle" and not u.pins:
+                # (not while a call to it is still in flight or being settled: one call at a time)
                 return u
             if want == "talking" and u.talking:
                 return u
@@ -634,8 +666,8 @@ class Soak:
             if user.cut and user.state == "idle":
                 await self.recover(user)
                 continue
-            if user.state != "idle":
-                continue
+            if user.state != "idle" or user.pins:
+                continue  # (pinned: a call to it is in flight or being settled; it takes no new call till then)
             roll = rng.random()
             if roll < self.args.leave:
                 await self.leave(user)
@@ -657,7 +689,7 @@ class Soak:
             try:
                 await asyncio.wait_for(SCENARIOS[kind](self, call), limit)
             except (Failed, TimeoutError, websockets.ConnectionClosed) as exc:
-                if self.disturbed(call):
+                if self.disturbed(call) and not isinstance(exc, Broken):
                     await self.settle(call, pinned=want != "idle")
                 elif self.stalled(call) and not isinstance(exc, websockets.ConnectionClosed):
                     self.raced += 1
@@ -679,6 +711,11 @@ class Soak:
                 if call.outcome:
                     self.outcomes[call.outcome] += 1
                 self.relayed += call.relayed
+                for p in (user, target):
+                    if p.state != "broken" and p.ws is None and not p.cut and (p is user or want == "idle"):
+                        # an outage caught it between a drop and its come-back (resume, lost): it recovers
+                        # like a user whose node died, instead of going idle without a connection
+                        p.cut, p.cut_at, p.talking = True, time.monotonic(), False
                 if user.state != "broken":
                     if call.outcome is not None:  # not for a call an outage broke
                         self.check_relayed(call)
@@ -702,7 +739,13 @@ class Soak:
         while user.pins:
             await asyncio.wait_for(user.unpinned.wait(), 120)
         user.state = "coming"
+        while not user.inbox.empty():  # what the dead connection got after its call was settled
+            late = user.inbox.get_nowait()
+            if late.get("callId") is not None and late.get("callId") not in self.affected_ids:
+                self.fail(f"{user.id} got {json.dumps(late)[:300]} on the connection an outage cut")
         await self.come_back(user)
+        if self.kill_window and self.kill_window[0] <= user.cut_at <= self.kill_window[1]:
+            self.late_returns += 1
         user.cut = False
         user.state = "idle"
 
@@ -877,7 +920,7 @@ async def answered(soak: Soak, call: Call) -> None:
     call.kind = f"answered/{variant}"
     a.talking = b.talking = True
     talk = rng.uniform(soak.args.talk_min, soak.args.talk_max)
-    await asyncio.sleep(talk / 2)
+    await talking(soak, call, talk / 2)
     if variant == "resume":
         who = rng.choice([a, b])
         other = b if who is a else a
@@ -898,7 +941,7 @@ async def answered(soak: Soak, call: Call) -> None:
             raise Failed(f"{other.id}: call-resumed {theirs['call-resumed']}")
         await exchange(soak, call, first=False)
         a.talking = b.talking = True
-    await asyncio.sleep(talk / 2)
+    await talking(soak, call, talk / 2)
     # wait until nobody is calling them to find them busy (bounded: a busy call ends at once)
     for u in (a, b):
         while u.pins:
@@ -948,6 +991,50 @@ async def answered(soak: Soak, call: Call) -> None:
     g2 = await other.expect(call, ["call-ended", "hangup"])
     ended_ok(who, call, g1["call-ended"])
     ended_ok(other, call, g2["call-ended"])
+
+
+async def talking(soak: Soak, call: Call, seconds: float) -> None:
+    """The talk phase of an answered call. If the node of exactly one party dies meanwhile, that party comes
+    straight back to the surviving node, as a browser does (with backoff), for `--resume-share` of such calls:
+    it must get `call-resumed` within the resume grace of losing its node, its peer `call-resumed` too and
+    never `call-ended` (docs/deploy.md, "A node dies"); the call then goes on. The other calls break, and the
+    cut party comes back only after the lease and the grace (`Soak.recover`)."""
+    end = time.monotonic() + seconds
+    tried = False
+    while (left := end - time.monotonic()) > 0:
+        await asyncio.sleep(min(left, 0.25))
+        cut = [u for u in (call.caller, call.callee) if u.cut]
+        kill = soak.kill_window
+        if tried or len(cut) != 1 or kill is None or not kill[0] <= cut[0].cut_at <= kill[1] or soak.stopping:
+            continue
+        tried = True
+        if soak.rng.random() >= soak.args.resume_share or soak.in_window(redis_only=True):
+            return  # this one comes back later: the call breaks and is settled
+        who = cut[0]
+        other = call.callee if who is call.caller else call.caller
+        role = "caller" if who is call.caller else "callee"
+        who.ws = None
+        try:
+            await soak.come_back(who)  # to the live node; a refused attempt is retried after 0.5 s
+            mine = await who.expect(
+                call, ["call-resumed"], timeout=max(0.1, who.cut_at + soak.grace - time.monotonic())
+            )
+            theirs = await other.expect(call, ["call-resumed"], timeout=soak.args.slack)
+        except Failed as exc:
+            raise Broken(
+                f"after its node died, {who.id} did not resume {call.kind} call {call.call_id}: {exc}"
+            ) from None
+        waited = time.monotonic() - who.cut_at
+        r = mine["call-resumed"]
+        if r.get("state") != "answered" or r.get("role") != role or r.get("peer") != other.id:
+            raise Broken(f"{who.id}: call-resumed {r} after its node died (expected answered, role {role})")
+        if theirs["call-resumed"].get("peer") != who.id:
+            raise Broken(f"{other.id}: call-resumed {theirs['call-resumed']} after {who.id}'s node died")
+        who.cut = False
+        soak.node_resumes += 1
+        soak.resume_waits.append(waited)
+        await exchange(soak, call, first=False)
+        call.caller.talking = call.callee.talking = True
 
 
 async def rejected(soak: Soak, call: Call) -> None:
@@ -1108,8 +1195,11 @@ def check_silent(soak: Soak, by_user: dict[str, list[Any]]) -> None:
     """A party whose own hang-up of a broken call went unanswered (the call had ended already) must have been away
     when it ended: connected since before its end, the server should have told it."""
     ended = {r.call_id: r.ended_at for records in by_user.values() for r in records}
+    to_mono = time.monotonic() - time.time()
     for u, call, since in soak.silent:
         at = ended.get(call.call_id)
+        if at is not None and soak.in_window(at + to_mono):
+            continue  # ended inside an outage's bounds: a frame to a node that is gone may be lost (documented)
         if at is not None and at > since + 0.5:
             soak.fail(
                 f"{u.id} was connected (since {since:.1f}) when {call.kind} call {call.call_id} ended ({at:.1f}), "
@@ -1306,12 +1396,14 @@ async def run(args: argparse.Namespace) -> int:
             if what == "kill":
                 print(f"soak: {el:5.0f}s SIGKILL node n2", flush=True)
                 soak.windows.append((now, now + outage))
+                soak.kill_window = (now, now + 5)
                 soak.nodes[1].kill()
                 restart_n2_at = el + 2 * args.node_lease
             else:
                 assert redis is not None
                 print(f"soak: {el:5.0f}s restarting Redis", flush=True)
                 soak.windows.append((now, now + 3 + outage + 15))  # down ~3 s, the nodes back within ~6 s
+                soak.redis_windows.append(soak.windows[-1])
                 await asyncio.to_thread(redis.stop)
                 await asyncio.sleep(2)
                 await asyncio.to_thread(redis.start)
@@ -1404,6 +1496,12 @@ async def run(args: argparse.Namespace) -> int:
             f"{soak.unavailable_errors:,} service-unavailable errors inside the windows, "
             f"{len(leftovers)} keys left in Redis"
         )
+        waits = sorted(soak.resume_waits)
+        print(
+            f"node kill: {soak.node_resumes} answered calls resumed on the surviving node"
+            + (f" ({waits[0]:.1f}-{waits[-1]:.1f}s after losing their node, grace {soak.grace:g}s)" if waits else "")
+            + f", {soak.late_returns} users came back only after the lease and the grace"
+        )
     print(
         f"stalls: {len(soak.stalls)} probe round trips over {STALL:g}s (worst {soak.worst_stall:.1f}s), "
         f"{soak.raced:,} calls raced by them (settled: told once each, in the history once)"
@@ -1435,6 +1533,9 @@ async def run(args: argparse.Namespace) -> int:
         "cuts": soak.cuts,
         "serviceUnavailable": soak.unavailable_errors,
         "redisLeftovers": leftovers,
+        "nodeResumes": soak.node_resumes,
+        "resumeWaits": soak.resume_waits,
+        "lateReturns": soak.late_returns,
         "failures": soak.failures,
     }
     if args.json:
@@ -1474,8 +1575,18 @@ def main() -> None:
     p.add_argument("--cluster", action="store_true", help="two nodes, a Redis (AOF) and a PostgreSQL history")
     p.add_argument("--postgres-url", help="--cluster: this PostgreSQL (an empty database) instead of a new one")
     p.add_argument("--node-lease", type=float, default=10.0, help="--cluster: the nodes' PEERCALL_NODE_LEASE")
-    p.add_argument("--kill-at", type=float, default=None, help="--cluster: SIGKILL node n2 at this fraction of the run")
-    p.add_argument("--redis-restart-at", type=float, default=None, help="--cluster: restart Redis at this fraction")
+    p.add_argument(
+        "--kill-at", type=float, default=0.3, help="--cluster: SIGKILL node n2 at this fraction of the run (0.3)"
+    )
+    p.add_argument(
+        "--redis-restart-at", type=float, default=0.65, help="--cluster: restart Redis at this fraction (0.65)"
+    )
+    p.add_argument(
+        "--resume-share",
+        type=float,
+        default=0.5,
+        help="--cluster: share of the answered calls a kill cuts one party of whose party comes straight back",
+    )
     p.add_argument("--peercall", default=str(Path(sys.executable).parent / "peercall"))
     args = p.parse_args()
     sys.exit(asyncio.run(run(args)))

@@ -4,7 +4,10 @@ defect). No timing is asserted beyond the soak's own bounds."""
 
 from __future__ import annotations
 
+import glob
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SOAK = ROOT / "bench" / "soak.py"
 PEERCALL = str(Path(sys.executable).parent / "peercall")
+HAVE_CLUSTER = shutil.which("redis-server") is not None and any(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+CLUSTER_REASON = "the cluster soak needs redis-server and PostgreSQL (/usr/lib/postgresql/*/bin)"
 
 
 def soak(tmp_path: Path, *args: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], dict[str, object]]:
@@ -83,3 +88,40 @@ def test_the_checks_catch_a_planted_fault(tmp_path: Path, fault: str, says: str)
     assert any(any(s in line for s in says.split("|")) for line in fails), "\n".join(fails) or done.stdout[-4000:]
     if fault == "history":
         assert any("a call the soak did not place" in line for line in fails), "\n".join(fails)
+
+
+@pytest.mark.timeout(200)
+def test_a_cluster_loses_nothing_through_a_node_kill_and_a_redis_restart(tmp_path: Path) -> None:
+    """`bench/soak.py --cluster` for a minute: node n2 SIGKILLed, then Redis restarted; every affected party is
+    told within the documented bounds, calls cut by the kill resume on the surviving node, every call is in the
+    PostgreSQL history once, nothing is left in Redis."""
+    if not HAVE_CLUSTER:
+        if os.environ.get("CI"):
+            raise RuntimeError(CLUSTER_REASON)
+        pytest.skip(CLUSTER_REASON)
+    done, summary = soak(
+        tmp_path,
+        "--cluster",
+        "--users",
+        "200",
+        "--duration",
+        "60",
+        "--talk-max",
+        "8",
+        "--node-lease",
+        "6",
+        "--kill-at",
+        "0.25",
+        "--redis-restart-at",
+        "0.6",
+        "--seed",
+        "3",
+        "--no-rss-check",
+        timeout=190,
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert "FAIL:" not in done.stdout
+    assert summary["redisLeftovers"] == []
+    for key in ("affected", "cuts", "nodeResumes", "lateReturns"):
+        value = summary[key]
+        assert isinstance(value, int) and value > 0, f"no {key} in {summary}"
