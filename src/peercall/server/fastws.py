@@ -13,7 +13,8 @@ line and the three headers that picows checks (parsing all of the head again cos
 else (HTTP routes, static files, other upgrades, which the ASGI app refuses) goes to `PeercallHttpProtocol`,
 uvicorn's httptools protocol behind the gate, and so to Starlette. A kept-alive HTTP connection's later requests
 stay there (an upgrade to `/ws` among them goes to picows the same way).
-picows writes the 101 (or the refusal, an HTTP error with a JSON body), frames and unframes, and answers pings.
+picows checks the key and writes the refusal (an HTTP error with a JSON body) or the 101 (which, when nothing came
+after the request head, leaves with the `welcome` frame in one write: `_Upgrade`), frames and unframes.
 
 This is a transport: the rules of a connection (admission, rate, size, binary, first-frame auth, its log lines and
 counters) are its `Session`'s (server/session.py), which `FastConnection` asks at each step and obeys.
@@ -989,7 +990,8 @@ _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrad
 
 def to_picows(picows: PicowsTransport, transport: asyncio.Transport, scope: Mapping[str, Any], tail: bytes) -> None:
     """Admit an upgrade to `/ws` through the session layer and hand its socket to picows's protocol, which writes
-    the 101 (or the refusal) and reads the frames; `tail` is what the client sent after its request head."""
+    the refusal or the 101 (or has it written with the first frames: `_Upgrade`) and reads the frames; `tail` is
+    what the client sent after its request head."""
     # picows reads the request again (its parser, its headers object): give it only the lines it checks, as
     # the client sent them (the first of each), so that it answers as it would have. Connection: uvicorn found
     # its `upgrade` token; picows wants no other ("keep-alive").
