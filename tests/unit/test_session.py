@@ -352,3 +352,14 @@ def test_keyed_buckets_forget_the_least_recently_used() -> None:
     for key in "bcd":
         buckets.take(key, 0.0)
     assert len(buckets) == 3 and buckets.take("a", 0.0)  # "a" was forgotten: a full bucket again
+
+
+@pytest.mark.parametrize(
+    "query", ["", "id=alice&device=d1", "a", "=x", "a=b=c", "a&&b=", "id=1&id=2", "x;y=1", "id=al%69ce", "n=a+b"]
+)
+def test_the_query_is_read_as_parse_qs_reads_it(query: str) -> None:
+    from urllib.parse import parse_qs
+
+    from peercall.server.session import _query
+
+    assert _query(query) == parse_qs(query, keep_blank_values=True)

@@ -13,7 +13,8 @@ line and the three headers that picows checks (parsing all of the head again cos
 else (HTTP routes, static files, other upgrades, which the ASGI app refuses) goes to `PeercallHttpProtocol`,
 uvicorn's httptools protocol behind the gate, and so to Starlette. A kept-alive HTTP connection's later requests
 stay there (an upgrade to `/ws` among them goes to picows the same way).
-picows writes the 101 (or the refusal, an HTTP error with a JSON body), frames and unframes, and answers pings.
+picows checks the key and writes the refusal (an HTTP error with a JSON body) or the 101 (which, when nothing came
+after the request head, leaves with the `welcome` frame in one write: `_Upgrade`), frames and unframes.
 
 This is a transport: the rules of a connection (admission, rate, size, binary, first-frame auth, its log lines and
 counters) are its `Session`'s (server/session.py), which `FastConnection` asks at each step and obeys.
@@ -33,6 +34,7 @@ import logging
 import os
 import time
 from collections.abc import Coroutine, Generator, Mapping
+from http import HTTPStatus
 from typing import Any
 
 import httptools
@@ -331,6 +333,7 @@ class FastConnection(WSListener):
         "_code",
         "_deaf",
         "_fragments",
+        "_handshake",
         "_hub",
         "_out",
         "_outbox",
@@ -359,6 +362,7 @@ class FastConnection(WSListener):
         self.id = session.id
         self.cid = session.cid
         self._tr: WSTransport | None = None
+        self._handshake: bytes | None = None  # the 101, when it leaves with the first frames (`_Upgrade`)
         self._out: list[str | bytes] | None = None  # frames written when the loop's turn ends (Outbox)
         self._outbox: Outbox = picows.outbox
         self._backlog: collections.deque[bytes] | None = None  # frames, framed
@@ -501,6 +505,11 @@ class FastConnection(WSListener):
             if handshake is not None:
                 handshake.headers = None  # type: ignore[assignment]
         self._write = transport.underlying_transport.write
+        head = self._handshake
+        if head is not None:  # the 101 goes first, in the same write as the welcome (`_Upgrade`)
+            self._handshake = None
+            self._out = [head]
+            self._outbox.add(self)
         self.open = True
         self._code = 1006  # until a close frame says otherwise: the socket just went away
         session.opened(self)
@@ -950,9 +959,39 @@ class PeercallHttpProtocol(HttpToolsProtocol):
         self._tail = b""
 
 
+class _Upgrade(WSUpgradeResponse):
+    """The 101 of an admitted upgrade, which picows does not write itself: its bytes go to the connection, whose
+    first write (at the end of the read that brought the request) holds them and the `welcome` frame, where picows
+    would write the 101 alone and the welcome with a second send(2).
+
+    Only for a request with nothing after its head: picows parses frames that came with the request in the same
+    call, before that write, and the close it may send on a broken one must not precede the 101. Its headers are
+    picows's `create_101_response()`'s, written the same way; a plain dict, as nothing reads them but `to_bytes()`.
+    """
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: FastConnection) -> None:
+        self.conn = conn
+        self.version = b"HTTP/1.1"
+        self.status = HTTPStatus.SWITCHING_PROTOCOLS
+        self.headers = {"Connection": "upgrade", "Upgrade": "websocket"}  # type: ignore[assignment]
+        self.body = None
+
+    def to_bytes(self) -> bytearray:
+        """What picows writes: nothing (an empty write is no syscall); the connection writes the 101."""
+        accept = self.headers["Sec-WebSocket-Accept"]  # set by picows: the request was valid
+        self.conn._handshake = _SWITCHING + accept.encode() + b"\r\n\r\n"
+        return bytearray()
+
+
+_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: "
+
+
 def to_picows(picows: PicowsTransport, transport: asyncio.Transport, scope: Mapping[str, Any], tail: bytes) -> None:
     """Admit an upgrade to `/ws` through the session layer and hand its socket to picows's protocol, which writes
-    the 101 (or the refusal) and reads the frames; `tail` is what the client sent after its request head."""
+    the refusal or the 101 (or has it written with the first frames: `_Upgrade`) and reads the frames; `tail` is
+    what the client sent after its request head."""
     # picows reads the request again (its parser, its headers object): give it only the lines it checks, as
     # the client sent them (the first of each), so that it answers as it would have. Connection: uvicorn found
     # its `upgrade` token; picows wants no other ("keep-alive").
@@ -963,7 +1002,9 @@ def to_picows(picows: PicowsTransport, transport: asyncio.Transport, scope: Mapp
             wanted.discard(name)
             head += [name, b": ", value, b"\r\n"]
     head.append(b"\r\n")
-    answer = picows.upgrade(scope)
+    answer: FastConnection | WSUpgradeResponseWithListener = picows.upgrade(scope)
+    if not tail and isinstance(answer, FastConnection):
+        answer = WSUpgradeResponseWithListener(_Upgrade(answer), answer)
     settings = picows.sessions.settings
     protocol = _WSProtocol(
         None,

@@ -311,7 +311,10 @@ class Sessions:
         unknown until the identity provider's keys are fetched again)."""
         if self.hub.draining:
             raise Refused(503, CloseCode.GOING_AWAY, "shutting-down", "the server is shutting down; reconnect soon")
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in handshake.headers}
+        # only the headers checked here are decoded (a browser sends a dozen): ~1 µs less per connect
+        headers = {
+            n.decode("latin-1"): v.decode("latin-1") for k, v in handshake.headers if (n := k.lower()) in _CHECKED
+        }
         host = headers.get("host")
         if not host_allowed(self.settings, host):  # DNS rebinding: a page on another name, re-pointed here
             assert host is not None
@@ -319,7 +322,7 @@ class Sessions:
         origin = headers.get("origin")
         if origin is not None and not self._origin_allowed(origin, headers.get("host", "")):
             raise Refused(403, 1008, "bad-origin", f"origin {origin[:100]} may not connect here")
-        query = parse_qs(handshake.query_string.decode("latin-1"), keep_blank_values=True)
+        query = _query(handshake.query_string.decode("latin-1"))
         client_id = _single(query, "id")
         device = _single(query, "device")
         if "device" in query and not messages.is_valid_id(device):
@@ -629,6 +632,22 @@ def _token(text: str | None, max_size: int, shape: str = _AUTH_FRAME) -> str:
         raise AuthError(shape)
     token: str = frame["token"]
     return token
+
+
+_CHECKED = frozenset((b"host", b"origin", b"authorization"))
+
+
+def _query(query: str) -> dict[str, list[str]]:
+    """`parse_qs(query, keep_blank_values=True)`, with a fast path for the common query (`?id=alice&device=d1`):
+    without `%` or `+` nothing is unquoted, and splitting it takes ~a third of parse_qs's time (~1 µs a connect)."""
+    if "%" in query or "+" in query:
+        return parse_qs(query, keep_blank_values=True)
+    fields: dict[str, list[str]] = {}
+    for pair in query.split("&"):
+        if pair:
+            name, _, value = pair.partition("=")
+            fields.setdefault(name, []).append(value)
+    return fields
 
 
 def _single(query: dict[str, list[str]], name: str) -> str | None:
