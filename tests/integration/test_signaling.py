@@ -89,6 +89,7 @@ async def test_hanging_up_a_call_that_has_just_ended_is_not_an_error(connect, ui
     for me in (alice, bob):
         assert (await me.expect(type="call-ended"))["callId"] == call_id
     await bob.send({"type": "call-reject", "to": alice.id, "callId": call_id})
+    await bob.send({"type": "call-accept", "to": alice.id, "callId": call_id})  # as if it crossed the end
     for me in (alice, bob):
         await me.nothing(type="error")
         await me.nothing(type="call-ended")

@@ -47,8 +47,9 @@ _LOGGED_ERRORS = 5  # protocol errors logged per connection; the rest are counte
 _PRUNE_EVERY = 3600.0  # seconds between two deletions of calls older than the history retention
 _PRUNE_BATCHES = 100  # batches (of store.base.PRUNE_BATCH calls) deleted at most each time
 _NO_RELATIONS = relations(Circle(""))  # no contact, request or block, and the server's ring setting
-_ENDING = frozenset(("hangup", "call-reject"))
-"""Frames that end a call: naming a call of the sender's that has just ended, they are done already."""
+_ENDING = frozenset(("hangup", "call-reject", "call-accept"))
+"""Frames that end or answer a ringing call: naming a call of the sender's that has just ended, they get no error
+(the `call-ended` the sender was sent says how it ended)."""
 _SHARED_STATE_DOWN = "the server cannot reach its shared state (Redis) right now; nothing was done, try again shortly"
 
 
@@ -475,9 +476,9 @@ class Hub:
     session layer's budget per address (server/session.py `Sessions.may_log`), which reconnecting does not reset."""
 
     async def _ended_lately(self, conn: Connection, env: messages.Envelope) -> bool:
-        """Whether `env` (a `hangup` or `call-reject` the switchboard found no call for) names a call of the
-        sender's that has just ended (the last 10,000, on any node): then it asked for what has already happened
-        (two hang-ups crossed, or a reject crossed the ring timeout) and gets no error."""
+        """Whether `env` (a `hangup`, `call-reject` or `call-accept` the switchboard found no call for) names a
+        call of the sender's that has just ended (the last 10,000, on any node): then it crossed that end (two
+        hang-ups, or an accept or reject and the ring timeout) and gets no error: its `call-ended` says how it ended."""
         if env.callId is None:
             return False
         try:
