@@ -212,3 +212,20 @@ async def test_the_listener_never_waits_for_one_connection(hubs: tuple[int, Call
     await there.handle(far, json.dumps({"type": "call-request", "to": "near"}))
     await near.wait_for("call-request", timeout=3.0, **{"from": "far"})
     assert [m["type"] for m in lagger.sent][-1] == "call-request"
+
+
+async def test_a_connection_redis_no_longer_has_is_told_to_connect_again(
+    redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]]
+) -> None:
+    """Another node reaped this node's connections while its lease could not be renewed (Redis down for longer
+    than the lease; found by bench/soak.py --cluster): a frame from such a connection closes it with 1013 (connect
+    again), not with 1011 and a KeyError in the log."""
+    db, make = hubs
+    hub = await make()
+    alice, bob = FakeConnection(hub, "alice"), FakeConnection(hub, "bob")
+    await hub.join(alice)
+    await hub.join(bob)
+    redis_server.command("DEL", f"{PREFIX}u:alice", db=db)  # what a reap leaves: alice is gone from Redis
+    await hub.handle(alice, json.dumps({"type": "call-request", "to": "bob"}))
+    assert alice.closed is not None and alice.closed[0] == 1013, alice.closed
+    assert "call-request" not in bob.types()

@@ -88,6 +88,7 @@ from ..core.switchboard import (
     Call,
     CallRate,
     CallState,
+    Close,
     Device,
     Effect,
     Forward,
@@ -99,6 +100,7 @@ from ..core.switchboard import (
 )
 from ..hub import nodeframe
 from ..hub.broker import BrokerEvents
+from ..protocol.codes import CloseCode
 from ..protocol.errors import SharedStateUnavailable
 from ..protocol.messages import CALL_CHANGED, PEER_FRAMES, Envelope
 from . import resp
@@ -785,7 +787,16 @@ class RedisBroker:
                 return [Forward(route.peer_cid, env, user, route.call_id)]
             return await self._in_task(self._media_slow(cid, user, env, now))
         users = [user, env.to] if env.type == "call-request" and env.to is not None else [user]
-        return await self._in_task(self._transact(users, [], lambda sb, _: sb.receive(cid, env, now, screen)))
+
+        def apply(sb: Switchboard, _: Any) -> list[Effect]:
+            if cid not in sb.devices:
+                # Redis no longer has this connection: another node reaped it while this node's lease could not
+                # be renewed (Redis down for longer than the lease). The client connects again and is registered
+                # afresh (its call resumes within the grace), as after Redis was unreachable (close 1013).
+                return [Close(cid, CloseCode.TRY_AGAIN_LATER, "this node lost its registration; connect again")]
+            return sb.receive(cid, env, now, screen)
+
+        return await self._in_task(self._transact(users, [], apply))
 
     async def decline(self, call_id: str, callee: str, now: float) -> list[Effect]:
         """Raises SharedStateUnavailable."""
