@@ -47,6 +47,8 @@ _LOGGED_ERRORS = 5  # protocol errors logged per connection; the rest are counte
 _PRUNE_EVERY = 3600.0  # seconds between two deletions of calls older than the history retention
 _PRUNE_BATCHES = 100  # batches (of store.base.PRUNE_BATCH calls) deleted at most each time
 _NO_RELATIONS = relations(Circle(""))  # no contact, request or block, and the server's ring setting
+DRAIN_WITHIN = 3.0
+"""Seconds the hub waits at shutdown for its pending work (history writes, effects on their way)."""
 _ENDING = frozenset(("hangup", "call-reject", "call-accept"))
 """Frames that end or answer a ringing call: naming a call of the sender's that has just ended, they get no error
 (the `call-ended` the sender was sent says how it ended)."""
@@ -504,9 +506,14 @@ class Hub:
         await asyncio.gather(*(c.close(code, reason) for c in list(self._conns.values())))
 
     async def drain(self) -> None:
-        """Wait for pending history writes (at shutdown)."""
+        """Wait for pending work (history writes, effects on their way) at shutdown, at most `DRAIN_WITHIN` seconds:
+        a shutdown must end (a node with 20,000 churning connections once waited here for ever)."""
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=DRAIN_WITHIN)
+            if pending:
+                log.warning(
+                    "%d task(s) still running %gs into the shutdown: left unfinished", len(pending), DRAIN_WITHIN
+                )
 
     # ----------------------------------------------------------------------------------------- effects
 
