@@ -210,9 +210,8 @@ const READ_BUFFER = Buffer.allocUnsafe(1 << 16);
 let pings = 0; // pings received from the server (and answered), all connections
 const CLOSE_FRAME = Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]); // masked (zero key), code 1000
 
-function clientFrame(opcode, payload) {
-  // One masked (zero key) client frame around `payload` (a Buffer): the payload goes out unchanged.
-  const n = payload.length;
+function frameBuffer(opcode, n) {
+  // A masked (zero key) client frame's buffer for an `n`-byte payload, its head written; returns [buffer, head].
   const head = n < 126 ? 6 : n < 65536 ? 8 : 14;
   const out = Buffer.allocUnsafe(head + n);
   out[0] = 0x80 | opcode;
@@ -225,27 +224,19 @@ function clientFrame(opcode, payload) {
     out.writeUInt32BE(0, 2);
     out.writeUInt32BE(n, 6);
   }
-  out.writeUInt32BE(0, head - 4); // the masking key: zero
+  out.writeUInt32BE(0, head - 4); // the masking key: zero, so the payload goes out unchanged
+  return [out, head];
+}
+
+function clientFrame(opcode, payload) {
+  const [out, head] = frameBuffer(opcode, payload.length);
   payload.copy(out, head);
   return out;
 }
 
 function textFrame(text) {
   // clientFrame for a string, without an intermediate Buffer
-  const n = Buffer.byteLength(text);
-  const head = n < 126 ? 6 : n < 65536 ? 8 : 14;
-  const out = Buffer.allocUnsafe(head + n);
-  out[0] = 0x81;
-  if (n < 126) out[1] = 0x80 | n;
-  else if (n < 65536) {
-    out[1] = 0x80 | 126;
-    out.writeUInt16BE(n, 2);
-  } else {
-    out[1] = 0x80 | 127;
-    out.writeUInt32BE(0, 2);
-    out.writeUInt32BE(n, 6);
-  }
-  out.writeUInt32BE(0, head - 4);
+  const [out, head] = frameBuffer(0x1, Buffer.byteLength(text));
   out.write(text, head);
   return out;
 }
