@@ -223,4 +223,4 @@ async def _compare(
         kept = ("peercall:seen", "peercall:ended:", "peercall:clock")
         assert [k for k in await broker.redis.keys("*") if not k.startswith(kept)] == []
     finally:
-        await broker.redis.aclose(close_connection_pool=True)
+        await broker.stop()  # closes its connections: redis-py's pool and the lean client's (broker/resp.py)

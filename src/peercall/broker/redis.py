@@ -534,7 +534,8 @@ class RedisBroker:
             )
         for task in self._tasks:
             task.cancel()
-        await asyncio.wait(self._tasks, timeout=2.0)  # each ends at once, or at its next turn (`_closing`)
+        if self._tasks:  # none if the broker was never started
+            await asyncio.wait(self._tasks, timeout=2.0)  # each ends at once, or at its next turn (`_closing`)
         if self._pipe is not None:
             self._pipe.close()
         with contextlib.suppress(Exception):
