@@ -75,6 +75,8 @@ export const MAX_RESULTS = 500;
  * @property {Dated[]} outgoing our requests waiting for theirs, newest first
  * @property {Dated[]} blocked
  * @property {string|null} callsFrom the user's ring setting, or null for the server's default
+ * @property {string|null} chosen the setting to show as chosen: the one the user just picked until the server
+ *   confirms or refuses it, else `callsFrom`
  * @property {string|null} defaultCallsFrom the server's default
  * @property {string|null} ringing the setting in force (the user's, or else the default; null: not known yet)
  * @property {DirectorySearch|null} search
@@ -135,6 +137,12 @@ export class Contacts extends EventTarget {
   /** @type {Dated[]} */ #outgoing = [];
   /** @type {Dated[]} */ #blocked = [];
   /** @type {string|null} */ #callsFrom = null;
+  /**
+   * The ring setting the user just picked, until the server's `contacts` frame holds it (or refuses it): the
+   * choice shows at once, and a redraw meanwhile does not flip it back.
+   * @type {string|null|undefined}
+   */
+  #picked = undefined;
   /** @type {string|null} */ #defaultCallsFrom = null;
   /** @type {"all"|"contacts"|null} */ #directory = null;
   #supported = false;
@@ -178,6 +186,7 @@ export class Contacts extends EventTarget {
       outgoing: this.#outgoing,
       blocked: this.#blocked,
       callsFrom: this.#callsFrom,
+      chosen: this.#picked === undefined ? this.#callsFrom : this.#picked,
       defaultCallsFrom: this.#defaultCallsFrom,
       ringing: this.#callsFrom ?? this.#defaultCallsFrom,
       search: this.#search,
@@ -202,6 +211,7 @@ export class Contacts extends EventTarget {
     this.#contacts = new Map();
     this.#incoming = this.#outgoing = this.#blocked = [];
     this.#callsFrom = null;
+    this.#picked = undefined;
     if (CALLS_FROM.has(msg.defaultCallsFrom)) this.#defaultCallsFrom = /** @type {string} */ (msg.defaultCallsFrom);
     this.#loaded = this.#supported;
     this.#welcomedAt = Date.now() / 1000;
@@ -237,6 +247,7 @@ export class Contacts extends EventTarget {
     this.#outgoing = datedList(msg.outgoing);
     this.#blocked = datedList(msg.blocked);
     this.#callsFrom = CALLS_FROM.has(msg.callsFrom) ? /** @type {string} */ (msg.callsFrom) : null;
+    if (this.#picked === this.#callsFrom) this.#picked = undefined;
     this.#defaultCallsFrom = CALLS_FROM.has(msg.defaultCallsFrom) ? /** @type {string} */ (msg.defaultCallsFrom) : null;
     if (msg.directory === DirectoryMode.ALL || msg.directory === DirectoryMode.CONTACTS)
       this.#directory = msg.directory;
@@ -291,6 +302,7 @@ export class Contacts extends EventTarget {
   serverError(msg) {
     const ours = CONTACT_FRAMES.includes(msg.ref) || msg.ref === MessageType.DIRECTORY;
     if (!ours) return false;
+    if (msg.ref === MessageType.SETTINGS) this.#picked = undefined; // refused: show what the server holds
     if (msg.ref === MessageType.DIRECTORY && this.#search) {
       this.#search = { ...this.#search, pending: false, next: null };
       this.#changed();
@@ -306,6 +318,7 @@ export class Contacts extends EventTarget {
     }
     this.#loaded = false;
     this.#search = null;
+    this.#picked = undefined;
     this.#changed();
   }
 
@@ -319,6 +332,7 @@ export class Contacts extends EventTarget {
     this.#contacts = new Map();
     this.#incoming = this.#outgoing = this.#blocked = [];
     this.#callsFrom = this.#defaultCallsFrom = null;
+    this.#picked = undefined;
     this.#loaded = false;
     this.#search = null;
     this.#changed();
@@ -392,7 +406,12 @@ export class Contacts extends EventTarget {
    */
   setCallsFrom(callsFrom) {
     if (callsFrom !== null && !CALLS_FROM.has(callsFrom)) return `Unknown ring setting “${callsFrom}”.`;
-    return this.#sent(settings(callsFrom));
+    const problem = this.#sent(settings(callsFrom));
+    if (!problem) {
+      this.#picked = callsFrom;
+      this.#changed();
+    }
+    return problem;
   }
 
   /**

@@ -310,7 +310,7 @@ export function render(view) {
   // Who may ring me
   el.ringSetting.disabled = !ready;
   el.ringSetting.dataset.ring = contacts.ringing ?? "";
-  const chosen = contacts.callsFrom ?? "default";
+  const chosen = contacts.chosen ?? "default";
   for (const input of /** @type {NodeListOf<HTMLInputElement>} */ (el.ringSetting.querySelectorAll("input"))) {
     input.checked = input.value === chosen;
   }
