@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import websockets
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, WebSocketRoute, expect
 
 from tests.conftest import SCALE, ServerProcess, run_server
 
@@ -332,6 +332,46 @@ async def test_do_not_disturb_never_rings_and_the_call_shows_as_silenced(open_pa
         await alice.click("#call")
         await expect(bob.locator("#incoming")).to_contain_text("alice")
         await bob.click("#reject")
+
+
+async def test_a_picked_ring_setting_stays_chosen_until_the_server_answers(open_page: OpenPage) -> None:
+    """bob picks "Nobody" while his `settings` frame is held on its way: the choice stays checked even when the page
+    redraws meanwhile (carol comes online), and "Do not disturb" shows only once the server has it."""
+    with contacts_server() as server:
+        bob = await open_page(server.http, "/?id=bob", "bob")
+        held: list[str] = []
+        upstream: list[WebSocketRoute] = []
+
+        def route(ws: WebSocketRoute) -> None:
+            server_side = ws.connect_to_server()
+            upstream.append(server_side)
+
+            def from_page(message: str | bytes) -> None:
+                if isinstance(message, str) and json.loads(message).get("type") == "settings":
+                    held.append(message)
+                else:
+                    server_side.send(message)
+
+            ws.on_message(from_page)
+
+        await bob.route_web_socket(re.compile(r"/ws"), route)
+        await connect(bob)
+        await expect(bob.locator("#contact-add")).to_be_enabled()
+        nobody = bob.get_by_role("radio", name="Nobody (do not disturb)")
+        await nobody.check()
+
+        async def how_many_held() -> int:
+            return len(held)
+
+        await wait_until(how_many_held, lambda n: n == 1, "the settings frame to be held")
+        await sign_in(open_page, server, "carol")
+        await expect(bob.locator('#online li[data-peer="carol"]')).to_have_count(1)  # bob's page has redrawn
+        await expect(nobody).to_be_checked()
+        await expect(bob.locator("#dnd-indicator")).to_be_hidden()  # not in force yet
+
+        upstream[-1].send(held.pop())
+        await expect(bob.locator("#dnd-indicator")).to_be_visible()
+        await expect(nobody).to_be_checked()
 
 
 async def test_more_online_than_welcome_lists_are_found_by_searching(open_page: OpenPage) -> None:
