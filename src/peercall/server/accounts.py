@@ -81,6 +81,7 @@ from ..store.base import (
     User,
 )
 from .guard import host_name
+from .jsonapi import Refusal, json_object, json_response, refused
 from .session import address_group
 
 log = logging.getLogger("peercall.accounts")
@@ -99,26 +100,6 @@ PASSKEY_FAILED = "this passkey did not sign you in: it is not one of an account 
 RP_NAME = "peercall"
 PASSKEY_TIMEOUT_MS = 120_000
 MAX_CREDENTIAL_JSON = 8 * 1024  # an attestation without certificates (attestation "none") is well under this
-
-
-class Refusal(Exception):
-    """A request this API refuses: the status, the code and the message of its error body."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers
-
-
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse(
-        {"error": {"code": code, "message": message}},
-        status_code=status,
-        headers={"cache-control": "no-store", **(headers or {})},
-    )
-
-
-def _json(body: dict[str, Any], status: int = 200) -> Response:
-    return JSONResponse(body, status_code=status, headers={"cache-control": "no-store"})
 
 
 def display_name(value: object) -> str:
@@ -309,20 +290,6 @@ class AccountsApi:
         if session is not None and not hmac.compare_digest(sent.encode(), self.verifier.csrf(session.id).encode()):
             raise Refusal(403, "csrf", "the X-Peercall-CSRF header is not this sign-in's 'csrf' value")
 
-    async def _body(self, request: Request) -> dict[str, Any]:
-        data = b""
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > MAX_BODY:
-                raise Refusal(413, "too-large", f"the body is larger than {MAX_BODY} bytes")
-        try:
-            body = json.loads(data or b"{}")
-        except ValueError:
-            raise Refusal(400, "bad-request", "the body must be a JSON object") from None
-        if not isinstance(body, dict):
-            raise Refusal(400, "bad-request", "the body must be a JSON object")
-        return body
-
     def _cookie(self, request: Request) -> str | None:
         return request.cookies.get(SECURE_COOKIE) or request.cookies.get(PLAIN_COOKIE)
 
@@ -342,7 +309,7 @@ class AccountsApi:
             if request.method not in ("GET", "HEAD"):
                 self._csrf(request, session)
         except Refusal as refusal:
-            return _error(refusal.status, refusal.code, refusal.message, refusal.headers)
+            return refused(refusal)
         return user.id
 
     async def _admin(self, request: Request) -> tuple[AccountSession, User]:
@@ -378,7 +345,7 @@ class AccountsApi:
         )
         dropped = await self.store.add_session(session)
         self._revoked(*dropped)
-        response = _json(self._session_json(session, user), status)
+        response = json_response(self._session_json(session, user), status)
         self._set_cookie(response, secret, secure, int(ttl))
         return response
 
@@ -423,13 +390,13 @@ class AccountsApi:
         except Refusal as refusal:
             body = {"error": {"code": refusal.code, "message": refusal.message}, "passkeys": True}
             return JSONResponse(body, status_code=refusal.status, headers={"cache-control": "no-store"})
-        return _json(self._session_json(session, user))
+        return json_response(self._session_json(session, user))
 
     async def post_session(self, request: Request) -> Response:
         """Password sign-in: `{"id", "password"}`."""
         self._csrf(request, None)
         self._secure(request)
-        body = await self._body(request)
+        body = await json_object(request, MAX_BODY)
         account, password = body.get("id"), body.get("password")
         if not isinstance(account, str) or not isinstance(password, str) or len(password) > 1024:
             raise Refusal(400, "bad-request", 'send {"id": "<user id>", "password": "<password>"}')
@@ -456,7 +423,7 @@ class AccountsApi:
         self._csrf(request, session)
         await self.store.revoke_session(session.id, now=self.clock())
         self._revoked(session.id)
-        response = _json({"signedOut": 1})
+        response = json_response({"signedOut": 1})
         self._clear_cookie(response)
         return response
 
@@ -466,7 +433,7 @@ class AccountsApi:
         self._csrf(request, session)
         ttl = self.settings.accounts_token_ttl
         token = self.verifier.mint(user.id, session.id, ttl, now=self.clock(), name=user.name)
-        response = _json({"token": token, "expiresIn": ttl, "id": user.id})
+        response = json_response({"token": token, "expiresIn": ttl, "id": user.id})
         cookie = self._cookie(request)
         assert cookie is not None
         # The sign-in was used now: its cookie lasts as long as it does again.
@@ -486,7 +453,7 @@ class AccountsApi:
             }
             for s in await self.store.sessions(user.id, now=self.clock())
         ]
-        return _json({"sessions": listed})
+        return json_response({"sessions": listed})
 
     async def delete_sessions(self, request: Request) -> Response:
         """Sign out everywhere: every sign-in of this user ends, this one too, and their sockets close."""
@@ -495,7 +462,7 @@ class AccountsApi:
         ended = await self.store.revoke_sessions(user.id, now=self.clock())
         self._revoked(*ended)
         await self._close_sockets(user.id)
-        response = _json({"signedOut": len(ended)})
+        response = json_response({"signedOut": len(ended)})
         self._clear_cookie(response)
         return response
 
@@ -506,7 +473,7 @@ class AccountsApi:
         if not await self.store.revoke_session(which, now=self.clock(), user_id=user.id):
             raise Refusal(404, "not-found", f"you have no sign-in {which[:32]!r}")
         self._revoked(which)
-        response = _json({"signedOut": 1})
+        response = json_response({"signedOut": 1})
         if which == current.id:
             self._clear_cookie(response)
         return response
@@ -516,7 +483,7 @@ class AccountsApi:
         `POST /api/signup/passkey/options`'s challenge) instead of `"password"`; signed in at once."""
         self._csrf(request, None)
         self._secure(request)
-        body = await self._body(request)
+        body = await json_object(request, MAX_BODY)
         invite, account = body.get("invite"), body.get("id")
         if not isinstance(invite, str) or not invite or len(invite) > 200:
             raise Refusal(400, "bad-request", "'invite' is the token after '#invite=' in the invite link")
@@ -557,7 +524,7 @@ class AccountsApi:
     async def post_invite(self, request: Request) -> Response:
         """An administrator makes an invite: `{"ttl": seconds, "admin": bool}` (both optional)."""
         _, user = await self._admin(request)
-        body = await self._body(request)
+        body = await json_object(request, MAX_BODY)
         ttl, admin = body.get("ttl", INVITE_TTL), body.get("admin", False)
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not MIN_INVITE_TTL <= ttl <= MAX_INVITE_TTL:
             raise Refusal(400, "bad-ttl", f"'ttl' is {MIN_INVITE_TTL:g} to {MAX_INVITE_TTL:g} seconds")
@@ -569,7 +536,7 @@ class AccountsApi:
         except AccountLimit as exc:
             raise Refusal(409, "too-many", str(exc)) from None
         base = self.settings.public_url or f"{request.url.scheme}://{request.headers.get('host', 'localhost')}"
-        return _json({"link": f"{base}/#invite={token}", "expires": now + ttl, "admin": admin}, 201)
+        return json_response({"link": f"{base}/#invite={token}", "expires": now + ttl, "admin": admin}, 201)
 
     async def get_users(self, request: Request) -> Response:
         await self._admin(request)
@@ -582,7 +549,7 @@ class AccountsApi:
         page = await self.store.users(limit=limit + 1, after=request.query_params.get("after"))
         more = len(page) > limit
         page = page[:limit]
-        return _json({"users": [_user_json(u) for u in page], "next": page[-1].id if more else None})
+        return json_response({"users": [_user_json(u) for u in page], "next": page[-1].id if more else None})
 
     async def post_user_state(self, request: Request) -> Response:
         """`POST /api/users/{id}/disable` or `/enable`."""
@@ -601,7 +568,7 @@ class AccountsApi:
         log.info("%s %sd %s", admin.id, action, target)
         user = await self.store.user(target)
         assert user is not None
-        return _json({"user": _user_json(user)})
+        return json_response({"user": _user_json(user)})
 
     async def delete_user_sessions(self, request: Request) -> Response:
         """An administrator ends every sign-in of a user (who may sign in again)."""
@@ -610,7 +577,7 @@ class AccountsApi:
         ended = await self.store.revoke_sessions(target, now=self.clock())
         self._revoked(*ended)
         await self._close_sockets(target)
-        return _json({"signedOut": len(ended)})
+        return json_response({"signedOut": len(ended)})
 
     # -- password -------------------------------------------------------------------------------------------
 
@@ -621,14 +588,14 @@ class AccountsApi:
         """Whether the signed-in user has a password: `{"password": {"created"} or null}`."""
         _, user = await self._signed_in(request)
         stored = await self._password(user.id)
-        return _json({"password": None if stored is None else {"created": stored.created}})
+        return json_response({"password": None if stored is None else {"created": stored.created}})
 
     async def post_password(self, request: Request) -> Response:
         """Add a password (an account that has only passkeys) or change it: `{"password": "<new>", "current":
         "<the password it has>"}` (`current` only when it has one; a wrong one counts as a failed sign-in)."""
         session, user = await self._signed_in(request)
         self._csrf(request, session)
-        body = await self._body(request)
+        body = await json_object(request, MAX_BODY)
         try:
             password = check_password(body.get("password"))
         except ValueError as exc:
@@ -653,7 +620,7 @@ class AccountsApi:
         except AccountLimit as exc:
             raise Refusal(409, "too-many", str(exc)) from None
         log.info("%s %s a password", user.id, "changed" if stored is not None else "added")
-        return _json({"password": {"created": now}}, 200 if stored is not None else 201)
+        return json_response({"password": {"created": now}}, 200 if stored is not None else 201)
 
     async def delete_password(self, request: Request) -> Response:
         """Remove the signed-in user's password (they keep signing in with a passkey)."""
@@ -666,7 +633,7 @@ class AccountsApi:
         if not deleted:
             raise Refusal(404, "not-found", "you have no password")
         log.info("%s removed their password", user.id)
-        return _json({"deleted": 1})
+        return json_response({"deleted": 1})
 
     # -- passkeys --------------------------------------------------------------------------------------------
 
@@ -695,7 +662,7 @@ class AccountsApi:
             ),
             exclude_credentials=[PublicKeyCredentialDescriptor(id=_unb64(key)) for key in exclude],
         )
-        return _json(json.loads(webauthn.options_to_json(options)))
+        return json_response(json.loads(webauthn.options_to_json(options)))
 
     def _challenge_of(self, credential: object) -> str:
         """The challenge an answer says it answers (from its clientDataJSON; checked again by the verification)."""
@@ -743,7 +710,7 @@ class AccountsApi:
         """Creation options for a sign-up with a passkey: `{"invite", "id", "name"}` (as `POST /api/signup`)."""
         self._csrf(request, None)
         self._secure(request)
-        body = await self._body(request)
+        body = await json_object(request, MAX_BODY)
         invite, account = body.get("invite"), body.get("id")
         if not isinstance(invite, str) or not invite or len(invite) > 200:
             raise Refusal(400, "bad-request", "'invite' is the token after '#invite=' in the invite link")
@@ -774,7 +741,7 @@ class AccountsApi:
         """Keep a new passkey of the signed-in user: `{"passkey": <attestation>, "name": "<a name for it>"}`."""
         session, user = await self._signed_in(request)
         self._csrf(request, session)
-        body = await self._body(request)
+        body = await json_object(request, MAX_BODY)
         label = body.get("name", "Passkey")
         if (
             not isinstance(label, str)
@@ -798,12 +765,12 @@ class AccountsApi:
         except ValueError:
             raise Refusal(409, "passkey-taken", "this passkey is registered already") from None
         log.info("%s added a passkey", user.id)
-        return _json({"passkey": _passkey_json(stored)}, 201)
+        return json_response({"passkey": _passkey_json(stored)}, 201)
 
     async def get_passkeys(self, request: Request) -> Response:
         _, user = await self._signed_in(request)
         listed = [_passkey_json(c) for c in await self.store.credentials(user.id) if c.kind == "passkey"]
-        return _json({"passkeys": listed})
+        return json_response({"passkeys": listed})
 
     async def delete_passkey(self, request: Request) -> Response:
         session, user = await self._signed_in(request)
@@ -816,7 +783,7 @@ class AccountsApi:
         if not deleted:
             raise Refusal(404, "not-found", f"you have no passkey {key[:32]!r}")
         log.info("%s deleted a passkey", user.id)
-        return _json({"deleted": 1})
+        return json_response({"deleted": 1})
 
     async def post_session_passkey_options(self, request: Request) -> Response:
         """Request options for a passkey sign-in: no user named (the passkey is discoverable)."""
@@ -830,13 +797,13 @@ class AccountsApi:
             timeout=PASSKEY_TIMEOUT_MS,
             user_verification=UserVerificationRequirement.PREFERRED,
         )
-        return _json(json.loads(webauthn.options_to_json(options)))
+        return json_response(json.loads(webauthn.options_to_json(options)))
 
     async def post_session_passkey(self, request: Request) -> Response:
         """Passkey sign-in: `{"passkey": <assertion>}`; the answer is that of password sign-in."""
         self._csrf(request, None)
         rp_id, origin = self._relying_party(request)
-        body = await self._body(request)
+        body = await json_object(request, MAX_BODY)
         credential = body.get("passkey")
         said = self._challenge_of(credential)
         address = self._throttled(request, None)
@@ -884,7 +851,7 @@ class AccountsApi:
                 try:
                     response: Response = await handler(request)
                 except Refusal as refusal:
-                    return _error(refusal.status, refusal.code, refusal.message, refusal.headers)
+                    return refused(refusal)
                 return response
 
             return endpoint

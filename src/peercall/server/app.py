@@ -36,6 +36,7 @@ from ..protocol.schema import schema
 from ..store import Store, open_history
 from .accounts import AccountsApi
 from .guard import WebGuard
+from .jsonapi import error_response
 from .metrics import CONTENT_TYPE, registry_for, render
 from .push import PushApi
 from .session import Sessions, is_signaling_path
@@ -139,7 +140,7 @@ def create_app(settings: Settings) -> PeercallApp:
         asked = request.query_params.get("id")
         if verifier is None:
             if not is_valid_id(asked):
-                return _error(400, "bad-id", "give ?id=<user id> (1-64 letters, digits, '_', '-', '.' or '@')")
+                return error_response(400, "bad-id", "give ?id=<user id> (1-64 letters, digits, '_', '-', '.' or '@')")
             return asked  # type: ignore[return-value]
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         try:
@@ -147,9 +148,9 @@ def create_app(settings: Settings) -> PeercallApp:
                 raise AuthError("send 'Authorization: Bearer <token>'")
             user = (await verifier.check(token.strip())).user
         except AuthError as exc:
-            return _error(401, "unauthorized", str(exc), {"www-authenticate": "Bearer"})
+            return error_response(401, "unauthorized", str(exc), {"www-authenticate": "Bearer"})
         if asked is not None and asked != user:
-            return _error(403, "forbidden", f"the token is for {user}, not {asked}")
+            return error_response(403, "forbidden", f"the token is for {user}, not {asked}")
         return user
 
     async def get_ice_servers(request: Request) -> Response:
@@ -214,14 +215,16 @@ def create_app(settings: Settings) -> PeercallApp:
         except ValueError:
             limit = 0
         if not 1 <= limit <= 200:
-            return _error(400, "bad-limit", "limit must be a whole number from 1 to 200")
+            return error_response(400, "bad-limit", "limit must be a whole number from 1 to 200")
         try:
             page, cursor = await history.calls_for(user, limit=limit, before=request.query_params.get("before"))
         except ValueError:
-            return _error(400, "bad-cursor", "'before' must be a cursor returned as 'next' by this endpoint")
+            return error_response(400, "bad-cursor", "'before' must be a cursor returned as 'next' by this endpoint")
         except Exception:
             log.exception("could not read the history of %s", user)
-            return _error(503, "history-unavailable", "the call history is unavailable right now; calls still work")
+            return error_response(
+                503, "history-unavailable", "the call history is unavailable right now; calls still work"
+            )
         return JSONResponse({"calls": [r.to_json(viewer=user) for r in page], "next": cursor})
 
     protocol_schema = schema()
@@ -232,13 +235,13 @@ def create_app(settings: Settings) -> PeercallApp:
     async def get_metrics(request: Request) -> Response:
         if not may_see_counts(request):
             if metrics_token is not None:
-                return _error(
+                return error_response(
                     401,
                     "unauthorized",
                     "send 'Authorization: Bearer <PEERCALL_METRICS_TOKEN>'",
                     {"www-authenticate": "Bearer"},
                 )
-            return _error(
+            return error_response(
                 403,
                 "forbidden",
                 "in private or token mode /metrics is served to this machine only; set "
@@ -348,10 +351,6 @@ def create_app(settings: Settings) -> PeercallApp:
     app.state.accounts = accounts
     app.state.push = push
     return PeercallApp(app, sessions)
-
-
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 def _vapid_subject(public_url: str | None) -> str:

@@ -14,11 +14,9 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -29,6 +27,7 @@ from ..hub.router import Hub
 from ..protocol.errors import SharedStateUnavailable
 from ..protocol.messages import is_valid_id
 from ..store.base import PushSubscription
+from .jsonapi import NO_STORE, Refusal, error_response, json_object, refused
 
 log = logging.getLogger("peercall.push")
 
@@ -37,34 +36,6 @@ MAX_ENDPOINT = 2048
 
 Who = Callable[[Request], Awaitable["str | Response"]]
 """Who is asking (a user id), or the error response to send."""
-
-
-class Refusal(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def _error(status: int, code: str, message: str) -> Response:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=_NO_STORE)
-
-
-_NO_STORE = {"cache-control": "no-store"}
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    data = b""
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > MAX_BODY:
-            raise Refusal(413, "too-large", f"the body is larger than {MAX_BODY} bytes")
-    try:
-        body = json.loads(data or b"{}")
-    except ValueError:
-        raise Refusal(400, "bad-request", "the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise Refusal(400, "bad-request", "the body must be a JSON object")
-    return body
 
 
 def _device(device: object) -> str:
@@ -110,16 +81,16 @@ class PushApi:
         user = await self.who(request)
         if isinstance(user, Response):
             return user
-        body = await _body(request)
+        body = await json_object(request, MAX_BODY)
         device = _device(body.get("device"))
         endpoint, p256dh, auth = self._subscription(push, body.get("subscription"))
         await push.subscribe(PushSubscription(user, device, endpoint, p256dh, auth, self.clock()))
         log.info("%s: push subscription kept for device %s", user, device)
-        return JSONResponse({"user": user, "device": device, "endpoint": endpoint}, status_code=201, headers=_NO_STORE)
+        return JSONResponse({"user": user, "device": device, "endpoint": endpoint}, status_code=201, headers=NO_STORE)
 
     async def post_replacement(self, request: Request) -> Response:
         push = self._on()
-        body = await _body(request)
+        body = await json_object(request, MAX_BODY)
         user, device, old = body.get("user"), _device(body.get("device")), body.get("old")
         if not isinstance(user, str) or not is_valid_id(user):
             raise Refusal(400, "bad-request", "'user' is the user the old subscription was kept for")
@@ -141,7 +112,7 @@ class PushApi:
         # It replaces the old one (the same user and device: store.base.PushSubscriptions).
         await push.subscribe(PushSubscription(user, device, endpoint, p256dh, auth, self.clock()))
         log.info("%s: push subscription of device %s replaced by the browser", user, device)
-        return JSONResponse({"user": user, "device": device, "endpoint": endpoint}, status_code=201, headers=_NO_STORE)
+        return JSONResponse({"user": user, "device": device, "endpoint": endpoint}, status_code=201, headers=NO_STORE)
 
     def _subscription(self, push: PushService, subscription: object) -> tuple[str, str, str]:
         """The endpoint and keys of a browser's PushSubscription JSON. Raises Refusal."""
@@ -166,19 +137,19 @@ class PushApi:
         user = await self.who(request)
         if isinstance(user, Response):
             return user
-        body = await _body(request)
+        body = await json_object(request, MAX_BODY)
         endpoint, device = body.get("endpoint"), body.get("device")
         if endpoint is not None and not isinstance(endpoint, str):
             raise Refusal(400, "bad-request", "'endpoint' is the subscription's endpoint URL")
         if device is not None and not isinstance(device, str):
             raise Refusal(400, "bad-request", "'device' is the device id the subscription was made with")
         deleted = await push.unsubscribe(user, endpoint=endpoint, device=device)
-        return JSONResponse({"deleted": deleted}, headers=_NO_STORE)
+        return JSONResponse({"deleted": deleted}, headers=NO_STORE)
 
     async def post_decline(self, request: Request) -> Response:
         push = self._on()
         call_id = request.path_params["call_id"]
-        body = await _body(request)
+        body = await json_object(request, MAX_BODY)
         try:
             callee = push.key.check_decline(body.get("decline"), call_id, self.clock())
         except ValueError as exc:
@@ -189,7 +160,7 @@ class PushApi:
             raise Refusal(503, "service-unavailable", "the server cannot reach its shared state; try again") from None
         if not declined:
             raise Refusal(409, "not-ringing", f"call {call_id} is not ringing any more (answered, or over)")
-        return Response(status_code=204, headers=_NO_STORE)
+        return Response(status_code=204, headers=NO_STORE)
 
     def routes(self) -> list[BaseRoute]:
         def wrap(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -197,10 +168,10 @@ class PushApi:
                 try:
                     return await handler(request)
                 except Refusal as refusal:
-                    return _error(refusal.status, refusal.code, refusal.message)
+                    return refused(refusal)
                 except Exception:
                     log.exception("%s %s failed", request.method, request.url.path)
-                    return _error(503, "push-unavailable", "the push subscriptions cannot be reached right now")
+                    return error_response(503, "push-unavailable", "the push subscriptions cannot be reached right now")
 
             return endpoint
 

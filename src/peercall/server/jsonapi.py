@@ -1,0 +1,52 @@
+"""What the JSON HTTP APIs (accounts, push, call history) share: the error body, refusals, reading a body.
+
+Every error is `{"error": {"code": "...", "message": "..."}}` (docs/protocol.md, "HTTP errors"), never cached."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+NO_STORE = {"cache-control": "no-store"}
+
+
+class Refusal(Exception):
+    """A request an API refuses: the status, the code and the message of its error body."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers={**NO_STORE, **(headers or {})}
+    )
+
+
+def refused(refusal: Refusal) -> Response:
+    return error_response(refusal.status, refusal.code, refusal.message, refusal.headers)
+
+
+def json_response(body: dict[str, Any], status: int = 200) -> Response:
+    return JSONResponse(body, status_code=status, headers=NO_STORE)
+
+
+async def json_object(request: Request, max_body: int) -> dict[str, Any]:
+    """The request's body, a JSON object (an empty body is `{}`). Reads at most `max_body` bytes: a larger body is
+    refused (413 too-large) as soon as it is, not read to its end; anything but an object is 400 bad-request."""
+    data = b""
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > max_body:
+            raise Refusal(413, "too-large", f"the body is larger than {max_body} bytes")
+    try:
+        body = json.loads(data or b"{}")
+    except ValueError:
+        raise Refusal(400, "bad-request", "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise Refusal(400, "bad-request", "the body must be a JSON object")
+    return body
