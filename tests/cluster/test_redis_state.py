@@ -225,7 +225,10 @@ async def test_a_connection_redis_no_longer_has_is_told_to_connect_again(
     alice, bob = FakeConnection(hub, "alice"), FakeConnection(hub, "bob")
     await hub.join(alice)
     await hub.join(bob)
-    redis_server.command("DEL", f"{PREFIX}u:alice", db=db)  # what a reap leaves: alice is gone from Redis
+    # What a reap leaves: alice is gone from Redis, and her key's version with it (`_APPLY`), so that a node that
+    # knew her as she was (`_known`) finds out at its compare and set.
+    redis_server.command("DEL", f"{PREFIX}u:alice", db=db)
+    redis_server.command("HDEL", f"{PREFIX}ver", f"{PREFIX}u:alice", db=db)
     await hub.handle(alice, json.dumps({"type": "call-request", "to": "bob"}))
     assert alice.closed is not None and alice.closed[0] == 1013, alice.closed
     assert "call-request" not in bob.types()
