@@ -317,3 +317,16 @@ async def test_a_state_frame_reaches_no_connection(
     before = list(alice.sent)
     await hub.deliver("", "v", '[["peercall:u:alice",["x","[\\"d\\",false]"],"100000"]]')
     assert alice.sent == before
+
+
+def test_an_answered_call_is_told_by_its_json() -> None:
+    """The JSON of a stored call says `_ANSWERED` when, and only when, it is answered (what a node that is told of
+    a change looks for before it decodes the call to learn a route)."""
+    from peercall.broker.redis import _ANSWERED, _encode
+    from peercall.core.switchboard import Call, CallState, Party
+    from peercall.protocol.messages import Envelope
+
+    call = Call("c1", Party("alice", "d1", "n0-1.1"), "bob", Envelope(type="call-request", to="bob"), 0.0, 45.0)
+    assert _ANSWERED not in _encode(call).decode()
+    call.state = CallState.ANSWERED
+    assert _ANSWERED in _encode(call).decode()

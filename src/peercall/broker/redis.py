@@ -312,6 +312,7 @@ class _Parties(msgspec.Struct):
 
 
 _decode_parties = msgspec.json.Decoder(_Parties).decode
+_ANSWERED = '"state":"answered"'  # in the JSON of an answered call (tests/cluster/test_redis_state.py checks it)
 _KNOWN_MAX = 50_000  # keys a node keeps as it last saw them (`_known`); the oldest are forgotten first
 
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -851,11 +852,13 @@ class RedisBroker:
                     self._keep(key, value, version, None if active is None else self._call(active))
                 elif not isinstance(value, str) or not key.startswith(self._call_at):
                     self._keep(key, None, "0", None)
+                elif self.cid_prefix in value and _ANSWERED in value:  # a call of ours answered: where the peer is
+                    call = _decode_call(value)
+                    if self._keep(key, value, version, (self._u(call.caller.user), self._u(call.callee_user))):
+                        self._route_answered(call)
                 else:
                     parties = _decode_parties(value)
-                    links = (self._u(parties.caller.user), self._u(parties.callee_user))
-                    if self._keep(key, value, version, links) and self.cid_prefix in value:
-                        self._route_answered(_decode_call(value))
+                    self._keep(key, value, version, (self._u(parties.caller.user), self._u(parties.callee_user)))
         except (nodeframe.BadNodeFrame, msgspec.MsgspecError, ValueError, IndexError) as exc:  # a newer node's?
             log.warning("node %s: dropped what another node said of its change: %s", self.address, exc)
 
