@@ -225,7 +225,108 @@ async def test_a_connection_redis_no_longer_has_is_told_to_connect_again(
     alice, bob = FakeConnection(hub, "alice"), FakeConnection(hub, "bob")
     await hub.join(alice)
     await hub.join(bob)
-    redis_server.command("DEL", f"{PREFIX}u:alice", db=db)  # what a reap leaves: alice is gone from Redis
+    # What a reap leaves: alice is gone from Redis, and her key's version with it (`_APPLY`), so that a node that
+    # knew her as she was (`_known`) finds out at its compare and set.
+    redis_server.command("DEL", f"{PREFIX}u:alice", db=db)
+    redis_server.command("HDEL", f"{PREFIX}ver", f"{PREFIX}u:alice", db=db)
     await hub.handle(alice, json.dumps({"type": "call-request", "to": "bob"}))
     assert alice.closed is not None and alice.closed[0] == 1013, alice.closed
     assert "call-request" not in bob.types()
+
+
+# ------------------------------------------------------------------------------------- what a node knows
+
+
+async def test_a_call_across_nodes_needs_no_read_after_the_call_request(
+    redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]]
+) -> None:
+    """The accept on the callee's node, the caller's first offer and the hangup run on what the call-request and
+    the accept left (told with their frames): one compare and set each, no read."""
+    _, make = hubs
+    first, second = await make(), await make()
+    alice, bob = FakeConnection(first, "alice"), FakeConnection(second, "bob")
+    await first.join(alice)
+    await second.join(bob)
+    await first.handle(alice, json.dumps({"type": "call-request", "to": "bob"}))
+    ringing = await bob.wait_for("call-request")
+    reads = first.broker.ops["read"], second.broker.ops["read"]
+    await second.handle(bob, json.dumps({"type": "call-accept", "to": "alice", "callId": ringing["callId"]}))
+    await alice.wait_for("call-accept")
+    offer = {"type": "offer", "to": "bob", "callId": ringing["callId"], "data": {"type": "offer", "sdp": "v=0"}}
+    await first.handle(alice, json.dumps(offer))
+    await bob.wait_for("offer")
+    await first.handle(alice, json.dumps({"type": "hangup", "to": "bob", "callId": ringing["callId"]}))
+    await bob.wait_for("call-ended")
+    assert (first.broker.ops["read"], second.broker.ops["read"]) == reads
+    assert first.broker.ops["retry"] == second.broker.ops["retry"] == 0
+
+
+async def test_a_node_that_knows_a_stale_state_reads_and_replays(
+    redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]]
+) -> None:
+    """What a node knows of a call went stale (another node changed it, and did not say): its accept fails its
+    compare and set and is replayed on the state read, with the same outcome as if it had read first."""
+    db, make = hubs
+    first, second = await make(), await make()
+    alice, bob = FakeConnection(first, "alice"), FakeConnection(second, "bob")
+    await first.join(alice)
+    await second.join(bob)
+    await first.handle(alice, json.dumps({"type": "call-request", "to": "bob"}))
+    ringing = await bob.wait_for("call-request")
+    # Another node's change that left the call as it was but moved its version (as any change it checked would).
+    redis_server.command("HSET", f"{PREFIX}ver", f"{PREFIX}call:{ringing['callId']}", "7", db=db)
+    await second.handle(bob, json.dumps({"type": "call-accept", "to": "alice", "callId": ringing["callId"]}))
+    await alice.wait_for("call-accept")
+    assert second.broker.ops["retry"] == 1
+    await first.handle(alice, json.dumps({"type": "hangup", "to": "bob", "callId": ringing["callId"]}))
+    await bob.wait_for("call-ended")
+
+
+async def test_a_refusal_on_what_a_node_knows_is_checked_on_what_redis_has(
+    redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a node knows says the frame breaks a rule (bob in no call), but it is stale (the node that rang him
+    did not say: a node of the previous version): the frame is checked again on the state read, and accepted."""
+    _, make = hubs
+    first, second = await make(), await make()
+    alice, bob = FakeConnection(first, "alice"), FakeConnection(second, "bob")
+    await first.join(alice)
+    await second.join(bob)
+    await second.handle(bob, json.dumps({"type": "call-request", "to": "alice"}))  # the second node knows both...
+    ringing = await alice.wait_for("call-request")
+    await second.handle(bob, json.dumps({"type": "hangup", "to": "alice", "callId": ringing["callId"]}))
+    await alice.wait_for("call-ended")  # ... in no call
+    monkeypatch.setattr(first.broker, "_tell", lambda *_: None)  # the first node tells nothing of its changes
+    await first.handle(alice, json.dumps({"type": "call-request", "to": "bob"}))
+    ringing = await bob.wait_for("call-request")
+    await second.handle(bob, json.dumps({"type": "call-accept", "to": "alice", "callId": ringing["callId"]}))
+    await alice.wait_for("call-accept")
+    assert second.broker.ops["retry"] == 1
+    assert "error" not in bob.types()
+
+
+async def test_a_state_frame_reaches_no_connection(
+    redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]]
+) -> None:
+    """What a node tells another of its change travels for no connection: a hub (as a node of the previous
+    version, which knows no STATE kind) hands it to nobody."""
+    _, make = hubs
+    hub = await make()
+    alice = FakeConnection(hub, "alice")
+    await hub.join(alice)
+    before = list(alice.sent)
+    await hub.deliver("", "v", '[["peercall:u:alice",["x","[\\"d\\",false]"],"100000"]]')
+    assert alice.sent == before
+
+
+def test_an_answered_call_is_told_by_its_json() -> None:
+    """The JSON of a stored call says `_ANSWERED` when, and only when, it is answered (what a node that is told of
+    a change looks for before it decodes the call to learn a route)."""
+    from peercall.broker.redis import _ANSWERED, _encode
+    from peercall.core.switchboard import Call, CallState, Party
+    from peercall.protocol.messages import Envelope
+
+    call = Call("c1", Party("alice", "d1", "n0-1.1"), "bob", Envelope(type="call-request", to="bob"), 0.0, 45.0)
+    assert _ANSWERED not in _encode(call).decode()
+    call.state = CallState.ANSWERED
+    assert _ANSWERED in _encode(call).decode()

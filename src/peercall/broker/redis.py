@@ -42,6 +42,18 @@ exactly one. The effects of a change are performed only after it was applied, by
 (WATCH/MULTI would do the same with a connection held across more round trips: measured, 1.0 ms against 0.7 ms a
 change.)
 
+What a node knows: the read is skipped when the node already knows the slice. A node keeps (`_known`, at most
+_KNOWN_MAX keys) each user's and call's value and version as it last saw them: read, written by its own changes
+(`_APPLY` returns the version it gave), or told by the node that changed them. After each change, the node sends
+what the change left in every key it checked (a STATE node frame, hub/nodeframe.py) to the nodes its frames go to,
+ahead of those frames: the call-request to the callee's node, the accept to the caller's, the hangup to the
+peer's. So the change that answers them (accept, hangup, the caller's first `offer`, whose route it carries) runs
+the switchboard on what is known and sends one compare-and-set script with the versions known, and no read. If
+another node moved first (or a node of an older version, which tells nothing), the versions do not match, nothing
+is written, and the event is replayed on the state read, as before; a frame that what is known would refuse
+(`ProtocolError`) is checked on the state read too. Correctness rests on the compare and set alone: what a node
+knows only saves the read when it is still true.
+
 Connections: the scripts of every event, the frames for other nodes and the subscription go through a lean client
 (broker/resp.py: hiredis, the commands of one turn of the event loop in one write, EVALSHA), on two connections per
 node: one that every command is pipelined on, one subscribed. redis-py, through a pool, does the rest (timers,
@@ -101,7 +113,7 @@ from ..core.switchboard import (
 from ..hub import nodeframe
 from ..hub.broker import BrokerEvents
 from ..protocol.codes import CloseCode
-from ..protocol.errors import SharedStateUnavailable
+from ..protocol.errors import ProtocolError, SharedStateUnavailable
 from ..protocol.messages import CALL_CHANGED, PEER_FRAMES, Envelope
 from . import resp
 
@@ -165,9 +177,9 @@ return out
 _READ = _READ.replace("<CALLER_USER>", ".".join(("call", *CALLER_USER)))
 _READ = _READ.replace("<CALLEE_USER>", ".".join(("call", *CALLEE_USER)))
 # Compare and set: if every key read still has the version it was read at, run the commands (each as its argument
-# count, then its arguments) and give every key read a new version, or none if the key is gone; else change
-# nothing. KEYS[1]: the versions hash; KEYS[2]: the counter new versions come from; ARGV[1]: how many (key,
-# version) pairs follow.
+# count, then its arguments) and give every key read a new version, or none if the key is gone, and return that
+# version; else change nothing and return 0. KEYS[1]: the versions hash; KEYS[2]: the counter new versions come
+# from; ARGV[1]: how many (key, version) pairs follow.
 #
 # A version lives as long as its key (Redis holds what is live, not every id ever read): a user's goes with the
 # last of their devices and their call, a call's with the call. A key that is gone reads as version "0", and "0"
@@ -195,7 +207,7 @@ for i = 2, 2 * n, 2 do
     redis.call('HDEL', KEYS[1], ARGV[i])
   end
 end
-return 1
+return version
 """
 # What a `welcome` lists, read with the slice (the same script: `_READ` with this in place of its `return out`),
 # which returns {out, lists}. ARGV[5]: what it lists; ARGV[6]: the newcomer; ARGV[7]: WELCOME_ONLINE_MAX;
@@ -287,6 +299,22 @@ return redis.call('GET', ARGV[1] .. id)
 _encode = msgspec.json.encode
 _decode_call = msgspec.json.Decoder(Call).decode
 
+
+class _User(msgspec.Struct):
+    user: str
+
+
+class _Parties(msgspec.Struct):
+    """Who takes part in a stored call: the fields the Lua reader follows (CALLER_USER, CALLEE_USER)."""
+
+    caller: _User
+    callee_user: str
+
+
+_decode_parties = msgspec.json.Decoder(_Parties).decode
+_ANSWERED = '"state":"answered"'  # in the JSON of an answered call (tests/cluster/test_redis_state.py checks it)
+_KNOWN_MAX = 50_000  # keys a node keeps as it last saw them (`_known`); the oldest are forgotten first
+
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 """Redis cannot be reached. Every other `RedisError` (OOM, READONLY after a failover, a script refused) is handled
 the same way wherever an event runs: the event fails as `SharedStateUnavailable` with nothing written, and what
@@ -298,6 +326,7 @@ class _Commands:
 
     def __init__(self) -> None:
         self.args: list[str | int | float] = []
+        self.calls: dict[str, str] = {}  # call key -> the JSON it is set to (what `_left` tells other nodes)
 
     def _add(self, *command: str | int | float) -> None:
         self.args += [len(command), *command]
@@ -337,12 +366,14 @@ class _Loaded:
     """What a transaction read: the state before, to write back only what changed."""
 
     devices: dict[str, dict[str, tuple[str, bool]]] = field(default_factory=dict)  # user -> cid -> device
+    stored: dict[str, dict[str, str]] = field(default_factory=dict)  # user -> cid -> the device as stored (JSON)
     active: dict[str, str | None] = field(default_factory=dict)  # user -> call id
     calls: dict[str, tuple[str, str]] = field(default_factory=dict)  # call id -> (caller, callee)
     missing: set[str] = field(default_factory=set)  # calls asked for that are gone (a stale `due` entry)
     ringing: set[str] = field(default_factory=set)  # calls that were ringing
     versions: dict[str, str] = field(default_factory=dict)  # key -> its version when read
     welcome: WelcomeLists | None = None  # what a welcome lists, read with the slice when one is sent
+    recalled: bool = False  # the slice is what this node knew of it (`_known`), not read from Redis
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,6 +466,11 @@ class RedisBroker:
         # caller's node instead of 1). Bounded by our connections: dropped at their disconnect.
         self._forgot: dict[str, int] = {}
         self._local: dict[str, tuple[str, str | None]] = {}  # cid -> (user, device asked for), to re-register
+        # What this node last saw of keys of users and calls, from its own changes and from what other nodes told
+        # it (STATE frames): key -> (value as `_READ` returns it, version, the keys it leads to). See "What a node
+        # knows" in the module doc. Bounded by _KNOWN_MAX; a key that is gone is dropped.
+        self._known: dict[str, tuple[Any, str, Any]] = {}
+        self._u_at, self._call_at = f"{prefix}u:", f"{prefix}call:"
         self._pending_leaves: dict[str, str] = {}  # cid -> user, disconnects Redis has not heard of yet
         self._outbox: collections.deque[tuple[str, str]] = collections.deque()
         self._outbox_ready = asyncio.Event()
@@ -578,12 +614,22 @@ class RedisBroker:
     ) -> list[Effect]:
         """Run `run` on the slice of state of `users` and `call_ids` (and of the calls and users they lead to),
         atomically: replayed if another node changed that slice before we wrote. ProtocolError passes through
-        (nothing written)."""
+        (nothing written).
+
+        The first attempt runs on what this node knows of the slice (`_known`), if it knows all of it, without
+        reading Redis; the change is then applied only if that is still the state (the same compare and set), and
+        a ProtocolError on it is not trusted either: both are replayed on the state read."""
         self._inflight += 1
         try:
             for attempt in range(_TRIES):
-                sb, before = await self._load(set(users), set(call_ids), welcome)
-                effects = run(sb, before.welcome)
+                sb, before = await self._load(set(users), set(call_ids), welcome, recall=attempt == 0)
+                try:
+                    effects = run(sb, before.welcome)
+                except ProtocolError:
+                    if not before.recalled:
+                        raise
+                    self.ops["retry"] += 1
+                    continue
                 commands = _Commands()
                 self._write(commands, sb, before)
                 for call_id in sb.calls.keys() - before.calls.keys():  # a new call: its key must not exist yet
@@ -594,6 +640,7 @@ class RedisBroker:
                     _APPLY, 2, f"{self.p}ver", f"{self.p}clock", len(before.versions), *checks, *commands.args
                 )
                 if applied:
+                    self._tell(effects, self._left(sb, before, commands, str(applied)))
                     effects = await self._ring_late(effects, before)
                     self.ops["transaction"] += 1
                     self.healthy = True
@@ -655,40 +702,174 @@ class RedisBroker:
             log.warning("Redis unreachable: %s: %s", type(exc).__name__, exc)
         self.healthy = False
 
-    async def _load(self, users: set[str], call_ids: set[str], welcome: _Welcome | None) -> tuple[Switchboard, _Loaded]:
+    async def _load(
+        self, users: set[str], call_ids: set[str], welcome: _Welcome | None, *, recall: bool = False
+    ) -> tuple[Switchboard, _Loaded]:
+        """The slice of `users` and `call_ids`, and what it leads to: read from Redis (`_READ`), or, with `recall`
+        and no welcome, what this node knows of it if it knows all of it (`before.recalled`)."""
         sb, before = self._slice(), _Loaded()
         user_keys, call_keys = [self._u(u) for u in sorted(users)], [self._call(c) for c in sorted(call_ids)]
-        keys = user_keys + call_keys
-        args = [len(user_keys), f"{self.p}ver", self.p, _ACTIVE]
-        if welcome is None or self.private:  # private: a welcome lists nobody
-            read = await self._eval(_READ, len(keys), *keys, *args)
+        read = self._recall(user_keys, call_keys) if recall and welcome is None else None
+        if read is not None:
+            before.recalled = True
         else:
-            read, lists = await self._eval(_READ_WELCOME, len(keys), *keys, *args, *_welcome_args(welcome))
-        self.ops["read"] += 1
-        users_at, calls_at = len(self.p) + 2, len(self.p) + 5  # where the id starts in "{p}u:{id}", "{p}call:{id}"
+            keys = user_keys + call_keys
+            args = [len(user_keys), f"{self.p}ver", self.p, _ACTIVE]
+            if welcome is None or self.private:  # private: a welcome lists nobody
+                read = await self._eval(_READ, len(keys), *keys, *args)
+            else:
+                read, lists = await self._eval(_READ_WELCOME, len(keys), *keys, *args, *_welcome_args(welcome))
+            self.ops["read"] += 1
+        keep = None if before.recalled else self._keep
+        users_at, calls_at = len(self._u_at), len(self._call_at)  # where the id starts in "{p}u:{id}", "{p}call:{id}"
         for key, value, version in read:
             before.versions[key] = version
-            if key.startswith("u:", users_at - 2):
+            if key.startswith(self._u_at):
                 user = key[users_at:]
                 fields = dict(zip(value[::2], value[1::2], strict=True))
                 active = fields.pop(_ACTIVE, None)
                 devices = {cid: tuple(msgspec.json.decode(v)) for cid, v in fields.items()}
-                before.devices[user], before.active[user] = devices, active
+                before.devices[user], before.active[user], before.stored[user] = devices, active, fields
                 sb.load([Device(cid, user, d, named) for cid, (d, named) in devices.items()])
+                if keep is not None:
+                    keep(key, value, version, None if active is None else self._call(active))
             elif value is None:
                 before.missing.add(key[calls_at:])
+                if keep is not None:
+                    keep(key, None, version, None)
             else:
                 call = _decode_call(value)
                 sb.add_call(call)
                 before.calls[call.id] = (call.caller.user, call.callee_user)
                 if call.state is CallState.RINGING:
                     before.ringing.add(call.id)
+                if keep is not None:
+                    keep(key, value, version, (self._u(call.caller.user), self._u(call.callee_user)))
         for user, active in before.active.items():
             if active is not None and active in sb.calls:
                 sb.active[user] = active
         if welcome is not None and not self.private:
             before.welcome = _welcome_lists(welcome, lists)
         return sb, before
+
+    # ------------------------------------------------------------------------- what a node knows
+
+    def _keep(self, key: str, value: Any, version: str, links: Any) -> bool:
+        """Remember that `key` held `value` at `version` (`links`: the keys it leads to, as `_READ` follows them),
+        unless a later version of it is known; a key that is gone (no value) is forgotten. Returns whether it was
+        kept."""
+        known = self._known
+        if not value:
+            known.pop(key, None)
+            return False
+        old = known.pop(key, None)
+        if old is not None and int(old[1]) > int(version):
+            known[key] = old
+            return False
+        known[key] = (value, version, links)
+        if len(known) > _KNOWN_MAX:
+            del known[next(iter(known))]  # the one changed longest ago
+        return True
+
+    def _recall(self, users: list[str], calls: list[str]) -> list[tuple[str, Any, str]] | None:
+        """What `_READ` would return for these keys, from what this node knows (`_known`); None if it does not
+        know every key the read would reach."""
+        known, out, seen = self._known, [], set()
+        while users or calls:
+            next_users: list[str] = []
+            next_calls: list[str] = []
+            for key in users:
+                if key not in seen:
+                    seen.add(key)
+                    hit = known.get(key)
+                    if hit is None:
+                        return None
+                    out.append((key, hit[0], hit[1]))
+                    if hit[2] is not None:
+                        next_calls.append(hit[2])
+            for key in calls:
+                if key not in seen:
+                    seen.add(key)
+                    hit = known.get(key)
+                    if hit is None:
+                        return None
+                    out.append((key, hit[0], hit[1]))
+                    next_users += hit[2]
+            users, calls = next_users, next_calls
+        return out
+
+    def _left(self, sb: Switchboard, before: _Loaded, commands: _Commands, version: str) -> list[nodeframe.StateEntry]:
+        """What a change applied at `version` left in every key it checked (as `_READ` reads it), remembered."""
+        left: list[nodeframe.StateEntry] = []
+        users_at = len(self._u_at)
+        for key in before.versions:
+            if key.startswith(self._u_at):
+                user = key[users_at:]
+                stored = before.stored.get(user, {})
+                fields: list[str] = []
+                for cid, device in sb.users.get(user, {}).items():
+                    fields += (cid, stored.get(cid) or _encode([device.device, device.named]).decode())
+                active = sb.active.get(user)
+                if active is not None:
+                    fields += (_ACTIVE, active)
+                self._keep(key, fields, version, None if active is None else self._call(active))
+                left.append((key, fields, version) if fields else (key, None, "0"))
+            else:
+                value = commands.calls.get(key)
+                call = sb.calls.get(key[len(self._call_at) :])
+                if value is not None and call is not None:
+                    self._keep(key, value, version, (self._u(call.caller.user), self._u(call.callee_user)))
+                    left.append((key, value, version))
+                else:
+                    self._keep(key, None, "0", None)
+                    left.append((key, None, "0"))
+        return left
+
+    def _tell(self, effects: list[Effect], left: list[nodeframe.StateEntry]) -> None:
+        """Send what a change `left` to the nodes its effects go to (a STATE frame, ahead of their frames), so that
+        the change they answer needs no read."""
+        ours = self.cid_prefix
+        addresses = {
+            self.address_of(e.cid) for e in effects if isinstance(e, (Send, Forward)) and not e.cid.startswith(ours)
+        }
+        if not addresses:
+            return
+        if any(value is not None and len(value) > nodeframe.MAX_STATE_FIELDS for _, value, _ in left):
+            return  # a user with thousands of devices: the other node reads
+        text = nodeframe.encode_state(left)
+        for address in addresses:
+            self._outbox.append((self._to(address), nodeframe.encode("", nodeframe.STATE, text)))
+        self._outbox_ready.set()
+
+    def _learn(self, text: str) -> None:
+        """What another node's change left (a STATE frame): remember it; and where the peer of a connection of ours
+        is, if that change answered its call (so that its first `offer` or `answer` needs no read). Never raises:
+        what cannot be read is dropped."""
+        try:
+            for key, value, version in nodeframe.decode_state(text):
+                if isinstance(value, list) and key.startswith(self._u_at):
+                    fields = value[::2]
+                    active = value[fields.index(_ACTIVE) * 2 + 1] if _ACTIVE in fields else None
+                    self._keep(key, value, version, None if active is None else self._call(active))
+                elif not isinstance(value, str) or not key.startswith(self._call_at):
+                    self._keep(key, None, "0", None)
+                elif self.cid_prefix in value and _ANSWERED in value:  # a call of ours answered: where the peer is
+                    call = _decode_call(value)
+                    if self._keep(key, value, version, (self._u(call.caller.user), self._u(call.callee_user))):
+                        self._route_answered(call)
+                else:
+                    parties = _decode_parties(value)
+                    self._keep(key, value, version, (self._u(parties.caller.user), self._u(parties.callee_user)))
+        except (nodeframe.BadNodeFrame, msgspec.MsgspecError, ValueError, IndexError) as exc:  # a newer node's?
+            log.warning("node %s: dropped what another node said of its change: %s", self.address, exc)
+
+    def _route_answered(self, call: Call) -> None:
+        """Remember the routes of our connections in `call` if it is answered with both parties there."""
+        if call.state is not CallState.ANSWERED or call.callee is None:
+            return
+        for me, other in ((call.caller, call.callee), (call.callee, call.caller)):
+            if me.cid is not None and other.cid is not None and me.cid in self._local:
+                self._routes[me.cid] = _Route(call.id, other.user, other.cid)
 
     def _write(self, pipe: _Commands, sb: Switchboard, before: _Loaded) -> None:
         p = self.p
@@ -735,7 +916,9 @@ class RedisBroker:
                 call = dataclasses.replace(call, request=msgspec.structs.replace(call.request, data=UNSET))
             elif call_id in before.ringing and call.state is not CallState.RINGING:
                 pipe.delete(self._calldata(call_id))  # answered: no device will ring for it any more
-            pipe.set(self._call(call_id), _encode(call))
+            key, value = self._call(call_id), _encode(call).decode()
+            pipe.set(key, value)
+            pipe.calls[key] = value
             deadline = call.deadline()
             if deadline is None:
                 pipe.zrem(f"{p}due", call_id)
@@ -1021,6 +1204,9 @@ class RedisBroker:
                         continue
                     for data in nodeframe.unpack(message):
                         cid, kind, text = nodeframe.decode(data)
+                        if kind == nodeframe.STATE:
+                            self._learn(text)
+                            continue
                         if kind == nodeframe.SEND_CALL_CHANGED:
                             self.forget_route(cid)
                         await events.deliver(cid, kind, text)
@@ -1045,6 +1231,9 @@ class RedisBroker:
                         continue
                     for data in nodeframe.unpack(message["data"]):
                         cid, kind, text = nodeframe.decode(data)
+                        if kind == nodeframe.STATE:
+                            self._learn(text)
+                            continue
                         if kind == nodeframe.SEND_CALL_CHANGED:
                             self.forget_route(cid)
                         await events.deliver(cid, kind, text)

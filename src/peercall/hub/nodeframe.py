@@ -5,7 +5,12 @@ A node frame is `<kind><connection id>\\n<text>`:
 - `s` (SEND): send `text` to the connection;
 - `e` (SEND_CALL_CHANGED): the same, and the receiving node forgets where the connection's peer is (`text` is one
   of `messages.CALL_CHANGED`: the call changed);
-- `c` (CLOSE): close the connection; `text` is `"<close code> <reason>"`.
+- `c` (CLOSE): close the connection; `text` is `"<close code> <reason>"`;
+- `v` (STATE), for no connection (its id is empty): what a change of call state made by the sending node left in
+  Redis, for the receiving node to apply its next change to without reading it first (broker/redis.py, "What a
+  node knows"): the JSON array of `[key, value, version]` of each key that change checked (`encode_state`). It
+  goes before the frames of that change, to the node of each connection they are for. A node of the previous
+  version finds no connection with an empty id and drops it.
 
 Several node frames travel in one Pub/Sub message, each as `<length>:<frame>` (`pack`, `unpack`). What goes to
 every node is one of:
@@ -37,6 +42,7 @@ from ..protocol.messages import CALL_CHANGED
 SEND: Final = "s"
 SEND_CALL_CHANGED: Final = "e"
 CLOSE: Final = "c"
+STATE: Final = "v"
 
 
 def kind_of(message_type: str) -> str:
@@ -193,3 +199,37 @@ def decode_everyone(text: str) -> Presence | list[str] | tuple[str, int, str]:
         except msgspec.DecodeError as exc:
             raise BadNodeFrame(f"not a circle change: {exc}") from None
     return decode_presence(text)
+
+
+MAX_STATE_KEYS: Final = 64
+"""Keys one STATE frame may name (one change touches a few users and calls)."""
+MAX_STATE_FIELDS: Final = 4096
+"""Fields of a user's hash one STATE frame may hold (its devices' connections, twice, and its call)."""
+
+StateEntry = tuple[str, str | list[str] | None, str]
+"""A key as a change left it: (key, value, version). The value is what the broker's Lua reader returns for it: a
+user's hash as its flat list of fields and values, a call's JSON, or None for a key that is gone (version "0")."""
+
+_state_decoder = msgspec.json.Decoder(
+    Annotated[
+        list[tuple[str, Annotated[list[str], msgspec.Meta(max_length=MAX_STATE_FIELDS)] | str | None, str]],
+        msgspec.Meta(max_length=MAX_STATE_KEYS),
+    ]
+)
+
+
+def encode_state(entries: list[StateEntry]) -> str:
+    """The text of a STATE frame."""
+    return msgspec.json.encode(entries).decode()
+
+
+def decode_state(text: str) -> list[StateEntry]:
+    """The entries of a STATE frame's text.
+
+    Raises:
+        BadNodeFrame: it is not one.
+    """
+    try:
+        return _state_decoder.decode(text)
+    except msgspec.DecodeError as exc:
+        raise BadNodeFrame(f"not a state: {exc}") from None
