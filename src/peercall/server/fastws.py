@@ -68,6 +68,12 @@ class _PicowsLog(logging.LoggerAdapter):  # type: ignore[type-arg]
             level = logging.INFO
         super().log(level, msg, *args, **kwargs)
 
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        """picows logs two lines at INFO for every socket (accepted, disconnected), which its logger's level
+        (WARNING) drops: asked first, so that they cost one look-up and not three calls."""
+        if self.logger.isEnabledFor(logging.INFO):
+            super().log(logging.INFO, msg, *args, **kwargs)
+
 
 _PICOWS_LOG = _PicowsLog(logging.getLogger("peercall.ws.picows"), None)
 logging.getLogger("peercall.ws.picows").setLevel(logging.WARNING)  # not one line per accepted socket
@@ -265,6 +271,76 @@ class _WSProtocol(WSProtocol):  # type: ignore[misc]  # WSProtocol is untyped (n
         self._skip = pos - n
         return n
 
+
+class _Socket:
+    """The socket as picows's `connection_made` sees it: its descriptor, and options that cost no syscall.
+
+    picows sets TCP_NODELAY (which uvloop, like asyncio, has set on every TCP socket already) and TCP_QUICKACK (a
+    hint that Linux drops again after a few segments; Node's server, PeerJS's, does not set it), then reads four
+    options for a log line that is off. Through uvloop's socket object each of those six calls built a
+    `socket.socket` and made a syscall: ~7% of a connect's CPU (docs/benchmarks.md, "Scale and endurance")."""
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def setsockopt(self, *args: Any) -> None:
+        return None
+
+    def getsockopt(self, *args: Any) -> int:
+        return 0
+
+
+class _Transport:
+    """The socket's transport as picows holds it (`WSTransport.underlying_transport`): uvloop's own, whose `write`
+    and `get_write_buffer_size` it is given as they are (picows and `FastConnection` call them on every frame),
+    while the rest go through here. Only `get_extra_info` differs, and only while picows's `connection_made`
+    runs: it is answered a `_Socket`, and no addresses (they go to that log line only)."""
+
+    __slots__ = ("_socket", "get_write_buffer_size", "transport", "write")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.write = transport.write
+        self.get_write_buffer_size = transport.get_write_buffer_size
+        self._socket: _Socket | None = _Socket(transport.get_extra_info("socket").fileno())
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if self._socket is not None and name in _EARLY:
+            return self._socket if name == "socket" else default
+        return self.transport.get_extra_info(name, default)
+
+    def taken(self) -> None:
+        """picows has taken the socket: from now on every question goes to the transport."""
+        self._socket = None
+
+    def writelines(self, data: Any) -> None:
+        self.transport.writelines(data)
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def abort(self) -> None:
+        self.transport.abort()
+
+    def pause_reading(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.transport.resume_reading()
+
+    def __getattr__(self, name: str) -> Any:  # anything else a transport has (not used on any path today)
+        return getattr(self.transport, name)
+
+
+_EARLY = frozenset(("socket", "peername", "sockname"))
 
 _HEADERS = [bytes((0x81, n)) for n in range(126)]
 
@@ -1029,7 +1105,9 @@ def to_picows(picows: PicowsTransport, transport: asyncio.Transport, scope: Mapp
     # uvloop picks its read callbacks (plain or buffered protocol) when reading starts: its set_protocol()
     # restarts reading for that.
     transport.set_protocol(protocol)
-    protocol.connection_made(transport)
+    handed = _Transport(transport)
+    protocol.connection_made(handed)
+    handed.taken()
     _feed(protocol, request + tail)
 
 
