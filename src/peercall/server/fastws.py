@@ -371,8 +371,11 @@ class PicowsTransport:
         self.pinger = Pinger(self.live, settings.ping_interval, settings.ping_timeout)
         self._trusted = _trusted_proxies(settings.forwarded_allow_ips)
 
-    def upgrade(self, scope: Mapping[str, Any]) -> FastConnection | WSUpgradeResponseWithListener:
-        """The listener of an upgrade to `/ws`, or the HTTP refusal to send (picows writes either)."""
+    def upgrade(
+        self, scope: Mapping[str, Any], version: bytes | None
+    ) -> FastConnection | WSUpgradeResponseWithListener:
+        """The listener of an upgrade to `/ws`, or the HTTP refusal to send (picows writes either). `version`: the
+        request's Sec-WebSocket-Version (None: it has none, or more than one)."""
         peer = _peer(scope)
         headers = scope.get("headers", [])
         if self._trusted is not None and scope.get("client") and scope["client"][0] in self._trusted:
@@ -382,8 +385,7 @@ class PicowsTransport:
                 host, port = self._trusted.get_trusted_client_address(", ".join(forwarded))
                 if host:
                     peer = f"{host}:{port}"
-        version = [v for k, v in headers if k == b"sec-websocket-version"]
-        if version != [b"13"]:  # RFC 6455 4.4 (picows would also take the drafts' 7 and 8)
+        if version != b"13":  # RFC 6455 4.4 (picows would also take the drafts' 7 and 8)
             response = refusal(Refused(426, 1002, "bad-version", "only WebSocket version 13 is supported"))
             response.response.headers["Sec-WebSocket-Version"] = "13"
             return response
@@ -1064,6 +1066,9 @@ class _Upgrade(WSUpgradeResponse):
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: "
 
 
+_PICOWS_CHECKS = frozenset((b"upgrade", b"sec-websocket-version", b"sec-websocket-key"))
+
+
 def to_picows(picows: PicowsTransport, transport: asyncio.Transport, scope: Mapping[str, Any], tail: bytes) -> None:
     """Admit an upgrade to `/ws` through the session layer and hand its socket to picows's protocol, which writes
     the refusal or the 101 (or has it written with the first frames: `_Upgrade`) and reads the frames; `tail` is
@@ -1073,12 +1078,18 @@ def to_picows(picows: PicowsTransport, transport: asyncio.Transport, scope: Mapp
     # its `upgrade` token; picows wants no other ("keep-alive").
     head = [scope["method"].encode(), b" /ws HTTP/1.1\r\nConnection: Upgrade\r\n"]
     wanted = {b"upgrade", b"sec-websocket-version", b"sec-websocket-key"}
+    version: bytes | None = None
+    versions = 0
     for name, value in scope["headers"]:
-        if name in wanted:
-            wanted.discard(name)
-            head += [name, b": ", value, b"\r\n"]
+        if name in _PICOWS_CHECKS:
+            if name == b"sec-websocket-version":
+                versions += 1
+                version = value if versions == 1 else None
+            if name in wanted:
+                wanted.discard(name)
+                head += [name, b": ", value, b"\r\n"]
     head.append(b"\r\n")
-    answer: FastConnection | WSUpgradeResponseWithListener = picows.upgrade(scope)
+    answer: FastConnection | WSUpgradeResponseWithListener = picows.upgrade(scope, version)
     if not tail and isinstance(answer, FastConnection):
         answer = WSUpgradeResponseWithListener(_Upgrade(answer), answer)
     settings = picows.sessions.settings

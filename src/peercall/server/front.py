@@ -39,21 +39,24 @@ class Heads:
     makes a libuv timer for each, and closes it again when the head comes). The timeout is the same for every
     socket, so the order they came in is the order they are due: the timer is set for the first of them."""
 
-    __slots__ = ("_due", "_handle", "timeout")
+    __slots__ = ("_due", "_handle", "_loop", "timeout")
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._due: dict[FrontProtocol, float] = {}
         self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the timer's, while it is set
 
     def __len__(self) -> int:
         return len(self._due)
 
     def add(self, protocol: FrontProtocol) -> None:
-        loop = asyncio.get_running_loop()
-        self._due[protocol] = loop.time() + self.timeout
-        if self._handle is None:
+        # Python 3.11's get_running_loop() makes a getpid() syscall: asked only when the timer is to be set
+        loop = self._loop if self._handle is not None else None
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
             self._handle = loop.call_later(self.timeout, self._expire)
+        self._due[protocol] = loop.time() + self.timeout
 
     def discard(self, protocol: FrontProtocol) -> None:
         self._due.pop(protocol, None)
@@ -61,7 +64,8 @@ class Heads:
     def _expire(self) -> None:
         self._handle = None
         due = self._due
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None
         now = loop.time()
         while due:
             protocol, when = next(iter(due.items()))
