@@ -179,6 +179,8 @@ class FrontProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._complete = True
+        if len(self._data) <= HEAD_LIMIT:  # all that was read is within the limit, so is the head
+            return
         # what the head took, to within its spaces, as `PeercallHttpProtocol` counts it
         size = len(self._url) + sum(len(name) + len(value) + 4 for name, value in self._headers) + 16
         if size > HEAD_LIMIT:
