@@ -186,13 +186,14 @@ class Pinger:
         self._handle = None
         now = time.monotonic()
         interval, timeout = self.interval, self.timeout
+        payload = os.urandom(4)  # one per sweep, not a getrandom(2) per ping: only a pong that echoes it counts
         for conn in list(self.live):
             if conn.active:  # something arrived since the last sweep
                 conn.active = False
                 conn.quiet_since, conn.pinged_at = now, None
             elif conn.pinged_at is None:
                 if now - conn.quiet_since >= interval:
-                    conn.ping()
+                    conn.ping(payload)
                     conn.pinged_at = now
             elif now - conn.pinged_at >= timeout:
                 conn.lost(timeout)
@@ -558,9 +559,10 @@ class FastConnection(WSListener):
         else:
             self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT - CLOSE_GRACE, tr.disconnect)
 
-    def ping(self) -> None:
+    def ping(self, payload: bytes) -> None:
+        """Send a ping whose pong is to echo `payload` (4 bytes)."""
         if self.open:
-            self.ping_payload = payload = os.urandom(4)
+            self.ping_payload = payload
             self._send_control(b"\x89\x04" + payload)
 
     def lost(self, timeout: float) -> None:
