@@ -586,6 +586,9 @@ class FastConnection(WSListener):
         for handshake in (transport.request, transport.response):  # kept by picows for the socket's life; unused
             if handshake is not None:
                 handshake.headers = None  # type: ignore[assignment]
+        request = transport.request
+        if request is not None:  # and its request line, parsed into three bytes objects (~0.1 KB a socket)
+            request.method = request.path = request.version = None  # type: ignore[assignment]
         self._write = transport.underlying_transport.write
         head = self._handshake
         if head is not None:  # the 101 goes first, in the same write as the welcome (`_Upgrade`)
@@ -1056,7 +1059,7 @@ class _Upgrade(WSUpgradeResponse):
     def __init__(self, conn: FastConnection) -> None:
         self.conn = conn
         self.version = b"HTTP/1.1"
-        self.status = HTTPStatus.SWITCHING_PROTOCOLS
+        self.status = _SWITCHING_PROTOCOLS
         self.headers = {"Connection": "upgrade", "Upgrade": "websocket"}  # type: ignore[assignment]
         self.body = None
 
@@ -1067,6 +1070,7 @@ class _Upgrade(WSUpgradeResponse):
         return bytearray()
 
 
+_SWITCHING_PROTOCOLS = HTTPStatus.SWITCHING_PROTOCOLS  # read once: an enum member costs ~0.2 µs on Python 3.11
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: "
 
 

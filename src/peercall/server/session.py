@@ -561,9 +561,14 @@ class Session:
         self.joined = True
         if sessions.expiries is not None:
             sessions.expiries.watch(self)
-        log.info(
-            "%s connected from %s (%s, %d connections)", user, self.peer, self.device or self.cid, len(sessions.hub) + 1
-        )
+        if log.isEnabledFor(logging.INFO):  # the count is worked out only for a line that is logged
+            log.info(
+                "%s connected from %s (%s, %d connections)",
+                user,
+                self.peer,
+                self.device or self.cid,
+                len(sessions.hub) + 1,
+            )
         return None
 
     def inbound(self, text: str | None) -> ProtocolError | Close | None:
