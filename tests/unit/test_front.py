@@ -9,7 +9,7 @@ from typing import Any
 
 from uvicorn.middleware.proxy_headers import _TrustedHosts
 
-from peercall.server.front import FrontProtocol
+from peercall.server.front import FrontProtocol, Heads
 from peercall.server.gate import HEAD_LIMIT, Gate
 from peercall.server.session import LogBudget
 
@@ -50,8 +50,10 @@ class FakeHttp:
         self.data += data
 
 
-def front(gate: Gate) -> tuple[FrontProtocol, FakeTransport, SimpleNamespace]:
-    cls: Any = type("Front", (FrontProtocol,), {"__slots__": (), "picows": None, "gate": gate, "http": FakeHttp})
+def front(gate: Gate, heads: Heads | None = None) -> tuple[FrontProtocol, FakeTransport, SimpleNamespace]:
+    heads = heads if heads is not None else Heads(gate.head_timeout)
+    shared = {"__slots__": (), "picows": None, "gate": gate, "heads": heads, "http": FakeHttp}
+    cls: Any = type("Front", (FrontProtocol,), shared)
     state = SimpleNamespace(connections=set())
     protocol = cls(None, state, {})
     transport = FakeTransport()
@@ -59,8 +61,8 @@ def front(gate: Gate) -> tuple[FrontProtocol, FakeTransport, SimpleNamespace]:
     return protocol, transport, state
 
 
-def gate(per_address: int = 10) -> Gate:
-    return Gate(per_address, 100.0, 10.0, _TrustedHosts(""), LogBudget())
+def gate(per_address: int = 10, head_timeout: float = 10.0) -> Gate:
+    return Gate(per_address, 100.0, head_timeout, _TrustedHosts(""), LogBudget())
 
 
 async def test_a_request_that_is_not_ws_goes_to_uvicorns_protocol_with_every_byte_and_the_gate_count() -> None:
@@ -107,3 +109,24 @@ async def test_a_refused_connection_gets_the_gates_answer_and_a_silent_one_408()
     assert transport.written.startswith(b"HTTP/1.1 408") and transport.closed
     protocol.connection_lost(None)
     await asyncio.sleep(0)
+
+
+async def test_the_sockets_still_without_a_head_are_timed_out_in_turn_by_one_timer() -> None:
+    g = gate(head_timeout=0.05)
+    heads = Heads(g.head_timeout)
+    first, first_transport, _ = front(g, heads)
+    await asyncio.sleep(0.03)
+    answered, answered_transport, _ = front(g, heads)
+    second, second_transport, _ = front(g, heads)
+    assert len(heads) == 3
+    answered.data_received(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")  # its head came: no longer timed
+    assert len(heads) == 2
+    await asyncio.sleep(0.035)  # the first is due, the second not yet
+    assert first_transport.written.startswith(b"HTTP/1.1 408") and first_transport.closed
+    assert not second_transport.closed and len(heads) == 1
+    await asyncio.sleep(0.03)
+    assert second_transport.written.startswith(b"HTTP/1.1 408") and second_transport.closed
+    assert not answered_transport.closed and len(heads) == 0
+    for protocol in (first, second):
+        protocol.connection_lost(None)
+    assert "10.0.0.1" in g.open and g.open["10.0.0.1"] == 1  # the one handed over stays counted

@@ -18,6 +18,7 @@ from peercall.core.limits import KeyedBuckets
 from peercall.protocol.codes import CloseCode, ErrorCode
 from peercall.protocol.errors import ProtocolError
 from peercall.server.session import (
+    HOSTS_KEPT,
     Close,
     Handshake,
     LogBudget,
@@ -97,6 +98,8 @@ def opened(sessions: Sessions, hs: Handshake | None = None) -> Session:
     [
         ("/ws", True),
         ("/ws?id=a", True),
+        ("/ws?", True),
+        ("/ws?id=a/../x", True),
         ("/%77s", True),
         ("/%77%73?id=a", True),
         ("//ws", True),
@@ -165,6 +168,20 @@ def test_a_bad_handshake_is_refused_and_counted(settings: dict, hs: Handshake, s
     assert (info.value.status, info.value.code) == (status, code)
     assert json.loads(info.value.body())["error"]["code"] == code
     assert hub.stats.dropped == {code: 1}
+
+
+def test_the_verdict_on_a_host_is_remembered_and_the_memory_is_bounded() -> None:
+    sessions, _ = make(allowed_hosts=["chat.example"])
+    for _ in range(2):  # the second time from what it remembers: the same answer
+        assert sessions.admit(handshake(Host="chat.example")).user == "alice"
+        with pytest.raises(Refused) as info:
+            sessions.admit(handshake(Host="evil.test"))
+        assert info.value.code == "bad-host"
+    for n in range(3 * HOSTS_KEPT):
+        with pytest.raises(Refused):
+            sessions.admit(handshake(Host=f"evil{n}.test"))
+    assert len(sessions._hosts) <= HOSTS_KEPT
+    assert sessions.admit(handshake(Host="chat.example")).user == "alice"
 
 
 def test_origins_and_draining() -> None:

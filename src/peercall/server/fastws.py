@@ -33,7 +33,7 @@ import collections
 import logging
 import os
 import time
-from collections.abc import Coroutine, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -68,6 +68,12 @@ class _PicowsLog(logging.LoggerAdapter):  # type: ignore[type-arg]
             level = logging.INFO
         super().log(level, msg, *args, **kwargs)
 
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        """picows logs two lines at INFO for every socket (accepted, disconnected), which its logger's level
+        (WARNING) drops: asked first, so that they cost one look-up and not three calls."""
+        if self.logger.isEnabledFor(logging.INFO):
+            super().log(logging.INFO, msg, *args, **kwargs)
+
 
 _PICOWS_LOG = _PicowsLog(logging.getLogger("peercall.ws.picows"), None)
 logging.getLogger("peercall.ws.picows").setLevel(logging.WARNING)  # not one line per accepted socket
@@ -77,6 +83,7 @@ _CLOSE, _PING, _PONG = WSMsgType.CLOSE, WSMsgType.PING, WSMsgType.PONG
 _CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
 """The close codes below 3000 that a client may send (RFC 6455 7.4.1, and IANA's 1012-1014)."""
 _RESERVED_BITS = "reserved bits set; no extension was negotiated"
+_INTERNAL_ERROR: int = CloseCode.INTERNAL_ERROR  # read once: an enum's member costs ~0.2 µs on Python 3.11
 _READ_BUFFER = 2048  # picows's initial read buffer per socket (it grows for larger frames); its minimum
 _tasks: set[asyncio.Future[None]] = set()
 
@@ -179,13 +186,14 @@ class Pinger:
         self._handle = None
         now = time.monotonic()
         interval, timeout = self.interval, self.timeout
+        payload = os.urandom(4)  # one per sweep, not a getrandom(2) per ping: only a pong that echoes it counts
         for conn in list(self.live):
             if conn.active:  # something arrived since the last sweep
                 conn.active = False
                 conn.quiet_since, conn.pinged_at = now, None
             elif conn.pinged_at is None:
                 if now - conn.quiet_since >= interval:
-                    conn.ping()
+                    conn.ping(payload)
                     conn.pinged_at = now
             elif now - conn.pinged_at >= timeout:
                 conn.lost(timeout)
@@ -266,6 +274,69 @@ class _WSProtocol(WSProtocol):  # type: ignore[misc]  # WSProtocol is untyped (n
         return n
 
 
+class _Socket:
+    """The socket as picows's `connection_made` sees it: its descriptor, and options that cost no syscall.
+
+    picows sets TCP_NODELAY (which uvloop, like asyncio, has set on every TCP socket already) and TCP_QUICKACK (a
+    hint that Linux drops again after a few segments; Node's server, PeerJS's, does not set it), then reads four
+    options for a log line that is off. Through uvloop's socket object each of those six calls built a
+    `socket.socket` and made a syscall: ~7% of a connect's CPU (docs/benchmarks.md, "Scale and endurance")."""
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def setsockopt(self, *args: Any) -> None:
+        return None
+
+    def getsockopt(self, *args: Any) -> int:
+        return 0
+
+
+class _Transport:
+    """The socket's transport as picows holds it (`WSTransport.underlying_transport`): uvloop's own, whose `write`
+    and `get_write_buffer_size` it is given as they are (picows and `FastConnection` call them on every frame),
+    while the rest go through here. Only `get_extra_info` differs, and only while picows's `connection_made`
+    runs: it is answered a `_Socket`, and no addresses (they go to that log line only)."""
+
+    __slots__ = ("get_extra_info", "get_write_buffer_size", "transport", "write")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.write = transport.write
+        self.get_write_buffer_size = transport.get_write_buffer_size
+        # until `taken()`: a dict's own `get` (picows asks five times, and a Python method costs a call each)
+        early = {"socket": _Socket(transport.get_extra_info("socket").fileno())}
+        early["ssl_object"] = transport.get_extra_info("ssl_object")
+        self.get_extra_info: Callable[..., Any] = early.get
+
+    def taken(self) -> None:
+        """picows has taken the socket: from now on every question goes to the transport."""
+        self.get_extra_info = self.transport.get_extra_info
+
+    def writelines(self, data: Any) -> None:
+        self.transport.writelines(data)
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def abort(self) -> None:
+        self.transport.abort()
+
+    def pause_reading(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.transport.resume_reading()
+
+
 _HEADERS = [bytes((0x81, n)) for n in range(126)]
 
 
@@ -290,13 +361,24 @@ class PicowsTransport:
     def __init__(self, sessions: Sessions) -> None:
         settings = sessions.settings
         self.sessions = sessions
+        self.hard_limit = sessions.hard_limit
+        # What picows's auto-ping would use (it is off): read once, as a pydantic model's fields cost ~3x a plain
+        # attribute, and an enum member ~as much again on Python 3.11
+        self.auto_ping = (
+            settings.ping_interval,
+            min(settings.ping_timeout, settings.ping_interval),
+            WSAutoPingStrategy.PING_WHEN_IDLE,
+        )
         self.live: set[FastConnection] = set()
         self.outbox = Outbox()
         self.pinger = Pinger(self.live, settings.ping_interval, settings.ping_timeout)
         self._trusted = _trusted_proxies(settings.forwarded_allow_ips)
 
-    def upgrade(self, scope: Mapping[str, Any]) -> FastConnection | WSUpgradeResponseWithListener:
-        """The listener of an upgrade to `/ws`, or the HTTP refusal to send (picows writes either)."""
+    def upgrade(
+        self, scope: Mapping[str, Any], version: bytes | None
+    ) -> FastConnection | WSUpgradeResponseWithListener:
+        """The listener of an upgrade to `/ws`, or the HTTP refusal to send (picows writes either). `version`: the
+        request's Sec-WebSocket-Version (None: it has none, or more than one)."""
         peer = _peer(scope)
         headers = scope.get("headers", [])
         if self._trusted is not None and scope.get("client") and scope["client"][0] in self._trusted:
@@ -306,8 +388,7 @@ class PicowsTransport:
                 host, port = self._trusted.get_trusted_client_address(", ".join(forwarded))
                 if host:
                     peer = f"{host}:{port}"
-        version = [v for k, v in headers if k == b"sec-websocket-version"]
-        if version != [b"13"]:  # RFC 6455 4.4 (picows would also take the drafts' 7 and 8)
+        if version != b"13":  # RFC 6455 4.4 (picows would also take the drafts' 7 and 8)
             response = refusal(Refused(426, 1002, "bad-version", "only WebSocket version 13 is supported"))
             response.response.headers["Sec-WebSocket-Version"] = "13"
             return response
@@ -373,7 +454,7 @@ class FastConnection(WSListener):
         self._deaf = False  # closed for flooding: what it sends is no longer read
         self._paused = False  # not read while its token is checked (its identity provider's keys being fetched)
         self._timer: asyncio.TimerHandle | None = None
-        self._code: int = CloseCode.INTERNAL_ERROR
+        self._code = _INTERNAL_ERROR
         self.open = False
         self.errors = 0
         self.active = False  # a frame came since the Pinger last looked
@@ -478,9 +559,10 @@ class FastConnection(WSListener):
         else:
             self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT - CLOSE_GRACE, tr.disconnect)
 
-    def ping(self) -> None:
+    def ping(self, payload: bytes) -> None:
+        """Send a ping whose pong is to echo `payload` (4 bytes)."""
         if self.open:
-            self.ping_payload = payload = os.urandom(4)
+            self.ping_payload = payload
             self._send_control(b"\x89\x04" + payload)
 
     def lost(self, timeout: float) -> None:
@@ -504,6 +586,9 @@ class FastConnection(WSListener):
         for handshake in (transport.request, transport.response):  # kept by picows for the socket's life; unused
             if handshake is not None:
                 handshake.headers = None  # type: ignore[assignment]
+        request = transport.request
+        if request is not None:  # and its request line, parsed into three bytes objects (~0.1 KB a socket)
+            request.method = request.path = request.version = None  # type: ignore[assignment]
         self._write = transport.underlying_transport.write
         head = self._handshake
         if head is not None:  # the 101 goes first, in the same write as the welcome (`_Upgrade`)
@@ -974,7 +1059,7 @@ class _Upgrade(WSUpgradeResponse):
     def __init__(self, conn: FastConnection) -> None:
         self.conn = conn
         self.version = b"HTTP/1.1"
-        self.status = HTTPStatus.SWITCHING_PROTOCOLS
+        self.status = _SWITCHING_PROTOCOLS
         self.headers = {"Connection": "upgrade", "Upgrade": "websocket"}  # type: ignore[assignment]
         self.body = None
 
@@ -985,7 +1070,11 @@ class _Upgrade(WSUpgradeResponse):
         return bytearray()
 
 
+_SWITCHING_PROTOCOLS = HTTPStatus.SWITCHING_PROTOCOLS  # read once: an enum member costs ~0.2 µs on Python 3.11
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: "
+
+
+_PICOWS_CHECKS = frozenset((b"upgrade", b"sec-websocket-version", b"sec-websocket-key"))
 
 
 def to_picows(picows: PicowsTransport, transport: asyncio.Transport, scope: Mapping[str, Any], tail: bytes) -> None:
@@ -997,15 +1086,20 @@ def to_picows(picows: PicowsTransport, transport: asyncio.Transport, scope: Mapp
     # its `upgrade` token; picows wants no other ("keep-alive").
     head = [scope["method"].encode(), b" /ws HTTP/1.1\r\nConnection: Upgrade\r\n"]
     wanted = {b"upgrade", b"sec-websocket-version", b"sec-websocket-key"}
+    version: bytes | None = None
+    versions = 0
     for name, value in scope["headers"]:
-        if name in wanted:
-            wanted.discard(name)
-            head += [name, b": ", value, b"\r\n"]
+        if name in _PICOWS_CHECKS:
+            if name == b"sec-websocket-version":
+                versions += 1
+                version = value if versions == 1 else None
+            if name in wanted:
+                wanted.discard(name)
+                head += [name, b": ", value, b"\r\n"]
     head.append(b"\r\n")
-    answer: FastConnection | WSUpgradeResponseWithListener = picows.upgrade(scope)
+    answer: FastConnection | WSUpgradeResponseWithListener = picows.upgrade(scope, version)
     if not tail and isinstance(answer, FastConnection):
         answer = WSUpgradeResponseWithListener(_Upgrade(answer), answer)
-    settings = picows.sessions.settings
     protocol = _WSProtocol(
         None,
         None,
@@ -1014,12 +1108,10 @@ def to_picows(picows: PicowsTransport, transport: asyncio.Transport, scope: Mapp
         _PICOWS_LOG,
         True,  # disconnect on an exception in our callbacks (they catch their own; this is the last resort)
         None,  # no handshake timeout: the whole request head was read already
-        False,  # no auto-ping task per socket: the transport's Pinger pings them all
-        settings.ping_interval,
-        min(settings.ping_timeout, settings.ping_interval),
-        WSAutoPingStrategy.PING_WHEN_IDLE,
+        False,  # no auto-ping task per socket: the transport's Pinger pings them all (so the next three are unused)
+        *picows.auto_ping,
         False,  # FastConnection answers pings: picows would write each pong at once, unbounded and uncounted
-        picows.sessions.hard_limit,  # a larger frame closes the socket with 1009
+        picows.hard_limit,  # a larger frame closes the socket with 1009
         None,
         _READ_BUFFER,
     )
@@ -1029,7 +1121,9 @@ def to_picows(picows: PicowsTransport, transport: asyncio.Transport, scope: Mapp
     # uvloop picks its read callbacks (plain or buffered protocol) when reading starts: its set_protocol()
     # restarts reading for that.
     transport.set_protocol(protocol)
-    protocol.connection_made(transport)
+    handed = _Transport(transport)
+    protocol.connection_made(handed)
+    handed.taken()
     _feed(protocol, request + tail)
 
 

@@ -62,6 +62,8 @@ TOKEN_EXPIRED = "the token expired; renew it with an auth frame"
 """The reason of the close (4401) of a connection whose token expired without renewal (PEERCALL_AUTH_EXPIRY=enforce)."""
 LOG_LINES_PER_MINUTE = 20
 """Lines about one address's misbehaviour (protocol errors, refusals, floods) logged a minute, as many at once."""
+HOSTS_KEPT = 64
+"""Host headers whose verdict (allowed or not) a node remembers; past that it starts again."""
 TABLE_SIZE = 10_000
 """Addresses that a per-address table (log budget, connection rate) remembers: the least recently seen go first."""
 
@@ -90,7 +92,12 @@ def is_signaling_path(target: bytes | str) -> bool:
     `target` is the raw request target (a query, if any, is ignored; an absolute-form `http://host/ws` is reduced
     to its path), before any percent-decoding: `normalise_path` does that, once.
     """
-    text = target.decode("latin-1") if isinstance(target, bytes) else target
+    if isinstance(target, bytes):
+        if target == b"/ws" or target.startswith(b"/ws?"):  # as clients write it: nothing to decode or resolve
+            return True
+        text = target.decode("latin-1")
+    else:
+        text = target
     path = text.partition("?")[0].partition("#")[0]
     if not path.startswith("/"):
         path = urlsplit(path).path
@@ -158,23 +165,24 @@ class TransportConnection(Protocol):
     async def close(self, code: int, reason: str) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
 class Handshake:
-    """What a transport read from an upgrade request to `/ws`."""
+    """What a transport read from an upgrade request to `/ws`: `query_string`, `headers` (names in lower case)
+    and `peer`, the client's `host:port` (behind a trusted proxy, the address it forwarded) or `?`.
 
-    query_string: bytes
-    headers: Sequence[tuple[bytes, bytes]]
-    peer: str
-    """The client's `host:port` (behind a trusted proxy, the address it forwarded), or `?`."""
+    A plain class, not a frozen dataclass: that one's `__init__` cost ~1 µs of every connect."""
+
+    __slots__ = ("address", "headers", "peer", "query_string")
+
+    def __init__(self, query_string: bytes, headers: Sequence[tuple[bytes, bytes]], peer: str) -> None:
+        self.query_string = query_string
+        self.headers = headers
+        self.peer = peer
+        self.address = address_group(peer.rsplit(":", 1)[0])
+        """What the per-address limits count: `ip`, or its /64 for IPv6 (`address_group`)."""
 
     @property
     def ip(self) -> str:
         return self.peer.rsplit(":", 1)[0]
-
-    @property
-    def address(self) -> str:
-        """What the per-address limits count: `ip`, or its /64 for IPv6 (`address_group`)."""
-        return address_group(self.ip)
 
 
 class Refused(Exception):
@@ -217,6 +225,10 @@ class Sessions:
             settings.service_token.get_secret_value().encode() if settings.service_token is not None else None
         )
         self.per_user: Counter[str] = Counter()
+        # read on every connect, so read once here: a pydantic model's field costs ~3x a plain attribute
+        self.max_per_ip = settings.max_connections_per_ip
+        self.max_per_user = settings.max_connections_per_user
+        self.rate = (settings.rate_limit, settings.rate_burst)
         self.live: set[Session] = set()
         """Sessions whose transport is open, joined or not yet (waiting for their auth frame)."""
         self.too_large = ProtocolError(ErrorCode.TOO_LARGE, f"frame is larger than the limit of {self.max_size} bytes")
@@ -225,6 +237,7 @@ class Sessions:
         if self.verifier is not None and settings.effective_auth_expiry == "enforce":
             self.expiries = ExpiryWatch(self._expired, self.live)
         self._closing: set[asyncio.Future[None]] = set()
+        self._hosts: dict[str | None, bool] = {}  # Host header -> whether it is allowed (`_host_allowed`)
 
     def admit(self, handshake: Handshake) -> Session:
         """Check a handshake: the session to open, or `Refused` (logged and counted).
@@ -238,7 +251,7 @@ class Sessions:
                 log.info("refused a connection from %s: %s", handshake.peer, refused.message)
             self.dropped(refused.code)
             raise
-        session = Session(self, user, wanted, device, handshake.peer)
+        session = Session(self, user, wanted, device, handshake.peer, handshake.address)
         session.expires_at = identity.expires_at if identity is not None else None
         session.name = identity.name if identity is not None else None
         session.deferred = deferred
@@ -316,7 +329,7 @@ class Sessions:
             n.decode("latin-1"): v.decode("latin-1") for k, v in handshake.headers if (n := k.lower()) in _CHECKED
         }
         host = headers.get("host")
-        if not host_allowed(self.settings, host):  # DNS rebinding: a page on another name, re-pointed here
+        if not self._host_allowed(host):  # DNS rebinding: a page on another name, re-pointed here
             assert host is not None
             raise Refused(BAD_HOST_STATUS, 1008, "bad-host", bad_host_message(host))
         origin = headers.get("origin")
@@ -328,7 +341,7 @@ class Sessions:
         if "device" in query and not messages.is_valid_id(device):
             raise Refused(400, 1008, "bad-device", _ID_RULE.format(what="device"))
         address = handshake.address
-        if self.per_ip[address] >= self.settings.max_connections_per_ip:
+        if self.per_ip[address] >= self.max_per_ip:
             raise Refused(
                 429,
                 CloseCode.TOO_MANY_CONNECTIONS,
@@ -364,6 +377,16 @@ class Sessions:
         if client_id is not None and client_id != user:
             raise Refused(401, CloseCode.UNAUTHORIZED, "unauthorized", f"the token is for {user}, not {client_id}")
         return user, client_id, device, identity, None
+
+    def _host_allowed(self, host: str | None) -> bool:
+        """`host_allowed`, remembered for the last HOSTS_KEPT Host headers: clients name this server in one or two
+        ways, and working it out again cost ~1 µs of every connect."""
+        allowed = self._hosts.get(host)
+        if allowed is None:
+            if len(self._hosts) >= HOSTS_KEPT:
+                self._hosts.clear()
+            allowed = self._hosts[host] = host_allowed(self.settings, host)
+        return allowed
 
     def _is_service(self, authorization: str | None) -> bool:
         """Open mode: whether the Authorization header carries this server's service token (PEERCALL_SERVICE_TOKEN;
@@ -410,13 +433,21 @@ class Session:
         "wanted",
     )
 
-    def __init__(self, sessions: Sessions, user: str | None, wanted: str | None, device: str | None, peer: str) -> None:
+    def __init__(
+        self,
+        sessions: Sessions,
+        user: str | None,
+        wanted: str | None,
+        device: str | None,
+        peer: str,
+        address: str | None = None,
+    ) -> None:
         self._sessions = sessions
         self.user = user
         self.wanted = wanted
         self.device = device
         self.peer = peer
-        self.address = address_group(peer.rsplit(":", 1)[0])
+        self.address = address if address is not None else address_group(peer.rsplit(":", 1)[0])
         """What the per-address limits count this connection as (`address_group`)."""
         self.cid = sessions.hub.new_cid()
         self.conn: TransportConnection | None = None
@@ -467,9 +498,8 @@ class Session:
         sessions = self._sessions
         self.conn = conn
         self._started = now = time.monotonic()
-        settings = sessions.settings
         # From the first frame on, joined or not: a ping or a fragment before the auth frame costs a token too.
-        self._bucket = TokenBucket(settings.rate_limit, settings.rate_burst, now)
+        self._bucket = TokenBucket(*sessions.rate, now)
         sessions.per_ip[self.address] += 1
         sessions.live.add(self)
 
@@ -520,7 +550,7 @@ class Session:
         assert user is not None and self.conn is not None
         self.conn.id = user
         count = sessions.per_user[user]
-        if count >= sessions.settings.max_connections_per_user:
+        if count >= sessions.max_per_user:
             message = f"{user} already has {count} connections open"
             if sessions.log_budget.allows(self.address):
                 log.info("refused %s from %s: %s", user, self.peer, message)
@@ -531,9 +561,14 @@ class Session:
         self.joined = True
         if sessions.expiries is not None:
             sessions.expiries.watch(self)
-        log.info(
-            "%s connected from %s (%s, %d connections)", user, self.peer, self.device or self.cid, len(sessions.hub) + 1
-        )
+        if log.isEnabledFor(logging.INFO):  # the count is worked out only for a line that is logged
+            log.info(
+                "%s connected from %s (%s, %d connections)",
+                user,
+                self.peer,
+                self.device or self.cid,
+                len(sessions.hub) + 1,
+            )
         return None
 
     def inbound(self, text: str | None) -> ProtocolError | Close | None:
