@@ -947,11 +947,14 @@ async function idle() {
   const peers = [];
   for (let i = 0; i < opts.conns; i++) peers.push(new Peer(`i${i}-${opts.run}`, i));
   const win = new Window();
+  const pingsBefore = pings;
   win.start();
   await openAll(peers, "idle");
   win.stop();
-  // Hold them open. peercall: the server pings every connection (the runner sets a short ping interval) and
-  // the client answers (a connection that does not is reaped, and the run fails); PeerJS has no server pings, its clients send HEARTBEAT frames, so send one each.
+  const windowPings = pings - pingsBefore;
+  // Hold them open. peercall: the server pings a connection silent for its ping interval (20 s by default: a
+  // `--hold` longer than that sees a round) and the client answers (a connection that does not is reaped, and
+  // the run fails); PeerJS has no server pings, its clients send HEARTBEAT frames, so send one each.
   if (PEERJS) for (const peer of peers) peer.send('{"type":"HEARTBEAT"}');
   let rssMax = 0;
   const holdEnd = performance.now() + opts.hold * 1000;
@@ -971,7 +974,8 @@ async function idle() {
     rssAfterMb: round(rssAfter / 1024),
     kbPerConn: round((rssAfter - rssBefore) / opts.conns),
     kbPerConnPeak: round((rssMax - rssBefore) / opts.conns),
-    pings, // answered: peercall pings every connection while they are held, PeerJS never does
+    pings, // answered: peercall pings a connection silent for its ping interval, PeerJS never does
+    windowPings, // of them, during the connect window: work in the connects' µs that is not connecting
     ...win.cpu(opts.conns),
   };
 }

@@ -164,8 +164,6 @@ def peercall_env(scenario: str) -> dict[str, str]:
         "PEERCALL_PRIVATE": "true",
         "PYTHONUNBUFFERED": "1",
     }
-    if scenario == "idle":
-        env["PEERCALL_PING_INTERVAL"] = "2"  # so that pings really run while the connections are held
     if scenario == "presence":
         env["PEERCALL_PRIVATE"] = "false"  # presence is what is measured (PEERCALL_DIRECTORY: the case's)
     return env
