@@ -1057,7 +1057,7 @@ class _Upgrade(WSUpgradeResponse):
     __slots__ = ("conn",)
 
     def __init__(self, conn: FastConnection) -> None:
-        self.conn = conn
+        self.conn: FastConnection | None = conn
         self.version = b"HTTP/1.1"
         self.status = _SWITCHING_PROTOCOLS
         self.headers = {"Connection": "upgrade", "Upgrade": "websocket"}  # type: ignore[assignment]
@@ -1066,7 +1066,11 @@ class _Upgrade(WSUpgradeResponse):
     def to_bytes(self) -> bytearray:
         """What picows writes: nothing (an empty write is no syscall); the connection writes the 101."""
         accept = self.headers["Sec-WebSocket-Accept"]  # set by picows: the request was valid
-        self.conn._handshake = _SWITCHING + accept.encode() + b"\r\n\r\n"
+        # Let go of the connection: picows keeps this response on its transport, which the connection holds, and
+        # that cycle would wait for the cyclic GC (see Session.ended).
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn._handshake = _SWITCHING + accept.encode() + b"\r\n\r\n"
         return bytearray()
 
 

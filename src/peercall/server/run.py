@@ -20,7 +20,7 @@ from ..config import Settings
 from ..hub.router import Hub
 from ..protocol.codes import CloseCode
 from .accounts import AccountsApi
-from .app import _safe_url, create_app
+from .app import PeercallApp, _safe_url, create_app
 from .front import protocol_for
 from .guard import allowed_hosts
 from .session import Sessions, is_signaling_path
@@ -40,8 +40,13 @@ def tune_gc() -> None:
     collector's scans, and the youngest generation is collected every `GC_YOUNG` allocations instead of 700.
 
     Why: in a py-spy profile of a 10,000-connection connect storm, collections were ~9% of the server's CPU (most
-    of a connect's objects live as long as its socket, so each survived into collection after collection). Memory is
-    still bounded: at most GC_YOUNG young objects wait for a collection.
+    of a connect's objects live as long as its socket, so each survived into collection after collection).
+
+    The cost: the older generations are collected seldom (under bench/soak.py's 1,000 users: the youngest about once
+    a minute, the middle one and the oldest not once in 7 minutes), so what lived a while and then dies in a
+    reference cycle stays for as long. A connection therefore breaks its cycles as it ends (`Session.ended`,
+    `_Upgrade.to_bytes`, `AsgiConnection.release`; tests/integration/test_connection_memory.py): refcounting frees
+    it with its socket.
     """
     gc.collect()
     gc.freeze()
@@ -209,27 +214,15 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     logging.getLogger("uvicorn.error").addFilter(_QuietWebSocketLines())
 
 
-def serve(settings: Settings) -> int:
-    """Run until SIGINT/SIGTERM. Returns the process exit code."""
-    configure_logging(settings.log_level, settings.log_format)
-    settings.log_history_choice()
-    try:
-        app = create_app(settings)
-    except ValueError as exc:  # a setting only the composition can check (a key, the call policy)
-        print(f"peercall: invalid settings: {exc}", file=sys.stderr)
-        return 2
-    tls_names: list[str] = []
-    certfile, keyfile = settings.certfile, settings.keyfile
-    if settings.tls_self_signed:
-        from .tls import self_signed
-
-        certfile, keyfile, tls_names = self_signed(Path.home() / ".local/share/peercall/tls")
-        log.info("serving https with a self-signed certificate (%s)", certfile)
+def uvicorn_config(
+    settings: Settings, app: PeercallApp, *, certfile: Path | None = None, keyfile: Path | None = None
+) -> uvicorn.Config:
+    """How uvicorn serves `app` (`serve`'s, and the in-process servers' of tests)."""
     # /ws is served by picows (server/fastws.py) behind a front protocol that reads each first request head
     # (server/front.py; the rest goes to uvicorn's httptools protocol); with per-message deflate,
     # which picows does not do, by uvicorn's own WebSocket protocol and the ASGI transport (server/ws.py).
     fast_ws = not settings.ws_per_message_deflate
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app,
         http=protocol_for(app.sessions, fast_ws),
         loop="uvloop",
@@ -251,6 +244,25 @@ def serve(settings: Settings) -> int:
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
+
+
+def serve(settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM. Returns the process exit code."""
+    configure_logging(settings.log_level, settings.log_format)
+    settings.log_history_choice()
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # a setting only the composition can check (a key, the call policy)
+        print(f"peercall: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    tls_names: list[str] = []
+    certfile, keyfile = settings.certfile, settings.keyfile
+    if settings.tls_self_signed:
+        from .tls import self_signed
+
+        certfile, keyfile, tls_names = self_signed(Path.home() / ".local/share/peercall/tls")
+        log.info("serving https with a self-signed certificate (%s)", certfile)
+    config = uvicorn_config(settings, app, certfile=certfile, keyfile=keyfile)
     server = PeercallServer(config, settings, app.state.hub)
     server.tls_names = tls_names
     server.sessions = app.sessions

@@ -622,6 +622,10 @@ class Session:
             sessions.per_ip[address] -= 1
             if sessions.per_ip[address] <= 0:
                 del sessions.per_ip[address]
+            # The connection holds its session: let go of it, so that refcounting frees both with the socket. Left
+            # as a cycle, a connection (~10 KB with picows's write buffer) waited for the cyclic GC, which seldom
+            # looks at the old generations a connection of a few minutes has reached (`tune_gc`, server/run.py).
+            self.conn = None
         if not self.joined:
             return
         user = self.user

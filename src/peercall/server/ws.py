@@ -138,6 +138,12 @@ class AsgiConnection:
         if self._closer is not None:
             await asyncio.shield(self._closer)
 
+    def release(self) -> None:
+        """The session is over: uvicorn's protocol lets go of this connection, which holds the protocol; left as a
+        cycle, both would wait for the cyclic GC (see `Session.ended`)."""
+        if isinstance(self._protocol, PeercallWebSocketProtocol) and self._protocol.peercall is self:
+            self._protocol.peercall = None
+
     def _enqueue(self, text: str) -> bool:
         """Put a frame in the backlog for the writer task (started if need be). False if that overflowed the
         send buffer: the backlog is dropped, nothing more is sent, and the connection closes."""
@@ -218,6 +224,7 @@ class AsgiTransport:
         finally:
             session.ended(code, conn.errors)
             await conn.closed()
+            conn.release()
 
     async def _serve(self, conn: AsgiConnection, session: Session, receive: Receive) -> int:
         """The connection's life after the 101: the code it ended with."""
