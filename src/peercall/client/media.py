@@ -27,7 +27,7 @@ import logging
 import math
 import time
 import wave
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -451,20 +451,88 @@ def device(name: str = "default", format: str = "pulse", options: dict[str, str]
 # ---- sinks ------------------------------------------------------------------------------------------------------
 
 
-class Sink:
+class TrackSink:
+    """What every sink of a remote track shares, audio and video (video.py's `VideoSink` is one too): one task
+    that reads the track and hands what arrives to `_received()`, a waiter woken at each frame, `stop()`.
+
+    `frames` counts what was handed on, `last_arrival` is the `time.monotonic()` of the latest.
+    """
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+        self._track: MediaStreamTrack | None = None
+        self.frames = 0
+        self.last_arrival: float | None = None
+        self._changed = asyncio.Event()
+
+    @property
+    def track(self) -> MediaStreamTrack | None:
+        """The track being consumed, or None."""
+        return self._track
+
+    async def start(self, track: MediaStreamTrack) -> None:
+        """Consume `track`. A sink serves one track at a time: given another, it leaves the one it consumed for
+        the new one (the peer's media moved to another m-line) and goes on counting and writing.
+
+        Args:
+            track: the remote track.
+        """
+        if track is self._track:
+            return
+        previous, self._task, self._track = self._task, None, track
+        if previous is not None:
+            previous.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await previous
+        self._task = asyncio.create_task(self._consume(track), name=f"peercall-{type(self).__name__}")
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            try:
+                for result in self._received(frame, time.monotonic()):
+                    if inspect.isawaitable(result):
+                        await result
+            except Exception:  # one bad frame (or a failing callback) must not stop the call's media
+                log.exception("%s: a frame was not handled", type(self).__name__)
+            self._changed.set()
+
+    def _received(self, frame: Any, arrival: float) -> Iterator[Awaitable[None] | None]:
+        """Count `frame` and hand it on: what each `write()` returned, awaited before the next is made."""
+        return iter(())
+
+    async def _until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def stop(self) -> None:
+        """Stop consuming and release what the sink holds (close files). Idempotent."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.close()
+
+    def close(self) -> None:
+        """Release resources (called by `stop()`; must be idempotent)."""
+
+
+class Sink(TrackSink):
     """Consumes the peer's audio track. Subclasses implement `write()` (and `close()` if they hold resources).
 
     `frames` counts the chunks received, `last_arrival` is the `time.monotonic()` of the latest.
     """
 
     def __init__(self) -> None:
-        self._task: asyncio.Task[None] | None = None
+        super().__init__()
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-        self.frames = 0
         self.received = 0
         """Samples received so far."""
-        self.last_arrival: float | None = None
-        self._changed = asyncio.Event()
 
     @property
     def duration(self) -> float:
@@ -477,36 +545,15 @@ class Sink:
         Args:
             seconds: how much audio.
         """
-        while self.duration < seconds:
-            self._changed.clear()
-            await self._changed.wait()
+        await self._until(lambda: self.duration >= seconds)
 
-    async def start(self, track: MediaStreamTrack) -> None:
-        """Start consuming `track` (the peer's audio). A sink serves one track.
-
-        Args:
-            track: the remote audio track.
-        """
-        if self._task is None:
-            self._task = asyncio.create_task(self._consume(track), name="peercall-sink")
-
-    async def _consume(self, track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            arrival = time.monotonic()
-            if not isinstance(frame, av.AudioFrame):
-                continue
+    def _received(self, frame: Any, arrival: float) -> Iterator[Awaitable[None] | None]:
+        if isinstance(frame, av.AudioFrame):
             for samples in self._mono(frame):
                 self.frames += 1
                 self.received += samples.size
                 self.last_arrival = arrival
-                result = self.write(samples, arrival)
-                if inspect.isawaitable(result):
-                    await result
-                self._changed.set()
+                yield self.write(samples, arrival)
 
     def _mono(self, frame: av.AudioFrame) -> list[Pcm]:
         """48 kHz mono int16 chunks of `frame` (what aiortc's Opus decoder gives, s16 stereo, is averaged as is)."""
@@ -523,18 +570,6 @@ class Sink:
             arrival: `time.monotonic()` when the frame came out of the decoder.
         """
         return None
-
-    async def stop(self) -> None:
-        """Stop consuming and release what the sink holds (close files). Idempotent."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self.close()
-
-    def close(self) -> None:
-        """Release resources (called once by `stop()`)."""
 
 
 class Discard(Sink):

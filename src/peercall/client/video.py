@@ -11,7 +11,8 @@ A **video sink** consumes the peer's video track: `VideoDiscard` (counts the fra
 `as_video_source()` and `as_video_sink()` turn the shorthands that `Client.call()` and `Call.accept()` take (None,
 a path, a callable) into these; None means no video that way.
 
-Imports aiortc, PyAV, NumPy and the standard library only; must not import signaling, calls or the server.
+Imports aiortc, PyAV, NumPy, the standard library and `media` (the sinks' shared base) only; must not import
+signaling, calls or the server.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
-import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -30,6 +30,8 @@ import av
 import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
+
+from .media import TrackSink
 
 log = logging.getLogger("peercall.client")
 
@@ -209,21 +211,17 @@ class VideoFileSource(VideoSource):
 # ---- sinks ------------------------------------------------------------------------------------------------------
 
 
-class VideoSink:
+class VideoSink(TrackSink):
     """Consumes the peer's video track. Subclasses implement `write()` (and `close()` if they hold resources).
 
     `frames` counts the frames received, `width` and `height` are those of the latest (0 before the first),
-    `last_arrival` is its `time.monotonic()`.
+    `last_arrival` is its `time.monotonic()`. Given another track, it follows it (`TrackSink.start`).
     """
 
     def __init__(self) -> None:
-        self._task: asyncio.Task[None] | None = None
-        self._track: MediaStreamTrack | None = None
-        self.frames = 0
+        super().__init__()
         self.width = 0
         self.height = 0
-        self.last_arrival: float | None = None
-        self._changed = asyncio.Event()
 
     async def wait_for(self, frames: int) -> None:
         """Wait until at least `frames` frames have arrived (bound it with `asyncio.timeout()`).
@@ -231,50 +229,14 @@ class VideoSink:
         Args:
             frames: how many.
         """
-        while self.frames < frames:
-            self._changed.clear()
-            await self._changed.wait()
+        await self._until(lambda: self.frames >= frames)
 
-    @property
-    def track(self) -> MediaStreamTrack | None:
-        """The track being consumed, or None."""
-        return self._track
-
-    async def start(self, track: MediaStreamTrack) -> None:
-        """Consume `track` (the peer's video). A sink serves one track at a time: given another, it leaves the one
-        it consumed for the new one (the peer's video moved to another m-line) and goes on counting and writing.
-
-        Args:
-            track: the remote video track.
-        """
-        if track is self._track:
-            return
-        previous, self._task, self._track = self._task, None, track
-        if previous is not None:
-            previous.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await previous
-        self._task = asyncio.create_task(self._consume(track), name="peercall-video-sink")
-
-    async def _consume(self, track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            if not isinstance(frame, av.VideoFrame):
-                continue
-            arrival = time.monotonic()
+    def _received(self, frame: Any, arrival: float) -> Iterator[Awaitable[None] | None]:
+        if isinstance(frame, av.VideoFrame):
             self.frames += 1
             self.width, self.height = frame.width, frame.height
             self.last_arrival = arrival
-            try:
-                result = self.write(frame, arrival)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:  # one bad frame (or a failing callback) must not stop the call's video
-                log.exception("video sink %s: a frame was not handled", type(self).__name__)
-            self._changed.set()
+            yield self.write(frame, arrival)
 
     def write(self, frame: av.VideoFrame, arrival: float) -> Awaitable[None] | None:
         """Handle one received frame.
@@ -284,18 +246,6 @@ class VideoSink:
             arrival: `time.monotonic()` when it came out of the decoder.
         """
         return None
-
-    async def stop(self) -> None:
-        """Stop consuming and release what the sink holds (finish files). Idempotent."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self.close()
-
-    def close(self) -> None:
-        """Release resources (called by `stop()`; must be idempotent)."""
 
 
 class VideoDiscard(VideoSink):
