@@ -363,12 +363,18 @@ export class Call extends EventTarget {
   }
 
   /**
-   * Caller: open the mic, then ring the peer. Rejects with MicrophoneError if the mic cannot be opened
-   * (the call then ends with reason "no-microphone" and nothing was sent).
+   * What the caller's start and the callee's accept share: open the mic and (in a video call) the camera while
+   * the ICE servers are fetched. Resolves true when the call may go on; false if it was hung up meanwhile (the
+   * permission prompt was open), the mic then closed again. Rejects with the MicrophoneError if the mic cannot be
+   * opened ("no-microphone"; a camera that opened is stopped) or with the relay problem if the ICE servers cannot
+   * reach the peer ("no-relay"); `tellPeer(reason)` runs first, with `user-media-failed` or `ice-failed`.
+   * @param {string} role "start" or "accept", for the log
+   * @param {(reason: string) => void} tellPeer
+   * @returns {Promise<boolean>}
    */
-  async start() {
-    this.#log(`start: opening the microphone${this.video ? " and the camera" : ""}, fetching the ICE servers`);
-    const [mic, ice, camera] = await Promise.allSettled([
+  async #openMedia(role, tellPeer) {
+    this.#log(`${role}: opening the microphone${this.video ? " and the camera" : ""}, fetching the ICE servers`);
+    const [mic, , camera] = await Promise.allSettled([
       openMicrophone(this.#audio),
       this.#fetchIce(),
       this.#openStartCamera(),
@@ -376,6 +382,7 @@ export class Call extends EventTarget {
     if (mic.status === "rejected") {
       if (camera.status === "fulfilled") for (const t of camera.value?.getTracks() ?? []) t.stop();
       this.#mediaError = mic.reason;
+      tellPeer(Reason.USER_MEDIA_FAILED);
       this.#end("no-microphone");
       throw mic.reason;
     }
@@ -384,15 +391,24 @@ export class Call extends EventTarget {
     this.#startCamera(camera);
     const noRelay = this.#relayProblem();
     if (noRelay && this.active) {
+      tellPeer(Reason.ICE_FAILED);
       this.#detail = noRelay.message;
       this.#end("no-relay");
       throw noRelay;
     }
     if (!this.active) {
-      // hung up while the permission prompt was open
       this.#stopMicrophone();
-      return;
+      return false;
     }
+    return true;
+  }
+
+  /**
+   * Caller: open the mic, then ring the peer. Rejects with MicrophoneError if the mic cannot be opened
+   * (the call then ends with reason "no-microphone" and nothing was sent).
+   */
+  async start() {
+    if (!(await this.#openMedia("start", () => {}))) return;
     if (!this.#sendMsg(protocol.callRequest(this.peerId, this.callId))) {
       this.#end("signaling-lost");
       return;
@@ -409,33 +425,8 @@ export class Call extends EventTarget {
   async accept() {
     if (!this.#transition("accept")) return;
     this.timeline.accepted = performance.now();
-    this.#log(`accept: opening the microphone${this.video ? " and the camera" : ""}, fetching the ICE servers`);
-    const [mic, ice, camera] = await Promise.allSettled([
-      openMicrophone(this.#audio),
-      this.#fetchIce(),
-      this.#openStartCamera(),
-    ]);
-    if (mic.status === "rejected") {
-      if (camera.status === "fulfilled") for (const t of camera.value?.getTracks() ?? []) t.stop();
-      this.#mediaError = mic.reason;
-      this.#sendMsg(protocol.callReject(this.peerId, this.callId, Reason.USER_MEDIA_FAILED));
-      this.#end("no-microphone");
-      throw mic.reason;
-    }
-    this.#local = mic.value;
-    this.#localTrackEvent();
-    this.#startCamera(camera);
-    const noRelay = this.#relayProblem();
-    if (noRelay && this.active) {
-      this.#sendMsg(protocol.callReject(this.peerId, this.callId, Reason.ICE_FAILED));
-      this.#detail = noRelay.message;
-      this.#end("no-relay");
-      throw noRelay;
-    }
-    if (!this.active) {
-      this.#stopMicrophone();
-      return;
-    }
+    const reject = (reason) => this.#sendMsg(protocol.callReject(this.peerId, this.callId, reason));
+    if (!(await this.#openMedia("accept", reject))) return;
     this.#createPeerConnection();
     if (!this.#sendMsg(protocol.callAccept(this.peerId, this.callId))) {
       this.#end("signaling-lost");
