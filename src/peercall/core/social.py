@@ -105,6 +105,13 @@ class Circle:
     """The display names of the contacts and of those in `incoming` that have one (never of `outgoing`: asking
     someone does not tell whether their id is used)."""
 
+    def is_empty(self) -> bool:
+        """Nothing is known of this user's relations (most users'): equal to a fresh `Circle(user)`, told without
+        building one and comparing its eight fields."""
+        return not (
+            self.contacts or self.incoming or self.outgoing or self.blocked or self.blocked_by or self.display_names
+        ) and (self.calls_from is None)
+
     def watchers(self) -> frozenset[str]:
         """Who is told this user's presence in `Directory.CONTACTS`: contacts, but nobody on either side of a block."""
         return frozenset(c for c in self.contacts if c not in self.blocked_by)
