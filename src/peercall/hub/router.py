@@ -211,7 +211,10 @@ class Hub:
                     welcome["displayNames"] = names
             await self.perform(effects)
             if circle is not None and view is not None:
-                await self._send_contacts(conn, circle, view, welcome)
+                if circle.is_empty():  # most users: no contacts frame to send (as `_send_contacts` tells), no coroutine
+                    self._shown[conn.id] = (_NO_RELATIONS, view)
+                else:
+                    await self._send_contacts(conn, circle, view, welcome)
             while waiting:
                 await self._deliver_to(conn, *waiting.pop(0))
         finally:
