@@ -335,8 +335,6 @@ class _Transport:
         self.transport.resume_reading()
 
 
-_TRUSTS_KEPT = 256
-"""Addresses whose trusted-proxy verdict `PicowsTransport` remembers (then it forgets them all and starts again)."""
 _HEADERS = [bytes((0x81, n)) for n in range(126)]
 
 
@@ -373,20 +371,6 @@ class PicowsTransport:
         self.outbox = Outbox()
         self.pinger = Pinger(self.live, settings.ping_interval, settings.ping_timeout)
         self._trusted = _trusted_proxies(settings.forwarded_allow_ips)
-        self._trusts: dict[str, bool] = {}  # address -> whether it is a trusted proxy (`_is_trusted`)
-
-    def _is_trusted(self, host: str) -> bool:
-        """Whether `host` is a trusted proxy, remembered for the last _TRUSTS_KEPT addresses: uvicorn's check parses
-        the address with `ipaddress` each time (~2k instructions of every connect; behind a proxy the address is
-        always the proxy's)."""
-        trusted = self._trusts.get(host)
-        if trusted is None:
-            if self._trusted is None:
-                return False
-            if len(self._trusts) >= _TRUSTS_KEPT:
-                self._trusts.clear()
-            trusted = self._trusts[host] = host in self._trusted
-        return trusted
 
     def upgrade(
         self, scope: Mapping[str, Any], version: bytes | None
@@ -395,8 +379,7 @@ class PicowsTransport:
         request's Sec-WebSocket-Version (None: it has none, or more than one)."""
         peer = _peer(scope)
         headers = scope.get("headers", [])
-        client = scope.get("client")
-        if client and self._is_trusted(client[0]):
+        if self._trusted is not None and scope.get("client") and scope["client"][0] in self._trusted:
             # What uvicorn's proxy-headers middleware does for the ASGI stack, which this socket never reaches.
             forwarded = [v.decode("latin-1") for k, v in headers if k == b"x-forwarded-for"]
             if forwarded:
