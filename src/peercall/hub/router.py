@@ -199,8 +199,9 @@ class Hub:
             self._by_user.setdefault(conn.id, {})[conn.cid] = conn
             welcome = _welcome_of(conn.cid, effects)
             if self.social is not None and welcome is not None:
-                # What the user's ring setting falls back to, before any `contacts` frame says more.
-                welcome["defaultCallsFrom"] = self.social.default_calls_from.value
+                # What the user's ring setting falls back to, before any `contacts` frame says more. The member is
+                # a str, encoded as its value: `.value` cost ~0.2 µs a join on Python 3.11.
+                welcome["defaultCallsFrom"] = self.social.default_calls_from
             if token_expires_at is not None and welcome is not None:
                 welcome["tokenExpiresAt"] = token_expires_at
             if self.display_names and self.social is not None and welcome is not None:
@@ -210,7 +211,10 @@ class Hub:
                     welcome["displayNames"] = names
             await self.perform(effects)
             if circle is not None and view is not None:
-                await self._send_contacts(conn, circle, view, welcome)
+                if circle.is_empty():  # most users: no contacts frame to send (as `_send_contacts` tells), no coroutine
+                    self._shown[conn.id] = (_NO_RELATIONS, view)
+                else:
+                    await self._send_contacts(conn, circle, view, welcome)
             while waiting:
                 await self._deliver_to(conn, *waiting.pop(0))
         finally:
@@ -356,7 +360,7 @@ class Hub:
         """Send a joining connection its `contacts` frame (after `welcome`), if its circle is not empty. The
         contacts' presence comes from the `welcome` when it lists contacts only (no second read)."""
         assert self.social is not None
-        related = relations(circle)
+        related = _NO_RELATIONS if circle.is_empty() else relations(circle)
         if related == _NO_RELATIONS:
             self._shown[conn.id] = (_NO_RELATIONS, view)  # shared objects: nothing per connection but the entry
             return  # nothing to say: a client takes "no contacts frame" for an empty one (and seed clients see none)

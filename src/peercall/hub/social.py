@@ -110,6 +110,7 @@ class Social:
         # The views of users who see nobody but the services (most users): shared, keyed by what they hold (at
         # most two per service, and two more), rather than ~0.5 KB of sets for each connection.
         self._common_views: dict[tuple[frozenset[str], bool], View] = {}
+        self._empty_view: tuple[Directory, View] | None = None  # the view of a user with an empty circle
 
     # ---------------------------------------------------------------------------------------- circles
 
@@ -123,7 +124,7 @@ class Social:
         circle = await (work if self._in_loop else _in_task(work))
         if epoch == self._epoch:
             # An empty circle (most users') is kept as None: ~0.7 KB less for each user connected.
-            self._circles[user] = None if circle == Circle(user) else circle
+            self._circles[user] = None if circle.is_empty() else circle
             if len(self._circles) > _CACHED:
                 self._circles.popitem(last=False)
         return circle
@@ -187,10 +188,16 @@ class Social:
             return {}
 
     def view(self, circle: Circle) -> View:
+        empty = circle.is_empty() and circle.user not in self.services
+        if empty and self._empty_view is not None and self._empty_view[0] is self.directory:
+            return self._empty_view[1]  # most users': the same view for all of them, worked out once
         found = social.view(circle, self.directory, self.services)
         if found.hidden or not found.contacts <= self.services:
             return found
-        return self._common_views.setdefault((found.contacts, found.everyone), found)
+        found = self._common_views.setdefault((found.contacts, found.everyone), found)
+        if empty:
+            self._empty_view = (self.directory, found)
+        return found
 
     def audience(self, circle: Circle) -> Audience:
         return social.audience(circle, self.directory, self.services)

@@ -1,0 +1,34 @@
+"""`Circle.is_empty` (core/social.py) tells a circle with nothing in it, as a fresh `Circle(user)` is, from one with
+anything at all: the join takes the shortcuts of an empty circle (no contacts frame, the shared view) on it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from peercall.core.social import CallsFrom, Circle, Contact
+
+FILLED: dict[str, Any] = {
+    "contacts": {"bob": Contact("bob", None, 1.0)},
+    "incoming": {"bob": 1.0},
+    "outgoing": {"bob": 1.0},
+    "blocked": {"bob": 1.0},
+    "blocked_by": frozenset({"bob"}),
+    "calls_from": CallsFrom.EVERYONE,
+    "display_names": {"bob": "Bob"},
+}
+
+
+def test_a_fresh_circle_is_empty() -> None:
+    """A user nobody relates to has an empty circle."""
+    assert Circle("alice").is_empty()
+    assert Circle("alice", contacts={}, incoming={}, blocked_by=frozenset()).is_empty()
+
+
+@pytest.mark.parametrize("field", sorted(FILLED))
+def test_anything_in_a_circle_makes_it_not_empty(field: str) -> None:
+    """One contact, request, block, ring setting or display name is enough: the circle is no longer empty."""
+    filled = Circle("alice", **{field: FILLED[field]})
+    assert not filled.is_empty()
+    assert filled != Circle("alice")
