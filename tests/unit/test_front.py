@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -111,21 +112,31 @@ async def test_a_refused_connection_gets_the_gates_answer_and_a_silent_one_408()
     await asyncio.sleep(0)
 
 
+async def until(done: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until `done()` (polled every 5 ms), at most `timeout` seconds."""
+    for _ in range(round(timeout / 0.005)):
+        if done():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"not done within {timeout} s")
+
+
 async def test_the_sockets_still_without_a_head_are_timed_out_in_turn_by_one_timer() -> None:
-    g = gate(head_timeout=0.05)
+    # Wide margins (deadlines 0.3 s apart, polled): a loaded machine may wake the loop late.
+    g = gate(head_timeout=0.5)
     heads = Heads(g.head_timeout)
     first, first_transport, _ = front(g, heads)
-    await asyncio.sleep(0.03)
+    await asyncio.sleep(0.3)
     answered, answered_transport, _ = front(g, heads)
     second, second_transport, _ = front(g, heads)
     assert len(heads) == 3
     answered.data_received(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")  # its head came: no longer timed
     assert len(heads) == 2
-    await asyncio.sleep(0.035)  # the first is due, the second not yet
-    assert first_transport.written.startswith(b"HTTP/1.1 408") and first_transport.closed
+    await until(lambda: first_transport.closed)  # the first is due (0.5 s), the second not yet (0.8 s)
+    assert first_transport.written.startswith(b"HTTP/1.1 408")
     assert not second_transport.closed and len(heads) == 1
-    await asyncio.sleep(0.03)
-    assert second_transport.written.startswith(b"HTTP/1.1 408") and second_transport.closed
+    await until(lambda: second_transport.closed)
+    assert second_transport.written.startswith(b"HTTP/1.1 408")
     assert not answered_transport.closed and len(heads) == 0
     for protocol in (first, second):
         protocol.connection_lost(None)
