@@ -237,16 +237,24 @@ async def test_a_connection_redis_no_longer_has_is_told_to_connect_again(
 # ------------------------------------------------------------------------------------- what a node knows
 
 
+async def _alice_and_bob_on_two_nodes(
+    make: Callable[..., Awaitable[Hub]],
+) -> tuple[Hub, Hub, FakeConnection, FakeConnection]:
+    """Two nodes, alice connected to the first and bob to the second."""
+    first, second = await make(), await make()
+    alice, bob = FakeConnection(first, "alice"), FakeConnection(second, "bob")
+    await first.join(alice)
+    await second.join(bob)
+    return first, second, alice, bob
+
+
 async def test_a_call_across_nodes_needs_no_read_after_the_call_request(
     redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]]
 ) -> None:
     """The accept on the callee's node, the caller's first offer and the hangup run on what the call-request and
     the accept left (told with their frames): one compare and set each, no read."""
     _, make = hubs
-    first, second = await make(), await make()
-    alice, bob = FakeConnection(first, "alice"), FakeConnection(second, "bob")
-    await first.join(alice)
-    await second.join(bob)
+    first, second, alice, bob = await _alice_and_bob_on_two_nodes(make)
     await first.handle(alice, json.dumps({"type": "call-request", "to": "bob"}))
     ringing = await bob.wait_for("call-request")
     reads = first.broker.ops["read"], second.broker.ops["read"]
@@ -267,10 +275,7 @@ async def test_a_node_that_knows_a_stale_state_reads_and_replays(
     """What a node knows of a call went stale (another node changed it, and did not say): its accept fails its
     compare and set and is replayed on the state read, with the same outcome as if it had read first."""
     db, make = hubs
-    first, second = await make(), await make()
-    alice, bob = FakeConnection(first, "alice"), FakeConnection(second, "bob")
-    await first.join(alice)
-    await second.join(bob)
+    first, second, alice, bob = await _alice_and_bob_on_two_nodes(make)
     await first.handle(alice, json.dumps({"type": "call-request", "to": "bob"}))
     ringing = await bob.wait_for("call-request")
     # Another node's change that left the call as it was but moved its version (as any change it checked would).
@@ -288,10 +293,7 @@ async def test_a_refusal_on_what_a_node_knows_is_checked_on_what_redis_has(
     """What a node knows says the frame breaks a rule (bob in no call), but it is stale (the node that rang him
     did not say: a node of the previous version): the frame is checked again on the state read, and accepted."""
     _, make = hubs
-    first, second = await make(), await make()
-    alice, bob = FakeConnection(first, "alice"), FakeConnection(second, "bob")
-    await first.join(alice)
-    await second.join(bob)
+    first, second, alice, bob = await _alice_and_bob_on_two_nodes(make)
     await second.handle(bob, json.dumps({"type": "call-request", "to": "alice"}))  # the second node knows both...
     ringing = await alice.wait_for("call-request")
     await second.handle(bob, json.dumps({"type": "hangup", "to": "alice", "callId": ringing["callId"]}))

@@ -82,6 +82,12 @@ def test_node_frames_round_trip() -> None:
     assert [nodeframe.decode(f)[:2] for f in frames] == [("n1-ab.7", "e"), ("n1-ab.8", "s"), ("n1-ab.9", "c")]
     assert nodeframe.decode(frames[1])[2] == "with\nnewlines: and 12:colons"
     assert nodeframe.parse_close(nodeframe.decode(frames[2])[2]) == (4501, "replaced by a newer connection")
+    # What a sender queues per frame (`packed`) and a receiver reads in one pass (`unpack_decoded`): the same bytes,
+    # so nodes of either version read each other's messages; the text may hold anything, non-ASCII too.
+    parts = [("n1-ab.7", "e", '{"type":"call-ended"}'), ("", nodeframe.STATE, "[]"), ("n1-ab.8", "s", "é\n1:日")]
+    message = "".join(nodeframe.packed(cid, kind, text) for cid, kind, text in parts)
+    assert message == nodeframe.pack([nodeframe.encode(*part) for part in parts])
+    assert nodeframe.unpack_decoded(message) == parts
     change = Presence("bob", "offline", False, 12.5)
     assert nodeframe.decode_presence(nodeframe.encode_presence(change)) == change
 

@@ -127,6 +127,7 @@ _POOL_WAIT = 20.0  # seconds an event may wait for a free one before it is refus
 _TIMER_POLL = 0.25  # seconds between looks at `due` when nothing local is due sooner
 _ENDED_TTL = 3600
 _SEEN_KEPT = 1000
+_BATCH_MAX = 512  # frames in one Pub/Sub message at most
 _INBOX_MAX = 100_000  # messages from other nodes heard and not handled yet, at most (`_heard`)
 _SUB_PING = 2.0  # seconds between pings on the subscription, so that a Redis that went silent is noticed
 _STOP_WITHIN = 8.0  # seconds `stop()` may take in all; then other nodes reap what is left when the lease runs out
@@ -472,7 +473,9 @@ class RedisBroker:
         self._known: dict[str, tuple[Any, str, Any]] = {}
         self._u_at, self._call_at = f"{prefix}u:", f"{prefix}call:"
         self._pending_leaves: dict[str, str] = {}  # cid -> user, disconnects Redis has not heard of yet
-        self._outbox: collections.deque[tuple[str, str]] = collections.deque()
+        # channel -> the frames queued for it, each already packed (`nodeframe.packed`): published in batches
+        self._outbox: dict[str, list[str]] = {}
+        self._to_at = f"{prefix}to:"
         self._outbox_ready = asyncio.Event()
         self._timer_wake = asyncio.Event()
         self._timer_at = 0.0  # when the timer looks at `due` next (wall clock), unless woken sooner
@@ -775,27 +778,21 @@ class RedisBroker:
         """What `_READ` would return for these keys, from what this node knows (`_known`); None if it does not
         know every key the read would reach."""
         known, out, seen = self._known, [], set()
-        while users or calls:
-            next_users: list[str] = []
-            next_calls: list[str] = []
-            for key in users:
-                if key not in seen:
-                    seen.add(key)
-                    hit = known.get(key)
-                    if hit is None:
-                        return None
-                    out.append((key, hit[0], hit[1]))
-                    if hit[2] is not None:
-                        next_calls.append(hit[2])
-            for key in calls:
-                if key not in seen:
-                    seen.add(key)
-                    hit = known.get(key)
-                    if hit is None:
-                        return None
-                    out.append((key, hit[0], hit[1]))
-                    next_users += hit[2]
-            users, calls = next_users, next_calls
+        pending = users + calls
+        while pending:
+            key = pending.pop()
+            if key in seen:
+                continue
+            seen.add(key)
+            hit = known.get(key)
+            if hit is None:
+                return None
+            out.append((key, hit[0], hit[1]))
+            links = hit[2]  # a user's: its call's key or None; a call's: its parties' keys
+            if isinstance(links, str):
+                pending.append(links)
+            elif links is not None:
+                pending += links
         return out
 
     def _left(self, sb: Switchboard, before: _Loaded, commands: _Commands, version: str) -> list[nodeframe.StateEntry]:
@@ -838,8 +835,7 @@ class RedisBroker:
             return  # a user with thousands of devices: the other node reads
         text = nodeframe.encode_state(left)
         for address in addresses:
-            self._outbox.append((self._to(address), nodeframe.encode("", nodeframe.STATE, text)))
-        self._outbox_ready.set()
+            self._queue(self._to(address), nodeframe.packed("", nodeframe.STATE, text))
 
     def _learn(self, text: str) -> None:
         """What another node's change left (a STATE frame): remember it; and where the peer of a connection of ours
@@ -1055,10 +1051,18 @@ class RedisBroker:
 
     def send(self, cid: str, kind: str, text: str) -> None:
         """Queue a frame for a connection of another node, on that node's channel (published in batches)."""
-        address = self.address_of(cid)
+        address = cid.rpartition(".")[0]  # address_of, inline: once per frame that crosses nodes
         if address == self.address:
             return  # ours, and already gone
-        self._outbox.append((self._to(address), nodeframe.encode(cid, kind, text)))
+        self._queue(self._to_at + address, nodeframe.packed(cid, kind, text))
+
+    def _queue(self, channel: str, piece: str) -> None:
+        """Queue a packed frame (`nodeframe.packed`, or `pack` of one) for a channel: `_publish_loop` sends it."""
+        pieces = self._outbox.get(channel)
+        if pieces is None:
+            self._outbox[channel] = [piece]
+        else:
+            pieces.append(piece)
         self._outbox_ready.set()
 
     async def presences(self, users: Collection[str]) -> dict[str, Presence]:
@@ -1095,18 +1099,15 @@ class RedisBroker:
 
     def circles_changed(self, users: list[str]) -> None:
         """Tell every node (this one too) that these users' circles changed."""
-        self._outbox.append((self._everyone, nodeframe.encode_circles(users)))
-        self._outbox_ready.set()
+        self._queue(self._everyone, nodeframe.pack([nodeframe.encode_circles(users)]))
 
     def close_user(self, user: str, code: int, reason: str) -> None:
         """Have every node (this one too) close its connections of `user`."""
-        self._outbox.append((self._everyone, nodeframe.encode_close_user(user, code, reason)))
-        self._outbox_ready.set()
+        self._queue(self._everyone, nodeframe.pack([nodeframe.encode_close_user(user, code, reason)]))
 
     def presence(self, change: Presence) -> None:
         """Tell every node (this one too) of a presence change; each batches it for its own connections."""
-        self._outbox.append((self._everyone, nodeframe.encode_presence(change)))
-        self._outbox_ready.set()
+        self._queue(self._everyone, nodeframe.pack([nodeframe.encode_presence(change)]))
 
     async def _publish_loop(self) -> None:
         while not self._closing:  # stop() cancels us too, but redis-py may turn a cancel into an error
@@ -1116,7 +1117,7 @@ class RedisBroker:
                 await self._flush_outbox()
             except (*TRANSIENT, RedisError) as exc:
                 self.healthy = not isinstance(exc, TRANSIENT)
-                lost = len(self._outbox)
+                lost = sum(map(len, self._outbox.values()))
                 self._outbox.clear()
                 log.warning("could not publish (%s): %d frames for other nodes were lost", exc, lost)
                 await asyncio.sleep(0.5)
@@ -1129,11 +1130,12 @@ class RedisBroker:
 
     async def _flush_outbox_now(self) -> None:
         while self._outbox:
-            batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), 512))]
-            by_channel: dict[str, list[str]] = {}
-            for channel, payload in batch:
-                by_channel.setdefault(channel, []).append(payload)
-            commands = [("PUBLISH", channel, nodeframe.pack(frames)) for channel, frames in by_channel.items()]
+            outbox, self._outbox = self._outbox, {}
+            commands = [
+                ("PUBLISH", channel, "".join(pieces[i : i + _BATCH_MAX]))
+                for channel, pieces in outbox.items()
+                for i in range(0, len(pieces), _BATCH_MAX)
+            ]
             if self._pipe is not None:  # on the connection the transitions go on: after the change they follow
                 await self._pipe.pipeline(commands)
                 self.ops["publish"] += 1
@@ -1202,8 +1204,7 @@ class RedisBroker:
                         for data in nodeframe.unpack(message):
                             self._told(data)
                         continue
-                    for data in nodeframe.unpack(message):
-                        cid, kind, text = nodeframe.decode(data)
+                    for cid, kind, text in nodeframe.unpack_decoded(message):
                         if kind == nodeframe.STATE:
                             self._learn(text)
                             continue
@@ -1229,8 +1230,7 @@ class RedisBroker:
                         for data in nodeframe.unpack(message["data"]):
                             self._told(data)
                         continue
-                    for data in nodeframe.unpack(message["data"]):
-                        cid, kind, text = nodeframe.decode(data)
+                    for cid, kind, text in nodeframe.unpack_decoded(message["data"]):
                         if kind == nodeframe.STATE:
                             self._learn(text)
                             continue

@@ -75,12 +75,31 @@ def pack(frames: list[str]) -> str:
     return "".join(f"{len(p)}:{p}" for p in frames)
 
 
+def packed(cid: str, kind: str, text: str) -> str:
+    """`pack([encode(cid, kind, text)])` in one step: the piece of a message a sender queues per frame (a Pub/Sub
+    message is then these pieces joined)."""
+    return f"{len(cid) + len(text) + 2}:{kind}{cid}\n{text}"
+
+
 def unpack(message: str) -> list[str]:
     out, i = [], 0
     while i < len(message):
         colon = message.index(":", i)
         end = colon + 1 + int(message[i:colon])
         out.append(message[colon + 1 : end])
+        i = end
+    return out
+
+
+def unpack_decoded(message: str) -> list[tuple[str, str, str]]:
+    """`[decode(f) for f in unpack(message)]` in one pass: the (connection id, kind, text) of each frame."""
+    out, i, size = [], 0, len(message)
+    while i < size:
+        colon = message.index(":", i)
+        start = colon + 1
+        end = start + int(message[i:colon])
+        newline = message.index("\n", start, end)
+        out.append((message[start + 1 : newline], message[start], message[newline + 1 : end]))
         i = end
     return out
 
