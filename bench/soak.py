@@ -31,7 +31,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -44,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import websockets
+from run import _accepts as accepts  # bench/run.py: this folder is the script's first import path
+from run import free_port
 from websockets.asyncio.client import ClientConnection, connect
 
 BENCH = Path(__file__).resolve().parent
@@ -82,12 +83,6 @@ class Broken(Failed):
 def pin(core: int) -> list[str]:
     taskset = shutil.which("taskset")
     return [taskset, "-c", str(core)] if taskset and (os.cpu_count() or 1) > 1 else []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def raise_fd_limit() -> None:
@@ -202,12 +197,6 @@ class Redis:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-def accepts(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @dataclass
