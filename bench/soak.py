@@ -31,7 +31,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -44,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import websockets
+from run import _accepts as accepts  # bench/run.py: this folder is the script's first import path
+from run import free_port
 from websockets.asyncio.client import ClientConnection, connect
 
 BENCH = Path(__file__).resolve().parent
@@ -82,12 +83,6 @@ class Broken(Failed):
 def pin(core: int) -> list[str]:
     taskset = shutil.which("taskset")
     return [taskset, "-c", str(core)] if taskset and (os.cpu_count() or 1) > 1 else []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def raise_fd_limit() -> None:
@@ -202,12 +197,6 @@ class Redis:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-def accepts(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @dataclass
@@ -437,6 +426,8 @@ class User:
                 seen_optional.add(kind)
                 got[kind] = frame
             else:
+                if kind == "call-ended":  # (of this call: check_frame passed) it was told, if not as scripted
+                    call.ended.setdefault(self.id, frame)
                 raise Failed(
                     f"{self.id} got an unexpected frame in {call.kind} call {call.key}: {json.dumps(frame)[:400]}"
                 )
@@ -546,11 +537,13 @@ class Soak:
         now = time.monotonic()
         return any(a <= now and call.t0 <= b for a, b in self.stalls)
 
-    async def settle(self, call: Call, pinned: bool) -> None:
-        """An outage broke this call's script: each party still connected must be told the call ended (within
-        the documented bounds: a lease and a third, plus the ring timeout or the resume grace, after the outage
-        began), or, for calls caught by a Redis outage, ends it with a hang-up once Redis is back."""
-        self.affected += 1
+    async def settle(self, call: Call, pinned: bool, outage: bool = True) -> None:
+        """An outage (or a stall: `outage` False) broke this call's script: each party still connected must be
+        told the call ended (within the documented bounds: a lease and a third, plus the ring timeout or the resume
+        grace, after the outage began), or, for calls caught by a Redis outage, ends it with a hang-up once Redis
+        is back."""
+        if outage:
+            self.affected += 1
         call.outcome = call.reason = call.hung_up_by = None
         if call.call_id:
             self.affected_ids.add(call.call_id)
@@ -582,6 +575,8 @@ class Soak:
                     break
 
     async def told(self, u: User, call: Call, until: float) -> None:
+        if u.id in call.ended:
+            return  # told already, by a call-ended its script did not expect (the reason it is settled)
         hung_up = False
         while True:
             left = until - time.monotonic()
@@ -693,8 +688,7 @@ class Soak:
                     await self.settle(call, pinned=want != "idle")
                 elif self.stalled(call) and not isinstance(exc, websockets.ConnectionClosed):
                     self.raced += 1
-                    self.affected -= 1  # settle() counts outages; this was a stall
-                    await self.settle(call, pinned=want != "idle")
+                    await self.settle(call, pinned=want != "idle", outage=False)
                 else:
                     if isinstance(exc, Failed):
                         self.fail(str(exc))

@@ -36,6 +36,7 @@ from ..protocol.schema import schema
 from ..store import Store, open_history
 from .accounts import AccountsApi
 from .guard import WebGuard
+from .heap import HeapTrimmer
 from .jsonapi import error_response
 from .metrics import CONTENT_TYPE, registry_for, render
 from .push import PushApi
@@ -73,7 +74,8 @@ class PeercallApp:
 
 
 def create_app(settings: Settings) -> PeercallApp:
-    """The ASGI app. `app.state.hub` is the hub, `app.state.settings` the settings."""
+    """The ASGI app. `app.state.hub` is the hub, `app.state.settings` the settings, `app.state.heap` the C heap's
+    trimmer (server/heap.py)."""
     history = open_history(settings.database_url)
     broker = open_broker(
         settings.redis_url or "memory://",
@@ -313,6 +315,8 @@ def create_app(settings: Settings) -> PeercallApp:
         )
     ]
 
+    heap = HeapTrimmer()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
@@ -325,7 +329,9 @@ def create_app(settings: Settings) -> PeercallApp:
             await verifier.start()  # a JWKS is fetched now (bounded), and kept fresh
         if accounts is not None:
             await accounts.start()
+        heap.start()
         yield
+        heap.stop()
         if accounts is not None:
             await accounts.stop()
         if verifier is not None:
@@ -347,6 +353,7 @@ def create_app(settings: Settings) -> PeercallApp:
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
     app.state.hub = hub
+    app.state.heap = heap
     app.state.settings = settings
     app.state.accounts = accounts
     app.state.push = push
