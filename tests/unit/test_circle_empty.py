@@ -32,3 +32,8 @@ def test_anything_in_a_circle_makes_it_not_empty(field: str) -> None:
     filled = Circle("alice", **{field: FILLED[field]})
     assert not filled.is_empty()
     assert filled != Circle("alice")
+
+
+def test_every_field_of_a_circle_is_tried() -> None:
+    """A field added to `Circle` must be added to `is_empty` and to FILLED above."""
+    assert set(FILLED) == set(Circle.__struct_fields__) - {"user"}
