@@ -26,12 +26,18 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 import websockets
+from hypothesis.configuration import set_hypothesis_home_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("PEERCALL_TEST_ARTIFACTS") or Path(tempfile.gettempdir()) / "peercall-test-artifacts")
 """Where screenshots and failure pages go: outside the checkout (tests never write into it); PEERCALL_TEST_ARTIFACTS
 moves it."""
 TIMEOUT = 5.0  # seconds to wait for any single event that should happen "at once"
+
+# Hypothesis keeps what it learns (the examples that failed, replayed first on the next run; the constants it found in
+# the code) in the user's cache, not in the working directory's `.hypothesis/`: tests never write into the checkout.
+_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+set_hypothesis_home_dir(_CACHE / "peercall-tests" / "hypothesis")
 
 SCALE = float(os.environ.get("PEERCALL_TEST_TIMEOUT_SCALE", "1"))
 """Multiply every timeout by this on slow machines."""
