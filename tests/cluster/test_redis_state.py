@@ -22,6 +22,7 @@ import pytest
 
 from peercall.broker import open_broker
 from peercall.broker.redis import _APPLY
+from peercall.hub import nodeframe
 from peercall.hub.router import Hub
 from peercall.protocol.messages import MAX_CALL_DATA
 from tests.cluster.conftest import RedisServer
@@ -317,8 +318,36 @@ async def test_a_state_frame_reaches_no_connection(
     alice = FakeConnection(hub, "alice")
     await hub.join(alice)
     before = list(alice.sent)
-    await hub.deliver("", "v", '[["peercall:u:alice",["x","[\\"d\\",false]"],"100000"]]')
+    hub.deliver("", "v", '[["peercall:u:alice",["x","[\\"d\\",false]"],"100000"]]')
     assert alice.sent == before
+
+
+async def test_a_message_for_a_node_that_cannot_be_read_is_dropped_and_the_next_one_is_delivered(
+    redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]]
+) -> None:
+    """The node handles what it hears as the subscription reads it: a message on its channel that it cannot read
+    (a bug, a node of a newer version) is dropped without stopping the reader, and the frames of the next one reach
+    their connection in order, a close last."""
+    _, make = hubs
+    hub = await make()
+    alice = FakeConnection(hub, "alice")
+    await hub.join(alice)
+    await asyncio.sleep(0.2)  # the listener subscribes
+    before = alice.types()
+    channel = f"{PREFIX}to:{hub.broker.address_of(alice.cid)}"  # type: ignore[attr-defined]
+    redis_server.command("PUBLISH", channel, "7:no frame")
+    frames = [
+        nodeframe.encode(alice.cid, nodeframe.SEND, json.dumps({"type": "one"})),
+        nodeframe.encode(alice.cid, nodeframe.SEND, json.dumps({"type": "two"})),
+        nodeframe.encode(alice.cid, nodeframe.CLOSE, nodeframe.close_text(4001, "bye")),
+    ]
+    redis_server.command("PUBLISH", channel, nodeframe.pack(frames))
+    await alice.wait_for("two")
+    async with asyncio.timeout(2):
+        while alice.closed is None:
+            await asyncio.sleep(0.01)
+    assert alice.types() == [*before, "one", "two"]
+    assert alice.closed == (4001, "bye")
 
 
 def test_an_answered_call_is_told_by_its_json() -> None:

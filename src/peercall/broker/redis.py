@@ -128,7 +128,6 @@ _TIMER_POLL = 0.25  # seconds between looks at `due` when nothing local is due s
 _ENDED_TTL = 3600
 _SEEN_KEPT = 1000
 _BATCH_MAX = 512  # frames in one Pub/Sub message at most
-_INBOX_MAX = 100_000  # messages from other nodes heard and not handled yet, at most (`_heard`)
 _SUB_PING = 2.0  # seconds between pings on the subscription, so that a Redis that went silent is noticed
 _STOP_WITHIN = 8.0  # seconds `stop()` may take in all; then other nodes reap what is left when the lease runs out
 
@@ -452,8 +451,6 @@ class RedisBroker:
             self._sub = resp.Pipe(url, timeout=5, connect_timeout=2, on_message=self._heard)
         except ValueError:
             self._pipe = self._sub = None
-        self._inbox: collections.deque[tuple[str, str]] = collections.deque()  # (channel, data) heard, to handle
-        self._inbox_ready = asyncio.Event()
         self._events: BrokerEvents | None = None
         self.healthy = False
         self.ops: collections.Counter[str] = collections.Counter()  # Redis round trips by kind, for /metrics
@@ -476,6 +473,7 @@ class RedisBroker:
         # channel -> the frames queued for it, each already packed (`nodeframe.packed`): published in batches
         self._outbox: dict[str, list[str]] = {}
         self._to_at = f"{prefix}to:"
+        self._own = self._to(self.address)  # this node's channel
         self._outbox_ready = asyncio.Event()
         self._timer_wake = asyncio.Event()
         self._timer_at = 0.0  # when the timer looks at `due` next (wall clock), unless woken sooner
@@ -1157,23 +1155,25 @@ class RedisBroker:
             self.ops["publish"] += 1
 
     def _heard(self, channel: str, data: str) -> None:
-        """A message on a channel we subscribed to (through the lean client): handled by `_listen_lean`."""
-        if len(self._inbox) >= _INBOX_MAX and self._sub is not None:
-            # Not read for so long that Redis would have dropped us too (its pubsub output buffer limit): do the
-            # same, and subscribe again (what was sent meanwhile is lost, as after a lost connection).
-            log.warning("node %s: %d messages from other nodes not handled yet; dropped", self.address, _INBOX_MAX)
-            self._inbox.clear()
-            self._sub.close()
-            return
-        self._inbox.append((channel, data))
-        self._inbox_ready.set()
+        """A message on a channel we subscribed to (through the lean client), handled at once, from the read of the
+        subscription's socket (`resp.Connection.data_received`): each of its frames is learnt (STATE) or queued to
+        its connection (`Hub.deliver` never waits), so nothing piles up in this node; what it has not read yet
+        waits in Redis, which drops a subscriber that falls too far behind (its pubsub output buffer limit):
+        `_listen_lean` then subscribes again, and what was sent meanwhile is lost, as after a lost connection.
+        Nothing a message holds raises into the reader."""
+        try:
+            if channel == self._own:
+                self._handle_inbox(data)
+            else:
+                for frame in nodeframe.unpack(data):
+                    self._told(frame)
+        except Exception:  # one bad message must not stop every other one
+            log.exception("node %s: could not handle a message from another node", self.address)
 
     async def _listen_lean(self, sub: resp.Pipe) -> None:
-        """`_listen` through the lean client: a task subscribes (and pings, so that a silent Redis is noticed
-        within its timeout), another handles what is heard."""
-        handler = asyncio.create_task(self._handle_inbox(), name="peercall-broker-inbox")
-        own, channels = self._to(self.address), (self._to(self.address), self._everyone, f"{self.p}all")
-        assert own in channels
+        """`_listen` through the lean client: subscribe (and ping, so that a silent Redis is noticed within its
+        timeout); what is heard is handled as it is read (`_heard`)."""
+        channels = (self._own, self._everyone, f"{self.p}all")
         delay = 0.1
         try:
             while not self._closing:
@@ -1189,54 +1189,33 @@ class RedisBroker:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
         finally:
-            handler.cancel()
             sub.close()
 
-    async def _handle_inbox(self) -> None:
-        events, inbox, own = self.events, self._inbox, self._to(self.address)
-        while True:
-            await self._inbox_ready.wait()
-            self._inbox_ready.clear()
-            while inbox:
-                channel, message = inbox.popleft()
-                try:
-                    if channel != own:
-                        for data in nodeframe.unpack(message):
-                            self._told(data)
-                        continue
-                    for cid, kind, text in nodeframe.unpack_decoded(message):
-                        if kind == nodeframe.STATE:
-                            self._learn(text)
-                            continue
-                        if kind == nodeframe.SEND_CALL_CHANGED:
-                            self.forget_route(cid)
-                        await events.deliver(cid, kind, text)
-                except Exception:  # one bad message must not stop every other one
-                    log.exception("node %s: could not handle a message from another node", self.address)
+    def _handle_inbox(self, message: str) -> None:
+        """A message on this node's channel: its frames, in order (`nodeframe.unpack_decoded`)."""
+        deliver, send = self.events.deliver, nodeframe.SEND
+        for cid, kind, text in nodeframe.unpack_decoded(message):
+            if kind == send:  # most of them: a relayed frame
+                deliver(cid, kind, text)
+            elif kind == nodeframe.STATE:
+                self._learn(text)
+            else:
+                if kind == nodeframe.SEND_CALL_CHANGED:
+                    self.forget_route(cid)
+                deliver(cid, kind, text)
 
     async def _listen(self) -> None:
         if self._sub is not None:
             return await self._listen_lean(self._sub)
-        events = self.events
-        own, everyone = self._to(self.address), (self._everyone, f"{self.p}all")
+        everyone = (self._everyone, f"{self.p}all")
         delay = 0.1
         while not self._closing:  # stop() cancels us too, but redis-py may turn a cancel into an error
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(own, *everyone)
+                await pubsub.subscribe(self._own, *everyone)
                 delay = 0.1
                 async for message in pubsub.listen():
-                    if message["channel"] in everyone:
-                        for data in nodeframe.unpack(message["data"]):
-                            self._told(data)
-                        continue
-                    for cid, kind, text in nodeframe.unpack_decoded(message["data"]):
-                        if kind == nodeframe.STATE:
-                            self._learn(text)
-                            continue
-                        if kind == nodeframe.SEND_CALL_CHANGED:
-                            self.forget_route(cid)
-                        await events.deliver(cid, kind, text)
+                    self._heard(message["channel"], message["data"])
             except (*TRANSIENT, RedisError):
                 self.healthy = False
                 await asyncio.sleep(delay)

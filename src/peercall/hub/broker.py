@@ -35,9 +35,9 @@ class BrokerEvents(Protocol):
         """Perform effects the broker decided on its own (a call timer fired; Redis lost a node's connections)."""
         ...
 
-    async def deliver(self, cid: str, kind: str, text: str) -> None:
+    def deliver(self, cid: str, kind: str, text: str) -> None:
         """A frame that another node sent to connection `cid` of this node (hub/nodeframe.py: `kind`, `text`).
-        A connection that is gone meanwhile drops it."""
+        A connection that is gone meanwhile drops it. Never waits: called for each frame as it is read."""
         ...
 
     def presence_changed(self, change: Presence) -> None:

@@ -597,15 +597,16 @@ class Hub:
         else:
             self.broker.send(cid, kind, text)
 
-    async def deliver(self, cid: str, kind: str, text: str) -> None:
+    def deliver(self, cid: str, kind: str, text: str) -> None:
         """A frame that another node sent for a connection of this one (`Broker.send` there).
 
         Called by the broker's one listener, which delivers what every other node sends to all of this node's
-        connections: so it never waits for one of them. A frame is queued (`send_now`: a connection that cannot
-        take it closes itself, a slow reader), and a close is started in a task of its own."""
-        joining = self._joining.get(cid)
-        if joining is not None:
-            joining[1].append((kind, text))
+        connections: so it never waits for one of them, and is no coroutine (the listener calls it for every frame
+        it reads, as it reads them). A frame is queued (`send_now`: a connection that cannot take it closes
+        itself, a slow reader), and a close is started in a task of its own."""
+        joining = self._joining
+        if joining and (waiting := joining.get(cid)) is not None:
+            waiting[1].append((kind, text))
             return
         target = self._conns.get(cid)
         if target is None:
