@@ -334,6 +334,14 @@ async def test_a_message_for_a_node_that_cannot_be_read_is_dropped_and_the_next_
     await hub.join(alice)
     await asyncio.sleep(0.2)  # the listener subscribes
     before = alice.types()
+    closed = asyncio.Event()
+    close = alice.close
+
+    async def close_and_tell(code: int, reason: str) -> None:
+        await close(code, reason)
+        closed.set()
+
+    alice.close = close_and_tell  # type: ignore[method-assign]
     channel = f"{PREFIX}to:{hub.broker.address_of(alice.cid)}"  # type: ignore[attr-defined]
     redis_server.command("PUBLISH", channel, "7:no frame")
     frames = [
@@ -342,10 +350,8 @@ async def test_a_message_for_a_node_that_cannot_be_read_is_dropped_and_the_next_
         nodeframe.encode(alice.cid, nodeframe.CLOSE, nodeframe.close_text(4001, "bye")),
     ]
     redis_server.command("PUBLISH", channel, nodeframe.pack(frames))
-    await alice.wait_for("two")
     async with asyncio.timeout(2):
-        while alice.closed is None:
-            await asyncio.sleep(0.01)
+        await closed.wait()
     assert alice.types() == [*before, "one", "two"]
     assert alice.closed == (4001, "bye")
 
