@@ -1052,16 +1052,28 @@ class RedisBroker:
         address = cid.rpartition(".")[0]  # address_of, inline: once per frame that crosses nodes
         if address == self.address:
             return  # ours, and already gone
-        self._queue(self._to_at + address, nodeframe.packed(cid, kind, text))
+        # `_queue`, inline (once per frame that crosses nodes)
+        channel, outbox = self._to_at + address, self._outbox
+        pieces = outbox.get(channel)
+        if pieces is not None:
+            pieces.append(nodeframe.packed(cid, kind, text))
+            return
+        if not outbox:
+            self._outbox_ready.set()
+        outbox[channel] = [nodeframe.packed(cid, kind, text)]
 
     def _queue(self, channel: str, piece: str) -> None:
-        """Queue a packed frame (`nodeframe.packed`, or `pack` of one) for a channel: `_publish_loop` sends it."""
-        pieces = self._outbox.get(channel)
-        if pieces is None:
-            self._outbox[channel] = [piece]
-        else:
+        """Queue a packed frame (`nodeframe.packed`, or `pack` of one) for a channel: `_publish_loop` sends it.
+        `_outbox_ready` is set when the outbox was empty: `_publish_loop` clears it only as it takes the outbox
+        (`_flush_outbox_now` then takes all that is queued until it is empty again)."""
+        outbox = self._outbox
+        pieces = outbox.get(channel)
+        if pieces is not None:
             pieces.append(piece)
-        self._outbox_ready.set()
+            return
+        if not outbox:
+            self._outbox_ready.set()
+        outbox[channel] = [piece]
 
     async def presences(self, users: Collection[str]) -> dict[str, Presence]:
         """Each of `users`' presence now (one Lua read: `online`, `incall`, `seen`). Raises SharedStateUnavailable."""
