@@ -395,7 +395,6 @@ class RedisBroker:
     """A `hub.broker.Broker` for a node of a cluster: its link to the shared state and to the other nodes."""
 
     shared = True
-    route = None  # no synchronous fast path: peer frames go through `receive` (see `_routes`)
 
     def __init__(
         self,
@@ -457,6 +456,8 @@ class RedisBroker:
         self._users_online = 0  # gauges, refreshed by the housekeeping
         self._calls_by_state: dict[str, int] = {"ringing": 0, "answered": 0}
         self._routes: dict[str, _Route] = {}
+        # The hot path: a peer frame whose route this node knows is forwarded with no coroutine (`_routed`).
+        self.route: Callable[[str, Envelope], tuple[str, str] | None] = self._routed
         self._route_epoch = 0  # counts `forget_route`s
         # cid of ours -> the `_route_epoch` its route was last forgotten at. A route read is learnt only if its
         # connection's was not forgotten while the read was on its way: per connection, since with a global
@@ -954,6 +955,14 @@ class RedisBroker:
         effects = await self._transact([user], [], lambda sb, _: sb.disconnect(cid, now))
         self._pending_leaves.pop(cid, None)
         return effects
+
+    def _routed(self, cid: str, env: Envelope) -> tuple[str, str] | None:
+        """`Broker.route`: where a peer frame from `cid` goes, if this node knows its route (what `receive` forwards
+        at once); None if it does not (the hub then hands it to `receive`, which reads the call)."""
+        route = self._routes.get(cid)
+        if route is not None and env.callId in (None, route.call_id) and env.to in (None, route.peer):
+            return route.peer_cid, route.call_id
+        return None
 
     async def receive(
         self, cid: str, user: str, env: Envelope, now: float, *, screen: Screen | None = None

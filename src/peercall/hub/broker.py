@@ -79,7 +79,11 @@ class Broker(Protocol):
     def route(self) -> Callable[[str, Envelope], tuple[str, str] | None] | None:
         """The hot path, or None when the broker has none: where a peer frame from connection `cid` goes,
         as (the peer's connection id, call id), or None while the peer is away (the frame is dropped). Synchronous,
-        and changes nothing. Raises ProtocolError `not-in-call` like `receive` would."""
+        and changes nothing. Raises ProtocolError `not-in-call` like `receive` would.
+
+        A broker whose state is `shared` answers only for what its node knows: None there means "not known here",
+        and the hub hands the frame to `receive` (which finds out, and answers not-in-call or a dropped frame as
+        this does); a peer on another node gets the frame through `send`."""
         ...
 
     def bind(self, events: BrokerEvents) -> None:
