@@ -65,9 +65,11 @@ nothing while both nodes stay connected to Redis; streams would add durability w
 lost its Redis connection has lost its clients' calls' signaling context anyway; they resume).
 
 `offer`/`answer`/`candidate`, the hot path, change no state: a node remembers, per connection of its own in an
-answered call, where the peer's connection is, and forwards without asking Redis. The node that applies the
-accept learns it for its own party at once; another node reads it once, at the first frame. Anything that changes
-a call (`call-ended`, `call-resumed` to that connection) forgets it.
+answered call, where the peer's connection is, and forwards without asking Redis, synchronously like one node
+(`route`: no coroutine, no effect objects; the frame is queued for the peer's node, `send`). The node that applies
+the accept learns it for its own party at once; another node reads it once, at the first frame (`receive`).
+Anything that changes a call (`call-ended`, `call-resumed` to that connection) forgets it. The receiving node
+handles each message as its subscription reads it (`_heard`): no queue, no task, no coroutine per frame.
 """
 
 from __future__ import annotations
