@@ -91,6 +91,11 @@ def test_node_frames_round_trip() -> None:
     message = "".join(nodeframe.packed(cid, kind, text) for cid, kind, text in parts)
     assert message == nodeframe.pack([nodeframe.encode(*part) for part in parts])
     assert nodeframe.unpack_decoded(message) == parts
+    sender = open_broker("redis://127.0.0.1:1/0", node_id="n0")  # the Redis broker packs them inline: the same
+    for cid, kind, text in parts:
+        sender.send(cid, kind, text)
+    queued = sender._outbox  # type: ignore[attr-defined]
+    assert "".join(queued["peercall:to:n1-ab"]) == nodeframe.packed(*parts[0]) + nodeframe.packed(*parts[2])
     change = Presence("bob", "offline", False, 12.5)
     assert nodeframe.decode_presence(nodeframe.encode_presence(change)) == change
 

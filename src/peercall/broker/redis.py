@@ -1063,15 +1063,17 @@ class RedisBroker:
         address = cid.rpartition(".")[0]  # address_of, inline: once per frame that crosses nodes
         if address == self.address:
             return  # ours, and already gone
-        # `_queue`, inline (once per frame that crosses nodes)
+        # `_queue` and `nodeframe.packed`, inline (once per frame that crosses nodes; test_redis_format.py checks
+        # the piece is `packed`'s)
+        piece = f"{len(cid) + len(text) + 2}:{kind}{cid}\n{text}"
         channel, outbox = self._to_at + address, self._outbox
         pieces = outbox.get(channel)
         if pieces is not None:
-            pieces.append(nodeframe.packed(cid, kind, text))
+            pieces.append(piece)
             return
         if not outbox:
             self._outbox_ready.set()
-        outbox[channel] = [nodeframe.packed(cid, kind, text)]
+        outbox[channel] = [piece]
 
     def _queue(self, channel: str, piece: str) -> None:
         """Queue a packed frame (`nodeframe.packed`, or `pack` of one) for a channel: `_publish_loop` sends it.

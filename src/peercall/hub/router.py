@@ -598,9 +598,9 @@ class Hub:
 
     def _elsewhere(self, cid: str, kind: str, text: str) -> None:
         """A frame for a connection that is not (yet) among ours: one still joining, or one on another node."""
-        joining = self._joining.get(cid)
-        if joining is not None:
-            joining[1].append((kind, text))
+        joining = self._joining
+        if joining and (waiting := joining.get(cid)) is not None:  # mostly none joins: no lookup
+            waiting[1].append((kind, text))
         else:
             self.broker.send(cid, kind, text)
 
