@@ -22,6 +22,7 @@ import pytest
 
 from peercall.broker import open_broker
 from peercall.broker.redis import _APPLY
+from peercall.hub import nodeframe
 from peercall.hub.router import Hub
 from peercall.protocol.messages import MAX_CALL_DATA
 from tests.cluster.conftest import RedisServer
@@ -269,6 +270,43 @@ async def test_a_call_across_nodes_needs_no_read_after_the_call_request(
     assert first.broker.ops["retry"] == second.broker.ops["retry"] == 0
 
 
+async def test_a_peer_frame_whose_route_a_node_knows_crosses_nodes_with_no_coroutine(
+    redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]]
+) -> None:
+    """Once a call is answered, each party's node knows where the peer is: a peer frame is forwarded to the other
+    node at once, as on one node (`Hub.receive` returns no coroutine to run). A node that does not know the route
+    reads it (a coroutine), and knows it afterwards; a frame for someone not in the call is refused as before."""
+    _, make = hubs
+    first, second, alice, bob = await _alice_and_bob_on_two_nodes(make)
+    await first.handle(alice, json.dumps({"type": "call-request", "to": "bob"}))
+    call_id = (await bob.wait_for("call-request"))["callId"]
+    await second.handle(bob, json.dumps({"type": "call-accept", "to": "alice", "callId": call_id}))
+    await alice.wait_for("call-accept")
+    offer = {"type": "offer", "to": "bob", "callId": call_id, "data": {"type": "offer", "sdp": "v=0"}}
+    assert first.receive(alice, json.dumps(offer)) is None  # type: ignore[arg-type]
+    assert (await bob.wait_for("offer"))["from"] == "alice"
+    answer = {"type": "answer", "to": "alice", "callId": call_id, "data": {"type": "answer", "sdp": "v=0"}}
+    assert second.receive(bob, json.dumps(answer)) is None  # type: ignore[arg-type]
+    await alice.wait_for("answer", **{"from": "bob"})
+
+    second.broker.forget_route(bob.cid)  # type: ignore[attr-defined]
+    candidate = {"type": "candidate", "to": "alice", "data": {"candidate": "c1", "sdpMid": "0", "sdpMLineIndex": 0}}
+    rest = second.receive(bob, json.dumps(candidate))  # type: ignore[arg-type]
+    assert rest is not None  # not known on this node: read
+    await rest
+    await alice.wait_for("candidate", data=candidate["data"])
+    candidate["data"] = {"candidate": "c2", "sdpMid": "0", "sdpMLineIndex": 0}
+    assert second.receive(bob, json.dumps(candidate)) is None  # type: ignore[arg-type]  # known now
+    await alice.wait_for("candidate", data=candidate["data"])
+
+    stray = {"type": "candidate", "to": "carol", "data": {"candidate": "c3", "sdpMid": "0", "sdpMLineIndex": 0}}
+    rest = first.receive(alice, json.dumps(stray))  # type: ignore[arg-type]
+    assert rest is not None
+    await rest
+    assert (await alice.wait_for("error"))["code"] == "not-in-call"
+    assert [m["data"]["candidate"] for m in alice.sent if m["type"] == "candidate"] == ["c1", "c2"]
+
+
 async def test_a_node_that_knows_a_stale_state_reads_and_replays(
     redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]]
 ) -> None:
@@ -317,8 +355,42 @@ async def test_a_state_frame_reaches_no_connection(
     alice = FakeConnection(hub, "alice")
     await hub.join(alice)
     before = list(alice.sent)
-    await hub.deliver("", "v", '[["peercall:u:alice",["x","[\\"d\\",false]"],"100000"]]')
+    hub.deliver("", "v", '[["peercall:u:alice",["x","[\\"d\\",false]"],"100000"]]')
     assert alice.sent == before
+
+
+async def test_a_message_for_a_node_that_cannot_be_read_is_dropped_and_the_next_one_is_delivered(
+    redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]]
+) -> None:
+    """The node handles what it hears as the subscription reads it: a message on its channel that it cannot read
+    (a bug, a node of a newer version) is dropped without stopping the reader, and the frames of the next one reach
+    their connection in order, a close last."""
+    _, make = hubs
+    hub = await make()
+    alice = FakeConnection(hub, "alice")
+    await hub.join(alice)
+    await asyncio.sleep(0.2)  # the listener subscribes
+    before = alice.types()
+    closed = asyncio.Event()
+    close = alice.close
+
+    async def close_and_tell(code: int, reason: str) -> None:
+        await close(code, reason)
+        closed.set()
+
+    alice.close = close_and_tell  # type: ignore[method-assign]
+    channel = f"{PREFIX}to:{hub.broker.address_of(alice.cid)}"  # type: ignore[attr-defined]
+    redis_server.command("PUBLISH", channel, "7:no frame")
+    frames = [
+        nodeframe.encode(alice.cid, nodeframe.SEND, json.dumps({"type": "one"})),
+        nodeframe.encode(alice.cid, nodeframe.SEND, json.dumps({"type": "two"})),
+        nodeframe.encode(alice.cid, nodeframe.CLOSE, nodeframe.close_text(4001, "bye")),
+    ]
+    redis_server.command("PUBLISH", channel, nodeframe.pack(frames))
+    async with asyncio.timeout(2):
+        await closed.wait()
+    assert alice.types() == [*before, "one", "two"]
+    assert alice.closed == (4001, "bye")
 
 
 def test_an_answered_call_is_told_by_its_json() -> None:

@@ -30,7 +30,10 @@ def test_the_broker_is_picked_by_url_scheme() -> None:
     """`memory://` is one node; a Redis URL is a cluster (its client made, not connected); anything else fails."""
     assert isinstance(open_broker("memory://"), MemoryBroker)
     redis = open_broker("redis://127.0.0.1:1/0", node_id="n7")
-    assert redis.shared and redis.node == "n7" and redis.route is None
+    assert redis.shared and redis.node == "n7"
+    assert redis.route is not None  # a route a node knows is taken at once; one it does not know is not known:
+    candidate = '{"type":"candidate","to":"bob","data":{"candidate":"c","sdpMid":"0","sdpMLineIndex":0}}'
+    assert redis.route("n7-abc.1", messages.parse(candidate, "alice")) is None  # the hub then asks `receive`
     with pytest.raises(ValueError, match="unknown broker URL 'mongodb://x'"):
         open_broker("mongodb://x")
 
@@ -88,6 +91,11 @@ def test_node_frames_round_trip() -> None:
     message = "".join(nodeframe.packed(cid, kind, text) for cid, kind, text in parts)
     assert message == nodeframe.pack([nodeframe.encode(*part) for part in parts])
     assert nodeframe.unpack_decoded(message) == parts
+    sender = open_broker("redis://127.0.0.1:1/0", node_id="n0")  # the Redis broker packs them inline: the same
+    for cid, kind, text in parts:
+        sender.send(cid, kind, text)
+    queued = sender._outbox  # type: ignore[attr-defined]
+    assert "".join(queued["peercall:to:n1-ab"]) == nodeframe.packed(*parts[0]) + nodeframe.packed(*parts[2])
     change = Presence("bob", "offline", False, 12.5)
     assert nodeframe.decode_presence(nodeframe.encode_presence(change)) == change
 

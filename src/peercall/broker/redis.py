@@ -65,9 +65,11 @@ nothing while both nodes stay connected to Redis; streams would add durability w
 lost its Redis connection has lost its clients' calls' signaling context anyway; they resume).
 
 `offer`/`answer`/`candidate`, the hot path, change no state: a node remembers, per connection of its own in an
-answered call, where the peer's connection is, and forwards without asking Redis. The node that applies the
-accept learns it for its own party at once; another node reads it once, at the first frame. Anything that changes
-a call (`call-ended`, `call-resumed` to that connection) forgets it.
+answered call, where the peer's connection is, and forwards without asking Redis, synchronously like one node
+(`route`: no coroutine, no effect objects; the frame is queued for the peer's node, `send`). The node that applies
+the accept learns it for its own party at once; another node reads it once, at the first frame (`receive`).
+Anything that changes a call (`call-ended`, `call-resumed` to that connection) forgets it. The receiving node
+handles each message as its subscription reads it (`_heard`): no queue, no task, no coroutine per frame.
 """
 
 from __future__ import annotations
@@ -128,7 +130,6 @@ _TIMER_POLL = 0.25  # seconds between looks at `due` when nothing local is due s
 _ENDED_TTL = 3600
 _SEEN_KEPT = 1000
 _BATCH_MAX = 512  # frames in one Pub/Sub message at most
-_INBOX_MAX = 100_000  # messages from other nodes heard and not handled yet, at most (`_heard`)
 _SUB_PING = 2.0  # seconds between pings on the subscription, so that a Redis that went silent is noticed
 _STOP_WITHIN = 8.0  # seconds `stop()` may take in all; then other nodes reap what is left when the lease runs out
 
@@ -396,7 +397,6 @@ class RedisBroker:
     """A `hub.broker.Broker` for a node of a cluster: its link to the shared state and to the other nodes."""
 
     shared = True
-    route = None  # no synchronous fast path: peer frames go through `receive` (see `_routes`)
 
     def __init__(
         self,
@@ -452,14 +452,14 @@ class RedisBroker:
             self._sub = resp.Pipe(url, timeout=5, connect_timeout=2, on_message=self._heard)
         except ValueError:
             self._pipe = self._sub = None
-        self._inbox: collections.deque[tuple[str, str]] = collections.deque()  # (channel, data) heard, to handle
-        self._inbox_ready = asyncio.Event()
         self._events: BrokerEvents | None = None
         self.healthy = False
         self.ops: collections.Counter[str] = collections.Counter()  # Redis round trips by kind, for /metrics
         self._users_online = 0  # gauges, refreshed by the housekeeping
         self._calls_by_state: dict[str, int] = {"ringing": 0, "answered": 0}
         self._routes: dict[str, _Route] = {}
+        # The hot path: a peer frame whose route this node knows is forwarded with no coroutine (`_routed`).
+        self.route: Callable[[str, Envelope], tuple[str, str] | None] = self._routed
         self._route_epoch = 0  # counts `forget_route`s
         # cid of ours -> the `_route_epoch` its route was last forgotten at. A route read is learnt only if its
         # connection's was not forgotten while the read was on its way: per connection, since with a global
@@ -476,6 +476,7 @@ class RedisBroker:
         # channel -> the frames queued for it, each already packed (`nodeframe.packed`): published in batches
         self._outbox: dict[str, list[str]] = {}
         self._to_at = f"{prefix}to:"
+        self._own = self._to(self.address)  # this node's channel
         self._outbox_ready = asyncio.Event()
         self._timer_wake = asyncio.Event()
         self._timer_at = 0.0  # when the timer looks at `due` next (wall clock), unless woken sooner
@@ -957,6 +958,14 @@ class RedisBroker:
         self._pending_leaves.pop(cid, None)
         return effects
 
+    def _routed(self, cid: str, env: Envelope) -> tuple[str, str] | None:
+        """`Broker.route`: where a peer frame from `cid` goes, if this node knows its route (what `receive` forwards
+        at once); None if it does not (the hub then hands it to `receive`, which reads the call)."""
+        route = self._routes.get(cid)
+        if route is not None and env.callId in (None, route.call_id) and env.to in (None, route.peer):
+            return route.peer_cid, route.call_id
+        return None
+
     async def receive(
         self, cid: str, user: str, env: Envelope, now: float, *, screen: Screen | None = None
     ) -> list[Effect]:
@@ -1054,16 +1063,30 @@ class RedisBroker:
         address = cid.rpartition(".")[0]  # address_of, inline: once per frame that crosses nodes
         if address == self.address:
             return  # ours, and already gone
-        self._queue(self._to_at + address, nodeframe.packed(cid, kind, text))
+        # `_queue` and `nodeframe.packed`, inline (once per frame that crosses nodes; test_redis_format.py checks
+        # the piece is `packed`'s)
+        piece = f"{len(cid) + len(text) + 2}:{kind}{cid}\n{text}"
+        channel, outbox = self._to_at + address, self._outbox
+        pieces = outbox.get(channel)
+        if pieces is not None:
+            pieces.append(piece)
+            return
+        if not outbox:
+            self._outbox_ready.set()
+        outbox[channel] = [piece]
 
     def _queue(self, channel: str, piece: str) -> None:
-        """Queue a packed frame (`nodeframe.packed`, or `pack` of one) for a channel: `_publish_loop` sends it."""
-        pieces = self._outbox.get(channel)
-        if pieces is None:
-            self._outbox[channel] = [piece]
-        else:
+        """Queue a packed frame (`nodeframe.packed`, or `pack` of one) for a channel: `_publish_loop` sends it.
+        `_outbox_ready` is set when the outbox was empty: `_publish_loop` clears it only as it takes the outbox
+        (`_flush_outbox_now` then takes all that is queued until it is empty again)."""
+        outbox = self._outbox
+        pieces = outbox.get(channel)
+        if pieces is not None:
             pieces.append(piece)
-        self._outbox_ready.set()
+            return
+        if not outbox:
+            self._outbox_ready.set()
+        outbox[channel] = [piece]
 
     async def presences(self, users: Collection[str]) -> dict[str, Presence]:
         """Each of `users`' presence now (one Lua read: `online`, `incall`, `seen`). Raises SharedStateUnavailable."""
@@ -1157,23 +1180,25 @@ class RedisBroker:
             self.ops["publish"] += 1
 
     def _heard(self, channel: str, data: str) -> None:
-        """A message on a channel we subscribed to (through the lean client): handled by `_listen_lean`."""
-        if len(self._inbox) >= _INBOX_MAX and self._sub is not None:
-            # Not read for so long that Redis would have dropped us too (its pubsub output buffer limit): do the
-            # same, and subscribe again (what was sent meanwhile is lost, as after a lost connection).
-            log.warning("node %s: %d messages from other nodes not handled yet; dropped", self.address, _INBOX_MAX)
-            self._inbox.clear()
-            self._sub.close()
-            return
-        self._inbox.append((channel, data))
-        self._inbox_ready.set()
+        """A message on a channel we subscribed to (through the lean client), handled at once, from the read of the
+        subscription's socket (`resp.Connection.data_received`): each of its frames is learnt (STATE) or queued to
+        its connection (`Hub.deliver` never waits), so nothing piles up in this node; what it has not read yet
+        waits in Redis, which drops a subscriber that falls too far behind (its pubsub output buffer limit):
+        `_listen_lean` then subscribes again, and what was sent meanwhile is lost, as after a lost connection.
+        Nothing a message holds raises into the reader."""
+        try:
+            if channel == self._own:
+                self._handle_inbox(data)
+            else:
+                for frame in nodeframe.unpack(data):
+                    self._told(frame)
+        except Exception:  # one bad message must not stop every other one
+            log.exception("node %s: could not handle a message from another node", self.address)
 
     async def _listen_lean(self, sub: resp.Pipe) -> None:
-        """`_listen` through the lean client: a task subscribes (and pings, so that a silent Redis is noticed
-        within its timeout), another handles what is heard."""
-        handler = asyncio.create_task(self._handle_inbox(), name="peercall-broker-inbox")
-        own, channels = self._to(self.address), (self._to(self.address), self._everyone, f"{self.p}all")
-        assert own in channels
+        """`_listen` through the lean client: subscribe (and ping, so that a silent Redis is noticed within its
+        timeout); what is heard is handled as it is read (`_heard`)."""
+        channels = (self._own, self._everyone, f"{self.p}all")
         delay = 0.1
         try:
             while not self._closing:
@@ -1189,54 +1214,33 @@ class RedisBroker:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
         finally:
-            handler.cancel()
             sub.close()
 
-    async def _handle_inbox(self) -> None:
-        events, inbox, own = self.events, self._inbox, self._to(self.address)
-        while True:
-            await self._inbox_ready.wait()
-            self._inbox_ready.clear()
-            while inbox:
-                channel, message = inbox.popleft()
-                try:
-                    if channel != own:
-                        for data in nodeframe.unpack(message):
-                            self._told(data)
-                        continue
-                    for cid, kind, text in nodeframe.unpack_decoded(message):
-                        if kind == nodeframe.STATE:
-                            self._learn(text)
-                            continue
-                        if kind == nodeframe.SEND_CALL_CHANGED:
-                            self.forget_route(cid)
-                        await events.deliver(cid, kind, text)
-                except Exception:  # one bad message must not stop every other one
-                    log.exception("node %s: could not handle a message from another node", self.address)
+    def _handle_inbox(self, message: str) -> None:
+        """A message on this node's channel: its frames, in order (`nodeframe.unpack_decoded`)."""
+        deliver, send = self.events.deliver, nodeframe.SEND
+        for cid, kind, text in nodeframe.unpack_decoded(message):
+            if kind == send:  # most of them: a relayed frame
+                deliver(cid, kind, text)
+            elif kind == nodeframe.STATE:
+                self._learn(text)
+            else:
+                if kind == nodeframe.SEND_CALL_CHANGED:
+                    self.forget_route(cid)
+                deliver(cid, kind, text)
 
     async def _listen(self) -> None:
         if self._sub is not None:
             return await self._listen_lean(self._sub)
-        events = self.events
-        own, everyone = self._to(self.address), (self._everyone, f"{self.p}all")
+        everyone = (self._everyone, f"{self.p}all")
         delay = 0.1
         while not self._closing:  # stop() cancels us too, but redis-py may turn a cancel into an error
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(own, *everyone)
+                await pubsub.subscribe(self._own, *everyone)
                 delay = 0.1
                 async for message in pubsub.listen():
-                    if message["channel"] in everyone:
-                        for data in nodeframe.unpack(message["data"]):
-                            self._told(data)
-                        continue
-                    for cid, kind, text in nodeframe.unpack_decoded(message["data"]):
-                        if kind == nodeframe.STATE:
-                            self._learn(text)
-                            continue
-                        if kind == nodeframe.SEND_CALL_CHANGED:
-                            self.forget_route(cid)
-                        await events.deliver(cid, kind, text)
+                    self._heard(message["channel"], message["data"])
             except (*TRANSIENT, RedisError):
                 self.healthy = False
                 await asyncio.sleep(delay)

@@ -35,9 +35,9 @@ class BrokerEvents(Protocol):
         """Perform effects the broker decided on its own (a call timer fired; Redis lost a node's connections)."""
         ...
 
-    async def deliver(self, cid: str, kind: str, text: str) -> None:
+    def deliver(self, cid: str, kind: str, text: str) -> None:
         """A frame that another node sent to connection `cid` of this node (hub/nodeframe.py: `kind`, `text`).
-        A connection that is gone meanwhile drops it."""
+        A connection that is gone meanwhile drops it. Never waits: called for each frame as it is read."""
         ...
 
     def presence_changed(self, change: Presence) -> None:
@@ -79,7 +79,11 @@ class Broker(Protocol):
     def route(self) -> Callable[[str, Envelope], tuple[str, str] | None] | None:
         """The hot path, or None when the broker has none: where a peer frame from connection `cid` goes,
         as (the peer's connection id, call id), or None while the peer is away (the frame is dropped). Synchronous,
-        and changes nothing. Raises ProtocolError `not-in-call` like `receive` would."""
+        and changes nothing. Raises ProtocolError `not-in-call` like `receive` would.
+
+        A broker whose state is `shared` answers only for what its node knows: None there means "not known here",
+        and the hub hands the frame to `receive` (which finds out, and answers not-in-call or a dropped frame as
+        this does); a peer on another node gets the frame through `send`."""
         ...
 
     def bind(self, events: BrokerEvents) -> None:

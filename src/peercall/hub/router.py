@@ -136,6 +136,7 @@ class Hub:
         # Connections whose welcome is not sent yet, with the frames that wait for it: (kind, text).
         self._joining: dict[str, tuple[Connection, list[tuple[str, str]]]] = {}
         self._route = broker.route
+        self._shared = broker.shared
         broker.bind(self)
 
     def __len__(self) -> int:
@@ -273,16 +274,22 @@ class Hub:
 
     def receive(self, conn: Connection, frame: str | bytes) -> Coroutine[Any, Any, None] | None:
         """`handle`, for callers that run coroutines by hand (server/fastws.py): the hot path, a peer frame
-        when the broker has a synchronous `route` (one node), is forwarded at once and returns None; anything
-        else returns the coroutine that does it (a frame that changes a call, an error, or any frame when the
-        state is shared through Redis)."""
+        whose route the broker knows at once (`Broker.route`: one node, or a node of a cluster that knows where the
+        peer is), is forwarded at once (to a connection of this node, or queued for another node's) and returns
+        None; anything else returns the coroutine that does it (a frame that changes a call, an error, a peer
+        frame whose route a node of a cluster has to read)."""
         try:
             env = messages.parse(frame, conn.id)
             if env.type in PEER_FRAMES and (route := self._route) is not None:  # no effects, no waiting
                 to = route(conn.cid, env)
+                if to is None and self._shared:  # not known on this node: the broker finds out (`receive`)
+                    return self._handle(conn, env)
                 self.stats.messages[env.type] += 1
-                if to is not None and (target := self._conns.get(to[0])) is not None:
-                    target.send_now(messages.forward(env, conn.id, to[1]))
+                if to is not None:
+                    if (target := self._conns.get(to[0])) is not None:
+                        target.send_now(messages.forward(env, conn.id, to[1]))
+                    elif self._shared:  # on another node (or still joining)
+                        self._elsewhere(to[0], nodeframe.SEND, messages.forward(env, conn.id, to[1]))
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("%s -> %s %s (%d chars)", conn.id, env.to, env.type, len(frame))
                 return None
@@ -591,21 +598,22 @@ class Hub:
 
     def _elsewhere(self, cid: str, kind: str, text: str) -> None:
         """A frame for a connection that is not (yet) among ours: one still joining, or one on another node."""
-        joining = self._joining.get(cid)
-        if joining is not None:
-            joining[1].append((kind, text))
+        joining = self._joining
+        if joining and (waiting := joining.get(cid)) is not None:  # mostly none joins: no lookup
+            waiting[1].append((kind, text))
         else:
             self.broker.send(cid, kind, text)
 
-    async def deliver(self, cid: str, kind: str, text: str) -> None:
+    def deliver(self, cid: str, kind: str, text: str) -> None:
         """A frame that another node sent for a connection of this one (`Broker.send` there).
 
         Called by the broker's one listener, which delivers what every other node sends to all of this node's
-        connections: so it never waits for one of them. A frame is queued (`send_now`: a connection that cannot
-        take it closes itself, a slow reader), and a close is started in a task of its own."""
-        joining = self._joining.get(cid)
-        if joining is not None:
-            joining[1].append((kind, text))
+        connections: so it never waits for one of them, and is no coroutine (the listener calls it for every frame
+        it reads, as it reads them). A frame is queued (`send_now`: a connection that cannot take it closes
+        itself, a slow reader), and a close is started in a task of its own."""
+        joining = self._joining
+        if joining and (waiting := joining.get(cid)) is not None:
+            waiting[1].append((kind, text))
             return
         target = self._conns.get(cid)
         if target is None:
