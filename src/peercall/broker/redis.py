@@ -180,7 +180,11 @@ _READ = _READ.replace("<CALLEE_USER>", ".".join(("call", *CALLEE_USER)))
 # Compare and set: if every key read still has the version it was read at, run the commands (each as its argument
 # count, then its arguments) and give every key read a new version, or none if the key is gone, and return that
 # version; else change nothing and return 0. KEYS[1]: the versions hash; KEYS[2]: the counter new versions come
-# from; ARGV[1]: how many (key, version) pairs follow.
+# from; ARGV[1]: how many keys were read (n); ARGV[2]: how many of them the change leaves in place (the first ones:
+# the node knows which keys its commands delete, `_apply_args`); then the n keys, then their n versions, then
+# the commands. One HMGET checks every version, one HSET sets the new one of the keys left, one HDEL deletes those
+# of the keys gone (each of which is checked with EXISTS first: a key still there keeps a version, whatever the
+# node thought). 3 Redis calls where there were 3 per key (HGET, EXISTS, HSET or HDEL).
 #
 # A version lives as long as its key (Redis holds what is live, not every id ever read): a user's goes with the
 # last of their devices and their call, a call's with the call. A key that is gone reads as version "0", and "0"
@@ -189,25 +193,40 @@ _READ = _READ.replace("<CALLEE_USER>", ".".join(("call", *CALLEE_USER)))
 # version never handed out before (the counter, times 100000: a node of an older version still bumps versions by
 # one, and must not reach a value the counter gives), so a user who left and came back is never taken for the
 # state read before they left ("ABA").
+#
+# Rolling upgrade: the keys, `ver` and its values are what the previous script (one HGET, EXISTS and HSET or HDEL
+# per key, ARGV[1] the number of key-version pairs) wrote, so nodes running either script share one Redis; only
+# the script (its SHA) and its ARGV differ.
 _APPLY = """
-local n = tonumber(ARGV[1])
-for i = 2, 2 * n, 2 do
-  if (redis.call('HGET', KEYS[1], ARGV[i]) or '0') ~= ARGV[i + 1] then return 0 end
+local n, kept = tonumber(ARGV[1]), tonumber(ARGV[2])
+if n > 0 then
+  local held = redis.call('HMGET', KEYS[1], unpack(ARGV, 3, 2 + n))
+  for i = 1, n do
+    if (held[i] or '0') ~= ARGV[2 + n + i] then return 0 end
+  end
 end
 local version = tostring(redis.call('INCR', KEYS[2])) .. '00000'
-local i = 2 * n + 2
+local i = 2 * n + 3
 while i <= #ARGV do
   local argc = tonumber(ARGV[i])
   redis.call(unpack(ARGV, i + 1, i + argc))
   i = i + argc + 1
 end
-for i = 2, 2 * n, 2 do
-  if redis.call('EXISTS', ARGV[i]) == 1 then
-    redis.call('HSET', KEYS[1], ARGV[i], version)
+local set, gone = {}, {}
+for j = 3, 2 + kept do
+  set[#set + 1] = ARGV[j]
+  set[#set + 1] = version
+end
+for j = 3 + kept, 2 + n do
+  if redis.call('EXISTS', ARGV[j]) == 1 then
+    set[#set + 1] = ARGV[j]
+    set[#set + 1] = version
   else
-    redis.call('HDEL', KEYS[1], ARGV[i])
+    gone[#gone + 1] = ARGV[j]
   end
 end
+if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
+if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end
 return version
 """
 # What a `welcome` lists, read with the slice (the same script: `_READ` with this in place of its `return out`),
@@ -637,10 +656,9 @@ class RedisBroker:
                 self._write(commands, sb, before)
                 for call_id in sb.calls.keys() - before.calls.keys():  # a new call: its key must not exist yet
                     before.versions.setdefault(self._call(call_id), "0")
-                checks = [x for key_version in before.versions.items() for x in key_version]
                 epoch = self._route_epoch
                 applied = await self._eval(
-                    _APPLY, 2, f"{self.p}ver", f"{self.p}clock", len(before.versions), *checks, *commands.args
+                    _APPLY, 2, f"{self.p}ver", f"{self.p}clock", *self._apply_args(sb, before), *commands.args
                 )
                 if applied:
                     self._tell(effects, self._left(sb, before, commands, str(applied)))
@@ -671,6 +689,23 @@ class RedisBroker:
         finally:
             self._inflight -= 1
         raise SharedStateUnavailable(f"gave up after {_TRIES} conflicting attempts")
+
+    def _apply_args(self, sb: Switchboard, before: _Loaded) -> list[str | int]:
+        """`_APPLY`'s ARGV before the commands: the keys read with their versions, those the change leaves in place
+        (a user with devices or a call, a call that goes on) first."""
+        kept: list[str] = []
+        gone: list[str] = []
+        users_at = len(self._u_at)
+        for key in before.versions:
+            if key.startswith(self._u_at):
+                user = key[users_at:]
+                alive = bool(sb.users.get(user)) or sb.active.get(user) is not None
+            else:
+                alive = key[len(self._call_at) :] in sb.calls
+            (kept if alive else gone).append(key)
+        versions = before.versions
+        keys = kept + gone
+        return [len(keys), len(kept), *keys, *[versions[key] for key in keys]]
 
     async def _ring_late(self, effects: list[Effect], before: _Loaded) -> list[Effect]:
         """Put back the `data` of the call-request of a stored call (kept apart, see `_write`) into the frames that
