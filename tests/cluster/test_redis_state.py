@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from peercall.broker import open_broker
-from peercall.broker.redis import _APPLY
+from peercall.broker.redis import _APPLY, _Commands
 from peercall.hub.router import Hub
 from peercall.protocol.messages import MAX_CALL_DATA
 from tests.cluster.conftest import RedisServer
@@ -105,7 +105,9 @@ async def test_a_user_gone_and_back_is_never_taken_for_the_state_read_before(
     await hub.leave(bob)
     again = FakeConnection(hub, "bob")
     await hub.join(again)
-    checks = broker._apply_args(sb, before)
+    commands = _Commands()
+    broker._write(commands, sb, before)  # no change: nothing written, bob's key kept
+    checks = broker._apply_args(before, commands.gone)
     applied = await broker.redis.eval(_APPLY, 2, f"{PREFIX}ver", f"{PREFIX}clock", *checks)
     assert applied == 0
 
