@@ -384,11 +384,16 @@ class _Commands:
         self.args += (2, "DEL", key)
 
 
+# A user's hash (u:{user}) parsed: {cid: device}, their call's id, {cid: the device as stored (JSON)}. Never changed
+# once made: `_known` and the `_Loaded` of later changes share it.
+_Parsed = tuple[dict[str, Device], str | None, dict[str, str]]
+
+
 @dataclass
 class _Loaded:
     """What a transaction read: the state before, to write back only what changed."""
 
-    devices: dict[str, dict[str, tuple[str, bool]]] = field(default_factory=dict)  # user -> cid -> device
+    devices: dict[str, dict[str, Device]] = field(default_factory=dict)  # user -> cid -> device
     stored: dict[str, dict[str, str]] = field(default_factory=dict)  # user -> cid -> the device as stored (JSON)
     active: dict[str, str | None] = field(default_factory=dict)  # user -> call id
     calls: dict[str, tuple[str, str]] = field(default_factory=dict)  # call id -> (caller, callee)
@@ -492,7 +497,9 @@ class RedisBroker:
         # What this node last saw of keys of users and calls, from its own changes and from what other nodes told
         # it (STATE frames): key -> (value as `_READ` returns it, version, the keys it leads to). See "What a node
         # knows" in the module doc. Bounded by _KNOWN_MAX; a key that is gone is dropped.
-        self._known: dict[str, tuple[Any, str, Any]] = {}
+        # A user's also holds the hash parsed (`_Parsed`) when this node has it so (read or changed here; what it
+        # is told, it parses when it uses it).
+        self._known: dict[str, tuple[Any, str, Any, _Parsed | None]] = {}
         self._u_at, self._call_at = f"{prefix}u:", f"{prefix}call:"
         self._pending_leaves: dict[str, str] = {}  # cid -> user, disconnects Redis has not heard of yet
         # channel -> the frames queued for it, each already packed (`nodeframe.packed`): published in batches
@@ -756,17 +763,25 @@ class RedisBroker:
             self.ops["read"] += 1
         keep = None if before.recalled else self._keep
         users_at, calls_at = len(self._u_at), len(self._call_at)  # where the id starts in "{p}u:{id}", "{p}call:{id}"
-        for key, value, version in read:
+        for entry in read:  # from `_recall`, each also has the user's hash parsed, if this node parsed it
+            key, value, version = entry[0], entry[1], entry[2]
             before.versions[key] = version
             if key.startswith(self._u_at):
                 user = key[users_at:]
-                fields = dict(zip(value[::2], value[1::2], strict=True))
-                active = fields.pop(_ACTIVE, None)
-                devices = {cid: tuple(msgspec.json.decode(v)) for cid, v in fields.items()}
+                parsed = entry[3] if before.recalled else None
+                if parsed is None:
+                    fields = dict(zip(value[::2], value[1::2], strict=True))
+                    active = fields.pop(_ACTIVE, None)
+                    devices = {}
+                    for cid, stored in fields.items():
+                        device, named = msgspec.json.decode(stored)
+                        devices[cid] = Device(cid, user, device, named)
+                    parsed = devices, active, fields
+                devices, active, fields = parsed
                 before.devices[user], before.active[user], before.stored[user] = devices, active, fields
-                sb.load([Device(cid, user, d, named) for cid, (d, named) in devices.items()])
+                sb.load(list(devices.values()))
                 if keep is not None:
-                    keep(key, value, version, None if active is None else self._call(active))
+                    keep(key, value, version, None if active is None else self._call(active), parsed)
             elif value is None:
                 before.missing.add(key[calls_at:])
                 if keep is not None:
@@ -788,10 +803,10 @@ class RedisBroker:
 
     # ------------------------------------------------------------------------- what a node knows
 
-    def _keep(self, key: str, value: Any, version: str, links: Any) -> bool:
-        """Remember that `key` held `value` at `version` (`links`: the keys it leads to, as `_READ` follows them),
-        unless a later version of it is known; a key that is gone (no value) is forgotten. Returns whether it was
-        kept."""
+    def _keep(self, key: str, value: Any, version: str, links: Any, parsed: _Parsed | None = None) -> bool:
+        """Remember that `key` held `value` at `version` (`links`: the keys it leads to, as `_READ` follows them;
+        `parsed`: a user's hash as `_load` parses it, if at hand), unless a later version of it is known; a key
+        that is gone (no value) is forgotten. Returns whether it was kept."""
         known = self._known
         if not value:
             known.pop(key, None)
@@ -800,14 +815,14 @@ class RedisBroker:
         if old is not None and int(old[1]) > int(version):
             known[key] = old
             return False
-        known[key] = (value, version, links)
+        known[key] = (value, version, links, parsed)
         if len(known) > _KNOWN_MAX:
             del known[next(iter(known))]  # the one changed longest ago
         return True
 
-    def _recall(self, users: list[str], calls: list[str]) -> list[tuple[str, Any, str]] | None:
-        """What `_READ` would return for these keys, from what this node knows (`_known`); None if it does not
-        know every key the read would reach."""
+    def _recall(self, users: list[str], calls: list[str]) -> list[tuple[str, Any, str, _Parsed | None]] | None:
+        """What `_READ` would return for these keys, from what this node knows (`_known`), each with the user's
+        hash parsed if it is known so; None if it does not know every key the read would reach."""
         known, out, seen = self._known, [], set()
         pending = users + calls
         while pending:
@@ -818,7 +833,7 @@ class RedisBroker:
             hit = known.get(key)
             if hit is None:
                 return None
-            out.append((key, hit[0], hit[1]))
+            out.append((key, hit[0], hit[1], hit[3]))
             links = hit[2]  # a user's: its call's key or None; a call's: its parties' keys
             if isinstance(links, str):
                 pending.append(links)
@@ -835,12 +850,16 @@ class RedisBroker:
                 user = key[users_at:]
                 stored = before.stored.get(user, {})
                 fields: list[str] = []
-                for cid, device in sb.users.get(user, {}).items():
-                    fields += (cid, stored.get(cid) or _encode([device.device, device.named]).decode())
+                devices = sb.users.get(user, {})  # the switchboard's own, and it is done with: kept parsed as is
+                now: dict[str, str] = {}
+                for cid, device in devices.items():
+                    now[cid] = as_stored = stored.get(cid) or _encode([device.device, device.named]).decode()
+                    fields += (cid, as_stored)
                 active = sb.active.get(user)
                 if active is not None:
                     fields += (_ACTIVE, active)
-                self._keep(key, fields, version, None if active is None else self._call(active))
+                links = None if active is None else self._call(active)
+                self._keep(key, fields, version, links, (devices, active, now))
                 left.append((key, fields, version) if fields else (key, None, "0"))
             else:
                 value = commands.calls.get(key)
