@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from peercall.broker import open_broker
-from peercall.broker.redis import _APPLY
+from peercall.broker.redis import _APPLY, _Commands
 from peercall.hub import nodeframe
 from peercall.hub.router import Hub
 from peercall.protocol.messages import MAX_CALL_DATA
@@ -102,12 +102,14 @@ async def test_a_user_gone_and_back_is_never_taken_for_the_state_read_before(
     broker: Any = hub.broker
     bob = FakeConnection(hub, "bob")
     await hub.join(bob)
-    _, before = await broker._load({"bob"}, set(), None)  # a change that read bob as he is now
+    sb, before = await broker._load({"bob"}, set(), None)  # a change that read bob as he is now
     await hub.leave(bob)
     again = FakeConnection(hub, "bob")
     await hub.join(again)
-    checks = [x for key_version in before.versions.items() for x in key_version]
-    applied = await broker.redis.eval(_APPLY, 2, f"{PREFIX}ver", f"{PREFIX}clock", len(before.versions), *checks)
+    commands = _Commands()
+    broker._write(commands, sb, before)  # no change: nothing written, bob's key kept
+    checks = broker._apply_args(before, commands.gone)
+    applied = await broker.redis.eval(_APPLY, 2, f"{PREFIX}ver", f"{PREFIX}clock", *checks)
     assert applied == 0
 
 
@@ -343,6 +345,74 @@ async def test_a_refusal_on_what_a_node_knows_is_checked_on_what_redis_has(
     await alice.wait_for("call-accept")
     assert second.broker.ops["retry"] == 1
     assert "error" not in bob.types()
+
+
+# `_APPLY` as nodes of the previous version run it: one HGET, EXISTS and HSET or HDEL per key; ARGV[1] the number of
+# (key, version) pairs that follow, then the commands.
+_APPLY_BEFORE = """
+local n = tonumber(ARGV[1])
+for i = 2, 2 * n, 2 do
+  if (redis.call('HGET', KEYS[1], ARGV[i]) or '0') ~= ARGV[i + 1] then return 0 end
+end
+local version = tostring(redis.call('INCR', KEYS[2])) .. '00000'
+local i = 2 * n + 2
+while i <= #ARGV do
+  local argc = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + argc))
+  i = i + argc + 1
+end
+for i = 2, 2 * n, 2 do
+  if redis.call('EXISTS', ARGV[i]) == 1 then
+    redis.call('HSET', KEYS[1], ARGV[i], version)
+  else
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return version
+"""
+
+
+def _versioned(server: RedisServer, db: int) -> tuple[set[str], set[str]]:
+    """(the keys `ver` has a version of, the users' and calls' keys that exist)."""
+    live = {k for k in server.keys(db) if k.startswith((f"{PREFIX}u:", f"{PREFIX}call:"))}
+    return set(server.command("HKEYS", f"{PREFIX}ver", db=db)), live
+
+
+@pytest.mark.parametrize("old", ["caller's node", "callee's node"])
+async def test_nodes_of_the_previous_version_share_the_versions(
+    redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]], old: str
+) -> None:
+    """Rolling upgrade: one of the two nodes applies its changes with the previous `_APPLY` (its ARGV): a call
+    across them rings, is answered and ends with no change refused (each checks the versions the other gave),
+    and after each step `ver` holds a version for exactly the users and calls that exist."""
+    db, make = hubs
+    first, second, alice, bob = await _alice_and_bob_on_two_nodes(make)
+    broker: Any = (first if old == "caller's node" else second).broker
+    new_eval = broker._eval
+
+    async def previous(script: str, numkeys: int, *args: Any) -> Any:
+        if script != _APPLY:
+            return await new_eval(script, numkeys, *args)
+        ver, clock, n, _kept, *rest = args
+        keys, versions, commands = rest[:n], rest[n : 2 * n], rest[2 * n :]
+        pairs = [x for key_version in zip(keys, versions, strict=True) for x in key_version]
+        return await new_eval(_APPLY_BEFORE, numkeys, ver, clock, n, *pairs, *commands)
+
+    broker._eval = previous
+    await first.handle(alice, json.dumps({"type": "call-request", "to": "bob"}))
+    ringing = await bob.wait_for("call-request")
+    versioned, live = _versioned(redis_server, db)
+    assert versioned == live and f"{PREFIX}call:{ringing['callId']}" in live
+    await second.handle(bob, json.dumps({"type": "call-accept", "to": "alice", "callId": ringing["callId"]}))
+    await alice.wait_for("call-accept")
+    assert _versioned(redis_server, db)[0] == _versioned(redis_server, db)[1]
+    await first.handle(alice, json.dumps({"type": "hangup", "to": "bob", "callId": ringing["callId"]}))
+    await bob.wait_for("call-ended")
+    versioned, live = _versioned(redis_server, db)
+    assert versioned == live == {f"{PREFIX}u:alice", f"{PREFIX}u:bob"}
+    await second.leave(bob)
+    assert _versioned(redis_server, db) == ({f"{PREFIX}u:alice"}, {f"{PREFIX}u:alice"})
+    assert first.broker.ops["retry"] == second.broker.ops["retry"] == 0
 
 
 async def test_a_state_frame_reaches_no_connection(

@@ -181,7 +181,11 @@ _READ = _READ.replace("<CALLEE_USER>", ".".join(("call", *CALLEE_USER)))
 # Compare and set: if every key read still has the version it was read at, run the commands (each as its argument
 # count, then its arguments) and give every key read a new version, or none if the key is gone, and return that
 # version; else change nothing and return 0. KEYS[1]: the versions hash; KEYS[2]: the counter new versions come
-# from; ARGV[1]: how many (key, version) pairs follow.
+# from; ARGV[1]: how many keys were read (n); ARGV[2]: how many of them the change leaves in place (the first ones:
+# the node knows which keys its commands delete: `_Commands.gone`); then the n keys, then their n versions, then
+# the commands. One HMGET checks every version, one HSET sets the new one of the keys left, one HDEL deletes those
+# of the keys gone (each of which is checked with EXISTS first: a key still there keeps a version, whatever the
+# node thought). 3 Redis calls where there were 3 per key (HGET, EXISTS, HSET or HDEL).
 #
 # A version lives as long as its key (Redis holds what is live, not every id ever read): a user's goes with the
 # last of their devices and their call, a call's with the call. A key that is gone reads as version "0", and "0"
@@ -190,25 +194,40 @@ _READ = _READ.replace("<CALLEE_USER>", ".".join(("call", *CALLEE_USER)))
 # version never handed out before (the counter, times 100000: a node of an older version still bumps versions by
 # one, and must not reach a value the counter gives), so a user who left and came back is never taken for the
 # state read before they left ("ABA").
+#
+# Rolling upgrade: the keys, `ver` and its values are what the previous script (one HGET, EXISTS and HSET or HDEL
+# per key, ARGV[1] the number of key-version pairs) wrote, so nodes running either script share one Redis; only
+# the script (its SHA) and its ARGV differ.
 _APPLY = """
-local n = tonumber(ARGV[1])
-for i = 2, 2 * n, 2 do
-  if (redis.call('HGET', KEYS[1], ARGV[i]) or '0') ~= ARGV[i + 1] then return 0 end
+local n, kept = tonumber(ARGV[1]), tonumber(ARGV[2])
+if n > 0 then
+  local held = redis.call('HMGET', KEYS[1], unpack(ARGV, 3, 2 + n))
+  for i = 1, n do
+    if (held[i] or '0') ~= ARGV[2 + n + i] then return 0 end
+  end
 end
 local version = tostring(redis.call('INCR', KEYS[2])) .. '00000'
-local i = 2 * n + 2
+local i = 2 * n + 3
 while i <= #ARGV do
   local argc = tonumber(ARGV[i])
   redis.call(unpack(ARGV, i + 1, i + argc))
   i = i + argc + 1
 end
-for i = 2, 2 * n, 2 do
-  if redis.call('EXISTS', ARGV[i]) == 1 then
-    redis.call('HSET', KEYS[1], ARGV[i], version)
+local set, gone = {}, {}
+for j = 3, 2 + kept do
+  set[#set + 1] = ARGV[j]
+  set[#set + 1] = version
+end
+for j = 3 + kept, 2 + n do
+  if redis.call('EXISTS', ARGV[j]) == 1 then
+    set[#set + 1] = ARGV[j]
+    set[#set + 1] = version
   else
-    redis.call('HDEL', KEYS[1], ARGV[i])
+    gone[#gone + 1] = ARGV[j]
   end
 end
+if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
+if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end
 return version
 """
 # What a `welcome` lists, read with the slice (the same script: `_READ` with this in place of its `return out`),
@@ -329,45 +348,53 @@ class _Commands:
     def __init__(self) -> None:
         self.args: list[str | int | float] = []
         self.calls: dict[str, str] = {}  # call key -> the JSON it is set to (what `_left` tells other nodes)
+        self.gone: set[str] = set()  # keys of users and calls read that the change deletes (`_apply_args`)
 
-    def _add(self, *command: str | int | float) -> None:
-        self.args += [len(command), *command]
+    # Each appends its argument count and its arguments in one step (no `*args` call: ~10 of them per change).
 
     def hset(self, key: str, field: str, value: str | bytes) -> None:
-        self._add("HSET", key, field, value.decode() if isinstance(value, bytes) else value)
+        self.args += (4, "HSET", key, field, value.decode() if isinstance(value, bytes) else value)
 
     def hdel(self, key: str, field: str) -> None:
-        self._add("HDEL", key, field)
+        self.args += (3, "HDEL", key, field)
 
     def zadd(self, key: str, mapping: dict[str, float]) -> None:
         for member, score in mapping.items():
-            self._add("ZADD", key, repr(float(score)), member)
+            self.args += (4, "ZADD", key, repr(float(score)), member)
 
     def zrem(self, key: str, member: str) -> None:
-        self._add("ZREM", key, member)
+        self.args += (3, "ZREM", key, member)
 
     def zremrangebyrank(self, key: str, start: int, stop: int) -> None:
-        self._add("ZREMRANGEBYRANK", key, start, stop)
+        self.args += (4, "ZREMRANGEBYRANK", key, start, stop)
 
     def sadd(self, key: str, *members: str) -> None:
-        self._add("SADD", key, *members)
+        self.args += (len(members) + 2, "SADD", key, *members)
 
     def srem(self, key: str, member: str) -> None:
-        self._add("SREM", key, member)
+        self.args += (3, "SREM", key, member)
 
     def set(self, key: str, value: str | bytes, ex: int | None = None) -> None:
         value = value.decode() if isinstance(value, bytes) else value
-        self._add("SET", key, value, *(("EX", ex) if ex is not None else ()))
+        if ex is None:
+            self.args += (3, "SET", key, value)
+        else:
+            self.args += (5, "SET", key, value, "EX", ex)
 
     def delete(self, key: str) -> None:
-        self._add("DEL", key)
+        self.args += (2, "DEL", key)
+
+
+# A user's hash (u:{user}) parsed: {cid: device}, their call's id, {cid: the device as stored (JSON)}. Never changed
+# once made: `_known` and the `_Loaded` of later changes share it.
+_Parsed = tuple[dict[str, Device], str | None, dict[str, str]]
 
 
 @dataclass
 class _Loaded:
     """What a transaction read: the state before, to write back only what changed."""
 
-    devices: dict[str, dict[str, tuple[str, bool]]] = field(default_factory=dict)  # user -> cid -> device
+    devices: dict[str, dict[str, Device]] = field(default_factory=dict)  # user -> cid -> device
     stored: dict[str, dict[str, str]] = field(default_factory=dict)  # user -> cid -> the device as stored (JSON)
     active: dict[str, str | None] = field(default_factory=dict)  # user -> call id
     calls: dict[str, tuple[str, str]] = field(default_factory=dict)  # call id -> (caller, callee)
@@ -470,7 +497,9 @@ class RedisBroker:
         # What this node last saw of keys of users and calls, from its own changes and from what other nodes told
         # it (STATE frames): key -> (value as `_READ` returns it, version, the keys it leads to). See "What a node
         # knows" in the module doc. Bounded by _KNOWN_MAX; a key that is gone is dropped.
-        self._known: dict[str, tuple[Any, str, Any]] = {}
+        # A user's also holds the hash parsed (`_Parsed`) when this node has it so (read or changed here; what it
+        # is told, it parses when it uses it).
+        self._known: dict[str, tuple[Any, str, Any, _Parsed | None]] = {}
         self._u_at, self._call_at = f"{prefix}u:", f"{prefix}call:"
         self._pending_leaves: dict[str, str] = {}  # cid -> user, disconnects Redis has not heard of yet
         # channel -> the frames queued for it, each already packed (`nodeframe.packed`): published in batches
@@ -638,11 +667,9 @@ class RedisBroker:
                 self._write(commands, sb, before)
                 for call_id in sb.calls.keys() - before.calls.keys():  # a new call: its key must not exist yet
                     before.versions.setdefault(self._call(call_id), "0")
-                checks = [x for key_version in before.versions.items() for x in key_version]
                 epoch = self._route_epoch
-                applied = await self._eval(
-                    _APPLY, 2, f"{self.p}ver", f"{self.p}clock", len(before.versions), *checks, *commands.args
-                )
+                checks = self._apply_args(before, commands.gone)
+                applied = await self._eval(_APPLY, 2, f"{self.p}ver", f"{self.p}clock", *checks, *commands.args)
                 if applied:
                     self._tell(effects, self._left(sb, before, commands, str(applied)))
                     effects = await self._ring_late(effects, before)
@@ -672,6 +699,17 @@ class RedisBroker:
         finally:
             self._inflight -= 1
         raise SharedStateUnavailable(f"gave up after {_TRIES} conflicting attempts")
+
+    @staticmethod
+    def _apply_args(before: _Loaded, gone: set[str]) -> list[str | int]:
+        """`_APPLY`'s ARGV before the commands: the keys read with their versions, those the change leaves in place
+        first (`gone`: those it deletes, as `_write` found)."""
+        versions = before.versions
+        keys = [key for key in versions if key not in gone]
+        kept = len(keys)
+        if gone:
+            keys += [key for key in versions if key in gone]
+        return [len(keys), kept, *keys, *[versions[key] for key in keys]]
 
     async def _ring_late(self, effects: list[Effect], before: _Loaded) -> list[Effect]:
         """Put back the `data` of the call-request of a stored call (kept apart, see `_write`) into the frames that
@@ -726,17 +764,25 @@ class RedisBroker:
             self.ops["read"] += 1
         keep = None if before.recalled else self._keep
         users_at, calls_at = len(self._u_at), len(self._call_at)  # where the id starts in "{p}u:{id}", "{p}call:{id}"
-        for key, value, version in read:
+        for entry in read:  # from `_recall`, each also has the user's hash parsed, if this node parsed it
+            key, value, version = entry[0], entry[1], entry[2]
             before.versions[key] = version
             if key.startswith(self._u_at):
                 user = key[users_at:]
-                fields = dict(zip(value[::2], value[1::2], strict=True))
-                active = fields.pop(_ACTIVE, None)
-                devices = {cid: tuple(msgspec.json.decode(v)) for cid, v in fields.items()}
+                parsed = entry[3] if before.recalled else None
+                if parsed is None:
+                    fields = dict(zip(value[::2], value[1::2], strict=True))
+                    active = fields.pop(_ACTIVE, None)
+                    devices = {}
+                    for cid, stored in fields.items():
+                        device, named = msgspec.json.decode(stored)
+                        devices[cid] = Device(cid, user, device, named)
+                    parsed = devices, active, fields
+                devices, active, fields = parsed
                 before.devices[user], before.active[user], before.stored[user] = devices, active, fields
-                sb.load([Device(cid, user, d, named) for cid, (d, named) in devices.items()])
+                sb.load(list(devices.values()))
                 if keep is not None:
-                    keep(key, value, version, None if active is None else self._call(active))
+                    keep(key, value, version, None if active is None else self._call(active), parsed)
             elif value is None:
                 before.missing.add(key[calls_at:])
                 if keep is not None:
@@ -758,10 +804,10 @@ class RedisBroker:
 
     # ------------------------------------------------------------------------- what a node knows
 
-    def _keep(self, key: str, value: Any, version: str, links: Any) -> bool:
-        """Remember that `key` held `value` at `version` (`links`: the keys it leads to, as `_READ` follows them),
-        unless a later version of it is known; a key that is gone (no value) is forgotten. Returns whether it was
-        kept."""
+    def _keep(self, key: str, value: Any, version: str, links: Any, parsed: _Parsed | None = None) -> bool:
+        """Remember that `key` held `value` at `version` (`links`: the keys it leads to, as `_READ` follows them;
+        `parsed`: a user's hash as `_load` parses it, if at hand), unless a later version of it is known; a key
+        that is gone (no value) is forgotten. Returns whether it was kept."""
         known = self._known
         if not value:
             known.pop(key, None)
@@ -770,14 +816,14 @@ class RedisBroker:
         if old is not None and int(old[1]) > int(version):
             known[key] = old
             return False
-        known[key] = (value, version, links)
+        known[key] = (value, version, links, parsed)
         if len(known) > _KNOWN_MAX:
             del known[next(iter(known))]  # the one changed longest ago
         return True
 
-    def _recall(self, users: list[str], calls: list[str]) -> list[tuple[str, Any, str]] | None:
-        """What `_READ` would return for these keys, from what this node knows (`_known`); None if it does not
-        know every key the read would reach."""
+    def _recall(self, users: list[str], calls: list[str]) -> list[tuple[str, Any, str, _Parsed | None]] | None:
+        """What `_READ` would return for these keys, from what this node knows (`_known`), each with the user's
+        hash parsed if it is known so; None if it does not know every key the read would reach."""
         known, out, seen = self._known, [], set()
         pending = users + calls
         while pending:
@@ -788,7 +834,7 @@ class RedisBroker:
             hit = known.get(key)
             if hit is None:
                 return None
-            out.append((key, hit[0], hit[1]))
+            out.append((key, hit[0], hit[1], hit[3]))
             links = hit[2]  # a user's: its call's key or None; a call's: its parties' keys
             if isinstance(links, str):
                 pending.append(links)
@@ -805,12 +851,16 @@ class RedisBroker:
                 user = key[users_at:]
                 stored = before.stored.get(user, {})
                 fields: list[str] = []
-                for cid, device in sb.users.get(user, {}).items():
-                    fields += (cid, stored.get(cid) or _encode([device.device, device.named]).decode())
+                devices = sb.users.get(user, {})  # the switchboard's own, and it is done with: kept parsed as is
+                now: dict[str, str] = {}
+                for cid, device in devices.items():
+                    now[cid] = as_stored = stored.get(cid) or _encode([device.device, device.named]).decode()
+                    fields += (cid, as_stored)
                 active = sb.active.get(user)
                 if active is not None:
                     fields += (_ACTIVE, active)
-                self._keep(key, fields, version, None if active is None else self._call(active))
+                links = None if active is None else self._call(active)
+                self._keep(key, fields, version, links, (devices, active, now))
                 left.append((key, fields, version) if fields else (key, None, "0"))
             else:
                 value = commands.calls.get(key)
@@ -870,16 +920,18 @@ class RedisBroker:
 
     def _write(self, pipe: _Commands, sb: Switchboard, before: _Loaded) -> None:
         p = self.p
+        empty: dict[str, Device] = {}
         for user, old in before.devices.items():
-            new = sb.users.get(user, {})
-            key = self._u(user)
-            for cid in old.keys() - new.keys():
-                pipe.hdel(key, cid)
-                pipe.hdel(self._n(self.address_of(cid)), cid)
-            for cid in new.keys() - old.keys():
-                device = new[cid]
-                pipe.hset(key, cid, _encode([device.device, device.named]))
-                pipe.hset(self._n(self.address_of(cid)), cid, user)
+            new = sb.users.get(user, empty)
+            key = self._u_at + user
+            if old.keys() != new.keys():  # most changes (a call's) connect or disconnect no device
+                for cid in old.keys() - new.keys():
+                    pipe.hdel(key, cid)
+                    pipe.hdel(self._n(self.address_of(cid)), cid)
+                for cid in new.keys() - old.keys():
+                    device = new[cid]
+                    pipe.hset(key, cid, _encode([device.device, device.named]))
+                    pipe.hset(self._n(self.address_of(cid)), cid, user)
             if old and not new:
                 pipe.zrem(f"{p}online", user)
                 if user in sb.last_seen:
@@ -894,15 +946,20 @@ class RedisBroker:
                     pipe.hdel(key, _ACTIVE)
                 else:
                     pipe.hset(key, _ACTIVE, active)
+            if active is None and not new:
+                pipe.gone.add(key)  # no device and no call: the hash is gone
         for call_id in before.calls:
             if call_id not in sb.calls:  # it ended
-                pipe.delete(self._call(call_id))  # its version goes with it (`_APPLY`): a call id is never used again
+                key = self._call_at + call_id
+                pipe.gone.add(key)
+                pipe.delete(key)  # its version goes with it (`_APPLY`): a call id is never used again
                 pipe.delete(self._calldata(call_id))
                 pipe.zrem(f"{p}due", call_id)
                 pipe.hdel(f"{p}callstate", call_id)
         for call_id, (caller, callee) in sb.ended_calls.items():  # its parties may send their call-summary
             pipe.set(f"{p}ended:{call_id}", f"{caller} {callee}", ex=_ENDED_TTL)
         for call_id in before.missing:
+            pipe.gone.add(self._call_at + call_id)
             pipe.zrem(f"{p}due", call_id)
             pipe.hdel(f"{p}callstate", call_id)
         for call_id, call in sb.calls.items():
