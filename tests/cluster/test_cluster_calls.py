@@ -200,8 +200,8 @@ async def test_welcome_is_the_first_frame_while_others_come_and_go(cluster: Any,
 
     The clients read nothing after their first frame: with websockets' default `max_queue` (16 frames) the presence
     frames arriving every 10 ms fill the queue, the client stops reading, never sees the server's close frame and
-    waits its `close_timeout` (10 s) on one close in ten, which made this test take 85 s instead of ~15; `max_queue=None`
-    keeps them reading."""
+    waits its `close_timeout` (10 s) on one close in ten, which made this test take 85 s instead of ~15;
+    `max_queue=None` keeps them reading."""
     async with cluster(2, PEERCALL_PRESENCE_INTERVAL="0.01") as c:
         stop = asyncio.Event()
 
