@@ -122,8 +122,7 @@ async def test_every_device_rings_and_exactly_one_accept_wins(cluster: Any, conn
             await alice.nothing(within=0.1, type="call-accept")
             await alice.send({"type": "hangup", "to": bob})
             await alice.expect(type="call-ended", callId=call_id)
-            for device in (phone, laptop):
-                await _drain(device)
+            await asyncio.gather(_drain(phone), _drain(laptop))  # side by side: 0.2 s of quiet each, not 0.4 in all
 
 
 async def _first(client: Client, call_id: str, types: tuple[str, ...], within: float = 0.5) -> dict[str, Any] | None:
