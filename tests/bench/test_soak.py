@@ -67,15 +67,22 @@ def test_a_minute_of_calls_by_1000_users_loses_nothing(tmp_path: Path) -> None:
 )
 def test_the_checks_catch_a_planted_fault(tmp_path: Path, fault: str, says: str) -> None:
     """A frame lost, a frame doubled, a history record lost and another written twice: each fails the soak
-    (exit 1, `FAIL:` saying what)."""
+    (exit 1, `FAIL:` saying what). Eight seconds of 60 users with short timers place some 30 calls: the faults
+    need one answered call with three relayed frames, or two calls in the history."""
     done, _ = soak(
         tmp_path,
         "--users",
         "60",
         "--duration",
-        "15",
+        "8",
         "--talk-max",
         "4",
+        "--away-max",
+        "4",
+        "--ring-timeout",
+        "2",
+        "--resume-grace",
+        "2",
         "--seed",
         "2",
         "--fault",
