@@ -1120,8 +1120,8 @@ class RedisBroker:
         address = cid.rpartition(".")[0]  # address_of, inline: once per frame that crosses nodes
         if address == self.address:
             return  # ours, and already gone
-        # `_queue` and `nodeframe.packed`, inline (once per frame that crosses nodes; test_redis_format.py checks
-        # the piece is `packed`'s)
+        # `_queue` and `nodeframe.packed`, inline: once per frame that crosses nodes (tests/unit/test_broker_seam.py
+        # checks that the piece is `packed`'s)
         piece = f"{len(cid) + len(text) + 2}:{kind}{cid}\n{text}"
         channel, outbox = self._to_at + address, self._outbox
         pieces = outbox.get(channel)
