@@ -1027,10 +1027,10 @@ class RedisBroker:
         self, cid: str, user: str, env: Envelope, now: float, *, screen: Screen | None = None
     ) -> list[Effect]:
         """A valid frame from a connection of this node. Raises ProtocolError, or SharedStateUnavailable."""
-        if env.type in PEER_FRAMES:  # the hot path: where the peer is, remembered (Redis only the first time)
-            route = self._routes.get(cid)
-            if route is not None and env.callId in (None, route.call_id) and env.to in (None, route.peer):
-                return [Forward(route.peer_cid, env, user, route.call_id)]
+        if env.type in PEER_FRAMES:  # where the peer is, remembered (Redis only the first time)
+            to = self._routed(cid, env)  # the hub asks this first (`route`), so mostly it is not known here
+            if to is not None:
+                return [Forward(to[0], env, user, to[1])]
             return await self._in_task(self._media_slow(cid, user, env, now))
         users = [user, env.to] if env.type == "call-request" and env.to is not None else [user]
 
