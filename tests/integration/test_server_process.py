@@ -90,3 +90,21 @@ async def test_sigterm_closes_clients_with_going_away_and_exits() -> None:
         srv.reader.join(5)
         assert "closing 5 connection(s) with 1001 going away" in srv.log()
         assert "Finished server process" in srv.log()
+
+
+async def test_ctrl_c_shuts_down_cleanly_without_a_traceback() -> None:
+    """Ctrl+C (SIGINT) in `make run`: clients get close 1001, the log ends with the clean shutdown, no traceback."""
+    with run_server() as srv:
+        ws = await websockets.connect(f"{srv.ws}?id=alice")
+        await ws.recv()  # welcome
+        srv.proc.send_signal(signal.SIGINT)
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+        code = await asyncio.to_thread(srv.proc.wait, 10)
+        srv.reader.join(5)
+        log = srv.log()
+        assert "Finished server process" in log
+        assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-2000:]
+        assert code == 130

@@ -267,5 +267,11 @@ def serve(settings: Settings) -> int:
     server.tls_names = tls_names
     server.sessions = app.sessions
     server.accounts = app.state.accounts
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        # Ctrl+C: uvicorn shut down cleanly, then raised the SIGINT it caught again (as it does SIGTERM, which ends
+        # the process), and Python's handler made it a KeyboardInterrupt. Its traceback would follow the log of a
+        # clean shutdown as if something broke; 130 is what a shell says of a program it interrupted.
+        return 130
     return 0 if server.started else 1
