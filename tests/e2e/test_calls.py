@@ -91,6 +91,25 @@ async def test_rejected_call(fresh_server: ServerProcess, open_page: OpenPage) -
     await expect(a.locator("#call")).to_be_enabled()
 
 
+async def test_a_phone_shows_how_the_call_ended_at_the_top(fresh_server: ServerProcess, open_page: OpenPage) -> None:
+    """At phone width (390x844) the call card comes into view when a call starts, and stays first once it ended:
+    "Rejected" is on screen, not below the people and contacts."""
+    a, b = await open_pair(open_page, fresh_server)
+    await a.set_viewport_size({"width": 390, "height": 844})
+    await a.evaluate("window.scrollTo(0, document.body.scrollHeight)")  # the user had scrolled down
+    await ring(a, b)
+    await expect(a.locator("#call-status")).to_be_in_viewport()  # "Requesting": the call card came into view
+    await b.click("#reject")
+    await expect(a.locator("#call-status")).to_have_text("Rejected")
+    await expect(a.locator("#call-status")).to_be_in_viewport()
+    await expect(a.locator("#message")).to_be_in_viewport()
+    card = await a.locator("#call-card").bounding_box()
+    people = await a.locator("#people-card").bounding_box()
+    assert card and people and card["y"] < people["y"], f"the call card is not above the people: {card}, {people}"
+    await expect(a.locator("#hangup")).to_be_hidden()  # nothing to hang up: the call buttons go with the call
+    await expect(a.locator("#call")).to_be_in_viewport()  # and calling again is at hand
+
+
 async def test_calling_an_offline_name_is_unavailable(
     server: ServerProcess, open_page: OpenPage, uid: Callable[[str], str]
 ) -> None:

@@ -233,6 +233,36 @@ async def test_ringtone_and_notification_while_it_rings_and_escape_declines(
     await expect(b.locator("body")).to_have_attribute("data-ringing", "false")
 
 
+async def test_the_keyboard_focus_stays_in_the_call_card_after_a_hangup_or_a_reject(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """Esc hangs up or rejects: the focus lands on the call card's heading (not the top of the page), and Tab
+    leads to "Who to call"."""
+    a, b = await open_pair(open_page, fresh_server)
+    await ring(a, b)
+    await expect(b.locator("#accept")).to_be_focused()
+    await b.keyboard.press("Enter")
+    await expect(b.locator("#call-status")).to_have_text("Connected")
+    await expect(b.locator("#mute")).to_be_focused()
+    await b.keyboard.press("Escape")
+    await expect(b.locator("#call-status")).to_have_text("Call Ended")
+    await expect(b.locator("#call-title")).to_be_focused()
+    await b.keyboard.press("Tab")
+    await expect(b.locator("#peer-id")).to_be_focused()
+
+    await ring(a, b)
+    await expect(b.locator("#accept")).to_be_focused()
+    await b.keyboard.press("Escape")
+    await expect(a.locator("#call-status")).to_have_text("Rejected")
+    await expect(b.locator("#call-title")).to_be_focused()
+
+    # The caller's Cancel, clicked: the button is hidden with the call, the focus stays in the card.
+    await ring(a, b)
+    await a.click("#hangup")
+    await expect(a.locator("#call-status")).to_have_text("Call Ended")
+    await expect(a.locator("#call-title")).to_be_focused()
+
+
 async def test_mute_silences_what_the_other_side_receives_and_unmute_restores_it(
     fresh_server: ServerProcess, open_page: OpenPage
 ) -> None:

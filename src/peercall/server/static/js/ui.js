@@ -42,6 +42,8 @@ const el = {
   incomingFrom: $("incoming-from"),
   accept: /** @type {HTMLButtonElement} */ ($("accept")),
   reject: /** @type {HTMLButtonElement} */ ($("reject")),
+  callCard: $("call-card"),
+  callTitle: $("call-title"),
   callStatus: $("call-status"),
   callPeer: $("call-peer"),
   callDetail: $("call-detail"),
@@ -117,6 +119,7 @@ const baseTitle = document.title;
 let durationTimer = 0;
 let countdownTimer = 0;
 let wasRinging = false;
+let wasActive = false;
 /** @type {View|null} the last view rendered (the filter and the clock re-render parts of it) */
 let lastView = null;
 
@@ -744,7 +747,10 @@ export function render(view) {
   el.accept.disabled = !ringing;
   el.acceptVideo.disabled = !ringing;
   el.reject.disabled = !ringing;
-  document.body.dataset.call = ringing ? "ringing" : active ? "active" : "idle";
+  // "ended": the last call's outcome is shown (on a phone the call card stays on top, where the user looks).
+  const callShown = ringing ? "ringing" : active ? "active" : call ? "ended" : "idle";
+  const callMoved = document.body.dataset.call !== callShown;
+  document.body.dataset.call = callShown;
   document.body.dataset.ringing = String(ringing);
   document.body.dataset.server = server.state;
 
@@ -785,7 +791,22 @@ export function render(view) {
 
   if (ringing && !wasRinging) el.accept.focus(); // a call rings: Enter answers it
   if (!ringing && wasRinging && call?.phase === CallPhase.CALLING && !el.mute.disabled) el.mute.focus();
+  // A call rings, starts or ends: the call card is where the user looks. On a phone it just moved to the top of
+  // the page (the stylesheet), but the page stays scrolled where the user tapped (a Call button further down).
+  if (callMoved && callShown !== "idle") el.callCard.scrollIntoView({ block: "nearest" });
+  // The call ended (hung up, rejected, over): the button that had the focus is gone or disabled, which would drop
+  // the focus to the top of the page. It goes to the call card's heading instead: Tab then leads to "Who to call".
+  if (wasActive && !active && focusLost()) el.callTitle.focus({ preventScroll: true });
   wasRinging = ringing;
+  wasActive = active;
+}
+
+/** Whether the keyboard focus is nowhere (on the body), or on a control that is now disabled or hidden. */
+function focusLost() {
+  const focused = /** @type {HTMLElement|null} */ (document.activeElement);
+  if (!focused || focused === document.body) return true;
+  // No boxes: it is hidden (display: none, here or in an ancestor), or gone from the page.
+  return ("disabled" in focused && Boolean(focused.disabled)) || focused.getClientRects().length === 0;
 }
 
 /**
