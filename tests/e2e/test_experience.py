@@ -112,6 +112,19 @@ async (ms) => {
 """
 
 
+# Every text #call-status shows from now on, in order (`window.__e2e.callStatus`), however briefly.
+WATCH_CALL_STATUS = """
+() => {
+  const status = document.getElementById("call-status");
+  const shown = [status.textContent];
+  window.__e2e.callStatus = shown;
+  new MutationObserver(() => {
+    if (shown.at(-1) !== status.textContent) shown.push(status.textContent);
+  }).observe(status, { childList: true, characterData: true, subtree: true });
+}
+"""
+
+
 async def person(page: Page, peer: str) -> dict[str, Any]:
     """Where `peer` is listed on `page` (#online or #offline-people), with its status, or {} if nowhere."""
     return await page.evaluate(
@@ -155,7 +168,7 @@ async def test_people_show_their_status_and_the_search_calls_with_enter(
     await expect(alice.locator(f'#online li[data-peer="{names["carol"]}"]')).to_be_hidden()
     await expect(alice.locator("#contact-filter-hint")).to_have_text(f"Press Enter to call {names['bob']}.")
     await alice.press("#contact-filter", "Enter")
-    await expect(alice.locator("#call-status")).to_have_text("Requesting")
+    await expect(alice.locator("#call-status")).to_have_text("Calling…")
     await expect(bob.locator("#incoming-from")).to_have_text(names["alice"])
     await expect(bob.locator("#accept")).to_be_focused()  # focus lands on Accept: Enter answers
     await bob.keyboard.press("Enter")
@@ -236,13 +249,16 @@ async def test_ringtone_and_notification_while_it_rings_and_escape_declines(
 async def test_the_keyboard_focus_stays_in_the_call_card_after_a_hangup_or_a_reject(
     fresh_server: ServerProcess, open_page: OpenPage
 ) -> None:
-    """Esc hangs up or rejects: the focus lands on the call card's heading (not the top of the page), and Tab
-    leads to "Who to call"."""
+    """Enter answers (the status reads Connecting…, then Connected); Esc hangs up or rejects: the focus lands on
+    the call card's heading (not the top of the page), and Tab leads to "Who to call"."""
     a, b = await open_pair(open_page, fresh_server)
+    await b.evaluate(WATCH_CALL_STATUS)
     await ring(a, b)
     await expect(b.locator("#accept")).to_be_focused()
     await b.keyboard.press("Enter")
     await expect(b.locator("#call-status")).to_have_text("Connected")
+    shown = await b.evaluate("window.__e2e.callStatus")
+    assert shown[-3:] == ["Incoming call", "Connecting…", "Connected"], f"the callee's status went {shown}"
     await expect(b.locator("#mute")).to_be_focused()
     await b.keyboard.press("Escape")
     await expect(b.locator("#call-status")).to_have_text("Call Ended")

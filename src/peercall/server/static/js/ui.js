@@ -220,12 +220,14 @@ let lastView = null;
 export function callStatusText(call) {
   if (!call) return "No Call";
   switch (call.phase) {
+    // The words of a phone, not the phases' names: it rings there ("Calling…"), then answered, the audio is being
+    // set up ("Connecting…").
     case CallPhase.REQUESTING:
-      return "Requesting";
+      return "Calling…";
     case CallPhase.INCOMING:
       return "Incoming call";
     case CallPhase.CALLING:
-      return "Calling";
+      return "Connecting…";
     case CallPhase.CONNECTED:
       return "Connected";
     default:
@@ -313,11 +315,11 @@ export function endedText(call) {
         ? `${who} could not open their microphone.`
         : call.remoteReason === "ice-failed"
           ? `${who} could not take the call: their side could not set up the audio.`
-          : `${who} declined the call.`;
+          : `${who} rejected the call.`;
     case "busy":
       return `${who} is busy in another call.`;
     case "declined":
-      return `You declined the call from ${who}.`;
+      return `You rejected the call from ${who}.`;
     case "unavailable":
       return `${who} is not online.`;
     case "peer-offline":
@@ -1352,7 +1354,7 @@ function setInvalid(input, invalid) {
 
 const OUTCOME_WORDS = Object.freeze({
   answered: "Answered",
-  rejected: "Declined",
+  rejected: "Rejected",
   cancelled: "Cancelled",
   missed: "Missed",
   busy: "Busy",
@@ -1401,9 +1403,7 @@ function historyText(record, me) {
     ? "Silenced (did not ring)"
     : missed
       ? "Missed"
-      : outgoing && record.outcome === "rejected"
-        ? "Rejected"
-        : (OUTCOME_WORDS[record.outcome] ?? record.outcome);
+      : (OUTCOME_WORDS[record.outcome] ?? record.outcome);
   const when = new Date(record.ringingAt * 1000);
   const today = new Date().toDateString() === when.toDateString();
   const time = today
