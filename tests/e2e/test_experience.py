@@ -246,6 +246,26 @@ async def test_ringtone_and_notification_while_it_rings_and_escape_declines(
     await expect(b.locator("body")).to_have_attribute("data-ringing", "false")
 
 
+async def test_connect_and_disconnect_show_one_at_a_time_and_hand_over_the_focus(
+    server: ServerProcess, open_page: OpenPage, uid: Callable[[str], str]
+) -> None:
+    """Only the button that works now is shown (no greyed-out Disconnect on a first visit); by keyboard, the focus
+    goes from Connect to Disconnect and back."""
+    page = await open_page(server.http, "/", "kim")
+    await expect(page.locator("#connect")).to_be_visible()
+    await expect(page.locator("#disconnect")).to_be_hidden()
+    await page.fill("#my-id", uid("kim"))
+    await page.focus("#connect")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#server-status")).to_have_text("Connected")
+    await expect(page.locator("#connect")).to_be_hidden()
+    await expect(page.locator("#disconnect")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#server-status")).to_have_text("Disconnected")
+    await expect(page.locator("#disconnect")).to_be_hidden()
+    await expect(page.locator("#connect")).to_be_focused()
+
+
 async def test_the_keyboard_focus_stays_in_the_call_card_after_a_hangup_or_a_reject(
     fresh_server: ServerProcess, open_page: OpenPage
 ) -> None:

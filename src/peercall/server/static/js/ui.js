@@ -730,8 +730,14 @@ export function render(view) {
   el.serverStatus.dataset.state = server.state;
   el.myId.disabled = !offline;
   el.token.disabled = !offline; // the token is the one we are connected with
+  // Only the button that does something now is shown (a greyed-out twin took a whole row on a phone); the focus
+  // goes from the one that leaves to the one that comes.
+  const handOver = document.activeElement === (offline ? el.disconnect : el.connect);
   el.connect.disabled = !offline;
+  el.connect.hidden = !offline;
   el.disconnect.disabled = offline;
+  el.disconnect.hidden = offline;
+  if (handOver) (offline ? el.connect : el.disconnect).focus({ preventScroll: true });
   el.myIdHint.hidden = !offline;
 
   const canCall = connected && !active;
