@@ -266,6 +266,35 @@ async def test_connect_and_disconnect_show_one_at_a_time_and_hand_over_the_focus
     await expect(page.locator("#connect")).to_be_focused()
 
 
+async def test_a_long_history_still_scrolls_by_keyboard_during_a_call(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """During a call the history's call-back buttons are disabled: the list itself takes the focus, so the keyboard
+    scrolls it (axe: scrollable-region-focusable), and it gives the focus up again after the call."""
+    a, b = await open_pair(open_page, fresh_server)
+    for n in range(9):
+        await a.fill("#peer-id", f"nobody-{n}")
+        await a.press("#peer-id", "Enter")
+        await expect(a.locator("#message")).to_have_text(f"nobody-{n} is not online.")
+    await expect(a.locator("#history li")).to_have_count(9)
+    history = a.locator("#history")
+    assert await history.evaluate("(ul) => ul.scrollHeight > ul.clientHeight"), "the history should scroll"
+    await expect(history).not_to_have_attribute("tabindex", "0")  # its buttons take the focus
+
+    await a.fill("#peer-id", "clientB")
+    await start_call(a, b)
+    await expect(history.locator("button").first).to_be_disabled()
+    await check_accessibility(a, "in-call-with-a-long-history")
+    await history.focus()
+    await expect(history).to_be_focused()
+    await a.keyboard.press("End")
+    await wait_until(lambda: history.evaluate("(ul) => ul.scrollTop"), lambda top: top > 0, "the history to scroll")
+
+    await a.click("#hangup")
+    await expect(history.locator("button").first).to_be_enabled()
+    await expect(history).not_to_have_attribute("tabindex", "0")
+
+
 async def test_the_keyboard_focus_stays_in_the_call_card_after_a_hangup_or_a_reject(
     fresh_server: ServerProcess, open_page: OpenPage
 ) -> None:

@@ -1448,6 +1448,10 @@ function renderHistory(history, canCall) {
     setText(li.querySelector(".who"), label(button.dataset.peer));
     renderHistoryQuality(li, record, history.me);
   });
+  // Its buttons are disabled in a call and while offline: the list itself then takes the focus, so that the
+  // keyboard can still scroll it (a long history scrolls within its card).
+  if (canCall || history.calls.length === 0) el.history.removeAttribute("tabindex");
+  else el.history.tabIndex = 0;
 }
 
 /**
