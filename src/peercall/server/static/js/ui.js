@@ -1035,7 +1035,7 @@ function renderSummary(call) {
  */
 function renderMe({ server, me, call, contacts }) {
   const active = Boolean(call && call.phase !== CallPhase.ENDED);
-  const name = me ?? (el.myId.value.trim() || "You");
+  const name = me ? label(me) : el.myId.value.trim() || "You";
   const status =
     server.state === "connected"
       ? active && call.phase !== CallPhase.INCOMING
@@ -1056,6 +1056,7 @@ function renderMe({ server, me, call, contacts }) {
     away: server.state === "connecting" ? "Connecting…" : "Reconnecting…",
   }[status];
   setText(el.myName, name);
+  el.myName.title = me && name !== me ? `@${me}` : "";
   el.myYou.hidden = name === "You";
   setText(el.myInitial, name.slice(0, 1).toUpperCase() || "?");
   el.me.dataset.status = status;
