@@ -18,7 +18,17 @@ from playwright.async_api import expect
 from tests.conftest import ServerProcess, run_server
 
 from .conftest import LaunchBrowser, OpenPage
-from .steps import assert_audio_flows, connect, data_float, mic, open_pair, shoot, start_call, wait_until
+from .steps import (
+    assert_audio_flows,
+    check_accessibility,
+    connect,
+    data_float,
+    mic,
+    open_pair,
+    shoot,
+    start_call,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
@@ -135,6 +145,9 @@ async def test_unreachable_server_counts_down_and_retry_now_reconnects(
             lambda s: s is not None and 0 < s < (start or 0),
             "the countdown to go down",
         )
+        found = await check_accessibility(page, "server-unreachable")
+        # Not even a moderate one about the banner: it is a landmark of its own, found by landmark navigation.
+        assert not [v for v in found if v["id"] == "region"], f"content outside any landmark: {found}"
         await shoot(page, "error-server-unreachable")
     with run_server(PEERCALL_PORT=str(port)):
         await wait_until(
