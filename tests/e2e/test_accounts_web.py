@@ -96,6 +96,7 @@ async def test_invite_sign_up_call_across_renewals_then_disable(open_page: OpenP
         await shoot(ada, "accounts-signin-failed", keep_focus=True)
         await sign_in(ada, "ada")
         await expect(ada.locator("#account-name")).to_have_text("Ada Admin")
+        await expect(ada.locator("#my-name")).to_have_text("Ada Admin")  # People shows her as others see her
         await expect(ada.locator("#account-admin")).to_be_visible()
         await expect(ada.locator("#server-status")).to_have_text("Connected")
 

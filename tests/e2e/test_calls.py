@@ -85,10 +85,33 @@ async def test_rejected_call(fresh_server: ServerProcess, open_page: OpenPage) -
     await expect(a.locator("#call-status")).to_have_text("Rejected")
     await expect(b.locator("#incoming")).to_be_hidden()
     await expect(b.locator("#call-status")).to_have_text("Call Ended")
-    await expect(a.locator("#message")).to_have_text("clientB declined the call.")
+    # One word for one thing: the button said Reject, the status says Rejected, so do the sentences and the history.
+    await expect(a.locator("#message")).to_have_text("clientB rejected the call.")
+    await expect(b.locator("#message")).to_have_text("You rejected the call from clientA.")
+    await expect(b.locator("#history li .what").first).to_have_text("Rejected")
+    await expect(b.locator("#incoming .keys")).to_have_text("Enter answers · Esc rejects")
     assert await mic(a) == {"opened": 1, "live": 0}, "A did not release the microphone"
     assert await mic(b) == {"opened": 0, "live": 0}, "B opened the microphone although it rejected"
     await expect(a.locator("#call")).to_be_enabled()
+
+
+async def test_a_phone_shows_how_the_call_ended_at_the_top(fresh_server: ServerProcess, open_page: OpenPage) -> None:
+    """At phone width (390x844) the call card comes into view when a call starts, and stays first once it ended:
+    "Rejected" is on screen, not below the people and contacts."""
+    a, b = await open_pair(open_page, fresh_server)
+    await a.set_viewport_size({"width": 390, "height": 844})
+    await a.evaluate("window.scrollTo(0, document.body.scrollHeight)")  # the user had scrolled down
+    await ring(a, b)
+    await expect(a.locator("#call-status")).to_be_in_viewport()  # "Calling…": the call card came into view
+    await b.click("#reject")
+    await expect(a.locator("#call-status")).to_have_text("Rejected")
+    await expect(a.locator("#call-status")).to_be_in_viewport()
+    await expect(a.locator("#message")).to_be_in_viewport()
+    card = await a.locator("#call-card").bounding_box()
+    people = await a.locator("#people-card").bounding_box()
+    assert card and people and card["y"] < people["y"], f"the call card is not above the people: {card}, {people}"
+    await expect(a.locator("#hangup")).to_be_hidden()  # nothing to hang up: the call buttons go with the call
+    await expect(a.locator("#call")).to_be_in_viewport()  # and calling again is at hand
 
 
 async def test_calling_an_offline_name_is_unavailable(
@@ -122,7 +145,7 @@ async def test_index_users_see_each_other_and_caller_can_cancel(
     await expect(bob.locator(f'#online button[data-peer="{alice_id}"]')).to_be_visible()
 
     await alice.click(f'#online button[data-peer="{bob_id}"]')
-    await expect(alice.locator("#call-status")).to_have_text("Requesting")
+    await expect(alice.locator("#call-status")).to_have_text("Calling…")
     await expect(bob.locator("#incoming")).to_be_visible()
     await expect(bob.locator("#incoming")).to_contain_text(alice_id)
 

@@ -29,20 +29,25 @@ def named_token(user: str, name: str) -> str:
 
 async def no_markup(page: Page) -> None:
     """Nothing of the name became an element, and nothing ran."""
-    assert await page.evaluate("document.querySelectorAll('#online img, #history img, #incoming img').length") == 0
+    shown = "#me img, #online img, #history img, #incoming img"
+    assert await page.evaluate(f"document.querySelectorAll('{shown}').length") == 0
     assert await page.evaluate("window.__xss") is None
 
 
 async def test_two_people_see_each_others_names(open_page: OpenPage, uid: Callable[[str], str]) -> None:
-    """alice ("Alice B") and bob (a name with markup) see each other's names in People (with the id beside),
-    bob's incoming call says "Alice B", both see the name during the call and in the history; the markup is
-    text."""
+    """alice ("Alice B") and bob (a name with markup) see their own and each other's names in People (with the id
+    beside), bob's incoming call says "Alice B", both see the name during the call and in the history; the markup
+    is text."""
     alice_id, bob_id = uid("alice"), uid("bob")
     with run_server(PEERCALL_AUTH="token", PEERCALL_AUTH_SECRET=SECRET, **OPEN_DOORS) as server:
         alice = await open_page(server.http, f"/#token={named_token(alice_id, 'Alice B')}", "alice")
         bob = await open_page(server.http, f"/#token={named_token(bob_id, XSS)}", "bob")
         await connect(alice)
         await connect(bob)
+        # Each sees their own name as the others see it, with the id in its title.
+        await expect(alice.locator("#my-name")).to_have_text("Alice B")
+        await expect(alice.locator("#my-name")).to_have_attribute("title", f"@{alice_id}")
+        await expect(bob.locator("#my-name")).to_have_text(XSS)
 
         bob_at_alice = alice.locator(f'#online li[data-peer="{bob_id}"]')
         await expect(bob_at_alice.locator(".name")).to_have_text(XSS)

@@ -112,6 +112,19 @@ async (ms) => {
 """
 
 
+# Every text #call-status shows from now on, in order (`window.__e2e.callStatus`), however briefly.
+WATCH_CALL_STATUS = """
+() => {
+  const status = document.getElementById("call-status");
+  const shown = [status.textContent];
+  window.__e2e.callStatus = shown;
+  new MutationObserver(() => {
+    if (shown.at(-1) !== status.textContent) shown.push(status.textContent);
+  }).observe(status, { childList: true, characterData: true, subtree: true });
+}
+"""
+
+
 async def person(page: Page, peer: str) -> dict[str, Any]:
     """Where `peer` is listed on `page` (#online or #offline-people), with its status, or {} if nowhere."""
     return await page.evaluate(
@@ -155,7 +168,7 @@ async def test_people_show_their_status_and_the_search_calls_with_enter(
     await expect(alice.locator(f'#online li[data-peer="{names["carol"]}"]')).to_be_hidden()
     await expect(alice.locator("#contact-filter-hint")).to_have_text(f"Press Enter to call {names['bob']}.")
     await alice.press("#contact-filter", "Enter")
-    await expect(alice.locator("#call-status")).to_have_text("Requesting")
+    await expect(alice.locator("#call-status")).to_have_text("Calling…")
     await expect(bob.locator("#incoming-from")).to_have_text(names["alice"])
     await expect(bob.locator("#accept")).to_be_focused()  # focus lands on Accept: Enter answers
     await bob.keyboard.press("Enter")
@@ -231,6 +244,88 @@ async def test_ringtone_and_notification_while_it_rings_and_escape_declines(
     assert await a.evaluate("window.peercall.ringback.playing") is False
     assert (await b.evaluate("window.__e2e.notifications.shown"))[0]["closed"] is True, "the notification stayed"
     await expect(b.locator("body")).to_have_attribute("data-ringing", "false")
+
+
+async def test_connect_and_disconnect_show_one_at_a_time_and_hand_over_the_focus(
+    server: ServerProcess, open_page: OpenPage, uid: Callable[[str], str]
+) -> None:
+    """Only the button that works now is shown (no greyed-out Disconnect on a first visit); by keyboard, the focus
+    goes from Connect to Disconnect and back."""
+    page = await open_page(server.http, "/", "kim")
+    await expect(page.locator("#connect")).to_be_visible()
+    await expect(page.locator("#disconnect")).to_be_hidden()
+    await page.fill("#my-id", uid("kim"))
+    await page.focus("#connect")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#server-status")).to_have_text("Connected")
+    await expect(page.locator("#connect")).to_be_hidden()
+    await expect(page.locator("#disconnect")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#server-status")).to_have_text("Disconnected")
+    await expect(page.locator("#disconnect")).to_be_hidden()
+    await expect(page.locator("#connect")).to_be_focused()
+
+
+async def test_a_long_history_still_scrolls_by_keyboard_during_a_call(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """During a call the history's call-back buttons are disabled: the list itself takes the focus, so the keyboard
+    scrolls it (axe: scrollable-region-focusable), and it gives the focus up again after the call."""
+    a, b = await open_pair(open_page, fresh_server)
+    for n in range(9):
+        await a.fill("#peer-id", f"nobody-{n}")
+        await a.press("#peer-id", "Enter")
+        await expect(a.locator("#message")).to_have_text(f"nobody-{n} is not online.")
+    await expect(a.locator("#history li")).to_have_count(9)
+    history = a.locator("#history")
+    assert await history.evaluate("(ul) => ul.scrollHeight > ul.clientHeight"), "the history should scroll"
+    await expect(history).not_to_have_attribute("tabindex", "0")  # its buttons take the focus
+
+    await a.fill("#peer-id", "clientB")
+    await start_call(a, b)
+    await expect(history.locator("button").first).to_be_disabled()
+    await check_accessibility(a, "in-call-with-a-long-history")
+    await history.focus()
+    await expect(history).to_be_focused()
+    await a.keyboard.press("End")
+    await wait_until(lambda: history.evaluate("(ul) => ul.scrollTop"), lambda top: top > 0, "the history to scroll")
+
+    await a.click("#hangup")
+    await expect(history.locator("button").first).to_be_enabled()
+    await expect(history).not_to_have_attribute("tabindex", "0")
+
+
+async def test_the_keyboard_focus_stays_in_the_call_card_after_a_hangup_or_a_reject(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """Enter answers (the status reads Connecting…, then Connected); Esc hangs up or rejects: the focus lands on
+    the call card's heading (not the top of the page), and Tab leads to "Who to call"."""
+    a, b = await open_pair(open_page, fresh_server)
+    await b.evaluate(WATCH_CALL_STATUS)
+    await ring(a, b)
+    await expect(b.locator("#accept")).to_be_focused()
+    await b.keyboard.press("Enter")
+    await expect(b.locator("#call-status")).to_have_text("Connected")
+    shown = await b.evaluate("window.__e2e.callStatus")
+    assert shown[-3:] == ["Incoming call", "Connecting…", "Connected"], f"the callee's status went {shown}"
+    await expect(b.locator("#mute")).to_be_focused()
+    await b.keyboard.press("Escape")
+    await expect(b.locator("#call-status")).to_have_text("Call Ended")
+    await expect(b.locator("#call-title")).to_be_focused()
+    await b.keyboard.press("Tab")
+    await expect(b.locator("#peer-id")).to_be_focused()
+
+    await ring(a, b)
+    await expect(b.locator("#accept")).to_be_focused()
+    await b.keyboard.press("Escape")
+    await expect(a.locator("#call-status")).to_have_text("Rejected")
+    await expect(b.locator("#call-title")).to_be_focused()
+
+    # The caller's Cancel, clicked: the button is hidden with the call, the focus stays in the card.
+    await ring(a, b)
+    await a.click("#hangup")
+    await expect(a.locator("#call-status")).to_have_text("Call Ended")
+    await expect(a.locator("#call-title")).to_be_focused()
 
 
 async def test_mute_silences_what_the_other_side_receives_and_unmute_restores_it(

@@ -18,7 +18,17 @@ from playwright.async_api import expect
 from tests.conftest import ServerProcess, run_server
 
 from .conftest import LaunchBrowser, OpenPage
-from .steps import assert_audio_flows, connect, data_float, mic, open_pair, shoot, start_call, wait_until
+from .steps import (
+    assert_audio_flows,
+    check_accessibility,
+    connect,
+    data_float,
+    mic,
+    open_pair,
+    shoot,
+    start_call,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
@@ -124,6 +134,10 @@ async def test_unreachable_server_counts_down_and_retry_now_reconnects(
         await expect(banner).to_be_visible()
         await expect(page.locator("#server-status")).to_have_text("Reconnecting…")
         await expect(page.locator("#connection-reason")).to_have_text("No connection to the server.")
+        # Before the countdown is timed below (axe takes seconds). Not even a moderate finding about the banner: it
+        # is a landmark of its own, found by landmark navigation.
+        found = await check_accessibility(page, "server-unreachable")
+        assert not [v for v in found if v["id"] == "region"], f"content outside any landmark: {found}"
         countdown = page.locator("#retry-countdown")
         # The backoff grows; once the next try is 2 s or more away, the countdown visibly counts down.
         start = await wait_until(

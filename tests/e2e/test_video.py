@@ -93,6 +93,26 @@ async def frames_in(page: Page, ms: int) -> int:
     return int((await video_stats(page))["framesDecoded"] - before)
 
 
+async def assert_readable_over_video(page: Page, selector: str) -> None:
+    """The text at `selector`, drawn over a video, sits on a dark plate of its own (whatever the picture under it
+    shows) and clear of the Full screen button."""
+    found = await page.evaluate(
+        """(selector) => {
+          const label = document.querySelector(selector);
+          const box = label.getBoundingClientRect();
+          const button = document.getElementById("fullscreen").getBoundingClientRect();
+          const [r, g, b, a = 1] = getComputedStyle(label).backgroundColor.match(/[\\d.]+/g).map(Number);
+          const overlaps = !(box.right <= button.left || box.left >= button.right || box.bottom <= button.top
+                             || box.top >= button.bottom);
+          return { plate: { r, g, b, a }, color: getComputedStyle(label).color, overlaps };
+        }""",
+        selector,
+    )
+    plate = found["plate"]
+    assert plate["a"] >= 0.6 and max(plate["r"], plate["g"], plate["b"]) < 60, f"no dark plate under the text: {found}"
+    assert not found["overlaps"], f"the text runs under the Full screen button: {found}"
+
+
 async def test_camera_on_mid_call_then_off_stops_frames_and_the_peer_sees_it(
     fresh_server: ServerProcess, open_page: OpenPage
 ) -> None:
@@ -109,6 +129,7 @@ async def test_camera_on_mid_call_then_off_stops_frames_and_the_peer_sees_it(
     await expect(a.locator("#video-stage")).to_be_visible()
     await expect(a.locator("#video-stage")).to_have_attribute("data-source", "camera")  # our preview, mirrored
     await expect(a.locator("#remote-video-off")).to_have_text("clientB's camera is off")
+    await assert_readable_over_video(a, "#remote-video-off")
     stats = await assert_video_arrives(b, "B")
     print(f"B receives A's camera: {dump(stats)}")
     await expect(b.locator("#in-call")).to_have_attribute("data-peer-camera", "true")  # A said so (media-state)

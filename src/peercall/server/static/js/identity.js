@@ -71,6 +71,12 @@ export class Identity {
     return typeof sub === "string" && !idProblem(sub) ? sub : null;
   }
 
+  /** The display name the token gives its user (its `name` claim: 1-64 characters), or null. */
+  get tokenName() {
+    const name = this.#token ? tokenClaims(this.#token)?.name : null;
+    return typeof name === "string" && name.length > 0 && name.length <= 64 ? name : null;
+  }
+
   /** The headers that authenticate an HTTP request to the server (`Authorization: Bearer`, in token mode). */
   authHeaders() {
     const token = this.serverToken;

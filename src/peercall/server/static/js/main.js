@@ -281,6 +281,7 @@ async function connectAccount() {
   }
   if (!token || !me || account.me !== me) return;
   names.forget(); // what the previous user of this page was told is not this one's
+  names.learn(me.id, me.name); // our own name, as others see it
   callHistory.startFor(me.id);
   contacts.startFor(me.id);
   signaling.connect(me.id, { device: identity.device(), token, renew: accountToken });
@@ -374,6 +375,7 @@ function connectAs(typed) {
   if (identity.token) ui.nameFromToken(identity.tokenUser);
   ui.say("");
   if (signIn.id !== signaling.id) names.forget(); // what another user of this page was told is not this one's
+  if (identity.token) names.learn(signIn.id, identity.tokenName); // our own name, as others see it
   callHistory.startFor(signIn.id);
   contacts.startFor(signIn.id);
   signaling.connect(signIn.id, { device: identity.device(), token: identity.serverToken });

@@ -42,6 +42,8 @@ const el = {
   incomingFrom: $("incoming-from"),
   accept: /** @type {HTMLButtonElement} */ ($("accept")),
   reject: /** @type {HTMLButtonElement} */ ($("reject")),
+  callCard: $("call-card"),
+  callTitle: $("call-title"),
   callStatus: $("call-status"),
   callPeer: $("call-peer"),
   callDetail: $("call-detail"),
@@ -117,6 +119,7 @@ const baseTitle = document.title;
 let durationTimer = 0;
 let countdownTimer = 0;
 let wasRinging = false;
+let wasActive = false;
 /** @type {View|null} the last view rendered (the filter and the clock re-render parts of it) */
 let lastView = null;
 
@@ -217,12 +220,14 @@ let lastView = null;
 export function callStatusText(call) {
   if (!call) return "No Call";
   switch (call.phase) {
+    // The words of a phone, not the phases' names: it rings there ("Calling…"), then answered, the audio is being
+    // set up ("Connecting…").
     case CallPhase.REQUESTING:
-      return "Requesting";
+      return "Calling…";
     case CallPhase.INCOMING:
       return "Incoming call";
     case CallPhase.CALLING:
-      return "Calling";
+      return "Connecting…";
     case CallPhase.CONNECTED:
       return "Connected";
     default:
@@ -310,11 +315,11 @@ export function endedText(call) {
         ? `${who} could not open their microphone.`
         : call.remoteReason === "ice-failed"
           ? `${who} could not take the call: their side could not set up the audio.`
-          : `${who} declined the call.`;
+          : `${who} rejected the call.`;
     case "busy":
       return `${who} is busy in another call.`;
     case "declined":
-      return `You declined the call from ${who}.`;
+      return `You rejected the call from ${who}.`;
     case "unavailable":
       return `${who} is not online.`;
     case "peer-offline":
@@ -725,8 +730,14 @@ export function render(view) {
   el.serverStatus.dataset.state = server.state;
   el.myId.disabled = !offline;
   el.token.disabled = !offline; // the token is the one we are connected with
+  // Only the button that does something now is shown (a greyed-out twin took a whole row on a phone); the focus
+  // goes from the one that leaves to the one that comes.
+  const handOver = document.activeElement === (offline ? el.disconnect : el.connect);
   el.connect.disabled = !offline;
+  el.connect.hidden = !offline;
   el.disconnect.disabled = offline;
+  el.disconnect.hidden = offline;
+  if (handOver) (offline ? el.connect : el.disconnect).focus({ preventScroll: true });
   el.myIdHint.hidden = !offline;
 
   const canCall = connected && !active;
@@ -744,7 +755,10 @@ export function render(view) {
   el.accept.disabled = !ringing;
   el.acceptVideo.disabled = !ringing;
   el.reject.disabled = !ringing;
-  document.body.dataset.call = ringing ? "ringing" : active ? "active" : "idle";
+  // "ended": the last call's outcome is shown (on a phone the call card stays on top, where the user looks).
+  const callShown = ringing ? "ringing" : active ? "active" : call ? "ended" : "idle";
+  const callMoved = document.body.dataset.call !== callShown;
+  document.body.dataset.call = callShown;
   document.body.dataset.ringing = String(ringing);
   document.body.dataset.server = server.state;
 
@@ -785,7 +799,22 @@ export function render(view) {
 
   if (ringing && !wasRinging) el.accept.focus(); // a call rings: Enter answers it
   if (!ringing && wasRinging && call?.phase === CallPhase.CALLING && !el.mute.disabled) el.mute.focus();
+  // A call rings, starts or ends: the call card is where the user looks. On a phone it just moved to the top of
+  // the page (the stylesheet), but the page stays scrolled where the user tapped (a Call button further down).
+  if (callMoved && callShown !== "idle") el.callCard.scrollIntoView({ block: "nearest" });
+  // The call ended (hung up, rejected, over): the button that had the focus is gone or disabled, which would drop
+  // the focus to the top of the page. It goes to the call card's heading instead: Tab then leads to "Who to call".
+  if (wasActive && !active && focusLost()) el.callTitle.focus({ preventScroll: true });
   wasRinging = ringing;
+  wasActive = active;
+}
+
+/** Whether the keyboard focus is nowhere (on the body), or on a control that is now disabled or hidden. */
+function focusLost() {
+  const focused = /** @type {HTMLElement|null} */ (document.activeElement);
+  if (!focused || focused === document.body) return true;
+  // No boxes: it is hidden (display: none, here or in an ancestor), or gone from the page.
+  return ("disabled" in focused && Boolean(focused.disabled)) || focused.getClientRects().length === 0;
 }
 
 /**
@@ -1006,7 +1035,7 @@ function renderSummary(call) {
  */
 function renderMe({ server, me, call, contacts }) {
   const active = Boolean(call && call.phase !== CallPhase.ENDED);
-  const name = me ?? (el.myId.value.trim() || "You");
+  const name = me ? label(me) : el.myId.value.trim() || "You";
   const status =
     server.state === "connected"
       ? active && call.phase !== CallPhase.INCOMING
@@ -1027,6 +1056,7 @@ function renderMe({ server, me, call, contacts }) {
     away: server.state === "connecting" ? "Connecting…" : "Reconnecting…",
   }[status];
   setText(el.myName, name);
+  el.myName.title = me && name !== me ? `@${me}` : "";
   el.myYou.hidden = name === "You";
   setText(el.myInitial, name.slice(0, 1).toUpperCase() || "?");
   el.me.dataset.status = status;
@@ -1331,7 +1361,7 @@ function setInvalid(input, invalid) {
 
 const OUTCOME_WORDS = Object.freeze({
   answered: "Answered",
-  rejected: "Declined",
+  rejected: "Rejected",
   cancelled: "Cancelled",
   missed: "Missed",
   busy: "Busy",
@@ -1380,9 +1410,7 @@ function historyText(record, me) {
     ? "Silenced (did not ring)"
     : missed
       ? "Missed"
-      : outgoing && record.outcome === "rejected"
-        ? "Rejected"
-        : (OUTCOME_WORDS[record.outcome] ?? record.outcome);
+      : (OUTCOME_WORDS[record.outcome] ?? record.outcome);
   const when = new Date(record.ringingAt * 1000);
   const today = new Date().toDateString() === when.toDateString();
   const time = today
@@ -1421,6 +1449,10 @@ function renderHistory(history, canCall) {
     setText(li.querySelector(".who"), label(button.dataset.peer));
     renderHistoryQuality(li, record, history.me);
   });
+  // Its buttons are disabled in a call and while offline: the list itself then takes the focus, so that the
+  // keyboard can still scroll it (a long history scrolls within its card).
+  if (canCall || history.calls.length === 0) el.history.removeAttribute("tabindex");
+  else el.history.tabIndex = 0;
 }
 
 /**
