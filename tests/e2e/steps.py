@@ -130,7 +130,7 @@ async def open_pair(open_page: OpenPage, server: ServerProcess) -> tuple[Page, P
 async def ring(a: Page, b: Page, caller: str = "clientA") -> None:
     """`a` clicks Call; `b` sees the highlighted incoming-call box with the caller's name."""
     await a.click("#call")
-    await expect(a.locator("#call-status")).to_have_text("Calling…")
+    await expect(a.locator("#call-status")).to_have_text("Requesting")
     await expect(b.locator("#incoming")).to_be_visible()
     await expect(b.locator("#incoming")).to_contain_text(caller)
     await expect(b.locator("#call-status")).to_have_text("Incoming call")

@@ -102,7 +102,7 @@ async def test_a_phone_shows_how_the_call_ended_at_the_top(fresh_server: ServerP
     await a.set_viewport_size({"width": 390, "height": 844})
     await a.evaluate("window.scrollTo(0, document.body.scrollHeight)")  # the user had scrolled down
     await ring(a, b)
-    await expect(a.locator("#call-status")).to_be_in_viewport()  # "Calling…": the call card came into view
+    await expect(a.locator("#call-status")).to_be_in_viewport()  # "Requesting": the call card came into view
     await b.click("#reject")
     await expect(a.locator("#call-status")).to_have_text("Rejected")
     await expect(a.locator("#call-status")).to_be_in_viewport()
@@ -145,7 +145,7 @@ async def test_index_users_see_each_other_and_caller_can_cancel(
     await expect(bob.locator(f'#online button[data-peer="{alice_id}"]')).to_be_visible()
 
     await alice.click(f'#online button[data-peer="{bob_id}"]')
-    await expect(alice.locator("#call-status")).to_have_text("Calling…")
+    await expect(alice.locator("#call-status")).to_have_text("Requesting")
     await expect(bob.locator("#incoming")).to_be_visible()
     await expect(bob.locator("#incoming")).to_contain_text(alice_id)
 

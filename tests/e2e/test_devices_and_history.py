@@ -176,7 +176,7 @@ async def test_missed_call_waits_in_the_history_and_calls_back(
     await callee.screenshot(path=artifacts_dir() / "missed-call-history.png", full_page=True)
 
     await missed.locator("button").click()  # call back
-    await expect(callee.locator("#call-status")).to_have_text("Calling…")
+    await expect(callee.locator("#call-status")).to_have_text("Requesting")
     await expect(callee.locator("#hangup")).to_have_text("Cancel")
     await expect(callee.locator("#missed-count")).to_be_hidden()  # looked at, so no longer new
     await expect(caller.locator("#incoming")).to_be_visible()

@@ -168,7 +168,7 @@ async def test_people_show_their_status_and_the_search_calls_with_enter(
     await expect(alice.locator(f'#online li[data-peer="{names["carol"]}"]')).to_be_hidden()
     await expect(alice.locator("#contact-filter-hint")).to_have_text(f"Press Enter to call {names['bob']}.")
     await alice.press("#contact-filter", "Enter")
-    await expect(alice.locator("#call-status")).to_have_text("Calling…")
+    await expect(alice.locator("#call-status")).to_have_text("Requesting")
     await expect(bob.locator("#incoming-from")).to_have_text(names["alice"])
     await expect(bob.locator("#accept")).to_be_focused()  # focus lands on Accept: Enter answers
     await bob.keyboard.press("Enter")
@@ -298,7 +298,7 @@ async def test_a_long_history_still_scrolls_by_keyboard_during_a_call(
 async def test_the_keyboard_focus_stays_in_the_call_card_after_a_hangup_or_a_reject(
     fresh_server: ServerProcess, open_page: OpenPage
 ) -> None:
-    """Enter answers (the status reads Connecting…, then Connected); Esc hangs up or rejects: the focus lands on
+    """Enter answers (the status reads Calling, then Connected); Esc hangs up or rejects: the focus lands on
     the call card's heading (not the top of the page), and Tab leads to "Who to call"."""
     a, b = await open_pair(open_page, fresh_server)
     await b.evaluate(WATCH_CALL_STATUS)
@@ -307,7 +307,7 @@ async def test_the_keyboard_focus_stays_in_the_call_card_after_a_hangup_or_a_rej
     await b.keyboard.press("Enter")
     await expect(b.locator("#call-status")).to_have_text("Connected")
     shown = await b.evaluate("window.__e2e.callStatus")
-    assert shown[-3:] == ["Incoming call", "Connecting…", "Connected"], f"the callee's status went {shown}"
+    assert shown[-3:] == ["Incoming call", "Calling", "Connected"], f"the callee's status went {shown}"
     await expect(b.locator("#mute")).to_be_focused()
     await b.keyboard.press("Escape")
     await expect(b.locator("#call-status")).to_have_text("Call Ended")

@@ -155,7 +155,7 @@ async def push_number(service: PushService, sub: Subscriber, n: int) -> dict[str
 async def call_bob(alice: Page, bob: str) -> None:
     await alice.fill("#peer-id", bob)
     await alice.click("#call")
-    await expect(alice.locator("#call-status")).to_have_text("Calling…")
+    await expect(alice.locator("#call-status")).to_have_text("Requesting")
 
 
 async def test_a_closed_app_rings_by_push_and_its_notification_declines_accepts_and_turns_missed(

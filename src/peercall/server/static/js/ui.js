@@ -220,14 +220,14 @@ let lastView = null;
 export function callStatusText(call) {
   if (!call) return "No Call";
   switch (call.phase) {
-    // The words of a phone, not the phases' names: it rings there ("Calling…"), then answered, the audio is being
-    // set up ("Connecting…").
+    // The call states of the original spec (No Call → Requesting → Calling → Connected → Call Ended): the two-tab
+    // demo's walk-through (README) and those who learnt it read these words.
     case CallPhase.REQUESTING:
-      return "Calling…";
+      return "Requesting";
     case CallPhase.INCOMING:
       return "Incoming call";
     case CallPhase.CALLING:
-      return "Connecting…";
+      return "Calling";
     case CallPhase.CONNECTED:
       return "Connected";
     default:
