@@ -186,6 +186,39 @@ async def test_a_calls_data_is_stored_once_apart_from_the_call(
     assert len(redis_server.command("GET", f"{PREFIX}call:{call_id}", db=db)) < 1000
 
 
+async def test_a_call_that_ends_leaves_no_data_and_nobody_in_a_call(
+    redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]]
+) -> None:
+    """A call cancelled while it rings leaves no `data` behind; one hung up after it was answered takes both of its
+    parties out of `incall` (one command for both), and its data, gone at the answer, stays gone."""
+    db, make = hubs
+    hub = await make()
+    alice, bob = FakeConnection(hub, "alice"), FakeConnection(hub, "bob")
+    await hub.join(alice)
+    await hub.join(bob)
+    request = {"type": "call-request", "to": "bob", "data": {"note": "hi"}}
+    await hub.handle(alice, json.dumps(request))
+    cancelled = (await alice.wait_for("call-ringing"))["callId"]
+    assert redis_server.command("EXISTS", f"{PREFIX}calldata:{cancelled}", db=db) == 1
+    await hub.handle(alice, json.dumps({"type": "hangup", "to": "bob", "callId": cancelled}))
+    await bob.wait_for("call-ended", callId=cancelled)
+    assert redis_server.command("EXISTS", f"{PREFIX}calldata:{cancelled}", db=db) == 0
+    await hub.handle(alice, json.dumps(request))
+    async with asyncio.timeout(2):
+        while len(rings := [m for m in alice.sent if m["type"] == "call-ringing"]) < 2:
+            alice.arrived.clear()
+            await alice.arrived.wait()
+    call_id = rings[1]["callId"]
+    await hub.handle(bob, json.dumps({"type": "call-accept", "to": "alice", "callId": call_id}))
+    await alice.wait_for("call-accept", callId=call_id)
+    assert sorted(redis_server.command("SMEMBERS", f"{PREFIX}incall", db=db)) == ["alice", "bob"]
+    await hub.handle(bob, json.dumps({"type": "hangup", "to": "alice", "callId": call_id}))
+    await alice.wait_for("call-ended", callId=call_id)
+    assert redis_server.command("SMEMBERS", f"{PREFIX}incall", db=db) == []
+    assert redis_server.command("EXISTS", f"{PREFIX}calldata:{call_id}", db=db) == 0
+    assert redis_server.command("EXISTS", f"{PREFIX}call:{call_id}", db=db) == 0
+
+
 # -------------------------------------------------------------------------------------------- item 1
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import msgspec
 import pytest
@@ -112,3 +113,36 @@ def test_a_presence_change_keeps_its_display_name_between_nodes() -> None:
         Presence("bob", "online", audience=Audience(frozenset({"alice"}), frozenset({"eve"})), display_name="Bob"),
     ):
         assert nodeframe.decode_presence(nodeframe.encode_presence(change)) == change
+
+
+def test_a_told_users_hash_is_kept_parsed_with_the_devices_it_had() -> None:
+    """What another node tells of a user's hash is kept parsed, the devices this node had parsed reused (a call's
+    change leaves them as they were), a new device parsed, and a hash that cannot be read dropped."""
+    from peercall.broker.redis import RedisBroker
+
+    node = RedisBroker("redis://127.0.0.1:1/0", node_id="n1")
+    key = node._u("bob")
+    phone, laptop = '["phone",true]', '["laptop",false]'
+
+    def tell(version: str, *fields: str) -> None:
+        node._learn(nodeframe.encode_state([(key, list(fields), version)]))
+
+    def parsed() -> tuple[dict[str, Any], str | None, dict[str, str]]:
+        kept = node._known[key][3]
+        assert kept is not None
+        return kept
+
+    tell("100000", "n2-a.1", phone)
+    devices, active, stored = parsed()
+    assert (devices["n2-a.1"].device, devices["n2-a.1"].named, active) == ("phone", True, None)
+    tell("200000", "n2-a.1", phone, "~active", "k1")  # a call rings: the same device
+    again, active, _ = parsed()
+    assert again is devices and active == "k1" and node._known[key][2] == node._call("k1")
+    tell("300000", "n2-a.1", phone, "n2-a.2", laptop, "~active", "k1")  # a second device connects
+    more, _, stored = parsed()
+    assert more["n2-a.1"] is devices["n2-a.1"] and more["n2-a.2"].device == "laptop"
+    assert stored == {"n2-a.1": phone, "n2-a.2": laptop}
+    tell("250000", "n2-a.1", phone)  # older than what is known: ignored
+    assert node._known[key][1] == "300000"
+    tell("400000", "n2-a.1", '"not a device"')  # a newer node's format? dropped, what was known kept
+    assert node._known[key][1] == "300000"

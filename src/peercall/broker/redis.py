@@ -77,7 +77,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import logging
 import random
 import secrets
@@ -371,8 +370,8 @@ class _Commands:
     def sadd(self, key: str, *members: str) -> None:
         self.args += (len(members) + 2, "SADD", key, *members)
 
-    def srem(self, key: str, member: str) -> None:
-        self.args += (3, "SREM", key, member)
+    def srem(self, key: str, *members: str) -> None:
+        self.args += (len(members) + 2, "SREM", key, *members)
 
     def set(self, key: str, value: str | bytes, ex: int | None = None) -> None:
         value = value.decode() if isinstance(value, bytes) else value
@@ -388,6 +387,28 @@ class _Commands:
 # A user's hash (u:{user}) parsed: {cid: device}, their call's id, {cid: the device as stored (JSON)}. Never changed
 # once made: `_known` and the `_Loaded` of later changes share it.
 _Parsed = tuple[dict[str, Device], str | None, dict[str, str]]
+
+
+def _parse_user(user: str, value: list[str], old: _Parsed | None) -> _Parsed:
+    """A user's hash as `_READ` returns it (its fields flat) parsed, with what `old` (this node's last parse of that
+    hash) holds of the same devices reused: most changes of a user's hash are its call's, which leave its devices
+    as they were. Raises ValueError or TypeError for a device that is not stored as `[device, named]`."""
+    stored = dict(zip(value[::2], value[1::2], strict=True))
+    active = stored.pop(_ACTIVE, None)
+    if old is None:
+        old_devices, old_stored = {}, {}
+    else:
+        old_devices, old_stored = old[0], old[2]
+        if stored == old_stored:
+            return old_devices, active, old_stored
+    devices = {}
+    for cid, as_stored in stored.items():
+        if old_stored.get(cid) == as_stored:
+            devices[cid] = old_devices[cid]
+        else:
+            device, named = msgspec.json.decode(as_stored)
+            devices[cid] = Device(cid, user, device, named)
+    return devices, active, stored
 
 
 @dataclass
@@ -497,8 +518,8 @@ class RedisBroker:
         # What this node last saw of keys of users and calls, from its own changes and from what other nodes told
         # it (STATE frames): key -> (value as `_READ` returns it, version, the keys it leads to). See "What a node
         # knows" in the module doc. Bounded by _KNOWN_MAX; a key that is gone is dropped.
-        # A user's also holds the hash parsed (`_Parsed`) when this node has it so (read or changed here; what it
-        # is told, it parses when it uses it).
+        # A user's also holds the hash parsed (`_Parsed`): read, changed here or told, with the devices it had
+        # parsed before reused (`_parse_user`).
         self._known: dict[str, tuple[Any, str, Any, _Parsed | None]] = {}
         self._u_at, self._call_at = f"{prefix}u:", f"{prefix}call:"
         self._pending_leaves: dict[str, str] = {}  # cid -> user, disconnects Redis has not heard of yet
@@ -771,13 +792,8 @@ class RedisBroker:
                 user = key[users_at:]
                 parsed = entry[3] if before.recalled else None
                 if parsed is None:
-                    fields = dict(zip(value[::2], value[1::2], strict=True))
-                    active = fields.pop(_ACTIVE, None)
-                    devices = {}
-                    for cid, stored in fields.items():
-                        device, named = msgspec.json.decode(stored)
-                        devices[cid] = Device(cid, user, device, named)
-                    parsed = devices, active, fields
+                    known = self._known.get(key)
+                    parsed = _parse_user(user, value, None if known is None else known[3])
                 devices, active, fields = parsed
                 before.devices[user], before.active[user], before.stored[user] = devices, active, fields
                 sb.load(list(devices.values()))
@@ -852,10 +868,15 @@ class RedisBroker:
                 stored = before.stored.get(user, {})
                 fields: list[str] = []
                 devices = sb.users.get(user, {})  # the switchboard's own, and it is done with: kept parsed as is
-                now: dict[str, str] = {}
-                for cid, device in devices.items():
-                    now[cid] = as_stored = stored.get(cid) or _encode([device.device, device.named]).decode()
-                    fields += (cid, as_stored)
+                if devices.keys() == stored.keys():  # most changes (a call's) connect or disconnect no device
+                    now = stored
+                    for item in stored.items():
+                        fields += item
+                else:
+                    now = {}
+                    for cid, device in devices.items():
+                        now[cid] = as_stored = stored.get(cid) or _encode([device.device, device.named]).decode()
+                        fields += (cid, as_stored)
                 active = sb.active.get(user)
                 if active is not None:
                     fields += (_ACTIVE, active)
@@ -876,17 +897,20 @@ class RedisBroker:
     def _tell(self, effects: list[Effect], left: list[nodeframe.StateEntry]) -> None:
         """Send what a change `left` to the nodes its effects go to (a STATE frame, ahead of their frames), so that
         the change they answer needs no read."""
+        # Loops written out (no comprehension, no `any` generator, `address_of` inline): once per change.
         ours = self.cid_prefix
-        addresses = {
-            self.address_of(e.cid) for e in effects if isinstance(e, (Send, Forward)) and not e.cid.startswith(ours)
-        }
+        addresses: set[str] = set()
+        for e in effects:
+            if isinstance(e, (Send, Forward)) and not e.cid.startswith(ours):
+                addresses.add(e.cid.rpartition(".")[0])
         if not addresses:
             return
-        if any(value is not None and len(value) > nodeframe.MAX_STATE_FIELDS for _, value, _ in left):
-            return  # a user with thousands of devices: the other node reads
-        text = nodeframe.encode_state(left)
+        for _, value, _ in left:
+            if value is not None and len(value) > nodeframe.MAX_STATE_FIELDS:
+                return  # a user with thousands of devices: the other node reads
+        piece = nodeframe.packed("", nodeframe.STATE, nodeframe.encode_state(left))
         for address in addresses:
-            self._queue(self._to(address), nodeframe.packed("", nodeframe.STATE, text))
+            self._queue(self._to_at + address, piece)
 
     def _learn(self, text: str) -> None:
         """What another node's change left (a STATE frame): remember it; and where the peer of a connection of ours
@@ -895,9 +919,12 @@ class RedisBroker:
         try:
             for key, value, version in nodeframe.decode_state(text):
                 if isinstance(value, list) and key.startswith(self._u_at):
-                    fields = value[::2]
-                    active = value[fields.index(_ACTIVE) * 2 + 1] if _ACTIVE in fields else None
-                    self._keep(key, value, version, None if active is None else self._call(active))
+                    # parsed now, from what this node parsed of the same devices before (a call's change leaves
+                    # them as they were): the change that answers this one then parses nothing (`_load`)
+                    known = self._known.get(key)
+                    parsed = _parse_user(key[len(self._u_at) :], value, None if known is None else known[3])
+                    active = parsed[1]
+                    self._keep(key, value, version, None if active is None else self._call(active), parsed)
                 elif not isinstance(value, str) or not key.startswith(self._call_at):
                     self._keep(key, None, "0", None)
                 elif self.cid_prefix in value and _ANSWERED in value:  # a call of ours answered: where the peer is
@@ -907,7 +934,7 @@ class RedisBroker:
                 else:
                     parties = _decode_parties(value)
                     self._keep(key, value, version, (self._u(parties.caller.user), self._u(parties.callee_user)))
-        except (nodeframe.BadNodeFrame, msgspec.MsgspecError, ValueError, IndexError) as exc:  # a newer node's?
+        except (nodeframe.BadNodeFrame, msgspec.MsgspecError, ValueError, TypeError, IndexError) as exc:  # newer?
             log.warning("node %s: dropped what another node said of its change: %s", self.address, exc)
 
     def _route_answered(self, call: Call) -> None:
@@ -953,7 +980,8 @@ class RedisBroker:
                 key = self._call_at + call_id
                 pipe.gone.add(key)
                 pipe.delete(key)  # its version goes with it (`_APPLY`): a call id is never used again
-                pipe.delete(self._calldata(call_id))
+                if call_id in before.ringing:  # an answered call's went when it was answered (or expired)
+                    pipe.delete(self._calldata(call_id))
                 pipe.zrem(f"{p}due", call_id)
                 pipe.hdel(f"{p}callstate", call_id)
         for call_id, (caller, callee) in sb.ended_calls.items():  # its parties may send their call-summary
@@ -967,10 +995,19 @@ class RedisBroker:
                 if call.state is CallState.RINGING:
                     ex = int(self.ring_timeout + self.resume_grace) + 60
                     pipe.set(self._calldata(call_id), bytes(call.request.data), ex=ex)
-                call = dataclasses.replace(call, request=msgspec.structs.replace(call.request, data=UNSET))
-            elif call_id in before.ringing and call.state is not CallState.RINGING:
-                pipe.delete(self._calldata(call_id))  # answered: no device will ring for it any more
-            key, value = self._call(call_id), _encode(call).decode()
+                # Encoded with the request swapped for one without its data, and put back (the switchboard's call
+                # is read again after this: `_left`, `_answered_routes`): `dataclasses.replace` cost ~3 µs.
+                request = call.request
+                call.request = msgspec.structs.replace(request, data=UNSET)
+                try:
+                    value = _encode(call).decode()
+                finally:
+                    call.request = request
+            else:
+                if call_id in before.ringing and call.state is not CallState.RINGING:
+                    pipe.delete(self._calldata(call_id))  # answered: no device will ring for it any more
+                value = _encode(call).decode()
+            key = self._call(call_id)
             pipe.set(key, value)
             pipe.calls[key] = value
             deadline = call.deadline()
@@ -981,9 +1018,10 @@ class RedisBroker:
             pipe.hset(f"{p}callstate", call_id, call.state.value)
             if call.state is CallState.ANSWERED:
                 pipe.sadd(f"{p}incall", call.caller.user, call.callee_user)
-        for user in before.devices:
-            if user not in sb.active and before.active.get(user) is not None:
-                pipe.srem(f"{p}incall", user)  # a user is in at most one call: the one that just ended
+        # a user is in at most one call: the one that just ended (both of its parties in one command)
+        left_call = [user for user in before.devices if user not in sb.active and before.active.get(user) is not None]
+        if left_call:
+            pipe.srem(f"{p}incall", *left_call)
 
     # ------------------------------------------------------------------------------------ the events
 
