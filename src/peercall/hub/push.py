@@ -27,11 +27,10 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-import aiohttp
+import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02  # type: ignore[import-untyped]
-from pywebpush import WebPusher  # type: ignore[import-untyped]
 
 from ..core.switchboard import Push
 from ..store.base import PushSubscription, PushSubscriptions
@@ -175,7 +174,7 @@ class PushService:
         self._queue: asyncio.Queue[Push] = asyncio.Queue(_QUEUED)
         self._concurrency = concurrency
         self._workers: list[asyncio.Task[None]] = []
-        self._session: aiohttp.ClientSession | None = None
+        self._client: httpx.AsyncClient | None = None
 
     # --------------------------------------------------------------------------------- reachability
 
@@ -232,9 +231,9 @@ class PushService:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     async def _work(self) -> None:
         while True:
@@ -287,6 +286,9 @@ class PushService:
         if not endpoint_allowed(endpoint, self.services):
             self.sent["refused"] += 1
             return
+        # Imported here: pywebpush brings `requests` along (~70 ms at every server start, push or not).
+        from pywebpush import WebPusher  # type: ignore[import-untyped]
+
         try:
             info = {"endpoint": endpoint, "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth}}
             body = WebPusher(info).encode(data, "aes128gcm")["body"]
@@ -307,18 +309,13 @@ class PushService:
             "Urgency": "high",
             "Topic": effect.call_id[:32],  # the push that ends a call replaces an undelivered call push
         }
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
+        if self._client is None:  # httpx, as the webhooks' (hub/webhooks.py): one HTTP client in the server
+            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False, trust_env=False)
         try:
-            async with self._session.post(
-                endpoint,
-                data=body,
-                headers=headers,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            ) as response:
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            async with asyncio.timeout(self.timeout):  # httpx bounds each step; this, the whole push
+                async with self._client.stream("POST", endpoint, content=body, headers=headers) as response:
+                    status = response.status_code  # the body is not read: nothing is done with it
+        except (httpx.HTTPError, httpx.InvalidURL, TimeoutError) as exc:
             self.sent["failed"] += 1
             log.warning("push to %s failed: %r", url.netloc, exc)
             return
