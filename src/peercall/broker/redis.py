@@ -441,6 +441,16 @@ class _Route:
     peer_cid: str
 
 
+class _Charged(CallRate):
+    """The call rate of a slice (`RedisBroker._slice`): the request was charged before its transaction."""
+
+    def check(self, user: str, env: Envelope, now: float) -> None:
+        return None
+
+
+_CHARGED = _Charged()
+
+
 class RedisBroker:
     """A `hub.broker.Broker` for a node of a cluster: its link to the shared state and to the other nodes."""
 
@@ -561,14 +571,15 @@ class RedisBroker:
         return cid.rpartition(".")[0]
 
     def _slice(self) -> Switchboard:
-        """A switchboard for the slice of shared state one event touches (this node's call rates: they are not
-        shared)."""
+        """A switchboard for the slice of shared state one event touches. Its call rate refuses nothing: `receive`
+        charges a call-request to this node's call rates (they are not shared) once, before the transaction, whose
+        `run` may be replayed."""
         return Switchboard(
             ring_timeout=self.ring_timeout,
             resume_grace=self.resume_grace,
             new_id=self._new_id,
             private=self.private,
-            call_rate=self._call_rate,
+            call_rate=_CHARGED,
         )
 
     # ------------------------------------------------------------------------------------- lifecycle
@@ -1070,7 +1081,13 @@ class RedisBroker:
             if to is not None:
                 return [Forward(to[0], env, user, to[1])]
             return await self._in_task(self._media_slow(cid, user, env, now))
-        users = [user, env.to] if env.type == "call-request" and env.to is not None else [user]
+        users = [user]
+        if env.type == "call-request":
+            # Charged once, as on one node (first of a request's checks): a replay of the transaction (another
+            # node's change came first, or what this node knew of the slice was stale) is the same request.
+            self._call_rate.check(user, env, now)
+            if env.to is not None:
+                users.append(env.to)
 
         def apply(sb: Switchboard, _: Any) -> list[Effect]:
             if cid not in sb.devices:
