@@ -1238,6 +1238,10 @@ def test_random_control_and_continuation_frames_follow_rfc_6455(rules_harness: H
 
     @settings(FUZZ, max_examples=80, deadline=None)
     @given(raw_sequences())
+    # a ping after a message that fails the connection is not answered (the ASGI transport answered it: websockets
+    # had queued the pongs of the whole read, and the first ping's event wrote them all)
+    @example([RawFrame(9, b"a"), RawFrame(1, b"\x80"), RawFrame(1, b'{"type":"fuzz-raw-1"}'), RawFrame(9, b"b")])
+    @example([RawFrame(9, b"a"), RawFrame(9, b"b"), RawFrame(8, (1000).to_bytes(2, "big"))])  # pongs, then the echo
     def fuzz(frames: list[RawFrame]) -> None:
         _raw_exchange(harness.srv, frames)
 

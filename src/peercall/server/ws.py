@@ -289,6 +289,7 @@ class PeercallWebSocketProtocol(WebSocketsSansIOProtocol):
 
     peercall: AsgiConnection | None = None
     deaf = False
+    held: list[bytes] | None = None  # what websockets queued after the pong being written (`handle_ping`)
 
     def data_received(self, data: bytes) -> None:
         if not self.deaf:
@@ -329,6 +330,7 @@ class PeercallWebSocketProtocol(WebSocketsSansIOProtocol):
             except UnicodeDecodeError:
                 self.conn.fail(1007, "invalid UTF-8")
                 # the pongs websockets queued for pings after this message are not sent: the connection failed here
+                self.held = None
                 output = [chunk for chunk in self.conn.data_to_send() if chunk[:1] != b"\x8a"]
                 self.transport.write(b"".join(output))
                 self.handle_parser_exception()
@@ -340,20 +342,37 @@ class PeercallWebSocketProtocol(WebSocketsSansIOProtocol):
             self.read_paused = True
             self.transport.pause_reading()
 
+    def handle_close(self, event: Frame) -> None:
+        """uvicorn's, after what `handle_ping` held back (the echo of this close may be in it)."""
+        held, self.held = self.held, None
+        if held and not self.close_sent:
+            self.transport.write(b"".join(held))
+        super().handle_close(event)
+
     def handle_pong(self, event: Frame) -> None:
         self._charge()  # uvicorn takes only the answer to its own ping as a sign of life
         super().handle_pong(event)
 
     def handle_ping(self) -> None:
         """websockets has queued a pong for every ping of this read, in order with whatever else it answered (a
-        close frame): each pong costs its ping's token, and is written only if the session lets the ping through
-        and the send buffer has room for it. The next pings of the read find their pongs gone already."""
+        close frame). Each is written at its own ping's event, not before: a message between two pings may fail
+        the connection (1007 above), and then the second ping is not answered (RFC 6455 7.1.7: a failed connection
+        processes nothing more), so what follows this ping's pong is `held` for the next events. A pong costs its
+        ping's token, and is written only if the session lets the ping through and the send buffer has room."""
         conn = self.peercall
         if conn is None or self.deaf:
             super().handle_ping()
             return
+        chunks = self.conn.data_to_send()
+        if self.held:
+            chunks = self.held + chunks
+        self.held = None
+        for i, chunk in enumerate(chunks):
+            if chunk[:1] == b"\x8a":
+                chunks, self.held = chunks[: i + 1], chunks[i + 1 :] or None
+                break
         keep: list[bytes] = []
-        for chunk in self.conn.data_to_send():
+        for chunk in chunks:
             if chunk[:1] == b"\x8a":  # a pong
                 if self._charge() is not None or not conn.open:
                     continue
