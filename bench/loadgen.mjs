@@ -56,6 +56,7 @@ const opts = {
   quiet: 0.5, // presence: seconds without a frame that mean the server is done
   idleWindow: 2, // presence: seconds the server's CPU is read with everyone online and nothing happening
   client: "raw", // raw: this file's own WebSocket client (cheaper per connect and frame); ws: the `ws` package
+  candidates: 10, // calls: ICE candidates each side sends per call (at least 1)
 };
 for (let i = 2; i < process.argv.length; i += 2) {
   const key = process.argv[i].replace(/^--/, "").replace(/-([a-z])/g, (_, c) => c.toUpperCase());
@@ -760,7 +761,8 @@ function closeAll(peers) {
 
 // ---------------------------------------------------------------- calls
 async function calls() {
-  const CANDIDATES = 10;
+  const CANDIDATES = opts.candidates;
+  if (!(CANDIDATES >= 1)) die("--candidates must be at least 1", 2);
   const peers = [];
   for (let i = 0; i < opts.pairs; i++) peers.push(new Peer(`ca${i}-${opts.run}`, 2 * i), new Peer(`cb${i}-${opts.run}`, 2 * i + 1));
   await openAll(peers, "calls");

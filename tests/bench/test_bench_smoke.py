@@ -13,12 +13,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from . import run_tree
 from .broken_relay import BrokenRelay
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ def test_quick_run_against_peercall_prints_numbers(tmp_path: Path) -> None:
     the two-node cluster included, with the server's and the client's CPU per operation; its JSON says of every
     run and every case whether the load generator was the bottleneck."""
     peercall = str(Path(sys.executable).parent / "peercall")
-    done = subprocess.run(
+    done = run_tree(
         [
             sys.executable,
             str(BENCH / "run.py"),
@@ -55,10 +55,7 @@ def test_quick_run_against_peercall_prints_numbers(tmp_path: Path) -> None:
             "--json",
             str(tmp_path / "bench.json"),
         ],
-        capture_output=True,
-        text=True,
         timeout=200,
-        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "scenario" not in line]
@@ -94,7 +91,7 @@ def test_quick_presence_run_prints_the_cost_of_a_join(tmp_path: Path) -> None:
     online on one node and on two nodes sharing Redis, measures their joins and prints a row with numbers for
     each; with PEERCALL_DIRECTORY=contacts a join sends its presence to far fewer users than with `all`."""
     peercall = str(Path(sys.executable).parent / "peercall")
-    done = subprocess.run(
+    done = run_tree(
         [
             sys.executable,
             str(BENCH / "run.py"),
@@ -109,10 +106,7 @@ def test_quick_presence_run_prints_the_cost_of_a_join(tmp_path: Path) -> None:
             "--json",
             str(tmp_path / "presence.json"),
         ],
-        capture_output=True,
-        text=True,
         timeout=200,
-        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     rows: dict[tuple[str, str], list[str]] = {}

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from . import run_tree
+
 ROOT = Path(__file__).resolve().parents[2]
 SOAK = ROOT / "bench" / "soak.py"
 PEERCALL = str(Path(sys.executable).parent / "peercall")
@@ -23,12 +25,9 @@ CLUSTER_REASON = "the cluster soak needs redis-server and PostgreSQL (/usr/lib/p
 
 def soak(tmp_path: Path, *args: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], dict[str, object]]:
     out = tmp_path / "soak.json"
-    done = subprocess.run(
+    done = run_tree(
         [sys.executable, str(SOAK), "--peercall", PEERCALL, "--json", str(out), *args],
-        capture_output=True,
-        text=True,
         timeout=timeout,
-        check=False,
     )
     summary = json.loads(out.read_text()) if out.exists() else {}
     return done, summary

@@ -917,8 +917,8 @@ class RedisBroker:
         if not addresses:
             return
         for _, value, _ in left:
-            if value is not None and len(value) > nodeframe.MAX_STATE_FIELDS:
-                return  # a user with thousands of devices: the other node reads
+            if isinstance(value, list) and len(value) > nodeframe.MAX_STATE_FIELDS:
+                return  # a user with thousands of devices: the other node reads (a call's JSON is no list of fields)
         piece = nodeframe.packed("", nodeframe.STATE, nodeframe.encode_state(left))
         for address in addresses:
             self._queue(self._to_at + address, piece)
