@@ -685,7 +685,9 @@ function renderVideo(call) {
   const who = call ? label(call.peerId) : "";
   el.remoteVideo.setAttribute("aria-label", `${who}'s video`);
   setText(el.remoteVideoOff, inMedia && !remote && local ? `${who}'s camera is off` : "");
-  if (el.videoStage.hidden && document.fullscreenElement === el.videoStage) document.exitFullscreen().catch(() => {});
+  // Full screen is for the other side's picture: not offered for our own preview alone.
+  el.fullscreen.hidden = !remote;
+  if (!remote && document.fullscreenElement === el.videoStage) document.exitFullscreen().catch(() => {});
 }
 
 /** Put the keyboard focus on Accept (a call rings). */
