@@ -10,7 +10,7 @@
  */
 
 import { CallPhase } from "./call.js";
-import { label } from "./names.js";
+import { handle, label } from "./names.js";
 import { CallsFrom, DirectoryMode } from "./protocol.js";
 import { lastSeenText } from "./ui.js";
 
@@ -430,7 +430,7 @@ function blockedItem({ id, at }, ready) {
  */
 function nameAndId(id) {
   const shown = label(id);
-  return shown === id ? [make("span", "name", id)] : [make("span", "name", shown), make("span", "user-id", `@${id}`)];
+  return shown === id ? [make("span", "name", id)] : [make("span", "name", shown), make("span", "user-id", handle(id))];
 }
 
 /**
@@ -470,7 +470,7 @@ function renderContactList(contacts, ready, canCall) {
     const idLine = /** @type {HTMLElement} */ (li.querySelector(".user-id"));
     if (idLine.dataset.id !== (named ? c.id : "")) {
       idLine.dataset.id = named ? c.id : "";
-      idLine.replaceChildren(...(named ? [c.id, hiddenText(", ")] : []));
+      idLine.replaceChildren(...(named ? [handle(c.id), hiddenText(", ")] : []));
     }
     idLine.hidden = !named;
     setText(/** @type {HTMLElement} */ (li.querySelector(".avatar-letter")), shown.slice(0, 1).toUpperCase());

@@ -7,7 +7,7 @@
  */
 
 import { CallPhase } from "./call.js";
-import { label } from "./names.js";
+import { handle, label } from "./names.js";
 import { CallsFrom, DirectoryMode } from "./protocol.js";
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -753,7 +753,7 @@ export function render(view) {
   const ringing = call?.phase === CallPhase.INCOMING;
   el.incoming.hidden = !ringing;
   el.incomingFrom.textContent = ringing ? label(call.peerId) : "";
-  el.incomingFrom.title = ringing && label(call.peerId) !== call.peerId ? `@${call.peerId}` : "";
+  el.incomingFrom.title = ringing && label(call.peerId) !== call.peerId ? handle(call.peerId) : "";
   el.accept.disabled = !ringing;
   el.acceptVideo.disabled = !ringing;
   el.reject.disabled = !ringing;
@@ -771,7 +771,7 @@ export function render(view) {
     : ringing
       ? `from ${label(call.peerId)}`
       : `${active ? "with" : "last call:"} ${label(call.peerId)}`;
-  el.callPeer.title = call && label(call.peerId) !== call.peerId ? `@${call.peerId}` : "";
+  el.callPeer.title = call && label(call.peerId) !== call.peerId ? handle(call.peerId) : "";
   el.hangup.disabled = !active || ringing;
   el.hangup.textContent = call?.phase === CallPhase.REQUESTING ? "Cancel" : "Hang Up";
   const inMedia = call?.phase === CallPhase.CALLING || call?.phase === CallPhase.CONNECTED;
@@ -1058,7 +1058,7 @@ function renderMe({ server, me, call, contacts }) {
     away: server.state === "connecting" ? "Connecting…" : "Reconnecting…",
   }[status];
   setText(el.myName, name);
-  el.myName.title = me && name !== me ? `@${me}` : "";
+  el.myName.title = me && name !== me ? handle(me) : "";
   el.myYou.hidden = name === "You";
   setText(el.myInitial, name.slice(0, 1).toUpperCase() || "?");
   el.me.dataset.status = status;
@@ -1194,9 +1194,9 @@ function renderPersonList(list, people, canCall, shown) {
 function showWho(li, id) {
   const shown = label(id);
   setText(li.querySelector(".name"), shown);
-  const handle = li.querySelector(".handle");
-  setText(handle, shown === id ? "" : `@${id}`);
-  handle.hidden = shown === id;
+  const idText = li.querySelector(".handle");
+  setText(idText, shown === id ? "" : handle(id));
+  idText.hidden = shown === id;
   setText(li.querySelector(".avatar-letter"), shown.slice(0, 1).toUpperCase());
 }
 
@@ -1246,12 +1246,12 @@ function makePerson(id) {
   const name = document.createElement("span");
   name.className = "name";
   name.textContent = id;
-  const handle = document.createElement("span");
-  handle.className = "handle";
-  handle.hidden = true;
+  const idText = document.createElement("span");
+  idText.className = "handle";
+  idText.hidden = true;
   const status = document.createElement("span");
   status.className = "status-text";
-  who.append(hiddenText("Call "), name, hiddenText(" "), handle, hiddenText(", "), status);
+  who.append(hiddenText("Call "), name, hiddenText(" "), idText, hiddenText(", "), status);
   const action = document.createElement("span");
   action.className = "action";
   action.setAttribute("aria-hidden", "true");
@@ -1515,7 +1515,7 @@ function renderHistoryQuality(li, record, me) {
  * @param {string} id
  */
 function callBackWho(id) {
-  return label(id) === id ? id : `${label(id)} (@${id})`;
+  return label(id) === id ? id : `${label(id)} (${handle(id)})`;
 }
 
 /**
