@@ -27,6 +27,7 @@ const el = {
   peerId: /** @type {HTMLInputElement} */ ($("peer-id")),
   call: /** @type {HTMLButtonElement} */ ($("call")),
   videoCall: /** @type {HTMLButtonElement} */ ($("video-call")),
+  peerInCall: $("peer-in-call"),
   acceptVideo: /** @type {HTMLButtonElement} */ ($("accept-video")),
   camera: /** @type {HTMLButtonElement} */ ($("camera")),
   screenShare: /** @type {HTMLButtonElement} */ ($("screen-share")),
@@ -408,10 +409,10 @@ export function bind(handlers) {
   el.disconnect.addEventListener("click", () => handlers.disconnect());
   el.callForm.addEventListener("submit", (event) => {
     event.preventDefault();
-    if (!el.call.disabled) handlers.call(el.peerId.value.trim());
+    if (!el.call.disabled && !saidInCall(el.call)) handlers.call(el.peerId.value.trim());
   });
   el.videoCall.addEventListener("click", () => {
-    if (!el.videoCall.disabled) handlers.videoCall(el.peerId.value.trim());
+    if (!el.videoCall.disabled && !saidInCall(el.videoCall)) handlers.videoCall(el.peerId.value.trim());
   });
   el.acceptVideo.addEventListener("click", () => handlers.acceptVideo());
   el.camera.addEventListener("click", () => handlers.toggleCamera());
@@ -426,11 +427,16 @@ export function bind(handlers) {
   document.addEventListener("fullscreenchange", () => {
     el.fullscreen.setAttribute("aria-pressed", String(document.fullscreenElement === el.videoStage));
   });
-  el.peerId.addEventListener("input", () => setInvalid(el.peerId, false));
+  el.peerId.addEventListener("input", () => {
+    setInvalid(el.peerId, false);
+    if (lastView) renderCallButtons(lastView);
+  });
   for (const list of [el.online, el.offlinePeople]) {
     list.addEventListener("click", (event) => {
-      const button = /** @type {HTMLElement} */ (event.target).closest("button[data-peer]");
-      if (button && !(/** @type {HTMLButtonElement} */ (button).disabled)) {
+      const button = /** @type {HTMLButtonElement|null} */ (
+        /** @type {HTMLElement} */ (event.target).closest("button[data-peer]")
+      );
+      if (button && !button.disabled && !saidInCall(button)) {
         el.peerId.value = button.dataset.peer;
         handlers.call(button.dataset.peer);
       }
@@ -444,7 +450,7 @@ export function bind(handlers) {
       // Enter calls the first person the filter shows (the hint says who).
       event.preventDefault();
       const first = firstMatch();
-      if (first && !first.disabled) {
+      if (first && !first.disabled && !saidInCall(first)) {
         el.peerId.value = first.dataset.peer;
         handlers.call(first.dataset.peer);
       }
@@ -742,9 +748,7 @@ export function render(view) {
   if (handOver) (offline ? el.connect : el.disconnect).focus({ preventScroll: true });
   el.myIdHint.hidden = !offline;
 
-  const canCall = connected && !active;
-  el.call.disabled = !canCall;
-  el.videoCall.disabled = !canCall;
+  renderCallButtons(view);
   renderMe(view);
   renderPeople(view);
   renderConnection(server, active);
@@ -789,7 +793,7 @@ export function render(view) {
   renderInCall(call);
   renderSummary(call);
   if (view.mediaDevices) renderMediaDevices(view.mediaDevices);
-  if (history) renderHistory(history, canCall);
+  if (history) renderHistory(history, connected && !active);
   if (audioCheck) renderAudioCheck(audioCheck);
 
   const missed = history?.missed ?? 0;
@@ -1082,6 +1086,68 @@ export function lastSeenText(lastSeen, now = Date.now()) {
   return `Last seen on ${when.toLocaleDateString([], { month: "short", day: "numeric" })}`;
 }
 
+/**
+ * Why someone cannot be called now: they are in a call (a call to them could only end busy).
+ * @param {string} id
+ */
+export function inCallText(id) {
+  return `${label(id)} is in a call: you can call when it ends.`;
+}
+
+/**
+ * Mark a call button of someone in a call, or unmark it. Such a button is not `disabled`: it stays in the tab order
+ * and says why it does not call. `aria-disabled` makes a screen reader say it is unavailable, its name says "In
+ * a call" (the People and Contacts lines) or its description does (the Call button), and its tooltip says why.
+ * @param {HTMLButtonElement} button
+ * @param {boolean} inCall
+ * @param {string} id who the button calls
+ */
+export function markInCall(button, inCall, id) {
+  if (inCall) {
+    button.setAttribute("aria-disabled", "true");
+    button.title = inCallText(id);
+  } else if (isMarkedInCall(button)) {
+    button.removeAttribute("aria-disabled");
+    button.removeAttribute("title");
+  }
+}
+
+/** @param {HTMLElement} button */
+export function isMarkedInCall(button) {
+  return button.getAttribute("aria-disabled") === "true";
+}
+
+/**
+ * A click on a button of someone in a call: say why nothing happens.
+ * @param {HTMLElement} button
+ * @returns {boolean} whether the button was marked so (then the click calls nobody)
+ */
+export function saidInCall(button) {
+  if (!isMarkedInCall(button)) return false;
+  say(button.title, "info");
+  return true;
+}
+
+/**
+ * The Call and Video call buttons: enabled when we can call, marked when the one typed is shown in a call (the
+ * reason under them).
+ * @param {View} view
+ */
+function renderCallButtons({ server, call, people }) {
+  const active = Boolean(call && call.phase !== CallPhase.ENDED);
+  const canCall = server.state === "connected" && !active;
+  const peer = el.peerId.value.trim();
+  const busy = canCall && Boolean(people?.some((p) => p.id === peer && p.status === "online" && p.inCall));
+  for (const button of [el.call, el.videoCall]) {
+    button.disabled = !canCall;
+    markInCall(button, busy, peer);
+    if (busy) button.setAttribute("aria-describedby", "peer-in-call");
+    else button.removeAttribute("aria-describedby");
+  }
+  setText(el.peerInCall, busy ? inCallText(peer) : "");
+  el.peerInCall.hidden = !busy;
+}
+
 /** @param {import("./signaling.js").Person} person */
 function personStatus(person) {
   if (person.status === "online") return person.inCall ? ["in-call", "In a call"] : ["online", "Online"];
@@ -1135,9 +1201,11 @@ function renderPeople({ server, online, people, call, contacts }) {
     const first = firstMatch();
     hint = !first
       ? `No one called “${el.contactFilter.value.trim()}” is online or was seen lately.`
-      : canCall
-        ? `Press Enter to call ${label(first.dataset.peer)}.`
-        : "";
+      : !canCall
+        ? ""
+        : isMarkedInCall(first)
+          ? inCallText(first.dataset.peer)
+          : `Press Enter to call ${label(first.dataset.peer)}.`;
   }
   setText(el.contactFilterHint, hint);
   el.contactFilterHint.hidden = !hint;
@@ -1181,6 +1249,7 @@ function renderPersonList(list, people, canCall, shown) {
     showWho(li, person.id);
     setText(li.querySelector(".status-text"), text);
     button.disabled = !canCall;
+    markInCall(button, canCall && status === "in-call", person.id);
     if (list.children[index] !== li) list.insertBefore(li, list.children[index] ?? null);
   });
 }
