@@ -149,6 +149,8 @@ let lastView = null;
  * @property {import("./quality.js").QualitySample|null} [quality] the latest quality reading
  * @property {string|null} [peerNote] a sentence about the other side ("… is muted", "… connection dropped")
  * @property {import("./quality.js").CallSummary|null} [summary] once a call that connected has ended
+ * @property {number|null} [duration] seconds the call lasted as the server counted it (answered to ended: its
+ *   history record), once the history has it; the summary and the history show this one
  * @property {boolean} [mediaReconnecting] the audio connection is interrupted and being restored
  */
 
@@ -1032,7 +1034,9 @@ function renderSummary(call) {
     ? `${LEVEL_WORDS[summary.level].toLowerCase()} quality (${summary.mos.toFixed(1)} of 4.5)`
     : "quality not measured";
   const path = summary.path === "relayed" ? ", relayed" : summary.path === "direct" ? ", direct" : "";
-  setText(el.callSummary, `Call with ${label(call.peerId)}: ${clockText(summary.durationSec)}, ${quality}${path}.`);
+  // The server's count once the history has the call (the same as the history shows), else our own.
+  const seconds = call.duration ?? summary.durationSec;
+  setText(el.callSummary, `Call with ${label(call.peerId)}: ${clockText(seconds)}, ${quality}${path}.`);
 }
 
 /**
@@ -1487,9 +1491,7 @@ function historyText(record, me) {
   const time = today
     ? when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
     : when.toLocaleDateString([], { month: "short", day: "numeric" });
-  const seconds = Math.round(record.duration ?? 0);
-  const clock = `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
-  const duration = record.duration != null ? clock : "";
+  const duration = record.duration != null ? clockText(record.duration) : "";
   return { outgoing, peer, missed, silenced, what, time, when, duration };
 }
 
