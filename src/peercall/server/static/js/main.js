@@ -350,7 +350,7 @@ async function startAccounts(passkeys) {
     return;
   }
   try {
-    if (!(await account.load())) accountPanel.showSignIn();
+    if (!(await account.resume())) accountPanel.showSignIn();
   } catch (err) {
     accountPanel.showSignIn(err instanceof Error ? err.message : String(err));
   }
