@@ -180,9 +180,9 @@ async def test_a_request_is_accepted_from_the_page_and_the_contacts_presence_com
         bob_at_alice = contact(alice, "bob")
         await expect(bob_at_alice).to_have_attribute("data-status", "online")
         await expect(bob_at_alice.locator(".name")).to_have_text("Bob (work)")
-        await expect(bob_at_alice.locator(".user-id")).to_have_text("bob, ")
+        await expect(bob_at_alice.locator(".user-id")).to_have_text("@bob, ")
         await expect(
-            bob_at_alice.get_by_role("button", name=re.compile(r"^Call Bob \(work\)\s*,\s*bob\s*,\s*Online$"))
+            bob_at_alice.get_by_role("button", name=re.compile(r"^Call Bob \(work\)\s*,\s*@bob\s*,\s*Online$"))
         ).to_be_enabled()
 
         await bob.click("#disconnect")

@@ -12,10 +12,18 @@
  */
 
 import { idProblem } from "./protocol.js";
+import { recall, remember } from "./storage.js";
 
 const CSRF_HEADER = "X-Peercall-CSRF";
 /** Every request to the API gives up after this long (ms). */
 const TIMEOUT_MS = 10_000;
+/** localStorage: "1" while this browser is signed in as far as the page knows, "0" once it is not. */
+const SIGNED_IN_KEY = "peercall.signedIn";
+/**
+ * Whether this page came from the service worker of an earlier visit (read before this visit registers one): a
+ * browser that signed in before this page kept {@link SIGNED_IN_KEY} has no mark, but has been here.
+ */
+const visitedBefore = Boolean(globalThis.navigator?.serviceWorker?.controller);
 /** Users asked for per page of the administrators' list. */
 export const USERS_PAGE = 50;
 
@@ -139,6 +147,17 @@ export class Account extends EventTarget {
       this.#signedIn(null);
     }
     return this.#me;
+  }
+
+  /**
+   * Go on with the sign-in of an earlier visit, if this browser may have one: {@link load}, unless the page knows
+   * that there is none (a first visit, or signed out since), so that a first visit asks nothing that must fail.
+   * @returns {Promise<Me|null>}
+   */
+  async resume() {
+    const mark = recall(SIGNED_IN_KEY, localStorage);
+    if (mark === "0" || (mark === null && !visitedBefore)) return null;
+    return this.load();
   }
 
   /**
@@ -323,6 +342,7 @@ export class Account extends EventTarget {
           }
         : null;
     this.#csrf = me && typeof body.csrf === "string" ? body.csrf : "1";
+    remember(SIGNED_IN_KEY, me ? "1" : "0", localStorage);
     const changed = me?.id !== this.#me?.id || me?.session !== this.#me?.session;
     this.#me = me;
     if (changed) this.dispatchEvent(new CustomEvent("change", { detail: { me } }));

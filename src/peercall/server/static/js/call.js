@@ -1282,6 +1282,9 @@ export class Call extends EventTarget {
     clearTimeout(this.#timer);
     clearTimeout(this.#restartTimer);
     clearInterval(this.#stallTimer);
+    // Nothing more to say to the peer: releasing the camera or the screen share below changes our media state,
+    // and a `media-state` now would follow our hangup (or the server's call-ended) and be refused.
+    this.#answered = false;
     this.#stopMicrophone();
     if (this.#pc) {
       this.#pc.close();

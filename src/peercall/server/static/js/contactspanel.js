@@ -10,9 +10,9 @@
  */
 
 import { CallPhase } from "./call.js";
-import { label } from "./names.js";
+import { handle, label } from "./names.js";
 import { CallsFrom, DirectoryMode } from "./protocol.js";
-import { lastSeenText } from "./ui.js";
+import { lastSeenText, markInCall, saidInCall } from "./ui.js";
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
@@ -193,7 +193,7 @@ export function bind(handlers) {
       const li = /** @type {HTMLElement} */ (button.closest("li"));
       switch (button.dataset.act) {
         case "call":
-          handlers.call(id);
+          if (!saidInCall(button)) handlers.call(id);
           break;
         case "accept":
           tell(handlers.accept(id));
@@ -430,7 +430,7 @@ function blockedItem({ id, at }, ready) {
  */
 function nameAndId(id) {
   const shown = label(id);
-  return shown === id ? [make("span", "name", id)] : [make("span", "name", shown), make("span", "user-id", `@${id}`)];
+  return shown === id ? [make("span", "name", id)] : [make("span", "name", shown), make("span", "user-id", handle(id))];
 }
 
 /**
@@ -470,13 +470,14 @@ function renderContactList(contacts, ready, canCall) {
     const idLine = /** @type {HTMLElement} */ (li.querySelector(".user-id"));
     if (idLine.dataset.id !== (named ? c.id : "")) {
       idLine.dataset.id = named ? c.id : "";
-      idLine.replaceChildren(...(named ? [c.id, hiddenText(", ")] : []));
+      idLine.replaceChildren(...(named ? [handle(c.id), hiddenText(", ")] : []));
     }
     idLine.hidden = !named;
     setText(/** @type {HTMLElement} */ (li.querySelector(".avatar-letter")), shown.slice(0, 1).toUpperCase());
     setText(/** @type {HTMLElement} */ (li.querySelector(".status-text")), text);
     const call = /** @type {HTMLButtonElement} */ (li.querySelector('[data-act="call"]'));
     call.disabled = !canCall;
+    markInCall(call, canCall && status === "in-call", c.id);
     const toggle = /** @type {HTMLButtonElement} */ (li.querySelector('[data-act="options"]'));
     toggle.setAttribute("aria-label", `More for ${shown}`);
     for (const b of li.querySelectorAll(".contact-options button, form button")) {
@@ -576,8 +577,9 @@ function renderDirectory(view, canCall) {
       li.dataset.status = u.inCall ? "in-call" : "online";
       const who = make("span", "who");
       who.append(...nameAndId(u.id), make("span", "status-text", u.inCall ? "In a call" : "Online"));
-      const call = actionButton("Call", "call", u.id, `Call ${u.id}`, "small primary");
+      const call = actionButton("Call", "call", u.id, `Call ${u.id}${u.inCall ? ", in a call" : ""}`, "small primary");
       call.disabled = !canCall;
+      markInCall(call, canCall && u.inCall, u.id);
       li.append(avatar(label(u.id)), who, call);
       if (!u.contact) li.append(actionButton("Add", "add", u.id, `Add ${u.id} to your contacts`, "small"));
       return li;

@@ -50,6 +50,16 @@ export class CallHistory extends EventTarget {
     return this.#missed;
   }
 
+  /**
+   * How long a call lasted as the server counted it (answered to ended), in seconds: null while the call is not in
+   * the history, or if it was never answered.
+   * @param {string|undefined} callId
+   * @returns {number|null}
+   */
+  duration(callId) {
+    return this.#calls.find((record) => record.callId === callId)?.duration ?? null;
+  }
+
   /** Whether older calls can be loaded. */
   get hasMore() {
     return Boolean(this.#next);

@@ -110,7 +110,7 @@ function view() {
     me: signaling.state === "connected" ? signaling.id : null,
     mediaDevices: mediaDevices.view(phone.microphoneInUse(), phone.cameraInUse()),
     notifications: notifier.permission,
-    call: call && phone.callView(call),
+    call: call && { ...phone.callView(call), duration: callHistory.duration(call.callId) },
     audioCheck: {
       blocker: phone.audioCheckBlocker(),
       check: check?.view() ?? null,
@@ -350,7 +350,7 @@ async function startAccounts(passkeys) {
     return;
   }
   try {
-    if (!(await account.load())) accountPanel.showSignIn();
+    if (!(await account.resume())) accountPanel.showSignIn();
   } catch (err) {
     accountPanel.showSignIn(err instanceof Error ? err.message : String(err));
   }

@@ -80,6 +80,16 @@ export function label(id) {
   return known.get(id) ?? id;
 }
 
+/**
+ * How a user id is written where it is shown beside a name (People, contacts, the call, tooltips): `@bob`. One
+ * form everywhere, so that the id reads as the same thing wherever it appears.
+ * @param {string} id
+ * @returns {string}
+ */
+export function handle(id) {
+  return `@${id}`;
+}
+
 /** Forget every name (another user signs in on this page). */
 export function forget() {
   known.clear();

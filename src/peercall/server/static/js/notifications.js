@@ -10,7 +10,7 @@
  */
 
 import { RINGBACK, RINGTONE, Tone } from "./media.js";
-import { label } from "./names.js";
+import { handle, label } from "./names.js";
 
 /**
  * What rings right now.
@@ -79,7 +79,7 @@ export class Notifier extends EventTarget {
       const who = label(call.peerId);
       // A notification's title and body are plain text: a display name shows as it is written.
       const shown = new Notification(`Incoming call from ${who}`, {
-        body: who === call.peerId ? "Open peercall to answer." : `@${call.peerId}. Open peercall to answer.`,
+        body: who === call.peerId ? "Open peercall to answer." : `${handle(call.peerId)}. Open peercall to answer.`,
         tag: `peercall-call-${call.callId ?? call.peerId}`,
         requireInteraction: true,
       });

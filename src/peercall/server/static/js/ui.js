@@ -7,7 +7,7 @@
  */
 
 import { CallPhase } from "./call.js";
-import { label } from "./names.js";
+import { handle, label } from "./names.js";
 import { CallsFrom, DirectoryMode } from "./protocol.js";
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -27,6 +27,7 @@ const el = {
   peerId: /** @type {HTMLInputElement} */ ($("peer-id")),
   call: /** @type {HTMLButtonElement} */ ($("call")),
   videoCall: /** @type {HTMLButtonElement} */ ($("video-call")),
+  peerInCall: $("peer-in-call"),
   acceptVideo: /** @type {HTMLButtonElement} */ ($("accept-video")),
   camera: /** @type {HTMLButtonElement} */ ($("camera")),
   screenShare: /** @type {HTMLButtonElement} */ ($("screen-share")),
@@ -148,6 +149,8 @@ let lastView = null;
  * @property {import("./quality.js").QualitySample|null} [quality] the latest quality reading
  * @property {string|null} [peerNote] a sentence about the other side ("… is muted", "… connection dropped")
  * @property {import("./quality.js").CallSummary|null} [summary] once a call that connected has ended
+ * @property {number|null} [duration] seconds the call lasted as the server counted it (answered to ended: its
+ *   history record), once the history has it; the summary and the history show this one
  * @property {boolean} [mediaReconnecting] the audio connection is interrupted and being restored
  */
 
@@ -408,10 +411,10 @@ export function bind(handlers) {
   el.disconnect.addEventListener("click", () => handlers.disconnect());
   el.callForm.addEventListener("submit", (event) => {
     event.preventDefault();
-    if (!el.call.disabled) handlers.call(el.peerId.value.trim());
+    if (!el.call.disabled && !saidInCall(el.call)) handlers.call(el.peerId.value.trim());
   });
   el.videoCall.addEventListener("click", () => {
-    if (!el.videoCall.disabled) handlers.videoCall(el.peerId.value.trim());
+    if (!el.videoCall.disabled && !saidInCall(el.videoCall)) handlers.videoCall(el.peerId.value.trim());
   });
   el.acceptVideo.addEventListener("click", () => handlers.acceptVideo());
   el.camera.addEventListener("click", () => handlers.toggleCamera());
@@ -426,11 +429,16 @@ export function bind(handlers) {
   document.addEventListener("fullscreenchange", () => {
     el.fullscreen.setAttribute("aria-pressed", String(document.fullscreenElement === el.videoStage));
   });
-  el.peerId.addEventListener("input", () => setInvalid(el.peerId, false));
+  el.peerId.addEventListener("input", () => {
+    setInvalid(el.peerId, false);
+    if (lastView) renderCallButtons(lastView);
+  });
   for (const list of [el.online, el.offlinePeople]) {
     list.addEventListener("click", (event) => {
-      const button = /** @type {HTMLElement} */ (event.target).closest("button[data-peer]");
-      if (button && !(/** @type {HTMLButtonElement} */ (button).disabled)) {
+      const button = /** @type {HTMLButtonElement|null} */ (
+        /** @type {HTMLElement} */ (event.target).closest("button[data-peer]")
+      );
+      if (button && !button.disabled && !saidInCall(button)) {
         el.peerId.value = button.dataset.peer;
         handlers.call(button.dataset.peer);
       }
@@ -444,7 +452,7 @@ export function bind(handlers) {
       // Enter calls the first person the filter shows (the hint says who).
       event.preventDefault();
       const first = firstMatch();
-      if (first && !first.disabled) {
+      if (first && !first.disabled && !saidInCall(first)) {
         el.peerId.value = first.dataset.peer;
         handlers.call(first.dataset.peer);
       }
@@ -685,7 +693,9 @@ function renderVideo(call) {
   const who = call ? label(call.peerId) : "";
   el.remoteVideo.setAttribute("aria-label", `${who}'s video`);
   setText(el.remoteVideoOff, inMedia && !remote && local ? `${who}'s camera is off` : "");
-  if (el.videoStage.hidden && document.fullscreenElement === el.videoStage) document.exitFullscreen().catch(() => {});
+  // Full screen is for the other side's picture: not offered for our own preview alone.
+  el.fullscreen.hidden = !remote;
+  if (!remote && document.fullscreenElement === el.videoStage) document.exitFullscreen().catch(() => {});
 }
 
 /** Put the keyboard focus on Accept (a call rings). */
@@ -740,9 +750,7 @@ export function render(view) {
   if (handOver) (offline ? el.connect : el.disconnect).focus({ preventScroll: true });
   el.myIdHint.hidden = !offline;
 
-  const canCall = connected && !active;
-  el.call.disabled = !canCall;
-  el.videoCall.disabled = !canCall;
+  renderCallButtons(view);
   renderMe(view);
   renderPeople(view);
   renderConnection(server, active);
@@ -751,7 +759,7 @@ export function render(view) {
   const ringing = call?.phase === CallPhase.INCOMING;
   el.incoming.hidden = !ringing;
   el.incomingFrom.textContent = ringing ? label(call.peerId) : "";
-  el.incomingFrom.title = ringing && label(call.peerId) !== call.peerId ? `@${call.peerId}` : "";
+  el.incomingFrom.title = ringing && label(call.peerId) !== call.peerId ? handle(call.peerId) : "";
   el.accept.disabled = !ringing;
   el.acceptVideo.disabled = !ringing;
   el.reject.disabled = !ringing;
@@ -769,7 +777,7 @@ export function render(view) {
     : ringing
       ? `from ${label(call.peerId)}`
       : `${active ? "with" : "last call:"} ${label(call.peerId)}`;
-  el.callPeer.title = call && label(call.peerId) !== call.peerId ? `@${call.peerId}` : "";
+  el.callPeer.title = call && label(call.peerId) !== call.peerId ? handle(call.peerId) : "";
   el.hangup.disabled = !active || ringing;
   el.hangup.textContent = call?.phase === CallPhase.REQUESTING ? "Cancel" : "Hang Up";
   const inMedia = call?.phase === CallPhase.CALLING || call?.phase === CallPhase.CONNECTED;
@@ -787,7 +795,7 @@ export function render(view) {
   renderInCall(call);
   renderSummary(call);
   if (view.mediaDevices) renderMediaDevices(view.mediaDevices);
-  if (history) renderHistory(history, canCall);
+  if (history) renderHistory(history, connected && !active);
   if (audioCheck) renderAudioCheck(audioCheck);
 
   const missed = history?.missed ?? 0;
@@ -1026,7 +1034,9 @@ function renderSummary(call) {
     ? `${LEVEL_WORDS[summary.level].toLowerCase()} quality (${summary.mos.toFixed(1)} of 4.5)`
     : "quality not measured";
   const path = summary.path === "relayed" ? ", relayed" : summary.path === "direct" ? ", direct" : "";
-  setText(el.callSummary, `Call with ${label(call.peerId)}: ${clockText(summary.durationSec)}, ${quality}${path}.`);
+  // The server's count once the history has the call (the same as the history shows), else our own.
+  const seconds = call.duration ?? summary.durationSec;
+  setText(el.callSummary, `Call with ${label(call.peerId)}: ${clockText(seconds)}, ${quality}${path}.`);
 }
 
 /**
@@ -1056,7 +1066,7 @@ function renderMe({ server, me, call, contacts }) {
     away: server.state === "connecting" ? "Connecting…" : "Reconnecting…",
   }[status];
   setText(el.myName, name);
-  el.myName.title = me && name !== me ? `@${me}` : "";
+  el.myName.title = me && name !== me ? handle(me) : "";
   el.myYou.hidden = name === "You";
   setText(el.myInitial, name.slice(0, 1).toUpperCase() || "?");
   el.me.dataset.status = status;
@@ -1078,6 +1088,68 @@ export function lastSeenText(lastSeen, now = Date.now()) {
   if (seconds < 2 * 86400) return "Last seen yesterday";
   const when = new Date(lastSeen * 1000);
   return `Last seen on ${when.toLocaleDateString([], { month: "short", day: "numeric" })}`;
+}
+
+/**
+ * Why someone cannot be called now: they are in a call (a call to them could only end busy).
+ * @param {string} id
+ */
+export function inCallText(id) {
+  return `${label(id)} is in a call: you can call when it ends.`;
+}
+
+/**
+ * Mark a call button of someone in a call, or unmark it. Such a button is not `disabled`: it stays in the tab order
+ * and says why it does not call. `aria-disabled` makes a screen reader say it is unavailable, its name says "In
+ * a call" (the People and Contacts lines) or its description does (the Call button), and its tooltip says why.
+ * @param {HTMLButtonElement} button
+ * @param {boolean} inCall
+ * @param {string} id who the button calls
+ */
+export function markInCall(button, inCall, id) {
+  if (inCall) {
+    button.setAttribute("aria-disabled", "true");
+    button.title = inCallText(id);
+  } else if (isMarkedInCall(button)) {
+    button.removeAttribute("aria-disabled");
+    button.removeAttribute("title");
+  }
+}
+
+/** @param {HTMLElement} button */
+export function isMarkedInCall(button) {
+  return button.getAttribute("aria-disabled") === "true";
+}
+
+/**
+ * A click on a button of someone in a call: say why nothing happens.
+ * @param {HTMLElement} button
+ * @returns {boolean} whether the button was marked so (then the click calls nobody)
+ */
+export function saidInCall(button) {
+  if (!isMarkedInCall(button)) return false;
+  say(button.title, "info");
+  return true;
+}
+
+/**
+ * The Call and Video call buttons: enabled when we can call, marked when the one typed is shown in a call (the
+ * reason under them).
+ * @param {View} view
+ */
+function renderCallButtons({ server, call, people }) {
+  const active = Boolean(call && call.phase !== CallPhase.ENDED);
+  const canCall = server.state === "connected" && !active;
+  const peer = el.peerId.value.trim();
+  const busy = canCall && Boolean(people?.some((p) => p.id === peer && p.status === "online" && p.inCall));
+  for (const button of [el.call, el.videoCall]) {
+    button.disabled = !canCall;
+    markInCall(button, busy, peer);
+    if (busy) button.setAttribute("aria-describedby", "peer-in-call");
+    else button.removeAttribute("aria-describedby");
+  }
+  setText(el.peerInCall, busy ? inCallText(peer) : "");
+  el.peerInCall.hidden = !busy;
 }
 
 /** @param {import("./signaling.js").Person} person */
@@ -1133,9 +1205,11 @@ function renderPeople({ server, online, people, call, contacts }) {
     const first = firstMatch();
     hint = !first
       ? `No one called “${el.contactFilter.value.trim()}” is online or was seen lately.`
-      : canCall
-        ? `Press Enter to call ${label(first.dataset.peer)}.`
-        : "";
+      : !canCall
+        ? ""
+        : isMarkedInCall(first)
+          ? inCallText(first.dataset.peer)
+          : `Press Enter to call ${label(first.dataset.peer)}.`;
   }
   setText(el.contactFilterHint, hint);
   el.contactFilterHint.hidden = !hint;
@@ -1179,6 +1253,7 @@ function renderPersonList(list, people, canCall, shown) {
     showWho(li, person.id);
     setText(li.querySelector(".status-text"), text);
     button.disabled = !canCall;
+    markInCall(button, canCall && status === "in-call", person.id);
     if (list.children[index] !== li) list.insertBefore(li, list.children[index] ?? null);
   });
 }
@@ -1192,9 +1267,9 @@ function renderPersonList(list, people, canCall, shown) {
 function showWho(li, id) {
   const shown = label(id);
   setText(li.querySelector(".name"), shown);
-  const handle = li.querySelector(".handle");
-  setText(handle, shown === id ? "" : `@${id}`);
-  handle.hidden = shown === id;
+  const idText = li.querySelector(".handle");
+  setText(idText, shown === id ? "" : handle(id));
+  idText.hidden = shown === id;
   setText(li.querySelector(".avatar-letter"), shown.slice(0, 1).toUpperCase());
 }
 
@@ -1244,12 +1319,12 @@ function makePerson(id) {
   const name = document.createElement("span");
   name.className = "name";
   name.textContent = id;
-  const handle = document.createElement("span");
-  handle.className = "handle";
-  handle.hidden = true;
+  const idText = document.createElement("span");
+  idText.className = "handle";
+  idText.hidden = true;
   const status = document.createElement("span");
   status.className = "status-text";
-  who.append(hiddenText("Call "), name, hiddenText(" "), handle, hiddenText(", "), status);
+  who.append(hiddenText("Call "), name, hiddenText(" "), idText, hiddenText(", "), status);
   const action = document.createElement("span");
   action.className = "action";
   action.setAttribute("aria-hidden", "true");
@@ -1416,9 +1491,7 @@ function historyText(record, me) {
   const time = today
     ? when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
     : when.toLocaleDateString([], { month: "short", day: "numeric" });
-  const seconds = Math.round(record.duration ?? 0);
-  const clock = `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
-  const duration = record.duration != null ? clock : "";
+  const duration = record.duration != null ? clockText(record.duration) : "";
   return { outgoing, peer, missed, silenced, what, time, when, duration };
 }
 
@@ -1513,7 +1586,7 @@ function renderHistoryQuality(li, record, me) {
  * @param {string} id
  */
 function callBackWho(id) {
-  return label(id) === id ? id : `${label(id)} (@${id})`;
+  return label(id) === id ? id : `${label(id)} (${handle(id)})`;
 }
 
 /**
