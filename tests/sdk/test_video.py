@@ -315,11 +315,31 @@ async () => {
 """
 
 
+# The page applies the next answer `ms` late, as it would on a slow network or a busy machine: meanwhile it goes on
+# sending on every m-line the answer stops.
+PAGE_DELAYS_NEXT_ANSWER = """
+(ms) => {
+  const pc = window.peercall.pc;
+  const apply = pc.setRemoteDescription.bind(pc);
+  pc.setRemoteDescription = async (description) => {
+    if (description?.type === "answer") {
+      pc.setRemoteDescription = apply;
+      await new Promise((resolve) => setTimeout(resolve, ms));
+    }
+    return apply(description);
+  };
+}
+"""
+
+
+@pytest.mark.parametrize("answer_delay", [0, 1000], ids=["prompt-answer", "slow-answer"])
 async def test_sdk_records_the_newest_video_of_the_page(
-    sdk: MakeClient, open_page: OpenPage, server: ServerProcess, uid: Any
+    sdk: MakeClient, open_page: OpenPage, server: ServerProcess, uid: Any, answer_delay: int
 ) -> None:
     """The page sends its camera, then a second video beside it (as a shared screen): the SDK's video sink takes
-    the newer one; when it ends, the sink goes back to the camera, which the page sends again. Audio goes on."""
+    the newer one; when it ends, the sink goes back to the camera, which the page sends again. Audio goes on.
+    Also when the SDK's answer that stops the camera reaches the page late, so that camera packets still arrive
+    after the SDK stopped receiving them (slow-answer): the camera comes back all the same."""
     bob = await sdk(uid("bob"))
     page = await open_page(server.http, uid("alice"))
     await page.fill("#peer-id", bob.id)
@@ -334,6 +354,8 @@ async def test_sdk_records_the_newest_video_of_the_page(
         await sink.wait_for(10)
     assert (sink.width, sink.height) == (320, 240)
 
+    if answer_delay:
+        await page.evaluate(PAGE_DELAYS_NEXT_ANSWER, answer_delay)
     await page.evaluate(PAGE_ADDS_SCREEN)
     await wait_until(lambda: _value((sink.width, sink.height)), lambda size: size == (640, 360), "the screen's size")
     async with asyncio.timeout(WAIT):
