@@ -949,7 +949,9 @@ def _restart_reception(receiver: RTCRtpReceiver) -> bool:
     picture of the video it left. A fresh jitter buffer and NACK generator start at the next packet instead, and the
     decoder's error flag makes aiortc ask for a keyframe (a PLI) with it, so that no picture is built on frames the
     decoder never had. The frames decoded before we stopped receiving and still queued on the track are dropped:
-    the sink would take them for the first pictures of the video it comes back to.
+    the sink would take them for the first pictures of the video it comes back to. And the receiver's statistics
+    start afresh: counted, the dropped packets would be reported to the peer as lost (the first receiver report
+    said 20 % and more), and a web client lowers the video it sends from 10 % (a quarter of the resolution).
 
     This reaches into aiortc's private attributes (the same from aiortc 1.14 to 1.16); if they are not there, it
     logs a warning once and leaves the receiver as it is.
@@ -969,6 +971,9 @@ def _restart_reception(receiver: RTCRtpReceiver) -> bool:
         return False
     state[f"{_RECEIVER}jitter_buffer"] = JitterBuffer(capacity=jitter.capacity, is_video=True)
     state[f"{_RECEIVER}nack_generator"] = NackGenerator()
+    streams = state.get(f"{_RECEIVER}remote_streams")
+    if isinstance(streams, dict):  # the dropped packets are no loss on the way: the peer would lower its video
+        streams.clear()
     decoder_error.set()
     queue = vars(receiver.track).get("_queue") if receiver.track is not None else None
     if isinstance(queue, asyncio.Queue):  # pictures from before we stopped receiving: stale
