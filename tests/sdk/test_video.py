@@ -14,7 +14,7 @@ import pytest
 from playwright.async_api import Page
 
 from peercall.client import media, video
-from tests.conftest import ServerProcess
+from tests.conftest import SCALE, ServerProcess
 
 from .clips import decode, make_clip, read_video, still_moving
 from .conftest import WAIT, MakeClient, OpenPage, assert_page_hears, next_incoming, wait_text, wait_until
@@ -315,11 +315,43 @@ async () => {
 """
 
 
+# The page applies the next answer `ms` late, as it would on a slow network or a busy machine: meanwhile it goes on
+# sending on every m-line the answer stops.
+PAGE_DELAYS_NEXT_ANSWER = """
+(ms) => {
+  const pc = window.peercall.pc;
+  const apply = pc.setRemoteDescription.bind(pc);
+  pc.setRemoteDescription = async (description) => {
+    if (description?.type === "answer") {
+      pc.setRemoteDescription = apply;
+      await new Promise((resolve) => setTimeout(resolve, ms));
+    }
+    return apply(description);
+  };
+}
+"""
+
+
+# The largest fraction of the video it sends that the page is told was lost (the peer's latest receiver reports).
+PAGE_VIDEO_SEND_LOSS = """
+async () => {
+  let lost = 0;
+  for (const r of (await window.peercall.pc.getStats()).values()) {
+    if (r.type === "remote-inbound-rtp" && r.kind === "video") lost = Math.max(lost, r.fractionLost ?? 0);
+  }
+  return lost;
+}
+"""
+
+
+@pytest.mark.parametrize("answer_delay", [0, 1000], ids=["prompt-answer", "slow-answer"])
 async def test_sdk_records_the_newest_video_of_the_page(
-    sdk: MakeClient, open_page: OpenPage, server: ServerProcess, uid: Any
+    sdk: MakeClient, open_page: OpenPage, server: ServerProcess, uid: Any, answer_delay: int
 ) -> None:
     """The page sends its camera, then a second video beside it (as a shared screen): the SDK's video sink takes
-    the newer one; when it ends, the sink goes back to the camera, which the page sends again. Audio goes on."""
+    the newer one; when it ends, the sink goes back to the camera, which the page sends again. Audio goes on.
+    Also when the SDK's answer that stops the camera reaches the page late, so that camera packets still arrive
+    after the SDK stopped receiving them (slow-answer): the camera comes back all the same."""
     bob = await sdk(uid("bob"))
     page = await open_page(server.http, uid("alice"))
     await page.fill("#peer-id", bob.id)
@@ -334,6 +366,8 @@ async def test_sdk_records_the_newest_video_of_the_page(
         await sink.wait_for(10)
     assert (sink.width, sink.height) == (320, 240)
 
+    if answer_delay:
+        await page.evaluate(PAGE_DELAYS_NEXT_ANSWER, answer_delay)
     await page.evaluate(PAGE_ADDS_SCREEN)
     await wait_until(lambda: _value((sink.width, sink.height)), lambda size: size == (640, 360), "the screen's size")
     async with asyncio.timeout(WAIT):
@@ -344,6 +378,12 @@ async def test_sdk_records_the_newest_video_of_the_page(
     async with asyncio.timeout(WAIT):
         await sink.wait_for(sink.frames + 10)
     assert (sink.width, sink.height) == (320, 240)
+    # Nothing is lost on loopback: the SDK's receiver reports say so (a loss would make the page lower its camera's
+    # resolution), through the reports that follow the camera's return (one every 0.5 to 1.5 s).
+    for _ in range(25):
+        lost = await page.evaluate(PAGE_VIDEO_SEND_LOSS)
+        assert lost == 0, f"the SDK reported {lost:.0%} of the page's video lost after the camera came back"
+        await asyncio.sleep(0.1 * SCALE)
     before = heard.duration
     await assert_page_hears(page, "the page")
     assert heard.duration > before + 0.5
