@@ -60,8 +60,12 @@ async def test_a_client_that_never_reads_never_stalls_what_other_nodes_send(clus
             lagger.transport.pause_reading()  # from now on the lagger reads nothing: its socket fills, then node 0's
             delays = []
             dropped_at = None
-            for n in range(400):  # up to 29 MB, past the kernel's socket buffers and then the 1 MiB send buffer
-                if dropped_at is None:
+            # Up to 29 MB, past the kernel's socket buffers and then the 1 MiB send buffer; once node 0 says it drops
+            # the lagger, no more: the probes go on until its close is done (CLOSE_GRACE later), and ten more.
+            deadline, n = time.monotonic() + 30, -1
+            while time.monotonic() < deadline:
+                n += 1
+                if dropped_at is None and n < 400 and "reads too slowly" not in a.log():
                     for m in range(8):  # 9 KB of random bytes each, base64: deflate cannot shrink it much
                         blob = base64.b64encode(os.urandom(9000)).decode()
                         data = {"candidate": f"candidate:{n}.{m} {blob}"}
