@@ -8,12 +8,9 @@ shown beside a name; Full screen is offered only when there is a picture of the 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, Response, expect
@@ -31,6 +28,7 @@ from .steps import (
     wait_until,
 )
 from .test_accounts_web import add_user, sign_in
+from .test_contacts import history_records
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
@@ -39,17 +37,6 @@ def clock(seconds: float) -> str:
     """How the page writes a duration: m:ss, whole seconds gone by (a call of 2.7 s lasted 0:02)."""
     s = int(seconds)
     return f"{s // 60}:{s % 60:02d}"
-
-
-async def server_records(server: ServerProcess, user: str) -> list[dict[str, Any]]:
-    """`user`'s call history as the server keeps it (open mode: anyone may read it)."""
-
-    def get() -> list[dict[str, Any]]:
-        with urllib.request.urlopen(f"{server.http}/api/calls?id={user}&limit=50", timeout=5) as response:
-            calls: list[dict[str, Any]] = json.load(response)["calls"]
-            return calls
-
-    return await asyncio.to_thread(get)
 
 
 async def test_the_summary_and_the_history_say_the_same_duration(
@@ -71,7 +58,7 @@ async def test_the_summary_and_the_history_say_the_same_duration(
     call_id = await a.evaluate("peercall.call.callId")
 
     records = await wait_until(
-        lambda: server_records(fresh_server, "clientA"),
+        lambda: history_records(fresh_server, "clientA"),
         lambda calls: any(r["callId"] == call_id and r["duration"] is not None for r in calls),
         "the server to keep the call",
     )
