@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# pytest-xdist workers of `make test`, each in a loopback-only namespace of its own (docs/testing.md); 0: one process
+PYTEST_WORKERS ?= 2
 
 .PHONY: run test setup lint unit bench clean
 
@@ -25,7 +27,7 @@ test: setup lint
 	$(BIN)/python bench/run.py --install-only
 	test -f bench/.work/axe/node_modules/axe-core/axe.min.js || \
 		npm install --no-audit --no-fund --prefix bench/.work/axe axe-core@4
-	scripts/loopback-only $(BIN)/pytest $(PYTEST_ARGS)
+	scripts/loopback-only $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ## Benchmarks against the PeerJS server (15-25 minutes; see docs/benchmarks.md). Not part of `make test`.
 bench: setup

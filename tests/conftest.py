@@ -8,6 +8,7 @@ import glob
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -38,6 +39,18 @@ TIMEOUT = 5.0  # seconds to wait for any single event that should happen "at onc
 # the code) in the user's cache, not in the working directory's `.hypothesis/`: tests never write into the checkout.
 _CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 set_hypothesis_home_dir(_CACHE / "peercall-tests" / "hypothesis")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`-n N`, as `make test` runs the suite) each worker runs in a loopback-only namespace of its
+    own (`scripts/loopback-only --new`), as the whole run does: ports and network changes (tests/netns.py: a veth
+    whose address a test removes under a call) are then the worker's alone, and a browser of one worker never sees
+    another worker's network. The workers talk to the controller over pipes, which a namespace does not touch."""
+    tx = getattr(config.option, "tx", None)
+    if tx and os.environ.get("PEERCALL_IN_NETNS") == "1":
+        python = shlex.join([str(ROOT / "scripts" / "loopback-only"), "--new", sys.executable])
+        config.option.tx = [f"popen//python={python}" if spec == "popen" else spec for spec in tx]
+
 
 SCALE = float(os.environ.get("PEERCALL_TEST_TIMEOUT_SCALE", "1"))
 """Multiply every timeout by this on slow machines."""
