@@ -63,6 +63,8 @@ ALLOWED_ERRORS = {
 STALL = 0.5
 """Seconds: a probe's round trip to the server (a WebSocket ping, answered by the server, read by the soak) slower
 than this is a stall of the server or of the soak — they share the machine with whatever else runs on it."""
+LAST_INSTANT = 1.0
+"""Seconds before a node kill whose decisions may be lost with it: what it had not sent to the other node yet."""
 
 OUTCOMES = ("answered", "rejected", "missed", "busy", "cancelled", "unavailable", "failed")
 SDP = "v=0\r\no=- 4611 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n" + (
@@ -1389,7 +1391,9 @@ async def run(args: argparse.Namespace) -> int:
             now = time.monotonic()
             if what == "kill":
                 print(f"soak: {el:5.0f}s SIGKILL node n2", flush=True)
-                soak.windows.append((now, now + outage))
+                # from a second before: what n2 decided in its last instant and had not sent yet (a call it ended,
+                # to a party on n1) is lost with it (docs/deploy.md, "A node dies")
+                soak.windows.append((now - LAST_INSTANT, now + outage))
                 soak.kill_window = (now, now + 5)
                 soak.nodes[1].kill()
                 restart_n2_at = el + 2 * args.node_lease

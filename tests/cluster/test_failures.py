@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import websockets
@@ -57,6 +58,34 @@ async def test_ring_timeout_fires_once_when_the_node_that_started_it_dies(cluste
         assert c.redis_keys("peercall:call:*") == []
         records = await history(c.nodes[1], bob.id)
         assert [(r["callId"], r["outcome"]) for r in records] == [(call_id, "missed")]
+
+
+async def test_a_call_its_node_ended_but_had_not_written_is_written_by_the_node_that_reaps_it(
+    cluster: Any, connect: Any, uid: Any
+) -> None:
+    """A node writes an ended call to the history just after the end: if it dies in between (here its write waits for
+    a lock on the history's table), the node that reaps it writes the call, once, and Redis keeps nothing of it."""
+    async with cluster(2, history="postgres", **FAST) as c:
+        alice = await connect(uid("alice"), c.nodes[0])
+        bob = await connect(uid("bob"), c.nodes[1])
+        call_id = await answered(alice, bob)
+        lock = await asyncpg.connect(c.database_url)
+        try:
+            async with lock.transaction():
+                await lock.execute("LOCK TABLE calls IN ACCESS EXCLUSIVE MODE")
+                await alice.send({"type": "hangup", "to": bob.id})
+                await bob.expect(type="call-ended", callId=call_id)
+                assert c.redis_keys("peercall:unwritten:*"), "n0's record is not kept while its write waits"
+                c.kill(0)
+        finally:
+            await lock.close()
+        for _ in range(int((LEASE + LEASE / 3 + 5) / 0.2)):  # n1 reaps n0 when its lease runs out
+            if records := await history(c.nodes[1], bob.id):
+                break
+            await asyncio.sleep(0.2)
+        assert [(r["callId"], r["outcome"], r["hungUpBy"]) for r in records] == [(call_id, "answered", alice.id)]
+        assert "had not written 1 ended call(s) to the history: writing them" in c.logs()
+        assert c.redis_keys("peercall:unwritten:*") == []
 
 
 async def test_killed_caller_node_while_ringing_stops_the_ringing(cluster: Any, connect: Any, uid: Any) -> None:

@@ -17,6 +17,9 @@ Keys (all under the prefix, `peercall:` by default):
     nodes         zset   node -> lease expiry; a node renews its lease every lease/3 s
     reaping:{node} string the node reaping a dead one (expires after a lease, so another takes over)
     n:{node}      hash   connection id -> user, for the node's connections (to reap them if it dies)
+    unwritten:{node} hash call id -> the `Record` (JSON) of a call the node ended and its history writer is not yet
+                  done with: written in the same compare-and-set as the end, let go of once written (`recorded`);
+                  if the node dies first, the node that reaps it writes them (the history keeps a call once)
     ver           hash   key -> version, of every u:{user} and call:{id} that exists (for compare-and-set, below)
     clock         string the counter versions are made from
     to:{node}     channel frames for that node's connections
@@ -106,6 +109,7 @@ from ..core.switchboard import (
     Effect,
     Forward,
     Presence,
+    Record,
     Send,
     Switchboard,
     WelcomeLists,
@@ -318,6 +322,7 @@ return redis.call('GET', ARGV[1] .. id)
 
 _encode = msgspec.json.encode
 _decode_call = msgspec.json.Decoder(Call).decode
+_decode_record = msgspec.json.Decoder(Record).decode
 
 
 class _User(msgspec.Struct):
@@ -333,6 +338,7 @@ class _Parties(msgspec.Struct):
 
 _decode_parties = msgspec.json.Decoder(_Parties).decode
 _ANSWERED = '"state":"answered"'  # in the JSON of an answered call (tests/cluster/test_redis_state.py checks it)
+_RECORDED_LATER_MAX = 10_000  # written calls whose `recorded` waits for Redis to be back; any beyond stay there
 _KNOWN_MAX = 50_000  # keys a node keeps as it last saw them (`_known`); the oldest are forgotten first
 
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -511,6 +517,9 @@ class RedisBroker:
         except ValueError:
             self._pipe = self._sub = None
         self._events: BrokerEvents | None = None
+        self._keep_records = False  # the hub writes a history: keep each Record in Redis until it is written
+        self._unwritten = f"{prefix}unwritten:{self.address}"
+        self._recorded_later: set[str] = set()  # written calls whose `recorded` Redis did not hear (retried)
         self.healthy = False
         self.ops: collections.Counter[str] = collections.Counter()  # Redis round trips by kind, for /metrics
         self._users_online = 0  # gauges, refreshed by the housekeeping
@@ -586,6 +595,7 @@ class RedisBroker:
 
     def bind(self, events: BrokerEvents) -> None:
         self._events = events
+        self._keep_records = events.writes_history
 
     @property
     def events(self) -> BrokerEvents:
@@ -625,7 +635,16 @@ class RedisBroker:
                     for cid, user in list(self._pending_leaves.items()):
                         await self._disconnect(cid, user, time.time())
                     await self._reap(self.address)
-                    await self.redis.zrem(f"{self.p}nodes", self.address)
+                    left = await self.redis.hlen(self._unwritten) if self._keep_records else 0
+                    if left:  # the hub could not write them in time: the lease runs out, another node writes them
+                        log.warning(
+                            "node %s: %d ended calls are not written to the history yet; another node writes them "
+                            "when this node's lease runs out",
+                            self.address,
+                            left,
+                        )
+                    else:
+                        await self.redis.zrem(f"{self.p}nodes", self.address)
         except TimeoutError:
             log.warning(
                 "node %s: could not leave the cluster within %gs; the other nodes take over its connections when "
@@ -697,6 +716,10 @@ class RedisBroker:
                     continue
                 commands = _Commands()
                 self._write(commands, sb, before)
+                if self._keep_records:
+                    for effect in effects:
+                        if isinstance(effect, Record):  # kept with the change: if this node dies before it is
+                            commands.hset(self._unwritten, effect.record.call_id, _encode(effect))  # written
                 for call_id in sb.calls.keys() - before.calls.keys():  # a new call: its key must not exist yet
                     before.versions.setdefault(self._call(call_id), "0")
                 epoch = self._route_epoch
@@ -1152,6 +1175,54 @@ class RedisBroker:
         if cid in self._local:
             self._forgot[cid] = self._route_epoch
 
+    async def recorded(self, call_ids: list[str]) -> None:
+        if not self._keep_records or not call_ids:
+            return
+        try:
+            await self._forget_records(call_ids)
+        except (*TRANSIENT, RedisError):
+            # Left in Redis until the housekeeping tries again; if this node died meanwhile, another would write
+            # them again, which the history ignores (it keeps a call once). Bounded: no call ends while Redis is
+            # unreachable, so only those on their way when it went can be here.
+            if len(self._recorded_later) < _RECORDED_LATER_MAX:
+                self._recorded_later.update(call_ids)
+
+    async def _forget_records(self, call_ids: list[str]) -> None:
+        if self._pipe is not None:
+            await self._pipe.execute("HDEL", self._unwritten, *call_ids)
+        else:
+            await self.redis.hdel(self._unwritten, *call_ids)
+
+    async def _adopt_records(self, address: str) -> None:
+        """Write the records of the calls that node `address`, dead, ended but had not written yet: take them over
+        (ours to let go of once written, as if we had ended them), then hand them to the hub. A record the dead node
+        wrote just before it died is written again, which the history ignores (idempotent on the call id)."""
+        theirs = f"{self.p}unwritten:{address}"
+        entries = await self.redis.hgetall(theirs)
+        if not entries:
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if self._keep_records:
+                pipe.hset(self._unwritten, mapping=entries)
+            pipe.delete(theirs)
+            await pipe.execute()
+        if not self._keep_records:
+            return
+        records: list[Effect] = []
+        for call_id, value in entries.items():
+            try:
+                records.append(_decode_record(value))
+            except (msgspec.MsgspecError, ValueError, TypeError) as exc:  # a newer node's: dropped, not fatal
+                log.warning(
+                    "node %s: could not read the record of call %s that node %s left: %s",
+                    self.address,
+                    call_id,
+                    address,
+                    exc,
+                )
+        log.warning("node %s had not written %d ended call(s) to the history: writing them", address, len(records))
+        await self.events.perform(records)
+
     async def summary(self, cid: str, user: str, env: Envelope) -> None:
         assert env.callId is not None
         check_summary(user, env, await self.ended_call(env.callId))
@@ -1433,6 +1504,9 @@ class RedisBroker:
                         await self.redis.zrem(f"{self.p}nodes", address)
                 for cid, user in list(self._pending_leaves.items()):
                     await self._act(self._disconnect(cid, user, now))
+                if self._recorded_later:
+                    later, self._recorded_later = self._recorded_later, set()
+                    await self.recorded(list(later))
                 async with self.redis.pipeline(transaction=False) as reads:
                     reads.zcard(f"{self.p}online")
                     reads.hvals(f"{self.p}callstate")
@@ -1478,6 +1552,8 @@ class RedisBroker:
         for cid, user in users_by_cid.items():
             await self._act(self._disconnect(cid, user, now))
         await self.redis.delete(self._n(address))
+        if address != self.address:
+            await self._adopt_records(address)
         self.ops["reap"] += 1
 
 

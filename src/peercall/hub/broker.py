@@ -31,6 +31,12 @@ from ..protocol.messages import Envelope
 class BrokerEvents(Protocol):
     """What a broker calls back on the hub that owns it. Never raises."""
 
+    @property
+    def writes_history(self) -> bool:
+        """Whether the hub writes ended calls to a history: then `Broker.recorded` follows every `Record` it
+        performs, once its writer is done with it."""
+        ...
+
     async def perform(self, effects: list[Effect]) -> None:
         """Perform effects the broker decided on its own (a call timer fired; Redis lost a node's connections)."""
         ...
@@ -146,6 +152,12 @@ class Broker(Protocol):
     async def online_page(self, prefix: str, after: str | None, limit: int) -> list[Presence]:
         """Users online whose id starts with `prefix`, after `after`, in id order, at most `limit` (the
         `directory` frame). Bounded by `limit`, not by the users online."""
+        ...
+
+    async def recorded(self, call_ids: list[str]) -> None:
+        """The hub's history writer is done with these calls' records (written, or failed and logged): a broker that
+        keeps the records of the calls it ended until then, so that another node writes them if this one dies
+        (redis://), lets them go. Never raises."""
         ...
 
     async def summary(self, cid: str, user: str, env: Envelope) -> None:

@@ -720,6 +720,10 @@ class Hub:
         for conn in targets:
             await conn.send_text(text)
 
+    @property
+    def writes_history(self) -> bool:
+        return self.history is not None
+
     def _ended(self, record: CallRecord, notified: bool) -> None:
         self.stats.outcomes[record.outcome.value] += 1
         if record.answered_at is not None:
@@ -769,6 +773,9 @@ class Hub:
                 finally:  # also when cancelled: whoever waits for this batch goes on
                     if not done.done():
                         done.set_result(None)
+                # Written or given up on: a broker that kept them for another node to write, should this one die
+                # before, lets them go (redis://).
+                await self.broker.recorded([record.call_id for record, _ in batch])
                 if self.history_retention > 0 and time.monotonic() - self._pruned_at >= _PRUNE_EVERY:
                     self._pruned_at = time.monotonic()
                     await self.prune_history()
