@@ -317,6 +317,18 @@ async def test_the_video_sender_lowers_its_rate_on_a_relayed_or_lossy_path(open_
             cases,
         )
         assert got == [tier for _, tier in cases]
+        # Two videos sent (a camera and a screen): the one the peer reports losing more of is what counts.
+        loss = await a.evaluate(
+            """async () => {
+              const { readCallStats } = await import("./js/quality.js");
+              const reports = [
+                { id: "v1", type: "remote-inbound-rtp", kind: "video", fractionLost: 0.12, timestamp: 1 },
+                { id: "v2", type: "remote-inbound-rtp", kind: "video", fractionLost: 0.01, timestamp: 1 },
+              ];
+              return readCallStats(new Map(reports.map((r) => [r.id, r]))).videoSendLoss;
+            }"""
+        )
+        assert loss == 0.12
         limits = await a.evaluate("async () => (await import('./js/quality.js')).VIDEO_LIMITS")
 
         # A direct video call: full rate.

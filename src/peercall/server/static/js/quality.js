@@ -155,7 +155,8 @@ export function qualityLevel(mos) {
  * @property {number|null} remoteRtt `remote-inbound-rtp` roundTripTime (s)
  * @property {{bytesReceived: number, framesDecoded: number, width: number|null, height: number|null,
  *   fps: number|null}|null} video the inbound video stream, once the call has one
- * @property {number|null} videoSendLoss the fraction of our video the peer reports lost (0..1), if it sends video
+ * @property {number|null} videoSendLoss the fraction of our video the peer reports lost (0..1), if we send video;
+ *   of the video that loses the most, if we send more than one
  */
 
 /**
@@ -190,7 +191,7 @@ export function readCallStats(stats) {
         fps: typeof r.framesPerSecond === "number" ? r.framesPerSecond : null,
       };
     } else if (r.type === "remote-inbound-rtp" && r.kind === "video" && typeof r.fractionLost === "number") {
-      raw.videoSendLoss = r.fractionLost;
+      raw.videoSendLoss = Math.max(raw.videoSendLoss ?? 0, r.fractionLost); // the worst of the videos we send
     } else if (r.type === "outbound-rtp" && r.kind === "audio") {
       raw.out = { bytesSent: r.bytesSent ?? 0, packetsSent: r.packetsSent ?? 0 };
     } else if (r.type === "remote-inbound-rtp" && r.kind === "audio" && typeof r.roundTripTime === "number") {
