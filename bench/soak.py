@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -303,12 +303,15 @@ class User:
     cut: bool = False  # its connection died with its node (or was refused while Redis was down)
     cut_at: float = 0.0
     connected_wall: float = 0.0  # time.time() of its last welcome (the history's clock)
+    # its last frames, both ways, for a failure to show (`Soak.fail`): (monotonic, "<" got or ">" sent, frame)
+    trace: deque[tuple[float, str, str]] = field(default_factory=lambda: deque(maxlen=TRACE))
 
     async def connect(self) -> None:
         """Open a connection (to a live node) and wait for its `welcome`."""
         loop = asyncio.get_running_loop()
         self.welcome = loop.create_future()
         url = self.soak.url_for(self)
+        self.trace.append((time.monotonic(), "*", f"connect {url}"))
         self.ws = await asyncio.wait_for(
             connect(
                 f"{url}/ws?id={self.id}&device={self.device}",
@@ -334,6 +337,7 @@ class User:
                 if raw.startswith('{"type":"presence"'):
                     continue
                 frame = json.loads(raw)
+                self.trace.append((time.monotonic(), "<", raw))
                 kind = frame.get("type")
                 if kind == "welcome":
                     if self.welcome is not None and not self.welcome.done():
@@ -357,6 +361,7 @@ class User:
                     soak.fail(f"{self.id}: 1,000 frames nobody expected; the last: {raw[:300]}")
         except websockets.ConnectionClosed:
             pass
+        self.trace.append((time.monotonic(), "*", f"closed {ws.close_code} {ws.close_reason}"))
         if self.ws is ws and self.welcome is not None and self.welcome.done() and not soak.stopping:
             # the server closed it (we never close a socket we still hold)
             if soak.in_window():
@@ -383,7 +388,9 @@ class User:
         if self.ws is None:
             raise Failed(f"{self.id} has no connection to send {frame['type']} on")
         self.soak.frames_out += 1
-        await self.ws.send(json.dumps(frame, separators=(",", ":")))
+        raw = json.dumps(frame, separators=(",", ":"))
+        self.trace.append((time.monotonic(), ">", raw))
+        await self.ws.send(raw)
 
     async def expect(
         self,
@@ -472,6 +479,8 @@ class User:
 
 
 RELAYED = {"offer", "answer", "candidate", "media-state"}
+TRACE = 16  # frames kept per user for a failure to show
+TRACED_FAILURES = 3  # the first failures show the traces of the users they name
 
 
 # --------------------------------------------------------------------------------------------------- the soak
@@ -517,6 +526,14 @@ class Soak:
     def fail(self, message: str) -> None:
         if len(self.failures) < 200:
             print(f"FAIL: {message}", flush=True)
+        if len(self.failures) < TRACED_FAILURES:
+            # what the users it names last got and sent (presence skipped): enough to tell a server's fault from
+            # the script's, where the logs (at `warning`) say nothing
+            by_id = {u.id: u for u in self.users}
+            for uid in dict.fromkeys(re.findall(r"\bu\d{4}\b", message)):
+                if (u := by_id.get(uid)) is not None:
+                    for t, way, raw in u.trace:
+                        print(f"  {uid} {t - self.started:7.2f}s {way} {raw[:240]}", flush=True)
         self.failures.append(message)
 
     def url_for(self, user: User) -> str:
@@ -574,6 +591,7 @@ class Soak:
                     b_ended = call.ended.setdefault(b.id, frame)
                     if b_ended is not frame:
                         self.fail(f"{b.id}: call {call.call_id} ended twice: {b_ended} then {frame}")
+                    await self.after_ended(b, call)
                     break
 
     async def told(self, u: User, call: Call, until: float) -> None:
@@ -625,14 +643,17 @@ class Soak:
                     if u.id in call.ended:
                         self.fail(f"{u.id}: call {call.call_id} ended twice: {call.ended[u.id]} then {frame}")
                     call.ended[u.id] = frame
-                # what follows a call-ended (the seed clients' hangup or call-reject, the answer to our own
-                # hang-up) comes at once: take it, so that it is not taken for a frame of the next call
-                with contextlib.suppress(TimeoutError):
-                    while True:
-                        late = await asyncio.wait_for(u.inbox.get(), 0.5)
-                        if late.get("callId") != call.call_id or late.get("type") == "call-ended":
-                            self.fail(f"{u.id} got {json.dumps(late)[:300]} after call {call.call_id} ended")
+                await self.after_ended(u, call)
                 return
+
+    async def after_ended(self, u: User, call: Call) -> None:
+        """What follows a call-ended (the seed clients' hangup or call-reject, the answer to our own hang-up)
+        comes at once: take it, so that it is not taken for a frame of the user's next call."""
+        with contextlib.suppress(TimeoutError):
+            while True:
+                late = await asyncio.wait_for(u.inbox.get(), 0.5)
+                if late.get("callId") != call.call_id or late.get("type") == "call-ended":
+                    self.fail(f"{u.id} got {json.dumps(late)[:300]} after call {call.call_id} ended")
 
     # -- choosing
     def pick(self, caller: User, want: str) -> User | None:
@@ -676,6 +697,9 @@ class Soak:
                 continue
             call = Call(key=f"{user.id}.{len(self.calls)}", kind=kind, caller=user, callee=target, t0=time.monotonic())
             self.calls.append(call)
+            now = time.monotonic()
+            user.trace.append((now, "*", f"calls {target.id}: {kind} {call.key}"))
+            target.trace.append((now, "*", f"called by {user.id}: {kind} {call.key}"))
             user.state = "busy"
             if want == "idle":
                 target.state = "busy"
