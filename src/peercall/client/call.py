@@ -44,7 +44,7 @@ from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from .candidates import CandidatePolicy, RemoteCandidates
-from .ice import IceConfig, loopback_candidates
+from .ice import IceConfig, close_peer_connection, set_local_description
 from .media import AudioIn, AudioOut, Discard, Mutable, Sink, as_sink, as_source
 from .signaling import ClientError, Frame
 from .video import VideoIn, VideoOut, VideoSink, as_video_sink, as_video_source
@@ -609,8 +609,7 @@ class Call:
         self._add_track(pc)
         self._offer_video(pc)
         offer = await pc.createOffer()
-        with loopback_candidates(self._ice_loopback):
-            await pc.setLocalDescription(offer)
+        await set_local_description(pc, offer, self._ice_loopback)
         await self._send_description(pc)
 
     async def _on_description(self, data: Any) -> None:
@@ -649,8 +648,7 @@ class Call:
         if kind == "offer":
             self._log("SLD(answer)")
             answer = await pc.createAnswer()
-            with loopback_candidates(self._ice_loopback):
-                await pc.setLocalDescription(answer)
+            await set_local_description(pc, answer, self._ice_loopback)
             if pc is not self._pc or not self.active:
                 return
             await self._send_description(pc)
@@ -896,7 +894,7 @@ class Call:
             if self._video_sink is not None:
                 await self._video_sink.stop()
             if self._pc is not None:
-                await self._pc.close()
+                await close_peer_connection(self._pc)
             if self._remote_track is not None:
                 self._remote_track.stop()
         except Exception:

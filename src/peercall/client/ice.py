@@ -1,8 +1,9 @@
 """ICE configuration for the SDK: what `/ice-servers` says, as an aiortc `RTCConfiguration`, and the loopback setting.
 
-Owns the HTTP request for `/ice-servers` (made before every call: TURN credentials expire) and the one patch the SDK
-makes to aioice. Imports aiortc/aioice and the standard library only; must not import the rest of the client
-(signaling, calls) nor anything of the server.
+Owns the HTTP request for `/ice-servers` (made before every call: TURN credentials expire), the one patch the SDK
+makes to aioice, and the two calls that gather and close a peer connection's sockets (`set_local_description`,
+`close_peer_connection`: together they mend a leak of aioice's). Imports aiortc/aioice and the standard library
+only; must not import the rest of the client (signaling, calls) nor anything of the server.
 
 **Loopback candidates.** aioice leaves 127.0.0.1 out of the host candidates it gathers, so two programs on a machine
 with no other network (a container, a CI network namespace) cannot reach each other. With the loopback setting on,
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aioice.ice
-from aiortc import RTCConfiguration, RTCIceServer
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 log = logging.getLogger("peercall.client")
@@ -61,6 +62,61 @@ def _install() -> None:
     """Route aioice's host-address lookup through `_host_addresses` (once per process; a no-op unless enabled)."""
     if aioice.ice.get_host_addresses is not _host_addresses:
         aioice.ice.get_host_addresses = _host_addresses
+
+
+async def set_local_description(pc: RTCPeerConnection, description: RTCSessionDescription, loopback: bool) -> None:
+    """`pc.setLocalDescription(description)`, which gathers the host candidates (127.0.0.1 among them if
+    `loopback`); if the peer connection was closed meanwhile (the call ended), the sockets bound late are closed.
+
+    Args:
+        pc: the peer connection.
+        description: the offer or answer just created.
+        loopback: whether to offer 127.0.0.1 (`loopback_candidates`).
+    """
+    try:
+        with loopback_candidates(loopback):
+            await pc.setLocalDescription(description)
+    finally:
+        if pc.signalingState == "closed":
+            await _close_late_sockets(pc)
+
+
+async def close_peer_connection(pc: RTCPeerConnection, wait: float = 10.0) -> None:
+    """Close `pc`, and the sockets a gathering under way binds after the close.
+
+    aioice (0.13) binds one socket per host address while it gathers and hands them to its connection only when
+    all are bound (and a TURN allocation only when it is done), and aiortc may start a gathering after the close;
+    `close()` closes the sockets handed over so far, and the others stay open until the garbage collector finds
+    them (a ResourceWarning in whatever runs then). So, after the close, wait (at most `wait` seconds: aioice bounds
+    its server queries at 5 s) for a gathering under way to finish, and close what it handed over late; a gathering
+    that starts only after the close is `set_local_description`'s to mend.
+
+    Args:
+        pc: the peer connection.
+        wait: the longest wait for a gathering under way.
+    """
+    await pc.close()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    for connection in _ice_connections(pc):
+        while connection._local_candidates_start and not connection._local_candidates_end:
+            if loop.time() > deadline:
+                log.warning("ICE gathering did not finish within %gs of closing the call", wait)
+                break
+            await asyncio.sleep(0.02)
+    await _close_late_sockets(pc)
+
+
+def _ice_connections(pc: RTCPeerConnection) -> set[aioice.Connection]:
+    return {t.receiver.transport.transport.iceGatherer._connection for t in pc.getTransceivers()}
+
+
+async def _close_late_sockets(pc: RTCPeerConnection) -> None:
+    """Close the sockets that the gathering of closed `pc` handed to its ICE connections after they were closed."""
+    for connection in _ice_connections(pc):
+        protocols, connection._protocols = connection._protocols, []
+        for protocol in protocols:
+            await protocol.close()
 
 
 @contextlib.contextmanager
