@@ -4,11 +4,15 @@ callback does not stop the media, and a sink given another track follows it."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
 from peercall.client.media import Callback, Capture, Pcm, Silence, Tone
+from peercall.client.video import VideoRecorder
+from tests.sdk.clips import decode
 from tests.sdk.conftest import WAIT
 
 
@@ -47,3 +51,19 @@ async def test_an_audio_sink_given_another_track_follows_it() -> None:
     finally:
         await sink.stop()
     assert np.abs(sink.samples()[-960:]).max() > 10_000  # the newest chunk is the tone's
+
+
+def test_a_recording_keeps_frames_that_arrive_in_the_same_millisecond(tmp_path: Path) -> None:
+    """Frames that arrive in a burst (after a stall, several within a millisecond) are all in the recording, in
+    their order, not only the first of each millisecond."""
+    path = tmp_path / "burst.mp4"
+    recorder = VideoRecorder(path)
+    arrivals = [0.0, 0.0002, 0.0004, 0.0006, 0.040, 0.0401, 0.080]
+    for n, arrival in enumerate(arrivals):
+        picture = np.full((120, 160, 3), 30 * n, dtype=np.uint8)  # each a shade lighter: their order shows
+        recorder.write(av.VideoFrame.from_ndarray(picture, format="rgb24"), arrival)
+    recorder.close()
+    frames = decode(path)
+    assert len(frames) == len(arrivals)
+    shades = [int(frame.mean()) for frame in frames]
+    assert shades == sorted(shades), shades

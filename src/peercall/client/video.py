@@ -273,8 +273,9 @@ _DEFAULT_CODEC = ("libx264", {"preset": "ultrafast", "tune": "zerolatency"})
 
 class VideoRecorder(VideoSink):
     """Writes what arrives to a video file: H.264 (`.mp4`, `.mkv`, `.mov`…) or VP8 (`.webm`), at the size of the
-    first frame (later frames of another size are scaled to it), timed as they arrived. The file is created at
-    once and complete after `stop()`; with no frame received it holds no video stream.
+    first frame (later frames of another size are scaled to it), timed as they arrived (to the millisecond: frames of
+    a burst a millisecond apart, none dropped). The file is created at once and complete after `stop()`; with no
+    frame received it holds no video stream.
 
     Encoding runs on the event loop (x264's fastest preset: a few milliseconds a frame at 640x480).
 
@@ -307,9 +308,8 @@ class VideoRecorder(VideoSink):
             return
         if self._t0 is None:
             self._t0 = arrival
-        pts = round((arrival - self._t0) * 1000)
-        if pts <= self._last_pts:  # two frames within a millisecond: keep the first
-            return
+        # two frames within a millisecond (a burst after a stall): the second a millisecond later, not dropped
+        pts = max(round((arrival - self._t0) * 1000), self._last_pts + 1)
         if self._stream is None:
             name, options = self._codec
             stream = self._container.add_stream(name, rate=30, options=options)
