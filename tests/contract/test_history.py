@@ -608,3 +608,28 @@ async def test_unreachable_database_raises_from_open() -> None:
         with pytest.raises(OSError):
             await store.open()
         await store.close()
+
+
+async def test_the_calls_a_node_keeps_are_taken_once_by_that_node(history: CallHistory) -> None:
+    """What a node keeps as it stops is handed back once, to that node only; keeping again replaces it."""
+    assert await history.take_calls("local") is None
+    await history.keep_calls("local", b'[{"id":"old"}]')
+    await history.keep_calls("local", b'[{"id":"c1"},{"id":"c2"}]')
+    await history.keep_calls("n2", b"[]")
+    assert await history.take_calls("local") == b'[{"id":"c1"},{"id":"c2"}]'
+    assert await history.take_calls("local") is None
+    assert await history.take_calls("n2") == b"[]"
+
+
+async def test_the_calls_a_node_keeps_outlive_the_store_being_closed(durable_url: str) -> None:
+    """A node keeps its calls as it stops and closes the store; the next process to open it takes them."""
+    store = open_history(durable_url)
+    await store.open()
+    await store.keep_calls("local", b'[{"id":"c1"}]')
+    await store.close()
+    again = open_history(durable_url)
+    await again.open()
+    try:
+        assert await again.take_calls("local") == b'[{"id":"c1"}]'
+    finally:
+        await again.close()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from peercall.core.records import Outcome, Reason
-from peercall.core.switchboard import TRANSITIONS, CallState, Event, InvalidTransition, Presence
+from peercall.core.switchboard import TRANSITIONS, Call, CallState, Event, InvalidTransition, Presence
 
 from .board import Board
 
@@ -377,3 +378,37 @@ def _parse(conn: str, type: str, to: str):
     from peercall.protocol import messages
 
     return messages.parse(f'{{"type":"{type}","to":"{to}"}}', {"a1": "alice", "b1": "bob"}[conn])
+
+
+def test_a_ringing_call_handed_over_rings_again_after_the_restart(board: Board) -> None:
+    """The server stops while alice's call rings bob; the next run takes it over (through its encoding): bob's
+    device that connects rings, alice's resumes the call as ringing, and bob's accept answers it."""
+    call_id = board.ring("a1", "bob")
+    board.advance(5)
+    state = msgspec.json.encode(board.sb.hand_over(board.now))
+    again = Board(ring=45, grace=20)
+    again.now = board.now + 3
+    again.sb.take_over(msgspec.json.decode(state, type=list[Call]))
+    again.connect("b2", "bob")
+    assert again.last("b2", "call-request") == {"type": "call-request", "from": "alice", "to": "bob", "callId": call_id}
+    again.connect("a2", "alice")
+    resumed = again.last("a2", "call-resumed")
+    assert (resumed["callId"], resumed["state"], resumed["role"]) == (call_id, "ringing", "caller")
+    again.send("b2", "call-accept", "alice")
+    assert again.last("a2", "call-accept")["callId"] == call_id
+    assert again.records == []
+
+
+def test_a_call_handed_over_whose_party_stays_away_ends_after_the_grace(board: Board) -> None:
+    """An answered call taken over after a restart: if nobody comes back, it ends `peer-lost` once the grace that
+    began at the stop has run out, and is recorded once."""
+    call_id = board.answered("a1", "b1")
+    state = msgspec.json.encode(board.sb.hand_over(board.now))
+    again = Board(ring=45, grace=20)
+    again.now = board.now + 5
+    again.sb.take_over(msgspec.json.decode(state, type=list[Call]))
+    again.advance(14)
+    assert again.records == []
+    again.advance(2)
+    (record,) = again.records
+    assert (record.call_id, record.outcome, record.reason) == (call_id, Outcome.ANSWERED, Reason.PEER_LOST)

@@ -2,7 +2,9 @@
 
 Every connection is on this node, so nothing travels between nodes: `send` drops (a connection of no node is
 gone), and a presence change goes straight back to the hub. The call timers are one loop timer for the
-switchboard's next deadline. State is lost on restart (calls go on peer to peer; their clients resume nothing).
+switchboard's next deadline. The calls under way outlive a restart: the node hands them over as it stops and the
+history store keeps them (`hand_over`, `take_over`; hub `keep_calls`), so that their parties resume them when they
+reconnect, within the resume grace. Presence starts afresh.
 """
 
 from __future__ import annotations
@@ -13,10 +15,15 @@ import secrets
 import time
 from collections.abc import Callable, Collection
 
+import msgspec
+
 from ..core.social import Screen, View
-from ..core.switchboard import CallRate, Effect, Presence, Switchboard
+from ..core.switchboard import Call, CallRate, Effect, Presence, Switchboard
 from ..hub.broker import BrokerEvents
 from ..protocol.messages import PEER_FRAMES, Envelope
+
+_encode_calls = msgspec.json.encode
+_decode_calls = msgspec.json.Decoder(list[Call]).decode
 
 
 class MemoryBroker:
@@ -70,6 +77,19 @@ class MemoryBroker:
         self.stop_timers()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def hand_over(self, now: float) -> bytes | None:
+        calls = self.switchboard.hand_over(now)
+        return _encode_calls(calls) if calls else None
+
+    def take_over(self, state: bytes) -> int:
+        try:
+            calls = _decode_calls(state)
+        except msgspec.ValidationError as exc:  # (a DecodeError is one too)
+            raise ValueError(f"not the calls a node handed over: {exc}") from exc
+        self.switchboard.take_over(calls)
+        self._reschedule()
+        return len(calls)
 
     async def ping(self) -> bool:
         return True

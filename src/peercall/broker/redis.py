@@ -662,6 +662,12 @@ class RedisBroker:
             async with asyncio.timeout(2.0):
                 await self.redis.aclose(close_connection_pool=True)
 
+    def hand_over(self, now: float) -> bytes | None:
+        return None  # the calls are in Redis: they outlive the node (another takes them over, see `_reap`)
+
+    def take_over(self, state: bytes) -> int:
+        return 0
+
     async def ping(self) -> bool:
         try:
             await asyncio.wait_for(self.redis.ping(), 2)

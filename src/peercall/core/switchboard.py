@@ -763,6 +763,32 @@ class Switchboard:
 
     # ---------------------------------------------------------------------------------------- timers
 
+    def hand_over(self, now: float) -> list[Call]:
+        """The calls under way, for the next run of this server to take over (`take_over`): the server is stopping
+        and has closed every connection, so nothing rings any more and every party is lost from `now` on (a party
+        lost already keeps its grace)."""
+        for call in self.calls.values():
+            call.ringing.clear()
+            for party in call.parties():
+                if party.cid is not None:
+                    party.cid, party.lost_until = None, now + self.resume_grace
+        return list(self.calls.values())
+
+    def take_over(self, calls: Iterable[Call]) -> None:
+        """Hold the calls that the previous run of this server handed over as it stopped (`hand_over`): a party
+        that connects again within its grace resumes its call (and a device of the callee of a call that still rings
+        rings), as after any reconnect; the timers end the others, as any call whose party did not come back. A
+        call whose caller has a call here already is left out."""
+        for call in calls:
+            if call.id in self.calls or call.caller.user in self.active:
+                continue
+            if not call.silent and call.callee_user in self.active:
+                continue
+            self.add_call(call)
+            self.active[call.caller.user] = call.id
+            if not call.silent:
+                self.active[call.callee_user] = call.id
+
     def add_call(self, call: Call) -> None:
         """Hold `call` (a new one, or one loaded from shared state) and arm its deadline."""
         self.calls[call.id] = call

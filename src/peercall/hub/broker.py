@@ -109,6 +109,20 @@ class Broker(Protocol):
         """Leave: the node's connections are closed by now. Bounded in time; never raises."""
         ...
 
+    def hand_over(self, now: float) -> bytes | None:
+        """The node is stopping and its connections are closed (before `stop`): the calls under way that only
+        this node holds, encoded, for `take_over` at its next start; None if it holds none, or if the calls are in
+        shared state (they outlive the node)."""
+        ...
+
+    def take_over(self, state: bytes) -> int:
+        """Before `start`: hold the calls that `hand_over` gave as the node last stopped. Returns how many.
+
+        Raises:
+            ValueError: `state` is not what `hand_over` gives.
+        """
+        ...
+
     async def ping(self) -> bool:
         """Whether the shared state answers now (for /readyz)."""
         ...

@@ -516,6 +516,36 @@ class Hub:
         self.broker.stop_timers()
         await asyncio.gather(*(c.close(code, reason) for c in list(self._conns.values())))
 
+    async def keep_calls(self) -> None:
+        """At shutdown, once every connection is closed and before the broker stops: keep the calls under way that
+        only this node holds (`memory://`) in the history store, for its next start to take over (`take_calls`), so
+        that a restart within the resume grace ends no call. Never raises."""
+        count = sum(self.broker.calls_by_state().values())
+        state = self.broker.hand_over(self.clock())
+        if state is None or self.history is None:
+            return
+        try:
+            await self.history.keep_calls(self.broker.node, state)
+        except Exception:
+            log.exception("could not keep the %d call(s) under way for the next start: they end with this run", count)
+            return
+        log.info("kept %d call(s) under way: resumed if the server and their parties are back within the grace", count)
+
+    async def take_calls(self) -> None:
+        """At start, before the broker starts: take over the calls that this node kept as it last stopped
+        (`keep_calls`). Their parties resume them as they reconnect; the timers end the others. Never raises."""
+        if self.history is None:
+            return
+        try:
+            state = await self.history.take_calls(self.broker.node)
+            if state is None:
+                return
+            count = self.broker.take_over(state)
+        except Exception:
+            log.exception("could not take over the calls kept at the last stop: they are lost")
+            return
+        log.info("took over %d call(s) under way at the last stop: their parties may resume them", count)
+
     async def drain(self) -> None:
         """Wait for pending work (history writes, effects on their way) at shutdown, at most `DRAIN_WITHIN` seconds:
         a shutdown must end (a node with 20,000 churning connections once waited here for ever)."""

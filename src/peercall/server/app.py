@@ -324,6 +324,7 @@ def create_app(settings: Settings) -> PeercallApp:
         except Exception:
             # Calling works without history; say so loudly and go on.
             log.exception("could not open the call history at %s; calls are not recorded", _safe_url(settings))
+        await hub.take_calls()
         await broker.start()
         if verifier is not None:
             await verifier.start()  # a JWKS is fetched now (bounded), and kept fresh
@@ -341,6 +342,7 @@ def create_app(settings: Settings) -> PeercallApp:
         await hub.drain()
         if push is not None:
             await push.stop()
+        await hub.keep_calls()
         await broker.stop()
         if webhooks is not None:
             await webhooks.close()  # after the broker: the calls it ended as the node left are sent too

@@ -124,6 +124,15 @@ class CallHistory(Protocol):
         """
         ...
 
+    async def keep_calls(self, node: str, state: bytes) -> None:
+        """Keep what node `node` hands over as it stops (its calls under way, encoded: opaque here), replacing
+        what it kept before, for `take_calls` at its next start."""
+        ...
+
+    async def take_calls(self, node: str) -> bytes | None:
+        """What node `node` kept with `keep_calls` (None: nothing), forgotten at once: handed out once."""
+        ...
+
     async def delete_ended_before(self, cutoff: float, *, limit: int = PRUNE_BATCH) -> int:
         """Delete at most `limit` records of calls that ended before `cutoff` (seconds since the epoch), oldest
         first: the history's retention (`PEERCALL_HISTORY_RETENTION`). Bounded, so that the caller can delete a

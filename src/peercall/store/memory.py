@@ -103,6 +103,7 @@ class MemoryHistory(MemoryAccounts, MemoryPush):
         self._blocked_by: _Index[None] = _Index()  # blocked -> owners
         self._calls_from: dict[str, CallsFrom] = {}
         self._display_names: dict[str, str] = {}
+        self._kept_calls: dict[str, bytes] = {}  # node -> its calls under way, as it stopped (`keep_calls`)
 
     async def open(self) -> None:
         """Nothing to connect to."""
@@ -165,6 +166,12 @@ class MemoryHistory(MemoryAccounts, MemoryPush):
         self._waiting[key] -= 1
         if self._waiting[key] <= 0:
             del self._waiting[key]
+
+    async def keep_calls(self, node: str, state: bytes) -> None:
+        self._kept_calls[node] = state
+
+    async def take_calls(self, node: str) -> bytes | None:
+        return self._kept_calls.pop(node, None)
 
     async def delete_ended_before(self, cutoff: float, *, limit: int = PRUNE_BATCH) -> int:
         check_limit(limit)

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,18 @@ def _v6_display_names(dialect: str) -> list[str]:
     ]
 
 
+def _v8_kept_calls(dialect: str) -> list[str]:
+    # The calls under way that a node (one without shared state) hands over as it stops, for its next start
+    # (`keep_calls`, `take_calls`): one row per node, JSON text that only the node reads.
+    return [
+        """CREATE TABLE kept_calls (
+            node TEXT NOT NULL PRIMARY KEY,
+            state TEXT NOT NULL,
+            kept_at DOUBLE PRECISION NOT NULL
+        )"""
+    ]
+
+
 MIGRATIONS: Sequence[Callable[[str], list[str]]] = (
     _v1_calls,
     _v2_quality,
@@ -165,6 +178,7 @@ MIGRATIONS: Sequence[Callable[[str], list[str]]] = (
     v5_accounts,
     _v6_display_names,
     v7_push,
+    _v8_kept_calls,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -228,6 +242,13 @@ display_names = sa.Table(
     _metadata,
     sa.Column("user_id", sa.Text, primary_key=True),
     sa.Column("name", sa.Text, nullable=False),
+)
+kept_calls = sa.Table(
+    "kept_calls",
+    _metadata,
+    sa.Column("node", sa.Text, primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("kept_at", sa.Double, nullable=False),
 )
 _FIELDS = [field.name for field in dataclasses.fields(CallRecord) if field.name in calls.c]  # screened: issue 15, store
 _RECORD_COLUMNS = [calls.c[name] for name in _FIELDS]
@@ -428,6 +449,17 @@ class SQLHistory(SQLAccounts, SQLPush):
             newest = [call_id for _, call_id in taken[-limit:]]
             rows = (await conn.execute(sa.select(*_RECORD_COLUMNS).where(calls.c.call_id.in_(newest)))).all()
         return sorted((_to_record(row) for row in rows), key=lambda r: (r.ringing_at, r.call_id)), len(taken)
+
+    async def keep_calls(self, node: str, state: bytes) -> None:
+        async with self._turn, self._engine.begin() as conn:
+            await conn.execute(sa.delete(kept_calls).where(kept_calls.c.node == node))
+            await conn.execute(sa.insert(kept_calls).values(node=node, state=state.decode(), kept_at=time.time()))
+
+    async def take_calls(self, node: str) -> bytes | None:
+        taken = sa.delete(kept_calls).where(kept_calls.c.node == node).returning(kept_calls.c.state)
+        async with self._turn, self._engine.begin() as conn:
+            state = (await conn.execute(taken)).scalar()
+        return None if state is None else str(state).encode()
 
     async def delete_ended_before(self, cutoff: float, *, limit: int = PRUNE_BATCH) -> int:
         check_limit(limit)
