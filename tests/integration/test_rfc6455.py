@@ -9,10 +9,12 @@ import contextlib
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, run_server
+from tests.integration.conftest import TRANSPORTS
 from tests.integration.test_ws_stack import Raw, client_frame, head
 
 TEXT, BINARY, CLOSE, PING, PONG, CONT = 1, 2, 8, 9, 10, 0
@@ -114,16 +116,26 @@ def talk_deflate(server: ServerProcess, data: bytes, name: str, count: int = 0) 
     return talk(server, data, name, "permessage-deflate; client_max_window_bits", count)
 
 
-async def test_with_deflate_rsv1_marks_a_compressed_message_and_nothing_else(deflate_server: ServerProcess) -> None:
+@pytest.fixture(scope="module")
+def private_deflate_server() -> Iterator[ServerProcess]:
+    """Per-message deflate on, in private mode: no presence frames, which `talk` could not tell from others once
+    compressed (the shared `deflate_server` announces the clients of other tests, and of the test before)."""
+    with run_server(**TRANSPORTS["deflate"], PEERCALL_PRIVATE="true") as srv:
+        yield srv
+
+
+async def test_with_deflate_rsv1_marks_a_compressed_message_and_nothing_else(
+    private_deflate_server: ServerProcess,
+) -> None:
     """With per-message deflate negotiated (the ASGI transport), RSV1 on a message's first frame is a compressed
     message and is routed; on a continuation or a control frame it gets 1002."""
     body = _deflate(HANGUP)
-    frames = await asyncio.to_thread(talk_deflate, deflate_server, frame(TEXT, body, rsv=0x40), "zip1", 1)
+    frames = await asyncio.to_thread(talk_deflate, private_deflate_server, frame(TEXT, body, rsv=0x40), "zip1", 1)
     assert frames[0][0] == TEXT, frames  # the (compressed) answer to a routed frame
     split = frame(TEXT, body[:3], fin=False, rsv=0x40) + frame(CONT, body[3:], rsv=0x40)
-    frames = await asyncio.to_thread(talk_deflate, deflate_server, split, "zip2")
+    frames = await asyncio.to_thread(talk_deflate, private_deflate_server, split, "zip2")
     assert close_code(frames) == 1002 and TEXT not in [op for op, _ in frames], frames
-    frames = await asyncio.to_thread(talk_deflate, deflate_server, frame(PING, b"x", rsv=0x40), "zip3")
+    frames = await asyncio.to_thread(talk_deflate, private_deflate_server, frame(PING, b"x", rsv=0x40), "zip3")
     assert close_code(frames) == 1002 and PONG not in [op for op, _ in frames], frames
 
 
