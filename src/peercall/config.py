@@ -148,8 +148,10 @@ class Settings(BaseSettings):
     that signs signaling tokens: unset, a random one is made into `signing.key` in `data_folder()` (mode 0600);
     set it, the same on every node, for a cluster."""
     accounts_token_ttl: Annotated[float, Field(ge=10, le=3600)] = 300.0
-    """Seconds a signaling token of accounts mode is valid (`PEERCALL_ACCOUNTS_TOKEN_TTL`): also the longest a
-    revoked session's last token may still open a socket (docs/security.md, revocation delay)."""
+    """Seconds a signaling token of accounts mode is valid (`PEERCALL_ACCOUNTS_TOKEN_TTL`): also how long a socket of
+    an ended sign-in may stay open, if its client renews its token (the web client does) or with `auth_expiry`
+    `enforce` (then 5 s more); with `ignore`, a socket that is not renewed stays open (docs/security.md, revocation
+    delay)."""
     accounts_session_ttl: Annotated[float, Field(gt=0, le=400)] = 30.0
     """Days a sign-in lasts without being used (`PEERCALL_ACCOUNTS_SESSION_TTL`); each use extends it."""
     public_url: Annotated[str | None, Field(pattern=r"^https?://[^/?#\s]+$")] = None
@@ -170,9 +172,9 @@ class Settings(BaseSettings):
     """Seconds between two fetches of the JWKS that unknown keys may cause (`PEERCALL_AUTH_JWKS_MIN_INTERVAL`): a
     flood of tokens with made-up `kid`s costs the provider one request per interval at most."""
     auth_expiry: Literal["ignore", "enforce"] | None = None
-    """What happens when the token of a live connection expires (`PEERCALL_AUTH_EXPIRY`): `ignore` (the default in
-    token mode: a connection outlives its token) or `enforce` (it is closed with 4401 unless the client renewed it
-    with an `auth` frame before `exp`, plus 5 s of clock skew)."""
+    """What happens when the token of a live connection expires (`PEERCALL_AUTH_EXPIRY`): `ignore` (the default, in
+    token and accounts modes alike: a connection outlives its token) or `enforce` (it is closed with 4401 unless the
+    client renewed it with an `auth` frame before `exp`, plus 5 s of clock skew)."""
     auth_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     """Seconds a connection has to send its `auth` frame (`PEERCALL_AUTH_TIMEOUT`)."""
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
