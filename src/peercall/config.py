@@ -187,8 +187,8 @@ class Settings(BaseSettings):
     rebinding page names its own host)."""
     metrics_token: SecretStr | None = None
     """Bearer token that `/metrics` requires, and with which `/readyz` gives its counts
-    (`PEERCALL_METRICS_TOKEN`). Unset: in open mode both are public; in private or token mode `/metrics` is served
-    to loopback clients only and `/readyz` says only ready or not."""
+    (`PEERCALL_METRICS_TOKEN`). Unset: in open mode without `private` both are public; otherwise (private, token or
+    accounts mode) `/metrics` is served to loopback clients only and `/readyz` gives its counts to them alone."""
     reserved_ids: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["echo"])
     """Service ids, comma-separated (`PEERCALL_RESERVED_IDS`; default `echo`): in every mode everyone sees them and
     may ring them (core/social.py: services are public). Nobody may take one in open mode, whose callers must reach
