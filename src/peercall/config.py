@@ -235,8 +235,9 @@ class Settings(BaseSettings):
     (`PEERCALL_CONTACT_RATE`)."""
     call_policy: Annotated[str | None, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] = None
     """An operator's rule for who may call whom (`PEERCALL_CALL_POLICY=module:function`): a function (or
-    coroutine function) of `(caller, callee)` returning whether the call may ring. Asked for every call-request,
-    within 1 s; an error or no answer in time refuses the call (docs/operations.md has an example)."""
+    coroutine function) of `(caller, callee)` returning whether the call may ring. Asked for every call-request: a
+    coroutine function within 1 s; a plain function runs on the event loop, unbounded, so it must be quick. An
+    error, a coroutine's timeout or anything but `True` refuses the call (docs/operations.md has an example)."""
     presence_interval: Annotated[float, Field(ge=0.01, le=10)] = 0.1
     """Seconds over which presence changes are gathered into one frame per connection
     (`PEERCALL_PRESENCE_INTERVAL`): keeps a reconnect storm of N users from costing N^2 frames."""
