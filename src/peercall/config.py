@@ -207,7 +207,7 @@ class Settings(BaseSettings):
     cluster (browsers subscribe with its public key)."""
     vapid_subject: Annotated[str | None, Field(pattern=r"^(mailto:[^\s@]+@[^\s@]+|https://\S+)$")] = None
     """Who runs this server, for the push services (`PEERCALL_VAPID_SUBJECT=mailto:admin@example.org`, or an https
-    URL). Unset: `public_url`, else `mailto:admin@localhost` (which Apple's push service refuses)."""
+    URL). Unset: `public_url` if it is https, else `mailto:admin@localhost` (which Apple's push service refuses)."""
     push_services: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [
             "https://fcm.googleapis.com",
