@@ -148,8 +148,10 @@ class Settings(BaseSettings):
     that signs signaling tokens: unset, a random one is made into `signing.key` in `data_folder()` (mode 0600);
     set it, the same on every node, for a cluster."""
     accounts_token_ttl: Annotated[float, Field(ge=10, le=3600)] = 300.0
-    """Seconds a signaling token of accounts mode is valid (`PEERCALL_ACCOUNTS_TOKEN_TTL`): also the longest a
-    revoked session's last token may still open a socket (docs/security.md, revocation delay)."""
+    """Seconds a signaling token of accounts mode is valid (`PEERCALL_ACCOUNTS_TOKEN_TTL`): also how long a socket of
+    an ended sign-in may stay open, if its client renews its token (the web client does) or with `auth_expiry`
+    `enforce` (then 5 s more); with `ignore`, a socket that is not renewed stays open (docs/security.md, revocation
+    delay)."""
     accounts_session_ttl: Annotated[float, Field(gt=0, le=400)] = 30.0
     """Days a sign-in lasts without being used (`PEERCALL_ACCOUNTS_SESSION_TTL`); each use extends it."""
     public_url: Annotated[str | None, Field(pattern=r"^https?://[^/?#\s]+$")] = None
@@ -170,9 +172,9 @@ class Settings(BaseSettings):
     """Seconds between two fetches of the JWKS that unknown keys may cause (`PEERCALL_AUTH_JWKS_MIN_INTERVAL`): a
     flood of tokens with made-up `kid`s costs the provider one request per interval at most."""
     auth_expiry: Literal["ignore", "enforce"] | None = None
-    """What happens when the token of a live connection expires (`PEERCALL_AUTH_EXPIRY`): `ignore` (the default in
-    token mode: a connection outlives its token) or `enforce` (it is closed with 4401 unless the client renewed it
-    with an `auth` frame before `exp`, plus 5 s of clock skew)."""
+    """What happens when the token of a live connection expires (`PEERCALL_AUTH_EXPIRY`): `ignore` (the default, in
+    token and accounts modes alike: a connection outlives its token) or `enforce` (it is closed with 4401 unless the
+    client renewed it with an `auth` frame before `exp`, plus 5 s of clock skew)."""
     auth_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     """Seconds a connection has to send its `auth` frame (`PEERCALL_AUTH_TIMEOUT`)."""
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -185,8 +187,8 @@ class Settings(BaseSettings):
     rebinding page names its own host)."""
     metrics_token: SecretStr | None = None
     """Bearer token that `/metrics` requires, and with which `/readyz` gives its counts
-    (`PEERCALL_METRICS_TOKEN`). Unset: in open mode both are public; in private or token mode `/metrics` is served
-    to loopback clients only and `/readyz` says only ready or not."""
+    (`PEERCALL_METRICS_TOKEN`). Unset: in open mode without `private` both are public; otherwise (private, token or
+    accounts mode) `/metrics` is served to loopback clients only and `/readyz` gives its counts to them alone."""
     reserved_ids: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["echo"])
     """Service ids, comma-separated (`PEERCALL_RESERVED_IDS`; default `echo`): in every mode everyone sees them and
     may ring them (core/social.py: services are public). Nobody may take one in open mode, whose callers must reach
@@ -205,7 +207,7 @@ class Settings(BaseSettings):
     cluster (browsers subscribe with its public key)."""
     vapid_subject: Annotated[str | None, Field(pattern=r"^(mailto:[^\s@]+@[^\s@]+|https://\S+)$")] = None
     """Who runs this server, for the push services (`PEERCALL_VAPID_SUBJECT=mailto:admin@example.org`, or an https
-    URL). Unset: `public_url`, else `mailto:admin@localhost` (which Apple's push service refuses)."""
+    URL). Unset: `public_url` if it is https, else `mailto:admin@localhost` (which Apple's push service refuses)."""
     push_services: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [
             "https://fcm.googleapis.com",
@@ -233,8 +235,9 @@ class Settings(BaseSettings):
     (`PEERCALL_CONTACT_RATE`)."""
     call_policy: Annotated[str | None, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] = None
     """An operator's rule for who may call whom (`PEERCALL_CALL_POLICY=module:function`): a function (or
-    coroutine function) of `(caller, callee)` returning whether the call may ring. Asked for every call-request,
-    within 1 s; an error or no answer in time refuses the call (docs/operations.md has an example)."""
+    coroutine function) of `(caller, callee)` returning whether the call may ring. Asked for every call-request: a
+    coroutine function within 1 s; a plain function runs on the event loop, unbounded, so it must be quick. An
+    error, a coroutine's timeout or anything but `True` refuses the call (docs/operations.md has an example)."""
     presence_interval: Annotated[float, Field(ge=0.01, le=10)] = 0.1
     """Seconds over which presence changes are gathered into one frame per connection
     (`PEERCALL_PRESENCE_INTERVAL`): keeps a reconnect storm of N users from costing N^2 frames."""

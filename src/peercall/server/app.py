@@ -246,7 +246,7 @@ def create_app(settings: Settings) -> PeercallApp:
             return error_response(
                 403,
                 "forbidden",
-                "in private or token mode /metrics is served to this machine only; set "
+                "in private, token or accounts mode /metrics is served to this machine only; set "
                 "PEERCALL_METRICS_TOKEN to scrape it from elsewhere",
             )
         return Response(render(metrics_registry), media_type=CONTENT_TYPE)
