@@ -4,9 +4,9 @@
 They open the store the server uses, from the same settings (`PEERCALL_DATABASE_URL`), make one change or read,
 and close it: safe while servers run on the same database. A user disabled here has their sign-ins revoked at
 once; with `PEERCALL_REDIS_URL` (a cluster) every node is told to close their sockets now, as `peercall revoke`
-does; without it their open sockets close at their next signaling-token renewal (within
-`PEERCALL_ACCOUNTS_TOKEN_TTL`), since this process cannot reach a lone server's sockets (the HTTP API's disable
-closes them at once).
+does; without it (this process cannot reach a lone server's sockets) their open sockets end when their client's
+next signaling-token renewal is refused (the web client's, within `PEERCALL_ACCOUNTS_TOKEN_TTL`), or at their
+token's expiry with `PEERCALL_AUTH_EXPIRY=enforce` (the HTTP API's disable closes them at once).
 Imports config, protocol (the id rule), auth.accounts (hashing) and store; never the server or the hub.
 """
 

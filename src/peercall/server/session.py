@@ -233,7 +233,8 @@ class Sessions:
         """Sessions whose transport is open, joined or not yet (waiting for their auth frame)."""
         self.too_large = ProtocolError(ErrorCode.TOO_LARGE, f"frame is larger than the limit of {self.max_size} bytes")
         self.expiries: ExpiryWatch | None = None
-        """Token mode with PEERCALL_AUTH_EXPIRY=enforce: the deadlines of the joined connections' tokens."""
+        """Token or accounts mode with PEERCALL_AUTH_EXPIRY=enforce: the deadlines of the joined connections'
+        tokens."""
         if self.verifier is not None and settings.effective_auth_expiry == "enforce":
             self.expiries = ExpiryWatch(self._expired, self.live)
         self._closing: set[asyncio.Future[None]] = set()
