@@ -165,13 +165,16 @@ async def test_index_users_see_each_other_and_caller_can_cancel(
         ("bad name!", "not a valid name"),
         ("x" * 65, "at most 64"),
         ("", "Please enter a name"),
+        ("Zoë", "(“ë” not allowed)"),
     ],
-    ids=["space-and-bang", "too-long", "empty"],
+    ids=["space-and-bang", "too-long", "empty", "accent"],
 )
 async def test_invalid_name_is_explained_without_connecting(
     server: ServerProcess, open_page: OpenPage, typed: str, explained: str
 ) -> None:
-    """An invalid name gets a message saying what is allowed, and no connection is attempted."""
+    """An invalid name gets a message saying what is allowed, and no connection is attempted. The rule reads the
+    same in the hint under the name and in the message, and names exactly the characters the check allows: an
+    accented letter is refused, so neither says "letters"."""
     page = await open_page(server.http, "/", "user")
     sockets: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
@@ -182,7 +185,9 @@ async def test_invalid_name_is_explained_without_connecting(
     message = page.locator("#message")
     await expect(message).to_be_visible()
     await expect(message).to_contain_text(explained)
-    await expect(message).to_contain_text("letters, digits")
+    rule = "1\u201364 characters: a\u2013z, A\u2013Z, 0\u20139 and _ - . @ (no spaces or accents)"
+    await expect(message).to_contain_text(rule)
+    await expect(page.locator("#my-id-hint")).to_have_text(f"{rule}.")
     await expect(page.locator("#my-id")).to_have_attribute("aria-invalid", "true")
     await expect(page.locator("#server-status")).to_have_text("Disconnected")
     assert sockets == [], f"the page tried to connect: {sockets}"
