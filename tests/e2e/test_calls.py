@@ -134,7 +134,8 @@ async def test_calling_an_offline_name_is_unavailable(
 async def test_index_users_see_each_other_and_caller_can_cancel(
     server: ServerProcess, open_page: OpenPage, uid: Callable[[str], str]
 ) -> None:
-    """Two named users see each other online; a click on the other's name rings them; cancel stops it."""
+    """Two named users see each other online; a click on the other's name rings them; cancel stops it, and the
+    callee reads it as a missed call."""
     alice_id, bob_id = uid("alice"), uid("bob")
     alice = await open_page(server.http, "/", "alice")
     bob = await open_page(server.http, "/", "bob")
@@ -152,8 +153,12 @@ async def test_index_users_see_each_other_and_caller_can_cancel(
     await expect(alice.locator("#hangup")).to_have_text("Cancel")
     await alice.click("#hangup")  # cancel while it rings
     await expect(bob.locator("#incoming")).to_be_hidden()
-    await expect(bob.locator("#call-status")).to_have_text("Cancelled")
-    await expect(bob.locator("#message")).to_have_text(f"Missed call: {alice_id} hung up before you answered.")
+    # To bob it is a missed call, in the same word as his Recent calls list it.
+    await expect(bob.locator("#call-status")).to_have_text("Missed")
+    await expect(bob.locator("#message")).to_have_text(f"{alice_id} hung up before you answered.")
+    await expect(bob.locator("#history li.missed")).to_contain_text("Missed")
+    await expect(bob.locator("#missed-count")).to_have_text("1")
+    await bob.screenshot(path=artifacts_dir() / "cancelled-while-ringing-callee.png", full_page=True)
     await expect(alice.locator("#call-status")).to_have_text("Call Ended")
     assert (await mic(alice))["live"] == 0, "alice did not release the microphone"
     assert (await mic(bob))["opened"] == 0, "bob opened the microphone without accepting"

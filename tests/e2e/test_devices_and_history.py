@@ -229,7 +229,8 @@ async def test_missed_call_waits_in_the_history_and_calls_back(
     await expect(caller.locator("#incoming-from")).to_have_text(ben)
 
     await callee.click("#hangup")
-    await expect(caller.locator("#call-status")).to_have_text("Cancelled")
+    await expect(caller.locator("#call-status")).to_have_text("Missed")  # as her Recent calls say
+    await expect(caller.locator("#message")).to_have_text(f"{ben} hung up before you answered.")
     await expect(caller.locator("#missed-count")).to_have_text("1")  # amy missed ben's call-back
     await expect(caller.locator("#history li.missed")).to_contain_text(ben)
     await expect(callee.locator("#history li")).to_have_count(2)
