@@ -134,7 +134,8 @@ async def test_calling_an_offline_name_is_unavailable(
 async def test_index_users_see_each_other_and_caller_can_cancel(
     server: ServerProcess, open_page: OpenPage, uid: Callable[[str], str]
 ) -> None:
-    """Two named users see each other online; a click on the other's name rings them; cancel stops it."""
+    """Two named users see each other online; a click on the other's name rings them; cancel stops it, and the
+    callee reads it as a missed call."""
     alice_id, bob_id = uid("alice"), uid("bob")
     alice = await open_page(server.http, "/", "alice")
     bob = await open_page(server.http, "/", "bob")
@@ -152,8 +153,12 @@ async def test_index_users_see_each_other_and_caller_can_cancel(
     await expect(alice.locator("#hangup")).to_have_text("Cancel")
     await alice.click("#hangup")  # cancel while it rings
     await expect(bob.locator("#incoming")).to_be_hidden()
-    await expect(bob.locator("#call-status")).to_have_text("Cancelled")
-    await expect(bob.locator("#message")).to_have_text(f"Missed call: {alice_id} hung up before you answered.")
+    # To bob it is a missed call, in the same word as his Recent calls list it.
+    await expect(bob.locator("#call-status")).to_have_text("Missed")
+    await expect(bob.locator("#message")).to_have_text(f"{alice_id} hung up before you answered.")
+    await expect(bob.locator("#history li.missed")).to_contain_text("Missed")
+    await expect(bob.locator("#missed-count")).to_have_text("1")
+    await bob.screenshot(path=artifacts_dir() / "cancelled-while-ringing-callee.png", full_page=True)
     await expect(alice.locator("#call-status")).to_have_text("Call Ended")
     assert (await mic(alice))["live"] == 0, "alice did not release the microphone"
     assert (await mic(bob))["opened"] == 0, "bob opened the microphone without accepting"
@@ -165,13 +170,16 @@ async def test_index_users_see_each_other_and_caller_can_cancel(
         ("bad name!", "not a valid name"),
         ("x" * 65, "at most 64"),
         ("", "Please enter a name"),
+        ("Zoë", "(“ë” not allowed)"),
     ],
-    ids=["space-and-bang", "too-long", "empty"],
+    ids=["space-and-bang", "too-long", "empty", "accent"],
 )
 async def test_invalid_name_is_explained_without_connecting(
     server: ServerProcess, open_page: OpenPage, typed: str, explained: str
 ) -> None:
-    """An invalid name gets a message saying what is allowed, and no connection is attempted."""
+    """An invalid name gets a message saying what is allowed, and no connection is attempted. The rule reads the
+    same in the hint under the name and in the message, and names exactly the characters the check allows: an
+    accented letter is refused, so neither says "letters"."""
     page = await open_page(server.http, "/", "user")
     sockets: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
@@ -182,7 +190,9 @@ async def test_invalid_name_is_explained_without_connecting(
     message = page.locator("#message")
     await expect(message).to_be_visible()
     await expect(message).to_contain_text(explained)
-    await expect(message).to_contain_text("letters, digits")
+    rule = "1\u201364 characters: a\u2013z, A\u2013Z, 0\u20139 and _ - . @ (no spaces or accents)"
+    await expect(message).to_contain_text(rule)
+    await expect(page.locator("#my-id-hint")).to_have_text(f"{rule}.")
     await expect(page.locator("#my-id")).to_have_attribute("aria-invalid", "true")
     await expect(page.locator("#server-status")).to_have_text("Disconnected")
     assert sockets == [], f"the page tried to connect: {sockets}"

@@ -73,6 +73,52 @@ async def test_second_tab_of_the_callee_stops_ringing_when_the_first_answers(
     await expect(b2.locator("#call-status")).to_have_text("Answered elsewhere")  # untouched by the hangup
 
 
+# In a page: remember every text #call-status and #message show from now on (`window.__e2e.shown`).
+WATCH_SHOWN = """
+() => {
+  const shown = [];
+  window.__e2e.shown = shown;
+  for (const id of ["call-status", "message"]) {
+    const el = document.getElementById(id);
+    const watch = { childList: true, characterData: true, subtree: true };
+    new MutationObserver(() => shown.push(el.textContent)).observe(el, watch);
+  }
+}
+"""
+
+
+async def test_closing_a_ringing_tab_leaves_the_call_ringing_on_the_other(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """Closing one of the callee's tabs while the call rings there only stops that tab ringing: the call is not
+    declined, the other tab still rings and can answer, and the caller never reads that it was rejected."""
+    a, b1 = await open_pair(open_page, fresh_server)
+    b2 = await open_page(fresh_server.http, "/callerB.html", "B2")  # clientB's second device (another tab)
+    await connect(b2)
+    await a.evaluate(WATCH_SHOWN)
+
+    async def connections() -> int:
+        response = await a.request.get(f"{fresh_server.http}/readyz")
+        return (await response.json())["connections"]
+
+    assert await connections() == 3
+    await ring(a, b1)
+    await expect(b2.locator("#incoming")).to_be_visible()
+    await b1.close(run_before_unload=True)  # the user closes the tab: pagehide runs
+    await wait_until(connections, lambda n: n == 2, "the server to see the closed tab's connection go")
+
+    await expect(b2.locator("#incoming")).to_be_visible()
+    await expect(b2.locator("#call-status")).to_have_text("Incoming call")
+    await expect(a.locator("#call-status")).to_have_text("Requesting")
+    await b2.screenshot(path=artifacts_dir() / "still-ringing-clientB-tab2.png", full_page=True)
+    await b2.click("#accept")
+    await expect(a.locator("#call-status")).to_have_text("Connected")
+    await expect(b2.locator("#call-status")).to_have_text("Connected")
+    await assert_audio_flows(a, "A")
+    shown = await a.evaluate("window.__e2e.shown")
+    assert not [text for text in shown if "eject" in text], f"the caller was told the call was rejected: {shown}"
+
+
 async def test_caller_network_blip_keeps_the_call_and_resumes_it(
     fresh_server: ServerProcess, open_page: OpenPage
 ) -> None:
@@ -183,7 +229,8 @@ async def test_missed_call_waits_in_the_history_and_calls_back(
     await expect(caller.locator("#incoming-from")).to_have_text(ben)
 
     await callee.click("#hangup")
-    await expect(caller.locator("#call-status")).to_have_text("Cancelled")
+    await expect(caller.locator("#call-status")).to_have_text("Missed")  # as her Recent calls say
+    await expect(caller.locator("#message")).to_have_text(f"{ben} hung up before you answered.")
     await expect(caller.locator("#missed-count")).to_have_text("1")  # amy missed ben's call-back
     await expect(caller.locator("#history li.missed")).to_contain_text(ben)
     await expect(callee.locator("#history li")).to_have_count(2)

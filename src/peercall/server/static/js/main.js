@@ -519,7 +519,7 @@ setInterval(() => {
 }, 30_000);
 
 addEventListener("pagehide", () => {
-  phone.hangup();
+  phone.leave(); // a call that only rings here keeps ringing on our other devices
   signaling.disconnect();
 });
 

@@ -259,6 +259,15 @@ export class Phone extends EventTarget {
     this.#call?.hangup();
   }
 
+  /**
+   * The page goes away (the tab closes, or navigates elsewhere). A call that only rings here is left alone:
+   * declining it would decline it on every device of ours, and the server stops ringing this device when its
+   * connection closes, so the call keeps ringing on the others. A call we answered, or placed, is hung up.
+   */
+  leave() {
+    if (this.#call?.phase !== CallPhase.INCOMING) this.#call?.hangup();
+  }
+
   /** Escape declines a ringing call, cancels ours while it rings, and hangs up a call. */
   escape() {
     if (this.#call?.phase === CallPhase.INCOMING) this.#call.reject();

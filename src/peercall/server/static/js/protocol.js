@@ -174,11 +174,11 @@ export const CloseCode = Object.freeze({
   ID_TAKEN: 4509,
 });
 
-/** What a user id may look like: 1-64 letters, digits, `_`, `-`, `.` or `@` (same rule as the server). */
+/** What a user id may look like: 1-64 ASCII letters, digits, `_`, `-`, `.` or `@` (same rule as the server). */
 export const ID_PATTERN = /^[A-Za-z0-9_.@-]{1,64}$/;
 
 /** The id rule in words, for hints and error messages. */
-export const ID_RULE = "1–64 characters: letters, digits, and _ - . @ (no spaces)";
+export const ID_RULE = "1–64 characters: a–z, A–Z, 0–9 and _ - . @ (no spaces or accents)";
 
 /**
  * Check a user id before connecting (the server refuses a malformed one with HTTP 400, which a

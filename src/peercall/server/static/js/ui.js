@@ -273,8 +273,10 @@ function endedStatusText(call) {
   if (reason === "hangup" || reason === "declined") return "Call Ended"; // this side ended it
   if (endReason === "peer-lost" || reason === "peer-offline" || reason === "signaling-lost") return "Call lost";
   if (endReason === "answered-elsewhere") return "Answered elsewhere";
+  // A call the caller gave up on before we answered is one we missed, as Recent calls lists it.
+  if (outcome === "cancelled" && call.direction === "incoming") return "Missed";
   if (outcome && OUTCOME_STATUS[outcome]) return OUTCOME_STATUS[outcome];
-  if (reason === "remote-hangup" && call.previous === CallPhase.INCOMING) return "Cancelled";
+  if (reason === "remote-hangup" && call.previous === CallPhase.INCOMING) return "Missed";
   return LOCAL_STATUS[reason] ?? "Call Ended";
 }
 
@@ -311,7 +313,7 @@ export function endedText(call) {
       return ringing ? `You cancelled the call to ${who}.` : `You hung up.`;
     case "remote-hangup":
       return call.previous === CallPhase.INCOMING || call.outcome === "cancelled"
-        ? `Missed call: ${who} hung up before you answered.`
+        ? `${who} hung up before you answered.`
         : `${who} hung up.`;
     case "rejected":
       return call.remoteReason === "user-media-failed" || call.remoteReason === "no-microphone"
