@@ -91,7 +91,7 @@ def read_pairs(lines: Iterable[str], name: str) -> list[tuple[str, str]]:
             if len(fields) != 2 or not all(is_valid_id(f) for f in fields) or fields[0] == fields[1]:
                 raise AdminError(
                     f"{name}, line {number}: expected two different user ids as 'a,b' or 'a b' "
-                    f"(1-64 letters, digits, '_', '-', '.' or '@'), found {text!r}"
+                    f"(1-64 ASCII letters, digits, '_', '-', '.' or '@'), found {text!r}"
                 )
             pairs.append((fields[0], fields[1]))
     except UnicodeDecodeError as exc:
@@ -120,7 +120,7 @@ async def _book() -> Store:
 async def _contacts(user: str, remove: str | None, *, as_json: bool) -> int:
     for who in (user, remove):
         if who is not None and not is_valid_id(who):
-            raise AdminError(f"{who!r} is not a user id (1-64 letters, digits, '_', '-', '.' or '@')")
+            raise AdminError(f"{who!r} is not a user id (1-64 ASCII letters, digits, '_', '-', '.' or '@')")
     if remove == user:
         raise AdminError("USER and PEER are the same user")
     store = await _book()

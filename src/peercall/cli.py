@@ -335,7 +335,7 @@ def _revoke(user: str, reason: str) -> int:
     url = os.environ.get("PEERCALL_REDIS_URL")
     prefix = os.environ.get("PEERCALL_REDIS_PREFIX", "peercall:")
     if not is_valid_id(user):
-        print("peercall: a user id is 1-64 letters, digits, '_', '-', '.' or '@'", file=sys.stderr)
+        print("peercall: a user id is 1-64 ASCII letters, digits, '_', '-', '.' or '@'", file=sys.stderr)
         return 2
     if not url:
         print(
@@ -413,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("peercall: set PEERCALL_AUTH_SECRET to the server's token secret", file=sys.stderr)
             return 2
         if not is_valid_id(args.user):
-            print("peercall: a user id is 1-64 letters, digits, '_', '-', '.' or '@'", file=sys.stderr)
+            print("peercall: a user id is 1-64 ASCII letters, digits, '_', '-', '.' or '@'", file=sys.stderr)
             return 2
         name = None
         if args.name is not None:

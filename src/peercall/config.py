@@ -373,7 +373,7 @@ class Settings(BaseSettings):
 
         bad = [user for user in value if not is_valid_id(user)]
         if bad:
-            raise ValueError(f"not user ids (1-64 letters, digits, '_', '-', '.' or '@'): {', '.join(bad)}")
+            raise ValueError(f"not user ids (1-64 ASCII letters, digits, '_', '-', '.' or '@'): {', '.join(bad)}")
         return value
 
     @field_validator("webhook_urls")

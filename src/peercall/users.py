@@ -45,7 +45,7 @@ def add_commands(commands: Any) -> None:
         help="add a user with a password (read from standard input, or asked for twice on a terminal)",
         description="Add the user ID with a password: the first line of standard input, or asked for at a prompt.",
     )
-    add.add_argument("id", help="the user id (1-64 letters, digits, '_', '-', '.' or '@')")
+    add.add_argument("id", help="the user id (1-64 ASCII letters, digits, '_', '-', '.' or '@')")
     add.add_argument("--name", help="the display name (default: the id)")
     add.add_argument("--admin", action="store_true", help="make the user an administrator")
     sub.add_parser("list", help="print every user: id, display name, admin, disabled")
@@ -97,7 +97,7 @@ def _read_password() -> str:
 
 def _add(user_id: str, name: str | None, admin: bool) -> int:
     if not is_valid_id(user_id):
-        raise AdminError(f"{user_id!r} is not a user id (1-64 letters, digits, '_', '-', '.' or '@')")
+        raise AdminError(f"{user_id!r} is not a user id (1-64 ASCII letters, digits, '_', '-', '.' or '@')")
     name = (name if name is not None else user_id).strip()
     if not 1 <= len(name) <= MAX_NAME:
         raise AdminError(f"a display name is 1 to {MAX_NAME} characters")

@@ -155,7 +155,7 @@ def test_error_frame_echoes_what_failed() -> None:
     ],
 )
 def test_user_id_rule(value: str | None, ok: bool) -> None:
-    """Ids are 1-64 letters, digits, `_ - . @`, nothing else."""
+    """Ids are 1-64 ASCII letters, digits, `_ - . @`, nothing else."""
     assert messages.is_valid_id(value) is ok
 
 

@@ -195,9 +195,9 @@ class Client:
         candidate_policy: CandidatePolicy | None = None,
     ) -> None:
         if not is_valid_id(id):
-            raise ValueError(f"a user id is 1-64 letters, digits, '_', '-', '.' or '@', not {id!r}")
+            raise ValueError(f"a user id is 1-64 ASCII letters, digits, '_', '-', '.' or '@', not {id!r}")
         if device is not None and not is_valid_id(device):
-            raise ValueError(f"a device id is 1-64 letters, digits, '_', '-', '.' or '@', not {device!r}")
+            raise ValueError(f"a device id is 1-64 ASCII letters, digits, '_', '-', '.' or '@', not {device!r}")
         self.url = url
         self.id = id
         self.accounts: Accounts | None = None
@@ -464,7 +464,7 @@ class Client:
                 `answer_timeout`.
         """
         if prefix and not (len(prefix) <= 64 and is_valid_id(prefix)):
-            raise ValueError(f"an id prefix is up to 64 letters, digits, '_', '-', '.' or '@', not {prefix!r}")
+            raise ValueError(f"an id prefix is up to 64 ASCII letters, digits, '_', '-', '.' or '@', not {prefix!r}")
         if after is not None and not is_valid_id(after):
             raise ValueError(f"after is a user id (a page's next), not {after!r}")
         if not 1 <= limit <= MAX_DIRECTORY_PAGE:
@@ -491,7 +491,7 @@ class Client:
         """
         if user is not None:
             if not is_valid_id(user):
-                raise ValueError(f"a user id is 1-64 letters, digits, '_', '-', '.' or '@', not {user!r}")
+                raise ValueError(f"a user id is 1-64 ASCII letters, digits, '_', '-', '.' or '@', not {user!r}")
             if user == self.id:
                 raise ValueError(f"{kind}: {user} is yourself")
         self._require_contacts()
@@ -621,7 +621,7 @@ class Client:
             OSError: a file cannot be opened.
         """
         if not is_valid_id(user):
-            raise CallError(f"cannot call {user!r}: a user id is 1-64 letters, digits, '_', '-', '.' or '@'")
+            raise CallError(f"cannot call {user!r}: a user id is 1-64 ASCII letters, digits, '_', '-', '.' or '@'")
         if user == self.id:
             raise CallError("cannot call yourself")
         if self.current_call is not None:

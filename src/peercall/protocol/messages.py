@@ -21,7 +21,7 @@ from .codes import ErrorCode
 from .errors import ProtocolError, shorten
 
 ID_RE: Final = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
-"""A user id: 1-64 letters, digits, `_`, `-`, `.` or `@`."""
+"""A user id: 1-64 ASCII letters, digits, `_`, `-`, `.` or `@`."""
 
 # `$(?!\n)`: Python's `$` also matches before a final newline (msgspec uses re.search); ECMA's does not.
 UserId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.@-]{1,64}$(?!\n)")]
@@ -222,7 +222,7 @@ def parse(frame: str | bytes, sender: str) -> Envelope:
     if env.to is not None and _is_id(env.to) is None:
         raise ProtocolError(
             ErrorCode.BAD_MESSAGE,
-            f"invalid message: 'to' must be a user id (1-64 letters, digits, '_', '-', '.' or '@'), "
+            f"invalid message: 'to' must be a user id (1-64 ASCII letters, digits, '_', '-', '.' or '@'), "
             f"not {env.to[:64]!r} - at `$.to`",
             ref=kind,
         )

@@ -488,7 +488,7 @@ class AccountsApi:
         if not isinstance(invite, str) or not invite or len(invite) > 200:
             raise Refusal(400, "bad-request", "'invite' is the token after '#invite=' in the invite link")
         if not isinstance(account, str) or not is_valid_id(account):
-            raise Refusal(400, "bad-id", "an id is 1-64 letters, digits, '_', '-', '.' or '@'")
+            raise Refusal(400, "bad-id", "an id is 1-64 ASCII letters, digits, '_', '-', '.' or '@'")
         if account in self.settings.reserved_ids:
             raise Refusal(409, "id-taken", f"the id {account!r} is taken: choose another")
         name = display_name(body.get("name"))
@@ -715,7 +715,7 @@ class AccountsApi:
         if not isinstance(invite, str) or not invite or len(invite) > 200:
             raise Refusal(400, "bad-request", "'invite' is the token after '#invite=' in the invite link")
         if not isinstance(account, str) or not is_valid_id(account):
-            raise Refusal(400, "bad-id", "an id is 1-64 letters, digits, '_', '-', '.' or '@'")
+            raise Refusal(400, "bad-id", "an id is 1-64 ASCII letters, digits, '_', '-', '.' or '@'")
         name = display_name(body.get("name"))
         address = self._throttled(request, None)
         if await self.store.invite(token_hash(invite), now=self.clock()) is None:

@@ -142,7 +142,9 @@ def create_app(settings: Settings) -> PeercallApp:
         asked = request.query_params.get("id")
         if verifier is None:
             if not is_valid_id(asked):
-                return error_response(400, "bad-id", "give ?id=<user id> (1-64 letters, digits, '_', '-', '.' or '@')")
+                return error_response(
+                    400, "bad-id", "give ?id=<user id> (1-64 ASCII letters, digits, '_', '-', '.' or '@')"
+                )
             return asked  # type: ignore[return-value]
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         try:

@@ -40,7 +40,9 @@ Who = Callable[[Request], Awaitable["str | Response"]]
 
 def _device(device: object) -> str:
     if not isinstance(device, str) or not is_valid_id(device):
-        raise Refusal(400, "bad-device", "'device' names this browser: 1-64 letters, digits, '_', '-', '.' or '@'")
+        raise Refusal(
+            400, "bad-device", "'device' names this browser: 1-64 ASCII letters, digits, '_', '-', '.' or '@'"
+        )
     return device
 
 

@@ -55,7 +55,7 @@ them then (the client reads nothing) is aborted, so that a client that never rea
 CLOSE_TIMEOUT = 5.0
 """Seconds a client may take to answer our close frame before its socket is dropped."""
 
-_ID_RULE = "the {what} must be 1-64 characters: letters, digits, '_', '-', '.' or '@'"
+_ID_RULE = "the {what} must be 1-64 characters: ASCII letters, digits, '_', '-', '.' or '@'"
 _AUTH_FRAME = 'the first frame must be {"type":"auth","token":"<token>"}'
 _RENEWAL_FRAME = 'a renewal must be {"type":"auth","token":"<token>"}'
 TOKEN_EXPIRED = "the token expired; renew it with an auth frame"

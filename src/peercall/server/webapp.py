@@ -31,7 +31,7 @@ SHELL = ("css/*.css", "js/*.js", "icons/*.png", "manifest.webmanifest")
 """What the service worker keeps for offline use, besides the page itself (`./`)."""
 NOT_SHELL = frozenset({"js/sw-push.js"})  # the worker's own import: the browser keeps it with the worker
 BUILD_LINE = 'const BUILD = { version: "dev", shell: [] }; // filled in by the server (server/webapp.py)'
-ID_RULE = "1\u201364 characters: letters, digits, and _ - . @ (no spaces)"
+ID_RULE = "1\u201364 characters: a\u2013z, A\u2013Z, 0\u20139 and _ - . @ (no spaces or accents)"
 LOGO = (
     '<svg class="logo" viewBox="0 0 24 24" aria-hidden="true"><rect width="24" height="24" rx="6"/><path d="M8.2 '
     "5.5c.4 0 .8.3.9.7l.7 2.6c.1.4 0 .8-.3 1l-1.2 1a9.6 9.6 0 0 0 4.9 4.9l1-1.2c.3-.3.7-.4 1-.3l2.6.7c.4.1.7.5.7.9V18c0"
