@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, Response, expect
+from playwright.async_api import Browser, ConsoleMessage, Page, Response, Route, expect
+from playwright.async_api import Error as PlaywrightError
 
 from tests.conftest import ServerProcess, run_server
 
@@ -111,6 +112,54 @@ async def test_a_first_visit_in_accounts_mode_makes_no_failing_request(browser: 
             await page.reload()
             await expect(page.locator("#signin-form")).to_be_visible()
             await page.wait_for_load_state("networkidle")
+        finally:
+            await context.close()
+    assert not failed, f"requests failed: {failed}"
+    assert not errors, f"the page logged errors: {errors}"
+
+
+async def test_signing_out_while_the_history_loads_makes_no_failing_request(browser: Browser, tmp_path: Path) -> None:
+    """Signing out while the page still loads Recent calls (its `/api/calls` request slowed down): the request is
+    dropped, not sent with the sign-in that has just ended, so no request is answered 4xx/5xx and the console stays
+    clean; the sign-in screen shows."""
+    failed: list[str] = []
+    errors: list[str] = []
+    db = tmp_path / "accounts.sqlite3"
+    add_user(db, "ann", "Ann Example")
+    with run_server(PEERCALL_AUTH="accounts", PEERCALL_DATABASE_URL=f"sqlite:///{db}") as srv:
+        context = await browser.new_context(base_url=srv.http)
+        try:
+            page = await context.new_page()
+            page.on(
+                "response", lambda r: r.status >= 400 and failed.append(f"{r.request.method} {r.url} -> {r.status}")
+            )
+            page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            held: list[Route] = []
+
+            async def hold(route: Route) -> None:
+                held.append(route)
+
+            async def asked() -> int:
+                return len(held)
+
+            await page.route("**/api/calls?*", hold)
+            await page.goto("/")
+            await sign_in(page, "ann")
+            await expect(page.locator("#server-status")).to_have_text("Connected")
+            await wait_until(asked, bool, "the page to ask for its call history")
+            signed_out = lambda r: r.request.method == "DELETE" and r.url.endswith("/api/session")  # noqa: E731
+            async with page.expect_response(signed_out):
+                await page.click("#sign-out")
+            await expect(page.locator("#signin-form")).to_be_visible()
+            for route in held:  # the slow answers come now, if they are still awaited
+                try:
+                    await route.continue_()
+                except PlaywrightError:
+                    pass  # the page dropped the request: nothing to answer
+            await page.wait_for_load_state("networkidle")
+            await asyncio.sleep(0.5 * SCALE)
+            await expect(page.locator("#signin-form")).to_be_visible()
         finally:
             await context.close()
     assert not failed, f"requests failed: {failed}"

@@ -4,7 +4,7 @@
  * calls the user has not looked at yet.
  *
  * Owns the records, the paging cursor and the load requests (a newer request wins; another user starts the
- * history over). Knows nothing of the DOM, the signaling connection or the call.
+ * history over; `stop()` drops the one in flight). Knows nothing of the DOM, the signaling connection or the call.
  *
  * Events: `change` (the records, the error or the missed count changed: `view()` says what to show).
  * @module history
@@ -26,6 +26,7 @@ export class CallHistory extends EventTarget {
   #missed = 0;
   /** @type {string|null} whose history #calls is */ #loadedFor = null;
   #request = 0;
+  /** @type {AbortController|null} the load in flight */ #inFlight = null;
   #user;
   #authHeaders;
 
@@ -117,6 +118,9 @@ export class CallHistory extends EventTarget {
     const me = this.#user();
     if (!me) return;
     const request = ++this.#request;
+    this.#inFlight?.abort();
+    const inFlight = (this.#inFlight = new AbortController());
+    const timeout = setTimeout(() => inFlight.abort(new DOMException("timed out", "TimeoutError")), 5000);
     const url = new URL("api/calls", location.href);
     url.searchParams.set("limit", String(HISTORY_PAGE));
     if (before) url.searchParams.set("before", before);
@@ -125,21 +129,34 @@ export class CallHistory extends EventTarget {
       const response = await fetch(url, {
         cache: "no-store",
         headers: this.#authHeaders(),
-        signal: AbortSignal.timeout(5000),
+        signal: inFlight.signal,
       });
       const body = await response.json().catch(() => null);
-      if (request !== this.#request || this.#user() !== me) return; // a newer request or another user
+      if (request !== this.#request || this.#user() !== me) return; // a newer request, another user, or stopped
       if (!response.ok) {
         this.#error = `The call history is not available: ${body?.error?.message ?? `HTTP ${response.status}`}.`;
       } else {
         this.#loaded(me, Array.isArray(body?.calls) ? body.calls : [], body?.next ?? null, before);
       }
     } catch (err) {
-      if (request !== this.#request) return;
+      if (request !== this.#request) return; // a newer request, or stopped
       console.warn("[history] could not load the call history:", err);
       this.#error = "The call history could not be loaded.";
+    } finally {
+      clearTimeout(timeout);
+      if (this.#inFlight === inFlight) this.#inFlight = null;
     }
     this.#changed();
+  }
+
+  /**
+   * The page stops using the API (signing out): the load in flight is dropped (its answer would be refused with
+   * the sign-in).
+   */
+  stop() {
+    this.#request++;
+    this.#inFlight?.abort();
+    this.#inFlight = null;
   }
 
   /** Load the next older page, if there is one. */

@@ -287,15 +287,24 @@ async function connectAccount() {
   signaling.connect(me.id, { device: identity.device(), token, renew: accountToken });
 }
 
+/**
+ * Signing out (or signed out): stop using the sign-in first, so that nothing the page still asks with it is
+ * refused once it has ended (the history request in flight is dropped, the socket closed, the token forgotten).
+ */
+function leaveAccount() {
+  phone.hangup();
+  signaling.disconnect();
+  callHistory.stop();
+  identity.useToken(null);
+}
+
 account.addEventListener("change", ({ detail: { me } }) => {
   if (me) {
     accountPanel.signedIn(me);
     ui.say("");
     connectAccount();
   } else {
-    phone.hangup();
-    signaling.disconnect();
-    identity.useToken(null);
+    leaveAccount();
     accountPanel.showSignIn();
   }
 });
@@ -323,8 +332,14 @@ accountPanel.bind({
     await account.load();
   },
   addPasskey: () => registerPasskey(account.csrf, "Passkey"),
-  signOut: () => account.signOut(),
-  signOutEverywhere: () => account.signOutEverywhere(),
+  signOut() {
+    leaveAccount();
+    return account.signOut();
+  },
+  signOutEverywhere() {
+    leaveAccount();
+    return account.signOutEverywhere();
+  },
   sessions: () => account.sessions(),
   endSession: (sessionId) => account.endSession(sessionId),
   password: () => account.password(),
