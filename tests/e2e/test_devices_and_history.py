@@ -9,6 +9,7 @@ audio, and a call that rang out, or came while the user was away, waits in the h
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -333,3 +334,38 @@ async def test_a_reloaded_tab_keeps_its_device(
     await connect(second)
     assert await second.evaluate("window.peercall.signaling.welcome.device") != device
     assert "reply" in await page.evaluate(ROUND_TRIP)
+
+
+async def test_a_failed_call_shows_no_duration_in_recent_calls(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """A call that was answered but never connected (the caller's side gave up on the network path: `ice-failed`)
+    is listed as Failed with no duration: its seconds were not talk time. An answered call keeps its duration."""
+    a, b = await open_pair(open_page, fresh_server)
+    # The caller gives up as soon as the call is answered, before any audio connects: what the page sends when
+    # ICE fails, and the server ends the call `failed`.
+    await a.evaluate(
+        """() => peercall.signaling.addEventListener("call-accept", ({detail}) => peercall.signaling.send(
+               {type: "hangup", to: detail.from, callId: detail.callId, data: {reason: "ice-failed"}}),
+             {once: true})"""
+    )
+    await ring(a, b)
+    failed_id = await wait_until(lambda: a.evaluate("peercall.call.callId"), bool, "the call's id")
+    await b.click("#accept")
+    for page in (a, b):
+        entry = page.locator(f'#history li[data-call-id="{failed_id}"]')
+        await expect(entry).to_have_attribute("data-outcome", "failed")
+        await expect(entry.locator(".what")).to_have_text(re.compile(r"^Failed"))
+        await expect(entry.locator(".when")).to_be_visible()
+        await expect(entry.locator(".len")).to_have_count(0)
+
+    await expect(b.locator("#incoming")).to_be_hidden()
+    await ring(a, b)
+    await b.click("#accept")
+    await expect(a.locator("#call-status")).to_have_text("Connected")
+    answered_id = await a.evaluate("peercall.call.callId")
+    await a.click("#hangup")
+    entry = a.locator(f'#history li[data-call-id="{answered_id}"]')
+    await expect(entry).to_have_attribute("data-outcome", "answered")
+    await expect(entry.locator(".len")).to_have_text(re.compile(r"^\d+:\d\d$"))
+    await a.screenshot(path=artifacts_dir() / "failed-call-no-duration.png", full_page=True)

@@ -1493,7 +1493,8 @@ function historyText(record, me) {
   const time = today
     ? when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
     : when.toLocaleDateString([], { month: "short", day: "numeric" });
-  const duration = record.duration != null ? clockText(record.duration) : "";
+  // A failed call never connected: its answered-to-ended time was spent looking for a network path, not talking.
+  const duration = record.duration != null && record.outcome !== "failed" ? clockText(record.duration) : "";
   return { outgoing, peer, missed, silenced, what, time, when, duration };
 }
 
