@@ -18,7 +18,7 @@ from playwright.async_api import Page, expect
 
 from tests.conftest import ServerProcess, run_server
 
-from .conftest import OpenPage, artifacts_dir, dump
+from .conftest import SCALE, OpenPage, artifacts_dir, dump
 from .steps import assert_audio_flows, audio_stats, connect, mic, open_pair, ring, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
@@ -334,6 +334,40 @@ async def test_a_reloaded_tab_keeps_its_device(
     await connect(second)
     assert await second.evaluate("window.peercall.signaling.welcome.device") != device
     assert "reply" in await page.evaluate(ROUND_TRIP)
+
+
+async def test_the_tab_that_did_not_answer_shows_the_call_elsewhere_and_then_in_recent_calls(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """clientB has two tabs; both ring and he answers in the second. The first says he is in a call on another
+    device while the call goes on, and once it ends lists it in Recent calls (Answered) by itself: no return to
+    the tab (no `visibilitychange`) needed. Then it says he can be called again."""
+    a, b1 = await open_pair(open_page, fresh_server)
+    b2 = await open_page(fresh_server.http, "/callerB.html", "B2")  # clientB's second device (another tab)
+    await connect(b2)
+    await b1.evaluate(
+        """() => { window.__e2e.visibility = 0;
+                   document.addEventListener("visibilitychange", () => window.__e2e.visibility++); }"""
+    )
+    await ring(a, b1)
+    await expect(b2.locator("#incoming")).to_be_visible()
+    await b2.click("#accept")
+    await expect(b1.locator("#call-status")).to_have_text("Answered elsewhere")
+    await expect(a.locator("#call-status")).to_have_text("Connected")
+    await expect(b1.locator("#my-status")).to_have_text("In a call on another device")
+    await expect(b1.locator("#my-status")).to_have_attribute("data-status", "in-call")
+    await b1.screenshot(path=artifacts_dir() / "elsewhere-in-call-tab1.png", full_page=True)
+    call_id = await a.evaluate("peercall.call.callId")
+    await asyncio.sleep(3)  # they talk for a while: longer than the page's own look at the history after the answer
+
+    await a.click("#hangup")
+    await expect(b2.locator("#call-status")).to_have_text("Call Ended")
+    entry = b1.locator(f'#history li[data-call-id="{call_id}"]')
+    await expect(entry).to_have_attribute("data-outcome", "answered", timeout=12_000 * SCALE)
+    await expect(entry.locator(".what")).to_have_text(re.compile(r"^Answered"))
+    await expect(b1.locator("#my-status")).to_have_text("Online: people can call you")
+    await b1.screenshot(path=artifacts_dir() / "elsewhere-ended-tab1.png", full_page=True)
+    assert await b1.evaluate("window.__e2e.visibility") == 0, "the test should not have needed the tab's return"
 
 
 async def test_a_failed_call_shows_no_duration_in_recent_calls(

@@ -176,6 +176,7 @@ let lastView = null;
  * @property {boolean} more whether older calls can be loaded
  * @property {string|null} error why the history could not be loaded
  * @property {number} missed missed calls not yet seen
+ * @property {boolean} [elsewhere] a call of ours goes on on another device (answered elsewhere)
  */
 
 /**
@@ -1045,19 +1046,21 @@ function renderSummary(call) {
  * Our own line at the top of People: who we are and how others see us.
  * @param {View} view
  */
-function renderMe({ server, me, call, contacts }) {
+function renderMe({ server, me, call, contacts, history }) {
   const active = Boolean(call && call.phase !== CallPhase.ENDED);
+  const here = active && call.phase !== CallPhase.INCOMING;
+  const elsewhere = !active && Boolean(history?.elsewhere);
   const name = me ? label(me) : el.myId.value.trim() || "You";
   const status =
     server.state === "connected"
-      ? active && call.phase !== CallPhase.INCOMING
+      ? here || elsewhere
         ? "in-call"
         : "online"
       : server.state === "disconnected"
         ? "offline"
         : "away";
   const text = {
-    "in-call": "In a call",
+    "in-call": elsewhere ? "In a call on another device" : "In a call",
     online:
       contacts?.supported && contacts.ringing === CallsFrom.NOBODY
         ? "Online, do not disturb: calls do not ring"
