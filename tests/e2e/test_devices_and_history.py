@@ -403,3 +403,26 @@ async def test_a_failed_call_shows_no_duration_in_recent_calls(
     await expect(entry).to_have_attribute("data-outcome", "answered")
     await expect(entry.locator(".len")).to_have_text(re.compile(r"^\d+:\d\d$"))
     await a.screenshot(path=artifacts_dir() / "failed-call-no-duration.png", full_page=True)
+
+    # A call that connects, goes on for a while, then fails (the path is lost): it shows how long it was connected,
+    # as the page's own call-summary said.
+    await ring(a, b)
+    await b.click("#accept")
+    await expect(a.locator("#call-status")).to_have_text("Connected")
+    dropped_id = await a.evaluate("peercall.call.callId")
+    await asyncio.sleep(2.2)
+    await a.evaluate(
+        """(id) => peercall.signaling.send(
+             {type: "hangup", to: "clientB", callId: id, data: {reason: "ice-failed"}})""",
+        dropped_id,
+    )
+    entry = a.locator(f'#history li[data-call-id="{dropped_id}"]')
+    await expect(entry).to_have_attribute("data-outcome", "failed")
+
+    async def summary_written() -> bool:
+        await a.evaluate('() => document.dispatchEvent(new Event("visibilitychange"))')  # (Recent calls reloads)
+        await asyncio.sleep(0.4)
+        return await entry.locator(".len").count() == 1
+
+    await wait_until(summary_written, bool, "the dropped call's connected time in Recent calls")
+    assert re.fullmatch(r"0:0[2-9]", await entry.locator(".len").inner_text())

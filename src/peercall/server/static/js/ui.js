@@ -1496,8 +1496,10 @@ function historyText(record, me) {
   const time = today
     ? when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
     : when.toLocaleDateString([], { month: "short", day: "numeric" });
-  // A failed call never connected: its answered-to-ended time was spent looking for a network path, not talking.
-  const duration = record.duration != null && record.outcome !== "failed" ? clockText(record.duration) : "";
+  // A failed call's answered-to-ended time went mostly to looking for a network path: it shows how long its media
+  // was connected, as this side's call-summary said (a call that dropped after talking), and nothing if never.
+  const talked = record.outcome === "failed" ? record.quality?.[me]?.durationSec || null : record.duration;
+  const duration = talked != null ? clockText(talked) : "";
   return { outgoing, peer, missed, silenced, what, time, when, duration };
 }
 
