@@ -1507,7 +1507,7 @@ async def run(args: argparse.Namespace) -> int:
                 (rows[1][0], rows[1][0]),
             )
     for call in soak.calls:
-        if call.stray and call.call_id not in soak.affected_ids:
+        if call.stray and call.call_id is not None and call.call_id not in soak.affected_ids:
             soak.fail(f"{call.kind} call {call.call_id} reached {call.callee.id} outside any outage: {call.stray[0]}")
     by_user = await read_history(database_url, [u.id for u in soak.users])
     recorded = check_history(soak, by_user)

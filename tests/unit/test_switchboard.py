@@ -412,3 +412,22 @@ def test_a_call_handed_over_whose_party_stays_away_ends_after_the_grace(board: B
     again.advance(2)
     (record,) = again.records
     assert (record.call_id, record.outcome, record.reason) == (call_id, Outcome.ANSWERED, Reason.PEER_LOST)
+    assert record.ended_at == board.now + 20  # when the grace ran out, not when the timer fired
+
+
+def test_a_call_handed_over_before_a_long_stop_is_recorded_as_long_as_it_was(board: Board) -> None:
+    """The server stays down for two hours: the calls it took over end when their parties' grace (counted from
+    the stop) ran out, not two hours later: the answered one `answered`, the one that rang `cancelled`."""
+    answered = board.answered("a1", "b1")
+    board.connect("d1", "dave")
+    ringing = board.ring("c1", "dave")
+    state = msgspec.json.encode(board.sb.hand_over(board.now))
+    again = Board(ring=45, grace=20)
+    again.now = board.now + 7200
+    assert again.sb.take_over(msgspec.json.decode(state, type=list[Call])) == 2
+    again.advance(0)
+    ended = {(r.call_id, r.outcome, r.reason, r.ended_at) for r in again.records}
+    assert ended == {
+        (answered, Outcome.ANSWERED, Reason.PEER_LOST, board.now + 20),
+        (ringing, Outcome.CANCELLED, Reason.PEER_LOST, board.now + 20),
+    }

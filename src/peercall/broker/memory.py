@@ -87,9 +87,9 @@ class MemoryBroker:
             calls = _decode_calls(state)
         except msgspec.ValidationError as exc:  # (a DecodeError is one too)
             raise ValueError(f"not the calls a node handed over: {exc}") from exc
-        self.switchboard.take_over(calls)
+        held = self.switchboard.take_over(calls)
         self._reschedule()
-        return len(calls)
+        return held
 
     async def ping(self) -> bool:
         return True

@@ -87,23 +87,35 @@ async def close_peer_connection(pc: RTCPeerConnection, wait: float = 10.0) -> No
     aioice (0.13) binds one socket per host address while it gathers and hands them to its connection only when
     all are bound (and a TURN allocation only when it is done), and aiortc may start a gathering after the close;
     `close()` closes the sockets handed over so far, and the others stay open until the garbage collector finds
-    them (a ResourceWarning in whatever runs then). So, after the close, wait (at most `wait` seconds: aioice bounds
-    its server queries at 5 s) for a gathering under way to finish, and close what it handed over late; a gathering
-    that starts only after the close is `set_local_description`'s to mend.
+    them (a ResourceWarning in whatever runs then). So, if a gathering is under way, a task waits for it (at most
+    `wait` seconds: aioice bounds its server queries at 5 s) and closes what it handed over late; the close itself
+    does not wait (a hang-up must not). A gathering that starts only after the close is `set_local_description`'s
+    to mend.
 
     Args:
         pc: the peer connection.
         wait: the longest wait for a gathering under way.
     """
     await pc.close()
+    await _close_late_sockets(pc)
+    if any(c._local_candidates_start and not c._local_candidates_end for c in _ice_connections(pc)):
+        task = asyncio.ensure_future(_close_after_gathering(pc, wait))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Task[None]] = set()
+"""The tasks of `close_peer_connection` still waiting for a gathering (kept from the garbage collector)."""
+
+
+async def _close_after_gathering(pc: RTCPeerConnection, wait: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    for connection in _ice_connections(pc):
-        while connection._local_candidates_start and not connection._local_candidates_end:
-            if loop.time() > deadline:
-                log.warning("ICE gathering did not finish within %gs of closing the call", wait)
-                break
-            await asyncio.sleep(0.02)
+    while any(c._local_candidates_start and not c._local_candidates_end for c in _ice_connections(pc)):
+        if loop.time() > deadline:  # it failed or was cancelled: what it bound is out of reach anyway
+            log.debug("ICE gathering did not finish within %gs of closing the call", wait)
+            break
+        await asyncio.sleep(0.02)
     await _close_late_sockets(pc)
 
 

@@ -774,11 +774,13 @@ class Switchboard:
                     party.cid, party.lost_until = None, now + self.resume_grace
         return list(self.calls.values())
 
-    def take_over(self, calls: Iterable[Call]) -> None:
+    def take_over(self, calls: Iterable[Call]) -> int:
         """Hold the calls that the previous run of this server handed over as it stopped (`hand_over`): a party
         that connects again within its grace resumes its call (and a device of the callee of a call that still rings
-        rings), as after any reconnect; the timers end the others, as any call whose party did not come back. A
-        call whose caller has a call here already is left out."""
+        rings), as after any reconnect; the timers end the others, as any call whose party did not come back (at the
+        end of its grace, however long ago: `tick`). A call whose caller or callee has a call here already is left
+        out. Returns how many calls it holds."""
+        held = 0
         for call in calls:
             if call.id in self.calls or call.caller.user in self.active:
                 continue
@@ -788,6 +790,8 @@ class Switchboard:
             self.active[call.caller.user] = call.id
             if not call.silent:
                 self.active[call.callee_user] = call.id
+            held += 1
+        return held
 
     def add_call(self, call: Call) -> None:
         """Hold `call` (a new one, or one loaded from shared state) and arm its deadline."""
@@ -819,17 +823,19 @@ class Switchboard:
         return None if head is None else head[0]
 
     def tick(self, now: float) -> list[Effect]:
-        """End the calls whose ring timeout or resume grace has passed."""
+        """End the calls whose ring timeout or resume grace has passed. Each ends at its deadline, not at `now`: a
+        timer that fires late (a busy loop, or calls taken over after a restart that outlasted them) records the
+        call as long as it was."""
         effects: list[Effect] = []
         while (head := self._next_due()) is not None and head[0] <= now:
             heapq.heappop(self._due)
-            call = head[1]
-            lost = [p for p in call.parties() if p.lost_until is not None and p.lost_until <= now]
+            at, call = head
+            lost = [p for p in call.parties() if p.lost_until is not None and p.lost_until <= at]
             if lost:
                 outcome = Outcome.CANCELLED if call.state is CallState.RINGING else Outcome.ANSWERED
-                effects += self._end(call, Event.PEER_LOST, outcome, Reason.PEER_LOST, now, by=None)
-            elif call.state is CallState.RINGING and call.ring_deadline <= now:
-                effects += self._end(call, Event.RING_TIMEOUT, Outcome.MISSED, Reason.INVITE_TIMEOUT, now, by=None)
+                effects += self._end(call, Event.PEER_LOST, outcome, Reason.PEER_LOST, at, by=None)
+            elif call.state is CallState.RINGING and call.ring_deadline <= at:
+                effects += self._end(call, Event.RING_TIMEOUT, Outcome.MISSED, Reason.INVITE_TIMEOUT, at, by=None)
         return effects
 
     # ----------------------------------------------------------------------------------------- ending
