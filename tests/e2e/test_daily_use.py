@@ -73,30 +73,36 @@ async def test_the_summary_and_the_history_say_the_same_duration(
         assert await page.locator("#call-summary").get_attribute("data-duration-sec") is not None
 
 
+def watch_failures(page: Page) -> tuple[list[str], list[str]]:
+    """Keep what goes wrong in `page` from now on: requests answered 4xx/5xx, and console errors (page errors too)."""
+    failed: list[str] = []
+    errors: list[str] = []
+
+    def on_response(response: Response) -> None:
+        if response.status >= 400:
+            failed.append(f"{response.request.method} {response.url} -> {response.status}")
+
+    def on_console(msg: ConsoleMessage) -> None:
+        if msg.type == "error":
+            errors.append(msg.text)
+
+    page.on("response", on_response)
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return failed, errors
+
+
 async def test_a_first_visit_in_accounts_mode_makes_no_failing_request(browser: Browser, tmp_path: Path) -> None:
     """A browser that never signed in opens an accounts-mode server: the sign-in screen, and no request answered
     4xx/5xx, no error in the console. Signed in, a reload keeps the sign-in; signed out, a reload asks nothing that
     fails either."""
-    failed: list[str] = []
-    errors: list[str] = []
     db = tmp_path / "accounts.sqlite3"
     add_user(db, "ann", "Ann Example")
     with run_server(PEERCALL_AUTH="accounts", PEERCALL_DATABASE_URL=f"sqlite:///{db}") as srv:
         context = await browser.new_context(base_url=srv.http)
         try:
             page = await context.new_page()
-
-            def on_response(response: Response) -> None:
-                if response.status >= 400:
-                    failed.append(f"{response.request.method} {response.url} -> {response.status}")
-
-            def on_console(msg: ConsoleMessage) -> None:
-                if msg.type == "error":
-                    errors.append(msg.text)
-
-            page.on("response", on_response)
-            page.on("console", on_console)
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            failed, errors = watch_failures(page)
             await page.goto("/")
             await expect(page.locator("#signin-form")).to_be_visible()
             await page.wait_for_load_state("networkidle")
@@ -122,19 +128,13 @@ async def test_signing_out_while_the_history_loads_makes_no_failing_request(brow
     """Signing out while the page still loads Recent calls (its `/api/calls` request slowed down): the request is
     dropped, not sent with the sign-in that has just ended, so no request is answered 4xx/5xx and the console stays
     clean; the sign-in screen shows."""
-    failed: list[str] = []
-    errors: list[str] = []
     db = tmp_path / "accounts.sqlite3"
     add_user(db, "ann", "Ann Example")
     with run_server(PEERCALL_AUTH="accounts", PEERCALL_DATABASE_URL=f"sqlite:///{db}") as srv:
         context = await browser.new_context(base_url=srv.http)
         try:
             page = await context.new_page()
-            page.on(
-                "response", lambda r: r.status >= 400 and failed.append(f"{r.request.method} {r.url} -> {r.status}")
-            )
-            page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            failed, errors = watch_failures(page)
             held: list[Route] = []
 
             async def hold(route: Route) -> None:

@@ -30,6 +30,16 @@ async def answered_call(alice: Client, bob: Client) -> str:
     return str(call_id)
 
 
+async def call_then_stop(stack: AsyncExitStack, env: dict[str, str]) -> tuple[str, str]:
+    """Alice calls bob, he answers, and the server stops (SIGTERM): the call's id, and the server's log."""
+    with run_server(**env) as first:
+        alice = await device(stack, first, "alice", "alice-laptop")
+        bob = await device(stack, first, "bob", "bob-phone")
+        call_id = await answered_call(alice, bob)
+        await asyncio.to_thread(first.stop)  # (the clients answer its close handshakes meanwhile)
+        return call_id, first.log()
+
+
 def history(db: Path) -> list[tuple[str, str, str]]:
     with sqlite3.connect(db) as con:
         return con.execute("SELECT call_id, outcome, reason FROM calls").fetchall()
@@ -42,12 +52,8 @@ async def test_an_answered_call_goes_on_across_a_restart(tmp_path: Path) -> None
     db = tmp_path / "history.sqlite3"
     env = {"PEERCALL_DATABASE_URL": f"sqlite:///{db}", "PEERCALL_RESUME_GRACE": "20"}
     async with AsyncExitStack() as stack:
-        with run_server(**env) as first:
-            alice = await device(stack, first, "alice", "alice-laptop")
-            bob = await device(stack, first, "bob", "bob-phone")
-            call_id = await answered_call(alice, bob)
-            await asyncio.to_thread(first.stop)  # (the clients answer its close handshakes meanwhile)
-            assert "kept 1 call(s) under way" in first.log(), first.log()
+        call_id, log = await call_then_stop(stack, env)
+        assert "kept 1 call(s) under way" in log, log
         with run_server(**env) as second:
             assert "took over 1 call(s) under way" in second.log(), second.log()
             alice = await device(stack, second, "alice", "alice-laptop")
@@ -82,11 +88,7 @@ async def test_a_party_that_does_not_come_back_ends_the_call_after_the_grace(tmp
     db = tmp_path / "history.sqlite3"
     env = {"PEERCALL_DATABASE_URL": f"sqlite:///{db}", "PEERCALL_RESUME_GRACE": "3"}
     async with AsyncExitStack() as stack:
-        with run_server(**env) as first:
-            alice = await device(stack, first, "alice", "alice-laptop")
-            bob = await device(stack, first, "bob", "bob-phone")
-            call_id = await answered_call(alice, bob)
-            await asyncio.to_thread(first.stop)
+        call_id, _ = await call_then_stop(stack, env)
         with run_server(**env) as second:
             alice = await device(stack, second, "alice", "alice-laptop")
             await alice.expect(type="call-resumed", callId=call_id)
