@@ -98,7 +98,7 @@ async def close_peer_connection(pc: RTCPeerConnection, wait: float = 10.0) -> No
     """
     await pc.close()
     await _close_late_sockets(pc)
-    if any(c._local_candidates_start and not c._local_candidates_end for c in _ice_connections(pc)):
+    if _gathering(pc):
         task = asyncio.ensure_future(_close_after_gathering(pc, wait))
         _closing.add(task)
         task.add_done_callback(_closing.discard)
@@ -111,12 +111,17 @@ _closing: set[asyncio.Task[None]] = set()
 async def _close_after_gathering(pc: RTCPeerConnection, wait: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    while any(c._local_candidates_start and not c._local_candidates_end for c in _ice_connections(pc)):
+    while _gathering(pc):
         if loop.time() > deadline:  # it failed or was cancelled: what it bound is out of reach anyway
             log.debug("ICE gathering did not finish within %gs of closing the call", wait)
             break
         await asyncio.sleep(0.02)
     await _close_late_sockets(pc)
+
+
+def _gathering(pc: RTCPeerConnection) -> bool:
+    """Whether a gathering of `pc`'s candidates is under way."""
+    return any(c._local_candidates_start and not c._local_candidates_end for c in _ice_connections(pc))
 
 
 def _ice_connections(pc: RTCPeerConnection) -> set[aioice.Connection]:

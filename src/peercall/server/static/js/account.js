@@ -11,7 +11,7 @@
  * @module account
  */
 
-import { idProblem } from "./protocol.js";
+import { ID_RULE, idProblem } from "./protocol.js";
 import { recall, remember } from "./storage.js";
 
 const CSRF_HEADER = "X-Peercall-CSRF";
@@ -70,7 +70,7 @@ export function errorText(status, code, serverMessage, retryAfter) {
     case "id-taken":
       return "That user id is taken: choose another.";
     case "bad-id":
-      return "A user id is 1–64 characters: a–z, A–Z, 0–9 and _ - . @ (no spaces or accents).";
+      return `A user id is ${ID_RULE}.`;
     case "bad-name":
       return "A display name is 1–64 characters of text.";
     case "bad-password":
