@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pytest
+
 from peercall.broker import open_broker
 from peercall.core.records import CallRecord, Outcome, Reason
 from peercall.core.social import Audience, Screen, Screening, View
@@ -564,3 +566,50 @@ async def test_a_blocked_call_request_looks_offline_and_touches_no_device_of_the
     assert blocked == [{**m, "to": "bob"} if "to" in m else m for m in offline]
     assert bob.sent == []
     assert (await nodes[0].broker.presences(["mallory"]))["mallory"].in_call is False
+
+
+# ---------------------------------------------------------------------------------------------- own presence
+
+
+def own_in_call(conn: FakeConnection) -> bool | None:
+    """What `conn` was last told of its own user's call: in one (True), not (False), nothing yet (None)."""
+    told = None
+    for m in presence_frames(conn):
+        for change in m.get("changes", [m]):
+            if change["id"] == conn.id:
+                told = change.get("inCall", False)
+    return told
+
+
+async def until_own(conn: FakeConnection, in_call: bool, timeout: float = 3.0) -> None:
+    async with asyncio.timeout(timeout):
+        while own_in_call(conn) is not in_call:
+            conn.arrived.clear()
+            await conn.arrived.wait()
+
+
+@pytest.mark.parametrize("private", [False, True], ids=["public", "private"])
+async def test_a_users_other_devices_are_told_that_the_user_is_in_a_call_and_when_it_ends(
+    make_hub: MakeHub, private: bool
+) -> None:
+    """A device that did not answer, and one that connects mid-call, learn that their user talks on another
+    device and when that call ends, on whichever node each is; private mode tells them as well, and nobody else."""
+    nodes = await nodes_of(make_hub, private=private)
+    alice, laptop, carol = await online(nodes[0], "alice", "bob", "carol")
+    (phone,) = await online(nodes[-1], "bob")
+    await nodes[0].handle(alice, '{"type":"call-request","to":"bob"}')
+    await phone.wait_for("call-request")
+    await laptop.wait_for("call-request")
+    await nodes[-1].handle(phone, '{"type":"call-accept","to":"alice"}')
+    await laptop.wait_for("call-ended", reason="answered-elsewhere")
+    await until_own(laptop, True)
+    (tablet,) = await online(nodes[0], "bob")  # opened mid-call, on the other node than the phone
+    assert tablet.sent[0]["type"] == "welcome"
+    assert tablet.sent[1] == {"type": "presence", "id": "bob", "status": "online", "inCall": True}
+    await nodes[0].handle(alice, '{"type":"hangup","to":"bob"}')
+    await phone.wait_for("call-ended")
+    for device in (laptop, tablet):
+        await until_own(device, False)
+    if private:  # the others were told nothing of alice or bob
+        await asyncio.sleep(0.3)
+        assert not any(c["id"] in ("alice", "bob") for m in presence_frames(carol) for c in m.get("changes", [m]))

@@ -370,6 +370,32 @@ async def test_the_tab_that_did_not_answer_shows_the_call_elsewhere_and_then_in_
     assert await b1.evaluate("window.__e2e.visibility") == 0, "the test should not have needed the tab's return"
 
 
+async def test_a_tab_opened_mid_call_says_the_call_goes_on_elsewhere_and_cannot_call_until_it_ends(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """clientB talks to clientA in one tab and opens another: the new tab says at once that he is in a call on
+    another device and offers no Call button (the server would refuse the call), until the call ends: then it lists
+    the call in Recent calls and can call again."""
+    a, b1 = await open_pair(open_page, fresh_server)
+    await ring(a, b1)
+    await b1.click("#accept")
+    await expect(a.locator("#call-status")).to_have_text("Connected")
+    b2 = await open_page(fresh_server.http, "/callerB.html", "B2")  # clientB's second device, opened mid-call
+    await connect(b2)
+    await expect(b2.locator("#my-status")).to_have_text("In a call on another device")
+    await b2.fill("#peer-id", "clientA")
+    await expect(b2.locator("#call")).to_be_disabled()
+    await b2.screenshot(path=artifacts_dir() / "elsewhere-opened-mid-call.png", full_page=True)
+    call_id = await a.evaluate("peercall.call.callId")
+
+    await a.click("#hangup")
+    await expect(b2.locator("#my-status")).to_have_text("Online: people can call you")
+    await expect(b2.locator("#call")).to_be_enabled()
+    entry = b2.locator(f'#history li[data-call-id="{call_id}"]')
+    await expect(entry).to_have_attribute("data-outcome", "answered")
+    assert await b1.locator("#my-status").text_content() == "Online: people can call you"
+
+
 async def test_a_failed_call_shows_no_duration_in_recent_calls(
     fresh_server: ServerProcess, open_page: OpenPage
 ) -> None:

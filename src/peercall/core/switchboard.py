@@ -106,7 +106,7 @@ class Forward(msgspec.Struct, frozen=True, gc=False):
 class Presence(msgspec.Struct, frozen=True, gc=False):
     """Tell every connection but the user's own that `user` came online, went offline (`last_seen` then says
     when), or started or stopped being in an answered call (`in_call`). Also what `Switchboard.presences` says of
-    a user now.
+    a user now. (The user's own devices learn of their calls from the switchboard itself: `_in_call_changed`.)
 
     `audience`: who is told (core/social.py); None: everyone. The switchboard leaves it None: the hub, which
     knows the user's circle, sets it before handing the change to the broker. `display_name`: the user's display
@@ -440,13 +440,19 @@ class Switchboard:
         return recent
 
     def _in_call_changed(self, call: Call, in_call: bool) -> list[Effect]:
-        if self.private:
-            return []
-        return [
-            Presence(user, "online", in_call=in_call)
-            for user in (call.caller.user, call.callee_user)
-            if user in self.users
-        ]
+        """Those who see the parties' presence are told (not in private mode), and so are the parties' other
+        devices (in every mode): their user is in a call, or no longer, on another device."""
+        effects: list[Effect] = []
+        for party in call.parties():
+            devices = self.users.get(party.user)
+            if devices is None:
+                continue
+            if not self.private:
+                effects.append(Presence(party.user, "online", in_call=in_call))
+            if len(devices) > 1 or party.cid is None:
+                told = _own_presence(party.user, in_call)
+                effects += [Send(cid, told) for cid in devices if cid != party.cid]
+        return effects
 
     def connect(
         self,
@@ -497,7 +503,11 @@ class Switchboard:
             effects.append(Presence(user, "online", in_call=self._in_call(user)))
         call_id = self.active.get(user)
         if call_id is not None:
-            effects += self._rejoin(self.calls[call_id], cid, user, device_id, named)
+            call = self.calls[call_id]
+            effects += self._rejoin(call, cid, user, device_id, named)
+            if call.state is CallState.ANSWERED and call.party_of(cid) is None:
+                # The user talks on another device: this one is told so, as their devices are when the call ends.
+                effects.append(Send(cid, _own_presence(user, True)))
         return effects
 
     def _rejoin(self, call: Call, cid: str, user: str, device_id: str, named: bool) -> list[Effect]:
@@ -948,6 +958,11 @@ def _in_view(lists: WelcomeLists, user: str, view: View) -> WelcomeLists:
     in_call = [u for u in lists.in_call if u in shown]
     recent = [r for r in lists.last_seen if isinstance(r.get("id"), str) and view.includes(str(r["id"]))]
     return WelcomeLists(online, in_call, recent, more or lists.more)
+
+
+def _own_presence(user: str, in_call: bool) -> dict[str, Any]:
+    """What a user's devices are told of their own call on another device (a `presence` change of their own)."""
+    return {"type": "presence", **messages.presence_change(user, "online", in_call)}
 
 
 def _resumed(call: Call, party: Party) -> dict[str, Any]:

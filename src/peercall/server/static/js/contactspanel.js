@@ -9,10 +9,9 @@
  * @module contactspanel
  */
 
-import { CallPhase } from "./call.js";
 import { handle, label } from "./names.js";
 import { CallsFrom, DirectoryMode } from "./protocol.js";
-import { lastSeenText, markInCall, saidInCall } from "./ui.js";
+import { canCallNow, lastSeenText, markInCall, saidInCall } from "./ui.js";
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
@@ -298,8 +297,7 @@ function closeRename(li, focusToggle) {
 export function render(view) {
   const contacts = view.contacts;
   const connected = view.server.state === "connected";
-  const active = Boolean(view.call && view.call.phase !== CallPhase.ENDED);
-  const canCall = connected && !active;
+  const canCall = canCallNow(view);
   const supported = Boolean(contacts?.supported);
   el.card.hidden = !supported;
   el.dnd.hidden = !(supported && contacts.ringing === CallsFrom.NOBODY);

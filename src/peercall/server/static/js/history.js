@@ -4,27 +4,14 @@
  * calls the user has not looked at yet.
  *
  * Owns the records, the paging cursor and the load requests (a newer request wins; another user starts the
- * history over; `stop()` drops the one in flight), and the user's call on another device (answered elsewhere),
- * which it loads the history for now and then until the history lists it: the server tells a device nothing when
- * a call of its user on another device ends. Knows nothing of the DOM, the signaling connection or the call.
+ * history over; `stop()` drops the one in flight). Knows nothing of the DOM, the signaling connection or the call.
  *
- * Events: `change` (the records, the error, the missed count or the call on another device changed: `view()`
- * says what to show).
+ * Events: `change` (the records, the error or the missed count changed: `view()` says what to show).
  * @module history
  */
 
 /** How many calls of the history to show (older ones on request). */
 export const HISTORY_PAGE = 15;
-
-/**
- * While a call of the user goes on on another device: how often to load the history to learn that it ended (ms),
- * at first, then after {@link ELSEWHERE_SLOWER_AFTER_MS}; and when to stop (the page's return to the tab still
- * loads it). Only while the tab is visible.
- */
-const ELSEWHERE_EVERY_MS = 4000;
-const ELSEWHERE_SLOWER_EVERY_MS = 20_000;
-const ELSEWHERE_SLOWER_AFTER_MS = 2 * 60_000;
-const ELSEWHERE_GIVE_UP_MS = 6 * 3600_000;
 
 /**
  * One call of the history, as `/api/calls` and `missed-calls` give it.
@@ -40,9 +27,6 @@ export class CallHistory extends EventTarget {
   /** @type {string|null} whose history #calls is */ #loadedFor = null;
   #request = 0;
   /** @type {AbortController|null} the load in flight */ #inFlight = null;
-  /** @type {{callId: string, since: number, timer: number}|null} the user's call on another device, until the
-   * history lists it */
-  #elsewhere = null;
   #user;
   #authHeaders;
 
@@ -77,11 +61,6 @@ export class CallHistory extends EventTarget {
     return this.#calls.find((record) => record.callId === callId)?.duration ?? null;
   }
 
-  /** Whether a call of the user goes on on another device (answered elsewhere, and not in the history yet). */
-  get elsewhere() {
-    return Boolean(this.#elsewhere);
-  }
-
   /** Whether older calls can be loaded. */
   get hasMore() {
     return Boolean(this.#next);
@@ -99,7 +78,6 @@ export class CallHistory extends EventTarget {
       more: this.hasMore,
       error: this.#error,
       missed: this.#missed,
-      elsewhere: this.elsewhere,
     };
   }
 
@@ -109,7 +87,6 @@ export class CallHistory extends EventTarget {
    */
   startFor(user) {
     if (this.#loadedFor === user) return;
-    this.#forgetElsewhere();
     this.#calls = [];
     this.#next = this.#error = this.#loadedFor = null;
     this.#missed = 0;
@@ -174,54 +151,12 @@ export class CallHistory extends EventTarget {
 
   /**
    * The page stops using the API (signing out): the load in flight is dropped (its answer would be refused with
-   * the sign-in), and so is the call on another device.
+   * the sign-in).
    */
   stop() {
     this.#request++;
     this.#inFlight?.abort();
     this.#inFlight = null;
-    this.#forgetElsewhere();
-  }
-
-  /**
-   * A call of the user was answered on another device (`call-ended`, reason `answered-elsewhere`): it goes on
-   * there until the history lists it. The server says nothing here when it ends, so load the history now and then
-   * while the tab is visible (and at once when {@link refreshSoon} is asked, e.g. a presence change says so).
-   * @param {string} callId
-   */
-  followElsewhere(callId) {
-    if (!callId || this.#calls.some((r) => r.callId === callId)) return;
-    this.#forgetElsewhere();
-    this.#elsewhere = { callId, since: Date.now(), timer: 0 };
-    this.#pollElsewhere();
-    this.#changed();
-  }
-
-  #pollElsewhere() {
-    const elsewhere = this.#elsewhere;
-    if (!elsewhere) return;
-    const age = Date.now() - elsewhere.since;
-    if (age > ELSEWHERE_GIVE_UP_MS) {
-      this.#forgetElsewhere(); // the user's return to the tab still loads the history
-      this.#changed();
-      return;
-    }
-    const every = age < ELSEWHERE_SLOWER_AFTER_MS ? ELSEWHERE_EVERY_MS : ELSEWHERE_SLOWER_EVERY_MS;
-    elsewhere.timer = setTimeout(() => {
-      if (this.#elsewhere !== elsewhere) return;
-      if (!document.hidden) this.refresh();
-      this.#pollElsewhere();
-    }, every);
-  }
-
-  #forgetElsewhere() {
-    if (this.#elsewhere) clearTimeout(this.#elsewhere.timer);
-    this.#elsewhere = null;
-  }
-
-  /** The history lists the call on another device: it has ended. */
-  #checkElsewhere() {
-    if (this.#elsewhere && this.#calls.some((r) => r.callId === this.#elsewhere?.callId)) this.#forgetElsewhere();
   }
 
   /** Load the next older page, if there is one. */
@@ -289,7 +224,6 @@ export class CallHistory extends EventTarget {
   }
 
   #changed() {
-    this.#checkElsewhere();
     this.dispatchEvent(new Event("change"));
   }
 }

@@ -52,8 +52,8 @@ import { Reachability, registerServiceWorker } from "./offline.js";
 import { passkeysSupported, registerPasskey, signInWithPasskey, signUpWithPasskey } from "./passkeys.js";
 import { Phone } from "./phone.js";
 import { PushRing, bindPushControl } from "./push.js";
-import { CALL_CONTROL, MessageType, PEER_FRAMES, Reason } from "./protocol.js";
-import { Signaling, presenceChanges } from "./signaling.js";
+import { CALL_CONTROL, MessageType, PEER_FRAMES } from "./protocol.js";
+import { Signaling } from "./signaling.js";
 import { CallSummaries } from "./summaries.js";
 import * as ui from "./ui.js";
 
@@ -111,6 +111,7 @@ function view() {
     mediaDevices: mediaDevices.view(phone.microphoneInUse(), phone.cameraInUse()),
     notifications: notifier.permission,
     call: call && { ...phone.callView(call), duration: callHistory.duration(call.callId) },
+    elsewhere: phone.elsewhere,
     audioCheck: {
       blocker: phone.audioCheckBlocker(),
       check: check?.view() ?? null,
@@ -128,13 +129,14 @@ function render() {
   callLinkPanel.render({
     link: callLink.view(shown.me ?? null),
     me: shown.me ?? null,
-    inCall: phone.active,
+    inCall: phone.active || phone.elsewhere,
     connectFirst: identity.authMode === "accounts" ? "Sign in first." : "Connect first: your name, then Connect.",
   });
   notifier.update(phone.ringing());
 }
 
 phone.addEventListener("change", render);
+phone.addEventListener("elsewhereended", () => callHistory.refreshSoon());
 phone.addEventListener("audiocheckprogress", () => ui.renderAudioCheck(view().audioCheck));
 phone.addEventListener("notice", ({ detail }) => ui.say(detail.text, detail.kind));
 phone.addEventListener("peerproblem", ({ detail }) => ui.rejectPeer(detail.text));
@@ -199,21 +201,12 @@ for (const type of [...CALL_CONTROL.filter((t) => t !== MessageType.CALL_REQUEST
 signaling.addEventListener(MessageType.PRESENCE, (event) => {
   phone.presence(event.detail);
   contacts.presence(event.detail);
-  // Our call on another device ended, if a batch of changes happens to say so of us: it is in the history now.
-  const me = signaling.id;
-  if (callHistory.elsewhere && presenceChanges(event.detail).some((c) => c.id === me && !c.inCall)) {
-    callHistory.refreshSoon();
-  }
 });
 signaling.addEventListener(MessageType.WELCOME, (event) => contacts.welcome(event.detail));
 signaling.addEventListener(MessageType.CONTACTS, (event) => contacts.contacts(event.detail));
 signaling.addEventListener(MessageType.DIRECTORY, (event) => contacts.directoryPage(event.detail));
 signaling.addEventListener(MessageType.CALL_RINGING, (event) => phone.callRinging(event.detail));
-signaling.addEventListener(MessageType.CALL_ENDED, (event) => {
-  phone.callEnded(event.detail);
-  // Answered on another device of ours: we are in a call there, and the history lists it once it ends.
-  if (event.detail.reason === Reason.ANSWERED_ELSEWHERE) callHistory.followElsewhere(event.detail.callId);
-});
+signaling.addEventListener(MessageType.CALL_ENDED, (event) => phone.callEnded(event.detail));
 signaling.addEventListener(MessageType.CALL_RESUMED, (event) => phone.callResumed(event.detail));
 signaling.addEventListener(MessageType.MISSED_CALLS, (event) => {
   const calls = Array.isArray(event.detail.calls) ? event.detail.calls : [];

@@ -17,6 +17,7 @@
  *  - `notice` ({text, kind}): a sentence for the user ("" clears the last one);
  *  - `ended` ({call, kind}): a call ended, or how it ended became clearer: say why (`kind` "info"/"warning");
  *  - `peerproblem` ({text}): the name to call is not one (a sentence for the field);
+ *  - `elsewhereended`: our call on another device (`elsewhere`) ended: the history lists it now;
  *  - `remotestream` ({stream}): play the other side's audio (null: stop);
  *  - `remotevideo` ({track}): show the other side's video (null: none; the track may be muted: no frames);
  *  - `localvideo` ({stream, source}): preview what we send, the camera or the screen (null: nothing);
@@ -57,6 +58,9 @@ function freshExtra() {
   };
 }
 
+/** Why we cannot call while a call of ours goes on on another device (the server would refuse it: `in-call`). */
+const ELSEWHERE_BLOCKS = "You are in a call on another device: you can call from here once it has ended.";
+
 /** This device's calls, one at a time. */
 export class Phone extends EventTarget {
   /** @type {Call|null} the current call, or the last one (then `call.active` is false) */ #call = null;
@@ -65,6 +69,8 @@ export class Phone extends EventTarget {
   /** @type {QualityMonitor|null} the current or last call's quality */ #monitor = null;
   #levels = new CallLevels();
   /** @type {AudioCheck|null} the audio check going on, or the last one */ #audioCheck = null;
+  /** a call of ours goes on on another device, as our own presence says (none here: see {@link presence}) */
+  #elsewhere = false;
   /** @type {string|null} a call to answer as soon as it rings here (a push notification's Accept) */
   #acceptOnArrival = null;
   #resume;
@@ -107,6 +113,11 @@ export class Phone extends EventTarget {
   /** Whether a call is going on. */
   get active() {
     return Boolean(this.#call?.active);
+  }
+
+  /** Whether a call of ours goes on on another device (and none on this one): we cannot call until it ends. */
+  get elsewhere() {
+    return this.#elsewhere;
   }
 
   /** The current call's RTCPeerConnection, or null when no call is going on. */
@@ -202,6 +213,10 @@ export class Phone extends EventTarget {
    */
   async startCall(peerId, { video = false } = {}) {
     if (this.#call?.active) return;
+    if (this.#elsewhere) {
+      this.#notice(ELSEWHERE_BLOCKS, "warning");
+      return;
+    }
     const problem = !peerId
       ? "Enter the name of the person to call."
       : peerId === this.#signaling.id
@@ -350,6 +365,7 @@ export class Phone extends EventTarget {
     if (this.#call?.active) {
       return this.#audioCheck?.running ? "The audio check is running." : "Finish the current call first.";
     }
+    if (this.#elsewhere) return ELSEWHERE_BLOCKS;
     return null;
   }
 
@@ -382,6 +398,8 @@ export class Phone extends EventTarget {
    * @param {{state: string, previous: string}} change
    */
   signalingChanged({ state, previous }) {
+    // Connected again: the server says, right after `welcome`, if a call of ours still goes on elsewhere.
+    if (state !== "connected" || previous !== "connected") this.#setElsewhere(false);
     const c = this.#call;
     if (c?.active && state !== "connected") {
       if (state === "disconnected") {
@@ -475,12 +493,19 @@ export class Phone extends EventTarget {
   }
 
   /**
-   * A `presence` frame. A server that keeps call state keeps the call while the peer reconnects, and says when
-   * it is over (`call-ended`, reason peer-lost): meanwhile the page says that we are waiting for them. Only a
-   * plain relay leaves it to us to notice that the peer is gone.
+   * A `presence` frame. Our own change says whether we are in an answered call: on another device, if none is
+   * going on here as it comes (the change that ends a call here comes after its `call-ended`; the one that says
+   * a call we did not answer goes on, after its `answered-elsewhere`).
+   * A server that keeps call state keeps the call while the peer reconnects, and says when it is over
+   * (`call-ended`, reason peer-lost): meanwhile the page says that we are waiting for them. Only a plain relay
+   * leaves it to us to notice that the peer is gone.
    * @param {object} msg
    */
   presence(msg) {
+    const me = this.#signaling.id;
+    for (const { id, inCall } of presenceChanges(msg)) {
+      if (id === me) this.#setElsewhere(inCall === true && !this.#call?.active);
+    }
     if (!this.#call?.active) return;
     for (const { id, status } of presenceChanges(msg)) {
       const c = this.#call;
@@ -811,6 +836,15 @@ export class Phone extends EventTarget {
 
   #changed() {
     this.#emit("change");
+  }
+
+  /** @param {boolean} elsewhere */
+  #setElsewhere(elsewhere) {
+    if (elsewhere === this.#elsewhere) return;
+    this.#elsewhere = elsewhere;
+    // Our call on another device ended: the history lists it now.
+    if (!elsewhere) this.#emit("elsewhereended");
+    this.#changed();
   }
 
   /**

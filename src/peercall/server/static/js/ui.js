@@ -176,7 +176,6 @@ let lastView = null;
  * @property {boolean} more whether older calls can be loaded
  * @property {string|null} error why the history could not be loaded
  * @property {number} missed missed calls not yet seen
- * @property {boolean} [elsewhere] a call of ours goes on on another device (answered elsewhere)
  */
 
 /**
@@ -197,6 +196,7 @@ let lastView = null;
  * @property {import("./signaling.js").Person[]} [people] everyone else we know of (online first)
  * @property {string|null} [me] our id while connected
  * @property {CallView|null} call the current or last call
+ * @property {boolean} [elsewhere] a call of ours goes on on another device (and none here)
  * @property {HistoryView} [history]
  * @property {AudioCheckView} [audioCheck]
  * @property {MediaDevicesView} [mediaDevices]
@@ -1043,13 +1043,21 @@ function renderSummary(call) {
 }
 
 /**
+ * Whether a call can be placed from this page now: connected, and no call of ours going on, here or on another
+ * device (the server would refuse it).
+ * @param {View} view
+ * @returns {boolean}
+ */
+export function canCallNow({ server, call, elsewhere }) {
+  return server.state === "connected" && !(call && call.phase !== CallPhase.ENDED) && !elsewhere;
+}
+
+/**
  * Our own line at the top of People: who we are and how others see us.
  * @param {View} view
  */
-function renderMe({ server, me, call, contacts, history }) {
-  const active = Boolean(call && call.phase !== CallPhase.ENDED);
-  const here = active && call.phase !== CallPhase.INCOMING;
-  const elsewhere = !active && Boolean(history?.elsewhere);
+function renderMe({ server, me, call, contacts, elsewhere }) {
+  const here = Boolean(call && call.phase !== CallPhase.ENDED && call.phase !== CallPhase.INCOMING);
   const name = me ? label(me) : el.myId.value.trim() || "You";
   const status =
     server.state === "connected"
@@ -1142,19 +1150,21 @@ export function saidInCall(button) {
  * reason under them).
  * @param {View} view
  */
-function renderCallButtons({ server, call, people }) {
-  const active = Boolean(call && call.phase !== CallPhase.ENDED);
-  const canCall = server.state === "connected" && !active;
+function renderCallButtons(view) {
+  const { people } = view;
+  const canCall = canCallNow(view);
   const peer = el.peerId.value.trim();
   const busy = canCall && Boolean(people?.some((p) => p.id === peer && p.status === "online" && p.inCall));
+  // Why the buttons cannot call, under them: we talk on another device, or the one typed is in a call.
+  const why = view.elsewhere ? "You are in a call on another device: you can call once it has ended." : busy ? inCallText(peer) : "";
   for (const button of [el.call, el.videoCall]) {
     button.disabled = !canCall;
     markInCall(button, busy, peer);
-    if (busy) button.setAttribute("aria-describedby", "peer-in-call");
+    if (why) button.setAttribute("aria-describedby", "peer-in-call");
     else button.removeAttribute("aria-describedby");
   }
-  setText(el.peerInCall, busy ? inCallText(peer) : "");
-  el.peerInCall.hidden = !busy;
+  setText(el.peerInCall, why);
+  el.peerInCall.hidden = !why;
 }
 
 /** @param {import("./signaling.js").Person} person */
@@ -1168,7 +1178,8 @@ function personStatus(person) {
  * narrowed by the search field (#contact-filter).
  * @param {View} view
  */
-function renderPeople({ server, online, people, call, contacts }) {
+function renderPeople(view) {
+  const { server, online, people, contacts } = view;
   const connected = server.state === "connected";
   // A server that shows contacts only: they are listed in the Contacts card, not here.
   const contactsOnly = connected && contacts?.supported === true && contacts.directory === DirectoryMode.CONTACTS;
@@ -1182,8 +1193,7 @@ function renderPeople({ server, online, people, call, contacts }) {
     return;
   }
   el.online.hidden = false;
-  const active = Boolean(call && call.phase !== CallPhase.ENDED);
-  const canCall = connected && !active;
+  const canCall = canCallNow(view);
   // Servers without presence details only send the online list.
   const plain = (id) => ({ id, status: "online", inCall: false, lastSeen: null });
   const everyone = people?.length ? people : online.map(plain);
