@@ -289,19 +289,18 @@ def _start_echo(settings: Any) -> subprocess.Popen[bytes] | None:
     if settings.auth == "open" and settings.service_token is not None:
         # `echo` is a reserved id in open mode: the echo takes it with the service token (see `main`).
         env["PEERCALL_TOKEN"] = settings.service_token.get_secret_value()
-    if settings.auth == "accounts":  # the echo has no account: a token with the server's key, of no sign-in
-        from .auth.tokens import AccountsVerifier, signing_key
-        from .config import data_folder
+    if settings.auth in ("accounts", "token"):
+        # The echo has no account and no identity provider: it signs its own short-lived tokens with the server's
+        # key and renews them before they expire (auth/tokens.py `ServiceSigner`), so that it stays connected under
+        # PEERCALL_AUTH_EXPIRY=enforce (accounts mode's default). The key goes in the environment, which only this
+        # user can read, never on the command line.
+        from .auth.tokens import SERVICE_SIGNER_ENV, ServiceSigner
 
-        secret = settings.auth_secret.get_secret_value() if settings.auth_secret else None
-        env["PEERCALL_TOKEN"] = AccountsVerifier(signing_key(secret, data_folder())).mint("echo", "service", 7 * 86400)
-    if settings.auth == "token":
-        if settings.auth_secret is None:
+        signer = ServiceSigner.for_settings(settings)
+        if signer is None:
             print("peercall: --with-echo needs PEERCALL_AUTH_SECRET to sign the echo's token", file=sys.stderr)
             return None
-        from .auth.tokens import mint
-
-        env["PEERCALL_TOKEN"] = mint("echo", settings.auth_secret.get_secret_value(), 7 * 86400)
+        env[SERVICE_SIGNER_ENV] = signer.to_env()
     command = [sys.executable, "-m", "peercall", "echo", "--url", url, "--connect-timeout", "60", "--stop-with-stdin"]
     if settings.tls:
         command.append("--insecure")  # our own certificate, over loopback

@@ -149,9 +149,9 @@ class Settings(BaseSettings):
     set it, the same on every node, for a cluster."""
     accounts_token_ttl: Annotated[float, Field(ge=10, le=3600)] = 300.0
     """Seconds a signaling token of accounts mode is valid (`PEERCALL_ACCOUNTS_TOKEN_TTL`): also how long a socket of
-    an ended sign-in may stay open, if its client renews its token (the web client does) or with `auth_expiry`
-    `enforce` (then 5 s more); with `ignore`, a socket that is not renewed stays open (docs/security.md, revocation
-    delay)."""
+    an ended sign-in may stay open (plus 5 s of clock skew): its next renewal is refused, and with `auth_expiry`
+    `enforce` (accounts mode's default) a socket that is not renewed is closed; with `ignore` set, such a socket stays
+    open (docs/security.md, revocation delay)."""
     accounts_session_ttl: Annotated[float, Field(gt=0, le=400)] = 30.0
     """Days a sign-in lasts without being used (`PEERCALL_ACCOUNTS_SESSION_TTL`); each use extends it."""
     public_url: Annotated[str | None, Field(pattern=r"^https?://[^/?#\s]+$")] = None
@@ -172,9 +172,11 @@ class Settings(BaseSettings):
     """Seconds between two fetches of the JWKS that unknown keys may cause (`PEERCALL_AUTH_JWKS_MIN_INTERVAL`): a
     flood of tokens with made-up `kid`s costs the provider one request per interval at most."""
     auth_expiry: Literal["ignore", "enforce"] | None = None
-    """What happens when the token of a live connection expires (`PEERCALL_AUTH_EXPIRY`): `ignore` (the default, in
-    token and accounts modes alike: a connection outlives its token) or `enforce` (it is closed with 4401 unless the
-    client renewed it with an `auth` frame before `exp`, plus 5 s of clock skew)."""
+    """What happens when the token of a live connection expires (`PEERCALL_AUTH_EXPIRY`): `ignore` (a connection
+    outlives its token) or `enforce` (it is closed with 4401 unless the client renewed it with an `auth` frame before
+    `exp`, plus 5 s of clock skew). Unset: `enforce` in accounts mode, whose tokens the server hands out and its
+    clients renew (so the socket of an ended sign-in closes within a token's lifetime), `ignore` in token mode (an
+    identity provider's clients may not renew; see `effective_auth_expiry`)."""
     auth_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     """Seconds a connection has to send its `auth` frame (`PEERCALL_AUTH_TIMEOUT`)."""
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -452,8 +454,8 @@ class Settings(BaseSettings):
 
     @property
     def effective_auth_expiry(self) -> str:
-        """`auth_expiry`, or its default: `ignore`."""
-        return self.auth_expiry or "ignore"
+        """`auth_expiry`, or its default for the auth mode: `enforce` in accounts mode, `ignore` otherwise."""
+        return self.auth_expiry or ("enforce" if self.auth == "accounts" else "ignore")
 
     @property
     def effective_calls_from(self) -> str:

@@ -6,7 +6,8 @@ and close it: safe while servers run on the same database. A user disabled here 
 once; with `PEERCALL_REDIS_URL` (a cluster) every node is told to close their sockets now, as `peercall revoke`
 does; without it (this process cannot reach a lone server's sockets) their open sockets end when their client's
 next signaling-token renewal is refused (the web client's, within `PEERCALL_ACCOUNTS_TOKEN_TTL`), or at their
-token's expiry with `PEERCALL_AUTH_EXPIRY=enforce` (the HTTP API's disable closes them at once).
+token's expiry with `PEERCALL_AUTH_EXPIRY=enforce`, accounts mode's default (the HTTP API's disable closes them at
+once).
 Imports config, protocol (the id rule), auth.accounts (hashing) and store; never the server or the hub.
 """
 

@@ -4,6 +4,7 @@ tokens, `PEERCALL_AUTH_EXPIRY=enforce`) and token mode with a token file that th
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -13,9 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 
 from peercall.auth.tokens import mint
 from peercall.client import (
+    Accounts,
     CallPhase,
     CallResumed,
     Client,
@@ -26,6 +29,8 @@ from peercall.client import (
     token_file,
 )
 from tests.conftest import OPEN_DOORS, ServerProcess, run_server
+from tests.integration.test_security import closed_with
+from tests.integration.test_token_renewal import EXPIRED, LEEWAY, Peer
 
 from .conftest import SCALE, WAIT, next_incoming, run_python
 from .test_calls import assert_tone, collect
@@ -176,6 +181,67 @@ async def test_signing_out_everywhere_ends_the_clients_sign_in_for_good(accounts
         assert not client.connected and client.accounts is not None and not client.accounts.signed_in
     finally:
         await client.close()
+
+
+@pytest.fixture(scope="module")
+def default_expiry_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, float]]:
+    """`serve --with-echo` in accounts mode with 10-second tokens and PEERCALL_AUTH_EXPIRY unset (so `enforce`), user
+    ann; and a time by which its echo had its first token (it was answering then)."""
+    database = f"sqlite:///{tmp_path_factory.mktemp('default-expiry')}/accounts.sqlite3"
+    add_user(database, "ann")
+    with run_server(
+        PEERCALL_AUTH="accounts",
+        PEERCALL_DATABASE_URL=database,
+        PEERCALL_ACCOUNTS_TOKEN_TTL=str(TTL),
+        PEERCALL_AUTH_EXPIRY=None,
+        PEERCALL_WITH_ECHO="1",
+        PEERCALL_ICE_LOOPBACK="1",
+        **OPEN_DOORS,
+    ) as srv:
+        assert srv.wait_log("echo service answering", WAIT), f"the echo service did not start:\n{srv.log()}"
+        yield srv, time.time()
+
+
+async def test_in_accounts_mode_a_token_not_renewed_closes_its_socket_by_default(
+    default_expiry_server: tuple[ServerProcess, float],
+) -> None:
+    """PEERCALL_AUTH_EXPIRY unset in accounts mode: a socket whose signaling token is not renewed is closed 4401 at the
+    token's `exp` + 5 s (a client that stops renewing cannot keep the socket of an ended sign-in)."""
+    srv, _ = default_expiry_server
+    token = await Accounts(srv.ws, "ann", PASSWORD).token()
+    async with websockets.connect(f"{srv.ws}?device=raw-1", open_timeout=WAIT) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": token}))
+        peer = Peer(ws, "ann")
+        expires_at = float((await peer.expect("welcome"))["tokenExpiresAt"])
+        assert expires_at <= time.time() + TTL
+        error = await peer.expect("error", timeout=expires_at + LEEWAY - time.time() + 3 * SCALE)
+        assert error["message"] == EXPIRED and time.time() >= expires_at + LEEWAY - 0.5
+        assert await closed_with(ws) == (4401, EXPIRED)
+
+
+async def test_the_echo_of_serve_renews_its_tokens_and_outlives_them(
+    default_expiry_server: tuple[ServerProcess, float],
+) -> None:
+    """The echo that `serve --with-echo` starts signs its own short tokens and renews them: past its first token's
+    expiry and the server's skew, it is still connected (never closed for an expired token) and answers a call; and
+    it did renew (a long token would pass the rest until it expired, in production)."""
+    srv, answering_by = default_expiry_server
+    await asyncio.sleep(max(0.0, answering_by + TTL + LEEWAY + 2 - time.time()))  # after the sweep that would close it
+    cut = [line for line in srv.lines if "echo (" in line and "expired without renewal" in line]
+    assert not cut, cut
+    caller = Client(srv.ws, "ann", password=PASSWORD, ice_loopback=True)
+    try:
+        await caller.connect()
+        heard = media.Capture(max_seconds=5)
+        call = await caller.call("echo", audio_in=media.Tone(440), audio_out=heard)
+        async with asyncio.timeout(WAIT):
+            await call.wait_connected()
+            await heard.wait_for(0.5)
+        end = await call.hangup()
+        assert (end.outcome, end.reason) == ("answered", "user-hangup")
+    finally:
+        await caller.close()
+    assert "echo: renewed the token" in srv.log(), "the echo's token is not short-lived: it never renewed it"
 
 
 @pytest.fixture(scope="module")

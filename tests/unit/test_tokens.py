@@ -52,6 +52,15 @@ def test_token_mode_takes_a_secret_a_public_key_or_a_jwks_url(tmp_path: Path) ->
         Settings(auth="token", auth_secret=SECRET, auth_expiry="sometimes")
 
 
+def test_expiry_is_enforced_by_default_in_accounts_mode_only() -> None:
+    """PEERCALL_AUTH_EXPIRY unset: `enforce` in accounts mode (the server hands out and renews its own tokens),
+    `ignore` in token mode (an identity provider's clients may not renew); a value given always wins."""
+    assert Settings(auth="accounts").effective_auth_expiry == "enforce"
+    assert Settings(auth="accounts", auth_expiry="ignore").effective_auth_expiry == "ignore"
+    assert Settings(auth="token", auth_secret=SECRET).effective_auth_expiry == "ignore"
+    assert Settings(auth="token", auth_secret=SECRET, auth_expiry="enforce").effective_auth_expiry == "enforce"
+
+
 def test_a_jwks_keeps_its_rs256_and_es256_signing_keys_only() -> None:
     """Encryption keys, other key types and mismatched `alg`s are skipped; a set with no usable key is an error."""
     rsa_key, ec_key = rsa.generate_private_key(65537, 2048), ec.generate_private_key(ec.SECP256R1())

@@ -1,5 +1,6 @@
-"""Signed session tokens (JWT) whose `sub` is the user id: verified with PyJWT, minted for `peercall token`; and in
-accounts mode the server's own signaling tokens (`AccountsVerifier`, its key: `signing_key`).
+"""Signed session tokens (JWT) whose `sub` is the user id: verified with PyJWT, minted for `peercall token`; in
+accounts mode the server's own signaling tokens (`AccountsVerifier`, its key: `signing_key`); and the tokens a
+service beside the server (`serve --with-echo`'s echo) signs for itself (`ServiceSigner`).
 
 Keys come from one of: an HS256 secret, a PEM public key (RS256/ES256), or a JWKS URL (auth/jwks.py: an identity
 provider's keys, fetched and refreshed off the event loop). `TokenVerifier.identify` is synchronous and never does
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -286,3 +288,80 @@ class AccountsVerifier(TokenVerifier):
     def csrf(self, session_id: str) -> str:
         """The CSRF value of a sign-in: derived from its id with the key, so nothing more is stored."""
         return hmac.new(self._mint_key.encode(), f"csrf:{session_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+SERVICE_SIGNER_ENV = "PEERCALL_ECHO_SIGNER"
+"""The environment variable through which `serve --with-echo` hands its echo a `ServiceSigner` (JSON): the
+environment, never the command line, which every user of the machine sees in `ps`."""
+
+SERVICE_SESSION = "service"
+"""The `sid` of a service's tokens in accounts mode: a sign-in that no store holds, so that no sign-out ends it."""
+
+SERVICE_TOKEN_TTL = 3600.0
+"""Seconds a service's token lasts in token mode (as `peercall token`'s); accounts mode uses its own token TTL."""
+
+
+@dataclass(frozen=True)
+class ServiceSigner:
+    """How a service that `serve` starts beside itself (the echo of `--with-echo`) signs its own tokens: with the
+    server's key, for a short lifetime, a new one each time it renews. Its tokens are what the server checks anyway
+    (`AccountsVerifier` in accounts mode, HS256 with `PEERCALL_AUTH_SECRET` in token mode), so the server needs no
+    exception for it, and `PEERCALL_AUTH_EXPIRY=enforce` holds for it as for everyone.
+    """
+
+    key: str = field(repr=False)
+    """The HS256 key: accounts mode's signing key, or token mode's `PEERCALL_AUTH_SECRET`."""
+    ttl: float
+    """Seconds each token lasts."""
+    session_id: str | None = None
+    """Accounts mode: the `sid` of its tokens (`SERVICE_SESSION`). None: a token mode token (`mint`)."""
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> ServiceSigner | None:
+        """The signer of a service beside a server with `settings`: None in open mode (a service takes its id with
+        `service_token`, which never expires) and in token mode without `auth_secret` (a public key or an identity
+        provider's keys: the server holds nothing to sign with).
+
+        The lifetime is short and the service renews before each expiry (the SDK's `token_provider`), rather than
+        one long token: accounts mode's `accounts_token_ttl`, the lifetime of every signaling token of the server
+        (300 s by default, renewed about every 4 min); token mode's `SERVICE_TOKEN_TTL`. A copy of the key that
+        leaks from the service's environment is no worse than the server's own (same user, same machine), and a
+        token that leaks from it is good for minutes, not days.
+        """
+        secret = settings.auth_secret.get_secret_value() if settings.auth_secret else None
+        if settings.auth == "accounts":
+            from ..config import data_folder
+
+            # The key itself, not "read signing.key": the service then never makes a key file of its own.
+            return cls(signing_key(secret, data_folder()), settings.accounts_token_ttl, SERVICE_SESSION)
+        if settings.auth == "token" and secret:
+            return cls(secret, SERVICE_TOKEN_TTL)
+        return None
+
+    def mint(self, user: str) -> str:
+        """A fresh token for `user`, valid for `ttl` seconds from now."""
+        if self.session_id is not None:
+            return AccountsVerifier(self.key).mint(user, self.session_id, self.ttl)
+        return mint(user, self.key, self.ttl)
+
+    def to_env(self) -> str:
+        """This signer as the value of `SERVICE_SIGNER_ENV`."""
+        return json.dumps({"key": self.key, "ttl": self.ttl, "sid": self.session_id})
+
+    @classmethod
+    def from_env(cls, text: str) -> ServiceSigner:
+        """The signer in the value of `SERVICE_SIGNER_ENV`.
+
+        Raises:
+            ValueError: the value is not what `to_env` makes (it never says the key).
+        """
+        try:
+            spec = json.loads(text)
+            key, ttl, sid = spec["key"], spec["ttl"], spec["sid"]
+        except (ValueError, TypeError, KeyError):
+            raise ValueError(f"{SERVICE_SIGNER_ENV} is malformed") from None
+        if not isinstance(key, str) or not key or not isinstance(ttl, int | float) or isinstance(ttl, bool):
+            raise ValueError(f"{SERVICE_SIGNER_ENV} is malformed")
+        if ttl <= 0 or not (sid is None or isinstance(sid, str)):
+            raise ValueError(f"{SERVICE_SIGNER_ENV} is malformed")
+        return cls(key, float(ttl), sid)

@@ -314,6 +314,23 @@ async def _ask(prompt: str) -> bool:
         loop.remove_reader(sys.stdin.fileno())
 
 
+def signed_by_serve(user: str) -> dict[str, Any] | None:
+    """The echo that `peercall serve --with-echo` starts: a provider of short-lived tokens for `user` that it signs
+    itself with the server's key, handed over in `$PEERCALL_ECHO_SIGNER` (auth/tokens.py `ServiceSigner`); the client
+    gets its first token from it and renews before each expiry. None when that variable is unset.
+
+    Raises:
+        ValueError: the variable is malformed.
+    """
+    from ..auth.tokens import SERVICE_SIGNER_ENV, ServiceSigner  # the server's token shapes, with PyJWT
+
+    text = os.environ.get(SERVICE_SIGNER_ENV)
+    if not text:
+        return None
+    signer = ServiceSigner.from_env(text)
+    return {"token_provider": lambda: signer.mint(user)}
+
+
 async def echo_command(args: argparse.Namespace) -> int:
     """`peercall echo`: run the echo test service until stopped.
 
@@ -329,7 +346,7 @@ async def echo_command(args: argparse.Namespace) -> int:
     await run_echo(
         args.url,
         args.id,
-        **await credentials(args),
+        **(signed_by_serve(args.id) or await credentials(args)),
         delay=args.delay,
         max_duration=args.max_duration,
         ice_loopback=True if args.ice_loopback else None,
