@@ -370,6 +370,22 @@ async def test_the_tab_that_did_not_answer_shows_the_call_elsewhere_and_then_in_
     assert await b1.evaluate("window.__e2e.visibility") == 0, "the test should not have needed the tab's return"
 
 
+async def test_a_call_declined_on_one_tab_says_so_on_the_other(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """clientB's two tabs ring and he rejects in one: the other says that he declined it, not that the caller did."""
+    a, b1 = await open_pair(open_page, fresh_server)
+    b2 = await open_page(fresh_server.http, "/callerB.html", "B2")
+    await connect(b2)
+    await ring(a, b1)
+    await expect(b2.locator("#incoming")).to_be_visible()
+    await b1.click("#reject")
+    await expect(b2.locator("#call-status")).to_have_text("Declined elsewhere")
+    await expect(b2.locator("#message")).to_have_text("You declined the call from clientA on another device.")
+    await expect(b1.locator("#message")).to_have_text("You rejected the call from clientA.")
+    await expect(a.locator("#call-status")).to_have_text("Rejected")
+
+
 async def test_a_tab_opened_mid_call_says_the_call_goes_on_elsewhere_and_cannot_call_until_it_ends(
     fresh_server: ServerProcess, open_page: OpenPage
 ) -> None:

@@ -295,6 +295,31 @@ async def test_a_long_history_still_scrolls_by_keyboard_during_a_call(
     await expect(history).not_to_have_attribute("tabindex", "0")
 
 
+async def test_a_call_that_rings_while_one_types_leaves_the_keys_to_the_field(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """clientB is typing a contact's id when clientA calls: the rest of what he types goes into the field (the
+    focus stays there, so his Enter does not answer), and Escape there neither rejects nor, once he answered, hangs
+    up. Accept is one click (or Tab) away."""
+    a, b = await open_pair(open_page, fresh_server)
+    field = b.locator("#contact-add-id")
+    await field.click()
+    await b.keyboard.type("car")
+    await ring(a, b)
+    await b.keyboard.type("ol")
+    await expect(field).to_have_value("carol")
+    await expect(field).to_be_focused()
+    await b.keyboard.press("Escape")
+    await expect(b.locator("#incoming")).to_be_visible()
+    await b.click("#accept")
+    await expect(a.locator("#call-status")).to_have_text("Connected")
+    await field.click()
+    await b.keyboard.type("x")
+    await b.keyboard.press("Escape")
+    await asyncio.sleep(0.5)
+    await expect(b.locator("#call-status")).to_have_text("Connected")
+
+
 async def test_the_keyboard_focus_stays_in_the_call_card_after_a_hangup_or_a_reject(
     fresh_server: ServerProcess, open_page: OpenPage
 ) -> None:

@@ -274,6 +274,8 @@ function endedStatusText(call) {
   if (reason === "hangup" || reason === "declined") return "Call Ended"; // this side ended it
   if (endReason === "peer-lost" || reason === "peer-offline" || reason === "signaling-lost") return "Call lost";
   if (endReason === "answered-elsewhere") return "Answered elsewhere";
+  // A call that rang here and that we declined on another device (ours is the only "reject" of a callee).
+  if (reason === "rejected" && call.direction === "incoming") return "Declined elsewhere";
   // A call the caller gave up on before we answered is one we missed, as Recent calls lists it.
   if (outcome === "cancelled" && call.direction === "incoming") return "Missed";
   if (outcome && OUTCOME_STATUS[outcome]) return OUTCOME_STATUS[outcome];
@@ -317,6 +319,7 @@ export function endedText(call) {
         ? `${who} hung up before you answered.`
         : `${who} hung up.`;
     case "rejected":
+      if (call.direction === "incoming") return `You declined the call from ${who} on another device.`;
       return call.remoteReason === "user-media-failed" || call.remoteReason === "no-microphone"
         ? `${who} could not open their microphone.`
         : call.remoteReason === "ice-failed"
@@ -479,6 +482,9 @@ export function bind(handlers) {
       else buttons[Math.min(next, buttons.length - 1)].focus();
     });
   }
+  document.addEventListener("input", (event) => {
+    if (typesText(/** @type {Element} */ (event.target))) lastTyped = Date.now();
+  });
   document.addEventListener("keydown", (event) => {
     if (event.key !== "Escape" || event.defaultPrevented) return;
     const target = /** @type {HTMLElement} */ (event.target);
@@ -486,8 +492,11 @@ export function bind(handlers) {
       toggleQuality(false);
       return;
     }
-    if (target === el.contactFilter && el.contactFilter.value) return; // clears the search field
-    if (target instanceof HTMLSelectElement) return;
+    if (target === el.contactFilter) {
+      if (el.contactFilter.value) return; // clears the search field (an empty one: Escape is the call's)
+    } else if (target instanceof HTMLSelectElement || typesText(target)) {
+      return; // the field's (an id, a password being typed): it never ends a call
+    }
     handlers.escape();
   });
   el.quality.addEventListener("click", () => toggleQuality(el.qualityDetails.hidden));
@@ -701,6 +710,29 @@ function renderVideo(call) {
   if (!remote && document.fullscreenElement === el.videoStage) document.exitFullscreen().catch(() => {});
 }
 
+/**
+ * Whether `node` is a field the user types text into (their keys are theirs there: Enter, Escape).
+ * @param {Element|null} node
+ */
+function typesText(node) {
+  if (node instanceof HTMLTextAreaElement || (node instanceof HTMLElement && node.isContentEditable)) return true;
+  return node instanceof HTMLInputElement && !NOT_TYPED.has(node.type);
+}
+
+/** The `<input>` types that take no typing. */
+const NOT_TYPED = new Set(["button", "checkbox", "radio", "submit", "reset", "range", "color", "file", "image"]);
+
+/** How long after the last key typed into the focused field the user counts as typing there (ms). */
+const TYPING_MS = 5000;
+
+/** Date.now() of the last input into a text field. */
+let lastTyped = 0;
+
+/** Whether the user is typing in the focused field: it takes text, and they typed into one lately. */
+function typingNow() {
+  return typesText(document.activeElement) && Date.now() - lastTyped < TYPING_MS;
+}
+
 /** Put the keyboard focus on Accept (a call rings). */
 export function focusAccept() {
   if (!el.accept.disabled) el.accept.focus();
@@ -808,7 +840,9 @@ export function render(view) {
       ? `(${missed}) ${baseTitle}`
       : baseTitle;
 
-  if (ringing && !wasRinging) el.accept.focus(); // a call rings: Enter answers it
+  // A call rings: Enter answers it. Not while the user types in a field: the rest of what they type (and their
+  // Enter) is theirs; the ringing panel and the title say that a call rings, and Tab reaches Accept.
+  if (ringing && !wasRinging && !typingNow()) el.accept.focus();
   if (!ringing && wasRinging && call?.phase === CallPhase.CALLING && !el.mute.disabled) el.mute.focus();
   // A call rings, starts or ends: the call card is where the user looks. On a phone it just moved to the top of
   // the page (the stylesheet), but the page stays scrolled where the user tapped (a Call button further down).
