@@ -41,3 +41,20 @@ async def test_a_call_goes_on_across_a_server_restart(open_page: OpenPage) -> No
                 await expect(page.locator("#call-status")).to_have_text("Call Ended")
                 await expect(page.locator("#history li").first).to_contain_text("Answered")
             assert "took over 1 call(s) under way" in second.log(), second.log()
+
+
+async def test_while_the_page_reconnects_people_keeps_what_the_server_said(open_page: OpenPage) -> None:
+    """On a server that lists contacts only, the server goes away: People still says that contacts are listed in
+    the Contacts card (no search box that finds nobody, no "Connect" hint on a page that is connected as far as
+    the user is concerned) and the user's own line keeps their name, marked as reconnecting."""
+    with run_server(PEERCALL_DIRECTORY="contacts") as server:
+        page = await open_page(server.http, "/callerA.html", "A")
+        await page.click("#connect")
+        await expect(page.locator("#server-status")).to_have_text("Connected")
+        await expect(page.locator("#people-contacts-only")).to_be_visible()
+        await asyncio.to_thread(server.stop)
+        await expect(page.locator("#server-status")).to_have_text("Reconnecting…")
+        await expect(page.locator("#people-contacts-only")).to_be_visible()
+        await expect(page.locator("#contact-filter")).to_be_hidden()
+        await expect(page.locator("#my-name")).to_have_text("clientA")
+        await expect(page.locator("#my-status")).to_have_text("Reconnecting…")

@@ -108,6 +108,7 @@ function view() {
     online: signaling.online,
     people: signaling.people,
     me: signaling.state === "connected" ? signaling.id : null,
+    ownId: signaling.id,
     mediaDevices: mediaDevices.view(phone.microphoneInUse(), phone.cameraInUse()),
     notifications: notifier.permission,
     call: call && { ...phone.callView(call), duration: callHistory.duration(call.callId) },

@@ -195,6 +195,7 @@ let lastView = null;
  * @property {string[]} online
  * @property {import("./signaling.js").Person[]} [people] everyone else we know of (online first)
  * @property {string|null} [me] our id while connected
+ * @property {string|null} [ownId] our id while connected or reconnecting
  * @property {CallView|null} call the current or last call
  * @property {boolean} [elsewhere] a call of ours goes on on another device (and none here)
  * @property {HistoryView} [history]
@@ -1090,9 +1091,10 @@ export function canCallNow({ server, call, elsewhere }) {
  * Our own line at the top of People: who we are and how others see us.
  * @param {View} view
  */
-function renderMe({ server, me, call, contacts, elsewhere }) {
+function renderMe({ server, me, ownId, call, contacts, elsewhere }) {
   const here = Boolean(call && call.phase !== CallPhase.ENDED && call.phase !== CallPhase.INCOMING);
-  const name = me ? label(me) : el.myId.value.trim() || "You";
+  const id = me ?? ownId ?? null; // reconnecting: still us
+  const name = id ? label(id) : el.myId.value.trim() || "You";
   const status =
     server.state === "connected"
       ? here || elsewhere
@@ -1113,7 +1115,7 @@ function renderMe({ server, me, call, contacts, elsewhere }) {
     away: server.state === "connecting" ? "Connecting…" : "Reconnecting…",
   }[status];
   setText(el.myName, name);
-  el.myName.title = me && name !== me ? handle(me) : "";
+  el.myName.title = id && name !== id ? handle(id) : "";
   el.myYou.hidden = name === "You";
   setText(el.myInitial, name.slice(0, 1).toUpperCase() || "?");
   el.me.dataset.status = status;
@@ -1215,8 +1217,9 @@ function personStatus(person) {
 function renderPeople(view) {
   const { server, online, people, contacts } = view;
   const connected = server.state === "connected";
-  // A server that shows contacts only: they are listed in the Contacts card, not here.
-  const contactsOnly = connected && contacts?.supported === true && contacts.directory === DirectoryMode.CONTACTS;
+  // A server that shows contacts only: they are listed in the Contacts card, not here (reconnecting too: the
+  // page keeps what the server said).
+  const contactsOnly = contacts?.supported === true && contacts.directory === DirectoryMode.CONTACTS;
   el.peopleContactsOnly.hidden = !contactsOnly;
   el.contactFilterBox.hidden = contactsOnly;
   if (contactsOnly) {
@@ -1247,6 +1250,12 @@ function renderPeople(view) {
   el.offlineTitle.hidden = visibleDown === 0;
   el.onlineEmpty.hidden = !connected || up.length > 0 || Boolean(filter);
   el.onlineOffline.hidden = connected;
+  setText(
+    el.onlineOffline,
+    server.state === "disconnected"
+      ? "Connect to see who is online."
+      : "Reconnecting to the server: who is online shows again once it answers.",
+  );
   el.contactFilter.disabled = !connected;
 
   let hint = "";
