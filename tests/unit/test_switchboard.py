@@ -160,6 +160,31 @@ def test_every_device_rings_and_first_accept_wins(board: Board) -> None:
     assert "offer" not in [m["type"] for m in board.inbox["b1"] + board.inbox["b3"]]
 
 
+def test_the_callees_other_devices_learn_that_the_call_goes_on_elsewhere_and_when_it_ends(board: Board) -> None:
+    """Once one device answers, the others (and one that connects mid-call, or while the answering one is away)
+    get the user's own presence with inCall; when the call ends, without it. The device in the call gets none."""
+
+    def own(conn: str) -> list[dict[str, object]]:
+        """The presence frames of bob's own that `conn` got since the last look."""
+        got = [m for m in board.inbox[conn] if m["type"] == "presence" and m["id"] == "bob"]
+        board.inbox[conn].clear()
+        return got
+
+    board.connect("b2", "bob")
+    board.ring("a1", "bob")
+    board.send("b2", "call-accept", "alice")
+    in_call = {"type": "presence", "id": "bob", "status": "online", "inCall": True}
+    assert own("b1") == [in_call] and own("b2") == []
+    board.connect("b3", "bob")
+    assert board.inbox["b3"][0]["type"] == "welcome" and own("b3") == [in_call]
+    board.disconnect("b2")  # the answering device is away: its user still talks there (it may come back)
+    board.connect("b4", "bob", device="laptop")  # another device (an unnamed one would take the call's place)
+    assert own("b4") == [in_call]
+    board.send("a1", "hangup", "bob")
+    for conn in ("b1", "b3", "b4"):
+        assert own(conn) == [{"type": "presence", "id": "bob", "status": "online"}]
+
+
 def test_reject_from_one_device_declines_for_all(board: Board) -> None:
     """A plain reject from any device ends the call on every device (SIP 603)."""
     board.connect("b2", "bob")
