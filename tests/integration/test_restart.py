@@ -98,3 +98,28 @@ async def test_a_party_that_does_not_come_back_ends_the_call_after_the_grace(tmp
             await asyncio.to_thread(third.stop)
             assert "took over" not in third.log()
     assert history(db) == [(call_id, "answered", "peer-lost")]
+
+
+async def test_a_call_summary_for_a_call_that_ended_just_before_a_restart_is_kept(tmp_path: Path) -> None:
+    """Alice hangs up and the server restarts before her page sends the call's summary (as a deploy may): she
+    sends it on the next run, which takes it (no `not-in-call`) and keeps it with the call; mallory still may not."""
+    db = tmp_path / "history.sqlite3"
+    env = {"PEERCALL_DATABASE_URL": f"sqlite:///{db}"}
+    async with AsyncExitStack() as stack:
+        with run_server(**env) as first:
+            alice = await device(stack, first, "alice", "alice-laptop")
+            bob = await device(stack, first, "bob", "bob-phone")
+            call_id = await answered_call(alice, bob)
+            await alice.send({"type": "hangup", "to": "bob", "callId": call_id})
+            await bob.expect(type="call-ended", callId=call_id)
+            await asyncio.to_thread(first.stop)
+        with run_server(**env) as second:
+            alice = await device(stack, second, "alice", "alice-laptop")
+            mallory = await device(stack, second, "mallory", "mallory-tab")
+            await alice.send({"type": "call-summary", "callId": call_id, "data": {"mos": 4.3, "path": "direct"}})
+            await mallory.send({"type": "call-summary", "callId": call_id, "data": {"mos": 1}})
+            assert (await mallory.expect(type="error"))["code"] == "not-in-call"
+            await alice.nothing(type="error", within=0.5)
+        with sqlite3.connect(db) as con:
+            (quality,) = con.execute("SELECT quality FROM calls WHERE call_id = ?", (call_id,)).fetchone()
+        assert quality is not None and "4.3" in quality, quality

@@ -146,3 +146,24 @@ def test_a_told_users_hash_is_kept_parsed_with_the_devices_it_had() -> None:
     assert node._known[key][1] == "300000"
     tell("400000", "n2-a.1", '"not a device"')  # a newer node's format? dropped, what was known kept
     assert node._known[key][1] == "300000"
+
+
+async def test_a_node_takes_over_what_a_node_of_either_version_handed_over() -> None:
+    """The memory broker's hand-over holds the calls under way and those that ended lately (whose parties may still
+    send a call-summary); the next start takes either that or the bare list of calls an earlier version kept."""
+    before = MemoryBroker()
+    before.switchboard.ended_calls["k9"] = ("alice", "bob")
+    request = messages.parse('{"type":"call-request","to":"dave"}', "carol")
+    ringing = Call("k1", Party("carol", "d-c1", "c1"), "dave", request, 10.0, 55.0)
+    before.switchboard.take_over([ringing])
+    state = before.hand_over(20.0)
+    assert state is not None
+    after = MemoryBroker()
+    assert after.take_over(state) == 1
+    assert after.switchboard.ended_calls == {"k9": ("alice", "bob")}
+    older = MemoryBroker()
+    assert older.take_over(msgspec.json.encode([ringing])) == 1
+    for broker in (before, after, older):
+        broker.stop_timers()  # (the call's ring timeout is long past: no hub is there to act on it)
+    with pytest.raises(ValueError, match="not the calls a node handed over"):
+        MemoryBroker().take_over(b'{"calls": 3}')

@@ -4,7 +4,8 @@ Every connection is on this node, so nothing travels between nodes: `send` drops
 gone), and a presence change goes straight back to the hub. The call timers are one loop timer for the
 switchboard's next deadline. The calls under way outlive a restart: the node hands them over as it stops and the
 history store keeps them (`hand_over`, `take_over`; hub `keep_calls`), so that their parties resume them when they
-reconnect, within the resume grace. Presence starts afresh.
+reconnect, within the resume grace; so do the calls that ended lately, whose parties may still send their
+call-summary. Presence starts afresh.
 """
 
 from __future__ import annotations
@@ -22,8 +23,20 @@ from ..core.switchboard import Call, CallRate, Effect, Presence, Switchboard
 from ..hub.broker import BrokerEvents
 from ..protocol.messages import PEER_FRAMES, Envelope
 
-_encode_calls = msgspec.json.encode
-_decode_calls = msgspec.json.Decoder(list[Call]).decode
+
+class _HandedOver(msgspec.Struct):
+    """What a node hands over as it stops (`hand_over`): its calls under way, and (call id, caller, callee) of the
+    calls that ended lately, whose parties may still send their call-summary after the restart."""
+
+    calls: list[Call]
+    ended: list[tuple[str, str, str]] = []
+
+
+_ENDED_HANDED = 1000
+"""The calls that ended lately handed over at most (the newest): a summary comes seconds after its call ends."""
+
+_encode_handed = msgspec.json.encode
+_decode_handed = msgspec.json.Decoder(_HandedOver | list[Call]).decode  # a list: a node of before `ended`
 
 
 class MemoryBroker:
@@ -80,14 +93,17 @@ class MemoryBroker:
 
     def hand_over(self, now: float) -> bytes | None:
         calls = self.switchboard.hand_over(now)
-        return _encode_calls(calls) if calls else None
+        ended = self.switchboard.ended_lately(_ENDED_HANDED)
+        return _encode_handed(_HandedOver(calls, ended)) if calls or ended else None
 
     def take_over(self, state: bytes) -> int:
         try:
-            calls = _decode_calls(state)
+            handed = _decode_handed(state)
         except msgspec.ValidationError as exc:  # (a DecodeError is one too)
             raise ValueError(f"not the calls a node handed over: {exc}") from exc
-        held = self.switchboard.take_over(calls)
+        if isinstance(handed, list):
+            handed = _HandedOver(handed)
+        held = self.switchboard.take_over(handed.calls, handed.ended)
         self._reschedule()
         return held
 

@@ -66,6 +66,7 @@ from __future__ import annotations
 import bisect
 import collections
 import heapq
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -784,12 +785,16 @@ class Switchboard:
                     party.cid, party.lost_until = None, now + self.resume_grace
         return list(self.calls.values())
 
-    def take_over(self, calls: Iterable[Call]) -> int:
+    def take_over(self, calls: Iterable[Call], ended: Iterable[tuple[str, str, str]] = ()) -> int:
         """Hold the calls that the previous run of this server handed over as it stopped (`hand_over`): a party
         that connects again within its grace resumes its call (and a device of the callee of a call that still rings
         rings), as after any reconnect; the timers end the others, as any call whose party did not come back (at the
         end of its grace, however long ago: `tick`). A call whose caller or callee has a call here already is left
-        out. Returns how many calls it holds."""
+        out. `ended`: (call id, caller, callee) of calls that ended lately (`ended_lately`), whose parties may still
+        send their call-summary. Returns how many calls it holds."""
+        for call_id, caller, callee in ended:
+            if call_id not in self.ended_calls:
+                self._ended_lately(call_id, caller, callee)
         held = 0
         for call in calls:
             if call.id in self.calls or call.caller.user in self.active:
@@ -802,6 +807,17 @@ class Switchboard:
                 self.active[call.callee_user] = call.id
             held += 1
         return held
+
+    def ended_lately(self, limit: int) -> list[tuple[str, str, str]]:
+        """(call id, caller, callee) of the newest `limit` calls that ended lately, oldest first: the calls whose
+        parties may still send their call-summary, for the next run of the server (`take_over`)."""
+        newest = itertools.islice(reversed(self.ended_calls.items()), limit)
+        return [(call_id, caller, callee) for call_id, (caller, callee) in newest][::-1]
+
+    def _ended_lately(self, call_id: str, caller: str, callee: str) -> None:
+        self.ended_calls[call_id] = (caller, callee)
+        if len(self.ended_calls) > _ENDED_KEPT:
+            self.ended_calls.popitem(last=False)
 
     def add_call(self, call: Call) -> None:
         """Hold `call` (a new one, or one loaded from shared state) and arm its deadline."""
@@ -917,9 +933,7 @@ class Switchboard:
 
     def _ended(self, call: Call, outcome: Outcome, reason: Reason, now: float, *, hung_up_by: str | None) -> Record:
         """The history record of `call`, which just ended; its parties may send their call-summary from now on."""
-        self.ended_calls[call.id] = (call.caller.user, call.callee_user)
-        if len(self.ended_calls) > _ENDED_KEPT:
-            self.ended_calls.popitem(last=False)
+        self._ended_lately(call.id, call.caller.user, call.callee_user)
         # A silent call rang nowhere: it is missed. A screened one is never told (the store decides what the callee
         # sees of it: a silenced call in their history, a blocked or refused one nowhere).
         notified = call.callee_user in self.users and not call.silent and call.screened is None

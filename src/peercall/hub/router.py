@@ -529,7 +529,10 @@ class Hub:
         except Exception:
             log.exception("could not keep the %d call(s) under way for the next start: they end with this run", count)
             return
-        log.info("kept %d call(s) under way: resumed if the server and their parties are back within the grace", count)
+        if count:
+            log.info(
+                "kept %d call(s) under way: resumed if the server and their parties are back within the grace", count
+            )
 
     async def take_calls(self) -> None:
         """At start, before the broker starts: take over the calls that this node kept as it last stopped
@@ -544,7 +547,8 @@ class Hub:
         except Exception:
             log.exception("could not take over the calls kept at the last stop: they are lost")
             return
-        log.info("took over %d call(s) under way at the last stop: their parties may resume them", count)
+        if count:
+            log.info("took over %d call(s) under way at the last stop: their parties may resume them", count)
 
     async def drain(self) -> None:
         """Wait for pending work (history writes, effects on their way) at shutdown, at most `DRAIN_WITHIN` seconds:
