@@ -398,8 +398,12 @@ export class Phone extends EventTarget {
    * @param {{state: string, previous: string}} change
    */
   signalingChanged({ state, previous }) {
-    // Connected again: the server says, right after `welcome`, if a call of ours still goes on elsewhere.
-    if (state !== "connected" || previous !== "connected") this.#setElsewhere(false);
+    if (this.#elsewhere && (state !== "connected" || previous !== "connected")) {
+      // Not known while away (nor an end to tell): once connected again, the server says right after `welcome`
+      // if a call of ours still goes on elsewhere.
+      this.#elsewhere = false;
+      this.#changed();
+    }
     const c = this.#call;
     if (c?.active && state !== "connected") {
       if (state === "disconnected") {
