@@ -235,6 +235,9 @@ async def test_sign_ins_end_from_another_browser_and_the_throttle_says_when_to_r
         other = laptop.locator("#sessions li", has_not_text="(this browser)")
         await other.get_by_role("button", name=re.compile(r"^Sign out Chromium")).click()
         await expect(laptop.locator("#sessions li")).to_have_count(1)
+        await expect(laptop.locator("#sessions-status")).to_have_text(
+            re.compile(r"^Signed out Chromium on \w+, last used ")
+        )
         await expect(phone.locator("#signin-screen")).to_be_visible(timeout=(TOKEN_TTL + 2) * 1000)
         await expect(phone.locator("#signin-error")).to_contain_text("Your sign-in has ended")
         await expect(laptop.locator("#server-status")).to_have_text("Connected")  # this one goes on
@@ -338,3 +341,125 @@ async def test_the_done_when_of_accounts_from_a_fresh_server(open_page: OpenPage
         await expect(bob.locator("#signin-error")).to_contain_text("Your sign-in has ended")
         assert time.monotonic() - disabled < 3, "bob's page learnt it was signed out only after a token renewal"
         await expect(laptop.locator('#contacts li[data-contact="bob"] .status-text')).not_to_have_text("Online")
+
+
+async def make_invite(page: Page) -> str:
+    """An invite link, made from the administrator's page (Administration open)."""
+    await page.click("#invite-create")
+    await expect(page.locator("#invite-status")).to_contain_text("Invite link made")
+    return await page.locator("#invite-link").input_value()
+
+
+async def test_an_invite_opened_where_someone_is_signed_in_switches_nobody(open_page: OpenPage, tmp_path: Path) -> None:
+    """An invite opened in a tab of ann's browser says it is for someone new and leaves her signed in, also when
+    pasted into the address bar of her open page; signed out from there, it is the sign-up form (its errors speak
+    of a user id, the passkey way's too), and ann's first tab then says that another tab signed in as bob."""
+    db = tmp_path / "accounts.sqlite3"
+    add_user(db, "ann", "Ann Admin", admin=True)
+    with accounts_server(db) as server:
+        base = f"http://localhost:{server.port}"  # a passkey needs a domain name, not 127.0.0.1
+        ann = await open_page(base, "/", "ann")
+        await sign_in(ann, "ann")
+        await expect(ann.locator("#server-status")).to_have_text("Connected")
+        await ann.click("#admin-box summary")
+        link = await make_invite(ann)
+
+        tab = await ann.context.new_page()
+        await tab.goto(link)
+        taken = tab.locator("#invite-taken")
+        await expect(taken).to_be_visible()
+        await expect(taken).to_contain_text(
+            "You are signed in as Ann Admin. This invite is for someone new: send them the link, or sign out to use "
+            "it yourself."
+        )
+        await expect(tab.locator("#signup-form")).to_be_hidden()
+        await expect(tab).to_have_url(re.compile(r"^[^#]*/$"))
+        await check_accessibility(tab, "accounts invite while signed in")
+        await shoot(tab, "accounts-invite-signed-in")
+        await tab.click("#invite-taken-continue")
+        await expect(tab.locator("#account-name")).to_have_text("Ann Admin")
+        await expect(tab.locator("#server-status")).to_have_text("Connected")
+
+        # Pasted into the address bar of the open page (only the `#…` changes): read at once, no reload.
+        second = await make_invite(ann)
+        await tab.evaluate("(hash) => { location.hash = hash; }", second.partition("#")[2])
+        await expect(taken).to_be_visible()
+        await expect(tab).to_have_url(re.compile(r"^[^#]*/$"))
+        # Signed out from there, the invite is this browser's to use: the sign-up form, whose errors name the user id.
+        await tab.click("#invite-taken-sign-out")
+        await expect(tab.locator("#signup-form")).to_be_visible()
+        await tab.click("#signup-submit")
+        await expect(tab.locator("#signup-error")).to_have_text(
+            re.compile(r"^Please enter a user id: 1.64 characters: .* \(no spaces or accents\)\.$")
+        )
+        await tab.click("#passkey-signup")  # the passkey way checks the form on the page the same way
+        await expect(tab.locator("#signup-error")).to_contain_text("Please enter a user id:")
+        await tab.fill("#signup-id", "bo b")
+        await tab.click("#signup-submit")
+        await expect(tab.locator("#signup-error")).to_contain_text(
+            "“bo b” is not a valid user id (spaces not allowed)."
+        )
+        await tab.fill("#signup-id", "bob")
+        await tab.fill("#signup-name", "Bob Builder")
+        await tab.fill("#signup-password", PASSWORD)
+        await tab.click("#signup-submit")
+        await expect(tab.locator("#account-name")).to_have_text("Bob Builder")
+        # Ann's first tab: the browser's sign-in is bob's now, and her page says so rather than blame another site.
+        await ann.click("#invite-create")
+        await expect(ann.locator("#invite-status")).to_have_text(
+            "You signed in as Bob Builder in another tab: reload the page."
+        )
+
+
+async def test_a_pasted_invite_is_read_at_once_and_passkeys_speak_plainly(open_page: OpenPage, tmp_path: Path) -> None:
+    """An invite pasted into the address bar of a page open at the sign-in screen shows the sign-up form at once;
+    the new user appears in the administrator's open Users list when she looks again; a new passkey is named after
+    the browser, and a device with none for the site says so in a sentence."""
+    db = tmp_path / "accounts.sqlite3"
+    add_user(db, "ann", "Ann Admin", admin=True)
+    with accounts_server(db) as server:
+        base = f"http://localhost:{server.port}"  # a passkey needs a domain name, not 127.0.0.1
+        ann = await open_page(base, "/", "ann")
+        cdp, authenticator = await with_authenticator(ann)
+        await sign_in(ann, "ann")
+        await expect(ann.locator("#server-status")).to_have_text("Connected")
+        await ann.click("#admin-box summary")
+        await expect(ann.locator("#users li")).to_have_count(1)
+        link = await make_invite(ann)
+
+        carol = await open_page(base, "/", "carol")
+        await with_authenticator(carol)
+        await expect(carol.locator("#signin-form")).to_be_visible()
+        await carol.evaluate("(hash) => { location.hash = hash; }", link.partition("#")[2])
+        await expect(carol.locator("#signup-form")).to_be_visible()
+        await expect(carol).to_have_url(re.compile(r"^[^#]*/$"))
+        await carol.fill("#signup-id", "carol")
+        await carol.fill("#signup-name", "Carol")
+        await carol.fill("#signup-password", PASSWORD)
+        await carol.click("#signup-submit")
+        await expect(carol.locator("#account-name")).to_have_text("Carol")
+        # Ann's open Users list shows carol once her page is looked at again, without closing and opening it.
+        await ann.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+        await expect(ann.locator('#users li[data-user="carol"]')).to_contain_text("Carol")
+
+        await ann.click("#passkey-add")
+        brand = await ann.evaluate("async () => (await import('/js/account.js')).thisBrowser()")
+        assert brand and brand != "Passkey" and " on " in brand, brand
+        await expect(ann.locator("#passkey-status")).to_have_text(
+            f"Passkey “{brand}” added: you can sign in with it on this device."
+        )
+        await ann.click("#methods-box summary")
+        await expect(ann.locator("#methods li")).to_have_count(2)
+        await expect(ann.locator("#methods li").nth(1)).to_contain_text(re.compile(rf"^{re.escape(brand)}Passkey · "))
+        await ann.click("#passkey-add")  # the same device again
+        await expect(ann.locator("#passkey-status")).to_have_text(
+            "This device has one of your passkeys already: you can sign in with it."
+        )
+        assert len((await cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator}))["credentials"]) == 1
+        await shoot(ann, "accounts-passkey-named")
+
+        await carol.click("#sign-out")
+        await carol.click("#passkey-signin")  # her device has no passkey for the site
+        await expect(carol.locator("#signin-error")).to_have_text(
+            "No passkey was used: none is saved for this site on this device, or the request was cancelled."
+        )

@@ -4,10 +4,13 @@
  * out, lists and ends sign-ins, lists and changes the sign-in methods (password, passkeys), gets the signaling
  * tokens for `/ws`, and, for administrators, makes invites and manages users.
  *
- * Owns who is signed in (`me`: id, display name, administrator or not) and the sign-in's CSRF value, which every
- * POST and DELETE sends as `X-Peercall-CSRF`; the sign-in itself is an HttpOnly cookie the page never sees.
- * Dispatches `change` when who is signed in changes, and `signedout` when a sign-in ended behind the page's back
- * (a token request answered 401: signed out elsewhere, or disabled). Knows nothing of the DOM or of the socket.
+ * Owns who is signed in (`me`: id, display name, administrator or not), the sign-in's CSRF value, which every
+ * POST and DELETE sends as `X-Peercall-CSRF`, and the invite the page was opened with until it is used or set
+ * aside; the sign-in itself is an HttpOnly cookie the page never sees, shared by every tab of the browser. An
+ * invite never replaces a sign-in: signing up while the browser is signed in is refused (sign out first).
+ * Dispatches `change` when who is signed in changes (also when another tab of this browser signed in), and
+ * `signedout` when a sign-in ended behind the page's back (a token request answered 401: signed out elsewhere, or
+ * disabled). Knows nothing of the DOM or of the socket.
  * @module account
  */
 
@@ -89,21 +92,102 @@ export function errorText(status, code, serverMessage, retryAfter) {
       return "You cannot disable your own account.";
     case "csrf":
       return "The server refused the request as coming from another site: reload the page.";
+    case "signed-in":
+      return serverMessage || "You are signed in already: sign out first.";
     default:
       return serverMessage || `The server answered ${status}.`;
   }
+}
+
+/**
+ * What is wrong with a sign-up form, checked on the page before asking the server (the server checks again).
+ * @param {{id: string, name: string, password?: string|null}} form `password` null or absent: a passkey instead
+ * @returns {AccountError|null}
+ */
+export function signUpProblem({ id, name, password = null }) {
+  const problem = idProblem(id, "user id");
+  if (problem) return new AccountError(400, "bad-id", problem);
+  if (!name.trim()) return new AccountError(400, "bad-name", "Type the name others see.");
+  if (password !== null && password.length < 8) {
+    return new AccountError(400, "bad-password", "A password is at least 8 characters.");
+  }
+  return null;
+}
+
+/**
+ * A short description of a browser from its user agent string ("Chromium on Linux"), to tell sign-ins and
+ * passkeys apart in a list, never to decide anything.
+ * @param {string} agent
+ */
+export function browserName(agent) {
+  const os = /Android/.test(agent)
+    ? "Android"
+    : /iPhone|iPad/.test(agent)
+      ? "iOS"
+      : /Windows/.test(agent)
+        ? "Windows"
+        : /Mac OS X|Macintosh/.test(agent)
+          ? "macOS"
+          : /CrOS/.test(agent)
+            ? "ChromeOS"
+            : /Linux/.test(agent)
+              ? "Linux"
+              : "";
+  const browser = /Edg\//.test(agent)
+    ? "Edge"
+    : /Firefox\//.test(agent)
+      ? "Firefox"
+      : /Chrom(e|ium)\//.test(agent)
+        ? "Chromium"
+        : /Safari\//.test(agent)
+          ? "Safari"
+          : "";
+  const name = [browser, os].filter(Boolean).join(" on ");
+  return name || (agent ? agent.slice(0, 60) : "Unknown browser");
+}
+
+/**
+ * This browser's name for a new passkey ("Chrome on Linux"): from `navigator.userAgentData` where the browser
+ * has it (its brands tell Chrome, Edge or Opera from Chromium), else from the user agent string.
+ * @returns {string}
+ */
+export function thisBrowser() {
+  const data = /** @type {any} */ (globalThis.navigator)?.userAgentData;
+  if (!data || !Array.isArray(data.brands)) return browserName(globalThis.navigator?.userAgent ?? "");
+  const brands = data.brands.map((/** @type {{brand: string}} */ b) => String(b.brand));
+  // The brands list a made-up one ("Not A(Brand"), "Chromium", and the browser's own name, if it has another.
+  const own = brands.find((b) => b !== "Chromium" && !/not.a.brand/i.test(b.replace(/[^a-z]/gi, " ")));
+  const browser = (own ?? (brands.includes("Chromium") ? "Chromium" : "")).replace(/^(Google|Microsoft) /, "");
+  const platform = { "Chrome OS": "ChromeOS", "Chromium OS": "ChromeOS" }[data.platform] ?? String(data.platform ?? "");
+  const name = [browser, platform].filter(Boolean).join(" on ");
+  return name || browserName(globalThis.navigator?.userAgent ?? "");
+}
+
+/**
+ * Whether this browser may have a sign-in (the page has no other way to know without asking, and asking on a
+ * first visit only earns a 401 in the console).
+ */
+function maybeSignedIn() {
+  const mark = recall(SIGNED_IN_KEY, localStorage);
+  return mark === "1" || (mark === null && visitedBefore);
 }
 
 /** The signed-in user and the accounts API. */
 export class Account extends EventTarget {
   /** @type {Me|null} */ #me = null;
   /** @type {string} the sign-in's CSRF value ("1" before signing in: any value will do then) */ #csrf = "1";
+  /** @type {string|null} the invite the page was opened with, until it is used or set aside */ #invite = null;
   #base;
 
   /** @param {object} [options] @param {string|URL} [options.base] the server's address (default: this page's) */
   constructor({ base } = {}) {
     super();
     this.#base = new URL(base ?? ".", globalThis.location?.href);
+    // Another tab of this browser signed in (the cookie is the browser's): this page is signed in too now.
+    globalThis.addEventListener?.("storage", (event) => {
+      if (event.key !== SIGNED_IN_KEY || event.newValue !== "1" || this.#me) return;
+      this.load().catch((err) => console.warn("[account] could not learn who signed in in another tab:", err));
+    });
   }
 
   /** @returns {Me|null} who is signed in, or null */
@@ -116,10 +200,15 @@ export class Account extends EventTarget {
     return this.#csrf;
   }
 
+  /** @returns {string|null} the invite the page was opened with (for {@link signUp}), until used or set aside */
+  get pendingInvite() {
+    return this.#invite;
+  }
+
   /**
-   * The invite token the page was opened with (`#invite=<token>`), removed from the address bar at once so that
-   * it stays out of the history; null if none.
-   * @returns {string|null}
+   * Take the invite token of the address (`#invite=<token>`, at start or pasted into the address bar later),
+   * removed from the address bar at once so that it stays out of the history: it becomes {@link pendingInvite}.
+   * @returns {string|null} the token, or null if the address has none (then {@link pendingInvite} is unchanged)
    */
   takeInvite() {
     const fragment = new URLSearchParams(location.hash.slice(1));
@@ -132,7 +221,13 @@ export class Account extends EventTarget {
     } catch (err) {
       console.warn("[account] could not remove the invite from the address bar:", err);
     }
-    return invite.trim() || null;
+    this.#invite = invite.trim() || null;
+    return this.#invite;
+  }
+
+  /** Set the invite aside (the user signs in instead, or goes on with the sign-in they have). */
+  dropInvite() {
+    this.#invite = null;
   }
 
   /**
@@ -155,9 +250,7 @@ export class Account extends EventTarget {
    * @returns {Promise<Me|null>}
    */
   async resume() {
-    const mark = recall(SIGNED_IN_KEY, localStorage);
-    if (mark === "0" || (mark === null && !visitedBefore)) return null;
-    return this.load();
+    return maybeSignedIn() ? this.load() : null;
   }
 
   /**
@@ -174,17 +267,40 @@ export class Account extends EventTarget {
   }
 
   /**
-   * Sign up from an invite, and be signed in.
-   * @param {{invite: string, id: string, name: string, password: string}} form
-   * @returns {Promise<Me>}
+   * Sign up from {@link pendingInvite}, and be signed in: with a password, or with a passkey (`withPasskey`, which
+   * makes one and signs up with it: passkeys.js). Refused if this browser is signed in already (in another tab,
+   * perhaps): then the page is signed in as that (`change`), and the error says so.
+   * @param {{id: string, name: string, password?: string}} form
+   * @param {((invite: string, id: string, name: string) => Promise<any>)|null} [withPasskey] signs up with a
+   *   passkey and returns the answer of `POST /api/signup`
+   * @returns {Promise<Me>} throws an AccountError that says why not
    */
-  async signUp({ invite, id, name, password }) {
-    const problem = idProblem(id);
-    if (problem) throw new AccountError(400, "bad-id", problem);
-    if (!name.trim()) throw new AccountError(400, "bad-name", "Type the name others see.");
-    if (password.length < 8) throw new AccountError(400, "bad-password", "A password is at least 8 characters.");
-    this.#signedIn(await this.#request("POST", "api/signup", { invite, id, name: name.trim(), password }));
+  async signUp({ id, name, password }, withPasskey = null) {
+    const problem = signUpProblem({ id, name, password: withPasskey ? null : (password ?? "") });
+    if (problem) throw problem;
+    const invite = this.#invite;
+    if (!invite) throw new AccountError(400, "no-invite", errorText(400, "no-invite", "", null));
+    const other = await this.#signedInAlready();
+    if (other) {
+      const text = `You are signed in as ${other.name} already: sign out first to use this invite.`;
+      throw new AccountError(409, "signed-in", text);
+    }
+    const body = withPasskey
+      ? await withPasskey(invite, id, name.trim())
+      : await this.#request("POST", "api/signup", { invite, id, name: name.trim(), password });
+    this.#invite = null;
+    this.#signedIn(body);
     return /** @type {Me} */ (this.#me);
+  }
+
+  /**
+   * Whether this browser is signed in after all (in another tab since this page looked): then the page is too.
+   * @returns {Promise<Me|null>}
+   */
+  async #signedInAlready() {
+    if (this.#me) return this.#me;
+    if (!maybeSignedIn()) return null;
+    return this.load();
   }
 
   /** Sign out here. */
@@ -378,7 +494,34 @@ export class Account extends EventTarget {
     const code = String(answer?.error?.code ?? "");
     const retry = Number.parseInt(response.headers.get("retry-after") ?? "", 10);
     const retryAfter = Number.isFinite(retry) ? retry : null;
-    const text = errorText(response.status, code, String(answer?.error?.message ?? ""), retryAfter);
+    let text = errorText(response.status, code, String(answer?.error?.message ?? ""), retryAfter);
+    if (code === "csrf" && method !== "GET") text = (await this.#changedElsewhere()) ?? text;
     throw new AccountError(response.status, code || `http-${response.status}`, text, retryAfter);
+  }
+
+  /**
+   * After a refusal for the CSRF value: whether the browser's sign-in changed under this page (signed in or out
+   * in another tab: the cookie is the browser's, the CSRF value this page's), as a sentence; null if not.
+   * @returns {Promise<string|null>}
+   */
+  async #changedElsewhere() {
+    const mine = this.#me;
+    if (!mine) return null;
+    let now = null;
+    try {
+      const response = await fetch(new URL("api/session", this.#base), {
+        credentials: "same-origin",
+        cache: "no-store",
+        signal: AbortSignal.timeout(TIMEOUT_MS),
+      });
+      if (response.status === 401) return "You signed out in another tab: reload the page.";
+      now = response.ok ? await response.json() : null;
+    } catch {
+      return null;
+    }
+    if (!now || typeof now.id !== "string" || String(now.session ?? "") === mine.session) return null;
+    if (now.id === mine.id) return "You signed in again in another tab: reload the page.";
+    const name = typeof now.name === "string" && now.name ? now.name : now.id;
+    return `You signed in as ${name} in another tab: reload the page.`;
   }
 }

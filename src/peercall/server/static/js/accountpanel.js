@@ -1,12 +1,15 @@
 /**
- * The page's part for accounts mode (DOM only): the sign-in screen, the sign-up form of an invite link, and the
- * account card (who is signed in, my sign-ins, my sign-in methods, sign out; for administrators: invite links and
- * users).
+ * The page's part for accounts mode (DOM only): the sign-in screen, the sign-up form of an invite link (or, when
+ * someone is signed in already, what to do with the link instead), and the account card (who is signed in, my
+ * sign-ins, my sign-in methods, sign out; for administrators: invite links and users, the list loaded again every
+ * {@link USERS_RELOAD_MS} while it is open and the page is in view, and when the page comes back into view).
  *
  * The handlers given to {@link bind} do the work (account.js) and return promises: this module shows what they
  * answer, and their errors' messages (`AccountError`). Names and user agents are shown as text, never markup.
  * @module accountpanel
  */
+
+import { browserName } from "./account.js";
 
 /** @param {string} id */
 const $ = (id) => /** @type {any} */ (document.getElementById(id));
@@ -17,7 +20,9 @@ const $ = (id) => /** @type {any} */ (document.getElementById(id));
  * @property {(form: {id: string, name: string, password: string}) => Promise<unknown>} signUp
  * @property {() => Promise<unknown>} signInWithPasskey
  * @property {(form: {id: string, name: string}) => Promise<unknown>} signUpWithPasskey
- * @property {() => Promise<unknown>} addPasskey
+ * @property {() => Promise<{name: string}>} addPasskey
+ * @property {() => void} setInviteAside the user signs in instead of using the invite
+ * @property {() => void} keepSignIn signed in already, the user goes on with that sign-in (not the invite)
  * @property {() => Promise<unknown>} signOut
  * @property {() => Promise<unknown>} signOutEverywhere
  * @property {() => Promise<any[]>} sessions
@@ -39,13 +44,14 @@ let handlers = null;
 let myId = null;
 /** @type {string|null} where the next page of users starts */
 let usersNext = null;
-/** @type {string|null} the invite token of the link the page was opened with */
-let invite = null;
-
-/** The invite token the sign-up form is for, or "" (none). */
-export function inviteToken() {
-  return invite ?? "";
-}
+/** How many pages of users the list shows (1, and one more for each "More"): a reload loads as many. */
+let usersPages = 0;
+/** How often the open Users list is loaded again while the page is in view (ms): new sign-ups appear. */
+const USERS_RELOAD_MS = 15_000;
+/** @type {ReturnType<typeof setInterval>|null} the Users list's reloads, while it is open */
+let usersTimer = null;
+/** Whether a reload of the users is under way (one at a time). */
+let usersReloading = false;
 
 /** @param {unknown} err */
 const messageOf = (err) => (err instanceof Error ? err.message : String(err));
@@ -84,36 +90,6 @@ async function busy(button, where, work) {
 const when = (seconds) =>
   new Date(seconds * 1000).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 
-/**
- * A short description of a sign-in's browser, from the user agent the server kept (to tell sign-ins apart in the
- * list, not to decide anything).
- * @param {string} agent
- */
-export function browserName(agent) {
-  const os = /Android/.test(agent)
-    ? "Android"
-    : /iPhone|iPad/.test(agent)
-      ? "iOS"
-      : /Windows/.test(agent)
-        ? "Windows"
-        : /Mac OS X|Macintosh/.test(agent)
-          ? "macOS"
-          : /Linux/.test(agent)
-            ? "Linux"
-            : "";
-  const browser = /Edg\//.test(agent)
-    ? "Edge"
-    : /Firefox\//.test(agent)
-      ? "Firefox"
-      : /Chrom(e|ium)\//.test(agent)
-        ? "Chromium"
-        : /Safari\//.test(agent)
-          ? "Safari"
-          : "";
-  const name = [browser, os].filter(Boolean).join(" on ");
-  return name || (agent ? agent.slice(0, 60) : "Unknown browser");
-}
-
 /** @param {AccountHandlers} given */
 export function bind(given) {
   handlers = given;
@@ -139,7 +115,23 @@ export function bind(given) {
       $("signup-password").value = "";
     });
   });
-  $("signup-cancel").addEventListener("click", () => showSignIn());
+  $("signup-cancel").addEventListener("click", () => {
+    given.setInviteAside();
+    showSignIn();
+  });
+  $("invite-taken-continue").addEventListener("click", () => given.keepSignIn());
+  $("invite-taken-sign-out").addEventListener("click", () =>
+    busy($("invite-taken-sign-out"), "invite-taken-status", given.signOut),
+  );
+  $("invite-taken-copy").addEventListener("click", async () => {
+    const link = $("invite-taken").dataset.link ?? "";
+    try {
+      await navigator.clipboard.writeText(link);
+      show("invite-taken-status", "Copied the invite link: send it to the person it is for.");
+    } catch {
+      show("invite-taken-status", `Could not copy: the link is ${link}`);
+    }
+  });
   $("passkey-signin").addEventListener("click", () => busy($("passkey-signin"), "signin-error", given.signInWithPasskey));
   $("passkey-signup").addEventListener("click", () =>
     busy($("passkey-signup"), "signup-error", () =>
@@ -148,8 +140,8 @@ export function bind(given) {
   );
   $("passkey-add").addEventListener("click", () =>
     busy($("passkey-add"), "passkey-status", async () => {
-      await given.addPasskey();
-      show("passkey-status", "Passkey added: you can sign in with it from this device.");
+      const added = await given.addPasskey();
+      show("passkey-status", `Passkey “${added.name}” added: you can sign in with it on this device.`);
       if ($("methods-box").open) refreshMethods();
     }),
   );
@@ -183,7 +175,17 @@ export function bind(given) {
     );
   });
   $("admin-box").addEventListener("toggle", () => {
-    if ($("admin-box").open) refreshUsers();
+    if ($("admin-box").open) {
+      refreshUsers();
+      usersTimer ??= setInterval(() => {
+        if (usersShown() && !document.hidden) reloadUsers();
+      }, USERS_RELOAD_MS);
+    } else {
+      stopUsers();
+    }
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && usersShown()) reloadUsers(); // back to the tab: who signed up meanwhile
   });
   $("invite-create").addEventListener("click", () =>
     busy($("invite-create"), "invite-status", async () => {
@@ -218,6 +220,7 @@ export function passkeysSupported(supported) {
 export function showSignIn(message = "") {
   screen(true);
   $("signup-form").hidden = true;
+  $("invite-taken").hidden = true;
   $("signin-form").hidden = false;
   $("signin-screen").setAttribute("aria-labelledby", "signin-title");
   show("signin-error", message);
@@ -226,17 +229,36 @@ export function showSignIn(message = "") {
 }
 
 /**
- * The page was opened from an invite link: the sign-up form.
- * @param {string} token the invite's token
+ * The page was opened from an invite link, and nobody is signed in: the sign-up form.
+ * @param {string} [message] what went wrong before (e.g. the server could not say who is signed in), as an error
  */
-export function showSignUp(token) {
-  invite = token;
+export function showSignUp(message = "") {
   screen(true);
   $("signin-form").hidden = true;
+  $("invite-taken").hidden = true;
   $("signup-form").hidden = false;
   $("signin-screen").setAttribute("aria-labelledby", "signup-title");
-  show("signup-error", "");
+  show("signup-error", message);
   $("signup-id").focus();
+}
+
+/**
+ * The page was opened from an invite link, but someone is signed in here already: the invite is for someone new.
+ * Offers to go on as them, to copy the link (to send it), or to sign out (then the sign-up form, for the invite).
+ * @param {{name: string}} me who is signed in
+ * @param {string} token the invite's token
+ */
+export function showInviteTaken(me, token) {
+  screen(true);
+  $("signin-form").hidden = true;
+  $("signup-form").hidden = true;
+  $("invite-taken").hidden = false;
+  $("invite-taken").dataset.link = `${location.origin}${location.pathname}#invite=${encodeURIComponent(token)}`;
+  $("signin-screen").setAttribute("aria-labelledby", "invite-taken-title");
+  $("invite-taken-name").textContent = me.name;
+  $("invite-taken-me").textContent = me.name;
+  show("invite-taken-status", "");
+  $("invite-taken-continue").focus();
 }
 
 /**
@@ -261,6 +283,7 @@ export function signedIn(me) {
 
 /** @param {boolean} signingIn the sign-in screen (true) or the page (false) */
 function screen(signingIn) {
+  if (signingIn) stopUsers();
   document.body.dataset.account = signingIn ? "signed-out" : "signed-in";
   $("signin-screen").hidden = !signingIn;
   for (const col of document.querySelectorAll(".layout > .col")) /** @type {HTMLElement} */ (col).hidden = signingIn;
@@ -268,14 +291,15 @@ function screen(signingIn) {
   $("account-card").hidden = signingIn;
 }
 
-async function refreshSessions() {
+/** @param {string} [done] what was just done, to say once the list is shown again */
+async function refreshSessions(done = "") {
   if (!handlers) return;
   const given = handlers;
   const list = $("sessions");
   show("sessions-status", "Loading…");
   const sessions = await busy(null, "sessions-status", given.sessions);
   if (!Array.isArray(sessions)) return;
-  show("sessions-status", sessions.length ? "" : "No sign-ins.");
+  show("sessions-status", [done, sessions.length ? "" : "No sign-ins."].filter(Boolean).join(" "));
   list.replaceChildren(
     ...sessions.map((s) => {
       const item = document.createElement("li");
@@ -297,7 +321,7 @@ async function refreshSessions() {
           await given.endSession(s.id);
           return true;
         });
-        if (done && !s.current) refreshSessions();
+        if (done && !s.current) refreshSessions(`Signed out ${name}, last used ${when(s.lastUsed)}.`);
       });
       item.append(what, end);
       return item;
@@ -360,8 +384,12 @@ async function refreshMethods() {
   }
   for (const key of passkeys) {
     const used = key.lastUsed ? `last used ${when(key.lastUsed)}` : "not used yet";
-    const remove = methodButton("Delete", `Delete passkey ${key.name}`, () => given.deletePasskey(key.id));
-    items.push(listItem(key.name, `Passkey · added ${when(key.created)} · ${used}`, remove));
+    // Named after its browser ("Chrome on Linux"); one made at sign-up, or by an older page, is just "Passkey".
+    const saysPasskey = /passkey/i.test(key.name);
+    const label = saysPasskey ? `Delete ${key.name}` : `Delete passkey ${key.name}`;
+    const remove = methodButton("Delete", label, () => given.deletePasskey(key.id));
+    const added = `${saysPasskey ? "Added" : "Passkey · added"} ${when(key.created)} · ${used}`;
+    items.push(listItem(key.name, added, remove));
   }
   $("methods").replaceChildren(...items);
   $("password-current-field").hidden = !password;
@@ -376,11 +404,71 @@ async function refreshUsers(after = null) {
   const page = await busy($("users-more"), "users-status", () => given.users(after));
   if (!page) return;
   usersNext = page.next;
+  usersPages = after ? usersPages + 1 : 1;
   $("users-more").hidden = !page.next;
-  const items = page.users.map((user) => userItem(user));
-  if (after) $("users").append(...items);
-  else $("users").replaceChildren(...items);
+  if (after) $("users").append(...page.users.map((user) => userItem(user)));
+  else placeUsers(page.users);
 }
+
+/** Whether the Users list is on screen (signed in as an administrator, Administration open). */
+function usersShown() {
+  return document.body.dataset.account === "signed-in" && !$("admin-box").hidden && $("admin-box").open;
+}
+
+/** Stop loading the users again (the list is closed, or nobody is signed in). */
+function stopUsers() {
+  if (usersTimer !== null) clearInterval(usersTimer);
+  usersTimer = null;
+}
+
+/**
+ * Load the users shown again, quietly (as many pages as shown; a failure is only logged, the next try may do),
+ * and update the list in place: what the administrator is doing (focus, the status line) stays.
+ */
+async function reloadUsers() {
+  if (!handlers || usersReloading) return;
+  const given = handlers;
+  usersReloading = true;
+  try {
+    const users = [];
+    /** @type {string|null} */ let next = null;
+    for (let page = 0; page < Math.max(1, usersPages); page += 1) {
+      const found = await given.users(next);
+      users.push(...found.users);
+      next = found.next;
+      if (!next) break;
+    }
+    if (!usersShown()) return;
+    usersNext = next;
+    $("users-more").hidden = !next;
+    placeUsers(users);
+  } catch (err) {
+    console.info("[accountpanel] could not load the users again:", err);
+  } finally {
+    usersReloading = false;
+  }
+}
+
+/**
+ * Show `users` in this order, keeping the items of those shown as they are (a focused button stays focused).
+ * @param {{id: string, name: string, admin: boolean, disabled: boolean}[]} users
+ */
+function placeUsers(users) {
+  const list = $("users");
+  /** @type {Map<string, HTMLElement>} */
+  const shown = new Map([...list.children].map((item) => [item.dataset.user, item]));
+  const items = users.map((user) => {
+    const item = shown.get(user.id);
+    return item && item.dataset.shown === userFacts(user) ? item : userItem(user);
+  });
+  for (const item of [...list.children]) if (!items.includes(item)) item.remove();
+  items.forEach((item, index) => {
+    if (list.children[index] !== item) list.insertBefore(item, list.children[index] ?? null);
+  });
+}
+
+/** @param {{name: string, admin: boolean, disabled: boolean}} user what its item shows, as one string */
+const userFacts = (user) => JSON.stringify([user.name, user.admin, user.disabled]);
 
 /** @param {{id: string, name: string, admin: boolean, disabled: boolean}} user */
 function userItem(user) {
@@ -397,6 +485,7 @@ function userItem(user) {
     detail.textContent = facts.filter(Boolean).join(" · ");
     what.append(detail);
     item.dataset.disabled = String(u.disabled);
+    item.dataset.shown = userFacts(u);
     item.replaceChildren(what);
     if (u.id === myId) return;
     const toggle = document.createElement("button");

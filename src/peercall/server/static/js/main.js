@@ -24,7 +24,9 @@
  * noise suppression or auto gain (music, measurements); `?call=<id>` (where a call link `call/<id>` leads) offers
  * to call that user once connected; `?accept=<callId>` (a push notification's Accept) connects and accepts that
  * call when it rings; `#token=<jwt>` gives a token (then removed from the
- * address bar), and the name is the token's `sub`; `#invite=<token>` (accounts mode) opens the sign-up form.
+ * address bar), and the name is the token's `sub`; `#invite=<token>` (accounts mode) opens the sign-up form (or,
+ * signed in already, says the invite is for someone new). Both are read again when they are pasted into the
+ * address bar of the open page (`hashchange`).
  *
  * For tests and debugging, `window.peercall` exposes `signaling`, `call` (the current or last Call), `pc`
  * (the current call's RTCPeerConnection, or null), `audioCheck` (the current or last AudioCheck), `quality`
@@ -34,7 +36,7 @@
  * @module main
  */
 
-import { Account } from "./account.js";
+import { Account, thisBrowser } from "./account.js";
 import * as accountPanel from "./accountpanel.js";
 import { CallLink } from "./calllink.js";
 import * as callLinkPanel from "./calllinkpanel.js";
@@ -302,12 +304,16 @@ function leaveAccount() {
 }
 
 account.addEventListener("change", ({ detail: { me } }) => {
-  if (me) {
+  if (!me) leaveAccount();
+  if (me && account.pendingInvite) {
+    accountPanel.showInviteTaken(me, account.pendingInvite); // an invite never replaces a sign-in: the user says
+  } else if (me) {
     accountPanel.signedIn(me);
     ui.say("");
     connectAccount();
+  } else if (account.pendingInvite) {
+    accountPanel.showSignUp(); // signed out from the invite's page: now the invite is theirs to use
   } else {
-    leaveAccount();
     accountPanel.showSignIn();
   }
 });
@@ -322,19 +328,26 @@ accountPanel.bind({
   },
   signUp(form) {
     unlockAudio();
-    return account.signUp({ ...form, invite: accountPanel.inviteToken() });
+    return account.signUp(form);
   },
   async signInWithPasskey() {
     unlockAudio();
     await signInWithPasskey();
     await account.load(); // signed in: the account's `change` shows the page and connects
   },
-  async signUpWithPasskey({ id, name }) {
+  signUpWithPasskey(form) {
     unlockAudio();
-    await signUpWithPasskey(accountPanel.inviteToken(), id, name);
-    await account.load();
+    return account.signUp(form, signUpWithPasskey);
   },
-  addPasskey: () => registerPasskey(account.csrf, "Passkey"),
+  setInviteAside: () => account.dropInvite(),
+  keepSignIn() {
+    account.dropInvite();
+    const me = account.me;
+    if (!me) return;
+    accountPanel.signedIn(me);
+    if (signaling.state === "disconnected") connectAccount();
+  },
+  addPasskey: () => registerPasskey(account.csrf, thisBrowser()),
   signOut() {
     leaveAccount();
     return account.signOut();
@@ -357,21 +370,33 @@ accountPanel.bind({
 });
 
 /**
- * The server has accounts: sign up from an invite link, or go on with the sign-in of an earlier visit, or sign in.
+ * The server has accounts: go on with the sign-in of an earlier visit, or sign up from an invite link, or sign in.
  * @param {boolean} passkeys the server takes passkeys (passkeys.js handles the button)
  */
 async function startAccounts(passkeys) {
   accountPanel.passkeysSupported(passkeys && passkeysSupported()); // the server takes them, and this page can
-  const invite = account.takeInvite();
-  if (invite) {
-    accountPanel.showSignUp(invite);
+  account.takeInvite();
+  await openAccount();
+}
+
+/**
+ * Show what the invite or the sign-in asks for: signed in (the sign-in of an earlier visit, or of another tab), the
+ * page, or, with an invite, the news that it is for someone new; else the sign-up form of the invite, or sign in.
+ */
+async function openAccount() {
+  if (account.me) {
+    // an invite pasted into the address bar later
+    if (account.pendingInvite) accountPanel.showInviteTaken(account.me, account.pendingInvite);
     return;
   }
+  let problem = "";
   try {
-    if (!(await account.resume())) accountPanel.showSignIn();
+    if (await account.resume()) return; // signed in: the account's `change` shows what comes next
   } catch (err) {
-    accountPanel.showSignIn(err instanceof Error ? err.message : String(err));
+    problem = err instanceof Error ? err.message : String(err);
   }
+  if (account.pendingInvite) accountPanel.showSignUp(problem);
+  else accountPanel.showSignIn(problem);
 }
 
 // ---- the user --------------------------------------------------------------------------------------
@@ -502,9 +527,27 @@ ui.preset({
   token: startToken,
   relayOnly: identity.relayOnly,
 });
-const tokenProblem = identity.useToken(startToken);
-if (tokenProblem) ui.rejectToken(tokenProblem);
-else ui.nameFromToken(identity.tokenUser);
+/** @param {string|null} token the token the page was given: check it, and show its user as the name */
+function showToken(token) {
+  const tokenProblem = identity.useToken(token);
+  if (tokenProblem) ui.rejectToken(tokenProblem);
+  else ui.nameFromToken(identity.tokenUser);
+}
+showToken(startToken);
+
+// A link pasted into the address bar of this open page only changes its `#…`: read it as at start.
+addEventListener("hashchange", () => {
+  const hash = new URLSearchParams(location.hash.slice(1));
+  if (hash.has("token") && identity.authMode !== "accounts") {
+    const token = identity.takeInitialToken();
+    ui.preset({ token });
+    showToken(token);
+  }
+  if (hash.has("invite") && identity.authMode === "accounts") {
+    account.takeInvite();
+    openAccount();
+  }
+});
 
 /** Ask the server how to sign in (/healthz); with no answer, say so, and ask again later (offline.js). */
 async function askServer() {

@@ -4,16 +4,35 @@
 //   passkeysSupported() -> boolean
 //       Whether this browser can use passkeys at all (window.PublicKeyCredential exists).
 //   registerPasskey(csrf, name) -> {id, name, transports, created, lastUsed}
-//       The signed-in user adds a passkey named `name`; `csrf` is the 'csrf' of GET /api/session.
+//       The signed-in user adds a passkey named `name` (default: this browser, "Chrome on Linux"); `csrf` is the
+//       'csrf' of GET /api/session.
 //   signInWithPasskey() -> the answer of POST /api/session ({id, name, admin, session, csrf, passkeys})
 //       Signs in with any passkey of this site the browser offers (no user id asked).
 //   signUpWithPasskey(invite, id, name) -> the same answer as signInWithPasskey (signed in at once)
 //       Signs up from an invite (the token after '#invite=') with a passkey instead of a password.
 //
-// Each throws an Error whose message can be shown as it is (a refusal of the server carries its `code` too;
-// a cancelled browser prompt has code 'cancelled').
+// Each throws an Error whose message is a sentence to show as it is (a refusal of the server carries its `code`
+// too; a browser prompt cancelled, or with no passkey to offer, has code 'cancelled').
+
+import { errorText, thisBrowser } from './account.js';
 
 const CSRF_HEADER = 'X-Peercall-CSRF';
+
+/** The server's refusals in the user's words, where account.js has none that fits passkeys. */
+const REFUSALS = {
+  'passkey-taken': 'This passkey is added to your account already.',
+  'bad-challenge': 'The passkey request expired: try again.',
+};
+/** The server's refusals that account.js words (for the password forms too). */
+const WORDED = new Set(['too-many-attempts', 'disabled', 'https-required', 'no-invite', 'id-taken', 'bad-id',
+  'bad-name', 'unauthorized', 'forbidden', 'too-many', 'last-method', 'csrf']);
+
+/** `text` as a sentence: a capital first, a full stop last. */
+function sentence(text) {
+  const trimmed = String(text).trim();
+  const capital = trimmed.charAt(0).toUpperCase() + trimmed.slice(1);
+  return /[.!?]$/.test(capital) ? capital : `${capital}.`;
+}
 
 function toBase64url(buffer) {
   const bytes = new Uint8Array(buffer);
@@ -46,7 +65,8 @@ async function post(path, body, csrf) {
       body: JSON.stringify(body || {}),
     });
   } catch (err) {
-    throw failure(`the server could not be reached (${err.message})`, 'network');
+    console.warn(`[passkeys] POST ${path} failed:`, err);
+    throw failure('Cannot reach the server: check your connection and try again.', 'network');
   }
   let data = null;
   try {
@@ -55,24 +75,41 @@ async function post(path, body, csrf) {
     data = null;
   }
   if (!response.ok) {
-    const error = data && data.error;
-    throw failure(error && error.message ? error.message : `the server answered ${response.status}`,
-      error && error.code ? error.code : 'http-' + response.status);
+    const error = (data && data.error) || {};
+    const code = error.code ? String(error.code) : 'http-' + response.status;
+    const said = error.message ? String(error.message) : '';
+    const retry = Number.parseInt(response.headers.get('retry-after') || '', 10);
+    const text = REFUSALS[code] ||
+      (WORDED.has(code) ? errorText(response.status, code, said, Number.isFinite(retry) ? retry : null) : '') ||
+      sentence(said || `The server answered ${response.status}`);
+    throw failure(text, code);
   }
   return data;
 }
 
-function browserFailure(err, what) {
-  if (err && err.name === 'NotAllowedError') return failure(`${what} was cancelled or timed out`, 'cancelled');
-  if (err && err.name === 'InvalidStateError') return failure('this passkey is registered already', 'passkey-taken');
-  if (err && err.name === 'SecurityError') {
-    return failure('passkeys need https (or http://localhost) and this site\'s own address', 'insecure');
+// What the browser's refusal means, in the user's words. `making`: creating a passkey (true) or using one (false).
+// NotAllowedError is all a page learns when the user cancels, when the prompt times out, and (signing in) when this
+// device has no passkey for the site: the browser does not tell them apart, so the words cover them all.
+function browserFailure(err, making) {
+  const name = err && err.name;
+  if (name === 'NotAllowedError') {
+    return making
+      ? failure('No passkey was made: the request was cancelled or timed out.', 'cancelled')
+      : failure('No passkey was used: none is saved for this site on this device, or the request was cancelled.',
+        'cancelled');
   }
-  return failure(`${what} failed: ${err && err.message ? err.message : err}`, 'browser');
+  if (name === 'InvalidStateError') {
+    return failure('This device has one of your passkeys already: you can sign in with it.', 'passkey-taken');
+  }
+  if (name === 'SecurityError') {
+    return failure('Passkeys need https (or http://localhost) and this site\'s own address.', 'insecure');
+  }
+  const what = making ? 'Making the passkey' : 'Signing in with a passkey';
+  return failure(`${what} failed: ${sentence(err && err.message ? err.message : err)}`, 'browser');
 }
 
 function requireSupport() {
-  if (!passkeysSupported()) throw failure('this browser does not support passkeys', 'unsupported');
+  if (!passkeysSupported()) throw failure('This browser cannot use passkeys.', 'unsupported');
 }
 
 export function passkeysSupported() {
@@ -139,18 +176,18 @@ async function create(options) {
   try {
     credential = await navigator.credentials.create({ publicKey: creationOptions(options) });
   } catch (err) {
-    throw browserFailure(err, 'creating the passkey');
+    throw browserFailure(err, true);
   }
-  if (!credential) throw failure('the browser made no passkey', 'browser');
+  if (!credential) throw failure('The browser made no passkey.', 'browser');
   return attestationJSON(credential);
 }
 
 export async function registerPasskey(csrf, name) {
   requireSupport();
-  if (!csrf) throw failure('sign in first (registerPasskey needs the csrf of GET /api/session)', 'unauthorized');
+  if (!csrf) throw failure('Sign in first.', 'unauthorized');
   const options = await post('/api/passkeys/options', {}, csrf);
   const passkey = await create(options);
-  const answer = await post('/api/passkeys', { passkey, name: name || 'Passkey' }, csrf);
+  const answer = await post('/api/passkeys', { passkey, name: name || thisBrowser() || 'Passkey' }, csrf);
   return answer.passkey;
 }
 
@@ -161,9 +198,9 @@ export async function signInWithPasskey() {
   try {
     credential = await navigator.credentials.get({ publicKey: requestOptions(options) });
   } catch (err) {
-    throw browserFailure(err, 'signing in with a passkey');
+    throw browserFailure(err, false);
   }
-  if (!credential) throw failure('the browser offered no passkey', 'browser');
+  if (!credential) throw failure('The browser offered no passkey.', 'browser');
   return post('/api/session/passkey', { passkey: assertionJSON(credential) });
 }
 

@@ -184,15 +184,17 @@ export const ID_RULE = "1–64 characters: a–z, A–Z, 0–9 and _ - . @ (no s
  * Check a user id before connecting (the server refuses a malformed one with HTTP 400, which a
  * browser only sees as a failed connection).
  * @param {string} id
+ * @param {string} [field] what the form calls the id, as it reads in a sentence: "name" (open mode's "Your name"),
+ *   "user id" (accounts mode's sign-up)
  * @returns {string|null} null if valid, else a sentence saying what is wrong, in the user's terms.
  */
-export function idProblem(id) {
-  if (!id) return `Please enter a name: ${ID_RULE}.`;
-  if (id.length > 64) return `That name is ${id.length} characters long; at most 64 are allowed (${ID_RULE}).`;
+export function idProblem(id, field = "name") {
+  if (!id) return `Please enter a ${field}: ${ID_RULE}.`;
+  if (id.length > 64) return `That ${field} is ${id.length} characters long; at most 64 are allowed (${ID_RULE}).`;
   if (!ID_PATTERN.test(id)) {
     const bad = [...new Set([...id].filter((ch) => !/[A-Za-z0-9_.@-]/.test(ch)))];
     const shown = bad.map((ch) => (ch === " " ? "spaces" : `“${ch}”`)).join(", ");
-    return `“${id}” is not a valid name (${shown} not allowed). Use ${ID_RULE}.`;
+    return `“${id}” is not a valid ${field} (${shown} not allowed). Use ${ID_RULE}.`;
   }
   return null;
 }
