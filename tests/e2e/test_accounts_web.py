@@ -463,3 +463,22 @@ async def test_a_pasted_invite_is_read_at_once_and_passkeys_speak_plainly(open_p
         await expect(carol.locator("#signin-error")).to_have_text(
             "No passkey was used: none is saved for this site on this device, or the request was cancelled."
         )
+
+
+async def test_on_a_phone_the_account_comes_after_people_and_calls(open_page: OpenPage, tmp_path: Path) -> None:
+    """Signed in on a 390 px screen: People, Contacts and the call card come first, the account's sign-ins and
+    settings last; the two-tab demo (two made-up names of open mode) is not offered."""
+    db = tmp_path / "accounts.sqlite3"
+    add_user(db, "ann", "Ann Admin", admin=True)
+    with accounts_server(db) as server:
+        page = await open_page(server.http, "/", "ann")
+        await page.set_viewport_size({"width": 390, "height": 844})
+        await sign_in(page, "ann")
+        await expect(page.locator("#server-status")).to_have_text("Connected")
+        tops = {}
+        for card in ("#people-card", "#call-card", "#account-card"):
+            box = await page.locator(card).bounding_box()
+            assert box is not None, card
+            tops[card] = box["y"]
+        assert tops["#people-card"] < tops["#call-card"] < tops["#account-card"], tops
+        await expect(page.locator("#demo-links")).to_be_hidden()

@@ -399,6 +399,7 @@ async def test_a_tab_opened_mid_call_says_the_call_goes_on_elsewhere_and_cannot_
     b2 = await open_page(fresh_server.http, "/callerB.html", "B2")  # clientB's second device, opened mid-call
     await connect(b2)
     await expect(b2.locator("#my-status")).to_have_text("In a call on another device")
+    await expect(b2.locator("#demo-links")).to_be_visible()  # open mode: the two-tab demo is offered
     await b2.fill("#peer-id", "clientA")
     await expect(b2.locator("#call")).to_be_disabled()
     await b2.screenshot(path=artifacts_dir() / "elsewhere-opened-mid-call.png", full_page=True)

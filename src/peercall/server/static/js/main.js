@@ -554,6 +554,7 @@ async function askServer() {
   const { authMode, relaysAll, passkeys, answered } = await identity.askServer();
   reachability.serverAnswered(answered);
   if (!answered) return;
+  ui.serverMode(authMode);
   if (relaysAll) ui.serverRelaysAll();
   if (authMode === "token") ui.tokenRequired(Boolean(identity.token));
   if (authMode === "accounts") await startAccounts(passkeys);

@@ -92,6 +92,7 @@ const el = {
   online: $("online"),
   onlineEmpty: $("online-empty"),
   onlineOffline: $("online-offline"),
+  demoLinks: $("demo-links"),
   remoteAudio: /** @type {HTMLAudioElement} */ ($("remote-audio")),
   historyCard: $("history-card"),
   history: $("history"),
@@ -548,6 +549,14 @@ export function relayOnly() {
 }
 
 /** The server relays every call: the "Hide my IP address" box is ticked and cannot be unticked. */
+/**
+ * The server said how it authenticates: the two-tab demo (two made-up names) is offered in open mode only.
+ * @param {string} authMode "open", "token" or "accounts"
+ */
+export function serverMode(authMode) {
+  el.demoLinks.hidden = authMode !== "open";
+}
+
 export function serverRelaysAll() {
   el.relayOnly.checked = true;
   el.relayOnly.disabled = true;
