@@ -5,7 +5,9 @@ admission (draining, origin against host, id and device, open or token mode, the
 the per-frame rules (rate limit, every frame counted: pings, pongs and fragments too; size limit, binary refusal,
 first-frame auth and its timeout); renewing the token on a live connection (a later `auth` frame, which the hub
 hands back through its `renew` hook) and closing it when its token expires (`PEERCALL_AUTH_EXPIRY=enforce`: the
-deadlines are kept by server/expiry.py's one timer for the node); the refusal body;
+deadlines are kept by server/expiry.py's one timer for the node); the sign-in of each connection's latest token
+(accounts mode), which the hub asks through its `sign_in_of` hook when a sign-out closes that sign-in's connections;
+the refusal body;
 the connection's log lines ("… connected from …", "… disconnected (code …) after …s, n messages") and the
 `peercall_disconnects_total` counters; and how long a closing connection may take before its transport is aborted.
 
