@@ -1,6 +1,7 @@
 """Accounts mode on two nodes (one PostgreSQL, one Redis, one signing secret), as docs/deploy.md sets them up: an
-invite made through one node introduces its maker and the invitee on every node, and an administrator's disable
-through one node closes the user's sockets on both within the documented bound (Broker.close_user: a second)."""
+invite made through one node introduces its maker and the invitee on every node, an administrator's disable
+through one node closes the user's sockets on both within the documented bound (Broker.close_user: a second), and a
+sign-out through one node closes the sockets of that sign-in on both as fast, and no other."""
 
 from __future__ import annotations
 
@@ -72,6 +73,43 @@ async def test_invites_and_disabling_reach_every_node(cluster: Any) -> None:
         finally:
             await ann.http.aclose()
             await bob.http.aclose()
+
+
+async def test_a_sign_out_closes_that_sign_ins_sockets_on_every_node(cluster: Any) -> None:
+    """ann is signed in on two browsers, each with a socket on each node. Through n0 the first signs the second
+    out: the second's sockets close with 4401 within a second on both nodes; the first's stay open and ring."""
+    env = {"PEERCALL_AUTH": "accounts", "PEERCALL_AUTH_SECRET": secrets.token_hex(32)}
+    async with cluster(2, history="postgres", **env) as c:
+        n0, n1 = c.nodes
+        ann, other = Browser(n0), Browser(n1)
+        try:
+            await ann.sign_up(setup_token(n0), "ann")
+            await other.signed(await other.sign_in("ann"))
+            mine = [await connect(n0, await ann.token()), await connect(n1, await ann.token())]
+            theirs = [await connect(n0, await other.token()), await connect(n1, await other.token())]
+            watching = [asyncio.create_task(closed(d.ws, 10 * SCALE)) for d in theirs]
+            listed = (await ann.http.get("/api/sessions")).json()["sessions"]
+            sid = next(s["id"] for s in listed if not s["current"])
+            assert (await ann.delete(f"/api/sessions/{sid}")).status_code == 200
+            told = time.monotonic()
+            results = await asyncio.gather(*watching)
+            assert [code for code, _ in results] == [4401, 4401]
+            assert all(at - told < BOUND * SCALE for _, at in results), [at - told for _, at in results]
+            bob = Browser(n0)
+            try:  # ann's own sockets, on both nodes, still ring
+                await bob.sign_up(await ann.invite(), "bob")
+                b = await connect(n1, await bob.token())
+                await b.send({"type": "call-request", "to": "ann"})
+                for d in mine:
+                    await d.expect(type="call-request")
+                await b.close()
+            finally:
+                await bob.http.aclose()
+            for d in mine:
+                await d.close()
+        finally:
+            await ann.http.aclose()
+            await other.http.aclose()
 
 
 async def run_cli_env(env: dict[str, str], *args: str) -> tuple[int, str, str]:

@@ -1,4 +1,5 @@
-"""`Hub.close_user` over every broker: every connection of one user closes, on every node, within a second."""
+"""`Hub.close_user` over every broker: every connection of one user (or of one sign-in of theirs) closes, on every
+node, within a second."""
 
 from __future__ import annotations
 
@@ -14,21 +15,27 @@ BOUND = 1.0  # seconds: the documented bound (docs/security.md, "revocation dela
 
 
 class Watched(FakeConnection):
-    """A FakeConnection that says when it is closed."""
+    """A FakeConnection that says when it is closed; `sign_in`: that of its token (the session layer's)."""
 
-    def __init__(self, hub: Hub, user: str) -> None:
+    def __init__(self, hub: Hub, user: str, sign_in: str | None = None) -> None:
         super().__init__(hub, user)
         self.closing = asyncio.Event()
+        self.sign_in = sign_in
 
     async def close(self, code: int, reason: str) -> None:
         await super().close(code, reason)
         self.closing.set()
 
 
-async def join(hub: Hub, user: str) -> Watched:
-    conn = Watched(hub, user)
+async def join(hub: Hub, user: str, sign_in: str | None = None) -> Watched:
+    conn = Watched(hub, user, sign_in)
     await hub.join(conn)
     return conn
+
+
+def sign_in_of(conn: object) -> str | None:
+    assert isinstance(conn, Watched)
+    return conn.sign_in
 
 
 async def test_close_user_closes_every_connection_of_the_user_on_every_node(make_hub: MakeHub) -> None:
@@ -56,3 +63,27 @@ async def test_close_user_of_nobody_online_does_nothing(make_hub: MakeHub) -> No
     dave = await join(nodes[-1], "dave")
     await asyncio.sleep(0.1)
     assert dave.closed is None and dave.sent[0]["type"] == "welcome"
+
+
+async def test_closing_one_sign_in_closes_its_connections_only(make_hub: MakeHub) -> None:
+    """`close_user` with a sign-in closes, on every node, the user's connections of that sign-in only: the user's
+    other sign-ins, and another user's connection of a sign-in of the same id, stay open."""
+    nodes = await nodes_of(make_hub)
+    for hub in nodes:
+        hub.sign_in_of = sign_in_of
+    ended = [await join(nodes[0], "alice", "s1"), await join(nodes[-1], "alice", "s1")]
+    others = [
+        await join(nodes[0], "alice", "s2"),
+        await join(nodes[-1], "alice", "s2"),
+        await join(nodes[-1], "alice"),  # a token without a sign-in (token mode)
+        await join(nodes[-1], "bob", "s1"),
+    ]
+    started = time.monotonic()
+    nodes[0].close_user("alice", 4401, "signed out", sign_in="s1")
+    async with asyncio.timeout(BOUND):
+        for conn in ended:
+            await conn.closing.wait()
+    assert time.monotonic() - started < BOUND
+    assert [c.closed for c in ended] == [(4401, "signed out")] * 2
+    await asyncio.sleep(0.1)  # what would have closed the others has had its chance
+    assert [c.closed for c in others] == [None] * 4

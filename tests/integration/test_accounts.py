@@ -16,7 +16,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.conftest import OPEN_DOORS, TIMEOUT, Client, ServerProcess, run_server
+from tests.conftest import OPEN_DOORS, SCALE, TIMEOUT, Client, ServerProcess, run_server
 from tests.integration.test_security import closed_with, recv_json
 
 PASSWORD = "correct horse battery"
@@ -248,6 +248,35 @@ async def test_signing_out_ends_the_sign_in_and_its_tokens(srv: ServerProcess, b
     assert (await laptop.delete("/api/sessions")).json() == {"signedOut": 2}
     assert (await phone.http.get("/api/session")).status_code == 401
     await stale.http.aclose()
+
+
+async def test_a_sign_out_closes_the_sockets_of_that_sign_in_only(srv: ServerProcess, browser: Any) -> None:
+    """bob is signed in on his phone and his laptop, each with a socket. Signing the laptop out from the phone's
+    list closes the laptop's socket (4401 "signed out") within a second; the phone's stays open and still calls ann.
+    Then the phone signs itself out: both sockets of its sign-in (two tabs) close, ann's stays open."""
+    ann, phone = await admin_and_bob(srv, browser)
+    laptop = browser()
+    await laptop.signed(await laptop.sign_in("bob"))
+    a = await connect(srv, await ann.token())
+    tabs = [await connect(srv, await phone.token()), await connect(srv, await phone.token())]
+    on_laptop = await connect(srv, await laptop.token())
+    listed = (await phone.http.get("/api/sessions")).json()["sessions"]
+    other = next(s["id"] for s in listed if not s["current"])
+    watching = asyncio.create_task(closed_with(on_laptop.ws))
+    assert (await phone.delete(f"/api/sessions/{other}")).json() == {"signedOut": 1}
+    told = time.monotonic()
+    assert await watching == (4401, "signed out")
+    assert time.monotonic() - told < 1.0 * SCALE
+    await tabs[0].send({"type": "call-request", "to": "ann"})
+    ring = await a.expect(type="call-request")
+    await a.send({"type": "call-reject", "to": "bob", "callId": ring["callId"]})
+    await tabs[0].expect(type="call-ended")
+
+    watching_tabs = [asyncio.create_task(closed_with(t.ws)) for t in tabs]
+    assert (await phone.delete("/api/session")).json() == {"signedOut": 1}
+    assert await asyncio.gather(*watching_tabs) == [(4401, "signed out")] * 2
+    await a.expect(type="presence", id="bob", status="offline")  # ann's socket is open, and bob has none left
+    await a.close()
 
 
 async def test_a_disabled_user_cannot_sign_in_or_get_tokens(srv: ServerProcess, browser: Any) -> None:

@@ -115,6 +115,23 @@ def test_a_presence_change_keeps_its_display_name_between_nodes() -> None:
         assert nodeframe.decode_presence(nodeframe.encode_presence(change)) == change
 
 
+def test_a_user_or_one_sign_in_to_close_travels_between_nodes() -> None:
+    """A user to close keeps the previous version's `K` form; one sign-in of theirs travels as an `S` frame, which
+    a node of the previous version cannot read (it drops it rather than close all the user's connections)."""
+    assert nodeframe.encode_close_user("bob", 4401, "signed out") == 'K["bob",4401,"signed out"]'
+    assert nodeframe.decode_everyone(nodeframe.encode_close_user("bob", 4401, "signed out")) == nodeframe.Closed(
+        "bob", 4401, "signed out"
+    )
+    one = nodeframe.encode_close_user("bob", 4401, "signed out", "0123456789abcdef")
+    assert one == 'S["bob","0123456789abcdef",4401,"signed out"]'
+    assert nodeframe.decode_everyone(one) == nodeframe.Closed("bob", 4401, "signed out", "0123456789abcdef")
+    with pytest.raises(ValueError, match="at most 64"):
+        nodeframe.encode_close_user("bob", 4401, "signed out", "s" * 65)
+    for bad in ('S["bob",4401,"signed out"]', 'S["bob","' + "s" * 65 + '",4401,"x"]', 'S["bob","s",99,"x"]'):
+        with pytest.raises(nodeframe.BadNodeFrame, match="not a sign-in to close"):
+            nodeframe.decode_everyone(bad)
+
+
 def test_a_told_users_hash_is_kept_parsed_with_the_devices_it_had() -> None:
     """What another node tells of a user's hash is kept parsed, the devices this node had parsed reused (a call's
     change leaves them as they were), a new device parsed, and a hash that cannot be read dropped."""

@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Coroutine
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import jwt
@@ -15,10 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import ValidationError
 
 from peercall.auth.jwks import JwksError, parse_keys
-from peercall.auth.tokens import TokenVerifier, UnknownKey
+from peercall.auth.tokens import AuthError, TokenVerifier, UnknownKey
 from peercall.config import Settings
 from peercall.protocol.codes import CloseCode
-from peercall.server.session import Close
+from peercall.server.session import Close, Sessions
 from tests.unit.test_session import SECRET, handshake, make, opened
 
 T = TypeVar("T")
@@ -125,6 +126,32 @@ def test_a_renewal_keeps_the_user_and_moves_the_deadline() -> None:
             and refusal.code == CloseCode.UNAUTHORIZED
             and refusal.reason.startswith(why[:60])
         )
+
+
+def test_a_connection_belongs_to_the_sign_in_of_its_latest_token() -> None:
+    """Accounts mode: a session's sign-in is its token's `sid` (from the header or the first frame), moved by a
+    renewal with a token of another sign-in of the same user; a token mode token, even with an OIDC `sid`, has none."""
+    from peercall.auth.tokens import AccountsVerifier
+
+    sessions, _ = make(auth="accounts", auth_secret=SECRET, auth_expiry="ignore")  # no expiry timer: no loop
+    verifier = sessions.verifier
+    assert isinstance(verifier, AccountsVerifier)
+    header = opened(sessions, handshake("", authorization=f"Bearer {verifier.mint('ann', 's1', 60)}"))
+    assert header.sign_in == "s1" and header.start() is None
+    framed = opened(sessions, handshake(""))
+    assert done(framed.authenticate(json.dumps({"type": "auth", "token": verifier.mint("ann", "s2", 60)}))) is None
+    assert framed.sign_in == "s2" and framed.start() is None
+    renewal = json.dumps({"type": "auth", "token": verifier.mint("ann", "s3", 60)})
+    assert isinstance(done(framed.renew(renewal)), str)
+    assert framed.sign_in == "s3" and Sessions.sign_in_of(SimpleNamespace(session=framed)) == "s3"
+    assert Sessions.sign_in_of(object()) is None
+    odd = jwt.encode({"sub": "ann", "sid": ["s1"], "exp": int(time.time() + 60)}, SECRET, algorithm="HS256")
+    with pytest.raises(AuthError, match="'sid' is not a sign-in id"):
+        verifier.identify(odd)
+    token_mode, _ = make(auth="token", auth_secret=SECRET)
+    oidc = jwt.encode({"sub": "ann", "sid": "s1", "exp": int(time.time() + 60)}, SECRET, algorithm="HS256")
+    session = opened(token_mode, handshake("", authorization=f"Bearer {oidc}"))
+    assert session.user == "ann" and session.sign_in is None
 
 
 @pytest.mark.parametrize(

@@ -47,11 +47,13 @@ class UnknownKey(AuthError):
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who a token proves this is, and until when (`exp`, Unix seconds); `name`: their display name, from the
-    token's standard `name` claim (`display_name`), or None."""
+    token's standard `name` claim (`display_name`), or None; `sign_in`: the sign-in it came from (the `sid` of an
+    accounts-mode token), or None (token mode)."""
 
     user: str
     expires_at: float
     name: str | None = None
+    sign_in: str | None = None
 
 
 MAX_DISPLAY_NAME = 64
@@ -217,7 +219,7 @@ class TokenVerifier:
         if not isinstance(sub, str) or not is_valid_id(sub):
             raise AuthError("the token's 'sub' is not a valid user id")
         self.check_claims(claims)
-        return Identity(sub, float(claims["exp"]), display_name(claims.get("name")))
+        return Identity(sub, float(claims["exp"]), display_name(claims.get("name")), self.sign_in_of(claims))
 
     def check_claims(self, claims: dict[str, Any]) -> None:
         """More checks of a well-signed token's claims (accounts mode: its sign-in is not revoked).
@@ -225,6 +227,11 @@ class TokenVerifier:
         Raises:
             AuthError: the token is not acceptable.
         """
+
+    def sign_in_of(self, claims: dict[str, Any]) -> str | None:
+        """The sign-in a well-signed token came from (`Identity.sign_in`): None, but in accounts mode. A `sid` of
+        another issuer's token (OIDC puts one there) is not a sign-in of this server's."""
+        return None
 
 
 def mint(user: str, secret: str, ttl: float = 3600, *, now: float | None = None, name: str | None = None) -> str:
@@ -282,8 +289,15 @@ class AccountsVerifier(TokenVerifier):
         return jwt.encode(claims, self._mint_key, algorithm="HS256")
 
     def check_claims(self, claims: dict[str, Any]) -> None:
-        if claims.get("sid") in self.revoked:
+        sid = claims.get("sid")
+        if not isinstance(sid, str):
+            raise AuthError("the token's 'sid' is not a sign-in id")
+        if sid in self.revoked:
             raise AuthError("this sign-in has ended (signed out or revoked): sign in again")
+
+    def sign_in_of(self, claims: dict[str, Any]) -> str | None:
+        sid: str = claims["sid"]  # `check_claims` made sure
+        return sid
 
     def csrf(self, session_id: str) -> str:
         """The CSRF value of a sign-in: derived from its id with the key, so nothing more is stored."""

@@ -165,9 +165,9 @@ class MemoryBroker:
         assert self._events is not None
         self._events.circles_changed(users)
 
-    def close_user(self, user: str, code: int, reason: str) -> None:
+    def close_user(self, user: str, code: int, reason: str, *, sign_in: str | None = None) -> None:
         assert self._events is not None
-        self._events.user_closed(user, code, reason)
+        self._events.user_closed(user, code, reason, sign_in=sign_in)
 
     def presence(self, change: Presence) -> None:
         assert self._events is not None

@@ -24,7 +24,7 @@ Keys (all under the prefix, `peercall:` by default):
     clock         string the counter versions are made from
     to:{node}     channel frames for that node's connections
     everyone      channel for every node: presence changes with their audience, whose circles changed, and users
-                  whose connections every node is to close (`close_user`)
+                  (or one sign-in of a user) whose connections every node is to close (`close_user`)
     all           channel presence changes of nodes of the previous version, for every node (read, no longer
                   written: such a node would fail on an audience or a circle change). The format of all three:
                   hub/nodeframe.py
@@ -1313,9 +1313,9 @@ class RedisBroker:
         """Tell every node (this one too) that these users' circles changed."""
         self._queue(self._everyone, nodeframe.pack([nodeframe.encode_circles(users)]))
 
-    def close_user(self, user: str, code: int, reason: str) -> None:
-        """Have every node (this one too) close its connections of `user`."""
-        self._queue(self._everyone, nodeframe.pack([nodeframe.encode_close_user(user, code, reason)]))
+    def close_user(self, user: str, code: int, reason: str, *, sign_in: str | None = None) -> None:
+        """Have every node (this one too) close its connections of `user` (of that sign-in only, if given)."""
+        self._queue(self._everyone, nodeframe.pack([nodeframe.encode_close_user(user, code, reason, sign_in)]))
 
     def presence(self, change: Presence) -> None:
         """Tell every node (this one too) of a presence change; each batches it for its own connections."""
@@ -1447,8 +1447,8 @@ class RedisBroker:
             return
         if isinstance(told, Presence):
             self.events.presence_changed(told)
-        elif isinstance(told, tuple):
-            self.events.user_closed(*told)
+        elif isinstance(told, nodeframe.Closed):
+            self.events.user_closed(told.user, told.code, told.reason, sign_in=told.sign_in)
         else:
             self.events.circles_changed(told)
 

@@ -56,8 +56,9 @@ class BrokerEvents(Protocol):
         them and send their connections on this node the new `contacts` frame."""
         ...
 
-    def user_closed(self, user: str, code: int, reason: str) -> None:
-        """Close this node's connections of `user` (`Broker.close_user` on any node) with `code` and `reason`."""
+    def user_closed(self, user: str, code: int, reason: str, *, sign_in: str | None = None) -> None:
+        """Close this node's connections of `user` (`Broker.close_user` on any node) with `code` and `reason`:
+        with `sign_in`, only those whose latest token came from that sign-in (accounts mode)."""
         ...
 
 
@@ -194,8 +195,9 @@ class Broker(Protocol):
         changed. At most once, like `send`."""
         ...
 
-    def close_user(self, user: str, code: int, reason: str) -> None:
+    def close_user(self, user: str, code: int, reason: str, *, sign_in: str | None = None) -> None:
         """Have every node (this one too, through `BrokerEvents.user_closed`) close its connections of `user`
-        with `code` and `reason`, within a second. At most once, like `send`: a node that cannot hear it now
-        (cut off from Redis) does not close them later."""
+        with `code` and `reason`, within a second: with `sign_in`, only those whose latest token came from that
+        sign-in (accounts mode: a sign-out ends one sign-in, and the user's others stay connected). At most once,
+        like `send`: a node that cannot hear it now (cut off from Redis) does not close them later."""
         ...

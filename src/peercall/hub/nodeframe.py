@@ -22,7 +22,10 @@ every node is one of:
   `[user, status, in_call, last_seen]`, the only form a node of the previous version sends or reads;
 - a circle change: `C` and the JSON array of the users whose circles changed (`encode_circles`);
 - a user to close: `K` and the JSON array `[user, close code, reason]` (`encode_close_user`): every node closes its
-  connections of that user (a node of the previous version drops it, with a warning).
+  connections of that user (a node of the previous version drops it, with a warning);
+- a sign-in to close: `S` and the JSON array `[user, sign-in, close code, reason]` (`encode_close_user` with a
+  sign-in): every node closes those of its connections of that user whose latest token came from that sign-in (a
+  node of the previous version drops it, with a warning: those connections end at their next token renewal).
 
 `decode_everyone` tells them apart (a presence change starts with `[`).
 
@@ -31,7 +34,7 @@ Pure: strings in, strings out. The hub builds and reads the kinds; the Redis bro
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated, Final, NamedTuple
 
 import msgspec
 
@@ -181,27 +184,61 @@ def encode_circles(users: list[str]) -> str:
 
 
 CLOSE_USER: Final = "K"
+CLOSE_SIGN_IN: Final = "S"
+MAX_SIGN_IN: Final = 64
+"""Characters of a sign-in id in a close (the server's are 16 hex digits)."""
+
+_User = Annotated[str, msgspec.Meta(max_length=64)]
+_Code = Annotated[int, msgspec.Meta(ge=1000, le=4999)]
+_Reason = Annotated[str, msgspec.Meta(max_length=123)]
 
 
 class _CloseUser(msgspec.Struct, array_like=True, frozen=True):
     """Every node is to close its connections of `user`."""
 
-    user: Annotated[str, msgspec.Meta(max_length=64)]
-    code: Annotated[int, msgspec.Meta(ge=1000, le=4999)]
-    reason: Annotated[str, msgspec.Meta(max_length=123)]
+    user: _User
+    code: _Code
+    reason: _Reason
+
+
+class _CloseSignIn(msgspec.Struct, array_like=True, frozen=True):
+    """Every node is to close its connections of `user` whose latest token came from sign-in `sign_in`."""
+
+    user: _User
+    sign_in: Annotated[str, msgspec.Meta(max_length=MAX_SIGN_IN)]
+    code: _Code
+    reason: _Reason
 
 
 _close_user_decoder = msgspec.json.Decoder(_CloseUser)
+_close_sign_in_decoder = msgspec.json.Decoder(_CloseSignIn)
 
 
-def encode_close_user(user: str, code: int, reason: str) -> str:
-    """Every node is to close its connections of `user` with `code` and `reason` (cut to 123 bytes' worth)."""
-    return CLOSE_USER + msgspec.json.encode([user, code, reason.encode()[:123].decode(errors="ignore")]).decode()
+class Closed(NamedTuple):
+    """Connections every node is to close: those of `user`, or (with `sign_in`) those of `user` whose latest token
+    came from that sign-in."""
+
+    user: str
+    code: int
+    reason: str
+    sign_in: str | None = None
 
 
-def decode_everyone(text: str) -> Presence | list[str] | tuple[str, int, str]:
-    """What a node sent every node: a presence change, the users whose circles changed, or (user, code, reason)
-    of a user whose connections every node is to close.
+def encode_close_user(user: str, code: int, reason: str, sign_in: str | None = None) -> str:
+    """Every node is to close its connections of `user` (with `sign_in`: those whose latest token came from that
+    sign-in) with `code` and `reason` (cut to 123 bytes' worth). Raises ValueError for a sign-in id longer than
+    MAX_SIGN_IN."""
+    reason = reason.encode()[:123].decode(errors="ignore")
+    if sign_in is None:
+        return CLOSE_USER + msgspec.json.encode([user, code, reason]).decode()
+    if len(sign_in) > MAX_SIGN_IN:
+        raise ValueError(f"a sign-in id is at most {MAX_SIGN_IN} characters")
+    return CLOSE_SIGN_IN + msgspec.json.encode([user, sign_in, code, reason]).decode()
+
+
+def decode_everyone(text: str) -> Presence | list[str] | Closed:
+    """What a node sent every node: a presence change, the users whose circles changed, or the connections every
+    node is to close (of a user, or of one sign-in of theirs).
 
     Raises:
         BadNodeFrame: it is none of these.
@@ -211,7 +248,13 @@ def decode_everyone(text: str) -> Presence | list[str] | tuple[str, int, str]:
             close = _close_user_decoder.decode(text[len(CLOSE_USER) :])
         except msgspec.DecodeError as exc:
             raise BadNodeFrame(f"not a user to close: {exc}") from None
-        return close.user, close.code, close.reason
+        return Closed(close.user, close.code, close.reason)
+    if text.startswith(CLOSE_SIGN_IN):
+        try:
+            ended = _close_sign_in_decoder.decode(text[len(CLOSE_SIGN_IN) :])
+        except msgspec.DecodeError as exc:
+            raise BadNodeFrame(f"not a sign-in to close: {exc}") from None
+        return Closed(ended.user, ended.code, ended.reason, ended.sign_in)
     if text.startswith(CIRCLES):
         try:
             return _circles_decoder.decode(text[len(CIRCLES) :])

@@ -469,18 +469,28 @@ class Hub:
     """Token mode: what to do with an `auth` frame from a joined connection (a renewal of its token): the session
     layer's (server/session.py `Sessions.renew`). None: such a frame is an `unknown-type`, as in open mode."""
 
-    def close_user(self, user: str, code: int, reason: str) -> None:
+    def close_user(self, user: str, code: int, reason: str, *, sign_in: str | None = None) -> None:
         """Close every connection of `user`, on every node (this one too) within a second: an administrator
-        disabled them or signed them out everywhere (`peercall revoke`). At most once, like `Broker.send`."""
-        self.broker.close_user(user, code, reason)
+        disabled them or signed them out everywhere (`peercall revoke`). With `sign_in`, only those whose latest
+        token came from that sign-in (it was signed out). At most once, like `Broker.send`."""
+        self.broker.close_user(user, code, reason, sign_in=sign_in)
 
-    def user_closed(self, user: str, code: int, reason: str) -> None:
-        """BrokerEvents: close this node's connections of `user` (those still joining too), each in a task of its
-        own so that no slow one holds the broker's listener."""
+    sign_in_of: Callable[[Connection], str | None] | None = None
+    """Accounts mode: the sign-in of a connection's latest token (server/session.py `Sessions.sign_in_of`), which
+    `user_closed` with a sign-in looks at. None: no connection has one (a sign-in closes none)."""
+
+    def user_closed(self, user: str, code: int, reason: str, *, sign_in: str | None = None) -> None:
+        """BrokerEvents: close this node's connections of `user` (those still joining too; with `sign_in`, only
+        those of that sign-in), each in a task of its own so that no slow one holds the broker's listener. Looks at
+        the user's connections only (at most PEERCALL_MAX_CONNECTIONS_PER_USER), never at every connection."""
         targets = list(self._by_user.get(user, {}).values())
         targets += [conn for conn, _ in self._joining.values() if conn.id == user and conn.cid not in self._conns]
+        if sign_in is not None:
+            of = self.sign_in_of
+            targets = [conn for conn in targets if of is not None and of(conn) == sign_in]
         if targets:
-            log.info("%s: closing their %d connections on this node (%s)", user, len(targets), reason)
+            which = "" if sign_in is None else " of one sign-in"
+            log.info("%s: closing their %d connections%s on this node (%s)", user, len(targets), which, reason)
         for conn in targets:
             self._spawn(conn.close(code, reason))
 

@@ -214,17 +214,19 @@ class AccountsApi:
         """Refuse these sign-ins' tokens on this node at once (other nodes: at their next refresh)."""
         self.verifier.revoked = self.verifier.revoked | set(session_ids)
 
-    async def _close_sockets(self, user: str) -> None:
-        """Close every socket of `user` on every node, if the broker can (`Broker.close_user`); otherwise their
-        next token renewal is refused."""
+    async def _close_sockets(self, user: str, *sign_ins: str) -> None:
+        """Close the sockets of `user` on every node, if the broker can (`Broker.close_user`): every one, or (given
+        `sign_ins`) those whose latest token came from one of these sign-ins; otherwise their next token renewal
+        is refused."""
         close = getattr(self.broker, "close_user", None)
         if close is None:
             log.info("sign-ins of %s revoked; their open sockets end at their next token renewal", user)
             return
         try:
-            result = close(user, CloseCode.UNAUTHORIZED, "signed out")
-            if inspect.isawaitable(result):
-                await result
+            for sign_in in sign_ins or (None,):
+                result = close(user, CloseCode.UNAUTHORIZED, "signed out", sign_in=sign_in)
+                if inspect.isawaitable(result):
+                    await result
         except Exception:
             log.warning("could not close the sockets of %s", user, exc_info=True)
 
@@ -344,7 +346,9 @@ class AccountsApi:
             user_agent=request.headers.get("user-agent", "")[:200],
         )
         dropped = await self.store.add_session(session)
-        self._revoked(*dropped)
+        if dropped:
+            self._revoked(*dropped)
+            await self._close_sockets(user.id, *dropped)
         response = json_response(self._session_json(session, user), status)
         self._set_cookie(response, secret, secure, int(ttl))
         return response
@@ -423,6 +427,7 @@ class AccountsApi:
         self._csrf(request, session)
         await self.store.revoke_session(session.id, now=self.clock())
         self._revoked(session.id)
+        await self._close_sockets(session.user, session.id)  # a second tab's, a program's on this sign-in
         response = json_response({"signedOut": 1})
         self._clear_cookie(response)
         return response
@@ -473,6 +478,7 @@ class AccountsApi:
         if not await self.store.revoke_session(which, now=self.clock(), user_id=user.id):
             raise Refusal(404, "not-found", f"you have no sign-in {which[:32]!r}")
         self._revoked(which)
+        await self._close_sockets(user.id, which)
         response = json_response({"signedOut": 1})
         if which == current.id:
             self._clear_cookie(response)

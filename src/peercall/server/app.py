@@ -271,6 +271,7 @@ def create_app(settings: Settings) -> PeercallApp:
     if isinstance(verifier, AccountsVerifier):
         # One verifier: its set of revoked sign-ins is the one AccountsApi refreshes.
         accounts = AccountsApi(settings, history, verifier, broker)
+        hub.sign_in_of = sessions.sign_in_of  # a sign-out closes the connections of that sign-in only
     hub.may_log = sessions.may_log
 
     async def push_user(request: Request) -> str | Response:

@@ -5,7 +5,9 @@ admission (draining, origin against host, id and device, open or token mode, the
 the per-frame rules (rate limit, every frame counted: pings, pongs and fragments too; size limit, binary refusal,
 first-frame auth and its timeout); renewing the token on a live connection (a later `auth` frame, which the hub
 hands back through its `renew` hook) and closing it when its token expires (`PEERCALL_AUTH_EXPIRY=enforce`: the
-deadlines are kept by server/expiry.py's one timer for the node); the refusal body;
+deadlines are kept by server/expiry.py's one timer for the node); the sign-in of each connection's latest token
+(accounts mode), which the hub asks through its `sign_in_of` hook when a sign-out closes that sign-in's connections;
+the refusal body;
 the connection's log lines ("… connected from …", "… disconnected (code …) after …s, n messages") and the
 `peercall_disconnects_total` counters; and how long a closing connection may take before its transport is aborted.
 
@@ -255,6 +257,7 @@ class Sessions:
         session = Session(self, user, wanted, device, handshake.peer, handshake.address)
         session.expires_at = identity.expires_at if identity is not None else None
         session.name = identity.name if identity is not None else None
+        session.sign_in = identity.sign_in if identity is not None else None
         session.deferred = deferred
         return session
 
@@ -297,6 +300,13 @@ class Sessions:
         for conn in conns:
             await conn.send_text(error)
             await conn.close(CloseCode.UNAUTHORIZED, TOKEN_EXPIRED)
+
+    @staticmethod
+    def sign_in_of(conn: object) -> str | None:
+        """The sign-in of `conn` (a transport's connection): that of its latest token (`Session.sign_in`), or None
+        (the hub's `sign_in_of`)."""
+        session = getattr(conn, "session", None)
+        return session.sign_in if isinstance(session, Session) else None
 
     def may_log(self, conn: object) -> bool:
         """Whether a protocol error of `conn` (a transport's connection) may be logged now: its address's
@@ -430,6 +440,7 @@ class Session:
         "name",
         "peer",
         "received",
+        "sign_in",
         "user",
         "wanted",
     )
@@ -464,6 +475,9 @@ class Session:
         """A token from the Authorization header that `authenticate` is to check once the socket is open."""
         self.name: str | None = None
         """The display name of this connection's latest token (its `name` claim), if it had one."""
+        self.sign_in: str | None = None
+        """The sign-in of this connection's latest token (accounts mode: its `sid`), whose end closes it
+        (`Hub.user_closed`); None in token mode."""
 
     @property
     def deadline(self) -> float | None:
@@ -517,7 +531,7 @@ class Session:
             return self._unauthorized(str(exc))
         if self.wanted and self.wanted != identity.user:
             return self._unauthorized(f"the token is for {identity.user}, not {self.wanted}")
-        self.user, self.expires_at = identity.user, identity.expires_at
+        self.user, self.expires_at, self.sign_in = identity.user, identity.expires_at, identity.sign_in
         if identity.name is not None:
             self.name = identity.name
         return None
@@ -533,7 +547,9 @@ class Session:
             return self._unauthorized(f"the renewal was refused: {exc}")
         if identity.user != self.user:
             return self._unauthorized(f"the new token is for {identity.user}, not {self.user}")
-        self.expires_at = identity.expires_at
+        # The connection belongs to the sign-in of its latest token: one of another sign-in of the same user (the
+        # browser signed out and in again meanwhile) moves it there, and the end of the old one leaves it open.
+        self.expires_at, self.sign_in = identity.expires_at, identity.sign_in
         if identity.name is not None:  # a token without a name leaves the one the connection has
             self.name = identity.name
         expiries = self._sessions.expiries
