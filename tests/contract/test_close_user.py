@@ -87,3 +87,25 @@ async def test_closing_one_sign_in_closes_its_connections_only(make_hub: MakeHub
     assert [c.closed for c in ended] == [(4401, "signed out")] * 2
     await asyncio.sleep(0.1)  # what would have closed the others has had its chance
     assert [c.closed for c in others] == [None] * 4
+
+
+async def test_the_call_of_a_user_whose_sign_in_ended_ends_at_once(make_hub: MakeHub) -> None:
+    """Alice is signed out (or disabled) in a call with bob: her call cannot resume, so bob is told it ended
+    (`peer-lost`) as soon as her connection is gone, not after the resume grace; a connection that merely dropped
+    still keeps its call for the grace."""
+    nodes = await nodes_of(make_hub, resume_grace=30)
+    alice, carol = await join(nodes[0], "alice"), await join(nodes[0], "carol")
+    bob, dave = await join(nodes[-1], "bob"), await join(nodes[-1], "dave")
+    for caller, callee, node, callee_node in ((alice, bob, nodes[0], nodes[-1]), (carol, dave, nodes[0], nodes[-1])):
+        await node.handle(caller, f'{{"type":"call-request","to":"{callee.id}"}}')
+        await callee.wait_for("call-request")
+        await callee_node.handle(callee, f'{{"type":"call-accept","to":"{caller.id}"}}')
+        await caller.wait_for("call-accept")
+    nodes[-1].close_user("alice", 4401, "disabled by an administrator")
+    await alice.closing.wait()
+    await nodes[0].leave(alice)  # as the session layer does once the socket is closed
+    await nodes[0].leave(carol)  # a socket that dropped by itself
+    ended = await bob.wait_for("call-ended", timeout=BOUND)
+    assert (ended["outcome"], ended["reason"]) == ("answered", "peer-lost")
+    await asyncio.sleep(0.3)
+    assert "call-ended" not in dave.types()  # carol may still come back within the grace

@@ -128,8 +128,8 @@ class MemoryBroker:
         self._reschedule()
         return effects
 
-    async def disconnect(self, cid: str, user: str, now: float) -> list[Effect]:
-        effects = self.switchboard.disconnect(cid, now)
+    async def disconnect(self, cid: str, user: str, now: float, *, final: bool = False) -> list[Effect]:
+        effects = self.switchboard.disconnect(cid, now, final=final)
         self._reschedule()
         return effects
 

@@ -1078,18 +1078,18 @@ class RedisBroker:
         self._local[cid] = (user, device)
         return effects
 
-    async def disconnect(self, cid: str, user: str, now: float) -> list[Effect]:
+    async def disconnect(self, cid: str, user: str, now: float, *, final: bool = False) -> list[Effect]:
         self._local.pop(cid, None)
         self.forget_route(cid)
         self._forgot.pop(cid, None)
         try:
-            return await self._in_task(self._disconnect(cid, user, now))
+            return await self._in_task(self._disconnect(cid, user, now, final=final))
         except SharedStateUnavailable:
             self._pending_leaves[cid] = user  # told to Redis when it is back (housekeeping)
             raise
 
-    async def _disconnect(self, cid: str, user: str, now: float) -> list[Effect]:
-        effects = await self._transact([user], [], lambda sb, _: sb.disconnect(cid, now))
+    async def _disconnect(self, cid: str, user: str, now: float, *, final: bool = False) -> list[Effect]:
+        effects = await self._transact([user], [], lambda sb, _: sb.disconnect(cid, now, final=final))
         self._pending_leaves.pop(cid, None)
         return effects
 

@@ -528,8 +528,9 @@ class Switchboard:
             return [Forward(cid, call.request, call.caller.user, call.id)]
         return []
 
-    def disconnect(self, cid: str, now: float, *, replaced: bool = False) -> list[Effect]:
-        """A connection is gone. Its calls go on for the resume grace period (at once, if `replaced`)."""
+    def disconnect(self, cid: str, now: float, *, replaced: bool = False, final: bool = False) -> list[Effect]:
+        """A connection is gone. Its calls go on for the resume grace period (at once, if `replaced`); with `final`
+        (its sign-in ended: it cannot come back) the call of its party ends now, `peer-lost`."""
         device = self.devices.pop(cid, None)
         if device is None:
             return []
@@ -554,9 +555,9 @@ class Switchboard:
         party = call.party_of(cid)
         if party is not None:
             party.cid = None
-            party.lost_until = now + self.resume_grace
+            party.lost_until = now if final else now + self.resume_grace
             self._arm(call)
-            if self.resume_grace <= 0:
+            if final or self.resume_grace <= 0:
                 effects += self.tick(now)
         return effects
 

@@ -144,8 +144,9 @@ class Broker(Protocol):
         (None: everyone's). Its cost must grow with `view.contacts`, not with the users online."""
         ...
 
-    async def disconnect(self, cid: str, user: str, now: float) -> list[Effect]:
-        """A connection of this node closed. Its calls wait for it for the resume grace."""
+    async def disconnect(self, cid: str, user: str, now: float, *, final: bool = False) -> list[Effect]:
+        """A connection of this node closed. Its calls wait for it for the resume grace; with `final` (the server
+        closed it because its sign-in ended: it cannot come back to them) they end at once."""
         ...
 
     async def receive(

@@ -135,6 +135,8 @@ class Hub:
         self._pruned_at = -math.inf  # when the writer last deleted calls older than the retention (monotonic)
         # Connections whose welcome is not sent yet, with the frames that wait for it: (kind, text).
         self._joining: dict[str, tuple[Connection, list[tuple[str, str]]]] = {}
+        # Connections that `user_closed` closed, until they leave: their calls end at once (`leave`).
+        self._signed_out: set[str] = set()
         self._route = broker.route
         self._shared = broker.shared
         broker.bind(self)
@@ -227,7 +229,10 @@ class Hub:
                 self._spawn(self._send_missed(conn))
 
     async def leave(self, conn: Connection) -> None:
-        """Forget a connection that closed."""
+        """Forget a connection that closed. One that `user_closed` closed (its sign-in ended) cannot come back to
+        its call: that ends now rather than after the resume grace."""
+        final = conn.cid in self._signed_out
+        self._signed_out.discard(conn.cid)
         if self._conns.pop(conn.cid, None) is None:
             return
         mine = self._by_user.get(conn.id)
@@ -238,7 +243,7 @@ class Hub:
                 self._shown.pop(conn.id, None)
                 self._names.pop(conn.id, None)
         try:
-            await self.perform(await self.broker.disconnect(conn.cid, conn.id, self.clock()))
+            await self.perform(await self.broker.disconnect(conn.cid, conn.id, self.clock(), final=final))
         except SharedStateUnavailable:
             log.warning("%s: Redis is unreachable; its disconnect is told when it is back", conn.id)
 
@@ -492,6 +497,7 @@ class Hub:
             which = "" if sign_in is None else " of one sign-in"
             log.info("%s: closing their %d connections%s on this node (%s)", user, len(targets), which, reason)
         for conn in targets:
+            self._signed_out.add(conn.cid)  # (until it leaves: `leave`)
             self._spawn(conn.close(code, reason))
 
     may_log: Callable[[Connection], bool] | None = None
