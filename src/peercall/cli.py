@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -18,13 +19,23 @@ from . import __version__
 
 
 def _settings_errors(exc: ValidationError) -> str:
-    """What is wrong with the settings, a line each, naming the setting: never the value given, which may be a
-    secret."""
+    """What is wrong with the settings, a line each, naming the setting as the operator sets it (its environment
+    variable, `PEERCALL_PORT`, rather than the field `port`): never the value given, which may be a secret."""
+    from .config import Settings
+
+    # A setting's name as a word of its own (not part of a URL pattern such as "scheme://host[:port]").
+    names = re.compile(
+        r"(?<![\w/:\[.])(" + "|".join(sorted(Settings.model_fields, key=len, reverse=True)) + r")(?![\w\[\]/])"
+    )
+
+    def variables(text: str) -> str:
+        return names.sub(lambda m: f"PEERCALL_{m.group(1).upper()}", text)
+
     lines = []
     for error in exc.errors(include_url=False, include_input=False, include_context=False):
         where = ".".join(str(part) for part in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"  {where}: {message}" if where else f"  {message}")
+        message = variables(error["msg"].removeprefix("Value error, "))
+        lines.append(f"  {variables(where)}: {message}" if where else f"  {message}")
     return "\n".join(lines)
 
 

@@ -116,6 +116,12 @@ class IceServer(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
+PLACEHOLDER = "CHANGE-ME"
+"""How deploy/peercall.env.example marks the secrets and passwords to replace: refused at start."""
+
+_SECRETS = ("auth_secret", "turn_secret", "service_token", "metrics_token", "vapid_private_key", "webhook_secret")
+
+
 class Settings(BaseSettings):
     """Every setting of the server. Environment variable: PEERCALL_ + the upper-case name."""
 
@@ -403,6 +409,16 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        # deploy/peercall.env.example's placeholders: a copy of it whose secrets were not all replaced would run
+        # with secrets printed in this repository (anyone could sign tokens, or use the TURN relay).
+        for name in _SECRETS:
+            value = getattr(self, name)
+            values = value if isinstance(value, list) else [value]
+            if any(v is not None and PLACEHOLDER in v.get_secret_value() for v in values):
+                raise ValueError(f"{name} is still the example's placeholder ({PLACEHOLDER}…): set a random one")
+        for name in ("redis_url", "database_url"):
+            if PLACEHOLDER in (getattr(self, name) or ""):
+                raise ValueError(f"{name} still has the example's placeholder password ({PLACEHOLDER}…)")
         if self.auth == "accounts" and self.auth_public_key is not None:
             raise ValueError("auth=accounts signs its own tokens: unset auth_public_key (auth_secret may be set)")
         if (
@@ -487,6 +503,16 @@ class Settings(BaseSettings):
                 "several nodes (PEERCALL_REDIS_URL) with the SQLite store %s: every node of the cluster must open this "
                 "same file (nodes on one machine); nodes on several machines need one PostgreSQL",
                 self.database_url.partition(":///")[2],
+            )
+
+    def log_weak_secrets(self) -> None:
+        """Log a warning for an HS256 secret shorter than RFC 7518 asks (32 bytes): it can be guessed offline from
+        any token it signed, and whoever finds it signs tokens as anyone."""
+        if self.auth_secret is not None and len(self.auth_secret.get_secret_value().encode()) < 32:
+            log.warning(
+                "PEERCALL_AUTH_SECRET is %d bytes: too short for an HS256 key (anyone who guesses it signs tokens as "
+                "anyone): use 32 random bytes or more (openssl rand -hex 32)",
+                len(self.auth_secret.get_secret_value().encode()),
             )
 
     @property

@@ -16,7 +16,7 @@ from pathlib import Path
 import uvicorn
 
 from .. import PROTOCOL_VERSION, __version__
-from ..config import Settings
+from ..config import Settings, data_folder
 from ..hub.router import Hub
 from ..protocol.codes import CloseCode
 from .accounts import AccountsApi
@@ -250,6 +250,7 @@ def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM. Returns the process exit code."""
     configure_logging(settings.log_level, settings.log_format)
     settings.log_history_choice()
+    settings.log_weak_secrets()
     try:
         app = create_app(settings)
     except ValueError as exc:  # a setting only the composition can check (a key, the call policy)
@@ -260,7 +261,7 @@ def serve(settings: Settings) -> int:
     if settings.tls_self_signed:
         from .tls import self_signed
 
-        certfile, keyfile, tls_names = self_signed(Path.home() / ".local/share/peercall/tls")
+        certfile, keyfile, tls_names = self_signed(data_folder() / "tls")
         log.info("serving https with a self-signed certificate (%s)", certfile)
     config = uvicorn_config(settings, app, certfile=certfile, keyfile=keyfile)
     server = PeercallServer(config, settings, app.state.hub)
