@@ -20,6 +20,8 @@ from .steps import check_accessibility
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
 PASSWORD = "correct horse battery"
+THIS_BROWSER = "async () => (await import('/js/account.js')).thisBrowser()"
+"""The name the page gives the passkeys it makes: the browser and its system (account.js `thisBrowser`)."""
 
 
 def setup_token(srv: ServerProcess) -> str:
@@ -134,6 +136,7 @@ async def test_passkeys_add_sign_in_sign_up_and_delete(open_page: OpenPage) -> N
         assert joined.get("id") == "bob" and joined.get("name") == "Bob", joined
         bobs = (await api(bob, "GET", "/api/passkeys"))["body"]["passkeys"]
         assert len(bobs) == 1
+        assert bobs[0]["name"] == await bob.evaluate(THIS_BROWSER), bobs  # named after the browser, as added ones
         last = await api(bob, "DELETE", f"/api/passkeys/{bobs[0]['id']}", csrf=joined["csrf"])
         assert last["status"] == 409 and last["body"]["error"]["code"] == "last-method", last
         used_again = await pk(bob, "signUpWithPasskey", token, "bob2", "Bob")
@@ -221,7 +224,8 @@ async def test_a_passkey_only_account_adds_a_password_from_the_page(open_page: O
         await ann.locator("#methods-box summary").click()
         methods = ann.locator("#methods li")
         await expect(methods).to_have_count(1)
-        await expect(methods).to_contain_text(re.compile(r"^PasskeyAdded "))  # made at sign-up: named "Passkey" once
+        browser = await ann.evaluate(THIS_BROWSER)
+        await expect(methods).to_contain_text(re.compile(rf"^{re.escape(browser)}Passkey · added "))
         await expect(ann.locator("#password-title")).to_have_text("Add a password")
         await expect(ann.locator("#password-current")).to_be_hidden()
         await ann.locator("#password-new").fill(PASSWORD)
@@ -249,7 +253,7 @@ async def test_a_passkey_only_account_adds_a_password_from_the_page(open_page: O
         await ann.locator("#password-submit").click()
         await expect(ann.locator("#methods-status")).to_have_text("Password changed.")
 
-        await ann.get_by_role("button", name="Delete Passkey").click()
+        await ann.get_by_role("button", name=f"Delete passkey {browser}").click()
         await expect(methods).to_have_count(1)
         await ann.get_by_role("button", name="Remove my password").click()
         await expect(ann.locator("#methods-status")).to_have_text(

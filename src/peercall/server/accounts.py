@@ -113,6 +113,18 @@ def display_name(value: object) -> str:
     return name
 
 
+def passkey_label(value: object, field: str = "passkeyName") -> str:
+    """A name for a passkey as given (`field` of the request), trimmed: 1 to MAX_NAME characters of text, no
+    control characters (shown in the user's list of sign-in methods)."""
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value.strip()) <= MAX_NAME
+        or any(unicodedata.category(ch).startswith("C") for ch in value)
+    ):
+        raise Refusal(400, "bad-name", f"'{field}' names this passkey: 1 to {MAX_NAME} characters, no control ones")
+    return value.strip()
+
+
 def _unb64(text: str) -> bytes:
     """base64url without padding (WebAuthn's JSON) to bytes; ValueError if it is not."""
     if not isinstance(text, str):
@@ -486,7 +498,8 @@ class AccountsApi:
 
     async def post_signup(self, request: Request) -> Response:
         """Sign up from an invite: `{"invite", "id", "name", "password"}`, or `"passkey"` (the attestation of
-        `POST /api/signup/passkey/options`'s challenge) instead of `"password"`; signed in at once."""
+        `POST /api/signup/passkey/options`'s challenge) instead of `"password"`, with `"passkeyName"` (optional: a
+        name for it, as `POST /api/passkeys` takes); signed in at once."""
         self._csrf(request, None)
         self._secure(request)
         body = await json_object(request, MAX_BODY)
@@ -499,7 +512,8 @@ class AccountsApi:
             raise Refusal(409, "id-taken", f"the id {account!r} is taken: choose another")
         name = display_name(body.get("name"))
         if "passkey" in body:
-            credential = self._signup_passkey(request, body["passkey"], token_hash(invite), account, name)
+            label = passkey_label(body.get("passkeyName", "Passkey"))
+            credential = self._signup_passkey(request, body["passkey"], token_hash(invite), account, name, label)
         else:
             try:
                 password = check_password(body.get("password"))
@@ -704,13 +718,15 @@ class AccountsApi:
             raise Refusal(400, "bad-passkey", "the passkey's credential id is not 16 to 1023 bytes")
         return key, Passkey(verified.credential_public_key, verified.sign_count, tuple(transports), "")
 
-    def _signup_passkey(self, request: Request, credential: object, invite: str, account: str, name: str) -> Credential:
+    def _signup_passkey(
+        self, request: Request, credential: object, invite: str, account: str, name: str, label: str
+    ) -> Credential:
         said = self._challenge_of(credential)
         challenge = self.challenges.take(said, "sign-up", self.clock())
         if challenge is None or challenge.bound != (invite, account, name):
             raise Refusal(400, "bad-challenge", "this passkey answers no waiting challenge: ask for new options")
         key, passkey = self._registration(request, credential, _unb64(said))
-        return Credential(account, "passkey", key, dataclasses.replace(passkey, name="Passkey").encode(), self.clock())
+        return Credential(account, "passkey", key, dataclasses.replace(passkey, name=label).encode(), self.clock())
 
     async def post_signup_passkey_options(self, request: Request) -> Response:
         """Creation options for a sign-up with a passkey: `{"invite", "id", "name"}` (as `POST /api/signup`)."""
@@ -748,22 +764,14 @@ class AccountsApi:
         session, user = await self._signed_in(request)
         self._csrf(request, session)
         body = await json_object(request, MAX_BODY)
-        label = body.get("name", "Passkey")
-        if (
-            not isinstance(label, str)
-            or not 1 <= len(label.strip()) <= MAX_NAME
-            or any(unicodedata.category(ch).startswith("C") for ch in label)
-        ):
-            raise Refusal(400, "bad-name", f"'name' names this passkey: 1 to {MAX_NAME} characters, no control ones")
+        label = passkey_label(body.get("name", "Passkey"), "name")
         credential = body.get("passkey")
         said = self._challenge_of(credential)
         challenge = self.challenges.take(said, "add-passkey", self.clock())
         if challenge is None or challenge.bound != (user.id,):
             raise Refusal(400, "bad-challenge", "this passkey answers no waiting challenge: ask for new options")
         key, passkey = self._registration(request, credential, _unb64(said))
-        stored = Credential(
-            user.id, "passkey", key, dataclasses.replace(passkey, name=label.strip()).encode(), self.clock()
-        )
+        stored = Credential(user.id, "passkey", key, dataclasses.replace(passkey, name=label).encode(), self.clock())
         try:
             await self.store.set_credential(stored)
         except AccountLimit as exc:

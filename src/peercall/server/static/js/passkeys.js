@@ -208,5 +208,5 @@ export async function signUpWithPasskey(invite, id, name) {
   requireSupport();
   const options = await post('/api/signup/passkey/options', { invite, id, name });
   const passkey = await create(options);
-  return post('/api/signup', { invite, id, name, passkey });
+  return post('/api/signup', { invite, id, name, passkey, passkeyName: thisBrowser() || 'Passkey' });
 }
