@@ -686,6 +686,12 @@ async def contacts_ring_setting_nobody(ctx: Context) -> None:
     await ended(alice, ringing["callId"], "missed", "invite-timeout")
     waited = time.monotonic() - started
     check(waited >= ring * 0.9, f"the silenced call ended after {waited:.2f}s, before the ring timeout of {ring}s")
+    line = (await bob.expect("silenced-call"))["call"]  # its line in bob's Recent calls, nothing more
+    check(
+        (line.get("callId"), line.get("caller"), line.get("outcome"), line.get("screened"))
+        == (ringing["callId"], alice.user, "missed", "silenced"),
+        f"bob's silenced-call: {line}",
+    )
     await bob.nothing("call-ended", within=0.2)
     theirs = await answer(bob, {"type": "settings", "data": {"callsFrom": None}})
     check(theirs.get("callsFrom") is None, f"back to the default: {theirs}")

@@ -93,8 +93,11 @@ def test_a_screened_call_to_someone_online_and_free_rings_nowhere(screening: Scr
         assert got == UNAVAILABLE
     else:
         assert got == UNANSWERED
-    assert b.types("b1") == [] and b.types("b2") == []  # nothing rang, nothing ended
     record = b.records[-1]
+    if screening is Screening.SILENCED:  # nothing rang; once it ended, its line in Recent calls, on every device
+        told = {"type": "silenced-call", "call": record.to_json("bob")}
+        assert b.take("b1") == b.take("b2") == [told] and told["call"]["screened"] == "silenced"
+    assert b.types("b1") == [] and b.types("b2") == []  # nothing rang, nothing ended
     assert record.caller == "alice" and record.callee == "bob" and record.screened is screening
     assert b.notified[record.call_id] is False  # online, but never told
 
@@ -112,7 +115,8 @@ def test_a_screened_call_to_someone_busy(screening: Screening) -> None:
             assert got == UNANSWERED
         else:
             assert got == (UNAVAILABLE if screening is Screening.BLOCKED else BUSY)
-        assert b.types("b1") == [] and b.types("c1") == []
+        silenced = ["silenced-call"] if screening is Screening.SILENCED else []  # a line in Recent calls, no more
+        assert b.types("b1") == silenced and b.types("c1") == []
         assert b.records[-1].screened is screening and b.notified[b.records[-1].call_id] is False
 
 
@@ -131,7 +135,8 @@ def test_a_screened_call_does_not_hold_the_callee(screening: Screening) -> None:
     assert b.sb.calls[b.sb.active["bob"]].state == "answered"
     b.advance(RING)
     assert [(r.call_id, r.outcome.value) for r in b.records] == [(call_id, "missed")]
-    assert "alice" not in str(b.inbox["b1"] + b.inbox["b2"])
+    told = [m for m in b.inbox["b1"] + b.inbox["b2"] if m["type"] != "silenced-call"]  # (its line, at its end)
+    assert "alice" not in str(told)
 
 
 def test_calling_back_answers_a_silenced_call() -> None:
@@ -176,7 +181,8 @@ def test_the_caller_cancels_a_screened_call(screening: Screening) -> None:
     b.advance(3.0)
     assert b.send("a1", "hangup", "bob") is None
     assert [(m["type"], m.get("outcome")) for m in b.take("a1")] == [("call-ended", "cancelled")]
-    assert b.types("b1") == [] and "alice" not in b.sb.active
+    silenced = ["silenced-call"] if screening is Screening.SILENCED else []  # its line in Recent calls, no more
+    assert b.types("b1") == silenced and "alice" not in b.sb.active
     record = b.records[-1]
     assert (record.call_id, record.outcome.value, record.hung_up_by, record.screened) == (
         call_id,

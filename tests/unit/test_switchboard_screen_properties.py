@@ -55,6 +55,7 @@ class World:
     record: tuple[Any, ...] | None = None  # alice's call, as alice may know it
     others: list[tuple[Any, ...]] = field(default_factory=list)  # the other calls' records
     call_id: str | None = None
+    silenced: list[str] = field(default_factory=list)  # the connections told a `silenced-call` (its line)
 
 
 def normalize(frame: dict[str, Any], ids: dict[str, str]) -> str:
@@ -89,6 +90,9 @@ def run(initial: str, screen: Screen | None, ops: list[tuple[Any, ...]], *, alic
         for conn in list(b.inbox):
             frames = world.heard.setdefault(conn, [])
             for m in b.take(conn):
+                if m["type"] == "silenced-call":  # the line a silenced call leaves in the callee's Recent calls
+                    world.silenced.append(conn)
+                    continue
                 frames.append((b.now - start, normalize(m, ids.setdefault(conn, {}))))
 
     if alice_calls:
@@ -169,9 +173,12 @@ def test_a_screened_call_is_a_call_to_someone_offline(
     for conn in {c for c in screened.heard.keys() | offline.heard.keys() if c.startswith("a")}:
         assert screened.heard.get(conn) == offline.heard.get(conn), conn
     assert screened.record is not None and screened.record == offline.record
-    # The callee and everyone else: as if the call had never been placed.
+    # The callee and everyone else: as if the call had never been placed, but for the line that a silenced call
+    # leaves in the callee's Recent calls (`silenced-call`, to their devices connected when it ended).
     for conn, frames in screened.heard.items():
         if not conn.startswith("a"):
             assert frames == untouched.heard.get(conn, []), conn
             assert "alice" not in str(frames)
+    assert all(conn.startswith("b") for conn in screened.silenced)
+    assert screening is Screening.SILENCED or not screened.silenced
     assert screened.others == untouched.others

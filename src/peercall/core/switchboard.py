@@ -732,8 +732,9 @@ class Switchboard:
         if outcome is Outcome.BUSY:
             effects.append(Send(device.cid, messages.call_reject(call.callee_user, device.user, call.id, "busy")))
         effects.append(Send(device.cid, _ended(call.id, outcome, reason)))
-        effects.append(self._ended(call, outcome, reason, now, hung_up_by=None))
-        return effects
+        ended = self._ended(call, outcome, reason, now, hung_up_by=None)
+        effects.append(ended)
+        return effects + self._silenced(call, ended)
 
     def _accept(self, call: Call, device: Device, env: Envelope, now: float, *, glare: bool) -> list[Effect]:
         self._transition(call, Event.ACCEPT)
@@ -921,7 +922,9 @@ class Switchboard:
                 effects.append(Forward(cid, env, peer, call.id))
             else:
                 effects.append(Send(cid, _compat_hangup(call, peer, reason)))
-        effects.append(self._ended(call, outcome, reason, now, hung_up_by=actor))
+        ended = self._ended(call, outcome, reason, now, hung_up_by=actor)
+        effects.append(ended)
+        effects += self._silenced(call, ended)
         if call.callee is not None:
             effects += self._in_call_changed(call, False)
         if call.pushed and call.answered_at is None:  # it stops ringing: the notification is replaced
@@ -931,6 +934,15 @@ class Switchboard:
                 caller = call.caller.user
                 effects.append(Push(call.callee_user, "ended", call.id, caller, call.ringing_at, now, outcome.value))
         return effects
+
+    def _silenced(self, call: Call, ended: Record) -> list[Effect]:
+        """A call that the callee's ring setting silenced rang nowhere, yet their open pages list it in Recent calls
+        now, not at a reload: its record, to each of their devices connected as it ends (`silenced-call`)."""
+        devices = self.users.get(call.callee_user)
+        if call.screened is not Screening.SILENCED or not devices:
+            return []
+        told = messages.silenced_call(ended.record.to_json(call.callee_user))
+        return [Send(cid, told) for cid in devices]
 
     def _ended(self, call: Call, outcome: Outcome, reason: Reason, now: float, *, hung_up_by: str | None) -> Record:
         """The history record of `call`, which just ended; its parties may send their call-summary from now on."""

@@ -569,6 +569,12 @@ def missed_calls(calls: list[dict[str, object]], total: int, display_names: Mapp
     return _encode(frame).decode()
 
 
+def silenced_call(record: dict[str, object]) -> dict[str, Any]:
+    """To the callee's connected devices when a call that their ring setting silenced ends: its history record
+    (as the callee sees it), so that their Recent calls lists it at once."""
+    return {"type": "silenced-call", "call": record}
+
+
 def presence_change(
     user: str,
     status: str,

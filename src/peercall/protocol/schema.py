@@ -395,6 +395,13 @@ class MissedCalls(_Frame, tag="missed-calls", kw_only=True):
     displayNames: DisplayNames | None = None
 
 
+class SilencedCall(_Frame, tag="silenced-call", kw_only=True):
+    """To the callee's connected devices: a call that their ring setting silenced (it rang nowhere) has ended, and
+    is in their history as this record (`"screened": "silenced"`)."""
+
+    call: CallRecord
+
+
 ServerFrame = (
     Welcome
     | Presence
@@ -403,6 +410,7 @@ ServerFrame = (
     | CallEnded
     | CallResumed
     | MissedCalls
+    | SilencedCall
     | Contacts
     | Directory
     | AuthRenewed

@@ -211,6 +211,10 @@ signaling.addEventListener(MessageType.DIRECTORY, (event) => contacts.directoryP
 signaling.addEventListener(MessageType.CALL_RINGING, (event) => phone.callRinging(event.detail));
 signaling.addEventListener(MessageType.CALL_ENDED, (event) => phone.callEnded(event.detail));
 signaling.addEventListener(MessageType.CALL_RESUMED, (event) => phone.callResumed(event.detail));
+// A call our ring setting silenced rang nowhere; its line in Recent calls shows now, not at the next reload.
+signaling.addEventListener(MessageType.SILENCED_CALL, ({ detail }) => {
+  if (detail.call && typeof detail.call.callId === "string") callHistory.merge([detail.call]);
+});
 signaling.addEventListener(MessageType.MISSED_CALLS, (event) => {
   const calls = Array.isArray(event.detail.calls) ? event.detail.calls : [];
   callHistory.addMissed(calls.length);

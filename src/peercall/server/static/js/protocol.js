@@ -35,6 +35,7 @@ export const MessageType = Object.freeze({
   CALL_ENDED: "call-ended", // {callId, outcome, reason}: the server ended a call we took part in
   CALL_RESUMED: "call-resumed", // {callId, peer, polite, state}: after a reconnect, our call is still on
   MISSED_CALLS: "missed-calls", // {calls: [record…]}: calls that rang while none of our devices was online
+  SILENCED_CALL: "silenced-call", // {call: record}: a call our ring setting silenced has ended (Recent calls)
   // client -> server, first frame only, on a server in token mode
   AUTH: "auth", // {token}: the signed token (JWT) whose `sub` is our id; again later to renew it
   // server -> client: a renewal was accepted
