@@ -922,9 +922,9 @@ class Switchboard:
                 effects.append(Forward(cid, env, peer, call.id))
             else:
                 effects.append(Send(cid, _compat_hangup(call, peer, reason)))
-        ended = self._ended(call, outcome, reason, now, hung_up_by=actor)
-        effects.append(ended)
-        effects += self._silenced(call, ended)
+        record = self._ended(call, outcome, reason, now, hung_up_by=actor)
+        effects.append(record)
+        effects += self._silenced(call, record)
         if call.callee is not None:
             effects += self._in_call_changed(call, False)
         if call.pushed and call.answered_at is None:  # it stops ringing: the notification is replaced
