@@ -227,7 +227,7 @@ def create_app(settings: Settings) -> PeercallApp:
         except Exception:
             log.exception("could not read the history of %s", user)
             return error_response(
-                503, "history-unavailable", "the call history is unavailable right now; calls still work"
+                503, "history-unavailable", "the call history cannot be read right now; try again shortly"
             )
         return JSONResponse({"calls": [r.to_json(viewer=user) for r in page], "next": cursor})
 
