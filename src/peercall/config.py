@@ -161,7 +161,7 @@ class Settings(BaseSettings):
     accounts_session_ttl: Annotated[float, Field(gt=0, le=400)] = 30.0
     """Days a sign-in lasts without being used (`PEERCALL_ACCOUNTS_SESSION_TTL`); each use extends it."""
     public_url: Annotated[str | None, Field(pattern=r"^https?://[^/?#\s]+$")] = None
-    """The server's address as people reach it, without a path (`PEERCALL_PUBLIC_URL=https://call.example.org`):
+    """The server's address as people reach it, without a path (`PEERCALL_PUBLIC_URL=https://calls.example.org`):
     the base of set-up and invite links. Unset: `http(s)://localhost:<port>`, or the Host of the request."""
     auth_public_key: Path | None = None
     """PEM file of an RS256/ES256 public key for tokens (`PEERCALL_AUTH_PUBLIC_KEY`)."""

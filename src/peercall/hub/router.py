@@ -819,7 +819,9 @@ class Hub:
                 except Exception:
                     self.history_failures += len(batch)
                     ids = ", ".join(record.call_id for record, _ in batch[:5])
-                    log.exception("could not write %d calls (%s…) to the history (calls go on)", len(batch), ids)
+                    log.exception(
+                        "could not write %d calls (%s…) to the history: they are missing from it", len(batch), ids
+                    )
                 finally:  # also when cancelled: whoever waits for this batch goes on
                     if not done.done():
                         done.set_result(None)
