@@ -206,10 +206,19 @@ class _WSProtocol(WSProtocol):  # type: ignore[misc]  # WSProtocol is untyped (n
     nothing after a client's close frame is read.
 
     The second is RFC 6455 5.5.1 (after its close frame a client sends nothing more, and what it sends anyway is
-    ignored), and picows cannot do it: it parses the frame after the one it hands over before handing that one over,
-    so that a second close frame in the same read (Autobahn 7.1.2), or any broken frame after a close, would get its
-    1002 before the first close is answered. So `buffer_updated` walks the frame headers of each read (a few
-    operations per frame: most reads hold one) and gives picows only the bytes up to the end of the first close frame.
+    ignored), and picows cannot do it: it parses the frame after the one it hands over before handing that one over
+    (picows.pyx, `_process_new_data`: "Parsing next frame may cause WSProtocolError. In such case we do not deliver
+    current frame to user"), so that a second close frame in the same read (Autobahn 7.1.2), or any broken frame
+    after a close, would get its 1002 before the first close is answered. So `buffer_updated` walks the frame headers
+    of each read (a few operations per frame: most reads hold one) and gives picows only the bytes up to the end of
+    the first close frame.
+
+    The same look-ahead would let a frame that picows refuses as it parses it (a reserved opcode, a fragmented or long
+    control frame, no mask, a malformed or huge length; a close frame's code and UTF-8 reason) fail the connection
+    before the frames ahead of it in the same read are handed over, though one of those may be the first error (a new
+    message inside a fragmented one: 1002; a text message that is not UTF-8: 1007), and RFC 6455 fails a connection
+    on the first. So such a frame, when frames come before it in the read, is given to picows in a call of its own
+    after them (`_split`): rare (a close frame, a client's broken frames), and no cost to the others.
     """
 
     __slots__ = ("_head", "_skip", "_stop", "_view", "outbox")
@@ -239,7 +248,10 @@ class _WSProtocol(WSProtocol):  # type: ignore[misc]  # WSProtocol is untyped (n
                 return
         else:
             assert view is not None
-            nbytes = self._scan(view, nbytes)
+            count = self._scan(view, nbytes)
+            if count < nbytes and self._stop < 0:  # a frame picows may refuse, after others: they go first
+                return self._split(view, count, nbytes)
+            nbytes = count
         outbox = self.outbox
         outbox.reading = True
         try:
@@ -249,15 +261,17 @@ class _WSProtocol(WSProtocol):  # type: ignore[misc]  # WSProtocol is untyped (n
             outbox.flush()
 
     def _scan(self, data: memoryview, n: int) -> int:
-        """How many of the `n` bytes just read picows is to parse: all, or those up to the end of a close frame.
+        """How many of the `n` bytes just read picows is to parse: all, those up to the end of a close frame, or
+        those before a frame that picows may refuse as it parses it, when something comes before that frame (then
+        `_stop` stays -1, and the frame is where the next scan starts: `_split`).
 
         `_skip` is how much of the frame being read is still to come; `_head` the start of a header that the last
-        read cut short. A frame whose header says something picows refuses (an unmasked frame, a huge length) does
-        not matter: picows closes the connection on it."""
+        read cut short."""
         pos = self._skip
         while pos < n:
+            start = pos
             head = self._head + bytes(data[pos : pos + 14])
-            size = head[1] & 0x7F if len(head) > 1 else 0
+            flag = size = head[1] & 0x7F if len(head) > 1 else 0
             need = 2 + (2 if size == 126 else 8 if size == 127 else 0) + (4 if len(head) > 1 and head[1] & 0x80 else 0)
             if len(head) < need:  # the header goes on in the next read
                 self._head, self._skip = head, 0
@@ -266,12 +280,39 @@ class _WSProtocol(WSProtocol):  # type: ignore[misc]  # WSProtocol is untyped (n
             self._head = b""
             if size >= 126:
                 size = int.from_bytes(head[2:4] if size == 126 else head[2:10], "big")
+            op = head[0] & 0x0F
+            # what picows refuses in `_get_next_frame_impl` (picows.pyx), or may: an opcode that is reserved, a close
+            # (its code, its reason's UTF-8), a control frame without FIN or over 125 bytes, no mask, a 16-bit
+            # length under 126, a 64-bit one (huge, or under 65536, or over the hard limit: 1009)
+            if (op > 2 or flag == 127 or head[1] < 0x80 or (flag == 126 and size < 126)) and start > 0:
+                if op < 9 or op > 10 or head[0] < 0x80 or flag > 125 or head[1] < 0x80:  # not a well-formed ping/pong
+                    self._head, self._skip = b"", 0
+                    return start
             pos += size
-            if head[0] & 0x0F == 8:  # a close frame: nothing after it is read
+            if op == 8:  # a close frame: nothing after it is read
                 self._stop = max(0, pos - n)
                 return min(pos, n)
         self._skip = pos - n
         return n
+
+    def _split(self, data: memoryview, count: int, n: int) -> None:
+        """Give picows the first `count` of the `n` bytes read, then the rest, which starts with a frame it may refuse
+        (`_scan`): unless the frames before have failed the connection, or it was closing already; then the rest is
+        not read (a second close frame must not follow ours), and the socket is closed (RFC 6455 7.1.7)."""
+        rest = bytes(data[count:n])  # picows moves what it has not parsed to the start of its buffer: copied first
+        outbox = self.outbox
+        outbox.reading = True
+        try:
+            WSProtocol.buffer_updated(self, count)
+            tr = self.transport
+            if tr.is_close_frame_sent:
+                if not tr.is_disconnected:
+                    tr.disconnect()
+            else:
+                _feed(self, rest)
+        finally:
+            outbox.reading = False
+            outbox.flush()
 
 
 class _Socket:
