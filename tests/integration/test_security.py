@@ -529,10 +529,11 @@ def test_turn_credentials_are_minted_per_user() -> None:
 
 
 async def test_self_signed_tls_serves_https_and_wss(tmp_path: Path) -> None:
-    """--tls-self-signed serves https and wss with a certificate for localhost and the machine's addresses."""
-    with run_server(PEERCALL_TLS_SELF_SIGNED="true", HOME=str(tmp_path)) as srv:
+    """--tls-self-signed serves https and wss with a certificate for localhost and the machine's addresses, kept in
+    the data folder (`$XDG_DATA_HOME/peercall/tls`, as the history and the keys)."""
+    with run_server(PEERCALL_TLS_SELF_SIGNED="true", XDG_DATA_HOME=str(tmp_path)) as srv:
         assert f"https://127.0.0.1:{srv.port}/" in srv.log()
-        cert = tmp_path / ".local/share/peercall/tls/cert.pem"
+        cert = tmp_path / "peercall/tls/cert.pem"
         context = ssl.create_default_context(cafile=cert)
         async with httpx.AsyncClient(verify=context) as http:
             assert (await http.get(f"https://127.0.0.1:{srv.port}/healthz")).json()["status"] == "ok"

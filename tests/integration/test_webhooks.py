@@ -156,20 +156,20 @@ async def test_a_delivery_answered_500_is_retried_until_2xx(connect: Any, uid: A
 @pytest.mark.parametrize(
     ("env", "said"),
     [
-        ({"PEERCALL_WEBHOOK_URLS": "https://hooks.example.org/peercall"}, "webhook_urls needs webhook_secret"),
+        ({"PEERCALL_WEBHOOK_URLS": "https://hooks.example.org/peercall"}, "PEERCALL_WEBHOOK_URLS needs PEERCALL_WEBHOOK_SECRET"),
         (
             {
                 "PEERCALL_WEBHOOK_URLS": "https://hooks.example.org/peercall",
                 "PEERCALL_WEBHOOK_SECRET": "my-password-is-long-enough-surely",
             },
-            "webhook_secret: expected whsec_",
+            "PEERCALL_WEBHOOK_SECRET: expected whsec_",
         ),
         (
             {
                 "PEERCALL_WEBHOOK_URLS": "https://hooks.example.org/peercall",
                 "PEERCALL_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"tiny-key-of-17-by").decode(),
             },
-            "webhook_secret: 17 bytes after whsec_",
+            "PEERCALL_WEBHOOK_SECRET: 17 bytes after whsec_",
         ),
     ],
 )
