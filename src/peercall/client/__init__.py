@@ -19,7 +19,8 @@ negotiation), `candidates` (which of the peer's ICE candidates a call may check)
 `video` (video sources and sinks), `client` (the composition root), `accounts` (signing in to a server in accounts
 mode, token providers), `contacts` (contacts, requests, blocks and the ring setting), `events`, `ice`
 (`/ice-servers` and the loopback setting), `quality` (audio measurements), `check` (the audio self-test), `echo`
-(the echo service), `cli` (the `call`, `answer`, `echo`, `audio-check` and `contacts` commands). See docs/python-client.md.
+(the echo service), `cli` (the `call`, `answer`, `echo`, `audio-check` and `contacts` commands). See
+docs/python-client.md.
 
 Needs the `sdk` extra: `pip install 'peercall[sdk]'`.
 
