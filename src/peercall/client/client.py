@@ -373,6 +373,11 @@ class Client:
         return self._signaling.token_expires_at
 
     @property
+    def renews_token(self) -> bool:
+        """Whether the client can renew its token (it has a token provider, or a password)."""
+        return self._signaling.token_provider is not None
+
+    @property
     def renewals(self) -> int:
         """How many times the server accepted a renewed token on a live connection."""
         return self._signaling.renewals
