@@ -86,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
         help="also run the echo test service (`peercall echo`, id 'echo') against this server "
         "(PEERCALL_WITH_ECHO=1); needs the sdk extra",
     )
+    serve.add_argument(
+        "--ice-loopback",
+        action="store_true",
+        default=None,
+        help="with --with-echo: the echo offers 127.0.0.1 as an ICE candidate, for callers on this machine with no "
+        "other network (PEERCALL_ICE_LOOPBACK=1; the callers need it too)",
+    )
     token = commands.add_parser(
         "token",
         help="print a signed token for a user (PEERCALL_AUTH_SECRET)",
@@ -135,6 +142,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 SDK_COMMANDS = ("call", "answer", "echo", "audio-check", "contacts")
+SDK_EXIT_STATUSES = {
+    "call": "0: the call was answered and ended as asked (also when Ctrl-C or SIGTERM hangs it up); 1: it was not "
+    "answered (rejected, missed, busy, unavailable, or stopped while it rang), it ended badly (the connection to the "
+    "server was lost, the token could not be renewed), or the server refused us (a password or token); 2: a usage "
+    "error, or the server cannot be reached",
+    "answer": "0: --count calls were answered, or it was stopped (Ctrl-C, SIGTERM); 1: the server refused us, or "
+    "the token could not be renewed; 2: a usage error, or the server cannot be reached",
+    "echo": "0: stopped (Ctrl-C, SIGTERM); 1: the server refused us; 2: a usage error (e.g. a malformed address "
+    "range), or the server cannot be reached",
+    "audio-check": "0: the check ran (and PESQ is at least --min-pesq); 1: PESQ is below --min-pesq; 2: a usage "
+    "error, or the server cannot be reached",
+    "contacts": "0: done; 1: the server refused us or the operation (the reason, with its code, on stderr), or did "
+    "not answer; 2: a usage error, or the server cannot be reached",
+}
+"""The exit statuses of the SDK's commands, for their --help (peercall.client.cli returns them)."""
+
+
+def _exit_statuses(command: str) -> str:
+    return f"exit status: {SDK_EXIT_STATUSES[command]}."
 
 
 def _add_sdk_commands(commands: Any) -> None:
@@ -166,11 +192,23 @@ def _add_sdk_commands(commands: Any) -> None:
         "also PEERCALL_ICE_LOOPBACK=1)",
     )
     connection.add_argument("--insecure", action="store_true", help="accept any TLS certificate (self-signed wss)")
+    connection.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10,
+        metavar="SECONDS",
+        help="how long to keep trying to reach the server (default 10; after a second it says so on stderr)",
+    )
     connection.add_argument("-v", "--verbose", action="store_true", help="log every negotiation step")
     audio = argparse.ArgumentParser(add_help=False)
     audio.add_argument("--play", metavar="FILE", help="send this audio file (WAV, MP3, Ogg…)")
     audio.add_argument("--tone", type=float, metavar="HZ", help="send a sine tone")
-    audio.add_argument("--record", metavar="FILE", help="record the audio that arrives (.wav: 16-bit mono 48 kHz)")
+    audio.add_argument(
+        "--record",
+        metavar="FILE",
+        help="record the audio that arrives (.wav: 16-bit mono 48 kHz); answering several calls (--count), each "
+        "has its own file: in.wav, then in-2.wav, in-3.wav…",
+    )
     audio.add_argument(
         "--duration", type=float, metavar="SECONDS", help="hang up after this long (default: when --play ends)"
     )
@@ -183,15 +221,16 @@ def _add_sdk_commands(commands: Any) -> None:
     audio.add_argument(
         "--record-video",
         metavar="FILE",
-        help="record the other side's video (.mp4/.mkv: H.264, .webm: VP8); without it their video is declined",
+        help="record the other side's video (.mp4/.mkv: H.264, .webm: VP8; numbered as --record); without it their "
+        "video is declined",
     )
 
     call = commands.add_parser(
         "call",
         parents=[connection, audio],
         help="call a user from Python (WebRTC with aiortc)",
-        description="Call USER, send audio (and video), record what arrives, hang up. Exit status 0 if the call was "
-        "answered.",
+        description="Call USER, send audio (and video), record what arrives, hang up.",
+        epilog=_exit_statuses("call"),
     )
     call.add_argument("user", help="who to call")
     call.add_argument("--id", help="our id (default $PEERCALL_ID or the login name)")
@@ -200,6 +239,7 @@ def _add_sdk_commands(commands: Any) -> None:
         parents=[connection, audio],
         help="wait for a call and answer it",
         description="Wait for calls and answer them (asking first, unless --auto).",
+        epilog=_exit_statuses("answer"),
     )
     answer.add_argument("--id", help="our id (default $PEERCALL_ID or the login name)")
     answer.add_argument("--auto", action="store_true", help="accept every call without asking")
@@ -210,6 +250,7 @@ def _add_sdk_commands(commands: Any) -> None:
         help="run the echo test service",
         description="Answer every call and play back what the caller says, after a short delay: call it to "
         "check a microphone and speakers. One caller at a time.",
+        epilog=_exit_statuses("echo"),
     )
     echo.add_argument("--id", default="echo", help="the id to answer as (default echo)")
     echo.add_argument("--delay", type=float, default=0.7, metavar="SECONDS", help="echo delay (default 0.7)")
@@ -235,13 +276,13 @@ def _add_sdk_commands(commands: Any) -> None:
     echo.add_argument(
         "--calls-per-minute", type=int, default=6, metavar="N", help="calls one caller may place a minute (6)"
     )
-    echo.add_argument("--connect-timeout", type=float, default=10, metavar="SECONDS", help=argparse.SUPPRESS)
     echo.add_argument("--stop-with-stdin", action="store_true", help=argparse.SUPPRESS)
     check = commands.add_parser(
         "audio-check",
         help="measure call audio quality (PESQ, delay, loss) between two clients on this machine",
         description="Place a call between two Python clients on this machine (through --url, or a server started "
         "for the test), send a speech sample, and report wideband PESQ, one-way delay and packet loss.",
+        epilog=_exit_statuses("audio-check"),
     )
     check.add_argument("--url", help="a server's WebSocket URL (default: start one on a free loopback port)")
     check.add_argument("--sample", type=Path, metavar="WAV", help="16-bit WAV of speech (default: the shipped one)")
@@ -257,15 +298,16 @@ def _add_contacts_command(commands: Any, connection: argparse.ArgumentParser) ->
     contacts = commands.add_parser(
         "contacts",
         help="your contacts, requests, blocks and who may ring you",
-        description="Manage your contacts on a peercall server (docs/protocol.md, Contacts). Exit status 0 when "
-        "done, 1 when the server refused or could not be reached (the reason on stderr).",
+        description="Manage your contacts on a peercall server (docs/protocol.md, Contacts).",
+        epilog=_exit_statuses("contacts"),
     )
     actions = contacts.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def action(name: str, help: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = actions.add_parser(name, parents=[connection], help=help, description=help)
+        parser: argparse.ArgumentParser = actions.add_parser(
+            name, parents=[connection], help=help, description=help, epilog=_exit_statuses("contacts")
+        )
         parser.add_argument("--id", help="our id (default $PEERCALL_ID or the login name)")
-        parser.add_argument("--connect-timeout", type=float, default=10, metavar="SECONDS", help=argparse.SUPPRESS)
         return parser
 
     listing = action("list", "list your contacts with their presence, requests, blocks and your ring setting")
@@ -382,7 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .server.run import serve
 
         with_echo = args.with_echo or os.environ.get("PEERCALL_WITH_ECHO", "").strip().lower() in ("1", "true", "yes")
-        skip = ("command", "with_echo")
+        skip = ("command", "with_echo", "ice_loopback")
+        if args.ice_loopback:
+            os.environ["PEERCALL_ICE_LOOPBACK"] = "1"  # for the echo child (the server itself gathers no ICE)
         overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in skip and v is not None}
         try:
             settings = Settings(**overrides)

@@ -129,7 +129,7 @@ def test_healthz_tells_the_mode() -> None:
     """A client learns the mode (and whether every call is relayed) from /healthz, without a token."""
     with run_server(PEERCALL_AUTH="token", **OPEN_DOORS, PEERCALL_AUTH_SECRET=SECRET) as srv:
         body = httpx.get(f"{srv.http}/healthz").json()
-    assert (body["auth"], body["iceTransportPolicy"]) == ("token", "all")
+    assert (body["auth"], body["iceTransportPolicy"], body["authExpiry"]) == ("token", "all", "ignore")
     with run_server() as srv:
         assert httpx.get(f"{srv.http}/healthz").json()["auth"] == "open"
 

@@ -20,7 +20,6 @@ from peercall.auth.tokens import mint
 from peercall.client import (
     Accounts,
     CallPhase,
-    CallResumed,
     Client,
     Disconnected,
     Event,
@@ -283,11 +282,11 @@ async def test_a_rotated_token_file_renews_the_token(token_server: tuple[ServerP
         await client.close()
 
 
-async def test_after_a_refused_token_the_client_reconnects_with_a_new_one_and_resumes_its_call(
+async def test_a_token_file_rotated_just_after_expiry_still_renews_the_live_connection(
     token_server: tuple[ServerProcess, str], tmp_path: Path
 ) -> None:
-    """The file is not rotated in time: the server closes the connection 4401 when the token expires; the client
-    rereads the file (rotated meanwhile), reconnects, and the server hands its call back."""
+    """The file is rotated a second after the token expired: within the server's 5 s of clock skew the connection is
+    still open, and the client, still asking the file, renews on it; the call goes on undisturbed."""
     srv, secret = token_server
     path = tmp_path / "token"
     path.write_text(mint("erin", secret, 6))
@@ -298,26 +297,54 @@ async def test_after_a_refused_token_the_client_reconnects_with_a_new_one_and_re
         await fred.connect()
         expiry = erin.token_expires_at
         assert expiry is not None
-        heard = media.Capture(max_seconds=5)
-        call = await erin.call("fred", audio_in=media.Tone(440), audio_out=heard)
+        call = await erin.call("fred", audio_in=media.Tone(440))
         ringing = await next_incoming(fred)
         await ringing.accept(audio_in=media.Tone(1000))
         async with asyncio.timeout(WAIT):
             await call.wait_connected()
-        events = erin.events()
-        await asyncio.sleep(max(0.0, expiry + 1 - time.time()))  # the renewal gave up at expiry
+        seen: list[Event] = []
+        watcher = await follow(erin, seen)
+        await asyncio.sleep(max(0.0, expiry + 1 - time.time()))
         assert erin.renewals == 0
         path.write_text(mint("erin", secret, 600))
-        seen = await collect(events, CallResumed)
-        lost = [e for e in seen if isinstance(e, Disconnected)]
-        assert lost and lost[0].code == 4401 and not lost[0].terminal, seen
-        async with asyncio.timeout(WAIT):
-            await heard.wait_for(heard.duration + 1.0)
+        await asyncio.sleep(max(0.0, expiry + LEEWAY + 1 - time.time()))  # past the server's close, had there been one
+        watcher.cancel()
+        assert erin.renewals == 1 and erin.token_lost is None, seen
+        assert [e for e in seen if isinstance(e, Disconnected)] == [], seen
         assert call.phase is CallPhase.CONNECTED and erin.token_expires_at is not None
-        assert erin.token_expires_at > expiry + 500
     finally:
         await erin.close()
         await fred.close()
+
+
+async def test_a_token_that_cannot_be_renewed_hangs_up_the_call_before_the_server_closes(
+    token_server: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    """The file is never rotated: before the server closes the connection (4401, 5 s after the expiry), the client
+    hangs the call up, and says why; the callee's call ends then, not after the resume grace."""
+    srv, secret = token_server
+    path = tmp_path / "token"
+    path.write_text(mint("gail", secret, 4))
+    gail = Client(srv.ws, "gail", token_provider=token_file(path), ice_loopback=True)
+    hal = Client(srv.ws, "hal", mint("hal", secret, 600), ice_loopback=True)
+    try:
+        await gail.connect()
+        await hal.connect()
+        expiry = gail.token_expires_at
+        assert expiry is not None
+        call = await gail.call("hal", audio_in=media.Tone(440))
+        ringing = await next_incoming(hal)
+        await ringing.accept(audio_in=media.Tone(1000))
+        async with asyncio.timeout(WAIT):
+            await call.wait_connected()
+        async with asyncio.timeout(expiry + LEEWAY - time.time()):
+            end = await ringing.wait_ended()
+        assert end.outcome == "answered" and end.reason == "user-hangup", end
+        assert call.end is not None and call.end.outcome == "answered", call.end
+        assert gail.token_lost is not None and f"the token file {path} had no newer token" in gail.token_lost
+    finally:
+        await gail.close()
+        await hal.close()
 
 
 async def test_the_commands_reread_the_token_file_and_read_the_password_from_a_file(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +109,8 @@ def test_the_token_comes_from_a_file_or_the_environment(tmp_path: Path, monkeypa
 
 
 async def test_a_token_file_signs_in(tmp_path: Path) -> None:
-    """`peercall call --token-file` signs in to a token-mode server; a token for someone else is refused (status 2)."""
+    """`peercall call --token-file` signs in to a token-mode server; a token for someone else is refused (status 1,
+    as a refused password); no token at all is refused at once, with the options to give (status 2)."""
     from peercall.auth.tokens import mint
     from tests.conftest import run_server
 
@@ -119,7 +123,10 @@ async def test_a_token_file_signs_in(tmp_path: Path) -> None:
         status, out = await peercall("call", *common, "--token-file", str(good))
         assert "tokenfile-a connected" in guarded.log(), (status, out, guarded.log())
         status, out = await peercall("call", *common, "--token-file", str(bad))
-        assert status == 2, out
+        assert status == 1, out
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PEERCALL_TOKEN")}
+        status, out = await run_python("-m", "peercall", "call", *common, what="call", timeout=10, env=env)
+        assert status == 2 and "this server requires a token: give --token, --token-file" in out, out
 
 
 async def test_answer_prints_what_the_peer_says_of_its_media(server: ServerProcess, uid: Any) -> None:
@@ -202,3 +209,34 @@ async def test_call_and_answer_refuse_a_missing_video_file(server: ServerProcess
         status, out = await peercall(*command, "--url", server.ws, "--video", str(tmp_path / "nope.mp4"))
         assert status == 2, out
         assert "nope.mp4" in out, out
+
+
+def test_answer_numbers_its_recordings() -> None:
+    """`answer --count N --record in.wav` keeps every call: in.wav, in-2.wav, in-3.wav (each its own file)."""
+    from peercall.client.cli import numbered
+
+    assert [numbered("out/in.wav", n) for n in (1, 2, 3)] == ["out/in.wav", "out/in-2.wav", "out/in-3.wav"]
+    assert numbered("bob.webm", 2) == "bob-2.webm"
+
+
+async def test_call_exit_statuses(server: ServerProcess, sdk: Any, uid: Any) -> None:
+    """SIGTERM while the call still rings: status 1 (not answered); an http:// URL: one line, status 2, at once."""
+    bob = await sdk(uid("bob"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "peercall", "call", bob.id, "--url", server.ws, "--id", uid("alice"), "--ice-loopback"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with bob.incoming() as calls, asyncio.timeout(20 * SCALE):
+        ringing = await anext(aiter(calls))
+    proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(20 * SCALE):
+        out, _ = await proc.communicate()
+        await ringing.wait_ended()
+    assert proc.returncode == 1, out.decode()
+    status, text = await peercall("call", "bob", "--url", server.http + "/ws", timeout=10)
+    assert status == 2 and text.strip().splitlines() == [
+        f"peercall call: the server's URL starts with ws:// or wss:// (its WebSocket), not http://: did you mean "
+        f"{server.ws}?"
+    ], text

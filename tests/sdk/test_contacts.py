@@ -245,7 +245,8 @@ async def test_contacts_command(server: ServerProcess, sdk: MakeClient, uid: Any
 
 
 async def test_contacts_command_errors(strict_server: ServerProcess, uid: Any) -> None:
-    """Refusals, bad input and an unreachable server: exit status 1, the reason on stderr, nothing on stdout."""
+    """Refusals and bad input: exit status 1; an unreachable server: 2, as for the other commands; the reason on
+    stderr, nothing on stdout."""
     alice = uid("alice")
     status, out, err = await contacts(strict_server, alice, "directory")
     assert (status, out) == (1, "") and "not-allowed" in err, err
@@ -255,7 +256,7 @@ async def test_contacts_command_errors(strict_server: ServerProcess, uid: Any) -
     assert (status, out) == (1, "") and "at most 64" in err, err
     gone = ServerProcess(strict_server.proc, 9)  # nothing listens on port 9
     status, out, err = await contacts(gone, alice, "list")
-    assert (status, out) == (1, "") and "could not connect" in err, err
+    assert (status, out) == (2, "") and "could not connect" in err, err
 
 
 async def test_contacts_example_runs_as_written(

@@ -19,7 +19,8 @@ negotiation), `candidates` (which of the peer's ICE candidates a call may check)
 `video` (video sources and sinks), `client` (the composition root), `accounts` (signing in to a server in accounts
 mode, token providers), `contacts` (contacts, requests, blocks and the ring setting), `events`, `ice`
 (`/ice-servers` and the loopback setting), `quality` (audio measurements), `check` (the audio self-test), `echo`
-(the echo service), `cli` (the `call`, `answer`, `echo` and `audio-check` commands). See docs/python-client.md.
+(the echo service), `cli` (the `call`, `answer`, `echo`, `audio-check` and `contacts` commands). See
+docs/python-client.md.
 
 Needs the `sdk` extra: `pip install 'peercall[sdk]'`.
 
@@ -32,7 +33,7 @@ from . import media, video
 from .accounts import Accounts, SignInError, server_auth_mode, token_file
 from .call import Call, CallEnd, CallEndedError, CallError, CallPhase, CallState, CallStats, MediaState
 from .candidates import CandidatePolicy
-from .client import Client, Subscription
+from .client import Client, IncomingCalls, Subscription
 from .contacts import Contact, ContactError, Contacts, DirectoryPage, DirectoryUser, Pending
 from .events import (
     CallEnded,
@@ -81,6 +82,7 @@ __all__ = [
     "Event",
     "IceConfig",
     "IncomingCall",
+    "IncomingCalls",
     "MediaState",
     "MissedCalls",
     "PeerMediaChanged",

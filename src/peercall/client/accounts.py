@@ -70,6 +70,7 @@ def token_file(path: str | Path) -> Callable[[], str]:
             raise ValueError(f"the token file {file} is empty")
         return text
 
+    read.__qualname__ = f"the token file {file}"  # how messages name this provider (signaling.provider_name)
     return read
 
 
@@ -107,16 +108,10 @@ def _error(body: dict[str, Any]) -> tuple[str | None, str]:
     return None, "no error message"
 
 
-async def server_auth_mode(
+async def server_health(
     url: str, ssl_context: ssl.SSLContext | None = None, http_timeout: float = HTTP_TIMEOUT
-) -> str | None:
-    """The server's auth mode as `GET /healthz` says: `open`, `token` or `accounts`; None if it cannot be asked.
-
-    Args:
-        url: the server's WebSocket (or HTTP) URL.
-        ssl_context: for https servers with a private certificate.
-        http_timeout: seconds to wait.
-    """
+) -> dict[str, Any] | None:
+    """What `GET /healthz` says (`auth`, and `authExpiry` on servers that say it); None if it cannot be asked."""
     try:
         status, body, _ = await asyncio.to_thread(
             _request,
@@ -130,8 +125,21 @@ async def server_auth_mode(
     except (OSError, ValueError) as exc:
         log.info("could not ask %s for its auth mode: %s", url, exc)
         return None
-    mode = body.get("auth")
-    return mode if status == 200 and isinstance(mode, str) else None
+    return body if status == 200 and isinstance(body, dict) else None
+
+
+async def server_auth_mode(
+    url: str, ssl_context: ssl.SSLContext | None = None, http_timeout: float = HTTP_TIMEOUT
+) -> str | None:
+    """The server's auth mode as `GET /healthz` says: `open`, `token` or `accounts`; None if it cannot be asked.
+
+    Args:
+        url: the server's WebSocket (or HTTP) URL.
+        ssl_context: for https servers with a private certificate.
+        http_timeout: seconds to wait.
+    """
+    mode = (await server_health(url, ssl_context, http_timeout) or {}).get("auth")
+    return mode if isinstance(mode, str) else None
 
 
 class Accounts:

@@ -2,8 +2,9 @@
 peercall/cli.py).
 
 Glue only: turns parsed options into `Client`, `media`, `run_echo` and `audio_check` calls, prints what happens, and
-returns an exit status (0: done as asked; 1: the call did not happen, the check failed, or the server refused to
-sign us in; 2: a usage or connection error; `contacts` exits 1 on any error). Stops cleanly on Ctrl-C and SIGTERM.
+returns an exit status (peercall/cli.py `SDK_EXIT_STATUSES`, which --help shows; the same for every command: 0 done
+as asked, 1 the call did not happen or did not end well, the check failed, the server refused us or an operation, 2
+a usage error or a server that cannot be reached). Stops cleanly on Ctrl-C and SIGTERM: a call is hung up first.
 Imports the SDK; must not import the server.
 """
 
@@ -21,7 +22,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,11 @@ from .client import Client
 from .contacts import Contacts, DirectoryPage
 from .echo import echo_policy, run_echo
 from .events import CallPhaseChanged, PeerMediaChanged
-from .signaling import ClientError, ConnectError
+from .signaling import ClientError, ConnectError, check_url
 
 DEFAULT_URL = "ws://127.0.0.1:8080/ws"
+CONNECTING_NOTICE = 1.0
+"""After this many seconds still connecting, the commands say so (on stderr) and for how long they keep trying."""
 
 
 def default_url() -> str:
@@ -131,6 +134,8 @@ async def credentials(args: argparse.Namespace) -> dict[str, Any]:
     if secret is None and (provider or fixed):
         return {"token": fixed, "token_provider": provider}
     mode = await server_auth_mode(args.url, _ssl(args))
+    if mode == "token" and not (provider or fixed):
+        raise ValueError("this server requires a token: give --token, --token-file or $PEERCALL_TOKEN")
     if mode == "accounts":
         if secret is None:
             raise ValueError(
@@ -143,14 +148,58 @@ async def credentials(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _client(args: argparse.Namespace, user: str, **kwargs: Any) -> Client:
+    check_url(args.url)
     return Client(
         args.url,
         user,
         **await credentials(args),
         ice_loopback=True if args.ice_loopback else None,
         ssl_context=_ssl(args),
+        connect_timeout=args.connect_timeout,
         **kwargs,
     )
+
+
+@contextlib.asynccontextmanager
+async def _connected(args: argparse.Namespace, user: str) -> AsyncIterator[Client]:
+    """A connected client for the command; says so on stderr when connecting takes more than a second."""
+    client = await _client(args, user)
+    wait = client.connect_timeout
+    notice = asyncio.get_running_loop().call_later(
+        CONNECTING_NOTICE,
+        lambda: print(f"connecting to {args.url} (retrying for {wait:g} s)", file=sys.stderr, flush=True),
+    )
+    try:
+        try:
+            await client.connect()
+        finally:
+            notice.cancel()
+        yield client
+    finally:
+        await client.close()
+
+
+def _warn_short_token(client: Client, duration: float | None) -> None:
+    """Warn when the token expires before `--duration` ends and nothing can renew it."""
+    expires = client.token_expires_at
+    if duration is None or expires is None or client.renews_token:
+        return
+    left = expires - time.time()
+    if left < duration:
+        print(
+            f"warning: the token expires in {max(0.0, left):.0f} s, before --duration {duration:g} ends, and cannot "
+            "be renewed (give --token-file, which is reread, to renew it)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _token_lost(client: Client) -> bool:
+    """Say (on stderr) that the token could not be renewed, if so."""
+    if client.token_lost is None:
+        return False
+    print(f"the call was hung up: {client.token_lost}", file=sys.stderr, flush=True)
+    return True
 
 
 def _source(args: argparse.Namespace) -> MediaStreamTrack:
@@ -163,15 +212,23 @@ def _source(args: argparse.Namespace) -> MediaStreamTrack:
     return media.Silence()
 
 
-def _sink(args: argparse.Namespace) -> media.Sink:
-    return media.record(args.record) if args.record else media.Discard()
+def _sink(args: argparse.Namespace, n: int = 1) -> media.Sink:
+    return media.record(numbered(args.record, n)) if args.record else media.Discard()
 
 
-def _video(args: argparse.Namespace) -> dict[str, Any]:
+def numbered(path: str, n: int) -> str:
+    """The `n`th call's file of `--record`/`--record-video`: `in.wav` for the first, then `in-2.wav`, `in-3.wav`…"""
+    if n <= 1:
+        return path
+    file = Path(path)
+    return str(file.with_name(f"{file.stem}-{n}{file.suffix}"))
+
+
+def _video(args: argparse.Namespace, n: int = 1) -> dict[str, Any]:
     """`video_in` and `video_out` for `--video` and `--record-video` (files open, or fail, at once)."""
     return {
         "video_in": video.VideoFileSource(args.video) if args.video else None,
-        "video_out": video.VideoRecorder(args.record_video) if args.record_video else None,
+        "video_out": video.VideoRecorder(numbered(args.record_video, n)) if args.record_video else None,
     }
 
 
@@ -229,13 +286,14 @@ async def call_command(args: argparse.Namespace) -> int:
         args: the parsed options.
 
     Returns:
-        0 if the call was answered, 1 if not (or the server refused to sign us in), 2 on a usage or connection
-        error.
+        SDK_EXIT_STATUSES["call"] (peercall/cli.py); `args.interrupted` is the status should Ctrl-C or SIGTERM stop it.
     """
+    args.interrupted = 1  # stopped while it rings: not answered
     source = _source(args)
     sink = _sink(args)
     videos = _video(args)
-    async with await _client(args, args.id or default_id()) as client:
+    async with _connected(args, args.id or default_id()) as client:
+        _warn_short_token(client, args.duration)
         follower = _follow(client)
         try:
             _say(f"calling {args.user} as {client.id} on {args.url}")
@@ -245,11 +303,14 @@ async def call_command(args: argparse.Namespace) -> int:
             except CallEndedError as exc:
                 _say(f"the call did not connect: {exc.end}")
                 return 1
+            args.interrupted = 0  # answered: Ctrl-C hangs up
             await _talk(call, source, args.duration)
             end = await call.hangup()
             stats = await call.stats() if call.pc else None
             _say(f"call ended: {end}" + _received(call, stats.packets_received if stats else None))
-            return 0 if end.outcome in ("answered", None) else 1
+            if _token_lost(client):
+                return 1
+            return 0 if end.outcome == "answered" and end.reason != "signaling-lost" else 1
         finally:
             await _stop(follower)
 
@@ -257,19 +318,20 @@ async def call_command(args: argparse.Namespace) -> int:
 async def answer_command(args: argparse.Namespace) -> int:
     """`peercall answer`: wait for calls; accept them (asking first unless `--auto`), talk, until they end.
 
+    Each call records to its own file: `--record in.wav` writes `in.wav`, then `in-2.wav`, `in-3.wav`…
+
     Args:
         args: the parsed options.
 
     Returns:
-        0 once `--count` calls were answered, 1 if the server refused to sign us in, 2 on a usage or connection
-        error.
+        SDK_EXIT_STATUSES["answer"].
     """
     if not args.auto and not sys.stdin.isatty():
         raise ValueError("without a terminal to ask on, use --auto")
     if args.video:  # a file that cannot be played stops us now, not at the first call
         video.VideoFileSource(args.video).stop()
     answered = 0
-    async with await _client(args, args.id or default_id()) as client:
+    async with _connected(args, args.id or default_id()) as client:
         follower = _follow(client)
         _say(f"waiting for calls as {client.id} on {args.url}")
         try:
@@ -282,13 +344,16 @@ async def answer_command(args: argparse.Namespace) -> int:
                         continue
                     source = _source(args)
                     try:
-                        await call.accept(audio_in=source, audio_out=_sink(args), **_video(args))
+                        n = answered + 1
+                        await call.accept(audio_in=source, audio_out=_sink(args, n), **_video(args, n))
                     except CallError as exc:
                         _say(f"could not answer: {exc}")
                         continue
                     await _talk(call, source, args.duration)
                     end = await call.hangup()
                     _say(f"call with {call.peer} ended: {end}" + _received(call, None))
+                    if _token_lost(client):
+                        return 1
                     answered += 1
                     if args.count and answered >= args.count:
                         return 0
@@ -341,6 +406,7 @@ async def echo_command(args: argparse.Namespace) -> int:
         0 when stopped, 2 if an option is malformed, or the server cannot be reached or refuses us.
     """
     policy = echo_policy(args.allow_peer, args.deny_peer, args.max_candidates)  # a bad range: exit 2, at once
+    check_url(args.url)
     if args.stop_with_stdin:
         _stop_with_stdin()
     await run_echo(
@@ -453,6 +519,9 @@ async def _contacts_action(client: Client, args: argparse.Namespace) -> str:
             return f"{user} is your contact"
         return f"asked {user} to be your contact; the request waits for their answer"
     if action == "decline":
+        before = await asyncio.wait_for(client.wait_contacts(), client.answer_timeout)
+        if not before.has_incoming(user):
+            return f"no request from {user} to decline"
         await client.decline_contact(user)
         return f"declined {user}'s request"
     if action == "remove":
@@ -486,13 +555,17 @@ async def contacts_command(args: argparse.Namespace) -> int:
         args: the parsed options.
 
     Returns:
-        0 when done; 1 when the server refused, did not answer, or could not be reached (the reason on stderr).
+        SDK_EXIT_STATUSES["contacts"] (the reason on stderr).
     """
     try:
-        client = await _client(args, args.id or default_id(), connect_timeout=args.connect_timeout)
-        async with client:
+        async with _connected(args, args.id or default_id()) as client:
             _say(await _contacts_action(client, args))
             return 0
+    except ConnectError as exc:
+        if isinstance(exc, SignInError) or exc.terminal:
+            print(f"peercall contacts {args.action}: {exc}", file=sys.stderr)
+            return 1
+        raise  # cannot be reached: run() says so, with the other commands' status
     except (ClientError, ValueError, OSError, TimeoutError) as exc:
         print(f"peercall contacts {args.action}: {exc or type(exc).__name__}", file=sys.stderr)
         return 1
@@ -531,11 +604,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(main())
     except (KeyboardInterrupt, asyncio.CancelledError):
-        return 0
+        return int(getattr(args, "interrupted", 0))
     except SignInError as exc:
         print(f"peercall {args.command}: {exc}", file=sys.stderr)
         return 1
-    except (ConnectError, ClientError, OSError, ValueError, TimeoutError, ImportError) as exc:
+    except ConnectError as exc:
+        print(f"peercall {args.command}: {exc}", file=sys.stderr)
+        return 1 if exc.terminal else 2  # refused (a bad token…), or cannot be reached
+    except (ClientError, OSError, ValueError, TimeoutError, ImportError) as exc:
         print(f"peercall {args.command}: {exc}", file=sys.stderr)
         return 2
 

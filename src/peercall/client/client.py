@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from ..core.social import CallsFrom, Directory
 from ..protocol.messages import is_valid_id
-from .accounts import Accounts
+from .accounts import Accounts, server_health
 from .call import Call, CallEnd, CallError, CallPhase, MediaState
 from .candidates import CandidatePolicy
 from .contacts import (
@@ -54,7 +54,7 @@ from .events import (
 )
 from .ice import IceConfig, fetch_ice_config, loopback_from_env
 from .media import AudioIn, AudioOut, as_sink, as_source
-from .signaling import ClientError, Frame, Signaling, SignalingState, StateChange, TokenProvider
+from .signaling import ClientError, Frame, Signaling, SignalingState, StateChange, TokenProvider, check_url
 from .video import VideoIn, VideoOut, as_video_sink, as_video_source
 
 log = logging.getLogger("peercall.client")
@@ -139,6 +139,53 @@ class Subscription(Generic[T]):
         self.close()
 
 
+class IncomingCalls:
+    """An async iterator over the calls that ring us, each handed to one iterator when it asks for the next.
+
+    A ringing call waits with the client until an iterator takes it: none is held in an iterator nobody reads, so
+    `break` out of `async for`, and a later `incoming()` (or the same one iterated again) gets the calls that rang
+    meanwhile (those still ringing), oldest first. Iteration ends when the client closes, or at `close()` (also
+    `async with`). Made by `Client.incoming()`.
+    """
+
+    def __init__(self, owner: list[IncomingCalls], take: Callable[[], Call | None]) -> None:
+        self._owner = owner
+        self._take = take
+        self._wake = asyncio.Event()
+        self._closed = False
+        owner.append(self)
+
+    def wake(self) -> None:
+        """A call rang, or the client closed: look again."""
+        self._wake.set()
+
+    def close(self) -> None:
+        """End this iterator (the calls that ring from now on wait for another)."""
+        if not self._closed:
+            self._closed = True
+            self._wake.set()
+            with contextlib.suppress(ValueError):
+                self._owner.remove(self)
+
+    def __aiter__(self) -> IncomingCalls:
+        return self
+
+    async def __anext__(self) -> Call:
+        while not self._closed:
+            call = self._take()
+            if call is not None:
+                return call
+            self._wake.clear()
+            await self._wake.wait()
+        raise StopAsyncIteration
+
+    async def __aenter__(self) -> IncomingCalls:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
 class Client:
     """A peercall client: connect, call, answer, and follow presence.
 
@@ -151,7 +198,7 @@ class Client:
     ```
 
     Args:
-        url: the server's WebSocket URL (`ws://host:port/ws`, or `wss://…`).
+        url: the server's WebSocket URL (`ws://host:port/ws`, or `wss://…`; not the web client's `http://` one).
         id: our user id (1-64 of `A-Z a-z 0-9 _ - . @`).
         token: a signed token whose `sub` is `id` (servers with `PEERCALL_AUTH=token`).
         token_provider: gives a new token when called (a function or coroutine function: e.g. `token_file(path)`,
@@ -174,7 +221,8 @@ class Client:
             `CandidatePolicy.public_service()`, as the echo service does.
 
     Raises:
-        ValueError: `id` or `device` is malformed, or both `password` and `token_provider` are given.
+        ValueError: `url` is not a `ws://` or `wss://` URL (an `http://` address is refused, with the URL to use),
+            `id` or `device` is malformed, or both `password` and `token_provider` are given.
     """
 
     def __init__(
@@ -194,6 +242,7 @@ class Client:
         max_delay: float = 30.0,
         candidate_policy: CandidatePolicy | None = None,
     ) -> None:
+        check_url(url)
         if not is_valid_id(id):
             raise ValueError(f"a user id is 1-64 ASCII letters, digits, '_', '-', '.' or '@', not {id!r}")
         if device is not None and not is_valid_id(device):
@@ -224,14 +273,15 @@ class Client:
             ssl_context=ssl_context,
             min_delay=min_delay,
             max_delay=max_delay,
+            on_token_lost=self._token_lost,
         )
         self._online: set[str] = set()
         self._call: Call | None = None
         self._calls: dict[str, Call] = {}
         self._ringing: asyncio.Future[Frame] | None = None
         self._events: list[Subscription[Event]] = []
-        self._incoming: list[Subscription[Call]] = []
-        self._undelivered: list[Call] = []
+        self._incoming: list[IncomingCalls] = []
+        self._undelivered: list[Call] = []  # calls that rang, not yet handed to an `incoming()` iterator
         self._lost_timer: asyncio.TimerHandle | None = None
         self._resume_timer: asyncio.TimerHandle | None = None
         self._presence_changed = asyncio.Event()
@@ -249,6 +299,11 @@ class Client:
         self._sending: set[asyncio.Future[bool]] = set()
         self.last_disconnect: Disconnected | None = None
         """Why the connection last dropped (None if it never did)."""
+        self.token_lost: str | None = None
+        """Why our token could not be renewed before it expired (None while it could): then, on a server that
+        enforces expiry (`/healthz` `authExpiry`), the current call was hung up before the server closed the
+        connection."""
+        self._token_task: asyncio.Task[None] | None = None
         self.answer_timeout = ANSWER_WAIT
         """How long a contact operation or `directory()` waits for the server's answer, seconds (then it raises
         `ContactError`)."""
@@ -289,6 +344,8 @@ class Client:
             with contextlib.suppress(ClientError, TimeoutError):
                 await call.hangup()
         self._closed = True
+        if self._token_task is not None:
+            await asyncio.gather(self._token_task, return_exceptions=True)
         self._cancel_resume_timers()
         if self._contacts_timer is not None:
             self._contacts_timer.cancel()
@@ -314,6 +371,11 @@ class Client:
     def token_expires_at(self) -> float | None:
         """When our token expires (Unix seconds), as the server last said (`welcome`, `auth-renewed`), or None."""
         return self._signaling.token_expires_at
+
+    @property
+    def renews_token(self) -> bool:
+        """Whether the client can renew its token (it has a token provider, or a password)."""
+        return self._signaling.token_provider is not None
 
     @property
     def renewals(self) -> int:
@@ -575,20 +637,25 @@ class Client:
         """
         return Subscription(self._events)
 
-    def incoming(self) -> Subscription[Call]:
+    def incoming(self) -> IncomingCalls:
         """Incoming calls, ringing (phase `incoming`): `accept()` or `reject()` each.
 
-        Calls that rang before the first `incoming()` subscription are delivered to it first (those still ringing).
+        A call waits with the client until an iterator asks for the next one, so calls that rang before you started
+        iterating (or while you were not: after a `break`) are delivered first, oldest first, if they still ring.
+        Each call goes to one iterator, if several are iterated at once.
 
         Returns:
-            An async iterator of `Call`s; it ends when the client closes.
+            An async iterator of `Call`s; it ends when the client closes, or at its `close()` (`async with`).
         """
-        subscription: Subscription[Call] = Subscription(self._incoming)
-        pending, self._undelivered = self._undelivered, []
-        for call in pending:
-            if call.active:
-                subscription.put(call)
-        return subscription
+        return IncomingCalls(self._incoming, self._take_ringing)
+
+    def _take_ringing(self) -> Call | None:
+        """The oldest call that rang and still rings, not yet handed to an `incoming()` iterator."""
+        while self._undelivered:
+            call = self._undelivered.pop(0)
+            if call.active and call.phase is CallPhase.INCOMING:
+                return call
+        return None
 
     # ---- calls ------------------------------------------------------------------------------------------------
 
@@ -839,11 +906,9 @@ class Client:
             return
         call = self._new_call(peer, "incoming", call_id)
         self._publish(IncomingCall(call, display_name_of(frame)))
-        if self._incoming:
-            for subscription in list(self._incoming):
-                subscription.put(call)
-        else:
-            self._undelivered = [c for c in self._undelivered if c.active] + [call]
+        self._undelivered = [c for c in self._undelivered if c.active] + [call]
+        for iterator in list(self._incoming):
+            iterator.wake()
 
     def _on_call_resumed(self, frame: Frame) -> None:
         call = self._call_for(frame.get("callId"), frame.get("peer"))
@@ -910,11 +975,37 @@ class Client:
 
     # ---- reconnects -------------------------------------------------------------------------------------------
 
+    async def _token_lost(self, why: str) -> None:
+        """Our token expires for good in a moment (Signaling's `on_token_lost`), the connection still open."""
+        self.token_lost = why
+        if self._token_task is None or self._token_task.done():
+            # Its own task: the connection's renewal task, which tells us, is cancelled when the connection closes.
+            self._token_task = asyncio.create_task(self._hang_up_before_expiry(why))
+
+    async def _hang_up_before_expiry(self, why: str) -> None:
+        call = self.current_call
+        if call is None or self._closed:
+            log.warning("%s: %s", self.id, why)
+            return
+        health = await server_health(self.url, self._ssl, http_timeout=1.0) or {}
+        enforced = health.get("authExpiry")
+        if enforced is None:  # a server that does not say: its mode's default (and when it cannot be asked: enforce)
+            enforced = "ignore" if health.get("auth") == "token" else "enforce"
+        if enforced != "enforce":
+            log.warning("%s: %s; the server keeps the connection (PEERCALL_AUTH_EXPIRY=ignore)", self.id, why)
+            return
+        log.warning(
+            "%s: %s; hanging up the call with %s before the server closes the connection", self.id, why, call.peer
+        )
+        with contextlib.suppress(ClientError, TimeoutError):
+            await call.hangup()
+
     def _on_state(self, change: StateChange) -> None:
-        if change.state in (SignalingState.RECONNECTING, SignalingState.DISCONNECTED) and change.previous in (
-            SignalingState.CONNECTED,
-            SignalingState.RECONNECTING,
-        ):
+        # One Disconnected per lost connection (the retries that follow say nothing more), and one when the client
+        # stops for good while reconnecting (refused, or closed by us).
+        lost = change.previous is SignalingState.CONNECTED and change.state is not SignalingState.CONNECTED
+        ended = change.previous is SignalingState.RECONNECTING and change.state is SignalingState.DISCONNECTED
+        if lost or ended:
             self.last_disconnect = Disconnected(
                 change.state, change.reason, change.code, change.retry_in, change.terminal
             )

@@ -52,6 +52,11 @@ RENEWAL_WAIT = 10.0
 """How long to wait for the server's `auth-renewed` after sending a new token, seconds."""
 MIN_MARGIN = 5.0
 """Renew at least this many seconds before the token expires (the server's clock skew allowance is 5 s too)."""
+LAST_CHANCE = 3.0
+"""How long past its expiry to go on asking the provider for a newer token, seconds. A server that enforces expiry
+closes the connection 5 s after it (its clock skew allowance): until then a renewal still keeps the connection, and
+after this the client gives up while the connection is still open (`on_token_lost`), so that a call can be hung up
+rather than left for the server's resume grace."""
 
 
 class SignalingState(enum.StrEnum):
@@ -92,6 +97,30 @@ class StateChange:
     terminal: bool = False
 
 
+def check_url(url: str) -> str:
+    """Refuse, at once, a URL that is not a WebSocket URL (websockets would retry it in vain until the timeout).
+
+    Args:
+        url: the server's WebSocket URL.
+
+    Returns:
+        `url`, unchanged.
+
+    Raises:
+        ValueError: its scheme is not `ws` or `wss` (e.g. the web client's `http://` address), or it has no host.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        ws = "wss" if parts.scheme == "https" else "ws"
+        hint = urllib.parse.urlunsplit(parts._replace(scheme=ws, path=parts.path if parts.path.strip("/") else "/ws"))
+        raise ValueError(
+            f"the server's URL starts with ws:// or wss:// (its WebSocket), not {parts.scheme}://: did you mean {hint}?"
+        )
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"the server's URL is ws://host:port/ws or wss://host/ws, not {url!r}")
+    return url
+
+
 def is_terminal_close(code: int) -> bool:
     """Whether a close code tells the client not to reconnect as it is (4500-4999, and 4401 unauthorized).
 
@@ -118,7 +147,8 @@ class Signaling:
     """A protocol-v1 WebSocket client that stays connected until `close()`.
 
     Args:
-        url: the server's WebSocket URL, e.g. `ws://127.0.0.1:8080/ws`.
+        url: the server's WebSocket URL, e.g. `ws://127.0.0.1:8080/ws` (anything but `ws://` or `wss://` raises
+            `ValueError`).
         user: our id (1-64 of `A-Z a-z 0-9 _ - . @`).
         on_frame: called with every frame the server sends, in order, from the reader task.
         on_state: called with every connection change.
@@ -129,6 +159,8 @@ class Signaling:
         ssl_context: for `wss://` servers (e.g. one that trusts a self-signed certificate).
         min_delay: first reconnect delay, seconds.
         max_delay: largest reconnect delay, seconds.
+        on_token_lost: awaited with the reason, `LAST_CHANCE` seconds after our token expired without renewal (no
+            provider, or it had no newer token), while the connection is still open.
     """
 
     def __init__(
@@ -144,8 +176,9 @@ class Signaling:
         ssl_context: ssl.SSLContext | None = None,
         min_delay: float = 0.5,
         max_delay: float = 30.0,
+        on_token_lost: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
-        self.url = url
+        self.url = check_url(url)
         self.user = user
         self.device = device
         self.token = token
@@ -161,6 +194,7 @@ class Signaling:
         self._refreshed_since_welcome = False
         self._on_frame = on_frame
         self._on_state = on_state
+        self._on_token_lost = on_token_lost
         self._ssl = ssl_context
         self._min_delay = min_delay
         self._max_delay = max_delay
@@ -249,7 +283,7 @@ class Signaling:
                 await task
         if self._first is not None and not self._first.done():
             self._first.cancel()
-        self._set_state(SignalingState.DISCONNECTED, reason="closed by us")
+        self._set_state(SignalingState.DISCONNECTED, reason="closed by us", terminal=True)
 
     async def drop(self) -> None:
         """Close the socket as a network failure would, and reconnect as after one (for tests and diagnostics)."""
@@ -268,9 +302,8 @@ class Signaling:
         return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
     async def _run(self) -> None:
-        state = SignalingState.CONNECTING
+        self._set_state(SignalingState.CONNECTING)
         while True:
-            self._set_state(state)
             code, reason, terminal = await self._session()
             if self._closing:
                 return
@@ -284,7 +317,6 @@ class Signaling:
             log.info("%s: %s; reconnecting in %.1fs", self.user, reason, delay)
             self._set_state(SignalingState.RECONNECTING, code=code, reason=reason, retry_in=delay)
             await asyncio.sleep(delay)
-            state = SignalingState.RECONNECTING
 
     async def _session(self) -> tuple[int | None, str, bool]:
         """One connection, from the handshake to its close: (code, why it ended, whether that is terminal)."""
@@ -382,7 +414,7 @@ class Signaling:
             self._last_error = f"{reason}; and no new token: {exc}"
             return True, self._last_error
         if token == self.token:
-            return True, f"{reason}; the token provider has no newer token"
+            return True, f"{reason}; {self.provider_name} has no newer token"
         self.token = token
         log.info("%s: %s; reconnecting with a new token", self.user, reason)
         return False, f"{reason}; reconnecting with a new token"
@@ -394,48 +426,68 @@ class Signaling:
             self.token_expires_at = None
             return
         self.token_expires_at = float(expires)
-        if self.token_provider is not None:
-            self._renewal = asyncio.get_running_loop().create_task(
-                self._renew(float(expires), ws), name=f"peercall-renewal-{self.user}"
-            )
+        self._renewal = asyncio.get_running_loop().create_task(
+            self._renew(float(expires), ws), name=f"peercall-renewal-{self.user}"
+        )
 
     def _stop_renewal(self) -> None:
         task, self._renewal = self._renewal, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
+    @property
+    def provider_name(self) -> str:
+        """How messages name the token provider (`the token file …` for `token_file()`)."""
+        name = getattr(self.token_provider, "__qualname__", "")
+        return name if name.startswith("the ") else "the token provider"
+
     async def _renew(self, expires: float, ws: ClientConnection) -> None:
         """Renew the token on this connection, a margin before `expires`, and again before each new expiry.
 
         The margin is a fifth of the token's (remaining) lifetime, at least MIN_MARGIN, at most half of it (so that
-        very short tokens are not renewed back to back), and renewals are at least a second apart.
+        very short tokens are not renewed back to back), and renewals are at least a second apart. Without a
+        provider, or when it has nothing newer by `LAST_CHANCE` after the expiry, `on_token_lost` is told.
         """
         try:
             while True:
-                lifetime = expires - time.time()
-                margin = min(max(MIN_MARGIN, 0.2 * lifetime), 0.5 * lifetime)
-                await asyncio.sleep(max(1.0, expires - margin - time.time()))
-                renewed = await self._renew_once(expires, ws)
+                if self.token_provider is None:
+                    await asyncio.sleep(max(0.0, expires + LAST_CHANCE - time.time()))
+                    why = "the token expired, and there is no way to renew it (no token provider)"
+                    renewed = None
+                else:
+                    lifetime = expires - time.time()
+                    margin = min(max(MIN_MARGIN, 0.2 * lifetime), 0.5 * lifetime)
+                    await asyncio.sleep(max(1.0, expires - margin - time.time()))
+                    renewed, why = await self._renew_once(expires, ws)
                 if renewed is None:
-                    return  # gave up: the server closes 4401 at expiry (if it enforces it), and we reconnect then
+                    # Gave up: a server that enforces expiry closes the connection (4401) in a moment, and a new
+                    # token then (the provider is asked once more) reconnects us.
+                    if self._on_token_lost is not None and self._ws is ws:
+                        await self._on_token_lost(why)
+                    return
                 expires = renewed
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug here must not go unnoticed, nor take the connection down
             log.exception("%s: the token renewal failed", self.user)
 
-    async def _renew_once(self, expires: float, ws: ClientConnection) -> float | None:
-        """Send a new token (asking the provider again until it gives a newer one, until expiry); its new expiry."""
-        while time.time() < expires:
-            retry = min(5.0, max(0.5, (expires - time.time()) / 4))
+    async def _renew_once(self, expires: float, ws: ClientConnection) -> tuple[float | None, str]:
+        """Send a new token (asking the provider again until it gives a newer one, until `LAST_CHANCE` after
+        `expires`): its new expiry, or None and why not."""
+        deadline = expires + LAST_CHANCE
+        why = f"{self.provider_name} had no newer token"
+        while time.time() < deadline:
+            retry = min(5.0, max(0.5, (deadline - time.time()) / 4))
             try:
                 token = await self._new_token()
             except Exception as exc:
+                why = f"{self.provider_name} failed: {exc}"
                 log.warning("%s: could not get a new token (%s); trying again in %.1fs", self.user, exc, retry)
                 await asyncio.sleep(retry)
                 continue
             if token == self.token:
-                log.info("%s: the token provider has no newer token yet; asking again in %.1fs", self.user, retry)
+                why = f"{self.provider_name} had no newer token"
+                log.info("%s: %s has no newer token yet; asking again in %.1fs", self.user, self.provider_name, retry)
                 await asyncio.sleep(retry)
                 continue
             self._renewed = asyncio.get_running_loop().create_future()
@@ -445,16 +497,17 @@ class Signaling:
                     new_expiry = await self._renewed
             except (ConnectionClosed, TimeoutError) as exc:
                 log.warning("%s: the token renewal got no answer (%s)", self.user, type(exc).__name__)
-                return None
+                return None, f"the token renewal got no answer ({type(exc).__name__})"
             finally:
                 self._renewed = None
             self.token = token
             self.token_expires_at = new_expiry
             self.renewals += 1
             log.info("%s: renewed the token; it now expires in %.0fs", self.user, new_expiry - time.time())
-            return new_expiry
-        log.warning("%s: the token expired before a new one could be had", self.user)
-        return None
+            return new_expiry, ""
+        why = f"the token expired and could not be renewed: {why}"
+        log.warning("%s: %s", self.user, why)
+        return None, why
 
     def _backoff(self) -> float:
         """Exponential backoff with jitter: uniform in [d/2, d], d = min(max, min * 2^attempt)."""

@@ -187,6 +187,8 @@ def create_app(settings: Settings) -> PeercallApp:
             "auth": settings.auth,
             "iceTransportPolicy": settings.ice_transport_policy,
         }
+        if settings.auth != "open":
+            body["authExpiry"] = settings.effective_auth_expiry  # whether a token that expires closes the socket
         if settings.auth == "accounts":
             body["passkeys"] = True
         return JSONResponse(body)

@@ -367,7 +367,8 @@ class Sessions:
                     403,
                     1008,
                     "reserved-id",
-                    f"{client_id!r} is reserved for a service of this server; choose another id",
+                    f"{client_id!r} is reserved for a service of this server; choose another id (the service itself "
+                    "connects with PEERCALL_SERVICE_TOKEN, or is started by peercall serve --with-echo)",
                 )
             return client_id, client_id, device, None, None
         if "id" in query and not messages.is_valid_id(client_id):

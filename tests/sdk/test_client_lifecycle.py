@@ -1,0 +1,72 @@
+"""What an application sees of the client's own life: `incoming()` across a `break`, URLs it cannot use, and the
+`Disconnected` events of a lost server and of `close()`."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import pytest
+
+from peercall.client import Client, Disconnected, Event
+from tests.conftest import run_server
+
+from .conftest import WAIT, MakeClient
+
+
+async def test_a_call_that_rings_after_a_break_reaches_the_next_incoming(sdk: MakeClient, uid: Any) -> None:
+    """The docs' answer loop `break`s after a call; a call that rings while the program does other work is handed to
+    the next `incoming()`, not lost in the iterator it left."""
+    bob, alice, carol = await sdk(uid("bob")), await sdk(uid("alice")), await sdk(uid("carol"))
+    first = await alice.call(bob.id)
+    async with asyncio.timeout(WAIT):
+        async for ringing in bob.incoming():
+            assert ringing.peer == alice.id
+            await ringing.reject()
+            break
+    await first.wait_ended()
+    second = await carol.call(bob.id)  # rings while nobody iterates
+    await asyncio.sleep(0.3)
+    async with asyncio.timeout(WAIT):
+        async for ringing in bob.incoming():
+            assert ringing.peer == carol.id
+            await ringing.reject()
+            break
+    assert (await second.wait_ended()).outcome == "rejected"
+    async with bob.incoming() as calls:  # `async with` still ends an iterator early
+        calls.close()
+        assert [c async for c in calls] == []
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/ws", "https://example.org/ws", "ftp://x", "ws://"])
+def test_a_url_that_is_not_a_websocket_one_is_refused_at_once(url: str) -> None:
+    """Not a 10 s wait and an InvalidURI traceback: a ValueError naming ws:// and wss://, before any connection."""
+    with pytest.raises(ValueError, match=r"ws://") as refused:
+        Client(url, "alice")
+    if url.startswith("http"):
+        assert "did you mean ws" in str(refused.value), refused.value
+
+
+async def test_one_disconnected_per_lost_connection_and_a_terminal_one_at_close(uid: Any) -> None:
+    """A server that goes away gives one `Disconnected` (with `retry_in`), however many retries follow; `close()`
+    gives a terminal one."""
+    with run_server() as srv:
+        client = Client(srv.ws, uid("dan"), min_delay=0.1, max_delay=0.2)
+        await client.connect()
+        events = client.events()
+        srv.stop(signal.SIGKILL)
+    seen: list[Event] = []
+
+    async def keep() -> None:
+        async for event in events:
+            seen.append(event)
+
+    keeper = asyncio.create_task(keep())
+    await asyncio.sleep(1.5)  # several retries
+    await client.close()
+    await asyncio.wait_for(keeper, WAIT)
+    lost = [e for e in seen if isinstance(e, Disconnected)]
+    assert len(lost) == 2, lost
+    assert lost[0].retry_in is not None and not lost[0].terminal, lost
+    assert lost[1].terminal and lost[1].reason == "closed by us", lost
