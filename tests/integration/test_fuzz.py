@@ -1254,6 +1254,10 @@ def test_random_control_and_continuation_frames_follow_rfc_6455(rules_harness: H
             RawFrame(8, b"\x00\x00\x80"),
         ]
     )
+    # a text message that is not UTF-8 (1007), then a frame that websockets's parser refuses in the same read (1002):
+    # the ASGI transport checks the UTF-8 as websockets parses the frame, before the next (ws.py, `_Parser`)
+    @example([RawFrame(1, b"\x80"), RawFrame(9, b"", fin=False)])
+    @example([RawFrame(1, b"\xff", fin=False), RawFrame(9, b"a"), RawFrame(0, b"}"), RawFrame(8, b"\x03\xe7")])
     def fuzz(frames: list[RawFrame]) -> None:
         _raw_exchange(harness.srv, frames)
 
@@ -1270,16 +1274,22 @@ _FIRST_ERROR_FIRST = {
     "not-utf8-then-bad-close-code": [_NOT_UTF8, RawFrame(8, (999).to_bytes(2, "big"))],
     "not-utf8-then-long-ping": [_NOT_UTF8, RawFrame(9, b"x" * 126)],
     "not-utf8-then-fragmented-ping": [_NOT_UTF8, RawFrame(9, b"", fin=False)],
+    # a character split across the frames (valid), a ping between them, then a byte that is not UTF-8 in the last
+    "fragments-not-utf8-then-reserved-opcode": [
+        RawFrame(1, b'{"type":"\xc3', fin=False),
+        RawFrame(9, b"p"),
+        RawFrame(0, b'\xa9\xff"}'),
+        RawFrame(3, b""),
+    ],
+    # the first fragment is not UTF-8, but the message's UTF-8 is checked at its end: the new message is first (1002)
+    "fragment-not-utf8-then-new-message": [RawFrame(1, b"\x80", fin=False), RawFrame(1, b"{}"), RawFrame(3, b"")],
     "message-then-bad-reason": [RawFrame(1, b'{"type":"fuzz-raw-2"}'), RawFrame(8, b"\x03\xe8\xff")],
 }
 """Two errors in one write, the second one that the transport's frame parser finds (picows's, or websockets's) and
-the first one that peercall finds as the frame is handed over: the connection fails with the first's code."""
+the first one that peercall finds as the frame is handed over (a text message's UTF-8: on the ASGI transport,
+checked in the `websockets` parser's `recv_frame`, ws.py's `_Parser`): the connection fails with the first's code."""
 
 
 @pytest.mark.parametrize("case", list(_FIRST_ERROR_FIRST))
-def test_a_connection_fails_on_its_first_error_in_a_read(
-    rules_harness: Harness, case: str, request: pytest.FixtureRequest
-) -> None:
-    if request.node.callspec.params["rules_harness"] == "deflate" and case.startswith("not-utf8"):
-        pytest.xfail("ASGI: websockets parses the whole read before uvicorn's events reach the UTF-8 check (1002)")
+def test_a_connection_fails_on_its_first_error_in_a_read(rules_harness: Harness, case: str) -> None:
     _raw_exchange(rules_harness.srv, _FIRST_ERROR_FIRST[case])

@@ -17,18 +17,21 @@ Under `peercall serve`, uvicorn's WebSocket protocol is `PeercallWebSocketProtoc
 library's sans-I/O parser, which already holds to RFC 6455: reserved bits, opcodes, close codes, UTF-8, a second
 close) plus the session's rules for the frames that the app never sees. A ping, a pong or a fragment before the
 last costs a rate-limit token (`Session.control`); a pong is written only while what waits for the connection stays
-within its send buffer; a connection closed for flooding is read no more.
+within its send buffer; a connection closed for flooding is read no more. Its `websockets` parser is `_Parser`,
+which checks a text message's UTF-8 as its frames are parsed, so that the connection fails on its first error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import collections
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.frames import Frame
+from websockets.frames import Frame, Opcode
+from websockets.server import ServerProtocol
 
 from ..protocol.codes import CloseCode
 from .session import CLOSE_GRACE, CLOSE_TIMEOUT, Close, Handshake, Refused, Session, Sessions
@@ -283,6 +286,62 @@ class AsgiTransport:
                 await hub.reject(conn, verdict)
 
 
+_TEXT, _CONT = Opcode.TEXT, Opcode.CONT
+_utf8 = codecs.getincrementaldecoder("utf-8")
+_recv_frame = ServerProtocol.recv_frame  # `super().recv_frame`, without making a super object for every frame
+
+
+class _Parser(ServerProtocol):
+    """The `websockets` server protocol that uvicorn makes, with a text message's UTF-8 checked in `recv_frame`.
+
+    RFC 6455 fails a connection on the first error it finds. `websockets` parses all the frames of a read in
+    `receive_data` (`Protocol.parse`) before uvicorn sees any, and a frame it refuses (a reserved opcode, a bad close
+    code, a long or fragmented ping: 1002) fails the connection there. uvicorn decodes a text message only later, in
+    its events, so a message that is not UTF-8 (1007) before such a frame in the same read was failed with the later
+    frame's 1002. `parse` hands each frame to `recv_frame` once it is read and decompressed (permessage-deflate's
+    `decode`), before it reads the next: the UnicodeDecodeError raised here is caught by `parse`, which fails the
+    connection with 1007 ("<why> at position <n>", as for a close reason) and reads no further. uvicorn then handles
+    it as any error of the parser (`data_received`, `parser_exc`): the close frame is written after the pongs that
+    websockets queued for the pings before it in the read, and the read's other events are dropped.
+
+    The UTF-8 is the whole message's, checked when its last frame comes, as picows's transport does (a new message
+    inside it, or a broken frame, before then is the first error: 1002): a fragmented message's frames go through an
+    incremental decoder (a character may be split across them), which keeps its first error for the last frame. A
+    whole text message costs a check that it is ASCII (signaling's JSON nearly always is), and a decode if it is not.
+    uvicorn decodes the message again for the app (`send_receive_event_to_app`)."""
+
+    utf8: codecs.IncrementalDecoder | None = None  # the text message being received in fragments
+    bad: UnicodeDecodeError | None = None  # the first error of its UTF-8
+
+    def recv_frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is _TEXT:  # (inside a fragmented message, a new one is websockets's 1002: not checked here)
+            if frame.fin:
+                data = frame.data
+                if not data.isascii() and self.current_size is None:  # type: ignore[union-attr]  # bytes, bytearray
+                    data.decode()  # type: ignore[union-attr]  # the UnicodeDecodeError fails the connection: 1007
+            elif self.current_size is None:
+                self.utf8 = _utf8()
+                self._fragment(frame)
+        elif opcode is _CONT and self.utf8 is not None:
+            self._fragment(frame)
+        _recv_frame(self, frame)
+
+    def _fragment(self, frame: Frame) -> None:
+        """A frame of a fragmented text message through the decoder; at the last, the message's first error."""
+        utf8 = self.utf8
+        assert utf8 is not None
+        if self.bad is None:
+            try:
+                utf8.decode(frame.data, frame.fin)
+            except UnicodeDecodeError as exc:
+                self.bad = exc
+        if frame.fin:
+            bad, self.utf8, self.bad = self.bad, None, None
+            if bad is not None:
+                raise bad
+
+
 class PeercallWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's WebSocket protocol, with the session's rules for the frames the app never sees (see the module's
     docstring). `peercall` is the connection once the app has accepted it; until then uvicorn's rules alone apply."""
@@ -290,6 +349,12 @@ class PeercallWebSocketProtocol(WebSocketsSansIOProtocol):
     peercall: AsgiConnection | None = None
     deaf = False
     held: list[bytes] | None = None  # what websockets queued after the pong being written (`handle_ping`)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn's parser, made with its settings (extensions, max size, logger), checks UTF-8 as it parses: the
+        # same object, of `_Parser` (a subclass with methods and class defaults only, so the layout is the same)
+        self.conn.__class__ = _Parser
 
     def data_received(self, data: bytes) -> None:
         if not self.deaf:
@@ -319,7 +384,9 @@ class PeercallWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def send_receive_event_to_app(self) -> None:
         """uvicorn's, but a text message that is not UTF-8 fails the connection (1007) without the ERROR and
-        traceback that uvicorn logs for it (a line a client could make the server write at will)."""
+        traceback that uvicorn logs for it (a line a client could make the server write at will). `_Parser` has
+        failed such a message already, as it was parsed; this stays for a `websockets` that would not call its
+        `recv_frame`."""
         data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
         self.frames = []
         if self.close_sent:
@@ -356,9 +423,10 @@ class PeercallWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_ping(self) -> None:
         """websockets has queued a pong for every ping of this read, in order with whatever else it answered (a
         close frame). Each is written at its own ping's event, not before: a message between two pings may fail
-        the connection (1007 above), and then the second ping is not answered (RFC 6455 7.1.7: a failed connection
-        processes nothing more), so what follows this ping's pong is `held` for the next events. A pong costs its
-        ping's token, and is written only if the session lets the ping through and the send buffer has room."""
+        the connection (1007 above, should `_Parser` not have; or 4429), and then the second ping is not answered
+        (RFC 6455 7.1.7: a failed connection processes nothing more), so what follows this ping's pong is `held` for
+        the next events. A pong costs its ping's token, and is written only if the session lets the ping through and
+        the send buffer has room."""
         conn = self.peercall
         if conn is None or self.deaf:
             super().handle_ping()
