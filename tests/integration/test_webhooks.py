@@ -156,7 +156,10 @@ async def test_a_delivery_answered_500_is_retried_until_2xx(connect: Any, uid: A
 @pytest.mark.parametrize(
     ("env", "said"),
     [
-        ({"PEERCALL_WEBHOOK_URLS": "https://hooks.example.org/peercall"}, "PEERCALL_WEBHOOK_URLS needs PEERCALL_WEBHOOK_SECRET"),
+        (
+            {"PEERCALL_WEBHOOK_URLS": "https://hooks.example.org/peercall"},
+            "PEERCALL_WEBHOOK_URLS needs PEERCALL_WEBHOOK_SECRET",
+        ),
         (
             {
                 "PEERCALL_WEBHOOK_URLS": "https://hooks.example.org/peercall",
