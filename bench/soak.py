@@ -616,7 +616,10 @@ class Soak:
 
     async def told(self, u: User, call: Call, until: float) -> None:
         if u.id in call.ended:
-            return  # told already, by a call-ended its script did not expect (the reason it is settled)
+            # told already, by a call-ended its script did not expect (the reason it is settled: `User.expect`
+            # stopped at it); what follows it (a seed hangup, say) is still to be taken
+            await self.after_ended(u, call)
+            return
         hung_up = False
         while True:
             left = until - time.monotonic()

@@ -10,7 +10,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -131,3 +133,46 @@ def test_a_cluster_loses_nothing_through_a_node_kill_and_a_redis_restart(tmp_pat
     for key in ("affected", "cuts", "nodeResumes", "lateReturns"):
         value = summary[key]
         assert isinstance(value, int) and value > 0, f"no {key} in {summary}"
+
+
+async def test_the_settling_takes_what_follows_a_call_ended_the_script_did_not_expect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cluster soak's sequence of 2026-12-05, without a server: a missed call placed just after a Redis restart
+    rings its caller, but its call-request to the callee on the other node is lost (that node has not subscribed
+    again yet: docs/deploy.md, "Redis is unreachable"); at the ring timeout the callee gets call-ended, then the
+    seed hangup. The callee's wait for the call-request stops at the call-ended, and the settling of the call must
+    take the hangup after it too (it was left in the inbox: 'got a frame after its calls ended'); a frame of another
+    call after it still fails the soak."""
+    monkeypatch.syspath_prepend(str(SOAK.parent))  # soak.py imports bench/run.py as `run`
+    import soak as s
+
+    for other_call in (False, True):
+        args = SimpleNamespace(seed=3, ring_timeout=6.0, resume_grace=4.0, node_lease=6.0, slack=5.0, fault=None)
+        sk = s.Soak(args)  # type: ignore[arg-type]
+        a, b = s.User(sk, 34, "u0034", "d0034"), s.User(sk, 33, "u0033", "d0033")
+        sk.users = [a, b]
+        a.ws = b.ws = object()  # type: ignore[assignment]  # connected (nothing is sent here)
+        now = sk.started = time.monotonic()
+        sk.windows.append((now - 1.7, now + 30))  # the Redis restart began 1.7 s before the call
+        call = s.Call(key="u0034.417", kind="missed", caller=a, callee=b, t0=now)
+        cid = "46f7dfd4878bed1e"
+        a.inbox.put_nowait({"type": "call-ringing", "callId": cid, "to": b.id})
+        call.call_id = (await a.expect(call, ["call-ringing"]))["call-ringing"]["callId"]
+        ended = {"type": "call-ended", "callId": cid, "outcome": "missed", "reason": "invite-timeout"}
+        b.inbox.put_nowait(ended)
+        b.inbox.put_nowait({"type": "hangup", "from": a.id, "to": b.id, "callId": cid, "data": {"reason": "x"}})
+        if other_call:
+            b.inbox.put_nowait({"type": "hangup", "from": "u0099", "to": b.id, "callId": "ffff000011112222"})
+        a.inbox.put_nowait(ended)
+        with pytest.raises(s.Failed, match="unexpected frame"):
+            await b.expect(call, ["call-request"])
+        assert sk.disturbed(call)
+        await sk.settle(call, pinned=False)
+        assert b.inbox.empty() and a.inbox.empty()
+        assert call.ended[b.id] == ended
+        if other_call:
+            assert len(sk.failures) == 1
+            assert "ffff000011112222" in sk.failures[0] and "after call 46f7dfd4878bed1e ended" in sk.failures[0]
+        else:
+            assert sk.failures == []
