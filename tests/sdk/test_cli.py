@@ -228,12 +228,17 @@ async def test_call_exit_statuses(server: ServerProcess, sdk: Any, uid: Any) -> 
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    async with bob.incoming() as calls, asyncio.timeout(20 * SCALE):
-        ringing = await anext(aiter(calls))
-    proc.send_signal(signal.SIGTERM)
-    async with asyncio.timeout(20 * SCALE):
-        out, _ = await proc.communicate()
-        await ringing.wait_ended()
+    try:
+        async with bob.incoming() as calls, asyncio.timeout(20 * SCALE):
+            ringing = await anext(aiter(calls))
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20 * SCALE):
+            out, _ = await proc.communicate()
+            await ringing.wait_ended()
+    finally:
+        if proc.returncode is None:  # (failed: its output says where it was)
+            proc.kill()
+            print((await proc.communicate())[0].decode())
     assert proc.returncode == 1, out.decode()
     status, text = await peercall("call", "bob", "--url", server.http + "/ws", timeout=10)
     assert status == 2 and text.strip().splitlines() == [

@@ -574,7 +574,8 @@ class Client:
         if not await self._signaling.send(frame):
             raise ContactError(f"cannot send {frame['type']}: not connected to the server")
         try:
-            return await asyncio.wait_for(asyncio.shield(answer), self.answer_timeout)
+            async with asyncio.timeout(self.answer_timeout):  # (not wait_for: see `call`)
+                return await asyncio.shield(answer)
         except TimeoutError:
             wait = self.answer_timeout
             raise ContactError(f"the server did not answer {frame['type']} within {wait:g}s") from None
@@ -703,7 +704,10 @@ class Client:
                 await call.close()
                 raise CallError(f"cannot call {user}: not connected to the server")
             try:
-                answer = await asyncio.wait_for(asyncio.shield(self._ringing), RINGING_WAIT)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result and drops a cancel
+                # that comes as the future completes (a SIGTERM as the server answers left the call ringing)
+                async with asyncio.timeout(RINGING_WAIT):
+                    answer = await asyncio.shield(self._ringing)
             except TimeoutError:
                 await call.hangup()
                 raise CallError(f"the server did not confirm the call to {user}") from None
