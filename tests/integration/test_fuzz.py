@@ -49,6 +49,7 @@ from peercall.protocol.errors import shorten
 from peercall.protocol.schema import check_server_frame
 from tests.conftest import ROOT, TIMEOUT, Client, ServerProcess, run_server
 from tests.integration.conftest import TRANSPORTS
+from tests.integration.test_ws_stack import not_utf8
 
 FUZZER, ALICE, BOB = "fuzzer", "alice", "bob"
 BUSY = frozenset({ALICE, BOB})  # online and in a call: a call-request to them ends `busy` at once
@@ -1078,7 +1079,7 @@ def _model(frames: list[RawFrame]) -> tuple[int | None, bool, list[tuple[str, by
     owed: list[tuple[str, bytes]] = []
     message: list[Any] | None = None  # [opcode, payload]
     for f in frames:
-        if f.opcode == 8 and f.rsv and len(f.payload) > 2 and _not_utf8(f.payload[2:]):
+        if f.opcode == 8 and f.rsv and len(f.payload) > 2 and not_utf8(f.payload[2:]):
             return -1, True, owed, False  # two faults: picows's parser finds the reason's first (1007)
         if f.opcode not in (0, 1, 2, 8, 9, 10) or f.rsv:
             return 1002, True, owed, False
@@ -1119,14 +1120,6 @@ def _model(frames: list[RawFrame]) -> tuple[int | None, bool, list[tuple[str, by
                     return 1007, True, owed, False
             owed.append(("answer", b""))  # one error frame: unknown-type, bad-message or the like
     return None, message is not None, owed, False  # (here: whether a message is left unfinished)
-
-
-def _not_utf8(data: bytes) -> bool:
-    try:
-        data.decode()
-    except UnicodeDecodeError:
-        return True
-    return False
 
 
 @st.composite

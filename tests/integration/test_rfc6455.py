@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import ServerProcess, run_server
 from tests.integration.conftest import TRANSPORTS
-from tests.integration.test_ws_stack import Raw, client_frame, head
+from tests.integration.test_ws_stack import Raw, client_frame, head, not_utf8
 
 TEXT, BINARY, CLOSE, PING, PONG, CONT = 1, 2, 8, 9, 10, 0
 HANGUP = b'{"type":"hangup","to":"nobody"}'
@@ -151,17 +151,9 @@ async def test_with_deflate_utf8_is_checked_on_the_decompressed_message(private_
         frames = await asyncio.to_thread(talk_deflate, private_deflate_server, data, name)
         assert close_code(frames) == 1007 and [op for op, _ in frames] == [CLOSE], frames
     good = _deflate(b'{"type":"hangup","to":"\xc3\xa9"}')
-    assert _not_utf8(good)
+    assert not_utf8(good)
     frames = await asyncio.to_thread(talk_deflate, private_deflate_server, frame(TEXT, good, rsv=0x40), "zip6", 1)
     assert frames[0][0] == TEXT, frames
-
-
-def _not_utf8(data: bytes) -> bool:
-    try:
-        data.decode()
-    except UnicodeDecodeError:
-        return True
-    return False
 
 
 # ---------------------------------------------------------------------------------------------- 5.2 opcodes, masks

@@ -384,3 +384,12 @@ async def test_a_hangup_and_a_close_in_one_read_still_get_call_ended_before_the_
         got = await asyncio.wait_for(talking, TIMEOUT)
     texts = [t for opcode, payload in got if opcode == 1 and (t := json.loads(payload)["type"]) != "presence"]
     assert texts[-1] == "call-ended" and got[-1][0] == 8, got
+
+
+def not_utf8(data: bytes) -> bool:
+    """Whether `data` is not valid UTF-8 (a text message's or a close reason's)."""
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return True
+    return False
