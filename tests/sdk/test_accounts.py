@@ -19,6 +19,7 @@ import websockets
 from peercall.auth.tokens import mint
 from peercall.client import (
     Accounts,
+    Call,
     CallPhase,
     Client,
     Disconnected,
@@ -282,6 +283,31 @@ async def test_a_rotated_token_file_renews_the_token(token_server: tuple[ServerP
         await client.close()
 
 
+async def call_on_a_token_file(
+    srv: ServerProcess, secret: str, path: Path, caller: str, callee: str
+) -> tuple[Client, Client, Call, Call, float]:
+    """`caller`, whose token is read from the file `path`, calls `callee` (a 10-minute token), who answers: both
+    clients, the caller's call, the callee's, and when the caller's token expires. The clients are connected: the
+    caller closes them."""
+    mine = Client(srv.ws, caller, token_provider=token_file(path), ice_loopback=True)
+    theirs = Client(srv.ws, callee, mint(callee, secret, 600), ice_loopback=True)
+    try:
+        await mine.connect()
+        await theirs.connect()
+        expiry = mine.token_expires_at
+        assert expiry is not None
+        call = await mine.call(callee, audio_in=media.Tone(440))
+        ringing = await next_incoming(theirs)
+        await ringing.accept(audio_in=media.Tone(1000))
+        async with asyncio.timeout(WAIT):
+            await call.wait_connected()
+    except BaseException:
+        await mine.close()
+        await theirs.close()
+        raise
+    return mine, theirs, call, ringing, expiry
+
+
 async def test_a_token_file_rotated_just_after_expiry_still_renews_the_live_connection(
     token_server: tuple[ServerProcess, str], tmp_path: Path
 ) -> None:
@@ -290,18 +316,8 @@ async def test_a_token_file_rotated_just_after_expiry_still_renews_the_live_conn
     srv, secret = token_server
     path = tmp_path / "token"
     path.write_text(mint("erin", secret, 6))
-    erin = Client(srv.ws, "erin", token_provider=token_file(path), ice_loopback=True)
-    fred = Client(srv.ws, "fred", mint("fred", secret, 600), ice_loopback=True)
+    erin, fred, call, _, expiry = await call_on_a_token_file(srv, secret, path, "erin", "fred")
     try:
-        await erin.connect()
-        await fred.connect()
-        expiry = erin.token_expires_at
-        assert expiry is not None
-        call = await erin.call("fred", audio_in=media.Tone(440))
-        ringing = await next_incoming(fred)
-        await ringing.accept(audio_in=media.Tone(1000))
-        async with asyncio.timeout(WAIT):
-            await call.wait_connected()
         seen: list[Event] = []
         watcher = await follow(erin, seen)
         await asyncio.sleep(max(0.0, expiry + 1 - time.time()))
@@ -325,18 +341,8 @@ async def test_a_token_that_cannot_be_renewed_hangs_up_the_call_before_the_serve
     srv, secret = token_server
     path = tmp_path / "token"
     path.write_text(mint("gail", secret, 4))
-    gail = Client(srv.ws, "gail", token_provider=token_file(path), ice_loopback=True)
-    hal = Client(srv.ws, "hal", mint("hal", secret, 600), ice_loopback=True)
+    gail, hal, call, ringing, expiry = await call_on_a_token_file(srv, secret, path, "gail", "hal")
     try:
-        await gail.connect()
-        await hal.connect()
-        expiry = gail.token_expires_at
-        assert expiry is not None
-        call = await gail.call("hal", audio_in=media.Tone(440))
-        ringing = await next_incoming(hal)
-        await ringing.accept(audio_in=media.Tone(1000))
-        async with asyncio.timeout(WAIT):
-            await call.wait_connected()
         async with asyncio.timeout(expiry + LEEWAY - time.time()):
             end = await ringing.wait_ended()
         assert end.outcome == "answered" and end.reason == "user-hangup", end
