@@ -129,6 +129,24 @@ async def test_a_restarted_redis_is_rejoined_and_new_calls_work(
         assert {alice.id, bob.id} <= set(carol.welcome["online"])
 
 
+async def test_frames_for_a_node_that_subscribes_again_reach_its_users(
+    cluster: Any, redis: Any, connect: Any, uid: Any
+) -> None:
+    """A node's subscription is cut (Redis dropped it, or a blip of its connection) while its other connections to
+    Redis keep working: the frames other nodes send it meanwhile reach its users once it has subscribed again, in
+    order, instead of being lost (the caller heard ringing, the callee never rang, and the call ended missed)."""
+    async with cluster(2, **FAST) as c:
+        alice = await connect(uid("alice"), c.nodes[0])
+        bob = await connect(uid("bob"), c.nodes[1])
+        assert redis.command("CLIENT", "KILL", "TYPE", "pubsub") >= 2  # both nodes' subscriptions
+        await alice.send({"type": "call-request", "to": bob.id})
+        call_id = (await alice.expect(type="call-ringing"))["callId"]
+        await bob.expect(timeout=5, type="call-request", callId=call_id, **{"from": alice.id})
+        await alice.send({"type": "hangup", "to": bob.id})
+        ended = await bob.expect(timeout=5, type="call-ended", callId=call_id)
+        assert ended["outcome"] == "cancelled"
+
+
 async def _call_rings(caller: Client, callee: str, within: float) -> bool:
     """Send call-requests until one rings (True), or `within` seconds pass (False)."""
     deadline = time.monotonic() + within

@@ -27,6 +27,7 @@ from peercall.hub.router import Hub
 from peercall.protocol.messages import MAX_CALL_DATA
 from tests.cluster.conftest import RedisServer
 from tests.contract.conftest import FakeConnection
+from tests.unit.test_front import until
 
 PREFIX = "peercall:"
 
@@ -494,6 +495,37 @@ async def test_a_message_for_a_node_that_cannot_be_read_is_dropped_and_the_next_
         await closed.wait()
     assert alice.types() == [*before, "one", "two"]
     assert alice.closed == (4001, "bye")
+
+
+@pytest.mark.parametrize("client", ["lean", "redis-py"])
+async def test_frames_for_a_node_that_does_not_listen_are_held_for_a_while_within_a_bound(
+    hubs: tuple[int, Callable[..., Awaitable[Hub]]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    client: str,
+) -> None:
+    """Frames for a node whose subscription is down are held for it (tests/cluster/test_failures.py shows them
+    delivered once it listens again), but not for ever, and not without a bound: a node that never listens again
+    (it died) costs what `_HELD_MAX` allows for `_HELD_FOR` seconds, then nothing, and each loss is logged."""
+    from peercall.broker import redis as redis_broker
+
+    monkeypatch.setattr(redis_broker, "_HELD_MAX", 10_000)
+    monkeypatch.setattr(redis_broker, "_HELD_FOR", 0.5)
+    _, make = hubs
+    broker = (await make()).broker
+    assert isinstance(broker, redis_broker.RedisBroker)
+    if client == "redis-py":  # as with a rediss:// URL, which the lean client does not speak
+        broker._pipe = None
+    gone = "n9-dead00.1"  # a connection of a node that nobody listens for
+    for i in range(200):
+        broker.send(gone, nodeframe.SEND, json.dumps({"type": "candidate", "n": i, "pad": "x" * 100}))
+        await asyncio.sleep(0)
+    await until(lambda: bool(broker._held), timeout=2)
+    assert 0 < broker._held_size <= 10_000
+    assert "were lost: too much waits for it" in caplog.text
+    await until(lambda: not broker._held, timeout=3)
+    assert broker._held_size == 0
+    assert "were lost: it did not listen again" in caplog.text
 
 
 def test_an_answered_call_is_told_by_its_json() -> None:

@@ -65,7 +65,11 @@ lease, reaping, gauges), and everything with a `rediss://` URL, which the lean c
 Routing: Pub/Sub, one channel per node. It is the lowest-latency path Redis has (no storage, one PUBLISH per
 frame, batched in pipelines), delivers in order per publishing connection (each node publishes on one), and loses
 nothing while both nodes stay connected to Redis; streams would add durability we do not need (a node that
-lost its Redis connection has lost its clients' calls' signaling context anyway; they resume).
+lost its Redis connection has lost its clients' calls' signaling context anyway; they resume). A PUBLISH says how
+many it reached: a message for a node that reached no one (its subscription was cut, or Redis restarted and it has
+not subscribed again yet, while its other connections already work) is held by the sender and published again, in
+order and ahead of what follows for that node, until it is heard (`_hold`; for _HELD_FOR s at most, within
+_HELD_MAX): the moment a node takes to subscribe again costs a delay, not a callee who never rang.
 
 `offer`/`answer`/`candidate`, the hot path, change no state: a node remembers, per connection of its own in an
 answered call, where the peer's connection is, and forwards without asking Redis, synchronously like one node
@@ -135,6 +139,11 @@ _SEEN_KEPT = 1000
 _BATCH_MAX = 512  # frames in one Pub/Sub message at most
 _SUB_PING = 2.0  # seconds between pings on the subscription, so that a Redis that went silent is noticed
 _STOP_WITHIN = 8.0  # seconds `stop()` may take in all; then other nodes reap what is left when the lease runs out
+# Frames for a node whose subscription is down (a PUBLISH that reached no one): held and published again, in order,
+# every _HELD_RETRY s until it has subscribed again, for _HELD_FOR s at most; _HELD_MAX characters for all nodes.
+_HELD_RETRY = 0.1
+_HELD_FOR = 10.0
+_HELD_MAX = 16 << 20
 
 # The fields of the encoded core `Call` (msgspec JSON of the dataclass) that the Lua reader follows to a call's
 # parties: `call.caller.user` and `call.callee_user`. tests/unit/test_redis_format.py checks them against `Call`.
@@ -547,6 +556,11 @@ class RedisBroker:
         self._to_at = f"{prefix}to:"
         self._own = self._to(self.address)  # this node's channel
         self._outbox_ready = asyncio.Event()
+        # channel of a node -> the messages for it that reached no one yet ((when first published, message), in
+        # order): its subscription was down (see `_hold`). New ones for that node wait behind them.
+        self._held: dict[str, collections.deque[tuple[float, str]]] = {}
+        self._held_size = 0  # characters in `_held`
+        self._held_tried = 0.0  # when `_held` was last published again (monotonic)
         self._timer_wake = asyncio.Event()
         self._timer_at = 0.0  # when the timer looks at `due` next (wall clock), unless woken sooner
         self._tasks: list[asyncio.Task[None]] = []
@@ -1323,7 +1337,12 @@ class RedisBroker:
 
     async def _publish_loop(self) -> None:
         while not self._closing:  # stop() cancels us too, but redis-py may turn a cancel into an error
-            await self._outbox_ready.wait()
+            if self._held:  # and look again soon for the node they wait for
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_HELD_RETRY):
+                        await self._outbox_ready.wait()
+            else:
+                await self._outbox_ready.wait()
             self._outbox_ready.clear()
             try:
                 await self._flush_outbox()
@@ -1341,39 +1360,109 @@ class RedisBroker:
             await self._flush_outbox_now()
 
     async def _flush_outbox_now(self) -> None:
+        if self._held and time.monotonic() - self._held_tried >= _HELD_RETRY:  # before what follows them
+            await self._publish_held()
         while self._outbox:
             outbox, self._outbox = self._outbox, {}
-            commands = [
-                ("PUBLISH", channel, "".join(pieces[i : i + _BATCH_MAX]))
-                for channel, pieces in outbox.items()
-                for i in range(0, len(pieces), _BATCH_MAX)
-            ]
-            if self._pipe is not None:  # on the connection the transitions go on: after the change they follow
-                await self._pipe.pipeline(commands)
-                self.ops["publish"] += 1
-                continue
-            # One connection of its own, written to directly: a pipeline object per batch costs more Python than
-            # the round trip (and keeps the order of frames between two nodes, since one connection carries all).
-            if self._pub_conn is None:
-                self._pub_conn = await self.redis.connection_pool.get_connection()
-            conn = self._pub_conn
-            try:
-                await conn.send_packed_command(conn.pack_commands(commands))
-                for _ in commands:
-                    await conn.read_response()
-            except BaseException:
-                self._pub_conn = None
-                await conn.disconnect()
-                await self.redis.connection_pool.release(conn)
-                raise
+            held = self._held
+            commands = []
+            for channel, pieces in outbox.items():
+                for i in range(0, len(pieces), _BATCH_MAX):
+                    message = "".join(pieces[i : i + _BATCH_MAX])
+                    if channel in held:  # behind what waits for that node
+                        self._hold(channel, message, time.monotonic())
+                    else:
+                        commands.append(("PUBLISH", channel, message))
+            self._published(commands, await self._publish(commands))
+
+    async def _publish(self, commands: list[tuple[str, str, str]]) -> list[Any]:
+        """PUBLISH each of `commands`: how many subscribers each reached."""
+        if not commands:
+            return []
+        if self._pipe is not None:  # on the connection the transitions go on: after the change they follow
+            replies = await self._pipe.pipeline(commands)
             self.ops["publish"] += 1
+            return replies
+        # One connection of its own, written to directly: a pipeline object per batch costs more Python than the
+        # round trip (and keeps the order of frames between two nodes, since one connection carries all).
+        if self._pub_conn is None:
+            self._pub_conn = await self.redis.connection_pool.get_connection()
+        conn = self._pub_conn
+        try:
+            await conn.send_packed_command(conn.pack_commands(commands))
+            replies = [await conn.read_response() for _ in commands]
+        except BaseException:
+            self._pub_conn = None
+            await conn.disconnect()
+            await self.redis.connection_pool.release(conn)
+            raise
+        self.ops["publish"] += 1
+        return replies
+
+    def _published(self, commands: list[tuple[str, str, str]], replies: list[Any]) -> None:
+        """Hold the messages for a node that reached no one: its subscription is down for a moment (Redis cut it
+        off as too slow, or its connection dropped, or Redis restarted and it has not subscribed again yet), and
+        it would lose them: a call that rang the caller and never the callee. Not those for every node (some
+        node always hears them, and what a node missed of them it is not told again)."""
+        now, everyone = time.monotonic(), self._everyone
+        for (_, channel, message), reached in zip(commands, replies, strict=True):
+            if reached == 0 and channel != everyone:
+                self._hold(channel, message, now)
+
+    def _hold(self, channel: str, message: str, since: float) -> None:
+        """Keep `message` for the node of `channel` until a PUBLISH of it reaches it (`_publish_held`), within
+        `_HELD_MAX` characters for all nodes: beyond, that node's oldest are dropped (lost, and logged)."""
+        held = self._held.get(channel)
+        if held is None:
+            held = self._held[channel] = collections.deque()
+        held.append((since, message))
+        self._held_size += len(message)
+        dropped = 0
+        while self._held_size > _HELD_MAX and held:
+            self._held_size -= len(held.popleft()[1])
+            dropped += 1
+        if dropped:
+            log.warning("node %s: %d messages for %s were lost: too much waits for it", self.address, dropped, channel)
+        if not held:
+            del self._held[channel]
+
+    async def _publish_held(self) -> None:
+        """Publish again what waits for nodes whose subscription was down: for each, its oldest message first;
+        once one reaches the node, all the others, in order. A node that has not subscribed again within
+        `_HELD_FOR` seconds loses them (logged): it is gone, or its connections are."""
+        now = self._held_tried = time.monotonic()
+        for channel, held in list(self._held.items()):
+            stale = 0
+            while held and now - held[0][0] > _HELD_FOR:
+                self._held_size -= len(held.popleft()[1])
+                stale += 1
+            if stale:
+                log.warning(
+                    "node %s: %d messages for %s were lost: it did not listen again",
+                    self.address,
+                    stale,
+                    channel,
+                )
+            if not held:
+                del self._held[channel]
+                continue
+            first = held[0][1]
+            if not (await self._publish([("PUBLISH", channel, first)]))[0]:
+                continue  # not yet
+            self._held_size -= len(first)
+            held.popleft()
+            rest = [("PUBLISH", channel, message) for _, message in held]
+            self._held_size -= sum(len(message) for _, message in held)
+            del self._held[channel]
+            self._published(rest, await self._publish(rest))  # any that reach no one wait again
 
     def _heard(self, channel: str, data: str) -> None:
         """A message on a channel we subscribed to (through the lean client), handled at once, from the read of the
         subscription's socket (`resp.Connection.data_received`): each of its frames is learnt (STATE) or queued to
         its connection (`Hub.deliver` never waits), so nothing piles up in this node; what it has not read yet
         waits in Redis, which drops a subscriber that falls too far behind (its pubsub output buffer limit):
-        `_listen_lean` then subscribes again, and what was sent meanwhile is lost, as after a lost connection.
+        `_listen_lean` then subscribes again, and what was sent meanwhile reaches it then (its senders held it:
+        `_hold`).
         Nothing a message holds raises into the reader."""
         try:
             if channel == self._own:
