@@ -85,7 +85,10 @@ async def test_every_outcome_is_recorded(quick_server: ServerProcess, connect, u
     assert got == expected
     assert busy_id in {r["callId"] for r in body["calls"]}
     answered = body["calls"][-1]
-    assert answered["answeredDevice"] == bob.welcome["device"] and answered["duration"] >= 0
+    assert answered["duration"] >= 0
+    # Open mode: anyone may read the history of any id, so it shows no device id (one takes over a device and its
+    # answered call, `?device=`): not the other party's, not even the user's own.
+    assert {(r["callerDevice"], r["answeredDevice"]) for r in body["calls"]} == {(None, None)}
     carol_history = await history(quick_server, c, 1)
     assert [(r["outcome"], r["reason"]) for r in carol_history["calls"]] == [("answered", "peer-lost")]
 
@@ -169,3 +172,8 @@ async def test_call_summaries_reach_the_history(quick_server: ServerProcess, con
                 break
             await asyncio.sleep(0.05)
     assert record["quality"] == {a: {"mos": 4.3, "path": "direct"}, b: {"lossPct": 0.5, "rttMs": 12}}
+    # One per party and call: a repeat is refused before it costs a write (a flood of them stalled the store).
+    await alice.send({"type": "call-summary", "callId": call_id, "data": {"mos": 1.2}})
+    repeat = await alice.expect(type="error")
+    assert (repeat["code"], repeat["ref"], repeat["callId"]) == ("not-in-call", "call-summary", call_id)
+    assert "already" in repeat["message"]

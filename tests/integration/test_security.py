@@ -197,6 +197,46 @@ async def test_http_api_follows_token_mode(token_server: ServerProcess) -> None:
         assert (await http.get("/api/calls", headers=expired)).json()["error"]["message"] == "the token has expired"
 
 
+async def test_the_history_shows_a_device_id_to_its_owner_only(token_server: ServerProcess) -> None:
+    """A device id takes over that device and its answered call (`?device=`): the history shows each party its own
+    device only, never the other party's, and is never cached."""
+    socks = {}
+    for name in ("hub1", "ida1"):
+        socks[name] = await websockets.connect(
+            f"{token_server.ws}?device=d-{name}", additional_headers={"Authorization": f"Bearer {token(name)}"}
+        )
+        await recv_json(socks[name])
+
+    async def until(ws: websockets.ClientConnection, kind: str) -> dict:
+        while (msg := await recv_json(ws))["type"] != kind:
+            pass
+        return msg
+
+    try:
+        await socks["hub1"].send(json.dumps({"type": "call-request", "to": "ida1"}))
+        call_id = (await until(socks["ida1"], "call-request"))["callId"]
+        await socks["ida1"].send(json.dumps({"type": "call-accept", "to": "hub1"}))
+        await until(socks["hub1"], "call-accept")
+        await socks["hub1"].send(json.dumps({"type": "hangup", "to": "ida1"}))
+        await until(socks["ida1"], "call-ended")
+    finally:
+        for ws in socks.values():
+            await ws.close()
+    async with httpx.AsyncClient(base_url=token_server.http) as http:
+        seen = {}
+        for name in ("hub1", "ida1"):
+            for _ in range(50):  # the history writer may still be on its way
+                answer = await http.get("/api/calls", headers={"Authorization": f"Bearer {token(name)}"})
+                if answer.json()["calls"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert answer.headers["cache-control"] == "no-store"
+            (seen[name],) = answer.json()["calls"]
+    assert seen["hub1"]["callId"] == seen["ida1"]["callId"] == call_id
+    assert (seen["hub1"]["callerDevice"], seen["hub1"]["answeredDevice"]) == ("d-hub1", None)
+    assert (seen["ida1"]["callerDevice"], seen["ida1"]["answeredDevice"]) == (None, "d-ida1")
+
+
 def test_token_command_prints_a_token_the_server_accepts() -> None:
     """`peercall token USER --ttl S` prints a token for USER signed with PEERCALL_AUTH_SECRET."""
     env = {**os.environ, "PEERCALL_AUTH_SECRET": SECRET}

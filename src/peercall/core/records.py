@@ -33,18 +33,22 @@ class CallRecord:
     """Why the call did not ring although it could have (core/social.py): shown to the callee only (`to_json`),
     and a call `HIDDEN_FROM_CALLEE` not even to them. None: it was not screened."""
 
-    def to_json(self, viewer: str | None = None) -> dict[str, object]:
+    def to_json(self, viewer: str | None = None, *, devices: bool = True) -> dict[str, object]:
         """The record as the HTTP API and the `missed-calls` frame show it (camelCase keys).
 
         `"screened"` is there only when `viewer` is the callee and the call was screened: for the caller (and
         anyone else) the record looks exactly like a call to someone offline or not answering.
+
+        A party's device id is shown to that party only (`viewer`), and to nobody with `devices=False` (open mode,
+        where anyone may read the history of any id): a device id is what takes over a device and its call
+        (`?device=`), so it is kept from anyone who could use it to step into someone else's call.
         """
         shown: dict[str, object] = {
             "callId": self.call_id,
             "caller": self.caller,
             "callee": self.callee,
-            "callerDevice": self.caller_device,
-            "answeredDevice": self.answered_device,
+            "callerDevice": self.caller_device if devices and viewer == self.caller else None,
+            "answeredDevice": self.answered_device if devices and viewer == self.callee else None,
             "ringingAt": self.ringing_at,
             "answeredAt": self.answered_at,
             "endedAt": self.ended_at,

@@ -46,6 +46,7 @@ log = logging.getLogger("peercall.hub")
 _LOGGED_ERRORS = 5  # protocol errors logged per connection; the rest are counted
 _PRUNE_EVERY = 3600.0  # seconds between two deletions of calls older than the history retention
 _PRUNE_BATCHES = 100  # batches (of store.base.PRUNE_BATCH calls) deleted at most each time
+_SUMMARIES_KEPT = 20_000  # (call, party) whose call-summary was taken: both parties of the 10,000 ended calls kept
 _NO_RELATIONS = relations(Circle(""))  # no contact, request or block, and the server's ring setting
 DRAIN_WITHIN = 3.0
 """Seconds the hub waits at shutdown for its pending work (history writes, effects on their way)."""
@@ -118,6 +119,10 @@ class Hub:
         # Calls that ended lately on this node: call id -> the history write of its record (a call-summary waits
         # for it).
         self._written: collections.OrderedDict[str, asyncio.Future[None]] = collections.OrderedDict()
+        # Whose `call-summary` this node took lately: (call id, user), the newest _SUMMARIES_KEPT. One per party and
+        # call (docs/protocol.md): each is a write to the history, so a repeat is refused before any store work (a
+        # party repeating one was a flood of writes that stalled every other user's store work behind it).
+        self._summarised: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         self._presence_timer: asyncio.TimerHandle | None = None
         self.stats = Stats()
         self.history = history
@@ -446,7 +451,18 @@ class Hub:
     async def _summary(self, conn: Connection, env: messages.Envelope) -> None:
         """Keep a party's `call-summary` with its call's history record (once the record is written)."""
         assert env.callId is not None
+        taken = (env.callId, conn.id)
+        if taken in self._summarised:
+            raise ProtocolError(
+                ErrorCode.NOT_IN_CALL,
+                f"you sent the call-summary of call {env.callId} already: one per call",
+                ref=env.type,
+                call_id=env.callId,
+            )
         await self.broker.summary(conn.cid, conn.id, env)
+        self._summarised[taken] = None
+        if len(self._summarised) > _SUMMARIES_KEPT:
+            self._summarised.popitem(last=False)
         if self.history is not None:
             written = self._written.get(env.callId)  # None: it ended on another node
             self._spawn(self._add_quality(env.callId, conn.id, messages.summary(env), written))
@@ -870,7 +886,7 @@ class Hub:
             names = None
             if self.display_names and self.social is not None:
                 names = await self.social.names([r.caller for r in missed])
-            await conn.send_text(messages.missed_calls([r.to_json() for r in missed], total, names))
+            await conn.send_text(messages.missed_calls([r.to_json(conn.id) for r in missed], total, names))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(coro)

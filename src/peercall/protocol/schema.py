@@ -319,7 +319,7 @@ class CallRecord(msgspec.Struct):
     callId: str
     caller: UserId
     callee: UserId
-    callerDevice: str
+    callerDevice: str | None  # shown to its own user only (docs/protocol.md, "HTTP endpoints")
     answeredDevice: str | None
     ringingAt: float
     answeredAt: float | None

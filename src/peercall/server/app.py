@@ -37,7 +37,7 @@ from ..store import Store, open_history
 from .accounts import AccountsApi
 from .guard import WebGuard
 from .heap import HeapTrimmer
-from .jsonapi import error_response
+from .jsonapi import NO_STORE, error_response
 from .metrics import CONTENT_TYPE, registry_for, render
 from .push import PushApi
 from .session import Sessions, is_signaling_path
@@ -231,7 +231,8 @@ def create_app(settings: Settings) -> PeercallApp:
             return error_response(
                 503, "history-unavailable", "the call history cannot be read right now; try again shortly"
             )
-        return JSONResponse({"calls": [r.to_json(viewer=user) for r in page], "next": cursor})
+        shown = [r.to_json(viewer=user, devices=verifier is not None) for r in page]  # open mode: anyone may ask
+        return JSONResponse({"calls": shown, "next": cursor}, headers=NO_STORE)
 
     protocol_schema = schema()
 
