@@ -221,7 +221,7 @@ async def test_block_removes_the_contact_from_the_blockers_side_only(book: Conta
 
     a, b = await circle(book, "alice"), await circle(book, "bob")
     assert a.contacts == {} and a.blocked == {"bob": NOW + 10}
-    assert "alice" in b.contacts and b.blocked_by == frozenset({"alice"}) and b.blocked == {}
+    assert "alice" in b.contacts and b.blocked_by.keys() == {"alice"} and b.blocked == {}
 
 
 async def test_block_drops_requests_on_the_blockers_side(book: ContactBook) -> None:
@@ -256,7 +256,7 @@ async def test_unblock_restores_the_contact_with_its_name_and_since(book: Contac
 
     a = await circle(book, "alice")
     assert a.contacts == {"bob": Contact("bob", "Bob", NOW + 1)} and a.blocked == {}
-    assert (await circle(book, "bob")).blocked_by == frozenset()
+    assert (await circle(book, "bob")).blocked_by == {}
 
 
 async def test_unblock_does_not_restore_a_contact_the_other_removed(book: ContactBook) -> None:
@@ -388,11 +388,11 @@ async def test_blocks_are_bounded(few_blocks: int, book: ContactBook) -> None:
     with pytest.raises(ContactLimit, match="blocked"):
         await book.block("alice", "late", now=NOW)
     assert len((await circle(book, "alice")).blocked) == few_blocks
-    assert (await circle(book, "late")).blocked_by == frozenset()
+    assert (await circle(book, "late")).blocked_by == {}
 
     for i in range(few_blocks + 2):
         await book.block(f"b{i}", "mallory", now=NOW + i)
-    assert (await circle(book, "mallory")).blocked_by == {f"b{i}" for i in range(2, few_blocks + 2)}
+    assert (await circle(book, "mallory")).blocked_by.keys() == {f"b{i}" for i in range(2, few_blocks + 2)}
 
 
 # -- expiry -------------------------------------------------------------------------------------------------

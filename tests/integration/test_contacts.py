@@ -159,6 +159,34 @@ async def test_a_blocked_contact_calls_as_if_the_blocker_were_offline(
     assert hers == []
 
 
+async def test_a_blocked_contact_cannot_tell_a_block_from_the_blocker_leaving(on: Any, uid: Any) -> None:
+    """Bob blocks alice, carol really leaves: alice is told both the same way (one presence change each, offline
+    with a `lastSeen`), and after she reconnects her contacts show both offline with a `lastSeen`: bob's is when he
+    blocked her (no `lastSeen` at all was the tell, since every contact who really left has one)."""
+    alice, bob, carol = await on(uid("alice")), await on(uid("bob")), await on(uid("carol"))
+    await befriend(alice, bob)
+    await befriend(alice, carol)
+
+    async def presence_frame(of: str) -> dict[str, Any]:
+        while True:  # the frame as sent (`expect` would unpack a batch)
+            frame = await alice.recv()
+            if frame["type"] == "presence" and of in (frame.get("id"), *(c["id"] for c in frame.get("changes", []))):
+                return frame
+
+    await bob.send({"type": "block", "to": alice.id})
+    blocked_at = time.time()
+    by_block = await presence_frame(bob.id)
+    await carol.close()
+    by_leaving = await presence_frame(carol.id)
+    assert sorted(by_block) == sorted(by_leaving) == ["id", "lastSeen", "status", "type"]
+    assert by_block["status"] == by_leaving["status"] == "offline"
+    await alice.close()
+    again = await on(alice.id)
+    shown = {c["id"]: c for c in (await again.expect(type="contacts"))["contacts"]}
+    assert sorted(shown[bob.id]) == sorted(shown[carol.id])
+    assert shown[bob.id]["status"] == "offline" and shown[bob.id]["lastSeen"] == pytest.approx(blocked_at, abs=5)
+
+
 async def test_a_blocked_stranger_gets_what_a_call_to_nobody_gets(on: Any, uid: Any, contacts_server: Any) -> None:
     alice, mallory = await on(uid("alice")), await on(uid("mallory"))
     await alice.send({"type": "block", "to": mallory.id})

@@ -14,7 +14,7 @@ FILLED: dict[str, Any] = {
     "incoming": {"bob": 1.0},
     "outgoing": {"bob": 1.0},
     "blocked": {"bob": 1.0},
-    "blocked_by": frozenset({"bob"}),
+    "blocked_by": {"bob": 1.0},
     "calls_from": CallsFrom.EVERYONE,
     "display_names": {"bob": "Bob"},
 }
@@ -23,7 +23,7 @@ FILLED: dict[str, Any] = {
 def test_a_fresh_circle_is_empty() -> None:
     """A user nobody relates to has an empty circle."""
     assert Circle("alice").is_empty()
-    assert Circle("alice", contacts={}, incoming={}, blocked_by=frozenset()).is_empty()
+    assert Circle("alice", contacts={}, incoming={}, blocked_by={}).is_empty()
 
 
 @pytest.mark.parametrize("field", sorted(FILLED))

@@ -57,7 +57,7 @@ def test_a_service_learns_nothing_new_of_real_users() -> None:
 def test_a_block_still_hides_a_service() -> None:
     """A user who blocked the echo (or whom it blocked) does not see it."""
     assert not view(circle("alice", blocked={"echo": 1.0}), Directory.CONTACTS, SERVICES).includes("echo")
-    assert not sees(circle("alice", blocked_by=frozenset({"echo"})), "echo", Directory.CONTACTS, SERVICES)
+    assert not sees(circle("alice", blocked_by={"echo": 1.0}), "echo", Directory.CONTACTS, SERVICES)
 
 
 @pytest.mark.parametrize("setting", list(CallsFrom))

@@ -99,8 +99,9 @@ class Circle(msgspec.Struct, frozen=True):
     """This user's requests waiting for an answer: recipient -> when (also those a block made vanish)."""
     blocked: Mapping[str, float] = msgspec.field(default_factory=dict)
     """Users this user blocked -> when."""
-    blocked_by: frozenset[str] = frozenset()
-    """Users who blocked this user (the newest MAX_BLOCKED). Server-side only: never shown to this user."""
+    blocked_by: Mapping[str, float] = msgspec.field(default_factory=dict)
+    """Users who blocked this user -> when (the newest MAX_BLOCKED). Server-side only: never shown to this user,
+    to whom such a contact looks offline since then (the time is their `lastSeen`, as if they had left)."""
     calls_from: CallsFrom | None = None
     """This user's ring setting, or None for the operator's default (`PEERCALL_CALLS_FROM`)."""
     display_names: Mapping[str, str] = msgspec.field(default_factory=dict)
@@ -199,7 +200,7 @@ class View(msgspec.Struct, frozen=True, gc=False):
 def view(circle: Circle, directory: Directory, services: frozenset[str] = frozenset()) -> View:
     """Whose presence `circle.user` is told (the converse of `audience`): with the `services`, listed as contacts
     are (first in a welcome), but for those on either side of a block, and the user themself."""
-    hidden = frozenset(circle.blocked) | circle.blocked_by
+    hidden = frozenset(circle.blocked) | circle.blocked_by.keys()
     shown = (frozenset(circle.contacts) | services) - hidden - {circle.user}
     return View(shown, directory is Directory.ALL, hidden)
 
@@ -208,5 +209,5 @@ def audience(circle: Circle, directory: Directory, services: frozenset[str] = fr
     """Who is told `circle.user`'s presence: everyone online (but those on either side of a block) for a
     service (one of `services`)."""
     if directory is Directory.ALL or circle.user in services:
-        return Audience(None, frozenset(circle.blocked) | circle.blocked_by)
+        return Audience(None, frozenset(circle.blocked) | circle.blocked_by.keys())
     return Audience(circle.watchers())

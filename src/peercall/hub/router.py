@@ -442,7 +442,8 @@ class Hub:
                     changes.append(messages.presence_change(u, "online", p.in_call, display_name=names.get(u)))
             if not changes:
                 return
-            text = messages.presence_batch(changes)
+            # one change alone as a disconnect's is (`_flush_scoped`): a block must look like the blocker leaving
+            text = messages.presence_batch(changes) if len(changes) > 1 else messages.presence_one(changes[0])
         else:
             return
         for conn in list(conns.values()):

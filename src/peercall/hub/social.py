@@ -327,15 +327,22 @@ class Social:
 
     def contacts_frame(self, circle: Circle, presences: dict[str, Presence]) -> str:
         """The `contacts` frame of `circle`'s user, with their contacts' presence as `presences` says (a contact
-        on either side of a block is shown offline)."""
-        hidden = set(circle.blocked) | circle.blocked_by
+        on either side of a block is shown offline; one who blocked this user as if they had left when they did:
+        with no `lastSeen`, which every contact who really left has while the server remembers it, the user
+        could tell that they were blocked)."""
+        blocked_by = circle.blocked_by
+        hidden = set(circle.blocked) | blocked_by.keys()
         names = circle.display_names
         entries = []
         for contact in sorted(circle.contacts.values(), key=lambda c: c.id):
             seen = presences.get(contact.id)
             shown = names.get(contact.id)
             if seen is None or contact.id in hidden or seen.status != "online":
-                last = None if seen is None or contact.id in hidden else seen.last_seen
+                last: float | None
+                if contact.id in blocked_by:
+                    last = blocked_by[contact.id]
+                else:
+                    last = None if seen is None or contact.id in hidden else seen.last_seen
                 entries.append(
                     messages.contact_entry(
                         contact.id, contact.name, contact.since, "offline", last_seen=last, display_name=shown

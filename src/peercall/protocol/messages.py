@@ -602,6 +602,11 @@ def presence(
     return _encode({"type": "presence", **presence_change(user, status, in_call, last_seen, display_name)}).decode()
 
 
+def presence_one(change: dict[str, Any]) -> str:
+    """One presence change (`presence_change`) in a frame of its own, as `presence` sends it."""
+    return _encode({"type": "presence", **change}).decode()
+
+
 def presence_batch(changes: list[dict[str, Any]]) -> str:
     """Several presence changes in one frame: `{"type":"presence","changes":[{"id":…,"status":…},…]}`."""
     return _encode({"type": "presence", "changes": changes}).decode()

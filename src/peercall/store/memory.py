@@ -218,7 +218,7 @@ class MemoryHistory(MemoryAccounts, MemoryPush):
             incoming=dict(newest_in),
             outgoing={p: r.at for p, r in self._outgoing.get(user, {}).items() if not expired(r.at, now)},
             blocked={p: b.at for p, b in blocked.items()},
-            blocked_by=frozenset(newest_by),
+            blocked_by={owner: self._blocks[owner][user].at for owner in newest_by},
             calls_from=self._calls_from.get(user),
             display_names=names,
         )

@@ -516,12 +516,12 @@ class SQLHistory(SQLAccounts, SQLPush):
             blocked = (await conn.execute(sa.select(blocks.c.blocked, blocks.c.at).where(blocks.c.owner == user))).all()
             blocked_by = (
                 await conn.execute(
-                    sa.select(blocks.c.owner)
+                    sa.select(blocks.c.owner, blocks.c.at)
                     .where(blocks.c.blocked == user)
                     .order_by(blocks.c.at.desc(), blocks.c.owner.desc())
                     .limit(MAX_BLOCKED)
                 )
-            ).scalars()
+            ).all()
             setting = (
                 await conn.execute(sa.select(user_settings.c.calls_from).where(user_settings.c.user_id == user))
             ).scalar()
@@ -532,7 +532,7 @@ class SQLHistory(SQLAccounts, SQLPush):
                 incoming={sender: at for sender, at, _ in incoming},
                 outgoing={recipient: at for recipient, at in outgoing},
                 blocked={peer: at for peer, at in blocked},
-                blocked_by=frozenset(blocked_by),
+                blocked_by={owner: at for owner, at in blocked_by},
                 calls_from=None if setting is None else CallsFrom(setting),
                 display_names={u: name for u, name in shown if name is not None},
             )
