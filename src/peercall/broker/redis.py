@@ -1422,7 +1422,12 @@ class RedisBroker:
             self._held_size -= len(held.popleft()[1])
             dropped += 1
         if dropped:
-            log.warning("node %s: %d messages for %s were lost: too much waits for it", self.address, dropped, channel)
+            log.warning(
+                "node %s: %d messages for node %s were lost: too much waits for it",
+                self.address,
+                dropped,
+                channel[len(self._to_at) :],
+            )
         if not held:
             del self._held[channel]
 
@@ -1436,12 +1441,21 @@ class RedisBroker:
             while held and now - held[0][0] > _HELD_FOR:
                 self._held_size -= len(held.popleft()[1])
                 stale += 1
-            if stale:
-                log.warning(
-                    "node %s: %d messages for %s were lost: it did not listen again",
+            if stale:  # a node that stopped or died (most often: its last moments' frames) is no news
+                address = channel[len(self._to_at) :]
+                lease = await (
+                    self.redis.zscore(f"{self.p}nodes", address)
+                    if self._pipe is None
+                    else self._pipe.execute("ZSCORE", f"{self.p}nodes", address)
+                )
+                alive = lease is not None and float(lease) > time.time()
+                (log.warning if alive else log.info)(
+                    "node %s: %d messages for node %s were lost: it did not listen for %g s%s",
                     self.address,
                     stale,
-                    channel,
+                    address,
+                    _HELD_FOR,
+                    "" if alive else " (it has left the cluster)",
                 )
             if not held:
                 del self._held[channel]
