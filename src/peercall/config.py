@@ -265,7 +265,8 @@ class Settings(BaseSettings):
     (`PEERCALL_CONNECTION_RATE`); past it a connection gets HTTP 429. Not applied to trusted proxies."""
     head_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
     """Seconds a connection has to send a whole HTTP request head, from when it opens or its request begins
-    (`PEERCALL_HEAD_TIMEOUT`); past it, HTTP 408 and the connection is closed (slowloris)."""
+    (`PEERCALL_HEAD_TIMEOUT`), and then as long again for the request's body; past either, HTTP 408 and the
+    connection is closed (slowloris, on the head or on the body)."""
     max_connections_per_user: Annotated[int, Field(ge=1)] = 10
     """Open connections (devices) of one user (`PEERCALL_MAX_CONNECTIONS_PER_USER`)."""
     send_buffer: Annotated[int, Field(ge=16 * 1024)] = 1024 * 1024
