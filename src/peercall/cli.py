@@ -473,7 +473,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.name is not None:
             name = display_name(args.name)
             if name is None:
-                print("peercall: a display name is 1-64 characters, without control characters", file=sys.stderr)
+                print(
+                    "peercall: a display name is 1-64 characters, without control or format characters"
+                    " (Unicode category C)",
+                    file=sys.stderr,
+                )
                 return 2
         print(mint(args.user, secret, args.ttl, name=name))
         return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import logging
 import os
 import re
@@ -265,7 +266,8 @@ class Settings(BaseSettings):
     (`PEERCALL_CONNECTION_RATE`); past it a connection gets HTTP 429. Not applied to trusted proxies."""
     head_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
     """Seconds a connection has to send a whole HTTP request head, from when it opens or its request begins
-    (`PEERCALL_HEAD_TIMEOUT`); past it, HTTP 408 and the connection is closed (slowloris)."""
+    (`PEERCALL_HEAD_TIMEOUT`), and then as long again for the request's body; past either, HTTP 408 and the
+    connection is closed (slowloris, on the head or on the body)."""
     max_connections_per_user: Annotated[int, Field(ge=1)] = 10
     """Open connections (devices) of one user (`PEERCALL_MAX_CONNECTIONS_PER_USER`)."""
     send_buffer: Annotated[int, Field(ge=16 * 1024)] = 1024 * 1024
@@ -282,7 +284,8 @@ class Settings(BaseSettings):
     """Make a self-signed certificate for this machine's names and addresses and serve https
     (`PEERCALL_TLS_SELF_SIGNED`, `--tls-self-signed`)."""
     forwarded_allow_ips: str = "127.0.0.1"
-    """Proxies whose X-Forwarded-For is trusted for the client address (`PEERCALL_FORWARDED_ALLOW_IPS`)."""
+    """Proxies whose X-Forwarded-For is trusted for the client address (`PEERCALL_FORWARDED_ALLOW_IPS`): addresses
+    and networks, comma-separated. Never everyone (`*`, `0.0.0.0/0`, `::/0`): refused at start (`_proxies`)."""
     max_message_size: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     """Largest frame, in bytes, that is routed; larger ones get `too-large` (`PEERCALL_MAX_MESSAGE_SIZE`)."""
     embed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -373,6 +376,26 @@ class Settings(BaseSettings):
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
         return [_web_origin(origin) for origin in value]
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        """uvicorn's "trust every proxy" (`*`) would let any client name its own address: uvicorn takes the leftmost
+        X-Forwarded-For entry, which the client writes, so it could claim 127.0.0.1 (the loopback-only /metrics and
+        /readyz counts) or a fresh address for every request (past every per-address cap, throttle and log budget).
+        A network that holds every address is the same. No deployment needs it: a proxy whose address changes sits
+        in a network that can be listed (`10.0.0.0/8`)."""
+        for part in (p.strip() for p in value.split(",")):
+            try:
+                everyone = part == "*" or ("/" in part and ipaddress.ip_network(part, strict=False).prefixlen == 0)
+            except ValueError:
+                everyone = False  # uvicorn takes it as a literal name, which no client's address is
+            if everyone:
+                raise ValueError(
+                    f"{part!r} trusts every client's X-Forwarded-For, so any client could claim any address "
+                    "(127.0.0.1 included): list your proxies' addresses or networks (e.g. 10.0.0.0/8)"
+                )
+        return value
 
     @field_validator("reserved_ids")
     @classmethod

@@ -16,6 +16,7 @@ import httpx
 import pytest
 import websockets
 
+from peercall.protocol.messages import MAX_DEPTH
 from tests.conftest import OPEN_DOORS, SCALE, TIMEOUT, Client, ServerProcess, run_server
 from tests.integration.test_security import closed_with, recv_json
 
@@ -203,6 +204,21 @@ async def test_state_changing_routes_need_the_csrf_header_and_our_origin(srv: Se
     assert (await ann.http.get("/api/session")).status_code == 200  # still signed in
     own = await ann.post("/api/session/token", origin=srv.http, **{"sec-fetch-site": "same-origin"})
     assert own.status_code == 200
+
+
+async def test_a_deeply_nested_body_is_a_bad_request_not_a_traceback(srv: ServerProcess, browser: Any) -> None:
+    """A body of ten thousand `[` (10 KB, under the 16 KiB limit) to the routes that need no sign-in gets 400
+    `bad-request` and logs no traceback (it was a 500 and two tracebacks per request); as deep as MAX_DEPTH is
+    decoded and answered as any body."""
+    someone = browser()
+    for path in ("/api/session", "/api/signup", "/api/session/passkey", "/api/signup/passkey/options"):
+        for deep in (b"[" * 10_000, b'{"id":' * 2_000):
+            answer = await someone.http.post(path, content=deep, headers={CSRF: "1"})
+            assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad-request", (path, answer.text)
+    for depth, status in ((MAX_DEPTH, 401), (MAX_DEPTH + 1, 400)):  # the object, then arrays in one member
+        body = '{"id":"ann","password":"wrong","extra":' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+        assert (await someone.http.post("/api/session", content=body, headers={CSRF: "1"})).status_code == status
+    assert "Traceback" not in srv.log() and "Exception in ASGI application" not in srv.log()
 
 
 async def test_signaling_tokens_connect_and_ring_another_user(srv: ServerProcess, browser: Any) -> None:

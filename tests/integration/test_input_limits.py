@@ -199,6 +199,41 @@ def test_a_slow_or_silent_request_head_is_closed(gated_server: ServerProcess) ->
     assert silent.answer().startswith(b"HTTP/1.1 408")
 
 
+@pytest.mark.parametrize("path", ["/api/session", "/healthz"])
+def test_a_body_that_never_comes_whole_is_closed(transport: str, path: str) -> None:
+    """A whole head that announces a body, then a byte of it now and then (slowloris on the body): the connection
+    is closed PEERCALL_HEAD_TIMEOUT after the head, with 408 `body-timeout` where a handler was reading the body
+    (an accounts sign-in, which needs no sign-in itself); a route that answered without reading it is only closed.
+    It was held for as long as the bytes kept coming: hours, on every JSON route."""
+    with run_server(
+        PEERCALL_AUTH="accounts", PEERCALL_HEAD_TIMEOUT="0.5", **OPEN_DOORS, **TRANSPORTS[transport]
+    ) as srv:
+        conn = Conn(srv)
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            "X-Peercall-CSRF: 1\r\nContent-Length: 1000\r\n\r\n"
+        )
+        conn.sock.sendall(head.encode() + b'{"id"')
+        started = time.monotonic()
+        for byte in b':"someone","password":"' + b"x" * 40:
+            try:
+                conn.sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.1)
+        reply = conn.answer()
+        assert time.monotonic() - started < 3, "the body was waited for as long as it kept coming"
+        if path == "/api/session":
+            assert reply.startswith(b"HTTP/1.1 408") and b'"body-timeout"' in reply, reply
+        else:
+            assert reply.startswith(b"HTTP/1.1 405"), reply  # its answer came before the body, and the close after
+        assert "Traceback" not in srv.log()
+        whole = Conn(srv)  # a body that does come whole is served as ever (a sign-in with no id: bad-request)
+        whole.sock.sendall(head.replace("1000", "2").encode() + b"{}")
+        assert whole.sock.recv(65536).startswith(b"HTTP/1.1 400" if path == "/api/session" else b"HTTP/1.1 405")
+        whole.close()
+
+
 def test_plain_http_connections_are_capped_per_address(gated_server: ServerProcess) -> None:
     """Past PEERCALL_MAX_CONNECTIONS_PER_IP open connections of one address, the next gets 429 until one closes."""
     held = [Conn(gated_server) for _ in range(4)]

@@ -243,6 +243,17 @@ async def test_subscriptions_that_are_refused(
     assert (r.status_code, r.json()["error"]["code"]) == (status, code)
 
 
+async def test_a_deeply_nested_body_is_a_bad_request(srv: ServerProcess) -> None:
+    """The push routes answer a body nested thousands deep 400 `bad-request` (it was 503 `push-unavailable` and a
+    traceback), with a sign-in and without one."""
+    deep = b"[" * 5_000
+    async with api(srv, "bob") as http:
+        for path in ("/api/push/subscriptions", "/api/push/subscriptions/replace", "/api/calls/abc/decline"):
+            r = await http.post(path, content=deep)
+            assert (r.status_code, r.json()["error"]["code"]) == (400, "bad-request"), (path, r.text)
+    assert "Traceback" not in srv.log()
+
+
 async def test_push_is_off_unless_turned_on(server: ServerProcess) -> None:
     """The shared open-mode server: /api/push says disabled and the routes answer push-disabled."""
     async with httpx.AsyncClient(base_url=server.http) as http:

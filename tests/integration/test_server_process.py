@@ -44,6 +44,10 @@ def test_default_ice_server_is_the_seeds_stun() -> None:
         ({"PEERCALL_ICE_SERVERS": '[{"url":1}]'}, "PEERCALL_ICE_SERVERS"),
         ({"PEERCALL_MAX_MESSAGE_SIZE": "12"}, "PEERCALL_MAX_MESSAGE_SIZE"),
         ({"PEERCALL_ICE_TRANSPORT_POLICY": "relay"}, "PEERCALL_ICE_TRANSPORT_POLICY=relay needs PEERCALL_TURN_URLS"),
+        # uvicorn's "trust every proxy": any client would name its own address (127.0.0.1 for /metrics, a new one
+        # for every request past the per-address caps)
+        ({"PEERCALL_FORWARDED_ALLOW_IPS": "*"}, "  PEERCALL_FORWARDED_ALLOW_IPS: '*' trusts every client's"),
+        ({"PEERCALL_FORWARDED_ALLOW_IPS": "10.0.0.1, ::/0"}, "  PEERCALL_FORWARDED_ALLOW_IPS: '::/0' trusts every"),
         # deploy/peercall.env.example copied, a secret left as it was: refused, never served with
         (
             {"PEERCALL_AUTH": "token", "PEERCALL_AUTH_SECRET": "CHANGE-ME-64-hex-characters"},

@@ -52,11 +52,14 @@ def upgrade(port: int, host: str, origin: str | None = None) -> bytes:
 
 @pytest.mark.parametrize("transport", list(TRANSPORTS))
 def test_a_rebinding_page_cannot_upgrade(transport: str) -> None:
-    """An upgrade naming another Host (and that Host as its Origin) is refused 421; this machine's names pass."""
+    """An upgrade naming another Host (and that Host as its Origin) is refused 421, and so is an allowed address
+    with more than a port after it (`[::1]evil.test` was taken for `::1`); this machine's names pass."""
     with run_server(**TRANSPORTS[transport]) as srv:
         refused = upgrade(srv.port, "evil.test", "http://evil.test")
         assert refused.startswith(b"HTTP/1.1 421"), refused
         assert b"bad-host" in refused and b"PEERCALL_ALLOWED_HOSTS" in refused
+        for host in ("[::1]evil.test", f"[::1]:{srv.port}x", "localhost:evil"):
+            assert upgrade(srv.port, host).startswith(b"HTTP/1.1 421"), host
         for host in (f"127.0.0.1:{srv.port}", f"localhost:{srv.port}", f"[::1]:{srv.port}", socket.gethostname()):
             assert upgrade(srv.port, host).startswith(b"HTTP/1.1 101"), host
 
@@ -68,6 +71,9 @@ def test_a_rebinding_page_cannot_read_the_api() -> None:
             response = http.get(path, headers={"host": "evil.test:80"})
             assert response.status_code == 421, path
             assert response.json()["error"]["code"] == "bad-host"
+        for host in ("[::1]evil.test", "[::1]:80.evil.test", "127.0.0.1:evil"):  # an allowed name, and more
+            assert http.get("/healthz", headers={"host": host}).status_code == 421, host
+        assert http.get("/healthz", headers={"host": f"[::1]:{srv.port}"}).status_code == 200
         assert http.get("/api/calls?id=victim").status_code == 200
 
 
@@ -99,6 +105,7 @@ def test_every_response_carries_the_security_headers() -> None:
             assert response.status_code == status, path
             csp = response.headers["content-security-policy"]
             assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp, path
+            assert "connect-src 'self';" in csp, path  # its own origin only, ws: and wss: included (CSP Level 3)
             assert response.headers["x-frame-options"] == "DENY"
             assert response.headers["x-content-type-options"] == "nosniff"
             assert response.headers["referrer-policy"] == "no-referrer"

@@ -166,13 +166,22 @@ def test_a_connection_belongs_to_the_sign_in_of_its_latest_token() -> None:
         ("", None),
         ("Ali\nce", None),
         ("Ali\x85ce", None),
+        ("Zoë Ñandú 李 😀", "Zoë Ñandú 李 😀"),
+        # the bidi override (shows "Alice" as "ecilA", or an id beside it as another), isolates, zero-width and
+        # other format characters, private use: refused as accounts mode refuses them
+        ("Alice\u202e", None),
+        ("\u2066Alice\u2069", None),
+        ("Ali\u200bce", None),
+        ("Alice\ufeff", None),
+        ("Ali\ue000ce", None),
         (42, None),
         (["Alice"], None),
         (None, None),
     ],
 )
 def test_a_tokens_name_claim_is_its_display_name_when_it_is_1_to_64_characters(claim: object, expected: object) -> None:
-    """The `name` claim, trimmed, is the display name if it is 1-64 characters of text; anything else is ignored."""
+    """The `name` claim, trimmed, is the display name if it is 1-64 characters of text with no character of Unicode
+    category C (accounts mode's rule); anything else is ignored."""
     verifier = TokenVerifier(secret=SECRET)
     now = int(time.time())
     claims: dict[str, Any] = {"sub": "alice", "exp": now + 60}

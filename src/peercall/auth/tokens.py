@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import jwt
 
 from ..protocol.errors import PeercallError
-from ..protocol.messages import is_valid_id
+from ..protocol.messages import is_plain_text, is_valid_id
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -62,11 +62,12 @@ MAX_DISPLAY_NAME = 64
 
 def display_name(value: object) -> str | None:
     """The display name a token's `name` claim gives: the text trimmed, if it is 1 to MAX_DISPLAY_NAME characters
-    with no control character; None for anything else (no claim, not text, empty, too long): it is ignored."""
+    of plain text (`is_plain_text`: accounts mode's rule, so that an identity provider's names are no freer than
+    an account's); None for anything else (no claim, not text, empty, too long, a bidi override…): it is ignored."""
     if not isinstance(value, str):
         return None
     name = value.strip()
-    if not 1 <= len(name) <= MAX_DISPLAY_NAME or any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in name):
+    if not 1 <= len(name) <= MAX_DISPLAY_NAME or not is_plain_text(name):
         return None
     return name
 

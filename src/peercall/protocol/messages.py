@@ -10,6 +10,7 @@ validation in C, which keeps the per-message cost low (this is the server's hot 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal, TypeVar
 
@@ -77,6 +78,15 @@ T = TypeVar("T")
 def is_valid_id(value: str | None) -> bool:
     """Whether `value` is a well-formed user id."""
     return value is not None and ID_RE.fullmatch(value) is not None
+
+
+def is_plain_text(text: str) -> bool:
+    """Whether `text`, a name shown to other people (a display name, whether a token's `name` claim or an account's;
+    a passkey's label), has no character of Unicode category C: controls, and the format characters that change
+    how what is around them reads (the bidi override U+202E and isolates U+2066-2069 can make a name show
+    reversed, or an `@id` next to it look like another), zero-width ones, surrogates, private use and unassigned.
+    One rule for every way a name comes in; the length is the caller's."""
+    return not any(unicodedata.category(ch)[0] == "C" for ch in text)
 
 
 class Envelope(msgspec.Struct):

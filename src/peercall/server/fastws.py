@@ -963,7 +963,8 @@ class PeercallHttpProtocol(HttpToolsProtocol):
     _address: str | None = None  # what the gate counts this connection as, while it does
     _refusal: bytes | None = None  # the gate refused it: the answer to its first bytes
     _head: int | None = None  # bytes of the request head read so far, while one is being read
-    _head_timer: asyncio.TimerHandle | None = None
+    _head_timer: asyncio.TimerHandle | None = None  # the head's, then (`_body`) the body's
+    _body = False  # a request's head is whole and its body not yet
     entered: str | _Ask | None = _ASK
     """What the gate counts this connection as, when `FrontProtocol` (server/front.py) asked it already."""
 
@@ -1003,7 +1004,18 @@ class PeercallHttpProtocol(HttpToolsProtocol):
             if size > HEAD_LIMIT:
                 self._refuse_head(self.gate.too_large, f"a request head of {size} bytes")
                 raise _HeadRefused
+            # Its body has as long again (timed from the end of this read: `data_received`). Nothing bounded it, so
+            # a body sent a byte every few seconds held the connection and its handler for hours.
+            self._body = not self.parser.should_upgrade()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        if self._body:
+            self._body = False
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+        super().on_message_complete()
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
@@ -1014,6 +1026,14 @@ class PeercallHttpProtocol(HttpToolsProtocol):
             self._end(self._refusal)
         elif self._head is not None:
             self._refuse_head(gate.timed_out, f"no whole request head within {gate.head_timeout:g}s")
+        elif self._body:
+            self._body = False
+            why = f"no whole request body within {gate.head_timeout:g}s of its head"
+            if self.cycle is not None and self.cycle.response_started:  # answered already: only the close is left
+                gate.refused_head(self._address, self.client[0] if self.client else None, why)
+                self.transport.close()
+            else:  # the handler reading it sees the client go (jsonapi.json_object)
+                self._refuse_head(gate.body_timed_out, why)
 
     def _refuse_head(self, answer: bytes, why: str) -> None:
         assert self.gate is not None
@@ -1029,6 +1049,7 @@ class PeercallHttpProtocol(HttpToolsProtocol):
     def _let_go(self) -> None:
         """This connection leaves the gate's count: it closed, or it is now a WebSocket (the session layer's)."""
         self._head = None
+        self._body = False
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
@@ -1065,6 +1086,10 @@ class PeercallHttpProtocol(HttpToolsProtocol):
             if self._head > HEAD_LIMIT:
                 assert self.gate is not None
                 self._refuse_head(self.gate.too_large, f"a request head over {HEAD_LIMIT} bytes")
+        elif self._body and self._head_timer is None and not self.transport.is_closing():
+            # a body still incomplete after the read that completed its head (most come whole with it: no timer)
+            assert self.gate is not None
+            self._head_timer = self.loop.call_later(self.gate.head_timeout, self._head_timed_out)
 
     def handle_websocket_upgrade(self) -> None:
         self._let_go()

@@ -4,7 +4,8 @@ served. For every connection, `/ws` or not, on both transports.
 Owns: the cap on open connections per address (`PEERCALL_MAX_CONNECTIONS_PER_IP`; an IPv6 address counts with its
 /64, as in the session layer), the rate of new connections per address (`PEERCALL_CONNECTION_RATE`, a token bucket
 per address, for the 10,000 addresses seen last), and the bounds of a request head: HEAD_LIMIT bytes (else 431)
-read within `PEERCALL_HEAD_TIMEOUT` seconds (else 408). Sans-I/O: `FrontProtocol` (server/front.py), which reads each
+read within `PEERCALL_HEAD_TIMEOUT` seconds (else 408), and of its body: whole within as long again after its head
+(else 408, or only the close if it was answered already). Sans-I/O: `FrontProtocol` (server/front.py), which reads each
 connection's first request head, and `PeercallHttpProtocol` (server/fastws.py), the HTTP protocol both transports
 run under, ask it and write what it answers (once per connection: the front hands its count over).
 
@@ -64,6 +65,9 @@ class Gate:
         self.too_large = TOO_LARGE
         self.timed_out = response(
             408, "head-timeout", f"the request head did not come within {head_timeout:g}s; closing"
+        )
+        self.body_timed_out = response(
+            408, "body-timeout", f"the request body did not come within {head_timeout:g}s of its head; closing"
         )
 
     def enter(self, host: str | None) -> str | bytes | None:

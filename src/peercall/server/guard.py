@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 def content_security_policy(frame_ancestors: str = "'none'") -> str:
     """The web client's policy; `frame_ancestors` says who may show the page in a frame (no one by default)."""
     return (
-        "default-src 'self'; script-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob:; "
+        "default-src 'self'; script-src 'self'; connect-src 'self'; media-src 'self' blob:; "
         f"img-src 'self' data:; style-src 'self'; frame-ancestors {frame_ancestors}; base-uri 'none'; "
         "form-action 'self'"
     )
@@ -48,13 +48,26 @@ BAD_HOST_STATUS = 421  # Misdirected Request: "this server is not configured to 
 
 
 def host_name(header: str) -> str:
-    """The name in a Host header, without its port, lower-case, without a trailing dot: `[::1]:8080` -> `::1`."""
+    """The name in a Host header, without its port, lower-case, without a trailing dot: `[::1]:8080` -> `::1`.
+
+    Only a port (digits, RFC 3986) may follow the name: anything else leaves the text whole, which names no allowed
+    host (`[::1]evil.test` was taken for `::1`)."""
     text = header.strip().lower()
     if text.startswith("["):
-        return text[1 : text.find("]")] if "]" in text else text
+        name, bracket, port = text[1:].partition("]")
+        return name if bracket and _port(port) else text
     if text.count(":") == 1:
-        text = text.partition(":")[0]
+        name, _, port = text.partition(":")
+        if not _port(":" + port):
+            return text
+        text = name
     return text.rstrip(".")
+
+
+def _port(after: str) -> bool:
+    """Whether what follows a Host's name is nothing, or `:` and a port (digits, maybe none)."""
+    port = after[1:]
+    return not after or (after[0] == ":" and (not port or (port.isascii() and port.isdigit())))
 
 
 @functools.cache
