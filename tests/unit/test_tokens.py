@@ -174,6 +174,9 @@ def test_a_connection_belongs_to_the_sign_in_of_its_latest_token() -> None:
         ("Ali\u200bce", None),
         ("Alice\ufeff", None),
         ("Ali\ue000ce", None),
+        # but the joiners, which Persian and Indic names and emoji sequences need, and which reverse nothing
+        ("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"),
+        ("Family \U0001f468\u200d\U0001f469\u200d\U0001f467", "Family \U0001f468\u200d\U0001f469\u200d\U0001f467"),
         (42, None),
         (["Alice"], None),
         (None, None),

@@ -84,9 +84,14 @@ def is_plain_text(text: str) -> bool:
     """Whether `text`, a name shown to other people (a display name, whether a token's `name` claim or an account's;
     a passkey's label), has no character of Unicode category C: controls, and the format characters that change
     how what is around them reads (the bidi override U+202E and isolates U+2066-2069 can make a name show
-    reversed, or an `@id` next to it look like another), zero-width ones, surrogates, private use and unassigned.
-    One rule for every way a name comes in; the length is the caller's."""
-    return not any(unicodedata.category(ch)[0] == "C" for ch in text)
+    reversed, or an `@id` next to it look like another), zero-width ones, surrogates, private use and unassigned;
+    but for the zero-width non-joiner and joiner (U+200C, U+200D), which names in Persian and Indic scripts need,
+    and emoji sequences (a family: man, joiner, woman, joiner, girl), and which turn nothing around. One rule for
+    every way a name comes in; the length is the caller's."""
+    return not any(unicodedata.category(ch)[0] == "C" and ch not in _JOINERS for ch in text)
+
+
+_JOINERS = frozenset("\u200c\u200d")
 
 
 class Envelope(msgspec.Struct):
