@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from typing import Any
 
 import pytest
 
-from peercall.client import Client, Disconnected, Event
+from peercall.client import Client, ClientError, Connected, ConnectError, Disconnected, Event, Subscription
 from tests.conftest import run_server
 
 from .conftest import WAIT, MakeClient
@@ -70,3 +71,40 @@ async def test_one_disconnected_per_lost_connection_and_a_terminal_one_at_close(
     assert len(lost) == 2, lost
     assert lost[0].retry_in is not None and not lost[0].terminal, lost
     assert lost[1].terminal and lost[1].reason == "closed by us", lost
+
+
+async def test_a_client_whose_first_connect_failed_connects_again_and_stays_connected(uid: Any) -> None:
+    """A program that retries `connect()` on the same `Client` while the server is down gets connected once it is
+    up, with the `events()` it subscribed to before, and that connection is kept as any other: it comes back after
+    the server restarts. After `close()`, `connect()` says to make a new `Client`."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = Client(f"ws://127.0.0.1:{port}/ws", uid("erin"), connect_timeout=0.5, min_delay=0.1, max_delay=0.2)
+    events = client.events()
+    try:
+        for _ in range(2):
+            with pytest.raises(ConnectError, match="could not connect"):
+                await client.connect()
+        with run_server(PEERCALL_PORT=str(port)) as srv:
+            async with asyncio.timeout(WAIT):
+                welcome = await client.connect()
+            assert welcome["type"] == "welcome" and client.connected
+            assert not (await next_connected(events)).reconnected
+            srv.stop(signal.SIGKILL)
+        with run_server(PEERCALL_PORT=str(port)):
+            assert (await next_connected(events)).reconnected
+            assert client.connected
+    finally:
+        await client.close()
+    with pytest.raises(ClientError, match="make a new Client"):
+        await client.connect()
+
+
+async def next_connected(events: Subscription[Event]) -> Connected:
+    """The next `Connected` among `events` (waits at most WAIT seconds)."""
+    async with asyncio.timeout(WAIT):
+        async for event in events:
+            if isinstance(event, Connected):
+                return event
+    raise AssertionError("the events ended before a Connected")

@@ -295,6 +295,7 @@ class Client:
         self._directory_answer: asyncio.Future[DirectoryPage] | None = None
         self._names: dict[str, str] = {}  # display names the server told, by user (at most MAX_NAMES_KEPT)
         self._closed = False
+        self._connecting = False  # inside connect(): its failure is no end of the iterations, a retry may follow
         self._welcomed = False
         self._sending: set[asyncio.Future[bool]] = set()
         self.last_disconnect: Disconnected | None = None
@@ -320,6 +321,9 @@ class Client:
     async def connect(self) -> dict[str, Any]:
         """Connect to the server (retrying for up to `connect_timeout`), and stay connected until `close()`.
 
+        When it fails, the client is as it was before: call it again to retry (the `events()` and `incoming()`
+        iterators made before go on); after `close()`, make a new `Client`.
+
         Returns:
             The server's `welcome` frame.
 
@@ -327,13 +331,20 @@ class Client:
             ConnectError: refused for good (bad id, bad token…), or not reachable within `connect_timeout`.
             SignInError: (a `ConnectError`) with `password`: a wrong id or password (`server_code` `sign-in-failed`), a
                 disabled account, too many attempts, or a server without accounts.
+            ClientError: the client is connected already, or was closed.
         """
+        if self._closed:
+            raise ClientError(f"{self.id}: this client was closed; make a new Client to connect again")
+        self._connecting = True
         try:
             return await self._signaling.connect(retry_for=self.connect_timeout)
         except BaseException:
             if self.accounts is not None:
                 await self.accounts.sign_out()
+                self._signaling.token = None  # signed out: the next connect() signs in again for a token
             raise
+        finally:
+            self._connecting = False
 
     async def close(self) -> None:
         """Hang up the current call, disconnect, and end every `events()`/`incoming()` iteration. Idempotent."""
@@ -1016,7 +1027,7 @@ class Client:
             self._publish(self.last_disconnect)
         if self._closed:
             return
-        if change.state is SignalingState.DISCONNECTED and change.terminal:
+        if change.state is SignalingState.DISCONNECTED and change.terminal and not self._connecting:
             # Refused for good (replaced, bad token…): nothing more will come; end the iterations.
             self._end_subscriptions()
         call = self.current_call

@@ -221,6 +221,9 @@ class Signaling:
     async def connect(self, retry_for: float = 10.0) -> Frame:
         """Connect, and keep the connection (reconnecting with backoff) until `close()`.
 
+        After it failed (or the server refused us for good), it can be called again: a program that waits for its
+        server retries on the same object.
+
         Args:
             retry_for: how long to keep trying to reach the server for the first time, in seconds.
 
@@ -231,8 +234,14 @@ class Signaling:
             ConnectError: the server refused us for good (bad id or device, bad token, HTTP 4xx), or could not be
                 reached within `retry_for`.
         """
-        if self._task is not None:
+        if self._task is not None and not self._task.done():
             raise ClientError(f"{self.user} is already connected or connecting")
+        # Again after a failed (or ended) connection: `close()` stopped the reconnects, which this one must make
+        # again, and the old attempt's error and backoff say nothing about this one.
+        self._closing = False
+        self._attempt = 0
+        self._last_error = None
+        self._refreshed_since_welcome = False
         if self.token is None and self.token_provider is not None:
             self.token = await self._new_token()
         self._first = asyncio.get_running_loop().create_future()
