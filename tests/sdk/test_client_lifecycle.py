@@ -4,13 +4,24 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import socket
+import weakref
 from typing import Any
 
 import pytest
 
-from peercall.client import Client, ClientError, Connected, ConnectError, Disconnected, Event, Subscription
+from peercall.client import (
+    Client,
+    ClientError,
+    Connected,
+    ConnectError,
+    Disconnected,
+    Event,
+    PresenceChanged,
+    Subscription,
+)
 from tests.conftest import run_server
 
 from .conftest import WAIT, MakeClient
@@ -108,3 +119,40 @@ async def next_connected(events: Subscription[Event]) -> Connected:
             if isinstance(event, Connected):
                 return event
     raise AssertionError("the events ended before a Connected")
+
+
+async def test_a_loop_left_early_unsubscribes_and_a_kept_subscription_goes_on(sdk: MakeClient, uid: Any) -> None:
+    """`break` out of `async for event in client.events()` (or `client.incoming()`) leaves nothing subscribed: no
+    queue of events nobody reads, however often a program does it. A subscription kept in a variable is read by
+    one loop after another, without losing what came in between."""
+    alice = await sdk(uid("alice"))
+    kept = alice.events()
+    left: list[weakref.ref[Any]] = []
+    for _ in range(3):
+        bob = await sdk(uid("bob"))
+        async with asyncio.timeout(WAIT):
+            async for event in (events := alice.events()):
+                if isinstance(event, PresenceChanged):
+                    left.append(weakref.ref(events))
+                    break
+        del events
+        await bob.close()
+    ringer = await sdk(uid("carol"))
+    await ringer.call(alice.id)
+    async with asyncio.timeout(WAIT):
+        async for ringing in (calls := alice.incoming()):
+            assert ringing.peer == ringer.id
+            left.append(weakref.ref(calls))
+            break
+    del calls
+    await ringer.close()  # hangs up the ringing call
+    gc.collect()
+    assert [ref() for ref in left] == [None] * 4, "a subscription left by `break` is still alive"
+    online = []
+    for _ in range(3):  # the kept one saw it all: three come and go, and the caller
+        async with asyncio.timeout(WAIT):
+            async for event in kept:
+                if isinstance(event, PresenceChanged):
+                    online.append(event.online)
+                    break
+    assert online == [True, False, True], online

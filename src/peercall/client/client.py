@@ -18,6 +18,7 @@ import contextlib
 import logging
 import secrets
 import ssl
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -95,23 +96,30 @@ class _Pending:
 class Subscription(Generic[T]):
     """An async iterator over what a client publishes from the moment it was made; ends when the client closes.
 
-    Use it in `async for`, or `async with` to unsubscribe early. At most `maxsize` items wait unread (the oldest
-    are dropped beyond that).
+    Use it in `async for`, or `async with` to unsubscribe early. The client holds it weakly: once nothing else
+    refers to it (`break` out of `async for event in client.events()`), it is unsubscribed and freed, so a loop
+    left early leaves no queue filling up for nobody. Kept in a variable, it goes on collecting until `close()`.
+    At most `maxsize` items wait unread (the oldest are dropped beyond that).
     """
 
-    def __init__(self, owner: list[Subscription[T]], maxsize: int = 1000) -> None:
+    def __init__(self, owner: weakref.WeakSet[Subscription[T]], maxsize: int = 1000) -> None:
         self._owner = owner
         self._queue: asyncio.Queue[T | None] = asyncio.Queue()
         self._maxsize = maxsize
         self._closed = False
-        owner.append(self)
+        self._behind = False  # dropping items, said once until the reader catches up
+        owner.add(self)
 
     def put(self, item: T | None) -> None:
         if self._closed:
             return
         if self._queue.qsize() >= self._maxsize:
             self._queue.get_nowait()
-            log.warning("a subscriber fell %d items behind; dropped the oldest", self._maxsize)
+            if not self._behind:
+                log.warning("a subscriber fell %d items behind; dropping the oldest", self._maxsize)
+            self._behind = True
+        elif self._queue.empty():
+            self._behind = False
         self._queue.put_nowait(item)
 
     def close(self) -> None:
@@ -119,8 +127,7 @@ class Subscription(Generic[T]):
         if not self._closed:
             self._queue.put_nowait(None)
             self._closed = True
-            with contextlib.suppress(ValueError):
-                self._owner.remove(self)
+            self._owner.discard(self)
 
     def __aiter__(self) -> Subscription[T]:
         return self
@@ -148,12 +155,12 @@ class IncomingCalls:
     `async with`). Made by `Client.incoming()`.
     """
 
-    def __init__(self, owner: list[IncomingCalls], take: Callable[[], Call | None]) -> None:
-        self._owner = owner
+    def __init__(self, owner: weakref.WeakSet[IncomingCalls], take: Callable[[], Call | None]) -> None:
+        self._owner = owner  # weakly, as a Subscription: one that nothing refers to any more is gone
         self._take = take
         self._wake = asyncio.Event()
         self._closed = False
-        owner.append(self)
+        owner.add(self)
 
     def wake(self) -> None:
         """A call rang, or the client closed: look again."""
@@ -164,8 +171,7 @@ class IncomingCalls:
         if not self._closed:
             self._closed = True
             self._wake.set()
-            with contextlib.suppress(ValueError):
-                self._owner.remove(self)
+            self._owner.discard(self)
 
     def __aiter__(self) -> IncomingCalls:
         return self
@@ -279,8 +285,8 @@ class Client:
         self._call: Call | None = None
         self._calls: dict[str, Call] = {}
         self._ringing: asyncio.Future[Frame] | None = None
-        self._events: list[Subscription[Event]] = []
-        self._incoming: list[IncomingCalls] = []
+        self._events: weakref.WeakSet[Subscription[Event]] = weakref.WeakSet()  # weakly: see Subscription
+        self._incoming: weakref.WeakSet[IncomingCalls] = weakref.WeakSet()
         self._undelivered: list[Call] = []  # calls that rang, not yet handed to an `incoming()` iterator
         self._lost_timer: asyncio.TimerHandle | None = None
         self._resume_timer: asyncio.TimerHandle | None = None
@@ -645,7 +651,9 @@ class Client:
 
         Returns:
             An async iterator of `Event`s (`async for event in client.events(): ...`); it ends when the client
-            closes, or at `close()` on it.
+            closes, or at `close()` on it (`async with`). A `break` out of `async for event in client.events()`
+            unsubscribes (nothing refers to it any more); one kept in a variable goes on collecting events, to be
+            read by the next `async for` over it, until its `close()`.
         """
         return Subscription(self._events)
 
