@@ -24,7 +24,7 @@ from peercall.client import (
 )
 from tests.conftest import run_server
 
-from .conftest import WAIT, MakeClient
+from .conftest import WAIT, MakeClient, next_incoming
 
 
 async def test_a_call_that_rings_after_a_break_reaches_the_next_incoming(sdk: MakeClient, uid: Any) -> None:
@@ -156,3 +156,27 @@ async def test_a_loop_left_early_unsubscribes_and_a_kept_subscription_goes_on(sd
                     online.append(event.online)
                     break
     assert online == [True, False, True], online
+
+
+async def test_a_timeout_around_close_is_kept_while_a_call_is_busy(
+    sdk: MakeClient, uid: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`close()` waits for the call's frames to be handled; a program (or the CLI's SIGTERM) that cancels it meanwhile
+    gets its cancel: `asyncio.timeout(1)` around `close()` raises TimeoutError after a second, as it says."""
+    alice, bob = await sdk(uid("alice")), await sdk(uid("bob"))
+    call = await alice.call(bob.id)
+    busy = asyncio.Event()
+
+    async def slow(frame: dict[str, Any]) -> None:  # a frame whose handling takes long (aiortc gathering, say)
+        busy.set()
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(call, "_handle", slow)
+    await (await next_incoming(bob)).accept()
+    async with asyncio.timeout(WAIT):
+        await busy.wait()
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1):
+            await alice.close()
+    assert asyncio.get_running_loop().time() - started < 3

@@ -454,7 +454,9 @@ class Call:
     async def _wait_end(self) -> CallEnd:
         """The end, once known; the server says it at once, and the fallback timer bounds the wait anyway."""
         try:
-            return await asyncio.wait_for(self.wait_ended(), self._end_timeout + 1)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that comes as the end does
+            async with asyncio.timeout(self._end_timeout + 1):
+                return await self.wait_ended()
         except TimeoutError:
             return self.end or CallEnd(None, self._local_reason)
 
@@ -550,9 +552,16 @@ class Call:
             await self._finish(self._local_reason or "closed")
         self._set_end(self.end or CallEnd(None, "signaling-lost"))
         try:
-            await asyncio.wait_for(self._worker, self._end_timeout)
-        except (TimeoutError, asyncio.CancelledError):
+            # Awaited directly, the worker is cancelled when the timeout (or our caller) cancels us.
+            async with asyncio.timeout(self._end_timeout):
+                await self._worker
+        except TimeoutError:
             self._log("the call's inbox did not stop in time: cancelled")
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # our caller was cancelled (a SIGTERM in the CLI): not ours to swallow
+            self._log("the call's inbox was cancelled")
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 

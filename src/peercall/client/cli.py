@@ -32,7 +32,7 @@ from . import media, video
 from .accounts import SignInError, TokenProvider, server_auth_mode, token_file
 from .call import Call, CallEndedError, CallError, CallPhase
 from .client import Client
-from .contacts import Contacts, DirectoryPage
+from .contacts import ContactError, Contacts, DirectoryPage
 from .echo import echo_policy, run_echo
 from .events import CallPhaseChanged, PeerMediaChanged
 from .signaling import ClientError, ConnectError, check_url
@@ -505,11 +505,25 @@ def _directory_report(page: DirectoryPage, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+async def _our_contacts(client: Client) -> Contacts:
+    """Our contacts, once the server has told them (within `answer_timeout`).
+
+    Raises:
+        ContactError: the server has no contacts, or did not tell them in time.
+    """
+    try:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a SIGTERM that comes as the contacts do
+        async with asyncio.timeout(client.answer_timeout):
+            return await client.wait_contacts()
+    except TimeoutError:
+        raise ContactError(f"the server did not send our contacts within {client.answer_timeout:g}s") from None
+
+
 async def _contacts_action(client: Client, args: argparse.Namespace) -> str:
     """Do what `peercall contacts ACTION` asks; what to print."""
     action, user = args.action, str(getattr(args, "user", ""))
     if action == "list":
-        contacts = await asyncio.wait_for(client.wait_contacts(), client.answer_timeout)
+        contacts = await _our_contacts(client)
         return json.dumps(contacts.to_json(), ensure_ascii=False) if args.json else contacts_report(contacts)
     if action == "directory":
         return _directory_report(await client.directory(args.prefix, after=args.after, limit=args.limit), args)
@@ -519,7 +533,7 @@ async def _contacts_action(client: Client, args: argparse.Namespace) -> str:
             return f"{user} is your contact"
         return f"asked {user} to be your contact; the request waits for their answer"
     if action == "decline":
-        before = await asyncio.wait_for(client.wait_contacts(), client.answer_timeout)
+        before = await _our_contacts(client)
         if not before.has_incoming(user):
             return f"no request from {user} to decline"
         await client.decline_contact(user)
