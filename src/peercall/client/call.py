@@ -32,6 +32,7 @@ import asyncio
 import enum
 import functools
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from threading import Event
@@ -50,6 +51,28 @@ from .signaling import ClientError, Frame
 from .video import VideoIn, VideoOut, VideoSink, as_video_sink, as_video_source
 
 log = logging.getLogger("peercall.client")
+
+_ICE_PASSWORD = re.compile(r"(a=ice-pwd:)[^\s\\\"']+")
+
+
+class RedactIcePassword(logging.Filter):
+    """Replace the value of every `a=ice-pwd:` line in a log message with `[redacted]`.
+
+    aiortc logs each description it sets, in full, at debug level (what `peercall … -v` shows): the ICE password
+    in it is the credential of the call's connectivity checks, and a log is pasted into bug reports. Only the log is
+    changed; the SDP sent to the peer keeps it. The DTLS fingerprint stays: it is the hash of a public certificate,
+    no secret, and it tells which certificate a failed handshake expected.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "a=ice-pwd:" in message:
+            record.msg, record.args = _ICE_PASSWORD.sub(r"\1[redacted]", message), None
+        return True
+
+
+for _name in ("aiortc.rtcpeerconnection", "peercall.client"):  # a logger's filter sees only its own records
+    logging.getLogger(_name).addFilter(RedactIcePassword())
 
 
 class CallPhase(enum.StrEnum):
