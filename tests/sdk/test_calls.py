@@ -278,3 +278,17 @@ async def test_debug_logs_redact_the_ice_password(sdk: MakeClient, uid: Any, cap
     for password in passwords:
         assert password not in caplog.text
     assert "a=ice-pwd:[redacted]" in caplog.text, "the SDPs were not logged"
+
+
+async def test_a_recording_opened_for_a_call_that_fails_to_start_is_closed(
+    sdk: MakeClient, uid: Any, tmp_path: Any
+) -> None:
+    """`call()` with a WAV to record and a video file that cannot be opened raises OSError, and the WAV it had
+    created is closed at once (a valid WAV of 0 frames), not left half-written to the garbage collector."""
+    alice, bob = await sdk(uid("alice")), await sdk(uid("bob"))
+    wav = tmp_path / "heard.wav"
+    with pytest.raises(OSError, match=r"missing\.mp4") as failed:
+        await alice.call(bob.id, audio_out=wav, video_in=tmp_path / "missing.mp4")
+    samples, rate = media.read_wav(wav)  # while the error (and its traceback) is still held
+    assert samples.size == 0 and rate == media.SAMPLE_RATE
+    assert alice.current_call is None, failed.value

@@ -714,8 +714,19 @@ class Client:
         if self.current_call is not None:
             current = self.current_call
             raise CallError(f"you are already in call {current.id} with {current.peer}; hang up first")
-        source, sink = as_source(audio_in), as_sink(audio_out)  # files open (or fail) before anything is sent
-        video_source, video_sink = as_video_source(video_in), as_video_sink(video_out)
+        source, sink = as_source(audio_in), None  # files open (or fail) before anything is sent
+        video_source = None
+        try:
+            sink = as_sink(audio_out)
+            video_source = as_video_source(video_in)
+            video_sink = as_video_sink(video_out)
+        except BaseException:  # close what opened: a WAV left to the garbage collector stays empty until then
+            for track in (source, video_source):
+                if track is not None:
+                    track.stop()
+            if sink is not None:
+                await sink.stop()
+            raise
         call = self._new_call(user, "outgoing", None)
         self._ringing = asyncio.get_running_loop().create_future()
         try:
