@@ -148,7 +148,8 @@ class CallEndedError(CallError):
     """The call ended before what we waited for (e.g. the peer rejected it). `end` says how."""
 
     def __init__(self, call: Call, end: CallEnd | None) -> None:
-        super().__init__(f"call {call.id or '?'} with {call.peer} ended: {end or 'ended'}")
+        hint = f"; {call.hint}" if call.hint else ""
+        super().__init__(f"call {call.id or '?'} with {call.peer} ended: {end or 'ended'}{hint}")
         self.call = call
         self.end = end
 
@@ -252,6 +253,9 @@ class Call:
         self.peer_ice_restarts = 0
         """How many ICE restarts the peer asked for (a new offer with new ICE credentials, e.g. after its network
         changed). aiortc cannot follow them: see the module's docstring."""
+        self.hint: str | None = None
+        """Why the audio did not connect, when the peer's candidates tell (it offered none, or none was usable);
+        set as the call fails with `ice-timeout` or `ice-failed`, and said in `CallEndedError`. None otherwise."""
         self._changed = asyncio.Event()
         self._end: asyncio.Future[CallEnd] = asyncio.get_running_loop().create_future()
         self._local_reason: str | None = None
@@ -787,6 +791,7 @@ class Call:
                 self._cancel_timer()
                 self._transition("connected")
             elif state == "failed":
+                self._explain_ice_failure()
                 self._spawn(self.hangup("ice-failed"))
 
     def _require_pc(self) -> RTCPeerConnection:
@@ -891,7 +896,27 @@ class Call:
         if self._phase is CallPhase.CALLING:
             failed = self._pc is not None and self._pc.connectionState == "failed"
             self._log(f"the audio did not connect within {self._setup_timeout:g}s: giving up")
+            self._explain_ice_failure()
             self._spawn(self.hangup("ice-failed" if failed else "ice-timeout"))
+
+    def _explain_ice_failure(self) -> None:
+        """Set `hint` (and warn) when the peer's candidates explain why ICE failed: with no remote candidate aiortc
+        has nothing to check, and a bare `ice-timeout` would send a developer to the network, not to the peer."""
+        seen = self._remote_candidates
+        if seen.admitted:
+            return
+        if seen.dropped:
+            self.hint = (
+                f"none of the peer's {seen.dropped} ICE candidate(s) could be used: the candidate policy denied them, "
+                "or they were malformed or not UDP (aiortc checks UDP only)"
+            )
+        else:
+            self.hint = (
+                "the peer offered no ICE candidates: none in its SDP and none trickled (it gathered none: e.g. "
+                "Chromium on a loopback-only machine without --allow-loopback-in-peer-connection, an aiortc peer "
+                "without 127.0.0.1 there; or its `candidate` frames never reached us)"
+            )
+        log.warning("call %s with %s did not connect: %s", self.id, self.peer, self.hint)
 
     async def _finish(self, reason: str, end: CallEnd | None = None) -> None:
         """End the call here and wait until the media has stopped and the peer connection is closed. Idempotent."""

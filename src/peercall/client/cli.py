@@ -305,7 +305,7 @@ async def call_command(args: argparse.Namespace) -> int:
                 try:
                     await call.wait_connected()
                 except CallEndedError as exc:
-                    _say(f"the call did not connect: {exc.end}")
+                    _say(f"the call did not connect: {exc.end}" + (f"; {call.hint}" if call.hint else ""))
                     return 1
                 args.interrupted = 0  # answered: Ctrl-C hangs up
                 await _talk(call, source, args.duration)
