@@ -97,6 +97,9 @@ async def test_a_client_whose_first_connect_failed_connects_again_and_stays_conn
         for _ in range(2):
             with pytest.raises(ConnectError, match="could not connect"):
                 await client.connect()
+            gave_up = client.last_disconnect
+            assert gave_up is not None and gave_up.terminal, gave_up
+            assert gave_up.reason.startswith("gave up connecting after 0.5s: "), gave_up
         with run_server(PEERCALL_PORT=str(port)) as srv:
             async with asyncio.timeout(WAIT):
                 welcome = await client.connect()

@@ -251,7 +251,7 @@ class Signaling:
                 return await asyncio.shield(self._first)
         except TimeoutError:
             error = self._last_error or "no answer"
-            await self.close()
+            await self.close(f"gave up connecting after {retry_for:g}s: {error}")
             raise ConnectError(f"could not connect to {self.url} within {retry_for:g}s: {error}") from None
         except ConnectError:
             await self.close()
@@ -277,8 +277,12 @@ class Signaling:
             return False
         return True
 
-    async def close(self) -> None:
-        """Close the connection on purpose and stop reconnecting. Idempotent."""
+    async def close(self, reason: str = "closed by us") -> None:
+        """Close the connection on purpose and stop reconnecting. Idempotent.
+
+        Args:
+            reason: why, as the state change says it.
+        """
         self._closing = True
         self._stop_renewal()
         task, self._task = self._task, None
@@ -292,7 +296,7 @@ class Signaling:
                 await task
         if self._first is not None and not self._first.done():
             self._first.cancel()
-        self._set_state(SignalingState.DISCONNECTED, reason="closed by us", terminal=True)
+        self._set_state(SignalingState.DISCONNECTED, reason=reason, terminal=True)
 
     async def drop(self) -> None:
         """Close the socket as a network failure would, and reconnect as after one (for tests and diagnostics)."""
