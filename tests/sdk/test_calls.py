@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from typing import Any
 
 import numpy as np
@@ -258,3 +260,35 @@ async def test_token_mode(sdk: MakeClient, uid: Any) -> None:
         assert refused.value.terminal and refused.value.status == 401
         await caller.close()
         await callee.close()
+
+
+async def test_debug_logs_redact_the_ice_password(sdk: MakeClient, uid: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Debug logging (`peercall … -v`) shows each SDP but not its `a=ice-pwd:` value, a credential that ends up in
+    pasted bug reports; the peer still gets it (the call connects)."""
+    caplog.set_level(logging.DEBUG)
+    alice, bob = await sdk(uid("alice")), await sdk(uid("bob"))
+    call = await alice.call(bob.id)
+    await (await next_incoming(bob)).accept()
+    async with asyncio.timeout(WAIT):
+        await call.wait_connected()
+    assert call.pc is not None and call.pc.remoteDescription is not None
+    passwords = re.findall(r"a=ice-pwd:(\S+)", call.pc.remoteDescription.sdp + call.pc.localDescription.sdp)
+    await call.hangup()
+    assert len(passwords) == 2 and "[redacted]" not in passwords, passwords
+    for password in passwords:
+        assert password not in caplog.text
+    assert "a=ice-pwd:[redacted]" in caplog.text, "the SDPs were not logged"
+
+
+async def test_a_recording_opened_for_a_call_that_fails_to_start_is_closed(
+    sdk: MakeClient, uid: Any, tmp_path: Any
+) -> None:
+    """`call()` with a WAV to record and a video file that cannot be opened raises OSError, and the WAV it had
+    created is closed at once (a valid WAV of 0 frames), not left half-written to the garbage collector."""
+    alice, bob = await sdk(uid("alice")), await sdk(uid("bob"))
+    wav = tmp_path / "heard.wav"
+    with pytest.raises(OSError, match=r"missing\.mp4") as failed:
+        await alice.call(bob.id, audio_out=wav, video_in=tmp_path / "missing.mp4")
+    samples, rate = media.read_wav(wav)  # while the error (and its traceback) is still held
+    assert samples.size == 0 and rate == media.SAMPLE_RATE
+    assert alice.current_call is None, failed.value

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -245,3 +246,23 @@ async def test_call_exit_statuses(server: ServerProcess, sdk: Any, uid: Any) -> 
         f"peercall call: the server's URL starts with ws:// or wss:// (its WebSocket), not http://: did you mean "
         f"{server.ws}?"
     ], text
+
+
+async def test_a_recording_that_got_no_audio_is_an_empty_wav_and_said_so(
+    server: ServerProcess, uid: Any, tmp_path: Path
+) -> None:
+    """`--record` of a call that never connected (the callee is offline, or the server cannot be reached) leaves a
+    valid WAV of 0 frames, closed (no garbage-collector noise at exit), and says that nothing was recorded."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"ws://127.0.0.1:{probe.getsockname()[1]}/ws"
+    for url, name in ((server.ws, "offline.wav"), (nowhere, "unreachable.wav")):
+        wav = tmp_path / name
+        status, out = await peercall(
+            "call", uid("nobody"), "--url", url, "--id", uid("alice"), "--connect-timeout", "1", "--record", str(wav)
+        )
+        assert status in (1, 2), out
+        assert f"nothing was recorded: {wav} holds no audio" in out, out
+        assert "Exception ignored" not in out and "Traceback" not in out, out
+        samples, rate = media.read_wav(wav)
+        assert samples.size == 0 and rate == media.SAMPLE_RATE, name

@@ -32,6 +32,7 @@ import asyncio
 import enum
 import functools
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from threading import Event
@@ -50,6 +51,28 @@ from .signaling import ClientError, Frame
 from .video import VideoIn, VideoOut, VideoSink, as_video_sink, as_video_source
 
 log = logging.getLogger("peercall.client")
+
+_ICE_PASSWORD = re.compile(r"(a=ice-pwd:)[^\s\\\"']+")
+
+
+class RedactIcePassword(logging.Filter):
+    """Replace the value of every `a=ice-pwd:` line in a log message with `[redacted]`.
+
+    aiortc logs each description it sets, in full, at debug level (what `peercall … -v` shows): the ICE password
+    in it is the credential of the call's connectivity checks, and a log is pasted into bug reports. Only the log is
+    changed; the SDP sent to the peer keeps it. The DTLS fingerprint stays: it is the hash of a public certificate,
+    no secret, and it tells which certificate a failed handshake expected.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "a=ice-pwd:" in message:
+            record.msg, record.args = _ICE_PASSWORD.sub(r"\1[redacted]", message), None
+        return True
+
+
+for _name in ("aiortc.rtcpeerconnection", "peercall.client"):  # a logger's filter sees only its own records
+    logging.getLogger(_name).addFilter(RedactIcePassword())
 
 
 class CallPhase(enum.StrEnum):
@@ -125,7 +148,8 @@ class CallEndedError(CallError):
     """The call ended before what we waited for (e.g. the peer rejected it). `end` says how."""
 
     def __init__(self, call: Call, end: CallEnd | None) -> None:
-        super().__init__(f"call {call.id or '?'} with {call.peer} ended: {end or 'ended'}")
+        hint = f"; {call.hint}" if call.hint else ""
+        super().__init__(f"call {call.id or '?'} with {call.peer} ended: {end or 'ended'}{hint}")
         self.call = call
         self.end = end
 
@@ -229,6 +253,9 @@ class Call:
         self.peer_ice_restarts = 0
         """How many ICE restarts the peer asked for (a new offer with new ICE credentials, e.g. after its network
         changed). aiortc cannot follow them: see the module's docstring."""
+        self.hint: str | None = None
+        """Why the audio did not connect, when the peer's candidates tell (it offered none, or none was usable);
+        set as the call fails with `ice-timeout` or `ice-failed`, and said in `CallEndedError`. None otherwise."""
         self._changed = asyncio.Event()
         self._end: asyncio.Future[CallEnd] = asyncio.get_running_loop().create_future()
         self._local_reason: str | None = None
@@ -454,7 +481,9 @@ class Call:
     async def _wait_end(self) -> CallEnd:
         """The end, once known; the server says it at once, and the fallback timer bounds the wait anyway."""
         try:
-            return await asyncio.wait_for(self.wait_ended(), self._end_timeout + 1)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that comes as the end does
+            async with asyncio.timeout(self._end_timeout + 1):
+                return await self.wait_ended()
         except TimeoutError:
             return self.end or CallEnd(None, self._local_reason)
 
@@ -550,9 +579,16 @@ class Call:
             await self._finish(self._local_reason or "closed")
         self._set_end(self.end or CallEnd(None, "signaling-lost"))
         try:
-            await asyncio.wait_for(self._worker, self._end_timeout)
-        except (TimeoutError, asyncio.CancelledError):
+            # Awaited directly, the worker is cancelled when the timeout (or our caller) cancels us.
+            async with asyncio.timeout(self._end_timeout):
+                await self._worker
+        except TimeoutError:
             self._log("the call's inbox did not stop in time: cancelled")
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # our caller was cancelled (a SIGTERM in the CLI): not ours to swallow
+            self._log("the call's inbox was cancelled")
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
@@ -755,6 +791,7 @@ class Call:
                 self._cancel_timer()
                 self._transition("connected")
             elif state == "failed":
+                self._explain_ice_failure()
                 self._spawn(self.hangup("ice-failed"))
 
     def _require_pc(self) -> RTCPeerConnection:
@@ -859,7 +896,27 @@ class Call:
         if self._phase is CallPhase.CALLING:
             failed = self._pc is not None and self._pc.connectionState == "failed"
             self._log(f"the audio did not connect within {self._setup_timeout:g}s: giving up")
+            self._explain_ice_failure()
             self._spawn(self.hangup("ice-failed" if failed else "ice-timeout"))
+
+    def _explain_ice_failure(self) -> None:
+        """Set `hint` (and warn) when the peer's candidates explain why ICE failed: with no remote candidate aiortc
+        has nothing to check, and a bare `ice-timeout` would send a developer to the network, not to the peer."""
+        seen = self._remote_candidates
+        if seen.admitted:
+            return
+        if seen.dropped:
+            self.hint = (
+                f"none of the peer's {seen.dropped} ICE candidate(s) could be used: the candidate policy denied them, "
+                "or they were malformed or not UDP (aiortc checks UDP only)"
+            )
+        else:
+            self.hint = (
+                "the peer offered no ICE candidates: none in its SDP and none trickled (it gathered none: e.g. "
+                "Chromium on a loopback-only machine without --allow-loopback-in-peer-connection, an aiortc peer "
+                "without 127.0.0.1 there; or its `candidate` frames never reached us)"
+            )
+        log.warning("call %s with %s did not connect: %s", self.id, self.peer, self.hint)
 
     async def _finish(self, reason: str, end: CallEnd | None = None) -> None:
         """End the call here and wait until the media has stopped and the peer connection is closed. Idempotent."""

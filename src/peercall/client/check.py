@@ -192,7 +192,8 @@ async def local_server(start_within: float = 20.0) -> AsyncIterator[str]:
         with contextlib.suppress(ProcessLookupError):
             proc.terminate()
         try:
-            await asyncio.wait_for(proc.wait(), 10)
+            async with asyncio.timeout(10):  # (not wait_for: it can drop a cancel on Python 3.11)
+                await proc.wait()
         except TimeoutError:
             proc.kill()
             await proc.wait()

@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiortc import MediaStreamTrack
 
@@ -32,10 +32,12 @@ from . import media, video
 from .accounts import SignInError, TokenProvider, server_auth_mode, token_file
 from .call import Call, CallEndedError, CallError, CallPhase
 from .client import Client
-from .contacts import Contacts, DirectoryPage
+from .contacts import ContactError, Contacts, DirectoryPage
 from .echo import echo_policy, run_echo
 from .events import CallPhaseChanged, PeerMediaChanged
 from .signaling import ClientError, ConnectError, check_url
+
+T = TypeVar("T")
 
 DEFAULT_URL = "ws://127.0.0.1:8080/ws"
 CONNECTING_NOTICE = 1.0
@@ -289,30 +291,56 @@ async def call_command(args: argparse.Namespace) -> int:
         SDK_EXIT_STATUSES["call"] (peercall/cli.py); `args.interrupted` is the status should Ctrl-C or SIGTERM stop it.
     """
     args.interrupted = 1  # stopped while it rings: not answered
-    source = _source(args)
-    sink = _sink(args)
-    videos = _video(args)
-    async with _connected(args, args.id or default_id()) as client:
-        _warn_short_token(client, args.duration)
-        follower = _follow(client)
-        try:
-            _say(f"calling {args.user} as {client.id} on {args.url}")
-            call = await client.call(args.user, audio_in=source, audio_out=sink, **videos)
+    opened: list[Any] = []  # stopped on every path: a WAV left to the garbage collector may never be complete
+    try:
+        source = _opened(opened, _source(args))
+        sink = _opened(opened, _sink(args))
+        videos = {kind: _opened(opened, made) for kind, made in _video(args).items()}
+        async with _connected(args, args.id or default_id()) as client:
+            _warn_short_token(client, args.duration)
+            follower = _follow(client)
             try:
-                await call.wait_connected()
-            except CallEndedError as exc:
-                _say(f"the call did not connect: {exc.end}")
-                return 1
-            args.interrupted = 0  # answered: Ctrl-C hangs up
-            await _talk(call, source, args.duration)
-            end = await call.hangup()
-            stats = await call.stats() if call.pc else None
-            _say(f"call ended: {end}" + _received(call, stats.packets_received if stats else None))
-            if _token_lost(client):
-                return 1
-            return 0 if end.outcome == "answered" and end.reason != "signaling-lost" else 1
-        finally:
-            await _stop(follower)
+                _say(f"calling {args.user} as {client.id} on {args.url}")
+                call = await client.call(args.user, audio_in=source, audio_out=sink, **videos)
+                try:
+                    await call.wait_connected()
+                except CallEndedError as exc:
+                    _say(f"the call did not connect: {exc.end}" + (f"; {call.hint}" if call.hint else ""))
+                    return 1
+                args.interrupted = 0  # answered: Ctrl-C hangs up
+                await _talk(call, source, args.duration)
+                end = await call.hangup()
+                stats = await call.stats() if call.pc else None
+                _say(f"call ended: {end}" + _received(call, stats.packets_received if stats else None))
+                if _token_lost(client):
+                    return 1
+                return 0 if end.outcome == "answered" and end.reason != "signaling-lost" else 1
+            finally:
+                await _stop(follower)
+    finally:
+        await _release(opened)
+
+
+def _opened(opened: list[Any], made: T) -> T:
+    """Keep `made` (a source or a sink, or None) in `opened`, to be released by `_release()`."""
+    if made is not None:
+        opened.append(made)
+    return made
+
+
+async def _release(opened: list[Any]) -> None:
+    """Stop the sources and sinks of a call (again: each stop is idempotent), and say which recording got no audio.
+
+    A `--record` WAV that no audio reached is left a valid WAV of 0 frames, and said so: a script finds the file it
+    asked for, and a user learns why it is silent (the call ended, or never connected, before any audio came).
+    """
+    for made in opened:
+        if isinstance(made, media.TrackSink):
+            await made.stop()
+            if isinstance(made, media.WavRecorder) and made.frames == 0:
+                _say(f"nothing was recorded: {made.path} holds no audio (0 frames)")
+        elif isinstance(made, MediaStreamTrack):
+            made.stop()
 
 
 async def answer_command(args: argparse.Namespace) -> int:
@@ -342,16 +370,22 @@ async def answer_command(args: argparse.Namespace) -> int:
                             await call.reject()
                         _say(f"rejected {call.peer}")
                         continue
-                    source = _source(args)
+                    opened: list[Any] = []
                     try:
+                        source = _opened(opened, _source(args))
                         n = answered + 1
-                        await call.accept(audio_in=source, audio_out=_sink(args, n), **_video(args, n))
-                    except CallError as exc:
-                        _say(f"could not answer: {exc}")
-                        continue
-                    await _talk(call, source, args.duration)
-                    end = await call.hangup()
-                    _say(f"call with {call.peer} ended: {end}" + _received(call, None))
+                        sink = _opened(opened, _sink(args, n))
+                        videos = {kind: _opened(opened, made) for kind, made in _video(args, n).items()}
+                        try:
+                            await call.accept(audio_in=source, audio_out=sink, **videos)
+                        except CallError as exc:
+                            _say(f"could not answer: {exc}")
+                            continue
+                        await _talk(call, source, args.duration)
+                        end = await call.hangup()
+                        _say(f"call with {call.peer} ended: {end}" + _received(call, None))
+                    finally:
+                        await _release(opened)
                     if _token_lost(client):
                         return 1
                     answered += 1
@@ -505,11 +539,25 @@ def _directory_report(page: DirectoryPage, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+async def _our_contacts(client: Client) -> Contacts:
+    """Our contacts, once the server has told them (within `answer_timeout`).
+
+    Raises:
+        ContactError: the server has no contacts, or did not tell them in time.
+    """
+    try:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a SIGTERM that comes as the contacts do
+        async with asyncio.timeout(client.answer_timeout):
+            return await client.wait_contacts()
+    except TimeoutError:
+        raise ContactError(f"the server did not send our contacts within {client.answer_timeout:g}s") from None
+
+
 async def _contacts_action(client: Client, args: argparse.Namespace) -> str:
     """Do what `peercall contacts ACTION` asks; what to print."""
     action, user = args.action, str(getattr(args, "user", ""))
     if action == "list":
-        contacts = await asyncio.wait_for(client.wait_contacts(), client.answer_timeout)
+        contacts = await _our_contacts(client)
         return json.dumps(contacts.to_json(), ensure_ascii=False) if args.json else contacts_report(contacts)
     if action == "directory":
         return _directory_report(await client.directory(args.prefix, after=args.after, limit=args.limit), args)
@@ -519,7 +567,7 @@ async def _contacts_action(client: Client, args: argparse.Namespace) -> str:
             return f"{user} is your contact"
         return f"asked {user} to be your contact; the request waits for their answer"
     if action == "decline":
-        before = await asyncio.wait_for(client.wait_contacts(), client.answer_timeout)
+        before = await _our_contacts(client)
         if not before.has_incoming(user):
             return f"no request from {user} to decline"
         await client.decline_contact(user)

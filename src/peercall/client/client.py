@@ -18,6 +18,7 @@ import contextlib
 import logging
 import secrets
 import ssl
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -95,23 +96,30 @@ class _Pending:
 class Subscription(Generic[T]):
     """An async iterator over what a client publishes from the moment it was made; ends when the client closes.
 
-    Use it in `async for`, or `async with` to unsubscribe early. At most `maxsize` items wait unread (the oldest
-    are dropped beyond that).
+    Use it in `async for`, or `async with` to unsubscribe early. The client holds it weakly: once nothing else
+    refers to it (`break` out of `async for event in client.events()`), it is unsubscribed and freed, so a loop
+    left early leaves no queue filling up for nobody. Kept in a variable, it goes on collecting until `close()`.
+    At most `maxsize` items wait unread (the oldest are dropped beyond that).
     """
 
-    def __init__(self, owner: list[Subscription[T]], maxsize: int = 1000) -> None:
+    def __init__(self, owner: weakref.WeakSet[Subscription[T]], maxsize: int = 1000) -> None:
         self._owner = owner
         self._queue: asyncio.Queue[T | None] = asyncio.Queue()
         self._maxsize = maxsize
         self._closed = False
-        owner.append(self)
+        self._behind = False  # dropping items, said once until the reader catches up
+        owner.add(self)
 
     def put(self, item: T | None) -> None:
         if self._closed:
             return
         if self._queue.qsize() >= self._maxsize:
             self._queue.get_nowait()
-            log.warning("a subscriber fell %d items behind; dropped the oldest", self._maxsize)
+            if not self._behind:
+                log.warning("a subscriber fell %d items behind; dropping the oldest", self._maxsize)
+            self._behind = True
+        elif self._queue.empty():
+            self._behind = False
         self._queue.put_nowait(item)
 
     def close(self) -> None:
@@ -119,8 +127,7 @@ class Subscription(Generic[T]):
         if not self._closed:
             self._queue.put_nowait(None)
             self._closed = True
-            with contextlib.suppress(ValueError):
-                self._owner.remove(self)
+            self._owner.discard(self)
 
     def __aiter__(self) -> Subscription[T]:
         return self
@@ -148,12 +155,12 @@ class IncomingCalls:
     `async with`). Made by `Client.incoming()`.
     """
 
-    def __init__(self, owner: list[IncomingCalls], take: Callable[[], Call | None]) -> None:
-        self._owner = owner
+    def __init__(self, owner: weakref.WeakSet[IncomingCalls], take: Callable[[], Call | None]) -> None:
+        self._owner = owner  # weakly, as a Subscription: one that nothing refers to any more is gone
         self._take = take
         self._wake = asyncio.Event()
         self._closed = False
-        owner.append(self)
+        owner.add(self)
 
     def wake(self) -> None:
         """A call rang, or the client closed: look again."""
@@ -164,8 +171,7 @@ class IncomingCalls:
         if not self._closed:
             self._closed = True
             self._wake.set()
-            with contextlib.suppress(ValueError):
-                self._owner.remove(self)
+            self._owner.discard(self)
 
     def __aiter__(self) -> IncomingCalls:
         return self
@@ -279,8 +285,8 @@ class Client:
         self._call: Call | None = None
         self._calls: dict[str, Call] = {}
         self._ringing: asyncio.Future[Frame] | None = None
-        self._events: list[Subscription[Event]] = []
-        self._incoming: list[IncomingCalls] = []
+        self._events: weakref.WeakSet[Subscription[Event]] = weakref.WeakSet()  # weakly: see Subscription
+        self._incoming: weakref.WeakSet[IncomingCalls] = weakref.WeakSet()
         self._undelivered: list[Call] = []  # calls that rang, not yet handed to an `incoming()` iterator
         self._lost_timer: asyncio.TimerHandle | None = None
         self._resume_timer: asyncio.TimerHandle | None = None
@@ -295,6 +301,7 @@ class Client:
         self._directory_answer: asyncio.Future[DirectoryPage] | None = None
         self._names: dict[str, str] = {}  # display names the server told, by user (at most MAX_NAMES_KEPT)
         self._closed = False
+        self._connecting = False  # inside connect(): its failure is no end of the iterations, a retry may follow
         self._welcomed = False
         self._sending: set[asyncio.Future[bool]] = set()
         self.last_disconnect: Disconnected | None = None
@@ -320,6 +327,9 @@ class Client:
     async def connect(self) -> dict[str, Any]:
         """Connect to the server (retrying for up to `connect_timeout`), and stay connected until `close()`.
 
+        When it fails, the client is as it was before: call it again to retry (the `events()` and `incoming()`
+        iterators made before go on); after `close()`, make a new `Client`.
+
         Returns:
             The server's `welcome` frame.
 
@@ -327,13 +337,20 @@ class Client:
             ConnectError: refused for good (bad id, bad token…), or not reachable within `connect_timeout`.
             SignInError: (a `ConnectError`) with `password`: a wrong id or password (`server_code` `sign-in-failed`), a
                 disabled account, too many attempts, or a server without accounts.
+            ClientError: the client is connected already, or was closed.
         """
+        if self._closed:
+            raise ClientError(f"{self.id}: this client was closed; make a new Client to connect again")
+        self._connecting = True
         try:
             return await self._signaling.connect(retry_for=self.connect_timeout)
         except BaseException:
             if self.accounts is not None:
                 await self.accounts.sign_out()
+                self._signaling.token = None  # signed out: the next connect() signs in again for a token
             raise
+        finally:
+            self._connecting = False
 
     async def close(self) -> None:
         """Hang up the current call, disconnect, and end every `events()`/`incoming()` iteration. Idempotent."""
@@ -634,7 +651,9 @@ class Client:
 
         Returns:
             An async iterator of `Event`s (`async for event in client.events(): ...`); it ends when the client
-            closes, or at `close()` on it.
+            closes, or at `close()` on it (`async with`). A `break` out of `async for event in client.events()`
+            unsubscribes (nothing refers to it any more); one kept in a variable goes on collecting events, to be
+            read by the next `async for` over it, until its `close()`.
         """
         return Subscription(self._events)
 
@@ -695,8 +714,19 @@ class Client:
         if self.current_call is not None:
             current = self.current_call
             raise CallError(f"you are already in call {current.id} with {current.peer}; hang up first")
-        source, sink = as_source(audio_in), as_sink(audio_out)  # files open (or fail) before anything is sent
-        video_source, video_sink = as_video_source(video_in), as_video_sink(video_out)
+        source, sink = as_source(audio_in), None  # files open (or fail) before anything is sent
+        video_source = None
+        try:
+            sink = as_sink(audio_out)
+            video_source = as_video_source(video_in)
+            video_sink = as_video_sink(video_out)
+        except BaseException:  # close what opened: a WAV left to the garbage collector stays empty until then
+            for track in (source, video_source):
+                if track is not None:
+                    track.stop()
+            if sink is not None:
+                await sink.stop()
+            raise
         call = self._new_call(user, "outgoing", None)
         self._ringing = asyncio.get_running_loop().create_future()
         try:
@@ -1016,7 +1046,7 @@ class Client:
             self._publish(self.last_disconnect)
         if self._closed:
             return
-        if change.state is SignalingState.DISCONNECTED and change.terminal:
+        if change.state is SignalingState.DISCONNECTED and change.terminal and not self._connecting:
             # Refused for good (replaced, bad token…): nothing more will come; end the iterations.
             self._end_subscriptions()
         call = self.current_call

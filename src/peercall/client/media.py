@@ -642,7 +642,8 @@ class Callback(Sink):
 
 
 class WavRecorder(Sink):
-    """Writes what arrives to a 16-bit mono 48 kHz WAV file (created at once, complete after `stop()`).
+    """Writes what arrives to a 16-bit mono 48 kHz WAV file (created at once, complete after `stop()`). When no
+    audio arrived (the call ended before it came), it is a valid WAV of 0 frames (`frames` is 0).
 
     Args:
         path: the file (overwritten).

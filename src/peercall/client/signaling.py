@@ -221,6 +221,9 @@ class Signaling:
     async def connect(self, retry_for: float = 10.0) -> Frame:
         """Connect, and keep the connection (reconnecting with backoff) until `close()`.
 
+        After it failed (or the server refused us for good), it can be called again: a program that waits for its
+        server retries on the same object.
+
         Args:
             retry_for: how long to keep trying to reach the server for the first time, in seconds.
 
@@ -231,8 +234,14 @@ class Signaling:
             ConnectError: the server refused us for good (bad id or device, bad token, HTTP 4xx), or could not be
                 reached within `retry_for`.
         """
-        if self._task is not None:
+        if self._task is not None and not self._task.done():
             raise ClientError(f"{self.user} is already connected or connecting")
+        # Again after a failed (or ended) connection: `close()` stopped the reconnects, which this one must make
+        # again, and the old attempt's error and backoff say nothing about this one.
+        self._closing = False
+        self._attempt = 0
+        self._last_error = None
+        self._refreshed_since_welcome = False
         if self.token is None and self.token_provider is not None:
             self.token = await self._new_token()
         self._first = asyncio.get_running_loop().create_future()
@@ -242,7 +251,7 @@ class Signaling:
                 return await asyncio.shield(self._first)
         except TimeoutError:
             error = self._last_error or "no answer"
-            await self.close()
+            await self.close(f"gave up connecting after {retry_for:g}s: {error}")
             raise ConnectError(f"could not connect to {self.url} within {retry_for:g}s: {error}") from None
         except ConnectError:
             await self.close()
@@ -268,8 +277,12 @@ class Signaling:
             return False
         return True
 
-    async def close(self) -> None:
-        """Close the connection on purpose and stop reconnecting. Idempotent."""
+    async def close(self, reason: str = "closed by us") -> None:
+        """Close the connection on purpose and stop reconnecting. Idempotent.
+
+        Args:
+            reason: why, as the state change says it.
+        """
         self._closing = True
         self._stop_renewal()
         task, self._task = self._task, None
@@ -283,7 +296,7 @@ class Signaling:
                 await task
         if self._first is not None and not self._first.done():
             self._first.cancel()
-        self._set_state(SignalingState.DISCONNECTED, reason="closed by us", terminal=True)
+        self._set_state(SignalingState.DISCONNECTED, reason=reason, terminal=True)
 
     async def drop(self) -> None:
         """Close the socket as a network failure would, and reconnect as after one (for tests and diagnostics)."""
