@@ -496,7 +496,9 @@ async def test_quality_panel_timer_and_path_agree_with_get_stats(
 async def test_call_summary_is_sent_kept_by_the_server_and_shown_in_history(
     fresh_server: ServerProcess, open_page: OpenPage
 ) -> None:
-    """After a call each side shows its summary and sends call-summary; /api/calls and the history show the quality."""
+    """After a call each side shows its summary and sends call-summary; /api/calls and the history show the quality.
+    What that quality is, is not this test's: on a loaded host a loopback call can measure fair or poor (a MOS of
+    3.5 was seen); what is shown must be what was measured (the quality panel's test asserts good)."""
     a = await open_page(fresh_server.http, "/callerA.html", "A")
     b = await open_page(fresh_server.http, "/callerB.html", "B")
     frames = {"A": record_frames(a), "B": record_frames(b)}
@@ -511,9 +513,11 @@ async def test_call_summary_is_sent_kept_by_the_server_and_shown_in_history(
         await expect(page.locator("#call-status")).to_have_text("Call Ended")
         summary = page.locator("#call-summary")
         await expect(summary).to_be_visible()
-        said = r"^Call with client[AB]: 0:0\d, good quality \(4\.\d of 4\.5\), direct\.$"
+        said = r"^Call with client[AB]: 0:0\d, (good|fair|poor) quality \(\d\.\d of 4\.5\), direct\.$"
         await expect(summary).to_have_text(re.compile(said))
-        await expect(summary).to_have_attribute("data-level", "good")
+        word = re.match(said, await summary.inner_text())
+        assert word is not None
+        await expect(summary).to_have_attribute("data-level", word[1])
 
     async def summaries(who: str) -> list[dict[str, Any]]:
         return [f for f in frames[who] if f["type"] == "call-summary"]
@@ -524,7 +528,7 @@ async def test_call_summary_is_sent_kept_by_the_server_and_shown_in_history(
         assert frame["callId"] == call_id, dump(frame)
         data = frame["data"]
         assert set(data) == {"durationSec", "mos", "rttMs", "jitterMs", "lossPct", "bitrateKbps", "path"}, dump(data)
-        assert data["path"] == "direct" and 4.0 <= data["mos"] <= 4.5 and data["durationSec"] > 0, dump(data)
+        assert data["path"] == "direct" and 1.0 <= data["mos"] <= 4.5 and data["durationSec"] > 0, dump(data)
 
     def record() -> dict[str, Any]:
         with urllib.request.urlopen(f"{fresh_server.http}/api/calls?id=clientA", timeout=5) as response:
@@ -537,13 +541,17 @@ async def test_call_summary_is_sent_kept_by_the_server_and_shown_in_history(
     )
     assert stored["callId"] == call_id and stored["quality"]["clientA"]["path"] == "direct", dump(stored)
 
+    # The call was as good as its worse side (ui.js `historyQuality`).
+    worse = min(stored["quality"][who]["mos"] for who in ("clientA", "clientB"))
+    level = "good" if worse >= 4.0 else "fair" if worse >= 3.6 else "poor"
     for page in (a, b):
         entry = page.locator(f'#history li[data-call-id="{call_id}"]')
-        await expect(entry).to_have_attribute("data-quality", "good")
+        await expect(entry).to_have_attribute("data-quality", level)
         await expect(entry.locator(".q")).to_be_visible()
         button = entry.locator("button")
-        await expect(button).to_have_attribute("title", re.compile(r"^Good quality \(MOS 4\.\d for (you|client[AB]), "))
-        await expect(entry.locator(".q-text")).to_have_text(", good quality")
+        shown = rf"^{level.capitalize()} quality \(MOS \d\.\d for (you|client[AB]), "
+        await expect(button).to_have_attribute("title", re.compile(shown))
+        await expect(entry.locator(".q-text")).to_have_text(f", {level} quality")
     title = await a.locator(f'#history li[data-call-id="{call_id}"] button').get_attribute("title")
     assert "for you" in (title or "") and "for clientB" in (title or ""), title
 
@@ -587,7 +595,8 @@ async def test_main_screens_pass_axe_and_are_captured(open_page: OpenPage) -> No
 
         await alice.keyboard.press("Enter")
         await expect(alice.locator("#call-status")).to_have_text("Connected")
-        await expect(alice.locator("#quality")).to_have_attribute("data-level", "good")
+        # the indicator shows a level (which one is the quality panel's test's: a loaded host may measure fair)
+        await expect(alice.locator("#quality")).to_have_attribute("data-level", re.compile(r"^(good|fair|poor)$"))
         await wait_until(lambda: level(alice, "#remote-level"), lambda v: v > 0.3, "bob's voice on alice's meter")
         await shoot(alice, "in-call")
         await check_accessibility(alice, "in-call")
@@ -599,7 +608,7 @@ async def test_main_screens_pass_axe_and_are_captured(open_page: OpenPage) -> No
         await bob.click("#hangup")
         await expect(alice.locator("#call-summary")).to_be_visible()
         entry = alice.locator("#history li").first
-        await expect(entry).to_have_attribute("data-quality", "good")
+        await expect(entry).to_have_attribute("data-quality", re.compile(r"^(good|fair|poor)$"))
         await expect(alice.locator("#history li")).to_have_count(2)
         await shoot(alice, "call-ended")
         await check_accessibility(alice, "call-ended")
