@@ -186,6 +186,26 @@ async def test_failed_sign_ins_are_throttled_per_account_and_per_address(srv: Se
     assert (await guesser.sign_in("ann")).status_code == 429  # the address is throttled, whatever the account
 
 
+async def test_guesses_sent_at_once_get_no_more_tries_than_one_by_one(srv: ServerProcess, browser: Any) -> None:
+    """Twelve wrong passwords for one account sent together: no more of them are checked than the five the
+    throttle allows one by one (the others are refused unchecked), and the right password after them waits too;
+    the same for the current password of a password change (a stolen sign-in cannot guess it faster)."""
+    await admin_and_bob(srv, browser)
+    guesser = browser()
+    batch = await asyncio.gather(*(guesser.sign_in("bob", f"guess {n}") for n in range(12)))
+    statuses = [answer.status_code for answer in batch]
+    assert set(statuses) == {401, 429} and statuses.count(401) <= 5, statuses
+    assert (await guesser.sign_in("bob")).status_code == 429
+
+    thief = browser()
+    await thief.signed(await thief.sign_in("ann"))
+    change = [thief.post("/api/password", {"password": "the thief's own", "current": f"guess {n}"}) for n in range(12)]
+    statuses = [answer.status_code for answer in await asyncio.gather(*change)]
+    assert set(statuses) == {403, 429} and statuses.count(403) <= 5, statuses
+    right = await thief.post("/api/password", {"password": "the thief's own", "current": PASSWORD})
+    assert right.status_code == 429
+
+
 async def test_state_changing_routes_need_the_csrf_header_and_our_origin(srv: ServerProcess, browser: Any) -> None:
     """Without X-Peercall-CSRF, with a foreign Origin, cross-site, or with another sign-in's CSRF value: 403."""
     ann = browser()

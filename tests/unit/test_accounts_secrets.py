@@ -17,7 +17,7 @@ def test_the_throttle_allows_a_burst_then_one_try_per_refill() -> None:
     throttle = Throttle(burst=3, refill=60, keys=2)
     for _ in range(3):
         assert throttle.wait("bob", 0) == 0
-        throttle.failed("bob", 0)
+        assert throttle.take("bob", 0) == 1
     assert throttle.wait("bob", 0) == 60
     assert throttle.wait("bob", 45) == pytest.approx(15)
     assert throttle.wait("bob", 60) == 0
@@ -26,10 +26,24 @@ def test_the_throttle_allows_a_burst_then_one_try_per_refill() -> None:
     assert throttle.wait("bob", 1) == 0
 
 
+def test_a_try_taken_from_the_throttle_is_given_back_whole_or_in_part() -> None:
+    throttle = Throttle(burst=2, refill=60)
+    taken = [throttle.take("bob", 0) for _ in range(2)]
+    assert throttle.wait("bob", 0) == 60
+    throttle.give_back("bob", taken[1], 0)
+    assert throttle.wait("bob", 0) == 0
+    assert throttle.take("bob", 0) == 1 and throttle.take("bob", 30) == pytest.approx(0.5)
+    throttle.give_back("bob", 0.5, 30)  # a try taken from a nearly empty bucket gives back no more than it took
+    assert throttle.wait("bob", 30) == pytest.approx(30)
+    throttle.give_back("bob", 1, 30)
+    throttle.give_back("bob", 1, 30)  # never more than the burst
+    assert [throttle.take("bob", 30) for _ in range(3)] == [1, 1, 0]
+
+
 def test_the_throttle_forgets_the_oldest_keys_past_its_bound() -> None:
     throttle = Throttle(burst=1, refill=60, keys=2)
     for key in ("a", "b", "c"):
-        throttle.failed(key, 0)
+        throttle.take(key, 0)
     assert throttle.wait("a", 0) == 0 and throttle.wait("c", 0) == 60
 
 

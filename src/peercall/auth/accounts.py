@@ -76,8 +76,9 @@ class Passwords:
 
 class Throttle:
     """Failed attempts per key (an account, an address), as a bucket of `burst` tries that refills by one every
-    `refill` seconds. Bounded: at most `keys` keys are tracked; past that, those whose buckets are fullest (the
-    oldest touched) are forgotten. Per node: in a cluster each node throttles on its own."""
+    `refill` seconds; a try is taken when an attempt starts and given back if it succeeds. Bounded: at most `keys`
+    keys are tracked; past that, those whose buckets are fullest (the oldest touched) are forgotten. Per node: in
+    a cluster each node throttles on its own."""
 
     def __init__(self, burst: int, refill: float, keys: int = 10_000) -> None:
         self.burst, self.refill, self.keys = burst, refill, keys
@@ -92,8 +93,20 @@ class Throttle:
         left = self._left(key, now)
         return 0.0 if left >= 1 else (1 - left) * self.refill
 
-    def failed(self, key: str, now: float) -> None:
-        self._buckets[key] = (max(0.0, self._left(key, now) - 1), now)
+    def take(self, key: str, now: float) -> float:
+        """Spend a try of `key` as an attempt starts, before its outcome is known, so that attempts made at the
+        same time see it spent; what was taken (less than a whole try from a nearly empty bucket), for
+        `give_back` should the attempt succeed or not be made."""
+        left = self._left(key, now)
+        taken = min(1.0, left)
+        self._set(key, left - taken, now)
+        return taken
+
+    def give_back(self, key: str, taken: float, now: float) -> None:
+        self._set(key, min(float(self.burst), self._left(key, now) + taken), now)
+
+    def _set(self, key: str, left: float, now: float) -> None:
+        self._buckets[key] = (left, now)
         self._buckets.move_to_end(key)
         while len(self._buckets) > self.keys:
             self._buckets.popitem(last=False)

@@ -146,6 +146,20 @@ def _passkey_json(credential: Credential) -> dict[str, Any]:
     }
 
 
+def _address(request: Request) -> str:
+    """Whose failures count together: the client's address (IPv6: its /64)."""
+    return address_group(request.client.host if request.client else "")
+
+
+@dataclasses.dataclass(slots=True)
+class Attempt:
+    """The tries an attempt (a password, a passkey, an invite) took from the throttles as it started: kept if
+    it fails, given back if it succeeds or is not made (`AccountsApi._attempt`)."""
+
+    address: str
+    taken: list[tuple[Throttle, str, float]]
+
+
 def _user_json(user: User) -> dict[str, Any]:
     return {"id": user.id, "name": user.name, "admin": user.admin, "disabled": user.disabled, "created": user.created}
 
@@ -380,13 +394,35 @@ class AccountsApi:
         for name, secure in ((SECURE_COOKIE, True), (PLAIN_COOKIE, False)):
             response.delete_cookie(name, path="/", secure=secure, httponly=True, samesite="strict")
 
-    def _throttled(self, request: Request, account: str | None) -> str:
-        """The address whose failures count; refused while it, or `account` (None: no account), must wait."""
+    def _throttled(self, request: Request) -> str:
+        """The address whose failures count; refused while it must wait (nothing is taken: no attempt yet)."""
+        address = _address(request)
+        self._refuse_for(self.by_address.wait(address, self.clock()))
+        return address
+
+    def _attempt(self, request: Request, account: str | None) -> Attempt:
+        """Take a try from the address's bucket, and from `account`'s (None: no account), before anything is
+        checked: attempts that arrive together see each other's tries spent, so that no more of them are checked
+        than the throttles allow. Refused while either must wait."""
         now = self.clock()
-        address = address_group(request.client.host if request.client else "")
-        wait = self.by_address.wait(address, now)
+        buckets = [(self.by_address, _address(request))]
         if account is not None:
-            wait = max(wait, self.by_account.wait(account, now))
+            buckets.append((self.by_account, account))
+        self._refuse_for(max(throttle.wait(key, now) for throttle, key in buckets))
+        return Attempt(buckets[0][1], [(throttle, key, throttle.take(key, now)) for throttle, key in buckets])
+
+    def _give_back(self, attempt: Attempt) -> None:
+        now = self.clock()
+        for throttle, key, taken in attempt.taken:
+            throttle.give_back(key, taken, now)
+
+    def _succeeded(self, attempt: Attempt, account: str) -> None:
+        """A right password or passkey: its tries come back, and the account's earlier failures are forgotten."""
+        self._give_back(attempt)
+        self.by_account.forget(account)
+
+    @staticmethod
+    def _refuse_for(wait: float) -> None:
         if wait > 0:
             seconds = math.ceil(wait)
             raise Refusal(
@@ -395,7 +431,6 @@ class AccountsApi:
                 f"too many failed sign-ins: try again in {seconds} s",
                 {"retry-after": str(seconds)},
             )
-        return address
 
     # -- routes ----------------------------------------------------------------------------------------------
 
@@ -417,20 +452,21 @@ class AccountsApi:
         if not isinstance(account, str) or not isinstance(password, str) or len(password) > 1024:
             raise Refusal(400, "bad-request", 'send {"id": "<user id>", "password": "<password>"}')
         account = account[:64]
-        address = self._throttled(request, account)
-        user = await self.store.user(account) if is_valid_id(account) else None
-        stored = None
-        if user is not None:
-            stored = next((c.secret for c in await self.store.credentials(user.id) if c.kind == "password"), None)
-        matches = await self.passwords.verify(stored, password)  # also without an account: the same time
+        attempt = self._attempt(request, account)
+        try:
+            user = await self.store.user(account) if is_valid_id(account) else None
+            stored = None
+            if user is not None:
+                stored = next((c.secret for c in await self.store.credentials(user.id) if c.kind == "password"), None)
+            matches = await self.passwords.verify(stored, password)  # also without an account: the same time
+        except BaseException:
+            self._give_back(attempt)
+            raise
         if user is None or not matches:
-            now = self.clock()
-            self.by_account.failed(account, now)
-            self.by_address.failed(address, now)
             raise Refusal(401, "sign-in-failed", WRONG)
+        self._succeeded(attempt, account)
         if user.disabled:
             raise Refusal(403, "disabled", "this account is disabled: ask an administrator")
-        self.by_account.forget(account)
         return await self._sign_in(request, user)
 
     async def delete_session(self, request: Request) -> Response:
@@ -519,11 +555,7 @@ class AccountsApi:
                 password = check_password(body.get("password"))
             except ValueError as exc:
                 raise Refusal(400, "bad-password", str(exc)) from None
-        address = self._throttled(request, None)
-        found = await self.store.invite(token_hash(invite), now=self.clock())
-        if found is None:
-            self.by_address.failed(address, self.clock())
-            raise Refusal(404, "no-invite", "this invite link is not valid: it was used, it expired, or it is wrong")
+        found = await self._invite(request, invite)
         now = self.clock()
         if "passkey" not in body:
             credential = Credential(account, "password", "", await self.passwords.hash(password), now)
@@ -540,6 +572,19 @@ class AccountsApi:
         assert user is not None
         log.info("%s signed up%s", account, " as an administrator" if user.admin else "")
         return await self._sign_in(request, user, 201)
+
+    async def _invite(self, request: Request, invite: str) -> Invite:
+        """The waiting invite of this token; a wrong one counts as a failure of the address."""
+        attempt = self._attempt(request, None)
+        try:
+            found = await self.store.invite(token_hash(invite), now=self.clock())
+        except BaseException:
+            self._give_back(attempt)
+            raise
+        if found is None:
+            raise Refusal(404, "no-invite", "this invite link is not valid: it was used, it expired, or it is wrong")
+        self._give_back(attempt)
+        return found
 
     async def post_invite(self, request: Request) -> Response:
         """An administrator makes an invite: `{"ttl": seconds, "admin": bool}` (both optional)."""
@@ -625,13 +670,15 @@ class AccountsApi:
             current = body.get("current")
             if not isinstance(current, str) or not current:
                 raise Refusal(403, "wrong-password", "to change your password, send the one you have as 'current'")
-            address = self._throttled(request, user.id)
-            if len(current) > 1024 or not await self.passwords.verify(stored.secret, current):
-                now = self.clock()
-                self.by_account.failed(user.id, now)
-                self.by_address.failed(address, now)
+            attempt = self._attempt(request, user.id)
+            try:
+                right = len(current) <= 1024 and await self.passwords.verify(stored.secret, current)
+            except BaseException:
+                self._give_back(attempt)
+                raise
+            if not right:
                 raise Refusal(403, "wrong-password", "the current password is wrong")
-            self.by_account.forget(user.id)
+            self._succeeded(attempt, user.id)
         now = self.clock()
         try:
             await self.store.set_credential(
@@ -739,10 +786,8 @@ class AccountsApi:
         if not isinstance(account, str) or not is_valid_id(account):
             raise Refusal(400, "bad-id", "an id is 1-64 ASCII letters, digits, '_', '-', '.' or '@'")
         name = display_name(body.get("name"))
-        address = self._throttled(request, None)
-        if await self.store.invite(token_hash(invite), now=self.clock()) is None:
-            self.by_address.failed(address, self.clock())
-            raise Refusal(404, "no-invite", "this invite link is not valid: it was used, it expired, or it is wrong")
+        await self._invite(request, invite)
+        address = _address(request)
         if account in self.settings.reserved_ids or await self.store.user(account) is not None:
             raise Refusal(409, "id-taken", f"the id {account!r} is taken: choose another")
         challenge = self.challenges.issue("sign-up", address, self.clock(), (token_hash(invite), account, name))
@@ -803,7 +848,7 @@ class AccountsApi:
         """Request options for a passkey sign-in: no user named (the passkey is discoverable)."""
         self._csrf(request, None)
         rp_id, _ = self._relying_party(request)
-        address = self._throttled(request, None)
+        address = self._throttled(request)
         challenge = self.challenges.issue("sign-in", address, self.clock())
         options = webauthn.generate_authentication_options(
             rp_id=rp_id,
@@ -820,12 +865,11 @@ class AccountsApi:
         body = await json_object(request, MAX_BODY)
         credential = body.get("passkey")
         said = self._challenge_of(credential)
-        address = self._throttled(request, None)
+        self._throttled(request)
         assert isinstance(credential, dict)
         key = credential.get("id")
         stored = await self.store.credential("passkey", key) if isinstance(key, str) and key else None
-        if stored is not None:
-            self._throttled(request, stored.user)
+        attempt = self._attempt(request, stored.user if stored is not None else None)
         challenge = self.challenges.take(said, "sign-in", self.clock())
         try:
             if stored is None or challenge is None:
@@ -843,12 +887,9 @@ class AccountsApi:
                 credential_current_sign_count=passkey.sign_count,
             )
         except (WebAuthnException, KeyError, TypeError, ValueError, AttributeError) as exc:
-            now = self.clock()
-            self.by_address.failed(address, now)
-            if stored is not None:
-                self.by_account.failed(stored.user, now)
             log.info("a passkey sign-in failed: %s", str(exc)[:200])
             raise Refusal(401, "sign-in-failed", PASSKEY_FAILED) from None
+        self._succeeded(attempt, stored.user)
         user = await self.store.user(stored.user)
         if user is None:
             raise Refusal(401, "sign-in-failed", PASSKEY_FAILED)
@@ -856,7 +897,6 @@ class AccountsApi:
             raise Refusal(403, "disabled", "this account is disabled: ask an administrator")
         used = dataclasses.replace(passkey, sign_count=verified.new_sign_count)
         await self.store.use_credential(dataclasses.replace(stored, secret=used.encode()), now=self.clock())
-        self.by_account.forget(user.id)
         return await self._sign_in(request, user)
 
     def routes(self) -> list[BaseRoute]:
