@@ -206,6 +206,26 @@ async def test_guesses_sent_at_once_get_no_more_tries_than_one_by_one(srv: Serve
     assert right.status_code == 429
 
 
+async def test_guessers_elsewhere_do_not_lock_a_user_out_where_they_signed_in(srv: ServerProcess, browser: Any) -> None:
+    """Five wrong passwords for bob from one address (X-Forwarded-For from the trusted loopback proxy) do not stop
+    bob's right password from the address he signed in from before; the guesser's address stays stopped, and so
+    does any address bob never signed in from (guessers with many addresses get no more tries)."""
+    await admin_and_bob(srv, browser)
+    home, guesser, elsewhere = ({"x-forwarded-for": f"198.51.100.{n}"} for n in (7, 66, 99))
+    bob = browser()
+    assert (await bob.post("/api/session", {"id": "bob", "password": PASSWORD}, **home)).status_code == 200
+    attacker = browser()
+    for n in range(5):
+        assert (
+            await attacker.post("/api/session", {"id": "bob", "password": f"guess {n}"}, **guesser)
+        ).status_code == 401
+    again = await browser().post("/api/session", {"id": "bob", "password": PASSWORD}, **home)
+    assert again.status_code == 200, again.text
+    for who, where in ((attacker, guesser), (browser(), elsewhere)):
+        stopped = await who.post("/api/session", {"id": "bob", "password": PASSWORD}, **where)
+        assert stopped.status_code == 429 and stopped.json()["error"]["code"] == "too-many-attempts"
+
+
 async def test_state_changing_routes_need_the_csrf_header_and_our_origin(srv: ServerProcess, browser: Any) -> None:
     """Without X-Peercall-CSRF, with a foreign Origin, cross-site, or with another sign-in's CSRF value: 403."""
     ann = browser()

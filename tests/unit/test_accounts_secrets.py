@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from peercall.auth.accounts import Challenges, Passkey, Passwords, Throttle, b64url, check_password, token_hash
+from peercall.auth.accounts import (
+    Challenges,
+    Known,
+    Passkey,
+    Passwords,
+    Throttle,
+    b64url,
+    check_password,
+    token_hash,
+)
 from peercall.auth.tokens import AccountsVerifier, AuthError, TokenVerifier, signing_key
 from peercall.config import Settings
 
@@ -45,6 +54,16 @@ def test_the_throttle_forgets_the_oldest_keys_past_its_bound() -> None:
     for key in ("a", "b", "c"):
         throttle.take(key, 0)
     assert throttle.wait("a", 0) == 0 and throttle.wait("c", 0) == 60
+
+
+def test_known_addresses_last_their_time_and_are_bounded() -> None:
+    known = Known(ttl=60, keys=2)
+    known.add("bob\n10.0.0.1", 0)
+    assert known.has("bob\n10.0.0.1", 59) and not known.has("bob\n10.0.0.1", 60)
+    assert not known.has("bob\n10.0.0.2", 0)
+    for key in ("a", "b"):
+        known.add(key, 10)
+    assert not known.has("bob\n10.0.0.1", 10) and known.has("a", 10)
 
 
 def test_the_signing_key_is_made_once_and_private(tmp_path: Path) -> None:

@@ -115,6 +115,25 @@ class Throttle:
         self._buckets.pop(key, None)
 
 
+class Known:
+    """The keys (an account and an address) that signed in within `ttl` seconds, so that a sign-in from where
+    its user signed in before is not refused with the account's guessers elsewhere. Bounded: past `keys`, the
+    least recently seen go. Per node, in memory: a restart forgets them."""
+
+    def __init__(self, ttl: float, keys: int = 100_000) -> None:
+        self.ttl, self.keys = ttl, keys
+        self._until: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, key: str, now: float) -> None:
+        self._until[key] = now + self.ttl
+        self._until.move_to_end(key)
+        while len(self._until) > self.keys:
+            self._until.popitem(last=False)
+
+    def has(self, key: str, now: float) -> bool:
+        return self._until.get(key, now) > now
+
+
 CHALLENGE_TTL = 300.0
 """Seconds a WebAuthn challenge waits for its answer (the browser's own timeout is shorter)."""
 MAX_CHALLENGES, MAX_CHALLENGES_PER_OWNER = 10_000, 16

@@ -55,6 +55,7 @@ from webauthn.helpers.structs import (
 
 from ..auth.accounts import (
     Challenges,
+    Known,
     Passkey,
     Passwords,
     Throttle,
@@ -94,6 +95,7 @@ INVITE_TTL, MIN_INVITE_TTL, MAX_INVITE_TTL = 7 * 86400.0, 60.0, 30 * 86400.0
 REFRESH = 2.0  # seconds between two reads of the revoked sign-ins: the delay before another node refuses them
 PRUNE_EVERY = 3600.0
 ACCOUNT_TRIES, ACCOUNT_REFILL = 5, 60.0  # failed sign-ins per account: 5 at once, then one a minute
+# (from addresses where it has not signed in lately; and from any one address, wherever it signed in)
 ADDRESS_TRIES, ADDRESS_REFILL = 20, 10.0  # failed sign-ins (and bad invites) per address: 20, then one per 10 s
 WRONG = "wrong user id or password"
 PASSKEY_FAILED = "this passkey did not sign you in: it is not one of an account here, or its answer was refused"
@@ -151,6 +153,10 @@ def _address(request: Request) -> str:
     return address_group(request.client.host if request.client else "")
 
 
+def _pair(account: str, address: str) -> str:
+    return f"{account}\n{address}"
+
+
 @dataclasses.dataclass(slots=True)
 class Attempt:
     """The tries an attempt (a password, a passkey, an invite) took from the throttles as it started: kept if
@@ -181,6 +187,8 @@ class AccountsApi:
         self.passwords = Passwords()
         self.by_account = Throttle(ACCOUNT_TRIES, ACCOUNT_REFILL)
         self.by_address = Throttle(ADDRESS_TRIES, ADDRESS_REFILL)
+        self.by_pair = Throttle(ACCOUNT_TRIES, ACCOUNT_REFILL, keys=100_000)  # an account from one address
+        self.known = Known(settings.accounts_session_ttl * 86400)
         self.challenges = Challenges()
         self.setup_token: str | None = None
         """The set-up link's token made at start while nobody has an account; handed out once (`setup_link`)."""
@@ -401,15 +409,23 @@ class AccountsApi:
         return address
 
     def _attempt(self, request: Request, account: str | None) -> Attempt:
-        """Take a try from the address's bucket, and from `account`'s (None: no account), before anything is
-        checked: attempts that arrive together see each other's tries spent, so that no more of them are checked
-        than the throttles allow. Refused while either must wait."""
+        """Take a try from the buckets an attempt answers to, before anything is checked: attempts that arrive
+        together see each other's tries spent, so that no more of them are checked than the throttles allow.
+        Refused while one must wait.
+
+        The buckets: the address's; with `account`, the account's from this address; and the account's own,
+        unless the account signed in from this address lately. Guessers spending the account's own bucket thus
+        do not lock its user out where they signed in before (docs/security.md)."""
         now = self.clock()
-        buckets = [(self.by_address, _address(request))]
+        address = _address(request)
+        buckets = [(self.by_address, address)]
         if account is not None:
-            buckets.append((self.by_account, account))
+            pair = _pair(account, address)
+            buckets.append((self.by_pair, pair))
+            if not self.known.has(pair, now):
+                buckets.append((self.by_account, account))
         self._refuse_for(max(throttle.wait(key, now) for throttle, key in buckets))
-        return Attempt(buckets[0][1], [(throttle, key, throttle.take(key, now)) for throttle, key in buckets])
+        return Attempt(address, [(throttle, key, throttle.take(key, now)) for throttle, key in buckets])
 
     def _give_back(self, attempt: Attempt) -> None:
         now = self.clock()
@@ -417,9 +433,13 @@ class AccountsApi:
             throttle.give_back(key, taken, now)
 
     def _succeeded(self, attempt: Attempt, account: str) -> None:
-        """A right password or passkey: its tries come back, and the account's earlier failures are forgotten."""
+        """A right password or passkey: its tries come back, the failures of this address for the account are
+        forgotten, and the address is known for it (the account's own bucket refills at its pace: a sign-in of
+        the user does not give guessers elsewhere a new burst)."""
         self._give_back(attempt)
-        self.by_account.forget(account)
+        pair = _pair(account, attempt.address)
+        self.by_pair.forget(pair)
+        self.known.add(pair, self.clock())
 
     @staticmethod
     def _refuse_for(wait: float) -> None:
@@ -458,7 +478,8 @@ class AccountsApi:
             stored = None
             if user is not None:
                 stored = next((c.secret for c in await self.store.credentials(user.id) if c.kind == "password"), None)
-            matches = await self.passwords.verify(stored, password)  # also without an account: the same time
+            # Also without an account: the same time.
+            matches = await self.passwords.verify(stored, password)
         except BaseException:
             self._give_back(attempt)
             raise
@@ -558,7 +579,8 @@ class AccountsApi:
         found = await self._invite(request, invite)
         now = self.clock()
         if "passkey" not in body:
-            credential = Credential(account, "password", "", await self.passwords.hash(password), now)
+            hashed = await self.passwords.hash(password)
+            credential = Credential(account, "password", "", hashed, now)
         done = await self.store.sign_up(token_hash(invite), User(account, name, created=now), credential, now=now)
         if done is SignUp.ID_TAKEN:
             raise Refusal(409, "id-taken", f"the id {account!r} is taken: choose another")
@@ -571,6 +593,7 @@ class AccountsApi:
         user = await self.store.user(account)
         assert user is not None
         log.info("%s signed up%s", account, " as an administrator" if user.admin else "")
+        self.known.add(_pair(account, _address(request)), self.clock())
         return await self._sign_in(request, user, 201)
 
     async def _invite(self, request: Request, invite: str) -> Invite:
@@ -869,7 +892,7 @@ class AccountsApi:
         assert isinstance(credential, dict)
         key = credential.get("id")
         stored = await self.store.credential("passkey", key) if isinstance(key, str) and key else None
-        attempt = self._attempt(request, stored.user if stored is not None else None)
+        attempt = self._attempt(request, None)  # a passkey's answer is no guess: the account's buckets do not apply
         challenge = self.challenges.take(said, "sign-in", self.clock())
         try:
             if stored is None or challenge is None:
