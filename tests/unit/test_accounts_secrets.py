@@ -3,12 +3,19 @@ tokens' claims and revocation, password hashing."""
 
 from __future__ import annotations
 
+import asyncio
 import stat
+import threading
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 
 from peercall.auth.accounts import (
+    HASHES_PER_OWNER,
+    HASHING_AT_ONCE,
+    MAX_HASHES_WAITING,
+    Busy,
     Challenges,
     Known,
     Passkey,
@@ -106,6 +113,40 @@ async def test_passwords_verify_only_their_own_hash() -> None:
     with pytest.raises(ValueError, match="8 to 1024"):
         check_password("short")
     assert token_hash("a") != token_hash("b") and len(token_hash("a")) == 64
+
+
+class HeldHasher(PasswordHasher):
+    """Cheap argon2id whose verifications wait until `go` is set: hashes that stay in the queue."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=8, parallelism=1)
+        self.go = threading.Event()
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> bool:
+        self.go.wait(30)
+        return super().verify(hash, password)
+
+
+async def test_password_hashes_wait_in_a_bounded_queue_and_a_few_per_address() -> None:
+    """Past HASHES_PER_OWNER of one address, or past MAX_HASHES_WAITING in all, a hash is refused at once (Busy)
+    instead of waiting behind the others; once they are done, hashes are taken again."""
+    hasher = HeldHasher()
+    passwords = Passwords(hasher)
+    stored = await passwords.hash("correct horse", "10.0.0.1")
+    held = [asyncio.create_task(passwords.verify(stored, "wrong horse", "10.0.0.1")) for _ in range(HASHES_PER_OWNER)]
+    await asyncio.sleep(0)
+    with pytest.raises(Busy) as mine:
+        await passwords.verify(stored, "correct horse", "10.0.0.1")
+    assert mine.value.mine
+    for n in range(HASHING_AT_ONCE + MAX_HASHES_WAITING - HASHES_PER_OWNER):
+        held.append(asyncio.create_task(passwords.verify(stored, "wrong horse", f"10.0.1.{n}")))
+    await asyncio.sleep(0)
+    with pytest.raises(Busy) as everyone:
+        await passwords.verify(stored, "correct horse", "10.0.2.1")
+    assert not everyone.value.mine
+    hasher.go.set()
+    assert await asyncio.gather(*held) == [False] * len(held)
+    assert await passwords.verify(stored, "correct horse", "10.0.2.1")
 
 
 def test_a_webauthn_challenge_is_taken_once_for_its_purpose_before_it_expires() -> None:

@@ -14,15 +14,24 @@ import hashlib
 import json
 import secrets
 from collections import Counter, OrderedDict
+from collections.abc import Callable
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+T = TypeVar("T")
 
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024
 """Length bounds of a password, in characters (the upper one keeps hashing cheap to refuse)."""
 
 HASHING_AT_ONCE = 2
 """Password hashes computed at once (argon2id takes 64 MiB and some 50 ms of one core each)."""
+MAX_HASHES_WAITING = 32
+"""Password hashes that may wait for their turn on a node: past it, a hash is refused (`Busy`), so that a flood
+makes nobody wait more than about a second for theirs."""
+HASHES_PER_OWNER = HASHING_AT_ONCE
+"""Password hashes of one owner (an address) computed or waiting at once: one address cannot fill the queue."""
 
 
 def new_token() -> str:
@@ -43,28 +52,54 @@ def check_password(password: object) -> str:
     return password
 
 
+class Busy(Exception):
+    """A password hash refused for now: too many wait (`mine`: too many of this owner's own)."""
+
+    def __init__(self, mine: bool) -> None:
+        super().__init__("too many password hashes of this address wait" if mine else "too many password hashes wait")
+        self.mine = mine
+
+
 class Passwords:
     """argon2id hashing (argon2-cffi's defaults, RFC 9106's second recommendation) off the event loop, at most
-    HASHING_AT_ONCE at a time. `verify` of an unknown account checks against a dummy hash, so that it takes
-    about the time of a real one (no enumeration by timing)."""
+    HASHING_AT_ONCE at a time, MAX_HASHES_WAITING waiting and HASHES_PER_OWNER of one owner (beyond: `Busy`).
+    `verify` of an unknown account checks against a dummy hash, so that it takes about the time of a real one (no
+    enumeration by timing)."""
 
     def __init__(self, hasher: PasswordHasher | None = None) -> None:
         self._hasher = hasher or PasswordHasher()
         self._dummy = self._hasher.hash(secrets.token_hex(16))
         self._turns = asyncio.Semaphore(HASHING_AT_ONCE)
+        self._owners: Counter[str] = Counter()  # hashes computed or waiting, by owner
 
     def hash_now(self, password: str) -> str:
         """The PHC string of `password` (blocking: for the CLI)."""
         return self._hasher.hash(password)
 
-    async def hash(self, password: str) -> str:
-        async with self._turns:
-            return await asyncio.to_thread(self._hasher.hash, password)
+    async def hash(self, password: str, owner: str = "") -> str:
+        return await self._queued(owner, self._hasher.hash, password)
 
-    async def verify(self, stored: str | None, password: str) -> bool:
+    async def verify(self, stored: str | None, password: str, owner: str = "") -> bool:
         """Whether `password` matches the PHC string `stored` (None: no such account; the dummy is checked)."""
-        async with self._turns:
-            return await asyncio.to_thread(self._verify, stored, password)
+        return await self._queued(owner, self._verify, stored, password)
+
+    async def _queued(self, owner: str, work: Callable[..., T], *args: object) -> T:
+        if self._owners[owner] >= HASHES_PER_OWNER:
+            raise Busy(mine=True)
+        if self._owners.total() >= HASHING_AT_ONCE + MAX_HASHES_WAITING:
+            raise Busy(mine=False)
+        self._owners[owner] += 1
+        # Shielded: a request that goes away leaves its hash counted until the thread is done with it.
+        return await asyncio.shield(asyncio.ensure_future(self._in_turn(owner, work, *args)))
+
+    async def _in_turn(self, owner: str, work: Callable[..., T], *args: object) -> T:
+        try:
+            async with self._turns:
+                return await asyncio.to_thread(work, *args)
+        finally:
+            self._owners[owner] -= 1
+            if self._owners[owner] <= 0:
+                del self._owners[owner]
 
     def _verify(self, stored: str | None, password: str) -> bool:
         try:

@@ -54,6 +54,7 @@ from webauthn.helpers.structs import (
 )
 
 from ..auth.accounts import (
+    Busy,
     Challenges,
     Known,
     Passkey,
@@ -151,6 +152,20 @@ def _passkey_json(credential: Credential) -> dict[str, Any]:
 def _address(request: Request) -> str:
     """Whose failures count together: the client's address (IPv6: its /64)."""
     return address_group(request.client.host if request.client else "")
+
+
+def _busy(busy: Busy) -> Refusal:
+    """A password that could not be checked now (auth/accounts.py `Passwords`): its address's own are waiting, or
+    too many are."""
+    if busy.mine:
+        return Refusal(
+            429,
+            "too-many-attempts",
+            "a password from your address is being checked already: try again in 1 s",
+            {"retry-after": "1"},
+        )
+    message = "too many passwords wait to be checked on this server: try again in 1 s"
+    return Refusal(503, "overloaded", message, {"retry-after": "1"})
 
 
 def _pair(account: str, address: str) -> str:
@@ -479,7 +494,7 @@ class AccountsApi:
             if user is not None:
                 stored = next((c.secret for c in await self.store.credentials(user.id) if c.kind == "password"), None)
             # Also without an account: the same time.
-            matches = await self.passwords.verify(stored, password)
+            matches = await self.passwords.verify(stored, password, attempt.address)
         except BaseException:
             self._give_back(attempt)
             raise
@@ -579,7 +594,7 @@ class AccountsApi:
         found = await self._invite(request, invite)
         now = self.clock()
         if "passkey" not in body:
-            hashed = await self.passwords.hash(password)
+            hashed = await self.passwords.hash(password, _address(request))
             credential = Credential(account, "password", "", hashed, now)
         done = await self.store.sign_up(token_hash(invite), User(account, name, created=now), credential, now=now)
         if done is SignUp.ID_TAKEN:
@@ -695,7 +710,7 @@ class AccountsApi:
                 raise Refusal(403, "wrong-password", "to change your password, send the one you have as 'current'")
             attempt = self._attempt(request, user.id)
             try:
-                right = len(current) <= 1024 and await self.passwords.verify(stored.secret, current)
+                right = len(current) <= 1024 and await self.passwords.verify(stored.secret, current, attempt.address)
             except BaseException:
                 self._give_back(attempt)
                 raise
@@ -705,7 +720,7 @@ class AccountsApi:
         now = self.clock()
         try:
             await self.store.set_credential(
-                Credential(user.id, "password", "", await self.passwords.hash(password), now)
+                Credential(user.id, "password", "", await self.passwords.hash(password, _address(request)), now)
             )
         except AccountLimit as exc:
             raise Refusal(409, "too-many", str(exc)) from None
@@ -929,6 +944,8 @@ class AccountsApi:
                     response: Response = await handler(request)
                 except Refusal as refusal:
                     return refused(refusal)
+                except Busy as busy:
+                    return refused(_busy(busy))
                 return response
 
             return endpoint
