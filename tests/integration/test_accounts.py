@@ -392,6 +392,29 @@ async def test_sign_in_needs_https_except_on_localhost(browser: Any, db: Path) -
             assert cookie.startswith("__Host-peercall-session=") and "Secure" in cookie and "Path=/" in cookie
 
 
+async def test_over_https_only_the_host_prefixed_cookie_is_a_sign_in(srv: ServerProcess, browser: Any) -> None:
+    """Over https (a trusted proxy says so) a plain `peercall-session` cookie, which an http page or a sub-domain
+    can plant, signs nobody in, even with a live sign-in's secret; the `__Host-` one does, and is set again
+    `Secure` when a token is made."""
+    await admin_and_bob(srv, browser)
+    https = {"x-forwarded-proto": "https"}
+    async with httpx.AsyncClient(base_url=srv.http, timeout=TIMEOUT) as http:
+        signed = await http.post("/api/session", json={"id": "bob", "password": PASSWORD}, headers={**https, CSRF: "1"})
+        name, _, rest = signed.headers["set-cookie"].partition("=")
+        secret = rest.split(";")[0]
+        csrf = signed.json()["csrf"]
+        http.cookies.clear()
+        for cookie, status in ((f"peercall-session={secret}", 401), (f"__Host-peercall-session={secret}", 200)):
+            headers = {**https, "cookie": cookie}
+            assert (await http.get("/api/session", headers=headers)).status_code == status
+            token = await http.post("/api/session/token", headers={**headers, CSRF: csrf})
+            assert token.status_code == status, token.text
+            http.cookies.clear()
+    assert name == "__Host-peercall-session"
+    again = token.headers["set-cookie"]
+    assert again.startswith("__Host-peercall-session=") and "Secure" in again
+
+
 async def test_the_cli_adds_lists_and_invites(db: Path) -> None:
     """`peercall user add` (password on stdin), `user list`, `invite --admin` on the server's store."""
     env = {"PEERCALL_DATABASE_URL": f"sqlite:///{db}", "PEERCALL_AUTH": "accounts"}

@@ -342,7 +342,13 @@ class AccountsApi:
             raise Refusal(403, "csrf", "the X-Peercall-CSRF header is not this sign-in's 'csrf' value")
 
     def _cookie(self, request: Request) -> str | None:
-        return request.cookies.get(SECURE_COOKIE) or request.cookies.get(PLAIN_COOKIE)
+        """The sign-in cookie that fits the request: `__Host-` over https (there an unprefixed one may have been
+        planted, by an http page or a sub-domain), the plain one over http to a loopback host, none elsewhere."""
+        try:
+            secure = self._secure(request)
+        except Refusal:
+            return None
+        return request.cookies.get(SECURE_COOKIE if secure else PLAIN_COOKIE)
 
     async def _signed_in(self, request: Request) -> tuple[AccountSession, User]:
         cookie = self._cookie(request)
@@ -526,7 +532,7 @@ class AccountsApi:
         cookie = self._cookie(request)
         assert cookie is not None
         # The sign-in was used now: its cookie lasts as long as it does again.
-        self._set_cookie(response, cookie, SECURE_COOKIE in request.cookies, int(session.expires - self.clock()))
+        self._set_cookie(response, cookie, self._secure(request), int(session.expires - self.clock()))
         return response
 
     async def get_sessions(self, request: Request) -> Response:
