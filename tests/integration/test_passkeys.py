@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import Any, cast
 
 import httpx
+from starlette.applications import Starlette
 
+from peercall.auth.accounts import Challenges
+from peercall.auth.tokens import AccountsVerifier
+from peercall.config import Settings
+from peercall.server.accounts import AccountsApi
+from peercall.store import Store, open_history
 from tests.conftest import ServerProcess
 from tests.integration.test_accounts import Browser, admin_and_bob, browser, db, setup_token, srv
 
@@ -127,3 +133,29 @@ async def test_passkey_routes_keep_the_csrf_and_invite_rules(srv: ServerProcess,
     # The challenge is the sign-up of carol with this invite: not of another id.
     other = {"invite": invite, "id": "dave", "name": "C", "passkey": attestation(options["challenge"], srv.http)}
     assert error(await stranger.post("/api/signup", other)) == (400, "bad-challenge")
+
+
+async def test_a_flood_of_options_requests_leaves_waiting_challenges_alone() -> None:
+    """In-process, with a table of three challenges (a real server's holds 10 000): requests from other addresses
+    that find it full are refused with 429 `too-many-challenges` and Retry-After, and the challenge a user waits
+    on is still there to be answered."""
+    store = cast(Store, open_history("memory://"))
+    await store.open()
+    api = AccountsApi(Settings(auth="accounts"), store, AccountsVerifier("k" * 40), object())
+    api.challenges = Challenges(limit=3)
+    app = Starlette(routes=api.routes())
+
+    async def options(address: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=(address, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            return await http.post("/api/session/passkey/options", headers={"x-peercall-csrf": "1"})
+
+    try:
+        waiting = (await options("198.51.100.1")).json()["challenge"]
+        flood = [await options(f"203.0.113.{n}") for n in range(1, 6)]
+        assert [answer.status_code for answer in flood] == [200, 200, 429, 429, 429]
+        assert error(flood[-1]) == (429, "too-many-challenges")
+        assert 1 <= int(flood[-1].headers["retry-after"]) <= 300
+        assert api.challenges.take(waiting, "sign-in", api.clock()) is not None
+    finally:
+        await store.close()

@@ -17,6 +17,7 @@ from peercall.auth.accounts import (
     MAX_HASHES_WAITING,
     Busy,
     Challenges,
+    Full,
     Known,
     Passkey,
     Passwords,
@@ -167,9 +168,12 @@ def test_waiting_challenges_are_bounded_in_all_and_per_owner() -> None:
     mine = [b64url(challenges.issue("sign-in", "me", 1000.0)) for _ in range(5)]
     assert len(challenges) == 3
     assert challenges.take(mine[0], "sign-in", 1001.0) is None  # the oldest of mine went
-    others = [b64url(challenges.issue("sign-in", f"o{n}", 1000.0)) for n in range(20)]
+    others = [b64url(challenges.issue("sign-in", f"o{n}", 1010.0)) for n in range(7)]
     assert len(challenges) == 10
-    assert challenges.take(others[-1], "sign-in", 1001.0) is not None
+    with pytest.raises(Full) as full:  # no one else's challenge goes for a new one
+        challenges.issue("sign-in", "late", 1020.0)
+    assert full.value.wait == pytest.approx(40)
+    assert challenges.take(mine[-1], "sign-in", 1021.0) and challenges.take(others[0], "sign-in", 1021.0)
     challenges.issue("sign-in", "new", 2000.0)  # the expired ones are dropped first
     assert len(challenges) == 1
 

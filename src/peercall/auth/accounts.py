@@ -172,7 +172,8 @@ class Known:
 CHALLENGE_TTL = 300.0
 """Seconds a WebAuthn challenge waits for its answer (the browser's own timeout is shorter)."""
 MAX_CHALLENGES, MAX_CHALLENGES_PER_OWNER = 10_000, 16
-"""Challenges waiting on one node, and per owner (a signed-in user, or an address): past either, the oldest go."""
+"""Challenges waiting on one node, and per owner (a signed-in user, or an address): past the owner's bound its
+oldest goes; past the node's, no challenge is given until one is answered or expires (`Full`)."""
 
 
 def b64url(data: bytes) -> str:
@@ -196,9 +197,18 @@ class Challenge:
     bound: tuple[str, ...] = ()
 
 
+class Full(Exception):
+    """No challenge now: `limit` wait, none expired; the oldest expires in `wait` seconds."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"too many challenges wait: one expires in {wait:.0f} s")
+        self.wait = wait
+
+
 class Challenges:
     """The WebAuthn challenges waiting for an answer, on this node. A challenge is taken once (a failed answer
-    uses it up too), expires after `ttl`, and at most `limit` wait, `per_owner` of one owner."""
+    uses it up too), expires after `ttl`, and at most `limit` wait, `per_owner` of one owner. A full table refuses
+    new ones rather than dropping others' (a flood would otherwise make the answers of everyone else's unknown)."""
 
     def __init__(
         self, ttl: float = CHALLENGE_TTL, limit: int = MAX_CHALLENGES, per_owner: int = MAX_CHALLENGES_PER_OWNER
@@ -211,13 +221,14 @@ class Challenges:
         return len(self._waiting)
 
     def issue(self, purpose: str, owner: str, now: float, bound: tuple[str, ...] = ()) -> bytes:
-        """A new random challenge (32 bytes) for `purpose`."""
+        """A new random challenge (32 bytes) for `purpose`; Full if `limit` wait (an owner's own oldest goes
+        for its new one)."""
         while self._waiting and next(iter(self._waiting.values())).expires <= now:
             self._drop(next(iter(self._waiting)))
         if self._owners[owner] >= self.per_owner:
             self._drop(next(k for k, c in self._waiting.items() if c.owner == owner))
-        while len(self._waiting) >= self.limit:
-            self._drop(next(iter(self._waiting)))
+        if len(self._waiting) >= self.limit:
+            raise Full(next(iter(self._waiting.values())).expires - now)
         challenge = secrets.token_bytes(32)
         self._waiting[b64url(challenge)] = Challenge(purpose, owner, now + self.ttl, bound)
         self._owners[owner] += 1

@@ -56,6 +56,7 @@ from webauthn.helpers.structs import (
 from ..auth.accounts import (
     Busy,
     Challenges,
+    Full,
     Known,
     Passkey,
     Passwords,
@@ -952,6 +953,10 @@ class AccountsApi:
                     return refused(refusal)
                 except Busy as busy:
                     return refused(_busy(busy))
+                except Full as full:
+                    seconds = str(max(1, math.ceil(full.wait)))
+                    message = f"too many passkey requests wait on this server: try again in {seconds} s"
+                    return refused(Refusal(429, "too-many-challenges", message, {"retry-after": seconds}))
                 return response
 
             return endpoint
