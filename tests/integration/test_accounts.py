@@ -398,7 +398,7 @@ async def test_over_https_only_the_host_prefixed_cookie_is_a_sign_in(srv: Server
     `Secure` when a token is made."""
     await admin_and_bob(srv, browser)
     https = {"x-forwarded-proto": "https"}
-    async with httpx.AsyncClient(base_url=srv.http, timeout=TIMEOUT) as http:
+    async with httpx.AsyncClient(base_url=srv.http, timeout=TIMEOUT * 4) as http:  # a sign-in hashes: slow when busy
         signed = await http.post("/api/session", json={"id": "bob", "password": PASSWORD}, headers={**https, CSRF: "1"})
         name, _, rest = signed.headers["set-cookie"].partition("=")
         secret = rest.split(";")[0]
