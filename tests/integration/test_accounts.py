@@ -187,6 +187,72 @@ async def test_failed_sign_ins_are_throttled_per_account_and_per_address(srv: Se
     assert (await guesser.sign_in("ann")).status_code == 429  # the address is throttled, whatever the account
 
 
+async def test_guesses_sent_at_once_get_no_more_tries_than_one_by_one(srv: ServerProcess, browser: Any) -> None:
+    """Twelve wrong passwords for one account sent together, then more one by one: no more of them are checked
+    than the five the throttle allows (the others are refused unchecked), and the right password after them waits
+    too; the same for the current password of a password change (a stolen sign-in cannot guess it faster)."""
+    await admin_and_bob(srv, browser)
+
+    async def at_most_five_checked(guess: Any, wrong: int) -> None:
+        statuses = [answer.status_code for answer in await asyncio.gather(*(guess(f"guess {n}") for n in range(12)))]
+        assert set(statuses) <= {wrong, 429} and statuses.count(wrong) <= 5, statuses
+        checked = statuses.count(wrong)
+        while (await guess("one more guess")).status_code == wrong:
+            checked += 1
+            assert checked <= 5, "more guesses were checked than one by one"
+
+    guesser = browser()
+    await at_most_five_checked(lambda password: guesser.sign_in("bob", password), 401)
+    assert (await guesser.sign_in("bob")).status_code == 429
+
+    thief = browser()
+    await thief.signed(await thief.sign_in("ann"))
+    new = {"password": "the thief's own"}
+    await at_most_five_checked(lambda current: thief.post("/api/password", {**new, "current": current}), 403)
+    right = await thief.post("/api/password", {**new, "current": PASSWORD})
+    assert right.status_code == 429
+
+
+async def test_guessers_elsewhere_do_not_lock_a_user_out_where_they_signed_in(srv: ServerProcess, browser: Any) -> None:
+    """Five wrong passwords for bob from one address (X-Forwarded-For from the trusted loopback proxy) do not stop
+    bob's right password from the address he signed in from before; the guesser's address stays stopped, and so
+    does any address bob never signed in from (guessers with many addresses get no more tries)."""
+    await admin_and_bob(srv, browser)
+    home, guesser, elsewhere = ({"x-forwarded-for": f"198.51.100.{n}"} for n in (7, 66, 99))
+    bob = browser()
+    assert (await bob.post("/api/session", {"id": "bob", "password": PASSWORD}, **home)).status_code == 200
+    attacker = browser()
+    for n in range(5):
+        assert (
+            await attacker.post("/api/session", {"id": "bob", "password": f"guess {n}"}, **guesser)
+        ).status_code == 401
+    again = await browser().post("/api/session", {"id": "bob", "password": PASSWORD}, **home)
+    assert again.status_code == 200, again.text
+    for who, where in ((attacker, guesser), (browser(), elsewhere)):
+        stopped = await who.post("/api/session", {"id": "bob", "password": PASSWORD}, **where)
+        assert stopped.status_code == 429 and stopped.json()["error"]["code"] == "too-many-attempts"
+
+
+async def test_a_flood_of_sign_ins_is_refused_as_overloaded_instead_of_queued(srv: ServerProcess) -> None:
+    """Sixty wrong passwords at once from thirty addresses (two each: what one address may have checked at once):
+    the server checks those its queue holds (two at a time, 32 waiting) and refuses the others at once with 503
+    `overloaded` and Retry-After, rather than making every sign-in wait behind them."""
+    async with httpx.AsyncClient(base_url=srv.http, timeout=TIMEOUT * 20) as http:
+        guesses = [
+            http.post(
+                "/api/session",
+                json={"id": f"nobody{n}", "password": "a wrong guess"},
+                headers={CSRF: "1", "x-forwarded-for": f"198.51.100.{n // 2}"},
+            )
+            for n in range(60)
+        ]
+        answers = await asyncio.gather(*guesses)
+    statuses = [answer.status_code for answer in answers]
+    assert set(statuses) == {401, 503}, statuses
+    refused = next(answer for answer in answers if answer.status_code == 503)
+    assert refused.json()["error"]["code"] == "overloaded" and refused.headers["retry-after"] == "1"
+
+
 async def test_state_changing_routes_need_the_csrf_header_and_our_origin(srv: ServerProcess, browser: Any) -> None:
     """Without X-Peercall-CSRF, with a foreign Origin, cross-site, or with another sign-in's CSRF value: 403."""
     ann = browser()
@@ -340,6 +406,29 @@ async def test_sign_in_needs_https_except_on_localhost(browser: Any, db: Path) -
             assert proxied.status_code == 201, proxied.text
             cookie = proxied.headers["set-cookie"]
             assert cookie.startswith("__Host-peercall-session=") and "Secure" in cookie and "Path=/" in cookie
+
+
+async def test_over_https_only_the_host_prefixed_cookie_is_a_sign_in(srv: ServerProcess, browser: Any) -> None:
+    """Over https (a trusted proxy says so) a plain `peercall-session` cookie, which an http page or a sub-domain
+    can plant, signs nobody in, even with a live sign-in's secret; the `__Host-` one does, and is set again
+    `Secure` when a token is made."""
+    await admin_and_bob(srv, browser)
+    https = {"x-forwarded-proto": "https"}
+    async with httpx.AsyncClient(base_url=srv.http, timeout=TIMEOUT * 4) as http:  # a sign-in hashes: slow when busy
+        signed = await http.post("/api/session", json={"id": "bob", "password": PASSWORD}, headers={**https, CSRF: "1"})
+        name, _, rest = signed.headers["set-cookie"].partition("=")
+        secret = rest.split(";")[0]
+        csrf = signed.json()["csrf"]
+        http.cookies.clear()
+        for cookie, status in ((f"peercall-session={secret}", 401), (f"__Host-peercall-session={secret}", 200)):
+            headers = {**https, "cookie": cookie}
+            assert (await http.get("/api/session", headers=headers)).status_code == status
+            token = await http.post("/api/session/token", headers={**headers, CSRF: csrf})
+            assert token.status_code == status, token.text
+            http.cookies.clear()
+    assert name == "__Host-peercall-session"
+    again = token.headers["set-cookie"]
+    assert again.startswith("__Host-peercall-session=") and "Secure" in again
 
 
 async def test_the_cli_adds_lists_and_invites(db: Path) -> None:

@@ -5,13 +5,25 @@ the throttle; CSRF. (tests/e2e/test_passkeys.py makes real passkeys in Chromium.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
-from typing import Any
+import os
+import struct
+from typing import Any, cast
 
+import cbor2
 import httpx
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from starlette.applications import Starlette
 
+from peercall.auth.accounts import Challenges
+from peercall.auth.tokens import AccountsVerifier
+from peercall.config import Settings
+from peercall.server.accounts import AccountsApi
+from peercall.store import Store, open_history
 from tests.conftest import ServerProcess
-from tests.integration.test_accounts import Browser, admin_and_bob, browser, db, setup_token, srv
+from tests.integration.test_accounts import PASSWORD, Browser, admin_and_bob, browser, db, setup_token, srv
 
 __all__ = ["browser", "db", "srv"]  # fixtures of test_accounts, used here
 
@@ -31,6 +43,46 @@ def assertion(challenge: str, origin: str, credential_id: str = "AAAA") -> dict[
     client_data = json.dumps({"type": "webauthn.get", "challenge": challenge, "origin": origin}).encode()
     response = {"clientDataJSON": b64(client_data), "authenticatorData": b64(b"\0" * 37), "signature": b64(b"x")}
     return {"id": credential_id, "rawId": credential_id, "type": "public-key", "response": response}
+
+
+class SoftKey:
+    """A software authenticator (ES256, attestation "none"): a passkey that signs what the server asks."""
+
+    def __init__(self, origin: str, rp_id: str = "127.0.0.1") -> None:
+        self.origin, self.rp_id = origin, rp_id
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.id, self.count, self.handle = os.urandom(32), 0, ""
+
+    def _data(self, kind: str, challenge: str) -> bytes:
+        return json.dumps({"type": kind, "challenge": challenge, "origin": self.origin}).encode()
+
+    def create(self, options: dict[str, Any]) -> dict[str, Any]:
+        self.handle = options["user"]["id"]
+        public = self.key.public_key().public_numbers()
+        cose = cbor2.dumps({1: 2, 3: -7, -1: 1, -2: public.x.to_bytes(32, "big"), -3: public.y.to_bytes(32, "big")})
+        self.count += 1
+        rp = hashlib.sha256(self.rp_id.encode()).digest()
+        made = rp + bytes([0x45]) + struct.pack(">I", self.count) + b"\0" * 16 + struct.pack(">H", 32) + self.id + cose
+        attestation = cbor2.dumps({"fmt": "none", "attStmt": {}, "authData": made})
+        response = {
+            "clientDataJSON": b64(self._data("webauthn.create", options["challenge"])),
+            "attestationObject": b64(attestation),
+            "transports": ["internal"],
+        }
+        return {"id": b64(self.id), "rawId": b64(self.id), "type": "public-key", "response": response}
+
+    def get(self, challenge: str) -> dict[str, Any]:
+        self.count += 1
+        signed = hashlib.sha256(self.rp_id.encode()).digest() + bytes([0x05]) + struct.pack(">I", self.count)
+        data = self._data("webauthn.get", challenge)
+        signature = self.key.sign(signed + hashlib.sha256(data).digest(), ec.ECDSA(hashes.SHA256()))
+        response = {
+            "clientDataJSON": b64(data),
+            "authenticatorData": b64(signed),
+            "signature": b64(signature),
+            "userHandle": self.handle,
+        }
+        return {"id": b64(self.id), "rawId": b64(self.id), "type": "public-key", "response": response}
 
 
 def error(answer: httpx.Response) -> tuple[int, str]:
@@ -105,6 +157,25 @@ async def test_a_failed_passkey_sign_in_says_one_thing_and_is_throttled(srv: Ser
     assert error(throttled) == (429, "too-many-attempts") and int(throttled.headers["retry-after"]) > 0
 
 
+async def test_guessed_passwords_do_not_stop_a_passkey_sign_in(srv: ServerProcess, browser: Any) -> None:
+    """Five wrong passwords for bob from one address spend his id's own throttle: from an address he never signed
+    in from, his password waits, but his passkey signs him in (an answer to a challenge is no guess)."""
+    _, bob = await admin_and_bob(srv, browser)
+    key = SoftKey(srv.http)
+    added = await bob.post("/api/passkeys", {"passkey": key.create((await bob.post("/api/passkeys/options")).json())})
+    assert added.status_code == 201, added.text
+    attacker, new_place = {"x-forwarded-for": "203.0.113.66"}, {"x-forwarded-for": "198.51.100.99"}
+    for n in range(5):
+        guess = await browser().post("/api/session", {"id": "bob", "password": f"guess {n}"}, **attacker)
+        assert guess.status_code == 401
+    laptop = browser()
+    waits = await laptop.post("/api/session", {"id": "bob", "password": PASSWORD}, **new_place)
+    assert error(waits) == (429, "too-many-attempts")
+    challenge = (await laptop.post("/api/session/passkey/options", **new_place)).json()["challenge"]
+    signed = await laptop.post("/api/session/passkey", {"passkey": key.get(challenge)}, **new_place)
+    assert signed.status_code == 200 and signed.json()["id"] == "bob", signed.text
+
+
 async def test_passkey_routes_keep_the_csrf_and_invite_rules(srv: ServerProcess, browser: Any) -> None:
     ann, _ = await admin_and_bob(srv, browser)
     no_header = await ann.http.post("/api/session/passkey/options", json={})
@@ -127,3 +198,29 @@ async def test_passkey_routes_keep_the_csrf_and_invite_rules(srv: ServerProcess,
     # The challenge is the sign-up of carol with this invite: not of another id.
     other = {"invite": invite, "id": "dave", "name": "C", "passkey": attestation(options["challenge"], srv.http)}
     assert error(await stranger.post("/api/signup", other)) == (400, "bad-challenge")
+
+
+async def test_a_flood_of_options_requests_leaves_waiting_challenges_alone() -> None:
+    """In-process, with a table of three challenges (a real server's holds 10 000): requests from other addresses
+    that find it full are refused with 429 `too-many-challenges` and Retry-After, and the challenge a user waits
+    on is still there to be answered."""
+    store = cast(Store, open_history("memory://"))
+    await store.open()
+    api = AccountsApi(Settings(auth="accounts"), store, AccountsVerifier("k" * 40), object())
+    api.challenges = Challenges(limit=3)
+    app = Starlette(routes=api.routes())
+
+    async def options(address: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=(address, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            return await http.post("/api/session/passkey/options", headers={"x-peercall-csrf": "1"})
+
+    try:
+        waiting = (await options("198.51.100.1")).json()["challenge"]
+        flood = [await options(f"203.0.113.{n}") for n in range(1, 6)]
+        assert [answer.status_code for answer in flood] == [200, 200, 429, 429, 429]
+        assert error(flood[-1]) == (429, "too-many-challenges")
+        assert 1 <= int(flood[-1].headers["retry-after"]) <= 300
+        assert api.challenges.take(waiting, "sign-in", api.clock()) is not None
+    finally:
+        await store.close()

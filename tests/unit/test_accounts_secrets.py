@@ -3,12 +3,29 @@ tokens' claims and revocation, password hashing."""
 
 from __future__ import annotations
 
+import asyncio
 import stat
+import threading
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 
-from peercall.auth.accounts import Challenges, Passkey, Passwords, Throttle, b64url, check_password, token_hash
+from peercall.auth.accounts import (
+    HASHES_PER_OWNER,
+    HASHING_AT_ONCE,
+    MAX_HASHES_WAITING,
+    Busy,
+    Challenges,
+    Full,
+    Known,
+    Passkey,
+    Passwords,
+    Throttle,
+    b64url,
+    check_password,
+    token_hash,
+)
 from peercall.auth.tokens import AccountsVerifier, AuthError, TokenVerifier, signing_key
 from peercall.config import Settings
 
@@ -17,7 +34,7 @@ def test_the_throttle_allows_a_burst_then_one_try_per_refill() -> None:
     throttle = Throttle(burst=3, refill=60, keys=2)
     for _ in range(3):
         assert throttle.wait("bob", 0) == 0
-        throttle.failed("bob", 0)
+        assert throttle.take("bob", 0) == 1
     assert throttle.wait("bob", 0) == 60
     assert throttle.wait("bob", 45) == pytest.approx(15)
     assert throttle.wait("bob", 60) == 0
@@ -26,11 +43,35 @@ def test_the_throttle_allows_a_burst_then_one_try_per_refill() -> None:
     assert throttle.wait("bob", 1) == 0
 
 
+def test_a_try_taken_from_the_throttle_is_given_back_whole_or_in_part() -> None:
+    throttle = Throttle(burst=2, refill=60)
+    taken = [throttle.take("bob", 0) for _ in range(2)]
+    assert throttle.wait("bob", 0) == 60
+    throttle.give_back("bob", taken[1], 0)
+    assert throttle.wait("bob", 0) == 0
+    assert throttle.take("bob", 0) == 1 and throttle.take("bob", 30) == pytest.approx(0.5)
+    throttle.give_back("bob", 0.5, 30)  # a try taken from a nearly empty bucket gives back no more than it took
+    assert throttle.wait("bob", 30) == pytest.approx(30)
+    throttle.give_back("bob", 1, 30)
+    throttle.give_back("bob", 1, 30)  # never more than the burst
+    assert [throttle.take("bob", 30) for _ in range(3)] == [1, 1, 0]
+
+
 def test_the_throttle_forgets_the_oldest_keys_past_its_bound() -> None:
     throttle = Throttle(burst=1, refill=60, keys=2)
     for key in ("a", "b", "c"):
-        throttle.failed(key, 0)
+        throttle.take(key, 0)
     assert throttle.wait("a", 0) == 0 and throttle.wait("c", 0) == 60
+
+
+def test_known_addresses_last_their_time_and_are_bounded() -> None:
+    known = Known(ttl=60, keys=2)
+    known.add("bob\n10.0.0.1", 0)
+    assert known.has("bob\n10.0.0.1", 59) and not known.has("bob\n10.0.0.1", 60)
+    assert not known.has("bob\n10.0.0.2", 0)
+    for key in ("a", "b"):
+        known.add(key, 10)
+    assert not known.has("bob\n10.0.0.1", 10) and known.has("a", 10)
 
 
 def test_the_signing_key_is_made_once_and_private(tmp_path: Path) -> None:
@@ -75,6 +116,40 @@ async def test_passwords_verify_only_their_own_hash() -> None:
     assert token_hash("a") != token_hash("b") and len(token_hash("a")) == 64
 
 
+class HeldHasher(PasswordHasher):
+    """Cheap argon2id whose verifications wait until `go` is set: hashes that stay in the queue."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=8, parallelism=1)
+        self.go = threading.Event()
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> bool:
+        self.go.wait(30)
+        return super().verify(hash, password)
+
+
+async def test_password_hashes_wait_in_a_bounded_queue_and_a_few_per_address() -> None:
+    """Past HASHES_PER_OWNER of one address, or past MAX_HASHES_WAITING in all, a hash is refused at once (Busy)
+    instead of waiting behind the others; once they are done, hashes are taken again."""
+    hasher = HeldHasher()
+    passwords = Passwords(hasher)
+    stored = await passwords.hash("correct horse", "10.0.0.1")
+    held = [asyncio.create_task(passwords.verify(stored, "wrong horse", "10.0.0.1")) for _ in range(HASHES_PER_OWNER)]
+    await asyncio.sleep(0)
+    with pytest.raises(Busy) as mine:
+        await passwords.verify(stored, "correct horse", "10.0.0.1")
+    assert mine.value.mine
+    for n in range(HASHING_AT_ONCE + MAX_HASHES_WAITING - HASHES_PER_OWNER):
+        held.append(asyncio.create_task(passwords.verify(stored, "wrong horse", f"10.0.1.{n}")))
+    await asyncio.sleep(0)
+    with pytest.raises(Busy) as everyone:
+        await passwords.verify(stored, "correct horse", "10.0.2.1")
+    assert not everyone.value.mine
+    hasher.go.set()
+    assert await asyncio.gather(*held) == [False] * len(held)
+    assert await passwords.verify(stored, "correct horse", "10.0.2.1")
+
+
 def test_a_webauthn_challenge_is_taken_once_for_its_purpose_before_it_expires() -> None:
     challenges = Challenges(ttl=60)
     first = b64url(challenges.issue("sign-in", "10.0.0.0", 1000.0))
@@ -93,9 +168,12 @@ def test_waiting_challenges_are_bounded_in_all_and_per_owner() -> None:
     mine = [b64url(challenges.issue("sign-in", "me", 1000.0)) for _ in range(5)]
     assert len(challenges) == 3
     assert challenges.take(mine[0], "sign-in", 1001.0) is None  # the oldest of mine went
-    others = [b64url(challenges.issue("sign-in", f"o{n}", 1000.0)) for n in range(20)]
+    others = [b64url(challenges.issue("sign-in", f"o{n}", 1010.0)) for n in range(7)]
     assert len(challenges) == 10
-    assert challenges.take(others[-1], "sign-in", 1001.0) is not None
+    with pytest.raises(Full) as full:  # no one else's challenge goes for a new one
+        challenges.issue("sign-in", "late", 1020.0)
+    assert full.value.wait == pytest.approx(40)
+    assert challenges.take(mine[-1], "sign-in", 1021.0) and challenges.take(others[0], "sign-in", 1021.0)
     challenges.issue("sign-in", "new", 2000.0)  # the expired ones are dropped first
     assert len(challenges) == 1
 

@@ -14,15 +14,24 @@ import hashlib
 import json
 import secrets
 from collections import Counter, OrderedDict
+from collections.abc import Callable
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+T = TypeVar("T")
 
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024
 """Length bounds of a password, in characters (the upper one keeps hashing cheap to refuse)."""
 
 HASHING_AT_ONCE = 2
 """Password hashes computed at once (argon2id takes 64 MiB and some 50 ms of one core each)."""
+MAX_HASHES_WAITING = 32
+"""Password hashes that may wait for their turn on a node: past it, a hash is refused (`Busy`), so that a flood
+makes nobody wait more than about a second for theirs."""
+HASHES_PER_OWNER = HASHING_AT_ONCE
+"""Password hashes of one owner (an address) computed or waiting at once: one address cannot fill the queue."""
 
 
 def new_token() -> str:
@@ -43,28 +52,54 @@ def check_password(password: object) -> str:
     return password
 
 
+class Busy(Exception):
+    """A password hash refused for now: too many wait (`mine`: too many of this owner's own)."""
+
+    def __init__(self, mine: bool) -> None:
+        super().__init__("too many password hashes of this address wait" if mine else "too many password hashes wait")
+        self.mine = mine
+
+
 class Passwords:
     """argon2id hashing (argon2-cffi's defaults, RFC 9106's second recommendation) off the event loop, at most
-    HASHING_AT_ONCE at a time. `verify` of an unknown account checks against a dummy hash, so that it takes
-    about the time of a real one (no enumeration by timing)."""
+    HASHING_AT_ONCE at a time, MAX_HASHES_WAITING waiting and HASHES_PER_OWNER of one owner (beyond: `Busy`).
+    `verify` of an unknown account checks against a dummy hash, so that it takes about the time of a real one (no
+    enumeration by timing)."""
 
     def __init__(self, hasher: PasswordHasher | None = None) -> None:
         self._hasher = hasher or PasswordHasher()
         self._dummy = self._hasher.hash(secrets.token_hex(16))
         self._turns = asyncio.Semaphore(HASHING_AT_ONCE)
+        self._owners: Counter[str] = Counter()  # hashes computed or waiting, by owner
 
     def hash_now(self, password: str) -> str:
         """The PHC string of `password` (blocking: for the CLI)."""
         return self._hasher.hash(password)
 
-    async def hash(self, password: str) -> str:
-        async with self._turns:
-            return await asyncio.to_thread(self._hasher.hash, password)
+    async def hash(self, password: str, owner: str = "") -> str:
+        return await self._queued(owner, self._hasher.hash, password)
 
-    async def verify(self, stored: str | None, password: str) -> bool:
+    async def verify(self, stored: str | None, password: str, owner: str = "") -> bool:
         """Whether `password` matches the PHC string `stored` (None: no such account; the dummy is checked)."""
-        async with self._turns:
-            return await asyncio.to_thread(self._verify, stored, password)
+        return await self._queued(owner, self._verify, stored, password)
+
+    async def _queued(self, owner: str, work: Callable[..., T], *args: object) -> T:
+        if self._owners[owner] >= HASHES_PER_OWNER:
+            raise Busy(mine=True)
+        if self._owners.total() >= HASHING_AT_ONCE + MAX_HASHES_WAITING:
+            raise Busy(mine=False)
+        self._owners[owner] += 1
+        # Shielded: a request that goes away leaves its hash counted until the thread is done with it.
+        return await asyncio.shield(asyncio.ensure_future(self._in_turn(owner, work, *args)))
+
+    async def _in_turn(self, owner: str, work: Callable[..., T], *args: object) -> T:
+        try:
+            async with self._turns:
+                return await asyncio.to_thread(work, *args)
+        finally:
+            self._owners[owner] -= 1
+            if self._owners[owner] <= 0:
+                del self._owners[owner]
 
     def _verify(self, stored: str | None, password: str) -> bool:
         try:
@@ -76,8 +111,9 @@ class Passwords:
 
 class Throttle:
     """Failed attempts per key (an account, an address), as a bucket of `burst` tries that refills by one every
-    `refill` seconds. Bounded: at most `keys` keys are tracked; past that, those whose buckets are fullest (the
-    oldest touched) are forgotten. Per node: in a cluster each node throttles on its own."""
+    `refill` seconds; a try is taken when an attempt starts and given back if it succeeds. Bounded: at most `keys`
+    keys are tracked; past that, those whose buckets are fullest (the oldest touched) are forgotten. Per node: in
+    a cluster each node throttles on its own."""
 
     def __init__(self, burst: int, refill: float, keys: int = 10_000) -> None:
         self.burst, self.refill, self.keys = burst, refill, keys
@@ -92,8 +128,20 @@ class Throttle:
         left = self._left(key, now)
         return 0.0 if left >= 1 else (1 - left) * self.refill
 
-    def failed(self, key: str, now: float) -> None:
-        self._buckets[key] = (max(0.0, self._left(key, now) - 1), now)
+    def take(self, key: str, now: float) -> float:
+        """Spend a try of `key` as an attempt starts, before its outcome is known, so that attempts made at the
+        same time see it spent; what was taken (less than a whole try from a nearly empty bucket), for
+        `give_back` should the attempt succeed or not be made."""
+        left = self._left(key, now)
+        taken = min(1.0, left)
+        self._set(key, left - taken, now)
+        return taken
+
+    def give_back(self, key: str, taken: float, now: float) -> None:
+        self._set(key, min(float(self.burst), self._left(key, now) + taken), now)
+
+    def _set(self, key: str, left: float, now: float) -> None:
+        self._buckets[key] = (left, now)
         self._buckets.move_to_end(key)
         while len(self._buckets) > self.keys:
             self._buckets.popitem(last=False)
@@ -102,10 +150,30 @@ class Throttle:
         self._buckets.pop(key, None)
 
 
+class Known:
+    """The keys (an account and an address) that signed in within `ttl` seconds, so that a sign-in from where
+    its user signed in before is not refused with the account's guessers elsewhere. Bounded: past `keys`, the
+    least recently seen go. Per node, in memory: a restart forgets them."""
+
+    def __init__(self, ttl: float, keys: int = 100_000) -> None:
+        self.ttl, self.keys = ttl, keys
+        self._until: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, key: str, now: float) -> None:
+        self._until[key] = now + self.ttl
+        self._until.move_to_end(key)
+        while len(self._until) > self.keys:
+            self._until.popitem(last=False)
+
+    def has(self, key: str, now: float) -> bool:
+        return self._until.get(key, now) > now
+
+
 CHALLENGE_TTL = 300.0
 """Seconds a WebAuthn challenge waits for its answer (the browser's own timeout is shorter)."""
 MAX_CHALLENGES, MAX_CHALLENGES_PER_OWNER = 10_000, 16
-"""Challenges waiting on one node, and per owner (a signed-in user, or an address): past either, the oldest go."""
+"""Challenges waiting on one node, and per owner (a signed-in user, or an address): past the owner's bound its
+oldest goes; past the node's, no challenge is given until one is answered or expires (`Full`)."""
 
 
 def b64url(data: bytes) -> str:
@@ -129,9 +197,18 @@ class Challenge:
     bound: tuple[str, ...] = ()
 
 
+class Full(Exception):
+    """No challenge now: `limit` wait, none expired; the oldest expires in `wait` seconds."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"too many challenges wait: one expires in {wait:.0f} s")
+        self.wait = wait
+
+
 class Challenges:
     """The WebAuthn challenges waiting for an answer, on this node. A challenge is taken once (a failed answer
-    uses it up too), expires after `ttl`, and at most `limit` wait, `per_owner` of one owner."""
+    uses it up too), expires after `ttl`, and at most `limit` wait, `per_owner` of one owner. A full table refuses
+    new ones rather than dropping others' (a flood would otherwise make the answers of everyone else's unknown)."""
 
     def __init__(
         self, ttl: float = CHALLENGE_TTL, limit: int = MAX_CHALLENGES, per_owner: int = MAX_CHALLENGES_PER_OWNER
@@ -144,13 +221,14 @@ class Challenges:
         return len(self._waiting)
 
     def issue(self, purpose: str, owner: str, now: float, bound: tuple[str, ...] = ()) -> bytes:
-        """A new random challenge (32 bytes) for `purpose`."""
+        """A new random challenge (32 bytes) for `purpose`; Full if `limit` wait (an owner's own oldest goes
+        for its new one)."""
         while self._waiting and next(iter(self._waiting.values())).expires <= now:
             self._drop(next(iter(self._waiting)))
         if self._owners[owner] >= self.per_owner:
             self._drop(next(k for k, c in self._waiting.items() if c.owner == owner))
-        while len(self._waiting) >= self.limit:
-            self._drop(next(iter(self._waiting)))
+        if len(self._waiting) >= self.limit:
+            raise Full(next(iter(self._waiting.values())).expires - now)
         challenge = secrets.token_bytes(32)
         self._waiting[b64url(challenge)] = Challenge(purpose, owner, now + self.ttl, bound)
         self._owners[owner] += 1

@@ -36,7 +36,8 @@ class SignInError(ConnectError):
     wrong id or password, `too-many-attempts`, `disabled`, `https-required`…), or could not be reached."""
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
-        super().__init__(message, status=status, terminal=status is not None and status != 429)
+        # 429 (too many attempts) and 503 (too many passwords wait on the server) pass: tried again later.
+        super().__init__(message, status=status, terminal=status is not None and status not in (429, 503))
         self.server_code = code
 
 

@@ -54,7 +54,10 @@ from webauthn.helpers.structs import (
 )
 
 from ..auth.accounts import (
+    Busy,
     Challenges,
+    Full,
+    Known,
     Passkey,
     Passwords,
     Throttle,
@@ -94,6 +97,7 @@ INVITE_TTL, MIN_INVITE_TTL, MAX_INVITE_TTL = 7 * 86400.0, 60.0, 30 * 86400.0
 REFRESH = 2.0  # seconds between two reads of the revoked sign-ins: the delay before another node refuses them
 PRUNE_EVERY = 3600.0
 ACCOUNT_TRIES, ACCOUNT_REFILL = 5, 60.0  # failed sign-ins per account: 5 at once, then one a minute
+# (from addresses where it has not signed in lately; and from any one address, wherever it signed in)
 ADDRESS_TRIES, ADDRESS_REFILL = 20, 10.0  # failed sign-ins (and bad invites) per address: 20, then one per 10 s
 WRONG = "wrong user id or password"
 PASSKEY_FAILED = "this passkey did not sign you in: it is not one of an account here, or its answer was refused"
@@ -146,6 +150,38 @@ def _passkey_json(credential: Credential) -> dict[str, Any]:
     }
 
 
+def _address(request: Request) -> str:
+    """Whose failures count together: the client's address (IPv6: its /64)."""
+    return address_group(request.client.host if request.client else "")
+
+
+def _busy(busy: Busy) -> Refusal:
+    """A password that could not be checked now (auth/accounts.py `Passwords`): its address's own are waiting, or
+    too many are."""
+    if busy.mine:
+        return Refusal(
+            429,
+            "too-many-attempts",
+            "a password from your address is being checked already: try again in 1 s",
+            {"retry-after": "1"},
+        )
+    message = "too many passwords wait to be checked on this server: try again in 1 s"
+    return Refusal(503, "overloaded", message, {"retry-after": "1"})
+
+
+def _pair(account: str, address: str) -> str:
+    return f"{account}\n{address}"
+
+
+@dataclasses.dataclass(slots=True)
+class Attempt:
+    """The tries an attempt (a password, a passkey, an invite) took from the throttles as it started: kept if
+    it fails, given back if it succeeds or is not made (`AccountsApi._attempt`)."""
+
+    address: str
+    taken: list[tuple[Throttle, str, float]]
+
+
 def _user_json(user: User) -> dict[str, Any]:
     return {"id": user.id, "name": user.name, "admin": user.admin, "disabled": user.disabled, "created": user.created}
 
@@ -167,6 +203,8 @@ class AccountsApi:
         self.passwords = Passwords()
         self.by_account = Throttle(ACCOUNT_TRIES, ACCOUNT_REFILL)
         self.by_address = Throttle(ADDRESS_TRIES, ADDRESS_REFILL)
+        self.by_pair = Throttle(ACCOUNT_TRIES, ACCOUNT_REFILL, keys=100_000)  # an account from one address
+        self.known = Known(settings.accounts_session_ttl * 86400)
         self.challenges = Challenges()
         self.setup_token: str | None = None
         """The set-up link's token made at start while nobody has an account; handed out once (`setup_link`)."""
@@ -305,7 +343,13 @@ class AccountsApi:
             raise Refusal(403, "csrf", "the X-Peercall-CSRF header is not this sign-in's 'csrf' value")
 
     def _cookie(self, request: Request) -> str | None:
-        return request.cookies.get(SECURE_COOKIE) or request.cookies.get(PLAIN_COOKIE)
+        """The sign-in cookie that fits the request: `__Host-` over https (there an unprefixed one may have been
+        planted, by an http page or a sub-domain), the plain one over http to a loopback host, none elsewhere."""
+        try:
+            secure = self._secure(request)
+        except Refusal:
+            return None
+        return request.cookies.get(SECURE_COOKIE if secure else PLAIN_COOKIE)
 
     async def _signed_in(self, request: Request) -> tuple[AccountSession, User]:
         cookie = self._cookie(request)
@@ -380,13 +424,47 @@ class AccountsApi:
         for name, secure in ((SECURE_COOKIE, True), (PLAIN_COOKIE, False)):
             response.delete_cookie(name, path="/", secure=secure, httponly=True, samesite="strict")
 
-    def _throttled(self, request: Request, account: str | None) -> str:
-        """The address whose failures count; refused while it, or `account` (None: no account), must wait."""
+    def _throttled(self, request: Request) -> str:
+        """The address whose failures count; refused while it must wait (nothing is taken: no attempt yet)."""
+        address = _address(request)
+        self._refuse_for(self.by_address.wait(address, self.clock()))
+        return address
+
+    def _attempt(self, request: Request, account: str | None) -> Attempt:
+        """Take a try from the buckets an attempt answers to, before anything is checked: attempts that arrive
+        together see each other's tries spent, so that no more of them are checked than the throttles allow.
+        Refused while one must wait.
+
+        The buckets: the address's; with `account`, the account's from this address; and the account's own,
+        unless the account signed in from this address lately. Guessers spending the account's own bucket thus
+        do not lock its user out where they signed in before (docs/security.md)."""
         now = self.clock()
-        address = address_group(request.client.host if request.client else "")
-        wait = self.by_address.wait(address, now)
+        address = _address(request)
+        buckets = [(self.by_address, address)]
         if account is not None:
-            wait = max(wait, self.by_account.wait(account, now))
+            pair = _pair(account, address)
+            buckets.append((self.by_pair, pair))
+            if not self.known.has(pair, now):
+                buckets.append((self.by_account, account))
+        self._refuse_for(max(throttle.wait(key, now) for throttle, key in buckets))
+        return Attempt(address, [(throttle, key, throttle.take(key, now)) for throttle, key in buckets])
+
+    def _give_back(self, attempt: Attempt) -> None:
+        now = self.clock()
+        for throttle, key, taken in attempt.taken:
+            throttle.give_back(key, taken, now)
+
+    def _succeeded(self, attempt: Attempt, account: str) -> None:
+        """A right password or passkey: its tries come back, the failures of this address for the account are
+        forgotten, and the address is known for it (the account's own bucket refills at its pace: a sign-in of
+        the user does not give guessers elsewhere a new burst)."""
+        self._give_back(attempt)
+        pair = _pair(account, attempt.address)
+        self.by_pair.forget(pair)
+        self.known.add(pair, self.clock())
+
+    @staticmethod
+    def _refuse_for(wait: float) -> None:
         if wait > 0:
             seconds = math.ceil(wait)
             raise Refusal(
@@ -395,7 +473,6 @@ class AccountsApi:
                 f"too many failed sign-ins: try again in {seconds} s",
                 {"retry-after": str(seconds)},
             )
-        return address
 
     # -- routes ----------------------------------------------------------------------------------------------
 
@@ -417,20 +494,22 @@ class AccountsApi:
         if not isinstance(account, str) or not isinstance(password, str) or len(password) > 1024:
             raise Refusal(400, "bad-request", 'send {"id": "<user id>", "password": "<password>"}')
         account = account[:64]
-        address = self._throttled(request, account)
-        user = await self.store.user(account) if is_valid_id(account) else None
-        stored = None
-        if user is not None:
-            stored = next((c.secret for c in await self.store.credentials(user.id) if c.kind == "password"), None)
-        matches = await self.passwords.verify(stored, password)  # also without an account: the same time
+        attempt = self._attempt(request, account)
+        try:
+            user = await self.store.user(account) if is_valid_id(account) else None
+            stored = None
+            if user is not None:
+                stored = next((c.secret for c in await self.store.credentials(user.id) if c.kind == "password"), None)
+            # Also without an account: the same time.
+            matches = await self.passwords.verify(stored, password, attempt.address)
+        except BaseException:
+            self._give_back(attempt)
+            raise
         if user is None or not matches:
-            now = self.clock()
-            self.by_account.failed(account, now)
-            self.by_address.failed(address, now)
             raise Refusal(401, "sign-in-failed", WRONG)
+        self._succeeded(attempt, account)
         if user.disabled:
             raise Refusal(403, "disabled", "this account is disabled: ask an administrator")
-        self.by_account.forget(account)
         return await self._sign_in(request, user)
 
     async def delete_session(self, request: Request) -> Response:
@@ -454,7 +533,7 @@ class AccountsApi:
         cookie = self._cookie(request)
         assert cookie is not None
         # The sign-in was used now: its cookie lasts as long as it does again.
-        self._set_cookie(response, cookie, SECURE_COOKIE in request.cookies, int(session.expires - self.clock()))
+        self._set_cookie(response, cookie, self._secure(request), int(session.expires - self.clock()))
         return response
 
     async def get_sessions(self, request: Request) -> Response:
@@ -519,14 +598,11 @@ class AccountsApi:
                 password = check_password(body.get("password"))
             except ValueError as exc:
                 raise Refusal(400, "bad-password", str(exc)) from None
-        address = self._throttled(request, None)
-        found = await self.store.invite(token_hash(invite), now=self.clock())
-        if found is None:
-            self.by_address.failed(address, self.clock())
-            raise Refusal(404, "no-invite", "this invite link is not valid: it was used, it expired, or it is wrong")
+        found = await self._invite(request, invite)
         now = self.clock()
         if "passkey" not in body:
-            credential = Credential(account, "password", "", await self.passwords.hash(password), now)
+            hashed = await self.passwords.hash(password, _address(request))
+            credential = Credential(account, "password", "", hashed, now)
         done = await self.store.sign_up(token_hash(invite), User(account, name, created=now), credential, now=now)
         if done is SignUp.ID_TAKEN:
             raise Refusal(409, "id-taken", f"the id {account!r} is taken: choose another")
@@ -539,7 +615,21 @@ class AccountsApi:
         user = await self.store.user(account)
         assert user is not None
         log.info("%s signed up%s", account, " as an administrator" if user.admin else "")
+        self.known.add(_pair(account, _address(request)), self.clock())
         return await self._sign_in(request, user, 201)
+
+    async def _invite(self, request: Request, invite: str) -> Invite:
+        """The waiting invite of this token; a wrong one counts as a failure of the address."""
+        attempt = self._attempt(request, None)
+        try:
+            found = await self.store.invite(token_hash(invite), now=self.clock())
+        except BaseException:
+            self._give_back(attempt)
+            raise
+        if found is None:
+            raise Refusal(404, "no-invite", "this invite link is not valid: it was used, it expired, or it is wrong")
+        self._give_back(attempt)
+        return found
 
     async def post_invite(self, request: Request) -> Response:
         """An administrator makes an invite: `{"ttl": seconds, "admin": bool}` (both optional)."""
@@ -625,17 +715,19 @@ class AccountsApi:
             current = body.get("current")
             if not isinstance(current, str) or not current:
                 raise Refusal(403, "wrong-password", "to change your password, send the one you have as 'current'")
-            address = self._throttled(request, user.id)
-            if len(current) > 1024 or not await self.passwords.verify(stored.secret, current):
-                now = self.clock()
-                self.by_account.failed(user.id, now)
-                self.by_address.failed(address, now)
+            attempt = self._attempt(request, user.id)
+            try:
+                right = len(current) <= 1024 and await self.passwords.verify(stored.secret, current, attempt.address)
+            except BaseException:
+                self._give_back(attempt)
+                raise
+            if not right:
                 raise Refusal(403, "wrong-password", "the current password is wrong")
-            self.by_account.forget(user.id)
+            self._succeeded(attempt, user.id)
         now = self.clock()
         try:
             await self.store.set_credential(
-                Credential(user.id, "password", "", await self.passwords.hash(password), now)
+                Credential(user.id, "password", "", await self.passwords.hash(password, _address(request)), now)
             )
         except AccountLimit as exc:
             raise Refusal(409, "too-many", str(exc)) from None
@@ -739,10 +831,8 @@ class AccountsApi:
         if not isinstance(account, str) or not is_valid_id(account):
             raise Refusal(400, "bad-id", "an id is 1-64 ASCII letters, digits, '_', '-', '.' or '@'")
         name = display_name(body.get("name"))
-        address = self._throttled(request, None)
-        if await self.store.invite(token_hash(invite), now=self.clock()) is None:
-            self.by_address.failed(address, self.clock())
-            raise Refusal(404, "no-invite", "this invite link is not valid: it was used, it expired, or it is wrong")
+        await self._invite(request, invite)
+        address = _address(request)
         if account in self.settings.reserved_ids or await self.store.user(account) is not None:
             raise Refusal(409, "id-taken", f"the id {account!r} is taken: choose another")
         challenge = self.challenges.issue("sign-up", address, self.clock(), (token_hash(invite), account, name))
@@ -803,7 +893,7 @@ class AccountsApi:
         """Request options for a passkey sign-in: no user named (the passkey is discoverable)."""
         self._csrf(request, None)
         rp_id, _ = self._relying_party(request)
-        address = self._throttled(request, None)
+        address = self._throttled(request)
         challenge = self.challenges.issue("sign-in", address, self.clock())
         options = webauthn.generate_authentication_options(
             rp_id=rp_id,
@@ -820,12 +910,11 @@ class AccountsApi:
         body = await json_object(request, MAX_BODY)
         credential = body.get("passkey")
         said = self._challenge_of(credential)
-        address = self._throttled(request, None)
+        self._throttled(request)
         assert isinstance(credential, dict)
         key = credential.get("id")
         stored = await self.store.credential("passkey", key) if isinstance(key, str) and key else None
-        if stored is not None:
-            self._throttled(request, stored.user)
+        attempt = self._attempt(request, None)  # a passkey's answer is no guess: the account's buckets do not apply
         challenge = self.challenges.take(said, "sign-in", self.clock())
         try:
             if stored is None or challenge is None:
@@ -843,12 +932,9 @@ class AccountsApi:
                 credential_current_sign_count=passkey.sign_count,
             )
         except (WebAuthnException, KeyError, TypeError, ValueError, AttributeError) as exc:
-            now = self.clock()
-            self.by_address.failed(address, now)
-            if stored is not None:
-                self.by_account.failed(stored.user, now)
             log.info("a passkey sign-in failed: %s", str(exc)[:200])
             raise Refusal(401, "sign-in-failed", PASSKEY_FAILED) from None
+        self._succeeded(attempt, stored.user)
         user = await self.store.user(stored.user)
         if user is None:
             raise Refusal(401, "sign-in-failed", PASSKEY_FAILED)
@@ -856,7 +942,6 @@ class AccountsApi:
             raise Refusal(403, "disabled", "this account is disabled: ask an administrator")
         used = dataclasses.replace(passkey, sign_count=verified.new_sign_count)
         await self.store.use_credential(dataclasses.replace(stored, secret=used.encode()), now=self.clock())
-        self.by_account.forget(user.id)
         return await self._sign_in(request, user)
 
     def routes(self) -> list[BaseRoute]:
@@ -866,6 +951,12 @@ class AccountsApi:
                     response: Response = await handler(request)
                 except Refusal as refusal:
                     return refused(refusal)
+                except Busy as busy:
+                    return refused(_busy(busy))
+                except Full as full:
+                    seconds = str(max(1, math.ceil(full.wait)))
+                    message = f"too many passkey requests wait on this server: try again in {seconds} s"
+                    return refused(Refusal(429, "too-many-challenges", message, {"retry-after": seconds}))
                 return response
 
             return endpoint
