@@ -145,6 +145,8 @@ async def test_frames_for_a_node_that_subscribes_again_reach_its_users(
         await alice.send({"type": "hangup", "to": bob.id})
         ended = await bob.expect(timeout=5, type="call-ended", callId=call_id)
         assert ended["outcome"] == "cancelled"
+        # the operator reads why frames came late, and that it was mended
+        assert "lost its subscription (ConnectionError" in c.logs() and "listening again" in c.logs()
 
 
 async def _call_rings(caller: Client, callee: str, within: float) -> bool:

@@ -1492,17 +1492,26 @@ class RedisBroker:
         timeout); what is heard is handled as it is read (`_heard`)."""
         channels = (self._own, self._everyone, f"{self.p}all")
         delay = 0.1
+        lost: str | None = None  # why the subscription was lost, until it is made again
         try:
             while not self._closing:
                 try:
                     conn = await sub.connect()
                     await asyncio.gather(*(conn.send(("SUBSCRIBE", channel)) for channel in channels))
                     delay = 0.1
+                    if lost is not None:
+                        log.info("node %s: listening again (its subscription was lost: %s)", self.address, lost)
+                        lost = None
                     while True:  # until the connection is lost (then `send` raises why)
                         await asyncio.wait([conn.closed], timeout=_SUB_PING)
                         await conn.send(("PING",))
-                except (*TRANSIENT, RedisError):
+                except (*TRANSIENT, RedisError) as exc:
                     self.healthy = False
+                    if lost is None and not self._closing:
+                        # Redis drops a subscriber that falls behind (its pubsub output buffer limit) and what its
+                        # buffer held; the other nodes hold what they send meanwhile (`_hold`)
+                        lost = f"{type(exc).__name__}: {exc}"
+                        log.warning("node %s: lost its subscription (%s); subscribing again", self.address, lost)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
         finally:

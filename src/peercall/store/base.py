@@ -102,7 +102,8 @@ class CallHistory(Protocol):
     async def add_quality(self, call_id: str, user: str, summary: dict[str, Any]) -> bool:
         """Keep what `user`'s client reported of call `call_id` (its `call-summary`) with the call's record.
 
-        Each party's summary is kept under its user id; a second summary from the same user replaces the first.
+        Each party's summary is kept under its user id; a second summary from the same user changes nothing (one
+        per party: the nodes of a cluster each refuse a repeat, this refuses one sent through another node).
         Returns False (and changes nothing) when no record of that call exists.
         """
         ...

@@ -147,7 +147,8 @@ class MemoryHistory(MemoryAccounts, MemoryPush):
         rec = self._calls.get(call_id)
         if rec is None:
             return False
-        self._calls[call_id] = dataclasses.replace(rec, quality={**(rec.quality or {}), user: dict(summary)})
+        if user not in (rec.quality or {}):
+            self._calls[call_id] = dataclasses.replace(rec, quality={**(rec.quality or {}), user: dict(summary)})
         return True
 
     async def take_missed(self, user: str, *, limit: int = MISSED_SHOWN) -> tuple[list[CallRecord], int]:

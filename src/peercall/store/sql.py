@@ -424,8 +424,10 @@ class SQLHistory(SQLAccounts, SQLPush):
             row = (await conn.execute(query)).first()
             if row is None:
                 return False
-            merged = {**(json.loads(row[0]) if row[0] else {}), user: summary}
-            await conn.execute(sa.update(calls).where(calls.c.call_id == call_id).values(quality=json.dumps(merged)))
+            kept = json.loads(row[0]) if row[0] else {}
+            if user not in kept:  # one per party (base.py)
+                merged = json.dumps({**kept, user: summary})
+                await conn.execute(sa.update(calls).where(calls.c.call_id == call_id).values(quality=merged))
         return True
 
     async def take_missed(self, user: str, *, limit: int = MISSED_SHOWN) -> tuple[list[CallRecord], int]:
