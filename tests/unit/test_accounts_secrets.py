@@ -183,3 +183,28 @@ def test_a_passkey_is_kept_as_text_and_read_back() -> None:
     assert Passkey.decode(passkey.encode()) == passkey
     with pytest.raises(ValueError):
         Passkey.decode("$argon2id$not-a-passkey")
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        (" Ann A. ", "Ann A."),
+        ("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",) * 2,  # a Persian word with its ZWNJ
+        ("Fam \U0001f468\u200d\U0001f469\u200d\U0001f467",) * 2,  # an emoji family (ZWJ)
+        ("Ann\u202e", None),  # the bidi override
+        ("Ann\u200b", None),  # a zero-width space
+        ("A\nnn", None),
+    ],
+)
+def test_an_accounts_name_follows_the_one_rule_of_names(given: str, kept: str | None) -> None:
+    """An account's display name and a passkey's label follow the rule a token's name claim does
+    (`is_plain_text`): no Unicode category C but the joiners that Persian and Indic names and emoji need."""
+    from peercall.server.accounts import display_name, passkey_label
+    from peercall.server.jsonapi import Refusal
+
+    for check in (display_name, passkey_label):
+        if kept is None:
+            with pytest.raises(Refusal):
+                check(given)
+        else:
+            assert check(given) == kept

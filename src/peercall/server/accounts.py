@@ -35,7 +35,6 @@ import logging
 import math
 import secrets
 import time
-import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -71,7 +70,7 @@ from ..auth.tokens import AccountsVerifier
 from ..config import Settings
 from ..core.social import MAX_NAME
 from ..protocol.codes import CloseCode
-from ..protocol.messages import is_valid_id
+from ..protocol.messages import is_plain_text, is_valid_id
 from ..store.base import (
     MAX_CREDENTIALS_PER_USER,
     AccountLimit,
@@ -112,7 +111,7 @@ def display_name(value: object) -> str:
     if not isinstance(value, str):
         raise Refusal(400, "bad-name", f"'name' is your display name: 1 to {MAX_NAME} characters")
     name = value.strip()
-    if not 1 <= len(name) <= MAX_NAME or any(unicodedata.category(ch).startswith("C") for ch in name):
+    if not 1 <= len(name) <= MAX_NAME or not is_plain_text(name):
         raise Refusal(400, "bad-name", f"a display name is 1 to {MAX_NAME} characters, without control characters")
     return name
 
@@ -120,11 +119,7 @@ def display_name(value: object) -> str:
 def passkey_label(value: object, field: str = "passkeyName") -> str:
     """A name for a passkey as given (`field` of the request), trimmed: 1 to MAX_NAME characters of text, no
     control characters (shown in the user's list of sign-in methods)."""
-    if (
-        not isinstance(value, str)
-        or not 1 <= len(value.strip()) <= MAX_NAME
-        or any(unicodedata.category(ch).startswith("C") for ch in value)
-    ):
+    if not isinstance(value, str) or not 1 <= len(value.strip()) <= MAX_NAME or not is_plain_text(value):
         raise Refusal(400, "bad-name", f"'{field}' names this passkey: 1 to {MAX_NAME} characters, no control ones")
     return value.strip()
 
