@@ -111,19 +111,13 @@ class SessionDescription(msgspec.Struct):
     sdp: str
 
 
-MAX_CANDIDATE: Final = 1024
-"""Characters of a candidate's `candidate` line at most (more: `bad-message`)."""
-
-
 class IceCandidate(msgspec.Struct):
-    """`data` of `candidate`: an RTCIceCandidateInit (or `null` for end-of-candidates). A candidate line is ~100-300
-    characters (RFC 8839's grammar; browsers add a few extensions), a media id a few, a username fragment 4-256: the
-    bounds leave room and keep a party from passing tens of KB as one candidate."""
+    """`data` of `candidate`: an RTCIceCandidateInit (or `null` for end-of-candidates)."""
 
-    candidate: Annotated[str, Meta(max_length=MAX_CANDIDATE)]
-    sdpMid: Annotated[str, Meta(max_length=64)] | None = None
+    candidate: str
+    sdpMid: str | None = None
     sdpMLineIndex: Annotated[int, Meta(ge=0)] | None = None
-    usernameFragment: Annotated[str, Meta(max_length=256)] | None = None
+    usernameFragment: str | None = None
 
 
 class MediaState(msgspec.Struct, forbid_unknown_fields=False):

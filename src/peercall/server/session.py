@@ -69,11 +69,6 @@ HOSTS_KEPT = 64
 TABLE_SIZE = 10_000
 """Addresses that a per-address table (log budget, connection rate) remembers: the least recently seen go first."""
 
-FRAME_BYTES = 2048
-"""A frame costs one token of the rate limit, and one more for each whole FRAME_BYTES (characters) it holds beyond:
-signaling's frames (a candidate ~200 B, an offer 2-20 KB) cost 1 to 11, and the rate bounds what a connection
-sends to ~FRAME_BYTES x PEERCALL_RATE_LIMIT a second (100 KB/s by default, 400 KB at once)."""
-_FRAME_BITS = FRAME_BYTES.bit_length() - 1
 _BINARY = ProtocolError(ErrorCode.BAD_MESSAGE, "binary frames are not supported; send JSON text")
 _DROPPED = ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; this one was dropped")
 
@@ -597,11 +592,7 @@ class Session:
     def inbound(self, text: str | None) -> ProtocolError | Close | None:
         """A frame of a joined connection (`text` None: a binary one). None: hand it to the hub."""
         self.received += 1
-        # A frame costs a token, and one more for each whole FRAME_BYTES beyond: the rate bounds bytes too. Without
-        # it a party could relay 200 frames of 64 KB at once and 3 MB/s after, enough to have the peer's connection
-        # dropped as a slow reader (4420) and the call lost, for the price of frames the rate let through.
-        cost = 1 if text is None else 1 + (len(text) >> _FRAME_BITS)
-        if not self._bucket.take(time.monotonic(), cost):  # type: ignore[union-attr]
+        if not self._bucket.take(time.monotonic()):  # type: ignore[union-attr]
             return self._flooding()
         self._limited = 0
         if text is None:
