@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import hashlib
 import hmac
 import json
@@ -90,6 +91,41 @@ async def test_first_frame_token_connects(token_server: ServerProcess) -> None:
         await ws.send(json.dumps({"type": "auth", "token": token("cat")}))
         welcome = await recv_json(ws)
         assert welcome["type"] == "welcome" and welcome["id"] == "cat"
+
+
+async def test_welcome_is_the_first_frame_while_presence_churns() -> None:
+    """Token mode (display names read while joining): a device that comes back, replacing its older connection,
+    while others come and go every few ms is greeted first: no presence batch overtakes its welcome (seen in CI)."""
+    with run_server(
+        PEERCALL_AUTH="token",
+        **OPEN_DOORS,
+        PEERCALL_AUTH_SECRET=SECRET,
+        PEERCALL_PRESENCE_INTERVAL="0.01",
+    ) as srv:
+        stop = asyncio.Event()
+
+        async def churn(name: str) -> None:
+            bearer = {"Authorization": f"Bearer {token(name, ttl=600, name=name.title())}"}
+            while not stop.is_set():
+                async with websockets.connect(srv.ws, additional_headers=bearer, max_queue=None):
+                    await asyncio.sleep(0)
+
+        churners = [asyncio.create_task(churn(f"churn{i}")) for i in range(3)]
+        firsts = []
+        me = {"Authorization": f"Bearer {token('joiner', ttl=600, name='Joiner')}"}
+        url = f"{srv.ws}?device=tab"
+        try:
+            older = await websockets.connect(url, additional_headers=me, max_queue=None)
+            for _ in range(100):
+                newer = await websockets.connect(url, additional_headers=me, max_queue=None)
+                firsts.append((await recv_json(newer))["type"])
+                await older.close()
+                older = newer
+            await older.close()
+        finally:
+            stop.set()
+            await asyncio.gather(*churners, return_exceptions=True)
+        assert set(firsts) == {"welcome"}, collections.Counter(firsts)
 
 
 @pytest.mark.parametrize(

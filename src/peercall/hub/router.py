@@ -203,8 +203,6 @@ class Hub:
                 await conn.send_text(messages.error(error))
                 await conn.close(CloseCode.TRY_AGAIN_LATER, "shared state unavailable")
                 return
-            self._conns[conn.cid] = conn
-            self._by_user.setdefault(conn.id, {})[conn.cid] = conn
             welcome = _welcome_of(conn.cid, effects)
             if self.social is not None and welcome is not None:
                 # What the user's ring setting falls back to, before any `contacts` frame says more. The member is
@@ -217,6 +215,13 @@ class Hub:
                 names = await self.social.names(listed)
                 if names:
                     welcome["displayNames"] = names
+            if welcome is not None:
+                # Sent before the connection is among ours: until then no presence batch or frame of another node
+                # can reach it but through `waiting` (a batch flushed during an await here came first, seen in CI).
+                effects = [e for e in effects if not (isinstance(e, Send) and e.message is welcome)]
+                await conn.send_text(messages.encode(welcome))
+            self._conns[conn.cid] = conn
+            self._by_user.setdefault(conn.id, {})[conn.cid] = conn
             await self.perform(effects)
             if circle is not None and view is not None:
                 if circle.is_empty():  # most users: no contacts frame to send (as `_send_contacts` tells), no coroutine
