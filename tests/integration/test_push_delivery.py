@@ -53,7 +53,7 @@ async def test_a_push_is_posted_encrypted_and_counted() -> None:
         subscriber = receiver.subscriber()
         await subscribe(store, subscriber)
         pushes.push(ring())
-        await asyncio.wait_for(pushes.idle(), 5 * SCALE)
+        await asyncio.wait_for(pushes.idle(), 30 * SCALE)
         await pushes.stop()
         (got,) = await asyncio.to_thread(receiver.wait, subscriber.endpoint.removeprefix(receiver.origin))
         assert subscriber.decrypt(got)["callId"] == "c0ffee"

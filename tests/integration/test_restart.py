@@ -86,13 +86,14 @@ async def test_a_party_that_does_not_come_back_ends_the_call_after_the_grace(tmp
     """Only alice comes back after the restart: the call ends `peer-lost` when bob's grace (counted from the stop)
     runs out, alice is told, and the call is in the history once; a second restart has nothing to take over."""
     db = tmp_path / "history.sqlite3"
-    env = {"PEERCALL_DATABASE_URL": f"sqlite:///{db}", "PEERCALL_RESUME_GRACE": "3"}
+    # (a grace that outlasts the second start on a loaded machine: with 3 s, alice once came back too late)
+    env = {"PEERCALL_DATABASE_URL": f"sqlite:///{db}", "PEERCALL_RESUME_GRACE": "8"}
     async with AsyncExitStack() as stack:
         call_id, _ = await call_then_stop(stack, env)
         with run_server(**env) as second:
             alice = await device(stack, second, "alice", "alice-laptop")
             await alice.expect(type="call-resumed", callId=call_id)
-            ended = await alice.expect(type="call-ended", timeout=10)
+            ended = await alice.expect(type="call-ended", timeout=15)
             assert (ended["callId"], ended["outcome"], ended["reason"]) == (call_id, "answered", "peer-lost")
         with run_server(**env) as third:
             await asyncio.to_thread(third.stop)
