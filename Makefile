@@ -27,7 +27,15 @@ test: setup lint
 	$(BIN)/python bench/run.py --install-only
 	test -f bench/.work/axe/node_modules/axe-core/axe.min.js || \
 		npm install --no-audit --no-fund --prefix bench/.work/axe axe-core@4
-	scripts/loopback-only $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	@# Two runs: the tests in parallel, then the `solo` ones (the soaks) alone, as nothing else loads the machine
+	@# under them. Both run even when the first fails. No test at all fails (pytest's 5), but for a `solo` run
+	@# that PYTEST_ARGS narrowed to other tests.
+	@status=0; \
+	scripts/loopback-only $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not solo" $(PYTEST_ARGS) || status=1; \
+	scripts/loopback-only $(BIN)/pytest -m solo $(PYTEST_ARGS); solo=$$?; \
+	if [ $$solo -eq 5 ] && [ -n "$(strip $(PYTEST_ARGS))" ]; then solo=0; fi; \
+	[ $$solo -eq 0 ] || status=1; \
+	exit $$status
 
 ## Benchmarks against the PeerJS server (15-25 minutes; see docs/benchmarks.md). Not part of `make test`.
 bench: setup

@@ -35,6 +35,7 @@ def soak(tmp_path: Path, *args: str, timeout: float) -> tuple[subprocess.Complet
     return done, summary
 
 
+@pytest.mark.solo
 @pytest.mark.timeout(300)
 def test_a_minute_of_calls_by_1000_users_loses_nothing(tmp_path: Path) -> None:
     """`bench/soak.py --duration 60` exits 0: every call ended once on each side with the expected outcome,
@@ -98,6 +99,7 @@ def test_the_checks_catch_a_planted_fault(tmp_path: Path, fault: str, says: str)
         assert any("a call the soak did not place" in line for line in fails), "\n".join(fails)
 
 
+@pytest.mark.solo
 @pytest.mark.timeout(200)
 def test_a_cluster_loses_nothing_through_a_node_kill_and_a_redis_restart(tmp_path: Path) -> None:
     """`bench/soak.py --cluster` for a minute: node n2 SIGKILLed, then Redis restarted; every affected party is
