@@ -251,7 +251,8 @@ class Settings(BaseSettings):
     """Seconds over which presence changes are gathered into one frame per connection
     (`PEERCALL_PRESENCE_INTERVAL`): keeps a reconnect storm of N users from costing N^2 frames."""
     rate_limit: Annotated[float, Field(gt=0)] = 50.0
-    """Frames per second a connection may send, sustained (`PEERCALL_RATE_LIMIT`)."""
+    """Frames per second a connection may send, sustained (`PEERCALL_RATE_LIMIT`); a frame of n whole KiB counts as
+    1 + n frames (at most the burst)."""
     rate_burst: Annotated[int, Field(ge=1)] = 200
     """Frames a connection may send at once above the rate (`PEERCALL_RATE_BURST`)."""
     call_rate: Annotated[int, Field(ge=1)] = 30

@@ -153,13 +153,22 @@ async def test_a_flood_of_pings_or_fragments_is_closed_and_harms_no_one(
             await ws.close()
 
 
-async def test_a_client_that_never_reads_harms_no_one(flood_server: ServerProcess, uid) -> None:
+@pytest.fixture
+def unlimited_flood_server(transport: str) -> Iterator[ServerProcess]:
+    """`flood_server` with the rate limits out of the way: 60 KB frames at the frame rate, which a frame's cost in
+    bytes forbids one client since, are what a slow reader must survive (a deployment that raised the limits)."""
+    env = {"PEERCALL_RATE_LIMIT": "100000", "PEERCALL_RATE_BURST": "100000", "PEERCALL_SEND_BUFFER": "262144"}
+    with run_server(**env, **TRANSPORTS[transport]) as srv:
+        yield srv
+
+
+async def test_a_client_that_never_reads_harms_no_one(unlimited_flood_server: ServerProcess, uid) -> None:
     """A callee that never reads (small SO_RCVBUF) while its caller sends it 60 KB offers is closed (4420) once its
     send buffer (bytes, the transport's included) overflows; a bystander pair keeps its latency and the server its
     memory."""
     import socket
 
-    srv = flood_server
+    srv = unlimited_flood_server
     a_id, b_id, talker, sleeper = uid("a"), uid("b"), uid("talker"), uid("sleeper")
     a, b = await _pair(srv, a_id, b_id)
     small = socket.socket()

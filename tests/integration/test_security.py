@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import hashlib
 import hmac
 import json
@@ -369,6 +370,43 @@ async def test_flood_is_rate_limited_then_disconnected(tight_server: ServerProce
     assert await asyncio.to_thread(tight_server.wait_log, "kept sending faster than 20 frames/s; disconnecting")
 
 
+async def test_a_party_cannot_flood_the_other_with_large_frames(transport: str) -> None:
+    """A frame costs one token more per KiB: a party that relays 60 KB candidates as fast as it can gets a few
+    through (the burst's worth) and `rate-limited` for the rest, instead of pushing the frame rate's 3 MB/s at the
+    other party (whose link would fall behind and have it dropped as a slow reader)."""
+    with run_server(**OPEN_DOORS, **TRANSPORTS[transport]) as srv:
+        async with (
+            websockets.connect(f"{srv.ws}?id=bigsender", max_size=None) as a,
+            websockets.connect(f"{srv.ws}?id=bigreader", max_size=None, max_queue=None) as b,
+        ):
+            for ws in (a, b):
+                assert (await recv_json(ws))["type"] == "welcome"
+            await a.send('{"type":"call-request","to":"bigreader"}')
+            while (await recv_json(b))["type"] != "call-request":
+                pass
+            await b.send('{"type":"call-accept","to":"bigsender"}')
+            while (await recv_json(a))["type"] != "call-accept":
+                pass
+            pad = "x" * 60_000
+            for n in range(40):
+                candidate = {"candidate": f"candidate:{n} {pad}", "sdpMid": "0", "sdpMLineIndex": 0}
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    await a.send(json.dumps({"type": "candidate", "to": "bigreader", "data": candidate}))
+            refused = 0
+            with contextlib.suppress(TimeoutError, websockets.ConnectionClosed):
+                while True:
+                    if (await recv_json(a, timeout=1)).get("code") == "rate-limited":
+                        refused += 1
+            relayed = 0
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    if (await recv_json(b, timeout=1))["type"] == "candidate":
+                        relayed += 1
+        # 200 tokens of burst pay for 3 frames of 61 tokens; the bucket refills 50 a second meanwhile
+        assert 3 <= relayed <= 8, relayed
+        assert refused >= 40 - relayed - 5, (refused, relayed)
+
+
 async def test_call_requests_per_minute(tight_server: ServerProcess) -> None:
     """A user gets `rate-limited` past its call requests per minute."""
     async with websockets.connect(f"{tight_server.ws}?id=dialer") as ws:
@@ -407,7 +445,9 @@ def rss_kib(pid: int) -> int:
 
 @pytest.fixture
 def slow_reader_server(transport: str) -> Iterator[ServerProcess]:
-    with run_server(PEERCALL_SEND_BUFFER="65536", **TRANSPORTS[transport]) as srv:
+    # (rate limits out of the way: the sender's 60 KB frames at the frame rate are what a slow reader must survive)
+    env = {"PEERCALL_RATE_LIMIT": "100000", "PEERCALL_RATE_BURST": "100000", "PEERCALL_SEND_BUFFER": "65536"}
+    with run_server(**env, **TRANSPORTS[transport]) as srv:
         yield srv
 
 

@@ -271,6 +271,18 @@ def test_a_flood_is_answered_then_closed_with_4429() -> None:
     assert hub.stats.dropped == {"rate-limited": 1}
 
 
+def test_a_frame_costs_a_token_and_one_more_per_kib() -> None:
+    """A burst of 10 tokens: ten small frames, or five of 1 KiB (2 each), or three of 2 KiB in UTF-8 (1,024 é: 3 each),
+    or one frame too large for the burst (it costs the whole burst, no more: it is answered, not refused)."""
+    for frame, passing in (("{}", 10), ("x" * 1024, 5), ("é" * 1024, 3), ("x" * 200_000, 1)):
+        sessions, _ = make(rate_limit=0.001, rate_burst=10, max_message_size=1024 * 1024)
+        session = opened(sessions)
+        assert session.start() is None
+        verdicts = [session.inbound(frame) for _ in range(passing + 1)]
+        assert verdicts[:passing] == [None] * passing, frame[:10]
+        assert isinstance(verdicts[passing], ProtocolError) and verdicts[passing].code == ErrorCode.RATE_LIMITED
+
+
 def test_a_slow_reader_is_closed_with_4420() -> None:
     """An overflowing send backlog closes the connection (4420) and counts as `slow-consumer`."""
     sessions, hub = make()

@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 
 class TokenBucket:
-    """`rate` tokens a second, at most `burst` saved up. `take(now)` spends one if there is one."""
+    """`rate` tokens a second, at most `burst` saved up. `take(now, cost)` spends `cost` (one) if there are as many."""
 
     __slots__ = ("_at", "_burst", "_rate", "_tokens")
 
@@ -16,11 +16,11 @@ class TokenBucket:
         self._tokens = burst
         self._at = now
 
-    def take(self, now: float) -> bool:
+    def take(self, now: float, cost: float = 1.0) -> bool:
         tokens = self._tokens + (now - self._at) * self._rate
         self._at = now
-        if tokens >= 1.0:
-            self._tokens = min(tokens, self._burst) - 1.0
+        if tokens >= cost:
+            self._tokens = min(tokens, self._burst) - cost
             return True
         self._tokens = tokens
         return False
