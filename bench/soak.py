@@ -65,6 +65,8 @@ STALL = 0.5
 than this is a stall of the server or of the soak — they share the machine with whatever else runs on it."""
 LAST_INSTANT = 1.0
 """Seconds before a node kill whose decisions may be lost with it: what it had not sent to the other node yet."""
+HANGUP_WAIT = 10.0
+"""Seconds a settled call's party waits for an answer to its own hang-up (`Soak.told`)."""
 
 OUTCOMES = ("answered", "rejected", "missed", "busy", "cancelled", "unavailable", "failed")
 SDP = "v=0\r\no=- 4611 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n" + (
@@ -431,6 +433,8 @@ class User:
             if kind == "error":
                 kind = f"error:{frame.get('code')}"
             self.check_frame(call, frame)
+            if kind == "call-ended":
+                self.took_ended(call, frame)
             if kind in RELAYED:
                 self.take_relayed(call, frame)
                 continue
@@ -441,12 +445,17 @@ class User:
                 seen_optional.add(kind)
                 got[kind] = frame
             else:
-                if kind == "call-ended":  # (of this call: check_frame passed) it was told, if not as scripted
-                    call.ended.setdefault(self.id, frame)
                 raise Failed(
                     f"{self.id} got an unexpected frame in {call.kind} call {call.key}: {json.dumps(frame)[:400]}"
                 )
         return got
+
+    def took_ended(self, call: Call, frame: dict[str, Any]) -> None:
+        """This user was told that `call` ended (`frame`, of this call: check_frame passed), whatever the script does
+        next: noted at once, so that a call the script then fails on (a raced timer, a frame after it) and the
+        settling are not waiting for a call-ended the script has already taken (`Soak.told`)."""
+        if call.ended.setdefault(self.id, frame) is not frame:
+            raise Failed(f"{self.id}: call {call.call_id} ended twice: {call.ended[self.id]} then {frame}")
 
     def check_frame(self, call: Call, frame: dict[str, Any]) -> None:
         cid = frame.get("callId")
@@ -521,6 +530,9 @@ class Soak:
         self.affected = 0
         self.lease = args.node_lease
         self.stalls: list[tuple[float, float]] = []  # (monotonic start, end of the timers it may have raced)
+        # the probe's wait under way: (since, seconds it should take: 0 for its ping, 0.25 for its sleep), or None
+        self.probing: tuple[float, float] | None = None
+        self.calls_over = False  # every user's calls ended (after the run): the probe stops
         self.raced = 0
         self.silent: list[tuple[User, Call, float]] = []  # own hang-up unanswered: (user, call, connected since)
         self.worst_stall = 0.0
@@ -578,7 +590,17 @@ class Soak:
         """Whether a stall overlapped the call: a timer of the server's (ring timeout, resume grace) may then have
         won a race that the script, acting seconds before it on its own clock, thought it could not lose."""
         now = time.monotonic()
-        return any(a <= now and call.t0 <= b for a, b in self.stalls)
+        return any(a <= now and call.t0 <= b for a, b in self.stalls + self.stalling())
+
+    def stalling(self) -> list[tuple[float, float]]:
+        """The stall under way, not recorded yet: the probe's ping out, or its sleep overrun, by more than STALL.
+        (What a stall held back can be read, and fail a call, before the probe runs again to record it.)"""
+        if self.probing is None:
+            return []
+        since, takes = self.probing
+        if time.monotonic() - since - takes <= STALL:
+            return []
+        return [(since, time.monotonic() + max(self.ring, self.grace) + self.args.slack)]
 
     async def settle(self, call: Call, pinned: bool, outage: bool = True) -> None:
         """An outage (or a stall: `outage` False) broke this call's script: each party still connected must be
@@ -590,7 +612,8 @@ class Soak:
         call.outcome = call.reason = call.hung_up_by = None
         if call.call_id:
             self.affected_ids.add(call.call_id)
-        last = max((b for a, b in self.windows + self.stalls if a <= time.monotonic()), default=time.monotonic())
+        spans = self.windows + self.stalls + self.stalling()
+        last = max((b for a, b in spans if a <= time.monotonic()), default=time.monotonic())
         if call.call_id is None:  # a call-request may still be acted on: wait until it would have rung out
             last = max(last, time.monotonic() + self.ring + self.args.slack)
         for u in (call.caller,) if pinned else (call.caller, call.callee):
@@ -641,7 +664,7 @@ class Soak:
                     return
                 # still under way on the server (Redis kept it): the user hangs up, as a person would
                 hung_up = True
-                until = time.monotonic() + 10
+                until = time.monotonic() + HANGUP_WAIT
                 with contextlib.suppress(websockets.ConnectionClosed, Failed):
                     await u.send(
                         {
@@ -869,7 +892,7 @@ async def ring(soak: Soak, call: Call) -> None:
 
 
 def ended_ok(user: User, call: Call, frame: dict[str, Any]) -> None:
-    if user.id in call.ended:
+    if call.ended.get(user.id, frame) is not frame:  # (`User.expect` noted it as it took it)
         raise Failed(f"{user.id}: call {call.call_id} ended twice: {call.ended[user.id]} then {frame}")
     call.ended[user.id] = frame
     if frame.get("outcome") != call.outcome or (call.reason and frame.get("reason") != call.reason):
@@ -905,6 +928,8 @@ async def received(user: User, call: Call, count: int, timeout: float = 10) -> N
                 f"{call.kind} call {call.key} ({call.call_id}): {call.got.get(user.id)}"
             ) from None
         user.check_frame(call, frame)
+        if frame.get("type") == "call-ended":
+            user.took_ended(call, frame)
         if frame.get("type") not in RELAYED:
             raise Failed(f"{user.id} got an unexpected frame in {call.kind} call {call.key}: {json.dumps(frame)[:400]}")
         user.take_relayed(call, frame)
@@ -1288,8 +1313,9 @@ async def probe(soak: Soak) -> None:
             async for _ in ws:  # presence and the like: read, so that the pongs are read too
                 pass
 
-    while not soak.stopping:
+    while not soak.calls_over:  # (calls go on after the run's duration until each has ended)
         node = soak.nodes[0]
+        soak.probing = None
         try:
             if ws is None:
                 if not node.alive():
@@ -1300,9 +1326,11 @@ async def probe(soak: Soak) -> None:
                 )
                 drain = asyncio.create_task(drained(ws))
             t = time.monotonic()
+            soak.probing = (t, 0.0)
             await asyncio.wait_for(await ws.ping(), 30)
             rtt = time.monotonic() - t
         except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.ConnectionClosed):
+            soak.probing = None
             if drain is not None:
                 drain.cancel()
             ws = drain = None
@@ -1311,7 +1339,14 @@ async def probe(soak: Soak) -> None:
         if rtt > STALL:
             soak.stalls.append((t, time.monotonic() + bound))
             soak.worst_stall = max(soak.worst_stall, rtt)
+        t = time.monotonic()
+        soak.probing = (t, 0.25)
         await asyncio.sleep(0.25)
+        late = time.monotonic() - t - 0.25  # the soak itself stopped (its loop, or the process)
+        if late > STALL:
+            soak.stalls.append((t, time.monotonic() + bound))
+            soak.worst_stall = max(soak.worst_stall, late)
+    soak.probing = None
     if ws is not None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ws.close(), 5)
@@ -1477,6 +1512,7 @@ async def run(args: argparse.Namespace) -> int:
     for task in done:
         if task.exception() is not None:
             soak.fail(f"a user's loop raised {task.exception()!r}")
+    soak.calls_over = True
     active = time.monotonic() - soak.started
     cpu_server, cpu_client = proc_cpu(node.pid) - cpu0_server, self_cpu() - cpu0_client
     sampler.cancel()
@@ -1553,7 +1589,7 @@ async def run(args: argparse.Namespace) -> int:
             + f", {soak.late_returns} users came back only after the lease and the grace"
         )
     print(
-        f"stalls: {len(soak.stalls)} probe round trips over {STALL:g}s (worst {soak.worst_stall:.1f}s), "
+        f"stalls: {len(soak.stalls)} probe round trips or soak pauses over {STALL:g}s (worst {soak.worst_stall:.1f}s), "
         f"{soak.raced:,} calls raced by them (settled: told once each, in the history once)"
     )
     summary = {

@@ -178,3 +178,64 @@ async def test_the_settling_takes_what_follows_a_call_ended_the_script_did_not_e
             assert "ffff000011112222" in sk.failures[0] and "after call 46f7dfd4878bed1e ended" in sk.failures[0]
         else:
             assert sk.failures == []
+
+
+class _Sent:
+    """A connection that keeps what is sent on it."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, object]] = []
+
+    async def send(self, raw: str) -> None:
+        self.sent.append(json.loads(raw))
+
+
+@pytest.mark.parametrize(("kind", "told"), [("rejected", True), ("cancelled", True), ("rejected", False)])
+async def test_a_call_ended_the_script_took_before_it_failed_counts_as_told(
+    monkeypatch: pytest.MonkeyPatch, kind: str, told: bool
+) -> None:
+    """CI's sequence of 2026-12-05 (28 'was never told'), without a server: under a stall the server's ring timeout
+    beats the callee's call-reject (or the caller's hang-up); each party gets call-ended missed, then the seed hangup.
+    The caller of the rejected call takes the call-ended as one it waits for, then fails at the hangup; the cancelled
+    call fails at the caller's outcome, after the callee's call-ended was taken. The settling must count those
+    call-ended frames as told: no hang-up of its own, nothing left 'silent'. A party that really got no call-ended
+    (`told` False: the callee's was lost) is still caught by `check_silent`."""
+    monkeypatch.syspath_prepend(str(SOAK.parent))  # soak.py imports bench/run.py as `run`
+    import soak as s
+
+    monkeypatch.setattr(s, "HANGUP_WAIT", 0.3)
+    args = SimpleNamespace(seed=1, ring_timeout=6.0, resume_grace=4.0, node_lease=10.0, slack=5.0, fault=None)
+    sk = s.Soak(args)  # type: ignore[arg-type]
+    a, b = s.User(sk, 305, "u0305", "d0305"), s.User(sk, 61, "u0061", "d0061")
+    sk.users = [a, b]
+    a.ws, b.ws = _Sent(), _Sent()  # type: ignore[assignment]
+    now = sk.started = time.monotonic()
+    a.connected_wall = b.connected_wall = time.time() - 60
+    sk.stalls.append((now - 3, now))  # a stall overlapped the call; the timers it may have raced are over
+    call = s.Call(key="u0305.1422", kind=kind, caller=a, callee=b, t0=now)
+    cid = "f606cfe2247e1f0c"
+    ended = {"type": "call-ended", "callId": cid, "outcome": "missed", "reason": "invite-timeout"}
+    a.inbox.put_nowait({"type": "call-ringing", "callId": cid, "to": b.id})
+    b.inbox.put_nowait({"type": "call-request", "from": a.id, "callId": cid, "data": {"k": call.key}})
+    for u, peer in ((a, b), (b, a)):
+        if u is a or told:
+            u.inbox.put_nowait(dict(ended))
+        u.inbox.put_nowait(
+            {"type": "hangup", "from": peer.id, "to": u.id, "callId": cid, "data": {"reason": "invite-timeout"}}
+        )
+    with pytest.raises(s.Failed):
+        await s.SCENARIOS[kind](sk, call)
+    assert sk.stalled(call)
+    a.ws.sent.clear()  # type: ignore[union-attr]  # (the cancel's own hang-up)
+    await sk.settle(call, pinned=False, outage=False)
+    assert a.inbox.empty() and b.inbox.empty()
+    record = SimpleNamespace(call_id=cid, ended_at=time.time() - 1)
+    s.check_silent(sk, {a.id: [record], b.id: [record]})
+    # the hang-ups the settling sent (each party's own, when it thought it had not been told)
+    own_hangups = [u.id for u in (a, b) for f in u.ws.sent if f["type"] == "hangup"]  # type: ignore[union-attr]
+    if told:
+        assert sk.failures == [] and sk.silent == [] and own_hangups == []
+    else:
+        assert own_hangups == [b.id] and [u.id for u, _, _ in sk.silent] == [b.id]
+        assert len(sk.failures) == 1 and sk.failures[0].startswith(f"{b.id} was connected"), sk.failures
+        assert sk.failures[0].endswith("and was never told")
