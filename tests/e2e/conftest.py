@@ -60,7 +60,8 @@ TRACK_MICROPHONE = """
 
 # Runs in every page after TRACK_MICROPHONE: remember every WebSocket the page opens (`window.__e2e.sockets`), so
 # that a test can close one as a network blip would; while `window.__e2e.blockSockets` is true, new sockets go
-# to a closed port and fail at once, as when the network is down.
+# to a path of the page's own server that is no WebSocket (404) and fail at once, as when the network is down (its own
+# origin: the CSP, `connect-src 'self'`, blocks any other, and a socket it blocks never closes).
 TRACK_SOCKETS = """
 (() => {
   const e2e = window.__e2e;
@@ -69,7 +70,7 @@ TRACK_SOCKETS = """
   e2e.blockSockets = false;
   window.WebSocket = class TrackedWebSocket extends Native {
     constructor(url, protocols) {
-      const blocked = `${location.protocol === "https:" ? "wss" : "ws"}://127.0.0.1:9/network-down`;
+      const blocked = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/network-down`;
       super(e2e.blockSockets ? blocked : url, protocols);
       e2e.sockets.push(this);
     }

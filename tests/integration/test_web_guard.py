@@ -105,6 +105,7 @@ def test_every_response_carries_the_security_headers() -> None:
             assert response.status_code == status, path
             csp = response.headers["content-security-policy"]
             assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp, path
+            assert "connect-src 'self';" in csp, path  # its own origin only, ws: and wss: included (CSP Level 3)
             assert response.headers["x-frame-options"] == "DENY"
             assert response.headers["x-content-type-options"] == "nosniff"
             assert response.headers["referrer-policy"] == "no-referrer"

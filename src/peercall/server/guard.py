@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 def content_security_policy(frame_ancestors: str = "'none'") -> str:
     """The web client's policy; `frame_ancestors` says who may show the page in a frame (no one by default)."""
     return (
-        "default-src 'self'; script-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob:; "
+        "default-src 'self'; script-src 'self'; connect-src 'self'; media-src 'self' blob:; "
         f"img-src 'self' data:; style-src 'self'; frame-ancestors {frame_ancestors}; base-uri 'none'; "
         "form-action 'self'"
     )

@@ -103,6 +103,7 @@ export class Signaling extends EventTarget {
   #timer = 0;
   #minDelay;
   #maxDelay;
+  #openTimeout;
   /** @type {Set<string>} */ #online = new Set();
   /** @type {Map<string, Person>} everyone else we know of, online or not */ #people = new Map();
   /** @type {string|null} whose view #people is (another name starts it over) */ #peopleOf = null;
@@ -120,8 +121,11 @@ export class Signaling extends EventTarget {
    * @param {string|URL} [options.url] the `/ws` endpoint; default: `ws` next to the current page
    * @param {number} [options.minDelay] first reconnect delay in ms (default 500)
    * @param {number} [options.maxDelay] largest reconnect delay in ms (default 30000)
+   * @param {number} [options.openTimeout] ms a socket may take to open before it is given up and another tried
+   *   (default 8000): a socket can stay "connecting" for minutes, or for ever (packets dropped on the way, or a
+   *   Content-Security-Policy that blocks the address: Chromium then fires no event at all)
    */
-  constructor({ url, minDelay = 500, maxDelay = 30_000 } = {}) {
+  constructor({ url, minDelay = 500, maxDelay = 30_000, openTimeout = 8_000 } = {}) {
     super();
     const base = new URL(url ?? "ws", globalThis.location?.href);
     if (base.protocol === "http:") base.protocol = "ws:";
@@ -129,6 +133,7 @@ export class Signaling extends EventTarget {
     this.#url = base;
     this.#minDelay = minDelay;
     this.#maxDelay = maxDelay;
+    this.#openTimeout = openTimeout;
   }
 
   /** @returns {SignalingState} */
@@ -278,13 +283,22 @@ export class Signaling extends EventTarget {
       return;
     }
     this.#ws = ws;
+    const giveUp = setTimeout(() => {
+      // (not open: still connecting, or closed without a word, as Chromium leaves one that the CSP blocked)
+      if (ws !== this.#ws || ws.readyState === WebSocket.OPEN) return;
+      console.warn(`[signaling] ${url.origin} did not answer within ${this.#openTimeout} ms; trying again`);
+      this.#closed({ code: 1006, reason: "no answer" }); // (it lets go of `ws`: a late event of it is ignored)
+      ws.close();
+    }, this.#openTimeout);
     ws.addEventListener("open", () => {
+      clearTimeout(giveUp);
       if (ws === this.#ws && this.#token) ws.send(JSON.stringify(auth(this.#token)));
     });
     ws.addEventListener("message", (event) => {
       if (ws === this.#ws) this.#receive(event.data);
     });
     ws.addEventListener("close", (event) => {
+      clearTimeout(giveUp);
       if (ws === this.#ws) this.#closed(event);
     });
   }
