@@ -18,6 +18,7 @@ from peercall.broker import open_broker
 from peercall.core.records import CallRecord, Outcome, Reason
 from peercall.core.social import Audience, Screen, Screening, View
 from peercall.core.switchboard import WELCOME_ONLINE_MAX, Presence, Send
+from peercall.hub import nodeframe
 from peercall.hub.router import Hub
 from peercall.protocol import messages
 from peercall.store.memory import MemoryHistory
@@ -41,6 +42,33 @@ async def test_join_greets_and_announces(make_hub: MakeHub) -> None:
     assert bob.sent[0]["type"] == "welcome" and bob.sent[0]["online"] == ["alice"]
     presence = await alice.wait_for("presence")
     assert {"id": "bob", "status": "online"} in presence.get("changes", [presence])
+
+
+async def test_a_join_that_takes_long_keeps_a_bounded_number_of_frames(make_hub: MakeHub) -> None:
+    """Frames for a connection whose join waits on its broker (a store that hangs) are kept for after its welcome,
+    up to 1,000: then it gets its welcome, those, and a close with 1013 (it comes back with a fresh welcome), and
+    what came beyond them is not kept."""
+    hub = await make_hub()
+    gate = asyncio.Event()
+    connect = hub.broker.connect
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        await gate.wait()
+        return await connect(*args, **kwargs)
+
+    hub.broker.connect = held  # type: ignore[method-assign]
+    late = FakeConnection(hub, "late")
+    joining = asyncio.ensure_future(hub.join(late))
+    await asyncio.sleep(0)
+    for n in range(1_500):  # as frames from other nodes for it would come
+        hub.deliver(late.cid, nodeframe.SEND, json.dumps({"type": "presence", "id": f"u{n}", "status": "online"}))
+    assert max(len(waiting) for _, waiting in hub._joining.values()) == 1_001
+    gate.set()
+    await joining
+    assert late.types()[0] == "welcome"
+    assert [m["id"] for m in late.sent[1:]] == [f"u{n}" for n in range(1_000)]
+    assert late.closed == (1013, "joining took too long")
+    assert hub._joining == {}
 
 
 async def test_bad_frame_reaches_nobody_else(make_hub: MakeHub) -> None:

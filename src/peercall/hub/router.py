@@ -46,6 +46,7 @@ log = logging.getLogger("peercall.hub")
 _LOGGED_ERRORS = 5  # protocol errors logged per connection; the rest are counted
 _PRUNE_EVERY = 3600.0  # seconds between two deletions of calls older than the history retention
 _PRUNE_BATCHES = 100  # batches (of store.base.PRUNE_BATCH calls) deleted at most each time
+_JOIN_WAITING_MAX = 1_000  # frames held for a connection until its welcome is sent; beyond, it is closed (1013)
 _SUMMARIES_KEPT = 20_000  # (call, party) whose call-summary was taken: both parties of the 10,000 ended calls kept
 _NO_RELATIONS = relations(Circle(""))  # no contact, request or block, and the server's ring setting
 DRAIN_WITHIN = 3.0
@@ -672,7 +673,7 @@ class Hub:
         """A frame for a connection that is not (yet) among ours: one still joining, or one on another node."""
         joining = self._joining
         if joining and (waiting := joining.get(cid)) is not None:  # mostly none joins: no lookup
-            waiting[1].append((kind, text))
+            _hold(waiting, kind, text)
         else:
             self.broker.send(cid, kind, text)
 
@@ -685,7 +686,7 @@ class Hub:
         itself, a slow reader), and a close is started in a task of its own."""
         joining = self._joining
         if joining and (waiting := joining.get(cid)) is not None:
-            waiting[1].append((kind, text))
+            _hold(waiting, kind, text)
             return
         target = self._conns.get(cid)
         if target is None:
@@ -732,9 +733,9 @@ class Hub:
         else:
             text = messages.presence_batch([_change_of(p) for p in changes.values()])
             targets = list(self._conns.values())
-        for conn, waiting in self._joining.values():  # connections waiting for their welcome get it after
-            if conn.cid not in self._conns and (len(changes) > 1 or conn.id != p.user):
-                waiting.append((nodeframe.SEND, text))
+        for joining in self._joining.values():  # connections waiting for their welcome get it after
+            if joining[0].cid not in self._conns and (len(changes) > 1 or joining[0].id != p.user):
+                _hold(joining, nodeframe.SEND, text)
         self._spawn(self._send_all(targets, text))
 
     def _flush_scoped(self, changes: dict[str, Presence]) -> None:
@@ -773,7 +774,8 @@ class Hub:
             sends.append((conns[cid], text))
         if sends:
             self._spawn(self._send_each(sends))
-        for conn, waiting in self._joining.values():  # connections waiting for their welcome get theirs after
+        for joining in self._joining.values():  # connections waiting for their welcome get theirs after
+            conn = joining[0]
             if conn.cid in self._conns:
                 continue
             mine_changes = [
@@ -782,7 +784,7 @@ class Hub:
                 if p.user != conn.id and (p.audience is None or p.audience.includes(conn.id))
             ]
             if mine_changes:
-                waiting.append((nodeframe.SEND, messages.presence_batch([_change_of(p) for p in mine_changes])))
+                _hold(joining, nodeframe.SEND, messages.presence_batch([_change_of(p) for p in mine_changes]))
 
     async def _send_each(self, sends: list[tuple[Connection, str]]) -> None:
         for conn, text in sends:
@@ -903,6 +905,20 @@ class Hub:
 
 def _change_of(p: Presence) -> dict[str, Any]:
     return messages.presence_change(p.user, p.status, p.in_call, p.last_seen, p.display_name)
+
+
+def _hold(joining: tuple[Connection, list[tuple[str, str]]], kind: str, text: str) -> None:
+    """Keep a frame for a connection until its welcome is sent (`Hub.join`). A join that takes long (a store that
+    hangs) while frames keep coming would keep them all: past `_JOIN_WAITING_MAX` the connection is closed with
+    1013 once it has its welcome and what was kept (it comes back with a fresh one), and the rest is dropped."""
+    conn, waiting = joining
+    if len(waiting) < _JOIN_WAITING_MAX:
+        waiting.append((kind, text))
+    elif len(waiting) == _JOIN_WAITING_MAX:
+        log.warning(
+            "%s (%s): %d frames came while it joined; closing it after its welcome", conn.id, conn.cid, len(waiting)
+        )
+        waiting.append((nodeframe.CLOSE, nodeframe.close_text(CloseCode.TRY_AGAIN_LATER, "joining took too long")))
 
 
 def _welcome_of(cid: str, effects: list[Effect]) -> dict[str, Any] | None:
