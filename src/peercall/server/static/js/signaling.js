@@ -122,8 +122,9 @@ export class Signaling extends EventTarget {
    * @param {number} [options.minDelay] first reconnect delay in ms (default 500)
    * @param {number} [options.maxDelay] largest reconnect delay in ms (default 30000)
    * @param {number} [options.openTimeout] ms a socket may take to open before it is given up and another tried
-   *   (default 8000): a socket can stay "connecting" for minutes, or for ever (packets dropped on the way, or a
-   *   Content-Security-Policy that blocks the address: Chromium then fires no event at all)
+   *   (default 8000, doubling with each attempt in a row up to a minute, so that a network that is only slow gets
+   *   there): a socket can stay "connecting" for minutes, or for ever (packets dropped on the way, or a
+   *   Content-Security-Policy that blocks the address: Chromium then fires no event at all). 0: never given up
    */
   constructor({ url, minDelay = 500, maxDelay = 30_000, openTimeout = 8_000 } = {}) {
     super();
@@ -283,13 +284,19 @@ export class Signaling extends EventTarget {
       return;
     }
     this.#ws = ws;
-    const giveUp = setTimeout(() => {
-      // (not open: still connecting, or closed without a word, as Chromium leaves one that the CSP blocked)
-      if (ws !== this.#ws || ws.readyState === WebSocket.OPEN) return;
-      console.warn(`[signaling] ${url.origin} did not answer within ${this.#openTimeout} ms; trying again`);
-      this.#closed({ code: 1006, reason: "no answer" }); // (it lets go of `ws`: a late event of it is ignored)
-      ws.close();
-    }, this.#openTimeout);
+    const first = this.#openTimeout; // for the first connect and the first retry; doubled for each retry after
+    const wait =
+      Number.isFinite(first) && first > 0 ? Math.min(first * 2 ** Math.max(0, this.#attempt - 1), 60_000) : 0;
+    const giveUp =
+      wait > 0
+        ? setTimeout(() => {
+            // (not open: still connecting, or closed without a word, as Chromium leaves one that the CSP blocked)
+            if (ws !== this.#ws || ws.readyState === WebSocket.OPEN) return;
+            console.warn(`[signaling] ${url.origin} did not answer within ${wait} ms; trying again`);
+            this.#closed({ code: 1006, reason: "no answer" }); // (it lets go of `ws`: a late event is ignored)
+            ws.close();
+          }, wait)
+        : 0;
     ws.addEventListener("open", () => {
       clearTimeout(giveUp);
       if (ws === this.#ws && this.#token) ws.send(JSON.stringify(auth(this.#token)));
