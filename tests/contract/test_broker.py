@@ -71,6 +71,39 @@ async def test_a_join_that_takes_long_keeps_a_bounded_number_of_frames(make_hub:
     assert hub._joining == {}
 
 
+async def test_presence_while_a_connection_is_still_joining_comes_after_what_waited(make_hub: MakeHub) -> None:
+    """A presence batch flushed while a connection takes what waited for its welcome (in the node's connections
+    already) comes after it: sent at once it overtook an older one, and the page showed a user who had left as
+    online."""
+    hub = await make_hub()
+    gate = asyncio.Event()
+    connect = hub.broker.connect
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        await gate.wait()
+        return await connect(*args, **kwargs)
+
+    class Yielding(FakeConnection):
+        async def send_text(self, text: str) -> bool:
+            await asyncio.sleep(0)  # as a transport that waits for its writer may
+            return self.send_now(text)
+
+    hub.broker.connect = held  # type: ignore[method-assign]
+    late = Yielding(hub, "late")
+    joining = asyncio.ensure_future(hub.join(late))
+    await asyncio.sleep(0)
+    for n in range(50):
+        hub.deliver(late.cid, nodeframe.SEND, json.dumps({"type": "presence", "id": f"u{n}", "status": "online"}))
+    gate.set()
+    await late.wait_for("welcome")
+    hub.presence_changed(Presence("u49", "offline", last_seen=1.0))
+    hub._flush_presence()
+    await joining
+    await asyncio.sleep(0.05)
+    changes = [c for m in late.sent if m["type"] == "presence" for c in m.get("changes", [m])]
+    assert [c["status"] for c in changes if c["id"] == "u49"] == ["online", "offline"], late.sent
+
+
 async def test_bad_frame_reaches_nobody_else(make_hub: MakeHub) -> None:
     """A bad frame is answered to its sender only, and counted."""
     hub = await make_hub()

@@ -699,7 +699,8 @@ class Hub:
     async def _deliver_to(self, target: Connection, kind: str, text: str) -> None:
         if kind == nodeframe.CLOSE:
             code, reason = nodeframe.parse_close(text)
-            log.info("%s: closing an older connection of the same device (%s)", target.id, target.cid)
+            if code == CloseCode.REPLACED:
+                log.info("%s: closing an older connection of the same device (%s)", target.id, target.cid)
             await target.close(code, reason)
         else:
             await target.send_text(text)
@@ -733,15 +734,20 @@ class Hub:
         else:
             text = messages.presence_batch([_change_of(p) for p in changes.values()])
             targets = list(self._conns.values())
-        for joining in self._joining.values():  # connections waiting for their welcome get it after
-            if joining[0].cid not in self._conns and (len(changes) > 1 or joining[0].id != p.user):
-                _hold(joining, nodeframe.SEND, text)
+        if joining := self._joining:
+            # Connections still joining (their welcome, or what waited for them after it, not sent yet; some are
+            # among ours already) get it after that, in order: sent now it could overtake an older batch.
+            targets = [c for c in targets if c.cid not in joining]
+            for entry in joining.values():
+                if len(changes) > 1 or entry[0].id != p.user:
+                    _hold(entry, nodeframe.SEND, text)
         self._spawn(self._send_all(targets, text))
 
     def _flush_scoped(self, changes: dict[str, Presence]) -> None:
         """`_flush_presence` with contacts: each change goes to the connections of its audience (everyone online,
         or the user's contacts) whose own view includes the user; a connection gets one frame with its share."""
         shown = self._shown
+        joining = self._joining
         by_conn: dict[str, list[Presence]] = {}
         conns: dict[str, Connection] = {}
         for change in changes.values():
@@ -757,6 +763,8 @@ class Hub:
                 if seen is not None and not seen[1].includes(change.user):
                     continue
                 for cid, conn in mine.items():
+                    if joining and cid in joining:
+                        continue  # (below)
                     by_conn.setdefault(cid, []).append(change)
                     conns[cid] = conn
         texts: dict[tuple[str, ...], str] = {}
@@ -774,17 +782,20 @@ class Hub:
             sends.append((conns[cid], text))
         if sends:
             self._spawn(self._send_each(sends))
-        for joining in self._joining.values():  # connections waiting for their welcome get theirs after
-            conn = joining[0]
-            if conn.cid in self._conns:
-                continue
+        for entry in joining.values():  # connections still joining get theirs after what waits (`_flush_presence`)
+            conn = entry[0]
+            if len(entry[1]) > _JOIN_WAITING_MAX:
+                continue  # (it will be closed: `_hold`)
+            seen = shown.get(conn.id)  # (known once one of the user's connections has joined)
             mine_changes = [
                 p
                 for p in changes.values()
-                if p.user != conn.id and (p.audience is None or p.audience.includes(conn.id))
+                if p.user != conn.id
+                and (p.audience is None or p.audience.includes(conn.id))
+                and (seen is None or seen[1].includes(p.user))
             ]
             if mine_changes:
-                _hold(joining, nodeframe.SEND, messages.presence_batch([_change_of(p) for p in mine_changes]))
+                _hold(entry, nodeframe.SEND, messages.presence_batch([_change_of(p) for p in mine_changes]))
 
     async def _send_each(self, sends: list[tuple[Connection, str]]) -> None:
         for conn, text in sends:
