@@ -407,6 +407,18 @@ async def test_a_party_cannot_flood_the_other_with_large_frames(transport: str) 
         assert refused >= 40 - relayed - 5, (refused, relayed)
 
 
+async def test_binary_frames_pay_for_their_bytes(transport: str) -> None:
+    """Binary frames are refused (`bad-message`), and they cost one token more per KiB as text does: 30 of 20 KB
+    get 9 answers of `bad-message` (200 tokens of burst, 21 each), then `rate-limited`, not 30 reads for free."""
+    with run_server(**OPEN_DOORS, **TRANSPORTS[transport]) as srv:
+        async with websockets.connect(f"{srv.ws}?id=binsender") as ws:
+            assert (await recv_json(ws))["type"] == "welcome"
+            for _ in range(30):
+                await ws.send(b"\x00" * 20_000)
+            codes = [(await recv_json(ws))["code"] for _ in range(30)]
+    assert 9 <= codes.count("bad-message") <= 12 and codes.count("rate-limited") >= 18, codes
+
+
 async def test_call_requests_per_minute(tight_server: ServerProcess) -> None:
     """A user gets `rate-limited` past its call requests per minute."""
     async with websockets.connect(f"{tight_server.ws}?id=dialer") as ws:

@@ -281,6 +281,14 @@ def test_a_frame_costs_a_token_and_one_more_per_kib() -> None:
         verdicts = [session.inbound(frame) for _ in range(passing + 1)]
         assert verdicts[:passing] == [None] * passing, frame[:10]
         assert isinstance(verdicts[passing], ProtocolError) and verdicts[passing].code == ErrorCode.RATE_LIMITED
+    # a binary message (refused: `bad-message`) pays for its bytes too, as its transport counted them
+    sessions, _ = make(rate_limit=0.001, rate_burst=10)
+    session = opened(sessions)
+    assert session.start() is None
+    verdicts = [session.inbound(None, 4096) for _ in range(3)]
+    assert [v.code for v in verdicts if isinstance(v, ProtocolError)] == [ErrorCode.BAD_MESSAGE] * 2 + [
+        ErrorCode.RATE_LIMITED
+    ]
 
 
 def test_a_slow_reader_is_closed_with_4420() -> None:

@@ -679,7 +679,7 @@ class FastConnection(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
-        text: str | None
+        text: str
         if kind is _TEXT and frame.fin and self._fragments is None:  # the common case: a whole text message
             self.active = True
             if frame.rsv1 or frame.rsv2 or frame.rsv3:
@@ -692,6 +692,8 @@ class FastConnection(WSListener):
             message = self._other_frame(transport, frame, kind)
             if isinstance(message, _NoMessage):
                 return None
+            if isinstance(message, int):
+                return self._binary(message)
             text = message
         # A message (`text` None: a binary one). Written out here rather than in a method of its own: on the hot path
         # (a relayed offer, answer or candidate) the session's `inbound` is the only call before the hub's.
@@ -707,18 +709,19 @@ class FastConnection(WSListener):
             return self._run(self._hub.reject(self, verdict))
         if self._queue is None:  # nothing of this connection is waiting: the hub may do this frame at once
             try:
-                rest = self._hub.receive(self, text)  # type: ignore[arg-type]  # inbound() answered a binary one
+                rest = self._hub.receive(self, text)
             except Exception:
                 return self._failed()
             if rest is not None:
                 self._run(rest)
         else:
-            self._queue.append(self._hub.handle(self, text))  # type: ignore[arg-type]
+            self._queue.append(self._hub.handle(self, text))
         return None
 
-    def _other_frame(self, transport: WSTransport, frame: WSFrame, kind: WSMsgType) -> str | _NoMessage | None:
+    def _other_frame(self, transport: WSTransport, frame: WSFrame, kind: WSMsgType) -> str | _NoMessage | int:
         """Any frame but a whole text message: a control frame, or part of a fragmented message (browsers send
-        none, but a client may), gathered up to the hard limit. The message once it is whole (None: binary).
+        none, but a client may), gathered up to the hard limit. The message once it is whole (an int: a binary
+        one, of so many bytes).
 
         Every frame costs a token of the session's rate limit (`Session.control`; the last frame of a message pays
         in `Session.inbound`), and a pong is sent the way messages are: so that pings, pongs and fragments neither
@@ -774,12 +777,26 @@ class FastConnection(WSListener):
                 self._run(self._hub.reject(self, dropped))
             return _NO_MESSAGE
         if kind is _BINARY:
-            return None
+            return len(payload)
         try:
             return str(payload.decode())
         except UnicodeDecodeError:
             self._protocol_error(WSCloseCode.INVALID_TEXT, "invalid UTF-8")
             return _NO_MESSAGE
+
+    def _binary(self, size: int) -> None:
+        """A binary message (of `size` bytes): refused (`bad-message`), after it paid its cost in bytes."""
+        if not self.open:
+            return None
+        session = self.session
+        if not session.joined:
+            return self._before_join(None)
+        verdict = session.inbound(None, size)
+        if isinstance(verdict, Close):
+            return self._flooding(verdict) if verdict.code == CloseCode.RATE_LIMITED else self._close_with(verdict)
+        if verdict is not None:
+            self._run(self._hub.reject(self, verdict))
+        return None
 
     # ------------------------------------------------------------------------------------------ the session
     def _before_join(self, text: str | None) -> None:

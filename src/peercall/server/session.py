@@ -589,22 +589,26 @@ class Session:
             )
         return None
 
-    def inbound(self, text: str | None) -> ProtocolError | Close | None:
-        """A frame of a joined connection (`text` None: a binary one). None: hand it to the hub."""
+    def inbound(self, text: str | None, size: int = 0) -> ProtocolError | Close | None:
+        """A message of a joined connection (`text` None: a binary one, of `size` bytes). None: hand it to the hub."""
         self.received += 1
-        if text is None or (len(text) < 1024 and text.isascii()):  # most frames: one token (`isascii` is O(1))
+        if text is not None and len(text) < 1024 and text.isascii():  # most frames: one token (`isascii` is O(1))
             if not self._bucket.take(time.monotonic()):  # type: ignore[union-attr]
                 return self._flooding()
             self._limited = 0
-            return None if text is not None else _BINARY
-        # A frame costs one token more for each KiB (of UTF-8) it has: else a party could relay 64 KB frames at the
-        # frame rate, 3 MB/s, and have the other dropped as a slow reader (4420) on any link slower than that.
-        # (At most the burst: a frame that a full bucket cannot pay for would be refused for ever, as a flood.)
-        size = len(text) if text.isascii() else len(text.encode())
+            return None
+        # A message costs one token more for each KiB (of UTF-8) it has: else a party could relay 64 KB frames at the
+        # frame rate, 3 MB/s, and have the other dropped as a slow reader (4420) on any link slower than that (and
+        # binary ones, which are refused, would be read at 50 MB/s). (At most the burst: a frame that a full bucket
+        # cannot pay for would be refused for ever, as a flood.)
+        if text is not None:
+            size = len(text) if text.isascii() else len(text.encode())
         cost = min(1 + (size >> 10), self._sessions.rate[1])
         if not self._bucket.take(time.monotonic(), cost):  # type: ignore[union-attr]
             return self._flooding()
         self._limited = 0
+        if text is None:
+            return _BINARY
         if size > self._sessions.max_size:
             return self._sessions.too_large
         return None

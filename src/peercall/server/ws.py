@@ -273,7 +273,7 @@ class AsgiTransport:
             if not conn.open:  # closing: what the client sends now is not handled
                 continue
             text = message.get("text")
-            verdict = inbound(text)
+            verdict = inbound(text) if text is not None else inbound(None, len(message.get("bytes") or b""))
             if verdict is None:
                 await hub.handle(conn, text)  # type: ignore[arg-type]  # inbound() answered a binary frame
             elif isinstance(verdict, Close):
