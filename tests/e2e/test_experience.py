@@ -456,12 +456,22 @@ async def test_quality_panel_timer_and_path_agree_with_get_stats(
         lambda at: at is not None,
         "a quality sample",
     )
-    stats = await a.evaluate(STATS_NOW, 2000)
-    shown = {
-        name: await data_float(a, "#quality", name)
-        for name in ("mos", "rtt-ms", "jitter-ms", "loss-pct", "bitrate-kbps")
-    }
-    print(f"quality panel {dump(shown)}\ngetStats {dump(stats)}")
+    # The panel shows its last sample and getStats() is read a moment later: on a loaded machine jitter jumps in
+    # between (seen in CI: 1 ms shown, 21 ms read). A few tries, a second apart, for the two to meet: a panel that
+    # is wrong never does.
+    for _ in range(5):
+        stats = await a.evaluate(STATS_NOW, 2000)
+        shown = {
+            name: await data_float(a, "#quality", name)
+            for name in ("mos", "rtt-ms", "jitter-ms", "loss-pct", "bitrate-kbps")
+        }
+        print(f"quality panel {dump(shown)}\ngetStats {dump(stats)}")
+        if (
+            abs(shown["rtt-ms"] - stats["rttMs"]) <= 5 * SCALE
+            and abs(shown["jitter-ms"] - stats["jitterMs"]) <= 5 * SCALE
+        ):
+            break
+        await asyncio.sleep(1)
     assert shown["rtt-ms"] == pytest.approx(stats["rttMs"], abs=5 * SCALE), (shown, stats)
     assert shown["jitter-ms"] == pytest.approx(stats["jitterMs"], abs=5 * SCALE), (shown, stats)
     expected_loss = 100 * stats["lost"] / max(1, stats["lost"] + stats["received"])
