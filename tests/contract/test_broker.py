@@ -44,11 +44,8 @@ async def test_join_greets_and_announces(make_hub: MakeHub) -> None:
     assert {"id": "bob", "status": "online"} in presence.get("changes", [presence])
 
 
-async def test_a_join_that_takes_long_keeps_a_bounded_number_of_frames(make_hub: MakeHub) -> None:
-    """Frames for a connection whose join waits on its broker (a store that hangs) are kept for after its welcome,
-    up to 1,000: then it gets its welcome, those, and a close with 1013 (it comes back with a fresh welcome), and
-    what came beyond them is not kept."""
-    hub = await make_hub()
+def hold_connects(hub: Hub) -> asyncio.Event:
+    """Have `hub`'s broker hold every connect until the event returned is set (a join that waits on its store)."""
     gate = asyncio.Event()
     connect = hub.broker.connect
 
@@ -57,6 +54,15 @@ async def test_a_join_that_takes_long_keeps_a_bounded_number_of_frames(make_hub:
         return await connect(*args, **kwargs)
 
     hub.broker.connect = held  # type: ignore[method-assign]
+    return gate
+
+
+async def test_a_join_that_takes_long_keeps_a_bounded_number_of_frames(make_hub: MakeHub) -> None:
+    """Frames for a connection whose join waits on its broker (a store that hangs) are kept for after its welcome,
+    up to 1,000: then it gets its welcome, those, and a close with 1013 (it comes back with a fresh welcome), and
+    what came beyond them is not kept."""
+    hub = await make_hub()
+    gate = hold_connects(hub)
     late = FakeConnection(hub, "late")
     joining = asyncio.ensure_future(hub.join(late))
     await asyncio.sleep(0)
@@ -76,19 +82,13 @@ async def test_presence_while_a_connection_is_still_joining_comes_after_what_wai
     already) comes after it: sent at once it overtook an older one, and the page showed a user who had left as
     online."""
     hub = await make_hub()
-    gate = asyncio.Event()
-    connect = hub.broker.connect
-
-    async def held(*args: Any, **kwargs: Any) -> Any:
-        await gate.wait()
-        return await connect(*args, **kwargs)
+    gate = hold_connects(hub)
 
     class Yielding(FakeConnection):
         async def send_text(self, text: str) -> bool:
             await asyncio.sleep(0)  # as a transport that waits for its writer may
             return self.send_now(text)
 
-    hub.broker.connect = held  # type: ignore[method-assign]
     late = Yielding(hub, "late")
     joining = asyncio.ensure_future(hub.join(late))
     await asyncio.sleep(0)

@@ -88,3 +88,25 @@ async def test_a_socket_that_never_opens_is_given_up_and_another_tried(
     await asyncio.sleep(1)
     await page.evaluate("window.__stuck = false")  # the next socket is the page's own: it opens
     await expect(page.locator("#server-status")).to_have_text("Connected", timeout=12_000)
+
+
+async def test_retry_now_gives_up_a_socket_that_hangs_and_connects_at_once(
+    fresh_server: ServerProcess, open_page: OpenPage
+) -> None:
+    """"Retry now" while a socket hangs on its way (opened while the network was down) opens another at once,
+    instead of doing nothing until the hanging one is given up 8 s later."""
+    page = await watched(open_page, fresh_server, "/", "index")
+    await page.fill("#my-id", "retryuser")
+    await connect(page)
+    await page.evaluate(
+        """() => { const Native = window.WebSocket; window.__stuck = true;
+          window.WebSocket = class extends Native {
+            constructor(url, protocols) { super(window.__stuck ? "ws://192.0.2.1:9/blackhole" : url, protocols); }
+          };
+          window.__e2e.sockets.at(-1).close(); }"""
+    )
+    await expect(page.locator("#server-status")).to_have_text("Reconnecting…")
+    await expect(page.locator("#retry-countdown")).to_have_text("Trying again now…")  # the socket that hangs
+    await page.evaluate("window.__stuck = false")  # the way is clear again
+    await page.click("#retry-now")
+    await expect(page.locator("#server-status")).to_have_text("Connected", timeout=3_000)

@@ -229,8 +229,10 @@ class Hub:
                     self._shown[conn.id] = (_NO_RELATIONS, view)
                 else:
                     await self._send_contacts(conn, circle, view, welcome)
-            while waiting:
-                await self._deliver_to(conn, *waiting.pop(0))
+            for kind, text in waiting:  # (`_hold` keeps adding while a delivery awaits: the loop sees them)
+                await self._deliver_to(conn, kind, text)
+                if kind == nodeframe.CLOSE:
+                    break  # closed: what came after it is for nobody
         finally:
             self._joining.pop(conn.cid, None)
         if self.history is not None:
@@ -672,8 +674,8 @@ class Hub:
     def _elsewhere(self, cid: str, kind: str, text: str) -> None:
         """A frame for a connection that is not (yet) among ours: one still joining, or one on another node."""
         joining = self._joining
-        if joining and (waiting := joining.get(cid)) is not None:  # mostly none joins: no lookup
-            _hold(waiting, kind, text)
+        if joining and (entry := joining.get(cid)) is not None:  # mostly none joins: no lookup
+            _hold(entry, kind, text)
         else:
             self.broker.send(cid, kind, text)
 
@@ -685,8 +687,8 @@ class Hub:
         it reads, as it reads them). A frame is queued (`send_now`: a connection that cannot take it closes
         itself, a slow reader), and a close is started in a task of its own."""
         joining = self._joining
-        if joining and (waiting := joining.get(cid)) is not None:
-            _hold(waiting, kind, text)
+        if joining and (entry := joining.get(cid)) is not None:
+            _hold(entry, kind, text)
             return
         target = self._conns.get(cid)
         if target is None:

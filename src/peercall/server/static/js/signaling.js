@@ -224,11 +224,18 @@ export class Signaling extends EventTarget {
   }
 
   /**
-   * Try again at once if we are waiting to reconnect (e.g. the browser says the network is back):
-   * the backoff starts over.
+   * Try again at once if we are waiting to reconnect (the user's "Retry now", or the browser says the network is
+   * back): the backoff starts over. A socket still opening is given up for a new one (opened on a network that was
+   * down, it may hang until its open timeout); one that is open (its welcome on the way) is left to finish.
    */
   reconnectNow() {
-    if (this.#state !== "reconnecting" || this.#ws) return;
+    if (this.#state !== "reconnecting") return;
+    const ws = this.#ws;
+    if (ws) {
+      if (ws.readyState === WebSocket.OPEN) return;
+      this.#ws = null; // its late events are ignored (they are for a socket that is no longer ours)
+      ws.close();
+    }
     clearTimeout(this.#timer);
     this.#attempt = 0;
     console.info("[signaling] reconnecting now");
