@@ -54,6 +54,16 @@ async def closed_with(ws: websockets.ClientConnection, timeout: float = 5) -> tu
     return info.value.rcvd.code, info.value.rcvd.reason
 
 
+async def answered(caller: websockets.ClientConnection, callee: websockets.ClientConnection, a: str, b: str) -> None:
+    """`a` (on `caller`) calls `b` (on `callee`), who answers; returns once the caller is told."""
+    await caller.send(json.dumps({"type": "call-request", "to": b}))
+    while (await recv_json(callee))["type"] != "call-request":
+        pass
+    await callee.send(json.dumps({"type": "call-accept", "to": a}))
+    while (await recv_json(caller))["type"] != "call-accept":
+        pass
+
+
 async def refused_status(url: str, **kwargs: object) -> tuple[int, dict]:
     with pytest.raises(websockets.InvalidStatus) as info:
         await websockets.connect(url, **kwargs)
@@ -381,12 +391,7 @@ async def test_a_party_cannot_flood_the_other_with_large_frames(transport: str) 
         ):
             for ws in (a, b):
                 assert (await recv_json(ws))["type"] == "welcome"
-            await a.send('{"type":"call-request","to":"bigreader"}')
-            while (await recv_json(b))["type"] != "call-request":
-                pass
-            await b.send('{"type":"call-accept","to":"bigsender"}')
-            while (await recv_json(a))["type"] != "call-accept":
-                pass
+            await answered(a, b, "bigsender", "bigreader")
             pad = "x" * 60_000
             for n in range(40):
                 candidate = {"candidate": f"candidate:{n} {pad}", "sdpMid": "0", "sdpMLineIndex": 0}
@@ -475,18 +480,8 @@ async def test_a_client_that_never_reads_is_dropped_and_harms_no_one(slow_reader
     b = await websockets.connect(f"{tight_server.ws}?id=pingb")
     for ws in (sender, sleeper, a, b):
         await recv_json(ws)
-    await sender.send('{"type":"call-request","to":"sleeper"}')
-    while (await recv_json(sleeper))["type"] != "call-request":
-        pass
-    await sleeper.send('{"type":"call-accept","to":"talker"}')
-    while (await recv_json(sender))["type"] != "call-accept":
-        pass
-    await a.send('{"type":"call-request","to":"pingb"}')
-    while (await recv_json(b))["type"] != "call-request":
-        pass
-    await b.send('{"type":"call-accept","to":"pinga"}')
-    while (await recv_json(a))["type"] != "call-accept":
-        pass
+    await answered(sender, sleeper, "talker", "sleeper")
+    await answered(a, b, "pinga", "pingb")
     before = rss_kib(tight_server.proc.pid)
     sdp = {"type": "offer", "sdp": "a=x" * 20_000}  # 60 KB a frame; the sleeper reads none of them
     for _ in range(100):
@@ -534,12 +529,7 @@ async def test_closing_a_client_that_never_reads_blocks_no_one(transport: str) -
         try:
             for ws in (lagger, talker, b1, b2):
                 assert (await recv_json(ws))["type"] == "welcome"
-            await talker.send('{"type":"call-request","to":"lagger"}')
-            while (await recv_json(lagger))["type"] != "call-request":
-                pass
-            await lagger.send('{"type":"call-accept","to":"talker"}')
-            while (await recv_json(talker))["type"] != "call-accept":
-                pass
+            await answered(talker, lagger, "talker", "lagger")
             lagger.transport.pause_reading()  # from now on lagger reads nothing: its socket fills, then the server's
             for n in range(800):  # up to 10 MB, more than the kernel buffers (tcp_wmem): some must wait in a backlog
                 data = {"candidate": f"candidate:{n} {base64.b64encode(os.urandom(9000)).decode()}"}  # deflate-proof
@@ -551,12 +541,7 @@ async def test_closing_a_client_that_never_reads_blocks_no_one(transport: str) -
             started = time.monotonic()
             async with websockets.connect(f"{srv.ws}?id=lagger&device=d1") as again:  # replaces lagger: 4501
                 assert (await recv_json(again))["type"] == "welcome"
-                await b1.send('{"type":"call-request","to":"b2"}')
-                while (await recv_json(b2))["type"] != "call-request":
-                    pass
-                await b2.send('{"type":"call-accept","to":"b1"}')
-                while (await recv_json(b1))["type"] != "call-accept":
-                    pass
+                await answered(b1, b2, "b1", "b2")
                 await b1.send(json.dumps({"type": "candidate", "to": "b2", "data": CANDIDATE}))
                 while (msg := await recv_json(b2))["type"] != "candidate":
                     pass
