@@ -273,6 +273,12 @@ class Settings(BaseSettings):
     """Open connections (devices) of one user (`PEERCALL_MAX_CONNECTIONS_PER_USER`)."""
     send_buffer: Annotated[int, Field(ge=16 * 1024)] = 1024 * 1024
     """Bytes that may wait to be sent to one slow connection before it is dropped (`PEERCALL_SEND_BUFFER`)."""
+    relay_buffer: Annotated[int, Field(ge=0)] | None = None
+    """Bytes held back for a connection past which the frames its call's other party sends it (offer, answer,
+    candidate, media-state) are dropped, and that party told `rate-limited`, rather than queued until the reader
+    is dropped as a slow one (`PEERCALL_RELAY_BUFFER`): a party that floods the other fills no more than this of
+    its buffer. Default: a quarter of the send buffer; 0: no such limit (relayed frames count against the send
+    buffer like any other)."""
     ping_interval: Annotated[float, Field(gt=0)] = 20.0
     """Seconds between WebSocket pings from the server (`PEERCALL_PING_INTERVAL`)."""
     ping_timeout: Annotated[float, Field(gt=0)] = 20.0

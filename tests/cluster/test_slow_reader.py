@@ -5,21 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
 import time
 from typing import Any
 
+import httpx
+import pytest
 import websockets
 
 from tests.cluster.test_cluster_calls import CANDIDATE
 
 # Node 0 speaks through the ASGI stack (per-message deflate), whose send may wait for the reader; a send buffer
-# of 1 MiB, so that the lagger is dropped only once well behind; rate limits out of the way of the flood.
+# of 1 MiB, so that the lagger is dropped only once well behind; rate limits out of the way of the flood, and no
+# relay buffer: the relayed frames fill the lagger's send buffer as the server's own would.
 ENV = {
     "PEERCALL_WS_PER_MESSAGE_DEFLATE": "true",
     "PEERCALL_SEND_BUFFER": str(1024 * 1024),
+    "PEERCALL_RELAY_BUFFER": "0",
     "PEERCALL_RATE_LIMIT": "100000",
     "PEERCALL_RATE_BURST": "100000",
     "PEERCALL_PRESENCE_INTERVAL": "0.05",
@@ -88,3 +93,55 @@ async def test_a_client_that_never_reads_never_stalls_what_other_nodes_send(clus
             # It reads nothing, so it would never see the server's close frame: a close handshake would wait out
             # websockets' close_timeout (10 s). It just goes away, as such a client does.
             lagger.transport.abort()
+
+
+async def test_a_party_on_another_node_that_floods_a_lagging_reader_has_its_frames_dropped(cluster: Any) -> None:
+    """A party on node 1 relays more than its peer on node 0 reads (the peer stopped): node 0 drops the relayed
+    frames once a quarter of the peer's send buffer is held back for it (counted in /metrics; the sender, on
+    another node, is not told), instead of dropping the peer as a slow reader; the peer gets what came before, in
+    order, once it reads again, and the call goes on."""
+    env = {k: v for k, v in ENV.items() if k != "PEERCALL_RELAY_BUFFER"}  # the default: 256 KiB of the 1 MiB
+    async with cluster(2, **env) as c:
+        a, b = c.nodes
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", a.port))
+        reader = await websockets.connect(f"{a.ws}?id=reader", sock=slow, max_queue=None, max_size=None)
+        flooder = await websockets.connect(f"{b.ws}?id=flooder")
+        try:
+            for ws in (reader, flooder):
+                assert (await recv_json(ws))["type"] == "welcome"
+            await flooder.send(json.dumps({"type": "call-request", "to": "reader"}))
+            await until_type(reader, "call-request")
+            await reader.send(json.dumps({"type": "call-accept", "to": "flooder"}))
+            await until_type(flooder, "call-accept")
+            reader.transport.pause_reading()
+            for n in range(800):  # 7 MB (5 MB deflated): past the kernel's buffers and the 1 MiB send buffer
+                data = {"candidate": f"candidate:{n} {base64.b64encode(os.urandom(6750)).decode()}"}
+                await flooder.send(json.dumps({"type": "candidate", "to": "reader", "data": data}))
+            async with httpx.AsyncClient() as http:
+                for _ in range(100):
+                    metrics = (await http.get(f"{a.http}/metrics")).text
+                    line = next(x for x in metrics.splitlines() if x.startswith("peercall_relayed_dropped_total "))
+                    if float(line.split()[1]) > 0:
+                        break
+                    await asyncio.sleep(0.1)
+                else:
+                    pytest.fail("node 0 never dropped a frame relayed to the reader that stopped")
+            assert "reads too slowly" not in a.log() and "reader disconnected" not in a.log()
+            reader.transport.resume_reading()
+            got = []
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    msg = await recv_json(reader, timeout=2)
+                    if msg["type"] == "candidate":
+                        got.append(int(msg["data"]["candidate"].split()[0].removeprefix("candidate:")))
+            assert got == list(range(len(got))) and 20 <= len(got) < 800, len(got)
+            await flooder.send(
+                json.dumps({"type": "candidate", "to": "reader", "data": {**CANDIDATE, "sdpMLineIndex": 7}})
+            )
+            msg = await until_type(reader, "candidate")
+            assert msg["data"]["sdpMLineIndex"] == 7
+        finally:
+            for ws in (reader, flooder):
+                ws.transport.abort()

@@ -104,6 +104,7 @@ class FakeConnection:
         self.id = user
         self.cid = hub.new_cid()
         self.errors = 0
+        self.backlog_bytes = 0
         self.sent: list[dict[str, Any]] = []
         self.closed: tuple[int, str] | None = None
         self.arrived = asyncio.Event()

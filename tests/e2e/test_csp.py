@@ -93,8 +93,8 @@ async def test_a_socket_that_never_opens_is_given_up_and_another_tried(
 async def test_retry_now_gives_up_a_socket_that_hangs_and_connects_at_once(
     fresh_server: ServerProcess, open_page: OpenPage
 ) -> None:
-    """"Retry now" while a socket hangs on its way (opened while the network was down) opens another at once,
-    instead of doing nothing until the hanging one is given up 8 s later."""
+    """The user's "Retry now" while a socket hangs on its way (opened while the network was down) opens another at
+    once, instead of doing nothing until the hanging one is given up 8 s later."""
     page = await watched(open_page, fresh_server, "/", "index")
     await page.fill("#my-id", "retryuser")
     await connect(page)

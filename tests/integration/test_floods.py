@@ -156,8 +156,14 @@ async def test_a_flood_of_pings_or_fragments_is_closed_and_harms_no_one(
 @pytest.fixture
 def unlimited_flood_server(transport: str) -> Iterator[ServerProcess]:
     """`flood_server` with the rate limits out of the way: 60 KB frames at the frame rate, which a frame's cost in
-    bytes forbids one client since, are what a slow reader must survive (a deployment that raised the limits)."""
-    env = {"PEERCALL_RATE_LIMIT": "100000", "PEERCALL_RATE_BURST": "100000", "PEERCALL_SEND_BUFFER": "262144"}
+    bytes forbids one client since, are what a slow reader must survive (a deployment that raised the limits); no
+    relay buffer, so that they fill the reader's send buffer as the server's own frames would."""
+    env = {
+        "PEERCALL_RATE_LIMIT": "100000",
+        "PEERCALL_RATE_BURST": "100000",
+        "PEERCALL_SEND_BUFFER": "262144",
+        "PEERCALL_RELAY_BUFFER": "0",
+    }
     with run_server(**env, **TRANSPORTS[transport]) as srv:
         yield srv
 

@@ -462,8 +462,14 @@ def rss_kib(pid: int) -> int:
 
 @pytest.fixture
 def slow_reader_server(transport: str) -> Iterator[ServerProcess]:
-    # (rate limits out of the way: the sender's 60 KB frames at the frame rate are what a slow reader must survive)
-    env = {"PEERCALL_RATE_LIMIT": "100000", "PEERCALL_RATE_BURST": "100000", "PEERCALL_SEND_BUFFER": "65536"}
+    # (rate limits out of the way: the sender's 60 KB frames at the frame rate are what a slow reader must survive;
+    # no relay buffer: they fill the reader's send buffer as the server's own frames would)
+    env = {
+        "PEERCALL_RATE_LIMIT": "100000",
+        "PEERCALL_RATE_BURST": "100000",
+        "PEERCALL_SEND_BUFFER": "65536",
+        "PEERCALL_RELAY_BUFFER": "0",
+    }
     with run_server(**env, **TRANSPORTS[transport]) as srv:
         yield srv
 
@@ -506,6 +512,58 @@ async def test_a_client_that_never_reads_is_dropped_and_harms_no_one(slow_reader
     assert grown < 20_000, f"server grew by {grown} KiB"
     for ws in (sender, sleeper, a, b):
         await ws.close()
+
+
+async def test_a_party_that_floods_a_lagging_reader_has_its_own_frames_dropped(transport: str) -> None:
+    """A party that relays more than the other reads (here 9 KB candidates to a reader that stopped, with the rate
+    limits out of the way) gets `rate-limited` for its frames once a quarter of the reader's send buffer is held
+    back for it, instead of having the reader dropped as a slow one (4420): the reader stays, gets what was
+    relayed before in order once it reads again, and the call goes on."""
+    env = {"PEERCALL_RATE_LIMIT": "100000", "PEERCALL_RATE_BURST": "100000"}  # send buffer: 1 MiB, relay 256 KiB
+    with run_server(**env, **TRANSPORTS[transport]) as srv:
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills after a few frames
+        slow.connect(("127.0.0.1", srv.port))
+        reader = await websockets.connect(f"{srv.ws}?id=reader", sock=slow, max_queue=None, max_size=None)
+        flooder = await websockets.connect(f"{srv.ws}?id=flooder")
+        try:
+            for ws in (reader, flooder):
+                assert (await recv_json(ws))["type"] == "welcome"
+            await answered(flooder, reader, "flooder", "reader")
+            reader.transport.pause_reading()  # from now on it reads nothing: its socket fills, then the server's
+            refused: dict | None = None
+            sent = 0
+            while refused is None and sent < 1_000:  # up to 9 MB: past the kernel's buffers and the 1 MiB one
+                for _ in range(20):
+                    blob = base64.b64encode(os.urandom(6750)).decode()  # 9 KB that deflate cannot shrink much
+                    data = {"candidate": f"candidate:{sent} {blob}", "sdpMid": "0", "sdpMLineIndex": 0}
+                    await flooder.send(json.dumps({"type": "candidate", "to": "reader", "data": data}))
+                    sent += 1
+                with contextlib.suppress(TimeoutError):
+                    while refused is None:
+                        msg = await recv_json(flooder, timeout=0.05)
+                        if msg.get("code") == "rate-limited":
+                            refused = msg
+            assert refused is not None, f"{sent} frames relayed to a reader that reads nothing, and none refused"
+            assert refused["ref"] == "candidate" and "reader is not reading fast enough" in refused["message"]
+            await asyncio.sleep(0.5)
+            assert "reads too slowly" not in srv.log() and "reader disconnected" not in srv.log()
+            reader.transport.resume_reading()
+            got = []
+            with contextlib.suppress(TimeoutError):
+                while True:  # what was relayed before the flooder was refused, until no more comes
+                    msg = await recv_json(reader, timeout=2)
+                    if msg["type"] == "candidate":  # (and presence: the call's parties are in a call now)
+                        got.append(int(msg["data"]["candidate"].split()[0].removeprefix("candidate:")))
+            await flooder.send(
+                json.dumps({"type": "candidate", "to": "reader", "data": {**CANDIDATE, "sdpMLineIndex": 7}})
+            )
+            msg = await recv_json(reader)
+            assert msg["type"] == "candidate" and msg["data"]["sdpMLineIndex"] == 7, msg
+            assert got == list(range(len(got))) and 20 <= len(got) < sent, (len(got), sent)
+        finally:
+            for ws in (reader, flooder):
+                ws.transport.abort()
 
 
 async def backlog_bytes(srv: ServerProcess) -> float:

@@ -1519,9 +1519,9 @@ class RedisBroker:
 
     def _handle_inbox(self, message: str) -> None:
         """A message on this node's channel: its frames, in order (`nodeframe.unpack_decoded`)."""
-        deliver, send = self.events.deliver, nodeframe.SEND
+        deliver, relay, send = self.events.deliver, nodeframe.RELAY, nodeframe.SEND
         for cid, kind, text in nodeframe.unpack_decoded(message):
-            if kind == send:  # most of them: a relayed frame
+            if kind == relay or kind == send:  # most of them: a relayed frame (RELAY), or one of the server's
                 deliver(cid, kind, text)
             elif kind == nodeframe.STATE:
                 self._learn(text)

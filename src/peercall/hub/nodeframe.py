@@ -3,6 +3,9 @@
 A node frame is `<kind><connection id>\\n<text>`:
 
 - `s` (SEND): send `text` to the connection;
+- `r` (RELAY): the same, for a frame that the connection's call party sent (an offer, answer, candidate or
+  media-state): dropped if the connection lags (`Hub.relay_buffer`). A node of the previous version sends such
+  frames as SEND, and delivers a RELAY as one (it sends what is not a CLOSE);
 - `e` (SEND_CALL_CHANGED): the same, and the receiving node forgets where the connection's peer is (`text` is one
   of `messages.CALL_CHANGED`: the call changed);
 - `c` (CLOSE): close the connection; `text` is `"<close code> <reason>"`;
@@ -43,6 +46,7 @@ from ..core.switchboard import Presence
 from ..protocol.messages import CALL_CHANGED
 
 SEND: Final = "s"
+RELAY: Final = "r"
 SEND_CALL_CHANGED: Final = "e"
 CLOSE: Final = "c"
 STATE: Final = "v"

@@ -48,6 +48,7 @@ _PRUNE_EVERY = 3600.0  # seconds between two deletions of calls older than the h
 _PRUNE_BATCHES = 100  # batches (of store.base.PRUNE_BATCH calls) deleted at most each time
 _JOIN_WAITING_MAX = 1_000  # frames held for a connection until its welcome is sent; beyond, it is closed (1013)
 _SUMMARIES_KEPT = 20_000  # (call, party) whose call-summary was taken: both parties of the 10,000 ended calls kept
+_NO_LIMIT = 1 << 62  # a `relay_buffer` no backlog reaches
 _NO_RELATIONS = relations(Circle(""))  # no contact, request or block, and the server's ring setting
 DRAIN_WITHIN = 3.0
 """Seconds the hub waits at shutdown for its pending work (history writes, effects on their way)."""
@@ -63,6 +64,7 @@ class Connection(Protocol):
     id: str  # the user id
     cid: str  # this connection's own id, unique in the cluster
     errors: int
+    backlog_bytes: int  # bytes held back while the reader lags (0 while it keeps up): `relay_buffer` reads it
 
     async def send_text(self, text: str) -> bool:
         """Send one text frame. Returns False (and never raises) if the connection is already gone."""
@@ -95,6 +97,7 @@ class Hub:
         display_names: bool = False,
         webhooks: Webhooks | None = None,
         push: PushService | None = None,
+        relay_buffer: int | None = None,
     ) -> None:
         """`history_retention`: seconds a call stays in the history (0: for ever); the writer deletes older ones.
         `social`: the contacts service (hub/social.py); None: no contacts, every presence goes to everyone and
@@ -102,7 +105,9 @@ class Hub:
         `display_names`: users may have display names (tokens carry them: token and accounts modes), so `welcome`,
         `directory` and `missed-calls` look them up (in open mode nobody has one, and nothing is looked up).
         `webhooks`: where call events go (hub/webhooks.py); None: nowhere. `push`: Web Push (hub/push.py); None: a call
-        to someone with no device connected never rings."""
+        to someone with no device connected never rings.
+        `relay_buffer`: bytes held back for a lagging reader past which the frames its call's other party relays to
+        it are dropped, and that party answered `rate-limited` (settings.relay_buffer); None: no such limit."""
         self.broker = broker
         self.social = social
         self.display_names = display_names
@@ -145,6 +150,7 @@ class Hub:
         self._signed_out: set[str] = set()
         self._route = broker.route
         self._shared = broker.shared
+        self.relay_buffer = relay_buffer or _NO_LIMIT
         broker.bind(self)
 
     def __len__(self) -> int:
@@ -305,9 +311,11 @@ class Hub:
                 self.stats.messages[env.type] += 1
                 if to is not None:
                     if (target := self._conns.get(to[0])) is not None:
+                        if target.backlog_bytes > self.relay_buffer:  # it lags: the sender's frame pays, not it
+                            return self._relay_refused(conn, env)
                         target.send_now(messages.forward(env, conn.id, to[1]))
                     elif self._shared:  # on another node (or still joining)
-                        self._elsewhere(to[0], nodeframe.SEND, messages.forward(env, conn.id, to[1]))
+                        self._elsewhere(to[0], nodeframe.RELAY, messages.forward(env, conn.id, to[1]))
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("%s -> %s %s (%d chars)", conn.id, env.to, env.type, len(frame))
                 return None
@@ -316,6 +324,16 @@ class Hub:
                 return renew(conn, frame)  # a renewal of the connection's token: the session layer's
             return self.reject(conn, exc)
         return self._handle(conn, env)
+
+    def _relay_refused(self, conn: Connection, env: messages.Envelope) -> Coroutine[Any, Any, None]:
+        """A peer frame for a connection with more than `relay_buffer` bytes held back: dropped, and the sender told.
+        A party that sends faster than the other reads (a flood, or a reader on a poor link) has its own frames
+        dropped, instead of filling the reader's send buffer until the reader is dropped as a slow one (4420)."""
+        self.stats.relay_dropped += 1
+        why = f"{env.to or 'the other party'} is not reading fast enough; this {env.type} was dropped"
+        return self.reject(
+            conn, ProtocolError(ErrorCode.RATE_LIMITED, why, ref=env.type, to=env.to, call_id=env.callId)
+        )
 
     async def _handle(self, conn: Connection, env: messages.Envelope) -> None:
         try:
@@ -620,7 +638,8 @@ class Hub:
                 if target is not None:
                     await target.send_text(text)
                 else:
-                    self._elsewhere(effect.cid, nodeframe.SEND, text)
+                    kind = nodeframe.RELAY if effect.env.type in PEER_FRAMES else nodeframe.SEND
+                    self._elsewhere(effect.cid, kind, text)
             elif isinstance(effect, Send):
                 target = conns.get(effect.cid)
                 if target is not None:
@@ -695,8 +714,10 @@ class Hub:
             return
         if kind == nodeframe.CLOSE:
             self._spawn(self._deliver_to(target, kind, text))
-        else:
+        elif kind != nodeframe.RELAY or target.backlog_bytes <= self.relay_buffer:
             target.send_now(text)
+        else:  # a peer frame for a reader that lags: dropped (its sender, on another node, is not told)
+            self.stats.relay_dropped += 1
 
     async def _deliver_to(self, target: Connection, kind: str, text: str) -> None:
         if kind == nodeframe.CLOSE:

@@ -37,4 +37,5 @@ class Stats:
     errors: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     outcomes: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     dropped: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    relay_dropped: int = 0  # peer frames dropped because their reader lagged (`Hub.relay_buffer`)
     answer_time: Histogram = field(default_factory=lambda: Histogram(ANSWER_BUCKETS))

@@ -132,6 +132,7 @@ def create_app(settings: Settings) -> PeercallApp:
         display_names=settings.auth != "open",
         webhooks=webhooks,
         push=push,
+        relay_buffer=settings.send_buffer // 4 if settings.relay_buffer is None else settings.relay_buffer or None,
     )
     fixed_ice = [server.as_json() for server in settings.fixed_ice_servers()]
     turn_secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None

@@ -449,7 +449,6 @@ class FastConnection(WSListener):
 
     __slots__ = (
         "_backlog",
-        "_bytes",
         "_code",
         "_deaf",
         "_fragments",
@@ -465,6 +464,7 @@ class FastConnection(WSListener):
         "_writable",
         "_write",
         "active",
+        "backlog_bytes",
         "cid",
         "errors",
         "id",
@@ -486,7 +486,7 @@ class FastConnection(WSListener):
         self._out: list[str | bytes] | None = None  # frames written when the loop's turn ends (Outbox)
         self._outbox: Outbox = picows.outbox
         self._backlog: collections.deque[bytes] | None = None  # frames, framed
-        self._bytes = 0
+        self.backlog_bytes = 0
         self._writable = True
         self._queue: collections.deque[Coroutine[Any, Any, Any]] | None = None  # not None while a coroutine runs
         self._fragments: list[Any] | None = None  # [kind, payload, the verdict that dropped a fragment or None]
@@ -536,10 +536,10 @@ class FastConnection(WSListener):
         if self._backlog is None:
             self._backlog = collections.deque()
         self._backlog.append(data)
-        self._bytes += len(data)
-        waiting = self._bytes + self._tr.underlying_transport.get_write_buffer_size()  # type: ignore[union-attr]
+        self.backlog_bytes += len(data)
+        waiting = self.backlog_bytes + self._tr.underlying_transport.get_write_buffer_size()  # type: ignore[union-attr]
         if waiting > self.session.send_buffer:
-            self._backlog, self._bytes = None, 0
+            self._backlog, self.backlog_bytes = None, 0
             self._close_with(self.session.overflowed(waiting))
             return False
         return True
@@ -561,7 +561,7 @@ class FastConnection(WSListener):
     def pending(self) -> int:
         """Bytes waiting to be sent: this turn's frames, our backlog and the transport's buffer."""
         tr = self._tr
-        waiting = self._bytes + (sum(len(_frame(x)) for x in self._out) if self._out else 0)
+        waiting = self.backlog_bytes + (sum(len(_frame(x)) for x in self._out) if self._out else 0)
         return waiting + (tr.underlying_transport.get_write_buffer_size() if tr is not None and self.open else 0)
 
     async def close(self, code: int, reason: str) -> None:
@@ -580,7 +580,7 @@ class FastConnection(WSListener):
         if self._backlog and not tr.is_close_frame_sent:
             self._write(b"".join(self._backlog))
         self._backlog = None
-        self._bytes = 0
+        self.backlog_bytes = 0
         if not tr.is_close_frame_sent:  # else picows closed it already (a ping timeout, a protocol error)
             tr.send_close(code, reason.encode()[:123])  # type: ignore[arg-type]  # an int is what picows takes
         if self._timer is not None:
@@ -654,7 +654,7 @@ class FastConnection(WSListener):
             self._timer = None
         self._picows.live.discard(self)
         self._backlog = self._out = None
-        self._bytes = 0
+        self.backlog_bytes = 0
         if self.session.joined:
             self._run(self._end())
         else:
@@ -671,11 +671,11 @@ class FastConnection(WSListener):
             backlog.clear()
         while backlog and self._writable and self.open:
             data = backlog.popleft()
-            self._bytes -= len(data)
+            self.backlog_bytes -= len(data)
             self._write(data)  # may call pause_writing() again
         if not backlog:
             self._backlog = None
-            self._bytes = 0
+            self.backlog_bytes = 0
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type

@@ -47,6 +47,11 @@ class HubCollector(Collector):
         yield _counter("peercall_calls", "Calls ended, by outcome", "outcome", stats.outcomes)
         yield _counter("peercall_disconnects", "Connections closed by the server, by reason", "reason", stats.dropped)
         yield CounterMetricFamily(
+            "peercall_relayed_dropped",
+            "Frames a call party sent that were dropped because the other party's connection lagged (relay buffer)",
+            value=stats.relay_dropped,
+        )
+        yield CounterMetricFamily(
             "peercall_history_write_failures", "Call records that could not be written", value=hub.history_failures
         )
         if hub.webhooks is not None:

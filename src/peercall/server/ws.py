@@ -56,12 +56,12 @@ class AsgiConnection:
 
     __slots__ = (
         "_backlog",
-        "_bytes",
         "_closer",
         "_protocol",
         "_send",
         "_writable",
         "_writer",
+        "backlog_bytes",
         "cid",
         "closed_with",
         "errors",
@@ -80,7 +80,7 @@ class AsgiConnection:
             self._protocol.peercall = self
         self._writable: asyncio.Event | None = getattr(self._protocol, "writable", None)
         self._backlog: collections.deque[str] | None = None  # made when first needed: most connections never lag
-        self._bytes = 0
+        self.backlog_bytes = 0
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self.open = False  # accepted and not closing: only then may frames be sent
@@ -110,7 +110,7 @@ class AsgiConnection:
     def pending(self) -> int:
         """Bytes waiting: the backlog (UTF-8) and the transport's buffer."""
         transport = getattr(self._protocol, "transport", None)
-        return self._bytes + (transport.get_write_buffer_size() if transport is not None else 0)
+        return self.backlog_bytes + (transport.get_write_buffer_size() if transport is not None else 0)
 
     def flooding(self, close: Close) -> None:
         """Close a connection that keeps flooding (4429), and read it no more (see `PeercallWebSocketProtocol`)."""
@@ -153,11 +153,11 @@ class AsgiConnection:
         if self._backlog is None:
             self._backlog = collections.deque()
         self._backlog.append(text)
-        self._bytes += len(text) if text.isascii() else len(text.encode())
+        self.backlog_bytes += len(text) if text.isascii() else len(text.encode())
         if self.pending > self.session.send_buffer:
             waiting = self.pending
             self._backlog.clear()
-            self._bytes = 0
+            self.backlog_bytes = 0
             self.close_with(self.session.overflowed(waiting))
             return False
         if self._writer is None:
@@ -168,14 +168,14 @@ class AsgiConnection:
         try:
             while self._backlog:
                 text = self._backlog.popleft()
-                self._bytes -= len(text) if text.isascii() else len(text.encode())
+                self.backlog_bytes -= len(text) if text.isascii() else len(text.encode())
                 await self._send({"type": "websocket.send", "text": text})
         except _CLOSED:
             self.open = False
         finally:
             self._writer = None
             self._backlog = None  # drained (or closed): give the memory back
-            self._bytes = 0
+            self.backlog_bytes = 0
 
     async def _close(self, code: int, reason: str) -> None:
         try:
