@@ -242,6 +242,10 @@ class Settings(BaseSettings):
     contact_rate: Annotated[int, Field(ge=1)] = 60
     """Contact frames (requests, blocks, settings, directory pages) a user may send per minute
     (`PEERCALL_CONTACT_RATE`)."""
+    store_timeout: Annotated[float, Field(gt=0)] = 5.0
+    """Seconds a read or write of contacts, blocks, ring settings or display names may take before it fails
+    (`PEERCALL_STORE_TIMEOUT`): a database that stops answering then costs a join its contacts for now, and a
+    call-request or contact frame a `service-unavailable`, instead of holding them for ever."""
     call_policy: Annotated[str | None, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] = None
     """An operator's rule for who may call whom (`PEERCALL_CALL_POLICY=module:function`): a function (or
     coroutine function) of `(caller, callee)` returning whether the call may ring. Asked for every call-request: a

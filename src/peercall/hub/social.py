@@ -43,14 +43,6 @@ _POLICY_TIMEOUT: Final = 1.0  # seconds the operator's rule has to answer; no an
 _STORE_DOWN: Final = "the server cannot reach its contacts store right now; nothing was done, try again shortly"
 
 
-async def _in_task(work: Awaitable[T]) -> T:
-    """Await `work` in a task of its own when the caller runs outside any (server/fastws.py drives some coroutines
-    by hand): database drivers use `asyncio.timeout`, which needs a task (asyncpg's does)."""
-    if asyncio.current_task() is None:
-        return await asyncio.ensure_future(work)
-    return await work
-
-
 def load_policy(spec: str) -> CallPolicy:
     """The function `module:function` names (PEERCALL_CALL_POLICY).
 
@@ -82,12 +74,15 @@ class Social:
         clock: Callable[[], float],
         shared: bool = False,
         services: frozenset[str] = frozenset(),
+        store_timeout: float = 5.0,
     ) -> None:
         """`shared`: the store is shared with other nodes (a cluster), whose changes reach this node's cache a
         moment later (`forget`): a call is then screened with circles read from the store, so that every node
         decides it the same way. `services`: the public ids (`PEERCALL_RESERVED_IDS`: the echo), whom everyone
-        sees and may ring (core/social.py)."""
+        sees and may ring (core/social.py). `store_timeout`: seconds a store operation may take before it fails
+        (`_store`)."""
         self.services = services
+        self.store_timeout = store_timeout
         self.book = book
         self.directory = directory
         self.default_calls_from = default_calls_from
@@ -112,6 +107,20 @@ class Social:
         self._common_views: dict[tuple[frozenset[str], bool], View] = {}
         self._empty_view: tuple[Directory, View] | None = None  # the view of a user with an empty circle
 
+    async def _store(self, work: Awaitable[T]) -> T:
+        """Await a store operation for at most `store_timeout` seconds: a store that stops answering (a database
+        behind a network that drops packets) fails it with TimeoutError, which callers handle as any store failure,
+        rather than holding a join, a call-request or a contact frame for ever. In a task of its own when the caller
+        runs outside any (server/fastws.py drives some coroutines by hand): database drivers use `asyncio.timeout`,
+        which needs a task (asyncpg's does), and so does this."""
+        if asyncio.current_task() is None:
+            return await asyncio.ensure_future(self._store(work))
+        try:
+            async with asyncio.timeout(self.store_timeout):
+                return await work
+        except TimeoutError:
+            raise TimeoutError(f"the store did not answer within {self.store_timeout:g} s") from None
+
     # ---------------------------------------------------------------------------------------- circles
 
     async def circle(self, user: str) -> Circle:
@@ -121,7 +130,7 @@ class Social:
             return self._circles[user] or Circle(user)
         epoch = self._epoch
         work = self.book.circle(user, now=self.clock())
-        circle = await (work if self._in_loop else _in_task(work))
+        circle = await (work if self._in_loop else self._store(work))
         if epoch == self._epoch:
             # An empty circle (most users') is kept as None: ~0.7 KB less for each user connected.
             self._circles[user] = None if circle.is_empty() else circle
@@ -164,7 +173,7 @@ class Social:
         if self._names.get(user) == name:
             self._names.move_to_end(user)
             return []
-        change = await _in_task(self.book.set_display_name(user, name))
+        change = await self._store(self.book.set_display_name(user, name))
         self._names[user] = name
         if len(self._names) > _CACHED:
             self._names.popitem(last=False)
@@ -182,7 +191,7 @@ class Social:
         if not asked:
             return {}
         try:
-            return await _in_task(self.book.names(asked))
+            return await self._store(self.book.names(asked))
         except Exception as exc:
             log.warning("could not read the display names of %d users: %s", len(asked), exc)
             return {}
@@ -278,26 +287,26 @@ class Social:
                 settings = messages.data_of(env, Settings)
                 assert settings is not None
                 value = None if settings.callsFrom is None else CallsFrom(settings.callsFrom)
-                await _in_task(book.set_calls_from(user, value))
+                await self._store(book.set_calls_from(user, value))
                 changed = [user]
             else:
                 assert peer is not None
                 if kind == "contact-add":
                     add = messages.data_of(env, ContactAdd)
-                    change = await _in_task(book.add(user, peer, now=now, name=add.name if add is not None else None))
+                    change = await self._store(book.add(user, peer, now=now, name=add.name if add is not None else None))
                 elif kind == "contact-decline":
-                    change = await _in_task(book.decline(user, peer))
+                    change = await self._store(book.decline(user, peer))
                 elif kind == "contact-remove":
-                    change = await _in_task(book.remove(user, peer))
+                    change = await self._store(book.remove(user, peer))
                 elif kind == "contact-rename":
                     rename = messages.data_of(env, ContactRename)
                     assert rename is not None
-                    change = await _in_task(book.rename(user, peer, rename.name))
+                    change = await self._store(book.rename(user, peer, rename.name))
                 elif kind == "block":
-                    change = await _in_task(book.block(user, peer, now=now))
+                    change = await self._store(book.block(user, peer, now=now))
                 else:
                     assert kind == "unblock"
-                    change = await _in_task(book.unblock(user, peer))
+                    change = await self._store(book.unblock(user, peer))
                 # Declining and renaming change only the user's own view: the other is never told.
                 changed = [user] if kind in ("contact-decline", "contact-rename") else [user, peer]
                 if change is ContactChange.UNCHANGED:

@@ -97,6 +97,7 @@ def create_app(settings: Settings) -> PeercallApp:
         clock=time.time,
         shared=broker.shared,
         services=frozenset(settings.reserved_ids),
+        store_timeout=settings.store_timeout,
     )
     webhooks = None
     if settings.webhook_urls:
