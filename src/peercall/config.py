@@ -243,8 +243,9 @@ class Settings(BaseSettings):
     """Contact frames (requests, blocks, settings, directory pages) a user may send per minute
     (`PEERCALL_CONTACT_RATE`)."""
     store_timeout: Annotated[float, Field(gt=0)] = 5.0
-    """Seconds a read or write of contacts, blocks, ring settings or display names may take before it fails
-    (`PEERCALL_STORE_TIMEOUT`): a database that stops answering then costs a join its contacts for now, and a
+    """Seconds a store operation on the signaling path may take before it fails (`PEERCALL_STORE_TIMEOUT`):
+    contacts, blocks, ring settings, display names, push subscriptions, missed calls, call summaries (a batch of
+    history records: 30 s). A database that stops answering then costs a join its contacts for now, and a
     call-request or contact frame a `service-unavailable`, instead of holding them for ever."""
     call_policy: Annotated[str | None, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] = None
     """An operator's rule for who may call whom (`PEERCALL_CALL_POLICY=module:function`): a function (or

@@ -18,7 +18,7 @@ from peercall.broker import open_broker
 from peercall.core.records import CallRecord, Outcome, Reason
 from peercall.core.social import Audience, Screen, Screening, View
 from peercall.core.switchboard import WELCOME_ONLINE_MAX, Presence, Send
-from peercall.hub import nodeframe
+from peercall.hub import nodeframe, router
 from peercall.hub.router import Hub
 from peercall.protocol import messages
 from peercall.store.memory import MemoryHistory
@@ -185,6 +185,46 @@ async def test_calls_that_end_during_a_history_write_are_written_together_by_the
     page, _ = await history.calls_for("alice")
     assert sorted(r.call_id for r in page) == sorted(ended)
     assert next(r for r in page if r.call_id == ended[-1]).quality == {"alice": {"mos": 4.2}}
+
+
+async def test_a_history_write_that_never_returns_holds_up_no_later_call(
+    make_hub: MakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write to a database that stopped answering fails after `_WRITE_WITHIN` (logged and counted: that call is
+    missing from the history) and the writer goes on: the calls that ended meanwhile and later are written."""
+    monkeypatch.setattr(router, "_WRITE_WITHIN", 0.3)
+    history = SlowHistory()  # its first write waits for `go`, which never comes
+    hub = await make_hub(history=history)
+    alice, bob = await online(hub, "alice", "bob")
+
+    async def one_call() -> str:
+        await hub.handle(alice, '{"type":"call-request","to":"bob"}')
+        await hub.handle(bob, '{"type":"call-reject","to":"alice"}')
+        await asyncio.sleep(0)
+        return [m["callId"] for m in alice.sent if m["type"] == "call-ended"][-1]
+
+    first = await one_call()
+    second = await one_call()
+    assert history.batches == [[first]]
+    history.go = FirstOnly(history.go)  # later writes go through at once
+    async with asyncio.timeout(5):
+        await hub.drain()
+    third = await one_call()
+    async with asyncio.timeout(5):
+        await hub.drain()
+    page, _ = await history.calls_for("alice")
+    assert sorted(r.call_id for r in page) == sorted([second, third])
+    assert hub.history_failures == 1
+
+
+class FirstOnly:
+    """An event that the first waiter waits for (never set here), and every later one finds set."""
+
+    def __init__(self, first: asyncio.Event) -> None:
+        self.first = first
+
+    async def wait(self) -> bool:
+        return True
 
 
 async def test_history_writes_go_on_after_the_writer_was_cancelled(make_hub: MakeHub) -> None:

@@ -23,3 +23,14 @@ def test_the_default_lists_localhost() -> None:
     """By default the machine's own names are answered, localhost first."""
     line = next(line for line in banner(Settings(), 8080).splitlines() if line.startswith("  answers for"))
     assert line.split()[2].rstrip(",") == "localhost"
+
+
+def test_the_banner_warns_of_rate_limits_that_calls_would_meet() -> None:
+    """A burst too small for a call's start, or a message size above what the burst pays for, is said at start;
+    the defaults say nothing of either."""
+    assert "note          PEERCALL" not in banner(Settings(), 8080)
+    small = banner(Settings(rate_burst=10), 8080)
+    assert "PEERCALL_RATE_BURST=10 is below what a call's start takes" in small
+    assert "PEERCALL_MAX_MESSAGE_SIZE=65536 is above what the rate burst pays for" in small  # 64 KiB > 10 KiB
+    large = banner(Settings(max_message_size=1 << 20), 8080)
+    assert "RATE_BURST" not in large and "frames over 200 KiB cost less than their size" in large

@@ -34,6 +34,7 @@ from py_vapid import Vapid02  # type: ignore[import-untyped]
 
 from ..core.switchboard import Push
 from ..store.base import PushSubscription, PushSubscriptions
+from .deadline import within
 
 log = logging.getLogger("peercall.push")
 
@@ -155,10 +156,11 @@ class PushService:
         shared: bool = False,
         concurrency: int = 8,
         timeout: float = 10.0,
+        store_timeout: float = 5.0,
     ) -> None:
         """`names`: a user's display name, if the server knows one (accounts mode). `shared`: the store is shared
         with other nodes, whose subscription changes this node's cache would not see: reachability is then read
-        from the store each time."""
+        from the store each time. `store_timeout`: seconds that read may take (a call-request waits for it)."""
         self.store = store
         self.key = key
         self.subject = subject
@@ -167,6 +169,7 @@ class PushService:
         self.clock = clock
         self.shared = shared
         self.timeout = timeout
+        self.store_timeout = store_timeout
         self.sent = collections.Counter[
             str
         ]()  # outcomes of pushes, for logs and tests: accepted, gone, failed, dropped
@@ -185,7 +188,7 @@ class PushService:
             self._reachable.move_to_end(user)
             return cached
         try:
-            found = bool(await self.store.push_subscriptions(user))
+            found = bool(await within(self.store.push_subscriptions(user), self.store_timeout))
         except Exception as exc:
             log.warning("could not read the push subscriptions of %s: %s", user, exc)
             return False

@@ -33,6 +33,7 @@ from ..protocol.messages import CONTACT_TYPES, PEER_FRAMES
 from ..store.base import MISSED_SHOWN, PRUNE_BATCH
 from . import nodeframe
 from .broker import Broker
+from .deadline import within
 from .social import Social, relations
 from .stats import Stats
 
@@ -48,6 +49,10 @@ _PRUNE_EVERY = 3600.0  # seconds between two deletions of calls older than the h
 _PRUNE_BATCHES = 100  # batches (of store.base.PRUNE_BATCH calls) deleted at most each time
 _JOIN_WAITING_MAX = 1_000  # frames held for a connection until its welcome is sent; beyond, it is closed (1013)
 _SUMMARIES_KEPT = 20_000  # (call, party) whose call-summary was taken: both parties of the 10,000 ended calls kept
+_WRITE_WITHIN = 30.0
+"""Seconds a batch of history records (or of deletions) may take to write: past it the batch fails (logged, counted
+in `peercall_history_write_failures_total`) and the writer goes on; without it a database that stopped answering
+held the writer, and every call that ended meanwhile, for ever."""
 _NO_LIMIT = 1 << 62  # a `relay_buffer` no backlog reaches
 _NO_RELATIONS = relations(Circle(""))  # no contact, request or block, and the server's ring setting
 DRAIN_WITHIN = 3.0
@@ -98,6 +103,7 @@ class Hub:
         webhooks: Webhooks | None = None,
         push: PushService | None = None,
         relay_buffer: int | None = None,
+        store_timeout: float = 5.0,
     ) -> None:
         """`history_retention`: seconds a call stays in the history (0: for ever); the writer deletes older ones.
         `social`: the contacts service (hub/social.py); None: no contacts, every presence goes to everyone and
@@ -107,7 +113,9 @@ class Hub:
         `webhooks`: where call events go (hub/webhooks.py); None: nowhere. `push`: Web Push (hub/push.py); None: a call
         to someone with no device connected never rings.
         `relay_buffer`: bytes held back for a lagging reader past which the frames its call's other party relays to
-        it are dropped, and that party answered `rate-limited` (settings.relay_buffer); None: no such limit."""
+        it are dropped, and that party answered `rate-limited` (settings.relay_buffer); None: no such limit.
+        `store_timeout`: seconds a history read or a summary's write may take (a batch of records or of deletions:
+        `_WRITE_WITHIN`), past which it fails as the store being down (hub/deadline.py)."""
         self.broker = broker
         self.social = social
         self.display_names = display_names
@@ -151,6 +159,8 @@ class Hub:
         self._route = broker.route
         self._shared = broker.shared
         self.relay_buffer = relay_buffer or _NO_LIMIT
+        self.store_timeout = store_timeout
+        self._history_in_loop = bool(getattr(history, "in_loop", False))
         broker.bind(self)
 
     def __len__(self) -> int:
@@ -242,7 +252,7 @@ class Hub:
         finally:
             self._joining.pop(conn.cid, None)
         if self.history is not None:
-            if getattr(self.history, "in_loop", False):  # it never waits (memory://): no task for every join
+            if self._history_in_loop:  # it never waits (memory://): no task for every join
                 await self._send_missed(conn)
             else:
                 self._spawn(self._send_missed(conn))
@@ -501,11 +511,11 @@ class Hub:
         try:
             if written is not None:
                 await asyncio.shield(written)  # shared by a batch of calls: cancelling us must not cancel it
-                await self.history.add_quality(call_id, user, summary)
+                await within(self.history.add_quality(call_id, user, summary), self.store_timeout)
                 return
             # The call ended on another node, whose write of its record may still be on its way.
             for delay in (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2):
-                if await self.history.add_quality(call_id, user, summary):
+                if await within(self.history.add_quality(call_id, user, summary), self.store_timeout):
                     return
                 await asyncio.sleep(delay)
             log.warning("the summary of call %s from %s came, its history record did not", call_id, user)
@@ -873,7 +883,7 @@ class Hub:
                 self._unwritten, self._unwritten_done = [], None
                 assert done is not None
                 try:
-                    await self.history.record_many(batch)
+                    await within(self.history.record_many(batch), _WRITE_WITHIN)
                 except Exception:
                     self.history_failures += len(batch)
                     ids = ", ".join(record.call_id for record, _ in batch[:5])
@@ -900,7 +910,7 @@ class Hub:
         cutoff, deleted = self.clock() - self.history_retention, 0
         try:
             for _ in range(_PRUNE_BATCHES):
-                n = await self.history.delete_ended_before(cutoff, limit=PRUNE_BATCH)
+                n = await within(self.history.delete_ended_before(cutoff, limit=PRUNE_BATCH), _WRITE_WITHIN)
                 deleted += n
                 if n < PRUNE_BATCH:
                     break
@@ -919,7 +929,9 @@ class Hub:
     async def _send_missed(self, conn: Connection) -> None:
         assert self.history is not None
         try:
-            missed, total = await self.history.take_missed(conn.id, limit=MISSED_SHOWN)
+            work = self.history.take_missed(conn.id, limit=MISSED_SHOWN)
+            # (memory:// never waits: no timer on every join)
+            missed, total = await (work if self._history_in_loop else within(work, self.store_timeout))
         except Exception:
             self.history_failures += 1
             log.exception("could not read the missed calls of %s", conn.id)

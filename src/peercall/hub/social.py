@@ -30,6 +30,7 @@ from ..protocol.codes import ErrorCode
 from ..protocol.errors import ProtocolError
 from ..protocol.messages import ContactAdd, ContactRename, DirectoryQuery, Envelope, Settings
 from ..store.base import MAX_NAMES_ASKED, ContactBook, ContactChange, ContactLimit
+from .deadline import within
 
 log = logging.getLogger("peercall.contacts")
 T = TypeVar("T")
@@ -108,18 +109,9 @@ class Social:
         self._empty_view: tuple[Directory, View] | None = None  # the view of a user with an empty circle
 
     async def _store(self, work: Awaitable[T]) -> T:
-        """Await a store operation for at most `store_timeout` seconds: a store that stops answering (a database
-        behind a network that drops packets) fails it with TimeoutError, which callers handle as any store failure,
-        rather than holding a join, a call-request or a contact frame for ever. In a task of its own when the caller
-        runs outside any (server/fastws.py drives some coroutines by hand): database drivers use `asyncio.timeout`,
-        which needs a task (asyncpg's does), and so does this."""
-        if asyncio.current_task() is None:
-            return await asyncio.ensure_future(self._store(work))
-        try:
-            async with asyncio.timeout(self.store_timeout):
-                return await work
-        except TimeoutError:
-            raise TimeoutError(f"the store did not answer within {self.store_timeout:g} s") from None
+        """A store operation, for at most `store_timeout` seconds (TimeoutError, which callers handle as any store
+        failure: a join gets no contacts for now, a call-request or contact frame `service-unavailable`)."""
+        return await within(work, self.store_timeout)
 
     # ---------------------------------------------------------------------------------------- circles
 
@@ -293,7 +285,9 @@ class Social:
                 assert peer is not None
                 if kind == "contact-add":
                     add = messages.data_of(env, ContactAdd)
-                    change = await self._store(book.add(user, peer, now=now, name=add.name if add is not None else None))
+                    change = await self._store(
+                        book.add(user, peer, now=now, name=add.name if add is not None else None)
+                    )
                 elif kind == "contact-decline":
                     change = await self._store(book.decline(user, peer))
                 elif kind == "contact-remove":

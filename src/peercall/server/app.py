@@ -123,6 +123,7 @@ def create_app(settings: Settings) -> PeercallApp:
             services=settings.push_services,
             names=_display_names(history) if settings.auth == "accounts" else None,
             shared=broker.shared,
+            store_timeout=settings.store_timeout,
         )
     hub = Hub(
         broker,
@@ -133,6 +134,7 @@ def create_app(settings: Settings) -> PeercallApp:
         display_names=settings.auth != "open",
         webhooks=webhooks,
         push=push,
+        store_timeout=settings.store_timeout,
         relay_buffer=settings.send_buffer // 4 if settings.relay_buffer is None else settings.relay_buffer or None,
     )
     fixed_ice = [server.as_json() for server in settings.fixed_ice_servers()]

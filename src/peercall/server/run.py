@@ -154,6 +154,7 @@ def banner(settings: Settings, port: int, tls_names: list[str] | None = None) ->
         hosts = ", ".join(named[:6]) + (f" and {len(named) - 6} more" if len(named) > 6 else "")
         hosts += "\n                (any other name gets 421: add yours to PEERCALL_ALLOWED_HOSTS)"
     lines.append(f"  answers for   {hosts}")
+    lines += [f"  note          {note}" for note in limit_notes(settings)]
     lan = [n for n in (tls_names or []) if n not in ("localhost", "127.0.0.1", "::1")]
     if lan and host in ("0.0.0.0", "::"):
         lines.append("  on your LAN   " + "  ".join(f"https://{'[' + n + ']' if ':' in n else n}:{port}/" for n in lan))
@@ -162,6 +163,29 @@ def banner(settings: Settings, port: int, tls_names: list[str] | None = None) ->
         lines.append("  note          browsers allow the microphone only on https or localhost; for a LAN call")
         lines.append("                run `peercall serve --tls-self-signed`")
     return "\n".join(lines)
+
+
+_CALL_START_TOKENS = 30
+"""What a call's start costs in rate tokens, about: an offer of a few KB (one token a KiB), its answer's side of
+the candidates (one each), media-state."""
+
+
+def limit_notes(settings: Settings) -> list[str]:
+    """Warnings about rate limits that would refuse what calls need, or let a client send more than they mean to."""
+    notes = []
+    burst = settings.rate_burst
+    if burst < _CALL_START_TOKENS:
+        notes.append(
+            f"PEERCALL_RATE_BURST={burst} is below what a call's start takes (~{_CALL_START_TOKENS} frames' worth: "
+            "an offer costs a token a KiB): calls may fail to connect"
+        )
+    if settings.max_message_size > (burst + 1) * 1024:
+        notes.append(
+            f"PEERCALL_MAX_MESSAGE_SIZE={settings.max_message_size} is above what the rate burst pays for: a frame "
+            f"costs a token a KiB, but at most the burst ({burst}), so frames over {burst} KiB cost less than "
+            "their size"
+        )
+    return notes
 
 
 def _origin(url: str) -> str:
