@@ -151,9 +151,11 @@ async def make_hub(request: pytest.FixtureRequest) -> AsyncIterator[MakeHub]:
         url = server.db_url(0)
     hubs: list[Hub] = []
 
-    async def make(history: CallHistory | None = None, presence_interval: float = 0.1, **rules: Any) -> Hub:
+    async def make(
+        history: CallHistory | None = None, presence_interval: float = 0.1, call_rate: int = 30, **rules: Any
+    ) -> Hub:
         broker = open_broker(url, prefix=prefix, node_id=f"n{len(hubs)}", **rules)
-        hub = Hub(broker, history=history, presence_interval=presence_interval)
+        hub = Hub(broker, history=history, presence_interval=presence_interval, call_rate=call_rate)
         await broker.start()
         hubs.append(hub)
         return hub

@@ -20,6 +20,7 @@ from peercall.core.social import Audience, Screen, Screening, View
 from peercall.core.switchboard import WELCOME_ONLINE_MAX, Presence, Send
 from peercall.hub import nodeframe, router
 from peercall.hub.router import Hub
+from peercall.hub.social import Social
 from peercall.protocol import messages
 from peercall.store.memory import MemoryHistory
 
@@ -414,6 +415,31 @@ async def test_call_requests_are_rate_limited_per_user(make_hub: MakeHub) -> Non
     await hub.handle(alice, '{"type":"call-request","to":"bob"}')
     assert alice.sent[-1]["type"] == "error" and alice.sent[-1]["code"] == "rate-limited"
     assert bob.types().count("call-request") == 2
+
+
+class CountingBook(MemoryHistory):
+    """A store that counts the circles read from it."""
+
+    reads = 0
+
+    async def circle(self, user: str, *, now: float) -> Any:
+        self.reads += 1
+        return await super().circle(user, now=now)
+
+
+async def test_a_call_request_past_the_call_rate_costs_no_store_read(make_hub: MakeHub) -> None:
+    """The call rate is charged before a request is screened: a user who sends call-requests to new ids as fast as
+    the frame rate allows has the store read for as many as the call rate lets through, not for every one."""
+    hub = await make_hub(call_rate=2)
+    book = CountingBook()
+    hub.social = Social(book, clock=time.time)
+    (alice,) = await online(hub, "alice")
+    before = book.reads
+    for n in range(10):
+        await hub.handle(alice, json.dumps({"type": "call-request", "to": f"nobody{n}"}))
+    errors = [m["code"] for m in alice.sent if m["type"] == "error"]
+    assert errors.count("rate-limited") == 8, errors
+    assert book.reads - before == 2  # the two callees' circles (alice's is cached)
 
 
 async def test_the_same_device_connecting_again_retires_its_older_connection(make_hub: MakeHub) -> None:

@@ -32,7 +32,6 @@ def open_broker(
     ring_timeout: float = 45.0,
     resume_grace: float = 20.0,
     private: bool = False,
-    call_rate: int = 30,
     node_id: str | None = None,
     lease: float = 10.0,
     prefix: str = "peercall:",
@@ -41,7 +40,8 @@ def open_broker(
 
     Args:
         url: `memory://` (one node) or a Redis URL as redis-py reads it (`redis://`, `rediss://`, `unix://`).
-        ring_timeout, resume_grace, private, call_rate: the call rules' settings (core/switchboard.py).
+        ring_timeout, resume_grace, private: the call rules' settings (core/switchboard.py; the call rate is the
+            hub's).
         node_id, lease, prefix: a cluster node's name, its lease in seconds and its Redis key prefix.
 
     Raises:
@@ -56,7 +56,6 @@ def open_broker(
             ring_timeout=ring_timeout,
             resume_grace=resume_grace,
             private=private,
-            call_rate=call_rate,
             node_id=node_id,
         )
     if sep and scheme in _REDIS:
@@ -70,6 +69,5 @@ def open_broker(
             ring_timeout=ring_timeout,
             resume_grace=resume_grace,
             private=private,
-            call_rate=call_rate,
         )
     raise ValueError(f"unknown broker URL {url!r}: expected one of {', '.join(ACCEPTED_URLS)}")

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection
 import msgspec
 
 from ..core.social import Screen, View
-from ..core.switchboard import Call, CallRate, Effect, Presence, Switchboard
+from ..core.switchboard import UNLIMITED_CALLS, Call, Effect, Presence, Switchboard
 from ..hub.broker import BrokerEvents
 from ..protocol.messages import PEER_FRAMES, Envelope
 
@@ -50,7 +50,6 @@ class MemoryBroker:
         ring_timeout: float = 45.0,
         resume_grace: float = 20.0,
         private: bool = False,
-        call_rate: int = 30,
         node_id: str | None = None,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = lambda: secrets.token_hex(8),
@@ -60,7 +59,7 @@ class MemoryBroker:
             resume_grace=resume_grace,
             new_id=new_id,
             private=private,
-            call_rate=CallRate(call_rate),
+            call_rate=UNLIMITED_CALLS,  # the hub charges call-requests (`Hub.call_rate`)
         )
         self.node = node_id or "local"
         self.cid_prefix = "c"

@@ -104,9 +104,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..core.social import Screen, View
 from ..core.switchboard import (
     LAST_SEEN_SHOWN,
+    UNLIMITED_CALLS,
     WELCOME_ONLINE_MAX,
     Call,
-    CallRate,
     CallState,
     Close,
     Device,
@@ -456,16 +456,6 @@ class _Route:
     peer_cid: str
 
 
-class _Charged(CallRate):
-    """The call rate of a slice (`RedisBroker._slice`): the request was charged before its transaction."""
-
-    def check(self, user: str, env: Envelope, now: float) -> None:
-        return None
-
-
-_CHARGED = _Charged()
-
-
 class RedisBroker:
     """A `hub.broker.Broker` for a node of a cluster: its link to the shared state and to the other nodes."""
 
@@ -481,11 +471,9 @@ class RedisBroker:
         ring_timeout: float = 45.0,
         resume_grace: float = 20.0,
         private: bool = False,
-        call_rate: int = 30,
         new_id: Callable[[], str] = lambda: secrets.token_hex(8),
     ) -> None:
         self.node = node_id or secrets.token_hex(3)
-        self._call_rate = CallRate(call_rate)
         self._new_id = new_id
         # A restarted node gets a new address, so nothing meant for its previous life reaches it.
         self.address = f"{self.node}-{secrets.token_hex(3)}"
@@ -594,15 +582,15 @@ class RedisBroker:
         return cid.rpartition(".")[0]
 
     def _slice(self) -> Switchboard:
-        """A switchboard for the slice of shared state one event touches. Its call rate refuses nothing: `receive`
-        charges a call-request to this node's call rates (they are not shared) once, before the transaction, whose
-        `run` may be replayed."""
+        """A switchboard for the slice of shared state one event touches. Its call rate refuses nothing: the hub
+        charged the call-request to this node's call rates (they are not shared) once, before the transaction,
+        whose `run` may be replayed."""
         return Switchboard(
             ring_timeout=self.ring_timeout,
             resume_grace=self.resume_grace,
             new_id=self._new_id,
             private=self.private,
-            call_rate=_CHARGED,
+            call_rate=UNLIMITED_CALLS,
         )
 
     # ------------------------------------------------------------------------------------- lifecycle
@@ -1125,12 +1113,8 @@ class RedisBroker:
                 return [Forward(to[0], env, user, to[1])]
             return await self._in_task(self._media_slow(cid, user, env, now))
         users = [user]
-        if env.type == "call-request":
-            # Charged once, as on one node (first of a request's checks): a replay of the transaction (another
-            # node's change came first, or what this node knew of the slice was stale) is the same request.
-            self._call_rate.check(user, env, now)
-            if env.to is not None:
-                users.append(env.to)
+        if env.type == "call-request" and env.to is not None:  # (charged to the call rate by the hub, once)
+            users.append(env.to)
 
         def apply(sb: Switchboard, _: Any) -> list[Effect]:
             if cid not in sb.devices:

@@ -51,7 +51,8 @@ Rules (docs/protocol.md, "Calls", is the user-facing version):
   silent call), as with any ringing call. `decline()` declines such a call on the callee's behalf from no
   connection (the notification's Decline).
 - A user may place at most `call_rate` call requests a minute (a token bucket per user; the rest get
-  `error rate-limited`).
+  `error rate-limited`). A node's hub charges it before the request costs any store work (its screening), and
+  gives its broker a switchboard whose call rate refuses nothing (`UNLIMITED_CALLS`).
 - A party of a call that ended lately (the last 10 000 calls: `ended_calls`) may send its `call-summary`;
   anyone else gets `error not-in-call`.
 - Whenever a call ends, every connection that took part in it or rang gets `call-ended`, and, for clients of the
@@ -310,6 +311,17 @@ class CallRate:
                 ref=env.type,
                 to=env.to,
             )
+
+
+class _Unlimited(CallRate):
+    """A call rate that refuses nothing: for a switchboard whose requests were charged before they reached it."""
+
+    def check(self, user: str, env: Envelope, now: float) -> None:
+        return None
+
+
+UNLIMITED_CALLS: Final = _Unlimited()
+"""The call rate of a broker's switchboard: the hub charged each call-request before its screening."""
 
 
 def check_summary(user: str, env: Envelope, parties: tuple[str, str] | None) -> None:

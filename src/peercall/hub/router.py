@@ -25,7 +25,7 @@ import msgspec
 
 from ..core.records import CallRecord
 from ..core.social import Circle, Screen, View
-from ..core.switchboard import CallEvent, Close, Effect, Forward, Presence, Push, Record, Send
+from ..core.switchboard import CallEvent, CallRate, Close, Effect, Forward, Presence, Push, Record, Send
 from ..protocol import messages
 from ..protocol.codes import CloseCode, ErrorCode
 from ..protocol.errors import ProtocolError, SharedStateUnavailable
@@ -104,6 +104,7 @@ class Hub:
         push: PushService | None = None,
         relay_buffer: int | None = None,
         store_timeout: float = 5.0,
+        call_rate: int | None = None,
     ) -> None:
         """`history_retention`: seconds a call stays in the history (0: for ever); the writer deletes older ones.
         `social`: the contacts service (hub/social.py); None: no contacts, every presence goes to everyone and
@@ -115,7 +116,9 @@ class Hub:
         `relay_buffer`: bytes held back for a lagging reader past which the frames its call's other party relays to
         it are dropped, and that party answered `rate-limited` (settings.relay_buffer); None: no such limit.
         `store_timeout`: seconds a history read or a summary's write may take (a batch of records or of deletions:
-        `_WRITE_WITHIN`), past which it fails as the store being down (hub/deadline.py)."""
+        `_WRITE_WITHIN`), past which it fails as the store being down (hub/deadline.py).
+        `call_rate`: call-requests a user may place a minute on this node (settings.call_rate), charged before a
+        request costs any store work (its screening); None: no limit."""
         self.broker = broker
         self.social = social
         self.display_names = display_names
@@ -160,6 +163,7 @@ class Hub:
         self._shared = broker.shared
         self.relay_buffer = relay_buffer or _NO_LIMIT
         self.store_timeout = store_timeout
+        self.call_rate = CallRate(call_rate) if call_rate is not None else None
         self._history_in_loop = bool(getattr(history, "in_loop", False))
         broker.bind(self)
 
@@ -357,6 +361,8 @@ class Hub:
                     self.stats.messages[env.type] += 1
                     return
                 screen = None
+                if env.type == "call-request" and self.call_rate is not None:  # before any store work, so that
+                    self.call_rate.check(conn.id, env, self.clock())  # a flood of requests reads nothing
                 if env.type == "call-request" and self.social is not None:
                     assert env.to is not None
                     screen = await self.social.screen(conn.id, env.to)

@@ -82,7 +82,6 @@ def create_app(settings: Settings) -> PeercallApp:
         ring_timeout=settings.ring_timeout,
         resume_grace=settings.resume_grace,
         private=settings.private,
-        call_rate=settings.call_rate,
         node_id=settings.node_id,
         lease=settings.node_lease,
         prefix=settings.redis_prefix,
@@ -135,6 +134,7 @@ def create_app(settings: Settings) -> PeercallApp:
         webhooks=webhooks,
         push=push,
         store_timeout=settings.store_timeout,
+        call_rate=settings.call_rate,
         relay_buffer=settings.send_buffer // 4 if settings.relay_buffer is None else settings.relay_buffer or None,
     )
     fixed_ice = [server.as_json() for server in settings.fixed_ice_servers()]
