@@ -245,8 +245,9 @@ class Settings(BaseSettings):
     store_timeout: Annotated[float, Field(gt=0)] = 5.0
     """Seconds a store operation on the signaling path may take before it fails (`PEERCALL_STORE_TIMEOUT`):
     contacts, blocks, ring settings, display names, push subscriptions, missed calls, call summaries (a batch of
-    history records: 30 s). A database that stops answering then costs a join its contacts for now, and a
-    call-request or contact frame a `service-unavailable`, instead of holding them for ever."""
+    history records: 30 s); PostgreSQL only (SQLite: its busy timeout). A database that stops answering then
+    costs a join its contacts for now, and a call-request or contact frame a `service-unavailable`, instead of
+    holding them for ever."""
     call_policy: Annotated[str | None, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] = None
     """An operator's rule for who may call whom (`PEERCALL_CALL_POLICY=module:function`): a function (or
     coroutine function) of `(caller, callee)` returning whether the call may ring. Asked for every call-request: a

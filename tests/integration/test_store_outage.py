@@ -124,3 +124,25 @@ async def check_a_call_rings(srv: ServerProcess, callee: websockets.ClientConnec
         assert msg["type"] == "call-ringing", msg
         while (await recv_json(callee))["type"] != "call-request":
             pass
+
+
+async def test_a_sqlite_store_is_never_cut_off_by_the_deadline() -> None:
+    """SQLite's operations run in a thread and are bounded by its busy timeout: they are not cancelled at the
+    store deadline (cancelled, one left the file write-locked until the garbage collector ran). With a deadline
+    no operation could meet, calls are still screened (they ring) and written, one after another."""
+    with run_server(PEERCALL_STORE_TIMEOUT="0.000001") as srv:
+        async with websockets.connect(f"{srv.ws}?id=sqlcallee") as callee:
+            assert (await recv_json(callee))["type"] == "welcome"
+            async with websockets.connect(f"{srv.ws}?id=sqlcaller") as caller:
+                assert (await recv_json(caller))["type"] == "welcome"
+                for _ in range(3):
+                    await caller.send(json.dumps({"type": "call-request", "to": "sqlcallee"}))
+                    while (msg := await recv_json(caller))["type"] in ("call-reject", "presence"):
+                        pass  # (the last call's end, as a seed client knows it)
+                    assert msg["type"] == "call-ringing", msg
+                    while (await recv_json(callee))["type"] != "call-request":
+                        pass
+                    await callee.send(json.dumps({"type": "call-reject", "to": "sqlcaller"}))
+                    while (await recv_json(caller))["type"] != "call-ended":
+                        pass
+        assert "the store did not answer" not in srv.log() and "database is locked" not in srv.log()

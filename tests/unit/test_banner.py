@@ -33,4 +33,4 @@ def test_the_banner_warns_of_rate_limits_that_calls_would_meet() -> None:
     assert "PEERCALL_RATE_BURST=10 is below what a call's start takes" in small
     assert "PEERCALL_MAX_MESSAGE_SIZE=65536 is above what the rate burst pays for" in small  # 64 KiB > 10 KiB
     large = banner(Settings(max_message_size=1 << 20), 8080)
-    assert "RATE_BURST" not in large and "frames over 200 KiB cost less than their size" in large
+    assert "RATE_BURST" not in large and "frames of 200 KiB or more cost less than their size" in large

@@ -188,7 +188,7 @@ class PushService:
             self._reachable.move_to_end(user)
             return cached
         try:
-            found = bool(await within(self.store.push_subscriptions(user), self.store_timeout))
+            found = bool(await within(self.store.push_subscriptions(user), self.store_timeout, self.store))
         except Exception as exc:
             log.warning("could not read the push subscriptions of %s: %s", user, exc)
             return False

@@ -517,11 +517,11 @@ class Hub:
         try:
             if written is not None:
                 await asyncio.shield(written)  # shared by a batch of calls: cancelling us must not cancel it
-                await within(self.history.add_quality(call_id, user, summary), self.store_timeout)
+                await within(self.history.add_quality(call_id, user, summary), self.store_timeout, self.history)
                 return
             # The call ended on another node, whose write of its record may still be on its way.
             for delay in (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2):
-                if await within(self.history.add_quality(call_id, user, summary), self.store_timeout):
+                if await within(self.history.add_quality(call_id, user, summary), self.store_timeout, self.history):
                     return
                 await asyncio.sleep(delay)
             log.warning("the summary of call %s from %s came, its history record did not", call_id, user)
@@ -889,7 +889,7 @@ class Hub:
                 self._unwritten, self._unwritten_done = [], None
                 assert done is not None
                 try:
-                    await within(self.history.record_many(batch), _WRITE_WITHIN)
+                    await within(self.history.record_many(batch), _WRITE_WITHIN, self.history)
                 except Exception:
                     self.history_failures += len(batch)
                     ids = ", ".join(record.call_id for record, _ in batch[:5])
@@ -916,7 +916,9 @@ class Hub:
         cutoff, deleted = self.clock() - self.history_retention, 0
         try:
             for _ in range(_PRUNE_BATCHES):
-                n = await within(self.history.delete_ended_before(cutoff, limit=PRUNE_BATCH), _WRITE_WITHIN)
+                n = await within(
+                    self.history.delete_ended_before(cutoff, limit=PRUNE_BATCH), _WRITE_WITHIN, self.history
+                )
                 deleted += n
                 if n < PRUNE_BATCH:
                     break
@@ -927,7 +929,8 @@ class Hub:
             log.info("deleted %d calls older than the history retention", deleted)
         if self.social is not None:
             try:
-                await self.social.book.delete_expired_requests(self.clock())
+                book = self.social.book
+                await within(book.delete_expired_requests(self.clock()), _WRITE_WITHIN, book)
             except Exception:
                 log.exception("could not delete expired contact requests")
         return deleted
@@ -937,7 +940,7 @@ class Hub:
         try:
             work = self.history.take_missed(conn.id, limit=MISSED_SHOWN)
             # (memory:// never waits: no timer on every join)
-            missed, total = await (work if self._history_in_loop else within(work, self.store_timeout))
+            missed, total = await (work if self._history_in_loop else within(work, self.store_timeout, self.history))
         except Exception:
             self.history_failures += 1
             log.exception("could not read the missed calls of %s", conn.id)

@@ -111,7 +111,7 @@ class Social:
     async def _store(self, work: Awaitable[T]) -> T:
         """A store operation, for at most `store_timeout` seconds (TimeoutError, which callers handle as any store
         failure: a join gets no contacts for now, a call-request or contact frame `service-unavailable`)."""
-        return await within(work, self.store_timeout)
+        return await within(work, self.store_timeout, self.book)
 
     # ---------------------------------------------------------------------------------------- circles
 

@@ -179,11 +179,11 @@ def limit_notes(settings: Settings) -> list[str]:
             f"PEERCALL_RATE_BURST={burst} is below what a call's start takes (~{_CALL_START_TOKENS} frames' worth: "
             "an offer costs a token a KiB): calls may fail to connect"
         )
-    if settings.max_message_size > (burst + 1) * 1024:
+    if settings.max_message_size >= burst * 1024:  # a frame costs 1 + its whole KiB, at most the burst
         notes.append(
             f"PEERCALL_MAX_MESSAGE_SIZE={settings.max_message_size} is above what the rate burst pays for: a frame "
-            f"costs a token a KiB, but at most the burst ({burst}), so frames over {burst} KiB cost less than "
-            "their size"
+            f"costs a token a KiB, but at most the burst ({burst}), so frames of {burst} KiB or more cost less "
+            "than their size"
         )
     return notes
 

@@ -338,6 +338,13 @@ class SQLHistory(SQLAccounts, SQLPush):
             event.listen(self._engine.sync_engine, "connect", _sqlite_connect)
             event.listen(self._engine.sync_engine, "begin", _sqlite_begin)
 
+    @property
+    def cancellable(self) -> bool:
+        """Whether an operation may be cut off mid-way (hub/deadline.py): not on SQLite, whose statement runs in a
+        thread and, cancelled, left the file write-locked until the garbage collector freed its cursor (and a
+        `:memory:` database gone with its one connection); its busy timeout bounds each operation."""
+        return not self._sqlite
+
     def __repr__(self) -> str:
         return f"SQLHistory({self._url.render_as_string(hide_password=True)!r})"
 
