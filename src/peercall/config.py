@@ -283,8 +283,16 @@ class Settings(BaseSettings):
     """Bytes held back for a connection past which the frames its call's other party sends it (offer, answer,
     candidate, media-state) are dropped, and that party told `rate-limited`, rather than queued until the reader
     is dropped as a slow one (`PEERCALL_RELAY_BUFFER`): a party that floods the other fills no more than this of
-    its buffer. Default: a quarter of the send buffer; 0: no such limit (relayed frames count against the send
-    buffer like any other)."""
+    its buffer. Default: a quarter of the send buffer, at least 64 KiB (the backlog holds the server's own frames
+    too: presence, a directory page); 0: no such limit (relayed frames count against the send buffer like any
+    other). Otherwise 16 KiB at least, and at most the send buffer."""
+
+    @property
+    def effective_relay_buffer(self) -> int | None:
+        """`relay_buffer` as the hub applies it: None for no limit."""
+        if self.relay_buffer is None:
+            return min(max(self.send_buffer // 4, 64 * 1024), self.send_buffer)
+        return self.relay_buffer or None
     ping_interval: Annotated[float, Field(gt=0)] = 20.0
     """Seconds between WebSocket pings from the server (`PEERCALL_PING_INTERVAL`)."""
     ping_timeout: Annotated[float, Field(gt=0)] = 20.0
@@ -452,6 +460,10 @@ class Settings(BaseSettings):
             values = value if isinstance(value, list) else [value]
             if any(v is not None and PLACEHOLDER in v.get_secret_value() for v in values):
                 raise ValueError(f"{name} is still the example's placeholder ({PLACEHOLDER}…): set a random one")
+        if self.relay_buffer and not 16 * 1024 <= self.relay_buffer <= self.send_buffer:
+            raise ValueError(
+                f"relay_buffer={self.relay_buffer}: 0 (no limit), or from 16384 to send_buffer ({self.send_buffer})"
+            )
         for name in ("redis_url", "database_url"):
             if PLACEHOLDER in (getattr(self, name) or ""):
                 raise ValueError(f"{name} still has the example's placeholder password ({PLACEHOLDER}…)")

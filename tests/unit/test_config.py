@@ -95,3 +95,16 @@ def test_tests_keep_the_default_history_out_of_the_checkout() -> None:
 
     assert not data.is_relative_to(ROOT)
     assert not data.is_relative_to(Path.home() / ".local" / "share")
+
+
+def test_the_relay_buffer_is_a_quarter_of_the_send_buffer_with_a_floor_and_checked() -> None:
+    """By default a quarter of the send buffer, but never under 64 KiB (the backlog holds the server's own frames
+    too) nor over the send buffer; 0 turns it off; a value under 16 KiB or over the send buffer is refused."""
+    assert Settings().effective_relay_buffer == 256 * 1024
+    assert Settings(send_buffer=128 * 1024).effective_relay_buffer == 64 * 1024
+    assert Settings(send_buffer=32 * 1024).effective_relay_buffer == 32 * 1024
+    assert Settings(relay_buffer=0).effective_relay_buffer is None
+    assert Settings(relay_buffer=100_000).effective_relay_buffer == 100_000
+    for bad in (1024, 2 * 1024 * 1024):
+        with pytest.raises(ValueError, match="relay_buffer"):
+            Settings(relay_buffer=bad)

@@ -135,7 +135,7 @@ def create_app(settings: Settings) -> PeercallApp:
         push=push,
         store_timeout=settings.store_timeout,
         call_rate=settings.call_rate,
-        relay_buffer=settings.send_buffer // 4 if settings.relay_buffer is None else settings.relay_buffer or None,
+        relay_buffer=settings.effective_relay_buffer,
     )
     fixed_ice = [server.as_json() for server in settings.fixed_ice_servers()]
     turn_secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None
