@@ -170,6 +170,32 @@ async def test_camera_on_mid_call_then_off_stops_frames_and_the_peer_sees_it(
     assert (await mic(a))["live"] == 0, "the camera (or the microphone) is still on after the call"
 
 
+async def test_an_offer_the_server_dropped_is_sent_again(fresh_server: ServerProcess, open_page: OpenPage) -> None:
+    """The server drops an offer for a peer whose connection lags (`rate-limited`, the peer stays): the page sends
+    it again shortly, so turning the camera on still reaches the peer instead of waiting for ever."""
+    a, b = await open_pair(open_page, fresh_server)
+    await start_call(a, b)
+    await a.evaluate(
+        """() => {
+          const ws = window.__e2e.sockets.at(-1);
+          const send = ws.send.bind(ws);
+          window.__dropped = 0;
+          ws.send = (text) => {  // the server's side of it: this offer never reaches the peer, and we are told
+            const msg = JSON.parse(text);
+            if (msg.type !== "offer" || window.__dropped > 0) return send(text);
+            window.__dropped += 1;
+            const error = { type: "error", code: "rate-limited", ref: "offer", to: msg.to, callId: msg.callId,
+                            message: `${msg.to} is not reading fast enough; this offer was dropped` };
+            setTimeout(() => ws.dispatchEvent(new MessageEvent("message", { data: JSON.stringify(error) })), 10);
+          };
+        }"""
+    )
+    await a.click("#camera")
+    await assert_video_arrives(b, "B")
+    assert await a.evaluate("window.__dropped") == 1
+    await expect(a.locator("#message")).not_to_contain_text("slowing this page down")
+
+
 async def test_video_call_shows_both_cameras_and_the_quality_panel_shows_the_video(
     fresh_server: ServerProcess, open_page: OpenPage
 ) -> None:

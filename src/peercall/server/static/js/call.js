@@ -192,6 +192,8 @@ export class Call extends EventTarget {
   /** performance.now() of the last ICE restart of the current outage */ #restartedAt = -Infinity;
   #restartBackoffMs = RESTART_BACKOFF_MS;
   /** the check for packets from the peer (`#watchPackets`) */ #stallTimer = 0;
+  /** our offer or answer sent again after the server dropped it (`descriptionDropped`) */ #redescribeTimer = 0;
+  /** how many times in a row it was dropped */ #redescribed = 0;
   #muted = false;
   /** @type {MediaStream|null} our camera, while it is on */ #camera = null;
   /** @type {string} the `deviceId` of the camera to use ("" for the default) */ #cameraId = "";
@@ -598,6 +600,31 @@ export class Call extends EventTarget {
     } else if (["failed", "disconnected"].includes(pc.connectionState) || pc.iceConnectionState === "failed") {
       this.restartIce(`the connection is ${pc.connectionState} after the resume`);
     }
+  }
+
+  /**
+   * The server dropped our offer or answer (`rate-limited`: the peer's connection lags behind what it is sent):
+   * send it again after a pause that doubles each time in a row (0.5 s, then up to 8 s; five tries), while it is
+   * still the description the peer lacks. Without it, a renegotiation (a camera, a screen share, an ICE restart)
+   * waited for ever, and a call's start until its ICE timer hung up.
+   * @param {"offer"|"answer"} kind
+   */
+  descriptionDropped(kind) {
+    if (!this.active) return;
+    this.#redescribed += 1;
+    if (this.#redescribed > 5) {
+      this.#log(`our ${kind} was dropped again; not sending it any more`);
+      return;
+    }
+    clearTimeout(this.#redescribeTimer);
+    this.#redescribeTimer = setTimeout(() => {
+      const pc = this.#pc;
+      if (!this.active || !pc) return;
+      const lacking = kind === "offer" ? "have-local-offer" : "stable";
+      if (pc.signalingState !== lacking || pc.localDescription?.type !== kind) return; // moved on meanwhile
+      this.#log(`re-sending our ${kind} (the server dropped it: the peer's connection lags)`);
+      this.#sendMsg(protocol.description(this.peerId, pc.localDescription, this.callId));
+    }, 500 * 2 ** (this.#redescribed - 1));
   }
 
   /**
@@ -1110,6 +1137,7 @@ export class Call extends EventTarget {
     try {
       this.#log(`SRD(${description.type})${offerCollision ? " with rollback" : ""}`);
       await pc.setRemoteDescription(description);
+      this.#redescribed = 0; // the peer hears us again
       if (description.type === "offer") {
         this.timeline.offerReceived ??= performance.now();
         this.#addLocalTrack(); // callee: reuses the transceiver the offer created, so no extra offer
@@ -1281,6 +1309,7 @@ export class Call extends EventTarget {
     this.#log(`ended: ${reason}`);
     clearTimeout(this.#timer);
     clearTimeout(this.#restartTimer);
+    clearTimeout(this.#redescribeTimer);
     clearInterval(this.#stallTimer);
     // Nothing more to say to the peer: releasing the camera or the screen share below changes our media state,
     // and a `media-state` now would follow our hangup (or the server's call-ended) and be refused.

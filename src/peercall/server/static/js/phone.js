@@ -556,8 +556,17 @@ export class Phone extends EventTarget {
         else console.info(`[phone] server: ${msg.message}`);
         return true;
       case ErrorCode.RATE_LIMITED:
-        if (requestOfOurs) c.refused(msg.message);
-        else this.#notice(`The server is slowing this page down: ${msg.message}.`, "warning");
+        if (requestOfOurs) {
+          c.refused(msg.message);
+        } else if (ours && (msg.ref === MessageType.OFFER || msg.ref === MessageType.ANSWER)) {
+          // The peer's connection lags: the server dropped it rather than the peer. Sent again shortly.
+          console.info(`[phone] ${msg.message}; sending it again`);
+          c.descriptionDropped(msg.ref);
+        } else if (ours && msg.ref === MessageType.CANDIDATE) {
+          console.info(`[phone] ${msg.message}`); // one path fewer to try: nothing the user can do about it
+        } else {
+          this.#notice(`The server is slowing this page down: ${msg.message}.`, "warning");
+        }
         return true;
       case ErrorCode.SERVICE_UNAVAILABLE:
         if (requestOfOurs) {
