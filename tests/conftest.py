@@ -297,6 +297,15 @@ def _scratch_dir() -> str | None:
     return None
 
 
+def small_socket(port: int) -> socket.socket:
+    """A client socket to 127.0.0.1:`port` whose receive buffer (4 KiB) fills after a few frames: a WebSocket client
+    on it that stops reading (`transport.pause_reading()`) soon has the server hold frames back for it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

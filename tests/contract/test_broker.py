@@ -188,6 +188,14 @@ async def test_calls_that_end_during_a_history_write_are_written_together_by_the
     assert next(r for r in page if r.call_id == ended[-1]).quality == {"alice": {"mos": 4.2}}
 
 
+async def rejected_call(hub: Hub, alice: FakeConnection, bob: FakeConnection) -> str:
+    """Alice calls bob, who rejects it: the call's id (its record goes to the history writer)."""
+    await hub.handle(alice, '{"type":"call-request","to":"bob"}')
+    await hub.handle(bob, '{"type":"call-reject","to":"alice"}')
+    await asyncio.sleep(0)
+    return [m["callId"] for m in alice.sent if m["type"] == "call-ended"][-1]
+
+
 async def test_a_history_write_that_never_returns_holds_up_no_later_call(
     make_hub: MakeHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -198,19 +206,13 @@ async def test_a_history_write_that_never_returns_holds_up_no_later_call(
     hub = await make_hub(history=history)
     alice, bob = await online(hub, "alice", "bob")
 
-    async def one_call() -> str:
-        await hub.handle(alice, '{"type":"call-request","to":"bob"}')
-        await hub.handle(bob, '{"type":"call-reject","to":"alice"}')
-        await asyncio.sleep(0)
-        return [m["callId"] for m in alice.sent if m["type"] == "call-ended"][-1]
-
-    first = await one_call()
-    second = await one_call()
+    first = await rejected_call(hub, alice, bob)
+    second = await rejected_call(hub, alice, bob)
     assert history.batches == [[first]]
     history.go = FirstOnly(history.go)  # later writes go through at once
     async with asyncio.timeout(5):
         await hub.drain()
-    third = await one_call()
+    third = await rejected_call(hub, alice, bob)
     async with asyncio.timeout(5):
         await hub.drain()
     page, _ = await history.calls_for("alice")
@@ -235,20 +237,14 @@ async def test_history_writes_go_on_after_the_writer_was_cancelled(make_hub: Mak
     hub = await make_hub(history=history)
     alice, bob = await online(hub, "alice", "bob")
 
-    async def one_call() -> str:
-        await hub.handle(alice, '{"type":"call-request","to":"bob"}')
-        await hub.handle(bob, '{"type":"call-reject","to":"alice"}')
-        await asyncio.sleep(0)
-        return [m["callId"] for m in alice.sent if m["type"] == "call-ended"][-1]
-
-    first = await one_call()  # the writer takes it and waits in its write
+    first = await rejected_call(hub, alice, bob)  # the writer takes it and waits in its write
     await hub.handle(alice, json.dumps({"type": "call-summary", "callId": first, "data": {"mos": 3.0}}))
-    second = await one_call()  # waits for the next write
+    second = await rejected_call(hub, alice, bob)  # waits for the next write
     assert hub._writer is not None and history.batches == [[first]]
     hub._writer.cancel()
     await asyncio.sleep(0)
     history.go.set()
-    third = await one_call()
+    third = await rejected_call(hub, alice, bob)
     async with asyncio.timeout(2):
         await hub.drain()
     page, _ = await history.calls_for("alice")

@@ -68,6 +68,19 @@ async def test_a_script_cannot_open_a_websocket_to_another_host(
     assert found and all(v.startswith("connect-src ws://evil.test") for v in found), found
 
 
+async def lose_the_socket_to_one_that_hangs(page: Page) -> None:
+    """Close the page's socket, and have every socket it opens next hang on its way (to an address that never
+    answers) until `window.__stuck` is false."""
+    await page.evaluate(
+        """() => { const Native = window.WebSocket; window.__stuck = true;
+          window.WebSocket = class extends Native {
+            constructor(url, protocols) { super(window.__stuck ? "ws://192.0.2.1:9/blackhole" : url, protocols); }
+          };
+          window.__e2e.sockets.at(-1).close(); }"""
+    )
+    await expect(page.locator("#server-status")).to_have_text("Reconnecting…")
+
+
 async def test_a_socket_that_never_opens_is_given_up_and_another_tried(
     fresh_server: ServerProcess, open_page: OpenPage
 ) -> None:
@@ -77,14 +90,7 @@ async def test_a_socket_that_never_opens_is_given_up_and_another_tried(
     page = await watched(open_page, fresh_server, "/", "index")
     await page.fill("#my-id", "stuckuser")
     await connect(page)
-    await page.evaluate(
-        """() => { const Native = window.WebSocket; window.__stuck = true;
-          window.WebSocket = class extends Native {
-            constructor(url, protocols) { super(window.__stuck ? "ws://192.0.2.1:9/blackhole" : url, protocols); }
-          };
-          window.__e2e.sockets.at(-1).close(); }"""
-    )
-    await expect(page.locator("#server-status")).to_have_text("Reconnecting…")
+    await lose_the_socket_to_one_that_hangs(page)
     await asyncio.sleep(1)
     await page.evaluate("window.__stuck = false")  # the next socket is the page's own: it opens
     await expect(page.locator("#server-status")).to_have_text("Connected", timeout=12_000)
@@ -98,14 +104,7 @@ async def test_retry_now_gives_up_a_socket_that_hangs_and_connects_at_once(
     page = await watched(open_page, fresh_server, "/", "index")
     await page.fill("#my-id", "retryuser")
     await connect(page)
-    await page.evaluate(
-        """() => { const Native = window.WebSocket; window.__stuck = true;
-          window.WebSocket = class extends Native {
-            constructor(url, protocols) { super(window.__stuck ? "ws://192.0.2.1:9/blackhole" : url, protocols); }
-          };
-          window.__e2e.sockets.at(-1).close(); }"""
-    )
-    await expect(page.locator("#server-status")).to_have_text("Reconnecting…")
+    await lose_the_socket_to_one_that_hangs(page)
     await expect(page.locator("#retry-countdown")).to_have_text("Trying again now…")  # the socket that hangs
     await page.evaluate("window.__stuck = false")  # the way is clear again
     await page.click("#retry-now")

@@ -21,7 +21,7 @@ import websockets
 
 from tests.conftest import TIMEOUT, ServerProcess, run_server
 from tests.integration.conftest import TRANSPORTS
-from tests.integration.test_security import CANDIDATE, recv_json, rss_kib
+from tests.integration.test_security import CANDIDATE, answered, recv_json, rss_kib
 
 FLOOD_SECONDS = 8.0
 """How long a flooder goes on if the server never closes it (then the test fails)."""
@@ -79,12 +79,7 @@ async def _pair(srv: ServerProcess, a_id: str, b_id: str) -> tuple[websockets.Cl
     b = await websockets.connect(f"{srv.ws}?id={b_id}")
     for ws in (a, b):
         await recv_json(ws)
-    await a.send(json.dumps({"type": "call-request", "to": b_id}))
-    while (await recv_json(b))["type"] != "call-request":
-        pass
-    await b.send(json.dumps({"type": "call-accept", "to": a_id}))
-    while (await recv_json(a))["type"] != "call-accept":
-        pass
+    await answered(a, b, a_id, b_id)
     return a, b
 
 
@@ -185,12 +180,7 @@ async def test_a_client_that_never_reads_harms_no_one(unlimited_flood_server: Se
     try:
         for ws in (sender, slow):
             await recv_json(ws)
-        await sender.send(json.dumps({"type": "call-request", "to": sleeper}))
-        while (await recv_json(slow))["type"] != "call-request":
-            pass
-        await slow.send(json.dumps({"type": "call-accept", "to": talker}))
-        while (await recv_json(sender))["type"] != "call-accept":
-            pass
+        await answered(sender, slow, talker, sleeper)
         slow.transport.pause_reading()
         idle = await _idle(a, b, b_id)
         baseline = rss_kib(srv.proc.pid)
