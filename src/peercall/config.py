@@ -293,6 +293,7 @@ class Settings(BaseSettings):
         if self.relay_buffer is None:
             return min(max(self.send_buffer // 4, 64 * 1024), self.send_buffer)
         return self.relay_buffer or None
+
     ping_interval: Annotated[float, Field(gt=0)] = 20.0
     """Seconds between WebSocket pings from the server (`PEERCALL_PING_INTERVAL`)."""
     ping_timeout: Annotated[float, Field(gt=0)] = 20.0

@@ -99,7 +99,8 @@ async def test_a_client_that_never_reads_never_stalls_what_other_nodes_send(clus
 async def test_a_party_on_another_node_that_floods_a_lagging_reader_has_its_frames_dropped(cluster: Any) -> None:
     """A party on node 1 relays more than its peer on node 0 reads (the peer stopped): node 0 drops the relayed
     frames once a quarter of the peer's send buffer is held back for it (counted in /metrics; the sender, on
-    another node, is not told), instead of dropping the peer as a slow reader; the peer gets what came before, in
+    another node, is told of a dropped offer or answer, not of candidates), instead of dropping the peer as a slow
+    reader; the peer gets what came before, in
     order, once it reads again, and the call goes on."""
     env = {k: v for k, v in ENV.items() if k != "PEERCALL_RELAY_BUFFER"}  # the default: 256 KiB of the 1 MiB
     async with cluster(2, **env) as c:
@@ -128,6 +129,12 @@ async def test_a_party_on_another_node_that_floods_a_lagging_reader_has_its_fram
                 else:
                     pytest.fail("node 0 never dropped a frame relayed to the reader that stopped")
             assert "reads too slowly" not in a.log() and "reader disconnected" not in a.log()
+            # An offer is worth telling its sender (its client sends it again): node 0 does, through node 1
+            offer = {"type": "offer", "to": "reader", "data": {"type": "offer", "sdp": "v=0\r\n"}}
+            await flooder.send(json.dumps(offer))
+            msg = await until_type(flooder, "error")
+            assert (msg["code"], msg["ref"], msg["to"]) == ("rate-limited", "offer", "reader"), msg
+            assert "reader is not reading fast enough" in msg["message"]
             reader.transport.resume_reading()
             got = []
             with contextlib.suppress(TimeoutError):

@@ -4,7 +4,8 @@ A node frame is `<kind><connection id>\\n<text>`:
 
 - `s` (SEND): send `text` to the connection;
 - `r` (RELAY): the same, for a frame that the connection's call party sent (an offer, answer, candidate or
-  media-state): dropped if the connection lags (`Hub.relay_buffer`). A node of the previous version sends such
+  media-state): dropped if the connection lags (`Hub.relay_buffer`; the sender is told of a dropped offer or answer,
+  with a SEND to the connection the reader's route names). A node of the previous version sends such
   frames as SEND, and delivers a RELAY as one (it sends what is not a CLOSE);
 - `e` (SEND_CALL_CHANGED): the same, and the receiving node forgets where the connection's peer is (`text` is one
   of `messages.CALL_CHANGED`: the call changed);

@@ -53,6 +53,7 @@ _WRITE_WITHIN = 30.0
 """Seconds a batch of history records (or of deletions) may take to write: past it the batch fails (logged, counted
 in `peercall_history_write_failures_total`) and the writer goes on; without it a database that stopped answering
 held the writer, and every call that ended meanwhile, for ever."""
+_PEER_FRAME = messages.Envelope("candidate")  # of no call in particular: whose route a connection has (`_route`)
 _NO_LIMIT = 1 << 62  # a `relay_buffer` no backlog reaches
 _NO_RELATIONS = relations(Circle(""))  # no contact, request or block, and the server's ring setting
 DRAIN_WITHIN = 3.0
@@ -348,6 +349,26 @@ class Hub:
         return self.reject(
             conn, ProtocolError(ErrorCode.RATE_LIMITED, why, ref=env.type, to=env.to, call_id=env.callId)
         )
+
+    def _relay_dropped_elsewhere(self, reader: Connection, text: str) -> None:
+        """An offer or answer from another node dropped for `reader`, who lags: tell its sender, found by the
+        reader's own route (if this node knows it), as `_relay_refused` does on one node, so that the sender's
+        client sends it again (a renegotiation waits for it). Candidates are not worth a frame back: one path fewer."""
+        try:
+            frame = msgspec.json.decode(text)
+            kind, sender, call_id = frame["type"], frame["from"], frame.get("callId")
+            if kind not in ("offer", "answer") or self._route is None:
+                return
+            to = self._route(reader.cid, _PEER_FRAME)
+        except (msgspec.MsgspecError, KeyError, TypeError, AttributeError, ProtocolError):
+            return
+        if to is None:
+            return
+        why = f"{reader.id} is not reading fast enough; this {kind} was dropped"
+        error = ProtocolError(ErrorCode.RATE_LIMITED, why, ref=kind, to=reader.id, call_id=call_id)
+        self.stats.errors[error.code] += 1
+        self.broker.send(to[0], nodeframe.SEND, messages.error(error))
+        log.debug("%s -> %s: dropped a relayed %s (the reader lags)", sender, reader.id, kind)
 
     async def _handle(self, conn: Connection, env: messages.Envelope) -> None:
         try:
@@ -732,8 +753,10 @@ class Hub:
             self._spawn(self._deliver_to(target, kind, text))
         elif kind != nodeframe.RELAY or target.backlog_bytes <= self.relay_buffer:
             target.send_now(text)
-        else:  # a peer frame for a reader that lags: dropped (its sender, on another node, is not told)
+        else:  # a peer frame for a reader that lags: dropped
             self.stats.relay_dropped += 1
+            if '"offer"' in text or '"answer"' in text:
+                self._relay_dropped_elsewhere(target, text)
 
     async def _deliver_to(self, target: Connection, kind: str, text: str) -> None:
         if kind == nodeframe.CLOSE:
