@@ -88,6 +88,98 @@ async def test_a_call_its_node_ended_but_had_not_written_is_written_by_the_node_
         assert c.redis_keys("peercall:unwritten:*") == []
 
 
+class ReplyEater:
+    """A TCP proxy to Redis that can drop every reply (`eat`) while passing on what the node sends, and then
+    `cut` every connection, as when Redis restarts just after it ran a command and before its reply went out."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.eating = False
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def eat(self) -> None:
+        self.eating = True
+
+    def cut(self) -> None:
+        """Close every connection (new ones pass again, replies and all)."""
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+        self.eating = False
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.cut()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        self._writers += (writer, up_writer)
+        await asyncio.gather(
+            self._pipe(reader, up_writer, replies=False),
+            self._pipe(up_reader, writer, replies=True),
+            return_exceptions=True,
+        )
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool) -> None:
+        while data := await reader.read(65536):
+            if not (replies and self.eating):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+
+async def test_a_call_that_redis_ended_as_its_connection_went_is_told_and_written(
+    cluster: Any, redis: Any, connect: Any, uid: Any
+) -> None:
+    """Redis ends a call (the callee's call-reject) and its connection to the node goes before the reply comes back
+    (the soak saw it as Redis restarted): the callee is told the call may have ended, and once Redis is back the node
+    finds that it did and tells both parties `call-ended` and writes the history, as if the reply had come. Before,
+    the caller's phone rang on for ever, the history lacked the call and Redis kept its record."""
+    proxy = ReplyEater(redis.port)
+    await proxy.start()
+    try:
+        async with cluster(1, **FAST) as c:
+            through = f"redis://127.0.0.1:{proxy.port}/{c.redis_db}"
+            node = await asyncio.to_thread(c.start_node, None, PEERCALL_REDIS_URL=through)
+            alice = await connect(uid("alice"), node)
+            bob = await connect(uid("bob"), node)
+            await alice.send({"type": "call-request", "to": bob.id})
+            call_id = (await alice.expect(type="call-ringing"))["callId"]
+            await bob.expect(type="call-request", callId=call_id)
+            proxy.eat()
+            await bob.send({"type": "call-reject", "to": alice.id, "callId": call_id})
+            for _ in range(100):  # Redis ran the script: the call is gone there
+                if not c.redis_keys(f"peercall:call:{call_id}"):
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("Redis did not end the call")
+            proxy.cut()
+            error = await bob.expect(type="error", ref="call-reject")
+            assert error["code"] == "service-unavailable"
+            assert "if the call ended, you will be told" in error["message"]
+            for party in (alice, bob):
+                ended = await party.expect(timeout=LEASE + 5, type="call-ended", callId=call_id)
+                assert (ended["outcome"], ended["reason"]) == ("rejected", "user-rejected")
+            await alice.nothing(within=0.5, type="call-ended")  # told once
+            for _ in range(50):
+                if (records := await history(node, alice.id)) and not c.redis_keys("peercall:unwritten:*"):
+                    break
+                await asyncio.sleep(0.1)
+            assert [(r["callId"], r["outcome"]) for r in records] == [(call_id, "rejected")]
+            assert c.redis_keys("peercall:unwritten:*") == []
+            assert "before the connection to it went: telling their parties now" in node.log()
+    finally:
+        await proxy.close()
+
+
 async def test_killed_caller_node_while_ringing_stops_the_ringing(cluster: Any, connect: Any, uid: Any) -> None:
     async with cluster(2, PEERCALL_RESUME_GRACE="0", **FAST) as c:
         alice = await connect(uid("alice"), c.nodes[0])

@@ -19,7 +19,9 @@ Keys (all under the prefix, `peercall:` by default):
     n:{node}      hash   connection id -> user, for the node's connections (to reap them if it dies)
     unwritten:{node} hash call id -> the `Record` (JSON) of a call the node ended and its history writer is not yet
                   done with: written in the same compare-and-set as the end, let go of once written (`recorded`);
-                  if the node dies first, the node that reaps it writes them (the history keeps a call once)
+                  if the node dies first, the node that reaps it writes them (the history keeps a call once). If the
+                  connection to Redis goes while a change that ends a call is on it, the call is here if and only if
+                  Redis made the change: the node looks when Redis is back and, if so, performs it then (`_settle`)
     ver           hash   key -> version, of every u:{user} and call:{id} that exists (for compare-and-set, below)
     clock         string the counter versions are made from
     to:{node}     channel frames for that node's connections
@@ -122,7 +124,7 @@ from ..core.switchboard import (
 from ..hub import nodeframe
 from ..hub.broker import BrokerEvents
 from ..protocol.codes import CloseCode
-from ..protocol.errors import ProtocolError, SharedStateUnavailable
+from ..protocol.errors import ProtocolError, SharedStateInDoubt, SharedStateUnavailable
 from ..protocol.messages import CALL_CHANGED, PEER_FRAMES, Envelope
 from . import resp
 
@@ -349,6 +351,7 @@ _decode_parties = msgspec.json.Decoder(_Parties).decode
 _ANSWERED = '"state":"answered"'  # in the JSON of an answered call (tests/cluster/test_redis_state.py checks it)
 _RECORDED_LATER_MAX = 10_000  # written calls whose `recorded` waits for Redis to be back; any beyond stay there
 _KNOWN_MAX = 50_000  # keys a node keeps as it last saw them (`_known`); the oldest are forgotten first
+_IN_DOUBT_MAX = 10_000  # changes that ended calls and lost their reply, to settle when Redis is back (`_settle`)
 
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 """Redis cannot be reached. Every other `RedisError` (OOM, READONLY after a failover, a script refused) is handled
@@ -442,6 +445,16 @@ class _Loaded:
 
 
 @dataclass(frozen=True, slots=True)
+class _InDoubt:
+    """A change that ends calls, sent to Redis on a connection that was lost before its reply came: made or not,
+    Redis knows (`_settle`)."""
+
+    effects: list[Effect]
+    before: _Loaded
+    ended: list[str]  # the ids of the calls it ends, each in `unwritten:{node}` if and only if the change was made
+
+
+@dataclass(frozen=True, slots=True)
 class _Welcome:
     """A welcome to list with the slice read: for `user`, whose presence `view` says (None: everyone's)."""
 
@@ -517,6 +530,7 @@ class RedisBroker:
         self._keep_records = False  # the hub writes a history: keep each Record in Redis until it is written
         self._unwritten = f"{prefix}unwritten:{self.address}"
         self._recorded_later: set[str] = set()  # written calls whose `recorded` Redis did not hear (retried)
+        self._in_doubt: collections.deque[_InDoubt] = collections.deque(maxlen=_IN_DOUBT_MAX)
         self.healthy = False
         self.ops: collections.Counter[str] = collections.Counter()  # Redis round trips by kind, for /metrics
         self._users_online = 0  # gauges, refreshed by the housekeeping
@@ -712,6 +726,7 @@ class RedisBroker:
         reading Redis; the change is then applied only if that is still the state (the same compare and set), and
         a ProtocolError on it is not trusted either: both are replayed on the state read."""
         self._inflight += 1
+        sent: _InDoubt | None = None  # a change that ends calls, on its way to Redis
         try:
             for attempt in range(_TRIES):
                 sb, before = await self._load(set(users), set(call_ids), welcome, recall=attempt == 0)
@@ -725,14 +740,19 @@ class RedisBroker:
                 commands = _Commands()
                 self._write(commands, sb, before)
                 if self._keep_records:
+                    ended: list[str] = []
                     for effect in effects:
                         if isinstance(effect, Record):  # kept with the change: if this node dies before it is
                             commands.hset(self._unwritten, effect.record.call_id, _encode(effect))  # written
+                            ended.append(effect.record.call_id)
+                    if ended:
+                        sent = _InDoubt(effects, before, ended)
                 for call_id in sb.calls.keys() - before.calls.keys():  # a new call: its key must not exist yet
                     before.versions.setdefault(self._call(call_id), "0")
                 epoch = self._route_epoch
                 checks = self._apply_args(before, commands.gone)
                 applied = await self._eval(_APPLY, 2, f"{self.p}ver", f"{self.p}clock", *checks, *commands.args)
+                sent = None
                 if applied:
                     self._tell(effects, self._left(sb, before, commands, str(applied)))
                     effects = await self._ring_late(effects, before)
@@ -758,6 +778,13 @@ class RedisBroker:
             # Not only a lost connection: Redis refusing writes (OOM, READONLY after a failover) fails the event
             # the same way. Nothing was written: `_APPLY` fails at its first write, before any other one.
             self._unreachable(exc)
+            if sent is not None and isinstance(exc, TRANSIENT):
+                # The connection went while `_APPLY` was on it: Redis may have made the change before it went
+                # (seen in the soak when Redis restarted: the call ended there, and nobody was told or wrote it).
+                if len(self._in_doubt) == _IN_DOUBT_MAX:
+                    log.warning("node %s: too many changes in doubt; the oldest is left to the reaper", self.address)
+                self._in_doubt.append(sent)
+                raise SharedStateInDoubt(str(exc)) from exc
             raise SharedStateUnavailable(str(exc)) from exc
         finally:
             self._inflight -= 1
@@ -1596,6 +1623,8 @@ class RedisBroker:
             await asyncio.sleep(interval)
             try:
                 await self._renew()
+                if self._in_doubt:
+                    await self._settle()
                 now = time.time()
                 for address in await self.redis.zrangebyscore(f"{self.p}nodes", "-inf", now):
                     # One node reaps a dead one; the claim expires, so if the reaper dies too, another takes over.
@@ -1621,6 +1650,30 @@ class RedisBroker:
                 self.healthy = False
             except Exception:  # a bug must not stop the lease renewals: the node would be taken for dead
                 log.exception("node %s: housekeeping failed; going on", self.address)
+
+    async def _settle(self) -> None:
+        """Redis is back: find out whether the changes that ended calls and lost their reply (`SharedStateInDoubt`)
+        were made, and perform the effects of those that were (the parties told, the history written), as if the
+        reply had come. Exact: a call this node ended is in `unwritten:{node}` if and only if the change that ended
+        it was made (the same script writes both) until the hub's writer, which has not seen these, lets go of it.
+        (Another node that reaped this one during a long outage took them over and wrote them: nobody is told.)"""
+        while self._in_doubt:
+            doubt = self._in_doubt[0]
+            held = await self.redis.hmget(self._unwritten, doubt.ended)
+            self.ops["read"] += 1
+            self._in_doubt.popleft()
+            if all(record is None for record in held):
+                continue  # not made: its sender was told so, and the call goes on
+            log.warning(
+                "node %s: Redis ended call(s) %s before the connection to it went: telling their parties now",
+                self.address,
+                ", ".join(doubt.ended),
+            )
+            effects = await self._ring_late(doubt.effects, doubt.before)
+            for effect in effects:
+                if isinstance(effect, Send) and effect.message["type"] in CALL_CHANGED:
+                    self.forget_route(effect.cid)
+            await self.events.perform(effects)
 
     async def _renew(self) -> None:
         added = await self.redis.zadd(f"{self.p}nodes", {self.address: time.time() + self.lease})

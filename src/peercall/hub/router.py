@@ -28,7 +28,7 @@ from ..core.social import Circle, Screen, View
 from ..core.switchboard import CallEvent, CallRate, Close, Effect, Forward, Presence, Push, Record, Send
 from ..protocol import messages
 from ..protocol.codes import CloseCode, ErrorCode
-from ..protocol.errors import ProtocolError, SharedStateUnavailable
+from ..protocol.errors import ProtocolError, SharedStateInDoubt, SharedStateUnavailable
 from ..protocol.messages import CONTACT_TYPES, PEER_FRAMES
 from ..store.base import MISSED_SHOWN, PRUNE_BATCH
 from . import nodeframe
@@ -62,6 +62,10 @@ _ENDING = frozenset(("hangup", "call-reject", "call-accept"))
 """Frames that end or answer a ringing call: naming a call of the sender's that has just ended, they get no error
 (the `call-ended` the sender was sent says how it ended)."""
 _SHARED_STATE_DOWN = "the server cannot reach its shared state (Redis) right now; nothing was done, try again shortly"
+_SHARED_STATE_LOST = (
+    "the server lost its shared state (Redis) while ending this call; if the call ended, you will be told "
+    "(call-ended) when Redis is back"
+)
 
 
 class Connection(Protocol):
@@ -392,9 +396,10 @@ class Hub:
                     if screen.screening is None:
                         screen = msgspec.structs.replace(screen, reachable=await self.push.reachable(env.to))
                 effects = await self.broker.receive(conn.cid, conn.id, env, self.clock(), screen=screen)
-            except SharedStateUnavailable:
+            except SharedStateUnavailable as exc:
+                text = _SHARED_STATE_LOST if isinstance(exc, SharedStateInDoubt) else _SHARED_STATE_DOWN
                 raise ProtocolError(
-                    ErrorCode.SERVICE_UNAVAILABLE, _SHARED_STATE_DOWN, ref=env.type, to=env.to, call_id=env.callId
+                    ErrorCode.SERVICE_UNAVAILABLE, text, ref=env.type, to=env.to, call_id=env.callId
                 ) from None
         except ProtocolError as exc:
             if exc.code is ErrorCode.NOT_IN_CALL and env.type in _ENDING and await self._ended_lately(conn, env):

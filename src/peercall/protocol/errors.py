@@ -54,3 +54,9 @@ class ProtocolError(PeercallError):
 
 class SharedStateUnavailable(Exception):
     """Several nodes: Redis cannot be reached (or an event met too much contention), so nothing was changed."""
+
+
+class SharedStateInDoubt(SharedStateUnavailable):
+    """Several nodes: Redis went away while it was being asked to end a call, so the call may have ended there.
+    The node finds out when Redis is back, and if it did, tells the parties (`call-ended`) and writes the history
+    then, as if the reply had come."""
