@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -12,7 +14,8 @@ import httpx
 import pytest
 import websockets
 
-from tests.cluster.test_cluster_calls import CANDIDATE, answered
+from tests.cluster.conftest import redis_command
+from tests.cluster.test_cluster_calls import CANDIDATE, OFFER, answered
 from tests.conftest import Client
 
 LEASE = 2.0  # seconds: a dead node's users are gone within this (+ one renewal period)
@@ -135,49 +138,110 @@ class ReplyEater:
         writer.close()
 
 
+@contextlib.asynccontextmanager
+async def node_behind_a_proxy(c: Any, redis: Any) -> AsyncIterator[tuple[Any, ReplyEater]]:
+    """One more node of cluster `c`, whose connections to Redis go through a `ReplyEater`."""
+    proxy = ReplyEater(redis.port)
+    await proxy.start()
+    try:
+        through = f"redis://127.0.0.1:{proxy.port}/{c.redis_db}"
+        yield await asyncio.to_thread(c.start_node, None, PEERCALL_REDIS_URL=through), proxy
+    finally:
+        await proxy.close()
+
+
+async def reply_lost(proxy: ReplyEater, sender: Client, frame: dict[str, Any], done: Callable[[], bool]) -> None:
+    """Send `frame`; Redis does it (`done` says so) but its reply never reaches the node: the connection goes."""
+    proxy.eat()
+    await sender.send(frame)
+    for _ in range(100):
+        if done():
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError(f"Redis did not do the {frame['type']}")
+    proxy.cut()
+
+
+IN_DOUBT = "if Redis did it, it takes effect when Redis is back"
+
+
 async def test_a_call_that_redis_ended_as_its_connection_went_is_told_and_written(
     cluster: Any, redis: Any, connect: Any, uid: Any
 ) -> None:
     """Redis ends a call (the callee's call-reject) and its connection to the node goes before the reply comes back
-    (the soak saw it as Redis restarted): the callee is told the call may have ended, and once Redis is back the node
-    finds that it did and tells both parties `call-ended` and writes the history, as if the reply had come. Before,
+    (the soak saw it as Redis restarted): the callee is told it may have been done, and once Redis is back the node
+    finds that it was and tells both parties `call-ended` and writes the history, as if the reply had come. Before,
     the caller's phone rang on for ever, the history lacked the call and Redis kept its record."""
-    proxy = ReplyEater(redis.port)
-    await proxy.start()
-    try:
-        async with cluster(1, **FAST) as c:
-            through = f"redis://127.0.0.1:{proxy.port}/{c.redis_db}"
-            node = await asyncio.to_thread(c.start_node, None, PEERCALL_REDIS_URL=through)
-            alice = await connect(uid("alice"), node)
-            bob = await connect(uid("bob"), node)
-            await alice.send({"type": "call-request", "to": bob.id})
-            call_id = (await alice.expect(type="call-ringing"))["callId"]
-            await bob.expect(type="call-request", callId=call_id)
-            proxy.eat()
-            await bob.send({"type": "call-reject", "to": alice.id, "callId": call_id})
-            for _ in range(100):  # Redis ran the script: the call is gone there
-                if not c.redis_keys(f"peercall:call:{call_id}"):
-                    break
-                await asyncio.sleep(0.02)
-            else:
-                raise AssertionError("Redis did not end the call")
-            proxy.cut()
-            error = await bob.expect(type="error", ref="call-reject")
-            assert error["code"] == "service-unavailable"
-            assert "if the call ended, you will be told" in error["message"]
-            for party in (alice, bob):
-                ended = await party.expect(timeout=LEASE + 5, type="call-ended", callId=call_id)
-                assert (ended["outcome"], ended["reason"]) == ("rejected", "user-rejected")
-            await alice.nothing(within=0.5, type="call-ended")  # told once
-            for _ in range(50):
-                if (records := await history(node, alice.id)) and not c.redis_keys("peercall:unwritten:*"):
-                    break
-                await asyncio.sleep(0.1)
-            assert [(r["callId"], r["outcome"]) for r in records] == [(call_id, "rejected")]
-            assert c.redis_keys("peercall:unwritten:*") == []
-            assert "before the connection to it went: telling their parties now" in node.log()
-    finally:
-        await proxy.close()
+    async with cluster(1, **FAST) as c, node_behind_a_proxy(c, redis) as (node, proxy):
+        alice = await connect(uid("alice"), node)
+        bob = await connect(uid("bob"), node)
+        await alice.send({"type": "call-request", "to": bob.id})
+        call_id = (await alice.expect(type="call-ringing"))["callId"]
+        await bob.expect(type="call-request", callId=call_id)
+        reject = {"type": "call-reject", "to": alice.id, "callId": call_id}
+        await reply_lost(proxy, bob, reject, lambda: not c.redis_keys(f"peercall:call:{call_id}"))
+        error = await bob.expect(type="error", ref="call-reject")
+        assert error["code"] == "service-unavailable" and IN_DOUBT in error["message"]
+        for party in (alice, bob):
+            ended = await party.expect(timeout=LEASE + 5, type="call-ended", callId=call_id)
+            assert (ended["outcome"], ended["reason"]) == ("rejected", "user-rejected")
+        await alice.nothing(within=0.5, type="call-ended")  # told once
+        for _ in range(50):
+            if (records := await history(node, alice.id)) and not c.redis_keys("peercall:unwritten:*"):
+                break
+            await asyncio.sleep(0.1)
+        assert [(r["callId"], r["outcome"]) for r in records] == [(call_id, "rejected")]
+        assert c.redis_keys("peercall:unwritten:*") == []
+        assert "before the connection to it went: carrying it out now" in node.log()
+
+
+async def test_a_call_that_redis_answered_as_its_connection_went_goes_on(
+    cluster: Any, redis: Any, connect: Any, uid: Any
+) -> None:
+    """The same for an accept: once Redis is back, the caller hears the `call-accept` and the call goes on (before,
+    the caller rang on for ever while Redis had the call answered, and the callee waited for an offer)."""
+    async with cluster(1, **FAST) as c, node_behind_a_proxy(c, redis) as (node, proxy):
+        alice = await connect(uid("alice"), node)
+        bob = await connect(uid("bob"), node)
+        await alice.send({"type": "call-request", "to": bob.id})
+        call_id = (await alice.expect(type="call-ringing"))["callId"]
+        await bob.expect(type="call-request", callId=call_id)
+
+        def answered_in_redis() -> bool:
+            value = redis_command(redis.port, "GET", f"peercall:call:{call_id}", db=c.redis_db)
+            return value is not None and '"state":"answered"' in value
+
+        await reply_lost(proxy, bob, {"type": "call-accept", "to": alice.id, "callId": call_id}, answered_in_redis)
+        error = await bob.expect(type="error", ref="call-accept")
+        assert error["code"] == "service-unavailable" and IN_DOUBT in error["message"]
+        await alice.expect(timeout=LEASE + 5, type="call-accept", callId=call_id, **{"from": bob.id})
+        await alice.send({"type": "offer", "to": bob.id, "data": OFFER})
+        assert (await bob.expect(timeout=5, type="offer"))["callId"] == call_id
+        await alice.send({"type": "hangup", "to": bob.id, "callId": call_id})
+        ended = await bob.expect(type="call-ended", callId=call_id)
+        assert ended["outcome"] == "answered"
+
+
+async def test_a_call_that_redis_placed_as_its_connection_went_is_undone(
+    cluster: Any, redis: Any, connect: Any, uid: Any
+) -> None:
+    """A call-request that Redis placed as the connection went: its caller was told nothing was done, so the node
+    ends the call once Redis is back; nobody rang, and the caller can call again at once (before, the caller was
+    in that call until the ring timeout, and the callee had a missed call that never rang)."""
+    async with cluster(1, PEERCALL_RING_TIMEOUT="60", **FAST) as c, node_behind_a_proxy(c, redis) as (node, proxy):
+        alice = await connect(uid("alice"), node)
+        bob = await connect(uid("bob"), node)
+        request = {"type": "call-request", "to": bob.id}
+        await reply_lost(proxy, alice, request, lambda: bool(c.redis_keys("peercall:call:*")))
+        error = await alice.expect(type="error", ref="call-request")
+        assert error["code"] == "service-unavailable" and "nothing was done" in error["message"]
+        assert await _call_rings(alice, bob.id, within=LEASE + 5)
+        rung = await bob.expect(type="call-request", **{"from": alice.id})
+        assert len(c.redis_keys("peercall:call:*")) == 1  # the new call only
+        assert "Redis placed call" in node.log() and "ending it" in node.log()
+        await alice.send({"type": "hangup", "to": bob.id, "callId": rung["callId"]})
+        await bob.expect(type="call-ended", callId=rung["callId"])
 
 
 async def test_killed_caller_node_while_ringing_stops_the_ringing(cluster: Any, connect: Any, uid: Any) -> None:

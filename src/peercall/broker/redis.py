@@ -21,7 +21,7 @@ Keys (all under the prefix, `peercall:` by default):
                   done with: written in the same compare-and-set as the end, let go of once written (`recorded`);
                   if the node dies first, the node that reaps it writes them (the history keeps a call once). If the
                   connection to Redis goes while a change that ends a call is on it, the call is here if and only if
-                  Redis made the change: the node looks when Redis is back and, if so, performs it then (`_settle`)
+                  Redis made the change: the node looks when Redis is back and, if so, carries it out (`_settle`)
     ver           hash   key -> version, of every u:{user} and call:{id} that exists (for compare-and-set, below)
     clock         string the counter versions are made from
     to:{node}     channel frames for that node's connections
@@ -351,7 +351,7 @@ _decode_parties = msgspec.json.Decoder(_Parties).decode
 _ANSWERED = '"state":"answered"'  # in the JSON of an answered call (tests/cluster/test_redis_state.py checks it)
 _RECORDED_LATER_MAX = 10_000  # written calls whose `recorded` waits for Redis to be back; any beyond stay there
 _KNOWN_MAX = 50_000  # keys a node keeps as it last saw them (`_known`); the oldest are forgotten first
-_IN_DOUBT_MAX = 10_000  # changes that ended calls and lost their reply, to settle when Redis is back (`_settle`)
+_IN_DOUBT_MAX = 10_000  # changes to calls that lost their reply, to settle when Redis is back (`_settle`)
 
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 """Redis cannot be reached. Every other `RedisError` (OOM, READONLY after a failover, a script refused) is handled
@@ -446,12 +446,14 @@ class _Loaded:
 
 @dataclass(frozen=True, slots=True)
 class _InDoubt:
-    """A change that ends calls, sent to Redis on a connection that was lost before its reply came: made or not,
-    Redis knows (`_settle`)."""
+    """A change that ends, answers or places calls, sent to Redis on a connection that was lost before its reply
+    came: made or not, Redis knows (`_settle`)."""
 
     effects: list[Effect]
     before: _Loaded
     ended: list[str]  # the ids of the calls it ends, each in `unwritten:{node}` if and only if the change was made
+    calls: dict[str, str]  # call key -> the JSON the change sets it to: what it holds if the change was made (and no
+    # other change followed; one that did told the parties what it changed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -726,7 +728,7 @@ class RedisBroker:
         reading Redis; the change is then applied only if that is still the state (the same compare and set), and
         a ProtocolError on it is not trusted either: both are replayed on the state read."""
         self._inflight += 1
-        sent: _InDoubt | None = None  # a change that ends calls, on its way to Redis
+        sent: _InDoubt | None = None  # a change to calls, on its way to Redis
         try:
             for attempt in range(_TRIES):
                 sb, before = await self._load(set(users), set(call_ids), welcome, recall=attempt == 0)
@@ -739,14 +741,14 @@ class RedisBroker:
                     continue
                 commands = _Commands()
                 self._write(commands, sb, before)
+                ended: list[str] = []
                 if self._keep_records:
-                    ended: list[str] = []
                     for effect in effects:
                         if isinstance(effect, Record):  # kept with the change: if this node dies before it is
                             commands.hset(self._unwritten, effect.record.call_id, _encode(effect))  # written
                             ended.append(effect.record.call_id)
-                    if ended:
-                        sent = _InDoubt(effects, before, ended)
+                if ended or commands.calls:
+                    sent = _InDoubt(effects, before, ended, commands.calls)
                 for call_id in sb.calls.keys() - before.calls.keys():  # a new call: its key must not exist yet
                     before.versions.setdefault(self._call(call_id), "0")
                 epoch = self._route_epoch
@@ -782,9 +784,10 @@ class RedisBroker:
                 # The connection went while `_APPLY` was on it: Redis may have made the change before it went
                 # (seen in the soak when Redis restarted: the call ended there, and nobody was told or wrote it).
                 if len(self._in_doubt) == _IN_DOUBT_MAX:
-                    log.warning("node %s: too many changes in doubt; the oldest is left to the reaper", self.address)
+                    log.warning("node %s: too many changes in doubt; the oldest is forgotten", self.address)
                 self._in_doubt.append(sent)
-                raise SharedStateInDoubt(str(exc)) from exc
+                if sent.ended or not self._placed(sent):  # a call placed, if made, is undone: nothing was done
+                    raise SharedStateInDoubt(str(exc)) from exc
             raise SharedStateUnavailable(str(exc)) from exc
         finally:
             self._inflight -= 1
@@ -1651,29 +1654,68 @@ class RedisBroker:
             except Exception:  # a bug must not stop the lease renewals: the node would be taken for dead
                 log.exception("node %s: housekeeping failed; going on", self.address)
 
+    def _placed(self, doubt: _InDoubt) -> list[Call]:
+        """The calls that a change in doubt places (a call-request's), as it would store them."""
+        return [
+            _decode_call(value)
+            for key, value in doubt.calls.items()
+            if key[len(self._call_at) :] not in doubt.before.calls
+        ]
+
     async def _settle(self) -> None:
-        """Redis is back: find out whether the changes that ended calls and lost their reply (`SharedStateInDoubt`)
-        were made, and perform the effects of those that were (the parties told, the history written), as if the
-        reply had come. Exact: a call this node ended is in `unwritten:{node}` if and only if the change that ended
-        it was made (the same script writes both) until the hub's writer, which has not seen these, lets go of it.
-        (Another node that reaped this one during a long outage took them over and wrote them: nobody is told.)"""
+        """Redis is back: find out whether the changes to calls that lost their reply were made, and finish those
+        that were as if the reply had come. A change that ends or answers calls (`SharedStateInDoubt`: its sender
+        was told it may have been done) has its effects performed: the parties told, the history written. One that
+        placed a call (its caller was told nothing was done, and nobody rang) is undone: the caller hangs up.
+
+        Whether it was made: a call this node ended is in `unwritten:{node}` if and only if the change that ended
+        it was made (the same script writes both; only the hub's writer, which has not seen it, lets go of it);
+        a call answered or placed holds the JSON the change set, timestamps and all, if it was made and nothing
+        changed the call since (a change that did told the parties itself). Another node that reaped this one
+        during a long outage took over its unwritten calls and wrote them; nobody is told then."""
         while self._in_doubt:
             doubt = self._in_doubt[0]
-            held = await self.redis.hmget(self._unwritten, doubt.ended)
+            if doubt.ended:
+                held = await self.redis.hmget(self._unwritten, doubt.ended)
+                made = any(record is not None for record in held)
+            else:
+                keys = list(doubt.calls)
+                made = await self.redis.mget(keys) == [doubt.calls[key] for key in keys]
             self.ops["read"] += 1
             self._in_doubt.popleft()
-            if all(record is None for record in held):
-                continue  # not made: its sender was told so, and the call goes on
+            if not made:
+                continue  # its sender was told that nothing was done
+            placed = [] if doubt.ended else self._placed(doubt)
+            if placed:
+                for call in placed:
+                    await self._undo(call)
+                continue
             log.warning(
-                "node %s: Redis ended call(s) %s before the connection to it went: telling their parties now",
+                "node %s: Redis made a change to call(s) %s before the connection to it went: carrying it out now",
                 self.address,
-                ", ".join(doubt.ended),
+                ", ".join(doubt.ended or [key[len(self._call_at) :] for key in doubt.calls]),
             )
             effects = await self._ring_late(doubt.effects, doubt.before)
             for effect in effects:
                 if isinstance(effect, Send) and effect.message["type"] in CALL_CHANGED:
                     self.forget_route(effect.cid)
             await self.events.perform(effects)
+
+    async def _undo(self, call: Call) -> None:
+        """Hang up, as its caller, a call that Redis placed while its caller was told that nothing was done."""
+        log.warning(
+            "node %s: Redis placed call %s (%s -> %s) before the connection to it went; its caller was told it was "
+            "not: ending it",
+            self.address,
+            call.id,
+            call.caller.user,
+            call.callee_user,
+        )
+        if call.caller.cid is None:
+            return
+        hangup = Envelope(type="hangup", to=call.callee_user, callId=call.id)
+        with contextlib.suppress(ProtocolError):  # it ended meanwhile
+            await self.events.perform(await self.receive(call.caller.cid, call.caller.user, hangup, time.time()))
 
     async def _renew(self) -> None:
         added = await self.redis.zadd(f"{self.p}nodes", {self.address: time.time() + self.lease})

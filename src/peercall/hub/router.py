@@ -63,8 +63,8 @@ _ENDING = frozenset(("hangup", "call-reject", "call-accept"))
 (the `call-ended` the sender was sent says how it ended)."""
 _SHARED_STATE_DOWN = "the server cannot reach its shared state (Redis) right now; nothing was done, try again shortly"
 _SHARED_STATE_LOST = (
-    "the server lost its shared state (Redis) while ending this call; if the call ended, you will be told "
-    "(call-ended) when Redis is back"
+    "the server lost its shared state (Redis) while doing this; if Redis did it, it takes effect when Redis is back "
+    "(you will be told)"
 )
 
 

@@ -57,6 +57,6 @@ class SharedStateUnavailable(Exception):
 
 
 class SharedStateInDoubt(SharedStateUnavailable):
-    """Several nodes: Redis went away while it was being asked to end a call, so the call may have ended there.
-    The node finds out when Redis is back, and if it did, tells the parties (`call-ended`) and writes the history
-    then, as if the reply had come."""
+    """Several nodes: the connection to Redis went while Redis was being asked to end or answer a call, so it may
+    have done it. The node finds out when Redis is back and, if it did, carries it out then (the parties told, the
+    history written), as if the reply had come."""
