@@ -125,6 +125,20 @@ WATCH_CALL_STATUS = """
 """
 
 
+def mos_word(mos: float) -> str:
+    """quality.js `mosWord`: G.107's bands of R (90, 80, 70, 60 ↔ MOS 4.34, 4.03, 3.60, 3.10), rounded."""
+    return next(
+        word
+        for floor, word in ((4.3, "excellent"), (4.0, "good"), (3.6, "fair"), (3.1, "poor"), (0, "bad"))
+        if mos >= floor
+    )
+
+
+def mos_level(mos: float) -> str:
+    """quality.js `qualityLevel`: the colour of a MOS (G.107's "satisfied" bands)."""
+    return "good" if mos >= 4.0 else "fair" if mos >= 3.6 else "poor"
+
+
 async def person(page: Page, peer: str) -> dict[str, Any]:
     """Where `peer` is listed on `page` (#online or #offline-people), with its status, or {} if nowhere."""
     return await page.evaluate(
@@ -484,7 +498,9 @@ async def test_quality_panel_timer_and_path_agree_with_get_stats(
         "() => { const q = document.querySelector('#quality');"
         " return [+q.dataset.mos, q.dataset.level, q.textContent]; }"
     )
-    assert (level, text) == (("good", "Good quality") if mos >= 4.0 else ("fair", "Fair quality")), (mos, level, text)
+    assert level in {mos_level(mos - 0.005), mos_level(mos + 0.005)} - {"poor"}, (mos, level)
+    # The words are those of the MOS (quality.js `mosWord`), as in the audio check; data-mos is rounded to 0.01.
+    assert text in {f"{mos_word(m).capitalize()} quality" for m in (mos - 0.005, mos + 0.005)}, (mos, text)
     assert (stats["local"], stats["remote"]) == ("host", "host"), stats
     await expect(a.locator("#path")).to_have_attribute("data-path", "direct")
     await expect(a.locator("#path")).to_have_text("Direct connection (peer to peer)")
@@ -528,11 +544,15 @@ async def test_call_summary_is_sent_kept_by_the_server_and_shown_in_history(
         await expect(page.locator("#call-status")).to_have_text("Call Ended")
         summary = page.locator("#call-summary")
         await expect(summary).to_be_visible()
-        said = r"^Call with client[AB]: 0:0\d, (good|fair|poor) quality \(\d\.\d of 4\.5\), direct\.$"
+        said = r"^Call with client[AB]: 0:0\d, (excellent|good|fair|poor|bad) quality \(\d\.\d of 4\.5\), direct\.$"
         await expect(summary).to_have_text(re.compile(said))
         word = re.match(said, await summary.inner_text())
         assert word is not None
-        await expect(summary).to_have_attribute("data-level", word[1])
+        # The words of the MOS, as everywhere (data-mos is rounded to 0.01); the level colours it.
+        mos = float(await summary.get_attribute("data-mos") or "nan")
+        assert word[1] in {mos_word(mos - 0.005), mos_word(mos + 0.005)}, (mos, word[1])
+        level = await summary.get_attribute("data-level")
+        assert level in {mos_level(mos - 0.005), mos_level(mos + 0.005)}, (mos, level)
 
     async def summaries(who: str) -> list[dict[str, Any]]:
         return [f for f in frames[who] if f["type"] == "call-summary"]
@@ -558,15 +578,15 @@ async def test_call_summary_is_sent_kept_by_the_server_and_shown_in_history(
 
     # The call was as good as its worse side (ui.js `historyQuality`).
     worse = min(stored["quality"][who]["mos"] for who in ("clientA", "clientB"))
-    level = "good" if worse >= 4.0 else "fair" if worse >= 3.6 else "poor"
+    level, word = mos_level(worse), mos_word(worse)
     for page in (a, b):
         entry = page.locator(f'#history li[data-call-id="{call_id}"]')
         await expect(entry).to_have_attribute("data-quality", level)
         await expect(entry.locator(".q")).to_be_visible()
         button = entry.locator("button")
-        shown = rf"^{level.capitalize()} quality \(MOS \d\.\d for (you|client[AB]), "
+        shown = rf"^{word.capitalize()} quality \(MOS \d\.\d for (you|client[AB]), "
         await expect(button).to_have_attribute("title", re.compile(shown))
-        await expect(entry.locator(".q-text")).to_have_text(f", {level} quality")
+        await expect(entry.locator(".q-text")).to_have_text(f", {word} quality")
     title = await a.locator(f'#history li[data-call-id="{call_id}"] button').get_attribute("title")
     assert "for you" in (title or "") and "for clientB" in (title or ""), title
 

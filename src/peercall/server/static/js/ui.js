@@ -9,6 +9,7 @@
 import { CallPhase } from "./call.js";
 import { handle, label } from "./names.js";
 import { CallsFrom, DirectoryMode } from "./protocol.js";
+import { mosWord, qualityLevel } from "./quality.js";
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
@@ -976,7 +977,15 @@ function renderInCall(call) {
 }
 
 /** Words for the three quality levels. */
-const LEVEL_WORDS = Object.freeze({ good: "Good", fair: "Fair", poor: "Poor" });
+/**
+ * A MOS in words, capitalised: the same word everywhere one MOS is shown (the call, its summary, the history, the
+ * audio check: quality.js `mosWord`); the good/fair/poor level only colours it.
+ * @param {number} mos
+ */
+function mosWords(mos) {
+  const word = mosWord(mos);
+  return `${word[0].toUpperCase()}${word.slice(1)}`;
+}
 
 /**
  * "12 ms", "0.4 ms", "—".
@@ -1007,7 +1016,7 @@ function renderQuality(q) {
   }
   // Screen readers hear when the quality changes (not every second's numbers).
   const before = b.dataset.level;
-  if (before && before !== q.level) setText(el.qualityAnnounce, `The call quality is now ${q.level}.`);
+  if (before && before !== q.level) setText(el.qualityAnnounce, `The call quality is now ${mosWord(q.mos)}.`);
   setData(b, "level", q.level);
   setData(b, "mos", q.mos.toFixed(2));
   setData(b, "rttMs", q.rttMs === null ? null : q.rttMs.toFixed(1));
@@ -1015,7 +1024,7 @@ function renderQuality(q) {
   setData(b, "lossPct", q.lossPct.toFixed(2));
   setData(b, "bitrateKbps", q.bitrateKbps === null ? null : q.bitrateKbps.toFixed(1));
   setData(b, "path", q.path);
-  setText(b, `${LEVEL_WORDS[q.level]} quality`);
+  setText(b, `${mosWords(q.mos)} quality`);
   const numbers =
     `Round trip ${msText(q.rttMs)}, jitter ${msText(q.jitterMs)}, loss ${q.lossPct.toFixed(1)} %, ` +
     `${num(q.bitrateKbps, "kbit/s")}, MOS ${q.mos.toFixed(1)} of 4.5`;
@@ -1078,7 +1087,7 @@ function renderSummary(call) {
   setData(el.callSummary, "mos", summary.mos === null ? null : summary.mos.toFixed(2));
   setData(el.callSummary, "path", summary.path);
   const quality = summary.level
-    ? `${LEVEL_WORDS[summary.level].toLowerCase()} quality (${summary.mos.toFixed(1)} of 4.5)`
+    ? `${mosWord(summary.mos)} quality (${summary.mos.toFixed(1)} of 4.5)`
     : "quality not measured";
   const path = summary.path === "relayed" ? ", relayed" : summary.path === "direct" ? ", direct" : "";
   // The server's count once the history has the call (the same as the history shows), else our own.
@@ -1603,14 +1612,14 @@ function renderHistory(history, canCall) {
  * @param {CallRecord & {quality?: Record<string, {mos?: number, rttMs?: number, jitterMs?: number,
  *   lossPct?: number, bitrateKbps?: number, path?: string, durationSec?: number}>|null}} record
  * @param {string|null} me
- * @returns {{level: "good"|"fair"|"poor", mos: number, text: string}|null}
+ * @returns {{level: "good"|"fair"|"poor", word: string, mos: number, text: string}|null}
  */
 export function historyQuality(record, me) {
   const sides = Object.entries(record.quality ?? {}).filter(([, q]) => q && typeof q.mos === "number");
   if (!sides.length) return null;
   // The call was as good as its worse side.
   const mos = Math.min(...sides.map(([, q]) => q.mos));
-  const level = mos >= 4.0 ? "good" : mos >= 3.6 ? "fair" : "poor";
+  const level = /** @type {"good"|"fair"|"poor"} */ (qualityLevel(mos));
   const mine = record.quality?.[me ?? ""] ?? sides[0][1];
   const each = sides.map(([user, q]) => `${q.mos.toFixed(1)} ${user === me ? "for you" : `for ${label(user)}`}`).join(", ");
   const details = [
@@ -1621,8 +1630,8 @@ export function historyQuality(record, me) {
     typeof mine.bitrateKbps === "number" ? `${Math.round(mine.bitrateKbps)} kbit/s` : null,
   ].filter(Boolean);
   const more = details.length ? `; ${details.join(", ")}` : "";
-  const text = `${level[0].toUpperCase()}${level.slice(1)} quality (MOS ${each} of 4.5)${more}`;
-  return { level, mos, text };
+  const text = `${mosWords(mos)} quality (MOS ${each} of 4.5)${more}`;
+  return { level, word: mosWord(mos), mos, text };
 }
 
 /**
@@ -1647,7 +1656,7 @@ function renderHistoryQuality(li, record, me) {
   dot.dataset.level = q.level;
   li.dataset.quality = q.level;
   li.dataset.mos = q.mos.toFixed(2);
-  setText(said, `, ${q.level} quality`);
+  setText(said, `, ${q.word} quality`);
   button.title = `${q.text}.\nClick to call ${callBackWho(button.dataset.peer)} back.`;
 }
 
