@@ -93,11 +93,14 @@ async def test_a_call_its_node_ended_but_had_not_written_is_written_by_the_node_
 
 class ReplyEater:
     """A TCP proxy to Redis that can drop every reply (`eat`) while passing on what the node sends, and then
-    `cut` every connection, as when Redis restarts just after it ran a command and before its reply went out."""
+    `cut` every connection, as when Redis restarts just after it ran a command and before its reply went out; or
+    drop what the node sends too (`eat(requests=True)`), as when Redis goes before the command reaches it."""
 
     def __init__(self, port: int) -> None:
         self.target = port
         self.eating = False
+        self.eating_requests = False
+        self.requests_eaten = 0  # bytes the node sent that went nowhere
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
@@ -106,15 +109,15 @@ class ReplyEater:
         self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
-    def eat(self) -> None:
-        self.eating = True
+    def eat(self, *, requests: bool = False) -> None:
+        self.eating, self.eating_requests = True, requests
 
     def cut(self) -> None:
         """Close every connection (new ones pass again, replies and all)."""
         for writer in self._writers:
             writer.transport.abort()
         self._writers.clear()
-        self.eating = False
+        self.eating = self.eating_requests = False
 
     async def close(self) -> None:
         assert self._server is not None
@@ -132,9 +135,11 @@ class ReplyEater:
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool) -> None:
         while data := await reader.read(65536):
-            if not (replies and self.eating):
+            if not (self.eating if replies else self.eating_requests):
                 writer.write(data)
                 await writer.drain()
+            elif not replies:
+                self.requests_eaten += len(data)
         writer.close()
 
 
@@ -154,7 +159,7 @@ async def reply_lost(proxy: ReplyEater, sender: Client, frame: dict[str, Any], d
     """Send `frame`; Redis does it (`done` says so) but its reply never reaches the node: the connection goes."""
     proxy.eat()
     await sender.send(frame)
-    for _ in range(100):
+    for _ in range(500):
         if done():
             break
         await asyncio.sleep(0.02)
@@ -232,16 +237,73 @@ async def test_a_call_that_redis_placed_as_its_connection_went_is_undone(
     async with cluster(1, PEERCALL_RING_TIMEOUT="60", **FAST) as c, node_behind_a_proxy(c, redis) as (node, proxy):
         alice = await connect(uid("alice"), node)
         bob = await connect(uid("bob"), node)
-        request = {"type": "call-request", "to": bob.id}
-        await reply_lost(proxy, alice, request, lambda: bool(c.redis_keys("peercall:call:*")))
+        placed: list[str] = []
+
+        def placed_in_redis() -> bool:
+            placed.extend(key.rpartition(":")[2] for key in c.redis_keys("peercall:call:*"))
+            return bool(placed)
+
+        await reply_lost(proxy, alice, {"type": "call-request", "to": bob.id}, placed_in_redis)
         error = await alice.expect(type="error", ref="call-request")
         assert error["code"] == "service-unavailable" and "nothing was done" in error["message"]
-        assert await _call_rings(alice, bob.id, within=LEASE + 5)
+        for _ in range(int((LEASE + 5) / 0.1)):
+            if "taking it back" in node.log():
+                break
+            await asyncio.sleep(0.1)
+        assert f"Redis placed call {placed[0]}" in node.log()
+        await bob.nothing(within=0.5, callId=placed[0])  # it never rang, and nothing says it ended either
+        assert c.redis_keys("peercall:call:*") == []
+        assert await _call_rings(alice, bob.id, within=3)
         rung = await bob.expect(type="call-request", **{"from": alice.id})
-        assert len(c.redis_keys("peercall:call:*")) == 1  # the new call only
-        assert "Redis placed call" in node.log() and "ending it" in node.log()
         await alice.send({"type": "hangup", "to": bob.id, "callId": rung["callId"]})
         await bob.expect(type="call-ended", callId=rung["callId"])
+        for _ in range(50):
+            if records := await history(node, bob.id):
+                break
+            await asyncio.sleep(0.1)
+        assert [r["callId"] for r in records] == [rung["callId"]]  # the call taken back is in no one's history
+
+
+async def test_a_change_that_never_reached_redis_is_not_carried_out(
+    cluster: Any, redis: Any, connect: Any, uid: Any
+) -> None:
+    """The other side of the doubt: the connection goes before Redis gets the callee's call-reject. Once Redis is
+    back the node finds that the call still rings and carries nothing out (the callee was told it may have been
+    done): the call rings on, and the reject, sent again, ends it once."""
+    async with cluster(1, **FAST) as c, node_behind_a_proxy(c, redis) as (node, proxy):
+        alice = await connect(uid("alice"), node)
+        bob = await connect(uid("bob"), node)
+        await alice.send({"type": "call-request", "to": bob.id})
+        call_id = (await alice.expect(type="call-ringing"))["callId"]
+        await bob.expect(type="call-request", callId=call_id)
+        proxy.eat(requests=True)
+        reject = {"type": "call-reject", "to": alice.id, "callId": call_id}
+        await bob.send(reject)
+        for _ in range(500):
+            if proxy.requests_eaten:
+                break
+            await asyncio.sleep(0.01)
+        proxy.cut()
+        error = await bob.expect(type="error", ref="call-reject")
+        assert error["code"] == "service-unavailable" and IN_DOUBT in error["message"]
+        for _ in range(int((LEASE + 5) / 0.1)):  # settled at the next round of the housekeeping (every LEASE / 3 s)
+            if "Redis had not made a change in doubt" in node.log():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the change in doubt was not settled")
+        await alice.nothing(within=0.3, type="call-ended")
+        assert c.redis_keys(f"peercall:call:{call_id}"), "the call should still ring"
+        await bob.send(reject)
+        for party in (alice, bob):
+            ended = await party.expect(type="call-ended", callId=call_id)
+            assert (ended["outcome"], ended["reason"]) == ("rejected", "user-rejected")
+        await alice.nothing(within=1.0, type="call-ended")  # told once
+        for _ in range(50):
+            if records := await history(node, alice.id):
+                break
+            await asyncio.sleep(0.1)
+        assert [(r["callId"], r["outcome"]) for r in records] == [(call_id, "rejected")]
 
 
 async def test_killed_caller_node_while_ringing_stops_the_ringing(cluster: Any, connect: Any, uid: Any) -> None:

@@ -344,18 +344,21 @@ EXPECTED_TRANSITIONS: dict[tuple[str, str], str | None] = {
     ("ringing", "ring-timeout"): "ended",
     ("ringing", "hangup"): None,
     ("ringing", "peer-lost"): "ended",
+    ("ringing", "retract"): "ended",
     ("answered", "accept"): None,
     ("answered", "reject"): None,
     ("answered", "cancel"): None,
     ("answered", "ring-timeout"): None,
     ("answered", "hangup"): "ended",
     ("answered", "peer-lost"): "ended",
+    ("answered", "retract"): None,
     ("ended", "accept"): None,
     ("ended", "reject"): None,
     ("ended", "cancel"): None,
     ("ended", "ring-timeout"): None,
     ("ended", "hangup"): None,
     ("ended", "peer-lost"): None,
+    ("ended", "retract"): None,
 }
 
 

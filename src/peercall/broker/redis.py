@@ -352,6 +352,7 @@ _ANSWERED = '"state":"answered"'  # in the JSON of an answered call (tests/clust
 _RECORDED_LATER_MAX = 10_000  # written calls whose `recorded` waits for Redis to be back; any beyond stay there
 _KNOWN_MAX = 50_000  # keys a node keeps as it last saw them (`_known`); the oldest are forgotten first
 _IN_DOUBT_MAX = 10_000  # changes to calls that lost their reply, to settle when Redis is back (`_settle`)
+_SETTLE_TRIES = 10  # housekeeping rounds that may fail to settle one before it is given up
 
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 """Redis cannot be reached. Every other `RedisError` (OOM, READONLY after a failover, a script refused) is handled
@@ -444,16 +445,17 @@ class _Loaded:
     recalled: bool = False  # the slice is what this node knew of it (`_known`), not read from Redis
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _InDoubt:
     """A change that ends, answers or places calls, sent to Redis on a connection that was lost before its reply
     came: made or not, Redis knows (`_settle`)."""
 
     effects: list[Effect]
     before: _Loaded
-    ended: list[str]  # the ids of the calls it ends, each in `unwritten:{node}` if and only if the change was made
+    ended: dict[str, str]  # id -> record (JSON) of each call it ends: in `unwritten:{node}` iff the change was made
     calls: dict[str, str]  # call key -> the JSON the change sets it to: what it holds if the change was made (and no
     # other change followed; one that did told the parties what it changed)
+    tries: int = 0  # times `_settle` could not finish it (Redis failed it again)
 
 
 @dataclass(frozen=True, slots=True)
@@ -532,7 +534,7 @@ class RedisBroker:
         self._keep_records = False  # the hub writes a history: keep each Record in Redis until it is written
         self._unwritten = f"{prefix}unwritten:{self.address}"
         self._recorded_later: set[str] = set()  # written calls whose `recorded` Redis did not hear (retried)
-        self._in_doubt: collections.deque[_InDoubt] = collections.deque(maxlen=_IN_DOUBT_MAX)
+        self._in_doubt: collections.deque[_InDoubt] = collections.deque()  # at most _IN_DOUBT_MAX
         self.healthy = False
         self.ops: collections.Counter[str] = collections.Counter()  # Redis round trips by kind, for /metrics
         self._users_online = 0  # gauges, refreshed by the housekeeping
@@ -719,6 +721,7 @@ class RedisBroker:
         run: Callable[[Switchboard, WelcomeLists | None], list[Effect]],
         *,
         welcome: _Welcome | None = None,
+        settle: bool = True,
     ) -> list[Effect]:
         """Run `run` on the slice of state of `users` and `call_ids` (and of the calls and users they lead to),
         atomically: replayed if another node changed that slice before we wrote. ProtocolError passes through
@@ -726,9 +729,12 @@ class RedisBroker:
 
         The first attempt runs on what this node knows of the slice (`_known`), if it knows all of it, without
         reading Redis; the change is then applied only if that is still the state (the same compare and set), and
-        a ProtocolError on it is not trusted either: both are replayed on the state read."""
+        a ProtocolError on it is not trusted either: both are replayed on the state read.
+
+        Raises SharedStateInDoubt if the connection went while Redis had the change: made or not, it is settled
+        when Redis is back (`_settle`) if it changed calls and `settle`; else SharedStateUnavailable."""
         self._inflight += 1
-        sent: _InDoubt | None = None  # a change to calls, on its way to Redis
+        sending = False  # the change is on its way to Redis: a lost connection leaves it in doubt
         try:
             for attempt in range(_TRIES):
                 sb, before = await self._load(set(users), set(call_ids), welcome, recall=attempt == 0)
@@ -741,20 +747,19 @@ class RedisBroker:
                     continue
                 commands = _Commands()
                 self._write(commands, sb, before)
-                ended: list[str] = []
+                ended: dict[str, str] = {}
                 if self._keep_records:
                     for effect in effects:
                         if isinstance(effect, Record):  # kept with the change: if this node dies before it is
-                            commands.hset(self._unwritten, effect.record.call_id, _encode(effect))  # written
-                            ended.append(effect.record.call_id)
-                if ended or commands.calls:
-                    sent = _InDoubt(effects, before, ended, commands.calls)
+                            ended[effect.record.call_id] = record = _encode(effect).decode()  # written
+                            commands.hset(self._unwritten, effect.record.call_id, record)
                 for call_id in sb.calls.keys() - before.calls.keys():  # a new call: its key must not exist yet
                     before.versions.setdefault(self._call(call_id), "0")
                 epoch = self._route_epoch
                 checks = self._apply_args(before, commands.gone)
+                sending = True
                 applied = await self._eval(_APPLY, 2, f"{self.p}ver", f"{self.p}clock", *checks, *commands.args)
-                sent = None
+                sending = False
                 if applied:
                     self._tell(effects, self._left(sb, before, commands, str(applied)))
                     effects = await self._ring_late(effects, before)
@@ -780,15 +785,21 @@ class RedisBroker:
             # Not only a lost connection: Redis refusing writes (OOM, READONLY after a failover) fails the event
             # the same way. Nothing was written: `_APPLY` fails at its first write, before any other one.
             self._unreachable(exc)
-            if sent is not None and isinstance(exc, TRANSIENT):
-                # The connection went while `_APPLY` was on it: Redis may have made the change before it went
-                # (seen in the soak when Redis restarted: the call ended there, and nobody was told or wrote it).
-                if len(self._in_doubt) == _IN_DOUBT_MAX:
-                    log.warning("node %s: too many changes in doubt; the oldest is forgotten", self.address)
-                self._in_doubt.append(sent)
-                if sent.ended or not self._placed(sent):  # a call placed, if made, is undone: nothing was done
-                    raise SharedStateInDoubt(str(exc)) from exc
-            raise SharedStateUnavailable(str(exc)) from exc
+            if not sending or not isinstance(exc, TRANSIENT) or isinstance(exc, resp.NotSent):
+                raise SharedStateUnavailable(str(exc)) from exc
+            # The connection went while `_APPLY` was on it: Redis may have made the change before it went (seen in
+            # the soak as Redis restarted: a call ended there, and nobody was told or wrote it).
+            if settle and (ended or commands.calls):
+                if len(self._in_doubt) < _IN_DOUBT_MAX:
+                    doubt = _InDoubt(effects, before, ended, commands.calls)
+                    self._in_doubt.append(doubt)
+                    if not ended and self._placed(doubt):  # undone if it was made: nothing was done
+                        raise SharedStateUnavailable(str(exc)) from exc
+                else:
+                    log.warning(
+                        "node %s: %d changes in doubt already; this one is not settled", self.address, _IN_DOUBT_MAX
+                    )
+            raise SharedStateInDoubt(str(exc)) from exc
         finally:
             self._inflight -= 1
         raise SharedStateUnavailable(f"gave up after {_TRIES} conflicting attempts")
@@ -834,7 +845,7 @@ class RedisBroker:
 
     def _unreachable(self, exc: BaseException) -> None:
         if self.healthy:
-            log.warning("Redis unreachable: %s: %s", type(exc).__name__, exc)
+            log.warning("Redis unreachable: %s", _named(exc))
         self.healthy = False
 
     async def _load(
@@ -1105,8 +1116,13 @@ class RedisBroker:
             [],
             lambda sb, lists: sb.connect(cid, user, device, now, lists=lists, view=view),
             welcome=_Welcome(user, view),
+            settle=False,  # the hub closes a connection whose join failed: there is nothing to finish
         )
-        effects = await self._in_task(join)
+        try:
+            effects = await self._in_task(join)
+        except SharedStateInDoubt:
+            self._pending_leaves[cid] = user  # Redis may have registered it: taken back when Redis is back
+            raise
         self._local[cid] = (user, device)
         return effects
 
@@ -1524,7 +1540,7 @@ class RedisBroker:
                     if lost is None and not self._closing:
                         # Redis drops a subscriber that falls behind (its pubsub output buffer limit) and what its
                         # buffer held; the other nodes hold what they send meanwhile (`_hold`)
-                        lost = f"{type(exc).__name__}: {exc}"
+                        lost = _named(exc)
                         log.warning("node %s: lost its subscription (%s); subscribing again", self.address, lost)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
@@ -1613,7 +1629,12 @@ class RedisBroker:
         self.ops["read"] += 1
         effects: list[Effect] = []
         for call_id in due:
-            effects += await self._transact([], [call_id], lambda sb, _: sb.tick(now))
+            try:
+                effects += await self._transact([], [call_id], lambda sb, _: sb.tick(now))
+            except SharedStateUnavailable:
+                if not effects:
+                    raise
+                break  # those of the calls before it are made: performed all the same
         return effects
 
     async def _act(self, effects: Awaitable[list[Effect]]) -> None:
@@ -1654,6 +1675,58 @@ class RedisBroker:
             except Exception:  # a bug must not stop the lease renewals: the node would be taken for dead
                 log.exception("node %s: housekeeping failed; going on", self.address)
 
+    async def _settle(self) -> None:
+        """Redis is back: find out whether the changes to calls that lost their reply were made, and finish those
+        that were as if the reply had come. A change that ends or answers calls (`SharedStateInDoubt`: its sender
+        was told it may have been done) has its effects performed: the parties told, the history written. One that
+        placed a call (its caller was told nothing was done, and nobody rang) is taken back (`_undo`).
+
+        Whether it was made: a call this node ended is in `unwritten:{node}` with the very record the change wrote
+        (its end time and all) if and only if the change was made (one script writes both; only the hub's writer,
+        which has not seen it, lets go of it); a call answered or placed holds the JSON the change set, timestamps
+        and all, if it was made and nothing changed the call since (a change that did told the parties itself).
+        Another node that reaped this one during a long outage took over its unwritten calls and wrote them; nobody
+        is told then. Raises what Redis raises: the change stays first, tried again at the next round, up to
+        _SETTLE_TRIES times."""
+        while self._in_doubt:
+            doubt = self._in_doubt[0]  # only this task takes from the front, and `_transact` adds at the back
+            doubt.tries += 1
+            try:
+                await self._settle_one(doubt)
+            except (*TRANSIENT, RedisError, SharedStateUnavailable) as exc:
+                if doubt.tries < _SETTLE_TRIES:
+                    raise
+                log.warning("node %s: could not settle a change in doubt (%s); giving it up", self.address, exc)
+            self._in_doubt.popleft()
+
+    async def _settle_one(self, doubt: _InDoubt) -> None:
+        if doubt.ended:
+            ids = list(doubt.ended)
+            held = await self.redis.hmget(self._unwritten, ids)
+            made = any(record == doubt.ended[call_id] for call_id, record in zip(ids, held, strict=True))
+        else:
+            keys = list(doubt.calls)
+            made = await self.redis.mget(keys) == [doubt.calls[key] for key in keys]
+        self.ops["read"] += 1
+        if not made:  # its sender was told that nothing was done, or that it may have been
+            log.info("node %s: Redis had not made a change in doubt: nothing to carry out", self.address)
+            return
+        placed = [] if doubt.ended else self._placed(doubt)
+        if placed:
+            for call in placed:
+                await self._undo(call)
+            return
+        log.warning(
+            "node %s: Redis made a change to call(s) %s before the connection to it went: carrying it out now",
+            self.address,
+            ", ".join(list(doubt.ended) or [key[len(self._call_at) :] for key in doubt.calls]),
+        )
+        effects = await self._ring_late(doubt.effects, doubt.before)
+        for effect in effects:
+            if isinstance(effect, Send) and effect.message["type"] in CALL_CHANGED:
+                self.forget_route(effect.cid)
+        await self.events.perform(effects)
+
     def _placed(self, doubt: _InDoubt) -> list[Call]:
         """The calls that a change in doubt places (a call-request's), as it would store them."""
         return [
@@ -1662,60 +1735,24 @@ class RedisBroker:
             if key[len(self._call_at) :] not in doubt.before.calls
         ]
 
-    async def _settle(self) -> None:
-        """Redis is back: find out whether the changes to calls that lost their reply were made, and finish those
-        that were as if the reply had come. A change that ends or answers calls (`SharedStateInDoubt`: its sender
-        was told it may have been done) has its effects performed: the parties told, the history written. One that
-        placed a call (its caller was told nothing was done, and nobody rang) is undone: the caller hangs up.
-
-        Whether it was made: a call this node ended is in `unwritten:{node}` if and only if the change that ended
-        it was made (the same script writes both; only the hub's writer, which has not seen it, lets go of it);
-        a call answered or placed holds the JSON the change set, timestamps and all, if it was made and nothing
-        changed the call since (a change that did told the parties itself). Another node that reaped this one
-        during a long outage took over its unwritten calls and wrote them; nobody is told then."""
-        while self._in_doubt:
-            doubt = self._in_doubt[0]
-            if doubt.ended:
-                held = await self.redis.hmget(self._unwritten, doubt.ended)
-                made = any(record is not None for record in held)
-            else:
-                keys = list(doubt.calls)
-                made = await self.redis.mget(keys) == [doubt.calls[key] for key in keys]
-            self.ops["read"] += 1
-            self._in_doubt.popleft()
-            if not made:
-                continue  # its sender was told that nothing was done
-            placed = [] if doubt.ended else self._placed(doubt)
-            if placed:
-                for call in placed:
-                    await self._undo(call)
-                continue
-            log.warning(
-                "node %s: Redis made a change to call(s) %s before the connection to it went: carrying it out now",
-                self.address,
-                ", ".join(doubt.ended or [key[len(self._call_at) :] for key in doubt.calls]),
-            )
-            effects = await self._ring_late(doubt.effects, doubt.before)
-            for effect in effects:
-                if isinstance(effect, Send) and effect.message["type"] in CALL_CHANGED:
-                    self.forget_route(effect.cid)
-            await self.events.perform(effects)
-
     async def _undo(self, call: Call) -> None:
-        """Hang up, as its caller, a call that Redis placed while its caller was told that nothing was done."""
+        """Take back a call that Redis placed while its caller was told that nothing was done (`retract`). Raises
+        SharedStateUnavailable."""
         log.warning(
             "node %s: Redis placed call %s (%s -> %s) before the connection to it went; its caller was told it was "
-            "not: ending it",
+            "not: taking it back",
             self.address,
             call.id,
             call.caller.user,
             call.callee_user,
         )
-        if call.caller.cid is None:
+        caller_cid = call.caller.cid
+        if caller_cid is None:
             return
-        hangup = Envelope(type="hangup", to=call.callee_user, callId=call.id)
-        with contextlib.suppress(ProtocolError):  # it ended meanwhile
-            await self.events.perform(await self.receive(call.caller.cid, call.caller.user, hangup, time.time()))
+        never_rang = set(call.ringing)
+        retract = lambda sb, _: sb.retract(call.id, caller_cid, never_rang)  # noqa: E731
+        work = self._transact([], [call.id], retract, settle=False)
+        await self.events.perform(await work)
 
     async def _renew(self) -> None:
         added = await self.redis.zadd(f"{self.p}nodes", {self.address: time.time() + self.lease})
@@ -1737,7 +1774,8 @@ class RedisBroker:
         )
         for cid, (user, device) in list(self._local.items()):
             now = time.time()
-            effects = await self._transact([user], [], lambda sb, _: sb.connect(cid, user, device, now))  # noqa: B023
+            register = self._transact([user], [], lambda sb, _: sb.connect(cid, user, device, now), settle=False)  # noqa: B023
+            effects = await register
             await self.events.perform([e for e in effects if isinstance(e, Presence)])
 
     async def _reap(self, address: str) -> None:
@@ -1752,6 +1790,12 @@ class RedisBroker:
         if address != self.address:
             await self._adopt_records(address)
         self.ops["reap"] += 1
+
+
+def _named(exc: BaseException) -> str:
+    """An exception as a log line says it (a `NotSent` is a lost connection to whoever reads the log)."""
+    kind = "ConnectionError" if isinstance(exc, resp.NotSent) else type(exc).__name__
+    return f"{kind}: {exc}"
 
 
 def _welcome_args(welcome: _Welcome) -> list[str | int]:

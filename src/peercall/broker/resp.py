@@ -12,7 +12,9 @@ left by hand is the queue of waiting replies and the reconnect. No library does 
 Semantics: commands go out in the order they were issued and are answered in that order. A lost connection fails
 every command waiting on it with redis-py's `ConnectionError`; a connection that answers nothing for `timeout`
 seconds while commands wait is closed, failing them with redis-py's `TimeoutError`; the next command connects
-again. Replies that are errors raise redis-py's `ResponseError`. So callers handle them as redis-py's.
+again. Replies that are errors raise redis-py's `ResponseError`. So callers handle them as redis-py's. A command
+that never left (no connection, or it was lost before the command was written) fails with `NotSent`, a
+`ConnectionError` that says Redis cannot have run it; any other failure leaves that open.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 MAX_WAITING = 50_000
 """Commands waiting for their reply on the connection at most; beyond, a command fails at once as if Redis could
 not be reached (each client connection has at most one event under way, so only a very large node gets near)."""
+
+
+class NotSent(RedisConnectionError):
+    """The command was never written to Redis: Redis cannot have run it."""
 
 
 class Connection(asyncio.Protocol):
@@ -61,9 +67,9 @@ class Connection(asyncio.Protocol):
 
     def send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         if self.lost is not None:
-            raise self.lost
+            raise NotSent(str(self.lost)) from self.lost
         if len(self._waiting) >= MAX_WAITING:
-            raise RedisConnectionError(f"{MAX_WAITING} Redis commands waiting for a reply")
+            raise NotSent(f"{MAX_WAITING} Redis commands waiting for a reply")
         future = self._loop.create_future()
         self._waiting.append(future)
         if not self._out:
@@ -122,10 +128,13 @@ class Connection(asyncio.Protocol):
             self.closed.set_result(None)
         if self._watchdog is not None:
             self._watchdog.cancel()
+        written = len(self._waiting) - len(self._out)  # the last ones queued were never written (`_flush`)
+        self._out = []
         while self._waiting:
             future = self._waiting.popleft()
+            written -= 1
             if not future.done():
-                future.set_exception(self.lost)
+                future.set_exception(self.lost if written >= 0 else NotSent(str(self.lost)))
                 future.exception()  # retrieved: a caller that was cancelled meanwhile leaves no warning
         if self._transport is not None:
             self._transport.close()
@@ -159,10 +168,14 @@ class Pipe:
         self._shas: dict[str, str] = {}
 
     async def execute(self, *args: Any) -> Any:
-        """Send one command; its reply. Raises redis-py's ConnectionError, TimeoutError or ResponseError."""
+        """Send one command; its reply. Raises redis-py's ConnectionError (`NotSent` if it never left), TimeoutError
+        or ResponseError."""
         conn = self._conn
         if conn is None or conn.lost is not None:
-            conn = await self._connect()
+            try:
+                conn = await self._connect()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                raise NotSent(str(exc)) from exc
         return await conn.send(args)
 
     async def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:

@@ -68,7 +68,7 @@ import bisect
 import collections
 import heapq
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
@@ -184,6 +184,7 @@ class Event(StrEnum):
     RING_TIMEOUT = "ring-timeout"  # nobody answered in time
     HANGUP = "hangup"  # a party of an answered call hangs up
     PEER_LOST = "peer-lost"  # a party stayed disconnected past the resume grace period
+    RETRACT = "retract"  # the shared state placed a call whose caller was told it had not (`Switchboard.retract`)
 
 
 TRANSITIONS: Final[dict[tuple[CallState, Event], CallState]] = {
@@ -192,6 +193,7 @@ TRANSITIONS: Final[dict[tuple[CallState, Event], CallState]] = {
     (CallState.RINGING, Event.CANCEL): CallState.ENDED,
     (CallState.RINGING, Event.RING_TIMEOUT): CallState.ENDED,
     (CallState.RINGING, Event.PEER_LOST): CallState.ENDED,
+    (CallState.RINGING, Event.RETRACT): CallState.ENDED,
     (CallState.ANSWERED, Event.HANGUP): CallState.ENDED,
     (CallState.ANSWERED, Event.PEER_LOST): CallState.ENDED,
 }
@@ -774,6 +776,23 @@ class Switchboard:
                 Push(call.callee_user, "ended", call.id, call.caller.user, call.ringing_at, now, Outcome.ANSWERED.value)
             )
         return effects + self._in_call_changed(call, True)
+
+    def retract(self, call_id: str, caller_cid: str, never_rang: Collection[str]) -> list[Effect]:
+        """Take back the ringing call `call_id` placed from `caller_cid`, as if it had never been placed: no
+        record, no push, no frame to the caller. For several nodes: Redis placed it, but its reply was lost and
+        the caller was told that nothing was done, so the call rang nowhere (`RedisBroker._settle`): the devices
+        it was placed to ring (`never_rang`) never heard of it; one rung since (it connected late) is told it
+        ended. Nothing if that call no longer rings."""
+        call = self.calls.get(call_id)
+        if call is None or call.state is not CallState.RINGING or call.caller.cid != caller_cid:
+            return []
+        self._transition(call, Event.RETRACT)
+        del self.calls[call_id]
+        for user in (call.caller.user, call.callee_user):
+            if self.active.get(user) == call_id:
+                del self.active[user]
+        ended = _ended(call_id, Outcome.CANCELLED, Reason.USER_HANGUP)
+        return [Send(cid, ended) for cid in call.ringing if cid not in never_rang]
 
     def _reject(self, call: Call, device: Device, env: Envelope, now: float) -> list[Effect]:
         busy = isinstance(data := _data(env), dict) and data.get("reason") == "busy"

@@ -89,6 +89,12 @@ class Connection(Protocol):
         ...
 
 
+def _reader_lags(reader: str | None, kind: str, call_id: str | None) -> ProtocolError:
+    """What the sender of a peer frame hears when it was dropped because `reader` is not reading fast enough."""
+    why = f"{reader or 'the other party'} is not reading fast enough; this {kind} was dropped"
+    return ProtocolError(ErrorCode.RATE_LIMITED, why, ref=kind, to=reader, call_id=call_id)
+
+
 class Hub:
     """A node's connections, the broker that decides for them, and the history it writes to.
 
@@ -349,10 +355,7 @@ class Hub:
         A party that sends faster than the other reads (a flood, or a reader on a poor link) has its own frames
         dropped, instead of filling the reader's send buffer until the reader is dropped as a slow one (4420)."""
         self.stats.relay_dropped += 1
-        why = f"{env.to or 'the other party'} is not reading fast enough; this {env.type} was dropped"
-        return self.reject(
-            conn, ProtocolError(ErrorCode.RATE_LIMITED, why, ref=env.type, to=env.to, call_id=env.callId)
-        )
+        return self.reject(conn, _reader_lags(env.to, env.type, env.callId))
 
     def _relay_dropped_elsewhere(self, reader: Connection, text: str) -> None:
         """An offer or answer from another node dropped for `reader`, who lags: tell its sender, found by the
@@ -368,8 +371,7 @@ class Hub:
             return
         if to is None:
             return
-        why = f"{reader.id} is not reading fast enough; this {kind} was dropped"
-        error = ProtocolError(ErrorCode.RATE_LIMITED, why, ref=kind, to=reader.id, call_id=call_id)
+        error = _reader_lags(reader.id, kind, call_id)
         self.stats.errors[error.code] += 1
         self.broker.send(to[0], nodeframe.SEND, messages.error(error))
         log.debug("%s -> %s: dropped a relayed %s (the reader lags)", sender, reader.id, kind)
