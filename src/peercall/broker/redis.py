@@ -789,6 +789,7 @@ class RedisBroker:
                 raise SharedStateUnavailable(str(exc)) from exc
             # The connection went while `_APPLY` was on it: Redis may have made the change before it went (seen in
             # the soak as Redis restarted: a call ended there, and nobody was told or wrote it).
+            # (Without a history (`_keep_records`), an end leaves nothing to tell it by: not settled.)
             if settle and (ended or commands.calls):
                 if len(self._in_doubt) < _IN_DOUBT_MAX:
                     doubt = _InDoubt(effects, before, ended, commands.calls)

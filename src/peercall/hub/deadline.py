@@ -14,10 +14,12 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from ..store.base import Waits
+
 T = TypeVar("T")
 
 
-async def within(work: Awaitable[T], seconds: float, store: object) -> T:
+async def within(work: Awaitable[T], seconds: float, store: Waits) -> T:
     """Await an operation of `store` for at most `seconds`, unless the store is not `cancellable` (then as long as
     it takes).
 
@@ -28,7 +30,7 @@ async def within(work: Awaitable[T], seconds: float, store: object) -> T:
     """
     if asyncio.current_task() is None:
         return await asyncio.ensure_future(within(work, seconds, store))
-    if not getattr(store, "cancellable", True):
+    if not store.cancellable:
         return await work
     try:
         async with asyncio.timeout(seconds):

@@ -175,7 +175,7 @@ class Hub:
         self.relay_buffer = relay_buffer or _NO_LIMIT
         self.store_timeout = store_timeout
         self.call_rate = CallRate(call_rate) if call_rate is not None else None
-        self._history_in_loop = bool(getattr(history, "in_loop", False))
+        self._history_in_loop = history is not None and history.in_loop
         broker.bind(self)
 
     def __len__(self) -> int:

@@ -102,7 +102,7 @@ class Social:
         self._epoch = 0
         # A store whose coroutines never suspend (memory://) needs no task of its own: one per joining user was a
         # fifth of what a connect cost (fastws.py then also had to finish the join in a task).
-        self._in_loop = bool(getattr(book, "in_loop", False))
+        self._in_loop = book.in_loop
         # The views of users who see nobody but the services (most users): shared, keyed by what they hold (at
         # most two per service, and two more), rather than ~0.5 KB of sets for each connection.
         self._common_views: dict[tuple[frozenset[str], bool], View] = {}

@@ -33,7 +33,23 @@ PRUNE_BATCH = 1000
 """How many records `delete_ended_before` deletes at most in one call (one short transaction)."""
 
 
-class CallHistory(Protocol):
+class Waits(Protocol):
+    """How a store's operations wait, for whoever awaits them (every store protocol below has these)."""
+
+    @property
+    def in_loop(self) -> bool:
+        """True if no operation ever suspends (memory://): it may be awaited with no task of its own, and needs no
+        deadline (hub/social.py, the hub's join)."""
+        ...
+
+    @property
+    def cancellable(self) -> bool:
+        """Whether an operation may be cut off mid-way by a deadline (hub/deadline.py `within`); False: it is awaited
+        as long as it takes, and its own timeouts bound it (SQLite)."""
+        ...
+
+
+class CallHistory(Waits, Protocol):
     """Where ended calls are kept.
 
     Every method may raise whatever the database raises (connection lost, disk full): the caller logs and counts
@@ -163,7 +179,7 @@ class ContactLimit(Exception):
     Nothing was changed. The message says which list, for the `too-many` error."""
 
 
-class ContactBook(Protocol):
+class ContactBook(Waits, Protocol):
     """Where contacts, requests, blocks and ring settings are kept (core/social.py has the rules).
 
     Every operation is one transaction, idempotent, and never fails because the other user does not exist: a user
@@ -529,7 +545,7 @@ class PushSubscription:
     last_success: float | None = None
 
 
-class PushSubscriptions(Protocol):
+class PushSubscriptions(Waits, Protocol):
     """Where push subscriptions are kept (hub/push.py sends the pushes). Every method is one transaction and may
     raise what the database raises."""
 

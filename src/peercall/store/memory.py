@@ -86,6 +86,7 @@ class MemoryHistory(MemoryAccounts, MemoryPush):
 
     in_loop = True
     """Its coroutines never suspend and need no task (hub/social.py reads a circle without starting one)."""
+    cancellable = True
 
     def __init__(self) -> None:
         MemoryAccounts.__init__(self)

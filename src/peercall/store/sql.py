@@ -338,6 +338,8 @@ class SQLHistory(SQLAccounts, SQLPush):
             event.listen(self._engine.sync_engine, "connect", _sqlite_connect)
             event.listen(self._engine.sync_engine, "begin", _sqlite_begin)
 
+    in_loop = False  # every operation waits for the database
+
     @property
     def cancellable(self) -> bool:
         """Whether an operation may be cut off mid-way (hub/deadline.py): not on SQLite, whose statement runs in a
