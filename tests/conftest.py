@@ -306,6 +306,71 @@ def small_socket(port: int) -> socket.socket:
     return sock
 
 
+class Proxy:
+    """A TCP proxy to a server on loopback, for outages that a stopped server cannot make:
+    - `freeze()` (until `thaw()`): nothing is forwarded while every socket stays open, what was sent then waits, and
+      nothing comes back, as on a network that drops packets;
+    - `eat()`: the server's replies go nowhere (with `requests=True`, what is sent to it too), then `cut()` closes
+      every connection: as when a server restarts just after it ran a command and before its reply went out (or
+      before the command reached it). New connections pass again."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.eating = self.eating_requests = False
+        self.requests_eaten = 0  # bytes sent to the server that went nowhere
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def freeze(self) -> None:
+        self.flowing.clear()
+
+    def thaw(self) -> None:
+        self.flowing.set()
+
+    def eat(self, *, requests: bool = False) -> None:
+        self.eating, self.eating_requests = True, requests
+
+    def cut(self) -> None:
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+        self.eating = self.eating_requests = False
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.thaw()
+        self.cut()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        await self.flowing.wait()
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        self._writers.append(up_writer)
+        await asyncio.gather(
+            self._pipe(reader, up_writer, replies=False),
+            self._pipe(up_reader, writer, replies=True),
+            return_exceptions=True,
+        )
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool) -> None:
+        while data := await reader.read(65536):
+            await self.flowing.wait()
+            if not (self.eating if replies else self.eating_requests):
+                writer.write(data)
+                await writer.drain()
+            elif not replies:
+                self.requests_eaten += len(data)
+        writer.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

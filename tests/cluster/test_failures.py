@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -16,7 +16,7 @@ import websockets
 
 from tests.cluster.conftest import redis_command
 from tests.cluster.test_cluster_calls import CANDIDATE, OFFER, answered
-from tests.conftest import Client
+from tests.conftest import Client, Proxy
 
 LEASE = 2.0  # seconds: a dead node's users are gone within this (+ one renewal period)
 FAST = {"PEERCALL_NODE_LEASE": str(LEASE), "PEERCALL_PRESENCE_INTERVAL": "0.05"}
@@ -91,62 +91,10 @@ async def test_a_call_its_node_ended_but_had_not_written_is_written_by_the_node_
         assert c.redis_keys("peercall:unwritten:*") == []
 
 
-class ReplyEater:
-    """A TCP proxy to Redis that can drop every reply (`eat`) while passing on what the node sends, and then
-    `cut` every connection, as when Redis restarts just after it ran a command and before its reply went out; or
-    drop what the node sends too (`eat(requests=True)`), as when Redis goes before the command reaches it."""
-
-    def __init__(self, port: int) -> None:
-        self.target = port
-        self.eating = False
-        self.eating_requests = False
-        self.requests_eaten = 0  # bytes the node sent that went nowhere
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def eat(self, *, requests: bool = False) -> None:
-        self.eating, self.eating_requests = True, requests
-
-    def cut(self) -> None:
-        """Close every connection (new ones pass again, replies and all)."""
-        for writer in self._writers:
-            writer.transport.abort()
-        self._writers.clear()
-        self.eating = self.eating_requests = False
-
-    async def close(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        self.cut()
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        self._writers += (writer, up_writer)
-        await asyncio.gather(
-            self._pipe(reader, up_writer, replies=False),
-            self._pipe(up_reader, writer, replies=True),
-            return_exceptions=True,
-        )
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool) -> None:
-        while data := await reader.read(65536):
-            if not (self.eating if replies else self.eating_requests):
-                writer.write(data)
-                await writer.drain()
-            elif not replies:
-                self.requests_eaten += len(data)
-        writer.close()
-
-
 @contextlib.asynccontextmanager
-async def node_behind_a_proxy(c: Any, redis: Any) -> AsyncIterator[tuple[Any, ReplyEater]]:
-    """One more node of cluster `c`, whose connections to Redis go through a `ReplyEater`."""
-    proxy = ReplyEater(redis.port)
+async def node_behind_a_proxy(c: Any, redis: Any) -> AsyncIterator[tuple[Any, Proxy]]:
+    """One more node of cluster `c`, whose connections to Redis go through a `Proxy`."""
+    proxy = Proxy(redis.port)
     await proxy.start()
     try:
         through = f"redis://127.0.0.1:{proxy.port}/{c.redis_db}"
@@ -155,7 +103,7 @@ async def node_behind_a_proxy(c: Any, redis: Any) -> AsyncIterator[tuple[Any, Re
         await proxy.close()
 
 
-async def reply_lost(proxy: ReplyEater, sender: Client, frame: dict[str, Any], done: Callable[[], bool]) -> None:
+async def reply_lost(proxy: Proxy, sender: Client, frame: dict[str, Any], done: Callable[[], bool]) -> None:
     """Send `frame`; Redis does it (`done` says so) but its reply never reaches the node: the connection goes."""
     proxy.eat()
     await sender.send(frame)
@@ -171,6 +119,32 @@ async def reply_lost(proxy: ReplyEater, sender: Client, frame: dict[str, Any], d
 IN_DOUBT = "if Redis did it, it takes effect when Redis is back"
 
 
+async def ringing(caller: Client, callee: Client) -> str:
+    """`caller` calls `callee`, whose phone rings: the call id."""
+    await caller.send({"type": "call-request", "to": callee.id})
+    call_id = str((await caller.expect(type="call-ringing"))["callId"])
+    await callee.expect(type="call-request", callId=call_id)
+    return call_id
+
+
+def logged(node: Any, line: str) -> Callable[[], Awaitable[bool]]:
+    """For `until`: whether `node`'s log has `line`."""
+
+    async def check() -> bool:
+        return line in node.log()
+
+    return check
+
+
+async def until(check: Callable[[], Awaitable[Any]], what: str, within: float = 5.0) -> Any:
+    """What `check` returns once it is truthy (polled every 0.1 s for `within` s); else fail, saying `what`."""
+    for _ in range(int(within / 0.1)):
+        if found := await check():
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what} (not within {within:g} s)")
+
+
 async def test_a_call_that_redis_ended_as_its_connection_went_is_told_and_written(
     cluster: Any, redis: Any, connect: Any, uid: Any
 ) -> None:
@@ -181,9 +155,7 @@ async def test_a_call_that_redis_ended_as_its_connection_went_is_told_and_writte
     async with cluster(1, **FAST) as c, node_behind_a_proxy(c, redis) as (node, proxy):
         alice = await connect(uid("alice"), node)
         bob = await connect(uid("bob"), node)
-        await alice.send({"type": "call-request", "to": bob.id})
-        call_id = (await alice.expect(type="call-ringing"))["callId"]
-        await bob.expect(type="call-request", callId=call_id)
+        call_id = await ringing(alice, bob)
         reject = {"type": "call-reject", "to": alice.id, "callId": call_id}
         await reply_lost(proxy, bob, reject, lambda: not c.redis_keys(f"peercall:call:{call_id}"))
         error = await bob.expect(type="error", ref="call-reject")
@@ -192,12 +164,9 @@ async def test_a_call_that_redis_ended_as_its_connection_went_is_told_and_writte
             ended = await party.expect(timeout=LEASE + 5, type="call-ended", callId=call_id)
             assert (ended["outcome"], ended["reason"]) == ("rejected", "user-rejected")
         await alice.nothing(within=0.5, type="call-ended")  # told once
-        for _ in range(50):
-            if (records := await history(node, alice.id)) and not c.redis_keys("peercall:unwritten:*"):
-                break
-            await asyncio.sleep(0.1)
+        records = await until(lambda: history(node, alice.id), "the call is in the history")
         assert [(r["callId"], r["outcome"]) for r in records] == [(call_id, "rejected")]
-        assert c.redis_keys("peercall:unwritten:*") == []
+        await until(lambda: asyncio.to_thread(lambda: not c.redis_keys("peercall:unwritten:*")), "Redis let go")
         assert "before the connection to it went: carrying it out now" in node.log()
 
 
@@ -209,9 +178,7 @@ async def test_a_call_that_redis_answered_as_its_connection_went_goes_on(
     async with cluster(1, **FAST) as c, node_behind_a_proxy(c, redis) as (node, proxy):
         alice = await connect(uid("alice"), node)
         bob = await connect(uid("bob"), node)
-        await alice.send({"type": "call-request", "to": bob.id})
-        call_id = (await alice.expect(type="call-ringing"))["callId"]
-        await bob.expect(type="call-request", callId=call_id)
+        call_id = await ringing(alice, bob)
 
         def answered_in_redis() -> bool:
             value = redis_command(redis.port, "GET", f"peercall:call:{call_id}", db=c.redis_db)
@@ -246,21 +213,14 @@ async def test_a_call_that_redis_placed_as_its_connection_went_is_undone(
         await reply_lost(proxy, alice, {"type": "call-request", "to": bob.id}, placed_in_redis)
         error = await alice.expect(type="error", ref="call-request")
         assert error["code"] == "service-unavailable" and "nothing was done" in error["message"]
-        for _ in range(int((LEASE + 5) / 0.1)):
-            if "taking it back" in node.log():
-                break
-            await asyncio.sleep(0.1)
-        assert f"Redis placed call {placed[0]}" in node.log()
+        await until(logged(node, f"Redis placed call {placed[0]}"), "the node took the call back", LEASE + 5)
         await bob.nothing(within=0.5, callId=placed[0])  # it never rang, and nothing says it ended either
         assert c.redis_keys("peercall:call:*") == []
         assert await _call_rings(alice, bob.id, within=3)
         rung = await bob.expect(type="call-request", **{"from": alice.id})
         await alice.send({"type": "hangup", "to": bob.id, "callId": rung["callId"]})
         await bob.expect(type="call-ended", callId=rung["callId"])
-        for _ in range(50):
-            if records := await history(node, bob.id):
-                break
-            await asyncio.sleep(0.1)
+        records = await until(lambda: history(node, bob.id), "the second call is in the history")
         assert [r["callId"] for r in records] == [rung["callId"]]  # the call taken back is in no one's history
 
 
@@ -273,9 +233,7 @@ async def test_a_change_that_never_reached_redis_is_not_carried_out(
     async with cluster(1, **FAST) as c, node_behind_a_proxy(c, redis) as (node, proxy):
         alice = await connect(uid("alice"), node)
         bob = await connect(uid("bob"), node)
-        await alice.send({"type": "call-request", "to": bob.id})
-        call_id = (await alice.expect(type="call-ringing"))["callId"]
-        await bob.expect(type="call-request", callId=call_id)
+        call_id = await ringing(alice, bob)
         proxy.eat(requests=True)
         reject = {"type": "call-reject", "to": alice.id, "callId": call_id}
         await bob.send(reject)
@@ -286,12 +244,8 @@ async def test_a_change_that_never_reached_redis_is_not_carried_out(
         proxy.cut()
         error = await bob.expect(type="error", ref="call-reject")
         assert error["code"] == "service-unavailable" and IN_DOUBT in error["message"]
-        for _ in range(int((LEASE + 5) / 0.1)):  # settled at the next round of the housekeeping (every LEASE / 3 s)
-            if "Redis had not made a change in doubt" in node.log():
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("the change in doubt was not settled")
+        # settled at the next round of the housekeeping (every LEASE / 3 s)
+        await until(logged(node, "Redis had not made a change in doubt"), "the change was settled", LEASE + 5)
         await alice.nothing(within=0.3, type="call-ended")
         assert c.redis_keys(f"peercall:call:{call_id}"), "the call should still ring"
         await bob.send(reject)
@@ -299,10 +253,7 @@ async def test_a_change_that_never_reached_redis_is_not_carried_out(
             ended = await party.expect(type="call-ended", callId=call_id)
             assert (ended["outcome"], ended["reason"]) == ("rejected", "user-rejected")
         await alice.nothing(within=1.0, type="call-ended")  # told once
-        for _ in range(50):
-            if records := await history(node, alice.id):
-                break
-            await asyncio.sleep(0.1)
+        records = await until(lambda: history(node, alice.id), "the call is in the history")
         assert [(r["callId"], r["outcome"]) for r in records] == [(call_id, "rejected")]
 
 

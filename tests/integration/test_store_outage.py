@@ -13,62 +13,19 @@ import pytest
 import sqlalchemy as sa
 import websockets
 
-from tests.conftest import ServerProcess, create_database, drop_database, run_server
+from tests.conftest import Proxy, ServerProcess, create_database, drop_database, run_server
 from tests.integration.test_security import recv_json
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-class FrozenProxy:
-    """A TCP proxy to a server on loopback that can stop forwarding (`freeze`) while keeping every socket open:
-    what is sent then goes nowhere and nothing comes back, as on a network that drops packets."""
-
-    def __init__(self, port: int) -> None:
-        self.target = port
-        self.flowing = asyncio.Event()
-        self.flowing.set()
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def freeze(self) -> None:
-        self.flowing.clear()
-
-    def thaw(self) -> None:
-        self.flowing.set()
-
-    async def close(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.transport.abort()
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.append(writer)
-        await self.flowing.wait()
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        self._writers.append(up_writer)
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            await self.flowing.wait()
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-
 @contextlib.asynccontextmanager
-async def database_behind_a_proxy(admin_dsn: str) -> AsyncIterator[tuple[str, FrozenProxy]]:
-    """A new PostgreSQL database, and its URL through a `FrozenProxy`."""
+async def database_behind_a_proxy(admin_dsn: str) -> AsyncIterator[tuple[str, Proxy]]:
+    """A new PostgreSQL database, and its URL through a `Proxy`."""
     url = await create_database(admin_dsn)
     parsed = sa.make_url(url)
     assert parsed.port is not None
-    proxy = FrozenProxy(parsed.port)
+    proxy = Proxy(parsed.port)
     await proxy.start()
     try:
         yield parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False), proxy
