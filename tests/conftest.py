@@ -312,13 +312,14 @@ class Proxy:
       nothing comes back, as on a network that drops packets;
     - `eat()`: the server's replies go nowhere (with `requests=True`, what is sent to it too), then `cut()` closes
       every connection: as when a server restarts just after it ran a command and before its reply went out (or
-      before the command reached it). New connections pass again."""
+      before the command reached it). New connections pass again;
+    - `refuse()` (until `admit()`): new connections are closed at once, as by a server that is down."""
 
     def __init__(self, port: int) -> None:
         self.target = port
         self.flowing = asyncio.Event()
         self.flowing.set()
-        self.eating = self.eating_requests = False
+        self.eating = self.eating_requests = self.refusing = False
         self.requests_eaten = 0  # bytes sent to the server that went nowhere
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -337,6 +338,12 @@ class Proxy:
     def eat(self, *, requests: bool = False) -> None:
         self.eating, self.eating_requests = True, requests
 
+    def refuse(self) -> None:
+        self.refusing = True
+
+    def admit(self) -> None:
+        self.refusing = False
+
     def cut(self) -> None:
         for writer in self._writers:
             writer.transport.abort()
@@ -350,6 +357,9 @@ class Proxy:
         self.cut()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.transport.abort()
+            return
         self._writers.append(writer)
         await self.flowing.wait()
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)

@@ -318,6 +318,25 @@ async def test_frames_for_a_node_that_subscribes_again_reach_its_users(
         assert "lost its subscription (ConnectionError" in c.logs() and "listening again" in c.logs()
 
 
+async def test_presence_a_node_missed_while_it_did_not_listen_reaches_its_users(
+    cluster: Any, redis: Any, connect: Any, uid: Any
+) -> None:
+    """A node cannot reach Redis for a moment (its subscription neither): a user who comes online on another node
+    meanwhile is shown online to its users once it listens again (the node that published the change held it for
+    the one that did not hear it). Before, presence sent to every node was lost for that node: the newcomer stayed
+    missing for its users until their next change."""
+    async with cluster(1, **FAST) as c, node_behind_a_proxy(c, redis) as (deaf, proxy):
+        bob = await connect(uid("bob"), deaf)
+        alice = await connect(uid("alice"), c.nodes[0])
+        publisher = await asyncio.to_thread(c.start_node)  # it knows the nodes alive as it starts
+        proxy.refuse()
+        proxy.cut()
+        carol = await connect(uid("carol"), publisher)
+        await alice.expect(type="presence", id=carol.id, status="online")  # published: the deaf node missed it
+        proxy.admit()
+        await bob.expect(timeout=5, type="presence", id=carol.id, status="online")
+
+
 async def _call_rings(caller: Client, callee: str, within: float) -> bool:
     """Send call-requests until one rings (True), or `within` seconds pass (False)."""
     deadline = time.monotonic() + within

@@ -71,7 +71,10 @@ lost its Redis connection has lost its clients' calls' signaling context anyway;
 many it reached: a message for a node that reached no one (its subscription was cut, or Redis restarted and it has
 not subscribed again yet, while its other connections already work) is held by the sender and published again, in
 order and ahead of what follows for that node, until it is heard (`_hold`; for _HELD_FOR s at most, within
-_HELD_MAX): the moment a node takes to subscribe again costs a delay, not a callee who never rang.
+_HELD_MAX): the moment a node takes to subscribe again costs a delay, not a callee who never rang. A message for
+every node that reached fewer nodes than are alive (`nodes`, as the housekeeping last read it) is held the same
+way for each live node whose own channel has no subscriber, on that channel (`_hold_unheard`): a presence change
+missed is not a contact shown offline for good.
 
 `offer`/`answer`/`candidate`, the hot path, change no state: a node remembers, per connection of its own in an
 answered call, where the peer's connection is, and forwards without asking Redis, synchronously like one node
@@ -567,6 +570,8 @@ class RedisBroker:
         self._held: dict[str, collections.deque[tuple[float, str]]] = {}
         self._held_size = 0  # characters in `_held`
         self._held_tried = 0.0  # when `_held` was last published again (monotonic)
+        self._live: list[str] = []  # the nodes whose lease runs (as the housekeeping last read it)
+        self._unheard: list[str] = []  # messages for every node that fewer nodes heard than `_live` (`_published`)
         self._timer_wake = asyncio.Event()
         self._timer_at = 0.0  # when the timer looks at `due` next (wall clock), unless woken sooner
         self._tasks: list[asyncio.Task[None]] = []
@@ -633,6 +638,7 @@ class RedisBroker:
         Redis: if it is down, the node starts unready and joins when it comes back."""
         with contextlib.suppress(*TRANSIENT, RedisError):
             await self._renew()
+            self._live = await self.redis.zrangebyscore(f"{self.p}nodes", time.time(), "+inf")
         for job in (self._listen, self._publish_loop, self._timer_loop, self._housekeeping):
             self._tasks.append(asyncio.create_task(job(), name=f"peercall-broker-{job.__name__}"))
         log.info("node %s: sharing presence, routing and calls through Redis (lease %gs)", self.address, self.lease)
@@ -1405,6 +1411,8 @@ class RedisBroker:
                     else:
                         commands.append(("PUBLISH", channel, message))
             self._published(commands, await self._publish(commands))
+            if self._unheard:
+                await self._hold_unheard()
 
     async def _publish(self, commands: list[tuple[str, str, str]]) -> list[Any]:
         """PUBLISH each of `commands`: how many subscribers each reached."""
@@ -1433,12 +1441,39 @@ class RedisBroker:
     def _published(self, commands: list[tuple[str, str, str]], replies: list[Any]) -> None:
         """Hold the messages for a node that reached no one: its subscription is down for a moment (Redis cut it
         off as too slow, or its connection dropped, or Redis restarted and it has not subscribed again yet), and
-        it would lose them: a call that rang the caller and never the callee. Not those for every node (some
-        node always hears them, and what a node missed of them it is not told again)."""
-        now, everyone = time.monotonic(), self._everyone
+        it would lose them: a call that rang the caller and never the callee. Those for every node that fewer
+        nodes heard than are alive are held too, for the nodes that did not (`_hold_unheard`): a presence change
+        missed was a contact shown offline for good."""
+        now, everyone, live = time.monotonic(), self._everyone, len(self._live)
         for (_, channel, message), reached in zip(commands, replies, strict=True):
-            if reached == 0 and channel != everyone:
+            if channel == everyone:
+                if reached < live:
+                    self._unheard.append(message)
+            elif reached == 0:
                 self._hold(channel, message, now)
+
+    async def _hold_unheard(self) -> None:
+        """Hold the messages for every node that fewer nodes heard than are alive (`_unheard`) for each live node
+        not listening now (its own channel has no subscriber), on its own channel, as EVERYONE node frames: it gets
+        them, in order with what else waits for it, once it listens again. (A node that died without a word is
+        alive until its lease runs out; what waits for it is dropped after _HELD_FOR. One that listens again
+        between the PUBLISH and this look is taken for one that heard: rare, and it misses them, as before.)"""
+        unheard, self._unheard = self._unheard, []
+        channels = [self._to_at + address for address in self._live]
+        if self._pipe is not None:
+            flat = await self._pipe.execute("PUBSUB", "NUMSUB", *channels)
+            counts = list(zip(flat[::2], flat[1::2], strict=True))
+        else:
+            counts = await self.redis.pubsub_numsub(*channels)
+        self.ops["read"] += 1
+        deaf = [channel for channel, listening in counts if not int(listening)]
+        if not deaf:
+            return
+        now = time.monotonic()
+        for message in unheard:
+            held = "".join(nodeframe.packed("", nodeframe.EVERYONE, frame) for frame in nodeframe.unpack(message))
+            for channel in deaf:
+                self._hold(channel, held, now)
 
     def _hold(self, channel: str, message: str, since: float) -> None:
         """Keep `message` for the node of `channel` until a PUBLISH of it reaches it (`_publish_held`), within
@@ -1556,6 +1591,8 @@ class RedisBroker:
                 deliver(cid, kind, text)
             elif kind == nodeframe.STATE:
                 self._learn(text)
+            elif kind == nodeframe.EVERYONE:  # missed on `everyone` while this node did not listen
+                self._told(text)
             else:
                 if kind == nodeframe.SEND_CALL_CHANGED:
                     self.forget_route(cid)
@@ -1666,7 +1703,8 @@ class RedisBroker:
                 async with self.redis.pipeline(transaction=False) as reads:
                     reads.zcard(f"{self.p}online")
                     reads.hvals(f"{self.p}callstate")
-                    self._users_online, states = await reads.execute()
+                    reads.zrangebyscore(f"{self.p}nodes", now, "+inf")
+                    self._users_online, states, self._live = await reads.execute()
                 self._calls_by_state = {s: states.count(s) for s in ("ringing", "answered")}
                 self.ops["read"] += 4
             except (*TRANSIENT, RedisError, SharedStateUnavailable) as exc:

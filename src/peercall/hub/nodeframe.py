@@ -15,6 +15,10 @@ A node frame is `<kind><connection id>\\n<text>`:
   node knows"): the JSON array of `[key, value, version]` of each key that change checked (`encode_state`). It
   goes before the frames of that change, to the node of each connection they are for. A node of the previous
   version finds no connection with an empty id and drops it.
+- `a` (EVERYONE), for no connection: `text` is one of the frames for every node below, held for this node by a
+  node whose PUBLISH to every node reached fewer nodes than are alive: this one's subscription was down, and it
+  gets what it missed once it listens again (broker/redis.py, `_hold_unheard`). A node of the previous version
+  drops it (no connection has an empty id).
 
 Several node frames travel in one Pub/Sub message, each as `<length>:<frame>` (`pack`, `unpack`). What goes to
 every node is one of:
@@ -51,6 +55,7 @@ RELAY: Final = "r"
 SEND_CALL_CHANGED: Final = "e"
 CLOSE: Final = "c"
 STATE: Final = "v"
+EVERYONE: Final = "a"
 
 
 def kind_of(message_type: str) -> str:
