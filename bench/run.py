@@ -225,8 +225,15 @@ def start_cluster(scenario: str, args: argparse.Namespace, extra: dict[str, str]
             sys.exit(f"bench: redis-server did not start:\n{redis_log.read_text(errors='replace')[-2000:]}")
         time.sleep(0.02)
     url = {**(extra or {}), "PEERCALL_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
-    first = start_server("peercall", scenario, args, {**url, "PEERCALL_NODE_ID": "n1"})
-    second = start_server("peercall", scenario, args, {**url, "PEERCALL_NODE_ID": "n2"})
+    started: list[Server] = []
+    try:  # a node that does not start exits the run (`start_server`): stop what started before it
+        for node in ("n1", "n2"):
+            started.append(start_server("peercall", scenario, args, {**url, "PEERCALL_NODE_ID": node}))
+    except BaseException:
+        for server in [*started, redis_server]:
+            server.stop()
+        raise
+    first, second = started
     first.name, first.others = CLUSTER, [second, redis_server]
     return first
 
