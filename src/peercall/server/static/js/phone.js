@@ -572,7 +572,9 @@ export class Phone extends EventTarget {
         if (requestOfOurs) {
           c.refused("the server cannot place calls for a moment; try again shortly");
         } else {
-          const text = "The server is briefly unable to handle calls; nothing was lost, try again in a moment.";
+          // Said so that it holds either way: mostly nothing was done, but an accept or a hang-up that the server's
+          // shared state received as it went takes effect once it is back (docs/protocol.md, service-unavailable).
+          const text = "The server is briefly unable to handle calls; if nothing happens in a moment, try again.";
           this.#notice(text, "warning");
         }
         return true;
