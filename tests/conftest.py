@@ -320,7 +320,7 @@ class Proxy:
         self.flowing = asyncio.Event()
         self.flowing.set()
         self.eating = self.eating_requests = self.refusing = False
-        self.requests_eaten = 0  # bytes sent to the server that went nowhere
+        self.requests_eaten = bytearray()  # what was sent to the server and went nowhere
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
@@ -377,7 +377,7 @@ class Proxy:
                 writer.write(data)
                 await writer.drain()
             elif not replies:
-                self.requests_eaten += len(data)
+                self.requests_eaten += data
         writer.close()
 
 

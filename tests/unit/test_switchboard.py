@@ -82,6 +82,27 @@ def test_cancel(board: Board) -> None:
     assert board.records[0].outcome is Outcome.CANCELLED
 
 
+def test_a_retracted_call_leaves_no_trace(board: Board) -> None:
+    """A call taken back (several nodes: Redis placed it while its caller was told it had not) is gone with no
+    record, push or frame, except to a device that rang since; both users can call at once; and it never times
+    out. An answered call is not taken back."""
+    call_id = board.ring("a1", "bob")
+    board.take("a1"), board.take("b1")
+    board.connect("b2", "bob")  # rung late
+    board.take("b2")
+    board.apply(board.sb.retract(call_id, never_rang={"b1"}))
+    assert board.take("a1") == [] and board.take("b1") == []
+    assert board.take("b2") == [
+        {"type": "call-ended", "callId": call_id, "outcome": "cancelled", "reason": "user-hangup"}
+    ]
+    assert board.records == [] and board.pushes == [] and board.sb.calls == {} and board.sb.active == {}
+    board.advance(60)
+    assert board.records == [] and board.take("a1") == []
+    again = board.ring("a1", "bob")
+    board.send("b1", "call-accept", "alice")
+    assert board.sb.retract(again, never_rang=()) == [] and board.sb.calls[again].state is CallState.ANSWERED
+
+
 def test_missed_after_ring_timeout(board: Board) -> None:
     """Nobody answers: at the ring timeout, and not before, both sides hear missed."""
     call_id = board.ring("a1", "bob")

@@ -356,6 +356,7 @@ _RECORDED_LATER_MAX = 10_000  # written calls whose `recorded` waits for Redis t
 _KNOWN_MAX = 50_000  # keys a node keeps as it last saw them (`_known`); the oldest are forgotten first
 _IN_DOUBT_MAX = 10_000  # changes to calls that lost their reply, to settle when Redis is back (`_settle`)
 _SETTLE_TRIES = 10  # housekeeping rounds that may fail to settle one before it is given up
+_UNHEARD_MAX = 10_000  # messages for every node waiting to be held for nodes that did not hear them
 
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 """Redis cannot be reached. Every other `RedisError` (OOM, READONLY after a failover, a script refused) is handled
@@ -571,7 +572,10 @@ class RedisBroker:
         self._held_size = 0  # characters in `_held`
         self._held_tried = 0.0  # when `_held` was last published again (monotonic)
         self._live: list[str] = []  # the nodes whose lease runs (as the housekeeping last read it)
-        self._unheard: list[str] = []  # messages for every node that fewer nodes heard than `_live` (`_published`)
+        # Messages for every node published while some node may not hear them (`_published`), and whether one of
+        # them reached fewer nodes than `_live`: to hold for the nodes that did not (`_hold_unheard`).
+        self._unheard: list[str] = []
+        self._short = False
         self._timer_wake = asyncio.Event()
         self._timer_at = 0.0  # when the timer looks at `due` next (wall clock), unless woken sooner
         self._tasks: list[asyncio.Task[None]] = []
@@ -1448,31 +1452,51 @@ class RedisBroker:
         for (_, channel, message), reached in zip(commands, replies, strict=True):
             if channel == everyone:
                 if reached < live:
+                    self._short = True
+                    self._unheard.append(message)
+                elif self._held:  # what waits for a node was sent before this: it must not overtake it there
                     self._unheard.append(message)
             elif reached == 0:
                 self._hold(channel, message, now)
 
     async def _hold_unheard(self) -> None:
-        """Hold the messages for every node that fewer nodes heard than are alive (`_unheard`) for each live node
-        not listening now (its own channel has no subscriber), on its own channel, as EVERYONE node frames: it gets
-        them, in order with what else waits for it, once it listens again. (A node that died without a word is
-        alive until its lease runs out; what waits for it is dropped after _HELD_FOR. One that listens again
-        between the PUBLISH and this look is taken for one that heard: rare, and it misses them, as before.)"""
-        unheard, self._unheard = self._unheard, []
-        channels = [self._to_at + address for address in self._live]
-        if self._pipe is not None:
-            flat = await self._pipe.execute("PUBSUB", "NUMSUB", *channels)
-            counts = list(zip(flat[::2], flat[1::2], strict=True))
-        else:
-            counts = await self.redis.pubsub_numsub(*channels)
-        self.ops["read"] += 1
-        deaf = [channel for channel, listening in counts if not int(listening)]
+        """Hold the messages for every node published lately (`_unheard`), as EVERYONE node frames on its own
+        channel, for each node that may not have heard them, in order with what else waits for it: a node that
+        something waits for already (what it hears now would overtake that: a presence it gets late would undo a
+        newer one), and, if one reached fewer nodes than are alive, each live node not listening now (its own
+        channel has no subscriber: one PUBSUB NUMSUB). A node may so hear a change twice, the last one last. (A
+        node that died without a word is alive until its lease runs out; what waits for it is dropped after
+        _HELD_FOR. One that listens again between the PUBLISH and this look is taken for one that heard: rare, and
+        it misses them, as before. A node that Redis cut off as too slow has lost what its buffer held.) Never
+        raises: if Redis cannot say who listens, they wait for the next flush (at most _UNHEARD_MAX)."""
+        deaf = set(self._held)
+        if self._short:
+            channels = [self._to_at + address for address in self._live]
+            try:
+                if self._pipe is not None:
+                    flat = await self._pipe.execute("PUBSUB", "NUMSUB", *channels)
+                    counts = list(zip(flat[::2], flat[1::2], strict=True))
+                else:
+                    counts = await self.redis.pubsub_numsub(*channels)
+            except (*TRANSIENT, RedisError) as exc:
+                if len(self._unheard) > _UNHEARD_MAX:
+                    log.warning(
+                        "node %s: %d messages for every node may be missed by nodes that did not hear them (%s)",
+                        self.address,
+                        len(self._unheard) - _UNHEARD_MAX,
+                        exc,
+                    )
+                    del self._unheard[:-_UNHEARD_MAX]
+                return
+            self.ops["read"] += 1
+            deaf.update(channel for channel, listening in counts if not int(listening))
+        unheard, self._unheard, self._short = self._unheard, [], False
         if not deaf:
             return
         now = time.monotonic()
         for message in unheard:
             held = "".join(nodeframe.packed("", nodeframe.EVERYONE, frame) for frame in nodeframe.unpack(message))
-            for channel in deaf:
+            for channel in sorted(deaf):
                 self._hold(channel, held, now)
 
     def _hold(self, channel: str, message: str, since: float) -> None:
@@ -1736,6 +1760,8 @@ class RedisBroker:
                 if doubt.tries < _SETTLE_TRIES:
                     raise
                 log.warning("node %s: could not settle a change in doubt (%s); giving it up", self.address, exc)
+            except Exception:  # a bug must not hold every later one, nor the housekeeping, for ever
+                log.exception("node %s: settling a change in doubt failed; giving it up", self.address)
             self._in_doubt.popleft()
 
     async def _settle_one(self, doubt: _InDoubt) -> None:
@@ -1745,7 +1771,8 @@ class RedisBroker:
             made = any(record == doubt.ended[call_id] for call_id, record in zip(ids, held, strict=True))
         else:
             keys = list(doubt.calls)
-            made = await self.redis.mget(keys) == [doubt.calls[key] for key in keys]
+            now = await self.redis.mget(keys)
+            made = all(self._shows(doubt, key, value) for key, value in zip(keys, now, strict=True))
         self.ops["read"] += 1
         if not made:  # its sender was told that nothing was done, or that it may have been
             log.info("node %s: Redis had not made a change in doubt: nothing to carry out", self.address)
@@ -1766,6 +1793,27 @@ class RedisBroker:
                 self.forget_route(effect.cid)
         await self.events.perform(effects)
 
+    def _shows(self, doubt: _InDoubt, key: str, value: str | None) -> bool:
+        """Whether `value`, what the call `key` holds now, shows the change in doubt made: the JSON it set; or, for
+        a call it placed or answered, that placement or that answer (its time, to the microsecond), which what
+        followed leaves as it was (a device rung late, a party lost since)."""
+        ours = doubt.calls[key]
+        if value is None or value == ours:
+            return value is not None
+        call_id = key[len(self._call_at) :]
+        if call_id not in doubt.before.calls:  # placed
+            return _decode_call(value).ringing_at == _decode_call(ours).ringing_at
+        if call_id in doubt.before.ringing:  # answered, if the change did
+            mine, now = _decode_call(ours), _decode_call(value)
+            return (
+                mine.answered_at is not None
+                and now.answered_at == mine.answered_at
+                and now.callee is not None
+                and mine.callee is not None
+                and (now.callee.user, now.callee.device) == (mine.callee.user, mine.callee.device)
+            )
+        return False
+
     def _placed(self, doubt: _InDoubt) -> list[Call]:
         """The calls that a change in doubt places (a call-request's), as it would store them."""
         return [
@@ -1785,11 +1833,8 @@ class RedisBroker:
             call.caller.user,
             call.callee_user,
         )
-        caller_cid = call.caller.cid
-        if caller_cid is None:
-            return
         never_rang = set(call.ringing)
-        retract = lambda sb, _: sb.retract(call.id, caller_cid, never_rang)  # noqa: E731
+        retract = lambda sb, _: sb.retract(call.id, never_rang)  # noqa: E731
         work = self._transact([], [call.id], retract, settle=False)
         await self.events.perform(await work)
 

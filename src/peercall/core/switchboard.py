@@ -777,14 +777,14 @@ class Switchboard:
             )
         return effects + self._in_call_changed(call, True)
 
-    def retract(self, call_id: str, caller_cid: str, never_rang: Collection[str]) -> list[Effect]:
-        """Take back the ringing call `call_id` placed from `caller_cid`, as if it had never been placed: no
-        record, no push, no frame to the caller. For several nodes: Redis placed it, but its reply was lost and
+    def retract(self, call_id: str, never_rang: Collection[str]) -> list[Effect]:
+        """Take back the ringing call `call_id`, as if it had never been placed: no record, no push, no frame to
+        the caller. For several nodes: Redis placed it, but its reply was lost and
         the caller was told that nothing was done, so the call rang nowhere (`RedisBroker._settle`): the devices
         it was placed to ring (`never_rang`) never heard of it; one rung since (it connected late) is told it
         ended. Nothing if that call no longer rings."""
         call = self.calls.get(call_id)
-        if call is None or call.state is not CallState.RINGING or call.caller.cid != caller_cid:
+        if call is None or call.state is not CallState.RINGING:
             return []
         self._transition(call, Event.RETRACT)
         del self.calls[call_id]
