@@ -786,11 +786,7 @@ class Switchboard:
         call = self.calls.get(call_id)
         if call is None or call.state is not CallState.RINGING:
             return []
-        self._transition(call, Event.RETRACT)
-        del self.calls[call_id]
-        for user in (call.caller.user, call.callee_user):
-            if self.active.get(user) == call_id:
-                del self.active[user]
+        self._close(call, Event.RETRACT)
         ended = _ended(call_id, Outcome.CANCELLED, Reason.USER_HANGUP)
         return [Send(cid, ended) for cid in call.ringing if cid not in never_rang]
 
@@ -905,6 +901,14 @@ class Switchboard:
         except KeyError:
             raise InvalidTransition(call.id, call.state, event) from None
 
+    def _close(self, call: Call, event: Event) -> None:
+        """`event` ends `call`: it is gone, and neither party is in it any more."""
+        self._transition(call, event)
+        del self.calls[call.id]
+        for user in (call.caller.user, call.callee_user):
+            if self.active.get(user) == call.id:
+                del self.active[user]
+
     def _end(
         self,
         call: Call,
@@ -924,11 +928,7 @@ class Switchboard:
         from the other side: `call-reject` on a declined caller, `hangup` otherwise (the ending frame itself
         when it came from that other side).
         """
-        self._transition(call, event)
-        del self.calls[call.id]
-        for user in (call.caller.user, call.callee_user):
-            if self.active.get(user) == call.id:
-                del self.active[user]
+        self._close(call, event)
         actor = self.devices[by].user if by is not None else by_user
         ended = _ended(call.id, outcome, reason)
         caller_side = [call.caller.cid] if call.caller.cid is not None else []
