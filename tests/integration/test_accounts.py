@@ -16,6 +16,7 @@ import httpx
 import pytest
 import websockets
 
+from peercall.auth.accounts import b64url
 from peercall.protocol.messages import MAX_DEPTH
 from tests.conftest import OPEN_DOORS, SCALE, TIMEOUT, Client, ServerProcess, run_server
 from tests.integration.test_security import closed_with, recv_json
@@ -285,6 +286,31 @@ async def test_a_deeply_nested_body_is_a_bad_request_not_a_traceback(srv: Server
         body = '{"id":"ann","password":"wrong","extra":' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
         assert (await someone.http.post("/api/session", content=body, headers={CSRF: "1"})).status_code == status
     assert "Traceback" not in srv.log() and "Exception in ASGI application" not in srv.log()
+
+
+async def test_a_lone_surrogate_or_a_foreign_passkey_id_is_refused_not_a_traceback(
+    srv: ServerProcess, browser: Any
+) -> None:
+    """JSON may escape half a UTF-16 pair (`"\\ud800"`), which no store can encode: Python's decoder let it
+    through, and a passkey id so made was a 500 and two tracebacks per request from anyone (no sign-in needed, no
+    throttle). Now every API body is 400 `bad-request`, and a passkey id that is no base64url is not looked up
+    (the answer of an unknown passkey)."""
+    someone = browser()
+    client_data = b64url(json.dumps({"type": "webauthn.get", "challenge": "AAAA", "origin": "x"}).encode())
+    for value in (
+        {"passkey": {"id": "\ud800", "response": {"clientDataJSON": client_data}}},
+        {"id": "\udc00ann", "password": PASSWORD},
+        {"passkey": {}, "\udfff": 1},
+    ):
+        body = json.dumps(value)  # (ASCII: `\\ud800` and the like)
+        for path in ("/api/session/passkey", "/api/session", "/api/signup"):
+            answer = await someone.http.post(path, content=body, headers={CSRF: "1"})
+            assert (answer.status_code, answer.json()["error"]["code"]) == (400, "bad-request"), (path, answer.text)
+    for key in ("not base64!", "é" * 10, "A" * 1401):
+        sent = {"passkey": {"id": key, "response": {"clientDataJSON": client_data}}}
+        answer = await someone.http.post("/api/session/passkey", json=sent, headers={CSRF: "1"})
+        assert (answer.status_code, answer.json()["error"]["code"]) == (401, "sign-in-failed"), answer.text
+    assert "Traceback" not in srv.log()
 
 
 async def test_signaling_tokens_connect_and_ring_another_user(srv: ServerProcess, browser: Any) -> None:

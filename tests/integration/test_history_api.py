@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from peercall.auth.accounts import b64url
 from tests.conftest import ServerProcess, run_server
 
 
@@ -120,6 +121,9 @@ async def test_history_is_paged_newest_first_and_private(quick_server: ServerPro
         ({"id": "a", "limit": "0"}, "bad-limit"),
         ({"id": "a", "limit": "x"}, "bad-limit"),
         ({"id": "a", "before": "garbage!"}, "bad-cursor"),
+        # a time of 400 digits (it was a 503 "try again shortly" and a traceback), half a UTF-16 pair in the id
+        ({"id": "a", "before": b64url(b"[" + b"9" * 400 + b',"x"]')}, "bad-cursor"),
+        ({"id": "a", "before": b64url(b'[1.5,"\\ud800"]')}, "bad-cursor"),
     ],
 )
 async def test_bad_history_queries_are_400(quick_server: ServerProcess, params: dict, code: str) -> None:
@@ -127,6 +131,7 @@ async def test_bad_history_queries_are_400(quick_server: ServerProcess, params: 
     async with httpx.AsyncClient(base_url=quick_server.http) as http:
         response = await http.get("/api/calls", params=params)
     assert response.status_code == 400 and response.json()["error"]["code"] == code
+    assert "Traceback" not in quick_server.log()
 
 
 async def test_missed_calls_are_told_on_connect(quick_server: ServerProcess, connect, uid) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import websockets
 
@@ -330,3 +332,30 @@ async def test_echo_is_reserved_by_default(ws_server: ServerProcess) -> None:
     """Without any setting, `echo` is reserved in open mode."""
     status, body = await refused_status(f"{ws_server.ws}?id=echo")
     assert (status, body["error"]["code"]) == (403, "reserved-id")
+
+
+async def test_a_failure_someone_can_repeat_logs_its_traceback_once_and_within_their_budget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A request that fails (a bug: 500 `internal-error`) logged its traceback twice, Starlette's handler's and
+    the server's, for every request: a failure one client can repeat was a log flood. Now once, and at most the
+    address's budget a minute (20 lines, then one saying the rest are counted)."""
+    from starlette.routing import Route
+
+    from tests.integration.test_connection_memory import in_process
+
+    async def bug(request: object) -> None:
+        raise RuntimeError("a bug that a request can reach")
+
+    async with in_process(deflate=False) as (port, _, app):
+        app.http.app.router.routes.insert(0, Route("/bug", bug))  # WebGuard -> the Starlette app
+        caplog.clear()
+        caplog.set_level(logging.INFO)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as http:
+            for _ in range(30):
+                answer = await http.get("/bug")
+                assert (answer.status_code, answer.json()["error"]["code"]) == (500, "internal-error")
+            assert (await http.get("/healthz")).status_code == 200  # and the server goes on
+    tracebacks = [r for r in caplog.records if r.exc_info is not None]
+    assert len(tracebacks) == 20 and all(r.getMessage() == "GET /bug failed" for r in tracebacks)
+    assert "further protocol errors from 127.0.0.1 are counted, not logged" in caplog.text

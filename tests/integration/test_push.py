@@ -244,12 +244,18 @@ async def test_subscriptions_that_are_refused(
 
 
 async def test_a_deeply_nested_body_is_a_bad_request(srv: ServerProcess) -> None:
-    """The push routes answer a body nested thousands deep 400 `bad-request` (it was 503 `push-unavailable` and a
-    traceback), with a sign-in and without one."""
+    """The push routes answer a body nested thousands deep, or with a lone surrogate, 400 `bad-request` (it was 503
+    `push-unavailable` and a traceback), with a sign-in and without one."""
     deep = b"[" * 5_000
     async with api(srv, "bob") as http:
         for path in ("/api/push/subscriptions", "/api/push/subscriptions/replace", "/api/calls/abc/decline"):
             r = await http.post(path, content=deep)
+            assert (r.status_code, r.json()["error"]["code"]) == (400, "bad-request"), (path, r.text)
+        # half a UTF-16 pair, which no store can encode: it was 503 `push-unavailable` ("cannot be reached right
+        # now") and a traceback of the database's per request
+        lone = b'{"device":"browser","subscription":{"endpoint":"https://fcm.googleapis.com/x\\ud800"}}'
+        for method, path in (("POST", "/api/push/subscriptions"), ("DELETE", "/api/push/subscriptions")):
+            r = await http.request(method, path, content=lone)
             assert (r.status_code, r.json()["error"]["code"]) == (400, "bad-request"), (path, r.text)
     assert "Traceback" not in srv.log()
 

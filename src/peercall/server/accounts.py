@@ -33,6 +33,7 @@ import ipaddress
 import json
 import logging
 import math
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -99,6 +100,9 @@ ACCOUNT_TRIES, ACCOUNT_REFILL = 5, 60.0  # failed sign-ins per account: 5 at onc
 # (from addresses where it has not signed in lately; and from any one address, wherever it signed in)
 ADDRESS_TRIES, ADDRESS_REFILL = 20, 10.0  # failed sign-ins (and bad invites) per address: 20, then one per 10 s
 WRONG = "wrong user id or password"
+CREDENTIAL_ID = re.compile(r"[A-Za-z0-9_-]{1,1400}")
+"""A passkey's id as a browser sends it: base64url of at most 1,023 bytes (WebAuthn); anything else is no passkey
+of ours, and is not looked up."""
 PASSKEY_FAILED = "this passkey did not sign you in: it is not one of an account here, or its answer was refused"
 RP_NAME = "peercall"
 PASSKEY_TIMEOUT_MS = 120_000
@@ -908,7 +912,8 @@ class AccountsApi:
         self._throttled(request)
         assert isinstance(credential, dict)
         key = credential.get("id")
-        stored = await self.store.credential("passkey", key) if isinstance(key, str) and key else None
+        known = isinstance(key, str) and CREDENTIAL_ID.fullmatch(key)
+        stored = await self.store.credential("passkey", key) if isinstance(key, str) and known else None
         attempt = self._attempt(request, None)  # a passkey's answer is no guess: the account's buckets do not apply
         challenge = self.challenges.take(said, "sign-in", self.clock())
         try:

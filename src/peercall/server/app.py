@@ -40,7 +40,7 @@ from .heap import HeapTrimmer
 from .jsonapi import NO_STORE, error_response
 from .metrics import CONTENT_TYPE, registry_for, render
 from .push import PushApi
-from .session import Sessions, is_signaling_path
+from .session import Sessions, address_group, is_signaling_path
 from .webapp import WebApp
 from .ws import AsgiTransport
 
@@ -66,7 +66,21 @@ class PeercallApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "websocket":
-            await self.http(scope, receive, send)
+            answered = False
+
+            async def sent(message: dict[str, Any]) -> None:
+                nonlocal answered
+                answered = answered or message["type"] == "http.response.start"
+                await send(message)
+
+            try:
+                await self.http(scope, receive, sent)
+            except Exception:
+                # Starlette raises again what its handler (`server_error`) logged and answered 500, for the server
+                # to log: the same traceback twice, and past the address's log budget. Only one that nothing
+                # answered goes on to the server.
+                if not answered:
+                    raise
         elif is_signaling_path(scope.get("raw_path") or scope["path"].replace("%", "%25")):
             await self.ws(scope, receive, send)
         else:  # nothing but /ws upgrades: a close before the accept is uvicorn's HTTP 403
@@ -231,7 +245,8 @@ def create_app(settings: Settings) -> PeercallApp:
         except ValueError:
             return error_response(400, "bad-cursor", "'before' must be a cursor returned as 'next' by this endpoint")
         except Exception:
-            log.exception("could not read the history of %s", user)
+            if may_log(request):
+                log.exception("could not read the history of %s", user)
             return error_response(
                 503, "history-unavailable", "the call history cannot be read right now; try again shortly"
             )
@@ -270,10 +285,18 @@ def create_app(settings: Settings) -> PeercallApp:
         )
 
     async def server_error(request: Request, exc: Exception) -> Response:
-        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        # a 500 that someone can cause again and again logs at most the budget of their address (PeercallApp
+        # keeps Starlette's second copy of the traceback out of the log)
+        if may_log(request):
+            log.error("%s %s failed", request.method, request.url.path[:200], exc_info=exc)
         return JSONResponse({"error": {"code": "internal-error", "message": "internal server error"}}, status_code=500)
 
     sessions = Sessions(hub, settings, verifier)
+
+    def may_log(request: Request) -> bool:
+        """Whether a line about this request may be logged now: the LogBudget of its client's address."""
+        return sessions.log_budget.allows(address_group(request.client.host) if request.client else "-")
+
     accounts: AccountsApi | None = None
     if isinstance(verifier, AccountsVerifier):
         # One verifier: its set of revoked sign-ins is the one AccountsApi refreshes.
@@ -287,7 +310,7 @@ def create_app(settings: Settings) -> PeercallApp:
             return await accounts.signed_in_user(request)
         return await caller(request)
 
-    push_api = PushApi(push, hub, push_user)
+    push_api = PushApi(push, hub, push_user, may_log=may_log)
     if verifier is not None:
         hub.renew = sessions.renew  # a later `auth` frame renews the connection's token
     metrics_registry = registry_for(hub, sessions)

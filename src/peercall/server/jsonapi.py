@@ -4,9 +4,9 @@ Every error is `{"error": {"code": "...", "message": "..."}}` (docs/protocol.md,
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import msgspec
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
@@ -41,7 +41,10 @@ async def json_object(request: Request, max_body: int) -> dict[str, Any]:
     """The request's body, a JSON object (an empty body is `{}`). Reads at most `max_body` bytes: a larger body is
     refused (413 too-large) as soon as it is, not read to its end; anything but an object is 400 bad-request, and so
     is one nested more than MAX_DEPTH deep, refused before it is decoded: a body of ten thousand `[` made the
-    decoder recurse to Python's limit (a 500 and two tracebacks in the log, from anyone).
+    decoder recurse to Python's limit (a 500 and two tracebacks in the log, from anyone). Decoded by msgspec, as the
+    WebSocket frames are: strict JSON (no `NaN`), and no lone surrogate (`"\\ud800"`), which Python's `json` let
+    through to fail later in a store that encodes it (a 500 and two tracebacks, from anyone, at the passkey
+    sign-in).
 
     A body that is not whole within PEERCALL_HEAD_TIMEOUT of its head is answered 408 `body-timeout` by the HTTP
     protocol (server/fastws.py), which closes the connection; this then raises a Refusal that no one hears, as it
@@ -58,8 +61,8 @@ async def json_object(request: Request, max_body: int) -> dict[str, Any]:
     if data.count(b"[") + data.count(b"{") > MAX_DEPTH and nested_deeper_than(data.decode(errors="replace")):
         raise Refusal(400, "bad-request", f"the body must be a JSON object nested at most {MAX_DEPTH} deep")
     try:
-        body = json.loads(data or b"{}")
-    except (ValueError, RecursionError):  # RecursionError: should the count above ever miss a depth
+        body = msgspec.json.decode(data or b"{}")
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: should the count above ever miss a depth
         raise Refusal(400, "bad-request", "the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise Refusal(400, "bad-request", "the body must be a JSON object")

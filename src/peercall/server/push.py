@@ -62,11 +62,21 @@ def _key(value: object, name: str, length: int) -> str:
 class PushApi:
     """The routes above, for `push` (None: push is off, and they say so)."""
 
-    def __init__(self, push: PushService | None, hub: Hub, who: Who, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        push: PushService | None,
+        hub: Hub,
+        who: Who,
+        *,
+        clock: Callable[[], float] = time.time,
+        may_log: Callable[[Request], bool] = lambda request: True,
+    ) -> None:
+        """`may_log`: whether a failure of a request may be logged (the budget of its address)."""
         self.push = push
         self.hub = hub
         self.who = who
         self.clock = clock
+        self.may_log = may_log
 
     def _on(self) -> PushService:
         if self.push is None:
@@ -172,7 +182,8 @@ class PushApi:
                 except Refusal as refusal:
                     return refused(refusal)
                 except Exception:
-                    log.exception("%s %s failed", request.method, request.url.path)
+                    if self.may_log(request):
+                        log.exception("%s %s failed", request.method, request.url.path[:200])
                     return error_response(503, "push-unavailable", "the push subscriptions cannot be reached right now")
 
             return endpoint

@@ -15,6 +15,8 @@ from collections.abc import Collection, Sequence
 from enum import StrEnum
 from typing import Any, Protocol
 
+import msgspec
+
 from ..core.records import CallRecord, Outcome
 from ..core.social import MAX_NAME, REQUEST_TTL, CallsFrom, Circle
 
@@ -599,12 +601,15 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         if not isinstance(cursor, str):
             raise TypeError
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        value = json.loads(raw)
+        value = msgspec.json.decode(raw)  # (no lone surrogate in the id: a store could not encode it)
         ringing_at, call_id = value
         if isinstance(ringing_at, bool) or not isinstance(ringing_at, int | float) or not isinstance(call_id, str):
             raise TypeError
-        if not math.isfinite(ringing_at):
+        at = float(ringing_at)  # an int of 400 digits: OverflowError (it was a 503 and a traceback)
+        if not math.isfinite(at):
             raise TypeError
-    except (TypeError, ValueError, binascii.Error, RecursionError) as exc:
-        raise ValueError(f"invalid call history cursor {cursor!r}: expected a cursor returned by calls_for") from exc
-    return float(ringing_at), call_id
+    except (TypeError, ValueError, OverflowError, binascii.Error, RecursionError, msgspec.DecodeError) as exc:
+        raise ValueError(
+            f"invalid call history cursor {cursor[:64]!r}: expected a cursor returned by calls_for"
+        ) from exc
+    return at, call_id
