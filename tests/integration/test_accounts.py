@@ -18,6 +18,7 @@ import websockets
 
 from peercall.auth.accounts import b64url
 from peercall.protocol.messages import MAX_DEPTH
+from peercall.server.accounts import SIGN_IN_REFILL, SIGN_INS
 from tests.conftest import OPEN_DOORS, SCALE, TIMEOUT, Client, ServerProcess, run_server
 from tests.integration.test_security import closed_with, recv_json
 
@@ -166,6 +167,31 @@ async def test_sign_in_gives_one_answer_whether_or_not_the_account_exists(srv: S
     assert unknown > known / 3 and known > unknown / 3, (known, unknown)  # not 100 ms against 3 ms
     me = await someone.signed(await someone.sign_in("bob"))
     assert me["id"] == "bob" and me["admin"] is False
+
+
+async def test_one_account_signing_in_again_and_again_is_slowed_down(srv: ServerProcess, browser: Any) -> None:
+    """Each sign-in is a row kept and (with a password) a hash: an account holder signing in in a loop, from
+    many addresses, grew the sign-ins table faster than it was pruned and kept the hash queue full for everyone.
+    Ten sign-ins of one account, then 429 `too-many-sign-ins` with Retry-After, before the password is checked
+    (the right one too); another account signs in meanwhile, and the account's guessers are not helped."""
+    await admin_and_bob(srv, browser)  # (bob signed up: one sign-in)
+    for n in range(SIGN_INS - 1):
+        answer = await browser().post("/api/session", {"id": "bob", "password": PASSWORD}, **from_address(n))
+        assert answer.status_code == 200, (n, answer.text)
+    again = await browser().post("/api/session", {"id": "bob", "password": PASSWORD}, **from_address(99))
+    assert error(again) == (429, "too-many-sign-ins") and 0 < int(again.headers["retry-after"]) <= SIGN_IN_REFILL
+    ann = browser()
+    assert (await ann.sign_in("ann")).status_code == 200
+    wrong = await browser().post("/api/session", {"id": "bob", "password": "a guess"}, **from_address(98))
+    assert error(wrong) == (429, "too-many-sign-ins")  # no hash was spent on it either
+
+
+def from_address(n: int) -> dict[str, str]:
+    return {"x-forwarded-for": f"198.51.100.{n}"}
+
+
+def error(answer: httpx.Response) -> tuple[int, str]:
+    return answer.status_code, answer.json()["error"]["code"]
 
 
 async def test_failed_sign_ins_are_throttled_per_account_and_per_address(srv: ServerProcess, browser: Any) -> None:

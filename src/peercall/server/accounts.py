@@ -74,6 +74,7 @@ from ..protocol.codes import CloseCode
 from ..protocol.messages import is_plain_text, is_valid_id
 from ..store.base import (
     MAX_CREDENTIALS_PER_USER,
+    PRUNE_BATCH,
     AccountLimit,
     AccountSession,
     ContactLimit,
@@ -95,7 +96,10 @@ MAX_BODY = 16 * 1024
 SETUP_TTL = 86400.0  # seconds the first administrator's set-up link is valid (one more at each start meanwhile)
 INVITE_TTL, MIN_INVITE_TTL, MAX_INVITE_TTL = 7 * 86400.0, 60.0, 30 * 86400.0
 REFRESH = 2.0  # seconds between two reads of the revoked sign-ins: the delay before another node refuses them
-PRUNE_EVERY = 3600.0
+PRUNE_EVERY, PRUNE_ROUNDS = 60.0, 10  # seconds between prunes of ended sign-ins and invites; batches of 1,000 each
+SIGN_INS, SIGN_IN_REFILL = 10, 6.0  # sign-ins one account makes: 10 at once, then one every 6 s (each a row kept,
+# and a password's hash: an account holder signing in again and again from many addresses grew the sign-ins table
+# faster than it was pruned and kept the hash queue full; per node)
 ACCOUNT_TRIES, ACCOUNT_REFILL = 5, 60.0  # failed sign-ins per account: 5 at once, then one a minute
 # (from addresses where it has not signed in lately; and from any one address, wherever it signed in)
 ADDRESS_TRIES, ADDRESS_REFILL = 20, 10.0  # failed sign-ins (and bad invites) per address: 20, then one per 10 s
@@ -203,6 +207,7 @@ class AccountsApi:
         self.by_account = Throttle(ACCOUNT_TRIES, ACCOUNT_REFILL)
         self.by_address = Throttle(ADDRESS_TRIES, ADDRESS_REFILL)
         self.by_pair = Throttle(ACCOUNT_TRIES, ACCOUNT_REFILL, keys=100_000)  # an account from one address
+        self.sign_ins = Throttle(SIGN_INS, SIGN_IN_REFILL)  # successful sign-ins per account (never given back)
         self.known = Known(settings.accounts_session_ttl * 86400)
         self.challenges = Challenges()
         self.setup_token: str | None = None
@@ -255,7 +260,9 @@ class AccountsApi:
                 await self._refresh()
                 if self.clock() - pruned >= PRUNE_EVERY:
                     pruned = self.clock()
-                    await self.store.prune_accounts(pruned)
+                    for _ in range(PRUNE_ROUNDS):  # (one batch at a time: the store is shared meanwhile)
+                        if await self.store.prune_accounts(pruned) < PRUNE_BATCH:
+                            break
             except Exception:
                 log.warning("could not read the revoked sign-ins from the store", exc_info=True)
 
@@ -387,9 +394,20 @@ class AccountsApi:
             "passkeys": True,
         }
 
+    def _sign_ins_left(self, account: str) -> None:
+        """Refused (429 `too-many-sign-ins`) while `account` has signed in SIGN_INS times lately: only the right
+        password or passkey spends these, so no one else can lock the account out so."""
+        wait = self.sign_ins.wait(account, self.clock())
+        if wait > 0:
+            seconds = str(math.ceil(wait))
+            message = f"this account signed in too often lately: try again in {seconds} s"
+            raise Refusal(429, "too-many-sign-ins", message, {"retry-after": seconds})
+
     async def _sign_in(self, request: Request, user: User, status: int = 200) -> Response:
         secure = self._secure(request)
+        self._sign_ins_left(user.id)
         secret, now = new_token(), self.clock()
+        self.sign_ins.take(user.id, now)
         ttl = self.settings.accounts_session_ttl * 86400
         session = AccountSession(
             id=secrets.token_hex(8),
@@ -493,6 +511,7 @@ class AccountsApi:
         if not isinstance(account, str) or not isinstance(password, str) or len(password) > 1024:
             raise Refusal(400, "bad-request", 'send {"id": "<user id>", "password": "<password>"}')
         account = account[:64]
+        self._sign_ins_left(account)  # before its password is hashed
         attempt = self._attempt(request, account)
         try:
             user = await self.store.user(account) if is_valid_id(account) else None

@@ -338,8 +338,11 @@ MAX_SESSIONS_PER_USER = 20
 MAX_CREDENTIALS_PER_USER = 10
 """Sign-in methods (a password, passkeys) one user may have."""
 
-REVOKED_KEPT = 86400.0
-"""Seconds a revoked sign-in is kept (so that every node learns of it: `revoked_since`) before it is pruned."""
+REVOKED_KEPT = 7200.0
+"""Seconds a revoked sign-in is kept (so that every node learns of it: `revoked_since`) before it is pruned: more
+than the longest signaling token lives (PEERCALL_ACCOUNTS_TOKEN_TTL, at most 3,600 s) plus the clock skew and the
+refresh that `revoked_since` covers. It was a day: one account signing in again and again (each 21st sign-in
+revokes the oldest) grew the table faster than it was pruned, slowing every user's sign-in."""
 
 
 class AccountLimit(Exception):

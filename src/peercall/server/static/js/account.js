@@ -64,6 +64,8 @@ export function errorText(status, code, serverMessage, retryAfter) {
       return "Wrong user id or password.";
     case "too-many-attempts":
       return `Too many failed attempts: try again in ${retryAfter ?? "a few"} s.`;
+    case "too-many-sign-ins":
+      return `This account signed in too often lately: try again in ${retryAfter ?? "a few"} s.`;
     case "disabled":
       return "This account is disabled: ask an administrator.";
     case "https-required":

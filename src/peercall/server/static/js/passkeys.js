@@ -24,8 +24,8 @@ const REFUSALS = {
   'bad-challenge': 'The passkey request expired: try again.',
 };
 /** The server's refusals that account.js words (for the password forms too). */
-const WORDED = new Set(['too-many-attempts', 'disabled', 'https-required', 'no-invite', 'id-taken', 'bad-id',
-  'bad-name', 'unauthorized', 'forbidden', 'too-many', 'last-method', 'csrf']);
+const WORDED = new Set(['too-many-attempts', 'too-many-sign-ins', 'disabled', 'https-required', 'no-invite',
+  'id-taken', 'bad-id', 'bad-name', 'unauthorized', 'forbidden', 'too-many', 'last-method', 'csrf']);
 
 /** `text` as a sentence: a capital first, a full stop last. */
 function sentence(text) {
