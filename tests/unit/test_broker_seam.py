@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -163,6 +164,50 @@ def test_a_told_users_hash_is_kept_parsed_with_the_devices_it_had() -> None:
     assert node._known[key][1] == "300000"
     tell("400000", "n2-a.1", '"not a device"')  # a newer node's format? dropped, what was known kept
     assert node._known[key][1] == "300000"
+
+
+def test_what_an_answer_left_told_after_the_calls_end_brings_back_no_route() -> None:
+    """Node frames from two nodes keep each one's order, not the order between them: the STATE of the accept (from
+    the callee's node) may come after the end of the call (from a third node, or this one). It brought back the
+    route that the call's end had forgotten, and the caller's offers and candidates went on to the callee's old
+    connection with no call between them (one node answers them `not-in-call`). The end is remembered at its
+    version, and the older answer is not taken for news."""
+    from peercall.broker.redis import RedisBroker, _encode
+    from peercall.core.switchboard import CallState
+
+    class Heard:
+        writes_history = False
+
+        def __init__(self) -> None:
+            self.delivered: list[tuple[str, str, str]] = []
+
+        def deliver(self, cid: str, kind: str, text: str) -> None:
+            self.delivered.append((cid, kind, text))
+
+    node = RedisBroker("redis://127.0.0.1:1/0", node_id="n1")
+    heard = Heard()
+    node.bind(heard)  # type: ignore[arg-type]
+    caller, callee = node.cid_prefix + "1", "n2-abcdef.7"
+    node._local[caller] = ("mallory", None)
+    request = messages.parse('{"type":"call-request","to":"victim"}', "mallory")
+    call = Call("k1", Party("mallory", "d", caller), "victim", request, 1.0, 46.0)
+    answered = dataclasses.replace(call, state=CallState.ANSWERED, callee=Party("victim", "d", callee))
+    key = node._call("k1")
+
+    def told(*frames: str) -> None:
+        node._handle_inbox(nodeframe.pack(list(frames)))
+
+    told(nodeframe.encode("", nodeframe.STATE, nodeframe.encode_state([(key, None, "600000")])))  # the end
+    told(nodeframe.encode(caller, nodeframe.SEND_CALL_CHANGED, '{"type":"call-ended","callId":"k1"}'))
+    assert heard.delivered and node._routes.get(caller) is None
+    late = nodeframe.encode_state([(key, _encode(answered).decode(), "500000")])  # the accept, told late
+    told(nodeframe.encode("", nodeframe.STATE, late))
+    assert node._routes.get(caller) is None
+    candidate = messages.parse('{"type":"candidate","to":"victim","data":{"candidate":"c"}}', "mallory")
+    assert node.route(caller, candidate) is None  # not known here: the node reads the call, which is over
+    assert node._recall([], [key]) is None  # what is known gone is read again before a change
+    told(nodeframe.encode("", nodeframe.STATE, nodeframe.encode_state([(key, _encode(answered).decode(), "700000")])))
+    assert node._routes.get(caller) is not None  # (what is newer than the end is news: the test can fail)
 
 
 async def test_a_node_takes_over_what_a_node_of_either_version_handed_over() -> None:

@@ -57,7 +57,9 @@ the switchboard on what is known and sends one compare-and-set script with the v
 another node moved first (or a node of an older version, which tells nothing), the versions do not match, nothing
 is written, and the event is replayed on the state read, as before; a frame that what is known would refuse
 (`ProtocolError`) is checked on the state read too. Correctness rests on the compare and set alone: what a node
-knows only saves the read when it is still true.
+knows only saves the read when it is still true. A key that a change deleted is remembered as gone at that change's
+version (it is read again before use): node frames keep their order per sending node only, so what an older change
+left may be told after it, and must not bring back the route of a call that ended.
 
 Connections: the scripts of every event, the frames for other nodes and the subscription go through a lean client
 (broker/resp.py: hiredis, the commands of one turn of the event loop in one write, EVALSHA), on two connections per
@@ -916,20 +918,28 @@ class RedisBroker:
 
     def _keep(self, key: str, value: Any, version: str, links: Any, parsed: _Parsed | None = None) -> bool:
         """Remember that `key` held `value` at `version` (`links`: the keys it leads to, as `_READ` follows them;
-        `parsed`: a user's hash as `_load` parses it, if at hand), unless a later version of it is known; a key
-        that is gone (no value) is forgotten. Returns whether it was kept."""
+        `parsed`: a user's hash as `_load` parses it, if at hand), unless a later version of it is known. Returns
+        whether it was kept.
+
+        A key that is gone (no value) is remembered as gone at the version of the change that deleted it (a
+        tombstone, which `_recall` does not take for knowledge): what an older change left in it, told late by
+        another node, is then not taken for new. (An ended call's STATE that came after the one of its answer
+        brought back the route of a connection whose call had ended: its offers and candidates went on to the
+        old peer.) Gone at version "0" (a read, or a node of the previous version) forgets the key, or keeps
+        its tombstone."""
         known = self._known
-        if not value:
-            known.pop(key, None)
-            return False
         old = known.pop(key, None)
+        if not value and version == "0":
+            if old is not None and old[0] is None:
+                known[key] = old
+            return False
         if old is not None and int(old[1]) > int(version):
             known[key] = old
             return False
-        known[key] = (value, version, links, parsed)
+        known[key] = (value, version, links, parsed) if value else (None, version, None, None)
         if len(known) > _KNOWN_MAX:
             del known[next(iter(known))]  # the one changed longest ago
-        return True
+        return bool(value)
 
     def _recall(self, users: list[str], calls: list[str]) -> list[tuple[str, Any, str, _Parsed | None]] | None:
         """What `_READ` would return for these keys, from what this node knows (`_known`), each with the user's
@@ -942,7 +952,7 @@ class RedisBroker:
                 continue
             seen.add(key)
             hit = known.get(key)
-            if hit is None:
+            if hit is None or hit[0] is None:  # not known, or known gone (a tombstone: read, to be sure)
                 return None
             out.append((key, hit[0], hit[1], hit[3]))
             links = hit[2]  # a user's: its call's key or None; a call's: its parties' keys
@@ -976,7 +986,7 @@ class RedisBroker:
                     fields += (_ACTIVE, active)
                 links = None if active is None else self._call(active)
                 self._keep(key, fields, version, links, (devices, active, now))
-                left.append((key, fields, version) if fields else (key, None, "0"))
+                left.append((key, fields or None, version))  # gone: at this version
             else:
                 value = commands.calls.get(key)
                 call = sb.calls.get(key[len(self._call_at) :])
@@ -984,8 +994,8 @@ class RedisBroker:
                     self._keep(key, value, version, (self._u(call.caller.user), self._u(call.callee_user)))
                     left.append((key, value, version))
                 else:
-                    self._keep(key, None, "0", None)
-                    left.append((key, None, "0"))
+                    self._keep(key, None, version, None)
+                    left.append((key, None, version))  # (a node of the previous version reads "gone" only)
         return left
 
     def _tell(self, effects: list[Effect], left: list[nodeframe.StateEntry]) -> None:
@@ -1019,6 +1029,8 @@ class RedisBroker:
                     parsed = _parse_user(key[len(self._u_at) :], value, None if known is None else known[3])
                     active = parsed[1]
                     self._keep(key, value, version, None if active is None else self._call(active), parsed)
+                elif value is None:
+                    self._keep(key, None, version, None)  # gone, since the change at `version`
                 elif not isinstance(value, str) or not key.startswith(self._call_at):
                     self._keep(key, None, "0", None)
                 elif self.cid_prefix in value and _ANSWERED in value:  # a call of ours answered: where the peer is

@@ -280,7 +280,8 @@ MAX_STATE_FIELDS: Final = 4096
 
 StateEntry = tuple[str, str | list[str] | None, str]
 """A key as a change left it: (key, value, version). The value is what the broker's Lua reader returns for it: a
-user's hash as its flat list of fields and values, a call's JSON, or None for a key that is gone (version "0")."""
+user's hash as its flat list of fields and values, a call's JSON, or None for a key that is gone: with the version of
+the change that deleted it (a node of the previous version sends "0", and reads any version of a key gone as "0")."""
 
 _state_decoder = msgspec.json.Decoder(
     Annotated[
