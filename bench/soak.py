@@ -1179,9 +1179,9 @@ WEIGHTS = [45, 12, 8, 12, 10, 10]
 
 # ------------------------------------------------------------------------------------------------- Redis
 # What may stay in Redis after every user left and every node stopped (the key list in broker/redis.py):
-# `ended:{id}` (who may send a call's call-summary, for an hour), `seen` (the 1,000 users seen last), `clock`
-# (the counter versions come from). Anything else is state that outlived what it described.
-REDIS_LASTING = re.compile(r"^peercall:(ended:.+|seen|clock)$")
+# `ended:{id}` (who may send a call's call-summary, for an hour) and their index `endedat`, `seen` (the 1,000
+# users seen last), `clock` (the counter versions come from). Anything else is state that outlived what it described.
+REDIS_LASTING = re.compile(r"^peercall:(ended:.+|endedat|seen|clock)$")
 
 
 async def redis_leftovers(soak: Soak, port: int) -> list[str]:

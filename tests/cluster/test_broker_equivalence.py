@@ -226,7 +226,7 @@ async def _compare(
         assert sb.calls == {}
         # Nothing of any call or user is left (no version either); what stays: last-seen times, recently ended
         # calls, the counter versions come from.
-        kept = ("peercall:seen", "peercall:ended:", "peercall:clock")
+        kept = ("peercall:seen", "peercall:ended:", "peercall:endedat", "peercall:clock")
         assert [k for k in await broker.redis.keys("*") if not k.startswith(kept)] == []
     finally:
         await broker.stop()  # closes its connections: redis-py's pool and the lean client's (broker/resp.py)

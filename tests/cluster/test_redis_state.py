@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from peercall.broker import open_broker
+from peercall.broker import redis as redis_broker
 from peercall.broker.redis import _APPLY, _Commands
 from peercall.hub import nodeframe
 from peercall.hub.router import Hub
@@ -88,10 +89,48 @@ async def test_redis_keeps_what_is_live_not_every_id_ever_seen(
     assert not [key for key in sizes if key.startswith(f"{PREFIX}u:") and key != f"{PREFIX}u:stays"]
     assert sizes.get(f"{PREFIX}online") == 1
     assert sizes.pop(f"{PREFIX}seen", 0) <= 1000  # last seen: the newest 1000, by design
+    assert sizes.pop(f"{PREFIX}endedat", 0) <= 1000  # the calls that ended lately: the newest 10,000
     for key in [key for key in sizes if key.startswith(f"{PREFIX}ended:")]:  # who may send a call-summary, 1 h
         assert 0 < redis_server.command("TTL", key, db=db) <= 3600
         del sizes[key]
     assert sum(sizes.values()) < 10, sizes
+
+
+async def test_calls_that_ended_lately_are_kept_as_one_node_keeps_them(
+    redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Who may send a call's call-summary (`ended:{id}`) had a lifetime (an hour) and no count: a client placing
+    calls under ever new ids (open mode) left ~600 keys a second per address in the Redis every node shares. The
+    newest are kept, as one node's switchboard keeps them (10,000; 40 here), the others deleted by the
+    housekeeping, their index with them; the newest call's parties may still send its summary, the oldest's not."""
+    monkeypatch.setattr(redis_broker, "_ENDED_KEPT", 40)
+    db, make = hubs
+    hub = await make(lease=0.6)  # housekeeping every 0.2 s
+    call_ids = []
+    for i in range(100):
+        conn = FakeConnection(hub, f"user{i}")
+        await hub.join(conn)
+        await hub.handle(conn, json.dumps({"type": "call-request", "to": f"nobody{i}"}))
+        call_ids.append((await conn.wait_for("call-ended"))["callId"])
+        await hub.leave(conn)
+
+    def ended() -> list[str]:
+        return [key for key in redis_server.keys(db) if key.startswith(f"{PREFIX}ended:")]
+
+    await until(lambda: len(ended()) == 40)
+    assert sorted(ended()) == sorted(f"{PREFIX}ended:{call_id}" for call_id in call_ids[-40:])
+    assert redis_server.command("ZCARD", f"{PREFIX}endedat", db=db) == 40
+    for i, told in ((99, "call-summary-ok"), (0, "error")):
+        conn = FakeConnection(hub, f"user{i}")
+        await hub.join(conn)
+        summary = {"type": "call-summary", "callId": call_ids[i], "data": {"durationSec": 1.0}}
+        await hub.handle(conn, json.dumps(summary))
+        if told == "error":
+            assert (await conn.wait_for("error"))["code"] == "not-in-call"
+        else:
+            await asyncio.sleep(0.2)
+            assert "error" not in conn.types()
+        await hub.leave(conn)
 
 
 async def test_a_user_gone_and_back_is_never_taken_for_the_state_read_before(

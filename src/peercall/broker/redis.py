@@ -10,7 +10,10 @@ Keys (all under the prefix, `peercall:` by default):
                   device of the callee that connects late (expires after the ring timeout, as a safety net)
     due           zset   call id -> when it next needs a tick (ring timeout, end of a resume grace)
     callstate     hash   call id -> ringing | answered (for /metrics)
-    ended:{id}    string "caller callee" of a call that ended lately (who may send its call-summary), 1 h
+    ended:{id}    string "caller callee" of a call that ended lately (who may send its call-summary), 1 h; at most
+                  the newest 10,000, as on one node (a client that places calls under ever new ids in open mode
+                  left ~600 a second per address): the housekeeping deletes the others
+    endedat       zset   call id -> when it ended, of each `ended:{id}` (their index, for that)
     online        zset   users online (score 0: lexical order, for `welcome` and the `directory` pages)
     seen          zset   user -> last seen (offline users, newest 1000)
     incall        set    users in an answered call
@@ -142,6 +145,8 @@ _POOL_SIZE = 64  # redis-py's connections per node (not the lean client's); each
 _POOL_WAIT = 20.0  # seconds an event may wait for a free one before it is refused as service-unavailable
 _TIMER_POLL = 0.25  # seconds between looks at `due` when nothing local is due sooner
 _ENDED_TTL = 3600
+_ENDED_KEPT = 10_000  # `ended:{id}` keys at most (the newest, as one node's switchboard keeps: `ended_calls`)
+_ENDED_TRIM_MAX = 20_000  # of them deleted by one housekeeping round at most (one short script)
 _SEEN_KEPT = 1000
 _BATCH_MAX = 512  # frames in one Pub/Sub message at most
 _SUB_PING = 2.0  # seconds between pings on the subscription, so that a Redis that went silent is noticed
@@ -328,6 +333,20 @@ for _, u in ipairs(redis.call('ZRANGEBYLEX', ARGV[1] .. 'online', ARGV[2], '+', 
   out[#out + 1] = redis.call('SISMEMBER', incall, u)
 end
 return out
+"""
+# Calls that ended lately, beyond the newest ARGV[2] or older than ARGV[3]: their `ended:{id}` keys (ARGV[1] is
+# the prefix of those) deleted, at most ARGV[4] of them. KEYS[1]: `endedat`, their index (call id -> when it ended).
+# Returns how many were deleted.
+_TRIM_ENDED = """
+local index, at = KEYS[1], ARGV[1]
+local old = redis.call('ZRANGEBYSCORE', index, '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+local over = math.min(redis.call('ZCARD', index) - #old - tonumber(ARGV[2]), tonumber(ARGV[4]) - #old)
+if over > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', index, #old, #old + over - 1)) do old[#old + 1] = id end
+end
+for _, id in ipairs(old) do redis.call('DEL', at .. id) end
+if #old > 0 then redis.call('ZREMRANGEBYRANK', index, 0, #old - 1) end
+return #old
 """
 # A user's call, for a frame that only needs to read it (nothing is written, so no version is checked).
 _READ_CALL = """
@@ -1092,6 +1111,7 @@ class RedisBroker:
                 pipe.hdel(f"{p}callstate", call_id)
         for call_id, (caller, callee) in sb.ended_calls.items():  # its parties may send their call-summary
             pipe.set(f"{p}ended:{call_id}", f"{caller} {callee}", ex=_ENDED_TTL)
+            pipe.zadd(f"{p}endedat", {call_id: time.time()})  # (the housekeeping keeps the newest: `_TRIM_ENDED`)
         for call_id in before.missing:
             pipe.gone.add(self._call_at + call_id)
             pipe.zrem(f"{p}due", call_id)
@@ -1736,6 +1756,15 @@ class RedisBroker:
                 if self._recorded_later:
                     later, self._recorded_later = self._recorded_later, set()
                     await self.recorded(list(later))
+                await self.redis.eval(
+                    _TRIM_ENDED,
+                    1,
+                    f"{self.p}endedat",
+                    f"{self.p}ended:",
+                    _ENDED_KEPT,
+                    now - _ENDED_TTL,
+                    _ENDED_TRIM_MAX,
+                )
                 async with self.redis.pipeline(transaction=False) as reads:
                     reads.zcard(f"{self.p}online")
                     reads.hvals(f"{self.p}callstate")
