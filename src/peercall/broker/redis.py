@@ -60,8 +60,8 @@ the switchboard on what is known and sends one compare-and-set script with the v
 another node moved first (or a node of an older version, which tells nothing), the versions do not match, nothing
 is written, and the event is replayed on the state read, as before; a frame that what is known would refuse
 (`ProtocolError`) is checked on the state read too. Correctness rests on the compare and set alone: what a node
-knows only saves the read when it is still true. A key that a change deleted is remembered as gone at that change's
-version (it is read again before use): node frames keep their order per sending node only, so what an older change
+knows only saves the read when it is still true. A key that a change deleted is remembered as deleted at that
+change's version for a while (`_gone`): node frames keep their order per sending node only, so what an older change
 left may be told after it, and must not bring back the route of a call that ended.
 
 Connections: the scripts of every event, the frames for other nodes and the subscription go through a lean client
@@ -375,6 +375,7 @@ _decode_parties = msgspec.json.Decoder(_Parties).decode
 _ANSWERED = '"state":"answered"'  # in the JSON of an answered call (tests/cluster/test_redis_state.py checks it)
 _RECORDED_LATER_MAX = 10_000  # written calls whose `recorded` waits for Redis to be back; any beyond stay there
 _KNOWN_MAX = 50_000  # keys a node keeps as it last saw them (`_known`); the oldest are forgotten first
+_GONE_MAX = 16_384  # keys a node remembers were deleted, and at what version (`_gone`); the oldest forgotten first
 _IN_DOUBT_MAX = 10_000  # changes to calls that lost their reply, to settle when Redis is back (`_settle`)
 _SETTLE_TRIES = 10  # housekeeping rounds that may fail to settle one before it is given up
 _UNHEARD_MAX = 10_000  # messages for every node waiting to be held for nodes that did not hear them
@@ -580,6 +581,9 @@ class RedisBroker:
         # A user's also holds the hash parsed (`_Parsed`): read, changed here or told, with the devices it had
         # parsed before reused (`_parse_user`).
         self._known: dict[str, tuple[Any, str, Any, _Parsed | None]] = {}
+        # key -> version of the change that deleted it, for the keys deleted lately (`_keep`); _GONE_MAX at most
+        # (at 1,500 ended calls a second, the last ~10 s: longer than frames are held for a node, `_HELD_FOR`)
+        self._gone: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._u_at, self._call_at = f"{prefix}u:", f"{prefix}call:"
         self._pending_leaves: dict[str, str] = {}  # cid -> user, disconnects Redis has not heard of yet
         # channel -> the frames queued for it, each already packed (`nodeframe.packed`): published in batches
@@ -940,25 +944,29 @@ class RedisBroker:
         `parsed`: a user's hash as `_load` parses it, if at hand), unless a later version of it is known. Returns
         whether it was kept.
 
-        A key that is gone (no value) is remembered as gone at the version of the change that deleted it (a
-        tombstone, which `_recall` does not take for knowledge): what an older change left in it, told late by
-        another node, is then not taken for new. (An ended call's STATE that came after the one of its answer
-        brought back the route of a connection whose call had ended: its offers and candidates went on to the
-        old peer.) Gone at version "0" (a read, or a node of the previous version) forgets the key, or keeps
-        its tombstone."""
+        A key that is gone (no value) is forgotten, and the version of the change that deleted it remembered for a
+        while (`_gone`): what an older change left in it, told late by another node, is then not taken for news.
+        (An ended call's STATE that came after the one of its answer brought back the route of a connection whose
+        call had ended: its offers and candidates went on to the old peer.) Gone at version "0" (a read, or a node
+        of the previous version) only forgets it."""
         known = self._known
         old = known.pop(key, None)
-        if not value and version == "0":
-            if old is not None and old[0] is None:
-                known[key] = old
+        if not value:
+            if version != "0":
+                gone = self._gone
+                gone[key] = int(version)
+                if len(gone) > _GONE_MAX:
+                    gone.popitem(last=False)
             return False
         if old is not None and int(old[1]) > int(version):
             known[key] = old
             return False
-        known[key] = (value, version, links, parsed) if value else (None, version, None, None)
+        if old is None and self._gone.get(key, 0) > int(version):
+            return False  # deleted since
+        known[key] = (value, version, links, parsed)
         if len(known) > _KNOWN_MAX:
             del known[next(iter(known))]  # the one changed longest ago
-        return bool(value)
+        return True
 
     def _recall(self, users: list[str], calls: list[str]) -> list[tuple[str, Any, str, _Parsed | None]] | None:
         """What `_READ` would return for these keys, from what this node knows (`_known`), each with the user's
@@ -971,7 +979,7 @@ class RedisBroker:
                 continue
             seen.add(key)
             hit = known.get(key)
-            if hit is None or hit[0] is None:  # not known, or known gone (a tombstone: read, to be sure)
+            if hit is None:
                 return None
             out.append((key, hit[0], hit[1], hit[3]))
             links = hit[2]  # a user's: its call's key or None; a call's: its parties' keys
