@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aioice
+import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
@@ -263,3 +264,104 @@ async def test_bad_ranges_are_refused_at_start(server: ServerProcess) -> None:
     env = {**os.environ, "PEERCALL_ECHO_DENIED_PEERS": "nope", "PEERCALL_PORT": "0", "PEERCALL_HOST": "127.0.0.1"}
     status, out = await run_python("-m", "peercall", "serve", "--with-echo", what="serve", timeout=30 * SCALE, env=env)
     assert status == 2 and "PEERCALL_ECHO_DENIED_PEERS: expected an address range" in out, out
+
+
+# ---- what one caller can make the echo hold (a review's findings) -----------------------------------------------
+
+
+async def offer_of(tracks: int, *, inactive: bool = False) -> str:
+    """A valid offer of `tracks` audio m-lines on which the caller sends (or none, `inactive`)."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        for _ in range(tracks):
+            pc.addTransceiver("audio", "inactive" if inactive else "sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        return str(pc.localDescription.sdp)
+    finally:
+        await pc.close()
+
+
+def directions(sdp: str) -> list[str]:
+    """The direction of each m-line of `sdp`, in order."""
+    found = []
+    for section in sdp.split("\nm=")[1:]:
+        found.append(next((d for d in ("sendrecv", "sendonly", "recvonly", "inactive") if f"a={d}" in section), "?"))
+    return found
+
+
+async def test_an_offer_of_several_audio_tracks_is_answered_on_the_first_alone(
+    connect: Any, echo: str, uid: Any
+) -> None:
+    """Each audio m-line the echo receives on starts a decoder thread, and the echo plays back the first track only:
+    a caller offering four grew it by ~18 MB a second (the others' frames queued, unread) and forty started forty
+    threads. The others are answered `inactive`."""
+    mallory = await connect(uid("mallory"))
+    call_id = await place_call(mallory, echo)
+    sdp = await offer_of(4)
+    await mallory.send({"type": "offer", "to": echo, "callId": call_id, "data": {"type": "offer", "sdp": sdp}})
+    answer = await mallory.expect(type="answer", **{"from": echo})
+    assert directions(answer["data"]["sdp"]) == ["recvonly", "inactive", "inactive", "inactive"]
+    await mallory.send({"type": "hangup", "to": echo, "callId": call_id})
+    await mallory.expect(type="call-ended", callId=call_id)
+
+
+async def test_an_offer_of_too_many_media_lines_ends_the_call(connect: Any, echo: str, uid: Any) -> None:
+    """aiortc keeps a transceiver for each m-line for the call's life, and re-offers add more (fifty a frame):
+    beyond MAX_MEDIA_LINES the echo hangs up instead of answering."""
+    from peercall.client.call import MAX_MEDIA_LINES
+
+    mallory = await connect(uid("mallory"))
+    call_id = await place_call(mallory, echo)
+    sdp = await offer_of(MAX_MEDIA_LINES + 1)
+    await mallory.send({"type": "offer", "to": echo, "callId": call_id, "data": {"type": "offer", "sdp": sdp}})
+    ended = await mallory.expect(type="call-ended", callId=call_id, timeout=WAIT)
+    assert (ended["outcome"], ended.get("reason")) == ("answered", "unknown-error"), ended
+
+
+async def test_unusable_offers_are_logged_a_few_times_then_the_call_ends(
+    connect: Any, echo: str, uid: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An offer aiortc cannot take logged a traceback each (300 in 9 s: ~43 kB/s into the server's journal under
+    `serve --with-echo`) and the call went on for its ten minutes. Now one line each for the first three, and
+    the tenth ends the call."""
+    from peercall.client.call import MAX_BAD_DESCRIPTIONS
+
+    caplog.set_level(logging.INFO, logger="peercall.client")
+    mallory = await connect(uid("mallory"))
+    call_id = await place_call(mallory, echo)
+    bad = (await offer_of(1)).replace("a=rtcp-mux\r\n", "")  # (aiortc: "RTCP mux is not enabled")
+    for _ in range(MAX_BAD_DESCRIPTIONS):
+        await mallory.send({"type": "offer", "to": echo, "callId": call_id, "data": {"type": "offer", "sdp": bad}})
+    ended = await mallory.expect(type="call-ended", callId=call_id, timeout=WAIT)
+    assert (ended["outcome"], ended.get("reason")) == ("answered", "unknown-error"), ended
+    lines = [r for r in caplog.records if "cannot be used" in r.getMessage()]
+    assert len(lines) == 4 and not any(r.exc_info for r in caplog.records if r.name.startswith("peercall")), lines
+
+
+async def test_a_caller_who_sends_no_audio_is_hung_up(
+    connect: Any, echo: str, uid: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The echo serves one caller at a time: a call that sends nothing (an `inactive` m-line) held it for its ten
+    minutes while everyone else heard busy. With no audio for MAX_SILENCE seconds (1 here) the echo hangs up."""
+    from peercall.client import echo as echo_module
+
+    monkeypatch.setattr(echo_module, "MAX_SILENCE", 1.0)
+    mallory = await connect(uid("mallory"))
+    call_id = await place_call(mallory, echo)
+    sdp = await offer_of(1, inactive=True)
+    await mallory.send({"type": "offer", "to": echo, "callId": call_id, "data": {"type": "offer", "sdp": sdp}})
+    await mallory.expect(type="answer", **{"from": echo})
+    ended = await mallory.expect(type="call-ended", callId=call_id, timeout=5 * SCALE)
+    assert (ended["outcome"], ended.get("reason")) == ("answered", "user-hangup"), ended
+
+
+def test_an_echo_that_never_plays_back_holds_a_second_at_most() -> None:
+    """The echo dropped what it heard only as it played it back: a caller who sends and never receives (sendonly)
+    grew it by ~96 KB a second (2 MB at twenty times the packet rate) for the whole call."""
+    from peercall.client.media import Echo
+
+    echo = Echo(delay=0.7)
+    chunk = np.zeros(960, np.int16)
+    for i in range(5_000):  # 100 s of 20 ms chunks, at twice the real rate
+        echo.sink.write(chunk, 1000.0 + i * 0.01)
+    assert len(echo._chunks) <= 1.3 / 0.01

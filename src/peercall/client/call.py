@@ -40,6 +40,7 @@ from typing import Any
 
 import aiortc
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCRtpTransceiver, RTCSessionDescription
+from aiortc.exceptions import InvalidStateError
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.sdp import SessionDescription, candidate_from_sdp
@@ -178,6 +179,12 @@ class CallStats:
 
 _HANGUP = "hangup"
 _SENDS = ("sendrecv", "sendonly")
+MAX_BAD_DESCRIPTIONS = 10
+"""Offers or answers that aiortc cannot take in one call before it is hung up (`unknown-error`): the first three are
+logged, one line each; the call goes on meanwhile (a re-offer that adds what aiortc cannot do keeps the audio)."""
+MAX_MEDIA_LINES = 32
+"""Media lines an offer or answer may have (the web client adds one each time the camera is turned on again): beyond,
+the call is hung up (`unknown-error`), since aiortc keeps a transceiver for each for the call's life."""
 """The directions of an m-line in the peer's offer in which the peer sends."""
 _DIRECTIONS = {
     (True, True): "sendrecv",
@@ -241,6 +248,7 @@ class Call:
         self._source: MediaStreamTrack | None = None
         self._sink: Sink = Discard()
         self._remote_track: MediaStreamTrack | None = None
+        self._bad_descriptions = 0  # offers and answers that aiortc could not take (MAX_BAD_DESCRIPTIONS)
         self._sink_started = False
         self._track_added = False
         self._video_source: MediaStreamTrack | None = None
@@ -675,11 +683,38 @@ class Call:
                 self.id,
                 self.peer,
             )
+        lines = sdp.count("\nm=") + sdp.startswith("m=")
+        if lines > MAX_MEDIA_LINES:  # each an aiortc transceiver, kept for the call's life (re-offers add more)
+            self._log(f"the {kind} has {lines} media lines (at most {MAX_MEDIA_LINES}): hanging up")
+            self._spawn(self.hangup("unknown-error"))
+            return
         self._log(f"SRD({kind})")
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+        except InvalidStateError as exc:  # e.g. an answer sent again after the first was taken
+            self._log(f"{kind} ignored: {exc}")
+            return
+        except Exception as exc:  # an SDP that aiortc cannot take (a traceback a frame flooded the log)
+            self._bad_descriptions += 1
+            if pc is not self._pc or not self.active:
+                return
+            why = f"{type(exc).__name__}: {str(exc)[:200]}"
+            if self._bad_descriptions >= MAX_BAD_DESCRIPTIONS:
+                log.warning(
+                    "call %s with %s: %d %ss that cannot be used: hanging up",
+                    self.id,
+                    self.peer,
+                    self._bad_descriptions,
+                    kind,
+                )
+                self._spawn(self.hangup("unknown-error"))
+            elif self._bad_descriptions <= 3:
+                log.warning("call %s with %s: a %s that cannot be used (%s): ignored", self.id, self.peer, kind, why)
+            return
         if kind == "offer":
             self._add_track(pc)
             self._answer_video(pc, sdp)
+            self._answer_other_audio(pc)
         await self._start_sink()
         if kind == "offer":
             self._log("SLD(answer)")
@@ -820,6 +855,15 @@ class Call:
         elif self._video_sink is not None:
             pc.addTransceiver("video", "recvonly")
             self._log("offering to receive video (recvonly)")
+
+    def _answer_other_audio(self, pc: RTCPeerConnection) -> None:
+        """Answerer: every audio m-line but the first is answered `inactive`, so that nothing is received on it.
+        Each would start a decoder thread whose frames no one reads, kept in aiortc's unbounded queue: a caller who
+        offered four audio tracks grew the echo service by ~18 MB a second."""
+        for transceiver in [t for t in pc.getTransceivers() if t.kind == "audio"][1:]:
+            if transceiver.direction != "inactive":
+                transceiver.direction = "inactive"
+                self._log(f"audio m-line {transceiver.mid}: inactive (one audio track a call)")
 
     def _answer_video(self, pc: RTCPeerConnection, offer: str) -> None:
         """Answerer: our video source goes on the peer's first video m-line; our video sink takes the last video

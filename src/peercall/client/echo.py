@@ -35,6 +35,10 @@ log = logging.getLogger("peercall.echo")
 DEFAULT_ID = "echo"
 DEFAULT_DELAY = 0.7
 DEFAULT_CALLS_PER_MINUTE = 6
+MAX_SILENCE = 10.0
+"""Seconds an echo call goes on with no audio from the caller (from the answer, or the last packet) before the echo
+hangs up: the echo serves one caller at a time, and a call that sends nothing (an `inactive` m-line) held it for
+`max_duration` while everyone else heard busy. A muted microphone still sends packets (of silence)."""
 """Calls one caller may place to the echo in any 60 seconds."""
 
 
@@ -148,9 +152,26 @@ async def serve_call(call: Call, delay: float = DEFAULT_DELAY, max_duration: flo
         log.info("could not answer %s: %s", call.peer, exc)
         return
     log.info("echoing %s (call %s)", call.peer, call.id)
+    answered = time.monotonic()
+
+    async def heard_nothing() -> None:
+        # (a deadline that each packet moves, read when it falls due: no event to wait on per packet)
+        while (left := (echo.sink.last_arrival or answered) + MAX_SILENCE - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(left)
+
     try:
         async with asyncio.timeout(max_duration):
-            end = await call.wait_ended()
+            ended, silent = asyncio.ensure_future(call.wait_ended()), asyncio.ensure_future(heard_nothing())
+            try:
+                await asyncio.wait((ended, silent), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                silent.cancel()
+            if ended.done():
+                end = ended.result()
+            else:
+                ended.cancel()
+                log.info("call %s with %s: no audio for %gs: hanging up", call.id, call.peer, MAX_SILENCE)
+                end = await call.hangup()
     except TimeoutError:
         log.info("call %s with %s reached %gs: hanging up", call.id, call.peer, max_duration)
         end = await call.hangup()

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,6 +36,7 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 log = logging.getLogger("peercall.client")
 
 LOOPBACK_ENV = "PEERCALL_ICE_LOOPBACK"
+MAX_ICE_ANSWER = 1 << 20  # bytes of an /ice-servers answer read at most (a server gone wrong could send any size)
 """Environment variable that turns loopback candidates on (`1`, `true`, `yes` or `on`)."""
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -218,16 +220,24 @@ async def fetch_ice_config(
         The configuration; empty (no servers, policy `all`) if it could not be fetched.
     """
     url = ice_servers_url(ws_url, user)
+    deadline = time.monotonic() + http_timeout  # for the whole answer: urlopen's timeout is per read
 
     def get() -> Any:
         request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
         with urllib.request.urlopen(request, timeout=http_timeout, context=ssl_context) as response:
-            return json.loads(response.read())
+            body = b""
+            while chunk := response.read1(65536):
+                body += chunk
+                if len(body) > MAX_ICE_ANSWER:
+                    raise ValueError(f"the answer is larger than {MAX_ICE_ANSWER} bytes")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the answer did not come whole within {http_timeout} s")
+            return json.loads(body)
 
     try:
         body = await asyncio.to_thread(get)
-    except (OSError, ValueError) as exc:
-        log.warning("could not fetch the ICE servers from %s (%s); using none", url, exc)
+    except Exception as exc:  # (RecursionError: an answer nested thousands deep, from a server gone wrong)
+        log.warning("could not fetch the ICE servers from %s (%s); using none", url, str(exc)[:200] or type(exc))
         return IceConfig()
     servers = body.get("iceServers") if isinstance(body, dict) else None
     ttl = body.get("ttl") if isinstance(body, dict) else None

@@ -733,6 +733,9 @@ def speaker(name: str = "default", format: str = "pulse") -> Sink:
 # ---- echo --------------------------------------------------------------------------------------------------------
 
 
+_ECHO_CHUNKS_MAX = 2_000  # chunks an echo holds at most (~40 s of 20 ms packets; the time bound comes first)
+
+
 class Echo:
     """Plays back what it receives after `delay` seconds: connect `sink` to the peer's audio and send `source`.
 
@@ -751,7 +754,14 @@ class Echo:
 
         class _Sink(Sink):
             def write(self, samples: Pcm, arrival: float) -> None:
-                echo._chunks.append((arrival, samples))
+                chunks = echo._chunks
+                chunks.append((arrival, samples))
+                # What is older than it will ever be played goes now, not only as it is played (`_take`): a caller
+                # who sends and never receives (sendonly) grew this by ~96 KB a second, or 2 MB at 20x the
+                # packet rate, for as long as the call lasted.
+                stale = arrival - echo.delay - 0.5
+                while chunks[0][0] < stale or len(chunks) > _ECHO_CHUNKS_MAX:
+                    chunks.popleft()
 
         self.source: PcmSource = _Source()
         self.sink: Sink = _Sink()

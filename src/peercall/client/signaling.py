@@ -357,7 +357,7 @@ class Signaling:
             async for text in ws:
                 try:
                     frame = json.loads(text)
-                except ValueError:
+                except (ValueError, RecursionError):  # (a frame nested thousands deep stopped the reader for good)
                     log.warning("%s: ignored a frame that is not JSON: %.200r", self.user, text)
                     continue
                 if not isinstance(frame, dict):
