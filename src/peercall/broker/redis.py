@@ -955,6 +955,7 @@ class RedisBroker:
             if version != "0":
                 gone = self._gone
                 gone[key] = int(version)
+                gone.move_to_end(key)
                 if len(gone) > _GONE_MAX:
                     gone.popitem(last=False)
             return False
