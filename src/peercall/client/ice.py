@@ -237,7 +237,8 @@ async def fetch_ice_config(
     try:
         body = await asyncio.to_thread(get)
     except Exception as exc:  # (RecursionError: an answer nested thousands deep, from a server gone wrong)
-        log.warning("could not fetch the ICE servers from %s (%s); using none", url, str(exc)[:200] or type(exc))
+        why = str(exc)[:200] or type(exc).__name__
+        log.warning("could not fetch the ICE servers from %s (%s); using none", url, why)
         return IceConfig()
     servers = body.get("iceServers") if isinstance(body, dict) else None
     ttl = body.get("ttl") if isinstance(body, dict) else None

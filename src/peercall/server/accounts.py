@@ -931,8 +931,8 @@ class AccountsApi:
         self._throttled(request)
         assert isinstance(credential, dict)
         key = credential.get("id")
-        known = isinstance(key, str) and CREDENTIAL_ID.fullmatch(key)
-        stored = await self.store.credential("passkey", key) if isinstance(key, str) and known else None
+        ours = isinstance(key, str) and CREDENTIAL_ID.fullmatch(key) is not None
+        stored = await self.store.credential("passkey", str(key)) if ours else None
         attempt = self._attempt(request, None)  # a passkey's answer is no guess: the account's buckets do not apply
         challenge = self.challenges.take(said, "sign-in", self.clock())
         try:

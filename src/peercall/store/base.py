@@ -611,8 +611,7 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         at = float(ringing_at)  # an int of 400 digits: OverflowError (it was a 503 and a traceback)
         if not math.isfinite(at):
             raise TypeError
-    except (TypeError, ValueError, OverflowError, binascii.Error, RecursionError, msgspec.DecodeError) as exc:
-        raise ValueError(
-            f"invalid call history cursor {cursor[:64]!r}: expected a cursor returned by calls_for"
-        ) from exc
+    except (TypeError, ValueError, OverflowError, binascii.Error, RecursionError) as exc:  # (DecodeError: ValueError)
+        shown = cursor[:64] if isinstance(cursor, str) else cursor  # (not a str: TypeError above)
+        raise ValueError(f"invalid call history cursor {shown!r}: expected a cursor returned by calls_for") from exc
     return at, call_id
