@@ -384,12 +384,14 @@ async def test_a_peer_frame_whose_route_a_node_knows_crosses_nodes_with_no_corou
 
 
 async def test_a_node_that_knows_a_stale_state_reads_and_replays(
-    redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]]
+    redis_server: RedisServer, hubs: tuple[int, Callable[..., Awaitable[Hub]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What a node knows of a call went stale (another node changed it, and did not say): its accept fails its
-    compare and set and is replayed on the state read, with the same outcome as if it had read first."""
+    compare and set and is replayed on the state read, with the same outcome as if it had read first. (The
+    caller's node does not say it owns the call, as a node of the previous version: bob's node accepts itself.)"""
     db, make = hubs
     first, second, alice, bob = await _alice_and_bob_on_two_nodes(make)
+    monkeypatch.setattr(first.broker, "_tell_owner", lambda *_: None)
     await first.handle(alice, json.dumps({"type": "call-request", "to": "bob"}))
     ringing = await bob.wait_for("call-request")
     # Another node's change that left the call as it was but moved its version (as any change it checked would).
@@ -413,6 +415,7 @@ async def test_a_refusal_on_what_a_node_knows_is_checked_on_what_redis_has(
     await second.handle(bob, json.dumps({"type": "hangup", "to": "alice", "callId": ringing["callId"]}))
     await alice.wait_for("call-ended")  # ... in no call
     monkeypatch.setattr(first.broker, "_tell", lambda *_: None)  # the first node tells nothing of its changes
+    monkeypatch.setattr(first.broker, "_tell_owner", lambda *_: None)  # (nor that it owns the call)
     await first.handle(alice, json.dumps({"type": "call-request", "to": "bob"}))
     ringing = await bob.wait_for("call-request")
     await second.handle(bob, json.dumps({"type": "call-accept", "to": "alice", "callId": ringing["callId"]}))

@@ -64,6 +64,26 @@ knows only saves the read when it is still true. A key that a change deleted is 
 change's version for a while (`_gone`): node frames keep their order per sending node only, so what an older change
 left may be told after it, and must not bring back the route of a call that ended.
 
+Calls a node owns: a call belongs to the node of its caller's connection (the node that placed it). After each
+change of a call whose caller is connected here (the call-request first), the node keeps the slice that change ran
+on, as the change left it (`_Owned`: the live switchboard, the values and versions Redis now holds), and runs the
+call's next change on it: no read and no slice to build, the same compare and set with the versions it holds. It
+tells the node of each device the call rings that it owns the call (an OWNER node frame, hub/nodeframe.py, ahead of
+the ring), and that node asks it to carry out that device's accept, reject or hangup, or its call-request back to
+the caller (glare), instead of making the change itself (ASK; the owner performs the effects and answers, ASKED,
+with the route of the asker's peer frames once answered). So a call across two nodes costs the callee's node no
+change of its own, and the caller's node none of the reads or STATE frames of another node's changes.
+Correctness still rests on the compare and set alone: what the owner holds is what it knows. If any other change
+touched the call (a device of the callee that connected on a third node and answered there; the timer of another
+node; a node of the previous version, which neither says nor asks), the owner's next change fails its compare and
+set and is replayed on the state read, as any change is; and a change this node makes other than on the slice
+lets go of the calls it touches (`_let_go`). One change of an owned call runs at a time (`_change`). An ASK not
+answered within _ASK_WITHIN s (the owner hangs, or died and its lease has not run out), or sent to a node that is
+not alive, or one the owner can no longer carry out (`redo`) is made by the asking node itself, on Redis. The owner
+tells the other nodes nothing of the changes it makes on a slice (no STATE): they ask rather than read, and a node
+told that another owns its user's call forgets what it knew of that user (a read costs less than a compare and set
+that fails first).
+
 Connections: the scripts of every event, the frames for other nodes and the subscription go through a lean client
 (broker/resp.py: hiredis, the commands of one turn of the event loop in one write, EVALSHA), on two connections per
 node: one that every command is pipelined on, one subscribed. redis-py, through a pool, does the rest (timers,
@@ -131,7 +151,7 @@ from ..core.switchboard import (
 )
 from ..hub import nodeframe
 from ..hub.broker import BrokerEvents
-from ..protocol.codes import CloseCode
+from ..protocol.codes import CloseCode, ErrorCode
 from ..protocol.errors import ProtocolError, SharedStateInDoubt, SharedStateUnavailable
 from ..protocol.messages import CALL_CHANGED, PEER_FRAMES, Envelope
 from . import resp
@@ -379,6 +399,9 @@ _GONE_MAX = 16_384  # keys a node remembers were deleted, and at what version (`
 _IN_DOUBT_MAX = 10_000  # changes to calls that lost their reply, to settle when Redis is back (`_settle`)
 _SETTLE_TRIES = 10  # housekeeping rounds that may fail to settle one before it is given up
 _UNHEARD_MAX = 10_000  # messages for every node waiting to be held for nodes that did not hear them
+_ASK_WITHIN = 3.0  # seconds a node waits for the owner of a call to answer an ASK; then it makes the change itself
+_ASKED_OF_OWNER = frozenset(("call-accept", "call-reject", "hangup"))  # (and a call-request back to its caller)
+_decode_envelope = msgspec.json.Decoder(Envelope).decode
 
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 """Redis cannot be reached. Every other `RedisError` (OOM, READONLY after a failover, a script refused) is handled
@@ -499,6 +522,21 @@ class _Route:
     peer_cid: str
 
 
+@dataclass(slots=True)
+class _Owned:
+    """A call this node owns (its caller is connected here): the slice of its last change, kept as that change
+    left it, to run the next one on (see "Calls a node owns" in the module doc)."""
+
+    sb: Switchboard  # the call and its two parties' devices, live: changed in place by each change
+    before: _Loaded  # what Redis holds of that slice (`recalled`): values and versions as the last change left them
+    call_id: str
+    busy: asyncio.Future[None] | None = None  # a change of it is on its way to Redis: the next one waits for it
+
+
+class _Redo(Exception):
+    """An ASK the owner cannot carry out for the asking node (the connection is not in Redis): it does it itself."""
+
+
 class RedisBroker:
     """A `hub.broker.Broker` for a node of a cluster: its link to the shared state and to the other nodes."""
 
@@ -575,6 +613,16 @@ class RedisBroker:
         # caller's node instead of 1). Bounded by our connections: dropped at their disconnect.
         self._forgot: dict[str, int] = {}
         self._local: dict[str, tuple[str, str | None]] = {}  # cid -> (user, device asked for), to re-register
+        # Calls this node owns ("Calls a node owns"): by call id, and by the user of each party. At most one per
+        # connection of ours (its caller's), dropped when the call ends here or a change of it is made elsewhere.
+        self._owned: dict[str, _Owned] = {}
+        self._owned_by: dict[str, _Owned] = {}
+        # cid of ours -> (call id, its owner's address, its caller) of a call another node owns that rings it or
+        # that it answered (OWNER): its accept, reject or hangup is asked of the owner. Dropped with the route.
+        self._owners: dict[str, tuple[str, str, str]] = {}
+        self._asks: dict[int, asyncio.Future[str]] = {}  # ASKs of ours waiting for their answer, one per connection
+        self._ask_seq = 0
+        self._asked: set[asyncio.Task[None]] = set()  # ASKs of other nodes being carried out here
         # What this node last saw of keys of users and calls, from its own changes and from what other nodes told
         # it (STATE frames): key -> (value as `_READ` returns it, version, the keys it leads to). See "What a node
         # knows" in the module doc. Bounded by _KNOWN_MAX; a key that is gone is dropped.
@@ -757,6 +805,7 @@ class RedisBroker:
         *,
         welcome: _Welcome | None = None,
         settle: bool = True,
+        owned: _Owned | None = None,
     ) -> list[Effect]:
         """Run `run` on the slice of state of `users` and `call_ids` (and of the calls and users they lead to),
         atomically: replayed if another node changed that slice before we wrote. ProtocolError passes through
@@ -766,13 +815,25 @@ class RedisBroker:
         reading Redis; the change is then applied only if that is still the state (the same compare and set), and
         a ProtocolError on it is not trusted either: both are replayed on the state read.
 
+        With `owned` (a call this node owns, whose `busy` its caller set: `_change`), the first attempt runs on its
+        slice as the last change left it: no read, no slice to build. Any other change that touches a call this
+        node owns makes it let go of it first (its slice would no longer be what Redis holds).
+
         Raises SharedStateInDoubt if the connection went while Redis had the change: made or not, it is settled
         when Redis is back (`_settle`) if it changed calls and `settle`; else SharedStateUnavailable."""
+        if self._owned and owned is None:
+            self._let_go(users, call_ids)
         self._inflight += 1
         sending = False  # the change is on its way to Redis: a lost connection leaves it in doubt
         try:
             for attempt in range(_TRIES):
-                sb, before = await self._load(set(users), set(call_ids), welcome, recall=attempt == 0)
+                if owned is not None and attempt == 0:
+                    sb, before = owned.sb, owned.before
+                else:
+                    if owned is not None:  # it was not what Redis holds: read, and own what the change leaves
+                        self._disown(owned)
+                        owned = None
+                    sb, before = await self._load(set(users), set(call_ids), welcome, recall=attempt == 0)
                 try:
                     effects = run(sb, before.welcome)
                 except ProtocolError:
@@ -796,7 +857,13 @@ class RedisBroker:
                 applied = await self._eval(_APPLY, 2, f"{self.p}ver", f"{self.p}clock", *checks, *commands.args)
                 sending = False
                 if applied:
-                    self._tell(effects, self._left(sb, before, commands, str(applied)))
+                    kept = self._keep_owned(sb, before, commands, str(applied), owned)
+                    if kept is not None:
+                        self._tell_owner(effects, kept)
+                    else:
+                        left = self._left(sb, before, commands, str(applied))
+                        if owned is None:  # (the end of a call this node owned: the other nodes ask, not read)
+                            self._tell(effects, left)
                     effects = await self._ring_late(effects, before)
                     self.ops["transaction"] += 1
                     self.healthy = True
@@ -819,6 +886,8 @@ class RedisBroker:
         except (*TRANSIENT, RedisError) as exc:
             # Not only a lost connection: Redis refusing writes (OOM, READONLY after a failover) fails the event
             # the same way. Nothing was written: `_APPLY` fails at its first write, before any other one.
+            if owned is not None:  # its slice is changed, and maybe not in Redis
+                self._disown(owned)
             self._unreachable(exc)
             if not sending or not isinstance(exc, TRANSIENT) or isinstance(exc, resp.NotSent):
                 raise SharedStateUnavailable(str(exc)) from exc
@@ -836,6 +905,10 @@ class RedisBroker:
                         "node %s: %d changes in doubt already; this one is not settled", self.address, _IN_DOUBT_MAX
                     )
             raise SharedStateInDoubt(str(exc)) from exc
+        except BaseException:
+            if owned is not None:  # (a cancel while the change was on its way): its slice may be changed
+                self._disown(owned)
+            raise
         finally:
             self._inflight -= 1
         raise SharedStateUnavailable(f"gave up after {_TRIES} conflicting attempts")
@@ -990,8 +1063,11 @@ class RedisBroker:
                 pending += links
         return out
 
-    def _left(self, sb: Switchboard, before: _Loaded, commands: _Commands, version: str) -> list[nodeframe.StateEntry]:
-        """What a change applied at `version` left in every key it checked (as `_READ` reads it), remembered."""
+    def _left(
+        self, sb: Switchboard, before: _Loaded, commands: _Commands, version: str, into: _Loaded | None = None
+    ) -> list[nodeframe.StateEntry]:
+        """What a change applied at `version` left in every key it checked (as `_READ` reads it), remembered; and,
+        with `into`, put there as `_load` would read it (the slice of a call this node owns, for its next change)."""
         left: list[nodeframe.StateEntry] = []
         users_at = len(self._u_at)
         for key in before.versions:
@@ -1000,6 +1076,8 @@ class RedisBroker:
                 stored = before.stored.get(user, {})
                 fields: list[str] = []
                 devices = sb.users.get(user, {})  # the switchboard's own, and it is done with: kept parsed as is
+                if into is not None:  # it is not done with it (it goes on with the call): a copy
+                    devices = dict(devices)
                 if devices.keys() == stored.keys():  # most changes (a call's) connect or disconnect no device
                     now = stored
                     for item in stored.items():
@@ -1015,12 +1093,20 @@ class RedisBroker:
                 links = None if active is None else self._call(active)
                 self._keep(key, fields, version, links, (devices, active, now))
                 left.append((key, fields or None, version))  # gone: at this version
+                if into is not None:
+                    into.devices[user], into.active[user], into.stored[user] = devices, active, now
+                    into.versions[key] = version
             else:
                 value = commands.calls.get(key)
                 call = sb.calls.get(key[len(self._call_at) :])
                 if value is not None and call is not None:
                     self._keep(key, value, version, (self._u(call.caller.user), self._u(call.callee_user)))
                     left.append((key, value, version))
+                    if into is not None:
+                        into.calls[call.id] = (call.caller.user, call.callee_user)
+                        if call.state is CallState.RINGING:
+                            into.ringing.add(call.id)
+                        into.versions[key] = version
                 else:
                     self._keep(key, None, version, None)
                     left.append((key, None, version))  # (a node of the previous version reads "gone" only)
@@ -1205,13 +1291,23 @@ class RedisBroker:
         self, cid: str, user: str, env: Envelope, now: float, *, screen: Screen | None = None
     ) -> list[Effect]:
         """A valid frame from a connection of this node. Raises ProtocolError, or SharedStateUnavailable."""
-        if env.type in PEER_FRAMES:  # where the peer is, remembered (Redis only the first time)
+        kind = env.type
+        if kind in PEER_FRAMES:  # where the peer is, remembered (Redis only the first time)
             to = self._routed(cid, env)  # the hub asks this first (`route`), so mostly it is not known here
             if to is not None:
                 return [Forward(to[0], env, user, to[1])]
             return await self._in_task(self._media_slow(cid, user, env, now))
+        if self._owners:  # its call is owned by another node: asked of it
+            owner = self._owners.get(cid)
+            if owner is not None and (
+                (kind in _ASKED_OF_OWNER and env.callId in (None, owner[0]))
+                or (kind == "call-request" and env.to == owner[2])
+            ):
+                done = await self._ask(owner[1], cid, user, env)
+                if done is not None:
+                    return done
         users = [user]
-        if env.type == "call-request" and env.to is not None:  # (charged to the call rate by the hub, once)
+        if kind == "call-request" and env.to is not None:  # (charged to the call rate by the hub, once)
             users.append(env.to)
 
         def apply(sb: Switchboard, _: Any) -> list[Effect]:
@@ -1222,6 +1318,10 @@ class RedisBroker:
                 return [Close(cid, CloseCode.TRY_AGAIN_LATER, "this node lost its registration; connect again")]
             return sb.receive(cid, env, now, screen)
 
+        if self._owned_by:
+            owned = self._owned_by.get(user)
+            if owned is not None and all(u in owned.before.devices for u in users):
+                return await self._in_task(self._change(users, [], apply, owned))
         return await self._in_task(self._transact(users, [], apply))
 
     async def decline(self, call_id: str, callee: str, now: float) -> list[Effect]:
@@ -1274,8 +1374,203 @@ class RedisBroker:
     def forget_route(self, cid: str) -> None:
         self._route_epoch += 1
         self._routes.pop(cid, None)
+        if self._owners:
+            self._owners.pop(cid, None)
         if cid in self._local:
             self._forgot[cid] = self._route_epoch
+
+    # ---------------------------------------------------------------------------- calls a node owns
+
+    def _keep_owned(
+        self, sb: Switchboard, before: _Loaded, commands: _Commands, version: str, owned: _Owned | None
+    ) -> _Owned | None:
+        """After a change applied at `version`: if its slice holds one call and that call's caller is connected
+        here, keep the slice as the change left it, to run that call's next change on (`owned`: the one it ran
+        on, if any); else let go of `owned`. Remembers what the change left either way (`_left`)."""
+        calls = sb.calls
+        call = next(iter(calls.values())) if len(calls) == 1 else None
+        caller = None if call is None else call.caller.cid
+        if call is None or caller is None or not caller.startswith(self.cid_prefix) or commands.gone or before.missing:
+            if owned is not None:
+                self._disown(owned)
+            return None
+        into = _Loaded(recalled=True)
+        self._left(sb, before, commands, version, into)
+        if owned is None:
+            owned = _Owned(sb, into, call.id)
+            if call.request.data is not UNSET:  # stored apart (`_write`): the next change must not store it again
+                call.request = msgspec.structs.replace(call.request, data=UNSET)
+        else:
+            owned.before = into
+        sb.ended_calls.clear()
+        sb.last_seen.clear()
+        self._owned[call.id] = owned
+        for user, call_id in sb.active.items():
+            if call_id == call.id:
+                self._owned_by[user] = owned
+        return owned
+
+    def _disown(self, owned: _Owned) -> None:
+        if self._owned.get(owned.call_id) is owned:
+            del self._owned[owned.call_id]
+        for user in owned.before.devices:
+            if self._owned_by.get(user) is owned:
+                del self._owned_by[user]
+
+    def _let_go(self, users: Iterable[str], call_ids: Iterable[str]) -> None:
+        """A change is about to be made on what Redis holds of `users` and `call_ids`: the calls this node owns that
+        it touches are no longer what their slices hold."""
+        for user in users:
+            owned = self._owned_by.get(user)
+            if owned is not None:
+                self._disown(owned)
+        for call_id in call_ids:
+            owned = self._owned.get(call_id)
+            if owned is not None:
+                self._disown(owned)
+
+    async def _change(
+        self,
+        users: list[str],
+        call_ids: list[str],
+        run: Callable[[Switchboard, WelcomeLists | None], list[Effect]],
+        owned: _Owned,
+    ) -> list[Effect]:
+        """`_transact` on the slice of a call this node owns: one change of it at a time (its slice is changed in
+        place: the next one runs on what this one left)."""
+        while (busy := owned.busy) is not None:
+            await asyncio.wait((busy,))  # (not `await busy`: a waiter cancelled would cancel it for all)
+        if self._owned.get(owned.call_id) is not owned:  # let go of meanwhile
+            return await self._transact(users, call_ids, run)
+        owned.busy = done = asyncio.get_running_loop().create_future()
+        try:
+            return await self._transact(users, call_ids, run, owned=owned)
+        finally:
+            owned.busy = None
+            done.set_result(None)
+
+    def _tell_owner(self, effects: list[Effect], owned: _Owned) -> None:
+        """Tell the node of each connection a change of a call this node owns rings that this node owns it
+        (OWNER, ahead of the call-request): its accept, reject or hangup is then asked of this node."""
+        ours = self.cid_prefix
+        for e in effects:
+            if isinstance(e, Forward) and e.env.type == "call-request" and not e.cid.startswith(ours):
+                caller = owned.sb.calls[owned.call_id].caller.user
+                told = f"{e.cid} {owned.call_id} {self.address} {caller}"
+                self._queue(self._to_at + e.cid.rpartition(".")[0], nodeframe.packed("", nodeframe.OWNER, told))
+
+    async def _ask(self, owner: str, cid: str, user: str, env: Envelope) -> list[Effect] | None:
+        """Have `owner`, the node that owns the call of `cid`, carry out `env` (ASK). Returns what this node
+        performs (nothing: the owner did), or None if this node is to make the change itself (the owner is gone,
+        did not answer within _ASK_WITHIN s, or no longer holds the call). Raises what the change raised there."""
+        if owner not in self._live:
+            return None
+        self._ask_seq += 1
+        ask = self._ask_seq
+        self.ops["ask"] += 1
+        loop = asyncio.get_running_loop()
+        answer = self._asks[ask] = loop.create_future()
+        epoch = self._route_epoch
+        text = f"{ask} {cid} {user}\n{msgspec.json.encode(env).decode()}"
+        self._queue(self._to_at + owner, nodeframe.packed("", nodeframe.ASK, text))
+        # (a loop timer, not asyncio.timeout: the hub may run this outside any task, see `_in_task`)
+        timer = loop.call_later(_ASK_WITHIN, _answer_late, answer)
+        try:
+            said = await answer
+        finally:
+            timer.cancel()
+            self._asks.pop(ask, None)
+        outcome, _, rest = said.partition(" ")
+        if outcome == "late":
+            self.ops["ask-late"] += 1
+            log.warning(
+                "node %s: node %s did not answer within %gs; making the change here", self.address, owner, _ASK_WITHIN
+            )
+            return None
+        if outcome == "ok":
+            if rest:  # it answered our call: where the peer is
+                call_id, peer, peer_cid = rest.split(" ")
+                if self._current(cid, epoch):
+                    self._routes[cid] = _Route(call_id, peer, peer_cid)
+            return []
+        if outcome == "err":
+            code, message, ref, to, call_id = msgspec.json.decode(rest)
+            raise ProtocolError(ErrorCode(code), message, ref=ref, to=to, call_id=call_id)
+        if outcome == "doubt":
+            raise SharedStateInDoubt("the call's owner lost Redis with the change on its way")
+        if outcome == "down":
+            raise SharedStateUnavailable("the call's owner could not reach Redis")
+        return None  # redo
+
+    def _owner_frame(self, kind: str, text: str) -> None:
+        """An OWNER, ASK or ASKED frame (hub/nodeframe.py). Never raises: what cannot be read is dropped."""
+        try:
+            if kind == nodeframe.ASKED:
+                ask, _, said = text.partition(" ")
+                answer = self._asks.get(int(ask))
+                if answer is not None and not answer.done():
+                    answer.set_result(said)
+            elif kind == nodeframe.OWNER:
+                cid, call_id, owner, caller = text.split(" ")
+                local = self._local.get(cid)
+                if local is not None:
+                    self._owners[cid] = (call_id, owner, caller)
+                    # the owner tells no other node what its changes leave: what this one knows of the callee
+                    # goes stale, and a read costs less than a compare and set that fails first
+                    self._known.pop(self._u(local[0]), None)
+            else:
+                head, _, frame = text.partition("\n")
+                ask, cid, user = head.split(" ")
+                task = asyncio.create_task(self._carry_out(ask, cid, user, _decode_envelope(frame)))
+                self._asked.add(task)
+                task.add_done_callback(self._asked.discard)
+        except (ValueError, TypeError, msgspec.MsgspecError) as exc:
+            log.warning("node %s: dropped a frame of another node about a call it owns: %s", self.address, exc)
+
+    async def _carry_out(self, ask: str, cid: str, user: str, env: Envelope) -> None:
+        """Carry out a frame that connection `cid` of another node sent about a call this node owns (ASK), perform
+        its effects, and answer (ASKED, after the frames those effects sent that node)."""
+        now = time.time()
+        users = [user]
+        if env.type == "call-request" and env.to is not None:
+            users.append(env.to)
+
+        def apply(sb: Switchboard, _: Any) -> list[Effect]:
+            if cid not in sb.devices:
+                raise _Redo
+            if env.type == "call-request":  # only to answer the call that rings it (glare): the asking node screens
+                call = sb.calls.get(sb.active.get(user, ""))  # a new call, which it did not send here
+                if call is None or call.state is not CallState.RINGING or call.caller.user != env.to:
+                    raise _Redo
+            return sb.receive(cid, env, now)
+
+        try:
+            owned = self._owned_by.get(user)
+            if owned is not None and all(u in owned.before.devices for u in users):
+                effects = await self._change(users, [], apply, owned)
+            else:
+                effects = await self._transact(users, [], apply)
+        except _Redo:
+            said = "redo"
+        except ProtocolError as exc:
+            said = "err " + msgspec.json.encode([exc.code.value, exc.message, exc.ref, exc.to, exc.call_id]).decode()
+        except SharedStateInDoubt:
+            said = "doubt"
+        except SharedStateUnavailable:
+            said = "down"
+        except Exception:
+            log.exception("node %s: carrying out another node's %s failed", self.address, env.type)
+            said = "down"
+        else:
+            await self.events.perform(effects)
+            said = "ok"
+            owned = self._owned_by.get(user)
+            call = None if owned is None else owned.sb.calls.get(owned.call_id)
+            if call is not None and call.state is CallState.ANSWERED and call.callee is not None:
+                for me, other in ((call.caller, call.callee), (call.callee, call.caller)):
+                    if me.cid == cid and other.cid is not None:
+                        said = f"ok {call.id} {other.user} {other.cid}"
+        self._queue(self._to_at + cid.rpartition(".")[0], nodeframe.packed("", nodeframe.ASKED, f"{ask} {said}"))
 
     async def recorded(self, call_ids: list[str]) -> None:
         if not self._keep_records or not call_ids:
@@ -1658,6 +1953,8 @@ class RedisBroker:
                 self._learn(text)
             elif kind == nodeframe.EVERYONE:  # missed on `everyone` while this node did not listen
                 self._told(text)
+            elif kind == nodeframe.OWNER or kind == nodeframe.ASK or kind == nodeframe.ASKED:
+                self._owner_frame(kind, text)
             else:
                 if kind == nodeframe.SEND_CALL_CHANGED:
                     self.forget_route(cid)
@@ -1733,6 +2030,10 @@ class RedisBroker:
         effects: list[Effect] = []
         for call_id in due:
             try:
+                owned = self._owned.get(call_id) if self._owned else None
+                if owned is not None:
+                    effects += await self._change([], [call_id], lambda sb, _: sb.tick(now), owned)
+                    continue
                 effects += await self._transact([], [call_id], lambda sb, _: sb.tick(now))
             except SharedStateUnavailable:
                 if not effects:
@@ -1906,6 +2207,8 @@ class RedisBroker:
             self.address,
             len(self._local),
         )
+        self._owned.clear()  # (their versions are those of the Redis that forgot)
+        self._owned_by.clear()
         for cid, (user, device) in list(self._local.items()):
             now = time.time()
             register = self._transact([user], [], lambda sb, _: sb.connect(cid, user, device, now), settle=False)  # noqa: B023
@@ -1924,6 +2227,11 @@ class RedisBroker:
         if address != self.address:
             await self._adopt_records(address)
         self.ops["reap"] += 1
+
+
+def _answer_late(answer: asyncio.Future[str]) -> None:
+    if not answer.done():
+        answer.set_result("late")
 
 
 def _named(exc: BaseException) -> str:

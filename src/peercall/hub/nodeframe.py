@@ -15,6 +15,20 @@ A node frame is `<kind><connection id>\\n<text>`:
   node knows"): the JSON array of `[key, value, version]` of each key that change checked (`encode_state`). It
   goes before the frames of that change, to the node of each connection they are for. A node of the previous
   version finds no connection with an empty id and drops it.
+- `o` (OWNER), for no connection: `text` is `"<connection id> <call id> <owner> <caller>"`: the call that rings
+  that connection of the receiving node is owned by node `<owner>` (broker/redis.py, "Calls a node owns"), so the
+  connection's accept, reject or hangup of it (or its own call to `<caller>`, glare) is asked of that node (ASK)
+  rather than made here. Sent ahead of the frame that rings the connection. A node of the previous version drops it
+  (no connection has an empty id) and makes those changes itself, as before.
+- `x` (ASK), for no connection: `text` is `"<ask id> <connection id> <user>\n<frame>"`: a call frame (its JSON,
+  as `protocol.messages.Envelope`) that a connection of the sending node sent, for the receiving node, which owns its
+  call, to carry out (and perform its effects); sent only to a node that said it owns the call (OWNER).
+- `y` (ASKED), for no connection: `text` is `"<ask id> <outcome>"`, the answer to an ASK, sent after the frames its
+  effects sent: `ok`, or `ok <call id> <peer> <peer's connection id>` when it answered the asker's call (the route
+  of its peer frames); `redo` (the asking node makes the change itself: the owner no longer holds that connection);
+  `err ` and the JSON array `[code, message, ref, to, call id]` of the ProtocolError it raised; `down` or `doubt`
+  (the shared state could not be reached, or the change is in doubt: as `SharedStateUnavailable`,
+  `SharedStateInDoubt`).
 - `a` (EVERYONE), for no connection: `text` is one of the frames for every node below, held for this node by a
   node whose PUBLISH to every node reached fewer nodes than are alive: this one's subscription was down, and it
   gets what it missed once it listens again (broker/redis.py, `_hold_unheard`). A node of the previous version
@@ -56,6 +70,9 @@ SEND_CALL_CHANGED: Final = "e"
 CLOSE: Final = "c"
 STATE: Final = "v"
 EVERYONE: Final = "a"
+OWNER: Final = "o"
+ASK: Final = "x"
+ASKED: Final = "y"
 
 
 def kind_of(message_type: str) -> str:
