@@ -1394,8 +1394,10 @@ class RedisBroker:
             if owned is not None:
                 self._disown(owned)
             return None
-        into = _Loaded(recalled=True)
-        self._left(sb, before, commands, version, into)
+        into = _carried(sb, before, version)
+        if into is None:  # it connected or disconnected a device: as `_load` would parse it
+            into = _Loaded(recalled=True)
+            self._left(sb, before, commands, version, into)
         if owned is None:
             owned = _Owned(sb, into, call.id)
             if call.request.data is not UNSET:  # stored apart (`_write`): the next change must not store it again
@@ -2227,6 +2229,26 @@ class RedisBroker:
         if address != self.address:
             await self._adopt_records(address)
         self.ops["reap"] += 1
+
+
+def _carried(sb: Switchboard, before: _Loaded, version: str) -> _Loaded | None:
+    """The slice of a call this node owns as a change applied at `version` left it, for the call's next change,
+    if the change connected or disconnected no device (most: a call's own); else None. What this node knows of its
+    keys (`_known`) is left as it was, behind: a change on the slice runs on the slice, and the change that ends
+    the call (`_left`) brings it up to date."""
+    into = _Loaded(recalled=True)
+    empty: dict[str, Device] = {}
+    active = sb.active
+    for user, devices in before.devices.items():
+        if sb.users.get(user, empty).keys() != devices.keys():
+            return None
+        into.devices[user], into.stored[user], into.active[user] = devices, before.stored[user], active.get(user)
+    for call in sb.calls.values():
+        into.calls[call.id] = (call.caller.user, call.callee_user)
+        if call.state is CallState.RINGING:
+            into.ringing.add(call.id)
+    into.versions = dict.fromkeys(before.versions, version)
+    return into
 
 
 def _answer_late(answer: asyncio.Future[str]) -> None:
