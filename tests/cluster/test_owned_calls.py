@@ -8,13 +8,16 @@ the owner does not answer, a node does not know the owner), the outcome is the o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
 from peercall.broker import redis as redis_broker
+from peercall.broker import resp
 from peercall.hub import nodeframe
 from peercall.hub.router import Hub
 from tests.cluster.conftest import RedisServer
@@ -57,7 +60,7 @@ async def test_the_callee_s_frames_are_carried_out_by_the_caller_s_node_with_no_
     assert (ended["outcome"], ended["reason"]) == ("answered", "user-hangup")
     assert (await bob.wait_for("call-ended"))["callId"] == call_id
     assert second.broker.ops["transaction"] == changes
-    assert second.broker.ops["ask"] == 3
+    assert second.broker.asks["asked"] == 3
     assert (first.broker.ops["retry"], second.broker.ops["retry"]) == (1, 0)  # (the refused accept, checked)
     assert redis_server.keys(db, f"{PREFIX}call:*") == []
     assert redis_server.command("SMEMBERS", f"{PREFIX}incall", db=db) == []
@@ -101,7 +104,7 @@ async def test_glare_across_nodes_is_answered_by_the_owner(
     mine = await bob.wait_for("call-accept")
     theirs = await alice.wait_for("call-accept")
     assert (mine["callId"], mine["polite"], theirs["callId"], theirs["polite"]) == (call_id, True, call_id, False)
-    assert second.broker.ops["ask"] == 1
+    assert second.broker.asks["asked"] == 1
     assert "error" not in alice.types() + bob.types()
 
 
@@ -122,7 +125,7 @@ async def test_an_owner_that_does_not_answer_leaves_the_change_to_the_asking_nod
     deaf = lambda kind, text: None if kind == nodeframe.ASK else heard(kind, text)  # noqa: E731
     monkeypatch.setattr(first.broker, "_owner_frame", deaf)
     await second.handle(bob, json.dumps({"type": "hangup", "to": "alice", "callId": call_id}))
-    assert second.broker.ops["ask-late"] == 1
+    assert second.broker.asks["late"] == 1
     assert (await alice.wait_for("call-ended"))["reason"] == "user-hangup"
     assert (await bob.wait_for("call-ended"))["callId"] == call_id
     assert redis_server.keys(db, f"{PREFIX}call:*") == []
@@ -146,3 +149,128 @@ async def test_frames_about_owned_calls_that_make_no_sense_are_dropped(
             broker._owner_frame(kind, text)  # type: ignore[attr-defined]
     assert caplog.text.count("dropped a frame of another node about a call it owns") == 4
     await _ring(first, alice, bob)  # and calls go on
+
+
+def _answers_late(monkeypatch: pytest.MonkeyPatch, broker: Any, delay: float) -> None:
+    """`broker` hears the owner's answers (ASKED) `delay` seconds late."""
+    heard = broker._owner_frame
+    loop = asyncio.get_running_loop()
+
+    def late(kind: str, text: str) -> None:
+        if kind == nodeframe.ASKED:
+            loop.call_later(delay, heard, kind, text)
+        else:
+            heard(kind, text)
+
+    monkeypatch.setattr(broker, "_owner_frame", late)
+
+
+@pytest.mark.parametrize("frame", ["call-accept", "call-request"])
+async def test_an_answer_that_comes_too_late_does_not_make_the_change_twice(
+    redis_server: RedisServer,
+    hubs: tuple[int, Make],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    frame: str,
+) -> None:
+    """The owner answers bob's accept (or his call back to alice, glare) after bob's node stopped waiting: bob's
+    node finds it done on Redis and does not do it again (no `not-in-call` or `in-call` for what worked)."""
+    _, make = hubs
+    first, second, alice, bob = await _alice_and_bob_on_two_nodes(make)
+    call_id = await _ring(first, alice, bob)
+    monkeypatch.setattr(redis_broker, "_ASK_WITHIN", 0.3)
+    _answers_late(monkeypatch, second.broker, 0.6)
+    await second.handle(bob, json.dumps({"type": frame, "to": "alice", "callId": call_id}))
+    assert (await alice.wait_for("call-accept"))["callId"] == call_id
+    await asyncio.sleep(0.5)  # and the late answer comes
+    assert second.broker.asks["late"] == 1
+    assert "error" not in bob.types()
+
+
+async def test_a_reject_with_no_call_id_redone_after_a_late_answer_rejects_no_later_call(
+    redis_server: RedisServer,
+    hubs: tuple[int, Make],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bob rejects alice's call with no callId; the owner rejects it, but bob's node hears nothing from it for a
+    second (its subscription was cut) and alice calls again at once: bob's node redoes the reject of the call it
+    asked about (over: nothing to do), not of the new one, which goes on ringing."""
+    db, make = hubs
+    first, second, alice, bob = await _alice_and_bob_on_two_nodes(make)
+    call1 = await _ring(first, alice, bob)
+    monkeypatch.setattr(redis_broker, "_ASK_WITHIN", 0.5)
+    heard = second.broker._handle_inbox  # type: ignore[attr-defined]
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(second.broker, "_handle_inbox", lambda message: loop.call_later(1.0, heard, message))
+    reject = asyncio.create_task(second.handle(bob, json.dumps({"type": "call-reject", "to": "alice"})))
+    assert (await alice.wait_for("call-ended"))["callId"] == call1
+    alice.sent.clear()
+    await first.handle(alice, json.dumps({"type": "call-request", "to": "bob"}))
+    call2 = (await alice.wait_for("call-ringing", timeout=2.0))["callId"]
+    await reject
+    await asyncio.sleep(1.2)
+    assert call2 != call1
+    assert redis_server.command("GET", f"{PREFIX}call:{call2}", db=db) is not None
+    assert "call-ended" not in alice.types()
+    assert "error" not in bob.types()
+
+
+async def test_an_owner_that_cannot_reach_redis_leaves_the_change_to_the_asking_node(
+    redis_server: RedisServer,
+    hubs: tuple[int, Make],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Alice's node loses its connection to Redis as it carries out bob's accept (nothing written): bob's node,
+    which reaches Redis, makes the change; bob is not told `service-unavailable`."""
+    _, make = hubs
+    first, second, alice, bob = await _alice_and_bob_on_two_nodes(make)
+    call_id = await _ring(first, alice, bob)
+    real = first.broker._eval  # type: ignore[attr-defined]
+    failed: list[str] = []
+
+    async def cut_once(script: str, *args: Any) -> Any:
+        if script == redis_broker._APPLY and not failed:
+            failed.append(script)
+            raise resp.NotSent("connection lost")
+        return await real(script, *args)
+
+    monkeypatch.setattr(first.broker, "_eval", cut_once)
+    await second.handle(bob, json.dumps({"type": "call-accept", "to": "alice", "callId": call_id}))
+    assert (await alice.wait_for("call-accept"))["callId"] == call_id
+    assert second.broker.asks["redo"] == 1
+    assert "error" not in bob.types()
+
+
+async def test_a_call_whose_caller_left_during_a_change_is_not_kept_owned(
+    redis_server: RedisServer,
+    hubs: tuple[int, Make],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Alice leaves while bob's accept is carried out on her node: the accept, applied, does not keep the call
+    that her leaving let go of (nobody there would end it); the call ends elsewhere and her node holds nothing."""
+    db, make = hubs
+    first, second, alice, bob = await _alice_and_bob_on_two_nodes(make)
+    call_id = await _ring(first, alice, bob)
+    real = first.broker._eval  # type: ignore[attr-defined]
+    applied = asyncio.Event()
+
+    async def slow(script: str, *args: Any) -> Any:
+        result = await real(script, *args)
+        if script == redis_broker._APPLY and not applied.is_set():
+            applied.set()
+            await asyncio.sleep(0.2)  # the reply on its way back
+        return result
+
+    monkeypatch.setattr(first.broker, "_eval", slow)
+    accept = asyncio.create_task(
+        second.handle(bob, json.dumps({"type": "call-accept", "to": "alice", "callId": call_id}))
+    )
+    await applied.wait()
+    await first.leave(alice)
+    await accept
+    broker: Any = first.broker
+    assert (broker._owned, broker._owned_by) == ({}, {})
+    second.broker._owners.clear()  # type: ignore[attr-defined]  # (bob's node forgets who owned it)
+    await second.handle(bob, json.dumps({"type": "hangup", "to": "alice", "callId": call_id}))
+    await bob.wait_for("call-ended")
+    assert redis_server.keys(db, f"{PREFIX}call:*") == []
+    assert (broker._owned, broker._owned_by) == ({}, {})

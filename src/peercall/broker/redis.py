@@ -623,6 +623,8 @@ class RedisBroker:
         self._asks: dict[int, asyncio.Future[str]] = {}  # ASKs of ours waiting for their answer, one per connection
         self._ask_seq = 0
         self._asked: set[asyncio.Task[None]] = set()  # ASKs of other nodes being carried out here
+        # ASKs of this node by outcome (/metrics): asked, late (not answered in time), redo (made here after all)
+        self.asks: collections.Counter[str] = collections.Counter()
         # What this node last saw of keys of users and calls, from its own changes and from what other nodes told
         # it (STATE frames): key -> (value as `_READ` returns it, version, the keys it leads to). See "What a node
         # knows" in the module doc. Bounded by _KNOWN_MAX; a key that is gone is dropped.
@@ -1297,15 +1299,20 @@ class RedisBroker:
             if to is not None:
                 return [Forward(to[0], env, user, to[1])]
             return await self._in_task(self._media_slow(cid, user, env, now))
+        asked: str | None = None  # the call whose owner was asked and may have done it (it answered too late)
         if self._owners:  # its call is owned by another node: asked of it
             owner = self._owners.get(cid)
             if owner is not None and (
                 (kind in _ASKED_OF_OWNER and env.callId in (None, owner[0]))
                 or (kind == "call-request" and env.to == owner[2])
             ):
+                if env.callId is None and kind != "call-request":  # that call, whatever comes after it
+                    env = msgspec.structs.replace(env, callId=owner[0])
                 done = await self._ask(owner[1], cid, user, env)
-                if done is not None:
+                if not isinstance(done, bool):
                     return done
+                if done:
+                    asked = owner[0]
         users = [user]
         if kind == "call-request" and env.to is not None:  # (charged to the call rate by the hub, once)
             users.append(env.to)
@@ -1316,6 +1323,8 @@ class RedisBroker:
                 # be renewed (Redis down for longer than the lease). The client connects again and is registered
                 # afresh (its call resumes within the grace), as after Redis was unreachable (close 1013).
                 return [Close(cid, CloseCode.TRY_AGAIN_LATER, "this node lost its registration; connect again")]
+            if asked is not None and _done_already(sb, cid, env, asked):
+                return []  # by the owner, which answered too late: its effects are performed there
             return sb.receive(cid, env, now, screen)
 
         if self._owned_by:
@@ -1390,7 +1399,13 @@ class RedisBroker:
         calls = sb.calls
         call = next(iter(calls.values())) if len(calls) == 1 else None
         caller = None if call is None else call.caller.cid
-        if call is None or caller is None or not caller.startswith(self.cid_prefix) or commands.gone or before.missing:
+        if (
+            call is None
+            or caller not in self._local
+            or commands.gone
+            or before.missing
+            or (owned is not None and self._owned.get(owned.call_id) is not owned)  # let go of while on its way
+        ):
             if owned is not None:
                 self._disown(owned)
             return None
@@ -1461,15 +1476,17 @@ class RedisBroker:
                 told = f"{e.cid} {owned.call_id} {self.address} {caller}"
                 self._queue(self._to_at + e.cid.rpartition(".")[0], nodeframe.packed("", nodeframe.OWNER, told))
 
-    async def _ask(self, owner: str, cid: str, user: str, env: Envelope) -> list[Effect] | None:
+    async def _ask(self, owner: str, cid: str, user: str, env: Envelope) -> list[Effect] | bool:
         """Have `owner`, the node that owns the call of `cid`, carry out `env` (ASK). Returns what this node
-        performs (nothing: the owner did), or None if this node is to make the change itself (the owner is gone,
-        did not answer within _ASK_WITHIN s, or no longer holds the call). Raises what the change raised there."""
+        performs (nothing: the owner did); or, if this node is to make the change itself, False when the owner did
+        nothing (it is not alive, no longer holds the connection, or could not reach Redis), True when it may have
+        (it did not answer within _ASK_WITHIN s, or answered what this node cannot read). Raises what the change
+        raised there."""
         if owner not in self._live:
-            return None
+            return False
         self._ask_seq += 1
         ask = self._ask_seq
-        self.ops["ask"] += 1
+        self.asks["asked"] += 1
         loop = asyncio.get_running_loop()
         answer = self._asks[ask] = loop.create_future()
         epoch = self._route_epoch
@@ -1484,25 +1501,32 @@ class RedisBroker:
             self._asks.pop(ask, None)
         outcome, _, rest = said.partition(" ")
         if outcome == "late":
-            self.ops["ask-late"] += 1
+            self.asks["late"] += 1
             log.warning(
                 "node %s: node %s did not answer within %gs; making the change here", self.address, owner, _ASK_WITHIN
             )
-            return None
-        if outcome == "ok":
-            if rest:  # it answered our call: where the peer is
-                call_id, peer, peer_cid = rest.split(" ")
-                if self._current(cid, epoch):
-                    self._routes[cid] = _Route(call_id, peer, peer_cid)
-            return []
+            return True
+        try:
+            if outcome == "ok":
+                if rest:  # it answered our call: where the peer is
+                    call_id, peer, peer_cid = rest.split(" ")
+                    if self._current(cid, epoch):
+                        self._routes[cid] = _Route(call_id, peer, peer_cid)
+                return []
+            if outcome == "err":
+                code, message, ref, to, call_id = msgspec.json.decode(rest)
+                error = ProtocolError(ErrorCode(code), message, ref=ref, to=to, call_id=call_id)
+        except (ValueError, TypeError, msgspec.MsgspecError) as exc:  # (a node of a newer version)
+            log.warning(
+                "node %s: could not read node %s's answer (%s); making the change here", self.address, owner, exc
+            )
+            return True
         if outcome == "err":
-            code, message, ref, to, call_id = msgspec.json.decode(rest)
-            raise ProtocolError(ErrorCode(code), message, ref=ref, to=to, call_id=call_id)
+            raise error
         if outcome == "doubt":
             raise SharedStateInDoubt("the call's owner lost Redis with the change on its way")
-        if outcome == "down":
-            raise SharedStateUnavailable("the call's owner could not reach Redis")
-        return None  # redo
+        self.asks["redo"] += 1  # `redo`, or `down` (the owner wrote nothing: this node may reach Redis)
+        return False
 
     def _owner_frame(self, kind: str, text: str) -> None:
         """An OWNER, ASK or ASKED frame (hub/nodeframe.py). Never raises: what cannot be read is dropped."""
@@ -2249,6 +2273,17 @@ def _carried(sb: Switchboard, before: _Loaded, version: str) -> _Loaded | None:
             into.ringing.add(call.id)
     into.versions = dict.fromkeys(before.versions, version)
     return into
+
+
+def _done_already(sb: Switchboard, cid: str, env: Envelope, call_id: str) -> bool:
+    """Whether what `env` from `cid` asks of call `call_id` is what the slice shows done: the owner, asked, answered
+    too late (`RedisBroker._ask`), and this node is not to do it twice (an accept's error, another call's reject)."""
+    call = sb.calls.get(call_id)
+    if env.type in ("call-accept", "call-request"):  # (a call-request: back to the caller, glare)
+        return (
+            call is not None and call.state is CallState.ANSWERED and call.callee is not None and call.callee.cid == cid
+        )
+    return call is None  # a reject or hangup: the call is over
 
 
 def _answer_late(answer: asyncio.Future[str]) -> None:

@@ -41,6 +41,14 @@ class HubCollector(Collector):
         if hub.broker.shared:
             yield _counter("peercall_redis_round_trips", "Round trips to Redis, by kind", "kind", hub.broker.ops)
             yield GaugeMetricFamily("peercall_redis_up", "1 if Redis answered lately", value=int(hub.broker.healthy))
+            asks = getattr(hub.broker, "asks", None)  # (the Redis broker's: not part of the Broker interface)
+            if asks is not None:
+                yield _counter(
+                    "peercall_owner_asks",
+                    "Frames of connections here asked of the node that owns their call, by outcome",
+                    "outcome",
+                    asks,
+                )
         if hub.push is not None:
             yield _counter("peercall_pushes", "Web Pushes, by what became of them", "result", hub.push.sent)
         yield _counter("peercall_errors", "Error frames sent to clients, by code", "code", stats.errors)
