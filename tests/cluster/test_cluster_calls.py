@@ -185,13 +185,16 @@ async def test_history_is_written_once_per_call_whichever_nodes(cluster: Any, co
 async def test_metrics_count_redis_round_trips(cluster: Any, connect: Any, uid: Any) -> None:
     async with cluster(2) as c:
         alice = await connect(uid("alice"), c.nodes[0])
-        await connect(uid("bob"), c.nodes[1])
+        bob = await connect(uid("bob"), c.nodes[1])
         await alice.send({"type": "call-request", "to": "nobody-online"})
         await alice.expect(type="error", code="unavailable")
+        await answered(alice, bob)  # bob's accept, asked of alice's node, which owns the call
         async with httpx.AsyncClient() as http:
             text = (await http.get(f"{c.nodes[0].http}/metrics")).text
+            asks = (await http.get(f"{c.nodes[1].http}/metrics")).text
         assert 'peercall_redis_round_trips_total{kind="transaction"}' in text
         assert "peercall_redis_up 1.0" in text
+        assert 'peercall_owner_asks_total{outcome="asked"} 1.0' in asks
 
 
 async def test_welcome_is_the_first_frame_while_others_come_and_go(cluster: Any, uid: Any) -> None:

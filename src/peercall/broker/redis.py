@@ -1541,6 +1541,8 @@ class RedisBroker:
                 local = self._local.get(cid)
                 if local is not None:
                     self._owners[cid] = (call_id, owner, caller)
+                    if owner not in self._live:  # it just spoke: alive (it joined since the housekeeping looked)
+                        self._live.append(owner)
                     # the owner tells no other node what its changes leave: what this one knows of the callee
                     # goes stale, and a read costs less than a compare and set that fails first
                     self._known.pop(self._u(local[0]), None)
