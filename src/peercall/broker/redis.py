@@ -78,8 +78,10 @@ touched the call (a device of the callee that connected on a third node and answ
 node; a node of the previous version, which neither says nor asks), the owner's next change fails its compare and
 set and is replayed on the state read, as any change is; and a change this node makes other than on the slice
 lets go of the calls it touches (`_let_go`). One change of an owned call runs at a time (`_change`). An ASK not
-answered within _ASK_WITHIN s (the owner hangs, or died and its lease has not run out), or sent to a node that is
-not alive, or one the owner can no longer carry out (`redo`) is made by the asking node itself, on Redis. The owner
+answered within _ASK_WITHIN s (the owner hangs, or died and its lease has not run out: the asking node then first
+looks whether it was made, `_done_already`), or sent to a node that is not alive, or one the owner did not make
+(`redo`: it no longer holds the connection; `down`: it could not reach Redis) is made by the asking node itself,
+on Redis. A frame asked with no call id is asked, and redone, with the id of the call asked about. The owner
 tells the other nodes nothing of the changes it makes on a slice (no STATE): they ask rather than read, and a node
 told that another owns its user's call forgets what it knew of that user (a read costs less than a compare and set
 that fails first).

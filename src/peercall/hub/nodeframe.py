@@ -25,10 +25,10 @@ A node frame is `<kind><connection id>\\n<text>`:
   call, to carry out (and perform its effects); sent only to a node that said it owns the call (OWNER).
 - `y` (ASKED), for no connection: `text` is `"<ask id> <outcome>"`, the answer to an ASK, sent after the frames its
   effects sent: `ok`, or `ok <call id> <peer> <peer's connection id>` when it answered the asker's call (the route
-  of its peer frames); `redo` (the asking node makes the change itself: the owner no longer holds that connection);
-  `err ` and the JSON array `[code, message, ref, to, call id]` of the ProtocolError it raised; `down` or `doubt`
-  (the shared state could not be reached, or the change is in doubt: as `SharedStateUnavailable`,
-  `SharedStateInDoubt`).
+  of its peer frames); `redo` or `down` (the owner wrote nothing: it no longer holds that connection, or could not
+  reach Redis; the asking node makes the change itself); `err ` and the JSON array `[code, message, ref, to, call
+  id]` of the ProtocolError it raised; `doubt` (the change is in doubt: as `SharedStateInDoubt`). An answer that
+  does not come within 3 s is not waited for: the asking node makes the change itself, unless it finds it made.
 - `a` (EVERYONE), for no connection: `text` is one of the frames for every node below, held for this node by a
   node whose PUBLISH to every node reached fewer nodes than are alive: this one's subscription was down, and it
   gets what it missed once it listens again (broker/redis.py, `_hold_unheard`). A node of the previous version
