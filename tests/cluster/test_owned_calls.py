@@ -274,3 +274,71 @@ async def test_a_call_whose_caller_left_during_a_change_is_not_kept_owned(
     await bob.wait_for("call-ended")
     assert redis_server.keys(db, f"{PREFIX}call:*") == []
     assert (broker._owned, broker._owned_by) == ({}, {})
+
+
+async def test_a_call_back_answered_too_late_places_no_new_call_once_it_ended(
+    redis_server: RedisServer,
+    hubs: tuple[int, Make],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bob's call back to alice (glare) is answered by the owner, which answers late; alice hangs up meanwhile:
+    bob's node, finding that call over, does not place a new call to alice."""
+    db, make = hubs
+    first, second, alice, bob = await _alice_and_bob_on_two_nodes(make)
+    call_id = await _ring(first, alice, bob)
+    monkeypatch.setattr(redis_broker, "_ASK_WITHIN", 0.5)
+    _answers_late(monkeypatch, second.broker, 1.0)
+    request = asyncio.create_task(second.handle(bob, json.dumps({"type": "call-request", "to": "alice"})))
+    assert (await alice.wait_for("call-accept"))["callId"] == call_id
+    await first.handle(alice, json.dumps({"type": "hangup", "to": "bob", "callId": call_id}))
+    await bob.wait_for("call-ended")
+    await request
+    await asyncio.sleep(0.6)
+    assert redis_server.keys(db, f"{PREFIX}call:*") == []
+    assert "call-request" not in alice.types()
+    assert "error" not in bob.types()
+
+
+async def test_a_busy_reject_answered_too_late_while_another_device_rings_is_not_refused(
+    redis_server: RedisServer,
+    hubs: tuple[int, Make],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One of bob's two devices says busy (the call rings on the other); the owner's answer comes late: bob's node
+    finds that device no longer rung and sends it no `not-in-call` for what worked."""
+    db, make = hubs
+    first, second, alice, bob = await _alice_and_bob_on_two_nodes(make)
+    bob2 = FakeConnection(second, "bob")
+    await second.join(bob2)
+    call_id = await _ring(first, alice, bob)
+    await bob2.wait_for("call-request")
+    monkeypatch.setattr(redis_broker, "_ASK_WITHIN", 0.3)
+    _answers_late(monkeypatch, second.broker, 0.6)
+    busy = {"type": "call-reject", "to": "alice", "callId": call_id, "data": {"reason": "busy"}}
+    await second.handle(bob, json.dumps(busy))
+    await asyncio.sleep(0.5)
+    assert redis_server.command("GET", f"{PREFIX}call:{call_id}", db=db) is not None  # it rings on bob2
+    assert "error" not in bob.types()
+
+
+async def test_a_frame_with_no_call_id_is_not_held_to_a_call_that_ended(
+    redis_server: RedisServer,
+    hubs: tuple[int, Make],  # noqa: F811
+) -> None:
+    """Bob's node was told late that alice's node owns a call that is over (frames of two nodes do not keep one
+    order); bob places a call to alice and hangs up with no callId: the hangup ends his call, not the old one."""
+    db, make = hubs
+    first, second, alice, bob = await _alice_and_bob_on_two_nodes(make)
+    call_id = await _ring(first, alice, bob)
+    broker: Any = second.broker
+    owner = broker._owners[bob.cid]
+    await first.handle(alice, json.dumps({"type": "hangup", "to": "bob", "callId": call_id}))
+    await bob.wait_for("call-ended")
+    broker._owner_frame(nodeframe.OWNER, f"{bob.cid} {owner[0]} {owner[1]} {owner[2]}")  # (told late)
+    bob.sent.clear()
+    await second.handle(bob, json.dumps({"type": "call-request", "to": "alice"}))
+    mine = (await bob.wait_for("call-ringing"))["callId"]
+    await second.handle(bob, json.dumps({"type": "hangup", "to": "alice"}))
+    assert (await bob.wait_for("call-ended"))["callId"] == mine
+    assert redis_server.keys(db, f"{PREFIX}call:*") == []
+    assert "error" not in bob.types()

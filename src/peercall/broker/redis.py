@@ -759,7 +759,7 @@ class RedisBroker:
                 self.address,
                 _STOP_WITHIN,
             )
-        for task in self._tasks:
+        for task in (*self._tasks, *self._asked):
             task.cancel()
         if self._tasks:  # none if the broker was never started
             await asyncio.wait(self._tasks, timeout=2.0)  # each ends at once, or at its next turn (`_closing`)
@@ -1308,13 +1308,22 @@ class RedisBroker:
                 (kind in _ASKED_OF_OWNER and env.callId in (None, owner[0]))
                 or (kind == "call-request" and env.to == owner[2])
             ):
-                if env.callId is None and kind != "call-request":  # that call, whatever comes after it
-                    env = msgspec.structs.replace(env, callId=owner[0])
-                done = await self._ask(owner[1], cid, user, env)
+                # asked of that call, whatever comes after it (a call-request: only to answer that one, glare)
+                pinned = env if env.callId is not None else msgspec.structs.replace(env, callId=owner[0])
+                try:
+                    done = await self._ask(owner[1], cid, user, pinned)
+                except ProtocolError as exc:
+                    if exc.code is not ErrorCode.NOT_IN_CALL or env.callId is not None:
+                        raise
+                    done = False  # the call it was pinned to is over: the frame may be about another one
                 if not isinstance(done, bool):
                     return done
                 if done:
                     asked = owner[0]
+                    if kind != "call-request":  # (a call-request found not done places a call, as sent)
+                        env = pinned
+                else:  # made here: the owner no longer holds it, or is gone
+                    self._owners.pop(cid, None)
         users = [user]
         if kind == "call-request" and env.to is not None:  # (charged to the call rate by the hub, once)
             users.append(env.to)
@@ -1527,8 +1536,11 @@ class RedisBroker:
             raise error
         if outcome == "doubt":
             raise SharedStateInDoubt("the call's owner lost Redis with the change on its way")
-        self.asks["redo"] += 1  # `redo`, or `down` (the owner wrote nothing: this node may reach Redis)
-        return False
+        if outcome in ("redo", "down"):  # the owner wrote nothing: this node may reach Redis
+            self.asks["redo"] += 1
+            return False
+        self.asks["late"] += 1  # (it failed there, or a newer node's word): made or not
+        return True
 
     def _owner_frame(self, kind: str, text: str) -> None:
         """An OWNER, ASK or ASKED frame (hub/nodeframe.py). Never raises: what cannot be read is dropped."""
@@ -1572,6 +1584,10 @@ class RedisBroker:
                 call = sb.calls.get(sb.active.get(user, ""))  # a new call, which it did not send here
                 if call is None or call.state is not CallState.RINGING or call.caller.user != env.to:
                     raise _Redo
+                if env.callId is not None and call.id != env.callId:  # asked of another call (an ASK held long)
+                    raise _Redo
+                env_now = msgspec.structs.replace(env, callId=None)
+                return sb.receive(cid, env_now, now)
             return sb.receive(cid, env, now)
 
         try:
@@ -1588,9 +1604,9 @@ class RedisBroker:
             said = "doubt"
         except SharedStateUnavailable:
             said = "down"
-        except Exception:
+        except Exception:  # (a bug): made or not, the asking node looks before it makes it (`_done_already`)
             log.exception("node %s: carrying out another node's %s failed", self.address, env.type)
-            said = "down"
+            said = "failed"
         else:
             await self.events.perform(effects)
             said = "ok"
@@ -2239,6 +2255,7 @@ class RedisBroker:
         )
         self._owned.clear()  # (their versions are those of the Redis that forgot)
         self._owned_by.clear()
+        self._owners.clear()  # (and those calls are gone)
         for cid, (user, device) in list(self._local.items()):
             now = time.time()
             register = self._transact([user], [], lambda sb, _: sb.connect(cid, user, device, now), settle=False)  # noqa: B023
@@ -2280,14 +2297,18 @@ def _carried(sb: Switchboard, before: _Loaded, version: str) -> _Loaded | None:
 
 
 def _done_already(sb: Switchboard, cid: str, env: Envelope, call_id: str) -> bool:
-    """Whether what `env` from `cid` asks of call `call_id` is what the slice shows done: the owner, asked, answered
-    too late (`RedisBroker._ask`), and this node is not to do it twice (an accept's error, another call's reject)."""
+    """Whether what `env` from `cid` asked of call `call_id` needs doing no more: the owner, asked, answered too late
+    (`RedisBroker._ask`) and may have done it, and this node is not to do it twice (an accept's error, a glare
+    request placing a new call, another call's reject). A call that is over needs nothing (an accept or hangup that
+    crossed its end gets no error, as on one node: its `call-ended` says how it ended)."""
     call = sb.calls.get(call_id)
+    if call is None:
+        return True
     if env.type in ("call-accept", "call-request"):  # (a call-request: back to the caller, glare)
-        return (
-            call is not None and call.state is CallState.ANSWERED and call.callee is not None and call.callee.cid == cid
-        )
-    return call is None  # a reject or hangup: the call is over
+        return call.state is CallState.ANSWERED and call.callee is not None and call.callee.cid == cid
+    if call.state is CallState.RINGING:  # a reject (or busy) of one device: it rings there no more
+        return cid not in call.ringing and call.caller.cid != cid
+    return call.party_of(cid) is None
 
 
 def _answer_late(answer: asyncio.Future[str]) -> None:
