@@ -85,6 +85,20 @@ def test_quick_run_against_peercall_prints_numbers(tmp_path: Path) -> None:
                 assert result["clientUsPerOp"] > 0, result
 
 
+@pytest.mark.timeout(120)
+def test_change_cost_places_calls_across_two_nodes_and_prints_their_cost() -> None:
+    """`bench/change_cost.py` (two nodes in one process on a redis-server of its own) places its calls (a frame
+    it did not expect, an error, stops it) and prints the CPU per call of each round and their median."""
+    done = run_tree(
+        [sys.executable, str(BENCH / "change_cost.py"), "--calls", "40", "--pairs", "4", "--rounds", "2"],
+        timeout=100,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rounds = re.findall(r"^  (\d+) µs of CPU per call$", done.stdout, re.M)
+    assert len(rounds) == 2 and all(int(r) > 0 for r in rounds), done.stdout
+    assert re.search(r"^median: \d+ µs of CPU per call", done.stdout, re.M), done.stdout
+
+
 @pytest.mark.timeout(240)
 def test_quick_presence_run_prints_the_cost_of_a_join(tmp_path: Path) -> None:
     """`bench/run.py --quick --scenarios presence` seeds a SQLite store with a social graph, brings its users
