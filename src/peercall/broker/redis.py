@@ -1163,11 +1163,9 @@ class RedisBroker:
 
     def _route_answered(self, call: Call) -> None:
         """Remember the routes of our connections in `call` if it is answered with both parties there."""
-        if call.state is not CallState.ANSWERED or call.callee is None:
-            return
-        for me, other in ((call.caller, call.callee), (call.callee, call.caller)):
-            if me.cid is not None and other.cid is not None and me.cid in self._local:
-                self._routes[me.cid] = _Route(call.id, other.user, other.cid)
+        for cid, route in _routes_of(call):
+            if cid in self._local:
+                self._routes[cid] = route
 
     def _write(self, pipe: _Commands, sb: Switchboard, before: _Loaded) -> None:
         p = self.p
@@ -1338,11 +1336,7 @@ class RedisBroker:
                 return []  # by the owner, which answered too late: its effects are performed there
             return sb.receive(cid, env, now, screen)
 
-        if self._owned_by:
-            owned = self._owned_by.get(user)
-            if owned is not None and all(u in owned.before.devices for u in users):
-                return await self._in_task(self._change(users, [], apply, owned))
-        return await self._in_task(self._transact(users, [], apply))
+        return await self._in_task(self._receive(users, apply))
 
     async def decline(self, call_id: str, callee: str, now: float) -> list[Effect]:
         """Raises SharedStateUnavailable."""
@@ -1379,11 +1373,10 @@ class RedisBroker:
         there). `epoch`: `_route_epoch` when the change was sent."""
         routes = {}
         for call in sb.calls.values():
-            if call.id not in before.ringing or call.state is not CallState.ANSWERED or call.callee is None:
-                continue
-            for me, other in ((call.caller, call.callee), (call.callee, call.caller)):
-                if me.cid is not None and other.cid is not None and self._current(me.cid, epoch):
-                    routes[me.cid] = _Route(call.id, other.user, other.cid)
+            if call.id in before.ringing:
+                for cid, route in _routes_of(call):
+                    if self._current(cid, epoch):
+                        routes[cid] = route
         return routes
 
     def _current(self, cid: str, epoch: int) -> bool:
@@ -1400,6 +1393,14 @@ class RedisBroker:
             self._forgot[cid] = self._route_epoch
 
     # ---------------------------------------------------------------------------- calls a node owns
+
+    async def _receive(self, users: list[str], run: Callable[[Switchboard, Any], list[Effect]]) -> list[Effect]:
+        """A frame of `users[0]` (about `users[1]` too, for a call-request): on the slice of the call this node owns
+        for them, if it holds all of them; else on what Redis holds."""
+        owned = self._owned_by.get(users[0]) if self._owned_by else None
+        if owned is not None and all(u in owned.before.devices for u in users):
+            return await self._change(users, [], run, owned)
+        return await self._transact(users, [], run)
 
     def _keep_owned(
         self, sb: Switchboard, before: _Loaded, commands: _Commands, version: str, owned: _Owned | None
@@ -1591,11 +1592,7 @@ class RedisBroker:
             return sb.receive(cid, env, now)
 
         try:
-            owned = self._owned_by.get(user)
-            if owned is not None and all(u in owned.before.devices for u in users):
-                effects = await self._change(users, [], apply, owned)
-            else:
-                effects = await self._transact(users, [], apply)
+            effects = await self._receive(users, apply)
         except _Redo:
             said = "redo"
         except ProtocolError as exc:
@@ -1612,10 +1609,9 @@ class RedisBroker:
             said = "ok"
             owned = self._owned_by.get(user)
             call = None if owned is None else owned.sb.calls.get(owned.call_id)
-            if call is not None and call.state is CallState.ANSWERED and call.callee is not None:
-                for me, other in ((call.caller, call.callee), (call.callee, call.caller)):
-                    if me.cid == cid and other.cid is not None:
-                        said = f"ok {call.id} {other.user} {other.cid}"
+            for party, route in () if call is None else _routes_of(call):
+                if party == cid:  # it answered the asker's call: where its peer is
+                    said = f"ok {route.call_id} {route.peer} {route.peer_cid}"
         self._queue(self._to_at + cid.rpartition(".")[0], nodeframe.packed("", nodeframe.ASKED, f"{ask} {said}"))
 
     async def recorded(self, call_ids: list[str]) -> None:
@@ -2274,6 +2270,17 @@ class RedisBroker:
         if address != self.address:
             await self._adopt_records(address)
         self.ops["reap"] += 1
+
+
+def _routes_of(call: Call) -> list[tuple[str, _Route]]:
+    """Where each connection of `call` sends its peer frames, if the call is answered with both parties there."""
+    caller, callee = call.caller, call.callee
+    if call.state is not CallState.ANSWERED or callee is None or caller.cid is None or callee.cid is None:
+        return []
+    return [
+        (caller.cid, _Route(call.id, callee.user, callee.cid)),
+        (callee.cid, _Route(call.id, caller.user, caller.cid)),
+    ]
 
 
 def _carried(sb: Switchboard, before: _Loaded, version: str) -> _Loaded | None:
