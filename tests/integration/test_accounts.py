@@ -18,7 +18,7 @@ import websockets
 
 from peercall.auth.accounts import b64url
 from peercall.protocol.messages import MAX_DEPTH
-from peercall.server.accounts import SIGN_IN_REFILL, SIGN_INS
+from peercall.server.accounts import INVITE_TAKEN, INVITE_TAKEN_REFILL, SIGN_IN_REFILL, SIGN_INS
 from tests.conftest import OPEN_DOORS, SCALE, TIMEOUT, Client, ServerProcess, run_server
 from tests.integration.test_security import closed_with, recv_json
 
@@ -145,6 +145,26 @@ async def test_an_invite_is_one_time_and_expires(srv: ServerProcess, browser: An
         conn.execute("UPDATE invites SET expires = ?", (time.time() - 1,))
     expired = await browser().post("/api/signup", {"invite": late, "id": "dee", "name": "D", "password": PASSWORD})
     assert expired.status_code == 404 and expired.json() == used.json()
+
+
+async def test_one_invite_learns_only_a_few_taken_ids(srv: ServerProcess, browser: Any) -> None:
+    """An invitee is told the id they chose is taken, but an invite is no way to list who has an account: after
+    INVITE_TAKEN sign-ups told so, its next ones wait (even for a free id: nothing more is learnt), saying how long;
+    another invite is not held back."""
+    ann, _ = await admin_and_bob(srv, browser)
+    invite, other = await ann.invite(), await ann.invite()
+    eve = browser()
+    for n in range(INVITE_TAKEN):
+        body = {"invite": invite, "id": ("ann", "bob")[n % 2], "name": "E", "password": PASSWORD}
+        taken = await eve.post("/api/signup", body)
+        assert taken.status_code == 409 and taken.json()["error"]["code"] == "id-taken", (n, taken.text)
+    for who in ("bob", "nobody-has-this-id"):
+        held = await eve.post("/api/signup", {"invite": invite, "id": who, "name": "E", "password": PASSWORD})
+        assert held.status_code == 429, held.text
+        error = held.json()["error"]
+        assert error["code"] == "too-many-attempts" and "ids you chose are taken" in error["message"]
+        assert 0 < int(held.headers["retry-after"]) <= INVITE_TAKEN_REFILL
+    assert (await browser().sign_up(other, "cy"))["id"] == "cy"
 
 
 async def test_sign_in_gives_one_answer_whether_or_not_the_account_exists(srv: ServerProcess, browser: Any) -> None:

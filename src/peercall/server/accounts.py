@@ -103,6 +103,8 @@ SIGN_INS, SIGN_IN_REFILL = 10, 6.0  # sign-ins one account makes: 10 at once, th
 ACCOUNT_TRIES, ACCOUNT_REFILL = 5, 60.0  # failed sign-ins per account: 5 at once, then one a minute
 # (from addresses where it has not signed in lately; and from any one address, wherever it signed in)
 ADDRESS_TRIES, ADDRESS_REFILL = 20, 10.0  # failed sign-ins (and bad invites) per address: 20, then one per 10 s
+INVITE_TAKEN, INVITE_TAKEN_REFILL = 10, 300.0  # ids an invite's sign-up is told are taken: 10, then one per 5 min
+# (an invitee must learn that the id they chose is taken; with no bound, an invite was a list of who has an account)
 WRONG = "wrong user id or password"
 CREDENTIAL_ID = re.compile(r"[A-Za-z0-9_-]{1,1400}")
 """A passkey's id as a browser sends it: base64url of at most 1,023 bytes (WebAuthn); anything else is no passkey
@@ -208,6 +210,7 @@ class AccountsApi:
         self.by_address = Throttle(ADDRESS_TRIES, ADDRESS_REFILL)
         self.by_pair = Throttle(ACCOUNT_TRIES, ACCOUNT_REFILL, keys=100_000)  # an account from one address
         self.sign_ins = Throttle(SIGN_INS, SIGN_IN_REFILL)  # successful sign-ins per account (never given back)
+        self.taken_ids = Throttle(INVITE_TAKEN, INVITE_TAKEN_REFILL)  # sign-ups per invite told "id-taken"
         self.known = Known(settings.accounts_session_ttl * 86400)
         self.challenges = Challenges()
         self.setup_token: str | None = None
@@ -481,15 +484,10 @@ class AccountsApi:
         self.known.add(pair, self.clock())
 
     @staticmethod
-    def _refuse_for(wait: float) -> None:
+    def _refuse_for(wait: float, what: str = "too many failed sign-ins") -> None:
         if wait > 0:
             seconds = math.ceil(wait)
-            raise Refusal(
-                429,
-                "too-many-attempts",
-                f"too many failed sign-ins: try again in {seconds} s",
-                {"retry-after": str(seconds)},
-            )
+            raise Refusal(429, "too-many-attempts", f"{what}: try again in {seconds} s", {"retry-after": str(seconds)})
 
     # -- routes ----------------------------------------------------------------------------------------------
 
@@ -618,12 +616,22 @@ class AccountsApi:
                 raise Refusal(400, "bad-password", str(exc)) from None
         found = await self._invite(request, invite)
         now = self.clock()
-        if "passkey" not in body:
-            hashed = await self.passwords.hash(password, _address(request))
-            credential = Credential(account, "password", "", hashed, now)
-        done = await self.store.sign_up(token_hash(invite), User(account, name, created=now), credential, now=now)
+        # A try of the invite's, taken before the id is looked up (sign-ups sent together see it spent), and given
+        # back unless the id was taken: what it bounds is how many ids one invite learns are someone's.
+        key = found.token_hash
+        self._refuse_for(self.taken_ids.wait(key, now), "too many of the ids you chose are taken")
+        attempt = Attempt(_address(request), [(self.taken_ids, key, self.taken_ids.take(key, now))])
+        try:
+            if "passkey" not in body:
+                hashed = await self.passwords.hash(password, _address(request))
+                credential = Credential(account, "password", "", hashed, now)
+            done = await self.store.sign_up(key, User(account, name, created=now), credential, now=now)
+        except BaseException:
+            self._give_back(attempt)
+            raise
         if done is SignUp.ID_TAKEN:
             raise Refusal(409, "id-taken", f"the id {account!r} is taken: choose another")
+        self._give_back(attempt)
         if done is SignUp.NO_INVITE:
             raise Refusal(404, "no-invite", "this invite link is not valid: it was used, it expired, or it is wrong")
         if found.created_by == "":  # the first administrator is here: no other set-up link may make another
