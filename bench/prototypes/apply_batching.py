@@ -6,9 +6,10 @@ A throwaway measurement, not product code. Starts a `redis-server` on a free loo
 sends it 30,000 changes shaped like an accept (a compare and set on three keys, seven commands), first as
 `--batch` `_APPLY`s pipelined in one write, then as one script that runs `--batch` of them in a loop (each with its
 own compare and set); prints Redis's CPU (user and system, from /proc) per change for each. Measured on
-2026-12-06: the same within noise (5 a batch: 25.7, 27.3 µs pipelined against 25.3, 25.0 in one script; 10: 23.7
-against 23.7): what a change costs Redis is its commands (~2.5 µs per `redis.call`), not the script around them,
-so batching the owner's writes into one script per loop turn would not lower Redis's share of a cluster's call.
+2026-12-06, pinned to one core (`taskset -c 0`), four runs: about the same, one script at most ~10% less (5 a
+batch: 25.7, 27.3, 23.3, 29.7 µs pipelined against 25.3, 25.0, 24.3, 25.0 in one script): what a change costs Redis
+is its commands (~2.5 µs per `redis.call`), not the script around them, so batching the owner's writes into one
+script per loop turn would take ~1% off a cluster's call.
 """
 
 from __future__ import annotations
