@@ -241,13 +241,14 @@ async def test_missed_call_waits_in_the_history_and_calls_back(
     await expect(caller.locator("#missed-count")).to_be_hidden()
 
 
-async def test_unanswered_call_is_missed_on_both_sides(open_page: OpenPage) -> None:
-    """A call nobody answers before the server's ring timeout reads "Missed" on both sides and counts as missed."""
+async def test_unanswered_call_is_missed_by_the_callee_and_unanswered_for_the_caller(open_page: OpenPage) -> None:
+    """A call nobody answers before the server's ring timeout is a missed call for its callee ("Missed", counted) and
+    "No answer" for its caller, on the screen and in Recent calls ("Missed" read as a call the caller missed)."""
     with run_server(PEERCALL_RING_TIMEOUT="1.5") as server:
         a, b = await open_pair(open_page, server)
         await ring(a, b)
         await expect(a.locator("#hangup")).to_have_text("Cancel")
-        await expect(a.locator("#call-status")).to_have_text("Missed")
+        await expect(a.locator("#call-status")).to_have_text("No answer")
         await expect(b.locator("#call-status")).to_have_text("Missed")
         await expect(b.locator("#incoming")).to_be_hidden()
         await expect(a.locator("#message")).to_have_text("clientB did not answer.")
@@ -255,7 +256,8 @@ async def test_unanswered_call_is_missed_on_both_sides(open_page: OpenPage) -> N
         await expect(b.locator("#missed-count")).to_have_text("1")
         await expect(a.locator("#missed-count")).to_be_hidden()
         await expect(b.locator("#history li.missed")).to_contain_text("clientA")
-        await expect(a.locator("#history li")).to_contain_text("Missed")
+        await expect(a.locator("#history li")).to_contain_text("No answer")
+        await expect(a.locator("#history li")).not_to_contain_text("Missed")
         await expect(a.locator("#hangup")).to_have_text("Hang Up")
         assert (await mic(a))["live"] == 0, "A did not release the microphone"
 

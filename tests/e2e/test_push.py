@@ -217,7 +217,7 @@ async def test_a_closed_app_rings_by_push_and_its_notification_declines_accepts_
     assert [n for n in shown if n["tag"] == ring["callId"]] == [
         {"title": f"Missed call from {alice}", "tag": ring["callId"], "actions": []}
     ]
-    await expect(caller.locator("#call-status")).to_have_text("Missed")
+    await expect(caller.locator("#call-status")).to_have_text("No answer")
 
 
 async def test_the_control_shows_where_push_is_on_and_says_why_it_cannot(

@@ -258,7 +258,6 @@ const LOCAL_STATUS = Object.freeze({
   busy: "Busy",
   rejected: "Rejected",
   unavailable: "Unavailable",
-  "no-answer": "Missed",
   failed: "Failed",
   "no-relay": "Failed",
   "no-microphone": "Failed",
@@ -281,8 +280,11 @@ function endedStatusText(call) {
   if (reason === "rejected" && call.direction === "incoming") return "Declined elsewhere";
   // A call the caller gave up on before we answered is one we missed, as Recent calls lists it.
   if (outcome === "cancelled" && call.direction === "incoming") return "Missed";
+  // A call of ours nobody answered: "Missed" would read as a call we missed.
+  if (outcome === "missed" && call.direction === "outgoing") return "No answer";
   if (outcome && OUTCOME_STATUS[outcome]) return OUTCOME_STATUS[outcome];
   if (reason === "remote-hangup" && call.previous === CallPhase.INCOMING) return "Missed";
+  if (reason === "no-answer") return call.direction === "incoming" ? "Missed" : "No answer";
   return LOCAL_STATUS[reason] ?? "Call Ended";
 }
 
@@ -880,8 +882,17 @@ function focusLost() {
 function endedState(call) {
   const text = callStatusText(call);
   return (
-    { Failed: "failed", "Call lost": "lost", Missed: "missed", Busy: "busy", Rejected: "rejected" }[text] ??
-    { Unavailable: "unavailable", Cancelled: "cancelled", "Answered elsewhere": "answered-elsewhere" }[text] ??
+    {
+      Failed: "failed",
+      "Call lost": "lost",
+      Missed: "missed",
+      "No answer": "no-answer",
+      Busy: "busy",
+      Rejected: "rejected",
+      Unavailable: "unavailable",
+      Cancelled: "cancelled",
+      "Answered elsewhere": "answered-elsewhere",
+    }[text] ??
     call.reason ??
     "ended"
   );
@@ -1561,7 +1572,9 @@ function historyText(record, me) {
     ? "Silenced (did not ring)"
     : missed
       ? "Missed"
-      : (OUTCOME_WORDS[record.outcome] ?? record.outcome);
+      : outgoing && record.outcome === "missed"
+        ? "No answer" // (ours: "Missed" would read as a call we missed)
+        : (OUTCOME_WORDS[record.outcome] ?? record.outcome);
   const when = new Date(record.ringingAt * 1000);
   const today = new Date().toDateString() === when.toDateString();
   const time = today
