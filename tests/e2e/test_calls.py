@@ -177,9 +177,10 @@ async def test_index_users_see_each_other_and_caller_can_cancel(
 async def test_invalid_name_is_explained_without_connecting(
     server: ServerProcess, open_page: OpenPage, typed: str, explained: str
 ) -> None:
-    """An invalid name gets a message saying what is allowed, and no connection is attempted. The rule reads the
-    same in the hint under the name and in the message, and names exactly the characters the check allows: an
-    accented letter is refused, so neither says "letters"."""
+    """An invalid name gets an error under the name field saying what is allowed (not in the call card, a screen
+    away on a phone), and no connection is attempted. The rule reads the same in the hint under the name and in the
+    error, and names exactly the characters the check allows: an accented letter is refused, so neither says
+    "letters". Typing again clears the error."""
     page = await open_page(server.http, "/", "user")
     sockets: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
@@ -187,8 +188,9 @@ async def test_invalid_name_is_explained_without_connecting(
     await page.fill("#my-id", typed)
     await page.click("#connect")
 
-    message = page.locator("#message")
+    message = page.locator("#my-id-error")
     await expect(message).to_be_visible()
+    await expect(page.locator("#message")).to_be_hidden()
     await expect(message).to_contain_text(explained)
     rule = "1\u201364 characters: a\u2013z, A\u2013Z, 0\u20139 and _ - . @ (no spaces or accents)"
     await expect(message).to_contain_text(rule)
@@ -197,6 +199,9 @@ async def test_invalid_name_is_explained_without_connecting(
     await expect(page.locator("#server-status")).to_have_text("Disconnected")
     assert sockets == [], f"the page tried to connect: {sockets}"
     assert await page.evaluate("window.peercall.signaling.state") == "disconnected"
+    await page.locator("#my-id").press_sequentially("x")
+    await expect(message).to_be_hidden()
+    await expect(page.locator("#my-id")).not_to_have_attribute("aria-invalid", "true")
 
 
 async def test_refused_microphone_is_explained_on_both_sides(fresh_server: ServerProcess, open_page: OpenPage) -> None:

@@ -17,6 +17,7 @@ const el = {
   identityForm: /** @type {HTMLFormElement} */ ($("identity-form")),
   myId: /** @type {HTMLInputElement} */ ($("my-id")),
   myIdHint: $("my-id-hint"),
+  myIdError: $("my-id-error"),
   relayOnly: /** @type {HTMLInputElement} */ ($("relay-only")),
   advanced: /** @type {HTMLDetailsElement} */ ($("advanced")),
   token: /** @type {HTMLInputElement} */ ($("token")),
@@ -418,7 +419,10 @@ export function bind(handlers) {
     event.preventDefault();
     handlers.connect(el.myId.value.trim());
   });
-  el.myId.addEventListener("input", () => setInvalid(el.myId, false));
+  el.myId.addEventListener("input", () => {
+    setInvalid(el.myId, false);
+    el.myIdError.hidden = true;
+  });
   el.disconnect.addEventListener("click", () => handlers.disconnect());
   el.callForm.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -621,7 +625,9 @@ export function say(text, kind = "info") {
  */
 export function rejectId(problem) {
   setInvalid(el.myId, true);
-  say(problem, "error");
+  // Under the field, not in the call card's message: on a phone that is a screen away from what to mend.
+  el.myIdError.textContent = problem;
+  el.myIdError.hidden = false;
   el.myId.focus();
 }
 
@@ -797,6 +803,7 @@ export function render(view) {
   el.disconnect.hidden = offline;
   if (handOver) (offline ? el.connect : el.disconnect).focus({ preventScroll: true });
   el.myIdHint.hidden = !offline;
+  if (!offline) el.myIdError.hidden = true;
 
   renderCallButtons(view);
   renderMe(view);
