@@ -265,10 +265,21 @@ async def test_hide_my_ip_relays_my_side_through_coturn(open_page: OpenPage) -> 
 async def test_hide_my_ip_without_a_turn_server_says_so_instead_of_calling(
     server: ServerProcess, open_page: OpenPage, uid: Callable[[str], str]
 ) -> None:
-    """ "Hide my IP address" on a server with no TURN server: the page explains, and rings nobody."""
+    """ "Hide my IP address" on a server with no TURN server: the box cannot be ticked, and the hint under it says why
+    before any call; ticked on an earlier visit (remembered), it stays ticked rather than quietly showing the
+    address it asked to hide: a call then explains, and rings nobody; once unticked, it cannot be ticked again."""
     page = await open_page(server.http, "/", "dora")
+    await expect(page.locator("#relay-only")).to_be_disabled()
+    await expect(page.locator("#relay-only")).not_to_be_checked()
+    await expect(page.locator("#relay-hint")).to_have_text(
+        "This server has no relay (TURN) server: calls connect directly, and the other side can see your IP address."
+    )
+    await page.evaluate("localStorage.setItem('peercall.relayOnly', '1')")  # as an earlier visit left it
+    await page.reload()
+    await expect(page.locator("#relay-hint")).to_be_visible()
+    await expect(page.locator("#relay-only")).to_be_checked()
+    await expect(page.locator("#relay-only")).to_be_enabled()
     await page.fill("#my-id", uid("dora"))
-    await page.check("#relay-only")
     await connect(page)
     await page.fill("#peer-id", "nobody-here")
     await page.click("#call")
@@ -279,6 +290,8 @@ async def test_hide_my_ip_without_a_turn_server_says_so_instead_of_calling(
     await expect(page.locator("#call-detail")).to_have_text("no relay server for a relay-only call")
     assert (await mic(page))["live"] == 0, "the microphone stayed open"
     await expect(page.locator("#call")).to_be_enabled()
+    await page.uncheck("#relay-only")
+    await expect(page.locator("#relay-only")).to_be_disabled()
 
 
 async def test_refused_relay_credentials_end_the_call_with_a_clear_message(open_page: OpenPage) -> None:

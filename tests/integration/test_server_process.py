@@ -19,9 +19,11 @@ ICE = [{"urls": "stun:127.0.0.1:3478"}, {"urls": ["turn:127.0.0.1:3478"], "usern
 
 
 def test_ice_servers_come_from_settings_and_banner_names_them() -> None:
-    """`/ice-servers` returns the configured servers, and the startup banner says which and where to go."""
+    """`/ice-servers` returns the configured servers, and the startup banner says which and where to go;
+    `/healthz` says whether a call can be relayed (a TURN server among them, or PEERCALL_TURN_URLS)."""
     with run_server(PEERCALL_ICE_SERVERS=json.dumps(ICE)) as srv:
         assert httpx.get(f"{srv.http}/ice-servers").json() == {"iceServers": ICE, "iceTransportPolicy": "all"}
+        assert httpx.get(f"{srv.http}/healthz").json()["relay"] is True
         banner = srv.log()
         assert "peercall 0.1.0 (signaling protocol v1)" in banner
         assert f"http://127.0.0.1:{srv.port}/callerA.html" in banner
@@ -35,6 +37,9 @@ def test_default_ice_server_is_the_seeds_stun() -> None:
             "iceServers": [{"urls": "stun:stun.l.google.com:19302"}],
             "iceTransportPolicy": "all",
         }
+        assert httpx.get(f"{srv.http}/healthz").json()["relay"] is False  # STUN only: no call can be relayed
+    with run_server(PEERCALL_ICE_SERVERS=None, PEERCALL_TURN_URLS="turns:127.0.0.1:5349") as srv:
+        assert httpx.get(f"{srv.http}/healthz").json()["relay"] is True
 
 
 @pytest.mark.parametrize(

@@ -152,6 +152,12 @@ def create_app(settings: Settings) -> PeercallApp:
         relay_buffer=settings.effective_relay_buffer,
     )
     fixed_ice = [server.as_json() for server in settings.fixed_ice_servers()]
+    # Whether a call can be relayed at all: a TURN server among them (what "Hide my IP address" needs; /healthz)
+    has_relay = bool(settings.turn_urls) or any(
+        url.lower().startswith(("turn:", "turns:"))
+        for server in settings.fixed_ice_servers()
+        for url in ([server.urls] if isinstance(server.urls, str) else server.urls)
+    )
     turn_secret = settings.turn_secret.get_secret_value() if settings.turn_secret else None
     verifier = TokenVerifier.for_settings(settings)
 
@@ -197,13 +203,14 @@ def create_app(settings: Settings) -> PeercallApp:
 
     async def healthz(request: Request) -> Response:
         # What a client needs before it signs in: whether a token is required (or accounts, and whether they take
-        # passkeys), and whether every call is relayed.
+        # passkeys), whether every call is relayed, and whether any can be (a TURN server).
         body: dict[str, object] = {
             "status": "ok",
             "version": __version__,
             "protocol": PROTOCOL_VERSION,
             "auth": settings.auth,
             "iceTransportPolicy": settings.ice_transport_policy,
+            "relay": has_relay,
         }
         if settings.auth != "open":
             body["authExpiry"] = settings.effective_auth_expiry  # whether a token that expires closes the socket

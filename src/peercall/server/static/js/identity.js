@@ -179,14 +179,16 @@ export class Identity {
   }
 
   /**
-   * Ask the server whether it wants a token and whether it relays every call anyway: `/healthz` says both
-   * (`auth`, `iceTransportPolicy`; docs/protocol.md, "Before connecting"), to anyone, token or not.
-   * In accounts mode it may also say that passkeys can be used (`passkeys: true`).
+   * Ask the server whether it wants a token, whether it relays every call anyway, and whether it can relay one
+   * at all: `/healthz` says it (`auth`, `iceTransportPolicy`, `relay`; docs/protocol.md, "Before connecting"), to
+   * anyone, token or not. In accounts mode it may also say that passkeys can be used (`passkeys: true`).
    * `answered` is false when no answer came (no network, the server is down): see offline.js.
-   * @returns {Promise<{authMode: AuthMode, relaysAll: boolean, passkeys: boolean, answered: boolean}>}
+   * @returns {Promise<{authMode: AuthMode, relaysAll: boolean, canRelay: boolean, passkeys: boolean,
+   *   answered: boolean}>}
    */
   async askServer() {
     let relaysAll = false;
+    let canRelay = true; // (a server that does not say: as before it said)
     let passkeys = false;
     let answered = false;
     try {
@@ -199,11 +201,12 @@ export class Identity {
       const mode = body?.auth;
       this.#authMode = mode === "token" || mode === "open" || mode === "accounts" ? mode : "unknown";
       relaysAll = body?.iceTransportPolicy === "relay";
+      canRelay = body?.relay !== false;
       passkeys = body?.passkeys === true;
     } catch {
       this.#authMode = "unknown";
     }
-    return { authMode: this.#authMode, relaysAll, passkeys, answered };
+    return { authMode: this.#authMode, relaysAll, canRelay, passkeys, answered };
   }
 }
 

@@ -555,11 +555,12 @@ addEventListener("hashchange", () => {
 
 /** Ask the server how to sign in (/healthz); with no answer, say so, and ask again later (offline.js). */
 async function askServer() {
-  const { authMode, relaysAll, passkeys, answered } = await identity.askServer();
+  const { authMode, relaysAll, canRelay, passkeys, answered } = await identity.askServer();
   reachability.serverAnswered(answered);
   if (!answered) return;
   ui.serverMode(authMode);
   if (relaysAll) ui.serverRelaysAll();
+  else if (!canRelay) ui.serverCannotRelay();
   if (authMode === "token") ui.tokenRequired(Boolean(identity.token));
   if (authMode === "accounts") await startAccounts(passkeys);
   // Opened by a notification's Accept with a token at hand (token mode): connect at once, as Connect would.

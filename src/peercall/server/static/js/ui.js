@@ -19,6 +19,7 @@ const el = {
   myIdHint: $("my-id-hint"),
   myIdError: $("my-id-error"),
   relayOnly: /** @type {HTMLInputElement} */ ($("relay-only")),
+  relayHint: $("relay-hint"),
   advanced: /** @type {HTMLDetailsElement} */ ($("advanced")),
   token: /** @type {HTMLInputElement} */ ($("token")),
   tokenHint: $("token-hint"),
@@ -521,7 +522,10 @@ export function bind(handlers) {
     setInvalid(el.token, false);
     handlers.tokenChanged(el.token.value.trim());
   });
-  el.relayOnly.addEventListener("change", () => handlers.relayOnlyChanged(el.relayOnly.checked));
+  el.relayOnly.addEventListener("change", () => {
+    if (cannotRelay) el.relayOnly.disabled = !el.relayOnly.checked;
+    handlers.relayOnlyChanged(el.relayOnly.checked);
+  });
   el.history.addEventListener("click", (event) => {
     const button = /** @type {HTMLElement} */ (event.target).closest("button[data-peer]");
     if (button && !(/** @type {HTMLButtonElement} */ (button).disabled)) handlers.callBack(button.dataset.peer);
@@ -555,7 +559,6 @@ export function relayOnly() {
   return el.relayOnly.checked;
 }
 
-/** The server relays every call: the "Hide my IP address" box is ticked and cannot be unticked. */
 /**
  * The server said how it authenticates: the two-tab demo (two made-up names) is offered in open mode only.
  * @param {string} authMode "open", "token" or "accounts"
@@ -564,10 +567,27 @@ export function serverMode(authMode) {
   el.demoLinks.hidden = authMode !== "open";
 }
 
+/** The server relays every call: the "Hide my IP address" box is ticked and cannot be unticked. */
 export function serverRelaysAll() {
   el.relayOnly.checked = true;
   el.relayOnly.disabled = true;
   el.relayOnly.closest("label")?.setAttribute("title", "This server relays every call through its TURN server.");
+}
+
+/** Set by `serverCannotRelay`: "Hide my IP address", once unticked, cannot be ticked again here. */
+let cannotRelay = false;
+
+/**
+ * The server has no relay (TURN) server: "Hide my IP address" cannot be had here, and the hint under the box says
+ * so before a call fails on it. A box ticked earlier (remembered) stays ticked, and its calls fail saying why:
+ * it is not quietly dropped for calls that would show the address it asked to hide.
+ */
+export function serverCannotRelay() {
+  el.relayHint.textContent =
+    "This server has no relay (TURN) server: calls connect directly, and the other side can see your IP address.";
+  el.relayHint.hidden = false;
+  cannotRelay = true;
+  el.relayOnly.disabled = !el.relayOnly.checked;
 }
 
 /**
