@@ -304,6 +304,23 @@ async def test_page_reconnects_by_itself_after_a_server_restart(open_page: OpenP
         await expect(page.locator("#call")).to_be_enabled()
 
 
+async def test_an_error_on_screen_outlasts_the_reconnection(open_page: OpenPage, uid: Callable[[str], str]) -> None:
+    """What went wrong while the server was away (a call that failed meanwhile says why) is still on screen once
+    the page is connected again: "Reconnected to the server." shows only where no warning or error is."""
+    with run_server() as first:
+        port = first.port
+        page = await open_page(first.http, "/", "fay")
+        await page.fill("#my-id", uid("fay"))
+        await connect(page)
+        await asyncio.to_thread(first.stop)
+        await expect(page.locator("#server-status")).to_have_text("Reconnecting…")
+        failed = "The audio connection was lost and could not be restored (the network may have changed)."
+        await page.evaluate("async (text) => (await import('/js/ui.js')).say(text, 'error')", failed)
+    with run_server(PEERCALL_PORT=str(port)):
+        await expect(page.locator("#server-status")).to_have_text("Connected")
+        await expect(page.locator("#message")).to_have_text(failed)
+
+
 async def test_terminal_close_is_explained_and_not_retried(
     server: ServerProcess, open_page: OpenPage, uid: Callable[[str], str]
 ) -> None:

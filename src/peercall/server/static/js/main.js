@@ -189,7 +189,7 @@ signaling.addEventListener("statechange", (event) => {
   } else if (state === "reconnecting" && previous !== "reconnecting") {
     ui.say(""); // the banner at the top says why, counts down to the next try, and offers "Retry now"
   } else if (state === "connected" && previous === "reconnecting") {
-    ui.say("Reconnected to the server.");
+    ui.note("Reconnected to the server.");
   } else if (state === "connected") {
     ui.say("");
   }

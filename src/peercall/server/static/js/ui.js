@@ -640,6 +640,15 @@ export function say(text, kind = "info") {
 }
 
 /**
+ * Show an information that matters less than a warning or an error on screen: shown only if neither is.
+ * (A call that failed while the server was away keeps saying why when the server is back.)
+ * @param {string} text
+ */
+export function note(text) {
+  if (el.message.hidden || el.message.dataset.kind === "info") say(text);
+}
+
+/**
  * Mark the name field as invalid and explain why (the id is checked before any connection attempt).
  * @param {string} problem
  */
