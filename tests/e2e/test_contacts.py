@@ -174,6 +174,9 @@ async def test_a_request_is_accepted_from_the_page_and_the_contacts_presence_com
 
         await expect(bob.locator("#contact-requests-box")).to_be_hidden()
         await expect(bob.locator("#requests-count")).to_be_hidden()
+        # Each side is told, in place of what it was told before (the request, "Asked bob…"), which no longer holds.
+        await expect(bob.locator("#message")).to_have_text("You and alice are now contacts.")
+        await expect(alice.locator("#message")).to_have_text("bob accepted: you are now contacts.")
         await expect(contact(bob, "alice")).to_have_attribute("data-status", "online")
         await expect(contact(bob, "alice").locator(".status-text")).to_have_text("Online")
         await expect(alice.locator("#contact-outgoing-box")).to_be_hidden()

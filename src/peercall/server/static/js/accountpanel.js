@@ -74,6 +74,7 @@ function show(id, text) {
  * @param {() => Promise<unknown>} work
  */
 async function busy(button, where, work) {
+  const focused = button !== null && document.activeElement === button;
   if (button) button.disabled = true;
   show(where, "");
   try {
@@ -83,7 +84,20 @@ async function busy(button, where, work) {
     return undefined;
   } finally {
     if (button) button.disabled = false;
+    // Disabled, the button gave the focus up to the page: a keyboard user was sent back to its top.
+    if (focused) keepFocus(button.isConnected ? button : $(where));
   }
+}
+
+/**
+ * Focus `target` if the focus was lost to the page (an action's button was disabled or taken away): a status
+ * line can take it too (for its screen reader, which reads what just happened).
+ * @param {HTMLElement|null} target
+ */
+function keepFocus(target) {
+  if (!target || (document.activeElement && document.activeElement !== document.body)) return;
+  if (!target.matches("button, input, select, textarea, a[href]")) target.tabIndex = -1;
+  target.focus({ preventScroll: true });
 }
 
 /** @param {number} seconds Unix seconds */
@@ -365,7 +379,10 @@ function methodButton(text, label, work) {
       await work();
       return true;
     });
-    if (done) refreshMethods();
+    if (done) {
+      await refreshMethods();
+      keepFocus($("methods-status")); // (the list is new: what was clicked may be gone)
+    }
   });
   return button;
 }
@@ -495,8 +512,9 @@ function userItem(user) {
     toggle.addEventListener("click", async () => {
       const changed = await busy(toggle, "users-status", () => given.setDisabled(u.id, !u.disabled));
       if (changed) {
-        fill(changed);
+        fill(changed); // (its buttons are new: the focus goes on to the one that replaced this one)
         show("users-status", `${changed.id} is ${changed.disabled ? "disabled: their sign-ins ended" : "enabled"}.`);
+        keepFocus(item.querySelector(".actions button"));
       }
     });
     const end = document.createElement("button");

@@ -239,6 +239,8 @@ export class Contacts extends EventTarget {
         lastSeen: online ? null : seconds(c.lastSeen),
       });
     }
+    // Those we asked who are contacts now: they accepted (the "Asked …" notice is stale from now on).
+    const accepted = this.#outgoing.filter((r) => next.has(r.id) && !this.#contacts.has(r.id)).map((r) => r.id);
     this.#contacts = next;
     const before = new Set(this.#incoming.map((r) => r.id));
     this.#incoming = datedList(msg.incoming);
@@ -252,6 +254,9 @@ export class Contacts extends EventTarget {
     if (msg.directory === DirectoryMode.ALL || msg.directory === DirectoryMode.CONTACTS)
       this.#directory = msg.directory;
     this.#changed();
+    if (accepted.length) {
+      this.#notice(`${accepted.join(", ")} accepted: you are now contacts.`, "info");
+    }
     if (news.length) {
       const who = news.map((r) => r.id).join(", ");
       this.#notice(`${who} ${news.length === 1 ? "wants" : "want"} to be your contact: see Contact requests.`, "info");
@@ -362,12 +367,12 @@ export class Contacts extends EventTarget {
 
   /** @param {string} id a requester */
   accept(id) {
-    return this.#sent(contactAdd(id));
+    return this.#sent(contactAdd(id), `You and ${id} are now contacts.`);
   }
 
   /** @param {string} id a requester */
   decline(id) {
-    return this.#sent(contactDecline(id));
+    return this.#sent(contactDecline(id), `Declined ${id}'s request.`);
   }
 
   /** @param {string} id a contact, or a user we asked (withdraws the request) */
