@@ -99,6 +99,8 @@ async def test_invite_sign_up_call_across_renewals_then_disable(open_page: OpenP
         await expect(ada.locator("#my-name")).to_have_text("Ada Admin")  # People shows her as others see her
         await expect(ada.locator("#account-admin")).to_be_visible()
         await expect(ada.locator("#server-status")).to_have_text("Connected")
+        # people who sign in know each other by name: "Who to call" takes a contact's, or a user id
+        await expect(ada.locator("#peer-id")).to_have_attribute("placeholder", "a contact's name, or a user id")
 
         # An invite link, made from the page.
         await ada.click("#admin-box summary")

@@ -206,6 +206,13 @@ async def test_a_request_is_accepted_from_the_page_and_the_contacts_presence_com
         second = await sign_in(open_page, server, "alice")
         await expect(contact(second, "bob").locator(".name")).to_have_text("Bobby")
 
+        # Called by the name alice gave him (people who sign in know each other by name, not by id).
+        await alice.fill("#peer-id", "BOBBY ")
+        await alice.click("#call")
+        await expect(bob.locator("#incoming-from")).to_contain_text("alice")
+        await alice.click("#hangup")  # (cancelled while it rings)
+        await expect(bob.locator("#incoming")).to_be_hidden()
+
         # Called from the list: each sees the other in a call while it lasts.
         await bob_at_alice.locator('button[data-act="call"]').click()
         await bob.click("#accept")

@@ -439,7 +439,7 @@ ui.bind({
   },
   call(peerId) {
     unlockAudio();
-    phone.startCall(peerId);
+    phone.startCall(calledId(peerId));
   },
   accept() {
     unlockAudio();
@@ -447,7 +447,7 @@ ui.bind({
   },
   videoCall(peerId) {
     unlockAudio();
-    phone.startCall(peerId, { video: true });
+    phone.startCall(calledId(peerId), { video: true });
   },
   acceptVideo() {
     unlockAudio();
@@ -517,7 +517,7 @@ contactsPanel.bind({
   searchMore: () => contacts.searchMore(),
   call(peerId) {
     unlockAudio();
-    phone.startCall(peerId);
+    phone.startCall(calledId(peerId));
   },
   say: (text, kind) => ui.say(text, kind),
 });
@@ -552,6 +552,23 @@ addEventListener("hashchange", () => {
     openAccount();
   }
 });
+
+/**
+ * Whom "Who to call" names: a contact, by our name for them or their display name (case aside), if it names
+ * exactly one and is not itself a contact's id; else what was typed (an id, or a problem the call explains).
+ * People who sign in know each other by name, not by id.
+ * @param {string} typed
+ * @returns {string}
+ */
+function calledId(typed) {
+  const key = typed.trim().toLocaleLowerCase();
+  const all = contacts.view().contacts;
+  if (!key || all.some((c) => c.id === typed)) return typed;
+  const named = all.filter(
+    (c) => c.name?.toLocaleLowerCase() === key || names.displayName(c.id)?.toLocaleLowerCase() === key,
+  );
+  return named.length === 1 ? named[0].id : typed;
+}
 
 /** Ask the server how to sign in (/healthz); with no answer, say so, and ask again later (offline.js). */
 async function askServer() {

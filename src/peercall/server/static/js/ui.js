@@ -565,6 +565,8 @@ export function relayOnly() {
  */
 export function serverMode(authMode) {
   el.demoLinks.hidden = authMode !== "open";
+  // Where people sign in they know each other by name (a contact's is looked up) or by user id.
+  if (authMode === "accounts") el.peerId.placeholder = "a contact's name, or a user id";
 }
 
 /** The server relays every call: the "Hide my IP address" box is ticked and cannot be unticked. */
