@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from .admin import AdminError, _book
-from .auth.accounts import Passwords, check_password, new_token, token_hash
+from .auth.accounts import Passwords, check_password, check_strength, new_token, token_hash
 from .config import Settings
 from .core.social import MAX_NAME
 from .protocol.messages import is_valid_id
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
-def _read_password() -> str:
+def _read_password(context: list[str]) -> str:
     if not sys.stdin.isatty():
         line = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -91,9 +91,10 @@ def _read_password() -> str:
         if getpass.getpass("again: ") != line:
             raise AdminError("the two passwords differ")
     try:
-        return check_password(line)
+        check_strength(check_password(line), context)
     except ValueError as exc:
         raise AdminError(str(exc)) from None
+    return line
 
 
 def _add(user_id: str, name: str | None, admin: bool) -> int:
@@ -102,7 +103,7 @@ def _add(user_id: str, name: str | None, admin: bool) -> int:
     name = (name if name is not None else user_id).strip()
     if not 1 <= len(name) <= MAX_NAME:
         raise AdminError(f"a display name is 1 to {MAX_NAME} characters")
-    password = _read_password()
+    password = _read_password([user_id, name])
     secret = Passwords().hash_now(password)
     return asyncio.run(_store_user(User(user_id, name, admin=admin, created=time.time()), secret))
 

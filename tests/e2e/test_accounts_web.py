@@ -122,6 +122,12 @@ async def test_invite_sign_up_call_across_renewals_then_disable(open_page: OpenP
         await bob.fill("#signup-password", "short")
         await bob.click("#signup-submit")
         await expect(bob.locator("#signup-error")).to_have_text("A password is at least 8 characters.")
+        await bob.fill("#signup-password", "password1")  # the server's word: why it is refused
+        await bob.click("#signup-submit")
+        await expect(bob.locator("#signup-error")).to_have_text(
+            "That password is too easy to guess (this is a very common password): a few uncommon words make a strong"
+            " one."
+        )
         await bob.fill("#signup-password", PASSWORD)
         await shoot(bob, "accounts-signup")
         await bob.click("#signup-submit")
@@ -469,7 +475,8 @@ async def test_a_pasted_invite_is_read_at_once_and_passkeys_speak_plainly(open_p
 
 async def test_on_a_phone_the_account_comes_after_people_and_calls(open_page: OpenPage, tmp_path: Path) -> None:
     """Signed in on a 390 px screen: People, Contacts and the call card come first, the account's sign-ins and
-    settings last; the two-tab demo (two made-up names of open mode) is not offered."""
+    settings last, a page's length away, where the top bar's "Account" leads (sign out is there); the two-tab demo
+    (two made-up names of open mode) is not offered."""
     db = tmp_path / "accounts.sqlite3"
     add_user(db, "ann", "Ann Admin", admin=True)
     with accounts_server(db) as server:
@@ -484,3 +491,10 @@ async def test_on_a_phone_the_account_comes_after_people_and_calls(open_page: Op
             tops[card] = box["y"]
         assert tops["#people-card"] < tops["#call-card"] < tops["#account-card"], tops
         await expect(page.locator("#demo-links")).to_be_hidden()
+        await expect(page.locator("#sign-out")).not_to_be_in_viewport()
+        await page.click("#account-link")
+        await expect(page.locator("#sign-out")).to_be_in_viewport()
+        await expect(page.locator("#account-title")).to_be_focused()
+        assert "#" not in page.url, page.url  # (the page reads its `#` for invites and tokens)
+        await page.set_viewport_size({"width": 1280, "height": 800})  # two columns: the account is at the top
+        await expect(page.locator("#account-link")).to_be_hidden()

@@ -167,6 +167,22 @@ async def test_one_invite_learns_only_a_few_taken_ids(srv: ServerProcess, browse
     assert (await browser().sign_up(other, "cy"))["id"] == "cy"
 
 
+async def test_a_password_a_guesser_would_try_first_is_refused(srv: ServerProcess, browser: Any) -> None:
+    """A sign-up or a change to a common password (or the user's own id with digits) is refused with 400
+    `bad-password` saying why, before the invite is used; a strong one is then taken."""
+    ann, bob = await admin_and_bob(srv, browser)
+    invite = await ann.invite()
+    cy = browser()
+    for weak in ("password1", "cy123456", "qwertyuiop"):
+        refused = await cy.post("/api/signup", {"invite": invite, "id": "cy", "name": "Cy", "password": weak})
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "bad-password" and "too easy to guess" in error["message"], error
+    assert (await cy.sign_up(invite, "cy"))["id"] == "cy"  # the invite was not used up
+    weak = await bob.post("/api/password", {"password": "iloveyou2", "current": PASSWORD})
+    assert (weak.status_code, weak.json()["error"]["code"]) == (400, "bad-password")
+
+
 async def test_sign_in_gives_one_answer_whether_or_not_the_account_exists(srv: ServerProcess, browser: Any) -> None:
     """A wrong password and an unknown id get the same status and message, in about the same time (the unknown id
     is checked against a dummy hash); the right password signs in."""

@@ -24,6 +24,7 @@ from peercall.auth.accounts import (
     Throttle,
     b64url,
     check_password,
+    check_strength,
     token_hash,
 )
 from peercall.auth.tokens import AccountsVerifier, AuthError, TokenVerifier, signing_key
@@ -114,6 +115,19 @@ async def test_passwords_verify_only_their_own_hash() -> None:
     with pytest.raises(ValueError, match="8 to 1024"):
         check_password("short")
     assert token_hash("a") != token_hash("b") and len(token_hash("a")) == 64
+
+
+@pytest.mark.parametrize(
+    "weak",
+    ["password1", "aaaaaaaaaaaa", "12345678", "qwertyuiop", "iloveyou2", "bob12345", "Bob Builder1", "peercall1"],
+)
+def test_a_new_password_a_guesser_would_try_first_is_refused(weak: str) -> None:
+    """The commonest passwords and their variants, keyboard runs, one character repeated, and the account's own id,
+    name or the product's name with digits are refused, saying why; a few uncommon words are not."""
+    with pytest.raises(ValueError, match="too easy to guess"):
+        check_strength(weak, ["bob", "Bob Builder"])
+    check_strength("correct horse battery", ["bob", "Bob Builder"])
+    check_strength("correct horse battery staple " * 35, [])  # (1,015 characters: judged by its first 72)
 
 
 class HeldHasher(PasswordHasher):

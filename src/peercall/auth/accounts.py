@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from zxcvbn import zxcvbn
 
 T = TypeVar("T")
 
@@ -46,10 +47,30 @@ def token_hash(token: str) -> str:
 
 
 def check_password(password: object) -> str:
-    """`password` if it is acceptable as a new password, else ValueError saying why."""
+    """`password` if it has the shape of a password (a string of an acceptable length), else ValueError saying why.
+    Cheap: checked before anything else; `check_strength` too, before a new password is kept."""
     if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise ValueError(f"a password is {MIN_PASSWORD} to {MAX_PASSWORD} characters")
     return password
+
+
+MIN_STRENGTH = 2
+"""zxcvbn's score (0-4) a new password needs. 0 and 1 are what guessers try first: the commonest passwords and their
+variants ("password1", "iloveyou2"), keyboard runs, one character repeated, the user's own id or name with digits
+(NIST SP 800-63B asks a verifier to refuse "commonly-used, expected, or compromised" passwords, not to impose
+rules of composition). "correct horse battery" scores 4."""
+STRENGTH_CHECKED = 72
+"""Characters of a password zxcvbn judges (its own limit; its cost grows with the length): a longer one by its start."""
+
+
+def check_strength(password: str, context: list[str]) -> None:
+    """ValueError saying why, if `password` is among the first a guesser tries; `context`: the words of its account
+    (the user id, the display name), which a guesser tries too."""
+    found = zxcvbn(password[:STRENGTH_CHECKED], user_inputs=[*context, "peercall"])
+    if found["score"] < MIN_STRENGTH:
+        warning = str(found["feedback"]["warning"]).rstrip(".") or "it is among the first a guesser tries"
+        why = warning[:1].lower() + warning[1:]
+        raise ValueError(f"that password is too easy to guess ({why}): a few uncommon words make a strong one")
 
 
 class Busy(Exception):

@@ -63,6 +63,7 @@ from ..auth.accounts import (
     Throttle,
     b64url,
     check_password,
+    check_strength,
     new_token,
     token_hash,
     user_handle,
@@ -615,6 +616,11 @@ class AccountsApi:
             except ValueError as exc:
                 raise Refusal(400, "bad-password", str(exc)) from None
         found = await self._invite(request, invite)
+        if "passkey" not in body:  # (judged once the invite is good: its cost is a few ms of anyone's CPU)
+            try:
+                check_strength(password, [account, name])
+            except ValueError as exc:
+                raise Refusal(400, "bad-password", str(exc)) from None
         now = self.clock()
         # A try of the invite's, taken before the id is looked up (sign-ups sent together see it spent), and given
         # back unless the id was taken: what it bounds is how many ids one invite learns are someone's.
@@ -734,6 +740,7 @@ class AccountsApi:
         body = await json_object(request, MAX_BODY)
         try:
             password = check_password(body.get("password"))
+            check_strength(password, [user.id, user.name])
         except ValueError as exc:
             raise Refusal(400, "bad-password", str(exc)) from None
         stored = await self._password(user.id)

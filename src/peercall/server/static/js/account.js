@@ -78,8 +78,8 @@ export function errorText(status, code, serverMessage, retryAfter) {
       return `A user id is ${ID_RULE}.`;
     case "bad-name":
       return "A display name is 1–64 characters of text.";
-    case "bad-password":
-      return "A password is 8 to 1024 characters.";
+    case "bad-password": // (its length, or why it is too easy to guess)
+      return serverMessage ? `${serverMessage[0].toUpperCase()}${serverMessage.slice(1)}.` : "A password is 8 to 1024 characters.";
     case "unauthorized":
       return "You are not signed in (or your sign-in has ended): sign in again.";
     case "forbidden":

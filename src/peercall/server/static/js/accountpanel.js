@@ -163,6 +163,15 @@ export function bind(given) {
   $("signin-form").addEventListener("input", () => show("signin-error", ""));
   $("signup-form").addEventListener("input", () => show("signup-error", ""));
   $("sign-out").addEventListener("click", () => busy($("sign-out"), "sessions-status", given.signOut));
+  // The top bar's "Account" (one column: the card is last, a page's length away): there, without a `#` in the
+  // address (which the page reads for invites and tokens), the focus on its heading.
+  $("account-link").addEventListener("click", (/** @type {MouseEvent} */ event) => {
+    event.preventDefault();
+    const title = $("account-title");
+    title.tabIndex = -1;
+    $("account-card").scrollIntoView({ block: "start" });
+    title.focus({ preventScroll: true });
+  });
   $("sign-out-everywhere").addEventListener("click", () =>
     busy($("sign-out-everywhere"), "sessions-status", given.signOutEverywhere),
   );
