@@ -174,6 +174,7 @@ async def test_a_request_is_accepted_from_the_page_and_the_contacts_presence_com
 
         await expect(bob.locator("#contact-requests-box")).to_be_hidden()
         await expect(bob.locator("#requests-count")).to_be_hidden()
+        await expect(bob.locator("#contacts-title")).to_be_focused()  # not the page's top: where the request was
         # Each side is told, in place of what it was told before (the request, "Asked bob…"), which no longer holds.
         await expect(bob.locator("#message")).to_have_text("You and alice are now contacts.")
         await expect(alice.locator("#message")).to_have_text("bob accepted: you are now contacts.")
@@ -227,6 +228,7 @@ async def test_a_request_is_accepted_from_the_page_and_the_contacts_presence_com
         await bob_at_alice.get_by_role("button", name="More for Bobby").click()
         await bob_at_alice.get_by_role("button", name="Remove bob from your contacts").click()
         await expect(alice.locator("#contacts li")).to_have_count(0)
+        await expect(alice.locator("#contacts-title")).to_be_focused()  # (the list is empty: its card's heading)
         await expect(second.locator("#contacts li")).to_have_count(0)
         await expect(bob.locator("#contacts li")).to_have_count(0)
 

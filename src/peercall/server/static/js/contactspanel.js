@@ -368,7 +368,31 @@ function rebuild(list, items, ready, makeItem) {
   const signature = JSON.stringify([items, ready, items.map((item) => label(item.id))]);
   if (list.dataset.signature === signature) return;
   list.dataset.signature = signature;
+  const had = list.contains(document.activeElement) ? /** @type {HTMLElement} */ (document.activeElement) : null;
+  const at = had ? [...list.children].findIndex((li) => li.contains(had)) : -1;
   list.replaceChildren(...items.map((item) => makeItem(item, ready)));
+  if (had) keepFocus(list, had, at);
+}
+
+/**
+ * The focus was in `list` (on `had`, in its item number `at`) as its items were replaced: a keyboard user acting
+ * on one (accept, block, unblock) was sent back to the top of the page. Put it on the same button if it is there
+ * again, else on the first button of the item now where that one was (or of the last), else on the card's heading.
+ * @param {HTMLElement} list
+ * @param {HTMLElement} had
+ * @param {number} at
+ */
+function keepFocus(list, had, at) {
+  const { act, user } = had.dataset;
+  const button = act && user && `button[data-act="${CSS.escape(act)}"][data-user="${CSS.escape(user)}"]`;
+  const same = button ? list.querySelector(button) : null;
+  const items = list.children;
+  const near = items.length ? items[Math.max(0, Math.min(at, items.length - 1))].querySelector("button") : null;
+  const heading = list.closest("section")?.querySelector("h2") ?? null;
+  const target = /** @type {HTMLElement|null} */ (same ?? near ?? heading);
+  if (!target) return;
+  if (target === heading) target.tabIndex = -1;
+  target.focus({ preventScroll: true });
 }
 
 /**
@@ -451,6 +475,9 @@ function renderContactList(contacts, ready, canCall) {
   const list = el.contacts;
   const existing = new Map([...list.children].map((li) => [/** @type {HTMLElement} */ (li).dataset.contact, li]));
   const ids = new Set(contacts.map((c) => c.id));
+  // A contact removed (or blocked) from its own options: the focus goes on, not back to the page's top.
+  const had = list.contains(document.activeElement) ? /** @type {HTMLElement} */ (document.activeElement) : null;
+  const at = had ? [...list.children].findIndex((li) => li.contains(had)) : -1;
   for (const [id, li] of existing) if (!ids.has(id)) li.remove();
   contacts.forEach((c, index) => {
     let li = /** @type {HTMLElement|undefined} */ (existing.get(c.id));
@@ -487,6 +514,7 @@ function renderContactList(contacts, ready, canCall) {
     );
     if (list.children[index] !== li) list.insertBefore(li, list.children[index] ?? null);
   });
+  if (had && document.activeElement !== had) keepFocus(list, had, at); // (gone, or moved: a move drops the focus)
 }
 
 /**
