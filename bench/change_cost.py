@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import socket
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from peercall.broker import open_broker
@@ -101,15 +103,13 @@ async def measure(url: str, args: argparse.Namespace) -> list[float]:
     return found
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=2000, help="calls per round, over all pairs")
-    parser.add_argument("--pairs", type=int, default=20, help="pairs placing calls at once")
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+@contextlib.contextmanager
+def own_redis(tool: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """A `redis-server` of this process's own on a free loopback port, in a temporary folder: (its port, its
+    process), once it answers; stopped after. `tool` names the caller in the message when there is none."""
     server = shutil.which("redis-server")
     if server is None:
-        sys.exit("change_cost: needs redis-server (Debian: apt install redis-server)")
+        sys.exit(f"{tool}: needs redis-server (Debian: apt install redis-server)")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -124,10 +124,20 @@ def main() -> int:
                     if s.connect_ex(("127.0.0.1", port)) == 0:
                         break
                 time.sleep(0.05)
-            found = asyncio.run(measure(f"redis://127.0.0.1:{port}/0", args))
+            yield port, redis
         finally:
             redis.terminate()
             redis.wait(5)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=2000, help="calls per round, over all pairs")
+    parser.add_argument("--pairs", type=int, default=20, help="pairs placing calls at once")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with own_redis("change_cost") as (port, _):
+        found = asyncio.run(measure(f"redis://127.0.0.1:{port}/0", args))
     print(f"median: {statistics.median(found):.0f} µs of CPU per call (two nodes in one process)")
     return 0
 

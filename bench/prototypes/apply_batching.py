@@ -17,17 +17,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import shutil
 import socket
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import hiredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from change_cost import own_redis  # bench/change_cost.py: a redis-server of our own
+
 from peercall.broker.redis import _APPLY
 
 # `_APPLY` over several changes: ARGV is their `_APPLY` ARGVs one after the other, each preceded by its length.
@@ -94,55 +93,42 @@ def main() -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[5, 10])
     parser.add_argument("--changes", type=int, default=30_000)
     args = parser.parse_args()
-    server = shutil.which("redis-server")
-    if server is None:
-        sys.exit("apply_batching: needs redis-server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with tempfile.TemporaryDirectory() as folder:
-        argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", folder]
-        redis = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-        try:
-            time.sleep(0.3)
-            sock = socket.create_connection(("127.0.0.1", port))
-            reader = hiredis.Reader()
+    with own_redis("apply_batching") as (port, redis):
+        sock = socket.create_connection(("127.0.0.1", port))
+        reader = hiredis.Reader()
 
-            def run(commands: list[tuple[object, ...]]) -> None:
-                sock.sendall(b"".join(hiredis.pack_command(command) for command in commands))
-                got = 0
-                while got < len(commands):
-                    reader.feed(sock.recv(1 << 20))
-                    while (reply := reader.gets()) is not False:
-                        if isinstance(reply, hiredis.ReplyError):
-                            sys.exit(f"apply_batching: {reply}")
-                        got += 1
+        def run(commands: list[tuple[object, ...]]) -> None:
+            sock.sendall(b"".join(hiredis.pack_command(command) for command in commands))
+            got = 0
+            while got < len(commands):
+                reader.feed(sock.recv(1 << 20))
+                while (reply := reader.gets()) is not False:
+                    if isinstance(reply, hiredis.ReplyError):
+                        sys.exit(f"apply_batching: {reply}")
+                    got += 1
 
-            def cpu() -> float:
-                fields = Path(f"/proc/{redis.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        def cpu() -> float:
+            fields = Path(f"/proc/{redis.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-            one, many = (hashlib.sha1(script.encode()).hexdigest() for script in (_APPLY, MANY))
-            run([("SCRIPT", "LOAD", _APPLY), ("SCRIPT", "LOAD", MANY)])
-            for batch in args.batch:
-                for pipelined in (True, False):
-                    run([("FLUSHALL",)])
-                    before = cpu()
-                    for start in range(0, args.changes, batch):
-                        group = [change(i) for i in range(start, start + batch)]
-                        if pipelined:
-                            run([("EVALSHA", one, 2, "ver", "clock", *g) for g in group])
-                        else:
-                            flat: list[str | int] = []
-                            for g in group:
-                                flat += [len(g) + 1, *g]
-                            run([("EVALSHA", many, 2, "ver", "clock", *flat)])
-                    spent = (cpu() - before) / args.changes * 1e6
-                    how = "pipelined, one _APPLY each" if pipelined else "one script for the batch"
-                    print(f"{batch} a batch, {how}: {spent:.1f} µs of Redis CPU per change", flush=True)
-        finally:
-            redis.terminate()
-            redis.wait(5)
+        one, many = (hashlib.sha1(script.encode()).hexdigest() for script in (_APPLY, MANY))
+        run([("SCRIPT", "LOAD", _APPLY), ("SCRIPT", "LOAD", MANY)])
+        for batch in args.batch:
+            for pipelined in (True, False):
+                run([("FLUSHALL",)])
+                before = cpu()
+                for start in range(0, args.changes, batch):
+                    group = [change(i) for i in range(start, start + batch)]
+                    if pipelined:
+                        run([("EVALSHA", one, 2, "ver", "clock", *g) for g in group])
+                    else:
+                        flat: list[str | int] = []
+                        for g in group:
+                            flat += [len(g) + 1, *g]
+                        run([("EVALSHA", many, 2, "ver", "clock", *flat)])
+                spent = (cpu() - before) / args.changes * 1e6
+                how = "pipelined, one _APPLY each" if pipelined else "one script for the batch"
+                print(f"{batch} a batch, {how}: {spent:.1f} µs of Redis CPU per change", flush=True)
     return 0
 
 
